@@ -1,0 +1,53 @@
+# User-facing targets.  The real build is Meson+Ninja in build/ (release,
+# with debug info) and build-asan/ (AddressSanitizer + UBSan, what the tests
+# run).  Every target installs the Debian packages it needs first.
+BUILD      ?= build
+ASAN_BUILD ?= build-asan
+PREFIX     ?= /usr/local
+DEPS_STAMP := .deps-ok
+
+.PHONY: all deps build asan check unit demo bench install clean
+
+all: build
+
+deps:
+	@sh scripts/deps.sh
+
+$(BUILD)/build.ninja:
+	meson setup $(BUILD) --prefix=$(PREFIX) -Dwerror=true
+
+$(ASAN_BUILD)/build.ninja:
+	meson setup $(ASAN_BUILD) -Db_sanitize=address,undefined -Db_lundef=false -Dwerror=true
+
+build: deps $(BUILD)/build.ninja
+	ninja -C $(BUILD)
+
+asan: deps $(ASAN_BUILD)/build.ninja
+	ninja -C $(ASAN_BUILD)
+
+# Every test (unit + integration), under the sanitizer build.  Ends with
+# "N passed, N failed".
+check: build asan
+	sh tests/run.sh $(ASAN_BUILD)
+
+unit: asan
+	sh tests/run.sh $(ASAN_BUILD) unit
+
+demo: build
+	sh scripts/demo.sh $(BUILD) $(DIR)
+
+bench: build
+	sh bench/bench.sh $(BUILD)
+
+install: build
+	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/include/reflinkfs
+	install -m 755 $(BUILD)/reflinkfs $(DESTDIR)$(PREFIX)/sbin/reflinkfs
+	ln -sf reflinkfs $(DESTDIR)$(PREFIX)/sbin/mkfs.reflinkfs
+	ln -sf reflinkfs $(DESTDIR)$(PREFIX)/sbin/fsck.reflinkfs
+	ln -sf reflinkfs $(DESTDIR)$(PREFIX)/sbin/mount.reflinkfs
+	install -m 644 include/reflinkfs/*.h $(DESTDIR)$(PREFIX)/include/reflinkfs/
+	# mount(8) looks in /sbin for mount.<type>
+	ln -sf $(PREFIX)/sbin/reflinkfs /sbin/mount.reflinkfs 2>/dev/null || true
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD)

@@ -1,0 +1,356 @@
+/*
+ * reflinkfs on-disk format, version 1.
+ *
+ * Every structure here is written to disk exactly as laid out: fixed-width
+ * little-endian fields (the rlfs_leNN types cannot be mixed with native
+ * integers by accident; use the rlfs_get/put helpers), natural alignment, and
+ * a static_assert on every size so that a compiler change cannot move a byte.
+ * docs/SPEC.md describes every field in prose; keep the two in step.
+ *
+ * Addressing.  The device is an array of blocks of sb_blocksize bytes.  A
+ * filesystem block number (fsbno) is the linear block index on the device.
+ * The device is cut into sb_agcount allocation groups (AGs) of sb_agblocks
+ * blocks each (the last one may be shorter); agno = fsbno / sb_agblocks and
+ * agbno = fsbno % sb_agblocks.  fsbno 0 is never a valid pointer to a file
+ * block or btree block (it holds the primary superblock), so 0 means "none".
+ *
+ * Inode numbers: an inode lives in block fsbno at slot i (0 <= i <
+ * blocksize / inodesize); its number is ino = fsbno * inodes_per_block + i.
+ *
+ * Layout of every AG (agbno):
+ *   0  superblock (primary in AG 0, backup copies elsewhere)
+ *   1  AG header (struct rlfs_agh): free space, inode and tree roots
+ *   2  AGFL: free list of blocks reserved for btree splits
+ *   3+ btree roots made by mkfs, then free space
+ *
+ * Model: XFS (xfs_format.h, xfs_da_format.h) simplified: one AG header
+ * instead of AGF+AGI, linear fsbno, 64-bit btree pointers everywhere.
+ */
+#ifndef REFLINKFS_FORMAT_H
+#define REFLINKFS_FORMAT_H
+
+#include <assert.h>
+#ifndef RLFS_NO_SIZE_ASSERT
+#define RLFS_SA(c, m) static_assert(c, m)
+#else
+#define RLFS_SA(c, m)
+#endif
+#include <stddef.h>
+#include <stdint.h>
+
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define RLFS_LE16(x) ((uint16_t)(x))
+#define RLFS_LE32(x) ((uint32_t)(x))
+#define RLFS_LE64(x) ((uint64_t)(x))
+#else
+#define RLFS_LE16(x) __builtin_bswap16(x)
+#define RLFS_LE32(x) __builtin_bswap32(x)
+#define RLFS_LE64(x) __builtin_bswap64(x)
+#endif
+
+typedef struct { uint16_t v; } rlfs_le16;
+typedef struct { uint32_t v; } rlfs_le32;
+typedef struct { uint64_t v; } rlfs_le64;
+
+static inline uint16_t rlfs_get16(rlfs_le16 x) { return RLFS_LE16(x.v); }
+static inline uint32_t rlfs_get32(rlfs_le32 x) { return RLFS_LE32(x.v); }
+static inline uint64_t rlfs_get64(rlfs_le64 x) { return RLFS_LE64(x.v); }
+static inline rlfs_le16 rlfs_le16_of(uint16_t v) { rlfs_le16 r = { RLFS_LE16(v) }; return r; }
+static inline rlfs_le32 rlfs_le32_of(uint32_t v) { rlfs_le32 r = { RLFS_LE32(v) }; return r; }
+static inline rlfs_le64 rlfs_le64_of(uint64_t v) { rlfs_le64 r = { RLFS_LE64(v) }; return r; }
+#define rlfs_put16(f, val) ((f) = rlfs_le16_of(val))
+#define rlfs_put32(f, val) ((f) = rlfs_le32_of(val))
+#define rlfs_put64(f, val) ((f) = rlfs_le64_of(val))
+
+#define RLFS_UUID_SIZE 16
+#define RLFS_VERSION 1
+
+/* Block sizes mkfs accepts. */
+#define RLFS_MIN_BLOCKSIZE 1024u
+#define RLFS_MAX_BLOCKSIZE 65536u
+#define RLFS_DEFAULT_BLOCKSIZE 4096u
+#define RLFS_DEFAULT_INODESIZE 512u
+#define RLFS_MAX_AGBLOCKS ((1u << 31) - 1)
+
+/* Fixed agbno of per-AG headers. */
+#define RLFS_SB_AGBNO 0
+#define RLFS_AGH_AGBNO 1
+#define RLFS_AGFL_AGBNO 2
+
+/* Magic numbers: ASCII, stored little-endian. */
+#define RLFS_SB_MAGIC     0x53464c52u /* "RLFS" */
+#define RLFS_AGH_MAGIC    0x48474152u /* "RAGH" */
+#define RLFS_AGFL_MAGIC   0x4c464752u /* "RGFL" */
+#define RLFS_BNOBT_MAGIC  0x42534652u /* "RFSB" free space by block */
+#define RLFS_CNTBT_MAGIC  0x43534652u /* "RFSC" free space by size */
+#define RLFS_INOBT_MAGIC  0x42494652u /* "RFIB" inode chunks */
+#define RLFS_BMBT_MAGIC   0x414d4252u /* "RBMA" data fork block map */
+#define RLFS_DIRBT_MAGIC  0x52494452u /* "RDIR" directory entries */
+#define RLFS_ATTRBT_MAGIC 0x54544152u /* "RATT" xattr entries */
+#define RLFS_ATTRV_MAGIC  0x56544152u /* "RATV" remote xattr value */
+#define RLFS_SYMLNK_MAGIC 0x4d595352u /* "RSYM" remote symlink target */
+#define RLFS_REFCBT_MAGIC 0x43464552u /* "REFC" refcount (later issue) */
+#define RLFS_RMAPBT_MAGIC 0x50414d52u /* "RMAP" reverse map (later issue) */
+#define RLFS_DINODE_MAGIC 0x4e494452u /* "RDIN" inode */
+
+/* Feature bits.  An incompat bit we do not know refuses mount and fsck. */
+#define RLFS_FEAT_INCOMPAT_REFLINK (1ull << 0) /* refcount btree (issue 3) */
+#define RLFS_FEAT_INCOMPAT_RMAP    (1ull << 1) /* rmap btree (later) */
+#define RLFS_FEAT_INCOMPAT_LOG     (1ull << 2) /* write-ahead log (later) */
+#define RLFS_FEAT_INCOMPAT_KNOWN   0ull
+#define RLFS_FEAT_RO_COMPAT_KNOWN  0ull
+/* sb_state values */
+#define RLFS_STATE_CLEAN 0u
+#define RLFS_STATE_DIRTY 1u /* mounted read-write, or not unmounted cleanly */
+
+/*
+ * Self-describing header that starts every metadata block.  crc is the
+ * crc32c (Castagnoli) of the whole block with the crc field itself taken
+ * as zero; blkno is the block's own fsbno; owner is the AG number for AG
+ * structures, or the inode number for inode-owned blocks; lsn is the log
+ * sequence number of the last write (0 until the log feature exists).
+ */
+struct rlfs_blkhdr {
+	rlfs_le32 magic;
+	rlfs_le32 crc;
+	rlfs_le64 blkno;
+	rlfs_le64 owner;
+	uint8_t   uuid[RLFS_UUID_SIZE];
+	rlfs_le64 lsn;
+};
+RLFS_SA(sizeof(struct rlfs_blkhdr) == 48, "blkhdr");
+#define RLFS_CRC_OFF offsetof(struct rlfs_blkhdr, crc)
+
+/* Superblock: agbno 0 of every AG.  Occupies one whole block. */
+struct rlfs_sb {
+	struct rlfs_blkhdr hdr;     /* magic RLFS_SB_MAGIC, owner = agno */
+	rlfs_le32 version;          /* RLFS_VERSION */
+	rlfs_le32 blocksize;        /* bytes, power of two, 1024..65536 */
+	rlfs_le64 dblocks;          /* blocks on the device in the fs */
+	rlfs_le32 agblocks;         /* blocks per AG (last AG may be short) */
+	rlfs_le32 agcount;
+	rlfs_le16 inodesize;        /* bytes, power of two, 256..blocksize */
+	rlfs_le16 inopblock;        /* inodes per block */
+	rlfs_le32 state;            /* RLFS_STATE_* */
+	rlfs_le64 features_compat;
+	rlfs_le64 features_ro_compat;
+	rlfs_le64 features_incompat;
+	rlfs_le64 rootino;
+	rlfs_le64 icount;           /* inodes allocated (summary, fsck checks) */
+	rlfs_le64 ifree;            /* free inodes in allocated chunks */
+	rlfs_le64 fdblocks;         /* free data blocks (summary) */
+	rlfs_le64 ctime_sec;        /* mkfs time */
+	rlfs_le64 log_start;        /* fsbno of the log, 0 = none (later issue) */
+	rlfs_le32 log_blocks;
+	rlfs_le32 cowextsize_blocks;/* default CoW extent size hint (later) */
+	char      label[32];
+	rlfs_le64 maxbytes;         /* largest file size in bytes */
+	uint8_t   pad[120];         /* zero; room for later features */
+};
+RLFS_SA(sizeof(struct rlfs_sb) == 320, "sb");
+
+/*
+ * AG header: agbno 1 of every AG.  Roots are agbno within this AG (0 = empty
+ * tree is never used: mkfs creates every tree with an empty root leaf).
+ */
+struct rlfs_agh {
+	struct rlfs_blkhdr hdr;     /* magic RLFS_AGH_MAGIC, owner = agno */
+	rlfs_le32 agno;
+	rlfs_le32 length;           /* blocks in this AG */
+	rlfs_le32 bno_root;         /* bnobt root agbno */
+	rlfs_le32 cnt_root;         /* cntbt root agbno */
+	rlfs_le32 ino_root;         /* inobt root agbno */
+	rlfs_le32 refc_root;        /* refcount btree root (REFLINK feature) */
+	rlfs_le32 rmap_root;        /* rmap btree root (RMAP feature) */
+	rlfs_le16 bno_level;        /* tree heights: 1 = root is a leaf */
+	rlfs_le16 cnt_level;
+	rlfs_le16 ino_level;
+	rlfs_le16 refc_level;
+	rlfs_le16 rmap_level;
+	rlfs_le16 pad0;
+	rlfs_le32 freeblks;         /* free blocks in bnobt/cntbt (not AGFL) */
+	rlfs_le32 longest;          /* longest free extent, blocks */
+	rlfs_le32 flfirst;          /* AGFL ring: first slot in use */
+	rlfs_le32 fllast;           /* last slot in use */
+	rlfs_le32 flcount;          /* slots in use */
+	rlfs_le32 btreeblks;        /* blocks used by bnobt+cntbt beyond roots */
+	rlfs_le64 icount;           /* inodes allocated in this AG */
+	rlfs_le64 ifree;            /* free inodes in this AG's chunks */
+	rlfs_le64 newino;           /* last chunk's first ino (allocation hint) */
+	uint8_t   pad[72];
+};
+RLFS_SA(sizeof(struct rlfs_agh) == 208, "agh");
+
+/* AGFL block: header, then an array of agbno (le32) filling the block. */
+struct rlfs_agfl {
+	struct rlfs_blkhdr hdr;     /* magic RLFS_AGFL_MAGIC, owner = agno */
+	rlfs_le32 agno;
+	rlfs_le32 pad;
+	/* rlfs_le32 bno[(blocksize - 56) / 4] follows */
+};
+RLFS_SA(sizeof(struct rlfs_agfl) == 56, "agfl");
+
+/*
+ * Generic btree block.  Leaves (level 0) hold numrecs records of rec_len
+ * bytes right after the header.  Nodes (level > 0) hold numrecs keys, each
+ * of key_len bytes (for overlapping-interval trees each key slot is a
+ * low key followed by a high key, 2*key_len bytes), followed at a fixed
+ * offset (after maxrecs key slots) by numrecs le64 child fsbnos.
+ * Sibling pointers are fsbno, 0 = none.
+ */
+struct rlfs_btree_block {
+	struct rlfs_blkhdr hdr;
+	rlfs_le16 level;
+	rlfs_le16 numrecs;
+	rlfs_le32 pad;
+	rlfs_le64 leftsib;
+	rlfs_le64 rightsib;
+};
+RLFS_SA(sizeof(struct rlfs_btree_block) == 72, "btree block");
+
+/* --- Free space btrees: record = key = (startblock, blockcount) agbno. --- */
+struct rlfs_alloc_rec {
+	rlfs_le32 startblock;
+	rlfs_le32 blockcount;
+};
+RLFS_SA(sizeof(struct rlfs_alloc_rec) == 8, "alloc rec");
+/* bnobt is keyed on startblock; cntbt on (blockcount, startblock). */
+
+/* --- Inode btree: one record per chunk of RLFS_INODES_PER_CHUNK inodes --- */
+#define RLFS_INODES_PER_CHUNK 64
+struct rlfs_inobt_rec {
+	rlfs_le64 startino;         /* ino of the chunk's first inode */
+	rlfs_le32 freecount;
+	rlfs_le32 pad;
+	rlfs_le64 free;             /* bit i set: startino + i is free */
+};
+RLFS_SA(sizeof(struct rlfs_inobt_rec) == 24, "inobt rec");
+/* key: startino (le64) */
+
+/* --- Data fork extents (inline in the inode and in bmbt leaves) --- */
+#define RLFS_EXT_UNWRITTEN 1u       /* allocated, reads as zeros */
+struct rlfs_bmbt_rec {
+	rlfs_le64 startoff;         /* file offset, blocks */
+	rlfs_le64 startblock;       /* fsbno */
+	rlfs_le32 blockcount;       /* blocks, >= 1, < 2^21 */
+	rlfs_le32 state;            /* RLFS_EXT_* flags */
+};
+RLFS_SA(sizeof(struct rlfs_bmbt_rec) == 24, "bmbt rec");
+#define RLFS_MAX_EXTLEN ((1u << 21) - 1)
+/* key: startoff (le64) */
+
+/* --- Directory btree: entries keyed by (name hash, collision seq) --- */
+#define RLFS_NAME_MAX 255
+struct rlfs_dir_rec {
+	rlfs_le32 hash;             /* rlfs_dirhash(name) */
+	rlfs_le32 seq;              /* distinguishes names with equal hash */
+	rlfs_le64 ino;
+	uint8_t   namelen;
+	uint8_t   ftype;            /* RLFS_FT_* */
+	uint8_t   name[RLFS_NAME_MAX];
+	uint8_t   pad[7];
+};
+RLFS_SA(sizeof(struct rlfs_dir_rec) == 280, "dir rec");
+/* key: (hash, seq) as one le64 = hash << 32 | seq, stored in that order */
+enum { RLFS_FT_UNKNOWN, RLFS_FT_REG, RLFS_FT_DIR, RLFS_FT_CHR, RLFS_FT_BLK,
+       RLFS_FT_FIFO, RLFS_FT_SOCK, RLFS_FT_LNK };
+
+/* --- Xattr btree (when the xattrs do not fit inline in the inode) --- */
+#define RLFS_XATTR_NAME_MAX 255
+#define RLFS_XATTR_SIZE_MAX 65536
+struct rlfs_attr_rec {
+	rlfs_le32 hash;
+	rlfs_le32 seq;
+	rlfs_le64 value_fsbno;      /* first block of the value run, 0 = inline */
+	rlfs_le32 valuelen;         /* bytes */
+	uint8_t   namelen;
+	uint8_t   pad0[3];
+	uint8_t   name[RLFS_XATTR_NAME_MAX];
+	uint8_t   pad1[1];
+	uint8_t   value[64];        /* value bytes when valuelen <= 64 */
+};
+RLFS_SA(sizeof(struct rlfs_attr_rec) == 344, "attr rec");
+
+/*
+ * Remote block header (xattr values, long symlink targets): a run of
+ * contiguous blocks; each block starts with this header and carries up to
+ * blocksize - 64 bytes of payload.
+ */
+struct rlfs_remote_hdr {
+	struct rlfs_blkhdr hdr;     /* owner = ino */
+	rlfs_le32 offset;           /* byte offset of this block's payload */
+	rlfs_le32 bytes;            /* payload bytes in this block */
+	rlfs_le64 pad;
+};
+RLFS_SA(sizeof(struct rlfs_remote_hdr) == 64, "remote hdr");
+
+/*
+ * Inode.  The first RLFS_DINODE_CORE bytes are fixed; the rest of the
+ * inodesize bytes ("literal area") is split at forkoff: [core, core+forkoff)
+ * holds the data fork, [core+forkoff, inodesize) holds inline xattrs.
+ */
+enum rlfs_fork_format {
+	RLFS_FMT_NONE = 0,    /* empty (special files, empty dirs) */
+	RLFS_FMT_LOCAL = 1,   /* inline bytes: short symlink target */
+	RLFS_FMT_EXTENTS = 2, /* inline array of rlfs_bmbt_rec */
+	RLFS_FMT_BTREE = 3,   /* root fsbno of a btree (bmbt or dir) */
+};
+/* di_flags */
+#define RLFS_DIFLAG_IMMUTABLE (1u << 0)
+#define RLFS_DIFLAG_APPEND    (1u << 1)
+#define RLFS_DIFLAG_NODUMP    (1u << 2)
+#define RLFS_DIFLAG_NOATIME   (1u << 3)
+
+struct rlfs_timestamp {
+	rlfs_le64 sec;
+	rlfs_le32 nsec;
+	rlfs_le32 pad;
+};
+
+struct rlfs_dinode {
+	rlfs_le32 magic;            /* RLFS_DINODE_MAGIC */
+	rlfs_le32 crc;              /* crc32c of the inodesize bytes, crc = 0 */
+	rlfs_le64 ino;              /* own number; self-describing */
+	uint8_t   uuid[RLFS_UUID_SIZE];
+	rlfs_le64 lsn;
+	rlfs_le32 mode;             /* S_IFMT | permission bits; 0 = free */
+	rlfs_le32 uid;
+	rlfs_le32 gid;
+	rlfs_le32 nlink;
+	rlfs_le64 size;             /* bytes */
+	rlfs_le64 nblocks;          /* blocks owned: data + bmbt + dir + xattr */
+	struct rlfs_timestamp atime, mtime, ctime, crtime;
+	rlfs_le64 rdev;
+	rlfs_le64 generation;
+	rlfs_le64 parent;           /* directories: ino of ".." */
+	rlfs_le32 flags;            /* RLFS_DIFLAG_* */
+	rlfs_le32 cowextsize_blocks;/* CoW extent size hint (later) */
+	uint8_t   format;           /* enum rlfs_fork_format, data fork */
+	uint8_t   aformat;          /* xattrs: NONE, LOCAL (inline), BTREE */
+	rlfs_le16 forkoff;          /* bytes of literal area for the data fork */
+	rlfs_le32 nextents;         /* data fork extents (all, not just inline) */
+	rlfs_le64 root;             /* BTREE format: data fork tree root fsbno */
+	rlfs_le16 root_level;       /* BTREE format: height of that tree */
+	rlfs_le16 aroot_level;
+	rlfs_le32 pad0;
+	rlfs_le64 aroot;            /* xattr btree root fsbno (aformat BTREE) */
+	rlfs_le32 acount;           /* number of xattrs */
+	rlfs_le32 pad1;
+	uint8_t   pad2[48];
+};
+#define RLFS_DINODE_CORE 256
+RLFS_SA(sizeof(struct rlfs_dinode) == RLFS_DINODE_CORE, "dinode");
+
+/*
+ * Inline xattr area entry (aformat LOCAL): packed one after another from
+ * core+forkoff, each 4-byte aligned; a namelen of 0 ends the list.
+ */
+struct rlfs_attr_sf_entry {
+	uint8_t   namelen;
+	uint8_t   pad;
+	rlfs_le16 valuelen;
+	/* name[namelen], value[valuelen], pad to 4 */
+};
+RLFS_SA(sizeof(struct rlfs_attr_sf_entry) == 4, "attr sf");
+
+#endif /* REFLINKFS_FORMAT_H */

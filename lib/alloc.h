@@ -1,0 +1,74 @@
+/*
+ * alloc.h: the space layer: AG headers, the AGFL, the free-space btrees
+ * (bnobt by start block, cntbt by (length, start)) and the extent allocator.
+ * Model: xfs_alloc.c (allocation types, fix_freelist keeping the AGFL
+ * stocked so btree splits of bnobt/cntbt never recurse into the allocator).
+ *
+ * Accounting: an allocation consumes from the transaction's reservation
+ * (rlfs_trans_mod_used) and decrements agh.freeblks; a free increments
+ * agh.freeblks and credits tp (rlfs_trans_mod_freed).  agh.longest always
+ * equals the largest cntbt record.
+ */
+#ifndef RLFS_ALLOC_H
+#define RLFS_ALLOC_H
+#include "btree.h"
+
+extern const struct rlfs_buf_ops rlfs_agh_buf_ops;
+extern const struct rlfs_buf_ops rlfs_agfl_buf_ops;
+extern const struct rlfs_buf_ops rlfs_sb_buf_ops;
+extern const struct rlfs_btree_ops rlfs_bnobt_ops;
+extern const struct rlfs_btree_ops rlfs_cntbt_ops;
+
+/* Read AG agno's header (joined to tp).  0, -EUCLEAN, -EIO. */
+int rlfs_ag_read_header(struct rlfs_trans *tp, uint32_t agno, struct rlfs_buf **bpp);
+static inline struct rlfs_agh *rlfs_agh(struct rlfs_buf *bp) { return bp->data; }
+
+enum rlfs_alloc_type {
+	RLFS_ALLOC_EXACT,   /* start exactly at hint (grow a file in place) */
+	RLFS_ALLOC_NEAR,    /* as close to hint as possible */
+	RLFS_ALLOC_ANY,     /* anywhere: best fit by size, any AG */
+};
+
+/*
+ * One allocation request.  The allocator returns one extent of between
+ * minlen and maxlen blocks (as long as it can, up to maxlen), preferring
+ * the hint's AG, then trying the others in order (not for EXACT).
+ * hint_fsbno 0 = no preference.  Units: blocks, fsbno.
+ */
+struct rlfs_alloc_arg {
+	struct rlfs_trans *tp;
+	enum rlfs_alloc_type type;
+	uint64_t hint_fsbno;
+	uint32_t minlen;            /* >= 1 */
+	uint32_t maxlen;            /* >= minlen, <= RLFS_MAX_EXTLEN */
+	uint32_t alignment;         /* start aligned to this many blocks (1 = any) */
+	bool for_btree;             /* metadata block for an inode tree */
+	/* out */
+	uint64_t fsbno;             /* 0 if nothing found */
+	uint32_t len;
+};
+/* 0 with args->fsbno/len set, -ENOSPC if no extent of minlen exists (EXACT:
+ * if the hint block is not free for minlen), -EUCLEAN, -EIO. */
+int rlfs_alloc_extent(struct rlfs_alloc_arg *args);
+/* Return [fsbno, fsbno+len) to free space, merging with neighbours.
+ * -EUCLEAN if any of it is already free (double free). */
+int rlfs_free_extent(struct rlfs_trans *tp, uint64_t fsbno, uint32_t len);
+
+/* AG btree block allocation from / to the AGFL (bnobt/cntbt/inobt ops use
+ * these).  rlfs_alloc_fix_freelist tops the AGFL up; called by the
+ * allocator before touching the free-space trees. */
+int rlfs_agfl_get_block(struct rlfs_trans *tp, uint32_t agno, uint32_t *agbno);
+int rlfs_agfl_put_block(struct rlfs_trans *tp, uint32_t agno, uint32_t agbno);
+int rlfs_alloc_fix_freelist(struct rlfs_trans *tp, uint32_t agno);
+/* AGFL ring: slots per block, blocks kept in it (min and target). */
+unsigned rlfs_agfl_size(struct rlfs_mount *mp);
+unsigned rlfs_agfl_min(struct rlfs_mount *mp);
+
+/* Worst-case blocks a transaction must reserve for btree growth when it
+ * allocates or frees nextents extents (splits in bnobt/cntbt/AGFL refill). */
+uint32_t rlfs_alloc_tree_res(struct rlfs_mount *mp, uint32_t nextents);
+
+/* Sum of free blocks over all AGs (freeblks + flcount), read from the AG
+ * headers; used at mount to initialise mp->fdblocks and by fsck.  */
+int rlfs_count_free(struct rlfs_trans *tp, uint64_t *free_blocks);
+#endif

@@ -1,0 +1,60 @@
+/*
+ * bmap.h: the data fork block map.  Every change goes to both the in-core
+ * extent list (ip->ext) and the on-disk fork: inline extents in the inode
+ * literal area while they fit (format EXTENTS), else a bmbt (format BTREE,
+ * root block at ip->root, keyed by startoff, records struct rlfs_bmbt_rec).
+ * Conversion both ways happens automatically.  Adjacent extents that are
+ * contiguous on disk and in the file and in the same state are merged.
+ * ip->nextents on disk = ip->next in core.  nblocks counts data and bmbt
+ * blocks.  Caller holds ip->iolock exclusively and has joined ip to tp.
+ * Model: xfs_bmap.c (xfs_bmapi_write / xfs_bunmapi), much simplified.
+ */
+#ifndef RLFS_BMAP_H
+#define RLFS_BMAP_H
+#include "inode.h"
+
+extern const struct rlfs_btree_ops rlfs_bmbt_ops;
+
+/* Load ip->ext from disk (inline or by walking the bmbt).  0, -EUCLEAN. */
+int rlfs_bmap_load(struct rlfs_trans *tp, struct rlfs_inode *ip);
+
+/*
+ * Find the mapping for file block off: if an extent contains off, *got is
+ * it and *found = true; otherwise *got is the next extent after off
+ * (startoff > off) with *found = false, or got->blockcount = 0 if none.
+ * Pure in-core lookup (binary search); caller holds iolock (shared is fine).
+ */
+void rlfs_bmap_lookup(struct rlfs_inode *ip, uint64_t off, struct rlfs_irec *got, bool *found);
+
+/* Inline extent capacity of the data fork (literal area up to forkoff). */
+uint32_t rlfs_bmap_inline_max(struct rlfs_inode *ip);
+/* Blocks to reserve for changing nextents extents of ip (bmbt splits,
+ * conversion to btree, and the free-space tree growth). */
+uint32_t rlfs_bmap_res(struct rlfs_inode *ip, uint32_t nextents);
+
+/*
+ * Allocate and map blocks for the hole range [off, off+len) (blocks),
+ * which must be unmapped.  Allocation is EXACT after the previous extent
+ * (so a growing file stays one extent) falling back to NEAR then ANY; may
+ * produce several extents.  unwritten: map as RLFS_EXT_UNWRITTEN (caller
+ * did not write data).  Counts against tp's reservation.  0, -ENOSPC.
+ */
+int rlfs_bmap_alloc(struct rlfs_trans *tp, struct rlfs_inode *ip, uint64_t off,
+		    uint64_t len, bool unwritten);
+/* Insert an already-allocated mapping into a hole (used by reflink later). */
+int rlfs_bmap_map_extent(struct rlfs_trans *tp, struct rlfs_inode *ip,
+			 const struct rlfs_irec *rec);
+/*
+ * Remove mappings in [off, off+len) (blocks), splitting extents at the
+ * edges; the blocks are freed (rlfs_free_extent) when free_blocks.  Stops
+ * early after max_extents extents (0 = no limit) so long truncates can roll
+ * the transaction; *done set true when the whole range is unmapped.
+ */
+int rlfs_bmap_unmap(struct rlfs_trans *tp, struct rlfs_inode *ip, uint64_t off,
+		    uint64_t len, bool free_blocks, uint32_t max_extents, bool *done);
+/* Mark [off, off+len) written (unwritten -> normal), splitting as needed. */
+int rlfs_bmap_convert_written(struct rlfs_trans *tp, struct rlfs_inode *ip,
+			      uint64_t off, uint64_t len);
+/* Check the in-core list against the on-disk fork (fsck/tests): 0/-EUCLEAN */
+int rlfs_bmap_check(struct rlfs_trans *tp, struct rlfs_inode *ip);
+#endif

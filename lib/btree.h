@@ -1,0 +1,164 @@
+/*
+ * btree.h: the one generic b+tree used by every tree in reflinkfs (bnobt,
+ * cntbt, inobt, bmbt, directory and xattr trees; refcount and rmap later).
+ * Model: xfsprogs libxfs/xfs_btree.c (generic code + per-type ops vector,
+ * including the overlapping-interval variant used by the rmap btree).
+ *
+ * Block layout (struct rlfs_btree_block in format.h):
+ *   leaf (level 0): header, then numrecs records of ops->rec_len bytes;
+ *   node (level>0): header, then numrecs key slots, then (at the offset
+ *   after maxrecs key slots) numrecs le64 child fsbnos.  A key slot is
+ *   ops->key_len bytes, or 2*key_len (low key, high key) when
+ *   ops->overlapping: the high key of a slot is the largest high key of any
+ *   record below that child, so a range query can skip subtrees.
+ *   maxrecs = (blocksize - 72) / rec_len for leaves,
+ *             (blocksize - 72) / (slot_len + 8) for nodes.
+ * Keys are compared with ops->cmp_key.  Records are kept in key order and
+ * keys are unique (insert of an existing key gives -EEXIST).
+ *
+ * A cursor holds a path from root to leaf (buffer + index at each level).
+ * The cursor's buffers are joined to its transaction.  Any call that
+ * changes the tree may move or invalidate the cursor position except as
+ * documented.
+ *
+ * Errors: 0 or negative errno; -EUCLEAN for a block failing verification
+ * or a structural inconsistency (after rlfs_corrupt logs it), -ENOSPC if a
+ * split needs a block and ops->alloc_block finds none, -EIO.
+ */
+#ifndef RLFS_BTREE_H
+#define RLFS_BTREE_H
+#include "trans.h"
+
+#define RLFS_BTREE_MAXLEVELS 10
+#define RLFS_BTREE_MAX_KEYLEN 32
+#define RLFS_BTREE_MAX_RECLEN 512
+
+struct rlfs_btree_cur;
+
+struct rlfs_btree_ops {
+	const char *name;           /* "bnobt" ... for messages */
+	uint32_t magic;             /* block magic */
+	uint16_t rec_len;           /* bytes per leaf record */
+	uint16_t key_len;           /* bytes per key (one of low/high) */
+	bool overlapping;           /* node slots carry low+high keys */
+	const struct rlfs_buf_ops *buf_ops; /* verifier for this tree's blocks */
+
+	/* key of a record (the low key in overlapping trees) */
+	void (*init_key_from_rec)(void *key, const void *rec);
+	/* overlapping trees: the highest key a record covers */
+	void (*init_high_key_from_rec)(void *key, const void *rec);
+	/* <0, 0, >0 as k1 <, ==, > k2 */
+	int (*cmp_key)(struct rlfs_btree_cur *cur, const void *k1, const void *k2);
+	/* optional: check one record read from disk; 0 or -EUCLEAN */
+	int (*verify_rec)(struct rlfs_btree_cur *cur, const void *rec);
+
+	/* Where the root lives (AG header or inode).  level: 1 = leaf root. */
+	void (*get_root)(struct rlfs_btree_cur *cur, uint64_t *fsbno, unsigned *nlevels);
+	/* Record a new root (log the AG header / inode in cur->tp). */
+	void (*set_root)(struct rlfs_btree_cur *cur, uint64_t fsbno, unsigned nlevels);
+	/* Get a block for a split / new root, near hint.  0, -ENOSPC, ... */
+	int (*alloc_block)(struct rlfs_btree_cur *cur, uint64_t hint_fsbno, uint64_t *fsbno);
+	/* Give back a block emptied by a merge / root collapse. */
+	int (*free_block)(struct rlfs_btree_cur *cur, uint64_t fsbno);
+	/* hdr.owner for blocks of this tree (agno or ino) */
+	uint64_t (*owner)(struct rlfs_btree_cur *cur);
+};
+
+struct rlfs_btree_level {
+	struct rlfs_buf *bp;        /* NULL if level not loaded */
+	int ptr;                    /* 1-based index of the current entry */
+};
+
+struct rlfs_btree_cur {
+	struct rlfs_trans *tp;
+	struct rlfs_mount *mp;
+	const struct rlfs_btree_ops *ops;
+	uint32_t agno;              /* AG trees */
+	struct rlfs_inode *ip;      /* inode-rooted trees */
+	void *priv;                 /* tree-specific extra state */
+	unsigned nlevels;           /* height; 1 = the root is a leaf */
+	struct rlfs_btree_level lev[RLFS_BTREE_MAXLEVELS];
+};
+
+enum rlfs_btree_lookup { RLFS_LOOKUP_EQ, RLFS_LOOKUP_LE, RLFS_LOOKUP_GE };
+
+/* Set up a cursor (reads nothing yet).  Free with rlfs_btree_cur_del. */
+void rlfs_btree_cur_init(struct rlfs_btree_cur *cur, struct rlfs_trans *tp,
+			 const struct rlfs_btree_ops *ops, uint32_t agno,
+			 struct rlfs_inode *ip, void *priv);
+/* Release the cursor's buffers (they stay joined to the transaction). */
+void rlfs_btree_cur_del(struct rlfs_btree_cur *cur);
+
+/*
+ * Position the cursor on the record matching key per dir: EQ exact, LE the
+ * last record with key <= key, GE the first with key >= key.  *stat = 1 if
+ * such a record exists (cursor on it), 0 if not (cursor position then is
+ * where key would be inserted; get_rec gives *stat 0).
+ */
+int rlfs_btree_lookup(struct rlfs_btree_cur *cur, enum rlfs_btree_lookup dir,
+		      const void *key, int *stat);
+/* Copy the record under the cursor into rec (rec_len bytes); *stat 0 if the
+ * cursor is not on a record. */
+int rlfs_btree_get_rec(struct rlfs_btree_cur *cur, void *rec, int *stat);
+/* Move to the next / previous record; *stat 0 at the end / start. */
+int rlfs_btree_increment(struct rlfs_btree_cur *cur, int *stat);
+int rlfs_btree_decrement(struct rlfs_btree_cur *cur, int *stat);
+/*
+ * Insert rec at its key position (the cursor is repositioned internally);
+ * -EEXIST if a record with an equal key exists.  Splits blocks and grows the
+ * root as needed.  Afterwards the cursor is on the new record.
+ */
+int rlfs_btree_insert(struct rlfs_btree_cur *cur, const void *rec);
+/* Delete the record under the cursor; merges/rebalances underfull blocks
+ * and shrinks the root.  Afterwards the cursor position is undefined:
+ * look up again.  *stat 0 if the cursor was not on a record. */
+int rlfs_btree_delete(struct rlfs_btree_cur *cur, int *stat);
+/* Overwrite the record under the cursor.  The new record's key must sort
+ * in the same place (-EINVAL otherwise); parent keys are updated (and high
+ * keys in overlapping trees). */
+int rlfs_btree_update(struct rlfs_btree_cur *cur, const void *rec);
+
+/*
+ * Call fn for every record overlapping [low_key, high_key] (both inclusive),
+ * in key order.  Non-overlapping trees: records whose key is in the range.
+ * Overlapping trees: records with low <= high_key and high >= low_key,
+ * pruning subtrees by their high keys.  fn returns 0 to go on, a positive
+ * value to stop (returned as is), or a negative errno (returned).
+ */
+typedef int (*rlfs_btree_rec_fn)(struct rlfs_btree_cur *cur, const void *rec, void *priv);
+int rlfs_btree_query_range(struct rlfs_btree_cur *cur, const void *low_key,
+			   const void *high_key, rlfs_btree_rec_fn fn, void *priv);
+/* Every record in key order (same fn contract). */
+int rlfs_btree_query_all(struct rlfs_btree_cur *cur, rlfs_btree_rec_fn fn, void *priv);
+
+/* Call fn for every block of the tree (root first, level by level);
+ * fn gets the buffer and its level.  For fsck and space accounting. */
+typedef int (*rlfs_btree_blk_fn)(struct rlfs_btree_cur *cur, struct rlfs_buf *bp,
+				 unsigned level, void *priv);
+int rlfs_btree_visit_blocks(struct rlfs_btree_cur *cur, rlfs_btree_blk_fn fn, void *priv);
+/* Free every block of the tree through ops->free_block (after which the
+ * caller forgets the root).  Records are not visited. */
+int rlfs_btree_destroy(struct rlfs_btree_cur *cur);
+/* Count records (walks the leaves). */
+int rlfs_btree_count(struct rlfs_btree_cur *cur, uint64_t *nrecs);
+
+/*
+ * Structural check of the whole tree for fsck and tests: key order within
+ * and across blocks, parent keys == first child key, high keys correct in
+ * overlapping trees, levels, sibling links, numrecs within limits (root may
+ * be underfull).  Returns 0 or -EUCLEAN (each problem logged via
+ * rlfs_corrupt with block number).
+ */
+int rlfs_btree_check(struct rlfs_btree_cur *cur);
+
+/* Write an empty leaf root into a fresh buffer (mkfs, new trees). */
+void rlfs_btree_init_block(struct rlfs_mount *mp, struct rlfs_buf *bp,
+			   const struct rlfs_btree_ops *ops, unsigned level,
+			   uint64_t owner);
+/* Generic buffer verifier for btree blocks of ops's type: header, level <
+ * MAXLEVELS, numrecs <= maxrecs.  Tree buf_ops->verify should call it. */
+int rlfs_btree_verify_block(struct rlfs_mount *mp, struct rlfs_buf *bp,
+			    uint16_t rec_len, uint16_t key_len, bool overlapping);
+unsigned rlfs_btree_maxrecs(struct rlfs_mount *mp, const struct rlfs_btree_ops *ops,
+			    bool leaf);
+#endif

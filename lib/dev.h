@@ -1,0 +1,40 @@
+/*
+ * dev.h: the block device under a mount, as a small vtable so that tests can
+ * use memory and (later) fault-injecting or crash-recording devices.
+ * All offsets and lengths are bytes.  Every call returns 0 or a negative
+ * errno; short reads past the end of the device give -EIO.
+ */
+#ifndef RLFS_DEV_H
+#define RLFS_DEV_H
+#include <stddef.h>
+#include <stdint.h>
+
+struct rlfs_dev;
+struct rlfs_dev_ops {
+	int (*pread)(struct rlfs_dev *dev, void *buf, size_t len, uint64_t off);
+	int (*pwrite)(struct rlfs_dev *dev, const void *buf, size_t len, uint64_t off);
+	int (*flush)(struct rlfs_dev *dev);   /* durable: fdatasync */
+	void (*close)(struct rlfs_dev *dev);
+};
+struct rlfs_dev {
+	const struct rlfs_dev_ops *ops;
+	uint64_t size_bytes;
+	int fd;             /* -1 for memory devices */
+	void *priv;
+};
+
+/*
+ * Open an image file or block device.  writable: open O_RDWR, else O_RDONLY.
+ * lock: take an exclusive flock (non-blocking) so a second mount of the same
+ * image fails with -EBUSY.  Returns 0, -errno from open/flock/fstat.
+ */
+int rlfs_dev_open(const char *path, int writable, int lock, struct rlfs_dev **devp);
+/* A zero-filled memory device of size_bytes; -ENOMEM. */
+int rlfs_dev_open_mem(uint64_t size_bytes, struct rlfs_dev **devp);
+static inline int rlfs_dev_pread(struct rlfs_dev *d, void *b, size_t l, uint64_t o)
+{ return d->ops->pread(d, b, l, o); }
+static inline int rlfs_dev_pwrite(struct rlfs_dev *d, const void *b, size_t l, uint64_t o)
+{ return d->ops->pwrite(d, b, l, o); }
+static inline int rlfs_dev_flush(struct rlfs_dev *d) { return d->ops->flush(d); }
+static inline void rlfs_dev_close(struct rlfs_dev *d) { if (d) d->ops->close(d); }
+#endif

@@ -1,0 +1,106 @@
+/*
+ * inode.h: in-core inodes and the inode cache.
+ *
+ * struct rlfs_inode holds the decoded core of the on-disk inode, the
+ * literal-area bytes (inline symlink target, inline xattrs) and, for
+ * regular files, the whole data fork extent list in memory (the "incore
+ * extent list" of XFS, iext): reads and block mapping never touch
+ * metadata buffers.  The on-disk data fork is either inline extents
+ * (format EXTENTS) or a bmbt rooted at ip->root (format BTREE).
+ *
+ * References: rlfs_iget takes one, rlfs_irele drops it.  ip->nlookup counts
+ * references held by the FUSE kernel (lookup counts); an inode with nlink 0
+ * is freed (blocks, xattrs, inode) when its last reference goes.
+ * Model: xfs_inode.c, xfs_icache.c, xfs_iext_tree.c (as a sorted array).
+ */
+#ifndef RLFS_INODE_H
+#define RLFS_INODE_H
+#include <sys/stat.h>
+#include <time.h>
+#include "trans.h"
+
+/* One mapping in a fork, native units: blocks and fsbno. */
+struct rlfs_irec {
+	uint64_t startoff;          /* file block */
+	uint64_t startblock;        /* fsbno */
+	uint32_t blockcount;        /* blocks */
+	uint32_t state;             /* RLFS_EXT_UNWRITTEN or 0 */
+};
+
+struct rlfs_inode {
+	struct rlfs_mount *mp;
+	uint64_t ino;
+	/* core (native) */
+	uint32_t mode, uid, gid, nlink;
+	uint64_t size;              /* bytes */
+	uint64_t nblocks;           /* blocks owned */
+	struct timespec atime, mtime, ctime, crtime;
+	uint64_t rdev, generation, parent;
+	uint32_t flags;             /* RLFS_DIFLAG_* */
+	uint32_t cowextsize_blocks;
+	uint8_t format, aformat;
+	uint16_t forkoff;
+	uint64_t root;              /* BTREE: data fork / dir tree root fsbno */
+	uint16_t root_level;
+	uint64_t aroot;             /* xattr tree root fsbno */
+	uint16_t aroot_level;
+	uint32_t acount;
+	uint8_t *literal;           /* inodesize - RLFS_DINODE_CORE bytes */
+	/* in-core data fork extent list, sorted by startoff, no overlaps */
+	struct rlfs_irec *ext;
+	uint32_t next, ext_cap;
+	bool ext_loaded;
+	/* cache state, under mp->icache_lock */
+	unsigned refcount;
+	uint64_t nlookup;           /* FUSE lookup count */
+	struct rlfs_inode *hnext;
+	bool freeing;
+	/* outer lock: see rlfs.h */
+	pthread_rwlock_t iolock;
+	bool data_dirty;            /* written since last fsync */
+};
+
+/* Inode cluster blocks: every inodesize slot carries its own magic, ino,
+ * uuid and crc (verified on read, stamped before write).  inode.c. */
+extern const struct rlfs_buf_ops rlfs_inode_buf_ops;
+
+/* Look up / load an inode; takes a reference.  0, -ENOENT (free inode or
+ * out-of-range number: it is not allocated), -EUCLEAN (bad crc, magic or
+ * number mismatch), -ENOMEM.  Must not be called inside a transaction
+ * (it uses one of its own); use rlfs_iget_tp inside one. */
+int rlfs_iget(struct rlfs_mount *mp, uint64_t ino, struct rlfs_inode **ipp);
+int rlfs_iget_tp(struct rlfs_trans *tp, uint64_t ino, struct rlfs_inode **ipp);
+/* Take another reference. */
+void rlfs_ihold(struct rlfs_inode *ip);
+/* Drop a reference; the last one of an unlinked inode (nlink 0, nlookup 0)
+ * frees it on disk (own transactions).  Never inside a transaction. */
+void rlfs_irele(struct rlfs_inode *ip);
+/* FUSE lookup count: +1 for each reply entry, -n on forget. */
+void rlfs_inode_lookup_add(struct rlfs_inode *ip, uint64_t n);
+void rlfs_inode_forget(struct rlfs_mount *mp, uint64_t ino, uint64_t n);
+
+/* Initialise a newly allocated inode (after rlfs_ialloc) as an empty file
+ * of the given mode; logs it. Returns it referenced. */
+int rlfs_inode_init(struct rlfs_trans *tp, uint64_t ino, uint32_t mode,
+		    uint32_t uid, uint32_t gid, uint64_t rdev, uint64_t parent,
+		    struct rlfs_inode **ipp);
+/* Copy the in-core core into the on-disk inode in its cluster buffer (joined
+ * to tp, logged).  Called by trans commit for logged inodes. */
+int rlfs_inode_flush_to_buf(struct rlfs_trans *tp, struct rlfs_inode *ip);
+/* Cancel support: snapshot of core + extent list, restore, free. */
+void *rlfs_inode_snapshot(struct rlfs_inode *ip);
+void rlfs_inode_restore(struct rlfs_inode *ip, void *snap);
+void rlfs_inode_snapshot_free(void *snap);
+/* Free an unlinked inode on disk: data fork blocks, xattrs, dir tree,
+ * then the inode itself.  Own transactions.  Caller holds the last ref. */
+int rlfs_inode_inactivate(struct rlfs_inode *ip);
+
+/* Fill a struct stat from the in-core inode (st_ino = ip->ino, st_blocks in
+ * 512-byte units from nblocks). */
+void rlfs_inode_stat(struct rlfs_inode *ip, struct stat *st);
+/* current time for timestamps */
+void rlfs_now(struct timespec *ts);
+/* Drop every cached inode (unmount); refcounts must be 0. */
+void rlfs_icache_destroy(struct rlfs_mount *mp);
+int rlfs_icache_init(struct rlfs_mount *mp);
+#endif
