@@ -47,6 +47,8 @@ struct rlfs_buf {
 	struct rlfs_trans *tp;      /* transaction that holds it, or NULL */
 	void *undo;                 /* before-image for cancel, or NULL */
 	bool logged;                /* logged in tp */
+	unsigned trefs;             /* references taken through tp (dropped at
+				     * commit/cancel: callers need not release) */
 	/* cache bookkeeping (buf.c) */
 	struct rlfs_buf *hnext;
 	struct rlfs_buf *lru_prev, *lru_next;
@@ -95,6 +97,10 @@ void rlfs_buf_forget(struct rlfs_mount *mp, uint64_t fsbno);
 int rlfs_buf_flush_all(struct rlfs_mount *mp);
 /* Number of dirty buffers (flush policy). */
 size_t rlfs_buf_ndirty(struct rlfs_mount *mp);
+
+/* An unheld buffer goes back on the clean LRU (or is dropped if stale).
+ * rlfs_buf_relse only drops the count; the transaction code settles. */
+void rlfs_buf_settle(struct rlfs_mount *mp, struct rlfs_buf *bp);
 
 /* Generic checks/stamping for blocks starting with struct rlfs_blkhdr. */
 int rlfs_blkhdr_verify(struct rlfs_mount *mp, struct rlfs_buf *bp, uint64_t owner);

@@ -58,7 +58,18 @@ struct rlfs_inode {
 	/* outer lock: see rlfs.h */
 	pthread_rwlock_t iolock;
 	bool data_dirty;            /* written since last fsync */
+	/* transaction membership (the inode's log item) */
+	struct rlfs_log_item li;
+	struct rlfs_trans *li_tp;   /* transaction it is joined to, or NULL */
+	bool li_logged;
+	void *li_snap;              /* snapshot for cancel */
 };
+
+/* Join ip to tp (caller holds its iolock exclusively): takes a snapshot of
+ * the core and extent list for cancel.  Idempotent within one tp. */
+void rlfs_trans_ijoin(struct rlfs_trans *tp, struct rlfs_inode *ip);
+/* The core changed: copied into its cluster buffer at commit. Implies ijoin. */
+void rlfs_trans_log_inode(struct rlfs_trans *tp, struct rlfs_inode *ip);
 
 /* Inode cluster blocks: every inodesize slot carries its own magic, ino,
  * uuid and crc (verified on read, stamped before write).  inode.c. */
@@ -85,12 +96,8 @@ int rlfs_inode_init(struct rlfs_trans *tp, uint64_t ino, uint32_t mode,
 		    uint32_t uid, uint32_t gid, uint64_t rdev, uint64_t parent,
 		    struct rlfs_inode **ipp);
 /* Copy the in-core core into the on-disk inode in its cluster buffer (joined
- * to tp, logged).  Called by trans commit for logged inodes. */
+ * to tp, logged).  The log item's precommit calls it. */
 int rlfs_inode_flush_to_buf(struct rlfs_trans *tp, struct rlfs_inode *ip);
-/* Cancel support: snapshot of core + extent list, restore, free. */
-void *rlfs_inode_snapshot(struct rlfs_inode *ip);
-void rlfs_inode_restore(struct rlfs_inode *ip, void *snap);
-void rlfs_inode_snapshot_free(void *snap);
 /* Free an unlinked inode on disk: data fork blocks, xattrs, dir tree,
  * then the inode itself.  Own transactions.  Caller holds the last ref. */
 int rlfs_inode_inactivate(struct rlfs_inode *ip);
@@ -100,6 +107,9 @@ int rlfs_inode_inactivate(struct rlfs_inode *ip);
 void rlfs_inode_stat(struct rlfs_inode *ip, struct stat *st);
 /* current time for timestamps */
 void rlfs_now(struct timespec *ts);
+/* Unmount: free on disk every cached inode with nlink 0 (unlinked while
+ * open; FUSE sends no forgets at unmount).  0 or the first error. */
+int rlfs_icache_reclaim(struct rlfs_mount *mp);
 /* Drop every cached inode (unmount); refcounts must be 0. */
 void rlfs_icache_destroy(struct rlfs_mount *mp);
 int rlfs_icache_init(struct rlfs_mount *mp);

@@ -126,6 +126,18 @@ int rlfs_corrupt(struct rlfs_mount *mp, uint64_t fsbno, const char *what,
 /* Debug/warning log line to stderr, prefixed with "reflinkfs: ". */
 void rlfs_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/*
+ * A bare mount over dev: geometry from the arguments, a buffer cache, the
+ * locks; no superblock is read and no inode cache is set up.  For mkfs
+ * (which then writes the initial structures) and for unit tests of the
+ * lower layers (btree over a memory device).  agblocks 0 = one AG.
+ * 0, -ENOMEM, -EINVAL (blocksize not a power of two in range).  core.c.
+ */
+int rlfs_mount_alloc_bare(struct rlfs_dev *dev, uint32_t blocksize, uint64_t dblocks,
+			  uint32_t agblocks, struct rlfs_mount **mpp);
+/* Free a bare mount (drops the buffer cache without writing; flush first). */
+void rlfs_mount_free_bare(struct rlfs_mount *mp);
+
 #define RLFS_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define RLFS_MAX(a, b) ((a) > (b) ? (a) : (b))
 

@@ -6,8 +6,8 @@
  *       transaction cannot hit ENOSPC half way;
  *   rlfs_trans_read_buf / get_buf              join buffers;
  *   rlfs_trans_log_buf                         marks a joined buffer changed;
- *   rlfs_trans_ijoin / log_inode               joins an in-core inode, whose
- *       core is copied to its inode cluster buffer at commit;
+ *   rlfs_trans_ijoin / log_inode (inode.h)     joins an in-core inode, whose
+ *       core is copied to its inode cluster buffer at commit (a log item);
  *   rlfs_trans_commit                          makes the changes part of the
  *       in-memory filesystem (dirty in the buffer cache) and drops the lock;
  *   rlfs_trans_cancel                          undoes every change: joined
@@ -29,16 +29,34 @@
 /* flags for rlfs_trans_alloc */
 #define RLFS_TRANS_RESERVE (1u << 0) /* may dip into mp->resblks (unlink etc.) */
 
+/*
+ * A log item: something other than a buffer that takes part in a
+ * transaction (an in-core inode).  precommit runs at commit, before the
+ * buffers are finalised, and may join/log buffers (the inode core is copied
+ * into its cluster buffer there); abort runs on cancel after buffers got
+ * their before-images back (restore in-core state); release runs last in
+ * both cases.  Model: xfs_log_item / xfs_item_ops.
+ */
+struct rlfs_trans;
+struct rlfs_log_item;
+struct rlfs_log_item_ops {
+	int (*precommit)(struct rlfs_trans *tp, struct rlfs_log_item *lip);
+	void (*abort)(struct rlfs_trans *tp, struct rlfs_log_item *lip);
+	void (*release)(struct rlfs_trans *tp, struct rlfs_log_item *lip);
+};
+struct rlfs_log_item {
+	const struct rlfs_log_item_ops *ops;
+	struct rlfs_log_item *next;
+};
+
 struct rlfs_trans {
 	struct rlfs_mount *mp;
 	unsigned flags;
 	int64_t blk_res;            /* blocks reserved */
 	int64_t blk_used;           /* blocks allocated so far (<= blk_res) */
-	int64_t fdblocks_delta;     /* freed (+) blocks, applied at commit */
+	int64_t blk_freed;          /* blocks freed, credited at commit */
 	struct rlfs_buf *bufs;      /* joined buffers (via bp->tnext) */
-	struct rlfs_inode *inodes[8]; /* joined inodes */
-	int ninodes;
-	void *inode_undo[8];        /* snapshots for cancel (inode.c owns) */
+	struct rlfs_log_item *items;/* joined log items, newest first */
 };
 
 /* 0, -ENOSPC (not enough free blocks for resblks). Always sets *tpp on 0. */
@@ -59,11 +77,9 @@ void rlfs_trans_log_buf(struct rlfs_trans *tp, struct rlfs_buf *bp);
 void rlfs_trans_brelse(struct rlfs_trans *tp, struct rlfs_buf *bp);
 /* Block freed in this transaction: stale at commit. */
 void rlfs_trans_binval(struct rlfs_trans *tp, struct rlfs_buf *bp);
-/* Join an inode (caller holds its iolock exclusively); snapshot for cancel.
- * At most 8 per transaction.  Idempotent. */
-void rlfs_trans_ijoin(struct rlfs_trans *tp, struct rlfs_inode *ip);
-/* Inode core changed: copy to its buffer at commit. Implies ijoin. */
-void rlfs_trans_log_inode(struct rlfs_trans *tp, struct rlfs_inode *ip);
+/* Join a log item (the item's owner makes sure it joins only once). */
+void rlfs_trans_add_item(struct rlfs_trans *tp, struct rlfs_log_item *lip);
+/* (rlfs_trans_ijoin / rlfs_trans_log_inode are in inode.h.) */
 /* Account blocks taken from free space (+n) against the reservation. */
 void rlfs_trans_mod_used(struct rlfs_trans *tp, int64_t nblocks);
 /* Account blocks returned to free space. */
@@ -72,8 +88,8 @@ void rlfs_trans_mod_freed(struct rlfs_trans *tp, int64_t nblocks);
  * transaction is cancelled.  Always frees tp and drops meta_lock. */
 int rlfs_trans_commit(struct rlfs_trans *tp);
 void rlfs_trans_cancel(struct rlfs_trans *tp);
-/* Commit and start a new transaction with the same joined inodes and
- * a fresh reservation of resblks (long operations: truncate, punch).
- * On error *tpp is NULL and everything was cancelled/committed. */
+/* Commit and start a new transaction with a fresh reservation of resblks
+ * (long operations: truncate, punch).  Joined inodes must be joined again
+ * by the caller.  On error *tpp is NULL and the first part stays committed. */
 int rlfs_trans_roll(struct rlfs_trans **tpp, uint32_t resblks);
 #endif

@@ -1,0 +1,407 @@
+/*
+ * buf.c: the metadata buffer cache.
+ *
+ * A buffer caches one metadata block.  Buffers live in a hash table keyed
+ * by fsbno.  A buffer is in exactly one of these states:
+ *   held     refcount > 0 (a transaction or a caller has it);
+ *   dirty    refcount == 0 but changed since last written: stays in memory
+ *            until rlfs_buf_flush_all() writes it;
+ *   clean    refcount == 0, not dirty: on the LRU list, evicted (oldest
+ *            first) once the clean buffers exceed the cache budget.
+ * Verification: the type's verifier runs when a block is read from the
+ * device, and again (after the crc is stamped) right before it is written,
+ * so neither a corrupt disk block nor an in-memory bug reaches the other
+ * side silently.  Model: xfs_buf.c (verifiers), SQLite pager.c (LRU of clean
+ * pages, dirty pages written in page order at commit).
+ *
+ * Locking: every function runs under mp->meta_lock (see rlfs.h).
+ */
+#include "buf.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dev.h"
+
+#define HASH_BITS 16
+#define HASH_SIZE (1u << HASH_BITS)
+
+struct rlfs_bcache {
+	struct rlfs_buf *hash[HASH_SIZE];
+	struct rlfs_buf lru;        /* dummy head of the clean LRU list */
+	size_t clean_bytes;
+	size_t max_clean_bytes;
+	size_t nbufs;
+	size_t ndirty;
+};
+
+static unsigned hash_of(uint64_t fsbno)
+{
+	return (unsigned)((fsbno * 0x9E3779B97F4A7C15ull) >> (64 - HASH_BITS));
+}
+
+int rlfs_bcache_init(struct rlfs_mount *mp, size_t max_clean_bytes)
+{
+	struct rlfs_bcache *bc = calloc(1, sizeof(*bc));
+	if (!bc)
+		return -ENOMEM;
+	bc->lru.lru_next = bc->lru.lru_prev = &bc->lru;
+	bc->max_clean_bytes = max_clean_bytes;
+	mp->bcache = bc;
+	return 0;
+}
+
+static void lru_del(struct rlfs_bcache *bc, struct rlfs_buf *bp, uint32_t bsize)
+{
+	if (!bp->lru_next)
+		return;
+	bp->lru_prev->lru_next = bp->lru_next;
+	bp->lru_next->lru_prev = bp->lru_prev;
+	bp->lru_next = bp->lru_prev = NULL;
+	bc->clean_bytes -= bsize;
+}
+
+static void lru_add(struct rlfs_bcache *bc, struct rlfs_buf *bp, uint32_t bsize)
+{
+	bp->lru_prev = bc->lru.lru_prev;
+	bp->lru_next = &bc->lru;
+	bc->lru.lru_prev->lru_next = bp;
+	bc->lru.lru_prev = bp;
+	bc->clean_bytes += bsize;
+}
+
+static struct rlfs_buf *hash_find(struct rlfs_bcache *bc, uint64_t fsbno)
+{
+	for (struct rlfs_buf *bp = bc->hash[hash_of(fsbno)]; bp; bp = bp->hnext)
+		if (bp->fsbno == fsbno)
+			return bp;
+	return NULL;
+}
+
+static void hash_del(struct rlfs_bcache *bc, struct rlfs_buf *bp)
+{
+	struct rlfs_buf **pp = &bc->hash[hash_of(bp->fsbno)];
+	while (*pp && *pp != bp)
+		pp = &(*pp)->hnext;
+	if (*pp)
+		*pp = bp->hnext;
+}
+
+static void buf_free(struct rlfs_buf *bp)
+{
+	free(bp->data);
+	free(bp->undo);
+	free(bp);
+}
+
+/* Drop a buffer from the cache entirely (must be unheld). */
+static void buf_evict(struct rlfs_mount *mp, struct rlfs_buf *bp)
+{
+	struct rlfs_bcache *bc = mp->bcache;
+	lru_del(bc, bp, mp->blocksize);
+	if (bp->flags & RLFS_BUF_DIRTY)
+		bc->ndirty--;
+	hash_del(bc, bp);
+	bc->nbufs--;
+	buf_free(bp);
+}
+
+static void shrink(struct rlfs_mount *mp)
+{
+	struct rlfs_bcache *bc = mp->bcache;
+	while (bc->clean_bytes > bc->max_clean_bytes && bc->lru.lru_next != &bc->lru)
+		buf_evict(mp, bc->lru.lru_next);
+}
+
+void rlfs_bcache_destroy(struct rlfs_mount *mp)
+{
+	struct rlfs_bcache *bc = mp->bcache;
+	if (!bc)
+		return;
+	for (unsigned i = 0; i < HASH_SIZE; i++) {
+		struct rlfs_buf *bp = bc->hash[i];
+		while (bp) {
+			struct rlfs_buf *next = bp->hnext;
+			buf_free(bp);
+			bp = next;
+		}
+	}
+	free(bc);
+	mp->bcache = NULL;
+}
+
+static struct rlfs_buf *buf_alloc(struct rlfs_mount *mp, uint64_t fsbno)
+{
+	struct rlfs_buf *bp = calloc(1, sizeof(*bp));
+	if (!bp)
+		return NULL;
+	if (posix_memalign(&bp->data, 64, mp->blocksize)) {
+		free(bp);
+		return NULL;
+	}
+	bp->fsbno = fsbno;
+	return bp;
+}
+
+static void hash_add(struct rlfs_mount *mp, struct rlfs_buf *bp)
+{
+	struct rlfs_bcache *bc = mp->bcache;
+	unsigned h = hash_of(bp->fsbno);
+	bp->hnext = bc->hash[h];
+	bc->hash[h] = bp;
+	bc->nbufs++;
+}
+
+void rlfs_blkhdr_init(struct rlfs_mount *mp, void *block, uint32_t magic,
+		      uint64_t fsbno, uint64_t owner)
+{
+	struct rlfs_blkhdr *h = block;
+	rlfs_put32(h->magic, magic);
+	rlfs_put32(h->crc, 0);
+	rlfs_put64(h->blkno, fsbno);
+	rlfs_put64(h->owner, owner);
+	memcpy(h->uuid, mp->uuid, RLFS_UUID_SIZE);
+	rlfs_put64(h->lsn, 0);
+}
+
+int rlfs_blkhdr_verify(struct rlfs_mount *mp, struct rlfs_buf *bp, uint64_t owner)
+{
+	const struct rlfs_blkhdr *h = bp->data;
+	const char *what = bp->ops ? bp->ops->name : "block";
+	if (rlfs_get32(h->magic) != bp->ops->magic)
+		return rlfs_corrupt(mp, bp->fsbno, what, "bad magic 0x%08x (want 0x%08x)",
+				    rlfs_get32(h->magic), bp->ops->magic);
+	if (rlfs_get64(h->blkno) != bp->fsbno)
+		return rlfs_corrupt(mp, bp->fsbno, what, "block claims to be fsbno %llu",
+				    (unsigned long long)rlfs_get64(h->blkno));
+	if (memcmp(h->uuid, mp->uuid, RLFS_UUID_SIZE))
+		return rlfs_corrupt(mp, bp->fsbno, what, "uuid does not match the filesystem");
+	if (owner != RLFS_OWNER_ANY && rlfs_get64(h->owner) != owner)
+		return rlfs_corrupt(mp, bp->fsbno, what, "owner %llu, expected %llu",
+				    (unsigned long long)rlfs_get64(h->owner),
+				    (unsigned long long)owner);
+	return 0;
+}
+
+/* Full verification of bp's contents as type ops (crc included). */
+static int verify_as(struct rlfs_mount *mp, struct rlfs_buf *bp,
+		     const struct rlfs_buf_ops *ops, uint64_t owner, bool check_crc)
+{
+	const struct rlfs_buf_ops *saved = bp->ops;
+	int err = 0;
+	bp->ops = ops;
+	if (ops->has_hdr) {
+		if (check_crc && !rlfs_cksum_verify(bp->data, mp->blocksize, RLFS_CRC_OFF)) {
+			/* report magic problems first: they say more */
+			const struct rlfs_blkhdr *h = bp->data;
+			if (rlfs_get32(h->magic) != ops->magic)
+				err = rlfs_blkhdr_verify(mp, bp, owner);
+			else
+				err = rlfs_corrupt(mp, bp->fsbno, ops->name, "bad crc32c");
+		} else {
+			err = rlfs_blkhdr_verify(mp, bp, owner);
+		}
+	}
+	if (!err && ops->verify)
+		err = ops->verify(mp, bp);
+	bp->ops = saved;
+	return err;
+}
+
+int rlfs_buf_read(struct rlfs_mount *mp, uint64_t fsbno,
+		  const struct rlfs_buf_ops *ops, uint64_t owner,
+		  struct rlfs_buf **bpp)
+{
+	struct rlfs_bcache *bc = mp->bcache;
+	if (fsbno >= mp->dblocks)
+		return rlfs_corrupt(mp, fsbno, ops->name, "block number beyond the device (%llu blocks)",
+				    (unsigned long long)mp->dblocks);
+	struct rlfs_buf *bp = hash_find(bc, fsbno);
+	if (bp) {
+		if (bp->flags & RLFS_BUF_STALE)
+			return rlfs_corrupt(mp, fsbno, ops->name, "pointer to a freed block");
+		if (bp->ops != ops) {
+			/* the same block read as another type: a bad pointer */
+			int err = verify_as(mp, bp, ops, owner, true);
+			if (err)
+				return err;
+			bp->ops = ops;
+		} else if (ops->has_hdr && owner != RLFS_OWNER_ANY) {
+			int err = rlfs_blkhdr_verify(mp, bp, owner);
+			if (err)
+				return err;
+		}
+		if (bp->refcount++ == 0)
+			lru_del(bc, bp, mp->blocksize);
+		*bpp = bp;
+		return 0;
+	}
+	bp = buf_alloc(mp, fsbno);
+	if (!bp)
+		return -ENOMEM;
+	int err = rlfs_dev_pread(mp->dev, bp->data, mp->blocksize, fsbno << mp->blocklog);
+	if (!err)
+		err = verify_as(mp, bp, ops, owner, true);
+	if (err) {
+		buf_free(bp);
+		return err;
+	}
+	bp->ops = ops;
+	bp->refcount = 1;
+	hash_add(mp, bp);
+	shrink(mp);
+	*bpp = bp;
+	return 0;
+}
+
+int rlfs_buf_get(struct rlfs_mount *mp, uint64_t fsbno,
+		 const struct rlfs_buf_ops *ops, uint64_t owner,
+		 struct rlfs_buf **bpp)
+{
+	struct rlfs_bcache *bc = mp->bcache;
+	if (fsbno >= mp->dblocks || fsbno == 0)
+		return -EINVAL;
+	struct rlfs_buf *bp = hash_find(bc, fsbno);
+	if (bp) {
+		if (bp->refcount++ == 0)
+			lru_del(bc, bp, mp->blocksize);
+		bp->flags &= ~RLFS_BUF_STALE;
+	} else {
+		bp = buf_alloc(mp, fsbno);
+		if (!bp)
+			return -ENOMEM;
+		bp->refcount = 1;
+		hash_add(mp, bp);
+	}
+	bp->ops = ops;
+	memset(bp->data, 0, mp->blocksize);
+	if (ops && ops->has_hdr)
+		rlfs_blkhdr_init(mp, bp->data, ops->magic, fsbno, owner);
+	*bpp = bp;
+	return 0;
+}
+
+void rlfs_buf_hold(struct rlfs_buf *bp)
+{
+	bp->refcount++;
+}
+
+/*
+ * Drop a reference.  Buffers do not point at their mount, so putting an
+ * unheld clean buffer back on the LRU is left to rlfs_buf_settle(), which
+ * the transaction code calls when it lets go of its buffers; until then an
+ * unheld buffer is still found by hash lookups.
+ */
+void rlfs_buf_relse(struct rlfs_buf *bp)
+{
+	if (bp->refcount > 0)
+		bp->refcount--;
+}
+
+void rlfs_buf_mark_dirty(struct rlfs_mount *mp, struct rlfs_buf *bp)
+{
+	if (!(bp->flags & RLFS_BUF_DIRTY)) {
+		bp->flags |= RLFS_BUF_DIRTY;
+		mp->bcache->ndirty++;
+	}
+}
+
+void rlfs_buf_stale(struct rlfs_mount *mp, struct rlfs_buf *bp)
+{
+	if (bp->flags & RLFS_BUF_DIRTY) {
+		bp->flags &= ~RLFS_BUF_DIRTY;
+		mp->bcache->ndirty--;
+	}
+	bp->flags |= RLFS_BUF_STALE;
+}
+
+void rlfs_buf_forget(struct rlfs_mount *mp, uint64_t fsbno)
+{
+	struct rlfs_buf *bp = hash_find(mp->bcache, fsbno);
+	if (bp && bp->refcount == 0)
+		buf_evict(mp, bp);
+	else if (bp)
+		rlfs_buf_stale(mp, bp);
+}
+
+void rlfs_buf_settle(struct rlfs_mount *mp, struct rlfs_buf *bp)
+{
+	if (bp->refcount || bp->lru_next || bp->tp)
+		return;
+	if (bp->flags & RLFS_BUF_STALE) {
+		buf_evict(mp, bp);
+		return;
+	}
+	if (!(bp->flags & RLFS_BUF_DIRTY)) {
+		lru_add(mp->bcache, bp, mp->blocksize);
+		shrink(mp);
+	}
+}
+
+size_t rlfs_buf_ndirty(struct rlfs_mount *mp)
+{
+	return mp->bcache->ndirty;
+}
+
+static int cmp_fsbno(const void *a, const void *b)
+{
+	const struct rlfs_buf *x = *(struct rlfs_buf *const *)a;
+	const struct rlfs_buf *y = *(struct rlfs_buf *const *)b;
+	return x->fsbno < y->fsbno ? -1 : x->fsbno > y->fsbno;
+}
+
+int rlfs_buf_flush_all(struct rlfs_mount *mp)
+{
+	struct rlfs_bcache *bc = mp->bcache;
+	int first_err = 0;
+
+	/* 1. file data first: metadata must never point at unwritten data */
+	int err = rlfs_dev_flush(mp->dev);
+	if (err)
+		return err;
+	mp->data_dirty = 0;
+	if (bc->ndirty == 0)
+		return 0;
+
+	struct rlfs_buf **list = malloc(bc->ndirty * sizeof(*list));
+	if (!list)
+		return -ENOMEM;
+	size_t n = 0;
+	for (unsigned i = 0; i < HASH_SIZE && n < bc->ndirty; i++)
+		for (struct rlfs_buf *bp = bc->hash[i]; bp; bp = bp->hnext)
+			if ((bp->flags & RLFS_BUF_DIRTY) && !(bp->tp && bp->logged))
+				list[n++] = bp;
+	qsort(list, n, sizeof(*list), cmp_fsbno);
+
+	/* 2. metadata, in block order; stamp crcs, verify, write */
+	for (size_t i = 0; i < n; i++) {
+		struct rlfs_buf *bp = list[i];
+		if (bp->ops && bp->ops->stamp)
+			bp->ops->stamp(mp, bp);
+		else if (bp->ops && bp->ops->has_hdr)
+			rlfs_cksum_update(bp->data, mp->blocksize, RLFS_CRC_OFF);
+		err = bp->ops ? verify_as(mp, bp, bp->ops, RLFS_OWNER_ANY, true) : 0;
+		if (err) {
+			rlfs_warn("not writing fsbno %llu (%s): failed its pre-write check",
+				  (unsigned long long)bp->fsbno, bp->ops->name);
+			if (!first_err)
+				first_err = err;
+			continue;
+		}
+		err = rlfs_dev_pwrite(mp->dev, bp->data, mp->blocksize, bp->fsbno << mp->blocklog);
+		if (err) {
+			if (!first_err)
+				first_err = err;
+			continue;
+		}
+		bp->flags &= ~RLFS_BUF_DIRTY;
+		bc->ndirty--;
+		rlfs_buf_settle(mp, bp);
+	}
+	free(list);
+
+	/* 3. make it durable */
+	err = rlfs_dev_flush(mp->dev);
+	return first_err ? first_err : err;
+}

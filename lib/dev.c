@@ -1,0 +1,153 @@
+/*
+ * dev.c: block devices.  The file device does positional I/O on an image
+ * file or a block device; the memory device backs unit tests.
+ */
+#include "dev.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static int file_pread(struct rlfs_dev *dev, void *buf, size_t len, uint64_t off)
+{
+	uint8_t *p = buf;
+	if (off + len > dev->size_bytes)
+		return -EIO;
+	while (len) {
+		ssize_t n = pread(dev->fd, p, len, (off_t)off);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (n == 0) /* hole past EOF of a short image: zeros */
+			return -EIO;
+		p += n;
+		len -= (size_t)n;
+		off += (uint64_t)n;
+	}
+	return 0;
+}
+
+static int file_pwrite(struct rlfs_dev *dev, const void *buf, size_t len, uint64_t off)
+{
+	const uint8_t *p = buf;
+	if (off + len > dev->size_bytes)
+		return -EIO;
+	while (len) {
+		ssize_t n = pwrite(dev->fd, p, len, (off_t)off);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		p += n;
+		len -= (size_t)n;
+		off += (uint64_t)n;
+	}
+	return 0;
+}
+
+static int file_flush(struct rlfs_dev *dev)
+{
+	return fdatasync(dev->fd) ? -errno : 0;
+}
+
+static void file_close(struct rlfs_dev *dev)
+{
+	close(dev->fd);
+	free(dev);
+}
+
+static const struct rlfs_dev_ops file_ops = {
+	.pread = file_pread, .pwrite = file_pwrite, .flush = file_flush, .close = file_close,
+};
+
+int rlfs_dev_open(const char *path, int writable, int lock, struct rlfs_dev **devp)
+{
+	int fd = open(path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (lock && flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		int err = errno == EWOULDBLOCK ? -EBUSY : -errno;
+		close(fd);
+		return err;
+	}
+	struct stat st;
+	if (fstat(fd, &st) < 0) {
+		int err = -errno;
+		close(fd);
+		return err;
+	}
+	uint64_t size = (uint64_t)st.st_size;
+	if (S_ISBLK(st.st_mode) && ioctl(fd, BLKGETSIZE64, &size) < 0) {
+		int err = -errno;
+		close(fd);
+		return err;
+	}
+	struct rlfs_dev *dev = calloc(1, sizeof(*dev));
+	if (!dev) {
+		close(fd);
+		return -ENOMEM;
+	}
+	dev->ops = &file_ops;
+	dev->fd = fd;
+	dev->size_bytes = size;
+	*devp = dev;
+	return 0;
+}
+
+static int mem_pread(struct rlfs_dev *dev, void *buf, size_t len, uint64_t off)
+{
+	if (off + len > dev->size_bytes)
+		return -EIO;
+	memcpy(buf, (uint8_t *)dev->priv + off, len);
+	return 0;
+}
+
+static int mem_pwrite(struct rlfs_dev *dev, const void *buf, size_t len, uint64_t off)
+{
+	if (off + len > dev->size_bytes)
+		return -EIO;
+	memcpy((uint8_t *)dev->priv + off, buf, len);
+	return 0;
+}
+
+static int mem_flush(struct rlfs_dev *dev)
+{
+	(void)dev;
+	return 0;
+}
+
+static void mem_close(struct rlfs_dev *dev)
+{
+	free(dev->priv);
+	free(dev);
+}
+
+static const struct rlfs_dev_ops mem_ops = {
+	.pread = mem_pread, .pwrite = mem_pwrite, .flush = mem_flush, .close = mem_close,
+};
+
+int rlfs_dev_open_mem(uint64_t size_bytes, struct rlfs_dev **devp)
+{
+	struct rlfs_dev *dev = calloc(1, sizeof(*dev));
+	if (!dev)
+		return -ENOMEM;
+	dev->priv = calloc(1, size_bytes);
+	if (!dev->priv) {
+		free(dev);
+		return -ENOMEM;
+	}
+	dev->ops = &mem_ops;
+	dev->fd = -1;
+	dev->size_bytes = size_bytes;
+	*devp = dev;
+	return 0;
+}

@@ -1,0 +1,259 @@
+/*
+ * trans.c: transactions (see trans.h for the contract).
+ *
+ * A transaction holds mp->meta_lock from alloc to commit/cancel.  Buffers
+ * join it through rlfs_trans_read_buf/get_buf; the join takes one reference
+ * and a before-image of the block (or notes that the block is new), so that
+ * cancel can put every block back exactly as it was.  Commit marks logged
+ * buffers dirty in the cache (no log yet: the dirty buffers are the
+ * transaction's effect) and stales freed ones.  Log items (inodes) get
+ * precommit before and release after.
+ *
+ * Free-block accounting: alloc takes resblks from mp->fdblocks up front
+ * (-ENOSPC if short; RLFS_TRANS_RESERVE may also use the mp->resblks pool);
+ * commit gives back what was reserved but not used, plus what was freed.
+ * Model: xfs_trans.c, xfs_trans_buf.c.
+ */
+#include "trans.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define RLFS_BUF_NEW_IN_TP (1u << 8)   /* got via get_buf in this tp */
+#define RLFS_BUF_INVAL_IN_TP (1u << 9) /* binval'd in this tp */
+
+int rlfs_trans_alloc(struct rlfs_mount *mp, uint32_t resblks, unsigned flags,
+		     struct rlfs_trans **tpp)
+{
+	struct rlfs_trans *tp = calloc(1, sizeof(*tp));
+	if (!tp)
+		return -ENOMEM;
+	tp->mp = mp;
+	tp->flags = flags;
+	pthread_mutex_lock(&mp->meta_lock);
+	if (resblks) {
+		int64_t avail = mp->fdblocks;
+		if (!(flags & RLFS_TRANS_RESERVE))
+			avail -= (int64_t)mp->resblks;
+		if (avail < (int64_t)resblks) {
+			pthread_mutex_unlock(&mp->meta_lock);
+			free(tp);
+			return -ENOSPC;
+		}
+		mp->fdblocks -= resblks;
+		tp->blk_res = resblks;
+	}
+	*tpp = tp;
+	return 0;
+}
+
+static int join(struct rlfs_trans *tp, struct rlfs_buf *bp, bool is_new)
+{
+	if (bp->tp == tp) {
+		bp->trefs++; /* already joined: one more reference through tp */
+		return 0;
+	}
+	bp->tp = tp;
+	bp->trefs = 1;
+	bp->logged = false;
+	bp->flags &= ~(RLFS_BUF_NEW_IN_TP | RLFS_BUF_INVAL_IN_TP);
+	if (is_new) {
+		bp->flags |= RLFS_BUF_NEW_IN_TP;
+	} else {
+		bp->undo = malloc(tp->mp->blocksize);
+		if (!bp->undo) {
+			bp->tp = NULL;
+			return -ENOMEM;
+		}
+		memcpy(bp->undo, bp->data, tp->mp->blocksize);
+	}
+	bp->tnext = tp->bufs;
+	tp->bufs = bp;
+	return 0;
+}
+
+int rlfs_trans_read_buf(struct rlfs_trans *tp, uint64_t fsbno,
+			const struct rlfs_buf_ops *ops, uint64_t owner,
+			struct rlfs_buf **bpp)
+{
+	struct rlfs_buf *bp;
+	int err = rlfs_buf_read(tp->mp, fsbno, ops, owner, &bp);
+	if (err)
+		return err;
+	err = join(tp, bp, false);
+	if (err) {
+		rlfs_buf_relse(bp);
+		rlfs_buf_settle(tp->mp, bp);
+		return err;
+	}
+	*bpp = bp;
+	return 0;
+}
+
+int rlfs_trans_get_buf(struct rlfs_trans *tp, uint64_t fsbno,
+		       const struct rlfs_buf_ops *ops, uint64_t owner,
+		       struct rlfs_buf **bpp)
+{
+	struct rlfs_buf *bp;
+	/* If the block is joined already, its before-image is kept. */
+	int err = rlfs_buf_get(tp->mp, fsbno, ops, owner, &bp);
+	if (err)
+		return err;
+	err = join(tp, bp, bp->tp != tp);
+	if (err) {
+		rlfs_buf_relse(bp);
+		rlfs_buf_settle(tp->mp, bp);
+		return err;
+	}
+	bp->flags &= ~RLFS_BUF_INVAL_IN_TP;
+	*bpp = bp;
+	return 0;
+}
+
+void rlfs_trans_log_buf(struct rlfs_trans *tp, struct rlfs_buf *bp)
+{
+	(void)tp;
+	bp->logged = true;
+}
+
+void rlfs_trans_brelse(struct rlfs_trans *tp, struct rlfs_buf *bp)
+{
+	/* never drop the last reference through tp: the buffer stays joined */
+	if (bp->tp == tp && bp->trefs > 1) {
+		bp->trefs--;
+		rlfs_buf_relse(bp);
+	}
+}
+
+void rlfs_trans_binval(struct rlfs_trans *tp, struct rlfs_buf *bp)
+{
+	(void)tp;
+	bp->flags |= RLFS_BUF_INVAL_IN_TP;
+	bp->logged = true;
+}
+
+void rlfs_trans_add_item(struct rlfs_trans *tp, struct rlfs_log_item *lip)
+{
+	lip->next = tp->items;
+	tp->items = lip;
+}
+
+void rlfs_trans_mod_used(struct rlfs_trans *tp, int64_t nblocks)
+{
+	tp->blk_used += nblocks;
+	if (tp->blk_used > tp->blk_res) {
+		/* Over the reservation: take it from free space directly.  The
+		 * reservations are estimates; this keeps the counter exact. */
+		tp->mp->fdblocks -= tp->blk_used - tp->blk_res;
+		tp->blk_res = tp->blk_used;
+	}
+}
+
+void rlfs_trans_mod_freed(struct rlfs_trans *tp, int64_t nblocks)
+{
+	tp->blk_freed += nblocks;
+}
+
+/* Let go of every joined buffer. */
+static void release_bufs(struct rlfs_trans *tp)
+{
+	struct rlfs_mount *mp = tp->mp;
+	struct rlfs_buf *bp = tp->bufs;
+	while (bp) {
+		struct rlfs_buf *next = bp->tnext;
+		free(bp->undo);
+		bp->undo = NULL;
+		bp->tp = NULL;
+		bp->tnext = NULL;
+		bp->logged = false;
+		bp->flags &= ~(RLFS_BUF_NEW_IN_TP | RLFS_BUF_INVAL_IN_TP);
+		while (bp->trefs) {
+			bp->trefs--;
+			rlfs_buf_relse(bp);
+		}
+		rlfs_buf_settle(mp, bp);
+		bp = next;
+	}
+	tp->bufs = NULL;
+}
+
+static void release_items(struct rlfs_trans *tp)
+{
+	struct rlfs_log_item *lip = tp->items;
+	tp->items = NULL;
+	while (lip) {
+		struct rlfs_log_item *next = lip->next;
+		if (lip->ops->release)
+			lip->ops->release(tp, lip);
+		lip = next;
+	}
+}
+
+static void trans_free(struct rlfs_trans *tp)
+{
+	pthread_mutex_unlock(&tp->mp->meta_lock);
+	free(tp);
+}
+
+void rlfs_trans_cancel(struct rlfs_trans *tp)
+{
+	struct rlfs_mount *mp = tp->mp;
+	/* 1. blocks back to their before-images; new blocks forgotten */
+	for (struct rlfs_buf *bp = tp->bufs; bp; bp = bp->tnext) {
+		if (bp->flags & RLFS_BUF_NEW_IN_TP) {
+			if (!(bp->flags & RLFS_BUF_DIRTY))
+				bp->flags |= RLFS_BUF_STALE; /* contents are not the disk's */
+		} else if (bp->undo && bp->logged) {
+			memcpy(bp->data, bp->undo, mp->blocksize);
+		}
+	}
+	/* 2. in-core state of log items */
+	for (struct rlfs_log_item *lip = tp->items; lip; lip = lip->next)
+		if (lip->ops->abort)
+			lip->ops->abort(tp, lip);
+	/* 3. space: the whole reservation goes back, frees never happened */
+	mp->fdblocks += tp->blk_res;
+	release_items(tp);
+	release_bufs(tp);
+	trans_free(tp);
+}
+
+int rlfs_trans_commit(struct rlfs_trans *tp)
+{
+	struct rlfs_mount *mp = tp->mp;
+	/* precommit may join and log more buffers (inode cores) */
+	for (struct rlfs_log_item *lip = tp->items; lip; lip = lip->next) {
+		if (lip->ops->precommit) {
+			int err = lip->ops->precommit(tp, lip);
+			if (err) {
+				rlfs_trans_cancel(tp);
+				return err;
+			}
+		}
+	}
+	for (struct rlfs_buf *bp = tp->bufs; bp; bp = bp->tnext) {
+		if (bp->flags & RLFS_BUF_INVAL_IN_TP)
+			rlfs_buf_stale(mp, bp);
+		else if (bp->logged)
+			rlfs_buf_mark_dirty(mp, bp);
+		else if (bp->flags & RLFS_BUF_NEW_IN_TP && !(bp->flags & RLFS_BUF_DIRTY))
+			bp->flags |= RLFS_BUF_STALE; /* got but never filled in */
+	}
+	mp->fdblocks += (tp->blk_res - tp->blk_used) + tp->blk_freed;
+	release_items(tp);
+	release_bufs(tp);
+	trans_free(tp);
+	return 0;
+}
+
+int rlfs_trans_roll(struct rlfs_trans **tpp, uint32_t resblks)
+{
+	struct rlfs_trans *tp = *tpp;
+	struct rlfs_mount *mp = tp->mp;
+	unsigned flags = tp->flags;
+	*tpp = NULL;
+	int err = rlfs_trans_commit(tp);
+	if (err)
+		return err;
+	return rlfs_trans_alloc(mp, resblks, flags, tpp);
+}
