@@ -15,7 +15,27 @@
 #include "inode.h"
 
 extern const struct rlfs_btree_ops rlfs_dirbt_ops;
+extern const struct rlfs_buf_ops rlfs_dirbt_buf_ops; /* dir btree blocks */
 
+/*
+ * Readdir cookies (namei.c / dir.c): 0 = ".", 1 = "..", 2 = first entry;
+ * an entry's resume cookie is its key + 1 (keys are >= 2^32 because the
+ * hash is never 0); RLFS_DIR_COOKIE_EOF (INT64_MAX, larger than any key + 1)
+ * means "nothing left".  All fit in a non-negative off_t.
+ */
+#define RLFS_DIR_COOKIE_DOT     0ull
+#define RLFS_DIR_COOKIE_DOTDOT  1ull
+#define RLFS_DIR_COOKIE_FIRST   2ull
+#define RLFS_DIR_COOKIE_EOF     0x7fffffffffffffffull
+
+/*
+ * Name hash (on-disk format, also for xattr names): FNV-1a 32 over the
+ * bytes, murmur3 fmix32 finaliser, low 31 bits, 0 replaced by 1.
+ * rlfs_namehash_mask (default 0x7fffffff) is ANDed in before the 0 -> 1
+ * step: a TEST HOOK to force hash collisions; never change it while a
+ * filesystem made with another value is mounted.
+ */
+extern uint32_t rlfs_namehash_mask;
 uint32_t rlfs_dirhash(const char *name, size_t len);
 uint8_t rlfs_mode_to_ftype(uint32_t mode);
 /* Blocks to reserve for one add/remove. */
@@ -42,6 +62,22 @@ int rlfs_dir_iterate(struct rlfs_trans *tp, struct rlfs_inode *dp, uint64_t cook
 		     rlfs_dir_fn fn, void *priv);
 /* true if no entries (ignoring . and ..). */
 int rlfs_dir_isempty(struct rlfs_trans *tp, struct rlfs_inode *dp, bool *empty);
-/* Free the (empty) tree's blocks. */
+/* Free the (empty) tree's blocks; the dir becomes format NONE.  No-op if
+ * it has no tree.  The dir's blocks are counted out of dp->nblocks. */
 int rlfs_dir_destroy(struct rlfs_trans *tp, struct rlfs_inode *dp);
+/* Number of entries (walks the leaves; fsck, tests). */
+int rlfs_dir_count(struct rlfs_trans *tp, struct rlfs_inode *dp, uint64_t *nentries);
+/* Structural check of the dir tree (rlfs_btree_check): 0 / -EUCLEAN. */
+int rlfs_dir_check(struct rlfs_trans *tp, struct rlfs_inode *dp);
+
+/*
+ * btree ops helpers shared by inode-rooted trees (dir, xattr): one block
+ * NEAR hint (0 = near the inode) from rlfs_alloc_extent, counted in
+ * cur->ip->nblocks; free gives it back; owner = cur->ip->ino.
+ */
+struct rlfs_btree_cur;
+int rlfs_inode_tree_alloc_block(struct rlfs_btree_cur *cur, uint64_t hint_fsbno,
+				uint64_t *fsbno);
+int rlfs_inode_tree_free_block(struct rlfs_btree_cur *cur, uint64_t fsbno);
+uint64_t rlfs_inode_tree_owner(struct rlfs_btree_cur *cur);
 #endif
