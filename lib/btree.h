@@ -78,6 +78,9 @@ struct rlfs_btree_cur {
 	void *priv;                 /* tree-specific extra state */
 	unsigned nlevels;           /* height; 1 = the root is a leaf */
 	struct rlfs_btree_level lev[RLFS_BTREE_MAXLEVELS];
+	/* btree.c private: a failed lookup left lev[0].ptr at an insertion
+	 * point (between two records), not on a record */
+	bool between;
 };
 
 enum rlfs_btree_lookup { RLFS_LOOKUP_EQ, RLFS_LOOKUP_LE, RLFS_LOOKUP_GE };
@@ -100,7 +103,10 @@ int rlfs_btree_lookup(struct rlfs_btree_cur *cur, enum rlfs_btree_lookup dir,
 /* Copy the record under the cursor into rec (rec_len bytes); *stat 0 if the
  * cursor is not on a record. */
 int rlfs_btree_get_rec(struct rlfs_btree_cur *cur, void *rec, int *stat);
-/* Move to the next / previous record; *stat 0 at the end / start. */
+/* Move to the next / previous record; *stat 0 at the end / start.  After a
+ * lookup that found nothing (*stat 0), the cursor sits between two records:
+ * increment goes to the first record after the looked-up key, decrement
+ * to the last record before it. */
 int rlfs_btree_increment(struct rlfs_btree_cur *cur, int *stat);
 int rlfs_btree_decrement(struct rlfs_btree_cur *cur, int *stat);
 /*
@@ -110,8 +116,11 @@ int rlfs_btree_decrement(struct rlfs_btree_cur *cur, int *stat);
  */
 int rlfs_btree_insert(struct rlfs_btree_cur *cur, const void *rec);
 /* Delete the record under the cursor; merges/rebalances underfull blocks
- * and shrinks the root.  Afterwards the cursor position is undefined:
- * look up again.  *stat 0 if the cursor was not on a record. */
+ * and shrinks the root.  *stat 0 if the cursor was not on a record.
+ * Afterwards the cursor is where lookup GE of the deleted key puts it (on
+ * the record that followed the deleted one, if any), so a loop of
+ * delete + get_rec walks forward.  Any error other than -EINVAL while
+ * changing the tree leaves it half changed: cancel the transaction. */
 int rlfs_btree_delete(struct rlfs_btree_cur *cur, int *stat);
 /* Overwrite the record under the cursor.  The new record's key must sort
  * in the same place (-EINVAL otherwise); parent keys are updated (and high
