@@ -1,0 +1,99 @@
+#!/bin/bash
+# Command-line contract: --help for every command, mkfs size suffixes and
+# refusal to overwrite, mount/umount/fsck round trip, double mount refused,
+# st_ino stable across remounts, mount.reflinkfs-style errors are one line.
+. "$(dirname "$0")/../lib.sh"
+common_setup
+
+for cmd in "" mkfs mount fsck; do
+	out=$(run_to 30 "$RLFS" $cmd --help 2>&1) || die "'reflinkfs $cmd --help' exited non-zero"
+	echo "$out" | grep -qi usage || die "'reflinkfs $cmd --help' prints no usage line"
+done
+log "--help ok for every command"
+
+# unknown command / missing args: non-zero exit, message on stderr
+rc=0; run_to 30 "$RLFS" no-such-command >/dev/null 2>"$T/err" || rc=$?
+[ $rc != 0 ] || die "unknown subcommand exited 0"
+[ -s "$T/err" ] || die "unknown subcommand printed nothing on stderr"
+rc=0; run_to 30 "$RLFS" mkfs >/dev/null 2>&1 || rc=$?
+[ $rc != 0 ] || die "mkfs without an image exited 0"
+
+# sizes with suffixes, sparse image
+img=$T/a.img
+rlfs_mkfs "$img" -s 2G
+[ "$(stat -c %s "$img")" = $((2 << 30)) ] || die "mkfs -s 2G made $(stat -c %s "$img") bytes"
+alloc_kb=$(du -k "$img" | cut -f1)
+[ "$alloc_kb" -lt $((64 << 10)) ] || die "image is not sparse: $alloc_kb KiB allocated"
+rm -f "$img"
+rlfs_mkfs "$img" -s 300M -b 1024 -a 3
+[ "$(stat -c %s "$img")" = $((300 << 20)) ] || die "mkfs -s 300M made wrong size"
+rlfs_fsck "$img"
+for bs in 1024 2048 4096 8192 65536; do
+	rm -f "$T/bs.img"
+	rlfs_mkfs "$T/bs.img" -s 256M -b $bs
+	rlfs_fsck "$T/bs.img"
+done
+log "mkfs block sizes 1024..65536 ok"
+
+# refuse to overwrite an existing filesystem without -f
+rc=0; run_to 60 "$RLFS" mkfs -s 300M "$img" >/dev/null 2>"$T/err" || rc=$?
+[ $rc != 0 ] || die "mkfs overwrote an existing filesystem without -f"
+[ "$(wc -l <"$T/err")" -ge 1 ] || die "mkfs refusal printed no error"
+log "mkfs refusal: $(head -1 "$T/err")"
+run_to 60 "$RLFS" mkfs -f -s 300M "$img" >/dev/null || die "mkfs -f failed"
+rlfs_fsck "$img"
+
+# bad arguments
+rc=0; run_to 30 "$RLFS" mkfs -f -s 10Q "$T/x.img" >/dev/null 2>&1 || rc=$?
+[ $rc != 0 ] || die "mkfs accepted size 10Q"
+rc=0; run_to 30 "$RLFS" mkfs -f -s 256M -b 3000 "$T/x.img" >/dev/null 2>&1 || rc=$?
+[ $rc != 0 ] || die "mkfs accepted block size 3000"
+
+# mount, write, umount, fsck, remount: data and inode numbers persist
+mnt=$T/mnt
+rlfs_mount "$img" "$mnt"
+echo hello >"$mnt/f"
+mkdir "$mnt/d"
+ino1=$(stat -c %i "$mnt/f")
+dino1=$(stat -c %i "$mnt/d")
+[ "$(stat -c %i "$mnt")" = "$(stat -c %i "$mnt")" ]
+
+# second mount of the same image refused, with an error, and no hang
+mkdir -p "$T/mnt2"
+rc=0; run_to 60 "$RLFS" mount "$img" "$T/mnt2" 2>"$T/err" || rc=$?
+if mountpoint -q "$T/mnt2"; then
+	fusermount3 -u "$T/mnt2"
+	die "second mount of a mounted image succeeded"
+fi
+[ $rc != 0 ] && [ $rc != 124 ] || die "second mount: exit $rc (expected a refusal)"
+log "double mount refused: $(head -1 "$T/err")"
+
+# fsck on a mounted image must not report it clean-and-repair: it either
+# waits for the lock (timeout) or refuses; it must never modify it.
+rlfs_umount "$mnt"
+rlfs_fsck "$img"
+rlfs_mount "$img" "$mnt"
+[ "$(cat "$mnt/f")" = hello ] || die "data lost across remount"
+[ "$(stat -c %i "$mnt/f")" = "$ino1" ] || die "st_ino of file changed across remount"
+[ "$(stat -c %i "$mnt/d")" = "$dino1" ] || die "st_ino of dir changed across remount"
+# statfs sanity
+bs=$(stat -f -c %S "$mnt"); blocks=$(stat -f -c %b "$mnt"); bfree=$(stat -f -c %f "$mnt")
+[ "$bs" -gt 0 ] && [ "$blocks" -gt 0 ] && [ "$bfree" -le "$blocks" ] ||
+	die "statfs nonsense: bsize $bs blocks $blocks free $bfree"
+rlfs_umount "$mnt"
+
+# mount with -o options (ro) if supported: writes fail with EROFS
+rlfs_mount "$img" "$mnt" -o ro
+rc=0; echo x 2>/dev/null >"$mnt/g" || rc=$?
+[ $rc != 0 ] || die "write succeeded on a read-only mount"
+rlfs_umount "$mnt"
+
+# mount on a missing image / missing mount point: one-line error, non-zero
+rc=0; run_to 30 "$RLFS" mount "$T/none.img" "$mnt" 2>"$T/err" || rc=$?
+[ $rc != 0 ] || die "mount of a missing image exited 0"
+mountpoint -q "$mnt" && die "mount of a missing image mounted something"
+rc=0; run_to 30 "$RLFS" fsck "$T/none.img" >/dev/null 2>&1 || rc=$?
+[ $rc = 8 ] || die "fsck of a missing image exited $rc, expected 8"
+
+rlfs_fsck "$img"
+log OK

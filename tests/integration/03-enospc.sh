@@ -1,0 +1,114 @@
+#!/bin/bash
+# Fill to ENOSPC (big files, then small files), fsck clean, delete
+# everything, df shows all space back, fsck clean.
+. "$(dirname "$0")/../lib.sh"
+common_setup
+
+img=$T/full.img
+mnt=$T/mnt
+rlfs_mkfs "$img" -s 96M
+rlfs_mount "$img" "$mnt"
+free0=$(df_free_blocks "$mnt")
+avail0=$(df_avail_kb "$mnt")
+ifree0=$(df_free_inodes "$mnt")
+log "after mkfs: free blocks $free0, avail ${avail0} KiB, free inodes $ifree0"
+[ "$free0" -gt 0 ] || die "statfs reports no free blocks on a fresh fs"
+
+# some small files and directories first (inode chunks, directory blocks)
+$PY - "$mnt/pre" <<'PYEOF' || die "small-file pre-fill failed"
+import os, sys
+d = sys.argv[1]
+os.mkdir(d)
+for n in range(3000):
+    if n % 300 == 0:
+        os.mkdir(os.path.join(d, "d%d" % (n // 300)))
+    with open(os.path.join(d, "d%d" % (n // 300), "f%d" % n), "wb") as f:
+        f.write(os.urandom(n % 9000 + 1))
+PYEOF
+rm -rf "$mnt/pre/d1" "$mnt/pre/d5"   # leave holes in free space
+# big files until the first ENOSPC
+i=0
+while :; do
+	i=$((i + 1))
+	rc=0
+	dd if=/dev/urandom of="$mnt/big$i" bs=1M count=40 conv=fsync 2>"$T/dd.err" || rc=$?
+	if [ $rc != 0 ]; then
+		grep -q "No space left" "$T/dd.err" || { cat "$T/dd.err" >&2; die "dd failed without ENOSPC"; }
+		break
+	fi
+	[ $i -lt 20 ] || die "wrote 800 MiB into a 96 MiB filesystem without ENOSPC"
+done
+log "ENOSPC after $i big files; df: $(df -P -k "$mnt" | tail -1)"
+# the partial file is readable and its size matches what is allocated at most
+cat "$mnt"/big* >/dev/null || die "cannot read back files after ENOSPC"
+
+# then small files and directories until ENOSPC; every failure must be
+# ENOSPC (never EIO/EUCLEAN), and a file whose write failed keeps a sane size.
+$PY - "$mnt/small" <<'PYEOF' || die "small-file fill failed"
+import os, sys, errno
+d = sys.argv[1]
+os.mkdir(d)
+n = 0
+first_err = None
+try:
+    while n < 200000:
+        sub = os.path.join(d, "d%d" % (n // 500))
+        if n % 500 == 0:
+            os.mkdir(sub)
+        p = os.path.join(sub, "f%d" % n)
+        fd = os.open(p, os.O_CREAT | os.O_WRONLY, 0o644)
+        try:
+            os.write(fd, os.urandom(n % 5000 + 1))
+        finally:
+            os.close(fd)
+        n += 1
+except OSError as e:
+    first_err = e
+if first_err is None:
+    print("no ENOSPC after %d files" % n); sys.exit(1)
+if first_err.errno != errno.ENOSPC:
+    print("small-file fill failed with %r, expected ENOSPC" % first_err); sys.exit(1)
+# more creates keep failing with ENOSPC or succeed (no other error)
+for k in range(50):
+    try:
+        with open(os.path.join(d, "late%d" % k), "wb") as f:
+            f.write(b"x" * 100000)
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            print("late create/write failed with %r" % e); sys.exit(1)
+print("small files: %d created before ENOSPC (%s)" % (n, first_err))
+PYEOF
+# writes into existing files also fail cleanly with ENOSPC
+rc=0; dd if=/dev/zero of="$mnt/big1" bs=1M count=4 oflag=append conv=notrunc,fsync 2>"$T/dd.err" || rc=$?
+[ $rc != 0 ] || log "note: append after ENOSPC succeeded (space freed by partial writes?)"
+sync
+
+# metadata operations that need no new space still work
+mv "$mnt/big1" "$mnt/big1.renamed" || die "rename failed on a full fs"
+ls -la "$mnt" >/dev/null
+
+rlfs_umount "$mnt"
+rlfs_fsck "$img"
+rlfs_mount "$img" "$mnt"
+# contents still readable after remount
+cat "$mnt"/big* >/dev/null || die "cannot read back files after remount"
+
+rm -rf "${mnt:?}"/*
+sync
+free1=$(df_free_blocks "$mnt")
+avail1=$(df_avail_kb "$mnt")
+ifree1=$(df_free_inodes "$mnt")
+log "after delete: free blocks $free1 (was $free0), avail $avail1 KiB (was $avail0), free inodes $ifree1 (was $ifree0)"
+# Inode chunks go back to free space when empty; allow only a few blocks
+# for btree shape (a free-space tree that grew a level and kept it).
+lost=$((free0 - free1))
+[ $lost -le 16 ] || die "space not returned after delete: $lost blocks missing (free $free1, after mkfs $free0)"
+rlfs_umount "$mnt"
+rlfs_fsck "$img"
+# and after remount the number is the same
+rlfs_mount "$img" "$mnt"
+free2=$(df_free_blocks "$mnt")
+[ "$free2" = "$free1" ] || die "free blocks changed across remount: $free1 -> $free2"
+rlfs_umount "$mnt"
+rlfs_fsck "$img"
+log OK

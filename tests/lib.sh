@@ -1,0 +1,195 @@
+# Shared helpers for reflinkfs integration tests (bash).  Source it first:
+#   . "$(dirname "$0")/../lib.sh"
+#
+# Environment (set by tests/run.sh; defaults let a test run by hand):
+#   RLFS  path of the reflinkfs binary      FSX  path of rlfs-fsx
+#   T     private temp dir of this test (created if unset, removed at exit
+#         when we created it)
+#   SRCDIR  top of the source tree
+#
+# Everything a test mounts through these helpers (reflinkfs FUSE mounts,
+# kernel XFS/ext4 loop mounts) and every loop device it attaches is
+# unmounted / detached by an EXIT trap, also when the test fails or is
+# killed by timeout(1) with SIGTERM.  Background jobs started with bg_run
+# are killed the same way.
+
+set -eu -o pipefail
+
+SRCDIR=${SRCDIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
+RLFS=${RLFS:-$SRCDIR/build-asan/reflinkfs}
+FSX=${FSX:-$(dirname "$RLFS")/rlfs-fsx}
+if [ -x /usr/bin/python3 ]; then PY=${PY:-/usr/bin/python3}; else PY=${PY:-python3}; fi
+TEST_NAME=${TEST_NAME:-$(basename "$0" .sh)}
+# Seconds any single mount/umount/fsck may take before we call it a hang.
+CMD_TIMEOUT=${CMD_TIMEOUT:-120}
+
+_LIB_OWN_T=0
+if [ -z "${T:-}" ]; then
+	T=$(mktemp -d "${TMPDIR:-/tmp}/rlfs-$TEST_NAME.XXXXXX")
+	_LIB_OWN_T=1
+fi
+mkdir -p "$T"
+
+_MOUNTS=()      # mount points, in mount order
+_MOUNT_IMG=()   # image of each reflinkfs mount point ("" for kernel mounts)
+_LOOPS=()       # image files whose loop devices we must detach
+_BGPIDS=()
+
+log() { printf '[%s] %s\n' "$TEST_NAME" "$*"; }
+die() { printf '[%s] FAIL: %s\n' "$TEST_NAME" "$*" >&2; exit 1; }
+
+_lib_cleanup() {
+	local rc=$? i mp
+	set +e
+	for pid in "${_BGPIDS[@]}"; do
+		kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+	done
+	for ((i = ${#_MOUNTS[@]} - 1; i >= 0; i--)); do
+		mp=${_MOUNTS[i]}
+		[ -n "$mp" ] || continue
+		if mountpoint -q "$mp" 2>/dev/null; then
+			fusermount3 -u "$mp" 2>/dev/null || umount "$mp" 2>/dev/null ||
+				umount -l "$mp" 2>/dev/null || fusermount3 -uz "$mp" 2>/dev/null
+		fi
+		# wait for a FUSE daemon to let go of its image
+		if [ -n "${_MOUNT_IMG[i]}" ] && [ -e "${_MOUNT_IMG[i]}" ]; then
+			flock -w 30 "${_MOUNT_IMG[i]}" true 2>/dev/null
+		fi
+	done
+	for img in "${_LOOPS[@]}"; do
+		for dev in $(losetup -j "$img" -O NAME -n 2>/dev/null); do
+			losetup -d "$dev" 2>/dev/null
+		done
+	done
+	if [ "$_LIB_OWN_T" = 1 ] && [ "${KEEP:-0}" != 1 ]; then
+		rm -rf "$T"
+	fi
+	exit $rc
+}
+trap _lib_cleanup EXIT
+trap 'exit 143' TERM
+trap 'exit 130' INT
+
+need_root() {
+	[ "$(id -u)" = 0 ] || die "must run as root"
+}
+
+need_fuse() {
+	[ -c /dev/fuse ] || die "/dev/fuse is missing (modprobe fuse)"
+	command -v fusermount3 >/dev/null || die "fusermount3 missing (apt-get install fuse3)"
+}
+
+need_bins() {
+	[ -x "$RLFS" ] || die "reflinkfs binary not found: $RLFS"
+	[ -x "$FSX" ] || die "rlfs-fsx binary not found: $FSX"
+}
+
+# run_to SECONDS CMD...: run with a timeout; exit status 124 means it hung.
+run_to() {
+	local secs=$1; shift
+	timeout -k 10 "$secs" "$@"
+}
+
+# rlfs_mkfs IMAGE [mkfs options...]  (default size 1G if no -s given)
+rlfs_mkfs() {
+	local img=$1; shift
+	local has_s=0 a
+	for a in "$@"; do [ "$a" = -s ] && has_s=1; done
+	if [ $has_s = 0 ] && [ ! -e "$img" ]; then set -- -s 1G "$@"; fi
+	run_to "$CMD_TIMEOUT" "$RLFS" mkfs "$@" "$img" >"$T/mkfs.out" 2>&1 ||
+		{ cat "$T/mkfs.out" >&2; die "mkfs $* $img failed"; }
+}
+
+# rlfs_mount IMAGE DIR [-o OPTS]: mount and register for cleanup.
+rlfs_mount() {
+	local img=$1 dir=$2; shift 2
+	mkdir -p "$dir"
+	_MOUNTS+=("$dir")
+	_MOUNT_IMG+=("$img")
+	run_to "$CMD_TIMEOUT" "$RLFS" mount "$@" "$img" "$dir" ||
+		die "mount $img $dir failed (exit $?)"
+	mountpoint -q "$dir" || die "mount of $img returned but $dir is not a mount point"
+}
+
+# rlfs_umount DIR: unmount (flushes) and wait until the daemon released the image.
+rlfs_umount() {
+	local dir=$1 i img=""
+	for ((i = ${#_MOUNTS[@]} - 1; i >= 0; i--)); do
+		if [ "${_MOUNTS[i]}" = "$dir" ]; then
+			img=${_MOUNT_IMG[i]}
+			_MOUNTS[i]=""
+			break
+		fi
+	done
+	run_to "$CMD_TIMEOUT" fusermount3 -u "$dir" || run_to "$CMD_TIMEOUT" umount "$dir" ||
+		die "unmount of $dir failed"
+	if [ -n "$img" ]; then
+		run_to 60 flock -w 50 "$img" true ||
+			die "daemon did not release $img within 50 s of unmount"
+	fi
+}
+
+# rlfs_fsck IMAGE: read-only check, must be clean (exit 0).
+rlfs_fsck() {
+	local img=$1 rc=0
+	run_to "$CMD_TIMEOUT" "$RLFS" fsck -n "$img" >"$T/fsck.out" 2>&1 || rc=$?
+	if [ $rc != 0 ]; then
+		tail -n 30 "$T/fsck.out" >&2
+		die "fsck -n $img exited $rc (expected 0 clean)"
+	fi
+	log "fsck clean: $img"
+}
+
+# kmount_xfs IMAGE DIR [SIZE]: sparse image + mkfs.xfs (reflink, rmapbt) + loop mount.
+kmount_xfs() {
+	local img=$1 dir=$2 size=${3:-1G}
+	rm -f "$img"
+	truncate -s "$size" "$img"
+	mkfs.xfs -q -f -m reflink=1,rmapbt=1 "$img" || die "mkfs.xfs failed"
+	mkdir -p "$dir"
+	_LOOPS+=("$img")
+	_MOUNTS+=("$dir")
+	_MOUNT_IMG+=("")
+	mount -o loop "$img" "$dir" || die "mount -o loop $img failed"
+}
+
+# kumount DIR: unmount a kernel mount made by kmount_xfs.
+kumount() {
+	local dir=$1 i
+	for ((i = ${#_MOUNTS[@]} - 1; i >= 0; i--)); do
+		[ "${_MOUNTS[i]}" = "$dir" ] && { _MOUNTS[i]=""; break; }
+	done
+	umount "$dir" || umount -l "$dir"
+}
+
+# bg_run CMD...: start a background job that cleanup will kill.
+bg_run() {
+	"$@" &
+	_BGPIDS+=($!)
+}
+
+# expect_rc WANT CMD...: run CMD, require its exit status to be WANT.
+expect_rc() {
+	local want=$1 rc=0; shift
+	"$@" || rc=$?
+	[ "$rc" = "$want" ] || die "expected exit $want from '$*', got $rc"
+}
+
+# df_used_kb DIR / df_avail_kb DIR (1K blocks, from statfs)
+df_used_kb() { df -P -k "$1" | awk 'NR==2 {print $3}'; }
+df_avail_kb() { df -P -k "$1" | awk 'NR==2 {print $4}'; }
+df_free_blocks() { stat -f -c '%f' "$1"; }
+df_free_inodes() { stat -f -c '%d' "$1"; }
+
+# tree_fingerprint DIR: listing of types, modes, sizes, link targets and
+# content hashes, sorted (independent of readdir order).
+tree_fingerprint() {
+	(cd "$1" && find . \( -type d -printf '%y %m %U:%G %p\n' \) -o \
+		-printf '%y %m %s %n %U:%G %p -> %l\n' | LC_ALL=C sort)
+}
+
+common_setup() {
+	need_root
+	need_fuse
+	need_bins
+}

@@ -1,0 +1,122 @@
+#!/bin/bash
+# reflinkfs test runner.
+#
+#   tests/run.sh BUILD [unit|integration|all] [NAME-PATTERN]
+#
+# Runs every unit test binary BUILD/test_* and every tests/integration/*.sh
+# (each in a private temp dir, with RLFS=BUILD/reflinkfs FSX=BUILD/rlfs-fsx),
+# prints one line per test, "PASS name (Ns)" or "FAIL name (Ns)" followed by
+# the failing test's last output lines, and ends with "N passed, N failed".
+# Exit status is non-zero if any test failed.  Must run as root (FUSE mounts,
+# loop devices); a missing /dev/fuse makes the mount tests fail, not skip.
+#
+# Environment: TEST_TIMEOUT (seconds per test, default 900), KEEP=1 keeps
+# the temp dirs of failed tests, TAIL (lines shown on failure, default 25).
+[ -n "${BASH_VERSION:-}" ] || exec bash "$0" "$@"
+set -u
+
+usage() {
+	echo "usage: $0 BUILD [unit|integration|all] [NAME-PATTERN]" >&2
+	exit 2
+}
+[ $# -ge 1 ] || usage
+case "${1:-}" in -h|--help) usage ;; esac
+BUILD=$(cd "$1" 2>/dev/null && pwd) || { echo "run.sh: no build dir $1" >&2; exit 2; }
+WHAT=${2:-all}
+PATTERN=${3:-}
+case "$WHAT" in unit|integration|all) ;; *) usage ;; esac
+SRCDIR=$(cd "$(dirname "$0")/.." && pwd)
+TEST_TIMEOUT=${TEST_TIMEOUT:-900}
+TAIL=${TAIL:-25}
+export PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH"
+
+# Sanitizer settings: fail hard on any finding, no leak noise from daemons
+# that exit through fuse_session_exit.
+export ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=1:detect_leaks=1:halt_on_error=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+
+passed=0
+failed=0
+failed_names=()
+LOGDIR=$(mktemp -d "${TMPDIR:-/tmp}/rlfs-run.XXXXXX")
+
+report() { # name rc secs logfile
+	local name=$1 rc=$2 secs=$3 logf=$4
+	if [ "$rc" = 0 ]; then
+		echo "PASS $name (${secs}s)"
+		passed=$((passed + 1))
+	else
+		local why="exit $rc"
+		[ "$rc" = 124 ] && why="timeout after ${TEST_TIMEOUT}s"
+		echo "FAIL $name (${secs}s, $why)"
+		tail -n "$TAIL" "$logf" | sed 's/^/    | /'
+		failed=$((failed + 1))
+		failed_names+=("$name")
+	fi
+}
+
+if [ "$(id -u)" != 0 ]; then
+	echo "FAIL run.sh: must run as root (FUSE mounts and loop devices)"
+	echo "0 passed, 1 failed"
+	exit 1
+fi
+
+# Safety net: unmount anything still mounted below a test's temp dir.
+sweep_mounts() {
+	local t=$1 mp
+	awk '{print $2}' /proc/self/mounts | grep -F "$t" | sort -r | while read -r mp; do
+		mp=$(printf '%b' "$mp")
+		fusermount3 -u "$mp" 2>/dev/null || umount "$mp" 2>/dev/null || umount -l "$mp" 2>/dev/null
+	done
+	for dev in $(losetup -a 2>/dev/null | grep -F "$t" | cut -d: -f1); do
+		losetup -d "$dev" 2>/dev/null
+	done
+}
+
+if [ "$WHAT" = unit ] || [ "$WHAT" = all ]; then
+	found=0
+	for bin in "$BUILD"/test_*; do
+		[ -f "$bin" ] && [ -x "$bin" ] || continue
+		name=unit/$(basename "$bin")
+		[ -z "$PATTERN" ] || [[ "$name" == *$PATTERN* ]] || continue
+		found=1
+		logf=$LOGDIR/$(basename "$bin").log
+		start=$(date +%s)
+		tdir=$(mktemp -d "${TMPDIR:-/tmp}/rlfs-unit.XXXXXX")
+		(cd "$tdir" && TMPDIR=$tdir timeout -k 10 "$TEST_TIMEOUT" "$bin") >"$logf" 2>&1 </dev/null
+		rc=$?
+		report "$name" "$rc" $(($(date +%s) - start)) "$logf"
+		rm -rf "$tdir"
+	done
+	if [ $found = 0 ] && [ -z "$PATTERN" ]; then
+		echo "FAIL unit: no test_* binaries in $BUILD"
+		failed=$((failed + 1))
+	fi
+fi
+
+if [ "$WHAT" = integration ] || [ "$WHAT" = all ]; then
+	for script in "$SRCDIR"/tests/integration/*.sh; do
+		[ -f "$script" ] || continue
+		base=$(basename "$script" .sh)
+		name=integration/$base
+		[ -z "$PATTERN" ] || [[ "$name" == *$PATTERN* ]] || continue
+		logf=$LOGDIR/$base.log
+		tdir=$(mktemp -d "${TMPDIR:-/tmp}/rlfs-$base.XXXXXX")
+		start=$(date +%s)
+		env RLFS="$BUILD/reflinkfs" FSX="$BUILD/rlfs-fsx" BUILD="$BUILD" SRCDIR="$SRCDIR" \
+			T="$tdir" TEST_NAME="$base" \
+			timeout -k 15 "$TEST_TIMEOUT" bash "$script" >"$logf" 2>&1 </dev/null
+		rc=$?
+		sweep_mounts "$tdir"
+		report "$name" "$rc" $(($(date +%s) - start)) "$logf"
+		if [ "$rc" != 0 ] && [ "${KEEP:-0}" = 1 ]; then
+			echo "    (kept $tdir, full log $logf)"
+		else
+			rm -rf "$tdir"
+		fi
+	done
+fi
+
+[ "${KEEP:-0}" = 1 ] || rm -rf "$LOGDIR"
+echo "$passed passed, $failed failed"
+[ "$failed" = 0 ]
