@@ -1,1 +1,1305 @@
-/* placeholder: being written */
+/*
+ * daemon.c: the reflinkfs FUSE daemon, libfuse3 low-level API.
+ *
+ * Every operation maps onto one call of the public library API
+ * (include/reflinkfs/fs.h); library errors are negative errno values and
+ * are replied with the sign flipped.  FUSE node ids are the on-disk inode
+ * numbers except the root: the kernel calls it FUSE_ROOT_ID (1), the
+ * library rlfs_root_ino().  An inode number is never 1 (fsbno 0 holds the
+ * superblock), so the mapping is unambiguous.
+ *
+ * Lookup counts: every reply that hands the kernel an entry (lookup,
+ * create, mknod, mkdir, symlink, link, readdirplus) carries one count that
+ * the library added; rlfs_forget drops them (fuse_lowlevel.h: forget).  The
+ * root's count is not tracked by the kernel the same way (it holds it
+ * implicitly from mount time and never forgets it), so counts the library
+ * adds for the root are dropped at once and forgets of FUSE_ROOT_ID are
+ * ignored.  Entries the kernel never received (the reply could not be
+ * sent, or readdirplus's "." and "..", which the kernel does not link) are
+ * forgotten again here.
+ *
+ * Kernel caching: the writeback cache is on, so the kernel owns file size
+ * and mtime while it holds dirty pages and sends large (1 MiB) writes from
+ * writeback.  Two consequences handled here: lseek(SEEK_DATA/SEEK_HOLE) is
+ * not preceded by a flush in the kernel, so the daemon syncs the mount
+ * first when files have been open for writing; and a clean shutdown on
+ * SIGTERM must unmount while the loop still serves requests, so that the
+ * kernel can write its dirty pages back (see monitor_thread).
+ */
+#define FUSE_USE_VERSION 312
+#include <fuse_lowlevel.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <spawn.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <syslog.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <reflinkfs/fs.h>
+
+#include "daemon.h"
+
+extern char **environ;
+
+/* Attribute and entry cache lifetime (seconds): the library is the only
+ * writer of the image, so the kernel's cache can only be stale through
+ * operations that it performs itself. */
+#define RLFS_FUSE_TIMEOUT 1.0
+#define RLFS_FUSE_MAX_WRITE (1u << 20)
+
+/* Whether rlfs_readdir(plus) adds a lookup count for "." and "..": fs.h
+ * says every entry passed to fn with plus set gets one. */
+#define RLFS_DOTS_COUNTED 1
+
+static struct rlfs_mount *g_mp;         /* NULL after destroy */
+static uint64_t g_root;                 /* rlfs_root_ino() */
+static struct fuse_session *g_se;
+static char *g_mnt;                     /* absolute mount point */
+static int g_close_err;                 /* from rlfs_mount_close in destroy */
+static bool g_daemonized;
+
+/* Files open for writing (kernel may hold dirty pages for them) and a
+ * generation of write opens, for the lseek flush (see rl_lseek). */
+static atomic_long g_nwopen;
+static atomic_ulong g_wgen, g_synced_gen;
+
+static pthread_key_t g_bufkey;          /* per-thread read buffer */
+
+struct tlbuf {
+	size_t cap;
+	char data[];
+};
+
+/* ------------------------------------------------------------------ */
+/* logging: stderr in the foreground; after daemonizing stderr is a pipe
+ * read by log_thread and sent to syslog. */
+
+static void logmsg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void logmsg(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+/* ------------------------------------------------------------------ */
+/* node id <-> inode number */
+
+static inline uint64_t n2i(fuse_ino_t n)
+{
+	return n == FUSE_ROOT_ID ? g_root : (uint64_t)n;
+}
+
+static inline fuse_ino_t i2n(uint64_t ino)
+{
+	return ino == g_root ? FUSE_ROOT_ID : (fuse_ino_t)ino;
+}
+
+#define GET_MP(req, mp)                                   \
+	struct rlfs_mount *mp = g_mp;                     \
+	do {                                              \
+		if (!mp) {                                \
+			fuse_reply_err(req, EIO);         \
+			return;                           \
+		}                                         \
+	} while (0)
+
+static void reply_status(fuse_req_t req, int err)
+{
+	fuse_reply_err(req, err < 0 ? -err : 0);
+}
+
+static void fill_entry(struct fuse_entry_param *e, const struct stat *st)
+{
+	memset(e, 0, sizeof(*e));
+	e->ino = i2n(st->st_ino);
+	e->generation = 0;
+	e->attr = *st;
+	e->attr_timeout = RLFS_FUSE_TIMEOUT;
+	e->entry_timeout = RLFS_FUSE_TIMEOUT;
+}
+
+/* Drop a lookup count the library added for an entry the kernel did not
+ * take (or for the root, whose count the kernel does not track). */
+static void undo_lookup(struct rlfs_mount *mp, uint64_t ino)
+{
+	rlfs_forget(mp, ino, 1);
+}
+
+/* Reply with a new entry whose lookup count the library already added. */
+static void reply_entry(fuse_req_t req, struct rlfs_mount *mp, const struct stat *st)
+{
+	struct fuse_entry_param e;
+	fill_entry(&e, st);
+	if (st->st_ino == g_root) {
+		undo_lookup(mp, g_root);
+		fuse_reply_entry(req, &e);
+		return;
+	}
+	if (fuse_reply_entry(req, &e) != 0)
+		undo_lookup(mp, st->st_ino);
+}
+
+static const struct fuse_ctx *req_ctx(fuse_req_t req)
+{
+	return fuse_req_ctx(req);
+}
+
+/* Owner of a new inode in dir: the caller's fsuid/fsgid, or the
+ * directory's group if it is setgid (and directories inherit S_ISGID),
+ * as Linux does (inode_init_owner). */
+static void new_owner(fuse_req_t req, struct rlfs_mount *mp, uint64_t dir,
+		      mode_t *mode, uid_t *uid, gid_t *gid)
+{
+	const struct fuse_ctx *ctx = req_ctx(req);
+	struct stat dst;
+	*uid = ctx->uid;
+	*gid = ctx->gid;
+	if (rlfs_getattr(mp, dir, &dst) == 0 && (dst.st_mode & S_ISGID)) {
+		*gid = dst.st_gid;
+		if (S_ISDIR(*mode))
+			*mode |= S_ISGID;
+	}
+}
+
+static bool writable_open(int flags)
+{
+	return (flags & O_ACCMODE) != O_RDONLY;
+}
+
+/* ------------------------------------------------------------------ */
+/* init / destroy */
+
+static void rl_init(void *userdata, struct fuse_conn_info *conn)
+{
+	(void)userdata;
+	if (conn->capable & FUSE_CAP_WRITEBACK_CACHE)
+		conn->want |= FUSE_CAP_WRITEBACK_CACHE;
+	if (conn->capable & FUSE_CAP_ASYNC_READ)
+		conn->want |= FUSE_CAP_ASYNC_READ;
+	/* One directory operation at a time per directory (i_rwsem held
+	 * exclusively by the VFS); truncation on open arrives as a setattr;
+	 * the kernel clears setuid/setgid itself with an explicit mode change
+	 * (the library cannot tell truncate-by-owner from others). */
+	conn->want &= ~(unsigned)(FUSE_CAP_PARALLEL_DIROPS | FUSE_CAP_ATOMIC_O_TRUNC |
+				  FUSE_CAP_HANDLE_KILLPRIV);
+	/* Requests of up to 1 MiB of data: libfuse's buffer holds
+	 * FUSE_MAX_MAX_PAGES (256) pages plus the header, and it tells the
+	 * kernel max_pages = max_write / page size (FUSE_MAX_PAGES), so
+	 * writeback sends whole 1 MiB writes. */
+	conn->max_write = RLFS_FUSE_MAX_WRITE;
+	conn->max_background = 64;
+	conn->congestion_threshold = 48;
+	conn->time_gran = 1;
+}
+
+static void rl_destroy(void *userdata)
+{
+	(void)userdata;
+	struct rlfs_mount *mp = g_mp;
+	if (!mp)
+		return;
+	g_mp = NULL;
+	int err = rlfs_mount_close(mp);
+	if (err) {
+		g_close_err = err;
+		logmsg("reflinkfs: error while flushing the filesystem at unmount: %s",
+		       strerror(-err));
+	}
+}
+
+/* ------------------------------------------------------------------ */
+/* names */
+
+static void rl_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	GET_MP(req, mp);
+	struct stat st;
+	int err = rlfs_lookup(mp, n2i(parent), name, &st);
+	if (err) {
+		reply_status(req, err);
+		return;
+	}
+	reply_entry(req, mp, &st);
+}
+
+static void rl_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+	struct rlfs_mount *mp = g_mp;
+	if (mp && ino != FUSE_ROOT_ID)
+		rlfs_forget(mp, ino, nlookup);
+	fuse_reply_none(req);
+}
+
+static void rl_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
+{
+	struct rlfs_mount *mp = g_mp;
+	for (size_t i = 0; mp && i < count; i++) {
+		if (forgets[i].ino != FUSE_ROOT_ID)
+			rlfs_forget(mp, forgets[i].ino, forgets[i].nlookup);
+	}
+	fuse_reply_none(req);
+}
+
+static void rl_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	(void)fi;
+	GET_MP(req, mp);
+	struct stat st;
+	int err = rlfs_getattr(mp, n2i(ino), &st);
+	if (err) {
+		reply_status(req, err);
+		return;
+	}
+	fuse_reply_attr(req, &st, RLFS_FUSE_TIMEOUT);
+}
+
+static void rl_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
+		       struct fuse_file_info *fi)
+{
+	(void)fi;
+	GET_MP(req, mp);
+	unsigned valid = 0;
+	if (to_set & FUSE_SET_ATTR_MODE)
+		valid |= RLFS_SET_MODE;
+	if (to_set & FUSE_SET_ATTR_UID)
+		valid |= RLFS_SET_UID;
+	if (to_set & FUSE_SET_ATTR_GID)
+		valid |= RLFS_SET_GID;
+	if (to_set & FUSE_SET_ATTR_SIZE)
+		valid |= RLFS_SET_SIZE;
+	if (to_set & FUSE_SET_ATTR_ATIME_NOW)
+		valid |= RLFS_SET_ATIME_NOW;
+	else if (to_set & FUSE_SET_ATTR_ATIME)
+		valid |= RLFS_SET_ATIME;
+	if (to_set & FUSE_SET_ATTR_MTIME_NOW)
+		valid |= RLFS_SET_MTIME_NOW;
+	else if (to_set & FUSE_SET_ATTR_MTIME)
+		valid |= RLFS_SET_MTIME;
+	if (to_set & FUSE_SET_ATTR_CTIME)
+		valid |= RLFS_SET_CTIME;
+	struct stat out;
+	int err = rlfs_setattr(mp, n2i(ino), attr, valid, &out);
+	if (err) {
+		reply_status(req, err);
+		return;
+	}
+	fuse_reply_attr(req, &out, RLFS_FUSE_TIMEOUT);
+}
+
+static void rl_readlink(fuse_req_t req, fuse_ino_t ino)
+{
+	GET_MP(req, mp);
+	char buf[PATH_MAX + 1];
+	int n = rlfs_readlink(mp, n2i(ino), buf, sizeof(buf) - 1);
+	if (n < 0) {
+		reply_status(req, n);
+		return;
+	}
+	if ((size_t)n > sizeof(buf) - 1)
+		n = sizeof(buf) - 1;
+	buf[n] = '\0';
+	fuse_reply_readlink(req, buf);
+}
+
+static void rl_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+		     dev_t rdev)
+{
+	GET_MP(req, mp);
+	uid_t uid;
+	gid_t gid;
+	uint64_t dir = n2i(parent);
+	new_owner(req, mp, dir, &mode, &uid, &gid);
+	struct stat st;
+	int err = rlfs_mknod(mp, dir, name, mode, rdev, uid, gid, &st);
+	if (err) {
+		reply_status(req, err);
+		return;
+	}
+	reply_entry(req, mp, &st);
+}
+
+static void rl_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+{
+	GET_MP(req, mp);
+	uid_t uid;
+	gid_t gid;
+	uint64_t dir = n2i(parent);
+	mode = (mode & 07777) | S_IFDIR;
+	new_owner(req, mp, dir, &mode, &uid, &gid);
+	struct stat st;
+	int err = rlfs_mkdir(mp, dir, name, mode, uid, gid, &st);
+	if (err) {
+		reply_status(req, err);
+		return;
+	}
+	reply_entry(req, mp, &st);
+}
+
+static void rl_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
+{
+	GET_MP(req, mp);
+	uid_t uid;
+	gid_t gid;
+	mode_t mode = S_IFLNK | 0777;
+	uint64_t dir = n2i(parent);
+	new_owner(req, mp, dir, &mode, &uid, &gid);
+	struct stat st;
+	int err = rlfs_symlink(mp, dir, name, link, uid, gid, &st);
+	if (err) {
+		reply_status(req, err);
+		return;
+	}
+	reply_entry(req, mp, &st);
+}
+
+static void rl_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
+{
+	GET_MP(req, mp);
+	struct stat st;
+	int err = rlfs_link(mp, n2i(ino), n2i(newparent), newname, &st);
+	if (err) {
+		reply_status(req, err);
+		return;
+	}
+	reply_entry(req, mp, &st);
+}
+
+static void rl_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	GET_MP(req, mp);
+	reply_status(req, rlfs_unlink(mp, n2i(parent), name));
+}
+
+static void rl_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	GET_MP(req, mp);
+	reply_status(req, rlfs_rmdir(mp, n2i(parent), name));
+}
+
+static void rl_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
+		      fuse_ino_t newparent, const char *newname, unsigned int flags)
+{
+	GET_MP(req, mp);
+	reply_status(req, rlfs_rename(mp, n2i(parent), name, n2i(newparent), newname, flags));
+}
+
+/* ------------------------------------------------------------------ */
+/* files */
+
+static void open_flags(struct fuse_file_info *fi)
+{
+	fi->fh = 0;
+	/* The page cache stays valid across opens: only this daemon writes
+	 * the image, and every write passes through the kernel. */
+	fi->keep_cache = 1;
+	if (writable_open(fi->flags)) {
+		atomic_fetch_add(&g_nwopen, 1);
+		atomic_fetch_add(&g_wgen, 1);
+	}
+}
+
+static void rl_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	GET_MP(req, mp);
+	(void)ino;
+	open_flags(fi);
+	if (fuse_reply_open(req, fi) != 0 && writable_open(fi->flags))
+		atomic_fetch_sub(&g_nwopen, 1);
+}
+
+static void rl_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+		      struct fuse_file_info *fi)
+{
+	GET_MP(req, mp);
+	uid_t uid;
+	gid_t gid;
+	uint64_t dir = n2i(parent);
+	mode = (mode & 07777) | S_IFREG;
+	new_owner(req, mp, dir, &mode, &uid, &gid);
+	struct stat st;
+	int err = rlfs_mknod(mp, dir, name, mode, 0, uid, gid, &st);
+	if (err == -EEXIST && !(fi->flags & O_EXCL)) {
+		/* Raced with another creator: open the existing file. */
+		err = rlfs_lookup(mp, dir, name, &st);
+		if (!err && S_ISDIR(st.st_mode)) {
+			undo_lookup(mp, st.st_ino);
+			err = -EISDIR;
+		}
+		if (!err && (fi->flags & O_TRUNC) && S_ISREG(st.st_mode)) {
+			struct stat sz = { .st_size = 0 };
+			err = rlfs_setattr(mp, st.st_ino, &sz, RLFS_SET_SIZE, &st);
+			if (err)
+				undo_lookup(mp, st.st_ino);
+		}
+	}
+	if (err) {
+		reply_status(req, err);
+		return;
+	}
+	struct fuse_entry_param e;
+	fill_entry(&e, &st);
+	open_flags(fi);
+	if (fuse_reply_create(req, &e, fi) != 0) {
+		if (writable_open(fi->flags))
+			atomic_fetch_sub(&g_nwopen, 1);
+		undo_lookup(mp, st.st_ino);
+	}
+}
+
+static void free_tlbuf(void *p)
+{
+	free(p);
+}
+
+static char *thread_buf(size_t size)
+{
+	struct tlbuf *b = pthread_getspecific(g_bufkey);
+	if (b && b->cap >= size)
+		return b->data;
+	size_t cap = size < RLFS_FUSE_MAX_WRITE ? RLFS_FUSE_MAX_WRITE : size;
+	struct tlbuf *nb = malloc(sizeof(*nb) + cap);
+	if (!nb)
+		return NULL;
+	nb->cap = cap;
+	free(b);
+	pthread_setspecific(g_bufkey, nb);
+	return nb->data;
+}
+
+static void rl_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		    struct fuse_file_info *fi)
+{
+	(void)fi;
+	GET_MP(req, mp);
+	char *buf = thread_buf(size);
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	ssize_t n = rlfs_read(mp, n2i(ino), buf, size, off);
+	if (n < 0) {
+		reply_status(req, (int)n);
+		return;
+	}
+	fuse_reply_buf(req, buf, (size_t)n);
+}
+
+static void rl_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size,
+		     off_t off, struct fuse_file_info *fi)
+{
+	(void)fi;
+	GET_MP(req, mp);
+	ssize_t n = rlfs_write(mp, n2i(ino), buf, size, off);
+	if (n < 0) {
+		reply_status(req, (int)n);
+		return;
+	}
+	fuse_reply_write(req, (size_t)n);
+}
+
+static void rl_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	(void)ino;
+	(void)fi;
+	/* Data reaches the device when the kernel writes it back (before
+	 * FLUSH on close); durability is fsync's job. */
+	fuse_reply_err(req, 0);
+}
+
+static void rl_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	(void)ino;
+	if (writable_open(fi->flags))
+		atomic_fetch_sub(&g_nwopen, 1);
+	fuse_reply_err(req, 0);
+}
+
+static void rl_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+	(void)fi;
+	GET_MP(req, mp);
+	reply_status(req, rlfs_fsync(mp, n2i(ino), datasync));
+}
+
+static void rl_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset,
+			 off_t length, struct fuse_file_info *fi)
+{
+	(void)fi;
+	GET_MP(req, mp);
+	reply_status(req, rlfs_fallocate(mp, n2i(ino), mode, offset, length));
+}
+
+/* The kernel does not write dirty pages back before FUSE_LSEEK, so with
+ * the writeback cache a SEEK_DATA/SEEK_HOLE could miss data that is only
+ * in the page cache (and the library's size could be behind).  When any
+ * file has been open for writing since the last sync, sync the mount
+ * first: syncfs(2) writes back through the other worker threads (it does
+ * not take the inode lock that the kernel holds during lseek). */
+static void sync_for_seek(void)
+{
+	unsigned long gen = atomic_load(&g_wgen);
+	if (atomic_load(&g_nwopen) == 0 && gen == atomic_load(&g_synced_gen))
+		return;
+	int fd = open(g_mnt, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	if (syncfs(fd) == 0)
+		atomic_store(&g_synced_gen, gen);
+	close(fd);
+}
+
+static void rl_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
+		     struct fuse_file_info *fi)
+{
+	(void)fi;
+	GET_MP(req, mp);
+	if (whence != SEEK_DATA && whence != SEEK_HOLE) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	sync_for_seek();
+	off_t r = rlfs_lseek(mp, n2i(ino), off, whence);
+	if (r < 0) {
+		reply_status(req, (int)r);
+		return;
+	}
+	fuse_reply_lseek(req, r);
+}
+
+/* ------------------------------------------------------------------ */
+/* directories */
+
+static void rl_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	(void)ino;
+	fi->fh = 0;
+	fuse_reply_open(req, fi);
+}
+
+static void rl_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	(void)ino;
+	(void)fi;
+	fuse_reply_err(req, 0);
+}
+
+static void rl_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync,
+			struct fuse_file_info *fi)
+{
+	(void)fi;
+	GET_MP(req, mp);
+	reply_status(req, rlfs_fsync(mp, n2i(ino), datasync));
+}
+
+struct dirbuf {
+	fuse_req_t req;
+	char *buf;
+	size_t size, pos;
+	int plus;
+	/* plus: inodes whose lookup count went to the kernel with this reply
+	 * (undone if the reply cannot be sent), and counts to drop after
+	 * rlfs_readdir returns ("." and "..", the root). */
+	uint64_t *sent;
+	size_t nsent, cap;
+	uint64_t drop[64];
+	size_t ndrop;
+	int oom;
+};
+
+static int is_dot(const char *name)
+{
+	return name[0] == '.' && (name[1] == '\0' || (name[1] == '.' && name[2] == '\0'));
+}
+
+static int dir_fill(void *priv, const char *name, const struct stat *st, uint64_t next_cookie)
+{
+	struct dirbuf *db = priv;
+	size_t rem = db->size - db->pos;
+	off_t off = (off_t)next_cookie;
+	if (!db->plus) {
+		size_t need = fuse_add_direntry(db->req, NULL, 0, name, NULL, 0);
+		if (need > rem)
+			return 1;
+		fuse_add_direntry(db->req, db->buf + db->pos, rem, name, st, off);
+		db->pos += need;
+		return 0;
+	}
+	size_t need = fuse_add_direntry_plus(db->req, NULL, 0, name, NULL, 0);
+	if (need > rem)
+		return 1;
+	struct fuse_entry_param e;
+	bool dot = is_dot(name);
+	bool root = st->st_ino == g_root;
+	if (dot || root) {
+		if (db->ndrop == sizeof(db->drop) / sizeof(db->drop[0]))
+			return 1;   /* finish this reply first */
+	} else if (db->nsent == db->cap) {
+		size_t ncap = db->cap ? db->cap * 2 : 64;
+		uint64_t *n = realloc(db->sent, ncap * sizeof(*n));
+		if (!n) {
+			db->oom = 1;
+			return 1;
+		}
+		db->sent = n;
+		db->cap = ncap;
+	}
+	if (dot) {
+		/* The kernel does not link "." and ".." (no lookup count):
+		 * give no node id, only the dirent's inode number and type. */
+		memset(&e, 0, sizeof(e));
+		e.attr.st_ino = st->st_ino;
+		e.attr.st_mode = st->st_mode;
+		if (RLFS_DOTS_COUNTED)
+			db->drop[db->ndrop++] = st->st_ino;
+	} else {
+		fill_entry(&e, st);
+		if (root)
+			db->drop[db->ndrop++] = st->st_ino;
+		else
+			db->sent[db->nsent++] = st->st_ino;
+	}
+	fuse_add_direntry_plus(db->req, db->buf + db->pos, rem, name, &e, off);
+	db->pos += need;
+	return 0;
+}
+
+static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, int plus)
+{
+	GET_MP(req, mp);
+	struct dirbuf db = { .req = req, .size = size, .plus = plus };
+	db.buf = malloc(size ? size : 1);
+	if (!db.buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	int err = rlfs_readdir(mp, n2i(ino), (uint64_t)off, plus, dir_fill, &db);
+	if (err < 0 && db.pos == 0) {
+		reply_status(req, err);
+	} else if (db.pos == 0 && db.oom) {
+		fuse_reply_err(req, ENOMEM);
+	} else if (fuse_reply_buf(req, db.buf, db.pos) != 0) {
+		for (size_t i = 0; i < db.nsent; i++)
+			undo_lookup(mp, db.sent[i]);
+	}
+	for (size_t i = 0; i < db.ndrop; i++)
+		undo_lookup(mp, db.drop[i]);
+	free(db.sent);
+	free(db.buf);
+}
+
+static void rl_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		       struct fuse_file_info *fi)
+{
+	(void)fi;
+	do_readdir(req, ino, size, off, 0);
+}
+
+static void rl_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+			   struct fuse_file_info *fi)
+{
+	(void)fi;
+	do_readdir(req, ino, size, off, 1);
+}
+
+/* ------------------------------------------------------------------ */
+/* filesystem-wide, xattrs */
+
+static void rl_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+	(void)ino;
+	GET_MP(req, mp);
+	struct statvfs st;
+	int err = rlfs_statfs(mp, &st);
+	if (err) {
+		reply_status(req, err);
+		return;
+	}
+	fuse_reply_statfs(req, &st);
+}
+
+static void rl_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
+			size_t size, int flags)
+{
+	GET_MP(req, mp);
+	reply_status(req, rlfs_setxattr(mp, n2i(ino), name, value, size, flags));
+}
+
+static void rl_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+	GET_MP(req, mp);
+	if (size == 0) {
+		int n = rlfs_getxattr(mp, n2i(ino), name, NULL, 0);
+		if (n < 0)
+			reply_status(req, n);
+		else
+			fuse_reply_xattr(req, (size_t)n);
+		return;
+	}
+	char *buf = malloc(size);
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	int n = rlfs_getxattr(mp, n2i(ino), name, buf, size);
+	if (n < 0)
+		reply_status(req, n);
+	else
+		fuse_reply_buf(req, buf, (size_t)n);
+	free(buf);
+}
+
+static void rl_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+	GET_MP(req, mp);
+	if (size == 0) {
+		int n = rlfs_listxattr(mp, n2i(ino), NULL, 0);
+		if (n < 0)
+			reply_status(req, n);
+		else
+			fuse_reply_xattr(req, (size_t)n);
+		return;
+	}
+	char *buf = malloc(size);
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	int n = rlfs_listxattr(mp, n2i(ino), buf, size);
+	if (n < 0)
+		reply_status(req, n);
+	else
+		fuse_reply_buf(req, buf, (size_t)n);
+	free(buf);
+}
+
+static void rl_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+	GET_MP(req, mp);
+	reply_status(req, rlfs_removexattr(mp, n2i(ino), name));
+}
+
+static const struct fuse_lowlevel_ops rl_ops = {
+	.init = rl_init,
+	.destroy = rl_destroy,
+	.lookup = rl_lookup,
+	.forget = rl_forget,
+	.forget_multi = rl_forget_multi,
+	.getattr = rl_getattr,
+	.setattr = rl_setattr,
+	.readlink = rl_readlink,
+	.mknod = rl_mknod,
+	.mkdir = rl_mkdir,
+	.unlink = rl_unlink,
+	.rmdir = rl_rmdir,
+	.symlink = rl_symlink,
+	.rename = rl_rename,
+	.link = rl_link,
+	.open = rl_open,
+	.create = rl_create,
+	.read = rl_read,
+	.write = rl_write,
+	.flush = rl_flush,
+	.release = rl_release,
+	.fsync = rl_fsync,
+	.opendir = rl_opendir,
+	.readdir = rl_readdir,
+	.readdirplus = rl_readdirplus,
+	.releasedir = rl_releasedir,
+	.fsyncdir = rl_fsyncdir,
+	.statfs = rl_statfs,
+	.setxattr = rl_setxattr,
+	.getxattr = rl_getxattr,
+	.listxattr = rl_listxattr,
+	.removexattr = rl_removexattr,
+	.fallocate = rl_fallocate,
+	.lseek = rl_lseek,
+	/* copy_file_range: not set, libfuse answers ENOSYS and the kernel
+	 * falls back to a read/write copy (reflink comes in issue 3). */
+};
+
+/* ------------------------------------------------------------------ */
+/* unmounting */
+
+/* umount(2) as root, else fusermount3 -u.  0 or -errno (-EIO if the
+ * helper failed; it printed why). */
+static int do_unmount(const char *mnt, int lazy, int quiet)
+{
+	if (geteuid() == 0) {
+		if (umount2(mnt, lazy ? MNT_DETACH : 0) < 0)
+			return -errno;
+		return 0;
+	}
+	char *argv[8];
+	int i = 0;
+	argv[i++] = (char *)"fusermount3";
+	argv[i++] = (char *)"-u";
+	if (lazy)
+		argv[i++] = (char *)"-z";
+	if (quiet)
+		argv[i++] = (char *)"-q";
+	argv[i++] = (char *)"--";
+	argv[i++] = (char *)mnt;
+	argv[i] = NULL;
+	pid_t pid;
+	int err = posix_spawnp(&pid, "fusermount3", NULL, NULL, argv, environ);
+	if (err)
+		return -err;
+	int status;
+	while (waitpid(pid, &status, 0) < 0) {
+		if (errno != EINTR)
+			return -errno;
+	}
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+		return -EIO;
+	return 0;
+}
+
+static int g_sigpipe[2] = { -1, -1 };
+
+static void on_signal(int sig)
+{
+	int saved = errno;
+	unsigned char c = (unsigned char)sig;
+	if (write(g_sigpipe[1], &c, 1) < 0) {
+		/* nothing to do in a signal handler */
+	}
+	errno = saved;
+}
+
+/* Clean shutdown on SIGTERM/SIGINT/SIGHUP: unmount while the loop still
+ * serves, so the kernel writes its dirty pages back through us and the
+ * loop ends when the connection closes (then destroy flushes the image).
+ * If the mount is busy: sync it, make the loop exit and detach the mount
+ * (open files then see ENOTCONN).  A second signal forces the same. */
+static void *monitor_thread(void *arg)
+{
+	(void)arg;
+	int nsig = 0;
+	for (;;) {
+		unsigned char c;
+		ssize_t n = read(g_sigpipe[0], &c, 1);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return NULL;
+		nsig++;
+		logmsg("reflinkfs: signal %d: unmounting %s", c, g_mnt);
+		if (nsig == 1 && do_unmount(g_mnt, 0, 1) == 0)
+			continue;
+		int fd = open(g_mnt, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (fd >= 0) {
+			syncfs(fd);
+			close(fd);
+		}
+		fuse_session_exit(g_se);
+		do_unmount(g_mnt, 1, 1);
+	}
+	return NULL;
+}
+
+/* After daemonizing: lines written to stderr (library warnings) go to
+ * syslog. */
+static void *log_thread(void *arg)
+{
+	FILE *f = arg;
+	char line[1024];
+	while (fgets(line, sizeof(line), f)) {
+		size_t l = strlen(line);
+		if (l && line[l - 1] == '\n')
+			line[l - 1] = '\0';
+		syslog(LOG_ERR, "%s", line);
+	}
+	fclose(f);
+	return NULL;
+}
+
+static void start_thread(void *(*fn)(void *), void *arg)
+{
+	pthread_t t;
+	pthread_attr_t a;
+	pthread_attr_init(&a);
+	pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+	if (pthread_create(&t, &a, fn, arg) != 0)
+		logmsg("reflinkfs: cannot start a thread: %s", strerror(errno));
+	pthread_attr_destroy(&a);
+}
+
+static void redirect_stdio(void)
+{
+	int null = open("/dev/null", O_RDWR);
+	if (null >= 0) {
+		dup2(null, STDIN_FILENO);
+		dup2(null, STDOUT_FILENO);
+		if (null > STDERR_FILENO)
+			close(null);
+	}
+	int p[2];
+	if (pipe2(p, O_CLOEXEC) == 0) {
+		FILE *f = fdopen(p[0], "r");
+		if (f) {
+			openlog("reflinkfs", LOG_PID, LOG_DAEMON);
+			dup2(p[1], STDERR_FILENO);
+			close(p[1]);
+			setvbuf(stderr, NULL, _IOLBF, 0);
+			start_thread(log_thread, f);
+			return;
+		}
+		close(p[0]);
+		close(p[1]);
+	}
+	if (null >= 0)
+		dup2(STDIN_FILENO, STDERR_FILENO);
+}
+
+/* ------------------------------------------------------------------ */
+/* mounting */
+
+/* fuse_opt value escaping: ',' and '\' are special in -o lists. */
+static char *escape_opt(const char *s)
+{
+	size_t n = strlen(s);
+	char *r = malloc(2 * n + 1);
+	if (!r)
+		return NULL;
+	char *p = r;
+	for (; *s; s++) {
+		if (*s == ',' || *s == '\\')
+			*p++ = '\\';
+		*p++ = *s;
+	}
+	*p = '\0';
+	return r;
+}
+
+static const char *mount_errstr(int err)
+{
+	switch (-err) {
+	case EUCLEAN:
+		return "not a reflinkfs filesystem, or corrupt";
+	case EOPNOTSUPP:
+		return "unsupported reflinkfs version or feature";
+	default:
+		return strerror(-err);
+	}
+}
+
+/* Open the filesystem, create and mount the FUSE session.  Returns 0 or 1
+ * (error printed). */
+static int setup(const struct rlfs_daemon_opts *o, const char *image, struct fuse_args *args)
+{
+	int err = rlfs_mount_open(image, o->mount_flags, &g_mp);
+	if (err) {
+		g_mp = NULL;
+		if (err == -EBUSY)
+			fprintf(stderr, "%s: %s is already mounted (or in use)\n", o->prog, image);
+		else
+			fprintf(stderr, "%s: cannot open %s: %s\n", o->prog, image,
+				mount_errstr(err));
+		return 1;
+	}
+	g_root = rlfs_root_ino(g_mp);
+	g_se = fuse_session_new(args, &rl_ops, sizeof(rl_ops), NULL);
+	if (!g_se) {
+		fprintf(stderr, "%s: invalid mount options\n", o->prog);
+		goto fail_close;
+	}
+	if (pipe2(g_sigpipe, O_CLOEXEC) < 0) {
+		fprintf(stderr, "%s: pipe: %s\n", o->prog, strerror(errno));
+		goto fail_session;
+	}
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_signal;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
+	sa.sa_handler = SIG_IGN;
+	sigaction(SIGPIPE, &sa, NULL);
+	if (fuse_session_mount(g_se, g_mnt) != 0) {
+		fprintf(stderr, "%s: cannot mount %s on %s\n", o->prog, image, g_mnt);
+		goto fail_session;
+	}
+	return 0;
+fail_session:
+	fuse_session_destroy(g_se);
+	g_se = NULL;
+fail_close:
+	rlfs_mount_close(g_mp);
+	g_mp = NULL;
+	return 1;
+}
+
+static int serve(void)
+{
+	start_thread(monitor_thread, NULL);
+	struct fuse_loop_config *cfg = fuse_loop_cfg_create();
+	int ret;
+	if (cfg) {
+		fuse_loop_cfg_set_clone_fd(cfg, 1);
+		fuse_loop_cfg_set_max_threads(cfg, 32);
+		fuse_loop_cfg_set_idle_threads(cfg, 16);
+		ret = fuse_session_loop_mt(g_se, cfg);
+		fuse_loop_cfg_destroy(cfg);
+	} else {
+		ret = fuse_session_loop(g_se);
+	}
+	fuse_session_unmount(g_se);
+	/* Calls destroy (rlfs_mount_close) if the kernel did not. */
+	fuse_session_destroy(g_se);
+	g_se = NULL;
+	if (g_mp) {
+		/* INIT never arrived: destroy was not called */
+		rl_destroy(NULL);
+	}
+	if (ret != 0 && ret != SIGTERM && ret != SIGINT && ret != SIGHUP && !g_daemonized)
+		logmsg("reflinkfs: the FUSE session ended with an error (%d)", ret);
+	return g_close_err ? 1 : 0;
+}
+
+int rlfs_daemon_run(const struct rlfs_daemon_opts *o)
+{
+	char *image = realpath(o->image, NULL);
+	if (!image) {
+		fprintf(stderr, "%s: %s: %s\n", o->prog, o->image, strerror(errno));
+		return 1;
+	}
+	g_mnt = realpath(o->mountpoint, NULL);
+	struct stat st;
+	if (!g_mnt || stat(g_mnt, &st) < 0) {
+		fprintf(stderr, "%s: mount point %s: %s\n", o->prog, o->mountpoint,
+			strerror(errno));
+		free(image);
+		return 1;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		fprintf(stderr, "%s: mount point %s is not a directory\n", o->prog,
+			o->mountpoint);
+		free(image);
+		return 1;
+	}
+
+	/* -o default_permissions,fsname=reflinkfs#IMAGE,subtype=reflinkfs[,ro][,extra] */
+	char *eimg = escape_opt(image);
+	size_t olen = strlen(eimg) + (o->fuse_opts ? strlen(o->fuse_opts) : 0) + 128;
+	char *opts = malloc(olen);
+	if (!eimg || !opts) {
+		fprintf(stderr, "%s: out of memory\n", o->prog);
+		return 1;
+	}
+	snprintf(opts, olen, "default_permissions,fsname=reflinkfs#%s,subtype=reflinkfs%s%s%s",
+		 eimg, (o->mount_flags & RLFS_MOUNT_RDONLY) ? ",ro" : "",
+		 o->fuse_opts && *o->fuse_opts ? "," : "", o->fuse_opts ? o->fuse_opts : "");
+	free(eimg);
+	char *argv[6];
+	int argc = 0;
+	argv[argc++] = (char *)"reflinkfs";
+	argv[argc++] = (char *)"-o";
+	argv[argc++] = opts;
+	if (o->debug)
+		argv[argc++] = (char *)"-d";
+	argv[argc] = NULL;
+	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
+
+	if (pthread_key_create(&g_bufkey, free_tlbuf) != 0) {
+		fprintf(stderr, "%s: out of memory\n", o->prog);
+		return 1;
+	}
+
+	int foreground = o->foreground || o->debug;
+	if (foreground) {
+		int r = setup(o, image, &args);
+		fuse_opt_free_args(&args);
+		if (r)
+			return r;
+		return serve();
+	}
+
+	/* Fork before the library or libfuse start any thread. */
+	int p[2];
+	if (pipe2(p, O_CLOEXEC) < 0) {
+		fprintf(stderr, "%s: pipe: %s\n", o->prog, strerror(errno));
+		return 1;
+	}
+	fflush(stdout);
+	fflush(stderr);
+	pid_t pid = fork();
+	if (pid < 0) {
+		fprintf(stderr, "%s: fork: %s\n", o->prog, strerror(errno));
+		return 1;
+	}
+	if (pid > 0) {
+		close(p[1]);
+		unsigned char status = 1;
+		ssize_t n;
+		do {
+			n = read(p[0], &status, 1);
+		} while (n < 0 && errno == EINTR);
+		close(p[0]);
+		if (n == 1 && status == 0)
+			return 0;
+		int ws;
+		waitpid(pid, &ws, 0);
+		if (n != 1)
+			fprintf(stderr, "%s: the daemon exited before the mount was ready\n",
+				o->prog);
+		return 1;
+	}
+
+	/* child: the daemon */
+	close(p[0]);
+	setsid();
+	int r = setup(o, image, &args);
+	fuse_opt_free_args(&args);
+	unsigned char status = r ? 1 : 0;
+	if (r) {
+		if (write(p[1], &status, 1) < 0) {
+			/* parent gone: nothing to report to */
+		}
+		_exit(1);
+	}
+	g_daemonized = true;
+	if (chdir("/") < 0) {
+		/* harmless: keep the old cwd */
+	}
+	redirect_stdio();
+	if (write(p[1], &status, 1) < 0) {
+		/* parent gone: keep serving */
+	}
+	close(p[1]);
+	exit(serve());
+}
+
+/* ------------------------------------------------------------------ */
+/* rlfs_daemon_umount */
+
+/* Undo mountinfo's octal escapes (\040 etc.) in place. */
+static void unescape_mountinfo(char *s)
+{
+	char *w = s;
+	for (char *r = s; *r; r++) {
+		if (r[0] == '\\' && r[1] >= '0' && r[1] <= '3' && r[2] >= '0' && r[2] <= '7' &&
+		    r[3] >= '0' && r[3] <= '7') {
+			*w++ = (char)((r[1] - '0') * 64 + (r[2] - '0') * 8 + (r[3] - '0'));
+			r += 3;
+		} else {
+			*w++ = *r;
+		}
+	}
+	*w = '\0';
+}
+
+/* Find the image of the reflinkfs mount on mnt (last one mounted there).
+ * Returns a malloc'd path, "" if mnt is a reflinkfs mount of unknown
+ * source, or NULL if it is not a reflinkfs mount. */
+static char *find_mount_image(const char *mnt)
+{
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+	if (!f)
+		return NULL;
+	char *line = NULL, *found = NULL;
+	size_t cap = 0;
+	while (getline(&line, &cap, f) > 0) {
+		/* id parent maj:min root mountpoint opts [optional...] - fstype source super */
+		char *save = NULL, *tok;
+		char *fields[5] = { 0 };
+		int i = 0;
+		for (tok = strtok_r(line, " \n", &save); tok && i < 5;
+		     tok = strtok_r(NULL, " \n", &save))
+			fields[i++] = tok;
+		if (i < 5)
+			continue;
+		while (tok && strcmp(tok, "-") != 0)
+			tok = strtok_r(NULL, " \n", &save);
+		if (!tok)
+			continue;
+		char *fstype = strtok_r(NULL, " \n", &save);
+		char *source = strtok_r(NULL, " \n", &save);
+		if (!fstype || strcmp(fstype, "fuse.reflinkfs") != 0)
+			continue;
+		unescape_mountinfo(fields[4]);
+		if (strcmp(fields[4], mnt) != 0)
+			continue;
+		free(found);
+		if (source) {
+			unescape_mountinfo(source);
+			if (strncmp(source, "reflinkfs#", 10) == 0)
+				source += 10;
+			found = strdup(source);
+		} else {
+			found = strdup("");
+		}
+	}
+	free(line);
+	fclose(f);
+	return found;
+}
+
+int rlfs_daemon_umount(const char *prog, const char *mountpoint, int lazy)
+{
+	char *mnt = realpath(mountpoint, NULL);
+	if (!mnt) {
+		fprintf(stderr, "%s: %s: %s\n", prog, mountpoint, strerror(errno));
+		return 1;
+	}
+	char *image = find_mount_image(mnt);
+	if (!image) {
+		fprintf(stderr, "%s: %s is not a reflinkfs mount point\n", prog, mountpoint);
+		free(mnt);
+		return 1;
+	}
+	int fd = *image ? open(image, O_RDONLY | O_CLOEXEC) : -1;
+	int err = do_unmount(mnt, lazy, 0);
+	if (err) {
+		if (err != -EIO)
+			fprintf(stderr, "%s: cannot unmount %s: %s\n", prog, mountpoint,
+				strerror(-err));
+		if (fd >= 0)
+			close(fd);
+		free(image);
+		free(mnt);
+		return 1;
+	}
+	int ret = 0;
+	/* The daemon holds an exclusive flock on the image until it has
+	 * flushed everything and closed it.  A lazy unmount may keep it
+	 * serving open files: do not wait then. */
+	if (fd >= 0 && !lazy) {
+		struct timespec ts = { 0, 10 * 1000 * 1000 };
+		int waited_ms = 0;
+		while (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+			if (errno != EWOULDBLOCK && errno != EINTR)
+				break;
+			if (waited_ms >= 600 * 1000) {
+				fprintf(stderr, "%s: the daemon of %s has not finished after 10 minutes\n",
+					prog, mountpoint);
+				ret = 1;
+				break;
+			}
+			nanosleep(&ts, NULL);
+			waited_ms += 10;
+		}
+	}
+	if (fd >= 0)
+		close(fd);
+	free(image);
+	free(mnt);
+	return ret;
+}

@@ -1,1 +1,366 @@
-/* placeholder: being written */
+/*
+ * main.c: the multi-call `reflinkfs` binary.
+ *
+ *   reflinkfs mkfs|mount|umount|fsck ...      (subcommand in argv[1])
+ *   mkfs.reflinkfs, fsck.reflinkfs            (mkfs(8)/fsck(8) helpers)
+ *   mount.reflinkfs SPEC DIR [-sfnv] [-o OPTS]  (mount(8) helper)
+ *   umount.fuse.reflinkfs DIR [-nlfvr]        (umount(8) helper)
+ *
+ * dispatched on argv[1] or on basename(argv[0]) (symlinks made by
+ * `make install`).  Every command takes --help; errors are one line on
+ * stderr and a non-zero exit status.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <reflinkfs/fs.h>
+
+#include "cli.h"
+#include "../fuse/daemon.h"
+
+#define RLFS_VERSION_STRING "0.1.0"
+
+static void usage_main(FILE *f)
+{
+	fprintf(f,
+		"Usage: reflinkfs COMMAND [OPTIONS] ...\n"
+		"\n"
+		"A copy-on-write filesystem in user space (FUSE) on an image file or block device.\n"
+		"\n"
+		"Commands:\n"
+		"  mkfs [-s SIZE] [-b BLOCKSIZE] [-a AGCOUNT] [-i INODESIZE] [-L LABEL] [-f] IMAGE\n"
+		"                     create a filesystem\n"
+		"  mount [-f] [-d] [-o OPTS] IMAGE MOUNTPOINT\n"
+		"                     mount it (returns once the mount is usable)\n"
+		"  umount [-l] MOUNTPOINT\n"
+		"                     unmount and wait until the image is flushed and closed\n"
+		"  fsck [-n] IMAGE    check (and repair) a filesystem\n"
+		"  help               this text; `reflinkfs COMMAND --help` for a command\n"
+		"\n"
+		"Also installed as mkfs.reflinkfs, fsck.reflinkfs and mount.reflinkfs, so that\n"
+		"`mount -t reflinkfs IMAGE DIR` and `fsck -t reflinkfs IMAGE` work.\n");
+}
+
+static void usage_mount(FILE *f, const char *prog)
+{
+	fprintf(f,
+		"Usage: %s [-f] [-d] [-o OPTIONS] IMAGE MOUNTPOINT\n"
+		"\n"
+		"Mount the reflinkfs filesystem in IMAGE on MOUNTPOINT through FUSE.  Returns\n"
+		"once the mount is usable; the daemon runs in the background unless -f.\n"
+		"Unmount with `umount MOUNTPOINT`, `fusermount3 -u MOUNTPOINT` or\n"
+		"`reflinkfs umount MOUNTPOINT` (which also waits until the image is closed).\n"
+		"\n"
+		"Options:\n"
+		"  -f          stay in the foreground\n"
+		"  -d          FUSE debug output (implies -f)\n"
+		"  -o OPTIONS  comma-separated mount options:\n"
+		"                ro, rw          read-only / read-write (default rw)\n"
+		"                allow_other     let other users access the mount\n"
+		"                allow_root      let root access the mount\n"
+		"                other FUSE and generic mount options (nosuid, nodev,\n"
+		"                noexec, noatime, max_read=N, ...) are passed to libfuse\n"
+		"              default_permissions is always on (the kernel checks access)\n"
+		"  -h, --help  this text\n",
+		prog);
+}
+
+static void usage_mount_helper(FILE *f, const char *prog)
+{
+	fprintf(f,
+		"Usage: %s IMAGE DIR [-sfnv] [-o OPTIONS]\n"
+		"\n"
+		"mount(8) helper for `mount -t reflinkfs IMAGE DIR`.\n"
+		"  -o OPTIONS  mount options (see `reflinkfs mount --help`)\n"
+		"  -f          fake: check the arguments, do not mount\n"
+		"  -s, -n, -v  sloppy, no mtab, verbose (accepted, ignored)\n"
+		"  -h, --help  this text\n",
+		prog);
+}
+
+static void usage_umount(FILE *f, const char *prog)
+{
+	fprintf(f,
+		"Usage: %s [-l] MOUNTPOINT\n"
+		"\n"
+		"Unmount a reflinkfs mount and wait until its daemon has written everything\n"
+		"back and released the image (umount(2) of a FUSE mount returns earlier).\n"
+		"  -l          lazy: detach now, finish when no longer busy (does not wait)\n"
+		"  -h, --help  this text\n",
+		prog);
+}
+
+/* Options that belong to fstab/mount(8), not to the filesystem. */
+static int is_userspace_only_opt(const char *o)
+{
+	static const char *const drop[] = {
+		"defaults", "auto", "noauto", "user", "nouser", "users", "owner",
+		"group", "nofail", "_netdev", "loop", "nofail", NULL,
+	};
+	for (int i = 0; drop[i]; i++) {
+		if (strcmp(o, drop[i]) == 0)
+			return 1;
+	}
+	return strncmp(o, "x-", 2) == 0 || strncmp(o, "comment=", 8) == 0 ||
+	       strncmp(o, "helper=", 7) == 0;
+}
+
+struct mount_args {
+	unsigned flags;
+	int debug;
+	char *fuse_opts;        /* malloc'd, comma-separated */
+	size_t len, cap;
+};
+
+static int add_fuse_opt(struct mount_args *ma, const char *o)
+{
+	size_t l = strlen(o);
+	if (ma->len + l + 2 > ma->cap) {
+		size_t ncap = (ma->cap + l + 2) * 2;
+		char *n = realloc(ma->fuse_opts, ncap);
+		if (!n)
+			return -ENOMEM;
+		ma->fuse_opts = n;
+		ma->cap = ncap;
+	}
+	if (ma->len)
+		ma->fuse_opts[ma->len++] = ',';
+	memcpy(ma->fuse_opts + ma->len, o, l + 1);
+	ma->len += l;
+	return 0;
+}
+
+/* Split one -o list into library flags and libfuse options. */
+static int parse_mount_opts(struct mount_args *ma, const char *list)
+{
+	char *copy = strdup(list);
+	if (!copy)
+		return -ENOMEM;
+	char *save = NULL;
+	for (char *o = strtok_r(copy, ",", &save); o; o = strtok_r(NULL, ",", &save)) {
+		int err = 0;
+		if (strcmp(o, "ro") == 0) {
+			ma->flags |= RLFS_MOUNT_RDONLY;   /* daemon adds "ro" itself */
+		} else if (strcmp(o, "rw") == 0) {
+			ma->flags &= ~RLFS_MOUNT_RDONLY;
+		} else if (strcmp(o, "debug") == 0) {
+			ma->debug = 1;
+		} else if (strcmp(o, "default_permissions") == 0 ||
+			   strncmp(o, "fsname=", 7) == 0 || strncmp(o, "subtype=", 8) == 0 ||
+			   is_userspace_only_opt(o)) {
+			/* always set by the daemon, or not for the kernel */
+		} else {
+			err = add_fuse_opt(ma, o);
+		}
+		if (err) {
+			free(copy);
+			return err;
+		}
+	}
+	free(copy);
+	return 0;
+}
+
+static int do_mount(const char *prog, struct mount_args *ma, int foreground,
+		    const char *image, const char *dir)
+{
+	struct rlfs_daemon_opts o = {
+		.image = image,
+		.mountpoint = dir,
+		.mount_flags = ma->flags,
+		.foreground = foreground,
+		.debug = ma->debug,
+		.fuse_opts = ma->fuse_opts,
+		.prog = prog,
+	};
+	int r = rlfs_daemon_run(&o);
+	free(ma->fuse_opts);
+	return r;
+}
+
+static const struct option help_longopts[] = {
+	{ "help", no_argument, NULL, 'h' },
+	{ NULL, 0, NULL, 0 },
+};
+
+/* reflinkfs mount [-f] [-d] [-o OPTS] IMAGE MOUNTPOINT */
+static int mount_main(int argc, char **argv)
+{
+	const char *prog = argv[0];
+	struct mount_args ma = { 0 };
+	int foreground = 0, c;
+	while ((c = getopt_long(argc, argv, "fdo:h", help_longopts, NULL)) != -1) {
+		switch (c) {
+		case 'f':
+			foreground = 1;
+			break;
+		case 'd':
+			ma.debug = 1;
+			break;
+		case 'o':
+			if (parse_mount_opts(&ma, optarg)) {
+				fprintf(stderr, "%s: out of memory\n", prog);
+				return 1;
+			}
+			break;
+		case 'h':
+			usage_mount(stdout, prog);
+			return 0;
+		default:
+			fprintf(stderr, "Try '%s --help'.\n", prog);
+			return 1;
+		}
+	}
+	if (argc - optind != 2) {
+		fprintf(stderr, "%s: expected IMAGE and MOUNTPOINT (try '%s --help')\n", prog, prog);
+		free(ma.fuse_opts);
+		return 1;
+	}
+	return do_mount(prog, &ma, foreground, argv[optind], argv[optind + 1]);
+}
+
+/* mount.reflinkfs SPEC DIR [-sfnv] [-N NS] [-o OPTS] [-t TYPE] */
+static int mount_helper_main(int argc, char **argv)
+{
+	const char *prog = argv[0];
+	struct mount_args ma = { 0 };
+	int fake = 0, c;
+	while ((c = getopt_long(argc, argv, "sfnvo:t:N:h", help_longopts, NULL)) != -1) {
+		switch (c) {
+		case 's':
+		case 'n':
+		case 'v':
+		case 't':
+			break;
+		case 'f':
+			fake = 1;
+			break;
+		case 'N':
+			fprintf(stderr, "%s: -N (mount namespace) is not supported\n", prog);
+			return 1;
+		case 'o':
+			if (parse_mount_opts(&ma, optarg)) {
+				fprintf(stderr, "%s: out of memory\n", prog);
+				return 1;
+			}
+			break;
+		case 'h':
+			usage_mount_helper(stdout, prog);
+			return 0;
+		default:
+			fprintf(stderr, "Try '%s --help'.\n", prog);
+			return 1;
+		}
+	}
+	if (argc - optind != 2) {
+		fprintf(stderr, "%s: expected IMAGE and DIR (try '%s --help')\n", prog, prog);
+		free(ma.fuse_opts);
+		return 1;
+	}
+	if (fake) {
+		free(ma.fuse_opts);
+		return 0;
+	}
+	return do_mount(prog, &ma, 0, argv[optind], argv[optind + 1]);
+}
+
+/* reflinkfs umount [-l] DIR; umount.fuse.reflinkfs DIR [-nlfvr] [-t TYPE] */
+static int umount_main(int argc, char **argv, int helper)
+{
+	const char *prog = argv[0];
+	int lazy = 0, c;
+	const char *optstr = helper ? "nlfvrt:N:h" : "lh";
+	while ((c = getopt_long(argc, argv, optstr, help_longopts, NULL)) != -1) {
+		switch (c) {
+		case 'l':
+			lazy = 1;
+			break;
+		case 'n':
+		case 'f':
+		case 'v':
+		case 'r':
+		case 't':
+			break;
+		case 'N':
+			fprintf(stderr, "%s: -N (mount namespace) is not supported\n", prog);
+			return 1;
+		case 'h':
+			usage_umount(stdout, prog);
+			return 0;
+		default:
+			fprintf(stderr, "Try '%s --help'.\n", prog);
+			return 1;
+		}
+	}
+	if (argc - optind != 1) {
+		fprintf(stderr, "%s: expected MOUNTPOINT (try '%s --help')\n", prog, prog);
+		return 1;
+	}
+	return rlfs_daemon_umount(prog, argv[optind], lazy);
+}
+
+/* Run a command with argv[0] replaced by its display name. */
+static int run(int (*fn)(int, char **), const char *name, int argc, char **argv)
+{
+	argv[0] = (char *)name;
+	optind = 1;
+	return fn(argc, argv);
+}
+
+static int mount_helper_entry(int argc, char **argv)
+{
+	return mount_helper_main(argc, argv);
+}
+
+static int umount_cmd_entry(int argc, char **argv)
+{
+	return umount_main(argc, argv, 0);
+}
+
+static int umount_helper_entry(int argc, char **argv)
+{
+	return umount_main(argc, argv, 1);
+}
+
+int main(int argc, char **argv)
+{
+	const char *base = argc > 0 && argv[0] ? strrchr(argv[0], '/') : NULL;
+	base = base ? base + 1 : (argc > 0 && argv[0] ? argv[0] : "reflinkfs");
+
+	if (strcmp(base, "mkfs.reflinkfs") == 0)
+		return run(rlfs_mkfs_main, "mkfs.reflinkfs", argc, argv);
+	if (strcmp(base, "fsck.reflinkfs") == 0)
+		return run(rlfs_fsck_main, "fsck.reflinkfs", argc, argv);
+	if (strcmp(base, "mount.reflinkfs") == 0 || strcmp(base, "mount.fuse.reflinkfs") == 0)
+		return run(mount_helper_entry, base, argc, argv);
+	if (strcmp(base, "umount.reflinkfs") == 0 || strcmp(base, "umount.fuse.reflinkfs") == 0)
+		return run(umount_helper_entry, base, argc, argv);
+
+	if (argc < 2) {
+		usage_main(stderr);
+		return 1;
+	}
+	const char *cmd = argv[1];
+	if (strcmp(cmd, "mkfs") == 0)
+		return run(rlfs_mkfs_main, "reflinkfs mkfs", argc - 1, argv + 1);
+	if (strcmp(cmd, "mount") == 0)
+		return run(mount_main, "reflinkfs mount", argc - 1, argv + 1);
+	if (strcmp(cmd, "umount") == 0 || strcmp(cmd, "unmount") == 0)
+		return run(umount_cmd_entry, "reflinkfs umount", argc - 1, argv + 1);
+	if (strcmp(cmd, "fsck") == 0)
+		return run(rlfs_fsck_main, "reflinkfs fsck", argc - 1, argv + 1);
+	if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
+		usage_main(stdout);
+		return 0;
+	}
+	if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "version") == 0) {
+		printf("reflinkfs %s\n", RLFS_VERSION_STRING);
+		return 0;
+	}
+	fprintf(stderr, "reflinkfs: unknown command '%s' (try 'reflinkfs --help')\n", cmd);
+	return 1;
+}
