@@ -68,6 +68,16 @@ unsigned rlfs_agfl_min(struct rlfs_mount *mp);
  * allocates or frees nextents extents (splits in bnobt/cntbt/AGFL refill). */
 uint32_t rlfs_alloc_tree_res(struct rlfs_mount *mp, uint32_t nextents);
 
+/*
+ * Set up a cursor on the bnobt or cntbt (ops) of AG agno.  agbp is the AG
+ * header buffer from rlfs_ag_read_header (the tree root lives there), or
+ * NULL to have the cursor read it.  Free with rlfs_btree_cur_del.  The
+ * inobt cursor is set up the same way: rlfs_btree_cur_init(cur, tp,
+ * &rlfs_inobt_ops, agno, NULL, agbp).
+ */
+void rlfs_alloc_cur_init(struct rlfs_btree_cur *cur, struct rlfs_trans *tp,
+			 const struct rlfs_btree_ops *ops, uint32_t agno, struct rlfs_buf *agbp);
+
 /* Sum of free blocks over all AGs (freeblks + flcount), read from the AG
  * headers; used at mount to initialise mp->fdblocks and by fsck.  */
 int rlfs_count_free(struct rlfs_trans *tp, uint64_t *free_blocks);

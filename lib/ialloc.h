@@ -11,6 +11,9 @@
 
 extern const struct rlfs_btree_ops rlfs_inobt_ops;
 
+/* Largest height the inobt can reach in an AG of this geometry (every
+ * block half full); used for AGFL sizing and reservations. */
+unsigned rlfs_inobt_maxlevels(struct rlfs_mount *mp);
 /* Blocks to reserve for one inode allocation (a new chunk + btree splits). */
 uint32_t rlfs_ialloc_res(struct rlfs_mount *mp);
 /*
