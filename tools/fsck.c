@@ -140,6 +140,7 @@ struct ag_info {
 };
 
 struct fsck {
+	const char *prog;           /* argv[0], for messages */
 	const char *image;
 	bool dry_run, verbose;
 	int lock_fd;
@@ -418,23 +419,23 @@ static int open_and_lock(struct fsck *f)
 		limit = atof(env);
 	f->lock_fd = open(f->image, (f->dry_run ? O_RDONLY : O_RDWR) | O_CLOEXEC);
 	if (f->lock_fd < 0) {
-		fprintf(stderr, "reflinkfs fsck: cannot open %s: %s\n", f->image, strerror(errno));
+		fprintf(stderr, "%s: cannot open %s: %s\n", f->prog, f->image, strerror(errno));
 		return FSCK_EXIT_OPERR;
 	}
 	for (;;) {
 		if (flock(f->lock_fd, LOCK_EX | LOCK_NB) == 0)
 			break;
 		if (errno != EWOULDBLOCK && errno != EINTR) {
-			fprintf(stderr, "reflinkfs fsck: cannot lock %s: %s\n", f->image,
+			fprintf(stderr, "%s: cannot lock %s: %s\n", f->prog, f->image,
 				strerror(errno));
 			return FSCK_EXIT_OPERR;
 		}
 		if (now_sec() - start >= limit) {
-			fprintf(stderr, "reflinkfs fsck: %s is in use (mounted?)\n", f->image);
+			fprintf(stderr, "%s: %s is in use (mounted?)\n", f->prog, f->image);
 			return FSCK_EXIT_OPERR;
 		}
 		if (!said) {
-			fprintf(stderr, "reflinkfs fsck: waiting for %s to be released\n", f->image);
+			fprintf(stderr, "%s: waiting for %s to be released\n", f->prog, f->image);
 			said = true;
 		}
 		usleep(100 * 1000);
@@ -476,33 +477,33 @@ static int check_primary_sb(struct fsck *f)
 	int err;
 
 	if (fstat(f->lock_fd, &st) < 0) {
-		fprintf(stderr, "reflinkfs fsck: %s: %s\n", f->image, strerror(errno));
+		fprintf(stderr, "%s: %s: %s\n", f->prog, f->image, strerror(errno));
 		return FSCK_EXIT_OPERR;
 	}
 	err = rlfs_dev_open(f->image, !f->dry_run, 0, &f->dev);
 	if (err) {
-		fprintf(stderr, "reflinkfs fsck: cannot open %s: %s\n", f->image, strerror(-err));
+		fprintf(stderr, "%s: cannot open %s: %s\n", f->prog, f->image, strerror(-err));
 		return FSCK_EXIT_OPERR;
 	}
 	size_bytes = f->dev->size_bytes;
 	if (size_bytes < sizeof(*sb) ||
 	    rlfs_dev_pread(f->dev, sb, sizeof(*sb), 0) != 0) {
-		fprintf(stderr, "reflinkfs fsck: %s: not a reflinkfs image (too small)\n", f->image);
+		fprintf(stderr, "%s: %s: not a reflinkfs image (too small)\n", f->prog, f->image);
 		return FSCK_EXIT_OPERR;
 	}
 	if (rlfs_get32(sb->hdr.magic) != RLFS_SB_MAGIC) {
-		fprintf(stderr, "reflinkfs fsck: %s: not a reflinkfs image (bad superblock magic "
-			"0x%08x)\n", f->image, rlfs_get32(sb->hdr.magic));
+		fprintf(stderr, "%s: %s: not a reflinkfs image (bad superblock magic "
+			"0x%08x)\n", f->prog, f->image, rlfs_get32(sb->hdr.magic));
 		return FSCK_EXIT_OPERR;
 	}
 	if (rlfs_get32(sb->version) != RLFS_VERSION) {
-		fprintf(stderr, "reflinkfs fsck: %s: unsupported format version %u\n", f->image,
+		fprintf(stderr, "%s: %s: unsupported format version %u\n", f->prog, f->image,
 			rlfs_get32(sb->version));
 		return FSCK_EXIT_OPERR;
 	}
 	incompat = rlfs_get64(sb->features_incompat);
 	if (incompat & ~RLFS_FEAT_INCOMPAT_KNOWN) {
-		fprintf(stderr, "reflinkfs fsck: %s: unknown incompatible features 0x%" PRIx64 "\n",
+		fprintf(stderr, "%s: %s: unknown incompatible features 0x%" PRIx64 "\n", f->prog,
 			f->image, (uint64_t)(incompat & ~RLFS_FEAT_INCOMPAT_KNOWN));
 		return FSCK_EXIT_OPERR;
 	}
@@ -568,7 +569,7 @@ static int check_primary_sb(struct fsck *f)
 
 	err = rlfs_mount_alloc_bare(f->dev, bs, dblocks, agblocks, &f->mp);
 	if (err) {
-		fprintf(stderr, "reflinkfs fsck: cannot set up: %s\n", strerror(-err));
+		fprintf(stderr, "%s: cannot set up: %s\n", f->prog, strerror(-err));
 		return FSCK_EXIT_OPERR;
 	}
 	f->mp->blocklog = ilog2_u32(bs);
@@ -669,8 +670,8 @@ struct agwalk {
 	uint64_t nblocks;           /* tree blocks visited */
 	uint64_t nrecs;
 	uint64_t limit;             /* stop runaway walks */
-	struct rlfs_alloc_rec *recs;/* native startblock/blockcount */
-	size_t nrecs_cap;
+	struct rlfs_alloc_rec *recs;/* valid records seen */
+	size_t nstored, nrecs_cap;
 	bool have_prev;
 	uint32_t prev_start, prev_len;
 	uint64_t last_chunk_fsbno;  /* inobt: chunk block dedupe */
@@ -739,12 +740,13 @@ static int alloc_rec_cb(struct rlfs_btree_cur *cur, const void *rec, void *priv)
 		if (len > w->ai->longest)
 			w->ai->longest = len;
 	}
-	nr = grow(f, w->recs, &w->nrecs_cap, w->nrecs - 1, sizeof(*nr));
+	nr = grow(f, w->recs, &w->nrecs_cap, w->nstored, sizeof(*nr));
 	if (!nr)
 		return -ENOMEM;
 	w->recs = nr;
-	w->recs[w->nrecs - 1].startblock = rlfs_le32_of(start);
-	w->recs[w->nrecs - 1].blockcount = rlfs_le32_of(len);
+	w->recs[w->nstored].startblock = rlfs_le32_of(start);
+	w->recs[w->nstored].blockcount = rlfs_le32_of(len);
+	w->nstored++;
 	return 0;
 }
 
@@ -856,10 +858,10 @@ static void compare_free_trees(struct fsck *f, uint32_t agno, struct agwalk *bno
 {
 	size_t i = 0, j = 0;
 
-	qsort(cnt->recs, cnt->nrecs, sizeof(*cnt->recs), cmp_alloc_rec_bno);
-	while (i < bno->nrecs || j < cnt->nrecs) {
-		uint32_t bs = i < bno->nrecs ? rlfs_get32(bno->recs[i].startblock) : UINT32_MAX;
-		uint32_t cs = j < cnt->nrecs ? rlfs_get32(cnt->recs[j].startblock) : UINT32_MAX;
+	qsort(cnt->recs, cnt->nstored, sizeof(*cnt->recs), cmp_alloc_rec_bno);
+	while (i < bno->nstored || j < cnt->nstored) {
+		uint32_t bs = i < bno->nstored ? rlfs_get32(bno->recs[i].startblock) : UINT32_MAX;
+		uint32_t cs = j < cnt->nstored ? rlfs_get32(cnt->recs[j].startblock) : UINT32_MAX;
 
 		if (bs == cs) {
 			uint32_t bl = rlfs_get32(bno->recs[i].blockcount);
@@ -1081,6 +1083,7 @@ struct iwalk {
 	uint64_t prev_end;          /* file block after the previous extent */
 	uint64_t last_end;          /* end of the last extent (file blocks) */
 	/* directories */
+	bool have_run;
 	uint32_t hash_run;          /* hash of the current run of records */
 	size_t run_start;           /* first edge of the run */
 	uint64_t nsubdirs;
@@ -1264,7 +1267,8 @@ static int dir_rec_cb(struct rlfs_btree_cur *cur, const void *rec, void *priv)
 		ERR(f, "inode %" PRIu64 " (directory): entry '%s' has bad file type %u", dino,
 		    name, r->ftype);
 	/* duplicate names: only among entries with the same hash */
-	if (w->nrecs == 1 || hash != w->hash_run) {
+	if (!w->have_run || hash != w->hash_run) {
+		w->have_run = true;
 		w->hash_run = hash;
 		w->run_start = f->nedges;
 	} else {
@@ -1464,6 +1468,33 @@ static bool walk_data_fork(struct iwalk *w, struct rlfs_trans *tp, uint32_t next
 	return false;
 }
 
+/* Load the fork the way the library does (rlfs_bmap_load, rlfs_bmap_check)
+ * and compare with what the walk found. */
+static void check_bmap_load(struct iwalk *w, struct rlfs_trans *tp, uint32_t nextents)
+{
+	struct fsck *f = w->f;
+	struct rlfs_inode *ip = w->ip;
+	int err;
+
+	err = rlfs_bmap_load(tp, ip);
+	if (err) {
+		ERR(f, "inode %" PRIu64 " (data fork): the library cannot load it: %s", ip->ino,
+		    errstr(err));
+	} else if (ip->next != nextents) {
+		ERR(f, "inode %" PRIu64 " (data fork): nextents %u but the fork loads %u extents",
+		    ip->ino, nextents, ip->next);
+	} else if (ip->format == RLFS_FMT_BTREE) {
+		err = rlfs_bmap_check(tp, ip);
+		if (err)
+			ERR(f, "inode %" PRIu64 " (bmbt): rlfs_bmap_check failed: %s", ip->ino,
+			    errstr(err));
+	}
+	free(ip->ext);
+	ip->ext = NULL;
+	ip->next = ip->ext_cap = 0;
+	ip->ext_loaded = false;
+}
+
 /* Remote symlink: blocks 0..n-1 of the data fork hold the target. */
 static void check_symlink_blocks(struct iwalk *w, struct rlfs_trans *tp)
 {
@@ -1577,6 +1608,8 @@ static void check_inode_forks(struct fsck *f, const struct rlfs_dinode *di, uint
 		f->n_files++;
 		if (!walk_data_fork(&w, tp, nextents))
 			ie->flags |= IE_BAD;
+		else
+			check_bmap_load(&w, tp, nextents);
 		if (ip.size > mp->maxbytes)
 			ERR(f, "inode %" PRIu64 ": size %" PRIu64 " beyond the largest file size %"
 			    PRIu64, ino, ip.size, mp->maxbytes);
@@ -2153,7 +2186,7 @@ static int run(struct fsck *f)
 	if (!f->oom)
 		check_claims(f);
 	if (f->oom) {
-		fprintf(stderr, "reflinkfs fsck: out of memory\n");
+		fprintf(stderr, "%s: out of memory\n", f->prog);
 		return FSCK_EXIT_OPERR;
 	}
 	verbose(f, "Phase 6: summary counters");
@@ -2229,6 +2262,7 @@ int rlfs_fsck_main(int argc, char **argv)
 		return FSCK_EXIT_OPERR;
 	}
 	f.image = argv[optind];
+	f.prog = argv[0];
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	rc = run(&f);
 	fflush(stdout);
