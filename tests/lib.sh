@@ -193,3 +193,51 @@ common_setup() {
 	need_fuse
 	need_bins
 }
+
+# rlfs_mount_fg IMAGE DIR [opts]: run the daemon in the foreground (-f) in
+# the background of this shell, so that its exit status and stderr
+# (sanitizer reports, crash) can be checked.  Sets FG_PID, FG_LOG.
+# Returns 0 once DIR is mounted, 1 if the daemon exited before mounting
+# (FG_RC holds its exit status).
+rlfs_mount_fg() {
+	local img=$1 dir=$2 i; shift 2
+	mkdir -p "$dir"
+	FG_LOG=$T/daemon.$RANDOM.log
+	"$RLFS" mount -f "$@" "$img" "$dir" >"$FG_LOG" 2>&1 &
+	FG_PID=$!
+	_BGPIDS+=("$FG_PID")
+	_MOUNTS+=("$dir")
+	_MOUNT_IMG+=("$img")
+	for ((i = 0; i < 600; i++)); do
+		if mountpoint -q "$dir"; then return 0; fi
+		if ! kill -0 "$FG_PID" 2>/dev/null; then
+			FG_RC=0
+			wait "$FG_PID" || FG_RC=$?
+			return 1
+		fi
+		sleep 0.1
+	done
+	die "foreground daemon for $img neither mounted nor exited within 60 s"
+}
+
+# rlfs_umount_fg DIR: unmount a foreground mount and return the daemon's
+# exit status (dies if the daemon does not exit within 60 s).
+rlfs_umount_fg() {
+	local dir=$1 i rc=0
+	for ((i = ${#_MOUNTS[@]} - 1; i >= 0; i--)); do
+		[ "${_MOUNTS[i]}" = "$dir" ] && { _MOUNTS[i]=""; break; }
+	done
+	fusermount3 -u "$dir" 2>/dev/null || umount "$dir" 2>/dev/null || umount -l "$dir"
+	for ((i = 0; i < 600; i++)); do
+		kill -0 "$FG_PID" 2>/dev/null || break
+		sleep 0.1
+	done
+	kill -0 "$FG_PID" 2>/dev/null && die "daemon $FG_PID did not exit after unmount"
+	wait "$FG_PID" || rc=$?
+	return $rc
+}
+
+# is_crash RC: true if an exit status means a crash or a sanitizer abort.
+is_crash() {
+	[ "$1" -ge 124 ] || [ "$1" = 23 ]  # timeout/signals; 23 = LeakSanitizer default
+}
