@@ -1,1 +1,1035 @@
-/* placeholder: being written */
+/*
+ * xattr.c: extended attributes (see xattr.h for the layout) and the public
+ * rlfs_getxattr/setxattr/listxattr/removexattr wrappers.
+ *
+ * Inline form (aformat LOCAL): the literal area from forkoff to its end
+ * holds packed struct rlfs_attr_sf_entry headers, each followed by the name
+ * and value bytes and padded to 4 bytes; a namelen of 0 or the end of the
+ * area ends the list.  Every set rewrites the list; if the result does not
+ * fit, every attribute moves to the btree form.
+ *
+ * Btree form (aformat BTREE): struct rlfs_attr_rec records keyed by
+ * hash << 32 | seq (hash = rlfs_dirhash of the name, seq = first unused for
+ * that hash, as in directories) in a tree rooted at ip->aroot.  Values of
+ * at most 64 bytes sit in the record; longer ones in a run of contiguous
+ * blocks at value_fsbno (struct rlfs_remote_hdr + blocksize - 64 payload
+ * bytes each, magic RLFS_ATTRV_MAGIC, owner = ino).  When the last
+ * attribute goes the tree is freed (aformat NONE).  The form never goes
+ * back from btree to inline while attributes remain (like XFS leaf form).
+ *
+ * ip->acount counts the attributes in both forms.  Blocks (tree and value
+ * runs) are counted in ip->nblocks.
+ * Model: xfs_attr.c / xfs_attr_sf.h / xfs_attr_remote.c, simplified.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <sys/xattr.h>
+
+#include "reflinkfs/fs.h"
+#include "alloc.h"
+#include "btree.h"
+#include "dir.h"
+#include "xattr.h"
+
+#define ATTR_INLINE_VALUE 64u
+
+/* ---- remote blocks (xattr values, symlink targets) ---- */
+
+static uint32_t remote_payload(struct rlfs_mount *mp)
+{
+	return mp->blocksize - (uint32_t)sizeof(struct rlfs_remote_hdr);
+}
+
+static int remote_verify(struct rlfs_mount *mp, struct rlfs_buf *bp)
+{
+	const struct rlfs_remote_hdr *rh = bp->data;
+	uint32_t payload = remote_payload(mp);
+	uint32_t off = rlfs_get32(rh->offset), n = rlfs_get32(rh->bytes);
+	if (n == 0 || n > payload || off % payload || off > RLFS_XATTR_SIZE_MAX ||
+	    off + n > RLFS_XATTR_SIZE_MAX)
+		return rlfs_corrupt(mp, bp->fsbno, bp->ops ? bp->ops->name : "remote",
+				    "payload offset %u bytes %u", off, n);
+	return 0;
+}
+
+const struct rlfs_buf_ops rlfs_remote_buf_ops = {
+	.name = "xattr value",
+	.magic = RLFS_ATTRV_MAGIC,
+	.has_hdr = true,
+	.verify = remote_verify,
+};
+
+const struct rlfs_buf_ops rlfs_symlink_buf_ops = {
+	.name = "symlink",
+	.magic = RLFS_SYMLNK_MAGIC,
+	.has_hdr = true,
+	.verify = remote_verify,
+};
+
+/* ---- attr btree ops ---- */
+
+static uint64_t attr_key(uint32_t hash, uint32_t seq)
+{
+	return (uint64_t)hash << 32 | seq;
+}
+
+static uint64_t attrrec_key(const struct rlfs_attr_rec *r)
+{
+	return attr_key(rlfs_get32(r->hash), rlfs_get32(r->seq));
+}
+
+static void attrbt_init_key_from_rec(void *key, const void *rec)
+{
+	rlfs_le64 k = rlfs_le64_of(attrrec_key(rec));
+	memcpy(key, &k, sizeof(k));
+}
+
+static int attrbt_cmp_key(struct rlfs_btree_cur *cur, const void *k1, const void *k2)
+{
+	rlfs_le64 a, b;
+	memcpy(&a, k1, sizeof(a));
+	memcpy(&b, k2, sizeof(b));
+	uint64_t x = rlfs_get64(a), y = rlfs_get64(b);
+	return x < y ? -1 : x > y ? 1 : 0;
+}
+
+static int attrbt_verify_rec(struct rlfs_btree_cur *cur, const void *rec)
+{
+	const struct rlfs_attr_rec *r = rec;
+	uint64_t where = cur->lev[0].bp ? cur->lev[0].bp->fsbno : 0;
+	uint32_t vlen = rlfs_get32(r->valuelen);
+	uint64_t vfsb = rlfs_get64(r->value_fsbno);
+	if (r->namelen == 0)
+		return rlfs_corrupt(cur->mp, where, "xattr", "ino %llu: empty name",
+				    (unsigned long long)cur->ip->ino);
+	if (vlen > RLFS_XATTR_SIZE_MAX || (vlen > ATTR_INLINE_VALUE) != (vfsb != 0) ||
+	    vfsb >= cur->mp->dblocks)
+		return rlfs_corrupt(cur->mp, where, "xattr",
+				    "ino %llu: value length %u at block %llu",
+				    (unsigned long long)cur->ip->ino, vlen,
+				    (unsigned long long)vfsb);
+	if (rlfs_dirhash((const char *)r->name, r->namelen) != rlfs_get32(r->hash))
+		return rlfs_corrupt(cur->mp, where, "xattr",
+				    "ino %llu: hash 0x%x does not match name",
+				    (unsigned long long)cur->ip->ino, rlfs_get32(r->hash));
+	return 0;
+}
+
+static void attrbt_get_root(struct rlfs_btree_cur *cur, uint64_t *fsbno, unsigned *nlevels)
+{
+	*fsbno = cur->ip->aroot;
+	*nlevels = cur->ip->aroot_level;
+}
+
+static void attrbt_set_root(struct rlfs_btree_cur *cur, uint64_t fsbno, unsigned nlevels)
+{
+	cur->ip->aroot = fsbno;
+	cur->ip->aroot_level = (uint16_t)nlevels;
+	rlfs_trans_log_inode(cur->tp, cur->ip);
+}
+
+static int attrbt_buf_verify(struct rlfs_mount *mp, struct rlfs_buf *bp)
+{
+	return rlfs_btree_verify_block(mp, bp, sizeof(struct rlfs_attr_rec), 8, false);
+}
+
+const struct rlfs_buf_ops rlfs_attrbt_buf_ops = {
+	.name = "attrbt",
+	.magic = RLFS_ATTRBT_MAGIC,
+	.has_hdr = true,
+	.verify = attrbt_buf_verify,
+};
+
+const struct rlfs_btree_ops rlfs_attrbt_ops = {
+	.name = "attrbt",
+	.magic = RLFS_ATTRBT_MAGIC,
+	.rec_len = sizeof(struct rlfs_attr_rec),
+	.key_len = 8,
+	.overlapping = false,
+	.buf_ops = &rlfs_attrbt_buf_ops,
+	.init_key_from_rec = attrbt_init_key_from_rec,
+	.cmp_key = attrbt_cmp_key,
+	.verify_rec = attrbt_verify_rec,
+	.get_root = attrbt_get_root,
+	.set_root = attrbt_set_root,
+	.alloc_block = rlfs_inode_tree_alloc_block,
+	.free_block = rlfs_inode_tree_free_block,
+	.owner = rlfs_inode_tree_owner,
+};
+
+/* ---- inline (shortform) list ---- */
+
+static size_t lit_size(struct rlfs_mount *mp)
+{
+	return mp->inodesize - RLFS_DINODE_CORE;
+}
+
+static size_t sf_room(struct rlfs_inode *ip)
+{
+	size_t lit = lit_size(ip->mp);
+	return ip->forkoff < lit ? lit - ip->forkoff : 0;
+}
+
+static uint8_t *sf_base(struct rlfs_inode *ip)
+{
+	return ip->literal + ip->forkoff;
+}
+
+static size_t sf_entsize(size_t namelen, size_t valuelen)
+{
+	return (sizeof(struct rlfs_attr_sf_entry) + namelen + valuelen + 3) & ~(size_t)3;
+}
+
+/* One decoded inline entry. */
+struct sf_ent {
+	const uint8_t *name;
+	size_t namelen;
+	const uint8_t *value;
+	size_t valuelen;
+};
+
+/*
+ * Walk the inline list: calls fn for each entry (fn returns nonzero to
+ * stop, returned).  Checks every entry lies inside the area; counts them.
+ */
+typedef int (*sf_fn)(void *priv, const struct sf_ent *e);
+static int sf_walk(struct rlfs_inode *ip, sf_fn fn, void *priv, uint32_t *count)
+{
+	const uint8_t *base = sf_base(ip);
+	size_t room = sf_room(ip), pos = 0;
+	uint32_t n = 0;
+	while (pos + sizeof(struct rlfs_attr_sf_entry) <= room) {
+		struct rlfs_attr_sf_entry h;
+		memcpy(&h, base + pos, sizeof(h));
+		if (h.namelen == 0)
+			break;
+		struct sf_ent e = {
+			.name = base + pos + sizeof(h),
+			.namelen = h.namelen,
+			.valuelen = rlfs_get16(h.valuelen),
+		};
+		e.value = e.name + e.namelen;
+		if (pos + sizeof(h) + e.namelen + e.valuelen > room)
+			return rlfs_corrupt(ip->mp, rlfs_ino_to_fsb(ip->mp, ip->ino), "xattr",
+					    "ino %llu: inline entry at %zu overruns the area",
+					    (unsigned long long)ip->ino, pos);
+		n++;
+		if (fn) {
+			int r = fn(priv, &e);
+			if (r)
+				return r;
+		}
+		pos += sf_entsize(e.namelen, e.valuelen);
+	}
+	if (count)
+		*count = n;
+	return 0;
+}
+
+struct sf_find {
+	const char *name;
+	size_t len;
+	struct sf_ent found;
+};
+
+static int sf_find_fn(void *priv, const struct sf_ent *e)
+{
+	struct sf_find *f = priv;
+	if (e->namelen == f->len && memcmp(e->name, f->name, f->len) == 0) {
+		f->found = *e;
+		return 1;
+	}
+	return 0;
+}
+
+/* 1 found (*e), 0 not found, <0 error. */
+static int sf_lookup(struct rlfs_inode *ip, const char *name, size_t len, struct sf_ent *e)
+{
+	struct sf_find f = { .name = name, .len = len };
+	int r = sf_walk(ip, sf_find_fn, &f, NULL);
+	if (r == 1)
+		*e = f.found;
+	return r;
+}
+
+/* Append one entry to a list buffer; false if it does not fit. */
+static bool sf_append(uint8_t *buf, size_t room, size_t *pos, const void *name, size_t nl,
+		      const void *value, size_t vl)
+{
+	size_t sz = sf_entsize(nl, vl);
+	if (*pos + sz > room || nl > RLFS_XATTR_NAME_MAX || vl > UINT16_MAX)
+		return false;
+	struct rlfs_attr_sf_entry h = { .namelen = (uint8_t)nl };
+	rlfs_put16(h.valuelen, (uint16_t)vl);
+	memcpy(buf + *pos, &h, sizeof(h));
+	memcpy(buf + *pos + sizeof(h), name, nl);
+	if (vl)
+		memcpy(buf + *pos + sizeof(h) + nl, value, vl);
+	*pos += sz;
+	return true;
+}
+
+struct sf_copy {
+	uint8_t *buf;
+	size_t room, pos;
+	const char *skip;
+	size_t skiplen;
+	uint32_t n;
+	bool overflow;
+};
+
+static int sf_copy_fn(void *priv, const struct sf_ent *e)
+{
+	struct sf_copy *c = priv;
+	if (c->skip && e->namelen == c->skiplen && memcmp(e->name, c->skip, c->skiplen) == 0)
+		return 0;
+	if (!sf_append(c->buf, c->room, &c->pos, e->name, e->namelen, e->value, e->valuelen))
+		c->overflow = true;
+	else
+		c->n++;
+	return 0;
+}
+
+/* ---- btree form helpers ---- */
+
+/*
+ * Walk the records of hash from (hash, 0).  1 with *rec and the cursor on
+ * it when the name matches; 0 if absent (*free_seq: first unused seq).
+ */
+static int bt_find(struct rlfs_btree_cur *cur, const char *name, size_t len,
+		   struct rlfs_attr_rec *rec, uint32_t *free_seq)
+{
+	uint32_t hash = rlfs_dirhash(name, len);
+	rlfs_le64 key = rlfs_le64_of(attr_key(hash, 0));
+	uint32_t next_seq = 0;
+	bool gap = false;
+	int stat, error;
+
+	error = rlfs_btree_lookup(cur, RLFS_LOOKUP_GE, &key, &stat);
+	while (!error && stat) {
+		error = rlfs_btree_get_rec(cur, rec, &stat);
+		if (error || !stat || rlfs_get32(rec->hash) != hash)
+			break;
+		if (rec->namelen == len && memcmp(rec->name, name, len) == 0)
+			return 1;
+		uint32_t seq = rlfs_get32(rec->seq);
+		if (!gap) {
+			if (seq == next_seq)
+				next_seq++;
+			else if (seq > next_seq)
+				gap = true;
+		}
+		error = rlfs_btree_increment(cur, &stat);
+	}
+	if (error)
+		return error;
+	if (free_seq)
+		*free_seq = next_seq;
+	return 0;
+}
+
+static uint32_t value_blocks(struct rlfs_mount *mp, size_t vlen)
+{
+	if (vlen <= ATTR_INLINE_VALUE)
+		return 0;
+	return (uint32_t)((vlen + remote_payload(mp) - 1) / remote_payload(mp));
+}
+
+/* Allocate a run for a value and write it. */
+static int value_write(struct rlfs_trans *tp, struct rlfs_inode *ip, const void *value,
+		       size_t vlen, uint64_t *fsbnop)
+{
+	struct rlfs_mount *mp = tp->mp;
+	uint32_t nblks = value_blocks(mp, vlen), payload = remote_payload(mp);
+	struct rlfs_alloc_arg args = {
+		.tp = tp,
+		.type = RLFS_ALLOC_NEAR,
+		.hint_fsbno = rlfs_ino_to_fsb(mp, ip->ino),
+		.minlen = nblks,
+		.maxlen = nblks,
+		.alignment = 1,
+	};
+	int error = rlfs_alloc_extent(&args);
+	if (error)
+		return error;
+	if (!args.fsbno || args.len != nblks) {
+		if (args.fsbno)
+			rlfs_free_extent(tp, args.fsbno, args.len);
+		return -ENOSPC;
+	}
+	ip->nblocks += nblks;
+	rlfs_trans_log_inode(tp, ip);
+	for (uint32_t i = 0; i < nblks; i++) {
+		struct rlfs_buf *bp;
+		error = rlfs_trans_get_buf(tp, args.fsbno + i, &rlfs_remote_buf_ops, ip->ino, &bp);
+		if (error)
+			return error;
+		struct rlfs_remote_hdr *rh = bp->data;
+		size_t pos = (size_t)i * payload;
+		uint32_t n = (uint32_t)RLFS_MIN((size_t)payload, vlen - pos);
+		rlfs_put32(rh->offset, (uint32_t)pos);
+		rlfs_put32(rh->bytes, n);
+		memcpy((uint8_t *)bp->data + sizeof(*rh), (const uint8_t *)value + pos, n);
+		rlfs_trans_log_buf(tp, bp);
+		rlfs_trans_brelse(tp, bp);
+	}
+	*fsbnop = args.fsbno;
+	return 0;
+}
+
+/* Read a value run (vlen bytes) into buf (which has room for n <= vlen). */
+static int value_read(struct rlfs_trans *tp, struct rlfs_inode *ip, uint64_t fsbno,
+		      size_t vlen, uint8_t *buf)
+{
+	struct rlfs_mount *mp = tp->mp;
+	uint32_t nblks = value_blocks(mp, vlen), payload = remote_payload(mp);
+	if (fsbno == 0 || fsbno + nblks > mp->dblocks)
+		return rlfs_corrupt(mp, fsbno, "xattr value", "ino %llu: run of %u blocks",
+				    (unsigned long long)ip->ino, nblks);
+	for (uint32_t i = 0; i < nblks; i++) {
+		struct rlfs_buf *bp;
+		int error = rlfs_trans_read_buf(tp, fsbno + i, &rlfs_remote_buf_ops, ip->ino, &bp);
+		if (error)
+			return error;
+		const struct rlfs_remote_hdr *rh = bp->data;
+		size_t pos = (size_t)i * payload;
+		uint32_t n = (uint32_t)RLFS_MIN((size_t)payload, vlen - pos);
+		if (rlfs_get32(rh->offset) != pos || rlfs_get32(rh->bytes) != n) {
+			rlfs_trans_brelse(tp, bp);
+			return rlfs_corrupt(mp, fsbno + i, "xattr value",
+					    "ino %llu: offset %u bytes %u, expected %zu %u",
+					    (unsigned long long)ip->ino, rlfs_get32(rh->offset),
+					    rlfs_get32(rh->bytes), pos, n);
+		}
+		memcpy(buf + pos, (const uint8_t *)bp->data + sizeof(*rh), n);
+		rlfs_trans_brelse(tp, bp);
+	}
+	return 0;
+}
+
+/* Free a value run: its cached buffers are invalidated (never written). */
+static int value_free(struct rlfs_trans *tp, struct rlfs_inode *ip, uint64_t fsbno,
+		      size_t vlen)
+{
+	struct rlfs_mount *mp = tp->mp;
+	uint32_t nblks = value_blocks(mp, vlen);
+	if (!nblks)
+		return 0;
+	if (fsbno == 0 || fsbno + nblks > mp->dblocks)
+		return rlfs_corrupt(mp, fsbno, "xattr value", "ino %llu: run of %u blocks",
+				    (unsigned long long)ip->ino, nblks);
+	for (uint32_t i = 0; i < nblks; i++) {
+		struct rlfs_buf *bp;
+		int error = rlfs_trans_read_buf(tp, fsbno + i, &rlfs_remote_buf_ops, ip->ino, &bp);
+		if (error)
+			return error;
+		rlfs_trans_binval(tp, bp);
+		rlfs_trans_brelse(tp, bp);
+	}
+	int error = rlfs_free_extent(tp, fsbno, nblks);
+	if (error)
+		return error;
+	ip->nblocks -= RLFS_MIN((uint64_t)nblks, ip->nblocks);
+	rlfs_trans_log_inode(tp, ip);
+	return 0;
+}
+
+/* Fill a record's value (inline or a new run). */
+static int rec_set_value(struct rlfs_trans *tp, struct rlfs_inode *ip,
+			 struct rlfs_attr_rec *rec, const void *value, size_t vlen)
+{
+	memset(rec->value, 0, sizeof(rec->value));
+	rlfs_put32(rec->valuelen, (uint32_t)vlen);
+	rlfs_put64(rec->value_fsbno, 0);
+	if (vlen <= ATTR_INLINE_VALUE) {
+		if (vlen)
+			memcpy(rec->value, value, vlen);
+		return 0;
+	}
+	uint64_t fsbno;
+	int error = value_write(tp, ip, value, vlen, &fsbno);
+	if (error)
+		return error;
+	rlfs_put64(rec->value_fsbno, fsbno);
+	return 0;
+}
+
+/* Create the empty root leaf of the xattr tree. */
+static int bt_create(struct rlfs_trans *tp, struct rlfs_inode *ip)
+{
+	struct rlfs_btree_cur cur;
+	struct rlfs_buf *bp;
+	uint64_t fsbno;
+	int error;
+
+	rlfs_btree_cur_init(&cur, tp, &rlfs_attrbt_ops, 0, ip, NULL);
+	error = rlfs_inode_tree_alloc_block(&cur, 0, &fsbno);
+	rlfs_btree_cur_del(&cur);
+	if (error)
+		return error;
+	error = rlfs_trans_get_buf(tp, fsbno, &rlfs_attrbt_buf_ops, ip->ino, &bp);
+	if (error)
+		return error;
+	rlfs_btree_init_block(tp->mp, bp, &rlfs_attrbt_ops, 0, ip->ino);
+	rlfs_trans_log_buf(tp, bp);
+	rlfs_trans_brelse(tp, bp);
+	ip->aroot = fsbno;
+	ip->aroot_level = 1;
+	ip->aformat = RLFS_FMT_BTREE;
+	rlfs_trans_log_inode(tp, ip);
+	return 0;
+}
+
+/*
+ * Set name in the btree form.  flags as setxattr.  Adjusts acount.
+ */
+static int bt_set(struct rlfs_trans *tp, struct rlfs_inode *ip, const char *name,
+		  size_t len, const void *value, size_t vlen, int flags)
+{
+	struct rlfs_btree_cur cur;
+	struct rlfs_attr_rec rec;
+	uint32_t seq = 0;
+	int error;
+
+	rlfs_btree_cur_init(&cur, tp, &rlfs_attrbt_ops, 0, ip, NULL);
+	error = bt_find(&cur, name, len, &rec, &seq);
+	if (error < 0)
+		goto out;
+	if (error == 1) {
+		if (flags & XATTR_CREATE) {
+			error = -EEXIST;
+			goto out;
+		}
+		error = value_free(tp, ip, rlfs_get64(rec.value_fsbno),
+				   rlfs_get32(rec.valuelen));
+		if (!error)
+			error = rec_set_value(tp, ip, &rec, value, vlen);
+		if (error)
+			goto out;
+		/* the allocations above may have changed the tree: find again */
+		struct rlfs_attr_rec old;
+		error = bt_find(&cur, name, len, &old, NULL);
+		if (error == 0)
+			error = rlfs_corrupt(tp->mp, ip->aroot, "attrbt", "ino %llu: record vanished",
+					     (unsigned long long)ip->ino);
+		if (error < 0)
+			goto out;
+		error = rlfs_btree_update(&cur, &rec);
+		goto out;
+	}
+	if (flags & XATTR_REPLACE) {
+		error = -ENODATA;
+		goto out;
+	}
+	if (seq == UINT32_MAX) {
+		error = -ENOSPC;
+		goto out;
+	}
+	memset(&rec, 0, sizeof(rec));
+	rlfs_put32(rec.hash, rlfs_dirhash(name, len));
+	rlfs_put32(rec.seq, seq);
+	rec.namelen = (uint8_t)len;
+	memcpy(rec.name, name, len);
+	error = rec_set_value(tp, ip, &rec, value, vlen);
+	if (error)
+		goto out;
+	error = rlfs_btree_insert(&cur, &rec);
+	if (!error) {
+		ip->acount++;
+		rlfs_trans_log_inode(tp, ip);
+	}
+out:
+	rlfs_btree_cur_del(&cur);
+	return error;
+}
+
+/* Move every inline attribute into a new btree. */
+static int sf_to_btree(struct rlfs_trans *tp, struct rlfs_inode *ip)
+{
+	size_t room = sf_room(ip);
+	uint8_t *copy = NULL;
+	struct sf_copy c = { 0 };
+	int error;
+
+	if (ip->aformat == RLFS_FMT_LOCAL && room) {
+		copy = calloc(1, room);
+		if (!copy)
+			return -ENOMEM;
+		c.buf = copy;
+		c.room = room;
+		error = sf_walk(ip, sf_copy_fn, &c, NULL);
+		if (error) {
+			free(copy);
+			return error;
+		}
+	}
+	rlfs_trans_log_inode(tp, ip);
+	if (room)
+		memset(sf_base(ip), 0, room);
+	ip->acount = 0;
+	error = bt_create(tp, ip);
+	/* re-insert from the private copy */
+	size_t pos = 0;
+	while (!error && copy && pos + sizeof(struct rlfs_attr_sf_entry) <= room) {
+		struct rlfs_attr_sf_entry h;
+		memcpy(&h, copy + pos, sizeof(h));
+		if (h.namelen == 0)
+			break;
+		const char *n = (const char *)copy + pos + sizeof(h);
+		size_t vl = rlfs_get16(h.valuelen);
+		error = bt_set(tp, ip, n, h.namelen, n + h.namelen, vl, 0);
+		pos += sf_entsize(h.namelen, vl);
+	}
+	free(copy);
+	return error;
+}
+
+/* ---- the layer API ---- */
+
+static int check_name(const char *name, size_t *lenp)
+{
+	if (!name)
+		return -EINVAL;
+	size_t len = strnlen(name, RLFS_XATTR_NAME_MAX + 1);
+	if (len == 0 || len > RLFS_XATTR_NAME_MAX)
+		return -ERANGE;
+	*lenp = len;
+	return 0;
+}
+
+static int check_aformat(struct rlfs_inode *ip)
+{
+	switch (ip->aformat) {
+	case RLFS_FMT_NONE:
+		return 0;
+	case RLFS_FMT_LOCAL:
+		return 0;
+	case RLFS_FMT_BTREE:
+		if (ip->aroot && ip->aroot_level >= 1 && ip->aroot_level <= RLFS_BTREE_MAXLEVELS)
+			return 0;
+		/* fall through */
+	default:
+		return rlfs_corrupt(ip->mp, rlfs_ino_to_fsb(ip->mp, ip->ino), "inode",
+				    "ino %llu: xattr format %u root %llu level %u",
+				    (unsigned long long)ip->ino, ip->aformat,
+				    (unsigned long long)ip->aroot, ip->aroot_level);
+	}
+}
+
+int rlfs_xattr_get(struct rlfs_trans *tp, struct rlfs_inode *ip, const char *name,
+		   void *value, size_t size)
+{
+	size_t len;
+	int error = check_name(name, &len);
+	if (error)
+		return error;
+	error = check_aformat(ip);
+	if (error)
+		return error;
+	if (ip->aformat == RLFS_FMT_LOCAL) {
+		struct sf_ent e;
+		error = sf_lookup(ip, name, len, &e);
+		if (error < 0)
+			return error;
+		if (error == 0)
+			return -ENODATA;
+		if (size == 0)
+			return (int)e.valuelen;
+		if (size < e.valuelen)
+			return -ERANGE;
+		if (e.valuelen)
+			memcpy(value, e.value, e.valuelen);
+		return (int)e.valuelen;
+	}
+	if (ip->aformat != RLFS_FMT_BTREE)
+		return -ENODATA;
+
+	struct rlfs_btree_cur cur;
+	struct rlfs_attr_rec rec;
+	rlfs_btree_cur_init(&cur, tp, &rlfs_attrbt_ops, 0, ip, NULL);
+	error = bt_find(&cur, name, len, &rec, NULL);
+	rlfs_btree_cur_del(&cur);
+	if (error < 0)
+		return error;
+	if (error == 0)
+		return -ENODATA;
+	size_t vlen = rlfs_get32(rec.valuelen);
+	if (size == 0)
+		return (int)vlen;
+	if (size < vlen)
+		return -ERANGE;
+	if (vlen <= ATTR_INLINE_VALUE) {
+		memcpy(value, rec.value, vlen);
+		return (int)vlen;
+	}
+	error = value_read(tp, ip, rlfs_get64(rec.value_fsbno), vlen, value);
+	return error ? error : (int)vlen;
+}
+
+int rlfs_xattr_set(struct rlfs_trans *tp, struct rlfs_inode *ip, const char *name,
+		   const void *value, size_t size, int flags)
+{
+	size_t len;
+	int error = check_name(name, &len);
+	if (error)
+		return error;
+	if (size > RLFS_XATTR_SIZE_MAX)
+		return -E2BIG;
+	if (flags & ~(XATTR_CREATE | XATTR_REPLACE))
+		return -EINVAL;
+	if ((flags & XATTR_CREATE) && (flags & XATTR_REPLACE))
+		return -EINVAL;
+	if (size && !value)
+		return -EINVAL;
+	error = check_aformat(ip);
+	if (error)
+		return error;
+	rlfs_trans_log_inode(tp, ip);
+
+	if (ip->aformat == RLFS_FMT_BTREE)
+		return bt_set(tp, ip, name, len, value, size, flags);
+
+	/* inline (or none yet) */
+	struct sf_ent e;
+	int found = 0;
+	if (ip->aformat == RLFS_FMT_LOCAL) {
+		found = sf_lookup(ip, name, len, &e);
+		if (found < 0)
+			return found;
+	}
+	if (found && (flags & XATTR_CREATE))
+		return -EEXIST;
+	if (!found && (flags & XATTR_REPLACE))
+		return -ENODATA;
+
+	size_t room = sf_room(ip);
+	if (room) {
+		uint8_t *buf = calloc(1, room);
+		if (!buf)
+			return -ENOMEM;
+		struct sf_copy c = { .buf = buf, .room = room, .skip = name, .skiplen = len };
+		if (ip->aformat == RLFS_FMT_LOCAL) {
+			error = sf_walk(ip, sf_copy_fn, &c, NULL);
+			if (error) {
+				free(buf);
+				return error;
+			}
+		}
+		if (!c.overflow && sf_append(buf, room, &c.pos, name, len, value, size)) {
+			memcpy(sf_base(ip), buf, room);
+			ip->aformat = RLFS_FMT_LOCAL;
+			ip->acount = c.n + 1;
+			free(buf);
+			return 0;
+		}
+		free(buf);
+	}
+	/* does not fit inline: everything moves to the btree */
+	error = sf_to_btree(tp, ip);
+	if (error)
+		return error;
+	return bt_set(tp, ip, name, len, value, size, flags & ~XATTR_CREATE & ~XATTR_REPLACE);
+}
+
+/* Free the xattr tree (all records' values first). */
+struct bt_free_ctx {
+	struct rlfs_trans *tp;
+	struct rlfs_inode *ip;
+};
+
+static int bt_free_value_fn(struct rlfs_btree_cur *cur, const void *rec, void *priv)
+{
+	struct bt_free_ctx *c = priv;
+	const struct rlfs_attr_rec *r = rec;
+	return value_free(c->tp, c->ip, rlfs_get64(r->value_fsbno), rlfs_get32(r->valuelen));
+}
+
+static int bt_destroy(struct rlfs_trans *tp, struct rlfs_inode *ip, bool values)
+{
+	struct rlfs_btree_cur cur;
+	struct bt_free_ctx c = { .tp = tp, .ip = ip };
+	int error = 0;
+
+	rlfs_trans_log_inode(tp, ip);
+	rlfs_btree_cur_init(&cur, tp, &rlfs_attrbt_ops, 0, ip, NULL);
+	if (values)
+		error = rlfs_btree_query_all(&cur, bt_free_value_fn, &c);
+	if (!error)
+		error = rlfs_btree_destroy(&cur);
+	rlfs_btree_cur_del(&cur);
+	if (error)
+		return error;
+	ip->aroot = 0;
+	ip->aroot_level = 0;
+	ip->aformat = RLFS_FMT_NONE;
+	ip->acount = 0;
+	return 0;
+}
+
+int rlfs_xattr_remove(struct rlfs_trans *tp, struct rlfs_inode *ip, const char *name)
+{
+	size_t len;
+	int error = check_name(name, &len);
+	if (error)
+		return error;
+	error = check_aformat(ip);
+	if (error)
+		return error;
+	if (ip->aformat == RLFS_FMT_NONE)
+		return -ENODATA;
+	if (ip->aformat == RLFS_FMT_LOCAL) {
+		struct sf_ent e;
+		size_t room = sf_room(ip);
+		int found = sf_lookup(ip, name, len, &e);
+		if (found <= 0)
+			return found < 0 ? found : -ENODATA;
+		uint8_t *buf = calloc(1, room ? room : 1);
+		if (!buf)
+			return -ENOMEM;
+		struct sf_copy c = { .buf = buf, .room = room, .skip = name, .skiplen = len };
+		error = sf_walk(ip, sf_copy_fn, &c, NULL);
+		if (error) {
+			free(buf);
+			return error;
+		}
+		rlfs_trans_log_inode(tp, ip);
+		memcpy(sf_base(ip), buf, room);
+		free(buf);
+		ip->acount = c.n;
+		if (c.n == 0)
+			ip->aformat = RLFS_FMT_NONE;
+		return 0;
+	}
+
+	struct rlfs_btree_cur cur;
+	struct rlfs_attr_rec rec;
+	int stat;
+	rlfs_trans_log_inode(tp, ip);
+	rlfs_btree_cur_init(&cur, tp, &rlfs_attrbt_ops, 0, ip, NULL);
+	error = bt_find(&cur, name, len, &rec, NULL);
+	if (error == 0)
+		error = -ENODATA;
+	if (error == 1)
+		error = rlfs_btree_delete(&cur, &stat);
+	rlfs_btree_cur_del(&cur);
+	if (error)
+		return error;
+	error = value_free(tp, ip, rlfs_get64(rec.value_fsbno), rlfs_get32(rec.valuelen));
+	if (error)
+		return error;
+	if (ip->acount)
+		ip->acount--;
+	if (ip->acount == 0) {
+		/* make sure: the tree must really be empty */
+		rlfs_btree_cur_init(&cur, tp, &rlfs_attrbt_ops, 0, ip, NULL);
+		rlfs_le64 k = rlfs_le64_of(0);
+		error = rlfs_btree_lookup(&cur, RLFS_LOOKUP_GE, &k, &stat);
+		if (!error && stat)
+			error = rlfs_btree_get_rec(&cur, &rec, &stat);
+		rlfs_btree_cur_del(&cur);
+		if (error)
+			return error;
+		if (stat)
+			return rlfs_corrupt(tp->mp, ip->aroot, "attrbt",
+					    "ino %llu: acount 0 but records remain",
+					    (unsigned long long)ip->ino);
+		return bt_destroy(tp, ip, false);
+	}
+	return 0;
+}
+
+struct list_ctx {
+	char *list;
+	size_t size, total;
+	bool range;
+};
+
+static void list_add(struct list_ctx *c, const uint8_t *name, size_t len)
+{
+	if (c->size) {
+		if (c->total + len + 1 > c->size)
+			c->range = true;
+		else {
+			memcpy(c->list + c->total, name, len);
+			c->list[c->total + len] = '\0';
+		}
+	}
+	c->total += len + 1;
+}
+
+static int list_sf_fn(void *priv, const struct sf_ent *e)
+{
+	list_add(priv, e->name, e->namelen);
+	return 0;
+}
+
+static int list_bt_fn(struct rlfs_btree_cur *cur, const void *rec, void *priv)
+{
+	const struct rlfs_attr_rec *r = rec;
+	list_add(priv, r->name, r->namelen);
+	return 0;
+}
+
+int rlfs_xattr_list(struct rlfs_trans *tp, struct rlfs_inode *ip, char *list, size_t size)
+{
+	struct list_ctx c = { .list = list, .size = size };
+	int error = check_aformat(ip);
+	if (error)
+		return error;
+	if (ip->aformat == RLFS_FMT_LOCAL) {
+		error = sf_walk(ip, list_sf_fn, &c, NULL);
+	} else if (ip->aformat == RLFS_FMT_BTREE) {
+		struct rlfs_btree_cur cur;
+		rlfs_btree_cur_init(&cur, tp, &rlfs_attrbt_ops, 0, ip, NULL);
+		error = rlfs_btree_query_all(&cur, list_bt_fn, &c);
+		rlfs_btree_cur_del(&cur);
+	}
+	if (error)
+		return error;
+	if (c.range)
+		return -ERANGE;
+	if (c.total > INT32_MAX)
+		return -E2BIG;
+	return (int)c.total;
+}
+
+uint32_t rlfs_xattr_res(struct rlfs_inode *ip, size_t vlen)
+{
+	struct rlfs_mount *mp = ip->mp;
+	uint32_t leafmax = rlfs_btree_maxrecs(mp, &rlfs_attrbt_ops, true);
+	uint32_t levels = ip->aformat == RLFS_FMT_BTREE ? ip->aroot_level : 1;
+	/* the new value, the old value's run freed, splits on every level and
+	 * a new root, and (inline -> btree) leaves for the moved entries */
+	uint32_t blocks = value_blocks(mp, RLFS_MIN(vlen, (size_t)RLFS_XATTR_SIZE_MAX)) +
+			  2 * (levels + 2);
+	if (ip->aformat != RLFS_FMT_BTREE) {
+		uint32_t moved = (uint32_t)(sf_room(ip) / sizeof(struct rlfs_attr_sf_entry)) + 1;
+		blocks += moved / (leafmax ? leafmax : 1) + 2;
+	}
+	return blocks + rlfs_alloc_tree_res(mp, blocks);
+}
+
+int rlfs_xattr_destroy(struct rlfs_trans *tp, struct rlfs_inode *ip)
+{
+	int error = check_aformat(ip);
+	if (error)
+		return error;
+	rlfs_trans_log_inode(tp, ip);
+	if (ip->aformat == RLFS_FMT_BTREE) {
+		error = bt_destroy(tp, ip, true);
+		if (error)
+			return error;
+	}
+	size_t room = sf_room(ip);
+	if (room)
+		memset(sf_base(ip), 0, room);
+	ip->aformat = RLFS_FMT_NONE;
+	ip->acount = 0;
+	return 0;
+}
+
+/* ---- public wrappers (include/reflinkfs/fs.h) ---- */
+
+int rlfs_getxattr(struct rlfs_mount *mp, uint64_t ino, const char *name, void *value,
+		  size_t size)
+{
+	struct rlfs_inode *ip;
+	struct rlfs_trans *tp;
+	int error = rlfs_iget(mp, ino, &ip);
+	if (error)
+		return error;
+	pthread_rwlock_rdlock(&ip->iolock);
+	error = rlfs_trans_alloc(mp, 0, 0, &tp);
+	if (!error) {
+		error = rlfs_xattr_get(tp, ip, name, value, size);
+		rlfs_trans_cancel(tp);
+	}
+	pthread_rwlock_unlock(&ip->iolock);
+	rlfs_irele(ip);
+	return error;
+}
+
+int rlfs_setxattr(struct rlfs_mount *mp, uint64_t ino, const char *name, const void *value,
+		  size_t size, int flags)
+{
+	struct rlfs_inode *ip;
+	struct rlfs_trans *tp;
+	size_t len;
+	int error = check_name(name, &len);
+	if (error)
+		return error;
+	if (size > RLFS_XATTR_SIZE_MAX)
+		return -E2BIG;
+	error = rlfs_iget(mp, ino, &ip);
+	if (error)
+		return error;
+	pthread_rwlock_wrlock(&ip->iolock);
+	if (ip->flags & (RLFS_DIFLAG_IMMUTABLE | RLFS_DIFLAG_APPEND)) {
+		error = -EPERM;
+		goto out;
+	}
+	error = rlfs_trans_alloc(mp, rlfs_xattr_res(ip, size), 0, &tp);
+	if (error)
+		goto out;
+	rlfs_trans_ijoin(tp, ip);
+	error = rlfs_xattr_set(tp, ip, name, value, size, flags);
+	if (error) {
+		rlfs_trans_cancel(tp);
+		goto out;
+	}
+	rlfs_now(&ip->ctime);
+	rlfs_trans_log_inode(tp, ip);
+	error = rlfs_trans_commit(tp);
+out:
+	pthread_rwlock_unlock(&ip->iolock);
+	rlfs_irele(ip);
+	return error;
+}
+
+int rlfs_listxattr(struct rlfs_mount *mp, uint64_t ino, char *list, size_t size)
+{
+	struct rlfs_inode *ip;
+	struct rlfs_trans *tp;
+	int error = rlfs_iget(mp, ino, &ip);
+	if (error)
+		return error;
+	pthread_rwlock_rdlock(&ip->iolock);
+	error = rlfs_trans_alloc(mp, 0, 0, &tp);
+	if (!error) {
+		error = rlfs_xattr_list(tp, ip, list, size);
+		rlfs_trans_cancel(tp);
+	}
+	pthread_rwlock_unlock(&ip->iolock);
+	rlfs_irele(ip);
+	return error;
+}
+
+int rlfs_removexattr(struct rlfs_mount *mp, uint64_t ino, const char *name)
+{
+	struct rlfs_inode *ip;
+	struct rlfs_trans *tp;
+	int error = rlfs_iget(mp, ino, &ip);
+	if (error)
+		return error;
+	pthread_rwlock_wrlock(&ip->iolock);
+	if (ip->flags & (RLFS_DIFLAG_IMMUTABLE | RLFS_DIFLAG_APPEND)) {
+		error = -EPERM;
+		goto out;
+	}
+	error = rlfs_trans_alloc(mp, rlfs_xattr_res(ip, 0), RLFS_TRANS_RESERVE, &tp);
+	if (error)
+		goto out;
+	rlfs_trans_ijoin(tp, ip);
+	error = rlfs_xattr_remove(tp, ip, name);
+	if (error) {
+		rlfs_trans_cancel(tp);
+		goto out;
+	}
+	rlfs_now(&ip->ctime);
+	rlfs_trans_log_inode(tp, ip);
+	error = rlfs_trans_commit(tp);
+out:
+	pthread_rwlock_unlock(&ip->iolock);
+	rlfs_irele(ip);
+	return error;
+}

@@ -14,13 +14,19 @@
 #include "inode.h"
 
 extern const struct rlfs_btree_ops rlfs_attrbt_ops;
-extern const struct rlfs_buf_ops rlfs_remote_buf_ops; /* remote value/symlink blocks */
+extern const struct rlfs_buf_ops rlfs_remote_buf_ops; /* remote value blocks (RATV) */
+extern const struct rlfs_buf_ops rlfs_attrbt_buf_ops; /* xattr btree blocks */
+/* Remote symlink target blocks: same layout as value blocks, magic
+ * RLFS_SYMLNK_MAGIC, mapped through the symlink's data fork (namei.c). */
+extern const struct rlfs_buf_ops rlfs_symlink_buf_ops;
 
-/* Returns value length (if size 0: just the length), -ENODATA, -ERANGE. */
+/* Returns value length (if size 0: just the length), -ENODATA, -ERANGE
+ * (buffer too small, or name not 1..255 bytes). */
 int rlfs_xattr_get(struct rlfs_trans *tp, struct rlfs_inode *ip, const char *name,
 		   void *value, size_t size);
-/* flags: XATTR_CREATE (-EEXIST), XATTR_REPLACE (-ENODATA); -ERANGE for a
- * name > 255 or value > 65536, -ENOSPC. */
+/* flags: XATTR_CREATE (-EEXIST), XATTR_REPLACE (-ENODATA), both or
+ * unknown bits -EINVAL; -ERANGE for a name not 1..255 bytes, -E2BIG for a
+ * value > 65536 bytes (setxattr(2)), -ENOSPC.  Caller has joined ip. */
 int rlfs_xattr_set(struct rlfs_trans *tp, struct rlfs_inode *ip, const char *name,
 		   const void *value, size_t size, int flags);
 int rlfs_xattr_remove(struct rlfs_trans *tp, struct rlfs_inode *ip, const char *name);
