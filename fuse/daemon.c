@@ -191,6 +191,8 @@ static void rl_init(void *userdata, struct fuse_conn_info *conn)
 	(void)userdata;
 	if (conn->capable & FUSE_CAP_WRITEBACK_CACHE)
 		conn->want |= FUSE_CAP_WRITEBACK_CACHE;
+	if (conn->capable & FUSE_CAP_CACHE_SYMLINKS)
+		conn->want |= FUSE_CAP_CACHE_SYMLINKS;   /* targets never change */
 	if (conn->capable & FUSE_CAP_ASYNC_READ)
 		conn->want |= FUSE_CAP_ASYNC_READ;
 	/* One directory operation at a time per directory (i_rwsem held
@@ -1102,6 +1104,9 @@ int rlfs_daemon_run(const struct rlfs_daemon_opts *o)
 	char *opts = malloc(olen);
 	if (!eimg || !opts) {
 		fprintf(stderr, "%s: out of memory\n", o->prog);
+		free(eimg);
+		free(opts);
+		free(image);
 		return 1;
 	}
 	snprintf(opts, olen, "default_permissions,fsname=reflinkfs#%s,subtype=reflinkfs%s%s%s",
@@ -1120,6 +1125,8 @@ int rlfs_daemon_run(const struct rlfs_daemon_opts *o)
 
 	if (pthread_key_create(&g_bufkey, free_tlbuf) != 0) {
 		fprintf(stderr, "%s: out of memory\n", o->prog);
+		free(opts);
+		free(image);
 		return 1;
 	}
 
@@ -1127,15 +1134,17 @@ int rlfs_daemon_run(const struct rlfs_daemon_opts *o)
 	if (foreground) {
 		int r = setup(o, image, &args);
 		fuse_opt_free_args(&args);
-		if (r)
-			return r;
-		return serve();
+		free(opts);
+		free(image);
+		return r ? r : serve();
 	}
 
 	/* Fork before the library or libfuse start any thread. */
 	int p[2];
 	if (pipe2(p, O_CLOEXEC) < 0) {
 		fprintf(stderr, "%s: pipe: %s\n", o->prog, strerror(errno));
+		free(opts);
+		free(image);
 		return 1;
 	}
 	fflush(stdout);
@@ -1143,9 +1152,13 @@ int rlfs_daemon_run(const struct rlfs_daemon_opts *o)
 	pid_t pid = fork();
 	if (pid < 0) {
 		fprintf(stderr, "%s: fork: %s\n", o->prog, strerror(errno));
+		free(opts);
+		free(image);
 		return 1;
 	}
 	if (pid > 0) {
+		free(opts);
+		free(image);
 		close(p[1]);
 		unsigned char status = 1;
 		ssize_t n;
@@ -1168,6 +1181,8 @@ int rlfs_daemon_run(const struct rlfs_daemon_opts *o)
 	setsid();
 	int r = setup(o, image, &args);
 	fuse_opt_free_args(&args);
+	free(opts);
+	free(image);
 	unsigned char status = r ? 1 : 0;
 	if (r) {
 		if (write(p[1], &status, 1) < 0) {
