@@ -1,1 +1,833 @@
-/* placeholder: being written */
+/*
+ * bmap.c: the data fork block map.
+ *
+ * The in-core extent list (ip->ext, a sorted array searched by binary
+ * search) is the authority for reads and block mapping; every change to it
+ * is mirrored in the same call into the on-disk fork: nothing to do for
+ * inline extents (format EXTENTS: the inode log item encodes ip->ext into
+ * the literal area at commit), or the matching bmbt insert/delete/update
+ * (format BTREE).  After each public operation the fork format is fixed up:
+ * inline extents that no longer fit move into a new bmbt root leaf, and a
+ * bmbt whose records fit inline again is freed.
+ *
+ * Errors leave the in-core list and the disk out of step only inside the
+ * transaction: the caller cancels, which restores the joined buffers and
+ * (through the inode log item) the in-core list.
+ *
+ * Model: xfs_bmap.c (xfs_bmapi_write, xfs_bunmapi, xfs_bmap_add_extent_*),
+ * xfs_bmap_btree.c, xfs_iext_tree.c (here a plain sorted array).
+ */
+#include "bmap.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "btree.h"
+
+#define REC_LEN ((uint16_t)sizeof(struct rlfs_bmbt_rec))
+
+static void irec_to_disk(struct rlfs_bmbt_rec *d, const struct rlfs_irec *r)
+{
+	rlfs_put64(d->startoff, r->startoff);
+	rlfs_put64(d->startblock, r->startblock);
+	rlfs_put32(d->blockcount, r->blockcount);
+	rlfs_put32(d->state, r->state);
+}
+
+static void irec_from_disk(struct rlfs_irec *r, const struct rlfs_bmbt_rec *d)
+{
+	r->startoff = rlfs_get64(d->startoff);
+	r->startblock = rlfs_get64(d->startblock);
+	r->blockcount = rlfs_get32(d->blockcount);
+	r->state = rlfs_get32(d->state);
+}
+
+static inline uint64_t irec_end(const struct rlfs_irec *r)
+{
+	return r->startoff + r->blockcount;
+}
+
+/* Largest file block number + 1 a file may map. */
+static uint64_t max_fileoff(const struct rlfs_mount *mp)
+{
+	return rlfs_b_to_fsb(mp, mp->maxbytes);
+}
+
+/* One record's sanity, for records read from disk. */
+static int irec_check(struct rlfs_mount *mp, struct rlfs_inode *ip, uint64_t where,
+		      const struct rlfs_irec *r)
+{
+	if (r->blockcount == 0 || r->blockcount > RLFS_MAX_EXTLEN ||
+	    r->startblock == 0 || r->startblock >= mp->dblocks ||
+	    r->startblock + r->blockcount > mp->dblocks ||
+	    r->startoff >= max_fileoff(mp) ||
+	    r->startoff + r->blockcount > max_fileoff(mp) ||
+	    (r->state & ~RLFS_EXT_UNWRITTEN))
+		return rlfs_corrupt(mp, where, "bmbt",
+				    "ino %llu: bad extent (off %llu, fsbno %llu, len %u, state %u)",
+				    (unsigned long long)ip->ino,
+				    (unsigned long long)r->startoff,
+				    (unsigned long long)r->startblock, r->blockcount, r->state);
+	return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* bmbt: btree ops                                                      */
+/* ------------------------------------------------------------------ */
+
+static int bmbt_buf_verify(struct rlfs_mount *mp, struct rlfs_buf *bp)
+{
+	return rlfs_btree_verify_block(mp, bp, REC_LEN, 8, false);
+}
+
+static const struct rlfs_buf_ops rlfs_bmbt_buf_ops = {
+	.name = "bmbt",
+	.magic = RLFS_BMBT_MAGIC,
+	.has_hdr = true,
+	.verify = bmbt_buf_verify,
+};
+
+static void bmbt_init_key_from_rec(void *key, const void *rec)
+{
+	memcpy(key, &((const struct rlfs_bmbt_rec *)rec)->startoff, 8);
+}
+
+static int bmbt_cmp_key(struct rlfs_btree_cur *cur, const void *k1, const void *k2)
+{
+	rlfs_le64 a, b;
+	memcpy(&a, k1, 8);
+	memcpy(&b, k2, 8);
+	uint64_t x = rlfs_get64(a), y = rlfs_get64(b);
+	return x < y ? -1 : x > y ? 1 : 0;
+}
+
+static int bmbt_verify_rec(struct rlfs_btree_cur *cur, const void *rec)
+{
+	struct rlfs_irec r;
+	irec_from_disk(&r, rec);
+	return irec_check(cur->mp, cur->ip, cur->ip->root, &r);
+}
+
+static void bmbt_get_root(struct rlfs_btree_cur *cur, uint64_t *fsbno, unsigned *nlevels)
+{
+	*fsbno = cur->ip->root;
+	*nlevels = cur->ip->root_level;
+}
+
+static void bmbt_set_root(struct rlfs_btree_cur *cur, uint64_t fsbno, unsigned nlevels)
+{
+	cur->ip->root = fsbno;
+	cur->ip->root_level = (uint16_t)nlevels;
+	rlfs_trans_log_inode(cur->tp, cur->ip);
+}
+
+static int bmbt_alloc(struct rlfs_trans *tp, struct rlfs_inode *ip, uint64_t hint,
+		      uint64_t *fsbno)
+{
+	struct rlfs_alloc_arg args = {
+		.tp = tp,
+		.type = RLFS_ALLOC_NEAR,
+		.hint_fsbno = hint ? hint : rlfs_ino_to_fsb(ip->mp, ip->ino),
+		.minlen = 1,
+		.maxlen = 1,
+		.alignment = 1,
+		.for_btree = true,
+	};
+	int error = rlfs_alloc_extent(&args);
+	if (error)
+		return error;
+	if (!args.fsbno || args.len != 1)
+		return -ENOSPC;
+	*fsbno = args.fsbno;
+	ip->nblocks++;
+	rlfs_trans_log_inode(tp, ip);
+	return 0;
+}
+
+static int bmbt_alloc_block(struct rlfs_btree_cur *cur, uint64_t hint_fsbno, uint64_t *fsbno)
+{
+	return bmbt_alloc(cur->tp, cur->ip, hint_fsbno, fsbno);
+}
+
+static int bmbt_free_block(struct rlfs_btree_cur *cur, uint64_t fsbno)
+{
+	int error = rlfs_free_extent(cur->tp, fsbno, 1);
+	if (error)
+		return error;
+	if (cur->ip->nblocks)
+		cur->ip->nblocks--;
+	rlfs_trans_log_inode(cur->tp, cur->ip);
+	return 0;
+}
+
+static uint64_t bmbt_owner(struct rlfs_btree_cur *cur)
+{
+	return cur->ip->ino;
+}
+
+const struct rlfs_btree_ops rlfs_bmbt_ops = {
+	.name = "bmbt",
+	.magic = RLFS_BMBT_MAGIC,
+	.rec_len = REC_LEN,
+	.key_len = 8,
+	.overlapping = false,
+	.buf_ops = &rlfs_bmbt_buf_ops,
+	.init_key_from_rec = bmbt_init_key_from_rec,
+	.cmp_key = bmbt_cmp_key,
+	.verify_rec = bmbt_verify_rec,
+	.get_root = bmbt_get_root,
+	.set_root = bmbt_set_root,
+	.alloc_block = bmbt_alloc_block,
+	.free_block = bmbt_free_block,
+	.owner = bmbt_owner,
+};
+
+/* ------------------------------------------------------------------ */
+/* In-core extent list                                                  */
+/* ------------------------------------------------------------------ */
+
+/* Index of the last extent with startoff <= off, or -1. */
+static int64_t ext_search(const struct rlfs_inode *ip, uint64_t off)
+{
+	uint32_t lo = 0, hi = ip->next;
+	while (lo < hi) {
+		uint32_t mid = lo + (hi - lo) / 2;
+		if (ip->ext[mid].startoff <= off)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return (int64_t)lo - 1;
+}
+
+static int ext_reserve(struct rlfs_inode *ip, uint32_t need)
+{
+	if (need <= ip->ext_cap)
+		return 0;
+	uint32_t cap = ip->ext_cap ? ip->ext_cap : 4;
+	while (cap < need)
+		cap *= 2;
+	struct rlfs_irec *n = realloc(ip->ext, (size_t)cap * sizeof(*n));
+	if (!n)
+		return -ENOMEM;
+	ip->ext = n;
+	ip->ext_cap = cap;
+	return 0;
+}
+
+void rlfs_bmap_lookup(struct rlfs_inode *ip, uint64_t off, struct rlfs_irec *got, bool *found)
+{
+	*found = false;
+	memset(got, 0, sizeof(*got));
+	if (!ip->ext_loaded || ip->next == 0)
+		return;
+	int64_t i = ext_search(ip, off);
+	if (i >= 0 && off < irec_end(&ip->ext[i])) {
+		*got = ip->ext[i];
+		*found = true;
+		return;
+	}
+	if ((uint64_t)(i + 1) < ip->next)
+		*got = ip->ext[i + 1];
+}
+
+uint32_t rlfs_bmap_inline_max(struct rlfs_inode *ip)
+{
+	return ip->forkoff / REC_LEN;
+}
+
+uint32_t rlfs_bmap_res(struct rlfs_inode *ip, uint32_t nextents)
+{
+	uint32_t levels = ip->format == RLFS_FMT_BTREE && ip->root_level ? ip->root_level : 1;
+	uint32_t bm = nextents * (levels + 1) + 2;
+	return bm + rlfs_alloc_tree_res(ip->mp, nextents + bm);
+}
+
+/* ------------------------------------------------------------------ */
+/* Fork primitives: in-core list + bmbt kept in step                    */
+/* ------------------------------------------------------------------ */
+
+static int bt_lookup_eq(struct rlfs_btree_cur *cur, uint64_t startoff)
+{
+	rlfs_le64 key = rlfs_le64_of(startoff);
+	int stat = 0;
+	int error = rlfs_btree_lookup(cur, RLFS_LOOKUP_EQ, &key, &stat);
+	if (error)
+		return error;
+	if (!stat)
+		return rlfs_corrupt(cur->mp, cur->ip->root, "bmbt",
+				    "ino %llu: extent at file block %llu missing from bmbt",
+				    (unsigned long long)cur->ip->ino,
+				    (unsigned long long)startoff);
+	return 0;
+}
+
+static int fork_insert(struct rlfs_trans *tp, struct rlfs_inode *ip, uint32_t idx,
+		       const struct rlfs_irec *r)
+{
+	int error = rlfs_inode_ext_change(ip);
+	if (!error)
+		error = ext_reserve(ip, ip->next + 1);
+	if (error)
+		return error;
+	if (ip->format == RLFS_FMT_BTREE) {
+		struct rlfs_btree_cur cur;
+		struct rlfs_bmbt_rec d;
+		irec_to_disk(&d, r);
+		rlfs_btree_cur_init(&cur, tp, &rlfs_bmbt_ops, 0, ip, NULL);
+		error = rlfs_btree_insert(&cur, &d);
+		rlfs_btree_cur_del(&cur);
+		if (error)
+			return error;
+	}
+	memmove(&ip->ext[idx + 1], &ip->ext[idx], (size_t)(ip->next - idx) * sizeof(*ip->ext));
+	ip->ext[idx] = *r;
+	ip->next++;
+	return 0;
+}
+
+static int fork_delete(struct rlfs_trans *tp, struct rlfs_inode *ip, uint32_t idx)
+{
+	int error = rlfs_inode_ext_change(ip);
+	if (error)
+		return error;
+	if (ip->format == RLFS_FMT_BTREE) {
+		struct rlfs_btree_cur cur;
+		int stat = 0;
+		rlfs_btree_cur_init(&cur, tp, &rlfs_bmbt_ops, 0, ip, NULL);
+		error = bt_lookup_eq(&cur, ip->ext[idx].startoff);
+		if (!error)
+			error = rlfs_btree_delete(&cur, &stat);
+		rlfs_btree_cur_del(&cur);
+		if (error)
+			return error;
+	}
+	memmove(&ip->ext[idx], &ip->ext[idx + 1], (size_t)(ip->next - idx - 1) * sizeof(*ip->ext));
+	ip->next--;
+	return 0;
+}
+
+static int fork_update(struct rlfs_trans *tp, struct rlfs_inode *ip, uint32_t idx,
+		       const struct rlfs_irec *r)
+{
+	int error = rlfs_inode_ext_change(ip);
+	if (error)
+		return error;
+	if (ip->format == RLFS_FMT_BTREE) {
+		struct rlfs_btree_cur cur;
+		struct rlfs_bmbt_rec d;
+		irec_to_disk(&d, r);
+		rlfs_btree_cur_init(&cur, tp, &rlfs_bmbt_ops, 0, ip, NULL);
+		error = bt_lookup_eq(&cur, ip->ext[idx].startoff);
+		if (!error)
+			error = rlfs_btree_update(&cur, &d);
+		rlfs_btree_cur_del(&cur);
+		if (error)
+			return error;
+	}
+	ip->ext[idx] = *r;
+	return 0;
+}
+
+static bool irec_contig(const struct rlfs_irec *a, const struct rlfs_irec *b)
+{
+	return irec_end(a) == b->startoff &&
+	       a->startblock + a->blockcount == b->startblock &&
+	       a->state == b->state &&
+	       (uint64_t)a->blockcount + b->blockcount <= RLFS_MAX_EXTLEN;
+}
+
+/* Map r into a hole, merging with contiguous neighbours. */
+static int fork_add(struct rlfs_trans *tp, struct rlfs_inode *ip, const struct rlfs_irec *r)
+{
+	int64_t i = ext_search(ip, r->startoff);
+	uint32_t j = (uint32_t)(i + 1);
+
+	if (r->blockcount == 0 || r->blockcount > RLFS_MAX_EXTLEN)
+		return -EINVAL;
+	if (i >= 0 && irec_end(&ip->ext[i]) > r->startoff)
+		return -EEXIST;
+	if (j < ip->next && ip->ext[j].startoff < irec_end(r))
+		return -EEXIST;
+
+	bool left = i >= 0 && irec_contig(&ip->ext[i], r);
+	bool right = j < ip->next && irec_contig(r, &ip->ext[j]);
+	if (left && right &&
+	    (uint64_t)ip->ext[i].blockcount + r->blockcount + ip->ext[j].blockcount <=
+		    RLFS_MAX_EXTLEN) {
+		struct rlfs_irec n = ip->ext[i];
+		n.blockcount += r->blockcount + ip->ext[j].blockcount;
+		int error = fork_delete(tp, ip, j);
+		if (error)
+			return error;
+		return fork_update(tp, ip, (uint32_t)i, &n);
+	}
+	if (left) {
+		struct rlfs_irec n = ip->ext[i];
+		n.blockcount += r->blockcount;
+		return fork_update(tp, ip, (uint32_t)i, &n);
+	}
+	if (right) {
+		struct rlfs_irec n = *r;
+		n.blockcount += ip->ext[j].blockcount;
+		return fork_update(tp, ip, j, &n);
+	}
+	return fork_insert(tp, ip, j, r);
+}
+
+/* Move inline extents into a new bmbt root leaf. */
+static int fork_to_btree(struct rlfs_trans *tp, struct rlfs_inode *ip)
+{
+	struct rlfs_mount *mp = tp->mp;
+	struct rlfs_buf *bp;
+	struct rlfs_btree_cur cur;
+	uint64_t fsbno;
+	int error;
+
+	error = bmbt_alloc(tp, ip, 0, &fsbno);
+	if (error)
+		return error;
+	error = rlfs_trans_get_buf(tp, fsbno, &rlfs_bmbt_buf_ops, ip->ino, &bp);
+	if (error)
+		return error;
+	rlfs_btree_init_block(mp, bp, &rlfs_bmbt_ops, 0, ip->ino);
+	rlfs_trans_log_buf(tp, bp);
+	rlfs_trans_brelse(tp, bp);
+	ip->root = fsbno;
+	ip->root_level = 1;
+	ip->format = RLFS_FMT_BTREE;
+	rlfs_trans_log_inode(tp, ip);
+
+	rlfs_btree_cur_init(&cur, tp, &rlfs_bmbt_ops, 0, ip, NULL);
+	for (uint32_t k = 0; k < ip->next && !error; k++) {
+		struct rlfs_bmbt_rec d;
+		irec_to_disk(&d, &ip->ext[k]);
+		error = rlfs_btree_insert(&cur, &d);
+	}
+	rlfs_btree_cur_del(&cur);
+	return error;
+}
+
+/* Free the bmbt; the records live inline again. */
+static int fork_to_extents(struct rlfs_trans *tp, struct rlfs_inode *ip)
+{
+	struct rlfs_btree_cur cur;
+	rlfs_btree_cur_init(&cur, tp, &rlfs_bmbt_ops, 0, ip, NULL);
+	int error = rlfs_btree_destroy(&cur);
+	rlfs_btree_cur_del(&cur);
+	if (error)
+		return error;
+	ip->root = 0;
+	ip->root_level = 0;
+	ip->format = RLFS_FMT_EXTENTS;
+	rlfs_trans_log_inode(tp, ip);
+	return 0;
+}
+
+static int fork_fixup(struct rlfs_trans *tp, struct rlfs_inode *ip)
+{
+	uint32_t max = rlfs_bmap_inline_max(ip);
+	int error = 0;
+	if (ip->format != RLFS_FMT_BTREE && ip->next > max)
+		error = fork_to_btree(tp, ip);
+	else if (ip->format == RLFS_FMT_BTREE && ip->next <= max)
+		error = fork_to_extents(tp, ip);
+	rlfs_trans_log_inode(tp, ip);
+	return error;
+}
+
+/* ------------------------------------------------------------------ */
+/* Loading                                                              */
+/* ------------------------------------------------------------------ */
+
+static int load_append(struct rlfs_inode *ip, const struct rlfs_irec *r, uint64_t where)
+{
+	struct rlfs_mount *mp = ip->mp;
+	int error = irec_check(mp, ip, where, r);
+	if (error)
+		return error;
+	if (ip->next && irec_end(&ip->ext[ip->next - 1]) > r->startoff)
+		return rlfs_corrupt(mp, where, "bmbt",
+				    "ino %llu: extents out of order or overlapping at file block %llu",
+				    (unsigned long long)ip->ino, (unsigned long long)r->startoff);
+	error = ext_reserve(ip, ip->next + 1);
+	if (error)
+		return error;
+	ip->ext[ip->next++] = *r;
+	return 0;
+}
+
+static int load_rec_fn(struct rlfs_btree_cur *cur, const void *rec, void *priv)
+{
+	struct rlfs_irec r;
+	irec_from_disk(&r, rec);
+	return load_append(cur->ip, &r, cur->ip->root);
+}
+
+int rlfs_bmap_load(struct rlfs_trans *tp, struct rlfs_inode *ip)
+{
+	struct rlfs_mount *mp = ip->mp;
+	int error = 0;
+
+	ip->next = 0;
+	ip->ext_loaded = false;
+	if (ip->format == RLFS_FMT_EXTENTS || ip->format == RLFS_FMT_NONE) {
+		uint32_t max = rlfs_bmap_inline_max(ip);
+		const struct rlfs_bmbt_rec *d = (const struct rlfs_bmbt_rec *)ip->literal;
+		for (uint32_t k = 0; k < max; k++) {
+			struct rlfs_irec r;
+			irec_from_disk(&r, &d[k]);
+			if (r.blockcount == 0)
+				break;
+			error = load_append(ip, &r, rlfs_ino_to_fsb(mp, ip->ino));
+			if (error)
+				return error;
+		}
+	} else if (ip->format == RLFS_FMT_BTREE) {
+		struct rlfs_btree_cur cur;
+		rlfs_btree_cur_init(&cur, tp, &rlfs_bmbt_ops, 0, ip, NULL);
+		error = rlfs_btree_query_all(&cur, load_rec_fn, NULL);
+		rlfs_btree_cur_del(&cur);
+		if (error) {
+			ip->next = 0;
+			return error < 0 ? error : -EUCLEAN;
+		}
+	} else {
+		return rlfs_corrupt(mp, rlfs_ino_to_fsb(mp, ip->ino), "inode",
+				    "ino %llu: data fork format %u has no extents",
+				    (unsigned long long)ip->ino, ip->format);
+	}
+	ip->ext_loaded = true;
+	return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Allocation                                                           */
+/* ------------------------------------------------------------------ */
+
+int rlfs_bmap_alloc_range(struct rlfs_trans *tp, struct rlfs_inode *ip, uint64_t off,
+			  uint64_t len, bool unwritten, uint32_t *allocs_left,
+			  uint64_t *mapped_blocks)
+{
+	struct rlfs_mount *mp = tp->mp;
+	int error = 0;
+
+	*mapped_blocks = 0;
+	if (!ip->ext_loaded)
+		return -EINVAL;
+	if (off >= max_fileoff(mp) || len > max_fileoff(mp) - off)
+		return -EFBIG;
+	rlfs_trans_ijoin(tp, ip);
+	while (len > 0) {
+		if (allocs_left && *allocs_left == 0)
+			break;
+		uint64_t want = RLFS_MIN(len, (uint64_t)RLFS_MAX_EXTLEN);
+		int64_t i = ext_search(ip, off);
+		const struct rlfs_irec *prev = i >= 0 ? &ip->ext[i] : NULL;
+		if (prev && irec_end(prev) > off) {
+			error = -EEXIST;
+			break;
+		}
+		if ((uint64_t)(i + 1) < ip->next) {
+			uint64_t room = ip->ext[i + 1].startoff - off;
+			want = RLFS_MIN(want, room);
+		}
+		struct rlfs_alloc_arg args = {
+			.tp = tp, .minlen = 1, .maxlen = (uint32_t)want, .alignment = 1,
+		};
+		bool got = false;
+		uint64_t hint = rlfs_ino_to_fsb(mp, ip->ino);
+		if (prev) {
+			uint64_t pend = prev->startblock + prev->blockcount;
+			hint = pend + (off - irec_end(prev));
+			if (hint >= mp->dblocks)
+				hint = pend < mp->dblocks ? pend : 0;
+			if (irec_end(prev) == off && pend < mp->dblocks) {
+				args.type = RLFS_ALLOC_EXACT;
+				args.hint_fsbno = pend;
+				error = rlfs_alloc_extent(&args);
+				if (error && error != -ENOSPC)
+					break;
+				got = !error && args.fsbno;
+			}
+		}
+		if (!got) {
+			args.type = RLFS_ALLOC_NEAR;
+			args.hint_fsbno = hint;
+			args.minlen = (uint32_t)want;
+			error = rlfs_alloc_extent(&args);
+			if (error && error != -ENOSPC)
+				break;
+			got = !error && args.fsbno;
+		}
+		if (!got) {
+			args.type = RLFS_ALLOC_ANY;
+			args.hint_fsbno = hint;
+			args.minlen = 1;
+			error = rlfs_alloc_extent(&args);
+			if (error)
+				break;
+			got = args.fsbno != 0;
+		}
+		if (!got || args.len == 0 || args.len > want ||
+		    args.fsbno + args.len > mp->dblocks) {
+			error = got ? -EUCLEAN : -ENOSPC;
+			break;
+		}
+		if (allocs_left)
+			(*allocs_left)--;
+		struct rlfs_irec r = {
+			.startoff = off, .startblock = args.fsbno, .blockcount = args.len,
+			.state = unwritten ? RLFS_EXT_UNWRITTEN : 0,
+		};
+		ip->nblocks += args.len;
+		error = fork_add(tp, ip, &r);
+		if (error)
+			break;
+		off += args.len;
+		len -= args.len;
+		*mapped_blocks += args.len;
+	}
+	int e2 = fork_fixup(tp, ip);
+	return error ? error : e2;
+}
+
+int rlfs_bmap_alloc(struct rlfs_trans *tp, struct rlfs_inode *ip, uint64_t off,
+		    uint64_t len, bool unwritten)
+{
+	uint64_t mapped;
+	return rlfs_bmap_alloc_range(tp, ip, off, len, unwritten, NULL, &mapped);
+}
+
+int rlfs_bmap_map_extent(struct rlfs_trans *tp, struct rlfs_inode *ip,
+			 const struct rlfs_irec *rec)
+{
+	struct rlfs_mount *mp = tp->mp;
+	if (!ip->ext_loaded)
+		return -EINVAL;
+	if (rec->blockcount == 0 || rec->blockcount > RLFS_MAX_EXTLEN ||
+	    rec->startblock == 0 || rec->startblock + rec->blockcount > mp->dblocks ||
+	    rec->startoff + rec->blockcount > max_fileoff(mp))
+		return -EINVAL;
+	rlfs_trans_ijoin(tp, ip);
+	int error = fork_add(tp, ip, rec);
+	if (error)
+		return error;
+	ip->nblocks += rec->blockcount;
+	return fork_fixup(tp, ip);
+}
+
+/* ------------------------------------------------------------------ */
+/* Unmapping                                                            */
+/* ------------------------------------------------------------------ */
+
+int rlfs_bmap_unmap(struct rlfs_trans *tp, struct rlfs_inode *ip, uint64_t off,
+		    uint64_t len, bool free_blocks, uint32_t max_extents, bool *done)
+{
+	uint64_t end = len > UINT64_MAX - off ? UINT64_MAX : off + len;
+	uint32_t n = 0;
+	int error = 0;
+
+	*done = false;
+	if (!ip->ext_loaded) {
+		*done = true;
+		return 0;
+	}
+	rlfs_trans_ijoin(tp, ip);
+	while (end > off) {
+		int64_t i = ext_search(ip, end - 1);
+		if (i < 0 || irec_end(&ip->ext[i]) <= off) {
+			*done = true;
+			break;
+		}
+		if (max_extents && n >= max_extents)
+			break;
+		struct rlfs_irec e = ip->ext[i];
+		uint64_t s = RLFS_MAX(e.startoff, off);
+		uint64_t t = RLFS_MIN(irec_end(&e), end);
+		uint64_t fsb = e.startblock + (s - e.startoff);
+		uint32_t cnt = (uint32_t)(t - s);
+
+		if (s == e.startoff && t == irec_end(&e)) {
+			error = fork_delete(tp, ip, (uint32_t)i);
+		} else if (s == e.startoff) {
+			struct rlfs_irec r = e;
+			r.startoff = t;
+			r.startblock = e.startblock + (t - e.startoff);
+			r.blockcount = (uint32_t)(irec_end(&e) - t);
+			error = fork_update(tp, ip, (uint32_t)i, &r);
+		} else if (t == irec_end(&e)) {
+			struct rlfs_irec r = e;
+			r.blockcount = (uint32_t)(s - e.startoff);
+			error = fork_update(tp, ip, (uint32_t)i, &r);
+		} else {
+			struct rlfs_irec l = e, r = e;
+			l.blockcount = (uint32_t)(s - e.startoff);
+			r.startoff = t;
+			r.startblock = e.startblock + (t - e.startoff);
+			r.blockcount = (uint32_t)(irec_end(&e) - t);
+			error = fork_update(tp, ip, (uint32_t)i, &l);
+			if (!error)
+				error = fork_insert(tp, ip, (uint32_t)i + 1, &r);
+		}
+		if (error)
+			break;
+		if (free_blocks) {
+			error = rlfs_free_extent(tp, fsb, cnt);
+			if (error)
+				break;
+		}
+		ip->nblocks = ip->nblocks >= cnt ? ip->nblocks - cnt : 0;
+		n++;
+		end = s;
+	}
+	if (end <= off)
+		*done = true;
+	int e2 = fork_fixup(tp, ip);
+	return error ? error : e2;
+}
+
+/* ------------------------------------------------------------------ */
+/* Unwritten -> written                                                 */
+/* ------------------------------------------------------------------ */
+
+int rlfs_bmap_convert_written(struct rlfs_trans *tp, struct rlfs_inode *ip,
+			      uint64_t off, uint64_t len)
+{
+	uint64_t end = len > UINT64_MAX - off ? UINT64_MAX : off + len;
+	uint64_t pos = off;
+	int error = 0;
+
+	if (!ip->ext_loaded)
+		return -EINVAL;
+	rlfs_trans_ijoin(tp, ip);
+	while (pos < end && !error) {
+		int64_t i = ext_search(ip, pos);
+		if (i < 0 || irec_end(&ip->ext[i]) <= pos) {
+			uint64_t j = (uint64_t)(i + 1);
+			if (j >= ip->next || ip->ext[j].startoff >= end)
+				break;
+			pos = ip->ext[j].startoff;
+			continue;
+		}
+		struct rlfs_irec e = ip->ext[i];
+		uint64_t t = RLFS_MIN(irec_end(&e), end);
+		if (!(e.state & RLFS_EXT_UNWRITTEN)) {
+			pos = t;
+			continue;
+		}
+		struct rlfs_irec mid = {
+			.startoff = pos, .startblock = e.startblock + (pos - e.startoff),
+			.blockcount = (uint32_t)(t - pos), .state = 0,
+		};
+		bool has_left = pos > e.startoff, has_right = t < irec_end(&e);
+		struct rlfs_irec l = e, r = e;
+		l.blockcount = (uint32_t)(pos - e.startoff);
+		r.startoff = t;
+		r.startblock = e.startblock + (t - e.startoff);
+		r.blockcount = (uint32_t)(irec_end(&e) - t);
+
+		if (has_left) {
+			error = fork_update(tp, ip, (uint32_t)i, &l);
+			if (!error && has_right)
+				error = fork_insert(tp, ip, (uint32_t)i + 1, &r);
+		} else {
+			error = fork_delete(tp, ip, (uint32_t)i);
+			if (!error && has_right)
+				error = fork_insert(tp, ip, (uint32_t)i, &r);
+		}
+		if (!error)
+			error = fork_add(tp, ip, &mid);
+		pos = t;
+	}
+	int e2 = fork_fixup(tp, ip);
+	return error ? error : e2;
+}
+
+/* ------------------------------------------------------------------ */
+/* Check                                                                */
+/* ------------------------------------------------------------------ */
+
+struct check_ctx {
+	struct rlfs_inode *ip;
+	uint32_t idx;
+};
+
+static int check_rec_fn(struct rlfs_btree_cur *cur, const void *rec, void *priv)
+{
+	struct check_ctx *c = priv;
+	struct rlfs_irec r;
+	irec_from_disk(&r, rec);
+	if (c->idx >= c->ip->next || memcmp(&r, &c->ip->ext[c->idx], sizeof(r)) != 0)
+		return rlfs_corrupt(cur->mp, cur->ip->root, "bmbt",
+				    "ino %llu: bmbt record %u (off %llu) differs from in-core list",
+				    (unsigned long long)c->ip->ino, c->idx,
+				    (unsigned long long)r.startoff);
+	c->idx++;
+	return 0;
+}
+
+int rlfs_bmap_check(struct rlfs_trans *tp, struct rlfs_inode *ip)
+{
+	struct rlfs_mount *mp = tp->mp;
+	uint64_t fsb = rlfs_ino_to_fsb(mp, ip->ino);
+	int error;
+
+	if (!ip->ext_loaded)
+		return 0;
+	for (uint32_t k = 0; k < ip->next; k++) {
+		const struct rlfs_irec *r = &ip->ext[k];
+		error = irec_check(mp, ip, fsb, r);
+		if (error)
+			return error;
+		if (k && irec_end(&ip->ext[k - 1]) > r->startoff)
+			return rlfs_corrupt(mp, fsb, "bmap", "ino %llu: in-core extents overlap at %u",
+					    (unsigned long long)ip->ino, k);
+	}
+	if (ip->format == RLFS_FMT_BTREE) {
+		if (ip->next <= rlfs_bmap_inline_max(ip))
+			return rlfs_corrupt(mp, fsb, "bmap",
+					    "ino %llu: btree format with only %u extents",
+					    (unsigned long long)ip->ino, ip->next);
+		struct rlfs_btree_cur cur;
+		struct check_ctx c = { .ip = ip };
+		rlfs_btree_cur_init(&cur, tp, &rlfs_bmbt_ops, 0, ip, NULL);
+		error = rlfs_btree_check(&cur);
+		if (!error)
+			error = rlfs_btree_query_all(&cur, check_rec_fn, &c);
+		rlfs_btree_cur_del(&cur);
+		if (error)
+			return error < 0 ? error : -EUCLEAN;
+		if (c.idx != ip->next)
+			return rlfs_corrupt(mp, ip->root, "bmbt",
+					    "ino %llu: bmbt has %u records, in-core list %u",
+					    (unsigned long long)ip->ino, c.idx, ip->next);
+		return 0;
+	}
+	/* inline: compare with the inode in its cluster buffer */
+	struct rlfs_buf *bp;
+	error = rlfs_trans_read_buf(tp, fsb, &rlfs_inode_buf_ops, RLFS_OWNER_ANY, &bp);
+	if (error)
+		return error;
+	const struct rlfs_dinode *dip = (const struct rlfs_dinode *)((const uint8_t *)bp->data +
+				(size_t)rlfs_ino_to_slot(mp, ip->ino) * mp->inodesize);
+	const struct rlfs_bmbt_rec *d =
+		(const struct rlfs_bmbt_rec *)((const uint8_t *)dip + RLFS_DINODE_CORE);
+	error = 0;
+	if (rlfs_get32(dip->nextents) != ip->next || dip->format != ip->format)
+		error = rlfs_corrupt(mp, fsb, "inode",
+				     "ino %llu: disk has %u extents (format %u), in-core %u (format %u)",
+				     (unsigned long long)ip->ino, rlfs_get32(dip->nextents),
+				     dip->format, ip->next, ip->format);
+	for (uint32_t k = 0; !error && k < ip->next; k++) {
+		struct rlfs_irec r;
+		irec_from_disk(&r, &d[k]);
+		if (memcmp(&r, &ip->ext[k], sizeof(r)) != 0)
+			error = rlfs_corrupt(mp, fsb, "inode",
+					     "ino %llu: inline extent %u differs from in-core list",
+					     (unsigned long long)ip->ino, k);
+	}
+	rlfs_trans_brelse(tp, bp);
+	return error;
+}

@@ -41,6 +41,18 @@ uint32_t rlfs_bmap_res(struct rlfs_inode *ip, uint32_t nextents);
  */
 int rlfs_bmap_alloc(struct rlfs_trans *tp, struct rlfs_inode *ip, uint64_t off,
 		    uint64_t len, bool unwritten);
+/*
+ * Like rlfs_bmap_alloc, but makes at most *allocs_left allocator calls
+ * (decremented per call; NULL = no limit), so that the number of new
+ * extents (and so the bmbt growth) stays within what the caller reserved
+ * with rlfs_bmap_res.  *mapped_blocks gets the number of blocks mapped:
+ * the prefix [off, off + *mapped_blocks) is mapped when it returns 0.
+ * 0, -ENOSPC, -EEXIST (off already mapped), -EFBIG (past the max file
+ * size), -EUCLEAN.
+ */
+int rlfs_bmap_alloc_range(struct rlfs_trans *tp, struct rlfs_inode *ip, uint64_t off,
+			  uint64_t len, bool unwritten, uint32_t *allocs_left,
+			  uint64_t *mapped_blocks);
 /* Insert an already-allocated mapping into a hole (used by reflink later). */
 int rlfs_bmap_map_extent(struct rlfs_trans *tp, struct rlfs_inode *ip,
 			 const struct rlfs_irec *rec);

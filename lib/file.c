@@ -1,1 +1,827 @@
-/* placeholder: being written */
+/*
+ * file.c: attribute and data operations of the public API (fs.h):
+ * getattr/setattr, read/write, fsync, fallocate, lseek SEEK_DATA/SEEK_HOLE.
+ *
+ * Data path.  File data goes straight to the device (rlfs_dev_pread /
+ * rlfs_dev_pwrite), never through the metadata buffer cache.  Reads need
+ * only the shared iolock: the in-core extent list says where the blocks
+ * are.  A write that only overwrites written blocks writes the data
+ * without the metadata lock, then updates size/times in one short
+ * transaction.  A write that needs blocks (holes) or converts unwritten
+ * extents does everything in ONE transaction: allocate, zero the parts of
+ * new/unwritten edge blocks the write does not cover, write the data,
+ * convert unwritten extents, update the inode, commit.  The data write
+ * happens while the transaction holds meta_lock, and metadata is written
+ * to the device only by rlfs_buf_flush_all (which needs meta_lock and
+ * flushes data first), so metadata that points at new blocks never
+ * reaches the device before the data in them.
+ *
+ * Invariant: bytes past EOF inside the last block, and every written
+ * block past EOF, read as zeros on the device.  Truncate down zeroes the
+ * tail of the new last block; extending writes zero the uncovered parts of
+ * new blocks; so truncate up only sets the size.
+ *
+ * Model: xfs_file.c / xfs_iops.c (xfs_setattr_size) / xfs_bmap_util.c
+ * (xfs_free_file_space, xfs_alloc_file_space) / iomap seek.
+ */
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/falloc.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "reflinkfs/fs.h"
+#include "rlfs.h"
+#include "dev.h"
+#include "bmap.h"
+#include "inode.h"
+
+#define ALLOC_BUDGET 32u     /* allocator calls (new extents) per transaction */
+#define HOLES_PER_TX 32u     /* holes filled per transaction */
+#define UNMAP_PER_TX 64u     /* extents removed per rolled transaction */
+#define FALLOC_CHUNK_BLOCKS ((uint64_t)RLFS_MAX_EXTLEN)
+
+static const uint8_t zero_block[RLFS_MAX_BLOCKSIZE];
+
+static inline uint64_t bmask(const struct rlfs_mount *mp)
+{
+	return (uint64_t)mp->blocksize - 1;
+}
+
+static inline uint64_t irec_endoff(const struct rlfs_irec *r)
+{
+	return r->startoff + r->blockcount;
+}
+
+/* Write zeros to [from, to) of the device. */
+static int dev_zero(struct rlfs_mount *mp, uint64_t dev_off, uint64_t len)
+{
+	while (len > 0) {
+		size_t n = (size_t)RLFS_MIN(len, (uint64_t)sizeof(zero_block));
+		int error = rlfs_dev_pwrite(mp->dev, zero_block, n, dev_off);
+		if (error)
+			return error;
+		dev_off += n;
+		len -= n;
+	}
+	return 0;
+}
+
+/*
+ * Zero the file bytes [from, to) (inside one block) on the device if that
+ * block is mapped and written (holes and unwritten blocks already read as
+ * zeros); with even_unwritten also if it is unwritten (it is about to be
+ * converted).  Returns 1 if it wrote, 0 if nothing to do, or -errno.
+ */
+static int zero_block_range(struct rlfs_inode *ip, uint64_t from, uint64_t to,
+			    bool even_unwritten)
+{
+	struct rlfs_mount *mp = ip->mp;
+	struct rlfs_irec got;
+	bool found;
+	if (from >= to)
+		return 0;
+	uint64_t fb = from >> mp->blocklog;
+	rlfs_bmap_lookup(ip, fb, &got, &found);
+	if (!found || ((got.state & RLFS_EXT_UNWRITTEN) && !even_unwritten))
+		return 0;
+	uint64_t dev_off = ((got.startblock + (fb - got.startoff)) << mp->blocklog) +
+			   (from & bmask(mp));
+	int error = dev_zero(mp, dev_off, to - from);
+	return error ? error : 1;
+}
+
+static int zero_partial(struct rlfs_inode *ip, uint64_t from, uint64_t to)
+{
+	return zero_block_range(ip, from, to, false);
+}
+
+/* Block fb needs its uncovered bytes zeroed when written partially: it is
+ * a hole (will be newly allocated) or unwritten. */
+static bool block_is_new(struct rlfs_inode *ip, uint64_t fb)
+{
+	struct rlfs_irec got;
+	bool found;
+	rlfs_bmap_lookup(ip, fb, &got, &found);
+	return !found || (got.state & RLFS_EXT_UNWRITTEN);
+}
+
+/*
+ * Scan [fb0, fb1): stop after max_holes holes (0 = no limit).  *scan_end is
+ * where the scan stopped (fb1, or the end of the last hole counted).
+ */
+static void scan_range(struct rlfs_inode *ip, uint64_t fb0, uint64_t fb1, uint32_t max_holes,
+		       uint64_t *hole_blocks, uint32_t *nholes, uint32_t *nunwritten,
+		       uint64_t *scan_end)
+{
+	uint64_t pos = fb0;
+	*hole_blocks = 0;
+	*nholes = 0;
+	*nunwritten = 0;
+	while (pos < fb1) {
+		struct rlfs_irec got;
+		bool found;
+		rlfs_bmap_lookup(ip, pos, &got, &found);
+		if (found) {
+			if (got.state & RLFS_EXT_UNWRITTEN)
+				(*nunwritten)++;
+			pos = irec_endoff(&got);
+			continue;
+		}
+		uint64_t hend = got.blockcount ? RLFS_MIN(fb1, got.startoff) : fb1;
+		*hole_blocks += hend - pos;
+		(*nholes)++;
+		pos = hend;
+		if (max_holes && *nholes >= max_holes)
+			break;
+	}
+	*scan_end = RLFS_MIN(pos, fb1);
+}
+
+/*
+ * Allocate the holes of [fb0, fb1) in order within tp, at most *budget
+ * allocator calls.  *stop = first block of the range left unmapped (fb1
+ * when all of it is mapped).
+ */
+static int alloc_holes(struct rlfs_trans *tp, struct rlfs_inode *ip, uint64_t fb0,
+		       uint64_t fb1, bool unwritten, uint32_t *budget, uint64_t *stop)
+{
+	uint64_t pos = fb0;
+	while (pos < fb1) {
+		struct rlfs_irec got;
+		bool found;
+		rlfs_bmap_lookup(ip, pos, &got, &found);
+		if (found) {
+			pos = irec_endoff(&got);
+			continue;
+		}
+		uint64_t hend = got.blockcount ? RLFS_MIN(fb1, got.startoff) : fb1;
+		uint64_t mapped = 0;
+		int error = rlfs_bmap_alloc_range(tp, ip, pos, hend - pos, unwritten, budget,
+						  &mapped);
+		if (error)
+			return error;
+		if (mapped < hend - pos) {
+			*stop = pos + mapped;
+			return 0;
+		}
+		pos = hend;
+	}
+	*stop = fb1;
+	return 0;
+}
+
+/* pwrite/pread the file range [pos, end) through the mapping: every block
+ * must be mapped (write) / holes and unwritten read as zeros (read). */
+static int write_mapped(struct rlfs_inode *ip, const uint8_t *buf, uint64_t pos, uint64_t end)
+{
+	struct rlfs_mount *mp = ip->mp;
+	while (pos < end) {
+		struct rlfs_irec got;
+		bool found;
+		uint64_t fb = pos >> mp->blocklog;
+		rlfs_bmap_lookup(ip, fb, &got, &found);
+		if (!found) {
+			rlfs_warn("inode %llu: write to unmapped block %llu",
+				  (unsigned long long)ip->ino, (unsigned long long)fb);
+			return -EIO;
+		}
+		uint64_t pend = RLFS_MIN(end, irec_endoff(&got) << mp->blocklog);
+		uint64_t dev_off = ((got.startblock + (fb - got.startoff)) << mp->blocklog) +
+				   (pos & bmask(mp));
+		int error = rlfs_dev_pwrite(mp->dev, buf, (size_t)(pend - pos), dev_off);
+		if (error)
+			return error;
+		buf += pend - pos;
+		pos = pend;
+	}
+	return 0;
+}
+
+static int read_mapped(struct rlfs_inode *ip, uint8_t *buf, uint64_t pos, uint64_t end)
+{
+	struct rlfs_mount *mp = ip->mp;
+	while (pos < end) {
+		struct rlfs_irec got;
+		bool found;
+		uint64_t fb = pos >> mp->blocklog;
+		rlfs_bmap_lookup(ip, fb, &got, &found);
+		uint64_t pend;
+		if (!found) {
+			pend = got.blockcount ? RLFS_MIN(end, got.startoff << mp->blocklog) : end;
+			memset(buf, 0, (size_t)(pend - pos));
+		} else {
+			pend = RLFS_MIN(end, irec_endoff(&got) << mp->blocklog);
+			if (got.state & RLFS_EXT_UNWRITTEN) {
+				memset(buf, 0, (size_t)(pend - pos));
+			} else {
+				uint64_t dev_off = ((got.startblock + (fb - got.startoff))
+						    << mp->blocklog) + (pos & bmask(mp));
+				int error = rlfs_dev_pread(mp->dev, buf, (size_t)(pend - pos),
+							   dev_off);
+				if (error)
+					return error;
+			}
+		}
+		buf += pend - pos;
+		pos = pend;
+	}
+	return 0;
+}
+
+/* setuid is always dropped on write/chown; setgid only with group exec
+ * (without it, setgid marks mandatory locking).  Kernel: file_remove_privs,
+ * setattr_should_drop_sgid. */
+static void kill_suid(struct rlfs_inode *ip)
+{
+	if (S_ISDIR(ip->mode))
+		return;
+	ip->mode &= ~(uint32_t)S_ISUID;
+	if ((ip->mode & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP))
+		ip->mode &= ~(uint32_t)S_ISGID;
+}
+
+/* Get a regular file for data ops: -EISDIR for directories, -EINVAL for
+ * other non-regular files. */
+static int iget_reg(struct rlfs_mount *mp, uint64_t ino, struct rlfs_inode **ipp)
+{
+	int error = rlfs_iget(mp, ino, ipp);
+	if (error)
+		return error;
+	if (!S_ISREG((*ipp)->mode)) {
+		error = S_ISDIR((*ipp)->mode) ? -EISDIR : -EINVAL;
+		rlfs_irele(*ipp);
+		*ipp = NULL;
+		return error;
+	}
+	if (!(*ipp)->ext_loaded) {
+		rlfs_irele(*ipp);
+		*ipp = NULL;
+		return -EUCLEAN;
+	}
+	return 0;
+}
+
+/*
+ * Unmap [fb0, fb0+len) freeing the blocks, inside *tpp, rolling the
+ * transaction every UNMAP_PER_TX extents (ip is joined again after each
+ * roll).  On error the current transaction is cancelled and *tpp is NULL.
+ */
+static int unmap_rolled(struct rlfs_trans **tpp, struct rlfs_inode *ip, uint64_t fb0,
+			uint64_t len)
+{
+	bool done = false;
+	uint32_t res = rlfs_bmap_res(ip, UNMAP_PER_TX + 1);
+	while (!done) {
+		int error = rlfs_bmap_unmap(*tpp, ip, fb0, len, true, UNMAP_PER_TX, &done);
+		if (error) {
+			rlfs_trans_cancel(*tpp);
+			*tpp = NULL;
+			return error;
+		}
+		rlfs_trans_log_inode(*tpp, ip);
+		if (!done) {
+			error = rlfs_trans_roll(tpp, res);
+			if (error) {
+				*tpp = NULL;
+				return error;
+			}
+			rlfs_trans_ijoin(*tpp, ip);
+		}
+	}
+	return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* getattr / setattr                                                    */
+/* ------------------------------------------------------------------ */
+
+int rlfs_getattr(struct rlfs_mount *mp, uint64_t ino, struct stat *st)
+{
+	struct rlfs_inode *ip;
+	int error = rlfs_iget(mp, ino, &ip);
+	if (error)
+		return error;
+	pthread_rwlock_rdlock(&ip->iolock);
+	rlfs_inode_stat(ip, st);
+	pthread_rwlock_unlock(&ip->iolock);
+	rlfs_irele(ip);
+	return 0;
+}
+
+int rlfs_setattr(struct rlfs_mount *mp, uint64_t ino, const struct stat *st,
+		 unsigned valid, struct stat *out)
+{
+	struct rlfs_inode *ip;
+	struct rlfs_trans *tp = NULL;
+	struct timespec now;
+	bool zeroed = false;
+	int error;
+
+	if (mp->flags & RLFS_MOUNT_RDONLY)
+		return -EROFS;
+	error = rlfs_iget(mp, ino, &ip);
+	if (error)
+		return error;
+	pthread_rwlock_wrlock(&ip->iolock);
+
+	uint64_t newsize = ip->size;
+	if (valid & RLFS_SET_SIZE) {
+		if (S_ISDIR(ip->mode)) {
+			error = -EISDIR;
+			goto out;
+		}
+		if (!S_ISREG(ip->mode)) {
+			error = -EINVAL;
+			goto out;
+		}
+		if (st->st_size < 0) {
+			error = -EINVAL;
+			goto out;
+		}
+		if ((uint64_t)st->st_size > mp->maxbytes) {
+			error = -EFBIG;
+			goto out;
+		}
+		newsize = (uint64_t)st->st_size;
+	}
+	/* notify_change: immutable or append-only inodes refuse attribute
+	 * changes; append-only still allows setting times to "now". */
+	unsigned strict = RLFS_SET_MODE | RLFS_SET_UID | RLFS_SET_GID | RLFS_SET_SIZE |
+			  RLFS_SET_ATIME | RLFS_SET_MTIME | RLFS_SET_CTIME;
+	if ((ip->flags & RLFS_DIFLAG_IMMUTABLE) && valid) {
+		error = -EPERM;
+		goto out;
+	}
+	if ((ip->flags & RLFS_DIFLAG_APPEND) && (valid & strict)) {
+		error = -EPERM;
+		goto out;
+	}
+
+	bool shrink = (valid & RLFS_SET_SIZE) && newsize < ip->size;
+	if (shrink && (newsize & bmask(mp))) {
+		/* zero the tail of the new last block (truncate_pagecache_range) */
+		error = zero_partial(ip, newsize, (newsize | bmask(mp)) + 1);
+		if (error < 0)
+			goto out;
+		zeroed = error > 0;
+	}
+	error = rlfs_trans_alloc(mp, shrink ? rlfs_bmap_res(ip, UNMAP_PER_TX + 1) : 0,
+				 shrink ? RLFS_TRANS_RESERVE : 0, &tp);
+	if (error)
+		goto out;
+	rlfs_trans_ijoin(tp, ip);
+	rlfs_now(&now);
+	if (valid & RLFS_SET_MODE)
+		ip->mode = (ip->mode & S_IFMT) | ((uint32_t)st->st_mode & 07777);
+	if (valid & RLFS_SET_UID)
+		ip->uid = st->st_uid;
+	if (valid & RLFS_SET_GID)
+		ip->gid = st->st_gid;
+	if ((valid & (RLFS_SET_UID | RLFS_SET_GID)) && !(valid & RLFS_SET_MODE))
+		kill_suid(ip);
+	if (valid & RLFS_SET_ATIME_NOW)
+		ip->atime = now;
+	else if (valid & RLFS_SET_ATIME)
+		ip->atime = st->st_atim;
+	if (valid & RLFS_SET_MTIME_NOW)
+		ip->mtime = now;
+	else if (valid & RLFS_SET_MTIME)
+		ip->mtime = st->st_mtim;
+	if ((valid & RLFS_SET_SIZE) && newsize != ip->size) {
+		if (!(valid & (RLFS_SET_MTIME | RLFS_SET_MTIME_NOW)))
+			ip->mtime = now;
+		uint64_t oldsize = ip->size;
+		ip->size = newsize;
+		rlfs_trans_log_inode(tp, ip);
+		if (newsize < oldsize) {
+			uint64_t fb = rlfs_b_to_fsb(mp, newsize);
+			error = unmap_rolled(&tp, ip, fb, UINT64_MAX - fb);
+			if (error)
+				goto out;
+		}
+	}
+	ip->ctime = (valid & RLFS_SET_CTIME) ? st->st_ctim : now;
+	if (zeroed)
+		mp->data_dirty++;
+	rlfs_trans_log_inode(tp, ip);
+	error = rlfs_trans_commit(tp);
+	tp = NULL;
+	if (!error && out)
+		rlfs_inode_stat(ip, out);
+out:
+	pthread_rwlock_unlock(&ip->iolock);
+	rlfs_irele(ip);
+	return error;
+}
+
+/* ------------------------------------------------------------------ */
+/* read / write                                                         */
+/* ------------------------------------------------------------------ */
+
+ssize_t rlfs_read(struct rlfs_mount *mp, uint64_t ino, void *buf, size_t size, off_t off)
+{
+	struct rlfs_inode *ip;
+	ssize_t ret;
+
+	if (off < 0)
+		return -EINVAL;
+	int error = iget_reg(mp, ino, &ip);
+	if (error)
+		return error;
+	pthread_rwlock_rdlock(&ip->iolock);
+	if ((uint64_t)off >= ip->size || size == 0) {
+		ret = 0;
+	} else {
+		uint64_t n = RLFS_MIN((uint64_t)size, ip->size - (uint64_t)off);
+		if (n > SSIZE_MAX)
+			n = SSIZE_MAX;
+		error = read_mapped(ip, buf, (uint64_t)off, (uint64_t)off + n);
+		ret = error ? error : (ssize_t)n;
+	}
+	pthread_rwlock_unlock(&ip->iolock);
+	rlfs_irele(ip);
+	return ret;
+}
+
+/* After a write of [.., wend): size, times, privileges. */
+static void write_update_inode(struct rlfs_trans *tp, struct rlfs_inode *ip, uint64_t wend)
+{
+	struct timespec now;
+	rlfs_now(&now);
+	if (wend > ip->size)
+		ip->size = wend;
+	ip->mtime = ip->ctime = now;
+	kill_suid(ip);
+	tp->mp->data_dirty++;
+	ip->data_dirty = true;
+	rlfs_trans_log_inode(tp, ip);
+}
+
+ssize_t rlfs_write(struct rlfs_mount *mp, uint64_t ino, const void *buf, size_t size,
+		   off_t off)
+{
+	struct rlfs_inode *ip;
+	struct rlfs_trans *tp;
+	const uint8_t *src = buf;
+	uint64_t pos, end, written_end = 0;
+	bool need_update = false;
+	int error;
+
+	if (off < 0)
+		return -EINVAL;
+	if (mp->flags & RLFS_MOUNT_RDONLY)
+		return -EROFS;
+	error = iget_reg(mp, ino, &ip);
+	if (error)
+		return error;
+	pthread_rwlock_wrlock(&ip->iolock);
+	if (ip->flags & RLFS_DIFLAG_IMMUTABLE) {
+		error = -EPERM;
+		goto out;
+	}
+	if ((ip->flags & RLFS_DIFLAG_APPEND) && (uint64_t)off != ip->size) {
+		error = -EPERM;
+		goto out;
+	}
+	if (size == 0)
+		goto out;
+	if ((uint64_t)off >= mp->maxbytes) {
+		error = -EFBIG;
+		goto out;
+	}
+	if (size > SSIZE_MAX)
+		size = SSIZE_MAX;
+	if ((uint64_t)size > mp->maxbytes - (uint64_t)off)
+		size = (size_t)(mp->maxbytes - (uint64_t)off);
+
+	pos = (uint64_t)off;
+	end = pos + size;
+	while (pos < end) {
+		uint64_t fb0 = pos >> mp->blocklog;
+		uint64_t fb1 = rlfs_b_to_fsb(mp, end);
+		uint64_t hole_blocks, scan_end;
+		uint32_t nholes, nunwritten;
+
+		scan_range(ip, fb0, fb1, HOLES_PER_TX, &hole_blocks, &nholes, &nunwritten,
+			   &scan_end);
+		if (hole_blocks == 0 && nunwritten == 0 && scan_end == fb1) {
+			/* pure overwrite: no metadata lock for the data */
+			error = write_mapped(ip, src + (pos - (uint64_t)off), pos, end);
+			if (error)
+				break;
+			pos = end;
+			written_end = end;
+			need_update = true;
+			break;
+		}
+
+		uint64_t sub_fb1 = scan_end;
+		bool head_new = (pos & bmask(mp)) && block_is_new(ip, fb0);
+		bool tail_new = (end & bmask(mp)) && block_is_new(ip, fb1 - 1);
+		uint32_t budget = ALLOC_BUDGET + nholes;
+		uint64_t res = hole_blocks + rlfs_bmap_res(ip, budget + 2 * nunwritten + 2);
+		if (res > UINT32_MAX) {
+			error = -ENOSPC;
+			break;
+		}
+		error = rlfs_trans_alloc(mp, (uint32_t)res, 0, &tp);
+		if (error)
+			break;
+		rlfs_trans_ijoin(tp, ip);
+		uint64_t stop;
+		error = alloc_holes(tp, ip, fb0, sub_fb1, false, &budget, &stop);
+		if (!error && stop <= fb0)
+			error = -ENOSPC;
+		if (error) {
+			rlfs_trans_cancel(tp);
+			break;
+		}
+		uint64_t wend = stop >= fb1 ? end : RLFS_MIN(end, stop << mp->blocklog);
+		if (head_new) {
+			error = zero_block_range(ip, pos & ~bmask(mp), pos, true);
+			if (error < 0)
+				goto cancel;
+		}
+		if (tail_new && wend == end) {
+			error = zero_block_range(ip, end, (end | bmask(mp)) + 1, true);
+			if (error < 0)
+				goto cancel;
+		}
+		error = write_mapped(ip, src + (pos - (uint64_t)off), pos, wend);
+		if (error)
+			goto cancel;
+		if (nunwritten) {
+			uint64_t cb1 = rlfs_b_to_fsb(mp, wend);
+			error = rlfs_bmap_convert_written(tp, ip, fb0, cb1 - fb0);
+			if (error)
+				goto cancel;
+		}
+		write_update_inode(tp, ip, wend);
+		error = rlfs_trans_commit(tp);
+		if (error)
+			break;
+		pos = wend;
+		written_end = wend;
+		need_update = false;
+		continue;
+cancel:
+		rlfs_trans_cancel(tp);
+		break;
+	}
+	if (need_update) {
+		int e2 = rlfs_trans_alloc(mp, 0, 0, &tp);
+		if (!e2) {
+			rlfs_trans_ijoin(tp, ip);
+			write_update_inode(tp, ip, written_end);
+			e2 = rlfs_trans_commit(tp);
+		}
+		if (e2 && !error)
+			error = e2;
+	}
+out:
+	pthread_rwlock_unlock(&ip->iolock);
+	rlfs_irele(ip);
+	if (written_end > (uint64_t)off)
+		return (ssize_t)(written_end - (uint64_t)off);
+	return error;
+}
+
+/* ------------------------------------------------------------------ */
+/* fsync                                                                */
+/* ------------------------------------------------------------------ */
+
+int rlfs_fsync(struct rlfs_mount *mp, uint64_t ino, int datasync)
+{
+	struct rlfs_trans *tp;
+	struct rlfs_inode *ip = NULL;
+	int error;
+
+	if (mp->flags & RLFS_MOUNT_RDONLY)
+		return 0;
+	/* v1 has no log: making this file's data and metadata durable means
+	 * flushing everything (data first, then metadata), like sync. */
+	if (rlfs_iget(mp, ino, &ip) == 0 && ip)
+		ip->data_dirty = false;
+	error = rlfs_trans_alloc(mp, 0, 0, &tp);
+	if (!error) {
+		error = rlfs_buf_flush_all(mp);
+		rlfs_trans_cancel(tp);
+	}
+	if (ip)
+		rlfs_irele(ip);
+	return error;
+}
+
+/* ------------------------------------------------------------------ */
+/* fallocate                                                            */
+/* ------------------------------------------------------------------ */
+
+/* Allocate unwritten extents for the holes of [fb0, fb1), several
+ * transactions.  Partial progress stays on error (as XFS). */
+static int falloc_range(struct rlfs_inode *ip, uint64_t fb0, uint64_t fb1)
+{
+	struct rlfs_mount *mp = ip->mp;
+	uint64_t pos = fb0;
+	while (pos < fb1) {
+		uint64_t hole_blocks, scan_end, q = RLFS_MIN(fb1, pos + FALLOC_CHUNK_BLOCKS);
+		uint32_t nholes, nunw;
+		scan_range(ip, pos, q, HOLES_PER_TX, &hole_blocks, &nholes, &nunw, &scan_end);
+		if (hole_blocks == 0) {
+			pos = scan_end;
+			continue;
+		}
+		uint32_t budget = ALLOC_BUDGET + nholes;
+		struct rlfs_trans *tp;
+		int error = rlfs_trans_alloc(mp, (uint32_t)(hole_blocks +
+							   rlfs_bmap_res(ip, budget + 2)), 0, &tp);
+		if (error)
+			return error;
+		rlfs_trans_ijoin(tp, ip);
+		uint64_t stop;
+		error = alloc_holes(tp, ip, pos, scan_end, true, &budget, &stop);
+		if (!error && stop <= pos)
+			error = -ENOSPC;
+		if (error) {
+			rlfs_trans_cancel(tp);
+			return error;
+		}
+		rlfs_trans_log_inode(tp, ip);
+		error = rlfs_trans_commit(tp);
+		if (error)
+			return error;
+		pos = stop;
+	}
+	return 0;
+}
+
+/* Punch whole blocks [fb0, fb1) in rolled transactions. */
+static int punch_blocks(struct rlfs_inode *ip, uint64_t fb0, uint64_t fb1)
+{
+	struct rlfs_trans *tp;
+	if (fb0 >= fb1)
+		return 0;
+	int error = rlfs_trans_alloc(ip->mp, rlfs_bmap_res(ip, UNMAP_PER_TX + 1),
+				     RLFS_TRANS_RESERVE, &tp);
+	if (error)
+		return error;
+	rlfs_trans_ijoin(tp, ip);
+	error = unmap_rolled(&tp, ip, fb0, fb1 - fb0);
+	if (error)
+		return error;
+	return rlfs_trans_commit(tp);
+}
+
+/* Zero the partial blocks at the edges of [off, end) on the device. */
+static int zero_edges(struct rlfs_inode *ip, uint64_t off, uint64_t end, bool *wrote)
+{
+	struct rlfs_mount *mp = ip->mp;
+	int r;
+	uint64_t head_end = (off | bmask(mp)) + 1; /* end of off's block */
+	if (off & bmask(mp)) {
+		r = zero_partial(ip, off, RLFS_MIN(end, head_end));
+		if (r < 0)
+			return r;
+		*wrote |= r > 0;
+		if (end <= head_end)
+			return 0;
+	}
+	if (end & bmask(mp)) {
+		uint64_t tstart = end & ~bmask(mp);
+		if (tstart >= off) {
+			r = zero_partial(ip, RLFS_MAX(tstart, off), end);
+			if (r < 0)
+				return r;
+			*wrote |= r > 0;
+		}
+	}
+	return 0;
+}
+
+int rlfs_fallocate(struct rlfs_mount *mp, uint64_t ino, int mode, off_t off, off_t len)
+{
+	struct rlfs_inode *ip;
+	struct rlfs_trans *tp;
+	bool wrote = false;
+	int error;
+
+	if (mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE))
+		return -EOPNOTSUPP;
+	if ((mode & FALLOC_FL_PUNCH_HOLE) &&
+	    ((mode & FALLOC_FL_ZERO_RANGE) || !(mode & FALLOC_FL_KEEP_SIZE)))
+		return -EOPNOTSUPP;
+	if (off < 0 || len <= 0)
+		return -EINVAL;
+	if (mp->flags & RLFS_MOUNT_RDONLY)
+		return -EROFS;
+	error = rlfs_iget(mp, ino, &ip);
+	if (error)
+		return error;
+	if (!S_ISREG(ip->mode)) {
+		error = S_ISDIR(ip->mode) ? -EISDIR : -ENODEV;
+		rlfs_irele(ip);
+		return error;
+	}
+	if ((uint64_t)off > mp->maxbytes || (uint64_t)len > mp->maxbytes - (uint64_t)off) {
+		rlfs_irele(ip);
+		return -EFBIG;
+	}
+	pthread_rwlock_wrlock(&ip->iolock);
+	if ((ip->flags & RLFS_DIFLAG_IMMUTABLE) ||
+	    ((ip->flags & RLFS_DIFLAG_APPEND) && (mode & ~FALLOC_FL_KEEP_SIZE))) {
+		error = -EPERM;
+		goto out;
+	}
+	if (!ip->ext_loaded) {
+		error = -EUCLEAN;
+		goto out;
+	}
+	uint64_t start = (uint64_t)off, end = start + (uint64_t)len;
+	uint64_t fb_in0 = rlfs_b_to_fsb(mp, start);          /* first whole block */
+	uint64_t fb_in1 = end >> mp->blocklog;               /* end of whole blocks */
+
+	if (mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)) {
+		error = zero_edges(ip, start, end, &wrote);
+		if (!error && fb_in0 < fb_in1)
+			error = punch_blocks(ip, fb_in0, fb_in1);
+		if (!error && (mode & FALLOC_FL_ZERO_RANGE) && fb_in0 < fb_in1)
+			error = falloc_range(ip, fb_in0, fb_in1);
+	} else {
+		error = falloc_range(ip, start >> mp->blocklog, rlfs_b_to_fsb(mp, end));
+	}
+	if (error && !wrote)
+		goto out;
+	/* size, times (file_modified), dirty data */
+	int e2 = rlfs_trans_alloc(mp, 0, 0, &tp);
+	if (!e2) {
+		struct timespec now;
+		rlfs_trans_ijoin(tp, ip);
+		rlfs_now(&now);
+		if (!error && !(mode & FALLOC_FL_KEEP_SIZE) && end > ip->size)
+			ip->size = end;
+		ip->mtime = ip->ctime = now;
+		if (mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE))
+			kill_suid(ip);
+		if (wrote)
+			mp->data_dirty++;
+		rlfs_trans_log_inode(tp, ip);
+		e2 = rlfs_trans_commit(tp);
+	}
+	if (!error)
+		error = e2;
+out:
+	pthread_rwlock_unlock(&ip->iolock);
+	rlfs_irele(ip);
+	return error;
+}
+
+/* ------------------------------------------------------------------ */
+/* lseek                                                                */
+/* ------------------------------------------------------------------ */
+
+off_t rlfs_lseek(struct rlfs_mount *mp, uint64_t ino, off_t off, int whence)
+{
+	struct rlfs_inode *ip;
+	off_t ret;
+
+	if (whence != SEEK_DATA && whence != SEEK_HOLE)
+		return -EINVAL;
+	int error = iget_reg(mp, ino, &ip);
+	if (error)
+		return error;
+	pthread_rwlock_rdlock(&ip->iolock);
+	uint64_t size = ip->size;
+	if (off < 0 || (uint64_t)off >= size) {
+		ret = -ENXIO;
+		goto out;
+	}
+	uint64_t fb = (uint64_t)off >> mp->blocklog;
+	struct rlfs_irec got;
+	bool found;
+	rlfs_bmap_lookup(ip, fb, &got, &found);
+	if (whence == SEEK_DATA) {
+		if (found) {
+			ret = off;
+		} else if (got.blockcount && (got.startoff << mp->blocklog) < size) {
+			ret = (off_t)(got.startoff << mp->blocklog);
+		} else {
+			ret = -ENXIO;
+		}
+		goto out;
+	}
+	/* SEEK_HOLE: end of the run of mapped blocks that contains off */
+	uint64_t pos = fb;
+	while (found) {
+		pos = irec_endoff(&got);
+		if ((pos << mp->blocklog) >= size)
+			break;
+		rlfs_bmap_lookup(ip, pos, &got, &found);
+	}
+	uint64_t hole = RLFS_MIN(pos << mp->blocklog, size);
+	ret = (off_t)RLFS_MAX(hole, (uint64_t)off);
+out:
+	pthread_rwlock_unlock(&ip->iolock);
+	rlfs_irele(ip);
+	return ret;
+}

@@ -110,7 +110,22 @@ void rlfs_now(struct timespec *ts);
 /* Unmount: free on disk every cached inode with nlink 0 (unlinked while
  * open; FUSE sends no forgets at unmount).  0 or the first error. */
 int rlfs_icache_reclaim(struct rlfs_mount *mp);
-/* Drop every cached inode (unmount); refcounts must be 0. */
+/*
+ * Default forkoff (bytes of the literal area given to the data fork) for a
+ * new inode: half the literal area, rounded down to 8 bytes; the rest is
+ * for inline xattrs.  With 512-byte inodes: 128 bytes = 5 inline extents
+ * or a 128-byte inline symlink target.
+ */
+uint16_t rlfs_inode_default_forkoff(const struct rlfs_mount *mp);
+/*
+ * The caller (bmap.c) is about to change ip->ext / ip->next: save the list
+ * in the transaction's snapshot (once per transaction) so that a cancel can
+ * restore it.  0 or -ENOMEM.  Caller has joined ip.
+ */
+int rlfs_inode_ext_change(struct rlfs_inode *ip);
+/* Drop every cached inode (unmount); refcounts must be 0.  Unlinked inodes
+ * still cached (open when unlinked) are freed on disk first, so call this
+ * before the final flush. */
 void rlfs_icache_destroy(struct rlfs_mount *mp);
 int rlfs_icache_init(struct rlfs_mount *mp);
 #endif
