@@ -1,0 +1,158 @@
+#!/bin/bash
+# reflinkfs benchmark: the same workload on reflinkfs (FUSE, image file) and
+# on kernel XFS (loop-mounted image of the same size on the same disk), in
+# one run, with a ratio table (reflinkfs rate / XFS rate) in markdown.
+#
+#   bench/bench.sh BUILD
+#
+# Workload (each on both filesystems, fresh image each):
+#   seq write   dd 1 GiB bs=1M conv=fsync
+#   seq read    drop caches (echo 3 > /proc/sys/vm/drop_caches), dd 1 GiB bs=1M
+#   create      20,000 empty files in one directory (+ syncfs), bench/metaops.c
+#   stat warm   lstat of the 20,000 files right after creating them
+#   stat cold   lstat of the 20,000 files after drop caches
+#   unlink      the 20,000 files (+ syncfs)
+#   copy        cp -a /usr/share/doc + sync (MiB/s of the tree)
+# Environment: BENCH_DIR (where the images live, default /var/tmp),
+# SEQ_MB (default 1024), NFILES (default 20000), COPY_SRC (/usr/share/doc),
+# RUNS (repetitions, the best run counts; default 1).
+[ -n "${BASH_VERSION:-}" ] || exec bash "$0" "$@"
+set -eu -o pipefail
+
+BUILD=$(cd "${1:-build}" && pwd)
+RLFS=$BUILD/reflinkfs
+SRCDIR=$(cd "$(dirname "$0")/.." && pwd)
+BENCH_DIR=${BENCH_DIR:-/var/tmp}
+SEQ_MB=${SEQ_MB:-1024}
+NFILES=${NFILES:-20000}
+COPY_SRC=${COPY_SRC:-/usr/share/doc}
+RUNS=${RUNS:-1}
+IMG_SIZE=${IMG_SIZE:-4G}
+
+[ "$(id -u)" = 0 ] || { echo "bench: run as root" >&2; exit 1; }
+[ -x "$RLFS" ] || { echo "bench: no $RLFS (make build)" >&2; exit 1; }
+W=$(mktemp -d "$BENCH_DIR/rlfs-bench.XXXXXX")
+METAOPS=$W/metaops
+cc -O2 -o "$METAOPS" "$SRCDIR/bench/metaops.c"
+
+cleanup() {
+	set +e
+	for m in "$W/rlfs" "$W/xfs"; do
+		if mountpoint -q "$m"; then
+			fusermount3 -u "$m" 2>/dev/null || umount "$m" 2>/dev/null || umount -l "$m"
+		fi
+	done
+	flock -w 30 "$W/rlfs.img" true 2>/dev/null
+	for dev in $(losetup -j "$W/xfs.img" -O NAME -n 2>/dev/null); do losetup -d "$dev"; done
+	rm -rf "$W"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+now() { date +%s.%N; }
+elapsed() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3f", b - a}'; }
+drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
+
+fs_mount() { # fs
+	case $1 in
+	rlfs)
+		rm -f "$W/rlfs.img"
+		"$RLFS" mkfs -s "$IMG_SIZE" "$W/rlfs.img" >/dev/null
+		mkdir -p "$W/rlfs"
+		"$RLFS" mount "$W/rlfs.img" "$W/rlfs" ;;
+	xfs)
+		rm -f "$W/xfs.img"
+		truncate -s "$IMG_SIZE" "$W/xfs.img"
+		mkfs.xfs -q -f -m reflink=1,rmapbt=1 "$W/xfs.img"
+		mkdir -p "$W/xfs"
+		mount -o loop "$W/xfs.img" "$W/xfs" ;;
+	esac
+}
+fs_umount() { # fs
+	case $1 in
+	rlfs) fusermount3 -u "$W/rlfs"; flock -w 60 "$W/rlfs.img" true ;;
+	xfs) umount "$W/xfs" ;;
+	esac
+}
+
+declare -A R   # R[fs.metric] = rate
+best() { # key value: keep the larger rate
+	local k=$1 v=$2
+	if [ -z "${R[$k]:-}" ] || awk -v a="$v" -v b="${R[$k]}" 'BEGIN {exit !(a > b)}'; then
+		R[$k]=$v
+	fi
+}
+
+copy_kb=$(du -sk "$COPY_SRC" | cut -f1)
+copy_files=$(find "$COPY_SRC" | wc -l)
+
+run_fs() { # fs
+	local fs=$1 m=$W/$1 t0 t1 s
+	fs_mount "$fs"
+	# sequential write + read
+	drop_caches
+	t0=$(now)
+	dd if=/dev/zero of="$m/seq" bs=1M count="$SEQ_MB" conv=fsync status=none
+	t1=$(now)
+	s=$(elapsed "$t0" "$t1")
+	best "$fs.seqw" "$(awk -v n="$SEQ_MB" -v s="$s" 'BEGIN {printf "%.1f", n / s}')"
+	drop_caches
+	t0=$(now)
+	dd if="$m/seq" of=/dev/null bs=1M status=none
+	t1=$(now)
+	s=$(elapsed "$t0" "$t1")
+	best "$fs.seqr" "$(awk -v n="$SEQ_MB" -v s="$s" 'BEGIN {printf "%.1f", n / s}')"
+	rm -f "$m/seq"
+	sync
+	# metadata: create / stat / unlink
+	mkdir "$m/meta"
+	best "$fs.create" "$("$METAOPS" create "$m/meta" "$NFILES" | awk '{print $4}')"
+	best "$fs.statw" "$("$METAOPS" stat "$m/meta" "$NFILES" | awk '{print $4}')"
+	drop_caches
+	best "$fs.statc" "$("$METAOPS" stat "$m/meta" "$NFILES" | awk '{print $4}')"
+	best "$fs.unlink" "$("$METAOPS" unlink "$m/meta" "$NFILES" | awk '{print $4}')"
+	rmdir "$m/meta"
+	# copy of a real tree
+	drop_caches
+	t0=$(now)
+	cp -a "$COPY_SRC" "$m/copy"
+	sync
+	t1=$(now)
+	s=$(elapsed "$t0" "$t1")
+	best "$fs.copy" "$(awk -v n="$copy_kb" -v s="$s" 'BEGIN {printf "%.1f", n / 1024 / s}')"
+	fs_umount "$fs"
+}
+
+echo "bench: images in $BENCH_DIR ($(df -P "$BENCH_DIR" | awk 'NR==2 {print $1}')), $IMG_SIZE each;" \
+	"seq ${SEQ_MB} MiB, $NFILES files, copy of $COPY_SRC ($((copy_kb / 1024)) MiB, $copy_files entries)" >&2
+for ((r = 1; r <= RUNS; r++)); do
+	for fs in xfs rlfs; do
+		echo "bench: run $r on $fs" >&2
+		run_fs $fs
+	done
+done
+
+ratio() { awk -v a="${R[rlfs.$1]}" -v b="${R[xfs.$1]}" 'BEGIN {printf "%.2f", b > 0 ? a / b : 0}'; }
+row() { # metric label unit target
+	local r
+	r=$(ratio "$1")
+	local mark=""
+	if [ "$4" != "-" ]; then
+		if awk -v r="$r" -v t="$4" 'BEGIN {exit !(r >= t)}'; then mark=" (met)"; else mark=" (missed)"; fi
+	fi
+	printf '| %s | %s %s | %s %s | %s | %s%s |\n' "$2" "${R[xfs.$1]}" "$3" "${R[rlfs.$1]}" "$3" "$r" "$4" "$mark"
+}
+
+echo
+echo "Machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo) RAM, kernel $(uname -r), images on $(df -P "$BENCH_DIR" | awk 'NR==2 {print $1}') ($BENCH_DIR)"
+echo "reflinkfs build: $BUILD, commit $(cd "$SRCDIR" && git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+echo
+echo "| workload | kernel XFS | reflinkfs | ratio | target |"
+echo "| --- | --- | --- | --- | --- |"
+row seqw "sequential write ${SEQ_MB} MiB (dd bs=1M conv=fsync)" "MiB/s" 0.8
+row seqr "sequential read ${SEQ_MB} MiB (caches dropped)" "MiB/s" 0.8
+row create "create $NFILES files (+syncfs)" "ops/s" 0.4
+row statw "stat $NFILES files (warm)" "ops/s" 0.5
+row statc "stat $NFILES files (cold, caches dropped)" "ops/s" 0.5
+row unlink "unlink $NFILES files (+syncfs)" "ops/s" "-"
+row copy "cp -a $COPY_SRC ($((copy_kb / 1024)) MiB, $copy_files entries) + sync" "MiB/s" "-"
