@@ -1006,6 +1006,12 @@ static const char *mount_errstr(int err)
  * (error printed). */
 static int setup(const struct rlfs_daemon_opts *o, const char *image, struct fuse_args *args)
 {
+	/* Options first: fuse_session_new starts no thread and opens nothing. */
+	g_se = fuse_session_new(args, &rl_ops, sizeof(rl_ops), NULL);
+	if (!g_se) {
+		fprintf(stderr, "%s: invalid mount options\n", o->prog);
+		return 1;
+	}
 	int err = rlfs_mount_open(image, o->mount_flags, &g_mp);
 	if (err) {
 		g_mp = NULL;
@@ -1014,14 +1020,11 @@ static int setup(const struct rlfs_daemon_opts *o, const char *image, struct fus
 		else
 			fprintf(stderr, "%s: cannot open %s: %s\n", o->prog, image,
 				mount_errstr(err));
+		fuse_session_destroy(g_se);
+		g_se = NULL;
 		return 1;
 	}
 	g_root = rlfs_root_ino(g_mp);
-	g_se = fuse_session_new(args, &rl_ops, sizeof(rl_ops), NULL);
-	if (!g_se) {
-		fprintf(stderr, "%s: invalid mount options\n", o->prog);
-		goto fail_close;
-	}
 	if (pipe2(g_sigpipe, O_CLOEXEC) < 0) {
 		fprintf(stderr, "%s: pipe: %s\n", o->prog, strerror(errno));
 		goto fail_session;
@@ -1043,7 +1046,6 @@ static int setup(const struct rlfs_daemon_opts *o, const char *image, struct fus
 fail_session:
 	fuse_session_destroy(g_se);
 	g_se = NULL;
-fail_close:
 	rlfs_mount_close(g_mp);
 	g_mp = NULL;
 	return 1;
