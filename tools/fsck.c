@@ -363,6 +363,13 @@ static struct chunk *find_chunk(struct fsck *f, uint64_t ino)
 	return NULL;
 }
 
+/* qsort that accepts an empty (NULL) array */
+static void xsort(void *base, size_t n, size_t sz, int (*cmp)(const void *, const void *))
+{
+	if (n > 1)
+		qsort(base, n, sz, cmp);
+}
+
 static int cmp_u64(uint64_t a, uint64_t b)
 {
 	return a < b ? -1 : a > b;
@@ -858,7 +865,7 @@ static void compare_free_trees(struct fsck *f, uint32_t agno, struct agwalk *bno
 {
 	size_t i = 0, j = 0;
 
-	qsort(cnt->recs, cnt->nstored, sizeof(*cnt->recs), cmp_alloc_rec_bno);
+	xsort(cnt->recs, cnt->nstored, sizeof(*cnt->recs), cmp_alloc_rec_bno);
 	while (i < bno->nstored || j < cnt->nstored) {
 		uint32_t bs = i < bno->nstored ? rlfs_get32(bno->recs[i].startblock) : UINT32_MAX;
 		uint32_t cs = j < cnt->nstored ? rlfs_get32(cnt->recs[j].startblock) : UINT32_MAX;
@@ -942,7 +949,7 @@ static void check_agfl(struct fsck *f, struct rlfs_trans *tp, uint32_t agno,
 		}
 		seen[nseen++] = agbno;
 	}
-	qsort(seen, nseen, sizeof(*seen), cmp_u32p);
+	xsort(seen, nseen, sizeof(*seen), cmp_u32p);
 	for (uint32_t i = 0; i < nseen; i++) {
 		if (i && seen[i] == seen[i - 1]) {
 			ERR(f, "%s (AGFL): agbno %u listed twice", loc(f, fsbno).s, seen[i]);
@@ -1742,7 +1749,7 @@ static void check_inodes(struct fsck *f)
 		f->oom = true;
 		return;
 	}
-	qsort(f->chunks, f->nchunks, sizeof(*f->chunks), cmp_chunk);
+	xsort(f->chunks, f->nchunks, sizeof(*f->chunks), cmp_chunk);
 	for (size_t c = 0; c < f->nchunks && !f->oom; c++) {
 		const struct chunk *ch = &f->chunks[c];
 
@@ -1901,7 +1908,7 @@ static void check_graph(struct fsck *f)
 		ERR(f, "inode %" PRIu64 " (root directory): parent %" PRIu64 ", expected itself",
 		    root->ino, root->parent);
 	root->found_parent = root->ino;
-	qsort(f->edges, f->nedges, sizeof(*f->edges), cmp_edge_dir);
+	xsort(f->edges, f->nedges, sizeof(*f->edges), cmp_edge_dir);
 	queue = malloc((f->ninodes + 1) * sizeof(*queue));
 	if (!queue) {
 		f->oom = true;
@@ -2008,7 +2015,7 @@ static void check_claims(struct fsck *f)
 	struct claim *top = NULL;
 	uint64_t maxend = 0;
 
-	qsort(f->claims, f->nclaims, sizeof(*f->claims), cmp_claim);
+	xsort(f->claims, f->nclaims, sizeof(*f->claims), cmp_claim);
 	for (size_t i = 0; i < f->nclaims; i++) {
 		struct claim *c = &f->claims[i];
 		uint64_t end = c->start + c->len;
@@ -2178,7 +2185,7 @@ static int run(struct fsck *f)
 	verbose(f, "Phase 3: inodes (%zu chunks)", f->nchunks);
 	if (!f->oom)
 		check_inodes(f);
-	qsort(f->inodes, f->ninodes, sizeof(*f->inodes), cmp_ientry);
+	xsort(f->inodes, f->ninodes, sizeof(*f->inodes), cmp_ientry);
 	verbose(f, "Phase 4: directory tree (%zu inodes, %zu entries)", f->ninodes, f->nedges);
 	if (!f->oom)
 		check_graph(f);
