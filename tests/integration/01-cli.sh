@@ -5,7 +5,7 @@
 . "$(dirname "$0")/../lib.sh"
 common_setup
 
-for cmd in "" mkfs mount fsck; do
+for cmd in "" mkfs mount umount fsck; do
 	out=$(run_to 30 "$RLFS" $cmd --help 2>&1) || die "'reflinkfs $cmd --help' exited non-zero"
 	echo "$out" | grep -qi usage || die "'reflinkfs $cmd --help' prints no usage line"
 done
@@ -82,7 +82,14 @@ bs=$(stat -f -c %S "$mnt"); blocks=$(stat -f -c %b "$mnt"); bfree=$(stat -f -c %
 	die "statfs nonsense: bsize $bs blocks $blocks free $bfree"
 rlfs_umount "$mnt"
 
-# mount with -o options (ro) if supported: writes fail with EROFS
+# `reflinkfs umount DIR` works too
+rlfs_mount "$img" "$mnt"
+run_to 60 "$RLFS" umount "$mnt" || die "reflinkfs umount failed"
+mountpoint -q "$mnt" && die "still mounted after reflinkfs umount"
+run_to 60 flock -w 50 "$img" true || die "image still locked after reflinkfs umount"
+rlfs_fsck "$img"
+
+# mount -o ro: writes fail with EROFS
 rlfs_mount "$img" "$mnt" -o ro
 rc=0; echo x 2>/dev/null >"$mnt/g" || rc=$?
 [ $rc != 0 ] || die "write succeeded on a read-only mount"
