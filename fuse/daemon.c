@@ -736,16 +736,34 @@ static void rl_statfs(fuse_req_t req, fuse_ino_t ino)
 	fuse_reply_statfs(req, &st);
 }
 
+/* POSIX ACLs are not supported (no FUSE_CAP_POSIX_ACL): the kernel would
+ * store system.posix_acl_* as plain xattrs without applying them to the
+ * mode or to permission checks, so refuse them like a filesystem mounted
+ * without ACL support (cp -a and tar then fall back to chmod). */
+static int is_posix_acl(const char *name)
+{
+	return strcmp(name, "system.posix_acl_access") == 0 ||
+	       strcmp(name, "system.posix_acl_default") == 0;
+}
+
 static void rl_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
 			size_t size, int flags)
 {
 	GET_MP(req, mp);
+	if (is_posix_acl(name)) {
+		fuse_reply_err(req, EOPNOTSUPP);
+		return;
+	}
 	reply_status(req, rlfs_setxattr(mp, n2i(ino), name, value, size, flags));
 }
 
 static void rl_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 {
 	GET_MP(req, mp);
+	if (is_posix_acl(name)) {
+		fuse_reply_err(req, EOPNOTSUPP);
+		return;
+	}
 	if (size == 0) {
 		int n = rlfs_getxattr(mp, n2i(ino), name, NULL, 0);
 		if (n < 0)
