@@ -1,1 +1,902 @@
-/* placeholder: being written */
+/*
+ * test_dir.c: directories, name operations, symlinks and xattrs through the
+ * public API (include/reflinkfs/fs.h), in-process on a fresh image.
+ *
+ * Covers: 20,000 entries in one directory (remount, lookups, readdir sees
+ * each once), readdir cookie stability while the directory changes, forced
+ * hash collisions (rlfs_namehash_mask), the rename matrix, hard links and
+ * link counts, unlink of a file still looked up, inline and remote
+ * symlinks, inline/btree xattrs and 64 KiB values, and that deleting
+ * everything gives back every block and inode (statfs before/after).
+ */
+#include "testutil.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
+
+#include "reflinkfs/fs.h"
+#include "dir.h"
+
+#ifndef RENAME_NOREPLACE
+#define RENAME_NOREPLACE (1 << 0)
+#endif
+#ifndef RENAME_EXCHANGE
+#define RENAME_EXCHANGE (1 << 1)
+#endif
+
+#define MiB (1024ull * 1024)
+
+/* ---- helpers ---- */
+
+static uint64_t root(struct tu_fs *fs)
+{
+	return rlfs_root_ino(fs->mp);
+}
+
+/* lookup + forget: the attributes of dir/name, or a negative errno */
+static int st_of(struct tu_fs *fs, uint64_t dir, const char *name, struct stat *st)
+{
+	struct stat tmp;
+	int error = rlfs_lookup(fs->mp, dir, name, st ? st : &tmp);
+	if (!error)
+		rlfs_forget(fs->mp, (st ? st : &tmp)->st_ino, 1);
+	return error;
+}
+
+static uint64_t mkfile(struct tu_fs *fs, uint64_t dir, const char *name)
+{
+	struct stat st;
+	assert_int_equal(rlfs_mknod(fs->mp, dir, name, S_IFREG | 0644, 0, 0, 0, &st), 0);
+	rlfs_forget(fs->mp, st.st_ino, 1);
+	return st.st_ino;
+}
+
+static uint64_t mkdir_(struct tu_fs *fs, uint64_t dir, const char *name)
+{
+	struct stat st;
+	assert_int_equal(rlfs_mkdir(fs->mp, dir, name, 0755, 0, 0, &st), 0);
+	rlfs_forget(fs->mp, st.st_ino, 1);
+	return st.st_ino;
+}
+
+static nlink_t nlink_of(struct tu_fs *fs, uint64_t dir, const char *name)
+{
+	struct stat st;
+	assert_int_equal(st_of(fs, dir, name, &st), 0);
+	return st.st_nlink;
+}
+
+struct space {
+	fsblkcnt_t bfree;
+	fsfilcnt_t ffree, files;
+};
+
+static struct space space_of(struct tu_fs *fs)
+{
+	struct statvfs sv;
+	assert_int_equal(rlfs_statfs(fs->mp, &sv), 0);
+	struct space s = { sv.f_bfree, sv.f_ffree, sv.f_files };
+	return s;
+}
+
+static void assert_space_equal(struct space a, struct space b)
+{
+	if (a.bfree != b.bfree || a.ffree != b.ffree || a.files != b.files)
+		fprintf(stderr, "space: bfree %llu vs %llu, ffree %llu vs %llu, files %llu vs %llu\n",
+			(unsigned long long)a.bfree, (unsigned long long)b.bfree,
+			(unsigned long long)a.ffree, (unsigned long long)b.ffree,
+			(unsigned long long)a.files, (unsigned long long)b.files);
+	assert_true(a.bfree == b.bfree);
+	assert_true(a.files - a.ffree == b.files - b.ffree);
+}
+
+/* readdir collector */
+struct entry {
+	char name[RLFS_NAME_MAX + 1];
+	uint64_t ino;
+	mode_t type;
+};
+
+struct collect {
+	struct entry *ents;
+	size_t n, cap;
+	size_t limit;               /* stop after this many per call (0 = none) */
+	size_t this_call;
+	uint64_t next;              /* cookie to resume */
+	bool skip_dots;
+};
+
+static int collect_fn(void *priv, const char *name, const struct stat *st, uint64_t next)
+{
+	struct collect *c = priv;
+	if (c->limit && c->this_call >= c->limit)
+		return 1;
+	c->this_call++;
+	c->next = next;
+	if (c->skip_dots && (!strcmp(name, ".") || !strcmp(name, "..")))
+		return 0;
+	if (c->n == c->cap) {
+		c->cap = c->cap ? c->cap * 2 : 256;
+		c->ents = realloc(c->ents, c->cap * sizeof(*c->ents));
+		assert_non_null(c->ents);
+	}
+	snprintf(c->ents[c->n].name, sizeof(c->ents[c->n].name), "%s", name);
+	c->ents[c->n].ino = st->st_ino;
+	c->ents[c->n].type = st->st_mode & S_IFMT;
+	c->n++;
+	return 0;
+}
+
+/* Whole directory in one go (several calls if the collector limits). */
+static void readdir_all(struct tu_fs *fs, uint64_t dir, struct collect *c)
+{
+	uint64_t cookie = 0;
+	for (;;) {
+		c->this_call = 0;
+		c->next = cookie;
+		assert_int_equal(rlfs_readdir(fs->mp, dir, cookie, 0, collect_fn, c), 0);
+		if (c->this_call == 0)
+			break;
+		cookie = c->next;
+	}
+}
+
+static int cmp_entry(const void *a, const void *b)
+{
+	return strcmp(((const struct entry *)a)->name, ((const struct entry *)b)->name);
+}
+
+/* ---- tests ---- */
+
+static void test_basic_errors(void **state)
+{
+	struct tu_fs fs;
+	struct stat st;
+	char longname[300];
+	tu_mkfs_mount(&fs, 64 * MiB, 0, 0);
+	uint64_t r = root(&fs);
+
+	memset(longname, 'a', 256);
+	longname[256] = 0;
+	assert_int_equal(rlfs_mknod(fs.mp, r, longname, S_IFREG | 0644, 0, 0, 0, &st),
+			 -ENAMETOOLONG);
+	assert_int_equal(rlfs_lookup(fs.mp, r, longname, &st), -ENAMETOOLONG);
+	longname[255] = 0;
+	uint64_t ino = mkfile(&fs, r, longname);
+	assert_int_equal(st_of(&fs, r, longname, &st), 0);
+	assert_int_equal(st.st_ino, ino);
+
+	assert_int_equal(rlfs_lookup(fs.mp, r, "nope", &st), -ENOENT);
+	mkfile(&fs, r, "f");
+	assert_int_equal(rlfs_mknod(fs.mp, r, "f", S_IFREG | 0644, 0, 0, 0, &st), -EEXIST);
+	assert_int_equal(rlfs_mkdir(fs.mp, r, "f", 0755, 0, 0, &st), -EEXIST);
+	uint64_t fino = mkfile(&fs, r, "g");
+	assert_int_equal(rlfs_lookup(fs.mp, fino, "x", &st), -ENOTDIR);
+	assert_int_equal(rlfs_mknod(fs.mp, fino, "x", S_IFREG | 0644, 0, 0, 0, &st), -ENOTDIR);
+	uint64_t d = mkdir_(&fs, r, "d");
+	assert_int_equal(rlfs_unlink(fs.mp, r, "d"), -EISDIR);
+	assert_int_equal(rlfs_rmdir(fs.mp, r, "f"), -ENOTDIR);
+	assert_int_equal(rlfs_unlink(fs.mp, r, "nope"), -ENOENT);
+	assert_int_equal(rlfs_rmdir(fs.mp, r, "nope"), -ENOENT);
+	mkfile(&fs, d, "inner");
+	assert_int_equal(rlfs_rmdir(fs.mp, r, "d"), -ENOTEMPTY);
+	assert_int_equal(rlfs_readlink(fs.mp, fino, (char[8]){0}, 8), -EINVAL);
+
+	/* "." and ".." */
+	assert_int_equal(rlfs_lookup(fs.mp, d, "..", &st), 0);
+	rlfs_forget(fs.mp, st.st_ino, 1);
+	assert_int_equal(st.st_ino, r);
+	assert_int_equal(rlfs_lookup(fs.mp, d, ".", &st), 0);
+	rlfs_forget(fs.mp, st.st_ino, 1);
+	assert_int_equal(st.st_ino, d);
+
+	/* special files */
+	assert_int_equal(rlfs_mknod(fs.mp, r, "fifo", S_IFIFO | 0600, 0, 0, 0, &st), 0);
+	rlfs_forget(fs.mp, st.st_ino, 1);
+	assert_true(S_ISFIFO(st.st_mode));
+	assert_int_equal(rlfs_mknod(fs.mp, r, "chr", S_IFCHR | 0600, makedev(1, 3), 0, 0, &st), 0);
+	rlfs_forget(fs.mp, st.st_ino, 1);
+	assert_true(S_ISCHR(st.st_mode));
+	assert_int_equal(st.st_rdev, makedev(1, 3));
+	assert_int_equal(rlfs_mknod(fs.mp, r, "sock", S_IFSOCK | 0600, 0, 0, 0, &st), 0);
+	rlfs_forget(fs.mp, st.st_ino, 1);
+
+	/* readdir types */
+	struct collect c = { .skip_dots = false };
+	readdir_all(&fs, r, &c);
+	qsort(c.ents, c.n, sizeof(*c.ents), cmp_entry);
+	size_t nf = 0;
+	for (size_t i = 0; i < c.n; i++) {
+		if (!strcmp(c.ents[i].name, "chr")) {
+			assert_int_equal(c.ents[i].type, S_IFCHR);
+			nf++;
+		}
+		if (!strcmp(c.ents[i].name, "d")) {
+			assert_int_equal(c.ents[i].type, S_IFDIR);
+			assert_int_equal(c.ents[i].ino, d);
+			nf++;
+		}
+		if (!strcmp(c.ents[i].name, "..") || !strcmp(c.ents[i].name, "."))
+			nf++;
+	}
+	assert_int_equal(nf, 4);
+	assert_int_equal(c.n, 9); /* . .. long f g d fifo chr sock */
+	free(c.ents);
+
+	tu_remount(&fs);
+	assert_int_equal(st_of(&fs, r, "fifo", &st), 0);
+	assert_true(S_ISFIFO(st.st_mode));
+	assert_int_equal(st_of(&fs, d, "inner", &st), 0);
+	tu_unmount(&fs);
+}
+
+static void test_many_entries(void **state)
+{
+	struct tu_fs fs;
+	const unsigned N = 20000;
+	char name[64];
+	tu_mkfs_mount(&fs, 512 * MiB, 0, 0);
+	uint64_t r = root(&fs);
+	struct space before = space_of(&fs);
+	uint64_t d = mkdir_(&fs, r, "big");
+	uint64_t *inos = calloc(N, sizeof(*inos));
+	assert_non_null(inos);
+
+	for (unsigned i = 0; i < N; i++) {
+		snprintf(name, sizeof(name), "file-%05u-%s", i, (i & 1) ? "odd" : "even-longer-name");
+		inos[i] = mkfile(&fs, d, name);
+	}
+	tu_remount(&fs);
+	for (unsigned i = 0; i < N; i++) {
+		struct stat st;
+		snprintf(name, sizeof(name), "file-%05u-%s", i, (i & 1) ? "odd" : "even-longer-name");
+		assert_int_equal(st_of(&fs, d, name, &st), 0);
+		assert_int_equal(st.st_ino, inos[i]);
+	}
+	/* readdir: every entry exactly once, in small batches */
+	struct collect c = { .limit = 97, .skip_dots = true };
+	readdir_all(&fs, d, &c);
+	assert_int_equal(c.n, N);
+	unsigned char *seen = calloc(N, 1);
+	for (size_t i = 0; i < c.n; i++) {
+		unsigned k;
+		assert_int_equal(sscanf(c.ents[i].name, "file-%05u-", &k), 1);
+		assert_true(k < N);
+		assert_int_equal(seen[k], 0);
+		seen[k] = 1;
+		assert_int_equal(c.ents[i].ino, inos[k]);
+	}
+	free(seen);
+	free(c.ents);
+
+	/* directory link counts: 2 + subdirs */
+	assert_int_equal(nlink_of(&fs, r, "big"), 2);
+
+	/* delete half, remount, check, delete the rest */
+	for (unsigned i = 0; i < N; i += 2) {
+		snprintf(name, sizeof(name), "file-%05u-%s", i, (i & 1) ? "odd" : "even-longer-name");
+		assert_int_equal(rlfs_unlink(fs.mp, d, name), 0);
+	}
+	tu_remount(&fs);
+	for (unsigned i = 0; i < N; i++) {
+		snprintf(name, sizeof(name), "file-%05u-%s", i, (i & 1) ? "odd" : "even-longer-name");
+		assert_int_equal(st_of(&fs, d, name, NULL), (i & 1) ? 0 : -ENOENT);
+	}
+	assert_int_equal(rlfs_rmdir(fs.mp, r, "big"), -ENOTEMPTY);
+	for (unsigned i = 1; i < N; i += 2) {
+		snprintf(name, sizeof(name), "file-%05u-%s", i, (i & 1) ? "odd" : "even-longer-name");
+		assert_int_equal(rlfs_unlink(fs.mp, d, name), 0);
+	}
+	assert_int_equal(rlfs_rmdir(fs.mp, r, "big"), 0);
+	assert_space_equal(space_of(&fs), before);
+	tu_remount(&fs);
+	assert_space_equal(space_of(&fs), before);
+	free(inos);
+	tu_unmount(&fs);
+}
+
+/* Readdir in small batches while entries come and go between the calls. */
+static void test_cookie_stability(void **state)
+{
+	struct tu_fs fs;
+	char name[64];
+	const unsigned N = 3000;
+	tu_mkfs_mount(&fs, 128 * MiB, 0, 0);
+	uint64_t d = mkdir_(&fs, root(&fs), "d");
+	unsigned char *state_ = calloc(2 * N + 10000, 1); /* 1 = present, 2 = removed */
+	unsigned next_new = N;
+	for (unsigned i = 0; i < N; i++) {
+		snprintf(name, sizeof(name), "e%u", i);
+		mkfile(&fs, d, name);
+		state_[i] = 1;
+	}
+	unsigned *count = calloc(2 * N + 10000, sizeof(unsigned));
+	struct collect c = { .limit = 37, .skip_dots = true };
+	uint64_t cookie = 0;
+	unsigned round = 0;
+	for (;;) {
+		c.this_call = 0;
+		c.next = cookie;
+		size_t before = c.n;
+		assert_int_equal(rlfs_readdir(fs.mp, d, cookie, 0, collect_fn, &c), 0);
+		if (c.this_call == 0)
+			break;
+		cookie = c.next;
+		for (size_t i = before; i < c.n; i++) {
+			unsigned k;
+			assert_int_equal(sscanf(c.ents[i].name, "e%u", &k), 1);
+			count[k]++;
+		}
+		c.n = before + (c.n - before); /* keep */
+		/* change the directory: remove some old ones, add new ones */
+		for (unsigned j = 0; j < 7; j++) {
+			unsigned k = (unsigned)(tu_rand() % N);
+			if (state_[k] == 1) {
+				snprintf(name, sizeof(name), "e%u", k);
+				assert_int_equal(rlfs_unlink(fs.mp, d, name), 0);
+				state_[k] = 2;
+			}
+			snprintf(name, sizeof(name), "e%u", next_new);
+			mkfile(&fs, d, name);
+			state_[next_new++] = 1;
+		}
+		round++;
+		assert_true(round < 100000);
+	}
+	for (unsigned k = 0; k < next_new; k++) {
+		assert_true(count[k] <= 1);             /* never twice */
+		if (k < N && state_[k] == 1)
+			assert_int_equal(count[k], 1);  /* present throughout: seen */
+	}
+	free(c.ents);
+	free(count);
+	free(state_);
+	tu_unmount(&fs);
+}
+
+/* Few hash values: long collision chains across many leaves, seq reuse. */
+static void test_hash_collisions(void **state)
+{
+	struct tu_fs fs;
+	char name[64];
+	const unsigned N = 400;
+	uint32_t saved = rlfs_namehash_mask;
+	tu_mkfs_mount(&fs, 64 * MiB, 1024, 0);
+	struct space before = space_of(&fs);
+	rlfs_namehash_mask = 0x3; /* hashes 1..3 only */
+	uint64_t d = mkdir_(&fs, root(&fs), "c");
+	uint64_t *inos = calloc(2 * N, sizeof(*inos));
+	for (unsigned i = 0; i < N; i++) {
+		snprintf(name, sizeof(name), "n%u", i);
+		inos[i] = mkfile(&fs, d, name);
+	}
+	for (unsigned i = 0; i < N; i++) {
+		struct stat st;
+		snprintf(name, sizeof(name), "n%u", i);
+		assert_int_equal(st_of(&fs, d, name, &st), 0);
+		assert_int_equal(st.st_ino, inos[i]);
+	}
+	/* punch holes into the seq ranges, then refill them */
+	for (unsigned i = 0; i < N; i += 3) {
+		snprintf(name, sizeof(name), "n%u", i);
+		assert_int_equal(rlfs_unlink(fs.mp, d, name), 0);
+	}
+	for (unsigned i = N; i < N + N / 3; i++) {
+		snprintf(name, sizeof(name), "n%u", i);
+		inos[i] = mkfile(&fs, d, name);
+	}
+	tu_remount(&fs);
+	for (unsigned i = 0; i < N + N / 3; i++) {
+		struct stat st;
+		snprintf(name, sizeof(name), "n%u", i);
+		int want = (i < N && i % 3 == 0) ? -ENOENT : 0;
+		assert_int_equal(st_of(&fs, d, name, &st), want);
+		if (!want)
+			assert_int_equal(st.st_ino, inos[i]);
+		/* duplicate adds are refused even deep in a chain */
+		if (!want)
+			assert_int_equal(rlfs_mknod(fs.mp, d, name, S_IFREG | 0644, 0, 0, 0, &st),
+					 -EEXIST);
+	}
+	struct collect c = { .limit = 11, .skip_dots = true };
+	readdir_all(&fs, d, &c);
+	unsigned expect = N - (N + 2) / 3 + N / 3;
+	assert_int_equal(c.n, expect);
+	qsort(c.ents, c.n, sizeof(*c.ents), cmp_entry);
+	for (size_t i = 1; i < c.n; i++)
+		assert_true(strcmp(c.ents[i - 1].name, c.ents[i].name) != 0);
+	free(c.ents);
+
+	/* xattr names collide too */
+	uint64_t f = inos[1];
+	for (unsigned i = 0; i < 60; i++) {
+		char v[16];
+		snprintf(name, sizeof(name), "user.a%u", i);
+		snprintf(v, sizeof(v), "v%u", i);
+		assert_int_equal(rlfs_setxattr(fs.mp, f, name, v, strlen(v), XATTR_CREATE), 0);
+	}
+	for (unsigned i = 0; i < 60; i += 2) {
+		snprintf(name, sizeof(name), "user.a%u", i);
+		assert_int_equal(rlfs_removexattr(fs.mp, f, name), 0);
+	}
+	for (unsigned i = 0; i < 60; i++) {
+		char v[16], buf[16];
+		snprintf(name, sizeof(name), "user.a%u", i);
+		snprintf(v, sizeof(v), "v%u", i);
+		int n = rlfs_getxattr(fs.mp, f, name, buf, sizeof(buf));
+		if (i % 2 == 0) {
+			assert_int_equal(n, -ENODATA);
+		} else {
+			assert_int_equal(n, (int)strlen(v));
+			assert_memory_equal(buf, v, n);
+		}
+	}
+
+	for (unsigned i = 0; i < N + N / 3; i++) {
+		snprintf(name, sizeof(name), "n%u", i);
+		int want = (i < N && i % 3 == 0) ? -ENOENT : 0;
+		assert_int_equal(rlfs_unlink(fs.mp, d, name), want);
+	}
+	assert_int_equal(rlfs_rmdir(fs.mp, root(&fs), "c"), 0);
+	assert_space_equal(space_of(&fs), before);
+	free(inos);
+	tu_unmount(&fs);
+	rlfs_namehash_mask = saved;
+}
+
+static void test_rename(void **state)
+{
+	struct tu_fs fs;
+	struct stat st;
+	tu_mkfs_mount(&fs, 64 * MiB, 0, 0);
+	uint64_t r = root(&fs);
+	struct space before = space_of(&fs);
+	uint64_t a = mkdir_(&fs, r, "a");
+	uint64_t b = mkdir_(&fs, r, "b");
+	uint64_t f1 = mkfile(&fs, a, "f1");
+	uint64_t f2 = mkfile(&fs, b, "f2");
+	assert_int_equal(nlink_of(&fs, r, "."), 4);
+
+	/* plain file rename within and across dirs */
+	assert_int_equal(rlfs_rename(fs.mp, a, "f1", a, "g1", 0), 0);
+	assert_int_equal(st_of(&fs, a, "f1", NULL), -ENOENT);
+	assert_int_equal(st_of(&fs, a, "g1", &st), 0);
+	assert_int_equal(st.st_ino, f1);
+	assert_int_equal(rlfs_rename(fs.mp, a, "g1", b, "g1", 0), 0);
+	assert_int_equal(st_of(&fs, b, "g1", &st), 0);
+	assert_int_equal(st.st_ino, f1);
+	assert_int_equal(rlfs_rename(fs.mp, a, "nope", b, "x", 0), -ENOENT);
+
+	/* over an existing file: the old target loses its link and goes */
+	struct space mid = space_of(&fs);
+	assert_int_equal(rlfs_rename(fs.mp, b, "g1", b, "f2", 0), 0);
+	assert_int_equal(st_of(&fs, b, "f2", &st), 0);
+	assert_int_equal(st.st_ino, f1);
+	assert_int_equal(st_of(&fs, b, "g1", NULL), -ENOENT);
+	(void)f2;
+	assert_true(space_of(&fs).ffree >= mid.ffree);
+
+	/* NOREPLACE */
+	mkfile(&fs, b, "h");
+	assert_int_equal(rlfs_rename(fs.mp, b, "h", b, "f2", RENAME_NOREPLACE), -EEXIST);
+	assert_int_equal(rlfs_rename(fs.mp, b, "h", b, "h2", RENAME_NOREPLACE), 0);
+	assert_int_equal(rlfs_rename(fs.mp, b, "h2", b, "f2", RENAME_NOREPLACE | RENAME_EXCHANGE),
+			 -EINVAL);
+
+	/* EXCHANGE file <-> dir across dirs */
+	uint64_t sub = mkdir_(&fs, a, "sub");
+	uint64_t h2;
+	assert_int_equal(st_of(&fs, b, "h2", &st), 0);
+	h2 = st.st_ino;
+	assert_int_equal(nlink_of(&fs, r, "a"), 3);
+	assert_int_equal(nlink_of(&fs, r, "b"), 2);
+	assert_int_equal(rlfs_rename(fs.mp, a, "sub", b, "h2", RENAME_EXCHANGE), 0);
+	assert_int_equal(st_of(&fs, a, "sub", &st), 0);
+	assert_int_equal(st.st_ino, h2);
+	assert_true(S_ISREG(st.st_mode));
+	assert_int_equal(st_of(&fs, b, "h2", &st), 0);
+	assert_int_equal(st.st_ino, sub);
+	assert_int_equal(nlink_of(&fs, r, "a"), 2);
+	assert_int_equal(nlink_of(&fs, r, "b"), 3);
+	assert_int_equal(st_of(&fs, sub, "..", &st), 0);
+	assert_int_equal(st.st_ino, b);
+	assert_int_equal(rlfs_rename(fs.mp, a, "sub", b, "nothere", RENAME_EXCHANGE), -ENOENT);
+
+	/* dir into its own subtree */
+	uint64_t deep = mkdir_(&fs, sub, "deep");
+	assert_int_equal(rlfs_rename(fs.mp, b, "h2", deep, "x", 0), -EINVAL);
+	assert_int_equal(rlfs_rename(fs.mp, r, "b", sub, "x", 0), -EINVAL);
+	assert_int_equal(rlfs_rename(fs.mp, r, "b", b, "x", 0), -EINVAL);
+	/* target is an ancestor of the source: not empty */
+	assert_int_equal(rlfs_rename(fs.mp, sub, "deep", r, "b", 0), -ENOTEMPTY);
+	/* exchange with an ancestor */
+	assert_int_equal(rlfs_rename(fs.mp, sub, "deep", r, "b", RENAME_EXCHANGE), -EINVAL);
+
+	/* type mismatches and non-empty targets */
+	mkfile(&fs, r, "file");
+	assert_int_equal(rlfs_rename(fs.mp, r, "a", r, "file", 0), -ENOTDIR);
+	assert_int_equal(rlfs_rename(fs.mp, r, "file", r, "a", 0), -EISDIR);
+	assert_int_equal(rlfs_rename(fs.mp, r, "a", r, "b", 0), -ENOTEMPTY);
+
+	/* dir over an empty dir, across parents */
+	uint64_t e = mkdir_(&fs, a, "empty");
+	uint64_t m = mkdir_(&fs, r, "mover");
+	mkfile(&fs, m, "inside");
+	assert_int_equal(nlink_of(&fs, r, "."), 5); /* a b mover + 2 */
+	assert_int_equal(nlink_of(&fs, r, "a"), 3);  /* empty */
+	assert_int_equal(rlfs_rename(fs.mp, r, "mover", a, "empty", 0), 0);
+	assert_int_equal(st_of(&fs, a, "empty", &st), 0);
+	assert_int_equal(st.st_ino, m);
+	assert_int_equal(nlink_of(&fs, r, "."), 4);
+	assert_int_equal(nlink_of(&fs, r, "a"), 3);
+	assert_int_equal(st_of(&fs, m, "..", &st), 0);
+	assert_int_equal(st.st_ino, a);
+	(void)e;
+
+	/* same inode: rename onto another hard link does nothing */
+	assert_int_equal(rlfs_link(fs.mp, f1, r, "f1link", &st), 0);
+	rlfs_forget(fs.mp, st.st_ino, 1);
+	assert_int_equal(rlfs_rename(fs.mp, r, "f1link", b, "f2", 0), 0);
+	assert_int_equal(st_of(&fs, r, "f1link", NULL), 0);
+	assert_int_equal(nlink_of(&fs, b, "f2"), 2);
+
+	/* persists */
+	tu_remount(&fs);
+	assert_int_equal(st_of(&fs, b, "h2", &st), 0);
+	assert_int_equal(st.st_ino, sub);
+	assert_int_equal(st_of(&fs, a, "empty", &st), 0);
+	assert_int_equal(st_of(&fs, m, "inside", NULL), 0);
+
+	/* clean everything up */
+	assert_int_equal(rlfs_unlink(fs.mp, m, "inside"), 0);
+	assert_int_equal(rlfs_rmdir(fs.mp, a, "empty"), 0);
+	assert_int_equal(rlfs_unlink(fs.mp, a, "sub"), 0);
+	assert_int_equal(rlfs_rmdir(fs.mp, sub, "deep"), 0);
+	assert_int_equal(rlfs_rmdir(fs.mp, b, "h2"), 0);
+	assert_int_equal(rlfs_unlink(fs.mp, b, "f2"), 0);
+	assert_int_equal(rlfs_unlink(fs.mp, b, "h"), -ENOENT);
+	assert_int_equal(rlfs_unlink(fs.mp, r, "f1link"), 0);
+	assert_int_equal(rlfs_unlink(fs.mp, r, "file"), 0);
+	assert_int_equal(rlfs_rmdir(fs.mp, r, "a"), 0);
+	assert_int_equal(rlfs_rmdir(fs.mp, r, "b"), 0);
+	assert_int_equal(nlink_of(&fs, r, "."), 2);
+	assert_space_equal(space_of(&fs), before);
+	tu_unmount(&fs);
+}
+
+static void test_links(void **state)
+{
+	struct tu_fs fs;
+	struct stat st;
+	tu_mkfs_mount(&fs, 64 * MiB, 0, 0);
+	uint64_t r = root(&fs);
+	struct space before = space_of(&fs);
+	uint64_t d = mkdir_(&fs, r, "d");
+	uint64_t f = mkfile(&fs, r, "f");
+	assert_int_equal(rlfs_link(fs.mp, f, d, "l1", &st), 0);
+	rlfs_forget(fs.mp, f, 1);
+	assert_int_equal(st.st_nlink, 2);
+	assert_int_equal(rlfs_link(fs.mp, f, d, "l2", &st), 0);
+	rlfs_forget(fs.mp, f, 1);
+	assert_int_equal(st.st_nlink, 3);
+	assert_int_equal(rlfs_link(fs.mp, f, d, "l2", &st), -EEXIST);
+	assert_int_equal(rlfs_link(fs.mp, d, r, "dirlink", &st), -EPERM);
+	assert_int_equal(rlfs_link(fs.mp, f, f, "x", &st), -ENOTDIR);
+	tu_remount(&fs);
+	assert_int_equal(nlink_of(&fs, d, "l1"), 3);
+	assert_int_equal(rlfs_unlink(fs.mp, r, "f"), 0);
+	assert_int_equal(nlink_of(&fs, d, "l2"), 2);
+	assert_int_equal(rlfs_unlink(fs.mp, d, "l2"), 0);
+	assert_int_equal(nlink_of(&fs, d, "l1"), 1);
+	assert_int_equal(rlfs_unlink(fs.mp, d, "l1"), 0);
+	assert_int_equal(rlfs_rmdir(fs.mp, r, "d"), 0);
+	assert_space_equal(space_of(&fs), before);
+
+	/* a file unlinked while looked up stays until forget */
+	struct space before2 = space_of(&fs);
+	assert_int_equal(rlfs_mknod(fs.mp, r, "open", S_IFREG | 0644, 0, 0, 0, &st), 0);
+	uint64_t ino = st.st_ino;
+	static char big[65536];
+	memset(big, 'x', sizeof(big));
+	assert_int_equal(rlfs_setxattr(fs.mp, ino, "user.big", big, sizeof(big), 0), 0);
+	struct space used = space_of(&fs);
+	assert_true(used.bfree < before2.bfree);
+	assert_int_equal(rlfs_unlink(fs.mp, r, "open"), 0);
+	assert_int_equal(rlfs_lookup(fs.mp, r, "open", &st), -ENOENT);
+	/* still there: the kernel holds a lookup */
+	assert_int_equal(rlfs_getxattr(fs.mp, ino, "user.big", NULL, 0), 65536);
+	assert_int_equal(rlfs_link(fs.mp, ino, r, "relink", &st), -ENOENT);
+	assert_true(space_of(&fs).bfree + 17 <= before2.bfree); /* value blocks kept */
+	rlfs_forget(fs.mp, ino, 1);
+	assert_space_equal(space_of(&fs), before2);
+	tu_unmount(&fs);
+}
+
+static void test_symlinks(void **state)
+{
+	struct tu_fs fs;
+	struct stat st;
+	char buf[8192];
+	char target[4200];
+	tu_mkfs_mount(&fs, 64 * MiB, 0, 0);
+	uint64_t r = root(&fs);
+	struct space before = space_of(&fs);
+
+	assert_int_equal(rlfs_symlink(fs.mp, r, "short", "some/where", 0, 0, &st), 0);
+	rlfs_forget(fs.mp, st.st_ino, 1);
+	assert_true(S_ISLNK(st.st_mode));
+	assert_int_equal(st.st_size, 10);
+	uint64_t s1 = st.st_ino;
+
+	for (int i = 0; i < 3000; i++)
+		target[i] = (char)('a' + i % 26);
+	target[3000] = 0;
+	assert_int_equal(rlfs_symlink(fs.mp, r, "long", target, 0, 0, &st), 0);
+	rlfs_forget(fs.mp, st.st_ino, 1);
+	assert_int_equal(st.st_size, 3000);
+	uint64_t s2 = st.st_ino;
+
+	memset(target, 'z', 4095);
+	target[4095] = 0;
+	assert_int_equal(rlfs_symlink(fs.mp, r, "max", target, 0, 0, &st), 0);
+	rlfs_forget(fs.mp, st.st_ino, 1);
+	uint64_t s3 = st.st_ino;
+	target[4095] = 'z';
+	target[4096] = 0;
+	assert_int_equal(rlfs_symlink(fs.mp, r, "toolong", target, 0, 0, &st), -ENAMETOOLONG);
+	assert_int_equal(rlfs_symlink(fs.mp, r, "short", "x", 0, 0, &st), -EEXIST);
+
+	tu_remount(&fs);
+	assert_int_equal(rlfs_readlink(fs.mp, s1, buf, sizeof(buf)), 10);
+	assert_string_equal(buf, "some/where");
+	assert_int_equal(rlfs_readlink(fs.mp, s2, buf, sizeof(buf)), 3000);
+	for (int i = 0; i < 3000; i++)
+		assert_int_equal(buf[i], (char)('a' + i % 26));
+	assert_int_equal(buf[3000], 0);
+	assert_int_equal(rlfs_readlink(fs.mp, s3, buf, sizeof(buf)), 4095);
+	for (int i = 0; i < 4095; i++)
+		assert_int_equal(buf[i], 'z');
+	/* short buffer: truncated, not terminated */
+	assert_int_equal(rlfs_readlink(fs.mp, s2, buf, 5), 5);
+	assert_memory_equal(buf, "abcde", 5);
+
+	assert_int_equal(rlfs_unlink(fs.mp, r, "short"), 0);
+	assert_int_equal(rlfs_unlink(fs.mp, r, "long"), 0);
+	assert_int_equal(rlfs_unlink(fs.mp, r, "max"), 0);
+	assert_space_equal(space_of(&fs), before);
+	tu_remount(&fs);
+	assert_space_equal(space_of(&fs), before);
+	tu_unmount(&fs);
+}
+
+static void test_symlinks_1k(void **state)
+{
+	struct tu_fs fs;
+	struct stat st;
+	char target[4096], buf[4096];
+	tu_mkfs_mount(&fs, 32 * MiB, 1024, 0);
+	uint64_t r = root(&fs);
+	struct space before = space_of(&fs);
+	for (int i = 0; i < 4095; i++)
+		target[i] = (char)('0' + i % 10);
+	target[4095] = 0;
+	assert_int_equal(rlfs_symlink(fs.mp, r, "l", target, 0, 0, &st), 0);
+	rlfs_forget(fs.mp, st.st_ino, 1);
+	tu_remount(&fs);
+	assert_int_equal(rlfs_readlink(fs.mp, st.st_ino, buf, sizeof(buf)), 4095);
+	assert_memory_equal(buf, target, 4095);
+	assert_int_equal(rlfs_unlink(fs.mp, r, "l"), 0);
+	assert_space_equal(space_of(&fs), before);
+	tu_unmount(&fs);
+}
+
+static void xattr_suite(uint32_t blocksize)
+{
+	struct tu_fs fs;
+	char name[300], list[65536];
+	static char val[65536 + 10], buf[65536 + 10];
+	tu_mkfs_mount(&fs, 64 * MiB, blocksize, 0);
+	uint64_t r = root(&fs);
+	struct space before = space_of(&fs);
+	uint64_t f = mkfile(&fs, r, "f");
+	uint64_t d = mkdir_(&fs, r, "d");
+
+	/* inline */
+	assert_int_equal(rlfs_getxattr(fs.mp, f, "user.a", buf, sizeof(buf)), -ENODATA);
+	assert_int_equal(rlfs_setxattr(fs.mp, f, "user.a", "1", 1, 0), 0);
+	assert_int_equal(rlfs_setxattr(fs.mp, f, "user.a", "2", 1, XATTR_CREATE), -EEXIST);
+	assert_int_equal(rlfs_setxattr(fs.mp, f, "user.b", "2", 1, XATTR_REPLACE), -ENODATA);
+	assert_int_equal(rlfs_setxattr(fs.mp, f, "user.a", "22", 2, XATTR_REPLACE), 0);
+	assert_int_equal(rlfs_setxattr(fs.mp, f, "user.empty", "", 0, 0), 0);
+	assert_int_equal(rlfs_getxattr(fs.mp, f, "user.a", NULL, 0), 2);
+	assert_int_equal(rlfs_getxattr(fs.mp, f, "user.a", buf, 1), -ERANGE);
+	assert_int_equal(rlfs_getxattr(fs.mp, f, "user.a", buf, sizeof(buf)), 2);
+	assert_memory_equal(buf, "22", 2);
+	assert_int_equal(rlfs_getxattr(fs.mp, f, "user.empty", buf, sizeof(buf)), 0);
+	assert_int_equal(rlfs_listxattr(fs.mp, f, NULL, 0), 7 + 11);
+	assert_int_equal(rlfs_listxattr(fs.mp, f, list, 3), -ERANGE);
+	assert_int_equal(rlfs_listxattr(fs.mp, f, list, sizeof(list)), 18);
+	assert_true(memmem(list, 18, "user.a\0", 7) != NULL);
+	assert_true(memmem(list, 18, "user.empty\0", 11) != NULL);
+	/* limits */
+	memset(name, 'n', 299);
+	memcpy(name, "user.", 5);
+	name[256] = 0;
+	assert_int_equal(rlfs_setxattr(fs.mp, f, name, "x", 1, 0), -ERANGE);
+	name[255] = 0;
+	assert_int_equal(rlfs_setxattr(fs.mp, f, name, "x", 1, 0), 0);
+	assert_int_equal(rlfs_getxattr(fs.mp, f, name, buf, sizeof(buf)), 1);
+	assert_int_equal(rlfs_removexattr(fs.mp, f, name), 0);
+	assert_int_equal(rlfs_setxattr(fs.mp, f, "", "x", 1, 0), -ERANGE);
+	assert_int_equal(rlfs_setxattr(fs.mp, f, "user.huge", val, 65537, 0), -E2BIG);
+	/* ACLs are opaque values */
+	assert_int_equal(rlfs_setxattr(fs.mp, d, "system.posix_acl_default", "\2\0\0\0", 4, 0),
+			 0);
+	assert_int_equal(rlfs_getxattr(fs.mp, d, "system.posix_acl_default", buf, 16), 4);
+
+	/* spill into the btree: many attributes, values of every size class */
+	for (unsigned i = 0; i < 200; i++) {
+		size_t vl = (i * 37) % 300;
+		snprintf(name, sizeof(name), "user.attr.%u", i);
+		for (size_t k = 0; k < vl; k++)
+			val[k] = (char)(i + k);
+		assert_int_equal(rlfs_setxattr(fs.mp, f, name, val, vl, XATTR_CREATE), 0);
+	}
+	/* big values */
+	for (unsigned i = 0; i < 65536; i++)
+		val[i] = (char)(i * 7 + 1);
+	assert_int_equal(rlfs_setxattr(fs.mp, f, "user.big", val, 65536, 0), 0);
+	assert_int_equal(rlfs_setxattr(fs.mp, d, "user.big", val, 65536, 0), 0); /* inline -> btree */
+	tu_remount(&fs);
+	assert_int_equal(rlfs_getxattr(fs.mp, f, "user.big", buf, sizeof(buf)), 65536);
+	assert_memory_equal(buf, val, 65536);
+	assert_int_equal(rlfs_getxattr(fs.mp, d, "user.big", buf, sizeof(buf)), 65536);
+	assert_memory_equal(buf, val, 65536);
+	assert_int_equal(rlfs_getxattr(fs.mp, d, "system.posix_acl_default", buf, 16), 4);
+	for (unsigned i = 0; i < 200; i++) {
+		size_t vl = (i * 37) % 300;
+		snprintf(name, sizeof(name), "user.attr.%u", i);
+		assert_int_equal(rlfs_getxattr(fs.mp, f, name, buf, sizeof(buf)), (int)vl);
+		for (size_t k = 0; k < vl; k++)
+			assert_int_equal(buf[k], (char)(i + k));
+	}
+	assert_int_equal(rlfs_getxattr(fs.mp, f, "user.a", buf, sizeof(buf)), 2);
+	/* replace big with small and small with big */
+	assert_int_equal(rlfs_setxattr(fs.mp, f, "user.big", "tiny", 4, XATTR_REPLACE), 0);
+	assert_int_equal(rlfs_getxattr(fs.mp, f, "user.big", buf, sizeof(buf)), 4);
+	assert_int_equal(rlfs_setxattr(fs.mp, f, "user.a", val, 5000, XATTR_REPLACE), 0);
+	assert_int_equal(rlfs_getxattr(fs.mp, f, "user.a", buf, sizeof(buf)), 5000);
+	assert_memory_equal(buf, val, 5000);
+	assert_int_equal(rlfs_setxattr(fs.mp, f, "user.a", val, 5000, XATTR_CREATE), -EEXIST);
+	/* list */
+	int total = rlfs_listxattr(fs.mp, f, NULL, 0);
+	assert_true(total > 0);
+	assert_int_equal(rlfs_listxattr(fs.mp, f, list, sizeof(list)), total);
+	unsigned count = 0;
+	for (int p = 0; p < total; p += (int)strlen(list + p) + 1)
+		count++;
+	assert_int_equal(count, 200 + 3);
+	/* remove everything */
+	for (unsigned i = 0; i < 200; i++) {
+		snprintf(name, sizeof(name), "user.attr.%u", i);
+		assert_int_equal(rlfs_removexattr(fs.mp, f, name), 0);
+		assert_int_equal(rlfs_removexattr(fs.mp, f, name), -ENODATA);
+	}
+	assert_int_equal(rlfs_removexattr(fs.mp, f, "user.a"), 0);
+	assert_int_equal(rlfs_removexattr(fs.mp, f, "user.big"), 0);
+	assert_int_equal(rlfs_removexattr(fs.mp, f, "user.empty"), 0);
+	assert_int_equal(rlfs_listxattr(fs.mp, f, list, sizeof(list)), 0);
+	assert_int_equal(rlfs_removexattr(fs.mp, d, "user.big"), 0);
+	/* files with xattrs freed by unlink/rmdir give the blocks back */
+	assert_int_equal(rlfs_setxattr(fs.mp, f, "user.big2", val, 30000, 0), 0);
+	for (unsigned i = 0; i < 50; i++) {
+		snprintf(name, sizeof(name), "trusted.x%u", i);
+		assert_int_equal(rlfs_setxattr(fs.mp, f, name, val, 100, 0), 0);
+	}
+	assert_int_equal(rlfs_unlink(fs.mp, r, "f"), 0);
+	assert_int_equal(rlfs_rmdir(fs.mp, r, "d"), 0);
+	assert_space_equal(space_of(&fs), before);
+	tu_remount(&fs);
+	assert_space_equal(space_of(&fs), before);
+	tu_unmount(&fs);
+}
+
+static void test_xattr(void **state)
+{
+	xattr_suite(4096);
+}
+
+static void test_xattr_1k(void **state)
+{
+	xattr_suite(1024);
+}
+
+static void test_readdirplus(void **state)
+{
+	struct tu_fs fs;
+	char name[32];
+	tu_mkfs_mount(&fs, 64 * MiB, 0, 0);
+	uint64_t d = mkdir_(&fs, root(&fs), "d");
+	uint64_t inos[50];
+	for (int i = 0; i < 50; i++) {
+		snprintf(name, sizeof(name), "p%d", i);
+		inos[i] = mkfile(&fs, d, name);
+	}
+	struct collect c = { .limit = 7, .skip_dots = false };
+	uint64_t cookie = 0;
+	for (;;) {
+		c.this_call = 0;
+		assert_int_equal(rlfs_readdir(fs.mp, d, cookie, 1, collect_fn, &c), 0);
+		if (!c.this_call)
+			break;
+		cookie = c.next;
+	}
+	assert_int_equal(c.n, 52);
+	/* every entry got one lookup: forgetting it must be balanced */
+	for (size_t i = 0; i < c.n; i++) {
+		if (!strcmp(c.ents[i].name, "."))
+			assert_int_equal(c.ents[i].ino, d);
+		rlfs_forget(fs.mp, c.ents[i].ino, 1);
+	}
+	/* the entries can be removed and are freed right away */
+	struct space s0 = space_of(&fs);
+	for (int i = 0; i < 50; i++) {
+		snprintf(name, sizeof(name), "p%d", i);
+		assert_int_equal(rlfs_unlink(fs.mp, d, name), 0);
+	}
+	assert_true(space_of(&fs).ffree >= s0.ffree + 0);
+	(void)inos;
+	free(c.ents);
+	tu_unmount(&fs);
+}
+
+static void test_flags(void **state)
+{
+	/* immutable/append flags are set through setattr in later issues; here
+	 * we only check that a removed directory refuses new entries */
+	struct tu_fs fs;
+	struct stat st;
+	tu_mkfs_mount(&fs, 64 * MiB, 0, 0);
+	uint64_t r = root(&fs);
+	assert_int_equal(rlfs_mkdir(fs.mp, r, "gone", 0755, 0, 0, &st), 0);
+	uint64_t g = st.st_ino;
+	assert_int_equal(rlfs_rmdir(fs.mp, r, "gone"), 0);
+	assert_int_equal(rlfs_mknod(fs.mp, g, "x", S_IFREG | 0644, 0, 0, 0, &st), -ENOENT);
+	struct collect c = { 0 };
+	readdir_all(&fs, g, &c);
+	assert_int_equal(c.n, 2);
+	free(c.ents);
+	rlfs_forget(fs.mp, g, 1);
+	assert_int_equal(rlfs_lookup(fs.mp, g, ".", &st), -ENOENT);
+	/* setgid directories pass their group on */
+	assert_int_equal(rlfs_mkdir(fs.mp, r, "sg", 02775, 0, 1234, &st), 0);
+	rlfs_forget(fs.mp, st.st_ino, 1);
+	uint64_t sg = st.st_ino;
+	assert_int_equal(rlfs_mkdir(fs.mp, sg, "child", 0755, 0, 99, &st), 0);
+	rlfs_forget(fs.mp, st.st_ino, 1);
+	assert_int_equal(st.st_gid, 1234);
+	assert_true(st.st_mode & S_ISGID);
+	tu_unmount(&fs);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_basic_errors),
+		cmocka_unit_test(test_rename),
+		cmocka_unit_test(test_links),
+		cmocka_unit_test(test_symlinks),
+		cmocka_unit_test(test_symlinks_1k),
+		cmocka_unit_test(test_xattr),
+		cmocka_unit_test(test_xattr_1k),
+		cmocka_unit_test(test_readdirplus),
+		cmocka_unit_test(test_flags),
+		cmocka_unit_test(test_hash_collisions),
+		cmocka_unit_test(test_cookie_stability),
+		cmocka_unit_test(test_many_entries),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
