@@ -71,6 +71,7 @@ static struct fuse_session *g_se;
 static char *g_mnt;                     /* absolute mount point */
 static int g_close_err;                 /* from rlfs_mount_close in destroy */
 static bool g_daemonized;
+static atomic_int g_init_done;          /* init was called */
 
 /* Files open for writing (kernel may hold dirty pages for them) and a
  * generation of write opens, for the lseek flush (see rl_lseek). */
@@ -209,6 +210,49 @@ static void rl_init(void *userdata, struct fuse_conn_info *conn)
 	conn->max_background = 64;
 	conn->congestion_threshold = 48;
 	conn->time_gran = 1;
+	atomic_store(&g_init_done, 1);
+}
+
+/* The kernel's readahead for the mount is min(bdi default, what INIT
+ * negotiated) = 128 KiB; raise it to match max_write so sequential reads
+ * arrive as 1 MiB requests.  Only root can write the bdi's sysfs knob; it
+ * must be written after the INIT reply (which sets ra_pages), so this
+ * runs in its own thread once init has been called. */
+static void *tune_thread(void *arg)
+{
+	(void)arg;
+	for (int i = 0; i < 1000 && !atomic_load(&g_init_done); i++) {
+		struct timespec ts = { 0, 10 * 1000 * 1000 };
+		nanosleep(&ts, NULL);
+	}
+	struct timespec ts = { 0, 50 * 1000 * 1000 };
+	nanosleep(&ts, NULL);   /* let the INIT reply reach the kernel */
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+	if (!f)
+		return NULL;
+	char *line = NULL;
+	size_t cap = 0;
+	char dev[64] = "";
+	while (getline(&line, &cap, f) > 0) {
+		unsigned id, parent, maj, min;
+		char mnt[PATH_MAX + 1];
+		if (sscanf(line, "%u %u %u:%u %*s %4096s", &id, &parent, &maj, &min, mnt) != 5)
+			continue;
+		if (strcmp(mnt, g_mnt) == 0 && strstr(line, " - fuse.reflinkfs "))
+			snprintf(dev, sizeof(dev), "%u:%u", maj, min);
+	}
+	free(line);
+	fclose(f);
+	if (!dev[0])
+		return NULL;
+	char path[128];
+	snprintf(path, sizeof(path), "/sys/class/bdi/%s/read_ahead_kb", dev);
+	f = fopen(path, "we");
+	if (f) {
+		fprintf(f, "%u\n", RLFS_FUSE_MAX_WRITE / 1024);
+		fclose(f);
+	}
+	return NULL;
 }
 
 static void rl_destroy(void *userdata)
@@ -1072,6 +1116,8 @@ fail_session:
 static int serve(void)
 {
 	start_thread(monitor_thread, NULL);
+	if (geteuid() == 0)
+		start_thread(tune_thread, NULL);
 	struct fuse_loop_config *cfg = fuse_loop_cfg_create();
 	int ret;
 	if (cfg) {
