@@ -2181,24 +2181,36 @@ static int fix_counters(struct fsck *f, uint64_t icount, uint64_t ifree, uint64_
 		rlfs_trans_log_buf(tp, bp);
 		rlfs_trans_brelse(tp, bp);
 	}
-	if (f->sb_fix) {
-		struct rlfs_sb *sb;
-
-		err = get_raw_buf(f, tp, 0, &rlfs_sb_buf_ops, 0, &bp);
-		if (err)
-			goto fail;
-		sb = bp->data;
-		rlfs_put64(sb->icount, icount);
-		rlfs_put64(sb->ifree, ifree);
-		rlfs_put64(sb->fdblocks, fdblocks);
-		rlfs_put32(sb->state, RLFS_STATE_CLEAN);
-		rlfs_trans_log_buf(tp, bp);
-		rlfs_trans_brelse(tp, bp);
-	}
 	err = rlfs_trans_commit(tp);
-	if (err)
+	if (!err)
+		err = rlfs_buf_flush_all(mp);
+	if (err || !f->sb_fix)
 		return err;
-	return rlfs_buf_flush_all(mp);
+	/*
+	 * The primary superblock last, written directly: the buffer cache does
+	 * not hand out fsbno 0 without reading (and verifying) it, and its
+	 * verifier refuses insane counters.  We hold the image lock.
+	 */
+	{
+		uint8_t *blk = aligned_alloc(64, mp->blocksize);
+		struct rlfs_sb *sb = (struct rlfs_sb *)blk;
+
+		if (!blk)
+			return -ENOMEM;
+		err = rlfs_dev_pread(f->dev, blk, mp->blocksize, 0);
+		if (!err) {
+			rlfs_put64(sb->icount, icount);
+			rlfs_put64(sb->ifree, ifree);
+			rlfs_put64(sb->fdblocks, fdblocks);
+			rlfs_put32(sb->state, RLFS_STATE_CLEAN);
+			rlfs_cksum_update(blk, mp->blocksize, RLFS_CRC_OFF);
+			err = rlfs_dev_pwrite(f->dev, blk, mp->blocksize, 0);
+		}
+		if (!err)
+			err = rlfs_dev_flush(f->dev);
+		free(blk);
+	}
+	return err;
 fail:
 	rlfs_trans_cancel(tp);
 	return err;
