@@ -20,8 +20,9 @@
  * the tree can reach in an AG of this size.  rlfs_alloc_fix_freelist keeps
  * at least 2W blocks on the AGFL before every allocation/free (so the
  * refill itself, which is an allocation from the trees, never runs dry) and
- * trims it back to free space when it holds more than (size - W) (so that
- * blocks given back by btree merges always fit).  The trees therefore never
+ * trims it back to 2W when it holds more than min(3W, size - W) (so that
+ * blocks given back by btree merges always fit, and idle AGFL blocks do
+ * not fragment free space).  The trees therefore never
  * call the allocator: no recursion.
  */
 #include "alloc.h"
@@ -82,11 +83,14 @@ unsigned rlfs_agfl_min(struct rlfs_mount *mp)
 	return RLFS_MIN(m, rlfs_agfl_size(mp) / 2);
 }
 
-/* Above this many AGFL blocks, fix_freelist gives blocks back to the trees. */
+/* Above this many AGFL blocks (btree merges gave them back), fix_freelist
+ * returns the surplus to the trees, down to rlfs_agfl_min: free space does
+ * not stay fragmented by idle AGFL blocks, and there is always room for
+ * the blocks one operation's merges give back. */
 static unsigned agfl_hi(struct rlfs_mount *mp)
 {
 	unsigned size = rlfs_agfl_size(mp), w = agfl_worst(mp), min = rlfs_agfl_min(mp);
-	unsigned hi = size > w ? size - w : size;
+	unsigned hi = RLFS_MIN(min + w, size > w ? size - w : size);
 	return RLFS_MAX(hi, min + 1);
 }
 
@@ -961,7 +965,8 @@ int rlfs_alloc_fix_freelist(struct rlfs_trans *tp, uint32_t agno)
 	unsigned min = rlfs_agfl_min(mp), hi = agfl_hi(mp);
 
 	/* too many (merges gave blocks back): return some to free space */
-	while (!err && rlfs_get32(agh->flcount) > hi) {
+	if (rlfs_get32(agh->flcount) > hi)
+		while (!err && rlfs_get32(agh->flcount) > min) {
 		uint32_t b;
 		err = agfl_take(tp, agno, agbp, &b);
 		if (!err)

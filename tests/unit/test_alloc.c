@@ -111,13 +111,21 @@ static int cmp_bno(const void *a, const void *b)
 	return p < q ? -1 : p > q;
 }
 
-/* owned: one byte per fsbno, nonzero if the test owns the block */
-static void check_fs(struct rlfs_mount *mp, const uint8_t *owned)
+/* If set, check_fs fills it: 1 for every fsbno in a free-space record. */
+static uint8_t *g_freemap;
+
+/* owned: one byte per fsbno, nonzero if the test owns the block.
+ * Returns the blocks the AG btrees use beyond their mkfs roots (space that
+ * is legitimately not free while the trees are taller than one block). */
+static uint64_t check_fs(struct rlfs_mount *mp, const uint8_t *owned)
 {
+	uint64_t overhead = 0;
 	struct rlfs_trans *tp = tx(mp, 0);
 	uint64_t total_free = 0, icount = 0, ifree = 0;
 	for (uint32_t agno = 0; agno < mp->agcount; agno++) {
 		struct ctx c = { 0 };
+		if (g_freemap)
+			memset(g_freemap + rlfs_agb_to_fsb(mp, agno, 0), 0, rlfs_ag_blocks(mp, agno));
 		c.aglen = rlfs_ag_blocks(mp, agno);
 		c.agstart = rlfs_agb_to_fsb(mp, agno, 0);
 		c.map = calloc(c.aglen, 1);
@@ -147,6 +155,8 @@ static void check_fs(struct rlfs_mount *mp, const uint8_t *owned)
 				assert_true(s > prev_end); /* sorted, never adjacent */
 			prev_end = s + n;
 			mark(&c, s, n, B_FREE);
+			if (g_freemap)
+				memset(g_freemap + c.agstart + s, 1, n);
 			sum += n;
 			if (n > longest)
 				longest = n;
@@ -194,6 +204,7 @@ static void check_fs(struct rlfs_mount *mp, const uint8_t *owned)
 
 		/* everything else must be the test's */
 		for (uint32_t b = 0; b < c.aglen; b++) {
+			overhead += c.map[b] == B_BTREE;
 			bool own = owned && owned[c.agstart + b];
 			if (own && c.map[b] != B_NONE)
 				fail_msg("AG %u agbno %u owned by the test but also type %u", agno, b,
@@ -202,6 +213,13 @@ static void check_fs(struct rlfs_mount *mp, const uint8_t *owned)
 				fail_msg("AG %u agbno %u leaked (not free, not owned, not metadata)", agno,
 					 b);
 		}
+		if (getenv("RLFS_TEST_VERBOSE"))
+			fprintf(stderr, "AG %u: %zu free extents, freeblks %u, longest %u, levels bno %u "
+				"cnt %u ino %u, AGFL %u, btreeblks %u, inodes %llu\n", agno, nb,
+				rlfs_get32(agh->freeblks), rlfs_get32(agh->longest),
+				rlfs_get16(agh->bno_level), rlfs_get16(agh->cnt_level),
+				rlfs_get16(agh->ino_level), rlfs_get32(agh->flcount),
+				rlfs_get32(agh->btreeblks), (unsigned long long)c.inodes);
 		free(c.recs);
 		free(c.map);
 	}
@@ -209,6 +227,7 @@ static void check_fs(struct rlfs_mount *mp, const uint8_t *owned)
 	assert_int_equal(total_free, (uint64_t)mp->fdblocks);
 	assert_int_equal(icount, mp->icount);
 	assert_int_equal(ifree, mp->ifree);
+	return overhead - 3ull * mp->agcount;
 }
 
 /* ------------------------------------------------------------------ */
@@ -385,8 +404,7 @@ static void random_alloc_run(uint32_t bs, uint32_t agcount, uint64_t size, int n
 		assert_int_equal(rlfs_trans_commit(tp), 0);
 		own(owned, h[i].fsbno, h[i].len, 0);
 	}
-	check_fs(mp, owned);
-	assert_int_equal(count_free(mp), initial);
+	assert_int_equal(count_free(mp) + check_fs(mp, owned), initial);
 	free(h);
 	free(owned);
 	tu_unmount(&fs);
@@ -450,6 +468,12 @@ static void test_exact_growth(void **state)
 	tu_unmount(&fs);
 }
 
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
 /* Fill to ENOSPC, free everything, all space is back. */
 static void test_enospc(void **state)
 {
@@ -500,8 +524,7 @@ static void test_enospc(void **state)
 			assert_int_equal(rlfs_trans_commit(tp), 0);
 			own(owned, h[i].fsbno, h[i].len, 0);
 		}
-		check_fs(mp, owned);
-		assert_int_equal(count_free(mp), initial);
+		assert_int_equal(count_free(mp) + check_fs(mp, owned), initial);
 		free(h);
 		free(owned);
 		tu_unmount(&fs);
@@ -557,11 +580,6 @@ static void test_double_free(void **state)
 	tu_unmount(&fs);
 }
 
-static int cmp_u64(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-	return x < y ? -1 : x > y;
-}
 
 static void test_inodes(void **state)
 {
@@ -631,8 +649,7 @@ static void test_inodes(void **state)
 	/* only the root's chunk is left, and all space is back */
 	assert_int_equal(mp->icount, 64);
 	assert_int_equal(mp->ifree, 63);
-	check_fs(mp, NULL);
-	assert_int_equal(count_free(mp), initial);
+	assert_int_equal(count_free(mp) + check_fs(mp, NULL), initial);
 	tp = tx(mp, 0);
 	assert_int_equal(rlfs_ialloc_check(tp, inos[0], &inuse), 0);
 	assert_false(inuse);
@@ -671,9 +688,131 @@ static void test_inode_enospc(void **state)
 		assert_int_equal(rlfs_ifree(tp, inos[i]), 0);
 		assert_int_equal(rlfs_trans_commit(tp), 0);
 	}
-	check_fs(mp, NULL);
-	assert_int_equal(count_free(mp), initial);
+	assert_int_equal(count_free(mp) + check_fs(mp, NULL), initial);
 	free(inos);
+	tu_unmount(&fs);
+}
+
+/*
+ * Fragment the free space into single blocks (tall bnobt/cntbt), check
+ * NEAR picks the closest free block, then merge everything back.
+ */
+static void test_fragmented(void **state)
+{
+	struct tu_fs fs;
+	tu_mkfs_mount(&fs, 20ull << 20, 1024, 1);
+	struct rlfs_mount *mp = fs.mp;
+	uint64_t initial = count_free(mp);
+	uint8_t *owned = calloc(mp->dblocks, 1);
+	uint64_t *blk = malloc(mp->dblocks * sizeof(*blk));
+	size_t n = 0;
+	bool full = false;
+	while (!full) {
+		struct rlfs_trans *tp;
+		uint32_t batch = 64;
+		if (rlfs_trans_alloc(mp, batch + 4 * rlfs_alloc_tree_res(mp, 1), RLFS_TRANS_RESERVE, &tp)) {
+			batch = 1;
+			if (rlfs_trans_alloc(mp, 1, RLFS_TRANS_RESERVE, &tp))
+				break;
+		}
+		for (uint32_t k = 0; k < batch; k++) {
+			struct rlfs_alloc_arg a = { .tp = tp, .type = RLFS_ALLOC_ANY, .minlen = 1,
+						    .maxlen = 1, .alignment = 1 };
+			int err = rlfs_alloc_extent(&a);
+			if (err == -ENOSPC) {
+				full = true;
+				break;
+			}
+			assert_int_equal(err, 0);
+			own(owned, a.fsbno, 1, 1);
+			blk[n++] = a.fsbno;
+		}
+		assert_int_equal(rlfs_trans_commit(tp), 0);
+	}
+	check_fs(mp, owned);
+	qsort(blk, n, sizeof(*blk), cmp_u64);
+	/* free every other block, in random order */
+	size_t nodd = 0;
+	uint64_t *odd = malloc(n * sizeof(*odd));
+	for (size_t i = 1; i < n; i += 2)
+		odd[nodd++] = blk[i];
+	for (size_t i = 0; i < nodd; i++) {
+		size_t j = i + rnd((uint32_t)(nodd - i));
+		uint64_t t = odd[i];
+		odd[i] = odd[j];
+		odd[j] = t;
+	}
+	for (size_t i = 0; i < nodd;) {
+		struct rlfs_trans *tp = tx(mp, 0);
+		for (int k = 0; k < 100 && i < nodd; k++, i++) {
+			assert_int_equal(rlfs_free_extent(tp, odd[i], 1), 0);
+			own(owned, odd[i], 1, 0);
+		}
+		assert_int_equal(rlfs_trans_commit(tp), 0);
+		if (i % 4000 == 0)
+			check_fs(mp, owned);
+	}
+	check_fs(mp, owned);
+	struct rlfs_trans *tp = tx(mp, 0);
+	struct rlfs_buf *agbp;
+	assert_int_equal(rlfs_ag_read_header(tp, 0, &agbp), 0);
+	assert_true(rlfs_get16(rlfs_agh(agbp)->bno_level) >= 3);
+	assert_true(rlfs_get16(rlfs_agh(agbp)->cnt_level) >= 3);
+	rlfs_trans_cancel(tp);
+	tu_remount(&fs);
+	mp = fs.mp;
+
+	/* NEAR: the closest free block to the hint (AGFL stocked first) */
+	tp = tx(mp, 0);
+	assert_int_equal(rlfs_alloc_fix_freelist(tp, 0), 0);
+	assert_int_equal(rlfs_trans_commit(tp), 0);
+	g_freemap = calloc(mp->dblocks, 1);
+	check_fs(mp, owned);
+	for (int t = 0; t < 300; t++) {
+		uint64_t hint = 1 + rnd((uint32_t)mp->dblocks - 1);
+		uint64_t best = UINT64_MAX;
+		for (uint64_t d = 0; d < mp->dblocks && best == UINT64_MAX; d++) {
+			if (hint >= d && g_freemap[hint - d])
+				best = d;
+			else if (hint + d < mp->dblocks && g_freemap[hint + d])
+				best = d;
+		}
+		tp = tx(mp, 1 + rlfs_alloc_tree_res(mp, 1));
+		struct rlfs_alloc_arg a = { .tp = tp, .type = RLFS_ALLOC_NEAR, .hint_fsbno = hint,
+					    .minlen = 1, .maxlen = 1, .alignment = 1 };
+		assert_int_equal(rlfs_alloc_extent(&a), 0);
+		uint64_t d = a.fsbno > hint ? a.fsbno - hint : hint - a.fsbno;
+		assert_int_equal(d, best);
+		rlfs_trans_cancel(tp);
+	}
+	free(g_freemap);
+	g_freemap = NULL;
+	check_fs(mp, owned);
+
+	/* give the rest back: every free merges two neighbours */
+	size_t neven = 0;
+	for (size_t i = 0; i < n; i += 2)
+		odd[neven++] = blk[i];
+	for (size_t i = 0; i < neven; i++) {
+		size_t j = i + rnd((uint32_t)(neven - i));
+		uint64_t t = odd[i];
+		odd[i] = odd[j];
+		odd[j] = t;
+	}
+	for (size_t i = 0; i < neven;) {
+		tp = tx(mp, 0);
+		for (int k = 0; k < 100 && i < neven; k++, i++) {
+			assert_int_equal(rlfs_free_extent(tp, odd[i], 1), 0);
+			own(owned, odd[i], 1, 0);
+		}
+		assert_int_equal(rlfs_trans_commit(tp), 0);
+		if (i % 4000 == 0)
+			check_fs(mp, owned);
+	}
+	assert_int_equal(count_free(mp) + check_fs(mp, owned), initial);
+	free(odd);
+	free(blk);
+	free(owned);
 	tu_unmount(&fs);
 }
 
@@ -689,6 +828,7 @@ int main(void)
 		cmocka_unit_test(test_alloc_random_1k),
 		cmocka_unit_test(test_alloc_random_64k),
 		cmocka_unit_test(test_enospc),
+		cmocka_unit_test(test_fragmented),
 		cmocka_unit_test(test_inodes),
 		cmocka_unit_test(test_inode_enospc),
 	};
