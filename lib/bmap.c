@@ -239,9 +239,22 @@ uint32_t rlfs_bmap_inline_max(struct rlfs_inode *ip)
 
 uint32_t rlfs_bmap_res(struct rlfs_inode *ip, uint32_t nextents)
 {
+	/*
+	 * A realistic bound, not the theoretical worst case (which would hold
+	 * back megabytes per write): a bmbt leaf takes at least maxrecs/2
+	 * new records before it splits, and each split may climb every level
+	 * plus a new root; one more block for the extents -> btree
+	 * conversion.  The free-space trees absorb a handful of extent
+	 * changes per AGFL refill.  The transaction layer charges any overrun
+	 * to free space directly, so an estimate that is short never breaks
+	 * the accounting; the allocator then reports a real -ENOSPC.
+	 */
+	struct rlfs_mount *mp = ip->mp;
 	uint32_t levels = ip->format == RLFS_FMT_BTREE && ip->root_level ? ip->root_level : 1;
-	uint32_t bm = nextents * (levels + 1) + 2;
-	return bm + rlfs_alloc_tree_res(ip->mp, nextents + bm);
+	uint32_t per_leaf = RLFS_MAX((mp->blocksize - 72) / REC_LEN / 2, 1u);
+	uint32_t splits = nextents / per_leaf + 1;
+	uint32_t bm = splits * (levels + 1) + 1;
+	return bm + rlfs_alloc_tree_res(mp, RLFS_MIN(nextents + bm, 4u));
 }
 
 /* ------------------------------------------------------------------ */

@@ -37,7 +37,7 @@
 #include "bmap.h"
 #include "inode.h"
 
-#define ALLOC_BUDGET 32u     /* allocator calls (new extents) per transaction */
+#define ALLOC_BUDGET 8u      /* allocator calls (new extents) per transaction */
 #define HOLES_PER_TX 32u     /* holes filled per transaction */
 #define UNMAP_PER_TX 64u     /* extents removed per rolled transaction */
 #define FALLOC_CHUNK_BLOCKS ((uint64_t)RLFS_MAX_EXTLEN)

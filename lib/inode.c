@@ -233,11 +233,12 @@ static void icache_unhash(struct rlfs_inode *ip)
 	pthread_mutex_unlock(&mp->icache_lock);
 }
 
-void rlfs_icache_destroy(struct rlfs_mount *mp)
+int rlfs_icache_reclaim(struct rlfs_mount *mp)
 {
 	struct rlfs_icache *ic = mp->icache;
-	if (!ic)
-		return;
+	int first = 0;
+	if (!ic || (mp->flags & RLFS_MOUNT_RDONLY))
+		return 0;
 	/* Free unlinked inodes that the kernel still held (open-unlinked files
 	 * at unmount): their blocks go back now instead of leaking. */
 	for (;;) {
@@ -246,7 +247,7 @@ void rlfs_icache_destroy(struct rlfs_mount *mp)
 		for (size_t b = 0; b < ic->nbuckets && !victim; b++)
 			for (struct rlfs_inode *ip = ic->hash[b]; ip; ip = ip->hnext)
 				if (ip->nlink == 0 && !ip->freeing && ip->refcount == 0 &&
-				    !(mp->flags & RLFS_MOUNT_RDONLY)) {
+				    ip->mode != 0) {
 					victim = ip;
 					break;
 				}
@@ -255,12 +256,24 @@ void rlfs_icache_destroy(struct rlfs_mount *mp)
 		pthread_mutex_unlock(&mp->icache_lock);
 		if (!victim)
 			break;
-		if (rlfs_inode_inactivate(victim) != 0)
+		int error = rlfs_inode_inactivate(victim);
+		if (error) {
 			rlfs_warn("inode %llu: could not free unlinked inode at unmount",
 				  (unsigned long long)victim->ino);
+			if (!first)
+				first = error;
+		}
 		icache_unhash(victim);
 		inode_free(victim);
 	}
+	return first;
+}
+
+void rlfs_icache_destroy(struct rlfs_mount *mp)
+{
+	struct rlfs_icache *ic = mp->icache;
+	if (!ic)
+		return;
 	for (size_t b = 0; b < ic->nbuckets; b++) {
 		struct rlfs_inode *ip = ic->hash[b], *next;
 		for (; ip; ip = next) {

@@ -123,9 +123,8 @@ uint16_t rlfs_inode_default_forkoff(const struct rlfs_mount *mp);
  * restore it.  0 or -ENOMEM.  Caller has joined ip.
  */
 int rlfs_inode_ext_change(struct rlfs_inode *ip);
-/* Drop every cached inode (unmount); refcounts must be 0.  Unlinked inodes
- * still cached (open when unlinked) are freed on disk first, so call this
- * before the final flush. */
+/* Drop every cached inode (unmount, after rlfs_icache_reclaim); refcounts
+ * must be 0.  Writes nothing. */
 void rlfs_icache_destroy(struct rlfs_mount *mp);
 int rlfs_icache_init(struct rlfs_mount *mp);
 #endif

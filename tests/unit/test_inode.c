@@ -1,1 +1,656 @@
-/* placeholder: being written */
+/*
+ * test_inode.c: the inode layer and file data operations through the public
+ * API (include/reflinkfs/fs.h), in-process on a fresh image, plus a few
+ * looks at the in-core inode (extent count, fork format) and
+ * rlfs_bmap_check (in-core extent list == on-disk fork).
+ *
+ * Covers: an fsx-style randomized exerciser (write/read/truncate/punch/
+ * zero/fallocate/seek against an in-memory model, remounts in between, at
+ * 4 KiB and 1 KiB blocks); one extent for a sequential append; inline <->
+ * bmbt conversion with a fragmented file and back; ENOSPC leaving the
+ * file readable and the space accounting intact; EFBIG; SEEK_DATA/HOLE;
+ * setattr (truncate tail zeroing, suid/sgid on chown, times); freeing an
+ * unlinked file at its last forget.
+ */
+#include "testutil.h"
+
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "reflinkfs/fs.h"
+#include "bmap.h"
+#include "inode.h"
+#include "trans.h"
+
+#define KiB 1024ull
+#define MiB (1024ull * 1024)
+
+/* ---- helpers ---- */
+
+static uint64_t mkfile(struct tu_fs *fs, const char *name)
+{
+	struct stat st;
+	assert_int_equal(rlfs_mknod(fs->mp, rlfs_root_ino(fs->mp), name, S_IFREG | 0644, 0,
+				    0, 0, &st), 0);
+	rlfs_forget(fs->mp, st.st_ino, 1);
+	return st.st_ino;
+}
+
+static void rmfile(struct tu_fs *fs, const char *name)
+{
+	assert_int_equal(rlfs_unlink(fs->mp, rlfs_root_ino(fs->mp), name), 0);
+}
+
+struct fork_info {
+	uint32_t next;
+	uint8_t format;
+	uint64_t nblocks;
+	uint64_t data_blocks;
+};
+
+static struct fork_info fork_of(struct tu_fs *fs, uint64_t ino)
+{
+	struct rlfs_inode *ip;
+	struct fork_info fi = { 0 };
+	assert_int_equal(rlfs_iget(fs->mp, ino, &ip), 0);
+	fi.next = ip->next;
+	fi.format = ip->format;
+	fi.nblocks = ip->nblocks;
+	for (uint32_t i = 0; i < ip->next; i++)
+		fi.data_blocks += ip->ext[i].blockcount;
+	rlfs_irele(ip);
+	return fi;
+}
+
+/* rlfs_bmap_check: in-core list == on-disk fork */
+static void check_fork(struct tu_fs *fs, uint64_t ino)
+{
+	struct rlfs_inode *ip;
+	struct rlfs_trans *tp;
+	assert_int_equal(rlfs_iget(fs->mp, ino, &ip), 0);
+	assert_int_equal(rlfs_trans_alloc(fs->mp, 0, 0, &tp), 0);
+	assert_int_equal(rlfs_bmap_check(tp, ip), 0);
+	rlfs_trans_cancel(tp);
+	rlfs_irele(ip);
+}
+
+static uint64_t bfree(struct tu_fs *fs)
+{
+	struct statvfs sv;
+	assert_int_equal(rlfs_statfs(fs->mp, &sv), 0);
+	return sv.f_bfree;
+}
+
+static uint64_t fsize(struct tu_fs *fs, uint64_t ino)
+{
+	struct stat st;
+	assert_int_equal(rlfs_getattr(fs->mp, ino, &st), 0);
+	return (uint64_t)st.st_size;
+}
+
+static void fill(uint8_t *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		p[i] = (uint8_t)(tu_rand() | 1); /* never 0: holes must show */
+}
+
+static void pwrite_all(struct tu_fs *fs, uint64_t ino, const void *buf, size_t n, uint64_t off)
+{
+	assert_int_equal(rlfs_write(fs->mp, ino, buf, n, (off_t)off), (ssize_t)n);
+}
+
+/* ---- the model-based exerciser ---- */
+
+struct model {
+	uint8_t *buf;
+	uint64_t size;
+	uint64_t cap;
+};
+
+static void model_compare(struct tu_fs *fs, uint64_t ino, struct model *m, uint64_t off,
+			  uint64_t len, const char *when)
+{
+	uint8_t *got = malloc(len + 1);
+	assert_non_null(got);
+	ssize_t want = off >= m->size ? 0 : (ssize_t)RLFS_MIN(len, m->size - off);
+	ssize_t n = rlfs_read(fs->mp, ino, got, len, (off_t)off);
+	if (n != want)
+		fail_msg("%s: read(%llu, %llu) returned %zd, want %zd", when,
+			 (unsigned long long)off, (unsigned long long)len, n, want);
+	for (ssize_t i = 0; i < n; i++)
+		if (got[i] != m->buf[off + i])
+			fail_msg("%s: byte %llu is 0x%02x, model 0x%02x", when,
+				 (unsigned long long)(off + i), got[i], m->buf[off + i]);
+	free(got);
+}
+
+static void model_full_check(struct tu_fs *fs, uint64_t ino, struct model *m, const char *when)
+{
+	assert_int_equal(fsize(fs, ino), m->size);
+	model_compare(fs, ino, m, 0, m->size + 100, when);
+	check_fork(fs, ino);
+}
+
+static void model_set_size(struct model *m, uint64_t s)
+{
+	if (s < m->size)
+		memset(m->buf + s, 0, m->size - s);
+	m->size = s;
+}
+
+static void run_fsx(uint32_t blocksize, unsigned nops, uint64_t maxlen, uint64_t maxop)
+{
+	struct tu_fs fs;
+	struct model m = { .cap = maxlen + maxop + 2 * 65536 };
+	uint8_t *data = malloc(maxop);
+	m.buf = calloc(1, m.cap);
+	assert_non_null(m.buf);
+	assert_non_null(data);
+
+	tu_mkfs_mount(&fs, 128 * MiB, blocksize, 2);
+	uint64_t free0 = bfree(&fs);
+	uint64_t ino = mkfile(&fs, "fsx");
+	char when[128];
+
+	for (unsigned op = 0; op < nops; op++) {
+		uint64_t off = tu_rand() % maxlen;
+		uint64_t len = tu_rand() % maxop + 1;
+		/* bias offsets/lengths to block boundaries now and then */
+		if (tu_rand() % 3 == 0)
+			off &= ~(uint64_t)(blocksize - 1);
+		if (tu_rand() % 3 == 0)
+			len = (len + blocksize - 1) & ~(uint64_t)(blocksize - 1);
+		uint64_t end = off + len;
+		unsigned kind = (unsigned)(tu_rand() % 100);
+		int r;
+
+		if (kind < 35) {                    /* write */
+			snprintf(when, sizeof(when), "op %u write %llu+%llu", op,
+				 (unsigned long long)off, (unsigned long long)len);
+			fill(data, len);
+			pwrite_all(&fs, ino, data, len, off);
+			memcpy(m.buf + off, data, len);
+			if (end > m.size)
+				m.size = end;
+		} else if (kind < 55) {             /* read */
+			snprintf(when, sizeof(when), "op %u read %llu+%llu", op,
+				 (unsigned long long)off, (unsigned long long)len);
+			model_compare(&fs, ino, &m, off, len, when);
+		} else if (kind < 63) {             /* truncate */
+			uint64_t s = tu_rand() % (maxlen + 1);
+			snprintf(when, sizeof(when), "op %u truncate %llu", op,
+				 (unsigned long long)s);
+			struct stat st = { .st_size = (off_t)s }, out;
+			assert_int_equal(rlfs_setattr(fs.mp, ino, &st, RLFS_SET_SIZE, &out), 0);
+			assert_int_equal(out.st_size, (off_t)s);
+			model_set_size(&m, s);
+		} else if (kind < 72) {             /* punch */
+			snprintf(when, sizeof(when), "op %u punch %llu+%llu", op,
+				 (unsigned long long)off, (unsigned long long)len);
+			r = rlfs_fallocate(fs.mp, ino, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+					   (off_t)off, (off_t)len);
+			assert_int_equal(r, 0);
+			if (off < m.size)
+				memset(m.buf + off, 0, RLFS_MIN(end, m.size) - off);
+		} else if (kind < 81) {             /* zero range */
+			bool keep = tu_rand() & 1;
+			snprintf(when, sizeof(when), "op %u zero%s %llu+%llu", op,
+				 keep ? "(keep)" : "", (unsigned long long)off,
+				 (unsigned long long)len);
+			r = rlfs_fallocate(fs.mp, ino,
+					   FALLOC_FL_ZERO_RANGE | (keep ? FALLOC_FL_KEEP_SIZE : 0),
+					   (off_t)off, (off_t)len);
+			assert_int_equal(r, 0);
+			if (off < m.size)
+				memset(m.buf + off, 0, RLFS_MIN(end, m.size) - off);
+			if (!keep && end > m.size)
+				m.size = end;
+		} else if (kind < 90) {             /* fallocate */
+			bool keep = tu_rand() & 1;
+			snprintf(when, sizeof(when), "op %u falloc%s %llu+%llu", op,
+				 keep ? "(keep)" : "", (unsigned long long)off,
+				 (unsigned long long)len);
+			r = rlfs_fallocate(fs.mp, ino, keep ? FALLOC_FL_KEEP_SIZE : 0,
+					   (off_t)off, (off_t)len);
+			assert_int_equal(r, 0);
+			if (!keep && end > m.size)
+				m.size = end;
+		} else if (kind < 97) {             /* seek */
+			snprintf(when, sizeof(when), "op %u seek %llu", op,
+				 (unsigned long long)off);
+			off_t d = rlfs_lseek(fs.mp, ino, (off_t)off, SEEK_DATA);
+			off_t h = rlfs_lseek(fs.mp, ino, (off_t)off, SEEK_HOLE);
+			if (off >= m.size) {
+				assert_int_equal(d, -ENXIO);
+				assert_int_equal(h, -ENXIO);
+			} else {
+				uint64_t dd = d == -ENXIO ? m.size : (uint64_t)d;
+				assert_true(d == -ENXIO || (d >= (off_t)off && (uint64_t)d < m.size));
+				for (uint64_t i = off; i < dd; i++)
+					if (m.buf[i])
+						fail_msg("%s: SEEK_DATA skipped data at %llu", when,
+							 (unsigned long long)i);
+				assert_true(h >= (off_t)off && (uint64_t)h <= m.size);
+			}
+		} else {                            /* remount */
+			snprintf(when, sizeof(when), "op %u remount", op);
+			tu_remount(&fs);
+			model_full_check(&fs, ino, &m, when);
+		}
+		if (op % 97 == 0)
+			model_full_check(&fs, ino, &m, when);
+	}
+	model_full_check(&fs, ino, &m, "end");
+	tu_remount(&fs);
+	model_full_check(&fs, ino, &m, "end after remount");
+
+	/* every block comes back */
+	rmfile(&fs, "fsx");
+	assert_int_equal(bfree(&fs), free0);
+	tu_remount(&fs);
+	assert_int_equal(bfree(&fs), free0);
+	tu_unmount(&fs);
+	free(m.buf);
+	free(data);
+}
+
+static void test_fsx_4k(void **state)
+{
+	tu_seed(0x1234);
+	run_fsx(4096, 3000, 3 * MiB, 200 * KiB);
+}
+
+static void test_fsx_1k(void **state)
+{
+	tu_seed(0x777);
+	run_fsx(1024, 2000, 1 * MiB, 40 * KiB);
+}
+
+/* small ops in a small window: many extents, lots of splits and merges */
+static void test_fsx_dense(void **state)
+{
+	tu_seed(0xfeed);
+	run_fsx(1024, 3000, 256 * KiB, 6 * KiB);
+}
+
+/* ---- sequential append ---- */
+
+static void test_seq_append(void **state)
+{
+	struct tu_fs fs;
+	tu_mkfs_mount(&fs, 512 * MiB, 4096, 4);
+	uint64_t ino = mkfile(&fs, "seq");
+	uint8_t *buf = malloc(MiB);
+	assert_non_null(buf);
+	/* 100 MiB: fits in one 128 MiB AG */
+	for (int i = 0; i < 100; i++) {
+		memset(buf, i + 1, MiB);
+		pwrite_all(&fs, ino, buf, MiB, (uint64_t)i * MiB);
+	}
+	struct fork_info fi = fork_of(&fs, ino);
+	assert_int_equal(fi.next, 1);
+	assert_int_equal(fi.nblocks, 100 * MiB / 4096);
+	assert_int_equal(fi.format, RLFS_FMT_EXTENTS);
+	tu_remount(&fs);
+	for (int i = 0; i < 100; i += 17) {
+		assert_int_equal(rlfs_read(fs.mp, ino, buf, MiB, (off_t)i * MiB), (ssize_t)MiB);
+		for (size_t k = 0; k < MiB; k += 4093)
+			assert_int_equal(buf[k], i + 1);
+	}
+	/* unaligned appends stay one extent too */
+	uint64_t ino2 = mkfile(&fs, "seq2");
+	uint64_t pos = 0;
+	for (int i = 0; i < 300; i++) {
+		size_t n = 1000 + (size_t)(tu_rand() % 30000);
+		fill(buf, n);
+		pwrite_all(&fs, ino2, buf, n, pos);
+		pos += n;
+	}
+	fi = fork_of(&fs, ino2);
+	assert_int_equal(fi.next, 1);
+	check_fork(&fs, ino2);
+	free(buf);
+	tu_unmount(&fs);
+}
+
+/* ---- inline <-> bmbt ---- */
+
+static void test_btree_conversion(void **state)
+{
+	struct tu_fs fs;
+	tu_mkfs_mount(&fs, 64 * MiB, 1024, 1);
+	uint64_t free0 = bfree(&fs);
+	uint64_t ino = mkfile(&fs, "frag");
+	const uint32_t bs = 1024, nblk = 4000; /* 2000 extents: a multi-level bmbt */
+	uint8_t blk[1024];
+
+	/* every other block: each write is its own extent */
+	for (uint32_t b = 0; b < nblk; b += 2) {
+		memset(blk, (int)(b % 251) + 1, bs);
+		pwrite_all(&fs, ino, blk, bs, (uint64_t)b * bs);
+	}
+	struct fork_info fi = fork_of(&fs, ino);
+	assert_int_equal(fi.format, RLFS_FMT_BTREE);
+	assert_true(fi.next >= nblk / 2 - 10);
+	assert_true(fi.nblocks > fi.data_blocks); /* bmbt blocks counted */
+	check_fork(&fs, ino);
+	tu_remount(&fs);
+	check_fork(&fs, ino);
+	assert_int_equal(fsize(&fs, ino), (uint64_t)(nblk - 1) * bs);
+	for (uint32_t b = 0; b < nblk - 1; b++) {
+		assert_int_equal(rlfs_read(fs.mp, ino, blk, bs, (off_t)b * bs), (ssize_t)bs);
+		int want = (b % 2) ? 0 : (int)(b % 251) + 1;
+		assert_int_equal(blk[0], want);
+		assert_int_equal(blk[bs - 1], want);
+	}
+	/* SEEK_HOLE / SEEK_DATA through the fragmented map */
+	assert_int_equal(rlfs_lseek(fs.mp, ino, 0, SEEK_HOLE), bs);
+	assert_int_equal(rlfs_lseek(fs.mp, ino, bs, SEEK_DATA), 2 * bs);
+
+	/* fill the gaps: the fork collapses back to inline extents */
+	for (uint32_t b = 1; b < nblk; b += 2) {
+		memset(blk, 0xee, bs);
+		pwrite_all(&fs, ino, blk, bs, (uint64_t)b * bs);
+	}
+	fi = fork_of(&fs, ino);
+	check_fork(&fs, ino);
+	if (fi.next <= fork_of(&fs, ino).next && fi.format == RLFS_FMT_EXTENTS)
+		assert_int_equal(fi.nblocks, fi.data_blocks); /* bmbt freed */
+
+	/* punch every other block again, then truncate to 0: everything back */
+	for (uint32_t b = 0; b < nblk; b += 2)
+		assert_int_equal(rlfs_fallocate(fs.mp, ino, FALLOC_FL_PUNCH_HOLE |
+						FALLOC_FL_KEEP_SIZE, (off_t)b * bs, bs), 0);
+	fi = fork_of(&fs, ino);
+	assert_int_equal(fi.format, RLFS_FMT_BTREE);
+	check_fork(&fs, ino);
+	struct stat st = { .st_size = 0 };
+	assert_int_equal(rlfs_setattr(fs.mp, ino, &st, RLFS_SET_SIZE, NULL), 0);
+	fi = fork_of(&fs, ino);
+	assert_int_equal(fi.next, 0);
+	assert_int_equal(fi.nblocks, 0);
+	assert_int_equal(fi.format, RLFS_FMT_EXTENTS);
+	check_fork(&fs, ino);
+	rmfile(&fs, "frag");
+	assert_int_equal(bfree(&fs), free0);
+	tu_unmount(&fs);
+}
+
+/* ---- ENOSPC ---- */
+
+static void test_enospc(void **state)
+{
+	struct tu_fs fs;
+	tu_mkfs_mount(&fs, 16 * MiB, 4096, 1);
+	uint64_t free0 = bfree(&fs);
+	uint64_t a = mkfile(&fs, "a");
+	size_t alen = 1 * MiB + 123;
+	uint8_t *abuf = malloc(alen), *rbuf = malloc(4 * MiB);
+	fill(abuf, alen);
+	pwrite_all(&fs, a, abuf, alen, 0);
+
+	/* fill the disk with b */
+	uint64_t b = mkfile(&fs, "b");
+	uint8_t *chunk = malloc(MiB);
+	memset(chunk, 0x5a, MiB);
+	uint64_t pos = 0;
+	ssize_t n;
+	while ((n = rlfs_write(fs.mp, b, chunk, MiB, (off_t)pos)) > 0)
+		pos += (uint64_t)n;
+	assert_int_equal(n, -ENOSPC);
+	assert_true(pos > 4 * MiB);
+	/* smaller writes may still find a block or two; then hard ENOSPC */
+	while ((n = rlfs_write(fs.mp, b, chunk, 4096, (off_t)pos)) > 0)
+		pos += (uint64_t)n;
+	assert_int_equal(n, -ENOSPC);
+	assert_int_equal(fsize(&fs, b), pos);
+	check_fork(&fs, b);
+
+	/* a fallocate that cannot be satisfied, and a write into a new hole */
+	assert_int_equal(rlfs_fallocate(fs.mp, a, 0, 8 * MiB, 8 * MiB), -ENOSPC);
+	assert_int_equal(rlfs_write(fs.mp, a, chunk, 4096, 3 * MiB), -ENOSPC);
+	assert_int_equal(fsize(&fs, a), alen);
+	check_fork(&fs, a);
+	/* a is intact; overwriting its existing blocks still works */
+	assert_int_equal(rlfs_read(fs.mp, a, rbuf, 4 * MiB, 0), (ssize_t)alen);
+	assert_memory_equal(rbuf, abuf, alen);
+	memset(abuf, 0x11, 4096);
+	pwrite_all(&fs, a, abuf, 4096, 0);
+
+	tu_remount(&fs);
+	assert_int_equal(rlfs_read(fs.mp, a, rbuf, 4 * MiB, 0), (ssize_t)alen);
+	assert_memory_equal(rbuf, abuf, alen);
+	assert_int_equal(rlfs_read(fs.mp, b, rbuf, MiB, 0), (ssize_t)MiB);
+	assert_memory_equal(rbuf, chunk, MiB);
+	check_fork(&fs, a);
+	check_fork(&fs, b);
+
+	/* truncating works on a full fs and gives the space back */
+	struct stat st = { .st_size = 0 };
+	assert_int_equal(rlfs_setattr(fs.mp, b, &st, RLFS_SET_SIZE, NULL), 0);
+	rmfile(&fs, "b");
+	rmfile(&fs, "a");
+	assert_int_equal(bfree(&fs), free0);
+	tu_remount(&fs);
+	assert_int_equal(bfree(&fs), free0);
+	free(abuf);
+	free(rbuf);
+	free(chunk);
+	tu_unmount(&fs);
+}
+
+/* ---- EFBIG ---- */
+
+static void test_efbig(void **state)
+{
+	struct tu_fs fs;
+	tu_mkfs_mount(&fs, 32 * MiB, 4096, 1);
+	uint64_t ino = mkfile(&fs, "big");
+	uint64_t max = fs.mp->maxbytes;
+	char buf[100];
+	memset(buf, 'x', sizeof(buf));
+	assert_int_equal(rlfs_write(fs.mp, ino, buf, 10, (off_t)max), -EFBIG);
+	/* straddling the limit: short write up to it */
+	assert_int_equal(rlfs_write(fs.mp, ino, buf, 100, (off_t)(max - 10)), 10);
+	assert_int_equal(fsize(&fs, ino), max);
+	struct stat st = { .st_size = 0 };
+	if (max < (uint64_t)INT64_MAX) {
+		st.st_size = (off_t)max + 1;
+		assert_int_equal(rlfs_setattr(fs.mp, ino, &st, RLFS_SET_SIZE, NULL), -EFBIG);
+		assert_int_equal(rlfs_fallocate(fs.mp, ino, 0, (off_t)max - 4096, 8192),
+				 -EFBIG);
+	}
+	assert_int_equal(rlfs_read(fs.mp, ino, buf, 100, (off_t)(max - 10)), 10);
+	assert_int_equal(buf[0], 'x');
+	assert_int_equal(rlfs_read(fs.mp, ino, buf, 100, (off_t)(max - 4000)), 100);
+	assert_int_equal(buf[0], 0);
+	assert_int_equal(rlfs_lseek(fs.mp, ino, 0, SEEK_DATA), (off_t)((max - 10) & ~4095ull));
+	st.st_size = 0;
+	assert_int_equal(rlfs_setattr(fs.mp, ino, &st, RLFS_SET_SIZE, NULL), 0);
+	assert_int_equal(fork_of(&fs, ino).nblocks, 0);
+	/* directories */
+	assert_int_equal(rlfs_read(fs.mp, rlfs_root_ino(fs.mp), buf, 10, 0), -EISDIR);
+	assert_int_equal(rlfs_write(fs.mp, rlfs_root_ino(fs.mp), buf, 10, 0), -EISDIR);
+	assert_int_equal(rlfs_fallocate(fs.mp, ino, FALLOC_FL_PUNCH_HOLE, 0, 10), -EOPNOTSUPP);
+	assert_int_equal(rlfs_fallocate(fs.mp, ino, 0x40, 0, 10), -EOPNOTSUPP);
+	tu_unmount(&fs);
+}
+
+/* ---- SEEK_DATA / SEEK_HOLE ---- */
+
+static void test_seek(void **state)
+{
+	struct tu_fs fs;
+	tu_mkfs_mount(&fs, 32 * MiB, 4096, 1);
+	uint64_t ino = mkfile(&fs, "s");
+	char buf[8192];
+	memset(buf, 'd', sizeof(buf));
+
+	/* empty file */
+	assert_int_equal(rlfs_lseek(fs.mp, ino, 0, SEEK_DATA), -ENXIO);
+	assert_int_equal(rlfs_lseek(fs.mp, ino, 0, SEEK_HOLE), -ENXIO);
+	/* [0,4K) data, hole, [1M, 1M+10) data (EOF) */
+	pwrite_all(&fs, ino, buf, 4096, 0);
+	pwrite_all(&fs, ino, buf, 10, MiB);
+	assert_int_equal(rlfs_lseek(fs.mp, ino, 0, SEEK_DATA), 0);
+	assert_int_equal(rlfs_lseek(fs.mp, ino, 100, SEEK_DATA), 100);
+	assert_int_equal(rlfs_lseek(fs.mp, ino, 0, SEEK_HOLE), 4096);
+	assert_int_equal(rlfs_lseek(fs.mp, ino, 4096, SEEK_DATA), (off_t)MiB);
+	assert_int_equal(rlfs_lseek(fs.mp, ino, 5000, SEEK_HOLE), 5000);
+	assert_int_equal(rlfs_lseek(fs.mp, ino, (off_t)MiB, SEEK_HOLE), (off_t)MiB + 10);
+	assert_int_equal(rlfs_lseek(fs.mp, ino, (off_t)MiB + 10, SEEK_DATA), -ENXIO);
+	assert_int_equal(rlfs_lseek(fs.mp, ino, -1, SEEK_DATA), -ENXIO);
+	/* unwritten extents count as data */
+	assert_int_equal(rlfs_fallocate(fs.mp, ino, FALLOC_FL_KEEP_SIZE, 64 * KiB, 64 * KiB), 0);
+	assert_int_equal(rlfs_lseek(fs.mp, ino, 4096, SEEK_DATA), 64 * KiB);
+	assert_int_equal(rlfs_lseek(fs.mp, ino, 64 * KiB, SEEK_HOLE), 128 * KiB);
+	assert_int_equal(rlfs_read(fs.mp, ino, buf, 100, 64 * KiB), 100);
+	assert_int_equal(buf[0], 0);
+	/* preallocation past EOF is not data; EOF is a hole */
+	assert_int_equal(rlfs_fallocate(fs.mp, ino, FALLOC_FL_KEEP_SIZE, 2 * MiB, 64 * KiB), 0);
+	assert_int_equal(rlfs_lseek(fs.mp, ino, (off_t)MiB, SEEK_HOLE), (off_t)MiB + 10);
+	assert_int_equal(fsize(&fs, ino), MiB + 10);
+	/* punch makes a hole */
+	assert_int_equal(rlfs_fallocate(fs.mp, ino, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+					0, 4096), 0);
+	assert_int_equal(rlfs_lseek(fs.mp, ino, 0, SEEK_DATA), 64 * KiB);
+	assert_int_equal(rlfs_lseek(fs.mp, ino, 0, SEEK_HOLE), 0);
+	/* writing into prealloc past EOF converts only what was written */
+	memset(buf, 'e', sizeof(buf));
+	pwrite_all(&fs, ino, buf, 100, 2 * MiB + 10);
+	assert_int_equal(fsize(&fs, ino), 2 * MiB + 110);
+	assert_int_equal(rlfs_read(fs.mp, ino, buf, 200, 2 * MiB), 110);
+	for (int i = 0; i < 10; i++)
+		assert_int_equal(buf[i], 0);
+	for (int i = 10; i < 110; i++)
+		assert_int_equal(buf[i], 'e');
+	check_fork(&fs, ino);
+	tu_remount(&fs);
+	assert_int_equal(rlfs_read(fs.mp, ino, buf, 200, 2 * MiB), 110);
+	assert_int_equal(buf[9], 0);
+	assert_int_equal(buf[10], 'e');
+	check_fork(&fs, ino);
+	tu_unmount(&fs);
+}
+
+/* ---- setattr ---- */
+
+static void test_setattr(void **state)
+{
+	struct tu_fs fs;
+	tu_mkfs_mount(&fs, 32 * MiB, 4096, 1);
+	uint64_t ino = mkfile(&fs, "f");
+	char buf[10000];
+	struct stat st, out;
+
+	memset(buf, 'a', sizeof(buf));
+	pwrite_all(&fs, ino, buf, sizeof(buf), 0);
+	/* truncate into a block, extend again: the cut tail reads zeros */
+	st.st_size = 5000;
+	assert_int_equal(rlfs_setattr(fs.mp, ino, &st, RLFS_SET_SIZE, &out), 0);
+	assert_int_equal(out.st_size, 5000);
+	assert_int_equal(out.st_blocks, 2 * 8);
+	st.st_size = 10000;
+	assert_int_equal(rlfs_setattr(fs.mp, ino, &st, RLFS_SET_SIZE, &out), 0);
+	memset(buf, 1, sizeof(buf));
+	assert_int_equal(rlfs_read(fs.mp, ino, buf, sizeof(buf), 0), 10000);
+	assert_int_equal(buf[4999], 'a');
+	for (int i = 5000; i < 10000; i++)
+		assert_int_equal(buf[i], 0);
+
+	/* chown drops setuid, and setgid with group exec */
+	st.st_mode = 06755;
+	assert_int_equal(rlfs_setattr(fs.mp, ino, &st, RLFS_SET_MODE, &out), 0);
+	assert_int_equal(out.st_mode, S_IFREG | 06755);
+	st.st_uid = 1000;
+	st.st_gid = 1000;
+	assert_int_equal(rlfs_setattr(fs.mp, ino, &st, RLFS_SET_UID | RLFS_SET_GID, &out), 0);
+	assert_int_equal(out.st_mode, S_IFREG | 0755);
+	assert_int_equal(out.st_uid, 1000);
+	assert_int_equal(out.st_gid, 1000);
+	/* write drops setuid too */
+	st.st_mode = 04644;
+	assert_int_equal(rlfs_setattr(fs.mp, ino, &st, RLFS_SET_MODE, &out), 0);
+	pwrite_all(&fs, ino, buf, 1, 0);
+	assert_int_equal(rlfs_getattr(fs.mp, ino, &out), 0);
+	assert_int_equal(out.st_mode, S_IFREG | 0644);
+
+	/* times */
+	st.st_atim.tv_sec = 1000;
+	st.st_atim.tv_nsec = 5;
+	st.st_mtim.tv_sec = 2000;
+	st.st_mtim.tv_nsec = 7;
+	assert_int_equal(rlfs_setattr(fs.mp, ino, &st, RLFS_SET_ATIME | RLFS_SET_MTIME, &out), 0);
+	tu_remount(&fs);
+	assert_int_equal(rlfs_getattr(fs.mp, ino, &out), 0);
+	assert_int_equal(out.st_atim.tv_sec, 1000);
+	assert_int_equal(out.st_atim.tv_nsec, 5);
+	assert_int_equal(out.st_mtim.tv_sec, 2000);
+	assert_int_equal(out.st_mtim.tv_nsec, 7);
+	assert_true(out.st_ctim.tv_sec > 2000);
+	assert_int_equal(out.st_size, 10000);
+	assert_int_equal(out.st_uid, 1000);
+
+	/* size on a directory */
+	st.st_size = 0;
+	assert_int_equal(rlfs_setattr(fs.mp, rlfs_root_ino(fs.mp), &st, RLFS_SET_SIZE, NULL),
+			 -EISDIR);
+	assert_int_equal(rlfs_getattr(fs.mp, 123456789, &out), -ENOENT);
+	assert_int_equal(rlfs_fsync(fs.mp, ino, 0), 0);
+	tu_unmount(&fs);
+}
+
+/* ---- unlinked while looked up: freed at the last forget ---- */
+
+static void test_unlink_open(void **state)
+{
+	struct tu_fs fs;
+	tu_mkfs_mount(&fs, 32 * MiB, 4096, 1);
+	uint64_t free0 = bfree(&fs);
+	struct stat st;
+	assert_int_equal(rlfs_mknod(fs.mp, rlfs_root_ino(fs.mp), "u", S_IFREG | 0644, 0, 0, 0,
+				    &st), 0);
+	uint64_t ino = st.st_ino;
+	uint8_t *buf = malloc(MiB);
+	memset(buf, 3, MiB);
+	pwrite_all(&fs, ino, buf, MiB, 0);
+	rmfile(&fs, "u");
+	/* still readable through the kernel's reference */
+	assert_int_equal(rlfs_read(fs.mp, ino, buf, MiB, 0), (ssize_t)MiB);
+	assert_int_equal(buf[MiB - 1], 3);
+	assert_true(bfree(&fs) < free0);
+	rlfs_forget(fs.mp, ino, 1);
+	assert_int_equal(bfree(&fs), free0);
+	assert_int_equal(rlfs_getattr(fs.mp, ino, &st), -ENOENT);
+
+	/* and at unmount if never forgotten */
+	assert_int_equal(rlfs_mknod(fs.mp, rlfs_root_ino(fs.mp), "v", S_IFREG | 0644, 0, 0, 0,
+				    &st), 0);
+	pwrite_all(&fs, st.st_ino, buf, MiB, 0);
+	rmfile(&fs, "v");
+	tu_remount(&fs);
+	assert_int_equal(bfree(&fs), free0);
+	free(buf);
+	tu_unmount(&fs);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_seek),
+		cmocka_unit_test(test_setattr),
+		cmocka_unit_test(test_efbig),
+		cmocka_unit_test(test_unlink_open),
+		cmocka_unit_test(test_seq_append),
+		cmocka_unit_test(test_btree_conversion),
+		cmocka_unit_test(test_enospc),
+		cmocka_unit_test(test_fsx_4k),
+		cmocka_unit_test(test_fsx_1k),
+		cmocka_unit_test(test_fsx_dense),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
