@@ -149,6 +149,10 @@ struct fsck {
 	struct rlfs_sb sb;          /* primary superblock (first 320 bytes) */
 	bool sb_fix;
 
+	bool incomplete;            /* some inode metadata unreadable: owners unknown */
+	bool dirs_incomplete;       /* some directory unreadable: links unknown */
+	uint64_t nlink_suppressed;
+	uint64_t leaked_blocks, leaked_runs;
 	uint64_t nerrors;           /* findings left uncorrected */
 	uint64_t ncounter;          /* counter findings (fixable) */
 	uint64_t nprinted;
@@ -1275,6 +1279,8 @@ static bool walk_inode_tree(struct iwalk *w, struct rlfs_trans *tp,
 		    errstr(err));
 	if (err)
 		ok = false;
+	if (!ok)
+		w->bad = true;
 	return ok;
 }
 
@@ -1533,9 +1539,10 @@ static void check_bmap_load(struct iwalk *w, struct rlfs_trans *tp, uint32_t nex
 	if (err) {
 		ERR(f, "inode %" PRIu64 " (data fork): the library cannot load it: %s", ip->ino,
 		    errstr(err));
-	} else if (ip->next != nextents) {
-		ERR(f, "inode %" PRIu64 " (data fork): nextents %u but the fork loads %u extents",
-		    ip->ino, nextents, ip->next);
+	} else if (ip->next != w->nrecs) {
+		ERR(f, "inode %" PRIu64 " (data fork): nextents %u but the library loads %u "
+		    "extents (the inline list must end with a zero record)", ip->ino, nextents,
+		    ip->next);
 	} else if (ip->format == RLFS_FMT_BTREE) {
 		err = rlfs_bmap_check(tp, ip);
 		if (err)
@@ -1659,8 +1666,10 @@ static void check_inode_forks(struct fsck *f, const struct rlfs_dinode *di, uint
 	switch (type) {
 	case S_IFREG:
 		f->n_files++;
-		if (!walk_data_fork(&w, tp, nextents))
+		if (!walk_data_fork(&w, tp, nextents)) {
 			ie->flags |= IE_BAD;
+			w.bad = true;
+		}
 		else
 			check_bmap_load(&w, tp, nextents);
 		if (ip.size > mp->maxbytes)
@@ -1671,13 +1680,18 @@ static void check_inode_forks(struct fsck *f, const struct rlfs_dinode *di, uint
 		f->n_dirs++;
 		if (ip.format == RLFS_FMT_BTREE) {
 			if (!root_ok(f, ino, ip.root, ip.root_level, "directory"))
-				break;
-			walk_inode_tree(&w, tp, &rlfs_dirbt_ops, CL_DIRBT, dir_rec_cb, "directory");
+				w.bad = true;
+			else
+				walk_inode_tree(&w, tp, &rlfs_dirbt_ops, CL_DIRBT, dir_rec_cb,
+						"directory");
 		} else if (ip.format != RLFS_FMT_NONE) {
 			ERR(f, "inode %" PRIu64 ": directory with data fork format %s (%u)", ino,
 			    fmt_name(ip.format), ip.format);
 			ie->flags |= IE_BAD;
+			w.bad = true;
 		}
+		if (w.bad)
+			f->dirs_incomplete = true;
 		break;
 	case S_IFLNK:
 		f->n_symlinks++;
@@ -1701,6 +1715,8 @@ static void check_inode_forks(struct fsck *f, const struct rlfs_dinode *di, uint
 			w.collect = true;
 			if (walk_data_fork(&w, tp, nextents))
 				check_symlink_blocks(&w, tp);
+			else
+				w.bad = true;
 		} else {
 			ERR(f, "inode %" PRIu64 ": symlink with data fork format %s (%u)", ino,
 			    fmt_name(ip.format), ip.format);
@@ -1730,7 +1746,9 @@ static void check_inode_forks(struct fsck *f, const struct rlfs_dinode *di, uint
 		check_attr_local(&w);
 		break;
 	case RLFS_FMT_BTREE:
-		if (root_ok(f, ino, ip.aroot, ip.aroot_level, "xattr tree")) {
+		if (!root_ok(f, ino, ip.aroot, ip.aroot_level, "xattr tree")) {
+			w.bad = true;
+		} else {
 			struct attrwalk aw = { .w = &w, .tp = tp };
 			struct rlfs_btree_cur cur;
 
@@ -1738,18 +1756,24 @@ static void check_inode_forks(struct fsck *f, const struct rlfs_dinode *di, uint
 			rlfs_btree_cur_init(&cur, tp, &rlfs_attrbt_ops, 0, &ip, NULL);
 			err = rlfs_btree_check(&cur);
 			rlfs_btree_cur_del(&cur);
-			if (err)
+			if (err) {
 				ERR(f, "inode %" PRIu64 " (xattr tree): tree check failed: %s", ino,
 				    errstr(err));
+				w.bad = true;
+			}
 			rlfs_btree_cur_init(&cur, tp, &rlfs_attrbt_ops, 0, &ip, NULL);
 			err = rlfs_btree_visit_blocks(&cur, inode_visit_block, &w);
 			rlfs_btree_cur_del(&cur);
+			if (err)
+				w.bad = true;
 			if (err < 0)
 				ERR(f, "inode %" PRIu64 " (xattr tree): cannot walk the tree "
 				    "blocks: %s", ino, errstr(err));
 			rlfs_btree_cur_init(&cur, tp, &rlfs_attrbt_ops, 0, &ip, NULL);
 			err = rlfs_btree_query_all(&cur, attr_rec_cb, &aw);
 			rlfs_btree_cur_del(&cur);
+			if (err)
+				w.bad = true;
 			if (err < 0)
 				ERR(f, "inode %" PRIu64 " (xattr tree): cannot read all records: %s",
 				    ino, errstr(err));
@@ -1764,7 +1788,9 @@ static void check_inode_forks(struct fsck *f, const struct rlfs_dinode *di, uint
 	}
 	rlfs_trans_cancel(tp);
 
-	if (w.owned != ip.nblocks)
+	if (w.bad)
+		f->incomplete = true;
+	if (w.owned != ip.nblocks && !w.bad)
 		ERR(f, "inode %" PRIu64 ": nblocks %" PRIu64 " but it owns %" PRIu64 " blocks",
 		    ino, ip.nblocks, w.owned);
 	f->used_blocks += w.owned;
@@ -1922,13 +1948,13 @@ static void check_graph(struct fsck *f)
 				    PRIu64 " which lies in no inode chunk", e->dir, name, e->child);
 			continue;
 		}
-		if (c->flags & IE_BAD)
-			continue;
-		c->nref++;
-		if (rlfs_mode_to_ftype(c->mode) != e->ftype)
+		if (c->mode && rlfs_mode_to_ftype(c->mode) != e->ftype)
 			ERR(f, "inode %" PRIu64 " (directory): entry '%s' has file type %u but "
 			    "inode %" PRIu64 " has mode 0%o", e->dir, name, e->ftype, e->child,
 			    c->mode);
+		if (c->flags & IE_BAD)
+			continue;
+		c->nref++;
 		if (S_ISDIR(c->mode)) {
 			if (d)
 				d->nsubdirs++;
@@ -1992,6 +2018,11 @@ static void check_graph(struct fsck *f)
 
 		if (ie->flags & IE_BAD)
 			continue;
+		if (f->dirs_incomplete && (!(ie->flags & IE_REACHED) ||
+		    (!S_ISDIR(ie->mode) && ie->nlink != ie->nref))) {
+			f->nlink_suppressed++;
+			continue;
+		}
 		if (!(ie->flags & IE_REACHED)) {
 			if (ie->nlink == 0)
 				ERR(f, "inode %" PRIu64 ": unlinked (nlink 0) but still allocated "
@@ -2015,6 +2046,10 @@ static void check_graph(struct fsck *f)
 			    ie->ino, ie->nlink, ie->nref);
 		}
 	}
+	if (f->nlink_suppressed)
+		ERR(f, "directory tree: %" PRIu64 " inodes unreachable or with link counts that "
+		    "do not match; not listed, as some directories could not be read",
+		    f->nlink_suppressed);
 }
 
 /* ------------------------------------------------------------------ */
@@ -2048,6 +2083,13 @@ static void report_leak(struct fsck *f, uint64_t start, uint64_t end)
 				ERR(f, "AG %u (space map): AG header or trees damaged; unclaimed "
 				    "blocks in this AG not reported", rlfs_fsb_to_agno(mp, start));
 			ai->leak_noted = true;
+			start = e;
+			continue;
+		}
+		if (f->incomplete) {
+			/* owners of some blocks are unknown: count, do not list */
+			f->leaked_blocks += e - start;
+			f->leaked_runs++;
 			start = e;
 			continue;
 		}
@@ -2088,6 +2130,10 @@ static void check_claims(struct fsck *f)
 	}
 	if (maxend < f->mp->dblocks)
 		report_leak(f, maxend, f->mp->dblocks);
+	if (f->leaked_runs)
+		ERR(f, "space map: %" PRIu64 " blocks in %" PRIu64 " runs are neither free nor "
+		    "in use; not listed, as some inode metadata could not be read",
+		    f->leaked_blocks, f->leaked_runs);
 }
 
 /* ------------------------------------------------------------------ */
