@@ -11,11 +11,13 @@
  */
 #include "testutil.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
+#include <unistd.h>
 
 #include "reflinkfs/fs.h"
 #include "dir.h"
@@ -149,6 +151,42 @@ static int cmp_entry(const void *a, const void *b)
 	return strcmp(((const struct entry *)a)->name, ((const struct entry *)b)->name);
 }
 
+
+/*
+ * Unmount and run "reflinkfs fsck -n" on the image, which must be clean.
+ * The binary is RLFS_TEST_FSCK if set (empty: skip the check), else the
+ * reflinkfs next to this test executable (the build directory) if any.
+ */
+static void finish(struct tu_fs *fs)
+{
+	const char *fsck = getenv("RLFS_TEST_FSCK");
+	char self[400];
+	if (!fsck) {
+		/* default: the reflinkfs binary next to this test, if built */
+		ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 16);
+		if (n > 0) {
+			self[n] = 0;
+			char *slash = strrchr(self, '/');
+			if (slash) {
+				strcpy(slash + 1, "reflinkfs");
+				if (access(self, X_OK) == 0)
+					fsck = self;
+			}
+		}
+	}
+	if (fsck && *fsck) {
+		char cmd[512];
+		assert_int_equal(rlfs_mount_close(fs->mp), 0);
+		fs->mp = NULL;
+		snprintf(cmd, sizeof(cmd), "%s fsck -n %s >/dev/null", fsck, fs->path);
+		int rc = system(cmd);
+		if (rc != 0)
+			fprintf(stderr, "fsck of %s: status %d\n", fs->path, rc);
+		assert_int_equal(rc, 0);
+	}
+	tu_unmount(fs);
+}
+
 /* ---- tests ---- */
 
 static void test_basic_errors(void **state)
@@ -230,7 +268,7 @@ static void test_basic_errors(void **state)
 	assert_int_equal(st_of(&fs, r, "fifo", &st), 0);
 	assert_true(S_ISFIFO(st.st_mode));
 	assert_int_equal(st_of(&fs, d, "inner", &st), 0);
-	tu_unmount(&fs);
+	finish(&fs);
 }
 
 static void test_many_entries(void **state)
@@ -295,7 +333,7 @@ static void test_many_entries(void **state)
 	tu_remount(&fs);
 	assert_space_equal(space_of(&fs), before);
 	free(inos);
-	tu_unmount(&fs);
+	finish(&fs);
 }
 
 /* Readdir in small batches while entries come and go between the calls. */
@@ -354,7 +392,7 @@ static void test_cookie_stability(void **state)
 	free(c.ents);
 	free(count);
 	free(state_);
-	tu_unmount(&fs);
+	finish(&fs);
 }
 
 /* Few hash values: long collision chains across many leaves, seq reuse. */
@@ -443,7 +481,7 @@ static void test_hash_collisions(void **state)
 	assert_int_equal(rlfs_rmdir(fs.mp, root(&fs), "c"), 0);
 	assert_space_equal(space_of(&fs), before);
 	free(inos);
-	tu_unmount(&fs);
+	finish(&fs);
 	rlfs_namehash_mask = saved;
 }
 
@@ -564,7 +602,7 @@ static void test_rename(void **state)
 	assert_int_equal(rlfs_rmdir(fs.mp, r, "b"), 0);
 	assert_int_equal(nlink_of(&fs, r, "."), 2);
 	assert_space_equal(space_of(&fs), before);
-	tu_unmount(&fs);
+	finish(&fs);
 }
 
 static void test_links(void **state)
@@ -612,7 +650,7 @@ static void test_links(void **state)
 	assert_true(space_of(&fs).bfree + 17 <= before2.bfree); /* value blocks kept */
 	rlfs_forget(fs.mp, ino, 1);
 	assert_space_equal(space_of(&fs), before2);
-	tu_unmount(&fs);
+	finish(&fs);
 }
 
 static void test_symlinks(void **state)
@@ -669,7 +707,7 @@ static void test_symlinks(void **state)
 	assert_space_equal(space_of(&fs), before);
 	tu_remount(&fs);
 	assert_space_equal(space_of(&fs), before);
-	tu_unmount(&fs);
+	finish(&fs);
 }
 
 static void test_symlinks_1k(void **state)
@@ -690,7 +728,7 @@ static void test_symlinks_1k(void **state)
 	assert_memory_equal(buf, target, 4095);
 	assert_int_equal(rlfs_unlink(fs.mp, r, "l"), 0);
 	assert_space_equal(space_of(&fs), before);
-	tu_unmount(&fs);
+	finish(&fs);
 }
 
 static void xattr_suite(uint32_t blocksize)
@@ -801,7 +839,7 @@ static void xattr_suite(uint32_t blocksize)
 	assert_space_equal(space_of(&fs), before);
 	tu_remount(&fs);
 	assert_space_equal(space_of(&fs), before);
-	tu_unmount(&fs);
+	finish(&fs);
 }
 
 static void test_xattr(void **state)
@@ -850,7 +888,7 @@ static void test_readdirplus(void **state)
 	assert_true(space_of(&fs).ffree >= s0.ffree + 0);
 	(void)inos;
 	free(c.ents);
-	tu_unmount(&fs);
+	finish(&fs);
 }
 
 static void test_flags(void **state)
@@ -879,11 +917,390 @@ static void test_flags(void **state)
 	rlfs_forget(fs.mp, st.st_ino, 1);
 	assert_int_equal(st.st_gid, 1234);
 	assert_true(st.st_mode & S_ISGID);
-	tu_unmount(&fs);
+	finish(&fs);
+}
+
+
+/*
+ * Random namespace operations against an in-memory model: create, mkdir,
+ * unlink, rmdir, link and rename (plain, NOREPLACE, EXCHANGE) among a few
+ * directories and names; every result (errno included) and, regularly,
+ * every directory listing and link count must match the model.
+ */
+#define M_MAXN 600
+#define M_NAMES 6
+struct mnode {
+	bool used, dir;
+	uint64_t ino;
+	int parent;                 /* dirs */
+	unsigned nlink;
+	int ent[M_NAMES];           /* dirs: child node per name, -1 = none */
+};
+static struct mnode mn[M_MAXN];
+
+static int m_new(bool dir, uint64_t ino, int parent)
+{
+	for (int i = 0; i < M_MAXN; i++) {
+		if (mn[i].used)
+			continue;
+		memset(&mn[i], 0, sizeof(mn[i]));
+		mn[i].used = true;
+		mn[i].dir = dir;
+		mn[i].ino = ino;
+		mn[i].parent = parent;
+		mn[i].nlink = dir ? 2 : 1;
+		for (int k = 0; k < M_NAMES; k++)
+			mn[i].ent[k] = -1;
+		return i;
+	}
+	fail_msg("model full");
+	return -1;
+}
+
+static bool m_empty(int d)
+{
+	for (int k = 0; k < M_NAMES; k++)
+		if (mn[d].ent[k] >= 0)
+			return false;
+	return true;
+}
+
+/* is a equal to d or an ancestor of d */
+static bool m_ancestor(int a, int d)
+{
+	for (int steps = 0; steps < M_MAXN; steps++) {
+		if (d == a)
+			return true;
+		if (mn[d].parent == d)
+			return false;
+		d = mn[d].parent;
+	}
+	return false;
+}
+
+static int m_pick_dir(void)
+{
+	for (;;) {
+		int i = (int)(tu_rand() % M_MAXN);
+		if (mn[i].used && mn[i].dir)
+			return i;
+	}
+}
+
+static void m_drop(int n)
+{
+	if (--mn[n].nlink == 0 || (mn[n].dir && mn[n].nlink <= 1))
+		mn[n].used = false;
+}
+
+static void m_verify(struct tu_fs *fs)
+{
+	for (int d = 0; d < M_MAXN; d++) {
+		if (!mn[d].used || !mn[d].dir)
+			continue;
+		struct collect c = { .skip_dots = true };
+		readdir_all(fs, mn[d].ino, &c);
+		unsigned want = 0;
+		for (int k = 0; k < M_NAMES; k++) {
+			if (mn[d].ent[k] < 0)
+				continue;
+			want++;
+			char name[16];
+			struct stat st;
+			snprintf(name, sizeof(name), "n%d", k);
+			int ch = mn[d].ent[k];
+			assert_int_equal(st_of(fs, mn[d].ino, name, &st), 0);
+			assert_int_equal(st.st_ino, mn[ch].ino);
+			assert_int_equal(st.st_nlink, mn[ch].nlink);
+			assert_int_equal(S_ISDIR(st.st_mode), mn[ch].dir);
+			bool found = false;
+			for (size_t i = 0; i < c.n; i++)
+				if (!strcmp(c.ents[i].name, name)) {
+					assert_false(found);
+					found = true;
+					assert_int_equal(c.ents[i].ino, mn[ch].ino);
+				}
+			assert_true(found);
+			if (mn[ch].dir) {
+				assert_int_equal(st_of(fs, mn[ch].ino, "..", &st), 0);
+				assert_int_equal(st.st_ino, mn[d].ino);
+			}
+		}
+		assert_int_equal(c.n, want);
+		free(c.ents);
+	}
+}
+
+static void m_op(struct tu_fs *fs)
+{
+	struct stat st;
+	int d = m_pick_dir(), k = (int)(tu_rand() % M_NAMES);
+	char name[16], name2[16];
+	snprintf(name, sizeof(name), "n%d", k);
+	int ch = mn[d].ent[k];
+	unsigned op = (unsigned)(tu_rand() % 100);
+	int err, want, used = 0;
+	for (int i = 0; i < M_MAXN; i++)
+		used += mn[i].used;
+	if (used > 250 && op < 35)
+		op = 35 + op % 30; /* keep the tree small: no creates */
+
+	if (op < 20) {                  /* create */
+		err = rlfs_mknod(fs->mp, mn[d].ino, name, S_IFREG | 0600, 0, 0, 0, &st);
+		assert_int_equal(err, ch >= 0 ? -EEXIST : 0);
+		if (!err) {
+			rlfs_forget(fs->mp, st.st_ino, 1);
+			mn[d].ent[k] = m_new(false, st.st_ino, -1);
+		}
+	} else if (op < 35) {           /* mkdir */
+		err = rlfs_mkdir(fs->mp, mn[d].ino, name, 0700, 0, 0, &st);
+		assert_int_equal(err, ch >= 0 ? -EEXIST : 0);
+		if (!err) {
+			rlfs_forget(fs->mp, st.st_ino, 1);
+			mn[d].ent[k] = m_new(true, st.st_ino, d);
+			mn[d].nlink++;
+		}
+	} else if (op < 45) {           /* unlink */
+		want = ch < 0 ? -ENOENT : mn[ch].dir ? -EISDIR : 0;
+		assert_int_equal(rlfs_unlink(fs->mp, mn[d].ino, name), want);
+		if (!want) {
+			mn[d].ent[k] = -1;
+			m_drop(ch);
+		}
+	} else if (op < 55) {           /* rmdir */
+		want = ch < 0 ? -ENOENT : !mn[ch].dir ? -ENOTDIR : !m_empty(ch) ? -ENOTEMPTY : 0;
+		assert_int_equal(rlfs_rmdir(fs->mp, mn[d].ino, name), want);
+		if (!want) {
+			mn[d].ent[k] = -1;
+			mn[ch].used = false;
+			mn[d].nlink--;
+		}
+	} else if (op < 65) {           /* link */
+		int d2 = m_pick_dir(), k2 = (int)(tu_rand() % M_NAMES);
+		snprintf(name2, sizeof(name2), "n%d", k2);
+		if (ch < 0)
+			return;
+		want = mn[ch].dir ? -EPERM : mn[d2].ent[k2] >= 0 ? -EEXIST : 0;
+		err = rlfs_link(fs->mp, mn[ch].ino, mn[d2].ino, name2, &st);
+		assert_int_equal(err, want);
+		if (!err) {
+			rlfs_forget(fs->mp, st.st_ino, 1);
+			mn[d2].ent[k2] = ch;
+			mn[ch].nlink++;
+		}
+	} else {                        /* rename */
+		int d2 = m_pick_dir(), k2 = (int)(tu_rand() % M_NAMES);
+		snprintf(name2, sizeof(name2), "n%d", k2);
+		int t = mn[d2].ent[k2];
+		unsigned r = (unsigned)(tu_rand() % 4);
+		unsigned flags = r == 1 ? RENAME_NOREPLACE : r == 2 ? RENAME_EXCHANGE : 0;
+		bool xchg = flags == RENAME_EXCHANGE;
+		if (ch < 0)
+			want = -ENOENT;
+		else if ((flags & RENAME_NOREPLACE) && t >= 0)
+			want = -EEXIST;
+		else if (xchg && t < 0)
+			want = -ENOENT;
+		else if (ch == t)
+			want = 0;
+		else if (d != d2 && mn[ch].dir && m_ancestor(ch, d2))
+			want = -EINVAL;
+		else if (d != d2 && t >= 0 && mn[t].dir && m_ancestor(t, d))
+			want = xchg ? -EINVAL : -ENOTEMPTY;
+		else if (t >= 0 && !xchg && mn[ch].dir && !mn[t].dir)
+			want = -ENOTDIR;
+		else if (t >= 0 && !xchg && !mn[ch].dir && mn[t].dir)
+			want = -EISDIR;
+		else if (t >= 0 && !xchg && mn[t].dir && !m_empty(t))
+			want = -ENOTEMPTY;
+		else
+			want = 0;
+		err = rlfs_rename(fs->mp, mn[d].ino, name, mn[d2].ino, name2, flags);
+		if (err != want)
+			fail_msg("rename d%d/%s -> d%d/%s flags %u: got %d want %d", d, name, d2,
+				 name2, flags, err, want);
+		if (err || ch == t)
+			return;
+		if (xchg) {
+			mn[d].ent[k] = t;
+			mn[d2].ent[k2] = ch;
+			if (d != d2) {
+				if (mn[ch].dir) {
+					mn[ch].parent = d2;
+					mn[d].nlink--;
+					mn[d2].nlink++;
+				}
+				if (mn[t].dir) {
+					mn[t].parent = d;
+					mn[d2].nlink--;
+					mn[d].nlink++;
+				}
+			}
+			return;
+		}
+		mn[d].ent[k] = -1;
+		mn[d2].ent[k2] = ch;
+		if (t >= 0) {
+			if (mn[t].dir) {
+				mn[t].used = false;
+				mn[d2].nlink--;
+			} else {
+				m_drop(t);
+			}
+		}
+		if (mn[ch].dir) {
+			mn[ch].parent = d2;
+			mn[d].nlink--;
+			mn[d2].nlink++;
+		}
+	}
+}
+
+static void m_rm_tree(struct tu_fs *fs, int d)
+{
+	for (int k = 0; k < M_NAMES; k++) {
+		int ch = mn[d].ent[k];
+		char name[16];
+		if (ch < 0)
+			continue;
+		snprintf(name, sizeof(name), "n%d", k);
+		if (mn[ch].dir) {
+			m_rm_tree(fs, ch);
+			assert_int_equal(rlfs_rmdir(fs->mp, mn[d].ino, name), 0);
+		} else {
+			assert_int_equal(rlfs_unlink(fs->mp, mn[d].ino, name), 0);
+		}
+		mn[d].ent[k] = -1;
+	}
+}
+
+static void test_random_namespace(void **state)
+{
+	struct tu_fs fs;
+	tu_mkfs_mount(&fs, 64 * MiB, 0, 0);
+	struct space before = space_of(&fs);
+	memset(mn, 0, sizeof(mn));
+	int r = m_new(true, root(&fs), 0);
+	mn[r].parent = r;
+	/* a few fixed subdirectories so that cross-directory ops are common */
+	for (int i = 0; i < 3; i++) {
+		char name[16];
+		struct stat st;
+		snprintf(name, sizeof(name), "n%d", i);
+		assert_int_equal(rlfs_mkdir(fs.mp, root(&fs), name, 0755, 0, 0, &st), 0);
+		rlfs_forget(fs.mp, st.st_ino, 1);
+		mn[r].ent[i] = m_new(true, st.st_ino, r);
+		mn[r].nlink++;
+	}
+	for (int i = 0; i < 6000; i++) {
+		m_op(&fs);
+		if (i % 500 == 499)
+			m_verify(&fs);
+		if (i % 2000 == 1999) {
+			tu_remount(&fs);
+			m_verify(&fs);
+		}
+	}
+	m_verify(&fs);
+	m_rm_tree(&fs, r);
+	struct stat st;
+	assert_int_equal(st_of(&fs, root(&fs), ".", &st), 0);
+	assert_int_equal(st.st_nlink, 2);
+	assert_space_equal(space_of(&fs), before);
+	finish(&fs);
+}
+
+/* Threads doing creates, renames and unlinks across shared directories:
+ * no deadlock, no corruption (fsck), every name accounted for. */
+struct thr_arg {
+	struct tu_fs *fs;
+	uint64_t dirs[3];
+	int id;
+	uint64_t seed;
+};
+
+static void *thr_main(void *p)
+{
+	struct thr_arg *a = p;
+	uint64_t x = a->seed;
+	char n1[32], n2[32];
+	struct stat st;
+	for (int i = 0; i < 1500; i++) {
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		uint64_t d1 = a->dirs[x % 3], d2 = a->dirs[(x >> 8) % 3];
+		snprintf(n1, sizeof(n1), "t%d-%u", a->id, (unsigned)((x >> 16) % 20));
+		snprintf(n2, sizeof(n2), "t%d-%u", (int)((x >> 24) % 4), (unsigned)((x >> 32) % 20));
+		switch ((x >> 40) % 6) {
+		case 0:
+		case 1:
+			if (rlfs_mknod(a->fs->mp, d1, n1, S_IFREG | 0600, 0, 0, 0, &st) == 0)
+				rlfs_forget(a->fs->mp, st.st_ino, 1);
+			break;
+		case 2:
+			rlfs_unlink(a->fs->mp, d1, n1);
+			break;
+		case 3:
+			rlfs_rename(a->fs->mp, d1, n1, d2, n2, 0);
+			break;
+		case 4:
+			rlfs_rename(a->fs->mp, d2, n2, d1, n1, RENAME_EXCHANGE);
+			break;
+		case 5: {
+			struct collect c = { .skip_dots = true };
+			readdir_all(a->fs, d1, &c);
+			free(c.ents);
+			break;
+		}
+		}
+	}
+	return NULL;
+}
+
+static void test_parallel(void **state)
+{
+	struct tu_fs fs;
+	pthread_t th[4];
+	struct thr_arg args[4];
+	tu_mkfs_mount(&fs, 64 * MiB, 0, 0);
+	struct space before = space_of(&fs);
+	uint64_t dirs[3];
+	dirs[0] = mkdir_(&fs, root(&fs), "p0");
+	dirs[1] = mkdir_(&fs, root(&fs), "p1");
+	dirs[2] = mkdir_(&fs, dirs[0], "p2");
+	for (int i = 0; i < 4; i++) {
+		args[i].fs = &fs;
+		memcpy(args[i].dirs, dirs, sizeof(dirs));
+		args[i].id = i;
+		args[i].seed = 0x1234567ull * (uint64_t)(i + 1);
+		assert_int_equal(pthread_create(&th[i], NULL, thr_main, &args[i]), 0);
+	}
+	for (int i = 0; i < 4; i++)
+		pthread_join(th[i], NULL);
+	/* empty every directory (entries are files only) */
+	for (int i = 2; i >= 0; i--) {
+		struct collect c = { .skip_dots = true };
+		readdir_all(&fs, dirs[i], &c);
+		for (size_t k = 0; k < c.n; k++) {
+			if (c.ents[k].type == S_IFDIR)
+				continue;
+			assert_int_equal(rlfs_unlink(fs.mp, dirs[i], c.ents[k].name), 0);
+		}
+		free(c.ents);
+	}
+	assert_int_equal(rlfs_rmdir(fs.mp, dirs[0], "p2"), 0);
+	assert_int_equal(rlfs_rmdir(fs.mp, root(&fs), "p1"), 0);
+	assert_int_equal(rlfs_rmdir(fs.mp, root(&fs), "p0"), 0);
+	assert_space_equal(space_of(&fs), before);
+	finish(&fs);
 }
 
 int main(void)
 {
+	const char *seed = getenv("RLFS_TEST_SEED");
+	if (seed)
+		tu_seed(strtoull(seed, NULL, 0));
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_basic_errors),
 		cmocka_unit_test(test_rename),
@@ -895,6 +1312,8 @@ int main(void)
 		cmocka_unit_test(test_readdirplus),
 		cmocka_unit_test(test_flags),
 		cmocka_unit_test(test_hash_collisions),
+		cmocka_unit_test(test_random_namespace),
+		cmocka_unit_test(test_parallel),
 		cmocka_unit_test(test_cookie_stability),
 		cmocka_unit_test(test_many_entries),
 	};
