@@ -15,15 +15,17 @@
  *
  * AGFL policy.  One allocator call or free changes the trees by at most one
  * bnobt insert and two cntbt inserts (each may split every level and grow
- * the root), and an inode chunk adds one inobt insert.  That worst case is
- * W = (Lbno+1) + 2*(Lcnt+1) + (Lino+1) blocks, with L the largest height
- * the tree can reach in an AG of this size.  rlfs_alloc_fix_freelist keeps
- * at least 2W blocks on the AGFL before every allocation/free (so the
- * refill itself, which is an allocation from the trees, never runs dry) and
- * trims it back to 2W when it holds more than min(3W, size - W) (so that
- * blocks given back by btree merges always fit, and idle AGFL blocks do
- * not fragment free space).  The trees therefore never
- * call the allocator: no recursion.
+ * the root), and an inode chunk adds one inobt insert.  An insert into a
+ * tree that can be at most L levels high takes at most L new blocks (it
+ * splits h < L levels and adds a root), so the worst case is
+ * W = 3*Lfree + Lino blocks, with L the largest height the tree can reach
+ * in an AG of this size when every block is only half full.
+ * rlfs_alloc_fix_freelist keeps at least max(2W, 8) blocks on the AGFL
+ * before every allocation/free (so the refill itself, which is an
+ * allocation from the trees, never runs dry) and trims it back to that
+ * minimum when it holds more than min(3W, size - W) (so that blocks given
+ * back by btree merges always fit, and idle AGFL blocks do not fragment
+ * free space).  The trees therefore never call the allocator: no recursion.
  */
 #include "alloc.h"
 #include "ialloc.h"
@@ -74,12 +76,12 @@ static unsigned free_maxlevels(struct rlfs_mount *mp)
 static unsigned agfl_worst(struct rlfs_mount *mp)
 {
 	unsigned lf = free_maxlevels(mp), li = rlfs_inobt_maxlevels(mp);
-	return (lf + 1) * 3 + (li + 1);
+	return lf * 3 + li;
 }
 
 unsigned rlfs_agfl_min(struct rlfs_mount *mp)
 {
-	unsigned m = 2 * agfl_worst(mp);
+	unsigned m = RLFS_MAX(2 * agfl_worst(mp), 8u);
 	return RLFS_MIN(m, rlfs_agfl_size(mp) / 2);
 }
 
@@ -98,7 +100,7 @@ uint32_t rlfs_alloc_tree_res(struct rlfs_mount *mp, uint32_t nextents)
 {
 	/* the operation's own splits plus those of an AGFL refill before it */
 	unsigned lf = free_maxlevels(mp);
-	return nextents * 2 * (lf + 1) * 3;
+	return nextents * 2 * lf * 3;
 }
 
 /* ------------------------------------------------------------------ */
