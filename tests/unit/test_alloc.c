@@ -289,9 +289,10 @@ static void test_mkfs_errors(void **state)
 	o.force = 1;
 	assert_int_equal(rlfs_mkfs(path, &o), 0);
 	struct rlfs_mount *mp;
-	assert_int_equal(rlfs_mount_open(path, RLFS_MOUNT_NOLOCK, &mp), 0);
+	assert_int_equal(rlfs_mount_open(path, 0, &mp), 0); /* locks the image */
 	assert_int_equal(mp->dblocks, (64u << 20) / 4096);
 	check_fs(mp, NULL);
+	assert_int_equal(rlfs_mkfs(path, &o), -EBUSY); /* mounted */
 	assert_int_equal(rlfs_mount_close(mp), 0);
 	unlink(path);
 	/* a new file needs a size */
@@ -816,12 +817,91 @@ static void test_fragmented(void **state)
 	tu_unmount(&fs);
 }
 
+/* Rewrite one field of a metadata block on disk (crc recomputed, so only
+ * the verifier's field checks can catch it). */
+static void patch_block(const char *path, uint32_t bs, uint64_t fsbno, size_t off,
+			const void *val, size_t len)
+{
+	FILE *f = fopen(path, "r+b");
+	assert_non_null(f);
+	uint8_t *blk = malloc(bs);
+	assert_int_equal(fseeko(f, (off_t)(fsbno * bs), SEEK_SET), 0);
+	assert_int_equal(fread(blk, 1, bs, f), bs);
+	memcpy(blk + off, val, len);
+	rlfs_cksum_update(blk, bs, RLFS_CRC_OFF);
+	assert_int_equal(fseeko(f, (off_t)(fsbno * bs), SEEK_SET), 0);
+	assert_int_equal(fwrite(blk, 1, bs, f), bs);
+	fclose(f);
+	free(blk);
+}
+
+static void test_verifiers(void **state)
+{
+	const uint32_t bs = 4096, agblocks = 4096;
+	struct {
+		uint32_t agbno; /* in AG 1 */
+		size_t off;
+		uint32_t val;
+		int width;
+	} agh_cases[] = {
+		{ 1, offsetof(struct rlfs_agh, agno), 2, 4 },
+		{ 1, offsetof(struct rlfs_agh, length), agblocks + 1, 4 },
+		{ 1, offsetof(struct rlfs_agh, bno_root), 0, 4 },
+		{ 1, offsetof(struct rlfs_agh, cnt_root), agblocks, 4 },
+		{ 1, offsetof(struct rlfs_agh, ino_root), 2, 4 },
+		{ 1, offsetof(struct rlfs_agh, bno_level), 0, 2 },
+		{ 1, offsetof(struct rlfs_agh, ino_level), RLFS_BTREE_MAXLEVELS + 1, 2 },
+		{ 1, offsetof(struct rlfs_agh, flcount), 5000, 4 },
+		{ 1, offsetof(struct rlfs_agh, flfirst), 3, 4 },
+		{ 1, offsetof(struct rlfs_agh, freeblks), agblocks, 4 },
+		{ 1, offsetof(struct rlfs_agh, longest), agblocks - 1, 4 },
+		{ 1, offsetof(struct rlfs_agh, icount), 63, 4 },
+		{ 0, offsetof(struct rlfs_sb, inodesize), 128, 2 },
+		{ 0, offsetof(struct rlfs_sb, agblocks), 10, 4 },
+		{ 0, offsetof(struct rlfs_sb, rootino), 0, 4 },
+		{ 0, offsetof(struct rlfs_sb, state), 7, 4 },
+	};
+	for (size_t i = 0; i < sizeof(agh_cases) / sizeof(agh_cases[0]); i++) {
+		struct tu_fs fs;
+		tu_mkfs_mount(&fs, 64ull << 20, bs, 4);
+		assert_int_equal(fs.mp->agblocks, agblocks);
+		assert_int_equal(rlfs_mount_close(fs.mp), 0);
+		fs.mp = NULL;
+		uint64_t fsbno = agh_cases[i].agbno == 0 ? 0 : agblocks + agh_cases[i].agbno;
+		rlfs_le32 v32 = rlfs_le32_of(agh_cases[i].val);
+		rlfs_le16 v16 = rlfs_le16_of((uint16_t)agh_cases[i].val);
+		if (agh_cases[i].width == 4)
+			patch_block(fs.path, bs, fsbno, agh_cases[i].off, &v32, 4);
+		else
+			patch_block(fs.path, bs, fsbno, agh_cases[i].off, &v16, 2);
+		struct rlfs_mount *mp = NULL;
+		int err = rlfs_mount_open(fs.path, RLFS_MOUNT_NOLOCK, &mp);
+		if (err == 0)
+			fail_msg("case %zu: corrupt field at offset %zu accepted", i, agh_cases[i].off);
+		assert_int_equal(err, -EUCLEAN);
+		tu_unmount(&fs);
+	}
+	/* AGFL slot pointing at the AG header */
+	struct tu_fs fs;
+	tu_mkfs_mount(&fs, 64ull << 20, bs, 4);
+	assert_int_equal(rlfs_mount_close(fs.mp), 0);
+	rlfs_le32 one = rlfs_le32_of(1);
+	patch_block(fs.path, bs, agblocks + RLFS_AGFL_AGBNO, sizeof(struct rlfs_agfl), &one, 4);
+	assert_int_equal(rlfs_mount_open(fs.path, RLFS_MOUNT_NOLOCK, &fs.mp), 0);
+	struct rlfs_trans *tp = tx(fs.mp, 0);
+	uint32_t agbno;
+	assert_int_equal(rlfs_agfl_get_block(tp, 1, &agbno), -EUCLEAN);
+	rlfs_trans_cancel(tp);
+	tu_unmount(&fs);
+}
+
 int main(void)
 {
 	seed_from_env();
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_mkfs_geometries),
 		cmocka_unit_test(test_mkfs_errors),
+		cmocka_unit_test(test_verifiers),
 		cmocka_unit_test(test_exact_growth),
 		cmocka_unit_test(test_double_free),
 		cmocka_unit_test(test_alloc_random_4k),
