@@ -143,6 +143,7 @@ struct fsck {
 	const char *prog;           /* argv[0], for messages */
 	const char *image;
 	bool dry_run, verbose;
+	bool readonly;              /* image could only be opened read-only */
 	int lock_fd;
 	struct rlfs_dev *dev;
 	struct rlfs_mount *mp;
@@ -429,6 +430,11 @@ static int open_and_lock(struct fsck *f)
 	if (env && *env)
 		limit = atof(env);
 	f->lock_fd = open(f->image, (f->dry_run ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+	if (f->lock_fd < 0 && !f->dry_run && (errno == EACCES || errno == EROFS)) {
+		/* read-only image: check anyway, repairs will be refused */
+		f->lock_fd = open(f->image, O_RDONLY | O_CLOEXEC);
+		f->readonly = f->lock_fd >= 0;
+	}
 	if (f->lock_fd < 0) {
 		fprintf(stderr, "%s: cannot open %s: %s\n", f->prog, f->image, strerror(errno));
 		return FSCK_EXIT_OPERR;
@@ -491,7 +497,7 @@ static int check_primary_sb(struct fsck *f)
 		fprintf(stderr, "%s: %s: %s\n", f->prog, f->image, strerror(errno));
 		return FSCK_EXIT_OPERR;
 	}
-	err = rlfs_dev_open(f->image, !f->dry_run, 0, &f->dev);
+	err = rlfs_dev_open(f->image, !f->dry_run && !f->readonly, 0, &f->dev);
 	if (err) {
 		fprintf(stderr, "%s: cannot open %s: %s\n", f->prog, f->image, strerror(-err));
 		return FSCK_EXIT_OPERR;
@@ -539,7 +545,8 @@ static int check_primary_sb(struct fsck *f)
 		return FSCK_EXIT_UNCORRECTED;
 	}
 	if (!is_pow2(isz) || isz < RLFS_DINODE_CORE || isz > bs ||
-	    rlfs_get16(sb->inopblock) != bs / isz) {
+	    rlfs_get16(sb->inopblock) != bs / isz ||
+	    bs / isz > RLFS_INODES_PER_CHUNK) {
 		ERR(f, "AG 0 agbno 0 (fsbno 0) (superblock): bad inode size %u / inodes per block %u",
 		    isz, rlfs_get16(sb->inopblock));
 		return FSCK_EXIT_UNCORRECTED;
@@ -778,8 +785,7 @@ static int inobt_rec_cb(struct rlfs_btree_cur *cur, const void *rec, void *priv)
 		ERR(f, "AG %u (inobt): more records than the AG can hold; stopped walking", w->agno);
 		return 1;
 	}
-	if (startino % RLFS_INODES_PER_CHUNK != 0 || startino % RLFS_MIN(mp->inopblock,
-	    (uint32_t)RLFS_INODES_PER_CHUNK) != 0) {
+	if (startino % RLFS_INODES_PER_CHUNK != 0 || fsbno % mp->chunk_blocks != 0) {
 		ERR(f, "AG %u (inobt): chunk startino %" PRIu64 " is not chunk aligned", w->agno,
 		    startino);
 		return 0;
@@ -1066,6 +1072,14 @@ static void check_ag(struct fsck *f, uint32_t agno)
 			}
 		}
 	}
+	if (!(mp->features_incompat & RLFS_FEAT_INCOMPAT_REFLINK) &&
+	    (rlfs_get32(ai->agh.refc_root) || rlfs_get16(ai->agh.refc_level)))
+		ERR(f, "%s (AG header): refcount btree root set without the reflink feature",
+		    loc(f, hfsb).s);
+	if (!(mp->features_incompat & RLFS_FEAT_INCOMPAT_RMAP) &&
+	    (rlfs_get32(ai->agh.rmap_root) || rlfs_get16(ai->agh.rmap_level)))
+		ERR(f, "%s (AG header): rmap btree root set without the rmap feature",
+		    loc(f, hfsb).s);
 	check_agfl(f, tp, agno, ai);
 
 	if (roots_ok) {
@@ -2340,9 +2354,10 @@ static int run(struct fsck *f)
 	if (f->ncounter) {
 		int err;
 
-		if (f->dry_run) {
-			printf("%s: %" PRIu64 " summary counter error%s found (-n: not fixed)\n",
-			       f->image, f->ncounter, f->ncounter == 1 ? "" : "s");
+		if (f->dry_run || f->readonly) {
+			printf("%s: %" PRIu64 " summary counter error%s found (%s: not fixed)\n",
+			       f->image, f->ncounter, f->ncounter == 1 ? "" : "s",
+			       f->dry_run ? "-n" : "read-only image");
 			return FSCK_EXIT_UNCORRECTED;
 		}
 		err = fix_counters(f, icount, ifree, fdblocks);
