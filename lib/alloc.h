@@ -47,16 +47,39 @@ struct rlfs_alloc_arg {
 	uint64_t fsbno;             /* 0 if nothing found */
 	uint32_t len;
 };
-/* 0 with args->fsbno/len set, -ENOSPC if no extent of minlen exists (EXACT:
- * if the hint block is not free for minlen), -EUCLEAN, -EIO. */
+/*
+ * Policies (the extent never crosses an AG end; alignment is of the fsbno):
+ *   EXACT: [hint, hint+minlen) must be free (and hint aligned); returns as
+ *          much as is free from hint on, up to maxlen.  Only the hint's AG.
+ *   NEAR:  first pass over the AGs (hint's AG first, then the next ones,
+ *          wrapping) wants maxlen, second pass accepts minlen.  Inside an
+ *          AG: the longest length achievable there (up to maxlen), placed
+ *          as close to the hint as possible (bnobt walked both ways from
+ *          the hint; other AGs use agbno 0 as the hint).
+ *   ANY:   the first AG (from the hint's) holding maxlen gets a best fit by
+ *          size (smallest cntbt record that holds it); if no AG has maxlen,
+ *          the AGs with the longest free extent are tried first and the
+ *          longest aligned piece (>= minlen) is returned.
+ * The AGFL is topped up first (rlfs_alloc_fix_freelist); an AG that cannot
+ * keep its AGFL at the minimum is skipped.  alignment 0 counts as 1.
+ * 0 with args->fsbno/len set, -ENOSPC if no extent of minlen exists (EXACT:
+ * if the hint block is not free for minlen), -EINVAL (minlen 0, maxlen <
+ * minlen or > RLFS_MAX_EXTLEN), -EUCLEAN, -EIO.  Blocks are accounted with
+ * rlfs_trans_mod_used.  Model: xfs_alloc_vextent.
+ */
 int rlfs_alloc_extent(struct rlfs_alloc_arg *args);
 /* Return [fsbno, fsbno+len) to free space, merging with neighbours.
  * -EUCLEAN if any of it is already free (double free). */
 int rlfs_free_extent(struct rlfs_trans *tp, uint64_t fsbno, uint32_t len);
 
 /* AG btree block allocation from / to the AGFL (bnobt/cntbt/inobt ops use
- * these).  rlfs_alloc_fix_freelist tops the AGFL up; called by the
- * allocator before touching the free-space trees. */
+ * these; -ENOSPC when the AGFL is empty, -EUCLEAN on a bad slot or an
+ * overflow).  No space accounting here: the btree ops do it.
+ * rlfs_alloc_fix_freelist tops the AGFL up to rlfs_agfl_min (from the
+ * trees; -ENOSPC if the AG has too little free space) and gives a surplus
+ * left by btree merges back to the trees; the allocator and
+ * rlfs_free_extent call it before touching the free-space trees, ialloc
+ * before inobt changes.  See the policy note at the top of alloc.c. */
 int rlfs_agfl_get_block(struct rlfs_trans *tp, uint32_t agno, uint32_t *agbno);
 int rlfs_agfl_put_block(struct rlfs_trans *tp, uint32_t agno, uint32_t agbno);
 int rlfs_alloc_fix_freelist(struct rlfs_trans *tp, uint32_t agno);
