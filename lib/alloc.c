@@ -992,8 +992,6 @@ int rlfs_alloc_fix_freelist(struct rlfs_trans *tp, uint32_t agno)
 			break;
 		}
 		uint32_t take = RLFS_MIN(need, c.fn);
-		/* the record may have moved if splits took AGFL blocks: no, the
-		 * trees are only changed by take_from_record below */
 		err = take_from_record(tp, agno, agbp, c.fs, c.fn, c.fs, take);
 		for (uint32_t i = 0; !err && i < take; i++)
 			err = agfl_give(tp, agno, agbp, c.fs + i);
