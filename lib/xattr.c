@@ -930,12 +930,38 @@ int rlfs_xattr_destroy(struct rlfs_trans *tp, struct rlfs_inode *ip)
 
 /* ---- public wrappers (include/reflinkfs/fs.h) ---- */
 
+/*
+ * Namespaces, as the kernel's xattr handlers of XFS resolve them
+ * (fs/xattr.c xattr_resolve_name): "user.", "trusted.", "security." with a
+ * non-empty rest, and the two POSIX ACL names (stored as opaque values).
+ * FUSE hands every name to us, so anything else is refused here:
+ * -EOPNOTSUPP (ENOTSUP), or -EINVAL for a bare prefix.
+ */
+static int xattr_namespace_check(const char *name)
+{
+	static const char *const prefixes[] = { "user.", "trusted.", "security." };
+	for (size_t i = 0; i < sizeof(prefixes) / sizeof(prefixes[0]); i++) {
+		size_t pl = strlen(prefixes[i]);
+		if (strncmp(name, prefixes[i], pl) == 0)
+			return name[pl] ? 0 : -EINVAL;
+	}
+	if (!strcmp(name, "system.posix_acl_access") || !strcmp(name, "system.posix_acl_default"))
+		return 0;
+	return -EOPNOTSUPP;
+}
+
 int rlfs_getxattr(struct rlfs_mount *mp, uint64_t ino, const char *name, void *value,
 		  size_t size)
 {
 	struct rlfs_inode *ip;
 	struct rlfs_trans *tp;
-	int error = rlfs_iget(mp, ino, &ip);
+	size_t len;
+	int error = check_name(name, &len);
+	if (!error)
+		error = xattr_namespace_check(name);
+	if (error)
+		return error;
+	error = rlfs_iget(mp, ino, &ip);
 	if (error)
 		return error;
 	pthread_rwlock_rdlock(&ip->iolock);
@@ -960,6 +986,9 @@ int rlfs_setxattr(struct rlfs_mount *mp, uint64_t ino, const char *name, const v
 		return error;
 	if (size > RLFS_XATTR_SIZE_MAX)
 		return -E2BIG;
+	error = xattr_namespace_check(name);
+	if (error)
+		return error;
 	error = rlfs_iget(mp, ino, &ip);
 	if (error)
 		return error;
@@ -1008,7 +1037,13 @@ int rlfs_removexattr(struct rlfs_mount *mp, uint64_t ino, const char *name)
 {
 	struct rlfs_inode *ip;
 	struct rlfs_trans *tp;
-	int error = rlfs_iget(mp, ino, &ip);
+	size_t len;
+	int error = check_name(name, &len);
+	if (!error)
+		error = xattr_namespace_check(name);
+	if (error)
+		return error;
+	error = rlfs_iget(mp, ino, &ip);
 	if (error)
 		return error;
 	pthread_rwlock_wrlock(&ip->iolock);

@@ -4,9 +4,13 @@
  * they fit; otherwise all move to an xattr btree at ip->aroot (aformat
  * BTREE, records struct rlfs_attr_rec keyed by (hash, seq)) whose values
  * longer than 64 bytes live in runs of remote blocks (struct
- * rlfs_remote_hdr each).  Names include their namespace prefix
- * ("user.", "trusted.", "security.", "system.").  Limits: name 1..255
- * bytes, value 0..65536 bytes (Linux XATTR_SIZE_MAX).
+ * rlfs_remote_hdr each).  Names include their namespace prefix.  The
+ * functions here store any name; the public rlfs_*xattr wrappers (fs.h)
+ * accept only what XFS accepts, because FUSE passes every name through:
+ * "user.", "trusted.", "security." + non-empty rest, and
+ * "system.posix_acl_access"/"system.posix_acl_default" (opaque values);
+ * others give -EOPNOTSUPP (ENOTSUP), a bare prefix -EINVAL.  Limits: name
+ * 1..255 bytes, value 0..65536 bytes (Linux XATTR_SIZE_MAX).
  * Semantics as setxattr(2)/getxattr(2)/listxattr(2)/removexattr(2).
  */
 #ifndef RLFS_XATTR_H

@@ -770,6 +770,12 @@ static void xattr_suite(uint32_t blocksize)
 	assert_int_equal(rlfs_removexattr(fs.mp, f, name), 0);
 	assert_int_equal(rlfs_setxattr(fs.mp, f, "", "x", 1, 0), -ERANGE);
 	assert_int_equal(rlfs_setxattr(fs.mp, f, "user.huge", val, 65537, 0), -E2BIG);
+	/* namespaces as XFS: unknown ones are not supported */
+	assert_int_equal(rlfs_setxattr(fs.mp, f, "bogus.x", "x", 1, 0), -EOPNOTSUPP);
+	assert_int_equal(rlfs_getxattr(fs.mp, f, "bogus.x", buf, 4), -EOPNOTSUPP);
+	assert_int_equal(rlfs_removexattr(fs.mp, f, "bogus.x"), -EOPNOTSUPP);
+	assert_int_equal(rlfs_setxattr(fs.mp, f, "system.foo", "x", 1, 0), -EOPNOTSUPP);
+	assert_int_equal(rlfs_setxattr(fs.mp, f, "user.", "x", 1, 0), -EINVAL);
 	/* ACLs are opaque values */
 	assert_int_equal(rlfs_setxattr(fs.mp, d, "system.posix_acl_default", "\2\0\0\0", 4, 0),
 			 0);
