@@ -1907,7 +1907,10 @@ static void check_inodes(struct fsck *f)
 				memset(ie, 0, sizeof(*ie));
 				ie->ino = ino;
 				if (bad) {
+					/* its blocks and (if a directory) entries are unknown */
 					ie->flags = IE_BAD;
+					f->incomplete = true;
+					f->dirs_incomplete = true;
 					continue;
 				}
 				ie->mode = mode;
