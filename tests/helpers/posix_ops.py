@@ -286,7 +286,9 @@ def ops():
     write_at(P("dc", "x"), 0, b"x")
     check("rename dir over empty dir", os.rename, P("da"), P("db"))
     stat_strict("root after dir rename", P())
-    check("rename dir over nonempty dir", os.rename, P("db"), P("dc"))
+    # POSIX allows EEXIST or ENOTEMPTY here (XFS: EEXIST)
+    r = res(os.rename, P("db"), P("dc"))
+    strict("rename dir over nonempty dir -> %s" % ("EEXIST|ENOTEMPTY" if r in ("EEXIST", "ENOTEMPTY") else r))
     check("rename dir over file", os.rename, P("db"), P("f"))
     check("rename file over dir", os.rename, P("f"), P("db"))
     check("rename dir into itself", os.rename, P("db"), P("db", "inner"))
@@ -365,7 +367,8 @@ def ops():
     check("mknod blk", os.mknod, P("blk"), stat.S_IFBLK | 0o600, os.makedev(7, 200))
     stat_strict("blk", P("blk"))
     check("mknod existing", os.mknod, P("chr"), stat.S_IFCHR | 0o600, os.makedev(1, 3))
-    check("read /dev/null-like chr", lambda: len(open(P("chr"), "rb").read()))
+    # device nodes are unusable on a nodev mount (FUSE default): soft
+    check("read /dev/null-like chr", lambda: len(open(P("chr"), "rb").read()), kind=soft)
 
     # --- attributes: chmod/chown/utimes ------------------------------------
     check("chmod", os.chmod, P("f"), 0o4751)

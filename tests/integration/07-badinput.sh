@@ -33,21 +33,21 @@ def visit(p):
     except OSError as e:
         note(e)
     import stat as S
-    if S.ISDIR(st.st_mode):
+    if S.S_ISDIR(st.st_mode):
         try:
             names = os.listdir(p)
         except OSError as e:
             note(e); return
         for n in names:
             visit(os.path.join(p, n))
-    elif S.ISREG(st.st_mode):
+    elif S.S_ISREG(st.st_mode):
         try:
             with open(p, "rb") as f:
                 while f.read(1 << 20):
                     pass
         except OSError as e:
             note(e)
-    elif S.ISLNK(st.st_mode):
+    elif S.S_ISLNK(st.st_mode):
         try:
             os.readlink(p)
         except OSError as e:
