@@ -817,50 +817,82 @@ static int inobt_rec_cb(struct rlfs_btree_cur *cur, const void *rec, void *priv)
 	return 0;
 }
 
+/*
+ * Block walk that also hands every leaf record to a record callback.  The
+ * records are taken straight from the verified leaf blocks rather than
+ * through rlfs_btree_query_all, whose per-record verifier stops at the
+ * first bad record: fsck wants to see (and judge) all of them.  Leaves are
+ * visited left to right, so records come in key order.
+ */
+struct visit_ctx {
+	rlfs_btree_blk_fn blk;
+	void *blk_priv;
+	rlfs_btree_rec_fn rec;
+	void *rec_priv;
+	uint16_t rec_len;
+	uint32_t blocksize;
+};
+
+static int visit_with_recs(struct rlfs_btree_cur *cur, struct rlfs_buf *bp, unsigned level,
+			   void *priv)
+{
+	struct visit_ctx *v = priv;
+	const struct rlfs_btree_block *bb = bp->data;
+	unsigned n, max;
+	int r = v->blk(cur, bp, level, v->blk_priv);
+
+	if (r || level != 0 || !v->rec)
+		return r;
+	n = rlfs_get16(bb->numrecs);
+	max = (v->blocksize - (unsigned)sizeof(*bb)) / v->rec_len;
+	for (unsigned i = 0; i < n && i < max; i++) {
+		r = v->rec(cur, (const uint8_t *)bp->data + sizeof(*bb) + (size_t)i * v->rec_len,
+			   v->rec_priv);
+		if (r)
+			return r;
+	}
+	return 0;
+}
+
+/* rlfs_btree_check (problems reported, walk goes on), then the block and
+ * record walk.  Returns 0 if every block and record was visited, else the
+ * walk's error (reported here) or its positive stop value. */
+static int check_and_walk(struct fsck *f, struct rlfs_trans *tp, const struct rlfs_btree_ops *ops,
+			  uint32_t agno, struct rlfs_inode *ip, void *agbp, struct visit_ctx *v,
+			  const char *where)
+{
+	struct rlfs_btree_cur cur;
+	int err;
+
+	v->rec_len = ops->rec_len;
+	v->blocksize = f->mp->blocksize;
+	rlfs_btree_cur_init(&cur, tp, ops, agno, ip, agbp);
+	err = rlfs_btree_check(&cur);
+	rlfs_btree_cur_del(&cur);
+	if (err)
+		ERR(f, "%s (%s): tree check failed: %s", where, ops->name, errstr(err));
+	rlfs_btree_cur_init(&cur, tp, ops, agno, ip, agbp);
+	err = rlfs_btree_visit_blocks(&cur, visit_with_recs, v);
+	rlfs_btree_cur_del(&cur);
+	if (err == -ENOMEM)
+		f->oom = true;
+	else if (err < 0)
+		ERR(f, "%s (%s): cannot walk the whole tree: %s", where, ops->name, errstr(err));
+	return err;
+}
+
 /* Structure check, block walk and record walk of one AG tree.  Returns true
  * if all three succeeded. */
 static bool walk_ag_tree(struct fsck *f, struct rlfs_trans *tp, const struct rlfs_btree_ops *ops,
 			 struct agwalk *w, rlfs_btree_rec_fn fn, uint32_t root_agbno,
 			 struct rlfs_buf *agbp)
 {
-	struct rlfs_btree_cur cur;
-	uint64_t rootfsb = rlfs_agb_to_fsb(f->mp, w->agno, root_agbno);
-	bool ok = true;
-	int err;
+	struct visit_ctx v = { .blk = ag_visit_block, .blk_priv = w, .rec = fn, .rec_priv = w };
+	char where[128];
 
-	rlfs_btree_cur_init(&cur, tp, ops, w->agno, NULL, agbp);
-	err = rlfs_btree_check(&cur);
-	if (err) {
-		ERR(f, "%s (%s root): tree check failed: %s", loc(f, rootfsb).s, ops->name,
-		    errstr(err));
-		ok = false;
-	}
-	rlfs_btree_cur_del(&cur);
-	rlfs_btree_cur_init(&cur, tp, ops, w->agno, NULL, agbp);
-	err = rlfs_btree_visit_blocks(&cur, ag_visit_block, w);
-	if (err < 0) {
-		if (ok)
-			ERR(f, "%s (%s root): cannot walk the tree blocks: %s", loc(f, rootfsb).s,
-			    ops->name, errstr(err));
-		ok = false;
-	} else if (err > 0) {
-		ok = false;
-	}
-	rlfs_btree_cur_del(&cur);
-	rlfs_btree_cur_init(&cur, tp, ops, w->agno, NULL, agbp);
-	err = rlfs_btree_query_all(&cur, fn, w);
-	if (err < 0) {
-		if (err == -ENOMEM)
-			f->oom = true;
-		else if (ok)
-			ERR(f, "%s (%s root): cannot read all records: %s", loc(f, rootfsb).s,
-			    ops->name, errstr(err));
-		ok = false;
-	} else if (err > 0) {
-		ok = false;
-	}
-	rlfs_btree_cur_del(&cur);
-	return ok;
+	snprintf(where, sizeof(where), "%s root",
+		 loc(f, rlfs_agb_to_fsb(f->mp, w->agno, root_agbno)).s);
+	return check_and_walk(f, tp, ops, w->agno, NULL, agbp, &v, where) == 0;
 }
 
 static int cmp_alloc_rec_bno(const void *a, const void *b)
@@ -1259,43 +1291,19 @@ static int bmbt_rec_cb(struct rlfs_btree_cur *cur, const void *rec, void *priv)
 /* Walk an inode-rooted tree: check, visit blocks, all records. */
 static bool walk_inode_tree(struct iwalk *w, struct rlfs_trans *tp,
 			    const struct rlfs_btree_ops *ops, uint8_t kind, rlfs_btree_rec_fn fn,
-			    const char *what)
+			    void *rec_priv)
 {
-	struct fsck *f = w->f;
-	struct rlfs_btree_cur cur;
-	bool ok = true;
+	struct visit_ctx v = { .blk = inode_visit_block, .blk_priv = w, .rec = fn,
+			       .rec_priv = rec_priv ? rec_priv : w };
+	char where[64];
 	int err;
 
 	w->kind = kind;
-	rlfs_btree_cur_init(&cur, tp, ops, 0, w->ip, NULL);
-	err = rlfs_btree_check(&cur);
-	rlfs_btree_cur_del(&cur);
-	if (err) {
-		ERR(f, "inode %" PRIu64 " (%s): tree check failed: %s", w->ip->ino, what,
-		    errstr(err));
-		ok = false;
-	}
-	rlfs_btree_cur_init(&cur, tp, ops, 0, w->ip, NULL);
-	err = rlfs_btree_visit_blocks(&cur, inode_visit_block, w);
-	rlfs_btree_cur_del(&cur);
-	if (err < 0 && ok)
-		ERR(f, "inode %" PRIu64 " (%s): cannot walk the tree blocks: %s", w->ip->ino,
-		    what, errstr(err));
+	snprintf(where, sizeof(where), "inode %" PRIu64, w->ip->ino);
+	err = check_and_walk(w->f, tp, ops, 0, w->ip, NULL, &v, where);
 	if (err)
-		ok = false;
-	rlfs_btree_cur_init(&cur, tp, ops, 0, w->ip, NULL);
-	err = rlfs_btree_query_all(&cur, fn, w);
-	rlfs_btree_cur_del(&cur);
-	if (err == -ENOMEM)
-		f->oom = true;
-	else if (err < 0 && ok)
-		ERR(f, "inode %" PRIu64 " (%s): cannot read all records: %s", w->ip->ino, what,
-		    errstr(err));
-	if (err)
-		ok = false;
-	if (!ok)
 		w->bad = true;
-	return ok;
+	return err == 0;
 }
 
 static int dir_rec_cb(struct rlfs_btree_cur *cur, const void *rec, void *priv)
@@ -1530,7 +1538,7 @@ static bool walk_data_fork(struct iwalk *w, struct rlfs_trans *tp, uint32_t next
 
 		if (!root_ok(f, ino, ip->root, ip->root_level, "bmbt"))
 			return false;
-		ok = walk_inode_tree(w, tp, &rlfs_bmbt_ops, CL_BMBT, bmbt_rec_cb, "bmbt");
+		ok = walk_inode_tree(w, tp, &rlfs_bmbt_ops, CL_BMBT, bmbt_rec_cb, NULL);
 		if (ok && w->nrecs != nextents)
 			ERR(f, "inode %" PRIu64 ": nextents %u but the bmbt holds %" PRIu64
 			    " extents", ino, nextents, w->nrecs);
@@ -1697,7 +1705,7 @@ static void check_inode_forks(struct fsck *f, const struct rlfs_dinode *di, uint
 				w.bad = true;
 			else
 				walk_inode_tree(&w, tp, &rlfs_dirbt_ops, CL_DIRBT, dir_rec_cb,
-						"directory");
+						NULL);
 		} else if (ip.format != RLFS_FMT_NONE) {
 			ERR(f, "inode %" PRIu64 ": directory with data fork format %s (%u)", ino,
 			    fmt_name(ip.format), ip.format);
@@ -1764,34 +1772,9 @@ static void check_inode_forks(struct fsck *f, const struct rlfs_dinode *di, uint
 			w.bad = true;
 		} else {
 			struct attrwalk aw = { .w = &w, .tp = tp };
-			struct rlfs_btree_cur cur;
 
-			w.kind = CL_ATTRBT;
-			rlfs_btree_cur_init(&cur, tp, &rlfs_attrbt_ops, 0, &ip, NULL);
-			err = rlfs_btree_check(&cur);
-			rlfs_btree_cur_del(&cur);
-			if (err) {
-				ERR(f, "inode %" PRIu64 " (xattr tree): tree check failed: %s", ino,
-				    errstr(err));
-				w.bad = true;
-			}
-			rlfs_btree_cur_init(&cur, tp, &rlfs_attrbt_ops, 0, &ip, NULL);
-			err = rlfs_btree_visit_blocks(&cur, inode_visit_block, &w);
-			rlfs_btree_cur_del(&cur);
-			if (err)
-				w.bad = true;
-			if (err < 0)
-				ERR(f, "inode %" PRIu64 " (xattr tree): cannot walk the tree "
-				    "blocks: %s", ino, errstr(err));
-			rlfs_btree_cur_init(&cur, tp, &rlfs_attrbt_ops, 0, &ip, NULL);
-			err = rlfs_btree_query_all(&cur, attr_rec_cb, &aw);
-			rlfs_btree_cur_del(&cur);
-			if (err)
-				w.bad = true;
-			if (err < 0)
-				ERR(f, "inode %" PRIu64 " (xattr tree): cannot read all records: %s",
-				    ino, errstr(err));
-			else if (aw.n != ip.acount)
+			if (walk_inode_tree(&w, tp, &rlfs_attrbt_ops, CL_ATTRBT, attr_rec_cb, &aw) &&
+			    aw.n != ip.acount)
 				ERR(f, "inode %" PRIu64 " (xattr tree): acount %u but the tree "
 				    "holds %" PRIu64 " entries", ino, ip.acount, aw.n);
 		}
