@@ -132,7 +132,7 @@ for ((r = 1; r <= RUNS; r++)); do
 	done
 done
 
-ratio() { awk -v a="${R[rlfs.$1]}" -v b="${R[xfs.$1]}" 'BEGIN {printf "%.2f", b > 0 ? a / b : 0}'; }
+ratio() { awk -v a="${R[rlfs.$1]}" -v b="${R[xfs.$1]}" 'BEGIN {printf "%.2f", (b > 0 ? a / b : 0)}'; }
 row() { # metric label unit target
 	local r
 	r=$(ratio "$1")
