@@ -657,6 +657,86 @@ static void test_unlink_open(void **state)
 	tu_unmount(&fs);
 }
 
+/* ---- parallel writers/readers on different files ---- */
+
+#include <pthread.h>
+
+struct par_arg {
+	struct tu_fs *fs;
+	uint64_t ino;
+	unsigned id;
+	int failed;
+};
+
+#define PAR_FILE (4 * MiB)
+
+static void *par_worker(void *p)
+{
+	struct par_arg *a = p;
+	uint8_t *buf = malloc(256 * KiB), *rd = malloc(256 * KiB);
+	uint64_t x = 0x9E3779B97F4A7C15ull * (a->id + 1);
+	for (uint64_t off = 0; off < PAR_FILE && !a->failed; ) {
+		x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+		size_t n = (size_t)(x % (256 * KiB)) + 1;
+		if (off + n > PAR_FILE)
+			n = (size_t)(PAR_FILE - off);
+		for (size_t i = 0; i < n; i++)
+			buf[i] = (uint8_t)((off + i) * (a->id + 3) + 1);
+		if (rlfs_write(a->fs->mp, a->ino, buf, n, (off_t)off) != (ssize_t)n)
+			a->failed = 1;
+		if (rlfs_read(a->fs->mp, a->ino, rd, n, (off_t)off) != (ssize_t)n ||
+		    memcmp(rd, buf, n) != 0)
+			a->failed = 2;
+		if ((x & 15) == 0 && rlfs_fsync(a->fs->mp, a->ino, 0) != 0)
+			a->failed = 3;
+		if ((x & 7) == 1) {
+			/* punch and rewrite a range behind us */
+			uint64_t po = off > 64 * KiB ? off - 64 * KiB : 0;
+			if (rlfs_fallocate(a->fs->mp, a->ino, FALLOC_FL_PUNCH_HOLE |
+					   FALLOC_FL_KEEP_SIZE, (off_t)po, 8 * KiB) != 0)
+				a->failed = 4;
+			for (size_t i = 0; i < 8 * KiB; i++)
+				buf[i] = (uint8_t)((po + i) * (a->id + 3) + 1);
+			if (rlfs_write(a->fs->mp, a->ino, buf, 8 * KiB, (off_t)po) != 8 * KiB)
+				a->failed = 5;
+		}
+		off += n;
+	}
+	free(buf);
+	free(rd);
+	return NULL;
+}
+
+static void test_parallel(void **state)
+{
+	struct tu_fs fs;
+	enum { N = 4 };
+	struct par_arg args[N];
+	pthread_t th[N];
+	tu_mkfs_mount(&fs, 128 * MiB, 4096, 4);
+	for (unsigned i = 0; i < N; i++) {
+		char name[16];
+		snprintf(name, sizeof(name), "p%u", i);
+		args[i] = (struct par_arg){ .fs = &fs, .ino = mkfile(&fs, name), .id = i };
+		assert_int_equal(pthread_create(&th[i], NULL, par_worker, &args[i]), 0);
+	}
+	for (unsigned i = 0; i < N; i++) {
+		pthread_join(th[i], NULL);
+		assert_int_equal(args[i].failed, 0);
+	}
+	tu_remount(&fs);
+	uint8_t *rd = malloc(PAR_FILE);
+	for (unsigned i = 0; i < N; i++) {
+		assert_int_equal(rlfs_read(fs.mp, args[i].ino, rd, PAR_FILE, 0), (ssize_t)PAR_FILE);
+		for (uint64_t k = 0; k < PAR_FILE; k++)
+			if (rd[k] != (uint8_t)(k * (i + 3) + 1))
+				fail_msg("file %u byte %llu", i, (unsigned long long)k);
+		check_fork(&fs, args[i].ino);
+	}
+	free(rd);
+	tu_unmount(&fs);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -667,6 +747,7 @@ int main(void)
 		cmocka_unit_test(test_seq_append),
 		cmocka_unit_test(test_btree_conversion),
 		cmocka_unit_test(test_enospc),
+		cmocka_unit_test(test_parallel),
 		cmocka_unit_test(test_fsx_4k),
 		cmocka_unit_test(test_fsx_1k),
 		cmocka_unit_test(test_fsx_dense),
