@@ -15,12 +15,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
 #include "reflinkfs/fs.h"
 #include "dir.h"
+#include "inode.h"
 
 #ifndef RENAME_NOREPLACE
 #define RENAME_NOREPLACE (1 << 0)
@@ -1302,6 +1304,117 @@ static void test_parallel(void **state)
 	finish(&fs);
 }
 
+/* Set RLFS_DIFLAG_* directly (chattr has no public API yet). */
+static void set_diflags(struct tu_fs *fs, uint64_t ino, uint32_t flags)
+{
+	struct rlfs_inode *ip;
+	struct rlfs_trans *tp;
+	assert_int_equal(rlfs_iget(fs->mp, ino, &ip), 0);
+	pthread_rwlock_wrlock(&ip->iolock);
+	assert_int_equal(rlfs_trans_alloc(fs->mp, 0, 0, &tp), 0);
+	rlfs_trans_log_inode(tp, ip);
+	ip->flags = flags;
+	assert_int_equal(rlfs_trans_commit(tp), 0);
+	pthread_rwlock_unlock(&ip->iolock);
+	rlfs_irele(ip);
+}
+
+static void test_immutable_append(void **state)
+{
+	struct tu_fs fs;
+	struct stat st;
+	tu_mkfs_mount(&fs, 64 * MiB, 0, 0);
+	uint64_t r = root(&fs);
+	uint64_t d = mkdir_(&fs, r, "d");
+	uint64_t f = mkfile(&fs, d, "f");
+	mkfile(&fs, r, "other");
+
+	set_diflags(&fs, d, RLFS_DIFLAG_IMMUTABLE);
+	assert_int_equal(rlfs_mknod(fs.mp, d, "new", S_IFREG | 0644, 0, 0, 0, &st), -EPERM);
+	assert_int_equal(rlfs_unlink(fs.mp, d, "f"), -EPERM);
+	assert_int_equal(rlfs_rename(fs.mp, d, "f", r, "moved", 0), -EPERM);
+	assert_int_equal(rlfs_rename(fs.mp, r, "other", d, "in", 0), -EPERM);
+	assert_int_equal(rlfs_link(fs.mp, f, d, "l", &st), -EPERM);
+	assert_int_equal(rlfs_setxattr(fs.mp, d, "user.x", "1", 1, 0), -EPERM);
+
+	set_diflags(&fs, d, RLFS_DIFLAG_APPEND);
+	assert_int_equal(rlfs_mknod(fs.mp, d, "new", S_IFREG | 0644, 0, 0, 0, &st), 0);
+	rlfs_forget(fs.mp, st.st_ino, 1);
+	assert_int_equal(rlfs_unlink(fs.mp, d, "new"), -EPERM);
+	assert_int_equal(rlfs_rename(fs.mp, d, "new", d, "new2", 0), -EPERM);
+	assert_int_equal(rlfs_rename(fs.mp, r, "other", d, "in", 0), 0);
+	/* the victim of may_delete() may not be append-only either */
+	assert_int_equal(rlfs_rename(fs.mp, r, "d", r, "d2", 0), -EPERM);
+	assert_int_equal(rlfs_rmdir(fs.mp, r, "d"), -EPERM);
+	set_diflags(&fs, d, 0);
+
+	set_diflags(&fs, f, RLFS_DIFLAG_IMMUTABLE);
+	assert_int_equal(rlfs_unlink(fs.mp, d, "f"), -EPERM);
+	assert_int_equal(rlfs_link(fs.mp, f, r, "l", &st), -EPERM);
+	assert_int_equal(rlfs_rename(fs.mp, d, "f", d, "g", 0), -EPERM);
+	assert_int_equal(rlfs_rename(fs.mp, d, "new", d, "f", 0), -EPERM);
+	assert_int_equal(rlfs_setxattr(fs.mp, f, "user.x", "1", 1, 0), -EPERM);
+	assert_int_equal(rlfs_removexattr(fs.mp, f, "user.x"), -EPERM);
+	set_diflags(&fs, f, RLFS_DIFLAG_APPEND);
+	assert_int_equal(rlfs_unlink(fs.mp, d, "f"), -EPERM);
+	set_diflags(&fs, f, 0);
+	assert_int_equal(rlfs_unlink(fs.mp, d, "f"), 0);
+	assert_int_equal(rlfs_unlink(fs.mp, d, "new"), 0);
+	assert_int_equal(rlfs_unlink(fs.mp, d, "in"), 0);
+	assert_int_equal(rlfs_rmdir(fs.mp, r, "d"), 0);
+	finish(&fs);
+}
+
+static bool ts_after(struct timespec a, struct timespec b)
+{
+	return a.tv_sec > b.tv_sec || (a.tv_sec == b.tv_sec && a.tv_nsec > b.tv_nsec);
+}
+
+static void pause_ms(void)
+{
+	struct timespec t = { 0, 2 * 1000 * 1000 };
+	nanosleep(&t, NULL);
+}
+
+static void test_timestamps(void **state)
+{
+	struct tu_fs fs;
+	struct stat d0, d1, f0, f1, e0;
+	tu_mkfs_mount(&fs, 64 * MiB, 0, 0);
+	uint64_t r = root(&fs);
+	uint64_t d = mkdir_(&fs, r, "d");
+	uint64_t e = mkdir_(&fs, r, "e");
+	(void)e;
+	assert_int_equal(st_of(&fs, d, ".", &d0), 0);
+	pause_ms();
+	uint64_t f = mkfile(&fs, d, "f");
+	assert_int_equal(st_of(&fs, d, ".", &d1), 0);
+	assert_true(ts_after(d1.st_mtim, d0.st_mtim));
+	assert_true(ts_after(d1.st_ctim, d0.st_ctim));
+	assert_int_equal(st_of(&fs, d, "f", &f0), 0);
+	pause_ms();
+	struct stat st;
+	assert_int_equal(rlfs_link(fs.mp, f, r, "fl", &st), 0);
+	rlfs_forget(fs.mp, f, 1);
+	assert_true(ts_after(st.st_ctim, f0.st_ctim));          /* link: ctime */
+	assert_true(st.st_mtim.tv_sec == f0.st_mtim.tv_sec &&
+		    st.st_mtim.tv_nsec == f0.st_mtim.tv_nsec);     /* not mtime */
+	assert_int_equal(st_of(&fs, e, ".", &e0), 0);
+	pause_ms();
+	assert_int_equal(rlfs_rename(fs.mp, d, "f", e, "g", 0), 0);
+	assert_int_equal(st_of(&fs, e, ".", &st), 0);
+	assert_true(ts_after(st.st_mtim, e0.st_mtim));
+	assert_int_equal(st_of(&fs, e, "g", &f1), 0);
+	assert_true(ts_after(f1.st_ctim, st.st_ctim) || (f1.st_ctim.tv_sec == st.st_ctim.tv_sec &&
+		    f1.st_ctim.tv_nsec == st.st_ctim.tv_nsec) || ts_after(f1.st_ctim, f0.st_ctim));
+	pause_ms();
+	assert_int_equal(rlfs_unlink(fs.mp, r, "fl"), 0);
+	assert_int_equal(st_of(&fs, e, "g", &st), 0);
+	assert_true(ts_after(st.st_ctim, f1.st_ctim));           /* lost a link */
+	assert_int_equal(st.st_nlink, 1);
+	finish(&fs);
+}
+
 int main(void)
 {
 	const char *seed = getenv("RLFS_TEST_SEED");
@@ -1317,6 +1430,8 @@ int main(void)
 		cmocka_unit_test(test_xattr_1k),
 		cmocka_unit_test(test_readdirplus),
 		cmocka_unit_test(test_flags),
+		cmocka_unit_test(test_immutable_append),
+		cmocka_unit_test(test_timestamps),
 		cmocka_unit_test(test_hash_collisions),
 		cmocka_unit_test(test_random_namespace),
 		cmocka_unit_test(test_parallel),
