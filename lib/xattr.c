@@ -6,7 +6,9 @@
  * holds packed struct rlfs_attr_sf_entry headers, each followed by the name
  * and value bytes and padded to 4 bytes; a namelen of 0 or the end of the
  * area ends the list.  Every set rewrites the list; if the result does not
- * fit, every attribute moves to the btree form.
+ * fit, every attribute moves to the btree form.  Directories and special
+ * files, whose data fork never uses the literal area, get the whole area
+ * (forkoff set to 0) when the default split is too small.
  *
  * Btree form (aformat BTREE): struct rlfs_attr_rec records keyed by
  * hash << 32 | seq (hash = rlfs_dirhash of the name, seq = first unused for
@@ -23,6 +25,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/xattr.h>
 
 #include "reflinkfs/fs.h"
@@ -702,12 +705,19 @@ int rlfs_xattr_set(struct rlfs_trans *tp, struct rlfs_inode *ip, const char *nam
 	if (!found && (flags & XATTR_REPLACE))
 		return -ENODATA;
 
+	/* Directories and special files never use the data fork's part of
+	 * the literal area: they may give it to the xattrs (forkoff 0). */
 	size_t room = sf_room(ip);
-	if (room) {
-		uint8_t *buf = calloc(1, room);
+	size_t maxroom = room;
+	bool no_data_literal = S_ISDIR(ip->mode) || S_ISCHR(ip->mode) || S_ISBLK(ip->mode) ||
+			       S_ISFIFO(ip->mode) || S_ISSOCK(ip->mode);
+	if (no_data_literal && ip->format != RLFS_FMT_LOCAL && ip->format != RLFS_FMT_EXTENTS)
+		maxroom = lit_size(ip->mp);
+	if (maxroom) {
+		uint8_t *buf = calloc(1, maxroom);
 		if (!buf)
 			return -ENOMEM;
-		struct sf_copy c = { .buf = buf, .room = room, .skip = name, .skiplen = len };
+		struct sf_copy c = { .buf = buf, .room = maxroom, .skip = name, .skiplen = len };
 		if (ip->aformat == RLFS_FMT_LOCAL) {
 			error = sf_walk(ip, sf_copy_fn, &c, NULL);
 			if (error) {
@@ -715,7 +725,12 @@ int rlfs_xattr_set(struct rlfs_trans *tp, struct rlfs_inode *ip, const char *nam
 				return error;
 			}
 		}
-		if (!c.overflow && sf_append(buf, room, &c.pos, name, len, value, size)) {
+		if (!c.overflow && sf_append(buf, maxroom, &c.pos, name, len, value, size)) {
+			if (c.pos > room) {
+				/* grow the xattr area over the unused data fork */
+				ip->forkoff = 0;
+				room = maxroom;
+			}
 			memcpy(sf_base(ip), buf, room);
 			ip->aformat = RLFS_FMT_LOCAL;
 			ip->acount = c.n + 1;

@@ -783,6 +783,22 @@ static void xattr_suite(uint32_t blocksize)
 			 0);
 	assert_int_equal(rlfs_getxattr(fs.mp, d, "system.posix_acl_default", buf, 16), 4);
 
+	/* a directory lends the unused data-fork part of its inode to xattrs
+	 * (512-byte inodes: 256 literal bytes, 128 by default for xattrs) */
+	uint64_t d2 = mkdir_(&fs, r, "d2");
+	struct space s2 = space_of(&fs);
+	memset(val, 'v', 180);
+	assert_int_equal(rlfs_setxattr(fs.mp, d2, "user.v", val, 180, 0), 0);
+	assert_int_equal(rlfs_setxattr(fs.mp, d2, "user.w", "w", 1, 0), 0);
+	assert_true(space_of(&fs).bfree == s2.bfree);   /* still inline */
+	mkfile(&fs, d2, "child");                        /* dir tree + xattrs */
+	tu_remount(&fs);
+	assert_int_equal(rlfs_getxattr(fs.mp, d2, "user.v", buf, sizeof(buf)), 180);
+	assert_memory_equal(buf, val, 180);
+	assert_int_equal(st_of(&fs, d2, "child", NULL), 0);
+	assert_int_equal(rlfs_unlink(fs.mp, d2, "child"), 0);
+	assert_int_equal(rlfs_rmdir(fs.mp, r, "d2"), 0);
+
 	/* spill into the btree: many attributes, values of every size class */
 	for (unsigned i = 0; i < 200; i++) {
 		size_t vl = (i * 37) % 300;
