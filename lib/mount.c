@@ -90,7 +90,8 @@ static int init_counters(struct rlfs_mount *mp)
 	rlfs_trans_cancel(tp);
 	if (err)
 		return err;
-	mp->fdblocks = (int64_t)free_blocks;
+	mp->setaside = (uint64_t)mp->agcount * rlfs_agfl_min(mp);
+	mp->fdblocks = (int64_t)free_blocks - (int64_t)mp->setaside;
 	mp->icount = icount;
 	mp->ifree = ifree;
 	/* Reserve pool: 5% of the filesystem, at most 8192 blocks (XFS's
@@ -114,7 +115,8 @@ static int write_sb(struct rlfs_mount *mp, uint32_t state)
 	}
 	struct rlfs_sb *sb = bp->data;
 	rlfs_put32(sb->state, state);
-	rlfs_put64(sb->fdblocks, mp->fdblocks > 0 ? (uint64_t)mp->fdblocks : 0);
+	int64_t fdb = mp->fdblocks + (int64_t)mp->setaside;
+	rlfs_put64(sb->fdblocks, fdb > 0 ? (uint64_t)fdb : 0);
 	rlfs_put64(sb->icount, mp->icount);
 	rlfs_put64(sb->ifree, mp->ifree);
 	rlfs_trans_log_buf(tp, bp);
