@@ -155,7 +155,30 @@ static void seed_from_env(uint64_t dflt)
 	tu_seed(e ? strtoull(e, NULL, 0) ^ dflt : dflt);
 }
 
+/* Like tu_mkfs_mount with an inode size (tu_unmount cleans up). */
+static void mkfs_mount_isize(struct tu_fs *fs, uint64_t size_bytes, uint32_t blocksize,
+			     uint32_t inodesize)
+{
+	struct rlfs_mkfs_opts o = { .size_bytes = size_bytes, .blocksize = blocksize,
+				    .inodesize = inodesize, .force = 1 };
+	snprintf(fs->path, sizeof(fs->path), "/tmp/rlfs-unit-XXXXXX");
+	int fd = mkstemp(fs->path);
+	assert_true(fd >= 0);
+	close(fd);
+	assert_int_equal(rlfs_mkfs(fs->path, &o), 0);
+	assert_int_equal(rlfs_mount_open(fs->path, RLFS_MOUNT_NOLOCK, &fs->mp), 0);
+}
+
+static void run_fsx_isize(uint32_t blocksize, uint32_t inodesize, unsigned nops,
+			  uint64_t maxlen, uint64_t maxop);
+
 static void run_fsx(uint32_t blocksize, unsigned nops, uint64_t maxlen, uint64_t maxop)
+{
+	run_fsx_isize(blocksize, 0, nops, maxlen, maxop);
+}
+
+static void run_fsx_isize(uint32_t blocksize, uint32_t inodesize, unsigned nops,
+			  uint64_t maxlen, uint64_t maxop)
 {
 	struct tu_fs fs;
 	max_next_seen = 0;
@@ -166,7 +189,7 @@ static void run_fsx(uint32_t blocksize, unsigned nops, uint64_t maxlen, uint64_t
 	assert_non_null(m.buf);
 	assert_non_null(data);
 
-	tu_mkfs_mount(&fs, 128 * MiB, blocksize, 2);
+	mkfs_mount_isize(&fs, 128 * MiB, blocksize, inodesize);
 	uint64_t free0 = bfree(&fs);
 	uint64_t ino = mkfile(&fs, "fsx");
 	char when[128];
@@ -179,6 +202,8 @@ static void run_fsx(uint32_t blocksize, unsigned nops, uint64_t maxlen, uint64_t
 			off &= ~(uint64_t)(blocksize - 1);
 		if (tu_rand() % 3 == 0)
 			len = (len + blocksize - 1) & ~(uint64_t)(blocksize - 1);
+		if (len > maxop)
+			len = maxop;
 		uint64_t end = off + len;
 		unsigned kind = (unsigned)(tu_rand() % 100);
 		int r;
@@ -294,6 +319,21 @@ static void test_fsx_dense(void **state)
 	/* the map went through inline -> bmbt (and back, on truncates) */
 	assert_true(btree_seen);
 	assert_true(max_next_seen > 20);
+}
+
+/* 256-byte inodes: no literal area, every mapped file has a bmbt */
+static void test_fsx_isize256(void **state)
+{
+	seed_from_env(0x256);
+	run_fsx_isize(4096, 256, 1500, 2 * MiB, 100 * KiB);
+	assert_true(btree_seen);
+}
+
+/* 64 KiB blocks: most ops are partial blocks */
+static void test_fsx_64k(void **state)
+{
+	seed_from_env(0x64);
+	run_fsx_isize(65536, 0, 1500, 4 * MiB, 200 * KiB);
 }
 
 /* ---- sequential append ---- */
@@ -751,6 +791,8 @@ int main(void)
 		cmocka_unit_test(test_fsx_4k),
 		cmocka_unit_test(test_fsx_1k),
 		cmocka_unit_test(test_fsx_dense),
+		cmocka_unit_test(test_fsx_isize256),
+		cmocka_unit_test(test_fsx_64k),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
