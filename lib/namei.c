@@ -138,14 +138,31 @@ static int lookup_ino(struct rlfs_inode *dp, const char *name, size_t len, uint6
 	return error;
 }
 
-/* A directory entry pointing at a free inode is corruption. */
-static int child_iget(struct rlfs_mount *mp, struct rlfs_inode *dp, uint64_t ino,
-		      struct rlfs_inode **ipp)
+/*
+ * iget the inode that name in dp pointed to (*inop, from an unlocked
+ * lookup).  If it was freed meanwhile (-ENOENT from iget) the name is
+ * looked up again and *inop updated; -ENOENT if the name went away.  A
+ * name that keeps pointing at a free inode is corruption (-EUCLEAN).
+ */
+static int child_iget(struct rlfs_mount *mp, struct rlfs_inode *dp, const char *name,
+		      size_t len, uint64_t *inop, struct rlfs_inode **ipp)
 {
-	int error = rlfs_iget(mp, ino, ipp);
-	if (error == -ENOENT)
-		return -EAGAIN; /* raced with a remove: caller looks up again */
-	return error;
+	for (int tries = 0; tries < 1000; tries++) {
+		uint64_t again;
+		int error = rlfs_iget(mp, *inop, ipp);
+		if (error != -ENOENT)
+			return error;
+		error = lookup_ino(dp, name, len, &again);
+		if (error)
+			return error;
+		if (again == *inop && tries >= 2)
+			return rlfs_corrupt(mp, dp->root, "dir entry",
+					    "dir ino %llu: entry '%.*s' points at free inode %llu",
+					    (unsigned long long)dp->ino, (int)len, name,
+					    (unsigned long long)again);
+		*inop = again;
+	}
+	return -EIO;
 }
 
 /*
@@ -162,11 +179,9 @@ static int lock_dir_child(struct rlfs_inode *dp, const char *name, size_t len,
 		int error = lookup_ino(dp, name, len, &ino);
 		if (error)
 			return error;
-		error = child_iget(dp->mp, dp, ino, &ip);
-		if (error == -EAGAIN && tries < 100)
-			continue;
+		error = child_iget(dp->mp, dp, name, len, &ino, &ip);
 		if (error)
-			return error == -EAGAIN ? -EIO : error;
+			return error;
 		ilock_set(lk, dp, ip, NULL, NULL);
 		error = lookup_ino(dp, name, len, &ino2);
 		if (!error && ino2 == ino) {
@@ -862,20 +877,24 @@ int rlfs_rename(struct rlfs_mount *mp, uint64_t dir, const char *name, uint64_t 
 		}
 		if (terr)
 			tino = 0;
-		error = child_iget(mp, sdp, sino, &sip);
-		if (!error && tino) {
-			error = child_iget(mp, tdp, tino, &tip);
+		error = child_iget(mp, sdp, name, slen, &sino, &sip);
+		if (error) {
+			sip = NULL;
+			goto out;
+		}
+		if (tino) {
+			error = child_iget(mp, tdp, newname, tlen, &tino, &tip);
+			if (error == -ENOENT) {
+				tino = 0;	/* the target went away: checked below */
+				tip = NULL;
+				error = 0;
+			}
 			if (error) {
+				tip = NULL;
 				rlfs_irele(sip);
 				sip = NULL;
+				goto out;
 			}
-		}
-		if (error == -EAGAIN && tries < 100)
-			continue;
-		if (error) {
-			if (error == -EAGAIN)
-				error = -EIO;
-			goto out;
 		}
 		ilock_set(&lk, sdp, tdp, sip, tip);
 		error = lookup_ino(sdp, name, slen, &s2);
@@ -1078,6 +1097,7 @@ out:
 
 struct readdir_ctx {
 	struct rlfs_mount *mp;
+	struct rlfs_inode *dp;
 	struct rlfs_trans *tp;
 	int plus;
 	rlfs_readdir_fn fn;
@@ -1110,8 +1130,9 @@ static int readdir_entry(void *priv, const char *name, size_t len, uint64_t ino,
 		}
 		int error = rlfs_iget_tp(ctx->tp, ino, &ip);
 		if (error == -ENOENT)
-			error = rlfs_corrupt(ctx->mp, 0, "dir entry",
-					     "entry '%s' points at free inode %llu", nbuf,
+			error = rlfs_corrupt(ctx->mp, ctx->dp->root, "dir entry",
+					     "dir ino %llu: entry '%s' points at free inode %llu",
+					     (unsigned long long)ctx->dp->ino, nbuf,
 					     (unsigned long long)ino);
 		if (error)
 			return error;
@@ -1136,6 +1157,7 @@ int rlfs_readdir(struct rlfs_mount *mp, uint64_t dir, uint64_t cookie, int plus,
 	int error = iget_dir(mp, dir, &dp);
 	if (error)
 		return error;
+	ctx.dp = dp;
 	pthread_rwlock_rdlock(&dp->iolock);
 	if (cookie == RLFS_DIR_COOKIE_DOT) {
 		memset(&st, 0, sizeof(st));

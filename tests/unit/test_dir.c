@@ -1431,6 +1431,56 @@ static void test_timestamps(void **state)
 	finish(&fs);
 }
 
+/* A directory entry pointing at a free inode: -EUCLEAN, never a crash or
+ * a hang; the rest of the directory stays usable. */
+static void test_bad_entry(void **state)
+{
+	struct tu_fs fs;
+	struct stat st;
+	struct rlfs_inode *dp;
+	struct rlfs_trans *tp;
+	tu_mkfs_mount(&fs, 64 * MiB, 0, 0);
+	uint64_t r = root(&fs);
+	uint64_t d = mkdir_(&fs, r, "d");
+	uint64_t f = mkfile(&fs, d, "good");
+	uint64_t bogus = f + 7; /* same chunk, never allocated */
+	assert_int_equal(rlfs_iget(fs.mp, d, &dp), 0);
+	pthread_rwlock_wrlock(&dp->iolock);
+	assert_int_equal(rlfs_trans_alloc(fs.mp, rlfs_dir_res(dp), 0, &tp), 0);
+	assert_int_equal(rlfs_dir_add(tp, dp, "bad", 3, bogus, RLFS_FT_REG), 0);
+	assert_int_equal(rlfs_dir_add(tp, dp, "bad", 3, bogus, RLFS_FT_REG), -EEXIST);
+	assert_int_equal(rlfs_trans_commit(tp), 0);
+	pthread_rwlock_unlock(&dp->iolock);
+
+	assert_int_equal(rlfs_lookup(fs.mp, d, "bad", &st), -EUCLEAN);
+	assert_int_equal(rlfs_unlink(fs.mp, d, "bad"), -EUCLEAN);
+	assert_int_equal(rlfs_rename(fs.mp, d, "bad", d, "x", 0), -EUCLEAN);
+	assert_int_equal(rlfs_rename(fs.mp, d, "good", d, "bad", 0), -EUCLEAN);
+	struct collect c = { .skip_dots = true };
+	readdir_all(&fs, d, &c);
+	assert_int_equal(c.n, 2);
+	free(c.ents);
+	c = (struct collect){ .skip_dots = true };
+	assert_int_equal(rlfs_readdir(fs.mp, d, 2, 1, collect_fn, &c), -EUCLEAN);
+	free(c.ents);
+	assert_int_equal(st_of(&fs, d, "good", &st), 0);
+	assert_int_equal(st.st_ino, f);
+
+	/* take the bad entry out again (what repair would do) */
+	pthread_rwlock_wrlock(&dp->iolock);
+	assert_int_equal(rlfs_trans_alloc(fs.mp, rlfs_dir_res(dp), 0, &tp), 0);
+	uint64_t got;
+	assert_int_equal(rlfs_dir_remove(tp, dp, "bad", 3, &got), 0);
+	assert_int_equal(got, bogus);
+	assert_int_equal(rlfs_dir_remove(tp, dp, "bad", 3, &got), -ENOENT);
+	assert_int_equal(rlfs_trans_commit(tp), 0);
+	pthread_rwlock_unlock(&dp->iolock);
+	rlfs_irele(dp);
+	assert_int_equal(rlfs_unlink(fs.mp, d, "good"), 0);
+	assert_int_equal(rlfs_rmdir(fs.mp, r, "d"), 0);
+	finish(&fs);
+}
+
 int main(void)
 {
 	const char *seed = getenv("RLFS_TEST_SEED");
@@ -1448,6 +1498,7 @@ int main(void)
 		cmocka_unit_test(test_flags),
 		cmocka_unit_test(test_immutable_append),
 		cmocka_unit_test(test_timestamps),
+		cmocka_unit_test(test_bad_entry),
 		cmocka_unit_test(test_hash_collisions),
 		cmocka_unit_test(test_random_namespace),
 		cmocka_unit_test(test_parallel),
