@@ -571,10 +571,14 @@ static int check_primary_sb(struct fsck *f)
 	if (rlfs_get64(sb->hdr.owner) != 0)
 		ERR(f, "AG 0 agbno 0 (fsbno 0) (superblock): owner %" PRIu64 ", expected AG 0",
 		    rlfs_get64(sb->hdr.owner));
-	if (dblocks > size_bytes / bs)
+	if (dblocks > size_bytes / bs) {
 		ERR(f, "AG 0 agbno 0 (fsbno 0) (superblock): filesystem has %" PRIu64
 		    " blocks but the image holds only %" PRIu64 " (truncated image)",
 		    dblocks, size_bytes / bs);
+		/* most of it missing (or a wild dblocks): nothing useful to walk */
+		if (dblocks / 2 > size_bytes / bs)
+			return FSCK_EXIT_UNCORRECTED;
+	}
 	if (rlfs_get32(sb->state) != RLFS_STATE_CLEAN) {
 		if (rlfs_get32(sb->state) == RLFS_STATE_DIRTY)
 			FIXABLE(f, "AG 0 agbno 0 (fsbno 0) (superblock): filesystem was not cleanly "
@@ -2304,6 +2308,10 @@ static int run(struct fsck *f)
 		return rc;
 	verbose(f, "Phase 1: superblocks");
 	rc = check_primary_sb(f);
+	if (rc == FSCK_EXIT_UNCORRECTED)
+		printf("%s: %" PRIu64 " error%s found, left uncorrected (the superblock is "
+		       "unusable: nothing else was checked)\n", f->image, f->nerrors,
+		       f->nerrors == 1 ? "" : "s");
 	if (rc)
 		return rc;
 	check_backup_sbs(f);
