@@ -2309,8 +2309,8 @@ static int run(struct fsck *f)
 	verbose(f, "Phase 1: superblocks");
 	rc = check_primary_sb(f);
 	if (rc == FSCK_EXIT_UNCORRECTED)
-		printf("%s: %" PRIu64 " error%s found, left uncorrected (the superblock is "
-		       "unusable: nothing else was checked)\n", f->image, f->nerrors,
+		printf("%s: %" PRIu64 " error%s found, left uncorrected (cannot go on past the "
+		       "superblock: nothing else was checked)\n", f->image, f->nerrors,
 		       f->nerrors == 1 ? "" : "s");
 	if (rc)
 		return rc;
