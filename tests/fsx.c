@@ -73,6 +73,7 @@ static int quiet;
 static int tolerant;            /* EOPNOTSUPP disables an op instead of failing */
 static char disabled[32];
 static int odirect;
+static int sync_before_seek;    /* -Y: fsync before SEEK_DATA/HOLE (diagnosis) */
 static uint64_t rng_state;
 
 static char oplog[LOGSZ][128];
@@ -116,13 +117,15 @@ static void dump_log(void)
 static void fail(const char *fmt, ...)
 {
 	va_list ap;
-	fprintf(stderr, "fsx: FAILURE at op %" PRIu64 " (seed %" PRIu64 ", file %s): ",
-		opno, seed, fname);
+	char msg[1024];
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	fprintf(stderr, "\n");
+	fprintf(stderr, "fsx: FAILURE at op %" PRIu64 " (seed %" PRIu64 ", file %s): %s\n",
+		opno, seed, fname, msg);
 	dump_log();
+	/* again at the end, so that a log tail shows what failed */
+	fprintf(stderr, "fsx: FAILURE at op %" PRIu64 " (seed %" PRIu64 "): %s\n", opno, seed, msg);
 	exit(1);
 }
 
@@ -407,7 +410,10 @@ static void op_falloc(void)
 static void op_seek(void)
 {
 	uint64_t off = rnd_below(filesize + 1);
-	logop("seek   0x%" PRIx64 " (size 0x%" PRIx64 ")", off, filesize);
+	logop("seek   0x%" PRIx64 " (size 0x%" PRIx64 ")%s", off, filesize,
+	      sync_before_seek ? " after fsync" : "");
+	if (sync_before_seek && fsync(fd) < 0)
+		fail("fsync: %s", strerror(errno));
 	off_t d = lseek(fd, (off_t)off, SEEK_DATA);
 	if (d < 0) {
 		if (errno == ENXIO) {
@@ -505,7 +511,7 @@ static void usage(int code)
 {
 	fprintf(code ? stderr : stdout,
 		"usage: rlfs-fsx [-N ops] [-S seed] [-l maxlen] [-o maxoplen] [-m model [-c]]\n"
-		"                [-X letters] [-t] [-d] [-q|-v] FILE\n"
+		"                [-X letters] [-t] [-d] [-Y] [-q|-v] FILE\n"
 		"  -N ops     number of operations (default 10000)\n"
 		"  -S seed    random seed (default 1; 0 = time based)\n"
 		"  -l bytes   largest file size (default 8M; K/M/G suffixes)\n"
@@ -516,6 +522,8 @@ static void usage(int code)
 		"             f fallocate, s seek data/hole, m mmap read, c reopen, y fsync\n"
 		"  -t         tolerate EOPNOTSUPP (disable that op) instead of failing\n"
 		"  -d         open with O_DIRECT\n"
+		"  -Y         fsync before every SEEK_DATA/SEEK_HOLE check (tells cache\n"
+		"             effects from mapping bugs)\n"
 		"  -q         quiet; -v print every op\n"
 		"exit: 0 verified, 1 failure (with the last ops), 2 usage\n");
 	exit(code);
@@ -542,7 +550,7 @@ static uint64_t parse_size(const char *s)
 int main(int argc, char **argv)
 {
 	int opt, cont = 0;
-	while ((opt = getopt(argc, argv, "N:S:l:o:m:cX:tdqvh")) != -1) {
+	while ((opt = getopt(argc, argv, "N:S:l:o:m:cX:tdYqvh")) != -1) {
 		switch (opt) {
 		case 'N': nops = parse_size(optarg); break;
 		case 'S': seed = parse_size(optarg); break;
@@ -553,6 +561,7 @@ int main(int argc, char **argv)
 		case 'X': snprintf(disabled, sizeof(disabled), "%s", optarg); break;
 		case 't': tolerant = 1; break;
 		case 'd': odirect = 1; break;
+		case 'Y': sync_before_seek = 1; break;
 		case 'q': quiet = 1; break;
 		case 'v': quiet = -1; break;
 		case 'h': usage(0); break;
