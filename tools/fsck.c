@@ -1677,6 +1677,19 @@ static void check_inode_forks(struct fsck *f, const struct rlfs_dinode *di, uint
 	type = ip.mode & S_IFMT;
 	w = (struct iwalk){ .f = f, .ip = &ip, .limit = mp->dblocks };
 
+	{
+		const struct rlfs_timestamp *ts[4] = { &di->atime, &di->mtime, &di->ctime,
+						       &di->crtime };
+		static const char *const tsn[4] = { "atime", "mtime", "ctime", "crtime" };
+
+		for (int i = 0; i < 4; i++)
+			if (rlfs_get32(ts[i]->nsec) >= 1000000000u)
+				ERR(f, "inode %" PRIu64 ": %s nanoseconds %u out of range", ino,
+				    tsn[i], rlfs_get32(ts[i]->nsec));
+	}
+	if (ip.flags & ~(uint32_t)(RLFS_DIFLAG_IMMUTABLE | RLFS_DIFLAG_APPEND |
+				   RLFS_DIFLAG_NODUMP | RLFS_DIFLAG_NOATIME))
+		ERR(f, "inode %" PRIu64 ": unknown flags 0x%x", ino, ip.flags);
 	if (ip.forkoff > litsz) {
 		ERR(f, "inode %" PRIu64 ": forkoff %u beyond the literal area (%u bytes)", ino,
 		    ip.forkoff, litsz);
