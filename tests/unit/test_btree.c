@@ -198,6 +198,9 @@ struct env {
 	unsigned nallocs;
 
 	struct model m, snap;
+	/* statistics for the log line */
+	unsigned long nops, nbatches, ncancels, maxrecs_seen;
+	unsigned maxheight;
 };
 
 static struct env *g_env;
@@ -845,7 +848,17 @@ static void run_batch(struct env *e, const struct mix *mx, unsigned nops, unsign
 	if (chance(10))
 		T_EQ(rlfs_btree_check(&cur), 0); /* inside the transaction too */
 	rlfs_btree_cur_del(&cur);
+	e->nops += nops;
+	e->nbatches++;
+	if (e->m.n > e->maxrecs_seen)
+		e->maxrecs_seen = e->m.n;
+	uint64_t root;
+	unsigned nl;
+	tree_height(e, &root, &nl);
+	if (nl > e->maxheight)
+		e->maxheight = nl;
 	if (chance(cancel_pct)) {
+		e->ncancels++;
 		tx_cancel(e);
 		m_copy(&e->m, &e->snap);
 	} else {
@@ -922,6 +935,9 @@ static void run_config(const struct tconf *cf, uint64_t seed)
 	e.m.n = 0;
 	T_EQ(e.next_blk - FIRST_TREE_BLK - e.nfree, 0);
 	verify_all(&e);
+	print_message("%s: %lu ops in %lu transactions (%lu cancelled), up to %lu records "
+		      "and %u levels, back to 1 level\n", cf->name, e.nops, e.nbatches,
+		      e.ncancels, e.maxrecs_seen, e.maxheight);
 	env_teardown(&e);
 }
 
@@ -941,6 +957,8 @@ static const struct tconf cf_small = { "small", 1024, 24, 8, false, 6000, 3, 400
 static const struct tconf cf_4k = { "4k", 4096, 24, 8, false, 4000, 2, 2000, 12000 };
 /* rmap-like overlapping trees */
 static const struct tconf cf_ovl_deep = { "ovl-deep", 1024, 200, 32, true, 2000, 4, 3000, 3000 };
+/* leaf max 2, node max 13: five levels with a few thousand records */
+static const struct tconf cf_ovl_tiny = { "ovl-tiny", 1024, 400, 32, true, 3000, 5, 3000, 4000 };
 static const struct tconf cf_ovl = { "ovl", 1024, 24, 16, true, 5000, 3, 4000, 6000 };
 static const struct tconf cf_ovl_4k = { "ovl-4k", 4096, 32, 16, true, 3000, 2, 2000, 4000 };
 
@@ -949,6 +967,7 @@ static void test_random_tiny(void **state) { run_config(&cf_tiny, base_seed() + 
 static void test_random_small(void **state) { run_config(&cf_small, base_seed() + 3); }
 static void test_random_4k(void **state) { run_config(&cf_4k, base_seed() + 4); }
 static void test_random_ovl_deep(void **state) { run_config(&cf_ovl_deep, base_seed() + 5); }
+static void test_random_ovl_tiny(void **state) { run_config(&cf_ovl_tiny, base_seed() + 8); }
 static void test_random_ovl(void **state) { run_config(&cf_ovl, base_seed() + 6); }
 static void test_random_ovl_4k(void **state) { run_config(&cf_ovl_4k, base_seed() + 7); }
 
@@ -1280,6 +1299,10 @@ static void mut_numrecs_huge(struct env *e, uint8_t *b, unsigned level)
 {
 	rlfs_put16(bh(b)->numrecs, 0xfff0);
 }
+static void mut_numrecs_one(struct env *e, uint8_t *b, unsigned level)
+{
+	rlfs_put16(bh(b)->numrecs, 1);
+}
 static void mut_numrecs_zero(struct env *e, uint8_t *b, unsigned level)
 {
 	rlfs_put16(bh(b)->numrecs, 0);
@@ -1377,6 +1400,7 @@ static void run_corruptions(const struct tconf *cf, uint64_t seed)
 		{ "numrecs huge (verifier)", mut_numrecs_huge, -1, true, true, true },
 		{ "numrecs huge (btree.c)", mut_numrecs_huge, 1, true, false, true },
 		{ "numrecs zero leaf", mut_numrecs_zero, -1, true, false, true },
+		{ "leaf under minimum fill", mut_numrecs_one, -1, true, true, true },
 		{ "numrecs zero node", mut_numrecs_zero, 1, true, false, true },
 		{ "level mismatch leaf", mut_level_up, -1, true, false, true },
 		{ "level mismatch node", mut_level_up, 1, true, true, true },
@@ -1444,6 +1468,37 @@ static void run_corruptions(const struct tconf *cf, uint64_t seed)
 		}
 	}
 	free(saved);
+
+	/* bad root pointer / height where the tree's root is kept */
+	uint64_t leaf = 0;
+	for (size_t i = 0; i < bl->n && !leaf; i++)
+		if (bl->level[i] == 0)
+			leaf = bl->fsbno[i];
+	const struct { uint64_t root; unsigned nl; const char *what; } roots[] = {
+		{ root, nl + 1, "height one too big" },
+		{ root, nl - 1, "height one too small" },
+		{ root, 0, "height 0" },
+		{ root, RLFS_BTREE_MAXLEVELS + 1, "height too big" },
+		{ e.dblocks + 3, nl, "root beyond the device" },
+		{ HOLDER_FSBNO, nl, "root is another block type" },
+		{ leaf, nl, "root is a leaf" },
+	};
+	for (size_t i = 0; i < sizeof(roots) / sizeof(roots[0]); i++) {
+		tx_begin(&e);
+		cur_init(&e, &cur);
+		t_set_root(&cur, roots[i].root, roots[i].nl);
+		tx_commit(&e);
+		quiet();
+		bool seen = exercise(&e);
+		unquiet();
+		if (!seen)
+			T_FAIL("%s: bad root (%s) not detected", cf->name, roots[i].what);
+		tx_begin(&e);
+		cur_init(&e, &cur);
+		t_set_root(&cur, root, nl);
+		tx_commit(&e);
+		verify_all(&e);
+	}
 	free(bl);
 	env_teardown(&e);
 }
@@ -1498,6 +1553,7 @@ int main(void)
 		cmocka_unit_test(test_random_small),
 		cmocka_unit_test(test_random_4k),
 		cmocka_unit_test(test_random_ovl_deep),
+		cmocka_unit_test(test_random_ovl_tiny),
 		cmocka_unit_test(test_random_ovl),
 		cmocka_unit_test(test_random_ovl_4k),
 		cmocka_unit_test(test_corrupt_normal),
