@@ -103,10 +103,11 @@ free1=$(df_free_blocks "$mnt")
 avail1=$(df_avail_kb "$mnt")
 ifree1=$(df_free_inodes "$mnt")
 log "after delete: free blocks $free1 (was $free0), avail $avail1 KiB (was $avail0), free inodes $ifree1 (was $ifree0)"
-# Inode chunks go back to free space when empty; allow only a few blocks
-# for btree shape (a free-space tree that grew a level and kept it).
-lost=$((free0 - free1))
-[ $lost -le 16 ] || die "space not returned after delete: $lost blocks missing (free $free1, after mkfs $free0)"
+# All space comes back: data blocks, inode chunks (freed when empty) and
+# btree blocks (trees shrink back), exactly as after mkfs.
+[ "$free1" = "$free0" ] || die "space not returned after delete: $((free0 - free1)) blocks missing (free $free1, after mkfs $free0)"
+[ "$avail1" = "$avail0" ] || die "df avail $avail1 KiB after delete, $avail0 KiB after mkfs"
+[ "$ifree1" = "$ifree0" ] || die "free inodes $ifree1 after delete, $ifree0 after mkfs"
 rlfs_umount "$mnt"
 rlfs_fsck "$img"
 # and after remount the number is the same
