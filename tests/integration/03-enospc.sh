@@ -116,4 +116,44 @@ free2=$(df_free_blocks "$mnt")
 [ "$free2" = "$free1" ] || die "free blocks changed across remount: $free1 -> $free2"
 rlfs_umount "$mnt"
 rlfs_fsck "$img"
+
+# second geometry: 1 KiB blocks, 4 AGs (deeper free-space trees, AG
+# fallback when one AG is full); mixed file sizes until ENOSPC, delete all
+img2=$T/full1k.img
+rlfs_mkfs "$img2" -s 48M -b 1024 -a 4
+rlfs_mount "$img2" "$mnt"
+free0=$(df_free_blocks "$mnt"); ifree0=$(df_free_inodes "$mnt")
+$PY - "$mnt" <<'PYEOF' || die "1k fill failed"
+import os, sys, errno, random
+d = sys.argv[1]
+rng = random.Random(7)
+n = 0
+made = []
+try:
+    while True:
+        sub = os.path.join(d, "d%d" % (n // 200))
+        if n % 200 == 0:
+            os.mkdir(sub)
+        size = rng.choice([100, 1500, 7000, 40000, 300000])
+        p = os.path.join(sub, "f%d" % n)
+        made.append(p)
+        with open(p, "wb") as f:
+            f.write(os.urandom(size))
+        n += 1
+        if n % 3 == 0:   # fragment free space
+            os.unlink(made.pop(rng.randrange(len(made) - 1)))
+except OSError as e:
+    if e.errno != errno.ENOSPC:
+        print("1k fill failed with %r" % e); sys.exit(1)
+print("1k geometry: %d files written before ENOSPC" % n)
+PYEOF
+rlfs_umount "$mnt"
+rlfs_fsck "$img2"
+rlfs_mount "$img2" "$mnt"
+rm -rf "${mnt:?}"/*
+free1=$(df_free_blocks "$mnt"); ifree1=$(df_free_inodes "$mnt")
+[ "$free1" = "$free0" ] || die "1k geometry: $((free0 - free1)) blocks not returned after delete"
+[ "$ifree1" = "$ifree0" ] || die "1k geometry: free inodes $ifree1 after delete, $ifree0 after mkfs"
+rlfs_umount "$mnt"
+rlfs_fsck "$img2"
 log OK
