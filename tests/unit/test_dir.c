@@ -1514,6 +1514,132 @@ static void test_bad_entry(void **state)
 	finish(&fs);
 }
 
+/* Random xattr set/replace/remove with sizes across every form (inline,
+ * btree record, remote runs) on a file and a directory, against a model;
+ * remounts in between; finally all removed and every block back. */
+#define X_NAMES 40
+struct xmodel {
+	bool present;
+	size_t len;
+	uint8_t seed;
+};
+
+static size_t x_len(void)
+{
+	switch (tu_rand() % 6) {
+	case 0: return 0;
+	case 1: return tu_rand() % 16;
+	case 2: return 16 + tu_rand() % 80;
+	case 3: return 60 + tu_rand() % 10;          /* around the 64-byte edge */
+	case 4: return 100 + tu_rand() % 5000;
+	default: return tu_rand() % 65537;
+	}
+}
+
+static void x_fill(uint8_t *v, size_t len, uint8_t seed)
+{
+	for (size_t i = 0; i < len; i++)
+		v[i] = (uint8_t)(seed + i * 31 + (i >> 8));
+}
+
+static void x_verify(struct tu_fs *fs, uint64_t ino, struct xmodel *m)
+{
+	static uint8_t buf[65536], want[65536];
+	char name[64], list[X_NAMES * 64];
+	int total = rlfs_listxattr(fs->mp, ino, list, sizeof(list));
+	assert_true(total >= 0);
+	unsigned listed = 0;
+	for (int p = 0; p < total; p += (int)strlen(list + p) + 1)
+		listed++;
+	unsigned present = 0;
+	for (int i = 0; i < X_NAMES; i++) {
+		snprintf(name, sizeof(name), "user.x%d%s", i, i % 3 ? "" : ".with-a-longer-name");
+		int n = rlfs_getxattr(fs->mp, ino, name, buf, sizeof(buf));
+		if (!m[i].present) {
+			assert_int_equal(n, -ENODATA);
+			continue;
+		}
+		present++;
+		assert_int_equal(n, (int)m[i].len);
+		x_fill(want, m[i].len, m[i].seed);
+		assert_memory_equal(buf, want, m[i].len);
+	}
+	assert_int_equal(listed, present);
+}
+
+static void x_run(struct tu_fs *fs, uint64_t ino, struct xmodel *m, int ops)
+{
+	static uint8_t val[65536];
+	char name[64];
+	for (int k = 0; k < ops; k++) {
+		int i = (int)(tu_rand() % X_NAMES);
+		snprintf(name, sizeof(name), "user.x%d%s", i, i % 3 ? "" : ".with-a-longer-name");
+		unsigned op = (unsigned)(tu_rand() % 10);
+		if (op < 3) {
+			int want = m[i].present ? 0 : -ENODATA;
+			assert_int_equal(rlfs_removexattr(fs->mp, ino, name), want);
+			m[i].present = false;
+			continue;
+		}
+		size_t len = x_len();
+		uint8_t seed = (uint8_t)tu_rand();
+		int flags = op == 3 ? XATTR_CREATE : op == 4 ? XATTR_REPLACE : 0;
+		int want = (flags == XATTR_CREATE && m[i].present) ? -EEXIST :
+			   (flags == XATTR_REPLACE && !m[i].present) ? -ENODATA : 0;
+		x_fill(val, len, seed);
+		assert_int_equal(rlfs_setxattr(fs->mp, ino, name, val, len, flags), want);
+		if (!want) {
+			m[i].present = true;
+			m[i].len = len;
+			m[i].seed = seed;
+		}
+	}
+}
+
+static void test_xattr_random(void **state)
+{
+	struct tu_fs fs;
+	static struct xmodel mf[X_NAMES], md[X_NAMES];
+	char name[64];
+	tu_mkfs_mount(&fs, 128 * MiB, 0, 0);
+	uint64_t r = root(&fs);
+	struct space before = space_of(&fs);
+	uint64_t f = mkfile(&fs, r, "f");
+	uint64_t d = mkdir_(&fs, r, "d");
+	memset(mf, 0, sizeof(mf));
+	memset(md, 0, sizeof(md));
+	for (int round = 0; round < 6; round++) {
+		x_run(&fs, f, mf, 150);
+		x_run(&fs, d, md, 150);
+		x_verify(&fs, f, mf);
+		x_verify(&fs, d, md);
+		if (round % 2)
+			tu_remount(&fs);
+	}
+	for (int i = 0; i < X_NAMES; i++) {
+		snprintf(name, sizeof(name), "user.x%d%s", i, i % 3 ? "" : ".with-a-longer-name");
+		if (mf[i].present)
+			assert_int_equal(rlfs_removexattr(fs.mp, f, name), 0);
+		if (md[i].present)
+			assert_int_equal(rlfs_removexattr(fs.mp, d, name), 0);
+		mf[i].present = md[i].present = false;
+	}
+	assert_int_equal(rlfs_listxattr(fs.mp, f, NULL, 0), 0);
+	assert_int_equal(rlfs_listxattr(fs.mp, d, NULL, 0), 0);
+	struct stat st;
+	assert_int_equal(st_of(&fs, r, "f", &st), 0);
+	assert_int_equal(st.st_blocks, 0);
+	assert_int_equal(st_of(&fs, r, "d", &st), 0);
+	assert_int_equal(st.st_blocks, 0);
+	/* and once more with attributes left for unlink/rmdir to free */
+	x_run(&fs, f, mf, 100);
+	x_run(&fs, d, md, 100);
+	assert_int_equal(rlfs_unlink(fs.mp, r, "f"), 0);
+	assert_int_equal(rlfs_rmdir(fs.mp, r, "d"), 0);
+	assert_space_equal(space_of(&fs), before);
+	finish(&fs);
+}
+
 int main(void)
 {
 	const char *seed = getenv("RLFS_TEST_SEED");
@@ -1527,6 +1653,7 @@ int main(void)
 		cmocka_unit_test(test_symlinks_1k),
 		cmocka_unit_test(test_xattr),
 		cmocka_unit_test(test_xattr_1k),
+		cmocka_unit_test(test_xattr_random),
 		cmocka_unit_test(test_readdirplus),
 		cmocka_unit_test(test_flags),
 		cmocka_unit_test(test_immutable_append),
