@@ -97,7 +97,7 @@ static inline rlfs_le64 rlfs_le64_of(uint64_t v) { rlfs_le64 r = { RLFS_LE64(v) 
 #define RLFS_FEAT_INCOMPAT_REFLINK (1ull << 0) /* refcount btree (issue 3) */
 #define RLFS_FEAT_INCOMPAT_RMAP    (1ull << 1) /* rmap btree (later) */
 #define RLFS_FEAT_INCOMPAT_LOG     (1ull << 2) /* write-ahead log (later) */
-#define RLFS_FEAT_INCOMPAT_KNOWN   0ull
+#define RLFS_FEAT_INCOMPAT_KNOWN   RLFS_FEAT_INCOMPAT_REFLINK
 #define RLFS_FEAT_RO_COMPAT_KNOWN  0ull
 /* sb_state values */
 #define RLFS_STATE_CLEAN 0u
@@ -226,6 +226,24 @@ struct rlfs_inobt_rec {
 };
 RLFS_SA(sizeof(struct rlfs_inobt_rec) == 24, "inobt rec");
 /* key: startino (le64) */
+
+/*
+ * --- Refcount btree (REFLINK feature), one per AG, root agh.refc_root ---
+ * Records cover extents whose refcount is >= 2 (shared domain) or staging
+ * extents of the CoW fork (refcount == 1, COW domain: bit 31 of startblock
+ * set, so they sort after every shared record).  No record for a mapped
+ * block means refcount 1.  Records never overlap and never merge across
+ * domains.  Model: xfs_refcount_rec (XFS_REFC_COWFLAG).
+ */
+#define RLFS_REFC_COWFLAG (1u << 31)
+#define RLFS_REFC_REFCOUNT_MAX 0xffffffffu /* stays there: leaks, never frees early */
+struct rlfs_refcount_rec {
+	rlfs_le32 startblock;       /* agbno | RLFS_REFC_COWFLAG for staging */
+	rlfs_le32 blockcount;       /* blocks, >= 1 */
+	rlfs_le32 refcount;         /* >= 2 shared; == 1 staging */
+};
+RLFS_SA(sizeof(struct rlfs_refcount_rec) == 12, "refcount rec");
+/* key: startblock (le32, flag included) */
 
 /* --- Data fork extents (inline in the inode and in bmbt leaves) --- */
 #define RLFS_EXT_UNWRITTEN 1u       /* allocated, reads as zeros */
