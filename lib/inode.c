@@ -31,6 +31,17 @@ struct rlfs_icache {
 /* Inode cluster buffers                                               */
 /* ------------------------------------------------------------------ */
 
+/*
+ * The buffer verifier checks that the block IS an inode cluster of this
+ * filesystem (every slot: magic, own inode number, uuid).  The crc of a
+ * slot is checked when that inode is loaded (rlfs_iget_tp), as XFS checks
+ * it in xfs_iread rather than in the buffer verifier: one damaged inode
+ * must not make its seven neighbours (possibly the root directory)
+ * unreadable.  Every writer keeps the crc of the slots it changes up to
+ * date at once (rlfs_inode_flush_to_buf, ialloc, mkfs), so there is no
+ * stamp hook: recomputing every slot's crc before a write would launder a
+ * slot damaged on disk into a "valid" one.
+ */
 static int inode_buf_verify(struct rlfs_mount *mp, struct rlfs_buf *bp)
 {
 	for (uint32_t i = 0; i < mp->inopblock; i++) {
@@ -51,20 +62,8 @@ static int inode_buf_verify(struct rlfs_mount *mp, struct rlfs_buf *bp)
 			return rlfs_corrupt(mp, bp->fsbno, "inode",
 					    "slot %u (ino %llu): uuid mismatch", i,
 					    (unsigned long long)want);
-		if (!rlfs_cksum_verify(p, mp->inodesize, offsetof(struct rlfs_dinode, crc)))
-			return rlfs_corrupt(mp, bp->fsbno, "inode",
-					    "slot %u (ino %llu): bad crc", i,
-					    (unsigned long long)want);
 	}
 	return 0;
-}
-
-static void inode_buf_stamp(struct rlfs_mount *mp, struct rlfs_buf *bp)
-{
-	for (uint32_t i = 0; i < mp->inopblock; i++) {
-		uint8_t *p = (uint8_t *)bp->data + (size_t)i * mp->inodesize;
-		rlfs_cksum_update(p, mp->inodesize, offsetof(struct rlfs_dinode, crc));
-	}
 }
 
 const struct rlfs_buf_ops rlfs_inode_buf_ops = {
@@ -72,8 +71,18 @@ const struct rlfs_buf_ops rlfs_inode_buf_ops = {
 	.magic = RLFS_DINODE_MAGIC,
 	.has_hdr = false,
 	.verify = inode_buf_verify,
-	.stamp = inode_buf_stamp,
 };
+
+/* The crc of one slot (checked at load time, see above). */
+static int dinode_verify_crc(struct rlfs_mount *mp, struct rlfs_buf *bp, uint64_t ino)
+{
+	const uint8_t *p = (const uint8_t *)bp->data +
+			   (size_t)rlfs_ino_to_slot(mp, ino) * mp->inodesize;
+	if (!rlfs_cksum_verify(p, mp->inodesize, offsetof(struct rlfs_dinode, crc)))
+		return rlfs_corrupt(mp, bp->fsbno, "inode", "slot %u (ino %llu): bad crc",
+				    rlfs_ino_to_slot(mp, ino), (unsigned long long)ino);
+	return 0;
+}
 
 /* ------------------------------------------------------------------ */
 /* Small helpers                                                        */
@@ -464,6 +473,7 @@ int rlfs_inode_flush_to_buf(struct rlfs_trans *tp, struct rlfs_inode *ip)
 		memset(lit, 0, ip->forkoff);
 		memset(ip->literal, 0, ip->forkoff);
 	}
+	rlfs_cksum_update(dip, mp->inodesize, offsetof(struct rlfs_dinode, crc));
 	rlfs_trans_log_buf(tp, bp);
 	rlfs_trans_brelse(tp, bp);
 	return 0;
@@ -672,6 +682,11 @@ int rlfs_iget_tp(struct rlfs_trans *tp, uint64_t ino, struct rlfs_inode **ipp)
 	if (error)
 		return error;
 	struct rlfs_dinode *dip = buf_dinode(mp, bp, ino);
+	error = dinode_verify_crc(mp, bp, ino);
+	if (error) {
+		rlfs_trans_brelse(tp, bp);
+		return error;
+	}
 	if (rlfs_get32(dip->mode) == 0) {
 		rlfs_trans_brelse(tp, bp);
 		return -ENOENT;
@@ -887,6 +902,31 @@ int rlfs_inode_init(struct rlfs_trans *tp, uint64_t ino, uint32_t mode,
 
 #define INACT_EXTENTS_PER_TX 64u
 
+/*
+ * A remote symlink's target blocks are metadata buffers (possibly dirty in
+ * the cache).  Before they go back to free space, invalidate them in the
+ * transaction, or a later flush could write the old target over file data
+ * that reuses the blocks.  A block that cannot be read is simply forgotten.
+ */
+static int symlink_inval_blocks(struct rlfs_trans *tp, struct rlfs_inode *ip)
+{
+	struct rlfs_mount *mp = tp->mp;
+	for (uint32_t i = 0; i < ip->next; i++) {
+		const struct rlfs_irec *r = &ip->ext[i];
+		for (uint32_t k = 0; k < r->blockcount && k < 64; k++) {
+			struct rlfs_buf *bp;
+			uint64_t fsb = r->startblock + k;
+			if (rlfs_trans_read_buf(tp, fsb, &rlfs_symlink_buf_ops, ip->ino, &bp) == 0) {
+				rlfs_trans_binval(tp, bp);
+				rlfs_trans_brelse(tp, bp);
+			} else {
+				rlfs_buf_forget(mp, fsb);
+			}
+		}
+	}
+	return 0;
+}
+
 int rlfs_inode_inactivate(struct rlfs_inode *ip)
 {
 	struct rlfs_mount *mp = ip->mp;
@@ -900,6 +940,11 @@ int rlfs_inode_inactivate(struct rlfs_inode *ip)
 		goto out_unlock;
 	rlfs_trans_ijoin(tp, ip);
 
+	if (S_ISLNK(ip->mode) && fork_has_extents(ip) && ip->ext_loaded) {
+		error = symlink_inval_blocks(tp, ip);
+		if (error)
+			goto out_cancel;
+	}
 	if (fork_has_extents(ip) && ip->ext_loaded) {
 		bool done = false;
 		while (!done) {
