@@ -108,7 +108,8 @@ ssize_t rlfs_write(struct rlfs_mount *mp, uint64_t ino, const void *buf, size_t 
 /* fsync(2)/fdatasync(2): data and the metadata describing it are on the device. */
 int rlfs_fsync(struct rlfs_mount *mp, uint64_t ino, int datasync);
 /* fallocate(2): mode 0, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE|KEEP_SIZE,
- * FALLOC_FL_ZERO_RANGE (±KEEP_SIZE); others -EOPNOTSUPP. */
+ * FALLOC_FL_ZERO_RANGE (±KEEP_SIZE), FALLOC_FL_UNSHARE_RANGE (±KEEP_SIZE:
+ * give the range private copies of shared blocks); others -EOPNOTSUPP. */
 int rlfs_fallocate(struct rlfs_mount *mp, uint64_t ino, int mode, off_t off, off_t len);
 /* lseek(2) SEEK_DATA / SEEK_HOLE (unwritten extents count as holes for
  * SEEK_DATA only if... no: as data, like XFS without page cache probing).
@@ -122,6 +123,38 @@ int rlfs_setxattr(struct rlfs_mount *mp, uint64_t ino, const char *name,
 		  const void *value, size_t size, int flags);
 int rlfs_listxattr(struct rlfs_mount *mp, uint64_t ino, char *list, size_t size);
 int rlfs_removexattr(struct rlfs_mount *mp, uint64_t ino, const char *name);
+
+/*
+ * Clone range: make [dst_off, dst_off+len) of dst share the blocks of
+ * [src_off, src_off+len) of src, with the semantics of the kernel's
+ * remap_file_range (fs/remap_range.c; ioctl_ficlonerange(2)):
+ * offsets block-aligned; len block-aligned unless the source range ends at
+ * source EOF (then the partial EOF block may only land at or past dst EOF);
+ * len 0 = to source EOF; same file with overlapping ranges -EINVAL;
+ * directories -EISDIR; other non-regular files -EINVAL; immutable or
+ * append-only dst -EPERM; result past the max file size -EFBIG; -ENOSPC
+ * leaves both files with their old or new contents.  dst's old blocks in
+ * the range are released (refcount -1), the source extents mapped with
+ * refcount +1, extent by extent; holes and unwritten extents carried over.
+ * dst grows as needed; its mtime/ctime change.  Returns the bytes cloned.
+ * (fd and open-mode checks, -EBADF/-EXDEV, are the caller's: the FUSE
+ * daemon resolves file descriptors.)
+ */
+#define RLFS_CLONE_KILL_SUID (1u << 0) /* caller is not root: clear S_ISUID/S_ISGID on dst */
+int64_t rlfs_clone_range(struct rlfs_mount *mp, uint64_t src_ino, uint64_t src_off,
+			 uint64_t dst_ino, uint64_t dst_off, uint64_t len, unsigned flags);
+
+/*
+ * FIEMAP-like extent listing (see reflinkfs/ioctl.h, struct
+ * rlfs_ioc_extent, whose layout this fills): extents of ino overlapping
+ * [start, start+len) bytes, in file order, at most max of them, *count set;
+ * RLFS_IOC_EXT_SHARED on extents whose blocks have refcount >= 2 (an extent
+ * is split where sharing changes), UNWRITTEN, LAST on the file's last
+ * extent.  0, -ENOENT.
+ */
+struct rlfs_ioc_extent;
+int rlfs_get_extents(struct rlfs_mount *mp, uint64_t ino, uint64_t start, uint64_t len,
+		     struct rlfs_ioc_extent *ext, uint32_t max, uint32_t *count);
 
 /* mkfs: format image (created sparse if missing) of size_bytes (0 = the
  * existing file/device size).  -EEXIST if it already holds a reflinkfs

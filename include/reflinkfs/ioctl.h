@@ -1,0 +1,88 @@
+/*
+ * reflinkfs/ioctl.h: private ioctls of a reflinkfs FUSE mount.  Installed
+ * header; a versioned ABI (RLFS_IOC_ABI_VERSION): structures only grow by
+ * new ioctl numbers, never by changing these.
+ *
+ * Why private ioctls: the kernel answers FICLONE, FICLONERANGE,
+ * FIDEDUPERANGE, FS_IOC_FIEMAP and FS_IOC_GETFSMAP itself and never
+ * forwards them to a FUSE daemon.  FUSE forwards other ioctls whose
+ * argument size and direction are encoded in the number (restricted
+ * ioctls), so every ioctl here is _IOWR with a fixed-size argument.  The
+ * LD_PRELOAD shim (libreflinkfs-preload.so) translates the standard ioctls
+ * into these on reflinkfs files, so unmodified programs work.
+ *
+ * File descriptors inside arguments (src_fd) are the caller's: the daemon
+ * resolves them through /proc/<caller pid>/fdinfo/<fd> (fields ino, flags,
+ * mnt_id) and demands the open modes the kernel ioctls demand.
+ *
+ * Errors (negative of errno as returned by ioctl(2), in errno):
+ *   EINVAL  malformed argument (reserved fields not zero, bad alignment,
+ *           overlapping same-file ranges, count out of range)
+ *   EBADF   src_fd not open for reading, or the target not open for writing
+ *   EXDEV   src_fd is on another filesystem (or another reflinkfs mount)
+ *   EISDIR  a directory;  EPERM  immutable/append-only destination
+ *   EFBIG   the result would exceed the maximum file size
+ *   ENOSPC, EIO, EUCLEAN as usual.  A rejected call changes nothing.
+ */
+#ifndef REFLINKFS_IOCTL_H
+#define REFLINKFS_IOCTL_H
+#include <linux/ioctl.h>
+#include <linux/types.h>
+
+#define RLFS_IOC_ABI_VERSION 1
+#define RLFS_IOC_TYPE 0xb7 /* unused in Documentation/userspace-api/ioctl/ioctl-number.rst */
+
+/* RLFS_IOC_CLONE: share all of src_fd's data into the target file, like
+ * FICLONE (ioctl_ficlone(2)): the target's contents are replaced and its
+ * size becomes the source's. */
+struct rlfs_ioc_clone {
+	__s64 src_fd;
+	__u64 reserved[3];          /* must be zero */
+};
+
+/* RLFS_IOC_CLONE_RANGE: same fields and semantics as struct
+ * file_clone_range / FICLONERANGE (ioctl_ficlonerange(2)): offsets in
+ * bytes, block-aligned; src_length 0 means "to the end of the source";
+ * the length must be block-aligned unless the range ends at source EOF. */
+struct rlfs_ioc_clone_range {
+	__s64 src_fd;
+	__u64 src_offset;
+	__u64 src_length;
+	__u64 dest_offset;
+};
+
+/* RLFS_IOC_GET_EXTENTS: FIEMAP-like mapping of the target file in batches.
+ * In: start and length (bytes) of the range to map, flags 0 (or
+ * RLFS_IOC_EXT_SYNC to flush the file's dirty data first, like
+ * FIEMAP_FLAG_SYNC).  Out: count extents in ext[] (at most
+ * RLFS_IOC_EXTENTS_BATCH), in file order; the last extent of the file has
+ * RLFS_IOC_EXT_LAST.  To continue, call again with start = the end of the
+ * last extent returned.  Holes are not reported.  Mirrors
+ * Documentation/filesystems/fiemap.rst. */
+#define RLFS_IOC_EXTENTS_BATCH 128
+#define RLFS_IOC_EXT_SYNC      (1u << 0)   /* in: flags */
+#define RLFS_IOC_EXT_LAST      (1u << 0)   /* out: ext[].flags (FIEMAP_EXTENT_LAST) */
+#define RLFS_IOC_EXT_UNWRITTEN (1u << 11)  /* FIEMAP_EXTENT_UNWRITTEN */
+#define RLFS_IOC_EXT_SHARED    (1u << 13)  /* FIEMAP_EXTENT_SHARED */
+struct rlfs_ioc_extent {
+	__u64 logical;              /* bytes */
+	__u64 physical;             /* bytes from the start of the device */
+	__u64 length;               /* bytes */
+	__u32 flags;                /* RLFS_IOC_EXT_* (FIEMAP_EXTENT_* values) */
+	__u32 reserved;
+};
+struct rlfs_ioc_extents {
+	__u64 start;                /* in: bytes */
+	__u64 length;               /* in: bytes (~0ULL = to EOF and beyond) */
+	__u32 flags;                /* in: RLFS_IOC_EXT_SYNC */
+	__u32 count;                /* out */
+	__u32 abi_version;          /* out: RLFS_IOC_ABI_VERSION */
+	__u32 reserved;             /* must be zero */
+	struct rlfs_ioc_extent ext[RLFS_IOC_EXTENTS_BATCH];
+};
+
+#define RLFS_IOC_CLONE       _IOWR(RLFS_IOC_TYPE, 1, struct rlfs_ioc_clone)
+#define RLFS_IOC_CLONE_RANGE _IOWR(RLFS_IOC_TYPE, 2, struct rlfs_ioc_clone_range)
+#define RLFS_IOC_GET_EXTENTS _IOWR(RLFS_IOC_TYPE, 3, struct rlfs_ioc_extents)
+/* 4..: reserved for dedupe range, getfsmap, exchange range (later issues) */
+#endif
