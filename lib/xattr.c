@@ -630,7 +630,7 @@ int rlfs_xattr_get(struct rlfs_trans *tp, struct rlfs_inode *ip, const char *nam
 	if (error)
 		return error;
 	if (ip->aformat == RLFS_FMT_LOCAL) {
-		struct sf_ent e;
+		struct sf_ent e = { 0 };
 		error = sf_lookup(ip, name, len, &e);
 		if (error < 0)
 			return error;
@@ -693,7 +693,7 @@ int rlfs_xattr_set(struct rlfs_trans *tp, struct rlfs_inode *ip, const char *nam
 		return bt_set(tp, ip, name, len, value, size, flags);
 
 	/* inline (or none yet) */
-	struct sf_ent e;
+	struct sf_ent e = { 0 };
 	int found = 0;
 	if (ip->aformat == RLFS_FMT_LOCAL) {
 		found = sf_lookup(ip, name, len, &e);
@@ -793,7 +793,7 @@ int rlfs_xattr_remove(struct rlfs_trans *tp, struct rlfs_inode *ip, const char *
 	if (ip->aformat == RLFS_FMT_NONE)
 		return -ENODATA;
 	if (ip->aformat == RLFS_FMT_LOCAL) {
-		struct sf_ent e;
+		struct sf_ent e = { 0 };
 		size_t room = sf_room(ip);
 		int found = sf_lookup(ip, name, len, &e);
 		if (found <= 0)
