@@ -602,8 +602,9 @@ int rlfs_bmap_alloc_range(struct rlfs_trans *tp, struct rlfs_inode *ip, uint64_t
 		len -= args.len;
 		*mapped_blocks += args.len;
 	}
-	int e2 = fork_fixup(tp, ip);
-	return error ? error : e2;
+	if (error)
+		return error; /* the caller cancels: no format fix-up */
+	return fork_fixup(tp, ip);
 }
 
 int rlfs_bmap_alloc(struct rlfs_trans *tp, struct rlfs_inode *ip, uint64_t off,
@@ -697,8 +698,9 @@ int rlfs_bmap_unmap(struct rlfs_trans *tp, struct rlfs_inode *ip, uint64_t off,
 	}
 	if (end <= off)
 		*done = true;
-	int e2 = fork_fixup(tp, ip);
-	return error ? error : e2;
+	if (error)
+		return error; /* the caller cancels: no format fix-up */
+	return fork_fixup(tp, ip);
 }
 
 /* ------------------------------------------------------------------ */
@@ -754,8 +756,9 @@ int rlfs_bmap_convert_written(struct rlfs_trans *tp, struct rlfs_inode *ip,
 			error = fork_add(tp, ip, &mid);
 		pos = t;
 	}
-	int e2 = fork_fixup(tp, ip);
-	return error ? error : e2;
+	if (error)
+		return error; /* the caller cancels: no format fix-up */
+	return fork_fixup(tp, ip);
 }
 
 /* ------------------------------------------------------------------ */
