@@ -592,23 +592,120 @@ static void rl_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset,
 	reply_status(req, rlfs_fallocate(mp, n2i(ino), mode, offset, length));
 }
 
-/* The kernel does not write dirty pages back before FUSE_LSEEK, so with
- * the writeback cache a SEEK_DATA/SEEK_HOLE could miss data that is only
- * in the page cache (and the library's size could be behind).  When any
- * file has been open for writing since the last sync, sync the mount
- * first: syncfs(2) writes back through the other worker threads (it does
- * not take the inode lock that the kernel holds during lseek). */
-static void sync_for_seek(void)
+/*
+ * The kernel does not write dirty pages back before FUSE_LSEEK, so with the
+ * writeback cache a SEEK_DATA/SEEK_HOLE could miss data that is only in the
+ * page cache (and the library's size could be behind).  The kernel holds
+ * the file's inode lock during lseek, so the daemon cannot fsync it; when
+ * any file may have dirty pages (open for writing since the last flush),
+ * flush_for_seek() instead:
+ *   1. syncfs(2) on the mount: every dirty page becomes a queued WRITE
+ *      request (syncfs does not wait for the daemon to process them);
+ *   2. opens and closes the mount's root directory: the close queues a
+ *      RELEASEDIR, a background request like writeback's WRITEs, so it is
+ *      dispatched after all of them (the kernel's background queue is FIFO);
+ *   3. waits until that RELEASEDIR has been received, i.e. every earlier
+ *      request has been read from /dev/fuse (worker_thread reads under one
+ *      mutex and counts WRITEs in flight per inode before dropping it), and
+ *      then until no WRITE to this inode is in flight.
+ */
+#define RLFS_WHASH 1024
+static atomic_int g_writes_inflight[RLFS_WHASH];   /* by nodeid hash */
+
+static pthread_mutex_t g_barrier_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t g_barrier_cond = PTHREAD_COND_INITIALIZER;
+struct barrier {
+	pid_t tid;                      /* thread that opened the directory */
+	bool opened, done;
+	struct barrier *next;
+};
+static struct barrier *g_barriers;
+#define RLFS_BARRIER_FH (1ull << 63)
+
+static unsigned whash(uint64_t nodeid)
+{
+	return (unsigned)((nodeid * 0x9E3779B97F4A7C15ull) >> 54) % RLFS_WHASH;
+}
+
+/* opendir/releasedir hooks: is this the barrier of a waiting thread? */
+static bool barrier_opened(pid_t pid)
+{
+	bool found = false;
+	pthread_mutex_lock(&g_barrier_lock);
+	for (struct barrier *b = g_barriers; b; b = b->next) {
+		if (b->tid == pid && !b->opened) {
+			b->opened = true;
+			found = true;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&g_barrier_lock);
+	return found;
+}
+
+static void barrier_released(pid_t tid)
+{
+	pthread_mutex_lock(&g_barrier_lock);
+	for (struct barrier *b = g_barriers; b; b = b->next) {
+		if (b->tid == tid && b->opened)
+			b->done = true;
+	}
+	pthread_cond_broadcast(&g_barrier_cond);
+	pthread_mutex_unlock(&g_barrier_lock);
+}
+
+static void deadline_in(struct timespec *ts, int ms)
+{
+	clock_gettime(CLOCK_REALTIME, ts);
+	ts->tv_sec += ms / 1000;
+	ts->tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (ts->tv_nsec >= 1000000000L) {
+		ts->tv_sec++;
+		ts->tv_nsec -= 1000000000L;
+	}
+}
+
+static void flush_for_seek(fuse_ino_t nodeid)
 {
 	unsigned long gen = atomic_load(&g_wgen);
 	if (atomic_load(&g_nwopen) == 0 && gen == atomic_load(&g_synced_gen))
 		return;
+	struct barrier b = { .tid = gettid() };
+	pthread_mutex_lock(&g_barrier_lock);
+	b.next = g_barriers;
+	g_barriers = &b;
+	pthread_mutex_unlock(&g_barrier_lock);
+
+	bool ok = false;
 	int fd = open(g_mnt, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return;
-	if (syncfs(fd) == 0)
+	if (fd >= 0) {
+		ok = syncfs(fd) == 0;
+		close(fd);      /* queues the RELEASEDIR barrier */
+	}
+	struct timespec dl;
+	deadline_in(&dl, 10000);
+	pthread_mutex_lock(&g_barrier_lock);
+	while (ok && !b.done) {
+		if (pthread_cond_timedwait(&g_barrier_cond, &g_barrier_lock, &dl) == ETIMEDOUT)
+			ok = false;
+	}
+	for (struct barrier **pp = &g_barriers; *pp; pp = &(*pp)->next) {
+		if (*pp == &b) {
+			*pp = b.next;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&g_barrier_lock);
+	if (!b.opened)
+		ok = false;
+	/* WRITEs read before the barrier are counted: wait for them. */
+	atomic_int *cnt = &g_writes_inflight[whash(nodeid)];
+	for (int i = 0; i < 100000 && atomic_load(cnt) > 0; i++) {
+		struct timespec ts = { 0, 50 * 1000 };
+		nanosleep(&ts, NULL);
+	}
+	if (ok)
 		atomic_store(&g_synced_gen, gen);
-	close(fd);
 }
 
 static void rl_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
@@ -620,7 +717,7 @@ static void rl_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
 		fuse_reply_err(req, EINVAL);
 		return;
 	}
-	sync_for_seek();
+	flush_for_seek(ino);
 	off_t r = rlfs_lseek(mp, n2i(ino), off, whence);
 	if (r < 0) {
 		reply_status(req, (int)r);
@@ -634,15 +731,19 @@ static void rl_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
 
 static void rl_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	(void)ino;
+	pid_t pid = req_ctx(req)->pid;
 	fi->fh = 0;
+	/* the daemon's own open of the root in flush_for_seek() */
+	if (ino == FUSE_ROOT_ID && barrier_opened(pid))
+		fi->fh = RLFS_BARRIER_FH | (uint64_t)(uint32_t)pid;
 	fuse_reply_open(req, fi);
 }
 
 static void rl_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	(void)ino;
-	(void)fi;
+	if (fi->fh & RLFS_BARRIER_FH)
+		barrier_released((pid_t)(uint32_t)fi->fh);
 	fuse_reply_err(req, 0);
 }
 
@@ -936,6 +1037,7 @@ static int do_unmount(const char *mnt, int lazy, int quiet)
 }
 
 static int g_sigpipe[2] = { -1, -1 };
+static void loop_finished(int err);
 
 static void on_signal(int sig)
 {
@@ -972,8 +1074,9 @@ static void *monitor_thread(void *arg)
 			syncfs(fd);
 			close(fd);
 		}
-		fuse_session_exit(g_se);
-		do_unmount(g_mnt, 1, 1);
+		/* Stop serving: the main thread cancels the workers, then
+		 * fuse_session_unmount closes the connection and detaches. */
+		loop_finished(0);
 	}
 	return NULL;
 }
@@ -1113,22 +1216,115 @@ fail_session:
 	return 1;
 }
 
+/*
+ * The request loop: RLFS_WORKERS threads.  Reading from /dev/fuse is
+ * serialized by g_read_lock so that a WRITE is counted in flight (by node
+ * id) before any later request can be seen by another thread; see
+ * flush_for_seek().  Processing runs in parallel.  A thread leaves when the
+ * session ends (unmount: the read fails with ENODEV) and wakes the main
+ * thread, which then cancels the others (blocked in read).
+ */
+#define RLFS_WORKERS 32
+/* struct fuse_in_header (linux/fuse.h): len, opcode, unique, nodeid, ... */
+#define RLFS_FUSE_WRITE_OPCODE 16
+
+static pthread_mutex_t g_read_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t g_finish_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t g_finish_cond = PTHREAD_COND_INITIALIZER;
+static bool g_finished;
+static int g_loop_err;
+
+static void loop_finished(int err)
+{
+	pthread_mutex_lock(&g_finish_lock);
+	if (err && !g_loop_err)
+		g_loop_err = err;
+	g_finished = true;
+	pthread_cond_broadcast(&g_finish_cond);
+	pthread_mutex_unlock(&g_finish_lock);
+}
+
+static void unlock_read(void *arg)
+{
+	(void)arg;
+	pthread_mutex_unlock(&g_read_lock);
+}
+
+static void *worker_thread(void *arg)
+{
+	(void)arg;
+	struct fuse_buf buf;
+	memset(&buf, 0, sizeof(buf));
+	int err = 0;
+	while (!fuse_session_exited(g_se)) {
+		pthread_mutex_lock(&g_read_lock);
+		pthread_cleanup_push(unlock_read, NULL);
+		pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, NULL);
+		err = fuse_session_receive_buf(g_se, &buf);
+		pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
+		pthread_cleanup_pop(0);
+		atomic_int *cnt = NULL;
+		if (err > 0 && !(buf.flags & FUSE_BUF_IS_FD) && buf.size >= 24) {
+			uint32_t opcode;
+			uint64_t nodeid;
+			memcpy(&opcode, (char *)buf.mem + 4, sizeof(opcode));
+			memcpy(&nodeid, (char *)buf.mem + 16, sizeof(nodeid));
+			if (opcode == RLFS_FUSE_WRITE_OPCODE) {
+				cnt = &g_writes_inflight[whash(nodeid)];
+				atomic_fetch_add(cnt, 1);
+			}
+		}
+		pthread_mutex_unlock(&g_read_lock);
+		if (err == -EINTR || err == -EAGAIN)
+			continue;
+		if (err <= 0)
+			break;          /* 0: session ended (unmounted) */
+		fuse_session_process_buf(g_se, &buf);
+		if (cnt)
+			atomic_fetch_sub(cnt, 1);
+		err = 0;
+	}
+	free(buf.mem);
+	loop_finished(err < 0 ? err : 0);
+	return NULL;
+}
+
+static int run_loop(void)
+{
+	pthread_t tids[RLFS_WORKERS];
+	int n = 0;
+	sigset_t all, old;
+	/* Workers take no signals (monitor_thread's handler runs in the
+	 * main thread, which only waits). */
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	for (; n < RLFS_WORKERS; n++) {
+		if (pthread_create(&tids[n], NULL, worker_thread, NULL) != 0)
+			break;
+	}
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (n == 0) {
+		logmsg("reflinkfs: cannot start worker threads");
+		return -EAGAIN;
+	}
+	pthread_mutex_lock(&g_finish_lock);
+	while (!g_finished)
+		pthread_cond_wait(&g_finish_cond, &g_finish_lock);
+	pthread_mutex_unlock(&g_finish_lock);
+	fuse_session_exit(g_se);
+	for (int i = 0; i < n; i++)
+		pthread_cancel(tids[i]);
+	for (int i = 0; i < n; i++)
+		pthread_join(tids[i], NULL);
+	return g_loop_err;
+}
+
 static int serve(void)
 {
 	start_thread(monitor_thread, NULL);
 	if (geteuid() == 0)
 		start_thread(tune_thread, NULL);
-	struct fuse_loop_config *cfg = fuse_loop_cfg_create();
-	int ret;
-	if (cfg) {
-		fuse_loop_cfg_set_clone_fd(cfg, 1);
-		fuse_loop_cfg_set_max_threads(cfg, 32);
-		fuse_loop_cfg_set_idle_threads(cfg, 16);
-		ret = fuse_session_loop_mt(g_se, cfg);
-		fuse_loop_cfg_destroy(cfg);
-	} else {
-		ret = fuse_session_loop(g_se);
-	}
+	int ret = run_loop();
 	fuse_session_unmount(g_se);
 	/* Calls destroy (rlfs_mount_close) if the kernel did not. */
 	fuse_session_destroy(g_se);
@@ -1137,8 +1333,8 @@ static int serve(void)
 		/* INIT never arrived: destroy was not called */
 		rl_destroy(NULL);
 	}
-	if (ret != 0 && ret != SIGTERM && ret != SIGINT && ret != SIGHUP && !g_daemonized)
-		logmsg("reflinkfs: the FUSE session ended with an error (%d)", ret);
+	if (ret != 0 && !g_daemonized)
+		logmsg("reflinkfs: the FUSE session ended with an error: %s", strerror(-ret));
 	return g_close_err ? 1 : 0;
 }
 
