@@ -10,7 +10,7 @@
  *     (adjacent free extents are merged);
  *   - agh.freeblks = sum of the records, agh.longest = largest record;
  *   - AGFL blocks count as free in mp->fdblocks (freeblks + flcount) but
- *     are used only for AG btree blocks (bnobt, cntbt, inobt);
+ *     are used only for AG btree blocks (bnobt, cntbt, inobt, refcountbt);
  *   - agh.btreeblks = bnobt + cntbt blocks beyond their roots.
  *
  * AGFL policy.  One allocator call or free changes the trees by at most one
@@ -29,6 +29,7 @@
  */
 #include "alloc.h"
 #include "ialloc.h"
+#include "refcount.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -72,11 +73,14 @@ static unsigned free_maxlevels(struct rlfs_mount *mp)
 	return RLFS_MAX(lb, lc);
 }
 
-/* Worst-case AGFL consumption of one allocator operation. */
+/* Worst-case AGFL consumption of one allocator operation (with REFLINK:
+ * plus one refcount btree insert, which rlfs_refcount_* do between two
+ * rlfs_alloc_fix_freelist calls). */
 static unsigned agfl_worst(struct rlfs_mount *mp)
 {
 	unsigned lf = free_maxlevels(mp), li = rlfs_inobt_maxlevels(mp);
-	return lf * 3 + li;
+	unsigned lr = rlfs_has_reflink(mp) ? rlfs_refcount_maxlevels(mp) : 0;
+	return lf * 3 + li + lr;
 }
 
 unsigned rlfs_agfl_min(struct rlfs_mount *mp)
@@ -179,14 +183,22 @@ static int agh_verify(struct rlfs_mount *mp, struct rlfs_buf *bp)
 		return rlfs_corrupt(mp, bp->fsbno, w, "tree root outside the AG (%u %u %u)",
 				    rlfs_get32(agh->bno_root), rlfs_get32(agh->cnt_root),
 				    rlfs_get32(agh->ino_root));
-	if ((rlfs_get32(agh->refc_root) && !tree_root_ok(rlfs_get32(agh->refc_root), len)) ||
-	    (rlfs_get32(agh->rmap_root) && !tree_root_ok(rlfs_get32(agh->rmap_root), len)))
-		return rlfs_corrupt(mp, bp->fsbno, w, "refcount/rmap root outside the AG");
+	if (rlfs_get32(agh->rmap_root) && !tree_root_ok(rlfs_get32(agh->rmap_root), len))
+		return rlfs_corrupt(mp, bp->fsbno, w, "rmap root outside the AG");
+	/* refcount btree: present exactly when the REFLINK feature is on */
+	uint32_t rr = rlfs_get32(agh->refc_root);
+	unsigned rl = rlfs_get16(agh->refc_level);
+	if (rlfs_has_reflink(mp) && (!tree_root_ok(rr, len) || rl < 1 || rl > RLFS_BTREE_MAXLEVELS))
+		return rlfs_corrupt(mp, bp->fsbno, w, "refcount btree root %u level %u invalid", rr,
+				    rl);
+	if (!rlfs_has_reflink(mp) && (rr || rl))
+		return rlfs_corrupt(mp, bp->fsbno, w,
+				    "refcount btree root %u level %u without the REFLINK feature",
+				    rr, rl);
 	unsigned lb = rlfs_get16(agh->bno_level), lc = rlfs_get16(agh->cnt_level),
 		 li = rlfs_get16(agh->ino_level);
 	if (lb < 1 || lb > RLFS_BTREE_MAXLEVELS || lc < 1 || lc > RLFS_BTREE_MAXLEVELS ||
-	    li < 1 || li > RLFS_BTREE_MAXLEVELS || rlfs_get16(agh->refc_level) > RLFS_BTREE_MAXLEVELS ||
-	    rlfs_get16(agh->rmap_level) > RLFS_BTREE_MAXLEVELS)
+	    li < 1 || li > RLFS_BTREE_MAXLEVELS || rlfs_get16(agh->rmap_level) > RLFS_BTREE_MAXLEVELS)
 		return rlfs_corrupt(mp, bp->fsbno, w, "bad tree levels %u %u %u", lb, lc, li);
 	unsigned size = rlfs_agfl_size(mp);
 	uint32_t ff = rlfs_get32(agh->flfirst), fl = rlfs_get32(agh->fllast),

@@ -8,12 +8,15 @@
  *   3   bnobt root (an empty-but-one leaf)                      MKFS_BNO_AGBNO
  *   4   cntbt root                                              MKFS_CNT_AGBNO
  *   5   inobt root (empty leaf)                                 MKFS_INO_AGBNO
- *   6 .. 6+m-1   AGFL pre-fill, m = rlfs_agfl_min(mp) blocks (ring slots 0..m-1)
- *   6+m .. end   one free extent: the single record of bnobt and cntbt
+ *   6   refcount btree root (empty leaf), REFLINK feature only  MKFS_REFC_AGBNO
+ *   f .. f+m-1   AGFL pre-fill, m = rlfs_agfl_min(mp) blocks (ring slots 0..m-1),
+ *                f = 7 with REFLINK, 6 without
+ *   f+m .. end   one free extent: the single record of bnobt and cntbt
  * The root directory is the first inode of the first chunk, allocated in
  * AG 0 by rlfs_ialloc (chunk aligned to chunk_blocks, so it is the first
- * aligned run after the AGFL pre-fill).  Refcount/rmap roots are 0 (the
- * features are off).
+ * aligned run after the AGFL pre-fill).  The REFLINK feature
+ * (RLFS_FEAT_INCOMPAT_REFLINK) is on unless opts->reflink < 0; without it
+ * refc_root/refc_level are 0.  The rmap root is 0 (feature not there yet).
  *
  * AG sizing rule (dblocks = size / blocksize; image must be >= 16 MiB):
  *   - agcount given: agblocks = ceil(dblocks / agcount), then agcount =
@@ -46,20 +49,30 @@
 #include "dev.h"
 #include "ialloc.h"
 #include "inode.h"
+#include "refcount.h"
 #include "rlfs.h"
 #include "trans.h"
 
 #define MKFS_BNO_AGBNO 3u
 #define MKFS_CNT_AGBNO 4u
 #define MKFS_INO_AGBNO 5u
-#define MKFS_FIRST_AGFL_AGBNO 6u
+#define MKFS_REFC_AGBNO 6u
+#define MKFS_FIRST_AGFL_AGBNO 6u /* without REFLINK; 7 with it (first_agfl()) */
 #define MKFS_MIN_BYTES (16ull << 20)
 #define MKFS_MIN_AGBLOCKS 64u
 
 struct geom {
 	uint32_t blocksize, inodesize, agblocks, agcount;
 	uint64_t dblocks;
+	uint64_t features_incompat;
 };
+
+/* First agbno of the AGFL pre-fill. */
+static uint32_t first_agfl(const struct rlfs_mount *mp)
+{
+	return MKFS_FIRST_AGFL_AGBNO +
+	       ((mp->features_incompat & RLFS_FEAT_INCOMPAT_REFLINK) ? 1u : 0u);
+}
 
 static void geom_mp(const struct geom *g, struct rlfs_mount *mp)
 {
@@ -72,6 +85,7 @@ static void geom_mp(const struct geom *g, struct rlfs_mount *mp)
 	mp->inodesize = g->inodesize;
 	mp->inopblock = g->blocksize / g->inodesize;
 	mp->chunk_blocks = RLFS_MAX(1u, RLFS_INODES_PER_CHUNK / mp->inopblock);
+	mp->features_incompat = g->features_incompat;
 }
 
 static bool pow2(uint64_t x)
@@ -81,6 +95,9 @@ static bool pow2(uint64_t x)
 
 static int compute_geometry(const struct rlfs_mkfs_opts *o, uint64_t size_bytes, struct geom *g)
 {
+	g->features_incompat = o->reflink >= 0 ? RLFS_FEAT_INCOMPAT_REFLINK : 0;
+	if (o->reflink > 1)
+		return -EINVAL;
 	g->blocksize = o->blocksize ? o->blocksize : RLFS_DEFAULT_BLOCKSIZE;
 	if (!pow2(g->blocksize) || g->blocksize < RLFS_MIN_BLOCKSIZE ||
 	    g->blocksize > RLFS_MAX_BLOCKSIZE)
@@ -116,14 +133,14 @@ static int compute_geometry(const struct rlfs_mkfs_opts *o, uint64_t size_bytes,
 	geom_mp(g, &m);
 	unsigned fl = rlfs_agfl_min(&m);
 	uint64_t last = dblocks - (uint64_t)(g->agcount - 1) * agblocks;
-	if (g->agcount > 1 && last < RLFS_MAX(MKFS_MIN_AGBLOCKS, MKFS_FIRST_AGFL_AGBNO + 2 * fl)) {
+	if (g->agcount > 1 && last < RLFS_MAX(MKFS_MIN_AGBLOCKS, first_agfl(&m) + 2 * fl)) {
 		g->agcount--;
 		g->dblocks = (uint64_t)g->agcount * agblocks;
 	}
 	if (g->agcount == 1 && g->dblocks < MKFS_MIN_AGBLOCKS)
 		return -EINVAL;
 	/* AG 0 must hold headers, AGFL pre-fill, one aligned chunk */
-	uint64_t first = MKFS_FIRST_AGFL_AGBNO + fl;
+	uint64_t first = first_agfl(&m) + fl;
 	uint64_t cb = m.chunk_blocks;
 	uint64_t chunk_at = (first + cb - 1) / cb * cb;
 	if (chunk_at + cb > RLFS_MIN((uint64_t)g->agblocks, g->dblocks))
@@ -139,7 +156,8 @@ static int init_ag(struct rlfs_trans *tp, uint32_t agno)
 	struct rlfs_mount *mp = tp->mp;
 	uint32_t len = rlfs_ag_blocks(mp, agno);
 	unsigned fl = rlfs_agfl_min(mp), size = rlfs_agfl_size(mp);
-	uint32_t free_start = MKFS_FIRST_AGFL_AGBNO + fl;
+	uint32_t fa = first_agfl(mp);
+	uint32_t free_start = fa + fl;
 	uint32_t freeblks = len - free_start;
 	struct rlfs_buf *bp;
 	int err;
@@ -153,7 +171,7 @@ static int init_ag(struct rlfs_trans *tp, uint32_t agno)
 	rlfs_put32(agfl->agno, agno);
 	rlfs_le32 *slots = (rlfs_le32 *)((char *)bp->data + sizeof(struct rlfs_agfl));
 	for (unsigned i = 0; i < size; i++)
-		rlfs_put32(slots[i], i < fl ? MKFS_FIRST_AGFL_AGBNO + i : 0xffffffffu);
+		rlfs_put32(slots[i], i < fl ? fa + i : 0xffffffffu);
 	rlfs_trans_log_buf(tp, bp);
 	rlfs_trans_brelse(tp, bp);
 
@@ -165,14 +183,16 @@ static int init_ag(struct rlfs_trans *tp, uint32_t agno)
 		{ &rlfs_bnobt_ops, MKFS_BNO_AGBNO },
 		{ &rlfs_cntbt_ops, MKFS_CNT_AGBNO },
 		{ &rlfs_inobt_ops, MKFS_INO_AGBNO },
+		{ &rlfs_refcountbt_ops, MKFS_REFC_AGBNO },
 	};
-	for (unsigned i = 0; i < 3; i++) {
+	unsigned nroots = rlfs_has_reflink(mp) ? 4 : 3;
+	for (unsigned i = 0; i < nroots; i++) {
 		err = rlfs_trans_get_buf(tp, rlfs_agb_to_fsb(mp, agno, roots[i].agbno),
 					 roots[i].ops->buf_ops, agno, &bp);
 		if (err)
 			return err;
 		rlfs_btree_init_block(mp, bp, roots[i].ops, 0, agno);
-		if (roots[i].ops != &rlfs_inobt_ops) {
+		if (roots[i].ops == &rlfs_bnobt_ops || roots[i].ops == &rlfs_cntbt_ops) {
 			struct rlfs_btree_block *blk = bp->data;
 			struct rlfs_alloc_rec rec;
 			rlfs_put32(rec.startblock, free_start);
@@ -198,6 +218,10 @@ static int init_ag(struct rlfs_trans *tp, uint32_t agno)
 	rlfs_put16(agh->bno_level, 1);
 	rlfs_put16(agh->cnt_level, 1);
 	rlfs_put16(agh->ino_level, 1);
+	if (rlfs_has_reflink(mp)) {
+		rlfs_put32(agh->refc_root, MKFS_REFC_AGBNO);
+		rlfs_put16(agh->refc_level, 1);
+	}
 	rlfs_put32(agh->freeblks, freeblks);
 	rlfs_put32(agh->longest, freeblks);
 	rlfs_put32(agh->flfirst, 0);
@@ -282,6 +306,7 @@ static int write_superblocks(struct rlfs_mount *mp, const struct rlfs_mkfs_opts 
 		rlfs_put16(sb->inodesize, (uint16_t)mp->inodesize);
 		rlfs_put16(sb->inopblock, (uint16_t)mp->inopblock);
 		rlfs_put32(sb->state, RLFS_STATE_CLEAN);
+		rlfs_put64(sb->features_incompat, mp->features_incompat);
 		rlfs_put64(sb->rootino, mp->rootino);
 		rlfs_put64(sb->icount, mp->icount);
 		rlfs_put64(sb->ifree, mp->ifree);
@@ -311,6 +336,7 @@ static int format(struct rlfs_dev *dev, const struct geom *g, const struct rlfs_
 	mp->inodesize = m.inodesize;
 	mp->inopblock = m.inopblock;
 	mp->chunk_blocks = m.chunk_blocks;
+	mp->features_incompat = m.features_incompat;
 	if (getrandom(mp->uuid, RLFS_UUID_SIZE, 0) != RLFS_UUID_SIZE) {
 		err = -EIO;
 		goto out;

@@ -31,6 +31,24 @@ extern const struct rlfs_buf_ops rlfs_refcountbt_buf_ops;
 static inline bool rlfs_has_reflink(const struct rlfs_mount *mp)
 { return mp->features_incompat & RLFS_FEAT_INCOMPAT_REFLINK; }
 
+/* Set up a cursor on AG agno's refcount btree (agbp: the AG header buffer,
+ * or NULL to read it on demand).  For fsck and tests; free with
+ * rlfs_btree_cur_del. */
+void rlfs_refcount_cur_init(struct rlfs_btree_cur *cur, struct rlfs_trans *tp, uint32_t agno,
+			    struct rlfs_buf *agbp);
+
+/*
+ * Calling conventions (all functions below):
+ *   - ranges are fsbno + blocks; a range may cross AG boundaries (split
+ *     per AG); fsbno 0, a range beyond the device or one touching an AG's
+ *     header blocks is -EUCLEAN; len 0 is a no-op;
+ *   - increase/decrease/cow_* on a filesystem without the feature:
+ *     -EOPNOTSUPP (find_shared/get then report "nothing shared" / 1);
+ *   - every function keeps the AGFL stocked itself and may allocate tree
+ *     blocks from it (accounted with rlfs_trans_mod_used: reserve
+ *     rlfs_refcount_res); a failure half way leaves the tree half changed:
+ *     cancel the transaction.
+ */
 /* Add one reference to every block of [fsbno, fsbno+len_blocks). */
 int rlfs_refcount_increase(struct rlfs_trans *tp, uint64_t fsbno, uint32_t len_blocks);
 /* Drop one reference; blocks whose count reaches 0 go back to free space

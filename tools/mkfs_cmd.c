@@ -3,7 +3,7 @@
  * of rlfs_mkfs() (reflinkfs/fs.h).  Options follow mkfs.xfs in spirit:
  *
  *   reflinkfs mkfs [-s SIZE] [-b BLOCKSIZE] [-a AGCOUNT] [-i INODESIZE]
- *                  [-L LABEL] [-f] IMAGE
+ *                  [-L LABEL] [-m reflink=0|1] [-f] IMAGE
  *
  * After formatting it reads the new primary superblock back (the on-disk
  * format is public: reflinkfs/format.h) and prints a short summary.
@@ -86,7 +86,8 @@ static int parse_u32(const char *s, uint32_t *out, int allow_suffix)
 static void usage(FILE *f, const char *prog)
 {
 	fprintf(f,
-		"Usage: %s [-s SIZE] [-b BLOCKSIZE] [-a AGCOUNT] [-i INODESIZE] [-L LABEL] [-f] IMAGE\n"
+		"Usage: %s [-s SIZE] [-b BLOCKSIZE] [-a AGCOUNT] [-i INODESIZE] [-L LABEL]\n"
+		"          [-m reflink=0|1] [-f] IMAGE\n"
 		"\n"
 		"Create a reflinkfs filesystem in IMAGE (a file, created sparse if missing, or a\n"
 		"block device).\n"
@@ -98,6 +99,8 @@ static void usage(FILE *f, const char *prog)
 		"  -a AGCOUNT    number of allocation groups (default: chosen by size)\n"
 		"  -i INODESIZE  inode size in bytes, a power of two (default 512)\n"
 		"  -L LABEL      filesystem label (up to 31 bytes)\n"
+		"  -m reflink=1  block sharing (refcount btree, REFLINK feature; default on);\n"
+		"                reflink=0 makes a filesystem without it\n"
 		"  -f            overwrite an existing reflinkfs filesystem\n"
 		"  -h, --help    this text\n",
 		prog);
@@ -153,6 +156,8 @@ static void print_summary(const char *prog, const char *image)
 			putchar('-');
 	}
 	printf(", root inode %llu\n", (unsigned long long)rlfs_get64(sb.rootino));
+	printf("  reflink=%d\n",
+	       (rlfs_get64(sb.features_incompat) & RLFS_FEAT_INCOMPAT_REFLINK) ? 1 : 0);
 }
 
 int rlfs_mkfs_main(int argc, char **argv)
@@ -165,7 +170,7 @@ int rlfs_mkfs_main(int argc, char **argv)
 	struct rlfs_mkfs_opts o = { 0 };
 	int c, err;
 	unsigned long long v;
-	while ((c = getopt_long(argc, argv, "s:b:a:i:L:fh", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "s:b:a:i:L:m:fh", longopts, NULL)) != -1) {
 		switch (c) {
 		case 's':
 			err = rlfs_parse_size(optarg, &v);
@@ -201,6 +206,17 @@ int rlfs_mkfs_main(int argc, char **argv)
 				return 1;
 			}
 			o.label = optarg;
+			break;
+		case 'm':
+			if (strcmp(optarg, "reflink=1") == 0 || strcmp(optarg, "reflink") == 0) {
+				o.reflink = 1;
+			} else if (strcmp(optarg, "reflink=0") == 0) {
+				o.reflink = -1;
+			} else {
+				fprintf(stderr, "%s: unknown metadata option '%s' (reflink=0|1)\n", prog,
+					optarg);
+				return 1;
+			}
 			break;
 		case 'f':
 			o.force = 1;

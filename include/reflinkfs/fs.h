@@ -167,6 +167,9 @@ struct rlfs_mkfs_opts {
 	uint32_t inodesize;         /* 0 = 512 */
 	int force;
 	const char *label;
+	int reflink;                /* refcount btree (REFLINK feature, block
+				     * sharing): 0 = default (on), 1 = on,
+				     * -1 = off (mkfs.xfs -m reflink=0|1) */
 };
 int rlfs_mkfs(const char *image, const struct rlfs_mkfs_opts *opts);
 #endif
