@@ -72,13 +72,21 @@ void rlfs_trans_ijoin(struct rlfs_trans *tp, struct rlfs_inode *ip);
 void rlfs_trans_log_inode(struct rlfs_trans *tp, struct rlfs_inode *ip);
 
 /* Inode cluster blocks: every inodesize slot carries its own magic, ino,
- * uuid and crc (verified on read, stamped before write).  inode.c. */
+ * uuid and crc.  The buffer verifier checks magic, ino and uuid of every
+ * slot (the block is an inode cluster of this fs); a slot's crc is checked
+ * when that inode is loaded (rlfs_iget_tp) and recomputed by whoever
+ * changes the slot (rlfs_inode_flush_to_buf, ialloc, mkfs), so one damaged
+ * inode does not hide its neighbours (XFS: xfs_iread checks the crc).
+ * inode.c. */
 extern const struct rlfs_buf_ops rlfs_inode_buf_ops;
 
 /* Look up / load an inode; takes a reference.  0, -ENOENT (free inode or
- * out-of-range number: it is not allocated), -EUCLEAN (bad crc, magic or
- * number mismatch), -ENOMEM.  Must not be called inside a transaction
- * (it uses one of its own); use rlfs_iget_tp inside one. */
+ * out-of-range number or not marked in use in the inobt: it is not
+ * allocated), -EUCLEAN (bad crc, magic or number mismatch, fields that do
+ * not fit the file type: format, forkoff, nextents, fork root, extents),
+ * -ENOMEM.  Regular files and symlinks come with their data fork extent
+ * list loaded.  Must not be called inside a transaction (it uses one of
+ * its own); use rlfs_iget_tp inside one. */
 int rlfs_iget(struct rlfs_mount *mp, uint64_t ino, struct rlfs_inode **ipp);
 int rlfs_iget_tp(struct rlfs_trans *tp, uint64_t ino, struct rlfs_inode **ipp);
 /* Take another reference. */
@@ -91,7 +99,12 @@ void rlfs_inode_lookup_add(struct rlfs_inode *ip, uint64_t n);
 void rlfs_inode_forget(struct rlfs_mount *mp, uint64_t ino, uint64_t n);
 
 /* Initialise a newly allocated inode (after rlfs_ialloc) as an empty file
- * of the given mode; logs it. Returns it referenced. */
+ * of the given mode; logs it. Returns it referenced.  nlink starts at 1
+ * (2 for directories), forkoff at rlfs_inode_default_forkoff, the data
+ * fork as empty inline extents (regular files, symlinks) or NONE; all four
+ * timestamps now; generation = the slot's previous generation + 1.  If tp
+ * is cancelled the in-core inode is unhashed and freed by the last irele.
+ * -EUCLEAN if the slot is not free on disk. */
 int rlfs_inode_init(struct rlfs_trans *tp, uint64_t ino, uint32_t mode,
 		    uint32_t uid, uint32_t gid, uint64_t rdev, uint64_t parent,
 		    struct rlfs_inode **ipp);
