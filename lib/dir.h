@@ -4,11 +4,14 @@
  * rlfs_dir_rec keyed by (hash, seq): hash = rlfs_dirhash(name), seq picks
  * the first free value among names sharing a hash.  Lookup is O(log n).
  * "." and ".." are not stored ("..": ip->parent).
- * A readdir cookie is the key (hash << 32 | seq) of the next entry, plus
- * small reserved values for "." (0) and ".." (1) handled in namei.c: an
- * entry's cookie never changes while it exists, so cookies stay valid
- * while the directory changes (entries added concurrently may or may not
- * be seen, as POSIX allows).  Caller holds the dir's iolock.
+ * Readdir resumes at "the first entry whose key >= cookie"; the cookie
+ * handed out after an entry is its key (hash << 32 | seq) + 1, and small
+ * reserved values stand for "." (0), ".." (1) and the first entry (2),
+ * handled in namei.c.  An entry's key never changes while it exists, so
+ * cookies stay valid while the directory changes: an entry present for
+ * the whole readdir is returned exactly once (entries added or removed
+ * meanwhile may or may not be seen, as POSIX allows).  An empty directory
+ * owns no blocks (format NONE).  Caller holds the dir's iolock.
  */
 #ifndef RLFS_DIR_H
 #define RLFS_DIR_H
