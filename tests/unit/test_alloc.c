@@ -18,6 +18,7 @@
 #include "alloc.h"
 #include "ialloc.h"
 #include "inode.h"
+#include "refcount.h"
 #include "reflinkfs/fs.h"
 
 /* ------------------------------------------------------------------ */
@@ -193,6 +194,14 @@ static uint64_t check_fs(struct rlfs_mount *mp, const uint8_t *owned)
 		icount += c.inodes;
 		ifree += c.ifree;
 
+		/* refcount btree (REFLINK feature): its blocks are AG metadata */
+		if (rlfs_has_reflink(mp)) {
+			rlfs_refcount_cur_init(&cur, tp, agno, agbp);
+			assert_int_equal(rlfs_btree_check(&cur), 0);
+			assert_int_equal(rlfs_btree_visit_blocks(&cur, mark_block, &c), 0);
+			rlfs_btree_cur_del(&cur);
+		}
+
 		/* AGFL */
 		assert_int_equal(rlfs_trans_read_buf(tp, c.agstart + RLFS_AGFL_AGBNO, &rlfs_agfl_buf_ops,
 						     agno, &flbp), 0);
@@ -227,7 +236,7 @@ static uint64_t check_fs(struct rlfs_mount *mp, const uint8_t *owned)
 	assert_int_equal(total_free, (uint64_t)mp->fdblocks + mp->setaside);
 	assert_int_equal(icount, mp->icount);
 	assert_int_equal(ifree, mp->ifree);
-	return overhead - 3ull * mp->agcount;
+	return overhead - (rlfs_has_reflink(mp) ? 4ull : 3ull) * mp->agcount;
 }
 
 /* ------------------------------------------------------------------ */
