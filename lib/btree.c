@@ -272,6 +272,12 @@ static int read_blk(struct rlfs_btree_cur *cur, uint64_t fsbno, unsigned level,
 	} else if (bb_numrecs(bp) == 0 && (level > 0 || !is_root)) {
 		err = rlfs_corrupt(mp, fsbno, name, "empty %s block at level %u",
 				   is_root ? "root" : "non-root", level);
+	} else if (bb_left(bp) == fsbno || bb_right(bp) == fsbno ||
+		   bb_left(bp) >= mp->dblocks || bb_right(bp) >= mp->dblocks ||
+		   (is_root && (bb_left(bp) || bb_right(bp)))) {
+		err = rlfs_corrupt(mp, fsbno, name, "bad sibling pointers %llu/%llu",
+				   (unsigned long long)bb_left(bp),
+				   (unsigned long long)bb_right(bp));
 	}
 	if (err) {
 		rlfs_trans_brelse(cur->tp, bp);
@@ -878,7 +884,7 @@ static int delrec(struct rlfs_btree_cur *cur, unsigned level)
 			err = read_blk(cur, ptr_get(cur, pbp, pi - 1), level, false, pbp->fsbno, &lbp);
 			if (err)
 				return err;
-			if (bb_right(lbp) != bp->fsbno || bb_left(bp) != lbp->fsbno) {
+			if (lbp == bp || bb_right(lbp) != bp->fsbno || bb_left(bp) != lbp->fsbno) {
 				err = rlfs_corrupt(mp, bp->fsbno, name, "sibling links disagree with "
 						   "left neighbour %llu", (unsigned long long)lbp->fsbno);
 				goto out;
@@ -888,7 +894,8 @@ static int delrec(struct rlfs_btree_cur *cur, unsigned level)
 			err = read_blk(cur, ptr_get(cur, pbp, pi + 1), level, false, pbp->fsbno, &rbp);
 			if (err)
 				goto out;
-			if (bb_left(rbp) != bp->fsbno || bb_right(bp) != rbp->fsbno) {
+			if (rbp == bp || rbp == lbp || bb_left(rbp) != bp->fsbno ||
+			    bb_right(bp) != rbp->fsbno) {
 				err = rlfs_corrupt(mp, bp->fsbno, name, "sibling links disagree with "
 						   "right neighbour %llu", (unsigned long long)rbp->fsbno);
 				goto out;
