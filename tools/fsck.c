@@ -27,6 +27,12 @@
  *   5. block ownership: every claim (AG headers, btree blocks, AGFL, free
  *      extents, inode chunks, inode-owned blocks) sorted and swept: blocks
  *      claimed twice, free and used at once, or not claimed at all (leaked);
+ *      with the REFLINK feature, data-fork blocks may be mapped many times:
+ *      they enter the sweep once (the union of all mappings), and for every
+ *      block the number of data-fork mappings must equal the refcount btree's
+ *      count (1 without a record).  Metadata blocks must still have exactly
+ *      one owner.  CoW staging records are reported as leaked staging
+ *      extents (no CoW fork exists on an unmounted image);
  *   6. summary counters; repair of counters.
  *
  * Locking: the FUSE daemon holds an exclusive flock on the image until it
@@ -63,6 +69,7 @@
 #include "bmap.h"
 #include "dir.h"
 #include "xattr.h"
+#include "refcount.h"
 
 #if defined(__has_include)
 #if __has_include("cli.h")
@@ -85,8 +92,8 @@ int rlfs_fsck_main(int argc, char **argv);
 
 /* What claims a run of blocks. */
 enum claim_kind {
-	CL_SB, CL_AGH, CL_AGFLBLK, CL_BNOBT, CL_CNTBT, CL_INOBT, CL_AGFL, CL_FREE,
-	CL_ICHUNK, CL_DATA, CL_BMBT, CL_DIRBT, CL_ATTRBT, CL_ATTRV, CL_SYMLINK,
+	CL_SB, CL_AGH, CL_AGFLBLK, CL_BNOBT, CL_CNTBT, CL_INOBT, CL_REFCBT, CL_STAGING,
+	CL_AGFL, CL_FREE, CL_ICHUNK, CL_DATA, CL_BMBT, CL_DIRBT, CL_ATTRBT, CL_ATTRV, CL_SYMLINK,
 };
 
 struct claim {
@@ -95,6 +102,14 @@ struct claim {
 	uint64_t aux;               /* CL_DATA: file block; CL_ICHUNK: startino */
 	uint32_t len;               /* blocks */
 	uint8_t kind;
+};
+
+/* A refcount btree record (REFLINK feature). */
+struct refc {
+	uint64_t start;             /* fsbno */
+	uint32_t len;
+	uint32_t rc;
+	bool cow;                   /* CoW staging domain */
 };
 
 /* An inobt record (all AGs, sorted by startino). */
@@ -128,7 +143,8 @@ struct edge {
 
 struct ag_info {
 	bool hdr_ok;                /* header verified: counters comparable */
-	bool trees_ok;              /* bnobt/cntbt/inobt walked without error */
+	bool trees_ok;              /* bnobt/cntbt/inobt(/refcountbt) walked without error */
+	bool refc_ok;               /* refcount btree fully walked (REFLINK) */
 	struct rlfs_agh agh;        /* copy of the on-disk header */
 	uint64_t freeblks;          /* computed from bnobt */
 	uint32_t longest;           /* computed from cntbt */
@@ -161,6 +177,11 @@ struct fsck {
 
 	struct claim *claims;
 	size_t nclaims, claims_cap;
+	bool reflink;               /* REFLINK feature: data blocks may be shared */
+	struct claim *dclaims;      /* REFLINK: data-fork mappings (may overlap) */
+	size_t ndclaims, dclaims_cap;
+	struct refc *refcs;         /* REFLINK: refcount btree records, all AGs */
+	size_t nrefcs, refcs_cap;
 	struct chunk *chunks;
 	size_t nchunks, chunks_cap;
 	struct ientry *inodes;
@@ -264,6 +285,8 @@ static const char *claim_kind_name(uint8_t kind)
 	case CL_BNOBT: return "bnobt block";
 	case CL_CNTBT: return "cntbt block";
 	case CL_INOBT: return "inobt block";
+	case CL_REFCBT: return "refcountbt block";
+	case CL_STAGING: return "CoW staging extent";
 	case CL_AGFL: return "AGFL entry";
 	case CL_FREE: return "free space";
 	case CL_ICHUNK: return "inode chunk";
@@ -318,15 +341,22 @@ static void add_claim(struct fsck *f, uint8_t kind, uint64_t owner, uint64_t aux
 			return;
 		len = dblocks - start;
 	}
+	/* with REFLINK, data-fork mappings are collected apart: they may
+	 * overlap each other (check_refcounts judges them) */
+	bool data = kind == CL_DATA && f->reflink;
+	struct claim **arr = data ? &f->dclaims : &f->claims;
+	size_t *n_arr = data ? &f->ndclaims : &f->nclaims;
+	size_t *cap = data ? &f->dclaims_cap : &f->claims_cap;
+
 	while (len) {
 		uint32_t n = (uint32_t)RLFS_MIN(len, (uint64_t)UINT32_MAX);
-		struct claim *nc = grow(f, f->claims, &f->claims_cap, f->nclaims, sizeof(*nc));
+		struct claim *nc = grow(f, *arr, cap, *n_arr, sizeof(*nc));
 
 		if (!nc)
 			return;
-		f->claims = nc;
+		*arr = nc;
 		c.len = n;
-		f->claims[f->nclaims++] = c;
+		(*arr)[(*n_arr)++] = c;
 		c.start += n;
 		len -= n;
 	}
@@ -603,6 +633,7 @@ static int check_primary_sb(struct fsck *f)
 	f->mp->chunk_blocks = RLFS_MAX(1u, RLFS_INODES_PER_CHUNK / f->mp->inopblock);
 	f->mp->rootino = rlfs_get64(sb->rootino);
 	f->mp->features_incompat = incompat;
+	f->reflink = incompat & RLFS_FEAT_INCOMPAT_REFLINK;
 	f->mp->maxbytes = rlfs_get64(sb->maxbytes);
 	memcpy(f->mp->uuid, sb->hdr.uuid, RLFS_UUID_SIZE);
 	f->mp->flags = RLFS_MOUNT_RDONLY | RLFS_MOUNT_NOLOCK;
@@ -818,6 +849,59 @@ static int inobt_rec_cb(struct rlfs_btree_cur *cur, const void *rec, void *priv)
 	f->chunks[f->nchunks].startino = startino;
 	f->chunks[f->nchunks].free = freemask;
 	f->nchunks++;
+	return 0;
+}
+
+/* One refcount btree record: sane, in order, no overlap; kept for the
+ * per-block count check; staging extents claimed and reported. */
+static int refc_rec_cb(struct rlfs_btree_cur *cur, const void *rec, void *priv)
+{
+	struct agwalk *w = priv;
+	struct fsck *f = w->f;
+	struct rlfs_refcount_rec r;
+	struct refc *nr;
+
+	(void)cur;
+	memcpy(&r, rec, sizeof(r));
+	uint32_t key = rlfs_get32(r.startblock), len = rlfs_get32(r.blockcount);
+	uint32_t rc = rlfs_get32(r.refcount);
+	bool cow = key & RLFS_REFC_COWFLAG;
+	uint32_t start = key & ~RLFS_REFC_COWFLAG;
+	uint64_t fsbno = rlfs_agb_to_fsb(f->mp, w->agno, RLFS_MIN(start, w->length - 1));
+
+	if (++w->nrecs > w->limit) {
+		ERR(f, "AG %u (refcountbt): more records than the AG has blocks; stopped walking",
+		    w->agno);
+		return 1;
+	}
+	if (len == 0 || start < 3 || start >= w->length || len > w->length - start) {
+		ERR(f, "%s (refcountbt): record [%u, +%u) outside the AG's data area (AG has %u "
+		    "blocks)", loc(f, fsbno).s, start, len, w->length);
+		return 0;
+	}
+	if (!cow && rc < 2)
+		ERR(f, "%s (refcountbt): shared record [%u, +%u) with refcount %u < 2 (outside "
+		    "the staging domain)", loc(f, fsbno).s, start, len, rc);
+	if (cow && rc != 1)
+		ERR(f, "%s (refcountbt): CoW staging record [%u, +%u) with refcount %u (must be "
+		    "1)", loc(f, fsbno).s, start, len, rc);
+	if (w->have_prev && (uint64_t)key < (uint64_t)w->prev_start + w->prev_len)
+		ERR(f, "%s (refcountbt): record [%u, +%u) overlaps or is out of order with the "
+		    "previous one [%u, +%u)", loc(f, fsbno).s, start, len,
+		    w->prev_start & ~RLFS_REFC_COWFLAG, w->prev_len);
+	w->have_prev = true;
+	w->prev_start = key;
+	w->prev_len = len;
+	if (cow) {
+		ERR(f, "%s (refcountbt): leaked CoW staging extent [%u, +%u) (no CoW fork owns "
+		    "it on an unmounted filesystem)", loc(f, fsbno).s, start, len);
+		add_claim(f, CL_STAGING, w->agno, 0, fsbno, len);
+	}
+	nr = grow(f, f->refcs, &f->refcs_cap, f->nrefcs, sizeof(*nr));
+	if (!nr)
+		return -ENOMEM;
+	f->refcs = nr;
+	f->refcs[f->nrefcs++] = (struct refc){ .start = fsbno, .len = len, .rc = rc, .cow = cow };
 	return 0;
 }
 
@@ -1052,7 +1136,7 @@ static void check_ag(struct fsck *f, uint32_t agno)
 	struct ag_info *ai = &f->ags[agno];
 	uint64_t hfsb = rlfs_agb_to_fsb(mp, agno, RLFS_AGH_AGBNO);
 	uint32_t length = rlfs_ag_blocks(mp, agno);
-	struct agwalk bno = { 0 }, cnt = { 0 }, ino = { 0 };
+	struct agwalk bno = { 0 }, cnt = { 0 }, ino = { 0 }, refc = { 0 };
 	struct rlfs_buf fake = { 0 };
 	struct rlfs_trans *tp;
 	bool ok = true, roots_ok = true;
@@ -1108,10 +1192,28 @@ static void check_ag(struct fsck *f, uint32_t agno)
 			}
 		}
 	}
+	bool refc_roots_ok = f->reflink;
 	if (!(mp->features_incompat & RLFS_FEAT_INCOMPAT_REFLINK) &&
 	    (rlfs_get32(ai->agh.refc_root) || rlfs_get16(ai->agh.refc_level)))
 		ERR(f, "%s (AG header): refcount btree root set without the reflink feature",
 		    loc(f, hfsb).s);
+	if (f->reflink) {
+		uint32_t rr = rlfs_get32(ai->agh.refc_root);
+		uint16_t rl = rlfs_get16(ai->agh.refc_level);
+
+		if (rr < 3 || rr >= length) {
+			ERR(f, "%s (AG header): refcountbt root agbno %u outside the AG",
+			    loc(f, hfsb).s, rr);
+			refc_roots_ok = false;
+		}
+		if (rl < 1 || rl > RLFS_BTREE_MAXLEVELS) {
+			ERR(f, "%s (AG header): refcountbt level %u out of range", loc(f, hfsb).s,
+			    rl);
+			refc_roots_ok = false;
+		}
+		if (!refc_roots_ok)
+			roots_ok = false;
+	}
 	if (!(mp->features_incompat & RLFS_FEAT_INCOMPAT_RMAP) &&
 	    (rlfs_get32(ai->agh.rmap_root) || rlfs_get16(ai->agh.rmap_level)))
 		ERR(f, "%s (AG header): rmap btree root set without the rmap feature",
@@ -1134,6 +1236,13 @@ static void check_ag(struct fsck *f, uint32_t agno)
 		ok &= walk_ag_tree(f, tp, &rlfs_inobt_ops, &ino, inobt_rec_cb,
 				   rlfs_get32(ai->agh.ino_root), &fake);
 		ok &= bno_ok && cnt_ok;
+		if (refc_roots_ok) {
+			refc = (struct agwalk){ .f = f, .agno = agno, .length = length,
+						.kind = CL_REFCBT, .limit = length, .ai = ai };
+			ai->refc_ok = walk_ag_tree(f, tp, &rlfs_refcountbt_ops, &refc, refc_rec_cb,
+						   rlfs_get32(ai->agh.refc_root), &fake);
+			ok &= ai->refc_ok;
+		}
 		/* comparing with a tree that could not be read only makes noise */
 		if (bno_ok && cnt_ok)
 			compare_free_trees(f, agno, &bno, &cnt);
@@ -1272,7 +1381,8 @@ static void check_extent(struct iwalk *w, const struct rlfs_bmbt_rec *r, uint8_t
 			break;
 		}
 	w->owned += len;
-	add_claim(f, kind, ino, off, fsb, len);
+	/* symlink target blocks are metadata: one owner, never shared */
+	add_claim(f, kind == CL_DATA && w->collect ? CL_SYMLINK : kind, ino, off, fsb, len);
 	if (w->collect && w->ncollected < 8)
 		w->collected[w->ncollected++] = (struct rlfs_irec){ .startoff = off,
 			.startblock = fsb, .blockcount = len, .state = state };
@@ -2115,6 +2225,194 @@ static void report_leak(struct fsck *f, uint64_t start, uint64_t end)
 	}
 }
 
+/* Append a claim to the main list directly (no REFLINK diversion). */
+static void push_claim(struct fsck *f, struct claim c)
+{
+	struct claim *nc = grow(f, f->claims, &f->claims_cap, f->nclaims, sizeof(*nc));
+
+	if (!nc)
+		return;
+	f->claims = nc;
+	f->claims[f->nclaims++] = c;
+}
+
+struct event {
+	uint64_t pos;
+	int delta;
+};
+
+static int cmp_event(const void *a, const void *b)
+{
+	const struct event *x = a, *y = b;
+
+	return cmp_u64(x->pos, y->pos);
+}
+
+static int cmp_refc(const void *a, const void *b)
+{
+	const struct refc *x = a, *y = b;
+
+	return cmp_u64(x->start, y->start);
+}
+
+/* A mismatch run being accumulated for one report line. */
+struct mism {
+	bool open;
+	uint64_t start, end;
+	uint64_t dc;                /* data-fork mappings */
+	uint32_t rc;                /* refcount btree count, 0 = no record */
+};
+
+static void mism_flush(struct fsck *f, struct mism *m)
+{
+	char what[160];
+
+	if (!m->open)
+		return;
+	m->open = false;
+	if (m->rc == 0)
+		snprintf(what, sizeof(what), "mapped by %" PRIu64 " data forks but the refcount "
+			 "btree has no record (refcount 1)", m->dc);
+	else if (m->dc == 0)
+		snprintf(what, sizeof(what), "refcount btree record says refcount %u but no "
+			 "file maps these blocks", m->rc);
+	else
+		snprintf(what, sizeof(what), "refcount btree says refcount %u but %" PRIu64
+			 " data-fork mappings exist", m->rc, m->dc);
+	report_run(f, m->start, m->end, what, "refcount btree");
+}
+
+static void mism_add(struct fsck *f, struct mism *m, uint64_t a, uint64_t b, uint64_t dc,
+		     uint32_t rc)
+{
+	if (m->open && m->end == a && m->dc == dc && m->rc == rc &&
+	    rlfs_fsb_to_agno(f->mp, a) == rlfs_fsb_to_agno(f->mp, m->start))
+		m->end = b;
+	else {
+		mism_flush(f, m);
+		*m = (struct mism){ .open = true, .start = a, .end = b, .dc = dc, .rc = rc };
+	}
+}
+
+/*
+ * REFLINK: data-fork mappings enter the ownership sweep once (their union,
+ * so a data block that is also metadata, free or staging is still caught
+ * there), and for every block the number of mappings must equal the
+ * refcount btree's count: no record means 1; a record at
+ * RLFS_REFC_REFCOUNT_MAX may have fewer (it sticks there).
+ */
+static void check_refcounts(struct fsck *f)
+{
+	struct rlfs_mount *mp = f->mp;
+	size_t nd = f->ndclaims, nev = 0, nshared = 0;
+	struct event *ev;
+	uint64_t *segs; /* triples: start, end, count */
+	size_t nsegs = 0;
+
+	if (!f->reflink)
+		return;
+	xsort(f->dclaims, nd, sizeof(*f->dclaims), cmp_claim);
+	/* union into the main sweep */
+	for (size_t i = 0; i < nd;) {
+		struct claim u = f->dclaims[i];
+		uint64_t end = u.start + u.len;
+		size_t j = i + 1;
+
+		while (j < nd && f->dclaims[j].start <= end) {
+			uint64_t e = f->dclaims[j].start + f->dclaims[j].len;
+			if (e > end)
+				end = e;
+			j++;
+		}
+		while (end > u.start) {
+			uint64_t n = RLFS_MIN(end - u.start, (uint64_t)UINT32_MAX);
+			u.len = (uint32_t)n;
+			push_claim(f, u);
+			u.start += n;
+		}
+		i = j;
+	}
+	/* per-block mapping counts as runs */
+	ev = malloc((2 * nd + 1) * sizeof(*ev));
+	segs = malloc((2 * nd + 1) * 3 * sizeof(*segs));
+	if (!ev || !segs) {
+		free(ev);
+		free(segs);
+		f->oom = true;
+		return;
+	}
+	for (size_t i = 0; i < nd; i++) {
+		ev[nev++] = (struct event){ f->dclaims[i].start, 1 };
+		ev[nev++] = (struct event){ f->dclaims[i].start + f->dclaims[i].len, -1 };
+	}
+	xsort(ev, nev, sizeof(*ev), cmp_event);
+	int64_t depth = 0;
+	for (size_t i = 0; i < nev;) {
+		uint64_t pos = ev[i].pos;
+		while (i < nev && ev[i].pos == pos)
+			depth += ev[i++].delta;
+		if (depth > 0 && i < nev) {
+			segs[3 * nsegs] = pos;
+			segs[3 * nsegs + 1] = ev[i].pos;
+			segs[3 * nsegs + 2] = (uint64_t)depth;
+			nsegs++;
+		}
+	}
+	free(ev);
+	/* shared records only, in fsbno order */
+	xsort(f->refcs, f->nrefcs, sizeof(*f->refcs), cmp_refc);
+	struct refc *sh = malloc((f->nrefcs + 1) * sizeof(*sh));
+	if (!sh) {
+		free(segs);
+		f->oom = true;
+		return;
+	}
+	for (size_t i = 0; i < f->nrefcs; i++)
+		if (!f->refcs[i].cow)
+			sh[nshared++] = f->refcs[i];
+	/* sweep both sorted, non-overlapping lists */
+	struct mism m = { 0 };
+	size_t si = 0, ri = 0;
+	uint64_t pos = 0;
+	while (si < nsegs || ri < nshared) {
+		uint64_t ss = si < nsegs ? RLFS_MAX(segs[3 * si], pos) : UINT64_MAX;
+		uint64_t rs = ri < nshared ? RLFS_MAX(sh[ri].start, pos) : UINT64_MAX;
+		uint64_t a = RLFS_MIN(ss, rs);
+		uint64_t b = UINT64_MAX;
+		uint64_t dc = 0;
+		uint32_t rc = 0;
+
+		if (si < nsegs && segs[3 * si] <= a) {
+			dc = segs[3 * si + 2];
+			b = RLFS_MIN(b, segs[3 * si + 1]);
+		} else if (si < nsegs) {
+			b = RLFS_MIN(b, segs[3 * si]);
+		}
+		if (ri < nshared && sh[ri].start <= a) {
+			rc = sh[ri].rc;
+			b = RLFS_MIN(b, sh[ri].start + sh[ri].len);
+		} else if (ri < nshared) {
+			b = RLFS_MIN(b, sh[ri].start);
+		}
+		/* never across an AG end (reports name one AG) */
+		b = RLFS_MIN(b, ((uint64_t)rlfs_fsb_to_agno(mp, a) + 1) * mp->agblocks);
+		if (b <= a)
+			b = a + 1;
+		struct ag_info *ai = &f->ags[rlfs_fsb_to_agno(mp, a)];
+		bool bad = rc ? (dc != rc && !(rc == RLFS_REFC_REFCOUNT_MAX && dc >= 1)) : dc >= 2;
+		if (bad && ai->refc_ok)
+			mism_add(f, &m, a, b, dc, rc);
+		pos = b;
+		if (si < nsegs && segs[3 * si + 1] <= pos)
+			si++;
+		if (ri < nshared && sh[ri].start + sh[ri].len <= pos)
+			ri++;
+	}
+	mism_flush(f, &m);
+	free(sh);
+	free(segs);
+}
+
 static void check_claims(struct fsck *f)
 {
 	struct claim *top = NULL;
@@ -2303,6 +2601,8 @@ static void fsck_free(struct fsck *f)
 	if (f->lock_fd >= 0)
 		close(f->lock_fd);
 	free(f->claims);
+	free(f->dclaims);
+	free(f->refcs);
 	free(f->chunks);
 	free(f->inodes);
 	free(f->edges);
@@ -2338,7 +2638,9 @@ static int run(struct fsck *f)
 	verbose(f, "Phase 4: directory tree (%zu inodes, %zu entries)", f->ninodes, f->nedges);
 	if (!f->oom)
 		check_graph(f);
-	verbose(f, "Phase 5: block ownership (%zu claims)", f->nclaims);
+	verbose(f, "Phase 5: block ownership (%zu claims)", f->nclaims + f->ndclaims);
+	if (!f->oom)
+		check_refcounts(f);
 	if (!f->oom)
 		check_claims(f);
 	if (f->oom) {
