@@ -21,9 +21,22 @@
  * changes the tree may move or invalidate the cursor position except as
  * documented.
  *
+ * Non-root blocks are kept at least half full (maxrecs / 2 entries); a
+ * node root has at least two children (a root left with one child is
+ * collapsed).  Sibling pointers link every level left to right.
+ *
+ * ops requirements (else -EINVAL from every call): key_len <= 32,
+ * rec_len <= 512, leaf maxrecs >= 2 and node maxrecs >= 4 at the mount's
+ * block size.  A get_root fsbno of 0 means a tree with no block at all:
+ * lookups and queries find nothing, and the first insert allocates a root
+ * leaf (alloc_block, then set_root(fsbno, 1)).
+ *
  * Errors: 0 or negative errno; -EUCLEAN for a block failing verification
  * or a structural inconsistency (after rlfs_corrupt logs it), -ENOSPC if a
- * split needs a block and ops->alloc_block finds none, -EIO.
+ * split needs a block and ops->alloc_block finds none, -EIO.  A change
+ * that fails half way (-ENOSPC, -EUCLEAN, -EIO from insert, delete or
+ * destroy) may leave the tree inconsistent in memory: cancel the
+ * transaction (which restores every block).
  */
 #ifndef RLFS_BTREE_H
 #define RLFS_BTREE_H
@@ -112,7 +125,9 @@ int rlfs_btree_decrement(struct rlfs_btree_cur *cur, int *stat);
 /*
  * Insert rec at its key position (the cursor is repositioned internally);
  * -EEXIST if a record with an equal key exists.  Splits blocks and grows the
- * root as needed.  Afterwards the cursor is on the new record.
+ * root as needed.  Afterwards the cursor is on the new record.  Needs at
+ * most nlevels + 1 new blocks (one per split level plus a new root);
+ * -EFBIG if the tree would exceed RLFS_BTREE_MAXLEVELS.
  */
 int rlfs_btree_insert(struct rlfs_btree_cur *cur, const void *rec);
 /* Delete the record under the cursor; merges/rebalances underfull blocks
@@ -132,7 +147,9 @@ int rlfs_btree_update(struct rlfs_btree_cur *cur, const void *rec);
  * in key order.  Non-overlapping trees: records whose key is in the range.
  * Overlapping trees: records with low <= high_key and high >= low_key,
  * pruning subtrees by their high keys.  fn returns 0 to go on, a positive
- * value to stop (returned as is), or a negative errno (returned).
+ * value to stop (returned as is), or a negative errno (returned).  While fn
+ * runs the cursor is on the record (get_rec works); fn must not change the
+ * tree.  -EINVAL if low_key > high_key.  Mirrors xfs_btree_query_range.
  */
 typedef int (*rlfs_btree_rec_fn)(struct rlfs_btree_cur *cur, const void *rec, void *priv);
 int rlfs_btree_query_range(struct rlfs_btree_cur *cur, const void *low_key,
@@ -140,8 +157,10 @@ int rlfs_btree_query_range(struct rlfs_btree_cur *cur, const void *low_key,
 /* Every record in key order (same fn contract). */
 int rlfs_btree_query_all(struct rlfs_btree_cur *cur, rlfs_btree_rec_fn fn, void *priv);
 
-/* Call fn for every block of the tree (root first, level by level);
- * fn gets the buffer and its level.  For fsck and space accounting. */
+/* Call fn for every block of the tree (root first, level by level, left
+ * to right along the sibling links); fn gets the buffer (held only during
+ * the call) and its level; a nonzero return stops the walk and is
+ * returned.  For fsck and space accounting. */
 typedef int (*rlfs_btree_blk_fn)(struct rlfs_btree_cur *cur, struct rlfs_buf *bp,
 				 unsigned level, void *priv);
 int rlfs_btree_visit_blocks(struct rlfs_btree_cur *cur, rlfs_btree_blk_fn fn, void *priv);
@@ -164,10 +183,15 @@ int rlfs_btree_check(struct rlfs_btree_cur *cur);
 void rlfs_btree_init_block(struct rlfs_mount *mp, struct rlfs_buf *bp,
 			   const struct rlfs_btree_ops *ops, unsigned level,
 			   uint64_t owner);
-/* Generic buffer verifier for btree blocks of ops's type: header, level <
- * MAXLEVELS, numrecs <= maxrecs.  Tree buf_ops->verify should call it. */
+/* Generic buffer verifier for btree blocks of ops's type (the buffer cache
+ * has checked the rlfs_blkhdr already): level < MAXLEVELS, numrecs <=
+ * maxrecs, zero pad, sibling pointers inside the device and not the block
+ * itself, node child pointers nonzero and inside the device.  0 or -EUCLEAN.
+ * Tree buf_ops->verify should call it. */
 int rlfs_btree_verify_block(struct rlfs_mount *mp, struct rlfs_buf *bp,
 			    uint16_t rec_len, uint16_t key_len, bool overlapping);
+/* Entries per leaf (records) or node (key slots + pointers) at mp's
+ * block size; see the layout above. */
 unsigned rlfs_btree_maxrecs(struct rlfs_mount *mp, const struct rlfs_btree_ops *ops,
 			    bool leaf);
 #endif
