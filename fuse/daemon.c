@@ -1250,25 +1250,30 @@ static void unlock_read(void *arg)
 	pthread_mutex_unlock(&g_read_lock);
 }
 
-static void *worker_thread(void *arg)
+static void free_fbuf(void *arg)
 {
-	(void)arg;
-	struct fuse_buf buf;
-	memset(&buf, 0, sizeof(buf));
+	struct fuse_buf *buf = arg;
+	free(buf->mem);
+	free(buf);
+}
+
+/* Serve requests until the session ends; returns 0 or -errno. */
+static int worker_loop(struct fuse_buf *buf)
+{
 	int err = 0;
 	while (!fuse_session_exited(g_se)) {
 		pthread_mutex_lock(&g_read_lock);
 		pthread_cleanup_push(unlock_read, NULL);
 		pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, NULL);
-		err = fuse_session_receive_buf(g_se, &buf);
+		err = fuse_session_receive_buf(g_se, buf);
 		pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
 		pthread_cleanup_pop(0);
 		atomic_int *cnt = NULL;
-		if (err > 0 && !(buf.flags & FUSE_BUF_IS_FD) && buf.size >= 24) {
+		if (err > 0 && !(buf->flags & FUSE_BUF_IS_FD) && buf->size >= 24) {
 			uint32_t opcode;
 			uint64_t nodeid;
-			memcpy(&opcode, (char *)buf.mem + 4, sizeof(opcode));
-			memcpy(&nodeid, (char *)buf.mem + 16, sizeof(nodeid));
+			memcpy(&opcode, (char *)buf->mem + 4, sizeof(opcode));
+			memcpy(&nodeid, (char *)buf->mem + 16, sizeof(nodeid));
 			if (opcode == RLFS_FUSE_WRITE_OPCODE) {
 				cnt = &g_writes_inflight[whash(nodeid)];
 				atomic_fetch_add(cnt, 1);
@@ -1279,13 +1284,26 @@ static void *worker_thread(void *arg)
 			continue;
 		if (err <= 0)
 			break;          /* 0: session ended (unmounted) */
-		fuse_session_process_buf(g_se, &buf);
+		fuse_session_process_buf(g_se, buf);
 		if (cnt)
 			atomic_fetch_sub(cnt, 1);
 		err = 0;
 	}
-	free(buf.mem);
-	loop_finished(err < 0 ? err : 0);
+	return err < 0 ? err : 0;
+}
+
+static void *worker_thread(void *arg)
+{
+	(void)arg;
+	struct fuse_buf *buf = calloc(1, sizeof(*buf));
+	if (!buf) {
+		loop_finished(-ENOMEM);
+		return NULL;
+	}
+	/* cancelled while blocked in read: free the request buffer */
+	pthread_cleanup_push(free_fbuf, buf);
+	loop_finished(worker_loop(buf));
+	pthread_cleanup_pop(1);
 	return NULL;
 }
 
