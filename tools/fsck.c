@@ -906,6 +906,36 @@ static int refc_rec_cb(struct rlfs_btree_cur *cur, const void *rec, void *priv)
 }
 
 /*
+ * The refcount btree is walked with a lenient copy of its ops: block
+ * header and structure checks only, no record verifier, so that one bad
+ * record gets its own finding (refc_rec_cb judges every record: the same
+ * rules as the library's verifier, plus order across leaves) instead of
+ * hiding its whole leaf.  The library's strict verifier then re-checks a
+ * tree the walk found clean.
+ */
+static int fsck_refcbt_verify(struct rlfs_mount *mp, struct rlfs_buf *bp)
+{
+	return rlfs_btree_verify_block(mp, bp, sizeof(struct rlfs_refcount_rec), 4, false);
+}
+
+static const struct rlfs_buf_ops fsck_refcbt_buf_ops = {
+	.name = "refcountbt", .magic = RLFS_REFCBT_MAGIC, .has_hdr = true,
+	.verify = fsck_refcbt_verify,
+};
+
+static const struct rlfs_btree_ops *fsck_refcbt_ops(void)
+{
+	static struct rlfs_btree_ops ops;
+
+	if (!ops.name) {
+		ops = rlfs_refcountbt_ops;
+		ops.buf_ops = &fsck_refcbt_buf_ops;
+		ops.verify_rec = NULL;
+	}
+	return &ops;
+}
+
+/*
  * Block walk that also hands every leaf record to a record callback.  The
  * records are taken straight from the verified leaf blocks rather than
  * through rlfs_btree_query_all, whose per-record verifier stops at the
@@ -1239,8 +1269,23 @@ static void check_ag(struct fsck *f, uint32_t agno)
 		if (refc_roots_ok) {
 			refc = (struct agwalk){ .f = f, .agno = agno, .length = length,
 						.kind = CL_REFCBT, .limit = length, .ai = ai };
-			ai->refc_ok = walk_ag_tree(f, tp, &rlfs_refcountbt_ops, &refc, refc_rec_cb,
+			uint64_t nerr0 = f->nerrors;
+
+			ai->refc_ok = walk_ag_tree(f, tp, fsck_refcbt_ops(), &refc, refc_rec_cb,
 						   rlfs_get32(ai->agh.refc_root), &fake);
+			if (ai->refc_ok && f->nerrors == nerr0) {
+				/* the library's own verifiers must agree */
+				struct rlfs_btree_cur cur;
+
+				rlfs_refcount_cur_init(&cur, tp, agno, &fake);
+				err = rlfs_btree_check(&cur);
+				rlfs_btree_cur_del(&cur);
+				if (err)
+					ERR(f, "%s (refcountbt): library verifier rejects the tree: %s",
+					    loc(f, rlfs_agb_to_fsb(mp, agno,
+							     rlfs_get32(ai->agh.refc_root))).s,
+					    errstr(err));
+			}
 			ok &= ai->refc_ok;
 		}
 		/* comparing with a tree that could not be read only makes noise */
