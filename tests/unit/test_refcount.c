@@ -17,12 +17,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "testutil.h"
 
 #include "alloc.h"
+#include "bmap.h"
 #include "ialloc.h"
+#include "inode.h"
 #include "refcount.h"
 #include "reflinkfs/fs.h"
 
@@ -798,6 +802,107 @@ static void test_cancel(void **state)
 	tu_unmount(&fs);
 }
 
+/* ------------------------------------------------------------------ */
+/* fsck: per-block reference counts                                    */
+
+/* The fsck binary: RLFS_TEST_FSCK, else the reflinkfs next to this test;
+ * NULL to skip. */
+static const char *fsck_bin(void)
+{
+	static char self[400];
+	const char *e = getenv("RLFS_TEST_FSCK");
+	if (e)
+		return *e ? e : NULL;
+	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 16);
+	if (n <= 0)
+		return NULL;
+	self[n] = 0;
+	char *slash = strrchr(self, '/');
+	if (!slash)
+		return NULL;
+	strcpy(slash + 1, "reflinkfs");
+	return access(self, X_OK) == 0 ? self : NULL;
+}
+
+/* Exit status of "fsck -n" on the image (the fs must be unmounted). */
+static int run_fsck(const char *path)
+{
+	char cmd[600];
+	snprintf(cmd, sizeof(cmd), "%s fsck -n %s", fsck_bin(), path);
+	int rc = system(cmd);
+	assert_true(rc != -1 && WIFEXITED(rc));
+	return WEXITSTATUS(rc);
+}
+
+/*
+ * Files a and b: a written (one extent), b maps a's extent too.  how:
+ * 0 refcount +1 (correct), 1 no refcount change, 2 one more +1 on part,
+ * 3 a refcount record on blocks nobody maps, 4 a leaked staging extent.
+ */
+static int fsck_case(int how)
+{
+	struct tu_fs fs;
+	tu_mkfs_mount(&fs, 32ull << 20, 4096, 2);
+	struct rlfs_mount *mp = fs.mp;
+	struct stat a, b;
+	assert_int_equal(rlfs_mknod(mp, mp->rootino, "a", S_IFREG | 0644, 0, 0, 0, &a), 0);
+	assert_int_equal(rlfs_mknod(mp, mp->rootino, "b", S_IFREG | 0644, 0, 0, 0, &b), 0);
+	static char buf[8 * 4096];
+	memset(buf, 'r', sizeof(buf));
+	assert_int_equal(rlfs_write(mp, a.st_ino, buf, sizeof(buf), 0), (ssize_t)sizeof(buf));
+	assert_int_equal(rlfs_fsync(mp, a.st_ino, 0), 0);
+	struct rlfs_inode *ia, *ib;
+	assert_int_equal(rlfs_iget(mp, a.st_ino, &ia), 0);
+	assert_int_equal(rlfs_iget(mp, b.st_ino, &ib), 0);
+	pthread_rwlock_wrlock(&ib->iolock);
+	struct rlfs_trans *tp = tx(mp, 64);
+	struct rlfs_irec got;
+	bool found;
+	assert_int_equal(rlfs_bmap_load(tp, ia), 0);
+	rlfs_bmap_lookup(ia, 0, &got, &found);
+	assert_true(found);
+	assert_int_equal(got.blockcount, 8);
+	if (how <= 2) {
+		assert_int_equal(rlfs_bmap_load(tp, ib), 0);
+		rlfs_trans_ijoin(tp, ib);
+		assert_int_equal(rlfs_bmap_map_extent(tp, ib, &got), 0);
+		ib->size = sizeof(buf);
+		rlfs_trans_log_inode(tp, ib);
+		if (how != 1)
+			assert_int_equal(rlfs_refcount_increase(tp, got.startblock, 8), 0);
+		if (how == 2)
+			assert_int_equal(rlfs_refcount_increase(tp, got.startblock + 2, 3), 0);
+	} else {
+		struct rlfs_alloc_arg aa = { .tp = tp, .type = RLFS_ALLOC_ANY, .minlen = 5,
+					     .maxlen = 5, .alignment = 1 };
+		assert_int_equal(rlfs_alloc_extent(&aa), 0);
+		if (how == 3)
+			assert_int_equal(rlfs_refcount_increase(tp, aa.fsbno, 5), 0);
+		else
+			assert_int_equal(rlfs_refcount_cow_alloc(tp, aa.fsbno, 5), 0);
+	}
+	assert_int_equal(rlfs_trans_commit(tp), 0);
+	pthread_rwlock_unlock(&ib->iolock);
+	rlfs_irele(ia);
+	rlfs_irele(ib);
+	assert_int_equal(rlfs_mount_close(fs.mp), 0);
+	fs.mp = NULL;
+	int rc = run_fsck(fs.path);
+	tu_unmount(&fs);
+	return rc;
+}
+
+static void test_fsck_counts(void **state)
+{
+	if (!fsck_bin())
+		skip();
+	assert_int_equal(fsck_case(0), 0);
+	assert_int_equal(fsck_case(1), 4);
+	assert_int_equal(fsck_case(2), 4);
+	assert_int_equal(fsck_case(3), 4);
+	assert_int_equal(fsck_case(4), 4);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -805,6 +910,7 @@ int main(void)
 		cmocka_unit_test(test_cow_domain),
 		cmocka_unit_test(test_no_reflink),
 		cmocka_unit_test(test_cancel),
+		cmocka_unit_test(test_fsck_counts),
 		cmocka_unit_test(test_random_4k),
 		cmocka_unit_test(test_random_1k_tall),
 	};
