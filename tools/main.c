@@ -149,6 +149,14 @@ static int parse_mount_opts(struct mount_args *ma, const char *list)
 			ma->flags &= ~RLFS_MOUNT_RDONLY;
 		} else if (strcmp(o, "debug") == 0) {
 			ma->debug = 1;
+		} else if (strcmp(o, "relatime") == 0) {
+			/* the default of FUSE mounts; libfuse 3.14 rejects it */
+		} else if (strcmp(o, "norelatime") == 0 || strcmp(o, "strictatime") == 0 ||
+			   strcmp(o, "nostrictatime") == 0 || strcmp(o, "diratime") == 0 ||
+			   strcmp(o, "nodiratime") == 0 || strcmp(o, "lazytime") == 0 ||
+			   strcmp(o, "nolazytime") == 0 || strcmp(o, "iversion") == 0 ||
+			   strcmp(o, "noiversion") == 0) {
+			fprintf(stderr, "reflinkfs: mount option '%s' is not supported by FUSE, ignored\n", o);
 		} else if (strcmp(o, "default_permissions") == 0 ||
 			   strncmp(o, "fsname=", 7) == 0 || strncmp(o, "subtype=", 8) == 0 ||
 			   is_userspace_only_opt(o)) {
