@@ -85,6 +85,7 @@ if [ "$WHAT" = unit ] || [ "$WHAT" = all ]; then
 		tdir=$(mktemp -d "${TMPDIR:-/tmp}/rlfs-unit.XXXXXX")
 		(cd "$tdir" && TMPDIR=$tdir timeout -k 10 "$TEST_TIMEOUT" "$bin") >"$logf" 2>&1 </dev/null
 		rc=$?
+		[ "$rc" != 124 ] || echo "(timeout after ${TEST_TIMEOUT}s)" >>"$logf"
 		report "$name" "$rc" $(($(date +%s) - start)) "$logf"
 		rm -rf "$tdir"
 	done
@@ -103,11 +104,23 @@ if [ "$WHAT" = integration ] || [ "$WHAT" = all ]; then
 		logf=$LOGDIR/$base.log
 		tdir=$(mktemp -d "${TMPDIR:-/tmp}/rlfs-$base.XXXXXX")
 		start=$(date +%s)
+		# Sanitizer reports of every process of the test (including the
+		# daemonized FUSE server, whose stderr is gone) go to files in the
+		# test's dir; any report fails the test.
 		env RLFS="$BUILD/reflinkfs" FSX="$BUILD/rlfs-fsx" BUILD="$BUILD" SRCDIR="$SRCDIR" \
 			T="$tdir" TEST_NAME="$base" \
+			ASAN_OPTIONS="$ASAN_OPTIONS:log_path=$tdir/sanitizer" \
+			UBSAN_OPTIONS="$UBSAN_OPTIONS:log_path=$tdir/sanitizer" \
 			timeout -k 15 "$TEST_TIMEOUT" bash "$script" >"$logf" 2>&1 </dev/null
 		rc=$?
 		sweep_mounts "$tdir"
+		if ls "$tdir"/sanitizer.* >/dev/null 2>&1; then
+			{
+				echo "--- sanitizer reports:"
+				for f in "$tdir"/sanitizer.*; do head -n 40 "$f"; done
+			} >>"$logf"
+			[ "$rc" != 0 ] || rc=99
+		fi
 		report "$name" "$rc" $(($(date +%s) - start)) "$logf"
 		if [ "$rc" != 0 ] && [ "${KEEP:-0}" = 1 ]; then
 			echo "    (kept $tdir, full log $logf)"
