@@ -21,10 +21,23 @@
  * Kernel caching: the writeback cache is on, so the kernel owns file size
  * and mtime while it holds dirty pages and sends large (1 MiB) writes from
  * writeback.  Two consequences handled here: lseek(SEEK_DATA/SEEK_HOLE) is
- * not preceded by a flush in the kernel, so the daemon syncs the mount
- * first when files have been open for writing; and a clean shutdown on
- * SIGTERM must unmount while the loop still serves requests, so that the
- * kernel can write its dirty pages back (see monitor_thread).
+ * not preceded by a flush in the kernel, so the daemon flushes the mount
+ * and waits for the resulting WRITEs first (flush_for_seek); and a clean
+ * shutdown on SIGTERM must unmount while the loop still serves requests,
+ * so that the kernel can write its dirty pages back (monitor_thread).
+ *
+ * Threads: RLFS_WORKERS request threads (worker_thread: our own loop over
+ * fuse_session_receive_buf/fuse_session_process_buf instead of
+ * fuse_session_loop_mt, because flush_for_seek needs to know which WRITEs
+ * have been read but not yet processed), a signal monitor, and after
+ * daemonizing a thread that forwards stderr to syslog.  Reads and writes
+ * of different files run in parallel (the library locks per inode).
+ *
+ * Unmount: the kernel does not wait for a FUSE daemon (non-fuseblk mounts
+ * get no DESTROY), so umount(2) returns before rlfs_mount_close has run.
+ * The daemon holds the image's flock until it has flushed and closed, so
+ * waiters take the lock: `reflinkfs umount` (rlfs_daemon_umount) does, and
+ * so do fsck and the test helpers.
  */
 #define FUSE_USE_VERSION 312
 #include <fuse_lowlevel.h>
