@@ -738,7 +738,7 @@ int rlfs_iget(struct rlfs_mount *mp, uint64_t ino, struct rlfs_inode **ipp)
 	error = icache_get(mp, ino, ipp);
 	if (error)
 		return error < 0 ? error : 0;
-	error = rlfs_trans_alloc(mp, 0, 0, &tp);
+	error = rlfs_trans_alloc(mp, 0, RLFS_TRANS_RDONLY, &tp);
 	if (error)
 		return error;
 	error = rlfs_iget_tp(tp, ino, ipp);

@@ -59,7 +59,7 @@ static int join(struct rlfs_trans *tp, struct rlfs_buf *bp, bool is_new)
 	bp->flags &= ~(RLFS_BUF_NEW_IN_TP | RLFS_BUF_INVAL_IN_TP);
 	if (is_new) {
 		bp->flags |= RLFS_BUF_NEW_IN_TP;
-	} else {
+	} else if (!(tp->flags & RLFS_TRANS_RDONLY)) {
 		bp->undo = malloc(tp->mp->blocksize);
 		if (!bp->undo) {
 			bp->tp = NULL;
@@ -112,7 +112,9 @@ int rlfs_trans_get_buf(struct rlfs_trans *tp, uint64_t fsbno,
 
 void rlfs_trans_log_buf(struct rlfs_trans *tp, struct rlfs_buf *bp)
 {
-	(void)tp;
+	if ((tp->flags & RLFS_TRANS_RDONLY) && !bp->logged)
+		rlfs_warn("bug: fsbno %llu logged in a read-only transaction",
+			  (unsigned long long)bp->fsbno);
 	bp->logged = true;
 }
 

@@ -28,6 +28,10 @@
 
 /* flags for rlfs_trans_alloc */
 #define RLFS_TRANS_RESERVE (1u << 0) /* may dip into mp->resblks (unlink etc.) */
+/* Read-only: joined buffers get no before-image (lookups, readdir, fsck
+ * walks of big trees).  Logging a buffer in such a transaction is a bug:
+ * it is reported and the change is not undone on cancel. */
+#define RLFS_TRANS_RDONLY  (1u << 1)
 
 /*
  * A log item: something other than a buffer that takes part in a
