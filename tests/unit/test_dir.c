@@ -177,13 +177,19 @@ static void finish(struct tu_fs *fs)
 		}
 	}
 	if (fsck && *fsck) {
-		char cmd[512];
+		char cmd[1200];
 		assert_int_equal(rlfs_mount_close(fs->mp), 0);
 		fs->mp = NULL;
-		snprintf(cmd, sizeof(cmd), "%s fsck -n %s >/dev/null", fsck, fs->path);
+		snprintf(cmd, sizeof(cmd), "%s fsck -n %s >%s.fsck 2>&1", fsck, fs->path, fs->path);
 		int rc = system(cmd);
-		if (rc != 0)
-			fprintf(stderr, "fsck of %s: status %d\n", fs->path, rc);
+		if (rc != 0) {
+			fprintf(stderr, "fsck of %s: status %d:\n", fs->path, rc);
+			snprintf(cmd, sizeof(cmd), "head -20 %s.fsck >&2", fs->path);
+			if (system(cmd) != 0)
+				fprintf(stderr, "(no fsck output)\n");
+		}
+		snprintf(cmd, sizeof(cmd), "%s.fsck", fs->path);
+		unlink(cmd);
 		assert_int_equal(rc, 0);
 	}
 	tu_unmount(fs);
