@@ -24,6 +24,7 @@
 
 #include "alloc.h"
 #include "btree.h"
+#include "refcount.h"
 
 #define REC_LEN ((uint16_t)sizeof(struct rlfs_bmbt_rec))
 
@@ -254,7 +255,14 @@ uint32_t rlfs_bmap_res(struct rlfs_inode *ip, uint32_t nextents)
 	uint32_t per_leaf = RLFS_MAX((mp->blocksize - 72) / REC_LEN / 2, 1u);
 	uint32_t splits = nextents / per_leaf + 1;
 	uint32_t bm = splits * (levels + 1) + 1;
-	return bm + rlfs_alloc_tree_res(mp, RLFS_MIN(nextents + bm, 4u));
+	uint32_t refc = 0;
+	if (rlfs_has_reflink(mp)) {
+		/* releasing shared extents splits refcount records at the
+		 * range edges: two records per extent at most */
+		uint32_t per_refc = RLFS_MAX((mp->blocksize - 72) / 12 / 2, 1u);
+		refc = (2 * nextents / per_refc + 1) * (rlfs_refcount_maxlevels(mp) + 1);
+	}
+	return bm + refc + rlfs_alloc_tree_res(mp, RLFS_MIN(nextents + bm, 4u));
 }
 
 /* ------------------------------------------------------------------ */
@@ -343,9 +351,15 @@ static int fork_update(struct rlfs_trans *tp, struct rlfs_inode *ip, uint32_t id
 	return 0;
 }
 
-static bool irec_contig(const struct rlfs_irec *a, const struct rlfs_irec *b)
+/* Mergeable: contiguous in the file and on disk, same state, and in the
+ * same AG (refcount ranges are per AG: an extent never crosses an AG end,
+ * so every data-fork extent can be released with per-AG adjustments and
+ * the allocator's "never across an AG end" holds for mappings too). */
+static bool irec_contig(struct rlfs_mount *mp, const struct rlfs_irec *a,
+			const struct rlfs_irec *b)
 {
 	return irec_end(a) == b->startoff &&
+	       rlfs_fsb_to_agno(mp, a->startblock) == rlfs_fsb_to_agno(mp, b->startblock) &&
 	       a->startblock + a->blockcount == b->startblock &&
 	       a->state == b->state &&
 	       (uint64_t)a->blockcount + b->blockcount <= RLFS_MAX_EXTLEN;
@@ -364,8 +378,8 @@ static int fork_add(struct rlfs_trans *tp, struct rlfs_inode *ip, const struct r
 	if (j < ip->next && ip->ext[j].startoff < irec_end(r))
 		return -EEXIST;
 
-	bool left = i >= 0 && irec_contig(&ip->ext[i], r);
-	bool right = j < ip->next && irec_contig(r, &ip->ext[j]);
+	bool left = i >= 0 && irec_contig(ip->mp, &ip->ext[i], r);
+	bool right = j < ip->next && irec_contig(ip->mp, r, &ip->ext[j]);
 	if (left && right &&
 	    (uint64_t)ip->ext[i].blockcount + r->blockcount + ip->ext[j].blockcount <=
 		    RLFS_MAX_EXTLEN) {
@@ -688,7 +702,9 @@ int rlfs_bmap_unmap(struct rlfs_trans *tp, struct rlfs_inode *ip, uint64_t off,
 		if (error)
 			break;
 		if (free_blocks) {
-			error = rlfs_free_extent(tp, fsb, cnt);
+			/* data blocks may be shared: drop one reference (frees
+			 * them at 0; a plain free without the REFLINK feature) */
+			error = rlfs_extent_release(tp, fsb, cnt);
 			if (error)
 				break;
 		}

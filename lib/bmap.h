@@ -53,12 +53,16 @@ int rlfs_bmap_alloc(struct rlfs_trans *tp, struct rlfs_inode *ip, uint64_t off,
 int rlfs_bmap_alloc_range(struct rlfs_trans *tp, struct rlfs_inode *ip, uint64_t off,
 			  uint64_t len, bool unwritten, uint32_t *allocs_left,
 			  uint64_t *mapped_blocks);
-/* Insert an already-allocated mapping into a hole (used by reflink later). */
+/* Insert an already-allocated mapping into a hole (reflink: the caller
+ * took the reference with rlfs_refcount_increase).  Adds rec->blockcount
+ * to nblocks.  Extents merge only within one AG. */
 int rlfs_bmap_map_extent(struct rlfs_trans *tp, struct rlfs_inode *ip,
 			 const struct rlfs_irec *rec);
 /*
  * Remove mappings in [off, off+len) (blocks), splitting extents at the
- * edges; the blocks are freed (rlfs_free_extent) when free_blocks.  Stops
+ * edges; when free_blocks the data blocks are released (rlfs_extent_release:
+ * refcount -1, freed when it reaches 0; a plain free without the REFLINK
+ * feature; bmbt blocks are never shared and are freed directly).  Stops
  * early after max_extents extents (0 = no limit) so long truncates can roll
  * the transaction; *done set true when the whole range is unmapped.
  */

@@ -36,11 +36,14 @@
 #include "dev.h"
 #include "bmap.h"
 #include "inode.h"
+#include "refcount.h"
+#include "reflink.h"
 
 #define ALLOC_BUDGET 8u      /* allocator calls (new extents) per transaction */
 #define HOLES_PER_TX 32u     /* holes filled per transaction */
 #define UNMAP_PER_TX 64u     /* extents removed per rolled transaction */
 #define FALLOC_CHUNK_BLOCKS ((uint64_t)RLFS_MAX_EXTLEN)
+#define COW_CHUNK_BLOCKS 8192u /* blocks copied-on-write per transaction */
 
 static const uint8_t zero_block[RLFS_MAX_BLOCKSIZE];
 
@@ -92,8 +95,129 @@ static int zero_block_range(struct rlfs_inode *ip, uint64_t from, uint64_t to,
 	return error ? error : 1;
 }
 
+/*
+ * First run of shared blocks in file blocks [fb, fb+len) (see
+ * rlfs_reflink_find_shared), in a read-only transaction of its own.  The
+ * answer stays true while the caller holds ip->iolock exclusively: only a
+ * clone involving ip makes its blocks shared, and that takes the iolock;
+ * others can only make them unshared (which costs a needless CoW at most).
+ */
+static int find_shared(struct rlfs_inode *ip, uint64_t fb, uint64_t len, uint64_t *sfb,
+		       uint64_t *slen)
+{
+	struct rlfs_trans *tp;
+	*sfb = fb + len;
+	*slen = 0;
+	if (!rlfs_has_reflink(ip->mp) || len == 0)
+		return 0;
+	int error = rlfs_trans_alloc(ip->mp, 0, 0, &tp);
+	if (error)
+		return error;
+	error = rlfs_reflink_find_shared(tp, ip, fb, len, sfb, slen);
+	rlfs_trans_cancel(tp);
+	return error;
+}
+
+/* After a write of [.., wend): size, times, privileges. */
+static void write_update_inode(struct rlfs_trans *tp, struct rlfs_inode *ip, uint64_t wend);
+
+/*
+ * Copy-on-write of file bytes [pos, end), whose blocks are all mapped and
+ * shared: new blocks (rlfs_cow_prepare), the old contents of partially
+ * covered edge blocks copied, then buf (NULL: zeros) written to the new
+ * blocks, then ONE switch of the mapping (old blocks lose a reference).
+ * All inside one transaction; the data reaches the device before the
+ * commit.  is_write: a write (size/times/privileges as rlfs_write),
+ * otherwise a zeroing of a partial block (truncate, punch, zero range).
+ * At most COW_CHUNK_BLOCKS blocks per call: *done_end gets the end of what
+ * was done.
+ */
+static int cow_write(struct rlfs_inode *ip, const uint8_t *buf, uint64_t pos, uint64_t end,
+		     bool is_write, uint64_t *done_end)
+{
+	struct rlfs_mount *mp = ip->mp;
+	struct rlfs_trans *tp;
+	struct rlfs_cow cow;
+	uint64_t fb0 = pos >> mp->blocklog;
+	if (rlfs_b_to_fsb(mp, end) - fb0 > COW_CHUNK_BLOCKS)
+		end = (fb0 + COW_CHUNK_BLOCKS) << mp->blocklog;
+	uint64_t fb1 = rlfs_b_to_fsb(mp, end);
+	uint64_t n = fb1 - fb0;
+	uint32_t ne = 0;
+
+	for (uint64_t b = fb0; b < fb1;) {
+		struct rlfs_irec got;
+		bool found;
+		rlfs_bmap_lookup(ip, b, &got, &found);
+		if (!found)
+			return -EIO; /* caller passed an unmapped range */
+		ne++;
+		b = irec_endoff(&got);
+	}
+	int error = rlfs_trans_alloc(mp, (uint32_t)n + rlfs_cow_res(ip, ne), 0, &tp);
+	if (error)
+		return error;
+	rlfs_trans_ijoin(tp, ip);
+	error = rlfs_cow_prepare(tp, ip, fb0, n, &cow);
+	if (!error && (pos & bmask(mp)))
+		error = rlfs_cow_copy_old(ip, &cow, fb0, 1);
+	if (!error && (end & bmask(mp)) && !(fb1 - 1 == fb0 && (pos & bmask(mp))))
+		error = rlfs_cow_copy_old(ip, &cow, fb1 - 1, 1);
+	for (uint64_t p = pos; !error && p < end;) {
+		uint64_t contig;
+		uint64_t dev_off = rlfs_cow_dev_offset(&cow, mp, p, &contig);
+		uint64_t chunk = RLFS_MIN(end - p, contig);
+		if (buf) {
+			error = rlfs_dev_pwrite(mp->dev, buf + (p - pos), (size_t)chunk, dev_off);
+		} else {
+			error = dev_zero(mp, dev_off, chunk);
+		}
+		p += chunk;
+	}
+	if (!error)
+		error = rlfs_cow_remap(tp, ip, &cow, true);
+	rlfs_cow_release(&cow);
+	if (error) {
+		rlfs_trans_cancel(tp);
+		return error;
+	}
+	if (is_write) {
+		write_update_inode(tp, ip, end);
+	} else {
+		mp->data_dirty++;
+		rlfs_trans_log_inode(tp, ip);
+	}
+	error = rlfs_trans_commit(tp);
+	if (!error)
+		*done_end = end;
+	return error;
+}
+
+/*
+ * Zero file bytes [from, to) inside one block (truncate's new last block,
+ * punch/zero edges): in place, or copy-on-write when the block is written
+ * and shared.  1 if it wrote, 0 if nothing to do, or -errno.
+ */
 static int zero_partial(struct rlfs_inode *ip, uint64_t from, uint64_t to)
 {
+	struct rlfs_mount *mp = ip->mp;
+	if (from >= to)
+		return 0;
+	if (rlfs_has_reflink(mp)) {
+		struct rlfs_irec got;
+		bool found;
+		uint64_t fb = from >> mp->blocklog, sfb, slen, done;
+		rlfs_bmap_lookup(ip, fb, &got, &found);
+		if (!found || (got.state & RLFS_EXT_UNWRITTEN))
+			return 0;
+		int error = find_shared(ip, fb, 1, &sfb, &slen);
+		if (error)
+			return error;
+		if (slen) {
+			error = cow_write(ip, NULL, from, to, false, &done);
+			return error ? error : 1;
+		}
+	}
 	return zero_block_range(ip, from, to, false);
 }
 
@@ -501,25 +625,49 @@ ssize_t rlfs_write(struct rlfs_mount *mp, uint64_t ino, const void *buf, size_t 
 	while (pos < end) {
 		uint64_t fb0 = pos >> mp->blocklog;
 		uint64_t fb1 = rlfs_b_to_fsb(mp, end);
+		uint64_t iend = end; /* end of this iteration's part */
 		uint64_t hole_blocks, scan_end;
 		uint32_t nholes, nunwritten;
+
+		if (rlfs_has_reflink(mp)) {
+			/* shared blocks are copied on write, the rest in place */
+			uint64_t sfb, slen;
+			error = find_shared(ip, fb0, fb1 - fb0, &sfb, &slen);
+			if (error)
+				break;
+			if (slen && sfb == fb0) {
+				uint64_t cend = RLFS_MIN(end, (sfb + slen) << mp->blocklog), done;
+				error = cow_write(ip, src + (pos - (uint64_t)off), pos, cend, true,
+						  &done);
+				if (error)
+					break;
+				pos = done;
+				written_end = done;
+				need_update = false;
+				continue;
+			}
+			if (slen) {
+				iend = sfb << mp->blocklog;
+				fb1 = sfb;
+			}
+		}
 
 		scan_range(ip, fb0, fb1, HOLES_PER_TX, &hole_blocks, &nholes, &nunwritten,
 			   &scan_end);
 		if (hole_blocks == 0 && nunwritten == 0 && scan_end == fb1) {
 			/* pure overwrite: no metadata lock for the data */
-			error = write_mapped(ip, src + (pos - (uint64_t)off), pos, end);
+			error = write_mapped(ip, src + (pos - (uint64_t)off), pos, iend);
 			if (error)
 				break;
-			pos = end;
-			written_end = end;
+			pos = iend;
+			written_end = iend;
 			need_update = true;
-			break;
+			continue;
 		}
 
 		uint64_t sub_fb1 = scan_end;
 		bool head_new = (pos & bmask(mp)) && block_is_new(ip, fb0);
-		bool tail_new = (end & bmask(mp)) && block_is_new(ip, fb1 - 1);
+		bool tail_new = (iend & bmask(mp)) && block_is_new(ip, fb1 - 1);
 		uint32_t budget = ALLOC_BUDGET + nholes;
 		uint64_t res = hole_blocks + rlfs_bmap_res(ip, budget + 2 * nunwritten + 2);
 		if (res > UINT32_MAX) {
@@ -538,14 +686,14 @@ ssize_t rlfs_write(struct rlfs_mount *mp, uint64_t ino, const void *buf, size_t 
 			rlfs_trans_cancel(tp);
 			break;
 		}
-		uint64_t wend = stop >= fb1 ? end : RLFS_MIN(end, stop << mp->blocklog);
+		uint64_t wend = stop >= fb1 ? iend : RLFS_MIN(iend, stop << mp->blocklog);
 		if (head_new) {
 			error = zero_block_range(ip, pos & ~bmask(mp), pos, true);
 			if (error < 0)
 				goto cancel;
 		}
-		if (tail_new && wend == end) {
-			error = zero_block_range(ip, end, (end | bmask(mp)) + 1, true);
+		if (tail_new && wend == iend) {
+			error = zero_block_range(ip, iend, (iend | bmask(mp)) + 1, true);
 			if (error < 0)
 				goto cancel;
 		}
@@ -706,8 +854,13 @@ int rlfs_fallocate(struct rlfs_mount *mp, uint64_t ino, int mode, off_t off, off
 	bool wrote = false;
 	int error;
 
-	if (mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE))
+	if (mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE |
+		     FALLOC_FL_UNSHARE_RANGE))
 		return -EOPNOTSUPP;
+	/* vfs_fallocate: unshare combines only with KEEP_SIZE */
+	if ((mode & FALLOC_FL_UNSHARE_RANGE) &&
+	    (mode & ~(FALLOC_FL_UNSHARE_RANGE | FALLOC_FL_KEEP_SIZE)))
+		return -EINVAL;
 	if ((mode & FALLOC_FL_PUNCH_HOLE) &&
 	    ((mode & FALLOC_FL_ZERO_RANGE) || !(mode & FALLOC_FL_KEEP_SIZE)))
 		return -EOPNOTSUPP;
@@ -747,6 +900,16 @@ int rlfs_fallocate(struct rlfs_mount *mp, uint64_t ino, int mode, off_t off, off
 			error = punch_blocks(ip, fb_in0, fb_in1);
 		if (!error && (mode & FALLOC_FL_ZERO_RANGE) && fb_in0 < fb_in1)
 			error = falloc_range(ip, fb_in0, fb_in1);
+	} else if (mode & FALLOC_FL_UNSHARE_RANGE) {
+		/* xfs_reflink_unshare (within EOF), then preallocate like mode 0 */
+		uint64_t uend = RLFS_MIN(end, ip->size);
+		if (start < uend) {
+			error = rlfs_reflink_unshare(ip, start >> mp->blocklog,
+						     rlfs_b_to_fsb(mp, uend));
+			wrote = true;
+		}
+		if (!error)
+			error = falloc_range(ip, start >> mp->blocklog, rlfs_b_to_fsb(mp, end));
 	} else {
 		error = falloc_range(ip, start >> mp->blocklog, rlfs_b_to_fsb(mp, end));
 	}

@@ -1,0 +1,752 @@
+/*
+ * reflink.c: clone range, FIEMAP-like extent listing and the
+ * copy-on-write helpers (see reflink.h and reflinkfs/fs.h).
+ *
+ * Clone range (rlfs_clone_range) follows the kernel's remap_file_range
+ * (fs/remap_range.c: remap_verify_area, generic_remap_checks,
+ * generic_remap_check_len, __generic_remap_file_range_prep) for the
+ * argument rules, and xfs_reflink_remap_blocks for the work, with one
+ * difference: XFS rolls a transaction per extent, we batch many source
+ * extents per transaction (CLONE_BATCH pieces under one reservation) and
+ * fall back to smaller batches on -ENOSPC.  A "piece" is the intersection
+ * of one source extent (or hole) with one destination extent (or hole), so
+ * each piece unmaps at most one destination extent and maps at most one
+ * source extent: its cost is bounded.  Each transaction is atomic (a
+ * cancel restores buffers and in-core inodes), so a failure leaves every
+ * destination block with either its old or its new contents.
+ *
+ * Own code; model: xfs_reflink.c, fs/remap_range.c.
+ */
+#include "reflink.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "reflinkfs/fs.h"
+#include "reflinkfs/ioctl.h"
+#include "alloc.h"
+#include "bmap.h"
+#include "dev.h"
+#include "refcount.h"
+
+#define CLONE_BATCH 1024u        /* pieces per clone transaction */
+#define UNSHARE_CHUNK 4096u      /* blocks unshared per transaction */
+#define COPY_BUF_BYTES (1u << 20)
+
+static inline uint64_t irec_end(const struct rlfs_irec *r)
+{
+	return r->startoff + r->blockcount;
+}
+
+/* ------------------------------------------------------------------ */
+/* Reservations                                                        */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Realistic blocks for nextents refcount adjustments plus frees of up to
+ * nextents extents: tree leaves split after half a leaf of new records,
+ * each split may climb every level; AGFL refills.  Like rlfs_bmap_res an
+ * estimate (the transaction layer charges an overrun to free space).
+ */
+static uint32_t refc_est(struct rlfs_mount *mp, uint32_t nextents)
+{
+	if (!rlfs_has_reflink(mp))
+		return rlfs_alloc_tree_res(mp, RLFS_MIN(nextents, 8u));
+	uint32_t lv = rlfs_refcount_maxlevels(mp) + 1;
+	uint32_t half_refc = RLFS_MAX((mp->blocksize - 64) / 12 / 2, 1u);
+	uint32_t half_free = RLFS_MAX((mp->blocksize - 64) / 8 / 2, 1u);
+	uint64_t r = (uint64_t)(2 * (uint64_t)nextents / half_refc + 1) * lv +
+		     (uint64_t)(2 * (uint64_t)nextents / half_free + 1) * 2 * lv +
+		     rlfs_alloc_tree_res(mp, RLFS_MIN(nextents, 8u));
+	return r > UINT32_MAX / 4 ? UINT32_MAX / 4 : (uint32_t)r;
+}
+
+uint32_t rlfs_cow_res(struct rlfs_inode *ip, uint32_t nextents)
+{
+	/* unmap splits + new extents in the bmbt, refcount -1 per old extent */
+	return rlfs_bmap_res(ip, 2 * nextents + 4) + refc_est(ip->mp, nextents + 1);
+}
+
+static uint32_t clone_res(struct rlfs_inode *dst, uint32_t pieces)
+{
+	return rlfs_bmap_res(dst, 2 * pieces + 2) + refc_est(dst->mp, 2 * pieces);
+}
+
+/* ------------------------------------------------------------------ */
+/* Sharing queries                                                     */
+/* ------------------------------------------------------------------ */
+
+int rlfs_reflink_find_shared(struct rlfs_trans *tp, struct rlfs_inode *ip, uint64_t fb,
+			     uint64_t len, uint64_t *sfb, uint64_t *slen)
+{
+	struct rlfs_mount *mp = ip->mp;
+	uint64_t end = len > UINT64_MAX - fb ? UINT64_MAX : fb + len;
+	uint64_t pos = fb;
+
+	*sfb = end;
+	*slen = 0;
+	if (!rlfs_has_reflink(mp) || !ip->ext_loaded)
+		return 0;
+	while (pos < end) {
+		struct rlfs_irec got;
+		bool found;
+		rlfs_bmap_lookup(ip, pos, &got, &found);
+		if (!found) {
+			if (!got.blockcount || got.startoff >= end)
+				return 0;
+			pos = got.startoff;
+			continue;
+		}
+		uint64_t e = RLFS_MIN(irec_end(&got), end);
+		uint64_t fsb = got.startblock + (pos - got.startoff);
+		uint64_t sfsb;
+		uint32_t sl;
+		int error = rlfs_refcount_find_shared(tp, fsb, (uint32_t)(e - pos), &sfsb, &sl);
+		if (error)
+			return error;
+		if (!sl) {
+			pos = e;
+			continue;
+		}
+		*sfb = pos + (sfsb - fsb);
+		*slen = sl;
+		/* extend over following extents shared from their start */
+		uint64_t rend = *sfb + sl;
+		while (rend == e && rend < end) {
+			rlfs_bmap_lookup(ip, rend, &got, &found);
+			if (!found)
+				break;
+			e = RLFS_MIN(irec_end(&got), end);
+			fsb = got.startblock + (rend - got.startoff);
+			error = rlfs_refcount_find_shared(tp, fsb, (uint32_t)(e - rend), &sfsb,
+							  &sl);
+			if (error)
+				return error;
+			if (!sl || sfsb != fsb)
+				break;
+			rend += sl;
+		}
+		*slen = rend - *sfb;
+		return 0;
+	}
+	return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Copy-on-write helpers                                               */
+/* ------------------------------------------------------------------ */
+
+void rlfs_cow_release(struct rlfs_cow *cow)
+{
+	free(cow->ext);
+	memset(cow, 0, sizeof(*cow));
+}
+
+static int cow_add(struct rlfs_cow *cow, const struct rlfs_irec *r)
+{
+	if (cow->next == cow->cap) {
+		uint32_t cap = cow->cap ? cow->cap * 2 : 4;
+		struct rlfs_irec *n = realloc(cow->ext, (size_t)cap * sizeof(*n));
+		if (!n)
+			return -ENOMEM;
+		cow->ext = n;
+		cow->cap = cap;
+	}
+	cow->ext[cow->next++] = *r;
+	return 0;
+}
+
+int rlfs_cow_prepare(struct rlfs_trans *tp, struct rlfs_inode *ip, uint64_t off,
+		     uint64_t len, struct rlfs_cow *cow)
+{
+	struct rlfs_mount *mp = ip->mp;
+	uint64_t pos = off, end = off + len;
+	uint64_t next_exact = 0;
+
+	memset(cow, 0, sizeof(*cow));
+	cow->off = off;
+	cow->len = len;
+	while (pos < end) {
+		struct rlfs_irec got;
+		bool found;
+		rlfs_bmap_lookup(ip, pos, &got, &found);
+		if (!found)
+			return rlfs_corrupt(mp, rlfs_ino_to_fsb(mp, ip->ino), "cow",
+					    "ino %llu: CoW of unmapped file block %llu",
+					    (unsigned long long)ip->ino, (unsigned long long)pos);
+		uint64_t old = got.startblock + (pos - got.startoff);
+		uint32_t want = (uint32_t)RLFS_MIN(end - pos, (uint64_t)RLFS_MAX_EXTLEN);
+		struct rlfs_alloc_arg args = {
+			.tp = tp, .minlen = 1, .maxlen = want, .alignment = 1,
+		};
+		bool ok = false;
+		int error;
+		if (next_exact && next_exact < mp->dblocks) {
+			/* continue the previous new extent */
+			args.type = RLFS_ALLOC_EXACT;
+			args.hint_fsbno = next_exact;
+			error = rlfs_alloc_extent(&args);
+			if (error && error != -ENOSPC)
+				return error;
+			ok = !error && args.fsbno;
+		}
+		if (!ok) {
+			args.type = RLFS_ALLOC_NEAR;
+			args.hint_fsbno = old;
+			args.minlen = 1;
+			error = rlfs_alloc_extent(&args);
+			if (error)
+				return error;
+			if (!args.fsbno)
+				return -ENOSPC;
+		}
+		if (args.len == 0 || args.len > want || args.fsbno + args.len > mp->dblocks)
+			return -EUCLEAN;
+		struct rlfs_irec r = {
+			.startoff = pos, .startblock = args.fsbno, .blockcount = args.len,
+		};
+		error = cow_add(cow, &r);
+		if (error) {
+			/* not in the list: give it back now (the caller cancels anyway) */
+			rlfs_free_extent(tp, args.fsbno, args.len);
+			return error;
+		}
+		next_exact = args.fsbno + args.len;
+		pos += args.len;
+	}
+	return 0;
+}
+
+uint64_t rlfs_cow_dev_offset(const struct rlfs_cow *cow, const struct rlfs_mount *mp,
+			     uint64_t pos, uint64_t *contig_bytes)
+{
+	uint64_t fb = pos >> mp->blocklog;
+	uint64_t mask = (uint64_t)mp->blocksize - 1;
+	uint32_t lo = 0, hi = cow->next;
+	while (lo < hi) { /* last extent with startoff <= fb */
+		uint32_t mid = lo + (hi - lo) / 2;
+		if (cow->ext[mid].startoff <= fb)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	const struct rlfs_irec *r = &cow->ext[lo ? lo - 1 : 0];
+	*contig_bytes = ((irec_end(r) - fb) << mp->blocklog) - (pos & mask);
+	return ((r->startblock + (fb - r->startoff)) << mp->blocklog) + (pos & mask);
+}
+
+int rlfs_cow_copy_old(struct rlfs_inode *ip, const struct rlfs_cow *cow, uint64_t fb,
+		      uint64_t n)
+{
+	struct rlfs_mount *mp = ip->mp;
+	uint64_t pos = fb << mp->blocklog, end = (fb + n) << mp->blocklog;
+	size_t bufsz = (size_t)RLFS_MIN((uint64_t)COPY_BUF_BYTES, end - pos);
+	uint8_t *buf;
+	int error = 0;
+
+	if (n == 0)
+		return 0;
+	buf = malloc(bufsz);
+	if (!buf)
+		return -ENOMEM;
+	while (pos < end && !error) {
+		struct rlfs_irec got;
+		bool found;
+		uint64_t b = pos >> mp->blocklog;
+		rlfs_bmap_lookup(ip, b, &got, &found);
+		uint64_t contig;
+		uint64_t dst = rlfs_cow_dev_offset(cow, mp, pos, &contig);
+		uint64_t chunk = RLFS_MIN(RLFS_MIN(end - pos, contig), (uint64_t)bufsz);
+		if (found)
+			chunk = RLFS_MIN(chunk, (irec_end(&got) << mp->blocklog) - pos);
+		else if (got.blockcount)
+			chunk = RLFS_MIN(chunk, (got.startoff << mp->blocklog) - pos);
+		if (found && !(got.state & RLFS_EXT_UNWRITTEN)) {
+			uint64_t src = (got.startblock + (b - got.startoff)) << mp->blocklog;
+			error = rlfs_dev_pread(mp->dev, buf, (size_t)chunk, src);
+		} else {
+			memset(buf, 0, (size_t)chunk);
+		}
+		if (!error)
+			error = rlfs_dev_pwrite(mp->dev, buf, (size_t)chunk, dst);
+		pos += chunk;
+	}
+	free(buf);
+	return error;
+}
+
+/* State of file block b in the saved old mapping (sorted). */
+static uint32_t old_state(const struct rlfs_irec *old, uint32_t nold, uint64_t b,
+			  uint64_t *run_end)
+{
+	for (uint32_t k = 0; k < nold; k++) {
+		if (b >= old[k].startoff && b < irec_end(&old[k])) {
+			*run_end = irec_end(&old[k]);
+			return old[k].state;
+		}
+	}
+	*run_end = b + 1;
+	return 0;
+}
+
+int rlfs_cow_remap(struct rlfs_trans *tp, struct rlfs_inode *ip, const struct rlfs_cow *cow,
+		   bool written)
+{
+	struct rlfs_irec *old = NULL;
+	uint32_t nold = 0;
+	bool done;
+	int error;
+
+	rlfs_trans_ijoin(tp, ip);
+	if (!written) {
+		/* remember the old states before unmapping */
+		uint64_t pos = cow->off, end = cow->off + cow->len;
+		while (pos < end) {
+			struct rlfs_irec got;
+			bool found;
+			rlfs_bmap_lookup(ip, pos, &got, &found);
+			if (!found)
+				break;
+			struct rlfs_irec *n = realloc(old, (size_t)(nold + 1) * sizeof(*n));
+			if (!n) {
+				free(old);
+				return -ENOMEM;
+			}
+			old = n;
+			old[nold++] = got;
+			pos = irec_end(&got);
+		}
+	}
+	error = rlfs_bmap_unmap(tp, ip, cow->off, cow->len, true, 0, &done);
+	for (uint32_t k = 0; !error && k < cow->next; k++) {
+		const struct rlfs_irec *r = &cow->ext[k];
+		uint64_t pos = r->startoff;
+		while (!error && pos < irec_end(r)) {
+			uint64_t run_end = irec_end(r);
+			uint32_t state = 0;
+			if (!written) {
+				state = old_state(old, nold, pos, &run_end);
+				run_end = RLFS_MIN(run_end, irec_end(r));
+			}
+			struct rlfs_irec m = {
+				.startoff = pos,
+				.startblock = r->startblock + (pos - r->startoff),
+				.blockcount = (uint32_t)(run_end - pos),
+				.state = state,
+			};
+			error = rlfs_bmap_map_extent(tp, ip, &m);
+			pos = run_end;
+		}
+	}
+	free(old);
+	if (!error)
+		rlfs_trans_log_inode(tp, ip);
+	return error;
+}
+
+static uint32_t count_extents(struct rlfs_inode *ip, uint64_t fb, uint64_t len)
+{
+	uint64_t pos = fb, end = fb + len;
+	uint32_t n = 0;
+	while (pos < end) {
+		struct rlfs_irec got;
+		bool found;
+		rlfs_bmap_lookup(ip, pos, &got, &found);
+		if (!found) {
+			if (!got.blockcount)
+				break;
+			pos = got.startoff;
+			continue;
+		}
+		n++;
+		pos = irec_end(&got);
+	}
+	return n;
+}
+
+int rlfs_reflink_unshare(struct rlfs_inode *ip, uint64_t fb0, uint64_t fb1)
+{
+	struct rlfs_mount *mp = ip->mp;
+	uint64_t pos = fb0;
+	int error = 0;
+
+	if (!rlfs_has_reflink(mp))
+		return 0;
+	while (pos < fb1) {
+		struct rlfs_trans *tp;
+		uint64_t s, sl;
+		error = rlfs_trans_alloc(mp, 0, 0, &tp);
+		if (error)
+			return error;
+		error = rlfs_reflink_find_shared(tp, ip, pos, fb1 - pos, &s, &sl);
+		rlfs_trans_cancel(tp);
+		if (error || sl == 0)
+			return error;
+		uint64_t n = RLFS_MIN(sl, (uint64_t)UNSHARE_CHUNK);
+		uint32_t ne = count_extents(ip, s, n);
+		error = rlfs_trans_alloc(mp, (uint32_t)n + rlfs_cow_res(ip, ne), 0, &tp);
+		if (error)
+			return error;
+		rlfs_trans_ijoin(tp, ip);
+		struct rlfs_cow cow;
+		error = rlfs_cow_prepare(tp, ip, s, n, &cow);
+		if (!error)
+			error = rlfs_cow_copy_old(ip, &cow, s, n);
+		if (!error)
+			error = rlfs_cow_remap(tp, ip, &cow, false);
+		rlfs_cow_release(&cow);
+		if (error) {
+			rlfs_trans_cancel(tp);
+			return error;
+		}
+		mp->data_dirty++;
+		ip->data_dirty = true;
+		rlfs_trans_log_inode(tp, ip);
+		error = rlfs_trans_commit(tp);
+		if (error)
+			return error;
+		pos = s + n;
+	}
+	return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Clone range                                                         */
+/* ------------------------------------------------------------------ */
+
+/* file_remove_privs: setuid always, setgid only with group exec. */
+static void clone_kill_suid(struct rlfs_inode *ip)
+{
+	ip->mode &= ~(uint32_t)S_ISUID;
+	if ((ip->mode & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP))
+		ip->mode &= ~(uint32_t)S_ISGID;
+}
+
+/*
+ * Remap nb blocks from src block sb to dst block db in batches.  newsize:
+ * dst's size once the whole range is done (grown only).  *done_blocks:
+ * blocks [0, *done_blocks) of the range are committed.
+ */
+static int clone_blocks(struct rlfs_inode *src, uint64_t sb, struct rlfs_inode *dst,
+			uint64_t db, uint64_t nb, uint64_t newsize, unsigned flags,
+			uint64_t *done_blocks)
+{
+	struct rlfs_mount *mp = dst->mp;
+	uint32_t batch = CLONE_BATCH;
+	uint64_t done = 0;
+	bool first = true;
+	int error = 0;
+
+	*done_blocks = 0;
+	while (done < nb || first) {
+		struct rlfs_trans *tp;
+		error = rlfs_trans_alloc(mp, clone_res(dst, batch), 0, &tp);
+		if (error == -ENOSPC && batch > 1) {
+			batch /= 2;
+			continue;
+		}
+		if (error)
+			return error;
+		rlfs_trans_ijoin(tp, dst);
+		if (first) {
+			/* file_modified(): times and privileges, once */
+			struct timespec now;
+			rlfs_now(&now);
+			dst->mtime = dst->ctime = now;
+			if ((flags & RLFS_CLONE_KILL_SUID))
+				clone_kill_suid(dst);
+		}
+		uint64_t pos = done;
+		uint32_t pieces = 0;
+		while (!error && pos < nb && pieces < batch) {
+			uint64_t s = sb + pos, d = db + pos, n = nb - pos;
+			struct rlfs_irec sg, dg;
+			bool sf, df, dn;
+			rlfs_bmap_lookup(src, s, &sg, &sf);
+			if (sf)
+				n = RLFS_MIN(n, irec_end(&sg) - s);
+			else if (sg.blockcount)
+				n = RLFS_MIN(n, sg.startoff - s);
+			rlfs_bmap_lookup(dst, d, &dg, &df);
+			if (df)
+				n = RLFS_MIN(n, irec_end(&dg) - d);
+			else if (dg.blockcount)
+				n = RLFS_MIN(n, dg.startoff - d);
+			if (df)
+				error = rlfs_bmap_unmap(tp, dst, d, n, true, 0, &dn);
+			if (!error && sf) {
+				struct rlfs_irec m = {
+					.startoff = d,
+					.startblock = sg.startblock + (s - sg.startoff),
+					.blockcount = (uint32_t)n,
+					.state = sg.state,
+				};
+				error = rlfs_refcount_increase(tp, m.startblock, m.blockcount);
+				if (!error)
+					error = rlfs_bmap_map_extent(tp, dst, &m);
+			}
+			if (sf || df)
+				pieces++;
+			pos += n;
+		}
+		if (!error) {
+			uint64_t reached = (db + pos) << mp->blocklog;
+			uint64_t sz = RLFS_MIN(newsize, reached);
+			if (sz > dst->size)
+				dst->size = sz;
+			rlfs_trans_log_inode(tp, dst);
+			error = rlfs_trans_commit(tp);
+			if (error)
+				return error;
+			done = pos;
+			*done_blocks = done;
+			first = false;
+			continue;
+		}
+		rlfs_trans_cancel(tp);
+		if (error == -ENOSPC && batch > 1) {
+			batch = RLFS_MAX(batch / 4, 1u);
+			error = 0;
+			continue;
+		}
+		return error;
+	}
+	return 0;
+}
+
+static int iget_file(struct rlfs_mount *mp, uint64_t ino, struct rlfs_inode **ipp)
+{
+	int error = rlfs_iget(mp, ino, ipp);
+	if (error)
+		return error;
+	if (S_ISDIR((*ipp)->mode)) {
+		error = -EISDIR;
+	} else if (!S_ISREG((*ipp)->mode)) {
+		error = -EINVAL;
+	} else {
+		return 0;
+	}
+	rlfs_irele(*ipp);
+	*ipp = NULL;
+	return error;
+}
+
+static void lock_two(struct rlfs_inode *a, struct rlfs_inode *b)
+{
+	if (a == b) {
+		pthread_rwlock_wrlock(&a->iolock);
+	} else if (a->ino < b->ino) {
+		pthread_rwlock_wrlock(&a->iolock);
+		pthread_rwlock_wrlock(&b->iolock);
+	} else {
+		pthread_rwlock_wrlock(&b->iolock);
+		pthread_rwlock_wrlock(&a->iolock);
+	}
+}
+
+static void unlock_two(struct rlfs_inode *a, struct rlfs_inode *b)
+{
+	pthread_rwlock_unlock(&a->iolock);
+	if (a != b)
+		pthread_rwlock_unlock(&b->iolock);
+}
+
+int64_t rlfs_clone_range(struct rlfs_mount *mp, uint64_t src_ino, uint64_t src_off,
+			 uint64_t dst_ino, uint64_t dst_off, uint64_t len, unsigned flags)
+{
+	struct rlfs_inode *src = NULL, *dst = NULL;
+	const uint64_t bs = mp->blocksize, mask = bs - 1;
+	int64_t ret;
+	int error;
+
+	/* remap_verify_area: offsets and lengths are loff_t */
+	if (src_off > INT64_MAX || dst_off > INT64_MAX || len > INT64_MAX ||
+	    len > (uint64_t)INT64_MAX - src_off || len > (uint64_t)INT64_MAX - dst_off)
+		return -EINVAL;
+	if (flags & ~RLFS_CLONE_KILL_SUID)
+		return -EINVAL;
+	error = iget_file(mp, src_ino, &src);
+	if (error)
+		return error;
+	error = iget_file(mp, dst_ino, &dst);
+	if (error) {
+		rlfs_irele(src);
+		return error;
+	}
+	lock_two(src, dst);
+	if (mp->flags & RLFS_MOUNT_RDONLY) {
+		ret = -EROFS;
+		goto out;
+	}
+	if (!src->ext_loaded || !dst->ext_loaded) {
+		ret = -EUCLEAN;
+		goto out;
+	}
+	if (!rlfs_has_reflink(mp)) {
+		ret = -EOPNOTSUPP;
+		goto out;
+	}
+	if (dst->flags & (RLFS_DIFLAG_IMMUTABLE | RLFS_DIFLAG_APPEND)) {
+		ret = -EPERM;
+		goto out;
+	}
+	uint64_t size_in = src->size, size_out = dst->size;
+	/* zero length clones to the source EOF */
+	if (len == 0) {
+		if (src_off == size_in) {
+			ret = 0;
+			goto out;
+		}
+		if (src_off > size_in) {
+			ret = -EINVAL;
+			goto out;
+		}
+		len = size_in - src_off;
+	}
+	/* generic_remap_checks */
+	if ((src_off & mask) || (dst_off & mask)) {
+		ret = -EINVAL;
+		goto out;
+	}
+	if (src_off >= size_in) {
+		ret = -EINVAL;
+		goto out;
+	}
+	uint64_t count = RLFS_MIN(len, size_in - src_off);
+	if (dst_off >= mp->maxbytes || count > mp->maxbytes - dst_off) {
+		ret = -EFBIG;
+		goto out;
+	}
+	uint64_t bcount;
+	if (src_off + count == size_in) {
+		bcount = ((size_in + mask) & ~mask) - src_off;
+	} else {
+		count &= ~mask;
+		bcount = count;
+	}
+	if (src == dst && dst_off + bcount > src_off && dst_off < src_off + bcount) {
+		ret = -EINVAL;
+		goto out;
+	}
+	if (count != len) {
+		/* shortened (past source EOF, or unaligned mid-file length):
+		 * the caller cannot take a short clone */
+		ret = -EINVAL;
+		goto out;
+	}
+	/* generic_remap_check_len: a partial EOF block only at/after dst EOF */
+	if ((count & mask) && dst_off + count < size_out) {
+		ret = -EINVAL;
+		goto out;
+	}
+	if (count == 0) {
+		ret = 0;
+		goto out;
+	}
+	uint64_t done_blocks = 0;
+	error = clone_blocks(src, src_off >> mp->blocklog, dst, dst_off >> mp->blocklog,
+			     bcount >> mp->blocklog, dst_off + count, flags, &done_blocks);
+	if (error) {
+		/* like XFS: report the part that was remapped, if any */
+		uint64_t done_bytes = RLFS_MIN(count, done_blocks << mp->blocklog);
+		ret = done_bytes ? (int64_t)done_bytes : error;
+	} else {
+		ret = (int64_t)count;
+	}
+out:
+	unlock_two(src, dst);
+	rlfs_irele(dst);
+	rlfs_irele(src);
+	return ret;
+}
+
+/* ------------------------------------------------------------------ */
+/* Extent listing                                                      */
+/* ------------------------------------------------------------------ */
+
+int rlfs_get_extents(struct rlfs_mount *mp, uint64_t ino, uint64_t start, uint64_t len,
+		     struct rlfs_ioc_extent *ext, uint32_t max, uint32_t *count)
+{
+	struct rlfs_inode *ip;
+	struct rlfs_trans *tp;
+	int error;
+
+	*count = 0;
+	error = rlfs_iget(mp, ino, &ip);
+	if (error)
+		return error;
+	pthread_rwlock_rdlock(&ip->iolock);
+	if (!ip->ext_loaded || len == 0 || max == 0)
+		goto out_unlock;
+	error = rlfs_trans_alloc(mp, 0, 0, &tp);
+	if (error)
+		goto out_unlock;
+	uint64_t fb0 = start >> mp->blocklog;
+	uint64_t endb = len > UINT64_MAX - start ? UINT64_MAX : start + len;
+	uint64_t fb1 = (endb >> mp->blocklog) + ((endb & (mp->blocksize - 1)) ? 1 : 0);
+	if (endb == UINT64_MAX)
+		fb1 = UINT64_MAX;
+	uint64_t pos = fb0;
+	while (pos < fb1 && *count < max) {
+		struct rlfs_irec got;
+		bool found;
+		rlfs_bmap_lookup(ip, pos, &got, &found);
+		if (!found) {
+			if (!got.blockcount || got.startoff >= fb1)
+				break;
+			pos = got.startoff;
+			continue;
+		}
+		/* the file's last extent: nothing mapped after it */
+		struct rlfs_irec nx;
+		bool nf;
+		rlfs_bmap_lookup(ip, irec_end(&got), &nx, &nf);
+		bool last_ext = !nf && nx.blockcount == 0;
+		/* split the extent where sharing changes; report the pieces
+		 * that overlap the range (whole, like FIEMAP's extents) */
+		uint64_t e = irec_end(&got);
+		pos = got.startoff;
+		while (pos < e && *count < max) {
+			uint64_t fsb = got.startblock + (pos - got.startoff);
+			uint64_t sfsb;
+			uint32_t sl;
+			error = rlfs_refcount_find_shared(tp, fsb, (uint32_t)(e - pos), &sfsb, &sl);
+			if (error)
+				break;
+			uint64_t pend;
+			bool shared;
+			if (sl && sfsb == fsb) {
+				pend = pos + sl;
+				shared = true;
+			} else {
+				pend = sl ? pos + (sfsb - fsb) : e;
+				shared = false;
+			}
+			if (pend <= fb0) {
+				pos = pend;
+				continue;
+			}
+			struct rlfs_ioc_extent *x = &ext[(*count)++];
+			memset(x, 0, sizeof(*x));
+			x->logical = pos << mp->blocklog;
+			x->physical = fsb << mp->blocklog;
+			x->length = (pend - pos) << mp->blocklog;
+			x->flags = (shared ? RLFS_IOC_EXT_SHARED : 0) |
+				   ((got.state & RLFS_EXT_UNWRITTEN) ? RLFS_IOC_EXT_UNWRITTEN : 0) |
+				   (last_ext && pend == e ? RLFS_IOC_EXT_LAST : 0);
+			pos = pend;
+			if (pos >= fb1)
+				break;
+		}
+		if (error)
+			break;
+		pos = RLFS_MAX(pos, RLFS_MIN(e, fb1));
+		if (pos < e)
+			break; /* out of room or range */
+	}
+	rlfs_trans_cancel(tp);
+out_unlock:
+	pthread_rwlock_unlock(&ip->iolock);
+	rlfs_irele(ip);
+	return error;
+}

@@ -1,0 +1,92 @@
+/*
+ * reflink.h: block sharing at the file level (internal).  The public entry
+ * points rlfs_clone_range and rlfs_get_extents are in reflinkfs/fs.h; this
+ * header is for file.c, which calls the copy-on-write helpers.
+ *
+ * Copy-on-write in this issue is synchronous and happens inside ONE
+ * transaction of the caller (who holds ip->iolock exclusively):
+ *
+ *   rlfs_reflink_find_shared   which file blocks of a range are shared
+ *   rlfs_cow_prepare           allocate new blocks for a shared range
+ *                              (as few extents as possible, near the old
+ *                              blocks); nothing mapped yet
+ *   rlfs_cow_copy_old          copy old contents of some blocks of the range
+ *                              to their new blocks (partial-block edges)
+ *   (caller writes its new data through rlfs_cow_dev_offset)
+ *   rlfs_cow_remap             unmap the old range (refcount -1 through
+ *                              rlfs_extent_release) and map the new extents
+ *
+ * The data reaches the device before the commit; metadata is written only
+ * by rlfs_buf_flush_all, which flushes data first, so no mapping on disk
+ * ever points at blocks without their data.  A cancel returns the new
+ * blocks to free space (the allocation is undone with the rest).
+ * The later CoW-fork issue (in-core CoW fork, delayed allocation,
+ * remap-after-IO) splits prepare and remap into separate transactions and
+ * records the staged blocks in the refcount tree's CoW domain in between.
+ * Model: xfs_reflink.c (xfs_reflink_allocate_cow, xfs_reflink_end_cow).
+ */
+#ifndef RLFS_REFLINK_H
+#define RLFS_REFLINK_H
+#include "inode.h"
+
+/*
+ * First run of shared blocks (refcount >= 2) among the MAPPED blocks of file
+ * range [fb, fb+len) of ip: *sfb (file block) and *slen (blocks; the run
+ * stops where sharing stops or the mapping becomes discontiguous or a hole
+ * starts).  None: *slen = 0, *sfb = fb + len.  Holes never count as shared.
+ * Without the REFLINK feature nothing is shared.  0, -EUCLEAN, -EIO.
+ */
+int rlfs_reflink_find_shared(struct rlfs_trans *tp, struct rlfs_inode *ip, uint64_t fb,
+			     uint64_t len, uint64_t *sfb, uint64_t *slen);
+
+/* A staged copy-on-write of file blocks [off, off+len): new extents
+ * (startoff = file block, startblock = new fsbno), in file order, covering
+ * the range exactly. */
+struct rlfs_cow {
+	uint64_t off, len;          /* file blocks */
+	struct rlfs_irec *ext;      /* new blocks */
+	uint32_t next, cap;
+};
+
+/*
+ * Allocate new blocks for [off, off+len) (every block mapped) within tp,
+ * near the old blocks, as one extent where possible.  Counts against tp's
+ * reservation (the caller reserves len + rlfs_cow_res).  0, -ENOSPC,
+ * -ENOMEM, -EUCLEAN.  On error the caller cancels tp and calls
+ * rlfs_cow_release.
+ */
+int rlfs_cow_prepare(struct rlfs_trans *tp, struct rlfs_inode *ip, uint64_t off,
+		     uint64_t len, struct rlfs_cow *cow);
+/* Blocks to reserve (besides the len data blocks) for a CoW of a range
+ * currently mapped by about nextents extents. */
+uint32_t rlfs_cow_res(struct rlfs_inode *ip, uint32_t nextents);
+/* Device byte offset of file byte pos (inside cow's range) in the NEW
+ * blocks; *contig_bytes: bytes from there that stay contiguous. */
+uint64_t rlfs_cow_dev_offset(const struct rlfs_cow *cow, const struct rlfs_mount *mp,
+			     uint64_t pos, uint64_t *contig_bytes);
+/*
+ * Copy the old contents of file blocks [fb, fb+n) (inside cow's range) from
+ * the current (old) mapping to the new blocks: written blocks are copied,
+ * unwritten blocks become zeros on the device.  0, -EIO.
+ */
+int rlfs_cow_copy_old(struct rlfs_inode *ip, const struct rlfs_cow *cow, uint64_t fb,
+		      uint64_t n);
+/*
+ * Switch the mapping: unmap the old blocks of cow's range (refcount -1 via
+ * rlfs_extent_release) and map the new ones.  written: the new blocks all
+ * hold data (state normal); otherwise each block keeps its old state
+ * (unshare of unwritten extents).  Within tp; 0, -ENOSPC, -EUCLEAN.
+ */
+int rlfs_cow_remap(struct rlfs_trans *tp, struct rlfs_inode *ip, const struct rlfs_cow *cow,
+		   bool written);
+/* Free the in-core staging list (not the blocks). */
+void rlfs_cow_release(struct rlfs_cow *cow);
+
+/*
+ * FALLOC_FL_UNSHARE_RANGE on file blocks [fb0, fb1): every shared block in
+ * the range gets a private copy (written blocks copied, unwritten stay
+ * unwritten), in transactions of bounded size.  Caller holds the iolock
+ * exclusively.  Partial progress stays on error.  0, -ENOSPC, -EIO.
+ */
+int rlfs_reflink_unshare(struct rlfs_inode *ip, uint64_t fb0, uint64_t fb1);
+#endif

@@ -1,0 +1,1140 @@
+/*
+ * test_reflink.c: clone range, copy-on-write, unshare and the extent
+ * listing (lib/reflink.c, the CoW paths of lib/file.c), in process.
+ *
+ * Our versions of the fstests clone cases: generic/110 (clone then modify
+ * both copies), 142 (many clones each rewritten), 150/151 (space use after
+ * clone and delete), 157 (bad calls and their errnos), 181/182 (length 0),
+ * 515/517/518 (EOF blocks), 358/359 (partially overlapping sharing), clone
+ * onto self, unshare, punch/zero/truncate of shared ranges, ENOSPC in the
+ * middle of a clone and of a CoW write, a 20,000-extent clone, and an
+ * fsx-style random run against an in-memory model of several files.
+ *
+ * After most steps check_fs() verifies: every file's contents equal the
+ * model; for every block the refcount btree says exactly the number of
+ * data-fork mappings across all files (records == maximal runs of equal
+ * count >= 2, no staging records left); no mapped block is free;
+ * rlfs_btree_check of the refcount and free-space trees; rlfs_bmap_check
+ * of every file.  If the reflinkfs binary sits next to this test (the
+ * build directory), `reflinkfs fsck` runs on the image at the end of each
+ * test too.  Seed: RLFS_TEST_SEED.
+ */
+#include <fcntl.h>
+#include <libgen.h>
+#include <limits.h>
+#include <linux/falloc.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "testutil.h"
+
+#include "alloc.h"
+#include "bmap.h"
+#include "inode.h"
+#include "refcount.h"
+#include "reflinkfs/fs.h"
+#include "reflinkfs/ioctl.h"
+
+#define MB (1024ull * 1024)
+
+static void seed_from_env(void)
+{
+	const char *s = getenv("RLFS_TEST_SEED");
+	tu_seed(s ? strtoull(s, NULL, 0) : 1337);
+}
+
+static uint64_t rnd(uint64_t n)
+{
+	return n ? tu_rand() % n : 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Files and their model                                               */
+
+#define MAXF 16
+struct mfile {
+	char name[32];
+	uint64_t ino;
+	uint8_t *data;   /* model contents */
+	uint64_t size;
+	uint64_t cap;
+};
+
+struct ctx {
+	struct tu_fs fs;
+	struct mfile f[MAXF];
+	int nf;
+	uint32_t bs;
+};
+
+static struct rlfs_mount *MP(struct ctx *c) { return c->fs.mp; }
+
+static void mf_reserve(struct mfile *m, uint64_t size)
+{
+	if (size <= m->cap)
+		return;
+	uint64_t cap = m->cap ? m->cap : 4096;
+	while (cap < size)
+		cap *= 2;
+	m->data = realloc(m->data, cap);
+	assert_non_null(m->data);
+	memset(m->data + m->cap, 0, cap - m->cap);
+	m->cap = cap;
+}
+
+static void mf_setsize(struct mfile *m, uint64_t size)
+{
+	mf_reserve(m, size);
+	if (size < m->size)
+		memset(m->data + size, 0, m->size - size);
+	m->size = size;
+}
+
+static int mkfile(struct ctx *c, const char *name)
+{
+	struct stat st;
+	assert_true(c->nf < MAXF);
+	struct mfile *m = &c->f[c->nf];
+	memset(m, 0, sizeof(*m));
+	snprintf(m->name, sizeof(m->name), "%s", name);
+	assert_int_equal(rlfs_mknod(MP(c), rlfs_root_ino(MP(c)), name, S_IFREG | 0644, 0, 0, 0,
+				    &st), 0);
+	rlfs_forget(MP(c), st.st_ino, 1);
+	m->ino = st.st_ino;
+	return c->nf++;
+}
+
+static void rmfile(struct ctx *c, int i)
+{
+	assert_int_equal(rlfs_unlink(MP(c), rlfs_root_ino(MP(c)), c->f[i].name), 0);
+	free(c->f[i].data);
+	c->f[i] = c->f[--c->nf];
+}
+
+static void fill_pattern(uint8_t *p, size_t n, uint64_t seed)
+{
+	for (size_t i = 0; i < n; i++)
+		p[i] = (uint8_t)((seed * 131 + i * 7 + (i >> 9)) ^ (seed >> 3));
+}
+
+/* pwrite through the library and the model */
+static void do_write(struct ctx *c, int i, uint64_t off, uint64_t len, uint64_t seed)
+{
+	struct mfile *m = &c->f[i];
+	uint8_t *buf = malloc(len);
+	assert_non_null(buf);
+	fill_pattern(buf, len, seed);
+	ssize_t r = rlfs_write(MP(c), m->ino, buf, len, (off_t)off);
+	assert_int_equal(r, (ssize_t)len);
+	mf_reserve(m, off + len);
+	memcpy(m->data + off, buf, len);
+	if (off + len > m->size)
+		m->size = off + len;
+	free(buf);
+}
+
+static void verify_file(struct ctx *c, int i)
+{
+	struct mfile *m = &c->f[i];
+	struct stat st;
+	assert_int_equal(rlfs_getattr(MP(c), m->ino, &st), 0);
+	if ((uint64_t)st.st_size != m->size)
+		fail_msg("%s: size %llu, model %llu", m->name, (unsigned long long)st.st_size,
+			 (unsigned long long)m->size);
+	uint8_t *buf = malloc(m->size + 1);
+	assert_non_null(buf);
+	ssize_t r = rlfs_read(MP(c), m->ino, buf, m->size + 1, 0);
+	assert_int_equal(r, (ssize_t)m->size);
+	if (m->size && memcmp(buf, m->data, m->size) != 0) {
+		uint64_t k = 0;
+		while (buf[k] == m->data[k])
+			k++;
+		fail_msg("%s: contents differ from the model at byte %llu (block %llu)", m->name,
+			 (unsigned long long)k, (unsigned long long)(k / c->bs));
+	}
+	free(buf);
+}
+
+/* clone through the library and the model (expects success) */
+static void do_clone(struct ctx *c, int s, uint64_t soff, int d, uint64_t doff, uint64_t len)
+{
+	struct mfile *ms = &c->f[s], *md = &c->f[d];
+	uint64_t count = len ? len : ms->size - soff;
+	int64_t r = rlfs_clone_range(MP(c), ms->ino, soff, md->ino, doff, len, 0);
+	if (r != (int64_t)count)
+		fail_msg("clone %s+%llu -> %s+%llu len %llu: %lld", ms->name,
+			 (unsigned long long)soff, md->name, (unsigned long long)doff,
+			 (unsigned long long)len, (long long)r);
+	uint8_t *tmp = malloc(count ? count : 1);
+	assert_non_null(tmp);
+	memcpy(tmp, ms->data + soff, count);
+	mf_reserve(md, doff + count);
+	memcpy(md->data + doff, tmp, count);
+	if (doff + count > md->size)
+		md->size = doff + count;
+	free(tmp);
+}
+
+/* ------------------------------------------------------------------ */
+/* Consistency checker                                                  */
+
+struct rrec { uint32_t key, len, rc; };
+struct rlist { struct rrec *r; size_t n, cap; };
+
+static void rl_push(struct rlist *l, uint32_t key, uint32_t len, uint32_t rc)
+{
+	if (l->n == l->cap) {
+		l->cap = l->cap ? l->cap * 2 : 256;
+		l->r = realloc(l->r, l->cap * sizeof(*l->r));
+		assert_non_null(l->r);
+	}
+	l->r[l->n++] = (struct rrec){ key, len, rc };
+}
+
+static int collect_refc(struct rlfs_btree_cur *cur, const void *rec, void *priv)
+{
+	struct rlfs_refcount_rec r;
+	memcpy(&r, rec, sizeof(r));
+	rl_push(priv, rlfs_get32(r.startblock), rlfs_get32(r.blockcount), rlfs_get32(r.refcount));
+	return 0;
+}
+
+struct freechk { const uint32_t *cnt; uint64_t bad; };
+
+static int check_free(struct rlfs_btree_cur *cur, const void *rec, void *priv)
+{
+	struct freechk *f = priv;
+	struct rlfs_alloc_rec r;
+	memcpy(&r, rec, sizeof(r));
+	uint64_t s = rlfs_agb_to_fsb(cur->mp, cur->agno, rlfs_get32(r.startblock));
+	for (uint32_t i = 0; i < rlfs_get32(r.blockcount); i++)
+		if (f->cnt[s + i] && !f->bad)
+			f->bad = s + i;
+	return 0;
+}
+
+/* Refcount tree == mapping counts over all model files; see the top. */
+static void check_refcounts(struct ctx *c)
+{
+	struct rlfs_mount *mp = MP(c);
+	uint32_t *cnt = calloc(mp->dblocks, sizeof(*cnt));
+	assert_non_null(cnt);
+	for (int i = 0; i < c->nf; i++) {
+		struct rlfs_inode *ip;
+		assert_int_equal(rlfs_iget(mp, c->f[i].ino, &ip), 0);
+		pthread_rwlock_rdlock(&ip->iolock);
+		for (uint32_t k = 0; k < ip->next; k++) {
+			const struct rlfs_irec *r = &ip->ext[k];
+			assert_true(r->startblock + r->blockcount <= mp->dblocks);
+			/* extents stay inside one AG */
+			assert_int_equal(rlfs_fsb_to_agno(mp, r->startblock),
+					 rlfs_fsb_to_agno(mp, r->startblock + r->blockcount - 1));
+			for (uint32_t b = 0; b < r->blockcount; b++)
+				cnt[r->startblock + b]++;
+		}
+		struct rlfs_trans *tp;
+		assert_int_equal(rlfs_trans_alloc(mp, 0, 0, &tp), 0);
+		assert_int_equal(rlfs_bmap_check(tp, ip), 0);
+		rlfs_trans_cancel(tp);
+		pthread_rwlock_unlock(&ip->iolock);
+		rlfs_irele(ip);
+	}
+	struct rlfs_trans *tp;
+	assert_int_equal(rlfs_trans_alloc(mp, 0, 0, &tp), 0);
+	for (uint32_t agno = 0; agno < mp->agcount; agno++) {
+		struct rlfs_btree_cur cur;
+		struct rlist got = { 0 }, want = { 0 };
+		uint64_t start = rlfs_agb_to_fsb(mp, agno, 0);
+		uint32_t len = rlfs_ag_blocks(mp, agno);
+		if (rlfs_has_reflink(mp)) {
+			rlfs_refcount_cur_init(&cur, tp, agno, NULL);
+			assert_int_equal(rlfs_btree_check(&cur), 0);
+			assert_int_equal(rlfs_btree_query_all(&cur, collect_refc, &got), 0);
+			rlfs_btree_cur_del(&cur);
+		}
+		for (uint32_t b = 0; b < len;) {
+			uint32_t n = cnt[start + b];
+			if (n < 2) {
+				if (!rlfs_has_reflink(mp) && n > 1)
+					fail_msg("block shared without reflink");
+				b++;
+				continue;
+			}
+			uint32_t e = b + 1;
+			while (e < len && cnt[start + e] == n)
+				e++;
+			rl_push(&want, b, e - b, n);
+			b = e;
+		}
+		for (size_t i = 0; i < got.n || i < want.n; i++) {
+			if (i >= got.n || i >= want.n || got.r[i].key != want.r[i].key ||
+			    got.r[i].len != want.r[i].len || got.r[i].rc != want.r[i].rc) {
+				if (i < got.n)
+					fprintf(stderr, "tree     rec %zu: %#x +%u rc %u\n", i,
+						got.r[i].key, got.r[i].len, got.r[i].rc);
+				if (i < want.n)
+					fprintf(stderr, "mappings rec %zu: %#x +%u rc %u\n", i,
+						want.r[i].key, want.r[i].len, want.r[i].rc);
+				fail_msg("AG %u: refcount records differ from the mappings at %zu", agno,
+					 i);
+			}
+		}
+		free(got.r);
+		free(want.r);
+		struct freechk fc = { cnt, 0 };
+		rlfs_alloc_cur_init(&cur, tp, &rlfs_bnobt_ops, agno, NULL);
+		assert_int_equal(rlfs_btree_check(&cur), 0);
+		assert_int_equal(rlfs_btree_query_all(&cur, check_free, &fc), 0);
+		rlfs_btree_cur_del(&cur);
+		if (fc.bad)
+			fail_msg("block %llu is mapped and free", (unsigned long long)fc.bad);
+	}
+	rlfs_trans_cancel(tp);
+	free(cnt);
+}
+
+static void check_fs(struct ctx *c)
+{
+	for (int i = 0; i < c->nf; i++)
+		verify_file(c, i);
+	check_refcounts(c);
+}
+
+/* `reflinkfs fsck` on the image, when the binary is next to this test. */
+static char fsck_bin[PATH_MAX];
+
+static void find_fsck(void)
+{
+	char exe[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+	if (n <= 0)
+		return;
+	exe[n] = 0;
+	snprintf(fsck_bin, sizeof(fsck_bin), "%s/reflinkfs", dirname(exe));
+	if (access(fsck_bin, X_OK) != 0)
+		fsck_bin[0] = 0;
+}
+
+static void run_fsck(struct ctx *c)
+{
+	if (!fsck_bin[0])
+		return;
+	assert_int_equal(rlfs_mount_close(c->fs.mp), 0);
+	c->fs.mp = NULL;
+	char cmd[PATH_MAX * 2 + 32];
+	snprintf(cmd, sizeof(cmd), "%s fsck %s >/tmp/rlfs-reflink-fsck.log 2>&1", fsck_bin,
+		 c->fs.path);
+	int st = system(cmd);
+	if (st != 0) {
+		system("cat /tmp/rlfs-reflink-fsck.log >&2");
+		fail_msg("fsck failed on %s (status %d)", c->fs.path, st);
+	}
+	assert_int_equal(rlfs_mount_open(c->fs.path, RLFS_MOUNT_NOLOCK, &c->fs.mp), 0);
+}
+
+static void ctx_init(struct ctx *c, uint64_t size, uint32_t bs, uint32_t agcount)
+{
+	memset(c, 0, sizeof(*c));
+	tu_mkfs_mount(&c->fs, size, bs, agcount);
+	c->bs = MP(c)->blocksize;
+}
+
+static void ctx_fini(struct ctx *c)
+{
+	if (c->fs.mp)
+		run_fsck(c);
+	for (int i = 0; i < c->nf; i++)
+		free(c->f[i].data);
+	tu_unmount(&c->fs);
+}
+
+static uint64_t bfree(struct ctx *c)
+{
+	struct statvfs sv;
+	assert_int_equal(rlfs_statfs(MP(c), &sv), 0);
+	return sv.f_bfree;
+}
+
+static uint32_t nshared_extents(struct ctx *c, int i, uint32_t *nunshared)
+{
+	struct rlfs_ioc_extent ext[512];
+	uint32_t n, sh = 0, un = 0;
+	assert_int_equal(rlfs_get_extents(MP(c), c->f[i].ino, 0, ~0ull, ext, 512, &n), 0);
+	for (uint32_t k = 0; k < n; k++) {
+		if (ext[k].flags & RLFS_IOC_EXT_SHARED)
+			sh++;
+		else
+			un++;
+	}
+	if (nunshared)
+		*nunshared = un;
+	return sh;
+}
+
+/* ------------------------------------------------------------------ */
+/* generic/110: clone, then modify both copies                          */
+
+static void test_clone_modify(void **state)
+{
+	struct ctx c;
+	ctx_init(&c, 64 * MB, 4096, 0);
+	int a = mkfile(&c, "a"), b = mkfile(&c, "b");
+	do_write(&c, a, 0, 64 * 4096 + 1000, 1);
+	uint64_t free0 = bfree(&c);
+	do_clone(&c, a, 0, b, 0, 0);
+	uint64_t free1 = bfree(&c);
+	assert_true(free0 - free1 <= 4); /* shared blocks counted once */
+	check_fs(&c);
+	uint32_t un;
+	assert_true(nshared_extents(&c, a, &un) >= 1);
+	assert_int_equal(un, 0);
+	/* partial and whole-block writes to both copies */
+	do_write(&c, a, 100, 50, 2);
+	do_write(&c, b, 4096 * 3 + 17, 4096 * 2, 3);
+	do_write(&c, a, 4096 * 10, 4096 * 4, 4);
+	do_write(&c, b, 64 * 4096 + 500, 3000, 5); /* shared partial EOF block */
+	do_write(&c, a, 64 * 4096 + 1000, 4096, 6); /* extend past EOF block */
+	check_fs(&c);
+	assert_true(nshared_extents(&c, a, &un) >= 1);
+	assert_true(un >= 3);
+	tu_remount(&c.fs);
+	check_fs(&c);
+	/* the other copy's blocks after delete: a keeps its data */
+	rmfile(&c, b);
+	check_fs(&c);
+	assert_int_equal(nshared_extents(&c, a, NULL), 0);
+	ctx_fini(&c);
+}
+
+/* generic/142: many clones of one file, each rewritten */
+static void test_many_clones(void **state)
+{
+	struct ctx c;
+	ctx_init(&c, 64 * MB, 4096, 0);
+	uint64_t free0 = bfree(&c);
+	int a = mkfile(&c, "orig");
+	do_write(&c, a, 0, 32 * 4096, 7);
+	for (int i = 0; i < 10; i++) {
+		char name[16];
+		snprintf(name, sizeof(name), "c%d", i);
+		int d = mkfile(&c, name);
+		do_clone(&c, a, 0, d, 0, 0);
+	}
+	check_fs(&c);
+	for (int i = 1; i < c.nf; i++)
+		do_write(&c, i, (uint64_t)i * 4096 + 11, 4096 * 2, 100 + i);
+	check_fs(&c);
+	tu_remount(&c.fs);
+	check_fs(&c);
+	while (c.nf)
+		rmfile(&c, c.nf - 1);
+	check_fs(&c);
+	assert_int_equal(bfree(&c), free0);
+	ctx_fini(&c);
+}
+
+/* generic/150-151: space use after reflink and after delete */
+static void test_usage(void **state)
+{
+	struct ctx c;
+	ctx_init(&c, 64 * MB, 4096, 0);
+	uint64_t free0 = bfree(&c);
+	int a = mkfile(&c, "a");
+	do_write(&c, a, 0, 1024 * 4096, 9);
+	uint64_t free1 = bfree(&c);
+	assert_true(free0 - free1 >= 1024);
+	for (int i = 0; i < 5; i++) {
+		char name[16];
+		snprintf(name, sizeof(name), "r%d", i);
+		int d = mkfile(&c, name);
+		do_clone(&c, a, 0, d, 0, 0);
+	}
+	uint64_t free2 = bfree(&c);
+	assert_true(free1 - free2 <= 16);
+	check_fs(&c);
+	/* deleting the original frees nothing (still referenced) */
+	rmfile(&c, a);
+	assert_true(bfree(&c) - free2 <= 4);
+	check_fs(&c);
+	while (c.nf)
+		rmfile(&c, c.nf - 1);
+	assert_int_equal(bfree(&c), free0);
+	check_fs(&c);
+	ctx_fini(&c);
+}
+
+/* generic/157: bad calls and their errors; nothing changes */
+static void test_errors(void **state)
+{
+	struct ctx c;
+	ctx_init(&c, 64 * MB, 4096, 0);
+	struct rlfs_mount *mp = MP(&c);
+	int a = mkfile(&c, "a"), b = mkfile(&c, "b");
+	do_write(&c, a, 0, 8 * 4096, 1);
+	do_write(&c, b, 0, 8 * 4096, 2);
+	uint64_t A = c.f[a].ino, B = c.f[b].ino;
+	struct stat st;
+	assert_int_equal(rlfs_mkdir(mp, rlfs_root_ino(mp), "dir", 0755, 0, 0, &st), 0);
+	uint64_t D = st.st_ino;
+	rlfs_forget(mp, D, 1);
+	assert_int_equal(rlfs_mknod(mp, rlfs_root_ino(mp), "fifo", S_IFIFO | 0644, 0, 0, 0, &st),
+			 0);
+	uint64_t F = st.st_ino;
+	rlfs_forget(mp, F, 1);
+
+	/* unaligned offsets */
+	assert_int_equal(rlfs_clone_range(mp, A, 1, B, 0, 4096, 0), -EINVAL);
+	assert_int_equal(rlfs_clone_range(mp, A, 0, B, 512, 4096, 0), -EINVAL);
+	/* unaligned length not at source EOF */
+	assert_int_equal(rlfs_clone_range(mp, A, 0, B, 0, 4097, 0), -EINVAL);
+	/* source offset at/after EOF */
+	assert_int_equal(rlfs_clone_range(mp, A, 8 * 4096, B, 0, 4096, 0), -EINVAL);
+	assert_int_equal(rlfs_clone_range(mp, A, 9 * 4096, B, 0, 4096, 0), -EINVAL);
+	/* range past source EOF */
+	assert_int_equal(rlfs_clone_range(mp, A, 4 * 4096, B, 0, 8 * 4096, 0), -EINVAL);
+	/* same file overlapping */
+	assert_int_equal(rlfs_clone_range(mp, A, 0, A, 4096, 2 * 4096, 0), -EINVAL);
+	assert_int_equal(rlfs_clone_range(mp, A, 4096, A, 0, 2 * 4096, 0), -EINVAL);
+	assert_int_equal(rlfs_clone_range(mp, A, 0, A, 0, 4096, 0), -EINVAL);
+	/* directories, non-regular */
+	assert_int_equal(rlfs_clone_range(mp, D, 0, B, 0, 4096, 0), -EISDIR);
+	assert_int_equal(rlfs_clone_range(mp, A, 0, D, 0, 4096, 0), -EISDIR);
+	assert_int_equal(rlfs_clone_range(mp, F, 0, B, 0, 4096, 0), -EINVAL);
+	assert_int_equal(rlfs_clone_range(mp, A, 0, F, 0, 4096, 0), -EINVAL);
+	/* offsets that wrap or are negative as loff_t */
+	assert_int_equal(rlfs_clone_range(mp, A, 0, B, (1ull << 63), 4096, 0), -EINVAL);
+	assert_int_equal(rlfs_clone_range(mp, A, 0, B, INT64_MAX - 4095, 8192, 0), -EINVAL);
+	assert_int_equal(rlfs_clone_range(mp, A, 0, B, 0, (1ull << 63) + 4096, 0), -EINVAL);
+	/* past the max file size */
+	uint64_t maxb = mp->maxbytes & ~4095ull;
+	if (mp->maxbytes < (uint64_t)INT64_MAX - 2 * 4096) {
+		assert_int_equal(rlfs_clone_range(mp, A, 0, B, maxb, 4096, 0), -EFBIG);
+		assert_int_equal(rlfs_clone_range(mp, A, 0, B, maxb - 4096, 2 * 4096, 0),
+				 -EFBIG);
+	} else {
+		/* maxbytes is the loff_t limit: past it the offsets wrap */
+		assert_int_equal(rlfs_clone_range(mp, A, 0, B, maxb, 4096, 0), -EINVAL);
+		assert_int_equal(rlfs_clone_range(mp, A, 0, B, maxb - 4096, 2 * 4096, 0),
+				 -EINVAL);
+		/* the last whole block below the limit works (a sparse giant) */
+		struct stat st2;
+		assert_int_equal(rlfs_mknod(mp, rlfs_root_ino(mp), "giant", S_IFREG | 0644, 0, 0,
+					    0, &st2), 0);
+		rlfs_forget(mp, st2.st_ino, 1);
+		assert_int_equal(rlfs_clone_range(mp, A, 0, st2.st_ino, maxb - 4096, 4096, 0),
+				 4096);
+		assert_int_equal(rlfs_getattr(mp, st2.st_ino, &st2), 0);
+		assert_int_equal((uint64_t)st2.st_size, maxb);
+		assert_int_equal(rlfs_unlink(mp, rlfs_root_ino(mp), "giant"), 0);
+	}
+	/* missing inode */
+	assert_true(rlfs_clone_range(mp, A, 0, 999999, 0, 4096, 0) < 0);
+	/* immutable / append-only destination */
+	struct rlfs_inode *ip;
+	assert_int_equal(rlfs_iget(mp, B, &ip), 0);
+	ip->flags |= RLFS_DIFLAG_IMMUTABLE;
+	assert_int_equal(rlfs_clone_range(mp, A, 0, B, 0, 4096, 0), -EPERM);
+	ip->flags = (ip->flags & ~RLFS_DIFLAG_IMMUTABLE) | RLFS_DIFLAG_APPEND;
+	assert_int_equal(rlfs_clone_range(mp, A, 0, B, 0, 4096, 0), -EPERM);
+	ip->flags &= ~RLFS_DIFLAG_APPEND;
+	rlfs_irele(ip);
+	/* immutable source is fine (read only) */
+	check_fs(&c);
+	assert_int_equal(nshared_extents(&c, a, NULL), 0);
+	ctx_fini(&c);
+}
+
+/* generic/181-182: length 0 means "to source EOF" */
+static void test_len0(void **state)
+{
+	struct ctx c;
+	ctx_init(&c, 64 * MB, 4096, 0);
+	struct rlfs_mount *mp = MP(&c);
+	int a = mkfile(&c, "a"), b = mkfile(&c, "b"), e = mkfile(&c, "empty");
+	do_write(&c, a, 0, 5 * 4096 + 123, 1);
+	do_write(&c, b, 0, 10 * 4096, 2);
+	/* len 0 from offset 2 blocks: to EOF incl. the partial block (at dst EOF) */
+	do_clone(&c, a, 2 * 4096, b, 10 * 4096, 0);
+	check_fs(&c);
+	/* len 0 at source EOF: nothing, returns 0 */
+	assert_int_equal(rlfs_clone_range(mp, c.f[a].ino, 5 * 4096 + 123, c.f[b].ino, 0, 0, 0),
+			 0);
+	/* len 0 past source EOF: EINVAL */
+	assert_int_equal(rlfs_clone_range(mp, c.f[a].ino, 6 * 4096, c.f[b].ino, 0, 0, 0),
+			 -EINVAL);
+	/* empty source: len 0 clones nothing */
+	assert_int_equal(rlfs_clone_range(mp, c.f[e].ino, 0, c.f[b].ino, 0, 0, 0), 0);
+	/* whole-file clone (FICLONE) into an empty file */
+	int d = mkfile(&c, "d");
+	do_clone(&c, a, 0, d, 0, 0);
+	check_fs(&c);
+	ctx_fini(&c);
+}
+
+/* generic/515, 517, 518: partial EOF blocks */
+static void test_eof(void **state)
+{
+	struct ctx c;
+	ctx_init(&c, 64 * MB, 4096, 0);
+	struct rlfs_mount *mp = MP(&c);
+	int a = mkfile(&c, "a"), b = mkfile(&c, "b");
+	do_write(&c, a, 0, 3 * 4096 + 100, 1);
+	do_write(&c, b, 0, 8 * 4096, 2);
+	uint64_t A = c.f[a].ino, B = c.f[b].ino;
+	/* partial EOF block into the middle of dst: EINVAL */
+	assert_int_equal(rlfs_clone_range(mp, A, 2 * 4096, B, 4096, 4096 + 100, 0), -EINVAL);
+	assert_int_equal(rlfs_clone_range(mp, A, 2 * 4096, B, 4096, 0, 0), -EINVAL);
+	/* ending exactly at dst EOF: ok */
+	struct stat st = { .st_size = 7 * 4096 + 100 };
+	assert_int_equal(rlfs_setattr(mp, B, &st, RLFS_SET_SIZE, NULL), 0);
+	mf_setsize(&c.f[b], 7 * 4096 + 100);
+	assert_int_equal(rlfs_clone_range(mp, A, 3 * 4096, B, 6 * 4096, 0, 0), -EINVAL);
+	do_clone(&c, a, 3 * 4096, b, 7 * 4096, 0);
+	check_fs(&c);
+	/* at or past dst EOF: ok */
+	do_clone(&c, a, 2 * 4096, b, 7 * 4096, 4096 + 100);
+	do_clone(&c, a, 0, b, 12 * 4096, 3 * 4096 + 100);
+	check_fs(&c);
+	ctx_fini(&c);
+}
+
+static void test_eof2(void **state)
+{
+	struct ctx c;
+	ctx_init(&c, 64 * MB, 4096, 0);
+	struct rlfs_mount *mp = MP(&c);
+	int a = mkfile(&c, "a"), b = mkfile(&c, "b");
+	do_write(&c, a, 0, 3 * 4096 + 100, 1);
+	do_write(&c, b, 0, 5 * 4096 + 50, 2);
+	uint64_t A = c.f[a].ino, B = c.f[b].ino;
+	/* dst EOF is inside the landing block: dst_off + len >= dst size is ok */
+	do_clone(&c, a, 2 * 4096, b, 4 * 4096, 0); /* ends at 6*4096+100 > size */
+	check_fs(&c);
+	/* past dst EOF with a gap: ok, the gap reads as zeros */
+	do_clone(&c, a, 0, b, 20 * 4096, 0);
+	check_fs(&c);
+	/* block-aligned mid-file clone into the middle */
+	do_clone(&c, a, 0, b, 8 * 4096, 2 * 4096);
+	check_fs(&c);
+	/* the partial block, landed past EOF, rewritten in both */
+	do_write(&c, a, 3 * 4096 + 50, 200, 3);
+	do_write(&c, b, 20 * 4096 + 3 * 4096 + 10, 10, 4);
+	check_fs(&c);
+	/* truncate up after the shared partial block shows zeros */
+	struct stat st = { .st_size = 30 * 4096 };
+	assert_int_equal(rlfs_setattr(mp, A, &st, RLFS_SET_SIZE, NULL), 0);
+	mf_setsize(&c.f[a], 30 * 4096);
+	(void)B;
+	check_fs(&c);
+	tu_remount(&c.fs);
+	check_fs(&c);
+	ctx_fini(&c);
+}
+
+/* Clone onto self at a non-overlapping offset */
+static void test_self(void **state)
+{
+	struct ctx c;
+	ctx_init(&c, 64 * MB, 4096, 0);
+	int a = mkfile(&c, "a");
+	do_write(&c, a, 0, 16 * 4096, 1);
+	do_clone(&c, a, 0, a, 16 * 4096, 16 * 4096);
+	do_clone(&c, a, 4 * 4096, a, 40 * 4096, 4 * 4096);
+	do_clone(&c, a, 40 * 4096, a, 0, 2 * 4096); /* block shared 3 times */
+	check_fs(&c);
+	do_write(&c, a, 4096 + 7, 4096 * 5, 2);
+	do_write(&c, a, 41 * 4096, 4096, 3);
+	check_fs(&c);
+	tu_remount(&c.fs);
+	check_fs(&c);
+	ctx_fini(&c);
+}
+
+/* generic/358-359 patterns: partially overlapping shared ranges */
+static void test_overlap_patterns(void **state)
+{
+	struct ctx c;
+	ctx_init(&c, 64 * MB, 1024, 0);
+	int a = mkfile(&c, "a"), b = mkfile(&c, "b"), d = mkfile(&c, "d");
+	uint32_t bs = c.bs;
+	do_write(&c, a, 0, 256 * bs, 1);
+	do_write(&c, b, 0, 256 * bs, 2);
+	for (int i = 0; i < 32; i++)
+		do_clone(&c, a, (uint64_t)i * 4 * bs, b, (uint64_t)(i * 3 + 5) * bs, 11 * bs);
+	check_fs(&c);
+	for (int i = 0; i < 20; i++)
+		do_clone(&c, b, (uint64_t)(i * 7) * bs, d, (uint64_t)(i * 5) * bs, 17 * bs);
+	check_fs(&c);
+	/* unshare pieces, overwrite others */
+	for (int i = 0; i < 10; i++) {
+		assert_int_equal(rlfs_fallocate(MP(&c), c.f[b].ino,
+						FALLOC_FL_UNSHARE_RANGE | FALLOC_FL_KEEP_SIZE,
+						(off_t)(i * 20 * bs), (off_t)(6 * bs + 100)), 0);
+		do_write(&c, d, (uint64_t)(i * 9) * bs + 5, 3 * bs, 50 + i);
+	}
+	check_fs(&c);
+	tu_remount(&c.fs);
+	check_fs(&c);
+	ctx_fini(&c);
+}
+
+/* unshare, punch/zero/truncate of shared ranges: the other copy intact */
+static void test_unshare_punch(void **state)
+{
+	struct ctx c;
+	ctx_init(&c, 64 * MB, 4096, 0);
+	struct rlfs_mount *mp = MP(&c);
+	int a = mkfile(&c, "a"), b = mkfile(&c, "b");
+	do_write(&c, a, 0, 40 * 4096, 1);
+	/* an unwritten (preallocated) shared extent too */
+	assert_int_equal(rlfs_fallocate(mp, c.f[a].ino, 0, 40 * 4096, 8 * 4096), 0);
+	mf_setsize(&c.f[a], 48 * 4096);
+	do_clone(&c, a, 0, b, 0, 0);
+	check_fs(&c);
+	uint64_t A = c.f[a].ino;
+	/* unshare [2,6) blocks */
+	uint64_t fr = bfree(&c);
+	assert_int_equal(rlfs_fallocate(mp, A, FALLOC_FL_UNSHARE_RANGE, 2 * 4096, 4 * 4096), 0);
+	assert_int_equal(fr - bfree(&c), 4);
+	check_fs(&c);
+	/* unshare twice: nothing more */
+	fr = bfree(&c);
+	assert_int_equal(rlfs_fallocate(mp, A, FALLOC_FL_UNSHARE_RANGE | FALLOC_FL_KEEP_SIZE,
+					2 * 4096, 4 * 4096), 0);
+	assert_int_equal(fr, bfree(&c));
+	/* unshare of an unwritten shared range stays unwritten (reads zeros) */
+	assert_int_equal(rlfs_fallocate(mp, A, FALLOC_FL_UNSHARE_RANGE, 41 * 4096, 2 * 4096), 0);
+	check_fs(&c);
+	/* punch partial + whole shared blocks */
+	assert_int_equal(rlfs_fallocate(mp, A, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+					10 * 4096 + 100, 3 * 4096), 0);
+	memset(c.f[a].data + 10 * 4096 + 100, 0, 3 * 4096);
+	check_fs(&c);
+	/* zero range partial edges */
+	assert_int_equal(rlfs_fallocate(mp, A, FALLOC_FL_ZERO_RANGE, 20 * 4096 + 5, 2 * 4096),
+			 0);
+	memset(c.f[a].data + 20 * 4096 + 5, 0, 2 * 4096);
+	check_fs(&c);
+	/* truncate down into a shared block */
+	struct stat st = { .st_size = 30 * 4096 + 77 };
+	assert_int_equal(rlfs_setattr(mp, A, &st, RLFS_SET_SIZE, NULL), 0);
+	mf_setsize(&c.f[a], 30 * 4096 + 77);
+	check_fs(&c);
+	st.st_size = 35 * 4096;
+	assert_int_equal(rlfs_setattr(mp, A, &st, RLFS_SET_SIZE, NULL), 0);
+	mf_setsize(&c.f[a], 35 * 4096);
+	check_fs(&c);
+	/* unshare of everything: no more sharing in b */
+	assert_int_equal(rlfs_fallocate(mp, c.f[b].ino, FALLOC_FL_UNSHARE_RANGE, 0,
+					(off_t)c.f[b].size), 0);
+	assert_int_equal(nshared_extents(&c, b, NULL), 0);
+	assert_int_equal(nshared_extents(&c, a, NULL), 0);
+	/* bad unshare combinations */
+	assert_int_equal(rlfs_fallocate(mp, A, FALLOC_FL_UNSHARE_RANGE | FALLOC_FL_ZERO_RANGE, 0,
+					4096), -EINVAL);
+	check_fs(&c);
+	tu_remount(&c.fs);
+	check_fs(&c);
+	ctx_fini(&c);
+}
+
+/* GET_EXTENTS: split where sharing changes, flags, LAST, batches */
+static void test_extents(void **state)
+{
+	struct ctx c;
+	ctx_init(&c, 64 * MB, 4096, 0);
+	struct rlfs_mount *mp = MP(&c);
+	int a = mkfile(&c, "a"), b = mkfile(&c, "b");
+	do_write(&c, a, 0, 10 * 4096, 1);
+	do_clone(&c, a, 2 * 4096, b, 0, 3 * 4096);
+	struct rlfs_ioc_extent ext[16];
+	uint32_t n;
+	assert_int_equal(rlfs_get_extents(mp, c.f[a].ino, 0, ~0ull, ext, 16, &n), 0);
+	assert_int_equal(n, 3);
+	assert_int_equal(ext[0].logical, 0);
+	assert_int_equal(ext[0].length, 2 * 4096);
+	assert_int_equal(ext[0].flags, 0);
+	assert_int_equal(ext[1].logical, 2 * 4096);
+	assert_int_equal(ext[1].length, 3 * 4096);
+	assert_int_equal(ext[1].flags, RLFS_IOC_EXT_SHARED);
+	assert_int_equal(ext[2].logical, 5 * 4096);
+	assert_int_equal(ext[2].flags, RLFS_IOC_EXT_LAST);
+	assert_int_equal(ext[1].physical, ext[0].physical + 2 * 4096);
+	/* b's physical equals a's shared piece */
+	struct rlfs_ioc_extent eb[4];
+	assert_int_equal(rlfs_get_extents(mp, c.f[b].ino, 0, ~0ull, eb, 4, &n), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(eb[0].physical, ext[1].physical);
+	assert_int_equal(eb[0].flags, RLFS_IOC_EXT_SHARED | RLFS_IOC_EXT_LAST);
+	/* a range, batches of one */
+	assert_int_equal(rlfs_get_extents(mp, c.f[a].ino, 3 * 4096, 4096, ext, 16, &n), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(ext[0].logical, 2 * 4096);
+	assert_int_equal(rlfs_get_extents(mp, c.f[a].ino, 0, ~0ull, ext, 1, &n), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(rlfs_get_extents(mp, c.f[a].ino, ext[0].logical + ext[0].length, ~0ull,
+					  ext, 1, &n), 0);
+	assert_int_equal(ext[0].logical, 2 * 4096);
+	/* unwritten */
+	assert_int_equal(rlfs_fallocate(mp, c.f[a].ino, FALLOC_FL_KEEP_SIZE, 20 * 4096, 4096), 0);
+	assert_int_equal(rlfs_get_extents(mp, c.f[a].ino, 0, ~0ull, ext, 16, &n), 0);
+	assert_int_equal(n, 4);
+	assert_int_equal(ext[2].flags, 0);
+	assert_int_equal(ext[3].flags, RLFS_IOC_EXT_UNWRITTEN | RLFS_IOC_EXT_LAST);
+	/* empty file */
+	int e = mkfile(&c, "e");
+	assert_int_equal(rlfs_get_extents(mp, c.f[e].ino, 0, ~0ull, ext, 16, &n), 0);
+	assert_int_equal(n, 0);
+	check_fs(&c);
+	ctx_fini(&c);
+}
+
+/* ENOSPC in the middle of clones and CoW writes on a small image */
+static void test_enospc(void **state)
+{
+	struct ctx c;
+	ctx_init(&c, 16 * MB, 1024, 2);
+	struct rlfs_mount *mp = MP(&c);
+	uint64_t free0 = bfree(&c);
+	int a = mkfile(&c, "a");
+	/* a fragmented source: every other block */
+	uint32_t bs = c.bs;
+	for (int i = 0; i < 1500; i++)
+		do_write(&c, a, (uint64_t)i * 2 * bs, bs, (uint64_t)i);
+	int filler = mkfile(&c, "filler");
+	/* fill the rest of the space */
+	uint64_t off = 0;
+	uint8_t *buf = malloc(64 * bs);
+	fill_pattern(buf, 64 * bs, 77);
+	while (bfree(&c) > 700) {
+		ssize_t r = rlfs_write(mp, c.f[filler].ino, buf, 64 * bs, (off_t)off);
+		if (r <= 0)
+			break;
+		mf_reserve(&c.f[filler], off + (uint64_t)r);
+		memcpy(c.f[filler].data + off, buf, (size_t)r);
+		off += (uint64_t)r;
+		c.f[filler].size = off;
+	}
+	free(buf);
+	check_fs(&c);
+	/* clones until ENOSPC: each either completes or fails whole/partly */
+	int clones = 0, failed = 0;
+	for (int i = 0; i < 40 && !failed; i++) {
+		char name[16];
+		snprintf(name, sizeof(name), "k%d", i);
+		struct stat st;
+		int r = rlfs_mknod(mp, rlfs_root_ino(mp), name, S_IFREG | 0644, 0, 0, 0, &st);
+		if (r == -ENOSPC) {
+			failed = 1;
+			break;
+		}
+		assert_int_equal(r, 0);
+		rlfs_forget(mp, st.st_ino, 1);
+		struct mfile *m = &c.f[c.nf];
+		memset(m, 0, sizeof(*m));
+		snprintf(m->name, sizeof(m->name), "%s", name);
+		m->ino = st.st_ino;
+		int d = c.nf++;
+		int64_t n = rlfs_clone_range(mp, c.f[a].ino, 0, m->ino, 0, 0, 0);
+		if (n == (int64_t)c.f[a].size) {
+			mf_reserve(m, c.f[a].size);
+			memcpy(m->data, c.f[a].data, c.f[a].size);
+			m->size = c.f[a].size;
+			clones++;
+		} else {
+			/* partial (bytes) or -ENOSPC: the prefix is the clone */
+			assert_true(n == -ENOSPC || (n > 0 && n < (int64_t)c.f[a].size));
+			if (n > 0) {
+				mf_reserve(m, (uint64_t)n);
+				memcpy(m->data, c.f[a].data, (size_t)n);
+				m->size = (uint64_t)n;
+			}
+			failed = 1;
+		}
+		(void)d;
+		check_fs(&c);
+	}
+	assert_true(clones >= 1);
+	/* CoW writes until ENOSPC: old or new contents per write */
+	for (int i = 0; i < 3000; i++) {
+		int f = c.nf > 2 ? 2 + (int)rnd((uint64_t)c.nf - 2) : 0;
+		struct mfile *m = &c.f[f];
+		if (!m->size)
+			continue;
+		uint64_t o = rnd(m->size), l = 1 + rnd(3 * bs);
+		uint8_t *w = malloc(l);
+		fill_pattern(w, l, 1000 + (uint64_t)i);
+		ssize_t r = rlfs_write(mp, m->ino, w, l, (off_t)o);
+		if (r > 0) {
+			mf_reserve(m, o + (uint64_t)r);
+			memcpy(m->data + o, w, (size_t)r);
+			if (o + (uint64_t)r > m->size)
+				m->size = o + (uint64_t)r;
+		} else {
+			assert_int_equal(r, -ENOSPC);
+		}
+		free(w);
+		if (r < (ssize_t)l) {
+			check_fs(&c);
+			break;
+		}
+	}
+	check_fs(&c);
+	tu_remount(&c.fs);
+	check_fs(&c);
+	run_fsck(&c);
+	while (c.nf)
+		rmfile(&c, c.nf - 1);
+	check_fs(&c);
+	assert_int_equal(bfree(&c), free0);
+	ctx_fini(&c);
+}
+
+/* 20,000-extent clone: fragmented source, clone, verify, time it */
+static void test_many_extents(void **state)
+{
+	struct ctx c;
+	ctx_init(&c, 128 * MB, 1024, 4);
+	struct rlfs_mount *mp = MP(&c);
+	int a = mkfile(&c, "frag"), b = mkfile(&c, "clone");
+	uint32_t bs = c.bs;
+	const int N = 20000;
+	struct mfile *m = &c.f[a];
+	mf_reserve(m, (uint64_t)N * 2 * bs);
+	for (int i = 0; i < N; i++) {
+		uint8_t blk[1024];
+		fill_pattern(blk, bs, (uint64_t)i * 3);
+		assert_int_equal(rlfs_write(mp, m->ino, blk, bs, (off_t)((uint64_t)i * 2 * bs)),
+				 (ssize_t)bs);
+		memcpy(m->data + (uint64_t)i * 2 * bs, blk, bs);
+	}
+	m->size = (uint64_t)(N - 1) * 2 * bs + bs;
+	struct rlfs_inode *ip;
+	assert_int_equal(rlfs_iget(mp, m->ino, &ip), 0);
+	uint32_t next = ip->next;
+	rlfs_irele(ip);
+	assert_true(next >= (uint32_t)N);
+	uint64_t fr = bfree(&c);
+	struct timespec t0, t1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	do_clone(&c, a, 0, b, 0, 0);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	double secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+	print_message("clone of %u extents: %.3f s (%.0f extents/s), %llu blocks used\n", next,
+		      secs, next / secs, (unsigned long long)(fr - bfree(&c)));
+	assert_int_equal(rlfs_iget(mp, c.f[b].ino, &ip), 0);
+	assert_int_equal(ip->next, next);
+	rlfs_irele(ip);
+	check_fs(&c);
+	/* delete the source: the clone keeps everything */
+	rmfile(&c, a);
+	check_fs(&c);
+	tu_remount(&c.fs);
+	check_fs(&c);
+	ctx_fini(&c);
+}
+
+/* Without the REFLINK feature: clone -EOPNOTSUPP, frees plain */
+static void test_noreflink(void **state)
+{
+	struct ctx c;
+	memset(&c, 0, sizeof(c));
+	struct rlfs_mkfs_opts o = { .size_bytes = 32 * MB, .force = 1, .reflink = -1 };
+	snprintf(c.fs.path, sizeof(c.fs.path), "/tmp/rlfs-unit-XXXXXX");
+	int fd = mkstemp(c.fs.path);
+	assert_true(fd >= 0);
+	close(fd);
+	assert_int_equal(rlfs_mkfs(c.fs.path, &o), 0);
+	assert_int_equal(rlfs_mount_open(c.fs.path, RLFS_MOUNT_NOLOCK, &c.fs.mp), 0);
+	c.bs = MP(&c)->blocksize;
+	uint64_t free0 = bfree(&c);
+	int a = mkfile(&c, "a"), b = mkfile(&c, "b");
+	do_write(&c, a, 0, 10 * c.bs, 1);
+	assert_int_equal(rlfs_clone_range(MP(&c), c.f[a].ino, 0, c.f[b].ino, 0, 0, 0),
+			 -EOPNOTSUPP);
+	assert_int_equal(rlfs_fallocate(MP(&c), c.f[a].ino, FALLOC_FL_UNSHARE_RANGE, 0, 4096), 0);
+	do_write(&c, a, 100, 5000, 2);
+	check_fs(&c);
+	while (c.nf)
+		rmfile(&c, c.nf - 1);
+	assert_int_equal(bfree(&c), free0);
+	ctx_fini(&c);
+}
+
+/* fsx-style: random writes, clones, copy ranges, unshare, punch, truncate
+ * over several files, verified against the model */
+static void random_run(uint64_t size, uint32_t bsz, int nops)
+{
+	struct ctx c;
+	ctx_init(&c, size, bsz, 2);
+	struct rlfs_mount *mp = MP(&c);
+	uint64_t free0 = bfree(&c);
+	const int NF = 5;
+	uint32_t bs = c.bs;
+	const uint64_t maxsz = 96ull * bs;
+	for (int i = 0; i < NF; i++) {
+		char name[8];
+		snprintf(name, sizeof(name), "f%d", i);
+		mkfile(&c, name);
+	}
+	int counts[8] = { 0 };
+	for (int op = 0; op < nops; op++) {
+		int i = (int)rnd(NF), j = (int)rnd(NF);
+		struct mfile *m = &c.f[i], *n = &c.f[j];
+		int kind = (int)rnd(8);
+		counts[kind]++;
+		switch (kind) {
+		case 0: case 1: { /* write */
+			uint64_t o = rnd(maxsz), l = 1 + rnd(8 * bs);
+			if (o + l > maxsz)
+				l = maxsz - o;
+			if (l)
+				do_write(&c, i, o, l, (uint64_t)op);
+			break;
+		}
+		case 2: case 3: { /* clone range (aligned, maybe to src EOF) */
+			if (!n->size)
+				break;
+			uint64_t nblk = (n->size + bs - 1) / bs;
+			uint64_t so = rnd(nblk) * bs;
+			uint64_t len = rnd(4) == 0 ? 0 : (1 + rnd(nblk - so / bs)) * bs;
+			uint64_t count = len ? len : n->size - so;
+			if (so + count > n->size) {
+				count = n->size - so; /* end at EOF: partial block */
+				len = count;
+			}
+			uint64_t dO = rnd(maxsz / bs) * bs;
+			if (dO + count > maxsz + bs)
+				break;
+			if (i == j && dO < so + ((count + bs - 1) / bs) * bs &&
+			    so < dO + ((count + bs - 1) / bs) * bs) {
+				assert_int_equal(rlfs_clone_range(mp, n->ino, so, m->ino, dO, len, 0),
+						 -EINVAL);
+				break;
+			}
+			if ((count % bs) && dO + count < m->size) {
+				assert_int_equal(rlfs_clone_range(mp, n->ino, so, m->ino, dO, len, 0),
+						 -EINVAL);
+				break;
+			}
+			do_clone(&c, j, so, i, dO, len);
+			break;
+		}
+		case 4: { /* copy range: clone the aligned middle, copy head/tail */
+			if (!n->size || i == j)
+				break;
+			uint64_t so = rnd(n->size), l = 1 + rnd(n->size - so);
+			uint64_t dO = (so % bs) + rnd(maxsz / bs - 1) * bs; /* same alignment */
+			if (dO + l > maxsz)
+				break;
+			uint64_t a0 = (so + bs - 1) / bs * bs, a1 = (so + l) / bs * bs;
+			uint8_t *tmp = malloc(l);
+			memcpy(tmp, n->data + so, l);
+			if (a1 > a0 && (a1 == so + l || dO + l >= m->size || 1)) {
+				int64_t r = rlfs_clone_range(mp, n->ino, a0, m->ino, dO + (a0 - so),
+							     a1 - a0, 0);
+				assert_int_equal(r, (int64_t)(a1 - a0));
+				if (a0 > so)
+					assert_int_equal(rlfs_write(mp, m->ino, tmp, a0 - so,
+								    (off_t)dO),
+							 (ssize_t)(a0 - so));
+				if (so + l > a1)
+					assert_int_equal(rlfs_write(mp, m->ino, tmp + (a1 - so),
+								    so + l - a1,
+								    (off_t)(dO + (a1 - so))),
+							 (ssize_t)(so + l - a1));
+			} else {
+				assert_int_equal(rlfs_write(mp, m->ino, tmp, l, (off_t)dO),
+						 (ssize_t)l);
+			}
+			mf_reserve(m, dO + l);
+			memcpy(m->data + dO, tmp, l);
+			if (dO + l > m->size)
+				m->size = dO + l;
+			free(tmp);
+			break;
+		}
+		case 5: { /* unshare */
+			uint64_t o = rnd(maxsz), l = 1 + rnd(16 * bs);
+			int mode = FALLOC_FL_UNSHARE_RANGE | (rnd(2) ? FALLOC_FL_KEEP_SIZE : 0);
+			if (o + l > maxsz)
+				break;
+			assert_int_equal(rlfs_fallocate(mp, m->ino, mode, (off_t)o, (off_t)l), 0);
+			if (!(mode & FALLOC_FL_KEEP_SIZE) && o + l > m->size)
+				mf_setsize(m, o + l);
+			break;
+		}
+		case 6: { /* punch or zero */
+			uint64_t o = rnd(maxsz), l = 1 + rnd(8 * bs);
+			if (o + l > maxsz)
+				break;
+			int mode = rnd(2) ? (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE)
+					  : (FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE);
+			assert_int_equal(rlfs_fallocate(mp, m->ino, mode, (off_t)o, (off_t)l), 0);
+			if (o < m->size)
+				memset(m->data + o, 0, (size_t)RLFS_MIN(l, m->size - o));
+			break;
+		}
+		case 7: { /* truncate */
+			uint64_t s = rnd(maxsz);
+			struct stat st = { .st_size = (off_t)s };
+			assert_int_equal(rlfs_setattr(mp, m->ino, &st, RLFS_SET_SIZE, NULL), 0);
+			mf_setsize(m, s);
+			break;
+		}
+		}
+		if (op % 50 == 49)
+			check_fs(&c);
+		if (op % 400 == 399) {
+			tu_remount(&c.fs);
+			mp = MP(&c);
+		}
+	}
+	print_message("ops: write %d clone %d copy %d unshare %d punch/zero %d trunc %d\n",
+		      counts[0] + counts[1], counts[2] + counts[3], counts[4], counts[5],
+		      counts[6], counts[7]);
+	check_fs(&c);
+	run_fsck(&c);
+	while (c.nf)
+		rmfile(&c, c.nf - 1);
+	assert_int_equal(bfree(&c), free0);
+	ctx_fini(&c);
+}
+
+static void test_random_1k(void **state)
+{
+	random_run(32 * MB, 1024, 2000);
+}
+
+static void test_random_4k(void **state)
+{
+	random_run(64 * MB, 4096, 1200);
+}
+
+int main(void)
+{
+	seed_from_env();
+	find_fsck();
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_clone_modify),
+		cmocka_unit_test(test_many_clones),
+		cmocka_unit_test(test_usage),
+		cmocka_unit_test(test_errors),
+		cmocka_unit_test(test_len0),
+		cmocka_unit_test(test_eof),
+		cmocka_unit_test(test_eof2),
+		cmocka_unit_test(test_self),
+		cmocka_unit_test(test_overlap_patterns),
+		cmocka_unit_test(test_unshare_punch),
+		cmocka_unit_test(test_extents),
+		cmocka_unit_test(test_noreflink),
+		cmocka_unit_test(test_enospc),
+		cmocka_unit_test(test_many_extents),
+		cmocka_unit_test(test_random_1k),
+		cmocka_unit_test(test_random_4k),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
