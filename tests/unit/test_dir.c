@@ -12,6 +12,7 @@
 #include "testutil.h"
 
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +22,7 @@
 #include <unistd.h>
 
 #include "reflinkfs/fs.h"
+#include "btree.h"
 #include "dir.h"
 #include "inode.h"
 
@@ -1646,6 +1648,58 @@ static void test_xattr_random(void **state)
 	finish(&fs);
 }
 
+/* Overwrite one byte of the first record of a dir's root leaf through the
+ * buffer cache (so the block crc stays valid: only the record checks can
+ * notice). */
+static void poke_dir_rec(struct tu_fs *fs, uint64_t d, size_t off, uint8_t val)
+{
+	struct rlfs_inode *dp;
+	struct rlfs_trans *tp;
+	struct rlfs_buf *bp;
+	assert_int_equal(rlfs_iget(fs->mp, d, &dp), 0);
+	pthread_rwlock_wrlock(&dp->iolock);
+	assert_int_equal(dp->root_level, 1);
+	assert_int_equal(rlfs_trans_alloc(fs->mp, 0, 0, &tp), 0);
+	assert_int_equal(rlfs_trans_read_buf(tp, dp->root, &rlfs_dirbt_buf_ops, d, &bp), 0);
+	((uint8_t *)bp->data)[sizeof(struct rlfs_btree_block) + off] = val;
+	rlfs_trans_log_buf(tp, bp);
+	rlfs_trans_brelse(tp, bp);
+	assert_int_equal(rlfs_trans_commit(tp), 0);
+	pthread_rwlock_unlock(&dp->iolock);
+	rlfs_irele(dp);
+}
+
+static void test_corrupt_records(void **state)
+{
+	struct tu_fs fs;
+	struct stat st;
+	tu_mkfs_mount(&fs, 64 * MiB, 0, 0);
+	uint64_t r = root(&fs);
+	uint64_t d1 = mkdir_(&fs, r, "d1");
+	uint64_t d2 = mkdir_(&fs, r, "d2");
+	mkfile(&fs, d1, "victim");
+	mkfile(&fs, d2, "victim");
+	poke_dir_rec(&fs, d1, offsetof(struct rlfs_dir_rec, ftype), 99);
+	poke_dir_rec(&fs, d2, offsetof(struct rlfs_dir_rec, name), 'V'); /* hash mismatch */
+	for (int pass = 0; pass < 2; pass++) {
+		uint64_t ds[2] = { d1, d2 };
+		for (int i = 0; i < 2; i++) {
+			struct collect c = { .skip_dots = true };
+			assert_int_equal(rlfs_lookup(fs.mp, ds[i], i ? "Victim" : "victim", &st),
+					 -EUCLEAN);
+			assert_int_equal(rlfs_unlink(fs.mp, ds[i], i ? "Victim" : "victim"),
+					 -EUCLEAN);
+			assert_int_equal(rlfs_mknod(fs.mp, ds[i], "victim", S_IFREG | 0644, 0, 0, 0,
+						    &st), -EUCLEAN);
+			assert_int_equal(rlfs_readdir(fs.mp, ds[i], 2, 0, collect_fn, &c), -EUCLEAN);
+			free(c.ents);
+			assert_int_equal(rlfs_rmdir(fs.mp, r, i ? "d2" : "d1"), -EUCLEAN);
+		}
+		tu_remount(&fs);    /* and again from the device */
+	}
+	tu_unmount(&fs);            /* no fsck: the damage is deliberate */
+}
+
 int main(void)
 {
 	const char *seed = getenv("RLFS_TEST_SEED");
@@ -1665,6 +1719,7 @@ int main(void)
 		cmocka_unit_test(test_immutable_append),
 		cmocka_unit_test(test_timestamps),
 		cmocka_unit_test(test_bad_entry),
+		cmocka_unit_test(test_corrupt_records),
 		cmocka_unit_test(test_hash_collisions),
 		cmocka_unit_test(test_random_namespace),
 		cmocka_unit_test(test_parallel),
