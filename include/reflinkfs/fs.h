@@ -169,7 +169,8 @@ struct rlfs_mkfs_opts {
 	const char *label;
 	int reflink;                /* refcount btree (REFLINK feature, block
 				     * sharing): 0 = default (on), 1 = on,
-				     * -1 = off (mkfs.xfs -m reflink=0|1) */
+				     * negative (-1) = off, > 1 = -EINVAL
+				     * (mkfs.xfs -m reflink=0|1) */
 };
 int rlfs_mkfs(const char *image, const struct rlfs_mkfs_opts *opts);
 #endif
