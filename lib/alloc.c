@@ -1215,6 +1215,8 @@ int rlfs_free_extent(struct rlfs_trans *tp, uint64_t fsbno, uint32_t len)
 	if ((uint64_t)agbno + len > rlfs_ag_blocks(mp, agno))
 		return rlfs_corrupt(mp, fsbno, "free space", "freeing [%llu, +%u) crosses an AG end",
 				    (unsigned long long)fsbno, len);
+	/* no cached metadata of these blocks may be written after this */
+	rlfs_trans_binval_range(tp, fsbno, len);
 	struct rlfs_buf *agbp;
 	int err = rlfs_ag_read_header(tp, agno, &agbp);
 	if (err)

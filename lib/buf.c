@@ -339,6 +339,36 @@ void rlfs_buf_settle(struct rlfs_mount *mp, struct rlfs_buf *bp)
 	}
 }
 
+void rlfs_buf_find_range(struct rlfs_mount *mp, uint64_t fsbno, uint64_t len,
+			 void (*fn)(struct rlfs_buf *bp, void *priv), void *priv)
+{
+	struct rlfs_bcache *bc = mp->bcache;
+	if (len <= bc->nbufs) {
+		for (uint64_t b = fsbno; b < fsbno + len; b++) {
+			struct rlfs_buf *bp = hash_find(bc, b);
+			if (bp) {
+				if (bp->refcount++ == 0)
+					lru_del(bc, bp, mp->blocksize);
+				fn(bp, priv);
+			}
+		}
+		return;
+	}
+	/* a long range: cheaper to scan the cache */
+	for (unsigned i = 0; i < HASH_SIZE; i++) {
+		struct rlfs_buf *bp = bc->hash[i];
+		while (bp) {
+			struct rlfs_buf *next = bp->hnext;
+			if (bp->fsbno >= fsbno && bp->fsbno < fsbno + len) {
+				if (bp->refcount++ == 0)
+					lru_del(bc, bp, mp->blocksize);
+				fn(bp, priv);
+			}
+			bp = next;
+		}
+	}
+}
+
 size_t rlfs_buf_ndirty(struct rlfs_mount *mp)
 {
 	return mp->bcache->ndirty;

@@ -97,6 +97,10 @@ void rlfs_buf_forget(struct rlfs_mount *mp, uint64_t fsbno);
 int rlfs_buf_flush_all(struct rlfs_mount *mp);
 /* Number of dirty buffers (flush policy). */
 size_t rlfs_buf_ndirty(struct rlfs_mount *mp);
+/* Call fn for every cached buffer in [fsbno, fsbno+len), each with a
+ * reference taken for fn (fn must drop or keep it). */
+void rlfs_buf_find_range(struct rlfs_mount *mp, uint64_t fsbno, uint64_t len,
+			 void (*fn)(struct rlfs_buf *bp, void *priv), void *priv);
 
 /* An unheld buffer goes back on the clean LRU (or is dropped if stale).
  * rlfs_buf_relse only drops the count; the transaction code settles. */

@@ -134,6 +134,22 @@ void rlfs_trans_binval(struct rlfs_trans *tp, struct rlfs_buf *bp)
 	bp->logged = true;
 }
 
+static void binval_one(struct rlfs_buf *bp, void *priv)
+{
+	struct rlfs_trans *tp = priv;
+	if (join(tp, bp, false)) { /* ENOMEM: at least never write it again */
+		rlfs_buf_relse(bp);
+		rlfs_buf_stale(tp->mp, bp);
+		return;
+	}
+	rlfs_trans_binval(tp, bp);
+}
+
+void rlfs_trans_binval_range(struct rlfs_trans *tp, uint64_t fsbno, uint64_t len)
+{
+	rlfs_buf_find_range(tp->mp, fsbno, len, binval_one, tp);
+}
+
 void rlfs_trans_add_item(struct rlfs_trans *tp, struct rlfs_log_item *lip)
 {
 	lip->next = tp->items;

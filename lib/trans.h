@@ -81,6 +81,11 @@ void rlfs_trans_log_buf(struct rlfs_trans *tp, struct rlfs_buf *bp);
 void rlfs_trans_brelse(struct rlfs_trans *tp, struct rlfs_buf *bp);
 /* Block freed in this transaction: stale at commit. */
 void rlfs_trans_binval(struct rlfs_trans *tp, struct rlfs_buf *bp);
+/* Blocks [fsbno, fsbno+len) are being freed: every cached buffer of them
+ * is joined and invalidated (stale at commit, untouched on cancel), so no
+ * dirty metadata of a freed block can later be written over the block's
+ * next owner's data.  rlfs_free_extent calls it. */
+void rlfs_trans_binval_range(struct rlfs_trans *tp, uint64_t fsbno, uint64_t len);
 /* Join a log item (the item's owner makes sure it joins only once). */
 void rlfs_trans_add_item(struct rlfs_trans *tp, struct rlfs_log_item *lip);
 /* (rlfs_trans_ijoin / rlfs_trans_log_inode are in inode.h.) */

@@ -117,6 +117,33 @@ static void test_commit_cancel_flush(void **state)
 	done(mp);
 }
 
+/* A freed block's dirty buffer is never written (it would land on the
+ * block's next owner); a cancelled free leaves it alone. */
+static void test_binval_range(void **state)
+{
+	(void)state;
+	struct rlfs_mount *mp = bare(1024, 64);
+	struct rlfs_trans *tp;
+	int err;
+	write_block(mp, 20, 0x44, true);
+	write_block(mp, 21, 0x55, true);
+	assert_int_equal(rlfs_trans_alloc(mp, 0, 0, &tp), 0);
+	rlfs_trans_binval_range(tp, 20, 2);
+	rlfs_trans_cancel(tp);
+	assert_int_equal(read_fill(mp, 21, &err), 0x55);
+	assert_int_equal(rlfs_trans_alloc(mp, 0, 0, &tp), 0);
+	rlfs_trans_binval_range(tp, 18, 3); /* covers 20 only; 18, 19 not cached */
+	assert_int_equal(rlfs_trans_commit(tp), 0);
+	assert_int_equal(rlfs_buf_flush_all(mp), 0);
+	uint8_t raw[1024];
+	assert_int_equal(rlfs_dev_pread(mp->dev, raw, sizeof(raw), 20 * 1024), 0);
+	for (size_t i = 0; i < sizeof(raw); i++)
+		assert_int_equal(raw[i], 0);   /* never written */
+	rlfs_buf_forget(mp, 21);
+	assert_int_equal(read_fill(mp, 21, &err), 0x55); /* neighbour written */
+	done(mp);
+}
+
 static void test_reservations(void **state)
 {
 	(void)state;
@@ -156,6 +183,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_crc32c_vector),
 		cmocka_unit_test(test_commit_cancel_flush),
+		cmocka_unit_test(test_binval_range),
 		cmocka_unit_test(test_reservations),
 		cmocka_unit_test(test_cache_eviction),
 	};
