@@ -15,7 +15,7 @@
 #   copy        cp -a /usr/share/doc + sync (MiB/s of the tree)
 # Environment: BENCH_DIR (where the images live, default /var/tmp),
 # SEQ_MB (default 1024), NFILES (default 20000), COPY_SRC (/usr/share/doc),
-# RUNS (repetitions, the best run counts; default 1).
+# RUNS (repetitions; the table shows the median of the runs, default 3).
 [ -n "${BASH_VERSION:-}" ] || exec bash "$0" "$@"
 set -eu -o pipefail
 
@@ -26,7 +26,7 @@ BENCH_DIR=${BENCH_DIR:-/var/tmp}
 SEQ_MB=${SEQ_MB:-1024}
 NFILES=${NFILES:-20000}
 COPY_SRC=${COPY_SRC:-/usr/share/doc}
-RUNS=${RUNS:-1}
+RUNS=${RUNS:-3}
 IMG_SIZE=${IMG_SIZE:-4G}
 
 [ "$(id -u)" = 0 ] || { echo "bench: run as root" >&2; exit 1; }
@@ -75,12 +75,16 @@ fs_umount() { # fs
 	esac
 }
 
-declare -A R   # R[fs.metric] = rate
-best() { # key value: keep the larger rate
-	local k=$1 v=$2
-	if [ -z "${R[$k]:-}" ] || awk -v a="$v" -v b="${R[$k]}" 'BEGIN {exit !(a > b)}'; then
-		R[$k]=$v
-	fi
+declare -A V   # V[fs.metric] = rates of every run, space separated
+declare -A R   # R[fs.metric] = median rate over the runs
+record() { # key value: one run's rate
+	V[$1]="${V[$1]:-} $2"
+}
+medians() {
+	local k
+	for k in "${!V[@]}"; do
+		R[$k]=$(echo ${V[$k]} | tr ' ' '\n' | sort -g | awk '{a[NR] = $1} END {print (NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2)}')
+	done
 }
 
 copy_kb=$(du -sk "$COPY_SRC" | cut -f1)
@@ -95,22 +99,22 @@ run_fs() { # fs
 	dd if=/dev/zero of="$m/seq" bs=1M count="$SEQ_MB" conv=fsync status=none
 	t1=$(now)
 	s=$(elapsed "$t0" "$t1")
-	best "$fs.seqw" "$(awk -v n="$SEQ_MB" -v s="$s" 'BEGIN {printf "%.1f", n / s}')"
+	record "$fs.seqw" "$(awk -v n="$SEQ_MB" -v s="$s" 'BEGIN {printf "%.1f", n / s}')"
 	drop_caches
 	t0=$(now)
 	dd if="$m/seq" of=/dev/null bs=1M status=none
 	t1=$(now)
 	s=$(elapsed "$t0" "$t1")
-	best "$fs.seqr" "$(awk -v n="$SEQ_MB" -v s="$s" 'BEGIN {printf "%.1f", n / s}')"
+	record "$fs.seqr" "$(awk -v n="$SEQ_MB" -v s="$s" 'BEGIN {printf "%.1f", n / s}')"
 	rm -f "$m/seq"
 	sync
 	# metadata: create / stat / unlink
 	mkdir "$m/meta"
-	best "$fs.create" "$("$METAOPS" create "$m/meta" "$NFILES" | awk '{print $4}')"
-	best "$fs.statw" "$("$METAOPS" stat "$m/meta" "$NFILES" | awk '{print $4}')"
+	record "$fs.create" "$("$METAOPS" create "$m/meta" "$NFILES" | awk '{print $4}')"
+	record "$fs.statw" "$("$METAOPS" stat "$m/meta" "$NFILES" | awk '{print $4}')"
 	drop_caches
-	best "$fs.statc" "$("$METAOPS" stat "$m/meta" "$NFILES" | awk '{print $4}')"
-	best "$fs.unlink" "$("$METAOPS" unlink "$m/meta" "$NFILES" | awk '{print $4}')"
+	record "$fs.statc" "$("$METAOPS" stat "$m/meta" "$NFILES" | awk '{print $4}')"
+	record "$fs.unlink" "$("$METAOPS" unlink "$m/meta" "$NFILES" | awk '{print $4}')"
 	rmdir "$m/meta"
 	# copy of a real tree
 	drop_caches
@@ -119,7 +123,7 @@ run_fs() { # fs
 	sync
 	t1=$(now)
 	s=$(elapsed "$t0" "$t1")
-	best "$fs.copy" "$(awk -v n="$copy_kb" -v s="$s" 'BEGIN {printf "%.1f", n / 1024 / s}')"
+	record "$fs.copy" "$(awk -v n="$copy_kb" -v s="$s" 'BEGIN {printf "%.1f", n / 1024 / s}')"
 	fs_umount "$fs"
 }
 
@@ -132,6 +136,8 @@ for ((r = 1; r <= RUNS; r++)); do
 	done
 done
 
+medians
+
 ratio() { awk -v a="${R[rlfs.$1]}" -v b="${R[xfs.$1]}" 'BEGIN {printf "%.2f", (b > 0 ? a / b : 0)}'; }
 row() { # metric label unit target
 	local r
@@ -142,10 +148,22 @@ row() { # metric label unit target
 	fi
 	printf '| %s | %s %s | %s %s | %s | %s%s |\n' "$2" "${R[xfs.$1]}" "$3" "${R[rlfs.$1]}" "$3" "$r" "$4" "$mark"
 }
+# every run's rate, to show the spread
+spread() {
+	local k
+	echo
+	echo "All runs (rate per run, in run order):"
+	echo
+	for k in seqw seqr create statw statc unlink copy; do
+		echo "- $k: XFS${V[xfs.$k]}; reflinkfs${V[rlfs.$k]}"
+	done
+}
 
 echo
 echo "Machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo) RAM, kernel $(uname -r), images on $(df -P "$BENCH_DIR" | awk 'NR==2 {print $1}') ($BENCH_DIR)"
 echo "reflinkfs build: $BUILD, commit $(cd "$SRCDIR" && git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+echo
+echo "Median of $RUNS runs (each run: fresh images, XFS then reflinkfs)."
 echo
 echo "| workload | kernel XFS | reflinkfs | ratio | target |"
 echo "| --- | --- | --- | --- | --- |"
@@ -156,3 +174,4 @@ row statw "stat $NFILES files (warm)" "ops/s" 0.5
 row statc "stat $NFILES files (cold, caches dropped)" "ops/s" 0.5
 row unlink "unlink $NFILES files (+syncfs)" "ops/s" "-"
 row copy "cp -a $COPY_SRC ($((copy_kb / 1024)) MiB, $copy_files entries) + sync" "MiB/s" "-"
+spread
