@@ -69,6 +69,7 @@ if mode == "build":
         a.add(ln)
     # readdir with interleaved unlinks: every surviving name seen once
     seen = []
+    created = set()
     it = os.scandir(A)
     victims = rng.sample(sorted(a), 2000)
     for k, e in enumerate(it):
@@ -76,10 +77,21 @@ if mode == "build":
         if k == 100:
             for v in victims:
                 os.unlink(os.path.join(A, v)); a.discard(v)
+        if k == 200:
+            # names created during the walk may or may not be returned
+            for j in range(1000):
+                nn = "new-during-readdir-%d" % j
+                with open(os.path.join(A, nn), "wb") as f:
+                    f.write(nn.encode()[:64])
+                a.add(nn)
+                created.add(nn)
     it.close()
     if len(seen) != len(set(seen)):
-        print("readdir returned duplicates while unlinking"); sys.exit(1)
-    missing = a - set(seen)
+        print("readdir returned duplicates while unlinking/creating"); sys.exit(1)
+    bogus = set(seen) - a - set(victims)
+    if bogus:
+        print("readdir returned names that never existed: %s" % sorted(bogus)[:3]); sys.exit(1)
+    missing = (a - created) - set(seen)
     if missing:
         print("readdir missed %d surviving names, e.g. %s" % (len(missing), sorted(missing)[:3])); sys.exit(1)
     model = {"a": sorted(a), "b": sorted(b)}
