@@ -155,6 +155,12 @@ static int cow_write(struct rlfs_inode *ip, const uint8_t *buf, uint64_t pos, ui
 		b = irec_endoff(&got);
 	}
 	int error = rlfs_trans_alloc(mp, (uint32_t)n + rlfs_cow_res(ip, ne), 0, &tp);
+	if (error == -ENOSPC) {
+		/* nearly full: the estimate does not fit; try with the data
+		 * blocks and a little more (a real shortage inside the
+		 * transaction cancels it whole, nothing half done) */
+		error = rlfs_trans_alloc(mp, (uint32_t)n + 8, 0, &tp);
+	}
 	if (error)
 		return error;
 	rlfs_trans_ijoin(tp, ip);

@@ -32,6 +32,7 @@
 #define CLONE_BATCH 1024u        /* pieces per clone transaction */
 #define UNSHARE_CHUNK 4096u      /* blocks unshared per transaction */
 #define COPY_BUF_BYTES (1u << 20)
+#define MIN_RES 8u               /* last-resort reservation near ENOSPC */
 
 static inline uint64_t irec_end(const struct rlfs_irec *r)
 {
@@ -444,6 +445,12 @@ static int clone_blocks(struct rlfs_inode *src, uint64_t sb, struct rlfs_inode *
 		if (error == -ENOSPC && batch > 1) {
 			batch /= 2;
 			continue;
+		}
+		if (error == -ENOSPC) {
+			/* nearly full: the worst-case estimate does not fit, but
+			 * one piece usually needs a block or two; a real shortage
+			 * inside the transaction cancels it whole */
+			error = rlfs_trans_alloc(mp, MIN_RES, 0, &tp);
 		}
 		if (error)
 			return error;

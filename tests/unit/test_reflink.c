@@ -805,6 +805,12 @@ static void test_enospc(void **state)
 	for (int i = 0; i < 1500; i++)
 		do_write(&c, a, (uint64_t)i * 2 * bs, bs, (uint64_t)i);
 	int filler = mkfile(&c, "filler");
+	int kfirst = c.nf;
+	for (int i = 0; i < 12; i++) {
+		char name[16];
+		snprintf(name, sizeof(name), "k%d", i);
+		mkfile(&c, name);
+	}
 	/* fill the rest of the space */
 	uint64_t off = 0;
 	uint8_t *buf = malloc(64 * bs);
@@ -820,43 +826,34 @@ static void test_enospc(void **state)
 	}
 	free(buf);
 	check_fs(&c);
-	/* clones until ENOSPC: each either completes or fails whole/partly */
+	/* clones until ENOSPC: each either completes or fails whole/partly
+	 * (the targets exist already: inode chunks need contiguous space) */
 	int clones = 0, failed = 0;
-	for (int i = 0; i < 40 && !failed; i++) {
-		char name[16];
-		snprintf(name, sizeof(name), "k%d", i);
-		struct stat st;
-		int r = rlfs_mknod(mp, rlfs_root_ino(mp), name, S_IFREG | 0644, 0, 0, 0, &st);
-		if (r == -ENOSPC) {
-			failed = 1;
-			break;
-		}
-		assert_int_equal(r, 0);
-		rlfs_forget(mp, st.st_ino, 1);
-		struct mfile *m = &c.f[c.nf];
-		memset(m, 0, sizeof(*m));
-		snprintf(m->name, sizeof(m->name), "%s", name);
-		m->ino = st.st_ino;
-		int d = c.nf++;
-		int64_t n = rlfs_clone_range(mp, c.f[a].ino, 0, m->ino, 0, 0, 0);
-		if (n == (int64_t)c.f[a].size) {
-			mf_reserve(m, c.f[a].size);
-			memcpy(m->data, c.f[a].data, c.f[a].size);
-			m->size = c.f[a].size;
+	print_message("before clones: free %llu resblks %llu fd %lld\n", (unsigned long long)bfree(&c), (unsigned long long)mp->resblks, (long long)mp->fdblocks);
+	for (int i = 0; i < 200 && !failed; i++) {
+		struct mfile *m = &c.f[kfirst + i % 12];
+		uint64_t doff = (m->size + bs - 1) / bs * bs;
+		int64_t n = rlfs_clone_range(mp, c.f[a].ino, 0, m->ino, doff, 0, 0);
+		uint64_t want = n == (int64_t)c.f[a].size ? c.f[a].size : 0;
+		print_message("clone %d: %lld free %llu\n", i, (long long)n, (unsigned long long)bfree(&c));
+		if (want) {
 			clones++;
 		} else {
 			/* partial (bytes) or -ENOSPC: the prefix is the clone */
 			assert_true(n == -ENOSPC || (n > 0 && n < (int64_t)c.f[a].size));
-			if (n > 0) {
-				mf_reserve(m, (uint64_t)n);
-				memcpy(m->data, c.f[a].data, (size_t)n);
-				m->size = (uint64_t)n;
-			}
+			want = n > 0 ? (uint64_t)n : 0;
 			failed = 1;
 		}
-		(void)d;
-		check_fs(&c);
+		if (want) {
+			mf_reserve(m, doff + want);
+			memcpy(m->data + doff, c.f[a].data, want);
+			m->size = doff + want;
+		}
+		if (failed || i % 8 == 0)
+			check_fs(&c);
 	}
+	print_message("%d whole clones before ENOSPC\n", clones);
+	assert_true(failed);
 	assert_true(clones >= 1);
 	/* CoW writes until ENOSPC: old or new contents per write */
 	for (int i = 0; i < 3000; i++) {
