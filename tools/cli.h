@@ -16,6 +16,11 @@ int rlfs_mkfs_main(int argc, char **argv);
  * corrected, 4 errors left, 8 operational error (tools/fsck.c). */
 int rlfs_fsck_main(int argc, char **argv);
 
+/* reflinkfs io [-f] [-r] [-c CMD]... FILE: xfs_io-like commands on a file
+ * in a mounted reflinkfs, through the private ioctls (tools/io.c).  0 on
+ * success, 1 when a command failed (one line on stderr). */
+int rlfs_io_main(int argc, char **argv);
+
 /*
  * Parse a size: a decimal number with an optional K, M, G, T, P suffix
  * (powers of 1024; "KiB"/"KB"/"k" spellings accepted).  0 on success,

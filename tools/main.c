@@ -1,7 +1,7 @@
 /*
  * main.c: the multi-call `reflinkfs` binary.
  *
- *   reflinkfs mkfs|mount|umount|fsck ...      (subcommand in argv[1])
+ *   reflinkfs mkfs|mount|umount|fsck|io ...   (subcommand in argv[1])
  *   mkfs.reflinkfs, fsck.reflinkfs            (mkfs(8)/fsck(8) helpers)
  *   mount.reflinkfs SPEC DIR [-sfnv] [-o OPTS]  (mount(8) helper)
  *   umount.fuse.reflinkfs DIR [-nlfvr]        (umount(8) helper)
@@ -39,6 +39,9 @@ static void usage_main(FILE *f)
 		"  umount [-l] MOUNTPOINT\n"
 		"                     unmount and wait until the image is flushed and closed\n"
 		"  fsck [-n] IMAGE    check (and repair) a filesystem\n"
+		"  io [-f] [-r] [-c CMD]... FILE\n"
+		"                     xfs_io-like commands on a file in a mounted reflinkfs\n"
+		"                     (pwrite, pread, reflink, fiemap, funshare, ...; -c help)\n"
 		"  help               this text; `reflinkfs COMMAND --help` for a command\n"
 		"\n"
 		"Also installed as mkfs.reflinkfs, fsck.reflinkfs and mount.reflinkfs, so that\n"
@@ -361,6 +364,8 @@ int main(int argc, char **argv)
 		return run(umount_cmd_entry, "reflinkfs umount", argc - 1, argv + 1);
 	if (strcmp(cmd, "fsck") == 0)
 		return run(rlfs_fsck_main, "reflinkfs fsck", argc - 1, argv + 1);
+	if (strcmp(cmd, "io") == 0)
+		return run(rlfs_io_main, "reflinkfs io", argc - 1, argv + 1);
 	if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
 		usage_main(stdout);
 		return 0;

@@ -81,8 +81,23 @@ struct rlfs_ioc_extents {
 	struct rlfs_ioc_extent ext[RLFS_IOC_EXTENTS_BATCH];
 };
 
+/* RLFS_IOC_UNSHARE_RANGE: fallocate(fd, FALLOC_FL_UNSHARE_RANGE [|
+ * FALLOC_FL_KEEP_SIZE], offset, length) (the kernel's FUSE fallocate
+ * passes only KEEP_SIZE, PUNCH_HOLE and ZERO_RANGE to the daemon).  Gives
+ * [offset, offset+length) private copies of shared blocks; the target must
+ * be open for writing (EBADF), flags RLFS_IOC_UNSHARE_KEEP_SIZE or 0. */
+#define RLFS_IOC_UNSHARE_KEEP_SIZE (1u << 0)
+struct rlfs_ioc_unshare {
+	__u64 offset;               /* bytes */
+	__u64 length;               /* bytes, > 0 */
+	__u32 flags;                /* RLFS_IOC_UNSHARE_KEEP_SIZE */
+	__u32 reserved;             /* must be zero */
+	__u64 reserved2[2];         /* must be zero */
+};
+
 #define RLFS_IOC_CLONE       _IOWR(RLFS_IOC_TYPE, 1, struct rlfs_ioc_clone)
 #define RLFS_IOC_CLONE_RANGE _IOWR(RLFS_IOC_TYPE, 2, struct rlfs_ioc_clone_range)
 #define RLFS_IOC_GET_EXTENTS _IOWR(RLFS_IOC_TYPE, 3, struct rlfs_ioc_extents)
-/* 4..: reserved for dedupe range, getfsmap, exchange range (later issues) */
+/* 4..7: reserved for dedupe range, getfsmap, exchange range (later issues) */
+#define RLFS_IOC_UNSHARE_RANGE _IOWR(RLFS_IOC_TYPE, 8, struct rlfs_ioc_unshare)
 #endif

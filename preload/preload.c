@@ -1,0 +1,299 @@
+/*
+ * preload.c: libreflinkfs-preload.so, an LD_PRELOAD shim that makes the
+ * standard reflink and extent-map ioctls work on reflinkfs (FUSE) files.
+ *
+ * The kernel answers FICLONE, FICLONERANGE and FS_IOC_FIEMAP itself and
+ * never forwards them to a FUSE daemon (fs/ioctl.c do_vfs_ioctl: FUSE has
+ * no remap_file_range and no fiemap, so they fail with EOPNOTSUPP).  This
+ * shim interposes ioctl(2) and, when the target descriptor is on a
+ * reflinkfs mount (fstatfs f_type FUSE_SUPER_MAGIC and the mount's type
+ * "fuse.reflinkfs" in /proc/self/mountinfo, cached per st_dev), turns
+ *
+ *   FICLONE        (ioctl_ficlone(2))       into RLFS_IOC_CLONE
+ *   FICLONERANGE   (ioctl_ficlonerange(2))  into RLFS_IOC_CLONE_RANGE
+ *   FS_IOC_FIEMAP  (Documentation/filesystems/fiemap.rst) into batches of
+ *                  RLFS_IOC_GET_EXTENTS
+ *
+ * (reflinkfs/ioctl.h).  Every other request, and every request on a
+ * descriptor that is not on reflinkfs, goes to the real ioctl unchanged.
+ * Errors are those of the kernel's implementation (the daemon mirrors its
+ * checks); FIEMAP follows fs/ioctl.c ioctl_fiemap/fiemap_prep.
+ *
+ * Usage: LD_PRELOAD=/usr/local/lib/libreflinkfs-preload.so cp --reflink=always A B
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include <linux/fiemap.h>
+#include <linux/fs.h>
+
+#include <reflinkfs/ioctl.h>
+
+#define RLFS_FUSE_SUPER_MAGIC 0x65735546
+
+/* exported: the interposed symbol */
+int ioctl(int fd, unsigned long request, ...);
+
+typedef int (*ioctl_fn)(int, unsigned long, ...);
+
+static ioctl_fn real_ioctl_fn(void)
+{
+	static ioctl_fn fn;
+	ioctl_fn f = __atomic_load_n(&fn, __ATOMIC_ACQUIRE);
+	if (!f) {
+		f = (ioctl_fn)dlsym(RTLD_NEXT, "ioctl");
+		__atomic_store_n(&fn, f, __ATOMIC_RELEASE);
+	}
+	return f;
+}
+
+static int real_ioctl(int fd, unsigned long request, void *arg)
+{
+	ioctl_fn f = real_ioctl_fn();
+	if (!f) {
+		errno = ENOSYS;
+		return -1;
+	}
+	return f(fd, request, arg);
+}
+
+/* ------------------------------------------------------------------ */
+/* Is fd on a reflinkfs mount?  Cached per device number. */
+
+#define DEVCACHE 32
+static struct {
+	dev_t dev;
+	bool valid, is_rlfs;
+} g_cache[DEVCACHE];
+static unsigned g_cache_next;
+static pthread_mutex_t g_cache_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* Look dev up in /proc/self/mountinfo: is any mount of it fuse.reflinkfs? */
+static bool dev_is_reflinkfs(dev_t dev)
+{
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+	if (!f)
+		return false;
+	char *line = NULL;
+	size_t cap = 0;
+	bool found = false;
+	while (!found && getline(&line, &cap, f) > 0) {
+		unsigned id, parent, maj, min;
+		if (sscanf(line, "%u %u %u:%u", &id, &parent, &maj, &min) != 4)
+			continue;
+		if (makedev(maj, min) != dev)
+			continue;
+		char *sep = strstr(line, " - ");
+		if (sep && strncmp(sep + 3, "fuse.reflinkfs ", 15) == 0)
+			found = true;
+	}
+	free(line);
+	fclose(f);
+	return found;
+}
+
+static bool fd_is_reflinkfs(int fd)
+{
+	int saved = errno;
+	struct statfs sfs;
+	struct stat st;
+	bool r = false;
+	if (fstatfs(fd, &sfs) != 0 || (unsigned long)sfs.f_type != RLFS_FUSE_SUPER_MAGIC ||
+	    fstat(fd, &st) != 0)
+		goto out;
+	pthread_mutex_lock(&g_cache_lock);
+	for (unsigned i = 0; i < DEVCACHE; i++) {
+		if (g_cache[i].valid && g_cache[i].dev == st.st_dev) {
+			r = g_cache[i].is_rlfs;
+			pthread_mutex_unlock(&g_cache_lock);
+			goto out;
+		}
+	}
+	pthread_mutex_unlock(&g_cache_lock);
+	r = dev_is_reflinkfs(st.st_dev);
+	pthread_mutex_lock(&g_cache_lock);
+	unsigned slot = g_cache_next++ % DEVCACHE;
+	g_cache[slot].dev = st.st_dev;
+	g_cache[slot].is_rlfs = r;
+	g_cache[slot].valid = true;
+	pthread_mutex_unlock(&g_cache_lock);
+out:
+	errno = saved;
+	return r;
+}
+
+/* ------------------------------------------------------------------ */
+/* translations */
+
+static int do_ficlone(int fd, int src_fd)
+{
+	struct rlfs_ioc_clone a;
+	memset(&a, 0, sizeof(a));
+	a.src_fd = src_fd;
+	return real_ioctl(fd, RLFS_IOC_CLONE, &a);
+}
+
+static int do_ficlonerange(int fd, const struct file_clone_range *u)
+{
+	if (!u) {
+		errno = EFAULT;
+		return -1;
+	}
+	struct rlfs_ioc_clone_range a = {
+		.src_fd = u->src_fd,
+		.src_offset = u->src_offset,
+		.src_length = u->src_length,
+		.dest_offset = u->dest_offset,
+	};
+	return real_ioctl(fd, RLFS_IOC_CLONE_RANGE, &a);
+}
+
+/* FIEMAP_MAX_EXTENTS of fs/ioctl.c */
+#define SHIM_FIEMAP_MAX_EXTENTS (UINT_MAX / sizeof(struct fiemap_extent))
+/* flags reflinkfs supports (fiemap_prep: SYNC always; no XATTR) */
+#define SHIM_FIEMAP_SUPPORTED FIEMAP_FLAG_SYNC
+#define SHIM_MAXBYTES ((uint64_t)INT64_MAX)
+
+/*
+ * FS_IOC_FIEMAP as fs/ioctl.c ioctl_fiemap + fiemap_prep +
+ * fiemap_fill_next_extent: fm_extent_count 0 counts extents only;
+ * fm_length 0 is EINVAL; fm_start past the maximum file size EFBIG;
+ * unknown fm_flags give EBADR with fm_flags set to the unknown ones.
+ * Extents overlapping [fm_start, fm_start+fm_length) are returned in file
+ * order, at most fm_extent_count, with FIEMAP_EXTENT_SHARED, UNWRITTEN
+ * and LAST (the file's last extent).  The daemon is asked in batches of
+ * RLFS_IOC_EXTENTS_BATCH.  The first batch flushes the file's dirty pages
+ * (RLFS_IOC_EXT_SYNC) whether or not FIEMAP_FLAG_SYNC is given: without it
+ * the daemon could not see data still in the page cache (XFS would report
+ * it as delayed allocation).
+ */
+static int do_fiemap(int fd, struct fiemap *fm)
+{
+	if (!fm) {
+		errno = EFAULT;
+		return -1;
+	}
+	if (fm->fm_extent_count > SHIM_FIEMAP_MAX_EXTENTS) {
+		errno = EINVAL;
+		return -1;
+	}
+	uint64_t start = fm->fm_start, len = fm->fm_length;
+	uint32_t max = fm->fm_extent_count;
+	fm->fm_mapped_extents = 0;
+	if (len == 0) {
+		errno = EINVAL;
+		return -1;
+	}
+	if (start >= SHIM_MAXBYTES) {
+		errno = EFBIG;
+		return -1;
+	}
+	if (len > SHIM_MAXBYTES || SHIM_MAXBYTES - len < start)
+		len = SHIM_MAXBYTES - start;
+	uint32_t incompat = fm->fm_flags & ~(uint32_t)SHIM_FIEMAP_SUPPORTED;
+	if (incompat) {
+		fm->fm_flags = incompat;
+		errno = EBADR;
+		return -1;
+	}
+	struct rlfs_ioc_extents *x = malloc(sizeof(*x));
+	if (!x) {
+		errno = ENOMEM;
+		return -1;
+	}
+	uint64_t end = start + len;
+	uint64_t pos = start;
+	uint32_t mapped = 0;
+	bool first = true, stop = false;
+	int ret = 0;
+	while (!stop && pos < end) {
+		memset(x, 0, sizeof(*x));
+		x->start = pos;
+		x->length = end - pos;
+		x->flags = first ? RLFS_IOC_EXT_SYNC : 0;
+		first = false;
+		if (real_ioctl(fd, RLFS_IOC_GET_EXTENTS, x) != 0) {
+			ret = -1;
+			break;
+		}
+		if (x->count > RLFS_IOC_EXTENTS_BATCH) {
+			errno = EIO;
+			ret = -1;
+			break;
+		}
+		for (uint32_t i = 0; i < x->count; i++) {
+			const struct rlfs_ioc_extent *e = &x->ext[i];
+			if (max == 0) {
+				mapped++;
+			} else {
+				struct fiemap_extent *fe = &fm->fm_extents[mapped];
+				memset(fe, 0, sizeof(*fe));
+				fe->fe_logical = e->logical;
+				fe->fe_physical = e->physical;
+				fe->fe_length = e->length;
+				fe->fe_flags = e->flags & (FIEMAP_EXTENT_LAST | FIEMAP_EXTENT_UNWRITTEN |
+							   FIEMAP_EXTENT_SHARED);
+				mapped++;
+				if (mapped == max)
+					stop = true;
+			}
+			if (e->flags & RLFS_IOC_EXT_LAST)
+				stop = true;
+			if (e->length == 0 || e->logical + e->length <= pos) {
+				stop = true;        /* no progress: never loop */
+			} else {
+				pos = e->logical + e->length;
+			}
+			if (stop)
+				break;
+		}
+		if (x->count < RLFS_IOC_EXTENTS_BATCH)
+			break;
+	}
+	free(x);
+	fm->fm_mapped_extents = mapped;
+	return ret;
+}
+
+int ioctl(int fd, unsigned long request, ...)
+{
+	va_list ap;
+	va_start(ap, request);
+	void *arg = va_arg(ap, void *);
+	va_end(ap);
+
+	switch (request) {
+	case FICLONE:
+	case FICLONERANGE:
+	case FS_IOC_FIEMAP:
+		break;
+	default:
+		return real_ioctl(fd, request, arg);
+	}
+	if (!fd_is_reflinkfs(fd))
+		return real_ioctl(fd, request, arg);
+	switch (request) {
+	case FICLONE:
+		return do_ficlone(fd, (int)(intptr_t)arg);
+	case FICLONERANGE:
+		return do_ficlonerange(fd, arg);
+	default:
+		return do_fiemap(fd, arg);
+	}
+}

@@ -1,0 +1,777 @@
+/*
+ * io.c: `reflinkfs io [-f] [-r] [-c CMD]... FILE`, an xfs_io(8)-like tool
+ * for one file in a mounted reflinkfs.  It talks to the daemon with the
+ * private ioctls of reflinkfs/ioctl.h directly (no LD_PRELOAD shim):
+ *
+ *   pwrite [-S pattern] [-b bsize] off len   write a byte pattern (0xcd)
+ *   pread [-v] [-b bsize] off len            read (and dump with -v)
+ *   reflink SRC [src_off dst_off len]         share SRC's blocks (FICLONE /
+ *                                            FICLONERANGE semantics)
+ *   fiemap [-v] [off len], bmap [-v]          extent map, shared extents
+ *                                            marked (xfs_io fiemap columns,
+ *                                            512-byte units)
+ *   falloc [-k] off len                       fallocate(2) mode 0 / KEEP_SIZE
+ *   fpunch off len                            PUNCH_HOLE|KEEP_SIZE
+ *   fzero [-k] off len                        ZERO_RANGE
+ *   funshare [-k] off len                     FALLOC_FL_UNSHARE_RANGE
+ *   truncate off                              ftruncate(2)
+ *   stat                                      fstat(2) plus extent counts
+ *   fsync, fdatasync                          fsync(2), fdatasync(2)
+ *   help, quit
+ *
+ * Offsets and lengths take K/M/G/T suffixes (powers of 1024) or 0x hex.
+ * Without -c, commands are read from standard input, one per line.  The
+ * first failing command prints one line on stderr and ends the run with
+ * exit status 1.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <linux/falloc.h>
+
+#include <reflinkfs/ioctl.h>
+
+#include "cli.h"
+
+struct io_ctx {
+	const char *prog;
+	const char *path;
+	int fd;
+	bool rdonly;
+};
+
+#define IO_MAX_ARGS 32
+
+static void io_err(const struct io_ctx *c, const char *cmd, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static void io_err(const struct io_ctx *c, const char *cmd, const char *fmt, ...)
+{
+	va_list ap;
+	fprintf(stderr, "%s: %s: ", c->prog, cmd);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+/* errno text, with a hint for ioctls the file's filesystem does not know */
+static const char *io_strerror(int e)
+{
+	if (e == ENOTTY)
+		return "not a file on a mounted reflinkfs (ioctl not supported)";
+	return strerror(e);
+}
+
+/* Decimal or 0x hex, with an optional K/M/G/T/P suffix. */
+static int parse_num(const char *s, uint64_t *out)
+{
+	if (!s || !*s || *s == '-')
+		return -EINVAL;
+	if (s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) {
+		char *end;
+		errno = 0;
+		unsigned long long v = strtoull(s + 2, &end, 16);
+		if (end == s + 2 || *end)
+			return -EINVAL;
+		if (errno)
+			return -ERANGE;
+		*out = v;
+		return 0;
+	}
+	unsigned long long v;
+	int err = rlfs_parse_size(s, &v);
+	if (err)
+		return err;
+	*out = v;
+	return 0;
+}
+
+static bool need_nums(const struct io_ctx *c, const char *cmd, int argc, char **argv,
+		      int first, int n, uint64_t *v, const char *usage)
+{
+	if (argc - first != n) {
+		io_err(c, cmd, "usage: %s %s", cmd, usage);
+		return false;
+	}
+	for (int i = 0; i < n; i++) {
+		if (parse_num(argv[first + i], &v[i]) != 0 || v[i] > INT64_MAX) {
+			io_err(c, cmd, "bad number '%s'", argv[first + i]);
+			return false;
+		}
+	}
+	return true;
+}
+
+/* Parse the options of one command with getopt (optind reset). */
+static int cmd_getopt(int argc, char **argv, const char *opts)
+{
+	return getopt(argc, argv, opts);
+}
+
+static int cmd_pwrite(struct io_ctx *c, int argc, char **argv)
+{
+	unsigned pattern = 0xcd;
+	uint64_t bsize = 65536;
+	int o;
+	while ((o = cmd_getopt(argc, argv, "S:b:")) != -1) {
+		uint64_t v;
+		switch (o) {
+		case 'S':
+			if (parse_num(optarg, &v) != 0 || v > 0xff) {
+				io_err(c, "pwrite", "bad pattern '%s'", optarg);
+				return 1;
+			}
+			pattern = (unsigned)v;
+			break;
+		case 'b':
+			if (parse_num(optarg, &v) != 0 || v == 0 || v > (64u << 20)) {
+				io_err(c, "pwrite", "bad buffer size '%s'", optarg);
+				return 1;
+			}
+			bsize = v;
+			break;
+		default:
+			io_err(c, "pwrite", "usage: pwrite [-S pattern] [-b bsize] off len");
+			return 1;
+		}
+	}
+	uint64_t v[2];
+	if (!need_nums(c, "pwrite", argc, argv, optind, 2, v, "[-S pattern] [-b bsize] off len"))
+		return 1;
+	char *buf = malloc(bsize);
+	if (!buf) {
+		io_err(c, "pwrite", "out of memory");
+		return 1;
+	}
+	memset(buf, (int)pattern, bsize);
+	uint64_t done = 0;
+	while (done < v[1]) {
+		size_t n = (size_t)(v[1] - done < bsize ? v[1] - done : bsize);
+		ssize_t w = pwrite(c->fd, buf, n, (off_t)(v[0] + done));
+		if (w < 0) {
+			io_err(c, "pwrite", "%s", strerror(errno));
+			free(buf);
+			return 1;
+		}
+		if (w == 0)
+			break;
+		done += (uint64_t)w;
+	}
+	free(buf);
+	printf("wrote %" PRIu64 "/%" PRIu64 " bytes at offset %" PRIu64 "\n", done, v[1], v[0]);
+	return 0;
+}
+
+static void dump_line(uint64_t off, const unsigned char *p, size_t n)
+{
+	printf("%08" PRIx64 ":  ", off);
+	for (size_t i = 0; i < 16; i++) {
+		if (i < n)
+			printf("%02x ", p[i]);
+		else
+			printf("   ");
+	}
+	printf(" ");
+	for (size_t i = 0; i < n; i++)
+		putchar(p[i] >= 0x20 && p[i] < 0x7f ? p[i] : '.');
+	putchar('\n');
+}
+
+static int cmd_pread(struct io_ctx *c, int argc, char **argv)
+{
+	bool verbose = false;
+	uint64_t bsize = 65536;
+	int o;
+	while ((o = cmd_getopt(argc, argv, "vb:")) != -1) {
+		switch (o) {
+		case 'v':
+			verbose = true;
+			break;
+		case 'b':
+			if (parse_num(optarg, &bsize) != 0 || bsize == 0 || bsize > (64u << 20)) {
+				io_err(c, "pread", "bad buffer size '%s'", optarg);
+				return 1;
+			}
+			break;
+		default:
+			io_err(c, "pread", "usage: pread [-v] [-b bsize] off len");
+			return 1;
+		}
+	}
+	uint64_t v[2];
+	if (!need_nums(c, "pread", argc, argv, optind, 2, v, "[-v] [-b bsize] off len"))
+		return 1;
+	unsigned char *buf = malloc(bsize);
+	if (!buf) {
+		io_err(c, "pread", "out of memory");
+		return 1;
+	}
+	uint64_t done = 0;
+	while (done < v[1]) {
+		size_t n = (size_t)(v[1] - done < bsize ? v[1] - done : bsize);
+		ssize_t r = pread(c->fd, buf, n, (off_t)(v[0] + done));
+		if (r < 0) {
+			io_err(c, "pread", "%s", strerror(errno));
+			free(buf);
+			return 1;
+		}
+		if (r == 0)
+			break;
+		if (verbose) {
+			for (size_t i = 0; i < (size_t)r; i += 16)
+				dump_line(v[0] + done + i, buf + i,
+					  (size_t)r - i < 16 ? (size_t)r - i : 16);
+		}
+		done += (uint64_t)r;
+	}
+	free(buf);
+	printf("read %" PRIu64 "/%" PRIu64 " bytes at offset %" PRIu64 "\n", done, v[1], v[0]);
+	return 0;
+}
+
+static int cmd_reflink(struct io_ctx *c, int argc, char **argv)
+{
+	if (argc != 2 && argc != 5) {
+		io_err(c, "reflink", "usage: reflink SRC [src_off dst_off len]");
+		return 1;
+	}
+	int sfd = open(argv[1], O_RDONLY | O_CLOEXEC);
+	if (sfd < 0) {
+		io_err(c, "reflink", "%s: %s", argv[1], strerror(errno));
+		return 1;
+	}
+	int r;
+	uint64_t len = 0, doff = 0;
+	if (argc == 2) {
+		struct rlfs_ioc_clone a;
+		memset(&a, 0, sizeof(a));
+		a.src_fd = sfd;
+		r = ioctl(c->fd, RLFS_IOC_CLONE, &a);
+		struct stat st;
+		if (r == 0 && fstat(sfd, &st) == 0)
+			len = (uint64_t)st.st_size;
+	} else {
+		uint64_t v[3];
+		if (!need_nums(c, "reflink", argc, argv, 2, 3, v, "SRC [src_off dst_off len]")) {
+			close(sfd);
+			return 1;
+		}
+		struct rlfs_ioc_clone_range a = {
+			.src_fd = sfd, .src_offset = v[0], .dest_offset = v[1], .src_length = v[2],
+		};
+		r = ioctl(c->fd, RLFS_IOC_CLONE_RANGE, &a);
+		doff = v[1];
+		len = v[2];
+		struct stat st;
+		if (r == 0 && len == 0 && fstat(sfd, &st) == 0 && (uint64_t)st.st_size > v[0])
+			len = (uint64_t)st.st_size - v[0];
+	}
+	int e = errno;
+	close(sfd);
+	if (r != 0) {
+		io_err(c, "reflink", "%s", io_strerror(e));
+		return 1;
+	}
+	printf("linked %" PRIu64 "/%" PRIu64 " bytes at offset %" PRIu64 "\n", len, len, doff);
+	return 0;
+}
+
+/* Call fn for each extent of [start, start+len), in batches. */
+typedef int (*ext_fn)(void *priv, const struct rlfs_ioc_extent *e);
+
+static int for_each_extent(int fd, uint64_t start, uint64_t len, ext_fn fn, void *priv)
+{
+	struct rlfs_ioc_extents *x = malloc(sizeof(*x));
+	if (!x)
+		return -ENOMEM;
+	uint64_t end = len > UINT64_MAX - start ? UINT64_MAX : start + len;
+	uint64_t pos = start;
+	bool first = true;
+	int ret = 0;
+	while (pos < end) {
+		memset(x, 0, sizeof(*x));
+		x->start = pos;
+		x->length = end - pos;
+		x->flags = first ? RLFS_IOC_EXT_SYNC : 0;
+		first = false;
+		if (ioctl(fd, RLFS_IOC_GET_EXTENTS, x) != 0) {
+			ret = -errno;
+			break;
+		}
+		bool stop = x->count < RLFS_IOC_EXTENTS_BATCH;
+		for (uint32_t i = 0; i < x->count && i < RLFS_IOC_EXTENTS_BATCH; i++) {
+			const struct rlfs_ioc_extent *e = &x->ext[i];
+			if (e->length == 0 || e->logical + e->length <= pos) {
+				stop = true;
+				break;
+			}
+			ret = fn(priv, e);
+			if (ret)
+				break;
+			pos = e->logical + e->length;
+			if (e->flags & RLFS_IOC_EXT_LAST)
+				stop = true;
+		}
+		if (ret || stop)
+			break;
+	}
+	free(x);
+	return ret;
+}
+
+struct fiemap_print {
+	bool verbose;
+	uint64_t next;          /* bytes: end of the previous extent */
+	uint64_t end;
+	unsigned idx;
+	uint64_t nshared, shared_bytes, total_bytes;
+};
+
+static void flag_words(uint32_t f, char *buf, size_t size)
+{
+	buf[0] = '\0';
+	size_t n = 0;
+	if (f & RLFS_IOC_EXT_SHARED)
+		n += (size_t)snprintf(buf + n, size - n, "%sshared", n ? "," : "");
+	if ((f & RLFS_IOC_EXT_UNWRITTEN) && n < size)
+		n += (size_t)snprintf(buf + n, size - n, "%sunwritten", n ? "," : "");
+	if ((f & RLFS_IOC_EXT_LAST) && n < size)
+		snprintf(buf + n, size - n, "%slast", n ? "," : "");
+}
+
+static void print_hole(struct fiemap_print *p, uint64_t from, uint64_t to)
+{
+	char range[64];
+	snprintf(range, sizeof(range), "[%" PRIu64 "..%" PRIu64 "]:", from / 512, to / 512 - 1);
+	if (p->verbose)
+		printf("%4u: %-18s %-18s %8" PRIu64 "\n", p->idx, range, "hole",
+		       (to - from) / 512);
+	else
+		printf("\t%u: %s hole\n", p->idx, range);
+	p->idx++;
+}
+
+static int fiemap_one(void *priv, const struct rlfs_ioc_extent *e)
+{
+	struct fiemap_print *p = priv;
+	if (e->logical > p->next)
+		print_hole(p, p->next, e->logical);
+	char range[64], blocks[64], words[64];
+	uint64_t lo = e->logical, ph = e->physical, ln = e->length;
+	snprintf(range, sizeof(range), "[%" PRIu64 "..%" PRIu64 "]:", lo / 512,
+		 (lo + ln) / 512 - 1);
+	snprintf(blocks, sizeof(blocks), "%" PRIu64 "..%" PRIu64, ph / 512, (ph + ln) / 512 - 1);
+	if (p->verbose) {
+		flag_words(e->flags, words, sizeof(words));
+		printf("%4u: %-18s %-18s %8" PRIu64 " 0x%04x %s\n", p->idx, range, blocks,
+		       ln / 512, (unsigned)e->flags, words);
+	} else {
+		printf("\t%u: %s %s%s\n", p->idx, range, blocks,
+		       (e->flags & RLFS_IOC_EXT_SHARED) ? " shared" : "");
+	}
+	p->idx++;
+	p->next = e->logical + e->length;
+	p->total_bytes += e->length;
+	if (e->flags & RLFS_IOC_EXT_SHARED) {
+		p->nshared++;
+		p->shared_bytes += e->length;
+	}
+	return 0;
+}
+
+static int cmd_fiemap(struct io_ctx *c, int argc, char **argv)
+{
+	const char *cmd = argv[0];
+	struct fiemap_print p = { 0 };
+	int o;
+	while ((o = cmd_getopt(argc, argv, "v")) != -1) {
+		if (o == 'v') {
+			p.verbose = true;
+		} else {
+			io_err(c, cmd, "usage: %s [-v] [off len]", cmd);
+			return 1;
+		}
+	}
+	uint64_t start = 0, len = UINT64_MAX;
+	if (argc - optind == 2) {
+		uint64_t v[2];
+		if (!need_nums(c, cmd, argc, argv, optind, 2, v, "[-v] [off len]"))
+			return 1;
+		start = v[0];
+		len = v[1];
+	} else if (argc != optind) {
+		io_err(c, cmd, "usage: %s [-v] [off len]", cmd);
+		return 1;
+	}
+	struct stat st;
+	if (fstat(c->fd, &st) != 0) {
+		io_err(c, cmd, "%s", strerror(errno));
+		return 1;
+	}
+	p.next = start;
+	printf("%s:\n", c->path);
+	if (p.verbose)
+		printf(" EXT: %-18s %-18s %8s FLAGS\n", "FILE-OFFSET", "BLOCK-RANGE", "TOTAL");
+	int err = for_each_extent(c->fd, start, len, fiemap_one, &p);
+	if (err) {
+		io_err(c, cmd, "%s", io_strerror(-err));
+		return 1;
+	}
+	/* a hole up to EOF (within the range), like xfs_io */
+	uint64_t eof = (uint64_t)st.st_size;
+	uint64_t lim = len > UINT64_MAX - start ? UINT64_MAX : start + len;
+	uint64_t hole_end = (eof < lim ? eof : lim);
+	hole_end = (hole_end + 511) & ~(uint64_t)511;
+	if (hole_end > p.next && p.next >= start)
+		print_hole(&p, p.next, hole_end);
+	return 0;
+}
+
+struct stat_count {
+	uint64_t n, nshared, shared_bytes, unwritten_bytes, mapped_bytes;
+};
+
+static int stat_one(void *priv, const struct rlfs_ioc_extent *e)
+{
+	struct stat_count *s = priv;
+	s->n++;
+	s->mapped_bytes += e->length;
+	if (e->flags & RLFS_IOC_EXT_SHARED) {
+		s->nshared++;
+		s->shared_bytes += e->length;
+	}
+	if (e->flags & RLFS_IOC_EXT_UNWRITTEN)
+		s->unwritten_bytes += e->length;
+	return 0;
+}
+
+static const char *ftype(mode_t m)
+{
+	if (S_ISREG(m))
+		return "regular file";
+	if (S_ISDIR(m))
+		return "directory";
+	if (S_ISLNK(m))
+		return "symbolic link";
+	if (S_ISCHR(m))
+		return "character device";
+	if (S_ISBLK(m))
+		return "block device";
+	if (S_ISFIFO(m))
+		return "fifo";
+	if (S_ISSOCK(m))
+		return "socket";
+	return "unknown";
+}
+
+static int cmd_stat(struct io_ctx *c, int argc, char **argv)
+{
+	(void)argv;
+	if (argc != 1) {
+		io_err(c, "stat", "usage: stat");
+		return 1;
+	}
+	struct stat st;
+	if (fstat(c->fd, &st) != 0) {
+		io_err(c, "stat", "%s", strerror(errno));
+		return 1;
+	}
+	printf("fd.path = \"%s\"\n", c->path);
+	printf("fd.flags = %s\n", c->rdonly ? "read-only" : "read-write");
+	printf("stat.ino = %llu\n", (unsigned long long)st.st_ino);
+	printf("stat.type = %s\n", ftype(st.st_mode));
+	printf("stat.mode = 0%o\n", (unsigned)(st.st_mode & 07777));
+	printf("stat.nlink = %llu\n", (unsigned long long)st.st_nlink);
+	printf("stat.uid = %u\nstat.gid = %u\n", (unsigned)st.st_uid, (unsigned)st.st_gid);
+	printf("stat.size = %lld\n", (long long)st.st_size);
+	printf("stat.blocks = %lld\n", (long long)st.st_blocks);
+	printf("stat.blksize = %lld\n", (long long)st.st_blksize);
+	printf("stat.atime = %lld.%09ld\n", (long long)st.st_atim.tv_sec, st.st_atim.tv_nsec);
+	printf("stat.mtime = %lld.%09ld\n", (long long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec);
+	printf("stat.ctime = %lld.%09ld\n", (long long)st.st_ctim.tv_sec, st.st_ctim.tv_nsec);
+	if (S_ISREG(st.st_mode)) {
+		struct stat_count s = { 0 };
+		int err = for_each_extent(c->fd, 0, UINT64_MAX, stat_one, &s);
+		if (err) {
+			io_err(c, "stat", "extent map: %s", io_strerror(-err));
+			return 1;
+		}
+		printf("extents.count = %" PRIu64 "\n", s.n);
+		printf("extents.mapped_bytes = %" PRIu64 "\n", s.mapped_bytes);
+		printf("extents.shared = %" PRIu64 "\n", s.nshared);
+		printf("extents.shared_bytes = %" PRIu64 "\n", s.shared_bytes);
+		printf("extents.unwritten_bytes = %" PRIu64 "\n", s.unwritten_bytes);
+	}
+	return 0;
+}
+
+static int cmd_fallocate(struct io_ctx *c, int argc, char **argv, int base_mode, bool allow_k)
+{
+	const char *cmd = argv[0];
+	int mode = base_mode;
+	int o;
+	while ((o = cmd_getopt(argc, argv, allow_k ? "k" : "")) != -1) {
+		if (o == 'k' && allow_k) {
+			mode |= FALLOC_FL_KEEP_SIZE;
+		} else {
+			io_err(c, cmd, "usage: %s %soff len", cmd, allow_k ? "[-k] " : "");
+			return 1;
+		}
+	}
+	uint64_t v[2];
+	if (!need_nums(c, cmd, argc, argv, optind, 2, v, allow_k ? "[-k] off len" : "off len"))
+		return 1;
+	if (base_mode == FALLOC_FL_UNSHARE_RANGE) {
+		struct rlfs_ioc_unshare u;
+		memset(&u, 0, sizeof(u));
+		u.offset = v[0];
+		u.length = v[1];
+		u.flags = (mode & FALLOC_FL_KEEP_SIZE) ? RLFS_IOC_UNSHARE_KEEP_SIZE : 0;
+		if (ioctl(c->fd, RLFS_IOC_UNSHARE_RANGE, &u) != 0) {
+			io_err(c, cmd, "%s", io_strerror(errno));
+			return 1;
+		}
+		return 0;
+	}
+	if (fallocate(c->fd, mode, (off_t)v[0], (off_t)v[1]) != 0) {
+		io_err(c, cmd, "%s", strerror(errno));
+		return 1;
+	}
+	return 0;
+}
+
+static int cmd_truncate(struct io_ctx *c, int argc, char **argv)
+{
+	uint64_t v;
+	if (!need_nums(c, "truncate", argc, argv, 1, 1, &v, "off"))
+		return 1;
+	if (ftruncate(c->fd, (off_t)v) != 0) {
+		io_err(c, "truncate", "%s", strerror(errno));
+		return 1;
+	}
+	return 0;
+}
+
+static int cmd_sync(struct io_ctx *c, int argc, char **argv)
+{
+	if (argc != 1) {
+		io_err(c, argv[0], "usage: %s", argv[0]);
+		return 1;
+	}
+	int r = strcmp(argv[0], "fdatasync") == 0 ? fdatasync(c->fd) : fsync(c->fd);
+	if (r != 0) {
+		io_err(c, argv[0], "%s", strerror(errno));
+		return 1;
+	}
+	return 0;
+}
+
+static void io_help(FILE *f)
+{
+	fprintf(f,
+		"Commands (offsets/lengths in bytes, K/M/G suffixes or 0x hex):\n"
+		"  pwrite [-S pattern] [-b bsize] off len  write a byte pattern (default 0xcd)\n"
+		"  pread [-v] [-b bsize] off len           read (-v: hex dump)\n"
+		"  reflink SRC [src_off dst_off len]       share SRC's blocks into this file\n"
+		"                                          (whole file, or a range; len 0 = to SRC EOF)\n"
+		"  fiemap [-v] [off len]                   extent map in 512-byte units, shared marked\n"
+		"  bmap [-v] [off len]                     same as fiemap\n"
+		"  falloc [-k] off len                     preallocate (-k: keep size)\n"
+		"  fpunch off len                          punch a hole\n"
+		"  fzero [-k] off len                      zero a range\n"
+		"  funshare [-k] off len                   give the range private copies of shared blocks\n"
+		"  truncate off                            set the file size\n"
+		"  stat                                    file status and extent counts\n"
+		"  fsync | fdatasync                       flush to stable storage\n"
+		"  help | quit\n");
+}
+
+/* Split a command line into words (spaces/tabs; no quoting). */
+static int split_words(char *line, char **argv, int max)
+{
+	int n = 0;
+	char *save = NULL;
+	for (char *w = strtok_r(line, " \t\r\n", &save); w; w = strtok_r(NULL, " \t\r\n", &save)) {
+		if (n == max)
+			return -1;
+		argv[n++] = w;
+	}
+	return n;
+}
+
+/* Run one command line: 0 ok, 1 failed, 2 quit. */
+static int run_command(struct io_ctx *c, const char *line)
+{
+	char *copy = strdup(line);
+	char *argv[IO_MAX_ARGS + 1];
+	if (!copy) {
+		fprintf(stderr, "%s: out of memory\n", c->prog);
+		return 1;
+	}
+	int argc = split_words(copy, argv, IO_MAX_ARGS);
+	int r = 0;
+	if (argc < 0) {
+		fprintf(stderr, "%s: too many arguments: %s\n", c->prog, line);
+		free(copy);
+		return 1;
+	}
+	if (argc == 0 || argv[0][0] == '#') {
+		free(copy);
+		return 0;
+	}
+	argv[argc] = NULL;
+	optind = 1;
+	opterr = 0;
+	const char *cmd = argv[0];
+	if (strcmp(cmd, "pwrite") == 0)
+		r = cmd_pwrite(c, argc, argv);
+	else if (strcmp(cmd, "pread") == 0)
+		r = cmd_pread(c, argc, argv);
+	else if (strcmp(cmd, "reflink") == 0)
+		r = cmd_reflink(c, argc, argv);
+	else if (strcmp(cmd, "fiemap") == 0 || strcmp(cmd, "bmap") == 0)
+		r = cmd_fiemap(c, argc, argv);
+	else if (strcmp(cmd, "falloc") == 0)
+		r = cmd_fallocate(c, argc, argv, 0, true);
+	else if (strcmp(cmd, "fpunch") == 0)
+		r = cmd_fallocate(c, argc, argv, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, false);
+	else if (strcmp(cmd, "fzero") == 0)
+		r = cmd_fallocate(c, argc, argv, FALLOC_FL_ZERO_RANGE, true);
+	else if (strcmp(cmd, "funshare") == 0)
+		r = cmd_fallocate(c, argc, argv, FALLOC_FL_UNSHARE_RANGE, true);
+	else if (strcmp(cmd, "truncate") == 0)
+		r = cmd_truncate(c, argc, argv);
+	else if (strcmp(cmd, "stat") == 0)
+		r = cmd_stat(c, argc, argv);
+	else if (strcmp(cmd, "fsync") == 0 || strcmp(cmd, "fdatasync") == 0)
+		r = cmd_sync(c, argc, argv);
+	else if (strcmp(cmd, "help") == 0)
+		io_help(stdout);
+	else if (strcmp(cmd, "quit") == 0 || strcmp(cmd, "q") == 0)
+		r = 2;
+	else {
+		fprintf(stderr, "%s: unknown command '%s' (try -c help)\n", c->prog, cmd);
+		r = 1;
+	}
+	fflush(stdout);
+	free(copy);
+	return r;
+}
+
+static void io_usage(FILE *f, const char *prog)
+{
+	fprintf(f,
+		"Usage: %s [-f] [-r] [-c CMD]... FILE\n"
+		"\n"
+		"xfs_io-like commands on FILE in a mounted reflinkfs, using the reflinkfs\n"
+		"ioctls directly.  Without -c, commands are read from standard input.\n"
+		"  -c CMD      run CMD (repeatable, in order)\n"
+		"  -f          create FILE if it does not exist\n"
+		"  -r          open read-only\n"
+		"  -h, --help  this text\n"
+		"\n",
+		prog);
+	io_help(f);
+}
+
+int rlfs_io_main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct io_ctx c = { .prog = argv[0], .fd = -1 };
+	char **cmds = calloc((size_t)argc + 1, sizeof(*cmds));
+	int ncmds = 0, create = 0, o;
+	if (!cmds) {
+		fprintf(stderr, "%s: out of memory\n", c.prog);
+		return 1;
+	}
+	while ((o = getopt_long(argc, argv, "+c:frh", longopts, NULL)) != -1) {
+		switch (o) {
+		case 'c':
+			cmds[ncmds++] = optarg;
+			break;
+		case 'f':
+			create = 1;
+			break;
+		case 'r':
+			c.rdonly = true;
+			break;
+		case 'h':
+			io_usage(stdout, c.prog);
+			free(cmds);
+			return 0;
+		default:
+			fprintf(stderr, "Try '%s --help'.\n", c.prog);
+			free(cmds);
+			return 1;
+		}
+	}
+	if (argc - optind != 1) {
+		fprintf(stderr, "%s: expected one FILE (try '%s --help')\n", c.prog, c.prog);
+		free(cmds);
+		return 1;
+	}
+	c.path = argv[optind];
+	int flags = (c.rdonly ? O_RDONLY : O_RDWR) | O_CLOEXEC | (create ? O_CREAT : 0);
+	c.fd = open(c.path, flags, 0666);
+	if (c.fd < 0 && !c.rdonly && !create && (errno == EISDIR || errno == EACCES ||
+						 errno == EROFS || errno == EPERM)) {
+		/* xfs_io falls back the same way for directories etc. */
+		int e = errno;
+		c.fd = open(c.path, O_RDONLY | O_CLOEXEC);
+		if (c.fd >= 0)
+			c.rdonly = true;
+		else
+			errno = e;
+	}
+	if (c.fd < 0) {
+		fprintf(stderr, "%s: %s: %s\n", c.prog, c.path, strerror(errno));
+		free(cmds);
+		return 1;
+	}
+	int ret = 0;
+	if (ncmds) {
+		for (int i = 0; i < ncmds; i++) {
+			int r = run_command(&c, cmds[i]);
+			if (r == 2)
+				break;
+			if (r) {
+				ret = 1;
+				break;
+			}
+		}
+	} else {
+		char *line = NULL;
+		size_t cap = 0;
+		while (getline(&line, &cap, stdin) > 0) {
+			int r = run_command(&c, line);
+			if (r == 2)
+				break;
+			if (r) {
+				ret = 1;
+				break;
+			}
+		}
+		free(line);
+	}
+	if (close(c.fd) != 0 && !ret) {
+		fprintf(stderr, "%s: %s: close: %s\n", c.prog, c.path, strerror(errno));
+		ret = 1;
+	}
+	free(cmds);
+	return ret;
+}
