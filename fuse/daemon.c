@@ -1306,8 +1306,8 @@ static int do_clone(fuse_req_t req, struct rlfs_mount *mp, fuse_ino_t ino,
 		    uint64_t src_off, uint64_t len, uint64_t dst_off)
 {
 	const struct fuse_ctx *ctx = req_ctx(req);
-	uint64_t src;
-	int src_flags;
+	uint64_t src = 0;
+	int src_flags = 0;
 	int err = resolve_fd(ctx->pid, src_fd, &src, &src_flags);
 	if (err == -EBADF)
 		return err;
