@@ -546,7 +546,8 @@ static void test_efbig(void **state)
 	assert_int_equal(rlfs_read(fs.mp, rlfs_root_ino(fs.mp), buf, 10, 0), -EISDIR);
 	assert_int_equal(rlfs_write(fs.mp, rlfs_root_ino(fs.mp), buf, 10, 0), -EISDIR);
 	assert_int_equal(rlfs_fallocate(fs.mp, ino, FALLOC_FL_PUNCH_HOLE, 0, 10), -EOPNOTSUPP);
-	assert_int_equal(rlfs_fallocate(fs.mp, ino, 0x40, 0, 10), -EOPNOTSUPP);
+	assert_int_equal(rlfs_fallocate(fs.mp, ino, 0x20 /* INSERT_RANGE */, 0, 10),
+			 -EOPNOTSUPP);
 	tu_unmount(&fs);
 }
 
