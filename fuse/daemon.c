@@ -1104,7 +1104,11 @@ static void rl_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
 	int64_t r = 0;
 	if (bs && (in & (bs - 1)) == (out & (bs - 1)) && !atomic_load(&g_no_reflink)) {
 		uint64_t head = (bs - (in & (bs - 1))) & (bs - 1);
-		if (head < len && len - head >= bs) {
+		/* a partial EOF block is shared too when the copy ends at the
+		 * source EOF and lands at or past the destination EOF (the
+		 * library refuses it otherwise: then it is copied) */
+		bool to_eof = in + len == isize && ((len - head) & (bs - 1)) != 0;
+		if (head < len && (len - head >= bs || to_eof)) {
 			uint64_t mid = (len - head) & ~(bs - 1);
 			/* head: copied */
 			while (done < head) {
@@ -1116,8 +1120,16 @@ static void rl_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
 				}
 				done += (uint64_t)c;
 			}
-			/* middle: whole blocks, shared */
-			r = rlfs_clone_range(mp, src, in + head, dst, out + head, mid, kill);
+			/* middle (and maybe the EOF block): shared */
+			uint64_t want = to_eof ? len - head : mid;
+			r = rlfs_clone_range(mp, src, in + head, dst, out + head, want, kill);
+			if (r == -EINVAL && to_eof && mid) {
+				want = mid;
+				r = rlfs_clone_range(mp, src, in + head, dst, out + head, want, kill);
+			} else if (r == -EINVAL && to_eof) {
+				r = 0;     /* EOF block mid-file: copy below */
+				want = 0;
+			}
 			if (r == -EOPNOTSUPP)
 				atomic_store(&g_no_reflink, 1);
 			if (r < 0) {
@@ -1126,7 +1138,7 @@ static void rl_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
 				r = 0;     /* no reflink: copy below */
 			} else {
 				done += (uint64_t)r;
-				if ((uint64_t)r < mid)
+				if ((uint64_t)r < want)
 					goto reply;   /* partial (ENOSPC midway) */
 			}
 		}
