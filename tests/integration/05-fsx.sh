@@ -34,10 +34,13 @@ rlfs_mount "$img" "$mnt"
 for f in small big frag; do
 	cmp "$mnt/$f" "$T/model.$f" || die "$f differs from model after final remount"
 done
-# O_DIRECT-free parallel instances on separate files (different seeds)
+# parallel instances on separate files (different seeds); the third one
+# uses O_DIRECT (FUSE direct I/O, unaligned), mixed with mmap reads
 pids=()
 for i in 1 2 3; do
-	run_to 600 "$FSX" ${FSX_FLAGS:-} -q -N "$OPS" -S $((i * 7)) -l 8M -o 512K "$mnt/par$i" >"$T/par$i.log" 2>&1 &
+	direct=""
+	[ $i = 3 ] && direct=-d
+	run_to 600 "$FSX" ${FSX_FLAGS:-} $direct -q -N "$OPS" -S $((i * 7)) -l 8M -o 512K "$mnt/par$i" >"$T/par$i.log" 2>&1 &
 	pids+=($!)
 done
 for i in 0 1 2; do
