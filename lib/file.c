@@ -16,6 +16,19 @@
  * flushes data first), so metadata that points at new blocks never
  * reaches the device before the data in them.
  *
+ * Copy-on-write (REFLINK feature).  A block whose refcount is >= 2 is
+ * never changed in place: rlfs_write finds the first shared run in its
+ * range (rlfs_reflink_find_shared); blocks before it take the paths above,
+ * the shared run goes through cow_write (one transaction: new blocks near
+ * the old ones, old contents of partially covered edge blocks copied, the
+ * new data written, then the old range unmapped with one reference dropped
+ * and the new extent mapped; helpers in reflink.c).  Partial-block zeroing
+ * (truncate, punch and zero-range edges) of a shared written block uses the
+ * same path with zeros; whole shared blocks are simply unmapped (the
+ * release drops a reference).  FALLOC_FL_UNSHARE_RANGE copies every
+ * shared block inside EOF (rlfs_reflink_unshare), then preallocates like
+ * mode 0.  Without the feature none of this runs.
+ *
  * Invariant: bytes past EOF inside the last block, and every written
  * block past EOF, read as zeros on the device.  Truncate down zeroes the
  * tail of the new last block; extending writes zero the uncovered parts of

@@ -32,8 +32,8 @@
 /*
  * First run of shared blocks (refcount >= 2) among the MAPPED blocks of file
  * range [fb, fb+len) of ip: *sfb (file block) and *slen (blocks; the run
- * stops where sharing stops or the mapping becomes discontiguous or a hole
- * starts).  None: *slen = 0, *sfb = fb + len.  Holes never count as shared.
+ * may span several extents that follow each other in the file, and stops
+ * where sharing stops or a hole starts).  None: *slen = 0, *sfb = fb + len.  Holes never count as shared.
  * Without the REFLINK feature nothing is shared.  0, -EUCLEAN, -EIO.
  */
 int rlfs_reflink_find_shared(struct rlfs_trans *tp, struct rlfs_inode *ip, uint64_t fb,

@@ -325,7 +325,7 @@ static void run_fsck(struct ctx *c)
 	assert_int_equal(rlfs_mount_close(c->fs.mp), 0);
 	c->fs.mp = NULL;
 	char cmd[PATH_MAX * 2 + 32];
-	snprintf(cmd, sizeof(cmd), "%s fsck %s >/tmp/rlfs-reflink-fsck.log 2>&1", fsck_bin,
+	snprintf(cmd, sizeof(cmd), "%s fsck %s >>/tmp/rlfs-reflink-fsck.log 2>&1", fsck_bin,
 		 c->fs.path);
 	int st = system(cmd);
 	if (st != 0) {
@@ -829,13 +829,11 @@ static void test_enospc(void **state)
 	/* clones until ENOSPC: each either completes or fails whole/partly
 	 * (the targets exist already: inode chunks need contiguous space) */
 	int clones = 0, failed = 0;
-	print_message("before clones: free %llu resblks %llu fd %lld\n", (unsigned long long)bfree(&c), (unsigned long long)mp->resblks, (long long)mp->fdblocks);
 	for (int i = 0; i < 200 && !failed; i++) {
 		struct mfile *m = &c.f[kfirst + i % 12];
 		uint64_t doff = (m->size + bs - 1) / bs * bs;
 		int64_t n = rlfs_clone_range(mp, c.f[a].ino, 0, m->ino, doff, 0, 0);
 		uint64_t want = n == (int64_t)c.f[a].size ? c.f[a].size : 0;
-		print_message("clone %d: %lld free %llu\n", i, (long long)n, (unsigned long long)bfree(&c));
 		if (want) {
 			clones++;
 		} else {
@@ -1115,6 +1113,7 @@ int main(void)
 {
 	seed_from_env();
 	find_fsck();
+	unlink("/tmp/rlfs-reflink-fsck.log");
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_clone_modify),
 		cmocka_unit_test(test_many_clones),
