@@ -14,6 +14,9 @@
  *   FS_IOC_FIEMAP  (Documentation/filesystems/fiemap.rst) into batches of
  *                  RLFS_IOC_GET_EXTENTS
  *
+ * and interposes fallocate(2)/fallocate64 for FALLOC_FL_UNSHARE_RANGE
+ * (which the kernel does not pass to FUSE) -> RLFS_IOC_UNSHARE_RANGE.
+ *
  * (reflinkfs/ioctl.h).  Every other request, and every request on a
  * descriptor that is not on reflinkfs, goes to the real ioctl unchanged.
  * Errors are those of the kernel's implementation (the daemon mirrors its
@@ -24,6 +27,8 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
+/* define fallocate and fallocate64 as two symbols (no __REDIRECT) */
+#undef _FILE_OFFSET_BITS
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -40,6 +45,7 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include <linux/falloc.h>
 #include <linux/fiemap.h>
 #include <linux/fs.h>
 
@@ -269,6 +275,55 @@ static int do_fiemap(int fd, struct fiemap *fm)
 	free(x);
 	fm->fm_mapped_extents = mapped;
 	return ret;
+}
+
+_Static_assert(sizeof(off_t) == 8, "64-bit off_t expected");
+typedef int (*fallocate_fn)(int, int, off_t, off_t);
+
+/*
+ * fallocate(2) with FALLOC_FL_UNSHARE_RANGE (xfs_io funshare): the kernel's
+ * FUSE fallocate passes only KEEP_SIZE, PUNCH_HOLE and ZERO_RANGE to the
+ * daemon and fails the rest with EOPNOTSUPP, so on reflinkfs it becomes
+ * RLFS_IOC_UNSHARE_RANGE.  Other modes and filesystems: the real call.
+ */
+static int shim_fallocate(const char *sym, int fd, int mode, off_t offset, off_t len)
+{
+	static fallocate_fn fns[2];
+	int which = strcmp(sym, "fallocate") == 0 ? 0 : 1;
+	fallocate_fn f = __atomic_load_n(&fns[which], __ATOMIC_ACQUIRE);
+	if (!f) {
+		f = (fallocate_fn)dlsym(RTLD_NEXT, sym);
+		__atomic_store_n(&fns[which], f, __ATOMIC_RELEASE);
+	}
+	if ((mode & FALLOC_FL_UNSHARE_RANGE) &&
+	    !(mode & ~(FALLOC_FL_UNSHARE_RANGE | FALLOC_FL_KEEP_SIZE)) && fd_is_reflinkfs(fd)) {
+		/* vfs_fallocate's argument checks come first */
+		if (offset < 0 || len <= 0) {
+			errno = EINVAL;
+			return -1;
+		}
+		struct rlfs_ioc_unshare u;
+		memset(&u, 0, sizeof(u));
+		u.offset = (uint64_t)offset;
+		u.length = (uint64_t)len;
+		u.flags = (mode & FALLOC_FL_KEEP_SIZE) ? RLFS_IOC_UNSHARE_KEEP_SIZE : 0;
+		return real_ioctl(fd, RLFS_IOC_UNSHARE_RANGE, &u);
+	}
+	if (!f) {
+		errno = ENOSYS;
+		return -1;
+	}
+	return f(fd, mode, offset, len);
+}
+
+int fallocate(int fd, int mode, off_t offset, off_t len)
+{
+	return shim_fallocate("fallocate", fd, mode, offset, len);
+}
+
+int fallocate64(int fd, int mode, off64_t offset, off64_t len)
+{
+	return shim_fallocate("fallocate64", fd, mode, (off_t)offset, (off_t)len);
 }
 
 int ioctl(int fd, unsigned long request, ...)

@@ -269,6 +269,14 @@ expect_rc 1 "$RLFS" io -c "bogus" "$MNT/ioclone"
 "$RLFS" io -c "reflink $OTHER/r/osrc" "$MNT/ioclone" 2>"$T/io3.err" && die "cross-fs reflink succeeded"
 grep -q 'Invalid cross-device link' "$T/io3.err" || { cat "$T/io3.err" >&2; die "cross-fs: not EXDEV"; }
 
+log "xfs_io funshare through the shim (fallocate UNSHARE_RANGE)"
+LD_PRELOAD=$SHIM xfs_io -c "funshare 0 64k" -c "fiemap -v 0 64k" "$MNT/cpcopy" >"$T/funshare.out" 2>&1 ||
+	{ cat "$T/funshare.out" >&2; die "xfs_io funshare failed"; }
+grep -q 'Operation not supported' "$T/funshare.out" && { cat "$T/funshare.out" >&2; die "funshare not translated"; }
+grep -E '^ +0: \[0\.\.127\]:' "$T/funshare.out" | grep -Eq '0x20[0-9a-f]{2}' &&
+	{ cat "$T/funshare.out" >&2; die "funshare left the range shared"; }
+[ "$(md5sum <"$MNT/cpcopy")" = "$md5_orig" ] || die "funshare changed the data"
+
 log "remount: data and sharing persist"
 rlfs_umount "$MNT"
 rlfs_fsck "$IMG"
