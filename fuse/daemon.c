@@ -18,6 +18,13 @@
  * sent, or readdirplus's "." and "..", which the kernel does not link) are
  * forgotten again here.
  *
+ * Reflink: copy_file_range clones the block-aligned part (rl_copy_file_range);
+ * the private ioctls of reflinkfs/ioctl.h (clone, clone range, extent map,
+ * unshare) resolve the caller's file descriptors through /proc and apply
+ * the kernel's checks in the kernel's order (do_clone), flush dirty pages
+ * first, and afterwards invalidate the destination's cached pages and
+ * raise its cached size (after_change).
+ *
  * Kernel caching: the writeback cache is on, so the kernel owns file size
  * and mtime while it holds dirty pages and sends large (1 MiB) writes from
  * writeback.  Two consequences handled here: lseek(SEEK_DATA/SEEK_HOLE) is
@@ -29,8 +36,10 @@
  * Threads: RLFS_WORKERS request threads (worker_thread: our own loop over
  * fuse_session_receive_buf/fuse_session_process_buf instead of
  * fuse_session_loop_mt, because flush_for_seek needs to know which WRITEs
- * have been read but not yet processed), a signal monitor, and after
- * daemonizing a thread that forwards stderr to syslog.  Reads and writes
+ * have been read but not yet processed), RLFS_SLOW_THREADS threads for the
+ * requests that must flush and wait for WRITEs (the private ioctls and
+ * SEEK_DATA/SEEK_HOLE with possibly dirty pages; slow_submit), a signal
+ * monitor, and after daemonizing a thread that forwards stderr to syslog.  Reads and writes
  * of different files run in parallel (the library locks per inode).
  *
  * Unmount: the kernel does not wait for a FUSE daemon (non-fuseblk mounts
@@ -745,6 +754,131 @@ static void flush_for_seek(fuse_ino_t nodeid)
 	flush_and_wait(&nodeid, 1);
 }
 
+/* Whether flush_and_wait would have to flush. */
+static bool need_flush(void)
+{
+	return atomic_load(&g_nwopen) != 0 || atomic_load(&g_wgen) != atomic_load(&g_synced_gen);
+}
+
+/*
+ * Requests that flush (flush_and_wait) block their thread until WRITE
+ * requests have been processed by other threads.  If they ran on the
+ * request threads, RLFS_WORKERS concurrent callers (parallel clones or
+ * SEEK_DATAs) could occupy every thread while the WRITEs they wait for
+ * sit unread: a deadlock.  So they are handed to a small pool of their
+ * own (RLFS_SLOW_THREADS, started on first use) that replies itself;
+ * the request threads stay free for the WRITEs.  A queued request keeps
+ * copies of everything it needs from the request buffer.
+ */
+#define RLFS_SLOW_THREADS 4
+struct slow_job {
+	struct slow_job *next;
+	void (*run)(struct slow_job *job);
+	fuse_req_t req;
+	fuse_ino_t ino;
+	struct fuse_file_info fi;
+	unsigned int cmd, flags;
+	off_t off;
+	int whence;
+	size_t in_len, out_len;
+	char in[];
+};
+static pthread_mutex_t g_slow_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t g_slow_cond = PTHREAD_COND_INITIALIZER;
+static struct slow_job *g_slow_head, **g_slow_tail = &g_slow_head;
+static int g_slow_nthreads;
+static int g_slow_running;              /* jobs being run */
+static pthread_cond_t g_slow_idle = PTHREAD_COND_INITIALIZER;
+
+static void *slow_thread(void *arg)
+{
+	(void)arg;
+	for (;;) {
+		pthread_mutex_lock(&g_slow_lock);
+		while (!g_slow_head)
+			pthread_cond_wait(&g_slow_cond, &g_slow_lock);
+		struct slow_job *job = g_slow_head;
+		g_slow_head = job->next;
+		if (!g_slow_head)
+			g_slow_tail = &g_slow_head;
+		g_slow_running++;
+		pthread_mutex_unlock(&g_slow_lock);
+		job->run(job);
+		free(job);
+		pthread_mutex_lock(&g_slow_lock);
+		g_slow_running--;
+		if (!g_slow_running && !g_slow_head)
+			pthread_cond_broadcast(&g_slow_idle);
+		pthread_mutex_unlock(&g_slow_lock);
+	}
+	return NULL;
+}
+
+/* Wait until the pool has run every queued job (before the library mount
+ * is closed). */
+static void slow_drain(void)
+{
+	pthread_mutex_lock(&g_slow_lock);
+	while (g_slow_running || g_slow_head)
+		pthread_cond_wait(&g_slow_idle, &g_slow_lock);
+	pthread_mutex_unlock(&g_slow_lock);
+}
+
+/* Queue job (malloc'd; freed after it ran).  Runs it here if no pool
+ * thread can be started. */
+static void slow_submit(struct slow_job *job)
+{
+	pthread_mutex_lock(&g_slow_lock);
+	while (g_slow_nthreads < RLFS_SLOW_THREADS) {
+		pthread_t t;
+		pthread_attr_t a;
+		sigset_t all, old;
+		pthread_attr_init(&a);
+		pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+		sigfillset(&all);
+		pthread_sigmask(SIG_BLOCK, &all, &old);
+		int e = pthread_create(&t, &a, slow_thread, NULL);
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
+		pthread_attr_destroy(&a);
+		if (e != 0)
+			break;
+		g_slow_nthreads++;
+	}
+	if (g_slow_nthreads == 0) {
+		pthread_mutex_unlock(&g_slow_lock);
+		job->run(job);
+		free(job);
+		return;
+	}
+	job->next = NULL;
+	*g_slow_tail = job;
+	g_slow_tail = &job->next;
+	pthread_cond_signal(&g_slow_cond);
+	pthread_mutex_unlock(&g_slow_lock);
+}
+
+static void do_lseek(fuse_req_t req, struct rlfs_mount *mp, fuse_ino_t ino, off_t off,
+		     int whence)
+{
+	flush_for_seek(ino);
+	off_t r = rlfs_lseek(mp, n2i(ino), off, whence);
+	if (r < 0) {
+		reply_status(req, (int)r);
+		return;
+	}
+	fuse_reply_lseek(req, r);
+}
+
+static void lseek_job(struct slow_job *job)
+{
+	struct rlfs_mount *mp = g_mp;
+	if (!mp) {
+		fuse_reply_err(job->req, EIO);
+		return;
+	}
+	do_lseek(job->req, mp, job->ino, job->off, job->whence);
+}
+
 static void rl_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
 		     struct fuse_file_info *fi)
 {
@@ -754,13 +888,19 @@ static void rl_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
 		fuse_reply_err(req, EINVAL);
 		return;
 	}
-	flush_for_seek(ino);
-	off_t r = rlfs_lseek(mp, n2i(ino), off, whence);
-	if (r < 0) {
-		reply_status(req, (int)r);
-		return;
+	if (need_flush()) {
+		struct slow_job *job = calloc(1, sizeof(*job));
+		if (job) {
+			job->run = lseek_job;
+			job->req = req;
+			job->ino = ino;
+			job->off = off;
+			job->whence = whence;
+			slow_submit(job);
+			return;
+		}
 	}
-	fuse_reply_lseek(req, r);
+	do_lseek(req, mp, ino, off, whence);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1420,17 +1560,11 @@ static int do_unshare(struct rlfs_mount *mp, fuse_ino_t ino, struct fuse_file_in
  * (FUSE_IOCTL_COMPAT: only 64-bit fields, naturally aligned), so compat
  * requests are served the same way.  Other ioctls: ENOTTY.
  */
-static void rl_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
-		     struct fuse_file_info *fi, unsigned flags, const void *in_buf,
-		     size_t in_bufsz, size_t out_bufsz)
+static void ioctl_work(fuse_req_t req, fuse_ino_t ino, unsigned int c,
+		       struct fuse_file_info *fi, unsigned flags, const void *in_buf,
+		       size_t in_bufsz, size_t out_bufsz)
 {
-	(void)arg;
 	GET_MP(req, mp);
-	unsigned int c = cmd;
-	if (flags & FUSE_IOCTL_UNRESTRICTED) {
-		fuse_reply_err(req, ENOTTY);
-		return;
-	}
 	int err;
 	switch (c) {
 	case RLFS_IOC_CLONE: {
@@ -1503,6 +1637,48 @@ static void rl_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg
 		fuse_reply_err(req, ENOTTY);
 		return;
 	}
+}
+
+static void ioctl_job(struct slow_job *job)
+{
+	ioctl_work(job->req, job->ino, job->cmd, &job->fi, job->flags, job->in, job->in_len,
+		   job->out_len);
+}
+
+/* The private ioctls flush (and clone or map) on the slow pool: see
+ * slow_submit.  Unknown requests: ENOTTY at once. */
+static void rl_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
+		     struct fuse_file_info *fi, unsigned flags, const void *in_buf,
+		     size_t in_bufsz, size_t out_bufsz)
+{
+	(void)arg;
+	if ((flags & FUSE_IOCTL_UNRESTRICTED) ||
+	    (cmd != RLFS_IOC_CLONE && cmd != RLFS_IOC_CLONE_RANGE &&
+	     cmd != RLFS_IOC_GET_EXTENTS && cmd != RLFS_IOC_UNSHARE_RANGE)) {
+		fuse_reply_err(req, ENOTTY);
+		return;
+	}
+	if (in_bufsz > sizeof(struct rlfs_ioc_extents)) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	struct slow_job *job = calloc(1, sizeof(*job) + in_bufsz);
+	if (!job) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	job->run = ioctl_job;
+	job->req = req;
+	job->ino = ino;
+	if (fi)
+		job->fi = *fi;
+	job->cmd = cmd;
+	job->flags = flags;
+	job->in_len = in_bufsz;
+	job->out_len = out_bufsz;
+	if (in_bufsz)
+		memcpy(job->in, in_buf, in_bufsz);
+	slow_submit(job);
 }
 
 static const struct fuse_lowlevel_ops rl_ops = {
@@ -1888,6 +2064,7 @@ static int serve(void)
 	if (geteuid() == 0)
 		start_thread(tune_thread, NULL);
 	int ret = run_loop();
+	slow_drain();
 	fuse_session_unmount(g_se);
 	/* Calls destroy (rlfs_mount_close) if the kernel did not. */
 	fuse_session_destroy(g_se);
