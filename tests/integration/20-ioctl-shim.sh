@@ -277,6 +277,52 @@ grep -E '^ +0: \[0\.\.127\]:' "$T/funshare.out" | grep -Eq '0x20[0-9a-f]{2}' &&
 	{ cat "$T/funshare.out" >&2; die "funshare left the range shared"; }
 [ "$(md5sum <"$MNT/cpcopy")" = "$md5_orig" ] || die "funshare changed the data"
 
+log "dirty pages: clones see unflushed source data; cached destination pages are replaced"
+cat >"$T/dirty.py" <<'EOF'
+import fcntl, os, struct, sys
+i, d = int(sys.argv[1]), sys.argv[2]
+FICLONE, FICLONERANGE = 0x40049409, 0x4020940d
+for it in range(int(sys.argv[3])):
+    k = 1 + (i * 7 + it) % 40
+    whole = it % 2 == 1
+    data = os.urandom(4096 * k + (0 if whole else (i * 37 + it) % 4096))
+    src = os.path.join(d, "ds%d" % i)
+    with open(src, "wb") as f:
+        f.write(data)                                  # no fsync: dirty pages
+    dst = os.path.join(d, "dc%d" % i)
+    fd = os.open(dst, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.pwrite(fd, b"D" * 65536, 0)                     # dirty destination pages
+    os.pread(fd, 10, 0)
+    sfd = os.open(src, os.O_RDONLY)
+    if whole:
+        fcntl.ioctl(fd, FICLONE, sfd)
+        n = len(data)
+    else:
+        n = len(data) & ~4095
+        fcntl.ioctl(fd, FICLONERANGE, struct.pack("=qQQQ", sfd, 0, n, 0))
+    os.close(sfd)
+    want = data[:n] + b"D" * max(0, 65536 - n)
+    got = b""
+    while True:
+        b = os.pread(fd, 1 << 20, len(got))
+        if not b:
+            break
+        got += b
+    os.close(fd)
+    if got != want:
+        print("MISMATCH proc %d iter %d: got %d bytes, want %d" % (i, it, len(got), len(want)))
+        sys.exit(1)
+EOF
+# 40 processes at once: more than the daemon's request threads
+pids=()
+for i in $(seq 1 40); do
+	LD_PRELOAD=$SHIM timeout 300 "$PY" "$T/dirty.py" "$i" "$MNT" 3 >"$T/dirty.$i.out" 2>&1 &
+	pids+=($!)
+done
+for i in $(seq 1 40); do
+	wait "${pids[i - 1]}" || { cat "$T/dirty.$i.out" >&2; die "dirty-page clone run $i failed"; }
+done
+
 log "remount: data and sharing persist"
 rlfs_umount "$MNT"
 rlfs_fsck "$IMG"
