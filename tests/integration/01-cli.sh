@@ -7,7 +7,7 @@ common_setup
 
 for cmd in "" mkfs mount umount fsck; do
 	out=$(run_to 30 "$RLFS" $cmd --help 2>&1) || die "'reflinkfs $cmd --help' exited non-zero"
-	echo "$out" | grep -qi usage || die "'reflinkfs $cmd --help' prints no usage line"
+	grep -qi usage <<<"$out" || die "'reflinkfs $cmd --help' prints no usage line"
 done
 log "--help ok for every command"
 
