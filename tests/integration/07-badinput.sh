@@ -77,7 +77,7 @@ check_bad() {
 	[ $rc != 124 ] && [ $rc != 137 ] || die "$label: fsck -n hung"
 	is_crash $rc && { tail -20 "$T/fsck.out" >&2; die "$label: fsck -n crashed (exit $rc)"; }
 	case $rc in
-	4|8) finding=$(grep -v '^$' "$T/fsck.out" | head -1)
+	4|8) finding=$(awk 'NF {print; exit}' "$T/fsck.out")
 	     [ -n "$finding" ] || die "$label: fsck -n exited $rc without a message" ;;
 	0) [ "$stale" = 1 ] || die "$label: fsck -n says clean (exit 0), expected 4 or 8"
 	   DETECTED=0; finding="NOT DETECTED (stale block?)" ;;
@@ -193,7 +193,7 @@ for kind in $kinds; do
 		log "note: no $kind block in the populated image (feature unused by this layout)"
 		continue
 	fi
-	first=$(echo "$blocks" | head -1)
+	first=$(awk 'NR == 1' <<<"$blocks")
 	last=$(echo "$blocks" | tail -1)
 	# header byte (magic / blkno / owner / uuid) of the first block, a
 	# middle byte of the last block of that kind (e.g. a backup sb)
