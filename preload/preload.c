@@ -147,12 +147,27 @@ out:
 /* ------------------------------------------------------------------ */
 /* translations */
 
+/* After a clone: the kernel keeps its own mtime/ctime of a FUSE file under
+ * the writeback cache and never takes the daemon's, so set them to now
+ * through the kernel (a SETATTR it applies locally too), as the clone
+ * did.  Errors are ignored (the clone itself succeeded). */
+static void touch_mtime(int fd)
+{
+	int saved = errno;
+	struct timespec ts[2] = { { 0, UTIME_OMIT }, { 0, UTIME_NOW } };
+	(void)futimens(fd, ts);
+	errno = saved;
+}
+
 static int do_ficlone(int fd, int src_fd)
 {
 	struct rlfs_ioc_clone a;
 	memset(&a, 0, sizeof(a));
 	a.src_fd = src_fd;
-	return real_ioctl(fd, RLFS_IOC_CLONE, &a);
+	int r = real_ioctl(fd, RLFS_IOC_CLONE, &a);
+	if (r == 0)
+		touch_mtime(fd);
+	return r;
 }
 
 static int do_ficlonerange(int fd, const struct file_clone_range *u)
@@ -167,7 +182,10 @@ static int do_ficlonerange(int fd, const struct file_clone_range *u)
 		.src_length = u->src_length,
 		.dest_offset = u->dest_offset,
 	};
-	return real_ioctl(fd, RLFS_IOC_CLONE_RANGE, &a);
+	int r = real_ioctl(fd, RLFS_IOC_CLONE_RANGE, &a);
+	if (r == 0)
+		touch_mtime(fd);
+	return r;
 }
 
 /* FIEMAP_MAX_EXTENTS of fs/ioctl.c */

@@ -284,6 +284,10 @@ static int cmd_reflink(struct io_ctx *c, int argc, char **argv)
 		io_err(c, "reflink", "%s", io_strerror(e));
 		return 1;
 	}
+	/* the kernel keeps its own mtime of a FUSE file (writeback cache):
+	 * set it through the kernel, as the clone did in the filesystem */
+	struct timespec ts[2] = { { 0, UTIME_OMIT }, { 0, UTIME_NOW } };
+	(void)futimens(c->fd, ts);
 	printf("linked %" PRIu64 "/%" PRIu64 " bytes at offset %" PRIu64 "\n", len, len, doff);
 	return 0;
 }

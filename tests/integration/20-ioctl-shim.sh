@@ -220,6 +220,10 @@ LD_PRELOAD=$SHIM xfs_io -c "reflink $MNT/orig 1M 64k 2M" "$MNT/part" >"$T/xfsio-
 cmp -n $((2 << 20)) -i $((1 << 20)):$((64 << 10)) "$MNT/orig" "$MNT/part" ||
 	die "xfs_io reflink: contents differ"
 
+touch -d 2001-01-01 "$MNT/part"
+LD_PRELOAD=$SHIM xfs_io -c "reflink $MNT/orig 0 0 64k" "$MNT/part" >/dev/null || die "xfs_io reflink 2 failed"
+[ "$(stat -c %Y "$MNT/part")" -gt 1000000000 ] || die "clone did not update the destination's mtime"
+
 log "plain cp (FUSE copy_file_range) shares blocks"
 u2=$(used_kb)
 cp "$MNT/orig" "$MNT/cpcopy" || die "cp failed"
