@@ -160,6 +160,29 @@ case("odd_range_short", run("t22", lambda D, S: clone_range(D, S, 4 * BS, 100, 0
 case("odd_tail_mid_dest", run("t23", lambda D, S: (os.pwrite(D, b"x" * (8 * BS), 0), clone_range(D, S, 4 * BS, 0, 0)), spath=odd))
 case("ficlone_whole", run("t24", lambda D, S: clone(D, S)))
 
+# FS_IOC_FIEMAP argument checks (fs/ioctl.c fiemap_prep)
+FS_IOC_FIEMAP = 0xC020660B
+def fiemap(path, start, length, flags, count):
+    fd = os.open(path, os.O_RDONLY)
+    buf = bytearray(struct.pack("=QQIIII", start, length, flags, 0, count, 0) + bytes(56 * count))
+    try:
+        fcntl.ioctl(fd, FS_IOC_FIEMAP, buf)
+    except OSError as e:
+        e.fm_flags = struct.unpack_from("=I", buf, 16)[0]
+        raise
+    finally:
+        os.close(fd)
+    return struct.unpack_from("=I", buf, 20)[0]
+case("fiemap_len0", lambda: fiemap(src, 0, 0, 0, 4))
+case("fiemap_badflag", lambda: fiemap(src, 0, 1 << 20, 0x80, 4))
+try:
+    fiemap(src, 0, 1 << 20, 0x80 | 1, 4)
+except OSError as e:
+    print("fiemap_badflag_fm_flags: 0x%x" % e.fm_flags)
+case("fiemap_count_only", lambda: fiemap(src, 0, 1 << 30, 1, 0))
+case("fiemap_past_eof", lambda: fiemap(src, 1 << 40, 4096, 0, 4))
+case("fiemap_huge_start", lambda: fiemap(src, (1 << 64) - 4096, 4096, 0, 4))
+
 # content check of the successful whole-file clone
 with open(os.path.join(d, "t24"), "rb") as a, open(src, "rb") as b:
     print("ficlone_whole_content:", "SAME" if a.read() == b.read() else "DIFFERENT")
