@@ -1273,9 +1273,9 @@ static void rl_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
 			if (r == -EOPNOTSUPP)
 				atomic_store(&g_no_reflink, 1);
 			if (r < 0) {
-				if (r != -EOPNOTSUPP)
+				if (r != -EOPNOTSUPP && r != -EINVAL)
 					goto reply;
-				r = 0;     /* no reflink: copy below */
+				r = 0;     /* not clonable: copy below */
 			} else {
 				done += (uint64_t)r;
 				if ((uint64_t)r < want)

@@ -272,6 +272,61 @@ assert B[:100] == b"y" * 100 and B[1100:1100 + want] == A[1000:1000 + want], "da
 assert len(B) == 1100 + want, len(B)
 EOF
 
+log "copy_file_range: random same-file/cross-file copies, writes, truncates vs a model"
+cat >"$T/cfr.py" <<'EOF'
+import os, random, sys
+random.seed(int(sys.argv[1]))
+d = sys.argv[2]
+files = {}
+for n in ("cfa", "cfb"):
+    files[n] = bytearray(os.urandom(200000))
+    with open(os.path.join(d, n), "wb") as f:
+        f.write(files[n])
+fds = {n: os.open(os.path.join(d, n), os.O_RDWR) for n in files}
+for it in range(400):
+    s, t = random.choice(list(files)), random.choice(list(files))
+    src, dst = files[s], files[t]
+    op = random.random()
+    if op < 0.15:
+        o = random.randrange(len(dst) + 1)
+        w = bytes([random.randrange(256)]) * random.choice([1, 5000, 4096])
+        os.pwrite(fds[t], w, o)
+        if o > len(dst):
+            dst.extend(bytes(o - len(dst)))
+        dst[o:o + len(w)] = w
+        continue
+    if op < 0.2:
+        z = random.randrange(len(dst) + 5000)
+        os.ftruncate(fds[t], z)
+        if z < len(dst):
+            del dst[z:]
+        else:
+            dst.extend(bytes(z - len(dst)))
+        continue
+    ln = random.choice([1, 100, 4096, 8192, 50000, 4096 * 7 + 3, 10**6])
+    oi = random.choice([0, 4096, 8192 * 3, random.randrange(len(src) + 1)])
+    oo = random.choice([0, 4096, oi, random.randrange(len(dst) + 1), len(dst), len(dst) + 777])
+    if s == t and oo < oi + ln and oi < oo + ln:
+        continue
+    chunk = bytes(src[oi:oi + ln])
+    n = os.copy_file_range(fds[s], fds[t], ln, oi, oo)
+    assert n <= len(chunk), (n, len(chunk))
+    if n:
+        if oo > len(dst):
+            dst.extend(bytes(oo - len(dst)))
+        dst[oo:oo + n] = chunk[:n]
+for n in files:
+    os.close(fds[n])
+    with open(os.path.join(d, n), "rb") as f:
+        got = f.read()
+    if got != bytes(files[n]):
+        print("MISMATCH", n, len(got), len(files[n]))
+        sys.exit(1)
+EOF
+for seed in 1 2 3; do
+	"$PY" "$T/cfr.py" "$seed" "$MNT" || die "copy_file_range model check failed (seed $seed)"
+done
+
 log "a rewrite of a clone leaves the original and the other clones intact"
 md5_orig=$(md5sum <"$MNT/orig")
 dd if=/dev/zero of="$MNT/clone1" bs=4k seek=100 count=50 conv=notrunc status=none
