@@ -932,6 +932,37 @@ static void test_many_extents(void **state)
 	ctx_fini(&c);
 }
 
+/* A file that fills its AG, cloned, then CoW-written at random: the AG's
+ * refcount btree keeps growing (records split per write) although the AG
+ * has no free data space; data and bmbt blocks leave it headroom */
+static void test_full_ag(void **state)
+{
+	struct ctx c;
+	ctx_init(&c, 32 * MB, 1024, 2);
+	struct rlfs_mount *mp = MP(&c);
+	uint64_t free0 = bfree(&c);
+	uint32_t bs = c.bs;
+	int a = mkfile(&c, "a"), b = mkfile(&c, "b");
+	uint64_t blocks = (uint64_t)mp->agblocks + mp->agblocks / 4;
+	for (uint64_t off = 0; off < blocks * bs; off += 256 * bs)
+		do_write(&c, a, off, 256 * bs, off);
+	do_clone(&c, a, 0, b, 0, 0);
+	for (int i = 0; i < 3000; i++) {
+		int f = i % 3 == 0 ? b : a;
+		uint64_t o = rnd(blocks) * bs + rnd(bs);
+		do_write(&c, f, o, 1 + rnd(bs), 5000 + (uint64_t)i);
+		if (i % 1000 == 999)
+			check_fs(&c);
+	}
+	check_fs(&c);
+	tu_remount(&c.fs);
+	check_fs(&c);
+	while (c.nf)
+		rmfile(&c, c.nf - 1);
+	assert_int_equal(bfree(&c), free0);
+	ctx_fini(&c);
+}
+
 /* Without the REFLINK feature: clone -EOPNOTSUPP, frees plain */
 static void test_noreflink(void **state)
 {
@@ -1127,6 +1158,7 @@ int main(void)
 		cmocka_unit_test(test_unshare_punch),
 		cmocka_unit_test(test_extents),
 		cmocka_unit_test(test_noreflink),
+		cmocka_unit_test(test_full_ag),
 		cmocka_unit_test(test_enospc),
 		cmocka_unit_test(test_many_extents),
 		cmocka_unit_test(test_random_1k),
