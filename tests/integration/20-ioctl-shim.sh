@@ -351,6 +351,46 @@ expect_rc 1 "$RLFS" io -c "bogus" "$MNT/ioclone"
 "$RLFS" io -c "reflink $OTHER/r/osrc" "$MNT/ioclone" 2>"$T/io3.err" && die "cross-fs reflink succeeded"
 grep -q 'Invalid cross-device link' "$T/io3.err" || { cat "$T/io3.err" >&2; die "cross-fs: not EXDEV"; }
 
+log "private ioctls directly: malformed arguments give EINVAL and change nothing"
+"$PY" - "$MNT" <<'EOF' || die "raw private ioctl checks failed"
+import errno, fcntl, os, struct, sys
+d = sys.argv[1]
+def IOWR(nr, size):
+    return (3 << 30) | (size << 16) | (0xb7 << 8) | nr
+CLONE, CLONE_RANGE = IOWR(1, 32), IOWR(2, 32)
+GET_EXTENTS, UNSHARE = IOWR(3, 32 + 128 * 32), IOWR(8, 40)
+def expect(err, fn):
+    try:
+        fn()
+    except OSError as e:
+        assert e.errno == err, (errno.errorcode[e.errno], errno.errorcode[err])
+        return
+    assert err == 0, "succeeded, expected %s" % errno.errorcode[err]
+src = os.path.join(d, "rawsrc"); dst = os.path.join(d, "rawdst")
+with open(src, "wb") as f: f.write(b"S" * 65536)
+with open(dst, "wb") as f: f.write(b"D" * 65536)
+s = os.open(src, os.O_RDONLY); t = os.open(dst, os.O_RDWR)
+expect(errno.EINVAL, lambda: fcntl.ioctl(t, CLONE, struct.pack("=qQQQ", s, 1, 0, 0)))
+expect(errno.EINVAL, lambda: fcntl.ioctl(t, CLONE_RANGE, struct.pack("=qQQQ", s, 0, 4097, 0)))
+expect(errno.EINVAL, lambda: fcntl.ioctl(t, UNSHARE, struct.pack("=QQIIQQ", 0, 0, 0, 0, 0, 0)))
+expect(errno.EINVAL, lambda: fcntl.ioctl(t, UNSHARE, struct.pack("=QQIIQQ", 0, 4096, 2, 0, 0, 0)))
+r = os.open(dst, os.O_RDONLY)
+expect(errno.EBADF, lambda: fcntl.ioctl(r, UNSHARE, struct.pack("=QQIIQQ", 0, 4096, 0, 0, 0, 0)))
+assert open(dst, "rb").read() == b"D" * 65536, "a rejected call changed the file"
+buf = bytearray(32 + 128 * 32)
+struct.pack_into("=QQIIII", buf, 0, 0, 1 << 40, 2, 0, 0, 0)
+expect(errno.EINVAL, lambda: fcntl.ioctl(r, GET_EXTENTS, buf))
+struct.pack_into("=QQIIII", buf, 0, 0, 1 << 40, 0, 0, 0, 7)
+expect(errno.EINVAL, lambda: fcntl.ioctl(r, GET_EXTENTS, buf))
+struct.pack_into("=QQIIII", buf, 0, 0, 1 << 40, 1, 0, 0, 0)
+fcntl.ioctl(r, GET_EXTENTS, buf)
+start, length, flags, count, abi, res = struct.unpack_from("=QQIIII", buf, 0)
+assert abi == 1 and count >= 1, (abi, count)
+expect(errno.ENOTTY, lambda: fcntl.ioctl(r, IOWR(99, 8), bytes(8)))
+fcntl.ioctl(t, CLONE, struct.pack("=qQQQ", s, 0, 0, 0))
+assert open(dst, "rb").read() == b"S" * 65536
+EOF
+
 log "xfs_io funshare through the shim (fallocate UNSHARE_RANGE)"
 LD_PRELOAD=$SHIM xfs_io -c "funshare 0 64k" -c "fiemap -v 0 64k" "$MNT/cpcopy" >"$T/funshare.out" 2>&1 ||
 	{ cat "$T/funshare.out" >&2; die "xfs_io funshare failed"; }
