@@ -22,6 +22,7 @@
 #include <fcntl.h>
 #include <libgen.h>
 #include <limits.h>
+#include <pthread.h>
 #include <linux/falloc.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -963,6 +964,92 @@ static void test_full_ag(void **state)
 	ctx_fini(&c);
 }
 
+/* Threads cloning between files in both directions (lock order), writing,
+ * unsharing and reading at once; afterwards the refcounts must match the
+ * mappings and fsck must be clean.  Contents are not modelled here. */
+struct thr_arg {
+	struct ctx *c;
+	int id;
+	int errors;
+};
+
+static void *thr_main(void *p)
+{
+	struct thr_arg *t = p;
+	struct rlfs_mount *mp = MP(t->c);
+	uint32_t bs = t->c->bs;
+	uint64_t st = 0x1234567ull * (uint64_t)(t->id + 1);
+	uint8_t *buf = malloc(8 * bs);
+	memset(buf, t->id + 1, 8 * bs);
+	for (int i = 0; i < 300; i++) {
+		st ^= st << 13;
+		st ^= st >> 7;
+		st ^= st << 17;
+		int a = (int)(st % 4), b = (int)((st >> 8) % 4);
+		uint64_t ia = t->c->f[a].ino, ib = t->c->f[b].ino;
+		uint64_t o1 = ((st >> 16) % 60) * bs, o2 = ((st >> 24) % 60) * bs;
+		uint64_t l = (1 + (st >> 32) % 4) * bs;
+		int64_t r = 0;
+		switch ((st >> 40) % 4) {
+		case 0:
+			r = rlfs_clone_range(mp, ia, o1, ib, o2, l, 0);
+			if (r != (int64_t)l && r != -EINVAL)
+				t->errors++;
+			break;
+		case 1:
+			r = rlfs_write(mp, ia, buf, l, (off_t)o1 + 7);
+			if (r != (int64_t)l)
+				t->errors++;
+			break;
+		case 2:
+			if (rlfs_fallocate(mp, ia, FALLOC_FL_UNSHARE_RANGE | FALLOC_FL_KEEP_SIZE,
+					   (off_t)o1, (off_t)l) != 0)
+				t->errors++;
+			break;
+		case 3:
+			if (rlfs_read(mp, ia, buf, l, (off_t)o1) < 0)
+				t->errors++;
+			break;
+		}
+	}
+	free(buf);
+	return NULL;
+}
+
+static void test_threads(void **state)
+{
+	struct ctx c;
+	ctx_init(&c, 64 * MB, 4096, 4);
+	for (int i = 0; i < 4; i++) {
+		char name[8];
+		snprintf(name, sizeof(name), "t%d", i);
+		int f = mkfile(&c, name);
+		do_write(&c, f, 0, 64 * 4096, (uint64_t)i);
+	}
+	pthread_t th[4];
+	struct thr_arg args[4];
+	for (int i = 0; i < 4; i++) {
+		args[i] = (struct thr_arg){ &c, i, 0 };
+		assert_int_equal(pthread_create(&th[i], NULL, thr_main, &args[i]), 0);
+	}
+	for (int i = 0; i < 4; i++) {
+		assert_int_equal(pthread_join(th[i], NULL), 0);
+		assert_int_equal(args[i].errors, 0);
+	}
+	/* contents: re-read into the model, then the structural checks */
+	for (int i = 0; i < c.nf; i++) {
+		struct stat st;
+		assert_int_equal(rlfs_getattr(MP(&c), c.f[i].ino, &st), 0);
+		mf_setsize(&c.f[i], (uint64_t)st.st_size);
+		assert_int_equal(rlfs_read(MP(&c), c.f[i].ino, c.f[i].data, c.f[i].size, 0),
+				 (ssize_t)c.f[i].size);
+	}
+	check_fs(&c);
+	tu_remount(&c.fs);
+	check_fs(&c);
+	ctx_fini(&c);
+}
+
 /* Without the REFLINK feature: clone -EOPNOTSUPP, frees plain */
 static void test_noreflink(void **state)
 {
@@ -1159,6 +1246,7 @@ int main(void)
 		cmocka_unit_test(test_extents),
 		cmocka_unit_test(test_noreflink),
 		cmocka_unit_test(test_full_ag),
+		cmocka_unit_test(test_threads),
 		cmocka_unit_test(test_enospc),
 		cmocka_unit_test(test_many_extents),
 		cmocka_unit_test(test_random_1k),
