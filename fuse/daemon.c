@@ -83,6 +83,11 @@ extern char **environ;
  * writer of the image, so the kernel's cache can only be stale through
  * operations that it performs itself. */
 #define RLFS_FUSE_TIMEOUT 1.0
+/* Names change only through this mount, and the kernel updates its own
+ * dentry cache for every namespace operation it sends us, so entries can
+ * be cached long (attributes keep the short timeout: st_blocks changes
+ * behind the writeback cache). */
+#define RLFS_FUSE_ENTRY_TIMEOUT 3600.0
 #define RLFS_FUSE_MAX_WRITE (1u << 20)
 
 /* Whether rlfs_readdir(plus) adds a lookup count for "." and "..": fs.h
@@ -163,7 +168,7 @@ static void fill_entry(struct fuse_entry_param *e, const struct stat *st)
 	e->generation = 0;
 	e->attr = *st;
 	e->attr_timeout = RLFS_FUSE_TIMEOUT;
-	e->entry_timeout = RLFS_FUSE_TIMEOUT;
+	e->entry_timeout = RLFS_FUSE_ENTRY_TIMEOUT;
 }
 
 /* Drop a lookup count the library added for an entry the kernel did not

@@ -130,7 +130,7 @@ static void iunlock_set(struct ilockset *lk)
 static int lookup_ino(struct rlfs_inode *dp, const char *name, size_t len, uint64_t *ino)
 {
 	struct rlfs_trans *tp;
-	int error = rlfs_trans_alloc(dp->mp, 0, 0, &tp);
+	int error = rlfs_trans_alloc(dp->mp, 0, RLFS_TRANS_RDONLY, &tp);
 	if (error)
 		return error;
 	error = rlfs_dir_lookup(tp, dp, name, len, ino, NULL);
@@ -251,7 +251,7 @@ int rlfs_lookup(struct rlfs_mount *mp, uint64_t dir, const char *name, struct st
 		ino = dp->parent ? dp->parent : dp->ino;
 		error = rlfs_iget(mp, ino, &ip);
 	} else {
-		error = rlfs_trans_alloc(mp, 0, 0, &tp);
+		error = rlfs_trans_alloc(mp, 0, RLFS_TRANS_RDONLY, &tp);
 		if (!error) {
 			error = rlfs_dir_lookup(tp, dp, name, len, &ino, NULL);
 			if (!error) {
@@ -563,7 +563,7 @@ int rlfs_readlink(struct rlfs_mount *mp, uint64_t ino, char *buf, size_t size)
 	} else if (ip->nlink == 0) {
 		error = -ENOENT; /* remote target invalidated at the last unlink */
 	} else if (ip->format == RLFS_FMT_EXTENTS || ip->format == RLFS_FMT_BTREE) {
-		error = rlfs_trans_alloc(mp, 0, 0, &tp);
+		error = rlfs_trans_alloc(mp, 0, RLFS_TRANS_RDONLY, &tp);
 		if (!error) {
 			error = symlink_read_remote(tp, ip, buf, n);
 			rlfs_trans_cancel(tp);
@@ -984,7 +984,7 @@ int rlfs_rename(struct rlfs_mount *mp, uint64_t dir, const char *name, uint64_t 
 	uint32_t resblks = 2 * (rlfs_dir_res(sdp) + rlfs_dir_res(tdp));
 	if (tip && S_ISDIR(tip->mode))
 		resblks += rlfs_dir_res(tip);
-	error = rlfs_trans_alloc(mp, resblks, 0, &tp);
+	error = rlfs_trans_alloc(mp, resblks, RLFS_TRANS_RESERVE, &tp);
 	if (error)
 		goto out_unlock;
 	rlfs_trans_ijoin(tp, sdp);
@@ -1193,7 +1193,7 @@ int rlfs_readdir(struct rlfs_mount *mp, uint64_t dir, uint64_t cookie, int plus,
 	}
 	if (cookie >= RLFS_DIR_COOKIE_EOF)
 		goto out;
-	error = rlfs_trans_alloc(mp, 0, 0, &ctx.tp);
+	error = rlfs_trans_alloc(mp, 0, RLFS_TRANS_RDONLY, &ctx.tp);
 	if (error)
 		goto out;
 	error = rlfs_dir_iterate(ctx.tp, dp, cookie, readdir_entry, &ctx);
