@@ -82,7 +82,10 @@ extern char **environ;
 /* Attribute and entry cache lifetime (seconds): the library is the only
  * writer of the image, so the kernel's cache can only be stale through
  * operations that it performs itself. */
-#define RLFS_FUSE_TIMEOUT 1.0
+/* Attributes: the kernel invalidates its copy on every operation that
+ * changes them through this mount (write, fallocate, setattr, link...),
+ * and ioctl-driven changes (clone) notify it explicitly. */
+#define RLFS_FUSE_TIMEOUT 3600.0
 /* Names change only through this mount, and the kernel updates its own
  * dentry cache for every namespace operation it sends us, so entries can
  * be cached long (attributes keep the short timeout: st_blocks changes

@@ -32,9 +32,10 @@
 #define RLFS_IOC_ABI_VERSION 1
 #define RLFS_IOC_TYPE 0xb7 /* unused in Documentation/userspace-api/ioctl/ioctl-number.rst */
 
-/* RLFS_IOC_CLONE: share all of src_fd's data into the target file, like
- * FICLONE (ioctl_ficlone(2)): the target's contents are replaced and its
- * size becomes the source's. */
+/* RLFS_IOC_CLONE: like FICLONE (ioctl_ficlone(2)): clone src_fd from
+ * offset 0 to its EOF onto the target at offset 0.  A larger target keeps
+ * its size (and a partial last source block landing inside it is EINVAL,
+ * as on XFS); a smaller one grows to the source's size. */
 struct rlfs_ioc_clone {
 	__s64 src_fd;
 	__u64 reserved[3];          /* must be zero */
