@@ -380,9 +380,13 @@ static void kill_suid(struct rlfs_inode *ip)
 {
 	if (S_ISDIR(ip->mode))
 		return;
-	ip->mode &= ~(uint32_t)S_ISUID;
-	if ((ip->mode & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP))
-		ip->mode &= ~(uint32_t)S_ISGID;
+	uint32_t mode = ip->mode & ~(uint32_t)S_ISUID;
+	if ((mode & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP))
+		mode &= ~(uint32_t)S_ISGID;
+	/* store only on a change: the file type is read without the iolock
+	 * (iget_reg, fallocate), so do not rewrite the word needlessly */
+	if (mode != ip->mode)
+		ip->mode = mode;
 }
 
 /* Get a regular file for data ops: -EISDIR for directories, -EINVAL for

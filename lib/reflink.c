@@ -418,9 +418,11 @@ int rlfs_reflink_unshare(struct rlfs_inode *ip, uint64_t fb0, uint64_t fb1)
 /* file_remove_privs: setuid always, setgid only with group exec. */
 static void clone_kill_suid(struct rlfs_inode *ip)
 {
-	ip->mode &= ~(uint32_t)S_ISUID;
-	if ((ip->mode & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP))
-		ip->mode &= ~(uint32_t)S_ISGID;
+	uint32_t mode = ip->mode & ~(uint32_t)S_ISUID;
+	if ((mode & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP))
+		mode &= ~(uint32_t)S_ISGID;
+	if (mode != ip->mode) /* others read the type bits without the iolock */
+		ip->mode = mode;
 }
 
 /*
@@ -521,21 +523,15 @@ static int clone_blocks(struct rlfs_inode *src, uint64_t sb, struct rlfs_inode *
 	return 0;
 }
 
-static int iget_file(struct rlfs_mount *mp, uint64_t ino, struct rlfs_inode **ipp)
+/* generic_file_rw_checks: directories -EISDIR, other non-regular -EINVAL
+ * (caller holds the iolocks: mode is read under them). */
+static int check_types(const struct rlfs_inode *src, const struct rlfs_inode *dst)
 {
-	int error = rlfs_iget(mp, ino, ipp);
-	if (error)
-		return error;
-	if (S_ISDIR((*ipp)->mode)) {
-		error = -EISDIR;
-	} else if (!S_ISREG((*ipp)->mode)) {
-		error = -EINVAL;
-	} else {
-		return 0;
-	}
-	rlfs_irele(*ipp);
-	*ipp = NULL;
-	return error;
+	if (S_ISDIR(src->mode) || S_ISDIR(dst->mode))
+		return -EISDIR;
+	if (!S_ISREG(src->mode) || !S_ISREG(dst->mode))
+		return -EINVAL;
+	return 0;
 }
 
 static void lock_two(struct rlfs_inode *a, struct rlfs_inode *b)
@@ -572,15 +568,18 @@ int64_t rlfs_clone_range(struct rlfs_mount *mp, uint64_t src_ino, uint64_t src_o
 		return -EINVAL;
 	if (flags & ~RLFS_CLONE_KILL_SUID)
 		return -EINVAL;
-	error = iget_file(mp, src_ino, &src);
+	error = rlfs_iget(mp, src_ino, &src);
 	if (error)
 		return error;
-	error = iget_file(mp, dst_ino, &dst);
+	error = rlfs_iget(mp, dst_ino, &dst);
 	if (error) {
 		rlfs_irele(src);
 		return error;
 	}
 	lock_two(src, dst);
+	ret = check_types(src, dst);
+	if (ret)
+		goto out;
 	if (mp->flags & RLFS_MOUNT_RDONLY) {
 		ret = -EROFS;
 		goto out;
