@@ -1050,6 +1050,43 @@ static void test_threads(void **state)
 	ctx_fini(&c);
 }
 
+/* dst mtime/ctime change (src's do not); KILL_SUID clears setuid/setgid */
+static void test_times_suid(void **state)
+{
+	struct ctx c;
+	ctx_init(&c, 32 * MB, 4096, 0);
+	struct rlfs_mount *mp = MP(&c);
+	int a = mkfile(&c, "a"), b = mkfile(&c, "b");
+	do_write(&c, a, 0, 4 * 4096, 1);
+	do_write(&c, b, 0, 4 * 4096, 2);
+	struct stat st = { .st_mode = 06755 }, sa0, sb0, sa1, sb1;
+	assert_int_equal(rlfs_setattr(mp, c.f[b].ino, &st, RLFS_SET_MODE, NULL), 0);
+	st.st_atim.tv_sec = st.st_mtim.tv_sec = 1000;
+	assert_int_equal(rlfs_setattr(mp, c.f[a].ino, &st, RLFS_SET_ATIME | RLFS_SET_MTIME,
+				      NULL), 0);
+	assert_int_equal(rlfs_setattr(mp, c.f[b].ino, &st, RLFS_SET_ATIME | RLFS_SET_MTIME,
+				      NULL), 0);
+	assert_int_equal(rlfs_getattr(mp, c.f[a].ino, &sa0), 0);
+	assert_int_equal(rlfs_getattr(mp, c.f[b].ino, &sb0), 0);
+	do_clone(&c, a, 0, b, 0, 4096); /* root caller: no flag */
+	assert_int_equal(rlfs_getattr(mp, c.f[a].ino, &sa1), 0);
+	assert_int_equal(rlfs_getattr(mp, c.f[b].ino, &sb1), 0);
+	assert_int_equal(sb1.st_mode & 07777, 06755);
+	assert_int_equal(sa1.st_mtim.tv_sec, sa0.st_mtim.tv_sec);
+	assert_true(sb1.st_mtim.tv_sec > 1000);
+	assert_true(sb1.st_ctim.tv_sec >= sb0.st_ctim.tv_sec);
+	assert_int_equal(rlfs_clone_range(mp, c.f[a].ino, 4096, c.f[b].ino, 4096, 4096,
+					  RLFS_CLONE_KILL_SUID), 4096);
+	memcpy(c.f[b].data + 4096, c.f[a].data + 4096, 4096);
+	assert_int_equal(rlfs_getattr(mp, c.f[b].ino, &sb1), 0);
+	assert_int_equal(sb1.st_mode & 07777, 0755);
+	/* unknown flags */
+	assert_int_equal(rlfs_clone_range(mp, c.f[a].ino, 0, c.f[b].ino, 0, 4096, 0x80),
+			 -EINVAL);
+	check_fs(&c);
+	ctx_fini(&c);
+}
+
 /* Without the REFLINK feature: clone -EOPNOTSUPP, frees plain */
 static void test_noreflink(void **state)
 {
@@ -1246,6 +1283,7 @@ int main(void)
 		cmocka_unit_test(test_extents),
 		cmocka_unit_test(test_noreflink),
 		cmocka_unit_test(test_full_ag),
+		cmocka_unit_test(test_times_suid),
 		cmocka_unit_test(test_threads),
 		cmocka_unit_test(test_enospc),
 		cmocka_unit_test(test_many_extents),
