@@ -19,6 +19,21 @@
  *   m  mmap read of a range, compared with the model
  *   c  close and reopen the file
  *   y  fsync
+ * With -F N (N files: FILE, FILE.1 .. FILE.N-1, each op on a random one):
+ *   l  clone a block-aligned range of a random file (possibly the same one)
+ *      into this one (FICLONERANGE rules; EINVAL cases are provoked and
+ *      checked: overlapping same-file ranges, a partial EOF block landing
+ *      before the destination's EOF)
+ *   x  copy_file_range(2) from a random file (unaligned, possibly the same
+ *      file; overlapping same-file ranges must give EINVAL)
+ *   u  unshare a range (FALLOC_FL_UNSHARE_RANGE, +-KEEP_SIZE): contents
+ *      unchanged, the file grows without KEEP_SIZE
+ *   Clone and unshare use the private reflinkfs ioctls (RLFS_IOC_CLONE_RANGE,
+ *   RLFS_IOC_UNSHARE_RANGE) on a FUSE mount, else FICLONERANGE and
+ *   fallocate(UNSHARE_RANGE) (kernel XFS/btrfs; with -t a filesystem without
+ *   them just loses the op); -P / -K force one or the other.
+ *   Every file is checked against its own model; a clone's source is
+ *   verified whenever it is read later, and all files at the end.
  *
  * Model file (-m PATH): after a successful run the expected contents are
  * saved to PATH (a plain byte copy).  With -c the file is NOT created fresh:
@@ -40,12 +55,22 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <sys/types.h>
 #include <time.h>
 #include <unistd.h>
 
+#include <linux/fs.h>            /* FICLONERANGE, struct file_clone_range */
+
+/* the private ioctls, straight from the source tree (no include path) */
+#include "../include/reflinkfs/ioctl.h"
+
+#ifndef FALLOC_FL_UNSHARE_RANGE
+#define FALLOC_FL_UNSHARE_RANGE 0x40
+#endif
 #ifndef FALLOC_FL_KEEP_SIZE
 #define FALLOC_FL_KEEP_SIZE 0x01
 #endif
@@ -58,12 +83,21 @@
 
 #define LOGSZ 64
 
-static const char *fname;
+/* One file under test and its model.  files[0] is FILE, files[i] FILE.i;
+ * the model of files[i] is saved to MODEL (i == 0) or MODEL.i. */
+struct fsxfile {
+	char *name;
+	char *model;
+	int fd;
+	unsigned char *good;    /* model contents, capacity maxlen + maxop */
+	uint64_t size;          /* model size */
+};
+#define MAXFILES 16
+static struct fsxfile files[MAXFILES];
+static unsigned nfiles = 1;
+static struct fsxfile *cf = &files[0];  /* the file the current op works on */
 static const char *modelpath;
-static int fd = -1;
-static unsigned char *good;     /* model contents, capacity maxlen */
 static unsigned char *tmpbuf;
-static uint64_t filesize;       /* model size */
 static uint64_t maxlen = 8u << 20;
 static uint64_t maxop = 256u << 10;
 static uint64_t nops = 10000;
@@ -97,7 +131,8 @@ static void logop(const char *fmt, ...)
 {
 	va_list ap;
 	char *slot = oplog[oplog_n % LOGSZ];
-	int len = snprintf(slot, 128, "%8" PRIu64 " ", opno);
+	int len = nfiles > 1 ? snprintf(slot, 128, "%8" PRIu64 " f%td ", opno, cf - files)
+			     : snprintf(slot, 128, "%8" PRIu64 " ", opno);
 	va_start(ap, fmt);
 	vsnprintf(slot + len, (size_t)(128 - len), fmt, ap);
 	va_end(ap);
@@ -122,7 +157,7 @@ static void fail(const char *fmt, ...)
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	fprintf(stderr, "fsx: FAILURE at op %" PRIu64 " (seed %" PRIu64 ", file %s): %s\n",
-		opno, seed, fname, msg);
+		opno, seed, cf->name, msg);
 	dump_log();
 	/* again at the end, so that a log tail shows what failed */
 	fprintf(stderr, "fsx: FAILURE at op %" PRIu64 " (seed %" PRIu64 "): %s\n", opno, seed, msg);
@@ -148,24 +183,24 @@ static void disable_op(char c, const char *why)
 static void open_file(int create)
 {
 	int flags = O_RDWR | (create ? O_CREAT | O_TRUNC : 0) | (odirect ? O_DIRECT : 0);
-	fd = open(fname, flags, 0644);
-	if (fd < 0)
+	cf->fd = open(cf->name, flags, 0644);
+	if (cf->fd < 0)
 		fail("open: %s", strerror(errno));
 }
 
 static void check_range(const unsigned char *got, uint64_t off, uint64_t len, const char *what)
 {
-	if (memcmp(got, good + off, len) == 0)
+	if (memcmp(got, cf->good + off, len) == 0)
 		return;
 	for (uint64_t i = 0; i < len; i++) {
-		if (got[i] != good[off + i]) {
+		if (got[i] != cf->good[off + i]) {
 			uint64_t j = i;
-			while (j < len && got[j] != good[off + j])
+			while (j < len && got[j] != cf->good[off + j])
 				j++;
 			fail("%s mismatch at offset %" PRIu64 " (0x%" PRIx64 "): got 0x%02x expected 0x%02x,"
 			     " %" PRIu64 " differing bytes from there (read of %" PRIu64 "+%" PRIu64
 			     ", model size %" PRIu64 ")",
-			     what, off + i, off + i, got[i], good[off + i], j - i, off, len, filesize);
+			     what, off + i, off + i, got[i], cf->good[off + i], j - i, off, len, cf->size);
 		}
 	}
 }
@@ -174,13 +209,13 @@ static void full_pread(unsigned char *buf, uint64_t len, uint64_t off, const cha
 {
 	uint64_t done = 0;
 	while (done < len) {
-		ssize_t n = pread(fd, buf + done, len - done, (off_t)(off + done));
+		ssize_t n = pread(cf->fd, buf + done, len - done, (off_t)(off + done));
 		if (n < 0)
 			fail("%s pread(%" PRIu64 ", %" PRIu64 "): %s", what, off + done, len - done,
 			     strerror(errno));
 		if (n == 0)
 			fail("%s pread(%" PRIu64 ", %" PRIu64 "): short read (EOF), model size %" PRIu64,
-			     what, off + done, len - done, filesize);
+			     what, off + done, len - done, cf->size);
 		done += (uint64_t)n;
 	}
 }
@@ -188,25 +223,25 @@ static void full_pread(unsigned char *buf, uint64_t len, uint64_t off, const cha
 static void check_size(const char *what)
 {
 	struct stat st;
-	if (fstat(fd, &st) < 0)
+	if (fstat(cf->fd, &st) < 0)
 		fail("fstat: %s", strerror(errno));
-	if ((uint64_t)st.st_size != filesize)
+	if ((uint64_t)st.st_size != cf->size)
 		fail("%s: file size %" PRIu64 ", expected %" PRIu64, what, (uint64_t)st.st_size,
-		     filesize);
+		     cf->size);
 }
 
 static void verify_all(const char *what)
 {
 	check_size(what);
-	for (uint64_t off = 0; off < filesize; off += maxop) {
-		uint64_t len = filesize - off < maxop ? filesize - off : maxop;
+	for (uint64_t off = 0; off < cf->size; off += maxop) {
+		uint64_t len = cf->size - off < maxop ? cf->size - off : maxop;
 		full_pread(tmpbuf, len, off, what);
 		check_range(tmpbuf, off, len, what);
 	}
 	/* reading at EOF returns 0 bytes */
-	ssize_t n = pread(fd, tmpbuf, 1, (off_t)filesize);
+	ssize_t n = pread(cf->fd, tmpbuf, 1, (off_t)cf->size);
 	if (n != 0)
-		fail("%s: read at EOF %" PRIu64 " returned %zd", what, filesize, n);
+		fail("%s: read at EOF %" PRIu64 " returned %zd", what, cf->size, n);
 }
 
 static void pick_range(uint64_t *off, uint64_t *len, uint64_t limit)
@@ -234,13 +269,13 @@ static void pick_range(uint64_t *off, uint64_t *len, uint64_t limit)
 static void op_read(void)
 {
 	uint64_t off, len;
-	if (filesize == 0) {
+	if (cf->size == 0) {
 		logop("read skipped (empty)");
 		return;
 	}
-	pick_range(&off, &len, filesize);
-	if (off + len > filesize)
-		len = filesize - off;
+	pick_range(&off, &len, cf->size);
+	if (off + len > cf->size)
+		len = cf->size - off;
 	if (len == 0)
 		return;
 	logop("read   0x%" PRIx64 " +0x%" PRIx64, off, len);
@@ -252,16 +287,16 @@ static void op_mapread(void)
 {
 	uint64_t off, len;
 	long pg = sysconf(_SC_PAGESIZE);
-	if (filesize == 0)
+	if (cf->size == 0)
 		return;
-	pick_range(&off, &len, filesize);
-	if (off + len > filesize)
-		len = filesize - off;
+	pick_range(&off, &len, cf->size);
+	if (off + len > cf->size)
+		len = cf->size - off;
 	if (len == 0)
 		return;
 	uint64_t pgoff = off & ~((uint64_t)pg - 1);
 	logop("mapread 0x%" PRIx64 " +0x%" PRIx64, off, len);
-	void *p = mmap(NULL, len + (off - pgoff), PROT_READ, MAP_SHARED, fd, (off_t)pgoff);
+	void *p = mmap(NULL, len + (off - pgoff), PROT_READ, MAP_SHARED, cf->fd, (off_t)pgoff);
 	if (p == MAP_FAILED) {
 		if (errno == ENODEV || errno == EOPNOTSUPP || errno == EINVAL) {
 			if (!tolerant)
@@ -291,32 +326,32 @@ static void op_write(void)
 {
 	uint64_t off, len;
 	/* favour writes near or past EOF so the file grows */
-	uint64_t limit = filesize + maxop < maxlen ? filesize + maxop : maxlen;
+	uint64_t limit = cf->size + maxop < maxlen ? cf->size + maxop : maxlen;
 	pick_range(&off, &len, limit);
 	if (len == 0)
 		return;
-	logop("write  0x%" PRIx64 " +0x%" PRIx64 " (size 0x%" PRIx64 ")", off, len, filesize);
+	logop("write  0x%" PRIx64 " +0x%" PRIx64 " (size 0x%" PRIx64 ")", off, len, cf->size);
 	fill_random(tmpbuf, len);
 	uint64_t done = 0;
 	while (done < len) {
-		ssize_t n = pwrite(fd, tmpbuf + done, len - done, (off_t)(off + done));
+		ssize_t n = pwrite(cf->fd, tmpbuf + done, len - done, (off_t)(off + done));
 		if (n <= 0)
 			fail("pwrite(%" PRIu64 ", %" PRIu64 "): %s", off + done, len - done,
 			     n < 0 ? strerror(errno) : "wrote 0 bytes");
 		done += (uint64_t)n;
 	}
-	if (off > filesize)
-		memset(good + filesize, 0, off - filesize);
-	memcpy(good + off, tmpbuf, len);
-	if (off + len > filesize)
-		filesize = off + len;
+	if (off > cf->size)
+		memset(cf->good + cf->size, 0, off - cf->size);
+	memcpy(cf->good + off, tmpbuf, len);
+	if (off + len > cf->size)
+		cf->size = off + len;
 }
 
 static void set_size(uint64_t newsize)
 {
-	if (newsize > filesize)
-		memset(good + filesize, 0, newsize - filesize);
-	filesize = newsize;
+	if (newsize > cf->size)
+		memset(cf->good + cf->size, 0, newsize - cf->size);
+	cf->size = newsize;
 }
 
 static void op_truncate(void)
@@ -327,14 +362,14 @@ static void op_truncate(void)
 		newsize = 0;
 		break;
 	case 1:
-		newsize = filesize ? rnd_below(filesize) : 0;
+		newsize = cf->size ? rnd_below(cf->size) : 0;
 		break;
 	default:
 		newsize = rnd_below(maxlen);
 		break;
 	}
-	logop("trunc  0x%" PRIx64 " -> 0x%" PRIx64, filesize, newsize);
-	if (ftruncate(fd, (off_t)newsize) < 0)
+	logop("trunc  0x%" PRIx64 " -> 0x%" PRIx64, cf->size, newsize);
+	if (ftruncate(cf->fd, (off_t)newsize) < 0)
 		fail("ftruncate(%" PRIu64 "): %s", newsize, strerror(errno));
 	set_size(newsize);
 }
@@ -342,7 +377,7 @@ static void op_truncate(void)
 /* Returns 0 done, 1 not supported (op disabled), exits on other errors. */
 static int do_fallocate(char letter, int mode, uint64_t off, uint64_t len, const char *name)
 {
-	if (fallocate(fd, mode, (off_t)off, (off_t)len) == 0)
+	if (fallocate(cf->fd, mode, (off_t)off, (off_t)len) == 0)
 		return 0;
 	if (errno == EOPNOTSUPP && tolerant) {
 		disable_op(letter, name);
@@ -355,17 +390,17 @@ static int do_fallocate(char letter, int mode, uint64_t off, uint64_t len, const
 static void op_punch(void)
 {
 	uint64_t off, len;
-	if (filesize == 0)
+	if (cf->size == 0)
 		return;
-	pick_range(&off, &len, filesize);
+	pick_range(&off, &len, cf->size);
 	if (len == 0)
 		return;
-	logop("punch  0x%" PRIx64 " +0x%" PRIx64 " (size 0x%" PRIx64 ")", off, len, filesize);
+	logop("punch  0x%" PRIx64 " +0x%" PRIx64 " (size 0x%" PRIx64 ")", off, len, cf->size);
 	if (do_fallocate('p', FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len, "PUNCH_HOLE"))
 		return;
-	if (off < filesize) {
-		uint64_t end = off + len < filesize ? off + len : filesize;
-		memset(good + off, 0, end - off);
+	if (off < cf->size) {
+		uint64_t end = off + len < cf->size ? off + len : cf->size;
+		memset(cf->good + off, 0, end - off);
 	}
 }
 
@@ -373,21 +408,21 @@ static void op_zero(void)
 {
 	uint64_t off, len;
 	int keep = (int)rnd_below(2);
-	uint64_t limit = filesize + maxop < maxlen ? filesize + maxop : maxlen;
+	uint64_t limit = cf->size + maxop < maxlen ? cf->size + maxop : maxlen;
 	pick_range(&off, &len, limit);
 	if (len == 0)
 		return;
 	logop("zero   0x%" PRIx64 " +0x%" PRIx64 "%s (size 0x%" PRIx64 ")", off, len,
-	      keep ? " keep" : "", filesize);
+	      keep ? " keep" : "", cf->size);
 	if (do_fallocate('z', FALLOC_FL_ZERO_RANGE | (keep ? FALLOC_FL_KEEP_SIZE : 0), off, len,
 			 "ZERO_RANGE"))
 		return;
 	uint64_t end = off + len;
-	if (!keep && end > filesize)
+	if (!keep && end > cf->size)
 		set_size(end);
-	if (off < filesize) {
-		uint64_t e = end < filesize ? end : filesize;
-		memset(good + off, 0, e - off);
+	if (off < cf->size) {
+		uint64_t e = end < cf->size ? end : cf->size;
+		memset(cf->good + off, 0, e - off);
 	}
 }
 
@@ -395,33 +430,33 @@ static void op_falloc(void)
 {
 	uint64_t off, len;
 	int keep = (int)rnd_below(2);
-	uint64_t limit = filesize + maxop < maxlen ? filesize + maxop : maxlen;
+	uint64_t limit = cf->size + maxop < maxlen ? cf->size + maxop : maxlen;
 	pick_range(&off, &len, limit);
 	if (len == 0)
 		return;
 	logop("falloc 0x%" PRIx64 " +0x%" PRIx64 "%s (size 0x%" PRIx64 ")", off, len,
-	      keep ? " keep" : "", filesize);
+	      keep ? " keep" : "", cf->size);
 	if (do_fallocate('f', keep ? FALLOC_FL_KEEP_SIZE : 0, off, len, "ALLOCATE"))
 		return;
-	if (!keep && off + len > filesize)
+	if (!keep && off + len > cf->size)
 		set_size(off + len);
 }
 
 static void op_seek(void)
 {
-	uint64_t off = rnd_below(filesize + 1);
-	logop("seek   0x%" PRIx64 " (size 0x%" PRIx64 ")%s", off, filesize,
+	uint64_t off = rnd_below(cf->size + 1);
+	logop("seek   0x%" PRIx64 " (size 0x%" PRIx64 ")%s", off, cf->size,
 	      sync_before_seek ? " after fsync" : "");
-	if (sync_before_seek && fsync(fd) < 0)
+	if (sync_before_seek && fsync(cf->fd) < 0)
 		fail("fsync: %s", strerror(errno));
-	off_t d = lseek(fd, (off_t)off, SEEK_DATA);
+	off_t d = lseek(cf->fd, (off_t)off, SEEK_DATA);
 	if (d < 0) {
 		if (errno == ENXIO) {
 			/* no data from off to EOF: everything must be zero */
-			for (uint64_t i = off; i < filesize; i++)
-				if (good[i])
+			for (uint64_t i = off; i < cf->size; i++)
+				if (cf->good[i])
 					fail("SEEK_DATA(0x%" PRIx64 ") = ENXIO but byte 0x%" PRIx64
-					     " is 0x%02x", off, i, good[i]);
+					     " is 0x%02x", off, i, cf->good[i]);
 		} else if (errno == EINVAL && tolerant) {
 			disable_op('s', "SEEK_DATA");
 			return;
@@ -429,24 +464,24 @@ static void op_seek(void)
 			fail("SEEK_DATA(%" PRIu64 "): %s", off, strerror(errno));
 		}
 	} else {
-		if ((uint64_t)d < off || (uint64_t)d >= filesize)
+		if ((uint64_t)d < off || (uint64_t)d >= cf->size)
 			fail("SEEK_DATA(0x%" PRIx64 ") = 0x%" PRIx64 ", outside [off, size 0x%" PRIx64 ")",
-			     off, (uint64_t)d, filesize);
+			     off, (uint64_t)d, cf->size);
 		for (uint64_t i = off; i < (uint64_t)d; i++)
-			if (good[i])
+			if (cf->good[i])
 				fail("SEEK_DATA(0x%" PRIx64 ") = 0x%" PRIx64 " skipped data byte 0x%" PRIx64
-				     " = 0x%02x", off, (uint64_t)d, i, good[i]);
+				     " = 0x%02x", off, (uint64_t)d, i, cf->good[i]);
 	}
-	off_t h = lseek(fd, (off_t)off, SEEK_HOLE);
+	off_t h = lseek(cf->fd, (off_t)off, SEEK_HOLE);
 	if (h < 0) {
-		if (errno == ENXIO && off >= filesize)
+		if (errno == ENXIO && off >= cf->size)
 			return;
-		fail("SEEK_HOLE(%" PRIu64 "): %s (size %" PRIu64 ")", off, strerror(errno), filesize);
+		fail("SEEK_HOLE(%" PRIu64 "): %s (size %" PRIu64 ")", off, strerror(errno), cf->size);
 	}
-	if ((uint64_t)h < off || (uint64_t)h > filesize)
+	if ((uint64_t)h < off || (uint64_t)h > cf->size)
 		fail("SEEK_HOLE(0x%" PRIx64 ") = 0x%" PRIx64 ", outside [off, size 0x%" PRIx64 "]", off,
-		     (uint64_t)h, filesize);
-	if (off >= filesize)
+		     (uint64_t)h, cf->size);
+	if (off >= cf->size)
 		fail("SEEK_HOLE at EOF 0x%" PRIx64 " returned 0x%" PRIx64 " instead of ENXIO", off,
 		     (uint64_t)h);
 }
@@ -454,7 +489,7 @@ static void op_seek(void)
 static void op_reopen(void)
 {
 	logop("reopen");
-	if (close(fd) < 0)
+	if (close(cf->fd) < 0)
 		fail("close: %s", strerror(errno));
 	open_file(0);
 	check_size("reopen");
@@ -463,27 +498,209 @@ static void op_reopen(void)
 static void op_fsync(void)
 {
 	logop("fsync");
-	if (fsync(fd) < 0)
+	if (fsync(cf->fd) < 0)
 		fail("fsync: %s", strerror(errno));
+}
+
+/* ---- reflink operations between the files ---------------------------- */
+
+/* How clone and unshare reach the filesystem: the private reflinkfs ioctls
+ * (a FUSE mount of reflinkfs; no shim needed), or the kernel's FICLONERANGE
+ * and fallocate(FALLOC_FL_UNSHARE_RANGE) (XFS, btrfs, tmpfs: EOPNOTSUPP). */
+enum { REFLINK_AUTO, REFLINK_PRIVATE, REFLINK_KERNEL };
+static int reflink_api = REFLINK_AUTO;
+static uint64_t blksz = 4096;   /* clone alignment (-b) */
+
+static struct fsxfile *pick_file(void)
+{
+	return nfiles > 1 ? &files[rnd_below(nfiles)] : &files[0];
+}
+
+/* Fills the gap between the model's EOF and off with zeros and grows it to
+ * cover [off, off+len). */
+static void model_grow(struct fsxfile *f, uint64_t off, uint64_t len)
+{
+	if (off > f->size)
+		memset(f->good + f->size, 0, off - f->size);
+	if (off + len > f->size)
+		f->size = off + len;
+}
+
+static int sys_clone_range(struct fsxfile *src, uint64_t soff, uint64_t len, uint64_t doff)
+{
+	if (reflink_api == REFLINK_PRIVATE) {
+		struct rlfs_ioc_clone_range a = {
+			.src_fd = src->fd, .src_offset = soff, .src_length = len,
+			.dest_offset = doff,
+		};
+		return ioctl(cf->fd, RLFS_IOC_CLONE_RANGE, &a);
+	}
+	struct file_clone_range a = {
+		.src_fd = src->fd, .src_offset = soff, .src_length = len, .dest_offset = doff,
+	};
+	return ioctl(cf->fd, FICLONERANGE, &a);
+}
+
+static int sys_unshare(uint64_t off, uint64_t len, int keep)
+{
+	if (reflink_api == REFLINK_PRIVATE) {
+		struct rlfs_ioc_unshare u = {
+			.offset = off, .length = len, .flags = keep ? RLFS_IOC_UNSHARE_KEEP_SIZE : 0,
+		};
+		return ioctl(cf->fd, RLFS_IOC_UNSHARE_RANGE, &u);
+	}
+	return fallocate(cf->fd, FALLOC_FL_UNSHARE_RANGE | (keep ? FALLOC_FL_KEEP_SIZE : 0),
+			 (off_t)off, (off_t)len);
+}
+
+/* l: FICLONERANGE from a random file (possibly the same one) into cf, with
+ * the kernel's rules (fs/remap_range.c generic_remap_checks): offsets
+ * block-aligned, length block-aligned unless the range ends at source EOF,
+ * length 0 = to source EOF; a partial EOF block landing before the
+ * destination's EOF and overlapping same-file ranges are EINVAL (checked). */
+static void op_clone(void)
+{
+	struct fsxfile *src = pick_file();
+	if (src->size == 0)
+		return;
+	uint64_t soff = rnd_below(src->size) & ~(blksz - 1);
+	uint64_t len, eff;
+	int kind = (int)rnd_below(4);
+	if (kind == 0) {
+		len = 0;                        /* to EOF */
+		eff = src->size - soff;
+	} else {
+		len = blksz * (1 + rnd_below(maxop / blksz ? maxop / blksz : 1));
+		if (kind == 1 || soff + len > src->size)
+			len = src->size - soff; /* explicitly to EOF */
+		eff = len;
+	}
+	if (eff > maxlen)
+		return;
+	uint64_t limit = cf->size + maxop;
+	if (limit > maxlen - eff)
+		limit = maxlen - eff;
+	uint64_t doff = rnd_below(limit + 1) & ~(blksz - 1);
+	int to_eof_partial = soff + eff == src->size && (eff & (blksz - 1));
+	uint64_t bcount = to_eof_partial ? ((eff + blksz - 1) & ~(blksz - 1)) : eff;
+	int want = 0;
+	if (src == cf && doff + bcount > soff && doff < soff + bcount)
+		want = EINVAL;
+	else if (to_eof_partial && doff + eff < cf->size)
+		want = EINVAL;
+	logop("clone  %s 0x%" PRIx64 " +0x%" PRIx64 "%s -> 0x%" PRIx64 " (sizes 0x%" PRIx64
+	      " 0x%" PRIx64 ")%s", src->name, soff, eff, len ? "" : " (len 0)", doff, src->size,
+	      cf->size, want ? " expect EINVAL" : "");
+	int got = sys_clone_range(src, soff, len, doff) == 0 ? 0 : errno;
+	if ((got == EOPNOTSUPP || got == ENOTTY || got == EXDEV) && tolerant) {
+		disable_op('l', strerror(got));
+		return;
+	}
+	if (got != want)
+		fail("clone %s 0x%" PRIx64 "+0x%" PRIx64 " -> 0x%" PRIx64 ": %s, expected %s",
+		     src->name, soff, len, doff, got ? strerror(got) : "success",
+		     want ? strerror(want) : "success");
+	if (got)
+		return;
+	memmove(tmpbuf, src->good + soff, eff);  /* src may be cf */
+	model_grow(cf, doff, eff);
+	memcpy(cf->good + doff, tmpbuf, eff);
+}
+
+/* x: copy_file_range(2) from a random file (possibly the same one) into cf:
+ * any offsets and lengths; the count is cut at source EOF; overlapping
+ * same-file ranges are EINVAL (fs/read_write.c generic_copy_file_checks). */
+static void op_copy_range(void)
+{
+	struct fsxfile *src = pick_file();
+	uint64_t soff, len;
+	pick_range(&soff, &len, src->size + 1);
+	uint64_t eff = soff >= src->size ? 0 : (len < src->size - soff ? len : src->size - soff);
+	uint64_t limit = cf->size + maxop;
+	if (limit > maxlen - len)
+		limit = maxlen - len;
+	uint64_t doff = rnd_below(limit + 1);
+	int want = 0;
+	if (src == cf && eff && doff + eff > soff && doff < soff + eff)
+		want = EINVAL;
+	logop("copyr  %s 0x%" PRIx64 " +0x%" PRIx64 " -> 0x%" PRIx64 " (sizes 0x%" PRIx64
+	      " 0x%" PRIx64 ")%s", src->name, soff, len, doff, src->size, cf->size,
+	      want ? " expect EINVAL" : "");
+	uint64_t done = 0;
+	do {
+		loff_t in = (loff_t)(soff + done), out = (loff_t)(doff + done);
+		ssize_t n = copy_file_range(src->fd, &in, cf->fd, &out, len - done, 0);
+		if (n < 0) {
+			if ((errno == EOPNOTSUPP || errno == EXDEV || errno == ENOSYS) && tolerant) {
+				disable_op('x', strerror(errno));
+				return;
+			}
+			if (errno == want && done == 0)
+				return;
+			fail("copy_file_range %s 0x%" PRIx64 " -> 0x%" PRIx64 " +0x%" PRIx64
+			     " (done 0x%" PRIx64 "): %s%s", src->name, soff, doff, len, done,
+			     strerror(errno), want ? "" : ", expected success");
+		}
+		if (want)
+			fail("copy_file_range of overlapping same-file ranges returned %zd, expected"
+			     " EINVAL", n);
+		if (n == 0 && eff == 0)
+			break;
+		if (n == 0)
+			fail("copy_file_range %s 0x%" PRIx64 " -> 0x%" PRIx64 ": returned 0 after 0x%"
+			     PRIx64 " of 0x%" PRIx64 " bytes", src->name, soff, doff, done, eff);
+		done += (uint64_t)n;
+	} while (done < eff);
+	if (done != eff)
+		fail("copy_file_range copied 0x%" PRIx64 " bytes, expected 0x%" PRIx64, done, eff);
+	if (eff == 0)
+		return;
+	memmove(tmpbuf, src->good + soff, eff);
+	model_grow(cf, doff, eff);
+	memcpy(cf->good + doff, tmpbuf, eff);
+}
+
+/* u: unshare a range of cf (FALLOC_FL_UNSHARE_RANGE semantics: contents
+ * unchanged; without KEEP_SIZE the file grows to off+len as for mode 0). */
+static void op_unshare(void)
+{
+	uint64_t off, len;
+	int keep = (int)rnd_below(2);
+	uint64_t limit = cf->size + maxop < maxlen ? cf->size + maxop : maxlen;
+	pick_range(&off, &len, limit);
+	if (len == 0)
+		return;
+	logop("unshr  0x%" PRIx64 " +0x%" PRIx64 "%s (size 0x%" PRIx64 ")", off, len,
+	      keep ? " keep" : "", cf->size);
+	if (sys_unshare(off, len, keep) != 0) {
+		if ((errno == EOPNOTSUPP || errno == ENOTTY) && tolerant) {
+			disable_op('u', strerror(errno));
+			return;
+		}
+		fail("unshare(0x%" PRIx64 ", 0x%" PRIx64 "%s): %s", off, len, keep ? ", keep" : "",
+		     strerror(errno));
+	}
+	if (!keep && off + len > cf->size)
+		set_size(off + len);
 }
 
 static void load_model(void)
 {
-	int mfd = open(modelpath, O_RDONLY);
+	int mfd = open(cf->model, O_RDONLY);
 	if (mfd < 0)
-		fail("cannot open model %s: %s", modelpath, strerror(errno));
+		fail("cannot open model %s: %s", cf->model, strerror(errno));
 	struct stat st;
 	if (fstat(mfd, &st) < 0)
 		fail("fstat model: %s", strerror(errno));
 	if ((uint64_t)st.st_size > maxlen)
-		fail("model %s is %" PRIu64 " bytes, larger than -l %" PRIu64, modelpath,
+		fail("model %s is %" PRIu64 " bytes, larger than -l %" PRIu64, cf->model,
 		     (uint64_t)st.st_size, maxlen);
-	filesize = (uint64_t)st.st_size;
+	cf->size = (uint64_t)st.st_size;
 	uint64_t done = 0;
-	while (done < filesize) {
-		ssize_t n = read(mfd, good + done, filesize - done);
+	while (done < cf->size) {
+		ssize_t n = read(mfd, cf->good + done, cf->size - done);
 		if (n <= 0)
-			fail("reading model %s: %s", modelpath, n < 0 ? strerror(errno) : "short");
+			fail("reading model %s: %s", cf->model, n < 0 ? strerror(errno) : "short");
 		done += (uint64_t)n;
 	}
 	close(mfd);
@@ -492,26 +709,26 @@ static void load_model(void)
 static void save_model(void)
 {
 	char tmp[4096];
-	snprintf(tmp, sizeof(tmp), "%s.tmp", modelpath);
+	snprintf(tmp, sizeof(tmp), "%s.tmp", cf->model);
 	int mfd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
 	if (mfd < 0)
 		fail("cannot create model %s: %s", tmp, strerror(errno));
 	uint64_t done = 0;
-	while (done < filesize) {
-		ssize_t n = write(mfd, good + done, filesize - done);
+	while (done < cf->size) {
+		ssize_t n = write(mfd, cf->good + done, cf->size - done);
 		if (n <= 0)
 			fail("writing model %s: %s", tmp, n < 0 ? strerror(errno) : "short");
 		done += (uint64_t)n;
 	}
-	if (fsync(mfd) < 0 || close(mfd) < 0 || rename(tmp, modelpath) < 0)
-		fail("saving model %s: %s", modelpath, strerror(errno));
+	if (fsync(mfd) < 0 || close(mfd) < 0 || rename(tmp, cf->model) < 0)
+		fail("saving model %s: %s", cf->model, strerror(errno));
 }
 
 static void usage(int code)
 {
 	fprintf(code ? stderr : stdout,
 		"usage: rlfs-fsx [-N ops] [-S seed] [-l maxlen] [-o maxoplen] [-m model [-c]]\n"
-		"                [-X letters] [-t] [-d] [-Y] [-q|-v] FILE\n"
+		"                [-X letters] [-t] [-d] [-Y] [-F nfiles [-b blksz] [-P|-K]] [-q|-v] FILE\n"
 		"  -N ops     number of operations (default 10000)\n"
 		"  -S seed    random seed (default 1; 0 = time based)\n"
 		"  -l bytes   largest file size (default 8M; K/M/G suffixes)\n"
@@ -519,7 +736,14 @@ static void usage(int code)
 		"  -m path    save the expected contents to path at the end\n"
 		"  -c         continue: load -m model, verify FILE against it, then run\n"
 		"  -X letters disable ops: r read, w write, t truncate, p punch, z zero range,\n"
-		"             f fallocate, s seek data/hole, m mmap read, c reopen, y fsync\n"
+		"             f fallocate, s seek data/hole, m mmap read, c reopen, y fsync,\n"
+		"             l clone, x copy_file_range, u unshare (the last three need -F)\n"
+		"  -F n       n files FILE, FILE.1 .. (models MODEL, MODEL.1 ..) with clone,\n"
+		"             copy_file_range and unshare ops between them (n <= 16)\n"
+		"  -b bytes   clone alignment (default 4096, the filesystem block size)\n"
+		"  -P / -K    clone/unshare through the private reflinkfs ioctls / the\n"
+		"             kernel's FICLONERANGE + FALLOC_FL_UNSHARE_RANGE (default: by\n"
+		"             statfs type, FUSE -> private)\n"
 		"  -t         tolerate EOPNOTSUPP (disable that op) instead of failing\n"
 		"  -d         open with O_DIRECT\n"
 		"  -Y         fsync before every SEEK_DATA/SEEK_HOLE check (tells cache\n"
@@ -547,10 +771,19 @@ static uint64_t parse_size(const char *s)
 	return v;
 }
 
+static void open_all(int create)
+{
+	for (unsigned i = 0; i < nfiles; i++) {
+		cf = &files[i];
+		open_file(create);
+	}
+	cf = &files[0];
+}
+
 int main(int argc, char **argv)
 {
-	int opt, cont = 0;
-	while ((opt = getopt(argc, argv, "N:S:l:o:m:cX:tdYqvh")) != -1) {
+	int opt, cont = 0, multi = 0;
+	while ((opt = getopt(argc, argv, "N:S:l:o:m:cX:tdYqvhF:b:KP")) != -1) {
 		switch (opt) {
 		case 'N': nops = parse_size(optarg); break;
 		case 'S': seed = parse_size(optarg); break;
@@ -558,46 +791,89 @@ int main(int argc, char **argv)
 		case 'o': maxop = parse_size(optarg); break;
 		case 'm': modelpath = optarg; break;
 		case 'c': cont = 1; break;
-		case 'X': snprintf(disabled, sizeof(disabled), "%s", optarg); break;
+		case 'X': snprintf(disabled + strlen(disabled), sizeof(disabled) - strlen(disabled),
+				   "%s", optarg); break;
 		case 't': tolerant = 1; break;
 		case 'd': odirect = 1; break;
 		case 'Y': sync_before_seek = 1; break;
 		case 'q': quiet = 1; break;
 		case 'v': quiet = -1; break;
+		case 'F': nfiles = (unsigned)parse_size(optarg); multi = 1; break;
+		case 'b': blksz = parse_size(optarg); break;
+		case 'K': reflink_api = REFLINK_KERNEL; break;
+		case 'P': reflink_api = REFLINK_PRIVATE; break;
 		case 'h': usage(0); break;
 		default: usage(2);
 		}
 	}
-	if (optind != argc - 1 || maxlen == 0 || maxop == 0 || (cont && !modelpath))
+	if (optind != argc - 1 || maxlen == 0 || maxop == 0 || (cont && !modelpath) ||
+	    nfiles < 1 || nfiles > MAXFILES || blksz == 0 || (blksz & (blksz - 1)))
 		usage(2);
-	fname = argv[optind];
+	/* the reflink ops run only when asked for with -F (05-fsx keeps its
+	 * sequences) */
+	if (!multi && strlen(disabled) + 3 < sizeof(disabled))
+		strcat(disabled, "lxu");
 	if (seed == 0)
 		seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 16);
 	rng_state = seed;
 	if (maxop > maxlen)
 		maxop = maxlen;
-	good = calloc(1, maxlen + maxop);
 	tmpbuf = NULL;
-	if (!good || posix_memalign((void **)&tmpbuf, 4096, maxop + 4096))
+	if (posix_memalign((void **)&tmpbuf, 4096, maxlen + maxop + 4096))
 		fail("out of memory");
+	for (unsigned i = 0; i < nfiles; i++) {
+		struct fsxfile *f = &files[i];
+		size_t n = strlen(argv[optind]) + 16;
+		f->name = malloc(n);
+		f->good = calloc(1, maxlen + maxop);
+		if (!f->name || !f->good)
+			fail("out of memory");
+		if (i == 0)
+			snprintf(f->name, n, "%s", argv[optind]);
+		else
+			snprintf(f->name, n, "%s.%u", argv[optind], i);
+		if (modelpath) {
+			n = strlen(modelpath) + 16;
+			f->model = malloc(n);
+			if (!f->model)
+				fail("out of memory");
+			if (i == 0)
+				snprintf(f->model, n, "%s", modelpath);
+			else
+				snprintf(f->model, n, "%s.%u", modelpath, i);
+		}
+		f->fd = -1;
+	}
+	cf = &files[0];
 
 	if (cont) {
-		load_model();
-		open_file(0);
-		verify_all("initial verify against model");
-		if (quiet <= 0)
-			printf("fsx: %s matches model %s (%" PRIu64 " bytes)\n", fname, modelpath,
-			       filesize);
+		open_all(0);
+		for (unsigned i = 0; i < nfiles; i++) {
+			cf = &files[i];
+			load_model();
+			verify_all("initial verify against model");
+			if (quiet <= 0)
+				printf("fsx: %s matches model %s (%" PRIu64 " bytes)\n", cf->name,
+				       cf->model, cf->size);
+		}
 	} else {
-		open_file(1);
-		filesize = 0;
+		open_all(1);
+	}
+	if (reflink_api == REFLINK_AUTO) {
+		struct statfs sfs;
+		if (fstatfs(files[0].fd, &sfs) < 0)
+			fail("fstatfs: %s", strerror(errno));
+		/* FUSE_SUPER_MAGIC: a reflinkfs mount (the private ioctls) */
+		reflink_api = (unsigned long)sfs.f_type == 0x65735546ul ? REFLINK_PRIVATE
+									: REFLINK_KERNEL;
 	}
 
 	static const struct { char letter; unsigned weight; void (*fn)(void); } ops[] = {
 		{'r', 20, op_read}, {'w', 30, op_write}, {'t', 5, op_truncate},
 		{'p', 8, op_punch}, {'z', 6, op_zero}, {'f', 6, op_falloc},
 		{'s', 5, op_seek}, {'m', 3, op_mapread}, {'c', 1, op_reopen},
-		{'y', 1, op_fsync},
+		{'y', 1, op_fsync}, {'l', 12, op_clone}, {'x', 8, op_copy_range},
+		{'u', 4, op_unshare},
 	};
 	const size_t nkinds = sizeof(ops) / sizeof(ops[0]);
 	uint64_t counts[16] = {0};
@@ -610,6 +886,7 @@ int main(int argc, char **argv)
 		if (total == 0)
 			fail("every operation is disabled");
 		unsigned pick = (unsigned)rnd_below(total);
+		cf = pick_file();
 		for (size_t i = 0; i < nkinds; i++) {
 			if (!op_enabled(ops[i].letter))
 				continue;
@@ -621,22 +898,38 @@ int main(int argc, char **argv)
 			pick -= ops[i].weight;
 		}
 		if (opno % 1000 == 0)
-			check_size("periodic size check");
+			for (unsigned i = 0; i < nfiles; i++) {
+				cf = &files[i];
+				check_size("periodic size check");
+			}
 	}
 	opno = nops;
-	verify_all("final verify");
-	if (close(fd) < 0)
-		fail("close: %s", strerror(errno));
-	if (modelpath)
-		save_model();
+	for (unsigned i = 0; i < nfiles; i++) {
+		cf = &files[i];
+		verify_all("final verify");
+		if (close(cf->fd) < 0)
+			fail("close: %s", strerror(errno));
+		if (modelpath)
+			save_model();
+	}
 	if (quiet <= 0) {
-		printf("fsx: %" PRIu64 " ops OK on %s (seed %" PRIu64 ", final size %" PRIu64 "):",
-		       nops, fname, seed, filesize);
+		printf("fsx: %" PRIu64 " ops OK on %s", nops, files[0].name);
+		if (nfiles > 1)
+			printf(" and %u more", nfiles - 1);
+		printf(" (seed %" PRIu64 ", final size", seed);
+		for (unsigned i = 0; i < nfiles; i++)
+			printf(" %" PRIu64, files[i].size);
+		printf("):");
 		for (size_t i = 0; i < nkinds; i++)
-			printf(" %c=%" PRIu64, ops[i].letter, counts[i]);
+			if (counts[i])
+				printf(" %c=%" PRIu64, ops[i].letter, counts[i]);
 		printf("\n");
 	}
-	free(good);
+	for (unsigned i = 0; i < nfiles; i++) {
+		free(files[i].good);
+		free(files[i].name);
+		free(files[i].model);
+	}
 	free(tmpbuf);
 	return 0;
 }
