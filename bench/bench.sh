@@ -13,6 +13,16 @@
 #   stat cold   lstat of the 20,000 files after drop caches
 #   unlink      the 20,000 files (+ syncfs)
 #   copy        cp -a /usr/share/doc + sync (MiB/s of the tree)
+# Reflink workloads (issue 3; bench/reflink.c, the same system calls on both):
+#   clone 1G    copy_file_range of the 1 GiB sequential file (one extent)
+#               into a new file + fsync (both filesystems clone it), ms
+#   clone frag  the same for a file with FRAG_EXTENTS (20,000) 4 KiB data
+#               extents (every other block written), ms
+#   randw       5,000 random 4 KiB overwrites of the cloned 1 GiB file
+#               (every one a copy-on-write of a shared block) + fsync, ops/s
+#   tree clone  cp -a of the copied /usr/share/doc inside the filesystem
+#               (cp clones through FICLONE on XFS, copy_file_range on
+#               reflinkfs) + sync: df growth in MiB vs the first copy's
 # Environment: BENCH_DIR (where the images live, default /var/tmp),
 # SEQ_MB (default 1024), NFILES (default 20000), COPY_SRC (/usr/share/doc),
 # RUNS (repetitions; the table shows the median of the runs, default 3).
@@ -34,6 +44,10 @@ IMG_SIZE=${IMG_SIZE:-4G}
 W=$(mktemp -d "$BENCH_DIR/rlfs-bench.XXXXXX")
 METAOPS=$W/metaops
 cc -O2 -o "$METAOPS" "$SRCDIR/bench/metaops.c"
+REFLINK=$W/reflink
+cc -O2 -o "$REFLINK" "$SRCDIR/bench/reflink.c"
+FRAG_EXTENTS=${FRAG_EXTENTS:-20000}
+RANDW=${RANDW:-5000}
 
 cleanup() {
 	set +e
@@ -50,6 +64,13 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 now() { date +%s.%N; }
+used_kb() { df -P -k "$1" | awk 'NR==2 {print $3}'; }
+extents() { # fs file: number of data extents
+	case $1 in
+	rlfs) "$RLFS" io -r -c stat "$2" | awk -F' = ' '/^extents.count/ {print $2}' ;;
+	xfs) xfs_io -r -c "fiemap" "$2" | grep -vc 'hole\|:$' ;;
+	esac
+}
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3f", b - a}'; }
 drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 
@@ -106,7 +127,21 @@ run_fs() { # fs
 	t1=$(now)
 	s=$(elapsed "$t0" "$t1")
 	record "$fs.seqr" "$(awk -v n="$SEQ_MB" -v s="$s" 'BEGIN {printf "%.1f", n / s}')"
-	rm -f "$m/seq"
+	# reflink: clone of the one-extent file, then CoW overwrites of the clone
+	sync
+	[ "$r" != 1 ] || echo "bench: $fs: $(extents "$fs" "$m/seq") extent(s) in the ${SEQ_MB} MiB file" >&2
+	record "$fs.clone1g" "$("$REFLINK" clone "$m/seq" "$m/seq.clone" | awk '{printf "%.2f", $3 * 1000}')"
+	cmp -n 1048576 "$m/seq" "$m/seq.clone" || { echo "bench: clone differs" >&2; exit 1; }
+	record "$fs.randw" "$("$REFLINK" randw "$m/seq.clone" "$RANDW" 42 | awk '{print $4}')"
+	rm -f "$m/seq" "$m/seq.clone"
+	sync
+	# clone of a file with FRAG_EXTENTS extents
+	"$REFLINK" frag "$m/frag" "$FRAG_EXTENTS"
+	sync
+	[ "$r" != 1 ] || echo "bench: $fs: $(extents "$fs" "$m/frag") extents in the fragmented file" >&2
+	record "$fs.clonefrag" "$("$REFLINK" clone "$m/frag" "$m/frag.clone" | awk '{printf "%.2f", $3 * 1000}')"
+	cmp "$m/frag" "$m/frag.clone" || { echo "bench: frag clone differs" >&2; exit 1; }
+	rm -f "$m/frag" "$m/frag.clone"
 	sync
 	# metadata: create / stat / unlink
 	mkdir "$m/meta"
@@ -118,17 +153,29 @@ run_fs() { # fs
 	rmdir "$m/meta"
 	# copy of a real tree
 	drop_caches
+	u0=$(used_kb "$m")
 	t0=$(now)
 	cp -a "$COPY_SRC" "$m/copy"
 	sync
 	t1=$(now)
 	s=$(elapsed "$t0" "$t1")
 	record "$fs.copy" "$(awk -v n="$copy_kb" -v s="$s" 'BEGIN {printf "%.1f", n / 1024 / s}')"
+	# space: df growth of a clone of that tree vs the first copy
+	u1=$(used_kb "$m")
+	t0=$(now)
+	cp -a "$m/copy" "$m/clone"
+	sync
+	t1=$(now)
+	u2=$(used_kb "$m")
+	record "$fs.treeclone" "$(awk -v n="$copy_kb" -v s="$(elapsed "$t0" "$t1")" 'BEGIN {printf "%.1f", n / 1024 / s}')"
+	record "$fs.copymb" "$(awk -v a="$u0" -v b="$u1" 'BEGIN {printf "%.1f", (b - a) / 1024}')"
+	record "$fs.clonemb" "$(awk -v a="$u1" -v b="$u2" 'BEGIN {printf "%.1f", (b - a) / 1024}')"
 	fs_umount "$fs"
 }
 
 echo "bench: images in $BENCH_DIR ($(df -P "$BENCH_DIR" | awk 'NR==2 {print $1}')), $IMG_SIZE each;" \
 	"seq ${SEQ_MB} MiB, $NFILES files, copy of $COPY_SRC ($((copy_kb / 1024)) MiB, $copy_files entries)" >&2
+r=0
 for ((r = 1; r <= RUNS; r++)); do
 	for fs in xfs rlfs; do
 		echo "bench: run $r on $fs" >&2
@@ -152,9 +199,9 @@ row() { # metric label unit target
 spread() {
 	local k
 	echo
-	echo "All runs (rate per run, in run order):"
+	echo "All runs (per run, in run order; rates, except clone1g and clonefrag in ms and copymb, clonemb in MiB):"
 	echo
-	for k in seqw seqr create statw statc unlink copy; do
+	for k in seqw seqr create statw statc unlink copy clone1g clonefrag randw treeclone copymb clonemb; do
 		echo "- $k: XFS${V[xfs.$k]}; reflinkfs${V[rlfs.$k]}"
 	done
 }
@@ -174,4 +221,29 @@ row statw "stat $NFILES files (warm)" "ops/s" 0.5
 row statc "stat $NFILES files (cold, caches dropped)" "ops/s" 0.5
 row unlink "unlink $NFILES files (+syncfs)" "ops/s" "-"
 row copy "cp -a $COPY_SRC ($((copy_kb / 1024)) MiB, $copy_files entries) + sync" "MiB/s" "-"
+# time rows: ratio = XFS time / reflinkfs time (speed ratio, > 1 = faster)
+trow() { # metric label target
+	local r mark=""
+	r=$(awk -v a="${R[rlfs.$1]}" -v b="${R[xfs.$1]}" 'BEGIN {printf "%.2f", (a > 0 ? b / a : 0)}')
+	if [ "$3" != "-" ]; then
+		if awk -v r="$r" -v t="$3" 'BEGIN {exit !(r >= t)}'; then mark=" (met)"; else mark=" (missed)"; fi
+	fi
+	printf '| %s | %s ms | %s ms | %s | %s%s |\n' "$2" "${R[xfs.$1]}" "${R[rlfs.$1]}" "$r" "$3" "$mark"
+}
+echo
+echo "Reflink (issue 3).  Time rows: ratio = XFS time / reflinkfs time (higher = reflinkfs faster)."
+echo
+echo "| workload | kernel XFS | reflinkfs | ratio | target |"
+echo "| --- | --- | --- | --- | --- |"
+trow clone1g "clone ${SEQ_MB} MiB one-extent file (copy_file_range + fsync)" "-"
+trow clonefrag "clone file with $FRAG_EXTENTS extents (copy_file_range + fsync)" 1.0
+row randw "$RANDW random 4 KiB overwrites of the cloned ${SEQ_MB} MiB file + fsync" "ops/s" 0.5
+row treeclone "cp -a of the copied tree inside the fs (clones) + sync" "MiB/s" "-"
+echo
+echo "Space (df used, MiB; median): first copy of $COPY_SRC vs cp -a clone of that copy"
+echo
+echo "| | kernel XFS | reflinkfs |"
+echo "| --- | --- | --- |"
+echo "| first copy (cp -a from outside) | ${R[xfs.copymb]} MiB | ${R[rlfs.copymb]} MiB |"
+echo "| clone of the copy (cp -a inside) | ${R[xfs.clonemb]} MiB | ${R[rlfs.clonemb]} MiB |"
 spread
