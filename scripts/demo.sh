@@ -6,8 +6,12 @@
 #
 # Creates a sparse image sized from the tree (3x its size + 256 MiB), runs
 # mkfs, mounts it, copies DIR with cp -a, prints df and file counts,
-# unmounts, runs fsck, remounts, verifies the tree with diff -r, prints a
-# summary, and cleans up (unmount, remove the image) unless KEEP=1.
+# unmounts, runs fsck, remounts, verifies the tree with diff -r; then clones
+# the tree inside the mount with cp -a (shares blocks: df barely grows),
+# rewrites part of the largest cloned file, shows the original unchanged
+# (cmp) and the rest of the clone still shared (reflinkfs io -c fiemap),
+# runs fsck again, prints a summary, and cleans up (unmount, remove the
+# image) unless KEEP=1.
 # Environment: IMG (image path, default /tmp/reflinkfs-demo.img), MNT.
 [ -n "${BASH_VERSION:-}" ] || exec bash "$0" "$@"
 set -eu -o pipefail
@@ -36,7 +40,7 @@ cleanup() {
 		flock -w 30 "$IMG" true
 	fi
 	if [ "${KEEP:-0}" != 1 ]; then
-		rm -f "$IMG"
+		rm -f "$IMG" "$IMG.fiemap"
 		rmdir "$MNT" 2>/dev/null
 	else
 		echo "(KEEP=1: image kept at $IMG)"
@@ -105,9 +109,55 @@ diff <(fp "$SRC") <(fp "$MNT/tree") >/dev/null || fail "metadata (modes/owners/s
 img_kb=$(du -k "$IMG" | cut -f1)
 used_kb=$(df -P -k "$MNT" | awk 'NR==2 {print $3}')
 
+say "clone the tree inside the mount: cp -a $MNT/tree $MNT/clone (blocks are shared, not copied)"
+t0=$(date +%s.%N)
+cp -a "$MNT/tree" "$MNT/clone"
+sync -f "$MNT"
+t1=$(date +%s.%N)
+clone_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.1f", b - a}')
+used2_kb=$(df -P -k "$MNT" | awk 'NR==2 {print $3}')
+df -h "$MNT"
+grow_kb=$((used2_kb - used_kb))
+echo "df used: $((used_kb / 1024)) MiB after the copy, $((used2_kb / 1024)) MiB after the clone:" \
+	"+$grow_kb KiB for a $((src_kb / 1024)) MiB tree"
+diff -r --no-dereference "$MNT/tree" "$MNT/clone" || fail "the cloned tree differs"
+[ "$grow_kb" -lt $((src_kb / 4 + 1024)) ] || fail "df grew by $grow_kb KiB: the clone did not share blocks"
+
+# the largest file of the clone: rewrite 4 blocks in its middle
+big=$(cd "$MNT/clone" && find . -type f -printf '%s %p\n' | sort -n | tail -n 1 | cut -d' ' -f2-)
+big=${big#./}
+big_size=$(stat -c %s "$MNT/clone/$big")
+[ "$big_size" -ge $((3 * 16384)) ] || fail "no file of at least 48 KiB in the tree to rewrite"
+rw_blk=$((big_size / 4096 / 2 - 2))
+say "rewrite 16 KiB at block $rw_blk of clone/$big ($big_size bytes)"
+dd if=/dev/urandom of="$MNT/clone/$big" bs=4096 seek="$rw_blk" count=4 conv=notrunc,fsync status=none
+cmp "$SRC/$big" "$MNT/tree/$big" && echo "original tree/$big: unchanged (cmp with $SRC/$big)" ||
+	fail "the original changed when its clone was rewritten"
+cmp -s "$MNT/tree/$big" "$MNT/clone/$big" && fail "the rewrite of the clone did not happen"
+cmp -n $((rw_blk * 4096)) "$MNT/tree/$big" "$MNT/clone/$big" &&
+	cmp -i $(((rw_blk + 4) * 4096)) "$MNT/tree/$big" "$MNT/clone/$big" &&
+	echo "clone/$big: differs from the original only in the 16 KiB rewritten" ||
+	fail "the clone differs outside the rewritten range"
+echo "extent map of clone/$big (reflinkfs io -c fiemap; 512-byte units; blocks $rw_blk..$((rw_blk + 3)) = sectors $((rw_blk * 8))..$(((rw_blk + 4) * 8 - 1))):"
+"$RLFS" io -r -c "fiemap -v" "$MNT/clone/$big" | tee "$IMG.fiemap"
+# every extent outside the rewritten sectors is shared, inside it is not
+awk -v lo=$((rw_blk * 8)) -v hi=$(((rw_blk + 4) * 8 - 1)) '/^ *[0-9]+:/ {
+	split($2, r, /[][.:]+/); a = r[2]; b = r[3]; sh = ($0 ~ /shared/)
+	if (b < lo || a > hi) { if (!sh) bad = 1 } else if (sh) bad = 1
+	n++
+} END { exit (bad || !n) }' "$IMG.fiemap" || fail "fiemap: sharing is not as expected"
+rm -f "$IMG.fiemap"
+echo "fiemap: everything outside the rewritten range is still shared"
+
 fusermount3 -u "$MNT"
 mounted=0
 flock -w 30 "$IMG" true
+
+say "fsck $IMG (refcounts against the mappings of both trees)"
+rc=0
+"$RLFS" fsck -n "$IMG" || rc=$?
+[ $rc = 0 ] || fail "fsck after the clone exited $rc (expected 0 = clean)"
+echo "fsck: clean"
 
 say "summary"
 printf '  tree           %s\n' "$SRC"
@@ -115,5 +165,7 @@ printf '  copied         %d MiB: %d files, %d directories, %d symlinks\n' $((src
 printf '  copy time      %.1f s (cp -a + sync through FUSE)\n' "$copy_s"
 printf '  verify time    %.1f s (diff -r after unmount, fsck, remount)\n' "$verify_s"
 printf '  image          %d MiB apparent, %d MiB allocated (sparse), %d MiB used per df\n' "$size_mb" $((img_kb / 1024)) $((used_kb / 1024))
-printf '  fsck           clean\n'
+printf '  clone          cp -a inside the mount in %.1f s: df +%d KiB (%d MiB tree), blocks shared\n' "$clone_s" "$grow_kb" $((src_kb / 1024))
+printf '  copy-on-write  16 KiB rewritten in clone/%s: original unchanged, rest still shared\n' "$big"
+printf '  fsck           clean (after the copy and after the clone)\n'
 printf '  result         OK: byte-identical after unmount, fsck and remount\n'
