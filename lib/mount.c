@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "alloc.h"
+#include "bmap.h"
 #include "dev.h"
 #include "inode.h"
 #include "rlfs.h"
@@ -90,7 +91,10 @@ static int init_counters(struct rlfs_mount *mp)
 	rlfs_trans_cancel(tp);
 	if (err)
 		return err;
-	mp->setaside = (uint64_t)mp->agcount * rlfs_agfl_min(mp);
+	/* Per AG: the AGFL minimum, and the headroom data allocations leave so
+	 * that the refcount btree can always grow (bmap.c); neither is space
+	 * a file can get, so statfs and reservations leave both out. */
+	mp->setaside = (uint64_t)mp->agcount * (rlfs_agfl_min(mp) + rlfs_bmap_ag_headroom(mp));
 	mp->fdblocks = (int64_t)free_blocks - (int64_t)mp->setaside;
 	mp->icount = icount;
 	mp->ifree = ifree;

@@ -78,9 +78,10 @@ struct rlfs_mount {
 	 */
 	int64_t fdblocks;
 	uint64_t resblks;
-	uint64_t setaside;          /* AGFL minimum of every AG: counted free on
-				     * disk, never available to files (XFS's
-				     * xfs_alloc_set_aside) */
+	uint64_t setaside;          /* per AG, the AGFL minimum plus the refcount
+				     * headroom: counted free on disk, never
+				     * available to files (XFS's
+				     * xfs_alloc_set_aside + xfs_ag_resv) */
 	uint64_t icount;            /* inodes in allocated chunks */
 	uint64_t ifree;             /* of those, free */
 	uint64_t data_dirty;        /* data written since the last device flush */
