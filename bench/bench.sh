@@ -14,7 +14,7 @@
 #   unlink      the 20,000 files (+ syncfs)
 #   copy        cp -a /usr/share/doc + sync (MiB/s of the tree)
 # Reflink workloads (issue 3; bench/reflink.c, the same system calls on both):
-#   clone 1G    copy_file_range of the 1 GiB sequential file (one extent)
+#   clone 1G    copy_file_range of the 1 GiB sequential file (few extents)
 #               into a new file + fsync (both filesystems clone it), ms
 #   clone frag  the same for a file with FRAG_EXTENTS (20,000) 4 KiB data
 #               extents (every other block written), ms
@@ -127,7 +127,8 @@ run_fs() { # fs
 	t1=$(now)
 	s=$(elapsed "$t0" "$t1")
 	record "$fs.seqr" "$(awk -v n="$SEQ_MB" -v s="$s" 'BEGIN {printf "%.1f", n / s}')"
-	# reflink: clone of the one-extent file, then CoW overwrites of the clone
+	# reflink: clone of the sequentially written file (a few extents), then CoW
+	# overwrites of the clone
 	sync
 	[ "$r" != 1 ] || echo "bench: $fs: $(extents "$fs" "$m/seq") extent(s) in the ${SEQ_MB} MiB file" >&2
 	record "$fs.clone1g" "$("$REFLINK" clone "$m/seq" "$m/seq.clone" | awk '{printf "%.2f", $3 * 1000}')"
@@ -235,7 +236,7 @@ echo "Reflink (issue 3).  Time rows: ratio = XFS time / reflinkfs time (higher =
 echo
 echo "| workload | kernel XFS | reflinkfs | ratio | target |"
 echo "| --- | --- | --- | --- | --- |"
-trow clone1g "clone ${SEQ_MB} MiB one-extent file (copy_file_range + fsync)" "-"
+trow clone1g "clone ${SEQ_MB} MiB sequentially written file (copy_file_range + fsync)" "-"
 trow clonefrag "clone file with $FRAG_EXTENTS extents (copy_file_range + fsync)" 1.0
 row randw "$RANDW random 4 KiB overwrites of the cloned ${SEQ_MB} MiB file + fsync" "ops/s" 0.5
 row treeclone "cp -a of the copied tree inside the fs (clones) + sync" "MiB/s" "-"
