@@ -271,7 +271,7 @@ static int agfl_read(struct rlfs_trans *tp, uint32_t agno, struct rlfs_buf **bpp
 
 /* The AG header buffer of an AG-rooted tree cursor (cur->priv; read on
  * demand when the caller did not pass it). */
-static struct rlfs_buf *cur_agbp(struct rlfs_btree_cur *cur)
+struct rlfs_buf *rlfs_agbt_agbp(struct rlfs_btree_cur *cur)
 {
 	if (!cur->priv) {
 		struct rlfs_buf *bp;
@@ -283,18 +283,68 @@ static struct rlfs_buf *cur_agbp(struct rlfs_btree_cur *cur)
 	return cur->priv;
 }
 
+void rlfs_agbt_get_root(struct rlfs_btree_cur *cur, size_t root_off, size_t level_off,
+			uint64_t *fsbno, unsigned *nlevels)
+{
+	struct rlfs_buf *bp = rlfs_agbt_agbp(cur);
+	*fsbno = 0;
+	*nlevels = 0;
+	if (!bp)
+		return;
+	rlfs_le32 root;
+	rlfs_le16 level;
+	memcpy(&root, (const char *)bp->data + root_off, sizeof(root));
+	memcpy(&level, (const char *)bp->data + level_off, sizeof(level));
+	if (rlfs_get32(root)) {
+		*fsbno = rlfs_agb_to_fsb(cur->mp, cur->agno, rlfs_get32(root));
+		*nlevels = rlfs_get16(level);
+	}
+}
+
+void rlfs_agbt_set_root(struct rlfs_btree_cur *cur, size_t root_off, size_t level_off,
+			uint64_t fsbno, unsigned nlevels)
+{
+	struct rlfs_buf *bp = rlfs_agbt_agbp(cur);
+	if (!bp)
+		return;
+	rlfs_le32 root = rlfs_le32_of(rlfs_fsb_to_agbno(cur->mp, fsbno));
+	rlfs_le16 level = rlfs_le16_of((uint16_t)nlevels);
+	memcpy((char *)bp->data + root_off, &root, sizeof(root));
+	memcpy((char *)bp->data + level_off, &level, sizeof(level));
+	rlfs_trans_log_buf(cur->tp, bp);
+}
+
+int rlfs_agbt_alloc_block(struct rlfs_btree_cur *cur, uint64_t hint_fsbno, uint64_t *fsbno)
+{
+	(void)hint_fsbno; /* the AGFL holds what it holds */
+	uint32_t agbno;
+	int err = rlfs_agfl_get_block(cur->tp, cur->agno, &agbno);
+	if (err)
+		return err;
+	rlfs_trans_mod_used(cur->tp, 1);
+	*fsbno = rlfs_agb_to_fsb(cur->mp, cur->agno, agbno);
+	return 0;
+}
+
+int rlfs_agbt_free_block(struct rlfs_btree_cur *cur, uint64_t fsbno)
+{
+	int err = rlfs_agfl_put_block(cur->tp, cur->agno, rlfs_fsb_to_agbno(cur->mp, fsbno));
+	if (!err)
+		rlfs_trans_mod_freed(cur->tp, 1);
+	return err;
+}
+
+uint64_t rlfs_agbt_owner(struct rlfs_btree_cur *cur)
+{
+	return cur->agno;
+}
+
+RLFS_AGBT_ROOT_OPS(bno, bno_root, bno_level)
+RLFS_AGBT_ROOT_OPS(cnt, cnt_root, cnt_level)
+
 static void alloc_key_from_rec(void *key, const void *rec)
 {
 	memcpy(key, rec, 4); /* startblock */
-}
-
-static int bno_cmp(struct rlfs_btree_cur *cur, const void *k1, const void *k2)
-{
-	rlfs_le32 a, b;
-	memcpy(&a, k1, 4);
-	memcpy(&b, k2, 4);
-	uint32_t x = rlfs_get32(a), y = rlfs_get32(b);
-	return x < y ? -1 : x > y;
 }
 
 static void cnt_key_from_rec(void *key, const void *rec)
@@ -326,90 +376,32 @@ static int alloc_verify_rec(struct rlfs_btree_cur *cur, const void *rec)
 	return 0;
 }
 
-static void bno_get_root(struct rlfs_btree_cur *cur, uint64_t *fsbno, unsigned *nlevels)
+/* bnobt/cntbt blocks are also counted in agh.btreeblks */
+static void freesp_count(struct rlfs_btree_cur *cur, int delta)
 {
-	struct rlfs_buf *bp = cur_agbp(cur);
-	if (!bp) {
-		*fsbno = 0;
-		*nlevels = 0;
-		return;
-	}
-	struct rlfs_agh *agh = rlfs_agh(bp);
-	*fsbno = rlfs_agb_to_fsb(cur->mp, cur->agno, rlfs_get32(agh->bno_root));
-	*nlevels = rlfs_get16(agh->bno_level);
-}
-
-static void cnt_get_root(struct rlfs_btree_cur *cur, uint64_t *fsbno, unsigned *nlevels)
-{
-	struct rlfs_buf *bp = cur_agbp(cur);
-	if (!bp) {
-		*fsbno = 0;
-		*nlevels = 0;
-		return;
-	}
-	struct rlfs_agh *agh = rlfs_agh(bp);
-	*fsbno = rlfs_agb_to_fsb(cur->mp, cur->agno, rlfs_get32(agh->cnt_root));
-	*nlevels = rlfs_get16(agh->cnt_level);
-}
-
-static void bno_set_root(struct rlfs_btree_cur *cur, uint64_t fsbno, unsigned nlevels)
-{
-	struct rlfs_buf *bp = cur_agbp(cur);
+	struct rlfs_buf *bp = rlfs_agbt_agbp(cur);
 	if (!bp)
 		return;
 	struct rlfs_agh *agh = rlfs_agh(bp);
-	rlfs_put32(agh->bno_root, rlfs_fsb_to_agbno(cur->mp, fsbno));
-	rlfs_put16(agh->bno_level, (uint16_t)nlevels);
-	rlfs_trans_log_buf(cur->tp, bp);
-}
-
-static void cnt_set_root(struct rlfs_btree_cur *cur, uint64_t fsbno, unsigned nlevels)
-{
-	struct rlfs_buf *bp = cur_agbp(cur);
-	if (!bp)
-		return;
-	struct rlfs_agh *agh = rlfs_agh(bp);
-	rlfs_put32(agh->cnt_root, rlfs_fsb_to_agbno(cur->mp, fsbno));
-	rlfs_put16(agh->cnt_level, (uint16_t)nlevels);
+	uint32_t n = rlfs_get32(agh->btreeblks);
+	rlfs_put32(agh->btreeblks, delta < 0 ? (n ? n - 1 : 0) : n + 1);
 	rlfs_trans_log_buf(cur->tp, bp);
 }
 
 static int freesp_alloc_block(struct rlfs_btree_cur *cur, uint64_t hint, uint64_t *fsbno)
 {
-	uint32_t agbno;
-	int err = rlfs_agfl_get_block(cur->tp, cur->agno, &agbno);
-	if (err)
-		return err;
-	struct rlfs_buf *bp = cur_agbp(cur);
-	if (bp) {
-		struct rlfs_agh *agh = rlfs_agh(bp);
-		rlfs_put32(agh->btreeblks, rlfs_get32(agh->btreeblks) + 1);
-		rlfs_trans_log_buf(cur->tp, bp);
-	}
-	rlfs_trans_mod_used(cur->tp, 1);
-	*fsbno = rlfs_agb_to_fsb(cur->mp, cur->agno, agbno);
-	return 0;
+	int err = rlfs_agbt_alloc_block(cur, hint, fsbno);
+	if (!err)
+		freesp_count(cur, 1);
+	return err;
 }
 
 static int freesp_free_block(struct rlfs_btree_cur *cur, uint64_t fsbno)
 {
-	int err = rlfs_agfl_put_block(cur->tp, cur->agno, rlfs_fsb_to_agbno(cur->mp, fsbno));
-	if (err)
-		return err;
-	struct rlfs_buf *bp = cur_agbp(cur);
-	if (bp) {
-		struct rlfs_agh *agh = rlfs_agh(bp);
-		uint32_t n = rlfs_get32(agh->btreeblks);
-		rlfs_put32(agh->btreeblks, n ? n - 1 : 0);
-		rlfs_trans_log_buf(cur->tp, bp);
-	}
-	rlfs_trans_mod_freed(cur->tp, 1);
-	return 0;
-}
-
-static uint64_t ag_owner(struct rlfs_btree_cur *cur)
-{
-	return cur->agno;
+	int err = rlfs_agbt_free_block(cur, fsbno);
+	if (!err)
+		freesp_count(cur, -1);
+	return err;
 }
 
 static int bnobt_buf_verify(struct rlfs_mount *mp, struct rlfs_buf *bp)
@@ -437,13 +429,13 @@ const struct rlfs_btree_ops rlfs_bnobt_ops = {
 	.key_len = 4,
 	.buf_ops = &bnobt_buf_ops,
 	.init_key_from_rec = alloc_key_from_rec,
-	.cmp_key = bno_cmp,
+	.cmp_key = rlfs_btree_cmp_le32,
 	.verify_rec = alloc_verify_rec,
 	.get_root = bno_get_root,
 	.set_root = bno_set_root,
 	.alloc_block = freesp_alloc_block,
 	.free_block = freesp_free_block,
-	.owner = ag_owner,
+	.owner = rlfs_agbt_owner,
 };
 
 const struct rlfs_btree_ops rlfs_cntbt_ops = {
@@ -459,7 +451,7 @@ const struct rlfs_btree_ops rlfs_cntbt_ops = {
 	.set_root = cnt_set_root,
 	.alloc_block = freesp_alloc_block,
 	.free_block = freesp_free_block,
-	.owner = ag_owner,
+	.owner = rlfs_agbt_owner,
 };
 
 void rlfs_alloc_cur_init(struct rlfs_btree_cur *cur, struct rlfs_trans *tp,

@@ -87,6 +87,41 @@ int rlfs_alloc_fix_freelist(struct rlfs_trans *tp, uint32_t agno);
 unsigned rlfs_agfl_size(struct rlfs_mount *mp);
 unsigned rlfs_agfl_min(struct rlfs_mount *mp);
 
+/*
+ * Shared btree-ops pieces of the AG-rooted trees (bnobt, cntbt, inobt,
+ * refcountbt): the root agbno and height live in the AG header at the given
+ * field offsets, blocks come from and go back to the AGFL (counted with
+ * rlfs_trans_mod_used / rlfs_trans_mod_freed), and the block owner is the
+ * agno.  cur->priv caches the AG header buffer (read on first use, joined
+ * to cur->tp); rlfs_agbt_agbp returns NULL if it cannot be read, and then
+ * get_root reports an empty tree and set_root does nothing (the caller's
+ * next read fails with the header's error).  Errors: those of
+ * rlfs_agfl_get_block / rlfs_agfl_put_block.  Model: xfs_allocbt_ops etc.
+ */
+struct rlfs_buf *rlfs_agbt_agbp(struct rlfs_btree_cur *cur);
+void rlfs_agbt_get_root(struct rlfs_btree_cur *cur, size_t root_off, size_t level_off,
+			uint64_t *fsbno, unsigned *nlevels);
+void rlfs_agbt_set_root(struct rlfs_btree_cur *cur, size_t root_off, size_t level_off,
+			uint64_t fsbno, unsigned nlevels);
+int rlfs_agbt_alloc_block(struct rlfs_btree_cur *cur, uint64_t hint_fsbno, uint64_t *fsbno);
+int rlfs_agbt_free_block(struct rlfs_btree_cur *cur, uint64_t fsbno);
+uint64_t rlfs_agbt_owner(struct rlfs_btree_cur *cur);
+/* Define prefix_get_root / prefix_set_root for the tree whose root and
+ * height are the AG header fields rootf / levelf. */
+#define RLFS_AGBT_ROOT_OPS(prefix, rootf, levelf)                                        \
+	static void prefix##_get_root(struct rlfs_btree_cur *cur, uint64_t *fsbno,          \
+				      unsigned *nlevels)                                    \
+	{                                                                                   \
+		rlfs_agbt_get_root(cur, offsetof(struct rlfs_agh, rootf),                   \
+				   offsetof(struct rlfs_agh, levelf), fsbno, nlevels);      \
+	}                                                                                   \
+	static void prefix##_set_root(struct rlfs_btree_cur *cur, uint64_t fsbno,           \
+				      unsigned nlevels)                                     \
+	{                                                                                   \
+		rlfs_agbt_set_root(cur, offsetof(struct rlfs_agh, rootf),                   \
+				   offsetof(struct rlfs_agh, levelf), fsbno, nlevels);      \
+	}
+
 /* Worst-case blocks a transaction must reserve for btree growth when it
  * allocates or frees nextents extents (splits in bnobt/cntbt/AGFL refill). */
 uint32_t rlfs_alloc_tree_res(struct rlfs_mount *mp, uint32_t nextents);

@@ -94,15 +94,6 @@ static void bmbt_init_key_from_rec(void *key, const void *rec)
 	memcpy(key, &((const struct rlfs_bmbt_rec *)rec)->startoff, 8);
 }
 
-static int bmbt_cmp_key(struct rlfs_btree_cur *cur, const void *k1, const void *k2)
-{
-	rlfs_le64 a, b;
-	memcpy(&a, k1, 8);
-	memcpy(&b, k2, 8);
-	uint64_t x = rlfs_get64(a), y = rlfs_get64(b);
-	return x < y ? -1 : x > y ? 1 : 0;
-}
-
 static int bmbt_verify_rec(struct rlfs_btree_cur *cur, const void *rec)
 {
 	struct rlfs_irec r;
@@ -178,7 +169,7 @@ const struct rlfs_btree_ops rlfs_bmbt_ops = {
 	.overlapping = false,
 	.buf_ops = &rlfs_bmbt_buf_ops,
 	.init_key_from_rec = bmbt_init_key_from_rec,
-	.cmp_key = bmbt_cmp_key,
+	.cmp_key = rlfs_btree_cmp_le64,
 	.verify_rec = bmbt_verify_rec,
 	.get_root = bmbt_get_root,
 	.set_root = bmbt_set_root,

@@ -61,9 +61,10 @@ int rlfs_bmap_alloc_range(struct rlfs_trans *tp, struct rlfs_inode *ip, uint64_t
  * no longer drop references (CoW, unlink of shared files).  An extent that
  * dips into the headroom is trimmed, or given back and tried again in the
  * AG with the most room.  Same errors as rlfs_alloc_extent; for EXACT,
- * -ENOSPC when the hint's AG has no room.  (Interim: XFS keeps this as a
- * per-AG reservation in the allocator, xfs_ag_resv, also hidden from
- * statfs; see the issue 3 report.)
+ * -ENOSPC when the hint's AG has no room.  The headroom of every AG is in
+ * mp->setaside, so statfs and transaction reservations leave it out (XFS:
+ * xfs_ag_resv).  Moving the check into the allocator itself is the cleaner
+ * place for it (a later step).
  */
 struct rlfs_alloc_arg;
 int rlfs_bmap_alloc_data(struct rlfs_alloc_arg *args);

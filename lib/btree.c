@@ -1430,3 +1430,23 @@ int rlfs_btree_verify_block(struct rlfs_mount *mp, struct rlfs_buf *bp,
 	}
 	return 0;
 }
+
+int rlfs_btree_cmp_le32(struct rlfs_btree_cur *cur, const void *k1, const void *k2)
+{
+	(void)cur;
+	rlfs_le32 a, b;
+	memcpy(&a, k1, sizeof(a));
+	memcpy(&b, k2, sizeof(b));
+	uint32_t x = rlfs_get32(a), y = rlfs_get32(b);
+	return x < y ? -1 : x > y;
+}
+
+int rlfs_btree_cmp_le64(struct rlfs_btree_cur *cur, const void *k1, const void *k2)
+{
+	(void)cur;
+	rlfs_le64 a, b;
+	memcpy(&a, k1, sizeof(a));
+	memcpy(&b, k2, sizeof(b));
+	uint64_t x = rlfs_get64(a), y = rlfs_get64(b);
+	return x < y ? -1 : x > y;
+}

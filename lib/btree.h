@@ -179,6 +179,11 @@ int rlfs_btree_count(struct rlfs_btree_cur *cur, uint64_t *nrecs);
  */
 int rlfs_btree_check(struct rlfs_btree_cur *cur);
 
+/* cmp_key for trees whose key is one little-endian unsigned integer of 4
+ * (le32) or 8 (le64) bytes: bnobt, refcountbt; inobt, bmbt, dir, xattr. */
+int rlfs_btree_cmp_le32(struct rlfs_btree_cur *cur, const void *k1, const void *k2);
+int rlfs_btree_cmp_le64(struct rlfs_btree_cur *cur, const void *k1, const void *k2);
+
 /* Write an empty leaf root into a fresh buffer (mkfs, new trees). */
 void rlfs_btree_init_block(struct rlfs_mount *mp, struct rlfs_buf *bp,
 			   const struct rlfs_btree_ops *ops, unsigned level,

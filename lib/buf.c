@@ -36,9 +36,18 @@ struct rlfs_bcache {
 	size_t ndirty;
 };
 
+/* Runs of HASH_GROUP consecutive blocks share a chain, so that the
+ * buffers of a block range are found with one probe per group
+ * (rlfs_buf_find_range, called for every extent freed). */
+#define HASH_GROUP_SHIFT 4
+static unsigned hash_of_group(uint64_t group)
+{
+	return (unsigned)((group * 0x9E3779B97F4A7C15ull) >> (64 - HASH_BITS));
+}
+
 static unsigned hash_of(uint64_t fsbno)
 {
-	return (unsigned)((fsbno * 0x9E3779B97F4A7C15ull) >> (64 - HASH_BITS));
+	return hash_of_group(fsbno >> HASH_GROUP_SHIFT);
 }
 
 int rlfs_bcache_init(struct rlfs_mount *mp, size_t max_clean_bytes)
@@ -343,23 +352,20 @@ void rlfs_buf_find_range(struct rlfs_mount *mp, uint64_t fsbno, uint64_t len,
 			 void (*fn)(struct rlfs_buf *bp, void *priv), void *priv)
 {
 	struct rlfs_bcache *bc = mp->bcache;
-	if (len <= bc->nbufs) {
-		for (uint64_t b = fsbno; b < fsbno + len; b++) {
-			struct rlfs_buf *bp = hash_find(bc, b);
-			if (bp) {
-				if (bp->refcount++ == 0)
-					lru_del(bc, bp, mp->blocksize);
-				fn(bp, priv);
-			}
-		}
+	if (len == 0 || bc->nbufs == 0)
 		return;
-	}
-	/* a long range: cheaper to scan the cache */
-	for (unsigned i = 0; i < HASH_SIZE; i++) {
-		struct rlfs_buf *bp = bc->hash[i];
+	uint64_t end = fsbno + len;
+	uint64_t g0 = fsbno >> HASH_GROUP_SHIFT, g1 = (end - 1) >> HASH_GROUP_SHIFT;
+	/* one probe per group; past HASH_SIZE groups, each chain once */
+	uint64_t nprobe = RLFS_MIN(g1 - g0 + 1, (uint64_t)HASH_SIZE);
+	for (uint64_t i = 0; i < nprobe; i++) {
+		unsigned h = nprobe == HASH_SIZE ? (unsigned)i : hash_of_group(g0 + i);
+		struct rlfs_buf *bp = bc->hash[h];
 		while (bp) {
-			struct rlfs_buf *next = bp->hnext;
-			if (bp->fsbno >= fsbno && bp->fsbno < fsbno + len) {
+			struct rlfs_buf *next = bp->hnext; /* fn may evict bp */
+			/* a chain holds other groups too: visit each buffer once */
+			bool mine = nprobe == HASH_SIZE || (bp->fsbno >> HASH_GROUP_SHIFT) == g0 + i;
+			if (mine && bp->fsbno >= fsbno && bp->fsbno < end) {
 				if (bp->refcount++ == 0)
 					lru_del(bc, bp, mp->blocksize);
 				fn(bp, priv);

@@ -83,19 +83,13 @@ static uint64_t dirrec_key(const struct rlfs_dir_rec *r)
 
 /* ---- btree ops ---- */
 
-static void dirbt_init_key_from_rec(void *key, const void *rec)
+void rlfs_hashkey_from_rec(void *key, const void *rec)
 {
-	rlfs_le64 k = rlfs_le64_of(dirrec_key(rec));
+	rlfs_le32 h, q;
+	memcpy(&h, rec, sizeof(h));
+	memcpy(&q, (const char *)rec + 4, sizeof(q));
+	rlfs_le64 k = rlfs_le64_of(dir_key(rlfs_get32(h), rlfs_get32(q)));
 	memcpy(key, &k, sizeof(k));
-}
-
-static int dirbt_cmp_key(struct rlfs_btree_cur *cur, const void *k1, const void *k2)
-{
-	rlfs_le64 a, b;
-	memcpy(&a, k1, sizeof(a));
-	memcpy(&b, k2, sizeof(b));
-	uint64_t x = rlfs_get64(a), y = rlfs_get64(b);
-	return x < y ? -1 : x > y ? 1 : 0;
 }
 
 static int dirbt_verify_rec(struct rlfs_btree_cur *cur, const void *rec)
@@ -193,8 +187,8 @@ const struct rlfs_btree_ops rlfs_dirbt_ops = {
 	.key_len = 8,
 	.overlapping = false,
 	.buf_ops = &rlfs_dirbt_buf_ops,
-	.init_key_from_rec = dirbt_init_key_from_rec,
-	.cmp_key = dirbt_cmp_key,
+	.init_key_from_rec = rlfs_hashkey_from_rec,
+	.cmp_key = rlfs_btree_cmp_le64,
 	.verify_rec = dirbt_verify_rec,
 	.get_root = dirbt_get_root,
 	.set_root = dirbt_set_root,

@@ -40,6 +40,10 @@ extern const struct rlfs_buf_ops rlfs_dirbt_buf_ops; /* dir btree blocks */
  */
 extern uint32_t rlfs_namehash_mask;
 uint32_t rlfs_dirhash(const char *name, size_t len);
+/* init_key_from_rec of the trees keyed by (hash, seq): directory and xattr
+ * records both start with le32 hash, le32 seq; the key is the le64
+ * hash << 32 | seq (SPEC §10, §11). */
+void rlfs_hashkey_from_rec(void *key, const void *rec);
 uint8_t rlfs_mode_to_ftype(uint32_t mode);
 /* Blocks to reserve for one add/remove. */
 uint32_t rlfs_dir_res(struct rlfs_inode *dp);

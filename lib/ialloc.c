@@ -43,30 +43,9 @@ uint32_t rlfs_ialloc_res(struct rlfs_mount *mp)
 /* ------------------------------------------------------------------ */
 /* inobt ops                                                           */
 
-static struct rlfs_buf *cur_agbp(struct rlfs_btree_cur *cur)
-{
-	if (!cur->priv) {
-		struct rlfs_buf *bp;
-		if (rlfs_ag_read_header(cur->tp, cur->agno, &bp))
-			return NULL;
-		rlfs_trans_brelse(cur->tp, bp);
-		cur->priv = bp;
-	}
-	return cur->priv;
-}
-
 static void ino_key_from_rec(void *key, const void *rec)
 {
 	memcpy(key, rec, 8);
-}
-
-static int ino_cmp(struct rlfs_btree_cur *cur, const void *k1, const void *k2)
-{
-	rlfs_le64 a, b;
-	memcpy(&a, k1, 8);
-	memcpy(&b, k2, 8);
-	uint64_t x = rlfs_get64(a), y = rlfs_get64(b);
-	return x < y ? -1 : x > y;
 }
 
 /* First inode number of AG agno and one past its last. */
@@ -98,53 +77,7 @@ static int ino_verify_rec(struct rlfs_btree_cur *cur, const void *rec)
 	return 0;
 }
 
-static void ino_get_root(struct rlfs_btree_cur *cur, uint64_t *fsbno, unsigned *nlevels)
-{
-	struct rlfs_buf *bp = cur_agbp(cur);
-	if (!bp) {
-		*fsbno = 0;
-		*nlevels = 0;
-		return;
-	}
-	struct rlfs_agh *agh = rlfs_agh(bp);
-	*fsbno = rlfs_agb_to_fsb(cur->mp, cur->agno, rlfs_get32(agh->ino_root));
-	*nlevels = rlfs_get16(agh->ino_level);
-}
-
-static void ino_set_root(struct rlfs_btree_cur *cur, uint64_t fsbno, unsigned nlevels)
-{
-	struct rlfs_buf *bp = cur_agbp(cur);
-	if (!bp)
-		return;
-	struct rlfs_agh *agh = rlfs_agh(bp);
-	rlfs_put32(agh->ino_root, rlfs_fsb_to_agbno(cur->mp, fsbno));
-	rlfs_put16(agh->ino_level, (uint16_t)nlevels);
-	rlfs_trans_log_buf(cur->tp, bp);
-}
-
-static int ino_alloc_block(struct rlfs_btree_cur *cur, uint64_t hint, uint64_t *fsbno)
-{
-	uint32_t agbno;
-	int err = rlfs_agfl_get_block(cur->tp, cur->agno, &agbno);
-	if (err)
-		return err;
-	rlfs_trans_mod_used(cur->tp, 1);
-	*fsbno = rlfs_agb_to_fsb(cur->mp, cur->agno, agbno);
-	return 0;
-}
-
-static int ino_free_block(struct rlfs_btree_cur *cur, uint64_t fsbno)
-{
-	int err = rlfs_agfl_put_block(cur->tp, cur->agno, rlfs_fsb_to_agbno(cur->mp, fsbno));
-	if (!err)
-		rlfs_trans_mod_freed(cur->tp, 1);
-	return err;
-}
-
-static uint64_t ino_owner(struct rlfs_btree_cur *cur)
-{
-	return cur->agno;
-}
+RLFS_AGBT_ROOT_OPS(ino, ino_root, ino_level)
 
 static int inobt_buf_verify(struct rlfs_mount *mp, struct rlfs_buf *bp)
 {
@@ -162,13 +95,13 @@ const struct rlfs_btree_ops rlfs_inobt_ops = {
 	.key_len = 8,
 	.buf_ops = &inobt_buf_ops,
 	.init_key_from_rec = ino_key_from_rec,
-	.cmp_key = ino_cmp,
+	.cmp_key = rlfs_btree_cmp_le64,
 	.verify_rec = ino_verify_rec,
 	.get_root = ino_get_root,
 	.set_root = ino_set_root,
-	.alloc_block = ino_alloc_block,
-	.free_block = ino_free_block,
-	.owner = ino_owner,
+	.alloc_block = rlfs_agbt_alloc_block,
+	.free_block = rlfs_agbt_free_block,
+	.owner = rlfs_agbt_owner,
 };
 
 /* ------------------------------------------------------------------ */
@@ -487,17 +420,8 @@ int rlfs_ifree(struct rlfs_trans *tp, uint64_t ino)
 out:
 	rlfs_btree_cur_del(&cur);
 	if (!err && chunk_free) {
+		/* rlfs_free_extent invalidates the cached cluster buffers */
 		uint64_t cfsb = rlfs_ino_to_fsb(mp, start);
-		/* the cluster buffers must never be written over the blocks'
-		 * next use: invalidate the cached ones */
-		for (uint32_t b = 0; b < mp->chunk_blocks; b++) {
-			struct rlfs_buf *bp;
-			if (rlfs_trans_read_buf(tp, cfsb + b, &rlfs_inode_buf_ops, RLFS_OWNER_ANY,
-						&bp) == 0) {
-				rlfs_trans_binval(tp, bp);
-				rlfs_trans_brelse(tp, bp);
-			}
-		}
 		err = rlfs_free_extent(tp, cfsb, mp->chunk_blocks);
 	}
 	rlfs_trans_brelse(tp, agbp);

@@ -902,31 +902,6 @@ int rlfs_inode_init(struct rlfs_trans *tp, uint64_t ino, uint32_t mode,
 
 #define INACT_EXTENTS_PER_TX 64u
 
-/*
- * A remote symlink's target blocks are metadata buffers (possibly dirty in
- * the cache).  Before they go back to free space, invalidate them in the
- * transaction, or a later flush could write the old target over file data
- * that reuses the blocks.  A block that cannot be read is simply forgotten.
- */
-static int symlink_inval_blocks(struct rlfs_trans *tp, struct rlfs_inode *ip)
-{
-	struct rlfs_mount *mp = tp->mp;
-	for (uint32_t i = 0; i < ip->next; i++) {
-		const struct rlfs_irec *r = &ip->ext[i];
-		for (uint32_t k = 0; k < r->blockcount && k < 64; k++) {
-			struct rlfs_buf *bp;
-			uint64_t fsb = r->startblock + k;
-			if (rlfs_trans_read_buf(tp, fsb, &rlfs_symlink_buf_ops, ip->ino, &bp) == 0) {
-				rlfs_trans_binval(tp, bp);
-				rlfs_trans_brelse(tp, bp);
-			} else {
-				rlfs_buf_forget(mp, fsb);
-			}
-		}
-	}
-	return 0;
-}
-
 int rlfs_inode_inactivate(struct rlfs_inode *ip)
 {
 	struct rlfs_mount *mp = ip->mp;
@@ -940,11 +915,6 @@ int rlfs_inode_inactivate(struct rlfs_inode *ip)
 		goto out_unlock;
 	rlfs_trans_ijoin(tp, ip);
 
-	if (S_ISLNK(ip->mode) && fork_has_extents(ip) && ip->ext_loaded) {
-		error = symlink_inval_blocks(tp, ip);
-		if (error)
-			goto out_cancel;
-	}
 	if (fork_has_extents(ip) && ip->ext_loaded) {
 		bool done = false;
 		while (!done) {

@@ -560,8 +560,6 @@ int rlfs_readlink(struct rlfs_mount *mp, uint64_t ino, char *buf, size_t size)
 					     (unsigned long long)ino, (unsigned long long)ip->size);
 		else
 			memcpy(buf, ip->literal, n);
-	} else if (ip->nlink == 0) {
-		error = -ENOENT; /* remote target invalidated at the last unlink */
 	} else if (ip->format == RLFS_FMT_EXTENTS || ip->format == RLFS_FMT_BTREE) {
 		error = rlfs_trans_alloc(mp, 0, RLFS_TRANS_RDONLY, &tp);
 		if (!error) {
@@ -580,38 +578,6 @@ int rlfs_readlink(struct rlfs_mount *mp, uint64_t ino, char *buf, size_t size)
 	if (n < size)
 		buf[n] = '\0';
 	return (int)n;
-}
-
-/*
- * A remote symlink losing its last link: its target blocks are cached
- * metadata buffers that the inode layer will free as data-fork blocks.
- * Invalidate them now (in tp) so that a dirty copy can never be written
- * over the blocks after they are reused for file data.  An unlinked
- * symlink's target is then unreadable (readlink gives -ENOENT).
- */
-static int symlink_inval_remote(struct rlfs_trans *tp, struct rlfs_inode *ip)
-{
-	if (!S_ISLNK(ip->mode) ||
-	    (ip->format != RLFS_FMT_EXTENTS && ip->format != RLFS_FMT_BTREE))
-		return 0;
-	if (!ip->ext_loaded) {
-		int error = rlfs_bmap_load(tp, ip);
-		if (error)
-			return error;
-	}
-	for (uint32_t i = 0; i < ip->next; i++) {
-		const struct rlfs_irec *r = &ip->ext[i];
-		for (uint32_t b = 0; b < r->blockcount && b < 64; b++) {
-			struct rlfs_buf *bp;
-			int error = rlfs_trans_read_buf(tp, r->startblock + b,
-							&rlfs_symlink_buf_ops, ip->ino, &bp);
-			if (error)
-				return error;
-			rlfs_trans_binval(tp, bp);
-			rlfs_trans_brelse(tp, bp);
-		}
-	}
-	return 0;
 }
 
 /* ---- link / unlink / rmdir ---- */
@@ -751,11 +717,6 @@ static int do_remove(struct rlfs_mount *mp, uint64_t dir, const char *name, bool
 			dp->nlink--;
 	} else if (ip->nlink > 0) {
 		ip->nlink--;
-		if (ip->nlink == 0) {
-			error = symlink_inval_remote(tp, ip);
-			if (error)
-				goto out_cancel;
-		}
 	}
 	ts_ctime(ip);
 	ts_now_dirs(dp);
@@ -1040,11 +1001,6 @@ int rlfs_rename(struct rlfs_mount *mp, uint64_t dir, const char *name, uint64_t 
 			tdp->nlink--;	/* lost subdirectory tip */
 		} else if (tip->nlink > 0) {
 			tip->nlink--;
-			if (tip->nlink == 0) {
-				error = symlink_inval_remote(tp, tip);
-				if (error)
-					goto out_cancel;
-			}
 		}
 		if (sdir) {
 			sip->parent = tdp->ino;

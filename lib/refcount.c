@@ -49,30 +49,9 @@ static bool is_cow(uint32_t key) { return key & RLFS_REFC_COWFLAG; }
 /* ------------------------------------------------------------------ */
 /* Tree ops                                                            */
 
-static struct rlfs_buf *cur_agbp(struct rlfs_btree_cur *cur)
-{
-	if (!cur->priv) {
-		struct rlfs_buf *bp;
-		if (rlfs_ag_read_header(cur->tp, cur->agno, &bp))
-			return NULL;
-		rlfs_trans_brelse(cur->tp, bp); /* stays joined until commit */
-		cur->priv = bp;
-	}
-	return cur->priv;
-}
-
 static void refc_key_from_rec(void *key, const void *rec)
 {
 	memcpy(key, rec, 4);
-}
-
-static int refc_cmp(struct rlfs_btree_cur *cur, const void *k1, const void *k2)
-{
-	rlfs_le32 a, b;
-	memcpy(&a, k1, 4);
-	memcpy(&b, k2, 4);
-	uint32_t x = rlfs_get32(a), y = rlfs_get32(b);
-	return x < y ? -1 : x > y;
 }
 
 /* Check one record of AG agno; 0 or -EUCLEAN (logged against blkno). */
@@ -102,54 +81,7 @@ static int refc_verify_rec(struct rlfs_btree_cur *cur, const void *rec)
 	return check_rec(cur->mp, blk < cur->mp->dblocks ? blk : 0, cur->agno, &r);
 }
 
-static void refc_get_root(struct rlfs_btree_cur *cur, uint64_t *fsbno, unsigned *nlevels)
-{
-	struct rlfs_buf *bp = cur_agbp(cur);
-	if (!bp) {
-		*fsbno = 0;
-		*nlevels = 0;
-		return;
-	}
-	struct rlfs_agh *agh = rlfs_agh(bp);
-	uint32_t root = rlfs_get32(agh->refc_root);
-	*fsbno = root ? rlfs_agb_to_fsb(cur->mp, cur->agno, root) : 0;
-	*nlevels = root ? rlfs_get16(agh->refc_level) : 0;
-}
-
-static void refc_set_root(struct rlfs_btree_cur *cur, uint64_t fsbno, unsigned nlevels)
-{
-	struct rlfs_buf *bp = cur_agbp(cur);
-	if (!bp)
-		return;
-	struct rlfs_agh *agh = rlfs_agh(bp);
-	rlfs_put32(agh->refc_root, rlfs_fsb_to_agbno(cur->mp, fsbno));
-	rlfs_put16(agh->refc_level, (uint16_t)nlevels);
-	rlfs_trans_log_buf(cur->tp, bp);
-}
-
-static int refc_alloc_block(struct rlfs_btree_cur *cur, uint64_t hint, uint64_t *fsbno)
-{
-	uint32_t agbno;
-	int err = rlfs_agfl_get_block(cur->tp, cur->agno, &agbno);
-	if (err)
-		return err;
-	rlfs_trans_mod_used(cur->tp, 1);
-	*fsbno = rlfs_agb_to_fsb(cur->mp, cur->agno, agbno);
-	return 0;
-}
-
-static int refc_free_block(struct rlfs_btree_cur *cur, uint64_t fsbno)
-{
-	int err = rlfs_agfl_put_block(cur->tp, cur->agno, rlfs_fsb_to_agbno(cur->mp, fsbno));
-	if (!err)
-		rlfs_trans_mod_freed(cur->tp, 1);
-	return err;
-}
-
-static uint64_t refc_owner(struct rlfs_btree_cur *cur)
-{
-	return cur->agno;
-}
+RLFS_AGBT_ROOT_OPS(refc, refc_root, refc_level)
 
 /* Buffer verifier: generic block checks, owner = the AG the block is in,
  * leaf records sane, sorted and not overlapping. */
@@ -196,13 +128,13 @@ const struct rlfs_btree_ops rlfs_refcountbt_ops = {
 	.key_len = 4,
 	.buf_ops = &rlfs_refcountbt_buf_ops,
 	.init_key_from_rec = refc_key_from_rec,
-	.cmp_key = refc_cmp,
+	.cmp_key = rlfs_btree_cmp_le32,
 	.verify_rec = refc_verify_rec,
 	.get_root = refc_get_root,
 	.set_root = refc_set_root,
-	.alloc_block = refc_alloc_block,
-	.free_block = refc_free_block,
-	.owner = refc_owner,
+	.alloc_block = rlfs_agbt_alloc_block,
+	.free_block = rlfs_agbt_free_block,
+	.owner = rlfs_agbt_owner,
 };
 
 void rlfs_refcount_cur_init(struct rlfs_btree_cur *cur, struct rlfs_trans *tp, uint32_t agno,

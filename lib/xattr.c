@@ -76,25 +76,7 @@ static uint64_t attr_key(uint32_t hash, uint32_t seq)
 	return (uint64_t)hash << 32 | seq;
 }
 
-static uint64_t attrrec_key(const struct rlfs_attr_rec *r)
-{
-	return attr_key(rlfs_get32(r->hash), rlfs_get32(r->seq));
-}
 
-static void attrbt_init_key_from_rec(void *key, const void *rec)
-{
-	rlfs_le64 k = rlfs_le64_of(attrrec_key(rec));
-	memcpy(key, &k, sizeof(k));
-}
-
-static int attrbt_cmp_key(struct rlfs_btree_cur *cur, const void *k1, const void *k2)
-{
-	rlfs_le64 a, b;
-	memcpy(&a, k1, sizeof(a));
-	memcpy(&b, k2, sizeof(b));
-	uint64_t x = rlfs_get64(a), y = rlfs_get64(b);
-	return x < y ? -1 : x > y ? 1 : 0;
-}
 
 static int attrbt_verify_rec(struct rlfs_btree_cur *cur, const void *rec)
 {
@@ -150,8 +132,8 @@ const struct rlfs_btree_ops rlfs_attrbt_ops = {
 	.key_len = 8,
 	.overlapping = false,
 	.buf_ops = &rlfs_attrbt_buf_ops,
-	.init_key_from_rec = attrbt_init_key_from_rec,
-	.cmp_key = attrbt_cmp_key,
+	.init_key_from_rec = rlfs_hashkey_from_rec,
+	.cmp_key = rlfs_btree_cmp_le64,
 	.verify_rec = attrbt_verify_rec,
 	.get_root = attrbt_get_root,
 	.set_root = attrbt_set_root,
@@ -410,7 +392,7 @@ static int value_read(struct rlfs_trans *tp, struct rlfs_inode *ip, uint64_t fsb
 	return 0;
 }
 
-/* Free a value run: its cached buffers are invalidated (never written). */
+/* Free a value run (rlfs_free_extent invalidates its cached buffers). */
 static int value_free(struct rlfs_trans *tp, struct rlfs_inode *ip, uint64_t fsbno,
 		      size_t vlen)
 {
@@ -421,14 +403,6 @@ static int value_free(struct rlfs_trans *tp, struct rlfs_inode *ip, uint64_t fsb
 	if (fsbno == 0 || fsbno + nblks > mp->dblocks)
 		return rlfs_corrupt(mp, fsbno, "xattr value", "ino %llu: run of %u blocks",
 				    (unsigned long long)ip->ino, nblks);
-	for (uint32_t i = 0; i < nblks; i++) {
-		struct rlfs_buf *bp;
-		int error = rlfs_trans_read_buf(tp, fsbno + i, &rlfs_remote_buf_ops, ip->ino, &bp);
-		if (error)
-			return error;
-		rlfs_trans_binval(tp, bp);
-		rlfs_trans_brelse(tp, bp);
-	}
 	int error = rlfs_free_extent(tp, fsbno, nblks);
 	if (error)
 		return error;
@@ -965,22 +939,28 @@ static int xattr_namespace_check(const char *name)
 	return -EOPNOTSUPP;
 }
 
+/* Checks of a name passed to the public calls: length (check_name) and
+ * the namespaces XFS accepts (xattr_namespace_check). */
+static int public_name_check(const char *name)
+{
+	size_t len;
+	int error = check_name(name, &len);
+	return error ? error : xattr_namespace_check(name);
+}
+
 int rlfs_getxattr(struct rlfs_mount *mp, uint64_t ino, const char *name, void *value,
 		  size_t size)
 {
 	struct rlfs_inode *ip;
 	struct rlfs_trans *tp;
-	size_t len;
-	int error = check_name(name, &len);
-	if (!error)
-		error = xattr_namespace_check(name);
+	int error = public_name_check(name);
 	if (error)
 		return error;
 	error = rlfs_iget(mp, ino, &ip);
 	if (error)
 		return error;
 	pthread_rwlock_rdlock(&ip->iolock);
-	error = rlfs_trans_alloc(mp, 0, 0, &tp);
+	error = rlfs_trans_alloc(mp, 0, RLFS_TRANS_RDONLY, &tp);
 	if (!error) {
 		error = rlfs_xattr_get(tp, ip, name, value, size);
 		rlfs_trans_cancel(tp);
@@ -1038,7 +1018,7 @@ int rlfs_listxattr(struct rlfs_mount *mp, uint64_t ino, char *list, size_t size)
 	if (error)
 		return error;
 	pthread_rwlock_rdlock(&ip->iolock);
-	error = rlfs_trans_alloc(mp, 0, 0, &tp);
+	error = rlfs_trans_alloc(mp, 0, RLFS_TRANS_RDONLY, &tp);
 	if (!error) {
 		error = rlfs_xattr_list(tp, ip, list, size);
 		rlfs_trans_cancel(tp);
@@ -1052,10 +1032,7 @@ int rlfs_removexattr(struct rlfs_mount *mp, uint64_t ino, const char *name)
 {
 	struct rlfs_inode *ip;
 	struct rlfs_trans *tp;
-	size_t len;
-	int error = check_name(name, &len);
-	if (!error)
-		error = xattr_namespace_check(name);
+	int error = public_name_check(name);
 	if (error)
 		return error;
 	error = rlfs_iget(mp, ino, &ip);
