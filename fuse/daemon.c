@@ -27,16 +27,18 @@
  *
  * Kernel caching: the writeback cache is on, so the kernel owns file size
  * and mtime while it holds dirty pages and sends large (1 MiB) writes from
- * writeback.  Two consequences handled here: lseek(SEEK_DATA/SEEK_HOLE) is
- * not preceded by a flush in the kernel, so the daemon flushes the mount
- * and waits for the resulting WRITEs first (flush_for_seek); and a clean
+ * writeback.  Two consequences handled here: lseek(SEEK_DATA/SEEK_HOLE) and
+ * ioctls are not preceded by a flush in the kernel, so the daemon makes
+ * the kernel write the file's dirty pages back and waits for the
+ * resulting WRITEs first (flush_and_wait); and a clean
  * shutdown on SIGTERM must unmount while the loop still serves requests,
  * so that the kernel can write its dirty pages back (monitor_thread).
  *
  * Threads: RLFS_WORKERS request threads (worker_thread: our own loop over
  * fuse_session_receive_buf/fuse_session_process_buf instead of
- * fuse_session_loop_mt, because flush_for_seek needs to know which WRITEs
- * have been read but not yet processed), RLFS_SLOW_THREADS threads for the
+ * fuse_session_loop_mt, because on kernels before 6.16 flush_and_wait
+ * needs to know which WRITEs have been read but not yet processed),
+ * RLFS_SLOW_THREADS threads for the
  * requests that must flush and wait for WRITEs (the private ioctls and
  * SEEK_DATA/SEEK_HOLE with possibly dirty pages; slow_submit), a signal
  * monitor, and after daemonizing a thread that forwards stderr to syslog.  Reads and writes
@@ -67,6 +69,7 @@
 #include <linux/falloc.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/utsname.h>
 #include <sys/wait.h>
 #include <syslog.h>
 #include <time.h>
@@ -604,15 +607,6 @@ static void rl_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 	fuse_reply_write(req, (size_t)n);
 }
 
-static void rl_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
-{
-	(void)ino;
-	(void)fi;
-	/* Data reaches the device when the kernel writes it back (before
-	 * FLUSH on close); durability is fsync's job. */
-	fuse_reply_err(req, 0);
-}
-
 static void rl_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	(void)ino;
@@ -642,7 +636,8 @@ static void rl_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset,
  * page cache (and the library's size could be behind).  The kernel holds
  * the file's inode lock during lseek, so the daemon cannot fsync it; when
  * any file may have dirty pages (open for writing since the last flush),
- * flush_for_seek() instead:
+ * flush_and_wait() flushes per inode (flush_node, Linux 6.16 and later) or,
+ * on older kernels, flush_by_barrier():
  *   1. syncfs(2) on the mount: every dirty page becomes a queued WRITE
  *      request (syncfs does not wait for the daemon to process them);
  *   2. opens and closes the mount's root directory: the close queues a
@@ -709,14 +704,61 @@ static void deadline_in(struct timespec *ts, int ms)
 	}
 }
 
-/* Flush the kernel's dirty pages of the mount and wait until every WRITE
- * to the nodes[] (n of them) has been processed.  Skipped when no file
- * can have dirty pages (nothing open for writing since the last flush). */
-static void flush_and_wait(const fuse_ino_t *nodes, int n)
+/*
+ * Per-inode flush (g_wb_on_reply: Linux 6.16 and later).  The kernel no
+ * longer copies a page under writeback into a temporary page and ends
+ * writeback at once; the page stays under writeback until the daemon has
+ * replied to its WRITE.  So waiting for the writeback of an inode's pages
+ * is waiting for the daemon to have processed them, whichever thread or
+ * queue the WRITEs went to.  The daemon opens the inode by file handle
+ * (the kernel resolves a FUSE handle of a cached inode without a request:
+ * fs/fuse/inode.c fuse_get_dentry; type FILEID_INO64_GEN, node id and
+ * generation), starts writeback and waits for it (sync_file_range(2) takes
+ * no inode lock, so this is safe while the kernel holds the lock for the
+ * LSEEK being answered), and closes it.  Returns 0 or -errno (the caller
+ * then falls back to syncfs of the mount).
+ */
+static bool g_wb_on_reply;
+
+/* mnt_fd: the mount's root (the daemon keeps no descriptor open on the
+ * mount between flushes: it would make umount fail with EBUSY). */
+static int flush_node(int mnt_fd, fuse_ino_t nodeid)
 {
-	unsigned long gen = atomic_load(&g_wgen);
-	if (atomic_load(&g_nwopen) == 0 && gen == atomic_load(&g_synced_gen))
-		return;
+	struct {
+		struct file_handle fh;
+		uint32_t fid[3];
+	} h;
+	memset(&h, 0, sizeof(h));
+	h.fh.handle_bytes = sizeof(h.fid);
+	h.fh.handle_type = 0x81;        /* FILEID_INO64_GEN */
+	h.fid[0] = (uint32_t)(nodeid >> 32);
+	h.fid[1] = (uint32_t)nodeid;
+	h.fid[2] = 0;                   /* generation: fill_entry */
+	int fd = open_by_handle_at(mnt_fd, &h.fh, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+	if (fd < 0)
+		return errno == ESTALE ? 0 : -errno;   /* not cached: no dirty pages */
+	int err = 0;
+	if (sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
+				      SYNC_FILE_RANGE_WAIT_AFTER) < 0)
+		err = -errno;
+	close(fd);
+	return err;
+}
+
+/* Linux >= 6.16: see flush_node. */
+static bool kernel_ends_writeback_on_reply(void)
+{
+	struct utsname u;
+	unsigned major = 0, minor = 0;
+	if (uname(&u) < 0 || sscanf(u.release, "%u.%u", &major, &minor) != 2)
+		return false;
+	return major > 6 || (major == 6 && minor >= 16);
+}
+
+/* Older kernels: flush the whole mount and wait for the RELEASEDIR barrier
+ * and the per-node WRITE counts (see the comment above g_writes_inflight). */
+static bool flush_by_barrier(const fuse_ino_t *nodes, int n)
+{
 	struct barrier b = { .tid = gettid() };
 	pthread_mutex_lock(&g_barrier_lock);
 	b.next = g_barriers;
@@ -753,7 +795,32 @@ static void flush_and_wait(const fuse_ino_t *nodes, int n)
 			nanosleep(&ts, NULL);
 		}
 	}
-	if (ok)
+	return ok;
+}
+
+/* Make the kernel write back its dirty pages of nodes[] (n of them) and
+ * wait until the daemon has processed every resulting WRITE.  Skipped when
+ * no file can have dirty pages (nothing open for writing since the last
+ * flush). */
+static void flush_and_wait(const fuse_ino_t *nodes, int n)
+{
+	unsigned long gen = atomic_load(&g_wgen);
+	if (atomic_load(&g_nwopen) == 0 && gen == atomic_load(&g_synced_gen))
+		return;
+	if (g_wb_on_reply) {
+		/* per node; the generation is for the whole mount, so it is
+		 * not advanced here */
+		int mnt_fd = open(g_mnt, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (mnt_fd < 0)
+			return;
+		for (int k = 0; k < n; k++) {
+			if (flush_node(mnt_fd, nodes[k]) < 0)
+				syncfs(mnt_fd);
+		}
+		close(mnt_fd);
+		return;
+	}
+	if (flush_by_barrier(nodes, n))
 		atomic_store(&g_synced_gen, gen);
 }
 
@@ -918,7 +985,7 @@ static void rl_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 {
 	pid_t pid = req_ctx(req)->pid;
 	fi->fh = 0;
-	/* the daemon's own open of the root in flush_for_seek() */
+	/* the daemon's own open of the root in flush_by_barrier() */
 	if (ino == FUSE_ROOT_ID && barrier_opened(pid))
 		fi->fh = RLFS_BARRIER_FH | (uint64_t)(uint32_t)pid;
 	fuse_reply_open(req, fi);
@@ -1709,7 +1776,6 @@ static const struct fuse_lowlevel_ops rl_ops = {
 	.create = rl_create,
 	.read = rl_read,
 	.write = rl_write,
-	.flush = rl_flush,
 	.release = rl_release,
 	.fsync = rl_fsync,
 	.opendir = rl_opendir,
@@ -1946,10 +2012,12 @@ fail_session:
 }
 
 /*
- * The request loop: RLFS_WORKERS threads.  Reading from /dev/fuse is
- * serialized by g_read_lock so that a WRITE is counted in flight (by node
- * id) before any later request can be seen by another thread; see
- * flush_for_seek().  Processing runs in parallel.  A thread leaves when the
+ * The request loop: RLFS_WORKERS threads, all blocked in read(2) on
+ * /dev/fuse (the kernel hands each request to one of them).  On kernels
+ * before 6.16 (!g_wb_on_reply) reading is serialized by g_read_lock so
+ * that a WRITE is counted in flight (by node id) before any later request
+ * can be seen by another thread; see flush_by_barrier().  Processing runs
+ * in parallel.  A thread leaves when the
  * session ends (unmount: the read fails with ENODEV) and wakes the main
  * thread, which then cancels the others (blocked in read).
  */
@@ -1975,8 +2043,8 @@ static void loop_finished(int err)
 
 static void unlock_read(void *arg)
 {
-	(void)arg;
-	pthread_mutex_unlock(&g_read_lock);
+	if (*(bool *)arg)
+		pthread_mutex_unlock(&g_read_lock);
 }
 
 static void free_fbuf(void *arg)
@@ -1991,14 +2059,16 @@ static int worker_loop(struct fuse_buf *buf)
 {
 	int err = 0;
 	while (!fuse_session_exited(g_se)) {
-		pthread_mutex_lock(&g_read_lock);
-		pthread_cleanup_push(unlock_read, NULL);
+		bool serial = !g_wb_on_reply;
+		if (serial)
+			pthread_mutex_lock(&g_read_lock);
+		pthread_cleanup_push(unlock_read, &serial);
 		pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, NULL);
 		err = fuse_session_receive_buf(g_se, buf);
 		pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
 		pthread_cleanup_pop(0);
 		atomic_int *cnt = NULL;
-		if (err > 0 && !(buf->flags & FUSE_BUF_IS_FD) && buf->size >= 24) {
+		if (serial && err > 0 && !(buf->flags & FUSE_BUF_IS_FD) && buf->size >= 24) {
 			uint32_t opcode;
 			uint64_t nodeid;
 			memcpy(&opcode, (char *)buf->mem + 4, sizeof(opcode));
@@ -2008,7 +2078,8 @@ static int worker_loop(struct fuse_buf *buf)
 				atomic_fetch_add(cnt, 1);
 			}
 		}
-		pthread_mutex_unlock(&g_read_lock);
+		if (serial)
+			pthread_mutex_unlock(&g_read_lock);
 		if (err == -EINTR || err == -EAGAIN)
 			continue;
 		if (err <= 0)
@@ -2088,6 +2159,8 @@ static int serve(void)
 
 int rlfs_daemon_run(const struct rlfs_daemon_opts *o)
 {
+	/* RLFS_FLUSH_BARRIER=1 forces the pre-6.16 flush (tests run both) */
+	g_wb_on_reply = kernel_ends_writeback_on_reply() && !getenv("RLFS_FLUSH_BARRIER");
 	char *image = realpath(o->image, NULL);
 	if (!image) {
 		fprintf(stderr, "%s: %s: %s\n", o->prog, o->image, strerror(errno));
