@@ -2047,11 +2047,26 @@ static void unlock_read(void *arg)
 		pthread_mutex_unlock(&g_read_lock);
 }
 
+/*
+ * A worker's request buffer.  libfuse reads whole requests into fb.mem
+ * (se->bufsize bytes: FUSE_MAX_MAX_PAGES pages plus a 4 KiB header area
+ * in libfuse 3.14; RLFS_REQBUF_BYTES leaves room to spare).  fb.mem is
+ * placed so that a WRITE's data, which follows struct fuse_in_header and
+ * struct fuse_write_in (40 + 40 bytes), starts on a page boundary: the
+ * library can then write it to the image with O_DIRECT (lib/dev.h).
+ */
+#define RLFS_REQBUF_BYTES (2u << 20)
+#define RLFS_WRITE_HDR_BYTES 80u
+struct reqbuf {
+	struct fuse_buf fb;
+	void *base;
+};
+
 static void free_fbuf(void *arg)
 {
-	struct fuse_buf *buf = arg;
-	free(buf->mem);
-	free(buf);
+	struct reqbuf *rb = arg;
+	free(rb->base);
+	free(rb);
 }
 
 /* Serve requests until the session ends; returns 0 or -errno. */
@@ -2095,14 +2110,16 @@ static int worker_loop(struct fuse_buf *buf)
 static void *worker_thread(void *arg)
 {
 	(void)arg;
-	struct fuse_buf *buf = calloc(1, sizeof(*buf));
-	if (!buf) {
+	struct reqbuf *rb = calloc(1, sizeof(*rb));
+	if (!rb || posix_memalign(&rb->base, 4096, RLFS_REQBUF_BYTES + 4096) != 0) {
+		free(rb);
 		loop_finished(-ENOMEM);
 		return NULL;
 	}
+	rb->fb.mem = (char *)rb->base + 4096 - RLFS_WRITE_HDR_BYTES;
 	/* cancelled while blocked in read: free the request buffer */
-	pthread_cleanup_push(free_fbuf, buf);
-	loop_finished(worker_loop(buf));
+	pthread_cleanup_push(free_fbuf, rb);
+	loop_finished(worker_loop(&rb->fb));
 	pthread_cleanup_pop(1);
 	return NULL;
 }

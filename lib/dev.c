@@ -5,6 +5,7 @@
 #include "dev.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <fcntl.h>
 #include <linux/fs.h>
 #include <stdlib.h>
@@ -35,13 +36,25 @@ static int file_pread(struct rlfs_dev *dev, void *buf, size_t len, uint64_t off)
 	return 0;
 }
 
+static bool dio_ok(const struct rlfs_dev *dev, const void *buf, size_t len, uint64_t off)
+{
+	return dev->dio_fd >= 0 && len >= RLFS_DIO_MIN_BYTES &&
+	       (((uintptr_t)buf | (uintptr_t)len | (uintptr_t)off) & (RLFS_DIO_ALIGN - 1)) == 0;
+}
+
 static int file_pwrite(struct rlfs_dev *dev, const void *buf, size_t len, uint64_t off)
 {
 	const uint8_t *p = buf;
 	if (off + len > dev->size_bytes)
 		return -EIO;
+	int fd = dio_ok(dev, buf, len, off) ? dev->dio_fd : dev->fd;
 	while (len) {
-		ssize_t n = pwrite(dev->fd, p, len, (off_t)off);
+		ssize_t n = pwrite(fd, p, len, (off_t)off);
+		if (n < 0 && errno == EINVAL && fd != dev->fd) {
+			/* the host filesystem refused this direct write */
+			fd = dev->fd;
+			continue;
+		}
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -61,6 +74,8 @@ static int file_flush(struct rlfs_dev *dev)
 
 static void file_close(struct rlfs_dev *dev)
 {
+	if (dev->dio_fd >= 0)
+		close(dev->dio_fd);
 	close(dev->fd);
 	free(dev);
 }
@@ -98,6 +113,8 @@ int rlfs_dev_open(const char *path, int writable, int lock, struct rlfs_dev **de
 	}
 	dev->ops = &file_ops;
 	dev->fd = fd;
+	/* not every host filesystem supports O_DIRECT (tmpfs before 6.6) */
+	dev->dio_fd = writable ? open(path, O_RDWR | O_DIRECT | O_CLOEXEC) : -1;
 	dev->size_bytes = size;
 	*devp = dev;
 	return 0;
@@ -147,6 +164,7 @@ int rlfs_dev_open_mem(uint64_t size_bytes, struct rlfs_dev **devp)
 	}
 	dev->ops = &mem_ops;
 	dev->fd = -1;
+	dev->dio_fd = -1;
 	dev->size_bytes = size_bytes;
 	*devp = dev;
 	return 0;

@@ -20,8 +20,19 @@ struct rlfs_dev {
 	const struct rlfs_dev_ops *ops;
 	uint64_t size_bytes;
 	int fd;             /* -1 for memory devices */
+	/* A second descriptor of a writable image opened O_DIRECT, for large
+	 * aligned data writes (rlfs_dev_pwrite picks it), or -1. */
+	int dio_fd;
 	void *priv;
 };
+
+/* Writes of at least this many bytes whose buffer address, offset and
+ * length are multiples of RLFS_DIO_ALIGN bytes bypass the host's page
+ * cache (O_DIRECT): one copy less and no dirty host pages to flush later.
+ * Reads stay buffered; the kernel keeps the two coherent (a direct write
+ * writes back and invalidates cached pages of its range). */
+#define RLFS_DIO_MIN_BYTES (64u * 1024)
+#define RLFS_DIO_ALIGN 4096u
 
 /*
  * Open an image file or block device.  writable: open O_RDWR, else O_RDONLY.
