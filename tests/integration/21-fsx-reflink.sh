@@ -8,7 +8,8 @@
 # one against the saved models.  The same seeds run first on kernel XFS
 # (FICLONERANGE, FALLOC_FL_UNSHARE_RANGE) as a check of the exerciser's
 # model, and the final file contents of both must be identical.
-# FSX_OPS (per run, default 5000), FSX_CYCLES (default 4).
+# The last cycle runs with RLFS_FLUSH_BARRIER=1 (the daemon's flush for
+# kernels before 6.16).  FSX_OPS (per run, default 5000), FSX_CYCLES (default 4).
 . "$(dirname "$0")/../lib.sh"
 common_setup
 command -v mkfs.xfs >/dev/null || die "mkfs.xfs missing (apt-get install xfsprogs)"
@@ -44,7 +45,13 @@ done
 mkdir -p "$T/rm"
 rlfs_mkfs "$img" -s 1G
 for ((c = 0; c < CYCLES; c++)); do
-	rlfs_mount "$img" "$mnt"
+	# the last cycle uses the flush of kernels before 6.16 (whole-mount
+	# syncfs + RELEASEDIR barrier + WRITE counts) before SEEK_DATA/clones
+	if [ $c = $((CYCLES - 1)) ]; then
+		RLFS_FLUSH_BARRIER=1 rlfs_mount "$img" "$mnt"
+	else
+		rlfs_mount "$img" "$mnt"
+	fi
 	cont=""
 	[ $c = 0 ] || cont=-c
 	runs $c "$mnt" "$T/rm" $cont
