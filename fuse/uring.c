@@ -41,13 +41,17 @@
  *     an error; ring threads leave when all their entries have ended.
  *
  * Threads: one ring thread per possible CPU, pinned to it, with its own
- * io_uring (owner of its completion queue).  Replies are normally sent by
- * the thread that received the request (thread-local current entry), but
- * the daemon's slow pool replies later from other threads; their commits
- * go through the same ring under the queue's mutex (no
- * IORING_SETUP_SINGLE_ISSUER).  The kernel completes a command in the task
- * that submitted it, so such threads must live as long as the rings (the
- * slow pool's threads do).
+ * io_uring.  Replies are normally sent by the thread that received the
+ * request (thread-local current entry), but the daemon's slow pool replies
+ * later from other threads.  Those threads must not submit the commit
+ * themselves: the kernel completes a uring command (delivers the entry's
+ * next request) through task work of the task that submitted it, and a
+ * slow-pool thread that then blocks uninterruptibly (syncfs waiting for
+ * writeback) never runs it: the next request, possibly the WRITE the
+ * syncfs waits for, would hang forever (seen by experiment).  So a foreign
+ * thread fills the entry's buffers, queues the entry on its queue's
+ * pending list and wakes the ring thread through an eventfd that the ring
+ * reads; only the ring thread submits to its ring.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -62,6 +66,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
@@ -154,13 +159,18 @@ struct ring_ent {
 	size_t payload_sz;
 	struct iovec iov[2];
 	_Atomic uint64_t unique;        /* request in userspace, else 0 */
+	uint64_t commit_id;             /* reply queued on the pending list */
+	struct ring_ent *next_pending;
 	bool live;                      /* registered, not ended by the kernel */
 };
 
 struct ring_queue {
 	unsigned qid;
 	struct io_uring ring;
-	pthread_mutex_t sq_lock;        /* get_sqe + submit */
+	pthread_mutex_t pending_lock;   /* pending */
+	struct ring_ent *pending;       /* replies from other threads */
+	int efd;                        /* eventfd: pending is not empty */
+	uint64_t efd_val;               /* read target of the eventfd */
 	pthread_t tid;
 	bool ring_ok, thread_ok;
 	unsigned nlive;
@@ -261,29 +271,64 @@ static void prep_cmd(struct io_uring_sqe *sqe, struct ring_ent *e, uint32_t cmd_
 	memcpy(sqe->cmd, &req, sizeof(req));
 }
 
-/* Queue one SQE built by prep_cmd (or a NOP if e is NULL) on q and submit.
- * Any thread.  0 or -errno. */
-static int submit(struct ring_queue *q, struct ring_ent *e, uint32_t cmd_op, uint64_t commit_id)
+/* user_data of the eventfd read */
+#define WAKE_TAG ((uint64_t)1)
+
+/* Queue one SQE on q: the command built by prep_cmd, or if e is NULL the
+ * eventfd read.  Ring thread only; the caller submits.  0 or -errno. */
+static int queue_sqe(struct ring_queue *q, struct ring_ent *e, uint32_t cmd_op,
+		     uint64_t commit_id)
 {
-	pthread_mutex_lock(&q->sq_lock);
 	struct io_uring_sqe *sqe = io_uring_get_sqe(&q->ring);
 	if (!sqe) {
 		io_uring_submit(&q->ring);
 		sqe = io_uring_get_sqe(&q->ring);
 	}
-	int err = -EBUSY;
-	if (sqe) {
-		if (e) {
-			prep_cmd(sqe, e, cmd_op, commit_id);
-		} else {
-			io_uring_prep_nop(sqe);
-			io_uring_sqe_set_data(sqe, NULL);
-		}
-		err = io_uring_submit(&q->ring);
-		err = err < 0 ? err : 0;
+	if (!sqe)
+		return -EBUSY;
+	if (e) {
+		prep_cmd(sqe, e, cmd_op, commit_id);
+	} else {
+		io_uring_prep_read(sqe, q->efd, &q->efd_val, sizeof(q->efd_val), 0);
+		sqe->user_data = WAKE_TAG;
 	}
-	pthread_mutex_unlock(&q->sq_lock);
-	return err;
+	return 0;
+}
+
+/* queue_sqe and submit.  Ring thread only.  0 or -errno. */
+static int submit(struct ring_queue *q, struct ring_ent *e, uint32_t cmd_op, uint64_t commit_id)
+{
+	int err = queue_sqe(q, e, cmd_op, commit_id);
+	if (err)
+		return err;
+	err = io_uring_submit(&q->ring);
+	return err < 0 ? err : 0;
+}
+
+/* Wake q's ring thread (any thread). */
+static void wake(struct ring_queue *q)
+{
+	uint64_t one = 1;
+	if (write(q->efd, &one, sizeof(one)) < 0) {
+		/* counter saturated: a wake-up is pending anyway */
+	}
+}
+
+/* Ring thread: submit the commits other threads queued, re-arm the
+ * eventfd read. */
+static void flush_pending(struct ring_queue *q)
+{
+	pthread_mutex_lock(&q->pending_lock);
+	struct ring_ent *e = q->pending;
+	q->pending = NULL;
+	pthread_mutex_unlock(&q->pending_lock);
+	for (; e; e = e->next_pending) {
+		if (queue_sqe(q, e, FUSE_IO_URING_CMD_COMMIT_AND_FETCH, e->commit_id) != 0)
+			ulog("qid %u: cannot queue a commit", q->qid);
+	}
+	if (queue_sqe(q, NULL, 0, 0) != 0)
+		ulog("qid %u: cannot re-arm the wake-up read", q->qid);
+	io_uring_submit(&q->ring);
 }
 
 /* ------------------------------------------------------------------ */
@@ -357,13 +402,23 @@ static ssize_t commit_reply(struct ring_ent *e, const struct iovec *iov, int cou
 	memcpy(e->hdr->in_out, &out, sizeof(out));
 	e->hdr->ring_ent_in_out.payload_sz = (uint32_t)off;
 	atomic_store(&e->unique, 0);
-	if (tl_cur == e)
+	if (tl_cur == e) {
+		/* the ring thread itself: submit directly */
 		tl_cur = NULL;
-	int err = submit(e->q, e, FUSE_IO_URING_CMD_COMMIT_AND_FETCH, out.unique);
-	if (err) {
-		errno = -err;
-		return -1;
+		int err = submit(e->q, e, FUSE_IO_URING_CMD_COMMIT_AND_FETCH, out.unique);
+		if (err) {
+			errno = -err;
+			return -1;
+		}
+		return (ssize_t)total;
 	}
+	struct ring_queue *q = e->q;
+	e->commit_id = out.unique;
+	pthread_mutex_lock(&q->pending_lock);
+	e->next_pending = q->pending;
+	q->pending = e;
+	pthread_mutex_unlock(&q->pending_lock);
+	wake(q);
 	return (ssize_t)total;
 }
 
@@ -379,6 +434,7 @@ static void *ring_thread(void *arg)
 			q->nlive++;
 		}
 	}
+	submit(q, NULL, 0, 0);          /* arm the wake-up read */
 	bool counted = false;
 	while (q->nlive > 0 && !atomic_load(&g_stopping)) {
 		struct io_uring_cqe *cqe;
@@ -389,11 +445,15 @@ static void *ring_thread(void *arg)
 			ulog("qid %u: wait: %s", q->qid, strerror(-err));
 			break;
 		}
-		struct ring_ent *e = io_uring_cqe_get_data(cqe);
+		uint64_t tag = cqe->user_data;
 		int res = cqe->res;
 		io_uring_cqe_seen(&q->ring, cqe);
-		if (!e)
-			continue;               /* wake-up NOP from rlfs_uring_stop */
+		if (tag == WAKE_TAG) {
+			/* replies from other threads, or rlfs_uring_stop */
+			flush_pending(q);
+			continue;
+		}
+		struct ring_ent *e = (struct ring_ent *)(uintptr_t)tag;
 		if (res == -EAGAIN) {
 			/* registered before the kernel processed INIT */
 			struct timespec ts = { 0, 1000 * 1000 };
@@ -436,7 +496,10 @@ static void free_queue(struct ring_queue *q)
 static int init_queue(struct ring_queue *q, unsigned qid)
 {
 	q->qid = qid;
-	pthread_mutex_init(&q->sq_lock, NULL);
+	pthread_mutex_init(&q->pending_lock, NULL);
+	q->efd = eventfd(0, EFD_CLOEXEC);
+	if (q->efd < 0)
+		return -errno;
 	int err = io_uring_queue_init(RLFS_URING_DEPTH * 2, &q->ring, IORING_SETUP_SQE128);
 	if (err < 0)
 		return err;
@@ -444,11 +507,10 @@ static int init_queue(struct ring_queue *q, unsigned qid)
 	for (unsigned j = 0; j < RLFS_URING_DEPTH; j++) {
 		struct ring_ent *e = &q->ents[j];
 		e->q = q;
-		e->hdr = aligned_alloc(64, sizeof(*e->hdr));
+		e->hdr = calloc(1, sizeof(*e->hdr));
 		e->mem = aligned_alloc(4096, RLFS_URING_HEADROOM + g_payload_sz);
 		if (!e->hdr || !e->mem)
 			return -ENOMEM;
-		memset(e->hdr, 0, sizeof(*e->hdr));
 		e->payload = e->mem + RLFS_URING_HEADROOM;
 		e->payload_sz = g_payload_sz;
 		e->iov[0] = (struct iovec){ e->hdr, sizeof(*e->hdr) };
@@ -468,6 +530,8 @@ static void start_rings(void)
 		return;
 	}
 	g_nqueues = n;
+	for (unsigned i = 0; i < n; i++)
+		g_queues[i].efd = -1;
 	/* find_ent may scan from now on: entries not set up have unique 0 */
 	atomic_store(&g_started, true);
 	sigset_t all, old;
@@ -507,7 +571,7 @@ void rlfs_uring_stop(void)
 		struct ring_queue *q = &g_queues[i];
 		if (!q->thread_ok)
 			continue;
-		submit(q, NULL, 0, 0);          /* wake it */
+		wake(q);
 		pthread_join(q->tid, NULL);
 		q->thread_ok = false;
 		if (q->nlive)
@@ -518,6 +582,9 @@ void rlfs_uring_stop(void)
 		if (q->ring_ok)
 			io_uring_queue_exit(&q->ring);
 		q->ring_ok = false;
+		if (q->efd >= 0)
+			close(q->efd);
+		q->efd = -1;
 	}
 	/* Commands still registered are cancelled asynchronously by the ring's
 	 * teardown; until the connection is gone the kernel may still copy a
