@@ -552,6 +552,11 @@ static void start_rings(void)
 		pthread_attr_setaffinity_np(&a, sizeof(set), &set);
 		err = pthread_create(&q->tid, &a, ring_thread, q);
 		pthread_attr_destroy(&a);
+		if (err == EINVAL) {
+			/* CPU offline or outside our cpuset: the queue still
+			 * needs a thread for the ring to become ready */
+			err = pthread_create(&q->tid, NULL, ring_thread, q);
+		}
 		if (err) {
 			ulog("queue %u: cannot start thread: %s", i, strerror(err));
 			break;
@@ -586,6 +591,7 @@ void rlfs_uring_stop(void)
 			close(q->efd);
 		q->efd = -1;
 	}
+	atomic_store(&g_started, false);
 	/* Commands still registered are cancelled asynchronously by the ring's
 	 * teardown; until the connection is gone the kernel may still copy a
 	 * request into their buffers, so those stay allocated (reachable). */
@@ -596,7 +602,6 @@ void rlfs_uring_stop(void)
 		g_queues = NULL;
 		g_nqueues = 0;
 	}
-	atomic_store(&g_started, false);
 	atomic_store(&g_nserving, 0);
 }
 
