@@ -428,6 +428,18 @@ static ssize_t commit_reply(struct ring_ent *e, const struct iovec *iov, int cou
 static void *ring_thread(void *arg)
 {
 	struct ring_queue *q = arg;
+	/* Only this thread submits (see the header comment), so the kernel
+	 * may run completions only when it waits (DEFER_TASKRUN, 6.1+). */
+	int err = io_uring_queue_init(RLFS_URING_DEPTH * 2, &q->ring,
+				      IORING_SETUP_SQE128 | IORING_SETUP_SINGLE_ISSUER |
+				      IORING_SETUP_DEFER_TASKRUN);
+	if (err == -EINVAL)
+		err = io_uring_queue_init(RLFS_URING_DEPTH * 2, &q->ring, IORING_SETUP_SQE128);
+	if (err < 0) {
+		ulog("qid %u: io_uring_queue_init: %s", q->qid, strerror(-err));
+		return NULL;
+	}
+	q->ring_ok = true;
 	for (unsigned j = 0; j < RLFS_URING_DEPTH; j++) {
 		if (submit(q, &q->ents[j], FUSE_IO_URING_CMD_REGISTER, 0) == 0) {
 			q->ents[j].live = true;
@@ -438,7 +450,7 @@ static void *ring_thread(void *arg)
 	bool counted = false;
 	while (q->nlive > 0 && !atomic_load(&g_stopping)) {
 		struct io_uring_cqe *cqe;
-		int err = io_uring_wait_cqe(&q->ring, &cqe);
+		err = io_uring_wait_cqe(&q->ring, &cqe);
 		if (err == -EINTR)
 			continue;
 		if (err < 0) {
@@ -500,10 +512,6 @@ static int init_queue(struct ring_queue *q, unsigned qid)
 	q->efd = eventfd(0, EFD_CLOEXEC);
 	if (q->efd < 0)
 		return -errno;
-	int err = io_uring_queue_init(RLFS_URING_DEPTH * 2, &q->ring, IORING_SETUP_SQE128);
-	if (err < 0)
-		return err;
-	q->ring_ok = true;
 	for (unsigned j = 0; j < RLFS_URING_DEPTH; j++) {
 		struct ring_ent *e = &q->ents[j];
 		e->q = q;
