@@ -147,7 +147,14 @@ _Static_assert(sizeof(struct fuse_uring_cmd_req) == 24, "fuse_uring_cmd_req");
 
 /* ------------------------------------------------------------------ */
 
-#define RLFS_URING_DEPTH 8              /* ring entries per queue */
+#define RLFS_URING_DEPTH 8              /* ring entries per queue at start */
+/* Entries whose request was handed to another thread (the slow pool) stay
+ * in userspace until it replies; if every entry of a queue were held that
+ * way, the WRITEs such a request waits for (its flush) could not be
+ * delivered.  So a queue registers more entries whenever fewer than
+ * RLFS_URING_MIN_FREE are left with the kernel, up to RLFS_URING_MAX_ENTS. */
+#define RLFS_URING_MIN_FREE 4
+#define RLFS_URING_MAX_ENTS 1024
 #define RLFS_URING_HEADROOM 4096        /* in_header + arg0 before the payload */
 #define RLFS_URING_PARAM "/sys/module/fuse/parameters/enable_uring"
 
@@ -174,7 +181,8 @@ struct ring_queue {
 	pthread_t tid;
 	bool ring_ok, thread_ok;
 	unsigned nlive;
-	struct ring_ent ents[RLFS_URING_DEPTH];
+	_Atomic unsigned nents;         /* ents[0..nents-1] are set up */
+	struct ring_ent *ents[RLFS_URING_MAX_ENTS];
 };
 
 static struct fuse_session *g_se;
@@ -371,9 +379,10 @@ static struct ring_ent *find_ent(uint64_t unique)
 		return NULL;
 	for (unsigned i = 0; i < g_nqueues; i++) {
 		struct ring_queue *q = &g_queues[i];
-		for (unsigned j = 0; j < RLFS_URING_DEPTH; j++) {
-			if (atomic_load(&q->ents[j].unique) == unique)
-				return &q->ents[j];
+		unsigned n = atomic_load(&q->nents);
+		for (unsigned j = 0; j < n; j++) {
+			if (atomic_load(&q->ents[j]->unique) == unique)
+				return q->ents[j];
 		}
 	}
 	return NULL;
@@ -425,27 +434,68 @@ static ssize_t commit_reply(struct ring_ent *e, const struct iovec *iov, int cou
 /* ------------------------------------------------------------------ */
 /* ring threads */
 
+/* Ring thread: allocate one more entry of q and register it.  0 or -errno. */
+static int add_ent(struct ring_queue *q)
+{
+	unsigned n = atomic_load(&q->nents);
+	if (n >= RLFS_URING_MAX_ENTS)
+		return -ENOSPC;
+	struct ring_ent *e = calloc(1, sizeof(*e));
+	if (!e)
+		return -ENOMEM;
+	e->q = q;
+	e->hdr = calloc(1, sizeof(*e->hdr));
+	e->mem = aligned_alloc(4096, RLFS_URING_HEADROOM + g_payload_sz);
+	if (!e->hdr || !e->mem) {
+		free(e->hdr);
+		free(e->mem);
+		free(e);
+		return -ENOMEM;
+	}
+	e->payload = e->mem + RLFS_URING_HEADROOM;
+	e->payload_sz = g_payload_sz;
+	e->iov[0] = (struct iovec){ e->hdr, sizeof(*e->hdr) };
+	e->iov[1] = (struct iovec){ e->payload, g_payload_sz };
+	q->ents[n] = e;
+	atomic_store(&q->nents, n + 1);         /* publish to find_ent */
+	int err = submit(q, e, FUSE_IO_URING_CMD_REGISTER, 0);
+	if (err)
+		return err;
+	e->live = true;
+	q->nlive++;
+	return 0;
+}
+
+/* Ring thread, after a request: keep RLFS_URING_MIN_FREE entries with the
+ * kernel (see RLFS_URING_MIN_FREE). */
+static void maybe_grow(struct ring_queue *q)
+{
+	unsigned n = atomic_load(&q->nents), held = 0;
+	for (unsigned j = 0; j < n; j++)
+		held += atomic_load(&q->ents[j]->unique) != 0;
+	while (held + RLFS_URING_MIN_FREE > q->nlive && !atomic_load(&g_stopping)) {
+		if (add_ent(q) != 0)
+			break;
+	}
+}
+
 static void *ring_thread(void *arg)
 {
 	struct ring_queue *q = arg;
 	/* Only this thread submits (see the header comment), so the kernel
 	 * may run completions only when it waits (DEFER_TASKRUN, 6.1+). */
-	int err = io_uring_queue_init(RLFS_URING_DEPTH * 2, &q->ring,
+	int err = io_uring_queue_init(64, &q->ring,
 				      IORING_SETUP_SQE128 | IORING_SETUP_SINGLE_ISSUER |
 				      IORING_SETUP_DEFER_TASKRUN);
 	if (err == -EINVAL)
-		err = io_uring_queue_init(RLFS_URING_DEPTH * 2, &q->ring, IORING_SETUP_SQE128);
+		err = io_uring_queue_init(64, &q->ring, IORING_SETUP_SQE128);
 	if (err < 0) {
 		ulog("qid %u: io_uring_queue_init: %s", q->qid, strerror(-err));
 		return NULL;
 	}
 	q->ring_ok = true;
-	for (unsigned j = 0; j < RLFS_URING_DEPTH; j++) {
-		if (submit(q, &q->ents[j], FUSE_IO_URING_CMD_REGISTER, 0) == 0) {
-			q->ents[j].live = true;
-			q->nlive++;
-		}
-	}
+	for (unsigned j = 0; j < RLFS_URING_DEPTH; j++)
+		add_ent(q);
 	submit(q, NULL, 0, 0);          /* arm the wake-up read */
 	bool counted = false;
 	while (q->nlive > 0 && !atomic_load(&g_stopping)) {
@@ -491,18 +541,21 @@ static void *ring_thread(void *arg)
 			atomic_fetch_add(&g_nserving, 1);
 		}
 		serve_request(e);
+		maybe_grow(q);
 	}
 	return NULL;
 }
 
 static void free_queue(struct ring_queue *q)
 {
-	for (unsigned j = 0; j < RLFS_URING_DEPTH; j++) {
-		free(q->ents[j].hdr);
-		free(q->ents[j].mem);
-		q->ents[j].hdr = NULL;
-		q->ents[j].mem = NULL;
+	unsigned n = atomic_load(&q->nents);
+	for (unsigned j = 0; j < n; j++) {
+		free(q->ents[j]->hdr);
+		free(q->ents[j]->mem);
+		free(q->ents[j]);
+		q->ents[j] = NULL;
 	}
+	atomic_store(&q->nents, 0);
 }
 
 static int init_queue(struct ring_queue *q, unsigned qid)
@@ -512,18 +565,6 @@ static int init_queue(struct ring_queue *q, unsigned qid)
 	q->efd = eventfd(0, EFD_CLOEXEC);
 	if (q->efd < 0)
 		return -errno;
-	for (unsigned j = 0; j < RLFS_URING_DEPTH; j++) {
-		struct ring_ent *e = &q->ents[j];
-		e->q = q;
-		e->hdr = calloc(1, sizeof(*e->hdr));
-		e->mem = aligned_alloc(4096, RLFS_URING_HEADROOM + g_payload_sz);
-		if (!e->hdr || !e->mem)
-			return -ENOMEM;
-		e->payload = e->mem + RLFS_URING_HEADROOM;
-		e->payload_sz = g_payload_sz;
-		e->iov[0] = (struct iovec){ e->hdr, sizeof(*e->hdr) };
-		e->iov[1] = (struct iovec){ e->payload, g_payload_sz };
-	}
 	return 0;
 }
 
