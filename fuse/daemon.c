@@ -79,6 +79,7 @@
 #include <reflinkfs/ioctl.h>
 
 #include "daemon.h"
+#include "uring.h"
 
 extern char **environ;
 
@@ -2002,6 +2003,8 @@ static int setup(const struct rlfs_daemon_opts *o, const char *image, struct fus
 		fprintf(stderr, "%s: cannot mount %s on %s\n", o->prog, image, g_mnt);
 		goto fail_session;
 	}
+	if (rlfs_uring_wanted(o->uring))
+		rlfs_uring_install(g_se);       /* falls back to /dev/fuse */
 	return 0;
 fail_session:
 	fuse_session_destroy(g_se);
@@ -2161,6 +2164,7 @@ static int serve(void)
 		start_thread(tune_thread, NULL);
 	int ret = run_loop();
 	slow_drain();
+	rlfs_uring_stop();
 	fuse_session_unmount(g_se);
 	/* Calls destroy (rlfs_mount_close) if the kernel did not. */
 	fuse_session_destroy(g_se);

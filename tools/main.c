@@ -65,6 +65,9 @@ static void usage_mount(FILE *f, const char *prog)
 		"                ro, rw          read-only / read-write (default rw)\n"
 		"                allow_other     let other users access the mount\n"
 		"                allow_root      let root access the mount\n"
+		"                uring           serve requests through FUSE over io_uring\n"
+		"                                (kernel 6.14+; root enables the fuse module's\n"
+		"                                enable_uring parameter; also env RLFS_URING=1)\n"
 		"                other FUSE and generic mount options (nosuid, nodev,\n"
 		"                noexec, noatime, max_read=N, ...) are passed to libfuse\n"
 		"              default_permissions is always on (the kernel checks access)\n"
@@ -115,6 +118,7 @@ static int is_userspace_only_opt(const char *o)
 struct mount_args {
 	unsigned flags;
 	int debug;
+	int uring;
 	char *fuse_opts;        /* malloc'd, comma-separated */
 	size_t len, cap;
 };
@@ -152,6 +156,8 @@ static int parse_mount_opts(struct mount_args *ma, const char *list)
 			ma->flags &= ~RLFS_MOUNT_RDONLY;
 		} else if (strcmp(o, "debug") == 0) {
 			ma->debug = 1;
+		} else if (strcmp(o, "uring") == 0) {
+			ma->uring = 1;
 		} else if (strcmp(o, "relatime") == 0) {
 			/* the default of FUSE mounts; libfuse 3.14 rejects it */
 		} else if (strcmp(o, "norelatime") == 0 || strcmp(o, "strictatime") == 0 ||
@@ -185,6 +191,7 @@ static int do_mount(const char *prog, struct mount_args *ma, int foreground,
 		.mount_flags = ma->flags,
 		.foreground = foreground,
 		.debug = ma->debug,
+		.uring = ma->uring,
 		.fuse_opts = ma->fuse_opts,
 		.prog = prog,
 	};

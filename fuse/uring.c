@@ -1,0 +1,748 @@
+/*
+ * uring.c: FUSE over io_uring for the reflinkfs daemon.
+ *
+ * What: a transport for FUSE requests and replies through io_uring
+ * (kernel 6.14+, CONFIG_FUSE_IO_URING, module parameter enable_uring=Y)
+ * next to the classic read()/writev() on /dev/fuse.  libfuse 3.14 does not
+ * implement it; this file drives the protocol itself and keeps libfuse for
+ * request parsing and reply building (fuse_session_process_buf, and a
+ * custom io, fuse_session_custom_io, through which every reply passes).
+ *
+ * Why: with /dev/fuse a request wakes whichever daemon thread sleeps in
+ * read(), usually on another CPU than the application; on small VMs that
+ * cross-CPU wake-up dominates metadata operations.  With io_uring the
+ * kernel has one queue per CPU and hands a request to the ring entry of
+ * the CPU the application runs on; the thread serving that queue is pinned
+ * to that CPU.
+ *
+ * Protocol (kernel include/uapi/linux/fuse.h, fs/fuse/dev_uring.c):
+ *  1. INIT arrives through read() on /dev/fuse.  Its reply must set
+ *     FUSE_INIT_EXT in flags and FUSE_OVER_IO_URING (bit 41 = flags2 bit 9);
+ *     the custom writev patches libfuse's reply (init_patch).
+ *  2. After the kernel processed the INIT reply (before that REGISTER fails
+ *     with EAGAIN), every queue qid 0..nr_cpu_possible-1 registers ring
+ *     entries: IORING_OP_URING_CMD on the /dev/fuse fd, cmd_op
+ *     FUSE_IO_URING_CMD_REGISTER, addr/len = two iovecs (header buffer,
+ *     payload buffer), struct fuse_uring_cmd_req {qid} in the SQE's command
+ *     area (SQE128 rings).  The kernel uses the rings once every queue has
+ *     an entry.
+ *  3. A CQE with res 0 is a request: in_out holds the fuse_in_header,
+ *     op_in the opcode's first argument, the payload the other arguments
+ *     (ring_ent_in_out.payload_sz bytes).  ring_thread rebuilds the /dev/fuse
+ *     layout (header, arg0, payload) in place, just before the payload, in
+ *     the entry's headroom, so the payload is not copied.
+ *  4. The reply (custom writev, out_header.unique == request unique) is
+ *     copied into in_out (out header) and the payload (arguments), and
+ *     sent with FUSE_IO_URING_CMD_COMMIT_AND_FETCH {commit_id = unique},
+ *     which also re-arms the entry.
+ *  5. FORGET, INTERRUPT and notifications keep using /dev/fuse: the
+ *     daemon's classic reader threads keep running.
+ *  6. At unmount or connection abort the kernel completes the commands with
+ *     an error; ring threads leave when all their entries have ended.
+ *
+ * Threads: one ring thread per possible CPU, pinned to it, with its own
+ * io_uring.  Replies are normally sent by the thread that received the
+ * request (thread-local current entry), but the daemon's slow pool replies
+ * later from other threads.  Those threads must not submit the commit
+ * themselves: the kernel completes a uring command (delivers the entry's
+ * next request) through task work of the task that submitted it, and a
+ * slow-pool thread that then blocks uninterruptibly (syncfs waiting for
+ * writeback) never runs it: the next request, possibly the WRITE the
+ * syncfs waits for, would hang forever (seen by experiment).  So a foreign
+ * thread fills the entry's buffers, queues the entry on its queue's
+ * pending list and wakes the ring thread through an eventfd that the ring
+ * reads; only the ring thread submits to its ring.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <liburing.h>
+
+#define FUSE_USE_VERSION 312
+#include <fuse_lowlevel.h>
+
+#include "uring.h"
+
+/* ------------------------------------------------------------------ */
+/* Kernel UAPI (include/uapi/linux/fuse.h, protocol 7.42); Debian 12's
+ * headers predate it. */
+
+#define FUSE_OPCODE_INIT 26
+#define FUSE_INIT_EXT (1u << 30)
+#define FUSE_OVER_IO_URING_FLAGS2 (1u << 9)     /* bit 41 of the 64-bit flags */
+
+enum fuse_uring_cmd {
+	FUSE_IO_URING_CMD_INVALID = 0,
+	FUSE_IO_URING_CMD_REGISTER = 1,
+	FUSE_IO_URING_CMD_COMMIT_AND_FETCH = 2,
+};
+
+struct fuse_in_header_k {
+	uint32_t len;
+	uint32_t opcode;
+	uint64_t unique;
+	uint64_t nodeid;
+	uint32_t uid;
+	uint32_t gid;
+	uint32_t pid;
+	uint16_t total_extlen;
+	uint16_t padding;
+};
+
+struct fuse_out_header_k {
+	uint32_t len;
+	int32_t error;
+	uint64_t unique;
+};
+
+/* fuse_init_out offsets used here */
+#define INIT_OUT_FLAGS 12
+#define INIT_OUT_MAX_WRITE 20
+#define INIT_OUT_MAX_PAGES 28
+#define INIT_OUT_FLAGS2 32
+
+#define FUSE_URING_IN_OUT_HEADER_SZ 128
+#define FUSE_URING_OP_IN_OUT_SZ 128
+
+struct fuse_uring_ent_in_out {
+	uint64_t flags;
+	uint64_t commit_id;     /* unique of the request, set by the kernel */
+	uint32_t payload_sz;    /* bytes used in the payload buffer */
+	uint32_t padding;
+	uint64_t reserved;
+};
+
+struct fuse_uring_req_header {
+	char in_out[FUSE_URING_IN_OUT_HEADER_SZ];   /* in/out header */
+	char op_in[FUSE_URING_OP_IN_OUT_SZ];        /* first request argument */
+	struct fuse_uring_ent_in_out ring_ent_in_out;
+};
+
+struct fuse_uring_cmd_req {
+	uint64_t flags;
+	uint64_t commit_id;
+	uint16_t qid;
+	uint8_t padding[6];
+};
+
+_Static_assert(sizeof(struct fuse_in_header_k) == 40, "fuse_in_header");
+_Static_assert(sizeof(struct fuse_out_header_k) == 16, "fuse_out_header");
+_Static_assert(sizeof(struct fuse_uring_req_header) == 288, "fuse_uring_req_header");
+_Static_assert(sizeof(struct fuse_uring_cmd_req) == 24, "fuse_uring_cmd_req");
+
+/* ------------------------------------------------------------------ */
+
+#define RLFS_URING_DEPTH 8              /* ring entries per queue at start */
+/* Entries whose request was handed to another thread (the slow pool) stay
+ * in userspace until it replies; if every entry of a queue were held that
+ * way, the WRITEs such a request waits for (its flush) could not be
+ * delivered.  So a queue registers more entries whenever fewer than
+ * RLFS_URING_MIN_FREE are left with the kernel, up to RLFS_URING_MAX_ENTS. */
+#define RLFS_URING_MIN_FREE 4
+#define RLFS_URING_MAX_ENTS 1024
+#define RLFS_URING_HEADROOM 4096        /* in_header + arg0 before the payload */
+#define RLFS_URING_PARAM "/sys/module/fuse/parameters/enable_uring"
+
+struct ring_ent {
+	struct ring_queue *q;
+	struct fuse_uring_req_header *hdr;
+	char *mem;                      /* [headroom | payload] */
+	char *payload;
+	size_t payload_sz;
+	struct iovec iov[2];
+	_Atomic uint64_t unique;        /* request in userspace, else 0 */
+	uint64_t commit_id;             /* reply queued on the pending list */
+	struct ring_ent *next_pending;
+	bool live;                      /* registered, not ended by the kernel */
+};
+
+struct ring_queue {
+	unsigned qid;
+	struct io_uring ring;
+	pthread_mutex_t pending_lock;   /* pending */
+	struct ring_ent *pending;       /* replies from other threads */
+	int efd;                        /* eventfd: pending is not empty */
+	uint64_t efd_val;               /* read target of the eventfd */
+	pthread_t tid;
+	bool ring_ok, thread_ok;
+	unsigned nlive;
+	_Atomic unsigned nents;         /* ents[0..nents-1] are set up */
+	struct ring_ent *ents[RLFS_URING_MAX_ENTS];
+};
+
+static struct fuse_session *g_se;
+static int g_fd = -1;
+static _Atomic uint64_t g_init_unique;  /* unique of INIT, 0 if not seen */
+static atomic_bool g_started, g_stopping;
+static struct ring_queue *g_queues;
+static unsigned g_nqueues;
+static atomic_uint g_nserving;
+static size_t g_payload_sz;
+static _Thread_local struct ring_ent *tl_cur;
+
+static void ulog(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void ulog(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	fputs("reflinkfs: io_uring: ", stderr);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+bool rlfs_uring_wanted(int opt)
+{
+	const char *e = getenv("RLFS_URING");
+	return opt || (e && strcmp(e, "1") == 0);
+}
+
+unsigned rlfs_uring_queues(void)
+{
+	return atomic_load(&g_nserving);
+}
+
+/* Number of possible CPUs (kernel nr_cpu_ids): highest id in
+ * /sys/devices/system/cpu/possible ("0-1", "0,2-5") plus one. */
+static unsigned possible_cpus(void)
+{
+	FILE *f = fopen("/sys/devices/system/cpu/possible", "re");
+	char buf[256];
+	unsigned max = 0;
+	if (f && fgets(buf, sizeof(buf), f)) {
+		for (char *p = buf; *p;) {
+			char *end;
+			unsigned long v = strtoul(p, &end, 10);
+			if (end == p)
+				break;
+			if (v > max)
+				max = (unsigned)v;
+			p = end;
+			while (*p == '-' || *p == ',' || *p == '\n')
+				p++;
+		}
+	}
+	if (f)
+		fclose(f);
+	return max + 1;
+}
+
+/* Y the module parameter (root only).  0 or -errno. */
+static int enable_param(void)
+{
+	char c = 0;
+	int fd = open(RLFS_URING_PARAM, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	ssize_t n = read(fd, &c, 1);
+	close(fd);
+	if (n == 1 && c == 'Y')
+		return 0;
+	fd = open(RLFS_URING_PARAM, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	n = write(fd, "Y", 1);
+	int err = n == 1 ? 0 : -errno;
+	close(fd);
+	return err;
+}
+
+/* ------------------------------------------------------------------ */
+/* submission */
+
+static void prep_cmd(struct io_uring_sqe *sqe, struct ring_ent *e, uint32_t cmd_op,
+		     uint64_t commit_id)
+{
+	memset(sqe, 0, 128);    /* SQE128: the command area is 80 bytes */
+	sqe->opcode = IORING_OP_URING_CMD;
+	sqe->fd = g_fd;
+	sqe->cmd_op = cmd_op;
+	sqe->addr = (uint64_t)(uintptr_t)e->iov;
+	sqe->len = 2;
+	sqe->user_data = (uint64_t)(uintptr_t)e;
+	struct fuse_uring_cmd_req req = { .commit_id = commit_id, .qid = (uint16_t)e->q->qid };
+	memcpy(sqe->cmd, &req, sizeof(req));
+}
+
+/* user_data of the eventfd read */
+#define WAKE_TAG ((uint64_t)1)
+
+/* Queue one SQE on q: the command built by prep_cmd, or if e is NULL the
+ * eventfd read.  Ring thread only; the caller submits.  0 or -errno. */
+static int queue_sqe(struct ring_queue *q, struct ring_ent *e, uint32_t cmd_op,
+		     uint64_t commit_id)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&q->ring);
+	if (!sqe) {
+		io_uring_submit(&q->ring);
+		sqe = io_uring_get_sqe(&q->ring);
+	}
+	if (!sqe)
+		return -EBUSY;
+	if (e) {
+		prep_cmd(sqe, e, cmd_op, commit_id);
+	} else {
+		io_uring_prep_read(sqe, q->efd, &q->efd_val, sizeof(q->efd_val), 0);
+		sqe->user_data = WAKE_TAG;
+	}
+	return 0;
+}
+
+/* queue_sqe and submit.  Ring thread only.  0 or -errno. */
+static int submit(struct ring_queue *q, struct ring_ent *e, uint32_t cmd_op, uint64_t commit_id)
+{
+	int err = queue_sqe(q, e, cmd_op, commit_id);
+	if (err)
+		return err;
+	err = io_uring_submit(&q->ring);
+	return err < 0 ? err : 0;
+}
+
+/* Wake q's ring thread (any thread). */
+static void wake(struct ring_queue *q)
+{
+	uint64_t one = 1;
+	if (write(q->efd, &one, sizeof(one)) < 0) {
+		/* counter saturated: a wake-up is pending anyway */
+	}
+}
+
+/* Ring thread: submit the commits other threads queued, re-arm the
+ * eventfd read. */
+static void flush_pending(struct ring_queue *q)
+{
+	pthread_mutex_lock(&q->pending_lock);
+	struct ring_ent *e = q->pending;
+	q->pending = NULL;
+	pthread_mutex_unlock(&q->pending_lock);
+	for (; e; e = e->next_pending) {
+		if (queue_sqe(q, e, FUSE_IO_URING_CMD_COMMIT_AND_FETCH, e->commit_id) != 0)
+			ulog("qid %u: cannot queue a commit", q->qid);
+	}
+	if (queue_sqe(q, NULL, 0, 0) != 0)
+		ulog("qid %u: cannot re-arm the wake-up read", q->qid);
+	io_uring_submit(&q->ring);
+}
+
+/* ------------------------------------------------------------------ */
+/* requests */
+
+/* Rebuild the /dev/fuse request layout in e's headroom and process it. */
+static void serve_request(struct ring_ent *e)
+{
+	struct fuse_in_header_k in;
+	memcpy(&in, e->hdr->in_out, sizeof(in));
+	uint32_t psz = e->hdr->ring_ent_in_out.payload_sz;
+	if (psz > e->payload_sz || in.len < sizeof(in) + psz ||
+	    in.len - sizeof(in) - psz > FUSE_URING_OP_IN_OUT_SZ) {
+		ulog("qid %u: malformed request (opcode %u len %u payload %u)", e->q->qid,
+		     in.opcode, in.len, psz);
+		struct fuse_out_header_k out = { sizeof(out), -EIO, in.unique };
+		memcpy(e->hdr->in_out, &out, sizeof(out));
+		e->hdr->ring_ent_in_out.payload_sz = 0;
+		submit(e->q, e, FUSE_IO_URING_CMD_COMMIT_AND_FETCH, in.unique);
+		return;
+	}
+	size_t arg0 = in.len - sizeof(in) - psz;
+	char *start = e->payload - arg0 - sizeof(in);
+	memcpy(start, &in, sizeof(in));
+	memcpy(start + sizeof(in), e->hdr->op_in, arg0);
+	atomic_store(&e->unique, in.unique);
+	struct fuse_buf fb = { .mem = start, .size = in.len };
+	tl_cur = e;
+	fuse_session_process_buf(g_se, &fb);
+	tl_cur = NULL;
+}
+
+/* The entry holding the request with this unique, or NULL. */
+static struct ring_ent *find_ent(uint64_t unique)
+{
+	struct ring_ent *e = tl_cur;
+	if (e && atomic_load(&e->unique) == unique)
+		return e;
+	if (!atomic_load(&g_started))
+		return NULL;
+	for (unsigned i = 0; i < g_nqueues; i++) {
+		struct ring_queue *q = &g_queues[i];
+		unsigned n = atomic_load(&q->nents);
+		for (unsigned j = 0; j < n; j++) {
+			if (atomic_load(&q->ents[j]->unique) == unique)
+				return q->ents[j];
+		}
+	}
+	return NULL;
+}
+
+/* Send the reply in iov through e (COMMIT_AND_FETCH).  Returns the bytes
+ * sent or -1 with errno. */
+static ssize_t commit_reply(struct ring_ent *e, const struct iovec *iov, int count)
+{
+	struct fuse_out_header_k out;
+	memcpy(&out, iov[0].iov_base, sizeof(out));
+	size_t off = 0, total = iov[0].iov_len;
+	for (int i = 1; i < count; i++) {
+		if (off + iov[i].iov_len > e->payload_sz) {
+			ulog("reply of %zu+ bytes does not fit the payload buffer",
+			     off + iov[i].iov_len);
+			out.error = -EIO;
+			out.len = sizeof(out);
+			off = 0;
+			break;
+		}
+		memcpy(e->payload + off, iov[i].iov_base, iov[i].iov_len);
+		off += iov[i].iov_len;
+		total += iov[i].iov_len;
+	}
+	memcpy(e->hdr->in_out, &out, sizeof(out));
+	e->hdr->ring_ent_in_out.payload_sz = (uint32_t)off;
+	atomic_store(&e->unique, 0);
+	if (tl_cur == e) {
+		/* the ring thread itself: submit directly */
+		tl_cur = NULL;
+		int err = submit(e->q, e, FUSE_IO_URING_CMD_COMMIT_AND_FETCH, out.unique);
+		if (err) {
+			errno = -err;
+			return -1;
+		}
+		return (ssize_t)total;
+	}
+	struct ring_queue *q = e->q;
+	e->commit_id = out.unique;
+	pthread_mutex_lock(&q->pending_lock);
+	e->next_pending = q->pending;
+	q->pending = e;
+	pthread_mutex_unlock(&q->pending_lock);
+	wake(q);
+	return (ssize_t)total;
+}
+
+/* ------------------------------------------------------------------ */
+/* ring threads */
+
+/* Ring thread: allocate one more entry of q and register it.  0 or -errno. */
+static int add_ent(struct ring_queue *q)
+{
+	unsigned n = atomic_load(&q->nents);
+	if (n >= RLFS_URING_MAX_ENTS)
+		return -ENOSPC;
+	struct ring_ent *e = calloc(1, sizeof(*e));
+	if (!e)
+		return -ENOMEM;
+	e->q = q;
+	e->hdr = calloc(1, sizeof(*e->hdr));
+	e->mem = aligned_alloc(4096, RLFS_URING_HEADROOM + g_payload_sz);
+	if (!e->hdr || !e->mem) {
+		free(e->hdr);
+		free(e->mem);
+		free(e);
+		return -ENOMEM;
+	}
+	e->payload = e->mem + RLFS_URING_HEADROOM;
+	e->payload_sz = g_payload_sz;
+	e->iov[0] = (struct iovec){ e->hdr, sizeof(*e->hdr) };
+	e->iov[1] = (struct iovec){ e->payload, g_payload_sz };
+	q->ents[n] = e;
+	atomic_store(&q->nents, n + 1);         /* publish to find_ent */
+	int err = submit(q, e, FUSE_IO_URING_CMD_REGISTER, 0);
+	if (err)
+		return err;
+	e->live = true;
+	q->nlive++;
+	return 0;
+}
+
+/* Ring thread, after a request: keep RLFS_URING_MIN_FREE entries with the
+ * kernel (see RLFS_URING_MIN_FREE). */
+static void maybe_grow(struct ring_queue *q)
+{
+	unsigned n = atomic_load(&q->nents), held = 0;
+	for (unsigned j = 0; j < n; j++)
+		held += atomic_load(&q->ents[j]->unique) != 0;
+	while (held + RLFS_URING_MIN_FREE > q->nlive && !atomic_load(&g_stopping)) {
+		if (add_ent(q) != 0)
+			break;
+	}
+}
+
+static void *ring_thread(void *arg)
+{
+	struct ring_queue *q = arg;
+	/* Only this thread submits (see the header comment), so the kernel
+	 * may run completions only when it waits (DEFER_TASKRUN, 6.1+). */
+	int err = io_uring_queue_init(64, &q->ring,
+				      IORING_SETUP_SQE128 | IORING_SETUP_SINGLE_ISSUER |
+				      IORING_SETUP_DEFER_TASKRUN);
+	if (err == -EINVAL)
+		err = io_uring_queue_init(64, &q->ring, IORING_SETUP_SQE128);
+	if (err < 0) {
+		ulog("qid %u: io_uring_queue_init: %s", q->qid, strerror(-err));
+		return NULL;
+	}
+	q->ring_ok = true;
+	for (unsigned j = 0; j < RLFS_URING_DEPTH; j++)
+		add_ent(q);
+	submit(q, NULL, 0, 0);          /* arm the wake-up read */
+	bool counted = false;
+	while (q->nlive > 0 && !atomic_load(&g_stopping)) {
+		struct io_uring_cqe *cqe;
+		err = io_uring_wait_cqe(&q->ring, &cqe);
+		if (err == -EINTR)
+			continue;
+		if (err < 0) {
+			ulog("qid %u: wait: %s", q->qid, strerror(-err));
+			break;
+		}
+		uint64_t tag = cqe->user_data;
+		int res = cqe->res;
+		io_uring_cqe_seen(&q->ring, cqe);
+		if (tag == WAKE_TAG) {
+			/* replies from other threads, or rlfs_uring_stop */
+			flush_pending(q);
+			continue;
+		}
+		struct ring_ent *e = (struct ring_ent *)(uintptr_t)tag;
+		if (res == -EAGAIN) {
+			/* registered before the kernel processed INIT */
+			struct timespec ts = { 0, 1000 * 1000 };
+			nanosleep(&ts, NULL);
+			if (submit(q, e, FUSE_IO_URING_CMD_REGISTER, 0) != 0) {
+				e->live = false;
+				q->nlive--;
+			}
+			continue;
+		}
+		if (res < 0) {
+			/* ENOTCONN, ECANCELED, ENODEV: connection ended */
+			if (res != -ENOTCONN && res != -ECANCELED && res != -ENODEV &&
+			    !atomic_load(&g_stopping))
+				ulog("qid %u: command failed: %s", q->qid, strerror(-res));
+			atomic_store(&e->unique, 0);
+			e->live = false;
+			q->nlive--;
+			continue;
+		}
+		if (!counted) {
+			counted = true;
+			atomic_fetch_add(&g_nserving, 1);
+		}
+		serve_request(e);
+		maybe_grow(q);
+	}
+	return NULL;
+}
+
+static void free_queue(struct ring_queue *q)
+{
+	unsigned n = atomic_load(&q->nents);
+	for (unsigned j = 0; j < n; j++) {
+		free(q->ents[j]->hdr);
+		free(q->ents[j]->mem);
+		free(q->ents[j]);
+		q->ents[j] = NULL;
+	}
+	atomic_store(&q->nents, 0);
+}
+
+static int init_queue(struct ring_queue *q, unsigned qid)
+{
+	q->qid = qid;
+	pthread_mutex_init(&q->pending_lock, NULL);
+	q->efd = eventfd(0, EFD_CLOEXEC);
+	if (q->efd < 0)
+		return -errno;
+	return 0;
+}
+
+/* Start the rings (after the INIT reply reached the kernel).  Errors are
+ * logged; requests then keep coming through /dev/fuse. */
+static void start_rings(void)
+{
+	unsigned n = possible_cpus();
+	g_queues = calloc(n, sizeof(*g_queues));
+	if (!g_queues) {
+		ulog("out of memory");
+		return;
+	}
+	g_nqueues = n;
+	for (unsigned i = 0; i < n; i++)
+		g_queues[i].efd = -1;
+	/* find_ent may scan from now on: entries not set up have unique 0 */
+	atomic_store(&g_started, true);
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	for (unsigned i = 0; i < n; i++) {
+		struct ring_queue *q = &g_queues[i];
+		int err = init_queue(q, i);
+		if (err) {
+			ulog("queue %u: %s", i, strerror(-err));
+			break;
+		}
+		pthread_attr_t a;
+		cpu_set_t set;
+		CPU_ZERO(&set);
+		CPU_SET(i, &set);
+		pthread_attr_init(&a);
+		pthread_attr_setaffinity_np(&a, sizeof(set), &set);
+		err = pthread_create(&q->tid, &a, ring_thread, q);
+		pthread_attr_destroy(&a);
+		if (err == EINVAL) {
+			/* CPU offline or outside our cpuset: the queue still
+			 * needs a thread for the ring to become ready */
+			err = pthread_create(&q->tid, NULL, ring_thread, q);
+		}
+		if (err) {
+			ulog("queue %u: cannot start thread: %s", i, strerror(err));
+			break;
+		}
+		q->thread_ok = true;
+	}
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
+
+void rlfs_uring_stop(void)
+{
+	if (!atomic_load(&g_started))
+		return;
+	atomic_store(&g_stopping, true);
+	bool all_ended = true;
+	for (unsigned i = 0; i < g_nqueues; i++) {
+		struct ring_queue *q = &g_queues[i];
+		if (!q->thread_ok)
+			continue;
+		wake(q);
+		pthread_join(q->tid, NULL);
+		q->thread_ok = false;
+		if (q->nlive)
+			all_ended = false;
+	}
+	for (unsigned i = 0; i < g_nqueues; i++) {
+		struct ring_queue *q = &g_queues[i];
+		if (q->ring_ok)
+			io_uring_queue_exit(&q->ring);
+		q->ring_ok = false;
+		if (q->efd >= 0)
+			close(q->efd);
+		q->efd = -1;
+	}
+	atomic_store(&g_started, false);
+	/* Commands still registered are cancelled asynchronously by the ring's
+	 * teardown; until the connection is gone the kernel may still copy a
+	 * request into their buffers, so those stay allocated (reachable). */
+	if (all_ended) {
+		for (unsigned i = 0; i < g_nqueues; i++)
+			free_queue(&g_queues[i]);
+		free(g_queues);
+		g_queues = NULL;
+		g_nqueues = 0;
+	}
+	atomic_store(&g_nserving, 0);
+}
+
+/* ------------------------------------------------------------------ */
+/* custom io */
+
+/* Ask for io_uring in libfuse's INIT reply (iov[1] is struct
+ * fuse_init_out) and take the payload size from it. */
+static void init_patch(struct iovec *iov, int count, char *copy, size_t cap)
+{
+	if (count < 2 || iov[1].iov_len < INIT_OUT_FLAGS2 + 4 || iov[1].iov_len > cap)
+		return;
+	memcpy(copy, iov[1].iov_base, iov[1].iov_len);
+	uint32_t flags, flags2, max_write;
+	uint16_t max_pages;
+	memcpy(&flags, copy + INIT_OUT_FLAGS, 4);
+	memcpy(&flags2, copy + INIT_OUT_FLAGS2, 4);
+	memcpy(&max_write, copy + INIT_OUT_MAX_WRITE, 4);
+	memcpy(&max_pages, copy + INIT_OUT_MAX_PAGES, 2);
+	flags |= FUSE_INIT_EXT;
+	flags2 |= FUSE_OVER_IO_URING_FLAGS2;
+	memcpy(copy + INIT_OUT_FLAGS, &flags, 4);
+	memcpy(copy + INIT_OUT_FLAGS2, &flags2, 4);
+	iov[1].iov_base = copy;
+	/* kernel: payload >= max(max_write, max_pages * PAGE_SIZE, 8 KiB) */
+	size_t page = (size_t)sysconf(_SC_PAGESIZE);
+	size_t sz = max_write;
+	if ((size_t)max_pages * page > sz)
+		sz = (size_t)max_pages * page;
+	if (sz < 8192)
+		sz = 8192;
+	g_payload_sz = (sz + page - 1) / page * page + page;
+}
+
+static ssize_t uring_read(int fd, void *buf, size_t len, void *userdata)
+{
+	(void)userdata;
+	ssize_t n = read(fd, buf, len);
+	if (n >= (ssize_t)sizeof(struct fuse_in_header_k)) {
+		struct fuse_in_header_k in;
+		memcpy(&in, buf, sizeof(in));
+		if (in.opcode == FUSE_OPCODE_INIT)
+			atomic_store(&g_init_unique, in.unique);
+	}
+	return n;
+}
+
+static ssize_t uring_writev(int fd, struct iovec *iov, int count, void *userdata)
+{
+	(void)userdata;
+	struct fuse_out_header_k out;
+	if (count < 1 || iov[0].iov_len < sizeof(out))
+		return writev(fd, iov, count);
+	memcpy(&out, iov[0].iov_base, sizeof(out));
+	if (out.unique != 0) {
+		struct ring_ent *e = find_ent(out.unique);
+		if (e)
+			return commit_reply(e, iov, count);
+	}
+	uint64_t init = atomic_load(&g_init_unique);
+	if (init == 0 || out.unique != init || out.error != 0)
+		return writev(fd, iov, count);
+	atomic_store(&g_init_unique, 0);
+	char copy[256];
+	struct iovec v[8];
+	if (count > 8)
+		return writev(fd, iov, count);
+	memcpy(v, iov, (size_t)count * sizeof(*v));
+	init_patch(v, count, copy, sizeof(copy));
+	ssize_t n = writev(fd, v, count);
+	if (n >= 0 && g_payload_sz && !atomic_load(&g_started))
+		start_rings();
+	return n;
+}
+
+int rlfs_uring_install(struct fuse_session *se)
+{
+	int err = enable_param();
+	if (err) {
+		ulog("cannot enable %s: %s; using /dev/fuse", RLFS_URING_PARAM, strerror(-err));
+		return err;
+	}
+	static const struct fuse_custom_io io = {
+		.read = uring_read,
+		.writev = uring_writev,
+	};
+	g_se = se;
+	g_fd = fuse_session_fd(se);
+	err = fuse_session_custom_io(se, &io, g_fd);
+	if (err) {
+		ulog("cannot install the custom io: %s; using /dev/fuse", strerror(-err));
+		return err;
+	}
+	return 0;
+}

@@ -1,0 +1,42 @@
+/*
+ * uring.h: FUSE over io_uring for the reflinkfs daemon (see uring.c).
+ *
+ * Usage: rlfs_uring_install() right after fuse_session_mount(); the rings
+ * start by themselves once the kernel has processed INIT; call
+ * rlfs_uring_stop() in the shutdown path after the request loop and the
+ * slow pool have finished and before fuse_session_unmount() /
+ * fuse_session_destroy().
+ */
+#ifndef RLFS_FUSE_URING_H
+#define RLFS_FUSE_URING_H
+
+#include <stdbool.h>
+
+struct fuse_session;
+
+/*
+ * Whether io_uring was asked for: opt (the -o uring mount option) or the
+ * environment variable RLFS_URING=1.
+ */
+bool rlfs_uring_wanted(int opt);
+
+/*
+ * Install the custom /dev/fuse io on se (fuse_session_custom_io with
+ * fuse_session_fd(se)), which asks the kernel for FUSE_OVER_IO_URING in the
+ * INIT reply and starts one ring thread per possible CPU after it.  Enables
+ * /sys/module/fuse/parameters/enable_uring if needed (root only).  Returns 0,
+ * or -errno if io_uring cannot be used (a message was logged; the session
+ * then keeps the classic /dev/fuse path).
+ */
+int rlfs_uring_install(struct fuse_session *se);
+
+/*
+ * Stop and join the ring threads (no-op if none were started).  Safe to
+ * call whether or not the kernel has already ended the commands.
+ */
+void rlfs_uring_stop(void);
+
+/* Number of queues serving requests (0: classic /dev/fuse only). */
+unsigned rlfs_uring_queues(void);
+
+#endif
