@@ -2003,8 +2003,15 @@ static int setup(const struct rlfs_daemon_opts *o, const char *image, struct fus
 		fprintf(stderr, "%s: cannot mount %s on %s\n", o->prog, image, g_mnt);
 		goto fail_session;
 	}
-	if (rlfs_uring_wanted(o->uring))
-		rlfs_uring_install(g_se);       /* falls back to /dev/fuse */
+	if (rlfs_uring_wanted(o->uring)) {
+		/* Per-CPU queues: the barrier flush of older kernels assumes
+		 * the single FIFO queue of /dev/fuse (flush_by_barrier) */
+		if (!g_wb_on_reply)
+			logmsg("reflinkfs: io_uring needs the per-inode flush of Linux 6.16 "
+			       "and later; serving requests through /dev/fuse");
+		else
+			rlfs_uring_install(g_se);       /* falls back to /dev/fuse */
+	}
 	return 0;
 fail_session:
 	fuse_session_destroy(g_se);

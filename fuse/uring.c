@@ -179,6 +179,9 @@ struct ring_queue {
 	int efd;                        /* eventfd: pending is not empty */
 	uint64_t efd_val;               /* read target of the eventfd */
 	pthread_t tid;
+	_Atomic pid_t ktid;             /* kernel thread id, 0 until started */
+	uint64_t run_ns, wait_ns;       /* CPU time, runqueue wait: last check */
+	unsigned normal_ticks;          /* > 0: SCHED_OTHER for that many checks */
 	bool ring_ok, thread_ok;
 	unsigned nlive;
 	_Atomic unsigned nents;         /* ents[0..nents-1] are set up */
@@ -479,9 +482,92 @@ static void maybe_grow(struct ring_queue *q)
 	}
 }
 
+/*
+ * Scheduling of ring threads.  When a ring thread replies it wakes the
+ * application on the same CPU, but the scheduler places a waking task on
+ * an idle CPU if it can, and the ring thread's CPU is busy at that moment
+ * (it is still returning from the commit): the application moves to the
+ * other CPU, its next request goes to that CPU's queue, and every request
+ * pays for waking an idle CPU (an IPI and, on a VM, a halt exit).  A CPU
+ * that runs only SCHED_IDLE tasks counts as idle for that choice
+ * (kernel/sched/fair.c select_idle_sibling, sched_idle_cpu), so ring
+ * threads run SCHED_IDLE and the application stays on its CPU: 2-3x more
+ * metadata operations per second on the 2-vCPU machine of BENCHMARKS.md.
+ *
+ * SCHED_IDLE threads get almost no CPU while normal tasks want it, so a
+ * busy CPU would starve its queue.  starvation_guard() (every
+ * RLFS_URING_GUARD_MS) reads each ring thread's CPU time and runqueue wait
+ * (/proc/self/task/TID/schedstat, ns).  A thread that waited for the CPU
+ * more than a quarter of the interval while running less than an eighth
+ * of its wait is starved (a ring thread preempted by the application it
+ * just woke also waits, but then runs again as soon as the application's
+ * next request blocks it) and runs SCHED_OTHER for RLFS_URING_NORMAL_TICKS
+ * intervals.
+ */
+#define RLFS_URING_GUARD_MS 20
+#define RLFS_URING_NORMAL_TICKS 100
+
+static void set_policy(pthread_t t, int policy)
+{
+	struct sched_param sp = { 0 };
+	pthread_setschedparam(t, policy, &sp);   /* best effort */
+}
+
+/* CPU time and runqueue wait of thread ktid in ns (0 if unknown). */
+static void sched_times(pid_t ktid, uint64_t *run_ns, uint64_t *wait_ns)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/self/task/%d/schedstat", (int)ktid);
+	unsigned long long run = 0, wait = 0;
+	FILE *f = fopen(path, "re");
+	if (f) {
+		if (fscanf(f, "%llu %llu", &run, &wait) != 2)
+			run = wait = 0;
+		fclose(f);
+	}
+	*run_ns = run;
+	*wait_ns = wait;
+}
+
+static pthread_t g_guard_tid;
+static bool g_guard_ok;
+
+static void *starvation_guard(void *arg)
+{
+	(void)arg;
+	const uint64_t limit_ns = RLFS_URING_GUARD_MS * 1000000ull / 4;
+	while (!atomic_load(&g_stopping)) {
+		struct timespec ts = { 0, RLFS_URING_GUARD_MS * 1000000L };
+		nanosleep(&ts, NULL);
+		for (unsigned i = 0; i < g_nqueues; i++) {
+			struct ring_queue *q = &g_queues[i];
+			pid_t ktid = atomic_load(&q->ktid);
+			if (!ktid)
+				continue;
+			uint64_t r, w;
+			sched_times(ktid, &r, &w);
+			uint64_t dw = w - q->wait_ns, dr = r - q->run_ns;
+			bool starved = dw > limit_ns && dr < dw / 8;
+			q->run_ns = r;
+			q->wait_ns = w;
+			if (starved) {
+				if (!q->normal_ticks)
+					set_policy(q->tid, SCHED_OTHER);
+				q->normal_ticks = RLFS_URING_NORMAL_TICKS;
+			} else if (q->normal_ticks && --q->normal_ticks == 0) {
+				set_policy(q->tid, SCHED_IDLE);
+			}
+		}
+	}
+	return NULL;
+}
+
 static void *ring_thread(void *arg)
 {
 	struct ring_queue *q = arg;
+	sched_times(gettid(), &q->run_ns, &q->wait_ns);
+	atomic_store(&q->ktid, gettid());
+	set_policy(pthread_self(), SCHED_IDLE);
 	/* Only this thread submits (see the header comment), so the kernel
 	 * may run completions only when it waits (DEFER_TASKRUN, 6.1+). */
 	int err = io_uring_queue_init(64, &q->ring,
@@ -612,6 +698,7 @@ static void start_rings(void)
 		}
 		q->thread_ok = true;
 	}
+	g_guard_ok = pthread_create(&g_guard_tid, NULL, starvation_guard, NULL) == 0;
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
 
@@ -620,6 +707,9 @@ void rlfs_uring_stop(void)
 	if (!atomic_load(&g_started))
 		return;
 	atomic_store(&g_stopping, true);
+	if (g_guard_ok)
+		pthread_join(g_guard_tid, NULL);
+	g_guard_ok = false;
 	bool all_ended = true;
 	for (unsigned i = 0; i < g_nqueues; i++) {
 		struct ring_queue *q = &g_queues[i];

@@ -109,6 +109,22 @@ rlfs_mount() {
 	run_to "$CMD_TIMEOUT" "$RLFS" mount "$@" "$img" "$dir" ||
 		die "mount $img $dir failed (exit $?)"
 	mountpoint -q "$dir" || die "mount of $img returned but $dir is not a mount point"
+	[ "${RLFS_URING:-0}" != 1 ] || uring_check "$img"
+}
+
+# uring_check IMG: the daemon serving IMG has io_uring instances (one per
+# CPU queue) a moment after mount, i.e. it did not fall back to /dev/fuse.
+uring_check() {
+	local pid i
+	pid=$(pgrep -f -- "reflinkfs mount .*$1" | head -1)
+	[ -n "$pid" ] || die "uring_check: no daemon for $1"
+	for ((i = 0; i < 50; i++)); do
+		if [ "$(ls -l /proc/"$pid"/fd 2>/dev/null | grep -c 'io_uring')" -ge "$(nproc)" ]; then
+			return 0
+		fi
+		sleep 0.1
+	done
+	die "uring_check: the daemon of $1 does not use io_uring"
 }
 
 # rlfs_umount DIR: unmount (flushes) and wait until the daemon released the image.

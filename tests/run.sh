@@ -10,6 +10,9 @@
 # Exit status is non-zero if any test failed.  Must run as root (FUSE mounts,
 # loop devices); a missing /dev/fuse makes the mount tests fail, not skip.
 #
+# Integration tests named in URING_TESTS run a second time ("NAME+uring")
+# with the daemon on FUSE over io_uring, on kernels that have it.
+#
 # Environment: TEST_TIMEOUT (seconds per test, default 900), KEEP=1 keeps
 # the temp dirs of failed tests, TAIL (lines shown on failure, default 25).
 [ -n "${BASH_VERSION:-}" ] || exec bash "$0" "$@"
@@ -95,39 +98,63 @@ if [ "$WHAT" = unit ] || [ "$WHAT" = all ]; then
 	fi
 fi
 
+# run_script SCRIPT NAME [VAR=VALUE...]: one integration test script
+run_script() {
+	local script=$1 name=$2 base rc start logf tdir
+	shift 2
+	base=${name#integration/}
+	base=${base//+/-}
+	logf=$LOGDIR/$base.log
+	tdir=$(mktemp -d "${TMPDIR:-/tmp}/rlfs-$base.XXXXXX")
+	start=$(date +%s)
+	# Sanitizer reports of every process of the test (including the
+	# daemonized FUSE server, whose stderr is gone) go to files in the
+	# test's dir; any report fails the test.
+	env "$@" RLFS="$BUILD/reflinkfs" FSX="$BUILD/rlfs-fsx" BUILD="$BUILD" SRCDIR="$SRCDIR" \
+		T="$tdir" TEST_NAME="$base" \
+		ASAN_OPTIONS="$ASAN_OPTIONS:log_path=$tdir/sanitizer" \
+		UBSAN_OPTIONS="$UBSAN_OPTIONS:log_path=$tdir/sanitizer" \
+		timeout -k 15 "$TEST_TIMEOUT" bash "$script" >"$logf" 2>&1 </dev/null
+	rc=$?
+	sweep_mounts "$tdir"
+	if ls "$tdir"/sanitizer.* >/dev/null 2>&1; then
+		{
+			echo "--- sanitizer reports:"
+			for f in "$tdir"/sanitizer.*; do head -n 40 "$f"; done
+		} >>"$logf"
+		[ "$rc" != 0 ] || rc=99
+	fi
+	report "$name" "$rc" $(($(date +%s) - start)) "$logf"
+	if [ "$rc" != 0 ] && [ "${KEEP:-0}" = 1 ]; then
+		echo "    (kept $tdir, full log $logf)"
+	else
+		rm -rf "$tdir"
+	fi
+}
+
+# Tests that run a second time with the daemon serving requests through
+# FUSE over io_uring (mount -o uring; RLFS_URING=1), where the kernel has it.
+URING_TESTS=${URING_TESTS:-"02-copy-trees 05-fsx 06-parallel 20-ioctl-shim 22-clone-group"}
+URING_PARAM=/sys/module/fuse/parameters/enable_uring
+
 if [ "$WHAT" = integration ] || [ "$WHAT" = all ]; then
 	for script in "$SRCDIR"/tests/integration/*.sh; do
 		[ -f "$script" ] || continue
-		base=$(basename "$script" .sh)
-		name=integration/$base
+		name=integration/$(basename "$script" .sh)
 		[ -z "$PATTERN" ] || [[ "$name" == *$PATTERN* ]] || continue
-		logf=$LOGDIR/$base.log
-		tdir=$(mktemp -d "${TMPDIR:-/tmp}/rlfs-$base.XXXXXX")
-		start=$(date +%s)
-		# Sanitizer reports of every process of the test (including the
-		# daemonized FUSE server, whose stderr is gone) go to files in the
-		# test's dir; any report fails the test.
-		env RLFS="$BUILD/reflinkfs" FSX="$BUILD/rlfs-fsx" BUILD="$BUILD" SRCDIR="$SRCDIR" \
-			T="$tdir" TEST_NAME="$base" \
-			ASAN_OPTIONS="$ASAN_OPTIONS:log_path=$tdir/sanitizer" \
-			UBSAN_OPTIONS="$UBSAN_OPTIONS:log_path=$tdir/sanitizer" \
-			timeout -k 15 "$TEST_TIMEOUT" bash "$script" >"$logf" 2>&1 </dev/null
-		rc=$?
-		sweep_mounts "$tdir"
-		if ls "$tdir"/sanitizer.* >/dev/null 2>&1; then
-			{
-				echo "--- sanitizer reports:"
-				for f in "$tdir"/sanitizer.*; do head -n 40 "$f"; done
-			} >>"$logf"
-			[ "$rc" != 0 ] || rc=99
-		fi
-		report "$name" "$rc" $(($(date +%s) - start)) "$logf"
-		if [ "$rc" != 0 ] && [ "${KEEP:-0}" = 1 ]; then
-			echo "    (kept $tdir, full log $logf)"
-		else
-			rm -rf "$tdir"
-		fi
+		run_script "$script" "$name"
 	done
+	if [ -e "$URING_PARAM" ]; then
+		uring_was=$(cat "$URING_PARAM")
+		for base in $URING_TESTS; do
+			script=$SRCDIR/tests/integration/$base.sh
+			name=integration/$base+uring
+			[ -f "$script" ] || continue
+			[ -z "$PATTERN" ] || [[ "$name" == *$PATTERN* ]] || continue
+			run_script "$script" "$name" RLFS_URING=1
+		done
+		echo "$uring_was" >"$URING_PARAM" 2>/dev/null
+	fi
 fi
 
 [ "${KEEP:-0}" = 1 ] || rm -rf "$LOGDIR"
