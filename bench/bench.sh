@@ -23,6 +23,8 @@
 #   tree clone  cp -a of the copied /usr/share/doc inside the filesystem
 #               (cp clones through FICLONE on XFS, copy_file_range on
 #               reflinkfs) + sync: df growth in MiB vs the first copy's
+# reflinkfs runs twice where the kernel has FUSE over io_uring: as mounted
+# by default (/dev/fuse) and with mount -o uring (a second table).
 # Environment: BENCH_DIR (where the images live, default /var/tmp),
 # SEQ_MB (default 1024), NFILES (default 20000), COPY_SRC (/usr/share/doc),
 # RUNS (repetitions; the table shows the median of the runs, default 3).
@@ -51,12 +53,14 @@ RANDW=${RANDW:-5000}
 
 cleanup() {
 	set +e
-	for m in "$W/rlfs" "$W/xfs"; do
+	for m in "$W/rlfs" "$W/rlfsu" "$W/xfs"; do
 		if mountpoint -q "$m"; then
 			fusermount3 -u "$m" 2>/dev/null || umount "$m" 2>/dev/null || umount -l "$m"
 		fi
 	done
 	flock -w 30 "$W/rlfs.img" true 2>/dev/null
+	flock -w 30 "$W/rlfsu.img" true 2>/dev/null
+	[ -z "${URING_WAS:-}" ] || echo "$URING_WAS" >"$URING_PARAM" 2>/dev/null
 	for dev in $(losetup -j "$W/xfs.img" -O NAME -n 2>/dev/null); do losetup -d "$dev"; done
 	rm -rf "$W"
 }
@@ -67,7 +71,7 @@ now() { date +%s.%N; }
 used_kb() { df -P -k "$1" | awk 'NR==2 {print $3}'; }
 extents() { # fs file: number of data extents
 	case $1 in
-	rlfs) "$RLFS" io -r -c stat "$2" | awk -F' = ' '/^extents.count/ {print $2}' ;;
+	rlfs|rlfsu) "$RLFS" io -r -c stat "$2" | awk -F' = ' '/^extents.count/ {print $2}' ;;
 	xfs) xfs_io -r -c "fiemap" "$2" | grep -vc 'hole\|:$' ;;
 	esac
 }
@@ -76,11 +80,15 @@ drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 
 fs_mount() { # fs
 	case $1 in
-	rlfs)
-		rm -f "$W/rlfs.img"
-		"$RLFS" mkfs -s "$IMG_SIZE" "$W/rlfs.img" >/dev/null
-		mkdir -p "$W/rlfs"
-		"$RLFS" mount "$W/rlfs.img" "$W/rlfs" ;;
+	rlfs|rlfsu)
+		rm -f "$W/$1.img"
+		"$RLFS" mkfs -s "$IMG_SIZE" "$W/$1.img" >/dev/null
+		mkdir -p "$W/$1"
+		if [ "$1" = rlfsu ]; then
+			"$RLFS" mount -o uring "$W/$1.img" "$W/$1"
+		else
+			"$RLFS" mount "$W/$1.img" "$W/$1"
+		fi ;;
 	xfs)
 		rm -f "$W/xfs.img"
 		truncate -s "$IMG_SIZE" "$W/xfs.img"
@@ -91,7 +99,7 @@ fs_mount() { # fs
 }
 fs_umount() { # fs
 	case $1 in
-	rlfs) fusermount3 -u "$W/rlfs"; flock -w 60 "$W/rlfs.img" true ;;
+	rlfs|rlfsu) fusermount3 -u "$W/$1"; flock -w 60 "$W/$1.img" true ;;
 	xfs) umount "$W/xfs" ;;
 	esac
 }
@@ -176,9 +184,18 @@ run_fs() { # fs
 
 echo "bench: images in $BENCH_DIR ($(df -P "$BENCH_DIR" | awk 'NR==2 {print $1}')), $IMG_SIZE each;" \
 	"seq ${SEQ_MB} MiB, $NFILES files, copy of $COPY_SRC ($((copy_kb / 1024)) MiB, $copy_files entries)" >&2
+# reflinkfs twice: requests through /dev/fuse (the default) and through FUSE
+# over io_uring (mount -o uring, where the kernel has it; the daemon sets
+# the fuse module's enable_uring parameter, put back at the end)
+URING_PARAM=/sys/module/fuse/parameters/enable_uring
+FSLIST="xfs rlfs"
+if [ -e "$URING_PARAM" ]; then
+	URING_WAS=$(cat "$URING_PARAM")
+	FSLIST="xfs rlfs rlfsu"
+fi
 r=0
 for ((r = 1; r <= RUNS; r++)); do
-	for fs in xfs rlfs; do
+	for fs in $FSLIST; do
 		echo "bench: run $r on $fs" >&2
 		run_fs $fs
 	done
@@ -186,7 +203,8 @@ done
 
 medians
 
-ratio() { awk -v a="${R[rlfs.$1]}" -v b="${R[xfs.$1]}" 'BEGIN {printf "%.2f", (b > 0 ? a / b : 0)}'; }
+RF=rlfs   # which reflinkfs run the rows show: rlfs (/dev/fuse) or rlfsu (-o uring)
+ratio() { awk -v a="${R[$RF.$1]}" -v b="${R[xfs.$1]}" 'BEGIN {printf "%.2f", (b > 0 ? a / b : 0)}'; }
 row() { # metric label unit target
 	local r
 	r=$(ratio "$1")
@@ -194,7 +212,7 @@ row() { # metric label unit target
 	if [ "$4" != "-" ]; then
 		if awk -v r="$r" -v t="$4" 'BEGIN {exit !(r >= t)}'; then mark=" (met)"; else mark=" (missed)"; fi
 	fi
-	printf '| %s | %s %s | %s %s | %s | %s%s |\n' "$2" "${R[xfs.$1]}" "$3" "${R[rlfs.$1]}" "$3" "$r" "$4" "$mark"
+	printf '| %s | %s %s | %s %s | %s | %s%s |\n' "$2" "${R[xfs.$1]}" "$3" "${R[$RF.$1]}" "$3" "$r" "$4" "$mark"
 }
 # every run's rate, to show the spread
 spread() {
@@ -203,7 +221,7 @@ spread() {
 	echo "All runs (per run, in run order; rates, except clone1g and clonefrag in ms and copymb, clonemb in MiB):"
 	echo
 	for k in seqw seqr create statw statc unlink copy clone1g clonefrag randw treeclone copymb clonemb; do
-		echo "- $k: XFS${V[xfs.$k]}; reflinkfs${V[rlfs.$k]}"
+		echo "- $k: XFS${V[xfs.$k]}; reflinkfs${V[rlfs.$k]}${V[rlfsu.$k]:+; reflinkfs -o uring${V[rlfsu.$k]}}"
 	done
 }
 
@@ -211,17 +229,25 @@ echo
 echo "Machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo) RAM, kernel $(uname -r), images on $(df -P "$BENCH_DIR" | awk 'NR==2 {print $1}') ($BENCH_DIR)"
 echo "reflinkfs build: $BUILD, commit $(cd "$SRCDIR" && git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 echo
-echo "Median of $RUNS runs (each run: fresh images, XFS then reflinkfs)."
-echo
-echo "| workload | kernel XFS | reflinkfs | ratio | target |"
-echo "| --- | --- | --- | --- | --- |"
-row seqw "sequential write ${SEQ_MB} MiB (dd bs=1M conv=fsync)" "MiB/s" 0.8
-row seqr "sequential read ${SEQ_MB} MiB (caches dropped)" "MiB/s" 0.8
-row create "create $NFILES files (+syncfs)" "ops/s" 0.4
-row statw "stat $NFILES files (warm)" "ops/s" 0.5
-row statc "stat $NFILES files (cold, caches dropped)" "ops/s" 0.5
-row unlink "unlink $NFILES files (+syncfs)" "ops/s" "-"
-row copy "cp -a $COPY_SRC ($((copy_kb / 1024)) MiB, $copy_files entries) + sync" "MiB/s" "-"
+echo "Median of $RUNS runs (each run: fresh images, XFS then reflinkfs$([ -z "${URING_WAS:-}" ] || echo ", then reflinkfs -o uring"))."
+base_table() {
+	echo
+	echo "| workload | kernel XFS | reflinkfs$1 | ratio | target |"
+	echo "| --- | --- | --- | --- | --- |"
+	row seqw "sequential write ${SEQ_MB} MiB (dd bs=1M conv=fsync)" "MiB/s" 0.8
+	row seqr "sequential read ${SEQ_MB} MiB (caches dropped)" "MiB/s" 0.8
+	row create "create $NFILES files (+syncfs)" "ops/s" 0.4
+	row statw "stat $NFILES files (warm)" "ops/s" 0.5
+	row statc "stat $NFILES files (cold, caches dropped)" "ops/s" 0.5
+	row unlink "unlink $NFILES files (+syncfs)" "ops/s" "-"
+	row copy "cp -a $COPY_SRC ($((copy_kb / 1024)) MiB, $copy_files entries) + sync" "MiB/s" "-"
+}
+base_table ""
+if [ -n "${URING_WAS:-}" ]; then
+	echo
+	echo "The same with the daemon on FUSE over io_uring (mount -o uring):"
+	RF=rlfsu base_table " -o uring"
+fi
 # time rows: ratio = XFS time / reflinkfs time (speed ratio, > 1 = faster)
 trow() { # metric label target
 	local r mark=""
