@@ -87,7 +87,7 @@ fs_mount() { # fs
 		if [ "$1" = rlfsu ]; then
 			"$RLFS" mount -o uring "$W/$1.img" "$W/$1"
 		else
-			"$RLFS" mount "$W/$1.img" "$W/$1"
+			"$RLFS" mount -o nouring "$W/$1.img" "$W/$1"
 		fi ;;
 	xfs)
 		rm -f "$W/xfs.img"

@@ -25,7 +25,7 @@ struct rlfs_daemon_opts {
 	int debug;                  /* libfuse -d (implies foreground) */
 	const char *fuse_opts;      /* extra comma-separated libfuse/mount
 	                               options (allow_other, ...), or NULL */
-	int uring;                  /* -o uring: FUSE over io_uring (fuse/uring.h) */
+	int uring;                  /* -o uring 1, -o nouring -1, else 0 (fuse/uring.h) */
 	const char *prog;           /* for error messages, e.g. "reflinkfs mount" */
 };
 

@@ -212,7 +212,19 @@ static void ulog(const char *fmt, ...)
 bool rlfs_uring_wanted(int opt)
 {
 	const char *e = getenv("RLFS_URING");
-	return opt || (e && strcmp(e, "1") == 0);
+	if (opt < 0)
+		return false;
+	if (opt > 0 || (e && strcmp(e, "1") == 0))
+		return true;
+	/* the administrator enabled FUSE over io_uring for the machine */
+	char c = 0;
+	FILE *f = fopen(RLFS_URING_PARAM, "re");
+	if (f) {
+		if (fread(&c, 1, 1, f) != 1)
+			c = 0;
+		fclose(f);
+	}
+	return c == 'Y';
 }
 
 unsigned rlfs_uring_queues(void)

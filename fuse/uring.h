@@ -15,8 +15,11 @@
 struct fuse_session;
 
 /*
- * Whether io_uring was asked for: opt (the -o uring mount option) or the
- * environment variable RLFS_URING=1.
+ * Whether to serve requests through io_uring: opt is the mount option
+ * (1 "uring", -1 "nouring", 0 neither).  Yes for "uring" or the environment
+ * variable RLFS_URING=1, no for "nouring", otherwise yes only if the fuse
+ * module's enable_uring parameter is already Y (the administrator turned
+ * FUSE over io_uring on for the machine).
  */
 bool rlfs_uring_wanted(int opt);
 

@@ -66,8 +66,10 @@ static void usage_mount(FILE *f, const char *prog)
 		"                allow_other     let other users access the mount\n"
 		"                allow_root      let root access the mount\n"
 		"                uring           serve requests through FUSE over io_uring\n"
-		"                                (kernel 6.14+; root enables the fuse module's\n"
-		"                                enable_uring parameter; also env RLFS_URING=1)\n"
+		"                                (kernel 6.16+; root enables the fuse module's\n"
+		"                                enable_uring parameter; also env RLFS_URING=1);\n"
+		"                                the default where that parameter is already Y\n"
+		"                nouring         never use io_uring (/dev/fuse only)\n"
 		"                other FUSE and generic mount options (nosuid, nodev,\n"
 		"                noexec, noatime, max_read=N, ...) are passed to libfuse\n"
 		"              default_permissions is always on (the kernel checks access)\n"
@@ -158,6 +160,8 @@ static int parse_mount_opts(struct mount_args *ma, const char *list)
 			ma->debug = 1;
 		} else if (strcmp(o, "uring") == 0) {
 			ma->uring = 1;
+		} else if (strcmp(o, "nouring") == 0) {
+			ma->uring = -1;
 		} else if (strcmp(o, "relatime") == 0) {
 			/* the default of FUSE mounts; libfuse 3.14 rejects it */
 		} else if (strcmp(o, "norelatime") == 0 || strcmp(o, "strictatime") == 0 ||
