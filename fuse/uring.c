@@ -67,6 +67,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
@@ -519,6 +520,17 @@ static void maybe_grow(struct ring_queue *q)
 #define RLFS_URING_GUARD_MS 20
 #define RLFS_URING_NORMAL_TICKS 100
 
+/* Whether a SCHED_IDLE thread may return to SCHED_OTHER (at nice 0):
+ * root, or RLIMIT_NICE >= 20 (sched_setscheduler(2)).  Without that the
+ * starvation guard could not help, so ring threads stay SCHED_OTHER. */
+static bool idle_policy_ok(void)
+{
+	struct rlimit rl;
+	if (geteuid() == 0)
+		return true;
+	return getrlimit(RLIMIT_NICE, &rl) == 0 && rl.rlim_cur >= 20;
+}
+
 static void set_policy(pthread_t t, int policy)
 {
 	struct sched_param sp = { 0 };
@@ -566,7 +578,7 @@ static void *starvation_guard(void *arg)
 				if (!q->normal_ticks)
 					set_policy(q->tid, SCHED_OTHER);
 				q->normal_ticks = RLFS_URING_NORMAL_TICKS;
-			} else if (q->normal_ticks && --q->normal_ticks == 0) {
+			} else if (q->normal_ticks && --q->normal_ticks == 0 && idle_policy_ok()) {
 				set_policy(q->tid, SCHED_IDLE);
 			}
 		}
@@ -579,7 +591,8 @@ static void *ring_thread(void *arg)
 	struct ring_queue *q = arg;
 	sched_times(gettid(), &q->run_ns, &q->wait_ns);
 	atomic_store(&q->ktid, gettid());
-	set_policy(pthread_self(), SCHED_IDLE);
+	if (idle_policy_ok())
+		set_policy(pthread_self(), SCHED_IDLE);
 	/* Only this thread submits (see the header comment), so the kernel
 	 * may run completions only when it waits (DEFER_TASKRUN, 6.1+). */
 	int err = io_uring_queue_init(64, &q->ring,
