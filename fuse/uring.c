@@ -171,6 +171,7 @@ struct ring_ent {
 	struct ring_ent *next_pending;
 	struct ring_ent *next_bulk;     /* on the bulk queue */
 	struct fuse_buf bulk_fb;        /* the rebuilt request, for a bulk thread */
+	bool bulk;                      /* handed to a bulk thread */
 	bool live;                      /* registered, not ended by the kernel */
 };
 
@@ -184,7 +185,8 @@ struct ring_queue {
 	pthread_t tid;
 	_Atomic pid_t ktid;             /* kernel thread id, 0 until started */
 	uint64_t run_ns, wait_ns;       /* CPU time, runqueue wait: last check */
-	unsigned normal_ticks;          /* > 0: SCHED_OTHER for that many checks */
+	_Atomic unsigned normal_ticks;  /* > 0: SCHED_OTHER for that many checks */
+	_Atomic unsigned bulk_inflight; /* bulk requests not yet committed */
 	bool ring_ok, thread_ok;
 	unsigned nlive;
 	_Atomic unsigned nents;         /* ents[0..nents-1] are set up */
@@ -342,6 +344,18 @@ static void wake(struct ring_queue *q)
 
 /* Ring thread: submit the commits other threads queued, re-arm the
  * eventfd read. */
+static void set_policy(pthread_t t, int policy);
+static bool idle_policy_ok(void);
+
+/* Ring thread: one bulk request of q fewer in flight; back to SCHED_IDLE
+ * after the last one unless the starvation guard holds it at SCHED_OTHER. */
+static void bulk_done(struct ring_queue *q)
+{
+	if (atomic_load(&q->bulk_inflight) && atomic_fetch_sub(&q->bulk_inflight, 1) == 1 &&
+	    !atomic_load(&q->normal_ticks) && idle_policy_ok())
+		set_policy(pthread_self(), SCHED_IDLE);
+}
+
 static void flush_pending(struct ring_queue *q)
 {
 	pthread_mutex_lock(&q->pending_lock);
@@ -351,6 +365,10 @@ static void flush_pending(struct ring_queue *q)
 	for (; e; e = e->next_pending) {
 		if (queue_sqe(q, e, FUSE_IO_URING_CMD_COMMIT_AND_FETCH, e->commit_id) != 0)
 			ulog("qid %u: cannot queue a commit", q->qid);
+		if (e->bulk) {
+			e->bulk = false;
+			bulk_done(q);
+		}
 	}
 	if (queue_sqe(q, NULL, 0, 0) != 0)
 		ulog("qid %u: cannot re-arm the wake-up read", q->qid);
@@ -476,6 +494,12 @@ static void serve_request(struct ring_ent *e)
 	atomic_store(&e->unique, in.unique);
 	struct fuse_buf fb = { .mem = start, .size = in.len };
 	if (is_bulk(&in, e->hdr->op_in, arg0, psz)) {
+		/* While bulk requests are in flight the ring thread competes
+		 * for its CPU normally: their replies must be committed while
+		 * the application keeps the CPU busy (readahead pipelining). */
+		if (atomic_fetch_add(&e->q->bulk_inflight, 1) == 0)
+			set_policy(pthread_self(), SCHED_OTHER);
+		e->bulk = true;
 		e->bulk_fb = fb;
 		bulk_submit(e);
 		return;
@@ -678,7 +702,8 @@ static void *starvation_guard(void *arg)
 				if (!q->normal_ticks)
 					set_policy(q->tid, SCHED_OTHER);
 				q->normal_ticks = RLFS_URING_NORMAL_TICKS;
-			} else if (q->normal_ticks && --q->normal_ticks == 0 && idle_policy_ok()) {
+			} else if (q->normal_ticks && --q->normal_ticks == 0 && idle_policy_ok() &&
+				   !atomic_load(&q->bulk_inflight)) {
 				set_policy(q->tid, SCHED_IDLE);
 			}
 		}
