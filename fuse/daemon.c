@@ -41,7 +41,9 @@
  * RLFS_SLOW_THREADS threads for the
  * requests that must flush and wait for WRITEs (the private ioctls and
  * SEEK_DATA/SEEK_HOLE with possibly dirty pages; slow_submit), a signal
- * monitor, and after daemonizing a thread that forwards stderr to syslog.  Reads and writes
+ * monitor, after daemonizing a thread that forwards stderr to syslog, and
+ * with FUSE over io_uring the ring and bulk threads of fuse/uring.c (the
+ * /dev/fuse workers keep serving FORGET and INTERRUPT).  Reads and writes
  * of different files run in parallel (the library locks per inode).
  *
  * Unmount: the kernel does not wait for a FUSE daemon (non-fuseblk mounts

@@ -144,7 +144,7 @@ if [ "$WHAT" = integration ] || [ "$WHAT" = all ]; then
 		[ -z "$PATTERN" ] || [[ "$name" == *$PATTERN* ]] || continue
 		run_script "$script" "$name"
 	done
-	if [ -e "$URING_PARAM" ]; then
+	if [ -e "$URING_PARAM" ] && [ "$(cat /proc/sys/kernel/io_uring_disabled 2>/dev/null || echo 0)" = 0 ]; then
 		uring_was=$(cat "$URING_PARAM")
 		for base in $URING_TESTS; do
 			script=$SRCDIR/tests/integration/$base.sh
