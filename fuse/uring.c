@@ -976,9 +976,32 @@ static ssize_t uring_writev(int fd, struct iovec *iov, int count, void *userdata
 	return n;
 }
 
+/*
+ * Once the INIT reply has asked for io_uring, the kernel holds every new
+ * request until all queues have a ring entry (fs/fuse/dev.c
+ * fuse_block_alloc): a daemon that then cannot set up its rings hangs the
+ * mount.  So check first that this process may create a ring of the kind
+ * the ring threads use (io_uring_disabled sysctl, seccomp, memlock).
+ * 0 or -errno.
+ */
+static int probe_ring(void)
+{
+	struct io_uring ring;
+	int err = io_uring_queue_init(8, &ring, IORING_SETUP_SQE128);
+	if (err < 0)
+		return err;
+	io_uring_queue_exit(&ring);
+	return 0;
+}
+
 int rlfs_uring_install(struct fuse_session *se)
 {
-	int err = enable_param();
+	int err = probe_ring();
+	if (err) {
+		ulog("cannot create an io_uring: %s; using /dev/fuse", strerror(-err));
+		return err;
+	}
+	err = enable_param();
 	if (err) {
 		ulog("cannot enable %s: %s; using /dev/fuse", RLFS_URING_PARAM, strerror(-err));
 		return err;

@@ -102,5 +102,22 @@ mountpoint -q "$mnt" && die "mount of a missing image mounted something"
 rc=0; run_to 30 "$RLFS" fsck "$T/none.img" >/dev/null 2>&1 || rc=$?
 [ $rc = 8 ] || die "fsck of a missing image exited $rc, expected 8"
 
+# mount -o uring where this process may not create an io_uring: the daemon
+# checks before asking the kernel for it (afterwards the kernel would hold
+# every request until the rings exist) and serves through /dev/fuse
+dis=/proc/sys/kernel/io_uring_disabled
+param=/sys/module/fuse/parameters/enable_uring
+if [ -w "$dis" ] && [ -e "$param" ]; then
+	dis_was=$(cat "$dis") param_was=$(cat "$param")
+	echo 2 >"$dis"
+	rc=0
+	(rlfs_mount "$img" "$mnt" -o uring && run_to 30 sh -c "echo u >'$mnt/u' && cat '$mnt/u'" >"$T/u.out") || rc=$?
+	echo "$dis_was" >"$dis"
+	echo "$param_was" >"$param"
+	[ $rc = 0 ] || die "mount -o uring without io_uring: I/O failed (exit $rc)"
+	[ "$(cat "$T/u.out")" = u ] || die "mount -o uring without io_uring: wrong data"
+	rlfs_umount "$mnt"
+fi
+
 rlfs_fsck "$img"
 log OK
