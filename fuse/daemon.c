@@ -59,6 +59,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <spawn.h>
@@ -722,6 +723,9 @@ static void deadline_in(struct timespec *ts, int ms)
  * then falls back to syncfs of the mount).
  */
 static bool g_wb_on_reply;
+/* the daemon's CPU affinity at start, for threads created later */
+static cpu_set_t g_affinity;
+static bool g_affinity_ok;
 
 /* mnt_fd: the mount's root (the daemon keeps no descriptor open on the
  * mount between flushes: it would make umount fail with EBUSY). */
@@ -913,6 +917,14 @@ static void slow_submit(struct slow_job *job)
 		sigset_t all, old;
 		pthread_attr_init(&a);
 		pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+		/* not what the submitting thread has: with io_uring that is
+		 * a ring thread, pinned to one CPU and SCHED_IDLE */
+		struct sched_param sp = { 0 };
+		pthread_attr_setinheritsched(&a, PTHREAD_EXPLICIT_SCHED);
+		pthread_attr_setschedpolicy(&a, SCHED_OTHER);
+		pthread_attr_setschedparam(&a, &sp);
+		if (g_affinity_ok)
+			pthread_attr_setaffinity_np(&a, sizeof(g_affinity), &g_affinity);
 		sigfillset(&all);
 		pthread_sigmask(SIG_BLOCK, &all, &old);
 		int e = pthread_create(&t, &a, slow_thread, NULL);
@@ -935,10 +947,14 @@ static void slow_submit(struct slow_job *job)
 	pthread_mutex_unlock(&g_slow_lock);
 }
 
+/* flush: make the kernel write back first (only on a slow-pool thread: a
+ * request thread, above all an io_uring ring thread, must not wait for
+ * WRITEs that may need it to be delivered) */
 static void do_lseek(fuse_req_t req, struct rlfs_mount *mp, fuse_ino_t ino, off_t off,
-		     int whence)
+		     int whence, bool flush)
 {
-	flush_for_seek(ino);
+	if (flush)
+		flush_for_seek(ino);
 	off_t r = rlfs_lseek(mp, n2i(ino), off, whence);
 	if (r < 0) {
 		reply_status(req, (int)r);
@@ -954,7 +970,7 @@ static void lseek_job(struct slow_job *job)
 		fuse_reply_err(job->req, EIO);
 		return;
 	}
-	do_lseek(job->req, mp, job->ino, job->off, job->whence);
+	do_lseek(job->req, mp, job->ino, job->off, job->whence, true);
 }
 
 static void rl_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
@@ -978,7 +994,8 @@ static void rl_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
 			return;
 		}
 	}
-	do_lseek(req, mp, ino, off, whence);
+	/* nothing was open for writing when need_flush() looked */
+	do_lseek(req, mp, ino, off, whence, false);
 }
 
 /* ------------------------------------------------------------------ */
@@ -2172,6 +2189,8 @@ static int serve(void)
 	if (geteuid() == 0)
 		start_thread(tune_thread, NULL);
 	int ret = run_loop();
+	/* ring threads can still hand jobs to the slow pool: stop them first */
+	rlfs_uring_quiesce();
 	slow_drain();
 	rlfs_uring_stop();
 	fuse_session_unmount(g_se);
@@ -2191,6 +2210,7 @@ int rlfs_daemon_run(const struct rlfs_daemon_opts *o)
 {
 	/* RLFS_FLUSH_BARRIER=1 forces the pre-6.16 flush (tests run both) */
 	g_wb_on_reply = kernel_ends_writeback_on_reply() && !getenv("RLFS_FLUSH_BARRIER");
+	g_affinity_ok = sched_getaffinity(0, sizeof(g_affinity), &g_affinity) == 0;
 	char *image = realpath(o->image, NULL);
 	if (!image) {
 		fprintf(stderr, "%s: %s: %s\n", o->prog, o->image, strerror(errno));

@@ -219,17 +219,7 @@ bool rlfs_uring_wanted(int opt)
 	const char *e = getenv("RLFS_URING");
 	if (opt < 0)
 		return false;
-	if (opt > 0 || (e && strcmp(e, "1") == 0))
-		return true;
-	/* the administrator enabled FUSE over io_uring for the machine */
-	char c = 0;
-	FILE *f = fopen(RLFS_URING_PARAM, "re");
-	if (f) {
-		if (fread(&c, 1, 1, f) != 1)
-			c = 0;
-		fclose(f);
-	}
-	return c == 'Y';
+	return opt > 0 || (e && strcmp(e, "1") == 0);
 }
 
 unsigned rlfs_uring_queues(void)
@@ -398,7 +388,7 @@ static pthread_cond_t g_bulk_cond = PTHREAD_COND_INITIALIZER;
 static struct ring_ent *g_bulk_head, **g_bulk_tail = &g_bulk_head;
 static bool g_bulk_stop;
 static pthread_t g_bulk_tids[RLFS_URING_BULK_THREADS];
-static unsigned g_nbulk;
+static _Atomic unsigned g_nbulk;
 
 static void *bulk_thread(void *arg)
 {
@@ -427,7 +417,7 @@ static void *bulk_thread(void *arg)
 static bool is_bulk(const struct fuse_in_header_k *in, const char *arg0, size_t arg0_len,
 		    uint32_t payload_sz)
 {
-	if (!g_nbulk)
+	if (!atomic_load(&g_nbulk))
 		return false;
 	if (in->opcode == FUSE_WRITE_OPCODE)
 		return payload_sz >= RLFS_URING_BULK_BYTES;
@@ -442,6 +432,13 @@ static bool is_bulk(const struct fuse_in_header_k *in, const char *arg0, size_t 
 static void bulk_submit(struct ring_ent *e)
 {
 	pthread_mutex_lock(&g_bulk_lock);
+	if (g_bulk_stop) {
+		/* the bulk threads are gone: serve it here (the reply goes
+		 * through the pending list like a bulk thread's) */
+		pthread_mutex_unlock(&g_bulk_lock);
+		fuse_session_process_buf(g_se, &e->bulk_fb);
+		return;
+	}
 	e->next_bulk = NULL;
 	*g_bulk_tail = e;
 	g_bulk_tail = &e->next_bulk;
@@ -453,10 +450,12 @@ static void bulk_submit(struct ring_ent *e)
  * signals blocked like the caller's mask at that point). */
 static void bulk_start(void)
 {
-	for (g_nbulk = 0; g_nbulk < RLFS_URING_BULK_THREADS; g_nbulk++) {
-		if (pthread_create(&g_bulk_tids[g_nbulk], NULL, bulk_thread, NULL) != 0)
+	unsigned n = 0;
+	for (; n < RLFS_URING_BULK_THREADS; n++) {
+		if (pthread_create(&g_bulk_tids[n], NULL, bulk_thread, NULL) != 0)
 			break;
 	}
+	atomic_store(&g_nbulk, n);
 }
 
 /* Process what is queued, then join the bulk threads. */
@@ -466,9 +465,10 @@ static void bulk_stop(void)
 	g_bulk_stop = true;
 	pthread_cond_broadcast(&g_bulk_cond);
 	pthread_mutex_unlock(&g_bulk_lock);
-	for (unsigned i = 0; i < g_nbulk; i++)
+	unsigned n = atomic_load(&g_nbulk);
+	for (unsigned i = 0; i < n; i++)
 		pthread_join(g_bulk_tids[i], NULL);
-	g_nbulk = 0;
+	atomic_store(&g_nbulk, 0);
 }
 
 /* Rebuild the /dev/fuse request layout in e's headroom and process it. */
@@ -711,12 +711,48 @@ static void *starvation_guard(void *arg)
 	return NULL;
 }
 
+/*
+ * Ring setup happens before the INIT reply asks for io_uring (see
+ * probe_ring): start_rings starts the threads, each creates its ring and
+ * reports (setup_report), and waits for the verdict (g_go: 1 register,
+ * -1 leave) that uring_writev gives once it knows whether every ring
+ * exists and the INIT reply went out.
+ */
+static pthread_mutex_t g_setup_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t g_setup_cond = PTHREAD_COND_INITIALIZER;
+static unsigned g_setup_ok, g_setup_failed;
+static int g_go;
+
+/* Ring thread: report whether the ring exists; returns the verdict. */
+static int setup_report(bool ok)
+{
+	pthread_mutex_lock(&g_setup_lock);
+	if (ok)
+		g_setup_ok++;
+	else
+		g_setup_failed++;
+	pthread_cond_broadcast(&g_setup_cond);
+	while (g_go == 0)
+		pthread_cond_wait(&g_setup_cond, &g_setup_lock);
+	int go = g_go;
+	pthread_mutex_unlock(&g_setup_lock);
+	return go;
+}
+
+static void set_go(int go)
+{
+	pthread_mutex_lock(&g_setup_lock);
+	g_go = go;
+	pthread_cond_broadcast(&g_setup_cond);
+	pthread_mutex_unlock(&g_setup_lock);
+}
+
 static void *ring_thread(void *arg)
 {
 	struct ring_queue *q = arg;
 	sched_times(gettid(), &q->run_ns, &q->wait_ns);
 	atomic_store(&q->ktid, gettid());
-	if (idle_policy_ok())
+	if (g_guard_ok && idle_policy_ok())
 		set_policy(pthread_self(), SCHED_IDLE);
 	/* Only this thread submits (see the header comment), so the kernel
 	 * may run completions only when it waits (DEFER_TASKRUN, 6.1+). */
@@ -725,11 +761,12 @@ static void *ring_thread(void *arg)
 				      IORING_SETUP_DEFER_TASKRUN);
 	if (err == -EINVAL)
 		err = io_uring_queue_init(64, &q->ring, IORING_SETUP_SQE128);
-	if (err < 0) {
+	if (err < 0)
 		ulog("qid %u: io_uring_queue_init: %s", q->qid, strerror(-err));
+	else
+		q->ring_ok = true;
+	if (setup_report(err >= 0) < 0 || err < 0)
 		return NULL;
-	}
-	q->ring_ok = true;
 	for (unsigned j = 0; j < RLFS_URING_DEPTH; j++)
 		add_ent(q);
 	submit(q, NULL, 0, 0);          /* arm the wake-up read */
@@ -812,14 +849,14 @@ static int init_queue(struct ring_queue *q, unsigned qid)
 
 /* Start the rings (after the INIT reply reached the kernel).  Errors are
  * logged; requests then keep coming through /dev/fuse. */
-static void start_rings(void)
+static bool start_rings(void)
 {
 	unsigned ncpu = possible_cpus();
 	unsigned n = ncpu * RLFS_URING_RINGS_PER_QUEUE;
 	g_queues = calloc(n, sizeof(*g_queues));
 	if (!g_queues) {
 		ulog("out of memory");
-		return;
+		return false;
 	}
 	g_nqueues = n;
 	for (unsigned i = 0; i < n; i++)
@@ -830,6 +867,9 @@ static void start_rings(void)
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, &old);
 	bulk_start();
+	/* before the ring threads: they use SCHED_IDLE only if it runs */
+	g_guard_ok = pthread_create(&g_guard_tid, NULL, starvation_guard, NULL) == 0;
+	unsigned started = 0;
 	for (unsigned i = 0; i < n; i++) {
 		struct ring_queue *q = &g_queues[i];
 		unsigned qid = i % ncpu;
@@ -856,21 +896,27 @@ static void start_rings(void)
 			break;
 		}
 		q->thread_ok = true;
+		started++;
 	}
-	g_guard_ok = pthread_create(&g_guard_tid, NULL, starvation_guard, NULL) == 0;
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	pthread_mutex_lock(&g_setup_lock);
+	while (g_setup_ok + g_setup_failed < started)
+		pthread_cond_wait(&g_setup_cond, &g_setup_lock);
+	bool ok = started == n && g_setup_failed == 0;
+	pthread_mutex_unlock(&g_setup_lock);
+	return ok;
 }
 
-void rlfs_uring_stop(void)
+void rlfs_uring_quiesce(void)
 {
-	if (!atomic_load(&g_started))
+	if (!atomic_load(&g_started) || atomic_load(&g_stopping))
 		return;
 	atomic_store(&g_stopping, true);
-	bulk_stop();
 	if (g_guard_ok)
 		pthread_join(g_guard_tid, NULL);
 	g_guard_ok = false;
-	bool all_ended = true;
+	/* ring threads first: after them nothing hands work to the bulk
+	 * threads, which then finish what is queued */
 	for (unsigned i = 0; i < g_nqueues; i++) {
 		struct ring_queue *q = &g_queues[i];
 		if (!q->thread_ok)
@@ -878,11 +924,20 @@ void rlfs_uring_stop(void)
 		wake(q);
 		pthread_join(q->tid, NULL);
 		q->thread_ok = false;
-		if (q->nlive)
-			all_ended = false;
 	}
+	bulk_stop();
+}
+
+void rlfs_uring_stop(void)
+{
+	if (!atomic_load(&g_started))
+		return;
+	rlfs_uring_quiesce();
+	bool all_ended = true;
 	for (unsigned i = 0; i < g_nqueues; i++) {
 		struct ring_queue *q = &g_queues[i];
+		if (q->nlive)
+			all_ended = false;
 		if (q->ring_ok)
 			io_uring_queue_exit(&q->ring);
 		q->ring_ok = false;
@@ -970,9 +1025,15 @@ static ssize_t uring_writev(int fd, struct iovec *iov, int count, void *userdata
 		return writev(fd, iov, count);
 	memcpy(v, iov, (size_t)count * sizeof(*v));
 	init_patch(v, count, copy, sizeof(copy));
+	/* every ring must exist before the reply asks for io_uring */
+	if (!g_payload_sz || atomic_load(&g_started) || !start_rings()) {
+		ulog("cannot set up the rings; using /dev/fuse");
+		set_go(-1);
+		rlfs_uring_stop();
+		return writev(fd, iov, count);          /* libfuse's own reply */
+	}
 	ssize_t n = writev(fd, v, count);
-	if (n >= 0 && g_payload_sz && !atomic_load(&g_started))
-		start_rings();
+	set_go(n >= 0 ? 1 : -1);
 	return n;
 }
 

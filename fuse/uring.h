@@ -16,10 +16,8 @@ struct fuse_session;
 
 /*
  * Whether to serve requests through io_uring: opt is the mount option
- * (1 "uring", -1 "nouring", 0 neither).  Yes for "uring" or the environment
- * variable RLFS_URING=1, no for "nouring", otherwise yes only if the fuse
- * module's enable_uring parameter is already Y (the administrator turned
- * FUSE over io_uring on for the machine).
+ * (1 "uring", -1 "nouring", 0 neither).  Yes only for "uring" or the
+ * environment variable RLFS_URING=1 (not "nouring"): io_uring is opt-in.
  */
 bool rlfs_uring_wanted(int opt);
 
@@ -34,8 +32,17 @@ bool rlfs_uring_wanted(int opt);
 int rlfs_uring_install(struct fuse_session *se);
 
 /*
- * Stop and join the ring threads (no-op if none were started).  Safe to
- * call whether or not the kernel has already ended the commands.
+ * Join the ring threads, then the bulk threads (which finish the requests
+ * queued to them): after this no thread of uring.c calls into libfuse or
+ * the filesystem.  Buffers, rings and eventfds stay, so replies that other
+ * threads (the slow pool) still send are absorbed.  No-op if not started.
+ */
+void rlfs_uring_quiesce(void);
+
+/*
+ * rlfs_uring_quiesce if not done, then release rings, eventfds and (if
+ * the kernel ended every command) buffers.  Call after the slow pool has
+ * drained.  Safe whether or not the kernel has already ended the commands.
  */
 void rlfs_uring_stop(void);
 
