@@ -841,10 +841,13 @@ static int init_queue(struct ring_queue *q, unsigned qid)
 	return 0;
 }
 
-/* Rings (each with its own thread) per CPU queue: a request that blocks on
- * the disk (a 1 MiB readahead READ) holds only its own thread, and the
- * kernel hands the queue's next request to an entry of another ring, so
- * readahead keeps several reads in flight per CPU. */
+/* Rings (each with its own thread) per CPU queue.  The kernel hands a
+ * request to the entry that became free last (fs/fuse/dev_uring.c: freed
+ * entries go to the head of ent_avail_queue), so a ring thread that blocks
+ * in a handler (fsync, a small read from disk) keeps receiving requests
+ * until its free entries are used up; only then do they go to another ring
+ * of the queue.  With several rings such a stall is bounded; bulk data
+ * requests leave the ring thread altogether (bulk threads). */
 #define RLFS_URING_RINGS_PER_QUEUE 4
 
 /* Start the rings (after the INIT reply reached the kernel).  Errors are
