@@ -747,6 +747,18 @@ static void set_go(int go)
 	pthread_mutex_unlock(&g_setup_lock);
 }
 
+/* Create q's ring with SQE128 and extra flags.  The completion queue holds
+ * a completion for every entry the ring can have (RLFS_URING_MAX_ENTS)
+ * plus the eventfd read, so it cannot overflow.  0 or -errno. */
+static int ring_init(struct ring_queue *q, unsigned flags)
+{
+	struct io_uring_params p;
+	memset(&p, 0, sizeof(p));
+	p.flags = IORING_SETUP_SQE128 | IORING_SETUP_CQSIZE | flags;
+	p.cq_entries = 2 * RLFS_URING_MAX_ENTS;
+	return io_uring_queue_init_params(64, &q->ring, &p);
+}
+
 static void *ring_thread(void *arg)
 {
 	struct ring_queue *q = arg;
@@ -756,11 +768,9 @@ static void *ring_thread(void *arg)
 		set_policy(pthread_self(), SCHED_IDLE);
 	/* Only this thread submits (see the header comment), so the kernel
 	 * may run completions only when it waits (DEFER_TASKRUN, 6.1+). */
-	int err = io_uring_queue_init(64, &q->ring,
-				      IORING_SETUP_SQE128 | IORING_SETUP_SINGLE_ISSUER |
-				      IORING_SETUP_DEFER_TASKRUN);
+	int err = ring_init(q, IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN);
 	if (err == -EINVAL)
-		err = io_uring_queue_init(64, &q->ring, IORING_SETUP_SQE128);
+		err = ring_init(q, 0);
 	if (err < 0)
 		ulog("qid %u: io_uring_queue_init: %s", q->qid, strerror(-err));
 	else
