@@ -1174,6 +1174,43 @@ static void rl_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const 
 	reply_status(req, rlfs_setxattr(mp, n2i(ino), name, value, size, flags));
 }
 
+/* getxattr/listxattr: size 0 asks only for the length (fuse_reply_xattr),
+ * otherwise the data in a buffer of size bytes.  fetch(mp, ino, name, buf,
+ * size) is the library call: bytes or -errno. */
+typedef int (*xattr_fetch_fn)(struct rlfs_mount *mp, fuse_ino_t ino, const char *name,
+			      char *buf, size_t size);
+
+static void reply_xattr_data(fuse_req_t req, struct rlfs_mount *mp, fuse_ino_t ino,
+			     const char *name, size_t size, xattr_fetch_fn fetch)
+{
+	char *buf = NULL;
+	if (size && !(buf = malloc(size))) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	int n = fetch(mp, ino, name, buf, size);
+	if (n < 0)
+		reply_status(req, n);
+	else if (!size)
+		fuse_reply_xattr(req, (size_t)n);
+	else
+		fuse_reply_buf(req, buf, (size_t)n);
+	free(buf);
+}
+
+static int fetch_xattr(struct rlfs_mount *mp, fuse_ino_t ino, const char *name, char *buf,
+		       size_t size)
+{
+	return rlfs_getxattr(mp, n2i(ino), name, buf, size);
+}
+
+static int fetch_xattr_list(struct rlfs_mount *mp, fuse_ino_t ino, const char *name,
+			    char *buf, size_t size)
+{
+	(void)name;
+	return rlfs_listxattr(mp, n2i(ino), buf, size);
+}
+
 static void rl_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 {
 	GET_MP(req, mp);
@@ -1181,49 +1218,13 @@ static void rl_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
 		fuse_reply_err(req, EOPNOTSUPP);
 		return;
 	}
-	if (size == 0) {
-		int n = rlfs_getxattr(mp, n2i(ino), name, NULL, 0);
-		if (n < 0)
-			reply_status(req, n);
-		else
-			fuse_reply_xattr(req, (size_t)n);
-		return;
-	}
-	char *buf = malloc(size);
-	if (!buf) {
-		fuse_reply_err(req, ENOMEM);
-		return;
-	}
-	int n = rlfs_getxattr(mp, n2i(ino), name, buf, size);
-	if (n < 0)
-		reply_status(req, n);
-	else
-		fuse_reply_buf(req, buf, (size_t)n);
-	free(buf);
+	reply_xattr_data(req, mp, ino, name, size, fetch_xattr);
 }
 
 static void rl_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
 	GET_MP(req, mp);
-	if (size == 0) {
-		int n = rlfs_listxattr(mp, n2i(ino), NULL, 0);
-		if (n < 0)
-			reply_status(req, n);
-		else
-			fuse_reply_xattr(req, (size_t)n);
-		return;
-	}
-	char *buf = malloc(size);
-	if (!buf) {
-		fuse_reply_err(req, ENOMEM);
-		return;
-	}
-	int n = rlfs_listxattr(mp, n2i(ino), buf, size);
-	if (n < 0)
-		reply_status(req, n);
-	else
-		fuse_reply_buf(req, buf, (size_t)n);
-	free(buf);
+	reply_xattr_data(req, mp, ino, NULL, size, fetch_xattr_list);
 }
 
 static void rl_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)

@@ -199,7 +199,6 @@ static _Atomic uint64_t g_init_unique;  /* unique of INIT, 0 if not seen */
 static atomic_bool g_started, g_stopping;
 static struct ring_queue *g_queues;
 static unsigned g_nqueues;
-static atomic_uint g_nserving;
 static size_t g_payload_sz;
 static _Thread_local struct ring_ent *tl_cur;
 
@@ -222,10 +221,6 @@ bool rlfs_uring_wanted(int opt)
 	return opt > 0 || (e && strcmp(e, "1") == 0);
 }
 
-unsigned rlfs_uring_queues(void)
-{
-	return atomic_load(&g_nserving);
-}
 
 /* Number of possible CPUs (kernel nr_cpu_ids): highest id in
  * /sys/devices/system/cpu/possible ("0-1", "0,2-5") plus one. */
@@ -780,7 +775,6 @@ static void *ring_thread(void *arg)
 	for (unsigned j = 0; j < RLFS_URING_DEPTH; j++)
 		add_ent(q);
 	submit(q, NULL, 0, 0);          /* arm the wake-up read */
-	bool counted = false;
 	while (q->nlive > 0 && !atomic_load(&g_stopping)) {
 		struct io_uring_cqe *cqe;
 		err = io_uring_wait_cqe(&q->ring, &cqe);
@@ -818,10 +812,6 @@ static void *ring_thread(void *arg)
 			e->live = false;
 			q->nlive--;
 			continue;
-		}
-		if (!counted) {
-			counted = true;
-			atomic_fetch_add(&g_nserving, 1);
 		}
 		serve_request(e);
 		maybe_grow(q);
@@ -969,7 +959,6 @@ void rlfs_uring_stop(void)
 		g_queues = NULL;
 		g_nqueues = 0;
 	}
-	atomic_store(&g_nserving, 0);
 }
 
 /* ------------------------------------------------------------------ */

@@ -46,7 +46,4 @@ void rlfs_uring_quiesce(void);
  */
 void rlfs_uring_stop(void);
 
-/* Number of queues serving requests (0: classic /dev/fuse only). */
-unsigned rlfs_uring_queues(void);
-
 #endif

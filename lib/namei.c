@@ -299,6 +299,21 @@ static size_t symlink_inline_max(struct rlfs_inode *ip)
 	return fo && fo <= lit ? fo : lit;
 }
 
+/* *fsbno = the fsbno of block off (in blocks) of ip's remote symlink target;
+ * -EUCLEAN (reported) if that block is not mapped as written data. */
+static int symlink_block(struct rlfs_mount *mp, struct rlfs_inode *ip, uint64_t off,
+			 uint64_t *fsbno)
+{
+	struct rlfs_irec got;
+	bool found;
+	rlfs_bmap_lookup(ip, off, &got, &found);
+	if (!found || got.blockcount == 0 || (got.state & RLFS_EXT_UNWRITTEN))
+		return rlfs_corrupt(mp, 0, "symlink", "ino %llu: block %llu not mapped",
+				    (unsigned long long)ip->ino, (unsigned long long)off);
+	*fsbno = got.startblock + (off - got.startoff);
+	return 0;
+}
+
 static int symlink_write_remote(struct rlfs_trans *tp, struct rlfs_inode *ip,
 				const char *target, size_t tlen)
 {
@@ -316,14 +331,11 @@ static int symlink_write_remote(struct rlfs_trans *tp, struct rlfs_inode *ip,
 	if (error)
 		return error;
 	for (uint64_t off = 0; off < nblks; off++) {
-		struct rlfs_irec got;
 		struct rlfs_buf *bp;
-		bool found;
-		rlfs_bmap_lookup(ip, off, &got, &found);
-		if (!found || got.blockcount == 0)
-			return rlfs_corrupt(mp, 0, "symlink", "ino %llu: block %llu not mapped",
-					    (unsigned long long)ip->ino, (unsigned long long)off);
-		uint64_t fsbno = got.startblock + (off - got.startoff);
+		uint64_t fsbno;
+		error = symlink_block(mp, ip, off, &fsbno);
+		if (error)
+			return error;
 		error = rlfs_trans_get_buf(tp, fsbno, &rlfs_symlink_buf_ops, ip->ino, &bp);
 		if (error)
 			return error;
@@ -509,14 +521,11 @@ static int symlink_read_remote(struct rlfs_trans *tp, struct rlfs_inode *ip, cha
 			return error;
 	}
 	for (uint64_t off = 0; off < nblks && off * payload < n; off++) {
-		struct rlfs_irec got;
 		struct rlfs_buf *bp;
-		bool found;
-		rlfs_bmap_lookup(ip, off, &got, &found);
-		if (!found || got.blockcount == 0 || (got.state & RLFS_EXT_UNWRITTEN))
-			return rlfs_corrupt(mp, 0, "symlink", "ino %llu: block %llu not mapped",
-					    (unsigned long long)ip->ino, (unsigned long long)off);
-		uint64_t fsbno = got.startblock + (off - got.startoff);
+		uint64_t fsbno;
+		error = symlink_block(mp, ip, off, &fsbno);
+		if (error)
+			return error;
 		error = rlfs_trans_read_buf(tp, fsbno, &rlfs_symlink_buf_ops, ip->ino, &bp);
 		if (error)
 			return error;

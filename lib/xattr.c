@@ -948,33 +948,90 @@ static int public_name_check(const char *name)
 	return error ? error : xattr_namespace_check(name);
 }
 
-int rlfs_getxattr(struct rlfs_mount *mp, uint64_t ino, const char *name, void *value,
-		  size_t size)
+/*
+ * The frame of the four public xattr calls: get the inode, lock it (shared
+ * to read, exclusive to change), refuse changes to an immutable or
+ * append-only inode (-EPERM), run the operation in a transaction (read-only
+ * for get and list; set reserves for the value, remove may dip into the
+ * reserve), and after a change stamp ctime and commit.  Returns what the
+ * operation returns (bytes for get and list) or -errno.
+ */
+enum xattr_kind { XATTR_GET, XATTR_LIST, XATTR_SET, XATTR_REMOVE };
+struct xattr_call {
+	enum xattr_kind kind;
+	const char *name;
+	const void *value;      /* set */
+	void *buf;              /* get, list */
+	size_t size;            /* set: value bytes; get, list: buf bytes */
+	int flags;              /* set: XATTR_CREATE / XATTR_REPLACE */
+};
+
+static int xattr_public(struct rlfs_mount *mp, uint64_t ino, const struct xattr_call *c)
 {
 	struct rlfs_inode *ip;
 	struct rlfs_trans *tp;
-	int error = public_name_check(name);
+	bool change = c->kind == XATTR_SET || c->kind == XATTR_REMOVE;
+	int error = rlfs_iget(mp, ino, &ip);
 	if (error)
 		return error;
-	error = rlfs_iget(mp, ino, &ip);
-	if (error)
-		return error;
-	pthread_rwlock_rdlock(&ip->iolock);
-	error = rlfs_trans_alloc(mp, 0, RLFS_TRANS_RDONLY, &tp);
-	if (!error) {
-		error = rlfs_xattr_get(tp, ip, name, value, size);
-		rlfs_trans_cancel(tp);
+	if (change)
+		pthread_rwlock_wrlock(&ip->iolock);
+	else
+		pthread_rwlock_rdlock(&ip->iolock);
+	if (change && (ip->flags & (RLFS_DIFLAG_IMMUTABLE | RLFS_DIFLAG_APPEND))) {
+		error = -EPERM;
+		goto out;
 	}
+	if (c->kind == XATTR_SET)
+		error = rlfs_trans_alloc(mp, rlfs_xattr_res(ip, c->size), 0, &tp);
+	else if (c->kind == XATTR_REMOVE)
+		error = rlfs_trans_alloc(mp, rlfs_xattr_res(ip, 0), RLFS_TRANS_RESERVE, &tp);
+	else
+		error = rlfs_trans_alloc(mp, 0, RLFS_TRANS_RDONLY, &tp);
+	if (error)
+		goto out;
+	if (change)
+		rlfs_trans_ijoin(tp, ip);
+	switch (c->kind) {
+	case XATTR_GET:
+		error = rlfs_xattr_get(tp, ip, c->name, c->buf, c->size);
+		break;
+	case XATTR_LIST:
+		error = rlfs_xattr_list(tp, ip, c->buf, c->size);
+		break;
+	case XATTR_SET:
+		error = rlfs_xattr_set(tp, ip, c->name, c->value, c->size, c->flags);
+		break;
+	case XATTR_REMOVE:
+		error = rlfs_xattr_remove(tp, ip, c->name);
+		break;
+	}
+	if (!change || error) {
+		rlfs_trans_cancel(tp);
+		goto out;
+	}
+	rlfs_now(&ip->ctime);
+	rlfs_trans_log_inode(tp, ip);
+	error = rlfs_trans_commit(tp);
+out:
 	pthread_rwlock_unlock(&ip->iolock);
 	rlfs_irele(ip);
 	return error;
 }
 
+int rlfs_getxattr(struct rlfs_mount *mp, uint64_t ino, const char *name, void *value,
+		  size_t size)
+{
+	int error = public_name_check(name);
+	if (error)
+		return error;
+	struct xattr_call c = { .kind = XATTR_GET, .name = name, .buf = value, .size = size };
+	return xattr_public(mp, ino, &c);
+}
+
 int rlfs_setxattr(struct rlfs_mount *mp, uint64_t ino, const char *name, const void *value,
 		  size_t size, int flags)
 {
-	struct rlfs_inode *ip;
-	struct rlfs_trans *tp;
 	size_t len;
 	int error = check_name(name, &len);
 	if (error)
@@ -984,79 +1041,22 @@ int rlfs_setxattr(struct rlfs_mount *mp, uint64_t ino, const char *name, const v
 	error = xattr_namespace_check(name);
 	if (error)
 		return error;
-	error = rlfs_iget(mp, ino, &ip);
-	if (error)
-		return error;
-	pthread_rwlock_wrlock(&ip->iolock);
-	if (ip->flags & (RLFS_DIFLAG_IMMUTABLE | RLFS_DIFLAG_APPEND)) {
-		error = -EPERM;
-		goto out;
-	}
-	error = rlfs_trans_alloc(mp, rlfs_xattr_res(ip, size), 0, &tp);
-	if (error)
-		goto out;
-	rlfs_trans_ijoin(tp, ip);
-	error = rlfs_xattr_set(tp, ip, name, value, size, flags);
-	if (error) {
-		rlfs_trans_cancel(tp);
-		goto out;
-	}
-	rlfs_now(&ip->ctime);
-	rlfs_trans_log_inode(tp, ip);
-	error = rlfs_trans_commit(tp);
-out:
-	pthread_rwlock_unlock(&ip->iolock);
-	rlfs_irele(ip);
-	return error;
+	struct xattr_call c = { .kind = XATTR_SET, .name = name, .value = value, .size = size,
+				.flags = flags };
+	return xattr_public(mp, ino, &c);
 }
 
 int rlfs_listxattr(struct rlfs_mount *mp, uint64_t ino, char *list, size_t size)
 {
-	struct rlfs_inode *ip;
-	struct rlfs_trans *tp;
-	int error = rlfs_iget(mp, ino, &ip);
-	if (error)
-		return error;
-	pthread_rwlock_rdlock(&ip->iolock);
-	error = rlfs_trans_alloc(mp, 0, RLFS_TRANS_RDONLY, &tp);
-	if (!error) {
-		error = rlfs_xattr_list(tp, ip, list, size);
-		rlfs_trans_cancel(tp);
-	}
-	pthread_rwlock_unlock(&ip->iolock);
-	rlfs_irele(ip);
-	return error;
+	struct xattr_call c = { .kind = XATTR_LIST, .buf = list, .size = size };
+	return xattr_public(mp, ino, &c);
 }
 
 int rlfs_removexattr(struct rlfs_mount *mp, uint64_t ino, const char *name)
 {
-	struct rlfs_inode *ip;
-	struct rlfs_trans *tp;
 	int error = public_name_check(name);
 	if (error)
 		return error;
-	error = rlfs_iget(mp, ino, &ip);
-	if (error)
-		return error;
-	pthread_rwlock_wrlock(&ip->iolock);
-	if (ip->flags & (RLFS_DIFLAG_IMMUTABLE | RLFS_DIFLAG_APPEND)) {
-		error = -EPERM;
-		goto out;
-	}
-	error = rlfs_trans_alloc(mp, rlfs_xattr_res(ip, 0), RLFS_TRANS_RESERVE, &tp);
-	if (error)
-		goto out;
-	rlfs_trans_ijoin(tp, ip);
-	error = rlfs_xattr_remove(tp, ip, name);
-	if (error) {
-		rlfs_trans_cancel(tp);
-		goto out;
-	}
-	rlfs_now(&ip->ctime);
-	rlfs_trans_log_inode(tp, ip);
-	error = rlfs_trans_commit(tp);
-out:
-	pthread_rwlock_unlock(&ip->iolock);
-	rlfs_irele(ip);
-	return error;
+	struct xattr_call c = { .kind = XATTR_REMOVE, .name = name };
+	return xattr_public(mp, ino, &c);
 }
