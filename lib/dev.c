@@ -5,6 +5,7 @@
 #include "dev.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <fcntl.h>
 #include <linux/fs.h>
@@ -38,7 +39,7 @@ static int file_pread(struct rlfs_dev *dev, void *buf, size_t len, uint64_t off)
 
 static bool dio_ok(const struct rlfs_dev *dev, const void *buf, size_t len, uint64_t off)
 {
-	return dev->dio_fd >= 0 && len >= RLFS_DIO_MIN_BYTES &&
+	return dev->dio_fd >= 0 && !atomic_load(&dev->dio_refused) && len >= RLFS_DIO_MIN_BYTES &&
 	       (((uintptr_t)buf | (uintptr_t)len | (uintptr_t)off) & (RLFS_DIO_ALIGN - 1)) == 0;
 }
 
@@ -51,7 +52,9 @@ static int file_pwrite(struct rlfs_dev *dev, const void *buf, size_t len, uint64
 	while (len) {
 		ssize_t n = pwrite(fd, p, len, (off_t)off);
 		if (n < 0 && errno == EINVAL && fd != dev->fd) {
-			/* the host filesystem refused this direct write */
+			/* the host filesystem refuses direct writes (alignment
+			 * it needs is larger, or none at all): buffered from now */
+			atomic_store(&dev->dio_refused, true);
 			fd = dev->fd;
 			continue;
 		}

@@ -6,6 +6,7 @@
  */
 #ifndef RLFS_DEV_H
 #define RLFS_DEV_H
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -23,6 +24,7 @@ struct rlfs_dev {
 	/* A second descriptor of a writable image opened O_DIRECT, for large
 	 * aligned data writes (rlfs_dev_pwrite picks it), or -1. */
 	int dio_fd;
+	_Atomic bool dio_refused;   /* a direct write failed with EINVAL: stop trying */
 	void *priv;
 };
 
