@@ -805,6 +805,19 @@ static bool flush_by_barrier(const fuse_ino_t *nodes, int n)
 	return ok;
 }
 
+/* Whether flush_and_wait would have to flush. */
+static bool need_flush(void)
+{
+	if (atomic_load(&g_nwopen) != 0)
+		return true;
+	/* Linux 6.16+: the last close of a file waited until the daemon had
+	 * its dirty pages (fuse_flush: write_inode_now, writeback ending at
+	 * the WRITE reply); older kernels end writeback early, so files
+	 * closed since the last whole-mount flush may still have WRITEs
+	 * in flight */
+	return !g_wb_on_reply && atomic_load(&g_wgen) != atomic_load(&g_synced_gen);
+}
+
 /* Make the kernel write back its dirty pages of nodes[] (n of them) and
  * wait until the daemon has processed every resulting WRITE.  Skipped when
  * no file can have dirty pages (nothing open for writing since the last
@@ -812,11 +825,9 @@ static bool flush_by_barrier(const fuse_ino_t *nodes, int n)
 static void flush_and_wait(const fuse_ino_t *nodes, int n)
 {
 	unsigned long gen = atomic_load(&g_wgen);
-	if (atomic_load(&g_nwopen) == 0 && gen == atomic_load(&g_synced_gen))
+	if (!need_flush())
 		return;
 	if (g_wb_on_reply) {
-		/* per node; the generation is for the whole mount, so it is
-		 * not advanced here */
 		int mnt_fd = open(g_mnt, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 		if (mnt_fd < 0)
 			return;
@@ -836,11 +847,6 @@ static void flush_for_seek(fuse_ino_t nodeid)
 	flush_and_wait(&nodeid, 1);
 }
 
-/* Whether flush_and_wait would have to flush. */
-static bool need_flush(void)
-{
-	return atomic_load(&g_nwopen) != 0 || atomic_load(&g_wgen) != atomic_load(&g_synced_gen);
-}
 
 /*
  * Requests that flush (flush_and_wait) block their thread until WRITE
