@@ -229,6 +229,8 @@ static bool writable_open(int flags)
 	return (flags & O_ACCMODE) != O_RDONLY;
 }
 
+static int fh_flags(const struct fuse_file_info *fi, bool *known);
+
 /* ------------------------------------------------------------------ */
 /* init / destroy */
 
@@ -352,10 +354,83 @@ static void rl_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_dat
 	fuse_reply_none(req);
 }
 
+/*
+ * ENOSPC under the writeback cache.  A buffered write(2) only fills the
+ * kernel's page cache; the WRITE that fails with ENOSPC comes later, from
+ * writeback, and the kernel keeps that error for fsync(2) and close(2)
+ * alone, so a writer that never syncs (`cat /dev/zero > f`) would go on
+ * forever, its pages dropped as each writeback fails.
+ *
+ * The kernel's buffered write path refreshes stale attributes first, with
+ * a GETATTR that carries the file handle (fs/fuse/file.c
+ * fuse_cache_write_iter -> fuse_update_attributes; FUSE_GETATTR_FH), and
+ * fails the write(2) with that GETATTR's error.  So when a WRITE fails for
+ * lack of space, the node is remembered here and the kernel's attributes
+ * are invalidated (FUSE_NOTIFY_INVAL_INODE, offset -1: attributes only,
+ * no page is touched); while the filesystem stays full, a GETATTR for that
+ * node through a file handle open for writing answers ENOSPC, and the
+ * write(2) fails the way it does on a local filesystem.  stat(2) and
+ * fstat(2) send no file handle and are answered as always.  Once space is
+ * back (RLFS_FULL_BYTES available) the node is forgotten.  A handful of
+ * slots is plenty: they only matter while the filesystem is full, and a
+ * node pushed out early only costs one more failed writeback.
+ */
+#define RLFS_FULL_SLOTS 64
+#define RLFS_FULL_BYTES RLFS_FUSE_MAX_WRITE
+static pthread_mutex_t g_full_lock = PTHREAD_MUTEX_INITIALIZER;
+static fuse_ino_t g_full_nodes[RLFS_FULL_SLOTS];
+static unsigned g_full_next;            /* slot to reuse next */
+static atomic_int g_nfull;              /* used slots: 0 on the fast path */
+
+static void full_add(fuse_ino_t node)
+{
+	pthread_mutex_lock(&g_full_lock);
+	bool known = false;
+	for (int i = 0; i < RLFS_FULL_SLOTS; i++)
+		known |= g_full_nodes[i] == node;
+	if (!known) {
+		if (g_full_nodes[g_full_next] == 0)
+			atomic_fetch_add(&g_nfull, 1);
+		g_full_nodes[g_full_next] = node;
+		g_full_next = (g_full_next + 1) % RLFS_FULL_SLOTS;
+	}
+	pthread_mutex_unlock(&g_full_lock);
+	/* the next write(2) then asks for attributes (see above) */
+	fuse_lowlevel_notify_inval_inode(g_se, node, -1, 0);
+}
+
+/* Whether a write through a handle of node must fail with ENOSPC now. */
+static bool full_refuses(struct rlfs_mount *mp, fuse_ino_t node)
+{
+	if (atomic_load(&g_nfull) == 0)
+		return false;
+	pthread_mutex_lock(&g_full_lock);
+	int slot = -1;
+	for (int i = 0; i < RLFS_FULL_SLOTS && slot < 0; i++)
+		if (g_full_nodes[i] == node)
+			slot = i;
+	bool refuse = false;
+	if (slot >= 0) {
+		struct statvfs sv;
+		refuse = rlfs_statfs(mp, &sv) == 0 &&
+			 (uint64_t)sv.f_bavail * sv.f_frsize < RLFS_FULL_BYTES;
+		if (!refuse) {
+			g_full_nodes[slot] = 0;
+			atomic_fetch_sub(&g_nfull, 1);
+		}
+	}
+	pthread_mutex_unlock(&g_full_lock);
+	return refuse;
+}
+
 static void rl_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	(void)fi;
 	GET_MP(req, mp);
+	bool known;
+	if (writable_open(fh_flags(fi, &known)) && known && full_refuses(mp, ino)) {
+		fuse_reply_err(req, ENOSPC);
+		return;
+	}
 	struct stat st;
 	int err = rlfs_getattr(mp, n2i(ino), &st);
 	if (err) {
@@ -606,9 +681,11 @@ static void rl_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 	ssize_t n = rlfs_write(mp, n2i(ino), buf, size, off);
 	if (n < 0) {
 		reply_status(req, (int)n);
-		return;
+	} else {
+		fuse_reply_write(req, (size_t)n);
 	}
-	fuse_reply_write(req, (size_t)n);
+	if (n == -ENOSPC || (n >= 0 && (size_t)n < size))
+		full_add(ino);  /* after the reply: writeback may wait for it */
 }
 
 static void rl_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)

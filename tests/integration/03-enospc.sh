@@ -153,4 +153,39 @@ free1=$(df_free_blocks "$mnt"); ifree1=$(df_free_inodes "$mnt")
 [ "$ifree1" = "$ifree0" ] || die "1k geometry: free inodes $ifree1 after delete, $ifree0 after mkfs"
 rlfs_umount "$mnt"
 rlfs_fsck "$img2"
+
+# A writer that never syncs must see ENOSPC from write(2) itself, as on a
+# local filesystem.  Under the writeback cache write(2) only fills the
+# kernel's page cache and the failing WRITE comes later from writeback;
+# without the daemon's refusal (fuse/daemon.c, full_refuses) these
+# writers never stop.
+img3=$T/endless.img
+rlfs_mkfs "$img3" -s 32M
+rlfs_mount "$img3" "$mnt"
+for w in dd cat; do
+	rc=0
+	case $w in
+	dd) timeout 120 dd if=/dev/zero of="$mnt/endless-$w" bs=1M 2>"$T/w.err" || rc=$? ;;
+	cat) timeout 120 sh -c 'cat /dev/zero > "$1"' sh "$mnt/endless-$w" 2>"$T/w.err" || rc=$? ;;
+	esac
+	[ $rc != 124 ] || die "$w to a full filesystem did not stop within 120 s (no ENOSPC from write)"
+	[ $rc != 0 ] || die "$w of /dev/zero ended without an error"
+	grep -q "No space left" "$T/w.err" || { cat "$T/w.err" >&2; die "$w failed without ENOSPC"; }
+	stat "$mnt/endless-$w" >/dev/null || die "stat of the file that hit ENOSPC failed"
+	size=$(stat -c %s "$mnt/endless-$w")
+	[ "$size" -lt $((256 << 20)) ] || die "$w grew its file to $size bytes on a 32 MiB filesystem before ENOSPC"
+	log "$w stopped with ENOSPC at $size bytes"
+done
+# space is back (the first file cut to 8 MiB): it takes writes again (its
+# refusal is lifted), and a new file can be written and synced
+rm -f "$mnt/endless-cat"
+truncate -s 8M "$mnt/endless-dd"
+size0=$(stat -c %s "$mnt/endless-dd")
+timeout 120 dd if=/dev/zero of="$mnt/endless-dd" bs=1M count=4 oflag=append conv=notrunc 2>"$T/w.err" ||
+	{ cat "$T/w.err" >&2; die "append to the file that hit ENOSPC failed after space was freed"; }
+[ "$(stat -c %s "$mnt/endless-dd")" = $((size0 + (4 << 20))) ] || die "append after freeing space did not grow the file by 4 MiB"
+timeout 120 dd if=/dev/zero of="$mnt/again" bs=1M count=4 conv=fsync 2>"$T/w.err" ||
+	{ cat "$T/w.err" >&2; die "write+fsync of a new file failed after space was freed"; }
+rlfs_umount "$mnt"
+rlfs_fsck "$img3"
 log OK
