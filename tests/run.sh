@@ -154,6 +154,8 @@ if [ "$WHAT" = integration ] || [ "$WHAT" = all ]; then
 			run_script "$script" "$name" RLFS_URING=1
 		done
 		echo "$uring_was" >"$URING_PARAM" 2>/dev/null
+	else
+		echo "SKIP the +uring runs of $URING_TESTS: this kernel has no FUSE over io_uring ($URING_PARAM) or io_uring is disabled"
 	fi
 fi
 

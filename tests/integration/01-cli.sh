@@ -38,7 +38,7 @@ log "mkfs block sizes 1024..65536 ok"
 # refuse to overwrite an existing filesystem without -f
 rc=0; run_to 60 "$RLFS" mkfs -s 300M "$img" >/dev/null 2>"$T/err" || rc=$?
 [ $rc != 0 ] || die "mkfs overwrote an existing filesystem without -f"
-[ "$(wc -l <"$T/err")" -ge 1 ] || die "mkfs refusal printed no error"
+[ "$(wc -l <"$T/err")" = 1 ] || { cat "$T/err" >&2; die "mkfs refusal is not one line of error"; }
 log "mkfs refusal: $(head -1 "$T/err")"
 run_to 60 "$RLFS" mkfs -f -s 300M "$img" >/dev/null || die "mkfs -f failed"
 rlfs_fsck "$img"
@@ -56,7 +56,7 @@ echo hello >"$mnt/f"
 mkdir "$mnt/d"
 ino1=$(stat -c %i "$mnt/f")
 dino1=$(stat -c %i "$mnt/d")
-[ "$(stat -c %i "$mnt")" = "$(stat -c %i "$mnt")" ]
+rino1=$(stat -c %i "$mnt")
 
 # second mount of the same image refused, with an error, and no hang
 mkdir -p "$T/mnt2"
@@ -68,14 +68,22 @@ fi
 [ $rc != 0 ] && [ $rc != 124 ] || die "second mount: exit $rc (expected a refusal)"
 log "double mount refused: $(head -1 "$T/err")"
 
-# fsck on a mounted image must not report it clean-and-repair: it either
-# waits for the lock (timeout) or refuses; it must never modify it.
+# fsck on a mounted image must not check (or repair) it under the daemon:
+# it either waits for the image lock (here: killed by the timeout) or
+# refuses with an error
+rc=0; run_to 5 "$RLFS" fsck "$img" >"$T/fsck.out" 2>&1 || rc=$?
+[ $rc != 0 ] || { cat "$T/fsck.out" >&2; die "fsck of a mounted image exited 0"; }
+[ $rc = 124 ] || [ $rc = 8 ] || { cat "$T/fsck.out" >&2; die "fsck of a mounted image exited $rc (expected a wait or 8)"; }
+log "fsck of a mounted image: exit $rc"
+mountpoint -q "$mnt" || die "fsck of a mounted image ended the mount"
+[ "$(cat "$mnt/f")" = hello ] || die "file changed while fsck ran on the mounted image"
 rlfs_umount "$mnt"
 rlfs_fsck "$img"
 rlfs_mount "$img" "$mnt"
 [ "$(cat "$mnt/f")" = hello ] || die "data lost across remount"
 [ "$(stat -c %i "$mnt/f")" = "$ino1" ] || die "st_ino of file changed across remount"
 [ "$(stat -c %i "$mnt/d")" = "$dino1" ] || die "st_ino of dir changed across remount"
+[ "$(stat -c %i "$mnt")" = "$rino1" ] || die "st_ino of the root changed across remount"
 # statfs sanity
 bs=$(stat -f -c %S "$mnt"); blocks=$(stat -f -c %b "$mnt"); bfree=$(stat -f -c %f "$mnt")
 [ "$bs" -gt 0 ] && [ "$blocks" -gt 0 ] && [ "$bfree" -le "$blocks" ] ||
@@ -91,13 +99,15 @@ rlfs_fsck "$img"
 
 # mount -o ro: writes fail with EROFS
 rlfs_mount "$img" "$mnt" -o ro
-rc=0; echo x 2>/dev/null >"$mnt/g" || rc=$?
+rc=0; (echo x >"$mnt/g") 2>"$T/err" || rc=$?
 [ $rc != 0 ] || die "write succeeded on a read-only mount"
+grep -q "Read-only file system" "$T/err" || { cat "$T/err" >&2; die "write on a read-only mount failed without EROFS"; }
 rlfs_umount "$mnt"
 
 # mount on a missing image / missing mount point: one-line error, non-zero
 rc=0; run_to 30 "$RLFS" mount "$T/none.img" "$mnt" 2>"$T/err" || rc=$?
 [ $rc != 0 ] || die "mount of a missing image exited 0"
+[ "$(wc -l <"$T/err")" = 1 ] || { cat "$T/err" >&2; die "mount of a missing image: not one line of error"; }
 mountpoint -q "$mnt" && die "mount of a missing image mounted something"
 rc=0; run_to 30 "$RLFS" fsck "$T/none.img" >/dev/null 2>&1 || rc=$?
 [ $rc = 8 ] || die "fsck of a missing image exited $rc, expected 8"
@@ -117,6 +127,8 @@ if [ -w "$dis" ] && [ -e "$param" ]; then
 	[ $rc = 0 ] || die "mount -o uring without io_uring: I/O failed (exit $rc)"
 	[ "$(cat "$T/u.out")" = u ] || die "mount -o uring without io_uring: wrong data"
 	rlfs_umount "$mnt"
+else
+	log "SKIP mount -o uring fallback: no $param or $dis not writable"
 fi
 
 rlfs_fsck "$img"

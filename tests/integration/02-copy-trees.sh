@@ -15,6 +15,7 @@ done
 size_mb=$((need_kb * 3 / 1024 + 512))
 rlfs_mkfs "$img" -s ${size_mb}M
 rlfs_mount "$img" "$mnt"
+free_empty=$(df_free_blocks "$mnt")
 
 for s in $SRCS; do
 	d=$mnt/$(echo "$s" | tr / _)
@@ -60,6 +61,12 @@ dir=${big#* }
 # delete everything, space comes back
 rm -rf "${mnt:?}"/*
 [ -z "$(ls -A "$mnt")" ] || die "directory not empty after rm -rf"
+rlfs_umount "$mnt"
+rlfs_fsck "$img"
+# (unlinked files are freed when the kernel forgets them: count after a remount)
+rlfs_mount "$img" "$mnt"
+[ "$(df_free_blocks "$mnt")" = "$free_empty" ] ||
+	die "after deleting everything $(df_free_blocks "$mnt") blocks are free, $free_empty after mkfs"
 rlfs_umount "$mnt"
 rlfs_fsck "$img"
 log OK

@@ -29,6 +29,12 @@ for ((c = 0; c < CYCLES; c++)); do
 	rlfs_fsck "$img"
 	log "cycle $c: $((OPS * 5 / 2)) ops verified, umount + fsck clean"
 done
+# the fragmenting file outgrew the inline extent list: bmbt blocks exist
+# (a freed one keeps its magic, so this says a bmbt was built, not that it
+# is still in use)
+nbmbt=$($PY "$SRCDIR/tests/helpers/metascan.py" list "$img" | awk '$1 == "bmbt"' | wc -l)
+[ "$nbmbt" -gt 0 ] || die "no bmbt block in the image: the extent lists never left the inode"
+log "$nbmbt bmbt blocks in the image"
 # final check of the files against the models after the last remount
 rlfs_mount "$img" "$mnt"
 for f in small big frag; do

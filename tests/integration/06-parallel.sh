@@ -58,8 +58,9 @@ verify() {
 }
 verify "before unmount"
 # parallel readers while verifying: read all streams at once
-for ((i = 0; i < N; i++)); do cat "$mnt/stream$i" >/dev/null & pids+=($!); done
-wait
+rpids=()
+for ((i = 0; i < N; i++)); do cat "$mnt/stream$i" >/dev/null & rpids+=($!); done
+for p in "${rpids[@]}"; do wait "$p" || die "a parallel reader failed"; done
 rlfs_umount "$mnt"
 rlfs_fsck "$img"
 rlfs_mount "$img" "$mnt"

@@ -5,7 +5,10 @@
 # cntbt, inobt, inode, directory, bmbt, xattr, remote xattr value, remote
 # symlink).  For each: fsck -n reports (exit 4 or 8), the daemon either
 # refuses to mount with a one-line error or mounts and the affected
-# operations fail with EIO/EUCLEAN; the daemon (run in the foreground under
+# operations fail with EIO/EUCLEAN (or with the error the damage implies:
+# ENOENT for a name in a damaged directory, ENODATA for a lost xattr,
+# ENOSPC/EROFS where the damaged free-space trees stop allocation, ESTALE);
+# fsck in repair mode on a copy agrees that something is wrong; the daemon (run in the foreground under
 # the sanitizers) exits cleanly after unmount; nothing takes longer than the
 # timeouts.
 . "$(dirname "$0")/../lib.sh"
@@ -91,6 +94,9 @@ check_bad() {
 		rc2=0; run_to 120 "$RLFS" fsck -n "$T/repair.img" >"$T/fsck2.out" 2>&1 || rc2=$?
 		[ $rc2 = 0 ] || { tail -5 "$T/fsck2.out" >&2; die "$label: fsck said corrected (1) but fsck -n then exits $rc2"; }
 	fi
+	# fsck -n found damage: repair must see it too (corrected, or left)
+	[ $DETECTED = 0 ] || [ $rc = 1 ] || [ $rc = 4 ] || [ $rc = 8 ] ||
+		{ tail -5 "$T/repair.out" >&2; die "$label: fsck -n exited 4/8 but fsck (repair) exits $rc"; }
 	local repair_rc=$rc
 	rm -f "$T/repair.img"
 	# mount in the foreground: refusal with a message, or a mount whose
@@ -189,10 +195,8 @@ bs=$($PY -c "import struct,sys;f=open(sys.argv[1],'rb');f.seek(52);print(struct.
 n=0
 for kind in $kinds; do
 	blocks=$(awk -v k=$kind '$1==k {print $2}' "$T/blocks")
-	if [ -z "$blocks" ]; then
-		log "note: no $kind block in the populated image (feature unused by this layout)"
-		continue
-	fi
+	# the populated image is built to contain every kind
+	[ -n "$blocks" ] || die "no $kind block found in the populated image (metascan or layout changed)"
 	first=$(awk 'NR == 1' <<<"$blocks")
 	last=$(echo "$blocks" | tail -1)
 	# header byte (magic / blkno / owner / uuid) of the first block, a

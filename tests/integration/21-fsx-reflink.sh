@@ -98,6 +98,7 @@ rlfs_mkfs "$T/fresh.img" -s 1G
 rlfs_mount "$T/fresh.img" "$T/fresh"
 freshfree=$(df_free_blocks "$T/fresh")
 rlfs_umount "$T/fresh"
+rlfs_fsck "$T/fresh.img"
 log "free blocks: $free0 with files, $free1 after deleting all, $freshfree on a fresh image"
 [ "$free1" = "$freshfree" ] || die "after deleting every file $free1 blocks free, a fresh image has $freshfree (leak)"
 log OK

@@ -105,13 +105,19 @@ PYEOF
 	sync -f "$mnt"
 }
 
+# blocks PHASE NAME FILE NEW OLD: blockcheck, failing the test on foreign data
+blocks() {
+	local out
+	out=$("$PY" "$T/blockcheck.py" "$3" "$4" "$5") || die "$1: $2 has foreign data"
+	log "$1: $2 $out"
+}
+
 check_all() { # phase
 	cmp "$mnt/src" "$T/src.data" || die "$1: the clone source changed"
 	cmp "$mnt/shared" "$T/shared.data" || die "$1: the CoW'd file's other owner changed"
-	log "$1: dst1 $("$PY" "$T/blockcheck.py" "$mnt/dst1" "$T/src.data" /nonexistent)" || die "$1: dst1 has foreign data"
-	log "$1: old $("$PY" "$T/blockcheck.py" "$mnt/old" "$T/src.data" "$T/old.data")" || die "$1: old has foreign data"
-	log "$1: shared2 $("$PY" "$T/blockcheck.py" "$mnt/shared2" "$T/new.data" "$T/shared.data")" ||
-		die "$1: shared2 has foreign data"
+	blocks "$1" dst1 "$mnt/dst1" "$T/src.data" /nonexistent
+	blocks "$1" old "$mnt/old" "$T/src.data" "$T/old.data"
+	blocks "$1" shared2 "$mnt/shared2" "$T/new.data" "$T/shared.data"
 }
 
 head -c $((4 << 20)) /dev/urandom >"$T/new.data"
@@ -132,6 +138,7 @@ for free in 0 1 2 3 5 8 30 300 700; do
 	[ $rc1 = 0 ] || grep -qi 'No space left' "$T/io1.out" || { cat "$T/io1.out" >&2; die "clone failed with another error"; }
 	[ $rc2 = 0 ] || grep -qi 'No space left' "$T/io2.out" || { cat "$T/io2.out" >&2; die "clone onto old data failed with another error"; }
 	[ $rc3 = 0 ] || grep -qi 'No space left' "$T/dd.err" || { cat "$T/dd.err" >&2; die "CoW overwrite failed with another error"; }
+	check_all "before unmount"
 	rlfs_umount "$mnt"
 	rlfs_fsck "$img"
 	rlfs_mount "$img" "$mnt"
@@ -145,6 +152,7 @@ for free in 0 1 2 3 5 8 30 300 700; do
 	[ "$(df_free_blocks "$mnt")" = "$FREE_EMPTY" ] ||
 		die "after deleting everything $(df_free_blocks "$mnt") blocks free, $FREE_EMPTY on the fresh fs"
 	rlfs_umount "$mnt"
+	rlfs_fsck "$img"
 done
 log "ENOSPC in $cow_enospc CoW overwrites and $clone_enospc clone rounds of 9"
 [ $cow_enospc -ge 7 ] && [ $clone_enospc -ge 2 ] || die "too few ENOSPC cases: the test does not test what it should"
