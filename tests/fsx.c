@@ -15,7 +15,8 @@
  *   z  fallocate(ZERO_RANGE), with or without KEEP_SIZE
  *   f  fallocate(0) or fallocate(KEEP_SIZE): size grows only without KEEP_SIZE
  *   s  lseek SEEK_DATA/SEEK_HOLE: bytes skipped by SEEK_DATA must be zero,
- *      SEEK_HOLE never beyond EOF
+ *      SEEK_HOLE never beyond EOF nor inside data (the model's bytes from
+ *      the hole to the end of its 512-byte sector must be zero)
  *   m  mmap read of a range, compared with the model
  *   c  close and reopen the file
  *   y  fsync
@@ -484,6 +485,19 @@ static void op_seek(void)
 	if (off >= cf->size)
 		fail("SEEK_HOLE at EOF 0x%" PRIx64 " returned 0x%" PRIx64 " instead of ENXIO", off,
 		     (uint64_t)h);
+	/* A hole before EOF starts at h and runs at least to the end of h's
+	 * filesystem block, so it reads as zeros there.  The model does not
+	 * know the block size; no Linux filesystem has blocks below 512 bytes,
+	 * so the bytes from h to the next 512-byte boundary (or EOF) must be
+	 * zero: a "hole" reported inside written data fails here (written
+	 * bytes are random, so a data block almost surely starts non-zero). */
+	uint64_t hend = ((uint64_t)h | 511) + 1;
+	if (hend > cf->size)
+		hend = cf->size;
+	for (uint64_t i = (uint64_t)h; i < hend; i++)
+		if (cf->good[i])
+			fail("SEEK_HOLE(0x%" PRIx64 ") = 0x%" PRIx64 " but byte 0x%" PRIx64
+			     " is data 0x%02x", off, (uint64_t)h, i, cf->good[i]);
 }
 
 static void op_reopen(void)

@@ -275,6 +275,14 @@ static void run_fsx_isize(uint32_t blocksize, uint32_t inodesize, unsigned nops,
 						fail_msg("%s: SEEK_DATA skipped data at %llu", when,
 							 (unsigned long long)i);
 				assert_true(h >= (off_t)off && (uint64_t)h <= m.size);
+				/* a hole at h < EOF covers the rest of h's block:
+				 * nothing written there (written bytes are never 0) */
+				uint64_t hend = RLFS_MIN(((uint64_t)h / blocksize + 1) * blocksize,
+							 m.size);
+				for (uint64_t i = (uint64_t)h; i < hend; i++)
+					if (m.buf[i])
+						fail_msg("%s: SEEK_HOLE = %lld, but byte %llu holds data",
+							 when, (long long)h, (unsigned long long)i);
 			}
 		} else {                            /* remount */
 			snprintf(when, sizeof(when), "op %u remount", op);
@@ -421,15 +429,46 @@ static void test_btree_conversion(void **state)
 	assert_int_equal(rlfs_lseek(fs.mp, ino, 0, SEEK_HOLE), bs);
 	assert_int_equal(rlfs_lseek(fs.mp, ino, bs, SEEK_DATA), 2 * bs);
 
-	/* fill the gaps: the fork collapses back to inline extents */
+	/* fill the gaps: every block of the file mapped.  The fork stays a
+	 * bmbt (a gap's block is not physically next to its neighbours), but
+	 * the mapping must count exactly the blocks written, plus bmbt blocks. */
 	for (uint32_t b = 1; b < nblk; b += 2) {
 		memset(blk, 0xee, bs);
 		pwrite_all(&fs, ino, blk, bs, (uint64_t)b * bs);
 	}
 	fi = fork_of(&fs, ino);
 	check_fork(&fs, ino);
-	if (fi.next <= fork_of(&fs, ino).next && fi.format == RLFS_FMT_EXTENTS)
-		assert_int_equal(fi.nblocks, fi.data_blocks); /* bmbt freed */
+	assert_int_equal(fi.data_blocks, nblk);
+	assert_int_equal(fsize(&fs, ino), (uint64_t)nblk * bs);
+
+	/* punch all but the first `keep` blocks: at most `keep` extents are
+	 * left, which fit inline, so the fork collapses back to inline extents
+	 * and every bmbt block is freed */
+	const uint32_t keep = 3;
+	assert_int_equal(rlfs_fallocate(fs.mp, ino, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+					(off_t)keep * bs, (off_t)(nblk - keep) * bs), 0);
+	fi = fork_of(&fs, ino);
+	check_fork(&fs, ino);
+	assert_int_equal(fi.format, RLFS_FMT_EXTENTS);
+	assert_true(fi.next >= 1 && fi.next <= keep);
+	assert_int_equal(fi.data_blocks, keep);
+	assert_int_equal(fi.nblocks, keep); /* bmbt freed */
+	tu_remount(&fs);
+	fi = fork_of(&fs, ino);
+	assert_int_equal(fi.format, RLFS_FMT_EXTENTS);
+	assert_int_equal(fi.nblocks, keep);
+	check_fork(&fs, ino);
+	for (uint32_t b = 0; b < keep; b++) {
+		assert_int_equal(rlfs_read(fs.mp, ino, blk, bs, (off_t)b * bs), (ssize_t)bs);
+		assert_int_equal(blk[0], (b % 2) ? 0xee : (int)(b % 251) + 1);
+	}
+	/* and the rest back in one write, for the punching below */
+	uint8_t *rest = malloc((size_t)(nblk - keep) * bs);
+	assert_non_null(rest);
+	memset(rest, 0xdd, (size_t)(nblk - keep) * bs);
+	pwrite_all(&fs, ino, rest, (size_t)(nblk - keep) * bs, (uint64_t)keep * bs);
+	free(rest);
+	assert_int_equal(fork_of(&fs, ino).data_blocks, nblk);
 
 	/* punch every other block again, then truncate to 0: everything back */
 	for (uint32_t b = 0; b < nblk; b += 2)
