@@ -805,33 +805,11 @@ static void test_cancel(void **state)
 /* ------------------------------------------------------------------ */
 /* fsck: per-block reference counts                                    */
 
-/* The fsck binary: RLFS_TEST_FSCK, else the reflinkfs next to this test;
- * NULL to skip. */
-static const char *fsck_bin(void)
+/* Exit status of "fsck -n" on the image (the fs must be unmounted; a
+ * missing fsck binary fails the test, see tu_fsck_bin). */
+static int run_fsck(const char *path, int expect)
 {
-	static char self[400];
-	const char *e = getenv("RLFS_TEST_FSCK");
-	if (e)
-		return *e ? e : NULL;
-	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 16);
-	if (n <= 0)
-		return NULL;
-	self[n] = 0;
-	char *slash = strrchr(self, '/');
-	if (!slash)
-		return NULL;
-	strcpy(slash + 1, "reflinkfs");
-	return access(self, X_OK) == 0 ? self : NULL;
-}
-
-/* Exit status of "fsck -n" on the image (the fs must be unmounted). */
-static int run_fsck(const char *path)
-{
-	char cmd[600];
-	snprintf(cmd, sizeof(cmd), "%s fsck -n %s", fsck_bin(), path);
-	int rc = system(cmd);
-	assert_true(rc != -1 && WIFEXITED(rc));
-	return WEXITSTATUS(rc);
+	return tu_fsck(path, expect);
 }
 
 /*
@@ -887,15 +865,13 @@ static int fsck_case(int how)
 	rlfs_irele(ib);
 	assert_int_equal(rlfs_mount_close(fs.mp), 0);
 	fs.mp = NULL;
-	int rc = run_fsck(fs.path);
+	int rc = run_fsck(fs.path, how == 0 ? 0 : 4);
 	tu_unmount(&fs);
 	return rc;
 }
 
 static void test_fsck_counts(void **state)
 {
-	if (!fsck_bin())
-		skip();
 	assert_int_equal(fsck_case(0), 0);
 	assert_int_equal(fsck_case(1), 4);
 	assert_int_equal(fsck_case(2), 4);

@@ -15,12 +15,11 @@
  * data-fork mappings across all files (records == maximal runs of equal
  * count >= 2, no staging records left); no mapped block is free;
  * rlfs_btree_check of the refcount and free-space trees; rlfs_bmap_check
- * of every file.  If the reflinkfs binary sits next to this test (the
- * build directory), `reflinkfs fsck` runs on the image at the end of each
- * test too.  Seed: RLFS_TEST_SEED.
+ * of every file.  `reflinkfs fsck -n` (the binary next to this test, in
+ * the build directory, or RLFS_TEST_FSCK; missing = failure) runs on the
+ * image at the end of each test too.  Seed: RLFS_TEST_SEED.
  */
 #include <fcntl.h>
-#include <libgen.h>
 #include <limits.h>
 #include <pthread.h>
 #include <linux/falloc.h>
@@ -304,35 +303,15 @@ static void check_fs(struct ctx *c)
 	check_refcounts(c);
 }
 
-/* `reflinkfs fsck` on the image, when the binary is next to this test. */
-static char fsck_bin[PATH_MAX];
-
-static void find_fsck(void)
-{
-	char exe[PATH_MAX];
-	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-	if (n <= 0)
-		return;
-	exe[n] = 0;
-	snprintf(fsck_bin, sizeof(fsck_bin), "%s/reflinkfs", dirname(exe));
-	if (access(fsck_bin, X_OK) != 0)
-		fsck_bin[0] = 0;
-}
-
+/* `reflinkfs fsck -n` on the image must be clean (tu_fsck_bin: a missing
+ * fsck binary fails the test); the image is mounted again afterwards. */
 static void run_fsck(struct ctx *c)
 {
-	if (!fsck_bin[0])
-		return;
 	assert_int_equal(rlfs_mount_close(c->fs.mp), 0);
 	c->fs.mp = NULL;
-	char cmd[PATH_MAX * 2 + 32];
-	snprintf(cmd, sizeof(cmd), "%s fsck %s >>/tmp/rlfs-reflink-fsck.log 2>&1", fsck_bin,
-		 c->fs.path);
-	int st = system(cmd);
-	if (st != 0) {
-		system("cat /tmp/rlfs-reflink-fsck.log >&2");
-		fail_msg("fsck failed on %s (status %d)", c->fs.path, st);
-	}
+	int st = tu_fsck(c->fs.path, 0);
+	if (st != 0)
+		fail_msg("fsck failed on %s (exit %d)", c->fs.path, st);
 	assert_int_equal(rlfs_mount_open(c->fs.path, RLFS_MOUNT_NOLOCK, &c->fs.mp), 0);
 }
 
@@ -1276,8 +1255,6 @@ static void test_random_4k(void **state)
 int main(void)
 {
 	seed_from_env();
-	find_fsck();
-	unlink("/tmp/rlfs-reflink-fsck.log");
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_clone_modify),
 		cmocka_unit_test(test_many_clones),

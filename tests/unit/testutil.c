@@ -1,7 +1,10 @@
 #include "testutil.h"
 
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "reflinkfs/fs.h"
@@ -49,4 +52,45 @@ void tu_unmount(struct tu_fs *fs)
 		assert_int_equal(rlfs_mount_close(fs->mp), 0);
 	fs->mp = NULL;
 	unlink(fs->path);
+}
+
+const char *tu_fsck_bin(void)
+{
+	static char self[PATH_MAX];
+	const char *e = getenv("RLFS_TEST_FSCK");
+	if (e && *e) {
+		if (access(e, X_OK) != 0)
+			fail_msg("RLFS_TEST_FSCK=%s is not an executable", e);
+		return e;
+	}
+	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 16);
+	if (n <= 0)
+		fail_msg("fsck binary: cannot read /proc/self/exe");
+	self[n] = 0;
+	char *slash = strrchr(self, '/');
+	if (!slash)
+		fail_msg("fsck binary: no directory in %s", self);
+	strcpy(slash + 1, "reflinkfs");
+	if (access(self, X_OK) != 0)
+		fail_msg("fsck binary %s missing (build it, or set RLFS_TEST_FSCK)", self);
+	return self;
+}
+
+int tu_fsck(const char *image, int expect)
+{
+	char cmd[2 * PATH_MAX + 64];
+	snprintf(cmd, sizeof(cmd), "%s fsck -n %s >%s.fsck 2>&1", tu_fsck_bin(), image, image);
+	int rc = system(cmd);
+	if (rc == -1 || !WIFEXITED(rc))
+		fail_msg("fsck of %s: did not exit normally (status %d)", image, rc);
+	rc = WEXITSTATUS(rc);
+	if (rc != expect) {
+		fprintf(stderr, "fsck -n %s: exit %d, expected %d:\n", image, rc, expect);
+		snprintf(cmd, sizeof(cmd), "head -20 %s.fsck >&2", image);
+		if (system(cmd) != 0)
+			fprintf(stderr, "(no fsck output)\n");
+	}
+	snprintf(cmd, sizeof(cmd), "%s.fsck", image);
+	unlink(cmd);
+	return rc;
 }

@@ -22,6 +22,15 @@ void tu_mkfs_mount(struct tu_fs *fs, uint64_t size_bytes, uint32_t blocksize,
 /* Unmount and remount the same image (tests persistence). */
 void tu_remount(struct tu_fs *fs);
 void tu_unmount(struct tu_fs *fs);
+/* The fsck binary: RLFS_TEST_FSCK if set and not empty, else the reflinkfs
+ * binary next to this test executable (the build directory, where
+ * tests/run.sh and meson run the tests).  A missing or non-executable
+ * binary fails the calling test: fsck checks are never skipped. */
+const char *tu_fsck_bin(void);
+/* "fsck -n IMAGE" on an unmounted image; returns its exit status (0 clean,
+ * 1 corrected, 4 errors left, 8 operational error) and shows the first
+ * lines of its output on stderr when the status is not `expect`. */
+int tu_fsck(const char *image, int expect);
 /* Deterministic PRNG (xorshift64*), seeded from RLFS_TEST_SEED or a default. */
 uint64_t tu_rand(void);
 void tu_seed(uint64_t seed);
