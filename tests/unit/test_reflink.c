@@ -258,11 +258,12 @@ static void check_refcounts(struct ctx *c)
 		for (uint32_t b = 0; b < len;) {
 			uint32_t n = cnt[start + b];
 			if (n < 2) {
-				if (!rlfs_has_reflink(mp) && n > 1)
-					fail_msg("block shared without reflink");
 				b++;
 				continue;
 			}
+			if (!rlfs_has_reflink(mp))
+				fail_msg("block %llu mapped %u times without reflink",
+					 (unsigned long long)(start + b), n);
 			uint32_t e = b + 1;
 			while (e < len && cnt[start + e] == n)
 				e++;
@@ -1056,13 +1057,21 @@ static void test_times_suid(void **state)
 				      NULL), 0);
 	assert_int_equal(rlfs_getattr(mp, c.f[a].ino, &sa0), 0);
 	assert_int_equal(rlfs_getattr(mp, c.f[b].ino, &sb0), 0);
+	/* let the clock move on, so that a ctime update is visible */
+	struct timespec pause = { 0, 2 * 1000 * 1000 };
+	nanosleep(&pause, NULL);
 	do_clone(&c, a, 0, b, 0, 4096); /* root caller: no flag */
 	assert_int_equal(rlfs_getattr(mp, c.f[a].ino, &sa1), 0);
 	assert_int_equal(rlfs_getattr(mp, c.f[b].ino, &sb1), 0);
 	assert_int_equal(sb1.st_mode & 07777, 06755);
 	assert_int_equal(sa1.st_mtim.tv_sec, sa0.st_mtim.tv_sec);
+	assert_int_equal(sa1.st_mtim.tv_nsec, sa0.st_mtim.tv_nsec);
+	assert_int_equal(sa1.st_ctim.tv_sec, sa0.st_ctim.tv_sec);
+	assert_int_equal(sa1.st_ctim.tv_nsec, sa0.st_ctim.tv_nsec);
 	assert_true(sb1.st_mtim.tv_sec > 1000);
-	assert_true(sb1.st_ctim.tv_sec >= sb0.st_ctim.tv_sec);
+	assert_true(sb1.st_ctim.tv_sec > sb0.st_ctim.tv_sec ||
+		    (sb1.st_ctim.tv_sec == sb0.st_ctim.tv_sec &&
+		     sb1.st_ctim.tv_nsec > sb0.st_ctim.tv_nsec));
 	assert_int_equal(rlfs_clone_range(mp, c.f[a].ino, 4096, c.f[b].ino, 4096, 4096,
 					  RLFS_CLONE_KILL_SUID), 4096);
 	memcpy(c.f[b].data + 4096, c.f[a].data + 4096, 4096);
@@ -1102,8 +1111,8 @@ static void test_noreflink(void **state)
 	ctx_fini(&c);
 }
 
-/* fsx-style: random writes, clones, copy ranges, unshare, punch, truncate
- * over several files, verified against the model */
+/* fsx-style: random writes, clones, clone+write of unaligned ranges,
+ * unshare, punch, truncate over several files, verified against the model */
 static void random_run(uint64_t size, uint32_t bsz, int nops)
 {
 	struct ctx c;
@@ -1161,7 +1170,13 @@ static void random_run(uint64_t size, uint32_t bsz, int nops)
 			do_clone(&c, j, so, i, dO, len);
 			break;
 		}
-		case 4: { /* copy range: clone the aligned middle, copy head/tail */
+		case 4: { /* clone the aligned middle + write head/tail */
+			/* The library has no copy_file_range: this is the test's
+			 * own composition of rlfs_clone_range and rlfs_write, the
+			 * way the daemon's rl_copy_file_range composes them (the
+			 * daemon's path itself runs in the integration tests, fsx
+			 * op 'x').  Whole blocks inside [so, so+l) are always
+			 * clonable here, so they are always cloned. */
 			if (!n->size || i == j)
 				break;
 			uint64_t so = rnd(n->size), l = 1 + rnd(n->size - so);
@@ -1171,7 +1186,7 @@ static void random_run(uint64_t size, uint32_t bsz, int nops)
 			uint64_t a0 = (so + bs - 1) / bs * bs, a1 = (so + l) / bs * bs;
 			uint8_t *tmp = malloc(l);
 			memcpy(tmp, n->data + so, l);
-			if (a1 > a0 && (a1 == so + l || dO + l >= m->size || 1)) {
+			if (a1 > a0) {
 				int64_t r = rlfs_clone_range(mp, n->ino, a0, m->ino, dO + (a0 - so),
 							     a1 - a0, 0);
 				assert_int_equal(r, (int64_t)(a1 - a0));
