@@ -165,16 +165,71 @@ static void test_reservations(void **state)
 	done(mp);
 }
 
+/* rlfs_buf_find_range callback: count cached buffers, give each back */
+static void count_cached(struct rlfs_buf *bp, void *priv)
+{
+	struct rlfs_mount *mp = ((void **)priv)[0];
+	(*(size_t *)((void **)priv)[1])++;
+	rlfs_buf_relse(bp);
+	rlfs_buf_settle(mp, bp);
+}
+
+static size_t ncached(struct rlfs_mount *mp, uint64_t fsbno, uint64_t len)
+{
+	size_t n = 0;
+	void *priv[2] = { mp, &n };
+	rlfs_buf_find_range(mp, fsbno, len, count_cached, priv);
+	return n;
+}
+
+/* never 0 (a failed read_fill returns 0) */
+static uint8_t pattern(uint64_t b)
+{
+	return (uint8_t)(b % 255 + 1);
+}
+
+/* Flip one byte of block b on the device (twice restores it). */
+static void flip_on_device(struct rlfs_mount *mp, uint64_t b)
+{
+	uint8_t x;
+	assert_int_equal(rlfs_dev_pread(mp->dev, &x, 1, b * 1024 + 500), 0);
+	x ^= 0x40;
+	assert_int_equal(rlfs_dev_pwrite(mp->dev, &x, 1, b * 1024 + 500), 0);
+}
+
+/* A cache budget of 64 clean 1 KiB buffers and 4095 blocks written: after
+ * the flush only the budget stays cached, evicted blocks are read back
+ * (verified) from the device, cached ones are served from memory. */
 static void test_cache_eviction(void **state)
 {
 	(void)state;
 	struct rlfs_mount *mp = bare(1024, 4096);
+	const size_t budget = 64;
 	int err;
+	rlfs_bcache_destroy(mp);      /* the bare mount's 256 MiB would never evict */
+	assert_int_equal(rlfs_bcache_init(mp, budget * 1024), 0);
 	for (uint64_t b = 1; b < 4096; b++)
-		write_block(mp, b, (uint8_t)b, true);
+		write_block(mp, b, pattern(b), true);
+	assert_int_equal(ncached(mp, 1, 4095), 4095); /* dirty: all kept */
 	assert_int_equal(rlfs_buf_flush_all(mp), 0);
-	for (uint64_t b = 1; b < 4096; b += 7)
-		assert_int_equal(read_fill(mp, b, &err), (uint8_t)b);
+	assert_int_equal(rlfs_buf_ndirty(mp), 0);
+	assert_int_equal(ncached(mp, 1, 4095), budget); /* clean: the budget */
+	/* flushed in block order, so the oldest (block 1) went, 4095 stayed */
+	assert_int_equal(ncached(mp, 1, 1), 0);
+	assert_int_equal(ncached(mp, 4095, 1), 1);
+	flip_on_device(mp, 4095);
+	assert_int_equal(read_fill(mp, 4095, &err), pattern(4095)); /* from memory */
+	assert_int_equal(err, 0);
+	flip_on_device(mp, 4095);
+	flip_on_device(mp, 1);
+	read_fill(mp, 1, &err);                   /* from the device */
+	assert_int_equal(err, -EUCLEAN);
+	flip_on_device(mp, 1);
+	for (uint64_t b = 1; b < 4096; b += 7) {
+		assert_int_equal(read_fill(mp, b, &err), pattern(b));
+		assert_int_equal(err, 0);
+	}
+	assert_true(ncached(mp, 1, 4095) <= budget);
 	done(mp);
 }
 
