@@ -20,6 +20,7 @@ import hashlib
 import os
 import stat
 import sys
+import time
 
 ROOT = None
 OUT = []
@@ -380,9 +381,13 @@ def ops():
     strict("times atime_ns=%d mtime_ns=%d" % (st.st_atime_ns, st.st_mtime_ns))
     os.utime(P("f"), ns=(10**18, 10**18))
     ct0 = os.stat(P("f")).st_ctime_ns
+    # the kernel stamps ctime from a clock that may tick only once per
+    # jiffy (10 ms at HZ=100): wait well past that, so that a write that
+    # updates ctime gives a strictly later one
+    time.sleep(0.05)
     write_at(P("f"), 0, b"changed")
     st = os.stat(P("f"))
-    strict("write updates mtime=%s ctime=%s" % (st.st_mtime_ns != 10**18, st.st_ctime_ns >= ct0))
+    strict("write updates mtime=%s ctime=%s" % (st.st_mtime_ns != 10**18, st.st_ctime_ns > ct0))
     os.utime(P("d"), ns=(10**18, 10**18))
     write_at(P("d", "newentry"), 0, b"")
     strict("create updates dir mtime=%s" % (os.stat(P("d")).st_mtime_ns != 10**18))
