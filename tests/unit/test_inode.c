@@ -429,9 +429,10 @@ static void test_btree_conversion(void **state)
 	assert_int_equal(rlfs_lseek(fs.mp, ino, 0, SEEK_HOLE), bs);
 	assert_int_equal(rlfs_lseek(fs.mp, ino, bs, SEEK_DATA), 2 * bs);
 
-	/* fill the gaps: every block of the file mapped.  The fork stays a
-	 * bmbt (a gap's block is not physically next to its neighbours), but
-	 * the mapping must count exactly the blocks written, plus bmbt blocks. */
+	/* fill the gaps: every block of the file mapped.  The fork may stay a
+	 * bmbt (a gap's block need not be physically next to its neighbours,
+	 * so the extents need not merge), but exactly the blocks written are
+	 * mapped. */
 	for (uint32_t b = 1; b < nblk; b += 2) {
 		memset(blk, 0xee, bs);
 		pwrite_all(&fs, ino, blk, bs, (uint64_t)b * bs);
