@@ -2113,7 +2113,7 @@ static int setup(const struct rlfs_daemon_opts *o, const char *image, struct fus
 			logmsg("reflinkfs: io_uring needs the per-inode flush of Linux 6.16 "
 			       "and later; serving requests through /dev/fuse");
 		else
-			rlfs_uring_install(g_se);       /* falls back to /dev/fuse */
+			rlfs_uring_install(g_se, loop_finished); /* falls back to /dev/fuse */
 	}
 	return 0;
 fail_session:

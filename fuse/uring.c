@@ -67,6 +67,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/uio.h>
 #include <time.h>
@@ -188,6 +189,7 @@ struct ring_queue {
 	_Atomic unsigned normal_ticks;  /* > 0: SCHED_OTHER for that many checks */
 	_Atomic unsigned bulk_inflight; /* bulk requests not yet committed */
 	bool ring_ok, thread_ok;
+	bool failed;                    /* ring thread: stop serving (fatal) */
 	unsigned nlive;
 	_Atomic unsigned nents;         /* ents[0..nents-1] are set up */
 	struct ring_ent *ents[RLFS_URING_MAX_ENTS];
@@ -197,6 +199,8 @@ static struct fuse_session *g_se;
 static int g_fd = -1;
 static _Atomic uint64_t g_init_unique;  /* unique of INIT, 0 if not seen */
 static atomic_bool g_started, g_stopping;
+static void (*g_on_fatal)(int err);      /* from rlfs_uring_install */
+static atomic_bool g_fatal;             /* a ring failed: the session ends */
 static struct ring_queue *g_queues;
 static unsigned g_nqueues;
 static size_t g_payload_sz;
@@ -213,6 +217,21 @@ static void ulog(const char *fmt, ...)
 	fputc('\n', stderr);
 }
 
+/* q's ring cannot go on (a command or wait failed persistently): its
+ * requests could never be answered, so end the session rather than let
+ * the applications waiting for them hang.  The daemon then unmounts and
+ * closes the image as after SIGTERM; the kernel fails what is left.  Ring
+ * thread of q only; the thread leaves its loop. */
+static void fatal(struct ring_queue *q, const char *what, int err)
+{
+	q->failed = true;
+	if (atomic_exchange(&g_fatal, true))
+		return;
+	ulog("qid %u: %s: %s; ending the session", q->qid, what, strerror(-err));
+	if (g_on_fatal)
+		g_on_fatal(err);
+}
+
 bool rlfs_uring_wanted(int opt)
 {
 	const char *e = getenv("RLFS_URING");
@@ -222,19 +241,24 @@ bool rlfs_uring_wanted(int opt)
 }
 
 
-/* Number of possible CPUs (kernel nr_cpu_ids): highest id in
- * /sys/devices/system/cpu/possible ("0-1", "0,2-5") plus one. */
+/* Number of possible CPUs (kernel nr_cpu_ids, the number of queues the
+ * kernel waits for): highest id in /sys/devices/system/cpu/possible
+ * ("0-1", "0,2-5") plus one, or 0 if that file cannot be read.  glibc's
+ * get_nprocs_conf() counts the cpuN directories (present CPUs), which can
+ * be fewer; a wrong guess would hang the mount, so there is no fallback. */
 static unsigned possible_cpus(void)
 {
 	FILE *f = fopen("/sys/devices/system/cpu/possible", "re");
 	char buf[256];
 	unsigned max = 0;
+	bool any = false;
 	if (f && fgets(buf, sizeof(buf), f)) {
 		for (char *p = buf; *p;) {
 			char *end;
 			unsigned long v = strtoul(p, &end, 10);
-			if (end == p)
+			if (end == p || v >= 65536)
 				break;
+			any = true;
 			if (v > max)
 				max = (unsigned)v;
 			p = end;
@@ -244,7 +268,7 @@ static unsigned possible_cpus(void)
 	}
 	if (f)
 		fclose(f);
-	return max + 1;
+	return any ? max + 1 : 0;
 }
 
 /* Y the module parameter (root only).  0 or -errno. */
@@ -287,18 +311,67 @@ static void prep_cmd(struct io_uring_sqe *sqe, struct ring_ent *e, uint32_t cmd_
 /* user_data of the eventfd read */
 #define WAKE_TAG ((uint64_t)1)
 
+/* Transient io_uring_submit failures: the kernel is short of memory
+ * (EAGAIN), completions must be reaped first (EBUSY), or a signal (EINTR).
+ * The SQEs stay queued, so submitting again is correct. */
+static bool submit_transient(int err)
+{
+	return err == -EAGAIN || err == -EBUSY || err == -EINTR;
+}
+
+#define RLFS_URING_RETRY_US 100
+#define RLFS_URING_RETRY_MAX 10000      /* one second of retries */
+
+static void retry_pause(void)
+{
+	struct timespec ts = { 0, RLFS_URING_RETRY_US * 1000L };
+	nanosleep(&ts, NULL);
+}
+
+static void fatal(struct ring_queue *q, const char *what, int err);
+
+/* Submit what q has queued, retrying transient failures for up to a
+ * second.  A command that never reaches the kernel would leave its
+ * request unanswered (the application hangs) or lose a ring entry, so a
+ * failure that persists ends the session (fatal).  Ring thread only.
+ * 0 or -errno. */
+static int submit_queued(struct ring_queue *q)
+{
+	for (unsigned tries = 0;; tries++) {
+		int err = io_uring_submit(&q->ring);
+		if (err >= 0)
+			return 0;
+		if (!submit_transient(err) || tries >= RLFS_URING_RETRY_MAX) {
+			fatal(q, "io_uring_submit", err);
+			return err;
+		}
+		retry_pause();
+	}
+}
+
 /* Queue one SQE on q: the command built by prep_cmd, or if e is NULL the
- * eventfd read.  Ring thread only; the caller submits.  0 or -errno. */
+ * eventfd read.  A full submission queue is submitted first.  Ring thread
+ * only; the caller submits.  0 or -errno (the session is then ending). */
+/* Test hook: RLFS_URING_FAIL_COMMIT=N makes every reply (commit) after
+ * the first N fail as a persistent submission error would
+ * (tests/integration/01-cli.sh). */
+static long g_fail_commit_after = -1;
+static _Atomic long g_commits;
+
 static int queue_sqe(struct ring_queue *q, struct ring_ent *e, uint32_t cmd_op,
 		     uint64_t commit_id)
 {
-	struct io_uring_sqe *sqe = io_uring_get_sqe(&q->ring);
-	if (!sqe) {
-		io_uring_submit(&q->ring);
-		sqe = io_uring_get_sqe(&q->ring);
+	if (g_fail_commit_after >= 0 && cmd_op == FUSE_IO_URING_CMD_COMMIT_AND_FETCH &&
+	    atomic_fetch_add(&g_commits, 1) >= g_fail_commit_after) {
+		fatal(q, "io_uring_submit (injected)", -EIO);
+		return -EIO;
 	}
-	if (!sqe)
-		return -EBUSY;
+	struct io_uring_sqe *sqe;
+	while (!(sqe = io_uring_get_sqe(&q->ring))) {
+		int err = submit_queued(q);
+		if (err)
+			return err;
+	}
 	if (e) {
 		prep_cmd(sqe, e, cmd_op, commit_id);
 	} else {
@@ -308,14 +381,12 @@ static int queue_sqe(struct ring_queue *q, struct ring_ent *e, uint32_t cmd_op,
 	return 0;
 }
 
-/* queue_sqe and submit.  Ring thread only.  0 or -errno. */
+/* queue_sqe and submit.  Ring thread only.  0 or -errno (the session is
+ * then ending). */
 static int submit(struct ring_queue *q, struct ring_ent *e, uint32_t cmd_op, uint64_t commit_id)
 {
 	int err = queue_sqe(q, e, cmd_op, commit_id);
-	if (err)
-		return err;
-	err = io_uring_submit(&q->ring);
-	return err < 0 ? err : 0;
+	return err ? err : submit_queued(q);
 }
 
 /* Wake q's ring thread (any thread). */
@@ -347,17 +418,17 @@ static void flush_pending(struct ring_queue *q)
 	struct ring_ent *e = q->pending;
 	q->pending = NULL;
 	pthread_mutex_unlock(&q->pending_lock);
+	/* a failed queue_sqe has ended the session (fatal): the kernel then
+	 * fails the requests still waiting for a reply */
 	for (; e; e = e->next_pending) {
-		if (queue_sqe(q, e, FUSE_IO_URING_CMD_COMMIT_AND_FETCH, e->commit_id) != 0)
-			ulog("qid %u: cannot queue a commit", q->qid);
+		queue_sqe(q, e, FUSE_IO_URING_CMD_COMMIT_AND_FETCH, e->commit_id);
 		if (e->bulk) {
 			e->bulk = false;
 			bulk_done(q);
 		}
 	}
-	if (queue_sqe(q, NULL, 0, 0) != 0)
-		ulog("qid %u: cannot re-arm the wake-up read", q->qid);
-	io_uring_submit(&q->ring);
+	if (queue_sqe(q, NULL, 0, 0) == 0)
+		submit_queued(q);
 }
 
 /* ------------------------------------------------------------------ */
@@ -580,10 +651,14 @@ static int add_ent(struct ring_queue *q)
 		return -ENOMEM;
 	e->q = q;
 	e->hdr = calloc(1, sizeof(*e->hdr));
-	e->mem = aligned_alloc(4096, RLFS_URING_HEADROOM + g_payload_sz);
-	if (!e->hdr || !e->mem) {
+	/* mmap: pages cost memory only once the kernel copies a request that
+	 * large into them, and they go back to the system at the end */
+	e->mem = mmap(NULL, RLFS_URING_HEADROOM + g_payload_sz, PROT_READ | PROT_WRITE,
+		      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (!e->hdr || e->mem == MAP_FAILED) {
 		free(e->hdr);
-		free(e->mem);
+		if (e->mem != MAP_FAILED)
+			munmap(e->mem, RLFS_URING_HEADROOM + g_payload_sz);
 		free(e);
 		return -ENOMEM;
 	}
@@ -775,15 +850,22 @@ static void *ring_thread(void *arg)
 	for (unsigned j = 0; j < RLFS_URING_DEPTH; j++)
 		add_ent(q);
 	submit(q, NULL, 0, 0);          /* arm the wake-up read */
-	while (q->nlive > 0 && !atomic_load(&g_stopping)) {
+	unsigned wait_errors = 0;
+	while (q->nlive > 0 && !q->failed && !atomic_load(&g_stopping)) {
 		struct io_uring_cqe *cqe;
 		err = io_uring_wait_cqe(&q->ring, &cqe);
 		if (err == -EINTR)
 			continue;
 		if (err < 0) {
-			ulog("qid %u: wait: %s", q->qid, strerror(-err));
-			break;
+			/* EAGAIN/EBUSY: transient; anything else persists */
+			if (!submit_transient(err) || ++wait_errors > RLFS_URING_RETRY_MAX) {
+				fatal(q, "io_uring_wait_cqe", err);
+				break;
+			}
+			retry_pause();
+			continue;
 		}
+		wait_errors = 0;
 		uint64_t tag = cqe->user_data;
 		int res = cqe->res;
 		io_uring_cqe_seen(&q->ring, cqe);
@@ -824,7 +906,7 @@ static void free_queue(struct ring_queue *q)
 	unsigned n = atomic_load(&q->nents);
 	for (unsigned j = 0; j < n; j++) {
 		free(q->ents[j]->hdr);
-		free(q->ents[j]->mem);
+		munmap(q->ents[j]->mem, RLFS_URING_HEADROOM + q->ents[j]->payload_sz);
 		free(q->ents[j]);
 		q->ents[j] = NULL;
 	}
@@ -849,19 +931,56 @@ static int init_queue(struct ring_queue *q, unsigned qid)
  * of the queue.  With several rings such a stall is bounded; bulk data
  * requests leave the ring thread altogether (bulk threads). */
 #define RLFS_URING_RINGS_PER_QUEUE 4
+/* Each ring has a thread (and up to RLFS_URING_MAX_ENTS payload buffers,
+ * mapped lazily), and the kernel wants a queue for every possible CPU, so
+ * big machines get fewer rings per queue: at most about this many rings
+ * for the CPUs we may run on, and one ring for each other possible CPU
+ * (offline, or outside our affinity mask: no application of ours asks
+ * there, but the kernel waits until every queue has an entry). */
+#define RLFS_URING_RINGS_TARGET 16
+
+/* Rings of queue qid: RLFS_URING_RINGS_PER_QUEUE on a small machine. */
+static unsigned rings_for(unsigned qid, unsigned nusable, const cpu_set_t *usable)
+{
+	if (qid >= CPU_SETSIZE || !CPU_ISSET(qid, usable))
+		return 1;
+	unsigned r = RLFS_URING_RINGS_TARGET / (nusable ? nusable : 1);
+	if (r > RLFS_URING_RINGS_PER_QUEUE)
+		r = RLFS_URING_RINGS_PER_QUEUE;
+	return r ? r : 1;
+}
 
 /* Start the rings (after the INIT reply reached the kernel).  Errors are
  * logged; requests then keep coming through /dev/fuse. */
 static bool start_rings(void)
 {
 	unsigned ncpu = possible_cpus();
-	unsigned n = ncpu * RLFS_URING_RINGS_PER_QUEUE;
+	if (ncpu == 0) {
+		ulog("cannot read /sys/devices/system/cpu/possible");
+		return false;
+	}
+	cpu_set_t usable;
+	CPU_ZERO(&usable);
+	if (sched_getaffinity(0, sizeof(usable), &usable) != 0)
+		for (unsigned c = 0; c < ncpu && c < CPU_SETSIZE; c++)
+			CPU_SET(c, &usable);
+	unsigned nusable = (unsigned)CPU_COUNT(&usable), n = 0;
+	for (unsigned qid = 0; qid < ncpu; qid++)
+		n += rings_for(qid, nusable, &usable);
 	g_queues = calloc(n, sizeof(*g_queues));
 	if (!g_queues) {
 		ulog("out of memory");
 		return false;
 	}
 	g_nqueues = n;
+	/* ring i serves queue g_queues[i].qid; a queue's rings are spread
+	 * over the array (round robin) as before */
+	for (unsigned i = 0, r = 0; i < n; r++) {
+		for (unsigned qid = 0; qid < ncpu && i < n; qid++) {
+			if (r < rings_for(qid, nusable, &usable))
+				g_queues[i++].qid = qid;
+		}
+	}
 	for (unsigned i = 0; i < n; i++)
 		g_queues[i].efd = -1;
 	/* find_ent may scan from now on: entries not set up have unique 0 */
@@ -875,7 +994,7 @@ static bool start_rings(void)
 	unsigned started = 0;
 	for (unsigned i = 0; i < n; i++) {
 		struct ring_queue *q = &g_queues[i];
-		unsigned qid = i % ncpu;
+		unsigned qid = q->qid;
 		int err = init_queue(q, qid);
 		if (err) {
 			ulog("queue %u: %s", qid, strerror(-err));
@@ -1057,8 +1176,12 @@ static int probe_ring(void)
 	return 0;
 }
 
-int rlfs_uring_install(struct fuse_session *se)
+int rlfs_uring_install(struct fuse_session *se, void (*on_fatal)(int err))
 {
+	g_on_fatal = on_fatal;
+	const char *fail = getenv("RLFS_URING_FAIL_COMMIT");
+	if (fail && *fail)
+		g_fail_commit_after = strtol(fail, NULL, 10);
 	int err = probe_ring();
 	if (err) {
 		ulog("cannot create an io_uring: %s; using /dev/fuse", strerror(-err));

@@ -28,8 +28,14 @@ bool rlfs_uring_wanted(int opt);
  * /sys/module/fuse/parameters/enable_uring if needed (root only).  Returns 0,
  * or -errno if io_uring cannot be used (a message was logged; the session
  * then keeps the classic /dev/fuse path).
+ *
+ * on_fatal(-errno) is called once, from a ring thread, if a ring fails for
+ * good (a command cannot be submitted or completions cannot be waited for
+ * after a second of retries): requests of that queue could no longer be
+ * answered, so the caller should end the session (unmount, close the
+ * image) instead of leaving applications hanging.  It must not block.
  */
-int rlfs_uring_install(struct fuse_session *se);
+int rlfs_uring_install(struct fuse_session *se, void (*on_fatal)(int err));
 
 /*
  * Join the ring threads, then the bulk threads (which finish the requests

@@ -130,5 +130,27 @@ else
 	log "SKIP mount -o uring fallback: no $param or $dis not writable"
 fi
 
+# a ring that cannot submit (injected: every reply after the first 40
+# fails to submit) must end the session, not leave requests unanswered: the
+# daemon unmounts and closes the image, I/O fails instead of hanging, and
+# the image stays consistent
+if [ -e "$param" ] && [ "$(cat /proc/sys/kernel/io_uring_disabled 2>/dev/null || echo 0)" = 0 ]; then
+	param_was=$(cat "$param")
+	RLFS_URING_FAIL_COMMIT=40 rlfs_mount "$img" "$mnt" -o uring
+	rc=0
+	# in a subdirectory: once the mount is gone, writes must not land in
+	# the directory underneath
+	run_to 60 sh -c "mkdir '$mnt/fail' && i=0 && while [ \$i -lt 2000 ]; do echo \$i >'$mnt/fail/f\$i' || exit 3; i=\$((i+1)); done" \
+		2>"$T/fail.err" || rc=$?
+	echo "$param_was" >"$param"
+	[ $rc = 3 ] || { cat "$T/fail.err" >&2; die "I/O on a failed ring: exit $rc, expected a failed write (3), not success or a hang"; }
+	for ((i = 0; i < 100; i++)); do mountpoint -q "$mnt" || break; sleep 0.1; done
+	mountpoint -q "$mnt" && die "the daemon with a failed ring did not unmount"
+	run_to 60 flock -w 50 "$img" true || die "the daemon with a failed ring did not release $img"
+	rlfs_fsck "$img"
+else
+	log "SKIP failed io_uring ring: no $param or io_uring disabled"
+fi
+
 rlfs_fsck "$img"
 log OK
