@@ -688,46 +688,75 @@ ssize_t rlfs_write(struct rlfs_mount *mp, uint64_t ino, const void *buf, size_t 
 			continue;
 		}
 
+		/*
+		 * Holes or unwritten extents in the range.  Three steps, so
+		 * that the metadata lock (every transaction holds it) is not
+		 * held while the data goes to the device: other files'
+		 * metadata and allocating writes go on meanwhile.
+		 *  1. allocate the holes as unwritten extents (a crash, or a
+		 *     metadata flush, before step 3 shows zeros there, never
+		 *     another file's old blocks);
+		 *  2. write the data (and zero the new parts of partially
+		 *     written edge blocks) under the iolock only;
+		 *  3. convert the range to written and update size and times,
+		 *     in a transaction that may use the reserve pool, as
+		 *     XFS's unwritten conversion does (xfs_iomap_write_unwritten),
+		 *     so that data already on the device does not fail ENOSPC.
+		 * If step 2 or 3 fails the blocks stay allocated and unwritten
+		 * (they read as zeros, like fallocate's), as after a failed
+		 * direct write on XFS.
+		 */
 		uint64_t sub_fb1 = scan_end;
 		bool head_new = (pos & bmask(mp)) && block_is_new(ip, fb0);
 		bool tail_new = (iend & bmask(mp)) && block_is_new(ip, fb1 - 1);
-		uint32_t budget = ALLOC_BUDGET + nholes;
-		uint64_t res = hole_blocks + rlfs_bmap_res(ip, budget + 2 * nunwritten + 2);
-		if (res > UINT32_MAX) {
-			error = -ENOSPC;
-			break;
-		}
-		error = rlfs_trans_alloc(mp, (uint32_t)res, 0, &tp);
-		if (error)
-			break;
-		rlfs_trans_ijoin(tp, ip);
-		uint64_t stop;
-		error = alloc_holes(tp, ip, fb0, sub_fb1, false, &budget, &stop);
-		if (!error && stop <= fb0)
-			error = -ENOSPC;
-		if (error) {
-			rlfs_trans_cancel(tp);
-			break;
+		uint64_t stop = sub_fb1;
+		if (hole_blocks) {
+			uint32_t budget = ALLOC_BUDGET + nholes;
+			uint64_t res = hole_blocks + rlfs_bmap_res(ip, budget + 2);
+			if (res > UINT32_MAX) {
+				error = -ENOSPC;
+				break;
+			}
+			error = rlfs_trans_alloc(mp, (uint32_t)res, 0, &tp);
+			if (error)
+				break;
+			rlfs_trans_ijoin(tp, ip);
+			error = alloc_holes(tp, ip, fb0, sub_fb1, true, &budget, &stop);
+			if (!error && stop <= fb0)
+				error = -ENOSPC;
+			if (error) {
+				rlfs_trans_cancel(tp);
+				break;
+			}
+			error = rlfs_trans_commit(tp);
+			if (error)
+				break;
 		}
 		uint64_t wend = stop >= fb1 ? iend : RLFS_MIN(iend, stop << mp->blocklog);
 		if (head_new) {
 			error = zero_block_range(ip, pos & ~bmask(mp), pos, true);
 			if (error < 0)
-				goto cancel;
+				break;
 		}
 		if (tail_new && wend == iend) {
 			error = zero_block_range(ip, iend, (iend | bmask(mp)) + 1, true);
 			if (error < 0)
-				goto cancel;
+				break;
 		}
 		error = write_mapped(ip, src + (pos - (uint64_t)off), pos, wend);
 		if (error)
-			goto cancel;
-		if (nunwritten) {
-			uint64_t cb1 = rlfs_b_to_fsb(mp, wend);
-			error = rlfs_bmap_convert_written(tp, ip, fb0, cb1 - fb0);
-			if (error)
-				goto cancel;
+			break;
+		uint64_t cb1 = rlfs_b_to_fsb(mp, wend);
+		/* every extent of [fb0, cb1) may be unwritten and split in two */
+		error = rlfs_trans_alloc(mp, rlfs_bmap_res(ip, 2 * (nholes + nunwritten) + 2),
+					 RLFS_TRANS_RESERVE, &tp);
+		if (error)
+			break;
+		rlfs_trans_ijoin(tp, ip);
+		error = rlfs_bmap_convert_written(tp, ip, fb0, cb1 - fb0);
+		if (error) {
+			rlfs_trans_cancel(tp);
+			break;
 		}
 		write_update_inode(tp, ip, wend);
 		error = rlfs_trans_commit(tp);
@@ -736,10 +765,6 @@ ssize_t rlfs_write(struct rlfs_mount *mp, uint64_t ino, const void *buf, size_t 
 		pos = wend;
 		written_end = wend;
 		need_update = false;
-		continue;
-cancel:
-		rlfs_trans_cancel(tp);
-		break;
 	}
 	if (need_update) {
 		int e2 = rlfs_trans_alloc(mp, 0, 0, &tp);
