@@ -248,9 +248,10 @@ static void rl_init(void *userdata, struct fuse_conn_info *conn)
 	if (conn->capable & FUSE_CAP_IOCTL_DIR)
 		conn->want |= FUSE_CAP_IOCTL_DIR;
 	/* One directory operation at a time per directory (i_rwsem held
-	 * exclusively by the VFS); truncation on open arrives as a setattr;
-	 * the kernel clears setuid/setgid itself with an explicit mode change
-	 * (the library cannot tell truncate-by-owner from others). */
+	 * exclusively by the VFS); truncation on open arrives as a setattr.
+	 * Not the old FUSE_HANDLE_KILLPRIV (always kill, even for root):
+	 * fuse/uring.c's custom io asks for FUSE_HANDLE_KILLPRIV_V2 in the
+	 * INIT reply instead (libfuse 3.14 cannot), see rlfs_fuse_io_install. */
 	conn->want &= ~(unsigned)(FUSE_CAP_PARALLEL_DIROPS | FUSE_CAP_ATOMIC_O_TRUNC |
 				  FUSE_CAP_HANDLE_KILLPRIV);
 	/* Requests of up to 1 MiB of data: libfuse's buffer holds
@@ -464,6 +465,10 @@ static void rl_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 		valid |= RLFS_SET_MTIME;
 	if (to_set & FUSE_SET_ATTR_CTIME)
 		valid |= RLFS_SET_CTIME;
+	/* the kernel's FATTR_KILL_SUIDGID (same bit), sent under
+	 * FUSE_HANDLE_KILLPRIV_V2 when the caller lacks CAP_FSETID */
+	if (to_set & FUSE_SET_ATTR_KILL_SUID)
+		valid |= RLFS_SET_KILL_SUIDGID;
 	struct stat out;
 	int err = rlfs_setattr(mp, n2i(ino), attr, valid, &out);
 	if (err) {
@@ -676,9 +681,19 @@ static void rl_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 static void rl_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size,
 		     off_t off, struct fuse_file_info *fi)
 {
-	(void)fi;
 	GET_MP(req, mp);
-	ssize_t n = rlfs_write(mp, n2i(ino), buf, size, off);
+	/* Writeback of cached pages (writepage): the kernel owns mtime and
+	 * ctime under the writeback cache and sends them in a SETATTR from
+	 * its inode writeback, which may reach us before this WRITE, so the
+	 * write must not stamp its own; setuid/setgid were dealt with when
+	 * the data entered the cache (the kernel's file_remove_privs, or
+	 * under FUSE_HANDLE_KILLPRIV_V2 a write-through WRITE for a writer
+	 * without CAP_FSETID).  Other WRITEs (write-through, O_DIRECT) stamp
+	 * the times and drop setuid/setgid; libfuse 3.14 does not pass the
+	 * kernel's FUSE_WRITE_KILL_SUIDGID, so a writer with CAP_FSETID loses
+	 * them there too. */
+	ssize_t n = rlfs_write_flags(mp, n2i(ino), buf, size, off,
+				     fi && fi->writepage ? RLFS_WRITE_CACHED : 0);
 	if (n < 0) {
 		reply_status(req, (int)n);
 	} else {
@@ -2106,15 +2121,15 @@ static int setup(const struct rlfs_daemon_opts *o, const char *image, struct fus
 		fprintf(stderr, "%s: cannot mount %s on %s\n", o->prog, image, g_mnt);
 		goto fail_session;
 	}
-	if (rlfs_uring_wanted(o->uring)) {
-		/* Per-CPU queues: the barrier flush of older kernels assumes
-		 * the single FIFO queue of /dev/fuse (flush_by_barrier) */
-		if (!g_wb_on_reply)
-			logmsg("reflinkfs: io_uring needs the per-inode flush of Linux 6.16 "
-			       "and later; serving requests through /dev/fuse");
-		else
-			rlfs_uring_install(g_se, loop_finished); /* falls back to /dev/fuse */
+	bool uring = rlfs_uring_wanted(o->uring);
+	/* Per-CPU queues: the barrier flush of older kernels assumes the
+	 * single FIFO queue of /dev/fuse (flush_by_barrier) */
+	if (uring && !g_wb_on_reply) {
+		logmsg("reflinkfs: io_uring needs the per-inode flush of Linux 6.16 "
+		       "and later; serving requests through /dev/fuse");
+		uring = false;
 	}
+	rlfs_fuse_io_install(g_se, uring, loop_finished); /* falls back to /dev/fuse */
 	return 0;
 fail_session:
 	fuse_session_destroy(g_se);

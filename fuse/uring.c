@@ -85,6 +85,7 @@
  * headers predate it. */
 
 #define FUSE_OPCODE_INIT 26
+#define FUSE_HANDLE_KILLPRIV_V2 (1u << 28)
 #define FUSE_INIT_EXT (1u << 30)
 #define FUSE_OVER_IO_URING_FLAGS2 (1u << 9)     /* bit 41 of the 64-bit flags */
 
@@ -112,6 +113,8 @@ struct fuse_out_header_k {
 	uint64_t unique;
 };
 
+/* fuse_init_in: flags after major, minor, max_readahead */
+#define INIT_IN_FLAGS 12
 /* fuse_init_out offsets used here */
 #define INIT_OUT_FLAGS 12
 #define INIT_OUT_MAX_WRITE 20
@@ -198,6 +201,8 @@ struct ring_queue {
 static struct fuse_session *g_se;
 static int g_fd = -1;
 static _Atomic uint64_t g_init_unique;  /* unique of INIT, 0 if not seen */
+static _Atomic uint32_t g_init_in_flags; /* what the kernel offered in INIT */
+static bool g_uring;                    /* rings wanted and possible */
 static atomic_bool g_started, g_stopping;
 static void (*g_on_fatal)(int err);      /* from rlfs_uring_install */
 static atomic_bool g_fatal;             /* a ring failed: the session ends */
@@ -1083,9 +1088,11 @@ void rlfs_uring_stop(void)
 /* ------------------------------------------------------------------ */
 /* custom io */
 
-/* Ask for io_uring in libfuse's INIT reply (iov[1] is struct
- * fuse_init_out) and take the payload size from it. */
-static void init_patch(struct iovec *iov, int count, char *copy, size_t cap)
+/* Add to libfuse's INIT reply (iov[1] is struct fuse_init_out) what
+ * libfuse 3.14 cannot ask for: FUSE_HANDLE_KILLPRIV_V2 if the kernel
+ * offered it, and with uring FUSE_OVER_IO_URING (then the payload size
+ * is taken from the reply too). */
+static void init_patch(struct iovec *iov, int count, char *copy, size_t cap, bool uring)
 {
 	if (count < 2 || iov[1].iov_len < INIT_OUT_FLAGS2 + 4 || iov[1].iov_len > cap)
 		return;
@@ -1096,11 +1103,20 @@ static void init_patch(struct iovec *iov, int count, char *copy, size_t cap)
 	memcpy(&flags2, copy + INIT_OUT_FLAGS2, 4);
 	memcpy(&max_write, copy + INIT_OUT_MAX_WRITE, 4);
 	memcpy(&max_pages, copy + INIT_OUT_MAX_PAGES, 2);
-	flags |= FUSE_INIT_EXT;
-	flags2 |= FUSE_OVER_IO_URING_FLAGS2;
+	/* RLFS_NO_KILLPRIV_V2=1: as on kernels without it (tests compare) */
+	const char *no_v2 = getenv("RLFS_NO_KILLPRIV_V2");
+	if ((atomic_load(&g_init_in_flags) & FUSE_HANDLE_KILLPRIV_V2) &&
+	    !(no_v2 && strcmp(no_v2, "1") == 0))
+		flags |= FUSE_HANDLE_KILLPRIV_V2;
+	if (uring) {
+		flags |= FUSE_INIT_EXT;
+		flags2 |= FUSE_OVER_IO_URING_FLAGS2;
+	}
 	memcpy(copy + INIT_OUT_FLAGS, &flags, 4);
 	memcpy(copy + INIT_OUT_FLAGS2, &flags2, 4);
 	iov[1].iov_base = copy;
+	if (!uring)
+		return;
 	/* kernel: payload >= max(max_write, max_pages * PAGE_SIZE, 8 KiB) */
 	size_t page = (size_t)sysconf(_SC_PAGESIZE);
 	size_t sz = max_write;
@@ -1118,8 +1134,13 @@ static ssize_t uring_read(int fd, void *buf, size_t len, void *userdata)
 	if (n >= (ssize_t)sizeof(struct fuse_in_header_k)) {
 		struct fuse_in_header_k in;
 		memcpy(&in, buf, sizeof(in));
-		if (in.opcode == FUSE_OPCODE_INIT)
+		if (in.opcode == FUSE_OPCODE_INIT) {
+			uint32_t flags = 0;
+			if ((size_t)n >= sizeof(in) + INIT_IN_FLAGS + 4)
+				memcpy(&flags, (char *)buf + sizeof(in) + INIT_IN_FLAGS, 4);
+			atomic_store(&g_init_in_flags, flags);
 			atomic_store(&g_init_unique, in.unique);
+		}
 	}
 	return n;
 }
@@ -1140,18 +1161,22 @@ static ssize_t uring_writev(int fd, struct iovec *iov, int count, void *userdata
 	if (init == 0 || out.unique != init || out.error != 0)
 		return writev(fd, iov, count);
 	atomic_store(&g_init_unique, 0);
-	char copy[256];
-	struct iovec v[8];
+	char copy[256], plain_copy[256];
+	struct iovec v[8], plain[8];
 	if (count > 8)
 		return writev(fd, iov, count);
+	memcpy(plain, iov, (size_t)count * sizeof(*plain));
+	init_patch(plain, count, plain_copy, sizeof(plain_copy), false);
+	if (!g_uring)
+		return writev(fd, plain, count);
 	memcpy(v, iov, (size_t)count * sizeof(*v));
-	init_patch(v, count, copy, sizeof(copy));
+	init_patch(v, count, copy, sizeof(copy), true);
 	/* every ring must exist before the reply asks for io_uring */
 	if (!g_payload_sz || atomic_load(&g_started) || !start_rings()) {
 		ulog("cannot set up the rings; using /dev/fuse");
 		set_go(-1);
 		rlfs_uring_stop();
-		return writev(fd, iov, count);          /* libfuse's own reply */
+		return writev(fd, plain, count);        /* without io_uring */
 	}
 	ssize_t n = writev(fd, v, count);
 	set_go(n >= 0 ? 1 : -1);
@@ -1176,21 +1201,23 @@ static int probe_ring(void)
 	return 0;
 }
 
-int rlfs_uring_install(struct fuse_session *se, void (*on_fatal)(int err))
+int rlfs_fuse_io_install(struct fuse_session *se, bool uring, void (*on_fatal)(int err))
 {
 	g_on_fatal = on_fatal;
 	const char *fail = getenv("RLFS_URING_FAIL_COMMIT");
 	if (fail && *fail)
 		g_fail_commit_after = strtol(fail, NULL, 10);
-	int err = probe_ring();
-	if (err) {
-		ulog("cannot create an io_uring: %s; using /dev/fuse", strerror(-err));
-		return err;
-	}
-	err = enable_param();
-	if (err) {
-		ulog("cannot enable %s: %s; using /dev/fuse", RLFS_URING_PARAM, strerror(-err));
-		return err;
+	int err = 0;
+	g_uring = false;
+	if (uring) {
+		err = probe_ring();
+		if (err)
+			ulog("cannot create an io_uring: %s; using /dev/fuse", strerror(-err));
+		else if ((err = enable_param()) != 0)
+			ulog("cannot enable %s: %s; using /dev/fuse", RLFS_URING_PARAM,
+			     strerror(-err));
+		else
+			g_uring = true;
 	}
 	static const struct fuse_custom_io io = {
 		.read = uring_read,
@@ -1198,10 +1225,11 @@ int rlfs_uring_install(struct fuse_session *se, void (*on_fatal)(int err))
 	};
 	g_se = se;
 	g_fd = fuse_session_fd(se);
-	err = fuse_session_custom_io(se, &io, g_fd);
-	if (err) {
-		ulog("cannot install the custom io: %s; using /dev/fuse", strerror(-err));
-		return err;
+	int e2 = fuse_session_custom_io(se, &io, g_fd);
+	if (e2) {
+		ulog("cannot install the custom io: %s", strerror(-e2));
+		g_uring = false;
+		return e2;
 	}
-	return 0;
+	return err;
 }

@@ -23,11 +23,19 @@ bool rlfs_uring_wanted(int opt);
 
 /*
  * Install the custom /dev/fuse io on se (fuse_session_custom_io with
- * fuse_session_fd(se)), which asks the kernel for FUSE_OVER_IO_URING in the
- * INIT reply and starts one ring thread per possible CPU after it.  Enables
- * /sys/module/fuse/parameters/enable_uring if needed (root only).  Returns 0,
- * or -errno if io_uring cannot be used (a message was logged; the session
- * then keeps the classic /dev/fuse path).
+ * fuse_session_fd(se)); call right after fuse_session_mount().  It adds to
+ * libfuse's INIT reply what libfuse 3.14 cannot ask for:
+ *  - FUSE_HANDLE_KILLPRIV_V2 (kernel 5.11+, if the kernel offers it): the
+ *    daemon clears setuid/setgid on write, on chown and on a truncate
+ *    that carries FATTR_KILL_SUIDGID; in return the kernel sets SB_NOSEC
+ *    and stops asking for security.capability (a GETXATTR round trip) on
+ *    every write(2) to a file that has none;
+ *  - with uring, FUSE_OVER_IO_URING, starting one ring thread per ring
+ *    after it.  Enables /sys/module/fuse/parameters/enable_uring if needed
+ *    (root only).
+ * Returns 0; -errno if io_uring was wanted but cannot be used (a message
+ * was logged; requests then come through /dev/fuse, KILLPRIV_V2 still
+ * applies) or if the custom io could not be installed (nothing changes).
  *
  * on_fatal(-errno) is called once, from a ring thread, if a ring fails for
  * good (a command cannot be submitted or completions cannot be waited for
@@ -35,7 +43,7 @@ bool rlfs_uring_wanted(int opt);
  * answered, so the caller should end the session (unmount, close the
  * image) instead of leaving applications hanging.  It must not block.
  */
-int rlfs_uring_install(struct fuse_session *se, void (*on_fatal)(int err));
+int rlfs_fuse_io_install(struct fuse_session *se, bool uring, void (*on_fatal)(int err));
 
 /*
  * Join the ring threads, then the bulk threads (which finish the requests

@@ -132,7 +132,8 @@ static int find_shared(struct rlfs_inode *ip, uint64_t fb, uint64_t len, uint64_
 }
 
 /* After a write of [.., wend): size, times, privileges. */
-static void write_update_inode(struct rlfs_trans *tp, struct rlfs_inode *ip, uint64_t wend);
+static void write_update_inode(struct rlfs_trans *tp, struct rlfs_inode *ip, uint64_t wend,
+			       unsigned wflags);
 
 /*
  * Copy-on-write of file bytes [pos, end), whose blocks are all mapped and
@@ -140,13 +141,14 @@ static void write_update_inode(struct rlfs_trans *tp, struct rlfs_inode *ip, uin
  * covered edge blocks copied, then buf (NULL: zeros) written to the new
  * blocks, then ONE switch of the mapping (old blocks lose a reference).
  * All inside one transaction; the data reaches the device before the
- * commit.  is_write: a write (size/times/privileges as rlfs_write),
- * otherwise a zeroing of a partial block (truncate, punch, zero range).
+ * commit.  is_write: a write (size, times and privileges as
+ * rlfs_write_flags with wflags), otherwise a zeroing of a partial block (truncate,
+ * punch, zero range).
  * At most COW_CHUNK_BLOCKS blocks per call: *done_end gets the end of what
  * was done.
  */
 static int cow_write(struct rlfs_inode *ip, const uint8_t *buf, uint64_t pos, uint64_t end,
-		     bool is_write, uint64_t *done_end)
+		     bool is_write, unsigned wflags, uint64_t *done_end)
 {
 	struct rlfs_mount *mp = ip->mp;
 	struct rlfs_trans *tp;
@@ -201,7 +203,7 @@ static int cow_write(struct rlfs_inode *ip, const uint8_t *buf, uint64_t pos, ui
 		return error;
 	}
 	if (is_write) {
-		write_update_inode(tp, ip, end);
+		write_update_inode(tp, ip, end, wflags);
 	} else {
 		mp->data_dirty++;
 		rlfs_trans_log_inode(tp, ip);
@@ -233,7 +235,7 @@ static int zero_partial(struct rlfs_inode *ip, uint64_t from, uint64_t to)
 		if (error)
 			return error;
 		if (slen) {
-			error = cow_write(ip, NULL, from, to, false, &done);
+			error = cow_write(ip, NULL, from, to, false, 0, &done);
 			return error ? error : 1;
 		}
 	}
@@ -526,7 +528,8 @@ int rlfs_setattr(struct rlfs_mount *mp, uint64_t ino, const struct stat *st,
 		ip->uid = st->st_uid;
 	if (valid & RLFS_SET_GID)
 		ip->gid = st->st_gid;
-	if ((valid & (RLFS_SET_UID | RLFS_SET_GID)) && !(valid & RLFS_SET_MODE))
+	if ((valid & (RLFS_SET_UID | RLFS_SET_GID | RLFS_SET_KILL_SUIDGID)) &&
+	    !(valid & RLFS_SET_MODE))
 		kill_suid(ip);
 	if (valid & RLFS_SET_ATIME_NOW)
 		ip->atime = now;
@@ -592,15 +595,19 @@ ssize_t rlfs_read(struct rlfs_mount *mp, uint64_t ino, void *buf, size_t size, o
 	return ret;
 }
 
-/* After a write of [.., wend): size, times, privileges. */
-static void write_update_inode(struct rlfs_trans *tp, struct rlfs_inode *ip, uint64_t wend)
+/* After a write of [.., wend): size, and unless wflags has
+ * RLFS_WRITE_CACHED times and privileges. */
+static void write_update_inode(struct rlfs_trans *tp, struct rlfs_inode *ip, uint64_t wend,
+			       unsigned wflags)
 {
 	struct timespec now;
 	rlfs_now(&now);
 	if (wend > ip->size)
 		ip->size = wend;
-	ip->mtime = ip->ctime = now;
-	kill_suid(ip);
+	if (!(wflags & RLFS_WRITE_CACHED)) {
+		ip->mtime = ip->ctime = now;
+		kill_suid(ip);
+	}
 	tp->mp->data_dirty++;
 	ip->data_dirty = true;
 	rlfs_trans_log_inode(tp, ip);
@@ -609,6 +616,13 @@ static void write_update_inode(struct rlfs_trans *tp, struct rlfs_inode *ip, uin
 ssize_t rlfs_write(struct rlfs_mount *mp, uint64_t ino, const void *buf, size_t size,
 		   off_t off)
 {
+	return rlfs_write_flags(mp, ino, buf, size, off, 0);
+}
+
+ssize_t rlfs_write_flags(struct rlfs_mount *mp, uint64_t ino, const void *buf, size_t size,
+			 off_t off, unsigned flags)
+{
+	unsigned wflags = flags;
 	struct rlfs_inode *ip;
 	struct rlfs_trans *tp;
 	const uint8_t *src = buf;
@@ -660,7 +674,7 @@ ssize_t rlfs_write(struct rlfs_mount *mp, uint64_t ino, const void *buf, size_t 
 				break;
 			if (slen && sfb == fb0) {
 				uint64_t cend = RLFS_MIN(end, (sfb + slen) << mp->blocklog), done;
-				error = cow_write(ip, src + (pos - (uint64_t)off), pos, cend, true,
+				error = cow_write(ip, src + (pos - (uint64_t)off), pos, cend, true, wflags,
 						  &done);
 				if (error)
 					break;
@@ -758,7 +772,7 @@ ssize_t rlfs_write(struct rlfs_mount *mp, uint64_t ino, const void *buf, size_t 
 			rlfs_trans_cancel(tp);
 			break;
 		}
-		write_update_inode(tp, ip, wend);
+		write_update_inode(tp, ip, wend, wflags);
 		error = rlfs_trans_commit(tp);
 		if (error)
 			break;
@@ -770,7 +784,7 @@ ssize_t rlfs_write(struct rlfs_mount *mp, uint64_t ino, const void *buf, size_t 
 		int e2 = rlfs_trans_alloc(mp, 0, 0, &tp);
 		if (!e2) {
 			rlfs_trans_ijoin(tp, ip);
-			write_update_inode(tp, ip, written_end);
+			write_update_inode(tp, ip, written_end, wflags);
 			e2 = rlfs_trans_commit(tp);
 		}
 		if (e2 && !error)

@@ -60,6 +60,10 @@ int rlfs_getattr(struct rlfs_mount *mp, uint64_t ino, struct stat *st);
 #define RLFS_SET_ATIME_NOW (1u << 6)
 #define RLFS_SET_MTIME_NOW (1u << 7)
 #define RLFS_SET_CTIME (1u << 8)
+/* clear setuid, and setgid if group-executable, unless RLFS_SET_MODE sets
+ * the mode (FUSE FATTR_KILL_SUIDGID: a truncate by a caller without
+ * CAP_FSETID under FUSE_HANDLE_KILLPRIV_V2) */
+#define RLFS_SET_KILL_SUIDGID (1u << 9)
 /* st carries the new values for the fields in valid; out gets the result.
  * Size changes: -EFBIG past the max file size, -EISDIR on a directory,
  * -EPERM if immutable/append-only.  Clears setuid/setgid on chown. */
@@ -105,6 +109,16 @@ ssize_t rlfs_read(struct rlfs_mount *mp, uint64_t ino, void *buf, size_t size, o
  * files accept only writes at EOF. Updates mtime/ctime, clears suid/sgid. */
 ssize_t rlfs_write(struct rlfs_mount *mp, uint64_t ino, const void *buf, size_t size,
 		   off_t off);
+/* rlfs_write with flags: RLFS_WRITE_CACHED is the writeback of pages a
+ * cache above us (the FUSE writeback cache) accepted earlier: mtime, ctime
+ * and setuid/setgid are left alone, because that cache owns them and
+ * sets them itself (FUSE: a SETATTR of mtime/ctime from the kernel's
+ * inode writeback, which can reach us before this write; setuid/setgid
+ * dropped, if the writer had to, before the data entered the cache; a
+ * writer with CAP_FSETID keeps them, as on XFS). */
+#define RLFS_WRITE_CACHED (1u << 0)
+ssize_t rlfs_write_flags(struct rlfs_mount *mp, uint64_t ino, const void *buf, size_t size,
+			 off_t off, unsigned flags);
 /* fsync(2)/fdatasync(2): data and the metadata describing it are on the device. */
 int rlfs_fsync(struct rlfs_mount *mp, uint64_t ino, int datasync);
 /* fallocate(2): mode 0, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE|KEEP_SIZE,
