@@ -8,6 +8,7 @@
 # Workload (each on both filesystems, fresh image each):
 #   seq write   dd 1 GiB bs=1M conv=fsync
 #   seq read    drop caches (echo 3 > /proc/sys/vm/drop_caches), dd 1 GiB bs=1M
+#   small write dd SMALL_MB (256) MiB bs=4k conv=fsync: buffered 4 KiB write(2)s
 #   create      20,000 empty files in one directory (+ syncfs), bench/metaops.c
 #   stat warm   lstat of the 20,000 files right after creating them
 #   stat cold   lstat of the 20,000 files after drop caches
@@ -26,7 +27,7 @@
 # reflinkfs runs twice where the kernel has FUSE over io_uring: as mounted
 # by default (/dev/fuse) and with mount -o uring (a second table).
 # Environment: BENCH_DIR (where the images live, default /var/tmp),
-# SEQ_MB (default 1024), NFILES (default 20000), COPY_SRC (/usr/share/doc),
+# SEQ_MB (default 1024), SMALL_MB (256), NFILES (default 20000), COPY_SRC (/usr/share/doc),
 # RUNS (repetitions; the table shows the median of the runs, default 3),
 # WARM_MB (memory touched before each timed data phase, default 3 x SEQ_MB;
 # 0 turns it off).
@@ -53,6 +54,7 @@ RLFS=$BUILD/reflinkfs
 SRCDIR=$(cd "$(dirname "$0")/.." && pwd)
 BENCH_DIR=${BENCH_DIR:-/var/tmp}
 SEQ_MB=${SEQ_MB:-1024}
+SMALL_MB=${SMALL_MB:-256}
 NFILES=${NFILES:-20000}
 COPY_SRC=${COPY_SRC:-/usr/share/doc}
 RUNS=${RUNS:-3}
@@ -173,6 +175,15 @@ run_fs() { # fs
 	t1=$(now)
 	s=$(elapsed "$t0" "$t1")
 	record "$fs.seqr" "$(awk -v n="$SEQ_MB" -v s="$s" 'BEGIN {printf "%.1f", n / s}')"
+	# small buffered writes: the cost per write(2) call, not the disk
+	rm -f "$m/seq.small"
+	warm_memory
+	t0=$(now)
+	dd if=/dev/zero of="$m/seq.small" bs=4k count=$((SMALL_MB * 256)) conv=fsync status=none
+	t1=$(now)
+	s=$(elapsed "$t0" "$t1")
+	record "$fs.smallw" "$(awk -v n="$SMALL_MB" -v s="$s" 'BEGIN {printf "%.1f", n / s}')"
+	rm -f "$m/seq.small"
 	# reflink: clone of the sequentially written file (a few extents), then CoW
 	# overwrites of the clone
 	sync
@@ -259,7 +270,7 @@ spread() {
 	echo
 	echo "All runs (per run, in run order; rates, except clone1g and clonefrag in ms and copymb, clonemb in MiB):"
 	echo
-	for k in seqw seqr create statw statc unlink copy clone1g clonefrag randw treeclone copymb clonemb; do
+	for k in seqw seqr smallw create statw statc unlink copy clone1g clonefrag randw treeclone copymb clonemb; do
 		echo "- $k: XFS${V[xfs.$k]}; XFS dio loop${V[xfsdio.$k]}; reflinkfs${V[rlfs.$k]}${V[rlfsu.$k]:+; reflinkfs -o uring${V[rlfsu.$k]}}"
 	done
 }
@@ -275,6 +286,7 @@ base_table() {
 	echo "| --- | --- | --- | --- | --- |"
 	row seqw "sequential write ${SEQ_MB} MiB (dd bs=1M conv=fsync)" "MiB/s" 0.8
 	row seqr "sequential read ${SEQ_MB} MiB (caches dropped)" "MiB/s" 0.8
+	row smallw "4 KiB writes, ${SMALL_MB} MiB (dd bs=4k conv=fsync)" "MiB/s" "-"
 	row create "create $NFILES files (+syncfs)" "ops/s" 0.4
 	row statw "stat $NFILES files (warm)" "ops/s" 0.5
 	row statc "stat $NFILES files (cold, caches dropped)" "ops/s" 0.5
