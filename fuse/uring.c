@@ -7,6 +7,8 @@
  * implement it; this file drives the protocol itself and keeps libfuse for
  * request parsing and reply building (fuse_session_process_buf, and a
  * custom io, fuse_session_custom_io, through which every reply passes).
+ * The custom io is installed on every mount, rings or not: it also adds
+ * FUSE_HANDLE_KILLPRIV_V2 to the INIT reply (see uring.h).
  *
  * Why: with /dev/fuse a request wakes whichever daemon thread sleeps in
  * read(), usually on another CPU than the application; on small VMs that
@@ -204,7 +206,7 @@ static _Atomic uint64_t g_init_unique;  /* unique of INIT, 0 if not seen */
 static _Atomic uint32_t g_init_in_flags; /* what the kernel offered in INIT */
 static bool g_uring;                    /* rings wanted and possible */
 static atomic_bool g_started, g_stopping;
-static void (*g_on_fatal)(int err);      /* from rlfs_uring_install */
+static void (*g_on_fatal)(int err);      /* from rlfs_fuse_io_install */
 static atomic_bool g_fatal;             /* a ring failed: the session ends */
 static struct ring_queue *g_queues;
 static unsigned g_nqueues;

@@ -1,7 +1,7 @@
 /*
  * uring.h: FUSE over io_uring for the reflinkfs daemon (see uring.c).
  *
- * Usage: rlfs_uring_install() right after fuse_session_mount(); the rings
+ * Usage: rlfs_fuse_io_install() right after fuse_session_mount(); the rings
  * start by themselves once the kernel has processed INIT; call
  * rlfs_uring_stop() in the shutdown path after the request loop and the
  * slow pool have finished and before fuse_session_unmount() /
