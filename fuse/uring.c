@@ -205,6 +205,7 @@ static int g_fd = -1;
 static _Atomic uint64_t g_init_unique;  /* unique of INIT, 0 if not seen */
 static _Atomic uint32_t g_init_in_flags; /* what the kernel offered in INIT */
 static bool g_uring;                    /* rings wanted and possible */
+static bool g_killpriv_v2 = true;       /* RLFS_NO_KILLPRIV_V2=1: false */
 static atomic_bool g_started, g_stopping;
 static void (*g_on_fatal)(int err);      /* from rlfs_fuse_io_install */
 static atomic_bool g_fatal;             /* a ring failed: the session ends */
@@ -335,8 +336,6 @@ static void retry_pause(void)
 	nanosleep(&ts, NULL);
 }
 
-static void fatal(struct ring_queue *q, const char *what, int err);
-
 /* Submit what q has queued, retrying transient failures for up to a
  * second.  A command that never reaches the kernel would leave its
  * request unanswered (the application hangs) or lose a ring entry, so a
@@ -356,15 +355,15 @@ static int submit_queued(struct ring_queue *q)
 	}
 }
 
-/* Queue one SQE on q: the command built by prep_cmd, or if e is NULL the
- * eventfd read.  A full submission queue is submitted first.  Ring thread
- * only; the caller submits.  0 or -errno (the session is then ending). */
 /* Test hook: RLFS_URING_FAIL_COMMIT=N makes every reply (commit) after
  * the first N fail as a persistent submission error would
  * (tests/integration/01-cli.sh). */
 static long g_fail_commit_after = -1;
 static _Atomic long g_commits;
 
+/* Queue one SQE on q: the command built by prep_cmd, or if e is NULL the
+ * eventfd read.  A full submission queue is submitted first.  Ring thread
+ * only; the caller submits.  0 or -errno (the session is then ending). */
 static int queue_sqe(struct ring_queue *q, struct ring_ent *e, uint32_t cmd_op,
 		     uint64_t commit_id)
 {
@@ -1105,10 +1104,7 @@ static void init_patch(struct iovec *iov, int count, char *copy, size_t cap, boo
 	memcpy(&flags2, copy + INIT_OUT_FLAGS2, 4);
 	memcpy(&max_write, copy + INIT_OUT_MAX_WRITE, 4);
 	memcpy(&max_pages, copy + INIT_OUT_MAX_PAGES, 2);
-	/* RLFS_NO_KILLPRIV_V2=1: as on kernels without it (tests compare) */
-	const char *no_v2 = getenv("RLFS_NO_KILLPRIV_V2");
-	if ((atomic_load(&g_init_in_flags) & FUSE_HANDLE_KILLPRIV_V2) &&
-	    !(no_v2 && strcmp(no_v2, "1") == 0))
+	if (g_killpriv_v2 && (atomic_load(&g_init_in_flags) & FUSE_HANDLE_KILLPRIV_V2))
 		flags |= FUSE_HANDLE_KILLPRIV_V2;
 	if (uring) {
 		flags |= FUSE_INIT_EXT;
@@ -1209,6 +1205,9 @@ int rlfs_fuse_io_install(struct fuse_session *se, bool uring, void (*on_fatal)(i
 	const char *fail = getenv("RLFS_URING_FAIL_COMMIT");
 	if (fail && *fail)
 		g_fail_commit_after = strtol(fail, NULL, 10);
+	/* RLFS_NO_KILLPRIV_V2=1: as on kernels without it (to compare) */
+	const char *no_v2 = getenv("RLFS_NO_KILLPRIV_V2");
+	g_killpriv_v2 = !(no_v2 && strcmp(no_v2, "1") == 0);
 	int err = 0;
 	g_uring = false;
 	if (uring) {

@@ -142,8 +142,8 @@ static void write_update_inode(struct rlfs_trans *tp, struct rlfs_inode *ip, uin
  * blocks, then ONE switch of the mapping (old blocks lose a reference).
  * All inside one transaction; the data reaches the device before the
  * commit.  is_write: a write (size, times and privileges as
- * rlfs_write_flags with wflags), otherwise a zeroing of a partial block (truncate,
- * punch, zero range).
+ * rlfs_write_flags with wflags), otherwise a zeroing of a partial block
+ * (truncate, punch, zero range).
  * At most COW_CHUNK_BLOCKS blocks per call: *done_end gets the end of what
  * was done.
  */
@@ -596,21 +596,28 @@ ssize_t rlfs_read(struct rlfs_mount *mp, uint64_t ino, void *buf, size_t size, o
 }
 
 /* After a write of [.., wend): size, and unless wflags has
- * RLFS_WRITE_CACHED times and privileges. */
+ * RLFS_WRITE_CACHED times and privileges.  The inode is logged only if
+ * one of them changed: a cached overwrite inside EOF (FUSE writeback of
+ * a rewritten page) leaves the inode core alone. */
 static void write_update_inode(struct rlfs_trans *tp, struct rlfs_inode *ip, uint64_t wend,
 			       unsigned wflags)
 {
-	struct timespec now;
-	rlfs_now(&now);
-	if (wend > ip->size)
+	bool changed = false;
+	if (wend > ip->size) {
 		ip->size = wend;
+		changed = true;
+	}
 	if (!(wflags & RLFS_WRITE_CACHED)) {
+		struct timespec now;
+		rlfs_now(&now);
 		ip->mtime = ip->ctime = now;
 		kill_suid(ip);
+		changed = true;
 	}
 	tp->mp->data_dirty++;
 	ip->data_dirty = true;
-	rlfs_trans_log_inode(tp, ip);
+	if (changed)
+		rlfs_trans_log_inode(tp, ip);
 }
 
 ssize_t rlfs_write(struct rlfs_mount *mp, uint64_t ino, const void *buf, size_t size,
@@ -620,9 +627,8 @@ ssize_t rlfs_write(struct rlfs_mount *mp, uint64_t ino, const void *buf, size_t 
 }
 
 ssize_t rlfs_write_flags(struct rlfs_mount *mp, uint64_t ino, const void *buf, size_t size,
-			 off_t off, unsigned flags)
+			 off_t off, unsigned wflags)
 {
-	unsigned wflags = flags;
 	struct rlfs_inode *ip;
 	struct rlfs_trans *tp;
 	const uint8_t *src = buf;
@@ -674,8 +680,8 @@ ssize_t rlfs_write_flags(struct rlfs_mount *mp, uint64_t ino, const void *buf, s
 				break;
 			if (slen && sfb == fb0) {
 				uint64_t cend = RLFS_MIN(end, (sfb + slen) << mp->blocklog), done;
-				error = cow_write(ip, src + (pos - (uint64_t)off), pos, cend, true, wflags,
-						  &done);
+				error = cow_write(ip, src + (pos - (uint64_t)off), pos, cend, true,
+						  wflags, &done);
 				if (error)
 					break;
 				pos = done;

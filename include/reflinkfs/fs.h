@@ -115,10 +115,11 @@ ssize_t rlfs_write(struct rlfs_mount *mp, uint64_t ino, const void *buf, size_t 
  * sets them itself (FUSE: a SETATTR of mtime/ctime from the kernel's
  * inode writeback, which can reach us before this write; setuid/setgid
  * dropped, if the writer had to, before the data entered the cache; a
- * writer with CAP_FSETID keeps them, as on XFS). */
+ * writer with CAP_FSETID keeps them, as on XFS).  Returns and errors
+ * as rlfs_write. */
 #define RLFS_WRITE_CACHED (1u << 0)
 ssize_t rlfs_write_flags(struct rlfs_mount *mp, uint64_t ino, const void *buf, size_t size,
-			 off_t off, unsigned flags);
+			 off_t off, unsigned wflags);
 /* fsync(2)/fdatasync(2): data and the metadata describing it are on the device. */
 int rlfs_fsync(struct rlfs_mount *mp, uint64_t ino, int datasync);
 /* fallocate(2): mode 0, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE|KEEP_SIZE,

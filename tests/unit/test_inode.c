@@ -709,6 +709,32 @@ static void test_setattr(void **state)
 	assert_int_equal(out.st_size, 10000);
 	assert_int_equal(out.st_uid, 1000);
 
+	/* a cached write (FUSE writeback) leaves times and setuid alone,
+	 * grows the size, and survives a remount; a plain write does not */
+	st.st_mode = 06775;
+	assert_int_equal(rlfs_setattr(fs.mp, ino, &st, RLFS_SET_MODE, &out), 0);
+	assert_int_equal(rlfs_setattr(fs.mp, ino, &st, RLFS_SET_ATIME | RLFS_SET_MTIME, &out), 0);
+	struct timespec ct0 = out.st_ctim;
+	assert_int_equal(rlfs_write_flags(fs.mp, ino, buf, 100, 9950, RLFS_WRITE_CACHED), 100);
+	tu_remount(&fs);
+	assert_int_equal(rlfs_getattr(fs.mp, ino, &out), 0);
+	assert_int_equal(out.st_size, 10050);
+	assert_int_equal(out.st_mode, S_IFREG | 06775);
+	assert_int_equal(out.st_mtim.tv_sec, 2000);
+	assert_int_equal(out.st_mtim.tv_nsec, 7);
+	assert_true(out.st_ctim.tv_sec == ct0.tv_sec && out.st_ctim.tv_nsec == ct0.tv_nsec);
+	assert_int_equal(rlfs_write_flags(fs.mp, ino, buf, 10, 0, 0), 10);
+	assert_int_equal(rlfs_getattr(fs.mp, ino, &out), 0);
+	assert_int_equal(out.st_mode, S_IFREG | 0775);
+	assert_true(out.st_mtim.tv_sec > 2000);
+	/* FATTR_KILL_SUIDGID on a truncate; setgid stays without group exec */
+	st.st_mode = 06765;
+	assert_int_equal(rlfs_setattr(fs.mp, ino, &st, RLFS_SET_MODE, &out), 0);
+	st.st_size = 10000;
+	assert_int_equal(rlfs_setattr(fs.mp, ino, &st, RLFS_SET_SIZE | RLFS_SET_KILL_SUIDGID,
+				      &out), 0);
+	assert_int_equal(out.st_mode, S_IFREG | 02765);
+
 	/* size on a directory */
 	st.st_size = 0;
 	assert_int_equal(rlfs_setattr(fs.mp, rlfs_root_ino(fs.mp), &st, RLFS_SET_SIZE, NULL),
