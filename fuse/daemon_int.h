@@ -1,0 +1,139 @@
+/*
+ * daemon_int.h: what the parts of the FUSE daemon share.  Not installed;
+ * only the files of fuse/ include it.
+ *
+ *   daemon.c   the request handlers (names, attributes, files, directories,
+ *              xattrs) and the libfuse ops table
+ *   flush.c    making the kernel write a file's dirty pages back and
+ *              waiting for the WRITEs (flush_and_wait), and the slow pool
+ *              that runs requests which must wait for that
+ *   ioctl.c    copy_file_range and the private ioctls of reflinkfs/ioctl.h,
+ *              with the resolution of a caller's file descriptor
+ *   session.c  mounting, daemonizing, signals, the /dev/fuse request
+ *              loop, unmounting (rlfs_daemon_run, rlfs_daemon_umount)
+ *   uring.c    FUSE over io_uring and the custom io (uring.h)
+ *
+ * session.c serves daemon.c's ops table, which names the handlers of
+ * ioctl.c; ioctl.c and daemon.c wait through flush.c; all of them use
+ * daemon.c's small helpers (logmsg, reply_status).
+ */
+#ifndef RLFS_FUSE_DAEMON_INT_H
+#define RLFS_FUSE_DAEMON_INT_H
+#define FUSE_USE_VERSION 312
+#include <fuse_lowlevel.h>
+
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <reflinkfs/fs.h>
+
+/* Attribute and entry cache lifetime (seconds): the library is the only
+ * writer of the image, so the kernel's cache can only be stale through
+ * operations that it performs itself.  Attributes: the kernel invalidates
+ * its copy on every operation that changes them through this mount (write,
+ * fallocate, setattr, link...), and ioctl-driven changes (clone) notify it
+ * explicitly. */
+#define RLFS_FUSE_TIMEOUT 3600.0
+/* Names change only through this mount, and the kernel updates its own
+ * dentry cache for every namespace operation it sends us. */
+#define RLFS_FUSE_ENTRY_TIMEOUT 3600.0
+#define RLFS_FUSE_MAX_WRITE (1u << 20)
+
+/* fi->fh of an open regular file: RLFS_FH_FILE | its open flags (an ioctl
+ * request carries fh but not the flags; see open_flags, rl_ioctl). */
+#define RLFS_FH_FILE (1ull << 62)
+
+extern struct rlfs_mount *g_mp;         /* NULL after destroy */
+extern uint64_t g_root;                 /* rlfs_root_ino() */
+extern struct fuse_session *g_se;
+extern char *g_mnt;                     /* absolute mount point */
+extern char *g_image;                   /* the image (realpath) */
+extern int g_close_err;                 /* from rlfs_mount_close in destroy */
+extern bool g_daemonized;
+extern atomic_int g_init_done;          /* rl_init was called */
+/* Files open for writing (the kernel may hold dirty pages for them) and a
+ * generation of write opens, for the flush before lseek and ioctls. */
+extern atomic_long g_nwopen;
+extern atomic_ulong g_wgen, g_synced_gen;
+extern pthread_key_t g_bufkey;          /* per-thread read buffer */
+extern bool g_wb_on_reply;              /* Linux 6.16+: see flush.c */
+extern cpu_set_t g_affinity;            /* the daemon's CPU affinity at start */
+extern bool g_affinity_ok;
+extern const struct fuse_lowlevel_ops rlfs_fuse_ops;
+
+/* node id <-> inode number: the kernel calls the root FUSE_ROOT_ID */
+static inline uint64_t n2i(fuse_ino_t n)
+{
+	return n == FUSE_ROOT_ID ? g_root : (uint64_t)n;
+}
+
+static inline fuse_ino_t i2n(uint64_t ino)
+{
+	return ino == g_root ? FUSE_ROOT_ID : (fuse_ino_t)ino;
+}
+
+#define GET_MP(req, mp)                                   \
+	struct rlfs_mount *mp = g_mp;                     \
+	do {                                              \
+		if (!mp) {                                \
+			fuse_reply_err(req, EIO);         \
+			return;                           \
+		}                                         \
+	} while (0)
+
+/* daemon.c */
+void logmsg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void reply_status(fuse_req_t req, int err);      /* err: 0 or -errno */
+const struct fuse_ctx *req_ctx(fuse_req_t req);
+bool writable_open(int flags);
+/* The open flags of fi (RLFS_FH_FILE); *known false if fi is not ours. */
+int fh_flags(const struct fuse_file_info *fi, bool *known);
+void free_tlbuf(void *p);
+/* A per-thread buffer of at least size bytes (reused), or NULL. */
+char *thread_buf(size_t size);
+void rl_destroy(void *userdata);
+
+/* flush.c */
+#define RLFS_WHASH 1024
+#define RLFS_BARRIER_FH (1ull << 63)      /* fi->fh of the barrier opendir */
+extern atomic_int g_writes_inflight[RLFS_WHASH];   /* by nodeid hash */
+unsigned whash(uint64_t nodeid);
+bool barrier_opened(pid_t pid);
+void barrier_released(pid_t tid);
+bool kernel_ends_writeback_on_reply(void);
+bool need_flush(void);
+void flush_and_wait(const fuse_ino_t *nodes, int n);
+
+/* A request handed to the slow pool (slow_submit): it keeps copies of
+ * everything it needs from the request buffer. */
+struct slow_job {
+	struct slow_job *next;
+	void (*run)(struct slow_job *job);
+	fuse_req_t req;
+	fuse_ino_t ino;
+	struct fuse_file_info fi;
+	unsigned int cmd, flags;
+	off_t off;
+	int whence;
+	size_t in_len, out_len;
+	char in[];
+};
+void slow_submit(struct slow_job *job);
+void slow_drain(void);
+
+/* ioctl.c */
+void rl_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
+			struct fuse_file_info *fi_in, fuse_ino_t ino_out, off_t off_out,
+			struct fuse_file_info *fi_out, size_t len, int flags);
+void rl_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
+	      struct fuse_file_info *fi, unsigned flags, const void *in_buf,
+	      size_t in_bufsz, size_t out_bufsz);
+
+/* session.c */
+void unescape_mountinfo(char *s);
+#endif

@@ -1,0 +1,574 @@
+/*
+ * ioctl.c: copy_file_range and the private ioctls of reflinkfs/ioctl.h
+ * (clone, clone range, extent map, unshare), with the resolution of a
+ * caller's file descriptor (see daemon_int.h for the map of fuse/).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <spawn.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <linux/falloc.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/utsname.h>
+#include <sys/wait.h>
+#include <syslog.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <reflinkfs/fs.h>
+#include <reflinkfs/ioctl.h>
+
+#include "daemon.h"
+#include "daemon_int.h"
+#include "uring.h"
+
+/* ------------------------------------------------------------------ */
+/* reflink: copy_file_range and the private ioctls (reflinkfs/ioctl.h) */
+
+/* Block size of the filesystem (statfs f_bsize), 0 if unknown. */
+static uint64_t fs_blocksize(struct rlfs_mount *mp)
+{
+	static atomic_ulong bs;
+	unsigned long v = atomic_load(&bs);
+	if (v)
+		return v;
+	struct statvfs sv;
+	if (rlfs_statfs(mp, &sv) != 0 || sv.f_bsize == 0 ||
+	    (sv.f_bsize & (sv.f_bsize - 1)) != 0)
+		return 0;
+	atomic_store(&bs, sv.f_bsize);
+	return sv.f_bsize;
+}
+
+static atomic_int g_no_reflink;         /* clone gave EOPNOTSUPP once */
+
+/* Plain data copy of up to len bytes (at most RLFS_FUSE_MAX_WRITE per
+ * call of this function); returns bytes copied (0 at source EOF) or
+ * -errno. */
+static ssize_t copy_data(struct rlfs_mount *mp, uint64_t src, uint64_t off_in, uint64_t dst,
+			 uint64_t off_out, size_t len)
+{
+	char *buf = thread_buf(RLFS_FUSE_MAX_WRITE);
+	if (!buf)
+		return -ENOMEM;
+	if (len > RLFS_FUSE_MAX_WRITE)
+		len = RLFS_FUSE_MAX_WRITE;
+	ssize_t n = rlfs_read(mp, src, buf, len, (off_t)off_in);
+	if (n <= 0)
+		return n;
+	size_t done = 0;
+	while (done < (size_t)n) {
+		ssize_t w = rlfs_write(mp, dst, buf + done, (size_t)n - done,
+				       (off_t)(off_out + done));
+		if (w < 0)
+			return done ? (ssize_t)done : w;
+		if (w == 0)
+			break;
+		done += (size_t)w;
+	}
+	return (ssize_t)done;
+}
+
+/*
+ * FUSE_COPY_FILE_RANGE (copy_file_range(2)).  The kernel has already
+ * checked the open modes and file types, refused overlapping same-file
+ * ranges, shortened len to the source EOF, written back and waited for the
+ * dirty pages of both ranges (fuse_writeback_range), and after our reply
+ * it drops the destination's cached pages in the range and updates its
+ * size (fs/fuse/file.c __fuse_copy_file_range).  Whole blocks in the
+ * middle are cloned (shared) when source and destination offsets have the
+ * same alignment; the unaligned head and the tail (including a partial
+ * EOF block) are copied.  A short count is fine: callers loop.
+ */
+void rl_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
+			       struct fuse_file_info *fi_in, fuse_ino_t ino_out, off_t off_out,
+			       struct fuse_file_info *fi_out, size_t len, int flags)
+{
+	(void)fi_in;
+	(void)fi_out;
+	GET_MP(req, mp);
+	uint64_t src = n2i(ino_in), dst = n2i(ino_out);
+	if (flags != 0 || off_in < 0 || off_out < 0) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	struct stat sst, dstt;
+	int err = rlfs_getattr(mp, src, &sst);
+	if (!err)
+		err = rlfs_getattr(mp, dst, &dstt);
+	if (err) {
+		reply_status(req, err);
+		return;
+	}
+	if (S_ISDIR(sst.st_mode) || S_ISDIR(dstt.st_mode)) {
+		fuse_reply_err(req, EISDIR);
+		return;
+	}
+	if (!S_ISREG(sst.st_mode) || !S_ISREG(dstt.st_mode)) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	/* the reply's size is 32 bits (struct fuse_write_out) */
+	if (len > (UINT32_MAX & ~(size_t)0xfff))
+		len = UINT32_MAX & ~(size_t)0xfff;
+	uint64_t in = (uint64_t)off_in, out = (uint64_t)off_out;
+	uint64_t isize = (uint64_t)sst.st_size;
+	if (in >= isize || len == 0) {
+		fuse_reply_write(req, 0);
+		return;
+	}
+	if (len > isize - in)
+		len = (size_t)(isize - in);
+	if (src == dst && out + len > in && out < in + len) {
+		fuse_reply_err(req, EINVAL);   /* copy_file_range(2): overlap */
+		return;
+	}
+	unsigned kill = req_ctx(req)->uid != 0 ? RLFS_CLONE_KILL_SUID : 0;
+	uint64_t bs = fs_blocksize(mp);
+	uint64_t done = 0;
+	int64_t r = 0;
+	if (bs && (in & (bs - 1)) == (out & (bs - 1)) && !atomic_load(&g_no_reflink)) {
+		uint64_t head = (bs - (in & (bs - 1))) & (bs - 1);
+		/* a partial EOF block is shared too when the copy ends at the
+		 * source EOF and lands at or past the destination EOF (the
+		 * library refuses it otherwise: then it is copied) */
+		bool to_eof = in + len == isize && ((len - head) & (bs - 1)) != 0;
+		if (head < len && (len - head >= bs || to_eof)) {
+			uint64_t mid = (len - head) & ~(bs - 1);
+			/* head: copied */
+			while (done < head) {
+				ssize_t c = copy_data(mp, src, in + done, dst, out + done,
+						      (size_t)(head - done));
+				if (c <= 0) {
+					r = c;
+					goto reply;
+				}
+				done += (uint64_t)c;
+			}
+			/* middle (and maybe the EOF block): shared */
+			uint64_t want = to_eof ? len - head : mid;
+			r = rlfs_clone_range(mp, src, in + head, dst, out + head, want, kill);
+			if (r == -EINVAL && to_eof && mid) {
+				want = mid;
+				r = rlfs_clone_range(mp, src, in + head, dst, out + head, want, kill);
+			} else if (r == -EINVAL && to_eof) {
+				r = 0;     /* EOF block mid-file: copy below */
+				want = 0;
+			}
+			if (r == -EOPNOTSUPP)
+				atomic_store(&g_no_reflink, 1);
+			if (r < 0) {
+				if (r != -EOPNOTSUPP && r != -EINVAL)
+					goto reply;
+				r = 0;     /* not clonable: copy below */
+			} else {
+				done += (uint64_t)r;
+				if ((uint64_t)r < want)
+					goto reply;   /* partial (ENOSPC midway) */
+			}
+		}
+	}
+	/* the rest (tail, or everything when not clonable): copied, at
+	 * most a few MiB per request */
+	while (done < len && done < 8u * RLFS_FUSE_MAX_WRITE) {
+		ssize_t c = copy_data(mp, src, in + done, dst, out + done, (size_t)(len - done));
+		if (c <= 0) {
+			r = c;
+			break;
+		}
+		done += (uint64_t)c;
+		r = 0;
+	}
+reply:
+	if (done == 0 && r < 0) {
+		reply_status(req, (int)r);
+		return;
+	}
+	fuse_reply_write(req, (size_t)done);
+}
+
+/* Is mount id mnt_id (as seen by process pid) this reflinkfs mount?  The
+ * image is locked by this daemon, so "reflinkfs#IMAGE" names one mount
+ * (bind mounts of it share the superblock and the source). */
+static bool mnt_is_ours(pid_t pid, unsigned long mnt_id)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/mountinfo", (int)pid);
+	FILE *f = fopen(path, "re");
+	if (!f)
+		f = fopen("/proc/self/mountinfo", "re");
+	if (!f)
+		return false;
+	char *line = NULL;
+	size_t cap = 0;
+	bool ours = false;
+	while (!ours && getline(&line, &cap, f) > 0) {
+		char *end;
+		unsigned long id = strtoul(line, &end, 10);
+		if (end == line || id != mnt_id)
+			continue;
+		char *sep = strstr(line, " - ");
+		if (!sep)
+			break;
+		char *save = NULL;
+		char *fstype = strtok_r(sep + 3, " \n", &save);
+		char *source = strtok_r(NULL, " \n", &save);
+		if (!fstype || !source || strcmp(fstype, "fuse.reflinkfs") != 0)
+			break;
+		unescape_mountinfo(source);
+		if (strncmp(source, "reflinkfs#", 10) == 0 && g_image &&
+		    strcmp(source + 10, g_image) == 0)
+			ours = true;
+		break;
+	}
+	free(line);
+	fclose(f);
+	return ours;
+}
+
+/*
+ * Resolve the caller's file descriptor fd through
+ * /proc/<pid>/fdinfo/<fd>: inode number, open flags, mount id.  0 with
+ * *ino and *flags set; -EBADF if fd is not an open file of the caller (or
+ * an O_PATH descriptor, which ioctls do not accept); -EXDEV if it is on
+ * another filesystem or another reflinkfs mount.
+ */
+static int resolve_fd(pid_t pid, int64_t fd, uint64_t *ino, int *flags)
+{
+	if (fd < 0 || fd > INT_MAX || pid <= 0)
+		return -EBADF;
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/fdinfo/%d", (int)pid, (int)fd);
+	FILE *f = fopen(path, "re");
+	if (!f)
+		return -EBADF;
+	char line[256];
+	bool have_ino = false, have_flags = false, have_mnt = false;
+	unsigned long long v_ino = 0;
+	unsigned long v_mnt = 0;
+	unsigned int v_flags = 0;
+	while (fgets(line, sizeof(line), f)) {
+		if (sscanf(line, "ino: %llu", &v_ino) == 1)
+			have_ino = true;
+		else if (sscanf(line, "flags: %o", &v_flags) == 1)
+			have_flags = true;
+		else if (sscanf(line, "mnt_id: %lu", &v_mnt) == 1)
+			have_mnt = true;
+	}
+	fclose(f);
+	if (!have_flags || !have_mnt || !have_ino)
+		return -EBADF;
+	if (v_flags & O_PATH)
+		return -EBADF;
+	if (!mnt_is_ours(pid, v_mnt))
+		return -EXDEV;
+	*ino = (uint64_t)v_ino;
+	*flags = (int)v_flags;
+	return 0;
+}
+
+int fh_flags(const struct fuse_file_info *fi, bool *known)
+{
+	*known = fi && (fi->fh & RLFS_FH_FILE);
+	return *known ? (int)(uint32_t)fi->fh : 0;
+}
+
+/* The kernel caches dest's pages and (writeback cache) owns its size: after
+ * the library changed [off, off+len) of ino behind its back, drop the
+ * cached pages and attributes, and if the file grew, raise the kernel's
+ * size by storing the file's last page (FUSE_NOTIFY_STORE extends i_size,
+ * fs/fuse/dev.c fuse_notify_store; the attributes of a regular file are
+ * otherwise not taken from the daemon under the writeback cache).  Called
+ * from the ioctl handler: the caller holds no inode or page lock, and the
+ * notifications only take page locks and the connection's killsb. */
+static void after_change(struct rlfs_mount *mp, fuse_ino_t node, uint64_t off, uint64_t len,
+			 uint64_t old_size)
+{
+	struct fuse_session *se = g_se;
+	if (!se)
+		return;
+	int e = fuse_lowlevel_notify_inval_inode(se, node, (off_t)off,
+						 len > INT64_MAX ? 0 : (off_t)len);
+	if (e && e != -ENOENT)
+		logmsg("reflinkfs: cache invalidation of inode %llu failed: %s",
+		       (unsigned long long)n2i(node), strerror(-e));
+	struct stat st;
+	if (rlfs_getattr(mp, n2i(node), &st) != 0 || (uint64_t)st.st_size <= old_size ||
+	    st.st_size == 0)
+		return;
+	long pg = sysconf(_SC_PAGESIZE);
+	if (pg <= 0)
+		pg = 4096;
+	uint64_t size = (uint64_t)st.st_size;
+	uint64_t start = (size - 1) & ~((uint64_t)pg - 1);
+	size_t n = (size_t)(size - start);
+	char *buf = malloc(n);
+	if (!buf)
+		return;
+	ssize_t got = rlfs_read(mp, n2i(node), buf, n, (off_t)start);
+	if (got == (ssize_t)n) {
+		struct fuse_bufvec bv = FUSE_BUFVEC_INIT(n);
+		bv.buf[0].mem = buf;
+		e = fuse_lowlevel_notify_store(se, node, (off_t)start, &bv, 0);
+		if (e && e != -ENOENT)
+			logmsg("reflinkfs: size update of inode %llu failed: %s",
+			       (unsigned long long)n2i(node), strerror(-e));
+	}
+	free(buf);
+}
+
+/* remap_verify_area (fs/remap_range.c): loff_t offsets and lengths that
+ * do not wrap. */
+static bool remap_area_ok(uint64_t pos, uint64_t len)
+{
+	return pos <= INT64_MAX && len <= INT64_MAX && len <= (uint64_t)INT64_MAX - pos;
+}
+
+/*
+ * RLFS_IOC_CLONE / RLFS_IOC_CLONE_RANGE on the file (ino, fi), in the
+ * order of the kernel's checks (fs/ioctl.c ioctl_file_clone ->
+ * fs/remap_range.c vfs_clone_file_range -> do_clone_file_range ->
+ * generic_file_rw_checks -> the filesystem's remap_file_range):
+ * EBADF (src_fd not open), EINVAL (offsets/length wrap), EXDEV (another
+ * filesystem), EISDIR/EINVAL (file types), EBADF (src not readable, dest
+ * not writable or O_APPEND), then the library's checks.  A request that
+ * clones less than a non-zero len is EINVAL (ioctl_file_clone).
+ */
+static int do_clone(fuse_req_t req, struct rlfs_mount *mp, fuse_ino_t ino,
+		    struct fuse_file_info *fi, unsigned ioflags, int64_t src_fd,
+		    uint64_t src_off, uint64_t len, uint64_t dst_off)
+{
+	const struct fuse_ctx *ctx = req_ctx(req);
+	uint64_t src = 0;
+	int src_flags = 0;
+	int err = resolve_fd(ctx->pid, src_fd, &src, &src_flags);
+	if (err == -EBADF)
+		return err;
+	if (!remap_area_ok(src_off, len) || !remap_area_ok(dst_off, len))
+		return -EINVAL;
+	if (err)
+		return err;
+	uint64_t dst = n2i(ino);
+	struct stat sst, dstt;
+	err = rlfs_getattr(mp, src, &sst);
+	if (err)
+		return err == -ENOENT ? -EXDEV : err;
+	err = rlfs_getattr(mp, dst, &dstt);
+	if (err)
+		return err;
+	if (S_ISDIR(sst.st_mode) || S_ISDIR(dstt.st_mode) || (ioflags & FUSE_IOCTL_DIR))
+		return -EISDIR;
+	if (!S_ISREG(sst.st_mode) || !S_ISREG(dstt.st_mode))
+		return -EINVAL;
+	bool known;
+	int dflags = fh_flags(fi, &known);
+	if ((src_flags & O_ACCMODE) == O_WRONLY || !known ||
+	    (dflags & O_ACCMODE) == O_RDONLY || (dflags & O_APPEND))
+		return -EBADF;
+	/* The kernel does not write dirty pages back for an ioctl: do it
+	 * (and wait for the WRITEs) so that the library sees the data and
+	 * sizes the caller sees. */
+	fuse_ino_t nodes[2] = { i2n(src), ino };
+	flush_and_wait(nodes, 2);
+	err = rlfs_getattr(mp, dst, &dstt);
+	if (err)
+		return err;
+	unsigned kill = ctx->uid != 0 ? RLFS_CLONE_KILL_SUID : 0;
+	int64_t r = rlfs_clone_range(mp, src, src_off, dst, dst_off, len, kill);
+	if (r > 0) {
+		uint64_t bs = fs_blocksize(mp);
+		uint64_t span = bs ? ((uint64_t)r + bs - 1) & ~(bs - 1) : (uint64_t)r;
+		after_change(mp, ino, dst_off, span, (uint64_t)dstt.st_size);
+	}
+	if (r < 0)
+		return (int)r;
+	if (len && (uint64_t)r != len)
+		return -EINVAL;
+	return 0;
+}
+
+static int do_get_extents(struct rlfs_mount *mp, fuse_ino_t ino, struct rlfs_ioc_extents *x)
+{
+	if (x->reserved || (x->flags & ~RLFS_IOC_EXT_SYNC))
+		return -EINVAL;
+	if (x->flags & RLFS_IOC_EXT_SYNC)
+		flush_and_wait(&ino, 1);
+	uint32_t count = 0;
+	memset(x->ext, 0, sizeof(x->ext));
+	int err = rlfs_get_extents(mp, n2i(ino), x->start, x->length, x->ext,
+				   RLFS_IOC_EXTENTS_BATCH, &count);
+	if (err)
+		return err;
+	x->count = count;
+	x->abi_version = RLFS_IOC_ABI_VERSION;
+	return 0;
+}
+
+static int do_unshare(struct rlfs_mount *mp, fuse_ino_t ino, struct fuse_file_info *fi,
+		      unsigned ioflags, const struct rlfs_ioc_unshare *u)
+{
+	if (u->reserved || u->reserved2[0] || u->reserved2[1] ||
+	    (u->flags & ~RLFS_IOC_UNSHARE_KEEP_SIZE))
+		return -EINVAL;
+	/* vfs_fallocate: offset >= 0, len > 0, no wrap; then the file */
+	if (u->offset > INT64_MAX || u->length == 0 || u->length > INT64_MAX ||
+	    u->length > (uint64_t)INT64_MAX - u->offset)
+		return -EINVAL;
+	bool known;
+	int fl = fh_flags(fi, &known);
+	if (ioflags & FUSE_IOCTL_DIR)
+		return -EBADF;          /* a directory cannot be open for writing */
+	if (!known || (fl & O_ACCMODE) == O_RDONLY)
+		return -EBADF;
+	flush_and_wait(&ino, 1);
+	struct stat st;
+	int err = rlfs_getattr(mp, n2i(ino), &st);
+	if (err)
+		return err;
+	int mode = FALLOC_FL_UNSHARE_RANGE;
+	if (u->flags & RLFS_IOC_UNSHARE_KEEP_SIZE)
+		mode |= FALLOC_FL_KEEP_SIZE;
+	err = rlfs_fallocate(mp, n2i(ino), mode, (off_t)u->offset, (off_t)u->length);
+	if (!err && !(u->flags & RLFS_IOC_UNSHARE_KEEP_SIZE))
+		after_change(mp, ino, u->offset, 0, (uint64_t)st.st_size);
+	return err;
+}
+
+/*
+ * ioctl: only the private, restricted ioctls of reflinkfs/ioctl.h (fixed
+ * sizes encoded in the number, so the kernel copies the argument in and
+ * out itself).  Their layouts are the same for 32-bit callers
+ * (FUSE_IOCTL_COMPAT: only 64-bit fields, naturally aligned), so compat
+ * requests are served the same way.  Other ioctls: ENOTTY.
+ */
+static void ioctl_work(fuse_req_t req, fuse_ino_t ino, unsigned int c,
+		       struct fuse_file_info *fi, unsigned flags, const void *in_buf,
+		       size_t in_bufsz, size_t out_bufsz)
+{
+	GET_MP(req, mp);
+	int err;
+	switch (c) {
+	case RLFS_IOC_CLONE: {
+		struct rlfs_ioc_clone a;
+		if (in_bufsz != sizeof(a) || out_bufsz != sizeof(a)) {
+			fuse_reply_err(req, EINVAL);
+			return;
+		}
+		memcpy(&a, in_buf, sizeof(a));
+		if (a.reserved[0] || a.reserved[1] || a.reserved[2])
+			err = -EINVAL;
+		else
+			err = do_clone(req, mp, ino, fi, flags, a.src_fd, 0, 0, 0);
+		if (err)
+			reply_status(req, err);
+		else
+			fuse_reply_ioctl(req, 0, &a, sizeof(a));
+		return;
+	}
+	case RLFS_IOC_CLONE_RANGE: {
+		struct rlfs_ioc_clone_range a;
+		if (in_bufsz != sizeof(a) || out_bufsz != sizeof(a)) {
+			fuse_reply_err(req, EINVAL);
+			return;
+		}
+		memcpy(&a, in_buf, sizeof(a));
+		err = do_clone(req, mp, ino, fi, flags, a.src_fd, a.src_offset, a.src_length,
+			       a.dest_offset);
+		if (err)
+			reply_status(req, err);
+		else
+			fuse_reply_ioctl(req, 0, &a, sizeof(a));
+		return;
+	}
+	case RLFS_IOC_GET_EXTENTS: {
+		if (in_bufsz != sizeof(struct rlfs_ioc_extents) ||
+		    out_bufsz != sizeof(struct rlfs_ioc_extents)) {
+			fuse_reply_err(req, EINVAL);
+			return;
+		}
+		struct rlfs_ioc_extents *x = malloc(sizeof(*x));
+		if (!x) {
+			fuse_reply_err(req, ENOMEM);
+			return;
+		}
+		memcpy(x, in_buf, sizeof(*x));
+		err = do_get_extents(mp, ino, x);
+		if (err)
+			reply_status(req, err);
+		else
+			fuse_reply_ioctl(req, 0, x, sizeof(*x));
+		free(x);
+		return;
+	}
+	case RLFS_IOC_UNSHARE_RANGE: {
+		struct rlfs_ioc_unshare a;
+		if (in_bufsz != sizeof(a) || out_bufsz != sizeof(a)) {
+			fuse_reply_err(req, EINVAL);
+			return;
+		}
+		memcpy(&a, in_buf, sizeof(a));
+		err = do_unshare(mp, ino, fi, flags, &a);
+		if (err)
+			reply_status(req, err);
+		else
+			fuse_reply_ioctl(req, 0, &a, sizeof(a));
+		return;
+	}
+	default:
+		fuse_reply_err(req, ENOTTY);
+		return;
+	}
+}
+
+static void ioctl_job(struct slow_job *job)
+{
+	ioctl_work(job->req, job->ino, job->cmd, &job->fi, job->flags, job->in, job->in_len,
+		   job->out_len);
+}
+
+/* The private ioctls flush (and clone or map) on the slow pool: see
+ * slow_submit.  Unknown requests: ENOTTY at once. */
+void rl_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
+		     struct fuse_file_info *fi, unsigned flags, const void *in_buf,
+		     size_t in_bufsz, size_t out_bufsz)
+{
+	(void)arg;
+	if ((flags & FUSE_IOCTL_UNRESTRICTED) ||
+	    (cmd != RLFS_IOC_CLONE && cmd != RLFS_IOC_CLONE_RANGE &&
+	     cmd != RLFS_IOC_GET_EXTENTS && cmd != RLFS_IOC_UNSHARE_RANGE)) {
+		fuse_reply_err(req, ENOTTY);
+		return;
+	}
+	if (in_bufsz > sizeof(struct rlfs_ioc_extents)) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	struct slow_job *job = calloc(1, sizeof(*job) + in_bufsz);
+	if (!job) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	job->run = ioctl_job;
+	job->req = req;
+	job->ino = ino;
+	if (fi)
+		job->fi = *fi;
+	job->cmd = cmd;
+	job->flags = flags;
+	job->in_len = in_bufsz;
+	job->out_len = out_bufsz;
+	if (in_bufsz)
+		memcpy(job->in, in_buf, in_bufsz);
+	slow_submit(job);
+}
