@@ -94,7 +94,6 @@ struct rlfs_mount *g_mp;
 uint64_t g_root;
 struct fuse_session *g_se;
 char *g_mnt;
-char *g_image;
 int g_close_err;
 bool g_daemonized;
 atomic_int g_init_done;

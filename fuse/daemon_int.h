@@ -52,7 +52,6 @@ extern struct rlfs_mount *g_mp;         /* NULL after destroy */
 extern uint64_t g_root;                 /* rlfs_root_ino() */
 extern struct fuse_session *g_se;
 extern char *g_mnt;                     /* absolute mount point */
-extern char *g_image;                   /* the image (realpath) */
 extern int g_close_err;                 /* from rlfs_mount_close in destroy */
 extern bool g_daemonized;
 extern atomic_int g_init_done;          /* rl_init was called */
@@ -133,6 +132,24 @@ void rl_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
 void rl_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
 	      struct fuse_file_info *fi, unsigned flags, const void *in_buf,
 	      size_t in_bufsz, size_t out_bufsz);
+
+/* callerfd.c: a file descriptor inside an ioctl argument, taken from the
+ * caller (see the top of callerfd.c for why it cannot be forged). */
+struct caller_file {
+	int fd;                 /* the daemon's copy of the caller's file, or -1 */
+	uint64_t ino;           /* its inode number on this filesystem */
+	int flags;              /* its open flags (O_ACCMODE, O_APPEND...) */
+};
+/* Record this mount's device number (statx of mnt, no request); allow_other:
+ * the mount admits other users.  0 or -errno. */
+int callerfd_init(const char *mnt, bool allow_other);
+/* Resolve fd, a descriptor of the caller of req.  0 with *cf filled (release
+ * it with callerfd_put once the operation is over: holding the file keeps
+ * the inode referenced); -EBADF if fd is not an open file of the caller
+ * (or an O_PATH descriptor, which ioctls refuse); -EXDEV if it is a file of
+ * another filesystem, or one the daemon cannot prove is on this one. */
+int callerfd_get(fuse_req_t req, int64_t fd, struct caller_file *cf);
+void callerfd_put(struct caller_file *cf);
 
 /* session.c */
 void unescape_mountinfo(char *s);

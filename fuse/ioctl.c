@@ -198,86 +198,6 @@ reply:
 	fuse_reply_write(req, (size_t)done);
 }
 
-/* Is mount id mnt_id (as seen by process pid) this reflinkfs mount?  The
- * image is locked by this daemon, so "reflinkfs#IMAGE" names one mount
- * (bind mounts of it share the superblock and the source). */
-static bool mnt_is_ours(pid_t pid, unsigned long mnt_id)
-{
-	char path[64];
-	snprintf(path, sizeof(path), "/proc/%d/mountinfo", (int)pid);
-	FILE *f = fopen(path, "re");
-	if (!f)
-		f = fopen("/proc/self/mountinfo", "re");
-	if (!f)
-		return false;
-	char *line = NULL;
-	size_t cap = 0;
-	bool ours = false;
-	while (!ours && getline(&line, &cap, f) > 0) {
-		char *end;
-		unsigned long id = strtoul(line, &end, 10);
-		if (end == line || id != mnt_id)
-			continue;
-		char *sep = strstr(line, " - ");
-		if (!sep)
-			break;
-		char *save = NULL;
-		char *fstype = strtok_r(sep + 3, " \n", &save);
-		char *source = strtok_r(NULL, " \n", &save);
-		if (!fstype || !source || strcmp(fstype, "fuse.reflinkfs") != 0)
-			break;
-		unescape_mountinfo(source);
-		if (strncmp(source, "reflinkfs#", 10) == 0 && g_image &&
-		    strcmp(source + 10, g_image) == 0)
-			ours = true;
-		break;
-	}
-	free(line);
-	fclose(f);
-	return ours;
-}
-
-/*
- * Resolve the caller's file descriptor fd through
- * /proc/<pid>/fdinfo/<fd>: inode number, open flags, mount id.  0 with
- * *ino and *flags set; -EBADF if fd is not an open file of the caller (or
- * an O_PATH descriptor, which ioctls do not accept); -EXDEV if it is on
- * another filesystem or another reflinkfs mount.
- */
-static int resolve_fd(pid_t pid, int64_t fd, uint64_t *ino, int *flags)
-{
-	if (fd < 0 || fd > INT_MAX || pid <= 0)
-		return -EBADF;
-	char path[64];
-	snprintf(path, sizeof(path), "/proc/%d/fdinfo/%d", (int)pid, (int)fd);
-	FILE *f = fopen(path, "re");
-	if (!f)
-		return -EBADF;
-	char line[256];
-	bool have_ino = false, have_flags = false, have_mnt = false;
-	unsigned long long v_ino = 0;
-	unsigned long v_mnt = 0;
-	unsigned int v_flags = 0;
-	while (fgets(line, sizeof(line), f)) {
-		if (sscanf(line, "ino: %llu", &v_ino) == 1)
-			have_ino = true;
-		else if (sscanf(line, "flags: %o", &v_flags) == 1)
-			have_flags = true;
-		else if (sscanf(line, "mnt_id: %lu", &v_mnt) == 1)
-			have_mnt = true;
-	}
-	fclose(f);
-	if (!have_flags || !have_mnt || !have_ino)
-		return -EBADF;
-	if (v_flags & O_PATH)
-		return -EBADF;
-	if (!mnt_is_ours(pid, v_mnt))
-		return -EXDEV;
-	*ino = (uint64_t)v_ino;
-	*flags = (int)v_flags;
-	return 0;
-}
-
 int fh_flags(const struct fuse_file_info *fi, bool *known)
 {
 	*known = fi && (fi->fh & RLFS_FH_FILE);
@@ -345,20 +265,35 @@ static bool remap_area_ok(uint64_t pos, uint64_t len)
  * not writable or O_APPEND), then the library's checks.  A request that
  * clones less than a non-zero len is EINVAL (ioctl_file_clone).
  */
+static int clone_checked(fuse_req_t req, struct rlfs_mount *mp, fuse_ino_t ino,
+			 struct fuse_file_info *fi, unsigned ioflags, const struct caller_file *cf,
+			 uint64_t src_off, uint64_t len, uint64_t dst_off);
+
 static int do_clone(fuse_req_t req, struct rlfs_mount *mp, fuse_ino_t ino,
 		    struct fuse_file_info *fi, unsigned ioflags, int64_t src_fd,
 		    uint64_t src_off, uint64_t len, uint64_t dst_off)
 {
-	const struct fuse_ctx *ctx = req_ctx(req);
-	uint64_t src = 0;
-	int src_flags = 0;
-	int err = resolve_fd(ctx->pid, src_fd, &src, &src_flags);
+	struct caller_file cf;
+	int err = callerfd_get(req, src_fd, &cf);
 	if (err == -EBADF)
 		return err;
 	if (!remap_area_ok(src_off, len) || !remap_area_ok(dst_off, len))
-		return -EINVAL;
-	if (err)
-		return err;
+		err = -EINVAL;
+	if (!err)
+		err = clone_checked(req, mp, ino, fi, ioflags, &cf, src_off, len, dst_off);
+	callerfd_put(&cf);
+	return err;
+}
+
+/* do_clone once the source is resolved (cf). */
+static int clone_checked(fuse_req_t req, struct rlfs_mount *mp, fuse_ino_t ino,
+			 struct fuse_file_info *fi, unsigned ioflags, const struct caller_file *cf,
+			 uint64_t src_off, uint64_t len, uint64_t dst_off)
+{
+	const struct fuse_ctx *ctx = req_ctx(req);
+	uint64_t src = cf->ino;
+	int src_flags = cf->flags;
+	int err;
 	uint64_t dst = n2i(ino);
 	struct stat sst, dstt;
 	err = rlfs_getattr(mp, src, &sst);

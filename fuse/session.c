@@ -285,6 +285,10 @@ static int setup(const struct rlfs_daemon_opts *o, const char *image, struct fus
 		fprintf(stderr, "%s: cannot mount %s on %s\n", o->prog, image, g_mnt);
 		goto fail_session;
 	}
+	err = callerfd_init(g_mnt, o->fuse_opts && strstr(o->fuse_opts, "allow_other"));
+	if (err)
+		/* the clone ioctls then refuse every source (EXDEV) */
+		logmsg("reflinkfs: cannot stat the new mount %s: %s", g_mnt, strerror(-err));
 	bool uring = rlfs_uring_wanted(o->uring);
 	/* Per-CPU queues: the barrier flush of older kernels assumes the
 	 * single FIFO queue of /dev/fuse (flush_by_barrier) */
@@ -494,8 +498,6 @@ int rlfs_daemon_run(const struct rlfs_daemon_opts *o)
 		return 1;
 	}
 
-	free(g_image);
-	g_image = strdup(image);
 	/* -o default_permissions,fsname=reflinkfs#IMAGE,subtype=reflinkfs[,ro][,extra] */
 	char *eimg = escape_opt(image);
 	size_t olen = strlen(eimg) + (o->fuse_opts ? strlen(o->fuse_opts) : 0) + 128;

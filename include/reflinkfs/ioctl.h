@@ -12,8 +12,9 @@
  * into these on reflinkfs files, so unmodified programs work.
  *
  * File descriptors inside arguments (src_fd) are the caller's: the daemon
- * resolves them through /proc/<caller pid>/fdinfo/<fd> (fields ino, flags,
- * mnt_id) and demands the open modes the kernel ioctls demand.
+ * takes the caller's open file itself (pidfd_getfd(2)), accepts it only if
+ * its device number is this mount's (else EXDEV), and demands the open
+ * modes the kernel ioctls demand (fuse/callerfd.c).
  *
  * Errors (negative of errno as returned by ioctl(2), in errno):
  *   EINVAL  malformed argument (reserved fields not zero, bad alignment,
