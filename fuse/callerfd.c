@@ -249,3 +249,68 @@ void callerfd_put(struct caller_file *cf)
 		close(cf->fd);  /* a file of this mount: its FLUSH is ours */
 	cf->fd = -1;
 }
+
+/*
+ * The caller's credentials beyond what a FUSE request carries (uid, gid =
+ * fsuid, fsgid, pid): its supplementary groups and whether it has
+ * CAP_FSETID, for the kernel's setuid/setgid rules on data changes
+ * (setattr_should_drop_suidgid, in_group_or_capable: fs/attr.c,
+ * fs/inode.c).  From /proc/<pid>/status, which the kernel writes; the pid
+ * is pinned while its request is served (see the top of the file).
+ * CAP_FSETID counts only in the initial user namespace (capable()), so a
+ * caller in another user namespace is taken not to have it.
+ */
+int caller_creds_get(fuse_req_t req, struct caller_creds *c)
+{
+	memset(c, 0, sizeof(*c));
+	const struct fuse_ctx *ctx = req_ctx(req);
+	c->fsgid = ctx->gid;
+	if (ctx->pid <= 0)
+		return -ESRCH;
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)ctx->pid);
+	FILE *f = fopen(path, "re");
+	if (!f)
+		return -ESRCH;
+	char *line = NULL;
+	size_t cap = 0;
+	bool have_caps = false;
+	unsigned long long eff = 0;
+	while (getline(&line, &cap, f) > 0) {
+		if (sscanf(line, "CapEff: %llx", &eff) == 1) {
+			have_caps = true;
+		} else if (strncmp(line, "Groups:", 7) == 0) {
+			char *p = line + 7, *end;
+			while (c->ngroups < CALLER_MAX_GROUPS) {
+				unsigned long g = strtoul(p, &end, 10);
+				if (end == p)
+					break;
+				c->groups[c->ngroups++] = (gid_t)g;
+				p = end;
+			}
+		}
+	}
+	free(line);
+	fclose(f);
+	if (!have_caps)
+		return -ESRCH;
+	/* the initial user namespace has a fixed inode number
+	 * (PROC_USER_INIT_INO, include/linux/proc_ns.h) */
+	struct stat nst;
+	snprintf(path, sizeof(path), "/proc/%d/ns/user", (int)ctx->pid);
+	bool init_ns = stat(path, &nst) == 0 && nst.st_ino == 0xEFFFFFFDu;
+	c->fsetid = init_ns && (eff & (1ull << 4));        /* CAP_FSETID */
+	c->known = true;
+	return 0;
+}
+
+bool caller_in_group(const struct caller_creds *c, gid_t gid)
+{
+	if (c->fsgid == gid)
+		return true;
+	for (int i = 0; i < c->ngroups; i++) {
+		if (c->groups[i] == gid)
+			return true;
+	}
+	return false;
+}

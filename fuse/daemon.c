@@ -350,6 +350,56 @@ static void rl_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	fuse_reply_attr(req, &st, RLFS_FUSE_TIMEOUT);
 }
 
+/* A truncate to newsize that grows the file as the library sees it may
+ * still shrink it (or keep its size) as the kernel sees it: under the
+ * writeback cache the kernel's size runs ahead of the library's until
+ * its dirty pages are written back.  XFS frees the blocks past the new
+ * EOF (preallocations) unless the truncate really grows the file.  Whether
+ * the kernel's size must be asked: the library would not trim by itself
+ * and there is something past newsize to free. */
+static bool trim_needs_kernel_size(struct rlfs_mount *mp, fuse_ino_t ino, uint64_t newsize)
+{
+	struct stat cur;
+	if (rlfs_getattr(mp, n2i(ino), &cur) != 0 || !S_ISREG(cur.st_mode) ||
+	    newsize <= (uint64_t)cur.st_size)
+		return false;   /* the library trims by itself */
+	struct rlfs_ioc_extent ext[1];
+	uint32_t count = 0;
+	return rlfs_get_extents(mp, n2i(ino), newsize, UINT64_MAX - newsize, ext, 1, &count) == 0 &&
+	       count > 0;
+}
+
+static void setattr_finish(fuse_req_t req, struct rlfs_mount *mp, fuse_ino_t ino,
+			   const struct stat *attr, unsigned valid)
+{
+	struct stat out;
+	int err = rlfs_setattr(mp, n2i(ino), attr, valid, &out);
+	if (err) {
+		reply_status(req, err);
+		return;
+	}
+	fuse_reply_attr(req, &out, RLFS_FUSE_TIMEOUT);
+}
+
+/* The truncate, on the slow pool: finding the kernel's size opens the
+ * inode by handle through the mount's root, an OPENDIR that other threads
+ * serve (with io_uring, perhaps the ring this request came from). */
+static void setattr_trim_job(struct slow_job *job)
+{
+	struct rlfs_mount *mp = g_mp;
+	if (!mp) {
+		fuse_reply_err(job->req, EIO);
+		return;
+	}
+	struct stat attr;
+	memcpy(&attr, job->in, sizeof(attr));
+	uint64_t ksize;
+	unsigned valid = job->flags;
+	if (kernel_size(job->ino, &ksize) == 0 && ksize >= (uint64_t)attr.st_size)
+		valid |= RLFS_SET_TRIM_EOF;     /* not a real growth */
+	setattr_finish(job->req, mp, job->ino, &attr, valid);
+}
+
 static void rl_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
 		       struct fuse_file_info *fi)
 {
@@ -375,16 +425,43 @@ static void rl_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 	if (to_set & FUSE_SET_ATTR_CTIME)
 		valid |= RLFS_SET_CTIME;
 	/* the kernel's FATTR_KILL_SUIDGID (same bit), sent under
-	 * FUSE_HANDLE_KILLPRIV_V2 when the caller lacks CAP_FSETID */
+	 * FUSE_HANDLE_KILLPRIV_V2 with a chown, and with a truncate when the
+	 * caller lacks CAP_FSETID: setuid, setgid if group-executable, and
+	 * for a truncate setgid also when the caller is outside the file's
+	 * group (setattr_should_drop_sgid) */
+	bool kill_only = (to_set & ~(FUSE_SET_ATTR_KILL_SUID | FUSE_SET_ATTR_KILL_SGID)) == 0;
 	if (to_set & FUSE_SET_ATTR_KILL_SUID)
 		valid |= RLFS_SET_KILL_SUIDGID;
-	struct stat out;
-	int err = rlfs_setattr(mp, n2i(ino), attr, valid, &out);
-	if (err) {
-		reply_status(req, err);
-		return;
+	if (((to_set & FUSE_SET_ATTR_KILL_SUID) && !(valid & (RLFS_SET_UID | RLFS_SET_GID))) ||
+	    kill_only) {
+		/* A SETATTR that sets nothing is the kernel's file_remove_privs
+		 * (fallocate, copy_file_range: file_modified()), sent because
+		 * the caller may not keep setuid/setgid, or because the file
+		 * has security.capability (removed by its own REMOVEXATTR):
+		 * the caller's credentials decide (privs_to_drop). */
+		struct stat cur;
+		if (rlfs_getattr(mp, n2i(ino), &cur) == 0) {
+			unsigned kill = privs_to_drop(req, &cur, !kill_only);
+			if (kill & PRIV_SUID)
+				valid |= RLFS_SET_KILL_SUID;
+			if (kill & PRIV_SGID)
+				valid |= RLFS_SET_KILL_SGID;
+		}
 	}
-	fuse_reply_attr(req, &out, RLFS_FUSE_TIMEOUT);
+	if ((valid & RLFS_SET_SIZE) && attr->st_size >= 0 &&
+	    trim_needs_kernel_size(mp, ino, (uint64_t)attr->st_size)) {
+		struct slow_job *job = calloc(1, sizeof(*job) + sizeof(*attr));
+		if (job) {
+			job->run = setattr_trim_job;
+			job->req = req;
+			job->ino = ino;
+			job->flags = valid;
+			memcpy(job->in, attr, sizeof(*attr));
+			slow_submit(job);
+			return;
+		}
+	}
+	setattr_finish(req, mp, ino, attr, valid);
 }
 
 static void rl_readlink(fuse_req_t req, fuse_ino_t ino)
@@ -587,10 +664,64 @@ static void rl_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	fuse_reply_buf(req, buf, (size_t)n);
 }
 
+/* struct fuse_in_header is 40 bytes; struct fuse_write_in follows it:
+ * fh, offset (u64), size, write_flags (u32) ... (linux/fuse.h) */
+#define RLFS_FUSE_IN_HEADER_BYTES 40
+#define RLFS_FUSE_WRITE_OPCODE 16
+#define RLFS_FUSE_WRITE_FLAGS_OFFSET (RLFS_FUSE_IN_HEADER_BYTES + 20)
+#define RLFS_FUSE_WRITE_KILL_SUIDGID (1u << 2)  /* FUSE_WRITE_KILL_SUIDGID */
+
+/* write_flags of the WRITE this thread is processing (rlfs_process_buf):
+ * libfuse 3.14 keeps only FUSE_WRITE_CACHE (fi->writepage) of them. */
+static _Thread_local uint32_t tl_write_flags;
+
+void rlfs_process_buf(struct fuse_session *se, const struct fuse_buf *fb)
+{
+	tl_write_flags = 0;
+	if (!(fb->flags & FUSE_BUF_IS_FD) && fb->size >= RLFS_FUSE_WRITE_FLAGS_OFFSET + 4) {
+		uint32_t opcode;
+		memcpy(&opcode, (const char *)fb->mem + 4, sizeof(opcode));
+		if (opcode == RLFS_FUSE_WRITE_OPCODE)
+			memcpy(&tl_write_flags, (const char *)fb->mem + RLFS_FUSE_WRITE_FLAGS_OFFSET,
+			       sizeof(tl_write_flags));
+	}
+	fuse_session_process_buf(se, fb);
+}
+
+unsigned privs_to_drop(fuse_req_t req, const struct stat *st, bool lacks_fsetid)
+{
+	if (!S_ISREG(st->st_mode) || !(st->st_mode & (S_ISUID | S_ISGID)))
+		return 0;
+	struct caller_creds c;
+	caller_creds_get(req, &c);
+	if (!lacks_fsetid && c.known && c.fsetid)
+		return 0;
+	unsigned kill = 0;
+	if (st->st_mode & S_ISUID)
+		kill |= PRIV_SUID;
+	/* setgid without group exec marks mandatory locking: it stays for
+	 * a caller in the file's group (and when we cannot tell) */
+	if ((st->st_mode & S_ISGID) &&
+	    ((st->st_mode & S_IXGRP) || (c.known && !caller_in_group(&c, st->st_gid))))
+		kill |= PRIV_SGID;
+	return kill;
+}
+
+/* The direct WRITE's reply, after the kernel has dropped the pages of the
+ * range (see rl_write). */
+static void direct_write_job(struct slow_job *job)
+{
+	struct fuse_session *se = g_se;
+	if (se)
+		fuse_lowlevel_notify_inval_inode(se, job->ino, job->off, (off_t)job->in_len);
+	fuse_reply_write(job->req, job->in_len);
+}
+
 static void rl_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size,
 		     off_t off, struct fuse_file_info *fi)
 {
 	GET_MP(req, mp);
+	uint32_t write_flags = tl_write_flags;
 	/* Writeback of cached pages (writepage): the kernel owns mtime and
 	 * ctime under the writeback cache and sends them in a SETATTR from
 	 * its inode writeback, which may reach us before this WRITE, so the
@@ -598,11 +729,49 @@ static void rl_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 	 * the data entered the cache (the kernel's file_remove_privs, or
 	 * under FUSE_HANDLE_KILLPRIV_V2 a write-through WRITE for a writer
 	 * without CAP_FSETID).  Other WRITEs (write-through, O_DIRECT) stamp
-	 * the times and drop setuid/setgid; libfuse 3.14 does not pass the
-	 * kernel's FUSE_WRITE_KILL_SUIDGID, so a writer with CAP_FSETID loses
-	 * them there too. */
-	ssize_t n = rlfs_write_flags(mp, n2i(ino), buf, size, off,
-				     fi && fi->writepage ? RLFS_WRITE_CACHED : 0);
+	 * the times; they drop setuid/setgid when the kernel says the writer
+	 * lacks CAP_FSETID (FUSE_WRITE_KILL_SUIDGID, read from the raw
+	 * request: libfuse 3.14 drops it), by the kernel's rules. */
+	unsigned wflags = fi && fi->writepage ? RLFS_WRITE_CACHED : 0;
+	if (write_flags & RLFS_FUSE_WRITE_KILL_SUIDGID) {
+		struct stat st;
+		if (rlfs_getattr(mp, n2i(ino), &st) == 0) {
+			unsigned kill = privs_to_drop(req, &st, true);
+			if (kill & PRIV_SUID)
+				wflags |= RLFS_WRITE_KILL_SUID;
+			if (kill & PRIV_SGID)
+				wflags |= RLFS_WRITE_KILL_SGID;
+		}
+	}
+	ssize_t n = rlfs_write_flags(mp, n2i(ino), buf, size, off, wflags);
+	if (n > 0 && fi && !fi->writepage && (fi->flags & O_DIRECT)) {
+		/*
+		 * A direct write: the kernel dropped the range's cached pages
+		 * before sending it, but a buffered read racing it can have
+		 * cached the old bytes again, and for an asynchronous direct
+		 * write (AIO, io_uring) the kernel drops nothing afterwards
+		 * (generic/451).  Drop them before the reply, so a read after
+		 * the write's completion sees the new data.  The invalidation
+		 * waits for pages locked by reads in flight, which other
+		 * threads serve; it runs on the slow pool, which never serves
+		 * READs, so it cannot wait for itself (nor, with io_uring, hold
+		 * the ring thread a READ is queued on).  Write-through WRITEs of
+		 * cached files (not O_DIRECT) keep their pages locked until the
+		 * reply and must not wait for them.
+		 */
+		struct slow_job *job = calloc(1, sizeof(*job));
+		if (job) {
+			job->run = direct_write_job;
+			job->req = req;
+			job->ino = ino;
+			job->off = off;
+			job->in_len = (size_t)n;
+			slow_submit(job);
+			if ((size_t)n < size)
+				full_add(ino);
+			return;
+		}
+	}
 	if (n < 0) {
 		reply_status(req, (int)n);
 	} else {

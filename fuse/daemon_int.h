@@ -28,6 +28,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include <reflinkfs/fs.h>
@@ -96,6 +97,16 @@ void free_tlbuf(void *p);
 /* A per-thread buffer of at least size bytes (reused), or NULL. */
 char *thread_buf(size_t size);
 void rl_destroy(void *userdata);
+/* Which of setuid (PRIV_SUID) and setgid (PRIV_SGID) a change of a file's
+ * data by req's caller must clear, st being the file: the kernel's
+ * setattr_should_drop_suidgid (fs/attr.c): nothing for a caller with
+ * CAP_FSETID; else setuid, and setgid if group-executable or the caller is
+ * outside the file's group.  lacks_fsetid: the kernel already said the
+ * caller lacks CAP_FSETID; otherwise /proc is asked (callerfd.c), and a
+ * caller it cannot see is taken to lack it. */
+#define PRIV_SUID 1u
+#define PRIV_SGID 2u
+unsigned privs_to_drop(fuse_req_t req, const struct stat *st, bool lacks_fsetid);
 
 /* flush.c */
 #define RLFS_WHASH 1024
@@ -107,6 +118,10 @@ void barrier_released(pid_t tid);
 bool kernel_ends_writeback_on_reply(void);
 bool need_flush(void);
 void flush_and_wait(const fuse_ino_t *nodes, int n);
+/* The size the kernel holds for nodeid (under the writeback cache it owns
+ * the size, which can be ahead of the library's), without a request and
+ * without the inode lock: 0, or -errno (-ESTALE: not cached). */
+int kernel_size(fuse_ino_t nodeid, uint64_t *size);
 
 /* A request handed to the slow pool (slow_submit): it keeps copies of
  * everything it needs from the request buffer. */
@@ -150,6 +165,21 @@ int callerfd_init(const char *mnt, bool allow_other);
  * another filesystem, or one the daemon cannot prove is on this one. */
 int callerfd_get(fuse_req_t req, int64_t fd, struct caller_file *cf);
 void callerfd_put(struct caller_file *cf);
+
+/* The caller's groups and CAP_FSETID (callerfd.c): known false if /proc
+ * could not tell (no pid, caller gone). */
+#define CALLER_MAX_GROUPS 256
+struct caller_creds {
+	bool known;
+	bool fsetid;            /* CAP_FSETID in the initial user namespace */
+	gid_t fsgid;
+	int ngroups;
+	gid_t groups[CALLER_MAX_GROUPS];
+};
+/* 0, or -ESRCH (c->known false; fsgid still set from the request). */
+int caller_creds_get(fuse_req_t req, struct caller_creds *c);
+/* in_group_p(): gid is the caller's fsgid or one of its groups. */
+bool caller_in_group(const struct caller_creds *c, gid_t gid);
 
 /* session.c */
 void unescape_mountinfo(char *s);

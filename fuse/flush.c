@@ -123,9 +123,11 @@ bool g_wb_on_reply;
 cpu_set_t g_affinity;
 bool g_affinity_ok;
 
-/* mnt_fd: the mount's root (the daemon keeps no descriptor open on the
- * mount between flushes: it would make umount fail with EBUSY). */
-static int flush_node(int mnt_fd, fuse_ino_t nodeid)
+/* Open the kernel's cached inode of nodeid by file handle (flags: open
+ * flags).  mnt_fd: any descriptor on the mount (the daemon keeps none open
+ * between uses: it would make umount fail with EBUSY).  A descriptor, or
+ * -1 with errno (ESTALE: the kernel has no such inode cached). */
+static int open_node(int mnt_fd, fuse_ino_t nodeid, int flags)
 {
 	struct {
 		struct file_handle fh;
@@ -137,7 +139,34 @@ static int flush_node(int mnt_fd, fuse_ino_t nodeid)
 	h.fid[0] = (uint32_t)(nodeid >> 32);
 	h.fid[1] = (uint32_t)nodeid;
 	h.fid[2] = 0;                   /* generation: fill_entry */
-	int fd = open_by_handle_at(mnt_fd, &h.fh, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+	return open_by_handle_at(mnt_fd, &h.fh, flags | O_CLOEXEC);
+}
+
+int kernel_size(fuse_ino_t nodeid, uint64_t *size)
+{
+	/* open_by_handle_at wants a real descriptor, not O_PATH */
+	int mnt_fd = open(g_mnt, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (mnt_fd < 0)
+		return -errno;
+	int err = 0;
+	int fd = open_node(mnt_fd, nodeid, O_PATH);
+	if (fd < 0) {
+		err = -errno;
+	} else {
+		struct statx stx;
+		if (statx(fd, "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, STATX_SIZE, &stx) < 0)
+			err = -errno;
+		else
+			*size = stx.stx_size;
+		close(fd);
+	}
+	close(mnt_fd);
+	return err;
+}
+
+static int flush_node(int mnt_fd, fuse_ino_t nodeid)
+{
+	int fd = open_node(mnt_fd, nodeid, O_RDONLY | O_NONBLOCK);
 	if (fd < 0)
 		return errno == ESTALE ? 0 : -errno;   /* not cached: no dirty pages */
 	int err = 0;

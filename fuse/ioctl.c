@@ -248,6 +248,19 @@ static void after_change(struct rlfs_mount *mp, fuse_ino_t node, uint64_t off, u
 	free(buf);
 }
 
+/* Remove security.capability from node (file_remove_privs' ATTR_KILL_PRIV:
+ * whoever changes a file's data, the capabilities go), and tell the
+ * kernel, which caches the xattr's absence per inode (S_NOSEC). */
+static void drop_capabilities(struct rlfs_mount *mp, fuse_ino_t node)
+{
+	int err = rlfs_removexattr(mp, n2i(node), "security.capability");
+	if (err == 0 && g_se)
+		fuse_lowlevel_notify_inval_inode(g_se, node, -1, 0);
+	else if (err && err != -ENODATA)
+		logmsg("reflinkfs: cannot remove security.capability of inode %llu: %s",
+		       (unsigned long long)n2i(node), strerror(-err));
+}
+
 /* remap_verify_area (fs/remap_range.c): loff_t offsets and lengths that
  * do not wrap. */
 static bool remap_area_ok(uint64_t pos, uint64_t len)
@@ -290,7 +303,6 @@ static int clone_checked(fuse_req_t req, struct rlfs_mount *mp, fuse_ino_t ino,
 			 struct fuse_file_info *fi, unsigned ioflags, const struct caller_file *cf,
 			 uint64_t src_off, uint64_t len, uint64_t dst_off)
 {
-	const struct fuse_ctx *ctx = req_ctx(req);
 	uint64_t src = cf->ino;
 	int src_flags = cf->flags;
 	int err;
@@ -319,7 +331,14 @@ static int clone_checked(fuse_req_t req, struct rlfs_mount *mp, fuse_ino_t ino,
 	err = rlfs_getattr(mp, dst, &dstt);
 	if (err)
 		return err;
-	unsigned kill = ctx->uid != 0 ? RLFS_CLONE_KILL_SUID : 0;
+	/* file_remove_privs(dst) as the kernel's remap prep does it:
+	 * security.capability goes whoever clones (new contents must not
+	 * run with the old file's capabilities), setuid/setgid by the
+	 * caller's credentials */
+	drop_capabilities(mp, ino);
+	unsigned priv = privs_to_drop(req, &dstt, false);
+	unsigned kill = (priv ? RLFS_CLONE_KILL_SUID : 0) |
+			((priv & PRIV_SGID) ? RLFS_CLONE_KILL_SGID : 0);
 	int64_t r = rlfs_clone_range(mp, src, src_off, dst, dst_off, len, kill);
 	if (r > 0) {
 		uint64_t bs = fs_blocksize(mp);
@@ -350,7 +369,8 @@ static int do_get_extents(struct rlfs_mount *mp, fuse_ino_t ino, struct rlfs_ioc
 	return 0;
 }
 
-static int do_unshare(struct rlfs_mount *mp, fuse_ino_t ino, struct fuse_file_info *fi,
+static int do_unshare(fuse_req_t req, struct rlfs_mount *mp, fuse_ino_t ino,
+		      struct fuse_file_info *fi,
 		      unsigned ioflags, const struct rlfs_ioc_unshare *u)
 {
 	if (u->reserved || u->reserved2[0] || u->reserved2[1] ||
@@ -371,6 +391,19 @@ static int do_unshare(struct rlfs_mount *mp, fuse_ino_t ino, struct fuse_file_in
 	int err = rlfs_getattr(mp, n2i(ino), &st);
 	if (err)
 		return err;
+	/* xfs_file_fallocate: file_modified() first, as for every mode */
+	drop_capabilities(mp, ino);
+	unsigned priv = privs_to_drop(req, &st, false);
+	if (priv) {
+		struct stat out;
+		err = rlfs_setattr(mp, n2i(ino), &st,
+				   ((priv & PRIV_SUID) ? RLFS_SET_KILL_SUID : 0) |
+				   ((priv & PRIV_SGID) ? RLFS_SET_KILL_SGID : 0), &out);
+		if (err)
+			return err;
+		if (g_se)
+			fuse_lowlevel_notify_inval_inode(g_se, ino, -1, 0);
+	}
 	int mode = FALLOC_FL_UNSHARE_RANGE;
 	if (u->flags & RLFS_IOC_UNSHARE_KEEP_SIZE)
 		mode |= FALLOC_FL_KEEP_SIZE;
@@ -453,7 +486,7 @@ static void ioctl_work(fuse_req_t req, fuse_ino_t ino, unsigned int c,
 			return;
 		}
 		memcpy(&a, in_buf, sizeof(a));
-		err = do_unshare(mp, ino, fi, flags, &a);
+		err = do_unshare(req, mp, ino, fi, flags, &a);
 		if (err)
 			reply_status(req, err);
 		else

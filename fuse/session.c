@@ -395,7 +395,7 @@ static int worker_loop(struct fuse_buf *buf)
 			continue;
 		if (err <= 0)
 			break;          /* 0: session ended (unmounted) */
-		fuse_session_process_buf(g_se, buf);
+		rlfs_process_buf(g_se, buf);
 		if (cnt)
 			atomic_fetch_sub(cnt, 1);
 		err = 0;

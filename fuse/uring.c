@@ -476,7 +476,7 @@ static void *bulk_thread(void *arg)
 		if (!g_bulk_head)
 			g_bulk_tail = &g_bulk_head;
 		pthread_mutex_unlock(&g_bulk_lock);
-		fuse_session_process_buf(g_se, &e->bulk_fb);
+		rlfs_process_buf(g_se, &e->bulk_fb);
 		pthread_mutex_lock(&g_bulk_lock);
 	}
 	pthread_mutex_unlock(&g_bulk_lock);
@@ -508,7 +508,7 @@ static void bulk_submit(struct ring_ent *e)
 		/* the bulk threads are gone: serve it here (the reply goes
 		 * through the pending list like a bulk thread's) */
 		pthread_mutex_unlock(&g_bulk_lock);
-		fuse_session_process_buf(g_se, &e->bulk_fb);
+		rlfs_process_buf(g_se, &e->bulk_fb);
 		return;
 	}
 	e->next_bulk = NULL;
@@ -577,7 +577,7 @@ static void serve_request(struct ring_ent *e)
 		return;
 	}
 	tl_cur = e;
-	fuse_session_process_buf(g_se, &fb);
+	rlfs_process_buf(g_se, &fb);
 	tl_cur = NULL;
 }
 

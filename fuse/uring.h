@@ -60,4 +60,14 @@ void rlfs_uring_quiesce(void);
  */
 void rlfs_uring_stop(void);
 
+/*
+ * Provided by the daemon (fuse/daemon.c): fuse_session_process_buf(se, fb)
+ * for one request read into memory, after noting the raw request fields
+ * that libfuse 3.14 drops (a WRITE's write_flags: FUSE_WRITE_KILL_SUIDGID).
+ * Every request loop (/dev/fuse workers, ring and bulk threads) processes
+ * requests through it.
+ */
+struct fuse_buf;
+void rlfs_process_buf(struct fuse_session *se, const struct fuse_buf *fb);
+
 #endif

@@ -375,15 +375,25 @@ static int read_mapped(struct rlfs_inode *ip, uint8_t *buf, uint64_t pos, uint64
 	return 0;
 }
 
-/* setuid is always dropped on write/chown; setgid only with group exec
- * (without it, setgid marks mandatory locking).  Kernel: file_remove_privs,
- * setattr_should_drop_sgid. */
-static void kill_suid(struct rlfs_inode *ip)
+/* How drop_privs clears setuid/setgid. */
+#define KILL_SUID       (1u << 0)       /* S_ISUID */
+#define KILL_SGID       (1u << 1)       /* S_ISGID, whatever the group bits */
+#define KILL_SGID_GX    (1u << 2)       /* S_ISGID if group-executable */
+
+/* Clear the bits kill asks for on a non-directory.  Without group exec,
+ * setgid marks mandatory locking and survives KILL_SGID_GX (the kernel's
+ * setattr_should_drop_sgid, fs/attr.c; which bits a data change must
+ * clear depends on the caller's CAP_FSETID and groups, which only the
+ * caller of the library knows). */
+static void drop_privs(struct rlfs_inode *ip, unsigned kill)
 {
 	if (S_ISDIR(ip->mode))
 		return;
-	uint32_t mode = ip->mode & ~(uint32_t)S_ISUID;
-	if ((mode & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP))
+	uint32_t mode = ip->mode;
+	if (kill & KILL_SUID)
+		mode &= ~(uint32_t)S_ISUID;
+	if ((kill & KILL_SGID) ||
+	    ((kill & KILL_SGID_GX) && (mode & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP)))
 		mode &= ~(uint32_t)S_ISGID;
 	/* store only on a change: the file type is read without the iolock
 	 * (iget_reg, fallocate), so do not rewrite the word needlessly */
@@ -508,8 +518,9 @@ int rlfs_setattr(struct rlfs_mount *mp, uint64_t ino, const struct stat *st,
 		goto out;
 	}
 
-	bool shrink = (valid & RLFS_SET_SIZE) && newsize < ip->size;
-	if (shrink && (newsize & bmask(mp))) {
+	bool shrink = (valid & RLFS_SET_SIZE) &&
+		      (newsize <= ip->size || (valid & RLFS_SET_TRIM_EOF));
+	if ((valid & RLFS_SET_SIZE) && newsize < ip->size && (newsize & bmask(mp))) {
 		/* zero the tail of the new last block (truncate_pagecache_range) */
 		error = zero_partial(ip, newsize, (newsize | bmask(mp)) + 1);
 		if (error < 0)
@@ -528,9 +539,16 @@ int rlfs_setattr(struct rlfs_mount *mp, uint64_t ino, const struct stat *st,
 		ip->uid = st->st_uid;
 	if (valid & RLFS_SET_GID)
 		ip->gid = st->st_gid;
-	if ((valid & (RLFS_SET_UID | RLFS_SET_GID | RLFS_SET_KILL_SUIDGID)) &&
-	    !(valid & RLFS_SET_MODE))
-		kill_suid(ip);
+	if (!(valid & RLFS_SET_MODE)) {
+		unsigned kill = 0;
+		if (valid & (RLFS_SET_UID | RLFS_SET_GID | RLFS_SET_KILL_SUIDGID))
+			kill |= KILL_SUID | KILL_SGID_GX;
+		if (valid & RLFS_SET_KILL_SUID)
+			kill |= KILL_SUID;
+		if (valid & RLFS_SET_KILL_SGID)
+			kill |= KILL_SGID;
+		drop_privs(ip, kill);
+	}
 	if (valid & RLFS_SET_ATIME_NOW)
 		ip->atime = now;
 	else if (valid & RLFS_SET_ATIME)
@@ -539,13 +557,17 @@ int rlfs_setattr(struct rlfs_mount *mp, uint64_t ino, const struct stat *st,
 		ip->mtime = now;
 	else if (valid & RLFS_SET_MTIME)
 		ip->mtime = st->st_mtim;
-	if ((valid & RLFS_SET_SIZE) && newsize != ip->size) {
-		if (!(valid & (RLFS_SET_MTIME | RLFS_SET_MTIME_NOW)))
-			ip->mtime = now;
+	if (valid & RLFS_SET_SIZE) {
 		uint64_t oldsize = ip->size;
-		ip->size = newsize;
-		rlfs_trans_log_inode(tp, ip);
-		if (newsize < oldsize) {
+		if (newsize != oldsize) {
+			if (!(valid & (RLFS_SET_MTIME | RLFS_SET_MTIME_NOW)))
+				ip->mtime = now;
+			ip->size = newsize;
+			rlfs_trans_log_inode(tp, ip);
+		}
+		/* xfs_setattr_size: a truncate that does not grow the file
+		 * frees every block past the new EOF, preallocations too */
+		if (newsize <= oldsize || (valid & RLFS_SET_TRIM_EOF)) {
 			uint64_t fb = rlfs_b_to_fsb(mp, newsize);
 			error = unmap_rolled(&tp, ip, fb, UINT64_MAX - fb);
 			if (error)
@@ -595,10 +617,10 @@ ssize_t rlfs_read(struct rlfs_mount *mp, uint64_t ino, void *buf, size_t size, o
 	return ret;
 }
 
-/* After a write of [.., wend): size, and unless wflags has
- * RLFS_WRITE_CACHED times and privileges.  The inode is logged only if
- * one of them changed: a cached overwrite inside EOF (FUSE writeback of
- * a rewritten page) leaves the inode core alone. */
+/* After a write of [.., wend): size; unless wflags has RLFS_WRITE_CACHED,
+ * times; setuid/setgid as the RLFS_WRITE_KILL_* bits say.  The inode is
+ * logged only if one of them changed: a cached overwrite inside EOF (FUSE
+ * writeback of a rewritten page) leaves the inode core alone. */
 static void write_update_inode(struct rlfs_trans *tp, struct rlfs_inode *ip, uint64_t wend,
 			       unsigned wflags)
 {
@@ -611,8 +633,19 @@ static void write_update_inode(struct rlfs_trans *tp, struct rlfs_inode *ip, uin
 		struct timespec now;
 		rlfs_now(&now);
 		ip->mtime = ip->ctime = now;
-		kill_suid(ip);
 		changed = true;
+	}
+	unsigned kill = 0;
+	if (wflags & RLFS_WRITE_KILL_SUIDGID)
+		kill |= KILL_SUID | KILL_SGID_GX;
+	if (wflags & RLFS_WRITE_KILL_SUID)
+		kill |= KILL_SUID;
+	if (wflags & RLFS_WRITE_KILL_SGID)
+		kill |= KILL_SGID;
+	if (kill) {
+		uint32_t before = ip->mode;
+		drop_privs(ip, kill);
+		changed |= ip->mode != before;
 	}
 	tp->mp->data_dirty++;
 	ip->data_dirty = true;
@@ -623,7 +656,7 @@ static void write_update_inode(struct rlfs_trans *tp, struct rlfs_inode *ip, uin
 ssize_t rlfs_write(struct rlfs_mount *mp, uint64_t ino, const void *buf, size_t size,
 		   off_t off)
 {
-	return rlfs_write_flags(mp, ino, buf, size, off, 0);
+	return rlfs_write_flags(mp, ino, buf, size, off, RLFS_WRITE_KILL_SUIDGID);
 }
 
 ssize_t rlfs_write_flags(struct rlfs_mount *mp, uint64_t ino, const void *buf, size_t size,
@@ -992,8 +1025,6 @@ int rlfs_fallocate(struct rlfs_mount *mp, uint64_t ino, int mode, off_t off, off
 		if (!error && !(mode & FALLOC_FL_KEEP_SIZE) && end > ip->size)
 			ip->size = end;
 		ip->mtime = ip->ctime = now;
-		if (mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE))
-			kill_suid(ip);
 		if (wrote)
 			mp->data_dirty++;
 		rlfs_trans_log_inode(tp, ip);

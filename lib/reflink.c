@@ -415,11 +415,12 @@ int rlfs_reflink_unshare(struct rlfs_inode *ip, uint64_t fb0, uint64_t fb1)
 /* Clone range                                                         */
 /* ------------------------------------------------------------------ */
 
-/* file_remove_privs: setuid always, setgid only with group exec. */
-static void clone_kill_suid(struct rlfs_inode *ip)
+/* file_remove_privs: setuid always, setgid with group exec, or always
+ * with RLFS_CLONE_KILL_SGID (a caller outside the file's group). */
+static void clone_kill_suid(struct rlfs_inode *ip, unsigned flags)
 {
 	uint32_t mode = ip->mode & ~(uint32_t)S_ISUID;
-	if ((mode & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP))
+	if ((mode & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP) || (flags & RLFS_CLONE_KILL_SGID))
 		mode &= ~(uint32_t)S_ISGID;
 	if (mode != ip->mode) /* others read the type bits without the iolock */
 		ip->mode = mode;
@@ -462,8 +463,8 @@ static int clone_blocks(struct rlfs_inode *src, uint64_t sb, struct rlfs_inode *
 			struct timespec now;
 			rlfs_now(&now);
 			dst->mtime = dst->ctime = now;
-			if ((flags & RLFS_CLONE_KILL_SUID))
-				clone_kill_suid(dst);
+			if (flags & (RLFS_CLONE_KILL_SUID | RLFS_CLONE_KILL_SGID))
+				clone_kill_suid(dst, flags);
 		}
 		uint64_t pos = done;
 		uint32_t pieces = 0;
@@ -566,7 +567,7 @@ int64_t rlfs_clone_range(struct rlfs_mount *mp, uint64_t src_ino, uint64_t src_o
 	if (src_off > INT64_MAX || dst_off > INT64_MAX || len > INT64_MAX ||
 	    len > (uint64_t)INT64_MAX - src_off || len > (uint64_t)INT64_MAX - dst_off)
 		return -EINVAL;
-	if (flags & ~RLFS_CLONE_KILL_SUID)
+	if (flags & ~(RLFS_CLONE_KILL_SUID | RLFS_CLONE_KILL_SGID))
 		return -EINVAL;
 	error = rlfs_iget(mp, src_ino, &src);
 	if (error)

@@ -64,6 +64,18 @@ int rlfs_getattr(struct rlfs_mount *mp, uint64_t ino, struct stat *st);
  * the mode (FUSE FATTR_KILL_SUIDGID: a truncate by a caller without
  * CAP_FSETID under FUSE_HANDLE_KILLPRIV_V2) */
 #define RLFS_SET_KILL_SUIDGID (1u << 9)
+/* clear setuid / setgid (whatever the group bits), unless RLFS_SET_MODE:
+ * the caller worked out which bits a change by its own caller must clear
+ * (the kernel's setattr_should_drop_suidgid: setgid without group exec
+ * goes too when that caller is outside the file's group) */
+#define RLFS_SET_KILL_SUID (1u << 10)
+#define RLFS_SET_KILL_SGID (1u << 11)
+/* A size change frees every block past the new EOF (preallocations too)
+ * when it does not grow the file, as XFS's truncate does.  A cache above
+ * the library may hold a larger size than the library has seen yet (the
+ * FUSE writeback cache); TRIM_EOF tells a "growing" size change that it
+ * does not really grow the file, so that it trims as well. */
+#define RLFS_SET_TRIM_EOF (1u << 12)
 /* st carries the new values for the fields in valid; out gets the result.
  * Size changes: -EFBIG past the max file size, -EISDIR on a directory,
  * -EPERM if immutable/append-only.  Clears setuid/setgid on chown. */
@@ -106,7 +118,9 @@ int rlfs_readdir(struct rlfs_mount *mp, uint64_t dir, uint64_t cookie, int plus,
 /* Data: pread(2)/pwrite(2) semantics.  Returns bytes (read: short at EOF). */
 ssize_t rlfs_read(struct rlfs_mount *mp, uint64_t ino, void *buf, size_t size, off_t off);
 /* Write: -EFBIG past max size, -ENOSPC, -EPERM immutable; append-only
- * files accept only writes at EOF. Updates mtime/ctime, clears suid/sgid. */
+ * files accept only writes at EOF.  Updates mtime/ctime, clears setuid
+ * (and setgid if group-executable): rlfs_write_flags with
+ * RLFS_WRITE_KILL_SUIDGID. */
 ssize_t rlfs_write(struct rlfs_mount *mp, uint64_t ino, const void *buf, size_t size,
 		   off_t off);
 /* rlfs_write with flags: RLFS_WRITE_CACHED is the writeback of pages a
@@ -118,13 +132,24 @@ ssize_t rlfs_write(struct rlfs_mount *mp, uint64_t ino, const void *buf, size_t 
  * writer with CAP_FSETID keeps them, as on XFS).  Returns and errors
  * as rlfs_write. */
 #define RLFS_WRITE_CACHED (1u << 0)
+/* Privileges, for any write: clear setuid, and setgid if group-executable
+ * (KILL_SUIDGID: what a writer without CAP_FSETID loses unless the caller
+ * knows better); or exactly setuid (KILL_SUID) / setgid (KILL_SGID).
+ * Without any of them a write leaves both bits alone (a writer with
+ * CAP_FSETID, as on XFS). */
+#define RLFS_WRITE_KILL_SUIDGID (1u << 1)
+#define RLFS_WRITE_KILL_SUID (1u << 2)
+#define RLFS_WRITE_KILL_SGID (1u << 3)
 ssize_t rlfs_write_flags(struct rlfs_mount *mp, uint64_t ino, const void *buf, size_t size,
 			 off_t off, unsigned wflags);
 /* fsync(2)/fdatasync(2): data and the metadata describing it are on the device. */
 int rlfs_fsync(struct rlfs_mount *mp, uint64_t ino, int datasync);
 /* fallocate(2): mode 0, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE|KEEP_SIZE,
  * FALLOC_FL_ZERO_RANGE (±KEEP_SIZE), FALLOC_FL_UNSHARE_RANGE (±KEEP_SIZE:
- * give the range private copies of shared blocks); others -EOPNOTSUPP. */
+ * give the range private copies of shared blocks); others -EOPNOTSUPP.
+ * Updates mtime/ctime; setuid/setgid are the caller's business (the
+ * kernel's file_modified() depends on its caller's credentials: a FUSE
+ * daemon gets a SETATTR for it, see rlfs_setattr's KILL bits). */
 int rlfs_fallocate(struct rlfs_mount *mp, uint64_t ino, int mode, off_t off, off_t len);
 /* lseek(2) SEEK_DATA / SEEK_HOLE (unwritten extents count as holes for
  * SEEK_DATA only if... no: as data, like XFS without page cache probing).
@@ -155,7 +180,11 @@ int rlfs_removexattr(struct rlfs_mount *mp, uint64_t ino, const char *name);
  * (fd and open-mode checks, -EBADF/-EXDEV, are the caller's: the FUSE
  * daemon resolves file descriptors.)
  */
-#define RLFS_CLONE_KILL_SUID (1u << 0) /* caller is not root: clear S_ISUID/S_ISGID on dst */
+/* flags: KILL_SUID, the caller lacks CAP_FSETID: clear dst's S_ISUID, and
+ * S_ISGID if group-executable; KILL_SGID: clear S_ISGID in any case (a
+ * caller outside dst's group).  Done in the clone's first transaction. */
+#define RLFS_CLONE_KILL_SUID (1u << 0)
+#define RLFS_CLONE_KILL_SGID (1u << 1)
 int64_t rlfs_clone_range(struct rlfs_mount *mp, uint64_t src_ino, uint64_t src_off,
 			 uint64_t dst_ino, uint64_t dst_off, uint64_t len, unsigned flags);
 

@@ -13,6 +13,7 @@
  * unlinked file at its last forget.
  */
 #include "testutil.h"
+#include <reflinkfs/ioctl.h>
 
 #include <fcntl.h>
 #include <linux/falloc.h>
@@ -723,10 +724,41 @@ static void test_setattr(void **state)
 	assert_int_equal(out.st_mtim.tv_sec, 2000);
 	assert_int_equal(out.st_mtim.tv_nsec, 7);
 	assert_true(out.st_ctim.tv_sec == ct0.tv_sec && out.st_ctim.tv_nsec == ct0.tv_nsec);
+	/* a non-cached write without KILL bits (a writer with CAP_FSETID)
+	 * stamps the times and keeps setuid/setgid */
 	assert_int_equal(rlfs_write_flags(fs.mp, ino, buf, 10, 0, 0), 10);
 	assert_int_equal(rlfs_getattr(fs.mp, ino, &out), 0);
-	assert_int_equal(out.st_mode, S_IFREG | 0775);
+	assert_int_equal(out.st_mode, S_IFREG | 06775);
 	assert_true(out.st_mtim.tv_sec > 2000);
+	/* KILL_SUIDGID: setuid, and setgid with group exec */
+	assert_int_equal(rlfs_write_flags(fs.mp, ino, buf, 10, 0, RLFS_WRITE_KILL_SUIDGID), 10);
+	assert_int_equal(rlfs_getattr(fs.mp, ino, &out), 0);
+	assert_int_equal(out.st_mode, S_IFREG | 0775);
+	/* without group exec setgid survives KILL_SUIDGID, not KILL_SGID */
+	st.st_mode = 06765;
+	assert_int_equal(rlfs_setattr(fs.mp, ino, &st, RLFS_SET_MODE, &out), 0);
+	assert_int_equal(rlfs_write_flags(fs.mp, ino, buf, 10, 0, RLFS_WRITE_KILL_SUIDGID), 10);
+	assert_int_equal(rlfs_getattr(fs.mp, ino, &out), 0);
+	assert_int_equal(out.st_mode, S_IFREG | 02765);
+	assert_int_equal(rlfs_write_flags(fs.mp, ino, buf, 10, 0, RLFS_WRITE_KILL_SGID), 10);
+	assert_int_equal(rlfs_getattr(fs.mp, ino, &out), 0);
+	assert_int_equal(out.st_mode, S_IFREG | 0765);
+	/* rlfs_write is KILL_SUIDGID */
+	st.st_mode = 06775;
+	assert_int_equal(rlfs_setattr(fs.mp, ino, &st, RLFS_SET_MODE, &out), 0);
+	pwrite_all(&fs, ino, buf, 1, 0);
+	assert_int_equal(rlfs_getattr(fs.mp, ino, &out), 0);
+	assert_int_equal(out.st_mode, S_IFREG | 0775);
+	/* setattr's explicit KILL bits: exactly the bit asked for */
+	st.st_mode = 06765;
+	assert_int_equal(rlfs_setattr(fs.mp, ino, &st, RLFS_SET_MODE, &out), 0);
+	assert_int_equal(rlfs_setattr(fs.mp, ino, &st, RLFS_SET_KILL_SUID, &out), 0);
+	assert_int_equal(out.st_mode, S_IFREG | 02765);
+	assert_int_equal(rlfs_setattr(fs.mp, ino, &st, RLFS_SET_KILL_SGID, &out), 0);
+	assert_int_equal(out.st_mode, S_IFREG | 0765);
+	tu_remount(&fs);
+	assert_int_equal(rlfs_getattr(fs.mp, ino, &out), 0);
+	assert_int_equal(out.st_mode, S_IFREG | 0765);
 	/* FATTR_KILL_SUIDGID on a truncate; setgid stays without group exec */
 	st.st_mode = 06765;
 	assert_int_equal(rlfs_setattr(fs.mp, ino, &st, RLFS_SET_MODE, &out), 0);
@@ -741,6 +773,58 @@ static void test_setattr(void **state)
 			 -EISDIR);
 	assert_int_equal(rlfs_getattr(fs.mp, 123456789, &out), -ENOENT);
 	assert_int_equal(rlfs_fsync(fs.mp, ino, 0), 0);
+	tu_unmount(&fs);
+}
+
+/* ---- a truncate that does not grow the file frees preallocations past
+ * the new EOF (xfs_setattr_size); one that grows it keeps them, unless
+ * RLFS_SET_TRIM_EOF says it does not really grow it ---- */
+
+static uint32_t extents_from(struct tu_fs *fs, uint64_t ino, uint64_t start)
+{
+	struct rlfs_ioc_extent ext[8];
+	uint32_t count = 0;
+	assert_int_equal(rlfs_get_extents(fs->mp, ino, start, UINT64_MAX - start, ext, 8, &count),
+			 0);
+	return count;
+}
+
+static void test_truncate_prealloc(void **state)
+{
+	struct tu_fs fs;
+	tu_mkfs_mount(&fs, 32 * MiB, 4096, 1);
+	uint64_t ino = mkfile(&fs, "p");
+	char buf[65536];
+	struct stat st, out;
+	memset(buf, 'p', sizeof(buf));
+	pwrite_all(&fs, ino, buf, sizeof(buf), 0);
+	uint64_t free0 = bfree(&fs);
+	/* same size */
+	assert_int_equal(rlfs_fallocate(fs.mp, ino, FALLOC_FL_KEEP_SIZE, 65536, 192 * 1024), 0);
+	assert_int_equal(extents_from(&fs, ino, 65536), 1);
+	st.st_size = 65536;
+	assert_int_equal(rlfs_setattr(fs.mp, ino, &st, RLFS_SET_SIZE, &out), 0);
+	assert_int_equal(extents_from(&fs, ino, 65536), 0);
+	assert_int_equal(bfree(&fs), free0);
+	/* shrinking */
+	assert_int_equal(rlfs_fallocate(fs.mp, ino, FALLOC_FL_KEEP_SIZE, 65536, 192 * 1024), 0);
+	st.st_size = 32768;
+	assert_int_equal(rlfs_setattr(fs.mp, ino, &st, RLFS_SET_SIZE, &out), 0);
+	assert_int_equal(extents_from(&fs, ino, 32768), 0);
+	/* growing keeps what lies past the new size */
+	assert_int_equal(rlfs_fallocate(fs.mp, ino, FALLOC_FL_KEEP_SIZE, 65536, 192 * 1024), 0);
+	st.st_size = 131072;
+	assert_int_equal(rlfs_setattr(fs.mp, ino, &st, RLFS_SET_SIZE, &out), 0);
+	assert_int_equal(extents_from(&fs, ino, 131072), 1);
+	/* ...unless the caller knows better */
+	st.st_size = 196608;
+	assert_int_equal(rlfs_setattr(fs.mp, ino, &st, RLFS_SET_SIZE | RLFS_SET_TRIM_EOF, &out),
+			 0);
+	assert_int_equal(out.st_size, 196608);
+	assert_int_equal(extents_from(&fs, ino, 196608), 0);
+	assert_int_equal(extents_from(&fs, ino, 65536), 1);
+	tu_remount(&fs);
+	assert_int_equal(extents_from(&fs, ino, 196608), 0);
 	tu_unmount(&fs);
 }
 
@@ -1156,6 +1240,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_seek),
 		cmocka_unit_test(test_setattr),
+		cmocka_unit_test(test_truncate_prealloc),
 		cmocka_unit_test(test_efbig),
 		cmocka_unit_test(test_unlink_open),
 		cmocka_unit_test(test_seq_append),
