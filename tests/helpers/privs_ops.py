@@ -29,33 +29,17 @@ FICLONE = 0x40049409
 libc = ctypes.CDLL(None, use_errno=True)
 
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from posix_ops import child_as, res as _res  # noqa: E402
+
+
 def res(fn):
-    try:
-        fn()
-        return "ok"
-    except OSError as e:
-        return errno.errorcode.get(e.errno, str(e.errno))
+    """'ok' or the errno name (fn's return value is not shown)."""
+    return _res(lambda: (fn(), None)[1])
 
 
 def as_user(uid, gid, fn):
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(r)
-        try:
-            os.setgroups([])
-            os.setresgid(gid, gid, gid)
-            os.setresuid(uid, uid, uid)
-            out = res(fn)
-        except Exception as e:  # noqa
-            out = "exception %r" % e
-        os.write(w, out.encode())
-        os._exit(0)
-    os.close(w)
-    out = os.read(r, 200).decode()
-    os.close(r)
-    os.waitpid(pid, 0)
-    return out
+    return child_as(uid, gid, lambda: (fn(), None)[1])
 
 
 def state(p):
