@@ -36,6 +36,9 @@
 #ifndef RENAME_EXCHANGE
 #define RENAME_EXCHANGE (1 << 1)
 #endif
+#ifndef RENAME_WHITEOUT
+#define RENAME_WHITEOUT (1 << 2)
+#endif
 
 /* Largest link count (XFS_MAXLINK). */
 #define RLFS_LINK_MAX 0x7fffffffu
@@ -787,22 +790,56 @@ static int is_ancestor(struct rlfs_mount *mp, uint64_t anc_ino, uint64_t start_i
 			    (unsigned long long)start_ino);
 }
 
+/*
+ * The whiteout of a RENAME_WHITEOUT rename, made in tp: a new character
+ * device 0:0 with mode 0 (the kernel's WHITEOUT_MODE/WHITEOUT_DEV) owned
+ * by uid and gid (the group of a setgid directory dp instead), which the
+ * caller links at the source name.  XFS: xfs_rename_alloc_whiteout.
+ * *wipp is referenced (released by the caller after commit or cancel,
+ * which is what frees a cancelled new inode).
+ */
+static int make_whiteout(struct rlfs_trans *tp, struct rlfs_inode *dp, uid_t uid, gid_t gid,
+			 struct rlfs_inode **wipp)
+{
+	uint64_t wino;
+	int error = rlfs_ialloc(tp, dp->ino, &wino);
+	if (error)
+		return error;
+	if (dp->mode & S_ISGID)
+		gid = dp->gid;
+	error = rlfs_inode_init(tp, wino, S_IFCHR, uid, gid, 0, 0, wipp);
+	if (error)
+		return error;
+	(*wipp)->nlink = 1;
+	rlfs_trans_log_inode(tp, *wipp);
+	return 0;
+}
+
 int rlfs_rename(struct rlfs_mount *mp, uint64_t dir, const char *name, uint64_t newdir,
 		const char *newname, unsigned flags)
 {
-	struct rlfs_inode *sdp = NULL, *tdp = NULL, *sip = NULL, *tip = NULL;
+	return rlfs_rename2(mp, dir, name, newdir, newname, flags, 0, 0);
+}
+
+int rlfs_rename2(struct rlfs_mount *mp, uint64_t dir, const char *name, uint64_t newdir,
+		 const char *newname, unsigned flags, uid_t uid, gid_t gid)
+{
+	struct rlfs_inode *sdp = NULL, *tdp = NULL, *sip = NULL, *tip = NULL, *wip = NULL;
 	struct rlfs_trans *tp;
 	struct ilockset lk = { .n = 0 };
 	size_t slen, tlen;
 	uint64_t sino, tino;
 	bool cross, exchange = flags & RENAME_EXCHANGE;
+	bool whiteout = flags & RENAME_WHITEOUT;
 	bool locked_rename = false;
 	int error;
 
-	if (flags & ~(unsigned)(RENAME_NOREPLACE | RENAME_EXCHANGE))
+	if (flags & ~(unsigned)(RENAME_NOREPLACE | RENAME_EXCHANGE | RENAME_WHITEOUT))
 		return -EINVAL;
 	if ((flags & RENAME_NOREPLACE) && exchange)
 		return -EINVAL;
+	if (whiteout && exchange)
+		return -EINVAL;         /* do_renameat2 */
 	error = name_len(name, &slen);
 	if (error)
 		return error;
@@ -954,6 +991,8 @@ int rlfs_rename(struct rlfs_mount *mp, uint64_t dir, const char *name, uint64_t 
 	uint32_t resblks = 2 * (rlfs_dir_res(sdp) + rlfs_dir_res(tdp));
 	if (tip && S_ISDIR(tip->mode))
 		resblks += rlfs_dir_res(tip);
+	if (whiteout)
+		resblks += rlfs_ialloc_res(mp);
 	error = rlfs_trans_alloc(mp, resblks, RLFS_TRANS_RESERVE, &tp);
 	if (error)
 		goto out_unlock;
@@ -965,6 +1004,13 @@ int rlfs_rename(struct rlfs_mount *mp, uint64_t dir, const char *name, uint64_t 
 
 	uint8_t sft = rlfs_mode_to_ftype(sip->mode);
 	bool sdir = S_ISDIR(sip->mode);
+	uint64_t wino = 0;
+	if (whiteout) {
+		error = make_whiteout(tp, sdp, uid, gid, &wip);
+		if (error)
+			goto out_cancel;
+		wino = wip->ino;
+	}
 	if (exchange) {
 		uint8_t tft = rlfs_mode_to_ftype(tip->mode);
 		bool tdir = S_ISDIR(tip->mode);
@@ -999,7 +1045,9 @@ int rlfs_rename(struct rlfs_mount *mp, uint64_t dir, const char *name, uint64_t 
 		}
 		error = rlfs_dir_replace(tp, tdp, newname, tlen, sip->ino, sft, NULL);
 		if (!error)
-			error = rlfs_dir_remove(tp, sdp, name, slen, NULL);
+			error = whiteout ? rlfs_dir_replace(tp, sdp, name, slen, wino,
+							    RLFS_FT_CHR, NULL) :
+					   rlfs_dir_remove(tp, sdp, name, slen, NULL);
 		if (error)
 			goto out_cancel;
 		if (S_ISDIR(tip->mode)) {
@@ -1020,7 +1068,8 @@ int rlfs_rename(struct rlfs_mount *mp, uint64_t dir, const char *name, uint64_t 
 		}
 		ts_ctime(tip);
 	} else {
-		error = rlfs_dir_remove(tp, sdp, name, slen, NULL);
+		error = whiteout ? rlfs_dir_replace(tp, sdp, name, slen, wino, RLFS_FT_CHR, NULL) :
+				   rlfs_dir_remove(tp, sdp, name, slen, NULL);
 		if (!error)
 			error = rlfs_dir_add(tp, tdp, newname, tlen, sip->ino, sft);
 		if (error)
@@ -1049,6 +1098,8 @@ out_unlock:
 out:
 	if (locked_rename)
 		pthread_mutex_unlock(&rlfs_rename_lock);
+	if (wip)
+		rlfs_irele(wip);
 	if (sip)
 		rlfs_irele(sip);
 	if (tip)

@@ -29,6 +29,7 @@
 #include <sys/xattr.h>
 
 #include "reflinkfs/fs.h"
+#include "reflinkfs/ioctl.h"
 #include "alloc.h"
 #include "btree.h"
 #include "dir.h"
@@ -1059,4 +1060,140 @@ int rlfs_removexattr(struct rlfs_mount *mp, uint64_t ino, const char *name)
 		return error;
 	struct xattr_call c = { .kind = XATTR_REMOVE, .name = name };
 	return xattr_public(mp, ino, &c);
+}
+
+/* ---- extent map of the xattr blocks (FIEMAP_FLAG_XATTR) ---- */
+
+struct ablk_list {
+	struct rlfs_mount *mp;
+	uint64_t *fsbno;        /* first block of each run */
+	uint32_t *nblks;        /* its length */
+	size_t n, cap;
+};
+
+static int ablk_add(struct ablk_list *l, uint64_t fsbno, uint32_t nblks)
+{
+	if (fsbno == 0 || nblks == 0 || fsbno >= l->mp->dblocks ||
+	    nblks > l->mp->dblocks - fsbno)
+		return rlfs_corrupt(l->mp, fsbno, "xattr", "block run of %u outside the device",
+				    nblks);
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? l->cap * 2 : 64;
+		uint64_t *f = realloc(l->fsbno, cap * sizeof(*f));
+		if (!f)
+			return -ENOMEM;
+		l->fsbno = f;
+		uint32_t *b = realloc(l->nblks, cap * sizeof(*b));
+		if (!b)
+			return -ENOMEM;
+		l->nblks = b;
+		l->cap = cap;
+	}
+	l->fsbno[l->n] = fsbno;
+	l->nblks[l->n] = nblks;
+	l->n++;
+	return 0;
+}
+
+static int ablk_tree_fn(struct rlfs_btree_cur *cur, struct rlfs_buf *bp, unsigned level,
+			void *priv)
+{
+	(void)cur;
+	(void)level;
+	return ablk_add(priv, bp->fsbno, 1);
+}
+
+static int ablk_value_fn(struct rlfs_btree_cur *cur, const void *rec, void *priv)
+{
+	(void)cur;
+	struct ablk_list *l = priv;
+	const struct rlfs_attr_rec *r = rec;
+	uint32_t nblks = value_blocks(l->mp, rlfs_get32(r->valuelen));
+	return nblks ? ablk_add(l, rlfs_get64(r->value_fsbno), nblks) : 0;
+}
+
+/* Sort the runs by block number (insertion order is tree order; the
+ * device order gives the longest merged extents). */
+static void ablk_sort(struct ablk_list *l)
+{
+	for (size_t i = 1; i < l->n; i++) {
+		uint64_t f = l->fsbno[i];
+		uint32_t b = l->nblks[i];
+		size_t j = i;
+		while (j > 0 && l->fsbno[j - 1] > f) {
+			l->fsbno[j] = l->fsbno[j - 1];
+			l->nblks[j] = l->nblks[j - 1];
+			j--;
+		}
+		l->fsbno[j] = f;
+		l->nblks[j] = b;
+	}
+}
+
+int rlfs_get_xattr_extents(struct rlfs_mount *mp, uint64_t ino, uint64_t start, uint64_t len,
+			   struct rlfs_ioc_extent *ext, uint32_t max, uint32_t *count)
+{
+	struct rlfs_inode *ip;
+	struct rlfs_trans *tp;
+	struct ablk_list l = { .mp = mp };
+	int error;
+
+	*count = 0;
+	error = rlfs_fiemap_prep(mp, start, &len);
+	if (error)
+		return error;
+	error = rlfs_iget(mp, ino, &ip);
+	if (error)
+		return error;
+	pthread_rwlock_rdlock(&ip->iolock);
+	error = check_aformat(ip);
+	if (error || ip->aformat != RLFS_FMT_BTREE || max == 0)
+		goto out_unlock;
+	error = rlfs_trans_alloc(mp, 0, RLFS_TRANS_RDONLY, &tp);
+	if (error)
+		goto out_unlock;
+	struct rlfs_btree_cur cur;
+	rlfs_btree_cur_init(&cur, tp, &rlfs_attrbt_ops, 0, ip, NULL);
+	error = rlfs_btree_visit_blocks(&cur, ablk_tree_fn, &l);
+	rlfs_btree_cur_del(&cur);
+	if (!error) {
+		rlfs_btree_cur_init(&cur, tp, &rlfs_attrbt_ops, 0, ip, NULL);
+		error = rlfs_btree_query_all(&cur, ablk_value_fn, &l);
+		rlfs_btree_cur_del(&cur);
+	}
+	rlfs_trans_cancel(tp);
+	if (error)
+		goto out_unlock;
+	ablk_sort(&l);
+	/* merge runs that follow each other on the device; logical offsets
+	 * count the blocks before each run */
+	uint64_t end = start + len;      /* no wrap: fiemap_prep */
+	uint64_t lblk = 0;
+	for (size_t i = 0; i < l.n && *count < max;) {
+		uint64_t fsbno = l.fsbno[i], nblks = l.nblks[i];
+		size_t j = i + 1;
+		while (j < l.n && l.fsbno[j] == fsbno + nblks) {
+			nblks += l.nblks[j];
+			j++;
+		}
+		uint64_t lo = lblk << mp->blocklog, bytes = nblks << mp->blocklog;
+		lblk += nblks;
+		i = j;
+		if (lo >= end)
+			break;
+		if (lo + bytes <= start)
+			continue;
+		struct rlfs_ioc_extent *x = &ext[(*count)++];
+		memset(x, 0, sizeof(*x));
+		x->logical = lo;
+		x->physical = fsbno << mp->blocklog;
+		x->length = bytes;
+		x->flags = i == l.n ? RLFS_IOC_EXT_LAST : 0;
+	}
+out_unlock:
+	free(l.fsbno);
+	free(l.nblks);
+	pthread_rwlock_unlock(&ip->iolock);
+	rlfs_irele(ip);
+	return error;
 }

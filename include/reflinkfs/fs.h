@@ -86,9 +86,17 @@ int rlfs_link(struct rlfs_mount *mp, uint64_t ino, uint64_t newdir,
 	      const char *newname, struct stat *out);
 int rlfs_unlink(struct rlfs_mount *mp, uint64_t dir, const char *name);
 int rlfs_rmdir(struct rlfs_mount *mp, uint64_t dir, const char *name);
-/* flags: RENAME_NOREPLACE, RENAME_EXCHANGE (linux/fs.h values 1, 2) */
+/* flags: RENAME_NOREPLACE, RENAME_EXCHANGE, RENAME_WHITEOUT (linux/fs.h
+ * values 1, 2, 4; renameat2(2)).  RENAME_WHITEOUT leaves at the source name,
+ * in the same transaction, a whiteout: a character device 0:0 with mode 0
+ * (overlayfs); with RENAME_EXCHANGE it is -EINVAL.  The CAP_MKNOD check is
+ * the caller's (the kernel makes it).  rlfs_rename's whiteout belongs to
+ * root; rlfs_rename2 gives it uid and gid (the caller's fsuid/fsgid, the
+ * directory's group if it is setgid), as XFS does. */
 int rlfs_rename(struct rlfs_mount *mp, uint64_t dir, const char *name,
 		uint64_t newdir, const char *newname, unsigned flags);
+int rlfs_rename2(struct rlfs_mount *mp, uint64_t dir, const char *name,
+		 uint64_t newdir, const char *newname, unsigned flags, uid_t uid, gid_t gid);
 void rlfs_forget(struct rlfs_mount *mp, uint64_t ino, uint64_t nlookup);
 
 /*
@@ -165,11 +173,25 @@ int64_t rlfs_clone_range(struct rlfs_mount *mp, uint64_t src_ino, uint64_t src_o
  * [start, start+len) bytes, in file order, at most max of them, *count set;
  * RLFS_IOC_EXT_SHARED on extents whose blocks have refcount >= 2 (an extent
  * is split where sharing changes), UNWRITTEN, LAST on the file's last
- * extent.  0, -ENOENT.
+ * extent.  The range is checked as FS_IOC_FIEMAP checks it (fs/ioctl.c
+ * fiemap_prep): len 0 -EINVAL, start at or past the maximum file size
+ * -EFBIG, a range past it shortened.  max 0 only checks.  0, -EINVAL,
+ * -EFBIG, -ENOENT.
  */
 struct rlfs_ioc_extent;
 int rlfs_get_extents(struct rlfs_mount *mp, uint64_t ino, uint64_t start, uint64_t len,
 		     struct rlfs_ioc_extent *ext, uint32_t max, uint32_t *count);
+/*
+ * The same for the blocks that hold ino's extended attributes (FIEMAP with
+ * FIEMAP_FLAG_XATTR; XFS maps its attribute fork): the xattr tree's blocks
+ * and the value blocks, in device order, numbered from logical offset 0 as
+ * if they were one file (reflinkfs has no attribute fork address space).
+ * Inline (in-inode) attributes have no blocks: 0 extents, as XFS reports
+ * for its local attribute format.  Flags: LAST on the last extent only.
+ * Errors as rlfs_get_extents (and -ENOMEM).
+ */
+int rlfs_get_xattr_extents(struct rlfs_mount *mp, uint64_t ino, uint64_t start, uint64_t len,
+			   struct rlfs_ioc_extent *ext, uint32_t max, uint32_t *count);
 
 /* mkfs: format image (created sparse if missing) of size_bytes (0 = the
  * existing file/device size).  -EEXIST if it already holds a reflinkfs
