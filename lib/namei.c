@@ -369,16 +369,24 @@ static int symlink_write(struct rlfs_trans *tp, struct rlfs_inode *ip, const cha
 	return symlink_write_remote(tp, ip, target, tlen);
 }
 
+/*
+ * Create an inode in dir: named name (mknod, mkdir, symlink with target),
+ * or with name NULL an O_TMPFILE inode (nlink 0, no entry, dir unchanged).
+ * The mode's permission bits are masked by dir's default ACL or umask
+ * (rlfs_acl_create_prep), and the ACLs stored in the same transaction.
+ */
 static int do_create(struct rlfs_mount *mp, uint64_t dir, const char *name, uint32_t mode,
-		     uint64_t rdev, uid_t uid, gid_t gid, const char *target,
+		     uint64_t rdev, uid_t uid, gid_t gid, const char *target, uint32_t umask,
 		     struct stat *out)
 {
 	struct rlfs_inode *dp, *ip = NULL;
 	struct rlfs_trans *tp;
-	size_t len, tlen = 0;
+	struct rlfs_acl_new acl = { 0 };
+	size_t len = 0, tlen = 0;
 	uint64_t ino;
 	uint32_t resblks;
-	int error = name_len(name, &len);
+	bool tmpfile = !name;
+	int error = tmpfile ? 0 : name_len(name, &len);
 	if (error)
 		return error == -ENOENT ? -EINVAL : error;
 	if (target) {
@@ -388,7 +396,7 @@ static int do_create(struct rlfs_mount *mp, uint64_t dir, const char *name, uint
 		if (tlen > RLFS_SYMLINK_MAX)
 			return -ENAMETOOLONG;
 	}
-	if (is_dot(name, len) || is_dotdot(name, len))
+	if (!tmpfile && (is_dot(name, len) || is_dotdot(name, len)))
 		return -EEXIST;
 	error = iget_dir(mp, dir, &dp);
 	if (error)
@@ -412,7 +420,11 @@ static int do_create(struct rlfs_mount *mp, uint64_t dir, const char *name, uint
 		if (S_ISDIR(mode))
 			mode |= S_ISGID;
 	}
-	resblks = rlfs_ialloc_res(mp) + rlfs_dir_res(dp);
+	error = rlfs_acl_create_prep(dp, &mode, umask, &acl);
+	if (error)
+		goto out_unlock;
+	resblks = rlfs_ialloc_res(mp) + (tmpfile ? 0 : rlfs_dir_res(dp)) +
+		  rlfs_acl_create_res(mp, &acl);
 	if (target && tlen > 64) {
 		uint32_t nblks = (uint32_t)((tlen + symlink_payload(mp) - 1) / symlink_payload(mp));
 		resblks += nblks + rlfs_alloc_tree_res(mp, nblks) + 2;
@@ -421,11 +433,13 @@ static int do_create(struct rlfs_mount *mp, uint64_t dir, const char *name, uint
 	if (error)
 		goto out_unlock;
 	rlfs_trans_ijoin(tp, dp);
-	error = rlfs_dir_lookup(tp, dp, name, len, &ino, NULL);
-	if (error == 0)
-		error = -EEXIST;
-	if (error != -ENOENT)
-		goto out_cancel;
+	if (!tmpfile) {
+		error = rlfs_dir_lookup(tp, dp, name, len, &ino, NULL);
+		if (error == 0)
+			error = -EEXIST;
+		if (error != -ENOENT)
+			goto out_cancel;
+	}
 	error = rlfs_ialloc(tp, dp->ino, &ino);
 	if (error)
 		goto out_cancel;
@@ -442,16 +456,26 @@ static int do_create(struct rlfs_mount *mp, uint64_t dir, const char *name, uint
 		if (error)
 			goto out_cancel;
 	}
-	error = rlfs_dir_add(tp, dp, name, len, ino, rlfs_mode_to_ftype(mode));
+	error = rlfs_acl_create_apply(tp, ip, &acl);
 	if (error)
 		goto out_cancel;
-	if (S_ISDIR(mode))
-		dp->nlink++;
-	ts_now_dirs(dp);
-	rlfs_trans_log_inode(tp, dp);
+	if (tmpfile) {
+		/* on no list: an open unlinked file (see rlfs_tmpfile) */
+		ip->nlink = 0;
+	} else {
+		error = rlfs_dir_add(tp, dp, name, len, ino, rlfs_mode_to_ftype(mode));
+		if (error)
+			goto out_cancel;
+		if (S_ISDIR(mode))
+			dp->nlink++;
+		ts_now_dirs(dp);
+		rlfs_trans_log_inode(tp, dp);
+	}
 	error = rlfs_trans_commit(tp);
 	if (error)
 		goto out_unlock;
+	if (tmpfile)
+		ip->linkable = true;
 	rlfs_inode_lookup_add(ip, 1);
 	if (out)
 		rlfs_inode_stat(ip, out);
@@ -460,6 +484,7 @@ out_cancel:
 	rlfs_trans_cancel(tp);
 out_unlock:
 	pthread_rwlock_unlock(&dp->iolock);
+	rlfs_acl_new_free(&acl);
 	if (ip)
 		rlfs_irele(ip);
 	rlfs_irele(dp);
@@ -468,6 +493,12 @@ out_unlock:
 
 int rlfs_mknod(struct rlfs_mount *mp, uint64_t dir, const char *name, mode_t mode,
 	       dev_t rdev, uid_t uid, gid_t gid, struct stat *out)
+{
+	return rlfs_mknod_umask(mp, dir, name, mode, rdev, uid, gid, 0, out);
+}
+
+int rlfs_mknod_umask(struct rlfs_mount *mp, uint64_t dir, const char *name, mode_t mode,
+		     dev_t rdev, uid_t uid, gid_t gid, mode_t umask, struct stat *out)
 {
 	uint32_t m = (uint32_t)mode;
 	switch (m & S_IFMT) {
@@ -490,22 +521,40 @@ int rlfs_mknod(struct rlfs_mount *mp, uint64_t dir, const char *name, mode_t mod
 	if (S_ISREG(m))
 		rdev = 0;
 	m &= S_IFMT | 07777;
-	return do_create(mp, dir, name, m, (uint64_t)rdev, uid, gid, NULL, out);
+	if (!name)
+		return -EINVAL;
+	return do_create(mp, dir, name, m, (uint64_t)rdev, uid, gid, NULL, (uint32_t)umask,
+			 out);
 }
 
 int rlfs_mkdir(struct rlfs_mount *mp, uint64_t dir, const char *name, mode_t mode,
 	       uid_t uid, gid_t gid, struct stat *out)
 {
+	return rlfs_mkdir_umask(mp, dir, name, mode, uid, gid, 0, out);
+}
+
+int rlfs_mkdir_umask(struct rlfs_mount *mp, uint64_t dir, const char *name, mode_t mode,
+		     uid_t uid, gid_t gid, mode_t umask, struct stat *out)
+{
 	uint32_t m = S_IFDIR | ((uint32_t)mode & 07777);
-	return do_create(mp, dir, name, m, 0, uid, gid, NULL, out);
+	if (!name)
+		return -EINVAL;
+	return do_create(mp, dir, name, m, 0, uid, gid, NULL, (uint32_t)umask, out);
+}
+
+int rlfs_tmpfile(struct rlfs_mount *mp, uint64_t dir, mode_t mode, uid_t uid, gid_t gid,
+		 mode_t umask, struct stat *out)
+{
+	uint32_t m = S_IFREG | ((uint32_t)mode & 07777);
+	return do_create(mp, dir, NULL, m, 0, uid, gid, NULL, (uint32_t)umask, out);
 }
 
 int rlfs_symlink(struct rlfs_mount *mp, uint64_t dir, const char *name,
 		 const char *target, uid_t uid, gid_t gid, struct stat *out)
 {
-	if (!target)
+	if (!target || !name)
 		return -EINVAL;
-	return do_create(mp, dir, name, S_IFLNK | 0777, 0, uid, gid, target, out);
+	return do_create(mp, dir, name, S_IFLNK | 0777, 0, uid, gid, target, 0, out);
 }
 
 /* ---- readlink ---- */
@@ -620,7 +669,9 @@ int rlfs_link(struct rlfs_mount *mp, uint64_t ino, uint64_t newdir, const char *
 		return error;
 	}
 	ilock_set(&lk, ip, dp, NULL, NULL);
-	if (dp->nlink == 0 || ip->nlink == 0) {
+	/* an unlinked inode gets a name back only if it is an O_TMPFILE one
+	 * not linked yet (the kernel's I_LINKABLE; vfs_link) */
+	if (dp->nlink == 0 || (ip->nlink == 0 && !ip->linkable)) {
 		error = -ENOENT;
 		goto out_unlock;
 	}
@@ -652,6 +703,7 @@ int rlfs_link(struct rlfs_mount *mp, uint64_t ino, uint64_t newdir, const char *
 	rlfs_trans_log_inode(tp, dp);
 	error = rlfs_trans_commit(tp);
 	if (!error) {
+		ip->linkable = false;
 		rlfs_inode_lookup_add(ip, 1);
 		if (out)
 			rlfs_inode_stat(ip, out);

@@ -78,6 +78,32 @@ int rlfs_mknod(struct rlfs_mount *mp, uint64_t dir, const char *name, mode_t mod
 	       dev_t rdev, uid_t uid, gid_t gid, struct stat *out);
 int rlfs_mkdir(struct rlfs_mount *mp, uint64_t dir, const char *name, mode_t mode,
 	       uid_t uid, gid_t gid, struct stat *out);
+/*
+ * POSIX ACLs on creation (fs/posix_acl.c posix_acl_create, as a local
+ * filesystem does it; FUSE leaves it to the server): rlfs_mknod, rlfs_mkdir
+ * and these give a new inode whose parent has a default ACL
+ * (system.posix_acl_default) an access ACL masked by the mode (and mask
+ * the mode with it; a new directory also gets the default ACL); without
+ * one the mode is masked with umask (FUSE_DONT_MASK: the kernel leaves the
+ * umask to us).  rlfs_mknod/rlfs_mkdir use umask 0.  Symlinks get neither.
+ */
+int rlfs_mknod_umask(struct rlfs_mount *mp, uint64_t dir, const char *name, mode_t mode,
+		     dev_t rdev, uid_t uid, gid_t gid, mode_t umask, struct stat *out);
+int rlfs_mkdir_umask(struct rlfs_mount *mp, uint64_t dir, const char *name, mode_t mode,
+		     uid_t uid, gid_t gid, mode_t umask, struct stat *out);
+/*
+ * O_TMPFILE (open(2); XFS xfs_create_tmpfile): a new regular file in dir
+ * with no name and nlink 0, with out's lookup count (the kernel's
+ * reference) keeping it alive; like an unlinked open file it is freed when
+ * the last count goes (or at unmount), and a crash leaves it an orphan
+ * for fsck.  rlfs_link may give it a name once (linkat(2) with
+ * AT_EMPTY_PATH or /proc/self/fd; the kernel refuses O_EXCL ones).  mode,
+ * umask and ACLs as rlfs_mknod_umask; dir's mtime does not change.
+ * Errors: -ENOTDIR, -ENOENT (dir removed), -EPERM (immutable dir),
+ * -ENOSPC.
+ */
+int rlfs_tmpfile(struct rlfs_mount *mp, uint64_t dir, mode_t mode, uid_t uid, gid_t gid,
+		 mode_t umask, struct stat *out);
 int rlfs_symlink(struct rlfs_mount *mp, uint64_t dir, const char *name,
 		 const char *target, uid_t uid, gid_t gid, struct stat *out);
 /* Returns the target length (not NUL-terminated if it fills size). */
@@ -139,7 +165,17 @@ int rlfs_fallocate(struct rlfs_mount *mp, uint64_t ino, int mode, off_t off, off
  * Returns the offset or -ENXIO. */
 off_t rlfs_lseek(struct rlfs_mount *mp, uint64_t ino, off_t off, int whence);
 
-/* xattrs: getxattr(2) etc.  get/list with size 0 return the needed size. */
+/* xattrs: getxattr(2) etc.  get/list with size 0 return the needed size.
+ * POSIX ACLs are the xattrs system.posix_acl_access/_default in the
+ * kernel's xattr form (acl(5)), which the kernel enforces: setting one
+ * checks it (-EINVAL; a default ACL only on a directory, else -EACCES;
+ * none on symlinks, -EOPNOTSUPP), ignores XATTR_CREATE/REPLACE as the
+ * kernel does, and an access ACL sets the mode's permission bits and is
+ * dropped when the mode says it all (posix_acl_update_mode).  flags may
+ * add RLFS_XATTR_ACL_KILL_SGID (FUSE_SETXATTR_ACL_KILL_SGID: the caller
+ * is neither in the file's group nor has CAP_FSETID), which then clears
+ * S_ISGID.  A chmod (rlfs_setattr) updates the access ACL. */
+#define RLFS_XATTR_ACL_KILL_SGID (1 << 16)
 int rlfs_getxattr(struct rlfs_mount *mp, uint64_t ino, const char *name, void *value,
 		  size_t size);
 int rlfs_setxattr(struct rlfs_mount *mp, uint64_t ino, const char *name,
