@@ -493,8 +493,8 @@ static void rl_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 		      fuse_ino_t newparent, const char *newname, unsigned int flags)
 {
 	GET_MP(req, mp);
-	/* RENAME_WHITEOUT: the whiteout is the caller's (the kernel checked
-	 * CAP_MKNOD and sends the caller's ids with this request) */
+	/* RENAME_WHITEOUT: the whiteout is the caller's (the kernel sends the
+	 * caller's ids with a whiteout rename, fuse_rename2) */
 	const struct fuse_ctx *ctx = req_ctx(req);
 	reply_status(req, rlfs_rename2(mp, n2i(parent), name, n2i(newparent), newname, flags,
 				       ctx->uid, ctx->gid));

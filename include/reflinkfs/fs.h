@@ -115,10 +115,10 @@ int rlfs_rmdir(struct rlfs_mount *mp, uint64_t dir, const char *name);
 /* flags: RENAME_NOREPLACE, RENAME_EXCHANGE, RENAME_WHITEOUT (linux/fs.h
  * values 1, 2, 4; renameat2(2)).  RENAME_WHITEOUT leaves at the source name,
  * in the same transaction, a whiteout: a character device 0:0 with mode 0
- * (overlayfs); with RENAME_EXCHANGE it is -EINVAL.  The CAP_MKNOD check is
- * the caller's (the kernel makes it).  rlfs_rename's whiteout belongs to
- * root; rlfs_rename2 gives it uid and gid (the caller's fsuid/fsgid, the
- * directory's group if it is setgid), as XFS does. */
+ * (overlayfs); with RENAME_EXCHANGE it is -EINVAL.  Any user may make one
+ * (Linux >= 5.8 dropped the CAP_MKNOD check).  rlfs_rename's whiteout
+ * belongs to root; rlfs_rename2 gives it uid and gid (the caller's
+ * fsuid/fsgid; the directory's group if it is setgid), as XFS does. */
 int rlfs_rename(struct rlfs_mount *mp, uint64_t dir, const char *name,
 		uint64_t newdir, const char *newname, unsigned flags);
 int rlfs_rename2(struct rlfs_mount *mp, uint64_t dir, const char *name,
