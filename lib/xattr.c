@@ -973,15 +973,19 @@ static void acl_set_perm(uint8_t *v, unsigned i, uint16_t perm)
 	v[ACL_HDR + i * ACL_ENT + 3] = (uint8_t)(perm >> 8);
 }
 
+static bool acl_valid_header(const uint8_t *v)
+{
+	return (uint32_t)(v[0] | v[1] << 8 | v[2] << 16 | (uint32_t)v[3] << 24) ==
+	       ACL_XATTR_VERSION;
+}
+
 /* posix_acl_from_xattr + posix_acl_valid: version 2, at least one entry,
  * permissions rwx only, tags in the order USER_OBJ, USER..., GROUP_OBJ,
  * GROUP..., MASK (required with named entries), OTHER.  0 or -EINVAL. */
 static int acl_valid(const void *value, size_t size)
 {
 	const uint8_t *v = value;
-	if (!v || size < ACL_HDR + ACL_ENT || (size - ACL_HDR) % ACL_ENT)
-		return -EINVAL;
-	if ((uint32_t)(v[0] | v[1] << 8 | v[2] << 16 | (uint32_t)v[3] << 24) != ACL_XATTR_VERSION)
+	if (!v || size < ACL_HDR + ACL_ENT || (size - ACL_HDR) % ACL_ENT || !acl_valid_header(v))
 		return -EINVAL;
 	int state = ACL_USER_OBJ;
 	bool needs_mask = false;
@@ -1291,7 +1295,9 @@ int rlfs_acl_create_apply(struct rlfs_trans *tp, struct rlfs_inode *ip,
 /*
  * setxattr of an ACL name (xattr_public, inode locked and joined):
  * posix_acl_xattr_set -> set_posix_acl -> the filesystem's set_acl, which
- * ignore XATTR_CREATE/XATTR_REPLACE as the kernel does.  An
+ * ignore XATTR_CREATE/XATTR_REPLACE as the kernel does.  An ACL with no
+ * entry removes the ACL (set_posix_acl with NULL; on a non-directory a
+ * default one is simply not there).  An
  * access ACL sets the mode's permission bits (posix_acl_update_mode) and is
  * not stored when the mode says it all; kill_sgid (the kernel's
  * FUSE_SETXATTR_ACL_KILL_SGID: the caller is neither in the file's group
@@ -1303,6 +1309,14 @@ static int acl_set(struct rlfs_trans *tp, struct rlfs_inode *ip, int kind, const
 {
 	if (S_ISLNK(ip->mode))
 		return -EOPNOTSUPP;
+	if (value && size == ACL_HDR && acl_valid_header(value)) {
+		/* no entries: posix_acl_from_xattr gives no ACL, and setting
+		 * none removes it (set_posix_acl with NULL) */
+		if (kind == 2 && !S_ISDIR(ip->mode))
+			return 0;
+		int error = rlfs_xattr_remove(tp, ip, name);
+		return error == -ENODATA ? 0 : error;
+	}
 	int error = acl_valid(value, size);
 	if (error)
 		return error;
