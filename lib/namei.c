@@ -1,10 +1,12 @@
 /*
  * namei.c: the name operations of the public API (include/reflinkfs/fs.h):
- * lookup, mknod, mkdir, symlink, readlink, link, unlink, rmdir, rename,
- * forget, readdir.  Semantics and errors follow the man 2 pages of the
- * matching system calls; the caller (FUSE with default_permissions) has
- * done the permission checks, we enforce only the immutable/append-only
- * inode flags (-EPERM, as chattr(1) describes them).
+ * lookup, mknod, mkdir, symlink, O_TMPFILE (rlfs_tmpfile), readlink,
+ * link, unlink, rmdir, rename (with RENAME_WHITEOUT), forget, readdir.
+ * Semantics and errors follow the man 2 pages of the matching system
+ * calls; the caller (FUSE with default_permissions) has done the
+ * permission checks, we enforce only the immutable/append-only inode flags
+ * (-EPERM, as chattr(1) describes them).  New inodes get their POSIX ACLs
+ * from the parent's default ACL (rlfs_acl_create_prep, xattr.c).
  *
  * Locking: every inode an operation changes is iolocked exclusively, in
  * ascending ino order.  Children are found by an unlocked lookup first,
