@@ -1193,11 +1193,12 @@ int rlfs_acl_chmod(struct rlfs_trans *tp, struct rlfs_inode *ip)
 	if (ip->acount == 0 || S_ISLNK(ip->mode))
 		return 0;
 	int n = rlfs_xattr_get(tp, ip, ACL_ACCESS, v, sizeof(v));
-	if (n == -ENODATA || n == -ERANGE)
-		return n == -ERANGE ? -EINVAL : 0;   /* larger than any ACL we store */
-	if (n < 0)
+	if (n == -ENODATA)
+		return 0;
+	if (n < 0 && n != -ERANGE)
 		return n;
-	if (acl_valid(v, (size_t)n))
+	/* larger than any ACL the kernel can set, or malformed */
+	if (n < 0 || acl_valid(v, (size_t)n))
 		return rlfs_corrupt(tp->mp, rlfs_ino_to_fsb(tp->mp, ip->ino), "xattr",
 				    "ino %llu: malformed %s", (unsigned long long)ip->ino,
 				    ACL_ACCESS);
@@ -1231,13 +1232,13 @@ int rlfs_acl_create_prep(struct rlfs_inode *dp, uint32_t *mode, uint32_t umask,
 		}
 		n = rlfs_xattr_get(tp, dp, ACL_DEFAULT, an->def, ACL_MAX_BYTES);
 		rlfs_trans_cancel(tp);
-		if (n >= 0 && acl_valid(an->def, (size_t)n))
+		if (n == -ERANGE || (n >= 0 && acl_valid(an->def, (size_t)n)))
 			n = rlfs_corrupt(dp->mp, rlfs_ino_to_fsb(dp->mp, dp->ino), "xattr",
 					 "ino %llu: malformed %s", (unsigned long long)dp->ino,
 					 ACL_DEFAULT);
 		if (n < 0 && n != -ENODATA) {
 			rlfs_acl_new_free(an);
-			return n == -ERANGE ? -EINVAL : n;
+			return n;
 		}
 	}
 	if (n == -ENODATA) {
