@@ -92,6 +92,8 @@ extern char **environ;
 
 struct rlfs_mount *g_mp;
 uint64_t g_root;
+/* FUSE_CAP_POSIX_ACL (and DONT_MASK) granted in INIT */
+static bool g_posix_acl;
 struct fuse_session *g_se;
 char *g_mnt;
 int g_close_err;
@@ -198,6 +200,14 @@ static void rl_init(void *userdata, struct fuse_conn_info *conn)
 	 * answers like the kernel's FICLONE does (EISDIR) */
 	if (conn->capable & FUSE_CAP_IOCTL_DIR)
 		conn->want |= FUSE_CAP_IOCTL_DIR;
+	/* POSIX ACLs: the kernel enforces and caches them; we store them as
+	 * xattrs, keep the mode in step and inherit default ACLs on create,
+	 * which needs the umask unapplied (DONT_MASK; the library applies it
+	 * when there is no default ACL). */
+	if ((conn->capable & FUSE_CAP_POSIX_ACL) && (conn->capable & FUSE_CAP_DONT_MASK)) {
+		conn->want |= FUSE_CAP_POSIX_ACL | FUSE_CAP_DONT_MASK;
+		g_posix_acl = true;
+	}
 	/* One directory operation at a time per directory (i_rwsem held
 	 * exclusively by the VFS); truncation on open arrives as a setattr.
 	 * Not the old FUSE_HANDLE_KILLPRIV (always kill, even for root):
@@ -488,7 +498,8 @@ static void rl_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 	uint64_t dir = n2i(parent);
 	new_owner(req, mp, dir, &mode, &uid, &gid);
 	struct stat st;
-	int err = rlfs_mknod(mp, dir, name, mode, rdev, uid, gid, &st);
+	/* the umask (FUSE_DONT_MASK) or the directory's default ACL */
+	int err = rlfs_mknod_umask(mp, dir, name, mode, rdev, uid, gid, req_ctx(req)->umask, &st);
 	if (err) {
 		reply_status(req, err);
 		return;
@@ -505,7 +516,7 @@ static void rl_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 	mode = (mode & 07777) | S_IFDIR;
 	new_owner(req, mp, dir, &mode, &uid, &gid);
 	struct stat st;
-	int err = rlfs_mkdir(mp, dir, name, mode, uid, gid, &st);
+	int err = rlfs_mkdir_umask(mp, dir, name, mode, uid, gid, req_ctx(req)->umask, &st);
 	if (err) {
 		reply_status(req, err);
 		return;
@@ -558,7 +569,11 @@ static void rl_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 		      fuse_ino_t newparent, const char *newname, unsigned int flags)
 {
 	GET_MP(req, mp);
-	reply_status(req, rlfs_rename(mp, n2i(parent), name, n2i(newparent), newname, flags));
+	/* RENAME_WHITEOUT: the whiteout is the caller's (the kernel sends the
+	 * caller's ids with a whiteout rename, fuse_rename2) */
+	const struct fuse_ctx *ctx = req_ctx(req);
+	reply_status(req, rlfs_rename2(mp, n2i(parent), name, n2i(newparent), newname, flags,
+				       ctx->uid, ctx->gid));
 }
 
 /* ------------------------------------------------------------------ */
@@ -597,7 +612,14 @@ static void rl_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	mode = (mode & 07777) | S_IFREG;
 	new_owner(req, mp, dir, &mode, &uid, &gid);
 	struct stat st;
-	int err = rlfs_mknod(mp, dir, name, mode, 0, uid, gid, &st);
+	mode_t umask = req_ctx(req)->umask;
+	int err;
+	if (strcmp(name, RLFS_FUSE_TMPFILE_NAME) == 0)
+		/* O_TMPFILE (FUSE_TMPFILE, rewritten by fuse/uring.c): nlink 0,
+		 * freed when the kernel forgets it unless linkat() names it */
+		err = rlfs_tmpfile(mp, dir, mode, uid, gid, umask, &st);
+	else
+		err = rlfs_mknod_umask(mp, dir, name, mode, 0, uid, gid, umask, &st);
 	if (err == -EEXIST && !(fi->flags & O_EXCL)) {
 		/* Raced with another creator: open the existing file. */
 		err = rlfs_lookup(mp, dir, name, &st);
@@ -1009,10 +1031,12 @@ static void rl_statfs(fuse_req_t req, fuse_ino_t ino)
 	fuse_reply_statfs(req, &st);
 }
 
-/* POSIX ACLs are not supported (no FUSE_CAP_POSIX_ACL): the kernel would
- * store system.posix_acl_* as plain xattrs without applying them to the
- * mode or to permission checks, so refuse them like a filesystem mounted
- * without ACL support (cp -a and tar then fall back to chmod). */
+/* POSIX ACLs need FUSE_CAP_POSIX_ACL (rl_init): without it the kernel
+ * would store system.posix_acl_* as plain xattrs without applying them to
+ * the mode or to permission checks, so they are refused like on a
+ * filesystem mounted without ACL support (cp -a and tar then fall back to
+ * chmod).  With it the kernel enforces them and the library keeps the
+ * mode in step (rlfs_setxattr). */
 static int is_posix_acl(const char *name)
 {
 	return strcmp(name, "system.posix_acl_access") == 0 ||
@@ -1023,10 +1047,14 @@ static void rl_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const 
 			size_t size, int flags)
 {
 	GET_MP(req, mp);
-	if (is_posix_acl(name)) {
+	bool kill_sgid = flags & RLFS_FUSE_XATTR_KILL_SGID;
+	flags &= ~RLFS_FUSE_XATTR_KILL_SGID;
+	if (is_posix_acl(name) && !g_posix_acl) {
 		fuse_reply_err(req, EOPNOTSUPP);
 		return;
 	}
+	if (is_posix_acl(name) && kill_sgid)
+		flags |= RLFS_XATTR_ACL_KILL_SGID;
 	reply_status(req, rlfs_setxattr(mp, n2i(ino), name, value, size, flags));
 }
 
@@ -1070,7 +1098,7 @@ static int fetch_xattr_list(struct rlfs_mount *mp, fuse_ino_t ino, const char *n
 static void rl_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 {
 	GET_MP(req, mp);
-	if (is_posix_acl(name)) {
+	if (is_posix_acl(name) && !g_posix_acl) {
 		fuse_reply_err(req, EOPNOTSUPP);
 		return;
 	}

@@ -352,15 +352,24 @@ static int clone_checked(fuse_req_t req, struct rlfs_mount *mp, fuse_ino_t ino,
 	return 0;
 }
 
+/* RLFS_IOC_GET_EXTENTS with FS_IOC_FIEMAP's checks in its order
+ * (fiemap_prep: length, start, then flags; the library checks the range). */
 static int do_get_extents(struct rlfs_mount *mp, fuse_ino_t ino, struct rlfs_ioc_extents *x)
 {
-	if (x->reserved || (x->flags & ~RLFS_IOC_EXT_SYNC))
+	uint32_t count = 0;
+	if (x->reserved)
 		return -EINVAL;
+	if (x->flags & ~(RLFS_IOC_EXT_SYNC | RLFS_IOC_EXT_XATTR)) {
+		int err = rlfs_get_extents(mp, n2i(ino), x->start, x->length, NULL, 0, &count);
+		return err ? err : -EBADR;
+	}
 	if (x->flags & RLFS_IOC_EXT_SYNC)
 		flush_and_wait(&ino, 1);
-	uint32_t count = 0;
 	memset(x->ext, 0, sizeof(x->ext));
-	int err = rlfs_get_extents(mp, n2i(ino), x->start, x->length, x->ext,
+	int err = (x->flags & RLFS_IOC_EXT_XATTR) ?
+		  rlfs_get_xattr_extents(mp, n2i(ino), x->start, x->length, x->ext,
+					 RLFS_IOC_EXTENTS_BATCH, &count) :
+		  rlfs_get_extents(mp, n2i(ino), x->start, x->length, x->ext,
 				   RLFS_IOC_EXTENTS_BATCH, &count);
 	if (err)
 		return err;

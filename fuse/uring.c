@@ -87,6 +87,14 @@
  * headers predate it. */
 
 #define FUSE_OPCODE_INIT 26
+#define FUSE_OPCODE_SETXATTR 21
+#define FUSE_OPCODE_CREATE 35
+#define FUSE_OPCODE_TMPFILE 51                  /* protocol 7.37, Linux 6.1 */
+#define FUSE_CREATE_IN_SIZE 16                  /* struct fuse_create_in */
+#define FUSE_SETXATTR_IN_SIZE 16                /* extended struct fuse_setxattr_in */
+#define FUSE_COMPAT_SETXATTR_IN_SIZE 8
+#define FUSE_SETXATTR_ACL_KILL_SGID (1u << 0)
+#define FUSE_SETXATTR_EXT (1u << 29)
 #define FUSE_HANDLE_KILLPRIV_V2 (1u << 28)
 #define FUSE_INIT_EXT (1u << 30)
 #define FUSE_OVER_IO_URING_FLAGS2 (1u << 9)     /* bit 41 of the 64-bit flags */
@@ -204,6 +212,7 @@ static struct fuse_session *g_se;
 static int g_fd = -1;
 static _Atomic uint64_t g_init_unique;  /* unique of INIT, 0 if not seen */
 static _Atomic uint32_t g_init_in_flags; /* what the kernel offered in INIT */
+static atomic_bool g_setxattr_ext;      /* the INIT reply asked for FUSE_SETXATTR_EXT */
 static bool g_uring;                    /* rings wanted and possible */
 static bool g_killpriv_v2 = true;       /* RLFS_NO_KILLPRIV_V2=1: false */
 static atomic_bool g_started, g_stopping;
@@ -213,6 +222,7 @@ static struct ring_queue *g_queues;
 static unsigned g_nqueues;
 static size_t g_payload_sz;
 static _Thread_local struct ring_ent *tl_cur;
+static size_t rewrite_request(char *buf, size_t len);
 
 static void ulog(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void ulog(const char *fmt, ...)
@@ -564,7 +574,7 @@ static void serve_request(struct ring_ent *e)
 	memcpy(start, &in, sizeof(in));
 	memcpy(start + sizeof(in), e->hdr->op_in, arg0);
 	atomic_store(&e->unique, in.unique);
-	struct fuse_buf fb = { .mem = start, .size = in.len };
+	struct fuse_buf fb = { .mem = start, .size = rewrite_request(start, in.len) };
 	if (is_bulk(&in, e->hdr->op_in, arg0, psz)) {
 		/* While bulk requests are in flight the ring thread competes
 		 * for its CPU normally: their replies must be committed while
@@ -1106,6 +1116,12 @@ static void init_patch(struct iovec *iov, int count, char *copy, size_t cap, boo
 	memcpy(&max_pages, copy + INIT_OUT_MAX_PAGES, 2);
 	if (g_killpriv_v2 && (atomic_load(&g_init_in_flags) & FUSE_HANDLE_KILLPRIV_V2))
 		flags |= FUSE_HANDLE_KILLPRIV_V2;
+	/* the kernel then tells an ACL setxattr that must clear setgid
+	 * (rewrite_request folds it into the flags libfuse passes on) */
+	if (atomic_load(&g_init_in_flags) & FUSE_SETXATTR_EXT) {
+		flags |= FUSE_SETXATTR_EXT;
+		atomic_store(&g_setxattr_ext, true);
+	}
 	if (uring) {
 		flags |= FUSE_INIT_EXT;
 		flags2 |= FUSE_OVER_IO_URING_FLAGS2;
@@ -1125,10 +1141,60 @@ static void init_patch(struct iovec *iov, int count, char *copy, size_t cap, boo
 	g_payload_sz = (sz + page - 1) / page * page + page;
 }
 
+/*
+ * Turn a request that libfuse 3.14 cannot parse into one it can, in place
+ * (buf holds the whole request, len bytes); returns the new length.
+ *  - FUSE_TMPFILE (O_TMPFILE; libfuse answers ENOSYS and the kernel then
+ *    gives up on it) has FUSE_CREATE's arguments (fuse_create_in, then the
+ *    name, which is "/" for a tmpfile: the kernel's dentry placeholder,
+ *    fs/namei.c vfs_tmpfile) and reply (entry + open): it becomes a CREATE
+ *    of "/", a name no real CREATE can carry, which the create handler
+ *    serves as O_TMPFILE (RLFS_FUSE_TMPFILE_NAME).
+ *  - FUSE_SETXATTR in the extended layout (we asked for FUSE_SETXATTR_EXT)
+ *    becomes the compat layout libfuse 3.14 reads, with the kernel's
+ *    FUSE_SETXATTR_ACL_KILL_SGID moved into the flags the setxattr
+ *    handler gets (RLFS_FUSE_XATTR_KILL_SGID).
+ */
+static size_t rewrite_request(char *buf, size_t len)
+{
+	struct fuse_in_header_k in;
+	if (len < sizeof(in))
+		return len;
+	memcpy(&in, buf, sizeof(in));
+	if (in.len != len || in.total_extlen != 0)
+		return len;
+	char *arg = buf + sizeof(in);
+	size_t alen = len - sizeof(in);
+	if (in.opcode == FUSE_OPCODE_TMPFILE) {
+		if (alen >= FUSE_CREATE_IN_SIZE + 2 && arg[FUSE_CREATE_IN_SIZE] == '/' &&
+		    arg[FUSE_CREATE_IN_SIZE + 1] == '\0') {
+			in.opcode = FUSE_OPCODE_CREATE;
+			memcpy(buf, &in, sizeof(in));
+		}
+	} else if (in.opcode == FUSE_OPCODE_SETXATTR && atomic_load(&g_setxattr_ext) &&
+		   alen >= FUSE_SETXATTR_IN_SIZE) {
+		uint32_t size, flags, sflags;
+		memcpy(&size, arg, 4);
+		memcpy(&flags, arg + 4, 4);
+		memcpy(&sflags, arg + 8, 4);
+		if (sflags & FUSE_SETXATTR_ACL_KILL_SGID)
+			flags |= RLFS_FUSE_XATTR_KILL_SGID;
+		memcpy(arg + 4, &flags, 4);
+		memmove(arg + FUSE_COMPAT_SETXATTR_IN_SIZE, arg + FUSE_SETXATTR_IN_SIZE,
+			alen - FUSE_SETXATTR_IN_SIZE);
+		len -= FUSE_SETXATTR_IN_SIZE - FUSE_COMPAT_SETXATTR_IN_SIZE;
+		in.len = (uint32_t)len;
+		memcpy(buf, &in, sizeof(in));
+	}
+	return len;
+}
+
 static ssize_t uring_read(int fd, void *buf, size_t len, void *userdata)
 {
 	(void)userdata;
 	ssize_t n = read(fd, buf, len);
+	if (n > 0)
+		n = (ssize_t)rewrite_request(buf, (size_t)n);
 	if (n >= (ssize_t)sizeof(struct fuse_in_header_k)) {
 		struct fuse_in_header_k in;
 		memcpy(&in, buf, sizeof(in));

@@ -46,6 +46,19 @@ bool rlfs_uring_wanted(int opt);
 int rlfs_fuse_io_install(struct fuse_session *se, bool uring, void (*on_fatal)(int err));
 
 /*
+ * Requests the custom io rewrites for libfuse 3.14 (both on /dev/fuse and
+ * on the rings), and what the handlers then see:
+ *  - FUSE_TMPFILE (O_TMPFILE) arrives as a create of the name
+ *    RLFS_FUSE_TMPFILE_NAME ("/", which no real create can carry);
+ *  - the INIT reply asks for FUSE_SETXATTR_EXT when offered, and a
+ *    setxattr whose ACL update must clear setgid
+ *    (FUSE_SETXATTR_ACL_KILL_SGID) has RLFS_FUSE_XATTR_KILL_SGID in its
+ *    flags.
+ */
+#define RLFS_FUSE_TMPFILE_NAME "/"
+#define RLFS_FUSE_XATTR_KILL_SGID (1 << 16)
+
+/*
  * Join the ring threads, then the bulk threads (which finish the requests
  * queued to them): after this no thread of uring.c calls into libfuse or
  * the filesystem.  Buffers, rings and eventfds stay, so replies that other

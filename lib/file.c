@@ -51,6 +51,7 @@
 #include "inode.h"
 #include "refcount.h"
 #include "reflink.h"
+#include "xattr.h"
 
 #define ALLOC_BUDGET 8u      /* allocator calls (new extents) per transaction */
 #define HOLES_PER_TX 32u     /* holes filled per transaction */
@@ -533,8 +534,15 @@ int rlfs_setattr(struct rlfs_mount *mp, uint64_t ino, const struct stat *st,
 		goto out;
 	rlfs_trans_ijoin(tp, ip);
 	rlfs_now(&now);
-	if (valid & RLFS_SET_MODE)
+	if (valid & RLFS_SET_MODE) {
 		ip->mode = (ip->mode & S_IFMT) | ((uint32_t)st->st_mode & 07777);
+		/* posix_acl_chmod: the access ACL follows (in place) */
+		error = rlfs_acl_chmod(tp, ip);
+		if (error) {
+			rlfs_trans_cancel(tp);
+			goto out;
+		}
+	}
 	if (valid & RLFS_SET_UID)
 		ip->uid = st->st_uid;
 	if (valid & RLFS_SET_GID)

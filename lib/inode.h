@@ -58,6 +58,7 @@ struct rlfs_inode {
 	/* outer lock: see rlfs.h */
 	pthread_rwlock_t iolock;
 	bool data_dirty;            /* written since last fsync */
+	bool linkable;              /* O_TMPFILE, not linked yet (under iolock) */
 	/* transaction membership (the inode's log item) */
 	struct rlfs_log_item li;
 	struct rlfs_trans *li_tp;   /* transaction it is joined to, or NULL */

@@ -1,10 +1,12 @@
 /*
  * namei.c: the name operations of the public API (include/reflinkfs/fs.h):
- * lookup, mknod, mkdir, symlink, readlink, link, unlink, rmdir, rename,
- * forget, readdir.  Semantics and errors follow the man 2 pages of the
- * matching system calls; the caller (FUSE with default_permissions) has
- * done the permission checks, we enforce only the immutable/append-only
- * inode flags (-EPERM, as chattr(1) describes them).
+ * lookup, mknod, mkdir, symlink, O_TMPFILE (rlfs_tmpfile), readlink,
+ * link, unlink, rmdir, rename (with RENAME_WHITEOUT), forget, readdir.
+ * Semantics and errors follow the man 2 pages of the matching system
+ * calls; the caller (FUSE with default_permissions) has done the
+ * permission checks, we enforce only the immutable/append-only inode flags
+ * (-EPERM, as chattr(1) describes them).  New inodes get their POSIX ACLs
+ * from the parent's default ACL (rlfs_acl_create_prep, xattr.c).
  *
  * Locking: every inode an operation changes is iolocked exclusively, in
  * ascending ino order.  Children are found by an unlocked lookup first,
@@ -35,6 +37,9 @@
 #endif
 #ifndef RENAME_EXCHANGE
 #define RENAME_EXCHANGE (1 << 1)
+#endif
+#ifndef RENAME_WHITEOUT
+#define RENAME_WHITEOUT (1 << 2)
 #endif
 
 /* Largest link count (XFS_MAXLINK). */
@@ -366,16 +371,24 @@ static int symlink_write(struct rlfs_trans *tp, struct rlfs_inode *ip, const cha
 	return symlink_write_remote(tp, ip, target, tlen);
 }
 
+/*
+ * Create an inode in dir: named name (mknod, mkdir, symlink with target),
+ * or with name NULL an O_TMPFILE inode (nlink 0, no entry, dir unchanged).
+ * The mode's permission bits are masked by dir's default ACL or umask
+ * (rlfs_acl_create_prep), and the ACLs stored in the same transaction.
+ */
 static int do_create(struct rlfs_mount *mp, uint64_t dir, const char *name, uint32_t mode,
-		     uint64_t rdev, uid_t uid, gid_t gid, const char *target,
+		     uint64_t rdev, uid_t uid, gid_t gid, const char *target, uint32_t umask,
 		     struct stat *out)
 {
 	struct rlfs_inode *dp, *ip = NULL;
 	struct rlfs_trans *tp;
-	size_t len, tlen = 0;
+	struct rlfs_acl_new acl = { 0 };
+	size_t len = 0, tlen = 0;
 	uint64_t ino;
 	uint32_t resblks;
-	int error = name_len(name, &len);
+	bool tmpfile = !name;
+	int error = tmpfile ? 0 : name_len(name, &len);
 	if (error)
 		return error == -ENOENT ? -EINVAL : error;
 	if (target) {
@@ -385,7 +398,7 @@ static int do_create(struct rlfs_mount *mp, uint64_t dir, const char *name, uint
 		if (tlen > RLFS_SYMLINK_MAX)
 			return -ENAMETOOLONG;
 	}
-	if (is_dot(name, len) || is_dotdot(name, len))
+	if (!tmpfile && (is_dot(name, len) || is_dotdot(name, len)))
 		return -EEXIST;
 	error = iget_dir(mp, dir, &dp);
 	if (error)
@@ -409,7 +422,11 @@ static int do_create(struct rlfs_mount *mp, uint64_t dir, const char *name, uint
 		if (S_ISDIR(mode))
 			mode |= S_ISGID;
 	}
-	resblks = rlfs_ialloc_res(mp) + rlfs_dir_res(dp);
+	error = rlfs_acl_create_prep(dp, &mode, umask, &acl);
+	if (error)
+		goto out_unlock;
+	resblks = rlfs_ialloc_res(mp) + (tmpfile ? 0 : rlfs_dir_res(dp)) +
+		  rlfs_acl_create_res(mp, &acl);
 	if (target && tlen > 64) {
 		uint32_t nblks = (uint32_t)((tlen + symlink_payload(mp) - 1) / symlink_payload(mp));
 		resblks += nblks + rlfs_alloc_tree_res(mp, nblks) + 2;
@@ -418,11 +435,13 @@ static int do_create(struct rlfs_mount *mp, uint64_t dir, const char *name, uint
 	if (error)
 		goto out_unlock;
 	rlfs_trans_ijoin(tp, dp);
-	error = rlfs_dir_lookup(tp, dp, name, len, &ino, NULL);
-	if (error == 0)
-		error = -EEXIST;
-	if (error != -ENOENT)
-		goto out_cancel;
+	if (!tmpfile) {
+		error = rlfs_dir_lookup(tp, dp, name, len, &ino, NULL);
+		if (error == 0)
+			error = -EEXIST;
+		if (error != -ENOENT)
+			goto out_cancel;
+	}
 	error = rlfs_ialloc(tp, dp->ino, &ino);
 	if (error)
 		goto out_cancel;
@@ -439,16 +458,26 @@ static int do_create(struct rlfs_mount *mp, uint64_t dir, const char *name, uint
 		if (error)
 			goto out_cancel;
 	}
-	error = rlfs_dir_add(tp, dp, name, len, ino, rlfs_mode_to_ftype(mode));
+	error = rlfs_acl_create_apply(tp, ip, &acl);
 	if (error)
 		goto out_cancel;
-	if (S_ISDIR(mode))
-		dp->nlink++;
-	ts_now_dirs(dp);
-	rlfs_trans_log_inode(tp, dp);
+	if (tmpfile) {
+		/* on no list: an open unlinked file (see rlfs_tmpfile) */
+		ip->nlink = 0;
+	} else {
+		error = rlfs_dir_add(tp, dp, name, len, ino, rlfs_mode_to_ftype(mode));
+		if (error)
+			goto out_cancel;
+		if (S_ISDIR(mode))
+			dp->nlink++;
+		ts_now_dirs(dp);
+		rlfs_trans_log_inode(tp, dp);
+	}
 	error = rlfs_trans_commit(tp);
 	if (error)
 		goto out_unlock;
+	if (tmpfile)
+		ip->linkable = true;
 	rlfs_inode_lookup_add(ip, 1);
 	if (out)
 		rlfs_inode_stat(ip, out);
@@ -457,6 +486,7 @@ out_cancel:
 	rlfs_trans_cancel(tp);
 out_unlock:
 	pthread_rwlock_unlock(&dp->iolock);
+	rlfs_acl_new_free(&acl);
 	if (ip)
 		rlfs_irele(ip);
 	rlfs_irele(dp);
@@ -465,6 +495,12 @@ out_unlock:
 
 int rlfs_mknod(struct rlfs_mount *mp, uint64_t dir, const char *name, mode_t mode,
 	       dev_t rdev, uid_t uid, gid_t gid, struct stat *out)
+{
+	return rlfs_mknod_umask(mp, dir, name, mode, rdev, uid, gid, 0, out);
+}
+
+int rlfs_mknod_umask(struct rlfs_mount *mp, uint64_t dir, const char *name, mode_t mode,
+		     dev_t rdev, uid_t uid, gid_t gid, mode_t umask, struct stat *out)
 {
 	uint32_t m = (uint32_t)mode;
 	switch (m & S_IFMT) {
@@ -487,22 +523,40 @@ int rlfs_mknod(struct rlfs_mount *mp, uint64_t dir, const char *name, mode_t mod
 	if (S_ISREG(m))
 		rdev = 0;
 	m &= S_IFMT | 07777;
-	return do_create(mp, dir, name, m, (uint64_t)rdev, uid, gid, NULL, out);
+	if (!name)
+		return -EINVAL;
+	return do_create(mp, dir, name, m, (uint64_t)rdev, uid, gid, NULL, (uint32_t)umask,
+			 out);
 }
 
 int rlfs_mkdir(struct rlfs_mount *mp, uint64_t dir, const char *name, mode_t mode,
 	       uid_t uid, gid_t gid, struct stat *out)
 {
+	return rlfs_mkdir_umask(mp, dir, name, mode, uid, gid, 0, out);
+}
+
+int rlfs_mkdir_umask(struct rlfs_mount *mp, uint64_t dir, const char *name, mode_t mode,
+		     uid_t uid, gid_t gid, mode_t umask, struct stat *out)
+{
 	uint32_t m = S_IFDIR | ((uint32_t)mode & 07777);
-	return do_create(mp, dir, name, m, 0, uid, gid, NULL, out);
+	if (!name)
+		return -EINVAL;
+	return do_create(mp, dir, name, m, 0, uid, gid, NULL, (uint32_t)umask, out);
+}
+
+int rlfs_tmpfile(struct rlfs_mount *mp, uint64_t dir, mode_t mode, uid_t uid, gid_t gid,
+		 mode_t umask, struct stat *out)
+{
+	uint32_t m = S_IFREG | ((uint32_t)mode & 07777);
+	return do_create(mp, dir, NULL, m, 0, uid, gid, NULL, (uint32_t)umask, out);
 }
 
 int rlfs_symlink(struct rlfs_mount *mp, uint64_t dir, const char *name,
 		 const char *target, uid_t uid, gid_t gid, struct stat *out)
 {
-	if (!target)
+	if (!target || !name)
 		return -EINVAL;
-	return do_create(mp, dir, name, S_IFLNK | 0777, 0, uid, gid, target, out);
+	return do_create(mp, dir, name, S_IFLNK | 0777, 0, uid, gid, target, 0, out);
 }
 
 /* ---- readlink ---- */
@@ -617,7 +671,9 @@ int rlfs_link(struct rlfs_mount *mp, uint64_t ino, uint64_t newdir, const char *
 		return error;
 	}
 	ilock_set(&lk, ip, dp, NULL, NULL);
-	if (dp->nlink == 0 || ip->nlink == 0) {
+	/* an unlinked inode gets a name back only if it is an O_TMPFILE one
+	 * not linked yet (the kernel's I_LINKABLE; vfs_link) */
+	if (dp->nlink == 0 || (ip->nlink == 0 && !ip->linkable)) {
 		error = -ENOENT;
 		goto out_unlock;
 	}
@@ -649,6 +705,7 @@ int rlfs_link(struct rlfs_mount *mp, uint64_t ino, uint64_t newdir, const char *
 	rlfs_trans_log_inode(tp, dp);
 	error = rlfs_trans_commit(tp);
 	if (!error) {
+		ip->linkable = false;
 		rlfs_inode_lookup_add(ip, 1);
 		if (out)
 			rlfs_inode_stat(ip, out);
@@ -787,22 +844,56 @@ static int is_ancestor(struct rlfs_mount *mp, uint64_t anc_ino, uint64_t start_i
 			    (unsigned long long)start_ino);
 }
 
+/*
+ * The whiteout of a RENAME_WHITEOUT rename, made in tp: a new character
+ * device 0:0 with mode 0 (the kernel's WHITEOUT_MODE/WHITEOUT_DEV) owned
+ * by uid and gid (the group of a setgid directory dp instead), which the
+ * caller links at the source name.  XFS: xfs_rename_alloc_whiteout.
+ * *wipp is referenced (released by the caller after commit or cancel,
+ * which is what frees a cancelled new inode).
+ */
+static int make_whiteout(struct rlfs_trans *tp, struct rlfs_inode *dp, uid_t uid, gid_t gid,
+			 struct rlfs_inode **wipp)
+{
+	uint64_t wino;
+	int error = rlfs_ialloc(tp, dp->ino, &wino);
+	if (error)
+		return error;
+	if (dp->mode & S_ISGID)
+		gid = dp->gid;
+	error = rlfs_inode_init(tp, wino, S_IFCHR, uid, gid, 0, 0, wipp);
+	if (error)
+		return error;
+	(*wipp)->nlink = 1;
+	rlfs_trans_log_inode(tp, *wipp);
+	return 0;
+}
+
 int rlfs_rename(struct rlfs_mount *mp, uint64_t dir, const char *name, uint64_t newdir,
 		const char *newname, unsigned flags)
 {
-	struct rlfs_inode *sdp = NULL, *tdp = NULL, *sip = NULL, *tip = NULL;
+	return rlfs_rename2(mp, dir, name, newdir, newname, flags, 0, 0);
+}
+
+int rlfs_rename2(struct rlfs_mount *mp, uint64_t dir, const char *name, uint64_t newdir,
+		 const char *newname, unsigned flags, uid_t uid, gid_t gid)
+{
+	struct rlfs_inode *sdp = NULL, *tdp = NULL, *sip = NULL, *tip = NULL, *wip = NULL;
 	struct rlfs_trans *tp;
 	struct ilockset lk = { .n = 0 };
 	size_t slen, tlen;
 	uint64_t sino, tino;
 	bool cross, exchange = flags & RENAME_EXCHANGE;
+	bool whiteout = flags & RENAME_WHITEOUT;
 	bool locked_rename = false;
 	int error;
 
-	if (flags & ~(unsigned)(RENAME_NOREPLACE | RENAME_EXCHANGE))
+	if (flags & ~(unsigned)(RENAME_NOREPLACE | RENAME_EXCHANGE | RENAME_WHITEOUT))
 		return -EINVAL;
 	if ((flags & RENAME_NOREPLACE) && exchange)
 		return -EINVAL;
+	if (whiteout && exchange)
+		return -EINVAL;         /* do_renameat2 */
 	error = name_len(name, &slen);
 	if (error)
 		return error;
@@ -954,6 +1045,8 @@ int rlfs_rename(struct rlfs_mount *mp, uint64_t dir, const char *name, uint64_t 
 	uint32_t resblks = 2 * (rlfs_dir_res(sdp) + rlfs_dir_res(tdp));
 	if (tip && S_ISDIR(tip->mode))
 		resblks += rlfs_dir_res(tip);
+	if (whiteout)
+		resblks += rlfs_ialloc_res(mp);
 	error = rlfs_trans_alloc(mp, resblks, RLFS_TRANS_RESERVE, &tp);
 	if (error)
 		goto out_unlock;
@@ -965,6 +1058,13 @@ int rlfs_rename(struct rlfs_mount *mp, uint64_t dir, const char *name, uint64_t 
 
 	uint8_t sft = rlfs_mode_to_ftype(sip->mode);
 	bool sdir = S_ISDIR(sip->mode);
+	uint64_t wino = 0;
+	if (whiteout) {
+		error = make_whiteout(tp, sdp, uid, gid, &wip);
+		if (error)
+			goto out_cancel;
+		wino = wip->ino;
+	}
 	if (exchange) {
 		uint8_t tft = rlfs_mode_to_ftype(tip->mode);
 		bool tdir = S_ISDIR(tip->mode);
@@ -999,7 +1099,9 @@ int rlfs_rename(struct rlfs_mount *mp, uint64_t dir, const char *name, uint64_t 
 		}
 		error = rlfs_dir_replace(tp, tdp, newname, tlen, sip->ino, sft, NULL);
 		if (!error)
-			error = rlfs_dir_remove(tp, sdp, name, slen, NULL);
+			error = whiteout ? rlfs_dir_replace(tp, sdp, name, slen, wino,
+							    RLFS_FT_CHR, NULL) :
+					   rlfs_dir_remove(tp, sdp, name, slen, NULL);
 		if (error)
 			goto out_cancel;
 		if (S_ISDIR(tip->mode)) {
@@ -1020,7 +1122,8 @@ int rlfs_rename(struct rlfs_mount *mp, uint64_t dir, const char *name, uint64_t 
 		}
 		ts_ctime(tip);
 	} else {
-		error = rlfs_dir_remove(tp, sdp, name, slen, NULL);
+		error = whiteout ? rlfs_dir_replace(tp, sdp, name, slen, wino, RLFS_FT_CHR, NULL) :
+				   rlfs_dir_remove(tp, sdp, name, slen, NULL);
 		if (!error)
 			error = rlfs_dir_add(tp, tdp, newname, tlen, sip->ino, sft);
 		if (error)
@@ -1049,6 +1152,8 @@ out_unlock:
 out:
 	if (locked_rename)
 		pthread_mutex_unlock(&rlfs_rename_lock);
+	if (wip)
+		rlfs_irele(wip);
 	if (sip)
 		rlfs_irele(sip);
 	if (tip)

@@ -679,11 +679,14 @@ int rlfs_get_extents(struct rlfs_mount *mp, uint64_t ino, uint64_t start, uint64
 	int error;
 
 	*count = 0;
+	error = rlfs_fiemap_prep(mp, start, &len);
+	if (error)
+		return error;
 	error = rlfs_iget(mp, ino, &ip);
 	if (error)
 		return error;
 	pthread_rwlock_rdlock(&ip->iolock);
-	if (!ip->ext_loaded || len == 0 || max == 0)
+	if (!ip->ext_loaded || max == 0)
 		goto out_unlock;
 	error = rlfs_trans_alloc(mp, 0, 0, &tp);
 	if (error)

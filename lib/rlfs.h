@@ -112,6 +112,23 @@ static inline uint64_t rlfs_b_to_fsbt(const struct rlfs_mount *mp, uint64_t byte
 static inline uint64_t rlfs_b_to_fsb(const struct rlfs_mount *mp, uint64_t bytes) /* ceil */
 { return (bytes + mp->blocksize - 1) >> mp->blocklog; }
 
+/*
+ * The range checks of an extent-map request, as fs/ioctl.c fiemap_prep
+ * makes them for FS_IOC_FIEMAP: -EINVAL for len 0, -EFBIG for a start at
+ * or past maxbytes; otherwise 0 with *len shortened so that the range ends
+ * at maxbytes at most.  (rlfs_get_extents, rlfs_get_xattr_extents.)
+ */
+static inline int rlfs_fiemap_prep(const struct rlfs_mount *mp, uint64_t start, uint64_t *len)
+{
+	if (*len == 0)
+		return -EINVAL;
+	if (start >= mp->maxbytes)
+		return -EFBIG;
+	if (*len > mp->maxbytes || mp->maxbytes - *len < start)
+		*len = mp->maxbytes - start;
+	return 0;
+}
+
 /* crc32c (Castagnoli) of buf, via isa-l; standard init/final xor. */
 uint32_t rlfs_crc32c(const void *buf, size_t len);
 /* Compute and store the crc of a block whose crc field is at crc_off. */

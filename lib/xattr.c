@@ -29,6 +29,7 @@
 #include <sys/xattr.h>
 
 #include "reflinkfs/fs.h"
+#include "reflinkfs/ioctl.h"
 #include "alloc.h"
 #include "btree.h"
 #include "dir.h"
@@ -917,6 +918,434 @@ int rlfs_xattr_destroy(struct rlfs_trans *tp, struct rlfs_inode *ip)
 	return 0;
 }
 
+/* ---- POSIX ACLs (system.posix_acl_access / _default) ---- */
+
+/*
+ * The value is the kernel's xattr form (include/linux/posix_acl_xattr.h):
+ * a le32 version 2, then entries {le16 tag, le16 perm, le32 id}.  The
+ * kernel enforces the ACLs (FUSE_POSIX_ACL); what the filesystem owes it is
+ * what fs/posix_acl.c does for a local filesystem: keep the mode in step
+ * with the access ACL (posix_acl_update_mode, posix_acl_chmod) and give new
+ * inodes the parent's default ACL (posix_acl_create).
+ */
+#define ACL_XATTR_VERSION 2u
+#define ACL_USER_OBJ 0x01
+#define ACL_USER 0x02
+#define ACL_GROUP_OBJ 0x04
+#define ACL_GROUP 0x08
+#define ACL_MASK 0x10
+#define ACL_OTHER 0x20
+#define ACL_HDR 4u
+#define ACL_ENT 8u
+/* an ACL the kernel can hand us is at most a page (fuse_set_acl) */
+#define ACL_MAX_BYTES 4096u
+
+static const char ACL_ACCESS[] = "system.posix_acl_access";
+static const char ACL_DEFAULT[] = "system.posix_acl_default";
+
+static int acl_kind(const char *name)
+{
+	if (!strcmp(name, ACL_ACCESS))
+		return 1;
+	if (!strcmp(name, ACL_DEFAULT))
+		return 2;
+	return 0;
+}
+
+static unsigned acl_count(size_t size)
+{
+	return (unsigned)((size - ACL_HDR) / ACL_ENT);
+}
+
+static uint16_t acl_tag(const uint8_t *v, unsigned i)
+{
+	return (uint16_t)(v[ACL_HDR + i * ACL_ENT] | v[ACL_HDR + i * ACL_ENT + 1] << 8);
+}
+
+static uint16_t acl_perm(const uint8_t *v, unsigned i)
+{
+	return (uint16_t)(v[ACL_HDR + i * ACL_ENT + 2] | v[ACL_HDR + i * ACL_ENT + 3] << 8);
+}
+
+static void acl_set_perm(uint8_t *v, unsigned i, uint16_t perm)
+{
+	v[ACL_HDR + i * ACL_ENT + 2] = (uint8_t)perm;
+	v[ACL_HDR + i * ACL_ENT + 3] = (uint8_t)(perm >> 8);
+}
+
+static bool acl_valid_header(const uint8_t *v)
+{
+	return (uint32_t)(v[0] | v[1] << 8 | v[2] << 16 | (uint32_t)v[3] << 24) ==
+	       ACL_XATTR_VERSION;
+}
+
+/* posix_acl_from_xattr + posix_acl_valid: version 2, at least one entry,
+ * permissions rwx only, tags in the order USER_OBJ, USER..., GROUP_OBJ,
+ * GROUP..., MASK (required with named entries), OTHER.  0 or -EINVAL. */
+static int acl_valid(const void *value, size_t size)
+{
+	const uint8_t *v = value;
+	if (!v || size < ACL_HDR + ACL_ENT || (size - ACL_HDR) % ACL_ENT || !acl_valid_header(v))
+		return -EINVAL;
+	int state = ACL_USER_OBJ;
+	bool needs_mask = false;
+	for (unsigned i = 0; i < acl_count(size); i++) {
+		if (acl_perm(v, i) & ~7u)
+			return -EINVAL;
+		switch (acl_tag(v, i)) {
+		case ACL_USER_OBJ:
+			if (state != ACL_USER_OBJ)
+				return -EINVAL;
+			state = ACL_USER;
+			break;
+		case ACL_USER:
+			if (state != ACL_USER)
+				return -EINVAL;
+			needs_mask = true;
+			break;
+		case ACL_GROUP_OBJ:
+			if (state != ACL_USER)
+				return -EINVAL;
+			state = ACL_GROUP;
+			break;
+		case ACL_GROUP:
+			if (state != ACL_GROUP)
+				return -EINVAL;
+			needs_mask = true;
+			break;
+		case ACL_MASK:
+			if (state != ACL_GROUP)
+				return -EINVAL;
+			state = ACL_OTHER;
+			break;
+		case ACL_OTHER:
+			if (state != ACL_OTHER && (state != ACL_GROUP || needs_mask))
+				return -EINVAL;
+			state = 0;
+			break;
+		default:
+			return -EINVAL;
+		}
+	}
+	return state == 0 ? 0 : -EINVAL;
+}
+
+/* posix_acl_equiv_mode: *mode's permission bits from a valid ACL; 1 if the
+ * ACL says more than the mode (named entries or a mask), else 0. */
+static int acl_equiv_mode(const uint8_t *v, size_t size, uint32_t *mode)
+{
+	uint32_t m = 0;
+	int not_equiv = 0;
+	for (unsigned i = 0; i < acl_count(size); i++) {
+		uint32_t perm = acl_perm(v, i) & 7u;
+		switch (acl_tag(v, i)) {
+		case ACL_USER_OBJ:
+			m |= perm << 6;
+			break;
+		case ACL_GROUP_OBJ:
+			m |= perm << 3;
+			break;
+		case ACL_OTHER:
+			m |= perm;
+			break;
+		case ACL_MASK:
+			m = (m & ~070u) | perm << 3;
+			not_equiv = 1;
+			break;
+		default:
+			not_equiv = 1;
+			break;
+		}
+	}
+	*mode = (*mode & ~0777u) | m;
+	return not_equiv;
+}
+
+/* posix_acl_create_masq: mask a copy of the parent's default ACL with the
+ * requested mode and the mode with the ACL; 1 if the result says more
+ * than the mode (keep it as the access ACL). */
+static int acl_create_masq(uint8_t *v, size_t size, uint32_t *modep)
+{
+	uint32_t mode = *modep;
+	int group_obj = -1, mask_obj = -1, not_equiv = 0;
+	for (unsigned i = 0; i < acl_count(size); i++) {
+		uint16_t perm = acl_perm(v, i);
+		switch (acl_tag(v, i)) {
+		case ACL_USER_OBJ:
+			perm &= (uint16_t)(((mode >> 6) & 7u) | ~7u);
+			acl_set_perm(v, i, perm);
+			mode &= ((uint32_t)perm << 6) | ~0700u;
+			break;
+		case ACL_USER:
+		case ACL_GROUP:
+			not_equiv = 1;
+			break;
+		case ACL_GROUP_OBJ:
+			group_obj = (int)i;
+			break;
+		case ACL_OTHER:
+			perm &= (uint16_t)((mode & 7u) | ~7u);
+			acl_set_perm(v, i, perm);
+			mode &= (uint32_t)perm | ~07u;
+			break;
+		case ACL_MASK:
+			mask_obj = (int)i;
+			not_equiv = 1;
+			break;
+		}
+	}
+	int gi = mask_obj >= 0 ? mask_obj : group_obj;
+	if (gi < 0)
+		return -EINVAL;
+	uint16_t perm = acl_perm(v, (unsigned)gi) & (uint16_t)(((mode >> 3) & 7u) | ~7u);
+	acl_set_perm(v, (unsigned)gi, perm);
+	mode &= ((uint32_t)perm << 3) | ~070u;
+	*modep = (*modep & ~0777u) | (mode & 0777u);
+	return not_equiv;
+}
+
+/* posix_acl_chmod (__posix_acl_chmod_masq): the owner, group class (the
+ * mask if there is one) and other entries take the mode's bits. */
+static void acl_chmod_masq(uint8_t *v, size_t size, uint32_t mode)
+{
+	int group_obj = -1, mask_obj = -1;
+	for (unsigned i = 0; i < acl_count(size); i++) {
+		switch (acl_tag(v, i)) {
+		case ACL_USER_OBJ:
+			acl_set_perm(v, i, (uint16_t)((mode >> 6) & 7u));
+			break;
+		case ACL_OTHER:
+			acl_set_perm(v, i, (uint16_t)(mode & 7u));
+			break;
+		case ACL_GROUP_OBJ:
+			group_obj = (int)i;
+			break;
+		case ACL_MASK:
+			mask_obj = (int)i;
+			break;
+		}
+	}
+	int gi = mask_obj >= 0 ? mask_obj : group_obj;
+	if (gi >= 0)
+		acl_set_perm(v, (unsigned)gi, (uint16_t)((mode >> 3) & 7u));
+}
+
+/* Replace the value of an existing attribute with one of the same length
+ * in place (no block is allocated or freed, so no reservation is needed).
+ * 0, -ENODATA, -EINVAL (length differs), -EUCLEAN. */
+static int xattr_overwrite(struct rlfs_trans *tp, struct rlfs_inode *ip, const char *name,
+			   const void *value, size_t vlen)
+{
+	size_t len = strlen(name);
+	int error = check_aformat(ip);
+	if (error)
+		return error;
+	if (ip->aformat == RLFS_FMT_LOCAL) {
+		struct sf_ent e = { 0 };
+		error = sf_lookup(ip, name, len, &e);
+		if (error <= 0)
+			return error < 0 ? error : -ENODATA;
+		if (e.valuelen != vlen)
+			return -EINVAL;
+		rlfs_trans_log_inode(tp, ip);
+		memcpy(ip->literal + (e.value - ip->literal), value, vlen);
+		return 0;
+	}
+	if (ip->aformat != RLFS_FMT_BTREE)
+		return -ENODATA;
+	struct rlfs_btree_cur cur;
+	struct rlfs_attr_rec rec;
+	rlfs_btree_cur_init(&cur, tp, &rlfs_attrbt_ops, 0, ip, NULL);
+	error = bt_find(&cur, name, len, &rec, NULL);
+	if (error == 0)
+		error = -ENODATA;
+	if (error == 1 && rlfs_get32(rec.valuelen) != vlen)
+		error = -EINVAL;
+	if (error == 1 && vlen <= ATTR_INLINE_VALUE) {
+		memcpy(rec.value, value, vlen);
+		error = rlfs_btree_update(&cur, &rec);
+	} else if (error == 1) {
+		struct rlfs_mount *mp = tp->mp;
+		uint64_t fsbno = rlfs_get64(rec.value_fsbno);
+		uint32_t payload = remote_payload(mp);
+		error = 0;
+		for (uint32_t i = 0; !error && i < value_blocks(mp, vlen); i++) {
+			struct rlfs_buf *bp;
+			error = rlfs_trans_read_buf(tp, fsbno + i, &rlfs_remote_buf_ops, ip->ino,
+						    &bp);
+			if (error)
+				break;
+			size_t pos = (size_t)i * payload;
+			size_t n = RLFS_MIN((size_t)payload, vlen - pos);
+			memcpy((uint8_t *)bp->data + sizeof(struct rlfs_remote_hdr),
+			       (const uint8_t *)value + pos, n);
+			rlfs_trans_log_buf(tp, bp);
+			rlfs_trans_brelse(tp, bp);
+		}
+	}
+	rlfs_btree_cur_del(&cur);
+	return error;
+}
+
+int rlfs_acl_chmod(struct rlfs_trans *tp, struct rlfs_inode *ip)
+{
+	uint8_t v[ACL_MAX_BYTES];
+	if (ip->acount == 0 || S_ISLNK(ip->mode))
+		return 0;
+	int n = rlfs_xattr_get(tp, ip, ACL_ACCESS, v, sizeof(v));
+	if (n == -ENODATA)
+		return 0;
+	if (n < 0 && n != -ERANGE)
+		return n;
+	/* larger than any ACL the kernel can set, or malformed */
+	if (n < 0 || acl_valid(v, (size_t)n))
+		return rlfs_corrupt(tp->mp, rlfs_ino_to_fsb(tp->mp, ip->ino), "xattr",
+				    "ino %llu: malformed %s", (unsigned long long)ip->ino,
+				    ACL_ACCESS);
+	acl_chmod_masq(v, (size_t)n, ip->mode);
+	return xattr_overwrite(tp, ip, ACL_ACCESS, v, (size_t)n);
+}
+
+void rlfs_acl_new_free(struct rlfs_acl_new *an)
+{
+	free(an->def);
+	free(an->acc);
+	memset(an, 0, sizeof(*an));
+}
+
+int rlfs_acl_create_prep(struct rlfs_inode *dp, uint32_t *mode, uint32_t umask,
+			 struct rlfs_acl_new *an)
+{
+	struct rlfs_trans *tp;
+	memset(an, 0, sizeof(*an));
+	if (S_ISLNK(*mode))
+		return 0;
+	int n = -ENODATA;
+	if (dp->acount) {
+		an->def = malloc(ACL_MAX_BYTES);
+		if (!an->def)
+			return -ENOMEM;
+		int error = rlfs_trans_alloc(dp->mp, 0, RLFS_TRANS_RDONLY, &tp);
+		if (error) {
+			rlfs_acl_new_free(an);
+			return error;
+		}
+		n = rlfs_xattr_get(tp, dp, ACL_DEFAULT, an->def, ACL_MAX_BYTES);
+		rlfs_trans_cancel(tp);
+		if (n == -ERANGE || (n >= 0 && acl_valid(an->def, (size_t)n)))
+			n = rlfs_corrupt(dp->mp, rlfs_ino_to_fsb(dp->mp, dp->ino), "xattr",
+					 "ino %llu: malformed %s", (unsigned long long)dp->ino,
+					 ACL_DEFAULT);
+		if (n < 0 && n != -ENODATA) {
+			rlfs_acl_new_free(an);
+			return n;
+		}
+	}
+	if (n == -ENODATA) {
+		rlfs_acl_new_free(an);
+		*mode &= ~(umask & 0777u);
+		return 0;
+	}
+	an->deflen = (size_t)n;
+	an->acc = malloc(an->deflen);
+	if (!an->acc) {
+		rlfs_acl_new_free(an);
+		return -ENOMEM;
+	}
+	memcpy(an->acc, an->def, an->deflen);
+	an->acclen = an->deflen;
+	int r = acl_create_masq(an->acc, an->acclen, mode);
+	if (r < 0) {
+		rlfs_acl_new_free(an);
+		return r;
+	}
+	if (r == 0) {           /* equivalent to the mode: no access ACL */
+		free(an->acc);
+		an->acc = NULL;
+		an->acclen = 0;
+	}
+	if (!S_ISDIR(*mode)) {  /* only directories inherit the default ACL */
+		free(an->def);
+		an->def = NULL;
+		an->deflen = 0;
+	}
+	return 0;
+}
+
+uint32_t rlfs_acl_create_res(struct rlfs_mount *mp, const struct rlfs_acl_new *an)
+{
+	uint32_t res = 0;
+	if (an->def)
+		res += 2 * (value_blocks(mp, an->deflen) + 8);
+	if (an->acc)
+		res += 2 * (value_blocks(mp, an->acclen) + 8);
+	return res ? res + rlfs_alloc_tree_res(mp, res) : 0;
+}
+
+int rlfs_acl_create_apply(struct rlfs_trans *tp, struct rlfs_inode *ip,
+			  const struct rlfs_acl_new *an)
+{
+	int error = 0;
+	if (an->def)
+		error = rlfs_xattr_set(tp, ip, ACL_DEFAULT, an->def, an->deflen, XATTR_CREATE);
+	if (!error && an->acc)
+		error = rlfs_xattr_set(tp, ip, ACL_ACCESS, an->acc, an->acclen, XATTR_CREATE);
+	return error;
+}
+
+/*
+ * setxattr of an ACL name (xattr_public, inode locked and joined):
+ * posix_acl_xattr_set -> set_posix_acl -> the filesystem's set_acl, which
+ * ignore XATTR_CREATE/XATTR_REPLACE as the kernel does.  An ACL with no
+ * entry removes the ACL (set_posix_acl with NULL; on a non-directory a
+ * default one is simply not there).  An
+ * access ACL sets the mode's permission bits (posix_acl_update_mode) and is
+ * not stored when the mode says it all; kill_sgid (the kernel's
+ * FUSE_SETXATTR_ACL_KILL_SGID: the caller is neither in the file's group
+ * nor has CAP_FSETID) clears S_ISGID.  A default ACL: directories only
+ * (-EACCES).  Symlinks have no ACLs (-EOPNOTSUPP).
+ */
+static int acl_set(struct rlfs_trans *tp, struct rlfs_inode *ip, int kind, const char *name,
+		   const void *value, size_t size, bool kill_sgid)
+{
+	if (S_ISLNK(ip->mode))
+		return -EOPNOTSUPP;
+	if (value && size == ACL_HDR && acl_valid_header(value)) {
+		/* no entries: posix_acl_from_xattr gives no ACL, and setting
+		 * none removes it (set_posix_acl with NULL) */
+		if (kind == 2 && !S_ISDIR(ip->mode))
+			return 0;
+		int error = rlfs_xattr_remove(tp, ip, name);
+		return error == -ENODATA ? 0 : error;
+	}
+	int error = acl_valid(value, size);
+	if (error)
+		return error;
+	if (kind == 2) {
+		if (!S_ISDIR(ip->mode))
+			return -EACCES;
+		return rlfs_xattr_set(tp, ip, name, value, size, 0);
+	}
+	uint32_t mode = ip->mode;
+	int not_equiv = acl_equiv_mode(value, size, &mode);
+	if (kill_sgid)
+		mode &= ~(uint32_t)S_ISGID;
+	if (not_equiv) {
+		error = rlfs_xattr_set(tp, ip, name, value, size, 0);
+	} else {
+		error = rlfs_xattr_remove(tp, ip, name);
+		if (error == -ENODATA)
+			error = 0;
+	}
+	if (error)
+		return error;
+	if (mode != ip->mode) {
+		ip->mode = mode;
+		rlfs_trans_log_inode(tp, ip);
+	}
+	return 0;
+}
+
 /* ---- public wrappers (include/reflinkfs/fs.h) ---- */
 
 /*
@@ -982,6 +1411,13 @@ static int xattr_public(struct rlfs_mount *mp, uint64_t ino, const struct xattr_
 		error = -EPERM;
 		goto out;
 	}
+	/* No xattrs: answer without a transaction (no metadata lock).  The
+	 * kernel asks for system.posix_acl_access of an inode before it
+	 * checks a non-owner's access, after each refresh of its attributes. */
+	if (!change && ip->aformat == RLFS_FMT_NONE) {
+		error = c->kind == XATTR_GET ? -ENODATA : 0;
+		goto out;
+	}
 	if (c->kind == XATTR_SET)
 		error = rlfs_trans_alloc(mp, rlfs_xattr_res(ip, c->size), 0, &tp);
 	else if (c->kind == XATTR_REMOVE)
@@ -1000,7 +1436,12 @@ static int xattr_public(struct rlfs_mount *mp, uint64_t ino, const struct xattr_
 		error = rlfs_xattr_list(tp, ip, c->buf, c->size);
 		break;
 	case XATTR_SET:
-		error = rlfs_xattr_set(tp, ip, c->name, c->value, c->size, c->flags);
+		if (acl_kind(c->name))
+			error = acl_set(tp, ip, acl_kind(c->name), c->name, c->value, c->size,
+					c->flags & RLFS_XATTR_ACL_KILL_SGID);
+		else
+			error = rlfs_xattr_set(tp, ip, c->name, c->value, c->size,
+					       c->flags & ~RLFS_XATTR_ACL_KILL_SGID);
 		break;
 	case XATTR_REMOVE:
 		error = rlfs_xattr_remove(tp, ip, c->name);
@@ -1059,4 +1500,140 @@ int rlfs_removexattr(struct rlfs_mount *mp, uint64_t ino, const char *name)
 		return error;
 	struct xattr_call c = { .kind = XATTR_REMOVE, .name = name };
 	return xattr_public(mp, ino, &c);
+}
+
+/* ---- extent map of the xattr blocks (FIEMAP_FLAG_XATTR) ---- */
+
+struct ablk_list {
+	struct rlfs_mount *mp;
+	uint64_t *fsbno;        /* first block of each run */
+	uint32_t *nblks;        /* its length */
+	size_t n, cap;
+};
+
+static int ablk_add(struct ablk_list *l, uint64_t fsbno, uint32_t nblks)
+{
+	if (fsbno == 0 || nblks == 0 || fsbno >= l->mp->dblocks ||
+	    nblks > l->mp->dblocks - fsbno)
+		return rlfs_corrupt(l->mp, fsbno, "xattr", "block run of %u outside the device",
+				    nblks);
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? l->cap * 2 : 64;
+		uint64_t *f = realloc(l->fsbno, cap * sizeof(*f));
+		if (!f)
+			return -ENOMEM;
+		l->fsbno = f;
+		uint32_t *b = realloc(l->nblks, cap * sizeof(*b));
+		if (!b)
+			return -ENOMEM;
+		l->nblks = b;
+		l->cap = cap;
+	}
+	l->fsbno[l->n] = fsbno;
+	l->nblks[l->n] = nblks;
+	l->n++;
+	return 0;
+}
+
+static int ablk_tree_fn(struct rlfs_btree_cur *cur, struct rlfs_buf *bp, unsigned level,
+			void *priv)
+{
+	(void)cur;
+	(void)level;
+	return ablk_add(priv, bp->fsbno, 1);
+}
+
+static int ablk_value_fn(struct rlfs_btree_cur *cur, const void *rec, void *priv)
+{
+	(void)cur;
+	struct ablk_list *l = priv;
+	const struct rlfs_attr_rec *r = rec;
+	uint32_t nblks = value_blocks(l->mp, rlfs_get32(r->valuelen));
+	return nblks ? ablk_add(l, rlfs_get64(r->value_fsbno), nblks) : 0;
+}
+
+/* Sort the runs by block number (insertion order is tree order; the
+ * device order gives the longest merged extents). */
+static void ablk_sort(struct ablk_list *l)
+{
+	for (size_t i = 1; i < l->n; i++) {
+		uint64_t f = l->fsbno[i];
+		uint32_t b = l->nblks[i];
+		size_t j = i;
+		while (j > 0 && l->fsbno[j - 1] > f) {
+			l->fsbno[j] = l->fsbno[j - 1];
+			l->nblks[j] = l->nblks[j - 1];
+			j--;
+		}
+		l->fsbno[j] = f;
+		l->nblks[j] = b;
+	}
+}
+
+int rlfs_get_xattr_extents(struct rlfs_mount *mp, uint64_t ino, uint64_t start, uint64_t len,
+			   struct rlfs_ioc_extent *ext, uint32_t max, uint32_t *count)
+{
+	struct rlfs_inode *ip;
+	struct rlfs_trans *tp;
+	struct ablk_list l = { .mp = mp };
+	int error;
+
+	*count = 0;
+	error = rlfs_fiemap_prep(mp, start, &len);
+	if (error)
+		return error;
+	error = rlfs_iget(mp, ino, &ip);
+	if (error)
+		return error;
+	pthread_rwlock_rdlock(&ip->iolock);
+	error = check_aformat(ip);
+	if (error || ip->aformat != RLFS_FMT_BTREE || max == 0)
+		goto out_unlock;
+	error = rlfs_trans_alloc(mp, 0, RLFS_TRANS_RDONLY, &tp);
+	if (error)
+		goto out_unlock;
+	struct rlfs_btree_cur cur;
+	rlfs_btree_cur_init(&cur, tp, &rlfs_attrbt_ops, 0, ip, NULL);
+	error = rlfs_btree_visit_blocks(&cur, ablk_tree_fn, &l);
+	rlfs_btree_cur_del(&cur);
+	if (!error) {
+		rlfs_btree_cur_init(&cur, tp, &rlfs_attrbt_ops, 0, ip, NULL);
+		error = rlfs_btree_query_all(&cur, ablk_value_fn, &l);
+		rlfs_btree_cur_del(&cur);
+	}
+	rlfs_trans_cancel(tp);
+	if (error)
+		goto out_unlock;
+	ablk_sort(&l);
+	/* merge runs that follow each other on the device; logical offsets
+	 * count the blocks before each run */
+	uint64_t end = start + len;      /* no wrap: fiemap_prep */
+	uint64_t lblk = 0;
+	for (size_t i = 0; i < l.n && *count < max;) {
+		uint64_t fsbno = l.fsbno[i], nblks = l.nblks[i];
+		size_t j = i + 1;
+		while (j < l.n && l.fsbno[j] == fsbno + nblks) {
+			nblks += l.nblks[j];
+			j++;
+		}
+		uint64_t lo = lblk << mp->blocklog, bytes = nblks << mp->blocklog;
+		lblk += nblks;
+		i = j;
+		if (lo >= end)
+			break;
+		if (lo + bytes <= start)
+			continue;
+		struct rlfs_ioc_extent *x = &ext[(*count)++];
+		memset(x, 0, sizeof(*x));
+		x->logical = lo;
+		x->physical = fsbno << mp->blocklog;
+		x->length = bytes;
+		x->flags = i == l.n ? RLFS_IOC_EXT_LAST : 0;
+	}
+out_unlock:
+	free(l.fsbno);
+	free(l.nblks);
+	pthread_rwlock_unlock(&ip->iolock);
+	rlfs_irele(ip);
+	return error;
 }

@@ -190,8 +190,9 @@ static int do_ficlonerange(int fd, const struct file_clone_range *u)
 
 /* FIEMAP_MAX_EXTENTS of fs/ioctl.c */
 #define SHIM_FIEMAP_MAX_EXTENTS (UINT_MAX / sizeof(struct fiemap_extent))
-/* flags reflinkfs supports (fiemap_prep: SYNC always; no XATTR) */
-#define SHIM_FIEMAP_SUPPORTED FIEMAP_FLAG_SYNC
+/* flags reflinkfs supports (fiemap_prep: SYNC always; XATTR maps the
+ * blocks of the extended attributes, RLFS_IOC_EXT_XATTR) */
+#define SHIM_FIEMAP_SUPPORTED (FIEMAP_FLAG_SYNC | FIEMAP_FLAG_XATTR)
 #define SHIM_MAXBYTES ((uint64_t)INT64_MAX)
 
 /*
@@ -205,7 +206,9 @@ static int do_ficlonerange(int fd, const struct file_clone_range *u)
  * RLFS_IOC_EXTENTS_BATCH.  The first batch flushes the file's dirty pages
  * (RLFS_IOC_EXT_SYNC) whether or not FIEMAP_FLAG_SYNC is given: without it
  * the daemon could not see data still in the page cache (XFS would report
- * it as delayed allocation).
+ * it as delayed allocation).  FIEMAP_FLAG_XATTR maps the blocks of the
+ * extended attributes (RLFS_IOC_EXT_XATTR); dirty data does not matter
+ * there, so it flushes only if FIEMAP_FLAG_SYNC asks.
  */
 static int do_fiemap(int fd, struct fiemap *fm)
 {
@@ -241,6 +244,8 @@ static int do_fiemap(int fd, struct fiemap *fm)
 		errno = ENOMEM;
 		return -1;
 	}
+	bool xattr = fm->fm_flags & FIEMAP_FLAG_XATTR;
+	bool sync = !xattr || (fm->fm_flags & FIEMAP_FLAG_SYNC);
 	uint64_t end = start + len;
 	uint64_t pos = start;
 	uint32_t mapped = 0;
@@ -250,7 +255,8 @@ static int do_fiemap(int fd, struct fiemap *fm)
 		memset(x, 0, sizeof(*x));
 		x->start = pos;
 		x->length = end - pos;
-		x->flags = first ? RLFS_IOC_EXT_SYNC : 0;
+		x->flags = (first && sync ? RLFS_IOC_EXT_SYNC : 0) |
+			   (xattr ? RLFS_IOC_EXT_XATTR : 0);
 		first = false;
 		if (real_ioctl(fd, RLFS_IOC_GET_EXTENTS, x) != 0) {
 			ret = -1;

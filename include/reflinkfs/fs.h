@@ -90,6 +90,32 @@ int rlfs_mknod(struct rlfs_mount *mp, uint64_t dir, const char *name, mode_t mod
 	       dev_t rdev, uid_t uid, gid_t gid, struct stat *out);
 int rlfs_mkdir(struct rlfs_mount *mp, uint64_t dir, const char *name, mode_t mode,
 	       uid_t uid, gid_t gid, struct stat *out);
+/*
+ * POSIX ACLs on creation (fs/posix_acl.c posix_acl_create, as a local
+ * filesystem does it; FUSE leaves it to the server): rlfs_mknod, rlfs_mkdir
+ * and these give a new inode whose parent has a default ACL
+ * (system.posix_acl_default) an access ACL masked by the mode (and mask
+ * the mode with it; a new directory also gets the default ACL); without
+ * one the mode is masked with umask (FUSE_DONT_MASK: the kernel leaves the
+ * umask to us).  rlfs_mknod/rlfs_mkdir use umask 0.  Symlinks get neither.
+ */
+int rlfs_mknod_umask(struct rlfs_mount *mp, uint64_t dir, const char *name, mode_t mode,
+		     dev_t rdev, uid_t uid, gid_t gid, mode_t umask, struct stat *out);
+int rlfs_mkdir_umask(struct rlfs_mount *mp, uint64_t dir, const char *name, mode_t mode,
+		     uid_t uid, gid_t gid, mode_t umask, struct stat *out);
+/*
+ * O_TMPFILE (open(2); XFS xfs_create_tmpfile): a new regular file in dir
+ * with no name and nlink 0, with out's lookup count (the kernel's
+ * reference) keeping it alive; like an unlinked open file it is freed when
+ * the last count goes (or at unmount), and a crash leaves it an orphan
+ * for fsck.  rlfs_link may give it a name once (linkat(2) with
+ * AT_EMPTY_PATH or /proc/self/fd; the kernel refuses O_EXCL ones).  mode,
+ * umask and ACLs as rlfs_mknod_umask; dir's mtime does not change.
+ * Errors: -ENOTDIR, -ENOENT (dir removed), -EPERM (immutable dir),
+ * -ENOSPC.
+ */
+int rlfs_tmpfile(struct rlfs_mount *mp, uint64_t dir, mode_t mode, uid_t uid, gid_t gid,
+		 mode_t umask, struct stat *out);
 int rlfs_symlink(struct rlfs_mount *mp, uint64_t dir, const char *name,
 		 const char *target, uid_t uid, gid_t gid, struct stat *out);
 /* Returns the target length (not NUL-terminated if it fills size). */
@@ -98,9 +124,17 @@ int rlfs_link(struct rlfs_mount *mp, uint64_t ino, uint64_t newdir,
 	      const char *newname, struct stat *out);
 int rlfs_unlink(struct rlfs_mount *mp, uint64_t dir, const char *name);
 int rlfs_rmdir(struct rlfs_mount *mp, uint64_t dir, const char *name);
-/* flags: RENAME_NOREPLACE, RENAME_EXCHANGE (linux/fs.h values 1, 2) */
+/* flags: RENAME_NOREPLACE, RENAME_EXCHANGE, RENAME_WHITEOUT (linux/fs.h
+ * values 1, 2, 4; renameat2(2)).  RENAME_WHITEOUT leaves at the source name,
+ * in the same transaction, a whiteout: a character device 0:0 with mode 0
+ * (overlayfs); with RENAME_EXCHANGE it is -EINVAL.  Any user may make one
+ * (Linux >= 5.8 dropped the CAP_MKNOD check).  rlfs_rename's whiteout
+ * belongs to root; rlfs_rename2 gives it uid and gid (the caller's
+ * fsuid/fsgid; the directory's group if it is setgid), as XFS does. */
 int rlfs_rename(struct rlfs_mount *mp, uint64_t dir, const char *name,
 		uint64_t newdir, const char *newname, unsigned flags);
+int rlfs_rename2(struct rlfs_mount *mp, uint64_t dir, const char *name,
+		 uint64_t newdir, const char *newname, unsigned flags, uid_t uid, gid_t gid);
 void rlfs_forget(struct rlfs_mount *mp, uint64_t ino, uint64_t nlookup);
 
 /*
@@ -156,7 +190,17 @@ int rlfs_fallocate(struct rlfs_mount *mp, uint64_t ino, int mode, off_t off, off
  * Returns the offset or -ENXIO. */
 off_t rlfs_lseek(struct rlfs_mount *mp, uint64_t ino, off_t off, int whence);
 
-/* xattrs: getxattr(2) etc.  get/list with size 0 return the needed size. */
+/* xattrs: getxattr(2) etc.  get/list with size 0 return the needed size.
+ * POSIX ACLs are the xattrs system.posix_acl_access/_default in the
+ * kernel's xattr form (acl(5)), which the kernel enforces: setting one
+ * checks it (-EINVAL; a default ACL only on a directory, else -EACCES;
+ * none on symlinks, -EOPNOTSUPP), ignores XATTR_CREATE/REPLACE as the
+ * kernel does, and an access ACL sets the mode's permission bits and is
+ * dropped when the mode says it all (posix_acl_update_mode).  flags may
+ * add RLFS_XATTR_ACL_KILL_SGID (FUSE_SETXATTR_ACL_KILL_SGID: the caller
+ * is neither in the file's group nor has CAP_FSETID), which then clears
+ * S_ISGID.  A chmod (rlfs_setattr) updates the access ACL. */
+#define RLFS_XATTR_ACL_KILL_SGID (1 << 16)
 int rlfs_getxattr(struct rlfs_mount *mp, uint64_t ino, const char *name, void *value,
 		  size_t size);
 int rlfs_setxattr(struct rlfs_mount *mp, uint64_t ino, const char *name,
@@ -194,11 +238,25 @@ int64_t rlfs_clone_range(struct rlfs_mount *mp, uint64_t src_ino, uint64_t src_o
  * [start, start+len) bytes, in file order, at most max of them, *count set;
  * RLFS_IOC_EXT_SHARED on extents whose blocks have refcount >= 2 (an extent
  * is split where sharing changes), UNWRITTEN, LAST on the file's last
- * extent.  0, -ENOENT.
+ * extent.  The range is checked as FS_IOC_FIEMAP checks it (fs/ioctl.c
+ * fiemap_prep): len 0 -EINVAL, start at or past the maximum file size
+ * -EFBIG, a range past it shortened.  max 0 only checks.  0, -EINVAL,
+ * -EFBIG, -ENOENT.
  */
 struct rlfs_ioc_extent;
 int rlfs_get_extents(struct rlfs_mount *mp, uint64_t ino, uint64_t start, uint64_t len,
 		     struct rlfs_ioc_extent *ext, uint32_t max, uint32_t *count);
+/*
+ * The same for the blocks that hold ino's extended attributes (FIEMAP with
+ * FIEMAP_FLAG_XATTR; XFS maps its attribute fork): the xattr tree's blocks
+ * and the value blocks, in device order, numbered from logical offset 0 as
+ * if they were one file (reflinkfs has no attribute fork address space).
+ * Inline (in-inode) attributes have no blocks: 0 extents, as XFS reports
+ * for its local attribute format.  Flags: LAST on the last extent only.
+ * Errors as rlfs_get_extents (and -ENOMEM).
+ */
+int rlfs_get_xattr_extents(struct rlfs_mount *mp, uint64_t ino, uint64_t start, uint64_t len,
+			   struct rlfs_ioc_extent *ext, uint32_t max, uint32_t *count);
 
 /* mkfs: format image (created sparse if missing) of size_bytes (0 = the
  * existing file/device size).  -EEXIST if it already holds a reflinkfs

@@ -30,7 +30,9 @@
 #include <linux/ioctl.h>
 #include <linux/types.h>
 
-#define RLFS_IOC_ABI_VERSION 1
+/* 1: first version.  2: RLFS_IOC_GET_EXTENTS takes RLFS_IOC_EXT_XATTR and
+ * checks its range and flags as FS_IOC_FIEMAP does (EINVAL, EFBIG, EBADR). */
+#define RLFS_IOC_ABI_VERSION 2
 #define RLFS_IOC_TYPE 0xb7 /* unused in Documentation/userspace-api/ioctl/ioctl-number.rst */
 
 /* RLFS_IOC_CLONE: like FICLONE (ioctl_ficlone(2)): clone src_fd from
@@ -54,15 +56,24 @@ struct rlfs_ioc_clone_range {
 };
 
 /* RLFS_IOC_GET_EXTENTS: FIEMAP-like mapping of the target file in batches.
- * In: start and length (bytes) of the range to map, flags 0 (or
- * RLFS_IOC_EXT_SYNC to flush the file's dirty data first, like
- * FIEMAP_FLAG_SYNC).  Out: count extents in ext[] (at most
- * RLFS_IOC_EXTENTS_BATCH), in file order; the last extent of the file has
- * RLFS_IOC_EXT_LAST.  To continue, call again with start = the end of the
- * last extent returned.  Holes are not reported.  Mirrors
+ * In: start and length (bytes) of the range to map, flags 0 or a mask of
+ * RLFS_IOC_EXT_SYNC (flush the file's dirty data first, FIEMAP_FLAG_SYNC)
+ * and RLFS_IOC_EXT_XATTR (map the blocks holding the file's extended
+ * attributes instead of its data, FIEMAP_FLAG_XATTR: logical offsets
+ * number those blocks from 0 in device order; in-inode attributes have no
+ * blocks and give no extent, as XFS's local attribute format).  Out: count
+ * extents in ext[] (at most RLFS_IOC_EXTENTS_BATCH), in file order; the
+ * last extent of the file has RLFS_IOC_EXT_LAST.  To continue, call again
+ * with start = the end of the last extent returned.  Holes are not
+ * reported.  The checks are FS_IOC_FIEMAP's (fs/ioctl.c fiemap_prep), in
+ * its order: length 0 EINVAL, start at or past the maximum file size
+ * (2^63 - 1) EFBIG (a range past it is shortened), unknown flags EBADR
+ * (an error reply carries no data, so unlike FIEMAP the unknown flags are
+ * not written back); a non-zero reserved field EINVAL first.  Mirrors
  * Documentation/filesystems/fiemap.rst. */
 #define RLFS_IOC_EXTENTS_BATCH 128
-#define RLFS_IOC_EXT_SYNC      (1u << 0)   /* in: flags */
+#define RLFS_IOC_EXT_SYNC      (1u << 0)   /* in: flags (FIEMAP_FLAG_SYNC) */
+#define RLFS_IOC_EXT_XATTR     (1u << 1)   /* in: flags (FIEMAP_FLAG_XATTR), ABI 2 */
 #define RLFS_IOC_EXT_LAST      (1u << 0)   /* out: ext[].flags (FIEMAP_EXTENT_LAST) */
 #define RLFS_IOC_EXT_UNWRITTEN (1u << 11)  /* FIEMAP_EXTENT_UNWRITTEN */
 #define RLFS_IOC_EXT_SHARED    (1u << 13)  /* FIEMAP_EXTENT_SHARED */

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "reflinkfs/fs.h"
+#include "reflinkfs/ioctl.h"
 #include "btree.h"
 #include "dir.h"
 #include "inode.h"
@@ -795,10 +796,18 @@ static void xattr_suite(uint32_t blocksize)
 	assert_int_equal(rlfs_removexattr(fs.mp, f, "bogus.x"), -EOPNOTSUPP);
 	assert_int_equal(rlfs_setxattr(fs.mp, f, "system.foo", "x", 1, 0), -EOPNOTSUPP);
 	assert_int_equal(rlfs_setxattr(fs.mp, f, "user.", "x", 1, 0), -EINVAL);
-	/* ACLs are opaque values */
+	/* ACLs are checked (test_posix_acl); one without entries removes */
+	static const uint8_t acl3[28] = { 2, 0, 0, 0, 1, 0, 7, 0, 0xff, 0xff, 0xff, 0xff,
+					  4, 0, 5, 0, 0xff, 0xff, 0xff, 0xff,
+					  0x20, 0, 5, 0, 0xff, 0xff, 0xff, 0xff };
+	assert_int_equal(rlfs_setxattr(fs.mp, d, "system.posix_acl_default", acl3, 28, 0), 0);
+	assert_int_equal(rlfs_getxattr(fs.mp, d, "system.posix_acl_default", buf, 32), 28);
 	assert_int_equal(rlfs_setxattr(fs.mp, d, "system.posix_acl_default", "\2\0\0\0", 4, 0),
 			 0);
-	assert_int_equal(rlfs_getxattr(fs.mp, d, "system.posix_acl_default", buf, 16), 4);
+	assert_int_equal(rlfs_getxattr(fs.mp, d, "system.posix_acl_default", buf, 32), -ENODATA);
+	assert_int_equal(rlfs_setxattr(fs.mp, d, "system.posix_acl_default", "\3\0\0\0", 4, 0),
+			 -EINVAL);
+	assert_int_equal(rlfs_setxattr(fs.mp, d, "system.posix_acl_default", acl3, 28, 0), 0);
 
 	/* a directory lends the unused data-fork part of its inode to xattrs
 	 * (512-byte inodes: 256 literal bytes, 128 by default for xattrs) */
@@ -834,7 +843,7 @@ static void xattr_suite(uint32_t blocksize)
 	assert_memory_equal(buf, val, 65536);
 	assert_int_equal(rlfs_getxattr(fs.mp, d, "user.big", buf, sizeof(buf)), 65536);
 	assert_memory_equal(buf, val, 65536);
-	assert_int_equal(rlfs_getxattr(fs.mp, d, "system.posix_acl_default", buf, 16), 4);
+	assert_int_equal(rlfs_getxattr(fs.mp, d, "system.posix_acl_default", buf, 32), 28);
 	for (unsigned i = 0; i < 200; i++) {
 		size_t vl = (i * 37) % 300;
 		snprintf(name, sizeof(name), "user.attr.%u", i);
@@ -1686,6 +1695,287 @@ static void test_corrupt_records(void **state)
 	tu_unmount(&fs);
 }
 
+
+/* ---- RENAME_WHITEOUT, O_TMPFILE, POSIX ACLs, extent-map checks ---- */
+
+#ifndef RENAME_WHITEOUT
+#define RENAME_WHITEOUT (1 << 2)
+#endif
+
+static void test_whiteout(void **state)
+{
+	struct tu_fs fs;
+	struct stat st;
+	tu_mkfs_mount(&fs, 64 * MiB, 0, 0);
+	uint64_t r = root(&fs);
+	uint64_t d = mkdir_(&fs, r, "d");
+	uint64_t f = mkfile(&fs, d, "f");
+	mkfile(&fs, d, "g");
+	assert_int_equal(rlfs_rename2(fs.mp, d, "f", d, "g", RENAME_WHITEOUT | RENAME_EXCHANGE,
+				      1000, 1000), -EINVAL);
+	/* over an existing name: g is f now, f a whiteout of the caller */
+	assert_int_equal(rlfs_rename2(fs.mp, d, "f", d, "g", RENAME_WHITEOUT, 1000, 1001), 0);
+	assert_int_equal(st_of(&fs, d, "g", &st), 0);
+	assert_int_equal(st.st_ino, f);
+	assert_int_equal(st_of(&fs, d, "f", &st), 0);
+	assert_true(S_ISCHR(st.st_mode));
+	assert_int_equal(st.st_mode & 07777, 0);
+	assert_int_equal(st.st_rdev, 0);
+	assert_int_equal(st.st_nlink, 1);
+	assert_int_equal(st.st_uid, 1000);
+	assert_int_equal(st.st_gid, 1001);
+	/* a directory across directories; a setgid source dir gives its group */
+	uint64_t sub = mkdir_(&fs, d, "sub");
+	struct stat sg = { .st_mode = S_ISGID | 0777, .st_gid = 55 };
+	assert_int_equal(rlfs_setattr(fs.mp, d, &sg, RLFS_SET_MODE | RLFS_SET_GID, NULL), 0);
+	assert_int_equal(nlink_of(&fs, r, "d"), 3);
+	assert_int_equal(rlfs_rename2(fs.mp, d, "sub", r, "moved", RENAME_WHITEOUT, 7, 8), 0);
+	assert_int_equal(st_of(&fs, r, "moved", &st), 0);
+	assert_int_equal(st.st_ino, sub);
+	assert_int_equal(st_of(&fs, d, "sub", &st), 0);
+	assert_true(S_ISCHR(st.st_mode));
+	assert_int_equal(st.st_uid, 7);
+	assert_int_equal(st.st_gid, 55);
+	assert_int_equal(nlink_of(&fs, r, "d"), 2);
+	/* the whiteout can be removed like any device node */
+	assert_int_equal(rlfs_unlink(fs.mp, d, "sub"), 0);
+	assert_int_equal(rlfs_unlink(fs.mp, d, "f"), 0);
+	tu_remount(&fs);
+	finish(&fs);
+}
+
+static void test_tmpfile(void **state)
+{
+	struct tu_fs fs;
+	struct stat st, st2;
+	tu_mkfs_mount(&fs, 64 * MiB, 0, 0);
+	uint64_t r = root(&fs);
+	struct space before = space_of(&fs);
+	uint64_t d = mkdir_(&fs, r, "d");
+	assert_int_equal(rlfs_getattr(fs.mp, d, &st2), 0);
+	assert_int_equal(rlfs_tmpfile(fs.mp, d, 0666, 3, 4, 022, &st), 0);
+	assert_int_equal(st.st_nlink, 0);
+	assert_int_equal(st.st_mode, S_IFREG | 0644);
+	assert_int_equal(st.st_uid, 3);
+	uint64_t t = st.st_ino;
+	char buf[8192];
+	memset(buf, 't', sizeof(buf));
+	assert_int_equal(rlfs_write(fs.mp, t, buf, sizeof(buf), 0), (ssize_t)sizeof(buf));
+	/* no entry, directory unchanged */
+	struct collect c = { .skip_dots = true };
+	readdir_all(&fs, d, &c);
+	assert_int_equal(c.n, 0);
+	free(c.ents);
+	assert_int_equal(rlfs_getattr(fs.mp, d, &st), 0);
+	assert_int_equal(st.st_mtim.tv_nsec, st2.st_mtim.tv_nsec);
+	assert_int_equal(st.st_mtim.tv_sec, st2.st_mtim.tv_sec);
+	/* linked once: a normal file, which then cannot come back once unlinked */
+	assert_int_equal(rlfs_link(fs.mp, t, d, "named", &st), 0);
+	assert_int_equal(st.st_nlink, 1);
+	assert_int_equal(rlfs_unlink(fs.mp, d, "named"), 0);
+	assert_int_equal(rlfs_link(fs.mp, t, d, "again", &st), -ENOENT);
+	rlfs_forget(fs.mp, t, 2);
+	assert_int_equal(rlfs_getattr(fs.mp, t, &st), -ENOENT);
+	/* an unlinked regular file cannot be linked either */
+	uint64_t u;
+	assert_int_equal(rlfs_mknod(fs.mp, d, "u", S_IFREG | 0600, 0, 0, 0, &st), 0);
+	u = st.st_ino;
+	assert_int_equal(rlfs_unlink(fs.mp, d, "u"), 0);
+	assert_int_equal(rlfs_link(fs.mp, u, d, "u2", &st), -ENOENT);
+	rlfs_forget(fs.mp, u, 1);
+	/* forgotten without a name: freed; still held at unmount: freed too */
+	assert_int_equal(rlfs_tmpfile(fs.mp, d, 0600, 0, 0, 0, &st), 0);
+	assert_int_equal(rlfs_write(fs.mp, st.st_ino, buf, sizeof(buf), 0), (ssize_t)sizeof(buf));
+	rlfs_forget(fs.mp, st.st_ino, 1);
+	assert_int_equal(rlfs_getattr(fs.mp, st.st_ino, &st), -ENOENT);
+	assert_int_equal(rlfs_tmpfile(fs.mp, d, 0600, 0, 0, 0, &st), 0);
+	assert_int_equal(rlfs_write(fs.mp, st.st_ino, buf, sizeof(buf), 0), (ssize_t)sizeof(buf));
+	assert_int_equal(rlfs_tmpfile(fs.mp, r + 12345, 0600, 0, 0, 0, &st), -ENOENT);
+	tu_remount(&fs);
+	assert_int_equal(rlfs_rmdir(fs.mp, r, "d"), 0);
+	assert_space_equal(space_of(&fs), before);
+	finish(&fs);
+}
+
+/* an ACL in the kernel's xattr form: (tag, perm, id) triples */
+static size_t acl_make(uint8_t *v, const unsigned *ent, unsigned n)
+{
+	v[0] = 2;
+	v[1] = v[2] = v[3] = 0;
+	for (unsigned i = 0; i < n; i++) {
+		uint8_t *e = v + 4 + 8 * i;
+		e[0] = (uint8_t)ent[3 * i];
+		e[1] = (uint8_t)(ent[3 * i] >> 8);
+		e[2] = (uint8_t)ent[3 * i + 1];
+		e[3] = 0;
+		uint32_t id = ent[3 * i + 2];
+		memcpy(e + 4, &id, 4);
+	}
+	return 4 + 8 * n;
+}
+
+#define UO 0x01
+#define US 0x02
+#define GO 0x04
+#define GR 0x08
+#define MK 0x10
+#define OT 0x20
+#define NOID 0xffffffffu
+#define ACC "system.posix_acl_access"
+#define DEF "system.posix_acl_default"
+
+static mode_t mode_of(struct tu_fs *fs, uint64_t ino)
+{
+	struct stat st;
+	assert_int_equal(rlfs_getattr(fs->mp, ino, &st), 0);
+	return st.st_mode;
+}
+
+static void test_posix_acl(void **state)
+{
+	struct tu_fs fs;
+	struct stat st;
+	uint8_t v[256], got[256];
+	tu_mkfs_mount(&fs, 64 * MiB, 0, 0);
+	uint64_t r = root(&fs);
+	uint64_t f = mkfile(&fs, r, "f");
+
+	/* named entry: stored, group bits = mask */
+	const unsigned a1[] = { UO, 6, NOID, US, 6, 1000, GO, 4, NOID, MK, 7, NOID, OT, 0, NOID };
+	size_t n1 = acl_make(v, a1, 5);
+	assert_int_equal(rlfs_setxattr(fs.mp, f, ACC, v, n1, 0), 0);
+	assert_int_equal(mode_of(&fs, f), S_IFREG | 0670);
+	assert_int_equal(rlfs_getxattr(fs.mp, f, ACC, got, sizeof(got)), (int)n1);
+	assert_memory_equal(got, v, n1);
+	/* chmod rewrites owner, mask, other in the stored ACL */
+	struct stat m = { .st_mode = 0604 };
+	assert_int_equal(rlfs_setattr(fs.mp, f, &m, RLFS_SET_MODE, NULL), 0);
+	assert_int_equal(rlfs_getxattr(fs.mp, f, ACC, got, sizeof(got)), (int)n1);
+	assert_int_equal(got[4 + 2], 6);            /* user:: rw */
+	assert_int_equal(got[4 + 8 + 2], 6);        /* user:1000 unchanged */
+	assert_int_equal(got[4 + 16 + 2], 4);       /* group:: unchanged */
+	assert_int_equal(got[4 + 24 + 2], 0);       /* mask from the group bits */
+	assert_int_equal(got[4 + 32 + 2], 4);       /* other */
+	/* an ACL equal to a mode: only the mode, nothing stored */
+	const unsigned a2[] = { UO, 7, NOID, GO, 5, NOID, OT, 1, NOID };
+	size_t n2 = acl_make(v, a2, 3);
+	assert_int_equal(rlfs_setxattr(fs.mp, f, ACC, v, n2, 0), 0);
+	assert_int_equal(mode_of(&fs, f), S_IFREG | 0751);
+	assert_int_equal(rlfs_getxattr(fs.mp, f, ACC, got, sizeof(got)), -ENODATA);
+	/* malformed: EINVAL, nothing changes */
+	const unsigned bad1[] = { GO, 5, NOID, UO, 7, NOID, OT, 1, NOID };   /* order */
+	const unsigned bad2[] = { UO, 7, NOID, US, 7, 5, GO, 5, NOID, OT, 1, NOID }; /* no mask */
+	const unsigned bad3[] = { UO, 8, NOID, GO, 5, NOID, OT, 1, NOID };   /* perm */
+	assert_int_equal(rlfs_setxattr(fs.mp, f, ACC, v, acl_make(v, bad1, 3), 0), -EINVAL);
+	assert_int_equal(rlfs_setxattr(fs.mp, f, ACC, v, acl_make(v, bad2, 4), 0), -EINVAL);
+	assert_int_equal(rlfs_setxattr(fs.mp, f, ACC, v, acl_make(v, bad3, 3), 0), -EINVAL);
+	assert_int_equal(rlfs_setxattr(fs.mp, f, ACC, v, 5, 0), -EINVAL);
+	assert_int_equal(mode_of(&fs, f), S_IFREG | 0751);
+	/* a default ACL only on directories */
+	assert_int_equal(rlfs_setxattr(fs.mp, f, DEF, v, acl_make(v, a1, 5), 0), -EACCES);
+	/* setgid: kept for a caller in the group, cleared on KILL_SGID */
+	struct stat sg = { .st_mode = S_ISGID | 0770 };
+	assert_int_equal(rlfs_setattr(fs.mp, f, &sg, RLFS_SET_MODE, NULL), 0);
+	assert_int_equal(rlfs_setxattr(fs.mp, f, ACC, v, acl_make(v, a1, 5), 0), 0);
+	assert_int_equal(mode_of(&fs, f), S_IFREG | S_ISGID | 0670);
+	assert_int_equal(rlfs_setxattr(fs.mp, f, ACC, v, acl_make(v, a1, 5),
+				       RLFS_XATTR_ACL_KILL_SGID), 0);
+	assert_int_equal(mode_of(&fs, f), S_IFREG | 0670);
+
+	/* inheritance: umask ignored under a default ACL, applied without one */
+	uint64_t d = mkdir_(&fs, r, "d");
+	const unsigned a3[] = { UO, 7, NOID, US, 7, 1000, GO, 5, NOID, MK, 7, NOID, OT, 5, NOID };
+	size_t n3 = acl_make(v, a3, 5);
+	assert_int_equal(rlfs_setxattr(fs.mp, d, DEF, v, n3, 0), 0);
+	assert_int_equal(rlfs_mknod_umask(fs.mp, d, "x", S_IFREG | 0640, 0, 0, 0, 077, &st), 0);
+	rlfs_forget(fs.mp, st.st_ino, 1);
+	assert_int_equal(st.st_mode, S_IFREG | 0640);
+	assert_int_equal(rlfs_getxattr(fs.mp, st.st_ino, ACC, got, sizeof(got)), (int)n3);
+	assert_int_equal(got[4 + 2], 6);            /* user:: masked by 06 */
+	assert_int_equal(got[4 + 24 + 2], 4);       /* mask masked by 04 */
+	assert_int_equal(got[4 + 32 + 2], 0);       /* other masked by 0 */
+	assert_int_equal(rlfs_getxattr(fs.mp, st.st_ino, DEF, got, sizeof(got)), -ENODATA);
+	assert_int_equal(rlfs_mkdir_umask(fs.mp, d, "sd", 0777, 0, 0, 077, &st), 0);
+	rlfs_forget(fs.mp, st.st_ino, 1);
+	assert_int_equal(st.st_mode, S_IFDIR | 0775);
+	assert_int_equal(rlfs_getxattr(fs.mp, st.st_ino, DEF, got, sizeof(got)), (int)n3);
+	assert_int_equal(rlfs_tmpfile(fs.mp, d, 0600, 0, 0, 077, &st), 0);
+	assert_int_equal(st.st_mode, S_IFREG | 0600);
+	assert_int_equal(rlfs_getxattr(fs.mp, st.st_ino, ACC, got, sizeof(got)), (int)n3);
+	rlfs_forget(fs.mp, st.st_ino, 1);
+	assert_int_equal(rlfs_symlink(fs.mp, d, "l", "x", 0, 0, &st), 0);
+	rlfs_forget(fs.mp, st.st_ino, 1);
+	assert_int_equal(rlfs_getxattr(fs.mp, st.st_ino, ACC, got, sizeof(got)), -ENODATA);
+	assert_int_equal(rlfs_mknod_umask(fs.mp, r, "y", S_IFREG | 0666, 0, 0, 0, 027, &st), 0);
+	rlfs_forget(fs.mp, st.st_ino, 1);
+	assert_int_equal(st.st_mode, S_IFREG | 0640);
+	assert_int_equal(rlfs_getxattr(fs.mp, st.st_ino, ACC, got, sizeof(got)), -ENODATA);
+	/* a default ACL that says no more than the mode: no access ACL */
+	uint64_t e = mkdir_(&fs, r, "e");
+	assert_int_equal(rlfs_setxattr(fs.mp, e, DEF, v, acl_make(v, a2, 3), 0), 0);
+	assert_int_equal(rlfs_mknod_umask(fs.mp, e, "z", S_IFREG | 0666, 0, 0, 0, 0, &st), 0);
+	rlfs_forget(fs.mp, st.st_ino, 1);
+	assert_int_equal(st.st_mode, S_IFREG | 0640);
+	assert_int_equal(rlfs_getxattr(fs.mp, st.st_ino, ACC, got, sizeof(got)), -ENODATA);
+	tu_remount(&fs);
+	assert_int_equal(rlfs_getxattr(fs.mp, d, DEF, got, sizeof(got)), (int)n3);
+	finish(&fs);
+}
+
+/* GET_EXTENTS follows FIEMAP's range checks; the xattr map covers the
+ * xattr blocks exactly. */
+static void test_extent_map_checks(void **state)
+{
+	struct tu_fs fs;
+	struct rlfs_ioc_extent ext[64];
+	uint32_t n;
+	tu_mkfs_mount(&fs, 64 * MiB, 0, 0);
+	uint64_t f = mkfile(&fs, root(&fs), "f");
+	char buf[4096];
+	memset(buf, 1, sizeof(buf));
+	assert_int_equal(rlfs_write(fs.mp, f, buf, sizeof(buf), 0), (ssize_t)sizeof(buf));
+	assert_int_equal(rlfs_get_extents(fs.mp, f, 0, 0, ext, 64, &n), -EINVAL);
+	assert_int_equal(rlfs_get_extents(fs.mp, f, 1ull << 63, 1, ext, 64, &n), -EFBIG);
+	assert_int_equal(rlfs_get_extents(fs.mp, f, INT64_MAX, 1, ext, 64, &n), -EFBIG);
+	assert_int_equal(rlfs_get_extents(fs.mp, f, 0, ~0ull, ext, 64, &n), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(rlfs_get_xattr_extents(fs.mp, f, 0, 0, ext, 64, &n), -EINVAL);
+	assert_int_equal(rlfs_get_xattr_extents(fs.mp, f, ~0ull, 1, ext, 64, &n), -EFBIG);
+	/* inline xattrs: no blocks */
+	assert_int_equal(rlfs_setxattr(fs.mp, f, "user.a", "1", 1, 0), 0);
+	assert_int_equal(rlfs_get_xattr_extents(fs.mp, f, 0, ~0ull, ext, 64, &n), 0);
+	assert_int_equal(n, 0);
+	/* in blocks: the extents add up to the blocks beyond the data block */
+	static char big[20000];
+	memset(big, 'b', sizeof(big));
+	for (int i = 0; i < 30; i++) {
+		char name[32];
+		snprintf(name, sizeof(name), "user.k%d", i);
+		assert_int_equal(rlfs_setxattr(fs.mp, f, name, big, 100 + i * 600, 0), 0);
+	}
+	struct stat st;
+	assert_int_equal(rlfs_getattr(fs.mp, f, &st), 0);
+	assert_int_equal(rlfs_get_xattr_extents(fs.mp, f, 0, ~0ull, ext, 64, &n), 0);
+	assert_true(n > 0);
+	uint64_t sum = 0, pos = 0;
+	for (uint32_t i = 0; i < n; i++) {
+		assert_int_equal(ext[i].logical, pos);
+		assert_int_equal(ext[i].flags, i == n - 1 ? RLFS_IOC_EXT_LAST : 0);
+		pos += ext[i].length;
+		sum += ext[i].length;
+	}
+	assert_int_equal(sum + 4096, (uint64_t)st.st_blocks * 512);
+	/* from the second extent on, and in batches of one */
+	if (n > 1) {
+		uint32_t m;
+		assert_int_equal(rlfs_get_xattr_extents(fs.mp, f, ext[1].logical, ~0ull, ext + 32,
+							1, &m), 0);
+		assert_int_equal(m, 1);
+		assert_int_equal(ext[32].physical, ext[1].physical);
+	}
+	finish(&fs);
+}
+
 int main(void)
 {
 	const char *seed = getenv("RLFS_TEST_SEED");
@@ -1711,6 +2001,10 @@ int main(void)
 		cmocka_unit_test(test_parallel),
 		cmocka_unit_test(test_cookie_stability),
 		cmocka_unit_test(test_many_entries),
+		cmocka_unit_test(test_whiteout),
+		cmocka_unit_test(test_tmpfile),
+		cmocka_unit_test(test_posix_acl),
+		cmocka_unit_test(test_extent_map_checks),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
