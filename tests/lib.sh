@@ -115,15 +115,20 @@ rlfs_mount() {
 # uring_check IMG: the daemon serving IMG has io_uring instances (one per
 # CPU queue) a moment after mount, i.e. it did not fall back to /dev/fuse.
 uring_check() {
-	local pid i
-	pid=$(pgrep -f -- "reflinkfs mount .*$1" | head -1)
-	[ -n "$pid" ] || die "uring_check: no daemon for $1"
-	for ((i = 0; i < 50; i++)); do
-		if [ "$(ls -l /proc/"$pid"/fd 2>/dev/null | grep -c 'io_uring')" -ge "$(nproc)" ]; then
-			return 0
-		fi
+	local pid i found=0
+	# every process that matches, each time: right after a mount the
+	# daemon's exiting parent (or a previous daemon of the same image
+	# still exiting) matches too, and neither has rings
+	for ((i = 0; i < 100; i++)); do
+		for pid in $(pgrep -f -- "reflinkfs mount .*$1"); do
+			found=1
+			if [ "$(ls -l /proc/"$pid"/fd 2>/dev/null | grep -c 'io_uring')" -ge "$(nproc)" ]; then
+				return 0
+			fi
+		done
 		sleep 0.1
 	done
+	[ $found = 1 ] || die "uring_check: no daemon for $1"
 	die "uring_check: the daemon of $1 does not use io_uring"
 }
 
