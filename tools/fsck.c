@@ -58,6 +58,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "reflinkfs/fs.h"
 #include "rlfs.h"
 #include "dev.h"
 #include "buf.h"
@@ -184,6 +185,8 @@ struct fsck {
 	bool fix_state;             /* the unclean-unmount flag */
 	struct ifix *ifixes;
 	size_t nifixes, ifixes_cap;
+	uint64_t *orphans;          /* inodes to free: nlink 0, named nowhere */
+	size_t norphans, orphans_cap;
 
 	bool incomplete;            /* some inode metadata unreadable: owners unknown */
 	bool dirs_incomplete;       /* some directory unreadable: links unknown */
@@ -2249,9 +2252,21 @@ static void check_graph(struct fsck *f)
 			continue;
 		}
 		if (!(ie->flags & IE_REACHED)) {
-			if (ie->nlink == 0)
+			if (ie->nlink == 0 && ie->nref == 0) {
+				/* unlinked while open when the filesystem stopped:
+				 * repair frees it (as log recovery would) */
+				uint64_t *n = grow(f, f->orphans, &f->orphans_cap, f->norphans,
+						   sizeof(*n));
+
+				FIXABLE(f, "inode %" PRIu64 ": unlinked (nlink 0) but still "
+					"allocated (orphan)", ie->ino);
+				if (n) {
+					f->orphans = n;
+					f->orphans[f->norphans++] = ie->ino;
+				}
+			} else if (ie->nlink == 0)
 				ERR(f, "inode %" PRIu64 ": unlinked (nlink 0) but still allocated "
-				    "(orphan)", ie->ino);
+				    "(orphan) and named in an unreachable directory", ie->ino);
 			else
 				ERR(f, "inode %" PRIu64 ": in use (mode 0%o, nlink %u) but not "
 				    "reachable from the root", ie->ino, ie->mode, ie->nlink);
@@ -2751,12 +2766,34 @@ static int write_primary_sb(struct fsck *f, bool clean, uint64_t icount, uint64_
 	return err;
 }
 
+/*
+ * Free the orphan inodes through a library mount (the unlink path: blocks
+ * released with their refcounts, the inode chunk updated, counters kept
+ * exact; its unmount writes the superblock).  Runs after the superblock
+ * and AG headers have been made consistent, so that the mount accepts
+ * them.  We hold the image lock: the mount does not take it.
+ */
+static int free_orphans(struct fsck *f)
+{
+	struct rlfs_mount *lm;
+	int err, err2;
+
+	err = rlfs_mount_open(f->image, RLFS_MOUNT_NOLOCK, &lm);
+	if (err)
+		return err;
+	for (size_t i = 0; i < f->norphans && !err; i++) {
+		err = rlfs_inode_free_orphan(lm, f->orphans[i]);
+		if (!err)
+			verbose(f, "inode %" PRIu64 ": orphan freed", f->orphans[i]);
+	}
+	err2 = rlfs_mount_close(lm);
+	return err ? err : err2;
+}
+
 /* ------------------------------------------------------------------ */
 /* Driver                                                              */
 
 /* What repair mode fixes: --help, the README and the messages say the same. */
-#define FSCK_REPAIRS "summary counters (superblock and AG headers), link counts, directory " \
-	"parent pointers, the unclean-unmount flag and the superblock's error record"
 #define FSCK_NO_REBUILD "no tool rebuilds damaged metadata yet: to save the files, mount " \
 	"the image read-only (reflinkfs mount -o ro %s DIR), copy them out and make a new " \
 	"filesystem"
@@ -2770,14 +2807,15 @@ static void usage(FILE *out)
 		"  -v   verbose: print phases and statistics\n"
 		"  -y, -p, -a, -f   accepted for fsck(8) compatibility (they change nothing)\n"
 		"Repair (the default) fixes only: summary counters (superblock and AG headers),\n"
-		"link counts, directory parent pointers, the unclean-unmount flag and the\n"
+		"link counts, directory parent pointers, orphan inodes (unlinked files still\n"
+		"open when the filesystem stopped: freed), the unclean-unmount flag and the\n"
 		"superblock's error record; and only when every finding is one of these.\n"
 		"Everything else (damaged btrees, inodes or directories, blocks used twice or\n"
-		"leaked, refcount mismatches, orphan inodes) is reported and left as it is,\n"
-		"and the superblock is marked as having errors: every mount warns until fsck\n"
-		"finds the filesystem clean. No tool rebuilds damaged metadata yet: to save the\n"
-		"files, mount the image read-only (reflinkfs mount -o ro IMAGE DIR), copy them\n"
-		"out and make a new filesystem.\n"
+		"leaked, refcount mismatches) is reported and left as it is, and the\n"
+		"superblock is marked as having errors: every mount warns until fsck finds the\n"
+		"filesystem clean. No tool rebuilds damaged metadata yet: to save the files,\n"
+		"mount the image read-only (reflinkfs mount -o ro IMAGE DIR), copy them out\n"
+		"and make a new filesystem.\n"
 		"Exit: 0 clean, 1 errors corrected (and now clean), 4 errors left uncorrected,\n"
 		"8 operational error.\n");
 }
@@ -2799,6 +2837,7 @@ static void fsck_free(struct fsck *f)
 	free(f->names);
 	free(f->ags);
 	free(f->ifixes);
+	free(f->orphans);
 }
 
 /* Phases 1-6 (the image is open and locked).  0 when they all ran (counts
@@ -2874,6 +2913,9 @@ static void fix_list(const struct fsck *f, char *buf, size_t len)
 	if (f->nfix_parents)
 		list_add(buf, len, &n, "%" PRIu64 " directory parent pointer%s", f->nfix_parents,
 			 f->nfix_parents == 1 ? "" : "s");
+	if (f->norphans)
+		list_add(buf, len, &n, "%zu orphan inode%s freed", f->norphans,
+			 f->norphans == 1 ? "" : "s");
 	if (f->fix_state)
 		list_add(buf, len, &n, "the unclean-unmount flag");
 	if (f->rec.flags)
@@ -2964,6 +3006,8 @@ static int run(struct fsck *f)
 		err = fix_ag_counters(f);
 	if (!err)
 		err = write_primary_sb(f, true, icount, ifree, fdblocks, 0);
+	if (!err && f->norphans)
+		err = free_orphans(f);
 	if (err) {
 		printf("%s: repair failed: %s (%s may be partly written)\n", f->image,
 		       errstr(err), what);
