@@ -5,10 +5,14 @@
  * size, then read the superblock through the buffer cache (full verifier:
  * crc, magic, geometry), check it against the device, read every AG header
  * (their verifiers run) to initialise the free-block and inode counters,
- * load the root inode, and mark the superblock dirty on disk so that a
- * crash before a clean unmount is visible to fsck.
+ * load the root inode, warn if the superblock's error record is set, and
+ * mark the superblock dirty on disk so that a crash before a clean unmount
+ * is visible to fsck.
  * Unmount: free unlinked inodes still held, flush everything, write the
- * superblock with state clean and exact summary counters, flush again.
+ * superblock with state clean, exact summary counters and the error record,
+ * flush again; if that fails, write the superblock alone, state dirty, with
+ * the record.  The record is also staged by every metadata flush
+ * (rlfs_errrec_stage, called from rlfs_buf_flush_all).
  */
 #include "reflinkfs/fs.h"
 

@@ -163,8 +163,8 @@ int rlfs_corrupt(struct rlfs_mount *mp, uint64_t fsbno, const char *what,
  * core.c:
  * - rlfs_errrec_load/store copy it between a superblock and its in-core form;
  * - rlfs_errrec_describe writes one line (no newline) saying what it
- *   records, e.g. "found by fsck (3 findings left uncorrected, last run
- *   2025-01-02 03:04:05 UTC)"; returns buf;
+ *   records, e.g. "found by fsck (3 findings left uncorrected, 2025-01-02
+ *   03:04:05 UTC)"; returns buf;
  * - rlfs_mark_error adds flag (RLFS_SB_ERR_*) to mp->err, and for
  *   RLFS_SB_ERR_CORRUPT one report naming fsbno and the structure; logs one
  *   line the first time in a mount; a no-op on bare mounts.  rlfs_corrupt

@@ -4,11 +4,17 @@
  * Exit codes as fsck(8): 0 clean, 1 errors corrected, 4 errors left
  * uncorrected, 8 operational error (cannot open, not a reflinkfs image,
  * image busy, out of memory).  -n: check only, never write.  Repair in v1
- * is limited to summary counters (superblock icount/ifree/fdblocks/state,
- * AG header freeblks/longest/btreeblks/icount/ifree); everything else is
- * reported and left alone.  Counters are only rewritten when no other
- * problem was found (they are computed from the structures, which must be
- * trusted first).
+ * fixes only what follows from structures just verified: summary counters
+ * (superblock icount/ifree/fdblocks, AG header freeblks/longest/btreeblks/
+ * icount/ifree), link counts and directory parent pointers (from the
+ * directory entries), orphan inodes (nlink 0, named nowhere: freed through
+ * the library), the state flag and the superblock's error record; and only
+ * when every finding is one of these (counters computed from damaged trees
+ * would be wrong too).  After repairing it checks again, quietly, and says
+ * "corrected" (exit 1) only if that check is clean.  Anything else is
+ * reported and left alone (exit 4, one line saying what the user can do),
+ * and the superblock's error record is marked (RLFS_SB_ERR_FSCK) so that
+ * every mount warns; an fsck that finds the filesystem clean clears it.
  *
  * Every finding is one line on stdout naming the AG and block (agbno and
  * fsbno) or the inode and the structure.  The first FSCK_MAX_REPORTS are
@@ -33,7 +39,7 @@
  *      count (1 without a record).  Metadata blocks must still have exactly
  *      one owner.  CoW staging records are reported as leaked staging
  *      extents (no CoW fork exists on an unmounted image);
- *   6. summary counters; repair of counters.
+ *   6. summary counters; then repair, or marking the error record.
  *
  * Locking: the FUSE daemon holds an exclusive flock on the image until it
  * has flushed after umount.  We take the same lock on our own descriptor,
