@@ -2822,8 +2822,9 @@ static void usage(FILE *out)
 		"filesystem clean. No tool rebuilds damaged metadata yet: to save the files,\n"
 		"mount the image read-only (reflinkfs mount -o ro IMAGE DIR), copy them out\n"
 		"and make a new filesystem.\n"
-		"Exit: 0 clean, 1 errors corrected (and now clean), 4 errors left uncorrected,\n"
-		"8 operational error.\n");
+		"Exit: 0 clean (also when only a stale error record was cleared, as e2fsck),\n"
+		"1 errors corrected (and now clean), 4 errors left uncorrected, 8 operational\n"
+		"error.\n");
 }
 
 static void fsck_free(struct fsck *f)
@@ -2924,8 +2925,6 @@ static void fix_list(const struct fsck *f, char *buf, size_t len)
 			 f->norphans == 1 ? "" : "s");
 	if (f->fix_state)
 		list_add(buf, len, &n, "the unclean-unmount flag");
-	if (f->rec.flags)
-		list_add(buf, len, &n, "the superblock's error record");
 }
 
 /* Errors are left: say so, what to do, and mark the superblock.  Returns 4. */
@@ -2986,16 +2985,29 @@ static int run(struct fsck *f)
 				 "none of them");
 		return left_uncorrected(f, f->nerrors + f->ncounter, why);
 	}
-	if (f->rec.flags) {
-		/* nothing found now: the record is stale (or its cause was in
-		 * memory only, or has been removed with the file) */
-		f->ncounter++;
-		f->sb_fix = true;
-	}
 	if (!f->ncounter) {
+		/*
+		 * Clean.  A record that says otherwise is stale (its cause was
+		 * in memory only, or went away with a file): repair clears it.
+		 * As e2fsck with EXT2_ERROR_FS set, that alone is exit 0.
+		 */
+		const char *note = "";
+
+		if (f->rec.flags && (f->dry_run || f->readonly)) {
+			note = "; the superblock still records errors (not cleared: run fsck "
+			       "without -n)";
+		} else if (f->rec.flags) {
+			err = write_primary_sb(f, true, icount, ifree, fdblocks, 0);
+			if (err) {
+				printf("%s: clean, but clearing the superblock's error record "
+				       "failed: %s\n", f->image, errstr(err));
+				return FSCK_EXIT_OPERR;
+			}
+			note = "; the superblock's error record was cleared";
+		}
 		printf("%s: clean, %" PRIu64 "/%" PRIu64 " inodes, %" PRIu64 "/%" PRIu64
-		       " blocks\n", f->image, icount - ifree, icount, f->mp->dblocks - fdblocks,
-		       f->mp->dblocks);
+		       " blocks%s\n", f->image, icount - ifree, icount, f->mp->dblocks - fdblocks,
+		       f->mp->dblocks, note);
 		return FSCK_EXIT_OK;
 	}
 	fix_list(f, what, sizeof(what));
@@ -3028,7 +3040,8 @@ static int run(struct fsck *f)
 		bool cok;
 
 		rc = check_all(&v, &ic, &ifr, &fdb, &cok);
-		left = v.nerrors + v.ncounter;
+		/* a record now means the orphan frees met corruption */
+		left = v.nerrors + v.ncounter + (v.rec.flags != 0);
 		fsck_free(&v);
 		if (rc == FSCK_EXIT_OPERR)
 			return rc;
@@ -3040,8 +3053,9 @@ static int run(struct fsck *f)
 			return left_uncorrected(f, left ? left : 1, why);
 		}
 	}
-	printf("%s: %" PRIu64 " error%s corrected (%s); the filesystem now checks clean\n",
-	       f->image, f->ncounter, f->ncounter == 1 ? "" : "s", what);
+	printf("%s: %" PRIu64 " error%s corrected (%s); the filesystem now checks clean%s\n",
+	       f->image, f->ncounter, f->ncounter == 1 ? "" : "s", what,
+	       f->rec.flags ? "; the superblock's error record was cleared" : "");
 	return FSCK_EXIT_FIXED;
 }
 

@@ -3,7 +3,8 @@
 # the superblock's error record carries what it left to every later mount.
 # - counter-only damage (AG header free count, superblock counters, with
 #   valid checksums), a wrong link count, a wrong directory parent, an
-#   unclean-unmount flag: fsck exits 1 ("corrected"), fsck -n then exits 0;
+#   unclean-unmount flag, an orphan inode (unlinked while open, sharing
+#   blocks, daemon killed): fsck exits 1 ("corrected"), fsck -n then 0;
 # - damaged metadata (a bmbt block, a directory block, an inode, random
 #   bytes): fsck exits 4 with the one-line "left uncorrected ... mount the
 #   image read-only" message, never prints "corrected", marks the superblock;
@@ -11,7 +12,9 @@
 # - a cross-linked block (two files map one block, no refcount record):
 #   fsck marks the superblock, the next mount warns on one line and works;
 # - a bmbt block corrupted while unmounted and met by a read through the
-#   mount: the daemon records it, the next mount warns naming the block.
+#   mount: the daemon records it, the next mount warns naming the block;
+# - a stale record on a clean filesystem: fsck -n exits 0 and keeps it,
+#   repair clears it (0, as e2fsck), and mounts stop warning.
 . "$(dirname "$0")/../lib.sh"
 common_setup
 ED="$PY $SRCDIR/tests/helpers/imgedit.py"
@@ -235,6 +238,25 @@ rlfs_umount "$m"
 left_ok "bmbt corruption met while mounted"
 grep -q "records errors: .*corrupt metadata met while mounted" "$T/fsck.out" ||
 	die "fsck does not show the daemon's record"
+
+# --- a stale record (the filesystem checks clean): -n keeps it, repair clears it
+fresh
+$ED sb-set "$T/case.img" errors 2
+$ED sb-set "$T/case.img" error_count 1
+$ED sb-set "$T/case.img" first_error_time 1700000000
+fsck_rc -n "$T/case.img"
+[ $FRC = 0 ] || { cat "$T/fsck.out" >&2; die "stale record: fsck -n exited $FRC, expected 0 (as e2fsck)"; }
+grep -q "clean, .*; the superblock still records errors (not cleared" "$T/fsck.out" ||
+	{ cat "$T/fsck.out" >&2; die "stale record: fsck -n does not say the record stays"; }
+[ "$(sb_errors "$T/case.img")" = 2 ] || die "fsck -n changed the record"
+fsck_rc "$T/case.img"
+[ $FRC = 0 ] || { cat "$T/fsck.out" >&2; die "stale record: fsck exited $FRC, expected 0"; }
+grep -q "clean, .*; the superblock's error record was cleared" "$T/fsck.out" ||
+	{ cat "$T/fsck.out" >&2; die "stale record: fsck does not say it cleared the record"; }
+[ "$(sb_errors "$T/case.img")" = 0 ] || die "fsck did not clear the stale record"
+rlfs_mount "$T/case.img" "$m" 2>"$T/mount.err"
+grep -q "has errors" "$T/mount.err" && die "mount warns after the record was cleared"
+rlfs_umount "$m"
 
 # the pristine image was never touched
 cmp -s "$img" "$T/pristine.img" || die "the pristine image changed"

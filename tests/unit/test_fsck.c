@@ -264,8 +264,10 @@ static void test_rdonly_not_recorded(void **state)
 
 /*
  * A record whose cause is gone (here: a report injected with nothing
- * damaged): fsck -n reports it (4, nothing written), repair clears it (1),
- * then fsck -n is clean (0) and the next mount does not warn.
+ * damaged): fsck -n says the filesystem is clean (0, as e2fsck -n with
+ * EXT2_ERROR_FS set) and that the record stays, writing nothing; repair
+ * clears it (still 0: nothing else was wrong), and the next mount does not
+ * warn.
  */
 static void test_fsck_clears_stale_record(void **state)
 {
@@ -278,10 +280,10 @@ static void test_fsck_clears_stale_record(void **state)
 	rlfs_corrupt(fs.mp, 9, "test", "injected report");
 	assert_int_equal(rlfs_mount_close(fs.mp), 0);
 	fs.mp = NULL;
-	assert_int_equal(tu_fsck(fs.path, 4), 4);
+	assert_int_equal(tu_fsck(fs.path, 0), 0);
 	read_sb(fs.path, &sb);
 	assert_int_equal(rlfs_get32(sb.errors), RLFS_SB_ERR_CORRUPT);   /* -n wrote nothing */
-	assert_int_equal(tu_fsck_repair(fs.path), 1);
+	assert_int_equal(tu_fsck_repair(fs.path), 0);
 	read_sb(fs.path, &sb);
 	assert_int_equal(rlfs_get32(sb.errors), 0);
 	assert_int_equal(rlfs_get32(sb.error_count), 0);
