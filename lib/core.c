@@ -111,9 +111,13 @@ char *rlfs_errrec_describe(const struct rlfs_errrec *e, char *buf, size_t len)
 	if (e->flags & RLFS_SB_ERR_CORRUPT) {
 		memcpy(what, e->first_what, sizeof(e->first_what));
 		what[sizeof(e->first_what)] = '\0';
+		for (char *c = what; *c; c++)   /* from disk: print it safely */
+			if (*c < 0x20 || *c > 0x7e)
+				*c = '?';
 		fmt_time(e->first_time, when, sizeof(when));
-		ADD("%scorrupt metadata met while mounted (%u report%s; first: %s at fsbno %llu, %s)",
-		    n ? "; " : "", e->count, e->count == 1 ? "" : "s", what[0] ? what : "?",
+		ADD("%scorrupt metadata met while mounted "
+		    "(%u report%s; first: %s at fsbno %llu, %s)", n ? "; " : "", e->count,
+		    e->count == 1 ? "" : "s", what[0] ? what : "?",
 		    (unsigned long long)e->first_fsbno, when);
 	}
 	if (e->flags & RLFS_SB_ERR_WRITE)
@@ -152,8 +156,9 @@ void rlfs_mark_error(struct rlfs_mount *mp, uint32_t flag, uint64_t fsbno, const
 	if (first && (flag & RLFS_SB_ERR_CORRUPT)) {
 		const char *img = mp->image ? mp->image : "the image";
 		if (mp->flags & RLFS_MOUNT_RDONLY)
-			rlfs_warn("%s: corrupt metadata found; read-only mount, so the superblock "
-				  "does not record it: run `reflinkfs fsck %s` after unmount", img, img);
+			rlfs_warn("%s: corrupt metadata found; read-only mount, so the "
+				  "superblock does not record it: run `reflinkfs fsck %s` after "
+				  "unmount", img, img);
 		else
 			rlfs_warn("%s: corrupt metadata found; marking the superblock as having "
 				  "errors: run `reflinkfs fsck %s` after unmount", img, img);

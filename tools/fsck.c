@@ -2977,12 +2977,12 @@ static int run(struct fsck *f)
 		char why[256];
 
 		if (f->ncounter)
-			snprintf(why, sizeof(why), "listed above; nothing was changed: repair fixes "
-				 "only %" PRIu64 " of them, and only when nothing else is wrong",
-				 f->ncounter);
+			snprintf(why, sizeof(why), "listed above; nothing was changed: repair "
+				 "fixes only %" PRIu64 " of them, and only when nothing else is "
+				 "wrong", f->ncounter);
 		else
-			snprintf(why, sizeof(why), "listed above; nothing was changed: repair fixes "
-				 "none of them");
+			snprintf(why, sizeof(why), "listed above; nothing was changed: repair "
+				 "fixes none of them");
 		return left_uncorrected(f, f->nerrors + f->ncounter, why);
 	}
 	if (!f->ncounter) {
