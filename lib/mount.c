@@ -167,7 +167,6 @@ int rlfs_errrec_stage(struct rlfs_mount *mp)
 	return 0;
 }
 
-
 /*
  * The unmount flush failed: metadata on disk may be half written.  Write
  * the primary superblock alone, straight to the device, with state dirty
