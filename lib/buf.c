@@ -392,6 +392,10 @@ int rlfs_buf_flush_all(struct rlfs_mount *mp)
 	struct rlfs_bcache *bc = mp->bcache;
 	int first_err = 0;
 
+	/* 0. an error record changed since the last flush goes out with this
+	 * one (mount.c); if the superblock cannot be read it stays pending */
+	(void)rlfs_errrec_stage(mp);
+
 	/* 1. file data first: metadata must never point at unwritten data */
 	int err = rlfs_dev_flush(mp->dev);
 	if (err)

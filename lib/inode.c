@@ -345,8 +345,9 @@ static bool fork_has_extents(const struct rlfs_inode *ip)
 	       (ip->format == RLFS_FMT_EXTENTS || ip->format == RLFS_FMT_BTREE);
 }
 
-/* Validate the decoded core against the file type.  0 or -EUCLEAN. */
-static int inode_validate(struct rlfs_inode *ip, uint32_t nextents)
+/* Validate the decoded core against the file type.  0 or -EUCLEAN.
+ * orphan_ok: nlink 0 is accepted (rlfs_inode_free_orphan). */
+static int inode_validate(struct rlfs_inode *ip, uint32_t nextents, bool orphan_ok)
 {
 	struct rlfs_mount *mp = ip->mp;
 	uint64_t fsb = rlfs_ino_to_fsb(mp, ip->ino);
@@ -404,7 +405,7 @@ static int inode_validate(struct rlfs_inode *ip, uint32_t nextents)
 	if (t == S_IFREG && ip->size > mp->maxbytes)
 		return rlfs_corrupt(mp, fsb, "inode", "ino %llu: size %llu > max %llu", ino,
 				    (unsigned long long)ip->size, (unsigned long long)mp->maxbytes);
-	if (ip->nlink == 0)
+	if (ip->nlink == 0 && !orphan_ok)
 		return rlfs_corrupt(mp, fsb, "inode", "ino %llu: in use with nlink 0", ino);
 	return 0;
 }
@@ -653,7 +654,8 @@ static int icache_get(struct rlfs_mount *mp, uint64_t ino, struct rlfs_inode **i
 	return ret;
 }
 
-int rlfs_iget_tp(struct rlfs_trans *tp, uint64_t ino, struct rlfs_inode **ipp)
+static int iget_tp(struct rlfs_trans *tp, uint64_t ino, bool orphan_ok,
+		   struct rlfs_inode **ipp)
 {
 	struct rlfs_mount *mp = tp->mp;
 	struct rlfs_inode *ip;
@@ -700,7 +702,7 @@ int rlfs_iget_tp(struct rlfs_trans *tp, uint64_t ino, struct rlfs_inode **ipp)
 	uint32_t nextents = rlfs_get32(dip->nextents);
 	rlfs_trans_brelse(tp, bp);
 
-	error = inode_validate(ip, nextents);
+	error = inode_validate(ip, nextents, orphan_ok);
 	if (error)
 		goto fail;
 	if ((ip->mode & S_IFMT) == S_IFREG && ip->format == RLFS_FMT_NONE)
@@ -725,6 +727,11 @@ int rlfs_iget_tp(struct rlfs_trans *tp, uint64_t ino, struct rlfs_inode **ipp)
 fail:
 	inode_free(ip);
 	return error;
+}
+
+int rlfs_iget_tp(struct rlfs_trans *tp, uint64_t ino, struct rlfs_inode **ipp)
+{
+	return iget_tp(tp, ino, false, ipp);
 }
 
 int rlfs_iget(struct rlfs_mount *mp, uint64_t ino, struct rlfs_inode **ipp)
@@ -978,6 +985,36 @@ out_cancel:
 	rlfs_trans_cancel(tp);
 out_unlock:
 	pthread_rwlock_unlock(&ip->iolock);
+	return error;
+}
+
+int rlfs_inode_free_orphan(struct rlfs_mount *mp, uint64_t ino)
+{
+	struct rlfs_trans *tp;
+	struct rlfs_inode *ip = NULL;
+	int error = rlfs_trans_alloc(mp, 0, RLFS_TRANS_RDONLY, &tp);
+	if (error)
+		return error;
+	error = iget_tp(tp, ino, true, &ip);
+	rlfs_trans_cancel(tp);
+	if (error)
+		return error;
+	if (!ip)
+		return -ENOENT;
+	pthread_mutex_lock(&mp->icache_lock);
+	if (ip->nlink != 0 || ip->refcount != 1 || ip->nlookup || ip->freeing) {
+		error = ip->nlink ? -EINVAL : -EBUSY;
+		pthread_mutex_unlock(&mp->icache_lock);
+		rlfs_irele(ip);
+		return error;
+	}
+	/* as rlfs_icache_reclaim: the last reference, freed here */
+	ip->refcount = 0;
+	ip->freeing = true;
+	pthread_mutex_unlock(&mp->icache_lock);
+	error = rlfs_inode_inactivate(ip);
+	icache_unhash(ip);
+	inode_free(ip);
 	return error;
 }
 

@@ -115,6 +115,16 @@ int rlfs_inode_flush_to_buf(struct rlfs_trans *tp, struct rlfs_inode *ip);
 /* Free an unlinked inode on disk: data fork blocks, xattrs, dir tree,
  * then the inode itself.  Own transactions.  Caller holds the last ref. */
 int rlfs_inode_inactivate(struct rlfs_inode *ip);
+/*
+ * Repair (fsck): free an allocated inode that has link count 0 and that no
+ * directory names: a file unlinked while open when the filesystem stopped
+ * (XFS frees these from its unlinked lists at log recovery, ext4 from its
+ * orphan list; e2fsck pass 4 for the ones it finds).  Blocks are released
+ * as by unlink (refcount -1, freed at 0), then the inode.  The caller has
+ * checked that nothing names it.  0; -ENOENT not in use; -EINVAL nlink is
+ * not 0; -EBUSY cached and referenced; errors of iget and inactivate.
+ */
+int rlfs_inode_free_orphan(struct rlfs_mount *mp, uint64_t ino);
 
 /* Fill a struct stat from the in-core inode (st_ino = ip->ino, st_blocks in
  * 512-byte units from nblocks). */

@@ -5,10 +5,14 @@
  * size, then read the superblock through the buffer cache (full verifier:
  * crc, magic, geometry), check it against the device, read every AG header
  * (their verifiers run) to initialise the free-block and inode counters,
- * load the root inode, and mark the superblock dirty on disk so that a
- * crash before a clean unmount is visible to fsck.
+ * load the root inode, warn if the superblock's error record is set, and
+ * mark the superblock dirty on disk so that a crash before a clean unmount
+ * is visible to fsck.
  * Unmount: free unlinked inodes still held, flush everything, write the
- * superblock with state clean and exact summary counters, flush again.
+ * superblock with state clean, exact summary counters and the error record,
+ * flush again; if that fails, write the superblock alone, state dirty, with
+ * the record.  The record is also staged by every metadata flush
+ * (rlfs_errrec_stage, called from rlfs_buf_flush_all).
  */
 #include "reflinkfs/fs.h"
 
@@ -18,6 +22,7 @@
 
 #include "alloc.h"
 #include "bmap.h"
+#include "buf.h"
 #include "dev.h"
 #include "inode.h"
 #include "rlfs.h"
@@ -123,11 +128,75 @@ static int write_sb(struct rlfs_mount *mp, uint32_t state)
 	rlfs_put64(sb->fdblocks, fdb > 0 ? (uint64_t)fdb : 0);
 	rlfs_put64(sb->icount, mp->icount);
 	rlfs_put64(sb->ifree, mp->ifree);
+	pthread_mutex_lock(&mp->err_lock);
+	rlfs_errrec_store(&mp->err, sb);
+	mp->err_staged_seq = mp->err_seq;
+	pthread_mutex_unlock(&mp->err_lock);
 	rlfs_trans_log_buf(tp, bp);
 	err = rlfs_trans_commit(tp);
 	if (err)
 		return err;
 	return rlfs_sync(mp);
+}
+
+/* Called by rlfs_buf_flush_all under meta_lock: see rlfs.h. */
+int rlfs_errrec_stage(struct rlfs_mount *mp)
+{
+	if (!mp->err_track || (mp->flags & RLFS_MOUNT_RDONLY))
+		return 0;
+	pthread_mutex_lock(&mp->err_lock);
+	bool changed = mp->err_seq != mp->err_staged_seq;
+	pthread_mutex_unlock(&mp->err_lock);
+	if (!changed)
+		return 0;
+	struct rlfs_buf *bp;
+	int err = rlfs_buf_read(mp, 0, &rlfs_sb_buf_ops, 0, &bp);
+	if (err)
+		return err;
+	if (bp->tp) {
+		/* joined to a transaction: it writes the record itself */
+		rlfs_buf_relse(bp);
+		return 0;
+	}
+	pthread_mutex_lock(&mp->err_lock);
+	rlfs_errrec_store(&mp->err, bp->data);
+	mp->err_staged_seq = mp->err_seq;
+	pthread_mutex_unlock(&mp->err_lock);
+	rlfs_buf_mark_dirty(mp, bp);
+	rlfs_buf_relse(bp);
+	return 0;
+}
+
+/*
+ * The unmount flush failed: metadata on disk may be half written.  Write
+ * the primary superblock alone, straight to the device, with state dirty
+ * and the error record (RLFS_SB_ERR_WRITE added), so that the next mount
+ * warns and fsck checks.  The cached superblock is not used: its write may
+ * be what failed.  0 or negative errno from reading or writing it;
+ * *flush_err gets the device flush's result after a successful write.
+ */
+static int write_sb_errors_raw(struct rlfs_mount *mp, int *flush_err)
+{
+	uint8_t *blk = aligned_alloc(64, mp->blocksize);
+	if (!blk)
+		return -ENOMEM;
+	struct rlfs_sb *sb = (struct rlfs_sb *)blk;
+	int err = rlfs_dev_pread(mp->dev, blk, mp->blocksize, 0);
+	if (!err && (rlfs_get32(sb->hdr.magic) != RLFS_SB_MAGIC ||
+		     rlfs_get32(sb->blocksize) != mp->blocksize ||
+		     memcmp(sb->hdr.uuid, mp->uuid, RLFS_UUID_SIZE) != 0))
+		err = -EUCLEAN;
+	if (!err) {
+		pthread_mutex_lock(&mp->err_lock);
+		rlfs_errrec_store(&mp->err, sb);
+		pthread_mutex_unlock(&mp->err_lock);
+		rlfs_put32(sb->state, RLFS_STATE_DIRTY);
+		rlfs_cksum_update(blk, mp->blocksize, RLFS_CRC_OFF);
+		err = rlfs_dev_pwrite(mp->dev, blk, mp->blocksize, 0);
+	}
+	*flush_err = err ? 0 : rlfs_dev_flush(mp->dev);
+	free(blk);
+	return err;
 }
 
 int rlfs_mount_open(const char *image, unsigned flags, struct rlfs_mount **mpp)
@@ -169,6 +238,12 @@ int rlfs_mount_open(const char *image, unsigned flags, struct rlfs_mount **mpp)
 	mp->rootino = rlfs_get64(sbcopy.rootino);
 	mp->features_incompat = rlfs_get64(sbcopy.features_incompat);
 	mp->maxbytes = rlfs_get64(sbcopy.maxbytes);
+	rlfs_errrec_load(&mp->err, &sbcopy);
+	mp->image = strdup(image);
+	if (!mp->image) {
+		err = -ENOMEM;
+		goto fail;
+	}
 	if (mp->agcount != rlfs_get32(sbcopy.agcount)) {
 		rlfs_warn("%s: superblock AG count does not match its geometry", image);
 		err = -EUCLEAN;
@@ -213,6 +288,13 @@ int rlfs_mount_open(const char *image, unsigned flags, struct rlfs_mount **mpp)
 		goto fail;
 	}
 	rlfs_irele(root);
+	if (mp->err.flags) {
+		/* as ext4's "mounting fs with errors, running e2fsck is
+		 * recommended": say so, and go on (see DESIGN.md) */
+		char desc[320];
+		rlfs_warn("%s has errors: %s; run `reflinkfs fsck %s`", image,
+			  rlfs_errrec_describe(&mp->err, desc, sizeof(desc)), image);
+	}
 	if (!rdonly) {
 		err = write_sb(mp, RLFS_STATE_DIRTY);
 		if (err) {
@@ -220,6 +302,7 @@ int rlfs_mount_open(const char *image, unsigned flags, struct rlfs_mount **mpp)
 			goto fail;
 		}
 	}
+	mp->err_track = true;
 	*mpp = mp;
 	return 0;
 fail:
@@ -250,6 +333,21 @@ int rlfs_mount_close(struct rlfs_mount *mp)
 		err2 = write_sb(mp, RLFS_STATE_CLEAN);
 		if (!err)
 			err = err2;
+		if (err2) {
+			/* the error record must reach the disk even so */
+			rlfs_mark_error(mp, RLFS_SB_ERR_WRITE, 0, NULL);
+			int ferr = 0, err3 = write_sb_errors_raw(mp, &ferr);
+			const char *img = mp->image ? mp->image : "the image";
+			if (err3)
+				rlfs_warn("%s: the unmount flush failed (%s) and the superblock "
+					  "could not record it (%s): run `reflinkfs fsck %s`", img,
+					  strerror(-err2), strerror(-err3), img);
+			else
+				rlfs_warn("%s: the unmount flush failed (%s); superblock marked "
+					  "as having errors%s: run `reflinkfs fsck %s`", img,
+					  strerror(-err2), ferr ? " (but the device flush failed: "
+					  "it may not survive a crash)" : "", img);
+		}
 	}
 	rlfs_icache_destroy(mp);
 	struct rlfs_dev *dev = mp->dev;

@@ -47,6 +47,18 @@ struct rlfs_inode;
 #define RLFS_MOUNT_RDONLY   (1u << 0)
 #define RLFS_MOUNT_NOLOCK   (1u << 1) /* do not take the image lock (tests) */
 
+/* In-core copy of the superblock's error record (struct rlfs_sb fields
+ * errors .. first_error_what; units as there). */
+struct rlfs_errrec {
+	uint32_t flags;             /* RLFS_SB_ERR_* */
+	uint32_t count;             /* corruption reports while mounted */
+	uint64_t first_time, first_fsbno;   /* seconds since the epoch; block */
+	uint64_t last_time, last_fsbno;
+	char first_what[16];        /* NUL-padded, not always NUL-terminated */
+	uint64_t fsck_time;         /* seconds since the epoch */
+	uint32_t fsck_errors;       /* findings that fsck left */
+};
+
 /* The in-core mount: geometry decoded from the superblock plus caches. */
 struct rlfs_mount {
 	struct rlfs_dev *dev;
@@ -85,6 +97,24 @@ struct rlfs_mount {
 	uint64_t icount;            /* inodes in allocated chunks */
 	uint64_t ifree;             /* of those, free */
 	uint64_t data_dirty;        /* data written since the last device flush */
+
+	/*
+	 * The superblock's error record (format.h, SPEC.md section 4): loaded
+	 * at mount, added to by rlfs_corrupt(), staged into the superblock
+	 * buffer by the next metadata flush (rlfs_errrec_stage) and written at
+	 * unmount even when the rest of the unmount flush fails.  err and the
+	 * sequence numbers are under err_lock, a leaf lock (rlfs_corrupt runs
+	 * with or without meta_lock held).
+	 */
+	pthread_mutex_t err_lock;
+	struct rlfs_errrec err;
+	uint64_t err_seq;           /* bumped by every change to err */
+	uint64_t err_staged_seq;    /* err_seq last copied into the sb buffer */
+	bool err_track;             /* a mount by rlfs_mount_open: record errors
+				     * (bare mounts of mkfs, fsck and unit tests
+				     * do not) */
+	bool err_said;              /* the one-line notice has been logged */
+	char *image;                /* path given to rlfs_mount_open, or NULL */
 };
 
 /* Geometry helpers. */
@@ -143,6 +173,30 @@ bool rlfs_cksum_verify(const void *buf, size_t len, size_t crc_off);
  */
 int rlfs_corrupt(struct rlfs_mount *mp, uint64_t fsbno, const char *what,
 		 const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+/*
+ * The superblock's error record (format.h; model: ext4's s_state
+ * EXT4_ERROR_FS with s_error_count, s_first_error_time and the like).
+ * core.c:
+ * - rlfs_errrec_load/store copy it between a superblock and its in-core form;
+ * - rlfs_errrec_describe writes one line (no newline) saying what it
+ *   records, e.g. "found by fsck (3 findings left uncorrected, 2025-01-02
+ *   03:04:05 UTC)"; returns buf;
+ * - rlfs_mark_error adds flag (RLFS_SB_ERR_*) to mp->err, and for
+ *   RLFS_SB_ERR_CORRUPT one report naming fsbno and the structure; logs one
+ *   line the first time in a mount; a no-op on bare mounts.  rlfs_corrupt
+ *   calls it.
+ * mount.c:
+ * - rlfs_errrec_stage copies a changed record into the cached superblock
+ *   and marks it dirty, under meta_lock; rlfs_buf_flush_all calls it first,
+ *   so every metadata flush (sync, fsync, unmount) writes it.  0, or the
+ *   error reading the superblock (the record then stays pending).
+ */
+void rlfs_errrec_load(struct rlfs_errrec *e, const struct rlfs_sb *sb);
+void rlfs_errrec_store(const struct rlfs_errrec *e, struct rlfs_sb *sb);
+char *rlfs_errrec_describe(const struct rlfs_errrec *e, char *buf, size_t len);
+void rlfs_mark_error(struct rlfs_mount *mp, uint32_t flag, uint64_t fsbno, const char *what);
+int rlfs_errrec_stage(struct rlfs_mount *mp);
 
 /* Debug/warning log line to stderr, prefixed with "reflinkfs: ". */
 void rlfs_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

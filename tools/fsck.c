@@ -4,11 +4,17 @@
  * Exit codes as fsck(8): 0 clean, 1 errors corrected, 4 errors left
  * uncorrected, 8 operational error (cannot open, not a reflinkfs image,
  * image busy, out of memory).  -n: check only, never write.  Repair in v1
- * is limited to summary counters (superblock icount/ifree/fdblocks/state,
- * AG header freeblks/longest/btreeblks/icount/ifree); everything else is
- * reported and left alone.  Counters are only rewritten when no other
- * problem was found (they are computed from the structures, which must be
- * trusted first).
+ * fixes only what follows from structures just verified: summary counters
+ * (superblock icount/ifree/fdblocks, AG header freeblks/longest/btreeblks/
+ * icount/ifree), link counts and directory parent pointers (from the
+ * directory entries), orphan inodes (nlink 0, named nowhere: freed through
+ * the library), the state flag and the superblock's error record; and only
+ * when every finding is one of these (counters computed from damaged trees
+ * would be wrong too).  After repairing it checks again, quietly, and says
+ * "corrected" (exit 1) only if that check is clean.  Anything else is
+ * reported and left alone (exit 4, one line saying what the user can do),
+ * and the superblock's error record is marked (RLFS_SB_ERR_FSCK) so that
+ * every mount warns; an fsck that finds the filesystem clean clears it.
  *
  * Every finding is one line on stdout naming the AG and block (agbno and
  * fsbno) or the inode and the structure.  The first FSCK_MAX_REPORTS are
@@ -33,7 +39,7 @@
  *      count (1 without a record).  Metadata blocks must still have exactly
  *      one owner.  CoW staging records are reported as leaked staging
  *      extents (no CoW fork exists on an unmounted image);
- *   6. summary counters; repair of counters.
+ *   6. summary counters; then repair, or marking the error record.
  *
  * Locking: the FUSE daemon holds an exclusive flock on the image until it
  * has flushed after umount.  We take the same lock on our own descriptor,
@@ -58,6 +64,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "reflinkfs/fs.h"
 #include "rlfs.h"
 #include "dev.h"
 #include "buf.h"
@@ -155,16 +162,37 @@ struct ag_info {
 	bool leak_noted;            /* "leak check skipped" said once */
 };
 
+/* An inode core repair: link count and/or directory parent (phase 4). */
+struct ifix {
+	uint64_t ino;
+	uint64_t parent;            /* new parent pointer; 0 = leave */
+	uint32_t nlink;             /* new link count, if set_nlink */
+	bool set_nlink;
+};
+
 struct fsck {
 	const char *prog;           /* argv[0], for messages */
 	const char *image;
 	bool dry_run, verbose;
+	bool quiet;                 /* the re-check after a repair: count only */
 	bool readonly;              /* image could only be opened read-only */
 	int lock_fd;
+	bool own_lock_fd;           /* close lock_fd at the end (not in a re-check) */
 	struct rlfs_dev *dev;
 	struct rlfs_mount *mp;
 	struct rlfs_sb sb;          /* primary superblock (first 320 bytes) */
-	bool sb_fix;
+	bool sb_fix;                /* superblock counters or state to rewrite */
+	bool sb_block_ok;           /* primary superblock block verified (crc,
+				     * blkno, owner): safe to rewrite in place */
+	struct rlfs_errrec rec;     /* the superblock's error record, as found */
+
+	/* what repair would do, by kind (each also counted in ncounter) */
+	uint64_t nfix_counters, nfix_links, nfix_parents;
+	bool fix_state;             /* the unclean-unmount flag */
+	struct ifix *ifixes;
+	size_t nifixes, ifixes_cap;
+	uint64_t *orphans;          /* inodes to free: nlink 0, named nowhere */
+	size_t norphans, orphans_cap;
 
 	bool incomplete;            /* some inode metadata unreadable: owners unknown */
 	bool dirs_incomplete;       /* some directory unreadable: links unknown */
@@ -208,7 +236,7 @@ static void report(struct fsck *f, bool fixable, const char *fmt, ...)
 		f->ncounter++;
 	else
 		f->nerrors++;
-	if (f->nprinted >= FSCK_MAX_REPORTS)
+	if (f->quiet || f->nprinted >= FSCK_MAX_REPORTS)
 		return;
 	f->nprinted++;
 	va_start(ap, fmt);
@@ -221,13 +249,14 @@ static void report(struct fsck *f, bool fixable, const char *fmt, ...)
 
 #define ERR(f, ...) report((f), false, __VA_ARGS__)
 #define FIXABLE(f, ...) report((f), true, __VA_ARGS__)
+#define FIXCOUNTER(f, ...) ((f)->nfix_counters++, report((f), true, __VA_ARGS__))
 
 __attribute__((format(printf, 2, 3)))
 static void verbose(struct fsck *f, const char *fmt, ...)
 {
 	va_list ap;
 
-	if (!f->verbose)
+	if (!f->verbose || f->quiet)
 		return;
 	va_start(ap, fmt);
 	vprintf(fmt, ap);
@@ -592,15 +621,30 @@ static int check_primary_sb(struct fsck *f)
 		free(blk);
 		return FSCK_EXIT_UNCORRECTED;
 	}
-	if (!rlfs_cksum_verify(blk, bs, RLFS_CRC_OFF))
+	f->sb_block_ok = true;
+	if (!rlfs_cksum_verify(blk, bs, RLFS_CRC_OFF)) {
 		ERR(f, "AG 0 agbno 0 (fsbno 0) (superblock): bad crc");
+		f->sb_block_ok = false;
+	}
 	free(blk);
-	if (rlfs_get64(sb->hdr.blkno) != 0)
+	if (rlfs_get64(sb->hdr.blkno) != 0) {
 		ERR(f, "AG 0 agbno 0 (fsbno 0) (superblock): blkno %" PRIu64 ", expected 0",
 		    rlfs_get64(sb->hdr.blkno));
-	if (rlfs_get64(sb->hdr.owner) != 0)
+		f->sb_block_ok = false;
+	}
+	if (rlfs_get64(sb->hdr.owner) != 0) {
 		ERR(f, "AG 0 agbno 0 (fsbno 0) (superblock): owner %" PRIu64 ", expected AG 0",
 		    rlfs_get64(sb->hdr.owner));
+		f->sb_block_ok = false;
+	}
+	rlfs_errrec_load(&f->rec, sb);
+	if (f->rec.flags && !f->quiet) {
+		char desc[320];
+
+		/* what earlier runs recorded: not a finding of this run */
+		printf("%s: the superblock records errors: %s\n", f->image,
+		       rlfs_errrec_describe(&f->rec, desc, sizeof(desc)));
+	}
 	if (dblocks > size_bytes / bs) {
 		ERR(f, "AG 0 agbno 0 (fsbno 0) (superblock): filesystem has %" PRIu64
 		    " blocks but the image holds only %" PRIu64 " (truncated image)",
@@ -617,6 +661,7 @@ static int check_primary_sb(struct fsck *f)
 			FIXABLE(f, "AG 0 agbno 0 (fsbno 0) (superblock): bad state %u",
 				rlfs_get32(sb->state));
 		f->sb_fix = true;
+		f->fix_state = true;
 	}
 
 	err = rlfs_mount_alloc_bare(f->dev, bs, dblocks, agblocks, &f->mp);
@@ -1301,28 +1346,28 @@ static void check_ag(struct fsck *f, uint32_t agno)
 	if (!ai->hdr_ok || !ai->trees_ok)
 		return;
 	if (rlfs_get32(ai->agh.freeblks) != ai->freeblks) {
-		FIXABLE(f, "%s (AG header): freeblks %u, free space trees hold %" PRIu64,
+		FIXCOUNTER(f, "%s (AG header): freeblks %u, free space trees hold %" PRIu64,
 			loc(f, hfsb).s, rlfs_get32(ai->agh.freeblks), ai->freeblks);
 		ai->fix = true;
 	}
 	if (rlfs_get32(ai->agh.longest) != ai->longest) {
-		FIXABLE(f, "%s (AG header): longest %u, longest free extent is %u",
+		FIXCOUNTER(f, "%s (AG header): longest %u, longest free extent is %u",
 			loc(f, hfsb).s, rlfs_get32(ai->agh.longest), ai->longest);
 		ai->fix = true;
 	}
 	if (rlfs_get32(ai->agh.btreeblks) != ai->btreeblks) {
-		FIXABLE(f, "%s (AG header): btreeblks %u, bnobt+cntbt have %" PRIu64
+		FIXCOUNTER(f, "%s (AG header): btreeblks %u, bnobt+cntbt have %" PRIu64
 			" blocks beyond their roots", loc(f, hfsb).s,
 			rlfs_get32(ai->agh.btreeblks), ai->btreeblks);
 		ai->fix = true;
 	}
 	if (rlfs_get64(ai->agh.icount) != ai->icount) {
-		FIXABLE(f, "%s (AG header): icount %" PRIu64 ", inobt chunks hold %" PRIu64,
+		FIXCOUNTER(f, "%s (AG header): icount %" PRIu64 ", inobt chunks hold %" PRIu64,
 			loc(f, hfsb).s, rlfs_get64(ai->agh.icount), ai->icount);
 		ai->fix = true;
 	}
 	if (rlfs_get64(ai->agh.ifree) != ai->ifree) {
-		FIXABLE(f, "%s (AG header): ifree %" PRIu64 ", inobt marks %" PRIu64 " free",
+		FIXCOUNTER(f, "%s (AG header): ifree %" PRIu64 ", inobt marks %" PRIu64 " free",
 			loc(f, hfsb).s, rlfs_get64(ai->agh.ifree), ai->ifree);
 		ai->fix = true;
 	}
@@ -2086,6 +2131,23 @@ static void check_inodes(struct fsck *f)
 /* ------------------------------------------------------------------ */
 /* Phase 4: the directory graph                                        */
 
+/* Note an inode core repair (nlink if set_nlink, parent if nonzero). */
+static void add_ifix(struct fsck *f, uint64_t ino, bool set_nlink, uint32_t nlink,
+		     uint64_t parent)
+{
+	struct ifix *n = grow(f, f->ifixes, &f->ifixes_cap, f->nifixes, sizeof(*n));
+
+	if (!n)
+		return;
+	f->ifixes = n;
+	f->ifixes[f->nifixes++] = (struct ifix){ .ino = ino, .parent = parent, .nlink = nlink,
+						 .set_nlink = set_nlink };
+	if (set_nlink)
+		f->nfix_links++;
+	else
+		f->nfix_parents++;
+}
+
 static void check_graph(struct fsck *f)
 {
 	struct rlfs_mount *mp = f->mp;
@@ -2196,26 +2258,51 @@ static void check_graph(struct fsck *f)
 			continue;
 		}
 		if (!(ie->flags & IE_REACHED)) {
-			if (ie->nlink == 0)
+			if (ie->nlink == 0 && ie->nref == 0) {
+				/* unlinked while open when the filesystem stopped:
+				 * repair frees it (as log recovery would) */
+				uint64_t *n = grow(f, f->orphans, &f->orphans_cap, f->norphans,
+						   sizeof(*n));
+
+				FIXABLE(f, "inode %" PRIu64 ": unlinked (nlink 0) but still "
+					"allocated (orphan)", ie->ino);
+				if (n) {
+					f->orphans = n;
+					f->orphans[f->norphans++] = ie->ino;
+				}
+			} else if (ie->nlink == 0)
 				ERR(f, "inode %" PRIu64 ": unlinked (nlink 0) but still allocated "
-				    "(orphan)", ie->ino);
+				    "(orphan) and named in an unreachable directory", ie->ino);
 			else
 				ERR(f, "inode %" PRIu64 ": in use (mode 0%o, nlink %u) but not "
 				    "reachable from the root", ie->ino, ie->mode, ie->nlink);
 			continue;
 		}
+		/*
+		 * A reachable inode's link count and a directory's parent
+		 * pointer are fixable when every directory could be read: the
+		 * entries counted are then all there are (e2fsck pass 4).
+		 */
 		if (S_ISDIR(ie->mode)) {
-			if (ie->nlink != 2 + ie->nsubdirs)
-				ERR(f, "inode %" PRIu64 " (directory): nlink %u, expected %u (2 + %u "
-				    "subdirectories)", ie->ino, ie->nlink, 2 + ie->nsubdirs,
-				    ie->nsubdirs);
-			if (ie->parent != ie->found_parent)
-				ERR(f, "inode %" PRIu64 " (directory): parent (\"..\") is %" PRIu64
-				    " but it is named in directory %" PRIu64, ie->ino, ie->parent,
-				    ie->found_parent);
+			if (ie->nlink != 2 + ie->nsubdirs) {
+				report(f, !f->dirs_incomplete, "inode %" PRIu64 " (directory): nlink "
+				       "%u, expected %u (2 + %u subdirectories)", ie->ino, ie->nlink,
+				       2 + ie->nsubdirs, ie->nsubdirs);
+				if (!f->dirs_incomplete)
+					add_ifix(f, ie->ino, true, 2 + ie->nsubdirs, 0);
+			}
+			if (ie->parent != ie->found_parent) {
+				report(f, !f->dirs_incomplete, "inode %" PRIu64 " (directory): parent "
+				       "(\"..\") is %" PRIu64 " but it is named in directory %"
+				       PRIu64, ie->ino, ie->parent, ie->found_parent);
+				if (!f->dirs_incomplete)
+					add_ifix(f, ie->ino, false, 0, ie->found_parent);
+			}
 		} else if (ie->nlink != ie->nref) {
-			ERR(f, "inode %" PRIu64 ": nlink %u but %u directory entries point at it",
-			    ie->ino, ie->nlink, ie->nref);
+			report(f, !f->dirs_incomplete, "inode %" PRIu64 ": nlink %u but %u directory "
+			       "entries point at it", ie->ino, ie->nlink, ie->nref);
+			if (!f->dirs_incomplete)
+				add_ifix(f, ie->ino, true, ie->nref, 0);
 		}
 	}
 	if (f->nlink_suppressed)
@@ -2518,17 +2605,17 @@ static void check_counters(struct fsck *f, uint64_t *icount, uint64_t *ifree,
 	if (!*all_ok)
 		return;
 	if (rlfs_get64(f->sb.icount) != *icount) {
-		FIXABLE(f, "AG 0 agbno 0 (fsbno 0) (superblock): icount %" PRIu64 ", counted %"
+		FIXCOUNTER(f, "AG 0 agbno 0 (fsbno 0) (superblock): icount %" PRIu64 ", counted %"
 			PRIu64, rlfs_get64(f->sb.icount), *icount);
 		f->sb_fix = true;
 	}
 	if (rlfs_get64(f->sb.ifree) != *ifree) {
-		FIXABLE(f, "AG 0 agbno 0 (fsbno 0) (superblock): ifree %" PRIu64 ", counted %"
+		FIXCOUNTER(f, "AG 0 agbno 0 (fsbno 0) (superblock): ifree %" PRIu64 ", counted %"
 			PRIu64, rlfs_get64(f->sb.ifree), *ifree);
 		f->sb_fix = true;
 	}
 	if (rlfs_get64(f->sb.fdblocks) != *fdblocks) {
-		FIXABLE(f, "AG 0 agbno 0 (fsbno 0) (superblock): fdblocks %" PRIu64 ", counted %"
+		FIXCOUNTER(f, "AG 0 agbno 0 (fsbno 0) (superblock): fdblocks %" PRIu64 ", counted %"
 			PRIu64, rlfs_get64(f->sb.fdblocks), *fdblocks);
 		f->sb_fix = true;
 	}
@@ -2557,8 +2644,9 @@ static int get_raw_buf(struct fsck *f, struct rlfs_trans *tp, uint64_t fsbno,
 	return err;
 }
 
-/* Rewrite the counters found wrong.  0 or negative errno. */
-static int fix_counters(struct fsck *f, uint64_t icount, uint64_t ifree, uint64_t fdblocks)
+/* Rewrite the AG header counters found wrong (one transaction, then a
+ * flush).  0 or negative errno. */
+static int fix_ag_counters(struct fsck *f)
 {
 	struct rlfs_mount *mp = f->mp;
 	struct rlfs_trans *tp;
@@ -2590,50 +2678,152 @@ static int fix_counters(struct fsck *f, uint64_t icount, uint64_t ifree, uint64_
 	err = rlfs_trans_commit(tp);
 	if (!err)
 		err = rlfs_buf_flush_all(mp);
-	if (err || !f->sb_fix)
-		return err;
-	/*
-	 * The primary superblock last, written directly: the buffer cache does
-	 * not hand out fsbno 0 without reading (and verifying) it, and its
-	 * verifier refuses insane counters.  We hold the image lock.
-	 */
-	{
-		uint8_t *blk = aligned_alloc(64, mp->blocksize);
-		struct rlfs_sb *sb = (struct rlfs_sb *)blk;
-
-		if (!blk)
-			return -ENOMEM;
-		err = rlfs_dev_pread(f->dev, blk, mp->blocksize, 0);
-		if (!err) {
-			rlfs_put64(sb->icount, icount);
-			rlfs_put64(sb->ifree, ifree);
-			rlfs_put64(sb->fdblocks, fdblocks);
-			rlfs_put32(sb->state, RLFS_STATE_CLEAN);
-			rlfs_cksum_update(blk, mp->blocksize, RLFS_CRC_OFF);
-			err = rlfs_dev_pwrite(f->dev, blk, mp->blocksize, 0);
-		}
-		if (!err)
-			err = rlfs_dev_flush(f->dev);
-		free(blk);
-	}
 	return err;
 fail:
 	rlfs_trans_cancel(tp);
 	return err;
 }
 
+/*
+ * Rewrite inode link counts and directory parent pointers (f->ifixes),
+ * read-modify-write of each inode cluster block, raw like the reads of
+ * phase 3.  An inode that no longer verifies (changed under us) stops the
+ * repair with -EUCLEAN.  0 or negative errno.
+ */
+static int fix_inodes(struct fsck *f)
+{
+	struct rlfs_mount *mp = f->mp;
+	uint8_t *blk = aligned_alloc(64, mp->blocksize);
+	int err = 0;
+
+	if (!blk)
+		return -ENOMEM;
+	for (size_t i = 0; i < f->nifixes && !err; i++) {
+		const struct ifix *x = &f->ifixes[i];
+		uint64_t fsbno = rlfs_ino_to_fsb(mp, x->ino);
+		struct rlfs_dinode *di = (void *)(blk + (size_t)rlfs_ino_to_slot(mp, x->ino) *
+						   mp->inodesize);
+
+		err = rlfs_dev_pread(f->dev, blk, mp->blocksize, fsbno << mp->blocklog);
+		if (err)
+			break;
+		if (rlfs_get32(di->magic) != RLFS_DINODE_MAGIC || rlfs_get64(di->ino) != x->ino ||
+		    !rlfs_cksum_verify(di, mp->inodesize, offsetof(struct rlfs_dinode, crc))) {
+			err = -EUCLEAN;
+			break;
+		}
+		if (x->set_nlink)
+			rlfs_put32(di->nlink, x->nlink);
+		if (x->parent)
+			rlfs_put64(di->parent, x->parent);
+		rlfs_cksum_update(di, mp->inodesize, offsetof(struct rlfs_dinode, crc));
+		err = rlfs_dev_pwrite(f->dev, blk, mp->blocksize, fsbno << mp->blocklog);
+	}
+	if (!err)
+		err = rlfs_dev_flush(f->dev);
+	free(blk);
+	return err;
+}
+
+/*
+ * Read-modify-write the primary superblock in place, raw: the buffer cache
+ * does not hand out fsbno 0 without its verifier, which refuses insane
+ * counters; we hold the image lock.  clean: the filesystem checks clean
+ * now: write the counted summary counters, state clean, and clear the
+ * error record.  Otherwise mark the record: RLFS_SB_ERR_FSCK, `left`
+ * findings, now; counters, state and the rest of the record are kept.
+ * 0 or negative errno.
+ */
+static int write_primary_sb(struct fsck *f, bool clean, uint64_t icount, uint64_t ifree,
+			    uint64_t fdblocks, uint64_t left)
+{
+	struct rlfs_mount *mp = f->mp;
+	uint8_t *blk = aligned_alloc(64, mp->blocksize);
+	struct rlfs_sb *sb = (struct rlfs_sb *)blk;
+	struct rlfs_errrec rec;
+	int err;
+
+	if (!blk)
+		return -ENOMEM;
+	err = rlfs_dev_pread(f->dev, blk, mp->blocksize, 0);
+	if (!err && (rlfs_get32(sb->hdr.magic) != RLFS_SB_MAGIC ||
+		     !rlfs_cksum_verify(blk, mp->blocksize, RLFS_CRC_OFF)))
+		err = -EUCLEAN;     /* changed under us: leave it */
+	if (!err) {
+		if (clean) {
+			rlfs_put64(sb->icount, icount);
+			rlfs_put64(sb->ifree, ifree);
+			rlfs_put64(sb->fdblocks, fdblocks);
+			rlfs_put32(sb->state, RLFS_STATE_CLEAN);
+			memset(&rec, 0, sizeof(rec));
+		} else {
+			rlfs_errrec_load(&rec, sb);
+			rec.flags |= RLFS_SB_ERR_FSCK;
+			rec.fsck_time = (uint64_t)time(NULL);
+			rec.fsck_errors = left > UINT32_MAX ? UINT32_MAX : (uint32_t)left;
+		}
+		rlfs_errrec_store(&rec, sb);
+		rlfs_cksum_update(blk, mp->blocksize, RLFS_CRC_OFF);
+		err = rlfs_dev_pwrite(f->dev, blk, mp->blocksize, 0);
+	}
+	if (!err)
+		err = rlfs_dev_flush(f->dev);
+	free(blk);
+	return err;
+}
+
+/*
+ * Free the orphan inodes through a library mount (the unlink path: blocks
+ * released with their refcounts, the inode chunk updated, counters kept
+ * exact; its unmount writes the superblock).  Runs after the superblock
+ * and AG headers have been made consistent, so that the mount accepts
+ * them.  We hold the image lock: the mount does not take it.
+ */
+static int free_orphans(struct fsck *f)
+{
+	struct rlfs_mount *lm;
+	int err, err2;
+
+	err = rlfs_mount_open(f->image, RLFS_MOUNT_NOLOCK, &lm);
+	if (err)
+		return err;
+	for (size_t i = 0; i < f->norphans && !err; i++) {
+		err = rlfs_inode_free_orphan(lm, f->orphans[i]);
+		if (!err)
+			verbose(f, "inode %" PRIu64 ": orphan freed", f->orphans[i]);
+	}
+	err2 = rlfs_mount_close(lm);
+	return err ? err : err2;
+}
+
 /* ------------------------------------------------------------------ */
 /* Driver                                                              */
+
+/* What repair mode fixes: --help, the README and the messages say the same. */
+#define FSCK_NO_REBUILD "no tool rebuilds damaged metadata yet: to save the files, mount " \
+	"the image read-only (reflinkfs mount -o ro %s DIR), copy them out and make a new " \
+	"filesystem"
 
 static void usage(FILE *out)
 {
 	fprintf(out,
 		"usage: reflinkfs fsck [-n] [-v] IMAGE\n"
-		"Check a reflinkfs image (it must not be mounted).\n"
+		"Check a reflinkfs image (it must not be mounted) and repair what it can.\n"
 		"  -n   check only, write nothing\n"
 		"  -v   verbose: print phases and statistics\n"
-		"  -y, -p, -a, -f   accepted for fsck(8) compatibility (repair is the default)\n"
-		"Exit: 0 clean, 1 errors corrected, 4 errors left uncorrected, 8 operational "
+		"  -y, -p, -a, -f   accepted for fsck(8) compatibility (they change nothing)\n"
+		"Repair (the default) fixes only: summary counters (superblock and AG headers),\n"
+		"link counts, directory parent pointers, orphan inodes (unlinked files still\n"
+		"open when the filesystem stopped: freed), the unclean-unmount flag and the\n"
+		"superblock's error record; and only when every finding is one of these.\n"
+		"Everything else (damaged btrees, inodes or directories, blocks used twice or\n"
+		"leaked, refcount mismatches) is reported and left as it is, and the\n"
+		"superblock is marked as having errors: every mount warns until fsck finds the\n"
+		"filesystem clean. No tool rebuilds damaged metadata yet: to save the files,\n"
+		"mount the image read-only (reflinkfs mount -o ro IMAGE DIR), copy them out\n"
+		"and make a new filesystem.\n"
+		"Exit: 0 clean (also when only a stale error record was cleared, as e2fsck),\n"
+		"1 errors corrected (and now clean), 4 errors left uncorrected, 8 operational\n"
 		"error.\n");
 }
 
@@ -2643,7 +2833,7 @@ static void fsck_free(struct fsck *f)
 		rlfs_mount_free_bare(f->mp);
 	if (f->dev)
 		rlfs_dev_close(f->dev);
-	if (f->lock_fd >= 0)
+	if (f->lock_fd >= 0 && f->own_lock_fd)
 		close(f->lock_fd);
 	free(f->claims);
 	free(f->dclaims);
@@ -2653,23 +2843,20 @@ static void fsck_free(struct fsck *f)
 	free(f->edges);
 	free(f->names);
 	free(f->ags);
+	free(f->ifixes);
+	free(f->orphans);
 }
 
-static int run(struct fsck *f)
+/* Phases 1-6 (the image is open and locked).  0 when they all ran (counts
+ * in *icount etc.), or an exit code: 8, or 4 when the primary superblock
+ * stops the check (finding printed). */
+static int check_all(struct fsck *f, uint64_t *icount, uint64_t *ifree, uint64_t *fdblocks,
+		     bool *counters_ok)
 {
-	uint64_t icount, ifree, fdblocks;
-	bool counters_ok;
 	int rc;
 
-	rc = open_and_lock(f);
-	if (rc)
-		return rc;
 	verbose(f, "Phase 1: superblocks");
 	rc = check_primary_sb(f);
-	if (rc == FSCK_EXIT_UNCORRECTED)
-		printf("%s: %" PRIu64 " error%s found, left uncorrected (cannot go on past the "
-		       "superblock: nothing else was checked)\n", f->image, f->nerrors,
-		       f->nerrors == 1 ? "" : "s");
 	if (rc)
 		return rc;
 	check_backup_sbs(f);
@@ -2693,39 +2880,183 @@ static int run(struct fsck *f)
 		return FSCK_EXIT_OPERR;
 	}
 	verbose(f, "Phase 6: summary counters");
-	check_counters(f, &icount, &ifree, &fdblocks, &counters_ok);
+	check_counters(f, icount, ifree, fdblocks, counters_ok);
 	verbose(f, "%" PRIu64 " files, %" PRIu64 " directories, %" PRIu64 " symlinks, %"
 		PRIu64 " special; %" PRIu64 " inodes in chunks (%" PRIu64 " free); %" PRIu64
 		" of %" PRIu64 " blocks free", f->n_files, f->n_dirs, f->n_symlinks, f->n_special,
-		icount, ifree, fdblocks, f->mp->dblocks);
+		*icount, *ifree, *fdblocks, f->mp->dblocks);
+	return 0;
+}
 
-	if (f->nerrors) {
-		printf("%s: %" PRIu64 " error%s found, left uncorrected%s\n", f->image,
-		       f->nerrors + f->ncounter, f->nerrors + f->ncounter == 1 ? "" : "s",
-		       f->ncounter ? " (counters not rewritten while other errors remain)" : "");
+/* Append ", item" (or "item" first) to buf; output is cut at len. */
+__attribute__((format(printf, 4, 5)))
+static void list_add(char *buf, size_t len, size_t *n, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (*n + 3 >= len)
+		return;
+	if (*n)
+		*n += (size_t)snprintf(buf + *n, len - *n, ", ");
+	va_start(ap, fmt);
+	*n += (size_t)vsnprintf(buf + *n, len - *n, fmt, ap);
+	va_end(ap);
+	if (*n >= len)
+		*n = len - 1;
+}
+
+/* "3 summary counters, 1 link count, ...": what repair fixes (or would). */
+static void fix_list(const struct fsck *f, char *buf, size_t len)
+{
+	size_t n = 0;
+
+	buf[0] = '\0';
+	if (f->nfix_counters)
+		list_add(buf, len, &n, "%" PRIu64 " summary counter%s", f->nfix_counters,
+			 f->nfix_counters == 1 ? "" : "s");
+	if (f->nfix_links)
+		list_add(buf, len, &n, "%" PRIu64 " link count%s", f->nfix_links,
+			 f->nfix_links == 1 ? "" : "s");
+	if (f->nfix_parents)
+		list_add(buf, len, &n, "%" PRIu64 " directory parent pointer%s", f->nfix_parents,
+			 f->nfix_parents == 1 ? "" : "s");
+	if (f->norphans)
+		list_add(buf, len, &n, "%zu orphan inode%s freed", f->norphans,
+			 f->norphans == 1 ? "" : "s");
+	if (f->fix_state)
+		list_add(buf, len, &n, "the unclean-unmount flag");
+}
+
+/* Errors are left: say so, what to do, and mark the superblock.  Returns 4. */
+static int left_uncorrected(struct fsck *f, uint64_t left, const char *why)
+{
+	const char *nomark = NULL;
+	int err;
+
+	printf("%s: %" PRIu64 " error%s left uncorrected (%s); " FSCK_NO_REBUILD "\n", f->image,
+	       left, left == 1 ? "" : "s", why, f->image);
+	if (f->dry_run)
+		nomark = "-n";
+	else if (f->readonly)
+		nomark = "read-only image";
+	else if (!f->sb_block_ok)
+		nomark = "the superblock itself is damaged";
+	if (nomark) {
+		printf("%s: superblock not marked as having errors (%s)\n", f->image, nomark);
 		return FSCK_EXIT_UNCORRECTED;
 	}
-	if (f->ncounter) {
-		int err;
+	err = write_primary_sb(f, false, 0, 0, 0, left);
+	if (err)
+		printf("%s: marking the superblock as having errors failed: %s\n", f->image,
+		       errstr(err));
+	else
+		printf("%s: superblock marked as having errors: every mount warns until fsck "
+		       "finds the filesystem clean\n", f->image);
+	return FSCK_EXIT_UNCORRECTED;
+}
 
-		if (f->dry_run || f->readonly) {
-			printf("%s: %" PRIu64 " summary counter error%s found (%s: not fixed)\n",
-			       f->image, f->ncounter, f->ncounter == 1 ? "" : "s",
-			       f->dry_run ? "-n" : "read-only image");
-			return FSCK_EXIT_UNCORRECTED;
-		}
-		err = fix_counters(f, icount, ifree, fdblocks);
-		if (err) {
-			printf("%s: fixing summary counters failed: %s\n", f->image, errstr(err));
-			return FSCK_EXIT_UNCORRECTED;
-		}
-		printf("%s: %" PRIu64 " summary counter error%s corrected\n", f->image,
-		       f->ncounter, f->ncounter == 1 ? "" : "s");
-		return FSCK_EXIT_FIXED;
+static int run(struct fsck *f)
+{
+	uint64_t icount = 0, ifree = 0, fdblocks = 0;
+	bool counters_ok;
+	char what[512];
+	int rc, err;
+
+	rc = open_and_lock(f);
+	if (rc)
+		return rc;
+	rc = check_all(f, &icount, &ifree, &fdblocks, &counters_ok);
+	if (rc == FSCK_EXIT_UNCORRECTED)
+		printf("%s: %" PRIu64 " error%s found, left uncorrected (cannot go on past the "
+		       "superblock: nothing else was checked, and no tool repairs a superblock "
+		       "yet)\n", f->image, f->nerrors, f->nerrors == 1 ? "" : "s");
+	if (rc)
+		return rc;
+
+	if (f->nerrors) {
+		char why[256];
+
+		if (f->ncounter)
+			snprintf(why, sizeof(why), "listed above; nothing was changed: repair "
+				 "fixes only %" PRIu64 " of them, and only when nothing else is "
+				 "wrong", f->ncounter);
+		else
+			snprintf(why, sizeof(why), "listed above; nothing was changed: repair "
+				 "fixes none of them");
+		return left_uncorrected(f, f->nerrors + f->ncounter, why);
 	}
-	printf("%s: clean, %" PRIu64 "/%" PRIu64 " inodes, %" PRIu64 "/%" PRIu64 " blocks\n",
-	       f->image, icount - ifree, icount, f->mp->dblocks - fdblocks, f->mp->dblocks);
-	return FSCK_EXIT_OK;
+	if (!f->ncounter) {
+		/*
+		 * Clean.  A record that says otherwise is stale (its cause was
+		 * in memory only, or went away with a file): repair clears it.
+		 * As e2fsck with EXT2_ERROR_FS set, that alone is exit 0.
+		 */
+		const char *note = "";
+
+		if (f->rec.flags && (f->dry_run || f->readonly)) {
+			note = "; the superblock still records errors (not cleared: run fsck "
+			       "without -n)";
+		} else if (f->rec.flags) {
+			err = write_primary_sb(f, true, icount, ifree, fdblocks, 0);
+			if (err) {
+				printf("%s: clean, but clearing the superblock's error record "
+				       "failed: %s\n", f->image, errstr(err));
+				return FSCK_EXIT_OPERR;
+			}
+			note = "; the superblock's error record was cleared";
+		}
+		printf("%s: clean, %" PRIu64 "/%" PRIu64 " inodes, %" PRIu64 "/%" PRIu64
+		       " blocks%s\n", f->image, icount - ifree, icount, f->mp->dblocks - fdblocks,
+		       f->mp->dblocks, note);
+		return FSCK_EXIT_OK;
+	}
+	fix_list(f, what, sizeof(what));
+	if (f->dry_run || f->readonly) {
+		printf("%s: %" PRIu64 " error%s found that repair corrects (%s); %s: nothing "
+		       "written\n", f->image, f->ncounter, f->ncounter == 1 ? "" : "s", what,
+		       f->dry_run ? "-n" : "read-only image");
+		return FSCK_EXIT_UNCORRECTED;
+	}
+
+	/* repair: inodes, AG headers, then the superblock (clean) last */
+	err = fix_inodes(f);
+	if (!err)
+		err = fix_ag_counters(f);
+	if (!err)
+		err = write_primary_sb(f, true, icount, ifree, fdblocks, 0);
+	if (!err && f->norphans)
+		err = free_orphans(f);
+	if (err) {
+		printf("%s: repair failed: %s (%s may be partly written)\n", f->image,
+		       errstr(err), what);
+		return left_uncorrected(f, f->ncounter, "the repair did not complete");
+	}
+
+	/* trust but verify: check again, quietly, before saying "corrected" */
+	{
+		struct fsck v = { .prog = f->prog, .image = f->image, .dry_run = true,
+				  .quiet = true, .lock_fd = f->lock_fd, .own_lock_fd = false };
+		uint64_t ic, ifr, fdb, left;
+		bool cok;
+
+		rc = check_all(&v, &ic, &ifr, &fdb, &cok);
+		/* a record now means the orphan frees met corruption */
+		left = v.nerrors + v.ncounter + (v.rec.flags != 0);
+		fsck_free(&v);
+		if (rc == FSCK_EXIT_OPERR)
+			return rc;
+		if (rc || left) {
+			char why[256];
+
+			snprintf(why, sizeof(why), "repair wrote %s, but a second check still "
+				 "finds these; run fsck -n to list them", what);
+			return left_uncorrected(f, left ? left : 1, why);
+		}
+	}
+	printf("%s: %" PRIu64 " error%s corrected (%s); the filesystem now checks clean%s\n",
+	       f->image, f->ncounter, f->ncounter == 1 ? "" : "s", what,
+	       f->rec.flags ? "; the superblock's error record was cleared" : "");
+	return FSCK_EXIT_FIXED;
 }
 
 /*
@@ -2739,7 +3070,7 @@ int rlfs_fsck_main(int argc, char **argv)
 		{ "verbose", no_argument, NULL, 'v' },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct fsck f = { .lock_fd = -1 };
+	struct fsck f = { .lock_fd = -1, .own_lock_fd = true };
 	int c, rc;
 
 	optind = 1;

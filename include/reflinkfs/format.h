@@ -145,9 +145,35 @@ struct rlfs_sb {
 	rlfs_le32 cowextsize_blocks;/* default CoW extent size hint (later) */
 	char      label[32];
 	rlfs_le64 maxbytes;         /* largest file size in bytes */
-	uint8_t   pad[120];         /* zero; room for later features */
+	/*
+	 * Error record (ext4's s_state EXT4_ERROR_FS + s_error_count +
+	 * s_first_error_*, XFS's "sick" state made persistent): set when fsck
+	 * leaves damage it could not repair, or when the library meets corrupt
+	 * metadata (or cannot write its metadata) while mounted; every mount
+	 * warns while it is set; only an fsck that finds (or leaves) the
+	 * filesystem clean clears it.  Bytes 200..271 were pad before: older
+	 * binaries neither read nor clear them (see SPEC.md section 4).
+	 */
+	rlfs_le32 errors;           /* RLFS_SB_ERR_* flags; 0 = no errors recorded */
+	rlfs_le32 error_count;      /* corruption reports while mounted (saturates) */
+	rlfs_le64 first_error_time; /* first report: seconds since the epoch, 0 = none */
+	rlfs_le64 first_error_fsbno;/* first report: block it names */
+	rlfs_le64 last_error_time;  /* latest report */
+	rlfs_le64 last_error_fsbno;
+	char      first_error_what[16]; /* first report: structure, NUL-padded */
+	rlfs_le64 fsck_time;        /* last fsck that left damage: seconds, 0 = none */
+	rlfs_le32 fsck_errors;      /* findings it left uncorrected (saturates) */
+	rlfs_le32 pad1;             /* zero */
+	uint8_t   pad[48];          /* zero; room for later features */
 };
 RLFS_SA(sizeof(struct rlfs_sb) == 320, "sb");
+RLFS_SA(offsetof(struct rlfs_sb, errors) == 200, "sb errors");
+RLFS_SA(offsetof(struct rlfs_sb, fsck_time) == 256, "sb fsck_time");
+
+/* sb.errors flags.  Unknown bits are kept and shown, never refused. */
+#define RLFS_SB_ERR_FSCK    (1u << 0) /* fsck found damage it did not repair */
+#define RLFS_SB_ERR_CORRUPT (1u << 1) /* corrupt metadata met while mounted */
+#define RLFS_SB_ERR_WRITE   (1u << 2) /* metadata could not be written at unmount */
 
 /*
  * AG header: agbno 1 of every AG.  Roots are agbno within this AG (0 = empty

@@ -32,13 +32,21 @@ struct rlfs_mount;
  * Open the filesystem on image (file or block device): read and verify the
  * superblock and AG headers, take an exclusive lock on the image (-EBUSY
  * if another process has it), mark the superblock dirty (read-write).
+ * If the superblock's error record is set (fsck left damage, or corrupt
+ * metadata was met while mounted: docs/SPEC.md section 4) one line on
+ * stderr says so and names `reflinkfs fsck IMAGE`; the mount goes on, as
+ * ext4 with errors=continue.  From then on, corrupt metadata met (any
+ * -EUCLEAN) is added to the record, which the next metadata flush writes.
  * Errors: -ENOENT/-EACCES from open, -EBUSY, -EUCLEAN (not a reflinkfs
  * image, or corrupt; a line on stderr says why), -EOPNOTSUPP (unknown
- * incompat feature or version).
+ * incompat feature or version), -ENOMEM.
  */
 int rlfs_mount_open(const char *image, unsigned flags, struct rlfs_mount **mpp);
 /* Flush everything, mark the superblock clean, release the lock, free.
- * Returns the first error seen while flushing (the mount is freed anyway). */
+ * Returns the first error seen while flushing (the mount is freed anyway).
+ * If the flush fails, the superblock alone is rewritten with state dirty
+ * and the error record (RLFS_SB_ERR_WRITE added), and a line on stderr
+ * says so. */
 int rlfs_mount_close(struct rlfs_mount *mp);
 /* Write all dirty data and metadata to the device and flush it (sync(2)). */
 int rlfs_sync(struct rlfs_mount *mp);

@@ -94,3 +94,19 @@ int tu_fsck(const char *image, int expect)
 	unlink(cmd);
 	return rc;
 }
+
+int tu_fsck_repair(const char *image)
+{
+	char cmd[2 * PATH_MAX + 64];
+	snprintf(cmd, sizeof(cmd), "%s fsck %s >%s.fsck 2>&1", tu_fsck_bin(), image, image);
+	int rc = system(cmd);
+	if (rc == -1 || !WIFEXITED(rc))
+		fail_msg("fsck (repair) of %s: did not exit normally (status %d)", image, rc);
+	rc = WEXITSTATUS(rc);
+	snprintf(cmd, sizeof(cmd), "head -20 %s.fsck >&2", image);
+	if (system(cmd) != 0)
+		fprintf(stderr, "(no fsck output)\n");
+	snprintf(cmd, sizeof(cmd), "%s.fsck", image);
+	unlink(cmd);
+	return rc;
+}

@@ -31,6 +31,9 @@ const char *tu_fsck_bin(void);
  * 1 corrected, 4 errors left, 8 operational error) and shows the first
  * lines of its output on stderr when the status is not `expect`. */
 int tu_fsck(const char *image, int expect);
+/* "fsck IMAGE" (repair mode); shows its first lines on stderr and returns
+ * its exit status. */
+int tu_fsck_repair(const char *image);
 /* Deterministic PRNG (xorshift64*), seeded from RLFS_TEST_SEED or a default. */
 uint64_t tu_rand(void);
 void tu_seed(uint64_t seed);

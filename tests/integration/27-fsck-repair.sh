@@ -1,0 +1,264 @@
+#!/bin/bash
+# 27-fsck-repair: fsck repairs what it says it repairs and nothing else, and
+# the superblock's error record carries what it left to every later mount.
+# - counter-only damage (AG header free count, superblock counters, with
+#   valid checksums), a wrong link count, a wrong directory parent, an
+#   unclean-unmount flag, an orphan inode (unlinked while open, sharing
+#   blocks, daemon killed): fsck exits 1 ("corrected"), fsck -n then 0;
+# - damaged metadata (a bmbt block, a directory block, an inode, random
+#   bytes): fsck exits 4 with the one-line "left uncorrected ... mount the
+#   image read-only" message, never prints "corrected", marks the superblock;
+#   a second fsck still reports the damage and the record;
+# - a cross-linked block (two files map one block, no refcount record):
+#   fsck marks the superblock, the next mount warns on one line and works;
+# - a bmbt block corrupted while unmounted and met by a read through the
+#   mount: the daemon records it, the next mount warns naming the block;
+# - a stale record on a clean filesystem: fsck -n exits 0 and keeps it,
+#   repair clears it (0, as e2fsck), and mounts stop warning.
+. "$(dirname "$0")/../lib.sh"
+common_setup
+ED="$PY $SRCDIR/tests/helpers/imgedit.py"
+SCAN=$SRCDIR/tests/helpers/metascan.py
+
+# fsck_rc ARGS...: run fsck, output in $T/fsck.out, exit status in FRC
+fsck_rc() {
+	FRC=0
+	run_to "$CMD_TIMEOUT" "$RLFS" fsck "$@" >"$T/fsck.out" 2>&1 || FRC=$?
+	is_crash $FRC && { tail -20 "$T/fsck.out" >&2; die "fsck $* crashed or hung ($FRC)"; }
+	return 0
+}
+# no line may claim "corrected" (uncorrected is fine) for damage left
+no_corrected() {
+	if grep -E '(^|[^n])corrected' "$T/fsck.out" >&2; then
+		die "$1: fsck exited 4 but says something was corrected"
+	fi
+}
+sb_errors() { $ED sb-get "$1" errors; }
+
+# --- a populated image ---------------------------------------------------
+img=$T/pop.img m=$T/mnt
+rlfs_mkfs "$img" -s 256M -a 4
+rlfs_mount "$img" "$m"
+mkdir -p "$m/d/sub" "$m/big"
+for i in $(seq 1 100); do echo "file $i" >"$m/big/entry-with-a-long-name-$i"; done
+echo aaaa >"$m/a"
+echo bbbb >"$m/b"
+echo "keep me" >"$m/d/keep"
+$PY - "$m/frag" <<'PYEOF'
+import os, sys
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT)
+for i in range(0, 600, 2):
+    os.pwrite(fd, bytes([i % 251]) * 4096, i * 4096)
+os.close(fd)
+PYEOF
+ino_a=$(stat -c %i "$m/a") ino_b=$(stat -c %i "$m/b") ino_d=$(stat -c %i "$m/d")
+ino_sub=$(stat -c %i "$m/d/sub") ino_keep=$(stat -c %i "$m/d/keep")
+ino_frag=$(stat -c %i "$m/frag") ino_big=$(stat -c %i "$m/big")
+sum_frag=$(md5sum <"$m/frag")
+rlfs_umount "$m"
+rlfs_fsck "$img"
+[ "$(sb_errors "$img")" = 0 ] || die "a fresh image has an error record"
+bmbt=$($ED inode-get "$img" "$ino_frag" root)
+dirblk=$($ED inode-get "$img" "$ino_big" root)
+[ "$($ED inode-get "$img" "$ino_frag" format)" = 3 ] || die "frag has no bmbt"
+cp --sparse=always "$img" "$T/pristine.img"
+fresh() { cp --sparse=always "$T/pristine.img" "$T/case.img"; chmod 600 "$T/case.img"; }
+
+# --- what repair fixes: exit 1, then clean --------------------------------
+repair_ok() {  # LABEL
+	fsck_rc -n "$T/case.img"
+	[ $FRC = 4 ] || { cat "$T/fsck.out" >&2; die "$1: fsck -n exited $FRC, expected 4"; }
+	grep -q "that repair corrects" "$T/fsck.out" || { cat "$T/fsck.out" >&2; die "$1: fsck -n does not say repair corrects it"; }
+	fsck_rc "$T/case.img"
+	[ $FRC = 1 ] || { cat "$T/fsck.out" >&2; die "$1: fsck exited $FRC, expected 1 (corrected)"; }
+	grep -q "corrected (.*); the filesystem now checks clean" "$T/fsck.out" ||
+		{ cat "$T/fsck.out" >&2; die "$1: no 'corrected' line"; }
+	cp "$T/fsck.out" "$T/repair.out"
+	log "$1: $(tail -1 "$T/fsck.out")"
+	fsck_rc -n "$T/case.img"
+	[ $FRC = 0 ] || { cat "$T/fsck.out" >&2; die "$1: fsck -n after repair exited $FRC, expected 0"; }
+}
+
+fresh
+$ED agh-set "$T/case.img" 2 freeblks 12345
+$ED agh-set "$T/case.img" 1 longest 3
+$ED sb-set "$T/case.img" fdblocks 7
+$ED sb-set "$T/case.img" icount 999
+repair_ok "summary counters"
+
+fresh
+$ED inode-set "$T/case.img" "$ino_a" nlink 5
+$ED inode-set "$T/case.img" "$ino_d" nlink 9
+$ED sb-set "$T/case.img" state 1
+repair_ok "link counts and the unclean-unmount flag"
+rlfs_mount "$T/case.img" "$m"
+[ "$(stat -c %h "$m/a")" = 1 ] || die "link count of a not repaired: $(stat -c %h "$m/a")"
+[ "$(stat -c %h "$m/d")" = 3 ] || die "link count of d not repaired: $(stat -c %h "$m/d")"
+rm "$m/a"                        # a wrong count would leak or free early
+rlfs_umount "$m"
+rlfs_fsck "$T/case.img"
+
+fresh
+$ED inode-set "$T/case.img" "$ino_sub" parent "$ino_big"
+repair_ok "directory parent pointer"
+rlfs_mount "$T/case.img" "$m"
+[ "$(stat -c %i "$m/d/sub/..")" = "$ino_d" ] || die "d/sub/.. is not d after repair"
+rmdir "$m/d/sub"
+rlfs_umount "$m"
+rlfs_fsck "$T/case.img"
+
+# an orphan: a file (sharing blocks with another by a clone) unlinked while
+# open, then the daemon killed; repair frees it and its blocks, the clone
+# source keeps its data
+fresh
+rlfs_mount_fg "$T/case.img" "$m" || die "mount for the orphan case failed"
+head -c 300k /dev/urandom >"$m/src"
+"$RLFS" io -f -c "reflink $m/src" "$m/orph" >/dev/null || die "reflinkfs io reflink failed"
+echo "private tail" >>"$m/orph"
+sum_src=$(md5sum <"$m/src")
+$PY - "$m/orph" "$T/orph.ready" <<'PYEOF' &
+import os, sys, time
+fd = os.open(sys.argv[1], os.O_RDONLY)
+os.unlink(sys.argv[1])
+os.fsync(fd)            # the unlink reaches the image (v1 flushes everything)
+open(sys.argv[2], "w").close()
+time.sleep(120)
+PYEOF
+holder=$!
+_BGPIDS+=("$holder")
+for ((i = 0; i < 300; i++)); do [ -e "$T/orph.ready" ] && break; sleep 0.1; done
+[ -e "$T/orph.ready" ] || die "the orphan holder did not get ready"
+kill -9 "$FG_PID"
+kill "$holder" 2>/dev/null; wait "$holder" 2>/dev/null || true
+rlfs_umount_fg "$m" || true
+fsck_rc -n "$T/case.img"
+[ $FRC = 4 ] || { cat "$T/fsck.out" >&2; die "orphan: fsck -n exited $FRC, expected 4"; }
+grep -q "unlinked (nlink 0) but still allocated (orphan)" "$T/fsck.out" || die "orphan not reported"
+repair_ok "orphan inode (unlinked while open, shares blocks)"
+grep -q "1 orphan inode freed" "$T/repair.out" || die "repair does not say it freed the orphan"
+rlfs_mount "$T/case.img" "$m"
+[ "$(md5sum <"$m/src")" = "$sum_src" ] || die "the clone source changed when the orphan was freed"
+[ ! -e "$m/orph" ] || die "the orphan is visible"
+rm "$m/src"
+rlfs_umount "$m"
+rlfs_fsck "$T/case.img"
+
+# --- what repair leaves: exit 4, one clear line, superblock marked --------
+left_ok() {  # LABEL [nomark]
+	fsck_rc "$T/case.img"
+	[ $FRC = 4 ] || { cat "$T/fsck.out" >&2; die "$1: fsck exited $FRC, expected 4"; }
+	no_corrected "$1"
+	grep -q "left uncorrected.*no tool rebuilds damaged metadata yet.*reflinkfs mount -o ro" \
+		"$T/fsck.out" || { cat "$T/fsck.out" >&2; die "$1: no 'left uncorrected' line saying what to do"; }
+	log "$1: $(grep 'left uncorrected' "$T/fsck.out" | cut -c1-110)..."
+	if [ "${2:-}" != nomark ]; then
+		grep -q "superblock marked as having errors" "$T/fsck.out" || die "$1: superblock not marked"
+		[ $(( $(sb_errors "$T/case.img") & 1 )) = 1 ] || die "$1: error record lacks the fsck flag"
+	fi
+	cp "$T/fsck.out" "$T/fsck1.out"
+	# a second run finds the same damage and still leaves it
+	fsck_rc "$T/case.img"
+	[ $FRC = 4 ] || { cat "$T/fsck.out" >&2; die "$1: second fsck exited $FRC, expected 4"; }
+	no_corrected "$1 (second run)"
+	[ "$(grep -vc 'superblock\|uncorrected' "$T/fsck1.out")" = "$(grep -vc 'superblock\|uncorrected' "$T/fsck.out")" ] ||
+		{ diff "$T/fsck1.out" "$T/fsck.out" >&2; die "$1: second fsck reports different findings"; }
+	if [ "${2:-}" != nomark ]; then
+		grep -q "the superblock records errors: found by fsck" "$T/fsck.out" ||
+			die "$1: second fsck does not show the record"
+	fi
+	fsck_rc -n "$T/case.img"
+	[ $FRC = 4 ] || die "$1: fsck -n after repair exited $FRC, expected 4"
+}
+
+fresh
+$PY "$SCAN" flip "$T/case.img" "$bmbt" 2000 1
+left_ok "bmbt block of frag (bad crc)"
+fresh
+$PY "$SCAN" flip "$T/case.img" "$dirblk" 9 2
+left_ok "directory block (bad crc)"
+fresh
+$ED inode-set "$T/case.img" "$ino_keep" nblocks 77
+left_ok "inode block count (valid crc)"
+# counters are wrong too, but repair fixes nothing while real damage stays
+$ED sb-set "$T/case.img" fdblocks 7
+fsck_rc "$T/case.img"
+[ $FRC = 4 ] || die "damage + counters: fsck exited $FRC"
+no_corrected "damage + counters"
+grep -q "fdblocks 7" "$T/fsck.out" || die "damage + counters: counter finding not listed"
+[ "$($ED sb-get "$T/case.img" fdblocks)" = 7 ] || die "counters rewritten while other damage is left"
+for seed in 1 2 3; do
+	fresh
+	$PY "$SCAN" rand "$T/case.img" 20 $seed >/dev/null
+	fsck_rc -n "$T/case.img"
+	[ $FRC = 4 ] || { log "random bytes seed $seed: fsck -n exit $FRC (not detected), skipped"; continue; }
+	if grep -q "AG 0 agbno 0 (fsbno 0) (superblock)" "$T/fsck.out"; then
+		left_ok "20 random metadata bytes (seed $seed, superblock hit)" nomark
+	else
+		left_ok "20 random metadata bytes (seed $seed)"
+	fi
+done
+
+# --- cross-linked block: fsck marks, the next mount warns -----------------
+fresh
+old=$($ED crosslink "$T/case.img" "$ino_a" "$ino_b")
+left_ok "cross-linked block"
+grep -q "mapped by 2 data forks but the refcount btree has no record" "$T/fsck1.out" ||
+	die "cross link not reported"
+rlfs_mount "$T/case.img" "$m" 2>"$T/mount.err"
+cat "$T/mount.err" >&2
+[ "$(grep -c "has errors" "$T/mount.err")" = 1 ] || die "mount of the marked image: expected one warning, got: $(cat "$T/mount.err")"
+grep -q "has errors: found by fsck (2 findings left uncorrected, .*); run \`reflinkfs fsck $T/case.img\`" \
+	"$T/mount.err" || die "mount of the marked image does not warn as expected"
+[ "$(cat "$m/b")" = aaaa ] || die "cross-linked b does not show a's block"
+[ "$(cat "$m/d/keep")" = "keep me" ] || die "the rest of the marked filesystem is not readable"
+echo new >"$m/new"              # and writable (errors=continue, as ext4)
+rlfs_umount "$m"
+[ $(( $(sb_errors "$T/case.img") & 1 )) = 1 ] || die "a mount cleared the error record"
+fsck_rc -n "$T/case.img"
+[ $FRC = 4 ] || die "cross link: fsck -n after the mount exited $FRC"
+
+# --- corruption met while mounted: the daemon records it -------------------
+fresh
+$PY "$SCAN" flip "$T/case.img" "$bmbt" 3000 3
+rlfs_mount "$T/case.img" "$m" 2>"$T/mount.err"
+grep -q "has errors" "$T/mount.err" && die "warned before anything was recorded: $(cat "$T/mount.err")"
+rc=0; cat "$m/frag" >/dev/null 2>"$T/cat.err" || rc=$?
+[ $rc != 0 ] || die "reading frag with a corrupt bmbt block succeeded"
+grep -q "Structure needs cleaning\|Input/output error" "$T/cat.err" || die "read error: $(cat "$T/cat.err")"
+[ "$(cat "$m/d/keep")" = "keep me" ] || die "the rest of the filesystem is not readable"
+rlfs_umount "$m"
+[ $(( $(sb_errors "$T/case.img") & 2 )) = 2 ] || die "the daemon did not record the corruption it met"
+[ "$($ED sb-get "$T/case.img" first_error_fsbno)" = "$bmbt" ] || die "record names block $($ED sb-get "$T/case.img" first_error_fsbno), not $bmbt"
+rlfs_mount "$T/case.img" "$m" 2>"$T/mount.err"
+cat "$T/mount.err" >&2
+[ "$(grep -c "has errors" "$T/mount.err")" = 1 ] || die "expected one warning from the mount, got: $(cat "$T/mount.err")"
+grep -q "has errors: corrupt metadata met while mounted (.*bmbt at fsbno $bmbt" "$T/mount.err" ||
+	die "the next mount does not warn about the recorded corruption"
+rlfs_umount "$m"
+left_ok "bmbt corruption met while mounted"
+grep -q "records errors: .*corrupt metadata met while mounted" "$T/fsck.out" ||
+	die "fsck does not show the daemon's record"
+
+# --- a stale record (the filesystem checks clean): -n keeps it, repair clears it
+fresh
+$ED sb-set "$T/case.img" errors 2
+$ED sb-set "$T/case.img" error_count 1
+$ED sb-set "$T/case.img" first_error_time 1700000000
+fsck_rc -n "$T/case.img"
+[ $FRC = 0 ] || { cat "$T/fsck.out" >&2; die "stale record: fsck -n exited $FRC, expected 0 (as e2fsck)"; }
+grep -q "clean, .*; the superblock still records errors (not cleared" "$T/fsck.out" ||
+	{ cat "$T/fsck.out" >&2; die "stale record: fsck -n does not say the record stays"; }
+[ "$(sb_errors "$T/case.img")" = 2 ] || die "fsck -n changed the record"
+fsck_rc "$T/case.img"
+[ $FRC = 0 ] || { cat "$T/fsck.out" >&2; die "stale record: fsck exited $FRC, expected 0"; }
+grep -q "clean, .*; the superblock's error record was cleared" "$T/fsck.out" ||
+	{ cat "$T/fsck.out" >&2; die "stale record: fsck does not say it cleared the record"; }
+[ "$(sb_errors "$T/case.img")" = 0 ] || die "fsck did not clear the stale record"
+rlfs_mount "$T/case.img" "$m" 2>"$T/mount.err"
+grep -q "has errors" "$T/mount.err" && die "mount warns after the record was cleared"
+rlfs_umount "$m"
+
+# the pristine image was never touched
+cmp -s "$img" "$T/pristine.img" || die "the pristine image changed"
+rlfs_fsck "$img"
+log OK
