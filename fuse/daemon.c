@@ -125,11 +125,25 @@ void reply_status(fuse_req_t req, int err)
 	fuse_reply_err(req, err < 0 ? -err : 0);
 }
 
+/* The generation the kernel gets with an entry (struct fuse_entry_out;
+ * the kernel keeps the low 32 bits in i_generation and puts them in file
+ * handles, fs/fuse/inode.c fuse_encode_fh).  The root's is 0: the kernel
+ * made the root inode at mount with generation 0 and would take any other
+ * value for a reused node id (fuse_iget: fuse_stale_inode). */
+uint64_t node_generation(uint64_t ino)
+{
+	uint64_t gen = 0;
+	struct rlfs_mount *mp = g_mp;
+	if (ino == g_root || !mp || rlfs_get_generation(mp, ino, &gen) != 0)
+		return 0;
+	return gen;
+}
+
 static void fill_entry(struct fuse_entry_param *e, const struct stat *st)
 {
 	memset(e, 0, sizeof(*e));
 	e->ino = i2n(st->st_ino);
-	e->generation = 0;
+	e->generation = node_generation(st->st_ino);
 	e->attr = *st;
 	e->attr_timeout = RLFS_FUSE_TIMEOUT;
 	e->entry_timeout = RLFS_FUSE_ENTRY_TIMEOUT;
@@ -199,6 +213,11 @@ static void rl_init(void *userdata, struct fuse_conn_info *conn)
 	 * answers like the kernel's FICLONE does (EISDIR) */
 	if (conn->capable & FUSE_CAP_IOCTL_DIR)
 		conn->want |= FUSE_CAP_IOCTL_DIR;
+	/* file handles of inodes the kernel no longer caches: it looks them
+	 * up as "." in the inode itself, and ".." for a directory's parent
+	 * (fs/fuse/inode.c fuse_get_dentry, fuse_get_parent); see rl_lookup */
+	if (conn->capable & FUSE_CAP_EXPORT_SUPPORT)
+		conn->want |= FUSE_CAP_EXPORT_SUPPORT;
 	/* One directory operation at a time per directory (i_rwsem held
 	 * exclusively by the VFS); truncation on open arrives as a setattr.
 	 * Not the old FUSE_HANDLE_KILLPRIV (always kill, even for root):
@@ -239,7 +258,16 @@ static void rl_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	GET_MP(req, mp);
 	struct stat st;
-	int err = rlfs_lookup(mp, n2i(parent), name, &st);
+	int err;
+	/* The VFS never sends "." or ".." itself: "." is open_by_handle_at
+	 * (or NFS) asking for an inode by number (parent may be any file
+	 * type); ".." a directory's parent, which rlfs_lookup answers.  A
+	 * free or deleted inode gives ENOENT, which the kernel turns into
+	 * ESTALE; its generation check catches a reused number. */
+	if (strcmp(name, ".") == 0)
+		err = rlfs_lookup_ino(mp, n2i(parent), &st, NULL);
+	else
+		err = rlfs_lookup(mp, n2i(parent), name, &st);
 	if (err) {
 		reply_status(req, err);
 		return;

@@ -91,6 +91,9 @@ void logmsg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void reply_status(fuse_req_t req, int err);      /* err: 0 or -errno */
 const struct fuse_ctx *req_ctx(fuse_req_t req);
 bool writable_open(int flags);
+/* The generation of inode ino for the kernel (entries, file handles):
+ * the inode's, 0 for the root or if it is gone. */
+uint64_t node_generation(uint64_t ino);
 /* The open flags of fi (RLFS_FH_FILE); *known false if fi is not ours. */
 int fh_flags(const struct fuse_file_info *fi, bool *known);
 void free_tlbuf(void *p);

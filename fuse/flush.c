@@ -136,7 +136,10 @@ static int flush_node(int mnt_fd, fuse_ino_t nodeid)
 	h.fh.handle_type = 0x81;        /* FILEID_INO64_GEN */
 	h.fid[0] = (uint32_t)(nodeid >> 32);
 	h.fid[1] = (uint32_t)nodeid;
-	h.fid[2] = 0;                   /* generation: fill_entry */
+	/* the generation the kernel has for it (fill_entry): with a wrong
+	 * one the kernel answers ESTALE, taken below for "not cached", and
+	 * the flush would silently not happen */
+	h.fid[2] = (uint32_t)node_generation(n2i(nodeid));
 	int fd = open_by_handle_at(mnt_fd, &h.fh, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 	if (fd < 0)
 		return errno == ESTALE ? 0 : -errno;   /* not cached: no dirty pages */
