@@ -197,6 +197,26 @@ bool writable_open(int flags)
 	return (flags & O_ACCMODE) != O_RDONLY;
 }
 
+/*
+ * Access time.  The FUSE kernel leaves atime to the daemon (its inodes
+ * are S_NOATIME) and drops its cached atime after every READ, READDIR and
+ * READLINK that reaches us (fuse_invalidate_atime), so the next stat asks
+ * for it.  The policy is the mount's (g_atime_how, g_nodiratime: relatime
+ * by default, strictatime, noatime), the rule the kernel's (lib/atime.c);
+ * O_NOATIME opens and read-only mounts change nothing.  The update is
+ * made before the reply, so a stat after the read sees it.  Reads served
+ * from the kernel's page cache never reach us: see rl_open.
+ */
+#define RLFS_FH_DIR_NOATIME (1ull << 61)   /* fi->fh of an O_NOATIME opendir */
+static void accessed(struct rlfs_mount *mp, fuse_ino_t ino, bool dir, bool noatime_open)
+{
+	unsigned how = atomic_load(&g_atime_how);
+	if (how == RLFS_ATIME_NOATIME || noatime_open || (dir && atomic_load(&g_nodiratime)))
+		return;
+	/* a read does not fail because its atime could not be stored */
+	(void)rlfs_touch_atime(mp, n2i(ino), how);
+}
+
 /* ------------------------------------------------------------------ */
 /* init / destroy */
 
@@ -533,8 +553,19 @@ static void open_flags(struct fuse_file_info *fi)
 static void rl_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	GET_MP(req, mp);
-	(void)ino;
 	open_flags(fi);
+	/* The kernel serves cached pages without a READ, so a file read
+	 * after it was written (its pages still cached) would keep its old
+	 * atime.  When the policy says the next read must update atime
+	 * (relatime: atime not after mtime/ctime, or a day old; strictatime:
+	 * always), drop the file's cached pages at this open (no
+	 * FOPEN_KEEP_CACHE: the kernel writes dirty ones back and
+	 * invalidates) so that the first read reaches us.  Under relatime
+	 * that is once per modification, under strictatime every open. */
+	unsigned how = atomic_load(&g_atime_how);
+	if ((fi->flags & O_ACCMODE) != O_WRONLY && !(fi->flags & O_NOATIME) &&
+	    how != RLFS_ATIME_NOATIME && rlfs_atime_needs_update(mp, n2i(ino), how) > 0)
+		fi->keep_cache = 0;
 	if (fuse_reply_open(req, fi) != 0 && writable_open(fi->flags))
 		atomic_fetch_sub(&g_nwopen, 1);
 }
@@ -601,7 +632,6 @@ char *thread_buf(size_t size)
 static void rl_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		    struct fuse_file_info *fi)
 {
-	(void)fi;
 	GET_MP(req, mp);
 	char *buf = thread_buf(size);
 	if (!buf) {
@@ -613,6 +643,10 @@ static void rl_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		reply_status(req, (int)n);
 		return;
 	}
+	/* a READ on a write-only handle is the kernel reading a page it is
+	 * about to overwrite partly, not an access */
+	if (fi && (fi->flags & O_ACCMODE) != O_WRONLY)
+		accessed(mp, ino, false, fi->flags & O_NOATIME);
 	fuse_reply_buf(req, buf, (size_t)n);
 }
 
@@ -724,6 +758,8 @@ static void rl_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	/* the daemon's own open of the root in flush_by_barrier() */
 	if (ino == FUSE_ROOT_ID && barrier_opened(pid))
 		fi->fh = RLFS_BARRIER_FH | (uint64_t)(uint32_t)pid;
+	else if (fi->flags & O_NOATIME)
+		fi->fh = RLFS_FH_DIR_NOATIME;
 	fuse_reply_open(req, fi);
 }
 
@@ -815,7 +851,8 @@ static int dir_fill(void *priv, const char *name, const struct stat *st, uint64_
 	return 0;
 }
 
-static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, int plus)
+static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, int plus,
+		       const struct fuse_file_info *fi)
 {
 	GET_MP(req, mp);
 	struct dirbuf db = { .req = req, .size = size, .plus = plus };
@@ -825,6 +862,8 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, i
 		return;
 	}
 	int err = rlfs_readdir(mp, n2i(ino), (uint64_t)off, plus, dir_fill, &db);
+	if (err >= 0 || db.pos > 0)
+		accessed(mp, ino, true, fi && (fi->fh & RLFS_FH_DIR_NOATIME));
 	if (err < 0 && db.pos == 0) {
 		reply_status(req, err);
 	} else if (db.pos == 0 && db.oom) {
@@ -842,15 +881,13 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, i
 static void rl_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		       struct fuse_file_info *fi)
 {
-	(void)fi;
-	do_readdir(req, ino, size, off, 0);
+	do_readdir(req, ino, size, off, 0, fi);
 }
 
 static void rl_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 			   struct fuse_file_info *fi)
 {
-	(void)fi;
-	do_readdir(req, ino, size, off, 1);
+	do_readdir(req, ino, size, off, 1, fi);
 }
 
 /* ------------------------------------------------------------------ */

@@ -12,6 +12,8 @@
  *   session.c  mounting, daemonizing, signals, the /dev/fuse request
  *              loop, unmounting (rlfs_daemon_run, rlfs_daemon_umount)
  *   uring.c    FUSE over io_uring and the custom io (uring.h)
+ *   remount.c  the mount as the kernel sees it (read-only?, atime flags):
+ *              remount, the mount-state ioctl, the atime policy
  *
  * session.c serves daemon.c's ops table, which names the handlers of
  * ioctl.c; ioctl.c and daemon.c wait through flush.c; all of them use
@@ -139,4 +141,18 @@ void rl_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
 
 /* session.c */
 void unescape_mountinfo(char *s);
+
+/* remount.c: the atime policy in force (RLFS_ATIME_* of reflinkfs/fs.h;
+ * nodiratime: none for directories), from the mount options and then from
+ * the mount's flags after a remount */
+extern atomic_uint g_atime_how;
+extern atomic_bool g_nodiratime;
+struct rlfs_daemon_opts;
+void mount_state_init(const struct rlfs_daemon_opts *o);
+void mount_state_attach(void);          /* after the FUSE mount, before serving */
+void mount_state_start(void);           /* serving: watch for remounts */
+void mount_state_stop(void);            /* before the library mount closes */
+/* RLFS_IOC_MOUNT_STATE (reflinkfs/ioctl.h), on a slow-pool thread */
+void mount_state_ioctl(fuse_req_t req, const void *in_buf, size_t in_bufsz,
+		       size_t out_bufsz);
 #endif
