@@ -252,7 +252,13 @@ int rlfs_mount_close(struct rlfs_mount *mp)
 	err2 = rlfs_icache_reclaim(mp);
 	if (!err)
 		err = err2;
-	if (!(mp->flags & RLFS_MOUNT_RDONLY)) {
+	/* Remounted read-only (the device was writable): the remount wrote
+	 * the clean superblock, but a transaction that had checked the
+	 * read-only flag just before it flipped (an unlinked inode freed at
+	 * the kernel's forget, an atime update) may have committed after;
+	 * write and flush once more so that nothing is left behind and the
+	 * summary counters are exact. */
+	if (!(mp->flags & RLFS_MOUNT_RDONLY) || mp->dev->writable) {
 		err2 = write_sb(mp, RLFS_STATE_CLEAN);
 		if (!err)
 			err = err2;
