@@ -196,6 +196,37 @@ static unsigned long ms_atime(unsigned how, bool nodiratime)
 	}
 }
 
+int rlfs_parse_atime_opt(const char *o, struct rlfs_atime_opts *a)
+{
+	if (strcmp(o, "noatime") == 0)
+		a->noatime = true;
+	else if (strcmp(o, "atime") == 0)
+		a->noatime = false;
+	else if (strcmp(o, "strictatime") == 0)
+		a->strict = true;
+	else if (strcmp(o, "nostrictatime") == 0)
+		a->strict = false;
+	else if (strcmp(o, "relatime") == 0 || strcmp(o, "norelatime") == 0)
+		;       /* relatime is what is left without noatime/strictatime */
+	else if (strcmp(o, "nodiratime") == 0)
+		a->nodiratime = true;
+	else if (strcmp(o, "diratime") == 0)
+		a->nodiratime = false;
+	else
+		return 0;
+	a->given = true;
+	return 1;
+}
+
+unsigned rlfs_atime_policy(const struct rlfs_atime_opts *a)
+{
+	/* fs/namespace.c path_mount: relatime unless MS_NOATIME, and
+	 * MS_STRICTATIME clears both */
+	if (a->strict)
+		return RLFS_ATIME_STRICT;
+	return a->noatime ? RLFS_ATIME_NOATIME : RLFS_ATIME_RELATIME;
+}
+
 /* ------------------------------------------------------------------ */
 /* the daemon's state */
 
@@ -427,8 +458,8 @@ void mount_state_ioctl(fuse_req_t req, const void *in_buf, size_t in_bufsz, size
 /* the remount command (mount(8) helper and `reflinkfs mount -o remount`) */
 
 struct vfs_state {
-	bool ro, nosuid, nodev, noexec, sync, dirsync, nosymfollow, nodiratime;
-	unsigned atime;
+	bool ro, nosuid, nodev, noexec, sync, dirsync, nosymfollow;
+	struct rlfs_atime_opts atime;   /* the atime options given */
 };
 
 /* Apply one option; false if it is not a per-mount/superblock flag. */
@@ -447,7 +478,6 @@ static bool apply_opt(struct vfs_state *v, const char *o)
 		F("sync", sync, true), F("async", sync, false),
 		F("dirsync", dirsync, true),
 		F("nosymfollow", nosymfollow, true), F("symfollow", nosymfollow, false),
-		F("nodiratime", nodiratime, true), F("diratime", nodiratime, false),
 #undef F
 	};
 	for (size_t i = 0; i < sizeof(flags) / sizeof(flags[0]); i++) {
@@ -456,20 +486,7 @@ static bool apply_opt(struct vfs_state *v, const char *o)
 			return true;
 		}
 	}
-	/* atime: as libmount and fs/namespace.c combine them */
-	if (strcmp(o, "noatime") == 0)
-		v->atime = RLFS_ATIME_NOATIME;
-	else if (strcmp(o, "strictatime") == 0)
-		v->atime = RLFS_ATIME_STRICT;
-	else if (strcmp(o, "relatime") == 0)
-		v->atime = RLFS_ATIME_RELATIME;
-	else if (strcmp(o, "atime") == 0 || strcmp(o, "norelatime") == 0)
-		v->atime = v->atime == RLFS_ATIME_NOATIME ? RLFS_ATIME_RELATIME : v->atime;
-	else if (strcmp(o, "nostrictatime") == 0)
-		v->atime = v->atime == RLFS_ATIME_STRICT ? RLFS_ATIME_RELATIME : v->atime;
-	else
-		return false;
-	return true;
+	return rlfs_parse_atime_opt(o, &v->atime) != 0;
 }
 
 /* The daemon's mount-state ioctl on the mount's root: 0 or -errno. */
@@ -502,19 +519,17 @@ int rlfs_daemon_remount(const char *prog, const char *mountpoint, const char *op
 		return 1;
 	}
 	/* mount(8) hands the helper the whole merged option list (the
-	 * current options, the fstab ones and the new ones, in that order,
-	 * with dev, suid, exec and rw left out as defaults): start from the
-	 * defaults.  `reflinkfs mount -o remount,...` changes only what it
-	 * names: start from the mount as it is. */
+	 * mount's current or fstab options and the new ones, with dev, suid,
+	 * exec and rw left out as its defaults): start from the defaults.
+	 * `reflinkfs mount -o remount,...` changes only what it names: start
+	 * from the mount as it is. */
 	struct vfs_state v;
 	memset(&v, 0, sizeof(v));
 	bool was_ro = has_opt(e.super_opts, "ro");
 	bool cur_nodir;
 	unsigned cur_atime = atime_of(e.mnt_opts, &cur_nodir);
-	bool atime_given = false;
 	if (from_mount8) {
 		v.nosuid = v.nodev = geteuid() != 0;
-		v.atime = RLFS_ATIME_RELATIME;
 	} else {
 		unsigned long fl = ms_of(e.mnt_opts);
 		v.ro = was_ro || (fl & MS_RDONLY);
@@ -524,7 +539,6 @@ int rlfs_daemon_remount(const char *prog, const char *mountpoint, const char *op
 		v.nosymfollow = fl & MS_NOSYMFOLLOW;
 		v.sync = has_opt(e.super_opts, "sync") || has_opt(e.mnt_opts, "sync");
 		v.dirsync = has_opt(e.super_opts, "dirsync");
-		v.atime = atime_of(e.mnt_opts, &v.nodiratime);
 	}
 	free(line);
 	char *copy = strdup(opts ? opts : "");
@@ -533,21 +547,17 @@ int rlfs_daemon_remount(const char *prog, const char *mountpoint, const char *op
 		return 1;
 	}
 	char *save = NULL;
-	for (char *o = strtok_r(copy, ",", &save); o; o = strtok_r(NULL, ",", &save)) {
-		/* the rest (remount, user_id=...) changes nothing */
-		if (apply_opt(&v, o) && strstr(o, "atime"))
-			atime_given = true;     /* noatime, relatime, nodiratime... */
-	}
+	for (char *o = strtok_r(copy, ",", &save); o; o = strtok_r(NULL, ",", &save))
+		apply_opt(&v, o);  /* the rest (remount, user_id=...) changes nothing */
 	free(copy);
-	/* no atime option: the kernel keeps the mount's atime flags
-	 * (fs/namespace.c path_mount), which mount(8) cannot pass for
-	 * strictatime (mountinfo shows no flag for it) */
-	if (!atime_given) {
-		v.atime = cur_atime;
-		v.nodiratime = cur_nodir;
-	}
+	/* atime as mount(2) does it: the options given replace all the
+	 * mount's atime flags; none given keeps them (which is also how a
+	 * strictatime mount stays one: mountinfo, and so mount(8)'s merged
+	 * list, shows no flag for it) */
+	unsigned how = v.atime.given ? rlfs_atime_policy(&v.atime) : cur_atime;
+	bool nodir = v.atime.given ? v.atime.nodiratime : cur_nodir;
 
-	unsigned long fl = MS_REMOUNT | ms_atime(v.atime, v.nodiratime);
+	unsigned long fl = MS_REMOUNT | ms_atime(how, nodir);
 	fl |= (v.ro ? MS_RDONLY : 0) | (v.nosuid ? MS_NOSUID : 0) | (v.nodev ? MS_NODEV : 0) |
 	      (v.noexec ? MS_NOEXEC : 0) | (v.sync ? MS_SYNCHRONOUS : 0) |
 	      (v.dirsync ? MS_DIRSYNC : 0) | (v.nosymfollow ? MS_NOSYMFOLLOW : 0);

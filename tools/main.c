@@ -138,8 +138,7 @@ struct mount_args {
 	unsigned flags;
 	int debug;
 	int uring;
-	unsigned atime;         /* RLFS_ATIME_* */
-	int nodiratime;
+	struct rlfs_atime_opts atime;
 	int dev, suid;          /* 1: dev/suid asked for, -1: nodev/nosuid, 0: neither */
 	int remount;
 	char *fuse_opts;        /* malloc'd, comma-separated, for libfuse */
@@ -172,31 +171,6 @@ static int add_fuse_opt(struct mount_args *ma, const char *o)
 	return add_opt(&ma->fuse_opts, &ma->len, &ma->cap, o);
 }
 
-/* The atime options, combined as libmount and fs/namespace.c do.  Returns
- * whether o was one. */
-static int parse_atime_opt(struct mount_args *ma, const char *o)
-{
-	if (strcmp(o, "noatime") == 0)
-		ma->atime = RLFS_ATIME_NOATIME;
-	else if (strcmp(o, "strictatime") == 0)
-		ma->atime = RLFS_ATIME_STRICT;
-	else if (strcmp(o, "relatime") == 0)
-		ma->atime = RLFS_ATIME_RELATIME;
-	else if (strcmp(o, "atime") == 0 || strcmp(o, "norelatime") == 0)
-		/* "atime" undoes noatime; without strictatime the kernel's
-		 * default is relatime either way */
-		ma->atime = ma->atime == RLFS_ATIME_NOATIME ? RLFS_ATIME_RELATIME : ma->atime;
-	else if (strcmp(o, "nostrictatime") == 0)
-		ma->atime = ma->atime == RLFS_ATIME_STRICT ? RLFS_ATIME_RELATIME : ma->atime;
-	else if (strcmp(o, "nodiratime") == 0)
-		ma->nodiratime = 1;
-	else if (strcmp(o, "diratime") == 0)
-		ma->nodiratime = 0;
-	else
-		return 0;
-	return 1;
-}
-
 /* Split one -o list into library flags and libfuse options. */
 static int parse_mount_opts(struct mount_args *ma, const char *list)
 {
@@ -220,7 +194,7 @@ static int parse_mount_opts(struct mount_args *ma, const char *list)
 			ma->uring = 1;
 		} else if (strcmp(o, "nouring") == 0) {
 			ma->uring = -1;
-		} else if (parse_atime_opt(ma, o)) {
+		} else if (rlfs_parse_atime_opt(o, &ma->atime)) {
 			/* the daemon applies them (remount.c) */
 		} else if (strcmp(o, "dev") == 0 || strcmp(o, "nodev") == 0) {
 			ma->dev = o[0] == 'n' ? -1 : 1;
@@ -282,7 +256,8 @@ static int do_mount(const char *prog, struct mount_args *ma, int foreground,
 	}
 	/* libfuse 3.14 knows noatime (the kernel then shows it); the daemon
 	 * sets the other atime flags on the mount itself */
-	if (ma->atime == RLFS_ATIME_NOATIME && add_fuse_opt(ma, "noatime")) {
+	unsigned how = rlfs_atime_policy(&ma->atime);
+	if (how == RLFS_ATIME_NOATIME && add_fuse_opt(ma, "noatime")) {
 		fprintf(stderr, "%s: out of memory\n", prog);
 		free(ma->fuse_opts);
 		free(ma->all_opts);
@@ -295,8 +270,8 @@ static int do_mount(const char *prog, struct mount_args *ma, int foreground,
 		.foreground = foreground,
 		.debug = ma->debug,
 		.uring = ma->uring,
-		.atime = ma->atime,
-		.nodiratime = ma->nodiratime,
+		.atime = how,
+		.nodiratime = ma->atime.nodiratime,
 		.fuse_opts = ma->fuse_opts,
 		.prog = prog,
 	};

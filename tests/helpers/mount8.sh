@@ -1,33 +1,34 @@
 # mount(8) with the reflinkfs helpers, without installing anything.
 # Source after lib.sh and call `mount8_enter "$@"` first thing: the test
 # re-executes itself in a private mount namespace (unshare -m) in which
-# /usr/sbin (= /sbin) is a tmpfs of links to the real entries (bound at
-# $T/sbin.real) plus
-# mount.reflinkfs and mount.fuse.reflinkfs -> $RLFS, so `mount -t
-# reflinkfs`, fstab entries (LIBMOUNT_FSTAB=file) and `mount -o remount`
-# run this build's helper.  Everything the test mounts lives in that
-# namespace; lib.sh's cleanup runs there too and unmounts it.
+# /usr/sbin (= /sbin) is an overlay (the real /usr/sbin below, a scratch
+# upper layer in $T) that adds mount.reflinkfs and mount.fuse.reflinkfs ->
+# $RLFS, so `mount -t reflinkfs`, fstab entries (LIBMOUNT_FSTAB=file) and
+# `mount -o remount` run this build's helper.  Everything the test mounts
+# lives in that namespace; lib.sh's cleanup runs there too and unmounts it.
+#
+# Safety: nothing of the real /usr/sbin is ever mounted below $T (an rm -rf
+# of $T must not be able to reach it), and the namespaced run never
+# removes $T itself (tests/run.sh does, outside the namespace; a run by
+# hand leaves it).
 
 mount8_enter() {
 	if [ "${RLFS_MOUNT8_NS:-}" != 1 ]; then
 		command -v unshare >/dev/null || die "unshare (util-linux) is missing"
-		local own=$_LIB_OWN_T
-		_LIB_OWN_T=0    # the namespaced run owns T now
+		grep -qw overlay /proc/filesystems || die "overlayfs is missing"
 		trap - EXIT
-		exec env RLFS_MOUNT8_NS=1 RLFS_MOUNT8_OWN_T="$own" T="$T" \
-			unshare -m --propagation private bash "$0" "$@"
+		exec env RLFS_MOUNT8_NS=1 T="$T" unshare -m --propagation private bash "$0" "$@"
 	fi
-	_LIB_OWN_T=${RLFS_MOUNT8_OWN_T:-0}
-	local sb=$T/sbin real=$T/sbin.real f
-	mkdir -p "$sb" "$real"
-	mount --bind /usr/sbin "$real" || die "cannot bind /usr/sbin"
-	mount -t tmpfs -o mode=755 tmpfs "$sb" || die "tmpfs for the helpers"
-	for f in "$real"/*; do ln -s "$f" "$sb/"; done
-	ln -sf "$RLFS" "$sb/mount.reflinkfs"
-	ln -sf "$RLFS" "$sb/mount.fuse.reflinkfs"
-	mount --bind "$sb" /usr/sbin || die "cannot bind the helpers over /usr/sbin"
+	_LIB_OWN_T=0
+	local up=$T/sbin.upper work=$T/sbin.work
+	mkdir -p "$up" "$work"
+	ln -sf "$RLFS" "$up/mount.reflinkfs"
+	ln -sf "$RLFS" "$up/mount.fuse.reflinkfs"
+	mount -t overlay overlay -o "lowerdir=/usr/sbin,upperdir=$up,workdir=$work" /usr/sbin ||
+		die "cannot overlay /usr/sbin with the helpers"
 	[ "$(readlink -f /sbin/mount.reflinkfs)" = "$(readlink -f "$RLFS")" ] ||
 		die "mount.reflinkfs is not this build's"
+	command -v mkfs.xfs >/dev/null || die "/usr/sbin overlay: mkfs.xfs not found"
 }
 
 # m8_mount ARGS... DIR: mount(8) a reflinkfs (DIR last), registered for

@@ -7,6 +7,7 @@
 #  - remount,ro with a file open for writing fails with EBUSY (as on XFS)
 #    and the mount stays writable;
 #  - a mount made read-only (-o ro) can be remounted read-write;
+#  - a remount by mount(2) alone (mount -i) is followed by the daemon;
 #  - mount(8): `mount -t reflinkfs`, `mount -o remount,ro|rw` (mount(8)
 #    runs mount.fuse.reflinkfs: the kernel calls the type fuse.reflinkfs),
 #    an fstab entry with its options, remount of it.
@@ -116,6 +117,32 @@ rlfs_umount "$T/m"
 rlfs_fsck "$img"
 log "-o ro, then remount,rw and back: ok"
 
+# remount by mount(2) alone (mount -i: no helper): the daemon notices it in
+# mountinfo and follows (superblock state byte 76 of the image: 0 clean)
+sb_state() { od -An -tu4 -j76 -N4 "$1" | tr -d ' '; }
+wait_state() { # IMG STATE
+	local i
+	for ((i = 0; i < 300; i++)); do
+		[ "$(sb_state "$1")" = "$2" ] && return 0
+		sleep 0.1
+	done
+	die "the daemon did not follow a mount(2) remount (state $(sb_state "$1"), want $2)"
+}
+rlfs_mount "$img" "$T/m"
+echo five >>"$T/m/f"
+mount -i -o remount,ro "$T/m" || die "mount -i -o remount,ro failed"
+wait_state "$img" 0
+writes_refused "$T/m"
+cp --sparse=always "$img" "$T/copy.img"
+run_to "$CMD_TIMEOUT" "$RLFS" fsck -n "$T/copy.img" >"$T/fsck.out" 2>&1 ||
+	{ cat "$T/fsck.out" >&2; die "mount -i remount,ro: image not clean"; }
+mount -i -o remount,rw "$T/m" || die "mount -i -o remount,rw failed"
+wait_state "$img" 1
+echo six >>"$T/m/f"
+rlfs_umount "$T/m"
+rlfs_fsck "$img"
+log "remount by mount(2) alone: the daemon follows (flushed and clean, then writable)"
+
 # --- mount(8) and fstab --------------------------------------------------
 M8_IMG=$img
 m8_mount -t reflinkfs "$img" "$T/m"
@@ -131,17 +158,46 @@ echo again >>"$T/m/m8"
 rlfs_umount "$T/m"
 rlfs_fsck "$img"
 
-printf '%s %s reflinkfs noatime,nodiratime,nodev 0 0\n' "$img" "$T/m" >"$T/fstab"
+# fstab: the same entry options and remounts on XFS and reflinkfs give
+# the same mount flags after each step (mount(8) re-applies the fstab
+# options at every remount), and the atime policy follows them
+fstab_steps() { # DIR: the per-mount flags after each step, one line each
+	m8_mount "$1"
+	mnt_opts "$1"
+	mount -o remount,strictatime "$1" || die "mount -o remount,strictatime $1 failed"
+	mnt_opts "$1"
+	mount -o remount,ro "$1" || die "mount -o remount,ro $1 failed"
+	mnt_opts "$1"
+	mount -o remount,rw,relatime "$1" || die "mount -o remount,rw,relatime $1 failed"
+	mnt_opts "$1"
+}
+kmount_xfs "$T/xfs.img" "$T/x" 512M
+kumount "$T/x"
+printf '%s %s xfs loop,noatime,nodiratime,nodev 0 0\n' "$T/xfs.img" "$T/x" >"$T/fstab"
 export LIBMOUNT_FSTAB=$T/fstab
-m8_mount "$T/m"
-o=$(mnt_opts "$T/m")
-for want in noatime nodiratime nodev; do
-	grep -qw "$want" <<<"${o//,/ }" || die "fstab option $want missing: $o"
-done
+M8_IMG=""
+fstab_steps "$T/x" >"$T/want"   # (not in $(...): the mounts must register here)
+kumount "$T/x"
+M8_IMG=$img
+want=$(cat "$T/want")
+printf '%s %s reflinkfs noatime,nodiratime,nodev 0 0\n' "$img" "$T/m" >"$T/fstab"
+fstab_steps "$T/m" >"$T/got"
+got=$(cat "$T/got")
+[ "$got" = "$want" ] || die "fstab + remounts: reflinkfs
+$got
+XFS
+$want"
+log "fstab + remount strictatime, ro, rw,relatime: same flags as XFS ($(tr '\n' ' ' <<<"$got"))"
+rlfs_umount "$T/m"
+m8_mount "$T/m"         # noatime from fstab
+touch -a -d @$(($(date +%s) - 7200)) "$T/m/m8"
+a=$(stat -c %x "$T/m/m8")
+cat "$T/m/m8" >/dev/null
+[ "$(stat -c %x "$T/m/m8")" = "$a" ] || die "fstab noatime: a read changed atime"
+mount -o remount,strictatime "$T/m" || die "mount -o remount,strictatime failed"
+cat "$T/m/m8" >/dev/null
+[ "$(stat -c %x "$T/m/m8")" != "$a" ] || die "remount,strictatime: a read left atime alone"
 mount -o remount,ro "$T/m" || die "remount,ro of the fstab mount failed"
-o=$(mnt_opts "$T/m")
-[ "$(super_opts "$T/m")" = ro ] && grep -qw noatime <<<"${o//,/ }" ||
-	die "fstab mount after remount,ro: $o"
 writes_refused "$T/m"
 mount -o remount,rw "$T/m" || die "remount,rw of the fstab mount failed"
 [ "$(cat "$T/m/m8")" = "$(printf 'm8\nagain')" ] || die "m8: $(cat "$T/m/m8")"
