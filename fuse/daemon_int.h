@@ -113,6 +113,9 @@ void barrier_released(pid_t tid);
 bool kernel_ends_writeback_on_reply(void);
 bool need_flush(void);
 void flush_and_wait(const fuse_ino_t *nodes, int n);
+/* Wait until every WRITE the kernel has sent has been processed (before
+ * going read-only; a no-op on Linux 6.16+, see flush.c). */
+void flush_all_wait(void);
 
 /* A request handed to the slow pool (slow_submit): it keeps copies of
  * everything it needs from the request buffer. */

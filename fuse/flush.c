@@ -217,6 +217,29 @@ bool need_flush(void)
 	return !g_wb_on_reply && atomic_load(&g_wgen) != atomic_load(&g_synced_gen);
 }
 
+/* Before the daemon turns read-only after a remount (remount.c): every
+ * WRITE the kernel sent before it must have been processed, or it would
+ * fail with EROFS and its data would be lost.  Linux 6.16+: the remount's
+ * sync_filesystem waited for the WRITE replies.  Older kernels end
+ * writeback before the daemon has the WRITE: wait for the barrier (every
+ * earlier request read) and then until no WRITE is in flight. */
+void flush_all_wait(void)
+{
+	if (g_wb_on_reply)
+		return;
+	fuse_ino_t none = 0;
+	flush_by_barrier(&none, 0);
+	for (int i = 0; i < 200000; i++) {
+		bool busy = false;
+		for (int k = 0; k < RLFS_WHASH && !busy; k++)
+			busy = atomic_load(&g_writes_inflight[k]) > 0;
+		if (!busy)
+			return;
+		struct timespec ts = { 0, 50 * 1000 };
+		nanosleep(&ts, NULL);
+	}
+}
+
 /* Make the kernel write back its dirty pages of nodes[] (n of them) and
  * wait until the daemon has processed every resulting WRITE.  Skipped when
  * no file can have dirty pages (nothing open for writing since the last

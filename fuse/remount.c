@@ -331,6 +331,7 @@ static int mount_state_sync(bool sync_ioctl)
 			/* the helper made us writable and is about to remount */
 		} else {
 			g_rw_pending = 0;
+			flush_all_wait();       /* older kernels: WRITEs still in flight */
 			err = rlfs_mount_set_rdonly(mp, true);
 			if (err)
 				logmsg("reflinkfs: %s remounted read-only, but flushing the image "
