@@ -45,12 +45,15 @@ install: build
 	ln -sf reflinkfs $(DESTDIR)$(PREFIX)/sbin/mkfs.reflinkfs
 	ln -sf reflinkfs $(DESTDIR)$(PREFIX)/sbin/fsck.reflinkfs
 	ln -sf reflinkfs $(DESTDIR)$(PREFIX)/sbin/mount.reflinkfs
+	ln -sf reflinkfs $(DESTDIR)$(PREFIX)/sbin/mount.fuse.reflinkfs
 	install -m 644 include/reflinkfs/*.h $(DESTDIR)$(PREFIX)/include/reflinkfs/
 	# LD_PRELOAD shim: FICLONE/FICLONERANGE/FS_IOC_FIEMAP on reflinkfs files
 	install -d $(DESTDIR)$(PREFIX)/lib
 	install -m 755 $(BUILD)/libreflinkfs-preload.so $(DESTDIR)$(PREFIX)/lib/libreflinkfs-preload.so
 	# mount(8) looks in /sbin for mount.<type>
 	ln -sf $(PREFIX)/sbin/reflinkfs /sbin/mount.reflinkfs 2>/dev/null || true
+	# the kernel calls the type fuse.reflinkfs: mount -o remount looks for this one
+	ln -sf $(PREFIX)/sbin/reflinkfs /sbin/mount.fuse.reflinkfs 2>/dev/null || true
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)

@@ -96,6 +96,7 @@ uint64_t g_root;
 static bool g_posix_acl;
 struct fuse_session *g_se;
 char *g_mnt;
+char *g_image;
 int g_close_err;
 bool g_daemonized;
 atomic_int g_init_done;
@@ -126,11 +127,25 @@ void reply_status(fuse_req_t req, int err)
 	fuse_reply_err(req, err < 0 ? -err : 0);
 }
 
+/* The generation the kernel gets with an entry (struct fuse_entry_out;
+ * the kernel keeps the low 32 bits in i_generation and puts them in file
+ * handles, fs/fuse/inode.c fuse_encode_fh).  The root's is 0: the kernel
+ * made the root inode at mount with generation 0 and would take any other
+ * value for a reused node id (fuse_iget: fuse_stale_inode). */
+uint64_t node_generation(uint64_t ino)
+{
+	uint64_t gen = 0;
+	struct rlfs_mount *mp = g_mp;
+	if (ino == g_root || !mp || rlfs_get_generation(mp, ino, &gen) != 0)
+		return 0;
+	return gen;
+}
+
 static void fill_entry(struct fuse_entry_param *e, const struct stat *st)
 {
 	memset(e, 0, sizeof(*e));
 	e->ino = i2n(st->st_ino);
-	e->generation = 0;
+	e->generation = node_generation(st->st_ino);
 	e->attr = *st;
 	e->attr_timeout = RLFS_FUSE_TIMEOUT;
 	e->entry_timeout = RLFS_FUSE_ENTRY_TIMEOUT;
@@ -184,6 +199,26 @@ bool writable_open(int flags)
 	return (flags & O_ACCMODE) != O_RDONLY;
 }
 
+/*
+ * Access time.  The FUSE kernel leaves atime to the daemon (its inodes
+ * are S_NOATIME) and drops its cached atime after every READ, READDIR and
+ * READLINK that reaches us (fuse_invalidate_atime), so the next stat asks
+ * for it.  The policy is the mount's (g_atime_how, g_nodiratime: relatime
+ * by default, strictatime, noatime), the rule the kernel's (lib/atime.c);
+ * O_NOATIME opens and read-only mounts change nothing.  The update is
+ * made before the reply, so a stat after the read sees it.  Reads served
+ * from the kernel's page cache never reach us: see rl_open.
+ */
+#define RLFS_FH_DIR_NOATIME (1ull << 61)   /* fi->fh of an O_NOATIME opendir */
+static void accessed(struct rlfs_mount *mp, fuse_ino_t ino, bool dir, bool noatime_open)
+{
+	unsigned how = atomic_load(&g_atime_how);
+	if (how == RLFS_ATIME_NOATIME || noatime_open || (dir && atomic_load(&g_nodiratime)))
+		return;
+	/* a read does not fail because its atime could not be stored */
+	(void)rlfs_touch_atime(mp, n2i(ino), how);
+}
+
 /* ------------------------------------------------------------------ */
 /* init / destroy */
 
@@ -208,6 +243,11 @@ static void rl_init(void *userdata, struct fuse_conn_info *conn)
 		conn->want |= FUSE_CAP_POSIX_ACL | FUSE_CAP_DONT_MASK;
 		g_posix_acl = true;
 	}
+	/* file handles of inodes the kernel no longer caches: it looks them
+	 * up as "." in the inode itself, and ".." for a directory's parent
+	 * (fs/fuse/inode.c fuse_get_dentry, fuse_get_parent); see rl_lookup */
+	if (conn->capable & FUSE_CAP_EXPORT_SUPPORT)
+		conn->want |= FUSE_CAP_EXPORT_SUPPORT;
 	/* One directory operation at a time per directory (i_rwsem held
 	 * exclusively by the VFS); truncation on open arrives as a setattr.
 	 * Not the old FUSE_HANDLE_KILLPRIV (always kill, even for root):
@@ -248,7 +288,16 @@ static void rl_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	GET_MP(req, mp);
 	struct stat st;
-	int err = rlfs_lookup(mp, n2i(parent), name, &st);
+	int err;
+	/* The VFS never sends "." or ".." itself: "." is open_by_handle_at
+	 * (or NFS) asking for an inode by number (parent may be any file
+	 * type); ".." a directory's parent, which rlfs_lookup answers.  A
+	 * free or deleted inode gives ENOENT, which the kernel turns into
+	 * ESTALE; its generation check catches a reused number. */
+	if (strcmp(name, ".") == 0)
+		err = rlfs_lookup_ino(mp, n2i(parent), &st, NULL);
+	else
+		err = rlfs_lookup(mp, n2i(parent), name, &st);
 	if (err) {
 		reply_status(req, err);
 		return;
@@ -596,8 +645,19 @@ static void open_flags(struct fuse_file_info *fi)
 static void rl_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	GET_MP(req, mp);
-	(void)ino;
 	open_flags(fi);
+	/* The kernel serves cached pages without a READ, so a file read
+	 * after it was written (its pages still cached) would keep its old
+	 * atime.  When the policy says the next read must update atime
+	 * (relatime: atime not after mtime/ctime, or a day old; strictatime:
+	 * always), drop the file's cached pages at this open (no
+	 * FOPEN_KEEP_CACHE: the kernel writes dirty ones back and
+	 * invalidates) so that the first read reaches us.  Under relatime
+	 * that is once per modification, under strictatime every open. */
+	unsigned how = atomic_load(&g_atime_how);
+	if ((fi->flags & O_ACCMODE) != O_WRONLY && !(fi->flags & O_NOATIME) &&
+	    how != RLFS_ATIME_NOATIME && rlfs_atime_needs_update(mp, n2i(ino), how) > 0)
+		fi->keep_cache = 0;
 	if (fuse_reply_open(req, fi) != 0 && writable_open(fi->flags))
 		atomic_fetch_sub(&g_nwopen, 1);
 }
@@ -671,7 +731,6 @@ char *thread_buf(size_t size)
 static void rl_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		    struct fuse_file_info *fi)
 {
-	(void)fi;
 	GET_MP(req, mp);
 	char *buf = thread_buf(size);
 	if (!buf) {
@@ -683,6 +742,10 @@ static void rl_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		reply_status(req, (int)n);
 		return;
 	}
+	/* a READ on a write-only handle is the kernel reading a page it is
+	 * about to overwrite partly, not an access */
+	if (fi && (fi->flags & O_ACCMODE) != O_WRONLY)
+		accessed(mp, ino, false, fi->flags & O_NOATIME);
 	fuse_reply_buf(req, buf, (size_t)n);
 }
 
@@ -886,6 +949,8 @@ static void rl_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	/* the daemon's own open of the root in flush_by_barrier() */
 	if (ino == FUSE_ROOT_ID && barrier_opened(pid))
 		fi->fh = RLFS_BARRIER_FH | (uint64_t)(uint32_t)pid;
+	else if (fi->flags & O_NOATIME)
+		fi->fh = RLFS_FH_DIR_NOATIME;
 	fuse_reply_open(req, fi);
 }
 
@@ -977,7 +1042,8 @@ static int dir_fill(void *priv, const char *name, const struct stat *st, uint64_
 	return 0;
 }
 
-static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, int plus)
+static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, int plus,
+		       const struct fuse_file_info *fi)
 {
 	GET_MP(req, mp);
 	struct dirbuf db = { .req = req, .size = size, .plus = plus };
@@ -987,6 +1053,8 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, i
 		return;
 	}
 	int err = rlfs_readdir(mp, n2i(ino), (uint64_t)off, plus, dir_fill, &db);
+	if (err >= 0 || db.pos > 0)
+		accessed(mp, ino, true, fi && (fi->fh & RLFS_FH_DIR_NOATIME));
 	if (err < 0 && db.pos == 0) {
 		reply_status(req, err);
 	} else if (db.pos == 0 && db.oom) {
@@ -1004,15 +1072,13 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, i
 static void rl_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		       struct fuse_file_info *fi)
 {
-	(void)fi;
-	do_readdir(req, ino, size, off, 0);
+	do_readdir(req, ino, size, off, 0, fi);
 }
 
 static void rl_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 			   struct fuse_file_info *fi)
 {
-	(void)fi;
-	do_readdir(req, ino, size, off, 1);
+	do_readdir(req, ino, size, off, 1, fi);
 }
 
 /* ------------------------------------------------------------------ */

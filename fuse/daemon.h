@@ -16,6 +16,7 @@
  */
 #ifndef RLFS_FUSE_DAEMON_H
 #define RLFS_FUSE_DAEMON_H
+#include <stdbool.h>
 
 struct rlfs_daemon_opts {
 	const char *image;          /* image file or block device */
@@ -26,12 +27,46 @@ struct rlfs_daemon_opts {
 	const char *fuse_opts;      /* extra comma-separated libfuse/mount
 	                               options (allow_other, ...), or NULL */
 	int uring;                  /* -o uring 1, -o nouring -1, else 0 (fuse/uring.h) */
+	unsigned atime;             /* RLFS_ATIME_* (reflinkfs/fs.h): relatime (0,
+	                               the default), strictatime, noatime */
+	int nodiratime;             /* no atime updates on directories */
 	const char *prog;           /* for error messages, e.g. "reflinkfs mount" */
 };
 
 /* Returns the process exit status: 0 (mounted and, in the foreground,
  * cleanly unmounted), 1 on any error (already reported on stderr). */
 int rlfs_daemon_run(const struct rlfs_daemon_opts *o);
+
+/*
+ * The atime mount options (noatime, atime, relatime, norelatime,
+ * strictatime, nostrictatime, nodiratime, diratime), combined as the
+ * kernel's mount(2) does (fs/namespace.c path_mount): strictatime wins,
+ * then noatime, else relatime; relatime/norelatime change nothing.
+ * rlfs_parse_atime_opt notes o in *a (a->given set) and returns 1, or 0
+ * if o is not an atime option.  rlfs_atime_policy: the resulting
+ * RLFS_ATIME_* (reflinkfs/fs.h).
+ */
+struct rlfs_atime_opts {
+	bool given, noatime, strict, nodiratime;
+};
+int rlfs_parse_atime_opt(const char *o, struct rlfs_atime_opts *a);
+unsigned rlfs_atime_policy(const struct rlfs_atime_opts *a);
+
+/*
+ * Remount the reflinkfs mount on mountpoint (mount -o remount,...): opts
+ * is the comma-separated option list; ro/rw, nosuid/suid, nodev/dev,
+ * noexec/exec, sync/async, dirsync, nosymfollow, and the atime options
+ * (noatime, relatime, strictatime, atime, norelatime, nostrictatime,
+ * nodiratime, diratime) change, others are ignored.  from_mount8: opts is
+ * mount(8)'s merged list (all current options, dev/suid/exec/rw left
+ * out), so unnamed flags take their defaults; else unnamed flags keep
+ * their current values.  Atime options, if any are given, replace all
+ * the mount's atime flags, as mount(2) does; none given keeps them.  Tells the daemon (RLFS_IOC_MOUNT_STATE) around
+ * mount(2) MS_REMOUNT; returns once the daemon has followed (read-only:
+ * image flushed and clean).  0, or 1 with a message on stderr.
+ */
+int rlfs_daemon_remount(const char *prog, const char *mountpoint, const char *opts,
+			int from_mount8);
 
 /*
  * Unmount a reflinkfs mount and wait until its daemon has flushed and closed

@@ -12,6 +12,8 @@
  *   session.c  mounting, daemonizing, signals, the /dev/fuse request
  *              loop, unmounting (rlfs_daemon_run, rlfs_daemon_umount)
  *   uring.c    FUSE over io_uring and the custom io (uring.h)
+ *   remount.c  the mount as the kernel sees it (read-only?, atime flags):
+ *              remount, the mount-state ioctl, the atime policy
  *
  * session.c serves daemon.c's ops table, which names the handlers of
  * ioctl.c; ioctl.c and daemon.c wait through flush.c; all of them use
@@ -53,6 +55,7 @@ extern struct rlfs_mount *g_mp;         /* NULL after destroy */
 extern uint64_t g_root;                 /* rlfs_root_ino() */
 extern struct fuse_session *g_se;
 extern char *g_mnt;                     /* absolute mount point */
+extern char *g_image;                   /* the image (realpath): finds our own mountinfo line */
 extern int g_close_err;                 /* from rlfs_mount_close in destroy */
 extern bool g_daemonized;
 extern atomic_int g_init_done;          /* rl_init was called */
@@ -91,6 +94,9 @@ void logmsg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void reply_status(fuse_req_t req, int err);      /* err: 0 or -errno */
 const struct fuse_ctx *req_ctx(fuse_req_t req);
 bool writable_open(int flags);
+/* The generation of inode ino for the kernel (entries, file handles):
+ * the inode's, 0 for the root or if it is gone. */
+uint64_t node_generation(uint64_t ino);
 /* The open flags of fi (RLFS_FH_FILE); *known false if fi is not ours. */
 int fh_flags(const struct fuse_file_info *fi, bool *known);
 void free_tlbuf(void *p);
@@ -122,6 +128,10 @@ void flush_and_wait(const fuse_ino_t *nodes, int n);
  * the size, which can be ahead of the library's), without a request and
  * without the inode lock: 0, or -errno (-ESTALE: not cached). */
 int kernel_size(fuse_ino_t nodeid, uint64_t *size);
+
+/* Wait until every WRITE the kernel has sent has been processed (before
+ * going read-only; a no-op on Linux 6.16+, see flush.c). */
+void flush_all_wait(void);
 
 /* A request handed to the slow pool (slow_submit): it keeps copies of
  * everything it needs from the request buffer. */
@@ -183,4 +193,18 @@ bool caller_in_group(const struct caller_creds *c, gid_t gid);
 
 /* session.c */
 void unescape_mountinfo(char *s);
+
+/* remount.c: the atime policy in force (RLFS_ATIME_* of reflinkfs/fs.h;
+ * nodiratime: none for directories), from the mount options and then from
+ * the mount's flags after a remount */
+extern atomic_uint g_atime_how;
+extern atomic_bool g_nodiratime;
+struct rlfs_daemon_opts;
+void mount_state_init(const struct rlfs_daemon_opts *o);
+void mount_state_attach(void);          /* after the FUSE mount, before serving */
+void mount_state_start(void);           /* serving: watch for remounts */
+void mount_state_stop(void);            /* before the library mount closes */
+/* RLFS_IOC_MOUNT_STATE (reflinkfs/ioctl.h), on a slow-pool thread */
+void mount_state_ioctl(fuse_req_t req, const void *in_buf, size_t in_bufsz,
+		       size_t out_bufsz);
 #endif

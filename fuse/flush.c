@@ -138,7 +138,10 @@ static int open_node(int mnt_fd, fuse_ino_t nodeid, int flags)
 	h.fh.handle_type = 0x81;        /* FILEID_INO64_GEN */
 	h.fid[0] = (uint32_t)(nodeid >> 32);
 	h.fid[1] = (uint32_t)nodeid;
-	h.fid[2] = 0;                   /* generation: fill_entry */
+	/* the generation the kernel has for it (fill_entry): with a wrong
+	 * one the kernel answers ESTALE, taken by callers for "not cached",
+	 * and a flush would silently not happen */
+	h.fid[2] = (uint32_t)node_generation(n2i(nodeid));
 	return open_by_handle_at(mnt_fd, &h.fh, flags | O_CLOEXEC);
 }
 
@@ -241,6 +244,29 @@ bool need_flush(void)
 	 * closed since the last whole-mount flush may still have WRITEs
 	 * in flight */
 	return !g_wb_on_reply && atomic_load(&g_wgen) != atomic_load(&g_synced_gen);
+}
+
+/* Before the daemon turns read-only after a remount (remount.c): every
+ * WRITE the kernel sent before it must have been processed, or it would
+ * fail with EROFS and its data would be lost.  Linux 6.16+: the remount's
+ * sync_filesystem waited for the WRITE replies.  Older kernels end
+ * writeback before the daemon has the WRITE: wait for the barrier (every
+ * earlier request read) and then until no WRITE is in flight. */
+void flush_all_wait(void)
+{
+	if (g_wb_on_reply)
+		return;
+	fuse_ino_t none = 0;
+	flush_by_barrier(&none, 0);
+	for (int i = 0; i < 200000; i++) {
+		bool busy = false;
+		for (int k = 0; k < RLFS_WHASH && !busy; k++)
+			busy = atomic_load(&g_writes_inflight[k]) > 0;
+		if (!busy)
+			return;
+		struct timespec ts = { 0, 50 * 1000 };
+		nanosleep(&ts, NULL);
+	}
 }
 
 /* Make the kernel write back its dirty pages of nodes[] (n of them) and

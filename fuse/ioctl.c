@@ -502,6 +502,9 @@ static void ioctl_work(fuse_req_t req, fuse_ino_t ino, unsigned int c,
 			fuse_reply_ioctl(req, 0, &a, sizeof(a));
 		return;
 	}
+	case RLFS_IOC_MOUNT_STATE:
+		mount_state_ioctl(req, in_buf, in_bufsz, out_bufsz);   /* remount.c */
+		return;
 	default:
 		fuse_reply_err(req, ENOTTY);
 		return;
@@ -523,7 +526,8 @@ void rl_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
 	(void)arg;
 	if ((flags & FUSE_IOCTL_UNRESTRICTED) ||
 	    (cmd != RLFS_IOC_CLONE && cmd != RLFS_IOC_CLONE_RANGE &&
-	     cmd != RLFS_IOC_GET_EXTENTS && cmd != RLFS_IOC_UNSHARE_RANGE)) {
+	     cmd != RLFS_IOC_GET_EXTENTS && cmd != RLFS_IOC_UNSHARE_RANGE &&
+	     cmd != RLFS_IOC_MOUNT_STATE)) {
 		fuse_reply_err(req, ENOTTY);
 		return;
 	}

@@ -289,6 +289,7 @@ static int setup(const struct rlfs_daemon_opts *o, const char *image, struct fus
 	if (err)
 		/* the clone ioctls then refuse every source (EXDEV) */
 		logmsg("reflinkfs: cannot stat the new mount %s: %s", g_mnt, strerror(-err));
+	mount_state_attach();
 	bool uring = rlfs_uring_wanted(o->uring);
 	/* Per-CPU queues: the barrier flush of older kernels assumes the
 	 * single FIFO queue of /dev/fuse (flush_by_barrier) */
@@ -455,10 +456,12 @@ static int serve(void)
 	start_thread(monitor_thread, NULL);
 	if (geteuid() == 0)
 		start_thread(tune_thread, NULL);
+	mount_state_start();
 	int ret = run_loop();
 	/* ring threads can still hand jobs to the slow pool: stop them first */
 	rlfs_uring_quiesce();
 	slow_drain();
+	mount_state_stop();
 	rlfs_uring_stop();
 	fuse_session_unmount(g_se);
 	/* Calls destroy (rlfs_mount_close) if the kernel did not. */
@@ -498,6 +501,9 @@ int rlfs_daemon_run(const struct rlfs_daemon_opts *o)
 		return 1;
 	}
 
+	free(g_image);
+	g_image = strdup(image);
+	mount_state_init(o);
 	/* -o default_permissions,fsname=reflinkfs#IMAGE,subtype=reflinkfs[,ro][,extra] */
 	char *eimg = escape_opt(image);
 	size_t olen = strlen(eimg) + (o->fuse_opts ? strlen(o->fuse_opts) : 0) + 128;

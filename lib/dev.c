@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <fcntl.h>
 #include <linux/fs.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
@@ -80,6 +81,8 @@ static void file_close(struct rlfs_dev *dev)
 	if (dev->dio_fd >= 0)
 		close(dev->dio_fd);
 	close(dev->fd);
+	if (dev->lock_fd >= 0)
+		close(dev->lock_fd);
 	free(dev);
 }
 
@@ -116,10 +119,41 @@ int rlfs_dev_open(const char *path, int writable, int lock, struct rlfs_dev **de
 	}
 	dev->ops = &file_ops;
 	dev->fd = fd;
+	dev->writable = writable;
+	dev->lock_fd = -1;
 	/* not every host filesystem supports O_DIRECT (tmpfs before 6.6) */
 	dev->dio_fd = writable ? open(path, O_RDWR | O_DIRECT | O_CLOEXEC) : -1;
 	dev->size_bytes = size;
 	*devp = dev;
+	return 0;
+}
+
+int rlfs_dev_make_writable(struct rlfs_dev *dev)
+{
+	if (dev->writable)
+		return 0;
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", dev->fd);
+	int fd = open(path, O_RDWR | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	/* keep the locked open file description alive */
+	int keep = fcntl(dev->fd, F_DUPFD_CLOEXEC, 0);
+	if (keep < 0) {
+		int err = -errno;
+		close(fd);
+		return err;
+	}
+	if (dup3(fd, dev->fd, O_CLOEXEC) < 0) {
+		int err = -errno;
+		close(keep);
+		close(fd);
+		return err;
+	}
+	close(fd);
+	dev->lock_fd = keep;
+	dev->dio_fd = open(path, O_RDWR | O_DIRECT | O_CLOEXEC);
+	dev->writable = true;
 	return 0;
 }
 
@@ -167,6 +201,8 @@ int rlfs_dev_open_mem(uint64_t size_bytes, struct rlfs_dev **devp)
 	}
 	dev->ops = &mem_ops;
 	dev->fd = -1;
+	dev->writable = true;
+	dev->lock_fd = -1;
 	dev->dio_fd = -1;
 	dev->size_bytes = size_bytes;
 	*devp = dev;

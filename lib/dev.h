@@ -21,6 +21,10 @@ struct rlfs_dev {
 	const struct rlfs_dev_ops *ops;
 	uint64_t size_bytes;
 	int fd;             /* -1 for memory devices */
+	bool writable;      /* fd is open for writing (memory devices: true) */
+	/* After rlfs_dev_make_writable: the read-only descriptor of the open,
+	 * kept because it holds the image's flock; else -1. */
+	int lock_fd;
 	/* A second descriptor of a writable image opened O_DIRECT, for large
 	 * aligned data writes (rlfs_dev_pwrite picks it), or -1. */
 	int dio_fd;
@@ -42,6 +46,16 @@ struct rlfs_dev {
  * image fails with -EBUSY.  Returns 0, -errno from open/flock/fstat.
  */
 int rlfs_dev_open(const char *path, int writable, int lock, struct rlfs_dev **devp);
+/*
+ * Make a device opened read-only writable (a read-only mount remounted
+ * read-write): reopen the same file O_RDWR through /proc/self/fd and put
+ * the new descriptor in place of the old one (dup3, atomic for concurrent
+ * readers), plus the O_DIRECT descriptor.  The old open file description
+ * is kept (lock_fd) because it holds the image's flock, so the lock is
+ * never released on the way.  0 (also if already writable), or -errno
+ * from open (-EACCES, -EROFS: the image cannot be written).
+ */
+int rlfs_dev_make_writable(struct rlfs_dev *dev);
 /* A zero-filled memory device of size_bytes; -ENOMEM. */
 int rlfs_dev_open_mem(uint64_t size_bytes, struct rlfs_dev **devp);
 static inline int rlfs_dev_pread(struct rlfs_dev *d, void *b, size_t l, uint64_t o)

@@ -14,6 +14,8 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
 
 #include "alloc.h"
 #include "inode.h"
@@ -250,7 +252,16 @@ static int alloc_chunk(struct rlfs_trans *tp, uint64_t hint_fsbno, uint64_t *ino
 	uint32_t agno = rlfs_fsb_to_agno(mp, a.fsbno);
 	uint64_t startino = rlfs_fsb_to_ino(mp, a.fsbno, 0);
 
-	/* every inode of the chunk on disk: free (mode 0), self-describing */
+	/* every inode of the chunk on disk: free (mode 0), self-describing,
+	 * with a random generation (XFS xfs_ialloc_inode_init): a chunk can
+	 * be freed and allocated again, and its inode numbers must not come
+	 * back with generations that old file handles still carry */
+	uint32_t gen;
+	if (getrandom(&gen, sizeof(gen), 0) != (ssize_t)sizeof(gen)) {
+		struct timespec now;
+		clock_gettime(CLOCK_REALTIME, &now);
+		gen = (uint32_t)now.tv_nsec ^ (uint32_t)now.tv_sec;
+	}
 	for (uint32_t b = 0; b < mp->chunk_blocks; b++) {
 		struct rlfs_buf *bp;
 		err = rlfs_trans_get_buf(tp, a.fsbno + b, &rlfs_inode_buf_ops, RLFS_OWNER_ANY, &bp);
@@ -263,6 +274,7 @@ static int alloc_chunk(struct rlfs_trans *tp, uint64_t hint_fsbno, uint64_t *ino
 			rlfs_put32(dip->magic, RLFS_DINODE_MAGIC);
 			rlfs_put64(dip->ino, rlfs_fsb_to_ino(mp, a.fsbno + b, i));
 			memcpy(dip->uuid, mp->uuid, RLFS_UUID_SIZE);
+			rlfs_put64(dip->generation, gen);
 			rlfs_cksum_update(p, mp->inodesize, offsetof(struct rlfs_dinode, crc));
 		}
 		rlfs_trans_log_buf(tp, bp);

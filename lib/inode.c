@@ -242,21 +242,26 @@ static void icache_unhash(struct rlfs_inode *ip)
 	pthread_mutex_unlock(&mp->icache_lock);
 }
 
-int rlfs_icache_reclaim(struct rlfs_mount *mp)
+/* An unlinked inode nobody in the library refers to; forgotten_only: and
+ * that the kernel has forgotten too (nlookup 0).  Under icache_lock. */
+static bool reclaimable(const struct rlfs_inode *ip, bool forgotten_only)
+{
+	return ip->nlink == 0 && !ip->freeing && ip->refcount == 0 && ip->mode != 0 &&
+	       (!forgotten_only || ip->nlookup == 0);
+}
+
+static int reclaim(struct rlfs_mount *mp, bool forgotten_only)
 {
 	struct rlfs_icache *ic = mp->icache;
 	int first = 0;
 	if (!ic || (mp->flags & RLFS_MOUNT_RDONLY))
 		return 0;
-	/* Free unlinked inodes that the kernel still held (open-unlinked files
-	 * at unmount): their blocks go back now instead of leaking. */
 	for (;;) {
 		struct rlfs_inode *victim = NULL;
 		pthread_mutex_lock(&mp->icache_lock);
 		for (size_t b = 0; b < ic->nbuckets && !victim; b++)
 			for (struct rlfs_inode *ip = ic->hash[b]; ip; ip = ip->hnext)
-				if (ip->nlink == 0 && !ip->freeing && ip->refcount == 0 &&
-				    ip->mode != 0) {
+				if (reclaimable(ip, forgotten_only)) {
 					victim = ip;
 					break;
 				}
@@ -276,6 +281,32 @@ int rlfs_icache_reclaim(struct rlfs_mount *mp)
 		inode_free(victim);
 	}
 	return first;
+}
+
+int rlfs_icache_reclaim(struct rlfs_mount *mp)
+{
+	/* Free unlinked inodes that the kernel still held (open-unlinked files
+	 * at unmount): their blocks go back now instead of leaking. */
+	return reclaim(mp, false);
+}
+
+int rlfs_icache_reclaim_forgotten(struct rlfs_mount *mp)
+{
+	return reclaim(mp, true);
+}
+
+bool rlfs_icache_has_forgotten(struct rlfs_mount *mp)
+{
+	struct rlfs_icache *ic = mp->icache;
+	bool found = false;
+	if (!ic)
+		return false;
+	pthread_mutex_lock(&mp->icache_lock);
+	for (size_t b = 0; b < ic->nbuckets && !found; b++)
+		for (struct rlfs_inode *ip = ic->hash[b]; ip && !found; ip = ip->hnext)
+			found = reclaimable(ip, true);
+	pthread_mutex_unlock(&mp->icache_lock);
+	return found;
 }
 
 void rlfs_icache_destroy(struct rlfs_mount *mp)
@@ -776,7 +807,15 @@ static void inode_last_ref(struct rlfs_inode *ip)
 		inode_free(ip);
 		return;
 	}
-	if (ip->nlink == 0 && !(mp->flags & RLFS_MOUNT_RDONLY)) {
+	if (ip->nlink == 0 && (mp->flags & RLFS_MOUNT_RDONLY)) {
+		/* Remounted read-only while the kernel still held it (its
+		 * FORGET arrived late): keep it cached, unlinked, so that the
+		 * next remount read-write or the unmount frees it
+		 * (rlfs_icache_reclaim_forgotten) instead of leaking it. */
+		pthread_mutex_unlock(&mp->icache_lock);
+		return;
+	}
+	if (ip->nlink == 0) {
 		ip->freeing = true;
 		pthread_mutex_unlock(&mp->icache_lock);
 		int error = rlfs_inode_inactivate(ip);

@@ -134,6 +134,12 @@ void rlfs_now(struct timespec *ts);
 /* Unmount: free on disk every cached inode with nlink 0 (unlinked while
  * open; FUSE sends no forgets at unmount).  0 or the first error. */
 int rlfs_icache_reclaim(struct rlfs_mount *mp);
+/* Remount read-write: free the unlinked inodes whose last reference (and
+ * the kernel's forget) went while the mount was read-only; inode_last_ref
+ * keeps them cached meanwhile.  Inodes the kernel still holds stay.  0 or
+ * the first error.  rlfs_icache_has_forgotten: whether there are any. */
+int rlfs_icache_reclaim_forgotten(struct rlfs_mount *mp);
+bool rlfs_icache_has_forgotten(struct rlfs_mount *mp);
 /*
  * Default forkoff (bytes of the literal area given to the data fork) for a
  * new inode: half the literal area, rounded down to 8 bytes; the rest is

@@ -327,9 +327,21 @@ int rlfs_mount_close(struct rlfs_mount *mp)
 	int err = 0, err2;
 	if (!mp)
 		return 0;
+	/* Remounted read-only with unlinked inodes forgotten since: free
+	 * them now (as a read-write unmount would) rather than leak them. */
+	if ((mp->flags & RLFS_MOUNT_RDONLY) && mp->dev->writable && rlfs_icache_has_forgotten(mp))
+		err = rlfs_mount_set_rdonly(mp, false);
 	/* unlinked-but-open inodes still cached are freed now */
-	err = rlfs_icache_reclaim(mp);
-	if (!(mp->flags & RLFS_MOUNT_RDONLY)) {
+	err2 = rlfs_icache_reclaim(mp);
+	if (!err)
+		err = err2;
+	/* Remounted read-only (the device was writable): the remount wrote
+	 * the clean superblock, but a transaction that had checked the
+	 * read-only flag just before it flipped (an unlinked inode freed at
+	 * the kernel's forget, an atime update) may have committed after;
+	 * write and flush once more so that nothing is left behind and the
+	 * summary counters are exact. */
+	if (!(mp->flags & RLFS_MOUNT_RDONLY) || mp->dev->writable) {
 		err2 = write_sb(mp, RLFS_STATE_CLEAN);
 		if (!err)
 			err = err2;
@@ -382,4 +394,49 @@ int rlfs_statfs(struct rlfs_mount *mp, struct statvfs *st)
 	memcpy(&st->f_fsid, mp->uuid, sizeof(st->f_fsid) < 8 ? sizeof(st->f_fsid) : 8);
 	st->f_namemax = RLFS_NAME_MAX;
 	return 0;
+}
+
+/*
+ * Remount (the kernel's reconfigure; XFS xfs_remount_ro / xfs_remount_rw).
+ * Read-only: new writes get -EROFS, every dirty block and the superblock
+ * (state clean, exact counters) go to the device and are flushed, so the
+ * image is consistent and clean while the mount stays read-only.  The
+ * caller (the FUSE daemon) goes read-only after the kernel did: the kernel
+ * has written its dirty pages back and refuses new writes, so nothing is
+ * in flight.  Read-write: the device is reopened for writing if it was
+ * opened read-only (rlfs_dev_make_writable), the superblock is marked
+ * dirty before anything can change, and unlinked inodes forgotten while
+ * read-only are freed.  0, or -errno: -EACCES/-EROFS (the image cannot be
+ * written; the mount stays read-only), I/O errors from the flush (going
+ * read-only: the mount is read-only anyway, the error says the image may
+ * not be clean).
+ */
+int rlfs_mount_set_rdonly(struct rlfs_mount *mp, bool rdonly)
+{
+	int err;
+	if (rdonly) {
+		if (mp->flags & RLFS_MOUNT_RDONLY)
+			return 0;
+		mp->flags |= RLFS_MOUNT_RDONLY;
+		return write_sb(mp, RLFS_STATE_CLEAN);
+	}
+	if (!(mp->flags & RLFS_MOUNT_RDONLY))
+		return 0;
+	err = rlfs_dev_make_writable(mp->dev);
+	if (err)
+		return err;
+	err = write_sb(mp, RLFS_STATE_DIRTY);
+	if (err)
+		return err;
+	mp->flags &= ~RLFS_MOUNT_RDONLY;
+	err = rlfs_icache_reclaim_forgotten(mp);
+	if (err)
+		rlfs_warn("freeing unlinked inodes after remount read-write failed (%s)",
+			  strerror(-err));
+	return 0;
+}
+
+bool rlfs_mount_is_rdonly(struct rlfs_mount *mp)
+{
+	return mp->flags & RLFS_MOUNT_RDONLY;
 }

@@ -75,7 +75,8 @@ struct rlfs_mount {
 	uint64_t features_incompat;
 	uint64_t maxbytes;          /* largest file size, bytes */
 	uint8_t uuid[RLFS_UUID_SIZE];
-	unsigned flags;             /* RLFS_MOUNT_* */
+	_Atomic unsigned flags;     /* RLFS_MOUNT_*; RDONLY changes on remount
+				     * (rlfs_mount_set_rdonly) */
 
 	pthread_mutex_t meta_lock;  /* see the locking note above */
 	struct rlfs_bcache *bcache;

@@ -52,6 +52,7 @@ static void usage_mount(FILE *f, const char *prog)
 {
 	fprintf(f,
 		"Usage: %s [-f] [-d] [-o OPTIONS] IMAGE MOUNTPOINT\n"
+		"       %s -o remount[,OPTIONS] [IMAGE] MOUNTPOINT\n"
 		"\n"
 		"Mount the reflinkfs filesystem in IMAGE on MOUNTPOINT through FUSE.  Returns\n"
 		"once the mount is usable; the daemon runs in the background unless -f.\n"
@@ -63,17 +64,29 @@ static void usage_mount(FILE *f, const char *prog)
 		"  -d          FUSE debug output (implies -f)\n"
 		"  -o OPTIONS  comma-separated mount options:\n"
 		"                ro, rw          read-only / read-write (default rw)\n"
+		"                remount         change the options of a mounted reflinkfs:\n"
+		"                                ro (flushes: the image is clean while read-only),\n"
+		"                                rw, the atime options, dev/suid/exec (root)\n"
+		"                relatime        update atime on a read if it is not newer than\n"
+		"                                mtime/ctime or is a day old (the default)\n"
+		"                strictatime     update atime on every read that reaches the daemon\n"
+		"                noatime         never update atime;  nodiratime: not on directories\n"
+		"                                (atime, norelatime, nostrictatime, diratime too)\n"
+		"                dev, suid       honour device files and setuid/setgid bits (root\n"
+		"                                only).  Default nodev,nosuid: the image may come\n"
+		"                                from anyone.  (mount -t reflinkfs follows mount(8):\n"
+		"                                dev,suid for root unless nodev/nosuid are given.)\n"
 		"                allow_other     let other users access the mount\n"
 		"                allow_root      let root access the mount\n"
 		"                uring           serve requests through FUSE over io_uring\n"
 		"                                (kernel 6.16+; root enables the fuse module's\n"
 		"                                enable_uring parameter; also env RLFS_URING=1)\n"
 		"                nouring         /dev/fuse only (the default)\n"
-		"                other FUSE and generic mount options (nosuid, nodev,\n"
-		"                noexec, noatime, max_read=N, ...) are passed to libfuse\n"
+		"                other FUSE and generic mount options (nosuid, nodev, exec,\n"
+		"                noexec, sync, dirsync, max_read=N, ...) are passed to libfuse\n"
 		"              default_permissions is always on (the kernel checks access)\n"
 		"  -h, --help  this text\n",
-		prog);
+		prog, prog);
 }
 
 static void usage_mount_helper(FILE *f, const char *prog)
@@ -81,8 +94,13 @@ static void usage_mount_helper(FILE *f, const char *prog)
 	fprintf(f,
 		"Usage: %s IMAGE DIR [-sfnv] [-o OPTIONS]\n"
 		"\n"
-		"mount(8) helper for `mount -t reflinkfs IMAGE DIR`.\n"
-		"  -o OPTIONS  mount options (see `reflinkfs mount --help`)\n"
+		"mount(8) helper for `mount -t reflinkfs IMAGE DIR`, fstab entries and\n"
+		"`mount -o remount,... DIR` (also installed as mount.fuse.reflinkfs, the name\n"
+		"mount(8) looks for when it remounts: the kernel calls the type fuse.reflinkfs).\n"
+		"  -o OPTIONS  mount options (see `reflinkfs mount --help`); mount(8) passes\n"
+		"              neither dev nor suid (they are its defaults), so as root the\n"
+		"              mount is dev,suid unless nodev/nosuid are given, as on other\n"
+		"              filesystems (and as mount.fuse3 does)\n"
 		"  -f          fake: check the arguments, do not mount\n"
 		"  -s, -n, -v  sloppy, no mtab, verbose (accepted, ignored)\n"
 		"  -h, --help  this text\n",
@@ -120,31 +138,44 @@ struct mount_args {
 	unsigned flags;
 	int debug;
 	int uring;
-	char *fuse_opts;        /* malloc'd, comma-separated */
+	struct rlfs_atime_opts atime;
+	int dev, suid;          /* 1: dev/suid asked for, -1: nodev/nosuid, 0: neither */
+	int remount;
+	char *fuse_opts;        /* malloc'd, comma-separated, for libfuse */
 	size_t len, cap;
+	char *all_opts;         /* every -o list in order (for remount) */
+	size_t alen, acap;
 };
+
+/* Append o to the comma-separated list *list (length *len, capacity *cap). */
+static int add_opt(char **list, size_t *len, size_t *cap, const char *o)
+{
+	size_t l = strlen(o);
+	if (*len + l + 2 > *cap) {
+		size_t ncap = (*cap + l + 2) * 2;
+		char *n = realloc(*list, ncap);
+		if (!n)
+			return -ENOMEM;
+		*list = n;
+		*cap = ncap;
+	}
+	if (*len)
+		(*list)[(*len)++] = ',';
+	memcpy(*list + *len, o, l + 1);
+	*len += l;
+	return 0;
+}
 
 static int add_fuse_opt(struct mount_args *ma, const char *o)
 {
-	size_t l = strlen(o);
-	if (ma->len + l + 2 > ma->cap) {
-		size_t ncap = (ma->cap + l + 2) * 2;
-		char *n = realloc(ma->fuse_opts, ncap);
-		if (!n)
-			return -ENOMEM;
-		ma->fuse_opts = n;
-		ma->cap = ncap;
-	}
-	if (ma->len)
-		ma->fuse_opts[ma->len++] = ',';
-	memcpy(ma->fuse_opts + ma->len, o, l + 1);
-	ma->len += l;
-	return 0;
+	return add_opt(&ma->fuse_opts, &ma->len, &ma->cap, o);
 }
 
 /* Split one -o list into library flags and libfuse options. */
 static int parse_mount_opts(struct mount_args *ma, const char *list)
 {
+	if (add_opt(&ma->all_opts, &ma->alen, &ma->acap, list))
+		return -ENOMEM;
 	char *copy = strdup(list);
 	if (!copy)
 		return -ENOMEM;
@@ -155,19 +186,22 @@ static int parse_mount_opts(struct mount_args *ma, const char *list)
 			ma->flags |= RLFS_MOUNT_RDONLY;   /* daemon adds "ro" itself */
 		} else if (strcmp(o, "rw") == 0) {
 			ma->flags &= ~RLFS_MOUNT_RDONLY;
+		} else if (strcmp(o, "remount") == 0) {
+			ma->remount = 1;
 		} else if (strcmp(o, "debug") == 0) {
 			ma->debug = 1;
 		} else if (strcmp(o, "uring") == 0) {
 			ma->uring = 1;
 		} else if (strcmp(o, "nouring") == 0) {
 			ma->uring = -1;
-		} else if (strcmp(o, "relatime") == 0) {
-			/* the default of FUSE mounts; libfuse 3.14 rejects it */
-		} else if (strcmp(o, "norelatime") == 0 || strcmp(o, "strictatime") == 0 ||
-			   strcmp(o, "nostrictatime") == 0 || strcmp(o, "diratime") == 0 ||
-			   strcmp(o, "nodiratime") == 0 || strcmp(o, "lazytime") == 0 ||
-			   strcmp(o, "nolazytime") == 0 || strcmp(o, "iversion") == 0 ||
-			   strcmp(o, "noiversion") == 0) {
+		} else if (rlfs_parse_atime_opt(o, &ma->atime)) {
+			/* the daemon applies them (remount.c) */
+		} else if (strcmp(o, "dev") == 0 || strcmp(o, "nodev") == 0) {
+			ma->dev = o[0] == 'n' ? -1 : 1;
+		} else if (strcmp(o, "suid") == 0 || strcmp(o, "nosuid") == 0) {
+			ma->suid = o[0] == 'n' ? -1 : 1;
+		} else if (strcmp(o, "lazytime") == 0 || strcmp(o, "nolazytime") == 0 ||
+			   strcmp(o, "iversion") == 0 || strcmp(o, "noiversion") == 0) {
 			fprintf(stderr, "reflinkfs: mount option '%s' is not supported by FUSE, ignored\n", o);
 		} else if (strcmp(o, "default_permissions") == 0 ||
 			   strncmp(o, "fsname=", 7) == 0 || strncmp(o, "subtype=", 8) == 0 ||
@@ -185,9 +219,50 @@ static int parse_mount_opts(struct mount_args *ma, const char *list)
 	return 0;
 }
 
-static int do_mount(const char *prog, struct mount_args *ma, int foreground,
-		    const char *image, const char *dir)
+/*
+ * dev and suid: a FUSE mount is nodev,nosuid unless asked otherwise
+ * (libfuse's default; fusermount3 refuses them to users).  `reflinkfs
+ * mount` keeps that default: an image may come from anyone, and a device
+ * node or setuid-root file in it would then work on this machine.  Only
+ * root may lift it, with -o dev / -o suid.  mount(8) never passes dev or
+ * suid to a helper (they are its defaults), so the helper follows
+ * mount(8) and every other filesystem: dev,suid for root unless nodev or
+ * nosuid are given (mount.fuse3 does the same).  0, or 1 with a message.
+ */
+static int dev_suid_opts(const char *prog, struct mount_args *ma, int helper)
 {
+	int root = geteuid() == 0;
+	if (!root && (ma->dev > 0 || ma->suid > 0)) {
+		fprintf(stderr, "%s: mount options dev and suid need root (a user's mount is "
+			"always nodev,nosuid)\n", prog);
+		return 1;
+	}
+	int dev = ma->dev ? ma->dev > 0 : helper && root;
+	int suid = ma->suid ? ma->suid > 0 : helper && root;
+	if ((dev && add_fuse_opt(ma, "dev")) || (suid && add_fuse_opt(ma, "suid"))) {
+		fprintf(stderr, "%s: out of memory\n", prog);
+		return 1;
+	}
+	return 0;
+}
+
+static int do_mount(const char *prog, struct mount_args *ma, int foreground,
+		    const char *image, const char *dir, int helper)
+{
+	if (dev_suid_opts(prog, ma, helper)) {
+		free(ma->fuse_opts);
+		free(ma->all_opts);
+		return 1;
+	}
+	/* libfuse 3.14 knows noatime (the kernel then shows it); the daemon
+	 * sets the other atime flags on the mount itself */
+	unsigned how = rlfs_atime_policy(&ma->atime);
+	if (how == RLFS_ATIME_NOATIME && add_fuse_opt(ma, "noatime")) {
+		fprintf(stderr, "%s: out of memory\n", prog);
+		free(ma->fuse_opts);
+		free(ma->all_opts);
+		return 1;
+	}
 	struct rlfs_daemon_opts o = {
 		.image = image,
 		.mountpoint = dir,
@@ -195,11 +270,22 @@ static int do_mount(const char *prog, struct mount_args *ma, int foreground,
 		.foreground = foreground,
 		.debug = ma->debug,
 		.uring = ma->uring,
+		.atime = how,
+		.nodiratime = ma->atime.nodiratime,
 		.fuse_opts = ma->fuse_opts,
 		.prog = prog,
 	};
 	int r = rlfs_daemon_run(&o);
 	free(ma->fuse_opts);
+	free(ma->all_opts);
+	return r;
+}
+
+static int do_remount(const char *prog, struct mount_args *ma, const char *dir, int helper)
+{
+	int r = rlfs_daemon_remount(prog, dir, ma->all_opts, helper);
+	free(ma->fuse_opts);
+	free(ma->all_opts);
 	return r;
 }
 
@@ -236,12 +322,15 @@ static int mount_main(int argc, char **argv)
 			return 1;
 		}
 	}
+	if (ma.remount && (argc - optind == 1 || argc - optind == 2))
+		return do_remount(prog, &ma, argv[argc - 1], 0);
 	if (argc - optind != 2) {
 		fprintf(stderr, "%s: expected IMAGE and MOUNTPOINT (try '%s --help')\n", prog, prog);
 		free(ma.fuse_opts);
+		free(ma.all_opts);
 		return 1;
 	}
-	return do_mount(prog, &ma, foreground, argv[optind], argv[optind + 1]);
+	return do_mount(prog, &ma, foreground, argv[optind], argv[optind + 1], 0);
 }
 
 /* mount.reflinkfs SPEC DIR [-sfnv] [-N NS] [-o OPTS] [-t TYPE] */
@@ -280,13 +369,22 @@ static int mount_helper_main(int argc, char **argv)
 	if (argc - optind != 2) {
 		fprintf(stderr, "%s: expected IMAGE and DIR (try '%s --help')\n", prog, prog);
 		free(ma.fuse_opts);
+		free(ma.all_opts);
 		return 1;
 	}
 	if (fake) {
 		free(ma.fuse_opts);
+		free(ma.all_opts);
 		return 0;
 	}
-	return do_mount(prog, &ma, 0, argv[optind], argv[optind + 1]);
+	/* a remount names the mount point; SPEC is the mount's source */
+	if (ma.remount)
+		return do_remount(prog, &ma, argv[optind + 1], 1);
+	/* mount -t fuse.reflinkfs passes the source as shown in mountinfo */
+	const char *image = argv[optind];
+	if (strncmp(image, "reflinkfs#", 10) == 0 && access(image, F_OK) != 0)
+		image += 10;
+	return do_mount(prog, &ma, 0, image, argv[optind + 1], 1);
 }
 
 /* reflinkfs umount [-l] DIR; umount.fuse.reflinkfs DIR [-nlfvr] [-t TYPE] */

@@ -15,6 +15,7 @@
  */
 #ifndef REFLINKFS_FS_H
 #define REFLINKFS_FS_H
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -48,6 +49,20 @@ int rlfs_mount_open(const char *image, unsigned flags, struct rlfs_mount **mpp);
  * and the error record (RLFS_SB_ERR_WRITE added), and a line on stderr
  * says so. */
 int rlfs_mount_close(struct rlfs_mount *mp);
+/*
+ * Remount read-only or read-write (mount -o remount,ro|rw; the kernel's
+ * reconfigure, XFS xfs_remount_ro/xfs_remount_rw).  Going read-only: later
+ * writes get -EROFS; everything dirty is written and flushed and the
+ * superblock marked clean, so the image checks clean while mounted
+ * read-only.  Call it after the writers have stopped (the FUSE kernel has
+ * written its pages back and refuses writes once its superblock is
+ * read-only).  Going read-write: the image is reopened for writing if the
+ * mount began read-only, the superblock is marked dirty first.  0, or
+ * -EACCES/-EROFS (image not writable: stays read-only), or an I/O error
+ * from the flush.  rlfs_mount_is_rdonly: the current state.
+ */
+int rlfs_mount_set_rdonly(struct rlfs_mount *mp, bool rdonly);
+bool rlfs_mount_is_rdonly(struct rlfs_mount *mp);
 /* Write all dirty data and metadata to the device and flush it (sync(2)). */
 int rlfs_sync(struct rlfs_mount *mp);
 uint64_t rlfs_root_ino(struct rlfs_mount *mp);
@@ -197,6 +212,48 @@ int rlfs_fallocate(struct rlfs_mount *mp, uint64_t ino, int mode, off_t off, off
  * SEEK_DATA only if... no: as data, like XFS without page cache probing).
  * Returns the offset or -ENXIO. */
 off_t rlfs_lseek(struct rlfs_mount *mp, uint64_t ino, off_t off, int whence);
+
+/*
+ * Access time (the kernel's touch_atime, fs/inode.c atime_needs_update and
+ * relatime_need_update; mount(8) noatime, relatime, strictatime).  how:
+ *   RLFS_ATIME_RELATIME  update only if atime <= mtime, atime <= ctime, or
+ *                        atime is at least RLFS_RELATIME_SECS (24 h) old
+ *   RLFS_ATIME_STRICT    update on every access
+ *   RLFS_ATIME_NOATIME   never
+ * Either way no update if atime already equals the current time, on an
+ * inode with the noatime flag (chattr +A, FS_NOATIME_FL), or while the
+ * mount is read-only.  rlfs_touch_atime sets atime to now (ctime is left
+ * alone) in a transaction of its own: 1 if it changed, 0 if not, or
+ * -errno (-ENOENT; -ENOSPC, -EIO from the transaction).
+ * rlfs_atime_needs_update answers whether rlfs_touch_atime would change
+ * atime now, without changing anything: 1, 0 or -errno.
+ * rlfs_atime_rule is the rule itself on the given times (true: update).
+ */
+#define RLFS_ATIME_RELATIME 0u
+#define RLFS_ATIME_STRICT   1u
+#define RLFS_ATIME_NOATIME  2u
+#define RLFS_RELATIME_SECS  (24 * 60 * 60)
+int rlfs_touch_atime(struct rlfs_mount *mp, uint64_t ino, unsigned how);
+int rlfs_atime_needs_update(struct rlfs_mount *mp, uint64_t ino, unsigned how);
+bool rlfs_atime_rule(unsigned how, const struct timespec *atime, const struct timespec *mtime,
+		     const struct timespec *ctime, const struct timespec *now);
+
+/*
+ * File handles (name_to_handle_at(2)/open_by_handle_at(2), NFS export; XFS
+ * xfs_export.c).  A handle names an inode by number and generation: the
+ * generation changes each time an inode slot is allocated again, so a
+ * handle of a deleted file never opens the file that reuses its number.
+ * rlfs_get_generation: the generation of an inode in use (0, -ENOENT).
+ * rlfs_lookup_ino: look up an inode by number alone, as for a handle whose
+ * inode is not cached (FUSE: LOOKUP of "." in the inode itself): adds a
+ * lookup count like rlfs_lookup and fills out and *gen.  The number is
+ * untrusted: out of range, not allocated in the inode btree, a free slot
+ * or a deleted file (nlink 0, still held open through the kernel's cached
+ * inode) give -ENOENT (the kernel turns it into ESTALE), and no corruption
+ * report.
+ */
+int rlfs_get_generation(struct rlfs_mount *mp, uint64_t ino, uint64_t *gen);
+int rlfs_lookup_ino(struct rlfs_mount *mp, uint64_t ino, struct stat *out, uint64_t *gen);
 
 /* xattrs: getxattr(2) etc.  get/list with size 0 return the needed size.
  * POSIX ACLs are the xattrs system.posix_acl_access/_default in the

@@ -113,4 +113,33 @@ struct rlfs_ioc_unshare {
 #define RLFS_IOC_GET_EXTENTS _IOWR(RLFS_IOC_TYPE, 3, struct rlfs_ioc_extents)
 /* 4..7: reserved for dedupe range, getfsmap, exchange range (later issues) */
 #define RLFS_IOC_UNSHARE_RANGE _IOWR(RLFS_IOC_TYPE, 8, struct rlfs_ioc_unshare)
+
+/* RLFS_IOC_MOUNT_STATE (on any file or directory of the mount): the
+ * remount protocol of mount.reflinkfs.  The FUSE kernel does not tell the
+ * daemon about a remount, so the helper does, around its mount(2)
+ * MS_REMOUNT:
+ *   RLFS_MS_PREPARE_RW  before remounting read-write: the daemon reopens
+ *                       the image for writing and marks it dirty, so that
+ *                       it is writable before the kernel lets writes in
+ *                       (caller: root or the daemon's user, else EPERM);
+ *   RLFS_MS_SYNC        after mount(2), whatever it returned: the daemon
+ *                       adopts the kernel's state (read-only: writes every
+ *                       dirty block and marks the image clean before it
+ *                       answers; atime policy from the mount's flags).
+ * Out: flags RLFS_MS_RDONLY if the daemon now serves read-only, atime the
+ * policy in force (RLFS_ATIME_* of reflinkfs/fs.h | RLFS_MS_NODIRATIME).
+ * Errors: EINVAL (unknown op, reserved fields), EPERM, and those of the
+ * flush or of reopening the image (EIO, EACCES, EROFS). */
+#define RLFS_MS_SYNC        0u
+#define RLFS_MS_PREPARE_RW  1u
+#define RLFS_MS_RDONLY      (1u << 0)  /* out: flags */
+#define RLFS_MS_NODIRATIME  (1u << 8)  /* out: atime */
+struct rlfs_ioc_mount_state {
+	__u32 op;                   /* in: RLFS_MS_SYNC, RLFS_MS_PREPARE_RW */
+	__u32 flags;                /* in: 0; out: RLFS_MS_RDONLY */
+	__u32 atime;                /* in: 0; out: policy */
+	__u32 reserved;             /* must be zero */
+	__u64 reserved2[2];         /* must be zero */
+};
+#define RLFS_IOC_MOUNT_STATE _IOWR(RLFS_IOC_TYPE, 9, struct rlfs_ioc_mount_state)
 #endif
