@@ -247,7 +247,16 @@ int rlfs_mount_close(struct rlfs_mount *mp)
 	/* unlinked-but-open inodes still cached are freed now */
 	err = rlfs_icache_reclaim(mp);
 	if (!(mp->flags & RLFS_MOUNT_RDONLY)) {
-		err2 = write_sb(mp, RLFS_STATE_CLEAN);
+		/* Everything else first, and durable: only then the superblock
+		 * may say CLEAN (write_sb flushes again, by then the superblock
+		 * alone).  A flush writes blocks in block order, the superblock
+		 * first; when CLEAN went out in the same flush, a daemon stopped
+		 * during that flush (killed, crashed, power cut) left an image
+		 * that claimed to be clean over torn trees.  A flush that
+		 * failed leaves the state DIRTY. */
+		err2 = rlfs_sync(mp);
+		if (!err2)
+			err2 = write_sb(mp, RLFS_STATE_CLEAN);
 		if (!err)
 			err = err2;
 	}

@@ -35,6 +35,7 @@
 
 #include "alloc.h"
 #include "bmap.h"
+#include "dev.h"
 #include "inode.h"
 #include "refcount.h"
 #include "reflinkfs/fs.h"
@@ -1092,6 +1093,111 @@ static void test_clone_source_readable(void **state)
 	ctx_fini(&c);
 }
 
+/* The unmount's device traffic, recorded: 'w' writes (offset, and for the
+ * superblock its state), 'f' flushes. */
+struct devop {
+	char kind;
+	uint64_t off;
+	uint32_t sb_state;
+};
+static struct {
+	const struct rlfs_dev_ops *orig;
+	struct devop *ops;
+	size_t n, cap;
+} rec;
+
+static void rec_add(char kind, uint64_t off, uint32_t sb_state)
+{
+	if (rec.n == rec.cap) {
+		rec.cap = rec.cap ? rec.cap * 2 : 1024;
+		rec.ops = realloc(rec.ops, rec.cap * sizeof(*rec.ops));
+		assert_non_null(rec.ops);
+	}
+	rec.ops[rec.n++] = (struct devop){ kind, off, sb_state };
+}
+
+static int rec_pread(struct rlfs_dev *d, void *b, size_t l, uint64_t o)
+{
+	return rec.orig->pread(d, b, l, o);
+}
+
+static int rec_pwrite(struct rlfs_dev *d, const void *b, size_t l, uint64_t o)
+{
+	uint32_t state = UINT32_MAX;
+	if (o == 0 && l >= sizeof(struct rlfs_sb))
+		state = rlfs_get32(((const struct rlfs_sb *)b)->state);
+	rec_add('w', o, state);
+	return rec.orig->pwrite(d, b, l, o);
+}
+
+static int rec_flush(struct rlfs_dev *d)
+{
+	rec_add('f', 0, 0);
+	return rec.orig->flush(d);
+}
+
+static void rec_close(struct rlfs_dev *d)
+{
+	rec.orig->close(d);
+}
+
+static const struct rlfs_dev_ops rec_dev_ops = {
+	.pread = rec_pread, .pwrite = rec_pwrite, .flush = rec_flush, .close = rec_close,
+};
+
+/* Unmount after a clone-while-writing workload: the superblock says CLEAN
+ * only after every other metadata block has been written and flushed, so
+ * a daemon stopped at any point of its final flush leaves an image that
+ * says DIRTY (fsck: "not cleanly unmounted"), never a CLEAN one over torn
+ * trees.  Before, the flush wrote the CLEAN superblock first (block
+ * order) and thousands of other blocks after it. */
+static void test_unmount_clean_last(void **state)
+{
+	struct ctx c;
+	ctx_init(&c, 64 * MB, 4096, 4);
+	struct rlfs_mount *mp = MP(&c);
+	int a = frag_file(&c, "src", 600);
+	for (int i = 0; i < 6; i++) {
+		char name[16];
+		snprintf(name, sizeof(name), "snap%d", i);
+		int b = mkfile(&c, name);
+		do_clone(&c, a, 0, b, 0, 0);
+		for (int k = 0; k < 40; k++)
+			do_write(&c, a, rnd(c.f[a].size), 1 + rnd(3 * c.bs), 900 + (uint64_t)(i * 40 + k));
+	}
+	rmfile(&c, 1);
+	check_fs(&c);
+	rec.orig = mp->dev->ops;
+	rec.n = 0;
+	mp->dev->ops = &rec_dev_ops;
+	assert_int_equal(rlfs_mount_close(mp), 0);
+	c.fs.mp = NULL;
+	/* the last write is the superblock, CLEAN, between two flushes; every
+	 * other write came before that first flush; no earlier CLEAN */
+	size_t last_w = SIZE_MAX, nw = 0;
+	for (size_t i = 0; i < rec.n; i++)
+		if (rec.ops[i].kind == 'w') {
+			last_w = i;
+			nw++;
+		}
+	print_message("unmount: %zu block writes, %zu device operations\n", nw, rec.n);
+	assert_true(nw > 20);
+	assert_true(last_w != SIZE_MAX);
+	assert_int_equal(rec.ops[last_w].off, 0);
+	assert_int_equal(rec.ops[last_w].sb_state, RLFS_STATE_CLEAN);
+	assert_true(last_w >= 1 && rec.ops[last_w - 1].kind == 'f');
+	assert_true(last_w + 1 < rec.n && rec.ops[last_w + 1].kind == 'f');
+	for (size_t i = 0; i < last_w; i++)
+		if (rec.ops[i].kind == 'w' && rec.ops[i].off == 0)
+			assert_int_not_equal(rec.ops[i].sb_state, RLFS_STATE_CLEAN);
+	free(rec.ops);
+	memset(&rec, 0, sizeof(rec));
+	assert_int_equal(tu_fsck(c.fs.path, 0), 0);
+	assert_int_equal(rlfs_mount_open(c.fs.path, RLFS_MOUNT_NOLOCK, &c.fs.mp), 0);
+	check_fs(&c);
+	ctx_fini(&c);
+}
+
 /* A file that fills its AG, cloned, then CoW-written at random: the AG's
  * refcount btree keeps growing (records split per write) although the AG
  * has no free data space; data and bmbt blocks leave it headroom */
@@ -1460,6 +1566,7 @@ int main(void)
 		cmocka_unit_test(test_many_extents),
 		cmocka_unit_test(test_clone_cancel),
 		cmocka_unit_test(test_clone_source_readable),
+		cmocka_unit_test(test_unmount_clean_last),
 		cmocka_unit_test(test_random_1k),
 		cmocka_unit_test(test_random_4k),
 	};
