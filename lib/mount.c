@@ -270,7 +270,7 @@ int rlfs_mount_close(struct rlfs_mount *mp)
 int rlfs_statfs(struct rlfs_mount *mp, struct statvfs *st)
 {
 	memset(st, 0, sizeof(*st));
-	pthread_mutex_lock(&mp->meta_lock);
+	rlfs_meta_lock(mp);
 	int64_t fdb = mp->fdblocks;
 	int64_t avail = fdb - (int64_t)mp->resblks;
 	uint64_t icount = mp->icount, ifree = mp->ifree;

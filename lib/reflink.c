@@ -530,6 +530,7 @@ static int clone_blocks(struct rlfs_inode *src, uint64_t sb, struct rlfs_inode *
 			first = false;
 			if (stopped)
 				return -EINTR;
+			rlfs_trans_yield(mp);  /* let other metadata users in */
 			continue;
 		}
 		rlfs_trans_cancel(tp);
