@@ -10,7 +10,8 @@
 #                                     after a random time in [0.3, SECS] s
 #   clone_kill.py check DIR           contents sane (below)
 #   clone_kill.py readers DIR NREADS  reads of DIR/big during a clone of it
-#   clone_kill.py intr DIR SIG        a clone of DIR/big stopped by signal SIG
+#   clone_kill.py intr DIR SIG [cfr]  a clone of DIR/big (copy_file_range with
+#                                     cfr) stopped by signal SIG
 #
 # run: DIR/src (CK_SRC_MB MiB, default 8) is rewritten by CK_WRITERS (3)
 # processes (random ranges, buffered and O_DIRECT, some extending the file,
@@ -41,9 +42,9 @@
 # the reads completed while it was still running (the source is locked
 # shared), 1 if it was whole (the reads waited for its end).
 #
-# intr: a child (default signal actions) clones DIR/big onto DIR/intr.SIG; once
+# intr: a child (default signal actions) clones DIR/big onto DIR/intr.*; once
 # the clone is under way it gets signal SIG (INT or KILL: fatal).  Exit 0
-# if the child died of it with DIR/intr.SIG cloned only part-way (the daemon
+# if the child died of it with DIR/intr.* cloned only part-way (the daemon
 # stopped between pieces, as the kernel's remap stops at a fatal signal),
 # 1 if the clone ran to the end.
 import errno, fcntl, mmap, os, random, signal, struct, sys, time, zlib
@@ -311,7 +312,7 @@ def check(d):
     return 1 if bad else 0
 
 
-def start_big_clone(d, dst):
+def start_big_clone(d, dst, how="ioctl"):
     """Fork a child that clones DIR/big onto dst with default signal
     actions; return its pid once the clone is under way: its first
     transaction has taken blocks (statfs is never cached; the child
@@ -329,7 +330,10 @@ def start_big_clone(d, dst):
             sfd = os.open(big, os.O_RDONLY)
             dfd = os.open(dst, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
             os.write(wfd, b"x")
-            clone_range(dfd, sfd, 0, 0, 0)
+            if how == "cfr":        # copy_file_range(2): the daemon clones
+                os.copy_file_range(sfd, dfd, os.fstat(sfd).st_size, 0, 0)
+            else:
+                clone_range(dfd, sfd, 0, 0, 0)
         except OSError as e:
             sys.stderr.write("clone: %r\n" % e)
             code = 3
@@ -346,10 +350,10 @@ def start_big_clone(d, dst):
     return pid
 
 
-def intr(d, signame):
-    dst = os.path.join(d, "intr." + signame)
+def intr(d, signame, how):
+    dst = os.path.join(d, "intr.%s.%s" % (signame, how))
     size = os.stat(os.path.join(d, "big")).st_size
-    pid = start_big_clone(d, dst)
+    pid = start_big_clone(d, dst, how)
     if pid is None:
         print("the clone ended before it was seen to start (too short?)")
         return 2
@@ -357,9 +361,9 @@ def intr(d, signame):
     os.kill(pid, sig)
     _, st = os.waitpid(pid, 0)
     got = os.stat(dst).st_size
-    print("clone of %d bytes, SIG%s: caller %s, %d bytes cloned" %
-          (size, signame, "killed" if os.WIFSIGNALED(st) else "exited %d" %
-           os.WEXITSTATUS(st), got))
+    print("%s of %d bytes, SIG%s: caller %s, %d bytes cloned" %
+          ("copy_file_range" if how == "cfr" else "clone", size, signame,
+           "killed" if os.WIFSIGNALED(st) else "exited %d" % os.WEXITSTATUS(st), got))
     if not (os.WIFSIGNALED(st) and os.WTERMSIG(st) == sig):
         return 1
     return 0 if got < size else 1
@@ -400,5 +404,5 @@ if __name__ == "__main__":
     if cmd == "readers":
         sys.exit(readers(sys.argv[2], int(sys.argv[3])))
     if cmd == "intr":
-        sys.exit(intr(sys.argv[2], sys.argv[3]))
+        sys.exit(intr(sys.argv[2], sys.argv[3], sys.argv[4] if len(sys.argv) > 4 else "ioctl"))
     sys.exit(check(sys.argv[2]))

@@ -15,8 +15,9 @@
 #    fsck -n must be clean, and after a remount every file holds only data
 #    that was written at some point (no metadata bytes, no torn records).
 # 2. SIGINT (default action: fatal) and SIGKILL to the caller of a long
-#    clone of big stop the clone part-way: the caller dies at once, the
-#    unmount right after works, fsck is clean.
+#    clone of big (FICLONE-like ioctl, and copy_file_range, which the
+#    daemon turns into a clone) stop the clone part-way: the caller dies
+#    at once, the unmount right after works, fsck is clean.
 # 3. Reads of big go on while big is being cloned (the source's lock is
 #    shared): they all complete before the clone does.
 # 4. The workload once more, unmounted, and the daemon SIGKILLed the moment
@@ -77,13 +78,13 @@ rm -f "$MNT"/bigsnap* "$MNT"/snap*
 unmount_first_try "after the rounds"
 rlfs_fsck "$IMG"
 rlfs_mount "$IMG" "$MNT"
-for sig in INT KILL; do
-	"$PY" "$CK" intr "$MNT" $sig >"$T/intr.out" 2>&1 || {
+for how in "INT ioctl" "KILL ioctl" "KILL cfr"; do
+	"$PY" "$CK" intr "$MNT" $how >"$T/intr.out" 2>&1 || {
 		cat "$T/intr.out" >&2
-		die "SIG$sig did not stop a long clone"
+		die "$how: the signal did not stop a long clone"
 	}
 	log "$(cat "$T/intr.out")"
-	unmount_first_try "SIG$sig of a long clone"
+	unmount_first_try "$how: a long clone and a signal"
 	rlfs_fsck "$IMG"
 	rlfs_mount "$IMG" "$MNT"
 done
