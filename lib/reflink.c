@@ -412,6 +412,7 @@ int rlfs_reflink_unshare(struct rlfs_inode *ip, uint64_t fb0, uint64_t fb1)
 		if (error)
 			return error;
 		pos = s + n;
+		rlfs_trans_yield(mp);  /* let other metadata users in */
 	}
 	return 0;
 }
