@@ -81,6 +81,44 @@ static ssize_t copy_data(struct rlfs_mount *mp, uint64_t src, uint64_t off_in, u
 }
 
 /*
+ * struct rlfs_cancel for a clone done for req: stop once the caller is
+ * dying, as the kernel's remap stops at fatal_signal_pending().  A caller
+ * that takes a signal while it waits for the reply makes the kernel send
+ * FUSE_INTERRUPT (fs/fuse/dev.c request_wait_answer); from then on the
+ * caller thread's pending set is read from /proc/<tid>/status: a fatal
+ * signal (SIGKILL, or one whose default action kills, which the kernel
+ * turns into SIGKILL for every thread: complete_signal) shows as SIGKILL
+ * in SigPnd.  A signal the caller handles does not stop the clone (on XFS
+ * it would not either).  A caller that is gone is dying.  Without this a
+ * killed caller stays in the kernel (uninterruptible) until the clone is
+ * done, keeping the mount busy.
+ */
+static int caller_dying(void *arg)
+{
+	fuse_req_t req = arg;
+	if (!fuse_req_interrupted(req))
+		return 0;
+	pid_t tid = req_ctx(req)->pid;
+	if (tid <= 0)
+		return 1;       /* outside our pid namespace: cannot ask; stop */
+	char path[64], line[128];
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)tid);
+	FILE *f = fopen(path, "re");
+	if (!f)
+		return 1;       /* gone */
+	int dying = 0;
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long long mask;
+		if (sscanf(line, "SigPnd: %llx", &mask) == 1) {
+			dying = (mask >> (SIGKILL - 1)) & 1;
+			break;
+		}
+	}
+	fclose(f);
+	return dying;
+}
+
+/*
  * FUSE_COPY_FILE_RANGE (copy_file_range(2)).  The kernel has already
  * checked the open modes and file types, refused overlapping same-file
  * ranges, shortened len to the source EOF, written back and waited for the
@@ -135,6 +173,7 @@ void rl_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
 		return;
 	}
 	unsigned kill = req_ctx(req)->uid != 0 ? RLFS_CLONE_KILL_SUID : 0;
+	struct rlfs_cancel cancel = { caller_dying, req };  /* short count if killed */
 	uint64_t bs = fs_blocksize(mp);
 	uint64_t done = 0;
 	int64_t r = 0;
@@ -158,10 +197,12 @@ void rl_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
 			}
 			/* middle (and maybe the EOF block): shared */
 			uint64_t want = to_eof ? len - head : mid;
-			r = rlfs_clone_range(mp, src, in + head, dst, out + head, want, kill);
+			r = rlfs_clone_range_cancel(mp, src, in + head, dst, out + head, want,
+						    kill, &cancel);
 			if (r == -EINVAL && to_eof && mid) {
 				want = mid;
-				r = rlfs_clone_range(mp, src, in + head, dst, out + head, want, kill);
+				r = rlfs_clone_range_cancel(mp, src, in + head, dst, out + head,
+							    want, kill, &cancel);
 			} else if (r == -EINVAL && to_eof) {
 				r = 0;     /* EOF block mid-file: copy below */
 				want = 0;
@@ -175,7 +216,7 @@ void rl_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
 			} else {
 				done += (uint64_t)r;
 				if ((uint64_t)r < want)
-					goto reply;   /* partial (ENOSPC midway) */
+					goto reply;   /* partial (ENOSPC, caller killed) */
 			}
 		}
 	}
@@ -339,7 +380,10 @@ static int clone_checked(fuse_req_t req, struct rlfs_mount *mp, fuse_ino_t ino,
 	unsigned priv = privs_to_drop(req, &dstt, false);
 	unsigned kill = (priv ? RLFS_CLONE_KILL_SUID : 0) |
 			((priv & PRIV_SGID) ? RLFS_CLONE_KILL_SGID : 0);
-	int64_t r = rlfs_clone_range(mp, src, src_off, dst, dst_off, len, kill);
+	/* a dying caller stops the clone between pieces: the partial result
+	 * is then EINVAL for CLONE_RANGE, 0 for CLONE (ioctl_file_clone) */
+	struct rlfs_cancel cancel = { caller_dying, req };
+	int64_t r = rlfs_clone_range_cancel(mp, src, src_off, dst, dst_off, len, kill, &cancel);
 	if (r > 0) {
 		uint64_t bs = fs_blocksize(mp);
 		uint64_t span = bs ? ((uint64_t)r + bs - 1) & ~(bs - 1) : (uint64_t)r;

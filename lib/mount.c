@@ -113,7 +113,20 @@ static int init_counters(struct rlfs_mount *mp)
 static int write_sb(struct rlfs_mount *mp, uint32_t state)
 {
 	struct rlfs_trans *tp;
-	int err = rlfs_trans_alloc(mp, 0, 0, &tp);
+	int err;
+	/* CLEAN: everything else first, and durable; only then the superblock
+	 * may say CLEAN (the flush below writes the superblock alone).  A
+	 * flush writes blocks in block order, the superblock first: when
+	 * CLEAN went out in the same flush as the rest, a daemon stopped
+	 * during that flush (killed, crashed, power cut) left an image that
+	 * claimed to be clean over torn trees.  A flush that failed leaves
+	 * the state on disk DIRTY. */
+	if (state == RLFS_STATE_CLEAN) {
+		err = rlfs_sync(mp);
+		if (err)
+			return err;
+	}
+	err = rlfs_trans_alloc(mp, 0, 0, &tp);
 	if (err)
 		return err;
 	struct rlfs_buf *bp;
@@ -371,7 +384,7 @@ int rlfs_mount_close(struct rlfs_mount *mp)
 int rlfs_statfs(struct rlfs_mount *mp, struct statvfs *st)
 {
 	memset(st, 0, sizeof(*st));
-	pthread_mutex_lock(&mp->meta_lock);
+	rlfs_meta_lock(mp);
 	int64_t fdb = mp->fdblocks;
 	int64_t avail = fdb - (int64_t)mp->resblks;
 	uint64_t icount = mp->icount, ifree = mp->ifree;

@@ -13,7 +13,11 @@
  * each piece unmaps at most one destination extent and maps at most one
  * source extent: its cost is bounded.  Each transaction is atomic (a
  * cancel restores buffers and in-core inodes), so a failure leaves every
- * destination block with either its old or its new contents.
+ * destination block with either its old or its new contents.  A caller's
+ * struct rlfs_cancel is polled between pieces (every CLONE_POLL of them)
+ * and between transactions; a stop keeps what is committed and returns
+ * it, as XFS stops at a fatal signal.  The source's iolock is taken
+ * shared (lock_clone).
  *
  * Own code; model: xfs_reflink.c, fs/remap_range.c.
  */
@@ -30,6 +34,7 @@
 #include "refcount.h"
 
 #define CLONE_BATCH 1024u        /* pieces per clone transaction */
+#define CLONE_POLL 64u           /* pieces between two cancel polls */
 #define UNSHARE_CHUNK 4096u      /* blocks unshared per transaction */
 #define COPY_BUF_BYTES (1u << 20)
 #define MIN_RES 8u               /* last-resort reservation near ENOSPC */
@@ -407,6 +412,7 @@ int rlfs_reflink_unshare(struct rlfs_inode *ip, uint64_t fb0, uint64_t fb1)
 		if (error)
 			return error;
 		pos = s + n;
+		rlfs_trans_yield(mp);  /* let other metadata users in */
 	}
 	return 0;
 }
@@ -426,24 +432,33 @@ static void clone_kill_suid(struct rlfs_inode *ip, unsigned flags)
 		ip->mode = mode;
 }
 
+static bool stop_requested(const struct rlfs_cancel *cancel)
+{
+	return cancel && cancel->stop && cancel->stop(cancel->arg) != 0;
+}
+
 /*
  * Remap nb blocks from src block sb to dst block db in batches.  newsize:
  * dst's size once the whole range is done (grown only).  *done_blocks:
- * blocks [0, *done_blocks) of the range are committed.
+ * blocks [0, *done_blocks) of the range are committed.  cancel is polled
+ * before each transaction and every CLONE_POLL pieces inside one; a stop
+ * commits the pieces done and returns -EINTR.
  */
 static int clone_blocks(struct rlfs_inode *src, uint64_t sb, struct rlfs_inode *dst,
 			uint64_t db, uint64_t nb, uint64_t newsize, unsigned flags,
-			uint64_t *done_blocks)
+			const struct rlfs_cancel *cancel, uint64_t *done_blocks)
 {
 	struct rlfs_mount *mp = dst->mp;
 	uint32_t batch = CLONE_BATCH;
 	uint64_t done = 0;
-	bool first = true;
+	bool first = true, stopped = false;
 	int error = 0;
 
 	*done_blocks = 0;
 	while (done < nb || first) {
 		struct rlfs_trans *tp;
+		if (stop_requested(cancel))
+			return -EINTR;
 		error = rlfs_trans_alloc(mp, clone_res(dst, batch), 0, &tp);
 		if (error == -ENOSPC && batch > 1) {
 			batch /= 2;
@@ -467,8 +482,12 @@ static int clone_blocks(struct rlfs_inode *src, uint64_t sb, struct rlfs_inode *
 				clone_kill_suid(dst, flags);
 		}
 		uint64_t pos = done;
-		uint32_t pieces = 0;
+		uint32_t pieces = 0, steps = 0;
 		while (!error && pos < nb && pieces < batch) {
+			if (++steps % CLONE_POLL == 0 && stop_requested(cancel)) {
+				stopped = true;
+				break;
+			}
 			uint64_t s = sb + pos, d = db + pos, n = nb - pos;
 			struct rlfs_irec sg, dg;
 			bool sf, df, dn;
@@ -511,6 +530,9 @@ static int clone_blocks(struct rlfs_inode *src, uint64_t sb, struct rlfs_inode *
 			done = pos;
 			*done_blocks = done;
 			first = false;
+			if (stopped)
+				return -EINTR;
+			rlfs_trans_yield(mp);  /* let other metadata users in */
 			continue;
 		}
 		rlfs_trans_cancel(tp);
@@ -535,28 +557,44 @@ static int check_types(const struct rlfs_inode *src, const struct rlfs_inode *ds
 	return 0;
 }
 
-static void lock_two(struct rlfs_inode *a, struct rlfs_inode *b)
+/*
+ * The iolocks of a clone, in ascending inode number: dst exclusive; src
+ * shared when it is another file.  A clone changes nothing of the source
+ * but refcounts, which live under the metadata lock: its data fork, size
+ * and data stay as they are, so its readers (and other clones from it)
+ * need not wait, while its writers (exclusive) still do, which keeps
+ * find_shared's answer in file.c true.  XFS takes the source's
+ * MMAPLOCK/IOLOCK shared since Linux 6.7 for the same reason.
+ */
+static void lock_clone(struct rlfs_inode *src, struct rlfs_inode *dst)
 {
-	if (a == b) {
-		pthread_rwlock_wrlock(&a->iolock);
-	} else if (a->ino < b->ino) {
-		pthread_rwlock_wrlock(&a->iolock);
-		pthread_rwlock_wrlock(&b->iolock);
+	if (src == dst) {
+		pthread_rwlock_wrlock(&dst->iolock);
+	} else if (src->ino < dst->ino) {
+		pthread_rwlock_rdlock(&src->iolock);
+		pthread_rwlock_wrlock(&dst->iolock);
 	} else {
-		pthread_rwlock_wrlock(&b->iolock);
-		pthread_rwlock_wrlock(&a->iolock);
+		pthread_rwlock_wrlock(&dst->iolock);
+		pthread_rwlock_rdlock(&src->iolock);
 	}
 }
 
-static void unlock_two(struct rlfs_inode *a, struct rlfs_inode *b)
+static void unlock_clone(struct rlfs_inode *src, struct rlfs_inode *dst)
 {
-	pthread_rwlock_unlock(&a->iolock);
-	if (a != b)
-		pthread_rwlock_unlock(&b->iolock);
+	pthread_rwlock_unlock(&dst->iolock);
+	if (src != dst)
+		pthread_rwlock_unlock(&src->iolock);
 }
 
 int64_t rlfs_clone_range(struct rlfs_mount *mp, uint64_t src_ino, uint64_t src_off,
 			 uint64_t dst_ino, uint64_t dst_off, uint64_t len, unsigned flags)
+{
+	return rlfs_clone_range_cancel(mp, src_ino, src_off, dst_ino, dst_off, len, flags, NULL);
+}
+
+int64_t rlfs_clone_range_cancel(struct rlfs_mount *mp, uint64_t src_ino, uint64_t src_off,
+				uint64_t dst_ino, uint64_t dst_off, uint64_t len, unsigned flags,
+				const struct rlfs_cancel *cancel)
 {
 	struct rlfs_inode *src = NULL, *dst = NULL;
 	const uint64_t bs = mp->blocksize, mask = bs - 1;
@@ -577,7 +615,7 @@ int64_t rlfs_clone_range(struct rlfs_mount *mp, uint64_t src_ino, uint64_t src_o
 		rlfs_irele(src);
 		return error;
 	}
-	lock_two(src, dst);
+	lock_clone(src, dst);
 	ret = check_types(src, dst);
 	if (ret)
 		goto out;
@@ -652,16 +690,17 @@ int64_t rlfs_clone_range(struct rlfs_mount *mp, uint64_t src_ino, uint64_t src_o
 	}
 	uint64_t done_blocks = 0;
 	error = clone_blocks(src, src_off >> mp->blocklog, dst, dst_off >> mp->blocklog,
-			     bcount >> mp->blocklog, dst_off + count, flags, &done_blocks);
+			     bcount >> mp->blocklog, dst_off + count, flags, cancel, &done_blocks);
 	if (error) {
-		/* like XFS: report the part that was remapped, if any */
+		/* like XFS: report the part that was remapped, if any (ENOSPC,
+		 * or stopped by cancel: -EINTR) */
 		uint64_t done_bytes = RLFS_MIN(count, done_blocks << mp->blocklog);
 		ret = done_bytes ? (int64_t)done_bytes : error;
 	} else {
 		ret = (int64_t)count;
 	}
 out:
-	unlock_two(src, dst);
+	unlock_clone(src, dst);
 	rlfs_irele(dst);
 	rlfs_irele(src);
 	return ret;

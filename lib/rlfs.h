@@ -79,6 +79,11 @@ struct rlfs_mount {
 				     * (rlfs_mount_set_rdonly) */
 
 	pthread_mutex_t meta_lock;  /* see the locking note above */
+	/* Taking meta_lock goes through rlfs_meta_lock, which counts waiters
+	 * and turns (atomic builtins), so that long operations can let a
+	 * waiter in between their transactions (rlfs_trans_yield). */
+	unsigned meta_waiters;
+	uint64_t meta_turns;
 	struct rlfs_bcache *bcache;
 	struct rlfs_icache *icache;
 	pthread_mutex_t icache_lock;

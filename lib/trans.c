@@ -18,9 +18,32 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define RLFS_BUF_NEW_IN_TP (1u << 8)   /* got via get_buf in this tp */
 #define RLFS_BUF_INVAL_IN_TP (1u << 9) /* binval'd in this tp */
+
+void rlfs_meta_lock(struct rlfs_mount *mp)
+{
+	__atomic_add_fetch(&mp->meta_waiters, 1, __ATOMIC_RELAXED);
+	pthread_mutex_lock(&mp->meta_lock);
+	__atomic_sub_fetch(&mp->meta_waiters, 1, __ATOMIC_RELAXED);
+	__atomic_add_fetch(&mp->meta_turns, 1, __ATOMIC_RELEASE);
+}
+
+void rlfs_trans_yield(struct rlfs_mount *mp)
+{
+	uint64_t turn = __atomic_load_n(&mp->meta_turns, __ATOMIC_ACQUIRE);
+	/* at most ~2000 short sleeps: a waiter normally gets the lock within
+	 * one wake-up; never wait for ever on a count that went stale */
+	for (int i = 0; i < 2000; i++) {
+		if (!__atomic_load_n(&mp->meta_waiters, __ATOMIC_RELAXED) ||
+		    __atomic_load_n(&mp->meta_turns, __ATOMIC_ACQUIRE) != turn)
+			return;
+		struct timespec ts = { 0, 10000 };
+		nanosleep(&ts, NULL);
+	}
+}
 
 int rlfs_trans_alloc(struct rlfs_mount *mp, uint32_t resblks, unsigned flags,
 		     struct rlfs_trans **tpp)
@@ -30,7 +53,7 @@ int rlfs_trans_alloc(struct rlfs_mount *mp, uint32_t resblks, unsigned flags,
 		return -ENOMEM;
 	tp->mp = mp;
 	tp->flags = flags;
-	pthread_mutex_lock(&mp->meta_lock);
+	rlfs_meta_lock(mp);
 	if (resblks) {
 		int64_t avail = mp->fdblocks;
 		if (!(flags & RLFS_TRANS_RESERVE))
@@ -273,5 +296,6 @@ int rlfs_trans_roll(struct rlfs_trans **tpp, uint32_t resblks)
 	int err = rlfs_trans_commit(tp);
 	if (err)
 		return err;
+	rlfs_trans_yield(mp);
 	return rlfs_trans_alloc(mp, resblks, flags, tpp);
 }

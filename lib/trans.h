@@ -97,8 +97,19 @@ void rlfs_trans_mod_freed(struct rlfs_trans *tp, int64_t nblocks);
  * transaction is cancelled.  Always frees tp and drops meta_lock. */
 int rlfs_trans_commit(struct rlfs_trans *tp);
 void rlfs_trans_cancel(struct rlfs_trans *tp);
+/* Take mp->meta_lock (rlfs_trans_alloc and the few others that take it),
+ * counting the waiters and turns that rlfs_trans_yield looks at. */
+void rlfs_meta_lock(struct rlfs_mount *mp);
+/* Between two transactions of a long operation (no transaction held): if
+ * other threads wait for meta_lock, wait (briefly, bounded) until one of
+ * them has had it.  glibc mutexes are not fair: a thread that unlocks and
+ * locks again at once keeps the lock, and a 100,000-extent clone held
+ * every other metadata operation (lookup, create, statfs) off for its
+ * whole run. */
+void rlfs_trans_yield(struct rlfs_mount *mp);
 /* Commit and start a new transaction with a fresh reservation of resblks
- * (long operations: truncate, punch).  Joined inodes must be joined again
- * by the caller.  On error *tpp is NULL and the first part stays committed. */
+ * (long operations: truncate, punch), letting meta_lock waiters in between
+ * (rlfs_trans_yield).  Joined inodes must be joined again by the caller.
+ * On error *tpp is NULL and the first part stays committed. */
 int rlfs_trans_roll(struct rlfs_trans **tpp, uint32_t resblks);
 #endif

@@ -298,6 +298,37 @@ int64_t rlfs_clone_range(struct rlfs_mount *mp, uint64_t src_ino, uint64_t src_o
 			 uint64_t dst_ino, uint64_t dst_off, uint64_t len, unsigned flags);
 
 /*
+ * A way to stop a long operation part-way, as the kernel stops a remap
+ * when its caller has a fatal signal pending (xfs_reflink_remap_blocks:
+ * fatal_signal_pending -> -EINTR after the extent in hand).  stop(arg) is
+ * polled between pieces: before each transaction and every few dozen
+ * pieces inside one (then with the metadata lock held, so it must be
+ * quick and must not call into this library).  Non-zero means stop: the
+ * pieces done so far are committed and kept.
+ */
+struct rlfs_cancel {
+	int (*stop)(void *arg);
+	void *arg;
+};
+
+/*
+ * rlfs_clone_range that polls cancel (NULL: never stops).  Stopped, it
+ * returns the bytes cloned so far if any (the clone of [src_off, src_off +
+ * ret) is complete and dst's size covers it), else -EINTR, like the
+ * kernel's remap (xfs_file_remap_range: "remapped > 0 ? remapped : ret");
+ * the caller maps that onto its interface (FICLONERANGE: a short clone is
+ * EINVAL; copy_file_range: the bytes done).
+ *
+ * Locking: dst's iolock exclusive; src's (another file) shared, so reads,
+ * getattr and SEEK_DATA of the source go on during a clone, and several
+ * clones of one source run at once (XFS since Linux 6.7: "xfs: allow read
+ * IO and FICLONE to run concurrently"); writes to the source wait.
+ */
+int64_t rlfs_clone_range_cancel(struct rlfs_mount *mp, uint64_t src_ino, uint64_t src_off,
+				uint64_t dst_ino, uint64_t dst_off, uint64_t len, unsigned flags,
+				const struct rlfs_cancel *cancel);
+
+/*
  * FIEMAP-like extent listing (see reflinkfs/ioctl.h, struct
  * rlfs_ioc_extent, whose layout this fills): extents of ino overlapping
  * [start, start+len) bytes, in file order, at most max of them, *count set;

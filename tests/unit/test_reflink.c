@@ -22,6 +22,8 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <linux/falloc.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,6 +35,7 @@
 
 #include "alloc.h"
 #include "bmap.h"
+#include "dev.h"
 #include "inode.h"
 #include "refcount.h"
 #include "reflinkfs/fs.h"
@@ -922,6 +925,279 @@ static void test_many_extents(void **state)
 	ctx_fini(&c);
 }
 
+/* A file of n one-block extents (every other block written). */
+static int frag_file(struct ctx *c, const char *name, int n)
+{
+	int a = mkfile(c, name);
+	uint32_t bs = c->bs;
+	struct mfile *m = &c->f[a];
+	uint8_t *blk = malloc(bs);
+	assert_non_null(blk);
+	mf_reserve(m, (uint64_t)n * 2 * bs);
+	for (int i = 0; i < n; i++) {
+		fill_pattern(blk, bs, (uint64_t)i * 5 + 1);
+		assert_int_equal(rlfs_write(MP(c), m->ino, blk, bs, (off_t)((uint64_t)i * 2 * bs)),
+				 (ssize_t)bs);
+		memcpy(m->data + (uint64_t)i * 2 * bs, blk, bs);
+	}
+	m->size = (uint64_t)(n - 1) * 2 * bs + bs;
+	free(blk);
+	return a;
+}
+
+struct stop_after {
+	int calls, stop_at;
+};
+
+static int stop_after_n(void *arg)
+{
+	struct stop_after *s = arg;
+	return ++s->calls >= s->stop_at;
+}
+
+/* rlfs_clone_range_cancel: a stop between pieces keeps what is done and
+ * returns it (a prefix of the range, whole blocks, dst's size covering
+ * it); a stop before the first piece is -EINTR with nothing changed;
+ * never stopping clones everything.  The refcounts match the mappings
+ * and fsck is clean after each. */
+static void test_clone_cancel(void **state)
+{
+	struct ctx c;
+	ctx_init(&c, 64 * MB, 1024, 0);
+	struct rlfs_mount *mp = MP(&c);
+	uint32_t bs = c.bs;
+	const int N = 3000;   /* 6000 pieces: several transactions, many polls */
+	int a = frag_file(&c, "frag", N);
+	int b = mkfile(&c, "part"), e = mkfile(&c, "none"), f = mkfile(&c, "full");
+	uint64_t len = c.f[a].size;
+
+	/* stopped at the 10th poll: CLONE_POLL pieces per poll inside the
+	 * first transaction, so a prefix of the range, not all of it */
+	struct stop_after s1 = { 0, 10 };
+	struct rlfs_cancel k1 = { stop_after_n, &s1 };
+	int64_t r = rlfs_clone_range_cancel(mp, c.f[a].ino, 0, c.f[b].ino, 0, 0, 0, &k1);
+	print_message("stopped after %d polls: %lld of %llu bytes cloned\n", s1.calls,
+		      (long long)r, (unsigned long long)len);
+	assert_true(r > 0);
+	assert_true((uint64_t)r < len);
+	assert_int_equal((uint64_t)r % bs, 0);
+	assert_int_equal(s1.calls, 10);
+	mf_reserve(&c.f[b], (uint64_t)r);
+	memcpy(c.f[b].data, c.f[a].data, (size_t)r);
+	c.f[b].size = (uint64_t)r;
+	check_fs(&c);   /* contents, size and refcounts of the prefix */
+
+	/* stopped before the first piece: -EINTR, dst untouched */
+	struct stat st0, st1;
+	assert_int_equal(rlfs_getattr(mp, c.f[e].ino, &st0), 0);
+	struct stop_after s2 = { 0, 1 };
+	struct rlfs_cancel k2 = { stop_after_n, &s2 };
+	assert_int_equal(rlfs_clone_range_cancel(mp, c.f[a].ino, 0, c.f[e].ino, 0, 0, 0, &k2),
+			 -EINTR);
+	assert_int_equal(rlfs_getattr(mp, c.f[e].ino, &st1), 0);
+	assert_int_equal(st1.st_size, 0);
+	assert_int_equal(st1.st_blocks, 0);
+	assert_int_equal(st1.st_mtim.tv_nsec, st0.st_mtim.tv_nsec);
+	assert_int_equal(st1.st_mtim.tv_sec, st0.st_mtim.tv_sec);
+
+	/* a cancel that never stops: everything, polled along the way */
+	struct stop_after s3 = { 0, INT_MAX };
+	struct rlfs_cancel k3 = { stop_after_n, &s3 };
+	assert_int_equal(rlfs_clone_range_cancel(mp, c.f[a].ino, 0, c.f[f].ino, 0, 0, 0, &k3),
+			 (int64_t)len);
+	assert_true(s3.calls > 2 * N / 64);
+	mf_reserve(&c.f[f], len);
+	memcpy(c.f[f].data, c.f[a].data, len);
+	c.f[f].size = len;
+	check_fs(&c);
+	/* the partial clone can be finished by a second call */
+	do_clone(&c, a, (uint64_t)r, b, (uint64_t)r, len - (uint64_t)r);
+	check_fs(&c);
+	ctx_fini(&c);
+}
+
+/* Reads of the source run while a clone of it is in progress (the clone
+ * holds the source's iolock shared: XFS since 6.7, generic/733), and a
+ * write to the source waits for the clone.  The clone's cancel poll (made
+ * between pieces, while it holds both iolocks) lets a reader thread run
+ * and waits, a bounded number of times, until the reader has completed
+ * some reads: with the source locked exclusively no read can complete
+ * before the clone returns.  Asserted on order, not time. */
+struct reader_arg {
+	struct ctx *c;
+	uint64_t ino, len;
+	atomic_int go, stop, reads;
+	atomic_int reads_in_clone;   /* reads done while the clone held its locks */
+	atomic_int in_clone;
+};
+
+static void *reader_main(void *p)
+{
+	struct reader_arg *r = p;
+	uint8_t *buf = malloc(r->len);
+	assert_non_null(buf);
+	while (!atomic_load(&r->go))
+		sched_yield();
+	while (!atomic_load(&r->stop)) {
+		ssize_t n = rlfs_read(MP(r->c), r->ino, buf, r->len, 0);
+		assert_int_equal(n, (ssize_t)r->len);
+		atomic_fetch_add(&r->reads, 1);
+		if (atomic_load(&r->in_clone))
+			atomic_fetch_add(&r->reads_in_clone, 1);
+	}
+	free(buf);
+	return NULL;
+}
+
+static int poll_lets_reader_run(void *arg)
+{
+	struct reader_arg *r = arg;
+	if (atomic_exchange(&r->in_clone, 1) == 0) {
+		atomic_store(&r->go, 1);
+		/* first poll: give the reader a bounded chance (it never gets
+		 * one if the clone holds the source exclusively) */
+		for (int i = 0; i < 2000 && atomic_load(&r->reads_in_clone) < 3; i++) {
+			struct timespec ts = { 0, 1000000 };
+			nanosleep(&ts, NULL);
+		}
+	}
+	return 0;
+}
+
+static void test_clone_source_readable(void **state)
+{
+	struct ctx c;
+	ctx_init(&c, 64 * MB, 1024, 0);
+	int a = frag_file(&c, "src", 2000);
+	int b = mkfile(&c, "dst");
+	struct reader_arg r = { .c = &c, .ino = c.f[a].ino, .len = 64 * 1024 };
+	atomic_init(&r.go, 0);
+	atomic_init(&r.stop, 0);
+	atomic_init(&r.reads, 0);
+	atomic_init(&r.reads_in_clone, 0);
+	atomic_init(&r.in_clone, 0);
+	pthread_t th;
+	assert_int_equal(pthread_create(&th, NULL, reader_main, &r), 0);
+	struct rlfs_cancel k = { poll_lets_reader_run, &r };
+	int64_t n = rlfs_clone_range_cancel(MP(&c), c.f[a].ino, 0, c.f[b].ino, 0, 0, 0, &k);
+	atomic_store(&r.in_clone, 0);
+	int during = atomic_load(&r.reads_in_clone);
+	atomic_store(&r.go, 1);
+	atomic_store(&r.stop, 1);
+	assert_int_equal(pthread_join(th, NULL), 0);
+	assert_int_equal(n, (int64_t)c.f[a].size);
+	print_message("%d reads of the source completed during the clone\n", during);
+	assert_true(during >= 3);
+	do_clone(&c, a, 0, b, 0, 0);   /* model; clones the same again */
+	check_fs(&c);
+	ctx_fini(&c);
+}
+
+/* The unmount's device traffic, recorded: 'w' writes (offset, and for the
+ * superblock its state), 'f' flushes. */
+struct devop {
+	char kind;
+	uint64_t off;
+	uint32_t sb_state;
+};
+static struct {
+	const struct rlfs_dev_ops *orig;
+	struct devop *ops;
+	size_t n, cap;
+} rec;
+
+static void rec_add(char kind, uint64_t off, uint32_t sb_state)
+{
+	if (rec.n == rec.cap) {
+		rec.cap = rec.cap ? rec.cap * 2 : 1024;
+		rec.ops = realloc(rec.ops, rec.cap * sizeof(*rec.ops));
+		assert_non_null(rec.ops);
+	}
+	rec.ops[rec.n++] = (struct devop){ kind, off, sb_state };
+}
+
+static int rec_pread(struct rlfs_dev *d, void *b, size_t l, uint64_t o)
+{
+	return rec.orig->pread(d, b, l, o);
+}
+
+static int rec_pwrite(struct rlfs_dev *d, const void *b, size_t l, uint64_t o)
+{
+	uint32_t state = UINT32_MAX;
+	if (o == 0 && l >= sizeof(struct rlfs_sb))
+		state = rlfs_get32(((const struct rlfs_sb *)b)->state);
+	rec_add('w', o, state);
+	return rec.orig->pwrite(d, b, l, o);
+}
+
+static int rec_flush(struct rlfs_dev *d)
+{
+	rec_add('f', 0, 0);
+	return rec.orig->flush(d);
+}
+
+static void rec_close(struct rlfs_dev *d)
+{
+	rec.orig->close(d);
+}
+
+static const struct rlfs_dev_ops rec_dev_ops = {
+	.pread = rec_pread, .pwrite = rec_pwrite, .flush = rec_flush, .close = rec_close,
+};
+
+/* Unmount after a clone-while-writing workload: the superblock says CLEAN
+ * only after every other metadata block has been written and flushed, so
+ * a daemon stopped at any point of its final flush leaves an image that
+ * says DIRTY (fsck: "not cleanly unmounted"), never a CLEAN one over torn
+ * trees.  Before, the flush wrote the CLEAN superblock first (block
+ * order) and thousands of other blocks after it. */
+static void test_unmount_clean_last(void **state)
+{
+	struct ctx c;
+	ctx_init(&c, 64 * MB, 4096, 4);
+	struct rlfs_mount *mp = MP(&c);
+	int a = frag_file(&c, "src", 600);
+	for (int i = 0; i < 6; i++) {
+		char name[16];
+		snprintf(name, sizeof(name), "snap%d", i);
+		int b = mkfile(&c, name);
+		do_clone(&c, a, 0, b, 0, 0);
+		for (int k = 0; k < 40; k++)
+			do_write(&c, a, rnd(c.f[a].size), 1 + rnd(3 * c.bs), 900 + (uint64_t)(i * 40 + k));
+	}
+	rmfile(&c, 1);
+	check_fs(&c);
+	rec.orig = mp->dev->ops;
+	rec.n = 0;
+	mp->dev->ops = &rec_dev_ops;
+	assert_int_equal(rlfs_mount_close(mp), 0);
+	c.fs.mp = NULL;
+	/* the last write is the superblock, CLEAN, between two flushes; every
+	 * other write came before that first flush; no earlier CLEAN */
+	size_t last_w = SIZE_MAX, nw = 0;
+	for (size_t i = 0; i < rec.n; i++)
+		if (rec.ops[i].kind == 'w') {
+			last_w = i;
+			nw++;
+		}
+	print_message("unmount: %zu block writes, %zu device operations\n", nw, rec.n);
+	assert_true(nw > 20);
+	assert_true(last_w != SIZE_MAX);
+	assert_int_equal(rec.ops[last_w].off, 0);
+	assert_int_equal(rec.ops[last_w].sb_state, RLFS_STATE_CLEAN);
+	assert_true(last_w >= 1 && rec.ops[last_w - 1].kind == 'f');
+	assert_true(last_w + 1 < rec.n && rec.ops[last_w + 1].kind == 'f');
+	for (size_t i = 0; i < last_w; i++)
+		if (rec.ops[i].kind == 'w' && rec.ops[i].off == 0)
+			assert_int_not_equal(rec.ops[i].sb_state, RLFS_STATE_CLEAN);
+	free(rec.ops);
+	memset(&rec, 0, sizeof(rec));
+	assert_int_equal(tu_fsck(c.fs.path, 0), 0);
+	assert_int_equal(rlfs_mount_open(c.fs.path, RLFS_MOUNT_NOLOCK, &c.fs.mp), 0);
+	check_fs(&c);
+	ctx_fini(&c);
+}
+
 /* A file that fills its AG, cloned, then CoW-written at random: the AG's
  * refcount btree keeps growing (records split per write) although the AG
  * has no free data space; data and bmbt blocks leave it headroom */
@@ -1288,6 +1564,9 @@ int main(void)
 		cmocka_unit_test(test_threads),
 		cmocka_unit_test(test_enospc),
 		cmocka_unit_test(test_many_extents),
+		cmocka_unit_test(test_clone_cancel),
+		cmocka_unit_test(test_clone_source_readable),
+		cmocka_unit_test(test_unmount_clean_last),
 		cmocka_unit_test(test_random_1k),
 		cmocka_unit_test(test_random_4k),
 	};
