@@ -245,6 +245,25 @@ static const char *mount_errstr(int err)
 	}
 }
 
+/* The image holds the data of every file, whatever the files' own modes
+ * say: one line on stderr if users other than its owner may read or write
+ * it.  Block devices: only the "other" bits (their group is by convention
+ * "disk", whose members can read every disk anyway). */
+static void warn_image_mode(const char *prog, const char *image)
+{
+	struct stat st;
+	if (stat(image, &st) < 0 || !(S_ISREG(st.st_mode) || S_ISBLK(st.st_mode)))
+		return;
+	mode_t others = st.st_mode & (S_ISBLK(st.st_mode) ? 0007 : 0077);
+	if (!others)
+		return;
+	bool r = others & 0044, w = others & 0022;
+	fprintf(stderr, "%s: warning: %s is %s by users other than its owner (mode %04o): "
+		"they can %s every file's data in it (chmod go-rwx to stop that)\n", prog, image,
+		r && w ? "readable and writable" : r ? "readable" : "writable",
+		(unsigned)(st.st_mode & 07777), r && w ? "read and change" : r ? "read" : "change");
+}
+
 /* Open the filesystem, create and mount the FUSE session.  Returns 0 or 1
  * (error printed). */
 static int setup(const struct rlfs_daemon_opts *o, const char *image, struct fuse_args *args)
@@ -268,6 +287,7 @@ static int setup(const struct rlfs_daemon_opts *o, const char *image, struct fus
 		return 1;
 	}
 	g_root = rlfs_root_ino(g_mp);
+	warn_image_mode(o->prog, image);
 	if (pipe2(g_sigpipe, O_CLOEXEC) < 0) {
 		fprintf(stderr, "%s: pipe: %s\n", o->prog, strerror(errno));
 		goto fail_session;

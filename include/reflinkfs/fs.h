@@ -171,7 +171,8 @@ struct rlfs_ioc_extent;
 int rlfs_get_extents(struct rlfs_mount *mp, uint64_t ino, uint64_t start, uint64_t len,
 		     struct rlfs_ioc_extent *ext, uint32_t max, uint32_t *count);
 
-/* mkfs: format image (created sparse if missing) of size_bytes (0 = the
+/* mkfs: format image (created sparse, mode 0600 less the umask, if missing;
+ * an existing file or device keeps its mode) of size_bytes (0 = the
  * existing file/device size).  -EEXIST if it already holds a reflinkfs
  * superblock and !force; -EINVAL for bad geometry (blocksize not a power of
  * two in 1024..65536, too small: under 64 blocks per AG or 16 MiB total). */
