@@ -18,6 +18,7 @@
 #include "dir.h"
 #include "ialloc.h"
 #include "xattr.h"
+#include "reflinkfs/fs.h"
 
 #define ICACHE_MIN_BUCKETS 1024u
 
@@ -242,6 +243,11 @@ static void icache_unhash(struct rlfs_inode *ip)
 	pthread_mutex_unlock(&mp->icache_lock);
 }
 
+static bool reclaimable(const struct rlfs_inode *ip)
+{
+	return ip->nlink == 0 && !ip->freeing && ip->refcount == 0 && ip->mode != 0;
+}
+
 int rlfs_icache_reclaim(struct rlfs_mount *mp)
 {
 	struct rlfs_icache *ic = mp->icache;
@@ -249,31 +255,47 @@ int rlfs_icache_reclaim(struct rlfs_mount *mp)
 	if (!ic || (mp->flags & RLFS_MOUNT_RDONLY))
 		return 0;
 	/* Free unlinked inodes that the kernel still held (open-unlinked files
-	 * at unmount): their blocks go back now instead of leaking. */
+	 * at unmount): their blocks go back now instead of leaking.  Each pass
+	 * over the cache picks up to RECLAIM_BATCH of them (marked freeing, so
+	 * nobody else frees them), then each is freed in its own transaction:
+	 * passes, not one pass per inode (that was quadratic). */
+	enum { RECLAIM_BATCH = 1024 };
+	struct rlfs_inode *victims[RECLAIM_BATCH];
+	uint64_t total = 0, done = 0;
+	pthread_mutex_lock(&mp->icache_lock);
+	for (size_t b = 0; b < ic->nbuckets; b++)
+		for (struct rlfs_inode *ip = ic->hash[b]; ip; ip = ip->hnext)
+			total += reclaimable(ip);
+	pthread_mutex_unlock(&mp->icache_lock);
+	if (total)
+		rlfs_progress(mp, RLFS_PROGRESS_RECLAIM, 0, total);
 	for (;;) {
-		struct rlfs_inode *victim = NULL;
+		size_t n = 0;
 		pthread_mutex_lock(&mp->icache_lock);
-		for (size_t b = 0; b < ic->nbuckets && !victim; b++)
-			for (struct rlfs_inode *ip = ic->hash[b]; ip; ip = ip->hnext)
-				if (ip->nlink == 0 && !ip->freeing && ip->refcount == 0 &&
-				    ip->mode != 0) {
-					victim = ip;
-					break;
+		for (size_t b = 0; b < ic->nbuckets && n < RECLAIM_BATCH; b++)
+			for (struct rlfs_inode *ip = ic->hash[b]; ip && n < RECLAIM_BATCH;
+			     ip = ip->hnext)
+				if (reclaimable(ip)) {
+					ip->freeing = true;
+					victims[n++] = ip;
 				}
-		if (victim)
-			victim->freeing = true;
 		pthread_mutex_unlock(&mp->icache_lock);
-		if (!victim)
+		if (n == 0)
 			break;
-		int error = rlfs_inode_inactivate(victim);
-		if (error) {
-			rlfs_warn("inode %llu: could not free unlinked inode at unmount",
-				  (unsigned long long)victim->ino);
-			if (!first)
-				first = error;
+		for (size_t i = 0; i < n; i++) {
+			struct rlfs_inode *victim = victims[i];
+			int error = rlfs_inode_inactivate(victim);
+			if (error) {
+				rlfs_warn("inode %llu: could not free unlinked inode at unmount",
+					  (unsigned long long)victim->ino);
+				if (!first)
+					first = error;
+			}
+			icache_unhash(victim);
+			inode_free(victim);
+			if (++done % 256 == 0)
+				rlfs_progress(mp, RLFS_PROGRESS_RECLAIM, done, RLFS_MAX(done, total));
 		}
-		icache_unhash(victim);
-		inode_free(victim);
 	}
 	return first;
 }

@@ -85,7 +85,17 @@ struct rlfs_mount {
 	uint64_t icount;            /* inodes in allocated chunks */
 	uint64_t ifree;             /* of those, free */
 	uint64_t data_dirty;        /* data written since the last device flush */
+	/* rlfs_set_progress (fs.h); rlfs_progress() calls it if set */
+	void (*progress_fn)(void *arg, int phase, uint64_t done, uint64_t total);
+	void *progress_arg;
 };
+
+static inline void rlfs_progress(struct rlfs_mount *mp, int phase, uint64_t done,
+				 uint64_t total)
+{
+	if (mp->progress_fn)
+		mp->progress_fn(mp->progress_arg, phase, done, total);
+}
 
 /* Geometry helpers. */
 static inline uint32_t rlfs_fsb_to_agno(const struct rlfs_mount *mp, uint64_t fsbno)
