@@ -184,7 +184,7 @@ static void redirect_stdio(void)
  *   - a "status" thread names itself after the current step (um-drain,
  *     um-reclaim NN%, um-data, um-meta NN%, um-sync, um-close, um-free; see
  *     /proc/PID/task/TID/comm), which `reflinkfs umount` shows while it
- *     waits (daemon_phase below);
+ *     waits (sample_daemon, phase_words below);
  *   - once the shutdown has taken RLFS_PROGRESS_SECS seconds (default 5),
  *     a line per step and every RLFS_PROGRESS_SECS seconds within a step
  *     goes to stderr (syslog once daemonized), and a last line says when
@@ -1015,7 +1015,9 @@ static const char *phase_words(const char *phase, char *buf, size_t size)
 static int wait_release(const char *prog, const char *mountpoint, const char *image, int fd)
 {
 	const char *e = getenv("RLFS_UMOUNT_STALL_SECS");
-	double stall_s = e && *e ? atof(e) : 120;
+	double stall_s = e && *e ? atof(e) : 0;
+	if (!(stall_s > 0))
+		stall_s = 120;  /* unset or not a positive number */
 	struct timespec t0;
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	pid_t pid = 0;
