@@ -71,8 +71,14 @@ int rlfs_daemon_remount(const char *prog, const char *mountpoint, const char *op
 /*
  * Unmount a reflinkfs mount and wait until its daemon has flushed and closed
  * the image (the image lock is released).  umount(2) of a FUSE mount
- * returns before the daemon has finished; this does not.  lazy: MNT_DETACH /
- * fusermount3 -z.  Returns the exit status (0, or 1 with a message).
+ * returns before the daemon has finished; this does not.  No fixed time
+ * limit: it waits while the daemon (the lock holder in /proc/locks) makes
+ * progress (I/O, CPU time, disk waits), says on stderr after 5 s what it
+ * waits for (the daemon's shutdown step, MiB written), and gives up with
+ * exit status 1 once the daemon has made no progress for
+ * RLFS_UMOUNT_STALL_SECS seconds (default 120).  lazy: MNT_DETACH /
+ * fusermount3 -z (does not wait).  Returns the exit status (0, or 1 with a
+ * message).
  */
 int rlfs_daemon_umount(const char *prog, const char *mountpoint, int lazy);
 #endif

@@ -2,6 +2,7 @@
  * session.c: mounting, daemonizing, signals, the /dev/fuse request loop
  * and unmounting (see daemon_int.h for the map of fuse/).
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -16,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/sysmacros.h>
 #include <linux/falloc.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -171,6 +173,197 @@ static void redirect_stdio(void)
 }
 
 /* ------------------------------------------------------------------ */
+/* progress of the shutdown */
+
+/*
+ * After the kernel has ended the session the daemon still has work to do
+ * before it releases the image: let the requests in progress finish, free
+ * deleted files that were still open, flush file data, write the dirty
+ * metadata and flush again.  On a loaded machine or with much metadata
+ * dirty that can take a while, so it is made visible:
+ *   - a "status" thread names itself after the current step (um-drain,
+ *     um-reclaim NN%, um-data, um-meta NN%, um-sync, um-close, um-free; see
+ *     /proc/PID/task/TID/comm), which `reflinkfs umount` shows while it
+ *     waits (sample_daemon, phase_words below);
+ *   - once the shutdown has taken RLFS_PROGRESS_SECS seconds (default 5),
+ *     a line per step and every RLFS_PROGRESS_SECS seconds within a step
+ *     goes to stderr (syslog once daemonized), and a last line says when
+ *     it was over.  The image is released before the caches are freed
+ *     (step "free"), which can take longer than all the rest with a
+ *     sanitizer on a loaded machine.
+ * The library reports its steps through rlfs_set_progress (on_progress);
+ * drain and close are the daemon's own.
+ */
+#define UM_DRAIN 100
+#define UM_CLOSE 101
+static atomic_int g_lib_phase;                  /* RLFS_PROGRESS_* */
+static atomic_ullong g_lib_done, g_lib_total;
+static atomic_int g_um_phase;                   /* UM_DRAIN, UM_CLOSE */
+static pthread_mutex_t g_status_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t g_status_cond = PTHREAD_COND_INITIALIZER;
+static bool g_status_stop, g_status_said;
+static struct timespec g_status_t0;
+
+/* Thread-name stem and description of a step. */
+static const struct {
+	int phase;
+	const char *stem, *what, *unit;
+} um_steps[] = {
+	{ UM_DRAIN, "drain", "finishing the requests in progress", NULL },
+	{ RLFS_PROGRESS_RECLAIM, "reclaim", "freeing deleted files that were still open", "inodes" },
+	{ RLFS_PROGRESS_DATA, "data", "flushing file data to the image", NULL },
+	{ RLFS_PROGRESS_META, "meta", "writing metadata", "blocks" },
+	{ RLFS_PROGRESS_SYNC, "sync", "flushing metadata to the image", NULL },
+	{ RLFS_PROGRESS_RELEASED, "free", "image released, freeing memory", NULL },
+	{ UM_CLOSE, "close", "closing the image", NULL },
+};
+
+static double since(const struct timespec *t0)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (double)(t.tv_sec - t0->tv_sec) + (t.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+/* A progress line: stderr in the foreground, syslog once daemonized (the
+ * stderr pipe's reader may not get to the last lines before exit). */
+static void progress_line(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void progress_line(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	if (g_daemonized) {
+		vsyslog(LOG_INFO, fmt, ap);
+	} else {
+		vfprintf(stderr, fmt, ap);
+		fputc('\n', stderr);
+	}
+	va_end(ap);
+}
+
+static int progress_secs(void)
+{
+	const char *e = getenv("RLFS_PROGRESS_SECS");
+	return e && *e ? atoi(e) : 5;
+}
+
+static int g_said_phase = -1;                   /* under g_status_lock */
+static double g_said_at;
+static int g_every_s;
+
+/* The current step; name (the status thread's) and words for a line.
+ * Under g_status_lock.  Logs a line once the shutdown has taken g_every_s
+ * seconds: at each new step, then every g_every_s seconds. */
+static void status_report(char name[16])
+{
+	int phase = atomic_load(&g_lib_phase);
+	if (phase == RLFS_PROGRESS_IDLE)
+		phase = atomic_load(&g_um_phase);
+	uint64_t done = atomic_load(&g_lib_done), total = atomic_load(&g_lib_total);
+	size_t k = 0;
+	while (k + 1 < sizeof(um_steps) / sizeof(um_steps[0]) && um_steps[k].phase != phase)
+		k++;
+	char count[64] = "";
+	if (um_steps[k].unit && total) {
+		snprintf(name, 16, "um-%s %u%%", um_steps[k].stem, (unsigned)(done * 100 / total));
+		snprintf(count, sizeof(count), ", %llu of %llu %s", (unsigned long long)done,
+			 (unsigned long long)total, um_steps[k].unit);
+	} else {
+		snprintf(name, 16, "um-%s", um_steps[k].stem);
+	}
+	double t = since(&g_status_t0);
+	if (t >= g_every_s &&
+	    (phase != g_said_phase || t - g_said_at >= (g_every_s > 1 ? g_every_s : 1))) {
+		progress_line("reflinkfs: unmount of %s: %s%s (%.1f s)", g_image, um_steps[k].what,
+			      count, t);
+		g_said_phase = phase;
+		g_said_at = t;
+		g_status_said = true;
+	}
+}
+
+/* rlfs_set_progress callback: runs in the thread doing the work (under
+ * the library's metadata lock: only atomics and, during the shutdown, a
+ * line at a new step). */
+static void on_progress(void *arg, int phase, uint64_t done, uint64_t total)
+{
+	(void)arg;
+	int old = atomic_exchange(&g_lib_phase, RLFS_PROGRESS_IDLE);
+	atomic_store(&g_lib_done, done);
+	atomic_store(&g_lib_total, total);
+	atomic_store(&g_lib_phase, phase);
+	if (phase != old && atomic_load(&g_um_phase)) {
+		char name[16];
+		pthread_mutex_lock(&g_status_lock);
+		status_report(name);
+		pthread_mutex_unlock(&g_status_lock);
+	}
+}
+
+static void set_um_phase(int phase)
+{
+	atomic_store(&g_um_phase, phase);
+	char name[16];
+	pthread_mutex_lock(&g_status_lock);
+	status_report(name);
+	pthread_mutex_unlock(&g_status_lock);
+}
+
+static void *status_thread(void *arg)
+{
+	(void)arg;
+	pthread_mutex_lock(&g_status_lock);
+	while (!g_status_stop) {
+		char name[16];
+		status_report(name);
+		pthread_setname_np(pthread_self(), name);
+		struct timespec dl;
+		clock_gettime(CLOCK_REALTIME, &dl);
+		dl.tv_nsec += 250 * 1000 * 1000;
+		if (dl.tv_nsec >= 1000000000L) {
+			dl.tv_sec++;
+			dl.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&g_status_cond, &g_status_lock, &dl);
+	}
+	pthread_mutex_unlock(&g_status_lock);
+	return NULL;
+}
+
+/* The session has ended: from here to status_stop the shutdown shows. */
+static pthread_t g_status_tid;
+static bool g_status_started;
+
+static void status_start(void)
+{
+	if (g_status_started)
+		return;
+	clock_gettime(CLOCK_MONOTONIC, &g_status_t0);
+	g_every_s = progress_secs();
+	set_um_phase(UM_DRAIN);
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	g_status_started = pthread_create(&g_status_tid, NULL, status_thread, NULL) == 0;
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
+
+static void status_stop(void)
+{
+	if (!g_status_started)
+		return;
+	pthread_mutex_lock(&g_status_lock);
+	g_status_stop = true;
+	pthread_cond_broadcast(&g_status_cond);
+	pthread_mutex_unlock(&g_status_lock);
+	pthread_join(g_status_tid, NULL);
+	g_status_started = false;
+	if (g_status_said)
+		progress_line("reflinkfs: unmount of %s: done after %.1f s", g_image,
+			      since(&g_status_t0));
+}
+
+/* ------------------------------------------------------------------ */
 /* mounting */
 
 /* The kernel's readahead for the mount is min(bdi default, what INIT
@@ -245,6 +438,25 @@ static const char *mount_errstr(int err)
 	}
 }
 
+/* The image holds the data of every file, whatever the files' own modes
+ * say: one line on stderr if users other than its owner may read or write
+ * it.  Block devices: only the "other" bits (their group is by convention
+ * "disk", whose members can read every disk anyway). */
+static void warn_image_mode(const char *prog, const char *image)
+{
+	struct stat st;
+	if (stat(image, &st) < 0 || !(S_ISREG(st.st_mode) || S_ISBLK(st.st_mode)))
+		return;
+	mode_t others = st.st_mode & (S_ISBLK(st.st_mode) ? 0007 : 0077);
+	if (!others)
+		return;
+	bool r = others & 0044, w = others & 0022;
+	fprintf(stderr, "%s: warning: %s is %s by users other than its owner (mode %04o): "
+		"they can %s every file's data in it (chmod go-rwx to stop that)\n", prog, image,
+		r && w ? "readable and writable" : r ? "readable" : "writable",
+		(unsigned)(st.st_mode & 07777), r && w ? "read and change" : r ? "read" : "change");
+}
+
 /* Open the filesystem, create and mount the FUSE session.  Returns 0 or 1
  * (error printed). */
 static int setup(const struct rlfs_daemon_opts *o, const char *image, struct fuse_args *args)
@@ -268,6 +480,8 @@ static int setup(const struct rlfs_daemon_opts *o, const char *image, struct fus
 		return 1;
 	}
 	g_root = rlfs_root_ino(g_mp);
+	warn_image_mode(o->prog, image);
+	rlfs_set_progress(g_mp, on_progress, NULL);
 	if (pipe2(g_sigpipe, O_CLOEXEC) < 0) {
 		fprintf(stderr, "%s: pipe: %s\n", o->prog, strerror(errno));
 		goto fail_session;
@@ -443,6 +657,7 @@ static int run_loop(void)
 	while (!g_finished)
 		pthread_cond_wait(&g_finish_cond, &g_finish_lock);
 	pthread_mutex_unlock(&g_finish_lock);
+	status_start();         /* the shutdown begins: show it */
 	fuse_session_exit(g_se);
 	for (int i = 0; i < n; i++)
 		pthread_cancel(tids[i]);
@@ -458,11 +673,13 @@ static int serve(void)
 		start_thread(tune_thread, NULL);
 	mount_state_start();
 	int ret = run_loop();
+	status_start();         /* if run_loop did not */
 	/* ring threads can still hand jobs to the slow pool: stop them first */
 	rlfs_uring_quiesce();
 	slow_drain();
 	mount_state_stop();
 	rlfs_uring_stop();
+	set_um_phase(UM_CLOSE);
 	fuse_session_unmount(g_se);
 	/* Calls destroy (rlfs_mount_close) if the kernel did not. */
 	fuse_session_destroy(g_se);
@@ -471,6 +688,7 @@ static int serve(void)
 		/* INIT never arrived: destroy was not called */
 		rl_destroy(NULL);
 	}
+	status_stop();
 	if (ret != 0 && !g_daemonized)
 		logmsg("reflinkfs: the FUSE session ended with an error: %s", strerror(-ret));
 	return g_close_err ? 1 : 0;
@@ -673,6 +891,201 @@ static char *find_mount_image(const char *mnt)
 	return found;
 }
 
+/* The pid of the process that holds the flock of the file open as fd (the
+ * daemon), from /proc/locks; 0 if none is found. */
+static pid_t lock_holder(int fd)
+{
+	struct stat st;
+	if (fstat(fd, &st) < 0)
+		return 0;
+	FILE *f = fopen("/proc/locks", "re");
+	if (!f)
+		return 0;
+	char line[256];
+	pid_t pid = 0;
+	while (!pid && fgets(line, sizeof(line), f)) {
+		/* "1: FLOCK  ADVISORY  WRITE 1234 fe:00:5678 0 EOF"; blocked
+		 * waiters are "1: -> FLOCK ..." */
+		char type[16];
+		int p;
+		unsigned maj, min;
+		unsigned long long ino;
+		if (sscanf(line, "%*d: %15s %*s %*s %d %x:%x:%llu", type, &p, &maj, &min, &ino) != 5)
+			continue;
+		if (strcmp(type, "FLOCK") == 0 && maj == major(st.st_dev) &&
+		    min == minor(st.st_dev) && ino == (unsigned long long)st.st_ino)
+			pid = p;
+	}
+	fclose(f);
+	return pid;
+}
+
+/* What a daemon is doing, sampled from /proc: its I/O counters and CPU
+ * time (any change is progress), whether a thread waits for the disk
+ * (state D: progress too) and the step its status thread is named after. */
+struct daemon_sample {
+	char io[512];               /* /proc/PID/io, as read */
+	unsigned long long cpu;     /* utime + stime, clock ticks */
+	unsigned long long wchar;   /* bytes written so far */
+	bool in_disk_wait;
+	bool stopped;               /* every thread stopped (SIGSTOP, tracer) */
+	char phase[16];             /* "um-meta 45%", or "" */
+};
+
+static bool sample_daemon(pid_t pid, struct daemon_sample *s)
+{
+	memset(s, 0, sizeof(*s));
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/io", (int)pid);
+	FILE *f = fopen(path, "re");
+	if (f) {
+		size_t n = fread(s->io, 1, sizeof(s->io) - 1, f);
+		s->io[n] = '\0';
+		fclose(f);
+		const char *w = strstr(s->io, "wchar:");
+		if (w)
+			s->wchar = strtoull(w + 6, NULL, 10);
+	}
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+	DIR *d = opendir(path);
+	if (!d)
+		return false;           /* gone */
+	struct dirent *de;
+	int nthreads = 0, nstopped = 0;
+	while ((de = readdir(d))) {
+		if (de->d_name[0] == '.')
+			continue;
+		char tpath[sizeof(path) + sizeof(de->d_name) + 8], buf[512];
+		snprintf(tpath, sizeof(tpath), "%s/%s/stat", path, de->d_name);
+		f = fopen(tpath, "re");
+		if (!f)
+			continue;
+		size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+		fclose(f);
+		buf[n] = '\0';
+		/* pid (comm) state ... utime(14) stime(15): comm may hold spaces */
+		char *r = strrchr(buf, ')');
+		char state;
+		unsigned long long ut, stt;
+		if (!r || sscanf(r + 1, " %c %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %llu %llu",
+				 &state, &ut, &stt) != 3)
+			continue;
+		s->cpu += ut + stt;
+		nthreads++;
+		if (state == 'D')
+			s->in_disk_wait = true;
+		if (state == 'T' || state == 't')
+			nstopped++;
+		char *l = strchr(buf, '(');
+		if (l && strncmp(l + 1, "um-", 3) == 0) {
+			size_t len = (size_t)(r - l - 1);
+			if (len >= sizeof(s->phase))
+				len = sizeof(s->phase) - 1;
+			memcpy(s->phase, l + 1, len);
+			s->phase[len] = '\0';
+		}
+	}
+	closedir(d);
+	s->stopped = nthreads && nstopped == nthreads;
+	return true;
+}
+
+/* A status thread's name as words for the user. */
+static const char *phase_words(const char *phase, char *buf, size_t size)
+{
+	if (!*phase)
+		return "finishing";
+	char stem[16];
+	unsigned pct;
+	int n = sscanf(phase, "um-%15[a-z] %u%%", stem, &pct);
+	for (size_t k = 0; n >= 1 && k < sizeof(um_steps) / sizeof(um_steps[0]); k++) {
+		if (strcmp(um_steps[k].stem, stem) == 0) {
+			if (n == 2)
+				snprintf(buf, size, "%s, %u%% done", um_steps[k].what, pct);
+			else
+				snprintf(buf, size, "%s", um_steps[k].what);
+			return buf;
+		}
+	}
+	return phase;
+}
+
+/*
+ * Wait until the daemon has released the image open as fd (its flock).
+ * Not a fixed time: as long as the daemon is alive and progressing (I/O
+ * counters, CPU time, waiting for the disk; sample_daemon), this waits,
+ * saying on stderr after 5 s what it waits for, and then every 15 s.  It
+ * gives up when the daemon has made no progress at all for
+ * RLFS_UMOUNT_STALL_SECS seconds (default 120).  If the lock holder
+ * cannot be found in /proc/locks (another pid namespace), it waits at
+ * most 10 minutes.  Returns 0 or 1 (message printed).
+ */
+static int wait_release(const char *prog, const char *mountpoint, const char *image, int fd)
+{
+	const char *e = getenv("RLFS_UMOUNT_STALL_SECS");
+	double stall_s = e && *e ? atof(e) : 0;
+	if (!(stall_s > 0))
+		stall_s = 120;  /* unset or not a positive number */
+	struct timespec t0;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	pid_t pid = 0;
+	struct daemon_sample last;
+	bool have_last = false;
+	unsigned long long wchar0 = 0;
+	double progress_at = 0, said_at = -1;
+	for (;;) {
+		if (flock(fd, LOCK_EX | LOCK_NB) == 0)
+			break;
+		if (errno != EWOULDBLOCK && errno != EINTR)
+			break;
+		double t = since(&t0);
+		if (!pid)
+			pid = lock_holder(fd);
+		struct daemon_sample cur;
+		if (pid && sample_daemon(pid, &cur)) {
+			if (!have_last) {
+				wchar0 = cur.wchar;
+				progress_at = t;
+			} else if (cur.cpu != last.cpu || strcmp(cur.io, last.io) != 0 ||
+				   cur.in_disk_wait) {
+				progress_at = t;
+			}
+			last = cur;
+			have_last = true;
+			char words[128];
+			if (t >= 5 && (said_at < 0 || t - said_at >= 15)) {
+				fprintf(stderr, "%s: waiting for the daemon (pid %d) to release %s: %s%s "
+					"(%.0f s, %.1f MiB written)\n", prog, (int)pid, image,
+					phase_words(cur.phase, words, sizeof(words)),
+					cur.stopped ? ", but the daemon is stopped" :
+					cur.in_disk_wait ? ", waiting for the disk" : "", t,
+					(double)(cur.wchar - wchar0) / (1 << 20));
+				said_at = t;
+			}
+			if (t - progress_at >= stall_s) {
+				fprintf(stderr, "%s: the daemon (pid %d) of %s has made no progress for "
+					"%.0f s (%s%s); not waiting any longer\n", prog, (int)pid,
+					mountpoint, t - progress_at,
+					phase_words(cur.phase, words, sizeof(words)),
+					cur.stopped ? ", stopped" : "");
+				return 1;
+			}
+		} else {
+			pid = 0;        /* gone (the lock goes with it) or unknown */
+			if (t >= 600) {
+				fprintf(stderr, "%s: the daemon of %s has not finished after 10 minutes\n",
+					prog, mountpoint);
+				return 1;
+			}
+		}
+		struct timespec ts = { 0, 10 * 1000 * 1000 };
+		if (t >= 1)
+			ts.tv_nsec = 200 * 1000 * 1000;     /* sampling /proc costs */
+		nanosleep(&ts, NULL);
+	}
+	return 0;
+}
+
 int rlfs_daemon_umount(const char *prog, const char *mountpoint, int lazy)
 {
 	char *mnt = realpath(mountpoint, NULL);
@@ -702,22 +1115,8 @@ int rlfs_daemon_umount(const char *prog, const char *mountpoint, int lazy)
 	/* The daemon holds an exclusive flock on the image until it has
 	 * flushed everything and closed it.  A lazy unmount may keep it
 	 * serving open files: do not wait then. */
-	if (fd >= 0 && !lazy) {
-		struct timespec ts = { 0, 10 * 1000 * 1000 };
-		int waited_ms = 0;
-		while (flock(fd, LOCK_EX | LOCK_NB) < 0) {
-			if (errno != EWOULDBLOCK && errno != EINTR)
-				break;
-			if (waited_ms >= 600 * 1000) {
-				fprintf(stderr, "%s: the daemon of %s has not finished after 10 minutes\n",
-					prog, mountpoint);
-				ret = 1;
-				break;
-			}
-			nanosleep(&ts, NULL);
-			waited_ms += 10;
-		}
-	}
+	if (fd >= 0 && !lazy)
+		ret = wait_release(prog, mountpoint, image, fd);
 	if (fd >= 0)
 		close(fd);
 	free(image);

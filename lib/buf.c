@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "dev.h"
+#include "reflinkfs/fs.h"
 
 #define HASH_BITS 16
 #define HASH_SIZE (1u << HASH_BITS)
@@ -30,6 +31,7 @@
 struct rlfs_bcache {
 	struct rlfs_buf *hash[HASH_SIZE];
 	struct rlfs_buf lru;        /* dummy head of the clean LRU list */
+	struct rlfs_buf dirty;      /* dummy head of the list of dirty buffers */
 	size_t clean_bytes;
 	size_t max_clean_bytes;
 	size_t nbufs;
@@ -56,6 +58,7 @@ int rlfs_bcache_init(struct rlfs_mount *mp, size_t max_clean_bytes)
 	if (!bc)
 		return -ENOMEM;
 	bc->lru.lru_next = bc->lru.lru_prev = &bc->lru;
+	bc->dirty.dirty_next = bc->dirty.dirty_prev = &bc->dirty;
 	bc->max_clean_bytes = max_clean_bytes;
 	mp->bcache = bc;
 	return 0;
@@ -78,6 +81,26 @@ static void lru_add(struct rlfs_bcache *bc, struct rlfs_buf *bp, uint32_t bsize)
 	bc->lru.lru_prev->lru_next = bp;
 	bc->lru.lru_prev = bp;
 	bc->clean_bytes += bsize;
+}
+
+/* DIRTY set/cleared together with the dirty list and ndirty */
+static void dirty_add(struct rlfs_bcache *bc, struct rlfs_buf *bp)
+{
+	bp->flags |= RLFS_BUF_DIRTY;
+	bp->dirty_prev = bc->dirty.dirty_prev;
+	bp->dirty_next = &bc->dirty;
+	bc->dirty.dirty_prev->dirty_next = bp;
+	bc->dirty.dirty_prev = bp;
+	bc->ndirty++;
+}
+
+static void dirty_del(struct rlfs_bcache *bc, struct rlfs_buf *bp)
+{
+	bp->flags &= ~RLFS_BUF_DIRTY;
+	bp->dirty_prev->dirty_next = bp->dirty_next;
+	bp->dirty_next->dirty_prev = bp->dirty_prev;
+	bp->dirty_next = bp->dirty_prev = NULL;
+	bc->ndirty--;
 }
 
 static struct rlfs_buf *hash_find(struct rlfs_bcache *bc, uint64_t fsbno)
@@ -110,7 +133,7 @@ static void buf_evict(struct rlfs_mount *mp, struct rlfs_buf *bp)
 	struct rlfs_bcache *bc = mp->bcache;
 	lru_del(bc, bp, mp->blocksize);
 	if (bp->flags & RLFS_BUF_DIRTY)
-		bc->ndirty--;
+		dirty_del(bc, bp);
 	hash_del(bc, bp);
 	bc->nbufs--;
 	buf_free(bp);
@@ -310,18 +333,14 @@ void rlfs_buf_relse(struct rlfs_buf *bp)
 
 void rlfs_buf_mark_dirty(struct rlfs_mount *mp, struct rlfs_buf *bp)
 {
-	if (!(bp->flags & RLFS_BUF_DIRTY)) {
-		bp->flags |= RLFS_BUF_DIRTY;
-		mp->bcache->ndirty++;
-	}
+	if (!(bp->flags & RLFS_BUF_DIRTY))
+		dirty_add(mp->bcache, bp);
 }
 
 void rlfs_buf_stale(struct rlfs_mount *mp, struct rlfs_buf *bp)
 {
-	if (bp->flags & RLFS_BUF_DIRTY) {
-		bp->flags &= ~RLFS_BUF_DIRTY;
-		mp->bcache->ndirty--;
-	}
+	if (bp->flags & RLFS_BUF_DIRTY)
+		dirty_del(mp->bcache, bp);
 	bp->flags |= RLFS_BUF_STALE;
 }
 
@@ -380,11 +399,39 @@ size_t rlfs_buf_ndirty(struct rlfs_mount *mp)
 	return mp->bcache->ndirty;
 }
 
+void rlfs_set_progress(struct rlfs_mount *mp, rlfs_progress_fn fn, void *arg)
+{
+	mp->progress_fn = fn;
+	mp->progress_arg = arg;
+}
+
 static int cmp_fsbno(const void *a, const void *b)
 {
 	const struct rlfs_buf *x = *(struct rlfs_buf *const *)a;
 	const struct rlfs_buf *y = *(struct rlfs_buf *const *)b;
 	return x->fsbno < y->fsbno ? -1 : x->fsbno > y->fsbno;
+}
+
+/* Stamp the crc and run the verifier before a write: 0, or -EUCLEAN
+ * (reported; the buffer must not be written). */
+static int prepare_write(struct rlfs_mount *mp, struct rlfs_buf *bp)
+{
+	if (bp->ops && bp->ops->stamp)
+		bp->ops->stamp(mp, bp);
+	else if (bp->ops && bp->ops->has_hdr)
+		rlfs_cksum_update(bp->data, mp->blocksize, RLFS_CRC_OFF);
+	int err = bp->ops ? verify_as(mp, bp, bp->ops, RLFS_OWNER_ANY, true) : 0;
+	if (err)
+		rlfs_warn("not writing fsbno %llu (%s): failed its pre-write check",
+			  (unsigned long long)bp->fsbno, bp->ops->name);
+	return err;
+}
+
+/* Written: clean, back on the LRU if unheld. */
+static void written(struct rlfs_mount *mp, struct rlfs_buf *bp)
+{
+	dirty_del(mp->bcache, bp);
+	rlfs_buf_settle(mp, bp);
 }
 
 int rlfs_buf_flush_all(struct rlfs_mount *mp)
@@ -397,51 +444,85 @@ int rlfs_buf_flush_all(struct rlfs_mount *mp)
 	(void)rlfs_errrec_stage(mp);
 
 	/* 1. file data first: metadata must never point at unwritten data */
+	rlfs_progress(mp, RLFS_PROGRESS_DATA, 0, 1);
 	int err = rlfs_dev_flush(mp->dev);
-	if (err)
+	if (err) {
+		rlfs_progress(mp, RLFS_PROGRESS_IDLE, 0, 0);
 		return err;
+	}
 	mp->data_dirty = 0;
-	if (bc->ndirty == 0)
+	if (bc->ndirty == 0) {
+		rlfs_progress(mp, RLFS_PROGRESS_IDLE, 0, 0);
 		return 0;
+	}
 
+	/* Buffers logged in a transaction still open (a flush from inside
+	 * one) stay dirty for its commit. */
 	struct rlfs_buf **list = malloc(bc->ndirty * sizeof(*list));
-	if (!list)
+	if (!list) {
+		rlfs_progress(mp, RLFS_PROGRESS_IDLE, 0, 0);
 		return -ENOMEM;
+	}
 	size_t n = 0;
-	for (unsigned i = 0; i < HASH_SIZE && n < bc->ndirty; i++)
-		for (struct rlfs_buf *bp = bc->hash[i]; bp; bp = bp->hnext)
-			if ((bp->flags & RLFS_BUF_DIRTY) && !(bp->tp && bp->logged))
-				list[n++] = bp;
+	for (struct rlfs_buf *bp = bc->dirty.dirty_next; bp != &bc->dirty; bp = bp->dirty_next)
+		if (!(bp->tp && bp->logged))
+			list[n++] = bp;
 	qsort(list, n, sizeof(*list), cmp_fsbno);
 
-	/* 2. metadata, in block order; stamp crcs, verify, write */
+	/* 2. metadata, in block order: stamp crcs and verify every buffer
+	 * (one that fails is not written), then write runs of consecutive
+	 * blocks, each copied into one buffer and written at once */
 	for (size_t i = 0; i < n; i++) {
-		struct rlfs_buf *bp = list[i];
-		if (bp->ops && bp->ops->stamp)
-			bp->ops->stamp(mp, bp);
-		else if (bp->ops && bp->ops->has_hdr)
-			rlfs_cksum_update(bp->data, mp->blocksize, RLFS_CRC_OFF);
-		err = bp->ops ? verify_as(mp, bp, bp->ops, RLFS_OWNER_ANY, true) : 0;
-		if (err) {
-			rlfs_warn("not writing fsbno %llu (%s): failed its pre-write check",
-				  (unsigned long long)bp->fsbno, bp->ops->name);
-			if (!first_err)
-				first_err = err;
-			continue;
-		}
-		err = rlfs_dev_pwrite(mp->dev, bp->data, mp->blocksize, bp->fsbno << mp->blocklog);
+		err = prepare_write(mp, list[i]);
 		if (err) {
 			if (!first_err)
 				first_err = err;
-			continue;
+			list[i] = NULL;
 		}
-		bp->flags &= ~RLFS_BUF_DIRTY;
-		bc->ndirty--;
-		rlfs_buf_settle(mp, bp);
 	}
+	size_t run_max = RLFS_MAX(1u, RLFS_FLUSH_RUN_BYTES >> mp->blocklog);
+	uint8_t *run = NULL;
+	if (n > 1 && posix_memalign((void **)&run, RLFS_DIO_ALIGN, run_max << mp->blocklog))
+		run = NULL;     /* no memory: one write per block */
+	rlfs_progress(mp, RLFS_PROGRESS_META, 0, n);
+	size_t i = 0, reported = 0;
+	while (i < n) {
+		struct rlfs_buf *bp = list[i];
+		if (!bp) {
+			i++;
+			continue;
+		}
+		size_t j = i + 1;
+		while (run && j < n && j - i < run_max && list[j] &&
+		       list[j]->fsbno == list[j - 1]->fsbno + 1)
+			j++;
+		const void *src = bp->data;
+		if (j - i > 1) {
+			for (size_t k = i; k < j; k++)
+				memcpy(run + ((k - i) << mp->blocklog), list[k]->data, mp->blocksize);
+			src = run;
+		}
+		err = rlfs_dev_pwrite(mp->dev, src, (j - i) << mp->blocklog,
+				      bp->fsbno << mp->blocklog);
+		if (err) {
+			if (!first_err)
+				first_err = err;
+		} else {
+			for (size_t k = i; k < j; k++)
+				written(mp, list[k]);
+		}
+		i = j;
+		if (i - reported >= 256) {
+			rlfs_progress(mp, RLFS_PROGRESS_META, i, n);
+			reported = i;
+		}
+	}
+	free(run);
 	free(list);
 
 	/* 3. make it durable */
+	rlfs_progress(mp, RLFS_PROGRESS_SYNC, 0, 1);
 	err = rlfs_dev_flush(mp->dev);
+	rlfs_progress(mp, RLFS_PROGRESS_IDLE, 0, 0);
 	return first_err ? first_err : err;
 }

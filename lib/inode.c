@@ -18,6 +18,7 @@
 #include "dir.h"
 #include "ialloc.h"
 #include "xattr.h"
+#include "reflinkfs/fs.h"
 
 #define ICACHE_MIN_BUCKETS 1024u
 
@@ -256,29 +257,47 @@ static int reclaim(struct rlfs_mount *mp, bool forgotten_only)
 	int first = 0;
 	if (!ic || (mp->flags & RLFS_MOUNT_RDONLY))
 		return 0;
+	/* Each pass
+	 * over the cache picks up to RECLAIM_BATCH of them (marked freeing, so
+	 * nobody else frees them), then each is freed in its own transaction:
+	 * passes, not one pass per inode (that was quadratic). */
+	enum { RECLAIM_BATCH = 1024 };
+	struct rlfs_inode *victims[RECLAIM_BATCH];
+	uint64_t total = 0, done = 0;
+	pthread_mutex_lock(&mp->icache_lock);
+	for (size_t b = 0; b < ic->nbuckets; b++)
+		for (struct rlfs_inode *ip = ic->hash[b]; ip; ip = ip->hnext)
+			total += reclaimable(ip, forgotten_only);
+	pthread_mutex_unlock(&mp->icache_lock);
+	if (total)
+		rlfs_progress(mp, RLFS_PROGRESS_RECLAIM, 0, total);
 	for (;;) {
-		struct rlfs_inode *victim = NULL;
+		size_t n = 0;
 		pthread_mutex_lock(&mp->icache_lock);
-		for (size_t b = 0; b < ic->nbuckets && !victim; b++)
-			for (struct rlfs_inode *ip = ic->hash[b]; ip; ip = ip->hnext)
+		for (size_t b = 0; b < ic->nbuckets && n < RECLAIM_BATCH; b++)
+			for (struct rlfs_inode *ip = ic->hash[b]; ip && n < RECLAIM_BATCH;
+			     ip = ip->hnext)
 				if (reclaimable(ip, forgotten_only)) {
-					victim = ip;
-					break;
+					ip->freeing = true;
+					victims[n++] = ip;
 				}
-		if (victim)
-			victim->freeing = true;
 		pthread_mutex_unlock(&mp->icache_lock);
-		if (!victim)
+		if (n == 0)
 			break;
-		int error = rlfs_inode_inactivate(victim);
-		if (error) {
-			rlfs_warn("inode %llu: could not free unlinked inode at unmount",
-				  (unsigned long long)victim->ino);
-			if (!first)
-				first = error;
+		for (size_t i = 0; i < n; i++) {
+			struct rlfs_inode *victim = victims[i];
+			int error = rlfs_inode_inactivate(victim);
+			if (error) {
+				rlfs_warn("inode %llu: could not free unlinked inode at unmount",
+					  (unsigned long long)victim->ino);
+				if (!first)
+					first = error;
+			}
+			icache_unhash(victim);
+			inode_free(victim);
+			if (++done % 256 == 0)
+				rlfs_progress(mp, RLFS_PROGRESS_RECLAIM, done, RLFS_MAX(done, total));
 		}
-		icache_unhash(victim);
-		inode_free(victim);
 	}
 	return first;
 }

@@ -431,8 +431,10 @@ int rlfs_mkfs(const char *image, const struct rlfs_mkfs_opts *opts)
 		return err;
 
 	/* Lock the image (a mounted one holds the lock: -EBUSY) while looking
-	 * for an existing filesystem and sizing it. */
-	int fd = open(image, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	 * for an existing filesystem and sizing it.  A new image is 0600: it
+	 * holds every file's data, whatever the files' own modes say (an
+	 * existing file or device keeps its mode). */
+	int fd = open(image, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return -errno;
 	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {

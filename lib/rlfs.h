@@ -121,7 +121,18 @@ struct rlfs_mount {
 				     * do not) */
 	bool err_said;              /* the one-line notice has been logged */
 	char *image;                /* path given to rlfs_mount_open, or NULL */
+
+	/* rlfs_set_progress (fs.h); rlfs_progress() calls it if set */
+	void (*progress_fn)(void *arg, int phase, uint64_t done, uint64_t total);
+	void *progress_arg;
 };
+
+static inline void rlfs_progress(struct rlfs_mount *mp, int phase, uint64_t done,
+				 uint64_t total)
+{
+	if (mp->progress_fn)
+		mp->progress_fn(mp->progress_arg, phase, done, total);
+}
 
 /* Geometry helpers. */
 static inline uint32_t rlfs_fsb_to_agno(const struct rlfs_mount *mp, uint64_t fsbno)

@@ -36,8 +36,8 @@ cleanup() {
 	local rc=$?
 	set +e
 	if [ $mounted = 1 ] && mountpoint -q "$MNT"; then
-		fusermount3 -u "$MNT" 2>/dev/null || umount "$MNT" 2>/dev/null || umount -l "$MNT"
-		flock -w 30 "$IMG" true
+		# waits while the daemon writes the image back, however long
+		"$RLFS" umount "$MNT" || umount -l "$MNT"
 	fi
 	if [ "${KEEP:-0}" != 1 ]; then
 		rm -f "$IMG" "$IMG.fiemap"
@@ -86,9 +86,9 @@ echo "in the mount: $m_files files, $m_dirs directories, $m_links symlinks"
 	fail "file counts differ from the source"
 
 say "unmount"
-fusermount3 -u "$MNT"
+# returns once the daemon has written everything back and closed the image
+"$RLFS" umount "$MNT"
 mounted=0
-flock -w 30 "$IMG" true
 
 say "fsck $IMG"
 rc=0
@@ -141,17 +141,20 @@ cmp -n $((rw_blk * 4096)) "$MNT/tree/$big" "$MNT/clone/$big" &&
 echo "extent map of clone/$big (reflinkfs io -c fiemap; 512-byte units; blocks $rw_blk..$((rw_blk + 3)) = sectors $((rw_blk * 8))..$(((rw_blk + 4) * 8 - 1))):"
 "$RLFS" io -r -c "fiemap -v" "$MNT/clone/$big" | tee "$IMG.fiemap"
 # every extent outside the rewritten sectors is shared, inside it is not
+# (the sectors of "N: [a..b]: ..." are the numbers of $2; portable awk:
+# gawk rejects a bracket expression like /[][.:]+/ that mawk accepts)
 awk -v lo=$((rw_blk * 8)) -v hi=$(((rw_blk + 4) * 8 - 1)) '/^ *[0-9]+:/ {
-	split($2, r, /[][.:]+/); a = r[2]; b = r[3]; sh = ($0 ~ /shared/)
+	s = $2; gsub(/[^0-9]+/, " ", s); split(s, r, " "); a = r[1] + 0; b = r[2] + 0
+	sh = ($0 ~ /shared/)
 	if (b < lo || a > hi) { if (!sh) bad = 1 } else if (sh) bad = 1
 	n++
 } END { exit (bad || !n) }' "$IMG.fiemap" || fail "fiemap: sharing is not as expected"
 rm -f "$IMG.fiemap"
 echo "fiemap: everything outside the rewritten range is still shared"
 
-fusermount3 -u "$MNT"
+# returns once the daemon has written everything back and closed the image
+"$RLFS" umount "$MNT"
 mounted=0
-flock -w 30 "$IMG" true
 
 say "fsck $IMG (refcounts against the mappings of both trees)"
 rc=0

@@ -3,7 +3,8 @@
 # if any is missing.  Run as root on Debian 12.
 set -e
 PKGS="build-essential meson ninja-build pkg-config fuse3 libfuse3-dev libisal-dev \
-liburing-dev libcmocka-dev xfsprogs btrfs-progs attr acl util-linux diffutils e2fsprogs python3"
+liburing-dev libcmocka-dev xfsprogs btrfs-progs attr acl util-linux diffutils e2fsprogs python3 \
+mawk gawk"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

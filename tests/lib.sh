@@ -20,8 +20,13 @@ RLFS=${RLFS:-$SRCDIR/build-asan/reflinkfs}
 FSX=${FSX:-$(dirname "$RLFS")/rlfs-fsx}
 if [ -x /usr/bin/python3 ]; then PY=${PY:-/usr/bin/python3}; else PY=${PY:-python3}; fi
 TEST_NAME=${TEST_NAME:-$(basename "$0" .sh)}
-# Seconds any single mount/umount/fsck may take before we call it a hang.
+# Seconds any single mount/fsck may take before we call it a hang.
 CMD_TIMEOUT=${CMD_TIMEOUT:-120}
+# Unmounting waits for the daemon as long as it makes progress (no fixed
+# time: a loaded machine can make that minutes); a daemon that makes none
+# at all (no I/O, no CPU time, not waiting for the disk) for STALL_SECS
+# seconds is hung.  See daemon_wait.
+STALL_SECS=${STALL_SECS:-120}
 
 _LIB_OWN_T=0
 if [ -z "${T:-}" ]; then
@@ -53,7 +58,7 @@ _lib_cleanup() {
 		fi
 		# wait for a FUSE daemon to let go of its image
 		if [ -n "${_MOUNT_IMG[i]}" ] && [ -e "${_MOUNT_IMG[i]}" ]; then
-			flock -w 30 "${_MOUNT_IMG[i]}" true 2>/dev/null
+			wait_release "${_MOUNT_IMG[i]}"
 		fi
 	done
 	for img in "${_LOOPS[@]}"; do
@@ -132,9 +137,76 @@ uring_check() {
 	die "uring_check: the daemon of $1 does not use io_uring"
 }
 
-# rlfs_umount DIR: unmount (flushes) and wait until the daemon released the image.
+# daemon_of IMAGE: the pid of the process holding IMAGE's lock (its
+# daemon), from /proc/locks ("N: FLOCK ADVISORY WRITE PID MAJ:MIN:INO ...",
+# device numbers in hex); empty if nobody holds it.
+daemon_of() {
+	local key
+	key=$(stat -L -c '%Hd %Ld %i' "$1" 2>/dev/null) || return 0
+	# shellcheck disable=SC2086
+	key=$(printf '%02x:%02x:%s' $key)
+	awk -v k="$key" '$2 == "FLOCK" && $6 == k {print $5; exit}' /proc/locks
+}
+
+# daemon_sample PID: "IO|cpu TICKS STATE|STEP", a line that changes
+# whenever the process makes progress (IO: its /proc/PID/io counters;
+# TICKS: its CPU time), STATE D while one of its threads waits for the
+# disk, STEP its unmount step (the daemon's status thread is named
+# um-drain, um-meta 45%, ...: fuse/session.c).  Fails if it is gone.
+daemon_sample() {
+	local pid=$1 io cpu step
+	io=$(tr '\n' ' ' <"/proc/$pid/io" 2>/dev/null) || return 1
+	# after "pid (comm) ": state utime(12th) stime(13th)
+	cpu=$(cat /proc/"$pid"/task/*/stat 2>/dev/null | sed 's/.*) //' |
+		awk '{t += $12 + $13; if ($1 == "D") d = 1} END {print t, (d ? "D" : "-")}') || return 1
+	step=$(cat /proc/"$pid"/task/*/comm 2>/dev/null | grep -m1 '^um-' || true)
+	echo "$io|cpu $cpu|${step:-no unmount step yet}"
+}
+
+# daemon_wait PIDFN ARG WHAT CMD...: wait while CMD succeeds (what we wait
+# for has not happened), as long as the daemon (pid: PIDFN ARG, e.g.
+# daemon_of IMAGE) makes progress: returns 1 (with a message) once it has
+# made none for STALL_SECS seconds or, with no daemon to watch, once
+# STALL_SECS have passed.  Says every 30 s what it is waiting for.
+daemon_wait() {
+	local pidfn=$1 arg=$2 what=$3 pid cur last="" t0=$SECONDS said=$SECONDS moved=$SECONDS
+	shift 3
+	while "$@"; do
+		pid=$($pidfn "$arg")
+		cur=""
+		[ -z "$pid" ] || cur=$(daemon_sample "$pid") || cur=""
+		if [ -n "$cur" ] && { [ "$cur" != "$last" ] || [[ $cur == *" D|"* ]]; }; then
+			moved=$SECONDS
+			last=$cur
+		fi
+		if ((SECONDS - moved >= STALL_SECS)); then
+			log "$what: daemon ${pid:-(none found)} made no progress for $((SECONDS - moved)) s${cur:+ (${cur##*|}; $(tr -s ' ' <<<"${cur%%|*}"))}"
+			return 1
+		fi
+		if ((SECONDS - said >= 30)); then
+			log "still waiting for $what ($((SECONDS - t0)) s; daemon ${pid:-?}: ${cur##*|})"
+			said=$SECONDS
+		fi
+		if ((SECONDS - t0 < 2)); then sleep 0.05; else sleep 0.5; fi
+	done
+	return 0
+}
+
+_image_locked() { ! flock -n "$1" true 2>/dev/null; }
+_pid_of() { echo "$1"; }
+alive() { kill -0 "$1" 2>/dev/null; }
+
+# wait_release IMAGE: wait until the daemon has flushed and closed IMAGE
+# (released its lock), however long that takes while it makes progress.
+wait_release() {
+	daemon_wait daemon_of "$1" "the daemon to release $1" _image_locked "$1"
+}
+
+# rlfs_umount DIR: unmount (flushes) and wait until the daemon released the
+# image.  Neither step has a fixed time limit: both wait as long as the
+# daemon makes progress (daemon_wait).
 rlfs_umount() {
-	local dir=$1 i img=""
+	local dir=$1 i img="" upid rc=0
 	for ((i = ${#_MOUNTS[@]} - 1; i >= 0; i--)); do
 		if [ "${_MOUNTS[i]}" = "$dir" ]; then
 			img=${_MOUNT_IMG[i]}
@@ -142,12 +214,19 @@ rlfs_umount() {
 			break
 		fi
 	done
-	run_to "$CMD_TIMEOUT" fusermount3 -u "$dir" || run_to "$CMD_TIMEOUT" umount "$dir" ||
-		die "unmount of $dir failed"
-	if [ -n "$img" ]; then
-		run_to 60 flock -w 50 "$img" true ||
-			die "daemon did not release $img within 50 s of unmount"
+	if [ -z "$img" ]; then
+		run_to "$CMD_TIMEOUT" fusermount3 -u "$dir" || run_to "$CMD_TIMEOUT" umount "$dir" ||
+			die "unmount of $dir failed"
+		return 0
 	fi
+	# umount(2) itself can wait for the daemon (requests still queued)
+	fusermount3 -u "$dir" &
+	upid=$!
+	daemon_wait daemon_of "$img" "the unmount of $dir" alive "$upid" ||
+		die "unmount of $dir hangs"
+	wait "$upid" || rc=$?
+	[ $rc = 0 ] || umount "$dir" || die "unmount of $dir failed (fusermount3 exit $rc)"
+	wait_release "$img" || die "the daemon did not release $img after the unmount of $dir"
 }
 
 # rlfs_fsck IMAGE: read-only check, must be clean (exit 0).
@@ -249,11 +328,8 @@ rlfs_umount_fg() {
 		[ "${_MOUNTS[i]}" = "$dir" ] && { _MOUNTS[i]=""; break; }
 	done
 	fusermount3 -u "$dir" 2>/dev/null || umount "$dir" 2>/dev/null || umount -l "$dir"
-	for ((i = 0; i < 600; i++)); do
-		kill -0 "$FG_PID" 2>/dev/null || break
-		sleep 0.1
-	done
-	kill -0 "$FG_PID" 2>/dev/null && die "daemon $FG_PID did not exit after unmount"
+	daemon_wait _pid_of "$FG_PID" "daemon $FG_PID to exit" alive "$FG_PID" ||
+		die "daemon $FG_PID did not exit after unmount"
 	wait "$FG_PID" || rc=$?
 	return $rc
 }

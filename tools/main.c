@@ -114,6 +114,9 @@ static void usage_umount(FILE *f, const char *prog)
 		"\n"
 		"Unmount a reflinkfs mount and wait until its daemon has written everything\n"
 		"back and released the image (umount(2) of a FUSE mount returns earlier).\n"
+		"It waits as long as the daemon makes progress, says after 5 s what the\n"
+		"daemon is doing, and gives up once it has made none for 120 s\n"
+		"(RLFS_UMOUNT_STALL_SECS).\n"
 		"  -l          lazy: detach now, finish when no longer busy (does not wait)\n"
 		"  -h, --help  this text\n",
 		prog);

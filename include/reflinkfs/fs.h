@@ -43,11 +43,11 @@ struct rlfs_mount;
  * incompat feature or version), -ENOMEM.
  */
 int rlfs_mount_open(const char *image, unsigned flags, struct rlfs_mount **mpp);
-/* Flush everything, mark the superblock clean, release the lock, free.
- * Returns the first error seen while flushing (the mount is freed anyway).
- * If the flush fails, the superblock alone is rewritten with state dirty
- * and the error record (RLFS_SB_ERR_WRITE added), and a line on stderr
- * says so. */
+/* Flush everything, mark the superblock clean (after everything else is
+ * on disk), close the image (which releases the lock), free.  Returns the
+ * first error seen while flushing (the mount is freed anyway).  If the
+ * flush fails, the superblock alone is rewritten with state dirty and the
+ * error record (RLFS_SB_ERR_WRITE added), and a line on stderr says so. */
 int rlfs_mount_close(struct rlfs_mount *mp);
 /*
  * Remount read-only or read-write (mount -o remount,ro|rw; the kernel's
@@ -65,6 +65,33 @@ int rlfs_mount_set_rdonly(struct rlfs_mount *mp, bool rdonly);
 bool rlfs_mount_is_rdonly(struct rlfs_mount *mp);
 /* Write all dirty data and metadata to the device and flush it (sync(2)). */
 int rlfs_sync(struct rlfs_mount *mp);
+/*
+ * Progress of the steps of rlfs_mount_close (and of every rlfs_sync/fsync
+ * flush) that can take long, for a caller that shows it (the daemon at
+ * unmount).  fn(arg, phase, done, total) runs in the thread doing the work,
+ * possibly under the library's locks: it must be quick and must not call
+ * the library.  It is called when a phase starts (done 0) and then about
+ * every 256 units.  Phases and their units:
+ *   RLFS_PROGRESS_RECLAIM  freeing unlinked inodes the kernel still held
+ *                          (inodes; total known);
+ *   RLFS_PROGRESS_DATA     device flush of file data (fdatasync; 0 of 1);
+ *   RLFS_PROGRESS_META     writing the dirty metadata blocks (blocks);
+ *   RLFS_PROGRESS_SYNC     device flush of the metadata (0 of 1);
+ *   RLFS_PROGRESS_IDLE     the flush is over (0 of 0);
+ *   RLFS_PROGRESS_RELEASED rlfs_mount_close has closed the image (its lock
+ *                          is released) and frees its caches (0 of 0).
+ * fn NULL turns it off.  Set it before the mount is in use.
+ */
+enum rlfs_progress_phase {
+	RLFS_PROGRESS_IDLE,
+	RLFS_PROGRESS_RECLAIM,
+	RLFS_PROGRESS_DATA,
+	RLFS_PROGRESS_META,
+	RLFS_PROGRESS_SYNC,
+	RLFS_PROGRESS_RELEASED,
+};
+typedef void (*rlfs_progress_fn)(void *arg, int phase, uint64_t done, uint64_t total);
+void rlfs_set_progress(struct rlfs_mount *mp, rlfs_progress_fn fn, void *arg);
 uint64_t rlfs_root_ino(struct rlfs_mount *mp);
 /* statfs(2): f_bsize/f_frsize = block size, f_blocks, f_bfree, f_bavail,
  * f_files, f_ffree, f_namemax 255. */
@@ -354,7 +381,8 @@ int rlfs_get_extents(struct rlfs_mount *mp, uint64_t ino, uint64_t start, uint64
 int rlfs_get_xattr_extents(struct rlfs_mount *mp, uint64_t ino, uint64_t start, uint64_t len,
 			   struct rlfs_ioc_extent *ext, uint32_t max, uint32_t *count);
 
-/* mkfs: format image (created sparse if missing) of size_bytes (0 = the
+/* mkfs: format image (created sparse, mode 0600 less the umask, if missing;
+ * an existing file or device keeps its mode) of size_bytes (0 = the
  * existing file/device size).  -EEXIST if it already holds a reflinkfs
  * superblock and !force; -EINVAL for bad geometry (blocksize not a power of
  * two in 1024..65536, too small: under 64 blocks per AG or 16 MiB total). */

@@ -91,9 +91,10 @@ rlfs_umount "$mnt"
 
 # `reflinkfs umount DIR` works too
 rlfs_mount "$img" "$mnt"
-run_to 60 "$RLFS" umount "$mnt" || die "reflinkfs umount failed"
+# no time limit of ours: it gives up itself if the daemon stops progressing
+RLFS_UMOUNT_STALL_SECS=$STALL_SECS "$RLFS" umount "$mnt" || die "reflinkfs umount failed"
 mountpoint -q "$mnt" && die "still mounted after reflinkfs umount"
-run_to 60 flock -w 50 "$img" true || die "image still locked after reflinkfs umount"
+_image_locked "$img" && die "image still locked after reflinkfs umount returned"
 rlfs_fsck "$img"
 
 # mount -o ro: writes fail with EROFS
@@ -144,9 +145,9 @@ if [ -e "$param" ] && [ "$(cat /proc/sys/kernel/io_uring_disabled 2>/dev/null ||
 		2>"$T/fail.err" || rc=$?
 	echo "$param_was" >"$param"
 	[ $rc = 3 ] || { cat "$T/fail.err" >&2; die "I/O on a failed ring: exit $rc, expected a failed write (3), not success or a hang"; }
-	for ((i = 0; i < 100; i++)); do mountpoint -q "$mnt" || break; sleep 0.1; done
-	mountpoint -q "$mnt" && die "the daemon with a failed ring did not unmount"
-	run_to 60 flock -w 50 "$img" true || die "the daemon with a failed ring did not release $img"
+	daemon_wait daemon_of "$img" "the daemon with a failed ring to unmount" mountpoint -q "$mnt" ||
+		die "the daemon with a failed ring did not unmount"
+	wait_release "$img" || die "the daemon with a failed ring did not release $img"
 	rlfs_fsck "$img"
 else
 	log "SKIP failed io_uring ring: no $param or io_uring disabled"

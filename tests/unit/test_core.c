@@ -2,13 +2,15 @@
  * test_core.c: crc32c, the buffer cache and transactions over a memory
  * device: commit makes changes stick, cancel restores before-images,
  * flush writes stamped blocks that verify when read back, a flipped byte
- * on the device is caught as -EUCLEAN, reservations give -ENOSPC.
+ * on the device is caught as -EUCLEAN, reservations give -ENOSPC, the
+ * flush writes runs of consecutive blocks at once and reports progress.
  */
 #include "testutil.h"
 
 #include <string.h>
 
 #include "dev.h"
+#include "reflinkfs/fs.h"
 #include "trans.h"
 
 #define TEST_MAGIC 0x54534554u
@@ -233,6 +235,108 @@ static void test_cache_eviction(void **state)
 	done(mp);
 }
 
+/* A memory device that counts its writes and flushes. */
+static const struct rlfs_dev_ops *mem_ops;
+static int n_pwrite, n_flush;
+static int counting_pwrite(struct rlfs_dev *dev, const void *buf, size_t len, uint64_t off)
+{
+	n_pwrite++;
+	return mem_ops->pwrite(dev, buf, len, off);
+}
+static int counting_flush(struct rlfs_dev *dev)
+{
+	n_flush++;
+	return mem_ops->flush(dev);
+}
+static struct rlfs_dev_ops counting_ops;
+
+/* test_ops, whose verifier fails a block marked 0xEE at byte 120 */
+static int picky_verify(struct rlfs_mount *mp, struct rlfs_buf *bp)
+{
+	if (((uint8_t *)bp->data)[120] == 0xEE)
+		return rlfs_corrupt(mp, bp->fsbno, "test", "marked bad");
+	return 0;
+}
+
+/* rlfs_set_progress callback: the phases in order, the last META count */
+static int phases[16], nphases;
+static uint64_t meta_done, meta_total;
+static void record_progress(void *arg, int phase, uint64_t done, uint64_t total)
+{
+	(void)arg;
+	if (nphases < 16 && (!nphases || phases[nphases - 1] != phase))
+		phases[nphases++] = phase;
+	if (phase == RLFS_PROGRESS_META) {
+		meta_done = done;
+		meta_total = total;
+	}
+}
+
+/* The flush writes runs of consecutive dirty blocks with one device write
+ * each (15 blocks in 5 runs here), never a block that fails its pre-write
+ * check (it splits the run around it and stays dirty), flushes the device
+ * twice (data before metadata, then metadata), and reports its phases. */
+static void test_flush_runs(void **state)
+{
+	(void)state;
+	struct rlfs_mount *mp = bare(1024, 256);
+	mem_ops = mp->dev->ops;
+	counting_ops = *mem_ops;
+	counting_ops.pwrite = counting_pwrite;
+	counting_ops.flush = counting_flush;
+	mp->dev->ops = &counting_ops;
+	struct rlfs_buf_ops picky = test_ops;
+	picky.verify = picky_verify;
+	const uint64_t blocks[] = { 61, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 31, 30, 50, 59 };
+	for (size_t i = 0; i < sizeof(blocks) / sizeof(blocks[0]); i++)
+		write_block(mp, blocks[i], pattern(blocks[i]), true);
+	/* block 60 between 59 and 61, marked bad */
+	struct rlfs_trans *tp;
+	struct rlfs_buf *bp;
+	assert_int_equal(rlfs_trans_alloc(mp, 0, 0, &tp), 0);
+	assert_int_equal(rlfs_trans_get_buf(tp, 60, &picky, 7, &bp), 0);
+	memset((uint8_t *)bp->data + 100, 0xEE, 50);
+	rlfs_trans_log_buf(tp, bp);
+	assert_int_equal(rlfs_trans_commit(tp), 0);
+	assert_int_equal(rlfs_buf_ndirty(mp), 16);
+
+	rlfs_set_progress(mp, record_progress, NULL);
+	n_pwrite = n_flush = nphases = 0;
+	assert_int_equal(rlfs_buf_flush_all(mp), -EUCLEAN);
+	assert_int_equal(n_pwrite, 5);  /* 10..19, 30..31, 50, 59, 61 */
+	assert_int_equal(n_flush, 2);
+	assert_int_equal(rlfs_buf_ndirty(mp), 1);       /* the bad one */
+	assert_int_equal(nphases, 4);
+	assert_int_equal(phases[0], RLFS_PROGRESS_DATA);
+	assert_int_equal(phases[1], RLFS_PROGRESS_META);
+	assert_int_equal(phases[2], RLFS_PROGRESS_SYNC);
+	assert_int_equal(phases[3], RLFS_PROGRESS_IDLE);
+	assert_int_equal(meta_total, 16);
+	int err;
+	for (size_t i = 0; i < sizeof(blocks) / sizeof(blocks[0]); i++) {
+		rlfs_buf_forget(mp, blocks[i]);
+		assert_int_equal(read_fill(mp, blocks[i], &err), pattern(blocks[i]));
+		assert_int_equal(err, 0);
+	}
+	uint8_t raw[1024];
+	assert_int_equal(rlfs_dev_pread(mp->dev, raw, sizeof(raw), 60 * 1024), 0);
+	for (size_t i = 0; i < sizeof(raw); i++)
+		assert_int_equal(raw[i], 0);   /* never written */
+	/* only the bad block is dirty: not written again */
+	n_pwrite = n_flush = 0;
+	assert_int_equal(rlfs_buf_flush_all(mp), -EUCLEAN);
+	assert_int_equal(n_pwrite, 0);
+	assert_int_equal(n_flush, 2);
+	/* nothing dirty: the flush only flushes the device */
+	rlfs_buf_forget(mp, 60);        /* an unheld dirty buffer: dropped */
+	assert_int_equal(rlfs_buf_ndirty(mp), 0);
+	n_pwrite = n_flush = 0;
+	assert_int_equal(rlfs_buf_flush_all(mp), 0);
+	assert_int_equal(n_pwrite, 0);
+	assert_int_equal(n_flush, 1);
+	done(mp);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -241,6 +345,7 @@ int main(void)
 		cmocka_unit_test(test_binval_range),
 		cmocka_unit_test(test_reservations),
 		cmocka_unit_test(test_cache_eviction),
+		cmocka_unit_test(test_flush_runs),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
