@@ -67,7 +67,7 @@ _lib_cleanup() {
 		done
 	done
 	if [ "$_LIB_OWN_T" = 1 ] && [ "${KEEP:-0}" != 1 ]; then
-		rm -rf "$T"
+		rm -rf --one-file-system "$T"   # never follow a mount left inside
 	fi
 	exit $rc
 }

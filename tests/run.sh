@@ -90,7 +90,7 @@ if [ "$WHAT" = unit ] || [ "$WHAT" = all ]; then
 		rc=$?
 		[ "$rc" != 124 ] || echo "(timeout after ${TEST_TIMEOUT}s)" >>"$logf"
 		report "$name" "$rc" $(($(date +%s) - start)) "$logf"
-		rm -rf "$tdir"
+		rm -rf --one-file-system "$tdir"
 	done
 	if [ $found = 0 ] && [ -z "$PATTERN" ]; then
 		echo "FAIL unit: no test_* binaries in $BUILD"
@@ -128,7 +128,7 @@ run_script() {
 	if [ "$rc" != 0 ] && [ "${KEEP:-0}" = 1 ]; then
 		echo "    (kept $tdir, full log $logf)"
 	else
-		rm -rf "$tdir"
+		rm -rf --one-file-system "$tdir"
 	fi
 }
 
