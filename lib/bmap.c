@@ -680,7 +680,11 @@ int rlfs_bmap_alloc_range(struct rlfs_trans *tp, struct rlfs_inode *ip, uint64_t
 		}
 		if (!got || args.len == 0 || args.len > want ||
 		    args.fsbno + args.len > mp->dblocks) {
-			error = got ? -EUCLEAN : -ENOSPC;
+			error = !got ? -ENOSPC :
+				rlfs_corrupt(mp, args.fsbno, "alloc",
+					     "ino %llu: allocator gave %u blocks at fsbno %llu for %llu wanted",
+					     (unsigned long long)ip->ino, args.len,
+					     (unsigned long long)args.fsbno, (unsigned long long)want);
 			break;
 		}
 		if (allocs_left)

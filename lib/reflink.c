@@ -207,7 +207,10 @@ int rlfs_cow_prepare(struct rlfs_trans *tp, struct rlfs_inode *ip, uint64_t off,
 				return -ENOSPC;
 		}
 		if (args.len == 0 || args.len > want || args.fsbno + args.len > mp->dblocks)
-			return -EUCLEAN;
+			return rlfs_corrupt(mp, args.fsbno, "alloc",
+					    "ino %llu: allocator gave %u blocks at fsbno %llu for %u wanted",
+					    (unsigned long long)ip->ino, args.len,
+					    (unsigned long long)args.fsbno, want);
 		struct rlfs_irec r = {
 			.startoff = pos, .startblock = args.fsbno, .blockcount = args.len,
 		};
