@@ -1,0 +1,1241 @@
+/*
+ * crashtest.c: rlfs-crashtest, the crash tester (issue 10 section 4;
+ * docs/DESIGN.md "Crash testing").
+ *
+ *   rlfs-crashtest [--workload fsx|clone|enospc|dir|all] [--seed S] [--ops N]
+ *                  [--count N] [--images M] [--mode all|synced|flush|random]
+ *                  [--cut K] [--dir DIR] [--keep] [-v]
+ *
+ * Model: CrashMonkey (record the block writes of a workload, replay every
+ * prefix and subsets of the unflushed writes, check what fsync promised)
+ * and SQLite's crash tests (unflushed sectors lost or kept at random, torn
+ * multi-sector writes), on the library API directly (no FUSE).
+ *
+ * 1. mkfs a small image, mount it through the library, and put a
+ *    crash-recording device (lib/dev_crash.h) under the mount.
+ * 2. Run a workload: every file's contents are modelled in memory as a
+ *    list of versions (one per operation that changed it, with the record
+ *    position when the operation returned), and every successful fsync,
+ *    fdatasync or sync notes which version became durable.  Written bytes
+ *    carry a per-file, per-write pattern: byte = file id << 4 | 4 bits
+ *    from (write number, offset), never 0, so that zeros, another file's
+ *    bytes and stale bytes are told apart.
+ * 3. Make a list of cuts: "synced" (right after an fsync/sync returned),
+ *    "flush" (every other device flush), "random" (--count per flush
+ *    interval: a random position between two flushes, unflushed writes
+ *    kept in order, or a random subset with some torn 4 KiB sectors).
+ *    Image K of the list is always the same for the same seed, workload,
+ *    ops and count, so `--cut K` rebuilds one.
+ * 4. For each cut: build the crash image in a file, then in a child
+ *    process mount it (log recovery, once there is a log), verify every
+ *    file (below), unmount, and run `fsck -n` (must exit 0).
+ *    A file fsync'd before the cut must exist, with a size of its fsync'd
+ *    version or a later one, and each byte equal to that byte in one of
+ *    those versions (old or new, never zeros where data was, never another
+ *    file's data).  A file never fsync'd may be missing, but if present
+ *    must also hold only bytes of its own versions.
+ * 5. Print one line per failed image (kinds and how to reproduce), then
+ *    "checked N crash images, M failed", and a RESULT line for scripts.
+ *
+ * Exit: 0 no image failed, 1 some failed, 2 usage or workload error (the
+ * workload itself went wrong before any crash: a bug in the library or
+ * here).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <linux/falloc.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "reflinkfs/fs.h"
+#include "rlfs.h"
+#include "dev.h"
+#include "dev_crash.h"
+
+int rlfs_fsck_main(int argc, char **argv); /* tools/fsck.c */
+
+#define CHUNK_BYTES 4096u
+#define MAX_FILES 12
+#define BLOCK_BYTES 4096u
+
+/* ---------------------------------------------------------------- */
+/* options and random numbers                                         */
+
+struct opts {
+	const char *workload;
+	uint64_t seed;
+	unsigned ops;
+	unsigned count;             /* random cuts per flush interval */
+	unsigned images;            /* at most this many images (0: all) */
+	const char *mode;           /* all, synced, flush, random */
+	long long cut;              /* only image K, or -1 */
+	const char *dir;
+	bool keep, verbose;
+};
+
+static uint64_t mix64(uint64_t z)
+{
+	z += 0x9E3779B97F4A7C15ull;
+	z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+	z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+	return z ^ (z >> 31);
+}
+
+static uint64_t rng_state;
+static uint64_t rnd(void)
+{
+	rng_state = mix64(rng_state);
+	return rng_state;
+}
+/* uniform in [0, n), n > 0 */
+static uint64_t rndn(uint64_t n)
+{
+	return rnd() % n;
+}
+
+/* ---------------------------------------------------------------- */
+/* the model: versions of each file                                   */
+
+struct fver {
+	uint64_t end_pos;           /* record position when the op returned */
+	uint64_t size_bytes;
+	uint8_t **chunks;           /* ceil(max_bytes / CHUNK_BYTES); NULL = zeros */
+};
+
+struct fsync_mark {
+	uint64_t pos;               /* position when the fsync/sync returned */
+	size_t vi;                  /* the version it made durable */
+};
+
+struct fmodel {
+	int fid;                    /* 1..MAX_FILES: the pattern's high nibble */
+	char name[32];
+	uint64_t dir_ino;
+	uint64_t ino;
+	bool created;
+	uint64_t created_pos;
+	uint64_t max_bytes;         /* model capacity */
+	uint8_t *cur;               /* current contents (max_bytes) */
+	uint64_t cur_size;
+	struct fver *v;
+	size_t nv, vcap;
+	struct fsync_mark *sy;
+	size_t nsy, sycap;
+};
+
+/* chunk memory: shared between versions, all freed at the end of a
+ * workload (chunk_free_all) */
+static uint8_t **all_chunks;
+static size_t nall_chunks, all_chunks_cap;
+
+static uint8_t *chunk_dup(const uint8_t *p)
+{
+	uint8_t *c = malloc(CHUNK_BYTES);
+	if (!c || (nall_chunks == all_chunks_cap &&
+		   !(all_chunks = realloc(all_chunks, (all_chunks_cap = all_chunks_cap * 2 + 1024) *
+						      sizeof(*all_chunks))))) {
+		fprintf(stderr, "rlfs-crashtest: out of memory\n");
+		exit(2);
+	}
+	memcpy(c, p, CHUNK_BYTES);
+	all_chunks[nall_chunks++] = c;
+	return c;
+}
+
+static void chunk_free_all(void)
+{
+	for (size_t i = 0; i < nall_chunks; i++)
+		free(all_chunks[i]);
+	free(all_chunks);
+	all_chunks = NULL;
+	nall_chunks = all_chunks_cap = 0;
+}
+
+static bool zero_chunk(const uint8_t *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (p[i])
+			return false;
+	return true;
+}
+
+static void *xrealloc(void *p, size_t n)
+{
+	void *q = realloc(p, n);
+	if (!q) {
+		fprintf(stderr, "rlfs-crashtest: out of memory\n");
+		exit(2);
+	}
+	return q;
+}
+
+/* Snapshot f's current contents as a new version ending at pos; chunks
+ * equal to the previous version's are shared. */
+static void push_version(struct fmodel *f, uint64_t pos)
+{
+	size_t nch = (size_t)((f->max_bytes + CHUNK_BYTES - 1) / CHUNK_BYTES);
+	if (f->nv == f->vcap) {
+		f->vcap = f->vcap ? f->vcap * 2 : 64;
+		f->v = xrealloc(f->v, f->vcap * sizeof(*f->v));
+	}
+	struct fver *prev = f->nv ? &f->v[f->nv - 1] : NULL;
+	struct fver *nv = &f->v[f->nv];
+	nv->end_pos = pos;
+	nv->size_bytes = f->cur_size;
+	nv->chunks = calloc(nch, sizeof(*nv->chunks));
+	if (!nv->chunks) {
+		fprintf(stderr, "rlfs-crashtest: out of memory\n");
+		exit(2);
+	}
+	for (size_t c = 0; c < nch; c++) {
+		const uint8_t *p = f->cur + c * CHUNK_BYTES;
+		if (prev && prev->chunks[c] && memcmp(prev->chunks[c], p, CHUNK_BYTES) == 0)
+			nv->chunks[c] = prev->chunks[c];
+		else if (zero_chunk(p, CHUNK_BYTES))
+			nv->chunks[c] = NULL;
+		else
+			nv->chunks[c] = chunk_dup(p);
+	}
+	f->nv++;
+}
+
+static void push_sync(struct fmodel *f, uint64_t pos)
+{
+	if (!f->created || !f->nv)
+		return;
+	if (f->nsy == f->sycap) {
+		f->sycap = f->sycap ? f->sycap * 2 : 64;
+		f->sy = xrealloc(f->sy, f->sycap * sizeof(*f->sy));
+	}
+	f->sy[f->nsy].pos = pos;
+	f->sy[f->nsy].vi = f->nv - 1;
+	f->nsy++;
+}
+
+static uint8_t ver_byte(const struct fver *v, uint64_t off)
+{
+	const uint8_t *c = v->chunks[off / CHUNK_BYTES];
+	return c ? c[off % CHUNK_BYTES] : 0;
+}
+
+static uint8_t pattern(int fid, uint64_t wseq, uint64_t off)
+{
+	return (uint8_t)((fid << 4) | (((off * 31) ^ (wseq * 17) ^ (off >> 7)) & 15));
+}
+
+/* ---------------------------------------------------------------- */
+/* the workload                                                       */
+
+struct wl {
+	const struct opts *o;
+	struct rlfs_mount *mp;
+	struct rlfs_crash_rec *rec;
+	struct fmodel f[MAX_FILES];
+	int nf;
+	uint64_t wseq;
+	uint64_t *synced;           /* positions right after a successful sync */
+	size_t nsynced, syncedcap;
+	uint64_t nops, nenospc;
+	uint8_t *iobuf;             /* max_bytes of the largest file */
+	uint64_t image_bytes;
+	bool log_feature;
+};
+
+static uint64_t wl_pos(struct wl *w)
+{
+	return rlfs_crash_rec_pos(w->rec);
+}
+
+static void wl_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+static void wl_fail(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	fprintf(stderr, "rlfs-crashtest: workload error: ");
+	vfprintf(stderr, fmt, ap);
+	fprintf(stderr, "\n");
+	va_end(ap);
+	fflush(stdout);
+	_exit(2);   /* no leak report: the workload's memory is still in use */
+}
+
+/* Read f back through the library into cur (after an operation that
+ * failed part-way: the library's state is the truth). */
+static void resync(struct wl *w, struct fmodel *f)
+{
+	struct stat st;
+	int err = rlfs_getattr(w->mp, f->ino, &st);
+	if (err)
+		wl_fail("getattr %s: %s", f->name, strerror(-err));
+	if ((uint64_t)st.st_size > f->max_bytes)
+		wl_fail("%s grew to %lld bytes, past the model's %" PRIu64, f->name,
+			(long long)st.st_size, f->max_bytes);
+	memset(f->cur, 0, f->max_bytes);
+	f->cur_size = (uint64_t)st.st_size;
+	uint64_t done = 0;
+	while (done < f->cur_size) {
+		ssize_t n = rlfs_read(w->mp, f->ino, f->cur + done, f->cur_size - done, (off_t)done);
+		if (n <= 0)
+			wl_fail("read %s: %s", f->name, n ? strerror((int)-n) : "short");
+		done += (uint64_t)n;
+	}
+}
+
+/* The library's view of f must equal the model (checked after every
+ * operation: a model bug must not pass as a crash finding). */
+static void verify_live(struct wl *w, struct fmodel *f, const char *op)
+{
+	struct stat st;
+	int err = rlfs_getattr(w->mp, f->ino, &st);
+	if (err)
+		wl_fail("getattr %s after %s: %s", f->name, op, strerror(-err));
+	if ((uint64_t)st.st_size != f->cur_size)
+		wl_fail("%s after %s: size %lld, model %" PRIu64, f->name, op,
+			(long long)st.st_size, f->cur_size);
+	uint64_t done = 0;
+	while (done < f->cur_size) {
+		ssize_t n = rlfs_read(w->mp, f->ino, w->iobuf + done, f->cur_size - done,
+				      (off_t)done);
+		if (n <= 0)
+			wl_fail("read %s after %s: %s", f->name, op, n ? strerror((int)-n) : "short");
+		done += (uint64_t)n;
+	}
+	if (f->cur_size && memcmp(w->iobuf, f->cur, f->cur_size) != 0)
+		wl_fail("%s after %s: contents differ from the model", f->name, op);
+}
+
+static void op_done(struct wl *w, struct fmodel *f, const char *op)
+{
+	verify_live(w, f, op);
+	push_version(f, wl_pos(w));
+	w->nops++;
+}
+
+static void note_synced(struct wl *w)
+{
+	if (w->nsynced == w->syncedcap) {
+		w->syncedcap = w->syncedcap ? w->syncedcap * 2 : 64;
+		w->synced = xrealloc(w->synced, w->syncedcap * sizeof(*w->synced));
+	}
+	w->synced[w->nsynced++] = wl_pos(w);
+}
+
+static void do_create(struct wl *w, struct fmodel *f)
+{
+	struct stat st;
+	int err = rlfs_mknod(w->mp, f->dir_ino, f->name, S_IFREG | 0644, 0, 0, 0, &st);
+	if (err)
+		wl_fail("create %s: %s", f->name, strerror(-err));
+	rlfs_forget(w->mp, (uint64_t)st.st_ino, 1);
+	f->ino = (uint64_t)st.st_ino;
+	f->created = true;
+	f->cur_size = 0;
+	memset(f->cur, 0, f->max_bytes);
+	f->created_pos = wl_pos(w);
+	op_done(w, f, "create");
+}
+
+static void do_write(struct wl *w, struct fmodel *f, uint64_t off, uint64_t len)
+{
+	if (off >= f->max_bytes)
+		return;
+	if (off + len > f->max_bytes)
+		len = f->max_bytes - off;
+	uint64_t seq = ++w->wseq;
+	for (uint64_t i = 0; i < len; i++)
+		w->iobuf[i] = pattern(f->fid, seq, off + i);
+	ssize_t n = rlfs_write(w->mp, f->ino, w->iobuf, len, (off_t)off);
+	if (n < 0 && n != -ENOSPC)
+		wl_fail("write %s %" PRIu64 "+%" PRIu64 ": %s", f->name, off, len,
+			strerror((int)-n));
+	if (n < 0 || (uint64_t)n < len) {
+		w->nenospc++;
+		resync(w, f);
+	} else {
+		memcpy(f->cur + off, w->iobuf, len);
+		if (off + len > f->cur_size)
+			f->cur_size = off + len;
+	}
+	op_done(w, f, "write");
+}
+
+static void do_truncate(struct wl *w, struct fmodel *f, uint64_t size)
+{
+	struct stat st = { .st_size = (off_t)size }, out;
+	int err = rlfs_setattr(w->mp, f->ino, &st, RLFS_SET_SIZE, &out);
+	if (err && err != -ENOSPC)
+		wl_fail("truncate %s to %" PRIu64 ": %s", f->name, size, strerror(-err));
+	if (err) {
+		w->nenospc++;
+		resync(w, f);
+	} else {
+		if (size < f->cur_size)
+			memset(f->cur + size, 0, f->cur_size - size);
+		f->cur_size = size;
+	}
+	op_done(w, f, "truncate");
+}
+
+/* punch (FALLOC_FL_PUNCH_HOLE), zero (FALLOC_FL_ZERO_RANGE) or unshare,
+ * all KEEP_SIZE */
+static void do_falloc(struct wl *w, struct fmodel *f, int mode, uint64_t off, uint64_t len,
+		      const char *what)
+{
+	if (!len)
+		return;
+	int err = rlfs_fallocate(w->mp, f->ino, mode | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len);
+	if (err && err != -ENOSPC)
+		wl_fail("%s %s %" PRIu64 "+%" PRIu64 ": %s", what, f->name, off, len,
+			strerror(-err));
+	if (err) {
+		w->nenospc++;
+		resync(w, f);
+	} else if (!(mode & FALLOC_FL_UNSHARE_RANGE) && off < f->cur_size) {
+		uint64_t end = RLFS_MIN(off + len, f->cur_size);
+		memset(f->cur + off, 0, end - off);
+	}
+	op_done(w, f, what);
+}
+
+/* clone whole blocks: [soff, soff+len) of s to doff of d */
+static void do_clone(struct wl *w, struct fmodel *s, struct fmodel *d, uint64_t soff,
+		     uint64_t doff, uint64_t len)
+{
+	soff &= ~(uint64_t)(BLOCK_BYTES - 1);
+	doff &= ~(uint64_t)(BLOCK_BYTES - 1);
+	uint64_t src_end = s->cur_size & ~(uint64_t)(BLOCK_BYTES - 1);
+	if (soff >= src_end)
+		return;
+	len = RLFS_MIN(len, src_end - soff) & ~(uint64_t)(BLOCK_BYTES - 1);
+	if (doff + len > d->max_bytes)
+		len = (d->max_bytes - RLFS_MIN(doff, d->max_bytes)) & ~(uint64_t)(BLOCK_BYTES - 1);
+	if (!len)
+		return;
+	if (s == d && soff < doff + len && doff < soff + len)
+		return;
+	int64_t n = rlfs_clone_range(w->mp, s->ino, soff, d->ino, doff, len, 0);
+	if (n < 0 && n != -ENOSPC)
+		wl_fail("clone %s %" PRIu64 " -> %s %" PRIu64 " +%" PRIu64 ": %s", s->name, soff,
+			d->name, doff, len, strerror((int)-n));
+	if (n < 0 || (uint64_t)n != len) {
+		w->nenospc++;
+		resync(w, d);
+	} else {
+		memmove(d->cur + doff, s->cur + soff, len);
+		if (doff + len > d->cur_size)
+			d->cur_size = doff + len;
+	}
+	op_done(w, d, "clone");
+}
+
+static void do_fsync(struct wl *w, struct fmodel *f, int datasync)
+{
+	int err = rlfs_fsync(w->mp, f->ino, datasync);
+	if (err)
+		wl_fail("fsync %s: %s", f->name, strerror(-err));
+	push_sync(f, wl_pos(w));
+	note_synced(w);
+	w->nops++;
+}
+
+static void do_sync(struct wl *w)
+{
+	int err = rlfs_sync(w->mp);
+	if (err)
+		wl_fail("sync: %s", strerror(-err));
+	for (int i = 0; i < w->nf; i++)
+		push_sync(&w->f[i], wl_pos(w));
+	note_synced(w);
+	w->nops++;
+}
+
+static struct fmodel *pick(struct wl *w)
+{
+	return &w->f[rndn((uint64_t)w->nf)];
+}
+
+static uint64_t rnd_len(uint64_t max)
+{
+	/* mostly small, sometimes large */
+	switch (rndn(4)) {
+	case 0: return 1 + rndn(512);
+	case 1: return 1 + rndn(8192);
+	case 2: return 1 + rndn(65536);
+	default: return 1 + rndn(max);
+	}
+}
+
+/* fsx: random writes, truncates, punches, zero ranges, clones, unshares
+ * and fsyncs on a few files */
+static void wl_fsx(struct wl *w)
+{
+	for (int i = 0; i < w->nf; i++)
+		do_create(w, &w->f[i]);
+	do_sync(w);
+	for (unsigned n = 0; n < w->o->ops; n++) {
+		struct fmodel *f = pick(w);
+		uint64_t r = rndn(100);
+		uint64_t lim = f->max_bytes;
+		if (r < 34) {
+			do_write(w, f, rndn(lim), rnd_len(lim / 4));
+		} else if (r < 42) {
+			do_truncate(w, f, rndn(lim));
+		} else if (r < 50) {
+			do_falloc(w, f, FALLOC_FL_PUNCH_HOLE, rndn(lim), rnd_len(lim / 4), "punch");
+		} else if (r < 54) {
+			do_falloc(w, f, FALLOC_FL_ZERO_RANGE, rndn(lim), rnd_len(lim / 4), "zero");
+		} else if (r < 66) {
+			struct fmodel *d = pick(w);
+			do_clone(w, f, d, rndn(f->cur_size + 1), rndn(d->max_bytes),
+				 rnd_len(lim / 2));
+		} else if (r < 70) {
+			do_falloc(w, f, FALLOC_FL_UNSHARE_RANGE, rndn(lim), rnd_len(lim / 2),
+				  "unshare");
+		} else if (r < 88) {
+			do_fsync(w, f, 0);
+		} else if (r < 94) {
+			do_fsync(w, f, 1);
+		} else {
+			do_sync(w);
+		}
+	}
+}
+
+/* clone: one big file, cloned whole into the others, then small random
+ * copy-on-write overwrites in all of them, fsyncs, now and then a range
+ * cloned back */
+static void wl_clone(struct wl *w)
+{
+	for (int i = 0; i < w->nf; i++)
+		do_create(w, &w->f[i]);
+	struct fmodel *big = &w->f[0];
+	uint64_t size = big->max_bytes;
+	for (uint64_t off = 0; off < size; off += 256 * 1024)
+		do_write(w, big, off, RLFS_MIN(256 * 1024, size - off));
+	do_fsync(w, big, 0);
+	for (int i = 1; i < w->nf; i++) {
+		do_clone(w, big, &w->f[i], 0, 0, size);
+		do_fsync(w, &w->f[i], 0);
+	}
+	for (unsigned n = 0; n < w->o->ops; n++) {
+		struct fmodel *f = pick(w);
+		uint64_t r = rndn(100);
+		if (r < 65)
+			do_write(w, f, rndn(size), 1 + rndn(16384));
+		else if (r < 72)
+			do_clone(w, pick(w), f, rndn(size), rndn(size), rnd_len(size / 4));
+		else if (r < 76)
+			do_falloc(w, f, FALLOC_FL_PUNCH_HOLE, rndn(size), rnd_len(size / 8), "punch");
+		else if (r < 94)
+			do_fsync(w, f, (int)rndn(2));
+		else
+			do_sync(w);
+	}
+}
+
+/* enospc: large writes and clones on a small image until they fail with
+ * ENOSPC, truncates and punches to free space again */
+static void wl_enospc(struct wl *w)
+{
+	for (int i = 0; i < w->nf; i++)
+		do_create(w, &w->f[i]);
+	do_sync(w);
+	for (unsigned n = 0; n < w->o->ops; n++) {
+		struct fmodel *f = pick(w);
+		uint64_t lim = f->max_bytes;
+		uint64_t r = rndn(100);
+		if (r < 50)
+			do_write(w, f, rndn(lim), 256 * 1024 + rndn(2u << 20));
+		else if (r < 58)
+			do_clone(w, pick(w), f, 0, rndn(lim), lim);
+		else if (r < 64)
+			do_truncate(w, f, rndn(lim / 2));
+		else if (r < 72)
+			do_falloc(w, f, FALLOC_FL_PUNCH_HOLE, rndn(lim), rnd_len(lim), "punch");
+		else if (r < 76)
+			do_falloc(w, f, FALLOC_FL_UNSHARE_RANGE, 0, lim, "unshare");
+		else if (r < 93)
+			do_fsync(w, f, 0);
+		else
+			do_sync(w);
+	}
+}
+
+struct wdef {
+	const char *name;
+	void (*run)(struct wl *w);
+	uint64_t image_bytes;
+	int nfiles;
+	uint64_t file_bytes;
+	unsigned default_ops;
+};
+
+static const struct wdef workloads[] = {
+	{ "fsx", wl_fsx, 32ull << 20, 4, 256 * 1024, 150 },
+	{ "clone", wl_clone, 32ull << 20, 3, 2ull << 20, 100 },
+	{ "enospc", wl_enospc, 16ull << 20, 4, 6ull << 20, 60 },
+};
+
+/* ---------------------------------------------------------------- */
+/* setting up the recorded mount                                      */
+
+static char tmpdir[4096];
+
+static void mkfs_and_mount(struct wl *w, const struct wdef *d)
+{
+	char img[4200];
+	snprintf(img, sizeof(img), "%s/base.img", tmpdir);
+	int fd = open(img, O_CREAT | O_TRUNC | O_RDWR | O_CLOEXEC, 0600);
+	if (fd < 0)
+		wl_fail("create %s: %s", img, strerror(errno));
+	close(fd);
+	struct rlfs_mkfs_opts mo = { .size_bytes = d->image_bytes, .force = 1 };
+	int err = rlfs_mkfs(img, &mo);
+	if (err)
+		wl_fail("mkfs %s: %s", img, strerror(-err));
+	err = rlfs_mount_open(img, RLFS_MOUNT_NOLOCK, &w->mp);
+	if (err)
+		wl_fail("mount %s: %s", img, strerror(-err));
+	w->log_feature = (w->mp->features_incompat & RLFS_FEAT_INCOMPAT_LOG) != 0;
+	/* copy the mounted image into memory and record from here on */
+	struct rlfs_dev *old = w->mp->dev, *mem, *cdev;
+	err = rlfs_dev_open_mem(old->size_bytes, &mem);
+	if (err)
+		wl_fail("memory device: %s", strerror(-err));
+	uint8_t *buf = xrealloc(NULL, 1u << 20);
+	for (uint64_t off = 0; off < old->size_bytes && !err; off += 1u << 20) {
+		size_t n = (size_t)RLFS_MIN(1u << 20, old->size_bytes - off);
+		err = rlfs_dev_pread(old, buf, n, off);
+		if (!err)
+			err = rlfs_dev_pwrite(mem, buf, n, off);
+	}
+	free(buf);
+	if (err)
+		wl_fail("copy the image to memory: %s", strerror(-err));
+	err = rlfs_crash_rec_new(mem, &w->rec);
+	if (!err)
+		err = rlfs_crash_dev_open(w->rec, mem, &cdev);
+	if (err)
+		wl_fail("crash device: %s", strerror(-err));
+	/* every device access of the library goes through mp->dev and its
+	 * vtable (lib/dev.h), so the swap is invisible above it */
+	w->mp->dev = cdev;
+	rlfs_dev_close(old);
+	unlink(img);
+	w->image_bytes = d->image_bytes;
+}
+
+/* ---------------------------------------------------------------- */
+/* the list of cuts                                                   */
+
+enum cut_kind { CUT_SYNCED, CUT_FLUSH, CUT_RANDOM };
+static const char *const cut_kind_name[] = { "synced", "flush", "random" };
+
+struct cutdef {
+	enum cut_kind kind;
+	struct rlfs_crash_cut cut;
+};
+
+static struct cutdef *make_cuts(struct wl *w, uint64_t seed, unsigned count, size_t *np)
+{
+	uint64_t npos = wl_pos(w);
+	struct cutdef *c = NULL;
+	size_t n = 0, cap = 0;
+#define ADD(k, p, ka)                                                                   \
+	do {                                                                            \
+		if (n == cap) {                                                         \
+			cap = cap ? cap * 2 : 256;                                      \
+			c = xrealloc(c, cap * sizeof(*c));                              \
+		}                                                                       \
+		c[n].kind = (k);                                                        \
+		c[n].cut.pos = (p);                                                     \
+		c[n].cut.keep_all = (ka);                                               \
+		c[n].cut.seed = mix64(seed ^ (n * 0x9E3779B97F4A7C15ull));              \
+		c[n].cut.torn_pct = 25;                                                 \
+		n++;                                                                    \
+	} while (0)
+	for (size_t i = 0; i < w->nsynced; i++)
+		ADD(CUT_SYNCED, w->synced[i], true);
+	/* flush points not already a synced point */
+	uint64_t *flushpos = NULL;
+	size_t nflush = 0;
+	for (uint64_t i = 0; i < npos; i++) {
+		struct rlfs_crash_event ev;
+		rlfs_crash_rec_event(w->rec, i, &ev);
+		if (ev.kind != RLFS_CRASH_FLUSH)
+			continue;
+		flushpos = xrealloc(flushpos, (nflush + 1) * sizeof(*flushpos));
+		flushpos[nflush++] = i + 1;
+		bool dup = false;
+		for (size_t s = 0; s < w->nsynced && !dup; s++)
+			dup = w->synced[s] == i + 1;
+		if (!dup)
+			ADD(CUT_FLUSH, i + 1, true);
+	}
+	/* random cuts in every interval that has writes: (a, b) where a is a
+	 * flush point (or 0) and b the next flush event (or the end) */
+	uint64_t rs = seed ^ 0xC0FFEEull;
+	for (size_t k = 0; k <= nflush; k++) {
+		uint64_t a = k ? flushpos[k - 1] : 0;
+		uint64_t b = k < nflush ? flushpos[k] - 1 : npos;
+		if (b <= a)
+			continue;
+		for (unsigned j = 0; j < count; j++) {
+			rs = mix64(rs);
+			uint64_t p = a + 1 + rs % (b - a);
+			rs = mix64(rs);
+			ADD(CUT_RANDOM, p, rs % 4 == 0);
+		}
+	}
+#undef ADD
+	free(flushpos);
+	*np = n;
+	return c;
+}
+
+/* ---------------------------------------------------------------- */
+/* checking one crash image (in a child process)                      */
+
+struct msgs {
+	int fd;
+	unsigned n;
+};
+
+static void say(struct msgs *m, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void say(struct msgs *m, const char *fmt, ...)
+{
+	char line[600];
+	va_list ap;
+	va_start(ap, fmt);
+	int len = vsnprintf(line, sizeof(line) - 1, fmt, ap);
+	va_end(ap);
+	if (len < 0)
+		return;
+	if ((size_t)len > sizeof(line) - 2)
+		len = sizeof(line) - 2;
+	line[len++] = '\n';
+	m->n++;
+	if (write(m->fd, line, (size_t)len) < 0)
+		return;
+}
+
+/* The allowed versions of f at cut position pos: [*lo, *hi].  Returns
+ * whether an fsync before the cut covered f. */
+static bool allowed_versions(const struct fmodel *f, uint64_t pos, size_t *lo, size_t *hi)
+{
+	bool synced = false;
+	*lo = 0;
+	for (size_t i = 0; i < f->nsy; i++) {
+		if (f->sy[i].pos <= pos) {
+			synced = true;
+			*lo = f->sy[i].vi;
+		}
+	}
+	*hi = f->nv - 1;
+	for (size_t i = 0; i < f->nv; i++) {
+		if (f->v[i].end_pos >= pos) {
+			*hi = i;
+			break;
+		}
+	}
+	if (*hi < *lo)
+		*hi = *lo;
+	return synced;
+}
+
+static const char *classify(const struct wl *w, const struct fmodel *f, uint8_t b)
+{
+	if (b == 0)
+		return "zeros";
+	int fid = b >> 4;
+	if (fid == f->fid)
+		return "stale";
+	for (int i = 0; i < w->nf; i++)
+		if (w->f[i].fid == fid)
+			return "foreign";
+	return "garbage";
+}
+
+static void check_file(struct wl *w, const struct fmodel *f, uint64_t pos, struct msgs *m)
+{
+	if (!f->created || f->created_pos > pos)
+		return;
+	size_t lo, hi;
+	bool synced = allowed_versions(f, pos, &lo, &hi);
+	struct stat st;
+	int err = rlfs_lookup(w->mp, f->dir_ino, f->name, &st);
+	if (err == -ENOENT) {
+		if (synced)
+			say(m, "missing: %s (fsync'd) is not there", f->name);
+		return;
+	}
+	if (err) {
+		say(m, "readerr: lookup %s: %s", f->name, strerror(-err));
+		return;
+	}
+	rlfs_forget(w->mp, (uint64_t)st.st_ino, 1);
+	uint64_t size = (uint64_t)st.st_size;
+	bool size_ok = false;
+	for (size_t v = lo; v <= hi; v++)
+		size_ok |= f->v[v].size_bytes == size;
+	if (!size_ok) {
+		say(m, "size: %s has %" PRIu64 " bytes, allowed versions %zu..%zu have %" PRIu64
+		    "..%" PRIu64 "%s", f->name, size, lo, hi, f->v[lo].size_bytes,
+		    f->v[hi].size_bytes, synced ? " (fsync'd)" : "");
+		if (size > f->max_bytes)
+			return;
+	}
+	uint64_t done = 0;
+	while (done < size) {
+		ssize_t n = rlfs_read(w->mp, (uint64_t)st.st_ino, w->iobuf + done, size - done,
+				      (off_t)done);
+		if (n <= 0) {
+			say(m, "readerr: read %s at %" PRIu64 ": %s", f->name, done,
+			    n ? strerror((int)-n) : "short read");
+			return;
+		}
+		done += (uint64_t)n;
+	}
+	/* chunk by chunk: a version that matches the whole chunk, else byte
+	 * by byte; report the first bad byte of each kind */
+	uint64_t bad[4] = { 0 }, first[4] = { 0 };
+	static const char *const kinds[4] = { "zeros", "stale", "foreign", "garbage" };
+	for (uint64_t c0 = 0; c0 < size; c0 += CHUNK_BYTES) {
+		uint64_t c1 = RLFS_MIN(c0 + CHUNK_BYTES, size);
+		bool whole = false;
+		for (size_t v = hi + 1; v-- > lo && !whole;) {
+			const struct fver *fv = &f->v[v];
+			if (fv->size_bytes < c1)
+				continue;
+			const uint8_t *ch = fv->chunks[c0 / CHUNK_BYTES];
+			whole = ch ? memcmp(ch, w->iobuf + c0, c1 - c0) == 0
+				   : zero_chunk(w->iobuf + c0, c1 - c0);
+		}
+		if (whole)
+			continue;
+		for (uint64_t p = c0; p < c1; p++) {
+			uint8_t b = w->iobuf[p];
+			bool ok = false;
+			for (size_t v = lo; v <= hi && !ok; v++)
+				ok = p < f->v[v].size_bytes && ver_byte(&f->v[v], p) == b;
+			/* a truncate below p (an allowed version smaller than p
+			 * after one that held p) zeroes the rest of the EOF
+			 * block before its size change is durable, as XFS's
+			 * setattr does (iomap_truncate_page) */
+			for (size_t v = lo + 1; v <= hi && !ok && b == 0; v++)
+				ok = f->v[v].size_bytes <= p && p < f->v[v - 1].size_bytes &&
+				     p / BLOCK_BYTES == f->v[v].size_bytes / BLOCK_BYTES;
+			if (ok)
+				continue;
+			const char *k = classify(w, f, b);
+			for (int i = 0; i < 4; i++) {
+				if (strcmp(k, kinds[i]) == 0) {
+					if (!bad[i]++)
+						first[i] = p;
+				}
+			}
+		}
+	}
+	for (int i = 0; i < 4; i++) {
+		if (bad[i])
+			say(m, "%s: %s%s: %" PRIu64 " bytes not in versions %zu..%zu, first at %" PRIu64
+			    " (0x%02x)", kinds[i], f->name, synced ? " (fsync'd)" : "", bad[i], lo, hi,
+			    first[i], w->iobuf[first[i]]);
+	}
+}
+
+/* fsck -n on img: 0 clean, else say the first findings */
+static void run_fsck(const char *img, bool mounted_ok, struct msgs *m)
+{
+	char out[4300];
+	snprintf(out, sizeof(out), "%s.fsck", img);
+	fflush(stdout);
+	int save = dup(1);
+	int fd = open(out, O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0600);
+	if (save < 0 || fd < 0) {
+		say(m, "fsck: cannot redirect its output: %s", strerror(errno));
+		return;
+	}
+	dup2(fd, 1);
+	close(fd);
+	char a0[] = "fsck", a1[] = "-n";
+	char *img_arg = strdup(img);
+	char *argv[] = { a0, a1, img_arg, NULL };
+	int rc = rlfs_fsck_main(3, argv);
+	free(img_arg);
+	fflush(stdout);
+	dup2(save, 1);
+	close(save);
+	if (rc == 0)
+		return;
+	FILE *fp = fopen(out, "r");
+	char line[512];
+	int shown = 0;
+	while (fp && shown < 3 && fgets(line, sizeof(line), fp)) {
+		line[strcspn(line, "\n")] = 0;
+		/* a mount that failed left the unclean flag: not news */
+		if (!mounted_ok && strstr(line, "not cleanly unmounted"))
+			continue;
+		if (strstr(line, ": ") == NULL)
+			continue;
+		say(m, "fsck: exit %d: %s", rc, line);
+		shown++;
+	}
+	if (!shown)
+		say(m, "fsck: exit %d", rc);
+	if (fp)
+		fclose(fp);
+}
+
+static void check_image(struct wl *w, const char *img, uint64_t pos, int msgfd)
+{
+	struct msgs m = { .fd = msgfd };
+	struct rlfs_mount *mp;
+	int err = rlfs_mount_open(img, RLFS_MOUNT_NOLOCK, &mp);
+	if (err) {
+		say(&m, "mount: %s", strerror(-err));
+	} else {
+		w->mp = mp;
+		for (int i = 0; i < w->nf; i++)
+			check_file(w, &w->f[i], pos, &m);
+		err = rlfs_mount_close(mp);
+		if (err)
+			say(&m, "unmount: %s", strerror(-err));
+	}
+	run_fsck(img, err == 0, &m);
+	_exit(m.n ? 1 : 0);
+}
+
+/* ---------------------------------------------------------------- */
+/* main                                                               */
+
+static const char *const kind_names[] = { "mount", "unmount", "fsck", "missing", "size",
+					  "readerr", "zeros", "stale", "foreign", "garbage",
+					  "crashed" };
+#define NKINDS (sizeof(kind_names) / sizeof(kind_names[0]))
+
+struct totals {
+	uint64_t images, failed;
+	uint64_t by_kind[NKINDS];
+	uint64_t by_cut_checked[3], by_cut_failed[3];
+};
+
+static void usage(FILE *out)
+{
+	fprintf(out,
+		"usage: rlfs-crashtest [--workload fsx|clone|enospc|all] [--seed S] [--ops N]\n"
+		"                      [--count N] [--images M] [--mode all|synced|flush|random]\n"
+		"                      [--cut K] [--dir DIR] [--keep] [-v]\n"
+		"Record a workload on a crash-recording device, then mount, verify and fsck the\n"
+		"image after a power cut at every flush point and at random cuts between them.\n"
+		"  --workload W  which workload (default fsx; all: each in turn)\n"
+		"  --seed S      workload and cut seed (default 1)\n"
+		"  --ops N       workload operations (default per workload)\n"
+		"  --count N     random cuts per flush interval (default 2)\n"
+		"  --images M    check at most M images, spread over the list (default 0: all)\n"
+		"  --mode M      synced: only right after fsync/sync returned; flush: the\n"
+		"                other flush points; random: the random cuts; all (default)\n"
+		"  --cut K       only image K of the list (as printed for a failure)\n"
+		"  --dir DIR     where crash images are built (default /dev/shm or /tmp)\n"
+		"  --keep        keep failed images (DIR/crash-W-S-K.img)\n"
+		"  -v            one line per image; library and fsck messages shown\n"
+		"Exit: 0 no failure, 1 some crash image failed, 2 usage or workload error.\n");
+}
+
+static int parse_u64(const char *s, uint64_t *v)
+{
+	char *end;
+	errno = 0;
+	unsigned long long x = strtoull(s, &end, 0);
+	if (errno || end == s || *end || *s == '-')
+		return -1;
+	*v = x;
+	return 0;
+}
+
+static int run_workload(const struct opts *o, const struct wdef *d, struct totals *t)
+{
+	struct wl w = { .o = o };
+	struct opts oo = *o;
+	if (!oo.ops)
+		oo.ops = d->default_ops;
+	w.o = &oo;
+	rng_state = mix64(o->seed ^ 0x1234567ull);
+	w.nf = d->nfiles;
+	uint64_t maxb = 0;
+	for (int i = 0; i < w.nf; i++) {
+		struct fmodel *f = &w.f[i];
+		f->fid = i + 1;
+		snprintf(f->name, sizeof(f->name), "f%d", i + 1);
+		f->max_bytes = d->file_bytes;
+		f->cur = calloc(1, f->max_bytes);
+		if (!f->cur)
+			wl_fail("out of memory");
+		maxb = RLFS_MAX(maxb, f->max_bytes);
+	}
+	w.iobuf = xrealloc(NULL, maxb + CHUNK_BYTES);
+	mkfs_and_mount(&w, d);
+	for (int i = 0; i < w.nf; i++)
+		w.f[i].dir_ino = rlfs_root_ino(w.mp);
+	uint64_t pos0 = wl_pos(&w);
+	d->run(&w);
+	uint64_t npos = wl_pos(&w);
+	uint64_t nflush = 0;
+	for (uint64_t i = 0; i < npos; i++) {
+		struct rlfs_crash_event ev;
+		rlfs_crash_rec_event(w.rec, i, &ev);
+		nflush += ev.kind == RLFS_CRASH_FLUSH;
+	}
+	printf("workload %s seed %" PRIu64 ": %" PRIu64 " ops (%" PRIu64 " hit ENOSPC), %" PRIu64
+	       " writes (%" PRIu64 " KiB), %" PRIu64 " flushes, %zu sync points; log feature %s\n",
+	       d->name, o->seed, w.nops, w.nenospc, npos - pos0 - nflush,
+	       rlfs_crash_rec_bytes(w.rec) >> 10, nflush, w.nsynced, w.log_feature ? "on" : "off");
+	fflush(stdout);
+	/* the live mount stays open until the end: unmounting it now would
+	 * add its writes to the record (harmless, but the record is done) */
+	struct rlfs_mount *live = w.mp;
+
+	size_t ncuts;
+	struct cutdef *cuts = make_cuts(&w, o->seed, o->count, &ncuts);
+	int want = -1;
+	if (strcmp(o->mode, "synced") == 0)
+		want = CUT_SYNCED;
+	else if (strcmp(o->mode, "flush") == 0)
+		want = CUT_FLUSH;
+	else if (strcmp(o->mode, "random") == 0)
+		want = CUT_RANDOM;
+	size_t nsel = 0;
+	for (size_t k = 0; k < ncuts; k++)
+		nsel += want < 0 || (int)cuts[k].kind == want;
+	size_t stride = o->images && nsel > o->images ? (nsel + o->images - 1) / o->images : 1;
+	char img[4200];
+	snprintf(img, sizeof(img), "%s/crash.img", tmpdir);
+	size_t sel = 0;
+	for (size_t k = 0; k < ncuts; k++) {
+		if (o->cut >= 0 && (size_t)o->cut != k)
+			continue;
+		if (o->cut < 0) {
+			if (want >= 0 && (int)cuts[k].kind != want)
+				continue;
+			if (sel++ % stride)
+				continue;
+		}
+		const struct cutdef *cd = &cuts[k];
+		int fd = open(img, O_CREAT | O_TRUNC | O_RDWR | O_CLOEXEC, 0600);
+		if (fd < 0)
+			wl_fail("create %s: %s", img, strerror(errno));
+		struct rlfs_crash_stats cs;
+		int err = rlfs_crash_rec_build(w.rec, &cd->cut, fd, &cs);
+		close(fd);
+		if (err)
+			wl_fail("build image %zu: %s", k, strerror(-err));
+		int pfd[2];
+		if (pipe(pfd) < 0)
+			wl_fail("pipe: %s", strerror(errno));
+		fflush(stdout);
+		fflush(stderr);
+		pid_t pid = fork();
+		if (pid < 0)
+			wl_fail("fork: %s", strerror(errno));
+		if (pid == 0) {
+			close(pfd[0]);
+			if (!o->verbose) {
+				int nul = open("/dev/null", O_WRONLY);
+				if (nul >= 0) {
+					dup2(nul, 2);
+					dup2(nul, 1);
+					close(nul);
+				}
+			}
+			alarm(120);
+			check_image(&w, img, cd->cut.pos, pfd[1]);
+		}
+		close(pfd[1]);
+		char buf[8192];
+		size_t len = 0;
+		ssize_t r;
+		while ((r = read(pfd[0], buf + len, sizeof(buf) - 1 - len)) > 0) {
+			len += (size_t)r;
+			if (len == sizeof(buf) - 1)
+				break;
+		}
+		buf[len] = 0;
+		close(pfd[0]);
+		int status;
+		while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+			;
+		bool failed = !(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+		if (WIFSIGNALED(status) || (WIFEXITED(status) && WEXITSTATUS(status) > 1)) {
+			size_t l = strlen(buf);
+			snprintf(buf + l, sizeof(buf) - l, "crashed: the check died (%s %d)\n",
+				 WIFSIGNALED(status) ? "signal" : "exit",
+				 WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
+		}
+		t->images++;
+		t->by_cut_checked[cd->kind]++;
+		char desc[200];
+		snprintf(desc, sizeof(desc), "%s cut at %" PRIu64 "/%" PRIu64 "%s: %" PRIu64
+			 " durable writes, window %" PRIu64 " (kept %" PRIu64 ", lost %" PRIu64
+			 ", torn %" PRIu64 ")", cut_kind_name[cd->kind], cd->cut.pos, npos,
+			 cd->cut.keep_all ? " keep-all" : "", cs.durable_writes, cs.window_writes,
+			 cs.kept, cs.lost, cs.torn);
+		if (failed) {
+			t->failed++;
+			t->by_cut_failed[cd->kind]++;
+			bool seen[NKINDS] = { false };
+			for (char *line = strtok(buf, "\n"); line; line = strtok(NULL, "\n"))
+				for (size_t i = 0; i < NKINDS; i++)
+					if (!strncmp(line, kind_names[i], strlen(kind_names[i])) &&
+					    line[strlen(kind_names[i])] == ':')
+						seen[i] = true;
+			for (size_t i = 0; i < NKINDS; i++)
+				t->by_kind[i] += seen[i];
+			printf("FAIL --workload %s --seed %" PRIu64 " --ops %u --count %u --cut %zu: %s\n",
+			       d->name, o->seed, oo.ops, o->count, k, desc);
+			/* strtok put NULs in buf: print the lines again */
+			for (size_t i = 0; i < len; i++)
+				if (!buf[i])
+					buf[i] = '\n';
+			for (char *line = strtok(buf, "\n"); line; line = strtok(NULL, "\n"))
+				printf("    %s\n", line);
+			if (o->keep) {
+				char keep[4300];
+				snprintf(keep, sizeof(keep), "%s/crash-%s-%" PRIu64 "-%zu.img", o->dir,
+					 d->name, o->seed, k);
+				if (rename(img, keep) == 0)
+					printf("    image kept: %s\n", keep);
+			}
+		} else if (o->verbose) {
+			printf("ok   image %zu: %s\n", k, desc);
+		}
+		fflush(stdout);
+	}
+	unlink(img);
+	snprintf(img, sizeof(img), "%s/crash.img.fsck", tmpdir);
+	unlink(img);
+	free(cuts);
+	int err = rlfs_mount_close(live);
+	if (err)
+		wl_fail("unmount of the recorded mount: %s", strerror(-err));
+	rlfs_crash_rec_free(w.rec);
+	for (int i = 0; i < w.nf; i++) {
+		for (size_t v = 0; v < w.f[i].nv; v++)
+			free(w.f[i].v[v].chunks);
+		free(w.f[i].v);
+		free(w.f[i].sy);
+		free(w.f[i].cur);
+	}
+	chunk_free_all();
+	free(w.synced);
+	free(w.iobuf);
+	return w.log_feature;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "workload", required_argument, NULL, 'w' },
+		{ "seed", required_argument, NULL, 's' },
+		{ "ops", required_argument, NULL, 'o' },
+		{ "count", required_argument, NULL, 'c' },
+		{ "images", required_argument, NULL, 'i' },
+		{ "mode", required_argument, NULL, 'm' },
+		{ "cut", required_argument, NULL, 'k' },
+		{ "dir", required_argument, NULL, 'd' },
+		{ "keep", no_argument, NULL, 'K' },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct opts o = { .workload = "fsx", .seed = 1, .count = 2, .mode = "all", .cut = -1 };
+	o.dir = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
+	int c;
+	uint64_t v;
+	while ((c = getopt_long(argc, argv, "v", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'w': o.workload = optarg; break;
+		case 'm': o.mode = optarg; break;
+		case 'd': o.dir = optarg; break;
+		case 'K': o.keep = true; break;
+		case 'v': o.verbose = true; break;
+		case 'h': usage(stdout); return 0;
+		case 's': case 'o': case 'c': case 'i': case 'k':
+			if (parse_u64(optarg, &v) || v > (c == 's' ? UINT64_MAX : 100000000u)) {
+				fprintf(stderr, "rlfs-crashtest: bad number for --%s: %s\n",
+					c == 's' ? "seed" : c == 'o' ? "ops" : c == 'c' ? "count" :
+					c == 'i' ? "images" : "cut", optarg);
+				return 2;
+			}
+			if (c == 's') o.seed = v;
+			else if (c == 'o') o.ops = (unsigned)v;
+			else if (c == 'c') o.count = (unsigned)v;
+			else if (c == 'i') o.images = (unsigned)v;
+			else o.cut = (long long)v;
+			break;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (optind != argc) {
+		usage(stderr);
+		return 2;
+	}
+	if (strcmp(o.mode, "all") && strcmp(o.mode, "synced") && strcmp(o.mode, "flush") &&
+	    strcmp(o.mode, "random")) {
+		fprintf(stderr, "rlfs-crashtest: unknown --mode %s (all, synced, flush, random)\n",
+			o.mode);
+		return 2;
+	}
+	const struct wdef *list[8];
+	size_t nlist = 0;
+	for (size_t i = 0; i < sizeof(workloads) / sizeof(workloads[0]); i++)
+		if (!strcmp(o.workload, "all") || !strcmp(o.workload, workloads[i].name))
+			list[nlist++] = &workloads[i];
+	if (!nlist) {
+		fprintf(stderr, "rlfs-crashtest: unknown --workload %s (fsx, clone, enospc, all)\n",
+			o.workload);
+		return 2;
+	}
+	snprintf(tmpdir, sizeof(tmpdir), "%s/rlfs-crash.XXXXXX", o.dir);
+	if (!mkdtemp(tmpdir)) {
+		fprintf(stderr, "rlfs-crashtest: mkdtemp in %s: %s\n", o.dir, strerror(errno));
+		return 2;
+	}
+	struct totals t = { 0 };
+	int log = 0;
+	time_t t0 = time(NULL);
+	for (size_t i = 0; i < nlist; i++)
+		log |= run_workload(&o, list[i], &t);
+	rmdir(tmpdir);
+	printf("checked %" PRIu64 " crash images, %" PRIu64 " failed (%lds)\n", t.images, t.failed,
+	       (long)(time(NULL) - t0));
+	printf("by cut: ");
+	for (int k = 0; k < 3; k++)
+		printf("%s %" PRIu64 "/%" PRIu64 " failed%s", cut_kind_name[k], t.by_cut_failed[k],
+		       t.by_cut_checked[k], k < 2 ? ", " : "\n");
+	if (t.failed) {
+		printf("damage (images): ");
+		bool any = false;
+		for (size_t i = 0; i < NKINDS; i++) {
+			if (t.by_kind[i]) {
+				printf("%s%s %" PRIu64, any ? ", " : "", kind_names[i], t.by_kind[i]);
+				any = true;
+			}
+		}
+		printf("\n");
+	}
+	printf("RESULT workload=%s mode=%s images=%" PRIu64 " failed=%" PRIu64 " log=%d\n",
+	       o.workload, o.mode, t.images, t.failed, log);
+	fflush(stdout);
+	return t.failed ? 1 : 0;
+}
