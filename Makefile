@@ -6,7 +6,7 @@ ASAN_BUILD ?= build-asan
 PREFIX     ?= /usr/local
 DEPS_STAMP := .deps-ok
 
-.PHONY: all deps build asan check unit demo bench install clean
+.PHONY: all deps build asan check unit demo bench install clean crashtest
 
 all: build
 
@@ -32,6 +32,24 @@ check: build asan
 
 unit: asan
 	sh tests/run.sh $(ASAN_BUILD) unit
+
+# The long crash test (tests/crash/crashtest.c): SEEDS seeds from SEED, each
+# with every workload, COUNT random cuts per flush interval and OPS
+# operations (0: the workload's default).  Release build for speed;
+# CRASH_BUILD=build-asan for the sanitizers.  Ends with one "checked N crash
+# images, M failed" line per seed; exit status non-zero if any failed.
+SEED       ?= 1
+SEEDS      ?= 5
+COUNT      ?= 8
+OPS        ?= 0
+CRASH_BUILD ?= $(BUILD)
+crashtest: build asan
+	@fail=0; s=$(SEED); end=$$(($(SEED) + $(SEEDS))); \
+	while [ $$s -lt $$end ]; do \
+		$(CRASH_BUILD)/rlfs-crashtest --workload all --seed $$s --count $(COUNT) \
+			--ops $(OPS) || fail=1; \
+		s=$$((s + 1)); \
+	done; exit $$fail
 
 demo: build
 	sh scripts/demo.sh $(BUILD) $(DIR)
