@@ -724,8 +724,7 @@ static void say(struct msgs *m, const char *fmt, ...)
 		len = sizeof(line) - 2;
 	line[len++] = '\n';
 	m->n++;
-	if (write(m->fd, line, (size_t)len) < 0)
-		return;
+	dprintf(m->fd, "M %.*s", len, line);
 }
 
 /* The allowed versions of f at cut position pos: [*lo, *hi].  Returns
@@ -896,7 +895,9 @@ static void run_fsck(const char *img, bool mounted_ok, struct msgs *m)
 		fclose(fp);
 }
 
-static void check_image(struct wl *w, const char *img, uint64_t pos, int msgfd)
+/* Mount, verify, unmount and fsck img; the findings go to msgfd as "M"
+ * lines.  Returns how many. */
+static unsigned check_image(struct wl *w, const char *img, uint64_t pos, int msgfd)
 {
 	struct msgs m = { .fd = msgfd };
 	struct rlfs_mount *mp;
@@ -912,7 +913,7 @@ static void check_image(struct wl *w, const char *img, uint64_t pos, int msgfd)
 			say(&m, "unmount: %s", strerror(-err));
 	}
 	run_fsck(img, err == 0, &m);
-	_exit(m.n ? 1 : 0);
+	return m.n;
 }
 
 /* ---------------------------------------------------------------- */
@@ -960,6 +961,47 @@ static int parse_u64(const char *s, uint64_t *v)
 		return -1;
 	*v = x;
 	return 0;
+}
+
+/* Count and print the outcome of image k; msgs holds its finding lines. */
+static void report_image(struct totals *t, const struct wdef *d, const struct opts *o,
+			 unsigned ops, size_t k, const struct cutdef *cd, uint64_t npos,
+			 const struct rlfs_crash_stats *cs, const char *msgs)
+{
+	char desc[300];
+	snprintf(desc, sizeof(desc), "%s cut at %" PRIu64 "/%" PRIu64 "%s: %" PRIu64
+		 " durable writes, window %" PRIu64 " (kept %" PRIu64 ", lost %" PRIu64
+		 ", torn %" PRIu64 ")", cut_kind_name[cd->kind], cd->cut.pos, npos,
+		 cd->cut.keep_all ? " keep-all" : "", cs->durable_writes, cs->window_writes,
+		 cs->kept, cs->lost, cs->torn);
+	t->images++;
+	t->by_cut_checked[cd->kind]++;
+	if (!msgs[0]) {
+		if (o->verbose)
+			printf("ok   image %zu: %s\n", k, desc);
+		return;
+	}
+	t->failed++;
+	t->by_cut_failed[cd->kind]++;
+	bool seen[NKINDS] = { false };
+	printf("FAIL --workload %s --seed %" PRIu64 " --ops %u --count %u --cut %zu: %s\n",
+	       d->name, o->seed, ops, o->count, k, desc);
+	for (const char *line = msgs, *nl; *line; line = nl + 1) {
+		nl = strchr(line, '\n');
+		if (!nl)
+			nl = line + strlen(line) - 1;
+		printf("    %.*s\n", (int)(nl - line), line);
+		for (size_t i = 0; i < NKINDS; i++) {
+			size_t l = strlen(kind_names[i]);
+			if (!strncmp(line, kind_names[i], l) && line[l] == ':')
+				seen[i] = true;
+		}
+		if (!nl[1])
+			break;
+	}
+	for (size_t i = 0; i < NKINDS; i++)
+		t->by_kind[i] += seen[i];
+	fflush(stdout);
 }
 
 static int run_workload(const struct opts *o, const struct wdef *d, struct totals *t)
@@ -1019,25 +1061,32 @@ static int run_workload(const struct opts *o, const struct wdef *d, struct total
 	size_t stride = o->images && nsel > o->images ? (nsel + o->images - 1) / o->images : 1;
 	char img[4200];
 	snprintf(img, sizeof(img), "%s/crash.img", tmpdir);
-	size_t sel = 0;
+	/* the images to check, by their number in the list */
+	size_t *todo = xrealloc(NULL, (ncuts + 1) * sizeof(*todo));
+	size_t ntodo = 0, sel = 0;
 	for (size_t k = 0; k < ncuts; k++) {
-		if (o->cut >= 0 && (size_t)o->cut != k)
+		if (o->cut >= 0) {
+			if ((size_t)o->cut == k)
+				todo[ntodo++] = k;
 			continue;
-		if (o->cut < 0) {
-			if (want >= 0 && (int)cuts[k].kind != want)
-				continue;
-			if (sel++ % stride)
-				continue;
 		}
-		const struct cutdef *cd = &cuts[k];
-		int fd = open(img, O_CREAT | O_TRUNC | O_RDWR | O_CLOEXEC, 0600);
-		if (fd < 0)
-			wl_fail("create %s: %s", img, strerror(errno));
-		struct rlfs_crash_stats cs;
-		int err = rlfs_crash_rec_build(w.rec, &cd->cut, fd, &cs);
-		close(fd);
-		if (err)
-			wl_fail("build image %zu: %s", k, strerror(-err));
+		if (want >= 0 && (int)cuts[k].kind != want)
+			continue;
+		if (sel++ % stride == 0)
+			todo[ntodo++] = k;
+	}
+	if (o->cut >= 0 && !ntodo)
+		printf("--cut %lld: no such image (the list has %zu)\n", o->cut, ncuts);
+	/*
+	 * One child process checks the images in turn (a fork per image costs
+	 * more than the check): for each it writes "S i" (started), "X ..."
+	 * (what the cut kept), "M finding" lines and "E i" (done) to a pipe.
+	 * A child that dies (signal, sanitizer) leaves an image started and
+	 * not done: it is reported as crashed and a new child goes on with
+	 * the next image.
+	 */
+	size_t next = 0;
+	while (next < ntodo) {
 		int pfd[2];
 		if (pipe(pfd) < 0)
 			wl_fail("pipe: %s", strerror(errno));
@@ -1056,69 +1105,81 @@ static int run_workload(const struct opts *o, const struct wdef *d, struct total
 					close(nul);
 				}
 			}
-			alarm(120);
-			check_image(&w, img, cd->cut.pos, pfd[1]);
+			for (size_t i = next; i < ntodo; i++) {
+				const struct cutdef *cd = &cuts[todo[i]];
+				dprintf(pfd[1], "S %zu\n", i);
+				int fd = open(img, O_CREAT | O_TRUNC | O_RDWR | O_CLOEXEC, 0600);
+				struct rlfs_crash_stats cs = { 0 };
+				int err = fd < 0 ? -errno : rlfs_crash_rec_build(w.rec, &cd->cut, fd, &cs);
+				if (fd >= 0)
+					close(fd);
+				if (err) {
+					dprintf(pfd[1], "M build: %s\n", strerror(-err));
+					_exit(3);
+				}
+				dprintf(pfd[1], "X %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 "\n",
+					cs.durable_writes, cs.window_writes, cs.kept, cs.lost, cs.torn);
+				alarm(120);
+				unsigned nm = check_image(&w, img, cd->cut.pos, pfd[1]);
+				if (nm && o->keep) {
+					char keep[4300];
+					snprintf(keep, sizeof(keep), "%s/crash-%s-%" PRIu64 "-%zu.img",
+						 o->dir, d->name, o->seed, todo[i]);
+					if (rename(img, keep) == 0)
+						dprintf(pfd[1], "M image kept: %s\n", keep);
+				}
+				dprintf(pfd[1], "E %zu %u\n", i, nm);
+			}
+			_exit(0);
 		}
 		close(pfd[1]);
-		char buf[8192];
-		size_t len = 0;
-		ssize_t r;
-		while ((r = read(pfd[0], buf + len, sizeof(buf) - 1 - len)) > 0) {
-			len += (size_t)r;
-			if (len == sizeof(buf) - 1)
-				break;
+		FILE *in = fdopen(pfd[0], "r");
+		if (!in)
+			wl_fail("fdopen: %s", strerror(errno));
+		char line[1024];
+		char msgs[8192];
+		size_t mlen = 0;
+		bool open_img = false;
+		size_t cur = next;
+		struct rlfs_crash_stats cs = { 0 };
+		while (fgets(line, sizeof(line), in)) {
+			if (line[0] == 'S') {
+				cur = (size_t)strtoull(line + 2, NULL, 10);
+				open_img = true;
+				mlen = 0;
+				msgs[0] = 0;
+				memset(&cs, 0, sizeof(cs));
+			} else if (line[0] == 'X') {
+				sscanf(line + 2, "%" SCNu64 " %" SCNu64 " %" SCNu64 " %" SCNu64 " %" SCNu64,
+				       &cs.durable_writes, &cs.window_writes, &cs.kept, &cs.lost, &cs.torn);
+			} else if (line[0] == 'M') {
+				size_t l = strlen(line + 2);
+				if (mlen + l < sizeof(msgs)) {
+					memcpy(msgs + mlen, line + 2, l + 1);
+					mlen += l;
+				}
+			} else if (line[0] == 'E') {
+				report_image(t, d, o, oo.ops, todo[cur], &cuts[todo[cur]], npos, &cs, msgs);
+				open_img = false;
+				next = cur + 1;
+			}
 		}
-		buf[len] = 0;
-		close(pfd[0]);
+		fclose(in);
 		int status;
 		while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
 			;
-		bool failed = !(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-		if (WIFSIGNALED(status) || (WIFEXITED(status) && WEXITSTATUS(status) > 1)) {
-			size_t l = strlen(buf);
-			snprintf(buf + l, sizeof(buf) - l, "crashed: the check died (%s %d)\n",
+		if (open_img) {
+			size_t l = strlen(msgs);
+			snprintf(msgs + l, sizeof(msgs) - l, "crashed: the check died (%s %d)\n",
 				 WIFSIGNALED(status) ? "signal" : "exit",
 				 WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
+			report_image(t, d, o, oo.ops, todo[cur], &cuts[todo[cur]], npos, &cs, msgs);
+			next = cur + 1;
+		} else if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
+			wl_fail("checking child failed outside an image (status %d)", status);
 		}
-		t->images++;
-		t->by_cut_checked[cd->kind]++;
-		char desc[200];
-		snprintf(desc, sizeof(desc), "%s cut at %" PRIu64 "/%" PRIu64 "%s: %" PRIu64
-			 " durable writes, window %" PRIu64 " (kept %" PRIu64 ", lost %" PRIu64
-			 ", torn %" PRIu64 ")", cut_kind_name[cd->kind], cd->cut.pos, npos,
-			 cd->cut.keep_all ? " keep-all" : "", cs.durable_writes, cs.window_writes,
-			 cs.kept, cs.lost, cs.torn);
-		if (failed) {
-			t->failed++;
-			t->by_cut_failed[cd->kind]++;
-			bool seen[NKINDS] = { false };
-			for (char *line = strtok(buf, "\n"); line; line = strtok(NULL, "\n"))
-				for (size_t i = 0; i < NKINDS; i++)
-					if (!strncmp(line, kind_names[i], strlen(kind_names[i])) &&
-					    line[strlen(kind_names[i])] == ':')
-						seen[i] = true;
-			for (size_t i = 0; i < NKINDS; i++)
-				t->by_kind[i] += seen[i];
-			printf("FAIL --workload %s --seed %" PRIu64 " --ops %u --count %u --cut %zu: %s\n",
-			       d->name, o->seed, oo.ops, o->count, k, desc);
-			/* strtok put NULs in buf: print the lines again */
-			for (size_t i = 0; i < len; i++)
-				if (!buf[i])
-					buf[i] = '\n';
-			for (char *line = strtok(buf, "\n"); line; line = strtok(NULL, "\n"))
-				printf("    %s\n", line);
-			if (o->keep) {
-				char keep[4300];
-				snprintf(keep, sizeof(keep), "%s/crash-%s-%" PRIu64 "-%zu.img", o->dir,
-					 d->name, o->seed, k);
-				if (rename(img, keep) == 0)
-					printf("    image kept: %s\n", keep);
-			}
-		} else if (o->verbose) {
-			printf("ok   image %zu: %s\n", k, desc);
-		}
-		fflush(stdout);
 	}
+	free(todo);
 	unlink(img);
 	snprintf(img, sizeof(img), "%s/crash.img.fsck", tmpdir);
 	unlink(img);
