@@ -248,7 +248,10 @@ struct wl {
 	uint8_t *iobuf;             /* max_bytes of the largest file */
 	uint64_t image_bytes;
 	bool log_feature;
+	struct dmodel *dm;          /* the dir workload's namespace model */
 };
+
+static void dm_mark_all(struct wl *w);
 
 static uint64_t wl_pos(struct wl *w)
 {
@@ -454,6 +457,8 @@ static void do_sync(struct wl *w)
 		wl_fail("sync: %s", strerror(-err));
 	for (int i = 0; i < w->nf; i++)
 		push_sync(&w->f[i], wl_pos(w));
+	if (w->dm)
+		dm_mark_all(w);
 	note_synced(w);
 	w->nops++;
 }
@@ -549,6 +554,14 @@ static void wl_enospc(struct wl *w)
 	for (int i = 0; i < w->nf; i++)
 		do_create(w, &w->f[i]);
 	do_sync(w);
+	/* fill: the files together are larger than the image */
+	for (int i = 0; i < w->nf; i++) {
+		struct fmodel *f = &w->f[i];
+		uint64_t before = w->nenospc;
+		for (uint64_t off = 0; off < f->max_bytes && w->nenospc == before; off += 1u << 20)
+			do_write(w, f, off, 1u << 20);
+		do_fsync(w, f, 0);
+	}
 	for (unsigned n = 0; n < w->o->ops; n++) {
 		struct fmodel *f = pick(w);
 		uint64_t lim = f->max_bytes;
@@ -570,6 +583,371 @@ static void wl_enospc(struct wl *w)
 	}
 }
 
+struct msgs {
+	int fd;
+	unsigned n;
+};
+
+static void say(struct msgs *m, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void say(struct msgs *m, const char *fmt, ...)
+{
+	char line[600];
+	va_list ap;
+	va_start(ap, fmt);
+	int len = vsnprintf(line, sizeof(line) - 1, fmt, ap);
+	va_end(ap);
+	if (len < 0)
+		return;
+	if ((size_t)len > sizeof(line) - 2)
+		len = sizeof(line) - 2;
+	line[len++] = '\n';
+	m->n++;
+	dprintf(m->fd, "M %.*s", len, line);
+}
+
+/* ---------------------------------------------------------------- */
+/* the dir workload: a namespace model                                */
+
+/*
+ * Three directories d1..d3 in the root, made and synced first.  Each has
+ * DM_FILE_SLOTS names n0.. for files and DM_DIR_SLOTS names s0.. for
+ * empty subdirectories.  A slot holds an entity number (0: no name).
+ * Entities are files (their data is one write of entity_text, so the
+ * entity is known from the bytes) or subdirectories.  Every operation
+ * pushes a version of every directory's slots (end_pos as for files);
+ * a directory fsync marks its slots durable at that version, syncfs all
+ * of them, a file fsync the slots that name that file (XFS: the fsync
+ * forces the log up to the file's last change, which includes the
+ * transactions that named it).  After a cut, a slot's name must hold an
+ * entity from the versions between its last mark and the cut (or be
+ * absent if one of them had it absent); a file's bytes must be empty or
+ * exactly its text, and exactly its text if the file was fsync'd after
+ * the write.
+ */
+#define DM_DIRS 3
+#define DM_FILE_SLOTS 8
+#define DM_DIR_SLOTS 2
+#define DM_SLOTS (DM_FILE_SLOTS + DM_DIR_SLOTS)
+#define DM_TEXT_BYTES 96u
+
+struct dver {
+	uint64_t end_pos;
+	uint32_t slot[DM_DIRS][DM_SLOTS];
+};
+struct dmark {
+	uint64_t pos;
+	size_t vi;
+	int dir, slot;
+};
+struct dent {
+	bool is_dir;
+	uint64_t ino;
+	uint64_t written_pos;       /* after its text was written, 0 = not yet */
+	uint64_t synced_pos;        /* first fsync after the write, 0 = none */
+};
+struct dmodel {
+	uint64_t dir_ino[DM_DIRS];
+	uint32_t cur[DM_DIRS][DM_SLOTS];
+	struct dver *v;
+	size_t nv, vcap;
+	struct dmark *mk;
+	size_t nmk, mkcap;
+	struct dent *ent;           /* entity 1.. */
+	size_t nent, entcap;
+	uint64_t created_pos;       /* the directories were made here */
+	uint64_t synced_pos;        /* ... and are durable from here */
+};
+
+static void entity_text(uint32_t u, char *buf)
+{
+	memset(buf, 0, DM_TEXT_BYTES);
+	int n = snprintf(buf, DM_TEXT_BYTES, "rlfs-crashtest entity %u ", u);
+	for (unsigned i = (unsigned)n; i < DM_TEXT_BYTES - 1; i++)
+		buf[i] = (char)('a' + (u + i) % 26);
+	buf[DM_TEXT_BYTES - 1] = '\n';
+}
+
+static void slot_name(int slot, char *buf, size_t len)
+{
+	if (slot < DM_FILE_SLOTS)
+		snprintf(buf, len, "n%d", slot);
+	else
+		snprintf(buf, len, "s%d", slot - DM_FILE_SLOTS);
+}
+
+static void dm_push(struct wl *w)
+{
+	struct dmodel *dm = w->dm;
+	if (dm->nv == dm->vcap) {
+		dm->vcap = dm->vcap ? dm->vcap * 2 : 128;
+		dm->v = xrealloc(dm->v, dm->vcap * sizeof(*dm->v));
+	}
+	dm->v[dm->nv].end_pos = wl_pos(w);
+	memcpy(dm->v[dm->nv].slot, dm->cur, sizeof(dm->cur));
+	dm->nv++;
+	w->nops++;
+}
+
+static void dm_mark(struct wl *w, int d, int slot)
+{
+	struct dmodel *dm = w->dm;
+	if (dm->nmk == dm->mkcap) {
+		dm->mkcap = dm->mkcap ? dm->mkcap * 2 : 256;
+		dm->mk = xrealloc(dm->mk, dm->mkcap * sizeof(*dm->mk));
+	}
+	dm->mk[dm->nmk++] = (struct dmark){ .pos = wl_pos(w), .vi = dm->nv - 1, .dir = d,
+					    .slot = slot };
+}
+
+static void dm_mark_all(struct wl *w)
+{
+	if (!w->dm->nv)
+		return;
+	for (int d = 0; d < DM_DIRS; d++)
+		for (int sl = 0; sl < DM_SLOTS; sl++)
+			dm_mark(w, d, sl);
+	for (size_t u = 1; u < w->dm->nent; u++)
+		if (w->dm->ent[u].written_pos && !w->dm->ent[u].synced_pos)
+			w->dm->ent[u].synced_pos = wl_pos(w);
+}
+
+static uint32_t dm_new_entity(struct dmodel *dm, bool is_dir, uint64_t ino)
+{
+	if (!dm->nent)
+		dm->nent = 1;
+	if (dm->nent >= dm->entcap) {
+		dm->entcap = dm->entcap ? dm->entcap * 2 : 256;
+		dm->ent = xrealloc(dm->ent, dm->entcap * sizeof(*dm->ent));
+	}
+	dm->ent[dm->nent] = (struct dent){ .is_dir = is_dir, .ino = ino };
+	return (uint32_t)dm->nent++;
+}
+
+static void dm_check_err(int err, const char *op, int d, int slot)
+{
+	if (err)
+		wl_fail("%s d%d/slot %d: %s", op, d + 1, slot, strerror(-err));
+}
+
+static void wl_dir(struct wl *w)
+{
+	struct dmodel *dm = calloc(1, sizeof(*dm));
+	if (!dm)
+		wl_fail("out of memory");
+	w->dm = dm;
+	uint64_t root = rlfs_root_ino(w->mp);
+	struct stat st;
+	char name[16], name2[16], text[DM_TEXT_BYTES];
+	for (int d = 0; d < DM_DIRS; d++) {
+		snprintf(name, sizeof(name), "d%d", d + 1);
+		dm_check_err(rlfs_mkdir(w->mp, root, name, 0755, 0, 0, &st), "mkdir", d, -1);
+		rlfs_forget(w->mp, (uint64_t)st.st_ino, 1);
+		dm->dir_ino[d] = (uint64_t)st.st_ino;
+	}
+	dm->created_pos = wl_pos(w);
+	dm_push(w);
+	do_sync(w);
+	dm->synced_pos = wl_pos(w);
+	for (unsigned n = 0; n < w->o->ops; n++) {
+		int d = (int)rndn(DM_DIRS), sl = (int)rndn(DM_FILE_SLOTS);
+		int d2 = (int)rndn(DM_DIRS), sl2 = (int)rndn(DM_FILE_SLOTS);
+		int ds = DM_FILE_SLOTS + (int)rndn(DM_DIR_SLOTS);
+		int ds2 = DM_FILE_SLOTS + (int)rndn(DM_DIR_SLOTS);
+		uint32_t u = dm->cur[d][sl], u2 = dm->cur[d2][sl2];
+		uint64_t r = rndn(100);
+		slot_name(sl, name, sizeof(name));
+		slot_name(sl2, name2, sizeof(name2));
+		if (r < 22 && !u) {
+			/* create, then write its text (two versions) */
+			dm_check_err(rlfs_mknod(w->mp, dm->dir_ino[d], name, S_IFREG | 0644, 0, 0, 0,
+						&st), "create", d, sl);
+			rlfs_forget(w->mp, (uint64_t)st.st_ino, 1);
+			u = dm_new_entity(dm, false, (uint64_t)st.st_ino);
+			dm->cur[d][sl] = u;
+			dm_push(w);
+			entity_text(u, text);
+			ssize_t wr = rlfs_write(w->mp, (uint64_t)st.st_ino, text, DM_TEXT_BYTES, 0);
+			if (wr != DM_TEXT_BYTES)
+				wl_fail("write entity %u: %s", u, wr < 0 ? strerror((int)-wr) : "short");
+			dm->ent[u].written_pos = wl_pos(w);
+			dm_push(w);
+		} else if (r < 34 && u) {
+			dm_check_err(rlfs_unlink(w->mp, dm->dir_ino[d], name), "unlink", d, sl);
+			dm->cur[d][sl] = 0;
+			dm_push(w);
+		} else if (r < 42 && u && !u2) {
+			dm_check_err(rlfs_link(w->mp, dm->ent[u].ino, dm->dir_ino[d2], name2, &st),
+				     "link", d2, sl2);
+			rlfs_forget(w->mp, (uint64_t)st.st_ino, 1);
+			dm->cur[d2][sl2] = u;
+			dm_push(w);
+		} else if (r < 54 && u && !(d == d2 && sl == sl2)) {
+			/* rename over u2 if any: a hard link of the same file
+			 * there makes rename a no-op (rename(2)) */
+			dm_check_err(rlfs_rename(w->mp, dm->dir_ino[d], name, dm->dir_ino[d2], name2, 0),
+				     "rename", d, sl);
+			if (u != u2) {
+				dm->cur[d2][sl2] = u;
+				dm->cur[d][sl] = 0;
+			}
+			dm_push(w);
+		} else if (r < 60 && u && u2 && u != u2) {
+			dm_check_err(rlfs_rename(w->mp, dm->dir_ino[d], name, dm->dir_ino[d2], name2,
+						 2 /* RENAME_EXCHANGE */), "exchange", d, sl);
+			dm->cur[d][sl] = u2;
+			dm->cur[d2][sl2] = u;
+			dm_push(w);
+		} else if (r < 66) {
+			slot_name(ds, name, sizeof(name));
+			if (!dm->cur[d][ds]) {
+				dm_check_err(rlfs_mkdir(w->mp, dm->dir_ino[d], name, 0755, 0, 0, &st),
+					     "mkdir", d, ds);
+				rlfs_forget(w->mp, (uint64_t)st.st_ino, 1);
+				dm->cur[d][ds] = dm_new_entity(dm, true, (uint64_t)st.st_ino);
+			} else {
+				dm_check_err(rlfs_rmdir(w->mp, dm->dir_ino[d], name), "rmdir", d, ds);
+				dm->cur[d][ds] = 0;
+			}
+			dm_push(w);
+		} else if (r < 70 && dm->cur[d][ds] && !dm->cur[d2][ds2]) {
+			/* a subdirectory moves (its ".." changes) */
+			slot_name(ds, name, sizeof(name));
+			slot_name(ds2, name2, sizeof(name2));
+			dm_check_err(rlfs_rename(w->mp, dm->dir_ino[d], name, dm->dir_ino[d2], name2, 0),
+				     "rename dir", d, ds);
+			dm->cur[d2][ds2] = dm->cur[d][ds];
+			dm->cur[d][ds] = 0;
+			dm_push(w);
+		} else if (r < 82 && u) {
+			dm_check_err(rlfs_fsync(w->mp, dm->ent[u].ino, (int)rndn(2)), "fsync", d, sl);
+			for (int dd = 0; dd < DM_DIRS; dd++)
+				for (int ss = 0; ss < DM_FILE_SLOTS; ss++)
+					if (dm->cur[dd][ss] == u)
+						dm_mark(w, dd, ss);
+			if (dm->ent[u].written_pos && !dm->ent[u].synced_pos)
+				dm->ent[u].synced_pos = wl_pos(w);
+			note_synced(w);
+			w->nops++;
+		} else if (r < 94) {
+			dm_check_err(rlfs_fsync(w->mp, dm->dir_ino[d], 0), "fsync dir", d, -1);
+			for (int ss = 0; ss < DM_SLOTS; ss++)
+				dm_mark(w, d, ss);
+			note_synced(w);
+			w->nops++;
+		} else if (r >= 94) {
+			do_sync(w);
+		}
+	}
+}
+
+/* The check of a crash image: every slot of every directory. */
+static void check_dirs(struct wl *w, uint64_t pos, struct msgs *m)
+{
+	struct dmodel *dm = w->dm;
+	if (!dm || pos < dm->created_pos || !dm->nv)
+		return;
+	size_t hi = dm->nv - 1;
+	for (size_t i = 0; i < dm->nv; i++) {
+		if (dm->v[i].end_pos >= pos) {
+			hi = i;
+			break;
+		}
+	}
+	uint64_t root = rlfs_root_ino(w->mp);
+	for (int d = 0; d < DM_DIRS; d++) {
+		char dname[16];
+		struct stat dst;
+		snprintf(dname, sizeof(dname), "d%d", d + 1);
+		int err = rlfs_lookup(w->mp, root, dname, &dst);
+		if (err == -ENOENT && pos < dm->synced_pos)
+			continue;   /* made, not yet synced */
+		if (err) {
+			say(m, "missing: directory %s: %s", dname, strerror(-err));
+			continue;
+		}
+		rlfs_forget(w->mp, (uint64_t)dst.st_ino, 1);
+		for (int sl = 0; sl < DM_SLOTS; sl++) {
+			size_t lo = 0;
+			bool marked = false;
+			for (size_t i = 0; i < dm->nmk; i++) {
+				if (dm->mk[i].pos <= pos && dm->mk[i].dir == d && dm->mk[i].slot == sl) {
+					lo = dm->mk[i].vi;
+					marked = true;
+				}
+			}
+			size_t h = hi < lo ? lo : hi;
+			bool absent_ok = false;
+			for (size_t v = lo; v <= h; v++)
+				absent_ok |= dm->v[v].slot[d][sl] == 0;
+			char name[16];
+			slot_name(sl, name, sizeof(name));
+			struct stat st;
+			err = rlfs_lookup(w->mp, (uint64_t)dst.st_ino, name, &st);
+			if (err == -ENOENT) {
+				if (!absent_ok)
+					say(m, "missing: %s/%s (%s) is not there", dname, name,
+					    marked ? "fsync'd" : "?");
+				continue;
+			}
+			if (err) {
+				say(m, "readerr: lookup %s/%s: %s", dname, name, strerror(-err));
+				continue;
+			}
+			rlfs_forget(w->mp, (uint64_t)st.st_ino, 1);
+			if (S_ISDIR(st.st_mode)) {
+				bool ok = false;
+				for (size_t v = lo; v <= h && !ok; v++) {
+					uint32_t e = dm->v[v].slot[d][sl];
+					ok = e && dm->ent[e].is_dir;
+				}
+				if (!ok)
+					say(m, "foreign: %s/%s is a directory, allowed versions %zu..%zu "
+					    "never had one there", dname, name, lo, h);
+				continue;
+			}
+			/* a file: which entity, from its bytes */
+			char buf[DM_TEXT_BYTES + 1], text[DM_TEXT_BYTES];
+			ssize_t n = 0;
+			if (st.st_size > DM_TEXT_BYTES) {
+				say(m, "size: %s/%s has %lld bytes, at most %u written", dname, name,
+				    (long long)st.st_size, DM_TEXT_BYTES);
+				continue;
+			}
+			if (st.st_size) {
+				n = rlfs_read(w->mp, (uint64_t)st.st_ino, buf, (size_t)st.st_size, 0);
+				if (n < 0) {
+					say(m, "readerr: read %s/%s: %s", dname, name, strerror((int)-n));
+					continue;
+				}
+			}
+			bool ok = false, need_data = true;
+			for (size_t v = lo; v <= h && !ok; v++) {
+				uint32_t e = dm->v[v].slot[d][sl];
+				if (!e || dm->ent[e].is_dir)
+					continue;
+				bool synced = dm->ent[e].synced_pos && dm->ent[e].synced_pos <= pos;
+				if (n == 0) {
+					ok = !synced;
+					continue;
+				}
+				need_data = false;
+				entity_text(e, text);
+				ok = n == DM_TEXT_BYTES && memcmp(buf, text, DM_TEXT_BYTES) == 0;
+			}
+			if (ok)
+				continue;
+			if (n == 0)
+				say(m, "zeros: %s/%s is empty, its file's data was fsync'd%s", dname, name,
+				    need_data ? "" : " (or it is another file)");
+			else if (n >= 22 && memcmp(buf, "rlfs-crashtest entity ", 22) == 0)
+				say(m, "foreign: %s/%s holds %.*s, not a file of versions %zu..%zu", dname,
+				    name, 30, buf, lo, h);
+			else
+				say(m, "garbage: %s/%s: %zd bytes that are no file's text", dname, name, n);
+		}
+	}
+}
+
 struct wdef {
 	const char *name;
 	void (*run)(struct wl *w);
@@ -583,6 +961,7 @@ static const struct wdef workloads[] = {
 	{ "fsx", wl_fsx, 32ull << 20, 4, 256 * 1024, 150 },
 	{ "clone", wl_clone, 32ull << 20, 3, 2ull << 20, 100 },
 	{ "enospc", wl_enospc, 16ull << 20, 4, 6ull << 20, 60 },
+	{ "dir", wl_dir, 32ull << 20, 0, 0, 200 },
 };
 
 /* ---------------------------------------------------------------- */
@@ -704,28 +1083,6 @@ static struct cutdef *make_cuts(struct wl *w, uint64_t seed, unsigned count, siz
 
 /* ---------------------------------------------------------------- */
 /* checking one crash image (in a child process)                      */
-
-struct msgs {
-	int fd;
-	unsigned n;
-};
-
-static void say(struct msgs *m, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void say(struct msgs *m, const char *fmt, ...)
-{
-	char line[600];
-	va_list ap;
-	va_start(ap, fmt);
-	int len = vsnprintf(line, sizeof(line) - 1, fmt, ap);
-	va_end(ap);
-	if (len < 0)
-		return;
-	if ((size_t)len > sizeof(line) - 2)
-		len = sizeof(line) - 2;
-	line[len++] = '\n';
-	m->n++;
-	dprintf(m->fd, "M %.*s", len, line);
-}
 
 /* The allowed versions of f at cut position pos: [*lo, *hi].  Returns
  * whether an fsync before the cut covered f. */
@@ -884,7 +1241,8 @@ static void run_fsck(const char *img, bool mounted_ok, struct msgs *m)
 		/* a mount that failed left the unclean flag: not news */
 		if (!mounted_ok && strstr(line, "not cleanly unmounted"))
 			continue;
-		if (strstr(line, ": ") == NULL)
+		/* findings only, not the summary lines that name the image */
+		if (strstr(line, ": ") == NULL || strncmp(line, img, strlen(img)) == 0)
 			continue;
 		say(m, "fsck: exit %d: %s", rc, line);
 		shown++;
@@ -908,6 +1266,7 @@ static unsigned check_image(struct wl *w, const char *img, uint64_t pos, int msg
 		w->mp = mp;
 		for (int i = 0; i < w->nf; i++)
 			check_file(w, &w->f[i], pos, &m);
+		check_dirs(w, pos, &m);
 		err = rlfs_mount_close(mp);
 		if (err)
 			say(&m, "unmount: %s", strerror(-err));
@@ -1196,6 +1555,12 @@ static int run_workload(const struct opts *o, const struct wdef *d, struct total
 		free(w.f[i].cur);
 	}
 	chunk_free_all();
+	if (w.dm) {
+		free(w.dm->v);
+		free(w.dm->mk);
+		free(w.dm->ent);
+		free(w.dm);
+	}
 	free(w.synced);
 	free(w.iobuf);
 	return w.log_feature;
