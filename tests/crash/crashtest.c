@@ -1484,8 +1484,14 @@ static int run_workload(const struct opts *o, const struct wdef *d, struct total
 					char keep[4300];
 					snprintf(keep, sizeof(keep), "%s/crash-%s-%" PRIu64 "-%zu.img",
 						 o->dir, d->name, o->seed, todo[i]);
-					if (rename(img, keep) == 0)
-						dprintf(pfd[1], "M image kept: %s\n", keep);
+					/* the crash image as built, before the check's
+					 * mount and unmount changed it */
+					int kfd = open(keep, O_CREAT | O_TRUNC | O_RDWR | O_CLOEXEC, 0600);
+					if (kfd >= 0 && rlfs_crash_rec_build(w.rec, &cd->cut, kfd, NULL) == 0)
+						dprintf(pfd[1], "M image kept: %s (as built, before the check)\n",
+							keep);
+					if (kfd >= 0)
+						close(kfd);
 				}
 				dprintf(pfd[1], "E %zu %u\n", i, nm);
 			}
