@@ -271,8 +271,9 @@ int rlfs_crash_rec_build(struct rlfs_crash_rec *rec, const struct rlfs_crash_cut
 		err = put_all(fd, rec->base_data + i * sec, sec, rec->base_idx[i] * sec);
 	/* the last flush before the cut */
 	uint64_t durable = 0;
+	unsigned skip = cut->lost_flushes;
 	for (uint64_t i = cut->pos; i > 0; i--) {
-		if (rec->ev[i - 1].kind == RLFS_CRASH_FLUSH) {
+		if (rec->ev[i - 1].kind == RLFS_CRASH_FLUSH && skip-- == 0) {
 			durable = i;
 			break;
 		}

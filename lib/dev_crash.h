@@ -58,6 +58,11 @@ struct rlfs_crash_cut {
 	uint64_t seed;
 	bool keep_all;
 	unsigned torn_pct;          /* 0..100 */
+	/* A lying device: the last lost_flushes flushes before pos were
+	 * acknowledged but not done, so the unflushed window starts at the
+	 * flush before them (0: an honest device).  For checking that the
+	 * checker sees lost fsync'd data. */
+	unsigned lost_flushes;
 };
 
 /* What rlfs_crash_rec_build did with the unflushed window. */

@@ -4,7 +4,7 @@
  *
  *   rlfs-crashtest [--workload fsx|clone|enospc|dir|all] [--seed S] [--ops N]
  *                  [--count N] [--images M] [--mode all|synced|flush|random]
- *                  [--cut K] [--dir DIR] [--keep] [-v]
+ *                  [--cut K] [--dir DIR] [--keep] [--lying-flush] [-v]
  *
  * Model: CrashMonkey (record the block writes of a workload, replay every
  * prefix and subsets of the unflushed writes, check what fsync promised)
@@ -80,6 +80,7 @@ struct opts {
 	long long cut;              /* only image K, or -1 */
 	const char *dir;
 	bool keep, verbose;
+	bool lying_flush;           /* every cut: the last flush was not done */
 };
 
 static uint64_t mix64(uint64_t z)
@@ -1294,7 +1295,7 @@ static void usage(FILE *out)
 	fprintf(out,
 		"usage: rlfs-crashtest [--workload fsx|clone|enospc|all] [--seed S] [--ops N]\n"
 		"                      [--count N] [--images M] [--mode all|synced|flush|random]\n"
-		"                      [--cut K] [--dir DIR] [--keep] [-v]\n"
+		"                      [--cut K] [--dir DIR] [--keep] [--lying-flush] [-v]\n"
 		"Record a workload on a crash-recording device, then mount, verify and fsck the\n"
 		"image after a power cut at every flush point and at random cuts between them.\n"
 		"  --workload W  which workload (default fsx; all: each in turn)\n"
@@ -1307,6 +1308,9 @@ static void usage(FILE *out)
 		"  --cut K       only image K of the list (as printed for a failure)\n"
 		"  --dir DIR     where crash images are built (default /dev/shm or /tmp)\n"
 		"  --keep        keep failed images (DIR/crash-W-S-K.img)\n"
+		"  --lying-flush every cut as if the device had not done its last flush\n"
+		"                (the writes since the one before lost at random): a check\n"
+		"                that the checker sees lost fsync'd data\n"
 		"  -v            one line per image; library and fsck messages shown\n"
 		"Exit: 0 no failure, 1 some crash image failed, 2 usage or workload error.\n");
 }
@@ -1465,7 +1469,12 @@ static int run_workload(const struct opts *o, const struct wdef *d, struct total
 				}
 			}
 			for (size_t i = next; i < ntodo; i++) {
-				const struct cutdef *cd = &cuts[todo[i]];
+				struct cutdef cdl = cuts[todo[i]];
+				const struct cutdef *cd = &cdl;
+				if (o->lying_flush) {
+					cdl.cut.lost_flushes = 1;
+					cdl.cut.keep_all = false;
+				}
 				dprintf(pfd[1], "S %zu\n", i);
 				int fd = open(img, O_CREAT | O_TRUNC | O_RDWR | O_CLOEXEC, 0600);
 				struct rlfs_crash_stats cs = { 0 };
@@ -1585,6 +1594,7 @@ int main(int argc, char **argv)
 		{ "dir", required_argument, NULL, 'd' },
 		{ "keep", no_argument, NULL, 'K' },
 		{ "verbose", no_argument, NULL, 'v' },
+		{ "lying-flush", no_argument, NULL, 'L' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -1598,6 +1608,7 @@ int main(int argc, char **argv)
 		case 'm': o.mode = optarg; break;
 		case 'd': o.dir = optarg; break;
 		case 'K': o.keep = true; break;
+		case 'L': o.lying_flush = true; break;
 		case 'v': o.verbose = true; break;
 		case 'h': usage(stdout); return 0;
 		case 's': case 'o': case 'c': case 'i': case 'k':

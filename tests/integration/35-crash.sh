@@ -50,6 +50,18 @@ n=$(field images "$T/synced.out")
 [ "${n:-0}" -ge 50 ] || die "synced cuts: only ${n:-0} images checked"
 log "synced cuts: $n images, all clean"
 
+# 1b. the same cuts on a lying device (its last flush not done): the
+# checker must see lost fsync'd data there, or step 1 proves nothing
+set +e
+run_to 600 "$CT" --workload all --mode synced --lying-flush --seed "$SEED" >"$T/lying.out" 2>&1
+rc=$?
+set -e
+grep -E "^(checked|damage)" "$T/lying.out" || true
+[ "$rc" = 1 ] || { tail -20 "$T/lying.out"; die "lying flush: exit $rc, expected 1 (failures found)"; }
+grep -Eq "^damage .*(missing|size|zeros|stale|foreign)" "$T/lying.out" ||
+	die "lying flush: no lost fsync'd data reported (only fsck findings?)"
+log "lying flush: $(field failed "$T/lying.out") of $(field images "$T/lying.out") synced cuts fail, as they must"
+
 # 2. every kind of cut
 set +e
 run_to 900 "$CT" --workload all --mode all --seed "$SEED" --count "$COUNT" --images "$IMAGES" \
