@@ -676,9 +676,35 @@ static void slot_name(int slot, char *buf, size_t len)
 		snprintf(buf, len, "s%d", slot - DM_FILE_SLOTS);
 }
 
+/* The library's namespace must equal the model after every operation (a
+ * model bug must not pass as a crash finding). */
+static void dm_verify_live(struct wl *w)
+{
+	struct dmodel *dm = w->dm;
+	for (int d = 0; d < DM_DIRS; d++) {
+		for (int sl = 0; sl < DM_SLOTS; sl++) {
+			char name[16];
+			struct stat st;
+			slot_name(sl, name, sizeof(name));
+			int err = rlfs_lookup(w->mp, dm->dir_ino[d], name, &st);
+			uint32_t u = dm->cur[d][sl];
+			if (err == -ENOENT && !u)
+				continue;
+			if (err)
+				wl_fail("d%d/%s: lookup %s, model has entity %u", d + 1, name,
+					strerror(-err), u);
+			rlfs_forget(w->mp, (uint64_t)st.st_ino, 1);
+			if (!u || (uint64_t)st.st_ino != dm->ent[u].ino)
+				wl_fail("d%d/%s: inode %llu, model has entity %u", d + 1, name,
+					(unsigned long long)st.st_ino, u);
+		}
+	}
+}
+
 static void dm_push(struct wl *w)
 {
 	struct dmodel *dm = w->dm;
+	dm_verify_live(w);
 	if (dm->nv == dm->vcap) {
 		dm->vcap = dm->vcap ? dm->vcap * 2 : 128;
 		dm->v = xrealloc(dm->v, dm->vcap * sizeof(*dm->v));
