@@ -26,14 +26,22 @@
  *    kept in order, or a random subset with some torn 4 KiB sectors).
  *    Image K of the list is always the same for the same seed, workload,
  *    ops and count, so `--cut K` rebuilds one.
- * 4. For each cut: build the crash image in a file, then in a child
- *    process mount it (log recovery, once there is a log), verify every
- *    file (below), unmount, and run `fsck -n` (must exit 0).
+ * 4. For each cut: build the crash image in a file, then (in a checking
+ *    child process, one for many images) mount it (log recovery, once
+ *    there is a log), verify every file (below), unmount, and run
+ *    `fsck -n` (must exit 0).
  *    A file fsync'd before the cut must exist, with a size of its fsync'd
  *    version or a later one, and each byte equal to that byte in one of
  *    those versions (old or new, never zeros where data was, never another
  *    file's data).  A file never fsync'd may be missing, but if present
- *    must also hold only bytes of its own versions.
+ *    must also hold only bytes of its own versions.  The dir workload
+ *    checks names the same way (see "the dir workload" below).
+ *    Workloads: fsx (writes, truncates, punches, zero ranges, clones,
+ *    unshares, fsync/fdatasync/sync on 4 files), clone (a 2 MiB file
+ *    cloned twice, then small CoW overwrites), enospc (a 16 MiB image
+ *    filled past full, then writes, clones, truncates, unshares), dir.
+ *    --lying-flush makes every cut lose the last flush: the checks must
+ *    then fail (35-crash uses it to prove that they can).
  * 5. Print one line per failed image (kinds and how to reproduce), then
  *    "checked N crash images, M failed", and a RESULT line for scripts.
  *
