@@ -37,7 +37,7 @@
  *    must also hold only bytes of its own versions.  The dir workload
  *    checks names the same way (see "the dir workload" below).
  *    Workloads: fsx (writes, truncates, punches, zero ranges, clones,
- *    unshares, fsync/fdatasync/sync on 4 files), clone (a 2 MiB file
+ *    unshares, copy ranges, fsync/fdatasync/sync on 4 files), clone (a 2 MiB file
  *    cloned twice, then small CoW overwrites), enospc (a 16 MiB image
  *    filled past full, then writes, clones, truncates, unshares), dir.
  *    --lying-flush makes every cut lose the last flush: the checks must
@@ -356,15 +356,20 @@ static void do_create(struct wl *w, struct fmodel *f)
 	op_done(w, f, "create");
 }
 
-static void do_write(struct wl *w, struct fmodel *f, uint64_t off, uint64_t len)
+/* write len bytes of buf (NULL: a new pattern) at off */
+static void do_write_buf(struct wl *w, struct fmodel *f, uint64_t off, uint64_t len,
+			 const uint8_t *buf)
 {
 	if (off >= f->max_bytes)
 		return;
 	if (off + len > f->max_bytes)
 		len = f->max_bytes - off;
 	uint64_t seq = ++w->wseq;
-	for (uint64_t i = 0; i < len; i++)
-		w->iobuf[i] = pattern(f->fid, seq, off + i);
+	if (buf)
+		memmove(w->iobuf, buf, len);
+	else
+		for (uint64_t i = 0; i < len; i++)
+			w->iobuf[i] = pattern(f->fid, seq, off + i);
 	ssize_t n = rlfs_write(w->mp, f->ino, w->iobuf, len, (off_t)off);
 	if (n < 0 && n != -ENOSPC)
 		wl_fail("write %s %" PRIu64 "+%" PRIu64 ": %s", f->name, off, len,
@@ -378,6 +383,11 @@ static void do_write(struct wl *w, struct fmodel *f, uint64_t off, uint64_t len)
 			f->cur_size = off + len;
 	}
 	op_done(w, f, "write");
+}
+
+static void do_write(struct wl *w, struct fmodel *f, uint64_t off, uint64_t len)
+{
+	do_write_buf(w, f, off, len, NULL);
 }
 
 static void do_truncate(struct wl *w, struct fmodel *f, uint64_t size)
@@ -449,6 +459,31 @@ static void do_clone(struct wl *w, struct fmodel *s, struct fmodel *d, uint64_t 
 	op_done(w, d, "clone");
 }
 
+/* copy_file_range as the daemon does it (fuse/ioctl.c rl_copy_file_range):
+ * source and destination at the same offset within a block, the head up
+ * to a block boundary and the tail copied (read + write), the whole
+ * blocks between cloned.  Different files only. */
+static void do_copy_range(struct wl *w, struct fmodel *s, struct fmodel *d, uint64_t soff,
+			  uint64_t len)
+{
+	if (s == d || soff >= s->cur_size)
+		return;
+	uint64_t doff = (rndn(d->max_bytes) & ~(uint64_t)(BLOCK_BYTES - 1)) + soff % BLOCK_BYTES;
+	len = RLFS_MIN(len, s->cur_size - soff);
+	if (doff >= d->max_bytes)
+		return;
+	len = RLFS_MIN(len, d->max_bytes - doff);
+	uint64_t head = RLFS_MIN((BLOCK_BYTES - soff % BLOCK_BYTES) % BLOCK_BYTES, len);
+	uint64_t mid = (len - head) & ~(uint64_t)(BLOCK_BYTES - 1);
+	uint64_t tail = len - head - mid;
+	if (head)
+		do_write_buf(w, d, doff, head, s->cur + soff);
+	if (mid)
+		do_clone(w, s, d, soff + head, doff + head, mid);
+	if (tail)
+		do_write_buf(w, d, doff + head + mid, tail, s->cur + soff + head + mid);
+}
+
 static void do_fsync(struct wl *w, struct fmodel *f, int datasync)
 {
 	int err = rlfs_fsync(w->mp, f->ino, datasync);
@@ -514,7 +549,9 @@ static void wl_fsx(struct wl *w)
 		} else if (r < 70) {
 			do_falloc(w, f, FALLOC_FL_UNSHARE_RANGE, rndn(lim), rnd_len(lim / 2),
 				  "unshare");
-		} else if (r < 88) {
+		} else if (r < 74) {
+			do_copy_range(w, f, pick(w), rndn(f->cur_size + 1), rnd_len(lim / 2));
+		} else if (r < 89) {
 			do_fsync(w, f, 0);
 		} else if (r < 94) {
 			do_fsync(w, f, 1);
