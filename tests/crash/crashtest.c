@@ -1107,6 +1107,7 @@ static struct cutdef *make_cuts(struct wl *w, uint64_t seed, unsigned count, siz
 			cap = cap ? cap * 2 : 256;                                      \
 			c = xrealloc(c, cap * sizeof(*c));                              \
 		}                                                                       \
+		memset(&c[n], 0, sizeof(c[n]));                                         \
 		c[n].kind = (k);                                                        \
 		c[n].cut.pos = (p);                                                     \
 		c[n].cut.keep_all = (ka);                                               \
@@ -1475,6 +1476,18 @@ static int run_workload(const struct opts *o, const struct wdef *d, struct total
 	       " writes (%" PRIu64 " KiB), %" PRIu64 " flushes, %zu sync points; log feature %s\n",
 	       d->name, o->seed, w.nops, w.nenospc, npos - pos0 - nflush,
 	       rlfs_crash_rec_bytes(w.rec) >> 10, nflush, w.nsynced, w.log_feature ? "on" : "off");
+	if (getenv("RLFS_CRASH_DUMP")) {
+		/* debugging: the record, one event a line */
+		for (uint64_t i = 0; i < npos; i++) {
+			struct rlfs_crash_event ev;
+			rlfs_crash_rec_event(w.rec, i, &ev);
+			if (ev.kind == RLFS_CRASH_FLUSH)
+				printf("event %" PRIu64 ": flush\n", i);
+			else
+				printf("event %" PRIu64 ": write %" PRIu64 " +%" PRIu64 "\n", i,
+				       ev.off_bytes, ev.len_bytes);
+		}
+	}
 	fflush(stdout);
 	/* the live mount stays open until the end: unmounting it now would
 	 * add its writes to the record (harmless, but the record is done) */
