@@ -267,6 +267,22 @@ static uint64_t wl_pos(struct wl *w)
 	return rlfs_crash_rec_pos(w->rec);
 }
 
+static char tmpdir[4096];
+
+/* remove the temporary files and directory (on any exit) */
+static void clean_tmpdir(void)
+{
+	static const char *const names[] = { "base.img", "crash.img", "crash.img.fsck" };
+	char p[4200];
+	if (!tmpdir[0])
+		return;
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		snprintf(p, sizeof(p), "%s/%s", tmpdir, names[i]);
+		unlink(p);
+	}
+	rmdir(tmpdir);
+}
+
 static void wl_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 static void wl_fail(const char *fmt, ...)
 {
@@ -277,6 +293,7 @@ static void wl_fail(const char *fmt, ...)
 	fprintf(stderr, "\n");
 	va_end(ap);
 	fflush(stdout);
+	clean_tmpdir();
 	_exit(2);   /* no leak report: the workload's memory is still in use */
 }
 
@@ -1039,8 +1056,6 @@ static const struct wdef workloads[] = {
 /* ---------------------------------------------------------------- */
 /* setting up the recorded mount                                      */
 
-static char tmpdir[4096];
-
 static void mkfs_and_mount(struct wl *w, const struct wdef *d)
 {
 	char img[4200];
@@ -1743,7 +1758,7 @@ int main(int argc, char **argv)
 	time_t t0 = time(NULL);
 	for (size_t i = 0; i < nlist; i++)
 		log |= run_workload(&o, list[i], &t);
-	rmdir(tmpdir);
+	clean_tmpdir();
 	printf("checked %" PRIu64 " crash images, %" PRIu64 " failed (%lds)\n", t.images, t.failed,
 	       (long)(time(NULL) - t0));
 	printf("by cut: ");
