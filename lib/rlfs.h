@@ -42,6 +42,7 @@ struct rlfs_icache;
 struct rlfs_trans;
 struct rlfs_buf;
 struct rlfs_inode;
+struct rlfs_defer_log_ops;
 
 /* Mount flags for rlfs_mount_open(). */
 #define RLFS_MOUNT_RDONLY   (1u << 0)
@@ -121,6 +122,11 @@ struct rlfs_mount {
 				     * do not) */
 	bool err_said;              /* the one-line notice has been logged */
 	char *image;                /* path given to rlfs_mount_open, or NULL */
+
+	/* deferred operations (defer.h): where intents and dones are logged
+	 * (NULL without a log), and the last intent id given out */
+	const struct rlfs_defer_log_ops *defer_log;
+	uint64_t defer_intent_seq;
 
 	/* rlfs_set_progress (fs.h); rlfs_progress() calls it if set */
 	void (*progress_fn)(void *arg, int phase, uint64_t done, uint64_t total);

@@ -15,6 +15,7 @@
  * Model: xfs_trans.c, xfs_trans_buf.c.
  */
 #include "trans.h"
+#include "defer.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -239,6 +240,7 @@ static void trans_free(struct rlfs_trans *tp)
 void rlfs_trans_cancel(struct rlfs_trans *tp)
 {
 	struct rlfs_mount *mp = tp->mp;
+	rlfs_defer_cancel(tp);
 	/* 1. blocks back to their before-images; new blocks forgotten */
 	for (struct rlfs_buf *bp = tp->bufs; bp; bp = bp->tnext) {
 		if (bp->flags & RLFS_BUF_NEW_IN_TP) {
@@ -261,6 +263,11 @@ void rlfs_trans_cancel(struct rlfs_trans *tp)
 
 int rlfs_trans_commit(struct rlfs_trans *tp)
 {
+	if (tp->dfops) {
+		int err = rlfs_defer_finish(&tp);
+		if (err)
+			return err;   /* tp was cancelled */
+	}
 	struct rlfs_mount *mp = tp->mp;
 	/* precommit may join and log more buffers (inode cores) */
 	for (struct rlfs_log_item *lip = tp->items; lip; lip = lip->next) {

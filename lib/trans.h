@@ -26,6 +26,8 @@
 #define RLFS_TRANS_H
 #include "buf.h"
 
+struct rlfs_defer_pending;
+
 /* flags for rlfs_trans_alloc */
 #define RLFS_TRANS_RESERVE (1u << 0) /* may dip into mp->resblks (unlink etc.) */
 /* Read-only: joined buffers get no before-image (lookups, readdir, fsck
@@ -61,6 +63,12 @@ struct rlfs_trans {
 	int64_t blk_freed;          /* blocks freed, credited at commit */
 	struct rlfs_buf *bufs;      /* joined buffers (via bp->tnext) */
 	struct rlfs_log_item *items;/* joined log items, newest first */
+	/* deferred work (defer.h): batches to do, the reservation of each
+	 * rolled transaction, inodes kept joined across rolls */
+	struct rlfs_defer_pending *dfops;
+	uint32_t roll_res;
+	unsigned ndheld;
+	struct rlfs_inode *dheld[2];
 };
 
 /* 0, -ENOSPC (not enough free blocks for resblks). Always sets *tpp on 0. */
@@ -93,8 +101,10 @@ void rlfs_trans_add_item(struct rlfs_trans *tp, struct rlfs_log_item *lip);
 void rlfs_trans_mod_used(struct rlfs_trans *tp, int64_t nblocks);
 /* Account blocks returned to free space. */
 void rlfs_trans_mod_freed(struct rlfs_trans *tp, int64_t nblocks);
-/* 0 or the first error from writing inode cores to buffers; on error the
- * transaction is cancelled.  Always frees tp and drops meta_lock. */
+/* Finishes queued deferred work first (rlfs_defer_finish: rolls).  0 or
+ * the first error from that or from writing inode cores to buffers; on
+ * error the transaction is cancelled.  Always frees tp and drops
+ * meta_lock. */
 int rlfs_trans_commit(struct rlfs_trans *tp);
 void rlfs_trans_cancel(struct rlfs_trans *tp);
 /* Take mp->meta_lock (rlfs_trans_alloc and the few others that take it),

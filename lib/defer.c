@@ -1,0 +1,223 @@
+/*
+ * defer.c: deferred operations, the intent/done machinery (defer.h has the
+ * design and a worked example).  Model: xfs_defer.c.
+ *
+ * tp->dfops is the list of batches still to do, in order.  A batch whose
+ * intent_id is 0 has no intent yet: its intent is logged in the
+ * transaction that is about to roll, so the intent commits together with
+ * the change that created the work.
+ */
+#include "defer.h"
+#include "inode.h"
+
+#include <errno.h>
+#include <stdlib.h>
+
+int rlfs_defer_add(struct rlfs_trans *tp, const struct rlfs_defer_type *type,
+		   struct rlfs_defer_item *item)
+{
+	struct rlfs_defer_pending *last = tp->dfops;
+	while (last && last->next)
+		last = last->next;
+	item->next = NULL;
+	unsigned max = type->max_items ? type->max_items : 1;
+	if (!last || last->type != type || last->intent_id || last->count >= max) {
+		struct rlfs_defer_pending *p = calloc(1, sizeof(*p));
+		if (!p)
+			return -ENOMEM;
+		p->type = type;
+		if (last)
+			last->next = p;
+		else
+			tp->dfops = p;
+		last = p;
+	}
+	if (last->tail)
+		last->tail->next = item;
+	else
+		last->head = item;
+	last->tail = item;
+	last->count++;
+	return 0;
+}
+
+void rlfs_defer_set_roll_res(struct rlfs_trans *tp, uint32_t resblks)
+{
+	tp->roll_res = resblks;
+}
+
+int rlfs_defer_hold_inode(struct rlfs_trans *tp, struct rlfs_inode *ip)
+{
+	for (unsigned i = 0; i < tp->ndheld; i++)
+		if (tp->dheld[i] == ip)
+			return 0;
+	if (tp->ndheld >= RLFS_DEFER_MAX_HELD)
+		return -E2BIG;
+	tp->dheld[tp->ndheld++] = ip;
+	rlfs_trans_ijoin(tp, ip);
+	return 0;
+}
+
+static void cancel_pending(struct rlfs_defer_pending *p)
+{
+	while (p) {
+		struct rlfs_defer_pending *next = p->next;
+		struct rlfs_defer_item *it = p->head;
+		while (it) {
+			struct rlfs_defer_item *n = it->next;
+			p->type->cancel_item(it);
+			it = n;
+		}
+		free(p);
+		p = next;
+	}
+}
+
+void rlfs_defer_cancel(struct rlfs_trans *tp)
+{
+	cancel_pending(tp->dfops);
+	tp->dfops = NULL;
+}
+
+/* Log the intents of every batch of tp that has none yet (creating the
+ * work is part of the same change as logging it).  Source:
+ * xfs_defer_create_intents. */
+static int log_intents(struct rlfs_trans *tp)
+{
+	struct rlfs_mount *mp = tp->mp;
+	for (struct rlfs_defer_pending *p = tp->dfops; p; p = p->next) {
+		if (p->intent_id)
+			continue;
+		p->intent_id = ++mp->defer_intent_seq;
+		if (!mp->defer_log)
+			continue;
+		size_t bytes = p->type->item_bytes * p->count;
+		unsigned char *buf = calloc(1, bytes ? bytes : 1);
+		if (!buf)
+			return -ENOMEM;
+		size_t off = 0;
+		for (struct rlfs_defer_item *it = p->head; it; it = it->next) {
+			p->type->encode(it, buf + off);
+			off += p->type->item_bytes;
+		}
+		int err = mp->defer_log->intent(tp, p->type, p->intent_id, buf, p->count, bytes);
+		free(buf);
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
+/* Commit tp and open the next transaction of the chain: same flags, the
+ * roll reservation, held inodes joined again, queued work carried over.
+ * On error *tpp is NULL and the work list is returned in *work for the
+ * caller to cancel. */
+static int roll(struct rlfs_trans **tpp, struct rlfs_defer_pending **work)
+{
+	struct rlfs_trans *tp = *tpp;
+	struct rlfs_inode *held[RLFS_DEFER_MAX_HELD];
+	unsigned nheld = tp->ndheld;
+	uint32_t res = tp->roll_res;
+	for (unsigned i = 0; i < nheld; i++)
+		held[i] = tp->dheld[i];
+	*work = tp->dfops;
+	tp->dfops = NULL;
+	int err = rlfs_trans_roll(tpp, res);
+	if (err)
+		return err;
+	tp = *tpp;
+	tp->roll_res = res;
+	tp->ndheld = nheld;
+	for (unsigned i = 0; i < nheld; i++) {
+		tp->dheld[i] = held[i];
+		rlfs_trans_ijoin(tp, held[i]);
+	}
+	tp->dfops = *work;
+	*work = NULL;
+	return 0;
+}
+
+/* Finish the first batch p (already unlinked from the list) in tp: its
+ * done, then each item.  On -EAGAIN the unfinished items stay in p, which
+ * the caller queues again for a new intent.  Source: xfs_defer_finish_one. */
+static int finish_one(struct rlfs_trans *tp, struct rlfs_defer_pending *p)
+{
+	struct rlfs_mount *mp = tp->mp;
+	if (mp->defer_log) {
+		int err = mp->defer_log->done(tp, p->type, p->intent_id);
+		if (err)
+			return err;
+	}
+	p->intent_id = 0;
+	while (p->head) {
+		struct rlfs_defer_item *it = p->head;
+		int err = p->type->finish_item(tp, it);
+		if (err == -EAGAIN)
+			return -EAGAIN;   /* it (updated) and the rest go into a new intent */
+		if (err)
+			return err;
+		p->head = it->next;
+		if (!p->head)
+			p->tail = NULL;
+		p->count--;
+		p->type->cancel_item(it);
+	}
+	return 0;
+}
+
+int rlfs_defer_finish(struct rlfs_trans **tpp)
+{
+	struct rlfs_defer_pending *work = NULL;
+	int err = 0;
+	while ((*tpp)->dfops) {
+		struct rlfs_trans *tp = *tpp;
+		err = log_intents(tp);
+		if (err)
+			goto fail;
+		err = roll(tpp, &work);
+		if (err)
+			goto fail_rolled;
+		tp = *tpp;
+		/* take the first batch; what finishing it queues lands on an
+		 * empty tp->dfops and goes ahead of the batches after it */
+		struct rlfs_defer_pending *p = tp->dfops;
+		struct rlfs_defer_pending *rest = p->next;
+		p->next = NULL;
+		tp->dfops = NULL;
+		err = finish_one(tp, p);
+		if (err && err != -EAGAIN) {
+			p->next = rest;
+			/* queued by the failed step, then p and the rest: all
+			 * cancelled with tp */
+			struct rlfs_defer_pending *last = tp->dfops;
+			while (last && last->next)
+				last = last->next;
+			if (last)
+				last->next = p;
+			else
+				tp->dfops = p;
+			goto fail;
+		}
+		/* new work first, then what is left of p (-EAGAIN), then the rest */
+		struct rlfs_defer_pending **tailp = &tp->dfops;
+		while (*tailp)
+			tailp = &(*tailp)->next;
+		if (err == -EAGAIN) {
+			*tailp = p;
+			tailp = &p->next;
+		} else {
+			free(p);
+		}
+		*tailp = rest;
+		err = 0;
+	}
+	return 0;
+fail:
+	rlfs_trans_cancel(*tpp);   /* also cancels (*tpp)->dfops */
+	*tpp = NULL;
+	return err;
+fail_rolled:
+	cancel_pending(work);
+	*tpp = NULL;
+	return err;
+}

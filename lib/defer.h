@@ -1,0 +1,146 @@
+/*
+ * defer.h: deferred operations (intent/done), as xfs_defer.c.
+ *
+ * A change that touches several structures (free a file's extent: bmbt,
+ * refcount, free space; later rmap) cannot fit in one bounded
+ * transaction, and must not be half done after a crash.  The caller does
+ * the first part in its transaction and queues the rest as work items of
+ * a registered type.  At commit the framework
+ *
+ *   1. logs an *intent* for every queued batch (what will be done: the
+ *      type's encoded items) in the caller's transaction,
+ *   2. rolls: commits that transaction and starts a new one with the same
+ *      reservation (rlfs_defer_set_roll_res), re-joining held inodes,
+ *   3. finishes the first batch in the new transaction: a *done* item
+ *      naming the intent, then finish_item for each item.  Work that a
+ *      step queues (freeing a refcount block queues an extent free) gets
+ *      its intents logged and is finished before the batches queued
+ *      earlier (depth first, as XFS: a chain of dependent steps completes
+ *      before unrelated work starts),
+ *   4. repeats until nothing is queued, then commits the last transaction.
+ *
+ * After a crash, log recovery finds intents without a done item and hands
+ * their items back to the type (recover_item), which queues them again in
+ * a recovery transaction: every step is redone idempotently from the last
+ * durable point.  Without a log (v1 images) steps 1 and 3's intent/done
+ * records go nowhere (mp->defer_log is NULL) and the framework only bounds
+ * transactions.
+ *
+ * Worked example: unlink of the last name of a file whose one extent
+ * (fsbno 1000, 8 blocks) is shared with a clone.
+ *
+ *     tp = alloc(res)                 unmap the extent from the bmbt;
+ *                                     rlfs_defer_add(tp, &refcount_type,
+ *                                             {decrement 1000+8})
+ *     commit(tp)
+ *       intent CUI#1 {dec 1000+8}     logged in tp; tp committed
+ *       roll -> tp2                   CUD#1 logged in tp2;
+ *       finish_item(dec 1000+8)       refcount 2 -> 1: nothing more
+ *       commit(tp2)                   done
+ *
+ * Had the refcount gone to 0, finish_item would have queued an extent
+ * free {1000+8} (EFI#2) in tp2; it is logged in tp2, tp2 rolls to tp3, and
+ * tp3 logs EFD#2 and frees the blocks.  A crash after tp's commit replays
+ * CUI#1 (no CUD); a crash after tp2's replays EFI#2.
+ *
+ * Adding a type: define a struct embedding struct rlfs_defer_item, fill a
+ * static const struct rlfs_defer_type (name, log codes from SPEC.md, the
+ * most items per intent and their encoded size, encode, finish_item,
+ * cancel_item, recover_item), call rlfs_defer_add.  Nothing here changes.
+ *
+ * Locking: everything runs in transactions, under meta_lock.
+ */
+#ifndef RLFS_DEFER_H
+#define RLFS_DEFER_H
+#include "trans.h"
+
+struct rlfs_inode;
+
+/* One unit of deferred work; types embed it (container_of). */
+struct rlfs_defer_item {
+	struct rlfs_defer_item *next;
+};
+
+/*
+ * An operation type.  Source: struct xfs_defer_op_type.
+ *   intent_code, done_code  the log item types of its records (SPEC.md)
+ *   max_items               most items one intent carries: bounds the
+ *                           work (and log space) of one finishing
+ *                           transaction; at least 1
+ *   item_bytes              encoded size of one item in an intent record
+ *   encode(item, buf)       write item_bytes bytes (little-endian)
+ *   finish_item(tp, item)   do the item's work in tp: 0 (done: the
+ *                           framework calls cancel_item to free it),
+ *                           -EAGAIN (partly done, item updated to what
+ *                           is left: it goes into a new intent and is
+ *                           finished in a later transaction), or -errno
+ *                           (the framework cancels tp and all queued work)
+ *   cancel_item(item)       free an item (done, or never to be finished)
+ *   recover_item(tp, buf, bytes)
+ *                           log recovery: decode one item of an intent
+ *                           that has no done and queue it on tp with
+ *                           rlfs_defer_add; 0 or -EUCLEAN (bad item)
+ */
+struct rlfs_defer_type {
+	const char *name;
+	uint16_t intent_code;
+	uint16_t done_code;
+	unsigned max_items;
+	size_t item_bytes;
+	void (*encode)(const struct rlfs_defer_item *item, void *buf);
+	int (*finish_item)(struct rlfs_trans *tp, struct rlfs_defer_item *item);
+	void (*cancel_item)(struct rlfs_defer_item *item);
+	int (*recover_item)(struct rlfs_trans *tp, const void *buf, size_t bytes);
+};
+
+/*
+ * Where intents and dones go: the log sets mp->defer_log; NULL (no log)
+ * makes both no-ops.
+ *   intent(tp, type, intent_id, items, count, bytes)
+ *       log an intent record in tp: intent_id (unique in the mount, never
+ *       0) and count items of type->item_bytes each in items (bytes in
+ *       all).  0 or -errno (the framework cancels tp and the work).
+ *   done(tp, type, intent_id)
+ *       log the done record of intent_id in tp.  0 or -errno.
+ */
+struct rlfs_defer_log_ops {
+	int (*intent)(struct rlfs_trans *tp, const struct rlfs_defer_type *type,
+		      uint64_t intent_id, const void *items, unsigned count, size_t bytes);
+	int (*done)(struct rlfs_trans *tp, const struct rlfs_defer_type *type, uint64_t intent_id);
+};
+
+/* A batch of queued items of one type: one intent, one done. */
+struct rlfs_defer_pending {
+	const struct rlfs_defer_type *type;
+	struct rlfs_defer_item *head, *tail;
+	unsigned count;
+	uint64_t intent_id;         /* 0 until its intent is logged */
+	struct rlfs_defer_pending *next;
+};
+
+/* Queue item of type on tp (the caller's transaction).  Items of one type
+ * queued one after another share a batch of up to type->max_items.
+ * -ENOMEM (item not queued: the caller still owns it). */
+int rlfs_defer_add(struct rlfs_trans *tp, const struct rlfs_defer_type *type,
+		   struct rlfs_defer_item *item);
+/* The block reservation each rolled transaction starts with (default 0;
+ * as XFS's permanent reservation, the tr_logres of the operation). */
+void rlfs_defer_set_roll_res(struct rlfs_trans *tp, uint32_t resblks);
+/* Keep ip joined across the rolls (at most RLFS_DEFER_MAX_HELD; the
+ * operation's own inodes, as xfs_defer_ops_capture's held inodes).
+ * -E2BIG when full. */
+#define RLFS_DEFER_MAX_HELD 2
+int rlfs_defer_hold_inode(struct rlfs_trans *tp, struct rlfs_inode *ip);
+/*
+ * Finish all queued work, rolling as described above; *tpp is the last
+ * transaction, still open (commit it).  0, or -errno from a step, a log
+ * hook or a roll (-ENOSPC, -EIO, -EUCLEAN, -ENOMEM): then the transaction
+ * being finished is cancelled, every item not finished is cancelled
+ * (cancel_item), *tpp is NULL, and what earlier rolls committed stays.
+ * Source: xfs_defer_finish_noroll.  rlfs_trans_commit calls it when work
+ * is queued, so most callers just commit.
+ */
+int rlfs_defer_finish(struct rlfs_trans **tpp);
+/* Drop all queued work of tp without doing it (transaction cancel). */
+void rlfs_defer_cancel(struct rlfs_trans *tp);
+#endif

@@ -1,0 +1,848 @@
+/*
+ * fsck_ag.c: fsck phases 1 and 2: the superblocks (primary, then the backup
+ * in every AG) and each allocation group: header, AGFL, the free-space,
+ * inode and refcount btrees, free extents and AG counters.
+ * See fsck.c for the whole picture.
+ */
+#include "fsck_int.h"
+
+/* ------------------------------------------------------------------ */
+/* Phase 1: superblocks                                                */
+
+static bool is_pow2(uint64_t x)
+{
+	return x && !(x & (x - 1));
+}
+
+static uint32_t ilog2_u32(uint32_t x)
+{
+	uint32_t l = 0;
+
+	while (x > 1) {
+		x >>= 1;
+		l++;
+	}
+	return l;
+}
+
+/*
+ * Read and check the primary superblock, then build the bare mount.
+ * Returns 0 to go on, or an exit code (8: not ours / cannot read; 4: too
+ * broken to go on, finding printed).
+ */
+int fsck_check_primary_sb(struct fsck *f)
+{
+	struct rlfs_sb *sb = &f->sb;
+	struct stat st;
+	uint8_t *blk = NULL;
+	uint32_t bs, agblocks, agcount, isz;
+	uint64_t dblocks, size_bytes, incompat;
+	int err;
+
+	if (fstat(f->lock_fd, &st) < 0) {
+		fprintf(stderr, "%s: %s: %s\n", f->prog, f->image, strerror(errno));
+		return FSCK_EXIT_OPERR;
+	}
+	err = rlfs_dev_open(f->image, !f->dry_run && !f->readonly, 0, &f->dev);
+	if (err) {
+		fprintf(stderr, "%s: cannot open %s: %s\n", f->prog, f->image, strerror(-err));
+		return FSCK_EXIT_OPERR;
+	}
+	size_bytes = f->dev->size_bytes;
+	if (size_bytes < sizeof(*sb) ||
+	    rlfs_dev_pread(f->dev, sb, sizeof(*sb), 0) != 0) {
+		fprintf(stderr, "%s: %s: not a reflinkfs image (too small)\n", f->prog, f->image);
+		return FSCK_EXIT_OPERR;
+	}
+	if (rlfs_get32(sb->hdr.magic) != RLFS_SB_MAGIC) {
+		fprintf(stderr, "%s: %s: not a reflinkfs image (bad superblock magic "
+			"0x%08x)\n", f->prog, f->image, rlfs_get32(sb->hdr.magic));
+		return FSCK_EXIT_OPERR;
+	}
+	if (rlfs_get32(sb->version) != RLFS_VERSION) {
+		fprintf(stderr, "%s: %s: unsupported format version %u\n", f->prog, f->image,
+			rlfs_get32(sb->version));
+		return FSCK_EXIT_OPERR;
+	}
+	incompat = rlfs_get64(sb->features_incompat);
+	if (incompat & ~RLFS_FEAT_INCOMPAT_KNOWN) {
+		fprintf(stderr, "%s: %s: unknown incompatible features 0x%" PRIx64 "\n", f->prog,
+			f->image, (uint64_t)(incompat & ~RLFS_FEAT_INCOMPAT_KNOWN));
+		return FSCK_EXIT_OPERR;
+	}
+	if (rlfs_get64(sb->features_ro_compat) & ~RLFS_FEAT_RO_COMPAT_KNOWN)
+		ERR(f, "AG 0 agbno 0 (fsbno 0) (superblock): unknown ro-compat features 0x%" PRIx64,
+		    (uint64_t)(rlfs_get64(sb->features_ro_compat) & ~RLFS_FEAT_RO_COMPAT_KNOWN));
+
+	bs = rlfs_get32(sb->blocksize);
+	dblocks = rlfs_get64(sb->dblocks);
+	agblocks = rlfs_get32(sb->agblocks);
+	agcount = rlfs_get32(sb->agcount);
+	isz = rlfs_get16(sb->inodesize);
+	if (!is_pow2(bs) || bs < RLFS_MIN_BLOCKSIZE || bs > RLFS_MAX_BLOCKSIZE) {
+		ERR(f, "AG 0 agbno 0 (fsbno 0) (superblock): bad block size %u", bs);
+		return FSCK_EXIT_UNCORRECTED;
+	}
+	if (agblocks < 16 || agblocks > RLFS_MAX_AGBLOCKS || agcount == 0 || dblocks == 0 ||
+	    (uint64_t)(agcount - 1) * agblocks >= dblocks ||
+	    (uint64_t)agcount * agblocks < dblocks) {
+		ERR(f, "AG 0 agbno 0 (fsbno 0) (superblock): inconsistent geometry: dblocks %" PRIu64
+		    " agblocks %u agcount %u", dblocks, agblocks, agcount);
+		return FSCK_EXIT_UNCORRECTED;
+	}
+	if (!is_pow2(isz) || isz < RLFS_DINODE_CORE || isz > bs ||
+	    rlfs_get16(sb->inopblock) != bs / isz ||
+	    bs / isz > RLFS_INODES_PER_CHUNK) {
+		ERR(f, "AG 0 agbno 0 (fsbno 0) (superblock): bad inode size %u / inodes per block %u",
+		    isz, rlfs_get16(sb->inopblock));
+		return FSCK_EXIT_UNCORRECTED;
+	}
+
+	blk = aligned_alloc(64, bs);
+	if (!blk) {
+		f->oom = true;
+		return FSCK_EXIT_OPERR;
+	}
+	if (size_bytes < bs || rlfs_dev_pread(f->dev, blk, bs, 0) != 0) {
+		ERR(f, "AG 0 agbno 0 (fsbno 0) (superblock): cannot read the whole block");
+		free(blk);
+		return FSCK_EXIT_UNCORRECTED;
+	}
+	f->sb_block_ok = true;
+	if (!rlfs_cksum_verify(blk, bs, RLFS_CRC_OFF)) {
+		ERR(f, "AG 0 agbno 0 (fsbno 0) (superblock): bad crc");
+		f->sb_block_ok = false;
+	}
+	free(blk);
+	if (rlfs_get64(sb->hdr.blkno) != 0) {
+		ERR(f, "AG 0 agbno 0 (fsbno 0) (superblock): blkno %" PRIu64 ", expected 0",
+		    rlfs_get64(sb->hdr.blkno));
+		f->sb_block_ok = false;
+	}
+	if (rlfs_get64(sb->hdr.owner) != 0) {
+		ERR(f, "AG 0 agbno 0 (fsbno 0) (superblock): owner %" PRIu64 ", expected AG 0",
+		    rlfs_get64(sb->hdr.owner));
+		f->sb_block_ok = false;
+	}
+	rlfs_errrec_load(&f->rec, sb);
+	if (f->rec.flags && !f->quiet) {
+		char desc[320];
+
+		/* what earlier runs recorded: not a finding of this run */
+		printf("%s: the superblock records errors: %s\n", f->image,
+		       rlfs_errrec_describe(&f->rec, desc, sizeof(desc)));
+	}
+	if (dblocks > size_bytes / bs) {
+		ERR(f, "AG 0 agbno 0 (fsbno 0) (superblock): filesystem has %" PRIu64
+		    " blocks but the image holds only %" PRIu64 " (truncated image)",
+		    dblocks, size_bytes / bs);
+		/* most of it missing (or a wild dblocks): nothing useful to walk */
+		if (dblocks / 2 > size_bytes / bs)
+			return FSCK_EXIT_UNCORRECTED;
+	}
+	if (rlfs_get32(sb->state) != RLFS_STATE_CLEAN) {
+		if (rlfs_get32(sb->state) == RLFS_STATE_DIRTY)
+			FIXABLE(f, "AG 0 agbno 0 (fsbno 0) (superblock): filesystem was not cleanly "
+				"unmounted (state dirty)");
+		else
+			FIXABLE(f, "AG 0 agbno 0 (fsbno 0) (superblock): bad state %u",
+				rlfs_get32(sb->state));
+		f->sb_fix = true;
+		f->fix_state = true;
+	}
+
+	err = rlfs_mount_alloc_bare(f->dev, bs, dblocks, agblocks, &f->mp);
+	if (err) {
+		fprintf(stderr, "%s: cannot set up: %s\n", f->prog, strerror(-err));
+		return FSCK_EXIT_OPERR;
+	}
+	f->mp->blocklog = ilog2_u32(bs);
+	f->mp->agcount = agcount;
+	f->mp->agblocks = agblocks;
+	f->mp->dblocks = dblocks;
+	f->mp->inodesize = isz;
+	f->mp->inopblock = bs / isz;
+	f->mp->chunk_blocks = RLFS_MAX(1u, RLFS_INODES_PER_CHUNK / f->mp->inopblock);
+	f->mp->rootino = rlfs_get64(sb->rootino);
+	f->mp->features_incompat = incompat;
+	f->reflink = incompat & RLFS_FEAT_INCOMPAT_REFLINK;
+	f->mp->maxbytes = rlfs_get64(sb->maxbytes);
+	memcpy(f->mp->uuid, sb->hdr.uuid, RLFS_UUID_SIZE);
+	f->mp->flags = RLFS_MOUNT_RDONLY | RLFS_MOUNT_NOLOCK;
+
+	if (rlfs_ag_blocks(f->mp, agcount - 1) < 8)
+		ERR(f, "AG %u (superblock geometry): last AG has only %u blocks", agcount - 1,
+		    rlfs_ag_blocks(f->mp, agcount - 1));
+	if (f->mp->rootino == 0 || rlfs_ino_to_fsb(f->mp, f->mp->rootino) >= dblocks)
+		ERR(f, "AG 0 agbno 0 (fsbno 0) (superblock): root inode %" PRIu64 " out of range",
+		    f->mp->rootino);
+	if (f->mp->maxbytes == 0)
+		ERR(f, "AG 0 agbno 0 (fsbno 0) (superblock): maxbytes is 0");
+	f->ags = calloc(agcount, sizeof(*f->ags));
+	if (!f->ags) {
+		f->oom = true;
+		return FSCK_EXIT_OPERR;
+	}
+	return 0;
+}
+
+/* Backup superblocks: magic, crc, self-description and geometry equal to
+ * the primary's.  Raw reads. */
+void fsck_check_backup_sbs(struct fsck *f)
+{
+	struct rlfs_mount *mp = f->mp;
+	uint8_t *blk = aligned_alloc(64, mp->blocksize);
+	const struct rlfs_sb *p = &f->sb;
+
+	if (!blk) {
+		f->oom = true;
+		return;
+	}
+	for (uint32_t agno = 0; agno < mp->agcount; agno++) {
+		uint64_t fsbno = rlfs_agb_to_fsb(mp, agno, RLFS_SB_AGBNO);
+		const struct rlfs_sb *b = (const void *)blk;
+
+		fsck_add_claim(f, CL_SB, agno, 0, fsbno, 1);
+		if (agno == 0)
+			continue;
+		if (rlfs_dev_pread(f->dev, blk, mp->blocksize, fsbno << mp->blocklog) != 0) {
+			ERR(f, "%s (backup superblock): cannot read", fsck_loc(f, fsbno).s);
+			continue;
+		}
+		if (rlfs_get32(b->hdr.magic) != RLFS_SB_MAGIC) {
+			ERR(f, "%s (backup superblock): bad magic 0x%08x", fsck_loc(f, fsbno).s,
+			    rlfs_get32(b->hdr.magic));
+			continue;
+		}
+		if (!rlfs_cksum_verify(blk, mp->blocksize, RLFS_CRC_OFF))
+			ERR(f, "%s (backup superblock): bad crc", fsck_loc(f, fsbno).s);
+		if (rlfs_get64(b->hdr.blkno) != fsbno)
+			ERR(f, "%s (backup superblock): blkno %" PRIu64 " is not its own",
+			    fsck_loc(f, fsbno).s, rlfs_get64(b->hdr.blkno));
+		if (rlfs_get64(b->hdr.owner) != agno)
+			ERR(f, "%s (backup superblock): owner %" PRIu64 ", expected AG %u",
+			    fsck_loc(f, fsbno).s, rlfs_get64(b->hdr.owner), agno);
+		if (memcmp(b->hdr.uuid, p->hdr.uuid, RLFS_UUID_SIZE) != 0)
+			ERR(f, "%s (backup superblock): uuid differs from the primary",
+			    fsck_loc(f, fsbno).s);
+		if (rlfs_get32(b->version) != rlfs_get32(p->version) ||
+		    rlfs_get32(b->blocksize) != rlfs_get32(p->blocksize) ||
+		    rlfs_get64(b->dblocks) != rlfs_get64(p->dblocks) ||
+		    rlfs_get32(b->agblocks) != rlfs_get32(p->agblocks) ||
+		    rlfs_get32(b->agcount) != rlfs_get32(p->agcount) ||
+		    rlfs_get16(b->inodesize) != rlfs_get16(p->inodesize) ||
+		    rlfs_get16(b->inopblock) != rlfs_get16(p->inopblock) ||
+		    rlfs_get64(b->rootino) != rlfs_get64(p->rootino) ||
+		    rlfs_get64(b->features_compat) != rlfs_get64(p->features_compat) ||
+		    rlfs_get64(b->features_ro_compat) != rlfs_get64(p->features_ro_compat) ||
+		    rlfs_get64(b->features_incompat) != rlfs_get64(p->features_incompat) ||
+		    rlfs_get64(b->maxbytes) != rlfs_get64(p->maxbytes))
+			ERR(f, "%s (backup superblock): geometry differs from the primary",
+			    fsck_loc(f, fsbno).s);
+	}
+	free(blk);
+}
+
+/* ------------------------------------------------------------------ */
+/* Phase 2: allocation groups                                          */
+
+/* Context of one AG tree walk. */
+struct agwalk {
+	struct fsck *f;
+	uint32_t agno;
+	uint32_t length;            /* blocks in the AG */
+	uint8_t kind;               /* CL_BNOBT ... */
+	uint64_t nblocks;           /* tree blocks visited */
+	uint64_t nrecs;
+	uint64_t limit;             /* stop runaway walks */
+	struct rlfs_alloc_rec *recs;/* valid records seen */
+	size_t nstored, nrecs_cap;
+	bool have_prev;
+	uint32_t prev_start, prev_len;
+	uint64_t last_chunk_fsbno;  /* inobt: chunk block dedupe */
+	struct ag_info *ai;
+};
+
+static int ag_visit_block(struct rlfs_btree_cur *cur, struct rlfs_buf *bp, unsigned level,
+			  void *priv)
+{
+	struct agwalk *w = priv;
+
+	(void)cur;
+	(void)level;
+	if (++w->nblocks > w->limit) {
+		ERR(w->f, "AG %u (%s): more tree blocks than the AG holds; stopped walking",
+		    w->agno, fsck_claim_kind_name(w->kind));
+		return 1;
+	}
+	if (rlfs_fsb_to_agno(w->f->mp, bp->fsbno) != w->agno)
+		ERR(w->f, "%s (%s): block belongs to another AG than its tree (AG %u)",
+		    fsck_loc(w->f, bp->fsbno).s, fsck_claim_kind_name(w->kind), w->agno);
+	fsck_add_claim(w->f, w->kind, w->agno, 0, bp->fsbno, 1);
+	return 0;
+}
+
+static int alloc_rec_cb(struct rlfs_btree_cur *cur, const void *rec, void *priv)
+{
+	struct agwalk *w = priv;
+	const struct rlfs_alloc_rec *r = rec;
+	uint32_t start = rlfs_get32(r->startblock), len = rlfs_get32(r->blockcount);
+	const char *name = w->kind == CL_BNOBT ? "bnobt" : "cntbt";
+	struct fsck *f = w->f;
+	uint64_t fsbno = rlfs_agb_to_fsb(f->mp, w->agno, start);
+	struct rlfs_alloc_rec *nr;
+
+	(void)cur;
+	if (++w->nrecs > w->limit) {
+		ERR(f, "AG %u (%s): more records than the AG has blocks; stopped walking",
+		    w->agno, name);
+		return 1;
+	}
+	if (len == 0 || start < 3 || start >= w->length || len > w->length - start) {
+		ERR(f, "%s (%s): free extent [%u, +%u) outside the AG's free area (AG has %u "
+		    "blocks)", fsck_loc(f, fsbno).s, name, start, len, w->length);
+		return 0;
+	}
+	if (w->kind == CL_BNOBT) {
+		if (w->have_prev) {
+			uint64_t pend = (uint64_t)w->prev_start + w->prev_len;
+
+			if (start < pend)
+				ERR(f, "%s (bnobt): free extent [%u, +%u) overlaps the previous one "
+				    "[%u, +%u)", fsck_loc(f, fsbno).s, start, len, w->prev_start,
+				    w->prev_len);
+			else if (start == pend)
+				ERR(f, "%s (bnobt): free extent [%u, +%u) touches the previous one "
+				    "[%u, +%u) (not merged)", fsck_loc(f, fsbno).s, start, len,
+				    w->prev_start, w->prev_len);
+		}
+		w->have_prev = true;
+		w->prev_start = start;
+		w->prev_len = len;
+		w->ai->freeblks += len;
+		fsck_add_claim(f, CL_FREE, w->agno, 0, fsbno, len);
+	} else {
+		if (len > w->ai->longest)
+			w->ai->longest = len;
+	}
+	nr = fsck_grow(f, w->recs, &w->nrecs_cap, w->nstored, sizeof(*nr));
+	if (!nr)
+		return -ENOMEM;
+	w->recs = nr;
+	w->recs[w->nstored].startblock = rlfs_le32_of(start);
+	w->recs[w->nstored].blockcount = rlfs_le32_of(len);
+	w->nstored++;
+	return 0;
+}
+
+static int inobt_rec_cb(struct rlfs_btree_cur *cur, const void *rec, void *priv)
+{
+	struct agwalk *w = priv;
+	struct fsck *f = w->f;
+	struct rlfs_mount *mp = f->mp;
+	const struct rlfs_inobt_rec *r = rec;
+	uint64_t startino = rlfs_get64(r->startino), freemask = rlfs_get64(r->free);
+	uint32_t freecount = rlfs_get32(r->freecount);
+	uint64_t fsbno = rlfs_ino_to_fsb(mp, startino);
+	uint64_t lastfsb = rlfs_ino_to_fsb(mp, startino + RLFS_INODES_PER_CHUNK - 1);
+	struct chunk *nc;
+
+	(void)cur;
+	if (++w->nrecs > w->limit) {
+		ERR(f, "AG %u (inobt): more records than the AG can hold; stopped walking", w->agno);
+		return 1;
+	}
+	if (startino % RLFS_INODES_PER_CHUNK != 0 || fsbno % mp->chunk_blocks != 0) {
+		ERR(f, "AG %u (inobt): chunk startino %" PRIu64 " is not chunk aligned", w->agno,
+		    startino);
+		return 0;
+	}
+	if (lastfsb >= mp->dblocks || rlfs_fsb_to_agno(mp, fsbno) != w->agno ||
+	    rlfs_fsb_to_agno(mp, lastfsb) != w->agno ||
+	    rlfs_fsb_to_agbno(mp, fsbno) < 3 || rlfs_fsb_to_agbno(mp, lastfsb) >= w->length) {
+		ERR(f, "AG %u (inobt): chunk startino %" PRIu64 " (fsbno %" PRIu64
+		    ") lies outside the AG", w->agno, startino, fsbno);
+		return 0;
+	}
+	if ((uint32_t)__builtin_popcountll(freemask) != freecount)
+		ERR(f, "%s (inobt): chunk %" PRIu64 ": freecount %u but %d inodes marked free",
+		    fsck_loc(f, fsbno).s, startino, freecount, __builtin_popcountll(freemask));
+	w->ai->icount += RLFS_INODES_PER_CHUNK;
+	w->ai->ifree += (uint64_t)__builtin_popcountll(freemask);
+	if (fsbno == w->last_chunk_fsbno) /* chunks sharing a block (inopblock > 64) */
+		fsbno++;
+	if (lastfsb >= fsbno)
+		fsck_add_claim(f, CL_ICHUNK, w->agno, startino, fsbno, lastfsb - fsbno + 1);
+	w->last_chunk_fsbno = lastfsb;
+	nc = fsck_grow(f, f->chunks, &f->chunks_cap, f->nchunks, sizeof(*nc));
+	if (!nc)
+		return -ENOMEM;
+	f->chunks = nc;
+	f->chunks[f->nchunks].startino = startino;
+	f->chunks[f->nchunks].free = freemask;
+	f->nchunks++;
+	return 0;
+}
+
+/* One refcount btree record: sane, in order, no overlap; kept for the
+ * per-block count check; staging extents claimed and reported. */
+static int refc_rec_cb(struct rlfs_btree_cur *cur, const void *rec, void *priv)
+{
+	struct agwalk *w = priv;
+	struct fsck *f = w->f;
+	struct rlfs_refcount_rec r;
+	struct refc *nr;
+
+	(void)cur;
+	memcpy(&r, rec, sizeof(r));
+	uint32_t key = rlfs_get32(r.startblock), len = rlfs_get32(r.blockcount);
+	uint32_t rc = rlfs_get32(r.refcount);
+	bool cow = key & RLFS_REFC_COWFLAG;
+	uint32_t start = key & ~RLFS_REFC_COWFLAG;
+	uint64_t fsbno = rlfs_agb_to_fsb(f->mp, w->agno, RLFS_MIN(start, w->length - 1));
+
+	if (++w->nrecs > w->limit) {
+		ERR(f, "AG %u (refcountbt): more records than the AG has blocks; stopped walking",
+		    w->agno);
+		return 1;
+	}
+	if (len == 0 || start < 3 || start >= w->length || len > w->length - start) {
+		ERR(f, "%s (refcountbt): record [%u, +%u) outside the AG's data area (AG has %u "
+		    "blocks)", fsck_loc(f, fsbno).s, start, len, w->length);
+		return 0;
+	}
+	if (!cow && rc < 2)
+		ERR(f, "%s (refcountbt): shared record [%u, +%u) with refcount %u < 2 (outside "
+		    "the staging domain)", fsck_loc(f, fsbno).s, start, len, rc);
+	if (cow && rc != 1)
+		ERR(f, "%s (refcountbt): CoW staging record [%u, +%u) with refcount %u (must be "
+		    "1)", fsck_loc(f, fsbno).s, start, len, rc);
+	if (w->have_prev && (uint64_t)key < (uint64_t)w->prev_start + w->prev_len)
+		ERR(f, "%s (refcountbt): record [%u, +%u) overlaps or is out of order with the "
+		    "previous one [%u, +%u)", fsck_loc(f, fsbno).s, start, len,
+		    w->prev_start & ~RLFS_REFC_COWFLAG, w->prev_len);
+	w->have_prev = true;
+	w->prev_start = key;
+	w->prev_len = len;
+	if (cow) {
+		ERR(f, "%s (refcountbt): leaked CoW staging extent [%u, +%u) (no CoW fork owns "
+		    "it on an unmounted filesystem)", fsck_loc(f, fsbno).s, start, len);
+		fsck_add_claim(f, CL_STAGING, w->agno, 0, fsbno, len);
+	}
+	nr = fsck_grow(f, f->refcs, &f->refcs_cap, f->nrefcs, sizeof(*nr));
+	if (!nr)
+		return -ENOMEM;
+	f->refcs = nr;
+	f->refcs[f->nrefcs++] = (struct refc){ .start = fsbno, .len = len, .rc = rc, .cow = cow };
+	return 0;
+}
+
+/*
+ * The refcount btree is walked with a lenient copy of its ops: block
+ * header and structure checks only, no record verifier, so that one bad
+ * record gets its own finding (refc_rec_cb judges every record: the same
+ * rules as the library's verifier, plus order across leaves) instead of
+ * hiding its whole leaf.  The library's strict verifier then re-checks a
+ * tree the walk found clean.
+ */
+static int fsck_refcbt_verify(struct rlfs_mount *mp, struct rlfs_buf *bp)
+{
+	return rlfs_btree_verify_block(mp, bp, sizeof(struct rlfs_refcount_rec), 4, false);
+}
+
+static const struct rlfs_buf_ops fsck_refcbt_buf_ops = {
+	.name = "refcountbt", .magic = RLFS_REFCBT_MAGIC, .has_hdr = true,
+	.verify = fsck_refcbt_verify,
+};
+
+static const struct rlfs_btree_ops *fsck_refcbt_ops(void)
+{
+	static struct rlfs_btree_ops ops;
+
+	if (!ops.name) {
+		ops = rlfs_refcountbt_ops;
+		ops.buf_ops = &fsck_refcbt_buf_ops;
+		ops.verify_rec = NULL;
+	}
+	return &ops;
+}
+
+/* Block walk that also hands every leaf record to a record callback
+ * (struct visit_ctx, fsck_int.h). */
+
+static int visit_with_recs(struct rlfs_btree_cur *cur, struct rlfs_buf *bp, unsigned level,
+			   void *priv)
+{
+	struct visit_ctx *v = priv;
+	const struct rlfs_btree_block *bb = bp->data;
+	unsigned n, max;
+	int r = v->blk(cur, bp, level, v->blk_priv);
+
+	if (r || level != 0 || !v->rec)
+		return r;
+	n = rlfs_get16(bb->numrecs);
+	max = (v->blocksize - (unsigned)sizeof(*bb)) / v->rec_len;
+	for (unsigned i = 0; i < n && i < max; i++) {
+		r = v->rec(cur, (const uint8_t *)bp->data + sizeof(*bb) + (size_t)i * v->rec_len,
+			   v->rec_priv);
+		if (r)
+			return r;
+	}
+	return 0;
+}
+
+/* rlfs_btree_check (problems reported, walk goes on), then the block and
+ * record walk.  Returns 0 if every block and record was visited, else the
+ * walk's error (reported here) or its positive stop value. */
+int fsck_check_and_walk(struct fsck *f, struct rlfs_trans *tp, const struct rlfs_btree_ops *ops,
+			  uint32_t agno, struct rlfs_inode *ip, void *agbp, struct visit_ctx *v,
+			  const char *where)
+{
+	struct rlfs_btree_cur cur;
+	int err;
+
+	v->rec_len = ops->rec_len;
+	v->blocksize = f->mp->blocksize;
+	rlfs_btree_cur_init(&cur, tp, ops, agno, ip, agbp);
+	err = rlfs_btree_check(&cur);
+	rlfs_btree_cur_del(&cur);
+	if (err)
+		ERR(f, "%s (%s): tree check failed: %s", where, ops->name, fsck_errstr(err));
+	rlfs_btree_cur_init(&cur, tp, ops, agno, ip, agbp);
+	err = rlfs_btree_visit_blocks(&cur, visit_with_recs, v);
+	rlfs_btree_cur_del(&cur);
+	if (err == -ENOMEM)
+		f->oom = true;
+	else if (err < 0)
+		ERR(f, "%s (%s): cannot walk the whole tree: %s", where, ops->name, fsck_errstr(err));
+	return err;
+}
+
+/* Structure check, block walk and record walk of one AG tree.  Returns true
+ * if all three succeeded. */
+static bool walk_ag_tree(struct fsck *f, struct rlfs_trans *tp, const struct rlfs_btree_ops *ops,
+			 struct agwalk *w, rlfs_btree_rec_fn fn, uint32_t root_agbno,
+			 struct rlfs_buf *agbp)
+{
+	struct visit_ctx v = { .blk = ag_visit_block, .blk_priv = w, .rec = fn, .rec_priv = w };
+	char where[128];
+
+	snprintf(where, sizeof(where), "%s root",
+		 fsck_loc(f, rlfs_agb_to_fsb(f->mp, w->agno, root_agbno)).s);
+	return fsck_check_and_walk(f, tp, ops, w->agno, NULL, agbp, &v, where) == 0;
+}
+
+static int cmp_alloc_rec_bno(const void *a, const void *b)
+{
+	const struct rlfs_alloc_rec *x = a, *y = b;
+
+	return fsck_cmp_u64(rlfs_get32(x->startblock), rlfs_get32(y->startblock));
+}
+
+/* bnobt and cntbt must hold the same extents. */
+static void compare_free_trees(struct fsck *f, uint32_t agno, struct agwalk *bno,
+			       struct agwalk *cnt)
+{
+	size_t i = 0, j = 0;
+
+	fsck_xsort(cnt->recs, cnt->nstored, sizeof(*cnt->recs), cmp_alloc_rec_bno);
+	while (i < bno->nstored || j < cnt->nstored) {
+		uint32_t bs = i < bno->nstored ? rlfs_get32(bno->recs[i].startblock) : UINT32_MAX;
+		uint32_t cs = j < cnt->nstored ? rlfs_get32(cnt->recs[j].startblock) : UINT32_MAX;
+
+		if (bs == cs) {
+			uint32_t bl = rlfs_get32(bno->recs[i].blockcount);
+			uint32_t cl = rlfs_get32(cnt->recs[j].blockcount);
+
+			if (bl != cl)
+				ERR(f, "%s (cntbt): free extent at agbno %u has %u blocks in cntbt "
+				    "but %u in bnobt", fsck_loc(f, rlfs_agb_to_fsb(f->mp, agno, bs)).s,
+				    bs, cl, bl);
+			i++;
+			j++;
+		} else if (bs < cs) {
+			ERR(f, "%s (cntbt): free extent [%u, +%u) is in bnobt but not in cntbt",
+			    fsck_loc(f, rlfs_agb_to_fsb(f->mp, agno, bs)).s, bs,
+			    rlfs_get32(bno->recs[i].blockcount));
+			i++;
+		} else {
+			ERR(f, "%s (bnobt): free extent [%u, +%u) is in cntbt but not in bnobt",
+			    fsck_loc(f, rlfs_agb_to_fsb(f->mp, agno, cs)).s, cs,
+			    rlfs_get32(cnt->recs[j].blockcount));
+			j++;
+		}
+	}
+}
+
+static int cmp_u32p(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static void check_agfl(struct fsck *f, struct rlfs_trans *tp, uint32_t agno,
+		       struct ag_info *ai)
+{
+	struct rlfs_mount *mp = f->mp;
+	uint64_t fsbno = rlfs_agb_to_fsb(mp, agno, RLFS_AGFL_AGBNO);
+	uint32_t size = (mp->blocksize - sizeof(struct rlfs_agfl)) / 4;
+	uint32_t first = rlfs_get32(ai->agh.flfirst), last = rlfs_get32(ai->agh.fllast);
+	uint32_t count = rlfs_get32(ai->agh.flcount), length = rlfs_ag_blocks(mp, agno);
+	struct rlfs_buf *bp;
+	uint32_t *seen;
+	uint32_t nseen = 0;
+	int err;
+
+	err = rlfs_trans_read_buf(tp, fsbno, &rlfs_agfl_buf_ops, agno, &bp);
+	if (err) {
+		ERR(f, "%s (AGFL): %s", fsck_loc(f, fsbno).s, fsck_errstr(err));
+		return;
+	}
+	if (rlfs_get32(((struct rlfs_agfl *)bp->data)->agno) != agno)
+		ERR(f, "%s (AGFL): agno field %u, expected %u", fsck_loc(f, fsbno).s,
+		    rlfs_get32(((struct rlfs_agfl *)bp->data)->agno), agno);
+	if (count > size || first >= size || last >= size ||
+	    (count && (last + size - first) % size + 1 != count) ||
+	    (!count && (last + 1) % size != first)) {
+		ERR(f, "%s (AG header): AGFL ring first %u last %u count %u inconsistent (%u "
+		    "slots)", fsck_loc(f, rlfs_agb_to_fsb(mp, agno, RLFS_AGH_AGBNO)).s, first, last,
+		    count, size);
+		rlfs_trans_brelse(tp, bp);
+		return;
+	}
+	seen = calloc(count ? count : 1, sizeof(*seen));
+	if (!seen) {
+		f->oom = true;
+		rlfs_trans_brelse(tp, bp);
+		return;
+	}
+	for (uint32_t i = 0; i < count; i++) {
+		uint32_t slot = (first + i) % size;
+		const rlfs_le32 *arr = (const rlfs_le32 *)((const uint8_t *)bp->data +
+							   sizeof(struct rlfs_agfl));
+		uint32_t agbno = rlfs_get32(arr[slot]);
+
+		if (agbno < 3 || agbno >= length) {
+			ERR(f, "%s (AGFL): slot %u holds agbno %u outside the AG", fsck_loc(f, fsbno).s,
+			    slot, agbno);
+			continue;
+		}
+		seen[nseen++] = agbno;
+	}
+	fsck_xsort(seen, nseen, sizeof(*seen), cmp_u32p);
+	for (uint32_t i = 0; i < nseen; i++) {
+		if (i && seen[i] == seen[i - 1]) {
+			ERR(f, "%s (AGFL): agbno %u listed twice", fsck_loc(f, fsbno).s, seen[i]);
+			continue;
+		}
+		fsck_add_claim(f, CL_AGFL, agno, 0, rlfs_agb_to_fsb(mp, agno, seen[i]), 1);
+	}
+	ai->flcount = count;
+	free(seen);
+	rlfs_trans_brelse(tp, bp);
+}
+
+/* Read AG agno's header block raw and check everything but the summary
+ * counters; copies it to ai->agh.  false (finding printed) if unusable. */
+static bool read_agh_raw(struct fsck *f, uint32_t agno, uint64_t hfsb, struct ag_info *ai)
+{
+	struct rlfs_mount *mp = f->mp;
+	uint8_t *blk = aligned_alloc(64, mp->blocksize);
+	const struct rlfs_agh *agh = (const void *)blk;
+	bool ok = false;
+
+	if (!blk) {
+		f->oom = true;
+		return false;
+	}
+	if (rlfs_dev_pread(f->dev, blk, mp->blocksize, hfsb << mp->blocklog) != 0)
+		ERR(f, "%s (AG header): cannot read", fsck_loc(f, hfsb).s);
+	else if (rlfs_get32(agh->hdr.magic) != RLFS_AGH_MAGIC)
+		ERR(f, "%s (AG header): bad magic 0x%08x", fsck_loc(f, hfsb).s,
+		    rlfs_get32(agh->hdr.magic));
+	else if (!rlfs_cksum_verify(blk, mp->blocksize, RLFS_CRC_OFF))
+		ERR(f, "%s (AG header): bad crc", fsck_loc(f, hfsb).s);
+	else if (rlfs_get64(agh->hdr.blkno) != hfsb)
+		ERR(f, "%s (AG header): blkno %" PRIu64 " is not its own", fsck_loc(f, hfsb).s,
+		    rlfs_get64(agh->hdr.blkno));
+	else if (rlfs_get64(agh->hdr.owner) != agno)
+		ERR(f, "%s (AG header): owner %" PRIu64 ", expected AG %u", fsck_loc(f, hfsb).s,
+		    rlfs_get64(agh->hdr.owner), agno);
+	else if (memcmp(agh->hdr.uuid, mp->uuid, RLFS_UUID_SIZE) != 0)
+		ERR(f, "%s (AG header): uuid is not this filesystem's", fsck_loc(f, hfsb).s);
+	else
+		ok = true;
+	if (ok)
+		memcpy(&ai->agh, blk, sizeof(ai->agh));
+	free(blk);
+	return ok;
+}
+
+void fsck_check_ag(struct fsck *f, uint32_t agno)
+{
+	struct rlfs_mount *mp = f->mp;
+	struct ag_info *ai = &f->ags[agno];
+	uint64_t hfsb = rlfs_agb_to_fsb(mp, agno, RLFS_AGH_AGBNO);
+	uint32_t length = rlfs_ag_blocks(mp, agno);
+	struct agwalk bno = { 0 }, cnt = { 0 }, ino = { 0 }, refc = { 0 };
+	struct rlfs_buf fake = { 0 };
+	struct rlfs_trans *tp;
+	bool ok = true, roots_ok = true;
+	int err;
+
+	fsck_add_claim(f, CL_AGH, agno, 0, hfsb, 1);
+	fsck_add_claim(f, CL_AGFLBLK, agno, 0, rlfs_agb_to_fsb(mp, agno, RLFS_AGFL_AGBNO), 1);
+	err = rlfs_trans_alloc(mp, 0, 0, &tp);
+	if (err) {
+		ERR(f, "AG %u: cannot start a transaction: %s", agno, fsck_errstr(err));
+		return;
+	}
+	/*
+	 * The header is read raw and checked here: the library's verifier also
+	 * rejects inconsistent summary counters, which fsck wants to compare and
+	 * rewrite rather than give up on.  The tree cursors get it as their AG
+	 * header buffer (cur->priv) so they never re-read it.
+	 */
+	if (!read_agh_raw(f, agno, hfsb, ai)) {
+		rlfs_trans_cancel(tp);
+		return;
+	}
+	ai->hdr_ok = true;
+	fake.fsbno = hfsb;
+	fake.data = &ai->agh;
+	if (rlfs_get32(ai->agh.agno) != agno) {
+		ERR(f, "%s (AG header): agno field %u, expected %u", fsck_loc(f, hfsb).s,
+		    rlfs_get32(ai->agh.agno), agno);
+		ai->hdr_ok = false;
+	}
+	if (rlfs_get32(ai->agh.length) != length) {
+		ERR(f, "%s (AG header): length %u, expected %u", fsck_loc(f, hfsb).s,
+		    rlfs_get32(ai->agh.length), length);
+		ai->hdr_ok = false;
+	}
+	{
+		static const char *const names[3] = { "bnobt", "cntbt", "inobt" };
+		uint32_t roots[3] = { rlfs_get32(ai->agh.bno_root), rlfs_get32(ai->agh.cnt_root),
+				      rlfs_get32(ai->agh.ino_root) };
+		uint16_t levels[3] = { rlfs_get16(ai->agh.bno_level), rlfs_get16(ai->agh.cnt_level),
+				       rlfs_get16(ai->agh.ino_level) };
+
+		for (int i = 0; i < 3; i++) {
+			if (roots[i] < 3 || roots[i] >= length) {
+				ERR(f, "%s (AG header): %s root agbno %u outside the AG",
+				    fsck_loc(f, hfsb).s, names[i], roots[i]);
+				roots_ok = false;
+			}
+			if (levels[i] < 1 || levels[i] > RLFS_BTREE_MAXLEVELS) {
+				ERR(f, "%s (AG header): %s level %u out of range", fsck_loc(f, hfsb).s,
+				    names[i], levels[i]);
+				roots_ok = false;
+			}
+		}
+	}
+	bool refc_roots_ok = f->reflink;
+	if (!(mp->features_incompat & RLFS_FEAT_INCOMPAT_REFLINK) &&
+	    (rlfs_get32(ai->agh.refc_root) || rlfs_get16(ai->agh.refc_level)))
+		ERR(f, "%s (AG header): refcount btree root set without the reflink feature",
+		    fsck_loc(f, hfsb).s);
+	if (f->reflink) {
+		uint32_t rr = rlfs_get32(ai->agh.refc_root);
+		uint16_t rl = rlfs_get16(ai->agh.refc_level);
+
+		if (rr < 3 || rr >= length) {
+			ERR(f, "%s (AG header): refcountbt root agbno %u outside the AG",
+			    fsck_loc(f, hfsb).s, rr);
+			refc_roots_ok = false;
+		}
+		if (rl < 1 || rl > RLFS_BTREE_MAXLEVELS) {
+			ERR(f, "%s (AG header): refcountbt level %u out of range", fsck_loc(f, hfsb).s,
+			    rl);
+			refc_roots_ok = false;
+		}
+		if (!refc_roots_ok)
+			roots_ok = false;
+	}
+	if (!(mp->features_incompat & RLFS_FEAT_INCOMPAT_RMAP) &&
+	    (rlfs_get32(ai->agh.rmap_root) || rlfs_get16(ai->agh.rmap_level)))
+		ERR(f, "%s (AG header): rmap btree root set without the rmap feature",
+		    fsck_loc(f, hfsb).s);
+	check_agfl(f, tp, agno, ai);
+
+	if (roots_ok) {
+		bno = (struct agwalk){ .f = f, .agno = agno, .length = length, .kind = CL_BNOBT,
+				       .limit = length, .ai = ai };
+		cnt = bno;
+		cnt.kind = CL_CNTBT;
+		ino = bno;
+		ino.kind = CL_INOBT;
+		ino.last_chunk_fsbno = UINT64_MAX;
+		bool bno_ok = walk_ag_tree(f, tp, &rlfs_bnobt_ops, &bno, alloc_rec_cb,
+					   rlfs_get32(ai->agh.bno_root), &fake);
+		bool cnt_ok = walk_ag_tree(f, tp, &rlfs_cntbt_ops, &cnt, alloc_rec_cb,
+					   rlfs_get32(ai->agh.cnt_root), &fake);
+
+		ok &= walk_ag_tree(f, tp, &rlfs_inobt_ops, &ino, inobt_rec_cb,
+				   rlfs_get32(ai->agh.ino_root), &fake);
+		ok &= bno_ok && cnt_ok;
+		if (refc_roots_ok) {
+			refc = (struct agwalk){ .f = f, .agno = agno, .length = length,
+						.kind = CL_REFCBT, .limit = length, .ai = ai };
+			uint64_t nerr0 = f->nerrors;
+
+			ai->refc_ok = walk_ag_tree(f, tp, fsck_refcbt_ops(), &refc, refc_rec_cb,
+						   rlfs_get32(ai->agh.refc_root), &fake);
+			if (ai->refc_ok && f->nerrors == nerr0) {
+				/* the library's own verifiers must agree */
+				struct rlfs_btree_cur cur;
+
+				rlfs_refcount_cur_init(&cur, tp, agno, &fake);
+				err = rlfs_btree_check(&cur);
+				rlfs_btree_cur_del(&cur);
+				if (err)
+					ERR(f, "%s (refcountbt): library verifier rejects the tree: %s",
+					    fsck_loc(f, rlfs_agb_to_fsb(mp, agno,
+							     rlfs_get32(ai->agh.refc_root))).s,
+					    fsck_errstr(err));
+			}
+			ok &= ai->refc_ok;
+		}
+		/* comparing with a tree that could not be read only makes noise */
+		if (bno_ok && cnt_ok)
+			compare_free_trees(f, agno, &bno, &cnt);
+		ai->btreeblks = bno.nblocks + cnt.nblocks - RLFS_MIN(bno.nblocks + cnt.nblocks, 2);
+		ai->trees_ok = ok && !f->oom;
+	}
+	rlfs_trans_cancel(tp);
+	free(bno.recs);
+	free(cnt.recs);
+
+	if (!ai->hdr_ok || !ai->trees_ok)
+		return;
+	if (rlfs_get32(ai->agh.freeblks) != ai->freeblks) {
+		FIXCOUNTER(f, "%s (AG header): freeblks %u, free space trees hold %" PRIu64,
+			fsck_loc(f, hfsb).s, rlfs_get32(ai->agh.freeblks), ai->freeblks);
+		ai->fix = true;
+	}
+	if (rlfs_get32(ai->agh.longest) != ai->longest) {
+		FIXCOUNTER(f, "%s (AG header): longest %u, longest free extent is %u",
+			fsck_loc(f, hfsb).s, rlfs_get32(ai->agh.longest), ai->longest);
+		ai->fix = true;
+	}
+	if (rlfs_get32(ai->agh.btreeblks) != ai->btreeblks) {
+		FIXCOUNTER(f, "%s (AG header): btreeblks %u, bnobt+cntbt have %" PRIu64
+			" blocks beyond their roots", fsck_loc(f, hfsb).s,
+			rlfs_get32(ai->agh.btreeblks), ai->btreeblks);
+		ai->fix = true;
+	}
+	if (rlfs_get64(ai->agh.icount) != ai->icount) {
+		FIXCOUNTER(f, "%s (AG header): icount %" PRIu64 ", inobt chunks hold %" PRIu64,
+			fsck_loc(f, hfsb).s, rlfs_get64(ai->agh.icount), ai->icount);
+		ai->fix = true;
+	}
+	if (rlfs_get64(ai->agh.ifree) != ai->ifree) {
+		FIXCOUNTER(f, "%s (AG header): ifree %" PRIu64 ", inobt marks %" PRIu64 " free",
+			fsck_loc(f, hfsb).s, rlfs_get64(ai->agh.ifree), ai->ifree);
+		ai->fix = true;
+	}
+}

@@ -1,0 +1,256 @@
+/*
+ * fsck_int.h: what the parts of `reflinkfs fsck` share (tools/fsck*.c):
+ * the checker state (struct fsck), the claim and inode tables, and the
+ * functions one phase calls in another.  The phases are described in
+ * fsck.c; each file holds one or two of them:
+ *   fsck.c         reporting, tables, opening and locking, the driver
+ *   fsck_ag.c      phases 1-2: superblocks, allocation groups
+ *   fsck_inode.c   phase 3: inodes and everything they own
+ *   fsck_xref.c    phases 4-5: directory graph, block ownership, refcounts
+ *   fsck_repair.c  phase 6: summary counters and the repairs
+ */
+#ifndef RLFS_FSCK_INT_H
+#define RLFS_FSCK_INT_H
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "reflinkfs/fs.h"
+#include "rlfs.h"
+#include "dev.h"
+#include "buf.h"
+#include "trans.h"
+#include "btree.h"
+#include "alloc.h"
+#include "ialloc.h"
+#include "inode.h"
+#include "bmap.h"
+#include "dir.h"
+#include "xattr.h"
+#include "refcount.h"
+
+#if defined(__has_include)
+#if __has_include("cli.h")
+#include "cli.h"
+#define RLFS_HAVE_CLI_H 1
+#endif
+#endif
+#ifndef RLFS_HAVE_CLI_H
+int rlfs_fsck_main(int argc, char **argv);
+#endif
+
+#define FSCK_EXIT_OK 0
+#define FSCK_EXIT_FIXED 1
+#define FSCK_EXIT_UNCORRECTED 4
+#define FSCK_EXIT_OPERR 8
+
+#define FSCK_MAX_REPORTS 1000
+#define FSCK_LOCK_WAIT_SEC 30
+#define FSCK_SYMLINK_MAX 4095
+
+/* What claims a run of blocks. */
+enum claim_kind {
+	CL_SB, CL_AGH, CL_AGFLBLK, CL_BNOBT, CL_CNTBT, CL_INOBT, CL_REFCBT, CL_STAGING,
+	CL_AGFL, CL_FREE, CL_ICHUNK, CL_DATA, CL_BMBT, CL_DIRBT, CL_ATTRBT, CL_ATTRV, CL_SYMLINK,
+};
+
+struct claim {
+	uint64_t start;             /* fsbno */
+	uint64_t owner;             /* agno, or ino for inode-owned kinds */
+	uint64_t aux;               /* CL_DATA: file block; CL_ICHUNK: startino */
+	uint32_t len;               /* blocks */
+	uint8_t kind;
+};
+
+/* A refcount btree record (REFLINK feature). */
+struct refc {
+	uint64_t start;             /* fsbno */
+	uint32_t len;
+	uint32_t rc;
+	bool cow;                   /* CoW staging domain */
+};
+
+/* An inobt record (all AGs, sorted by startino). */
+struct chunk {
+	uint64_t startino;
+	uint64_t free;
+};
+
+/* An in-use inode, as far as the directory pass needs it. */
+#define IE_BAD     (1u << 0)    /* failed verification: skip link checks */
+#define IE_REACHED (1u << 1)
+struct ientry {
+	uint64_t ino;
+	uint64_t parent;            /* di_parent */
+	uint64_t found_parent;      /* directory whose entry names it (dirs) */
+	uint32_t mode;
+	uint32_t nlink;
+	uint32_t nref;              /* directory entries pointing at it */
+	uint32_t nsubdirs;          /* entries of this dir naming directories */
+	uint32_t flags;
+};
+
+/* A directory entry, kept for the graph pass. */
+struct edge {
+	uint64_t dir;
+	uint64_t child;
+	uint64_t name_off;          /* into fsck.names */
+	uint8_t namelen;
+	uint8_t ftype;
+};
+
+struct ag_info {
+	bool hdr_ok;                /* header verified: counters comparable */
+	bool trees_ok;              /* bnobt/cntbt/inobt(/refcountbt) walked without error */
+	bool refc_ok;               /* refcount btree fully walked (REFLINK) */
+	struct rlfs_agh agh;        /* copy of the on-disk header */
+	uint64_t freeblks;          /* computed from bnobt */
+	uint32_t longest;           /* computed from cntbt */
+	uint64_t btreeblks;         /* bnobt + cntbt blocks beyond the roots */
+	uint64_t icount, ifree;     /* computed from inobt */
+	uint32_t flcount;           /* valid AGFL entries */
+	bool fix;                   /* counters differ */
+	bool leak_noted;            /* "leak check skipped" said once */
+};
+
+/* An inode core repair: link count and/or directory parent (phase 4). */
+struct ifix {
+	uint64_t ino;
+	uint64_t parent;            /* new parent pointer; 0 = leave */
+	uint32_t nlink;             /* new link count, if set_nlink */
+	bool set_nlink;
+};
+
+struct fsck {
+	const char *prog;           /* argv[0], for messages */
+	const char *image;
+	bool dry_run, verbose;
+	bool quiet;                 /* the re-check after a repair: count only */
+	bool readonly;              /* image could only be opened read-only */
+	int lock_fd;
+	bool own_lock_fd;           /* close lock_fd at the end (not in a re-check) */
+	struct rlfs_dev *dev;
+	struct rlfs_mount *mp;
+	struct rlfs_sb sb;          /* primary superblock (first 320 bytes) */
+	bool sb_fix;                /* superblock counters or state to rewrite */
+	bool sb_block_ok;           /* primary superblock block verified (crc,
+				     * blkno, owner): safe to rewrite in place */
+	struct rlfs_errrec rec;     /* the superblock's error record, as found */
+
+	/* what repair would do, by kind (each also counted in ncounter) */
+	uint64_t nfix_counters, nfix_links, nfix_parents;
+	bool fix_state;             /* the unclean-unmount flag */
+	struct ifix *ifixes;
+	size_t nifixes, ifixes_cap;
+	uint64_t *orphans;          /* inodes to free: nlink 0, named nowhere */
+	size_t norphans, orphans_cap;
+
+	bool incomplete;            /* some inode metadata unreadable: owners unknown */
+	bool dirs_incomplete;       /* some directory unreadable: links unknown */
+	uint64_t nlink_suppressed;
+	uint64_t leaked_blocks, leaked_runs;
+	uint64_t nerrors;           /* findings left uncorrected */
+	uint64_t ncounter;          /* counter findings (fixable) */
+	uint64_t nprinted;
+	bool oom;
+
+	struct claim *claims;
+	size_t nclaims, claims_cap;
+	bool reflink;               /* REFLINK feature: data blocks may be shared */
+	struct claim *dclaims;      /* REFLINK: data-fork mappings (may overlap) */
+	size_t ndclaims, dclaims_cap;
+	struct refc *refcs;         /* REFLINK: refcount btree records, all AGs */
+	size_t nrefcs, refcs_cap;
+	struct chunk *chunks;
+	size_t nchunks, chunks_cap;
+	struct ientry *inodes;
+	size_t ninodes, inodes_cap;
+	struct edge *edges;
+	size_t nedges, edges_cap;
+	char *names;
+	size_t names_len, names_cap;
+	struct ag_info *ags;
+
+	/* statistics for -v and the summary line */
+	uint64_t n_files, n_dirs, n_symlinks, n_special, used_blocks;
+};
+
+/* "AG a agbno b (fsbno x)" for a block (fsck_loc). */
+struct locbuf { char s[96]; };
+
+/*
+ * Block walk that also hands every leaf record to a record callback.  The
+ * records are taken straight from the verified leaf blocks rather than
+ * through rlfs_btree_query_all, whose per-record verifier stops at the
+ * first bad record: fsck wants to see (and judge) all of them.  Leaves are
+ * visited left to right, so records come in key order.
+ */
+struct visit_ctx {
+	rlfs_btree_blk_fn blk;
+	void *blk_priv;
+	rlfs_btree_rec_fn rec;
+	void *rec_priv;
+	uint16_t rec_len;
+	uint32_t blocksize;
+};
+
+/* One finding: an error left alone, one repair can fix, a counter to fix. */
+#define ERR(f, ...) fsck_report((f), false, __VA_ARGS__)
+#define FIXABLE(f, ...) fsck_report((f), true, __VA_ARGS__)
+#define FIXCOUNTER(f, ...) ((f)->nfix_counters++, fsck_report((f), true, __VA_ARGS__))
+
+/* fsck.c */
+__attribute__((format(printf, 3, 4)))
+void fsck_report(struct fsck *f, bool fixable, const char *fmt, ...);
+__attribute__((format(printf, 2, 3)))
+void fsck_verbose(struct fsck *f, const char *fmt, ...);
+struct locbuf fsck_loc(const struct fsck *f, uint64_t fsbno);
+const char *fsck_errstr(int err);
+void *fsck_grow(struct fsck *f, void *p, size_t *cap, size_t n, size_t sz);
+const char *fsck_claim_kind_name(uint8_t kind);
+void fsck_claim_desc(const struct claim *c, char *buf, size_t len);
+void fsck_add_claim(struct fsck *f, uint8_t kind, uint64_t owner, uint64_t aux,
+		      uint64_t start, uint64_t len);
+struct ientry *fsck_find_inode(struct fsck *f, uint64_t ino);
+struct chunk *fsck_find_chunk(struct fsck *f, uint64_t ino);
+void fsck_xsort(void *base, size_t n, size_t sz, int (*cmp)(const void *, const void *));
+int fsck_cmp_u64(uint64_t a, uint64_t b);
+int fsck_cmp_chunk(const void *a, const void *b);
+int fsck_cmp_claim(const void *a, const void *b);
+int fsck_cmp_edge_dir(const void *a, const void *b);
+
+/* fsck_ag.c */
+int fsck_check_primary_sb(struct fsck *f);
+void fsck_check_backup_sbs(struct fsck *f);
+int fsck_check_and_walk(struct fsck *f, struct rlfs_trans *tp, const struct rlfs_btree_ops *ops,
+			  uint32_t agno, struct rlfs_inode *ip, void *agbp, struct visit_ctx *v,
+			  const char *where);
+void fsck_check_ag(struct fsck *f, uint32_t agno);
+
+/* fsck_inode.c */
+void fsck_check_inodes(struct fsck *f);
+
+/* fsck_xref.c */
+void fsck_check_graph(struct fsck *f);
+void fsck_check_refcounts(struct fsck *f);
+void fsck_check_claims(struct fsck *f);
+
+/* fsck_repair.c */
+void fsck_check_counters(struct fsck *f, uint64_t *icount, uint64_t *ifree,
+			   uint64_t *fdblocks, bool *all_ok);
+int fsck_fix_ag_counters(struct fsck *f);
+int fsck_fix_inodes(struct fsck *f);
+int fsck_write_primary_sb(struct fsck *f, bool clean, uint64_t icount, uint64_t ifree,
+			    uint64_t fdblocks, uint64_t left);
+int fsck_free_orphans(struct fsck *f);
+
+#endif

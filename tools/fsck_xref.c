@@ -1,0 +1,463 @@
+/*
+ * fsck_xref.c: fsck phases 4 and 5, the cross-checks: the directory graph
+ * from the root (entries, "..", link counts, reachability) and block
+ * ownership (every claim swept: blocks claimed twice, free and used at
+ * once, leaked; data-fork mappings against the refcount btree).
+ * See fsck.c for the whole picture.
+ */
+#include "fsck_int.h"
+
+/* ------------------------------------------------------------------ */
+/* Phase 4: the directory graph                                        */
+
+/* Note an inode core repair (nlink if set_nlink, parent if nonzero). */
+static void add_ifix(struct fsck *f, uint64_t ino, bool set_nlink, uint32_t nlink,
+		     uint64_t parent)
+{
+	struct ifix *n = fsck_grow(f, f->ifixes, &f->ifixes_cap, f->nifixes, sizeof(*n));
+
+	if (!n)
+		return;
+	f->ifixes = n;
+	f->ifixes[f->nifixes++] = (struct ifix){ .ino = ino, .parent = parent, .nlink = nlink,
+						 .set_nlink = set_nlink };
+	if (set_nlink)
+		f->nfix_links++;
+	else
+		f->nfix_parents++;
+}
+
+void fsck_check_graph(struct fsck *f)
+{
+	struct rlfs_mount *mp = f->mp;
+	struct ientry *root = fsck_find_inode(f, mp->rootino);
+	uint64_t *queue;
+	size_t qh = 0, qt = 0;
+
+	/* entries: target exists, type, counts */
+	for (size_t i = 0; i < f->nedges; i++) {
+		struct edge *e = &f->edges[i];
+		struct ientry *c = fsck_find_inode(f, e->child);
+		struct ientry *d = fsck_find_inode(f, e->dir);
+		char name[RLFS_NAME_MAX + 1];
+
+		for (unsigned k = 0; k < e->namelen; k++) {
+			char ch = f->names[e->name_off + k];
+
+			name[k] = (ch >= 0x20 && ch < 0x7f) ? ch : '?';
+		}
+		name[e->namelen] = '\0';
+		if (!c) {
+			struct chunk *ch = fsck_find_chunk(f, e->child);
+
+			if (ch && ((ch->free >> (e->child - ch->startino)) & 1))
+				ERR(f, "inode %" PRIu64 " (directory): entry '%s' points at free "
+				    "inode %" PRIu64, e->dir, name, e->child);
+			else if (ch)
+				ERR(f, "inode %" PRIu64 " (directory): entry '%s' points at inode %"
+				    PRIu64 " which failed its checks", e->dir, name, e->child);
+			else
+				ERR(f, "inode %" PRIu64 " (directory): entry '%s' points at inode %"
+				    PRIu64 " which lies in no inode chunk", e->dir, name, e->child);
+			continue;
+		}
+		if (c->mode && rlfs_mode_to_ftype(c->mode) != e->ftype)
+			ERR(f, "inode %" PRIu64 " (directory): entry '%s' has file type %u but "
+			    "inode %" PRIu64 " has mode 0%o", e->dir, name, e->ftype, e->child,
+			    c->mode);
+		if (c->flags & IE_BAD)
+			continue;
+		c->nref++;
+		if (S_ISDIR(c->mode)) {
+			if (d)
+				d->nsubdirs++;
+			if (c->ino == mp->rootino)
+				ERR(f, "inode %" PRIu64 " (directory): entry '%s' points at the root "
+				    "directory", e->dir, name);
+			else if (c->found_parent)
+				ERR(f, "directory %" PRIu64 " is reachable twice: from %" PRIu64
+				    " and from %" PRIu64 " ('%s')", e->child, c->found_parent,
+				    e->dir, name);
+			else
+				c->found_parent = e->dir;
+		}
+	}
+
+	/* reachability from the root */
+	if (!root || (root->flags & IE_BAD) || !S_ISDIR(root->mode)) {
+		ERR(f, "inode %" PRIu64 ": root directory missing or damaged; connectivity "
+		    "not checked", mp->rootino);
+		return;
+	}
+	if (root->parent != root->ino)
+		ERR(f, "inode %" PRIu64 " (root directory): parent %" PRIu64 ", expected itself",
+		    root->ino, root->parent);
+	root->found_parent = root->ino;
+	fsck_xsort(f->edges, f->nedges, sizeof(*f->edges), fsck_cmp_edge_dir);
+	queue = malloc((f->ninodes + 1) * sizeof(*queue));
+	if (!queue) {
+		f->oom = true;
+		return;
+	}
+	root->flags |= IE_REACHED;
+	queue[qt++] = root->ino;
+	while (qh < qt) {
+		uint64_t dir = queue[qh++];
+		size_t lo = 0, hi = f->nedges;
+
+		while (lo < hi) {
+			size_t mid = lo + (hi - lo) / 2;
+
+			if (f->edges[mid].dir < dir)
+				lo = mid + 1;
+			else
+				hi = mid;
+		}
+		for (size_t i = lo; i < f->nedges && f->edges[i].dir == dir; i++) {
+			struct ientry *c = fsck_find_inode(f, f->edges[i].child);
+
+			if (!c || (c->flags & IE_REACHED))
+				continue;
+			c->flags |= IE_REACHED;
+			if (S_ISDIR(c->mode) && !(c->flags & IE_BAD) && qt <= f->ninodes)
+				queue[qt++] = c->ino;
+		}
+	}
+	free(queue);
+
+	/* link counts, parents, orphans */
+	for (size_t i = 0; i < f->ninodes; i++) {
+		struct ientry *ie = &f->inodes[i];
+
+		if (ie->flags & IE_BAD)
+			continue;
+		if (f->dirs_incomplete && (!(ie->flags & IE_REACHED) ||
+		    (!S_ISDIR(ie->mode) && ie->nlink != ie->nref))) {
+			f->nlink_suppressed++;
+			continue;
+		}
+		if (!(ie->flags & IE_REACHED)) {
+			if (ie->nlink == 0 && ie->nref == 0) {
+				/* unlinked while open when the filesystem stopped:
+				 * repair frees it (as log recovery would) */
+				uint64_t *n = fsck_grow(f, f->orphans, &f->orphans_cap, f->norphans,
+						   sizeof(*n));
+
+				FIXABLE(f, "inode %" PRIu64 ": unlinked (nlink 0) but still "
+					"allocated (orphan)", ie->ino);
+				if (n) {
+					f->orphans = n;
+					f->orphans[f->norphans++] = ie->ino;
+				}
+			} else if (ie->nlink == 0)
+				ERR(f, "inode %" PRIu64 ": unlinked (nlink 0) but still allocated "
+				    "(orphan) and named in an unreachable directory", ie->ino);
+			else
+				ERR(f, "inode %" PRIu64 ": in use (mode 0%o, nlink %u) but not "
+				    "reachable from the root", ie->ino, ie->mode, ie->nlink);
+			continue;
+		}
+		/*
+		 * A reachable inode's link count and a directory's parent
+		 * pointer are fixable when every directory could be read: the
+		 * entries counted are then all there are (e2fsck pass 4).
+		 */
+		if (S_ISDIR(ie->mode)) {
+			if (ie->nlink != 2 + ie->nsubdirs) {
+				fsck_report(f, !f->dirs_incomplete, "inode %" PRIu64 " (directory): nlink "
+				       "%u, expected %u (2 + %u subdirectories)", ie->ino, ie->nlink,
+				       2 + ie->nsubdirs, ie->nsubdirs);
+				if (!f->dirs_incomplete)
+					add_ifix(f, ie->ino, true, 2 + ie->nsubdirs, 0);
+			}
+			if (ie->parent != ie->found_parent) {
+				fsck_report(f, !f->dirs_incomplete, "inode %" PRIu64 " (directory): parent "
+				       "(\"..\") is %" PRIu64 " but it is named in directory %"
+				       PRIu64, ie->ino, ie->parent, ie->found_parent);
+				if (!f->dirs_incomplete)
+					add_ifix(f, ie->ino, false, 0, ie->found_parent);
+			}
+		} else if (ie->nlink != ie->nref) {
+			fsck_report(f, !f->dirs_incomplete, "inode %" PRIu64 ": nlink %u but %u directory "
+			       "entries point at it", ie->ino, ie->nlink, ie->nref);
+			if (!f->dirs_incomplete)
+				add_ifix(f, ie->ino, true, ie->nref, 0);
+		}
+	}
+	if (f->nlink_suppressed)
+		ERR(f, "directory tree: %" PRIu64 " inodes unreachable or with link counts that "
+		    "do not match; not listed, as some directories could not be read",
+		    f->nlink_suppressed);
+}
+
+/* ------------------------------------------------------------------ */
+/* Phase 5: block ownership                                            */
+
+static void report_run(struct fsck *f, uint64_t start, uint64_t end, const char *what,
+		       const char *who)
+{
+	struct rlfs_mount *mp = f->mp;
+
+	if (end - start == 1)
+		ERR(f, "%s: %s %s", who, fsck_loc(f, start).s, what);
+	else
+		ERR(f, "%s: AG %u agbno %u-%u (fsbno %" PRIu64 "-%" PRIu64 ", %" PRIu64
+		    " blocks) %s", who, rlfs_fsb_to_agno(mp, start), rlfs_fsb_to_agbno(mp, start),
+		    rlfs_fsb_to_agbno(mp, end - 1), start, end - 1, end - start, what);
+}
+
+static void report_leak(struct fsck *f, uint64_t start, uint64_t end)
+{
+	struct rlfs_mount *mp = f->mp;
+
+	while (start < end) {
+		uint64_t agend = ((uint64_t)rlfs_fsb_to_agno(mp, start) + 1) * mp->agblocks;
+		uint64_t e = RLFS_MIN(end, agend);
+		struct ag_info *ai = &f->ags[rlfs_fsb_to_agno(mp, start)];
+
+		if (!ai->hdr_ok || !ai->trees_ok) {
+			/* free space of this AG is not fully known: no leak reports */
+			if (!ai->leak_noted)
+				ERR(f, "AG %u (space map): AG header or trees damaged; unclaimed "
+				    "blocks in this AG not reported", rlfs_fsb_to_agno(mp, start));
+			ai->leak_noted = true;
+			start = e;
+			continue;
+		}
+		if (f->incomplete) {
+			/* owners of some blocks are unknown: count, do not list */
+			f->leaked_blocks += e - start;
+			f->leaked_runs++;
+			start = e;
+			continue;
+		}
+		report_run(f, start, e, "leaked: neither free nor in use", "space map");
+		start = e;
+	}
+}
+
+/* Append a claim to the main list directly (no REFLINK diversion). */
+static void push_claim(struct fsck *f, struct claim c)
+{
+	struct claim *nc = fsck_grow(f, f->claims, &f->claims_cap, f->nclaims, sizeof(*nc));
+
+	if (!nc)
+		return;
+	f->claims = nc;
+	f->claims[f->nclaims++] = c;
+}
+
+struct event {
+	uint64_t pos;
+	int delta;
+};
+
+static int cmp_event(const void *a, const void *b)
+{
+	const struct event *x = a, *y = b;
+
+	return fsck_cmp_u64(x->pos, y->pos);
+}
+
+static int cmp_refc(const void *a, const void *b)
+{
+	const struct refc *x = a, *y = b;
+
+	return fsck_cmp_u64(x->start, y->start);
+}
+
+/* A mismatch run being accumulated for one report line. */
+struct mism {
+	bool open;
+	uint64_t start, end;
+	uint64_t dc;                /* data-fork mappings */
+	uint32_t rc;                /* refcount btree count, 0 = no record */
+};
+
+static void mism_flush(struct fsck *f, struct mism *m)
+{
+	char what[160];
+
+	if (!m->open)
+		return;
+	m->open = false;
+	if (m->rc == 0)
+		snprintf(what, sizeof(what), "mapped by %" PRIu64 " data forks but the refcount "
+			 "btree has no record (refcount 1)", m->dc);
+	else if (m->dc == 0)
+		snprintf(what, sizeof(what), "refcount btree record says refcount %u but no "
+			 "file maps these blocks", m->rc);
+	else
+		snprintf(what, sizeof(what), "refcount btree says refcount %u but %" PRIu64
+			 " data-fork mappings exist", m->rc, m->dc);
+	report_run(f, m->start, m->end, what, "refcount btree");
+}
+
+static void mism_add(struct fsck *f, struct mism *m, uint64_t a, uint64_t b, uint64_t dc,
+		     uint32_t rc)
+{
+	if (m->open && m->end == a && m->dc == dc && m->rc == rc &&
+	    rlfs_fsb_to_agno(f->mp, a) == rlfs_fsb_to_agno(f->mp, m->start))
+		m->end = b;
+	else {
+		mism_flush(f, m);
+		*m = (struct mism){ .open = true, .start = a, .end = b, .dc = dc, .rc = rc };
+	}
+}
+
+/*
+ * REFLINK: data-fork mappings enter the ownership sweep once (their union,
+ * so a data block that is also metadata, free or staging is still caught
+ * there), and for every block the number of mappings must equal the
+ * refcount btree's count: no record means 1; a record at
+ * RLFS_REFC_REFCOUNT_MAX may have fewer (it sticks there).
+ */
+void fsck_check_refcounts(struct fsck *f)
+{
+	struct rlfs_mount *mp = f->mp;
+	size_t nd = f->ndclaims, nev = 0, nshared = 0;
+	struct event *ev;
+	uint64_t *segs; /* triples: start, end, count */
+	size_t nsegs = 0;
+
+	if (!f->reflink)
+		return;
+	fsck_xsort(f->dclaims, nd, sizeof(*f->dclaims), fsck_cmp_claim);
+	/* union into the main sweep */
+	for (size_t i = 0; i < nd;) {
+		struct claim u = f->dclaims[i];
+		uint64_t end = u.start + u.len;
+		size_t j = i + 1;
+
+		while (j < nd && f->dclaims[j].start <= end) {
+			uint64_t e = f->dclaims[j].start + f->dclaims[j].len;
+			if (e > end)
+				end = e;
+			j++;
+		}
+		while (end > u.start) {
+			uint64_t n = RLFS_MIN(end - u.start, (uint64_t)UINT32_MAX);
+			u.len = (uint32_t)n;
+			push_claim(f, u);
+			u.start += n;
+		}
+		i = j;
+	}
+	/* per-block mapping counts as runs */
+	ev = malloc((2 * nd + 1) * sizeof(*ev));
+	segs = malloc((2 * nd + 1) * 3 * sizeof(*segs));
+	if (!ev || !segs) {
+		free(ev);
+		free(segs);
+		f->oom = true;
+		return;
+	}
+	for (size_t i = 0; i < nd; i++) {
+		ev[nev++] = (struct event){ f->dclaims[i].start, 1 };
+		ev[nev++] = (struct event){ f->dclaims[i].start + f->dclaims[i].len, -1 };
+	}
+	fsck_xsort(ev, nev, sizeof(*ev), cmp_event);
+	int64_t depth = 0;
+	for (size_t i = 0; i < nev;) {
+		uint64_t pos = ev[i].pos;
+		while (i < nev && ev[i].pos == pos)
+			depth += ev[i++].delta;
+		if (depth > 0 && i < nev) {
+			segs[3 * nsegs] = pos;
+			segs[3 * nsegs + 1] = ev[i].pos;
+			segs[3 * nsegs + 2] = (uint64_t)depth;
+			nsegs++;
+		}
+	}
+	free(ev);
+	/* shared records only, in fsbno order */
+	fsck_xsort(f->refcs, f->nrefcs, sizeof(*f->refcs), cmp_refc);
+	struct refc *sh = malloc((f->nrefcs + 1) * sizeof(*sh));
+	if (!sh) {
+		free(segs);
+		f->oom = true;
+		return;
+	}
+	for (size_t i = 0; i < f->nrefcs; i++)
+		if (!f->refcs[i].cow)
+			sh[nshared++] = f->refcs[i];
+	/* sweep both sorted, non-overlapping lists */
+	struct mism m = { 0 };
+	size_t si = 0, ri = 0;
+	uint64_t pos = 0;
+	while (si < nsegs || ri < nshared) {
+		uint64_t ss = si < nsegs ? RLFS_MAX(segs[3 * si], pos) : UINT64_MAX;
+		uint64_t rs = ri < nshared ? RLFS_MAX(sh[ri].start, pos) : UINT64_MAX;
+		uint64_t a = RLFS_MIN(ss, rs);
+		uint64_t b = UINT64_MAX;
+		uint64_t dc = 0;
+		uint32_t rc = 0;
+
+		if (si < nsegs && segs[3 * si] <= a) {
+			dc = segs[3 * si + 2];
+			b = RLFS_MIN(b, segs[3 * si + 1]);
+		} else if (si < nsegs) {
+			b = RLFS_MIN(b, segs[3 * si]);
+		}
+		if (ri < nshared && sh[ri].start <= a) {
+			rc = sh[ri].rc;
+			b = RLFS_MIN(b, sh[ri].start + sh[ri].len);
+		} else if (ri < nshared) {
+			b = RLFS_MIN(b, sh[ri].start);
+		}
+		/* never across an AG end (reports name one AG) */
+		b = RLFS_MIN(b, ((uint64_t)rlfs_fsb_to_agno(mp, a) + 1) * mp->agblocks);
+		if (b <= a)
+			b = a + 1;
+		struct ag_info *ai = &f->ags[rlfs_fsb_to_agno(mp, a)];
+		bool bad = rc ? (dc != rc && !(rc == RLFS_REFC_REFCOUNT_MAX && dc >= 1)) : dc >= 2;
+		if (bad && ai->refc_ok)
+			mism_add(f, &m, a, b, dc, rc);
+		pos = b;
+		if (si < nsegs && segs[3 * si + 1] <= pos)
+			si++;
+		if (ri < nshared && sh[ri].start + sh[ri].len <= pos)
+			ri++;
+	}
+	mism_flush(f, &m);
+	free(sh);
+	free(segs);
+}
+
+void fsck_check_claims(struct fsck *f)
+{
+	struct claim *top = NULL;
+	uint64_t maxend = 0;
+
+	fsck_xsort(f->claims, f->nclaims, sizeof(*f->claims), fsck_cmp_claim);
+	for (size_t i = 0; i < f->nclaims; i++) {
+		struct claim *c = &f->claims[i];
+		uint64_t end = c->start + c->len;
+
+		if (c->start > maxend)
+			report_leak(f, maxend, c->start);
+		if (top && c->start < maxend) {
+			char d1[128], d2[160], what[200];
+			bool free1 = c->kind == CL_FREE || c->kind == CL_AGFL;
+			bool free2 = top->kind == CL_FREE || top->kind == CL_AGFL;
+
+			fsck_claim_desc(c, d1, sizeof(d1));
+			fsck_claim_desc(top, d2, sizeof(d2));
+			if (free1 != free2)
+				snprintf(what, sizeof(what), "free and used at once (also %s)", d2);
+			else
+				snprintf(what, sizeof(what), "claimed twice (also %s)", d2);
+			report_run(f, c->start, RLFS_MIN(end, maxend), what, d1);
+		}
+		if (end > maxend) {
+			maxend = end;
+			top = c;
+		}
+	}
+	if (maxend < f->mp->dblocks)
+		report_leak(f, maxend, f->mp->dblocks);
+	if (f->leaked_runs)
+		ERR(f, "space map: %" PRIu64 " blocks in %" PRIu64 " runs are neither free nor "
+		    "in use; not listed, as some inode metadata could not be read",
+		    f->leaked_blocks, f->leaked_runs);
+}
