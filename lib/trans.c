@@ -15,6 +15,7 @@
  * Model: xfs_trans.c, xfs_trans_buf.c.
  */
 #include "trans.h"
+#include "log.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -283,6 +284,7 @@ int rlfs_trans_commit(struct rlfs_trans *tp)
 	mp->fdblocks += (tp->blk_res - tp->blk_used) + tp->blk_freed;
 	release_items(tp);
 	release_bufs(tp);
+	rlfs_log_commit_done(mp);
 	trans_free(tp);
 	return 0;
 }
