@@ -96,8 +96,12 @@ int rlfs_log_write_tail(struct rlfs_log *log, uint32_t flags, uint64_t tail_lsn)
 				     rlfs_log_head_lsn(log), tail_lsn, NULL, 0, NULL, 0);
 	if (!err)
 		err = rlfs_dev_flush(log->mp->dev);
-	if (!err)
+	if (!err) {
 		log->seq++;
+		log->unflushed = false;
+	} else {
+		log->failed = true; /* the durable tail is unknown: stop */
+	}
 	return err;
 }
 
@@ -140,8 +144,8 @@ int rlfs_log_mount(struct rlfs_mount *mp, uint64_t start_fsbno, uint32_t size_bl
 	log->tail_lsn = scan.tail_lsn;
 	log->seq = scan.next_seq;
 	log->items_per_rec = rlfs_log_items_per_rec(mp->blocksize);
-	/* a checkpoint is forced once it holds an eighth of the ring */
-	log->cil_max = RLFS_MAX(16u, size_blocks / 8);
+	/* a checkpoint is pushed once it holds a quarter of the ring */
+	log->cil_max = RLFS_MAX(16u, size_blocks / 4);
 	log->stats = stats;
 	/* one record: header + up to items_per_rec images */
 	size_t wblocks = (size_t)log->items_per_rec + 1;

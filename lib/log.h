@@ -74,6 +74,9 @@ struct rlfs_log {
 	size_t ail_count;
 	uint8_t *wbuf;              /* one record: header + payload */
 	bool failed;                /* a log write failed: no more writes */
+	bool unflushed;             /* records written since the last device
+				     * flush: the AIL must flush before it
+				     * writes anything in place */
 	struct rlfs_log_stats stats;
 };
 

@@ -78,6 +78,13 @@ int rlfs_log_ail_push(struct rlfs_log *log, uint64_t target_lsn)
 		n++;
 	if (n == 0)
 		return 0;
+	if (log->unflushed) {
+		/* write-ahead: the checkpoints these images came in first */
+		int ferr = rlfs_dev_flush(mp->dev);
+		if (ferr)
+			return ferr;
+		log->unflushed = false;
+	}
 	struct rlfs_log_img **list = malloc(n * sizeof(*list));
 	if (!list)
 		return -ENOMEM;

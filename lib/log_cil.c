@@ -131,18 +131,48 @@ void rlfs_log_cil_cancel(struct rlfs_mount *mp, struct rlfs_buf *bp)
 	img->type = RLFS_LOG_ITEM_CANCEL;
 }
 
+static int cil_push(struct rlfs_mount *mp, bool flush);
+
 void rlfs_log_commit_done(struct rlfs_mount *mp)
 {
 	struct rlfs_log *log = mp->log;
 	if (!log || log->cil_count < log->cil_max)
 		return;
-	int err = rlfs_log_force(mp);
+	/* a background-style push: the checkpoint is written but not
+	 * flushed (the next force or AIL push flushes it).  File data the
+	 * checkpoint may point at goes first, as in rlfs_buf_flush_all. */
+	int err = 0;
+	if (mp->data_dirty) {
+		err = rlfs_dev_flush(mp->dev);
+		if (!err)
+			mp->data_dirty = 0;
+	}
+	if (!err)
+		err = cil_push(mp, false);
 	if (err)
-		rlfs_warn("log force after commit failed (%s); will retry at the next sync",
+		rlfs_warn("log push after commit failed (%s); will retry at the next sync",
 			  strerror(-err));
 }
 
 int rlfs_log_force(struct rlfs_mount *mp)
+{
+	struct rlfs_log *log = mp->log;
+	if (!log)
+		return 0;
+	if (log->cil_count)
+		return cil_push(mp, true);
+	if (log->unflushed) {
+		int err = rlfs_dev_flush(mp->dev);
+		if (err)
+			return err;
+		log->unflushed = false;
+	}
+	return 0;
+}
+
+/* Write the CIL as one checkpoint; flush unless !flush (then
+ * log->unflushed says a flush is owed before anything relies on it). */
+static int cil_push(struct rlfs_mount *mp, bool flush)
 {
 	struct rlfs_log *log = mp->log;
 	if (!log || log->cil_count == 0)
@@ -197,7 +227,7 @@ int rlfs_log_force(struct rlfs_mount *mp)
 	}
 	free(items);
 	free(payload);
-	if (!err)
+	if (!err && flush)
 		err = rlfs_dev_flush(mp->dev);
 	if (err) {
 		/* the same checkpoint goes again at the next force */
@@ -207,6 +237,7 @@ int rlfs_log_force(struct rlfs_mount *mp)
 		return err;
 	}
 	log->seq++;
+	log->unflushed = !flush;
 	log->stats.ckpts_written++;
 	struct rlfs_log_img *first = log->cil_first;
 	for (img = first; img; img = img->next)
