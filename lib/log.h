@@ -136,6 +136,21 @@ int rlfs_log_write_tail(struct rlfs_log *log, uint32_t flags, uint64_t tail_lsn)
 
 /* ---- log_cil.c: the committed item list ---- */
 
+/* The sequence number the CIL's next checkpoint will carry (what a commit
+ * now records in its items' commit_seq); 0 without a log. */
+static inline uint64_t rlfs_log_cil_seq(const struct rlfs_mount *mp)
+{
+	return mp->log ? mp->log->seq : 0;
+}
+/* True if the checkpoint with sequence seq (an item's commit_seq) is
+ * durable: pushed and flushed (the per-inode part of xfs_log_force_seq).
+ * Under meta_lock. */
+static inline bool rlfs_log_seq_durable(const struct rlfs_mount *mp, uint64_t seq)
+{
+	const struct rlfs_log *log = mp->log;
+	return log && seq < log->seq && !log->unflushed;
+}
+
 /*
  * A buffer's current image joins the CIL (called for every logged buffer
  * at rlfs_trans_commit, through rlfs_buf_mark_dirty): a copy of bp->data

@@ -18,6 +18,7 @@
 
 #include "buf.h"
 #include "dev.h"
+#include "reflinkfs/fs.h"
 
 static void ail_unlink(struct rlfs_log *log, struct rlfs_log_img *img)
 {
@@ -94,15 +95,20 @@ int rlfs_log_ail_push(struct rlfs_log *log, uint64_t target_lsn)
 	qsort(list, n, sizeof(*list), cmp_img_fsbno);
 	int err = 0;
 	uint64_t written = 0;
+	rlfs_progress(mp, RLFS_PROGRESS_META, 0, n);
 	for (i = 0; i < n && !err; i++) {
 		if (!list[i]->data)
 			continue; /* cancelled: the block was freed */
 		err = rlfs_dev_pwrite(mp->dev, list[i]->data, mp->blocksize,
 				      list[i]->fsbno << mp->blocklog);
 		written++;
+		if ((i & 255) == 255)
+			rlfs_progress(mp, RLFS_PROGRESS_META, i + 1, n);
 	}
+	rlfs_progress(mp, RLFS_PROGRESS_SYNC, 0, 1);
 	if (!err)
 		err = rlfs_dev_flush(mp->dev);
+	rlfs_progress(mp, RLFS_PROGRESS_IDLE, 0, 0);
 	if (err) {
 		free(list);
 		return err;

@@ -289,6 +289,8 @@ int rlfs_trans_commit(struct rlfs_trans *tp)
 			bp->flags |= RLFS_BUF_STALE; /* got but never filled in */
 	}
 	mp->fdblocks += (tp->blk_res - tp->blk_used) + tp->blk_freed;
+	for (struct rlfs_log_item *lip = tp->items; lip; lip = lip->next)
+		lip->commit_seq = rlfs_log_cil_seq(mp);
 	release_items(tp);
 	release_bufs(tp);
 	rlfs_log_commit_done(mp);

@@ -423,6 +423,43 @@ static void test_log_bytes_per_op(void **state)
 	tu_unmount(&fs);
 }
 
+/* fsync of a file whose last change is durable in the log writes nothing
+ * to the log; a change makes the next fsync force it (and survive). */
+static void test_fsync_forces_only_when_needed(void **state)
+{
+	(void)state;
+	struct tu_fs fs;
+	char crash[64];
+	tu_mkfs_mount(&fs, 64 * MiB, 0, 0);
+	struct rlfs_mount *mp = fs.mp;
+	uint64_t a = mkfile(mp, "a");
+	uint64_t b = mkfile(mp, "b");
+	assert_int_equal(rlfs_fsync(mp, a, 0), 0);
+	struct rlfs_log_stats s0, s1;
+	rlfs_log_get_stats(mp, &s0);
+	assert_int_equal(rlfs_fsync(mp, a, 0), 0);   /* nothing new */
+	assert_int_equal(rlfs_fsync(mp, b, 0), 0);   /* b came in the same checkpoint */
+	rlfs_log_get_stats(mp, &s1);
+	assert_int_equal(s1.ckpts_written, s0.ckpts_written);
+	assert_int_equal(s1.bytes_written, s0.bytes_written);
+	assert_int_equal(rlfs_write(mp, b, "data", 4, 0), 4);
+	assert_int_equal(rlfs_fsync(mp, b, 0), 0);   /* b changed: forced */
+	rlfs_log_get_stats(mp, &s1);
+	assert_int_equal(s1.ckpts_written, s0.ckpts_written + 1);
+	copy_image(fs.path, crash, sizeof(crash));
+	struct rlfs_mount *cm;
+	assert_int_equal(rlfs_mount_open(crash, RLFS_MOUNT_NOLOCK, &cm), 0);
+	struct stat st;
+	assert_int_equal(rlfs_lookup(cm, rlfs_root_ino(cm), "b", &st), 0);
+	assert_int_equal(st.st_size, 4);
+	char buf[4];
+	assert_int_equal(rlfs_read(cm, st.st_ino, buf, 4, 0), 4);
+	assert_memory_equal(buf, "data", 4);
+	assert_int_equal(rlfs_mount_close(cm), 0);
+	unlink(crash);
+	tu_unmount(&fs);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -432,6 +469,7 @@ int main(void)
 		cmocka_unit_test(test_recovery_idempotent),
 		cmocka_unit_test(test_write_ahead_and_wrap),
 		cmocka_unit_test(test_log_bytes_per_op),
+		cmocka_unit_test(test_fsync_forces_only_when_needed),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
