@@ -181,6 +181,15 @@ void rlfs_log_commit_done(struct rlfs_mount *mp);
  * crc (BUF), every valid dinode's lsn + crc (INODE), nothing (RAW). */
 void rlfs_log_stamp_lsn(struct rlfs_mount *mp, uint16_t type, void *data, uint64_t lsn);
 
+/*
+ * Write the superblock at fsbno (0) in place now, outside the log, and
+ * drop its image from the CIL: the CLEAN superblock of an unmount, which
+ * must reach the disk after the unmount record (so an image that says
+ * CLEAN never needs replay).  Only right after rlfs_log_quiesce (nothing
+ * else in the CIL or AIL).  0 or -errno.  Under meta_lock.
+ */
+int rlfs_log_write_unlogged(struct rlfs_mount *mp, uint64_t fsbno);
+
 /* ---- log_ail.c: the active item list ---- */
 
 /* A durable checkpoint's images (the pushed CIL list, first..) join the

@@ -17,6 +17,7 @@
 
 #include "buf.h"
 #include "dev.h"
+#include "alloc.h"
 
 static uint16_t img_type(const struct rlfs_buf *bp)
 {
@@ -116,11 +117,15 @@ void rlfs_log_cil_cancel(struct rlfs_mount *mp, struct rlfs_buf *bp)
 			cil_del(log, img);
 		return;
 	}
+	/* The durable image must never be written in place again: the
+	 * block may be another file's data before the cancel is durable
+	 * (there are no busy extents yet).  The AIL entry stays, holding
+	 * the buffer, until the cancel's checkpoint replaces it. */
+	free(bp->log_ail->data);
+	bp->log_ail->data = NULL;
 	if (!img) {
 		img = cil_add(log, bp);
 		if (!img) {
-			/* cannot record the cancel: keep the block's old image
-			 * in the AIL out of place writes at least */
 			rlfs_warn("out of memory cancelling fsbno %llu in the log",
 				  (unsigned long long)bp->fsbno);
 			return;
@@ -246,4 +251,30 @@ static int cil_push(struct rlfs_mount *mp, bool flush)
 	log->cil_count = 0;
 	rlfs_log_ail_insert(log, first, ckpt_lsn);
 	return 0;
+}
+
+int rlfs_log_write_unlogged(struct rlfs_mount *mp, uint64_t fsbno)
+{
+	struct rlfs_log *log = mp->log;
+	struct rlfs_buf *bp;
+	int err = rlfs_buf_read(mp, fsbno, &rlfs_sb_buf_ops, RLFS_OWNER_ANY, &bp);
+	if (err)
+		return err;
+	uint8_t *copy = NULL;
+	if (posix_memalign((void **)&copy, 64, mp->blocksize)) {
+		rlfs_buf_relse(bp);
+		rlfs_buf_settle(mp, bp);
+		return -ENOMEM;
+	}
+	memcpy(copy, bp->data, mp->blocksize);
+	rlfs_cksum_update(copy, mp->blocksize, RLFS_CRC_OFF);
+	err = rlfs_dev_pwrite(mp->dev, copy, mp->blocksize, fsbno << mp->blocklog);
+	if (!err)
+		err = rlfs_dev_flush(mp->dev);
+	free(copy);
+	if (!err && bp->log_cil && !bp->log_ail)
+		cil_del(log, bp->log_cil);
+	rlfs_buf_relse(bp);
+	rlfs_buf_settle(mp, bp);
+	return err;
 }

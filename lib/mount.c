@@ -135,6 +135,14 @@ static int write_sb(struct rlfs_mount *mp, uint32_t state)
 	 * the state on disk DIRTY. */
 	if (state == RLFS_STATE_CLEAN) {
 		err = rlfs_sync(mp);
+		if (!err && mp->log) {
+			/* with a log: everything in place and the unmount
+			 * record first; the CLEAN superblock goes in place
+			 * after it, outside the log (below) */
+			rlfs_meta_lock(mp);
+			err = rlfs_log_quiesce(mp);
+			pthread_mutex_unlock(&mp->meta_lock);
+		}
 		if (err)
 			return err;
 	}
@@ -161,16 +169,20 @@ static int write_sb(struct rlfs_mount *mp, uint32_t state)
 	err = rlfs_trans_commit(tp);
 	if (err)
 		return err;
+	if (mp->log && state == RLFS_STATE_CLEAN) {
+		/* the log is clean (quiesced above; only this superblock
+		 * change is in the CIL): write it in place, alone, last */
+		rlfs_meta_lock(mp);
+		err = rlfs_log_write_unlogged(mp, 0);
+		pthread_mutex_unlock(&mp->meta_lock);
+		return err;
+	}
 	err = rlfs_sync(mp);
 	if (!err && mp->log) {
-		/* CLEAN: everything in place, then the unmount record: a clean
-		 * log.  DIRTY: the superblock in place too, so that the image
-		 * says "not cleanly unmounted" to fsck and older tools */
+		/* DIRTY: the superblock in place too, so that the image says
+		 * "not cleanly unmounted" to fsck and older tools */
 		rlfs_meta_lock(mp);
-		if (state == RLFS_STATE_CLEAN)
-			err = rlfs_log_quiesce(mp);
-		else
-			err = rlfs_log_ail_push(mp->log, UINT64_MAX);
+		err = rlfs_log_ail_push(mp->log, UINT64_MAX);
 		pthread_mutex_unlock(&mp->meta_lock);
 	}
 	return err;
