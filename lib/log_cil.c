@@ -17,6 +17,7 @@
 
 #include "buf.h"
 #include "dev.h"
+#include "reflinkfs/fs.h"
 #include "alloc.h"
 
 static uint16_t img_type(const struct rlfs_buf *bp)
@@ -215,6 +216,8 @@ static int cil_push(struct rlfs_mount *mp, bool flush)
 			rlfs_log_stamp_lsn(mp, img->type, img->data, ckpt_lsn);
 	int err = 0;
 	struct rlfs_log_img *img = log->cil_first;
+	if (flush)
+		rlfs_progress(mp, RLFS_PROGRESS_META, 0, n);
 	while (img && !err) {
 		rlfs_log_head_wrap(log);
 		uint32_t room = log->size_blocks - log->head_block - 1;
@@ -232,8 +235,10 @@ static int cil_push(struct rlfs_mount *mp, bool flush)
 	}
 	free(items);
 	free(payload);
-	if (!err && flush)
+	if (!err && flush) {
+		rlfs_progress(mp, RLFS_PROGRESS_SYNC, 0, 1);
 		err = rlfs_dev_flush(mp->dev);
+	}
 	if (err) {
 		/* the same checkpoint goes again at the next force */
 		log->head_cycle = save_cycle;
