@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "dev.h"
+#include "log.h"
 #include "reflinkfs/fs.h"
 
 #define HASH_BITS 16
@@ -333,12 +334,20 @@ void rlfs_buf_relse(struct rlfs_buf *bp)
 
 void rlfs_buf_mark_dirty(struct rlfs_mount *mp, struct rlfs_buf *bp)
 {
+	if (mp->log) {
+		/* write-ahead: the image goes to the CIL, the buffer is
+		 * pinned; only the AIL writes it in place (log.h) */
+		(void)rlfs_log_cil_insert(mp, bp);
+		return;
+	}
 	if (!(bp->flags & RLFS_BUF_DIRTY))
 		dirty_add(mp->bcache, bp);
 }
 
 void rlfs_buf_stale(struct rlfs_mount *mp, struct rlfs_buf *bp)
 {
+	if (mp->log && (bp->log_cil || bp->log_ail))
+		rlfs_log_cil_cancel(mp, bp);
 	if (bp->flags & RLFS_BUF_DIRTY)
 		dirty_del(mp->bcache, bp);
 	bp->flags |= RLFS_BUF_STALE;
@@ -347,7 +356,7 @@ void rlfs_buf_stale(struct rlfs_mount *mp, struct rlfs_buf *bp)
 void rlfs_buf_forget(struct rlfs_mount *mp, uint64_t fsbno)
 {
 	struct rlfs_buf *bp = hash_find(mp->bcache, fsbno);
-	if (bp && bp->refcount == 0)
+	if (bp && bp->refcount == 0 && !bp->log_cil && !bp->log_ail)
 		buf_evict(mp, bp);
 	else if (bp)
 		rlfs_buf_stale(mp, bp);
@@ -355,7 +364,7 @@ void rlfs_buf_forget(struct rlfs_mount *mp, uint64_t fsbno)
 
 void rlfs_buf_settle(struct rlfs_mount *mp, struct rlfs_buf *bp)
 {
-	if (bp->refcount || bp->lru_next || bp->tp)
+	if (bp->refcount || bp->lru_next || bp->tp || bp->log_cil || bp->log_ail)
 		return;
 	if (bp->flags & RLFS_BUF_STALE) {
 		buf_evict(mp, bp);
@@ -441,7 +450,9 @@ int rlfs_buf_flush_all(struct rlfs_mount *mp)
 
 	/* 0. an error record changed since the last flush goes out with this
 	 * one (mount.c); if the superblock cannot be read it stays pending */
+	uint64_t staged_seq = mp->err_staged_seq;
 	(void)rlfs_errrec_stage(mp);
+	bool err_staged = staged_seq != mp->err_staged_seq;
 
 	/* 1. file data first: metadata must never point at unwritten data */
 	rlfs_progress(mp, RLFS_PROGRESS_DATA, 0, 1);
@@ -451,6 +462,19 @@ int rlfs_buf_flush_all(struct rlfs_mount *mp)
 		return err;
 	}
 	mp->data_dirty = 0;
+	if (mp->log) {
+		/* log mode: the CIL goes to the log as one checkpoint (one
+		 * write, one flush); blocks go in place later from the AIL */
+		err = rlfs_log_force(mp);
+		/* a new error record goes in place at once: tools that read
+		 * the superblock raw (fsck -n, mount warnings) see it */
+		if (!err && err_staged)
+			err = rlfs_log_ail_push(mp->log, UINT64_MAX);
+		if (err) {
+			rlfs_progress(mp, RLFS_PROGRESS_IDLE, 0, 0);
+			return err;
+		}
+	}
 	if (bc->ndirty == 0) {
 		rlfs_progress(mp, RLFS_PROGRESS_IDLE, 0, 0);
 		return 0;

@@ -54,6 +54,10 @@ struct rlfs_buf {
 	struct rlfs_buf *lru_prev, *lru_next;
 	struct rlfs_buf *dirty_prev, *dirty_next; /* on the dirty list iff DIRTY */
 	struct rlfs_buf *tnext;     /* next buffer in tp's list */
+	/* write-ahead log (log.h): this block's image in the CIL / AIL, or
+	 * NULL.  Either set = pinned: never evicted, never written in place
+	 * by the cache (the AIL writes the durable image). */
+	struct rlfs_log_img *log_cil, *log_ail;
 };
 
 #define RLFS_OWNER_ANY UINT64_MAX

@@ -18,6 +18,7 @@
 #include <time.h>
 
 #include "buf.h"
+#include "log.h"
 
 static uint32_t crc_raw(uint32_t crc, const void *buf, size_t len)
 {
@@ -228,6 +229,7 @@ void rlfs_mount_free_bare(struct rlfs_mount *mp)
 {
 	if (!mp)
 		return;
+	rlfs_log_free(mp);
 	rlfs_bcache_destroy(mp);
 	pthread_mutex_destroy(&mp->meta_lock);
 	pthread_mutex_destroy(&mp->icache_lock);

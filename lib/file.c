@@ -47,6 +47,7 @@
 #include "reflinkfs/fs.h"
 #include "rlfs.h"
 #include "dev.h"
+#include "log.h"
 #include "bmap.h"
 #include "inode.h"
 #include "refcount.h"
@@ -863,7 +864,15 @@ int rlfs_fsync(struct rlfs_mount *mp, uint64_t ino, int datasync)
 		ip->data_dirty = false;
 	error = rlfs_trans_alloc(mp, 0, 0, &tp);
 	if (!error) {
-		error = rlfs_buf_flush_all(mp);
+		if (ip && rlfs_log_seq_durable(mp, ip->li.commit_seq)) {
+			/* the log holds every change of this inode already:
+			 * only its data (xfs_file_fsync with nothing to force) */
+			error = rlfs_dev_flush(mp->dev);
+			if (!error)
+				mp->data_dirty = 0;
+		} else {
+			error = rlfs_buf_flush_all(mp);
+		}
 		rlfs_trans_cancel(tp);
 	}
 	if (ip)

@@ -132,6 +132,7 @@ static struct rlfs_inode *inode_alloc(struct rlfs_mount *mp, uint64_t ino)
 		free(ip);
 		return NULL;
 	}
+	ip->li.commit_seq = UINT64_MAX; /* unknown: the first fsync forces the log */
 	if (pthread_rwlock_init(&ip->iolock, NULL) != 0) {
 		free(ip->literal);
 		free(ip);

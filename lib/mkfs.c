@@ -49,6 +49,7 @@
 #include "dev.h"
 #include "ialloc.h"
 #include "inode.h"
+#include "log.h"
 #include "refcount.h"
 #include "rlfs.h"
 #include "trans.h"
@@ -65,7 +66,18 @@ struct geom {
 	uint32_t blocksize, inodesize, agblocks, agcount;
 	uint64_t dblocks;
 	uint64_t features_incompat;
+	uint32_t log_agno;          /* LOG feature: AG holding the log */
+	uint32_t log_blocks;        /* 0 = no log */
 };
+
+uint64_t rlfs_mkfs_default_log_bytes(uint64_t size_bytes, uint32_t blocksize)
+{
+	uint64_t min = RLFS_MAX((uint64_t)RLFS_LOG_MIN_BLOCKS * blocksize, RLFS_LOG_MIN_BYTES);
+	uint64_t bytes = size_bytes / 64;
+	bytes = RLFS_MIN(bytes, 64ull << 20);
+	bytes = RLFS_MAX(bytes, min);
+	return bytes / blocksize * blocksize;
+}
 
 /* First agbno of the AGFL pre-fill. */
 static uint32_t first_agfl(const struct rlfs_mount *mp)
@@ -147,17 +159,38 @@ static int compute_geometry(const struct rlfs_mkfs_opts *o, uint64_t size_bytes,
 		return -EINVAL;
 	if (g->dblocks - (uint64_t)(g->agcount - 1) * g->agblocks < first + 1)
 		return -EINVAL;
+	/* the log: right after the AGFL pre-fill of the middle AG, leaving
+	 * at least a sixteenth of the AG (and 8 blocks) free there */
+	g->log_blocks = 0;
+	g->log_agno = 0;
+	if (o->log >= 0) {
+		uint64_t lb = (o->log_bytes ? o->log_bytes
+					    : rlfs_mkfs_default_log_bytes(size_bytes, g->blocksize)) /
+			      g->blocksize;
+		g->log_agno = g->agcount / 2;
+		uint64_t agb = RLFS_MIN((uint64_t)g->agblocks,
+					g->dblocks - (uint64_t)g->log_agno * g->agblocks);
+		uint64_t room = first + (g->log_agno == 0 ? cb + (chunk_at - first) : 0) +
+				RLFS_MAX(8u, agb / 16);
+		if (lb < RLFS_LOG_MIN_BLOCKS || lb * g->blocksize < RLFS_LOG_MIN_BYTES ||
+		    lb > UINT32_MAX || lb + room > agb)
+			return -EINVAL;
+		g->log_blocks = (uint32_t)lb;
+		g->features_incompat |= RLFS_FEAT_INCOMPAT_LOG;
+	}
 	return 0;
 }
 
 /* Write the per-AG structures of AG agno (see the layout above). */
-static int init_ag(struct rlfs_trans *tp, uint32_t agno)
+static int init_ag(struct rlfs_trans *tp, uint32_t agno, const struct geom *g)
 {
 	struct rlfs_mount *mp = tp->mp;
 	uint32_t len = rlfs_ag_blocks(mp, agno);
 	unsigned fl = rlfs_agfl_min(mp), size = rlfs_agfl_size(mp);
 	uint32_t fa = first_agfl(mp);
 	uint32_t free_start = fa + fl;
+	if (g->log_blocks && g->log_agno == agno)
+		free_start += g->log_blocks;    /* the log: never free space */
 	uint32_t freeblks = len - free_start;
 	struct rlfs_buf *bp;
 	int err;
@@ -283,7 +316,8 @@ cancel:
 
 /* Superblock copies, written raw last (the primary one is fsbno 0, which
  * the buffer cache does not hand out for writing from scratch). */
-static int write_superblocks(struct rlfs_mount *mp, const struct rlfs_mkfs_opts *o)
+static int write_superblocks(struct rlfs_mount *mp, const struct rlfs_mkfs_opts *o,
+			     uint64_t log_start, uint32_t log_blocks)
 {
 	void *blk = aligned_alloc(64, mp->blocksize);
 	if (!blk)
@@ -315,6 +349,8 @@ static int write_superblocks(struct rlfs_mount *mp, const struct rlfs_mkfs_opts 
 		if (o->label)
 			strncpy(sb->label, o->label, sizeof(sb->label) - 1);
 		rlfs_put64(sb->maxbytes, maxbytes);
+		rlfs_put64(sb->log_start, log_start);
+		rlfs_put32(sb->log_blocks, log_blocks);
 		rlfs_cksum_update(blk, mp->blocksize, RLFS_CRC_OFF);
 		err = rlfs_dev_pwrite(mp->dev, blk, mp->blocksize, fsbno << mp->blocklog);
 	}
@@ -360,7 +396,7 @@ static int format(struct rlfs_dev *dev, const struct geom *g, const struct rlfs_
 	if (err)
 		goto out;
 	for (uint32_t agno = 0; agno < mp->agcount && !err; agno++)
-		err = init_ag(tp, agno);
+		err = init_ag(tp, agno, g);
 	if (err) {
 		rlfs_trans_cancel(tp);
 		goto out;
@@ -390,7 +426,16 @@ static int format(struct rlfs_dev *dev, const struct geom *g, const struct rlfs_
 	rlfs_trans_cancel(tp);
 	if (err)
 		goto out;
-	err = write_superblocks(mp, o);
+	uint64_t log_start = 0;
+	if (g->log_blocks) {
+		/* an unmount record at block 0, cycle 1: a clean, empty log
+		 * (records of an earlier filesystem here carry another uuid) */
+		log_start = rlfs_agb_to_fsb(mp, g->log_agno, first_agfl(mp) + rlfs_agfl_min(mp));
+		err = rlfs_log_format(mp, log_start, g->log_blocks);
+		if (err)
+			goto out;
+	}
+	err = write_superblocks(mp, o, log_start, g->log_blocks);
 out:
 	rlfs_mount_free_bare(mp);
 	return err;
@@ -425,7 +470,7 @@ int rlfs_mkfs(const char *image, const struct rlfs_mkfs_opts *opts)
 			return -EINVAL;
 		size = (uint64_t)st.st_size;
 	}
-	struct geom g;
+	struct geom g = { 0 };
 	err = compute_geometry(o, size, &g);
 	if (err)
 		return err;

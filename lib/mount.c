@@ -25,6 +25,7 @@
 #include "buf.h"
 #include "dev.h"
 #include "inode.h"
+#include "log.h"
 #include "rlfs.h"
 #include "trans.h"
 
@@ -65,6 +66,17 @@ static int check_sb(const struct rlfs_sb *sb, uint64_t dev_bytes, const char *im
 			  "%u AGs of %u blocks, inode size %u)", image, bs,
 			  (unsigned long long)dblocks, agcount, agblocks, isize);
 		return -EUCLEAN;
+	}
+	if (rlfs_get64(sb->features_incompat) & RLFS_FEAT_INCOMPAT_LOG) {
+		uint64_t ls = rlfs_get64(sb->log_start);
+		uint32_t lb = rlfs_get32(sb->log_blocks);
+		if (ls == 0 || lb < RLFS_LOG_MIN_REC_BLOCKS || ls >= dblocks ||
+		    lb > dblocks - ls || ls / agblocks != (ls + lb - 1) / agblocks ||
+		    ls % agblocks <= RLFS_AGFL_AGBNO) {
+			rlfs_warn("%s: superblock log location is corrupt (%u blocks at "
+				  "fsbno %llu)", image, lb, (unsigned long long)ls);
+			return -EUCLEAN;
+		}
 	}
 	if (dblocks > dev_bytes / bs) {
 		rlfs_warn("%s: image is truncated: %llu bytes, filesystem needs %llu", image,
@@ -123,6 +135,14 @@ static int write_sb(struct rlfs_mount *mp, uint32_t state)
 	 * the state on disk DIRTY. */
 	if (state == RLFS_STATE_CLEAN) {
 		err = rlfs_sync(mp);
+		if (!err && mp->log) {
+			/* with a log: everything in place and the unmount
+			 * record first; the CLEAN superblock goes in place
+			 * after it, outside the log (below) */
+			rlfs_meta_lock(mp);
+			err = rlfs_log_quiesce(mp);
+			pthread_mutex_unlock(&mp->meta_lock);
+		}
 		if (err)
 			return err;
 	}
@@ -149,7 +169,23 @@ static int write_sb(struct rlfs_mount *mp, uint32_t state)
 	err = rlfs_trans_commit(tp);
 	if (err)
 		return err;
-	return rlfs_sync(mp);
+	if (mp->log && state == RLFS_STATE_CLEAN) {
+		/* the log is clean (quiesced above; only this superblock
+		 * change is in the CIL): write it in place, alone, last */
+		rlfs_meta_lock(mp);
+		err = rlfs_log_write_unlogged(mp, 0);
+		pthread_mutex_unlock(&mp->meta_lock);
+		return err;
+	}
+	err = rlfs_sync(mp);
+	if (!err && mp->log) {
+		/* DIRTY: the superblock in place too, so that the image says
+		 * "not cleanly unmounted" to fsck and older tools */
+		rlfs_meta_lock(mp);
+		err = rlfs_log_ail_push(mp->log, UINT64_MAX);
+		pthread_mutex_unlock(&mp->meta_lock);
+	}
+	return err;
 }
 
 /* Called by rlfs_buf_flush_all under meta_lock: see rlfs.h. */
@@ -204,6 +240,10 @@ static int write_sb_errors_raw(struct rlfs_mount *mp, int *flush_err)
 		rlfs_errrec_store(&mp->err, sb);
 		pthread_mutex_unlock(&mp->err_lock);
 		rlfs_put32(sb->state, RLFS_STATE_DIRTY);
+		/* as new as anything in the log: replay must not put an older
+		 * logged superblock over this one */
+		if (mp->log)
+			rlfs_put64(sb->hdr.lsn, rlfs_log_head_lsn(mp->log));
 		rlfs_cksum_update(blk, mp->blocksize, RLFS_CRC_OFF);
 		err = rlfs_dev_pwrite(mp->dev, blk, mp->blocksize, 0);
 	}
@@ -261,6 +301,55 @@ int rlfs_mount_open(const char *image, unsigned flags, struct rlfs_mount **mpp)
 		rlfs_warn("%s: superblock AG count does not match its geometry", image);
 		err = -EUCLEAN;
 		goto fail;
+	}
+	if (mp->features_incompat & RLFS_FEAT_INCOMPAT_LOG) {
+		/* find head and tail; replay a dirty log before anything reads
+		 * metadata (the superblock itself may be in it) */
+		struct rlfs_dev *wdev = NULL;
+		if (rdonly) {
+			/* a read-only mount replays a dirty log too if the image
+			 * can be written (as XFS does unless the device is
+			 * read-only): through a second, writable descriptor */
+			struct rlfs_log_scan scan;
+			err = rlfs_log_recover(mp, rlfs_get64(sbcopy.log_start),
+					       rlfs_get32(sbcopy.log_blocks), false, &scan, NULL);
+			if (!err && scan.needs_replay && rlfs_dev_open(image, 1, 0, &wdev) == 0)
+				mp->dev = wdev;
+		}
+		if (!err)
+			err = rlfs_log_mount(mp, rlfs_get64(sbcopy.log_start),
+					     rlfs_get32(sbcopy.log_blocks), rdonly && !wdev);
+		if (wdev) {
+			mp->dev = dev;
+			rlfs_dev_close(wdev);
+		}
+		if (err) {
+			if (err != -EROFS)
+				rlfs_warn("%s: log recovery failed (%s); run `reflinkfs fsck %s`",
+					  image, strerror(-err), image);
+			goto fail;
+		}
+		if (mp->log->stats.replayed_ckpts) {
+			rlfs_warn("%s: log recovery: replayed %llu checkpoint(s), %llu block(s) "
+				  "written, %llu skipped", image,
+				  (unsigned long long)mp->log->stats.replayed_ckpts,
+				  (unsigned long long)mp->log->stats.replayed_blocks,
+				  (unsigned long long)mp->log->stats.skipped_blocks);
+			if (rlfs_dev_pread(dev, raw, sizeof(raw), 0)) {
+				err = -EIO;
+				goto fail;
+			}
+			memcpy(&sbcopy, raw, sizeof(sbcopy));
+			err = check_sb(&sbcopy, dev->size_bytes, image);
+			if (err)
+				goto fail;
+			mp->rootino = rlfs_get64(sbcopy.rootino);
+			rlfs_errrec_load(&mp->err, &sbcopy);
+		}
+	} else if (!rdonly) {
+		rlfs_warn("%s has no write-ahead log: it is not crash-safe (a crash while "
+			  "metadata is written can damage it); `reflinkfs mkfs` makes "
+			  "images with a log", image);
 	}
 
 	/* Now the full verifier (crc, every field) through the cache. */

@@ -43,6 +43,7 @@ struct rlfs_trans;
 struct rlfs_buf;
 struct rlfs_inode;
 struct rlfs_defer_log_ops;
+struct rlfs_log;
 
 /* Mount flags for rlfs_mount_open(). */
 #define RLFS_MOUNT_RDONLY   (1u << 0)
@@ -86,6 +87,9 @@ struct rlfs_mount {
 	unsigned meta_waiters;
 	uint64_t meta_turns;
 	struct rlfs_bcache *bcache;
+	/* write-ahead log (log.h), under meta_lock; NULL for an image
+	 * without RLFS_FEAT_INCOMPAT_LOG and for bare mounts */
+	struct rlfs_log *log;
 	struct rlfs_icache *icache;
 	pthread_mutex_t icache_lock;
 

@@ -16,6 +16,7 @@
  */
 #include "trans.h"
 #include "defer.h"
+#include "log.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +24,13 @@
 
 #define RLFS_BUF_NEW_IN_TP (1u << 8)   /* got via get_buf in this tp */
 #define RLFS_BUF_INVAL_IN_TP (1u << 9) /* binval'd in this tp */
+
+/* Committed changes not yet written in place: dirty in the cache (no
+ * log), or pinned by the log (an image in the CIL or AIL). */
+static bool buf_changed(const struct rlfs_buf *bp)
+{
+	return (bp->flags & RLFS_BUF_DIRTY) || bp->log_cil || bp->log_ail;
+}
 
 void rlfs_meta_lock(struct rlfs_mount *mp)
 {
@@ -244,7 +252,7 @@ void rlfs_trans_cancel(struct rlfs_trans *tp)
 	/* 1. blocks back to their before-images; new blocks forgotten */
 	for (struct rlfs_buf *bp = tp->bufs; bp; bp = bp->tnext) {
 		if (bp->flags & RLFS_BUF_NEW_IN_TP) {
-			if (!(bp->flags & RLFS_BUF_DIRTY))
+			if (!buf_changed(bp))
 				bp->flags |= RLFS_BUF_STALE; /* contents are not the disk's */
 		} else if (bp->undo && bp->logged) {
 			memcpy(bp->data, bp->undo, mp->blocksize);
@@ -284,12 +292,15 @@ int rlfs_trans_commit(struct rlfs_trans *tp)
 			rlfs_buf_stale(mp, bp);
 		else if (bp->logged)
 			rlfs_buf_mark_dirty(mp, bp);
-		else if (bp->flags & RLFS_BUF_NEW_IN_TP && !(bp->flags & RLFS_BUF_DIRTY))
+		else if (bp->flags & RLFS_BUF_NEW_IN_TP && !buf_changed(bp))
 			bp->flags |= RLFS_BUF_STALE; /* got but never filled in */
 	}
 	mp->fdblocks += (tp->blk_res - tp->blk_used) + tp->blk_freed;
+	for (struct rlfs_log_item *lip = tp->items; lip; lip = lip->next)
+		lip->commit_seq = rlfs_log_cil_seq(mp);
 	release_items(tp);
 	release_bufs(tp);
+	rlfs_log_commit_done(mp);
 	trans_free(tp);
 	return 0;
 }

@@ -53,6 +53,12 @@ struct rlfs_log_item_ops {
 struct rlfs_log_item {
 	const struct rlfs_log_item_ops *ops;
 	struct rlfs_log_item *next;
+	/* Set by rlfs_trans_commit: the log's sequence number of the
+	 * checkpoint that holds the item's last committed change (the CIL's
+	 * log->seq then), 0 without a log; its owner sets UINT64_MAX when it
+	 * cannot know (a freshly loaded inode).  fsync skips the log force
+	 * when the checkpoint is durable already (rlfs_log_seq_durable). */
+	uint64_t commit_seq;
 };
 
 struct rlfs_trans {

@@ -16,6 +16,10 @@ int rlfs_mkfs_main(int argc, char **argv);
  * corrected, 4 errors left, 8 operational error (tools/fsck.c). */
 int rlfs_fsck_main(int argc, char **argv);
 
+/* reflinkfs logprint [-v] IMAGE: dump the write-ahead log; 0, or 1 on
+ * error (tools/logprint.c). */
+int rlfs_logprint_main(int argc, char **argv);
+
 /* reflinkfs io [-f] [-r] [-c CMD]... FILE: xfs_io-like commands on a file
  * in a mounted reflinkfs, through the private ioctls (tools/io.c).  0 on
  * success, 1 when a command failed (one line on stderr). */

@@ -145,6 +145,7 @@ const char *fsck_claim_kind_name(uint8_t kind)
 	case CL_AGFL: return "AGFL entry";
 	case CL_FREE: return "free space";
 	case CL_ICHUNK: return "inode chunk";
+	case CL_LOG: return "log";
 	case CL_DATA: return "data";
 	case CL_BMBT: return "bmbt block";
 	case CL_DIRBT: return "directory block";

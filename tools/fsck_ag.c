@@ -26,6 +26,69 @@ static uint32_t ilog2_u32(uint32_t x)
 }
 
 /*
+ * The write-ahead log (LOG feature), before anything else is read: a log
+ * that needs replay stops -n (exit 4, "log needs replay", nothing
+ * changed); repair replays it first (as xfs_repair asks for a mount, we
+ * replay ourselves: recover.c) and writes a clean record.  Returns 0 (log
+ * clean), -1 (replayed: read the superblock again), or an exit code.
+ */
+static int check_log(struct fsck *f, uint32_t bs, uint64_t dblocks, uint32_t agblocks,
+		     uint32_t isz)
+{
+	const struct rlfs_sb *sb = &f->sb;
+	uint64_t ls = rlfs_get64(sb->log_start);
+	uint32_t lb = rlfs_get32(sb->log_blocks);
+	if (ls == 0 || lb < RLFS_LOG_MIN_REC_BLOCKS || ls >= dblocks || lb > dblocks - ls ||
+	    ls / agblocks != (ls + lb - 1) / agblocks || ls % agblocks <= RLFS_AGFL_AGBNO) {
+		ERR(f, "AG 0 agbno 0 (fsbno 0) (superblock): log of %u blocks at fsbno %" PRIu64
+		    " does not fit the filesystem", lb, ls);
+		return FSCK_EXIT_UNCORRECTED;
+	}
+	struct rlfs_mount *mp;
+	int err = rlfs_mount_alloc_bare(f->dev, bs, dblocks, agblocks, &mp);
+	if (err) {
+		fprintf(stderr, "%s: cannot set up: %s\n", f->prog, strerror(-err));
+		return FSCK_EXIT_OPERR;
+	}
+	mp->blocklog = ilog2_u32(bs);
+	mp->inodesize = isz;
+	mp->inopblock = bs / isz;
+	memcpy(mp->uuid, sb->hdr.uuid, RLFS_UUID_SIZE);
+	struct rlfs_log_scan scan;
+	struct rlfs_log_stats stats;
+	memset(&stats, 0, sizeof(stats));
+	bool replay = !f->dry_run && !f->readonly;
+	err = rlfs_log_recover(mp, ls, lb, false, &scan, NULL);
+	if (!err && scan.needs_replay && replay) {
+		/* replays, flushes, writes the clean record */
+		err = rlfs_log_mount(mp, ls, lb, false);
+		if (!err)
+			stats = mp->log->stats;
+		rlfs_log_free(mp);
+	}
+	rlfs_mount_free_bare(mp);
+	if (err) {
+		ERR(f, "log (%u blocks at fsbno %" PRIu64 "): %s; the log cannot be replayed",
+		    lb, ls, strerror(-err));
+		return FSCK_EXIT_UNCORRECTED;
+	}
+	if (!scan.needs_replay)
+		return 0;
+	if (!replay) {
+		printf("%s: log needs replay (%" PRIu64 " checkpoint(s), %" PRIu64 " item(s)); "
+		       "nothing was checked or changed: mount the image or run `%s %s` "
+		       "(without -n) to replay it\n", f->image, scan.ckpts, scan.items,
+		       f->prog, f->image);
+		f->nerrors++;
+		return FSCK_EXIT_UNCORRECTED;
+	}
+	printf("%s: log replayed: %" PRIu64 " checkpoint(s), %" PRIu64 " block(s) written, %"
+	       PRIu64 " skipped\n", f->image, stats.replayed_ckpts, stats.replayed_blocks,
+	       stats.skipped_blocks);
+	return -1;
+}
+
+/*
  * Read and check the primary superblock, then build the bare mount.
  * Returns 0 to go on, or an exit code (8: not ours / cannot read; 4: too
  * broken to go on, finding printed).
@@ -37,7 +100,7 @@ int fsck_check_primary_sb(struct fsck *f)
 	uint8_t *blk = NULL;
 	uint32_t bs, agblocks, agcount, isz;
 	uint64_t dblocks, size_bytes, incompat;
-	int err;
+	int err, rc;
 
 	if (fstat(f->lock_fd, &st) < 0) {
 		fprintf(stderr, "%s: %s: %s\n", f->prog, f->image, strerror(errno));
@@ -96,6 +159,18 @@ int fsck_check_primary_sb(struct fsck *f)
 		ERR(f, "AG 0 agbno 0 (fsbno 0) (superblock): bad inode size %u / inodes per block %u",
 		    isz, rlfs_get16(sb->inopblock));
 		return FSCK_EXIT_UNCORRECTED;
+	}
+
+	if (incompat & RLFS_FEAT_INCOMPAT_LOG) {
+		rc = check_log(f, bs, dblocks, agblocks, isz);
+		if (rc < 0) {
+			/* replayed: the superblock itself may have changed */
+			rlfs_dev_close(f->dev);
+			f->dev = NULL;
+			return fsck_check_primary_sb(f);
+		}
+		if (rc)
+			return rc;
 	}
 
 	blk = aligned_alloc(64, bs);
@@ -203,6 +278,11 @@ void fsck_check_backup_sbs(struct fsck *f)
 		const struct rlfs_sb *b = (const void *)blk;
 
 		fsck_add_claim(f, CL_SB, agno, 0, fsbno, 1);
+		if (agno == 0 && (mp->features_incompat & RLFS_FEAT_INCOMPAT_LOG)) {
+			uint64_t ls = rlfs_get64(p->log_start);
+			fsck_add_claim(f, CL_LOG, rlfs_fsb_to_agno(mp, ls), 0, ls,
+				       rlfs_get32(p->log_blocks));
+		}
 		if (agno == 0)
 			continue;
 		if (rlfs_dev_pread(f->dev, blk, mp->blocksize, fsbno << mp->blocklog) != 0) {

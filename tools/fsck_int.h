@@ -37,6 +37,7 @@
 #include "dir.h"
 #include "xattr.h"
 #include "refcount.h"
+#include "log.h"
 
 #if defined(__has_include)
 #if __has_include("cli.h")
@@ -60,7 +61,7 @@ int rlfs_fsck_main(int argc, char **argv);
 /* What claims a run of blocks. */
 enum claim_kind {
 	CL_SB, CL_AGH, CL_AGFLBLK, CL_BNOBT, CL_CNTBT, CL_INOBT, CL_REFCBT, CL_STAGING,
-	CL_AGFL, CL_FREE, CL_ICHUNK, CL_DATA, CL_BMBT, CL_DIRBT, CL_ATTRBT, CL_ATTRV, CL_SYMLINK,
+	CL_AGFL, CL_FREE, CL_ICHUNK, CL_LOG, CL_DATA, CL_BMBT, CL_DIRBT, CL_ATTRBT, CL_ATTRV, CL_SYMLINK,
 };
 
 struct claim {

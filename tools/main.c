@@ -39,6 +39,7 @@ static void usage_main(FILE *f)
 		"  umount [-l] MOUNTPOINT\n"
 		"                     unmount and wait until the image is flushed and closed\n"
 		"  fsck [-n] IMAGE    check (and repair) a filesystem\n"
+		"  logprint [-v] IMAGE  dump the write-ahead log\n"
 		"  io [-f] [-r] [-c CMD]... FILE\n"
 		"                     xfs_io-like commands on a file in a mounted reflinkfs\n"
 		"                     (pwrite, pread, reflink, fiemap, funshare, ...; -c help)\n"
@@ -475,6 +476,8 @@ int main(int argc, char **argv)
 		return run(umount_cmd_entry, "reflinkfs umount", argc - 1, argv + 1);
 	if (strcmp(cmd, "fsck") == 0)
 		return run(rlfs_fsck_main, "reflinkfs fsck", argc - 1, argv + 1);
+	if (strcmp(cmd, "logprint") == 0)
+		return run(rlfs_logprint_main, "reflinkfs logprint", argc - 1, argv + 1);
 	if (strcmp(cmd, "io") == 0)
 		return run(rlfs_io_main, "reflinkfs io", argc - 1, argv + 1);
 	if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {

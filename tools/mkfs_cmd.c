@@ -87,7 +87,7 @@ static void usage(FILE *f, const char *prog)
 {
 	fprintf(f,
 		"Usage: %s [-s SIZE] [-b BLOCKSIZE] [-a AGCOUNT] [-i INODESIZE] [-L LABEL]\n"
-		"          [-m reflink=0|1] [-f] IMAGE\n"
+		"          [-m reflink=0|1] [-l size=SIZE | -l log=0] [-f] IMAGE\n"
 		"\n"
 		"Create a reflinkfs filesystem in IMAGE (a file, created sparse if missing, or a\n"
 		"block device).\n"
@@ -101,9 +101,12 @@ static void usage(FILE *f, const char *prog)
 		"  -L LABEL      filesystem label (up to 31 bytes)\n"
 		"  -m reflink=1  block sharing (refcount btree, REFLINK feature; default on);\n"
 		"                reflink=0 makes a filesystem without it\n"
+		"  -l size=SIZE  write-ahead log size (K, M, G suffixes); default 1/64 of the\n"
+		"                filesystem, at least %u blocks and 512 KiB, at most 64 MiB\n"
+		"  -l log=0      no log (an image as before the log: not crash-safe)\n"
 		"  -f            overwrite an existing reflinkfs filesystem\n"
 		"  -h, --help    this text\n",
-		prog);
+		prog, RLFS_LOG_MIN_BLOCKS);
 }
 
 static void human(unsigned long long bytes, char *buf, size_t len)
@@ -158,6 +161,14 @@ static void print_summary(const char *prog, const char *image)
 	printf(", root inode %llu\n", (unsigned long long)rlfs_get64(sb.rootino));
 	printf("  reflink=%d\n",
 	       (rlfs_get64(sb.features_incompat) & RLFS_FEAT_INCOMPAT_REFLINK) ? 1 : 0);
+	if (rlfs_get64(sb.features_incompat) & RLFS_FEAT_INCOMPAT_LOG) {
+		char lsize[32];
+		human((unsigned long long)rlfs_get32(sb.log_blocks) * bs, lsize, sizeof(lsize));
+		printf("  log: %s (%u blocks) at fsbno %llu\n", lsize, rlfs_get32(sb.log_blocks),
+		       (unsigned long long)rlfs_get64(sb.log_start));
+	} else {
+		printf("  log: none (not crash-safe)\n");
+	}
 }
 
 int rlfs_mkfs_main(int argc, char **argv)
@@ -170,7 +181,7 @@ int rlfs_mkfs_main(int argc, char **argv)
 	struct rlfs_mkfs_opts o = { 0 };
 	int c, err;
 	unsigned long long v;
-	while ((c = getopt_long(argc, argv, "s:b:a:i:L:m:fh", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "s:b:a:i:L:m:l:fh", longopts, NULL)) != -1) {
 		switch (c) {
 		case 's':
 			err = rlfs_parse_size(optarg, &v);
@@ -215,6 +226,20 @@ int rlfs_mkfs_main(int argc, char **argv)
 			} else {
 				fprintf(stderr, "%s: unknown metadata option '%s' (reflink=0|1)\n", prog,
 					optarg);
+				return 1;
+			}
+			break;
+		case 'l':
+			if (strcmp(optarg, "log=0") == 0) {
+				o.log = -1;
+			} else if (strcmp(optarg, "log=1") == 0) {
+				o.log = 1;
+			} else if (strncmp(optarg, "size=", 5) == 0 &&
+				   !rlfs_parse_size(optarg + 5, &v) && v > 0) {
+				o.log_bytes = v;
+			} else {
+				fprintf(stderr, "%s: unknown log option '%s' (size=SIZE, log=0)\n",
+					prog, optarg);
 				return 1;
 			}
 			break;
@@ -268,6 +293,18 @@ int rlfs_mkfs_main(int argc, char **argv)
 		}
 	}
 
+	if (o.log_bytes && o.log >= 0) {
+		uint32_t bs = o.blocksize ? o.blocksize : RLFS_DEFAULT_BLOCKSIZE;
+		unsigned long long min = (unsigned long long)RLFS_LOG_MIN_BLOCKS * bs;
+		if (min < RLFS_LOG_MIN_BYTES)
+			min = RLFS_LOG_MIN_BYTES;
+		if (o.log_bytes < min) {
+			fprintf(stderr, "%s: log size %llu bytes is too small: at least %llu bytes "
+				"(%u blocks and 512 KiB) with %u-byte blocks\n", prog,
+				(unsigned long long)o.log_bytes, min, RLFS_LOG_MIN_BLOCKS, bs);
+			return 1;
+		}
+	}
 	err = rlfs_mkfs(image, &o);
 	if (err) {
 		switch (-err) {
@@ -279,7 +316,8 @@ int rlfs_mkfs_main(int argc, char **argv)
 		case EINVAL:
 			fprintf(stderr,
 				"%s: invalid geometry for %s (block size a power of two in 1024..65536, "
-				"at least 16 MiB and 64 blocks per AG)\n",
+				"at least 16 MiB and 64 blocks per AG, a log that fits in one AG with "
+				"room to spare)\n",
 				prog, image);
 			break;
 		case EBUSY:

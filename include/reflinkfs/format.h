@@ -96,8 +96,8 @@ static inline rlfs_le64 rlfs_le64_of(uint64_t v) { rlfs_le64 r = { RLFS_LE64(v) 
 /* Feature bits.  An incompat bit we do not know refuses mount and fsck. */
 #define RLFS_FEAT_INCOMPAT_REFLINK (1ull << 0) /* refcount btree (issue 3) */
 #define RLFS_FEAT_INCOMPAT_RMAP    (1ull << 1) /* rmap btree (later) */
-#define RLFS_FEAT_INCOMPAT_LOG     (1ull << 2) /* write-ahead log (later) */
-#define RLFS_FEAT_INCOMPAT_KNOWN   RLFS_FEAT_INCOMPAT_REFLINK
+#define RLFS_FEAT_INCOMPAT_LOG     (1ull << 2) /* write-ahead log (issue 10) */
+#define RLFS_FEAT_INCOMPAT_KNOWN   (RLFS_FEAT_INCOMPAT_REFLINK | RLFS_FEAT_INCOMPAT_LOG)
 #define RLFS_FEAT_RO_COMPAT_KNOWN  0ull
 /* sb_state values */
 #define RLFS_STATE_CLEAN 0u
@@ -140,8 +140,9 @@ struct rlfs_sb {
 	rlfs_le64 ifree;            /* free inodes in allocated chunks */
 	rlfs_le64 fdblocks;         /* free data blocks (summary) */
 	rlfs_le64 ctime_sec;        /* mkfs time */
-	rlfs_le64 log_start;        /* fsbno of the log, 0 = none (later issue) */
-	rlfs_le32 log_blocks;
+	rlfs_le64 log_start;        /* fsbno of the log's first block, 0 = none
+				     * (LOG feature; see struct rlfs_log_rec) */
+	rlfs_le32 log_blocks;       /* blocks in the log (contiguous, one AG) */
 	rlfs_le32 cowextsize_blocks;/* default CoW extent size hint (later) */
 	char      label[32];
 	rlfs_le64 maxbytes;         /* largest file size in bytes */
@@ -396,5 +397,70 @@ struct rlfs_attr_sf_entry {
 	/* name[namelen], value[valuelen], pad to 4 */
 };
 RLFS_SA(sizeof(struct rlfs_attr_sf_entry) == 4, "attr sf");
+
+/*
+ * --- Write-ahead log (RLFS_FEAT_INCOMPAT_LOG), docs/SPEC.md section "Log" ---
+ * The log is sb.log_blocks contiguous blocks from fsbno sb.log_start,
+ * written as a ring.  A log sequence number (LSN) names a position:
+ * lsn = cycle << 32 | block, block = 0 .. log_blocks-1 within the log,
+ * cycle = 1, 2, ... counts passes over the ring (0 = "no LSN").  LSNs only
+ * grow, so they compare as plain unsigned 64-bit numbers.
+ *
+ * A record is one header block (struct rlfs_log_rec, then nitems struct
+ * rlfs_log_item descriptors) followed by len_blocks payload blocks: the
+ * whole-block images of the RLFS_LOG_ITEM_BUF / _INODE items, one block
+ * each, in descriptor order.  A record never wraps: when fewer than
+ * RLFS_LOG_MIN_REC_BLOCKS blocks remain before the end of the ring, the
+ * next record starts at block 0 of the next cycle.  A checkpoint (the
+ * transactions committed between two log forces) is one or more records
+ * with the same seq, the last of which has RLFS_LREC_COMMIT; recovery
+ * replays only checkpoints whose every record is present with good crcs.
+ * Model: xlog_rec_header / xlog_op_header (XFS), simplified to physical
+ * whole-block logging.
+ */
+#define RLFS_LOG_MAGIC 0x474c4c52u      /* "RLLG" */
+#define RLFS_LOG_VERSION 1u
+#define RLFS_LOG_MIN_REC_BLOCKS 2u
+#define RLFS_LOG_MIN_BLOCKS 64u         /* mkfs refuses smaller logs ... */
+#define RLFS_LOG_MIN_BYTES (512u << 10) /* ... and logs under 512 KiB */
+#define RLFS_LSN(cycle, block) (((uint64_t)(cycle) << 32) | (uint32_t)(block))
+#define RLFS_LSN_CYCLE(lsn) ((uint32_t)((lsn) >> 32))
+#define RLFS_LSN_BLOCK(lsn) ((uint32_t)(lsn))
+
+/* rlfs_log_rec.flags */
+#define RLFS_LREC_COMMIT  (1u << 0)     /* last record of its checkpoint */
+#define RLFS_LREC_UNMOUNT (1u << 1)     /* clean unmount: nothing to replay */
+
+struct rlfs_log_rec {
+	rlfs_le32 magic;            /* RLFS_LOG_MAGIC */
+	rlfs_le32 crc;              /* crc32c of the whole header block, crc = 0 */
+	rlfs_le64 lsn;              /* this record's own LSN */
+	rlfs_le64 tail_lsn;         /* oldest LSN still needed when written:
+				     * every checkpoint before it is in place */
+	rlfs_le64 seq;              /* checkpoint sequence number, grows by 1 */
+	uint8_t   uuid[RLFS_UUID_SIZE]; /* filesystem uuid */
+	rlfs_le32 version;          /* RLFS_LOG_VERSION */
+	rlfs_le32 flags;            /* RLFS_LREC_* */
+	rlfs_le32 len_blocks;       /* payload blocks after this header */
+	rlfs_le32 nitems;           /* descriptors after this struct */
+	rlfs_le32 payload_crc;      /* crc32c of the len_blocks payload blocks */
+	rlfs_le32 pad0;             /* zero */
+	rlfs_le64 ckpt_lsn;         /* LSN of the checkpoint's first record */
+	/* struct rlfs_log_desc items[nitems] follows */
+};
+RLFS_SA(sizeof(struct rlfs_log_rec) == 80, "log rec");
+
+/* rlfs_log_item.type */
+#define RLFS_LOG_ITEM_BUF    1u     /* block image; blkhdr lsn at byte 40 */
+#define RLFS_LOG_ITEM_INODE  2u     /* inode cluster image; each dinode's lsn */
+#define RLFS_LOG_ITEM_RAW    3u     /* block image without an lsn field */
+#define RLFS_LOG_ITEM_CANCEL 4u     /* block freed: older images are void */
+struct rlfs_log_desc {
+	rlfs_le64 fsbno;
+	rlfs_le16 type;             /* RLFS_LOG_ITEM_* */
+	rlfs_le16 pad0;
+	rlfs_le32 pad1;
+};
+RLFS_SA(sizeof(struct rlfs_log_desc) == 16, "log desc");
 
 #endif /* REFLINKFS_FORMAT_H */

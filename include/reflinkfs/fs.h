@@ -397,6 +397,37 @@ struct rlfs_mkfs_opts {
 				     * sharing): 0 = default (on), 1 = on,
 				     * negative (-1) = off, > 1 = -EINVAL
 				     * (mkfs.xfs -m reflink=0|1) */
+	int log;                    /* write-ahead log (LOG feature): 0 =
+				     * default (on), 1 = on, negative = off
+				     * (an image as before issue 10) */
+	uint64_t log_bytes;         /* log size, 0 = rlfs_mkfs_default_log_bytes;
+				     * rounded down to blocks; -EINVAL below
+				     * RLFS_LOG_MIN_BLOCKS blocks or if it does
+				     * not fit in one AG with room to spare */
 };
+/* The log size mkfs picks for a filesystem of size_bytes with blocks of
+ * blocksize bytes: 1/64 of the filesystem, at least RLFS_LOG_MIN_BLOCKS
+ * blocks, at most 64 MiB (mkfs.xfs scales its log the same way). */
+uint64_t rlfs_mkfs_default_log_bytes(uint64_t size_bytes, uint32_t blocksize);
 int rlfs_mkfs(const char *image, const struct rlfs_mkfs_opts *opts);
+
+/*
+ * Write-ahead log statistics of a mount (LOG feature; all zero without a
+ * log): what recovery replayed at mount and what this mount has written.
+ */
+struct rlfs_log_stats {
+	uint64_t replayed_ckpts;    /* checkpoints replayed at mount */
+	uint64_t replayed_blocks;   /* block images written in place by recovery */
+	uint64_t skipped_blocks;    /* images not replayed: cancelled, or older
+				     * than the block on disk */
+	uint64_t bytes_written;     /* log bytes written by this mount */
+	uint64_t records_written;
+	uint64_t ckpts_written;     /* log forces that wrote a checkpoint */
+	uint64_t ail_pushes;        /* AIL pushes (in-place write rounds) */
+	uint64_t inplace_blocks;    /* blocks written in place from the AIL */
+};
+/* true if mp has a log (RLFS_FEAT_INCOMPAT_LOG). */
+bool rlfs_has_log(struct rlfs_mount *mp);
+/* Copy mp's log statistics to *st (zeros without a log).  Takes meta_lock. */
+void rlfs_log_get_stats(struct rlfs_mount *mp, struct rlfs_log_stats *st);
 #endif

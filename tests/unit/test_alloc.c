@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "testutil.h"
+#include "log.h"
 
 #include "alloc.h"
 #include "ialloc.h"
@@ -210,6 +211,11 @@ static uint64_t check_fs(struct rlfs_mount *mp, const uint8_t *owned)
 		for (uint32_t i = 0; i < rlfs_get32(agh->flcount); i++)
 			mark(&c, rlfs_get32(slots[(first + i) % size]), 1, B_AGFL);
 		total_free += sum + rlfs_get32(agh->flcount);
+
+		/* the write-ahead log's blocks */
+		if (mp->log && rlfs_fsb_to_agno(mp, mp->log->start_fsbno) == agno)
+			mark(&c, rlfs_fsb_to_agbno(mp, mp->log->start_fsbno),
+			     mp->log->size_blocks, B_FIXED);
 
 		/* everything else must be the test's */
 		for (uint32_t b = 0; b < c.aglen; b++) {

@@ -26,11 +26,13 @@ uint64_t tu_rand(void)
 	return x * 0x2545F4914F6CDD1Dull;
 }
 
+int tu_mkfs_log;
+
 void tu_mkfs_mount(struct tu_fs *fs, uint64_t size_bytes, uint32_t blocksize,
 		   uint32_t agcount)
 {
 	struct rlfs_mkfs_opts o = { .size_bytes = size_bytes, .blocksize = blocksize,
-				    .agcount = agcount, .force = 1 };
+				    .agcount = agcount, .force = 1, .log = tu_mkfs_log };
 	snprintf(fs->path, sizeof(fs->path), "/tmp/rlfs-unit-XXXXXX");
 	int fd = mkstemp(fs->path);
 	assert_true(fd >= 0);

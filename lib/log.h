@@ -1,0 +1,233 @@
+/*
+ * log.h: the write-ahead log (RLFS_FEAT_INCOMPAT_LOG).  On-disk format in
+ * reflinkfs/format.h and docs/SPEC.md ("Log"); design in docs/DESIGN.md
+ * ("Log").
+ *
+ * Pieces, one file each:
+ *   log.c      the writer: records at the head of the ring, cycles, space,
+ *              the tail written into every record header, the unmount
+ *              record; mount/unmount of the log.      (xfs_log.c)
+ *   log_cil.c  the committed item list: rlfs_trans_commit copies every
+ *              logged buffer's image into it (latest wins per block);
+ *              rlfs_log_force writes it as one checkpoint.  (xfs_log_cil.c)
+ *   log_ail.c  the active item list: images whose checkpoint is durable but
+ *              which are not yet written in place, ordered by LSN; pushing
+ *              it writes them in place and moves the tail.  (xfs_trans_ail.c)
+ *   recover.c  finding head and tail, replaying complete checkpoints.
+ *                                                      (xfs_log_recover.c)
+ *
+ * The write-ahead rule: a block changed by a transaction is written in
+ * place only from the AIL, i.e. from an image that is already durable in
+ * the log; the live buffer stays pinned in the cache (never evicted, never
+ * written by the buffer cache) while the block has an image in the CIL or
+ * the AIL.
+ *
+ * Locking: everything here runs under mp->meta_lock (commit, sync, fsync
+ * and unmount hold it), so the log has no lock of its own.
+ */
+#ifndef RLFS_LOG_H
+#define RLFS_LOG_H
+#include "rlfs.h"
+#include "reflinkfs/fs.h"
+
+struct rlfs_buf;
+
+/*
+ * One block's image in the CIL or the AIL.  bp is the live buffer, pinned
+ * (bp->log_cil / bp->log_ail point back here) so the cache keeps it;
+ * data is blocksize bytes, or NULL for a cancel item.
+ */
+struct rlfs_log_img {
+	uint64_t fsbno;
+	struct rlfs_buf *bp;
+	uint8_t *data;
+	uint16_t type;              /* RLFS_LOG_ITEM_* */
+	uint64_t lsn;               /* AIL: LSN of the checkpoint it came in */
+	struct rlfs_log_img *prev, *next;
+};
+
+/* What a scan of the log found (recover.c). */
+struct rlfs_log_scan {
+	uint64_t tail_lsn;          /* where replay starts */
+	uint64_t head_lsn;          /* where the next record goes */
+	uint64_t next_seq;          /* next checkpoint sequence number */
+	uint64_t ckpts;             /* complete checkpoints with items past the tail */
+	uint64_t items;             /* block images and cancels in them */
+	bool needs_replay;          /* ckpts > 0 */
+};
+
+struct rlfs_log {
+	struct rlfs_mount *mp;
+	uint64_t start_fsbno;       /* first block of the log */
+	uint32_t size_blocks;       /* blocks in the ring */
+	uint32_t head_cycle;        /* next record goes to (head_cycle, head_block) */
+	uint32_t head_block;
+	uint64_t tail_lsn;          /* tail in the last record written (durable) */
+	uint64_t seq;               /* next checkpoint sequence number */
+	uint32_t items_per_rec;     /* descriptors that fit in a header block */
+	/* CIL: images committed since the last force, in commit order */
+	struct rlfs_log_img *cil_first, *cil_last;
+	size_t cil_count;
+	size_t cil_max;             /* commit forces the CIL past this many items */
+	/* AIL: images of durable checkpoints, not yet in place, by LSN */
+	struct rlfs_log_img *ail_first, *ail_last;
+	size_t ail_count;
+	uint8_t *wbuf;              /* one record: header + payload */
+	bool failed;                /* a log write failed: no more writes */
+	bool unflushed;             /* records written since the last device
+				     * flush: the AIL must flush before it
+				     * writes anything in place */
+	struct rlfs_log_stats stats;
+};
+
+static inline uint64_t rlfs_log_head_lsn(const struct rlfs_log *log)
+{
+	return RLFS_LSN(log->head_cycle, log->head_block);
+}
+
+/*
+ * Mount the log of mp (mp->blocksize, mp->uuid, mp->dev set): scan it
+ * (recover.c), replay it if it needs replay and rdonly is false, and set
+ * up mp->log with the head after the last complete checkpoint.  A log
+ * that needs replay with rdonly true gives -EROFS (nothing written).
+ * 0, -ENOMEM, -EIO, -EUCLEAN (no valid record at all: rlfs_corrupt).
+ * Mirrors xfs_log_mount + xlog_recover.
+ */
+int rlfs_log_mount(struct rlfs_mount *mp, uint64_t start_fsbno, uint32_t size_blocks,
+		   bool rdonly);
+/* Free mp->log and every CIL/AIL image (unpinning nothing: the buffer
+ * cache goes right after).  No I/O.  NULL-safe. */
+void rlfs_log_free(struct rlfs_mount *mp);
+
+/*
+ * Clean unmount (xfs_log_unmount_write): force the CIL, push the whole AIL
+ * in place, flush, write an unmount record (tail = its own LSN), flush.
+ * 0 or the first -errno.  Under meta_lock.
+ */
+int rlfs_log_quiesce(struct rlfs_mount *mp);
+
+/* mkfs: write a clean log of size_blocks at start_fsbno (an unmount
+ * record at block 0, cycle 1, seq 1) and flush.  0 or -errno. */
+int rlfs_log_format(struct rlfs_mount *mp, uint64_t start_fsbno, uint32_t size_blocks);
+
+/* ---- log.c: the record writer ---- */
+
+/*
+ * Write one record at the head: hdr fields from the arguments, items
+ * descriptors (nitems) and npayload block images (payload[i] each
+ * blocksize bytes, for the image items in order).  Advances the head (and
+ * wraps: RLFS_LOG_MIN_REC_BLOCKS).  The caller has made sure there is room
+ * (rlfs_log_space_blocks).  No device flush.  0 or -EIO etc.
+ * Mirrors xlog_write / xlog_sync.
+ */
+int rlfs_log_write_rec(struct rlfs_log *log, uint64_t seq, uint32_t flags,
+		       uint64_t ckpt_lsn, uint64_t tail_lsn,
+		       const struct rlfs_log_desc *items, uint32_t nitems,
+		       uint8_t *const *payload, uint32_t npayload);
+/* Blocks free for new records: the ring minus [durable tail, head), minus
+ * one block kept so a full ring never looks empty. */
+uint32_t rlfs_log_space_blocks(const struct rlfs_log *log);
+/* Move the head to block 0 of the next cycle if fewer than
+ * RLFS_LOG_MIN_REC_BLOCKS blocks are left before the end of the ring. */
+void rlfs_log_head_wrap(struct rlfs_log *log);
+/* Write an empty committed checkpoint (flags |= RLFS_LREC_COMMIT) carrying
+ * tail_lsn, and flush: makes a moved tail durable.  0 or -errno. */
+int rlfs_log_write_tail(struct rlfs_log *log, uint32_t flags, uint64_t tail_lsn);
+
+/* ---- log_cil.c: the committed item list ---- */
+
+/* The sequence number the CIL's next checkpoint will carry (what a commit
+ * now records in its items' commit_seq); 0 without a log. */
+static inline uint64_t rlfs_log_cil_seq(const struct rlfs_mount *mp)
+{
+	return mp->log ? mp->log->seq : 0;
+}
+/* True if the checkpoint with sequence seq (an item's commit_seq) is
+ * durable: pushed and flushed (the per-inode part of xfs_log_force_seq).
+ * Under meta_lock. */
+static inline bool rlfs_log_seq_durable(const struct rlfs_mount *mp, uint64_t seq)
+{
+	const struct rlfs_log *log = mp->log;
+	return log && seq < log->seq && !log->unflushed;
+}
+
+/*
+ * A buffer's current image joins the CIL (called for every logged buffer
+ * at rlfs_trans_commit, through rlfs_buf_mark_dirty): a copy of bp->data
+ * replaces any image of the same block already in the CIL.  The buffer is
+ * pinned.  0 or -ENOMEM (then the change is not logged: reported).
+ * Mirrors xfs_cil_insert_items / xlog_cil_insert_format_items.
+ */
+int rlfs_log_cil_insert(struct rlfs_mount *mp, struct rlfs_buf *bp);
+/* bp's block was freed (rlfs_buf_stale): if the block has an image in the
+ * CIL or AIL, the CIL gets a cancel item for it instead of an image, so
+ * recovery never writes an older image over the block's next owner. */
+void rlfs_log_cil_cancel(struct rlfs_mount *mp, struct rlfs_buf *bp);
+/*
+ * Force the log (xfs_log_force / xlog_cil_push_work): write the whole CIL
+ * as one checkpoint at the head (several records if it does not fit in
+ * one), flush the device, move the images to the AIL at the checkpoint's
+ * LSN.  Pushes the AIL first when the ring lacks room.  A no-op when the
+ * CIL is empty.  0, or -errno (the CIL is kept and the head rewound, so a
+ * later force writes the same checkpoint again), -ENOSPC if one
+ * checkpoint is larger than the whole log (cannot happen with the size
+ * checks: reported).
+ */
+int rlfs_log_force(struct rlfs_mount *mp);
+/* After a commit: force if the CIL has grown past log->cil_max items (a
+ * bounded checkpoint keeps the ring from having to hold it whole). */
+void rlfs_log_commit_done(struct rlfs_mount *mp);
+/* The image stamped with lsn as it goes to the log/in place: blkhdr lsn +
+ * crc (BUF), every valid dinode's lsn + crc (INODE), nothing (RAW). */
+void rlfs_log_stamp_lsn(struct rlfs_mount *mp, uint16_t type, void *data, uint64_t lsn);
+
+/*
+ * Write the superblock at fsbno (0) in place now, outside the log, and
+ * drop its image from the CIL: the CLEAN superblock of an unmount, which
+ * must reach the disk after the unmount record (so an image that says
+ * CLEAN never needs replay).  Only right after rlfs_log_quiesce (nothing
+ * else in the CIL or AIL).  0 or -errno.  Under meta_lock.
+ */
+int rlfs_log_write_unlogged(struct rlfs_mount *mp, uint64_t fsbno);
+
+/* ---- log_ail.c: the active item list ---- */
+
+/* A durable checkpoint's images (the pushed CIL list, first..) join the
+ * AIL at ckpt_lsn; an image of the same block already there is replaced. */
+void rlfs_log_ail_insert(struct rlfs_log *log, struct rlfs_log_img *first, uint64_t ckpt_lsn);
+/*
+ * Push the AIL (xfsaild_push): write in place every image with LSN <
+ * target_lsn (all with UINT64_MAX), in block order, flush, make the new
+ * tail durable (rlfs_log_write_tail), then unpin the buffers.  0 or -errno
+ * (the images stay in the AIL).
+ */
+int rlfs_log_ail_push(struct rlfs_log *log, uint64_t target_lsn);
+/* The tail to write into the next record: the oldest AIL LSN, or
+ * if_empty when the AIL is empty. */
+uint64_t rlfs_log_ail_tail(const struct rlfs_log *log, uint64_t if_empty);
+
+/* ---- recover.c ---- */
+
+/*
+ * Scan the log at [start_fsbno, +size_blocks) of mp->dev: find every valid
+ * record header, take the newest tail, walk the records from the tail,
+ * collect the complete checkpoints.  Fills *scan; when replay is true and
+ * the log needs replay, writes the images in place (skipping cancelled
+ * ones and those older than the block on disk), flushes, and fills
+ * *stats.  Does not write a clean record (rlfs_log_mount does).
+ * 0, -ENOMEM, -EIO, -EUCLEAN (no valid record: reported).
+ * Mirrors xlog_find_head / xlog_find_tail / xlog_do_recovery_pass.
+ */
+int rlfs_log_recover(struct rlfs_mount *mp, uint64_t start_fsbno, uint32_t size_blocks,
+		     bool replay, struct rlfs_log_scan *scan, struct rlfs_log_stats *stats);
+/* Check a record header block at log block `block`: magic, version,
+ * uuid, crc, own LSN at that block, sizes within the ring. */
+bool rlfs_log_rec_valid(struct rlfs_mount *mp, const void *blk, uint32_t block,
+			uint32_t size_blocks);
+/* Descriptors that fit in one header block of blocksize bytes. */
+static inline uint32_t rlfs_log_items_per_rec(uint32_t blocksize)
+{
+	return (blocksize - (uint32_t)sizeof(struct rlfs_log_rec)) /
+	       (uint32_t)sizeof(struct rlfs_log_desc);
+}
+#endif

@@ -1,0 +1,134 @@
+/*
+ * log_ail.c: the active item list (see log.h).
+ *
+ * Images of durable checkpoints that are not yet written in place, one per
+ * block, ordered by the LSN of their checkpoint (a block logged again
+ * moves to the end with its newer image).  The oldest LSN in the AIL is
+ * the log's tail: every checkpoint before it is entirely in place.  A push
+ * writes images in place (the durable image, never the live buffer, which
+ * may hold changes not yet in the log), flushes, then writes a small
+ * record carrying the new tail so the space behind it can be reused, and
+ * unpins the buffers.  Model: xfs_trans_ail.c (xfsaild_push), without a
+ * thread: pushes run when the ring is short of space and at unmount.
+ */
+#include "log.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "buf.h"
+#include "dev.h"
+#include "reflinkfs/fs.h"
+
+static void ail_unlink(struct rlfs_log *log, struct rlfs_log_img *img)
+{
+	if (img->prev)
+		img->prev->next = img->next;
+	else
+		log->ail_first = img->next;
+	if (img->next)
+		img->next->prev = img->prev;
+	else
+		log->ail_last = img->prev;
+	img->prev = img->next = NULL;
+	log->ail_count--;
+}
+
+void rlfs_log_ail_insert(struct rlfs_log *log, struct rlfs_log_img *first, uint64_t ckpt_lsn)
+{
+	struct rlfs_log_img *img = first, *next;
+	for (; img; img = next) {
+		next = img->next;
+		struct rlfs_log_img *old = img->bp->log_ail;
+		if (old) {
+			ail_unlink(log, old);
+			free(old->data);
+			free(old);
+		}
+		img->lsn = ckpt_lsn;
+		img->next = NULL;
+		img->prev = log->ail_last;
+		if (log->ail_last)
+			log->ail_last->next = img;
+		else
+			log->ail_first = img;
+		log->ail_last = img;
+		log->ail_count++;
+		img->bp->log_ail = img;
+	}
+}
+
+uint64_t rlfs_log_ail_tail(const struct rlfs_log *log, uint64_t if_empty)
+{
+	return log->ail_first ? log->ail_first->lsn : if_empty;
+}
+
+static int cmp_img_fsbno(const void *a, const void *b)
+{
+	const struct rlfs_log_img *x = *(struct rlfs_log_img *const *)a;
+	const struct rlfs_log_img *y = *(struct rlfs_log_img *const *)b;
+	return x->fsbno < y->fsbno ? -1 : x->fsbno > y->fsbno;
+}
+
+int rlfs_log_ail_push(struct rlfs_log *log, uint64_t target_lsn)
+{
+	struct rlfs_mount *mp = log->mp;
+	size_t n = 0;
+	for (struct rlfs_log_img *img = log->ail_first; img && img->lsn < target_lsn;
+	     img = img->next)
+		n++;
+	if (n == 0)
+		return 0;
+	if (log->unflushed) {
+		/* write-ahead: the checkpoints these images came in first */
+		int ferr = rlfs_dev_flush(mp->dev);
+		if (ferr)
+			return ferr;
+		log->unflushed = false;
+	}
+	struct rlfs_log_img **list = malloc(n * sizeof(*list));
+	if (!list)
+		return -ENOMEM;
+	size_t i = 0;
+	for (struct rlfs_log_img *img = log->ail_first; i < n; img = img->next)
+		list[i++] = img;
+	qsort(list, n, sizeof(*list), cmp_img_fsbno);
+	int err = 0;
+	uint64_t written = 0;
+	rlfs_progress(mp, RLFS_PROGRESS_META, 0, n);
+	for (i = 0; i < n && !err; i++) {
+		if (!list[i]->data)
+			continue; /* cancelled: the block was freed */
+		err = rlfs_dev_pwrite(mp->dev, list[i]->data, mp->blocksize,
+				      list[i]->fsbno << mp->blocklog);
+		written++;
+		if ((i & 255) == 255)
+			rlfs_progress(mp, RLFS_PROGRESS_META, i + 1, n);
+	}
+	rlfs_progress(mp, RLFS_PROGRESS_SYNC, 0, 1);
+	if (!err)
+		err = rlfs_dev_flush(mp->dev);
+	rlfs_progress(mp, RLFS_PROGRESS_IDLE, 0, 0);
+	if (err) {
+		free(list);
+		return err;
+	}
+	for (i = 0; i < n; i++)
+		ail_unlink(log, list[i]);
+	/* the new tail must be durable before the space behind it is reused
+	 * (and before a cancelled block's buffer can go) */
+	rlfs_log_head_wrap(log);
+	err = rlfs_log_write_tail(log, 0, rlfs_log_ail_tail(log, rlfs_log_head_lsn(log)));
+	for (i = 0; i < n; i++) {
+		struct rlfs_log_img *img = list[i];
+		struct rlfs_buf *bp = img->bp;
+		bp->log_ail = NULL;
+		free(img->data);
+		free(img);
+		rlfs_buf_settle(mp, bp);
+	}
+	free(list);
+	log->stats.ail_pushes++;
+	log->stats.inplace_blocks += written;
+	return err;
+}

@@ -1,0 +1,285 @@
+/*
+ * log_cil.c: the committed item list (see log.h).
+ *
+ * rlfs_trans_commit hands every logged buffer to rlfs_log_cil_insert
+ * (through rlfs_buf_mark_dirty), which copies the block's current image
+ * into the CIL: one image per block, the latest commit wins, so a block
+ * changed by a thousand transactions between two forces is logged once
+ * (group commit: many transactions, one log write and one device flush).
+ * rlfs_log_force writes the CIL as one checkpoint and moves its images to
+ * the AIL.  Model: xfs_log_cil.c (whole blocks instead of XFS's dirty
+ * byte ranges of xfs_buf_log_format).
+ */
+#include "log.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "buf.h"
+#include "dev.h"
+#include "reflinkfs/fs.h"
+#include "alloc.h"
+
+static uint16_t img_type(const struct rlfs_buf *bp)
+{
+	if (bp->ops && bp->ops->has_hdr)
+		return RLFS_LOG_ITEM_BUF;
+	if (bp->ops && bp->ops->magic == RLFS_DINODE_MAGIC)
+		return RLFS_LOG_ITEM_INODE;
+	return RLFS_LOG_ITEM_RAW;
+}
+
+void rlfs_log_stamp_lsn(struct rlfs_mount *mp, uint16_t type, void *data, uint64_t lsn)
+{
+	if (type == RLFS_LOG_ITEM_BUF) {
+		struct rlfs_blkhdr *h = data;
+		rlfs_put64(h->lsn, lsn);
+		rlfs_cksum_update(data, mp->blocksize, RLFS_CRC_OFF);
+	} else if (type == RLFS_LOG_ITEM_INODE) {
+		/* only slots whose crc is good: never launder a damaged one */
+		for (uint32_t i = 0; i < mp->inopblock; i++) {
+			uint8_t *p = (uint8_t *)data + (size_t)i * mp->inodesize;
+			size_t crc_off = offsetof(struct rlfs_dinode, crc);
+			if (!rlfs_cksum_verify(p, mp->inodesize, crc_off))
+				continue;
+			rlfs_put64(((struct rlfs_dinode *)p)->lsn, lsn);
+			rlfs_cksum_update(p, mp->inodesize, crc_off);
+		}
+	}
+}
+
+static struct rlfs_log_img *cil_add(struct rlfs_log *log, struct rlfs_buf *bp)
+{
+	struct rlfs_log_img *img = calloc(1, sizeof(*img));
+	if (!img)
+		return NULL;
+	img->fsbno = bp->fsbno;
+	img->bp = bp;
+	img->prev = log->cil_last;
+	if (log->cil_last)
+		log->cil_last->next = img;
+	else
+		log->cil_first = img;
+	log->cil_last = img;
+	log->cil_count++;
+	bp->log_cil = img;
+	return img;
+}
+
+static void cil_del(struct rlfs_log *log, struct rlfs_log_img *img)
+{
+	if (img->prev)
+		img->prev->next = img->next;
+	else
+		log->cil_first = img->next;
+	if (img->next)
+		img->next->prev = img->prev;
+	else
+		log->cil_last = img->prev;
+	log->cil_count--;
+	img->bp->log_cil = NULL;
+	free(img->data);
+	free(img);
+}
+
+int rlfs_log_cil_insert(struct rlfs_mount *mp, struct rlfs_buf *bp)
+{
+	struct rlfs_log *log = mp->log;
+	struct rlfs_log_img *img = bp->log_cil;
+	if (!img) {
+		img = cil_add(log, bp);
+		if (!img)
+			goto nomem;
+	}
+	if (!img->data) {
+		if (posix_memalign((void **)&img->data, 64, mp->blocksize)) {
+			img->data = NULL;
+			if (img->type != RLFS_LOG_ITEM_CANCEL)
+				cil_del(log, img);
+			goto nomem;
+		}
+	}
+	memcpy(img->data, bp->data, mp->blocksize);
+	img->type = img_type(bp);
+	return 0;
+nomem:
+	rlfs_warn("out of memory logging fsbno %llu: the change is not crash-safe",
+		  (unsigned long long)bp->fsbno);
+	return -ENOMEM;
+}
+
+void rlfs_log_cil_cancel(struct rlfs_mount *mp, struct rlfs_buf *bp)
+{
+	struct rlfs_log *log = mp->log;
+	struct rlfs_log_img *img = bp->log_cil;
+	if (!bp->log_ail) {
+		/* no image of it is durable: forgetting the CIL one is enough */
+		if (img)
+			cil_del(log, img);
+		return;
+	}
+	/* The durable image must never be written in place again: the
+	 * block may be another file's data before the cancel is durable
+	 * (there are no busy extents yet).  The AIL entry stays, holding
+	 * the buffer, until the cancel's checkpoint replaces it. */
+	free(bp->log_ail->data);
+	bp->log_ail->data = NULL;
+	if (!img) {
+		img = cil_add(log, bp);
+		if (!img) {
+			rlfs_warn("out of memory cancelling fsbno %llu in the log",
+				  (unsigned long long)bp->fsbno);
+			return;
+		}
+	}
+	free(img->data);
+	img->data = NULL;
+	img->type = RLFS_LOG_ITEM_CANCEL;
+}
+
+static int cil_push(struct rlfs_mount *mp, bool flush);
+
+void rlfs_log_commit_done(struct rlfs_mount *mp)
+{
+	struct rlfs_log *log = mp->log;
+	if (!log || log->cil_count < log->cil_max)
+		return;
+	/* a background-style push: the checkpoint is written but not
+	 * flushed (the next force or AIL push flushes it).  File data the
+	 * checkpoint may point at goes first, as in rlfs_buf_flush_all. */
+	int err = 0;
+	if (mp->data_dirty) {
+		err = rlfs_dev_flush(mp->dev);
+		if (!err)
+			mp->data_dirty = 0;
+	}
+	if (!err)
+		err = cil_push(mp, false);
+	if (err)
+		rlfs_warn("log push after commit failed (%s); will retry at the next sync",
+			  strerror(-err));
+}
+
+int rlfs_log_force(struct rlfs_mount *mp)
+{
+	struct rlfs_log *log = mp->log;
+	if (!log)
+		return 0;
+	if (log->cil_count)
+		return cil_push(mp, true);
+	if (log->unflushed) {
+		int err = rlfs_dev_flush(mp->dev);
+		if (err)
+			return err;
+		log->unflushed = false;
+	}
+	return 0;
+}
+
+/* Write the CIL as one checkpoint; flush unless !flush (then
+ * log->unflushed says a flush is owed before anything relies on it). */
+static int cil_push(struct rlfs_mount *mp, bool flush)
+{
+	struct rlfs_log *log = mp->log;
+	if (!log || log->cil_count == 0)
+		return 0;
+	if (log->failed)
+		return -EIO;
+	uint32_t ipr = log->items_per_rec;
+	uint64_t n = log->cil_count;
+	/* images + headers + a block lost to a wrap + room for a tail record */
+	uint64_t need = n + (n + ipr - 1) / ipr + 1 + 3;
+	if (need > rlfs_log_space_blocks(log)) {
+		int err = rlfs_log_ail_push(log, UINT64_MAX);
+		if (err)
+			return err;
+	}
+	if (need > rlfs_log_space_blocks(log)) {
+		rlfs_warn("a checkpoint of %llu blocks does not fit in the log (%u blocks)",
+			  (unsigned long long)n, log->size_blocks);
+		return -ENOSPC;
+	}
+	struct rlfs_log_desc *items = calloc(ipr, sizeof(*items));
+	uint8_t **payload = calloc(ipr, sizeof(*payload));
+	if (!items || !payload) {
+		free(items);
+		free(payload);
+		return -ENOMEM;
+	}
+	uint32_t save_cycle = log->head_cycle, save_block = log->head_block;
+	uint64_t save_tail = log->tail_lsn;
+	rlfs_log_head_wrap(log);
+	uint64_t ckpt_lsn = rlfs_log_head_lsn(log);
+	uint64_t tail = rlfs_log_ail_tail(log, ckpt_lsn);
+	for (struct rlfs_log_img *img = log->cil_first; img; img = img->next)
+		if (img->data)
+			rlfs_log_stamp_lsn(mp, img->type, img->data, ckpt_lsn);
+	int err = 0;
+	struct rlfs_log_img *img = log->cil_first;
+	if (flush)
+		rlfs_progress(mp, RLFS_PROGRESS_META, 0, n);
+	while (img && !err) {
+		rlfs_log_head_wrap(log);
+		uint32_t room = log->size_blocks - log->head_block - 1;
+		uint32_t ni = 0, np = 0;
+		while (img && ni < ipr && (img->data == NULL || np < room)) {
+			rlfs_put64(items[ni].fsbno, img->fsbno);
+			rlfs_put16(items[ni].type, img->type);
+			ni++;
+			if (img->data)
+				payload[np++] = img->data;
+			img = img->next;
+		}
+		err = rlfs_log_write_rec(log, log->seq, img ? 0 : RLFS_LREC_COMMIT, ckpt_lsn,
+					 tail, items, ni, payload, np);
+	}
+	free(items);
+	free(payload);
+	if (!err && flush) {
+		rlfs_progress(mp, RLFS_PROGRESS_SYNC, 0, 1);
+		err = rlfs_dev_flush(mp->dev);
+	}
+	if (err) {
+		/* the same checkpoint goes again at the next force */
+		log->head_cycle = save_cycle;
+		log->head_block = save_block;
+		log->tail_lsn = save_tail;
+		return err;
+	}
+	log->seq++;
+	log->unflushed = !flush;
+	log->stats.ckpts_written++;
+	struct rlfs_log_img *first = log->cil_first;
+	for (img = first; img; img = img->next)
+		img->bp->log_cil = NULL;
+	log->cil_first = log->cil_last = NULL;
+	log->cil_count = 0;
+	rlfs_log_ail_insert(log, first, ckpt_lsn);
+	return 0;
+}
+
+int rlfs_log_write_unlogged(struct rlfs_mount *mp, uint64_t fsbno)
+{
+	struct rlfs_log *log = mp->log;
+	struct rlfs_buf *bp;
+	int err = rlfs_buf_read(mp, fsbno, &rlfs_sb_buf_ops, RLFS_OWNER_ANY, &bp);
+	if (err)
+		return err;
+	uint8_t *copy = NULL;
+	if (posix_memalign((void **)&copy, 64, mp->blocksize)) {
+		rlfs_buf_relse(bp);
+		rlfs_buf_settle(mp, bp);
+		return -ENOMEM;
+	}
+	memcpy(copy, bp->data, mp->blocksize);
+	rlfs_cksum_update(copy, mp->blocksize, RLFS_CRC_OFF);
+	err = rlfs_dev_pwrite(mp->dev, copy, mp->blocksize, fsbno << mp->blocklog);
+	if (!err)
+		err = rlfs_dev_flush(mp->dev);
+	free(copy);
+	if (!err && bp->log_cil && !bp->log_ail)
+		cil_del(log, bp->log_cil);
+	rlfs_buf_relse(bp);
+	rlfs_buf_settle(mp, bp);
+	return err;
+}

@@ -1,0 +1,304 @@
+/*
+ * recover.c: log recovery (see log.h, docs/DESIGN.md "Log").
+ *
+ * 1. Read the whole ring and find every valid record header (magic,
+ *    version, uuid, crc, own LSN at its block).  The newest tail_lsn among
+ *    them is where replay starts: a record's tail is a true statement when
+ *    written (every checkpoint before it is in place and flushed), and
+ *    tails only grow.  The largest seq gives the next sequence number.
+ * 2. Walk the records from the tail: each must sit at the LSN the previous
+ *    one ends at (wrapping as the writer does), have a good payload crc,
+ *    and continue the open checkpoint's seq or start a newer one.  The walk
+ *    stops at the first record that does not; an open (uncommitted)
+ *    checkpoint at the end is torn and dropped.  The head is the end of
+ *    the last complete checkpoint.
+ * 3. Replay the complete checkpoints in LSN order: an image is skipped if
+ *    a cancel of its block comes in a later checkpoint (the block was
+ *    freed and may hold another owner's data now), or if the block on disk
+ *    carries an LSN at least as new (same type, block and uuid, good crc).
+ *    Then flush.  Replay is idempotent: a crash during it replays again.
+ * Model: xfs_log_recover.c (xlog_find_tail, xlog_do_recovery_pass, the
+ * cancelled-buffer table of xlog_recover_buf_pass1).
+ */
+#include "log.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "dev.h"
+
+bool rlfs_log_rec_valid(struct rlfs_mount *mp, const void *blk, uint32_t block,
+			uint32_t size_blocks)
+{
+	const struct rlfs_log_rec *rec = blk;
+	if (rlfs_get32(rec->magic) != RLFS_LOG_MAGIC ||
+	    rlfs_get32(rec->version) != RLFS_LOG_VERSION ||
+	    memcmp(rec->uuid, mp->uuid, RLFS_UUID_SIZE) != 0)
+		return false;
+	uint64_t lsn = rlfs_get64(rec->lsn);
+	if (RLFS_LSN_BLOCK(lsn) != block || RLFS_LSN_CYCLE(lsn) == 0)
+		return false;
+	if ((uint64_t)block + 1 + rlfs_get32(rec->len_blocks) > size_blocks ||
+	    rlfs_get32(rec->nitems) > rlfs_log_items_per_rec(mp->blocksize))
+		return false;
+	return rlfs_cksum_verify(blk, mp->blocksize, offsetof(struct rlfs_log_rec, crc));
+}
+
+static bool is_image(uint16_t type)
+{
+	return type == RLFS_LOG_ITEM_BUF || type == RLFS_LOG_ITEM_INODE ||
+	       type == RLFS_LOG_ITEM_RAW;
+}
+
+/* Payload crc good and the descriptors consistent with the payload. */
+static bool rec_body_ok(struct rlfs_mount *mp, const uint8_t *blk)
+{
+	const struct rlfs_log_rec *rec = (const void *)blk;
+	uint32_t len = rlfs_get32(rec->len_blocks), n = rlfs_get32(rec->nitems);
+	const struct rlfs_log_desc *it = (const void *)(blk + sizeof(*rec));
+	uint32_t nimg = 0;
+	for (uint32_t i = 0; i < n; i++) {
+		uint16_t t = rlfs_get16(it[i].type);
+		if (is_image(t))
+			nimg++;
+		else if (t != RLFS_LOG_ITEM_CANCEL)
+			return false;
+	}
+	if (nimg != len)
+		return false;
+	return rlfs_crc32c(blk + mp->blocksize, (size_t)len * mp->blocksize) ==
+	       rlfs_get32(rec->payload_crc);
+}
+
+/* LSN of the block on disk if it is the same structure as the image (same
+ * magic, block/inode number, uuid, good crc), else 0. */
+static uint64_t disk_lsn(struct rlfs_mount *mp, uint16_t type, const uint8_t *disk,
+			 const uint8_t *img)
+{
+	if (type == RLFS_LOG_ITEM_BUF) {
+		const struct rlfs_blkhdr *d = (const void *)disk, *i = (const void *)img;
+		if (rlfs_get32(d->magic) != rlfs_get32(i->magic) ||
+		    rlfs_get64(d->blkno) != rlfs_get64(i->blkno) ||
+		    memcmp(d->uuid, i->uuid, RLFS_UUID_SIZE) != 0 ||
+		    !rlfs_cksum_verify(disk, mp->blocksize, RLFS_CRC_OFF))
+			return 0;
+		return rlfs_get64(d->lsn);
+	}
+	if (type == RLFS_LOG_ITEM_INODE) {
+		const struct rlfs_dinode *d = (const void *)disk, *i = (const void *)img;
+		if (rlfs_get32(d->magic) != RLFS_DINODE_MAGIC ||
+		    rlfs_get64(d->ino) != rlfs_get64(i->ino) ||
+		    memcmp(d->uuid, i->uuid, RLFS_UUID_SIZE) != 0 ||
+		    !rlfs_cksum_verify(disk, mp->inodesize, offsetof(struct rlfs_dinode, crc)))
+			return 0;
+		return rlfs_get64(d->lsn);
+	}
+	return 0;
+}
+
+struct cancel {
+	uint64_t fsbno, lsn;
+};
+
+static int cmp_cancel(const void *a, const void *b)
+{
+	const struct cancel *x = a, *y = b;
+	if (x->fsbno != y->fsbno)
+		return x->fsbno < y->fsbno ? -1 : 1;
+	return x->lsn < y->lsn ? -1 : x->lsn > y->lsn;
+}
+
+/* Newest cancel LSN of fsbno, or 0. */
+static uint64_t cancel_lsn(const struct cancel *c, size_t n, uint64_t fsbno)
+{
+	size_t lo = 0, hi = n;
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		if (c[mid].fsbno <= fsbno)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo > 0 && c[lo - 1].fsbno == fsbno ? c[lo - 1].lsn : 0;
+}
+
+/* One record of a complete checkpoint, for the replay. */
+struct walked {
+	uint32_t block;
+	uint64_t ckpt_lsn;
+};
+
+int rlfs_log_recover(struct rlfs_mount *mp, uint64_t start_fsbno, uint32_t size_blocks,
+		     bool replay, struct rlfs_log_scan *scan, struct rlfs_log_stats *stats)
+{
+	uint32_t bs = mp->blocksize;
+	size_t log_bytes = (size_t)size_blocks << mp->blocklog;
+	uint8_t *ring = NULL, *disk = NULL;
+	struct walked *recs = NULL;
+	struct cancel *cancels = NULL;
+	int err = 0;
+
+	memset(scan, 0, sizeof(*scan));
+	if (size_blocks < RLFS_LOG_MIN_REC_BLOCKS || start_fsbno == 0 ||
+	    start_fsbno + size_blocks > mp->dblocks)
+		return rlfs_corrupt(mp, start_fsbno, "log", "log of %u blocks at fsbno %llu "
+				    "does not fit the filesystem", size_blocks,
+				    (unsigned long long)start_fsbno);
+	if (posix_memalign((void **)&ring, 4096, log_bytes))
+		return -ENOMEM;
+	err = rlfs_dev_pread(mp->dev, ring, log_bytes, start_fsbno << mp->blocklog);
+	if (err)
+		goto out;
+
+	/* 1. every valid header: newest tail, largest seq */
+	uint64_t max_tail = 0, max_seq = 0;
+	bool found = false;
+	for (uint32_t b = 0; b < size_blocks; b++) {
+		const uint8_t *p = ring + ((size_t)b << mp->blocklog);
+		const struct rlfs_log_rec *rec = (const void *)p;
+		if (rlfs_get32(rec->magic) != RLFS_LOG_MAGIC ||
+		    !rlfs_log_rec_valid(mp, p, b, size_blocks))
+			continue;
+		uint64_t t = rlfs_get64(rec->tail_lsn);
+		if (RLFS_LSN_CYCLE(t) == 0 || RLFS_LSN_BLOCK(t) >= size_blocks ||
+		    t > rlfs_get64(rec->lsn))
+			continue;
+		found = true;
+		max_tail = RLFS_MAX(max_tail, t);
+		max_seq = RLFS_MAX(max_seq, rlfs_get64(rec->seq));
+	}
+	if (!found) {
+		err = rlfs_corrupt(mp, start_fsbno, "log", "no valid log record in the %u-block "
+				   "log (run `reflinkfs fsck`)", size_blocks);
+		goto out;
+	}
+
+	/* 2. walk from the tail */
+	recs = malloc(sizeof(*recs) * (size_blocks / RLFS_LOG_MIN_REC_BLOCKS + 2));
+	if (!recs) {
+		err = -ENOMEM;
+		goto out;
+	}
+	size_t nrecs = 0, ncommitted = 0, ncancels = 0;
+	uint64_t cur = max_tail, head = max_tail, walked = 0, last_seq = 0;
+	uint64_t open_seq = 0, open_lsn = 0, open_items = 0;
+	bool open = false, any_committed = false;
+	while (walked < size_blocks) {
+		uint32_t b = RLFS_LSN_BLOCK(cur), c = RLFS_LSN_CYCLE(cur);
+		if (b + RLFS_LOG_MIN_REC_BLOCKS > size_blocks) {
+			walked += size_blocks - b;
+			cur = RLFS_LSN(c + 1, 0);
+			continue;
+		}
+		const uint8_t *p = ring + ((size_t)b << mp->blocklog);
+		const struct rlfs_log_rec *rec = (const void *)p;
+		if (!rlfs_log_rec_valid(mp, p, b, size_blocks) || rlfs_get64(rec->lsn) != cur ||
+		    !rec_body_ok(mp, p))
+			break;
+		uint64_t seq = rlfs_get64(rec->seq);
+		if (open ? seq != open_seq : (any_committed && seq <= last_seq))
+			break;
+		if (!open) {
+			open = true;
+			open_seq = seq;
+			open_lsn = cur;
+			open_items = 0;
+		}
+		recs[nrecs].block = b;
+		recs[nrecs].ckpt_lsn = open_lsn;
+		nrecs++;
+		uint32_t nitems = rlfs_get32(rec->nitems);
+		open_items += nitems;
+		uint32_t len = rlfs_get32(rec->len_blocks);
+		walked += 1 + len;
+		cur = b + 1 + len >= size_blocks ? RLFS_LSN(c + 1, 0) : RLFS_LSN(c, b + 1 + len);
+		if (rlfs_get32(rec->flags) & RLFS_LREC_COMMIT) {
+			open = false;
+			any_committed = true;
+			last_seq = seq;
+			head = cur;
+			ncommitted = nrecs;
+			if (open_items) {
+				scan->ckpts++;
+				scan->items += open_items;
+			}
+		}
+	}
+	scan->tail_lsn = max_tail;
+	scan->head_lsn = head;
+	scan->next_seq = max_seq + 1;
+	scan->needs_replay = scan->ckpts > 0;
+	if (!replay || !scan->needs_replay)
+		goto out;
+
+	/* 3. replay: cancels first, then the images in LSN order */
+	cancels = malloc(sizeof(*cancels) * (scan->items + 1));
+	if (posix_memalign((void **)&disk, 4096, bs))
+		disk = NULL;
+	if (!cancels || !disk) {
+		err = -ENOMEM;
+		goto out;
+	}
+	for (size_t r = 0; r < ncommitted; r++) {
+		const uint8_t *p = ring + ((size_t)recs[r].block << mp->blocklog);
+		const struct rlfs_log_rec *rec = (const void *)p;
+		const struct rlfs_log_desc *it = (const void *)(p + sizeof(*rec));
+		for (uint32_t i = 0; i < rlfs_get32(rec->nitems); i++)
+			if (rlfs_get16(it[i].type) == RLFS_LOG_ITEM_CANCEL) {
+				cancels[ncancels].fsbno = rlfs_get64(it[i].fsbno);
+				cancels[ncancels].lsn = recs[r].ckpt_lsn;
+				ncancels++;
+			}
+	}
+	qsort(cancels, ncancels, sizeof(*cancels), cmp_cancel);
+	uint64_t last_ckpt = 0;
+	for (size_t r = 0; r < ncommitted && !err; r++) {
+		const uint8_t *p = ring + ((size_t)recs[r].block << mp->blocklog);
+		const struct rlfs_log_rec *rec = (const void *)p;
+		const struct rlfs_log_desc *it = (const void *)(p + sizeof(*rec));
+		uint64_t ckpt_lsn = recs[r].ckpt_lsn;
+		uint32_t pi = 0;
+		if (ckpt_lsn != last_ckpt && rlfs_get32(rec->nitems)) {
+			stats->replayed_ckpts++;
+			last_ckpt = ckpt_lsn;
+		}
+		for (uint32_t i = 0; i < rlfs_get32(rec->nitems) && !err; i++) {
+			uint16_t type = rlfs_get16(it[i].type);
+			if (!is_image(type))
+				continue;
+			const uint8_t *img = p + ((size_t)(1 + pi++) << mp->blocklog);
+			uint64_t fsbno = rlfs_get64(it[i].fsbno);
+			if (fsbno == 0 && type != RLFS_LOG_ITEM_BUF)
+				goto bad;
+			if (fsbno >= mp->dblocks ||
+			    (fsbno >= start_fsbno && fsbno < start_fsbno + size_blocks))
+				goto bad;
+			if (cancel_lsn(cancels, ncancels, fsbno) > ckpt_lsn) {
+				stats->skipped_blocks++;
+				continue;
+			}
+			err = rlfs_dev_pread(mp->dev, disk, bs, fsbno << mp->blocklog);
+			if (err)
+				break;
+			if (disk_lsn(mp, type, disk, img) >= ckpt_lsn) {
+				stats->skipped_blocks++;
+				continue;
+			}
+			err = rlfs_dev_pwrite(mp->dev, img, bs, fsbno << mp->blocklog);
+			stats->replayed_blocks++;
+			continue;
+bad:
+			err = rlfs_corrupt(mp, start_fsbno, "log", "record at log block %u logs "
+					   "fsbno %llu, outside the filesystem or inside the log",
+					   recs[r].block, (unsigned long long)fsbno);
+		}
+	}
+	if (!err)
+		err = rlfs_dev_flush(mp->dev);
+out:
+	free(ring);
+	free(disk);
+	free(recs);
+	free(cancels);
+	return err;
+}

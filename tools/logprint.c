@@ -1,0 +1,131 @@
+/*
+ * logprint.c: `reflinkfs logprint [-v] IMAGE`, dump the write-ahead log
+ * (LOG feature) as xfs_logprint does: every valid record header in ring
+ * order with its LSN, tail, sequence, flags and sizes (-v: each
+ * descriptor), then what recovery would do (tail, head, checkpoints that
+ * need replay).  Reads only.  Exit 0, 1 on error.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "dev.h"
+#include "log.h"
+#include "rlfs.h"
+
+static const char *type_name(uint16_t t)
+{
+	switch (t) {
+	case RLFS_LOG_ITEM_BUF: return "buf";
+	case RLFS_LOG_ITEM_INODE: return "inode";
+	case RLFS_LOG_ITEM_RAW: return "raw";
+	case RLFS_LOG_ITEM_CANCEL: return "cancel";
+	}
+	return "?";
+}
+
+static void lsn_str(uint64_t lsn, char *buf, size_t len)
+{
+	snprintf(buf, len, "%u/%u", RLFS_LSN_CYCLE(lsn), RLFS_LSN_BLOCK(lsn));
+}
+
+int rlfs_logprint_main(int argc, char **argv)
+{
+	const char *prog = argv[0];
+	bool verbose = false;
+	int c;
+	while ((c = getopt(argc, argv, "vh")) != -1) {
+		if (c == 'v') {
+			verbose = true;
+		} else {
+			fprintf(c == 'h' ? stdout : stderr, "Usage: %s [-v] IMAGE\n"
+				"Dump the write-ahead log of a reflinkfs image (read only).\n", prog);
+			return c == 'h' ? 0 : 1;
+		}
+	}
+	if (argc - optind != 1) {
+		fprintf(stderr, "%s: expected one IMAGE\n", prog);
+		return 1;
+	}
+	const char *image = argv[optind];
+	struct rlfs_dev *dev;
+	int err = rlfs_dev_open(image, 0, 0, &dev);
+	if (err) {
+		fprintf(stderr, "%s: cannot open %s: %s\n", prog, image, strerror(-err));
+		return 1;
+	}
+	struct rlfs_sb sb;
+	if (rlfs_dev_pread(dev, &sb, sizeof(sb), 0) || rlfs_get32(sb.hdr.magic) != RLFS_SB_MAGIC) {
+		fprintf(stderr, "%s: %s: not a reflinkfs image\n", prog, image);
+		rlfs_dev_close(dev);
+		return 1;
+	}
+	if (!(rlfs_get64(sb.features_incompat) & RLFS_FEAT_INCOMPAT_LOG)) {
+		printf("%s: no write-ahead log (made without the LOG feature)\n", image);
+		rlfs_dev_close(dev);
+		return 0;
+	}
+	uint32_t bs = rlfs_get32(sb.blocksize), isz = rlfs_get16(sb.inodesize);
+	uint64_t start = rlfs_get64(sb.log_start);
+	uint32_t nblk = rlfs_get32(sb.log_blocks);
+	struct rlfs_mount *mp;
+	err = rlfs_mount_alloc_bare(dev, bs, rlfs_get64(sb.dblocks), rlfs_get32(sb.agblocks), &mp);
+	if (err || isz < 256 || isz > bs) {
+		fprintf(stderr, "%s: %s: bad geometry\n", prog, image);
+		rlfs_dev_close(dev);
+		return 1;
+	}
+	mp->inodesize = isz;
+	mp->inopblock = bs / isz;
+	memcpy(mp->uuid, sb.hdr.uuid, RLFS_UUID_SIZE);
+	printf("%s: log of %u blocks (%u bytes each) at fsbno %" PRIu64 "\n", image, nblk, bs,
+	       start);
+	uint8_t *blk = malloc(bs);
+	int rc = 0;
+	for (uint32_t b = 0; blk && b < nblk && start + nblk <= mp->dblocks; b++) {
+		if (rlfs_dev_pread(dev, blk, bs, (start + b) << mp->blocklog)) {
+			rc = 1;
+			break;
+		}
+		if (!rlfs_log_rec_valid(mp, blk, b, nblk))
+			continue;
+		const struct rlfs_log_rec *rec = (const void *)blk;
+		char l[24], t[24], k[24];
+		lsn_str(rlfs_get64(rec->lsn), l, sizeof(l));
+		lsn_str(rlfs_get64(rec->tail_lsn), t, sizeof(t));
+		lsn_str(rlfs_get64(rec->ckpt_lsn), k, sizeof(k));
+		uint32_t flags = rlfs_get32(rec->flags), n = rlfs_get32(rec->nitems);
+		printf("block %u: lsn %s tail %s seq %" PRIu64 " ckpt %s items %u payload %u%s%s\n",
+		       b, l, t, (uint64_t)rlfs_get64(rec->seq), k, n, rlfs_get32(rec->len_blocks),
+		       flags & RLFS_LREC_COMMIT ? " COMMIT" : "",
+		       flags & RLFS_LREC_UNMOUNT ? " UNMOUNT" : "");
+		const struct rlfs_log_desc *d = (const void *)(blk + sizeof(*rec));
+		for (uint32_t i = 0; verbose && i < n; i++)
+			printf("    %-6s fsbno %" PRIu64 "\n", type_name(rlfs_get16(d[i].type)),
+			       (uint64_t)rlfs_get64(d[i].fsbno));
+	}
+	free(blk);
+	struct rlfs_log_scan scan;
+	err = rlfs_log_recover(mp, start, nblk, false, &scan, NULL);
+	if (err) {
+		printf("recovery: cannot use the log (%s)\n", strerror(-err));
+		rc = 1;
+	} else {
+		char t[24], h[24];
+		lsn_str(scan.tail_lsn, t, sizeof(t));
+		lsn_str(scan.head_lsn, h, sizeof(h));
+		printf("tail %s, head %s, next seq %" PRIu64 ": %s", t, h, scan.next_seq,
+		       scan.needs_replay ? "needs replay" : "clean");
+		if (scan.needs_replay)
+			printf(" (%" PRIu64 " checkpoint(s), %" PRIu64 " item(s))", scan.ckpts,
+			       scan.items);
+		printf("\n");
+	}
+	rlfs_mount_free_bare(mp);
+	rlfs_dev_close(dev);
+	return rc;
+}
