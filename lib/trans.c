@@ -281,6 +281,7 @@ int rlfs_trans_commit(struct rlfs_trans *tp)
 			bp->flags |= RLFS_BUF_STALE; /* got but never filled in */
 	}
 	mp->fdblocks += (tp->blk_res - tp->blk_used) + tp->blk_freed;
+	mp->trans_seq++; /* this commit's sequence (busy.h) */
 	release_items(tp);
 	release_bufs(tp);
 	trans_free(tp);
