@@ -216,6 +216,55 @@ static void test_alloc_skips_busy(void **state)
 	tu_unmount(&fs);
 }
 
+/* rlfs_busy_force from inside an open transaction that has changed
+ * buffers holding committed but unwritten changes (the AG header): the
+ * committed state goes to disk, not the open transaction's; the busy
+ * extents of the committed free are gone; cancel leaves memory == disk. */
+static void test_force_inside_trans(void **state)
+{
+	(void)state;
+	struct tu_fs fs;
+	tu_mkfs_mount(&fs, 64 * MiB, 4096, 1);
+	struct rlfs_mount *mp = fs.mp;
+	struct rlfs_trans *tp;
+	struct rlfs_alloc_arg a = { .type = RLFS_ALLOC_NEAR, .hint_fsbno = 2000, .minlen = 64,
+				    .maxlen = 64, .alignment = 1 };
+	/* a file owns nothing here: allocate and commit, flush, free, commit:
+	 * the free is committed, not durable */
+	uint64_t victim = mkfile(mp, "v");
+	fill(mp, victim, 0x22, FILE_BYTES);
+	assert_int_equal(rlfs_sync(mp), 0);
+	assert_int_equal(rlfs_unlink(mp, rlfs_root_ino(mp), "v"), 0);
+	assert_true(rlfs_busy_blocks(mp) >= FILE_BYTES / 4096);
+	assert_true(rlfs_busy_forceable(mp));
+
+	assert_int_equal(rlfs_trans_alloc(mp, 128, 0, &tp), 0);
+	a.tp = tp;
+	assert_int_equal(rlfs_alloc_extent(&a), 0); /* AG header now logged in tp */
+	bool dirty_logged = false;
+	for (struct rlfs_buf *bp = tp->bufs; bp; bp = bp->tnext)
+		dirty_logged |= bp->logged && (bp->flags & RLFS_BUF_DIRTY);
+	assert_true(dirty_logged);
+	uint64_t forces = rlfs_busy_forces(mp);
+	assert_int_equal(rlfs_busy_force(tp), 0);
+	assert_int_equal(rlfs_busy_forces(mp), forces + 1);
+	assert_int_equal(rlfs_busy_blocks(mp), 0);
+	/* the image now: the unlink is there, tp's allocation is not (fsck
+	 * would find its 64 blocks allocated to nobody) */
+	char copy[96];
+	crash_copy(&fs, copy, sizeof(copy));
+	rlfs_trans_cancel(tp);
+	crash_fsck(copy);
+	struct rlfs_mount *cmp;
+	struct stat st;
+	assert_int_equal(rlfs_mount_open(copy, RLFS_MOUNT_NOLOCK, &cmp), 0);
+	assert_int_equal(rlfs_lookup(cmp, rlfs_root_ino(cmp), "v", &st), -ENOENT);
+	assert_int_equal(rlfs_mount_close(cmp), 0);
+	unlink(copy);
+	/* and the live mount after the cancel */
+	tu_unmount(&fs);
+}
+
 /* A full filesystem, one big file deleted, then written again at once (no
  * flush in between): the allocator finds only busy space, forces the frees
  * to disk and goes on; no ENOSPC while busy space exists.  The image is
@@ -276,6 +325,7 @@ int main(void)
 		cmocka_unit_test(test_crash_unlink_create),
 		cmocka_unit_test(test_inode_not_reused),
 		cmocka_unit_test(test_alloc_skips_busy),
+		cmocka_unit_test(test_force_inside_trans),
 		cmocka_unit_test(test_no_enospc_while_busy),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
