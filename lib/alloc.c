@@ -1033,6 +1033,8 @@ int rlfs_alloc_fix_freelist(struct rlfs_trans *tp, uint32_t agno)
 		return err;
 	struct rlfs_agh *agh = rlfs_agh(agbp);
 	unsigned min = rlfs_agfl_min(mp), hi = agfl_hi(mp);
+	uint64_t blocked = rlfs_busy_blocked(mp);
+	bool forced = false;
 
 	/* too many (merges gave blocks back): return some to free space */
 	if (rlfs_get32(agh->flcount) > hi)
@@ -1055,6 +1057,16 @@ int rlfs_alloc_fix_freelist(struct rlfs_trans *tp, uint32_t agno)
 			err = cnt_longest_search(tp, agno, agbp, 1, 1, &c);
 		if (err)
 			break;
+		if (!c.found && !forced && rlfs_busy_blocked(mp) != blocked &&
+		    rlfs_busy_forceable(mp)) {
+			/* only busy space left here: make the committed frees
+			 * durable and look again (busy.h) */
+			forced = true;
+			err = rlfs_busy_force(tp);
+			if (err == -EAGAIN)
+				err = -ENOSPC;
+			continue;
+		}
 		if (!c.found) {
 			err = -ENOSPC;
 			break;

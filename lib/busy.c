@@ -378,16 +378,12 @@ void rlfs_busy_clear_durable(struct rlfs_mount *mp, uint64_t seq)
 		b->ag_blocks[agno] -= dropped;
 		b->nblocks -= dropped;
 	}
-	if (b->ino_used) {
-		/* same size: cannot fail for want of memory?  It can (malloc);
-		 * then clear in place by dropping everything durable. */
-		if (ino_rehash(b, b->ino_cap, seq, &min_seq)) {
-			for (size_t i = 0; i < b->ino_cap; i++)
-				if (b->ino[i].startino != UINT64_MAX && b->ino[i].seq > seq &&
-				    b->ino[i].seq < min_seq)
-					min_seq = b->ino[i].seq;
-			/* entries stay (conservative); they are cleared next time */
-		}
+	if (b->ino_used && ino_rehash(b, b->ino_cap, seq, &min_seq)) {
+		/* no memory for the new table: every entry stays busy (safe),
+		 * to be cleared by a later call */
+		for (size_t i = 0; i < b->ino_cap; i++)
+			if (b->ino[i].startino != UINT64_MAX && b->ino[i].seq < min_seq)
+				min_seq = b->ino[i].seq;
 	}
 	b->min_seq = min_seq;
 }

@@ -331,7 +331,8 @@ static bool ino_valid(struct rlfs_mount *mp, uint64_t ino)
 	       rlfs_fsb_to_agbno(mp, fsb) > RLFS_AGFL_AGBNO;
 }
 
-static int ialloc_once(struct rlfs_trans *tp, uint64_t parent_ino, uint64_t *inop)
+static int ialloc_once(struct rlfs_trans *tp, uint64_t parent_ino, uint64_t *inop,
+		       bool *saw_busy)
 {
 	struct rlfs_mount *mp = tp->mp;
 	uint32_t pagno = 0;
@@ -352,6 +353,7 @@ static int ialloc_once(struct rlfs_trans *tp, uint64_t parent_ino, uint64_t *ino
 			rlfs_trans_brelse(tp, agbp);
 			if (err != -EAGAIN) /* -EAGAIN: only busy inodes here */
 				return err;
+			*saw_busy = true;
 			continue;
 		}
 		rlfs_trans_brelse(tp, agbp);
@@ -361,13 +363,14 @@ static int ialloc_once(struct rlfs_trans *tp, uint64_t parent_ino, uint64_t *ino
 
 int rlfs_ialloc(struct rlfs_trans *tp, uint64_t parent_ino, uint64_t *inop)
 {
-	int err = ialloc_once(tp, parent_ino, inop);
+	bool saw_busy = false;
+	int err = ialloc_once(tp, parent_ino, inop, &saw_busy);
 	/* no room for a new chunk, and free inodes are only busy: make the
 	 * frees durable and try again (busy.h) */
-	if (err == -ENOSPC && rlfs_busy_forceable(tp->mp)) {
+	if (err == -ENOSPC && saw_busy && rlfs_busy_forceable(tp->mp)) {
 		int ferr = rlfs_busy_force(tp);
 		if (!ferr)
-			err = ialloc_once(tp, parent_ino, inop);
+			err = ialloc_once(tp, parent_ino, inop, &saw_busy);
 		else if (ferr != -EAGAIN)
 			err = ferr;
 	}
