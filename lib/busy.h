@@ -33,10 +33,11 @@
  *
  * The allocator never hands out a busy block (rlfs_busy_next_free trims
  * each free-space record to its non-busy pieces, as xfs_extent_busy_trim;
- * no reuse of busy space by metadata, unlike XFS: simpler, and measured
- * to cost nothing in bench/).  If nothing non-busy fits, rlfs_busy_force
- * makes the committed frees durable and the allocation is retried, so
- * -ENOSPC is not reported while busy space exists (xfs_extent_busy_flush).
+ * no reuse of busy space by metadata, unlike XFS: simpler; the cost of
+ * the policy is measured in docs/DESIGN.md "Busy extents").  If nothing
+ * non-busy fits, rlfs_busy_force makes the committed frees durable and
+ * the allocation is retried, so -ENOSPC is not reported while busy space
+ * of committed transactions exists (xfs_extent_busy_flush).
  *
  * All functions run under mp->meta_lock.  Memory: one node per busy range
  * (adjacent and overlapping ranges merge, keeping the larger sequence) and
