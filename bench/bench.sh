@@ -24,11 +24,18 @@
 #   tree clone  cp -a of the copied /usr/share/doc inside the filesystem
 #               (cp clones through FICLONE on XFS, copy_file_range on
 #               reflinkfs) + sync: df growth in MiB vs the first copy's
+# fsync workloads (issue 10; bench/fsyncops.c):
+#   fsync write   FSYNC_N (2,000) x (append 4 KiB + fsync) to one file, ops/s
+#   fsync create  FSYNC_N small files: create, write 4 KiB, fsync, close, ops/s
+#   ... x4        the same two with 4 threads at once (FSYNC_N in all, each
+#                 thread its own file / its own names): group commit
 # reflinkfs runs twice where the kernel has FUSE over io_uring: as mounted
 # by default (/dev/fuse) and with mount -o uring (a second table).
 # Environment: BENCH_DIR (where the images live, default /var/tmp),
 # SEQ_MB (default 1024), SMALL_MB (256), NFILES (default 20000), COPY_SRC (/usr/share/doc),
 # RUNS (repetitions; the table shows the median of the runs, default 3),
+# FSYNC_N (default 2000), BENCH_FS (the filesystems to run, default all:
+# "xfs xfsdio rlfs" plus rlfsu where FUSE over io_uring exists),
 # WARM_MB (memory touched before each timed data phase, default 3 x SEQ_MB;
 # 0 turns it off).
 #
@@ -68,6 +75,9 @@ METAOPS=$W/metaops
 cc -O2 -o "$METAOPS" "$SRCDIR/bench/metaops.c"
 REFLINK=$W/reflink
 cc -O2 -o "$REFLINK" "$SRCDIR/bench/reflink.c"
+FSYNCOPS=$W/fsyncops
+cc -O2 -pthread -o "$FSYNCOPS" "$SRCDIR/bench/fsyncops.c"
+FSYNC_N=${FSYNC_N:-2000}
 FRAG_EXTENTS=${FRAG_EXTENTS:-20000}
 RANDW=${RANDW:-5000}
 
@@ -209,6 +219,15 @@ run_fs() { # fs
 	record "$fs.statc" "$("$METAOPS" stat "$m/meta" "$NFILES" | awk '{print $4}')"
 	record "$fs.unlink" "$("$METAOPS" unlink "$m/meta" "$NFILES" | awk '{print $4}')"
 	rmdir "$m/meta"
+	# fsync loops, one thread and four (group commit)
+	local th
+	for th in 1 4; do
+		mkdir "$m/fsync"
+		record "$fs.fsyncw$th" "$("$FSYNCOPS" write "$m/fsync" "$FSYNC_N" $th | awk '{print $5}')"
+		record "$fs.fsyncc$th" "$("$FSYNCOPS" create "$m/fsync" "$FSYNC_N" $th | awk '{print $5}')"
+		rm -rf "$m/fsync"
+		sync
+	done
 	# copy of a real tree
 	drop_caches
 	warm_memory
@@ -243,6 +262,7 @@ if [ -e "$URING_PARAM" ]; then
 	URING_WAS=$(cat "$URING_PARAM")
 	FSLIST="xfs xfsdio rlfs rlfsu"
 fi
+FSLIST=${BENCH_FS:-$FSLIST}
 r=0
 for ((r = 1; r <= RUNS; r++)); do
 	for fs in $FSLIST; do
@@ -254,7 +274,7 @@ done
 medians
 
 RF=rlfs   # which reflinkfs run the rows show: rlfs (/dev/fuse) or rlfsu (-o uring)
-ratio() { awk -v a="${R[$RF.$1]}" -v b="${R[xfs.$1]}" 'BEGIN {printf "%.2f", (b > 0 ? a / b : 0)}'; }
+ratio() { awk -v a="${R[$RF.$1]:-0}" -v b="${R[xfs.$1]:-0}" 'BEGIN {printf "%.2f", (b > 0 ? a / b : 0)}'; }
 row() { # metric label unit target
 	local r
 	r=$(ratio "$1")
@@ -262,7 +282,7 @@ row() { # metric label unit target
 	if [ "$4" != "-" ]; then
 		if awk -v r="$r" -v t="$4" 'BEGIN {exit !(r >= t)}'; then mark=" (met)"; else mark=" (missed)"; fi
 	fi
-	printf '| %s | %s %s | %s %s | %s | %s%s |\n' "$2" "${R[xfs.$1]}" "$3" "${R[$RF.$1]}" "$3" "$r" "$4" "$mark"
+	printf '| %s | %s %s | %s %s | %s | %s%s |\n' "$2" "${R[xfs.$1]:-}" "$3" "${R[$RF.$1]:-}" "$3" "$r" "$4" "$mark"
 }
 # every run's rate, to show the spread
 spread() {
@@ -270,8 +290,8 @@ spread() {
 	echo
 	echo "All runs (per run, in run order; rates, except clone1g and clonefrag in ms and copymb, clonemb in MiB):"
 	echo
-	for k in seqw seqr smallw create statw statc unlink copy clone1g clonefrag randw treeclone copymb clonemb; do
-		echo "- $k: XFS${V[xfs.$k]}; XFS dio loop${V[xfsdio.$k]}; reflinkfs${V[rlfs.$k]}${V[rlfsu.$k]:+; reflinkfs -o uring${V[rlfsu.$k]}}"
+	for k in seqw seqr smallw create statw statc unlink copy clone1g clonefrag randw treeclone copymb clonemb fsyncw1 fsyncc1 fsyncw4 fsyncc4; do
+		echo "- $k: XFS${V[xfs.$k]:-}; XFS dio loop${V[xfsdio.$k]:-}; reflinkfs${V[rlfs.$k]:-}${V[rlfsu.$k]:+; reflinkfs -o uring${V[rlfsu.$k]}}"
 	done
 }
 
@@ -300,6 +320,7 @@ echo
 echo "| workload | XFS, direct-I/O loop | reflinkfs | ratio | reflinkfs -o uring | ratio |"
 echo "| --- | --- | --- | --- | --- | --- |"
 for k in seqw seqr; do
+	[ -n "${R[xfsdio.$k]:-}" ] && [ -n "${R[rlfs.$k]:-}" ] || continue
 	case $k in seqw) l="sequential write ${SEQ_MB} MiB" ;; seqr) l="sequential read ${SEQ_MB} MiB" ;; esac
 	printf '| %s | %s MiB/s | %s MiB/s | %s | %s | %s |\n' "$l" "${R[xfsdio.$k]}" "${R[rlfs.$k]}" \
 		"$(awk -v a="${R[rlfs.$k]}" -v b="${R[xfsdio.$k]}" 'BEGIN {printf "%.2f", (b > 0 ? a / b : 0)}')" \
@@ -314,11 +335,11 @@ fi
 # time rows: ratio = XFS time / reflinkfs time (speed ratio, > 1 = faster)
 trow() { # metric label target
 	local r mark=""
-	r=$(awk -v a="${R[rlfs.$1]}" -v b="${R[xfs.$1]}" 'BEGIN {printf "%.2f", (a > 0 ? b / a : 0)}')
+	r=$(awk -v a="${R[rlfs.$1]:-0}" -v b="${R[xfs.$1]:-0}" 'BEGIN {printf "%.2f", (a > 0 ? b / a : 0)}')
 	if [ "$3" != "-" ]; then
 		if awk -v r="$r" -v t="$3" 'BEGIN {exit !(r >= t)}'; then mark=" (met)"; else mark=" (missed)"; fi
 	fi
-	printf '| %s | %s ms | %s ms | %s | %s%s |\n' "$2" "${R[xfs.$1]}" "${R[rlfs.$1]}" "$r" "$3" "$mark"
+	printf '| %s | %s ms | %s ms | %s | %s%s |\n' "$2" "${R[xfs.$1]:-}" "${R[rlfs.$1]:-}" "$r" "$3" "$mark"
 }
 echo
 echo "Reflink (issue 3).  Time rows: ratio = XFS time / reflinkfs time (higher = reflinkfs faster)."
@@ -330,10 +351,19 @@ trow clonefrag "clone file with $FRAG_EXTENTS extents (copy_file_range + fsync)"
 row randw "$RANDW random 4 KiB overwrites of the cloned ${SEQ_MB} MiB file + fsync" "ops/s" 0.5
 row treeclone "cp -a of the copied tree inside the fs (clones) + sync" "MiB/s" "-"
 echo
+echo "fsync (issue 10; bench/fsyncops.c).  Target: the log's (one log write and one device flush per fsync, shared by concurrent fsyncs)."
+echo
+echo "| workload | kernel XFS | reflinkfs | ratio | target |"
+echo "| --- | --- | --- | --- | --- |"
+row fsyncw1 "$FSYNC_N x (append 4 KiB + fsync), 1 thread" "ops/s" 1.0
+row fsyncc1 "create + 4 KiB write + fsync of $FSYNC_N files, 1 thread" "ops/s" 1.0
+row fsyncw4 "$FSYNC_N x (append 4 KiB + fsync), 4 threads, own files" "ops/s" 1.0
+row fsyncc4 "create + 4 KiB write + fsync of $FSYNC_N files, 4 threads" "ops/s" 1.0
+echo
 echo "Space (df used, MiB; median): first copy of $COPY_SRC vs cp -a clone of that copy"
 echo
 echo "| | kernel XFS | reflinkfs |"
 echo "| --- | --- | --- |"
-echo "| first copy (cp -a from outside) | ${R[xfs.copymb]} MiB | ${R[rlfs.copymb]} MiB |"
-echo "| clone of the copy (cp -a inside) | ${R[xfs.clonemb]} MiB | ${R[rlfs.clonemb]} MiB |"
+echo "| first copy (cp -a from outside) | ${R[xfs.copymb]:-} MiB | ${R[rlfs.copymb]:-} MiB |"
+echo "| clone of the copy (cp -a inside) | ${R[xfs.clonemb]:-} MiB | ${R[rlfs.clonemb]:-} MiB |"
 spread

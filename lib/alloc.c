@@ -28,6 +28,7 @@
  * free space).  The trees therefore never call the allocator: no recursion.
  */
 #include "alloc.h"
+#include "busy.h"
 #include "ialloc.h"
 #include "refcount.h"
 
@@ -683,7 +684,7 @@ static int take_from_record(struct rlfs_trans *tp, uint32_t agno, struct rlfs_bu
  * neighbours.  -EUCLEAN if any block is already free.  No accounting.
  */
 static int free_into_trees(struct rlfs_trans *tp, uint32_t agno, struct rlfs_buf *agbp,
-			   uint32_t s, uint32_t n)
+			   uint32_t s, uint32_t n, bool busy)
 {
 	struct rlfs_mount *mp = tp->mp;
 	struct rlfs_agh *agh = rlfs_agh(agbp);
@@ -692,6 +693,11 @@ static int free_into_trees(struct rlfs_trans *tp, uint32_t agno, struct rlfs_buf
 	if (n == 0 || s < AG_FIRST_FREE || s >= aglen || n > aglen - s)
 		return rlfs_corrupt(mp, rlfs_agb_to_fsb(mp, agno, s), "free space",
 				    "freeing [%u, +%u) outside the usable AG (%u blocks)", s, n, aglen);
+	/* not reusable before this transaction is durable (busy.h); first, so
+	 * that a failure leaves the trees untouched */
+	int berr = busy ? rlfs_busy_insert(mp, agno, s, n, rlfs_busy_cur_seq(mp)) : 0;
+	if (berr)
+		return berr;
 	struct rlfs_btree_cur cur;
 	struct rlfs_alloc_rec key = mkrec(s, 0);
 	uint32_t ls = 0, ln = 0, rs = 0, rn = 0;
@@ -820,6 +826,48 @@ static bool place_near(uint64_t agstart, uint32_t fs, uint32_t fn, uint32_t hint
 	return true;
 }
 
+/*
+ * The non-busy piece of free record [fs, fs+fn) that starts at or after
+ * from: true with [*ps, *ps + *pn), false if the rest is busy (busy.h).
+ * Candidates are placed in pieces, never across a busy block; the record
+ * itself is what take_from_record changes.
+ */
+static bool piece(struct rlfs_mount *mp, uint32_t agno, uint32_t fs, uint32_t fn,
+		  uint32_t from, uint32_t *ps, uint32_t *pn)
+{
+	uint32_t s, e;
+	if (!rlfs_busy_next_free(mp, agno, from, fs + fn, &s, &e))
+		return false;
+	*ps = s;
+	*pn = e - s;
+	return true;
+}
+
+/* place_near over the non-busy pieces of record [fs, fs+fn): the closest
+ * placement; c->fs/fn name the record. */
+static bool place_near_rec(struct rlfs_mount *mp, uint32_t agno, uint64_t agstart, uint32_t fs,
+			   uint32_t fn, uint32_t hint, uint32_t target, uint32_t maxlen,
+			   uint32_t align, struct cand *c)
+{
+	bool found = false;
+	uint32_t ps, pn;
+	for (uint32_t from = fs; piece(mp, agno, fs, fn, from, &ps, &pn); from = ps + pn) {
+		struct cand t;
+		if (place_near(agstart, ps, pn, hint, target, maxlen, align, &t) &&
+		    (!found || t.dist < c->dist)) {
+			*c = t;
+			found = true;
+		}
+	}
+	if (found) {
+		c->fs = fs;
+		c->fn = fn;
+	} else if (place_near(agstart, fs, fn, hint, target, maxlen, align, c)) {
+		rlfs_busy_note_blocked(mp); /* it would fit but for busy blocks */
+	}
+	return found;
+}
+
 #define NEAR_SCAN_LIMIT 512
 
 /* Closest extent of >= target blocks by walking the bnobt both ways. */
@@ -857,7 +905,8 @@ static int near_bno_search(struct rlfs_trans *tp, uint32_t agno, struct rlfs_buf
 					lstat = 0;
 				} else {
 					struct cand c;
-					if (place_near(agstart, s, n, hint, target, maxlen, align, &c) &&
+					if (place_near_rec(mp, agno, agstart, s, n, hint, target,
+							   maxlen, align, &c) &&
 					    (!best->found || c.dist < best->dist)) {
 						*best = c;
 						best->found = true;
@@ -881,7 +930,8 @@ static int near_bno_search(struct rlfs_trans *tp, uint32_t agno, struct rlfs_buf
 					rstat = 0;
 				} else {
 					struct cand c;
-					if (place_near(agstart, s, n, hint, target, maxlen, align, &c) &&
+					if (place_near_rec(mp, agno, agstart, s, n, hint, target,
+							   maxlen, align, &c) &&
 					    (!best->found || c.dist < best->dist)) {
 						*best = c;
 						best->found = true;
@@ -912,14 +962,21 @@ static int cnt_fit_search(struct rlfs_trans *tp, uint32_t agno, struct rlfs_buf 
 		err = cur_get(&cur, &s, &n, &stat);
 		if (err || !stat)
 			break;
-		if (usable_len(agstart, s, n, align) >= target) {
-			best->found = true;
-			best->fs = s;
-			best->fn = n;
-			best->start = align_up_ag(agstart, s, align);
-			best->len = target;
-			break;
+		uint32_t ps, pn;
+		for (uint32_t from = s; piece(mp, agno, s, n, from, &ps, &pn); from = ps + pn) {
+			if (usable_len(agstart, ps, pn, align) >= target) {
+				best->found = true;
+				best->fs = s;
+				best->fn = n;
+				best->start = align_up_ag(agstart, ps, align);
+				best->len = target;
+				break;
+			}
 		}
+		if (best->found)
+			break;
+		if (usable_len(agstart, s, n, align) >= target)
+			rlfs_busy_note_blocked(mp); /* it would fit but for busy blocks */
 		err = rlfs_btree_increment(&cur, &stat);
 	}
 	rlfs_btree_cur_del(&cur);
@@ -942,15 +999,22 @@ static int cnt_longest_search(struct rlfs_trans *tp, uint32_t agno, struct rlfs_
 		err = cur_get(&cur, &s, &n, &stat);
 		if (err || !stat || n <= bestu || n < minlen)
 			break;
-		uint32_t u = usable_len(agstart, s, n, align);
-		if (u > bestu && u >= minlen) {
-			bestu = u;
-			best->found = true;
-			best->fs = s;
-			best->fn = n;
-			best->start = align_up_ag(agstart, s, align);
-			best->len = u;
+		uint32_t ps, pn;
+		bool fit = false;
+		for (uint32_t from = s; piece(mp, agno, s, n, from, &ps, &pn); from = ps + pn) {
+			uint32_t u = usable_len(agstart, ps, pn, align);
+			fit |= u >= minlen;
+			if (u > bestu && u >= minlen) {
+				bestu = u;
+				best->found = true;
+				best->fs = s;
+				best->fn = n;
+				best->start = align_up_ag(agstart, ps, align);
+				best->len = u;
+			}
 		}
+		if (!fit && usable_len(agstart, s, n, align) >= minlen)
+			rlfs_busy_note_blocked(mp); /* it would fit but for busy blocks */
 		err = rlfs_btree_decrement(&cur, &stat);
 	}
 	rlfs_btree_cur_del(&cur);
@@ -969,6 +1033,8 @@ int rlfs_alloc_fix_freelist(struct rlfs_trans *tp, uint32_t agno)
 		return err;
 	struct rlfs_agh *agh = rlfs_agh(agbp);
 	unsigned min = rlfs_agfl_min(mp), hi = agfl_hi(mp);
+	uint64_t blocked = rlfs_busy_blocked(mp);
+	bool forced = false;
 
 	/* too many (merges gave blocks back): return some to free space */
 	if (rlfs_get32(agh->flcount) > hi)
@@ -976,7 +1042,7 @@ int rlfs_alloc_fix_freelist(struct rlfs_trans *tp, uint32_t agno)
 		uint32_t b;
 		err = agfl_take(tp, agno, agbp, &b);
 		if (!err)
-			err = free_into_trees(tp, agno, agbp, b, 1);
+			err = free_into_trees(tp, agno, agbp, b, 1, true);
 	}
 	/* too few: refill from the trees (best fit, else the largest piece) */
 	while (!err && rlfs_get32(agh->flcount) < min) {
@@ -991,14 +1057,24 @@ int rlfs_alloc_fix_freelist(struct rlfs_trans *tp, uint32_t agno)
 			err = cnt_longest_search(tp, agno, agbp, 1, 1, &c);
 		if (err)
 			break;
+		if (!c.found && !forced && rlfs_busy_blocked(mp) != blocked &&
+		    rlfs_busy_forceable(mp)) {
+			/* only busy space left here: make the committed frees
+			 * durable and look again (busy.h) */
+			forced = true;
+			err = rlfs_busy_force(tp);
+			if (err == -EAGAIN)
+				err = -ENOSPC;
+			continue;
+		}
 		if (!c.found) {
 			err = -ENOSPC;
 			break;
 		}
-		uint32_t take = RLFS_MIN(need, c.fn);
-		err = take_from_record(tp, agno, agbp, c.fs, c.fn, c.fs, take);
+		uint32_t take = RLFS_MIN(need, c.len); /* a non-busy piece */
+		err = take_from_record(tp, agno, agbp, c.fs, c.fn, c.start, take);
 		for (uint32_t i = 0; !err && i < take; i++)
-			err = agfl_give(tp, agno, agbp, c.fs + i);
+			err = agfl_give(tp, agno, agbp, c.start + i);
 	}
 	rlfs_trans_brelse(tp, agbp);
 	return err;
@@ -1055,16 +1131,22 @@ static int alloc_ag(struct rlfs_alloc_arg *a, uint32_t agno, uint32_t hint_agbno
 		rlfs_btree_cur_del(&cur);
 		if (err)
 			goto out;
+		uint32_t ps, pn;
+		if (stat && (uint64_t)s + n >= (uint64_t)hint_agbno + pass_min &&
+		    (!piece(mp, agno, s, n, hint_agbno, &ps, &pn) || ps != hint_agbno ||
+		     pn < pass_min))
+			rlfs_busy_note_blocked(mp);
 		if (!stat || (uint64_t)s + n <= hint_agbno ||
-		    s + n - hint_agbno < pass_min) {
-			err = -ENOSPC;
+		    !piece(mp, agno, s, n, hint_agbno, &ps, &pn) || ps != hint_agbno ||
+		    pn < pass_min) {
+			err = -ENOSPC; /* not free, or busy (busy.h) */
 			goto out;
 		}
 		c.found = true;
 		c.fs = s;
 		c.fn = n;
 		c.start = hint_agbno;
-		c.len = RLFS_MIN(a->maxlen, s + n - hint_agbno);
+		c.len = RLFS_MIN(a->maxlen, pn);
 	} else if (a->type == RLFS_ALLOC_NEAR) {
 		uint32_t target = RLFS_MAX(pass_min, RLFS_MIN(a->maxlen, longest));
 		err = near_bno_search(tp, agno, agbp, use_hint ? hint_agbno : 0, target,
@@ -1072,8 +1154,9 @@ static int alloc_ag(struct rlfs_alloc_arg *a, uint32_t agno, uint32_t hint_agbno
 		if (!err && !c.found) {
 			err = cnt_fit_search(tp, agno, agbp, target, align, &c);
 			if (!err && c.found)
-				place_near(agstart, c.fs, c.fn, use_hint ? hint_agbno : 0, target,
-					   a->maxlen, align, &c);
+				place_near_rec(mp, agno, agstart, c.fs, c.fn,
+					       use_hint ? hint_agbno : 0, target, a->maxlen, align,
+					       &c);
 		}
 		if (!err && !c.found && target > pass_min) {
 			err = cnt_longest_search(tp, agno, agbp, pass_min, align, &c);
@@ -1116,7 +1199,7 @@ static int ag_longest(struct rlfs_trans *tp, uint32_t agno, uint32_t *longest)
 	return 0;
 }
 
-int rlfs_alloc_extent(struct rlfs_alloc_arg *a)
+static int alloc_extent_once(struct rlfs_alloc_arg *a)
 {
 	struct rlfs_mount *mp = a->tp->mp;
 	a->fsbno = 0;
@@ -1195,7 +1278,28 @@ int rlfs_alloc_extent(struct rlfs_alloc_arg *a)
 	return err;
 }
 
-int rlfs_free_extent(struct rlfs_trans *tp, uint64_t fsbno, uint32_t len)
+int rlfs_alloc_extent(struct rlfs_alloc_arg *a)
+{
+	struct rlfs_mount *mp = a->tp->mp;
+	uint64_t blocked = rlfs_busy_blocked(mp);
+	int err = alloc_extent_once(a);
+	/* Only busy space fits (a search met a free extent that would have
+	 * done but for busy blocks): make the committed frees durable and
+	 * try again (xfs_extent_busy_flush), so ENOSPC is never reported
+	 * while busy space of committed transactions exists.  Not for EXACT:
+	 * its callers fall back to NEAR, which forces if it has to. */
+	if (err == -ENOSPC && a->type != RLFS_ALLOC_EXACT && rlfs_busy_blocked(mp) != blocked &&
+	    rlfs_busy_forceable(mp)) {
+		int ferr = rlfs_busy_force(a->tp);
+		if (!ferr)
+			err = alloc_extent_once(a);
+		else if (ferr != -EAGAIN)
+			err = ferr;
+	}
+	return err;
+}
+
+static int free_extent(struct rlfs_trans *tp, uint64_t fsbno, uint32_t len, bool busy)
 {
 	struct rlfs_mount *mp = tp->mp;
 	if (len == 0)
@@ -1219,11 +1323,21 @@ int rlfs_free_extent(struct rlfs_trans *tp, uint64_t fsbno, uint32_t len)
 	if (err == -ENOSPC)
 		err = 0;
 	if (!err)
-		err = free_into_trees(tp, agno, agbp, agbno, len);
+		err = free_into_trees(tp, agno, agbp, agbno, len, busy);
 	if (!err)
 		rlfs_trans_mod_freed(tp, len);
 	rlfs_trans_brelse(tp, agbp);
 	return err;
+}
+
+int rlfs_free_extent(struct rlfs_trans *tp, uint64_t fsbno, uint32_t len)
+{
+	return free_extent(tp, fsbno, len, true);
+}
+
+int rlfs_free_extent_unused(struct rlfs_trans *tp, uint64_t fsbno, uint32_t len)
+{
+	return free_extent(tp, fsbno, len, false);
 }
 
 int rlfs_count_free(struct rlfs_trans *tp, uint64_t *free_blocks)

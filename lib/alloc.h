@@ -71,6 +71,11 @@ int rlfs_alloc_extent(struct rlfs_alloc_arg *args);
 /* Return [fsbno, fsbno+len) to free space, merging with neighbours.
  * -EUCLEAN if any of it is already free (double free). */
 int rlfs_free_extent(struct rlfs_trans *tp, uint64_t fsbno, uint32_t len);
+/* The same for blocks that tp itself allocated and that nothing on disk
+ * refers to (an allocation given back: too long, in the wrong AG, or the
+ * operation failed): they were not busy when allocated, so they do not
+ * become busy now (busy.h); anything else must use rlfs_free_extent. */
+int rlfs_free_extent_unused(struct rlfs_trans *tp, uint64_t fsbno, uint32_t len);
 
 /* AG btree block allocation from / to the AGFL (bnobt/cntbt/inobt ops use
  * these; -ENOSPC when the AGFL is empty, -EUCLEAN on a bad slot or an

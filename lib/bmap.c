@@ -573,11 +573,11 @@ int rlfs_bmap_alloc_data(struct rlfs_alloc_arg *args)
 	/* the extent dipped into the headroom: give that part back */
 	uint32_t over = headroom - room;
 	if (args->len > over && args->len - over >= minlen) {
-		error = rlfs_free_extent(tp, args->fsbno + args->len - over, over);
+		error = rlfs_free_extent_unused(tp, args->fsbno + args->len - over, over);
 		args->len -= over;
 		return error;
 	}
-	error = rlfs_free_extent(tp, args->fsbno, args->len);
+	error = rlfs_free_extent_unused(tp, args->fsbno, args->len);
 	args->fsbno = 0;
 	args->len = 0;
 	if (error || type == RLFS_ALLOC_EXACT)
@@ -606,7 +606,7 @@ int rlfs_bmap_alloc_data(struct rlfs_alloc_arg *args)
 	error = ag_room(tp, agno, 0, &room, &longest);
 	if (!error && room < headroom) {
 		/* still short (another AG answered): give it back */
-		error = rlfs_free_extent(tp, args->fsbno, args->len);
+		error = rlfs_free_extent_unused(tp, args->fsbno, args->len);
 		args->fsbno = 0;
 		args->len = 0;
 		return error ? error : -ENOSPC;

@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "busy.h"
 #include "dev.h"
 #include "log.h"
 #include "reflinkfs/fs.h"
@@ -476,6 +477,7 @@ int rlfs_buf_flush_all(struct rlfs_mount *mp)
 		}
 	}
 	if (bc->ndirty == 0) {
+		rlfs_busy_clear_durable(mp, mp->trans_seq); /* all committed is on disk */
 		rlfs_progress(mp, RLFS_PROGRESS_IDLE, 0, 0);
 		return 0;
 	}
@@ -492,6 +494,7 @@ int rlfs_buf_flush_all(struct rlfs_mount *mp)
 		if (!(bp->tp && bp->logged))
 			list[n++] = bp;
 	qsort(list, n, sizeof(*list), cmp_fsbno);
+	bool all_dirty = n == bc->ndirty; /* none skipped: the flush covers every commit */
 
 	/* 2. metadata, in block order: stamp crcs and verify every buffer
 	 * (one that fails is not written), then write runs of consecutive
@@ -548,5 +551,7 @@ int rlfs_buf_flush_all(struct rlfs_mount *mp)
 	rlfs_progress(mp, RLFS_PROGRESS_SYNC, 0, 1);
 	err = rlfs_dev_flush(mp->dev);
 	rlfs_progress(mp, RLFS_PROGRESS_IDLE, 0, 0);
+	if (!first_err && !err && all_dirty)
+		rlfs_busy_clear_durable(mp, mp->trans_seq); /* busy.h */
 	return first_err ? first_err : err;
 }

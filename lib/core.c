@@ -9,6 +9,7 @@
  * with xfs_start_cksum_safe), so the field can be verified in place.
  */
 #include "rlfs.h"
+#include "busy.h"
 
 #include <isa-l/crc.h>
 #include <stdarg.h>
@@ -231,6 +232,7 @@ void rlfs_mount_free_bare(struct rlfs_mount *mp)
 		return;
 	rlfs_log_free(mp);
 	rlfs_bcache_destroy(mp);
+	rlfs_busy_destroy(mp);
 	pthread_mutex_destroy(&mp->meta_lock);
 	pthread_mutex_destroy(&mp->icache_lock);
 	pthread_mutex_destroy(&mp->err_lock);

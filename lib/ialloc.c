@@ -18,6 +18,7 @@
 #include <time.h>
 
 #include "alloc.h"
+#include "busy.h"
 #include "inode.h"
 
 #define FULL_MASK UINT64_MAX /* 64 inodes per chunk */
@@ -186,7 +187,7 @@ static int alloc_from_chunks(struct rlfs_trans *tp, uint32_t agno, struct rlfs_b
 	uint64_t lo, hi, start = 0, mask = 0;
 	uint32_t fc = 0;
 	int stat = 0, err;
-	bool found = false;
+	bool found = false, saw_busy = false;
 
 	ag_ino_range(mp, agno, &lo, &hi);
 	if (hint < lo || hint >= hi)
@@ -206,6 +207,12 @@ static int alloc_from_chunks(struct rlfs_trans *tp, uint32_t agno, struct rlfs_b
 				break;
 			rec_get(&r, &start, &fc, &mask);
 			if (fc > 0 && mask) {
+				uint64_t busy = rlfs_busy_ino_mask(mp, start);
+				if (mask & busy)
+					saw_busy = true;
+				mask &= ~busy;
+			}
+			if (fc > 0 && mask) {
 				found = true;
 				break;
 			}
@@ -214,6 +221,10 @@ static int alloc_from_chunks(struct rlfs_trans *tp, uint32_t agno, struct rlfs_b
 		if (err)
 			goto out;
 	}
+	if (!found && saw_busy) {
+		err = -EAGAIN;
+		goto out;
+	}
 	if (!found) {
 		err = rlfs_corrupt(mp, agbp->fsbno, "AG header",
 				   "ifree %llu but no chunk has a free inode",
@@ -221,7 +232,7 @@ static int alloc_from_chunks(struct rlfs_trans *tp, uint32_t agno, struct rlfs_b
 		goto out;
 	}
 	unsigned bit = (unsigned)__builtin_ctzll(mask);
-	r = mkrec(start, fc - 1, mask & ~(1ull << bit));
+	r = mkrec(start, fc - 1, rlfs_get64(r.free) & ~(1ull << bit));
 	err = rlfs_btree_update(&cur, &r);
 	if (err)
 		goto out;
@@ -320,7 +331,8 @@ static bool ino_valid(struct rlfs_mount *mp, uint64_t ino)
 	       rlfs_fsb_to_agbno(mp, fsb) > RLFS_AGFL_AGBNO;
 }
 
-int rlfs_ialloc(struct rlfs_trans *tp, uint64_t parent_ino, uint64_t *inop)
+static int ialloc_once(struct rlfs_trans *tp, uint64_t parent_ino, uint64_t *inop,
+		       bool *saw_busy)
 {
 	struct rlfs_mount *mp = tp->mp;
 	uint32_t pagno = 0;
@@ -339,11 +351,30 @@ int rlfs_ialloc(struct rlfs_trans *tp, uint64_t parent_ino, uint64_t *inop)
 		if (rlfs_get64(rlfs_agh(agbp)->ifree) > 0) {
 			err = alloc_from_chunks(tp, agno, agbp, parent_ino, inop);
 			rlfs_trans_brelse(tp, agbp);
-			return err;
+			if (err != -EAGAIN) /* -EAGAIN: only busy inodes here */
+				return err;
+			*saw_busy = true;
+			continue;
 		}
 		rlfs_trans_brelse(tp, agbp);
 	}
 	return alloc_chunk(tp, hint_fsbno, inop);
+}
+
+int rlfs_ialloc(struct rlfs_trans *tp, uint64_t parent_ino, uint64_t *inop)
+{
+	bool saw_busy = false;
+	int err = ialloc_once(tp, parent_ino, inop, &saw_busy);
+	/* no room for a new chunk, and free inodes are only busy: make the
+	 * frees durable and try again (busy.h) */
+	if (err == -ENOSPC && saw_busy && rlfs_busy_forceable(tp->mp)) {
+		int ferr = rlfs_busy_force(tp);
+		if (!ferr)
+			err = ialloc_once(tp, parent_ino, inop, &saw_busy);
+		else if (ferr != -EAGAIN)
+			err = ferr;
+	}
+	return err;
 }
 
 /* Find the inobt record of the chunk holding ino; *stat 0 if none. */
@@ -399,6 +430,10 @@ int rlfs_ifree(struct rlfs_trans *tp, uint64_t ino)
 				   (unsigned long long)ino);
 		goto out;
 	}
+	/* the number is not reused before this free is durable (busy.h) */
+	err = rlfs_busy_insert_ino(mp, ino, rlfs_busy_cur_seq(mp));
+	if (err)
+		goto out;
 	mask |= 1ull << bit;
 	fc++;
 	if (fc == RLFS_INODES_PER_CHUNK) {

@@ -217,7 +217,7 @@ int rlfs_cow_prepare(struct rlfs_trans *tp, struct rlfs_inode *ip, uint64_t off,
 		error = cow_add(cow, &r);
 		if (error) {
 			/* not in the list: give it back now (the caller cancels anyway) */
-			rlfs_free_extent(tp, args.fsbno, args.len);
+			rlfs_free_extent_unused(tp, args.fsbno, args.len);
 			return error;
 		}
 		next_exact = args.fsbno + args.len;

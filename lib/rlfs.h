@@ -108,6 +108,8 @@ struct rlfs_mount {
 	uint64_t icount;            /* inodes in allocated chunks */
 	uint64_t ifree;             /* of those, free */
 	uint64_t data_dirty;        /* data written since the last device flush */
+	uint64_t trans_seq;         /* committed transactions (busy.h sequences) */
+	struct rlfs_busy *busy;     /* busy extents and inodes (busy.c), or NULL */
 
 	/*
 	 * The superblock's error record (format.h, SPEC.md section 4): loaded

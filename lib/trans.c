@@ -296,6 +296,7 @@ int rlfs_trans_commit(struct rlfs_trans *tp)
 			bp->flags |= RLFS_BUF_STALE; /* got but never filled in */
 	}
 	mp->fdblocks += (tp->blk_res - tp->blk_used) + tp->blk_freed;
+	mp->trans_seq++; /* this commit's sequence (busy.h) */
 	for (struct rlfs_log_item *lip = tp->items; lip; lip = lip->next)
 		lip->commit_seq = rlfs_log_cil_seq(mp);
 	release_items(tp);

@@ -340,7 +340,7 @@ static int value_write(struct rlfs_trans *tp, struct rlfs_inode *ip, const void 
 		return error;
 	if (!args.fsbno || args.len != nblks) {
 		if (args.fsbno)
-			rlfs_free_extent(tp, args.fsbno, args.len);
+			rlfs_free_extent_unused(tp, args.fsbno, args.len);
 		return -ENOSPC;
 	}
 	ip->nblocks += nblks;

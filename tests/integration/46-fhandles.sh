@@ -79,9 +79,13 @@ got=$($FH read "$T/m" "$(cat "$T/h.d_g")" || true)
 [ "$got" = "ERR ESTALE" ] || die "handle of a deleted file: $got"
 
 # a new file that reuses the deleted file's inode number (the inode is
-# freed once the kernel forgets it; keep creating files until one gets it)
+# freed once the kernel forgets it, and its number is reused only after
+# the free is durable: busy inodes, lib/busy.h; so fsync the directory
+# (which flushes all metadata; syncfs does not reach a FUSE daemon), then
+# create, until a file gets it)
 reused=""
 for i in $(seq 1 200); do
+	sync "$T/m"
 	echo "new$i" >"$T/m/n$i"
 	if [ "$(stat -c %i "$T/m/n$i")" = "$gino" ]; then
 		reused=n$i

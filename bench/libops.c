@@ -1,0 +1,149 @@
+/*
+ * libops: time free-then-allocate patterns through the library, in process
+ * (no FUSE, no kernel): the cost of busy extents and busy inodes, which
+ * keep freed blocks and inode numbers from reuse until the next metadata
+ * flush.  Build against a build directory's librlfs.a:
+ *
+ *   cc -O2 -Iinclude -o libops bench/libops.c BUILD/librlfs.a -lisal -lpthread
+ *   libops IMAGE N [keep]
+ *
+ * Makes a 1 GiB filesystem in IMAGE (truncated first, unless "keep": then
+ * an existing image file, e.g. 1 GiB of zeros written with dd, keeps its
+ * host blocks, and data writes into blocks not written before do not pay
+ * the host filesystem's block allocation) and runs, each ended by
+ * rlfs_sync inside the timed region:
+ *   churn     N x (create a file with 16 KiB, unlink the file made 100 earlier)
+ *   rewrite   N / 4 x (truncate one file to 0, write 64 KiB into it)
+ *   cow       N random 4 KiB overwrites alternating between a 64 MiB file
+ *             and its clone (every CoW of a block shared by both frees
+ *             nothing, a second overwrite frees the old block's last owner)
+ * Prints "<phase> <ops> <seconds> <ops per second> <seconds of the sync>".
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "reflinkfs/fs.h"
+
+static double now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void die(const char *what, long rc)
+{
+	fprintf(stderr, "libops: %s: %ld\n", what, rc);
+	exit(1);
+}
+
+static uint64_t mkfile(struct rlfs_mount *mp, const char *name)
+{
+	struct stat st;
+	int rc = rlfs_mknod(mp, rlfs_root_ino(mp), name, S_IFREG | 0644, 0, 0, 0, &st);
+	if (rc)
+		die(name, rc);
+	rlfs_forget(mp, st.st_ino, 1);
+	return st.st_ino;
+}
+
+static void put(struct rlfs_mount *mp, uint64_t ino, const void *buf, size_t len, off_t off)
+{
+	ssize_t n = rlfs_write(mp, ino, buf, len, off);
+	if (n != (ssize_t)len)
+		die("write", (long)n);
+}
+
+static double t_sync; /* when the phase's closing rlfs_sync started */
+
+static void report(const char *phase, long ops, double t0)
+{
+	double secs = now() - t0;
+	printf("%s %ld %.3f %.0f %.3f\n", phase, ops, secs, (double)ops / secs, now() - t_sync);
+}
+
+int main(int argc, char **argv)
+{
+	if (argc != 3 && !(argc == 4 && !strcmp(argv[3], "keep"))) {
+		fprintf(stderr, "usage: libops IMAGE N [keep]\n");
+		return 2;
+	}
+	const char *img = argv[1];
+	long n = atol(argv[2]);
+	struct rlfs_mkfs_opts o = { .size_bytes = 1ull << 30, .force = 1 };
+	FILE *f = fopen(img, argc == 4 ? "a" : "w"); /* keep: an image file whose
+							 * blocks the host has already */
+	if (!f)
+		die(img, -1);
+	fclose(f);
+	int rc = rlfs_mkfs(img, &o);
+	if (rc)
+		die("mkfs", rc);
+	struct rlfs_mount *mp;
+	rc = rlfs_mount_open(img, RLFS_MOUNT_NOLOCK, &mp);
+	if (rc)
+		die("mount", rc);
+	static char buf[64 * 1024];
+	memset(buf, 0x5a, sizeof(buf));
+	char name[64];
+
+	double t0 = now();
+	for (long i = 0; i < n; i++) {
+		snprintf(name, sizeof(name), "churn-%ld", i);
+		put(mp, mkfile(mp, name), buf, 16 * 1024, 0);
+		if (i >= 100) {
+			snprintf(name, sizeof(name), "churn-%ld", i - 100);
+			if ((rc = rlfs_unlink(mp, rlfs_root_ino(mp), name)))
+				die("unlink", rc);
+		}
+	}
+	t_sync = now();
+	if ((rc = rlfs_sync(mp)))
+		die("sync", rc);
+	report("churn", n, t0);
+
+	uint64_t rw = mkfile(mp, "rewrite");
+	t0 = now();
+	for (long i = 0; i < n / 4; i++) {
+		struct stat st = { .st_size = 0 };
+		if ((rc = rlfs_setattr(mp, rw, &st, RLFS_SET_SIZE, NULL)))
+			die("truncate", rc);
+		put(mp, rw, buf, sizeof(buf), 0);
+	}
+	t_sync = now();
+	if ((rc = rlfs_sync(mp)))
+		die("sync", rc);
+	report("rewrite", n / 4, t0);
+
+	uint64_t a = mkfile(mp, "cow-a"), b = mkfile(mp, "cow-b");
+	const long file_blocks = 64 * 1024 / 4;
+	for (long i = 0; i < file_blocks / 16; i++)
+		put(mp, a, buf, sizeof(buf), (off_t)i * (off_t)sizeof(buf));
+	int64_t cl = rlfs_clone_range(mp, a, 0, b, 0, (uint64_t)file_blocks * 4096, 0);
+	if (cl != file_blocks * 4096)
+		die("clone", (long)cl);
+	if ((rc = rlfs_sync(mp)))
+		die("sync", rc);
+	uint64_t x = 88172645463325252ull;
+	t0 = now();
+	for (long i = 0; i < n; i++) {
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		put(mp, i & 1 ? b : a, buf, 4096, (off_t)(x % (uint64_t)file_blocks) * 4096);
+	}
+	t_sync = now();
+	if ((rc = rlfs_sync(mp)))
+		die("sync", rc);
+	report("cow", n, t0);
+	if ((rc = rlfs_mount_close(mp)))
+		die("umount", rc);
+	return 0;
+}
