@@ -118,12 +118,14 @@ void rlfs_log_cil_cancel(struct rlfs_mount *mp, struct rlfs_buf *bp)
 			cil_del(log, img);
 		return;
 	}
-	/* The durable image must never be written in place again: the
-	 * block may be another file's data before the cancel is durable
-	 * (there are no busy extents yet).  The AIL entry stays, holding
-	 * the buffer, until the cancel's checkpoint replaces it. */
-	free(bp->log_ail->data);
-	bp->log_ail->data = NULL;
+	/* The durable image stays in the AIL, and may still be written in
+	 * place, until the cancel's checkpoint replaces it
+	 * (rlfs_log_ail_insert): until then the on-disk trees may still
+	 * point at this block, and busy extents keep the block from being
+	 * reused before the cancel is durable.  Dropping the image here
+	 * let an AIL push move the tail past the image's checkpoint without
+	 * ever writing it, while the cancel was not yet durable: a crash
+	 * then left the durable trees pointing at a never-written block. */
 	if (!img) {
 		img = cil_add(log, bp);
 		if (!img) {
