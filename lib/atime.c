@@ -44,7 +44,10 @@ static bool needs_update(struct rlfs_inode *ip, unsigned how, const struct times
 	return rlfs_atime_rule(how, &ip->atime, &ip->mtime, &ip->ctime, now);
 }
 
-int rlfs_atime_needs_update(struct rlfs_mount *mp, uint64_t ino, unsigned how)
+/* Get ino and answer under the shared lock whether atime needs an update
+ * now: 1 (*ipp holds a reference), 0 (nothing held), or -errno. */
+static int get_if_needed(struct rlfs_mount *mp, uint64_t ino, unsigned how,
+			 struct rlfs_inode **ipp)
 {
 	struct rlfs_inode *ip;
 	struct timespec now;
@@ -53,25 +56,6 @@ int rlfs_atime_needs_update(struct rlfs_mount *mp, uint64_t ino, unsigned how)
 	int error = rlfs_iget(mp, ino, &ip);
 	if (error)
 		return error;
-	rlfs_now(&now);
-	pthread_rwlock_rdlock(&ip->iolock);
-	bool need = needs_update(ip, how, &now);
-	pthread_rwlock_unlock(&ip->iolock);
-	rlfs_irele(ip);
-	return need;
-}
-
-int rlfs_touch_atime(struct rlfs_mount *mp, uint64_t ino, unsigned how)
-{
-	struct rlfs_inode *ip;
-	struct rlfs_trans *tp;
-	struct timespec now;
-	if (how == RLFS_ATIME_NOATIME || (mp->flags & RLFS_MOUNT_RDONLY))
-		return 0;
-	int error = rlfs_iget(mp, ino, &ip);
-	if (error)
-		return error;
-	/* the common case (relatime, already updated) under the shared lock */
 	rlfs_now(&now);
 	pthread_rwlock_rdlock(&ip->iolock);
 	bool need = needs_update(ip, how, &now);
@@ -80,6 +64,28 @@ int rlfs_touch_atime(struct rlfs_mount *mp, uint64_t ino, unsigned how)
 		rlfs_irele(ip);
 		return 0;
 	}
+	*ipp = ip;
+	return 1;
+}
+
+int rlfs_atime_needs_update(struct rlfs_mount *mp, uint64_t ino, unsigned how)
+{
+	struct rlfs_inode *ip;
+	int need = get_if_needed(mp, ino, how, &ip);
+	if (need == 1)
+		rlfs_irele(ip);
+	return need;
+}
+
+int rlfs_touch_atime(struct rlfs_mount *mp, uint64_t ino, unsigned how)
+{
+	struct rlfs_inode *ip;
+	struct rlfs_trans *tp;
+	struct timespec now;
+	/* the common case (relatime, already updated) under the shared lock */
+	int error = get_if_needed(mp, ino, how, &ip);
+	if (error <= 0)
+		return error;
 	pthread_rwlock_wrlock(&ip->iolock);
 	rlfs_now(&now);
 	int ret = 0;
