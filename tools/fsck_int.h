@@ -209,6 +209,23 @@ struct visit_ctx {
 #define FIXABLE(f, ...) fsck_report((f), true, __VA_ARGS__)
 #define FIXCOUNTER(f, ...) ((f)->nfix_counters++, fsck_report((f), true, __VA_ARGS__))
 
+/*
+ * The functions below are described in full where they are defined; in
+ * short (none of them fails hard: findings are reported and counted in
+ * struct fsck, and only the repair functions return 0 or -errno):
+ *   fsck_report/verbose    one finding / one -v line (printf format)
+ *   fsck_loc               "AG a agbno b (fsbno x)" for a block number
+ *   fsck_grow              grow array p (*cap elements of sz bytes) to hold
+ *                          n; NULL and f->oom set when out of memory
+ *   fsck_add_claim         [start, start+len) blocks claimed by kind/owner;
+ *                          runs leaving the filesystem are clipped and reported
+ *   fsck_find_inode/chunk  binary search of the sorted tables; NULL if absent
+ *   fsck_check_*           phases 1-6 (model: xfs_repair phases)
+ *   fsck_fix_*, fsck_write_primary_sb, fsck_free_orphans
+ *                          the repairs: 0 or -errno (-EUCLEAN if a block
+ *                          changed under us, -EIO, -ENOMEM)
+ */
+
 /* fsck.c */
 __attribute__((format(printf, 3, 4)))
 void fsck_report(struct fsck *f, bool fixable, const char *fmt, ...);

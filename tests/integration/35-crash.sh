@@ -85,9 +85,11 @@ if [ "$haslog" = 1 ]; then
 	# is the goal); any other seed or count demands 0.
 	known=0
 	[ "$SEED" = 1 ] && [ "$COUNT" = 4 ] && [ "$IMAGES" = 0 ] && known=${CRASH_LOG_KNOWN_FAILED:-15}
-	if [ "$failed" -gt "$known" ]; then
+	# the allowance is for the clone workload only: any other failure counts
+	others=$(grep "^FAIL " "$T/all.out" | grep -vc -- "--workload clone " || true)
+	if [ "$failed" -gt "$known" ] || [ "$others" != 0 ]; then
 		grep -A6 "^FAIL" "$T/all.out" | head -60
-		die "log feature on: $failed of $n crash images failed, more than the $known known (see above; reproduce with the FAIL line's options)"
+		die "log feature on: $failed of $n crash images failed ($others outside the clone workload); known: at most $known, clone only (see above; reproduce with the FAIL line's options)"
 	fi
 	[ "$failed" = 0 ] || grep -A3 "^FAIL" "$T/all.out" | head -12
 	log "log feature on: $n crash images, $failed failed (known bug: at most $known allowed)"
