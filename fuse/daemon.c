@@ -339,29 +339,57 @@ static void rl_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_dat
  * no page is touched); while the filesystem stays full, a GETATTR for that
  * node through a file handle open for writing answers ENOSPC, and the
  * write(2) fails the way it does on a local filesystem.  stat(2) and
- * fstat(2) send no file handle and are answered as always.  Once space is
- * back (RLFS_FULL_BYTES available) the node is forgotten.  A handful of
- * slots is plenty: they only matter while the filesystem is full, and a
- * node pushed out early only costs one more failed writeback.
+ * fstat(2) send no file handle and are answered as always.
+ *
+ * "Full" is what the failing WRITE saw, not a fixed threshold: a write
+ * can fail with more than a WRITE's worth still free (its bmbt and
+ * refcount headroom, busy extents awaiting a log force), and a threshold
+ * below that would let every GETATTR through while each writeback keeps
+ * failing.  So each slot keeps the space available when its node's
+ * write failed, and the node is forgotten once RLFS_FULL_BYTES more than
+ * that is available again (something was freed).  A handful of slots is
+ * plenty: they only matter while the filesystem is full, and a node
+ * pushed out early only costs one more failed writeback.
  */
 #define RLFS_FULL_SLOTS 64
 #define RLFS_FULL_BYTES RLFS_FUSE_MAX_WRITE
+struct full_slot {
+	fuse_ino_t node;                /* 0: free slot */
+	uint64_t avail_bytes;           /* available when its write failed */
+};
 static pthread_mutex_t g_full_lock = PTHREAD_MUTEX_INITIALIZER;
-static fuse_ino_t g_full_nodes[RLFS_FULL_SLOTS];
+static struct full_slot g_full[RLFS_FULL_SLOTS];
 static unsigned g_full_next;            /* slot to reuse next */
 static atomic_int g_nfull;              /* used slots: 0 on the fast path */
 
-static void full_add(fuse_ino_t node)
+/* Bytes available to unprivileged writers now; UINT64_MAX if unknown. */
+static uint64_t full_avail_bytes(struct rlfs_mount *mp)
 {
+	struct statvfs sv;
+	if (rlfs_statfs(mp, &sv) != 0)
+		return UINT64_MAX;
+	return (uint64_t)sv.f_bavail * sv.f_frsize;
+}
+
+static void full_add(struct rlfs_mount *mp, fuse_ino_t node)
+{
+	uint64_t avail = full_avail_bytes(mp);
+	if (avail == UINT64_MAX)
+		avail = 0;      /* unknown: full until RLFS_FULL_BYTES are free */
 	pthread_mutex_lock(&g_full_lock);
-	bool known = false;
-	for (int i = 0; i < RLFS_FULL_SLOTS; i++)
-		known |= g_full_nodes[i] == node;
-	if (!known) {
-		if (g_full_nodes[g_full_next] == 0)
+	int slot = -1;
+	for (int i = 0; i < RLFS_FULL_SLOTS && slot < 0; i++)
+		if (g_full[i].node == node)
+			slot = i;
+	if (slot < 0) {
+		slot = (int)g_full_next;
+		if (g_full[slot].node == 0)
 			atomic_fetch_add(&g_nfull, 1);
-		g_full_nodes[g_full_next] = node;
+		g_full[slot].node = node;
 		g_full_next = (g_full_next + 1) % RLFS_FULL_SLOTS;
+		g_full[slot].avail_bytes = avail;
+	} else if (avail < g_full[slot].avail_bytes) {
+		g_full[slot].avail_bytes = avail;
 	}
 	pthread_mutex_unlock(&g_full_lock);
 	/* the next write(2) then asks for attributes (see above) */
@@ -373,20 +401,19 @@ static bool full_refuses(struct rlfs_mount *mp, fuse_ino_t node)
 {
 	if (atomic_load(&g_nfull) == 0)
 		return false;
+	uint64_t avail = full_avail_bytes(mp);
 	pthread_mutex_lock(&g_full_lock);
-	int slot = -1;
-	for (int i = 0; i < RLFS_FULL_SLOTS && slot < 0; i++)
-		if (g_full_nodes[i] == node)
-			slot = i;
 	bool refuse = false;
-	if (slot >= 0) {
-		struct statvfs sv;
-		refuse = rlfs_statfs(mp, &sv) == 0 &&
-			 (uint64_t)sv.f_bavail * sv.f_frsize < RLFS_FULL_BYTES;
+	for (int i = 0; i < RLFS_FULL_SLOTS; i++) {
+		if (g_full[i].node != node)
+			continue;
+		uint64_t then = g_full[i].avail_bytes;
+		refuse = avail != UINT64_MAX && avail < then + RLFS_FULL_BYTES;
 		if (!refuse) {
-			g_full_nodes[slot] = 0;
+			g_full[i].node = 0;
 			atomic_fetch_sub(&g_nfull, 1);
 		}
+		break;
 	}
 	pthread_mutex_unlock(&g_full_lock);
 	return refuse;
@@ -853,7 +880,7 @@ static void rl_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 			job->in_len = (size_t)n;
 			slow_submit(job);
 			if ((size_t)n < size)
-				full_add(ino);
+				full_add(mp, ino);
 			return;
 		}
 	}
@@ -863,7 +890,7 @@ static void rl_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 		fuse_reply_write(req, (size_t)n);
 	}
 	if (n == -ENOSPC || (n >= 0 && (size_t)n < size))
-		full_add(ino);  /* after the reply: writeback may wait for it */
+		full_add(mp, ino);  /* after the reply: writeback may wait for it */
 }
 
 static void rl_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
