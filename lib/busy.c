@@ -36,6 +36,9 @@ struct rlfs_busy {
 	struct bnode **root;        /* per AG */
 	uint64_t *ag_blocks;        /* busy blocks per AG */
 	uint64_t nblocks;           /* all AGs */
+	struct bnode **uroot;       /* per AG: unshare-busy ranges */
+	uint64_t *ag_ublocks;       /* unshare-busy blocks per AG */
+	uint64_t nublocks;          /* all AGs */
 	uint64_t prng;
 	uint64_t durable_seq;
 	uint64_t forces;
@@ -56,9 +59,13 @@ static struct rlfs_busy *busy_get(struct rlfs_mount *mp)
 	b->agcount = mp->agcount;
 	b->root = calloc(mp->agcount, sizeof(*b->root));
 	b->ag_blocks = calloc(mp->agcount, sizeof(*b->ag_blocks));
-	if (!b->root || !b->ag_blocks) {
+	b->uroot = calloc(mp->agcount, sizeof(*b->uroot));
+	b->ag_ublocks = calloc(mp->agcount, sizeof(*b->ag_ublocks));
+	if (!b->root || !b->ag_blocks || !b->uroot || !b->ag_ublocks) {
 		free(b->root);
 		free(b->ag_blocks);
+		free(b->uroot);
+		free(b->ag_ublocks);
 		free(b);
 		return NULL;
 	}
@@ -184,21 +191,18 @@ static struct bnode *prune(struct bnode *t, uint64_t seq, uint64_t *dropped, uin
 	return n;
 }
 
-int rlfs_busy_insert(struct rlfs_mount *mp, uint32_t agno, uint32_t agbno, uint32_t len,
-		     uint64_t seq)
+/* Insert [agbno, agbno+len) tagged seq into *root, merging; adds the
+ * blocks newly covered to *ag_blocks and *nblocks. */
+static int range_insert(struct rlfs_busy *b, struct bnode **root, uint64_t *ag_blocks,
+			uint64_t *nblocks, uint32_t agbno, uint32_t len, uint64_t seq)
 {
-	if (len == 0)
-		return 0;
-	struct rlfs_busy *b = busy_get(mp);
-	if (!b || agno >= b->agcount)
-		return b ? -EINVAL : -ENOMEM;
 	struct bnode *nn = calloc(1, sizeof(*nn));
 	if (!nn)
 		return -ENOMEM;
 	uint64_t s = agbno, e = (uint64_t)agbno + len, oldblocks = 0;
 	struct bnode *lo, *mid, *hi;
 	/* lo: ranges starting before agbno; the last may overlap or touch */
-	split(b->root[agno], agbno, &lo, &hi);
+	split(*root, agbno, &lo, &hi);
 	struct bnode *last = pop_max(&lo);
 	if (last && (uint64_t)last->agbno + last->len >= s) {
 		s = last->agbno;
@@ -226,12 +230,52 @@ int rlfs_busy_insert(struct rlfs_mount *mp, uint32_t agno, uint32_t agbno, uint3
 	nn->len = (uint32_t)(e - s);
 	nn->seq = seq;
 	nn->prio = rnd(b);
-	b->root[agno] = join(join(lo, nn), hi);
-	b->ag_blocks[agno] += nn->len - oldblocks;
-	b->nblocks += nn->len - oldblocks;
+	*root = join(join(lo, nn), hi);
+	*ag_blocks += nn->len - oldblocks;
+	*nblocks += nn->len - oldblocks;
 	if (seq < b->min_seq)
 		b->min_seq = seq;
 	return 0;
+}
+
+int rlfs_busy_insert(struct rlfs_mount *mp, uint32_t agno, uint32_t agbno, uint32_t len,
+		     uint64_t seq)
+{
+	if (len == 0)
+		return 0;
+	struct rlfs_busy *b = busy_get(mp);
+	if (!b || agno >= b->agcount)
+		return b ? -EINVAL : -ENOMEM;
+	return range_insert(b, &b->root[agno], &b->ag_blocks[agno], &b->nblocks, agbno, len, seq);
+}
+
+int rlfs_busy_insert_unshared(struct rlfs_mount *mp, uint32_t agno, uint32_t agbno,
+			      uint32_t len, uint64_t seq)
+{
+	if (len == 0)
+		return 0;
+	struct rlfs_busy *b = busy_get(mp);
+	if (!b || agno >= b->agcount)
+		return b ? -EINVAL : -ENOMEM;
+	return range_insert(b, &b->uroot[agno], &b->ag_ublocks[agno], &b->nublocks, agbno, len,
+			    seq);
+}
+
+bool rlfs_busy_next_unshared(const struct rlfs_mount *mp, uint32_t agno, uint32_t agbno,
+			     uint32_t end, uint32_t *pstart, uint32_t *pend)
+{
+	const struct rlfs_busy *b = mp->busy;
+	if (agbno >= end || !b || agno >= b->agcount || !b->ag_ublocks[agno])
+		return false;
+	struct bnode *t = b->uroot[agno];
+	struct bnode *f = floor_node(t, agbno);
+	if (!f || (uint64_t)f->agbno + f->len <= agbno)
+		f = above_node(t, agbno);
+	if (!f || f->agbno >= end)
+		return false;
+	*pstart = RLFS_MAX(f->agbno, agbno);
+	*pend = (uint32_t)RLFS_MIN((uint64_t)f->agbno + f->len, (uint64_t)end);
+	return true;
 }
 
 bool rlfs_busy_next_free(struct rlfs_mount *mp, uint32_t agno, uint32_t agbno, uint32_t end,
@@ -378,6 +422,14 @@ void rlfs_busy_clear_durable(struct rlfs_mount *mp, uint64_t seq)
 		b->ag_blocks[agno] -= dropped;
 		b->nblocks -= dropped;
 	}
+	for (uint32_t agno = 0; agno < b->agcount; agno++) {
+		if (!b->uroot[agno])
+			continue;
+		uint64_t dropped = 0;
+		b->uroot[agno] = prune(b->uroot[agno], seq, &dropped, &min_seq);
+		b->ag_ublocks[agno] -= dropped;
+		b->nublocks -= dropped;
+	}
 	if (b->ino_used && ino_rehash(b, b->ino_cap, seq, &min_seq)) {
 		/* no memory for the new table: every entry stays busy (safe),
 		 * to be cleared by a later call */
@@ -475,6 +527,11 @@ uint64_t rlfs_busy_blocks(const struct rlfs_mount *mp)
 	return mp->busy ? mp->busy->nblocks : 0;
 }
 
+uint64_t rlfs_busy_unshared_blocks(const struct rlfs_mount *mp)
+{
+	return mp->busy ? mp->busy->nublocks : 0;
+}
+
 uint64_t rlfs_busy_inodes(const struct rlfs_mount *mp)
 {
 	return mp->busy ? mp->busy->ninodes : 0;
@@ -493,9 +550,12 @@ void rlfs_busy_destroy(struct rlfs_mount *mp)
 	for (uint32_t agno = 0; agno < b->agcount; agno++) {
 		uint64_t blocks = 0;
 		free_all(b->root[agno], &blocks);
+		free_all(b->uroot[agno], &blocks);
 	}
 	free(b->root);
 	free(b->ag_blocks);
+	free(b->uroot);
+	free(b->ag_ublocks);
 	free(b->ino);
 	free(b);
 	mp->busy = NULL;

@@ -74,6 +74,31 @@ bool rlfs_busy_next_free(struct rlfs_mount *mp, uint32_t agno, uint32_t agbno, u
 			 uint32_t *pstart, uint32_t *pend);
 
 /*
+ * Unshare-busy ranges.  A refcount decrement that leaves a block with one
+ * owner (a CoW remap, truncate or unlink of one of two sharers) is not on
+ * disk until its transaction is durable; until then the disk still says
+ * the block is shared, and a crash brings the other owner back.  Were the
+ * remaining owner to overwrite the block in place meanwhile, the returning
+ * owner (say an fsync'd clone) would show the new bytes.  So such a block
+ * is written as shared (copy-on-write) until the decrement is durable:
+ * refcount.c records every range whose count drops to 1, and the write
+ * path's sharing query (rlfs_reflink_find_shared) treats these ranges as
+ * shared.  Cleared with the busy extents by rlfs_busy_clear_durable.  XFS
+ * has no such list because its data writes are ordered against the log
+ * by the CoW fork's remap at I/O completion; ours go in place at once.
+ */
+/* Mark [agbno, agbno+len) of AG agno unshare-busy until seq is durable.
+ * Merges like rlfs_busy_insert.  0, -ENOMEM, -EINVAL (agno out of range). */
+int rlfs_busy_insert_unshared(struct rlfs_mount *mp, uint32_t agno, uint32_t agbno,
+			      uint32_t len, uint64_t seq);
+/* The first unshare-busy piece of [agbno, end): true with [*pstart, *pend)
+ * (clipped to the range), false if none.  O(log n). */
+bool rlfs_busy_next_unshared(const struct rlfs_mount *mp, uint32_t agno, uint32_t agbno,
+			     uint32_t end, uint32_t *pstart, uint32_t *pend);
+/* Unshare-busy blocks now (all AGs); for tests. */
+uint64_t rlfs_busy_unshared_blocks(const struct rlfs_mount *mp);
+
+/*
  * The changes of every transaction with sequence <= seq are durable: drop
  * every busy extent and busy inode tagged <= seq, and remember seq as the
  * durable sequence (a smaller seq than one seen before changes nothing).

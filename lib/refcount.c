@@ -32,6 +32,7 @@
  * Model: xfsprogs libxfs/xfs_refcount.c, xfs_refcount_btree.c.
  */
 #include "refcount.h"
+#include "busy.h"
 
 #include <string.h>
 
@@ -379,6 +380,11 @@ static int adjust_ag(struct ag_ctx *a, uint32_t agbno, uint32_t len, int delta)
 			uint32_t nrc = delta > 0 ? r.rc + 1 : r.rc - 1;
 			if (nrc == 1) {
 				err = rec_delete(a, r.start);
+				/* shared on disk until this transaction is
+				 * durable: busy.h "Unshare-busy ranges" */
+				if (!err && delta < 0)
+					err = rlfs_busy_insert_unshared(mp, a->agno, r.start, r.len,
+									rlfs_busy_cur_seq(mp));
 			} else {
 				r.rc = nrc;
 				err = rec_update(a, &r);

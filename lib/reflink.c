@@ -32,6 +32,7 @@
 #include "bmap.h"
 #include "dev.h"
 #include "refcount.h"
+#include "busy.h"
 
 #define CLONE_BATCH 1024u        /* pieces per clone transaction */
 #define CLONE_POLL 64u           /* pieces between two cancel polls */
@@ -82,6 +83,78 @@ static uint32_t clone_res(struct rlfs_inode *dst, uint32_t pieces)
 /* Sharing queries                                                     */
 /* ------------------------------------------------------------------ */
 
+/* The first unshare-busy run of [fsbno, fsbno+len) in fsbno terms (see
+ * busy.h): *sfsb and *sl, or *sl 0 if none. */
+static void find_unshare_busy(struct rlfs_mount *mp, uint64_t fsbno, uint32_t len,
+			      uint64_t *sfsb, uint32_t *sl)
+{
+	*sl = 0;
+	*sfsb = fsbno + len;
+	if (!rlfs_busy_unshared_blocks(mp))
+		return;
+	while (len) {
+		uint32_t agno = rlfs_fsb_to_agno(mp, fsbno), agbno = rlfs_fsb_to_agbno(mp, fsbno);
+		uint32_t n = RLFS_MIN(len, rlfs_ag_blocks(mp, agno) - agbno);
+		uint32_t ps, pe;
+		if (rlfs_busy_next_unshared(mp, agno, agbno, agbno + n, &ps, &pe)) {
+			*sfsb = rlfs_agb_to_fsb(mp, agno, ps);
+			*sl = pe - ps;
+			return;
+		}
+		fsbno += n;
+		len -= n;
+	}
+}
+
+/*
+ * Blocks the write path must treat as shared: the first run of
+ * [fsbno, fsbno+len) that the refcount btree says is shared or that is
+ * unshare-busy (its last other owner dropped it in a transaction not yet
+ * durable).  Same outputs as rlfs_refcount_find_shared.
+ */
+static int find_shared_for_write(struct rlfs_trans *tp, uint64_t fsbno, uint32_t len,
+				 uint64_t *sfsb, uint32_t *sl)
+{
+	struct rlfs_mount *mp = tp->mp;
+	uint64_t end = fsbno + len;
+	uint64_t rs, bs;
+	uint32_t rl, bl;
+	int error = rlfs_refcount_find_shared(tp, fsbno, len, &rs, &rl);
+	if (error)
+		return error;
+	find_unshare_busy(mp, fsbno, len, &bs, &bl);
+	if (!rl && !bl) {
+		*sfsb = rs;
+		*sl = 0;
+		return 0;
+	}
+	uint64_t s = !rl ? bs : !bl ? rs : RLFS_MIN(rs, bs);
+	uint64_t e = s;
+	if (rl && rs == s)
+		e = rs + rl;
+	if (bl && bs == s && bs + bl > e)
+		e = bs + bl;
+	/* runs of one kind that continue where the other ends */
+	for (bool grew = true; grew && e < end;) {
+		grew = false;
+		error = rlfs_refcount_find_shared(tp, e, (uint32_t)(end - e), &rs, &rl);
+		if (error)
+			return error;
+		if (rl && rs == e) {
+			e += rl;
+			grew = true;
+		}
+		find_unshare_busy(mp, e, (uint32_t)(end - e), &bs, &bl);
+		if (bl && bs == e) {
+			e += bl;
+			grew = true;
+		}
+	}
+	*sfsb = s;
+	*sl = (uint32_t)(e - s);
+	return 0;
+}
+
 int rlfs_reflink_find_shared(struct rlfs_trans *tp, struct rlfs_inode *ip, uint64_t fb,
 			     uint64_t len, uint64_t *sfb, uint64_t *slen)
 {
@@ -107,7 +180,7 @@ int rlfs_reflink_find_shared(struct rlfs_trans *tp, struct rlfs_inode *ip, uint6
 		uint64_t fsb = got.startblock + (pos - got.startoff);
 		uint64_t sfsb;
 		uint32_t sl;
-		int error = rlfs_refcount_find_shared(tp, fsb, (uint32_t)(e - pos), &sfsb, &sl);
+		int error = find_shared_for_write(tp, fsb, (uint32_t)(e - pos), &sfsb, &sl);
 		if (error)
 			return error;
 		if (!sl) {
@@ -124,7 +197,7 @@ int rlfs_reflink_find_shared(struct rlfs_trans *tp, struct rlfs_inode *ip, uint6
 				break;
 			e = RLFS_MIN(irec_end(&got), end);
 			fsb = got.startblock + (rend - got.startoff);
-			error = rlfs_refcount_find_shared(tp, fsb, (uint32_t)(e - rend), &sfsb,
+			error = find_shared_for_write(tp, fsb, (uint32_t)(e - rend), &sfsb,
 							  &sl);
 			if (error)
 				return error;

@@ -13,8 +13,7 @@
 #  - without the log: the other cuts MUST find damage (random cuts that
 #    lose or tear unflushed metadata writes), which proves the tester can
 #    fail;
-#  - with the log: no crash image may fail at all (but see the KNOWN BUG
-#    note below: the default seed still fails a known number).
+#  - with the log: no crash image may fail at all.
 # CRASH_SEED, CRASH_COUNT (random cuts per flush interval) and CRASH_IMAGES
 # (cap per run) change the run; `make crashtest` is the long version.
 . "$(dirname "$0")/../lib.sh"
@@ -77,22 +76,12 @@ haslog=$(field log "$T/all.out")
 [ -n "$n" ] && [ -n "$failed" ] && [ -n "$haslog" ] || die "no RESULT line"
 [ "$n" -ge 500 ] || [ "$IMAGES" != 0 ] || die "only $n crash images checked"
 if [ "$haslog" = 1 ]; then
-	# KNOWN BUG (issue 10, open): with the log and busy extents, seed 1
-	# still fails 15 of 1007 images, all in the clone workload (fsx,
-	# enospc and dir: 0): another file's bytes in a cloned file at flush
-	# cuts.  Until it is fixed the default run may not fail more images
-	# than that (a ratchet: lower CRASH_LOG_KNOWN_FAILED as fixes land, 0
-	# is the goal); any other seed or count demands 0.
-	known=0
-	[ "$SEED" = 1 ] && [ "$COUNT" = 4 ] && [ "$IMAGES" = 0 ] && known=${CRASH_LOG_KNOWN_FAILED:-15}
-	# the allowance is for the clone workload only: any other failure counts
-	others=$(grep "^FAIL " "$T/all.out" | grep -vc -- "--workload clone " || true)
-	if [ "$failed" -gt "$known" ] || [ "$others" != 0 ]; then
+	# with the log every crash image must pass: any failure is a bug
+	if [ "$failed" != 0 ]; then
 		grep -A6 "^FAIL" "$T/all.out" | head -60
-		die "log feature on: $failed of $n crash images failed ($others outside the clone workload); known: at most $known, clone only (see above; reproduce with the FAIL line's options)"
+		die "log feature on: $failed of $n crash images failed (see above; reproduce with the FAIL line's options)"
 	fi
-	[ "$failed" = 0 ] || grep -A3 "^FAIL" "$T/all.out" | head -12
-	log "log feature on: $n crash images, $failed failed (known bug: at most $known allowed)"
+	log "log feature on: $n crash images, none failed"
 else
 	# without a log, unflushed metadata writes lost or torn must show
 	random=$(sed -n 's/^by cut: .*random \([0-9]*\)\/\([0-9]*\) failed.*/\1/p' "$T/all.out")

@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "reflinkfs/fs.h"
+#include "reflinkfs/ioctl.h"
 #include "alloc.h"
 #include "busy.h"
 #include "trans.h"
@@ -135,6 +136,62 @@ static void test_crash_unlink_create(void **state)
 {
 	(void)state;
 	crash_after_free(BY_UNLINK);
+}
+
+/* Unshare-busy (busy.h): f60 and its clone c are durable and share their
+ * blocks; c is unlinked (or truncated: refcount 2 -> 1, not yet durable)
+ * and f60 is rewritten; the daemon dies.  c comes back with the crash and
+ * must still hold f60's old bytes: f60's rewrite had to copy on write,
+ * not overwrite the blocks the durable trees still give to c.  Then, once
+ * the unlink is durable, a rewrite of f60 goes in place again. */
+static void crash_after_unshare(enum how how)
+{
+	struct tu_fs fs;
+	tu_mkfs_mount(&fs, 64 * MiB, 4096, 1);
+	uint64_t f60 = mkfile(fs.mp, "f60");
+	fill(fs.mp, f60, 0x60, FILE_BYTES);
+	uint64_t c = mkfile(fs.mp, "c");
+	assert_int_equal(rlfs_clone_range(fs.mp, f60, 0, c, 0, FILE_BYTES, 0), (int64_t)FILE_BYTES);
+	assert_int_equal(rlfs_sync(fs.mp), 0);
+
+	if (how == BY_TRUNCATE) {
+		struct stat st = { .st_size = 0 };
+		assert_int_equal(rlfs_setattr(fs.mp, c, &st, RLFS_SET_SIZE, NULL), 0);
+	} else {
+		assert_int_equal(rlfs_unlink(fs.mp, rlfs_root_ino(fs.mp), "c"), 0);
+	}
+	assert_true(rlfs_busy_unshared_blocks(fs.mp) >= FILE_BYTES / 4096);
+	struct rlfs_ioc_extent before, after;
+	uint32_t n;
+	assert_int_equal(rlfs_get_extents(fs.mp, f60, 0, 4096, &before, 1, &n), 0);
+	fill(fs.mp, f60, 0x47, FILE_BYTES);
+	assert_int_equal(rlfs_get_extents(fs.mp, f60, 0, 4096, &after, 1, &n), 0);
+	assert_int_not_equal(before.physical, after.physical);
+
+	char copy[96];
+	crash_copy(&fs, copy, sizeof(copy));
+	/* durable now: no more unshare-busy blocks, and writes go in place */
+	assert_int_equal(rlfs_sync(fs.mp), 0);
+	assert_int_equal(rlfs_busy_unshared_blocks(fs.mp), 0);
+	fill(fs.mp, f60, 0x48, FILE_BYTES);
+	assert_int_equal(rlfs_get_extents(fs.mp, f60, 0, 4096, &before, 1, &n), 0);
+	assert_int_equal(before.physical, after.physical);
+	tu_unmount(&fs);
+	crash_fsck(copy);
+	check_crash_file(copy, c, 0x60);
+	unlink(copy);
+}
+
+static void test_crash_unshare_unlink(void **state)
+{
+	(void)state;
+	crash_after_unshare(BY_UNLINK);
+}
+
+static void test_crash_unshare_truncate(void **state)
+{
+	(void)state;
+	crash_after_unshare(BY_TRUNCATE);
 }
 
 /* A freed inode number is not given to a new file or directory before the
@@ -339,6 +396,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_crash_truncate_create),
 		cmocka_unit_test(test_crash_unlink_create),
+		cmocka_unit_test(test_crash_unshare_unlink),
+		cmocka_unit_test(test_crash_unshare_truncate),
 		cmocka_unit_test(test_inode_not_reused),
 		cmocka_unit_test(test_alloc_skips_busy),
 		cmocka_unit_test(test_force_inside_trans),
