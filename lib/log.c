@@ -184,6 +184,12 @@ void rlfs_log_free(struct rlfs_mount *mp)
 			img = next;
 		}
 	}
+	while (log->spare) {
+		struct rlfs_log_img *next = log->spare->next;
+		free(log->spare->data);
+		free(log->spare);
+		log->spare = next;
+	}
 	free(log->wbuf);
 	free(log);
 	mp->log = NULL;

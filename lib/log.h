@@ -69,6 +69,10 @@ struct rlfs_log {
 	struct rlfs_log_img *cil_first, *cil_last;
 	size_t cil_count;
 	size_t cil_max;             /* commit forces the CIL past this many items */
+	/* images (with data) allocated ahead by rlfs_log_cil_reserve, so
+	 * that the commit that uses them cannot fail half way */
+	struct rlfs_log_img *spare;
+	size_t nspare;
 	/* AIL: images of durable checkpoints, not yet in place, by LSN */
 	struct rlfs_log_img *ail_first, *ail_last;
 	size_t ail_count;
@@ -155,10 +159,20 @@ static inline bool rlfs_log_seq_durable(const struct rlfs_mount *mp, uint64_t se
  * A buffer's current image joins the CIL (called for every logged buffer
  * at rlfs_trans_commit, through rlfs_buf_mark_dirty): a copy of bp->data
  * replaces any image of the same block already in the CIL.  The buffer is
- * pinned.  0 or -ENOMEM (then the change is not logged: reported).
+ * pinned.  0 or -ENOMEM (then the change is not logged: reported; cannot
+ * happen after a successful rlfs_log_cil_reserve for this commit).
  * Mirrors xfs_cil_insert_items / xlog_cil_insert_format_items.
  */
 int rlfs_log_cil_insert(struct rlfs_mount *mp, struct rlfs_buf *bp);
+/*
+ * Before tp's commit changes anything: allocate the CIL images its
+ * buffers will need (a buffer logged in tp without a CIL image with data,
+ * a freed one with a durable image but no CIL item), so the inserts and
+ * cancels of the commit itself cannot fail for memory (XFS allocates its
+ * shadow buffers the same way, xlog_cil_alloc_shadow_bufs).  0 or -ENOMEM
+ * (then the commit must fail and tp be cancelled).  A no-op without a log.
+ */
+int rlfs_log_cil_reserve(struct rlfs_trans *tp);
 /* bp's block was freed (rlfs_buf_stale): if the block has an image in the
  * CIL or AIL, the CIL gets a cancel item for it instead of an image, so
  * recovery never writes an older image over the block's next owner. */

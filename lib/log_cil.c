@@ -48,9 +48,48 @@ void rlfs_log_stamp_lsn(struct rlfs_mount *mp, uint16_t type, void *data, uint64
 	}
 }
 
+int rlfs_log_cil_reserve(struct rlfs_trans *tp)
+{
+	struct rlfs_mount *mp = tp->mp;
+	struct rlfs_log *log = mp->log;
+	if (!log)
+		return 0;
+	size_t images = 0;
+	for (struct rlfs_buf *bp = tp->bufs; bp; bp = bp->tnext) {
+		if (bp->flags & RLFS_BUF_INVAL_IN_TP)
+			images += bp->log_ail && !bp->log_cil;
+		else if (bp->logged)
+			images += !bp->log_cil || !bp->log_cil->data;
+	}
+	while (log->nspare < images) {
+		struct rlfs_log_img *img = calloc(1, sizeof(*img));
+		if (!img || posix_memalign((void **)&img->data, 64, mp->blocksize)) {
+			free(img);
+			return -ENOMEM;
+		}
+		img->next = log->spare;
+		log->spare = img;
+		log->nspare++;
+	}
+	return 0;
+}
+
+/* A spare image (with data) if one was reserved, else a new one without
+ * data; NULL without memory. */
+static struct rlfs_log_img *img_get(struct rlfs_log *log)
+{
+	struct rlfs_log_img *img = log->spare;
+	if (!img)
+		return calloc(1, sizeof(*img));
+	log->spare = img->next;
+	log->nspare--;
+	img->next = NULL;
+	return img;
+}
+
 static struct rlfs_log_img *cil_add(struct rlfs_log *log, struct rlfs_buf *bp)
 {
-	struct rlfs_log_img *img = calloc(1, sizeof(*img));
+	struct rlfs_log_img *img = img_get(log);
 	if (!img)
 		return NULL;
 	img->fsbno = bp->fsbno;
@@ -90,6 +129,12 @@ int rlfs_log_cil_insert(struct rlfs_mount *mp, struct rlfs_buf *bp)
 		img = cil_add(log, bp);
 		if (!img)
 			goto nomem;
+	}
+	if (!img->data && log->spare) {
+		/* a cancel item turned back into an image: a spare's data */
+		struct rlfs_log_img *sp = img_get(log);
+		img->data = sp->data;
+		free(sp);
 	}
 	if (!img->data) {
 		if (posix_memalign((void **)&img->data, 64, mp->blocksize)) {

@@ -22,8 +22,6 @@
 #include <string.h>
 #include <time.h>
 
-#define RLFS_BUF_NEW_IN_TP (1u << 8)   /* got via get_buf in this tp */
-#define RLFS_BUF_INVAL_IN_TP (1u << 9) /* binval'd in this tp */
 
 /* Committed changes not yet written in place: dirty in the cache (no
  * log), or pinned by the log (an image in the CIL or AIL). */
@@ -286,6 +284,13 @@ int rlfs_trans_commit(struct rlfs_trans *tp)
 				return err;
 			}
 		}
+	}
+	/* the CIL images this commit needs, before anything is changed:
+	 * from here on the commit cannot fail */
+	int rerr = rlfs_log_cil_reserve(tp);
+	if (rerr) {
+		rlfs_trans_cancel(tp);
+		return rerr;
 	}
 	for (struct rlfs_buf *bp = tp->bufs; bp; bp = bp->tnext) {
 		if (bp->flags & RLFS_BUF_INVAL_IN_TP)

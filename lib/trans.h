@@ -28,6 +28,10 @@
 
 struct rlfs_defer_pending;
 
+/* bp->flags of a buffer joined to the open transaction (trans.c) */
+#define RLFS_BUF_NEW_IN_TP (1u << 8)   /* got via get_buf in this tp */
+#define RLFS_BUF_INVAL_IN_TP (1u << 9) /* binval'd in this tp */
+
 /* flags for rlfs_trans_alloc */
 #define RLFS_TRANS_RESERVE (1u << 0) /* may dip into mp->resblks (unlink etc.) */
 /* Read-only: joined buffers get no before-image (lookups, readdir, fsck
