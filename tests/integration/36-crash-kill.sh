@@ -59,7 +59,8 @@ after_kill() {
 	[ $rc = 0 ] || [ $rc = 1 ] || { cat "$T/verify.out"; die "$name: verify failed to run (exit $rc)"; }
 	if [ $rc = 1 ]; then
 		trial_bad=1
-		log "$name: $(tail -1 "$T/verify.out"): $(head -2 "$T/verify.out" | cut -c1-150 | tr '\n' ' ')"
+		log "$name: $(tail -1 "$T/verify.out"): $(head -2 "$T/verify.out" | cut -c1-150 | tr '\n' ' ')" |
+			tee -a "$T/damage.log"
 	fi
 	rlfs_umount "$MNT"
 	rc=0
@@ -67,7 +68,8 @@ after_kill() {
 	[ $rc = 0 ] || [ $rc = 4 ] || { tail -5 "$T/fsck.out"; die "$name: fsck -n exit $rc"; }
 	if [ $rc != 0 ]; then
 		trial_bad=1
-		log "$name: fsck -n exit $rc: $(grep -v "^$IMG" "$T/fsck.out" | head -2 | cut -c1-150 | tr '\n' ' ')"
+		log "$name: fsck -n exit $rc: $(grep -v "^$IMG" "$T/fsck.out" | head -4 | cut -c1-200 | tr '\n' ' ')" |
+			tee -a "$T/damage.log"
 	fi
 	[ $trial_bad = 0 ] || damaged=$((damaged + 1))
 }
@@ -105,6 +107,8 @@ for ((t = 1; t <= KILL_TRIALS; t++)); do
 done
 
 total=$((BUSY_TRIALS + KILL_TRIALS))
+# the damage again at the end, where a CI log's tail shows it
+[ ! -s "$T/damage.log" ] || cat "$T/damage.log" >&2
 log "$damaged of $total trials damaged ($busy_damaged of $BUSY_TRIALS busy trials)"
 if [ "$haslog" = 1 ]; then
 	[ "$damaged" = 0 ] || die "log feature on: $damaged of $total kill -9 trials lost fsync'd data or left fsck findings"
