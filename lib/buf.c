@@ -444,6 +444,60 @@ static void written(struct rlfs_mount *mp, struct rlfs_buf *bp)
 	rlfs_buf_settle(mp, bp);
 }
 
+struct written_ctx {
+	struct rlfs_mount *mp;
+	struct rlfs_buf **list;
+};
+
+static void written_cb(void *arg, size_t i)
+{
+	struct written_ctx *wc = arg;
+	written(wc->mp, wc->list[i]);
+}
+
+int rlfs_buf_write_blocks(struct rlfs_mount *mp, size_t n, const uint64_t *fsbno,
+			  const void *const *data, void (*done)(void *arg, size_t i), void *arg)
+{
+	int first_err = 0;
+	size_t run_max = RLFS_MAX(1u, RLFS_FLUSH_RUN_BYTES >> mp->blocklog);
+	uint8_t *run = NULL;
+	if (n > 1 && posix_memalign((void **)&run, RLFS_DIO_ALIGN, run_max << mp->blocklog))
+		run = NULL;     /* no memory: one write per block */
+	rlfs_progress(mp, RLFS_PROGRESS_META, 0, n);
+	size_t i = 0, reported = 0;
+	while (i < n) {
+		if (!data[i]) {
+			i++;
+			continue;
+		}
+		size_t j = i + 1;
+		while (run && j < n && j - i < run_max && data[j] && fsbno[j] == fsbno[j - 1] + 1)
+			j++;
+		const void *src = data[i];
+		if (j - i > 1) {
+			for (size_t k = i; k < j; k++)
+				memcpy(run + ((k - i) << mp->blocklog), data[k], mp->blocksize);
+			src = run;
+		}
+		int err = rlfs_dev_pwrite(mp->dev, src, (j - i) << mp->blocklog,
+					  fsbno[i] << mp->blocklog);
+		if (err) {
+			if (!first_err)
+				first_err = err;
+		} else if (done) {
+			for (size_t k = i; k < j; k++)
+				done(arg, k);
+		}
+		i = j;
+		if (i - reported >= 256) {
+			rlfs_progress(mp, RLFS_PROGRESS_META, i, n);
+			reported = i;
+		}
+	}
+	free(run);
+	return first_err;
+}
+
 int rlfs_buf_flush_all(struct rlfs_mount *mp)
 {
 	struct rlfs_bcache *bc = mp->bcache;
@@ -507,44 +561,25 @@ int rlfs_buf_flush_all(struct rlfs_mount *mp)
 			list[i] = NULL;
 		}
 	}
-	size_t run_max = RLFS_MAX(1u, RLFS_FLUSH_RUN_BYTES >> mp->blocklog);
-	uint8_t *run = NULL;
-	if (n > 1 && posix_memalign((void **)&run, RLFS_DIO_ALIGN, run_max << mp->blocklog))
-		run = NULL;     /* no memory: one write per block */
-	rlfs_progress(mp, RLFS_PROGRESS_META, 0, n);
-	size_t i = 0, reported = 0;
-	while (i < n) {
-		struct rlfs_buf *bp = list[i];
-		if (!bp) {
-			i++;
-			continue;
-		}
-		size_t j = i + 1;
-		while (run && j < n && j - i < run_max && list[j] &&
-		       list[j]->fsbno == list[j - 1]->fsbno + 1)
-			j++;
-		const void *src = bp->data;
-		if (j - i > 1) {
-			for (size_t k = i; k < j; k++)
-				memcpy(run + ((k - i) << mp->blocklog), list[k]->data, mp->blocksize);
-			src = run;
-		}
-		err = rlfs_dev_pwrite(mp->dev, src, (j - i) << mp->blocklog,
-				      bp->fsbno << mp->blocklog);
-		if (err) {
-			if (!first_err)
-				first_err = err;
-		} else {
-			for (size_t k = i; k < j; k++)
-				written(mp, list[k]);
-		}
-		i = j;
-		if (i - reported >= 256) {
-			rlfs_progress(mp, RLFS_PROGRESS_META, i, n);
-			reported = i;
-		}
+	uint64_t *fsbnos = malloc(n * sizeof(*fsbnos) + 1);
+	const void **datas = malloc(n * sizeof(*datas) + 1);
+	if (!fsbnos || !datas) {
+		free(fsbnos);
+		free(datas);
+		free(list);
+		rlfs_progress(mp, RLFS_PROGRESS_IDLE, 0, 0);
+		return -ENOMEM;
 	}
-	free(run);
+	for (size_t i = 0; i < n; i++) {
+		fsbnos[i] = list[i] ? list[i]->fsbno : 0;
+		datas[i] = list[i] ? list[i]->data : NULL;
+	}
+	struct written_ctx wc = { mp, list };
+	err = rlfs_buf_write_blocks(mp, n, fsbnos, datas, written_cb, &wc);
+	if (err && !first_err)
+		first_err = err;
+	free(fsbnos);
+	free(datas);
 	free(list);
 
 	/* 3. make it durable */

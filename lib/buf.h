@@ -105,6 +105,18 @@ void rlfs_buf_forget(struct rlfs_mount *mp, uint64_t fsbno);
  */
 #define RLFS_FLUSH_RUN_BYTES (1u << 20)
 int rlfs_buf_flush_all(struct rlfs_mount *mp);
+/*
+ * Write n whole blocks in place: block i is fsbno[i] with blocksize bytes
+ * at data[i] (NULL: skip it); the blocks are sorted by fsbno, and runs of
+ * consecutive blocks go to the device as one write of up to
+ * RLFS_FLUSH_RUN_BYTES (one write per block if no run buffer can be had).
+ * done(arg, i) is called for every block written; no flush.  Reports
+ * RLFS_PROGRESS_META.  0 or the first write's error (-EIO...; the other
+ * runs are still written).  The writer of rlfs_buf_flush_all and of the
+ * log's AIL push.
+ */
+int rlfs_buf_write_blocks(struct rlfs_mount *mp, size_t n, const uint64_t *fsbno,
+			  const void *const *data, void (*done)(void *arg, size_t i), void *arg);
 /* Number of dirty buffers (flush policy). */
 size_t rlfs_buf_ndirty(struct rlfs_mount *mp);
 /* Call fn for every cached buffer in [fsbno, fsbno+len), each with a

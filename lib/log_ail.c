@@ -93,18 +93,23 @@ int rlfs_log_ail_push(struct rlfs_log *log, uint64_t target_lsn)
 	for (struct rlfs_log_img *img = log->ail_first; i < n; img = img->next)
 		list[i++] = img;
 	qsort(list, n, sizeof(*list), cmp_img_fsbno);
-	int err = 0;
-	uint64_t written = 0;
-	rlfs_progress(mp, RLFS_PROGRESS_META, 0, n);
-	for (i = 0; i < n && !err; i++) {
-		if (!list[i]->data)
-			continue; /* cancelled: the block was freed */
-		err = rlfs_dev_pwrite(mp->dev, list[i]->data, mp->blocksize,
-				      list[i]->fsbno << mp->blocklog);
-		written++;
-		if ((i & 255) == 255)
-			rlfs_progress(mp, RLFS_PROGRESS_META, i + 1, n);
+	uint64_t *fsbnos = malloc(n * sizeof(*fsbnos));
+	const void **datas = malloc(n * sizeof(*datas));
+	if (!fsbnos || !datas) {
+		free(fsbnos);
+		free(datas);
+		free(list);
+		return -ENOMEM;
 	}
+	uint64_t written = 0;
+	for (i = 0; i < n; i++) {
+		fsbnos[i] = list[i]->fsbno;
+		datas[i] = list[i]->data;   /* NULL: cancelled, the block was freed */
+		written += datas[i] != NULL;
+	}
+	int err = rlfs_buf_write_blocks(mp, n, fsbnos, datas, NULL, NULL);
+	free(fsbnos);
+	free(datas);
 	rlfs_progress(mp, RLFS_PROGRESS_SYNC, 0, 1);
 	if (!err)
 		err = rlfs_dev_flush(mp->dev);
