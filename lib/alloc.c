@@ -946,6 +946,28 @@ static int near_bno_search(struct rlfs_trans *tp, uint32_t agno, struct rlfs_buf
 	return err;
 }
 
+/*
+ * The non-busy piece of free record [s, s+n) with the most usable aligned
+ * blocks: that count (0: none), its piece's first aligned block in *start.
+ * When no piece gives want blocks but the record would without its busy
+ * blocks, the allocator is told it was blocked (busy.h).
+ */
+static uint32_t best_piece(struct rlfs_mount *mp, uint32_t agno, uint64_t agstart, uint32_t s,
+			   uint32_t n, uint32_t align, uint32_t want, uint32_t *start)
+{
+	uint32_t ps, pn, bestu = 0;
+	for (uint32_t from = s; piece(mp, agno, s, n, from, &ps, &pn); from = ps + pn) {
+		uint32_t u = usable_len(agstart, ps, pn, align);
+		if (u > bestu) {
+			bestu = u;
+			*start = align_up_ag(agstart, ps, align);
+		}
+	}
+	if (bestu < want && usable_len(agstart, s, n, align) >= want)
+		rlfs_busy_note_blocked(mp); /* it would fit but for busy blocks */
+	return bestu;
+}
+
 /* Smallest record (by cntbt order) with >= target usable aligned blocks. */
 static int cnt_fit_search(struct rlfs_trans *tp, uint32_t agno, struct rlfs_buf *agbp,
 			  uint32_t target, uint32_t align, struct cand *best)
@@ -962,21 +984,15 @@ static int cnt_fit_search(struct rlfs_trans *tp, uint32_t agno, struct rlfs_buf 
 		err = cur_get(&cur, &s, &n, &stat);
 		if (err || !stat)
 			break;
-		uint32_t ps, pn;
-		for (uint32_t from = s; piece(mp, agno, s, n, from, &ps, &pn); from = ps + pn) {
-			if (usable_len(agstart, ps, pn, align) >= target) {
-				best->found = true;
-				best->fs = s;
-				best->fn = n;
-				best->start = align_up_ag(agstart, ps, align);
-				best->len = target;
-				break;
-			}
-		}
-		if (best->found)
+		uint32_t start;
+		if (best_piece(mp, agno, agstart, s, n, align, target, &start) >= target) {
+			best->found = true;
+			best->fs = s;
+			best->fn = n;
+			best->start = start;
+			best->len = target;
 			break;
-		if (usable_len(agstart, s, n, align) >= target)
-			rlfs_busy_note_blocked(mp); /* it would fit but for busy blocks */
+		}
 		err = rlfs_btree_increment(&cur, &stat);
 	}
 	rlfs_btree_cur_del(&cur);
@@ -999,22 +1015,16 @@ static int cnt_longest_search(struct rlfs_trans *tp, uint32_t agno, struct rlfs_
 		err = cur_get(&cur, &s, &n, &stat);
 		if (err || !stat || n <= bestu || n < minlen)
 			break;
-		uint32_t ps, pn;
-		bool fit = false;
-		for (uint32_t from = s; piece(mp, agno, s, n, from, &ps, &pn); from = ps + pn) {
-			uint32_t u = usable_len(agstart, ps, pn, align);
-			fit |= u >= minlen;
-			if (u > bestu && u >= minlen) {
-				bestu = u;
-				best->found = true;
-				best->fs = s;
-				best->fn = n;
-				best->start = align_up_ag(agstart, ps, align);
-				best->len = u;
-			}
+		uint32_t start;
+		uint32_t u = best_piece(mp, agno, agstart, s, n, align, minlen, &start);
+		if (u > bestu && u >= minlen) {
+			bestu = u;
+			best->found = true;
+			best->fs = s;
+			best->fn = n;
+			best->start = start;
+			best->len = u;
 		}
-		if (!fit && usable_len(agstart, s, n, align) >= minlen)
-			rlfs_busy_note_blocked(mp); /* it would fit but for busy blocks */
 		err = rlfs_btree_decrement(&cur, &stat);
 	}
 	rlfs_btree_cur_del(&cur);
