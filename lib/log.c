@@ -98,7 +98,7 @@ int rlfs_log_write_tail(struct rlfs_log *log, uint32_t flags, uint64_t tail_lsn)
 		err = rlfs_dev_flush(log->mp->dev);
 	if (!err) {
 		log->seq++;
-		log->unflushed = false;
+		rlfs_log_flushed(log);
 	} else {
 		log->failed = true; /* the durable tail is unknown: stop */
 	}
@@ -143,6 +143,7 @@ int rlfs_log_mount(struct rlfs_mount *mp, uint64_t start_fsbno, uint32_t size_bl
 	log->head_block = RLFS_LSN_BLOCK(scan.head_lsn);
 	log->tail_lsn = scan.tail_lsn;
 	log->seq = scan.next_seq;
+	log->cil_seq = log->durable_seq = 1;
 	log->items_per_rec = rlfs_log_items_per_rec(mp->blocksize);
 	/* a checkpoint is pushed once it holds a quarter of the ring */
 	log->cil_max = RLFS_MAX(16u, size_blocks / 4);

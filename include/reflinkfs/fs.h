@@ -425,6 +425,8 @@ struct rlfs_log_stats {
 	uint64_t ckpts_written;     /* log forces that wrote a checkpoint */
 	uint64_t ail_pushes;        /* AIL pushes (in-place write rounds) */
 	uint64_t inplace_blocks;    /* blocks written in place from the AIL */
+	uint64_t forces;            /* log forces (fsync, sync) that had to write
+				     * a checkpoint or flush an unflushed one */
 };
 /* true if mp has a log (RLFS_FEAT_INCOMPAT_LOG). */
 bool rlfs_has_log(struct rlfs_mount *mp);
