@@ -236,3 +236,41 @@ int rlfs_log_format(struct rlfs_mount *mp, uint64_t start_fsbno, uint32_t size_b
 	free(log.wbuf);
 	return err;
 }
+
+int rlfs_log_zero(struct rlfs_mount *mp, uint64_t start_fsbno, uint32_t size_blocks,
+		  uint32_t cycle)
+{
+	if (cycle == 0 || size_blocks < RLFS_LOG_MIN_REC_BLOCKS)
+		return -EINVAL;
+	enum { CHUNK = 1 << 20 };
+	uint8_t *zero = NULL;
+	if (posix_memalign((void **)&zero, RLFS_DIO_ALIGN, CHUNK))
+		return -ENOMEM;
+	memset(zero, 0, CHUNK);
+	uint64_t off = start_fsbno << mp->blocklog;
+	uint64_t left = (uint64_t)size_blocks << mp->blocklog;
+	int err = 0;
+	while (left && !err) {
+		size_t n = left < CHUNK ? (size_t)left : CHUNK;
+		err = rlfs_dev_pwrite(mp->dev, zero, n, off);
+		off += n;
+		left -= n;
+	}
+	free(zero);
+	if (err)
+		return err;
+	struct rlfs_log log;
+	memset(&log, 0, sizeof(log));
+	log.mp = mp;
+	log.start_fsbno = start_fsbno;
+	log.size_blocks = size_blocks;
+	log.head_cycle = cycle;
+	log.seq = 1;
+	log.items_per_rec = rlfs_log_items_per_rec(mp->blocksize);
+	if (posix_memalign((void **)&log.wbuf, RLFS_DIO_ALIGN, mp->blocksize))
+		return -ENOMEM;
+	log.tail_lsn = RLFS_LSN(cycle, 0);
+	err = rlfs_log_write_tail(&log, RLFS_LREC_UNMOUNT, RLFS_LSN(cycle, 0));
+	free(log.wbuf);
+	return err;
+}

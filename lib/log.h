@@ -117,6 +117,19 @@ int rlfs_log_quiesce(struct rlfs_mount *mp);
  * record at block 0, cycle 1, seq 1) and flush.  0 or -errno. */
 int rlfs_log_format(struct rlfs_mount *mp, uint64_t start_fsbno, uint32_t size_blocks);
 
+/*
+ * fsck -L (xfs_repair -L: libxfs_log_clear): replace the log at
+ * [start_fsbno, +size_blocks) of mp->dev (mp->blocksize, blocklog, uuid
+ * set) by a fresh empty one, discarding whatever it held: every block of
+ * the ring is zeroed, then an unmount record (seq 1, tail = its own LSN)
+ * goes to block 0 of cycle `cycle`, and the device is flushed.  The caller
+ * picks cycle above every LSN on disk (metadata block headers, dinodes,
+ * old records), so that recovery never takes a newer change for an older
+ * one.  cycle >= 1.  0, -ENOMEM, -EINVAL (cycle 0), -EIO etc.
+ */
+int rlfs_log_zero(struct rlfs_mount *mp, uint64_t start_fsbno, uint32_t size_blocks,
+		  uint32_t cycle);
+
 /* ---- log.c: the record writer ---- */
 
 /*
