@@ -7,6 +7,7 @@
  * Recovery then runs on the copy through rlfs_mount_open.
  */
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -574,6 +575,58 @@ static void test_fsync_lsn(void **state)
 	tu_unmount(&fs);
 }
 
+struct fsync_arg {
+	struct rlfs_mount *mp;
+	uint64_t ino;
+	int rc;
+};
+
+static void *fsync_thread(void *p)
+{
+	struct fsync_arg *a = p;
+	a->rc = rlfs_fsync(a->mp, a->ino, 0);
+	return NULL;
+}
+
+/* Group commit: four files changed, then fsync'd from four threads at
+ * once: one checkpoint and one log force in all (the fsyncs queued behind
+ * the first find their sequence durable). */
+static void test_fsync_group_commit(void **state)
+{
+	(void)state;
+	struct tu_fs fs;
+	tu_mkfs_mount(&fs, 64 * MiB, 0, 0);
+	struct rlfs_mount *mp = fs.mp;
+	enum { N = 4 };
+	struct stat st[N];
+	struct fsync_arg args[N];
+	pthread_t th[N];
+	for (int i = 0; i < N; i++) {
+		char name[16];
+		snprintf(name, sizeof(name), "g%d", i);
+		assert_int_equal(rlfs_mknod(mp, rlfs_root_ino(mp), name, S_IFREG | 0644, 0, 0, 0,
+					    &st[i]), 0);
+	}
+	assert_int_equal(rlfs_sync(mp), 0);
+	for (int i = 0; i < N; i++)
+		assert_int_equal(rlfs_write(mp, st[i].st_ino, "group", 5, 0), 5);
+	struct rlfs_log_stats s0 = stats_of(mp);
+	for (int i = 0; i < N; i++) {
+		args[i] = (struct fsync_arg){ mp, st[i].st_ino, -1 };
+		assert_int_equal(pthread_create(&th[i], NULL, fsync_thread, &args[i]), 0);
+	}
+	for (int i = 0; i < N; i++) {
+		assert_int_equal(pthread_join(th[i], NULL), 0);
+		assert_int_equal(args[i].rc, 0);
+	}
+	struct rlfs_log_stats s1 = stats_of(mp);
+	assert_int_equal(s1.ckpts_written, s0.ckpts_written + 1);
+	assert_int_equal(s1.forces, s0.forces + 1);
+	for (int i = 0; i < N; i++)
+		rlfs_forget(mp, st[i].st_ino, 1);
+	tu_unmount(&fs);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -585,6 +638,7 @@ int main(void)
 		cmocka_unit_test(test_log_bytes_per_op),
 		cmocka_unit_test(test_fsync_forces_only_when_needed),
 		cmocka_unit_test(test_fsync_lsn),
+		cmocka_unit_test(test_fsync_group_commit),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
