@@ -260,4 +260,4 @@ printf '  copy-on-write  16 KiB rewritten in clone/%s: original unchanged, rest 
 printf '  crash          kill -9 %s (%d files in copy2); %s\n' "$during" "$n_copied" "${recovery#log recovery: }"
 printf '  after crash    tree and clone intact (sha256 of %d files), copy2 has %d files\n' "$n_sums" "$n_copy2"
 printf '  fsck           clean (after the copy, after the clone, after the crash)\n'
-printf '  result         OK: byte-identical after unmount, fsck and remount\n'
+printf '  result         OK: byte-identical after unmount, fsck and remount, and after a kill -9 of the daemon\n'
