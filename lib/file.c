@@ -850,6 +850,17 @@ out:
 /* fsync                                                                */
 /* ------------------------------------------------------------------ */
 
+/*
+ * xfs_file_fsync: force the log only up to the CIL context that last
+ * changed the inode (ili_commit_seq), or for fdatasync of a file the last
+ * change fdatasync needs (ili_datasync_seq: size, block map, not
+ * timestamps alone); a directory's sequence covers its entries.  If that is
+ * durable already, no log write: only a device flush when file data was
+ * written since the last one.  File data always reaches the device before
+ * the checkpoint (rlfs_log_force_seq).  Without a log (v1), for an inode
+ * that cannot be loaded, or when the superblock's error record changed
+ * (every metadata flush writes it), everything is flushed, as sync.
+ */
 int rlfs_fsync(struct rlfs_mount *mp, uint64_t ino, int datasync)
 {
 	struct rlfs_trans *tp;
@@ -858,18 +869,21 @@ int rlfs_fsync(struct rlfs_mount *mp, uint64_t ino, int datasync)
 
 	if (mp->flags & RLFS_MOUNT_RDONLY)
 		return 0;
-	/* v1 has no log: making this file's data and metadata durable means
-	 * flushing everything (data first, then metadata), like sync. */
 	if (rlfs_iget(mp, ino, &ip) == 0 && ip)
 		ip->data_dirty = false;
+	/* meta_lock: concurrent fsyncs queue here, and those behind one that
+	 * pushed the CIL find their sequence durable (group commit) */
 	error = rlfs_trans_alloc(mp, 0, 0, &tp);
 	if (!error) {
-		if (ip && rlfs_log_seq_durable(mp, ip->li.commit_seq)) {
-			/* the log holds every change of this inode already:
-			 * only its data (xfs_file_fsync with nothing to force) */
-			error = rlfs_dev_flush(mp->dev);
-			if (!error)
-				mp->data_dirty = 0;
+		/* a changed error record goes out with any metadata flush
+		 * (rlfs_errrec_stage): that one takes the full path */
+		pthread_mutex_lock(&mp->err_lock);
+		bool err_pending = mp->err_track && mp->err_seq != mp->err_staged_seq;
+		pthread_mutex_unlock(&mp->err_lock);
+		if (mp->log && ip && !err_pending) {
+			bool dsync = datasync && !S_ISDIR(ip->mode);
+			error = rlfs_log_force_seq(mp, dsync ? ip->li.datasync_seq :
+							       ip->li.commit_seq, NULL);
 		} else {
 			error = rlfs_buf_flush_all(mp);
 		}

@@ -26,6 +26,10 @@ struct rlfs_icache {
 	struct rlfs_inode **hash;
 	size_t nbuckets;            /* power of two */
 	size_t count;
+	/* the largest commit_seq of an inode that left the cache: a reloaded
+	 * inode takes it as its commit_seq/datasync_seq (every change made to
+	 * it before is in that CIL context or an older one) */
+	uint64_t evicted_seq;
 };
 
 /* ------------------------------------------------------------------ */
@@ -132,7 +136,6 @@ static struct rlfs_inode *inode_alloc(struct rlfs_mount *mp, uint64_t ino)
 		free(ip);
 		return NULL;
 	}
-	ip->li.commit_seq = UINT64_MAX; /* unknown: the first fsync forces the log */
 	if (pthread_rwlock_init(&ip->iolock, NULL) != 0) {
 		free(ip->literal);
 		free(ip);
@@ -227,6 +230,7 @@ static bool icache_remove(struct rlfs_icache *ic, struct rlfs_inode *ip)
 	struct rlfs_inode **pp = &ic->hash[ihash(ic, ip->ino)];
 	for (; *pp; pp = &(*pp)->hnext) {
 		if (*pp == ip) {
+			ic->evicted_seq = RLFS_MAX(ic->evicted_seq, ip->li.commit_seq);
 			*pp = ip->hnext;
 			ip->hnext = NULL;
 			ic->count--;
@@ -575,9 +579,31 @@ static struct rlfs_inode *li_to_inode(struct rlfs_log_item *lip)
 	return (struct rlfs_inode *)((char *)lip - offsetof(struct rlfs_inode, li));
 }
 
+/* Did this transaction change anything of ip that fdatasync must make
+ * durable: anything but the timestamps (XFS: ili_fsync_fields other than
+ * XFS_ILOG_TIMESTAMP).  The extent list counts when it was touched at all
+ * (rlfs_inode_ext_change saved it); without a snapshot, yes. */
+static bool datasync_changed(const struct rlfs_inode *ip, const struct inode_snap *s)
+{
+	if (!s || s->ext_saved)
+		return true;
+	if (ip->mode != s->mode || ip->uid != s->uid || ip->gid != s->gid ||
+	    ip->nlink != s->nlink || ip->size != s->size || ip->nblocks != s->nblocks ||
+	    ip->rdev != s->rdev || ip->generation != s->generation ||
+	    ip->parent != s->parent || ip->flags != s->flags ||
+	    ip->cowextsize_blocks != s->cowextsize_blocks || ip->format != s->format ||
+	    ip->aformat != s->aformat || ip->forkoff != s->forkoff || ip->root != s->root ||
+	    ip->root_level != s->root_level || ip->aroot != s->aroot ||
+	    ip->aroot_level != s->aroot_level || ip->acount != s->acount)
+		return true;
+	return lit_size(ip->mp) && memcmp(ip->literal, s->literal, lit_size(ip->mp)) != 0;
+}
+
 static int inode_item_precommit(struct rlfs_trans *tp, struct rlfs_log_item *lip)
 {
 	struct rlfs_inode *ip = li_to_inode(lip);
+	if (datasync_changed(ip, ip->li_snap))
+		lip->datasync_dirty = true;
 	if (!ip->li_logged)
 		return 0;
 	return rlfs_inode_flush_to_buf(tp, ip);
@@ -618,6 +644,7 @@ static void inode_item_release(struct rlfs_trans *tp, struct rlfs_log_item *lip)
 	ip->li_snap = NULL;
 	ip->li_tp = NULL;
 	ip->li_logged = false;
+	ip->li.datasync_dirty = false;
 }
 
 static const struct rlfs_log_item_ops inode_item_ops = {
@@ -771,6 +798,8 @@ static int iget_tp(struct rlfs_trans *tp, uint64_t ino, bool orphan_ok,
 	}
 	ip->refcount = 1;
 	pthread_mutex_lock(&mp->icache_lock);
+	/* changes made while it was out of the cache (fsync: log.h) */
+	ip->li.commit_seq = ip->li.datasync_seq = mp->icache->evicted_seq;
 	icache_insert(mp->icache, ip);
 	pthread_mutex_unlock(&mp->icache_lock);
 	*ipp = ip;

@@ -98,7 +98,7 @@ int rlfs_log_write_tail(struct rlfs_log *log, uint32_t flags, uint64_t tail_lsn)
 		err = rlfs_dev_flush(log->mp->dev);
 	if (!err) {
 		log->seq++;
-		log->unflushed = false;
+		rlfs_log_flushed(log);
 	} else {
 		log->failed = true; /* the durable tail is unknown: stop */
 	}
@@ -143,6 +143,7 @@ int rlfs_log_mount(struct rlfs_mount *mp, uint64_t start_fsbno, uint32_t size_bl
 	log->head_block = RLFS_LSN_BLOCK(scan.head_lsn);
 	log->tail_lsn = scan.tail_lsn;
 	log->seq = scan.next_seq;
+	log->cil_seq = log->durable_seq = 1;
 	log->items_per_rec = rlfs_log_items_per_rec(mp->blocksize);
 	/* a checkpoint is pushed once it holds a quarter of the ring */
 	log->cil_max = RLFS_MAX(16u, size_blocks / 4);
@@ -238,6 +239,44 @@ int rlfs_log_format(struct rlfs_mount *mp, uint64_t start_fsbno, uint32_t size_b
 		return -ENOMEM;
 	log.tail_lsn = RLFS_LSN(1, 0);
 	int err = rlfs_log_write_tail(&log, RLFS_LREC_UNMOUNT, RLFS_LSN(1, 0));
+	free(log.wbuf);
+	return err;
+}
+
+int rlfs_log_zero(struct rlfs_mount *mp, uint64_t start_fsbno, uint32_t size_blocks,
+		  uint32_t cycle)
+{
+	if (cycle == 0 || size_blocks < RLFS_LOG_MIN_REC_BLOCKS)
+		return -EINVAL;
+	enum { CHUNK = 1 << 20 };
+	uint8_t *zero = NULL;
+	if (posix_memalign((void **)&zero, RLFS_DIO_ALIGN, CHUNK))
+		return -ENOMEM;
+	memset(zero, 0, CHUNK);
+	uint64_t off = start_fsbno << mp->blocklog;
+	uint64_t left = (uint64_t)size_blocks << mp->blocklog;
+	int err = 0;
+	while (left && !err) {
+		size_t n = left < CHUNK ? (size_t)left : CHUNK;
+		err = rlfs_dev_pwrite(mp->dev, zero, n, off);
+		off += n;
+		left -= n;
+	}
+	free(zero);
+	if (err)
+		return err;
+	struct rlfs_log log;
+	memset(&log, 0, sizeof(log));
+	log.mp = mp;
+	log.start_fsbno = start_fsbno;
+	log.size_blocks = size_blocks;
+	log.head_cycle = cycle;
+	log.seq = 1;
+	log.items_per_rec = rlfs_log_items_per_rec(mp->blocksize);
+	if (posix_memalign((void **)&log.wbuf, RLFS_DIO_ALIGN, mp->blocksize))
+		return -ENOMEM;
+	log.tail_lsn = RLFS_LSN(cycle, 0);
+	err = rlfs_log_write_tail(&log, RLFS_LREC_UNMOUNT, RLFS_LSN(cycle, 0));
 	free(log.wbuf);
 	return err;
 }

@@ -63,7 +63,14 @@ struct rlfs_log {
 	uint32_t head_cycle;        /* next record goes to (head_cycle, head_block) */
 	uint32_t head_block;
 	uint64_t tail_lsn;          /* tail in the last record written (durable) */
-	uint64_t seq;               /* next checkpoint sequence number */
+	uint64_t seq;               /* next record sequence number (on disk) */
+	/* CIL context sequence (xfs_cil's xc_current_sequence): what every
+	 * commit now tags its items with (rlfs_log_item.commit_seq); a push
+	 * of the CIL moves it on.  Separate from seq, which the tail records
+	 * of AIL pushes also use up.  Every context < durable_seq is durable
+	 * (written to the log and flushed).  Both start at 1. */
+	uint64_t cil_seq;
+	uint64_t durable_seq;
 	uint32_t items_per_rec;     /* descriptors that fit in a header block */
 	/* CIL: images committed since the last force, in commit order */
 	struct rlfs_log_img *cil_first, *cil_last;
@@ -114,6 +121,19 @@ int rlfs_log_quiesce(struct rlfs_mount *mp);
  * record at block 0, cycle 1, seq 1) and flush.  0 or -errno. */
 int rlfs_log_format(struct rlfs_mount *mp, uint64_t start_fsbno, uint32_t size_blocks);
 
+/*
+ * fsck -L (xfs_repair -L: libxfs_log_clear): replace the log at
+ * [start_fsbno, +size_blocks) of mp->dev (mp->blocksize, blocklog, uuid
+ * set) by a fresh empty one, discarding whatever it held: every block of
+ * the ring is zeroed, then an unmount record (seq 1, tail = its own LSN)
+ * goes to block 0 of cycle `cycle`, and the device is flushed.  The caller
+ * picks cycle above every LSN on disk (metadata block headers, dinodes,
+ * old records), so that recovery never takes a newer change for an older
+ * one.  cycle >= 1.  0, -ENOMEM, -EINVAL (cycle 0), -EIO etc.
+ */
+int rlfs_log_zero(struct rlfs_mount *mp, uint64_t start_fsbno, uint32_t size_blocks,
+		  uint32_t cycle);
+
 /* ---- log.c: the record writer ---- */
 
 /*
@@ -140,19 +160,26 @@ int rlfs_log_write_tail(struct rlfs_log *log, uint32_t flags, uint64_t tail_lsn)
 
 /* ---- log_cil.c: the committed item list ---- */
 
-/* The sequence number the CIL's next checkpoint will carry (what a commit
- * now records in its items' commit_seq); 0 without a log. */
+/* The CIL context sequence a commit now records in its items' commit_seq
+ * (log->cil_seq); 0 without a log. */
 static inline uint64_t rlfs_log_cil_seq(const struct rlfs_mount *mp)
 {
-	return mp->log ? mp->log->seq : 0;
+	return mp->log ? mp->log->cil_seq : 0;
 }
-/* True if the checkpoint with sequence seq (an item's commit_seq) is
- * durable: pushed and flushed (the per-inode part of xfs_log_force_seq).
- * Under meta_lock. */
+/* True if the CIL context seq (an item's commit_seq) is durable: pushed
+ * and flushed.  Under meta_lock. */
 static inline bool rlfs_log_seq_durable(const struct rlfs_mount *mp, uint64_t seq)
 {
 	const struct rlfs_log *log = mp->log;
-	return log && seq < log->seq && !log->unflushed;
+	return log && seq < log->durable_seq;
+}
+/* The device was flushed with nothing of the log written after it: every
+ * record written so far is durable (every pushed CIL context).  Whoever
+ * flushes the device under meta_lock may call it. */
+static inline void rlfs_log_flushed(struct rlfs_log *log)
+{
+	log->unflushed = false;
+	log->durable_seq = log->cil_seq;
 }
 
 /*
@@ -188,6 +215,23 @@ void rlfs_log_cil_cancel(struct rlfs_mount *mp, struct rlfs_buf *bp);
  * checks: reported).
  */
 int rlfs_log_force(struct rlfs_mount *mp);
+/*
+ * Make CIL context seq durable, with the file data written before it
+ * (xfs_log_force_seq, as xfs_file_fsync calls it with an inode's
+ * ili_commit_seq or ili_datasync_seq):
+ *   seq >= cil_seq (still in the CIL): flush the data, push the CIL as one
+ *       checkpoint and flush (rlfs_log_force); every commit so far is then
+ *       durable, so busy extents are cleared (rlfs_busy_clear_durable);
+ *   durable_seq <= seq < cil_seq (pushed, not yet flushed): one device
+ *       flush;
+ *   seq < durable_seq: no log write; a device flush only if file data was
+ *       written since the last one (mp->data_dirty).
+ * Concurrent callers are serialised by meta_lock, so the fsyncs waiting
+ * behind one that pushed find their sequence durable: one log write and
+ * one flush for all of them (group commit).  *forced (may be NULL) says
+ * whether the log was written or flushed.  0 or -errno.  Under meta_lock.
+ */
+int rlfs_log_force_seq(struct rlfs_mount *mp, uint64_t seq, bool *forced);
 /* After a commit: force if the CIL has grown past log->cil_max items (a
  * bounded checkpoint keeps the ring from having to hold it whole). */
 void rlfs_log_commit_done(struct rlfs_mount *mp);

@@ -19,6 +19,7 @@
 #include "dev.h"
 #include "reflinkfs/fs.h"
 #include "alloc.h"
+#include "busy.h"
 
 static uint16_t img_type(const struct rlfs_buf *bp)
 {
@@ -186,6 +187,22 @@ void rlfs_log_cil_cancel(struct rlfs_mount *mp, struct rlfs_buf *bp)
 
 static int cil_push(struct rlfs_mount *mp, bool flush);
 
+/* File data written since the last device flush goes to stable storage
+ * (before a checkpoint that may point at it, or for an fsync that needs
+ * nothing from the log). */
+static int flush_data(struct rlfs_mount *mp)
+{
+	if (!mp->data_dirty)
+		return 0;
+	int err = rlfs_dev_flush(mp->dev);
+	if (err)
+		return err;
+	mp->data_dirty = 0;
+	if (mp->log)
+		rlfs_log_flushed(mp->log); /* the flush covered the log too */
+	return 0;
+}
+
 void rlfs_log_commit_done(struct rlfs_mount *mp)
 {
 	struct rlfs_log *log = mp->log;
@@ -195,11 +212,7 @@ void rlfs_log_commit_done(struct rlfs_mount *mp)
 	 * flushed (the next force or AIL push flushes it).  File data the
 	 * checkpoint may point at goes first, as in rlfs_buf_flush_all. */
 	int err = 0;
-	if (mp->data_dirty) {
-		err = rlfs_dev_flush(mp->dev);
-		if (!err)
-			mp->data_dirty = 0;
-	}
+	err = flush_data(mp);
 	if (!err)
 		err = cil_push(mp, false);
 	if (err)
@@ -212,15 +225,64 @@ int rlfs_log_force(struct rlfs_mount *mp)
 	struct rlfs_log *log = mp->log;
 	if (!log)
 		return 0;
-	if (log->cil_count)
+	if (log->cil_count) {
+		log->stats.forces++;
 		return cil_push(mp, true);
+	}
 	if (log->unflushed) {
+		log->stats.forces++;
 		int err = rlfs_dev_flush(mp->dev);
 		if (err)
 			return err;
-		log->unflushed = false;
+		rlfs_log_flushed(log);
 	}
 	return 0;
+}
+
+int rlfs_log_force_seq(struct rlfs_mount *mp, uint64_t seq, bool *forced)
+{
+	struct rlfs_log *log = mp->log;
+	if (forced)
+		*forced = false;
+	if (!log)
+		return -EINVAL;
+	if (log->failed)
+		return -EIO;
+	if (seq < log->durable_seq)
+		return flush_data(mp);
+	uint64_t forces = log->stats.forces;
+	int err;
+	if (seq < log->cil_seq) {
+		/* pushed by a background push, not flushed: the one flush
+		 * makes the data and the checkpoint durable */
+		log->stats.forces++;
+		err = rlfs_dev_flush(mp->dev);
+		if (!err) {
+			mp->data_dirty = 0;
+			rlfs_log_flushed(log);
+		}
+	} else {
+		/* in the current CIL context: data first, then the checkpoint */
+		err = flush_data(mp);
+		if (!err)
+			err = rlfs_log_force(mp);
+		if (!err) {
+			/* The context had no image (the item was joined, not
+			 * logged): nothing to write, and everything before it
+			 * is durable (force left durable_seq == cil_seq);
+			 * close the empty context so it counts as durable. */
+			if (log->durable_seq <= seq && log->cil_count == 0) {
+				log->cil_seq++;
+				rlfs_log_flushed(log);
+			}
+			/* every commit so far is durable: freed extents may
+			 * be reused (as after rlfs_buf_flush_all) */
+			rlfs_busy_clear_durable(mp, mp->trans_seq);
+		}
+	}
+	if (forced)
+		*forced = log->stats.forces != forces;
+	return err;
 }
 
 /* Write the CIL as one checkpoint; flush unless !flush (then
@@ -294,7 +356,11 @@ static int cil_push(struct rlfs_mount *mp, bool flush)
 		return err;
 	}
 	log->seq++;
-	log->unflushed = !flush;
+	log->cil_seq++;
+	if (flush)
+		rlfs_log_flushed(log);
+	else
+		log->unflushed = true;
 	log->stats.ckpts_written++;
 	struct rlfs_log_img *first = log->cil_first;
 	for (img = first; img; img = img->next)

@@ -324,9 +324,15 @@ int rlfs_mount_open(const char *image, unsigned flags, struct rlfs_mount **mpp)
 			rlfs_dev_close(wdev);
 		}
 		if (err) {
-			if (err != -EROFS)
-				rlfs_warn("%s: log recovery failed (%s); run `reflinkfs fsck %s`",
-					  image, strerror(-err), image);
+			if (err == -EUCLEAN)
+				rlfs_warn("%s: the log is corrupt and cannot be replayed; `reflinkfs "
+					  "fsck -L %s` zeroes it (the changes it holds are lost) and "
+					  "then checks the filesystem", image, image);
+			else if (err != -EROFS)
+				rlfs_warn("%s: log recovery failed (%s); run `reflinkfs fsck %s` "
+					  "(if it cannot replay the log either, `reflinkfs fsck -L %s` "
+					  "zeroes it, losing the changes it holds)",
+					  image, strerror(-err), image, image);
 			goto fail;
 		}
 		if (mp->log->stats.replayed_ckpts) {

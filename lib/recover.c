@@ -169,7 +169,7 @@ int rlfs_log_recover(struct rlfs_mount *mp, uint64_t start_fsbno, uint32_t size_
 	}
 	if (!found) {
 		err = rlfs_corrupt(mp, start_fsbno, "log", "no valid log record in the %u-block "
-				   "log (run `reflinkfs fsck`)", size_blocks);
+				   "log", size_blocks);
 		goto out;
 	}
 

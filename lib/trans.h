@@ -57,12 +57,18 @@ struct rlfs_log_item_ops {
 struct rlfs_log_item {
 	const struct rlfs_log_item_ops *ops;
 	struct rlfs_log_item *next;
-	/* Set by rlfs_trans_commit: the log's sequence number of the
-	 * checkpoint that holds the item's last committed change (the CIL's
-	 * log->seq then), 0 without a log; its owner sets UINT64_MAX when it
-	 * cannot know (a freshly loaded inode).  fsync skips the log force
-	 * when the checkpoint is durable already (rlfs_log_seq_durable). */
+	/* Set by rlfs_trans_commit: the CIL context sequence that holds the
+	 * item's last committed change (log->cil_seq then, see log.h), 0
+	 * without a log (xfs_inode_log_item's ili_commit_seq).  datasync_seq:
+	 * the same for the last change that fdatasync must make durable
+	 * (ili_datasync_seq): set at commit when the owner's precommit set
+	 * datasync_dirty (for an inode: anything but timestamps changed).  A
+	 * freshly loaded inode gets a sequence that covers every change made
+	 * while it was out of the cache (inode.c).  fsync forces the log only
+	 * up to it (rlfs_log_force_seq). */
 	uint64_t commit_seq;
+	uint64_t datasync_seq;
+	bool datasync_dirty;
 };
 
 struct rlfs_trans {

@@ -10,8 +10,13 @@
 # the tree inside the mount with cp -a (shares blocks: df barely grows),
 # rewrites part of the largest cloned file, shows the original unchanged
 # (cmp) and the rest of the clone still shared (reflinkfs io -c fiemap),
-# runs fsck again, prints a summary, and cleans up (unmount, remove the
-# image) unless KEEP=1.
+# runs fsck again; then the crash step: remounts, takes sha256 sums of the
+# tree and its clone, starts a second copy (cp -a DIR copy2) and kills the
+# daemon with kill -9 in the middle of it, remounts (log recovery runs and
+# the demo prints how many checkpoints and blocks it replayed), verifies the
+# tree and the clone against the sums byte for byte, unmounts and runs fsck
+# (clean); prints a summary, and cleans up (unmount, remove the image)
+# unless KEEP=1, also when a step fails.
 # Environment: IMG (image path, default /tmp/reflinkfs-demo.img), MNT.
 [ -n "${BASH_VERSION:-}" ] || exec bash "$0" "$@"
 set -eu -o pipefail
@@ -32,15 +37,23 @@ fail() { printf 'demo: FAILED: %s\n' "$*" >&2; exit 1; }
 SRC=$(cd "$SRC" && pwd)
 
 mounted=0
+cp_pid=""
 cleanup() {
 	local rc=$?
 	set +e
+	if [ -n "$cp_pid" ]; then
+		kill "$cp_pid" 2>/dev/null
+		wait "$cp_pid" 2>/dev/null
+	fi
 	if [ $mounted = 1 ] && mountpoint -q "$MNT"; then
 		# waits while the daemon writes the image back, however long
 		"$RLFS" umount "$MNT" || umount -l "$MNT"
+	elif [ $mounted = dead ]; then
+		# the killed daemon's mount
+		fusermount3 -uz "$MNT" 2>/dev/null || umount -l "$MNT" 2>/dev/null
 	fi
 	if [ "${KEEP:-0}" != 1 ]; then
-		rm -f "$IMG" "$IMG.fiemap"
+		rm -f "$IMG" "$IMG.fiemap" "$IMG.sha256" "$IMG.mount.log"
 		rmdir "$MNT" 2>/dev/null
 	else
 		echo "(KEEP=1: image kept at $IMG)"
@@ -162,6 +175,80 @@ rc=0
 [ $rc = 0 ] || fail "fsck after the clone exited $rc (expected 0 = clean)"
 echo "fsck: clean"
 
+# --- crash: kill -9 of the daemon in the middle of a second copy --------
+# pid of the daemon holding the image's lock (its flock in /proc/locks)
+daemon_pid() {
+	local key
+	key=$(stat -L -c '%Hd %Ld %i' "$IMG") || return 0
+	# shellcheck disable=SC2086
+	key=$(printf '%02x:%02x:%s' $key)
+	awk -v k="$key" '$2 == "FLOCK" && $6 == k {print $5; exit}' /proc/locks
+}
+
+say "crash: remount, take sha256 sums of tree and clone, kill -9 the daemon during a second copy"
+"$RLFS" mount "$IMG" "$MNT"
+mounted=1
+(cd "$MNT" && find tree clone -type f -print0 | LC_ALL=C sort -z | xargs -0 -r sha256sum) \
+	>"$IMG.sha256"
+n_sums=$(wc -l <"$IMG.sha256")
+echo "sha256 of $n_sums files (tree and clone) taken"
+pid=$(daemon_pid)
+[ -n "$pid" ] && [ -e "/proc/$pid" ] || fail "cannot find the daemon serving $IMG (no flock in /proc/locks)"
+t0=$(date +%s.%N)
+cp -a "$SRC" "$MNT/copy2" 2>/dev/null &
+cp_pid=$!
+# kill after about a third of the first copy's time, fsyncing the new
+# directory on the way (those checkpoints are what recovery replays)
+kill_after=$(awk -v c="$copy_s" 'BEGIN {t = c / 3; if (t < 0.3) t = 0.3; if (t > 20) t = 20; printf "%.1f", t}')
+while awk -v a="$t0" -v b="$(date +%s.%N)" -v k="$kill_after" 'BEGIN {exit !(b - a < k)}'; do
+	sleep 0.2
+	sync "$MNT/copy2" 2>/dev/null || true
+done
+if kill -0 "$cp_pid" 2>/dev/null; then
+	during="during the copy"
+else
+	during="(the copy had already finished)"
+fi
+n_copied=$(find "$MNT/copy2" -type f 2>/dev/null | wc -l) || true
+kill -9 "$pid"
+mounted=dead
+echo "kill -9 $pid $during, $n_copied of $src_files files in copy2 so far"
+wait "$cp_pid" 2>/dev/null || true
+cp_pid=""
+for _ in $(seq 1 100); do [ -e "/proc/$pid" ] || break; sleep 0.1; done
+[ ! -e "/proc/$pid" ] || fail "daemon $pid survived kill -9"
+fusermount3 -uz "$MNT" 2>/dev/null || umount -l "$MNT" 2>/dev/null || true
+mounted=0
+flock -w 60 "$IMG" true || fail "the image is still locked after the daemon died"
+
+say "remount after the crash: log recovery"
+rc=0
+"$RLFS" mount "$IMG" "$MNT" 2>"$IMG.mount.log" || rc=$?
+[ $rc = 0 ] || { cat "$IMG.mount.log" >&2; fail "mount after the crash exited $rc"; }
+grep -v 'log recovery: replayed' "$IMG.mount.log" >&2 || true
+mounted=1
+recovery=$(grep -o 'log recovery: replayed.*' "$IMG.mount.log" | head -n 1) || true
+if [ -n "$recovery" ]; then
+	echo "$recovery"
+else
+	recovery="log recovery: nothing to replay"
+	echo "$recovery (every change was already in place)"
+fi
+n_copy2=$(find "$MNT/copy2" -type f 2>/dev/null | wc -l) || true
+echo "copy2 after recovery: $n_copy2 files (what was fsync'd or pushed to the log before the kill)"
+
+say "verify tree and clone byte for byte against the sums taken before the crash"
+(cd "$MNT" && sha256sum --quiet -c "$IMG.sha256") || fail "tree or clone differ after the crash"
+echo "sha256: all $n_sums files of tree and clone intact"
+"$RLFS" umount "$MNT"
+mounted=0
+
+say "fsck $IMG after the crash"
+rc=0
+"$RLFS" fsck -n "$IMG" || rc=$?
+[ $rc = 0 ] || fail "fsck after the crash exited $rc (expected 0 = clean)"
+echo "fsck: clean"
+
 say "summary"
 printf '  tree           %s\n' "$SRC"
 printf '  copied         %d MiB: %d files, %d directories, %d symlinks\n' $((src_kb / 1024)) "$src_files" "$src_dirs" "$src_links"
@@ -170,5 +257,7 @@ printf '  verify time    %.1f s (diff -r after unmount, fsck, remount)\n' "$veri
 printf '  image          %d MiB apparent, %d MiB allocated (sparse), %d MiB used per df\n' "$size_mb" $((img_kb / 1024)) $((used_kb / 1024))
 printf '  clone          cp -a inside the mount in %.1f s: df +%d KiB (%d MiB tree), blocks shared\n' "$clone_s" "$grow_kb" $((src_kb / 1024))
 printf '  copy-on-write  16 KiB rewritten in clone/%s: original unchanged, rest still shared\n' "$big"
-printf '  fsck           clean (after the copy and after the clone)\n'
-printf '  result         OK: byte-identical after unmount, fsck and remount\n'
+printf '  crash          kill -9 %s (%d files in copy2); %s\n' "$during" "$n_copied" "${recovery#log recovery: }"
+printf '  after crash    tree and clone intact (sha256 of %d files), copy2 has %d files\n' "$n_sums" "$n_copy2"
+printf '  fsck           clean (after the copy, after the clone, after the crash)\n'
+printf '  result         OK: byte-identical after unmount, fsck and remount, and after a kill -9 of the daemon\n'

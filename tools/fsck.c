@@ -1,9 +1,10 @@
 /*
- * fsck.c: `reflinkfs fsck [-n] [-v] IMAGE`, the offline checker.
+ * fsck.c: `reflinkfs fsck [-n] [-v] [-L] IMAGE`, the offline checker.
  *
  * Exit codes as fsck(8): 0 clean, 1 errors corrected, 4 errors left
  * uncorrected, 8 operational error (cannot open, not a reflinkfs image,
- * image busy, out of memory).  -n: check only, never write.  Repair in v1
+ * image busy, out of memory).  -n: check only, never write.  -L: zero the
+ * log (fsck_ag.c check_log), then check and repair.  Repair in v1
  * fixes only what follows from structures just verified: summary counters
  * (superblock icount/ifree/fdblocks, AG header freeblks/longest/btreeblks/
  * icount/ifree), link counts and directory parent pointers (from the
@@ -357,10 +358,16 @@ static int open_and_lock(struct fsck *f)
 static void usage(FILE *out)
 {
 	fprintf(out,
-		"usage: reflinkfs fsck [-n] [-v] IMAGE\n"
+		"usage: reflinkfs fsck [-n] [-v] [-L] IMAGE\n"
 		"Check a reflinkfs image (it must not be mounted) and repair what it can.\n"
+		"A log that needs replay is replayed first (-n: reported, exit 4).\n"
 		"  -n   check only, write nothing\n"
 		"  -v   verbose: print phases and statistics\n"
+		"  -L   zero the log (as xfs_repair -L), then check and repair: for a log\n"
+		"       that is corrupt or cannot be replayed.  The log is not replayed:\n"
+		"       fsck says how many checkpoints past the tail it discards (when the\n"
+		"       log can still be read), writes a fresh empty log and goes on; the\n"
+		"       changes the log held are lost.  Not with -n.\n"
 		"  -y, -p, -a, -f   accepted for fsck(8) compatibility (they change nothing)\n"
 		"Repair (the default) fixes only: summary counters (superblock and AG headers),\n"
 		"link counts, directory parent pointers, orphan inodes (unlinked files still\n"
@@ -556,9 +563,11 @@ static int run(struct fsck *f)
 			note = "; the superblock's error record was cleared";
 		}
 		printf("%s: clean, %" PRIu64 "/%" PRIu64 " inodes, %" PRIu64 "/%" PRIu64
-		       " blocks%s\n", f->image, icount - ifree, icount, f->mp->dblocks - fdblocks,
-		       f->mp->dblocks, note);
-		return FSCK_EXIT_OK;
+		       " blocks%s%s\n", f->image, icount - ifree, icount,
+		       f->mp->dblocks - fdblocks, f->mp->dblocks, note,
+		       f->log_zeroed ? "; the log was zeroed (-L)" : "");
+		/* -L changed the filesystem: "corrected" (fsck(8) exit 1) */
+		return f->log_zeroed ? FSCK_EXIT_FIXED : FSCK_EXIT_OK;
 	}
 	fix_list(f, what, sizeof(what));
 	if (f->dry_run || f->readonly) {
@@ -610,7 +619,7 @@ static int run(struct fsck *f)
 }
 
 /*
- * reflinkfs fsck [-n] [-v] IMAGE.  argv[0] is "fsck".  Returns the fsck(8)
+ * reflinkfs fsck [-n] [-v] [-L] IMAGE.  argv[0] is "fsck".  Returns the fsck(8)
  * exit code (0, 1, 4 or 8).
  */
 int rlfs_fsck_main(int argc, char **argv)
@@ -624,13 +633,16 @@ int rlfs_fsck_main(int argc, char **argv)
 	int c, rc;
 
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "nvypafh", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "nvLypafh", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'n':
 			f.dry_run = true;
 			break;
 		case 'v':
 			f.verbose = true;
+			break;
+		case 'L':
+			f.zero_log = true;
 			break;
 		case 'y': case 'p': case 'a': case 'f':
 			break;
@@ -644,6 +656,10 @@ int rlfs_fsck_main(int argc, char **argv)
 	}
 	if (optind != argc - 1) {
 		usage(stderr);
+		return FSCK_EXIT_OPERR;
+	}
+	if (f.zero_log && f.dry_run) {
+		fprintf(stderr, "%s: -L writes a new log: not with -n\n", argv[0]);
 		return FSCK_EXIT_OPERR;
 	}
 	f.image = argv[optind];

@@ -26,11 +26,113 @@ static uint32_t ilog2_u32(uint32_t x)
 }
 
 /*
+ * The highest LSN cycle anywhere on the device: valid record headers of
+ * the log ring, and every block whose header checksum verifies with this
+ * filesystem's uuid (metadata blocks, superblocks) or whose inode slots
+ * do (inode clusters).  A raw sweep of the whole device: only for -L.
+ * 0 if nothing carries an LSN; -errno on a read error.
+ */
+static int64_t max_lsn_cycle(struct fsck *f, struct rlfs_mount *mp, uint64_t ls, uint32_t lb)
+{
+	uint32_t bs = mp->blocksize, isz = mp->inodesize;
+	enum { CHUNK = 1 << 20 };
+	uint8_t *buf = NULL;
+	uint32_t maxc = 0;
+	if (posix_memalign((void **)&buf, 4096, CHUNK))
+		return -ENOMEM;
+	uint64_t total = f->dev->size_bytes >> mp->blocklog;
+	if (total > mp->dblocks)
+		total = mp->dblocks;
+	for (uint64_t b0 = 0; b0 < total; b0 += CHUNK / bs) {
+		uint64_t n = RLFS_MIN((uint64_t)(CHUNK / bs), total - b0);
+		int err = rlfs_dev_pread(f->dev, buf, n * bs, b0 << mp->blocklog);
+		if (err) {
+			free(buf);
+			return err;
+		}
+		for (uint64_t i = 0; i < n; i++) {
+			const uint8_t *p = buf + i * bs;
+			uint64_t fsbno = b0 + i;
+			const struct rlfs_blkhdr *h = (const void *)p;
+			if (fsbno >= ls && fsbno < ls + lb) {
+				const struct rlfs_log_rec *rec = (const void *)p;
+				uint32_t lblk = (uint32_t)(fsbno - ls);
+				if (rlfs_get32(rec->magic) == RLFS_LOG_MAGIC &&
+				    rlfs_log_rec_valid(mp, p, lblk, lb))
+					maxc = RLFS_MAX(maxc, RLFS_LSN_CYCLE(rlfs_get64(rec->lsn)));
+				continue;
+			}
+			if (memcmp(h->uuid, mp->uuid, RLFS_UUID_SIZE) == 0 &&
+			    rlfs_cksum_verify(p, bs, RLFS_CRC_OFF)) {
+				maxc = RLFS_MAX(maxc, RLFS_LSN_CYCLE(rlfs_get64(h->lsn)));
+				continue;
+			}
+			for (uint32_t s = 0; isz && s < bs / isz; s++) {
+				const uint8_t *q = p + (size_t)s * isz;
+				const struct rlfs_dinode *d = (const void *)q;
+				if (rlfs_get32(d->magic) == RLFS_DINODE_MAGIC &&
+				    memcmp(d->uuid, mp->uuid, RLFS_UUID_SIZE) == 0 &&
+				    rlfs_cksum_verify(q, isz, offsetof(struct rlfs_dinode, crc)))
+					maxc = RLFS_MAX(maxc, RLFS_LSN_CYCLE(rlfs_get64(d->lsn)));
+			}
+		}
+	}
+	free(buf);
+	return maxc;
+}
+
+/*
+ * -L (xfs_repair -L): say what is discarded, then write a fresh, empty log
+ * at a cycle above every LSN on the device.  scan_err/scan: the result of
+ * the scan of the old log.  0 or an exit code.
+ */
+static int zero_log(struct fsck *f, struct rlfs_mount *mp, uint64_t ls, uint32_t lb,
+		    int scan_err, const struct rlfs_log_scan *scan)
+{
+	if (f->readonly) {
+		ERR(f, "log: -L cannot zero the log of a read-only image");
+		return FSCK_EXIT_UNCORRECTED;
+	}
+	if (scan_err)
+		printf("%s: -L: the log is %s%s: how many checkpoints it held past its tail "
+		       "cannot be told; they are lost\n", f->image,
+		       scan_err == -EUCLEAN ? "corrupt" : "unreadable: ",
+		       scan_err == -EUCLEAN ? "" : fsck_errstr(scan_err));
+	else if (scan->needs_replay)
+		printf("%s: -L: discarding the log: %" PRIu64 " checkpoint(s) with %" PRIu64
+		       " block image(s)/cancel(s) past the tail are lost, not replayed\n",
+		       f->image, scan->ckpts, scan->items);
+	else
+		printf("%s: -L: the log is clean (nothing past its tail): nothing is lost\n",
+		       f->image);
+	int64_t c = max_lsn_cycle(f, mp, ls, lb);
+	if (c < 0) {
+		fprintf(stderr, "%s: -L: reading the device: %s\n", f->prog, strerror((int)-c));
+		return FSCK_EXIT_OPERR;
+	}
+	uint32_t cycle = c >= UINT32_MAX - 1 ? UINT32_MAX - 1 : (uint32_t)c + 1;
+	int err = rlfs_log_zero(mp, ls, lb, cycle);
+	if (err) {
+		fprintf(stderr, "%s: -L: writing a fresh log failed: %s\n", f->prog,
+			strerror(-err));
+		return FSCK_EXIT_OPERR;
+	}
+	printf("%s: -L: wrote a fresh empty log (%u blocks at fsbno %" PRIu64 ", cycle %u); "
+	       "checking the filesystem\n", f->image, lb, ls, cycle);
+	f->zero_log = false;
+	f->log_zeroed = true;
+	return 0;
+}
+
+/*
  * The write-ahead log (LOG feature), before anything else is read: a log
  * that needs replay stops -n (exit 4, "log needs replay", nothing
  * changed); repair replays it first (as xfs_repair asks for a mount, we
- * replay ourselves: recover.c) and writes a clean record.  Returns 0 (log
- * clean), -1 (replayed: read the superblock again), or an exit code.
+ * replay ourselves: recover.c) and writes a clean record.  A log that
+ * cannot be replayed (corrupt) is an uncorrected error naming -L; with -L
+ * the log is zeroed instead, replayable or not (zero_log).  Returns 0
+ * (log clean), -1 (replayed or zeroed: read the superblock again), or an
+ * exit code.
  */
 static int check_log(struct fsck *f, uint32_t bs, uint64_t dblocks, uint32_t agblocks,
 		     uint32_t isz)
@@ -59,6 +161,11 @@ static int check_log(struct fsck *f, uint32_t bs, uint64_t dblocks, uint32_t agb
 	memset(&stats, 0, sizeof(stats));
 	bool replay = !f->dry_run && !f->readonly;
 	err = rlfs_log_recover(mp, ls, lb, false, &scan, NULL);
+	if (f->zero_log) {
+		int rc = zero_log(f, mp, ls, lb, err, &scan);
+		rlfs_mount_free_bare(mp);
+		return rc ? rc : -1;
+	}
 	if (!err && scan.needs_replay && replay) {
 		/* replays, flushes, writes the clean record */
 		err = rlfs_log_mount(mp, ls, lb, false);
@@ -68,8 +175,9 @@ static int check_log(struct fsck *f, uint32_t bs, uint64_t dblocks, uint32_t agb
 	}
 	rlfs_mount_free_bare(mp);
 	if (err) {
-		ERR(f, "log (%u blocks at fsbno %" PRIu64 "): %s; the log cannot be replayed",
-		    lb, ls, strerror(-err));
+		ERR(f, "log (%u blocks at fsbno %" PRIu64 "): %s; the log cannot be replayed: "
+		    "`reflinkfs fsck -L %s` zeroes it (the changes it holds are lost) and then "
+		    "checks the filesystem", lb, ls, fsck_errstr(err), f->image);
 		return FSCK_EXIT_UNCORRECTED;
 	}
 	if (!scan.needs_replay)

@@ -135,6 +135,8 @@ struct fsck {
 	const char *prog;           /* argv[0], for messages */
 	const char *image;
 	bool dry_run, verbose;
+	bool zero_log;              /* -L: zero the log instead of replaying it */
+	bool log_zeroed;            /* -L did (the fs changed: exit 1 if clean) */
 	bool quiet;                 /* the re-check after a repair: count only */
 	bool readonly;              /* image could only be opened read-only */
 	int lock_fd;

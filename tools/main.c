@@ -38,7 +38,7 @@ static void usage_main(FILE *f)
 		"                     mount it (returns once the mount is usable)\n"
 		"  umount [-l] MOUNTPOINT\n"
 		"                     unmount and wait until the image is flushed and closed\n"
-		"  fsck [-n] IMAGE    check (and repair) a filesystem\n"
+		"  fsck [-n] [-L] IMAGE  check (and repair) a filesystem; -L zeroes a corrupt log\n"
 		"  logprint [-v] IMAGE  dump the write-ahead log\n"
 		"  io [-f] [-r] [-c CMD]... FILE\n"
 		"                     xfs_io-like commands on a file in a mounted reflinkfs\n"

@@ -226,7 +226,16 @@ ssize_t rlfs_write(struct rlfs_mount *mp, uint64_t ino, const void *buf, size_t 
 #define RLFS_WRITE_KILL_SGID (1u << 3)
 ssize_t rlfs_write_flags(struct rlfs_mount *mp, uint64_t ino, const void *buf, size_t size,
 			 off_t off, unsigned wflags);
-/* fsync(2)/fdatasync(2): data and the metadata describing it are on the device. */
+/*
+ * fsync(2)/fdatasync(2) (datasync != 0): the file's data and the metadata
+ * describing it are on the device; for a directory, its entries.  With the
+ * log, the log is forced only up to the last change of this inode
+ * (fdatasync of a file: the last change other than timestamps), as
+ * xfs_file_fsync; an inode whose changes are durable already costs at most
+ * a device flush for file data written since the last one.  Without a log,
+ * everything is flushed.  0 on a read-only mount.  0 or negative errno
+ * (-EIO etc. from the device).
+ */
 int rlfs_fsync(struct rlfs_mount *mp, uint64_t ino, int datasync);
 /* fallocate(2): mode 0, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE|KEEP_SIZE,
  * FALLOC_FL_ZERO_RANGE (±KEEP_SIZE), FALLOC_FL_UNSHARE_RANGE (±KEEP_SIZE:
@@ -425,6 +434,8 @@ struct rlfs_log_stats {
 	uint64_t ckpts_written;     /* log forces that wrote a checkpoint */
 	uint64_t ail_pushes;        /* AIL pushes (in-place write rounds) */
 	uint64_t inplace_blocks;    /* blocks written in place from the AIL */
+	uint64_t forces;            /* log forces (fsync, sync) that had to write
+				     * a checkpoint or flush an unflushed one */
 };
 /* true if mp has a log (RLFS_FEAT_INCOMPAT_LOG). */
 bool rlfs_has_log(struct rlfs_mount *mp);

@@ -26,6 +26,7 @@ SB = {  # name: (offset, struct format)
     "first_error_time": (208, "<Q"), "first_error_fsbno": (216, "<Q"),
     "last_error_time": (224, "<Q"), "last_error_fsbno": (232, "<Q"),
     "fsck_time": (256, "<Q"), "fsck_errors": (264, "<I"),
+    "blocksize": (52, "<I"), "log_start": (144, "<Q"), "log_blocks": (152, "<I"),
 }
 AGH = {"freeblks": (88, "<I"), "longest": (92, "<I"), "btreeblks": (108, "<I"),
        "icount": (112, "<Q"), "ifree": (120, "<Q")}

@@ -7,6 +7,7 @@
  * Recovery then runs on the copy through rlfs_mount_open.
  */
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -460,6 +461,172 @@ static void test_fsync_forces_only_when_needed(void **state)
 	tu_unmount(&fs);
 }
 
+static struct rlfs_log_stats stats_of(struct rlfs_mount *mp)
+{
+	struct rlfs_log_stats st;
+	rlfs_log_get_stats(mp, &st);
+	return st;
+}
+
+/* No log write and no log flush between two stats snapshots. */
+static void assert_log_still(const struct rlfs_log_stats *a, const struct rlfs_log_stats *b)
+{
+	assert_int_equal(b->records_written, a->records_written);
+	assert_int_equal(b->bytes_written, a->bytes_written);
+	assert_int_equal(b->ckpts_written, a->ckpts_written);
+	assert_int_equal(b->forces, a->forces);
+}
+
+/*
+ * fsync forces the log only up to the CIL context that last changed the
+ * inode (xfs_log_force_seq with ili_commit_seq / ili_datasync_seq): with
+ * another inode's change in the CIL, fsync of a clean inode (also one
+ * evicted from the inode cache and loaded again) and fdatasync of an inode
+ * whose last change was timestamps only write nothing to the log; fsync of
+ * the changed inode and of a directory with a new entry do, and what they
+ * forced survives a crash.
+ */
+static void test_fsync_lsn(void **state)
+{
+	(void)state;
+	struct tu_fs fs;
+	char crash[64];
+	tu_mkfs_mount(&fs, 64 * MiB, 0, 0);
+	struct rlfs_mount *mp = fs.mp;
+	uint64_t root = rlfs_root_ino(mp);
+	struct stat st, sa, sb, sd;
+	/* a and b stay cached (a lookup each, as the kernel holds them);
+	 * e is evicted after every operation (no lookup) */
+	assert_int_equal(rlfs_mknod(mp, root, "a", S_IFREG | 0644, 0, 0, 0, &sa), 0);
+	assert_int_equal(rlfs_mknod(mp, root, "b", S_IFREG | 0644, 0, 0, 0, &sb), 0);
+	assert_int_equal(rlfs_mkdir(mp, root, "d", 0755, 0, 0, &sd), 0);
+	uint64_t e = mkfile(mp, "e");
+	static char blk[8192];
+	memset(blk, 'b', sizeof(blk));
+	assert_int_equal(rlfs_write(mp, sb.st_ino, blk, sizeof(blk), 0), (ssize_t)sizeof(blk));
+	assert_int_equal(rlfs_write(mp, e, blk, 4096, 0), 4096);
+	assert_int_equal(rlfs_sync(mp), 0);
+
+	/* dirty a: its size and block map are in the CIL */
+	memset(blk, 'a', sizeof(blk));
+	assert_int_equal(rlfs_write(mp, sa.st_ino, blk, 4096, 0), 4096);
+	struct rlfs_log_stats s0 = stats_of(mp);
+	assert_int_equal(rlfs_fsync(mp, sb.st_ino, 0), 0);  /* clean, durable */
+	assert_int_equal(rlfs_fsync(mp, sb.st_ino, 1), 0);
+	assert_int_equal(rlfs_fsync(mp, e, 0), 0);          /* loaded again, durable */
+	assert_int_equal(rlfs_fsync(mp, root, 0), 0);       /* no entry changed since */
+	struct rlfs_log_stats s1 = stats_of(mp);
+	assert_log_still(&s0, &s1);
+
+	/* timestamps only: fdatasync needs nothing from the log, fsync does */
+	st.st_mtim.tv_sec = 1000000000;
+	st.st_mtim.tv_nsec = 0;
+	assert_int_equal(rlfs_setattr(mp, sb.st_ino, &st, RLFS_SET_MTIME, NULL), 0);
+	assert_int_equal(rlfs_fsync(mp, sb.st_ino, 1), 0);
+	s1 = stats_of(mp);
+	assert_log_still(&s0, &s1);
+	/* an overwrite of written blocks within the size: mtime/ctime only */
+	assert_int_equal(rlfs_write(mp, sb.st_ino, blk, 4096, 0), 4096);
+	assert_int_equal(rlfs_fsync(mp, sb.st_ino, 1), 0);
+	s1 = stats_of(mp);
+	assert_log_still(&s0, &s1);
+
+	/* fsync of a: one checkpoint (with everything else in the CIL) */
+	assert_int_equal(rlfs_fsync(mp, sa.st_ino, 1), 0);
+	s1 = stats_of(mp);
+	assert_int_equal(s1.ckpts_written, s0.ckpts_written + 1);
+	assert_int_equal(s1.forces, s0.forces + 1);
+	/* b's timestamps came in that checkpoint: nothing left to force */
+	assert_int_equal(rlfs_fsync(mp, sb.st_ino, 0), 0);
+	struct rlfs_log_stats s2 = stats_of(mp);
+	assert_log_still(&s1, &s2);
+
+	/* a new file in d: fsync of the directory forces its entry, and
+	 * fsync of the new file after that needs nothing more */
+	assert_int_equal(rlfs_mknod(mp, sd.st_ino, "n", S_IFREG | 0644, 0, 0, 0, &st), 0);
+	assert_int_equal(rlfs_write(mp, st.st_ino, "new!", 4, 0), 4);
+	s1 = stats_of(mp);
+	assert_int_equal(rlfs_fsync(mp, sd.st_ino, 1), 0);
+	s2 = stats_of(mp);
+	assert_int_equal(s2.ckpts_written, s1.ckpts_written + 1);
+	assert_int_equal(rlfs_fsync(mp, st.st_ino, 0), 0);
+	s1 = stats_of(mp);
+	assert_log_still(&s2, &s1);
+
+	/* the crash image (a kill -9 now) has a's data, d/n and its data */
+	copy_image(fs.path, crash, sizeof(crash));
+	struct rlfs_mount *cm;
+	assert_int_equal(rlfs_mount_open(crash, RLFS_MOUNT_NOLOCK, &cm), 0);
+	char buf[4096];
+	assert_int_equal(rlfs_lookup(cm, rlfs_root_ino(cm), "a", &st), 0);
+	assert_int_equal(st.st_size, 4096);
+	assert_int_equal(rlfs_read(cm, st.st_ino, buf, 4096, 0), 4096);
+	assert_memory_equal(buf, blk, 4096);
+	assert_int_equal(rlfs_lookup(cm, rlfs_root_ino(cm), "d", &st), 0);
+	assert_int_equal(rlfs_lookup(cm, st.st_ino, "n", &st), 0);
+	assert_int_equal(rlfs_read(cm, st.st_ino, buf, 4, 0), 4);
+	assert_memory_equal(buf, "new!", 4);
+	assert_int_equal(rlfs_mount_close(cm), 0);
+	assert_int_equal(tu_fsck(crash, 0), 0);
+	unlink(crash);
+	rlfs_forget(mp, sa.st_ino, 1);
+	rlfs_forget(mp, sb.st_ino, 1);
+	rlfs_forget(mp, sd.st_ino, 1);
+	tu_unmount(&fs);
+}
+
+struct fsync_arg {
+	struct rlfs_mount *mp;
+	uint64_t ino;
+	int rc;
+};
+
+static void *fsync_thread(void *p)
+{
+	struct fsync_arg *a = p;
+	a->rc = rlfs_fsync(a->mp, a->ino, 0);
+	return NULL;
+}
+
+/* Group commit: four files changed, then fsync'd from four threads at
+ * once: one checkpoint and one log force in all (the fsyncs queued behind
+ * the first find their sequence durable). */
+static void test_fsync_group_commit(void **state)
+{
+	(void)state;
+	struct tu_fs fs;
+	tu_mkfs_mount(&fs, 64 * MiB, 0, 0);
+	struct rlfs_mount *mp = fs.mp;
+	enum { N = 4 };
+	struct stat st[N];
+	struct fsync_arg args[N];
+	pthread_t th[N];
+	for (int i = 0; i < N; i++) {
+		char name[16];
+		snprintf(name, sizeof(name), "g%d", i);
+		assert_int_equal(rlfs_mknod(mp, rlfs_root_ino(mp), name, S_IFREG | 0644, 0, 0, 0,
+					    &st[i]), 0);
+	}
+	assert_int_equal(rlfs_sync(mp), 0);
+	for (int i = 0; i < N; i++)
+		assert_int_equal(rlfs_write(mp, st[i].st_ino, "group", 5, 0), 5);
+	struct rlfs_log_stats s0 = stats_of(mp);
+	for (int i = 0; i < N; i++) {
+		args[i] = (struct fsync_arg){ mp, st[i].st_ino, -1 };
+		assert_int_equal(pthread_create(&th[i], NULL, fsync_thread, &args[i]), 0);
+	}
+	for (int i = 0; i < N; i++) {
+		assert_int_equal(pthread_join(th[i], NULL), 0);
+		assert_int_equal(args[i].rc, 0);
+	}
+	struct rlfs_log_stats s1 = stats_of(mp);
+	assert_int_equal(s1.ckpts_written, s0.ckpts_written + 1);
+	assert_int_equal(s1.forces, s0.forces + 1);
+	for (int i = 0; i < N; i++)
+		rlfs_forget(mp, st[i].st_ino, 1);
+	tu_unmount(&fs);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -470,6 +637,8 @@ int main(void)
 		cmocka_unit_test(test_write_ahead_and_wrap),
 		cmocka_unit_test(test_log_bytes_per_op),
 		cmocka_unit_test(test_fsync_forces_only_when_needed),
+		cmocka_unit_test(test_fsync_lsn),
+		cmocka_unit_test(test_fsync_group_commit),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
