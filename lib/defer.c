@@ -221,3 +221,31 @@ fail_rolled:
 	*tpp = NULL;
 	return err;
 }
+
+/* ---- types for recovery ---- */
+
+static const struct rlfs_defer_type *registered[8];
+static unsigned nregistered;
+
+const struct rlfs_defer_type *rlfs_defer_type_find(uint16_t intent_code)
+{
+	static const struct rlfs_defer_type *const builtin[] = { &rlfs_efi_type, &rlfs_cui_type };
+	for (size_t i = 0; i < sizeof(builtin) / sizeof(builtin[0]); i++)
+		if (builtin[i]->intent_code == intent_code)
+			return builtin[i];
+	for (unsigned i = 0; i < nregistered; i++)
+		if (registered[i]->intent_code == intent_code)
+			return registered[i];
+	return NULL;
+}
+
+int rlfs_defer_type_register(const struct rlfs_defer_type *type)
+{
+	for (unsigned i = 0; i < nregistered; i++)
+		if (registered[i] == type)
+			return 0;
+	if (nregistered >= sizeof(registered) / sizeof(registered[0]))
+		return -E2BIG;
+	registered[nregistered++] = type;
+	return 0;
+}

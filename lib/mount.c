@@ -404,6 +404,27 @@ int rlfs_mount_open(const char *image, unsigned flags, struct rlfs_mount **mpp)
 			goto fail;
 		}
 	}
+	if (rlfs_log_recovered_pending(mp)) {
+		/* recovery, second half: the intents without a done */
+		size_t n = rlfs_log_recovered_pending(mp);
+		if (rdonly) {
+			rlfs_warn("%s: %zu unfinished intent(s) in the log are left for a "
+				  "read-write mount (space may look used until then)", image, n);
+		} else {
+			err = rlfs_log_recover_intents(mp);
+			if (err) {
+				rlfs_warn("%s: log recovery could not finish %zu intent(s) (%s); "
+					  "run `reflinkfs fsck %s`", image, n, strerror(-err), image);
+				rlfs_icache_destroy(mp);
+				goto fail;
+			}
+			rlfs_warn("%s: log recovery: finished %zu intent(s)", image, n);
+		}
+	}
+	/* a hook for the CoW-fork issue: free CoW staging extents left over
+	 * (refcount CoW domain); an empty pass for now */
+	if (!rdonly)
+		rlfs_log_recover_cow_staging(mp);
 	mp->err_track = true;
 	*mpp = mp;
 	return 0;

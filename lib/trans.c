@@ -297,8 +297,11 @@ int rlfs_trans_commit(struct rlfs_trans *tp)
 	}
 	mp->fdblocks += (tp->blk_res - tp->blk_used) + tp->blk_freed;
 	mp->trans_seq++; /* this commit's sequence (busy.h) */
-	for (struct rlfs_log_item *lip = tp->items; lip; lip = lip->next)
+	for (struct rlfs_log_item *lip = tp->items; lip; lip = lip->next) {
 		lip->commit_seq = rlfs_log_cil_seq(mp);
+		if (lip->ops->committed)
+			lip->ops->committed(tp, lip);
+	}
 	release_items(tp);
 	release_bufs(tp);
 	rlfs_log_commit_done(mp);
