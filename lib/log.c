@@ -153,6 +153,8 @@ int rlfs_log_mount(struct rlfs_mount *mp, uint64_t start_fsbno, uint32_t size_bl
 		free(log);
 		return -ENOMEM;
 	}
+	const char *fi = getenv("RLFS_LOG_FORCE_INTENTS");
+	log->force_intents = fi && *fi && *fi != '0';
 	mp->log = log;
 	mp->defer_log = &rlfs_log_defer_ops;
 	/* intent ids of this mount are larger than any in the log (a crash

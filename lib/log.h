@@ -113,6 +113,13 @@ struct rlfs_log {
 	size_t cil_nintents, cil_ndones;
 	uint8_t *wbuf;              /* one record: header + payload */
 	bool failed;                /* a log write failed: no more writes */
+	bool force_intents;         /* testing: every commit that logs an
+				     * intent forces the log, so intents and
+				     * their dones land in different
+				     * checkpoints (no whiteouts) and crash
+				     * cuts fall between them; set from the
+				     * environment (RLFS_LOG_FORCE_INTENTS=1)
+				     * at mount, or by a test */
 	bool unflushed;             /* records written since the last device
 				     * flush: the AIL must flush before it
 				     * writes anything in place */
