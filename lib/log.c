@@ -134,8 +134,10 @@ int rlfs_log_mount(struct rlfs_mount *mp, uint64_t start_fsbno, uint32_t size_bl
 			return err;
 	}
 	struct rlfs_log *log = calloc(1, sizeof(*log));
-	if (!log)
+	if (!log) {
+		rlfs_log_ilog_free_list(scan.intents);
 		return -ENOMEM;
+	}
 	log->mp = mp;
 	log->start_fsbno = start_fsbno;
 	log->size_blocks = size_blocks;
@@ -150,6 +152,7 @@ int rlfs_log_mount(struct rlfs_mount *mp, uint64_t start_fsbno, uint32_t size_bl
 	/* one record: header + up to items_per_rec images */
 	size_t wblocks = (size_t)log->items_per_rec + 1;
 	if (posix_memalign((void **)&log->wbuf, RLFS_DIO_ALIGN, wblocks << mp->blocklog)) {
+		rlfs_log_ilog_free_list(scan.intents);
 		free(log);
 		return -ENOMEM;
 	}
