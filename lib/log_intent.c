@@ -236,7 +236,7 @@ static int recover_one(struct rlfs_mount *mp, struct rlfs_log_ilog *il)
 	const struct rlfs_defer_type *type = rlfs_defer_type_find(il->code);
 	if (!type || type->item_bytes != il->item_bytes ||
 	    (size_t)il->count * il->item_bytes + sizeof(struct rlfs_log_intent) > mp->blocksize)
-		return rlfs_corrupt(mp, 0, "log", "intent %llu: unknown intent code 0x%x or bad "
+		return rlfs_corrupt(mp, mp->log->start_fsbno, "log", "intent %llu: unknown intent code 0x%x or bad "
 				    "item size %u", (unsigned long long)il->id, il->code,
 				    il->item_bytes);
 	struct rlfs_trans *tp;

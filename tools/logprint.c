@@ -157,7 +157,7 @@ int rlfs_logprint_main(int argc, char **argv)
 			uint16_t ty = rlfs_get16(d[i].type);
 			bool payload = ty != RLFS_LOG_ITEM_CANCEL && ty != RLFS_LOG_ITEM_DONE;
 			if (ty == RLFS_LOG_ITEM_INTENT || ty == RLFS_LOG_ITEM_DONE) {
-				printf("    %-6s %s id %" PRIu64, type_name(ty),
+				printf("    %-6s %s id %#" PRIx64, type_name(ty),
 				       code_name(rlfs_get16(d[i].code)),
 				       (uint64_t)rlfs_get64(d[i].fsbno));
 				if (ty == RLFS_LOG_ITEM_INTENT)

@@ -6,6 +6,7 @@
  * cache is coherent), i.e. the device after a kill -9 of the daemon.
  * Recovery then runs on the copy through rlfs_mount_open.
  */
+#include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -23,6 +24,7 @@
 #include "dev.h"
 #include "dev_crash.h"
 #include "log.h"
+#include "trans.h"
 #include "reflinkfs/fs.h"
 
 #define MiB (1ull << 20)
@@ -606,6 +608,107 @@ static void test_intents_recovered(void **state)
 	rlfs_crash_rec_free(rec);
 }
 
+/* A type of the test's own (4-byte items), registered for recovery, and
+ * one that is not. */
+struct tt_item {
+	struct rlfs_defer_item di;
+	uint8_t v[4];
+};
+static unsigned tt_finished, tt_recovered;
+static uint8_t tt_last[4];
+static const struct rlfs_defer_type tt_type;
+
+static void tt_encode(const struct rlfs_defer_item *item, void *buf)
+{
+	memcpy(buf, ((const struct tt_item *)item)->v, 4);
+}
+static int tt_finish(struct rlfs_trans *tp, struct rlfs_defer_item *item)
+{
+	tt_finished++;
+	return 0;
+}
+static void tt_cancel(struct rlfs_defer_item *item)
+{
+	free(item);
+}
+static int tt_recover(struct rlfs_trans *tp, const void *buf, size_t bytes)
+{
+	assert_int_equal(bytes, 4);
+	memcpy(tt_last, buf, 4);
+	tt_recovered++;
+	struct tt_item *t = calloc(1, sizeof(*t));
+	assert_non_null(t);
+	memcpy(t->v, buf, 4);
+	return rlfs_defer_add(tp, &tt_type, &t->di);
+}
+static const struct rlfs_defer_type tt_type = {
+	.name = "test", .intent_code = 0x7e11, .done_code = 0x7e12, .max_items = 4,
+	.item_bytes = 4, .encode = tt_encode, .finish_item = tt_finish,
+	.cancel_item = tt_cancel, .recover_item = tt_recover,
+};
+static const struct rlfs_defer_type tt_unknown = {
+	.name = "unregistered", .intent_code = 0x7e21, .done_code = 0x7e22, .max_items = 4,
+	.item_bytes = 4, .encode = tt_encode, .finish_item = tt_finish,
+	.cancel_item = tt_cancel, .recover_item = tt_recover,
+};
+
+/* Commit one item of type; its intent is forced to the log, its done
+ * stays in the CIL; return a copy of the image as a kill -9 leaves it. */
+static void tt_crash(struct tu_fs *fs, const struct rlfs_defer_type *type, char *crash,
+		     size_t len)
+{
+	fs->mp->log->force_intents = true;
+	struct rlfs_trans *tp;
+	assert_int_equal(rlfs_trans_alloc(fs->mp, 0, 0, &tp), 0);
+	struct tt_item *t = calloc(1, sizeof(*t));
+	assert_non_null(t);
+	memcpy(t->v, "\x01\x02\x03\x04", 4);
+	assert_int_equal(rlfs_defer_add(tp, type, &t->di), 0);
+	assert_int_equal(rlfs_trans_commit(tp), 0);
+	copy_image(fs->path, crash, len);
+}
+
+/* An intent of any registered type whose done is lost is handed back to
+ * its recover_item with its bytes, and finished again; an intent of a
+ * type recovery does not know fails the mount (-EUCLEAN) and leaves the
+ * image as it was. */
+static void test_intent_type_recovery(void **state)
+{
+	(void)state;
+	struct tu_fs fs;
+	char crash[64];
+	assert_int_equal(rlfs_defer_type_register(&tt_type), 0);
+	assert_ptr_equal(rlfs_defer_type_find(0x7e11), &tt_type);
+	assert_ptr_equal(rlfs_defer_type_find(RLFS_LOG_EFI), &rlfs_efi_type);
+	assert_ptr_equal(rlfs_defer_type_find(RLFS_LOG_CUI), &rlfs_cui_type);
+	assert_null(rlfs_defer_type_find(0x7e21));
+	tu_mkfs_mount(&fs, 64 * MiB, 0, 0);
+	tt_finished = tt_recovered = 0;
+	tt_crash(&fs, &tt_type, crash, sizeof(crash));
+	assert_int_equal(tt_finished, 1);
+	struct rlfs_mount *mp;
+	assert_int_equal(rlfs_mount_open(crash, RLFS_MOUNT_NOLOCK, &mp), 0);
+	struct rlfs_log_stats st;
+	rlfs_log_get_stats(mp, &st);
+	assert_int_equal(st.intents_recovered, 1);
+	assert_int_equal(tt_recovered, 1);
+	assert_int_equal(tt_finished, 2);
+	assert_memory_equal(tt_last, "\x01\x02\x03\x04", 4);
+	assert_int_equal(rlfs_mount_close(mp), 0);
+	/* finished: a second mount has nothing to recover */
+	assert_int_equal(rlfs_mount_open(crash, RLFS_MOUNT_NOLOCK, &mp), 0);
+	assert_int_equal(tt_recovered, 1);
+	assert_int_equal(rlfs_mount_close(mp), 0);
+	assert_int_equal(tu_fsck(crash, 0), 0);
+	unlink(crash);
+
+	tt_crash(&fs, &tt_unknown, crash, sizeof(crash));
+	assert_int_equal(rlfs_mount_open(crash, RLFS_MOUNT_NOLOCK, &mp), -EUCLEAN);
+	assert_int_equal(rlfs_mount_open(crash, RLFS_MOUNT_NOLOCK, &mp), -EUCLEAN);
+	unlink(crash);
+	tu_unmount(&fs);
+}
+
 /* Without force_intents, an intent whose done commits before the next
  * log force never reaches the log (whiteout): the log holds neither. */
 static void test_intent_whiteout(void **state)
@@ -640,6 +743,7 @@ int main(void)
 		cmocka_unit_test(test_fsync_forces_only_when_needed),
 		cmocka_unit_test(test_intents_recovered),
 		cmocka_unit_test(test_intent_whiteout),
+		cmocka_unit_test(test_intent_type_recovery),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
