@@ -533,7 +533,8 @@ int rlfs_statfs(struct rlfs_mount *mp, struct statvfs *st)
  * has written its dirty pages back and refuses new writes, so nothing is
  * in flight.  Read-write: the device is reopened for writing if it was
  * opened read-only (rlfs_dev_make_writable), the superblock is marked
- * dirty before anything can change, and unlinked inodes forgotten while
+ * dirty before anything can change, intents that log recovery left for a
+ * read-write mount are finished, and unlinked inodes forgotten while
  * read-only are freed.  0, or -errno: -EACCES/-EROFS (the image cannot be
  * written; the mount stays read-only), I/O errors from the flush (going
  * read-only: the mount is read-only anyway, the error says the image may
@@ -557,6 +558,13 @@ int rlfs_mount_set_rdonly(struct rlfs_mount *mp, bool rdonly)
 	if (err)
 		return err;
 	mp->flags &= ~RLFS_MOUNT_RDONLY;
+	if (rlfs_log_recovered_pending(mp)) {
+		/* a read-only mount left the log's unfinished intents */
+		err = rlfs_log_recover_intents(mp);
+		if (err)
+			rlfs_warn("finishing the log's intents after remount read-write failed "
+				  "(%s); run `reflinkfs fsck`", strerror(-err));
+	}
 	err = rlfs_icache_reclaim_forgotten(mp);
 	if (err)
 		rlfs_warn("freeing unlinked inodes after remount read-write failed (%s)",

@@ -702,6 +702,17 @@ static void test_intent_type_recovery(void **state)
 	assert_int_equal(tu_fsck(crash, 0), 0);
 	unlink(crash);
 
+	/* a read-only mount replays but leaves the intent; remounting
+	 * read-write finishes it */
+	tt_crash(&fs, &tt_type, crash, sizeof(crash));
+	assert_int_equal(rlfs_mount_open(crash, RLFS_MOUNT_NOLOCK | RLFS_MOUNT_RDONLY, &mp), 0);
+	assert_int_equal(tt_recovered, 1);
+	assert_int_equal(rlfs_mount_set_rdonly(mp, false), 0);
+	assert_int_equal(tt_recovered, 2);
+	assert_int_equal(rlfs_mount_close(mp), 0);
+	assert_int_equal(tu_fsck(crash, 0), 0);
+	unlink(crash);
+
 	tt_crash(&fs, &tt_unknown, crash, sizeof(crash));
 	assert_int_equal(rlfs_mount_open(crash, RLFS_MOUNT_NOLOCK, &mp), -EUCLEAN);
 	assert_int_equal(rlfs_mount_open(crash, RLFS_MOUNT_NOLOCK, &mp), -EUCLEAN);
