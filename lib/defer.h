@@ -20,11 +20,16 @@
  *   4. repeats until nothing is queued, then commits the last transaction.
  *
  * After a crash, log recovery finds intents without a done item and hands
- * their items back to the type (recover_item), which queues them again in
- * a recovery transaction: every step is redone idempotently from the last
- * durable point.  Without a log (v1 images) steps 1 and 3's intent/done
- * records go nowhere (mp->defer_log is NULL) and the framework only bounds
- * transactions.
+ * their items back to the type (recover_item, the type found by its
+ * intent code with rlfs_defer_type_find), which queues them again in a
+ * recovery transaction that also logs the old intent's done: every step
+ * is redone from the last durable point.  A step (finish_item) commits
+ * together with its done, so it is never half in the log.  The log side
+ * is lib/log_intent.c (mp->defer_log = rlfs_log_defer_ops: intents and
+ * dones join the transaction's checkpoint; an intent holds the log tail
+ * until its done is durable).  Without a log (v1 images) steps 1 and 3's
+ * intent/done records go nowhere (mp->defer_log is NULL) and the
+ * framework only bounds transactions.
  *
  * Worked example: unlink of the last name of a file whose one extent
  * (fsbno 1000, 8 blocks) is shared with a clone.
@@ -45,8 +50,11 @@
  *
  * Adding a type: define a struct embedding struct rlfs_defer_item, fill a
  * static const struct rlfs_defer_type (name, log codes from SPEC.md, the
- * most items per intent and their encoded size, encode, finish_item,
- * cancel_item, recover_item), call rlfs_defer_add.  Nothing here changes.
+ * most items per intent and their encoded size: 16 + max_items *
+ * item_bytes must fit one block, encode, finish_item, cancel_item,
+ * recover_item), add it to the table in rlfs_defer_type_find (defer.c) so
+ * recovery knows its code, call rlfs_defer_add.  Nothing else changes.
+ * Built-in types (defer_item.c): rlfs_efi_type, rlfs_cui_type.
  *
  * Locking: everything runs in transactions, under meta_lock.
  */

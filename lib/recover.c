@@ -335,7 +335,7 @@ int rlfs_log_recover(struct rlfs_mount *mp, uint64_t start_fsbno, uint32_t size_
 			const uint8_t *img = p + ((size_t)(1 + pi++) << mp->blocklog);
 			if (type == RLFS_LOG_ITEM_INTENT) {
 				err = collect_intent(mp, &it[i], img, ckpt_lsn, &itail);
-				if (err)
+				if (err == -EUCLEAN)
 					err = rlfs_corrupt(mp, start_fsbno, "log", "record at log "
 							   "block %u: bad intent item %u",
 							   recs[r].block, i);
