@@ -18,6 +18,7 @@
  * xfs_bmap_btree.c, xfs_iext_tree.c (here a plain sorted array).
  */
 #include "bmap.h"
+#include "defer.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -736,7 +737,7 @@ int rlfs_bmap_map_extent(struct rlfs_trans *tp, struct rlfs_inode *ip,
 /* ------------------------------------------------------------------ */
 
 int rlfs_bmap_unmap(struct rlfs_trans *tp, struct rlfs_inode *ip, uint64_t off,
-		    uint64_t len, bool free_blocks, uint32_t max_extents, bool *done)
+		    uint64_t len, unsigned free_mode, uint32_t max_extents, bool *done)
 {
 	uint64_t end = len > UINT64_MAX - off ? UINT64_MAX : off + len;
 	uint32_t n = 0;
@@ -786,7 +787,13 @@ int rlfs_bmap_unmap(struct rlfs_trans *tp, struct rlfs_inode *ip, uint64_t off,
 		}
 		if (error)
 			break;
-		if (free_blocks) {
+		if (free_mode == RLFS_BUNMAP_DEFER) {
+			/* a CUI decrease (EFI without REFLINK) finished after
+			 * tp commits; the unmap and the intent commit together */
+			error = rlfs_defer_extent_release(tp, fsb, cnt);
+			if (error)
+				break;
+		} else if (free_mode) {
 			/* data blocks may be shared: drop one reference (frees
 			 * them at 0; a plain free without the REFLINK feature) */
 			error = rlfs_extent_release(tp, fsb, cnt);

@@ -77,14 +77,25 @@ int rlfs_bmap_map_extent(struct rlfs_trans *tp, struct rlfs_inode *ip,
 			 const struct rlfs_irec *rec);
 /*
  * Remove mappings in [off, off+len) (blocks), splitting extents at the
- * edges; when free_blocks the data blocks are released (rlfs_extent_release:
- * refcount -1, freed when it reaches 0; a plain free without the REFLINK
- * feature; bmbt blocks are never shared and are freed directly).  Stops
- * early after max_extents extents (0 = no limit) so long truncates can roll
- * the transaction; *done set true when the whole range is unmapped.
+ * edges.  free_mode says what happens to the data blocks:
+ *   RLFS_BUNMAP_KEEP (0)   nothing (the caller moves them elsewhere);
+ *   RLFS_BUNMAP_FREE (1)   released in tp (rlfs_extent_release: refcount
+ *                          -1, freed when it reaches 0; a plain free
+ *                          without the REFLINK feature);
+ *   RLFS_BUNMAP_DEFER (2)  released by deferred work queued on tp
+ *                          (rlfs_defer_extent_release: a CUI decrease or
+ *                          an EFI, finished in rolled transactions when tp
+ *                          commits; crash-safe through the log's intents).
+ * bmbt blocks are never shared and are freed directly.  Stops early after
+ * max_extents extents (0 = no limit) so long truncates can roll the
+ * transaction; *done set true when the whole range is unmapped.
+ * Source: xfs_bunmapi (+ __xfs_free_extent_later / xfs_refcount_decrease_extent).
  */
+#define RLFS_BUNMAP_KEEP  0u
+#define RLFS_BUNMAP_FREE  1u
+#define RLFS_BUNMAP_DEFER 2u
 int rlfs_bmap_unmap(struct rlfs_trans *tp, struct rlfs_inode *ip, uint64_t off,
-		    uint64_t len, bool free_blocks, uint32_t max_extents, bool *done);
+		    uint64_t len, unsigned free_mode, uint32_t max_extents, bool *done);
 /* Mark [off, off+len) written (unwritten -> normal), splitting as needed. */
 int rlfs_bmap_convert_written(struct rlfs_trans *tp, struct rlfs_inode *ip,
 			      uint64_t off, uint64_t len);

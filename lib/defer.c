@@ -12,6 +12,7 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 
 int rlfs_defer_add(struct rlfs_trans *tp, const struct rlfs_defer_type *type,
 		   struct rlfs_defer_item *item)
@@ -165,9 +166,22 @@ static int finish_one(struct rlfs_trans *tp, struct rlfs_defer_pending *p)
 	return 0;
 }
 
+/* A chain failed after an intent of it was committed: the work stays
+ * undone in this mount and the intent stays in the log (holding its
+ * tail) until the next mount's recovery finishes it, as XFS does after a
+ * shutdown.  Say so once per failure. */
+static void said_stranded(struct rlfs_mount *mp, int err)
+{
+	rlfs_warn("deferred work failed after its intent was logged (%s): the log keeps "
+		  "the intent and the next mount finishes the work; unmount and mount again",
+		  strerror(-err));
+}
+
 int rlfs_defer_finish(struct rlfs_trans **tpp)
 {
 	struct rlfs_defer_pending *work = NULL;
+	struct rlfs_mount *mp = (*tpp)->mp;
+	bool rolled = false;
 	int err = 0;
 	while ((*tpp)->dfops) {
 		struct rlfs_trans *tp = *tpp;
@@ -177,6 +191,7 @@ int rlfs_defer_finish(struct rlfs_trans **tpp)
 		err = roll(tpp, &work);
 		if (err)
 			goto fail_rolled;
+		rolled = true;
 		tp = *tpp;
 		/* take the first batch; what finishing it queues lands on an
 		 * empty tp->dfops and goes ahead of the batches after it */
@@ -213,11 +228,43 @@ int rlfs_defer_finish(struct rlfs_trans **tpp)
 	}
 	return 0;
 fail:
+	if ((*tpp)->mp->defer_log && rolled)
+		said_stranded((*tpp)->mp, err);
 	rlfs_trans_cancel(*tpp);   /* also cancels (*tpp)->dfops */
 	*tpp = NULL;
 	return err;
 fail_rolled:
+	if (mp->defer_log)
+		said_stranded(mp, err);
 	cancel_pending(work);
 	*tpp = NULL;
 	return err;
+}
+
+/* ---- types for recovery ---- */
+
+static const struct rlfs_defer_type *registered[8];
+static unsigned nregistered;
+
+const struct rlfs_defer_type *rlfs_defer_type_find(uint16_t intent_code)
+{
+	static const struct rlfs_defer_type *const builtin[] = { &rlfs_efi_type, &rlfs_cui_type };
+	for (size_t i = 0; i < sizeof(builtin) / sizeof(builtin[0]); i++)
+		if (builtin[i]->intent_code == intent_code)
+			return builtin[i];
+	for (unsigned i = 0; i < nregistered; i++)
+		if (registered[i]->intent_code == intent_code)
+			return registered[i];
+	return NULL;
+}
+
+int rlfs_defer_type_register(const struct rlfs_defer_type *type)
+{
+	for (unsigned i = 0; i < nregistered; i++)
+		if (registered[i] == type)
+			return 0;
+	if (nregistered >= sizeof(registered) / sizeof(registered[0]))
+		return -E2BIG;
+	registered[nregistered++] = type;
+	return 0;
 }

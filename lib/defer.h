@@ -20,11 +20,16 @@
  *   4. repeats until nothing is queued, then commits the last transaction.
  *
  * After a crash, log recovery finds intents without a done item and hands
- * their items back to the type (recover_item), which queues them again in
- * a recovery transaction: every step is redone idempotently from the last
- * durable point.  Without a log (v1 images) steps 1 and 3's intent/done
- * records go nowhere (mp->defer_log is NULL) and the framework only bounds
- * transactions.
+ * their items back to the type (recover_item, the type found by its
+ * intent code with rlfs_defer_type_find), which queues them again in a
+ * recovery transaction that also logs the old intent's done: every step
+ * is redone from the last durable point.  A step (finish_item) commits
+ * together with its done, so it is never half in the log.  The log side
+ * is lib/log_intent.c (mp->defer_log = rlfs_log_defer_ops: intents and
+ * dones join the transaction's checkpoint; an intent holds the log tail
+ * until its done is durable).  Without a log (v1 images) steps 1 and 3's
+ * intent/done records go nowhere (mp->defer_log is NULL) and the
+ * framework only bounds transactions.
  *
  * Worked example: unlink of the last name of a file whose one extent
  * (fsbno 1000, 8 blocks) is shared with a clone.
@@ -45,8 +50,11 @@
  *
  * Adding a type: define a struct embedding struct rlfs_defer_item, fill a
  * static const struct rlfs_defer_type (name, log codes from SPEC.md, the
- * most items per intent and their encoded size, encode, finish_item,
- * cancel_item, recover_item), call rlfs_defer_add.  Nothing here changes.
+ * most items per intent and their encoded size: 16 + max_items *
+ * item_bytes must fit one block, encode, finish_item, cancel_item,
+ * recover_item), add it to the table in rlfs_defer_type_find (defer.c) so
+ * recovery knows its code, call rlfs_defer_add.  Nothing else changes.
+ * Built-in types (defer_item.c): rlfs_efi_type, rlfs_cui_type.
  *
  * Locking: everything runs in transactions, under meta_lock.
  */
@@ -143,4 +151,38 @@ int rlfs_defer_hold_inode(struct rlfs_trans *tp, struct rlfs_inode *ip);
 int rlfs_defer_finish(struct rlfs_trans **tpp);
 /* Drop all queued work of tp without doing it (transaction cancel). */
 void rlfs_defer_cancel(struct rlfs_trans *tp);
+
+/*
+ * The types log recovery knows, by intent code: the built-in ones
+ * (defer_item.c: EFI, CUI) and any added with rlfs_defer_type_register
+ * (tests; a new type is simply added to the built-in table).  NULL if
+ * none.  Source: xlog_recover_item_ops / the intent item ops table.
+ */
+const struct rlfs_defer_type *rlfs_defer_type_find(uint16_t intent_code);
+/* Add a type for recovery (process-wide, at most 8; not thread-safe:
+ * call before mounting).  0 or -E2BIG. */
+int rlfs_defer_type_register(const struct rlfs_defer_type *type);
+
+/* ---- defer_item.c: the built-in intent types ---- */
+
+/* EFI/EFD: free an extent (rlfs_free_extent) in a later transaction; the
+ * blocks are busy from that transaction on (busy.h).  Up to
+ * RLFS_EFI_MAX_ITEMS extents per intent.  Source: xfs_extfree_item.c. */
+#define RLFS_EFI_MAX_ITEMS 16u
+extern const struct rlfs_defer_type rlfs_efi_type;
+/* Queue the free of [fsbno, fsbno+len) on tp.  0 or -ENOMEM. */
+int rlfs_efi_add(struct rlfs_trans *tp, uint64_t fsbno, uint32_t len);
+/* CUI/CUD: refcount +1 / -1 of an extent (rlfs_refcount_increase /
+ * decrease) in a later transaction; a decrease that drops blocks to 0
+ * queues their free as an EFI.  Up to RLFS_CUI_MAX_ITEMS per intent.
+ * Source: xfs_refcount_item.c. */
+#define RLFS_CUI_MAX_ITEMS 16u
+extern const struct rlfs_defer_type rlfs_cui_type;
+/* Queue op (RLFS_CUI_INCREASE / _DECREASE) of [fsbno, fsbno+len) on tp.
+ * 0 or -ENOMEM. */
+int rlfs_cui_add(struct rlfs_trans *tp, unsigned op, uint64_t fsbno, uint32_t len);
+/* Release a data-fork mapping of [fsbno, fsbno+len) in a later
+ * transaction: a CUI decrease on a reflink filesystem, else an EFI (the
+ * deferred form of rlfs_extent_release).  0 or -ENOMEM. */
+int rlfs_defer_extent_release(struct rlfs_trans *tp, uint64_t fsbno, uint32_t len);
 #endif

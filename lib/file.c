@@ -435,7 +435,7 @@ static int unmap_rolled(struct rlfs_trans **tpp, struct rlfs_inode *ip, uint64_t
 	bool done = false;
 	uint32_t res = rlfs_bmap_res(ip, UNMAP_PER_TX + 1);
 	while (!done) {
-		int error = rlfs_bmap_unmap(*tpp, ip, fb0, len, true, UNMAP_PER_TX, &done);
+		int error = rlfs_bmap_unmap(*tpp, ip, fb0, len, RLFS_BUNMAP_DEFER, UNMAP_PER_TX, &done);
 		if (error) {
 			rlfs_trans_cancel(*tpp);
 			*tpp = NULL;

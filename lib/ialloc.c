@@ -19,6 +19,7 @@
 
 #include "alloc.h"
 #include "busy.h"
+#include "defer.h"
 #include "inode.h"
 
 #define FULL_MASK UINT64_MAX /* 64 inodes per chunk */
@@ -467,9 +468,14 @@ int rlfs_ifree(struct rlfs_trans *tp, uint64_t ino)
 out:
 	rlfs_btree_cur_del(&cur);
 	if (!err && chunk_free) {
-		/* rlfs_free_extent invalidates the cached cluster buffers */
+		/* the chunk's blocks go back as deferred work (an EFI, as
+		 * xfs_difree_inode_chunk): the inobt delete and the intent
+		 * commit together, the free-space trees change in the next
+		 * transaction; rlfs_free_extent there invalidates the cached
+		 * cluster buffers.  Nothing can use the chunk in between: it
+		 * is in no inobt record. */
 		uint64_t cfsb = rlfs_ino_to_fsb(mp, start);
-		err = rlfs_free_extent(tp, cfsb, mp->chunk_blocks);
+		err = rlfs_efi_add(tp, cfsb, mp->chunk_blocks);
 	}
 	rlfs_trans_brelse(tp, agbp);
 	return err;

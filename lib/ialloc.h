@@ -23,7 +23,9 @@ uint32_t rlfs_ialloc_res(struct rlfs_mount *mp);
  * 0, -ENOSPC (no space for a chunk), -EUCLEAN.
  */
 int rlfs_ialloc(struct rlfs_trans *tp, uint64_t parent_ino, uint64_t *ino);
-/* Mark ino free in its chunk; free the chunk's blocks if it is all free.
+/* Mark ino free in its chunk; if the chunk is all free, delete its inobt
+ * record and queue the free of its blocks on tp (an EFI, finished when tp
+ * commits: defer.h).
  * -EUCLEAN if ino was already free or lies in no chunk. */
 int rlfs_ifree(struct rlfs_trans *tp, uint64_t ino);
 /* Is ino inside an allocated chunk and marked in use?  For validating inode

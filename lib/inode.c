@@ -1013,7 +1013,9 @@ int rlfs_inode_inactivate(struct rlfs_inode *ip)
 	if (fork_has_extents(ip) && ip->ext_loaded) {
 		bool done = false;
 		while (!done) {
-			error = rlfs_bmap_unmap(tp, ip, 0, UINT64_MAX >> 1, true,
+			/* the unmap here, the refcount drops and frees as
+			 * deferred work (CUI/EFI) when tp rolls */
+			error = rlfs_bmap_unmap(tp, ip, 0, UINT64_MAX >> 1, RLFS_BUNMAP_DEFER,
 						INACT_EXTENTS_PER_TX, &done);
 			if (error)
 				goto out_cancel;

@@ -134,8 +134,10 @@ int rlfs_log_mount(struct rlfs_mount *mp, uint64_t start_fsbno, uint32_t size_bl
 			return err;
 	}
 	struct rlfs_log *log = calloc(1, sizeof(*log));
-	if (!log)
+	if (!log) {
+		rlfs_log_ilog_free_list(scan.intents);
 		return -ENOMEM;
+	}
 	log->mp = mp;
 	log->start_fsbno = start_fsbno;
 	log->size_blocks = size_blocks;
@@ -151,10 +153,29 @@ int rlfs_log_mount(struct rlfs_mount *mp, uint64_t start_fsbno, uint32_t size_bl
 	/* one record: header + up to items_per_rec images */
 	size_t wblocks = (size_t)log->items_per_rec + 1;
 	if (posix_memalign((void **)&log->wbuf, RLFS_DIO_ALIGN, wblocks << mp->blocklog)) {
+		rlfs_log_ilog_free_list(scan.intents);
 		free(log);
 		return -ENOMEM;
 	}
+	const char *fi = getenv("RLFS_LOG_FORCE_INTENTS");
+	log->force_intents = fi && *fi && *fi != '0';
 	mp->log = log;
+	mp->defer_log = &rlfs_log_defer_ops;
+	/* intent ids of this mount are larger than any in the log (a crash
+	 * during intent recovery leaves two mounts' intents in the range) */
+	uint64_t id0 = scan.next_seq << 32;
+	mp->defer_intent_seq = RLFS_MAX(RLFS_MAX(mp->defer_intent_seq, id0), scan.max_intent_id);
+	if (scan.intents) {
+		/* intents without a done: they hold the tail where it is until
+		 * rlfs_log_recover_intents has finished them and their dones
+		 * are durable; no clean tail now (a crash before then replays
+		 * the same log again) */
+		for (struct rlfs_log_ilog *il = scan.intents; il; il = il->next)
+			il->recovered = true;
+		log->live_intents = scan.intents;
+		scan.intents = NULL;
+		return 0;
+	}
 	if (scan.needs_replay && !rdonly) {
 		/* everything replayed is in place and flushed: a clean tail */
 		err = rlfs_log_write_tail(log, RLFS_LREC_UNMOUNT, head_after_wrap(log));
@@ -191,9 +212,13 @@ void rlfs_log_free(struct rlfs_mount *mp)
 		free(log->spare);
 		log->spare = next;
 	}
+	rlfs_log_ilog_free_list(log->cil_intents);
+	rlfs_log_ilog_free_list(log->cil_dones);
+	rlfs_log_ilog_free_list(log->live_intents);
 	free(log->wbuf);
 	free(log);
 	mp->log = NULL;
+	mp->defer_log = NULL;
 }
 
 int rlfs_log_quiesce(struct rlfs_mount *mp)
@@ -207,7 +232,10 @@ int rlfs_log_quiesce(struct rlfs_mount *mp)
 	err = rlfs_log_ail_push(log, UINT64_MAX);
 	if (err)
 		return err;
-	return rlfs_log_write_tail(log, RLFS_LREC_UNMOUNT, head_after_wrap(log));
+	/* intents whose work was never finished (a failed step) stay in the
+	 * log: the next mount's recovery finishes them */
+	uint64_t head = head_after_wrap(log);
+	return rlfs_log_write_tail(log, RLFS_LREC_UNMOUNT, rlfs_log_ail_tail(log, head));
 }
 
 bool rlfs_has_log(struct rlfs_mount *mp)

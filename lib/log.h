@@ -46,6 +46,34 @@ struct rlfs_log_img {
 	struct rlfs_log_img *prev, *next;
 };
 
+/*
+ * An intent or done item of deferred work (defer.h) on its way into the
+ * log, or an intent whose done is not yet durable (log_intent.c).
+ *   type      RLFS_LOG_ITEM_INTENT / _DONE
+ *   id        the intent id (mp->defer_intent_seq; from the log for a
+ *             recovered intent)
+ *   code      the intent (INTENT) or done (DONE) code, RLFS_LOG_*
+ *   data      INTENT: the payload block (struct rlfs_log_intent + items),
+ *             blocksize bytes; NULL for DONE
+ *   lsn       live intent: the LSN of the checkpoint it is in
+ *   done      live intent: 0 no done in the log yet, 1 done written but
+ *             the device not flushed since, 2 done durable
+ *   recovered live intent found by recovery without a done, still to be
+ *             finished (rlfs_log_recover_intents)
+ */
+struct rlfs_log_ilog {
+	uint16_t type;
+	uint16_t code;
+	uint32_t count;
+	uint16_t item_bytes;
+	uint8_t done;
+	bool recovered;
+	uint64_t id;
+	uint8_t *data;
+	uint64_t lsn;
+	struct rlfs_log_ilog *next;
+};
+
 /* What a scan of the log found (recover.c). */
 struct rlfs_log_scan {
 	uint64_t tail_lsn;          /* where replay starts */
@@ -54,6 +82,11 @@ struct rlfs_log_scan {
 	uint64_t ckpts;             /* complete checkpoints with items past the tail */
 	uint64_t items;             /* block images and cancels in them */
 	bool needs_replay;          /* ckpts > 0 */
+	/* replay only: intents of the replayed checkpoints that have no done
+	 * in them (LSN order; each data is a copy of its payload block);
+	 * the caller takes the list (rlfs_log_ilog_free_list) */
+	struct rlfs_log_ilog *intents;
+	uint64_t max_intent_id;     /* largest intent or done id seen */
 };
 
 struct rlfs_log {
@@ -83,8 +116,21 @@ struct rlfs_log {
 	/* AIL: images of durable checkpoints, not yet in place, by LSN */
 	struct rlfs_log_img *ail_first, *ail_last;
 	size_t ail_count;
+	/* intents and dones committed since the last force (part of the CIL's
+	 * checkpoint; an intent whose done commits while both are here is
+	 * dropped with it, as XFS's intent whiteouts), and the intents already
+	 * in the log whose done is not durable: they hold the tail back */
+	struct rlfs_log_ilog *cil_intents, *cil_dones, *live_intents;
+	size_t cil_nintents, cil_ndones;
 	uint8_t *wbuf;              /* one record: header + payload */
 	bool failed;                /* a log write failed: no more writes */
+	bool force_intents;         /* testing: every commit that logs an
+				     * intent forces the log, so intents and
+				     * their dones land in different
+				     * checkpoints (no whiteouts) and crash
+				     * cuts fall between them; set from the
+				     * environment (RLFS_LOG_FORCE_INTENTS=1)
+				     * at mount, or by a test */
 	bool unflushed;             /* records written since the last device
 				     * flush: the AIL must flush before it
 				     * writes anything in place */
@@ -260,9 +306,47 @@ void rlfs_log_ail_insert(struct rlfs_log *log, struct rlfs_log_img *first, uint6
  * (the images stay in the AIL).
  */
 int rlfs_log_ail_push(struct rlfs_log *log, uint64_t target_lsn);
-/* The tail to write into the next record: the oldest AIL LSN, or
- * if_empty when the AIL is empty. */
-uint64_t rlfs_log_ail_tail(const struct rlfs_log *log, uint64_t if_empty);
+/* The tail to write into the next record: the oldest of the AIL's LSNs
+ * and the live intents' LSNs (an intent stays in the log until its done
+ * is durable: the write-ahead rule of deferred work), or if_empty when
+ * there are none. */
+uint64_t rlfs_log_ail_tail(struct rlfs_log *log, uint64_t if_empty);
+
+/* ---- log_intent.c: intent and done items (defer.h's mp->defer_log) ---- */
+
+/* The defer_log ops the log installs in mp->defer_log at mount. */
+extern const struct rlfs_defer_log_ops rlfs_log_defer_ops;
+/* True if the CIL holds nothing (no images, intents or dones). */
+static inline bool rlfs_log_cil_empty(const struct rlfs_log *log)
+{
+	return !log->cil_count && !log->cil_nintents && !log->cil_ndones;
+}
+/* The CIL's intents and dones were written as the checkpoint at ckpt_lsn
+ * (flushed if flushed): intents become live at ckpt_lsn, dones mark their
+ * live intent done (written, or durable if flushed). */
+void rlfs_log_intents_pushed(struct rlfs_log *log, uint64_t ckpt_lsn, bool flushed);
+/* The oldest LSN a live intent holds the tail at (UINT64_MAX: none);
+ * frees the live intents whose done is durable first. */
+uint64_t rlfs_log_intent_tail(struct rlfs_log *log);
+/* Free a list of rlfs_log_ilog (and their data). */
+void rlfs_log_ilog_free_list(struct rlfs_log_ilog *l);
+/*
+ * After a mount replayed the log (the mount is complete: AG headers,
+ * inode cache, transactions): finish every intent recovery found without
+ * a done, oldest first, each in its own recovery transaction: a done for
+ * the old intent, then the type's recover_item for each of its items
+ * (which queues the work again), then commit (rlfs_defer_finish: a new
+ * intent, rolls, done items).  Then force the log.  0, -EUCLEAN (an
+ * intent of an unknown type, or a bad item), or the -errno of a step.
+ * Mirrors xlog_recover_process_intents / xlog_recover_finish_intents.
+ */
+int rlfs_log_recover_intents(struct rlfs_mount *mp);
+/* Recovery's pass for CoW staging extents left over by a crash (refcount
+ * CoW domain records): an empty pass until the CoW fork exists (its issue
+ * fills it in; XFS: xfs_reflink_recover_cow).  0. */
+int rlfs_log_recover_cow_staging(struct rlfs_mount *mp);
+/* Intents recovery found that are still to be finished (0 once done). */
+size_t rlfs_log_recovered_pending(const struct rlfs_mount *mp);
 
 /* ---- recover.c ---- */
 

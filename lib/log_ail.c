@@ -58,9 +58,12 @@ void rlfs_log_ail_insert(struct rlfs_log *log, struct rlfs_log_img *first, uint6
 	}
 }
 
-uint64_t rlfs_log_ail_tail(const struct rlfs_log *log, uint64_t if_empty)
+uint64_t rlfs_log_ail_tail(struct rlfs_log *log, uint64_t if_empty)
 {
-	return log->ail_first ? log->ail_first->lsn : if_empty;
+	uint64_t t = rlfs_log_intent_tail(log);
+	if (log->ail_first && log->ail_first->lsn < t)
+		t = log->ail_first->lsn;
+	return t == UINT64_MAX ? if_empty : t;
 }
 
 static int cmp_img_fsbno(const void *a, const void *b)
@@ -77,8 +80,25 @@ int rlfs_log_ail_push(struct rlfs_log *log, uint64_t target_lsn)
 	for (struct rlfs_log_img *img = log->ail_first; img && img->lsn < target_lsn;
 	     img = img->next)
 		n++;
-	if (n == 0)
-		return 0;
+	if (n == 0) {
+		/* nothing to write in place; live intents whose done has
+		 * become durable may still let the tail move (a full log
+		 * waits for that, never for ever: the dones are written) */
+		uint64_t head = rlfs_log_head_lsn(log);
+		if (target_lsn != UINT64_MAX || !log->live_intents)
+			return 0;
+		if (log->unflushed) {
+			int ferr = rlfs_dev_flush(mp->dev);
+			if (ferr)
+				return ferr;
+			log->unflushed = false;
+		}
+		uint64_t t = rlfs_log_ail_tail(log, head);
+		if (t <= log->tail_lsn)
+			return 0;
+		rlfs_log_head_wrap(log);
+		return rlfs_log_write_tail(log, 0, rlfs_log_ail_tail(log, rlfs_log_head_lsn(log)));
+	}
 	if (log->unflushed) {
 		/* write-ahead: the checkpoints these images came in first */
 		int ferr = rlfs_dev_flush(mp->dev);

@@ -206,7 +206,23 @@ static int flush_data(struct rlfs_mount *mp)
 void rlfs_log_commit_done(struct rlfs_mount *mp)
 {
 	struct rlfs_log *log = mp->log;
-	if (!log || log->cil_count < log->cil_max)
+	if (!log)
+		return;
+	if (log->force_intents && log->cil_nintents) {
+		/* testing: the intent durable now, its done later */
+		int ferr = 0;
+		if (mp->data_dirty) {
+			ferr = rlfs_dev_flush(mp->dev);
+			if (!ferr)
+				mp->data_dirty = 0;
+		}
+		if (!ferr)
+			ferr = cil_push(mp, true);
+		if (ferr)
+			rlfs_warn("log force of an intent failed (%s)", strerror(-ferr));
+		return;
+	}
+	if (log->cil_count + log->cil_nintents + log->cil_ndones < log->cil_max)
 		return;
 	/* a background-style push: the checkpoint is written but not
 	 * flushed (the next force or AIL push flushes it).  File data the
@@ -225,7 +241,7 @@ int rlfs_log_force(struct rlfs_mount *mp)
 	struct rlfs_log *log = mp->log;
 	if (!log)
 		return 0;
-	if (log->cil_count) {
+	if (!rlfs_log_cil_empty(log)) {
 		log->stats.forces++;
 		return cil_push(mp, true);
 	}
@@ -271,7 +287,7 @@ int rlfs_log_force_seq(struct rlfs_mount *mp, uint64_t seq, bool *forced)
 			 * logged): nothing to write, and everything before it
 			 * is durable (force left durable_seq == cil_seq);
 			 * close the empty context so it counts as durable. */
-			if (log->durable_seq <= seq && log->cil_count == 0) {
+			if (log->durable_seq <= seq && rlfs_log_cil_empty(log)) {
 				log->cil_seq++;
 				rlfs_log_flushed(log);
 			}
@@ -285,17 +301,26 @@ int rlfs_log_force_seq(struct rlfs_mount *mp, uint64_t seq, bool *forced)
 	return err;
 }
 
+/* One descriptor of a checkpoint being written, with its payload block
+ * (NULL for CANCEL and DONE). */
+struct ckpt_ent {
+	struct rlfs_log_desc d;
+	uint8_t *payload;
+};
+
 /* Write the CIL as one checkpoint; flush unless !flush (then
- * log->unflushed says a flush is owed before anything relies on it). */
+ * log->unflushed says a flush is owed before anything relies on it).
+ * Block images first, then intents, then dones: the order inside a
+ * checkpoint does not matter (it is replayed whole or not at all). */
 static int cil_push(struct rlfs_mount *mp, bool flush)
 {
 	struct rlfs_log *log = mp->log;
-	if (!log || log->cil_count == 0)
+	if (!log || rlfs_log_cil_empty(log))
 		return 0;
 	if (log->failed)
 		return -EIO;
 	uint32_t ipr = log->items_per_rec;
-	uint64_t n = log->cil_count;
+	uint64_t n = log->cil_count + log->cil_nintents + log->cil_ndones;
 	/* images + headers + a block lost to a wrap + room for a tail record */
 	uint64_t need = n + (n + ipr - 1) / ipr + 1 + 3;
 	if (need > rlfs_log_space_blocks(log)) {
@@ -304,16 +329,37 @@ static int cil_push(struct rlfs_mount *mp, bool flush)
 			return err;
 	}
 	if (need > rlfs_log_space_blocks(log)) {
-		rlfs_warn("a checkpoint of %llu blocks does not fit in the log (%u blocks)",
-			  (unsigned long long)n, log->size_blocks);
+		rlfs_warn("a checkpoint of %llu blocks does not fit in the log (%u blocks%s)",
+			  (unsigned long long)n, log->size_blocks,
+			  log->live_intents ? "; intents hold the tail" : "");
 		return -ENOSPC;
 	}
+	struct ckpt_ent *ents = calloc(n, sizeof(*ents));
 	struct rlfs_log_desc *items = calloc(ipr, sizeof(*items));
 	uint8_t **payload = calloc(ipr, sizeof(*payload));
-	if (!items || !payload) {
+	if (!items || !payload || !ents) {
 		free(items);
 		free(payload);
+		free(ents);
 		return -ENOMEM;
+	}
+	size_t ne = 0;
+	for (struct rlfs_log_img *img = log->cil_first; img; img = img->next, ne++) {
+		rlfs_put64(ents[ne].d.fsbno, img->fsbno);
+		rlfs_put16(ents[ne].d.type, img->type);
+		ents[ne].payload = img->data;
+	}
+	for (struct rlfs_log_ilog *il = log->cil_intents; il; il = il->next, ne++) {
+		rlfs_put64(ents[ne].d.fsbno, il->id);
+		rlfs_put16(ents[ne].d.type, RLFS_LOG_ITEM_INTENT);
+		rlfs_put16(ents[ne].d.code, il->code);
+		rlfs_put32(ents[ne].d.count, il->count);
+		ents[ne].payload = il->data;
+	}
+	for (struct rlfs_log_ilog *il = log->cil_dones; il; il = il->next, ne++) {
+		rlfs_put64(ents[ne].d.fsbno, il->id);
+		rlfs_put16(ents[ne].d.type, RLFS_LOG_ITEM_DONE);
+		rlfs_put16(ents[ne].d.code, il->code);
 	}
 	uint32_t save_cycle = log->head_cycle, save_block = log->head_block;
 	uint64_t save_tail = log->tail_lsn;
@@ -324,26 +370,25 @@ static int cil_push(struct rlfs_mount *mp, bool flush)
 		if (img->data)
 			rlfs_log_stamp_lsn(mp, img->type, img->data, ckpt_lsn);
 	int err = 0;
-	struct rlfs_log_img *img = log->cil_first;
+	size_t e = 0;
 	if (flush)
 		rlfs_progress(mp, RLFS_PROGRESS_META, 0, n);
-	while (img && !err) {
+	while (e < ne && !err) {
 		rlfs_log_head_wrap(log);
 		uint32_t room = log->size_blocks - log->head_block - 1;
 		uint32_t ni = 0, np = 0;
-		while (img && ni < ipr && (img->data == NULL || np < room)) {
-			rlfs_put64(items[ni].fsbno, img->fsbno);
-			rlfs_put16(items[ni].type, img->type);
-			ni++;
-			if (img->data)
-				payload[np++] = img->data;
-			img = img->next;
+		while (e < ne && ni < ipr && (ents[e].payload == NULL || np < room)) {
+			items[ni++] = ents[e].d;
+			if (ents[e].payload)
+				payload[np++] = ents[e].payload;
+			e++;
 		}
-		err = rlfs_log_write_rec(log, log->seq, img ? 0 : RLFS_LREC_COMMIT, ckpt_lsn,
+		err = rlfs_log_write_rec(log, log->seq, e < ne ? 0 : RLFS_LREC_COMMIT, ckpt_lsn,
 					 tail, items, ni, payload, np);
 	}
 	free(items);
 	free(payload);
+	free(ents);
 	if (!err && flush) {
 		rlfs_progress(mp, RLFS_PROGRESS_SYNC, 0, 1);
 		err = rlfs_dev_flush(mp->dev);
@@ -363,11 +408,12 @@ static int cil_push(struct rlfs_mount *mp, bool flush)
 		log->unflushed = true;
 	log->stats.ckpts_written++;
 	struct rlfs_log_img *first = log->cil_first;
-	for (img = first; img; img = img->next)
+	for (struct rlfs_log_img *img = first; img; img = img->next)
 		img->bp->log_cil = NULL;
 	log->cil_first = log->cil_last = NULL;
 	log->cil_count = 0;
 	rlfs_log_ail_insert(log, first, ckpt_lsn);
+	rlfs_log_intents_pushed(log, ckpt_lsn, flush);
 	return 0;
 }
 

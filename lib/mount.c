@@ -410,6 +410,27 @@ int rlfs_mount_open(const char *image, unsigned flags, struct rlfs_mount **mpp)
 			goto fail;
 		}
 	}
+	if (rlfs_log_recovered_pending(mp)) {
+		/* recovery, second half: the intents without a done */
+		size_t n = rlfs_log_recovered_pending(mp);
+		if (rdonly) {
+			rlfs_warn("%s: %zu unfinished intent(s) in the log are left for a "
+				  "read-write mount (space may look used until then)", image, n);
+		} else {
+			err = rlfs_log_recover_intents(mp);
+			if (err) {
+				rlfs_warn("%s: log recovery could not finish %zu intent(s) (%s); "
+					  "run `reflinkfs fsck %s`", image, n, strerror(-err), image);
+				rlfs_icache_destroy(mp);
+				goto fail;
+			}
+			rlfs_warn("%s: log recovery: finished %zu intent(s)", image, n);
+		}
+	}
+	/* a hook for the CoW-fork issue: free CoW staging extents left over
+	 * (refcount CoW domain); an empty pass for now */
+	if (!rdonly)
+		rlfs_log_recover_cow_staging(mp);
 	mp->err_track = true;
 	*mpp = mp;
 	return 0;
@@ -518,7 +539,8 @@ int rlfs_statfs(struct rlfs_mount *mp, struct statvfs *st)
  * has written its dirty pages back and refuses new writes, so nothing is
  * in flight.  Read-write: the device is reopened for writing if it was
  * opened read-only (rlfs_dev_make_writable), the superblock is marked
- * dirty before anything can change, and unlinked inodes forgotten while
+ * dirty before anything can change, intents that log recovery left for a
+ * read-write mount are finished, and unlinked inodes forgotten while
  * read-only are freed.  0, or -errno: -EACCES/-EROFS (the image cannot be
  * written; the mount stays read-only), I/O errors from the flush (going
  * read-only: the mount is read-only anyway, the error says the image may
@@ -542,6 +564,13 @@ int rlfs_mount_set_rdonly(struct rlfs_mount *mp, bool rdonly)
 	if (err)
 		return err;
 	mp->flags &= ~RLFS_MOUNT_RDONLY;
+	if (rlfs_log_recovered_pending(mp)) {
+		/* a read-only mount left the log's unfinished intents */
+		err = rlfs_log_recover_intents(mp);
+		if (err)
+			rlfs_warn("finishing the log's intents after remount read-write failed "
+				  "(%s); run `reflinkfs fsck`", strerror(-err));
+	}
 	err = rlfs_icache_reclaim_forgotten(mp);
 	if (err)
 		rlfs_warn("freeing unlinked inodes after remount read-write failed (%s)",

@@ -17,8 +17,14 @@
  *    freed and may hold another owner's data now), or if the block on disk
  *    carries an LSN at least as new (same type, block and uuid, good crc).
  *    Then flush.  Replay is idempotent: a crash during it replays again.
+ *    The same pass collects the INTENT items of those checkpoints and
+ *    drops every one that has a DONE in them: what is left (scan->intents,
+ *    in LSN order) is work that may not have happened; the mount finishes
+ *    it once it is up (rlfs_log_recover_intents, log_intent.c) before the
+ *    tail may move past it.
  * Model: xfs_log_recover.c (xlog_find_tail, xlog_do_recovery_pass, the
- * cancelled-buffer table of xlog_recover_buf_pass1).
+ * cancelled-buffer table of xlog_recover_buf_pass1, the intent items of
+ * xlog_recover_intent_item and xlog_recover_process_intents).
  */
 #include "log.h"
 
@@ -50,6 +56,12 @@ static bool is_image(uint16_t type)
 	       type == RLFS_LOG_ITEM_RAW;
 }
 
+/* Items that own a payload block: images and intents. */
+static bool has_payload(uint16_t type)
+{
+	return is_image(type) || type == RLFS_LOG_ITEM_INTENT;
+}
+
 /* Payload crc good and the descriptors consistent with the payload. */
 static bool rec_body_ok(struct rlfs_mount *mp, const uint8_t *blk)
 {
@@ -59,9 +71,9 @@ static bool rec_body_ok(struct rlfs_mount *mp, const uint8_t *blk)
 	uint32_t nimg = 0;
 	for (uint32_t i = 0; i < n; i++) {
 		uint16_t t = rlfs_get16(it[i].type);
-		if (is_image(t))
+		if (has_payload(t))
 			nimg++;
-		else if (t != RLFS_LOG_ITEM_CANCEL)
+		else if (t != RLFS_LOG_ITEM_CANCEL && t != RLFS_LOG_ITEM_DONE)
 			return false;
 	}
 	if (nimg != len)
@@ -122,6 +134,45 @@ static uint64_t cancel_lsn(const struct cancel *c, size_t n, uint64_t fsbno)
 	return lo > 0 && c[lo - 1].fsbno == fsbno ? c[lo - 1].lsn : 0;
 }
 
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* An INTENT item of a replayed checkpoint: check its payload head against
+ * the descriptor and append a copy to *tailp.  0, -EUCLEAN, -ENOMEM. */
+static int collect_intent(struct rlfs_mount *mp, const struct rlfs_log_desc *d,
+			  const uint8_t *payload, uint64_t ckpt_lsn, struct rlfs_log_ilog ***tailp)
+{
+	const struct rlfs_log_intent *h = (const void *)payload;
+	uint64_t id = rlfs_get64(d->fsbno);
+	uint32_t count = rlfs_get32(d->count);
+	uint16_t ib = rlfs_get16(h->item_bytes);
+	if (id == 0 || rlfs_get64(h->intent_id) != id || rlfs_get16(h->code) != rlfs_get16(d->code) ||
+	    rlfs_get32(h->count) != count ||
+	    (uint64_t)count * ib + sizeof(*h) > mp->blocksize)
+		return -EUCLEAN;
+	struct rlfs_log_ilog *il = calloc(1, sizeof(*il));
+	if (!il)
+		return -ENOMEM;
+	il->data = malloc(mp->blocksize);
+	if (!il->data) {
+		free(il);
+		return -ENOMEM;
+	}
+	memcpy(il->data, payload, mp->blocksize);
+	il->type = RLFS_LOG_ITEM_INTENT;
+	il->code = rlfs_get16(d->code);
+	il->count = count;
+	il->item_bytes = ib;
+	il->id = id;
+	il->lsn = ckpt_lsn;
+	**tailp = il;
+	*tailp = &il->next;
+	return 0;
+}
+
 /* One record of a complete checkpoint, for the replay. */
 struct walked {
 	uint32_t block;
@@ -136,6 +187,9 @@ int rlfs_log_recover(struct rlfs_mount *mp, uint64_t start_fsbno, uint32_t size_
 	uint8_t *ring = NULL, *disk = NULL;
 	struct walked *recs = NULL;
 	struct cancel *cancels = NULL;
+	uint64_t *dones = NULL;
+	size_t ndones = 0;
+	struct rlfs_log_ilog **itail = &scan->intents;
 	int err = 0;
 
 	memset(scan, 0, sizeof(*scan));
@@ -233,6 +287,11 @@ int rlfs_log_recover(struct rlfs_mount *mp, uint64_t start_fsbno, uint32_t size_
 
 	/* 3. replay: cancels first, then the images in LSN order */
 	cancels = malloc(sizeof(*cancels) * (scan->items + 1));
+	dones = malloc(sizeof(*dones) * (scan->items + 1));
+	if (!dones) {
+		err = -ENOMEM;
+		goto out;
+	}
 	if (posix_memalign((void **)&disk, 4096, bs))
 		disk = NULL;
 	if (!cancels || !disk) {
@@ -264,9 +323,24 @@ int rlfs_log_recover(struct rlfs_mount *mp, uint64_t start_fsbno, uint32_t size_
 		}
 		for (uint32_t i = 0; i < rlfs_get32(rec->nitems) && !err; i++) {
 			uint16_t type = rlfs_get16(it[i].type);
-			if (!is_image(type))
+			if (type == RLFS_LOG_ITEM_DONE || type == RLFS_LOG_ITEM_INTENT)
+				scan->max_intent_id = RLFS_MAX(scan->max_intent_id,
+							       rlfs_get64(it[i].fsbno));
+			if (type == RLFS_LOG_ITEM_DONE) {
+				dones[ndones++] = rlfs_get64(it[i].fsbno);
+				continue;
+			}
+			if (!has_payload(type))
 				continue;
 			const uint8_t *img = p + ((size_t)(1 + pi++) << mp->blocklog);
+			if (type == RLFS_LOG_ITEM_INTENT) {
+				err = collect_intent(mp, &it[i], img, ckpt_lsn, &itail);
+				if (err == -EUCLEAN)
+					err = rlfs_corrupt(mp, start_fsbno, "log", "record at log "
+							   "block %u: bad intent item %u",
+							   recs[r].block, i);
+				continue;
+			}
 			uint64_t fsbno = rlfs_get64(it[i].fsbno);
 			if (fsbno == 0 && type != RLFS_LOG_ITEM_BUF)
 				goto bad;
@@ -295,7 +369,27 @@ bad:
 	}
 	if (!err)
 		err = rlfs_dev_flush(mp->dev);
+	/* intents with a done in the replayed range are complete */
+	if (!err && ndones) {
+		qsort(dones, ndones, sizeof(*dones), cmp_u64);
+		struct rlfs_log_ilog **pp = &scan->intents;
+		while (*pp) {
+			struct rlfs_log_ilog *il = *pp;
+			if (bsearch(&il->id, dones, ndones, sizeof(*dones), cmp_u64)) {
+				*pp = il->next;
+				il->next = NULL;
+				rlfs_log_ilog_free_list(il);
+			} else {
+				pp = &il->next;
+			}
+		}
+	}
+	if (err) {
+		rlfs_log_ilog_free_list(scan->intents);
+		scan->intents = NULL;
+	}
 out:
+	free(dones);
 	free(ring);
 	free(disk);
 	free(recs);

@@ -33,6 +33,7 @@
  */
 #include "refcount.h"
 #include "busy.h"
+#include "defer.h"
 
 #include <string.h>
 
@@ -339,7 +340,11 @@ static int merge_range(struct ag_ctx *a, uint32_t lo, uint32_t hi)
 	return err;
 }
 
-/* Adjust the shared-domain counts of [agbno, agbno+len) in one AG. */
+/* adjust_ag's delta for a decrease whose frees are deferred (EFI) */
+#define DELTA_DEC_DEFER (-2)
+
+/* Adjust the shared-domain counts of [agbno, agbno+len) in one AG: delta
+ * +1, -1, or DELTA_DEC_DEFER (-1, blocks reaching 0 queued as an EFI). */
 static int adjust_ag(struct ag_ctx *a, uint32_t agbno, uint32_t len, int delta)
 {
 	struct rlfs_mount *mp = a->tp->mp;
@@ -362,6 +367,9 @@ static int adjust_ag(struct ag_ctx *a, uint32_t agbno, uint32_t len, int delta)
 			if (delta > 0) {
 				struct rrec n = { pos, gend - pos, 2 };
 				err = rec_insert(a, &n);
+			} else if (delta == DELTA_DEC_DEFER) {
+				err = rlfs_efi_add(a->tp, rlfs_agb_to_fsb(mp, a->agno, pos),
+						   gend - pos);
 			} else {
 				err = rlfs_free_extent(a->tp, rlfs_agb_to_fsb(mp, a->agno, pos),
 						       gend - pos);
@@ -444,6 +452,11 @@ int rlfs_refcount_increase(struct rlfs_trans *tp, uint64_t fsbno, uint32_t len_b
 int rlfs_refcount_decrease(struct rlfs_trans *tp, uint64_t fsbno, uint32_t len_blocks)
 {
 	return for_each_ag(tp, fsbno, len_blocks, adjust_ag, -1);
+}
+
+int rlfs_refcount_decrease_deferred(struct rlfs_trans *tp, uint64_t fsbno, uint32_t len_blocks)
+{
+	return for_each_ag(tp, fsbno, len_blocks, adjust_ag, DELTA_DEC_DEFER);
 }
 
 int rlfs_extent_release(struct rlfs_trans *tp, uint64_t fsbno, uint32_t len_blocks)

@@ -54,6 +54,9 @@ int rlfs_refcount_increase(struct rlfs_trans *tp, uint64_t fsbno, uint32_t len_b
 /* Drop one reference; blocks whose count reaches 0 go back to free space
  * (rlfs_free_extent). */
 int rlfs_refcount_decrease(struct rlfs_trans *tp, uint64_t fsbno, uint32_t len_blocks);
+/* The same, but blocks whose count reaches 0 are queued on tp as an EFI
+ * (defer.h) instead of freed at once: the CUI decrease step. */
+int rlfs_refcount_decrease_deferred(struct rlfs_trans *tp, uint64_t fsbno, uint32_t len_blocks);
 /*
  * Release a data-fork mapping of [fsbno, fsbno+len): on a reflink
  * filesystem rlfs_refcount_decrease, else rlfs_free_extent.  What the

@@ -308,6 +308,8 @@ int rlfs_trans_commit(struct rlfs_trans *tp)
 		if (lip->datasync_dirty)
 			lip->datasync_seq = cil_seq;
 		lip->datasync_dirty = false;
+		if (lip->ops->committed)
+			lip->ops->committed(tp, lip);
 	}
 	release_items(tp);
 	release_bufs(tp);

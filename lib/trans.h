@@ -45,7 +45,9 @@ struct rlfs_defer_pending;
  * buffers are finalised, and may join/log buffers (the inode core is copied
  * into its cluster buffer there); abort runs on cancel after buffers got
  * their before-images back (restore in-core state); release runs last in
- * both cases.  Model: xfs_log_item / xfs_item_ops.
+ * both cases.  committed (optional) runs at commit once nothing can fail
+ * any more, after the buffers joined the CIL (the log's intent and done
+ * items join the CIL there).  Model: xfs_log_item / xfs_item_ops.
  */
 struct rlfs_trans;
 struct rlfs_log_item;
@@ -53,6 +55,7 @@ struct rlfs_log_item_ops {
 	int (*precommit)(struct rlfs_trans *tp, struct rlfs_log_item *lip);
 	void (*abort)(struct rlfs_trans *tp, struct rlfs_log_item *lip);
 	void (*release)(struct rlfs_trans *tp, struct rlfs_log_item *lip);
+	void (*committed)(struct rlfs_trans *tp, struct rlfs_log_item *lip);
 };
 struct rlfs_log_item {
 	const struct rlfs_log_item_ops *ops;

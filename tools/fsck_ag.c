@@ -160,6 +160,7 @@ static int check_log(struct fsck *f, uint32_t bs, uint64_t dblocks, uint32_t agb
 	struct rlfs_log_stats stats;
 	memset(&stats, 0, sizeof(stats));
 	bool replay = !f->dry_run && !f->readonly;
+	size_t intents = 0;
 	err = rlfs_log_recover(mp, ls, lb, false, &scan, NULL);
 	if (f->zero_log) {
 		int rc = zero_log(f, mp, ls, lb, err, &scan);
@@ -169,11 +170,24 @@ static int check_log(struct fsck *f, uint32_t bs, uint64_t dblocks, uint32_t agb
 	if (!err && scan.needs_replay && replay) {
 		/* replays, flushes, writes the clean record */
 		err = rlfs_log_mount(mp, ls, lb, false);
-		if (!err)
+		if (!err) {
 			stats = mp->log->stats;
+			intents = rlfs_log_recovered_pending(mp);
+		}
 		rlfs_log_free(mp);
 	}
 	rlfs_mount_free_bare(mp);
+	if (!err && intents) {
+		/* intents without a done: the work they describe needs the
+		 * whole filesystem; a mount finishes them (recovery's second
+		 * half, as xfs_repair asks for a mount) before the check */
+		struct rlfs_mount *fm;
+		err = rlfs_mount_open(f->image, RLFS_MOUNT_NOLOCK, &fm);
+		if (!err)
+			err = rlfs_mount_close(fm);
+		if (!err)
+			printf("%s: log recovery finished %zu intent(s)\n", f->image, intents);
+	}
 	if (err) {
 		ERR(f, "log (%u blocks at fsbno %" PRIu64 "): %s; the log cannot be replayed: "
 		    "`reflinkfs fsck -L %s` zeroes it (the changes it holds are lost) and then "

@@ -24,8 +24,56 @@ static const char *type_name(uint16_t t)
 	case RLFS_LOG_ITEM_INODE: return "inode";
 	case RLFS_LOG_ITEM_RAW: return "raw";
 	case RLFS_LOG_ITEM_CANCEL: return "cancel";
+	case RLFS_LOG_ITEM_INTENT: return "intent";
+	case RLFS_LOG_ITEM_DONE: return "done";
 	}
 	return "?";
+}
+
+static const char *code_name(uint16_t c)
+{
+	switch (c) {
+	case RLFS_LOG_EFI: return "EFI";
+	case RLFS_LOG_EFD: return "EFD";
+	case RLFS_LOG_CUI: return "CUI";
+	case RLFS_LOG_CUD: return "CUD";
+	case RLFS_LOG_BUI: return "BUI";
+	case RLFS_LOG_BUD: return "BUD";
+	}
+	return "?";
+}
+
+/* -v: one intent's items (its payload block p), decoded for the known
+ * types, in hex otherwise. */
+static void print_intent_items(const uint8_t *p, uint32_t bs)
+{
+	const struct rlfs_log_intent *h = (const void *)p;
+	uint16_t code = rlfs_get16(h->code), ib = rlfs_get16(h->item_bytes);
+	uint32_t n = rlfs_get32(h->count);
+	if ((uint64_t)n * ib + sizeof(*h) > bs) {
+		printf("        (bad intent: %u items of %u bytes)\n", n, ib);
+		return;
+	}
+	const uint8_t *it = p + sizeof(*h);
+	for (uint32_t i = 0; i < n; i++, it += ib) {
+		if (code == RLFS_LOG_EFI && ib == sizeof(struct rlfs_efi_item)) {
+			const struct rlfs_efi_item *e = (const void *)it;
+			printf("        free fsbno %" PRIu64 " len %u\n",
+			       (uint64_t)rlfs_get64(e->fsbno), rlfs_get32(e->len));
+		} else if (code == RLFS_LOG_CUI && ib == sizeof(struct rlfs_cui_item)) {
+			const struct rlfs_cui_item *c = (const void *)it;
+			uint32_t op = rlfs_get32(c->op);
+			printf("        %s fsbno %" PRIu64 " len %u\n",
+			       op == RLFS_CUI_INCREASE ? "increase" :
+			       op == RLFS_CUI_DECREASE ? "decrease" : "op?",
+			       (uint64_t)rlfs_get64(c->fsbno), rlfs_get32(c->len));
+		} else {
+			printf("        item %u:", i);
+			for (uint16_t k = 0; k < ib && k < 32; k++)
+				printf(" %02x", it[k]);
+			printf("\n");
+		}
+	}
 }
 
 static void lsn_str(uint64_t lsn, char *buf, size_t len)
@@ -84,9 +132,9 @@ int rlfs_logprint_main(int argc, char **argv)
 	memcpy(mp->uuid, sb.hdr.uuid, RLFS_UUID_SIZE);
 	printf("%s: log of %u blocks (%u bytes each) at fsbno %" PRIu64 "\n", image, nblk, bs,
 	       start);
-	uint8_t *blk = malloc(bs);
+	uint8_t *blk = malloc(bs), *pbuf = malloc(bs);
 	int rc = 0;
-	for (uint32_t b = 0; blk && b < nblk && start + nblk <= mp->dblocks; b++) {
+	for (uint32_t b = 0; blk && pbuf && b < nblk && start + nblk <= mp->dblocks; b++) {
 		if (rlfs_dev_pread(dev, blk, bs, (start + b) << mp->blocklog)) {
 			rc = 1;
 			break;
@@ -104,11 +152,31 @@ int rlfs_logprint_main(int argc, char **argv)
 		       flags & RLFS_LREC_COMMIT ? " COMMIT" : "",
 		       flags & RLFS_LREC_UNMOUNT ? " UNMOUNT" : "");
 		const struct rlfs_log_desc *d = (const void *)(blk + sizeof(*rec));
-		for (uint32_t i = 0; verbose && i < n; i++)
-			printf("    %-6s fsbno %" PRIu64 "\n", type_name(rlfs_get16(d[i].type)),
-			       (uint64_t)rlfs_get64(d[i].fsbno));
+		uint32_t pi = 0;
+		for (uint32_t i = 0; verbose && i < n; i++) {
+			uint16_t ty = rlfs_get16(d[i].type);
+			bool payload = ty != RLFS_LOG_ITEM_CANCEL && ty != RLFS_LOG_ITEM_DONE;
+			if (ty == RLFS_LOG_ITEM_INTENT || ty == RLFS_LOG_ITEM_DONE) {
+				printf("    %-6s %s id %#" PRIx64, type_name(ty),
+				       code_name(rlfs_get16(d[i].code)),
+				       (uint64_t)rlfs_get64(d[i].fsbno));
+				if (ty == RLFS_LOG_ITEM_INTENT)
+					printf(" items %u", rlfs_get32(d[i].count));
+				printf("\n");
+			} else {
+				printf("    %-6s fsbno %" PRIu64 "\n", type_name(ty),
+				       (uint64_t)rlfs_get64(d[i].fsbno));
+			}
+			if (ty == RLFS_LOG_ITEM_INTENT && pi < rlfs_get32(rec->len_blocks) &&
+			    b + 1 + pi < nblk &&
+			    !rlfs_dev_pread(dev, pbuf, bs, (start + b + 1 + pi) << mp->blocklog))
+				print_intent_items(pbuf, bs);
+			if (payload)
+				pi++;
+		}
 	}
 	free(blk);
+	free(pbuf);
 	struct rlfs_log_scan scan;
 	err = rlfs_log_recover(mp, start, nblk, false, &scan, NULL);
 	if (err) {

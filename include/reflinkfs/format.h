@@ -455,12 +455,59 @@ RLFS_SA(sizeof(struct rlfs_log_rec) == 80, "log rec");
 #define RLFS_LOG_ITEM_INODE  2u     /* inode cluster image; each dinode's lsn */
 #define RLFS_LOG_ITEM_RAW    3u     /* block image without an lsn field */
 #define RLFS_LOG_ITEM_CANCEL 4u     /* block freed: older images are void */
+#define RLFS_LOG_ITEM_INTENT 5u     /* deferred-work intent (EFI, CUI, ...):
+				     * fsbno = intent id, code = intent code,
+				     * count = items; one payload block that
+				     * starts with struct rlfs_log_intent */
+#define RLFS_LOG_ITEM_DONE   6u     /* its done (EFD, CUD, ...): fsbno =
+				     * the intent id, code = done code, no
+				     * payload */
 struct rlfs_log_desc {
-	rlfs_le64 fsbno;
+	rlfs_le64 fsbno;            /* block; intent id for INTENT/DONE */
 	rlfs_le16 type;             /* RLFS_LOG_ITEM_* */
-	rlfs_le16 pad0;
-	rlfs_le32 pad1;
+	rlfs_le16 code;             /* INTENT/DONE: RLFS_LOG_* code; else 0 */
+	rlfs_le32 count;            /* INTENT: items; else 0 */
 };
 RLFS_SA(sizeof(struct rlfs_log_desc) == 16, "log desc");
+
+/*
+ * Intent and done codes (rlfs_log_desc.code; struct rlfs_defer_type's
+ * intent_code / done_code).  Model: XFS_LI_EFI / XFS_LI_EFD etc.
+ */
+#define RLFS_LOG_EFI 0x0101u        /* extent free intent */
+#define RLFS_LOG_EFD 0x0102u        /* extent free done */
+#define RLFS_LOG_CUI 0x0201u        /* refcount update intent */
+#define RLFS_LOG_CUD 0x0202u        /* refcount update done */
+#define RLFS_LOG_BUI 0x0301u        /* data-fork map/unmap intent (reserved) */
+#define RLFS_LOG_BUD 0x0302u        /* its done (reserved) */
+
+/* Head of an INTENT item's payload block; count items of item_bytes each
+ * follow, then zeros to the end of the block. */
+struct rlfs_log_intent {
+	rlfs_le64 intent_id;        /* as the descriptor's fsbno; never 0 */
+	rlfs_le16 code;             /* as the descriptor's code */
+	rlfs_le16 item_bytes;       /* bytes per item */
+	rlfs_le32 count;            /* as the descriptor's count */
+};
+RLFS_SA(sizeof(struct rlfs_log_intent) == 16, "log intent");
+
+/* EFI item (item_bytes 16): free [fsbno, fsbno+len). */
+struct rlfs_efi_item {
+	rlfs_le64 fsbno;
+	rlfs_le32 len;              /* blocks, 1 .. RLFS_MAX_EXTLEN */
+	rlfs_le32 pad;              /* zero */
+};
+RLFS_SA(sizeof(struct rlfs_efi_item) == 16, "efi item");
+
+/* CUI item (item_bytes 16): adjust the shared-domain refcount of
+ * [fsbno, fsbno+len) by one. */
+#define RLFS_CUI_INCREASE 1u
+#define RLFS_CUI_DECREASE 2u        /* blocks reaching 0 are freed (an EFI) */
+struct rlfs_cui_item {
+	rlfs_le64 fsbno;
+	rlfs_le32 len;              /* blocks, 1 .. RLFS_MAX_EXTLEN */
+	rlfs_le32 op;               /* RLFS_CUI_INCREASE / _DECREASE */
+};
+RLFS_SA(sizeof(struct rlfs_cui_item) == 16, "cui item");
 
 #endif /* REFLINKFS_FORMAT_H */

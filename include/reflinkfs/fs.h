@@ -436,6 +436,11 @@ struct rlfs_log_stats {
 	uint64_t inplace_blocks;    /* blocks written in place from the AIL */
 	uint64_t forces;            /* log forces (fsync, sync) that had to write
 				     * a checkpoint or flush an unflushed one */
+	uint64_t intents_logged;    /* intent items committed (defer.h) */
+	uint64_t intents_whiteout;  /* of them, dropped with their done before
+				     * reaching the log (same checkpoint) */
+	uint64_t intents_recovered; /* intents without a done finished by
+				     * recovery at mount */
 };
 /* true if mp has a log (RLFS_FEAT_INCOMPAT_LOG). */
 bool rlfs_has_log(struct rlfs_mount *mp);

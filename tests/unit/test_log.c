@@ -6,6 +6,7 @@
  * cache is coherent), i.e. the device after a kill -9 of the daemon.
  * Recovery then runs on the copy through rlfs_mount_open.
  */
+#include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -20,8 +21,11 @@
 
 #include "testutil.h"
 #include "buf.h"
+#include "defer.h"
 #include "dev.h"
+#include "dev_crash.h"
 #include "log.h"
+#include "trans.h"
 #include "reflinkfs/fs.h"
 
 #define MiB (1ull << 20)
@@ -461,6 +465,284 @@ static void test_fsync_forces_only_when_needed(void **state)
 	tu_unmount(&fs);
 }
 
+/* The image after a clean power cut at event pos of rec, in a new file
+ * named into path. */
+static void build_cut(struct rlfs_crash_rec *rec, uint64_t pos, char *path, size_t len)
+{
+	snprintf(path, len, "/tmp/rlfs-intent-XXXXXX");
+	int fd = mkstemp(path);
+	assert_true(fd >= 0);
+	struct rlfs_crash_cut cut = { .pos = pos, .keep_all = true };
+	assert_int_equal(rlfs_crash_rec_build(rec, &cut, fd, NULL), 0);
+	close(fd);
+}
+
+/* Files for the intent tests: "a" (100 one-block extents, every other
+ * block), "b" a clone of its first 60 (shared: refcount 2), "c" like "a" but not
+ * shared; everything synced. */
+static void make_intent_files(struct rlfs_mount *mp)
+{
+	uint32_t bs = mp->blocksize;
+	uint64_t a = mkfile(mp, "a"), b = mkfile(mp, "b"), c = mkfile(mp, "c");
+	char *buf = malloc(bs);
+	assert_non_null(buf);
+	memset(buf, 'x', bs);
+	for (uint64_t i = 0; i < 100; i++) {
+		assert_int_equal(rlfs_write(mp, a, buf, bs, 2 * i * bs), (ssize_t)bs);
+		assert_int_equal(rlfs_write(mp, c, buf, bs, 2 * i * bs), (ssize_t)bs);
+	}
+	/* 60 extents: b's inactivation is one transaction (more would
+	 * leave an orphan inode between its rolls after a crash: no unlinked
+	 * list yet) */
+	assert_int_equal(rlfs_clone_range(mp, a, 0, b, 0, 119ull * bs, 0), (int64_t)(119 * bs));
+	assert_int_equal(rlfs_sync(mp), 0);
+	free(buf);
+}
+
+/* The work whose freeing goes through intents: unlink of the clone "b"
+ * (CUI decreases 2 -> 1), truncate of "a" (decreases 1 -> 0: EFIs) and
+ * punch of "c"'s first half, truncate of the rest (EFIs). */
+static void intent_work(struct rlfs_mount *mp)
+{
+	uint32_t bs = mp->blocksize;
+	struct stat st, out;
+	assert_int_equal(rlfs_unlink(mp, rlfs_root_ino(mp), "b"), 0);
+	assert_int_equal(rlfs_lookup(mp, rlfs_root_ino(mp), "a", &st), 0);
+	memset(&out, 0, sizeof(out));
+	struct stat sz = st;
+	sz.st_size = 0;
+	assert_int_equal(rlfs_setattr(mp, st.st_ino, &sz, RLFS_SET_SIZE, &out), 0);
+	rlfs_forget(mp, st.st_ino, 1);
+	assert_int_equal(rlfs_lookup(mp, rlfs_root_ino(mp), "c", &st), 0);
+	assert_int_equal(rlfs_fallocate(mp, st.st_ino, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+					0, 100ull * bs), 0);
+	sz = st;
+	sz.st_size = bs;
+	assert_int_equal(rlfs_setattr(mp, st.st_ino, &sz, RLFS_SET_SIZE, &out), 0);
+	rlfs_forget(mp, st.st_ino, 1);
+	assert_int_equal(rlfs_sync(mp), 0);
+}
+
+/*
+ * Intents survive a crash and recovery finishes them.  The work above runs
+ * on a crash-recording device with every intent forced to the log in its
+ * own checkpoint (force_intents), so that power cuts fall between an
+ * intent and its done.  The image after a cut at every flush is mounted
+ * (recovery) and must check clean: blocks freed and refcounts right.
+ * Without the intents' recovery the cuts between an intent and its done
+ * leave refcount records of unmapped blocks or leaked blocks (fsck finds
+ * them).  Then a crash right after a recovery (before a clean unmount)
+ * recovers again to the same clean state.
+ */
+static void test_intents_recovered(void **state)
+{
+	(void)state;
+	struct tu_fs fs;
+	tu_mkfs_mount(&fs, 64 * MiB, 0, 0);
+	struct rlfs_mount *mp = fs.mp;
+	make_intent_files(mp);
+	struct rlfs_dev *inner = mp->dev, *cdev;
+	struct rlfs_crash_rec *rec;
+	assert_int_equal(rlfs_crash_rec_new(inner, &rec), 0);
+	assert_int_equal(rlfs_crash_dev_open(rec, inner, &cdev), 0);
+	mp->dev = cdev;
+	mp->log->force_intents = true;
+	intent_work(mp);
+	struct rlfs_log_stats st;
+	rlfs_log_get_stats(mp, &st);
+	assert_true(st.intents_logged >= 10);
+	assert_int_equal(st.intents_whiteout, 0);
+
+	uint64_t npos = rlfs_crash_rec_pos(rec), cuts = 0, with_intents = 0, recovered = 0;
+	uint64_t again_pos = 0;
+	char img[64];
+	for (uint64_t i = 0; i < npos; i++) {
+		struct rlfs_crash_event ev;
+		assert_int_equal(rlfs_crash_rec_event(rec, i, &ev), 0);
+		if (ev.kind != RLFS_CRASH_FLUSH)
+			continue;
+		build_cut(rec, i + 1, img, sizeof(img));
+		struct rlfs_mount *cm;
+		assert_int_equal(rlfs_mount_open(img, RLFS_MOUNT_NOLOCK, &cm), 0);
+		struct rlfs_log_stats cst;
+		rlfs_log_get_stats(cm, &cst);
+		cuts++;
+		if (cst.intents_recovered) {
+			with_intents++;
+			recovered += cst.intents_recovered;
+			if (!again_pos)
+				again_pos = i + 1;
+		}
+		assert_int_equal(rlfs_mount_close(cm), 0);
+		if (tu_fsck(img, 0) != 0)
+			fail_msg("cut at event %llu of %llu: fsck not clean",
+				 (unsigned long long)i, (unsigned long long)npos);
+		unlink(img);
+	}
+	print_message("intents: %llu cuts, %llu with intents to finish (%llu intents)\n",
+		      (unsigned long long)cuts, (unsigned long long)with_intents,
+		      (unsigned long long)recovered);
+	assert_true(with_intents >= 3);
+	assert_true(again_pos > 0);
+
+	/* a crash right after recovery finished the intents (copy taken
+	 * while that mount is open: no clean unmount) recovers again */
+	char crash2[64];
+	struct rlfs_mount *cm;
+	build_cut(rec, again_pos, img, sizeof(img));
+	assert_int_equal(rlfs_mount_open(img, RLFS_MOUNT_NOLOCK, &cm), 0);
+	copy_image(img, crash2, sizeof(crash2));
+	assert_int_equal(rlfs_mount_close(cm), 0);
+	assert_int_equal(rlfs_mount_open(crash2, RLFS_MOUNT_NOLOCK, &cm), 0);
+	assert_int_equal(rlfs_mount_close(cm), 0);
+	assert_int_equal(tu_fsck(crash2, 0), 0);
+	unlink(crash2);
+	unlink(img);
+	/* fsck -n says the log needs replay; fsck (repair) finishes the
+	 * intents itself (through a mount), leaving a clean image */
+	build_cut(rec, again_pos, img, sizeof(img));
+	assert_int_equal(tu_fsck(img, 4), 4);
+	assert_int_equal(tu_fsck_repair(img), 0);
+	assert_int_equal(tu_fsck(img, 0), 0);
+	unlink(img);
+	tu_unmount(&fs);
+	rlfs_crash_rec_free(rec);
+}
+
+/* A type of the test's own (4-byte items), registered for recovery, and
+ * one that is not. */
+struct tt_item {
+	struct rlfs_defer_item di;
+	uint8_t v[4];
+};
+static unsigned tt_finished, tt_recovered;
+static uint8_t tt_last[4];
+static const struct rlfs_defer_type tt_type;
+
+static void tt_encode(const struct rlfs_defer_item *item, void *buf)
+{
+	memcpy(buf, ((const struct tt_item *)item)->v, 4);
+}
+static int tt_finish(struct rlfs_trans *tp, struct rlfs_defer_item *item)
+{
+	tt_finished++;
+	return 0;
+}
+static void tt_cancel(struct rlfs_defer_item *item)
+{
+	free(item);
+}
+static int tt_recover(struct rlfs_trans *tp, const void *buf, size_t bytes)
+{
+	assert_int_equal(bytes, 4);
+	memcpy(tt_last, buf, 4);
+	tt_recovered++;
+	struct tt_item *t = calloc(1, sizeof(*t));
+	assert_non_null(t);
+	memcpy(t->v, buf, 4);
+	return rlfs_defer_add(tp, &tt_type, &t->di);
+}
+static const struct rlfs_defer_type tt_type = {
+	.name = "test", .intent_code = 0x7e11, .done_code = 0x7e12, .max_items = 4,
+	.item_bytes = 4, .encode = tt_encode, .finish_item = tt_finish,
+	.cancel_item = tt_cancel, .recover_item = tt_recover,
+};
+static const struct rlfs_defer_type tt_unknown = {
+	.name = "unregistered", .intent_code = 0x7e21, .done_code = 0x7e22, .max_items = 4,
+	.item_bytes = 4, .encode = tt_encode, .finish_item = tt_finish,
+	.cancel_item = tt_cancel, .recover_item = tt_recover,
+};
+
+/* Commit one item of type; its intent is forced to the log, its done
+ * stays in the CIL; return a copy of the image as a kill -9 leaves it. */
+static void tt_crash(struct tu_fs *fs, const struct rlfs_defer_type *type, char *crash,
+		     size_t len)
+{
+	fs->mp->log->force_intents = true;
+	struct rlfs_trans *tp;
+	assert_int_equal(rlfs_trans_alloc(fs->mp, 0, 0, &tp), 0);
+	struct tt_item *t = calloc(1, sizeof(*t));
+	assert_non_null(t);
+	memcpy(t->v, "\x01\x02\x03\x04", 4);
+	assert_int_equal(rlfs_defer_add(tp, type, &t->di), 0);
+	assert_int_equal(rlfs_trans_commit(tp), 0);
+	copy_image(fs->path, crash, len);
+}
+
+/* An intent of any registered type whose done is lost is handed back to
+ * its recover_item with its bytes, and finished again; an intent of a
+ * type recovery does not know fails the mount (-EUCLEAN) and leaves the
+ * image as it was. */
+static void test_intent_type_recovery(void **state)
+{
+	(void)state;
+	struct tu_fs fs;
+	char crash[64];
+	assert_int_equal(rlfs_defer_type_register(&tt_type), 0);
+	assert_ptr_equal(rlfs_defer_type_find(0x7e11), &tt_type);
+	assert_ptr_equal(rlfs_defer_type_find(RLFS_LOG_EFI), &rlfs_efi_type);
+	assert_ptr_equal(rlfs_defer_type_find(RLFS_LOG_CUI), &rlfs_cui_type);
+	assert_null(rlfs_defer_type_find(0x7e21));
+	tu_mkfs_mount(&fs, 64 * MiB, 0, 0);
+	tt_finished = tt_recovered = 0;
+	tt_crash(&fs, &tt_type, crash, sizeof(crash));
+	assert_int_equal(tt_finished, 1);
+	struct rlfs_mount *mp;
+	assert_int_equal(rlfs_mount_open(crash, RLFS_MOUNT_NOLOCK, &mp), 0);
+	struct rlfs_log_stats st;
+	rlfs_log_get_stats(mp, &st);
+	assert_int_equal(st.intents_recovered, 1);
+	assert_int_equal(tt_recovered, 1);
+	assert_int_equal(tt_finished, 2);
+	assert_memory_equal(tt_last, "\x01\x02\x03\x04", 4);
+	assert_int_equal(rlfs_mount_close(mp), 0);
+	/* finished: a second mount has nothing to recover */
+	assert_int_equal(rlfs_mount_open(crash, RLFS_MOUNT_NOLOCK, &mp), 0);
+	assert_int_equal(tt_recovered, 1);
+	assert_int_equal(rlfs_mount_close(mp), 0);
+	assert_int_equal(tu_fsck(crash, 0), 0);
+	unlink(crash);
+
+	/* a read-only mount replays but leaves the intent; remounting
+	 * read-write finishes it */
+	tt_crash(&fs, &tt_type, crash, sizeof(crash));
+	assert_int_equal(rlfs_mount_open(crash, RLFS_MOUNT_NOLOCK | RLFS_MOUNT_RDONLY, &mp), 0);
+	assert_int_equal(tt_recovered, 1);
+	assert_int_equal(rlfs_mount_set_rdonly(mp, false), 0);
+	assert_int_equal(tt_recovered, 2);
+	assert_int_equal(rlfs_mount_close(mp), 0);
+	assert_int_equal(tu_fsck(crash, 0), 0);
+	unlink(crash);
+
+	tt_crash(&fs, &tt_unknown, crash, sizeof(crash));
+	assert_int_equal(rlfs_mount_open(crash, RLFS_MOUNT_NOLOCK, &mp), -EUCLEAN);
+	assert_int_equal(rlfs_mount_open(crash, RLFS_MOUNT_NOLOCK, &mp), -EUCLEAN);
+	unlink(crash);
+	tu_unmount(&fs);
+}
+
+/* Without force_intents, an intent whose done commits before the next
+ * log force never reaches the log (whiteout): the log holds neither. */
+static void test_intent_whiteout(void **state)
+{
+	(void)state;
+	struct tu_fs fs;
+	tu_mkfs_mount(&fs, 64 * MiB, 0, 0);
+	make_intent_files(fs.mp);
+	struct rlfs_log_stats before, after;
+	rlfs_log_get_stats(fs.mp, &before);
+	intent_work(fs.mp);
+	rlfs_log_get_stats(fs.mp, &after);
+	assert_true(after.intents_logged - before.intents_logged >= 10);
+	assert_int_equal(after.intents_logged - before.intents_logged,
+			 after.intents_whiteout - before.intents_whiteout);
+	assert_null(fs.mp->log->live_intents);
+	assert_int_equal(rlfs_mount_close(fs.mp), 0);
+	fs.mp = NULL;
+	assert_int_equal(tu_fsck(fs.path, 0), 0);
+	tu_unmount(&fs);
+}
+
 static struct rlfs_log_stats stats_of(struct rlfs_mount *mp)
 {
 	struct rlfs_log_stats st;
@@ -637,6 +919,9 @@ int main(void)
 		cmocka_unit_test(test_write_ahead_and_wrap),
 		cmocka_unit_test(test_log_bytes_per_op),
 		cmocka_unit_test(test_fsync_forces_only_when_needed),
+		cmocka_unit_test(test_intents_recovered),
+		cmocka_unit_test(test_intent_whiteout),
+		cmocka_unit_test(test_intent_type_recovery),
 		cmocka_unit_test(test_fsync_lsn),
 		cmocka_unit_test(test_fsync_group_commit),
 	};

@@ -1,0 +1,296 @@
+/*
+ * log_intent.c: intent and done items in the log (see log.h, defer.h,
+ * docs/DESIGN.md "Intents").
+ *
+ * The deferred-operations framework (defer.c) calls mp->defer_log->intent
+ * and ->done inside a transaction; here they become log items of that
+ * transaction (struct ilog_item), which join the CIL only when the
+ * transaction commits (rlfs_log_item_ops.committed): a cancelled
+ * transaction logs nothing.  In the CIL:
+ *   - an intent waits in log->cil_intents; if its done commits before the
+ *     CIL is pushed, both vanish (the checkpoint is all-or-nothing, so the
+ *     work is in it together with its completion: XFS's intent whiteouts);
+ *   - a done of an intent already in the log waits in log->cil_dones.
+ * A push writes them into the checkpoint (INTENT with a payload block,
+ * DONE without; SPEC.md section 16) and the intents become *live*: each
+ * holds the log tail at its checkpoint's LSN until its done is durable
+ * (rlfs_log_intent_tail, used by rlfs_log_ail_tail), so recovery always
+ * sees an intent whose work may not be complete.  Model: xfs_extfree_item.c
+ * and xfs_refcount_item.c (the log-item half), xfs_log_cil.c (whiteouts),
+ * xlog_recover_process_intents (recovery).
+ */
+#include "log.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "defer.h"
+#include "dev.h"
+#include "trans.h"
+
+/* An intent or done joined to a transaction. */
+struct ilog_item {
+	struct rlfs_log_item lip;
+	struct rlfs_log_ilog *il;   /* handed to the CIL at commit */
+};
+
+void rlfs_log_ilog_free_list(struct rlfs_log_ilog *l)
+{
+	while (l) {
+		struct rlfs_log_ilog *n = l->next;
+		free(l->data);
+		free(l);
+		l = n;
+	}
+}
+
+static struct rlfs_log_ilog *list_take(struct rlfs_log_ilog **head, uint64_t id)
+{
+	for (struct rlfs_log_ilog **pp = head; *pp; pp = &(*pp)->next) {
+		if ((*pp)->id == id) {
+			struct rlfs_log_ilog *il = *pp;
+			*pp = il->next;
+			il->next = NULL;
+			return il;
+		}
+	}
+	return NULL;
+}
+
+static struct rlfs_log_ilog *list_find(struct rlfs_log_ilog *l, uint64_t id)
+{
+	for (; l; l = l->next)
+		if (l->id == id)
+			return l;
+	return NULL;
+}
+
+static void list_append(struct rlfs_log_ilog **head, struct rlfs_log_ilog *il)
+{
+	while (*head)
+		head = &(*head)->next;
+	il->next = NULL;
+	*head = il;
+}
+
+/* The transaction committed: the item joins the CIL. */
+static void ilog_committed(struct rlfs_trans *tp, struct rlfs_log_item *lip)
+{
+	struct ilog_item *it = (struct ilog_item *)lip;
+	struct rlfs_log *log = tp->mp->log;
+	struct rlfs_log_ilog *il = it->il;
+	it->il = NULL;
+	if (!log) {
+		rlfs_log_ilog_free_list(il);
+		return;
+	}
+	if (il->type == RLFS_LOG_ITEM_INTENT) {
+		list_append(&log->cil_intents, il);
+		log->cil_nintents++;
+		log->stats.intents_logged++;
+		return;
+	}
+	/* a done: whiteout if its intent has not reached the log yet */
+	struct rlfs_log_ilog *intent = list_take(&log->cil_intents, il->id);
+	if (intent) {
+		log->cil_nintents--;
+		log->stats.intents_whiteout++;
+		rlfs_log_ilog_free_list(intent);
+		rlfs_log_ilog_free_list(il);
+		return;
+	}
+	list_append(&log->cil_dones, il);
+	log->cil_ndones++;
+}
+
+static void ilog_release(struct rlfs_trans *tp, struct rlfs_log_item *lip)
+{
+	struct ilog_item *it = (struct ilog_item *)lip;
+	rlfs_log_ilog_free_list(it->il);   /* cancelled: never logged */
+	free(it);
+}
+
+static const struct rlfs_log_item_ops ilog_item_ops = {
+	.release = ilog_release,
+	.committed = ilog_committed,
+};
+
+static int ilog_join(struct rlfs_trans *tp, struct rlfs_log_ilog *il)
+{
+	struct ilog_item *it = calloc(1, sizeof(*it));
+	if (!it) {
+		rlfs_log_ilog_free_list(il);
+		return -ENOMEM;
+	}
+	it->lip.ops = &ilog_item_ops;
+	it->il = il;
+	rlfs_trans_add_item(tp, &it->lip);
+	return 0;
+}
+
+/* mp->defer_log->intent: an INTENT item in tp.  -E2BIG if the items do not
+ * fit one payload block (a type's max_items is too large). */
+static int log_intent(struct rlfs_trans *tp, const struct rlfs_defer_type *type,
+		      uint64_t intent_id, const void *items, unsigned count, size_t bytes)
+{
+	struct rlfs_mount *mp = tp->mp;
+	if (!mp->log)
+		return 0;
+	if (bytes + sizeof(struct rlfs_log_intent) > mp->blocksize || type->item_bytes > 0xffff ||
+	    bytes != type->item_bytes * count)
+		return -E2BIG;
+	struct rlfs_log_ilog *il = calloc(1, sizeof(*il));
+	if (!il)
+		return -ENOMEM;
+	if (posix_memalign((void **)&il->data, 64, mp->blocksize)) {
+		free(il);
+		return -ENOMEM;
+	}
+	memset(il->data, 0, mp->blocksize);
+	struct rlfs_log_intent *h = (struct rlfs_log_intent *)il->data;
+	rlfs_put64(h->intent_id, intent_id);
+	rlfs_put16(h->code, type->intent_code);
+	rlfs_put16(h->item_bytes, (uint16_t)type->item_bytes);
+	rlfs_put32(h->count, count);
+	memcpy(il->data + sizeof(*h), items, bytes);
+	il->type = RLFS_LOG_ITEM_INTENT;
+	il->code = type->intent_code;
+	il->count = count;
+	il->item_bytes = (uint16_t)type->item_bytes;
+	il->id = intent_id;
+	return ilog_join(tp, il);
+}
+
+/* mp->defer_log->done: a DONE item in tp. */
+static int log_done(struct rlfs_trans *tp, const struct rlfs_defer_type *type,
+		    uint64_t intent_id)
+{
+	if (!tp->mp->log)
+		return 0;
+	struct rlfs_log_ilog *il = calloc(1, sizeof(*il));
+	if (!il)
+		return -ENOMEM;
+	il->type = RLFS_LOG_ITEM_DONE;
+	il->code = type->done_code;
+	il->id = intent_id;
+	return ilog_join(tp, il);
+}
+
+const struct rlfs_defer_log_ops rlfs_log_defer_ops = { log_intent, log_done };
+
+void rlfs_log_intents_pushed(struct rlfs_log *log, uint64_t ckpt_lsn, bool flushed)
+{
+	struct rlfs_log_ilog *il = log->cil_intents, *n;
+	for (; il; il = n) {
+		n = il->next;
+		il->lsn = ckpt_lsn;
+		/* the payload is in the log: only the id is needed now */
+		free(il->data);
+		il->data = NULL;
+		il->next = log->live_intents;
+		log->live_intents = il;
+	}
+	for (il = log->cil_dones; il; il = n) {
+		n = il->next;
+		struct rlfs_log_ilog *intent = list_find(log->live_intents, il->id);
+		if (intent && intent->done < 2)
+			intent->done = flushed ? 2 : 1;
+		free(il);
+	}
+	log->cil_intents = log->cil_dones = NULL;
+	log->cil_nintents = log->cil_ndones = 0;
+}
+
+uint64_t rlfs_log_intent_tail(struct rlfs_log *log)
+{
+	uint64_t tail = UINT64_MAX;
+	struct rlfs_log_ilog **pp = &log->live_intents;
+	while (*pp) {
+		struct rlfs_log_ilog *il = *pp;
+		if (il->done == 2 || (il->done == 1 && !log->unflushed)) {
+			*pp = il->next;
+			free(il->data);
+			free(il);
+			continue;
+		}
+		if (il->lsn < tail)
+			tail = il->lsn;
+		pp = &il->next;
+	}
+	return tail;
+}
+
+size_t rlfs_log_recovered_pending(const struct rlfs_mount *mp)
+{
+	size_t n = 0;
+	if (!mp->log)
+		return 0;
+	for (const struct rlfs_log_ilog *il = mp->log->live_intents; il; il = il->next)
+		n += il->recovered;
+	return n;
+}
+
+/* Finish one recovered intent in a recovery transaction. */
+static int recover_one(struct rlfs_mount *mp, struct rlfs_log_ilog *il)
+{
+	const struct rlfs_defer_type *type = rlfs_defer_type_find(il->code);
+	if (!type || type->item_bytes != il->item_bytes ||
+	    (size_t)il->count * il->item_bytes + sizeof(struct rlfs_log_intent) > mp->blocksize)
+		return rlfs_corrupt(mp, mp->log->start_fsbno, "log", "intent %llu: unknown intent code 0x%x or bad "
+				    "item size %u", (unsigned long long)il->id, il->code,
+				    il->item_bytes);
+	struct rlfs_trans *tp;
+	int err = rlfs_trans_alloc(mp, 0, RLFS_TRANS_RESERVE, &tp);
+	if (err)
+		return err;
+	/* the done of the old intent commits with the new intent of the
+	 * same work (rlfs_defer_finish logs it before the first roll) */
+	err = mp->defer_log->done(tp, type, il->id);
+	const uint8_t *p = il->data + sizeof(struct rlfs_log_intent);
+	for (uint32_t i = 0; i < il->count && !err; i++)
+		err = type->recover_item(tp, p + (size_t)i * il->item_bytes, il->item_bytes);
+	if (err) {
+		rlfs_trans_cancel(tp);
+		return err;
+	}
+	return rlfs_trans_commit(tp);
+}
+
+int rlfs_log_recover_intents(struct rlfs_mount *mp)
+{
+	struct rlfs_log *log = mp->log;
+	if (!log)
+		return 0;
+	int err = 0;
+	for (;;) {
+		/* the oldest recovered intent not yet finished */
+		struct rlfs_log_ilog *il = NULL;
+		for (struct rlfs_log_ilog *l = log->live_intents; l; l = l->next)
+			if (l->recovered && (!il || l->lsn < il->lsn ||
+					     (l->lsn == il->lsn && l->id < il->id)))
+				il = l;
+		if (!il)
+			break;
+		il->recovered = false;
+		uint64_t id = il->id;   /* il goes once its done is durable */
+		unsigned code = il->code, count = il->count;
+		err = recover_one(mp, il);
+		if (err) {
+			rlfs_warn("log recovery: intent %llu (code 0x%x, %u item(s)) could not be "
+				  "finished: %s", (unsigned long long)id, code, count,
+				  strerror(-err));
+			break;
+		}
+		log->stats.intents_recovered++;
+	}
+	rlfs_meta_lock(mp);
+	int ferr = rlfs_log_force(mp);
+	pthread_mutex_unlock(&mp->meta_lock);
+	return err ? err : ferr;
+}
+
+int rlfs_log_recover_cow_staging(struct rlfs_mount *mp)
+{
+	(void)mp;
+	return 0;
+}
