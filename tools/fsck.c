@@ -528,6 +528,13 @@ static int run(struct fsck *f)
 		       "yet)\n", f->image, f->nerrors, f->nerrors == 1 ? "" : "s");
 	if (rc)
 		return rc;
+	if (f->nlisted)
+		printf("%s: %" PRIu64 " unlinked inode%s left by a crash %s on the unlinked lists "
+		       "(not an error): %s\n", f->image, f->nlisted, f->nlisted == 1 ? "" : "s",
+		       f->nlisted == 1 ? "is" : "are",
+		       f->dry_run || f->readonly || f->nerrors ?
+		       "the next read-write mount frees them" :
+		       "freed now, as the next read-write mount would");
 
 	if (f->nerrors) {
 		char why[256];
@@ -565,11 +572,6 @@ static int run(struct fsck *f)
 			       f->nlisted == 1 ? "" : "s");
 			return FSCK_EXIT_FIXED;
 		}
-		if (f->nlisted)
-			printf("%s: %" PRIu64 " unlinked inode%s left by a crash %s on the unlinked "
-			       "lists: the next read-write mount frees %s (not an error)\n",
-			       f->image, f->nlisted, f->nlisted == 1 ? "" : "s",
-			       f->nlisted == 1 ? "is" : "are", f->nlisted == 1 ? "it" : "them");
 		if (f->rec.flags && (f->dry_run || f->readonly)) {
 			note = "; the superblock still records errors (not cleared: run fsck "
 			       "without -n)";
