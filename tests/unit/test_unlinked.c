@@ -226,6 +226,84 @@ static void test_fsck_repair_frees(void **state)
 	unlink(copy);
 }
 
+/* Point inode ino's next_unlinked at next on the unmounted image (raw,
+ * crc fixed): damage an unlinked list. */
+static void set_next_unlinked(const char *img, uint32_t blocksize, uint32_t inodesize,
+			      uint64_t ino, uint64_t next)
+{
+	FILE *fp = fopen(img, "r+b");
+	assert_non_null(fp);
+	uint32_t inopb = blocksize / inodesize;
+	long off = (long)((ino / inopb) * blocksize + (ino % inopb) * inodesize);
+	uint8_t *buf = malloc(inodesize);
+	assert_non_null(buf);
+	assert_int_equal(fseek(fp, off, SEEK_SET), 0);
+	assert_int_equal(fread(buf, 1, inodesize, fp), inodesize);
+	struct rlfs_dinode *dip = (struct rlfs_dinode *)buf;
+	assert_int_equal(rlfs_get64(dip->ino), ino);
+	rlfs_put64(dip->next_unlinked, next);
+	rlfs_cksum_update(buf, inodesize, offsetof(struct rlfs_dinode, crc));
+	assert_int_equal(fseek(fp, off, SEEK_SET), 0);
+	assert_int_equal(fwrite(buf, 1, inodesize, fp), inodesize);
+	free(buf);
+	assert_int_equal(fclose(fp), 0);
+}
+
+/* A broken list (a member points at a free inode): fsck -n reports it
+ * (exit 4), a mount frees what it can and says to run fsck, repair empties
+ * the list and frees the members as orphans; then everything is clean and
+ * the space is back.  No log, so that the crash copy is all in place. */
+static void test_broken_list(void **state)
+{
+	(void)state;
+	struct tu_fs fs;
+	struct stat st;
+	char copy[96], copy2[128], cmd[600];
+	uint64_t ino[3];
+	tu_mkfs_log = -1;
+	setup(&fs, 1);
+	tu_mkfs_log = 0;
+	uint64_t before = bfree(fs.mp);
+	for (int i = 0; i < 3; i++) {
+		char name[16];
+		snprintf(name, sizeof(name), "u%d", i);
+		ino[i] = open_unlinked(fs.mp, name, 64 * KiB);
+	}
+	/* a free inode number: created, then freed */
+	assert_int_equal(rlfs_mknod(fs.mp, rlfs_root_ino(fs.mp), "x", S_IFREG | 0644, 0, 0, 0,
+				    &st), 0);
+	assert_int_equal(rlfs_unlink(fs.mp, rlfs_root_ino(fs.mp), "x"), 0);
+	rlfs_forget(fs.mp, st.st_ino, 1);
+	uint32_t bs = fs.mp->blocksize, isz = fs.mp->inodesize;
+	crash_copy(&fs, copy, sizeof(copy));
+	tu_unmount(&fs);
+	/* ino[2] is the head (the last one unlinked) */
+	set_next_unlinked(copy, bs, isz, ino[2], st.st_ino);
+	snprintf(copy2, sizeof(copy2), "%s.2", copy);
+	snprintf(cmd, sizeof(cmd), "cp --sparse=always %s %s", copy, copy2);
+	assert_int_equal(system(cmd), 0);
+
+	snprintf(cmd, sizeof(cmd), "%s fsck -n %s 2>&1 | grep -q 'unlinked list broken'",
+		 tu_fsck_bin(), copy);
+	assert_int_equal(system(cmd), 0);
+	assert_int_equal(tu_fsck(copy, 4), 4);
+	assert_int_equal(tu_fsck_repair(copy), 1);
+	assert_int_equal(tu_fsck(copy, 0), 0);
+	check_copy(copy, ino, 3, before);
+
+	/* the mount frees the head, stops at the free inode, goes on */
+	struct rlfs_mount *cmp;
+	assert_int_equal(rlfs_mount_open(copy2, RLFS_MOUNT_NOLOCK, &cmp), 0);
+	assert_int_equal(rlfs_getattr(cmp, ino[2], &st), -ENOENT);
+	assert_int_equal(rlfs_mount_close(cmp), 0);
+	int rc = tu_fsck_repair(copy2);
+	assert_true(rc == 1);
+	assert_int_equal(tu_fsck(copy2, 0), 0);
+	check_copy(copy2, ino, 3, before);
+	unlink(copy);
+	unlink(copy2);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -235,6 +313,7 @@ int main(void)
 		cmocka_unit_test(test_many_unlinked),
 		cmocka_unit_test(test_rdonly_then_rw),
 		cmocka_unit_test(test_fsck_repair_frees),
+		cmocka_unit_test(test_broken_list),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
