@@ -30,6 +30,7 @@
 #include "alloc.h"
 #include "busy.h"
 #include "ialloc.h"
+#include "iunlink.h"
 #include "refcount.h"
 
 #include <stdlib.h>
@@ -221,6 +222,10 @@ static int agh_verify(struct rlfs_mount *mp, struct rlfs_buf *bp)
 	    icount > (uint64_t)len * mp->inopblock)
 		return rlfs_corrupt(mp, bp->fsbno, w, "bad inode counts %llu/%llu",
 				    (unsigned long long)icount, (unsigned long long)ifree);
+	uint64_t ul = rlfs_get64(agh->unlinked);
+	if (ul && !rlfs_iunlink_ino_ok(mp, agno, ul))
+		return rlfs_corrupt(mp, bp->fsbno, w, "unlinked list head %llu not an inode of AG %u",
+				    (unsigned long long)ul, agno);
 	return 0;
 }
 

@@ -19,6 +19,7 @@
 #include <time.h>
 
 #include "buf.h"
+#include "iunlink.h"
 #include "log.h"
 
 static uint32_t crc_raw(uint32_t crc, const void *buf, size_t len)
@@ -233,6 +234,7 @@ void rlfs_mount_free_bare(struct rlfs_mount *mp)
 	rlfs_log_free(mp);
 	rlfs_bcache_destroy(mp);
 	rlfs_busy_destroy(mp);
+	rlfs_iunlink_destroy(mp);
 	pthread_mutex_destroy(&mp->meta_lock);
 	pthread_mutex_destroy(&mp->icache_lock);
 	pthread_mutex_destroy(&mp->err_lock);

@@ -17,6 +17,7 @@
 #include "btree.h"
 #include "dir.h"
 #include "ialloc.h"
+#include "iunlink.h"
 #include "xattr.h"
 #include "reflinkfs/fs.h"
 
@@ -67,6 +68,12 @@ static int inode_buf_verify(struct rlfs_mount *mp, struct rlfs_buf *bp)
 			return rlfs_corrupt(mp, bp->fsbno, "inode",
 					    "slot %u (ino %llu): uuid mismatch", i,
 					    (unsigned long long)want);
+		uint64_t nu = rlfs_get64(dip->next_unlinked);
+		if (nu && !rlfs_iunlink_ino_ok(mp, rlfs_fsb_to_agno(mp, bp->fsbno), nu))
+			return rlfs_corrupt(mp, bp->fsbno, "inode",
+					    "slot %u (ino %llu): next unlinked %llu not an inode "
+					    "of this AG", i, (unsigned long long)want,
+					    (unsigned long long)nu);
 	}
 	return 0;
 }
@@ -1064,6 +1071,10 @@ int rlfs_inode_inactivate(struct rlfs_inode *ip)
 	if (error)
 		goto out_cancel;
 	ip->li_logged = false;
+	/* off its AG's unlinked list, in the transaction that frees it */
+	error = rlfs_iunlink_remove(tp, ip->ino, NULL);
+	if (error)
+		goto out_cancel;
 	error = rlfs_ifree(tp, ip->ino);
 	if (error)
 		goto out_cancel;

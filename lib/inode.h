@@ -10,7 +10,9 @@
  *
  * References: rlfs_iget takes one, rlfs_irele drops it.  ip->nlookup counts
  * references held by the FUSE kernel (lookup counts); an inode with nlink 0
- * is freed (blocks, xattrs, inode) when its last reference goes.
+ * is freed (blocks, xattrs, inode) when its last reference goes; until
+ * then it is on its AG's unlinked list (iunlink.h), which a mount after a
+ * crash empties.
  * Model: xfs_inode.c, xfs_icache.c, xfs_iext_tree.c (as a sorted array).
  */
 #ifndef RLFS_INODE_H
@@ -113,7 +115,9 @@ int rlfs_inode_init(struct rlfs_trans *tp, uint64_t ino, uint32_t mode,
  * to tp, logged).  The log item's precommit calls it. */
 int rlfs_inode_flush_to_buf(struct rlfs_trans *tp, struct rlfs_inode *ip);
 /* Free an unlinked inode on disk: data fork blocks, xattrs, dir tree,
- * then the inode itself.  Own transactions.  Caller holds the last ref. */
+ * then the inode itself; the transaction that marks it free also takes it
+ * off its AG's unlinked list (rlfs_iunlink_remove) if it is on it.  Own
+ * transactions.  Caller holds the last ref. */
 int rlfs_inode_inactivate(struct rlfs_inode *ip);
 /*
  * Repair (fsck): free an allocated inode that has link count 0 and that no
@@ -121,8 +125,10 @@ int rlfs_inode_inactivate(struct rlfs_inode *ip);
  * (XFS frees these from its unlinked lists at log recovery, ext4 from its
  * orphan list; e2fsck pass 4 for the ones it finds).  Blocks are released
  * as by unlink (refcount -1, freed at 0), then the inode.  The caller has
- * checked that nothing names it.  0; -ENOENT not in use; -EINVAL nlink is
- * not 0; -EBUSY cached and referenced; errors of iget and inactivate.
+ * checked that nothing names it.  Also what mount recovery calls for each
+ * inode on an AG's unlinked list (rlfs_iunlink_recover): the freeing
+ * transaction takes it off the list.  0; -ENOENT not in use; -EINVAL nlink
+ * is not 0; -EBUSY cached and referenced; errors of iget and inactivate.
  */
 int rlfs_inode_free_orphan(struct rlfs_mount *mp, uint64_t ino);
 

@@ -25,6 +25,7 @@
 #include "buf.h"
 #include "dev.h"
 #include "inode.h"
+#include "iunlink.h"
 #include "log.h"
 #include "rlfs.h"
 #include "trans.h"
@@ -252,6 +253,26 @@ static int write_sb_errors_raw(struct rlfs_mount *mp, int *flush_err)
 	return err;
 }
 
+/*
+ * Free the inodes a crash left on the AGs' unlinked lists (after log
+ * recovery, before anything else changes the filesystem; a read-only
+ * mount leaves them to the next read-write mount or remount).  A failure
+ * is reported and the mount goes on: the rest is left for fsck.
+ * Model: xlog_recover_process_iunlinks.
+ */
+static void unlinked_recover(struct rlfs_mount *mp)
+{
+	uint64_t freed = 0;
+	int err = rlfs_iunlink_recover(mp, &freed);
+	const char *img = mp->image ? mp->image : "the image";
+	if (freed)
+		rlfs_warn("%s: freed %llu unlinked inode(s) left by a crash", img,
+			  (unsigned long long)freed);
+	if (err)
+		rlfs_warn("%s: freeing unlinked inodes left by a crash failed (%s); run "
+			  "`reflinkfs fsck %s`", img, strerror(-err), img);
+}
+
 int rlfs_mount_open(const char *image, unsigned flags, struct rlfs_mount **mpp)
 {
 	struct rlfs_dev *dev;
@@ -431,6 +452,11 @@ int rlfs_mount_open(const char *image, unsigned flags, struct rlfs_mount **mpp)
 	 * (refcount CoW domain); an empty pass for now */
 	if (!rdonly)
 		rlfs_log_recover_cow_staging(mp);
+	/* last, as XFS's xlog_recover_process_iunlinks: free the inodes a
+	 * crash left on the unlinked lists (the intents may have been
+	 * freeing their blocks) */
+	if (!rdonly)
+		unlinked_recover(mp);
 	mp->err_track = true;
 	*mpp = mp;
 	return 0;
@@ -571,6 +597,9 @@ int rlfs_mount_set_rdonly(struct rlfs_mount *mp, bool rdonly)
 			rlfs_warn("finishing the log's intents after remount read-write failed "
 				  "(%s); run `reflinkfs fsck`", strerror(-err));
 	}
+	/* mounted read-only from the start: what a crash left on the unlinked
+	 * lists is freed now (once per mount) */
+	unlinked_recover(mp);
 	err = rlfs_icache_reclaim_forgotten(mp);
 	if (err)
 		rlfs_warn("freeing unlinked inodes after remount read-write failed (%s)",

@@ -30,6 +30,7 @@
 #include "dir.h"
 #include "ialloc.h"
 #include "inode.h"
+#include "iunlink.h"
 #include "xattr.h"
 
 #ifndef RENAME_NOREPLACE
@@ -462,8 +463,12 @@ static int do_create(struct rlfs_mount *mp, uint64_t dir, const char *name, uint
 	if (error)
 		goto out_cancel;
 	if (tmpfile) {
-		/* on no list: an open unlinked file (see rlfs_tmpfile) */
+		/* an open unlinked file (see rlfs_tmpfile): on its AG's
+		 * unlinked list until linkat names it or it is freed */
 		ip->nlink = 0;
+		error = rlfs_iunlink(tp, ip);
+		if (error)
+			goto out_cancel;
 	} else {
 		error = rlfs_dir_add(tp, dp, name, len, ino, rlfs_mode_to_ftype(mode));
 		if (error)
@@ -698,6 +703,12 @@ int rlfs_link(struct rlfs_mount *mp, uint64_t ino, uint64_t newdir, const char *
 	error = rlfs_dir_add(tp, dp, newname, len, ip->ino, rlfs_mode_to_ftype(ip->mode));
 	if (error)
 		goto out_cancel;
+	if (ip->nlink == 0) {
+		/* an O_TMPFILE inode gets its first name: off the list */
+		error = rlfs_iunlink_remove(tp, ip->ino, NULL);
+		if (error)
+			goto out_cancel;
+	}
 	ip->nlink++;
 	ts_ctime(ip);
 	ts_now_dirs(dp);
@@ -783,6 +794,12 @@ static int do_remove(struct rlfs_mount *mp, uint64_t dir, const char *name, bool
 			dp->nlink--;
 	} else if (ip->nlink > 0) {
 		ip->nlink--;
+	}
+	if (ip->nlink == 0) {
+		/* last link gone: on the unlinked list until it is freed */
+		error = rlfs_iunlink(tp, ip);
+		if (error)
+			goto out_cancel;
 	}
 	ts_ctime(ip);
 	ts_now_dirs(dp);
@@ -1112,6 +1129,12 @@ int rlfs_rename2(struct rlfs_mount *mp, uint64_t dir, const char *name, uint64_t
 			tdp->nlink--;	/* lost subdirectory tip */
 		} else if (tip->nlink > 0) {
 			tip->nlink--;
+		}
+		if (tip->nlink == 0) {
+			/* replaced and unlinked: listed until it is freed */
+			error = rlfs_iunlink(tp, tip);
+			if (error)
+				goto out_cancel;
 		}
 		if (sdir) {
 			sip->parent = tdp->ino;

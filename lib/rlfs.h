@@ -44,6 +44,7 @@ struct rlfs_buf;
 struct rlfs_inode;
 struct rlfs_defer_log_ops;
 struct rlfs_log;
+struct rlfs_iunlink;
 
 /* Mount flags for rlfs_mount_open(). */
 #define RLFS_MOUNT_RDONLY   (1u << 0)
@@ -92,6 +93,9 @@ struct rlfs_mount {
 	struct rlfs_log *log;
 	struct rlfs_icache *icache;
 	pthread_mutex_t icache_lock;
+	/* in-core index of the AGs' unlinked lists (iunlink.h), under
+	 * meta_lock; allocated on first use */
+	struct rlfs_iunlink *iunlink;
 
 	/*
 	 * Free-space counters, under meta_lock.  fdblocks counts blocks free in

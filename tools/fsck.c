@@ -477,6 +477,12 @@ static void fix_list(const struct fsck *f, char *buf, size_t len)
 	if (f->nfix_parents)
 		list_add(buf, len, &n, "%" PRIu64 " directory parent pointer%s", f->nfix_parents,
 			 f->nfix_parents == 1 ? "" : "s");
+	if (f->nfix_unlinked)
+		list_add(buf, len, &n, "%" PRIu64 " unlinked list%s emptied", f->nfix_unlinked,
+			 f->nfix_unlinked == 1 ? "" : "s");
+	if (f->nlisted)
+		list_add(buf, len, &n, "%" PRIu64 " unlinked inode%s freed (as the next mount "
+			 "would)", f->nlisted, f->nlisted == 1 ? "" : "s");
 	if (f->norphans)
 		list_add(buf, len, &n, "%zu orphan inode%s freed", f->norphans,
 			 f->norphans == 1 ? "" : "s");
@@ -529,6 +535,13 @@ static int run(struct fsck *f)
 		       "yet)\n", f->image, f->nerrors, f->nerrors == 1 ? "" : "s");
 	if (rc)
 		return rc;
+	if (f->nlisted)
+		printf("%s: %" PRIu64 " unlinked inode%s left by a crash %s on the unlinked lists "
+		       "(not an error): %s\n", f->image, f->nlisted, f->nlisted == 1 ? "" : "s",
+		       f->nlisted == 1 ? "is" : "are",
+		       f->dry_run || f->readonly || f->nerrors ?
+		       "the next read-write mount frees them" :
+		       "freed now, as the next read-write mount would");
 
 	if (f->nerrors) {
 		char why[256];
@@ -550,6 +563,22 @@ static int run(struct fsck *f)
 		 */
 		const char *note = "";
 
+		if (f->nlisted && !f->dry_run && !f->readonly) {
+			/* inodes a crash left on the unlinked lists: free them
+			 * as the next read-write mount would (a library mount
+			 * does it; its unmount writes the superblock clean) */
+			err = fsck_free_orphans(f);
+			if (err) {
+				printf("%s: freeing the %" PRIu64 " inode%s on the unlinked lists "
+				       "failed: %s\n", f->image, f->nlisted,
+				       f->nlisted == 1 ? "" : "s", fsck_errstr(err));
+				return left_uncorrected(f, 1, "the unlinked inodes were not freed");
+			}
+			printf("%s: clean; freed %" PRIu64 " unlinked inode%s left by a crash (as "
+			       "the next mount would)\n", f->image, f->nlisted,
+			       f->nlisted == 1 ? "" : "s");
+			return FSCK_EXIT_FIXED;
+		}
 		if (f->rec.flags && (f->dry_run || f->readonly)) {
 			note = "; the superblock still records errors (not cleared: run fsck "
 			       "without -n)";
@@ -583,8 +612,8 @@ static int run(struct fsck *f)
 		err = fsck_fix_ag_counters(f);
 	if (!err)
 		err = fsck_write_primary_sb(f, true, icount, ifree, fdblocks, 0);
-	if (!err && f->norphans)
-		err = fsck_free_orphans(f);
+	if (!err && (f->norphans || f->nlisted))
+		err = fsck_free_orphans(f); /* its mount frees the listed ones too */
 	if (err) {
 		printf("%s: repair failed: %s (%s may be partly written)\n", f->image,
 		       fsck_errstr(err), what);

@@ -749,6 +749,7 @@ void fsck_check_inodes(struct fsck *f)
 				ie->mode = mode;
 				ie->nlink = rlfs_get32(di->nlink);
 				ie->parent = rlfs_get64(di->parent);
+				ie->next_unlinked = rlfs_get64(di->next_unlinked);
 				if (!mode_type_ok(mode)) {
 					ERR(f, "inode %" PRIu64 ": bad file type in mode 0%o", ino, mode);
 					ie->flags = IE_BAD;

@@ -38,6 +38,7 @@
 #include "xattr.h"
 #include "refcount.h"
 #include "log.h"
+#include "iunlink.h"
 
 #if defined(__has_include)
 #if __has_include("cli.h")
@@ -89,6 +90,7 @@ struct chunk {
 /* An in-use inode, as far as the directory pass needs it. */
 #define IE_BAD     (1u << 0)    /* failed verification: skip link checks */
 #define IE_REACHED (1u << 1)
+#define IE_LISTED  (1u << 2)    /* on its AG's unlinked list (a good list) */
 struct ientry {
 	uint64_t ino;
 	uint64_t parent;            /* di_parent */
@@ -98,6 +100,7 @@ struct ientry {
 	uint32_t nref;              /* directory entries pointing at it */
 	uint32_t nsubdirs;          /* entries of this dir naming directories */
 	uint32_t flags;
+	uint64_t next_unlinked;     /* dinode next_unlinked */
 };
 
 /* A directory entry, kept for the graph pass. */
@@ -120,6 +123,7 @@ struct ag_info {
 	uint64_t icount, ifree;     /* computed from inobt */
 	uint32_t flcount;           /* valid AGFL entries */
 	bool fix;                   /* counters differ */
+	bool fix_unlinked;          /* unlinked list broken: repair empties it */
 	bool leak_noted;            /* "leak check skipped" said once */
 };
 
@@ -129,6 +133,7 @@ struct ifix {
 	uint64_t parent;            /* new parent pointer; 0 = leave */
 	uint32_t nlink;             /* new link count, if set_nlink */
 	bool set_nlink;
+	bool clear_next;            /* set next_unlinked to 0 (broken list) */
 };
 
 struct fsck {
@@ -154,6 +159,9 @@ struct fsck {
 	bool fix_state;             /* the unclean-unmount flag */
 	struct ifix *ifixes;
 	size_t nifixes, ifixes_cap;
+	uint64_t nfix_unlinked;     /* broken unlinked lists to empty */
+	uint64_t nlisted;           /* inodes on good unlinked lists: the next
+				     * read-write mount frees them (not findings) */
 	uint64_t *orphans;          /* inodes to free: nlink 0, named nowhere */
 	size_t norphans, orphans_cap;
 

@@ -83,18 +83,22 @@ int fsck_fix_ag_counters(struct fsck *f)
 		struct ag_info *ai = &f->ags[agno];
 		struct rlfs_agh *agh;
 
-		if (!ai->fix)
+		if (!ai->fix && !ai->fix_unlinked)
 			continue;
 		err = get_raw_buf(f, tp, rlfs_agb_to_fsb(mp, agno, RLFS_AGH_AGBNO),
 				  &rlfs_agh_buf_ops, agno, &bp);
 		if (err)
 			goto fail;
 		agh = rlfs_agh(bp);
-		rlfs_put32(agh->freeblks, (uint32_t)ai->freeblks);
-		rlfs_put32(agh->longest, ai->longest);
-		rlfs_put32(agh->btreeblks, (uint32_t)ai->btreeblks);
-		rlfs_put64(agh->icount, ai->icount);
-		rlfs_put64(agh->ifree, ai->ifree);
+		if (ai->fix) {
+			rlfs_put32(agh->freeblks, (uint32_t)ai->freeblks);
+			rlfs_put32(agh->longest, ai->longest);
+			rlfs_put32(agh->btreeblks, (uint32_t)ai->btreeblks);
+			rlfs_put64(agh->icount, ai->icount);
+			rlfs_put64(agh->ifree, ai->ifree);
+		}
+		if (ai->fix_unlinked)   /* broken list: its members are orphans now */
+			rlfs_put64(agh->unlinked, 0);
 		rlfs_trans_log_buf(tp, bp);
 		rlfs_trans_brelse(tp, bp);
 	}
@@ -139,6 +143,8 @@ int fsck_fix_inodes(struct fsck *f)
 			rlfs_put32(di->nlink, x->nlink);
 		if (x->parent)
 			rlfs_put64(di->parent, x->parent);
+		if (x->clear_next)
+			rlfs_put64(di->next_unlinked, 0);
 		rlfs_cksum_update(di, mp->inodesize, offsetof(struct rlfs_dinode, crc));
 		err = rlfs_dev_pwrite(f->dev, blk, mp->blocksize, fsbno << mp->blocklog);
 	}
@@ -197,7 +203,9 @@ int fsck_write_primary_sb(struct fsck *f, bool clean, uint64_t icount, uint64_t 
 
 /*
  * Free the orphan inodes through a library mount (the unlink path: blocks
- * released with their refcounts, the inode chunk updated, counters kept
+ * released with their refcounts; the mount itself frees the inodes on the
+ * unlinked lists first, rlfs_iunlink_recover), the inode chunk updated,
+ * counters kept
  * exact; its unmount writes the superblock).  Runs after the superblock
  * and AG headers have been made consistent, so that the mount accepts
  * them.  We hold the image lock: the mount does not take it.

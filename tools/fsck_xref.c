@@ -27,6 +27,88 @@ static void add_ifix(struct fsck *f, uint64_t ino, bool set_nlink, uint32_t nlin
 		f->nfix_parents++;
 }
 
+/*
+ * The AGs' unlinked lists (SPEC section 5): each member an allocated inode
+ * of that AG, nlink 0, named in no directory, listed once (no loop).  The
+ * members of a good list are marked IE_LISTED: they are not orphans (the
+ * next read-write mount frees them).  A broken list is a fixable finding:
+ * repair empties it (head 0, the members' next pointers 0), and its
+ * members are then ordinary orphans, freed as such.  Model: xfs_repair
+ * phase 3 check of agi_unlinked (which also clears the buckets).
+ */
+static void check_unlinked(struct fsck *f)
+{
+	struct rlfs_mount *mp = f->mp;
+	struct ientry **members = NULL;
+	size_t cap = 0;
+
+	for (uint32_t agno = 0; agno < mp->agcount; agno++) {
+		struct ag_info *ai = &f->ags[agno];
+		uint64_t cur, prev = 0;
+		const char *why = NULL;
+		size_t n = 0;
+
+		if (!ai->hdr_ok)
+			continue;
+		for (cur = rlfs_get64(ai->agh.unlinked); cur; ) {
+			struct ientry *ie = rlfs_iunlink_ino_ok(mp, agno, cur) ?
+					    fsck_find_inode(f, cur) : NULL;
+
+			if (!rlfs_iunlink_ino_ok(mp, agno, cur))
+				why = "not an inode of this AG";
+			else if (!ie)
+				why = "not an allocated inode";
+			else if (ie->flags & IE_BAD)
+				why = "an inode that failed its checks";
+			else if (ie->flags & IE_LISTED)
+				why = "listed twice (the list loops)";
+			else if (ie->nlink)
+				why = "an inode with links";
+			else if (ie->nref)
+				why = "an inode named in a directory";
+			if (why)
+				break;
+			struct ientry **nm = fsck_grow(f, members, &cap, n, sizeof(*nm));
+
+			if (!nm)
+				break;
+			members = nm;
+			members[n++] = ie;
+			ie->flags |= IE_LISTED;
+			prev = cur;
+			cur = ie->next_unlinked;
+		}
+		if (!why) {
+			f->nlisted += n;
+			if (n)
+				fsck_verbose(f, "AG %u: %zu inode%s on the unlinked list (freed at the "
+					     "next read-write mount)", agno, n, n == 1 ? "" : "s");
+			continue;
+		}
+		if (prev)
+			FIXABLE(f, "AG %u: unlinked list broken: inode %" PRIu64 " is followed by %"
+				PRIu64 ", %s", agno, prev, cur, why);
+		else
+			FIXABLE(f, "AG %u: unlinked list head %" PRIu64 " is %s", agno, cur, why);
+		ai->fix_unlinked = true;
+		f->nfix_unlinked++;
+		for (size_t i = 0; i < n; i++) {
+			members[i]->flags &= ~IE_LISTED;
+			if (!members[i]->next_unlinked)
+				continue;
+			struct ifix *x = fsck_grow(f, f->ifixes, &f->ifixes_cap, f->nifixes,
+						   sizeof(*x));
+
+			if (!x)
+				break;
+			f->ifixes = x;
+			f->ifixes[f->nifixes++] = (struct ifix){ .ino = members[i]->ino,
+								 .clear_next = true };
+		}
+	}
+	free(members);
+}
+
 void fsck_check_graph(struct fsck *f)
 {
 	struct rlfs_mount *mp = f->mp;
@@ -124,6 +206,7 @@ void fsck_check_graph(struct fsck *f)
 		}
 	}
 	free(queue);
+	check_unlinked(f);
 
 	/* link counts, parents, orphans */
 	for (size_t i = 0; i < f->ninodes; i++) {
@@ -137,7 +220,10 @@ void fsck_check_graph(struct fsck *f)
 			continue;
 		}
 		if (!(ie->flags & IE_REACHED)) {
-			if (ie->nlink == 0 && ie->nref == 0) {
+			if (ie->nlink == 0 && ie->nref == 0 && (ie->flags & IE_LISTED)) {
+				/* on its AG's unlinked list: the mount frees it */
+				continue;
+			} else if (ie->nlink == 0 && ie->nref == 0) {
 				/* unlinked while open when the filesystem stopped:
 				 * repair frees it (as log recovery would) */
 				uint64_t *n = fsck_grow(f, f->orphans, &f->orphans_cap, f->norphans,

@@ -204,9 +204,19 @@ struct rlfs_agh {
 	rlfs_le64 icount;           /* inodes allocated in this AG */
 	rlfs_le64 ifree;            /* free inodes in this AG's chunks */
 	rlfs_le64 newino;           /* last chunk's first ino (allocation hint) */
-	uint8_t   pad[72];
+	/*
+	 * Unlinked list (XFS: agi_unlinked, one bucket here): the first of
+	 * this AG's inodes whose link count reached 0 while still in use
+	 * (open-unlinked files, O_TMPFILE inodes not linked yet); the rest
+	 * follow through rlfs_dinode.next_unlinked.  0 = empty.  Every member
+	 * is an inode of this AG.  Mount frees the members left by a crash.
+	 * Bytes 136..143, pad (zero) before: an old image reads as empty.
+	 */
+	rlfs_le64 unlinked;
+	uint8_t   pad[64];
 };
 RLFS_SA(sizeof(struct rlfs_agh) == 208, "agh");
+RLFS_SA(offsetof(struct rlfs_agh, unlinked) == 136, "agh unlinked");
 
 /* AGFL block: header, then an array of agbno (le32) filling the block. */
 struct rlfs_agfl {
@@ -381,9 +391,15 @@ struct rlfs_dinode {
 	rlfs_le64 aroot;            /* xattr btree root fsbno (aformat BTREE) */
 	rlfs_le32 acount;           /* number of xattrs */
 	rlfs_le32 pad1;
-	uint8_t   pad2[48];
+	/* next inode on its AG's unlinked list (rlfs_agh.unlinked), 0 = end
+	 * of the list or not on it; always an inode of the same AG.  Written
+	 * straight into the cluster buffer by the list code (lib/iunlink.c),
+	 * never by the core flush.  Bytes 208..215, pad before. */
+	rlfs_le64 next_unlinked;
+	uint8_t   pad2[40];
 };
 #define RLFS_DINODE_CORE 256
+RLFS_SA(offsetof(struct rlfs_dinode, next_unlinked) == 208, "dinode next_unlinked");
 RLFS_SA(sizeof(struct rlfs_dinode) == RLFS_DINODE_CORE, "dinode");
 
 /*

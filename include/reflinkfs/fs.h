@@ -157,8 +157,8 @@ int rlfs_mkdir_umask(struct rlfs_mount *mp, uint64_t dir, const char *name, mode
  * O_TMPFILE (open(2); XFS xfs_create_tmpfile): a new regular file in dir
  * with no name and nlink 0, with out's lookup count (the kernel's
  * reference) keeping it alive; like an unlinked open file it is freed when
- * the last count goes (or at unmount), and a crash leaves it an orphan
- * for fsck.  rlfs_link may give it a name once (linkat(2) with
+ * the last count goes (or at unmount); it is on its AG's unlinked list
+ * until then, so the next mount after a crash frees it.  rlfs_link may give it a name once (linkat(2) with
  * AT_EMPTY_PATH or /proc/self/fd; the kernel refuses O_EXCL ones).  mode,
  * umask and ACLs as rlfs_mknod_umask; dir's mtime does not change.
  * Errors: -ENOTDIR, -ENOENT (dir removed), -EPERM (immutable dir),

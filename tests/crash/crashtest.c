@@ -2,7 +2,7 @@
  * crashtest.c: rlfs-crashtest, the crash tester (issue 10 section 4;
  * docs/DESIGN.md "Crash testing").
  *
- *   rlfs-crashtest [--workload fsx|clone|enospc|dir|all] [--seed S] [--ops N]
+ *   rlfs-crashtest [--workload fsx|clone|enospc|dir|unlinked|all] [--seed S] [--ops N]
  *                  [--count N] [--images M] [--mode all|synced|flush|random]
  *                  [--cut K] [--dir DIR] [--keep] [--lying-flush] [-v]
  *
@@ -646,6 +646,76 @@ static void wl_enospc(struct wl *w)
 	}
 }
 
+/* unlinked: files unlinked while open (the lookup count kept, as by an
+ * open descriptor) and O_TMPFILE inodes (a third of them linked later),
+ * with data, closed again in random order (freed: removal anywhere in
+ * the AG's unlinked list), between writes and fsyncs of the model files.
+ * Every crash image must mount (the mount frees what the lists hold) and
+ * then check clean: no orphan, no leaked block, no broken list. */
+static void wl_unlinked(struct wl *w)
+{
+	enum { MAXOPEN = 24 };
+	uint64_t open_ino[MAXOPEN];
+	int nopen = 0;
+	unsigned serial = 0;
+	uint64_t root = rlfs_root_ino(w->mp);
+	for (int i = 0; i < w->nf; i++)
+		do_create(w, &w->f[i]);
+	do_sync(w);
+	for (unsigned n = 0; n < w->o->ops; n++) {
+		struct fmodel *f = pick(w);
+		uint64_t lim = f->max_bytes;
+		uint64_t r = rndn(100);
+		if (r < 25) {
+			do_write(w, f, rndn(lim), rnd_len(lim / 4));
+		} else if (r < 50 && nopen < MAXOPEN) {
+			struct stat st;
+			char name[32];
+			bool tmp = rndn(2);
+			snprintf(name, sizeof(name), "u%u", serial++);
+			int err = tmp ? rlfs_tmpfile(w->mp, root, 0644, 0, 0, 0, &st) :
+					rlfs_mknod(w->mp, root, name, S_IFREG | 0644, 0, 0, 0, &st);
+			if (err == -ENOSPC) {
+				w->nenospc++;
+				continue;
+			}
+			if (err)
+				wl_fail("create %s%s: %s", name, tmp ? " (tmpfile)" : "", strerror(-err));
+			uint64_t len = 1 + rndn(64 * 1024);
+			memset(w->iobuf, (int)(0x30 + serial % 64), len);
+			ssize_t wn = rlfs_write(w->mp, (uint64_t)st.st_ino, w->iobuf, len, 0);
+			if (wn < 0 && wn != -ENOSPC)
+				wl_fail("write %s: %s", name, strerror((int)-wn));
+			if (!tmp) {
+				err = rlfs_unlink(w->mp, root, name);
+				if (err)
+					wl_fail("unlink %s: %s", name, strerror(-err));
+			} else if (rndn(3) == 0) {
+				err = rlfs_link(w->mp, (uint64_t)st.st_ino, root, name, NULL);
+				if (err && err != -ENOSPC)
+					wl_fail("link tmpfile as %s: %s", name, strerror(-err));
+				if (!err) {
+					/* named now: not an unlinked inode any more */
+					rlfs_forget(w->mp, (uint64_t)st.st_ino, 2);
+					w->nops++;
+					continue;
+				}
+			}
+			open_ino[nopen++] = (uint64_t)st.st_ino;
+			w->nops++;
+		} else if (r < 70 && nopen) {
+			int i = (int)rndn((uint64_t)nopen);
+			rlfs_forget(w->mp, open_ino[i], 1);   /* the last close: freed */
+			open_ino[i] = open_ino[--nopen];
+			w->nops++;
+		} else if (r < 90) {
+			do_fsync(w, f, (int)rndn(2));
+		} else {
+			do_sync(w);
+		}
+	}
+}
+
 struct msgs {
 	int fd;
 	unsigned n;
@@ -1051,6 +1121,7 @@ static const struct wdef workloads[] = {
 	{ "clone", wl_clone, 32ull << 20, 3, 2ull << 20, 100 },
 	{ "enospc", wl_enospc, 16ull << 20, 4, 6ull << 20, 60 },
 	{ "dir", wl_dir, 32ull << 20, 0, 0, 200 },
+	{ "unlinked", wl_unlinked, 32ull << 20, 2, 256 * 1024, 150 },
 };
 
 /* ---------------------------------------------------------------- */
@@ -1380,7 +1451,8 @@ struct totals {
 static void usage(FILE *out)
 {
 	fprintf(out,
-		"usage: rlfs-crashtest [--workload fsx|clone|enospc|all] [--seed S] [--ops N]\n"
+		"usage: rlfs-crashtest [--workload fsx|clone|enospc|dir|unlinked|all] [--seed S]\n"
+		"                      [--ops N]\n"
 		"                      [--count N] [--images M] [--mode all|synced|flush|random]\n"
 		"                      [--cut K] [--dir DIR] [--keep] [--lying-flush] [-v]\n"
 		"Record a workload on a crash-recording device, then mount, verify and fsck the\n"
@@ -1744,7 +1816,7 @@ int main(int argc, char **argv)
 		if (!strcmp(o.workload, "all") || !strcmp(o.workload, workloads[i].name))
 			list[nlist++] = &workloads[i];
 	if (!nlist) {
-		fprintf(stderr, "rlfs-crashtest: unknown --workload %s (fsx, clone, enospc, all)\n",
+		fprintf(stderr, "rlfs-crashtest: unknown --workload %s (fsx, clone, enospc, dir, unlinked, all)\n",
 			o.workload);
 		return 2;
 	}

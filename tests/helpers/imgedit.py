@@ -29,10 +29,10 @@ SB = {  # name: (offset, struct format)
     "blocksize": (52, "<I"), "log_start": (144, "<Q"), "log_blocks": (152, "<I"),
 }
 AGH = {"freeblks": (88, "<I"), "longest": (92, "<I"), "btreeblks": (108, "<I"),
-       "icount": (112, "<Q"), "ifree": (120, "<Q")}
+       "icount": (112, "<Q"), "ifree": (120, "<Q"), "unlinked": (136, "<Q")}
 INODE = {"mode": (40, "<I"), "nlink": (52, "<I"), "size": (56, "<Q"),
          "nblocks": (64, "<Q"), "parent": (152, "<Q"), "format": (168, "<B"),
-         "nextents": (172, "<I"), "root": (176, "<Q")}
+         "nextents": (172, "<I"), "root": (176, "<Q"), "next_unlinked": (208, "<Q")}
 
 _T = []
 for i in range(256):
