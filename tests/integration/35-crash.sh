@@ -15,6 +15,12 @@
 #    fail;
 #  - with the log: no crash image may fail at all (but see the KNOWN BUG
 #    note below: the default seed still fails a known number).
+# KNOWN LIMITATION (--known-orphans): a file unlinked while open (or an
+# O_TMPFILE not yet linked) when the power goes is left allocated with
+# nlink 0: no on-disk unlinked list frees it at log recovery, so fsck -n
+# reports an orphan (DESIGN.md "O_TMPFILE").  The meta workload makes such
+# files; an image whose only findings are such orphans is listed as KNOWN
+# and not counted as failed (any other finding in it still fails).
 # CRASH_SEED, CRASH_COUNT (random cuts per flush interval) and CRASH_IMAGES
 # (cap per run) change the run; `make crashtest` is the long version.
 . "$(dirname "$0")/../lib.sh"
@@ -42,10 +48,10 @@ field() { # RESULT-line field: field NAME FILE
 
 # 1. synced cuts: clean today and forever
 set +e
-run_to 600 "$CT" --workload all --mode synced --seed "$SEED" >"$T/synced.out" 2>&1
+run_to 600 "$CT" --workload all --mode synced --known-orphans --seed "$SEED" >"$T/synced.out" 2>&1
 rc=$?
 set -e
-grep -E "^(workload|checked|by cut|damage|RESULT)" "$T/synced.out" || true
+grep -E "^(workload|checked|by cut|damage|known|RESULT)" "$T/synced.out" || true
 [ "$rc" = 0 ] || { grep -A4 "^FAIL" "$T/synced.out" | head -40; die "synced cuts: exit $rc (a completed sync must leave a clean image)"; }
 n=$(field images "$T/synced.out")
 [ "${n:-0}" -ge 50 ] || die "synced cuts: only ${n:-0} images checked"
@@ -63,13 +69,26 @@ grep -Eq "^damage .*(missing|size|zeros|stale|foreign)" "$T/lying.out" ||
 	die "lying flush: no lost fsync'd data reported (only fsck findings?)"
 log "lying flush: $(field failed "$T/lying.out") of $(field images "$T/lying.out") synced cuts fail, as they must"
 
-# 2. every kind of cut
+# 1c. the same for the meta workload's names, attributes, link counts and
+# xattrs (its image findings other than orphans)
 set +e
-run_to 900 "$CT" --workload all --mode all --seed "$SEED" --count "$COUNT" --images "$IMAGES" \
-	>"$T/all.out" 2>&1
+run_to 600 "$CT" --workload meta --mode synced --lying-flush --known-orphans --seed "$SEED" \
+	>"$T/lying-meta.out" 2>&1
 rc=$?
 set -e
-grep -E "^(workload|checked|by cut|damage|RESULT)" "$T/all.out" || true
+grep -E "^(checked|damage)" "$T/lying-meta.out" || true
+[ "$rc" = 1 ] || { tail -20 "$T/lying-meta.out"; die "lying flush, meta: exit $rc, expected 1 (failures found)"; }
+grep -Eq "^damage .*(missing|name|xattr|attr|nlink)" "$T/lying-meta.out" ||
+	die "lying flush, meta: no lost fsync'd name, attribute or xattr reported"
+log "lying flush, meta: $(field failed "$T/lying-meta.out") of $(field images "$T/lying-meta.out") synced cuts fail, as they must"
+
+# 2. every kind of cut
+set +e
+run_to 900 "$CT" --workload all --mode all --known-orphans --seed "$SEED" --count "$COUNT" \
+	--images "$IMAGES" >"$T/all.out" 2>&1
+rc=$?
+set -e
+grep -E "^(workload|checked|by cut|damage|known|RESULT)" "$T/all.out" || true
 [ "$rc" = 0 ] || [ "$rc" = 1 ] || { tail -20 "$T/all.out"; die "rlfs-crashtest: exit $rc"; }
 n=$(field images "$T/all.out")
 failed=$(field failed "$T/all.out")
@@ -78,8 +97,8 @@ haslog=$(field log "$T/all.out")
 [ "$n" -ge 500 ] || [ "$IMAGES" != 0 ] || die "only $n crash images checked"
 if [ "$haslog" = 1 ]; then
 	# KNOWN BUG (issue 10, open): with the log and busy extents, seed 1
-	# still fails 15 of 1007 images, all in the clone workload (fsx,
-	# enospc and dir: 0): another file's bytes in a cloned file at flush
+	# still fails 15 images, all in the clone workload (fsx, enospc, dir,
+	# falloc and meta: 0): another file's bytes in a cloned file at flush
 	# cuts.  Until it is fixed the default run may not fail more images
 	# than that (a ratchet: lower CRASH_LOG_KNOWN_FAILED as fixes land, 0
 	# is the goal); any other seed or count demands 0.
@@ -92,7 +111,7 @@ if [ "$haslog" = 1 ]; then
 		die "log feature on: $failed of $n crash images failed ($others outside the clone workload); known: at most $known, clone only (see above; reproduce with the FAIL line's options)"
 	fi
 	[ "$failed" = 0 ] || grep -A3 "^FAIL" "$T/all.out" | head -12
-	log "log feature on: $n crash images, $failed failed (known bug: at most $known allowed)"
+	log "log feature on: $n crash images, $failed failed (known bug: at most $known allowed), $(field known_orphan "$T/all.out") with only known orphan findings"
 else
 	# without a log, unflushed metadata writes lost or torn must show
 	random=$(sed -n 's/^by cut: .*random \([0-9]*\)\/\([0-9]*\) failed.*/\1/p' "$T/all.out")
