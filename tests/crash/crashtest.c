@@ -1184,7 +1184,7 @@ struct mmodel {
 	uint8_t *csrc_data;
 	unsigned nclone;
 	uint64_t nxattr, nacl, nsym, nnode, nlinks, ntmp, ntmplinked, nunl, nbig, nren,
-		 nwhite, nexch, nnorep, nsuid, ncancel, ncancel_part;
+		 nwhite, nexch, nnorep, nsuid, ncancel, ncancel_part, big_max, big_blocks;
 };
 
 static void pprop_add_version(struct prop *p, uint64_t pos, bool absent, uint64_t target,
@@ -1999,6 +1999,13 @@ static void wl_meta(struct wl *w)
 				mm->nbig++;
 				w->nops++;
 			}
+			uint32_t nb = mm_nlink(mm, mm->hub) - 1;
+			if (nb > mm->big_max) {
+				struct stat bst;
+				mm->big_max = nb;
+				if (rlfs_getattr(w->mp, mm->big, &bst) == 0)
+					mm->big_blocks = (uint64_t)bst.st_blocks / (BLOCK_BYTES / 512);
+			}
 			if (rndn(2))
 				mm_fsync(w, rndn(4) ? mm->big : mm->hub);
 		} else if (r < 86) {
@@ -2617,10 +2624,12 @@ static int run_workload(const struct opts *o, const struct wdef *d, struct total
 		       "nodes/fifos, %" PRIu64 " hard links, %" PRIu64 " renames (%" PRIu64
 		       " NOREPLACE, %" PRIu64 " whiteouts), %" PRIu64 " exchanges, %" PRIu64
 		       " O_TMPFILEs (%" PRIu64 " linked), %" PRIu64 " open-unlinked files, %" PRIu64
-		       " big-directory links/unlinks, %" PRIu64 " cancelled clones (%" PRIu64
-		       " part-way)\n", mm->nxattr, mm->nacl, mm->nsuid, mm->nsym, mm->nnode,
-		       mm->nlinks, mm->nren, mm->nnorep, mm->nwhite, mm->nexch, mm->ntmp,
-		       mm->ntmplinked, mm->nunl, mm->nbig, mm->ncancel, mm->ncancel_part);
+		       " big-directory links/unlinks (up to %" PRIu64 " entries in %" PRIu64
+		       " blocks), %" PRIu64
+		       " cancelled clones (%" PRIu64 " part-way)\n", mm->nxattr, mm->nacl, mm->nsuid,
+		       mm->nsym, mm->nnode, mm->nlinks, mm->nren, mm->nnorep, mm->nwhite, mm->nexch,
+		       mm->ntmp, mm->ntmplinked, mm->nunl, mm->nbig, mm->big_max, mm->big_blocks, mm->ncancel,
+		       mm->ncancel_part);
 	}
 	if (getenv("RLFS_CRASH_DUMP")) {
 		/* debugging: the record, one event a line */
