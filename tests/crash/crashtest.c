@@ -2,9 +2,10 @@
  * crashtest.c: rlfs-crashtest, the crash tester (issue 10 section 4;
  * docs/DESIGN.md "Crash testing").
  *
- *   rlfs-crashtest [--workload fsx|clone|enospc|dir|all] [--seed S] [--ops N]
- *                  [--count N] [--images M] [--mode all|synced|flush|random]
- *                  [--cut K] [--dir DIR] [--keep] [--lying-flush] [-v]
+ *   rlfs-crashtest [--workload fsx|clone|enospc|dir|falloc|meta|all] [--seed S]
+ *                  [--ops N] [--count N] [--images M]
+ *                  [--mode all|synced|flush|random] [--cut K] [--dir DIR] [--keep]
+ *                  [--lying-flush] [--known-orphans] [-v]
  *
  * Model: CrashMonkey (record the block writes of a workload, replay every
  * prefix and subsets of the unflushed writes, check what fsync promised)
@@ -35,15 +36,35 @@
  *    those versions (old or new, never zeros where data was, never another
  *    file's data).  A file never fsync'd may be missing, but if present
  *    must also hold only bytes of its own versions.  The dir workload
- *    checks names the same way (see "the dir workload" below).
+ *    checks names the same way (see "the dir workload" below), the meta
+ *    workload names, attributes, link counts, xattrs and the bytes of a
+ *    few files as "properties" (see "the meta workload" below).
  *    Workloads: fsx (writes, truncates, punches, zero ranges, clones,
  *    unshares, copy ranges, fsync/fdatasync/sync on 4 files), clone (a 2 MiB file
  *    cloned twice, then small CoW overwrites), enospc (a 16 MiB image
- *    filled past full, then writes, clones, truncates, unshares), dir.
+ *    filled past full, then writes, clones, truncates, unshares), dir
+ *    (create, write, link, unlink, rename, RENAME_EXCHANGE, mkdir, rmdir,
+ *    a directory moved; file and directory fsyncs), falloc (fsx without
+ *    sharing: preallocation and zero range with and without KEEP_SIZE,
+ *    punches, truncates, writes), meta (xattrs of 1 byte to 20 KiB set,
+ *    replaced, removed; POSIX ACLs; chmod, chown, utimes; setuid/setgid
+ *    killed by a write; symlinks short and long; fifos, character and
+ *    block devices; hard links and link counts; rename plain,
+ *    RENAME_NOREPLACE, RENAME_EXCHANGE, RENAME_WHITEOUT; O_TMPFILE
+ *    written, maybe fsync'd nameless, then linkat or not; a file unlinked
+ *    while open, written and fsync'd after the unlink; a directory of
+ *    hundreds of long names in bursts, fsync'd; clones stopped part-way
+ *    by rlfs_clone_range_cancel).  Every model is checked against the
+ *    live library after each operation (a mismatch is a workload error).
  *    --lying-flush makes every cut lose the last flush: the checks must
  *    then fail (35-crash uses it to prove that they can).
+ *    --known-orphans: an image whose only findings are fsck's orphans (a
+ *    file unlinked while open at the crash: no unlinked list frees it at
+ *    log recovery yet) is listed as KNOWN, not counted as failed.
  * 5. Print one line per failed image (kinds and how to reproduce), then
  *    "checked N crash images, M failed", and a RESULT line for scripts.
+ *    RLFS_CRASH_TRACE=1 prints the file operations as they run (with the
+ *    version each made), RLFS_CRASH_DUMP=1 the record.
  *
  * Exit: 0 no image failed, 1 some failed, 2 usage or workload error (the
  * workload itself went wrong before any crash: a bug in the library or
