@@ -2708,6 +2708,7 @@ static int run_workload(const struct opts *o, const struct wdef *d, struct total
 	 * not done: it is reported as crashed and a new child goes on with
 	 * the next image.
 	 */
+	uint64_t images0 = t->images, failed0 = t->failed, known0 = t->known_orphan;
 	size_t next = 0;
 	while (next < ntodo) {
 		int pfd[2];
@@ -2814,6 +2815,11 @@ static int run_workload(const struct opts *o, const struct wdef *d, struct total
 		}
 	}
 	free(todo);
+	printf("workload %s seed %" PRIu64 ": checked %" PRIu64 " crash images, %" PRIu64 " failed%s",
+	       d->name, o->seed, t->images - images0, t->failed - failed0,
+	       o->known_orphans ? "" : "\n");
+	if (o->known_orphans)
+		printf(", %" PRIu64 " known (orphans only)\n", t->known_orphan - known0);
 	unlink(img);
 	snprintf(img, sizeof(img), "%s/crash.img.fsck", tmpdir);
 	unlink(img);
