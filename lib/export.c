@@ -23,8 +23,9 @@ int rlfs_lookup_ino(struct rlfs_mount *mp, uint64_t ino, struct stat *out, uint6
 {
 	struct rlfs_inode *ip;
 	/* rlfs_iget checks the number against the geometry and the inode
-	 * btree before it reads anything: a made-up number gives -ENOENT */
-	int error = rlfs_iget(mp, ino, &ip);
+	 * btree before it reads anything: a made-up number gives -ENOENT; an
+	 * orphan on disk (nlink 0 after a crash) is not corruption either */
+	int error = rlfs_iget_linked(mp, ino, &ip);
 	if (error)
 		return error == -EINVAL ? -ENOENT : error;
 	pthread_rwlock_rdlock(&ip->iolock);

@@ -739,7 +739,9 @@ static int icache_get(struct rlfs_mount *mp, uint64_t ino, struct rlfs_inode **i
 	return ret;
 }
 
-static int iget_tp(struct rlfs_trans *tp, uint64_t ino, bool orphan_ok,
+/* orphan: 0 nlink 0 on disk is corruption, 1 accepted
+ * (rlfs_inode_free_orphan), -1 -ENOENT (rlfs_iget_linked) */
+static int iget_tp(struct rlfs_trans *tp, uint64_t ino, int orphan,
 		   struct rlfs_inode **ipp)
 {
 	struct rlfs_mount *mp = tp->mp;
@@ -787,7 +789,11 @@ static int iget_tp(struct rlfs_trans *tp, uint64_t ino, bool orphan_ok,
 	uint32_t nextents = rlfs_get32(dip->nextents);
 	rlfs_trans_brelse(tp, bp);
 
-	error = inode_validate(ip, nextents, orphan_ok);
+	if (ip->nlink == 0 && orphan < 0) {
+		inode_free(ip);
+		return -ENOENT;
+	}
+	error = inode_validate(ip, nextents, orphan > 0);
 	if (error)
 		goto fail;
 	if ((ip->mode & S_IFMT) == S_IFREG && ip->format == RLFS_FMT_NONE)
@@ -818,10 +824,10 @@ fail:
 
 int rlfs_iget_tp(struct rlfs_trans *tp, uint64_t ino, struct rlfs_inode **ipp)
 {
-	return iget_tp(tp, ino, false, ipp);
+	return iget_tp(tp, ino, 0, ipp);
 }
 
-int rlfs_iget(struct rlfs_mount *mp, uint64_t ino, struct rlfs_inode **ipp)
+static int iget(struct rlfs_mount *mp, uint64_t ino, int orphan, struct rlfs_inode **ipp)
 {
 	struct rlfs_trans *tp;
 	int error;
@@ -835,9 +841,19 @@ int rlfs_iget(struct rlfs_mount *mp, uint64_t ino, struct rlfs_inode **ipp)
 	error = rlfs_trans_alloc(mp, 0, RLFS_TRANS_RDONLY, &tp);
 	if (error)
 		return error;
-	error = rlfs_iget_tp(tp, ino, ipp);
+	error = iget_tp(tp, ino, orphan, ipp);
 	rlfs_trans_cancel(tp);
 	return error;
+}
+
+int rlfs_iget(struct rlfs_mount *mp, uint64_t ino, struct rlfs_inode **ipp)
+{
+	return iget(mp, ino, 0, ipp);
+}
+
+int rlfs_iget_linked(struct rlfs_mount *mp, uint64_t ino, struct rlfs_inode **ipp)
+{
+	return iget(mp, ino, -1, ipp);
 }
 
 void rlfs_ihold(struct rlfs_inode *ip)
@@ -1096,7 +1112,7 @@ int rlfs_inode_free_orphan(struct rlfs_mount *mp, uint64_t ino)
 	int error = rlfs_trans_alloc(mp, 0, RLFS_TRANS_RDONLY, &tp);
 	if (error)
 		return error;
-	error = iget_tp(tp, ino, true, &ip);
+	error = iget_tp(tp, ino, 1, &ip);
 	rlfs_trans_cancel(tp);
 	if (error)
 		return error;

@@ -91,6 +91,10 @@ extern const struct rlfs_buf_ops rlfs_inode_buf_ops;
  * list loaded.  Must not be called inside a transaction (it uses one of
  * its own); use rlfs_iget_tp inside one. */
 int rlfs_iget(struct rlfs_mount *mp, uint64_t ino, struct rlfs_inode **ipp);
+/* rlfs_iget for a number from outside (a file handle): an inode not cached
+ * whose nlink is 0 on disk (an orphan a crash left: unlinked while open)
+ * is -ENOENT, not corruption (no report, no error record). */
+int rlfs_iget_linked(struct rlfs_mount *mp, uint64_t ino, struct rlfs_inode **ipp);
 int rlfs_iget_tp(struct rlfs_trans *tp, uint64_t ino, struct rlfs_inode **ipp);
 /* Take another reference. */
 void rlfs_ihold(struct rlfs_inode *ip);

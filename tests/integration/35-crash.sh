@@ -44,7 +44,7 @@ set +e
 run_to 600 "$CT" --workload all --mode synced --seed "$SEED" >"$T/synced.out" 2>&1
 rc=$?
 set -e
-grep -E "^(workload|checked|by cut|damage|RESULT)" "$T/synced.out" || true
+grep -E "^(workload|checked|by cut|damage|known|RESULT)" "$T/synced.out" || true
 [ "$rc" = 0 ] || { grep -A4 "^FAIL" "$T/synced.out" | head -40; die "synced cuts: exit $rc (a completed sync must leave a clean image)"; }
 n=$(field images "$T/synced.out")
 [ "${n:-0}" -ge 50 ] || die "synced cuts: only ${n:-0} images checked"
@@ -62,13 +62,26 @@ grep -Eq "^damage .*(missing|size|zeros|stale|foreign)" "$T/lying.out" ||
 	die "lying flush: no lost fsync'd data reported (only fsck findings?)"
 log "lying flush: $(field failed "$T/lying.out") of $(field images "$T/lying.out") synced cuts fail, as they must"
 
-# 2. every kind of cut
+# 1c. the same for the meta workload's names, attributes, link counts and
+# xattrs (its image findings other than orphans)
 set +e
-run_to 900 "$CT" --workload all --mode all --seed "$SEED" --count "$COUNT" --images "$IMAGES" \
-	>"$T/all.out" 2>&1
+run_to 600 "$CT" --workload meta --mode synced --lying-flush --seed "$SEED" \
+	>"$T/lying-meta.out" 2>&1
 rc=$?
 set -e
-grep -E "^(workload|checked|by cut|damage|RESULT)" "$T/all.out" || true
+grep -E "^(checked|damage)" "$T/lying-meta.out" || true
+[ "$rc" = 1 ] || { tail -20 "$T/lying-meta.out"; die "lying flush, meta: exit $rc, expected 1 (failures found)"; }
+grep -Eq "^damage .*(missing|name|xattr|attr|nlink)" "$T/lying-meta.out" ||
+	die "lying flush, meta: no lost fsync'd name, attribute or xattr reported"
+log "lying flush, meta: $(field failed "$T/lying-meta.out") of $(field images "$T/lying-meta.out") synced cuts fail, as they must"
+
+# 2. every kind of cut
+set +e
+run_to 900 "$CT" --workload all --mode all --seed "$SEED" --count "$COUNT" \
+	--images "$IMAGES" >"$T/all.out" 2>&1
+rc=$?
+set -e
+grep -E "^(workload|checked|by cut|damage|known|RESULT)" "$T/all.out" || true
 [ "$rc" = 0 ] || [ "$rc" = 1 ] || { tail -20 "$T/all.out"; die "rlfs-crashtest: exit $rc"; }
 n=$(field images "$T/all.out")
 failed=$(field failed "$T/all.out")
