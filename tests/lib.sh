@@ -148,6 +148,23 @@ daemon_of() {
 	awk -v k="$key" '$2 == "FLOCK" && $6 == k {print $5; exit}' /proc/locks
 }
 
+# kill_daemon IMG MNT: kill -9 the daemon serving IMG, drop its dead
+# mount MNT (no longer unmounted at exit) and wait until the image's lock
+# is free
+kill_daemon() {
+	local img=$1 mnt=$2 pid i
+	pid=$(daemon_of "$img")
+	[ -n "$pid" ] || die "no daemon holds $img"
+	kill -9 "$pid"
+	for ((i = 0; i < 200; i++)); do [ -e "/proc/$pid" ] || break; sleep 0.05; done
+	[ ! -e "/proc/$pid" ] || die "daemon $pid survived kill -9"
+	for ((i = ${#_MOUNTS[@]} - 1; i >= 0; i--)); do
+		[ "${_MOUNTS[i]}" = "$mnt" ] && { _MOUNTS[i]=""; break; }
+	done
+	fusermount3 -uz "$mnt" 2>/dev/null || umount -l "$mnt" 2>/dev/null || true
+	run_to 60 flock -w 50 "$img" true || die "the dead daemon still holds $img"
+}
+
 # daemon_sample PID: "IO|cpu TICKS STATE|STEP", a line that changes
 # whenever the process makes progress (IO: its /proc/PID/io counters;
 # TICKS: its CPU time), STATE D while one of its threads waits for the

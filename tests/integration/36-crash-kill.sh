@@ -31,21 +31,6 @@ haslog=$("$CT" --workload fsx --mode synced --images 1 --ops 5 | sed -n 's/^RESU
 [ -n "$haslog" ] || die "cannot tell whether mkfs makes a log"
 log "log feature: $haslog"
 
-# kill -9 the daemon serving $IMG and drop the dead mount
-kill_daemon() {
-	local pid i
-	pid=$(daemon_of "$IMG")
-	[ -n "$pid" ] || die "no daemon holds $IMG"
-	kill -9 "$pid"
-	for ((i = 0; i < 200; i++)); do [ -e "/proc/$pid" ] || break; sleep 0.05; done
-	[ ! -e "/proc/$pid" ] || die "daemon $pid survived kill -9"
-	for ((i = ${#_MOUNTS[@]} - 1; i >= 0; i--)); do
-		[ "${_MOUNTS[i]}" = "$MNT" ] && { _MOUNTS[i]=""; break; }
-	done
-	fusermount3 -uz "$MNT" 2>/dev/null || umount -l "$MNT" 2>/dev/null || true
-	run_to 60 flock -w 50 "$IMG" true || die "the dead daemon still holds $IMG"
-}
-
 damaged=0      # trials with any damage
 busy_damaged=0
 # after_kill NAME: remount, verify the journal, unmount, fsck -n; sets
@@ -82,7 +67,7 @@ for ((t = 1; t <= BUSY_TRIALS; t++)); do
 	_BGPIDS+=("$BUSY_PID")
 	read -r -t 120 ready <&"${BUSY[0]}" || true
 	[ "${ready:-}" = READY ] || die "busy trial $t: the load did not get ready"
-	kill_daemon
+	kill_daemon "$IMG" "$MNT"
 	kill "$BUSY_PID" 2>/dev/null || true
 	wait "$BUSY_PID" 2>/dev/null || true
 	after_kill "busy trial $t"
@@ -99,7 +84,7 @@ for ((t = 1; t <= KILL_TRIALS; t++)); do
 	# 0.3 .. 2.3 s of load
 	sleep "$((RANDOM % 3)).$((RANDOM % 10))$((RANDOM % 10))"
 	sleep 0.3
-	kill_daemon
+	kill_daemon "$IMG" "$MNT"
 	wait "$lpid" 2>/dev/null || true
 	nsync=$(grep -c "^S" "$T/journal" || true)
 	[ "$nsync" -gt 0 ] || die "random trial $t: the load fsync'd nothing before the kill"

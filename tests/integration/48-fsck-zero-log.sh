@@ -17,19 +17,6 @@ ED="$PY $SRCDIR/tests/helpers/imgedit.py"
 IMG=$T/zl.img
 MNT=$T/mnt
 
-kill_daemon() {
-	local pid i
-	pid=$(daemon_of "$IMG")
-	[ -n "$pid" ] || die "no daemon holds $IMG"
-	kill -9 "$pid"
-	for ((i = 0; i < 200; i++)); do [ -e "/proc/$pid" ] || break; sleep 0.05; done
-	[ ! -e "/proc/$pid" ] || die "daemon $pid survived kill -9"
-	for ((i = ${#_MOUNTS[@]} - 1; i >= 0; i--)); do
-		[ "${_MOUNTS[i]}" = "$MNT" ] && { _MOUNTS[i]=""; break; }
-	done
-	fusermount3 -uz "$MNT" 2>/dev/null || umount -l "$MNT" 2>/dev/null || true
-	run_to 60 flock -w 50 "$IMG" true || die "the dead daemon still holds $IMG"
-}
 
 # fsck_rc ARGS...: run fsck, output in $T/fsck.out, exit status in FRC
 fsck_rc() {
@@ -56,7 +43,7 @@ dirty_image() {
 		sync "$MNT/new/g$i"
 	done
 	sync "$MNT/new"
-	kill_daemon
+	kill_daemon "$IMG" "$MNT"
 	fsck_rc -n "$IMG"
 	[ $FRC = 4 ] && grep -q "log needs replay" "$T/fsck.out" ||
 		{ cat "$T/fsck.out" >&2; die "the killed image's log does not need replay (fsck -n exit $FRC)"; }
