@@ -529,7 +529,9 @@ static int run(struct fsck *f)
 	if (rc)
 		return rc;
 	rc = check_all(f, &icount, &ifree, &fdblocks, &counters_ok);
-	if (rc == FSCK_EXIT_UNCORRECTED)
+	if (rc == FSCK_EXIT_UNCORRECTED && f->log_pending)
+		printf("%s: not checked: the log must be replayed first (exit 4)\n", f->image);
+	else if (rc == FSCK_EXIT_UNCORRECTED)
 		printf("%s: %" PRIu64 " error%s found, left uncorrected (cannot go on past the "
 		       "superblock: nothing else was checked, and no tool repairs a superblock "
 		       "yet)\n", f->image, f->nerrors, f->nerrors == 1 ? "" : "s");

@@ -202,6 +202,7 @@ static int check_log(struct fsck *f, uint32_t bs, uint64_t dblocks, uint32_t agb
 		       "(without -n) to replay it\n", f->image, scan.ckpts, scan.items,
 		       f->prog, f->image);
 		f->nerrors++;
+		f->log_pending = true;
 		return FSCK_EXIT_UNCORRECTED;
 	}
 	printf("%s: log replayed: %" PRIu64 " checkpoint(s), %" PRIu64 " block(s) written, %"

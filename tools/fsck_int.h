@@ -142,6 +142,7 @@ struct fsck {
 	bool dry_run, verbose;
 	bool zero_log;              /* -L: zero the log instead of replaying it */
 	bool log_zeroed;            /* -L did (the fs changed: exit 1 if clean) */
+	bool log_pending;           /* -n met a log that needs replay: stopped */
 	bool quiet;                 /* the re-check after a repair: count only */
 	bool readonly;              /* image could only be opened read-only */
 	int lock_fd;
