@@ -49,24 +49,6 @@ static uint64_t mkdir_at(struct rlfs_mount *mp, const char *name)
 	return st.st_ino;
 }
 
-static void fill(struct rlfs_mount *mp, uint64_t ino, uint8_t byte, size_t len)
-{
-	uint8_t *buf = malloc(len);
-	assert_non_null(buf);
-	memset(buf, byte, len);
-	assert_int_equal(rlfs_write(mp, ino, buf, len, 0), (ssize_t)len);
-	free(buf);
-}
-
-/* Copy the image as it is now (what a kill -9 of the daemon leaves). */
-static void crash_copy(struct tu_fs *fs, char *copy, size_t len)
-{
-	char cmd[256];
-	snprintf(copy, len, "%s.crash", fs->path);
-	snprintf(cmd, sizeof(cmd), "cp --sparse=always %s %s", fs->path, copy);
-	assert_int_equal(system(cmd), 0);
-}
-
 /* The crash image: the summary counters may need a recount (v1 writes them
  * only at unmount: fsck exit 1), nothing else; then it checks clean. */
 static void crash_fsck(const char *copy)
@@ -106,7 +88,7 @@ static void crash_after_free(enum how how)
 	struct tu_fs fs;
 	tu_mkfs_mount(&fs, 64 * MiB, 4096, 1);
 	uint64_t f60 = mkfile(fs.mp, "f60");
-	fill(fs.mp, f60, 0x60, FILE_BYTES);
+	tu_fill(fs.mp, f60, 0x60, FILE_BYTES);
 	assert_int_equal(rlfs_fsync(fs.mp, f60, 0), 0);
 
 	if (how == BY_TRUNCATE) {
@@ -116,10 +98,10 @@ static void crash_after_free(enum how how)
 		assert_int_equal(rlfs_unlink(fs.mp, rlfs_root_ino(fs.mp), "f60"), 0);
 	}
 	uint64_t f147 = mkfile(fs.mp, "f147");
-	fill(fs.mp, f147, 0x47, FILE_BYTES);
+	tu_fill(fs.mp, f147, 0x47, FILE_BYTES);
 
 	char copy[96];
-	crash_copy(&fs, copy, sizeof(copy));
+	tu_crash_copy(&fs, ".crash", copy, sizeof(copy));
 	tu_unmount(&fs);
 	crash_fsck(copy);
 	check_crash_file(copy, f60, 0x60);
@@ -149,7 +131,7 @@ static void crash_after_unshare(enum how how)
 	struct tu_fs fs;
 	tu_mkfs_mount(&fs, 64 * MiB, 4096, 1);
 	uint64_t f60 = mkfile(fs.mp, "f60");
-	fill(fs.mp, f60, 0x60, FILE_BYTES);
+	tu_fill(fs.mp, f60, 0x60, FILE_BYTES);
 	uint64_t c = mkfile(fs.mp, "c");
 	assert_int_equal(rlfs_clone_range(fs.mp, f60, 0, c, 0, FILE_BYTES, 0), (int64_t)FILE_BYTES);
 	assert_int_equal(rlfs_sync(fs.mp), 0);
@@ -164,16 +146,16 @@ static void crash_after_unshare(enum how how)
 	struct rlfs_ioc_extent before, after;
 	uint32_t n;
 	assert_int_equal(rlfs_get_extents(fs.mp, f60, 0, 4096, &before, 1, &n), 0);
-	fill(fs.mp, f60, 0x47, FILE_BYTES);
+	tu_fill(fs.mp, f60, 0x47, FILE_BYTES);
 	assert_int_equal(rlfs_get_extents(fs.mp, f60, 0, 4096, &after, 1, &n), 0);
 	assert_int_not_equal(before.physical, after.physical);
 
 	char copy[96];
-	crash_copy(&fs, copy, sizeof(copy));
+	tu_crash_copy(&fs, ".crash", copy, sizeof(copy));
 	/* durable now: no more unshare-busy blocks, and writes go in place */
 	assert_int_equal(rlfs_sync(fs.mp), 0);
 	assert_int_equal(rlfs_busy_unshared_blocks(fs.mp), 0);
-	fill(fs.mp, f60, 0x48, FILE_BYTES);
+	tu_fill(fs.mp, f60, 0x48, FILE_BYTES);
 	assert_int_equal(rlfs_get_extents(fs.mp, f60, 0, 4096, &before, 1, &n), 0);
 	assert_int_equal(before.physical, after.physical);
 	tu_unmount(&fs);
@@ -202,7 +184,7 @@ static void test_inode_not_reused(void **state)
 	struct tu_fs fs;
 	tu_mkfs_mount(&fs, 64 * MiB, 4096, 1);
 	uint64_t victim = mkfile(fs.mp, "victim");
-	fill(fs.mp, victim, 0x11, FILE_BYTES);
+	tu_fill(fs.mp, victim, 0x11, FILE_BYTES);
 	assert_int_equal(rlfs_sync(fs.mp), 0);
 
 	assert_int_equal(rlfs_unlink(fs.mp, rlfs_root_ino(fs.mp), "victim"), 0);
@@ -212,7 +194,7 @@ static void test_inode_not_reused(void **state)
 	assert_true(d != victim);
 	/* the unlink is not durable: a crash now still has the old file */
 	char copy[96];
-	crash_copy(&fs, copy, sizeof(copy));
+	tu_crash_copy(&fs, ".crash", copy, sizeof(copy));
 	crash_fsck(copy);
 	check_crash_file(copy, victim, 0x11);
 	unlink(copy);
@@ -290,7 +272,7 @@ static void force_inside_trans(bool log)
 	/* a file owns nothing here: allocate and commit, flush, free, commit:
 	 * the free is committed, not durable */
 	uint64_t victim = mkfile(mp, "v");
-	fill(mp, victim, 0x22, FILE_BYTES);
+	tu_fill(mp, victim, 0x22, FILE_BYTES);
 	assert_int_equal(rlfs_sync(mp), 0);
 	assert_int_equal(rlfs_unlink(mp, rlfs_root_ino(mp), "v"), 0);
 	assert_true(rlfs_busy_blocks(mp) >= FILE_BYTES / 4096);
@@ -313,7 +295,7 @@ static void force_inside_trans(bool log)
 	/* the image now: the unlink is there, tp's allocation is not (fsck
 	 * would find its 64 blocks allocated to nobody) */
 	char copy[96];
-	crash_copy(&fs, copy, sizeof(copy));
+	tu_crash_copy(&fs, ".crash", copy, sizeof(copy));
 	rlfs_trans_cancel(tp);
 	crash_fsck(copy);
 	struct rlfs_mount *cmp;
@@ -384,7 +366,7 @@ static void test_no_enospc_while_busy(void **state)
 		fail_msg("second fill got %llu bytes, the first %llu: ENOSPC with busy space",
 			 (unsigned long long)second, (unsigned long long)first);
 	char copy[96];
-	crash_copy(&fs, copy, sizeof(copy));
+	tu_crash_copy(&fs, ".crash", copy, sizeof(copy));
 	crash_fsck(copy);
 	unlink(copy);
 	free(buf);

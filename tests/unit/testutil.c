@@ -112,3 +112,20 @@ int tu_fsck_repair(const char *image)
 	unlink(cmd);
 	return rc;
 }
+
+void tu_crash_copy(const struct tu_fs *fs, const char *suffix, char *copy, size_t len)
+{
+	char cmd[2 * PATH_MAX + 64];
+	snprintf(copy, len, "%s%s", fs->path, suffix);
+	snprintf(cmd, sizeof(cmd), "cp --sparse=always '%s' '%s'", fs->path, copy);
+	assert_int_equal(system(cmd), 0);
+}
+
+void tu_fill(struct rlfs_mount *mp, uint64_t ino, uint8_t byte, size_t len)
+{
+	uint8_t *buf = malloc(len);
+	assert_non_null(buf);
+	memset(buf, byte, len);
+	assert_int_equal(rlfs_write(mp, ino, buf, len, 0), (ssize_t)len);
+	free(buf);
+}

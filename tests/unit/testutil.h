@@ -36,6 +36,12 @@ int tu_fsck(const char *image, int expect);
 /* "fsck IMAGE" (repair mode); shows its first lines on stderr and returns
  * its exit status. */
 int tu_fsck_repair(const char *image);
+/* What a kill -9 of the daemon leaves: a copy of fs's image as it is on
+ * the device now (nothing flushed first), named fs->path + suffix into
+ * copy (len bytes).  The copy is sparse; the caller unlinks it. */
+void tu_crash_copy(const struct tu_fs *fs, const char *suffix, char *copy, size_t len);
+/* Write len bytes of byte at offset 0 of ino (asserts the whole write). */
+void tu_fill(struct rlfs_mount *mp, uint64_t ino, uint8_t byte, size_t len);
 /* Deterministic PRNG (xorshift64*), seeded from RLFS_TEST_SEED or a default. */
 uint64_t tu_rand(void);
 void tu_seed(uint64_t seed);
