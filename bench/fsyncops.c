@@ -25,18 +25,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench.h"
+
 #define IO_BYTES 4096
 
 static const char *dir;
 static int do_create;
 static long per_thread;
-
-static double now(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static void *worker(void *arg)
 {
@@ -88,7 +83,7 @@ int main(int argc, char **argv)
 	}
 	per_thread = n / nthreads;
 	pthread_t t[64];
-	double t0 = now();
+	double t0 = bench_now();
 	for (long i = 0; i < nthreads; i++)
 		if (pthread_create(&t[i], NULL, worker, (void *)i)) {
 			fprintf(stderr, "fsyncops: pthread_create failed\n");
@@ -100,7 +95,7 @@ int main(int argc, char **argv)
 		pthread_join(t[i], &rc);
 		bad |= rc != NULL;
 	}
-	double secs = now() - t0;
+	double secs = bench_now() - t0;
 	if (bad)
 		return 1;
 	long ops = per_thread * nthreads;

@@ -29,44 +29,23 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "reflinkfs/fs.h"
+#define BENCH_LIBRLFS
+#include "bench.h"
 
-static double now(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void die(const char *what, long rc)
-{
-	fprintf(stderr, "libops: %s: %ld\n", what, rc);
-	exit(1);
-}
-
-static uint64_t mkfile(struct rlfs_mount *mp, const char *name)
-{
-	struct stat st;
-	int rc = rlfs_mknod(mp, rlfs_root_ino(mp), name, S_IFREG | 0644, 0, 0, 0, &st);
-	if (rc)
-		die(name, rc);
-	rlfs_forget(mp, st.st_ino, 1);
-	return st.st_ino;
-}
 
 static void put(struct rlfs_mount *mp, uint64_t ino, const void *buf, size_t len, off_t off)
 {
 	ssize_t n = rlfs_write(mp, ino, buf, len, off);
 	if (n != (ssize_t)len)
-		die("write", (long)n);
+		bench_die("write", (long)n);
 }
 
 static double t_sync; /* when the phase's closing rlfs_sync started */
 
 static void report(const char *phase, long ops, double t0)
 {
-	double secs = now() - t0;
-	printf("%s %ld %.3f %.0f %.3f\n", phase, ops, secs, (double)ops / secs, now() - t_sync);
+	double secs = bench_now() - t0;
+	printf("%s %ld %.3f %.0f %.3f\n", phase, ops, secs, (double)ops / secs, bench_now() - t_sync);
 }
 
 int main(int argc, char **argv)
@@ -77,73 +56,63 @@ int main(int argc, char **argv)
 	}
 	const char *img = argv[1];
 	long n = atol(argv[2]);
-	struct rlfs_mkfs_opts o = { .size_bytes = 1ull << 30, .force = 1 };
-	FILE *f = fopen(img, argc == 4 ? "a" : "w"); /* keep: an image file whose
-							 * blocks the host has already */
-	if (!f)
-		die(img, -1);
-	fclose(f);
-	int rc = rlfs_mkfs(img, &o);
-	if (rc)
-		die("mkfs", rc);
-	struct rlfs_mount *mp;
-	rc = rlfs_mount_open(img, RLFS_MOUNT_NOLOCK, &mp);
-	if (rc)
-		die("mount", rc);
+	/* keep: an image file whose blocks the host has already */
+	struct rlfs_mount *mp = bench_mount(img, 1ull << 30, argc == 4);
+	int rc;
 	static char buf[64 * 1024];
 	memset(buf, 0x5a, sizeof(buf));
 	char name[64];
 
-	double t0 = now();
+	double t0 = bench_now();
 	for (long i = 0; i < n; i++) {
 		snprintf(name, sizeof(name), "churn-%ld", i);
-		put(mp, mkfile(mp, name), buf, 16 * 1024, 0);
+		put(mp, bench_mkfile(mp, name), buf, 16 * 1024, 0);
 		if (i >= 100) {
 			snprintf(name, sizeof(name), "churn-%ld", i - 100);
 			if ((rc = rlfs_unlink(mp, rlfs_root_ino(mp), name)))
-				die("unlink", rc);
+				bench_die("unlink", rc);
 		}
 	}
-	t_sync = now();
+	t_sync = bench_now();
 	if ((rc = rlfs_sync(mp)))
-		die("sync", rc);
+		bench_die("sync", rc);
 	report("churn", n, t0);
 
-	uint64_t rw = mkfile(mp, "rewrite");
-	t0 = now();
+	uint64_t rw = bench_mkfile(mp, "rewrite");
+	t0 = bench_now();
 	for (long i = 0; i < n / 4; i++) {
 		struct stat st = { .st_size = 0 };
 		if ((rc = rlfs_setattr(mp, rw, &st, RLFS_SET_SIZE, NULL)))
-			die("truncate", rc);
+			bench_die("truncate", rc);
 		put(mp, rw, buf, sizeof(buf), 0);
 	}
-	t_sync = now();
+	t_sync = bench_now();
 	if ((rc = rlfs_sync(mp)))
-		die("sync", rc);
+		bench_die("sync", rc);
 	report("rewrite", n / 4, t0);
 
-	uint64_t a = mkfile(mp, "cow-a"), b = mkfile(mp, "cow-b");
+	uint64_t a = bench_mkfile(mp, "cow-a"), b = bench_mkfile(mp, "cow-b");
 	const long file_blocks = 64 * 1024 / 4;
 	for (long i = 0; i < file_blocks / 16; i++)
 		put(mp, a, buf, sizeof(buf), (off_t)i * (off_t)sizeof(buf));
 	int64_t cl = rlfs_clone_range(mp, a, 0, b, 0, (uint64_t)file_blocks * 4096, 0);
 	if (cl != file_blocks * 4096)
-		die("clone", (long)cl);
+		bench_die("clone", (long)cl);
 	if ((rc = rlfs_sync(mp)))
-		die("sync", rc);
+		bench_die("sync", rc);
 	uint64_t x = 88172645463325252ull;
-	t0 = now();
+	t0 = bench_now();
 	for (long i = 0; i < n; i++) {
 		x ^= x << 13;
 		x ^= x >> 7;
 		x ^= x << 17;
 		put(mp, i & 1 ? b : a, buf, 4096, (off_t)(x % (uint64_t)file_blocks) * 4096);
 	}
-	t_sync = now();
+	t_sync = bench_now();
 	if ((rc = rlfs_sync(mp)))
-		die("sync", rc);
+		bench_die("sync", rc);
 	report("cow", n, t0);
 	if ((rc = rlfs_mount_close(mp)))
-		die("umount", rc);
+		bench_die("umount", rc);
 	return 0;
 }

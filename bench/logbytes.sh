@@ -18,10 +18,12 @@ W=$(mktemp -d "${BENCH_DIR:-/var/tmp}/rlfs-logbytes.XXXXXX")
 MNT=$W/mnt
 mkdir -p "$MNT"
 cleanup() {
-	mountpoint -q "$MNT" && umount "$MNT"
+	mountpoint -q "$MNT" && { umount "$MNT" || umount -l "$MNT"; }
+	for dev in $(losetup -j "$W/xfs.img" -O NAME -n 2>/dev/null); do losetup -d "$dev"; done
 	rm -rf --one-file-system "$W"
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 cc -O2 -I"$SRCDIR/include" -o "$W/logbytes" "$SRCDIR/bench/logbytes.c" \
 	"$BUILD/librlfs.a" -lisal -lpthread

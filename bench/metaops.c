@@ -19,12 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static double now(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
+#include "bench.h"
 
 int main(int argc, char **argv)
 {
@@ -41,7 +36,7 @@ int main(int argc, char **argv)
 		perror(dir);
 		return 1;
 	}
-	double t0 = now();
+	double t0 = bench_now();
 	for (long i = 0; i < n; i++) {
 		snprintf(path, sizeof(path), "%s/file-%07ld", dir, i);
 		if (!strcmp(phase, "create")) {
@@ -69,7 +64,7 @@ int main(int argc, char **argv)
 		perror("syncfs");
 		return 1;
 	}
-	double secs = now() - t0;
+	double secs = bench_now() - t0;
 	printf("%s %ld %.3f %.0f\n", phase, n, secs, (double)n / secs);
 	close(dfd);
 	return 0;

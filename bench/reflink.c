@@ -32,12 +32,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static double now(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
+#include "bench.h"
 
 static void die(const char *what)
 {
@@ -56,7 +51,7 @@ static int do_clone(const char *src, const char *dst)
 	int out = open(dst, O_WRONLY | O_CREAT | O_TRUNC, 0644);
 	if (out < 0)
 		die(dst);
-	double t0 = now();
+	double t0 = bench_now();
 	uint64_t done = 0, size = (uint64_t)st.st_size;
 	while (done < size) {
 		ssize_t n = copy_file_range(in, NULL, out, NULL, size - done, 0);
@@ -70,7 +65,7 @@ static int do_clone(const char *src, const char *dst)
 	}
 	if (fsync(out) < 0)
 		die("fsync");
-	double s = now() - t0;
+	double s = bench_now() - t0;
 	printf("clone %" PRIu64 " %.6f %.1f\n", size, s, (double)size / s);
 	close(in);
 	close(out);
@@ -128,7 +123,7 @@ static int do_randw(const char *file, uint64_t n, uint64_t seed)
 	}
 	char buf[4096];
 	rng = seed;
-	double t0 = now();
+	double t0 = bench_now();
 	for (uint64_t i = 0; i < n; i++) {
 		memset(buf, (int)(i & 0xff), sizeof(buf));
 		if (pwrite(fd, buf, sizeof(buf), (off_t)(rnd() % blocks * 4096)) != (ssize_t)sizeof(buf))
@@ -136,7 +131,7 @@ static int do_randw(const char *file, uint64_t n, uint64_t seed)
 	}
 	if (fsync(fd) < 0)
 		die("fsync");
-	double s = now() - t0;
+	double s = bench_now() - t0;
 	printf("randw %" PRIu64 " %.6f %.1f\n", n, s, (double)n / s);
 	close(fd);
 	return 0;
