@@ -5,7 +5,7 @@
  *   rlfs-crashtest [--workload fsx|clone|enospc|dir|falloc|meta|unlinked|all] [--seed S]
  *                  [--ops N] [--count N] [--images M]
  *                  [--mode all|synced|flush|random] [--cut K] [--dir DIR] [--keep]
- *                  [--lying-flush] [--known-orphans] [-v]
+ *                  [--lying-flush] [-v]
  *
  * Model: CrashMonkey (record the block writes of a workload, replay every
  * prefix and subsets of the unflushed writes, check what fsync promised)
@@ -58,9 +58,6 @@
  *    live library after each operation (a mismatch is a workload error).
  *    --lying-flush makes every cut lose the last flush: the checks must
  *    then fail (35-crash uses it to prove that they can).
- *    --known-orphans: an image whose only findings are fsck's orphans (a
- *    file unlinked while open at the crash: no unlinked list frees it at
- *    log recovery yet) is listed as KNOWN, not counted as failed.
  * 5. Print one line per failed image (kinds and how to reproduce), then
  *    "checked N crash images, M failed", and a RESULT line for scripts.
  *    RLFS_CRASH_TRACE=1 prints the file operations as they run (with the
@@ -112,7 +109,6 @@ struct opts {
 	const char *dir;
 	bool keep, verbose;
 	bool lying_flush;           /* every cut: the last flush was not done */
-	bool known_orphans;         /* images with only orphan findings: known */
 };
 
 static uint64_t mix64(uint64_t z)
@@ -2521,8 +2517,9 @@ static void run_fsck(const char *img, bool mounted_ok, struct msgs *m)
 		/* findings only, not the summary lines that name the image */
 		if (strstr(line, ": ") == NULL || strncmp(line, img, strlen(img)) == 0)
 			continue;
-		/* an inode unlinked while open at the crash: no unlinked
-		 * list frees it at log recovery (DESIGN.md "O_TMPFILE") */
+		/* an inode left allocated with nlink 0 and on no unlinked
+		 * list (the mount frees listed ones): a finding of its own
+		 * kind, a failure like any other */
 		if (strstr(line, "unlinked (nlink 0) but still allocated (orphan)") &&
 		    !strstr(line, "unreachable")) {
 			say(m, "orphan: exit %d: %s", rc, line);
@@ -2571,7 +2568,6 @@ static const char *const kind_names[] = { "mount", "unmount", "fsck", "orphan", 
 
 struct totals {
 	uint64_t images, failed;
-	uint64_t known_orphan;      /* --known-orphans: images with only orphan findings */
 	uint64_t by_kind[NKINDS];
 	uint64_t by_cut_checked[3], by_cut_failed[3];
 };
@@ -2583,7 +2579,7 @@ static void usage(FILE *out)
 		"                      [--seed S] [--ops N]\n"
 		"                      [--count N] [--images M] [--mode all|synced|flush|random]\n"
 		"                      [--cut K] [--dir DIR] [--keep] [--lying-flush]\n"
-		"                      [--known-orphans] [-v]\n"
+		"                      [-v]\n"
 		"Record a workload on a crash-recording device, then mount, verify and fsck the\n"
 		"image after a power cut at every flush point and at random cuts between them.\n"
 		"  --workload W  which workload (default fsx; all: each in turn)\n"
@@ -2599,9 +2595,6 @@ static void usage(FILE *out)
 		"  --lying-flush every cut as if the device had not done its last flush\n"
 		"                (the writes since the one before lost at random): a check\n"
 		"                that the checker sees lost fsync'd data\n"
-		"  --known-orphans  an image whose only findings are fsck's orphans (files\n"
-		"                unlinked while open at the crash: no unlinked list frees\n"
-		"                them yet) is shown as KNOWN, not counted as failed\n"
 		"  -v            one line per image; library and fsck messages shown\n"
 		"Exit: 0 no failure, 1 some crash image failed, 2 usage or workload error.\n");
 }
@@ -2633,20 +2626,6 @@ static void report_image(struct totals *t, const struct wdef *d, const struct op
 	if (!msgs[0]) {
 		if (o->verbose)
 			printf("ok   image %zu: %s\n", k, desc);
-		return;
-	}
-	bool only_orphans = true;
-	for (const char *line = msgs; *line && only_orphans;) {
-		only_orphans = strncmp(line, "orphan:", 7) == 0;
-		line = strchr(line, '\n');
-		line = line ? line + 1 : "";
-	}
-	if (only_orphans && o->known_orphans) {
-		/* known (no unlinked list yet): shown, not failed */
-		t->known_orphan++;
-		printf("KNOWN orphan --workload %s --seed %" PRIu64 " --ops %u --count %u --cut %zu: "
-		       "%s\n    %.*s\n", d->name, o->seed, ops, o->count, k, desc,
-		       (int)strcspn(msgs, "\n"), msgs);
 		return;
 	}
 	t->failed++;
@@ -2779,7 +2758,7 @@ static int run_workload(const struct opts *o, const struct wdef *d, struct total
 	 * not done: it is reported as crashed and a new child goes on with
 	 * the next image.
 	 */
-	uint64_t images0 = t->images, failed0 = t->failed, known0 = t->known_orphan;
+	uint64_t images0 = t->images, failed0 = t->failed;
 	size_t next = 0;
 	while (next < ntodo) {
 		int pfd[2];
@@ -2886,11 +2865,8 @@ static int run_workload(const struct opts *o, const struct wdef *d, struct total
 		}
 	}
 	free(todo);
-	printf("workload %s seed %" PRIu64 ": checked %" PRIu64 " crash images, %" PRIu64 " failed%s",
-	       d->name, o->seed, t->images - images0, t->failed - failed0,
-	       o->known_orphans ? "" : "\n");
-	if (o->known_orphans)
-		printf(", %" PRIu64 " known (orphans only)\n", t->known_orphan - known0);
+	printf("workload %s seed %" PRIu64 ": checked %" PRIu64 " crash images, %" PRIu64 " failed\n",
+	       d->name, o->seed, t->images - images0, t->failed - failed0);
 	unlink(img);
 	snprintf(img, sizeof(img), "%s/crash.img.fsck", tmpdir);
 	unlink(img);
@@ -2933,7 +2909,6 @@ int main(int argc, char **argv)
 		{ "keep", no_argument, NULL, 'K' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "lying-flush", no_argument, NULL, 'L' },
-		{ "known-orphans", no_argument, NULL, 'O' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -2948,7 +2923,6 @@ int main(int argc, char **argv)
 		case 'd': o.dir = optarg; break;
 		case 'K': o.keep = true; break;
 		case 'L': o.lying_flush = true; break;
-		case 'O': o.known_orphans = true; break;
 		case 'v': o.verbose = true; break;
 		case 'h': usage(stdout); return 0;
 		case 's': case 'o': case 'c': case 'i': case 'k':
@@ -3017,13 +2991,8 @@ int main(int argc, char **argv)
 		}
 		printf("\n");
 	}
-	if (t.known_orphan)
-		printf("known: %" PRIu64 " images with only orphan findings (fsck: an inode unlinked "
-		       "while open at the crash; no unlinked list yet), not counted as failed\n",
-		       t.known_orphan);
-	printf("RESULT workload=%s mode=%s images=%" PRIu64 " failed=%" PRIu64 " log=%d "
-	       "known_orphan=%" PRIu64 "\n", o.workload, o.mode, t.images, t.failed, log,
-	       t.known_orphan);
+	printf("RESULT workload=%s mode=%s images=%" PRIu64 " failed=%" PRIu64 " log=%d\n",
+	       o.workload, o.mode, t.images, t.failed, log);
 	fflush(stdout);
 	return t.failed ? 1 : 0;
 }
