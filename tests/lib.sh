@@ -148,6 +148,15 @@ daemon_of() {
 	awk -v k="$key" '$2 == "FLOCK" && $6 == k {print $5; exit}' /proc/locks
 }
 
+# fsck_rc ARGS...: run `reflinkfs fsck ARGS`, its output in $T/fsck.out and
+# its exit status in FRC; a crash or hang fails the test
+fsck_rc() {
+	FRC=0
+	run_to "$CMD_TIMEOUT" "$RLFS" fsck "$@" >"$T/fsck.out" 2>&1 || FRC=$?
+	is_crash $FRC && { tail -20 "$T/fsck.out" >&2; die "fsck $* crashed or hung ($FRC)"; }
+	return 0
+}
+
 # kill_daemon IMG MNT: kill -9 the daemon serving IMG, drop its dead
 # mount MNT (no longer unmounted at exit) and wait until the image's lock
 # is free

@@ -21,13 +21,6 @@ common_setup
 ED="$PY $SRCDIR/tests/helpers/imgedit.py"
 SCAN=$SRCDIR/tests/helpers/metascan.py
 
-# fsck_rc ARGS...: run fsck, output in $T/fsck.out, exit status in FRC
-fsck_rc() {
-	FRC=0
-	run_to "$CMD_TIMEOUT" "$RLFS" fsck "$@" >"$T/fsck.out" 2>&1 || FRC=$?
-	is_crash $FRC && { tail -20 "$T/fsck.out" >&2; die "fsck $* crashed or hung ($FRC)"; }
-	return 0
-}
 # no line may claim "corrected" (uncorrected is fine) for damage left
 no_corrected() {
 	if grep -E '(^|[^n])corrected' "$T/fsck.out" >&2; then

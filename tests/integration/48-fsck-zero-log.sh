@@ -18,14 +18,6 @@ IMG=$T/zl.img
 MNT=$T/mnt
 
 
-# fsck_rc ARGS...: run fsck, output in $T/fsck.out, exit status in FRC
-fsck_rc() {
-	FRC=0
-	run_to "$CMD_TIMEOUT" "$RLFS" fsck "$@" >"$T/fsck.out" 2>&1 || FRC=$?
-	is_crash $FRC && { tail -20 "$T/fsck.out" >&2; die "fsck $* crashed or hung ($FRC)"; }
-	return 0
-}
-
 # dirty_image: files kept/ (cleanly unmounted, so in place), then new
 # files written and fsync'd and the daemon killed: the log needs replay
 dirty_image() {
