@@ -401,14 +401,22 @@ static bool full_refuses(struct rlfs_mount *mp, fuse_ino_t node)
 {
 	if (atomic_load(&g_nfull) == 0)
 		return false;
+	/* is node refused at all (no statfs, which takes meta_lock, for the
+	 * GETATTRs of other nodes) */
+	bool listed = false;
+	pthread_mutex_lock(&g_full_lock);
+	for (int i = 0; i < RLFS_FULL_SLOTS && !listed; i++)
+		listed = g_full[i].node == node;
+	pthread_mutex_unlock(&g_full_lock);
+	if (!listed)
+		return false;
 	uint64_t avail = full_avail_bytes(mp);
 	pthread_mutex_lock(&g_full_lock);
 	bool refuse = false;
 	for (int i = 0; i < RLFS_FULL_SLOTS; i++) {
 		if (g_full[i].node != node)
 			continue;
-		uint64_t then = g_full[i].avail_bytes;
-		refuse = avail != UINT64_MAX && avail < then + RLFS_FULL_BYTES;
+		refuse = avail != UINT64_MAX && avail < g_full[i].avail_bytes + RLFS_FULL_BYTES;
 		if (!refuse) {
 			g_full[i].node = 0;
 			atomic_fetch_sub(&g_nfull, 1);

@@ -1146,11 +1146,9 @@ static int alloc_ag(struct rlfs_alloc_arg *a, uint32_t agno, uint32_t hint_agbno
 		rlfs_btree_cur_del(&cur);
 		if (err)
 			goto out;
+		/* no blocked note: an exact allocation never forces busy
+		 * extents (rlfs_alloc_extent), it falls back to a near one */
 		uint32_t ps, pn;
-		if (stat && (uint64_t)s + n >= (uint64_t)hint_agbno + pass_min &&
-		    (!piece(mp, agno, s, n, hint_agbno, &ps, &pn) || ps != hint_agbno ||
-		     pn < pass_min))
-			rlfs_busy_note_blocked(mp);
 		if (!stat || (uint64_t)s + n <= hint_agbno ||
 		    !piece(mp, agno, s, n, hint_agbno, &ps, &pn) || ps != hint_agbno ||
 		    pn < pass_min) {

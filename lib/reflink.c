@@ -120,8 +120,12 @@ static int find_shared_for_write(struct rlfs_trans *tp, uint64_t fsbno, uint32_t
 	uint64_t rs, bs;
 	uint32_t rl, bl;
 	int error = rlfs_refcount_find_shared(tp, fsbno, len, &rs, &rl);
-	if (error)
+	if (error || !rlfs_busy_unshared_blocks(mp)) {
+		/* the common case: nothing unshare-busy, the tree's answer */
+		*sfsb = rs;
+		*sl = rl;
 		return error;
+	}
 	find_unshare_busy(mp, fsbno, len, &bs, &bl);
 	if (!rl && !bl) {
 		*sfsb = rs;
