@@ -91,7 +91,7 @@ int rlfs_log_ail_push(struct rlfs_log *log, uint64_t target_lsn)
 			int ferr = rlfs_dev_flush(mp->dev);
 			if (ferr)
 				return ferr;
-			log->unflushed = false;
+			rlfs_log_flushed(log);
 		}
 		uint64_t t = rlfs_log_ail_tail(log, head);
 		if (t <= log->tail_lsn)

@@ -210,12 +210,7 @@ void rlfs_log_commit_done(struct rlfs_mount *mp)
 		return;
 	if (log->force_intents && log->cil_nintents) {
 		/* testing: the intent durable now, its done later */
-		int ferr = 0;
-		if (mp->data_dirty) {
-			ferr = rlfs_dev_flush(mp->dev);
-			if (!ferr)
-				mp->data_dirty = 0;
-		}
+		int ferr = flush_data(mp);
 		if (!ferr)
 			ferr = cil_push(mp, true);
 		if (ferr)
@@ -407,6 +402,11 @@ static int cil_push(struct rlfs_mount *mp, bool flush)
 	else
 		log->unflushed = true;
 	log->stats.ckpts_written++;
+	/* flushed, the whole CIL was every committed change: what they
+	 * freed may be reused (busy.h), whoever forced (fsync, sync, an
+	 * intent in testing, recovery, quiesce) */
+	if (flush)
+		rlfs_busy_clear_durable(mp, mp->trans_seq);
 	struct rlfs_log_img *first = log->cil_first;
 	for (struct rlfs_log_img *img = first; img; img = img->next)
 		img->bp->log_cil = NULL;
