@@ -576,9 +576,14 @@ static int run(struct fsck *f)
 				       f->nlisted == 1 ? "" : "s", fsck_errstr(err));
 				return left_uncorrected(f, 1, "the unlinked inodes were not freed");
 			}
+			/* the counters above predate the frees: the error
+			 * record (written with them) is left for the next run */
 			printf("%s: clean; freed %" PRIu64 " unlinked inode%s left by a crash (as "
-			       "the next mount would)\n", f->image, f->nlisted,
-			       f->nlisted == 1 ? "" : "s");
+			       "the next mount would)%s%s\n", f->image, f->nlisted,
+			       f->nlisted == 1 ? "" : "s",
+			       f->rec.flags ? "; the superblock's error record stays until the "
+					      "next fsck run" : "",
+			       f->log_zeroed ? "; the log was zeroed (-L)" : "");
 			return FSCK_EXIT_FIXED;
 		}
 		if (f->rec.flags && (f->dry_run || f->readonly)) {
