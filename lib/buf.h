@@ -113,7 +113,8 @@ int rlfs_buf_flush_all(struct rlfs_mount *mp);
  * done(arg, i) is called for every block written; no flush.  Reports
  * RLFS_PROGRESS_META.  0 or the first write's error (-EIO...; the other
  * runs are still written).  The writer of rlfs_buf_flush_all and of the
- * log's AIL push.
+ * log's AIL push; XFS's counterpart is the delwri queue's submission
+ * (xfs_buf_delwri_submit_buffers), which the block layer merges instead.
  */
 int rlfs_buf_write_blocks(struct rlfs_mount *mp, size_t n, const uint64_t *fsbno,
 			  const void *const *data, void (*done)(void *arg, size_t i), void *arg);

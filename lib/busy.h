@@ -87,12 +87,15 @@ bool rlfs_busy_next_free(struct rlfs_mount *mp, uint32_t agno, uint32_t agbno, u
  * has no such list because its data writes are ordered against the log
  * by the CoW fork's remap at I/O completion; ours go in place at once.
  */
-/* Mark [agbno, agbno+len) of AG agno unshare-busy until seq is durable.
- * Merges like rlfs_busy_insert.  0, -ENOMEM, -EINVAL (agno out of range). */
+/* Mark [agbno, agbno+len) of AG agno (blocks) unshare-busy until seq is
+ * durable.  Merges like rlfs_busy_insert.  0, -ENOMEM, -EINVAL (agno out
+ * of range).  No XFS counterpart (see above); shaped as
+ * xfs_extent_busy_insert. */
 int rlfs_busy_insert_unshared(struct rlfs_mount *mp, uint32_t agno, uint32_t agbno,
 			      uint32_t len, uint64_t seq);
-/* The first unshare-busy piece of [agbno, end): true with [*pstart, *pend)
- * (clipped to the range), false if none.  O(log n). */
+/* The first unshare-busy piece of AG blocks [agbno, end): true with
+ * [*pstart, *pend) (clipped to the range), false if none.  O(log n); one
+ * test when nothing is unshare-busy.  Never fails.  No XFS counterpart. */
 bool rlfs_busy_next_unshared(const struct rlfs_mount *mp, uint32_t agno, uint32_t agbno,
 			     uint32_t end, uint32_t *pstart, uint32_t *pend);
 /* Unshare-busy blocks now (all AGs); for tests. */
@@ -131,8 +134,10 @@ bool rlfs_busy_forceable(const struct rlfs_mount *mp);
  * as seq; it is not reused before seq is durable.  0 or -ENOMEM.
  */
 int rlfs_busy_insert_ino(struct rlfs_mount *mp, uint64_t ino, uint64_t seq);
-/* Busy inodes of the chunk starting at startino (a multiple of 64): bit i
- * set = startino + i is busy. */
+/* Busy inodes of the chunk starting at inode number startino (a multiple
+ * of 64): bit i set = startino + i is busy.  Never fails.  The inode side
+ * of XFS's rule that a freed inode cluster is not reused before its free
+ * is durable (xfs_difree with busy extents on the cluster blocks). */
 uint64_t rlfs_busy_ino_mask(const struct rlfs_mount *mp, uint64_t startino);
 
 /* The allocator met a free extent that would have done but for busy
