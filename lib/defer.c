@@ -123,10 +123,20 @@ static int roll(struct rlfs_trans **tpp, struct rlfs_defer_pending **work)
 		held[i] = tp->dheld[i];
 	*work = tp->dfops;
 	tp->dfops = NULL;
-	int err = rlfs_trans_roll(tpp, res);
+	/* the unused block reservation goes on to the next step (XFS's
+	 * permanent reservation); roll_res only tops it up */
+	int64_t carry = tp->blk_res - tp->blk_used;
+	int err = rlfs_trans_roll_carry(tpp);
 	if (err)
 		return err;
 	tp = *tpp;
+	if (carry < (int64_t)res) {
+		/* topped up without an ENOSPC check, as an overrun is charged
+		 * (rlfs_trans_mod_used): a step cannot stop half way */
+		int64_t more = (int64_t)res - carry;
+		tp->mp->fdblocks -= more;
+		tp->blk_res += more;
+	}
 	tp->roll_res = res;
 	tp->ndheld = nheld;
 	for (unsigned i = 0; i < nheld; i++) {
@@ -248,7 +258,8 @@ static unsigned nregistered;
 
 const struct rlfs_defer_type *rlfs_defer_type_find(uint16_t intent_code)
 {
-	static const struct rlfs_defer_type *const builtin[] = { &rlfs_efi_type, &rlfs_cui_type };
+	static const struct rlfs_defer_type *const builtin[] = { &rlfs_efi_type, &rlfs_cui_type,
+								     &rlfs_bui_type };
 	for (size_t i = 0; i < sizeof(builtin) / sizeof(builtin[0]); i++)
 		if (builtin[i]->intent_code == intent_code)
 			return builtin[i];

@@ -54,7 +54,7 @@
  * item_bytes must fit one block, encode, finish_item, cancel_item,
  * recover_item), add it to the table in rlfs_defer_type_find (defer.c) so
  * recovery knows its code, call rlfs_defer_add.  Nothing else changes.
- * Built-in types (defer_item.c): rlfs_efi_type, rlfs_cui_type.
+ * Built-in types (defer_item.c): rlfs_efi_type, rlfs_cui_type, rlfs_bui_type.
  *
  * Locking: everything runs in transactions, under meta_lock.
  */
@@ -131,8 +131,10 @@ struct rlfs_defer_pending {
  * -ENOMEM (item not queued: the caller still owns it). */
 int rlfs_defer_add(struct rlfs_trans *tp, const struct rlfs_defer_type *type,
 		   struct rlfs_defer_item *item);
-/* The block reservation each rolled transaction starts with (default 0;
- * as XFS's permanent reservation, the tr_logres of the operation). */
+/* The least block reservation each rolled transaction starts with
+ * (default 0).  A roll carries the blocks the previous step reserved and
+ * did not use (rlfs_trans_roll_carry), so a chain normally lives on what
+ * its first transaction reserved, as XFS's permanent reservation. */
 void rlfs_defer_set_roll_res(struct rlfs_trans *tp, uint32_t resblks);
 /* Keep ip joined across the rolls (at most RLFS_DEFER_MAX_HELD; the
  * operation's own inodes, as xfs_defer_ops_capture's held inodes).
@@ -185,4 +187,23 @@ int rlfs_cui_add(struct rlfs_trans *tp, unsigned op, uint64_t fsbno, uint32_t le
  * transaction: a CUI decrease on a reflink filesystem, else an EFI (the
  * deferred form of rlfs_extent_release).  0 or -ENOMEM. */
 int rlfs_defer_extent_release(struct rlfs_trans *tp, uint64_t fsbno, uint32_t len);
+/*
+ * BUI/BUD: map or unmap one range of an inode's data fork in a later
+ * transaction.  flags: RLFS_BUI_MAP (| RLFS_BUI_UNWRITTEN) maps file
+ * blocks [startoff, startoff+len) to [startblock, ..) -- the range must
+ * be a hole then, and refcounts are the caller's (queue a CUI increase
+ * for a shared block); RLFS_BUI_UNMAP makes the range a hole and releases
+ * the blocks through a deferred CUI decrease (EFI without REFLINK),
+ * startblock naming the block mapped at startoff now.  The caller holds
+ * the inode (a reference and its iolock exclusive) until the chain is
+ * finished (rlfs_trans_commit returns); log recovery reads it in and
+ * checks the range against the data fork first (-EUCLEAN if they
+ * disagree).  Up to RLFS_BUI_MAX_ITEMS per intent (XFS logs one; a clone
+ * batch queues many).  0 or -ENOMEM.  Source: xfs_bmap_item.c,
+ * xfs_bmap_map_extent / xfs_bmap_unmap_extent.
+ */
+#define RLFS_BUI_MAX_ITEMS 16u
+extern const struct rlfs_defer_type rlfs_bui_type;
+int rlfs_bui_add(struct rlfs_trans *tp, unsigned flags, uint64_t ino, uint64_t startoff,
+		 uint64_t startblock, uint32_t len);
 #endif

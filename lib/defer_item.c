@@ -2,8 +2,9 @@
  * defer_item.c: the built-in deferred operation types (defer.h):
  *   EFI/EFD  free an extent                      (xfs_extfree_item.c)
  *   CUI/CUD  refcount increase/decrease of one   (xfs_refcount_item.c)
- * Items are 16 bytes in the log (struct rlfs_efi_item / rlfs_cui_item,
- * docs/SPEC.md section 16).  Each finish_item is one bounded step done in
+ *   BUI/BUD  map/unmap a data-fork range          (xfs_bmap_item.c)
+ * Items are 16 bytes in the log (struct rlfs_efi_item / rlfs_cui_item;
+ * 32 for struct rlfs_bui_item), docs/SPEC.md section 16.  Each finish_item is one bounded step done in
  * the transaction that also logs the intent's done, so a step is either
  * wholly in the log with its done or not at all: recovery redoes exactly
  * the steps whose done is missing.
@@ -14,6 +15,8 @@
 #include <stdlib.h>
 
 #include "alloc.h"
+#include "bmap.h"
+#include "inode.h"
 #include "refcount.h"
 #include "reflinkfs/fs.h"
 
@@ -159,4 +162,165 @@ int rlfs_defer_extent_release(struct rlfs_trans *tp, uint64_t fsbno, uint32_t le
 	if (rlfs_has_reflink(tp->mp))
 		return rlfs_cui_add(tp, RLFS_CUI_DECREASE, fsbno, len);
 	return rlfs_efi_add(tp, fsbno, len);
+}
+
+/* ---- BUI ---- */
+
+struct bui_work {
+	struct rlfs_defer_item di;
+	uint64_t ino;
+	uint64_t startoff;
+	uint64_t startblock;
+	uint32_t len;
+	uint32_t flags;             /* RLFS_BUI_* */
+};
+
+static void bui_encode(const struct rlfs_defer_item *item, void *buf)
+{
+	const struct bui_work *w = (const struct bui_work *)item;
+	struct rlfs_bui_item *b = buf;
+	rlfs_put64(b->ino, w->ino);
+	rlfs_put64(b->startoff, w->startoff);
+	rlfs_put64(b->startblock, w->startblock);
+	rlfs_put32(b->len, w->len);
+	rlfs_put32(b->flags, w->flags);
+}
+
+/*
+ * The inode of a BUI, joined to tp.  In normal operation the caller of
+ * the chain holds it (referenced, iolock exclusive) so this finds it in
+ * the cache; in log recovery nothing else runs and it is read in.  The
+ * reference taken here is dropped at once: an inode joined to a
+ * transaction is never freed by its last irele (inode.c), and the
+ * caller's own reference (or recovery's unlinked-list pass) keeps it.
+ */
+static int bui_inode(struct rlfs_trans *tp, const struct bui_work *w, struct rlfs_inode **ipp)
+{
+	struct rlfs_inode *ip;
+	int err = rlfs_iget_tp(tp, w->ino, &ip);
+	if (err == -ENOENT)
+		err = rlfs_corrupt(tp->mp, rlfs_ino_to_fsb(tp->mp, w->ino), "log",
+				   "BUI for inode %llu, which is not in use",
+				   (unsigned long long)w->ino);
+	if (err)
+		return err;
+	if (!S_ISREG(ip->mode) || !ip->ext_loaded) {
+		rlfs_irele(ip);
+		return rlfs_corrupt(tp->mp, rlfs_ino_to_fsb(tp->mp, w->ino), "log",
+				    "BUI for inode %llu, which is not a regular file",
+				    (unsigned long long)w->ino);
+	}
+	rlfs_trans_ijoin(tp, ip);
+	rlfs_irele(ip);
+	*ipp = ip;
+	return 0;
+}
+
+static int bui_finish(struct rlfs_trans *tp, struct rlfs_defer_item *item)
+{
+	const struct bui_work *w = (const struct bui_work *)item;
+	struct rlfs_inode *ip;
+	int err = bui_inode(tp, w, &ip);
+	if (err)
+		return err;
+	if ((w->flags & RLFS_BUI_OP_MASK) == RLFS_BUI_MAP) {
+		struct rlfs_irec m = {
+			.startoff = w->startoff,
+			.startblock = w->startblock,
+			.blockcount = w->len,
+			.state = (w->flags & RLFS_BUI_UNWRITTEN) ? RLFS_EXT_UNWRITTEN : 0,
+		};
+		err = rlfs_bmap_map_extent(tp, ip, &m);
+		if (err == -EEXIST)
+			err = rlfs_corrupt(tp->mp, w->startblock, "bmap",
+					   "BUI map of inode %llu file block %llu (+%u): the range is "
+					   "not a hole", (unsigned long long)w->ino,
+					   (unsigned long long)w->startoff, w->len);
+	} else {
+		bool done;
+		err = rlfs_bmap_unmap(tp, ip, w->startoff, w->len, RLFS_BUNMAP_DEFER, 0, &done);
+	}
+	if (!err)
+		rlfs_trans_log_inode(tp, ip);
+	return err;
+}
+
+/* An UNMAP item of a recovered intent still finds the block it named at
+ * its startoff (anything else means the log and the data fork disagree).
+ * A MAP item's range may still be mapped here: an UNMAP before it in the
+ * same intent (a CoW remap) makes it a hole; the map itself refuses an
+ * overlap (bui_finish). */
+static int bui_check_fork(struct rlfs_trans *tp, const struct bui_work *w)
+{
+	if ((w->flags & RLFS_BUI_OP_MASK) != RLFS_BUI_UNMAP)
+		return 0;
+	struct rlfs_inode *ip;
+	int err = bui_inode(tp, w, &ip);
+	if (err)
+		return err;
+	struct rlfs_irec got;
+	bool found;
+	rlfs_bmap_lookup(ip, w->startoff, &got, &found);
+	if (found && got.startblock + (w->startoff - got.startoff) == w->startblock)
+		return 0;
+	return rlfs_corrupt(tp->mp, w->startblock, "log",
+			    "BUI unmap of inode %llu file block %llu (+%u, fsbno %llu) does not "
+			    "match its data fork", (unsigned long long)w->ino,
+			    (unsigned long long)w->startoff, w->len,
+			    (unsigned long long)w->startblock);
+}
+
+static int bui_recover(struct rlfs_trans *tp, const void *buf, size_t bytes)
+{
+	const struct rlfs_bui_item *b = buf;
+	struct bui_work w = {
+		.ino = rlfs_get64(b->ino),
+		.startoff = rlfs_get64(b->startoff),
+		.startblock = rlfs_get64(b->startblock),
+		.len = rlfs_get32(b->len),
+		.flags = rlfs_get32(b->flags),
+	};
+	unsigned op = w.flags & RLFS_BUI_OP_MASK;
+	if (bytes != sizeof(*b) || !range_ok(tp->mp, w.startblock, w.len) ||
+	    (op != RLFS_BUI_MAP && op != RLFS_BUI_UNMAP) ||
+	    (w.flags & ~(RLFS_BUI_OP_MASK | RLFS_BUI_UNWRITTEN)) ||
+	    w.startoff + w.len > (tp->mp->maxbytes >> tp->mp->blocklog))
+		return rlfs_corrupt(tp->mp, w.startblock, "log",
+				    "BUI item (inode %llu, file block %llu, fsbno %llu, +%u, "
+				    "flags 0x%x) is not valid",
+				    (unsigned long long)w.ino, (unsigned long long)w.startoff,
+				    (unsigned long long)w.startblock, w.len, w.flags);
+	int err = bui_check_fork(tp, &w);
+	if (err)
+		return err;
+	return rlfs_bui_add(tp, w.flags, w.ino, w.startoff, w.startblock, w.len);
+}
+
+const struct rlfs_defer_type rlfs_bui_type = {
+	.name = "data fork map/unmap",
+	.intent_code = RLFS_LOG_BUI,
+	.done_code = RLFS_LOG_BUD,
+	.max_items = RLFS_BUI_MAX_ITEMS,
+	.item_bytes = sizeof(struct rlfs_bui_item),
+	.encode = bui_encode,
+	.finish_item = bui_finish,
+	.cancel_item = work_free,
+	.recover_item = bui_recover,
+};
+
+int rlfs_bui_add(struct rlfs_trans *tp, unsigned flags, uint64_t ino, uint64_t startoff,
+		 uint64_t startblock, uint32_t len)
+{
+	struct bui_work *w = calloc(1, sizeof(*w));
+	if (!w)
+		return -ENOMEM;
+	w->ino = ino;
+	w->startoff = startoff;
+	w->startblock = startblock;
+	w->len = len;
+	w->flags = flags;
+	int err = rlfs_defer_add(tp, &rlfs_bui_type, &w->di);
+	if (err)
+		free(w);
+	return err;
 }

@@ -30,6 +30,7 @@
 #include "reflinkfs/ioctl.h"
 #include "alloc.h"
 #include "bmap.h"
+#include "defer.h"
 #include "dev.h"
 #include "refcount.h"
 #include "busy.h"
@@ -361,67 +362,74 @@ int rlfs_cow_copy_old(struct rlfs_inode *ip, const struct rlfs_cow *cow, uint64_
 	return error;
 }
 
-/* State of file block b in the saved old mapping (sorted). */
-static uint32_t old_state(const struct rlfs_irec *old, uint32_t nold, uint64_t b,
-			  uint64_t *run_end)
-{
-	for (uint32_t k = 0; k < nold; k++) {
-		if (b >= old[k].startoff && b < irec_end(&old[k])) {
-			*run_end = irec_end(&old[k]);
-			return old[k].state;
-		}
-	}
-	*run_end = b + 1;
-	return 0;
-}
-
+/*
+ * The remap as a deferred chain (XFS's xfs_reflink_end_cow_extent): one
+ * BUI unmap per old extent of the range (its blocks lose a reference
+ * through a CUI decrease when the unmap is finished: freed at 0), then one
+ * BUI map per run of new blocks.  They are logged in tp, whose commit
+ * finishes them in rolled transactions; the new blocks, allocated in tp,
+ * belong to the map intents until then, so after a crash recovery maps
+ * them and nothing leaks: the file shows the old blocks or the new ones,
+ * never a hole.  !written: each new run takes the state of the old
+ * extent it replaces (unshare keeps unwritten blocks unwritten).
+ */
 int rlfs_cow_remap(struct rlfs_trans *tp, struct rlfs_inode *ip, const struct rlfs_cow *cow,
 		   bool written)
 {
-	struct rlfs_irec *old = NULL;
-	uint32_t nold = 0;
-	bool done;
-	int error;
+	uint64_t pos = cow->off, end = cow->off + cow->len;
+	int error = 0;
 
 	rlfs_trans_ijoin(tp, ip);
-	if (!written) {
-		/* remember the old states before unmapping */
-		uint64_t pos = cow->off, end = cow->off + cow->len;
-		while (pos < end) {
-			struct rlfs_irec got;
-			bool found;
-			rlfs_bmap_lookup(ip, pos, &got, &found);
-			if (!found)
-				break;
-			struct rlfs_irec *n = realloc(old, (size_t)(nold + 1) * sizeof(*n));
-			if (!n) {
-				free(old);
-				return -ENOMEM;
-			}
-			old = n;
-			old[nold++] = got;
-			pos = irec_end(&got);
+	/* unmaps, in file order; remember the states for the maps */
+	struct rlfs_irec *old = NULL;
+	uint32_t nold = 0;
+	while (!error && pos < end) {
+		struct rlfs_irec got;
+		bool found;
+		rlfs_bmap_lookup(ip, pos, &got, &found);
+		if (!found) {
+			error = rlfs_corrupt(ip->mp, rlfs_ino_to_fsb(ip->mp, ip->ino), "cow",
+					     "ino %llu: CoW remap of unmapped file block %llu",
+					     (unsigned long long)ip->ino, (unsigned long long)pos);
+			break;
 		}
+		uint64_t t = RLFS_MIN(irec_end(&got), end);
+		struct rlfs_irec piece = {
+			.startoff = pos,
+			.startblock = got.startblock + (pos - got.startoff),
+			.blockcount = (uint32_t)(t - pos),
+			.state = got.state,
+		};
+		struct rlfs_irec *n = realloc(old, (size_t)(nold + 1) * sizeof(*n));
+		if (!n) {
+			error = -ENOMEM;
+			break;
+		}
+		old = n;
+		old[nold++] = piece;
+		error = rlfs_bui_add(tp, RLFS_BUI_UNMAP, ip->ino, piece.startoff,
+				     piece.startblock, piece.blockcount);
+		pos = t;
 	}
-	error = rlfs_bmap_unmap(tp, ip, cow->off, cow->len, true, 0, &done);
-	for (uint32_t k = 0; !error && k < cow->next; k++) {
-		const struct rlfs_irec *r = &cow->ext[k];
-		uint64_t pos = r->startoff;
-		while (!error && pos < irec_end(r)) {
+	/* maps: each new extent, cut where the old states change */
+	uint32_t k = 0;
+	for (uint32_t i = 0; !error && i < cow->next; i++) {
+		const struct rlfs_irec *r = &cow->ext[i];
+		uint64_t p = r->startoff;
+		while (!error && p < irec_end(r)) {
+			while (k + 1 < nold && irec_end(&old[k]) <= p)
+				k++;
 			uint64_t run_end = irec_end(r);
-			uint32_t state = 0;
-			if (!written) {
-				state = old_state(old, nold, pos, &run_end);
-				run_end = RLFS_MIN(run_end, irec_end(r));
+			unsigned flags = RLFS_BUI_MAP;
+			if (!written && nold) {
+				run_end = RLFS_MIN(run_end, irec_end(&old[k]));
+				if (old[k].state & RLFS_EXT_UNWRITTEN)
+					flags |= RLFS_BUI_UNWRITTEN;
 			}
-			struct rlfs_irec m = {
-				.startoff = pos,
-				.startblock = r->startblock + (pos - r->startoff),
-				.blockcount = (uint32_t)(run_end - pos),
-				.state = state,
-			};
-			error = rlfs_bmap_map_extent(tp, ip, &m);
-			pos = run_end;
+			error = rlfs_bui_add(tp, flags, ip->ino, p,
+					     r->startblock + (p - r->startoff),
+					     (uint32_t)(run_end - p));
+			p = run_end;
 		}
 	}
 	free(old);
@@ -517,6 +525,43 @@ static bool stop_requested(const struct rlfs_cancel *cancel)
 	return cancel && cancel->stop && cancel->stop(cancel->arg) != 0;
 }
 
+/* One piece of a clone batch: dst file blocks [d, d+n), mapped now at
+ * dfsb (0: a hole), to be mapped to src's sfsb (0: src has a hole). */
+struct clone_piece {
+	uint64_t d;
+	uint64_t dfsb, sfsb;
+	uint32_t n;
+	uint32_t sstate;
+};
+
+/*
+ * Queue a clone batch as deferred work on tp, grouped by kind so that
+ * each kind shares intents (at most 16 items each) instead of one roll
+ * per item: every unmap of dst's old blocks (BUI; their CUI decreases
+ * follow each unmap batch), then every refcount increase of src's blocks
+ * (CUI), then every map (BUI).  XFS's xfs_reflink_remap_extent queues the
+ * same three steps per extent.  0 or -ENOMEM.
+ */
+static int clone_queue(struct rlfs_trans *tp, struct rlfs_inode *dst,
+		       const struct clone_piece *q, uint32_t nq)
+{
+	int error = 0;
+	for (uint32_t i = 0; !error && i < nq; i++)
+		if (q[i].dfsb)
+			error = rlfs_bui_add(tp, RLFS_BUI_UNMAP, dst->ino, q[i].d, q[i].dfsb,
+					     q[i].n);
+	for (uint32_t i = 0; !error && i < nq; i++)
+		if (q[i].sfsb)
+			error = rlfs_cui_add(tp, RLFS_CUI_INCREASE, q[i].sfsb, q[i].n);
+	for (uint32_t i = 0; !error && i < nq; i++)
+		if (q[i].sfsb)
+			error = rlfs_bui_add(tp, RLFS_BUI_MAP |
+					     ((q[i].sstate & RLFS_EXT_UNWRITTEN) ?
+					      RLFS_BUI_UNWRITTEN : 0),
+					     dst->ino, q[i].d, q[i].sfsb, q[i].n);
+	return error;
+}
+
 /*
  * Remap nb blocks from src block sb to dst block db in batches.  newsize:
  * dst's size once the whole range is done (grown only).  *done_blocks:
@@ -532,13 +577,17 @@ static int clone_blocks(struct rlfs_inode *src, uint64_t sb, struct rlfs_inode *
 	uint32_t batch = CLONE_BATCH;
 	uint64_t done = 0;
 	bool first = true, stopped = false;
+	struct clone_piece *q = NULL;
+	uint32_t qcap = 0;
 	int error = 0;
 
 	*done_blocks = 0;
 	while (done < nb || first) {
 		struct rlfs_trans *tp;
-		if (stop_requested(cancel))
-			return -EINTR;
+		if (stop_requested(cancel)) {
+			error = -EINTR;
+			break;
+		}
 		error = rlfs_trans_alloc(mp, clone_res(dst, batch), 0, &tp);
 		if (error == -ENOSPC && batch > 1) {
 			batch /= 2;
@@ -551,7 +600,7 @@ static int clone_blocks(struct rlfs_inode *src, uint64_t sb, struct rlfs_inode *
 			error = rlfs_trans_alloc(mp, MIN_RES, 0, &tp);
 		}
 		if (error)
-			return error;
+			break;
 		rlfs_trans_ijoin(tp, dst);
 		if (first) {
 			/* file_modified(): times and privileges, once */
@@ -562,7 +611,7 @@ static int clone_blocks(struct rlfs_inode *src, uint64_t sb, struct rlfs_inode *
 				clone_kill_suid(dst, flags);
 		}
 		uint64_t pos = done;
-		uint32_t pieces = 0, steps = 0;
+		uint32_t pieces = 0, steps = 0, nq = 0;
 		while (!error && pos < nb && pieces < batch) {
 			if (++steps % CLONE_POLL == 0 && stop_requested(cancel)) {
 				stopped = true;
@@ -570,7 +619,7 @@ static int clone_blocks(struct rlfs_inode *src, uint64_t sb, struct rlfs_inode *
 			}
 			uint64_t s = sb + pos, d = db + pos, n = nb - pos;
 			struct rlfs_irec sg, dg;
-			bool sf, df, dn;
+			bool sf, df;
 			rlfs_bmap_lookup(src, s, &sg, &sf);
 			if (sf)
 				n = RLFS_MIN(n, irec_end(&sg) - s);
@@ -581,23 +630,29 @@ static int clone_blocks(struct rlfs_inode *src, uint64_t sb, struct rlfs_inode *
 				n = RLFS_MIN(n, irec_end(&dg) - d);
 			else if (dg.blockcount)
 				n = RLFS_MIN(n, dg.startoff - d);
-			if (df)
-				error = rlfs_bmap_unmap(tp, dst, d, n, true, 0, &dn);
-			if (!error && sf) {
-				struct rlfs_irec m = {
-					.startoff = d,
-					.startblock = sg.startblock + (s - sg.startoff),
-					.blockcount = (uint32_t)n,
-					.state = sg.state,
+			if (sf || df) {
+				if (nq == qcap) {
+					uint32_t cap = qcap ? 2 * qcap : 64;
+					struct clone_piece *nqv = realloc(q, cap * sizeof(*nqv));
+					if (!nqv) {
+						error = -ENOMEM;
+						break;
+					}
+					q = nqv;
+					qcap = cap;
+				}
+				q[nq++] = (struct clone_piece){
+					.d = d, .n = (uint32_t)n,
+					.dfsb = df ? dg.startblock + (d - dg.startoff) : 0,
+					.sfsb = sf ? sg.startblock + (s - sg.startoff) : 0,
+					.sstate = sf ? sg.state : 0,
 				};
-				error = rlfs_refcount_increase(tp, m.startblock, m.blockcount);
-				if (!error)
-					error = rlfs_bmap_map_extent(tp, dst, &m);
-			}
-			if (sf || df)
 				pieces++;
+			}
 			pos += n;
 		}
+		if (!error)
+			error = clone_queue(tp, dst, q, nq);
 		if (!error) {
 			uint64_t reached = (db + pos) << mp->blocklog;
 			uint64_t sz = RLFS_MIN(newsize, reached);
@@ -606,12 +661,14 @@ static int clone_blocks(struct rlfs_inode *src, uint64_t sb, struct rlfs_inode *
 			rlfs_trans_log_inode(tp, dst);
 			error = rlfs_trans_commit(tp);
 			if (error)
-				return error;
+				break;
 			done = pos;
 			*done_blocks = done;
 			first = false;
-			if (stopped)
-				return -EINTR;
+			if (stopped) {
+				error = -EINTR;
+				break;
+			}
 			rlfs_trans_yield(mp);  /* let other metadata users in */
 			continue;
 		}
@@ -621,9 +678,10 @@ static int clone_blocks(struct rlfs_inode *src, uint64_t sb, struct rlfs_inode *
 			error = 0;
 			continue;
 		}
-		return error;
+		break;
 	}
-	return 0;
+	free(q);
+	return error;
 }
 
 /* generic_file_rw_checks: directories -EISDIR, other non-regular -EINVAL

@@ -318,6 +318,31 @@ int rlfs_trans_commit(struct rlfs_trans *tp)
 	return 0;
 }
 
+int rlfs_trans_roll_carry(struct rlfs_trans **tpp)
+{
+	struct rlfs_trans *tp = *tpp;
+	struct rlfs_mount *mp = tp->mp;
+	unsigned flags = tp->flags;
+	int64_t carry = tp->blk_res - tp->blk_used;
+	if (carry < 0)
+		carry = 0;
+	tp->blk_res -= carry;    /* stays taken from fdblocks across the roll */
+	*tpp = NULL;
+	int err = rlfs_trans_commit(tp);
+	if (!err) {
+		rlfs_trans_yield(mp);
+		err = rlfs_trans_alloc(mp, 0, flags, tpp);
+	}
+	if (err) {
+		rlfs_meta_lock(mp);
+		mp->fdblocks += carry;
+		pthread_mutex_unlock(&mp->meta_lock);
+		return err;
+	}
+	(*tpp)->blk_res = carry;
+	return 0;
+}
+
 int rlfs_trans_roll(struct rlfs_trans **tpp, uint32_t resblks)
 {
 	struct rlfs_trans *tp = *tpp;

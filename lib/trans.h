@@ -141,4 +141,12 @@ void rlfs_trans_yield(struct rlfs_mount *mp);
  * (rlfs_trans_yield).  Joined inodes must be joined again by the caller.
  * On error *tpp is NULL and the first part stays committed. */
 int rlfs_trans_roll(struct rlfs_trans **tpp, uint32_t resblks);
+/* Roll keeping the blocks reserved and not yet used: they move to the new
+ * transaction instead of going back to free space, so a chain of deferred
+ * steps (defer.c) spends the reservation its first transaction took and
+ * no other thread can take those blocks between two steps.  Source:
+ * xfs_trans_dup's t_blk_res transfer.  0, or -ENOMEM/-EIO from the commit
+ * or the new transaction (*tpp NULL, the carried blocks back in free
+ * space). */
+int rlfs_trans_roll_carry(struct rlfs_trans **tpp);
 #endif

@@ -67,6 +67,16 @@ static void print_intent_items(const uint8_t *p, uint32_t bs)
 			       op == RLFS_CUI_INCREASE ? "increase" :
 			       op == RLFS_CUI_DECREASE ? "decrease" : "op?",
 			       (uint64_t)rlfs_get64(c->fsbno), rlfs_get32(c->len));
+		} else if (code == RLFS_LOG_BUI && ib == sizeof(struct rlfs_bui_item)) {
+			const struct rlfs_bui_item *b = (const void *)it;
+			uint32_t fl = rlfs_get32(b->flags);
+			unsigned op = fl & RLFS_BUI_OP_MASK;
+			printf("        %s ino %" PRIu64 " fileoff %" PRIu64 " fsbno %" PRIu64
+			       " len %u%s\n",
+			       op == RLFS_BUI_MAP ? "map" : op == RLFS_BUI_UNMAP ? "unmap" : "op?",
+			       (uint64_t)rlfs_get64(b->ino), (uint64_t)rlfs_get64(b->startoff),
+			       (uint64_t)rlfs_get64(b->startblock), rlfs_get32(b->len),
+			       (fl & RLFS_BUI_UNWRITTEN) ? " unwritten" : "");
 		} else {
 			printf("        item %u:", i);
 			for (uint16_t k = 0; k < ib && k < 32; k++)

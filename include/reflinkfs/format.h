@@ -494,8 +494,8 @@ RLFS_SA(sizeof(struct rlfs_log_desc) == 16, "log desc");
 #define RLFS_LOG_EFD 0x0102u        /* extent free done */
 #define RLFS_LOG_CUI 0x0201u        /* refcount update intent */
 #define RLFS_LOG_CUD 0x0202u        /* refcount update done */
-#define RLFS_LOG_BUI 0x0301u        /* data-fork map/unmap intent (reserved) */
-#define RLFS_LOG_BUD 0x0302u        /* its done (reserved) */
+#define RLFS_LOG_BUI 0x0301u        /* data-fork map/unmap intent */
+#define RLFS_LOG_BUD 0x0302u        /* its done */
 
 /* Head of an INTENT item's payload block; count items of item_bytes each
  * follow, then zeros to the end of the block. */
@@ -525,5 +525,26 @@ struct rlfs_cui_item {
 	rlfs_le32 op;               /* RLFS_CUI_INCREASE / _DECREASE */
 };
 RLFS_SA(sizeof(struct rlfs_cui_item) == 16, "cui item");
+
+/* BUI item (item_bytes 32): map or unmap one range of an inode's data
+ * fork.  MAP: file blocks [startoff, startoff+len) -> [startblock, ..),
+ * unwritten with RLFS_BUI_UNWRITTEN (the range must be a hole; refcounts
+ * are the caller's business, through a CUI).  UNMAP: make [startoff,
+ * startoff+len) a hole, releasing what was mapped there (a CUI decrease on
+ * a REFLINK filesystem, else an EFI); startblock is the block mapped at
+ * startoff when the intent was logged (checked at recovery).  Model:
+ * struct xfs_map_extent. */
+#define RLFS_BUI_MAP 1u
+#define RLFS_BUI_UNMAP 2u
+#define RLFS_BUI_OP_MASK 0xffu
+#define RLFS_BUI_UNWRITTEN (1u << 8)
+struct rlfs_bui_item {
+	rlfs_le64 ino;              /* owner inode */
+	rlfs_le64 startoff;         /* file block */
+	rlfs_le64 startblock;       /* fsbno */
+	rlfs_le32 len;              /* blocks, 1 .. RLFS_MAX_EXTLEN */
+	rlfs_le32 flags;            /* op (RLFS_BUI_MAP / _UNMAP) | RLFS_BUI_UNWRITTEN */
+};
+RLFS_SA(sizeof(struct rlfs_bui_item) == 32, "bui item");
 
 #endif /* REFLINKFS_FORMAT_H */
