@@ -13,13 +13,15 @@
  *   rlfs_cow_copy_old          copy old contents of some blocks of the range
  *                              to their new blocks (partial-block edges)
  *   (caller writes its new data through rlfs_cow_dev_offset)
- *   rlfs_cow_remap             unmap the old range (refcount -1 through
- *                              rlfs_extent_release) and map the new extents
+ *   rlfs_cow_remap             queue the remap: BUI unmaps of the old
+ *                              range (refcount -1 by CUI) and BUI maps of
+ *                              the new extents, finished by the commit
  *
- * The data reaches the device before the commit; metadata is written only
- * by rlfs_buf_flush_all, which flushes data first, so no mapping on disk
- * ever points at blocks without their data.  A cancel returns the new
- * blocks to free space (the allocation is undone with the rest).
+ * The data reaches the device before the commit; the log writes no
+ * checkpoint before the data is flushed, so no mapping on disk ever
+ * points at blocks without their data.  A cancel returns the new blocks
+ * to free space (the allocation is undone with the rest); after the
+ * commit the map intents own them until they are mapped.
  * The later CoW-fork issue (in-core CoW fork, delayed allocation,
  * remap-after-IO) splits prepare and remap into separate transactions and
  * records the staged blocks in the refcount tree's CoW domain in between.
@@ -72,10 +74,14 @@ uint64_t rlfs_cow_dev_offset(const struct rlfs_cow *cow, const struct rlfs_mount
 int rlfs_cow_copy_old(struct rlfs_inode *ip, const struct rlfs_cow *cow, uint64_t fb,
 		      uint64_t n);
 /*
- * Switch the mapping: unmap the old blocks of cow's range (refcount -1 via
- * rlfs_extent_release) and map the new ones.  written: the new blocks all
- * hold data (state normal); otherwise each block keeps its old state
- * (unshare of unwritten extents).  Within tp; 0, -ENOSPC, -EUCLEAN.
+ * Switch the mapping as deferred work queued on tp (defer.h): a BUI unmap
+ * per old extent of cow's range (its blocks lose a reference by CUI when
+ * it is finished) and a BUI map per run of new blocks; rlfs_trans_commit
+ * finishes them.  The caller keeps ip referenced and its iolock
+ * exclusive until the commit returns.  written: the new blocks all hold
+ * data (state normal); otherwise each keeps its old state (unshare of
+ * unwritten extents).  0, -ENOMEM, -EUCLEAN (a block of the range is not
+ * mapped).  Source: xfs_reflink_end_cow_extent.
  */
 int rlfs_cow_remap(struct rlfs_trans *tp, struct rlfs_inode *ip, const struct rlfs_cow *cow,
 		   bool written);

@@ -104,3 +104,21 @@ else
 		die "no log, yet fsck found nothing in any crash image"
 	log "no log feature: $failed of $n crash images damaged as expected ($random at random cuts)"
 fi
+
+# 3. every intent in a checkpoint of its own (RLFS_LOG_FORCE_INTENTS): the
+# cuts then fall between an intent and its done, so recovery has to finish
+# EFIs, CUIs and the BUIs of clones and copy-on-write remaps
+set +e
+RLFS_LOG_FORCE_INTENTS=1 run_to 900 "$CT" --workload all --mode all --seed "$SEED" --count 2 \
+	--images "${INTENT_IMAGES:-250}" >"$T/intents.out" 2>&1
+rc=$?
+set -e
+grep -E "^(checked|by cut|damage|RESULT)" "$T/intents.out" || true
+n=$(field images "$T/intents.out")
+failed=$(field failed "$T/intents.out")
+[ "$rc" = 0 ] && [ "${failed:-1}" = 0 ] || {
+	grep -A6 "^FAIL" "$T/intents.out" | head -60
+	die "intents in their own checkpoints: exit $rc, ${failed:-?} of ${n:-?} crash images failed"
+}
+[ "${n:-0}" -ge 300 ] || die "intents: only ${n:-0} crash images checked"
+log "intents in their own checkpoints: $n crash images, none failed"
