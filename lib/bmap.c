@@ -282,7 +282,7 @@ static int bt_lookup_eq(struct rlfs_btree_cur *cur, uint64_t startoff)
 static int fork_insert(struct rlfs_trans *tp, struct rlfs_inode *ip, uint32_t idx,
 		       const struct rlfs_irec *r)
 {
-	int error = rlfs_inode_ext_change(ip);
+	int error = rlfs_inode_ext_reserve(ip);
 	if (!error)
 		error = ext_reserve(ip, ip->next + 1);
 	if (error)
@@ -300,12 +300,13 @@ static int fork_insert(struct rlfs_trans *tp, struct rlfs_inode *ip, uint32_t id
 	memmove(&ip->ext[idx + 1], &ip->ext[idx], (size_t)(ip->next - idx) * sizeof(*ip->ext));
 	ip->ext[idx] = *r;
 	ip->next++;
+	rlfs_inode_ext_logged(ip, RLFS_EXT_INSERT, idx, NULL);
 	return 0;
 }
 
 static int fork_delete(struct rlfs_trans *tp, struct rlfs_inode *ip, uint32_t idx)
 {
-	int error = rlfs_inode_ext_change(ip);
+	int error = rlfs_inode_ext_reserve(ip);
 	if (error)
 		return error;
 	if (ip->format == RLFS_FMT_BTREE) {
@@ -319,15 +320,17 @@ static int fork_delete(struct rlfs_trans *tp, struct rlfs_inode *ip, uint32_t id
 		if (error)
 			return error;
 	}
+	struct rlfs_irec old = ip->ext[idx];
 	memmove(&ip->ext[idx], &ip->ext[idx + 1], (size_t)(ip->next - idx - 1) * sizeof(*ip->ext));
 	ip->next--;
+	rlfs_inode_ext_logged(ip, RLFS_EXT_DELETE, idx, &old);
 	return 0;
 }
 
 static int fork_update(struct rlfs_trans *tp, struct rlfs_inode *ip, uint32_t idx,
 		       const struct rlfs_irec *r)
 {
-	int error = rlfs_inode_ext_change(ip);
+	int error = rlfs_inode_ext_reserve(ip);
 	if (error)
 		return error;
 	if (ip->format == RLFS_FMT_BTREE) {
@@ -342,7 +345,9 @@ static int fork_update(struct rlfs_trans *tp, struct rlfs_inode *ip, uint32_t id
 		if (error)
 			return error;
 	}
+	struct rlfs_irec old = ip->ext[idx];
 	ip->ext[idx] = *r;
+	rlfs_inode_ext_logged(ip, RLFS_EXT_UPDATE, idx, &old);
 	return 0;
 }
 

@@ -546,6 +546,13 @@ int rlfs_inode_flush_to_buf(struct rlfs_trans *tp, struct rlfs_inode *ip)
 /* The inode log item                                                   */
 /* ------------------------------------------------------------------ */
 
+/* One change of ip->ext: what undoes it. */
+struct ext_undo {
+	uint32_t op;                /* RLFS_EXT_INSERT / _DELETE / _UPDATE */
+	uint32_t idx;
+	struct rlfs_irec old;       /* DELETE, UPDATE: the record before */
+};
+
 struct inode_snap {
 	uint32_t mode, uid, gid, nlink;
 	uint64_t size, nblocks;
@@ -560,10 +567,11 @@ struct inode_snap {
 	uint16_t aroot_level;
 	uint32_t acount;
 	bool ext_loaded;
-	/* extent list, copied lazily on the first change (rlfs_inode_ext_change) */
-	bool ext_saved;
-	struct rlfs_irec *ext;
-	uint32_t next, ext_cap;
+	/* extent list changes of this transaction, oldest first, for a
+	 * cancel to undo in reverse (rlfs_inode_ext_reserve/_logged) */
+	bool ext_changed;
+	struct ext_undo *undo;
+	uint32_t nundo, undo_cap;
 	uint8_t literal[];
 };
 
@@ -589,10 +597,10 @@ static struct rlfs_inode *li_to_inode(struct rlfs_log_item *lip)
 /* Did this transaction change anything of ip that fdatasync must make
  * durable: anything but the timestamps (XFS: ili_fsync_fields other than
  * XFS_ILOG_TIMESTAMP).  The extent list counts when it was touched at all
- * (rlfs_inode_ext_change saved it); without a snapshot, yes. */
+ * (rlfs_inode_ext_logged recorded a change); without a snapshot, yes. */
 static bool datasync_changed(const struct rlfs_inode *ip, const struct inode_snap *s)
 {
-	if (!s || s->ext_saved)
+	if (!s || s->ext_changed)
 		return true;
 	if (ip->mode != s->mode || ip->uid != s->uid || ip->gid != s->gid ||
 	    ip->nlink != s->nlink || ip->size != s->size || ip->nblocks != s->nblocks ||
@@ -630,14 +638,29 @@ static void inode_item_abort(struct rlfs_trans *tp, struct rlfs_log_item *lip)
 	}
 	if (lit_size(ip->mp))
 		memcpy(ip->literal, s->literal, lit_size(ip->mp));
-	if (s->ext_saved) {
-		free(ip->ext);
-		ip->ext = s->ext;
-		ip->next = s->next;
-		ip->ext_cap = s->ext_cap;
-		s->ext = NULL;
-		s->ext_saved = false;
+	/* undo the extent list changes, newest first; a DELETE's slot is
+	 * still allocated (the list never shrinks) */
+	for (uint32_t k = s->nundo; k-- > 0;) {
+		const struct ext_undo *u = &s->undo[k];
+		switch (u->op) {
+		case RLFS_EXT_INSERT:
+			memmove(&ip->ext[u->idx], &ip->ext[u->idx + 1],
+				(size_t)(ip->next - u->idx - 1) * sizeof(*ip->ext));
+			ip->next--;
+			break;
+		case RLFS_EXT_DELETE:
+			memmove(&ip->ext[u->idx + 1], &ip->ext[u->idx],
+				(size_t)(ip->next - u->idx) * sizeof(*ip->ext));
+			ip->ext[u->idx] = u->old;
+			ip->next++;
+			break;
+		default:
+			ip->ext[u->idx] = u->old;
+			break;
+		}
 	}
+	s->nundo = 0;
+	s->ext_changed = false;
 }
 
 static void inode_item_release(struct rlfs_trans *tp, struct rlfs_log_item *lip)
@@ -645,7 +668,7 @@ static void inode_item_release(struct rlfs_trans *tp, struct rlfs_log_item *lip)
 	struct rlfs_inode *ip = li_to_inode(lip);
 	struct inode_snap *s = ip->li_snap;
 	if (s) {
-		free(s->ext);
+		free(s->undo);
 		free(s);
 	}
 	ip->li_snap = NULL;
@@ -690,21 +713,36 @@ void rlfs_trans_log_inode(struct rlfs_trans *tp, struct rlfs_inode *ip)
 	ip->li_logged = true;
 }
 
-int rlfs_inode_ext_change(struct rlfs_inode *ip)
+int rlfs_inode_ext_reserve(struct rlfs_inode *ip)
 {
 	struct inode_snap *s = ip->li_snap;
-	if (!s || s->ext_saved)
+	if (!s || s->nundo < s->undo_cap)
 		return 0;
-	if (ip->next) {
-		s->ext = malloc((size_t)ip->next * sizeof(*s->ext));
-		if (!s->ext)
-			return -ENOMEM;
-		memcpy(s->ext, ip->ext, (size_t)ip->next * sizeof(*s->ext));
-	}
-	s->next = ip->next;
-	s->ext_cap = ip->next;
-	s->ext_saved = true;
+	uint32_t cap = s->undo_cap ? 2 * s->undo_cap : 8;
+	struct ext_undo *n = realloc(s->undo, (size_t)cap * sizeof(*n));
+	if (!n)
+		return -ENOMEM;
+	s->undo = n;
+	s->undo_cap = cap;
 	return 0;
+}
+
+void rlfs_inode_ext_logged(struct rlfs_inode *ip, unsigned op, uint32_t idx,
+			   const struct rlfs_irec *old)
+{
+	struct inode_snap *s = ip->li_snap;
+	if (!s)
+		return;
+	s->ext_changed = true;
+	if (s->nundo >= s->undo_cap) {
+		/* the caller did not reserve: a bug; the cancel cannot undo */
+		rlfs_warn("inode %llu: extent change without an undo slot",
+			  (unsigned long long)ip->ino);
+		return;
+	}
+	s->undo[s->nundo++] = (struct ext_undo){
+		.op = op, .idx = idx, .old = old ? *old : (struct rlfs_irec){ 0 },
+	};
 }
 
 /* ------------------------------------------------------------------ */
