@@ -32,10 +32,11 @@
 #include "bmap.h"
 #include "defer.h"
 #include "dev.h"
+#include "log.h"
 #include "refcount.h"
 #include "busy.h"
 
-#define CLONE_BATCH 1024u        /* pieces per clone transaction */
+#define CLONE_BATCH 1024u        /* most pieces planned per clone transaction */
 #define CLONE_POLL 64u           /* pieces between two cancel polls */
 #define UNSHARE_CHUNK 4096u      /* blocks unshared per transaction */
 #define COPY_BUF_BYTES (1u << 20)
@@ -563,6 +564,21 @@ static int clone_queue(struct rlfs_trans *tp, struct rlfs_inode *dst,
 }
 
 /*
+ * Pieces per clone batch.  A batch's plan transaction logs up to three
+ * intents per RLFS_BUI_MAX_ITEMS pieces (unmaps, refcount increases,
+ * maps), one log block each: keep them within an eighth of the log, so a
+ * plan never crowds a small log (the 512 KiB minimum holds 128 blocks of
+ * 4 KiB: 80 pieces; a 1 GiB filesystem's 16 MiB log: the full 1024).
+ */
+static uint32_t clone_batch_max(const struct rlfs_mount *mp)
+{
+	if (!mp->log)
+		return CLONE_BATCH;
+	uint64_t p = (uint64_t)mp->log->size_blocks / 8 / 3 * RLFS_BUI_MAX_ITEMS;
+	return (uint32_t)RLFS_MAX(RLFS_MIN(p, (uint64_t)CLONE_BATCH), (uint64_t)RLFS_BUI_MAX_ITEMS);
+}
+
+/*
  * Remap nb blocks from src block sb to dst block db in batches.  newsize:
  * dst's size once the whole range is done (grown only).  *done_blocks:
  * blocks [0, *done_blocks) of the range are committed.  cancel is polled
@@ -574,7 +590,7 @@ static int clone_blocks(struct rlfs_inode *src, uint64_t sb, struct rlfs_inode *
 			const struct rlfs_cancel *cancel, uint64_t *done_blocks)
 {
 	struct rlfs_mount *mp = dst->mp;
-	uint32_t batch = CLONE_BATCH;
+	uint32_t batch = clone_batch_max(mp);
 	uint64_t done = 0;
 	bool first = true, stopped = false;
 	struct clone_piece *q = NULL;
