@@ -1242,6 +1242,10 @@ struct pver {
 	uint8_t *val;
 	uint32_t len;
 	const char *op;             /* the op that made this version */
+	/* DATA made by a clone that grew it: any block-aligned prefix longer
+	 * than the version before is allowed too (a clone commits batch by
+	 * batch; struct fver's grow_prefix) */
+	bool grow_prefix;
 };
 
 struct prop {
@@ -1296,6 +1300,7 @@ static void pprop_add_version(struct prop *p, uint64_t pos, bool absent, uint64_
 	v->len = absent ? 0 : len;
 	v->val = NULL;
 	v->op = op;
+	v->grow_prefix = false;
 	if (!absent && len) {
 		v->val = xrealloc(NULL, len);
 		memcpy(v->val, val, len);
@@ -2062,6 +2067,8 @@ static void wl_meta(struct wl *w)
 				if (cn < 0)
 					cn = 0;
 				prop_set(w, dp, false, mm->csrc_data, (uint32_t)cn, "cancelled clone");
+				if (cn > 0)
+					dp->v[dp->nv - 1].grow_prefix = true;
 				mm->ncancel++;
 				mm->ncancel_part += cn > 0 && (uint64_t)cn < len;
 				w->nops++;
@@ -2197,6 +2204,11 @@ static void check_meta(struct wl *w, uint64_t pos, struct msgs *m)
 		bool ok = false;
 		for (size_t v = lo; v <= hi && !ok; v++)
 			ok = pver_eq(&p->v[v], absent, mm->buf, len);
+		for (size_t v = lo + 1; v <= hi && !ok; v++) {
+			const struct pver *pv = &p->v[v], *pp = &p->v[v - 1];
+			ok = pv->grow_prefix && !absent && !pp->absent && len % BLOCK_BYTES == 0 &&
+			     len > pp->len && len < pv->len && memcmp(pv->val, mm->buf, len) == 0;
+		}
 		if (ok)
 			continue;
 		if (absent)
