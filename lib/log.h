@@ -113,7 +113,8 @@ struct rlfs_log {
 	 * that the commit that uses them cannot fail half way */
 	struct rlfs_log_img *spare;
 	size_t nspare;
-	/* AIL: images of durable checkpoints, not yet in place, by LSN */
+	/* AIL: images of written checkpoints (durable unless log->unflushed),
+	 * not yet in place, by LSN */
 	struct rlfs_log_img *ail_first, *ail_last;
 	size_t ail_count;
 	/* intents and dones committed since the last force (part of the CIL's
