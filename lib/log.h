@@ -113,7 +113,8 @@ struct rlfs_log {
 	 * that the commit that uses them cannot fail half way */
 	struct rlfs_log_img *spare;
 	size_t nspare;
-	/* AIL: images of durable checkpoints, not yet in place, by LSN */
+	/* AIL: images of written checkpoints (durable unless log->unflushed),
+	 * not yet in place, by LSN */
 	struct rlfs_log_img *ail_first, *ail_last;
 	size_t ail_count;
 	/* intents and dones committed since the last force (part of the CIL's
@@ -134,6 +135,13 @@ struct rlfs_log {
 	bool unflushed;             /* records written since the last device
 				     * flush: the AIL must flush before it
 				     * writes anything in place */
+	/* The oldest LSN an AIL image had when a checkpoint not yet flushed
+	 * (a background push) replaced it with a newer image of the same
+	 * block, 0 if none since the last flush.  The tail may not pass it
+	 * until that flush: the older checkpoint is the only durable copy
+	 * of the block's change (XFS moves a relogged item in the AIL only
+	 * when the checkpoint's I/O completes, xlog_cil_committed). */
+	uint64_t relog_hold_lsn;
 	struct rlfs_log_stats stats;
 };
 
@@ -226,6 +234,7 @@ static inline void rlfs_log_flushed(struct rlfs_log *log)
 {
 	log->unflushed = false;
 	log->durable_seq = log->cil_seq;
+	log->relog_hold_lsn = 0;
 }
 
 /*
@@ -296,8 +305,11 @@ int rlfs_log_write_unlogged(struct rlfs_mount *mp, uint64_t fsbno);
 
 /* ---- log_ail.c: the active item list ---- */
 
-/* A durable checkpoint's images (the pushed CIL list, first..) join the
- * AIL at ckpt_lsn; an image of the same block already there is replaced. */
+/* A checkpoint's images (the pushed CIL list, first..) join the AIL at
+ * ckpt_lsn; an image of the same block already there is replaced.  If the
+ * checkpoint is not flushed yet (log->unflushed: a background push), the
+ * replaced image's LSN holds the tail (log->relog_hold_lsn) until the next
+ * flush.  Mirrors xfs_trans_ail_update_bulk. */
 void rlfs_log_ail_insert(struct rlfs_log *log, struct rlfs_log_img *first, uint64_t ckpt_lsn);
 /*
  * Push the AIL (xfsaild_push): write in place every image with LSN <
@@ -306,10 +318,13 @@ void rlfs_log_ail_insert(struct rlfs_log *log, struct rlfs_log_img *first, uint6
  * (the images stay in the AIL).
  */
 int rlfs_log_ail_push(struct rlfs_log *log, uint64_t target_lsn);
-/* The tail to write into the next record: the oldest of the AIL's LSNs
- * and the live intents' LSNs (an intent stays in the log until its done
- * is durable: the write-ahead rule of deferred work), or if_empty when
- * there are none. */
+/* The tail to write into the next record: the oldest of the AIL's LSNs,
+ * the live intents' LSNs (an intent stays in the log until its done is
+ * durable: the write-ahead rule of deferred work) and log->relog_hold_lsn
+ * (a block logged again in a checkpoint that is not flushed yet), or
+ * if_empty when there are none.  A tail is a true statement when written:
+ * every checkpoint before it is in place and flushed (recovery takes the
+ * newest tail of any valid header).  Mirrors xlog_assign_tail_lsn. */
 uint64_t rlfs_log_ail_tail(struct rlfs_log *log, uint64_t if_empty);
 
 /* ---- log_intent.c: intent and done items (defer.h's mp->defer_log) ---- */

@@ -1,10 +1,14 @@
 /*
  * log_ail.c: the active item list (see log.h).
  *
- * Images of durable checkpoints that are not yet written in place, one per
+ * Images of checkpoints that are not yet written in place, one per
  * block, ordered by the LSN of their checkpoint (a block logged again
  * moves to the end with its newer image).  The oldest LSN in the AIL is
- * the log's tail: every checkpoint before it is entirely in place.  A push
+ * the log's tail: every checkpoint before it is entirely in place.  A
+ * checkpoint written without a flush (a background push) joins at once,
+ * but an image it replaced holds the tail at the replaced image's LSN
+ * until the next flush (log->relog_hold_lsn): until then the older
+ * checkpoint is the only durable copy of that block's change.  A push
  * writes images in place (the durable image, never the live buffer, which
  * may hold changes not yet in the log), flushes, then writes a small
  * record carrying the new tail so the space behind it can be reused, and
@@ -41,6 +45,10 @@ void rlfs_log_ail_insert(struct rlfs_log *log, struct rlfs_log_img *first, uint6
 		next = img->next;
 		struct rlfs_log_img *old = img->bp->log_ail;
 		if (old) {
+			/* not flushed: the old checkpoint stays the block's
+			 * durable copy, and the tail must not pass it */
+			if (log->unflushed && (!log->relog_hold_lsn || old->lsn < log->relog_hold_lsn))
+				log->relog_hold_lsn = old->lsn;
 			ail_unlink(log, old);
 			free(old->data);
 			free(old);
@@ -63,6 +71,8 @@ uint64_t rlfs_log_ail_tail(struct rlfs_log *log, uint64_t if_empty)
 	uint64_t t = rlfs_log_intent_tail(log);
 	if (log->ail_first && log->ail_first->lsn < t)
 		t = log->ail_first->lsn;
+	if (log->relog_hold_lsn && log->relog_hold_lsn < t)
+		t = log->relog_hold_lsn;
 	return t == UINT64_MAX ? if_empty : t;
 }
 

@@ -825,6 +825,18 @@ static void say(struct msgs *m, const char *fmt, ...)
 	dprintf(m->fd, "M %.*s", len, line);
 }
 
+/* the first max bytes of v[0..len) in hex ("02 00 00 00 ..."), "..."
+ * after them if there are more; into buf (size bytes, always ended) */
+static void hexdump(char *buf, size_t size, const uint8_t *v, uint32_t len, uint32_t max)
+{
+	size_t n = 0;
+	buf[0] = 0;
+	for (uint32_t i = 0; i < len && i < max && n + 4 < size; i++)
+		n += (size_t)snprintf(buf + n, size - n, "%s%02x", i ? " " : "", v[i]);
+	if (len > max && n + 4 < size)
+		snprintf(buf + n, size - n, " ...");
+}
+
 /* ---------------------------------------------------------------- */
 /* the dir workload: a namespace model                                */
 
@@ -1463,8 +1475,12 @@ static void prop_set(struct wl *w, struct prop *p, bool absent, const void *val,
 			la ? "absent " : "", ll, p->kind == PK_ATTR ? "" : (char *)mm->buf,
 			absent ? "absent " : "", len,
 			p->kind == PK_ATTR || !val ? "" : (const char *)val);
-	if (!pver_eq(pcur(p), absent, val, len))
+	if (!pver_eq(pcur(p), absent, val, len)) {
 		pprop_add_version(p, wl_pos(w), absent, target, val, len, op);
+		if (getenv("RLFS_CRASH_TRACE"))
+			printf("trace: %s %s -> version %zu at %" PRIu64 "%s\n", op, d, p->nv - 1,
+			       wl_pos(w), absent ? " (absent)" : "");
+	}
 }
 
 /* an ENTRY's value as prop_read makes it */
@@ -1527,6 +1543,8 @@ static void mm_fsync(struct wl *w, uint64_t ino)
 	int err = rlfs_fsync(w->mp, ino, 0);
 	if (err)
 		wl_fail("fsync inode %" PRIu64 ": %s", ino, strerror(-err));
+	if (getenv("RLFS_CRASH_TRACE"))
+		printf("trace: fsync inode %" PRIu64 " at %" PRIu64 "\n", ino, wl_pos(w));
 	for (size_t i = 0; i < mm->np; i++) {
 		struct prop *p = mm->p[i];
 		if (p->retired_pos)
@@ -2214,11 +2232,25 @@ static void check_meta(struct wl *w, uint64_t pos, struct msgs *m)
 		if (absent)
 			say(m, "missing: %s (%s) is not there, versions %zu..%zu (%s..%s)", d,
 			    marked ? "fsync'd" : "?", lo, hi, p->v[lo].op, p->v[hi].op);
-		else
-			say(m, "%s: %s: %u bytes \"%.50s\" not in versions %zu..%zu (%s..%s)%s",
-			    p->kind == PK_ENTRY ? "name" : p->kind == PK_XATTR ? "xattr" : "stale", d,
-			    len, p->kind == PK_ENTRY ? (char *)mm->buf : "", lo, hi, p->v[lo].op,
-			    p->v[hi].op, marked ? " (fsync'd)" : "");
+		else if (p->kind == PK_ENTRY)
+			say(m, "name: %s: %u bytes \"%.50s\" not in versions %zu..%zu (%s..%s)%s", d,
+			    len, (char *)mm->buf, lo, hi, p->v[lo].op, p->v[hi].op,
+			    marked ? " (fsync'd)" : "");
+		else {
+			/* binary values (ACLs, patterns): hex of the first bytes
+			 * found and of the newest allowed version */
+			char got[3 * 48 + 8], want[3 * 48 + 8];
+			hexdump(got, sizeof(got), mm->buf, len, 48);
+			if (p->v[hi].absent)
+				snprintf(want, sizeof(want), "absent");
+			else
+				hexdump(want, sizeof(want), p->v[hi].val, p->v[hi].len, 48);
+			say(m, "%s: %s: %u bytes [%s] not in versions %zu..%zu (%s..%s)%s; "
+			    "version %zu: %u bytes [%s]",
+			    p->kind == PK_XATTR ? "xattr" : "stale", d, len, got, lo, hi,
+			    p->v[lo].op, p->v[hi].op, marked ? " (fsync'd)" : "", hi, p->v[hi].len,
+			    want);
+		}
 	}
 }
 

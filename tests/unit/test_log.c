@@ -910,6 +910,94 @@ static void test_fsync_group_commit(void **state)
 	tu_unmount(&fs);
 }
 
+/* Bytes [off, off + len) of file src copied into file dst. */
+static void copy_range(const char *src, const char *dst, uint64_t off, uint64_t len)
+{
+	char *buf = malloc(len);
+	assert_non_null(buf);
+	read_raw(src, off, buf, len);
+	write_raw(dst, off, buf, len);
+	free(buf);
+}
+
+static uint32_t mode_of(struct rlfs_mount *mp, uint64_t ino)
+{
+	struct stat st;
+	assert_int_equal(rlfs_getattr(mp, ino, &st), 0);
+	return (uint32_t)st.st_mode & 07777;
+}
+
+static void chmod_ino(struct rlfs_mount *mp, uint64_t ino, uint32_t mode)
+{
+	struct stat in = { .st_mode = (mode_t)(S_IFREG | mode) }, out;
+	assert_int_equal(rlfs_setattr(mp, ino, &in, RLFS_SET_MODE, &out), 0);
+}
+
+/*
+ * A background push (the CIL past cil_max: written, not flushed) that
+ * logs a block again must not move the tail past the block's older,
+ * durable checkpoint until the new one is flushed.  C1: chmod of "a" to
+ * 0600, fsync (its inode block durable in the log only).  C2: chmod to
+ * 0640, pushed without a flush.  C3: another background checkpoint.  The
+ * device then writes C3 but loses C2 (the unflushed writes are reordered):
+ * recovery starts at the newest tail found in a header (C3's) and must
+ * still replay C1, so "a" is 0600.  Before the fix C3 carried the tail C2
+ * (the AIL moved the relogged block at the unflushed push), recovery found
+ * nothing to replay at C2 and "a" came back 0644: an fsync'd chmod lost
+ * (the crash tester's meta workload, seed 2, cut 634: an ACL rewritten by
+ * an fsync'd chmod came back old).
+ */
+static void test_background_push_tail(void **state)
+{
+	(void)state;
+	struct tu_fs fs;
+	tu_mkfs_mount(&fs, 64 * MiB, 0, 0);
+	uint64_t a = mkfile(fs.mp, "a");
+	tu_remount(&fs);        /* everything in place, the AIL empty */
+	struct rlfs_mount *mp = fs.mp;
+	struct rlfs_dev *inner = mp->dev, *cdev;
+	struct rlfs_crash_rec *rec;
+	assert_int_equal(rlfs_crash_rec_new(inner, &rec), 0);
+	assert_int_equal(rlfs_crash_dev_open(rec, inner, &cdev), 0);
+	mp->dev = cdev;
+
+	chmod_ino(mp, a, 0600);
+	assert_int_equal(rlfs_fsync(mp, a, 0), 0);                 /* C1 */
+	uint64_t p1 = rlfs_crash_rec_pos(rec);
+	struct rlfs_log_stats s0 = stats_of(mp);
+	mp->log->cil_max = 1;   /* every commit pushes, without a flush */
+	chmod_ino(mp, a, 0640);                                     /* C2 */
+	uint64_t p2 = rlfs_crash_rec_pos(rec);
+	mkfile(mp, "b");                                            /* C3 */
+	uint64_t p3 = rlfs_crash_rec_pos(rec);
+	struct rlfs_log_stats s1 = stats_of(mp);
+	assert_true(s1.ckpts_written >= s0.ckpts_written + 2);
+	assert_int_equal(s1.forces, s0.forces);
+	assert_true(p1 < p2 && p2 < p3);
+
+	/* the cut after C3, with C2's writes lost: every event from p1 on
+	 * is an unflushed write */
+	char img[64], before[64];
+	build_cut(rec, p3, img, sizeof(img));
+	build_cut(rec, p1, before, sizeof(before));
+	for (uint64_t i = p1; i < p3; i++) {
+		struct rlfs_crash_event ev;
+		assert_int_equal(rlfs_crash_rec_event(rec, i, &ev), 0);
+		assert_int_equal(ev.kind, RLFS_CRASH_WRITE);
+		if (i < p2)
+			copy_range(before, img, ev.off_bytes, ev.len_bytes);
+	}
+	struct rlfs_mount *cm;
+	assert_int_equal(rlfs_mount_open(img, RLFS_MOUNT_NOLOCK, &cm), 0);
+	assert_int_equal(mode_of(cm, a), 0600);
+	assert_int_equal(rlfs_mount_close(cm), 0);
+	assert_int_equal(tu_fsck(img, 0), 0);
+	unlink(img);
+	unlink(before);
+	tu_unmount(&fs);
+	rlfs_crash_rec_free(rec);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -925,6 +1013,7 @@ int main(void)
 		cmocka_unit_test(test_intent_type_recovery),
 		cmocka_unit_test(test_fsync_lsn),
 		cmocka_unit_test(test_fsync_group_commit),
+		cmocka_unit_test(test_background_push_tail),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
