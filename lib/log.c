@@ -45,17 +45,23 @@ uint32_t rlfs_log_space_blocks(const struct rlfs_log *log)
 int rlfs_log_write_rec(struct rlfs_log *log, uint64_t seq, uint32_t flags,
 		       uint64_t ckpt_lsn, uint64_t tail_lsn,
 		       const struct rlfs_log_desc *items, uint32_t nitems,
-		       uint8_t *const *payload, uint32_t npayload)
+		       const uint8_t *payload, size_t payload_bytes)
 {
 	struct rlfs_mount *mp = log->mp;
 	uint32_t bs = mp->blocksize;
 	if (log->failed)
 		return -EIO;
 	rlfs_log_head_wrap(log);
-	if (nitems > log->items_per_rec || log->head_block + 1 + npayload > log->size_blocks)
+	uint32_t npayload = (uint32_t)((payload_bytes + bs - 1) >> mp->blocklog);
+	if (nitems > log->items_per_rec || npayload > log->items_per_rec ||
+	    log->head_block + 1 + npayload > log->size_blocks)
 		return -EINVAL; /* caller bug: sized against the ring */
 	uint8_t *w = log->wbuf;
 	memset(w, 0, bs);
+	if (payload_bytes && payload != w + bs)
+		memcpy(w + bs, payload, payload_bytes);
+	if (payload_bytes & (bs - 1))
+		memset(w + bs + payload_bytes, 0, ((size_t)npayload << mp->blocklog) - payload_bytes);
 	struct rlfs_log_rec *rec = (struct rlfs_log_rec *)w;
 	uint64_t lsn = rlfs_log_head_lsn(log);
 	rlfs_put32(rec->magic, RLFS_LOG_MAGIC);
@@ -70,8 +76,6 @@ int rlfs_log_write_rec(struct rlfs_log *log, uint64_t seq, uint32_t flags,
 	rlfs_put64(rec->ckpt_lsn, ckpt_lsn);
 	if (nitems)
 		memcpy(w + sizeof(*rec), items, (size_t)nitems * sizeof(*items));
-	for (uint32_t i = 0; i < npayload; i++)
-		memcpy(w + (size_t)(i + 1) * bs, payload[i], bs);
 	rlfs_put32(rec->payload_crc, rlfs_crc32c(w + bs, (size_t)npayload * bs));
 	rlfs_cksum_update(w, bs, offsetof(struct rlfs_log_rec, crc));
 	size_t len = (size_t)(npayload + 1) * bs;
