@@ -52,16 +52,24 @@ int rlfs_log_write_rec(struct rlfs_log *log, uint64_t seq, uint32_t flags,
 	if (log->failed)
 		return -EIO;
 	rlfs_log_head_wrap(log);
-	uint32_t npayload = (uint32_t)((payload_bytes + bs - 1) >> mp->blocklog);
-	if (nitems > log->items_per_rec || npayload > log->items_per_rec ||
-	    log->head_block + 1 + npayload > log->size_blocks)
+	/* the payload starts right after the descriptors, in the header
+	 * block, and runs on into whole blocks */
+	if (nitems > log->items_per_rec)
+		return -EINVAL;
+	size_t hdr = sizeof(struct rlfs_log_rec) + (size_t)nitems * sizeof(*items);
+	size_t inl = bs - hdr;
+	uint32_t npayload = payload_bytes > inl ?
+		(uint32_t)((payload_bytes - inl + bs - 1) >> mp->blocklog) : 0;
+	if (npayload > log->items_per_rec || log->head_block + 1 + npayload > log->size_blocks)
 		return -EINVAL; /* caller bug: sized against the ring */
 	uint8_t *w = log->wbuf;
-	memset(w, 0, bs);
-	if (payload_bytes && payload != w + bs)
-		memcpy(w + bs, payload, payload_bytes);
-	if (payload_bytes & (bs - 1))
-		memset(w + bs + payload_bytes, 0, ((size_t)npayload << mp->blocklog) - payload_bytes);
+	size_t total = (size_t)(npayload + 1) * bs;
+	if (payload_bytes && payload != w + hdr)
+		memcpy(w + hdr, payload, payload_bytes);
+	else if (!payload)
+		payload_bytes = 0;
+	memset(w + hdr + payload_bytes, 0, total - hdr - payload_bytes);
+	memset(w, 0, hdr);
 	struct rlfs_log_rec *rec = (struct rlfs_log_rec *)w;
 	uint64_t lsn = rlfs_log_head_lsn(log);
 	rlfs_put32(rec->magic, RLFS_LOG_MAGIC);
@@ -78,7 +86,7 @@ int rlfs_log_write_rec(struct rlfs_log *log, uint64_t seq, uint32_t flags,
 		memcpy(w + sizeof(*rec), items, (size_t)nitems * sizeof(*items));
 	rlfs_put32(rec->payload_crc, rlfs_crc32c(w + bs, (size_t)npayload * bs));
 	rlfs_cksum_update(w, bs, offsetof(struct rlfs_log_rec, crc));
-	size_t len = (size_t)(npayload + 1) * bs;
+	size_t len = total;
 	int err = rlfs_dev_pwrite(mp->dev, w, len, log_off_bytes(log, log->head_block));
 	if (err)
 		return err;
@@ -150,6 +158,7 @@ int rlfs_log_mount(struct rlfs_mount *mp, uint64_t start_fsbno, uint32_t size_bl
 	log->tail_lsn = scan.tail_lsn;
 	log->seq = scan.next_seq;
 	log->cil_seq = log->durable_seq = 1;
+	log->unflushed_tail = UINT64_MAX;
 	log->items_per_rec = rlfs_log_items_per_rec(mp->blocksize);
 	/* a checkpoint is pushed once it holds a quarter of the ring */
 	log->cil_max = RLFS_MAX(16u, size_blocks / 4);

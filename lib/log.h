@@ -143,6 +143,13 @@ struct rlfs_log {
 				     * cuts fall between them; set from the
 				     * environment (RLFS_LOG_FORCE_INTENTS=1)
 				     * at mount, or by a test */
+	/* while unflushed: the oldest tail written into an unflushed
+	 * checkpoint record.  Such a checkpoint has already moved its
+	 * relogged blocks to its own LSN in the AIL, but until it is durable
+	 * a crash may lose it: no record may carry a tail past the tail it
+	 * was written with (XFS inserts into the AIL only at checkpoint I/O
+	 * completion, xlog_cil_committed).  UINT64_MAX when flushed. */
+	uint64_t unflushed_tail;
 	bool unflushed;             /* records written since the last device
 				     * flush: the AIL must flush before it
 				     * writes anything in place */
@@ -197,8 +204,10 @@ int rlfs_log_zero(struct rlfs_mount *mp, uint64_t start_fsbno, uint32_t size_blo
 /*
  * Write one record at the head: hdr fields from the arguments, items
  * descriptors (nitems) and payload_bytes of packed item segments
- * (reflinkfs/format.h; may be NULL/0), padded with zeros to whole blocks.
- * payload may point into log->wbuf one block in (then it is not copied).
+ * (reflinkfs/format.h; NULL/0 for none), which start right after the
+ * descriptors in the header block and run on into len_blocks more blocks,
+ * padded with zeros.  payload may already be in place in log->wbuf (at
+ * sizeof(struct rlfs_log_rec) + nitems descriptors: not copied then).
  * Advances the head (and wraps: RLFS_LOG_MIN_REC_BLOCKS).  The caller has
  * made sure there is room (rlfs_log_space_blocks) and that the payload
  * fits before the end of the ring and in items_per_rec blocks.  No device
@@ -240,6 +249,7 @@ static inline bool rlfs_log_seq_durable(const struct rlfs_mount *mp, uint64_t se
 static inline void rlfs_log_flushed(struct rlfs_log *log)
 {
 	log->unflushed = false;
+	log->unflushed_tail = UINT64_MAX;
 	log->durable_seq = log->cil_seq;
 }
 
@@ -324,7 +334,8 @@ int rlfs_log_ail_push(struct rlfs_log *log, uint64_t target_lsn);
 /* The tail to write into the next record: the oldest of the AIL's LSNs
  * and the live intents' LSNs (an intent stays in the log until its done
  * is durable: the write-ahead rule of deferred work), or if_empty when
- * there are none. */
+ * there are none; never past log->unflushed_tail while a pushed
+ * checkpoint is not flushed. */
 uint64_t rlfs_log_ail_tail(struct rlfs_log *log, uint64_t if_empty);
 
 /* ---- log_intent.c: intent and done items (defer.h's mp->defer_log) ---- */
@@ -392,13 +403,13 @@ struct rlfs_log_seg {
 };
 /*
  * Split the payload of a record into its items' segments: rec is the
- * header block followed by its len_blocks payload blocks, contiguous;
+ * header block followed by its len_blocks payload blocks, contiguous
+ * (version 2: the payload starts after the descriptors; version 1: at the
+ * second block);
  * segs has room for the record's nitems.  Checks that every segment is
  * well formed (a bitmap with exactly the descriptor's count of bits, all
  * within the block; an intent head matching its descriptor and fitting)
- * and that the segments end within the last payload block (or that there
- * is no payload without segments, except in a padding record with no
- * items).  Version 1 and 2 records.  0, or -EUCLEAN (not reported: the
+ * and that the segments end within the record's last block.  Version 1 and 2 records.  0, or -EUCLEAN (not reported: the
  * caller says where).  XFS's counterpart is the op-header walk of
  * xlog_recover_process_data.
  */

@@ -451,8 +451,8 @@ static int cil_push(struct rlfs_mount *mp, bool flush)
 		rlfs_put16(ents[ne].d.code, il->code);
 	}
 	/* payload + headers (a record closes at ipr items or when the next
-	 * segment does not fit in ipr blocks) + a padding record and a block
-	 * lost at a wrap + room for a tail record */
+	 * segment does not fit in ipr blocks or before the end of the ring)
+	 * + a block lost at a wrap + room for a tail record */
 	uint64_t pblocks = (pbytes + bs - 1) / bs;
 	uint64_t nrec = (n + ipr - 1) / ipr + pblocks / (ipr > 2 ? ipr - 2 : 1) + 2;
 	uint64_t need = pblocks + 2 * nrec + 4;
@@ -482,27 +482,37 @@ static int cil_push(struct rlfs_mount *mp, bool flush)
 			rlfs_log_stamp_lsn(mp, img->type, img->data, ckpt_lsn);
 	int err = 0;
 	size_t e = 0;
-	uint8_t *pay = log->wbuf + bs;  /* segments go straight to the record */
 	if (flush)
 		rlfs_progress(mp, RLFS_PROGRESS_META, 0, n);
 	while (e < ne && !err) {
 		rlfs_log_head_wrap(log);
+		/* a record: the header block (header, descriptors, then the
+		 * first segments) and up to min(room, ipr) more blocks */
 		uint32_t room = log->size_blocks - log->head_block - 1;
-		size_t maxb = (size_t)RLFS_MIN(room, ipr) * bs, pb = 0;
+		size_t blocks = 1 + (size_t)RLFS_MIN(room, ipr), pb = 0;
+		size_t e0 = e;
 		uint32_t ni = 0;
-		while (e < ne && ni < ipr && pb + ents[e].bytes <= maxb) {
-			items[ni++] = ents[e].d;
-			if (ents[e].bytes)
-				seg_format(bs, &ents[e], pay + pb);
+		while (e < ne && ni < ipr &&
+		       sizeof(struct rlfs_log_rec) + (ni + 1) * sizeof(struct rlfs_log_desc) +
+		       pb + ents[e].bytes <= blocks * bs) {
 			pb += ents[e].bytes;
+			ni++;
 			e++;
 		}
 		if (ni == 0) {
-			/* the next segment does not fit before the end of the
-			 * ring: a padding record (no items) takes the room left
-			 * and the head wraps */
-			pb = maxb;
-			memset(pay, 0, pb);
+			/* cannot happen: a segment is at most a block plus its
+			 * bitmap, and a record has room for two blocks */
+			err = -EINVAL;
+			break;
+		}
+		/* the segments go straight into the record buffer */
+		uint8_t *pay = log->wbuf + sizeof(struct rlfs_log_rec) +
+			       (size_t)ni * sizeof(struct rlfs_log_desc), *out = pay;
+		for (size_t k = e0; k < e; k++) {
+			items[k - e0] = ents[k].d;
+			if (ents[k].bytes)
+				seg_format(bs, &ents[k], out);
+			out += ents[k].bytes;
 		}
 		err = rlfs_log_write_rec(log, log->seq, e < ne ? 0 : RLFS_LREC_COMMIT, ckpt_lsn,
 					 tail, items, ni, pay, pb);
@@ -524,8 +534,12 @@ static int cil_push(struct rlfs_mount *mp, bool flush)
 	log->cil_seq++;
 	if (flush)
 		rlfs_log_flushed(log);
-	else
+	else {
+		if (!log->unflushed)
+			log->unflushed_tail = UINT64_MAX;
 		log->unflushed = true;
+		log->unflushed_tail = RLFS_MIN(log->unflushed_tail, tail);
+	}
 	log->stats.ckpts_written++;
 	/* flushed, the whole CIL was every committed change: what they
 	 * freed may be reused (busy.h), whoever forced (fsync, sync, an

@@ -70,8 +70,11 @@ int rlfs_log_rec_segs(struct rlfs_mount *mp, const uint8_t *blk, struct rlfs_log
 	uint32_t len = rlfs_get32(rec->len_blocks), n = rlfs_get32(rec->nitems);
 	bool whole = rlfs_get32(rec->version) == RLFS_LOG_VERSION_WHOLE;
 	const struct rlfs_log_desc *it = (const void *)(blk + sizeof(*rec));
-	const uint8_t *pay = blk + bs;
-	size_t plen = (size_t)len * bs, off = 0;
+	/* version 2: the payload follows the descriptors in the header
+	 * block; version 1: whole blocks after the header block */
+	size_t hdr = sizeof(*rec) + (size_t)n * sizeof(*it);
+	const uint8_t *pay = whole ? blk + bs : blk + hdr;
+	size_t plen = (size_t)len * bs + (whole ? 0 : bs - hdr), off = 0;
 	for (uint32_t i = 0; i < n; i++) {
 		uint16_t t = rlfs_get16(it[i].type);
 		memset(&segs[i], 0, sizeof(segs[i]));
@@ -112,9 +115,8 @@ int rlfs_log_rec_segs(struct rlfs_mount *mp, const uint8_t *blk, struct rlfs_log
 		segs[i].bytes = (uint32_t)bytes;
 		off += bytes;
 	}
-	/* the segments end in the last payload block; a record without items
-	 * may pad (the end of the ring) */
-	if (n && (off + bs <= plen || (off == 0 && plen)))
+	/* the segments end in the last block of the record */
+	if (len && off + bs <= plen)
 		return -EUCLEAN;
 	return 0;
 }

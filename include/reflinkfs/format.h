@@ -424,8 +424,10 @@ RLFS_SA(sizeof(struct rlfs_attr_sf_entry) == 4, "attr sf");
  *
  * A record is one header block (struct rlfs_log_rec, then nitems struct
  * rlfs_log_item descriptors) followed by len_blocks payload blocks.  The
- * payload (version 2) is the items' segments packed back to back in
- * descriptor order, then zeros to the end of the last block:
+ * payload (version 2) starts right after the descriptors, in the header
+ * block, and runs on into the len_blocks blocks: the items' segments
+ * packed back to back in descriptor order, then zeros to the end of the
+ * record (which ends in its last block):
  *   BUF / INODE / RAW  a dirty-chunk bitmap of RLFS_LOG_MAP_BYTES(blocksize)
  *                      bytes (bit i = byte i/8, bit i%8: bytes
  *                      [i*128, i*128+128) of the block are logged), then
@@ -476,12 +478,12 @@ struct rlfs_log_rec {
 	uint8_t   uuid[RLFS_UUID_SIZE]; /* filesystem uuid */
 	rlfs_le32 version;          /* RLFS_LOG_VERSION */
 	rlfs_le32 flags;            /* RLFS_LREC_* */
-	rlfs_le32 len_blocks;       /* payload blocks after this header (the
-				     * segments padded with zeros to whole
-				     * blocks; may be > 0 with nitems 0: a
-				     * padding record at the end of the ring) */
+	rlfs_le32 len_blocks;       /* blocks after this header block (the
+				     * segments that do not fit in it) */
 	rlfs_le32 nitems;           /* descriptors after this struct */
-	rlfs_le32 payload_crc;      /* crc32c of the len_blocks payload blocks */
+	rlfs_le32 payload_crc;      /* crc32c of the len_blocks payload blocks
+				     * (the part in the header block is under
+				     * crc) */
 	rlfs_le32 pad0;             /* zero */
 	rlfs_le64 ckpt_lsn;         /* LSN of the checkpoint's first record */
 	/* struct rlfs_log_desc items[nitems] follows */
