@@ -617,7 +617,7 @@ static void test_write_ahead_and_wrap(void **state)
 	tu_unmount(&fs);
 }
 
-/* Log bytes per operation (whole-block physical logging): printed for
+/* Log bytes per operation (byte-range logging, format 2): printed for
  * docs/DESIGN.md; bounded so a format change that bloats it is seen. */
 static void test_log_bytes_per_op(void **state)
 {
