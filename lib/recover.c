@@ -12,10 +12,16 @@
  *    stops at the first record that does not; an open (uncommitted)
  *    checkpoint at the end is torn and dropped.  The head is the end of
  *    the last complete checkpoint.
- * 3. Replay the complete checkpoints in LSN order: an image is skipped if
- *    a cancel of its block comes in a later checkpoint (the block was
- *    freed and may hold another owner's data now), or if the block on disk
- *    carries an LSN at least as new (same type, block and uuid, good crc).
+ * 3. Replay the complete checkpoints in LSN order: an image item (the
+ *    block's dirty 128-byte chunks, format version 2; the whole block in
+ *    version 1) is copied over the block read from the device and written
+ *    back (xlog_recover_do_reg_buffer); it is skipped if a cancel of its
+ *    block comes in a later checkpoint (the block was freed and may hold
+ *    another owner's data now), or if the block on disk carries an LSN at
+ *    least as new (same type, block and uuid, good crc).  A record of a
+ *    block carries every chunk changed since the block was last written
+ *    in place, so later records still apply over a disk copy newer than
+ *    earlier ones.
  *    Then flush.  Replay is idempotent: a crash during it replays again.
  *    The same pass collects the INTENT items of those checkpoints and
  *    drops every one that has a DONE in them: what is left (scan->intents,
