@@ -451,6 +451,52 @@ static void test_ranges_torn_record(void **state)
 	tu_unmount(&t.fs);
 }
 
+/* A version 1 record (whole-block images, older versions) is still
+ * replayed: the last checkpoint rewritten in the old format. */
+static void test_ranges_v1_record(void **state)
+{
+	(void)state;
+	struct rl_blk t;
+	char crash[64];
+	rl_setup(&t);
+	rl_change(&t, true, 100, 0x11, 4);
+	rl_force(&t, true);
+	uint32_t bs = t.bs;
+	uint8_t *want = malloc(bs), *got = malloc(bs), *rec = calloc(2, bs);
+	rl_change(&t, false, 300, 0xaa, 8);
+	uint64_t lsn = rl_force(&t, false);
+	rl_durable(&t, want);
+	struct rlfs_log *log = t.fs.mp->log;
+	uint64_t roff = (log->start_fsbno + RLFS_LSN_BLOCK(lsn)) * bs;
+	copy_image(t.fs.path, crash, sizeof(crash));
+	read_raw(crash, roff, rec, bs);
+	struct rlfs_log_rec *h = (struct rlfs_log_rec *)rec;
+	assert_int_equal(rlfs_get32(h->version), RLFS_LOG_VERSION);
+	assert_int_equal(rlfs_get32(h->nitems), 1);
+	/* the same header, version 1: one whole block after it */
+	struct rlfs_log_desc *d = (struct rlfs_log_desc *)(rec + sizeof(*h));
+	rlfs_put32(d->count, 0);
+	memset(rec + sizeof(*h) + sizeof(*d), 0, bs - sizeof(*h) - sizeof(*d));
+	memcpy(rec + bs, want, bs);
+	rlfs_put32(h->version, RLFS_LOG_VERSION_WHOLE);
+	rlfs_put32(h->len_blocks, 1);
+	rlfs_put32(h->payload_crc, rlfs_crc32c(rec + bs, bs));
+	rlfs_cksum_update(rec, bs, offsetof(struct rlfs_log_rec, crc));
+	struct rlfs_log_seg seg;
+	assert_int_equal(rlfs_log_rec_segs(t.fs.mp, rec, &seg), 0);
+	assert_null(seg.map);
+	write_raw(crash, roff, rec, 2 * (size_t)bs);
+	read_raw(crash, t.fsbno * bs, got, bs);
+	assert_int_equal(got[300], (uint8_t)300);
+	rl_recover(&t, crash, got);
+	assert_memory_equal(got, want, bs);
+	free(want);
+	free(got);
+	free(rec);
+	unlink(crash);
+	tu_unmount(&t.fs);
+}
+
 /* Recovery that crashes after writing in place but before its clean
  * record replays again, with the same result (idempotent). */
 static void test_recovery_idempotent(void **state)
@@ -1165,6 +1211,7 @@ int main(void)
 		cmocka_unit_test(test_ranges_two_trans_one_ckpt),
 		cmocka_unit_test(test_ranges_disk_lsn),
 		cmocka_unit_test(test_ranges_torn_record),
+		cmocka_unit_test(test_ranges_v1_record),
 		cmocka_unit_test(test_recovery_idempotent),
 		cmocka_unit_test(test_write_ahead_and_wrap),
 		cmocka_unit_test(test_log_bytes_per_op),
