@@ -45,17 +45,31 @@ uint32_t rlfs_log_space_blocks(const struct rlfs_log *log)
 int rlfs_log_write_rec(struct rlfs_log *log, uint64_t seq, uint32_t flags,
 		       uint64_t ckpt_lsn, uint64_t tail_lsn,
 		       const struct rlfs_log_desc *items, uint32_t nitems,
-		       uint8_t *const *payload, uint32_t npayload)
+		       const uint8_t *payload, size_t payload_bytes)
 {
 	struct rlfs_mount *mp = log->mp;
 	uint32_t bs = mp->blocksize;
 	if (log->failed)
 		return -EIO;
 	rlfs_log_head_wrap(log);
-	if (nitems > log->items_per_rec || log->head_block + 1 + npayload > log->size_blocks)
+	/* the payload starts right after the descriptors, in the header
+	 * block, and runs on into whole blocks */
+	if (nitems > log->items_per_rec)
+		return -EINVAL;
+	size_t hdr = sizeof(struct rlfs_log_rec) + (size_t)nitems * sizeof(*items);
+	size_t inl = bs - hdr;
+	uint32_t npayload = payload_bytes > inl ?
+		(uint32_t)((payload_bytes - inl + bs - 1) >> mp->blocklog) : 0;
+	if (npayload > log->items_per_rec || log->head_block + 1 + npayload > log->size_blocks)
 		return -EINVAL; /* caller bug: sized against the ring */
 	uint8_t *w = log->wbuf;
-	memset(w, 0, bs);
+	size_t total = (size_t)(npayload + 1) * bs;
+	if (payload_bytes && payload != w + hdr)
+		memcpy(w + hdr, payload, payload_bytes);
+	else if (!payload)
+		payload_bytes = 0;
+	memset(w + hdr + payload_bytes, 0, total - hdr - payload_bytes);
+	memset(w, 0, hdr);
 	struct rlfs_log_rec *rec = (struct rlfs_log_rec *)w;
 	uint64_t lsn = rlfs_log_head_lsn(log);
 	rlfs_put32(rec->magic, RLFS_LOG_MAGIC);
@@ -70,11 +84,9 @@ int rlfs_log_write_rec(struct rlfs_log *log, uint64_t seq, uint32_t flags,
 	rlfs_put64(rec->ckpt_lsn, ckpt_lsn);
 	if (nitems)
 		memcpy(w + sizeof(*rec), items, (size_t)nitems * sizeof(*items));
-	for (uint32_t i = 0; i < npayload; i++)
-		memcpy(w + (size_t)(i + 1) * bs, payload[i], bs);
 	rlfs_put32(rec->payload_crc, rlfs_crc32c(w + bs, (size_t)npayload * bs));
 	rlfs_cksum_update(w, bs, offsetof(struct rlfs_log_rec, crc));
-	size_t len = (size_t)(npayload + 1) * bs;
+	size_t len = total;
 	int err = rlfs_dev_pwrite(mp->dev, w, len, log_off_bytes(log, log->head_block));
 	if (err)
 		return err;
@@ -146,6 +158,7 @@ int rlfs_log_mount(struct rlfs_mount *mp, uint64_t start_fsbno, uint32_t size_bl
 	log->tail_lsn = scan.tail_lsn;
 	log->seq = scan.next_seq;
 	log->cil_seq = log->durable_seq = 1;
+	log->unflushed_tail = UINT64_MAX;
 	log->items_per_rec = rlfs_log_items_per_rec(mp->blocksize);
 	/* a checkpoint is pushed once it holds a quarter of the ring */
 	log->cil_max = RLFS_MAX(16u, size_blocks / 4);

@@ -35,7 +35,18 @@ struct rlfs_buf;
 /*
  * One block's image in the CIL or the AIL.  bp is the live buffer, pinned
  * (bp->log_cil / bp->log_ail point back here) so the cache keeps it;
- * data is blocksize bytes, or NULL for a cancel item.
+ * data is blocksize bytes (the whole block: the AIL writes it in place),
+ * or NULL for a cancel item.
+ *
+ * map is the block's dirty-chunk bitmap (bit i = byte i/8, bit i%8 =
+ * bytes [i*RLFS_LOG_CHUNK, +RLFS_LOG_CHUNK) of the block; blocksize /
+ * RLFS_LOG_CHUNK bits used): every chunk changed since the block was last
+ * written in place.  rlfs_log_cil_insert ORs in what each commit changed
+ * (the buffer against its before-image, rlfs_log_map_diff), and the AIL
+ * image's map of the same block (a relogged block keeps the chunks of its
+ * earlier, not yet written checkpoints); the push ORs in the chunks its
+ * LSN/crc stamp changes.  Only the mapped chunks go to the log.
+ * Mirrors xfs_buf_log_format.blf_data_map (xfs_buf_item.c).
  */
 struct rlfs_log_img {
 	uint64_t fsbno;
@@ -44,6 +55,7 @@ struct rlfs_log_img {
 	uint16_t type;              /* RLFS_LOG_ITEM_* */
 	uint64_t lsn;               /* AIL: LSN of the checkpoint it came in */
 	struct rlfs_log_img *prev, *next;
+	uint8_t map[RLFS_LOG_MAP_MAX];
 };
 
 /*
@@ -132,6 +144,13 @@ struct rlfs_log {
 				     * cuts fall between them; set from the
 				     * environment (RLFS_LOG_FORCE_INTENTS=1)
 				     * at mount, or by a test */
+	/* while unflushed: the oldest tail written into an unflushed
+	 * checkpoint record.  Such a checkpoint has already moved its
+	 * relogged blocks to its own LSN in the AIL, but until it is durable
+	 * a crash may lose it: no record may carry a tail past the tail it
+	 * was written with (XFS inserts into the AIL only at checkpoint I/O
+	 * completion, xlog_cil_committed).  UINT64_MAX when flushed. */
+	uint64_t unflushed_tail;
 	bool unflushed;             /* records written since the last device
 				     * flush: the AIL must flush before it
 				     * writes anything in place */
@@ -192,16 +211,21 @@ int rlfs_log_zero(struct rlfs_mount *mp, uint64_t start_fsbno, uint32_t size_blo
 
 /*
  * Write one record at the head: hdr fields from the arguments, items
- * descriptors (nitems) and npayload block images (payload[i] each
- * blocksize bytes, for the image items in order).  Advances the head (and
- * wraps: RLFS_LOG_MIN_REC_BLOCKS).  The caller has made sure there is room
- * (rlfs_log_space_blocks).  No device flush.  0 or -EIO etc.
+ * descriptors (nitems) and payload_bytes of packed item segments
+ * (reflinkfs/format.h; NULL/0 for none), which start right after the
+ * descriptors in the header block and run on into len_blocks more blocks,
+ * padded with zeros.  payload may already be in place in log->wbuf (at
+ * sizeof(struct rlfs_log_rec) + nitems descriptors: not copied then).
+ * Advances the head (and wraps: RLFS_LOG_MIN_REC_BLOCKS).  The caller has
+ * made sure there is room (rlfs_log_space_blocks) and that the payload
+ * fits before the end of the ring and in items_per_rec blocks.  No device
+ * flush.  0, -EINVAL (too large: a caller bug), -EIO etc.
  * Mirrors xlog_write / xlog_sync.
  */
 int rlfs_log_write_rec(struct rlfs_log *log, uint64_t seq, uint32_t flags,
 		       uint64_t ckpt_lsn, uint64_t tail_lsn,
 		       const struct rlfs_log_desc *items, uint32_t nitems,
-		       uint8_t *const *payload, uint32_t npayload);
+		       const uint8_t *payload, size_t payload_bytes);
 /* Blocks free for new records: the ring minus [durable tail, head), minus
  * one block kept so a full ring never looks empty. */
 uint32_t rlfs_log_space_blocks(const struct rlfs_log *log);
@@ -233,6 +257,7 @@ static inline bool rlfs_log_seq_durable(const struct rlfs_mount *mp, uint64_t se
 static inline void rlfs_log_flushed(struct rlfs_log *log)
 {
 	log->unflushed = false;
+	log->unflushed_tail = UINT64_MAX;
 	log->durable_seq = log->cil_seq;
 	log->relog_hold_lsn = 0;
 }
@@ -322,9 +347,11 @@ int rlfs_log_ail_push(struct rlfs_log *log, uint64_t target_lsn);
  * the live intents' LSNs (an intent stays in the log until its done is
  * durable: the write-ahead rule of deferred work) and log->relog_hold_lsn
  * (a block logged again in a checkpoint that is not flushed yet), or
- * if_empty when there are none.  A tail is a true statement when written:
- * every checkpoint before it is in place and flushed (recovery takes the
- * newest tail of any valid header).  Mirrors xlog_assign_tail_lsn. */
+ * if_empty when there are none; never past log->unflushed_tail while a
+ * pushed checkpoint is not flushed.  A tail is a true statement when
+ * written: every checkpoint before it is in place and flushed (recovery
+ * takes the newest tail of any valid header).  Mirrors
+ * xlog_assign_tail_lsn. */
 uint64_t rlfs_log_ail_tail(struct rlfs_log *log, uint64_t if_empty);
 
 /* ---- log_intent.c: intent and done items (defer.h's mp->defer_log) ---- */
@@ -377,6 +404,46 @@ size_t rlfs_log_recovered_pending(const struct rlfs_mount *mp);
  */
 int rlfs_log_recover(struct rlfs_mount *mp, uint64_t start_fsbno, uint32_t size_blocks,
 		     bool replay, struct rlfs_log_scan *scan, struct rlfs_log_stats *stats);
+/*
+ * One item's segment in a record's payload (rlfs_log_rec_segs):
+ *   map    BUF/INODE/RAW: the dirty-chunk bitmap (RLFS_LOG_MAP_BYTES), or
+ *          NULL for a version 1 whole-block image (every chunk);
+ *   data   the logged chunks, packed in block order (BUF/INODE/RAW), or
+ *          the intent head + items (INTENT); NULL for CANCEL / DONE;
+ *   bytes  bytes at data.
+ */
+struct rlfs_log_seg {
+	const uint8_t *map;
+	const uint8_t *data;
+	uint32_t bytes;
+};
+/*
+ * Split the payload of a record into its items' segments: rec is the
+ * header block followed by its len_blocks payload blocks, contiguous
+ * (version 2: the payload starts after the descriptors; version 1: at the
+ * second block);
+ * segs has room for the record's nitems.  Checks that every segment is
+ * well formed (a bitmap with exactly the descriptor's count of bits, all
+ * within the block; an intent head matching its descriptor and fitting)
+ * and that the segments end within the record's last block.  Version 1 and 2 records.  0, or -EUCLEAN (not reported: the
+ * caller says where).  XFS's counterpart is the op-header walk of
+ * xlog_recover_process_data.
+ */
+int rlfs_log_rec_segs(struct rlfs_mount *mp, const uint8_t *rec, struct rlfs_log_seg *segs);
+/*
+ * Recovery of one logged block (xlog_recover_do_reg_buffer): copy the
+ * chunks of seg (map + packed data, or a whole block when map is NULL)
+ * over block (blocksize bs bytes), leaving the unlogged chunks as they
+ * are.  seg was checked by rlfs_log_rec_segs.
+ */
+void rlfs_log_apply_seg(uint32_t bs, uint8_t *block, const struct rlfs_log_seg *seg);
+/* Set in map the bit of every RLFS_LOG_CHUNK-byte chunk of the bs-byte
+ * blocks a and b that differs (xfs_buf_item_log's dirty bits, found by
+ * comparing with the before-image instead of recorded by the callers). */
+void rlfs_log_map_diff(uint8_t *map, const uint8_t *a, const uint8_t *b, uint32_t bs);
+/* Chunks set in map for a block of bs bytes. */
+uint32_t rlfs_log_map_count(const uint8_t *map, uint32_t bs);
+
 /* Check a record header block at log block `block`: magic, version,
  * uuid, crc, own LSN at that block, sizes within the ring. */
 bool rlfs_log_rec_valid(struct rlfs_mount *mp, const void *blk, uint32_t block,

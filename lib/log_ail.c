@@ -73,7 +73,10 @@ uint64_t rlfs_log_ail_tail(struct rlfs_log *log, uint64_t if_empty)
 		t = log->ail_first->lsn;
 	if (log->relog_hold_lsn && log->relog_hold_lsn < t)
 		t = log->relog_hold_lsn;
-	return t == UINT64_MAX ? if_empty : t;
+	t = t == UINT64_MAX ? if_empty : t;
+	if (log->unflushed && log->unflushed_tail < t)
+		t = log->unflushed_tail;
+	return t;
 }
 
 static int cmp_img_fsbno(const void *a, const void *b)

@@ -6,9 +6,13 @@
  * into the CIL: one image per block, the latest commit wins, so a block
  * changed by a thousand transactions between two forces is logged once
  * (group commit: many transactions, one log write and one device flush).
- * rlfs_log_force writes the CIL as one checkpoint and moves its images to
- * the AIL.  Model: xfs_log_cil.c (whole blocks instead of XFS's dirty
- * byte ranges of xfs_buf_log_format).
+ * With the image goes a dirty-chunk bitmap (struct rlfs_log_img.map): the
+ * 128-byte chunks the commits changed, found by comparing the buffer with
+ * its before-image, accumulated until the block is written in place.
+ * rlfs_log_force writes the CIL as one checkpoint -- per block only the
+ * bitmap and the dirty chunks -- and moves its images to the AIL.
+ * Model: xfs_log_cil.c, xfs_buf_item.c (xfs_buf_item_format's dirty
+ * regions of blf_data_map).
  */
 #include "log.h"
 
@@ -47,6 +51,36 @@ void rlfs_log_stamp_lsn(struct rlfs_mount *mp, uint16_t type, void *data, uint64
 			rlfs_cksum_update(p, mp->inodesize, crc_off);
 		}
 	}
+}
+
+void rlfs_log_map_diff(uint8_t *map, const uint8_t *a, const uint8_t *b, uint32_t bs)
+{
+	uint32_t n = bs / RLFS_LOG_CHUNK;
+	for (uint32_t i = 0; i < n; i++) {
+		size_t off = (size_t)i * RLFS_LOG_CHUNK;
+		if (!(map[i >> 3] & (1u << (i & 7))) && memcmp(a + off, b + off, RLFS_LOG_CHUNK))
+			map[i >> 3] |= (uint8_t)(1u << (i & 7));
+	}
+}
+
+uint32_t rlfs_log_map_count(const uint8_t *map, uint32_t bs)
+{
+	uint32_t n = bs / RLFS_LOG_CHUNK, c = 0;
+	for (uint32_t i = 0; i < n; i++)
+		c += (map[i >> 3] >> (i & 7)) & 1u;
+	return c;
+}
+
+static void map_set(uint8_t *map, uint32_t chunk)
+{
+	map[chunk >> 3] |= (uint8_t)(1u << (chunk & 7));
+}
+
+static void map_set_all(uint8_t *map, uint32_t bs)
+{
+	memset(map, 0, RLFS_LOG_MAP_MAX);
+	for (uint32_t i = 0; i < bs / RLFS_LOG_CHUNK; i++)
+		map_set(map, i);
 }
 
 int rlfs_log_cil_reserve(struct rlfs_trans *tp)
@@ -126,11 +160,29 @@ int rlfs_log_cil_insert(struct rlfs_mount *mp, struct rlfs_buf *bp)
 {
 	struct rlfs_log *log = mp->log;
 	struct rlfs_log_img *img = bp->log_cil;
+	bool fresh = !img;
 	if (!img) {
 		img = cil_add(log, bp);
 		if (!img)
 			goto nomem;
+		memset(img->map, 0, sizeof(img->map));
 	}
+	/* the chunks this commit changed: all of them for a block new in
+	 * the transaction or without a before-image (a buffer marked dirty
+	 * outside a transaction), for a block whose older image was a
+	 * cancel (freed and reused: nothing on disk is its content), or
+	 * whose durable image was */
+	bool whole = !bp->tp || !bp->undo || (bp->flags & RLFS_BUF_NEW_IN_TP) ||
+		     (!fresh && !img->data) || (bp->log_ail && !bp->log_ail->data);
+	if (whole)
+		map_set_all(img->map, mp->blocksize);
+	else
+		rlfs_log_map_diff(img->map, bp->undo, bp->data, mp->blocksize);
+	/* relogged: the chunks of the durable image not yet in place too, so
+	 * that the newest record alone brings the block on disk up to date */
+	if (bp->log_ail && bp->log_ail->data)
+		for (size_t i = 0; i < sizeof(img->map); i++)
+			img->map[i] |= bp->log_ail->map[i];
 	if (!img->data && log->spare) {
 		/* a cancel item turned back into an image: a spare's data */
 		struct rlfs_log_img *sp = img_get(log);
@@ -296,12 +348,58 @@ int rlfs_log_force_seq(struct rlfs_mount *mp, uint64_t seq, bool *forced)
 	return err;
 }
 
-/* One descriptor of a checkpoint being written, with its payload block
- * (NULL for CANCEL and DONE). */
+/* One descriptor of a checkpoint being written, with what its segment is
+ * made of (reflinkfs/format.h): an image's map + data, an intent's data;
+ * bytes = 0 for CANCEL and DONE. */
 struct ckpt_ent {
 	struct rlfs_log_desc d;
-	uint8_t *payload;
+	const uint8_t *map;         /* images: the dirty-chunk bitmap */
+	const uint8_t *data;        /* images: the whole block; intents: payload */
+	size_t bytes;               /* segment bytes */
 };
+
+static size_t intent_seg_bytes(const struct rlfs_log_ilog *il)
+{
+	return ((sizeof(struct rlfs_log_intent) + (size_t)il->count * il->item_bytes) + 7) & ~(size_t)7;
+}
+
+/* Write ent's segment at out (ent->bytes bytes). */
+static void seg_format(uint32_t bs, const struct ckpt_ent *ent, uint8_t *out)
+{
+	if (!ent->map) {
+		memcpy(out, ent->data, ent->bytes);
+		return;
+	}
+	uint32_t mb = RLFS_LOG_MAP_BYTES(bs);
+	memcpy(out, ent->map, mb);
+	out += mb;
+	for (uint32_t i = 0; i < bs / RLFS_LOG_CHUNK; i++)
+		if (ent->map[i >> 3] & (1u << (i & 7))) {
+			memcpy(out, ent->data + (size_t)i * RLFS_LOG_CHUNK, RLFS_LOG_CHUNK);
+			out += RLFS_LOG_CHUNK;
+		}
+}
+
+/* The chunks the LSN/crc stamp of the push changes join the image's map:
+ * the block header's (chunk 0) of a BUF block; the first chunk of every
+ * dinode slot that has a logged chunk (the slot's lsn and crc: an
+ * unlogged slot keeps the disk's own lsn and crc, which match its
+ * unchanged bytes). */
+static void stamp_map(struct rlfs_mount *mp, struct rlfs_log_img *img)
+{
+	if (img->type == RLFS_LOG_ITEM_BUF) {
+		map_set(img->map, 0);
+	} else if (img->type == RLFS_LOG_ITEM_INODE) {
+		uint32_t per = mp->inodesize / RLFS_LOG_CHUNK;
+		for (uint32_t s = 0; per && s < mp->inopblock; s++) {
+			bool dirty = false;
+			for (uint32_t c = s * per; c < (s + 1) * per && !dirty; c++)
+				dirty = img->map[c >> 3] & (1u << (c & 7));
+			if (dirty)
+				map_set(img->map, s * per);
+		}
+	}
+}
 
 /* Write the CIL as one checkpoint; flush unless !flush (then
  * log->unflushed says a flush is owed before anything relies on it).
@@ -314,47 +412,65 @@ static int cil_push(struct rlfs_mount *mp, bool flush)
 		return 0;
 	if (log->failed)
 		return -EIO;
-	uint32_t ipr = log->items_per_rec;
+	uint32_t ipr = log->items_per_rec, bs = mp->blocksize;
 	uint64_t n = log->cil_count + log->cil_nintents + log->cil_ndones;
-	/* images + headers + a block lost to a wrap + room for a tail record */
-	uint64_t need = n + (n + ipr - 1) / ipr + 1 + 3;
-	if (need > rlfs_log_space_blocks(log)) {
-		int err = rlfs_log_ail_push(log, UINT64_MAX);
-		if (err)
-			return err;
-	}
-	if (need > rlfs_log_space_blocks(log)) {
-		rlfs_warn("a checkpoint of %llu blocks does not fit in the log (%u blocks%s)",
-			  (unsigned long long)n, log->size_blocks,
-			  log->live_intents ? "; intents hold the tail" : "");
-		return -ENOSPC;
-	}
 	struct ckpt_ent *ents = calloc(n, sizeof(*ents));
 	struct rlfs_log_desc *items = calloc(ipr, sizeof(*items));
-	uint8_t **payload = calloc(ipr, sizeof(*payload));
-	if (!items || !payload || !ents) {
+	if (!items || !ents) {
 		free(items);
-		free(payload);
 		free(ents);
 		return -ENOMEM;
 	}
 	size_t ne = 0;
+	uint64_t pbytes = 0;
 	for (struct rlfs_log_img *img = log->cil_first; img; img = img->next, ne++) {
 		rlfs_put64(ents[ne].d.fsbno, img->fsbno);
 		rlfs_put16(ents[ne].d.type, img->type);
-		ents[ne].payload = img->data;
+		if (!img->data)
+			continue;
+		stamp_map(mp, img);
+		uint32_t c = rlfs_log_map_count(img->map, bs);
+		rlfs_put32(ents[ne].d.count, c);
+		ents[ne].map = img->map;
+		ents[ne].data = img->data;
+		ents[ne].bytes = RLFS_LOG_MAP_BYTES(bs) + (size_t)c * RLFS_LOG_CHUNK;
+		pbytes += ents[ne].bytes;
 	}
 	for (struct rlfs_log_ilog *il = log->cil_intents; il; il = il->next, ne++) {
 		rlfs_put64(ents[ne].d.fsbno, il->id);
 		rlfs_put16(ents[ne].d.type, RLFS_LOG_ITEM_INTENT);
 		rlfs_put16(ents[ne].d.code, il->code);
 		rlfs_put32(ents[ne].d.count, il->count);
-		ents[ne].payload = il->data;
+		ents[ne].data = il->data;
+		ents[ne].bytes = intent_seg_bytes(il);
+		pbytes += ents[ne].bytes;
 	}
 	for (struct rlfs_log_ilog *il = log->cil_dones; il; il = il->next, ne++) {
 		rlfs_put64(ents[ne].d.fsbno, il->id);
 		rlfs_put16(ents[ne].d.type, RLFS_LOG_ITEM_DONE);
 		rlfs_put16(ents[ne].d.code, il->code);
+	}
+	/* payload + headers (a record closes at ipr items or when the next
+	 * segment does not fit in ipr blocks or before the end of the ring)
+	 * + a block lost at a wrap + room for a tail record */
+	uint64_t pblocks = (pbytes + bs - 1) / bs;
+	uint64_t nrec = (n + ipr - 1) / ipr + pblocks / (ipr > 2 ? ipr - 2 : 1) + 2;
+	uint64_t need = pblocks + 2 * nrec + 4;
+	if (need > rlfs_log_space_blocks(log)) {
+		int err = rlfs_log_ail_push(log, UINT64_MAX);
+		if (err) {
+			free(items);
+			free(ents);
+			return err;
+		}
+	}
+	if (need > rlfs_log_space_blocks(log)) {
+		rlfs_warn("a checkpoint of %llu blocks does not fit in the log (%u blocks%s)",
+			  (unsigned long long)need, log->size_blocks,
+			  log->live_intents ? "; intents hold the tail" : "");
+		free(items);
+		free(ents);
+		return -ENOSPC;
 	}
 	uint32_t save_cycle = log->head_cycle, save_block = log->head_block;
 	uint64_t save_tail = log->tail_lsn;
@@ -370,19 +486,38 @@ static int cil_push(struct rlfs_mount *mp, bool flush)
 		rlfs_progress(mp, RLFS_PROGRESS_META, 0, n);
 	while (e < ne && !err) {
 		rlfs_log_head_wrap(log);
+		/* a record: the header block (header, descriptors, then the
+		 * first segments) and up to min(room, ipr) more blocks */
 		uint32_t room = log->size_blocks - log->head_block - 1;
-		uint32_t ni = 0, np = 0;
-		while (e < ne && ni < ipr && (ents[e].payload == NULL || np < room)) {
-			items[ni++] = ents[e].d;
-			if (ents[e].payload)
-				payload[np++] = ents[e].payload;
+		size_t blocks = 1 + (size_t)RLFS_MIN(room, ipr), pb = 0;
+		size_t e0 = e;
+		uint32_t ni = 0;
+		while (e < ne && ni < ipr &&
+		       sizeof(struct rlfs_log_rec) + (ni + 1) * sizeof(struct rlfs_log_desc) +
+		       pb + ents[e].bytes <= blocks * bs) {
+			pb += ents[e].bytes;
+			ni++;
 			e++;
 		}
+		if (ni == 0) {
+			/* cannot happen: a segment is at most a block plus its
+			 * bitmap, and a record has room for two blocks */
+			err = -EINVAL;
+			break;
+		}
+		/* the segments go straight into the record buffer */
+		uint8_t *pay = log->wbuf + sizeof(struct rlfs_log_rec) +
+			       (size_t)ni * sizeof(struct rlfs_log_desc), *out = pay;
+		for (size_t k = e0; k < e; k++) {
+			items[k - e0] = ents[k].d;
+			if (ents[k].bytes)
+				seg_format(bs, &ents[k], out);
+			out += ents[k].bytes;
+		}
 		err = rlfs_log_write_rec(log, log->seq, e < ne ? 0 : RLFS_LREC_COMMIT, ckpt_lsn,
-					 tail, items, ni, payload, np);
+					 tail, items, ni, pay, pb);
 	}
 	free(items);
-	free(payload);
 	free(ents);
 	if (!err && flush) {
 		rlfs_progress(mp, RLFS_PROGRESS_SYNC, 0, 1);
@@ -399,8 +534,12 @@ static int cil_push(struct rlfs_mount *mp, bool flush)
 	log->cil_seq++;
 	if (flush)
 		rlfs_log_flushed(log);
-	else
+	else {
+		if (!log->unflushed)
+			log->unflushed_tail = UINT64_MAX;
 		log->unflushed = true;
+		log->unflushed_tail = RLFS_MIN(log->unflushed_tail, tail);
+	}
 	log->stats.ckpts_written++;
 	/* flushed, the whole CIL was every committed change: what they
 	 * freed may be reused (busy.h), whoever forced (fsync, sync, an

@@ -12,10 +12,16 @@
  *    stops at the first record that does not; an open (uncommitted)
  *    checkpoint at the end is torn and dropped.  The head is the end of
  *    the last complete checkpoint.
- * 3. Replay the complete checkpoints in LSN order: an image is skipped if
- *    a cancel of its block comes in a later checkpoint (the block was
- *    freed and may hold another owner's data now), or if the block on disk
- *    carries an LSN at least as new (same type, block and uuid, good crc).
+ * 3. Replay the complete checkpoints in LSN order: an image item (the
+ *    block's dirty 128-byte chunks, format version 2; the whole block in
+ *    version 1) is copied over the block read from the device and written
+ *    back (xlog_recover_do_reg_buffer); it is skipped if a cancel of its
+ *    block comes in a later checkpoint (the block was freed and may hold
+ *    another owner's data now), or if the block on disk carries an LSN at
+ *    least as new (same type, block and uuid, good crc).  A record of a
+ *    block carries every chunk changed since the block was last written
+ *    in place, so later records still apply over a disk copy newer than
+ *    earlier ones.
  *    Then flush.  Replay is idempotent: a crash during it replays again.
  *    The same pass collects the INTENT items of those checkpoints and
  *    drops every one that has a DONE in them: what is left (scan->intents,
@@ -37,8 +43,9 @@ bool rlfs_log_rec_valid(struct rlfs_mount *mp, const void *blk, uint32_t block,
 			uint32_t size_blocks)
 {
 	const struct rlfs_log_rec *rec = blk;
+	uint32_t v = rlfs_get32(rec->version);
 	if (rlfs_get32(rec->magic) != RLFS_LOG_MAGIC ||
-	    rlfs_get32(rec->version) != RLFS_LOG_VERSION ||
+	    (v != RLFS_LOG_VERSION && v != RLFS_LOG_VERSION_WHOLE) ||
 	    memcmp(rec->uuid, mp->uuid, RLFS_UUID_SIZE) != 0)
 		return false;
 	uint64_t lsn = rlfs_get64(rec->lsn);
@@ -56,30 +63,93 @@ static bool is_image(uint16_t type)
 	       type == RLFS_LOG_ITEM_RAW;
 }
 
-/* Items that own a payload block: images and intents. */
+/* Items that own a payload segment: images and intents. */
 static bool has_payload(uint16_t type)
 {
 	return is_image(type) || type == RLFS_LOG_ITEM_INTENT;
 }
 
-/* Payload crc good and the descriptors consistent with the payload. */
-static bool rec_body_ok(struct rlfs_mount *mp, const uint8_t *blk)
+int rlfs_log_rec_segs(struct rlfs_mount *mp, const uint8_t *blk, struct rlfs_log_seg *segs)
 {
 	const struct rlfs_log_rec *rec = (const void *)blk;
+	uint32_t bs = mp->blocksize, mb = RLFS_LOG_MAP_BYTES(bs), nchunks = bs / RLFS_LOG_CHUNK;
 	uint32_t len = rlfs_get32(rec->len_blocks), n = rlfs_get32(rec->nitems);
+	bool whole = rlfs_get32(rec->version) == RLFS_LOG_VERSION_WHOLE;
 	const struct rlfs_log_desc *it = (const void *)(blk + sizeof(*rec));
-	uint32_t nimg = 0;
+	/* version 2: the payload follows the descriptors in the header
+	 * block; version 1: whole blocks after the header block */
+	size_t hdr = sizeof(*rec) + (size_t)n * sizeof(*it);
+	const uint8_t *pay = whole ? blk + bs : blk + hdr;
+	size_t plen = (size_t)len * bs + (whole ? 0 : bs - hdr), off = 0;
 	for (uint32_t i = 0; i < n; i++) {
 		uint16_t t = rlfs_get16(it[i].type);
-		if (has_payload(t))
-			nimg++;
-		else if (t != RLFS_LOG_ITEM_CANCEL && t != RLFS_LOG_ITEM_DONE)
-			return false;
+		memset(&segs[i], 0, sizeof(segs[i]));
+		if (!has_payload(t)) {
+			if (t != RLFS_LOG_ITEM_CANCEL && t != RLFS_LOG_ITEM_DONE)
+				return -EUCLEAN;
+			continue;
+		}
+		size_t bytes;
+		if (whole) {
+			/* version 1: one whole block per item */
+			bytes = bs;
+		} else if (is_image(t)) {
+			if (off + mb > plen)
+				return -EUCLEAN;
+			const uint8_t *map = pay + off;
+			uint32_t c = rlfs_log_map_count(map, bs);
+			for (uint32_t b = nchunks; b < mb * 8; b++)
+				if (map[b >> 3] & (1u << (b & 7)))
+					return -EUCLEAN; /* a chunk past the block */
+			if (c == 0 || c != rlfs_get32(it[i].count))
+				return -EUCLEAN;
+			segs[i].map = map;
+			off += mb;
+			bytes = (size_t)c * RLFS_LOG_CHUNK;
+		} else {
+			const struct rlfs_log_intent *h = (const void *)(pay + off);
+			if (off + sizeof(*h) > plen)
+				return -EUCLEAN;
+			bytes = sizeof(*h) + (size_t)rlfs_get32(h->count) * rlfs_get16(h->item_bytes);
+			if (bytes > bs)
+				return -EUCLEAN;
+			bytes = (bytes + 7) & ~(size_t)7;
+		}
+		if (off + bytes > plen)
+			return -EUCLEAN;
+		segs[i].data = pay + off;
+		segs[i].bytes = (uint32_t)bytes;
+		off += bytes;
 	}
-	if (nimg != len)
+	/* the segments end in the last block of the record */
+	if (len && off + bs <= plen)
+		return -EUCLEAN;
+	return 0;
+}
+
+void rlfs_log_apply_seg(uint32_t bs, uint8_t *block, const struct rlfs_log_seg *seg)
+{
+	if (!seg->map) {
+		memcpy(block, seg->data, bs);
+		return;
+	}
+	const uint8_t *src = seg->data;
+	for (uint32_t i = 0; i < bs / RLFS_LOG_CHUNK; i++)
+		if (seg->map[i >> 3] & (1u << (i & 7))) {
+			memcpy(block + (size_t)i * RLFS_LOG_CHUNK, src, RLFS_LOG_CHUNK);
+			src += RLFS_LOG_CHUNK;
+		}
+}
+
+/* Payload crc good and the descriptors consistent with the payload. */
+static bool rec_body_ok(struct rlfs_mount *mp, const uint8_t *blk, struct rlfs_log_seg *segs)
+{
+	const struct rlfs_log_rec *rec = (const void *)blk;
+	uint32_t len = rlfs_get32(rec->len_blocks);
+	if (rlfs_crc32c(blk + mp->blocksize, (size_t)len * mp->blocksize) !=
+	    rlfs_get32(rec->payload_crc))
 		return false;
-	return rlfs_crc32c(blk + mp->blocksize, (size_t)len * mp->blocksize) ==
-	       rlfs_get32(rec->payload_crc);
+	return rlfs_log_rec_segs(mp, blk, segs) == 0;
 }
 
 /* LSN of the block on disk if it is the same structure as the image (same
@@ -143,8 +213,10 @@ static int cmp_u64(const void *a, const void *b)
 /* An INTENT item of a replayed checkpoint: check its payload head against
  * the descriptor and append a copy to *tailp.  0, -EUCLEAN, -ENOMEM. */
 static int collect_intent(struct rlfs_mount *mp, const struct rlfs_log_desc *d,
-			  const uint8_t *payload, uint64_t ckpt_lsn, struct rlfs_log_ilog ***tailp)
+			  const struct rlfs_log_seg *seg, uint64_t ckpt_lsn,
+			  struct rlfs_log_ilog ***tailp)
 {
+	const uint8_t *payload = seg->data;
 	const struct rlfs_log_intent *h = (const void *)payload;
 	uint64_t id = rlfs_get64(d->fsbno);
 	uint32_t count = rlfs_get32(d->count);
@@ -156,12 +228,12 @@ static int collect_intent(struct rlfs_mount *mp, const struct rlfs_log_desc *d,
 	struct rlfs_log_ilog *il = calloc(1, sizeof(*il));
 	if (!il)
 		return -ENOMEM;
-	il->data = malloc(mp->blocksize);
+	il->data = calloc(1, mp->blocksize);
 	if (!il->data) {
 		free(il);
 		return -ENOMEM;
 	}
-	memcpy(il->data, payload, mp->blocksize);
+	memcpy(il->data, payload, RLFS_MIN(seg->bytes, mp->blocksize));
 	il->type = RLFS_LOG_ITEM_INTENT;
 	il->code = rlfs_get16(d->code);
 	il->count = count;
@@ -190,6 +262,8 @@ int rlfs_log_recover(struct rlfs_mount *mp, uint64_t start_fsbno, uint32_t size_
 	uint64_t *dones = NULL;
 	size_t ndones = 0;
 	struct rlfs_log_ilog **itail = &scan->intents;
+	uint8_t *nblk = NULL;
+	struct rlfs_log_seg *segs = NULL;
 	int err = 0;
 
 	memset(scan, 0, sizeof(*scan));
@@ -200,6 +274,11 @@ int rlfs_log_recover(struct rlfs_mount *mp, uint64_t start_fsbno, uint32_t size_
 				    (unsigned long long)start_fsbno);
 	if (posix_memalign((void **)&ring, 4096, log_bytes))
 		return -ENOMEM;
+	segs = calloc(rlfs_log_items_per_rec(bs) + 1, sizeof(*segs));
+	if (!segs) {
+		err = -ENOMEM;
+		goto out;
+	}
 	err = rlfs_dev_pread(mp->dev, ring, log_bytes, start_fsbno << mp->blocklog);
 	if (err)
 		goto out;
@@ -247,7 +326,7 @@ int rlfs_log_recover(struct rlfs_mount *mp, uint64_t start_fsbno, uint32_t size_
 		const uint8_t *p = ring + ((size_t)b << mp->blocklog);
 		const struct rlfs_log_rec *rec = (const void *)p;
 		if (!rlfs_log_rec_valid(mp, p, b, size_blocks) || rlfs_get64(rec->lsn) != cur ||
-		    !rec_body_ok(mp, p))
+		    !rec_body_ok(mp, p, segs))
 			break;
 		uint64_t seq = rlfs_get64(rec->seq);
 		if (open ? seq != open_seq : (any_committed && seq <= last_seq))
@@ -294,7 +373,9 @@ int rlfs_log_recover(struct rlfs_mount *mp, uint64_t start_fsbno, uint32_t size_
 	}
 	if (posix_memalign((void **)&disk, 4096, bs))
 		disk = NULL;
-	if (!cancels || !disk) {
+	if (posix_memalign((void **)&nblk, 4096, bs))
+		nblk = NULL;
+	if (!cancels || !disk || !nblk) {
 		err = -ENOMEM;
 		goto out;
 	}
@@ -316,7 +397,10 @@ int rlfs_log_recover(struct rlfs_mount *mp, uint64_t start_fsbno, uint32_t size_
 		const struct rlfs_log_rec *rec = (const void *)p;
 		const struct rlfs_log_desc *it = (const void *)(p + sizeof(*rec));
 		uint64_t ckpt_lsn = recs[r].ckpt_lsn;
-		uint32_t pi = 0;
+		if (rlfs_log_rec_segs(mp, p, segs)) { /* checked by the walk */
+			err = -EUCLEAN;
+			break;
+		}
 		if (ckpt_lsn != last_ckpt && rlfs_get32(rec->nitems)) {
 			stats->replayed_ckpts++;
 			last_ckpt = ckpt_lsn;
@@ -332,9 +416,8 @@ int rlfs_log_recover(struct rlfs_mount *mp, uint64_t start_fsbno, uint32_t size_
 			}
 			if (!has_payload(type))
 				continue;
-			const uint8_t *img = p + ((size_t)(1 + pi++) << mp->blocklog);
 			if (type == RLFS_LOG_ITEM_INTENT) {
-				err = collect_intent(mp, &it[i], img, ckpt_lsn, &itail);
+				err = collect_intent(mp, &it[i], &segs[i], ckpt_lsn, &itail);
 				if (err == -EUCLEAN)
 					err = rlfs_corrupt(mp, start_fsbno, "log", "record at log "
 							   "block %u: bad intent item %u",
@@ -351,14 +434,27 @@ int rlfs_log_recover(struct rlfs_mount *mp, uint64_t start_fsbno, uint32_t size_
 				stats->skipped_blocks++;
 				continue;
 			}
+			/* the logged chunks over the block as it is on disk
+			 * (whatever it holds: a block first logged in this
+			 * log range is logged whole, so unlogged chunks are
+			 * the disk's), unless the disk's copy is at least as
+			 * new as this checkpoint (its header -- as the logged
+			 * chunks leave it -- names the same structure and
+			 * carries an LSN >= ckpt_lsn).  A newer record of the
+			 * block carries every chunk changed since the disk's
+			 * copy was written (log.h: rlfs_log_img.map), so a
+			 * block newer than this record but older than a
+			 * later one still gets the later one. */
 			err = rlfs_dev_pread(mp->dev, disk, bs, fsbno << mp->blocklog);
 			if (err)
 				break;
-			if (disk_lsn(mp, type, disk, img) >= ckpt_lsn) {
+			memcpy(nblk, disk, bs);
+			rlfs_log_apply_seg(bs, nblk, &segs[i]);
+			if (disk_lsn(mp, type, disk, nblk) >= ckpt_lsn) {
 				stats->skipped_blocks++;
 				continue;
 			}
-			err = rlfs_dev_pwrite(mp->dev, img, bs, fsbno << mp->blocklog);
+			err = rlfs_dev_pwrite(mp->dev, nblk, bs, fsbno << mp->blocklog);
 			stats->replayed_blocks++;
 			continue;
 bad:
@@ -392,6 +488,8 @@ out:
 	free(dones);
 	free(ring);
 	free(disk);
+	free(nblk);
+	free(segs);
 	free(recs);
 	free(cancels);
 	return err;

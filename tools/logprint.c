@@ -45,6 +45,29 @@ static const char *code_name(uint16_t c)
 
 /* -v: one intent's items (its payload block p), decoded for the known
  * types, in hex otherwise. */
+/* An image's logged byte ranges: " chunks N bytes B ranges [a,b) ..."
+ * (runs of logged 128-byte chunks merged; version 1: the whole block). */
+static void print_ranges(const struct rlfs_log_seg *seg, uint32_t bs)
+{
+	if (!seg->map) {
+		printf(" whole block");
+		return;
+	}
+	uint32_t n = bs / RLFS_LOG_CHUNK;
+	printf(" chunks %u bytes %u ranges", seg->bytes / RLFS_LOG_CHUNK, seg->bytes);
+	for (uint32_t i = 0; i < n;) {
+		if (!(seg->map[i >> 3] & (1u << (i & 7)))) {
+			i++;
+			continue;
+		}
+		uint32_t j = i;
+		while (j < n && (seg->map[j >> 3] & (1u << (j & 7))))
+			j++;
+		printf(" [%u,%u)", i * RLFS_LOG_CHUNK, j * RLFS_LOG_CHUNK);
+		i = j;
+	}
+}
+
 static void print_intent_items(const uint8_t *p, uint32_t bs)
 {
 	const struct rlfs_log_intent *h = (const void *)p;
@@ -162,10 +185,25 @@ int rlfs_logprint_main(int argc, char **argv)
 		       flags & RLFS_LREC_COMMIT ? " COMMIT" : "",
 		       flags & RLFS_LREC_UNMOUNT ? " UNMOUNT" : "");
 		const struct rlfs_log_desc *d = (const void *)(blk + sizeof(*rec));
-		uint32_t pi = 0;
+		uint32_t len = rlfs_get32(rec->len_blocks);
+		uint8_t *whole = NULL;
+		struct rlfs_log_seg *segs = NULL;
+		bool segs_ok = false;
+		if (verbose) {
+			/* the whole record: header + payload, to split into segments */
+			whole = malloc((size_t)(1 + len) * bs);
+			segs = calloc(n + 1, sizeof(*segs));
+			if (whole && segs) {
+				memcpy(whole, blk, bs);
+				segs_ok = !len || !rlfs_dev_pread(dev, whole + bs, (size_t)len * bs,
+								   (start + b + 1) << mp->blocklog);
+				segs_ok = segs_ok && rlfs_log_rec_segs(mp, whole, segs) == 0;
+			}
+			printf("    version %u%s\n", rlfs_get32(rec->version),
+			       segs_ok ? "" : ", payload does not parse (torn or corrupt)");
+		}
 		for (uint32_t i = 0; verbose && i < n; i++) {
 			uint16_t ty = rlfs_get16(d[i].type);
-			bool payload = ty != RLFS_LOG_ITEM_CANCEL && ty != RLFS_LOG_ITEM_DONE;
 			if (ty == RLFS_LOG_ITEM_INTENT || ty == RLFS_LOG_ITEM_DONE) {
 				printf("    %-6s %s id %#" PRIx64, type_name(ty),
 				       code_name(rlfs_get16(d[i].code)),
@@ -174,16 +212,20 @@ int rlfs_logprint_main(int argc, char **argv)
 					printf(" items %u", rlfs_get32(d[i].count));
 				printf("\n");
 			} else {
-				printf("    %-6s fsbno %" PRIu64 "\n", type_name(ty),
+				printf("    %-6s fsbno %" PRIu64, type_name(ty),
 				       (uint64_t)rlfs_get64(d[i].fsbno));
+				if (segs_ok && segs[i].data)
+					print_ranges(&segs[i], bs);
+				printf("\n");
 			}
-			if (ty == RLFS_LOG_ITEM_INTENT && pi < rlfs_get32(rec->len_blocks) &&
-			    b + 1 + pi < nblk &&
-			    !rlfs_dev_pread(dev, pbuf, bs, (start + b + 1 + pi) << mp->blocklog))
+			if (ty == RLFS_LOG_ITEM_INTENT && segs_ok && segs[i].data) {
+				memset(pbuf, 0, bs);
+				memcpy(pbuf, segs[i].data, segs[i].bytes < bs ? segs[i].bytes : bs);
 				print_intent_items(pbuf, bs);
-			if (payload)
-				pi++;
+			}
 		}
+		free(whole);
+		free(segs);
 	}
 	free(blk);
 	free(pbuf);

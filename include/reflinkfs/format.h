@@ -423,9 +423,25 @@ RLFS_SA(sizeof(struct rlfs_attr_sf_entry) == 4, "attr sf");
  * grow, so they compare as plain unsigned 64-bit numbers.
  *
  * A record is one header block (struct rlfs_log_rec, then nitems struct
- * rlfs_log_item descriptors) followed by len_blocks payload blocks: the
- * whole-block images of the RLFS_LOG_ITEM_BUF / _INODE items, one block
- * each, in descriptor order.  A record never wraps: when fewer than
+ * rlfs_log_item descriptors) followed by len_blocks payload blocks.  The
+ * payload (version 2) starts right after the descriptors, in the header
+ * block, and runs on into the len_blocks blocks: the items' segments
+ * packed back to back in descriptor order, then zeros to the end of the
+ * record (which ends in its last block):
+ *   BUF / INODE / RAW  a dirty-chunk bitmap of RLFS_LOG_MAP_BYTES(blocksize)
+ *                      bytes (bit i = byte i/8, bit i%8: bytes
+ *                      [i*128, i*128+128) of the block are logged), then
+ *                      the logged 128-byte chunks in block order;
+ *                      descriptor count = the number of set bits (>= 1);
+ *   INTENT             struct rlfs_log_intent + count items of item_bytes,
+ *                      padded with zeros to a multiple of 8 bytes;
+ *   CANCEL / DONE      nothing.
+ * The chunks logged for a block are every chunk changed since the block
+ * was last written in place (XFS's buffer-item dirty bitmap, kept while
+ * the block is relogged), so the newest record of a block applied over
+ * the block on disk gives its whole state.  Version 1 records (whole-block
+ * images, one payload block per BUF/INODE/RAW/INTENT item) are still
+ * replayed; new records are always version 2.  A record never wraps: when fewer than
  * RLFS_LOG_MIN_REC_BLOCKS blocks remain before the end of the ring, the
  * next record starts at block 0 of the next cycle.  A checkpoint (the
  * transactions committed between two log forces) is one or more records
@@ -435,7 +451,12 @@ RLFS_SA(sizeof(struct rlfs_attr_sf_entry) == 4, "attr sf");
  * whole-block logging.
  */
 #define RLFS_LOG_MAGIC 0x474c4c52u      /* "RLLG" */
-#define RLFS_LOG_VERSION 1u
+#define RLFS_LOG_VERSION 2u          /* written; 1 (whole blocks) replayed */
+#define RLFS_LOG_VERSION_WHOLE 1u
+#define RLFS_LOG_CHUNK 128u             /* bytes per bitmap bit (XFS_BLF_CHUNK) */
+/* bytes of a dirty-chunk bitmap: one bit per chunk, in 8-byte words */
+#define RLFS_LOG_MAP_BYTES(bs) ((((bs) / RLFS_LOG_CHUNK + 63u) / 64u) * 8u)
+#define RLFS_LOG_MAP_MAX RLFS_LOG_MAP_BYTES(65536u)   /* 64 */
 #define RLFS_LOG_MIN_REC_BLOCKS 2u
 #define RLFS_LOG_MIN_BLOCKS 64u         /* mkfs refuses smaller logs ... */
 #define RLFS_LOG_MIN_BYTES (512u << 10) /* ... and logs under 512 KiB */
@@ -457,9 +478,12 @@ struct rlfs_log_rec {
 	uint8_t   uuid[RLFS_UUID_SIZE]; /* filesystem uuid */
 	rlfs_le32 version;          /* RLFS_LOG_VERSION */
 	rlfs_le32 flags;            /* RLFS_LREC_* */
-	rlfs_le32 len_blocks;       /* payload blocks after this header */
+	rlfs_le32 len_blocks;       /* blocks after this header block (the
+				     * segments that do not fit in it) */
 	rlfs_le32 nitems;           /* descriptors after this struct */
-	rlfs_le32 payload_crc;      /* crc32c of the len_blocks payload blocks */
+	rlfs_le32 payload_crc;      /* crc32c of the len_blocks payload blocks
+				     * (the part in the header block is under
+				     * crc) */
 	rlfs_le32 pad0;             /* zero */
 	rlfs_le64 ckpt_lsn;         /* LSN of the checkpoint's first record */
 	/* struct rlfs_log_desc items[nitems] follows */
@@ -467,14 +491,15 @@ struct rlfs_log_rec {
 RLFS_SA(sizeof(struct rlfs_log_rec) == 80, "log rec");
 
 /* rlfs_log_item.type */
-#define RLFS_LOG_ITEM_BUF    1u     /* block image; blkhdr lsn at byte 40 */
-#define RLFS_LOG_ITEM_INODE  2u     /* inode cluster image; each dinode's lsn */
-#define RLFS_LOG_ITEM_RAW    3u     /* block image without an lsn field */
+#define RLFS_LOG_ITEM_BUF    1u     /* block ranges; blkhdr lsn at byte 40 */
+#define RLFS_LOG_ITEM_INODE  2u     /* inode cluster ranges; each dinode's lsn */
+#define RLFS_LOG_ITEM_RAW    3u     /* block ranges, no lsn field */
 #define RLFS_LOG_ITEM_CANCEL 4u     /* block freed: older images are void */
 #define RLFS_LOG_ITEM_INTENT 5u     /* deferred-work intent (EFI, CUI, ...):
 				     * fsbno = intent id, code = intent code,
-				     * count = items; one payload block that
-				     * starts with struct rlfs_log_intent */
+				     * count = items; payload: struct
+				     * rlfs_log_intent + items (version 1:
+				     * one whole block) */
 #define RLFS_LOG_ITEM_DONE   6u     /* its done (EFD, CUD, ...): fsbno =
 				     * the intent id, code = done code, no
 				     * payload */
@@ -482,7 +507,8 @@ struct rlfs_log_desc {
 	rlfs_le64 fsbno;            /* block; intent id for INTENT/DONE */
 	rlfs_le16 type;             /* RLFS_LOG_ITEM_* */
 	rlfs_le16 code;             /* INTENT/DONE: RLFS_LOG_* code; else 0 */
-	rlfs_le32 count;            /* INTENT: items; else 0 */
+	rlfs_le32 count;            /* INTENT: items; BUF/INODE/RAW: chunks
+				     * logged (version 1: 0); else 0 */
 };
 RLFS_SA(sizeof(struct rlfs_log_desc) == 16, "log desc");
 
@@ -497,8 +523,9 @@ RLFS_SA(sizeof(struct rlfs_log_desc) == 16, "log desc");
 #define RLFS_LOG_BUI 0x0301u        /* data-fork map/unmap intent */
 #define RLFS_LOG_BUD 0x0302u        /* its done */
 
-/* Head of an INTENT item's payload block; count items of item_bytes each
- * follow, then zeros to the end of the block. */
+/* Head of an INTENT item's payload; count items of item_bytes each
+ * follow, then zeros to a multiple of 8 bytes (version 1: to the end of
+ * the block). */
 struct rlfs_log_intent {
 	rlfs_le64 intent_id;        /* as the descriptor's fsbno; never 0 */
 	rlfs_le16 code;             /* as the descriptor's code */

@@ -26,6 +26,7 @@
 #include "dev_crash.h"
 #include "log.h"
 #include "trans.h"
+#include "xattr.h"
 #include "reflinkfs/fs.h"
 
 #define MiB (1ull << 20)
@@ -204,6 +205,298 @@ static void test_skip_newer_block(void **state)
 	tu_unmount(&fs);
 }
 
+/* ---- byte-range logging (log.h: rlfs_log_img.map) ----
+ * The tests log a block of their own: a symlink-typed block (a header
+ * with an LSN) at a free fsbno, changed by hand in transactions, the
+ * checkpoints forced and the AIL pushed under meta_lock. */
+
+struct rl_blk {
+	struct tu_fs fs;
+	uint64_t fsbno;
+	uint32_t bs;
+};
+
+static void rl_setup(struct rl_blk *t)
+{
+	tu_mkfs_mount(&t->fs, 64 * MiB, 0, 0);
+	struct rlfs_mount *mp = t->fs.mp;
+	t->bs = mp->blocksize;
+	t->fsbno = mp->dblocks - 8;
+	struct rlfs_log *log = mp->log;
+	assert_true(t->fsbno < log->start_fsbno || t->fsbno >= log->start_fsbno + log->size_blocks);
+}
+
+/* One transaction: get (new) or read the block, set len bytes at off to
+ * val, commit.  new: fill the payload with the pattern i & 0xff. */
+static void rl_change(struct rl_blk *t, bool new, uint32_t off, uint8_t val, uint32_t len)
+{
+	struct rlfs_mount *mp = t->fs.mp;
+	struct rlfs_trans *tp;
+	struct rlfs_buf *bp;
+	assert_int_equal(rlfs_trans_alloc(mp, 0, 0, &tp), 0);
+	if (new) {
+		assert_int_equal(rlfs_trans_get_buf(tp, t->fsbno, &rlfs_symlink_buf_ops, 7, &bp), 0);
+		uint8_t *d = bp->data;
+		for (uint32_t i = sizeof(struct rlfs_remote_hdr); i < t->bs; i++)
+			d[i] = (uint8_t)i;
+		struct rlfs_remote_hdr *rh = bp->data;
+		rlfs_put32(rh->offset, 0);
+		rlfs_put32(rh->bytes, 100);
+	} else {
+		assert_int_equal(rlfs_trans_read_buf(tp, t->fsbno, &rlfs_symlink_buf_ops, 7, &bp), 0);
+	}
+	memset((uint8_t *)bp->data + off, val, len);
+	rlfs_trans_log_buf(tp, bp);
+	assert_int_equal(rlfs_trans_commit(tp), 0);
+}
+
+static struct rlfs_buf *rl_buf(struct rl_blk *t)
+{
+	struct rlfs_buf *bp;
+	assert_int_equal(rlfs_buf_read(t->fs.mp, t->fsbno, &rlfs_symlink_buf_ops, 7, &bp), 0);
+	rlfs_buf_relse(bp);
+	return bp;
+}
+
+/* Force the CIL as one checkpoint; with inplace, also push the AIL (the
+ * block written in place, its map cleared).  Returns the checkpoint's
+ * LSN (the head before the force). */
+static uint64_t rl_force(struct rl_blk *t, bool inplace)
+{
+	struct rlfs_mount *mp = t->fs.mp;
+	rlfs_meta_lock(mp);
+	rlfs_log_head_wrap(mp->log);
+	uint64_t lsn = rlfs_log_head_lsn(mp->log);
+	assert_int_equal(rlfs_log_force(mp), 0);
+	if (inplace)
+		assert_int_equal(rlfs_log_ail_push(mp->log, UINT64_MAX), 0);
+	pthread_mutex_unlock(&mp->meta_lock);
+	return lsn;
+}
+
+/* The block as the latest checkpoint logged it (its AIL image: stamped). */
+static void rl_durable(struct rl_blk *t, uint8_t *out)
+{
+	struct rlfs_buf *bp = rl_buf(t);
+	assert_non_null(bp->log_ail);
+	memcpy(out, bp->log_ail->data, t->bs);
+}
+
+static bool map_bit(const uint8_t *map, uint32_t c)
+{
+	return map[c >> 3] & (1u << (c & 7));
+}
+
+/* Recover a copy of the image (mount + unmount) and read the block. */
+static void rl_recover(struct rl_blk *t, const char *crash, uint8_t *out)
+{
+	struct rlfs_mount *mp;
+	assert_int_equal(rlfs_mount_open(crash, RLFS_MOUNT_NOLOCK, &mp), 0);
+	assert_int_equal(rlfs_mount_close(mp), 0);
+	read_raw(crash, t->fsbno * t->bs, out, t->bs);
+}
+
+/* A block changed by two transactions before one checkpoint: the map is
+ * the union of their chunks (and only those, plus the header stamped at
+ * the push), and replay over the block on disk gives both changes. */
+static void test_ranges_two_trans_one_ckpt(void **state)
+{
+	(void)state;
+	struct rl_blk t;
+	char crash[64];
+	rl_setup(&t);
+	rl_change(&t, true, 100, 0x11, 4);
+	rl_force(&t, true);                 /* whole block, now in place */
+	assert_null(rl_buf(&t)->log_ail);
+	rl_change(&t, false, 300, 0xaa, 8);         /* chunk 2 */
+	rl_change(&t, false, 2000, 0xbb, 300);      /* chunks 15..17 */
+	struct rlfs_buf *bp = rl_buf(&t);
+	assert_non_null(bp->log_cil);
+	const uint8_t *map = bp->log_cil->map;
+	assert_int_equal(rlfs_log_map_count(map, t.bs), 4);
+	assert_true(map_bit(map, 2) && map_bit(map, 15) && map_bit(map, 16) && map_bit(map, 17));
+	uint64_t before = t.fs.mp->log->stats.bytes_written;
+	rl_force(&t, false);
+	/* one block: the header, the descriptor and the segment (map + 5
+	 * chunks: the header's chunk joins at the push), not the whole block */
+	assert_int_equal(t.fs.mp->log->stats.bytes_written - before, 1ull * t.bs);
+	uint8_t *want = malloc(t.bs), *got = malloc(t.bs);
+	rl_durable(&t, want);
+	assert_int_equal(want[300], 0xaa);
+	assert_int_equal(want[2200], 0xbb);
+	copy_image(t.fs.path, crash, sizeof(crash));
+	read_raw(crash, t.fsbno * t.bs, got, t.bs);
+	assert_int_equal(got[300], (uint8_t)300);   /* on disk: the old block */
+	rl_recover(&t, crash, got);
+	assert_memory_equal(got, want, t.bs);
+	assert_true(rlfs_cksum_verify(got, t.bs, RLFS_CRC_OFF));
+	free(want);
+	free(got);
+	unlink(crash);
+	tu_unmount(&t.fs);
+}
+
+/* A partial record is applied over a block on disk with an older LSN,
+ * skipped over one with a newer LSN, and a block newer than record A but
+ * older than record B gets B.  B carries A's chunks too (relogged: the
+ * map keeps every chunk changed since the block was written in place),
+ * so B alone brings a block older than both up to date once the tail has
+ * moved past A. */
+static void test_ranges_disk_lsn(void **state)
+{
+	(void)state;
+	struct rl_blk t;
+	char crash[64];
+	rl_setup(&t);
+	uint32_t bs = 0;
+	rl_change(&t, true, 100, 0x11, 4);
+	rl_force(&t, true);
+	bs = t.bs;
+	uint8_t *s1 = malloc(bs), *s2 = malloc(bs), *s3 = malloc(bs), *got = malloc(bs);
+	read_raw(t.fs.path, t.fsbno * bs, s1, bs);          /* state 1, in place */
+	rl_change(&t, false, 300, 0xaa, 8);                 /* chunk 2 */
+	uint64_t lsn2 = rl_force(&t, false);
+	rl_durable(&t, s2);
+	rl_change(&t, false, 2000, 0xbb, 8);                /* chunk 15 */
+	uint64_t lsn3 = rl_force(&t, false);
+	rl_durable(&t, s3);
+	/* relogged: record 3 carries chunk 2 as well */
+	assert_true(map_bit(rl_buf(&t)->log_ail->map, 2));
+	assert_true(lsn2 < lsn3);
+	/* another checkpoint (another block) moves the tail to record 3:
+	 * record 2 is no longer replayed, record 3 alone must carry it */
+	mkfile(t.fs.mp, "other");
+	rl_force(&t, false);
+	assert_int_equal(t.fs.mp->log->tail_lsn, lsn3);
+	copy_image(t.fs.path, crash, sizeof(crash));
+
+	/* older on disk (state 1): record 3 applied */
+	rl_recover(&t, crash, got);
+	assert_memory_equal(got, s3, bs);
+
+	/* newer on disk: left alone */
+	copy_image(t.fs.path, crash, sizeof(crash));
+	memcpy(got, s1, bs);
+	got[300] = 0x77;
+	rlfs_put64(((struct rlfs_blkhdr *)got)->lsn, RLFS_LSN(1000, 0));
+	rlfs_cksum_update(got, bs, RLFS_CRC_OFF);
+	write_raw(crash, t.fsbno * bs, got, bs);
+	rl_recover(&t, crash, got);
+	assert_int_equal(got[300], 0x77);
+	assert_int_equal(got[2000], (uint8_t)2000);
+	assert_int_equal(rlfs_get64(((struct rlfs_blkhdr *)got)->lsn), RLFS_LSN(1000, 0));
+
+	/* between (state 2 on disk, LSN of record 2): record 3 still applied */
+	copy_image(t.fs.path, crash, sizeof(crash));
+	write_raw(crash, t.fsbno * bs, s2, bs);
+	rl_recover(&t, crash, got);
+	assert_memory_equal(got, s3, bs);
+	free(s1);
+	free(s2);
+	free(s3);
+	free(got);
+	unlink(crash);
+	tu_unmount(&t.fs);
+}
+
+/* A range record that is torn (a chunk byte flipped: payload crc fails)
+ * or corrupt with a good crc (a bitmap bit flipped, so the chunks no
+ * longer match its count) ends the log there: that checkpoint is not
+ * replayed, the one before it is. */
+static void test_ranges_torn_record(void **state)
+{
+	(void)state;
+	struct rl_blk t;
+	char crash[64];
+	rl_setup(&t);
+	rl_change(&t, true, 100, 0x11, 4);
+	rl_force(&t, true);
+	uint32_t bs = t.bs;
+	uint8_t *s2 = malloc(bs), *got = malloc(bs), *rec = malloc(3 * (size_t)bs);
+	rl_change(&t, false, 300, 0xaa, 8);
+	rl_force(&t, false);
+	rl_durable(&t, s2);
+	rl_change(&t, false, 2000, 0xbb, 8);
+	uint64_t lsn3 = rl_force(&t, false);
+	struct rlfs_log *log = t.fs.mp->log;
+	uint64_t roff = (log->start_fsbno + RLFS_LSN_BLOCK(lsn3)) * bs;
+	for (int mode = 0; mode < 2; mode++) {
+		copy_image(t.fs.path, crash, sizeof(crash));
+		read_raw(crash, roff, rec, 2 * (size_t)bs);
+		struct rlfs_log_rec *h = (struct rlfs_log_rec *)rec;
+		assert_int_equal(rlfs_get32(h->nitems), 1);
+		uint32_t len = rlfs_get32(h->len_blocks);
+		assert_true(len <= 1);
+		struct rlfs_log_seg seg;
+		assert_int_equal(rlfs_log_rec_segs(t.fs.mp, rec, &seg), 0);
+		assert_non_null(seg.map);
+		assert_int_equal(seg.bytes, 3 * RLFS_LOG_CHUNK);
+		uint8_t *map = rec + (seg.map - rec);
+		if (mode == 0) {
+			map[RLFS_LOG_MAP_BYTES(bs) + 130] ^= 0xff;        /* a chunk byte */
+		} else {
+			map[0] ^= 0x08;                                   /* chunk 3 */
+			rlfs_put32(h->payload_crc, rlfs_crc32c(rec + bs, (size_t)len * bs));
+			rlfs_cksum_update(rec, bs, offsetof(struct rlfs_log_rec, crc));
+			assert_int_equal(rlfs_log_rec_segs(t.fs.mp, rec, &seg), -EUCLEAN);
+		}
+		write_raw(crash, roff, rec, 2 * (size_t)bs);
+		rl_recover(&t, crash, got);
+		assert_memory_equal(got, s2, bs);
+		unlink(crash);
+	}
+	free(s2);
+	free(got);
+	free(rec);
+	tu_unmount(&t.fs);
+}
+
+/* A version 1 record (whole-block images, older versions) is still
+ * replayed: the last checkpoint rewritten in the old format. */
+static void test_ranges_v1_record(void **state)
+{
+	(void)state;
+	struct rl_blk t;
+	char crash[64];
+	rl_setup(&t);
+	rl_change(&t, true, 100, 0x11, 4);
+	rl_force(&t, true);
+	uint32_t bs = t.bs;
+	uint8_t *want = malloc(bs), *got = malloc(bs), *rec = calloc(2, bs);
+	rl_change(&t, false, 300, 0xaa, 8);
+	uint64_t lsn = rl_force(&t, false);
+	rl_durable(&t, want);
+	struct rlfs_log *log = t.fs.mp->log;
+	uint64_t roff = (log->start_fsbno + RLFS_LSN_BLOCK(lsn)) * bs;
+	copy_image(t.fs.path, crash, sizeof(crash));
+	read_raw(crash, roff, rec, bs);
+	struct rlfs_log_rec *h = (struct rlfs_log_rec *)rec;
+	assert_int_equal(rlfs_get32(h->version), RLFS_LOG_VERSION);
+	assert_int_equal(rlfs_get32(h->nitems), 1);
+	/* the same header, version 1: one whole block after it */
+	struct rlfs_log_desc *d = (struct rlfs_log_desc *)(rec + sizeof(*h));
+	rlfs_put32(d->count, 0);
+	memset(rec + sizeof(*h) + sizeof(*d), 0, bs - sizeof(*h) - sizeof(*d));
+	memcpy(rec + bs, want, bs);
+	rlfs_put32(h->version, RLFS_LOG_VERSION_WHOLE);
+	rlfs_put32(h->len_blocks, 1);
+	rlfs_put32(h->payload_crc, rlfs_crc32c(rec + bs, bs));
+	rlfs_cksum_update(rec, bs, offsetof(struct rlfs_log_rec, crc));
+	struct rlfs_log_seg seg;
+	assert_int_equal(rlfs_log_rec_segs(t.fs.mp, rec, &seg), 0);
+	assert_null(seg.map);
+	write_raw(crash, roff, rec, 2 * (size_t)bs);
+	read_raw(crash, t.fsbno * bs, got, bs);
+	assert_int_equal(got[300], (uint8_t)300);
+	rl_recover(&t, crash, got);
+	assert_memory_equal(got, want, bs);
+	free(want);
+	free(got);
+	free(rec);
+	unlink(crash);
+	tu_unmount(&t.fs);
+}
+
 /* Recovery that crashes after writing in place but before its clean
  * record replays again, with the same result (idempotent). */
 static void test_recovery_idempotent(void **state)
@@ -370,7 +663,7 @@ static void test_write_ahead_and_wrap(void **state)
 	tu_unmount(&fs);
 }
 
-/* Log bytes per operation (whole-block physical logging): printed for
+/* Log bytes per operation (byte-range logging, format 2): printed for
  * docs/DESIGN.md; bounded so a format change that bloats it is seen. */
 static void test_log_bytes_per_op(void **state)
 {
@@ -1004,6 +1297,10 @@ int main(void)
 		cmocka_unit_test(test_replay_after_crash),
 		cmocka_unit_test(test_torn_last_record),
 		cmocka_unit_test(test_skip_newer_block),
+		cmocka_unit_test(test_ranges_two_trans_one_ckpt),
+		cmocka_unit_test(test_ranges_disk_lsn),
+		cmocka_unit_test(test_ranges_torn_record),
+		cmocka_unit_test(test_ranges_v1_record),
 		cmocka_unit_test(test_recovery_idempotent),
 		cmocka_unit_test(test_write_ahead_and_wrap),
 		cmocka_unit_test(test_log_bytes_per_op),
