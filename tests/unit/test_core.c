@@ -50,7 +50,7 @@ static void write_block(struct rlfs_mount *mp, uint64_t fsbno, uint8_t fill, boo
 {
 	struct rlfs_trans *tp;
 	struct rlfs_buf *bp;
-	assert_int_equal(rlfs_trans_alloc(mp, 0, 0, &tp), 0);
+	assert_int_equal(rlfs_trans_alloc(mp, &mp->resv.tr_fsck, 0, 0, &tp), 0);
 	assert_int_equal(rlfs_trans_get_buf(tp, fsbno, &test_ops, 7, &bp), 0);
 	memset((uint8_t *)bp->data + 100, fill, 50);
 	rlfs_trans_log_buf(tp, bp);
@@ -65,7 +65,7 @@ static uint8_t read_fill(struct rlfs_mount *mp, uint64_t fsbno, int *err)
 	struct rlfs_trans *tp;
 	struct rlfs_buf *bp;
 	uint8_t v = 0;
-	assert_int_equal(rlfs_trans_alloc(mp, 0, 0, &tp), 0);
+	assert_int_equal(rlfs_trans_alloc(mp, &mp->resv.tr_fsck, 0, 0, &tp), 0);
 	*err = rlfs_trans_read_buf(tp, fsbno, &test_ops, 7, &bp);
 	if (!*err)
 		v = ((uint8_t *)bp->data)[120];
@@ -84,7 +84,7 @@ static void test_commit_cancel_flush(void **state)
 	/* cancel of a change to an existing block restores it */
 	struct rlfs_trans *tp;
 	struct rlfs_buf *bp;
-	assert_int_equal(rlfs_trans_alloc(mp, 0, 0, &tp), 0);
+	assert_int_equal(rlfs_trans_alloc(mp, &mp->resv.tr_fsck, 0, 0, &tp), 0);
 	assert_int_equal(rlfs_trans_read_buf(tp, 5, &test_ops, 7, &bp), 0);
 	memset((uint8_t *)bp->data + 100, 0x22, 50);
 	rlfs_trans_log_buf(tp, bp);
@@ -97,7 +97,7 @@ static void test_commit_cancel_flush(void **state)
 	assert_int_equal(read_fill(mp, 5, &err), 0x11);
 	assert_int_equal(err, 0);
 	/* wrong owner is refused */
-	assert_int_equal(rlfs_trans_alloc(mp, 0, 0, &tp), 0);
+	assert_int_equal(rlfs_trans_alloc(mp, &mp->resv.tr_fsck, 0, 0, &tp), 0);
 	assert_int_equal(rlfs_trans_read_buf(tp, 5, &test_ops, 8, &bp), -EUCLEAN);
 	rlfs_trans_cancel(tp);
 	/* a flipped byte on the device is caught */
@@ -129,11 +129,11 @@ static void test_binval_range(void **state)
 	int err;
 	write_block(mp, 20, 0x44, true);
 	write_block(mp, 21, 0x55, true);
-	assert_int_equal(rlfs_trans_alloc(mp, 0, 0, &tp), 0);
+	assert_int_equal(rlfs_trans_alloc(mp, &mp->resv.tr_fsck, 0, 0, &tp), 0);
 	rlfs_trans_binval_range(tp, 20, 2);
 	rlfs_trans_cancel(tp);
 	assert_int_equal(read_fill(mp, 21, &err), 0x55);
-	assert_int_equal(rlfs_trans_alloc(mp, 0, 0, &tp), 0);
+	assert_int_equal(rlfs_trans_alloc(mp, &mp->resv.tr_fsck, 0, 0, &tp), 0);
 	rlfs_trans_binval_range(tp, 18, 3); /* covers 20 only; 18, 19 not cached */
 	assert_int_equal(rlfs_trans_commit(tp), 0);
 	assert_int_equal(rlfs_buf_flush_all(mp), 0);
@@ -153,14 +153,14 @@ static void test_reservations(void **state)
 	struct rlfs_trans *tp;
 	mp->fdblocks = 10;
 	mp->resblks = 4;
-	assert_int_equal(rlfs_trans_alloc(mp, 7, 0, &tp), -ENOSPC);
-	assert_int_equal(rlfs_trans_alloc(mp, 7, RLFS_TRANS_RESERVE, &tp), 0);
+	assert_int_equal(rlfs_trans_alloc(mp, &mp->resv.tr_fsck, 7, 0, &tp), -ENOSPC);
+	assert_int_equal(rlfs_trans_alloc(mp, &mp->resv.tr_fsck, 7, RLFS_TRANS_RESERVE, &tp), 0);
 	assert_int_equal(mp->fdblocks, 3);
 	rlfs_trans_mod_used(tp, 2);
 	rlfs_trans_mod_freed(tp, 1);
 	assert_int_equal(rlfs_trans_commit(tp), 0);
 	assert_int_equal(mp->fdblocks, 10 - 2 + 1);
-	assert_int_equal(rlfs_trans_alloc(mp, 5, 0, &tp), 0);
+	assert_int_equal(rlfs_trans_alloc(mp, &mp->resv.tr_fsck, 5, 0, &tp), 0);
 	rlfs_trans_mod_used(tp, 5);
 	rlfs_trans_cancel(tp);
 	assert_int_equal(mp->fdblocks, 9);
@@ -293,7 +293,7 @@ static void test_flush_runs(void **state)
 	/* block 60 between 59 and 61, marked bad */
 	struct rlfs_trans *tp;
 	struct rlfs_buf *bp;
-	assert_int_equal(rlfs_trans_alloc(mp, 0, 0, &tp), 0);
+	assert_int_equal(rlfs_trans_alloc(mp, &mp->resv.tr_fsck, 0, 0, &tp), 0);
 	assert_int_equal(rlfs_trans_get_buf(tp, 60, &picky, 7, &bp), 0);
 	memset((uint8_t *)bp->data + 100, 0xEE, 50);
 	rlfs_trans_log_buf(tp, bp);

@@ -76,7 +76,7 @@ static void check_fork(struct tu_fs *fs, uint64_t ino)
 	struct rlfs_inode *ip;
 	struct rlfs_trans *tp;
 	assert_int_equal(rlfs_iget(fs->mp, ino, &ip), 0);
-	assert_int_equal(rlfs_trans_alloc(fs->mp, 0, 0, &tp), 0);
+	assert_int_equal(rlfs_trans_alloc(fs->mp, &fs->mp->resv.tr_fsck, 0, 0, &tp), 0);
 	assert_int_equal(rlfs_bmap_check(tp, ip), 0);
 	rlfs_trans_cancel(tp);
 	rlfs_irele(ip);

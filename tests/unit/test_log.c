@@ -660,7 +660,7 @@ static void tt_crash(struct tu_fs *fs, const struct rlfs_defer_type *type, char 
 {
 	fs->mp->log->force_intents = true;
 	struct rlfs_trans *tp;
-	assert_int_equal(rlfs_trans_alloc(fs->mp, 0, 0, &tp), 0);
+	assert_int_equal(rlfs_trans_alloc(fs->mp, &fs->mp->resv.tr_fsck, 0, 0, &tp), 0);
 	struct tt_item *t = calloc(1, sizeof(*t));
 	assert_non_null(t);
 	memcpy(t->v, "\x01\x02\x03\x04", 4);
