@@ -19,7 +19,8 @@
 # than its transaction type's reservation appends an "overrun" line there
 # and each mount appends its per-type maximum use at teardown
 # (lib/trans_resv.h).  A last test, "resv/log-reservations", fails if any
-# overrun line was written, and prints the headroom table.
+# overrun line was written, and prints the headroom table (RESV_TABLE=0:
+# not; RESV_KEEP=FILE appends the raw report to FILE).
 #
 # Environment: TEST_TIMEOUT (seconds per test, default 900), KEEP=1 keeps
 # the temp dirs of failed tests, TAIL (lines shown on failure, default 25).
@@ -195,6 +196,8 @@ resv_check() {
 	fi
 }
 resv_check
+# RESV_KEEP=FILE: append this run's report to FILE (tables over several runs)
+[ -z "${RESV_KEEP:-}" ] || cat "$RLFS_RESV_REPORT" >>"$RESV_KEEP"
 
 [ "${KEEP:-0}" = 1 ] || rm -rf "$LOGDIR"
 echo "$passed passed, $failed failed"
