@@ -217,30 +217,30 @@ static struct resv_cnt c_iunlink(void)
 }
 
 /* Set one xattr: the attrbt path with its split blocks (allocator), the
- * new value's remote blocks (up to one extent per block, worst case) and
- * the old value's blocks freed (cancels, one allocop per extent: one
- * extent here, freed with one allocop as they were allocated together is
- * not guaranteed, so one per block), the shortform -> btree conversion
- * (a root and up to 3 more leaves, allocated) and the inode core. */
+ * new value's remote blocks (one contiguous run: minlen = the run, one
+ * allocop), the old value's run freed (one allocop, a cancel per block),
+ * the shortform -> btree conversion (a root and up to 3 more leaves, an
+ * allocop each) and the inode core. */
 static struct resv_cnt c_xattr_set(const struct resv_geo *g)
 {
 	struct resv_cnt c = { 0, 0 };
 	uint64_t v = g->xattr_value_blocks;
 	add_images(&c, path(g->h_attr) + (g->h_attr + 1) * allocop(g) +
-		       v + v * allocop(g) +      /* new value */
-		       v * allocop(g) +          /* old value freed */
+		       v + allocop(g) +          /* new value */
+		       allocop(g) +              /* old value freed */
 		       4 + 4 * allocop(g) + 1);  /* conversion, inode */
 	add_descs(&c, v);                        /* old value's cancels */
 	return c;
 }
 
-/* Remove one xattr: attrbt path with merges (freed blocks), the value's
- * blocks freed, the inode core. */
+/* Remove one xattr: attrbt path with merges (each freed block an
+ * allocop and a cancel), the value's run freed (an allocop, a cancel per
+ * block), the inode core. */
 static struct resv_cnt c_xattr_rm(const struct resv_geo *g)
 {
 	struct resv_cnt c = { 0, 0 };
 	uint64_t v = g->xattr_value_blocks;
-	add_images(&c, path(g->h_attr) + (g->h_attr + 1) * allocop(g) + v * allocop(g) + 1);
+	add_images(&c, path(g->h_attr) + (g->h_attr + 1) * allocop(g) + allocop(g) + 1);
 	add_descs(&c, v + g->h_attr + 1);
 	return c;
 }
@@ -270,17 +270,18 @@ static struct resv_cnt c_intents(uint64_t n)
 /* One refcount adjustment of an extent (CUI item, clone's increase, a
  * direct decrease): the AGFL fix, two edge splits and the merges at both
  * ends (4 paths), the records inside the range (range: at most one leaf's
- * worth here: ASSUMPTION, an extent's range is not cut in pieces), and the
- * frees of blocks that reach 0 done directly (2 allocops).  The EFI
- * intents of deferred frees are counted by the caller. */
-static struct resv_cnt c_refc_adjust(const struct resv_geo *g)
+ * worth here: ASSUMPTION, an extent's range is not cut in pieces), and,
+ * with direct_free (clone's release of the destination's old blocks; a
+ * CUI's decrease queues EFIs instead, counted by the caller), the frees
+ * of blocks that reach 0 (2 allocops). */
+static struct resv_cnt c_refc_adjust(const struct resv_geo *g, bool direct_free)
 {
 	struct resv_cnt c = { 0, 0 };
 	if (!g->reflink)
 		return c;
 	add_images(&c, agflop(g) + 4 * path(g->h_refc) +
 		       range(g->h_refc, g->refc_minleaf, g->refc_minnode, g->refc_minleaf) +
-		       2 * allocop(g));
+		       (direct_free ? 2 * allocop(g) : 0));
 	return c;
 }
 
@@ -409,7 +410,7 @@ void rlfs_trans_resv_init(struct rlfs_mount *mp)
 	set(mp, &rv->tr_efi, "tr_efi", &efi, 1);
 	add_descs(&cui, 1);                                   /* CUD */
 	for (unsigned i = 0; i < RLFS_CUI_MAX_ITEMS; i++) {
-		t = c_refc_adjust(&g);
+		t = c_refc_adjust(&g, false);
 		cnt_add(&cui, &t);
 	}
 	/* blocks reaching 0 become EFI items: a few per CUI item */
@@ -497,7 +498,7 @@ void rlfs_trans_resv_init(struct rlfs_mount *mp)
 	 * piece), a refcount increase per piece, and the inode core */
 	c = c_bmap(&g, 2ull * RLFS_TX_CLONE_PIECES + 2);
 	for (int pass = 0; pass < 2; pass++) {
-		t = c_refc_adjust(&g);
+		t = c_refc_adjust(&g, pass == 1);
 		for (unsigned i = 0; i < RLFS_TX_CLONE_PIECES; i++)
 			cnt_add(&c, &t);
 	}
