@@ -240,6 +240,11 @@ static void test_log_reservations(void **state)
 	unlink(path);
 	assert_string_equal(line, "reflinkfs: log reservation overrun: tr_ichange used 16384 bytes "
 				  "> reserved 8192\n");
+	/* keep the deliberate overrun out of run.sh's headroom table (the
+	 * teardown report of this mount) */
+	mp->resv.tr_ichange.max_used_bytes = 0;
+	mp->resv.tr_ichange.commits = 0;
+	mp->resv.tr_ichange.overruns = 0;
 	done(mp);
 }
 
