@@ -191,7 +191,7 @@ resv_check() {
 			if ($6 > max[k]) max[k] = $6
 			r = $4 ? $6 / $4 : 0
 			if (!(k in worst) || r > worst[k]) { worst[k] = r; wres[k] = $4; wused[k] = $6 } }
-		END { for (k in max) printf "    %-26s max %9d bytes; worst %9d of %10d (%5.1f%%); %d commits\\n",
+		END { for (k in max) printf "    %-26s max %9.0f bytes; worst %9.0f of %10.0f (%5.1f%%); %d commits\n",
 			k, max[k], wused[k], wres[k], 100 * worst[k], n[k] }' "$rep" | sort
 	fi
 }
