@@ -90,7 +90,7 @@ int rlfs_touch_atime(struct rlfs_mount *mp, uint64_t ino, unsigned how)
 	rlfs_now(&now);
 	int ret = 0;
 	if (needs_update(ip, how, &now) && !(mp->flags & RLFS_MOUNT_RDONLY)) {
-		error = rlfs_trans_alloc(mp, 0, 0, &tp);
+		error = rlfs_trans_alloc(mp, &mp->resv.tr_ichange, 0, 0, &tp);
 		if (!error) {
 			rlfs_trans_ijoin(tp, ip);
 			ip->atime = now;

@@ -231,6 +231,7 @@ void rlfs_mount_free_bare(struct rlfs_mount *mp)
 {
 	if (!mp)
 		return;
+	rlfs_trans_resv_report(mp);
 	rlfs_log_free(mp);
 	rlfs_bcache_destroy(mp);
 	rlfs_busy_destroy(mp);

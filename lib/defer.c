@@ -90,6 +90,7 @@ static int log_intents(struct rlfs_trans *tp)
 		if (p->intent_id)
 			continue;
 		p->intent_id = ++mp->defer_intent_seq;
+		tp->log_nintents++; /* counted with or without a log */
 		if (!mp->defer_log)
 			continue;
 		size_t bytes = p->type->item_bytes * p->count;
@@ -154,6 +155,7 @@ static int roll(struct rlfs_trans **tpp, struct rlfs_defer_pending **work)
 static int finish_one(struct rlfs_trans *tp, struct rlfs_defer_pending *p)
 {
 	struct rlfs_mount *mp = tp->mp;
+	tp->log_ndones++;
 	if (mp->defer_log) {
 		int err = mp->defer_log->done(tp, p->type, p->intent_id);
 		if (err)

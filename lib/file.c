@@ -54,11 +54,13 @@
 #include "reflink.h"
 #include "xattr.h"
 
-#define ALLOC_BUDGET 8u      /* allocator calls (new extents) per transaction */
-#define HOLES_PER_TX 32u     /* holes filled per transaction */
-#define UNMAP_PER_TX 64u     /* extents removed per rolled transaction */
+/* per-transaction work bounds: the log reservations count on them
+ * (trans_resv.h) */
+#define ALLOC_BUDGET RLFS_TX_ALLOC_BUDGET /* allocator calls (new extents) per transaction */
+#define HOLES_PER_TX RLFS_TX_HOLES        /* holes filled per transaction */
+#define UNMAP_PER_TX RLFS_TX_UNMAP_EXTENTS /* extents removed per rolled transaction */
 #define FALLOC_CHUNK_BLOCKS ((uint64_t)RLFS_MAX_EXTLEN)
-#define COW_CHUNK_BLOCKS 8192u /* blocks copied-on-write per transaction */
+#define COW_CHUNK_BLOCKS RLFS_TX_COW_BLOCKS /* blocks copied-on-write per transaction */
 
 static const uint8_t zero_block[RLFS_MAX_BLOCKSIZE];
 
@@ -125,7 +127,7 @@ static int find_shared(struct rlfs_inode *ip, uint64_t fb, uint64_t len, uint64_
 	*slen = 0;
 	if (!rlfs_has_reflink(ip->mp) || len == 0)
 		return 0;
-	int error = rlfs_trans_alloc(ip->mp, 0, 0, &tp);
+	int error = rlfs_trans_alloc(ip->mp, &ip->mp->resv.tr_rdonly, 0, 0, &tp);
 	if (error)
 		return error;
 	error = rlfs_reflink_find_shared(tp, ip, fb, len, sfb, slen);
@@ -171,12 +173,12 @@ static int cow_write(struct rlfs_inode *ip, const uint8_t *buf, uint64_t pos, ui
 		ne++;
 		b = irec_endoff(&got);
 	}
-	int error = rlfs_trans_alloc(mp, (uint32_t)n + rlfs_cow_res(ip, ne), 0, &tp);
+	int error = rlfs_trans_alloc(mp, &mp->resv.tr_cow, (uint32_t)n + rlfs_cow_res(ip, ne), 0, &tp);
 	if (error == -ENOSPC) {
 		/* nearly full: the estimate does not fit; try with the data
 		 * blocks and a little more (a real shortage inside the
 		 * transaction cancels it whole, nothing half done) */
-		error = rlfs_trans_alloc(mp, (uint32_t)n + 8, 0, &tp);
+		error = rlfs_trans_alloc(mp, &mp->resv.tr_cow, (uint32_t)n + 8, 0, &tp);
 	}
 	if (error)
 		return error;
@@ -529,7 +531,7 @@ int rlfs_setattr(struct rlfs_mount *mp, uint64_t ino, const struct stat *st,
 			goto out;
 		zeroed = error > 0;
 	}
-	error = rlfs_trans_alloc(mp, shrink ? rlfs_bmap_res(ip, UNMAP_PER_TX + 1) : 0,
+	error = rlfs_trans_alloc(mp, shrink ? &mp->resv.tr_itruncate : &mp->resv.tr_setattr, shrink ? rlfs_bmap_res(ip, UNMAP_PER_TX + 1) : 0,
 				 shrink ? RLFS_TRANS_RESERVE : 0, &tp);
 	if (error)
 		goto out;
@@ -779,7 +781,7 @@ ssize_t rlfs_write_flags(struct rlfs_mount *mp, uint64_t ino, const void *buf, s
 				error = -ENOSPC;
 				break;
 			}
-			error = rlfs_trans_alloc(mp, (uint32_t)res, 0, &tp);
+			error = rlfs_trans_alloc(mp, &mp->resv.tr_write, (uint32_t)res, 0, &tp);
 			if (error)
 				break;
 			rlfs_trans_ijoin(tp, ip);
@@ -810,7 +812,7 @@ ssize_t rlfs_write_flags(struct rlfs_mount *mp, uint64_t ino, const void *buf, s
 			break;
 		uint64_t cb1 = rlfs_b_to_fsb(mp, wend);
 		/* every extent of [fb0, cb1) may be unwritten and split in two */
-		error = rlfs_trans_alloc(mp, rlfs_bmap_res(ip, 2 * (nholes + nunwritten) + 2),
+		error = rlfs_trans_alloc(mp, &mp->resv.tr_write, rlfs_bmap_res(ip, 2 * (nholes + nunwritten) + 2),
 					 RLFS_TRANS_RESERVE, &tp);
 		if (error)
 			break;
@@ -829,7 +831,7 @@ ssize_t rlfs_write_flags(struct rlfs_mount *mp, uint64_t ino, const void *buf, s
 		need_update = false;
 	}
 	if (need_update) {
-		int e2 = rlfs_trans_alloc(mp, 0, 0, &tp);
+		int e2 = rlfs_trans_alloc(mp, &mp->resv.tr_ichange, 0, 0, &tp);
 		if (!e2) {
 			rlfs_trans_ijoin(tp, ip);
 			write_update_inode(tp, ip, written_end, wflags);
@@ -873,7 +875,7 @@ int rlfs_fsync(struct rlfs_mount *mp, uint64_t ino, int datasync)
 		ip->data_dirty = false;
 	/* meta_lock: concurrent fsyncs queue here, and those behind one that
 	 * pushed the CIL find their sequence durable (group commit) */
-	error = rlfs_trans_alloc(mp, 0, 0, &tp);
+	error = rlfs_trans_alloc(mp, &mp->resv.tr_sb, 0, 0, &tp);
 	if (!error) {
 		/* a changed error record goes out with any metadata flush
 		 * (rlfs_errrec_stage): that one takes the full path */
@@ -914,7 +916,7 @@ static int falloc_range(struct rlfs_inode *ip, uint64_t fb0, uint64_t fb1)
 		}
 		uint32_t budget = ALLOC_BUDGET + nholes;
 		struct rlfs_trans *tp;
-		int error = rlfs_trans_alloc(mp, (uint32_t)(hole_blocks +
+		int error = rlfs_trans_alloc(mp, &mp->resv.tr_falloc, (uint32_t)(hole_blocks +
 							   rlfs_bmap_res(ip, budget + 2)), 0, &tp);
 		if (error)
 			return error;
@@ -942,7 +944,7 @@ static int punch_blocks(struct rlfs_inode *ip, uint64_t fb0, uint64_t fb1)
 	struct rlfs_trans *tp;
 	if (fb0 >= fb1)
 		return 0;
-	int error = rlfs_trans_alloc(ip->mp, rlfs_bmap_res(ip, UNMAP_PER_TX + 1),
+	int error = rlfs_trans_alloc(ip->mp, &ip->mp->resv.tr_punch, rlfs_bmap_res(ip, UNMAP_PER_TX + 1),
 				     RLFS_TRANS_RESERVE, &tp);
 	if (error)
 		return error;
@@ -1048,7 +1050,7 @@ int rlfs_fallocate(struct rlfs_mount *mp, uint64_t ino, int mode, off_t off, off
 	if (error && !wrote)
 		goto out;
 	/* size, times (file_modified), dirty data */
-	int e2 = rlfs_trans_alloc(mp, 0, 0, &tp);
+	int e2 = rlfs_trans_alloc(mp, &mp->resv.tr_ichange, 0, 0, &tp);
 	if (!e2) {
 		struct timespec now;
 		rlfs_trans_ijoin(tp, ip);

@@ -876,7 +876,7 @@ static int iget(struct rlfs_mount *mp, uint64_t ino, int orphan, struct rlfs_ino
 	error = icache_get(mp, ino, ipp);
 	if (error)
 		return error < 0 ? error : 0;
-	error = rlfs_trans_alloc(mp, 0, RLFS_TRANS_RDONLY, &tp);
+	error = rlfs_trans_alloc(mp, &mp->resv.tr_rdonly, 0, RLFS_TRANS_RDONLY, &tp);
 	if (error)
 		return error;
 	error = iget_tp(tp, ino, orphan, ipp);
@@ -1056,7 +1056,7 @@ int rlfs_inode_init(struct rlfs_trans *tp, uint64_t ino, uint32_t mode,
 /* Freeing unlinked inodes                                              */
 /* ------------------------------------------------------------------ */
 
-#define INACT_EXTENTS_PER_TX 64u
+#define INACT_EXTENTS_PER_TX RLFS_TX_INACT_EXTENTS /* trans_resv.h */
 
 int rlfs_inode_inactivate(struct rlfs_inode *ip)
 {
@@ -1066,7 +1066,7 @@ int rlfs_inode_inactivate(struct rlfs_inode *ip)
 	int error;
 
 	pthread_rwlock_wrlock(&ip->iolock);
-	error = rlfs_trans_alloc(mp, res, RLFS_TRANS_RESERVE, &tp);
+	error = rlfs_trans_alloc(mp, &mp->resv.tr_inactive, res, RLFS_TRANS_RESERVE, &tp);
 	if (error)
 		goto out_unlock;
 	rlfs_trans_ijoin(tp, ip);
@@ -1147,7 +1147,7 @@ int rlfs_inode_free_orphan(struct rlfs_mount *mp, uint64_t ino)
 {
 	struct rlfs_trans *tp;
 	struct rlfs_inode *ip = NULL;
-	int error = rlfs_trans_alloc(mp, 0, RLFS_TRANS_RDONLY, &tp);
+	int error = rlfs_trans_alloc(mp, &mp->resv.tr_rdonly, 0, RLFS_TRANS_RDONLY, &tp);
 	if (error)
 		return error;
 	error = iget_tp(tp, ino, 1, &ip);

@@ -404,7 +404,7 @@ static int ag_head(struct rlfs_mount *mp, uint32_t agno, uint64_t *head)
 {
 	struct rlfs_trans *tp;
 	struct rlfs_buf *agbp;
-	int error = rlfs_trans_alloc(mp, 0, RLFS_TRANS_RDONLY, &tp);
+	int error = rlfs_trans_alloc(mp, &mp->resv.tr_rdonly, 0, RLFS_TRANS_RDONLY, &tp);
 	if (error)
 		return error;
 	error = rlfs_ag_read_header(tp, agno, &agbp);

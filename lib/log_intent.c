@@ -240,11 +240,12 @@ static int recover_one(struct rlfs_mount *mp, struct rlfs_log_ilog *il)
 				    "item size %u", (unsigned long long)il->id, il->code,
 				    il->item_bytes);
 	struct rlfs_trans *tp;
-	int err = rlfs_trans_alloc(mp, 0, RLFS_TRANS_RESERVE, &tp);
+	int err = rlfs_trans_alloc(mp, &mp->resv.tr_recover, 0, RLFS_TRANS_RESERVE, &tp);
 	if (err)
 		return err;
 	/* the done of the old intent commits with the new intent of the
 	 * same work (rlfs_defer_finish logs it before the first roll) */
+	tp->log_ndones++;
 	err = mp->defer_log->done(tp, type, il->id);
 	const uint8_t *p = il->data + sizeof(struct rlfs_log_intent);
 	for (uint32_t i = 0; i < il->count && !err; i++)

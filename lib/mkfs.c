@@ -269,7 +269,7 @@ static int init_ag(struct rlfs_trans *tp, uint32_t agno, const struct geom *g)
 static int make_root(struct rlfs_mount *mp)
 {
 	struct rlfs_trans *tp;
-	int err = rlfs_trans_alloc(mp, rlfs_ialloc_res(mp), 0, &tp);
+	int err = rlfs_trans_alloc(mp, &mp->resv.tr_mkdir, rlfs_ialloc_res(mp), 0, &tp);
 	if (err)
 		return err;
 	uint64_t ino;
@@ -392,7 +392,7 @@ static int format(struct rlfs_dev *dev, const struct geom *g, const struct rlfs_
 		goto out;
 
 	struct rlfs_trans *tp;
-	err = rlfs_trans_alloc(mp, 0, 0, &tp);
+	err = rlfs_trans_alloc(mp, &mp->resv.tr_mkfs, 0, 0, &tp);
 	if (err)
 		goto out;
 	for (uint32_t agno = 0; agno < mp->agcount && !err; agno++)
@@ -405,7 +405,7 @@ static int format(struct rlfs_dev *dev, const struct geom *g, const struct rlfs_
 	if (err)
 		goto out;
 	/* free-space counter: what the AG headers say (as mount computes it) */
-	err = rlfs_trans_alloc(mp, 0, 0, &tp);
+	err = rlfs_trans_alloc(mp, &mp->resv.tr_rdonly, 0, 0, &tp);
 	if (err)
 		goto out;
 	uint64_t free_blocks = 0;
@@ -419,7 +419,7 @@ static int format(struct rlfs_dev *dev, const struct geom *g, const struct rlfs_
 	err = make_root(mp);
 	if (err)
 		goto out;
-	err = rlfs_trans_alloc(mp, 0, 0, &tp);
+	err = rlfs_trans_alloc(mp, &mp->resv.tr_rdonly, 0, 0, &tp);
 	if (err)
 		goto out;
 	err = rlfs_buf_flush_all(mp);

@@ -91,7 +91,7 @@ static int check_sb(const struct rlfs_sb *sb, uint64_t dev_bytes, const char *im
 static int init_counters(struct rlfs_mount *mp)
 {
 	struct rlfs_trans *tp;
-	int err = rlfs_trans_alloc(mp, 0, RLFS_TRANS_RDONLY, &tp);
+	int err = rlfs_trans_alloc(mp, &mp->resv.tr_rdonly, 0, RLFS_TRANS_RDONLY, &tp);
 	if (err)
 		return err;
 	uint64_t free_blocks = 0, icount = 0, ifree = 0;
@@ -147,7 +147,7 @@ static int write_sb(struct rlfs_mount *mp, uint32_t state)
 		if (err)
 			return err;
 	}
-	err = rlfs_trans_alloc(mp, 0, 0, &tp);
+	err = rlfs_trans_alloc(mp, &mp->resv.tr_sb, 0, 0, &tp);
 	if (err)
 		return err;
 	struct rlfs_buf *bp;
@@ -381,7 +381,7 @@ int rlfs_mount_open(const char *image, unsigned flags, struct rlfs_mount **mpp)
 
 	/* Now the full verifier (crc, every field) through the cache. */
 	struct rlfs_trans *tp;
-	err = rlfs_trans_alloc(mp, 0, RLFS_TRANS_RDONLY, &tp);
+	err = rlfs_trans_alloc(mp, &mp->resv.tr_rdonly, 0, RLFS_TRANS_RDONLY, &tp);
 	if (err)
 		goto fail;
 	struct rlfs_buf *bp;
@@ -469,7 +469,7 @@ fail:
 int rlfs_sync(struct rlfs_mount *mp)
 {
 	struct rlfs_trans *tp;
-	int err = rlfs_trans_alloc(mp, 0, RLFS_TRANS_RDONLY, &tp);
+	int err = rlfs_trans_alloc(mp, &mp->resv.tr_rdonly, 0, RLFS_TRANS_RDONLY, &tp);
 	if (err)
 		return err;
 	err = rlfs_buf_flush_all(mp);

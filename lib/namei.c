@@ -136,7 +136,7 @@ static void iunlock_set(struct ilockset *lk)
 static int lookup_ino(struct rlfs_inode *dp, const char *name, size_t len, uint64_t *ino)
 {
 	struct rlfs_trans *tp;
-	int error = rlfs_trans_alloc(dp->mp, 0, RLFS_TRANS_RDONLY, &tp);
+	int error = rlfs_trans_alloc(dp->mp, &dp->mp->resv.tr_rdonly, 0, RLFS_TRANS_RDONLY, &tp);
 	if (error)
 		return error;
 	error = rlfs_dir_lookup(tp, dp, name, len, ino, NULL);
@@ -257,7 +257,7 @@ int rlfs_lookup(struct rlfs_mount *mp, uint64_t dir, const char *name, struct st
 		ino = dp->parent ? dp->parent : dp->ino;
 		error = rlfs_iget(mp, ino, &ip);
 	} else {
-		error = rlfs_trans_alloc(mp, 0, RLFS_TRANS_RDONLY, &tp);
+		error = rlfs_trans_alloc(mp, &mp->resv.tr_rdonly, 0, RLFS_TRANS_RDONLY, &tp);
 		if (!error) {
 			error = rlfs_dir_lookup(tp, dp, name, len, &ino, NULL);
 			if (!error) {
@@ -432,7 +432,7 @@ static int do_create(struct rlfs_mount *mp, uint64_t dir, const char *name, uint
 		uint32_t nblks = (uint32_t)((tlen + symlink_payload(mp) - 1) / symlink_payload(mp));
 		resblks += nblks + rlfs_alloc_tree_res(mp, nblks) + 2;
 	}
-	error = rlfs_trans_alloc(mp, resblks, 0, &tp);
+	error = rlfs_trans_alloc(mp, S_ISDIR(mode) ? &mp->resv.tr_mkdir : target ? &mp->resv.tr_symlink : &mp->resv.tr_create, resblks, 0, &tp);
 	if (error)
 		goto out_unlock;
 	rlfs_trans_ijoin(tp, dp);
@@ -629,7 +629,7 @@ int rlfs_readlink(struct rlfs_mount *mp, uint64_t ino, char *buf, size_t size)
 		else
 			memcpy(buf, ip->literal, n);
 	} else if (ip->format == RLFS_FMT_EXTENTS || ip->format == RLFS_FMT_BTREE) {
-		error = rlfs_trans_alloc(mp, 0, RLFS_TRANS_RDONLY, &tp);
+		error = rlfs_trans_alloc(mp, &mp->resv.tr_rdonly, 0, RLFS_TRANS_RDONLY, &tp);
 		if (!error) {
 			error = symlink_read_remote(tp, ip, buf, n);
 			rlfs_trans_cancel(tp);
@@ -690,7 +690,7 @@ int rlfs_link(struct rlfs_mount *mp, uint64_t ino, uint64_t newdir, const char *
 		error = -EMLINK;
 		goto out_unlock;
 	}
-	error = rlfs_trans_alloc(mp, rlfs_dir_res(dp), 0, &tp);
+	error = rlfs_trans_alloc(mp, &mp->resv.tr_link, rlfs_dir_res(dp), 0, &tp);
 	if (error)
 		goto out_unlock;
 	rlfs_trans_ijoin(tp, dp);
@@ -768,7 +768,7 @@ static int do_remove(struct rlfs_mount *mp, uint64_t dir, const char *name, bool
 		error = -EBUSY;
 		goto out_unlock;
 	}
-	error = rlfs_trans_alloc(mp, rlfs_dir_res(dp) + (rmdir ? rlfs_dir_res(ip) : 0),
+	error = rlfs_trans_alloc(mp, &mp->resv.tr_remove, rlfs_dir_res(dp) + (rmdir ? rlfs_dir_res(ip) : 0),
 				 RLFS_TRANS_RESERVE, &tp);
 	if (error)
 		goto out_unlock;
@@ -1064,7 +1064,7 @@ int rlfs_rename2(struct rlfs_mount *mp, uint64_t dir, const char *name, uint64_t
 		resblks += rlfs_dir_res(tip);
 	if (whiteout)
 		resblks += rlfs_ialloc_res(mp);
-	error = rlfs_trans_alloc(mp, resblks, RLFS_TRANS_RESERVE, &tp);
+	error = rlfs_trans_alloc(mp, &mp->resv.tr_rename, resblks, RLFS_TRANS_RESERVE, &tp);
 	if (error)
 		goto out_unlock;
 	rlfs_trans_ijoin(tp, sdp);
@@ -1286,7 +1286,7 @@ int rlfs_readdir(struct rlfs_mount *mp, uint64_t dir, uint64_t cookie, int plus,
 	}
 	if (cookie >= RLFS_DIR_COOKIE_EOF)
 		goto out;
-	error = rlfs_trans_alloc(mp, 0, RLFS_TRANS_RDONLY, &ctx.tp);
+	error = rlfs_trans_alloc(mp, &mp->resv.tr_rdonly, 0, RLFS_TRANS_RDONLY, &ctx.tp);
 	if (error)
 		goto out;
 	error = rlfs_dir_iterate(ctx.tp, dp, cookie, readdir_entry, &ctx);

@@ -36,9 +36,9 @@
 #include "refcount.h"
 #include "busy.h"
 
-#define CLONE_BATCH 1024u        /* most pieces planned per clone transaction */
+#define CLONE_BATCH RLFS_TX_CLONE_PIECES /* most pieces planned per clone transaction (trans_resv.h) */
 #define CLONE_POLL 64u           /* pieces between two cancel polls */
-#define UNSHARE_CHUNK 4096u      /* blocks unshared per transaction */
+#define UNSHARE_CHUNK RLFS_TX_UNSHARE_BLOCKS /* blocks unshared per transaction */
 #define COPY_BUF_BYTES (1u << 20)
 #define MIN_RES 8u               /* last-resort reservation near ENOSPC */
 
@@ -470,7 +470,7 @@ int rlfs_reflink_unshare(struct rlfs_inode *ip, uint64_t fb0, uint64_t fb1)
 	while (pos < fb1) {
 		struct rlfs_trans *tp;
 		uint64_t s, sl;
-		error = rlfs_trans_alloc(mp, 0, 0, &tp);
+		error = rlfs_trans_alloc(mp, &mp->resv.tr_rdonly, 0, 0, &tp);
 		if (error)
 			return error;
 		error = rlfs_reflink_find_shared(tp, ip, pos, fb1 - pos, &s, &sl);
@@ -479,7 +479,7 @@ int rlfs_reflink_unshare(struct rlfs_inode *ip, uint64_t fb0, uint64_t fb1)
 			return error;
 		uint64_t n = RLFS_MIN(sl, (uint64_t)UNSHARE_CHUNK);
 		uint32_t ne = count_extents(ip, s, n);
-		error = rlfs_trans_alloc(mp, (uint32_t)n + rlfs_cow_res(ip, ne), 0, &tp);
+		error = rlfs_trans_alloc(mp, &mp->resv.tr_cow, (uint32_t)n + rlfs_cow_res(ip, ne), 0, &tp);
 		if (error)
 			return error;
 		rlfs_trans_ijoin(tp, ip);
@@ -604,7 +604,7 @@ static int clone_blocks(struct rlfs_inode *src, uint64_t sb, struct rlfs_inode *
 			error = -EINTR;
 			break;
 		}
-		error = rlfs_trans_alloc(mp, clone_res(dst, batch), 0, &tp);
+		error = rlfs_trans_alloc(mp, &mp->resv.tr_clone, clone_res(dst, batch), 0, &tp);
 		if (error == -ENOSPC && batch > 1) {
 			batch /= 2;
 			continue;
@@ -613,7 +613,7 @@ static int clone_blocks(struct rlfs_inode *src, uint64_t sb, struct rlfs_inode *
 			/* nearly full: the worst-case estimate does not fit, but
 			 * one piece usually needs a block or two; a real shortage
 			 * inside the transaction cancels it whole */
-			error = rlfs_trans_alloc(mp, MIN_RES, 0, &tp);
+			error = rlfs_trans_alloc(mp, &mp->resv.tr_clone, MIN_RES, 0, &tp);
 		}
 		if (error)
 			break;
@@ -881,7 +881,7 @@ int rlfs_get_extents(struct rlfs_mount *mp, uint64_t ino, uint64_t start, uint64
 	pthread_rwlock_rdlock(&ip->iolock);
 	if (!ip->ext_loaded || max == 0)
 		goto out_unlock;
-	error = rlfs_trans_alloc(mp, 0, 0, &tp);
+	error = rlfs_trans_alloc(mp, &mp->resv.tr_rdonly, 0, 0, &tp);
 	if (error)
 		goto out_unlock;
 	uint64_t fb0 = start >> mp->blocklog;

@@ -30,6 +30,7 @@
 #include <sys/types.h>
 
 #include "reflinkfs/format.h"
+#include "trans_resv.h"
 
 #ifndef EUCLEAN
 #define EUCLEAN 117
@@ -137,6 +138,10 @@ struct rlfs_mount {
 	 * (NULL without a log), and the last intent id given out */
 	const struct rlfs_defer_log_ops *defer_log;
 	uint64_t defer_intent_seq;
+
+	/* log reservations per transaction type and their use (trans_resv.h),
+	 * computed from the geometry by rlfs_trans_resv_init; under meta_lock */
+	struct rlfs_trans_resv resv;
 
 	/* rlfs_set_progress (fs.h); rlfs_progress() calls it if set */
 	void (*progress_fn)(void *arg, int phase, uint64_t done, uint64_t total);

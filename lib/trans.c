@@ -52,15 +52,17 @@ void rlfs_trans_yield(struct rlfs_mount *mp)
 	}
 }
 
-int rlfs_trans_alloc(struct rlfs_mount *mp, uint32_t resblks, unsigned flags,
-		     struct rlfs_trans **tpp)
+int rlfs_trans_alloc(struct rlfs_mount *mp, struct rlfs_trans_res *res, uint32_t resblks,
+		     unsigned flags, struct rlfs_trans **tpp)
 {
 	struct rlfs_trans *tp = calloc(1, sizeof(*tp));
 	if (!tp)
 		return -ENOMEM;
 	tp->mp = mp;
 	tp->flags = flags;
+	tp->res = res;
 	rlfs_meta_lock(mp);
+	rlfs_trans_resv_init(mp); /* a no-op unless the geometry changed */
 	if (resblks) {
 		int64_t avail = mp->fdblocks;
 		if (!(flags & RLFS_TRANS_RESERVE))
@@ -285,6 +287,18 @@ int rlfs_trans_commit(struct rlfs_trans *tp)
 			}
 		}
 	}
+	/* what this transaction adds to the log, against its reservation */
+	uint64_t nimages = tp->log_nintents, ndescs = tp->log_nintents + tp->log_ndones;
+	for (struct rlfs_buf *bp = tp->bufs; bp; bp = bp->tnext) {
+		if (bp->flags & RLFS_BUF_INVAL_IN_TP) {
+			ndescs++;           /* a cancel item */
+		} else if (bp->logged) {
+			nimages++;          /* a whole block image */
+			ndescs++;
+		}
+	}
+	if (tp->res)
+		rlfs_trans_resv_account(mp, tp->res, rlfs_trans_resv_bytes(mp, nimages, ndescs));
 	/* the CIL images this commit needs, before anything is changed:
 	 * from here on the commit cannot fail */
 	int rerr = rlfs_log_cil_reserve(tp);
@@ -323,6 +337,7 @@ int rlfs_trans_roll_carry(struct rlfs_trans **tpp)
 	struct rlfs_trans *tp = *tpp;
 	struct rlfs_mount *mp = tp->mp;
 	unsigned flags = tp->flags;
+	struct rlfs_trans_res *res = tp->res;
 	int64_t carry = tp->blk_res - tp->blk_used;
 	if (carry < 0)
 		carry = 0;
@@ -331,7 +346,7 @@ int rlfs_trans_roll_carry(struct rlfs_trans **tpp)
 	int err = rlfs_trans_commit(tp);
 	if (!err) {
 		rlfs_trans_yield(mp);
-		err = rlfs_trans_alloc(mp, 0, flags, tpp);
+		err = rlfs_trans_alloc(mp, res, 0, flags, tpp);
 	}
 	if (err) {
 		rlfs_meta_lock(mp);
@@ -348,10 +363,11 @@ int rlfs_trans_roll(struct rlfs_trans **tpp, uint32_t resblks)
 	struct rlfs_trans *tp = *tpp;
 	struct rlfs_mount *mp = tp->mp;
 	unsigned flags = tp->flags;
+	struct rlfs_trans_res *res = tp->res;
 	*tpp = NULL;
 	int err = rlfs_trans_commit(tp);
 	if (err)
 		return err;
 	rlfs_trans_yield(mp);
-	return rlfs_trans_alloc(mp, resblks, flags, tpp);
+	return rlfs_trans_alloc(mp, res, resblks, flags, tpp);
 }

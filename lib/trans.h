@@ -1,9 +1,12 @@
 /*
  * trans.h: transactions.  Every metadata change happens inside one.
  *
- *   rlfs_trans_alloc(mp, resblks, flags, &tp)  takes mp->meta_lock and
- *       reserves resblks free blocks (data + worst-case btree growth) so the
- *       transaction cannot hit ENOSPC half way;
+ *   rlfs_trans_alloc(mp, &mp->resv.tr_TYPE, resblks, flags, &tp)
+ *       takes mp->meta_lock and reserves resblks free blocks (data +
+ *       worst-case btree growth) so the transaction cannot hit ENOSPC half
+ *       way; tr_TYPE is the transaction's log reservation (trans_resv.h:
+ *       the most bytes it may add to the log, computed from the geometry;
+ *       the commit checks it and reports an overrun);
  *   rlfs_trans_read_buf / get_buf              join buffers;
  *   rlfs_trans_log_buf                         marks a joined buffer changed;
  *   rlfs_trans_ijoin / log_inode (inode.h)     joins an in-core inode, whose
@@ -25,6 +28,7 @@
 #ifndef RLFS_TRANS_H
 #define RLFS_TRANS_H
 #include "buf.h"
+#include "trans_resv.h"
 
 struct rlfs_defer_pending;
 
@@ -87,12 +91,24 @@ struct rlfs_trans {
 	struct rlfs_defer_pending *dfops;
 	uint32_t roll_res;
 	unsigned ndheld;
+	/* the log reservation of the transaction's type (&mp->resv.tr_*;
+	 * kept across rolls), and the intents and dones logged in it (defer.c
+	 * counts them for the commit-time reservation check) */
+	struct rlfs_trans_res *res;
+	uint32_t log_nintents;
+	uint32_t log_ndones;
 	struct rlfs_inode *dheld[2];
 };
 
-/* 0, -ENOSPC (not enough free blocks for resblks). Always sets *tpp on 0. */
-int rlfs_trans_alloc(struct rlfs_mount *mp, uint32_t resblks, unsigned flags,
-		     struct rlfs_trans **tpp);
+/*
+ * Start a transaction of type res (a member of mp->resv, trans_resv.h:
+ * &mp->resv.tr_create etc.; its log_bytes bound what the commit may log)
+ * with resblks free blocks reserved.  Computes mp->resv first if the
+ * geometry changed.  0, -ENOMEM, -ENOSPC (not enough free blocks for
+ * resblks).  Always sets *tpp on 0.  Source: xfs_trans_alloc.
+ */
+int rlfs_trans_alloc(struct rlfs_mount *mp, struct rlfs_trans_res *res, uint32_t resblks,
+		     unsigned flags, struct rlfs_trans **tpp);
 /* Like rlfs_buf_read/get, then joined to tp (a second call returns the same
  * buffer with another reference).  Same errors. */
 int rlfs_trans_read_buf(struct rlfs_trans *tp, uint64_t fsbno,
@@ -120,7 +136,11 @@ void rlfs_trans_add_item(struct rlfs_trans *tp, struct rlfs_log_item *lip);
 void rlfs_trans_mod_used(struct rlfs_trans *tp, int64_t nblocks);
 /* Account blocks returned to free space. */
 void rlfs_trans_mod_freed(struct rlfs_trans *tp, int64_t nblocks);
-/* Finishes queued deferred work first (rlfs_defer_finish: rolls).  0 or
+/* Finishes queued deferred work first (rlfs_defer_finish: rolls).  Counts
+ * what the transaction logged (every logged buffer a whole block image and
+ * a descriptor, freed buffers a cancel descriptor, intents a payload block
+ * and a descriptor, dones a descriptor: rlfs_trans_resv_bytes) against
+ * tp->res (rlfs_trans_resv_account: an overrun is reported).  0 or
  * the first error from that or from writing inode cores to buffers; on
  * error the transaction is cancelled.  Always frees tp and drops
  * meta_lock. */
@@ -136,8 +156,8 @@ void rlfs_meta_lock(struct rlfs_mount *mp);
  * every other metadata operation (lookup, create, statfs) off for its
  * whole run. */
 void rlfs_trans_yield(struct rlfs_mount *mp);
-/* Commit and start a new transaction with a fresh reservation of resblks
- * (long operations: truncate, punch), letting meta_lock waiters in between
+/* Commit and start a new transaction of the same type (tp->res) with a
+ * fresh reservation of resblks (long operations: truncate, punch), letting meta_lock waiters in between
  * (rlfs_trans_yield).  Joined inodes must be joined again by the caller.
  * On error *tpp is NULL and the first part stays committed. */
 int rlfs_trans_roll(struct rlfs_trans **tpp, uint32_t resblks);

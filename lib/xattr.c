@@ -1225,7 +1225,7 @@ int rlfs_acl_create_prep(struct rlfs_inode *dp, uint32_t *mode, uint32_t umask,
 		an->def = malloc(ACL_MAX_BYTES);
 		if (!an->def)
 			return -ENOMEM;
-		int error = rlfs_trans_alloc(dp->mp, 0, RLFS_TRANS_RDONLY, &tp);
+		int error = rlfs_trans_alloc(dp->mp, &dp->mp->resv.tr_rdonly, 0, RLFS_TRANS_RDONLY, &tp);
 		if (error) {
 			rlfs_acl_new_free(an);
 			return error;
@@ -1419,11 +1419,11 @@ static int xattr_public(struct rlfs_mount *mp, uint64_t ino, const struct xattr_
 		goto out;
 	}
 	if (c->kind == XATTR_SET)
-		error = rlfs_trans_alloc(mp, rlfs_xattr_res(ip, c->size), 0, &tp);
+		error = rlfs_trans_alloc(mp, &mp->resv.tr_xattr_set, rlfs_xattr_res(ip, c->size), 0, &tp);
 	else if (c->kind == XATTR_REMOVE)
-		error = rlfs_trans_alloc(mp, rlfs_xattr_res(ip, 0), RLFS_TRANS_RESERVE, &tp);
+		error = rlfs_trans_alloc(mp, &mp->resv.tr_xattr_rm, rlfs_xattr_res(ip, 0), RLFS_TRANS_RESERVE, &tp);
 	else
-		error = rlfs_trans_alloc(mp, 0, RLFS_TRANS_RDONLY, &tp);
+		error = rlfs_trans_alloc(mp, &mp->resv.tr_rdonly, 0, RLFS_TRANS_RDONLY, &tp);
 	if (error)
 		goto out;
 	if (change)
@@ -1589,7 +1589,7 @@ int rlfs_get_xattr_extents(struct rlfs_mount *mp, uint64_t ino, uint64_t start, 
 	error = check_aformat(ip);
 	if (error || ip->aformat != RLFS_FMT_BTREE || max == 0)
 		goto out_unlock;
-	error = rlfs_trans_alloc(mp, 0, RLFS_TRANS_RDONLY, &tp);
+	error = rlfs_trans_alloc(mp, &mp->resv.tr_rdonly, 0, RLFS_TRANS_RDONLY, &tp);
 	if (error)
 		goto out_unlock;
 	struct rlfs_btree_cur cur;

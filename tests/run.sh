@@ -13,6 +13,15 @@
 # Integration tests named in URING_TESTS run a second time ("NAME+uring")
 # with the daemon on FUSE over io_uring, on kernels that have it.
 #
+# Log reservations: every test (unit binaries, integration scripts and the
+# FUSE daemons they start, which inherit the environment) runs with
+# RLFS_RESV_REPORT naming one file of this run; a commit that logs more
+# than its transaction type's reservation appends an "overrun" line there
+# and each mount appends its per-type maximum use at teardown
+# (lib/trans_resv.h).  A last test, "resv/log-reservations", fails if any
+# overrun line was written, and prints the headroom table (RESV_TABLE=0:
+# not; RESV_KEEP=FILE appends the raw report to FILE).
+#
 # Environment: TEST_TIMEOUT (seconds per test, default 900), KEEP=1 keeps
 # the temp dirs of failed tests, TAIL (lines shown on failure, default 25).
 [ -n "${BASH_VERSION:-}" ] || exec bash "$0" "$@"
@@ -42,6 +51,8 @@ passed=0
 failed=0
 failed_names=()
 LOGDIR=$(mktemp -d "${TMPDIR:-/tmp}/rlfs-run.XXXXXX")
+export RLFS_RESV_REPORT=$LOGDIR/resv-report
+: >"$RLFS_RESV_REPORT"
 
 report() { # name rc secs logfile
 	local name=$1 rc=$2 secs=$3 logf=$4
@@ -158,6 +169,35 @@ if [ "$WHAT" = integration ] || [ "$WHAT" = all ]; then
 		echo "SKIP the +uring runs of $URING_TESTS: this kernel has no FUSE over io_uring ($URING_PARAM) or io_uring is disabled"
 	fi
 fi
+
+# The log reservation check over everything above: no transaction may
+# have logged more than its type's reservation.
+resv_check() {
+	local rep=$RLFS_RESV_REPORT logf=$LOGDIR/resv-check.log start rc=0
+	start=$(date +%s)
+	if grep -q 'log reservation overrun' "$rep" 2>/dev/null; then
+		{
+			echo "transactions logged more than their reservation:"
+			grep 'log reservation overrun' "$rep" | sort | uniq -c | sort -rn | head -n 40
+		} >"$logf"
+		rc=1
+	fi
+	report "resv/log-reservations" "$rc" $(($(date +%s) - start)) "$logf"
+	# the headroom table: per type (and block size), the most any commit
+	# used and the reservation
+	if [ -s "$rep" ] && [ "${RESV_TABLE:-1}" = 1 ]; then
+		awk '$1 == "resv" {
+			k = $2 " bs " $10; n[k] += $8
+			if ($6 > max[k]) max[k] = $6
+			r = $4 ? $6 / $4 : 0
+			if (!(k in worst) || r > worst[k]) { worst[k] = r; wres[k] = $4; wused[k] = $6 } }
+		END { for (k in max) printf "    %-26s max %9.0f bytes; worst %9.0f of %10.0f (%5.1f%%); %d commits\n",
+			k, max[k], wused[k], wres[k], 100 * worst[k], n[k] }' "$rep" | sort
+	fi
+}
+resv_check
+# RESV_KEEP=FILE: append this run's report to FILE (tables over several runs)
+[ -z "${RESV_KEEP:-}" ] || cat "$RLFS_RESV_REPORT" >>"$RESV_KEEP"
 
 [ "${KEEP:-0}" = 1 ] || rm -rf "$LOGDIR"
 echo "$passed passed, $failed failed"

@@ -896,7 +896,7 @@ void fsck_check_ag(struct fsck *f, uint32_t agno)
 
 	fsck_add_claim(f, CL_AGH, agno, 0, hfsb, 1);
 	fsck_add_claim(f, CL_AGFLBLK, agno, 0, rlfs_agb_to_fsb(mp, agno, RLFS_AGFL_AGBNO), 1);
-	err = rlfs_trans_alloc(mp, 0, 0, &tp);
+	err = rlfs_trans_alloc(mp, &mp->resv.tr_fsck, 0, 0, &tp);
 	if (err) {
 		ERR(f, "AG %u: cannot start a transaction: %s", agno, fsck_errstr(err));
 		return;

@@ -529,7 +529,7 @@ static void check_inode_forks(struct fsck *f, const struct rlfs_dinode *di, uint
 		ie->flags |= IE_BAD;
 		goto out_free;
 	}
-	err = rlfs_trans_alloc(mp, 0, 0, &tp);
+	err = rlfs_trans_alloc(mp, &mp->resv.tr_fsck, 0, 0, &tp);
 	if (err) {
 		ERR(f, "inode %" PRIu64 ": cannot start a transaction: %s", ino, fsck_errstr(err));
 		goto out_free;

@@ -76,7 +76,7 @@ int fsck_fix_ag_counters(struct fsck *f)
 	struct rlfs_buf *bp;
 	int err;
 
-	err = rlfs_trans_alloc(mp, 0, 0, &tp);
+	err = rlfs_trans_alloc(mp, &mp->resv.tr_fsck, 0, 0, &tp);
 	if (err)
 		return err;
 	for (uint32_t agno = 0; agno < mp->agcount; agno++) {

@@ -114,17 +114,60 @@ static void lsn_str(uint64_t lsn, char *buf, size_t len)
 	snprintf(buf, len, "%u/%u", RLFS_LSN_CYCLE(lsn), RLFS_LSN_BLOCK(lsn));
 }
 
+/* logprint --resv: the log reservations (trans_resv.h) of the image's
+ * geometry, one line per transaction type. */
+static int print_resv(const char *prog, const char *image, struct rlfs_dev *dev,
+		      const struct rlfs_sb *sb)
+{
+	uint32_t bs = rlfs_get32(sb->blocksize), isz = rlfs_get16(sb->inodesize);
+	struct rlfs_mount *mp;
+	int err = rlfs_mount_alloc_bare(dev, bs, rlfs_get64(sb->dblocks),
+					rlfs_get32(sb->agblocks), &mp);
+	if (err || isz < 256 || isz > bs) {
+		fprintf(stderr, "%s: %s: bad geometry\n", prog, image);
+		if (!err)
+			rlfs_mount_free_bare(mp);
+		return 1;
+	}
+	mp->inodesize = isz;
+	mp->inopblock = bs / isz;
+	mp->chunk_blocks = RLFS_MAX(1u, RLFS_INODES_PER_CHUNK / mp->inopblock);
+	mp->features_incompat = rlfs_get64(sb->features_incompat);
+	rlfs_trans_resv_init(mp);
+	uint32_t log_blocks = rlfs_get32(sb->log_blocks);
+	printf("%s: log reservations (worst-case bytes one transaction adds to the log;\n"
+	       "  block size %u, %u AGs of %u blocks, log %u blocks = %" PRIu64 " bytes)\n",
+	       image, bs, mp->agcount, mp->agblocks, log_blocks, (uint64_t)log_blocks * bs);
+	printf("%-14s %12s %8s %6s  %s\n", "type", "log_bytes", "blocks", "count", "covers");
+	for (unsigned i = 0; i < RLFS_TRANS_RESV_NTYPES; i++) {
+		const struct rlfs_trans_res *r = rlfs_trans_resv_nth(mp, i);
+		printf("%-14s %12u %8u %6u  %s\n", r->name, r->log_bytes, r->log_bytes / bs,
+		       r->log_count, rlfs_trans_resv_what(i));
+	}
+	rlfs_mount_free_bare(mp);
+	return 0;
+}
+
 int rlfs_logprint_main(int argc, char **argv)
 {
 	const char *prog = argv[0];
-	bool verbose = false;
+	bool verbose = false, resv = false;
 	int c;
-	while ((c = getopt(argc, argv, "vh")) != -1) {
+	static const struct option longopts[] = {
+		{ "resv", no_argument, NULL, 'r' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	while ((c = getopt_long(argc, argv, "vrh", longopts, NULL)) != -1) {
 		if (c == 'v') {
 			verbose = true;
+		} else if (c == 'r') {
+			resv = true;
 		} else {
-			fprintf(c == 'h' ? stdout : stderr, "Usage: %s [-v] IMAGE\n"
-				"Dump the write-ahead log of a reflinkfs image (read only).\n", prog);
+			fprintf(c == 'h' ? stdout : stderr, "Usage: %s [-v] [-r|--resv] IMAGE\n"
+				"Dump the write-ahead log of a reflinkfs image (read only).\n"
+				"  -r, --resv  print the log reservation of every transaction type\n"
+				"              for the image's geometry instead (trans_resv.h)\n", prog);
 			return c == 'h' ? 0 : 1;
 		}
 	}
@@ -144,6 +187,11 @@ int rlfs_logprint_main(int argc, char **argv)
 		fprintf(stderr, "%s: %s: not a reflinkfs image\n", prog, image);
 		rlfs_dev_close(dev);
 		return 1;
+	}
+	if (resv) {
+		int rc = print_resv(prog, image, dev, &sb);
+		rlfs_dev_close(dev);
+		return rc;
 	}
 	if (!(rlfs_get64(sb.features_incompat) & RLFS_FEAT_INCOMPAT_LOG)) {
 		printf("%s: no write-ahead log (made without the LOG feature)\n", image);

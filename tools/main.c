@@ -39,7 +39,7 @@ static void usage_main(FILE *f)
 		"  umount [-l] MOUNTPOINT\n"
 		"                     unmount and wait until the image is flushed and closed\n"
 		"  fsck [-n] [-L] IMAGE  check (and repair) a filesystem; -L zeroes a corrupt log\n"
-		"  logprint [-v] IMAGE  dump the write-ahead log\n"
+		"  logprint [-v] IMAGE  dump the write-ahead log (--resv: log reservations)\n"
 		"  io [-f] [-r] [-c CMD]... FILE\n"
 		"                     xfs_io-like commands on a file in a mounted reflinkfs\n"
 		"                     (pwrite, pread, reflink, fiemap, funshare, ...; -c help)\n"

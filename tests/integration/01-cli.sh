@@ -32,8 +32,13 @@ for bs in 1024 2048 4096 8192 65536; do
 	rm -f "$T/bs.img"
 	rlfs_mkfs "$T/bs.img" -s 256M -b $bs
 	rlfs_fsck "$T/bs.img"
+	# logprint --resv: the log reservation table of this geometry
+	run_to 30 "$RLFS" logprint --resv "$T/bs.img" >"$T/resv" || die "logprint --resv failed (bs $bs)"
+	[ "$(grep -c '^tr_' "$T/resv")" -ge 20 ] || { cat "$T/resv" >&2; die "logprint --resv: no table"; }
+	awk -v bs=$bs '$1 == "tr_ichange" && $2 == 2 * bs { ok = 1 } END { exit !ok }' "$T/resv" ||
+		{ cat "$T/resv" >&2; die "logprint --resv: tr_ichange is not one block + header (bs $bs)"; }
 done
-log "mkfs block sizes 1024..65536 ok"
+log "mkfs block sizes 1024..65536 ok, logprint --resv tables"
 
 # refuse to overwrite an existing filesystem without -f
 rc=0; run_to 60 "$RLFS" mkfs -s 300M "$img" >/dev/null 2>"$T/err" || rc=$?

@@ -38,7 +38,7 @@ static uint32_t rnd(uint32_t n)
 static struct rlfs_trans *tx(struct rlfs_mount *mp, uint32_t res)
 {
 	struct rlfs_trans *tp;
-	assert_int_equal(rlfs_trans_alloc(mp, res, RLFS_TRANS_RESERVE, &tp), 0);
+	assert_int_equal(rlfs_trans_alloc(mp, &mp->resv.tr_fsck, res, RLFS_TRANS_RESERVE, &tp), 0);
 	return tp;
 }
 
@@ -376,7 +376,7 @@ static void random_alloc_run(uint32_t bs, uint32_t agcount, uint64_t size, int n
 				a.hint_fsbno = x->fsbno + x->len;
 			}
 			struct rlfs_trans *tp;
-			int err = rlfs_trans_alloc(mp, a.maxlen + rlfs_alloc_tree_res(mp, 1),
+			int err = rlfs_trans_alloc(mp, &mp->resv.tr_fsck, a.maxlen + rlfs_alloc_tree_res(mp, 1),
 						   RLFS_TRANS_RESERVE, &tp);
 			if (err == -ENOSPC)
 				continue;
@@ -506,11 +506,11 @@ static void test_enospc(void **state)
 		for (;;) {
 			struct rlfs_trans *tp;
 			uint32_t want = 1 + rnd(300);
-			if (rlfs_trans_alloc(mp, want + rlfs_alloc_tree_res(mp, 1), RLFS_TRANS_RESERVE, &tp))
+			if (rlfs_trans_alloc(mp, &mp->resv.tr_fsck, want + rlfs_alloc_tree_res(mp, 1), RLFS_TRANS_RESERVE, &tp))
 				want = 1;
 			else
 				rlfs_trans_cancel(tp);
-			if (rlfs_trans_alloc(mp, want, RLFS_TRANS_RESERVE, &tp))
+			if (rlfs_trans_alloc(mp, &mp->resv.tr_fsck, want, RLFS_TRANS_RESERVE, &tp))
 				break;
 			struct rlfs_alloc_arg a = { .tp = tp, .type = RLFS_ALLOC_ANY, .minlen = 1,
 						    .maxlen = want, .alignment = 1 };
@@ -686,7 +686,7 @@ static void test_inode_enospc(void **state)
 	uint64_t *inos = malloc(cap * sizeof(*inos));
 	for (;;) {
 		struct rlfs_trans *tp;
-		if (rlfs_trans_alloc(mp, rlfs_ialloc_res(mp), RLFS_TRANS_RESERVE, &tp))
+		if (rlfs_trans_alloc(mp, &mp->resv.tr_fsck, rlfs_ialloc_res(mp), RLFS_TRANS_RESERVE, &tp))
 			break;
 		int err = rlfs_ialloc(tp, 0, &inos[n]);
 		if (err == -ENOSPC) {
@@ -727,9 +727,9 @@ static void test_fragmented(void **state)
 	while (!full) {
 		struct rlfs_trans *tp;
 		uint32_t batch = 64;
-		if (rlfs_trans_alloc(mp, batch + 4 * rlfs_alloc_tree_res(mp, 1), RLFS_TRANS_RESERVE, &tp)) {
+		if (rlfs_trans_alloc(mp, &mp->resv.tr_fsck, batch + 4 * rlfs_alloc_tree_res(mp, 1), RLFS_TRANS_RESERVE, &tp)) {
 			batch = 1;
-			if (rlfs_trans_alloc(mp, 1, RLFS_TRANS_RESERVE, &tp))
+			if (rlfs_trans_alloc(mp, &mp->resv.tr_fsck, 1, RLFS_TRANS_RESERVE, &tp))
 				break;
 		}
 		for (uint32_t k = 0; k < batch; k++) {

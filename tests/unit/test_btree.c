@@ -354,7 +354,7 @@ static int t_buf_verify(struct rlfs_mount *mp, struct rlfs_buf *bp)
 
 static void tx_begin(struct env *e)
 {
-	T_EQ(rlfs_trans_alloc(e->mp, 0, 0, &e->tp), 0);
+	T_EQ(rlfs_trans_alloc(e->mp, &e->mp->resv.tr_fsck, 0, 0, &e->tp), 0);
 	T_EQ(rlfs_trans_read_buf(e->tp, HOLDER_FSBNO, &holder_bops, RLFS_OWNER_ANY, &e->holder), 0);
 	e->ntx_alloc = e->ntx_free = 0;
 }
@@ -413,7 +413,7 @@ static void env_setup(struct env *e, const struct tconf *cf, uint64_t dblocks)
 	/* holder block + an empty root leaf at FIRST_TREE_BLK */
 	struct rlfs_trans *tp;
 	struct rlfs_buf *hbp, *rbp;
-	T_EQ(rlfs_trans_alloc(e->mp, 0, 0, &tp), 0);
+	T_EQ(rlfs_trans_alloc(e->mp, &e->mp->resv.tr_fsck, 0, 0, &tp), 0);
 	T_EQ(rlfs_trans_get_buf(tp, HOLDER_FSBNO, &holder_bops, 0, &hbp), 0);
 	put64((uint8_t *)hbp->data + 48, FIRST_TREE_BLK);
 	put32((uint8_t *)hbp->data + 56, 1);
@@ -440,7 +440,7 @@ static void env_teardown(struct env *e)
 static void env_flush(struct env *e)
 {
 	struct rlfs_trans *tp;
-	T_EQ(rlfs_trans_alloc(e->mp, 0, 0, &tp), 0);
+	T_EQ(rlfs_trans_alloc(e->mp, &e->mp->resv.tr_fsck, 0, 0, &tp), 0);
 	T_EQ(rlfs_buf_flush_all(e->mp), 0);
 	rlfs_trans_cancel(tp);
 }
@@ -1574,7 +1574,7 @@ static void test_verify_block(void **state)
 	T_EQ(rlfs_btree_maxrecs(e.mp, &e.ops, false), (1024 - 72) / 16);
 	struct rlfs_trans *tp;
 	struct rlfs_buf *bp;
-	T_EQ(rlfs_trans_alloc(e.mp, 0, 0, &tp), 0);
+	T_EQ(rlfs_trans_alloc(e.mp, &e.mp->resv.tr_fsck, 0, 0, &tp), 0);
 	T_EQ(rlfs_trans_get_buf(tp, 10, &e.bops, TREE_OWNER, &bp), 0);
 	rlfs_btree_init_block(e.mp, bp, &e.ops, 0, TREE_OWNER);
 	T_EQ(rlfs_btree_verify_block(e.mp, bp, 24, 8, false), 0);

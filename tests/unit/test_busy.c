@@ -218,7 +218,7 @@ static void test_alloc_skips_busy(void **state)
 	struct rlfs_trans *tp;
 	assert_int_equal(rlfs_sync(mp), 0);
 
-	assert_int_equal(rlfs_trans_alloc(mp, 64, 0, &tp), 0);
+	assert_int_equal(rlfs_trans_alloc(mp, &mp->resv.tr_fsck, 64, 0, &tp), 0);
 	struct rlfs_alloc_arg a = { .tp = tp, .type = RLFS_ALLOC_NEAR, .hint_fsbno = 1000,
 				    .minlen = 16, .maxlen = 16, .alignment = 1 };
 	assert_int_equal(rlfs_alloc_extent(&a), 0);
@@ -226,13 +226,13 @@ static void test_alloc_skips_busy(void **state)
 	assert_int_equal(rlfs_trans_commit(tp), 0);
 	assert_int_equal(rlfs_sync(mp), 0);
 
-	assert_int_equal(rlfs_trans_alloc(mp, 64, 0, &tp), 0);
+	assert_int_equal(rlfs_trans_alloc(mp, &mp->resv.tr_fsck, 64, 0, &tp), 0);
 	assert_int_equal(rlfs_free_extent(tp, got, 16), 0);
 	assert_int_equal(rlfs_trans_commit(tp), 0);
 	assert_int_equal(rlfs_busy_blocks(mp), 16);
 
 	/* EXACT at the freed block: busy, refused */
-	assert_int_equal(rlfs_trans_alloc(mp, 64, 0, &tp), 0);
+	assert_int_equal(rlfs_trans_alloc(mp, &mp->resv.tr_fsck, 64, 0, &tp), 0);
 	a = (struct rlfs_alloc_arg){ .tp = tp, .type = RLFS_ALLOC_EXACT, .hint_fsbno = got,
 				     .minlen = 1, .maxlen = 16, .alignment = 1 };
 	assert_int_equal(rlfs_alloc_extent(&a), -ENOSPC);
@@ -246,7 +246,7 @@ static void test_alloc_skips_busy(void **state)
 	/* durable: no longer busy, EXACT gets it */
 	assert_int_equal(rlfs_sync(mp), 0);
 	assert_int_equal(rlfs_busy_blocks(mp), 0);
-	assert_int_equal(rlfs_trans_alloc(mp, 64, 0, &tp), 0);
+	assert_int_equal(rlfs_trans_alloc(mp, &mp->resv.tr_fsck, 64, 0, &tp), 0);
 	a = (struct rlfs_alloc_arg){ .tp = tp, .type = RLFS_ALLOC_EXACT, .hint_fsbno = got,
 				     .minlen = 16, .maxlen = 16, .alignment = 1 };
 	assert_int_equal(rlfs_alloc_extent(&a), 0);
@@ -278,7 +278,7 @@ static void force_inside_trans(bool log)
 	assert_true(rlfs_busy_blocks(mp) >= FILE_BYTES / 4096);
 	assert_true(rlfs_busy_forceable(mp));
 
-	assert_int_equal(rlfs_trans_alloc(mp, 128, 0, &tp), 0);
+	assert_int_equal(rlfs_trans_alloc(mp, &mp->resv.tr_fsck, 128, 0, &tp), 0);
 	a.tp = tp;
 	assert_int_equal(rlfs_alloc_extent(&a), 0); /* AG header now logged in tp */
 	/* without a log the header holds committed changes not yet on disk

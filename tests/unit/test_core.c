@@ -3,14 +3,19 @@
  * device: commit makes changes stick, cancel restores before-images,
  * flush writes stamped blocks that verify when read back, a flipped byte
  * on the device is caught as -EUCLEAN, reservations give -ENOSPC, the
- * flush writes runs of consecutive blocks at once and reports progress.
+ * flush writes runs of consecutive blocks at once and reports progress,
+ * log reservations: the measure and the commit-time overrun report.
  */
 #include "testutil.h"
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "dev.h"
 #include "reflinkfs/fs.h"
+#include "log.h"
 #include "trans.h"
 
 #define TEST_MAGIC 0x54534554u
@@ -50,7 +55,7 @@ static void write_block(struct rlfs_mount *mp, uint64_t fsbno, uint8_t fill, boo
 {
 	struct rlfs_trans *tp;
 	struct rlfs_buf *bp;
-	assert_int_equal(rlfs_trans_alloc(mp, 0, 0, &tp), 0);
+	assert_int_equal(rlfs_trans_alloc(mp, &mp->resv.tr_fsck, 0, 0, &tp), 0);
 	assert_int_equal(rlfs_trans_get_buf(tp, fsbno, &test_ops, 7, &bp), 0);
 	memset((uint8_t *)bp->data + 100, fill, 50);
 	rlfs_trans_log_buf(tp, bp);
@@ -65,7 +70,7 @@ static uint8_t read_fill(struct rlfs_mount *mp, uint64_t fsbno, int *err)
 	struct rlfs_trans *tp;
 	struct rlfs_buf *bp;
 	uint8_t v = 0;
-	assert_int_equal(rlfs_trans_alloc(mp, 0, 0, &tp), 0);
+	assert_int_equal(rlfs_trans_alloc(mp, &mp->resv.tr_fsck, 0, 0, &tp), 0);
 	*err = rlfs_trans_read_buf(tp, fsbno, &test_ops, 7, &bp);
 	if (!*err)
 		v = ((uint8_t *)bp->data)[120];
@@ -84,7 +89,7 @@ static void test_commit_cancel_flush(void **state)
 	/* cancel of a change to an existing block restores it */
 	struct rlfs_trans *tp;
 	struct rlfs_buf *bp;
-	assert_int_equal(rlfs_trans_alloc(mp, 0, 0, &tp), 0);
+	assert_int_equal(rlfs_trans_alloc(mp, &mp->resv.tr_fsck, 0, 0, &tp), 0);
 	assert_int_equal(rlfs_trans_read_buf(tp, 5, &test_ops, 7, &bp), 0);
 	memset((uint8_t *)bp->data + 100, 0x22, 50);
 	rlfs_trans_log_buf(tp, bp);
@@ -97,7 +102,7 @@ static void test_commit_cancel_flush(void **state)
 	assert_int_equal(read_fill(mp, 5, &err), 0x11);
 	assert_int_equal(err, 0);
 	/* wrong owner is refused */
-	assert_int_equal(rlfs_trans_alloc(mp, 0, 0, &tp), 0);
+	assert_int_equal(rlfs_trans_alloc(mp, &mp->resv.tr_fsck, 0, 0, &tp), 0);
 	assert_int_equal(rlfs_trans_read_buf(tp, 5, &test_ops, 8, &bp), -EUCLEAN);
 	rlfs_trans_cancel(tp);
 	/* a flipped byte on the device is caught */
@@ -129,11 +134,11 @@ static void test_binval_range(void **state)
 	int err;
 	write_block(mp, 20, 0x44, true);
 	write_block(mp, 21, 0x55, true);
-	assert_int_equal(rlfs_trans_alloc(mp, 0, 0, &tp), 0);
+	assert_int_equal(rlfs_trans_alloc(mp, &mp->resv.tr_fsck, 0, 0, &tp), 0);
 	rlfs_trans_binval_range(tp, 20, 2);
 	rlfs_trans_cancel(tp);
 	assert_int_equal(read_fill(mp, 21, &err), 0x55);
-	assert_int_equal(rlfs_trans_alloc(mp, 0, 0, &tp), 0);
+	assert_int_equal(rlfs_trans_alloc(mp, &mp->resv.tr_fsck, 0, 0, &tp), 0);
 	rlfs_trans_binval_range(tp, 18, 3); /* covers 20 only; 18, 19 not cached */
 	assert_int_equal(rlfs_trans_commit(tp), 0);
 	assert_int_equal(rlfs_buf_flush_all(mp), 0);
@@ -153,17 +158,93 @@ static void test_reservations(void **state)
 	struct rlfs_trans *tp;
 	mp->fdblocks = 10;
 	mp->resblks = 4;
-	assert_int_equal(rlfs_trans_alloc(mp, 7, 0, &tp), -ENOSPC);
-	assert_int_equal(rlfs_trans_alloc(mp, 7, RLFS_TRANS_RESERVE, &tp), 0);
+	assert_int_equal(rlfs_trans_alloc(mp, &mp->resv.tr_fsck, 7, 0, &tp), -ENOSPC);
+	assert_int_equal(rlfs_trans_alloc(mp, &mp->resv.tr_fsck, 7, RLFS_TRANS_RESERVE, &tp), 0);
 	assert_int_equal(mp->fdblocks, 3);
 	rlfs_trans_mod_used(tp, 2);
 	rlfs_trans_mod_freed(tp, 1);
 	assert_int_equal(rlfs_trans_commit(tp), 0);
 	assert_int_equal(mp->fdblocks, 10 - 2 + 1);
-	assert_int_equal(rlfs_trans_alloc(mp, 5, 0, &tp), 0);
+	assert_int_equal(rlfs_trans_alloc(mp, &mp->resv.tr_fsck, 5, 0, &tp), 0);
 	rlfs_trans_mod_used(tp, 5);
 	rlfs_trans_cancel(tp);
 	assert_int_equal(mp->fdblocks, 9);
+	done(mp);
+}
+
+/* Log reservations (trans_resv.h): the measure, the table's shape, and a
+ * commit that logs more than its type's reservation is counted and
+ * reported to $RLFS_RESV_REPORT (restored after: tests/run.sh's own
+ * report must not see this deliberate overrun). */
+static void test_log_reservations(void **state)
+{
+	(void)state;
+	struct rlfs_mount *mp = bare(4096, 4096);
+	rlfs_trans_resv_init(mp);
+	uint32_t bs = mp->blocksize, ipr = rlfs_log_items_per_rec(bs);
+	assert_int_equal(rlfs_trans_resv_bytes(mp, 0, 0), 0);
+	assert_int_equal(rlfs_trans_resv_bytes(mp, 1, 1), 2 * bs);      /* image + header */
+	assert_int_equal(rlfs_trans_resv_bytes(mp, 0, ipr), bs);         /* one header full */
+	assert_int_equal(rlfs_trans_resv_bytes(mp, 0, ipr + 1), 2 * bs); /* a second one */
+	assert_int_equal(mp->resv.tr_rdonly.log_bytes, 0);
+	assert_int_equal(mp->resv.tr_ichange.log_bytes, 2 * bs);
+	assert_true(mp->resv.tr_mkdir.log_bytes >= mp->resv.tr_create.log_bytes);
+	assert_true(mp->resv.tr_symlink.log_bytes >= mp->resv.tr_create.log_bytes);
+	assert_true(mp->resv.tr_itruncate.log_bytes >= mp->resv.tr_efi.log_bytes);
+	for (unsigned i = 1; i < RLFS_TRANS_RESV_NTYPES; i++) {
+		const struct rlfs_trans_res *r = rlfs_trans_resv_nth(mp, i);
+		assert_non_null(r->name);
+		assert_int_equal(strncmp(r->name, "tr_", 3), 0);
+		assert_true(r->log_bytes >= 2 * bs);
+		assert_true(rlfs_trans_resv_what(i)[0] != 0);
+	}
+	assert_null(rlfs_trans_resv_nth(mp, RLFS_TRANS_RESV_NTYPES));
+
+	char path[] = "/tmp/rlfs-resv-XXXXXX";
+	int fd = mkstemp(path);
+	assert_true(fd >= 0);
+	close(fd);
+	const char *old = getenv("RLFS_RESV_REPORT");
+	char *saved = old ? strdup(old) : NULL;
+	setenv("RLFS_RESV_REPORT", path, 1);
+	/* within: one inode-sized change */
+	struct rlfs_trans *tp;
+	struct rlfs_buf *bp;
+	assert_int_equal(rlfs_trans_alloc(mp, &mp->resv.tr_ichange, 0, 0, &tp), 0);
+	assert_int_equal(rlfs_trans_get_buf(tp, 10, &test_ops, 7, &bp), 0);
+	rlfs_trans_log_buf(tp, bp);
+	assert_int_equal(rlfs_trans_commit(tp), 0);
+	assert_int_equal(mp->resv.tr_ichange.overruns, 0);
+	assert_int_equal(mp->resv.tr_ichange.max_used_bytes, 2 * bs);
+	/* over: three blocks in a one-inode transaction */
+	assert_int_equal(rlfs_trans_alloc(mp, &mp->resv.tr_ichange, 0, 0, &tp), 0);
+	for (uint64_t b = 11; b < 14; b++) {
+		assert_int_equal(rlfs_trans_get_buf(tp, b, &test_ops, 7, &bp), 0);
+		rlfs_trans_log_buf(tp, bp);
+	}
+	assert_int_equal(rlfs_trans_commit(tp), 0);
+	assert_int_equal(mp->resv.tr_ichange.overruns, 1);
+	assert_int_equal(mp->resv.tr_ichange.commits, 2);
+	assert_int_equal(mp->resv.tr_ichange.max_used_bytes, 4 * bs);
+	if (saved) {
+		setenv("RLFS_RESV_REPORT", saved, 1);
+		free(saved);
+	} else {
+		unsetenv("RLFS_RESV_REPORT");
+	}
+	FILE *f = fopen(path, "r");
+	assert_non_null(f);
+	char line[256] = "";
+	assert_non_null(fgets(line, sizeof(line), f));
+	fclose(f);
+	unlink(path);
+	assert_string_equal(line, "reflinkfs: log reservation overrun: tr_ichange used 16384 bytes "
+				  "> reserved 8192\n");
+	/* keep the deliberate overrun out of run.sh's headroom table (the
+	 * teardown report of this mount) */
+	mp->resv.tr_ichange.max_used_bytes = 0;
+	mp->resv.tr_ichange.commits = 0;
+	mp->resv.tr_ichange.overruns = 0;
 	done(mp);
 }
 
@@ -293,7 +374,7 @@ static void test_flush_runs(void **state)
 	/* block 60 between 59 and 61, marked bad */
 	struct rlfs_trans *tp;
 	struct rlfs_buf *bp;
-	assert_int_equal(rlfs_trans_alloc(mp, 0, 0, &tp), 0);
+	assert_int_equal(rlfs_trans_alloc(mp, &mp->resv.tr_fsck, 0, 0, &tp), 0);
 	assert_int_equal(rlfs_trans_get_buf(tp, 60, &picky, 7, &bp), 0);
 	memset((uint8_t *)bp->data + 100, 0xEE, 50);
 	rlfs_trans_log_buf(tp, bp);
@@ -344,6 +425,7 @@ int main(void)
 		cmocka_unit_test(test_commit_cancel_flush),
 		cmocka_unit_test(test_binval_range),
 		cmocka_unit_test(test_reservations),
+		cmocka_unit_test(test_log_reservations),
 		cmocka_unit_test(test_cache_eviction),
 		cmocka_unit_test(test_flush_runs),
 	};

@@ -144,7 +144,7 @@ static struct rlfs_mount *bare(void)
 	/* block 10: the test block the steps write into */
 	struct rlfs_trans *tp;
 	struct rlfs_buf *bp;
-	assert_int_equal(rlfs_trans_alloc(mp, 0, 0, &tp), 0);
+	assert_int_equal(rlfs_trans_alloc(mp, &mp->resv.tr_fsck, 0, 0, &tp), 0);
 	assert_int_equal(rlfs_trans_get_buf(tp, 10, &test_ops, 0, &bp), 0);
 	rlfs_trans_log_buf(tp, bp);
 	assert_int_equal(rlfs_trans_commit(tp), 0);
@@ -164,7 +164,7 @@ static uint8_t block10(struct rlfs_mount *mp, unsigned id)
 {
 	struct rlfs_trans *tp;
 	struct rlfs_buf *bp;
-	assert_int_equal(rlfs_trans_alloc(mp, 0, RLFS_TRANS_RDONLY, &tp), 0);
+	assert_int_equal(rlfs_trans_alloc(mp, &mp->resv.tr_fsck, 0, RLFS_TRANS_RDONLY, &tp), 0);
 	assert_int_equal(rlfs_trans_read_buf(tp, 10, &test_ops, RLFS_OWNER_ANY, &bp), 0);
 	uint8_t v = ((uint8_t *)bp->data)[64 + id];
 	rlfs_trans_cancel(tp);
@@ -194,7 +194,7 @@ static void test_defer_depth_first(void **state)
 	struct rlfs_mount *mp = bare();
 	mp->defer_log = &fake_log;
 	struct rlfs_trans *tp;
-	assert_int_equal(rlfs_trans_alloc(mp, 0, 0, &tp), 0);
+	assert_int_equal(rlfs_trans_alloc(mp, &mp->resv.tr_fsck, 0, 0, &tp), 0);
 	struct note_item *a = note(1), *b = note(2);
 	a->nchildren = 2;
 	assert_int_equal(rlfs_defer_add(tp, &note_type, &a->di), 0);
@@ -227,7 +227,7 @@ static void test_defer_batches(void **state)
 	struct rlfs_mount *mp = bare();
 	mp->defer_log = &fake_log;
 	struct rlfs_trans *tp;
-	assert_int_equal(rlfs_trans_alloc(mp, 0, 0, &tp), 0);
+	assert_int_equal(rlfs_trans_alloc(mp, &mp->resv.tr_fsck, 0, 0, &tp), 0);
 	for (unsigned id = 1; id <= 5; id++)
 		assert_int_equal(rlfs_defer_add(tp, &note2_type, &note(id)->di), 0);
 	assert_int_equal(rlfs_trans_commit(tp), 0);
@@ -256,7 +256,7 @@ static void test_defer_eagain_relogs(void **state)
 	struct rlfs_mount *mp = bare();
 	mp->defer_log = &fake_log;
 	struct rlfs_trans *tp;
-	assert_int_equal(rlfs_trans_alloc(mp, 0, 0, &tp), 0);
+	assert_int_equal(rlfs_trans_alloc(mp, &mp->resv.tr_fsck, 0, 0, &tp), 0);
 	struct note_item *a = note(3);
 	a->steps = 3;
 	assert_int_equal(rlfs_defer_add(tp, &note_type, &a->di), 0);
@@ -283,7 +283,7 @@ static void test_defer_failure(void **state)
 	struct rlfs_mount *mp = bare();
 	mp->defer_log = &fake_log;
 	struct rlfs_trans *tp;
-	assert_int_equal(rlfs_trans_alloc(mp, 0, 0, &tp), 0);
+	assert_int_equal(rlfs_trans_alloc(mp, &mp->resv.tr_fsck, 0, 0, &tp), 0);
 	struct note_item *a = note(1), *b = note(2), *c = note(3);
 	b->fail = true;
 	assert_int_equal(rlfs_defer_add(tp, &note_type, &a->di), 0);
@@ -298,7 +298,7 @@ static void test_defer_failure(void **state)
 	assert_int_equal(norder, 1);
 	assert_int_equal(nfreed, 3);
 	/* the lock was dropped: a new transaction can start */
-	assert_int_equal(rlfs_trans_alloc(mp, 0, 0, &tp), 0);
+	assert_int_equal(rlfs_trans_alloc(mp, &mp->resv.tr_fsck, 0, 0, &tp), 0);
 	rlfs_trans_cancel(tp);
 	unbare(mp);
 }
@@ -308,7 +308,7 @@ static void test_defer_cancel_frees(void **state)
 	(void)state;
 	struct rlfs_mount *mp = bare();
 	struct rlfs_trans *tp;
-	assert_int_equal(rlfs_trans_alloc(mp, 0, 0, &tp), 0);
+	assert_int_equal(rlfs_trans_alloc(mp, &mp->resv.tr_fsck, 0, 0, &tp), 0);
 	for (unsigned id = 1; id <= 4; id++)
 		assert_int_equal(rlfs_defer_add(tp, &note2_type, &note(id)->di), 0);
 	rlfs_trans_cancel(tp);
@@ -322,7 +322,7 @@ static void test_defer_no_log(void **state)
 	(void)state;
 	struct rlfs_mount *mp = bare();
 	struct rlfs_trans *tp;
-	assert_int_equal(rlfs_trans_alloc(mp, 0, 0, &tp), 0);
+	assert_int_equal(rlfs_trans_alloc(mp, &mp->resv.tr_fsck, 0, 0, &tp), 0);
 	struct note_item *a = note(4);
 	a->nchildren = 1;
 	a->steps = 2;
@@ -368,7 +368,7 @@ static void test_defer_held_inode(void **state)
 	struct rlfs_inode *ip;
 	assert_int_equal(rlfs_iget(mp, rlfs_root_ino(mp), &ip), 0);
 	struct rlfs_trans *tp;
-	assert_int_equal(rlfs_trans_alloc(mp, 0, 0, &tp), 0);
+	assert_int_equal(rlfs_trans_alloc(mp, &mp->resv.tr_fsck, 0, 0, &tp), 0);
 	assert_int_equal(rlfs_defer_hold_inode(tp, ip), 0);
 	assert_int_equal(rlfs_defer_hold_inode(tp, ip), 0);   /* once is enough */
 	assert_int_equal(tp->ndheld, 1);

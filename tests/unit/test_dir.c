@@ -1358,7 +1358,7 @@ static void set_diflags(struct tu_fs *fs, uint64_t ino, uint32_t flags)
 	struct rlfs_trans *tp;
 	assert_int_equal(rlfs_iget(fs->mp, ino, &ip), 0);
 	pthread_rwlock_wrlock(&ip->iolock);
-	assert_int_equal(rlfs_trans_alloc(fs->mp, 0, 0, &tp), 0);
+	assert_int_equal(rlfs_trans_alloc(fs->mp, &fs->mp->resv.tr_fsck, 0, 0, &tp), 0);
 	rlfs_trans_log_inode(tp, ip);
 	ip->flags = flags;
 	assert_int_equal(rlfs_trans_commit(tp), 0);
@@ -1478,7 +1478,7 @@ static void test_bad_entry(void **state)
 	uint64_t bogus = f + 7; /* same chunk, never allocated */
 	assert_int_equal(rlfs_iget(fs.mp, d, &dp), 0);
 	pthread_rwlock_wrlock(&dp->iolock);
-	assert_int_equal(rlfs_trans_alloc(fs.mp, rlfs_dir_res(dp), 0, &tp), 0);
+	assert_int_equal(rlfs_trans_alloc(fs.mp, &fs.mp->resv.tr_fsck, rlfs_dir_res(dp), 0, &tp), 0);
 	assert_int_equal(rlfs_dir_add(tp, dp, "bad", 3, bogus, RLFS_FT_REG), 0);
 	assert_int_equal(rlfs_dir_add(tp, dp, "bad", 3, bogus, RLFS_FT_REG), -EEXIST);
 	assert_int_equal(rlfs_trans_commit(tp), 0);
@@ -1500,7 +1500,7 @@ static void test_bad_entry(void **state)
 
 	/* take the bad entry out again (what repair would do) */
 	pthread_rwlock_wrlock(&dp->iolock);
-	assert_int_equal(rlfs_trans_alloc(fs.mp, rlfs_dir_res(dp), 0, &tp), 0);
+	assert_int_equal(rlfs_trans_alloc(fs.mp, &fs.mp->resv.tr_fsck, rlfs_dir_res(dp), 0, &tp), 0);
 	uint64_t got;
 	assert_int_equal(rlfs_dir_remove(tp, dp, "bad", 3, &got), 0);
 	assert_int_equal(got, bogus);
@@ -1653,7 +1653,7 @@ static void poke_dir_rec(struct tu_fs *fs, uint64_t d, size_t off, uint8_t val)
 	assert_int_equal(rlfs_iget(fs->mp, d, &dp), 0);
 	pthread_rwlock_wrlock(&dp->iolock);
 	assert_int_equal(dp->root_level, 1);
-	assert_int_equal(rlfs_trans_alloc(fs->mp, 0, 0, &tp), 0);
+	assert_int_equal(rlfs_trans_alloc(fs->mp, &fs->mp->resv.tr_fsck, 0, 0, &tp), 0);
 	assert_int_equal(rlfs_trans_read_buf(tp, dp->root, &rlfs_dirbt_buf_ops, d, &bp), 0);
 	((uint8_t *)bp->data)[sizeof(struct rlfs_btree_block) + off] = val;
 	rlfs_trans_log_buf(tp, bp);

@@ -77,7 +77,7 @@ static void check_fork(struct tu_fs *fs, uint64_t ino)
 	struct rlfs_inode *ip;
 	struct rlfs_trans *tp;
 	assert_int_equal(rlfs_iget(fs->mp, ino, &ip), 0);
-	assert_int_equal(rlfs_trans_alloc(fs->mp, 0, 0, &tp), 0);
+	assert_int_equal(rlfs_trans_alloc(fs->mp, &fs->mp->resv.tr_fsck, 0, 0, &tp), 0);
 	assert_int_equal(rlfs_bmap_check(tp, ip), 0);
 	rlfs_trans_cancel(tp);
 	rlfs_irele(ip);
@@ -427,7 +427,7 @@ static void test_cancel_restores_extents(void **state)
 	assert_non_null(saved);
 	memcpy(saved, ip->ext, n0 * sizeof(*saved));
 	struct rlfs_trans *tp;
-	assert_int_equal(rlfs_trans_alloc(fs.mp, 64, 0, &tp), 0);
+	assert_int_equal(rlfs_trans_alloc(fs.mp, &fs.mp->resv.tr_write, 64, 0, &tp), 0);
 	rlfs_trans_ijoin(tp, ip);
 	bool done;
 	/* delete whole extents, split one (update + insert), map into holes

@@ -233,7 +233,7 @@ static void rl_change(struct rl_blk *t, bool new, uint32_t off, uint8_t val, uin
 	struct rlfs_mount *mp = t->fs.mp;
 	struct rlfs_trans *tp;
 	struct rlfs_buf *bp;
-	assert_int_equal(rlfs_trans_alloc(mp, 0, 0, &tp), 0);
+	assert_int_equal(rlfs_trans_alloc(mp, &mp->resv.tr_fsck, 0, 0, &tp), 0);
 	if (new) {
 		assert_int_equal(rlfs_trans_get_buf(tp, t->fsbno, &rlfs_symlink_buf_ops, 7, &bp), 0);
 		uint8_t *d = bp->data;
@@ -954,7 +954,7 @@ static void tt_crash(struct tu_fs *fs, const struct rlfs_defer_type *type, char 
 {
 	fs->mp->log->force_intents = true;
 	struct rlfs_trans *tp;
-	assert_int_equal(rlfs_trans_alloc(fs->mp, 0, 0, &tp), 0);
+	assert_int_equal(rlfs_trans_alloc(fs->mp, &fs->mp->resv.tr_fsck, 0, 0, &tp), 0);
 	struct tt_item *t = calloc(1, sizeof(*t));
 	assert_non_null(t);
 	memcpy(t->v, "\x01\x02\x03\x04", 4);

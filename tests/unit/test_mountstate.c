@@ -115,7 +115,7 @@ static void test_touch_atime(void **state)
 	struct rlfs_trans *tp;
 	assert_int_equal(rlfs_iget(fs.mp, ino, &ip), 0);
 	pthread_rwlock_wrlock(&ip->iolock);
-	assert_int_equal(rlfs_trans_alloc(fs.mp, 0, 0, &tp), 0);
+	assert_int_equal(rlfs_trans_alloc(fs.mp, &fs.mp->resv.tr_fsck, 0, 0, &tp), 0);
 	rlfs_trans_ijoin(tp, ip);
 	ip->flags |= RLFS_DIFLAG_NOATIME;
 	rlfs_trans_log_inode(tp, ip);

@@ -44,7 +44,7 @@ static uint32_t rnd(uint32_t n)
 static struct rlfs_trans *tx(struct rlfs_mount *mp, uint32_t res)
 {
 	struct rlfs_trans *tp;
-	assert_int_equal(rlfs_trans_alloc(mp, res, RLFS_TRANS_RESERVE, &tp), 0);
+	assert_int_equal(rlfs_trans_alloc(mp, &mp->resv.tr_fsck, res, RLFS_TRANS_RESERVE, &tp), 0);
 	return tp;
 }
 

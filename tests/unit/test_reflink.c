@@ -239,14 +239,14 @@ static void check_refcounts(struct ctx *c)
 				cnt[r->startblock + b]++;
 		}
 		struct rlfs_trans *tp;
-		assert_int_equal(rlfs_trans_alloc(mp, 0, 0, &tp), 0);
+		assert_int_equal(rlfs_trans_alloc(mp, &mp->resv.tr_fsck, 0, 0, &tp), 0);
 		assert_int_equal(rlfs_bmap_check(tp, ip), 0);
 		rlfs_trans_cancel(tp);
 		pthread_rwlock_unlock(&ip->iolock);
 		rlfs_irele(ip);
 	}
 	struct rlfs_trans *tp;
-	assert_int_equal(rlfs_trans_alloc(mp, 0, 0, &tp), 0);
+	assert_int_equal(rlfs_trans_alloc(mp, &mp->resv.tr_fsck, 0, 0, &tp), 0);
 	for (uint32_t agno = 0; agno < mp->agcount; agno++) {
 		struct rlfs_btree_cur cur;
 		struct rlist got = { 0 }, want = { 0 };
