@@ -4,7 +4,7 @@
  *
  *   rlfs-crashtest [--workload fsx|clone|enospc|dir|falloc|meta|unlinked|all] [--seed S]
  *                  [--ops N] [--count N] [--images M]
- *                  [--mode all|synced|flush|random] [--cut K] [--dir DIR] [--keep]
+ *                  [--mode all|synced|flush|random|recovery] [--cut K] [--dir DIR] [--keep]
  *                  [--lying-flush] [-v]
  *
  * Model: CrashMonkey (record the block writes of a workload, replay every
@@ -58,6 +58,20 @@
  *    live library after each operation (a mismatch is a workload error).
  *    --lying-flush makes every cut lose the last flush: the checks must
  *    then fail (35-crash uses it to prove that they can).
+ *    --mode recovery: crashes during log recovery.  For each image (of
+ *    every kind of cut; --images bounds them) the crash image is mounted
+ *    through a second recording device (rlfs_mount_open_dev), so the
+ *    recovery's writes and flushes (replay, clean tail record, intents
+ *    finished, unlinked inodes freed, superblock) are recorded; an image
+ *    whose log needed no replay is skipped.  The recovery is then cut at
+ *    each of its flushes, at its end, and at --count random points per
+ *    flush interval (the even ones: every write since the last flush
+ *    issued, a random subset kept, some sectors torn), and each of those
+ *    images is checked as in 4 against the workload's model at the first
+ *    cut: the second recovery must give what the first promised.  The
+ *    mode sets RLFS_LOG_FORCE_INTENTS=1 (every intent in its own
+ *    checkpoint) so that crash images hold intents without their done.
+ *    check_recovery; findings name the recovery cut in brackets.
  * 5. Print one line per failed image (kinds and how to reproduce), then
  *    "checked N crash images, M failed", and a RESULT line for scripts.
  *    RLFS_CRASH_TRACE=1 prints the file operations as they run (with the
@@ -800,6 +814,11 @@ struct msgs {
 	unsigned n;
 };
 
+/* Appended to every finding while set (the recovery mode names the cut of
+ * the recovery it found it in); after the text, so the "kind:" at the
+ * start of a finding still counts it. */
+static char say_suffix[200];
+
 static void say(struct msgs *m, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void say(struct msgs *m, const char *fmt, ...)
 {
@@ -814,7 +833,7 @@ static void say(struct msgs *m, const char *fmt, ...)
 		len = sizeof(line) - 2;
 	line[len++] = '\n';
 	m->n++;
-	dprintf(m->fd, "M %.*s", len, line);
+	dprintf(m->fd, "M %.*s%s\n", len - 1, line, say_suffix);
 }
 
 /* ---------------------------------------------------------------- */
@@ -2559,6 +2578,162 @@ static unsigned check_image(struct wl *w, const char *img, uint64_t pos, int msg
 }
 
 /* ---------------------------------------------------------------- */
+/* --mode recovery: crashes during log recovery                       */
+
+/* Most recovery cuts checked per crash image (spread over its list). */
+#define RECOVERY_MAX_CUTS 48
+
+/*
+ * The recovery of crash image img (cut at pos of the workload) is itself
+ * crash-safe: copy img into memory under a recording device, mount it
+ * through that (rlfs_mount_open_dev: log replay, intents finished,
+ * unlinked inodes freed, the superblock marked dirty) and record every
+ * write and flush until the mount returns.  If it replayed nothing the
+ * image is skipped (*nimg = 0).  Else the mounted result is checked as
+ * check_image does, and then the recovery is cut at every flush, at its
+ * end and at count random points between flushes (the even ones at the
+ * flush, with a random subset of the writes since the previous one kept
+ * and some sectors torn; the odd ones anywhere between, writes kept in
+ * order or a random subset), each cut image
+ * mounted (the second recovery), verified against the workload's model
+ * at pos (what was fsync'd before the first crash is still there) and
+ * fsck'd (check_image).  *nimg: recovery cut images checked, *nbad: those
+ * with findings.  Returns the findings (written to msgfd).
+ */
+static unsigned check_recovery(struct wl *w, const char *img, uint64_t pos, uint64_t seed,
+			       unsigned count, int msgfd, uint64_t *nimg, uint64_t *nbad)
+{
+	struct msgs m = { .fd = msgfd };
+	struct rlfs_dev *fdev = NULL, *mem = NULL, *cdev = NULL;
+	struct rlfs_crash_rec *rec = NULL;
+	*nimg = *nbad = 0;
+	int err = rlfs_dev_open(img, 0, 0, &fdev);
+	if (!err)
+		err = rlfs_dev_open_mem(fdev->size_bytes, &mem);
+	uint8_t *buf = xrealloc(NULL, 1u << 20);
+	for (uint64_t off = 0; !err && off < fdev->size_bytes; off += 1u << 20) {
+		size_t n = (size_t)RLFS_MIN(1u << 20, fdev->size_bytes - off);
+		err = rlfs_dev_pread(fdev, buf, n, off);
+		if (!err)
+			err = rlfs_dev_pwrite(mem, buf, n, off);
+	}
+	free(buf);
+	if (fdev)
+		rlfs_dev_close(fdev);
+	if (!err)
+		err = rlfs_crash_rec_new(mem, &rec);
+	if (!err)
+		err = rlfs_crash_dev_open(rec, mem, &cdev);
+	if (err) {
+		say(&m, "build: recording the recovery of %s: %s", img, strerror(-err));
+		if (mem && !cdev)
+			rlfs_dev_close(mem);
+		rlfs_crash_rec_free(rec);
+		return m.n;
+	}
+	struct rlfs_mount *mp;
+	snprintf(say_suffix, sizeof(say_suffix), " [first recovery]");
+	err = rlfs_mount_open_dev(cdev, img, RLFS_MOUNT_NOLOCK, &mp);
+	if (err) {
+		/* as check_image would report it */
+		say(&m, "mount: %s", strerror(-err));
+		say_suffix[0] = 0;
+		rlfs_crash_rec_free(rec);
+		return m.n;
+	}
+	uint64_t end = rlfs_crash_rec_pos(rec);
+	struct rlfs_log_stats ls;
+	rlfs_log_get_stats(mp, &ls);
+	if (!ls.replayed_ckpts) {
+		say_suffix[0] = 0;
+		err = rlfs_mount_close(mp);
+		rlfs_crash_rec_free(rec);
+		if (err)
+			say(&m, "unmount: %s", strerror(-err));
+		return m.n;
+	}
+	w->mp = mp;
+	for (int i = 0; i < w->nf; i++)
+		check_file(w, &w->f[i], pos, &m);
+	check_dirs(w, pos, &m);
+	check_meta(w, pos, &m);
+	err = rlfs_mount_close(mp); /* its writes come after end: not cut */
+	if (err)
+		say(&m, "unmount: %s", strerror(-err));
+	if (getenv("RLFS_CRASH_DUMP") && w->o->verbose)
+		for (uint64_t i = 0; i < end; i++) {
+			struct rlfs_crash_event ev;
+			rlfs_crash_rec_event(rec, i, &ev);
+			printf("recovery event %" PRIu64 ": %s %" PRIu64 " +%" PRIu64 "\n", i,
+			       ev.kind == RLFS_CRASH_FLUSH ? "flush" : "write", ev.off_bytes,
+			       ev.len_bytes);
+		}
+	/* the cuts of the recovery: every flush, the end, random between */
+	struct rlfs_crash_cut *cuts = NULL;
+	size_t ncuts = 0;
+	uint64_t a = 0, rs = mix64(seed ^ 0x5EC0FE5ull);
+	for (uint64_t i = 0; i <= end; i++) {
+		struct rlfs_crash_event ev = { .kind = RLFS_CRASH_FLUSH };
+		if (i < end)
+			rlfs_crash_rec_event(rec, i, &ev);
+		if (ev.kind != RLFS_CRASH_FLUSH)
+			continue;
+		uint64_t b = i; /* (a, b]: writes after the flush at a */
+		for (unsigned j = 0; b > a && j < count; j++) {
+			cuts = xrealloc(cuts, (ncuts + 1) * sizeof(*cuts));
+			rs = mix64(rs);
+			/* even j: the whole window, a random subset of it
+			 * (what reordering exposes); odd j: a random prefix */
+			cuts[ncuts] = (struct rlfs_crash_cut){ .pos = j % 2 == 0 ? b :
+								      a + 1 + rs % (b - a),
+							       .seed = mix64(rs ^ ncuts),
+							       .keep_all = j % 2 && rs % 4 == 0,
+							       .torn_pct = 25 };
+			ncuts++;
+		}
+		cuts = xrealloc(cuts, (ncuts + 1) * sizeof(*cuts));
+		cuts[ncuts++] = (struct rlfs_crash_cut){ .pos = i < end ? i + 1 : end,
+							 .keep_all = true };
+		a = i + 1;
+	}
+	size_t stride = ncuts > RECOVERY_MAX_CUTS ?
+			(ncuts + RECOVERY_MAX_CUTS - 1) / RECOVERY_MAX_CUTS : 1;
+	char img2[4200];
+	snprintf(img2, sizeof(img2), "%s/recovery-crash.img", tmpdir);
+	for (size_t k = 0; k < ncuts; k += stride) {
+		const struct rlfs_crash_cut *c = &cuts[k];
+		int fd = open(img2, O_CREAT | O_TRUNC | O_RDWR | O_CLOEXEC, 0600);
+		struct rlfs_crash_stats cs = { 0 };
+		err = fd < 0 ? -errno : rlfs_crash_rec_build(rec, c, fd, &cs);
+		if (fd >= 0)
+			close(fd);
+		snprintf(say_suffix, sizeof(say_suffix),
+			 " [recovery cut %zu of %zu at %" PRIu64 "/%" PRIu64 "%s: window %" PRIu64
+			 " (kept %" PRIu64 ", lost %" PRIu64 ", torn %" PRIu64 ")]", k, ncuts, c->pos,
+			 end, c->keep_all ? " keep-all" : "", cs.window_writes, cs.kept, cs.lost,
+			 cs.torn);
+		if (err) {
+			say(&m, "build: %s", strerror(-err));
+			continue;
+		}
+		unsigned nm = check_image(w, img2, pos, msgfd);
+		if (w->o->verbose)
+			printf("%s image%s%s\n", nm ? "FAIL" : "ok  ", say_suffix,
+			       nm ? "" : "");
+		m.n += nm;
+		(*nimg)++;
+		*nbad += nm != 0;
+	}
+	say_suffix[0] = 0;
+	unlink(img2);
+	snprintf(img2, sizeof(img2), "%s/recovery-crash.img.fsck", tmpdir);
+	unlink(img2);
+	free(cuts);
+	rlfs_crash_rec_free(rec);
+	return m.n;
+}
+
+/* ---------------------------------------------------------------- */
 /* main                                                               */
 
 static const char *const kind_names[] = { "mount", "unmount", "fsck", "orphan", "missing",
@@ -2568,6 +2743,9 @@ static const char *const kind_names[] = { "mount", "unmount", "fsck", "orphan", 
 
 struct totals {
 	uint64_t images, failed;
+	/* --mode recovery: crash images whose log needed replay, and the
+	 * images of crashes during their recovery checked / failed */
+	uint64_t replayed, rec_images, rec_failed;
 	uint64_t by_kind[NKINDS];
 	uint64_t by_cut_checked[3], by_cut_failed[3];
 };
@@ -2577,7 +2755,8 @@ static void usage(FILE *out)
 	fprintf(out,
 		"usage: rlfs-crashtest [--workload fsx|clone|enospc|dir|falloc|meta|unlinked|all]\n"
 		"                      [--seed S] [--ops N]\n"
-		"                      [--count N] [--images M] [--mode all|synced|flush|random]\n"
+		"                      [--count N] [--images M]\n"
+		"                      [--mode all|synced|flush|random|recovery]\n"
 		"                      [--cut K] [--dir DIR] [--keep] [--lying-flush]\n"
 		"                      [-v]\n"
 		"Record a workload on a crash-recording device, then mount, verify and fsck the\n"
@@ -2588,7 +2767,12 @@ static void usage(FILE *out)
 		"  --count N     random cuts per flush interval (default 2)\n"
 		"  --images M    check at most M images, spread over the list (default 0: all)\n"
 		"  --mode M      synced: only right after fsync/sync returned; flush: the\n"
-		"                other flush points; random: the random cuts; all (default)\n"
+		"                other flush points; random: the random cuts; all (default);\n"
+		"                recovery: for each image (of every kind) whose log needs\n"
+		"                replay, record the recovery mount's writes and check a\n"
+		"                second recovery after a cut at each of its flushes and\n"
+		"                at --count random points between (RLFS_LOG_FORCE_INTENTS=1:\n"
+		"                intents and dones in separate checkpoints)\n"
 		"  --cut K       only image K of the list (as printed for a failure)\n"
 		"  --dir DIR     where crash images are built (default /dev/shm or /tmp)\n"
 		"  --keep        keep failed images (DIR/crash-W-S-K.img)\n"
@@ -2728,6 +2912,7 @@ static int run_workload(const struct opts *o, const struct wdef *d, struct total
 		want = CUT_FLUSH;
 	else if (strcmp(o->mode, "random") == 0)
 		want = CUT_RANDOM;
+	bool recovery = strcmp(o->mode, "recovery") == 0; /* every kind, then check_recovery */
 	size_t nsel = 0;
 	for (size_t k = 0; k < ncuts; k++)
 		nsel += want < 0 || (int)cuts[k].kind == want;
@@ -2798,8 +2983,17 @@ static int run_workload(const struct opts *o, const struct wdef *d, struct total
 				}
 				dprintf(pfd[1], "X %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 "\n",
 					cs.durable_writes, cs.window_writes, cs.kept, cs.lost, cs.torn);
-				alarm(120);
-				unsigned nm = check_image(&w, img, cd->cut.pos, pfd[1]);
+				unsigned nm;
+				if (recovery) {
+					uint64_t ni, nb;
+					alarm(600);
+					nm = check_recovery(&w, img, cd->cut.pos, cd->cut.seed, o->count,
+							    pfd[1], &ni, &nb);
+					dprintf(pfd[1], "R %" PRIu64 " %" PRIu64 "\n", ni, nb);
+				} else {
+					alarm(120);
+					nm = check_image(&w, img, cd->cut.pos, pfd[1]);
+				}
 				if (nm && o->keep) {
 					char keep[4300];
 					snprintf(keep, sizeof(keep), "%s/crash-%s-%" PRIu64 "-%zu.img",
@@ -2834,6 +3028,12 @@ static int run_workload(const struct opts *o, const struct wdef *d, struct total
 				mlen = 0;
 				msgs[0] = 0;
 				memset(&cs, 0, sizeof(cs));
+			} else if (line[0] == 'R') {
+				uint64_t ni = 0, nb = 0;
+				sscanf(line + 2, "%" SCNu64 " %" SCNu64, &ni, &nb);
+				t->replayed += ni > 0;
+				t->rec_images += ni;
+				t->rec_failed += nb;
 			} else if (line[0] == 'X') {
 				sscanf(line + 2, "%" SCNu64 " %" SCNu64 " %" SCNu64 " %" SCNu64 " %" SCNu64,
 				       &cs.durable_writes, &cs.window_writes, &cs.kept, &cs.lost, &cs.torn);
@@ -2948,11 +3148,16 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	if (strcmp(o.mode, "all") && strcmp(o.mode, "synced") && strcmp(o.mode, "flush") &&
-	    strcmp(o.mode, "random")) {
-		fprintf(stderr, "rlfs-crashtest: unknown --mode %s (all, synced, flush, random)\n",
-			o.mode);
+	    strcmp(o.mode, "random") && strcmp(o.mode, "recovery")) {
+		fprintf(stderr, "rlfs-crashtest: unknown --mode %s (all, synced, flush, random, "
+			"recovery)\n", o.mode);
 		return 2;
 	}
+	if (!strcmp(o.mode, "recovery"))
+		/* every intent in its own checkpoint (log.h force_intents), in
+		 * the workload and in recovery: crash images with intents
+		 * and no done, and recoveries that finish them one by one */
+		setenv("RLFS_LOG_FORCE_INTENTS", "1", 1);
 	const struct wdef *list[8];
 	size_t nlist = 0;
 	for (size_t i = 0; i < sizeof(workloads) / sizeof(workloads[0]); i++)
@@ -2991,8 +3196,16 @@ int main(int argc, char **argv)
 		}
 		printf("\n");
 	}
-	printf("RESULT workload=%s mode=%s images=%" PRIu64 " failed=%" PRIu64 " log=%d\n",
+	if (!strcmp(o.mode, "recovery"))
+		printf("recovery: %" PRIu64 " of the %" PRIu64 " crash images needed replay; "
+		       "checked %" PRIu64 " images of crashes during their recovery, %" PRIu64
+		       " failed\n", t.replayed, t.images, t.rec_images, t.rec_failed);
+	printf("RESULT workload=%s mode=%s images=%" PRIu64 " failed=%" PRIu64 " log=%d",
 	       o.workload, o.mode, t.images, t.failed, log);
+	if (!strcmp(o.mode, "recovery"))
+		printf(" replayed=%" PRIu64 " recovery_images=%" PRIu64 " recovery_failed=%" PRIu64,
+		       t.replayed, t.rec_images, t.rec_failed);
+	printf("\n");
 	fflush(stdout);
 	return t.failed ? 1 : 0;
 }
