@@ -47,7 +47,8 @@
  *    a directory moved; file and directory fsyncs), falloc (fsx without
  *    sharing: preallocation and zero range with and without KEEP_SIZE,
  *    punches, truncates, writes), meta (xattrs of 1 byte to 20 KiB set,
- *    replaced, removed; POSIX ACLs; chmod, chown, utimes; setuid/setgid
+ *    replaced, removed, on files, on directories and on a symlink
+ *    (trusted.*), the directory and symlink sometimes fsync'd; POSIX ACLs; chmod, chown, utimes; setuid/setgid
  *    killed by a write; symlinks short and long; fifos, character and
  *    block devices; hard links and link counts; rename plain,
  *    RENAME_NOREPLACE, RENAME_EXCHANGE, RENAME_WHITEOUT; O_TMPFILE
@@ -1230,7 +1231,9 @@ static void check_dirs(struct wl *w, uint64_t pos, struct msgs *m)
  * freed are not checked after the freeing op (its number may be reused).
  *
  * Objects: files m1/o0..o3 (xattrs, ACLs, chmod/chown/utimes, setuid
- * and setgid killed by a write, hard links), the name slots m1/p0..p11
+ * and setgid killed by a write, hard links), the directories m1 and m2
+ * and the symlink m2/sl (xattrs: user.* on the directories, trusted.* on
+ * the symlink), the name slots m1/p0..p11
  * and m2/p0..p11 (symlinks short and long, fifos, character and block
  * devices, hard links to the objects, linked O_TMPFILE files, whiteouts;
  * rename with RENAME_NOREPLACE, RENAME_EXCHANGE, RENAME_WHITEOUT, plain
@@ -1280,6 +1283,7 @@ struct mmodel {
 	struct prop **p;
 	size_t np, pcap;
 	uint64_t m1, m2, big, hub;
+	uint64_t sl;                /* m2/sl: a symlink kept all along (xattrs) */
 	uint64_t obj[MM_OBJS];
 	struct prop *obj_attr[MM_OBJS], *hub_attr;
 	struct prop *slot[2][MM_SLOTS];
@@ -1291,6 +1295,7 @@ struct mmodel {
 	unsigned nclone;
 	uint64_t nxattr, nacl, nsym, nnode, nlinks, ntmp, ntmplinked, nunl, nbig, nren,
 		 nwhite, nexch, nnorep, nsuid, ncancel, ncancel_part, big_max, big_blocks;
+	uint64_t nxattr_dir, nxattr_sym; /* of nxattr: on m1/m2, on m2/sl */
 };
 
 static void pprop_add_version(struct prop *p, uint64_t pos, bool absent, uint64_t target,
@@ -1739,6 +1744,13 @@ static void wl_meta(struct wl *w)
 			mm->slot[d][s] = prop_new(w, PK_ENTRY, d ? mm->m2 : mm->m1, name, dname[d]);
 		}
 	mm->u_ent = prop_new(w, PK_ENTRY, mm->m2, "u", "m2");
+	/* a symlink that stays: xattrs on a symlink (trusted.*: the kernel
+	 * allows no user.* there) */
+	mm_err(rlfs_symlink(w->mp, mm->m2, "sl", "xattr-target", 0, 0, &st), 0, "symlink", "sl");
+	rlfs_forget(w->mp, (uint64_t)st.st_ino, 1);
+	mm->sl = (uint64_t)st.st_ino;
+	struct prop *slent = prop_new(w, PK_ENTRY, mm->m2, "sl", "m2");
+	prop_set_entry(w, slent, mm->sl, S_IFLNK, 0, "xattr-target", "symlink");
 	/* the cancelled clones' source: blocks written in turn with another
 	 * file's, so that each is an extent of its own (a clone polls for a
 	 * stop every CLONE_POLL pieces and between transactions) */
@@ -1778,9 +1790,16 @@ static void wl_meta(struct wl *w)
 		uint64_t r = rndn(100);
 		int err;
 		if (r < 12) {
-			/* set a user xattr: create, replace or either */
-			snprintf(name, sizeof(name), "user.x%d", (int)rndn(MM_XNAMES));
-			struct prop *xp = xattr_prop(w, oino, name);
+			/* set a user xattr: create, replace or either; on an
+			 * object, or (one in two) on directory m1 or m2 or on
+			 * the symlink m2/sl (then sometimes fsync'd) */
+			uint64_t xino = oino;
+			unsigned xt = rndn(2) ? 0 : 1 + (unsigned)rndn(3);
+			if (xt)
+				xino = xt == 1 ? mm->m1 : xt == 2 ? mm->m2 : mm->sl;
+			snprintf(name, sizeof(name), "%s.x%d", xt == 3 ? "trusted" : "user",
+				 (int)rndn(MM_XNAMES));
+			struct prop *xp = xattr_prop(w, xino, name);
 			uint32_t len = xattr_size();
 			uint64_t seq = ++w->wseq;
 			for (uint32_t i = 0; i < len; i++)
@@ -1789,20 +1808,31 @@ static void wl_meta(struct wl *w)
 			bool exists = !pcur(xp)->absent;
 			int want = flags == XATTR_CREATE && exists ? -EEXIST :
 				   flags == XATTR_REPLACE && !exists ? -ENODATA : 0;
-			mm_err(rlfs_setxattr(w->mp, oino, name, val, len, flags), want, "setxattr", name);
+			mm_err(rlfs_setxattr(w->mp, xino, name, val, len, flags), want, "setxattr", name);
 			if (!want) {
 				prop_set(w, xp, false, val, len, "setxattr");
 				mm->nxattr++;
+				mm->nxattr_dir += xt == 1 || xt == 2;
+				mm->nxattr_sym += xt == 3;
 			}
 			w->nops++;
+			if (xt && rndn(3) == 0)
+				mm_fsync(w, xino);
 		} else if (r < 17) {
-			snprintf(name, sizeof(name), "user.x%d", (int)rndn(MM_XNAMES));
-			struct prop *xp = xattr_prop(w, oino, name);
+			uint64_t xino = oino;
+			unsigned xt = rndn(2) ? 0 : 1 + (unsigned)rndn(3);
+			if (xt)
+				xino = xt == 1 ? mm->m1 : xt == 2 ? mm->m2 : mm->sl;
+			snprintf(name, sizeof(name), "%s.x%d", xt == 3 ? "trusted" : "user",
+				 (int)rndn(MM_XNAMES));
+			struct prop *xp = xattr_prop(w, xino, name);
 			bool exists = !pcur(xp)->absent;
-			mm_err(rlfs_removexattr(w->mp, oino, name), exists ? 0 : -ENODATA,
+			mm_err(rlfs_removexattr(w->mp, xino, name), exists ? 0 : -ENODATA,
 			       "removexattr", name);
 			prop_set(w, xp, true, NULL, 0, "removexattr");
 			w->nops++;
+			if (xt && rndn(3) == 0)
+				mm_fsync(w, xino);
 		} else if (r < 21) {
 			/* an access ACL: set (the mode's permission bits follow)
 			 * or removed */
@@ -2874,14 +2904,16 @@ static int run_workload(const struct opts *o, const struct wdef *d, struct total
 	       rlfs_crash_rec_bytes(w.rec) >> 10, nflush, w.nsynced, w.log_feature ? "on" : "off");
 	if (w.mm) {
 		struct mmodel *mm = w.mm;
-		printf("workload meta ops: %" PRIu64 " xattr sets, %" PRIu64 " ACLs, %" PRIu64
+		printf("workload meta ops: %" PRIu64 " xattr sets (%" PRIu64 " on directories, %"
+		       PRIu64 " on a symlink), %" PRIu64 " ACLs, %" PRIu64
 		       " setuid/setgid killing writes, %" PRIu64 " symlinks, %" PRIu64 " device "
 		       "nodes/fifos, %" PRIu64 " hard links, %" PRIu64 " renames (%" PRIu64
 		       " NOREPLACE, %" PRIu64 " whiteouts), %" PRIu64 " exchanges, %" PRIu64
 		       " O_TMPFILEs (%" PRIu64 " linked), %" PRIu64 " open-unlinked files, %" PRIu64
 		       " big-directory links/unlinks (up to %" PRIu64 " entries in %" PRIu64
 		       " blocks), %" PRIu64
-		       " cancelled clones (%" PRIu64 " part-way)\n", mm->nxattr, mm->nacl, mm->nsuid,
+		       " cancelled clones (%" PRIu64 " part-way)\n", mm->nxattr, mm->nxattr_dir,
+		       mm->nxattr_sym, mm->nacl, mm->nsuid,
 		       mm->nsym, mm->nnode, mm->nlinks, mm->nren, mm->nnorep, mm->nwhite, mm->nexch,
 		       mm->ntmp, mm->ntmplinked, mm->nunl, mm->nbig, mm->big_max, mm->big_blocks, mm->ncancel,
 		       mm->ncancel_part);
