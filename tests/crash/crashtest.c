@@ -124,6 +124,7 @@ struct opts {
 	const char *dir;
 	bool keep, verbose;
 	bool lying_flush;           /* every cut: the last flush was not done */
+	unsigned fsck_every;        /* fsck-replay check on every Nth image (0: none) */
 };
 
 static uint64_t mix64(uint64_t z)
@@ -2584,6 +2585,34 @@ static void run_fsck(const char *img, bool mounted_ok, struct msgs *m)
 		fclose(fp);
 }
 
+/* What check_image saw of each model file (w->f[i]) when digest_slot is
+ * 0 or 1: present, size, crc32c of the bytes; for the fsck-replay check
+ * (both recoveries of one crash image must give the same files). */
+struct fdigest {
+	bool present;
+	uint64_t size;
+	uint32_t crc;
+};
+static struct fdigest digests[2][MAX_FILES];
+static int digest_slot = -1;
+
+static void take_digests(struct wl *w, struct fdigest *d)
+{
+	for (int i = 0; i < w->nf; i++) {
+		const struct fmodel *f = &w->f[i];
+		struct stat st;
+		memset(&d[i], 0, sizeof(d[i]));
+		if (rlfs_lookup(w->mp, f->dir_ino, f->name, &st) != 0)
+			continue;
+		d[i].present = true;
+		d[i].size = (uint64_t)st.st_size;
+		uint64_t n = RLFS_MIN((uint64_t)st.st_size, f->max_bytes + CHUNK_BYTES);
+		ssize_t got = rlfs_read(w->mp, (uint64_t)st.st_ino, w->iobuf, (size_t)n, 0);
+		d[i].crc = got < 0 ? 0 : rlfs_crc32c(w->iobuf, (size_t)got);
+		rlfs_forget(w->mp, (uint64_t)st.st_ino, 1);
+	}
+}
+
 /* Mount, verify, unmount and fsck img; the findings go to msgfd as "M"
  * lines.  Returns how many. */
 static unsigned check_image(struct wl *w, const char *img, uint64_t pos, int msgfd)
@@ -2591,6 +2620,8 @@ static unsigned check_image(struct wl *w, const char *img, uint64_t pos, int msg
 	struct msgs m = { .fd = msgfd };
 	struct rlfs_mount *mp;
 	int err = rlfs_mount_open(img, RLFS_MOUNT_NOLOCK, &mp);
+	if (digest_slot >= 0)
+		memset(digests[digest_slot], 0, sizeof(digests[digest_slot]));
 	if (err) {
 		say(&m, "mount: %s", strerror(-err));
 	} else {
@@ -2599,11 +2630,76 @@ static unsigned check_image(struct wl *w, const char *img, uint64_t pos, int msg
 			check_file(w, &w->f[i], pos, &m);
 		check_dirs(w, pos, &m);
 		check_meta(w, pos, &m);
+		if (digest_slot >= 0)
+			take_digests(w, digests[digest_slot]);
 		err = rlfs_mount_close(mp);
 		if (err)
 			say(&m, "unmount: %s", strerror(-err));
 	}
 	run_fsck(img, err == 0, &m);
+	return m.n;
+}
+
+/*
+ * Replay through fsck rather than mount: `fsck` (repair) on img, the raw
+ * crash image (as built, nothing mounted it), must exit 0 or 1 (it
+ * replays the log, finishes intents through a mount, fixes the unclean
+ * flag); then the image is checked as check_image does (mount, the
+ * model, fsck -n clean), and every model file must be the same as after
+ * the mount's recovery of the same crash image (digests[0], taken by the
+ * check_image just before).  Returns the findings.
+ */
+static unsigned check_fsck_replay(struct wl *w, const char *img, uint64_t pos, int msgfd)
+{
+	struct msgs m = { .fd = msgfd };
+	char out[4300];
+	snprintf(out, sizeof(out), "%s.repair", img);
+	snprintf(say_suffix, sizeof(say_suffix), " [fsck replay]");
+	fflush(stdout);
+	int save = dup(1);
+	int fd = open(out, O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0600);
+	if (save < 0 || fd < 0) {
+		say(&m, "fsck: cannot redirect its output: %s", strerror(errno));
+		say_suffix[0] = 0;
+		return m.n;
+	}
+	dup2(fd, 1);
+	close(fd);
+	char a0[] = "fsck";
+	char *img_arg = strdup(img);
+	char *argv[] = { a0, img_arg, NULL };
+	int rc = rlfs_fsck_main(2, argv);
+	free(img_arg);
+	fflush(stdout);
+	dup2(save, 1);
+	close(save);
+	if (rc != 0 && rc != 1) {
+		FILE *fp = fopen(out, "r");
+		char line[512];
+		int shown = 0;
+		while (fp && shown < 3 && fgets(line, sizeof(line), fp)) {
+			line[strcspn(line, "\n")] = 0;
+			say(&m, "fsck: repair (replay) exit %d: %s", rc, line);
+			shown++;
+		}
+		if (!shown)
+			say(&m, "fsck: repair (replay) exit %d", rc);
+		if (fp)
+			fclose(fp);
+	}
+	unlink(out);
+	digest_slot = 1;
+	m.n += check_image(w, img, pos, msgfd);
+	digest_slot = -1;
+	for (int i = 0; i < w->nf; i++) {
+		const struct fdigest *a = &digests[0][i], *b = &digests[1][i];
+		if (a->present != b->present || a->size != b->size || a->crc != b->crc)
+			say(&m, "fsck: replay disagrees with mount: %s: %s, %" PRIu64 " bytes, crc "
+			    "0x%08x after mount; %s, %" PRIu64 " bytes, crc 0x%08x after fsck",
+			    w->f[i].name, a->present ? "present" : "absent", a->size, a->crc,
+			    b->present ? "present" : "absent", b->size, b->crc);
+	}
+	say_suffix[0] = 0;
 	return m.n;
 }
 
@@ -2776,6 +2872,7 @@ struct totals {
 	/* --mode recovery: crash images whose log needed replay, and the
 	 * images of crashes during their recovery checked / failed */
 	uint64_t replayed, rec_images, rec_failed;
+	uint64_t fsck_replays;      /* images also replayed by fsck (check_fsck_replay) */
 	uint64_t by_kind[NKINDS];
 	uint64_t by_cut_checked[3], by_cut_failed[3];
 };
@@ -2788,6 +2885,7 @@ static void usage(FILE *out)
 		"                      [--count N] [--images M]\n"
 		"                      [--mode all|synced|flush|random|recovery]\n"
 		"                      [--cut K] [--dir DIR] [--keep] [--lying-flush]\n"
+		"                      [--fsck-every N]\n"
 		"                      [-v]\n"
 		"Record a workload on a crash-recording device, then mount, verify and fsck the\n"
 		"image after a power cut at every flush point and at random cuts between them.\n"
@@ -2809,6 +2907,9 @@ static void usage(FILE *out)
 		"  --lying-flush every cut as if the device had not done its last flush\n"
 		"                (the writes since the one before lost at random): a check\n"
 		"                that the checker sees lost fsync'd data\n"
+		"  --fsck-every N  every Nth image (default 4; 0: none) is also replayed by\n"
+		"                `fsck` (repair) from the raw crash image, then checked as\n"
+		"                after a mount, and its files compared with the mount's\n"
 		"  -v            one line per image; library and fsck messages shown\n"
 		"Exit: 0 no failure, 1 some crash image failed, 2 usage or workload error.\n");
 }
@@ -3024,7 +3125,26 @@ static int run_workload(const struct opts *o, const struct wdef *d, struct total
 					dprintf(pfd[1], "R %" PRIu64 " %" PRIu64 "\n", ni, nb);
 				} else {
 					alarm(120);
+					bool fr = o->fsck_every && todo[i] % o->fsck_every == 0 &&
+						  !o->lying_flush;
+					digest_slot = fr ? 0 : -1;
 					nm = check_image(&w, img, cd->cut.pos, pfd[1]);
+					digest_slot = -1;
+					if (fr) {
+						/* the raw crash image again, for fsck */
+						fd = open(img, O_CREAT | O_TRUNC | O_RDWR | O_CLOEXEC,
+							  0600);
+						err = fd < 0 ? -errno :
+							  rlfs_crash_rec_build(w.rec, &cd->cut, fd, NULL);
+						if (fd >= 0)
+							close(fd);
+						if (err) {
+							dprintf(pfd[1], "M build: %s\n", strerror(-err));
+							_exit(3);
+						}
+						nm += check_fsck_replay(&w, img, cd->cut.pos, pfd[1]);
+						dprintf(pfd[1], "F\n");
+					}
 				}
 				if (nm && o->keep) {
 					char keep[4300];
@@ -3060,6 +3180,8 @@ static int run_workload(const struct opts *o, const struct wdef *d, struct total
 				mlen = 0;
 				msgs[0] = 0;
 				memset(&cs, 0, sizeof(cs));
+			} else if (line[0] == 'F') {
+				t->fsck_replays++;
 			} else if (line[0] == 'R') {
 				uint64_t ni = 0, nb = 0;
 				sscanf(line + 2, "%" SCNu64 " %" SCNu64, &ni, &nb);
@@ -3141,10 +3263,12 @@ int main(int argc, char **argv)
 		{ "keep", no_argument, NULL, 'K' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "lying-flush", no_argument, NULL, 'L' },
+		{ "fsck-every", required_argument, NULL, 'f' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct opts o = { .workload = "fsx", .seed = 1, .count = 2, .mode = "all", .cut = -1 };
+	struct opts o = { .workload = "fsx", .seed = 1, .count = 2, .mode = "all", .cut = -1,
+			  .fsck_every = 4 };
 	o.dir = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
 	int c;
 	uint64_t v;
@@ -3157,17 +3281,18 @@ int main(int argc, char **argv)
 		case 'L': o.lying_flush = true; break;
 		case 'v': o.verbose = true; break;
 		case 'h': usage(stdout); return 0;
-		case 's': case 'o': case 'c': case 'i': case 'k':
+		case 's': case 'o': case 'c': case 'i': case 'k': case 'f':
 			if (parse_u64(optarg, &v) || v > (c == 's' ? UINT64_MAX : 100000000u)) {
 				fprintf(stderr, "rlfs-crashtest: bad number for --%s: %s\n",
 					c == 's' ? "seed" : c == 'o' ? "ops" : c == 'c' ? "count" :
-					c == 'i' ? "images" : "cut", optarg);
+					c == 'i' ? "images" : c == 'f' ? "fsck-every" : "cut", optarg);
 				return 2;
 			}
 			if (c == 's') o.seed = v;
 			else if (c == 'o') o.ops = (unsigned)v;
 			else if (c == 'c') o.count = (unsigned)v;
 			else if (c == 'i') o.images = (unsigned)v;
+			else if (c == 'f') o.fsck_every = (unsigned)v;
 			else o.cut = (long long)v;
 			break;
 		default:
@@ -3213,6 +3338,10 @@ int main(int argc, char **argv)
 	clean_tmpdir();
 	printf("checked %" PRIu64 " crash images, %" PRIu64 " failed (%lds)\n", t.images, t.failed,
 	       (long)(time(NULL) - t0));
+	if (t.fsck_replays)
+		printf("fsck replay: %" PRIu64 " of the images also replayed by `fsck` (repair) "
+		       "from the raw crash image and checked against the mount's result\n",
+		       t.fsck_replays);
 	printf("by cut: ");
 	for (int k = 0; k < 3; k++)
 		printf("%s %" PRIu64 "/%" PRIu64 " failed%s", cut_kind_name[k], t.by_cut_failed[k],
