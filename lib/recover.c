@@ -11,7 +11,10 @@
  *    and continue the open checkpoint's seq or start a newer one.  The walk
  *    stops at the first record that does not; an open (uncommitted)
  *    checkpoint at the end is torn and dropped.  The head is the end of
- *    the last complete checkpoint.
+ *    the last complete checkpoint - unless a valid record of a later
+ *    checkpoint exists past the stop (later_record): then the stop is
+ *    corruption, not a torn write, and recovery fails (-EUCLEAN, "log
+ *    corrupt at block N ..."; fsck -L is the way out).
  * 3. Replay the complete checkpoints in LSN order: an image is skipped if
  *    a cancel of its block comes in a later checkpoint (the block was
  *    freed and may hold another owner's data now), or if the block on disk
@@ -22,8 +25,9 @@
  *    in LSN order) is work that may not have happened; the mount finishes
  *    it once it is up (rlfs_log_recover_intents, log_intent.c) before the
  *    tail may move past it.
- * Model: xfs_log_recover.c (xlog_find_tail, xlog_do_recovery_pass, the
- * cancelled-buffer table of xlog_recover_buf_pass1, the intent items of
+ * Model: xfs_log_recover.c (xlog_find_tail, xlog_verify_head,
+ * xlog_do_recovery_pass, the cancelled-buffer table of
+ * xlog_recover_buf_pass1, the intent items of
  * xlog_recover_intent_item and xlog_recover_process_intents).
  */
 #include "log.h"

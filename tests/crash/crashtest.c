@@ -2,7 +2,8 @@
  * crashtest.c: rlfs-crashtest, the crash tester (issue 10 section 4;
  * docs/DESIGN.md "Crash testing").
  *
- *   rlfs-crashtest [--workload fsx|clone|enospc|dir|falloc|meta|unlinked|all] [--seed S]
+ *   rlfs-crashtest [--workload fsx|clone|enospc|dir|falloc|meta|unlinked|remount|all]
+ *                  [--seed S]
  *                  [--ops N] [--count N] [--images M]
  *                  [--mode all|synced|flush|random|recovery] [--cut K] [--dir DIR] [--keep]
  *                  [--lying-flush] [-v]
@@ -30,7 +31,10 @@
  * 4. For each cut: build the crash image in a file, then (in a checking
  *    child process, one for many images) mount it (log recovery, once
  *    there is a log), verify every file (below), unmount, and run
- *    `fsck -n` (must exit 0).
+ *    `fsck -n` (must exit 0).  Every --fsck-every'th image (default 4) is
+ *    then built again and replayed by `fsck` (repair) instead of a mount:
+ *    exit 0 or 1, the same checks, and the same model files as the mount
+ *    gave (check_fsck_replay).
  *    A file fsync'd before the cut must exist, with a size of its fsync'd
  *    version or a later one, and each byte equal to that byte in one of
  *    those versions (old or new, never zeros where data was, never another
@@ -103,6 +107,7 @@
 #include "rlfs.h"
 #include "dev.h"
 #include "dev_crash.h"
+#include "log.h"
 
 int rlfs_fsck_main(int argc, char **argv); /* tools/fsck.c */
 
@@ -295,6 +300,9 @@ struct wl {
 	bool log_feature;
 	struct dmodel *dm;          /* the dir workload's namespace model */
 	struct mmodel *mm;          /* the meta workload's property model */
+	struct rlfs_dev *mem;       /* the memory device under the record */
+	bool remounts;              /* fsx: clean unmount + mount now and then */
+	uint64_t nremounts;
 };
 
 static void dm_mark_all(struct wl *w);
@@ -571,6 +579,70 @@ static void do_fsync(struct wl *w, struct fmodel *f, int datasync)
 	w->nops++;
 }
 
+/* A device over the memory device that does not close it: what each
+ * mount of the workload's record owns (the remount workload closes and
+ * opens mounts over the same memory device). */
+static int nc_pread(struct rlfs_dev *d, void *b, size_t l, uint64_t o)
+{
+	return rlfs_dev_pread(d->priv, b, l, o);
+}
+static int nc_pwrite(struct rlfs_dev *d, const void *b, size_t l, uint64_t o)
+{
+	return rlfs_dev_pwrite(d->priv, b, l, o);
+}
+static int nc_flush(struct rlfs_dev *d)
+{
+	return rlfs_dev_flush(d->priv);
+}
+static void nc_close(struct rlfs_dev *d)
+{
+	free(d);
+}
+static const struct rlfs_dev_ops nc_ops = { nc_pread, nc_pwrite, nc_flush, nc_close };
+
+/* A recording device over w->mem for a mount. */
+static struct rlfs_dev *wl_recdev(struct wl *w)
+{
+	struct rlfs_dev *nc = calloc(1, sizeof(*nc)), *cdev;
+	if (!nc)
+		wl_fail("out of memory");
+	nc->ops = &nc_ops;
+	nc->size_bytes = w->mem->size_bytes;
+	nc->fd = -1;
+	nc->lock_fd = -1;
+	nc->dio_fd = -1;
+	nc->writable = true;
+	nc->priv = w->mem;
+	int err = rlfs_crash_dev_open(w->rec, nc, &cdev);
+	if (err)
+		wl_fail("crash device: %s", strerror(-err));
+	return cdev;
+}
+
+/* Unmount cleanly (everything durable: like a sync for the models) and
+ * mount again on the same record: the cuts then include an unmount
+ * record, a mount of a clean log and, over many remounts, a log that
+ * wrapped while clean. */
+static void do_remount(struct wl *w)
+{
+	int err = rlfs_mount_close(w->mp);
+	w->mp = NULL;
+	if (err)
+		wl_fail("unmount (remount): %s", strerror(-err));
+	for (int i = 0; i < w->nf; i++)
+		push_sync(&w->f[i], wl_pos(w));
+	if (w->dm)
+		dm_mark_all(w);
+	if (w->mm)
+		mm_mark_all(w);
+	note_synced(w);
+	err = rlfs_mount_open_dev(wl_recdev(w), "remount", RLFS_MOUNT_NOLOCK, &w->mp);
+	if (err)
+		wl_fail("mount (remount): %s", strerror(-err));
+	w->nremounts++;
+	w->nops++;
+}
+
 static void do_sync(struct wl *w)
 {
 	int err = rlfs_sync(w->mp);
@@ -635,6 +707,8 @@ static void wl_fsx(struct wl *w)
 			do_fsync(w, f, 0);
 		} else if (r < 94) {
 			do_fsync(w, f, 1);
+		} else if (w->remounts && r >= 97) {
+			do_remount(w);
 		} else {
 			do_sync(w);
 		}
@@ -2269,6 +2343,13 @@ static void mm_free(struct mmodel *mm)
 	free(mm);
 }
 
+/* fsx with a clean unmount and mount now and then (do_remount) */
+static void wl_remount(struct wl *w)
+{
+	w->remounts = true;
+	wl_fsx(w);
+}
+
 struct wdef {
 	const char *name;
 	void (*run)(struct wl *w);
@@ -2286,6 +2367,7 @@ static const struct wdef workloads[] = {
 	{ "unlinked", wl_unlinked, 32ull << 20, 2, 256 * 1024, 150 },
 	{ "falloc", wl_falloc, 32ull << 20, 3, 256 * 1024, 120 },
 	{ "meta", wl_meta, 32ull << 20, 0, 0, 200 },
+	{ "remount", wl_remount, 32ull << 20, 4, 256 * 1024, 250 },
 };
 
 /* ---------------------------------------------------------------- */
@@ -2323,10 +2405,10 @@ static void mkfs_and_mount(struct wl *w, const struct wdef *d)
 	if (err)
 		wl_fail("copy the image to memory: %s", strerror(-err));
 	err = rlfs_crash_rec_new(mem, &w->rec);
-	if (!err)
-		err = rlfs_crash_dev_open(w->rec, mem, &cdev);
 	if (err)
 		wl_fail("crash device: %s", strerror(-err));
+	w->mem = mem;
+	cdev = wl_recdev(w);
 	/* every device access of the library goes through mp->dev and its
 	 * vtable (lib/dev.h), so the swap is invisible above it */
 	w->mp->dev = cdev;
@@ -2880,7 +2962,7 @@ struct totals {
 static void usage(FILE *out)
 {
 	fprintf(out,
-		"usage: rlfs-crashtest [--workload fsx|clone|enospc|dir|falloc|meta|unlinked|all]\n"
+		"usage: rlfs-crashtest [--workload fsx|clone|enospc|dir|falloc|meta|unlinked|remount|all]\n"
 		"                      [--seed S] [--ops N]\n"
 		"                      [--count N] [--images M]\n"
 		"                      [--mode all|synced|flush|random|recovery]\n"
@@ -3003,6 +3085,10 @@ static int run_workload(const struct opts *o, const struct wdef *d, struct total
 	       " writes (%" PRIu64 " KiB), %" PRIu64 " flushes, %zu sync points; log feature %s\n",
 	       d->name, o->seed, w.nops, w.nenospc, npos - pos0 - nflush,
 	       rlfs_crash_rec_bytes(w.rec) >> 10, nflush, w.nsynced, w.log_feature ? "on" : "off");
+	if (w.remounts)
+		printf("workload remount: %" PRIu64 " clean unmounts and mounts; the log (%u blocks) "
+		       "is at cycle %u\n", w.nremounts, w.mp->log ? w.mp->log->size_blocks : 0,
+		       w.mp->log ? w.mp->log->head_cycle : 0);
 	if (w.mm) {
 		struct mmodel *mm = w.mm;
 		printf("workload meta ops: %" PRIu64 " xattr sets (%" PRIu64 " on directories, %"
@@ -3228,6 +3314,7 @@ static int run_workload(const struct opts *o, const struct wdef *d, struct total
 	int err = rlfs_mount_close(live);
 	if (err)
 		wl_fail("unmount of the recorded mount: %s", strerror(-err));
+	rlfs_dev_close(w.mem);
 	rlfs_crash_rec_free(w.rec);
 	for (int i = 0; i < w.nf; i++) {
 		for (size_t v = 0; v < w.f[i].nv; v++)
@@ -3315,13 +3402,13 @@ int main(int argc, char **argv)
 		 * the workload and in recovery: crash images with intents
 		 * and no done, and recoveries that finish them one by one */
 		setenv("RLFS_LOG_FORCE_INTENTS", "1", 1);
-	const struct wdef *list[8];
+	const struct wdef *list[16];
 	size_t nlist = 0;
 	for (size_t i = 0; i < sizeof(workloads) / sizeof(workloads[0]); i++)
 		if (!strcmp(o.workload, "all") || !strcmp(o.workload, workloads[i].name))
 			list[nlist++] = &workloads[i];
 	if (!nlist) {
-		fprintf(stderr, "rlfs-crashtest: unknown --workload %s (fsx, clone, enospc, dir, falloc, meta, unlinked, all)\n",
+		fprintf(stderr, "rlfs-crashtest: unknown --workload %s (fsx, clone, enospc, dir, falloc, meta, unlinked, remount, all)\n",
 			o.workload);
 		return 2;
 	}
