@@ -20,8 +20,10 @@
 # random points, and the second recovery must give a clean fsck and every
 # fsync'd byte (with the log: no failure; a few hundred images).
 # CRASH_SEED, CRASH_COUNT (random cuts per flush interval), CRASH_IMAGES
-# (cap per run) and CRASH_RECOVERY_IMAGES (crash images per workload whose
-# recovery is cut, default 4) change the run; `make crashtest` is the long
+# (cap per run), CRASH_FSCK_EVERY (every Nth image also replayed by fsck
+# repair and compared with the mount's result, default 8) and
+# CRASH_RECOVERY_IMAGES (crash images per workload whose recovery is cut,
+# default 3) change the run; `make crashtest` is the long
 # version.
 . "$(dirname "$0")/../lib.sh"
 
@@ -85,10 +87,10 @@ log "lying flush, meta: $(field failed "$T/lying-meta.out") of $(field images "$
 # 2. every kind of cut
 set +e
 run_to 900 "$CT" --workload all --mode all --seed "$SEED" --count "$COUNT" \
-	--images "$IMAGES" >"$T/all.out" 2>&1
+	--images "$IMAGES" --fsck-every "${CRASH_FSCK_EVERY:-8}" >"$T/all.out" 2>&1
 rc=$?
 set -e
-grep -E "^(workload|checked|by cut|damage|RESULT)" "$T/all.out" || true
+grep -E "^(workload|checked|fsck replay|by cut|damage|RESULT)" "$T/all.out" || true
 [ "$rc" = 0 ] || [ "$rc" = 1 ] || { tail -20 "$T/all.out"; die "rlfs-crashtest: exit $rc"; }
 n=$(field images "$T/all.out")
 failed=$(field failed "$T/all.out")
@@ -101,6 +103,8 @@ if [ "$haslog" = 1 ]; then
 		grep -A6 "^FAIL" "$T/all.out" | head -60
 		die "log feature on: $failed of $n crash images failed (see above; reproduce with the FAIL line's options)"
 	fi
+	grep -q "^fsck replay: [1-9]" "$T/all.out" || [ "$IMAGES" != 0 ] ||
+		die "no image was also replayed by fsck"
 	log "log feature on: $n crash images, none failed"
 else
 	# without a log, unflushed metadata writes lost or torn must show
@@ -113,7 +117,7 @@ else
 fi
 
 # 3. crashes during recovery
-RIMAGES=${CRASH_RECOVERY_IMAGES:-4}
+RIMAGES=${CRASH_RECOVERY_IMAGES:-3}
 set +e
 run_to 900 "$CT" --workload all --mode recovery --seed "$SEED" --count 1 --images "$RIMAGES" \
 	>"$T/recovery.out" 2>&1
