@@ -318,7 +318,9 @@ static char tmpdir[4096];
 /* remove the temporary files and directory (on any exit) */
 static void clean_tmpdir(void)
 {
-	static const char *const names[] = { "base.img", "crash.img", "crash.img.fsck" };
+	static const char *const names[] = { "base.img", "crash.img", "crash.img.fsck",
+					     "crash.img.repair", "recovery-crash.img",
+					     "recovery-crash.img.fsck" };
 	char p[4200];
 	if (!tmpdir[0])
 		return;
