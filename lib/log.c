@@ -62,6 +62,16 @@ int rlfs_log_write_rec(struct rlfs_log *log, uint64_t seq, uint32_t flags,
 		(uint32_t)((payload_bytes - inl + bs - 1) >> mp->blocklog) : 0;
 	if (npayload > log->items_per_rec || log->head_block + 1 + npayload > log->size_blocks)
 		return -EINVAL; /* caller bug: sized against the ring */
+	if (log->unflushed && ckpt_lsn == rlfs_log_head_lsn(log)) {
+		/* a new checkpoint while an earlier one is unflushed (a
+		 * background push): flush first, so that at most one
+		 * checkpoint is ever in flight and recovery can tell a torn
+		 * write from corruption (recover.c, later_record) */
+		int ferr = rlfs_dev_flush(mp->dev);
+		if (ferr)
+			return ferr;
+		rlfs_log_flushed(log);
+	}
 	uint8_t *w = log->wbuf;
 	size_t total = (size_t)(npayload + 1) * bs;
 	if (payload_bytes && payload != w + hdr)

@@ -174,7 +174,8 @@ static inline uint64_t rlfs_log_head_lsn(const struct rlfs_log *log)
  * (recover.c), replay it if it needs replay and rdonly is false, and set
  * up mp->log with the head after the last complete checkpoint.  A log
  * that needs replay with rdonly true gives -EROFS (nothing written).
- * 0, -ENOMEM, -EIO, -EUCLEAN (no valid record at all: rlfs_corrupt).
+ * 0, -ENOMEM, -EIO, -EUCLEAN (no valid record at all, or a corrupt
+ * record with later ones after it: rlfs_corrupt, see rlfs_log_recover).
  * Mirrors xfs_log_mount + xlog_recover.
  */
 int rlfs_log_mount(struct rlfs_mount *mp, uint64_t start_fsbno, uint32_t size_blocks,
@@ -219,8 +220,12 @@ int rlfs_log_zero(struct rlfs_mount *mp, uint64_t start_fsbno, uint32_t size_blo
  * Advances the head (and wraps: RLFS_LOG_MIN_REC_BLOCKS).  The caller has
  * made sure there is room (rlfs_log_space_blocks) and that the payload
  * fits before the end of the ring and in items_per_rec blocks.  No device
- * flush.  0, -EINVAL (too large: a caller bug), -EIO etc.
- * Mirrors xlog_write / xlog_sync.
+ * flush after it; but the first record of a checkpoint (ckpt_lsn == the
+ * head) while log->unflushed flushes the device before it, so that at
+ * most one checkpoint is ever in flight: the bound recovery's head check
+ * relies on (recover.c, later_record; XFS bounds it by XLOG_MAX_ICLOGS).
+ * 0, -EINVAL (too large: a caller bug), or the -errno of the flush or
+ * write (-EIO etc.).  Mirrors xlog_write / xlog_sync.
  */
 int rlfs_log_write_rec(struct rlfs_log *log, uint64_t seq, uint32_t flags,
 		       uint64_t ckpt_lsn, uint64_t tail_lsn,
@@ -399,8 +404,16 @@ size_t rlfs_log_recovered_pending(const struct rlfs_mount *mp);
  * the log needs replay, writes the images in place (skipping cancelled
  * ones and those older than the block on disk), flushes, and fills
  * *stats.  Does not write a clean record (rlfs_log_mount does).
- * 0, -ENOMEM, -EIO, -EUCLEAN (no valid record: reported).
- * Mirrors xlog_find_head / xlog_find_tail / xlog_do_recovery_pass.
+ * Where the walk stops (a record missing, torn, stale or out of
+ * sequence) is the head if nothing written later survives (a torn write
+ * of the last checkpoint: dropped); a valid record of a later checkpoint
+ * after it (larger LSN and seq) means corruption: -EUCLEAN with "log
+ * corrupt at block N (cycle C): ...; later records exist ...; run
+ * `reflinkfs fsck -L` ..." on stderr (rlfs_corrupt).
+ * 0, -ENOMEM, -EIO, -EUCLEAN (no valid record, corruption before later
+ * records, a bad item: reported).
+ * Mirrors xlog_find_head / xlog_verify_head / xlog_find_tail /
+ * xlog_do_recovery_pass.
  */
 int rlfs_log_recover(struct rlfs_mount *mp, uint64_t start_fsbno, uint32_t size_blocks,
 		     bool replay, struct rlfs_log_scan *scan, struct rlfs_log_stats *stats);

@@ -283,6 +283,14 @@ int rlfs_mount_open(const char *image, unsigned flags, struct rlfs_mount **mpp)
 			rlfs_warn("%s: image is in use (already mounted?)", image);
 		return err;
 	}
+	return rlfs_mount_open_dev(dev, image, flags, mpp);
+}
+
+int rlfs_mount_open_dev(struct rlfs_dev *dev, const char *image, unsigned flags,
+			struct rlfs_mount **mpp)
+{
+	bool rdonly = flags & RLFS_MOUNT_RDONLY;
+	int err;
 	uint8_t raw[RLFS_MIN_BLOCKSIZE];
 	if (dev->size_bytes < RLFS_MIN_BLOCKSIZE ||
 	    rlfs_dev_pread(dev, raw, sizeof(raw), 0)) {

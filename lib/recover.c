@@ -11,7 +11,10 @@
  *    and continue the open checkpoint's seq or start a newer one.  The walk
  *    stops at the first record that does not; an open (uncommitted)
  *    checkpoint at the end is torn and dropped.  The head is the end of
- *    the last complete checkpoint.
+ *    the last complete checkpoint - unless a valid record of a later
+ *    checkpoint exists past the stop (later_record): then the stop is
+ *    corruption, not a torn write, and recovery fails (-EUCLEAN, "log
+ *    corrupt at block N ..."; fsck -L is the way out).
  * 3. Replay the complete checkpoints in LSN order: an image item (the
  *    block's dirty 128-byte chunks, format version 2; the whole block in
  *    version 1) is copied over the block read from the device and written
@@ -28,8 +31,9 @@
  *    in LSN order) is work that may not have happened; the mount finishes
  *    it once it is up (rlfs_log_recover_intents, log_intent.c) before the
  *    tail may move past it.
- * Model: xfs_log_recover.c (xlog_find_tail, xlog_do_recovery_pass, the
- * cancelled-buffer table of xlog_recover_buf_pass1, the intent items of
+ * Model: xfs_log_recover.c (xlog_find_tail, xlog_verify_head,
+ * xlog_do_recovery_pass, the cancelled-buffer table of
+ * xlog_recover_buf_pass1, the intent items of
  * xlog_recover_intent_item and xlog_recover_process_intents).
  */
 #include "log.h"
@@ -245,6 +249,53 @@ static int collect_intent(struct rlfs_mount *mp, const struct rlfs_log_desc *d,
 	return 0;
 }
 
+/* Why the record expected at a walk position is not there (header
+ * checks of rlfs_log_rec_valid, in its order). */
+static const char *rec_stop_reason(struct rlfs_mount *mp, const uint8_t *blk)
+{
+	const struct rlfs_log_rec *rec = (const void *)blk;
+	if (rlfs_get32(rec->magic) != RLFS_LOG_MAGIC)
+		return "no record header (bad magic)";
+	if (rlfs_get32(rec->version) != RLFS_LOG_VERSION ||
+	    memcmp(rec->uuid, mp->uuid, RLFS_UUID_SIZE) != 0)
+		return "bad record header (version or uuid)";
+	if (!rlfs_cksum_verify(blk, mp->blocksize, offsetof(struct rlfs_log_rec, crc)))
+		return "checksum mismatch";
+	return "record of another position or cycle (stale)";
+}
+
+/*
+ * The head check (xlog_verify_head): the walk from the tail stopped at
+ * LSN cur, with the records up to it accepted (seen: the seq of the open
+ * checkpoint, or of the last complete one).  The writer never has more
+ * than one checkpoint in flight: it flushes before it starts a checkpoint
+ * while an earlier one is unflushed (rlfs_log_write_rec), so a record
+ * written after the one at cur was written after a flush that made the
+ * record at cur durable.  Returns the LSN of a valid record header that
+ * proves such a later write - LSN above cur, seq above seen (records of an
+ * older pass or left beyond an earlier recovered head have smaller seqs)
+ * and a checkpoint other than inflight_lsn, the one the record at cur
+ * belongs to (its other records may survive a torn write) - or 0: the
+ * stop is a torn write of the last checkpoint, and the head moves back
+ * before it.  XFS bounds the torn region by the iclogs that can be in
+ * flight (XLOG_MAX_ICLOGS); ours is one checkpoint.
+ */
+static uint64_t later_record(struct rlfs_mount *mp, const uint8_t *ring, uint32_t size_blocks,
+			     uint64_t cur, uint64_t seen, uint64_t inflight_lsn)
+{
+	for (uint32_t b = 0; b < size_blocks; b++) {
+		const uint8_t *p = ring + ((size_t)b << mp->blocklog);
+		const struct rlfs_log_rec *rec = (const void *)p;
+		if (rlfs_get32(rec->magic) != RLFS_LOG_MAGIC ||
+		    !rlfs_log_rec_valid(mp, p, b, size_blocks))
+			continue;
+		if (rlfs_get64(rec->lsn) > cur && rlfs_get64(rec->seq) > seen &&
+		    rlfs_get64(rec->ckpt_lsn) != inflight_lsn)
+			return rlfs_get64(rec->lsn);
+	}
+	return 0;
+}
+
 /* One record of a complete checkpoint, for the replay. */
 struct walked {
 	uint32_t block;
@@ -316,6 +367,7 @@ int rlfs_log_recover(struct rlfs_mount *mp, uint64_t start_fsbno, uint32_t size_
 	uint64_t cur = max_tail, head = max_tail, walked = 0, last_seq = 0;
 	uint64_t open_seq = 0, open_lsn = 0, open_items = 0;
 	bool open = false, any_committed = false;
+	const char *stop = NULL;    /* why the walk stopped before the ring's end */
 	while (walked < size_blocks) {
 		uint32_t b = RLFS_LSN_BLOCK(cur), c = RLFS_LSN_CYCLE(cur);
 		if (b + RLFS_LOG_MIN_REC_BLOCKS > size_blocks) {
@@ -325,12 +377,19 @@ int rlfs_log_recover(struct rlfs_mount *mp, uint64_t start_fsbno, uint32_t size_
 		}
 		const uint8_t *p = ring + ((size_t)b << mp->blocklog);
 		const struct rlfs_log_rec *rec = (const void *)p;
-		if (!rlfs_log_rec_valid(mp, p, b, size_blocks) || rlfs_get64(rec->lsn) != cur ||
-		    !rec_body_ok(mp, p, segs))
+		if (!rlfs_log_rec_valid(mp, p, b, size_blocks) || rlfs_get64(rec->lsn) != cur) {
+			stop = rec_stop_reason(mp, p);
 			break;
+		}
+		if (!rec_body_ok(mp, p, segs)) {
+			stop = "payload checksum mismatch or malformed ranges";
+			break;
+		}
 		uint64_t seq = rlfs_get64(rec->seq);
-		if (open ? seq != open_seq : (any_committed && seq <= last_seq))
+		if (open ? seq != open_seq : (any_committed && seq <= last_seq)) {
+			stop = "sequence out of order";
 			break;
+		}
 		if (!open) {
 			open = true;
 			open_seq = seq;
@@ -355,6 +414,25 @@ int rlfs_log_recover(struct rlfs_mount *mp, uint64_t start_fsbno, uint32_t size_
 				scan->ckpts++;
 				scan->items += open_items;
 			}
+		}
+	}
+	if (stop) {
+		/* the walk ended at cur: a torn write of the last checkpoint, or
+		 * corruption if a later checkpoint was written after it */
+		uint64_t seen = open ? open_seq : last_seq;
+		uint64_t later = later_record(mp, ring, size_blocks, cur, seen,
+					      open ? open_lsn : cur);
+		if (later) {
+			const struct rlfs_log_rec *lr = (const void *)(ring +
+				((size_t)RLFS_LSN_BLOCK(later) << mp->blocklog));
+			err = rlfs_corrupt(mp, start_fsbno + RLFS_LSN_BLOCK(cur), "log",
+					   "log corrupt at block %u (cycle %u): %s; later records "
+					   "exist (block %u, cycle %u, seq %llu); run `reflinkfs "
+					   "fsck -L` to zero the log, losing the changes in it",
+					   RLFS_LSN_BLOCK(cur), RLFS_LSN_CYCLE(cur), stop,
+					   RLFS_LSN_BLOCK(later), RLFS_LSN_CYCLE(later),
+					   (unsigned long long)rlfs_get64(lr->seq));
+			goto out;
 		}
 	}
 	scan->tail_lsn = max_tail;

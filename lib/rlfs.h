@@ -51,6 +51,21 @@ struct rlfs_iunlink;
 #define RLFS_MOUNT_RDONLY   (1u << 0)
 #define RLFS_MOUNT_NOLOCK   (1u << 1) /* do not take the image lock (tests) */
 
+/*
+ * rlfs_mount_open (reflinkfs/fs.h) on a device already open: everything
+ * after the open (superblock, log recovery, AG headers, root, recovery of
+ * intents and unlinked inodes).  The mount takes dev: on failure it is
+ * closed, on success rlfs_mount_close closes it.  image names the
+ * filesystem in messages; a read-only mount whose log needs replay
+ * reopens it writable (as rlfs_mount_open).  The crash tester mounts a
+ * crash image through a recording device (lib/dev_crash.h) with it, to
+ * record what recovery writes.  Errors as rlfs_mount_open.  (XFS:
+ * xfs_fs_fill_super after the block device is opened.)
+ */
+struct rlfs_mount;
+int rlfs_mount_open_dev(struct rlfs_dev *dev, const char *image, unsigned flags,
+			struct rlfs_mount **mpp);
+
 /* In-core copy of the superblock's error record (struct rlfs_sb fields
  * errors .. first_error_what; units as there). */
 struct rlfs_errrec {

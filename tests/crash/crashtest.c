@@ -2,9 +2,10 @@
  * crashtest.c: rlfs-crashtest, the crash tester (issue 10 section 4;
  * docs/DESIGN.md "Crash testing").
  *
- *   rlfs-crashtest [--workload fsx|clone|enospc|dir|falloc|meta|unlinked|all] [--seed S]
+ *   rlfs-crashtest [--workload fsx|clone|enospc|dir|falloc|meta|unlinked|remount|all]
+ *                  [--seed S]
  *                  [--ops N] [--count N] [--images M]
- *                  [--mode all|synced|flush|random] [--cut K] [--dir DIR] [--keep]
+ *                  [--mode all|synced|flush|random|recovery] [--cut K] [--dir DIR] [--keep]
  *                  [--lying-flush] [-v]
  *
  * Model: CrashMonkey (record the block writes of a workload, replay every
@@ -30,7 +31,10 @@
  * 4. For each cut: build the crash image in a file, then (in a checking
  *    child process, one for many images) mount it (log recovery, once
  *    there is a log), verify every file (below), unmount, and run
- *    `fsck -n` (must exit 0).
+ *    `fsck -n` (must exit 0).  Every --fsck-every'th image (default 4) is
+ *    then built again and replayed by `fsck` (repair) instead of a mount:
+ *    exit 0 or 1, the same checks, and the same model files as the mount
+ *    gave (check_fsck_replay).
  *    A file fsync'd before the cut must exist, with a size of its fsync'd
  *    version or a later one, and each byte equal to that byte in one of
  *    those versions (old or new, never zeros where data was, never another
@@ -47,7 +51,8 @@
  *    a directory moved; file and directory fsyncs), falloc (fsx without
  *    sharing: preallocation and zero range with and without KEEP_SIZE,
  *    punches, truncates, writes), meta (xattrs of 1 byte to 20 KiB set,
- *    replaced, removed; POSIX ACLs; chmod, chown, utimes; setuid/setgid
+ *    replaced, removed, on files, on directories and on a symlink
+ *    (trusted.*), the directory and symlink sometimes fsync'd; POSIX ACLs; chmod, chown, utimes; setuid/setgid
  *    killed by a write; symlinks short and long; fifos, character and
  *    block devices; hard links and link counts; rename plain,
  *    RENAME_NOREPLACE, RENAME_EXCHANGE, RENAME_WHITEOUT; O_TMPFILE
@@ -58,6 +63,20 @@
  *    live library after each operation (a mismatch is a workload error).
  *    --lying-flush makes every cut lose the last flush: the checks must
  *    then fail (35-crash uses it to prove that they can).
+ *    --mode recovery: crashes during log recovery.  For each image (of
+ *    every kind of cut; --images bounds them) the crash image is mounted
+ *    through a second recording device (rlfs_mount_open_dev), so the
+ *    recovery's writes and flushes (replay, clean tail record, intents
+ *    finished, unlinked inodes freed, superblock) are recorded; an image
+ *    whose log needed no replay is skipped.  The recovery is then cut at
+ *    each of its flushes, at its end, and at --count random points per
+ *    flush interval (the even ones: every write since the last flush
+ *    issued, a random subset kept, some sectors torn), and each of those
+ *    images is checked as in 4 against the workload's model at the first
+ *    cut: the second recovery must give what the first promised.  The
+ *    mode sets RLFS_LOG_FORCE_INTENTS=1 (every intent in its own
+ *    checkpoint) so that crash images hold intents without their done.
+ *    check_recovery; findings name the recovery cut in brackets.
  * 5. Print one line per failed image (kinds and how to reproduce), then
  *    "checked N crash images, M failed", and a RESULT line for scripts.
  *    RLFS_CRASH_TRACE=1 prints the file operations as they run (with the
@@ -88,6 +107,7 @@
 #include "rlfs.h"
 #include "dev.h"
 #include "dev_crash.h"
+#include "log.h"
 
 int rlfs_fsck_main(int argc, char **argv); /* tools/fsck.c */
 
@@ -109,6 +129,7 @@ struct opts {
 	const char *dir;
 	bool keep, verbose;
 	bool lying_flush;           /* every cut: the last flush was not done */
+	unsigned fsck_every;        /* fsck-replay check on every Nth image (0: none) */
 };
 
 static uint64_t mix64(uint64_t z)
@@ -285,6 +306,9 @@ struct wl {
 	bool log_feature;
 	struct dmodel *dm;          /* the dir workload's namespace model */
 	struct mmodel *mm;          /* the meta workload's property model */
+	struct rlfs_dev *mem;       /* the memory device under the record */
+	bool remounts;              /* fsx: clean unmount + mount now and then */
+	uint64_t nremounts;
 };
 
 static void dm_mark_all(struct wl *w);
@@ -300,7 +324,9 @@ static char tmpdir[4096];
 /* remove the temporary files and directory (on any exit) */
 static void clean_tmpdir(void)
 {
-	static const char *const names[] = { "base.img", "crash.img", "crash.img.fsck" };
+	static const char *const names[] = { "base.img", "crash.img", "crash.img.fsck",
+					     "crash.img.repair", "recovery-crash.img",
+					     "recovery-crash.img.fsck" };
 	char p[4200];
 	if (!tmpdir[0])
 		return;
@@ -563,6 +589,70 @@ static void do_fsync(struct wl *w, struct fmodel *f, int datasync)
 	w->nops++;
 }
 
+/* A device over the memory device that does not close it: what each
+ * mount of the workload's record owns (the remount workload closes and
+ * opens mounts over the same memory device). */
+static int nc_pread(struct rlfs_dev *d, void *b, size_t l, uint64_t o)
+{
+	return rlfs_dev_pread(d->priv, b, l, o);
+}
+static int nc_pwrite(struct rlfs_dev *d, const void *b, size_t l, uint64_t o)
+{
+	return rlfs_dev_pwrite(d->priv, b, l, o);
+}
+static int nc_flush(struct rlfs_dev *d)
+{
+	return rlfs_dev_flush(d->priv);
+}
+static void nc_close(struct rlfs_dev *d)
+{
+	free(d);
+}
+static const struct rlfs_dev_ops nc_ops = { nc_pread, nc_pwrite, nc_flush, nc_close };
+
+/* A recording device over w->mem for a mount. */
+static struct rlfs_dev *wl_recdev(struct wl *w)
+{
+	struct rlfs_dev *nc = calloc(1, sizeof(*nc)), *cdev;
+	if (!nc)
+		wl_fail("out of memory");
+	nc->ops = &nc_ops;
+	nc->size_bytes = w->mem->size_bytes;
+	nc->fd = -1;
+	nc->lock_fd = -1;
+	nc->dio_fd = -1;
+	nc->writable = true;
+	nc->priv = w->mem;
+	int err = rlfs_crash_dev_open(w->rec, nc, &cdev);
+	if (err)
+		wl_fail("crash device: %s", strerror(-err));
+	return cdev;
+}
+
+/* Unmount cleanly (everything durable: like a sync for the models) and
+ * mount again on the same record: the cuts then include an unmount
+ * record, a mount of a clean log and, over many remounts, a log that
+ * wrapped while clean. */
+static void do_remount(struct wl *w)
+{
+	int err = rlfs_mount_close(w->mp);
+	w->mp = NULL;
+	if (err)
+		wl_fail("unmount (remount): %s", strerror(-err));
+	for (int i = 0; i < w->nf; i++)
+		push_sync(&w->f[i], wl_pos(w));
+	if (w->dm)
+		dm_mark_all(w);
+	if (w->mm)
+		mm_mark_all(w);
+	note_synced(w);
+	err = rlfs_mount_open_dev(wl_recdev(w), "remount", RLFS_MOUNT_NOLOCK, &w->mp);
+	if (err)
+		wl_fail("mount (remount): %s", strerror(-err));
+	w->nremounts++;
+	w->nops++;
+}
+
 static void do_sync(struct wl *w)
 {
 	int err = rlfs_sync(w->mp);
@@ -627,6 +717,8 @@ static void wl_fsx(struct wl *w)
 			do_fsync(w, f, 0);
 		} else if (r < 94) {
 			do_fsync(w, f, 1);
+		} else if (w->remounts && r >= 97) {
+			do_remount(w);
 		} else {
 			do_sync(w);
 		}
@@ -808,6 +900,11 @@ struct msgs {
 	unsigned n;
 };
 
+/* Appended to every finding while set (the recovery mode names the cut of
+ * the recovery it found it in); after the text, so the "kind:" at the
+ * start of a finding still counts it. */
+static char say_suffix[200];
+
 static void say(struct msgs *m, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void say(struct msgs *m, const char *fmt, ...)
 {
@@ -822,7 +919,7 @@ static void say(struct msgs *m, const char *fmt, ...)
 		len = sizeof(line) - 2;
 	line[len++] = '\n';
 	m->n++;
-	dprintf(m->fd, "M %.*s", len, line);
+	dprintf(m->fd, "M %.*s%s\n", len - 1, line, say_suffix);
 }
 
 /* the first max bytes of v[0..len) in hex ("02 00 00 00 ..."), "..."
@@ -1231,7 +1328,9 @@ static void check_dirs(struct wl *w, uint64_t pos, struct msgs *m)
  * freed are not checked after the freeing op (its number may be reused).
  *
  * Objects: files m1/o0..o3 (xattrs, ACLs, chmod/chown/utimes, setuid
- * and setgid killed by a write, hard links), the name slots m1/p0..p11
+ * and setgid killed by a write, hard links), the directories m1 and m2
+ * and the symlink m2/sl (xattrs: user.* on the directories, trusted.* on
+ * the symlink), the name slots m1/p0..p11
  * and m2/p0..p11 (symlinks short and long, fifos, character and block
  * devices, hard links to the objects, linked O_TMPFILE files, whiteouts;
  * rename with RENAME_NOREPLACE, RENAME_EXCHANGE, RENAME_WHITEOUT, plain
@@ -1285,6 +1384,7 @@ struct mmodel {
 	struct prop **p;
 	size_t np, pcap;
 	uint64_t m1, m2, big, hub;
+	uint64_t sl;                /* m2/sl: a symlink kept all along (xattrs) */
 	uint64_t obj[MM_OBJS];
 	struct prop *obj_attr[MM_OBJS], *hub_attr;
 	struct prop *slot[2][MM_SLOTS];
@@ -1296,6 +1396,7 @@ struct mmodel {
 	unsigned nclone;
 	uint64_t nxattr, nacl, nsym, nnode, nlinks, ntmp, ntmplinked, nunl, nbig, nren,
 		 nwhite, nexch, nnorep, nsuid, ncancel, ncancel_part, big_max, big_blocks;
+	uint64_t nxattr_dir, nxattr_sym; /* of nxattr: on m1/m2, on m2/sl */
 };
 
 static void pprop_add_version(struct prop *p, uint64_t pos, bool absent, uint64_t target,
@@ -1751,6 +1852,13 @@ static void wl_meta(struct wl *w)
 			mm->slot[d][s] = prop_new(w, PK_ENTRY, d ? mm->m2 : mm->m1, name, dname[d]);
 		}
 	mm->u_ent = prop_new(w, PK_ENTRY, mm->m2, "u", "m2");
+	/* a symlink that stays: xattrs on a symlink (trusted.*: the kernel
+	 * allows no user.* there) */
+	mm_err(rlfs_symlink(w->mp, mm->m2, "sl", "xattr-target", 0, 0, &st), 0, "symlink", "sl");
+	rlfs_forget(w->mp, (uint64_t)st.st_ino, 1);
+	mm->sl = (uint64_t)st.st_ino;
+	struct prop *slent = prop_new(w, PK_ENTRY, mm->m2, "sl", "m2");
+	prop_set_entry(w, slent, mm->sl, S_IFLNK, 0, "xattr-target", "symlink");
 	/* the cancelled clones' source: blocks written in turn with another
 	 * file's, so that each is an extent of its own (a clone polls for a
 	 * stop every CLONE_POLL pieces and between transactions) */
@@ -1790,9 +1898,16 @@ static void wl_meta(struct wl *w)
 		uint64_t r = rndn(100);
 		int err;
 		if (r < 12) {
-			/* set a user xattr: create, replace or either */
-			snprintf(name, sizeof(name), "user.x%d", (int)rndn(MM_XNAMES));
-			struct prop *xp = xattr_prop(w, oino, name);
+			/* set a user xattr: create, replace or either; on an
+			 * object, or (one in two) on directory m1 or m2 or on
+			 * the symlink m2/sl (then sometimes fsync'd) */
+			uint64_t xino = oino;
+			unsigned xt = rndn(2) ? 0 : 1 + (unsigned)rndn(3);
+			if (xt)
+				xino = xt == 1 ? mm->m1 : xt == 2 ? mm->m2 : mm->sl;
+			snprintf(name, sizeof(name), "%s.x%d", xt == 3 ? "trusted" : "user",
+				 (int)rndn(MM_XNAMES));
+			struct prop *xp = xattr_prop(w, xino, name);
 			uint32_t len = xattr_size();
 			uint64_t seq = ++w->wseq;
 			for (uint32_t i = 0; i < len; i++)
@@ -1801,20 +1916,31 @@ static void wl_meta(struct wl *w)
 			bool exists = !pcur(xp)->absent;
 			int want = flags == XATTR_CREATE && exists ? -EEXIST :
 				   flags == XATTR_REPLACE && !exists ? -ENODATA : 0;
-			mm_err(rlfs_setxattr(w->mp, oino, name, val, len, flags), want, "setxattr", name);
+			mm_err(rlfs_setxattr(w->mp, xino, name, val, len, flags), want, "setxattr", name);
 			if (!want) {
 				prop_set(w, xp, false, val, len, "setxattr");
 				mm->nxattr++;
+				mm->nxattr_dir += xt == 1 || xt == 2;
+				mm->nxattr_sym += xt == 3;
 			}
 			w->nops++;
+			if (xt && rndn(3) == 0)
+				mm_fsync(w, xino);
 		} else if (r < 17) {
-			snprintf(name, sizeof(name), "user.x%d", (int)rndn(MM_XNAMES));
-			struct prop *xp = xattr_prop(w, oino, name);
+			uint64_t xino = oino;
+			unsigned xt = rndn(2) ? 0 : 1 + (unsigned)rndn(3);
+			if (xt)
+				xino = xt == 1 ? mm->m1 : xt == 2 ? mm->m2 : mm->sl;
+			snprintf(name, sizeof(name), "%s.x%d", xt == 3 ? "trusted" : "user",
+				 (int)rndn(MM_XNAMES));
+			struct prop *xp = xattr_prop(w, xino, name);
 			bool exists = !pcur(xp)->absent;
-			mm_err(rlfs_removexattr(w->mp, oino, name), exists ? 0 : -ENODATA,
+			mm_err(rlfs_removexattr(w->mp, xino, name), exists ? 0 : -ENODATA,
 			       "removexattr", name);
 			prop_set(w, xp, true, NULL, 0, "removexattr");
 			w->nops++;
+			if (xt && rndn(3) == 0)
+				mm_fsync(w, xino);
 		} else if (r < 21) {
 			/* an access ACL: set (the mode's permission bits follow)
 			 * or removed */
@@ -2271,6 +2397,13 @@ static void mm_free(struct mmodel *mm)
 	free(mm);
 }
 
+/* fsx with a clean unmount and mount now and then (do_remount) */
+static void wl_remount(struct wl *w)
+{
+	w->remounts = true;
+	wl_fsx(w);
+}
+
 struct wdef {
 	const char *name;
 	void (*run)(struct wl *w);
@@ -2288,6 +2421,7 @@ static const struct wdef workloads[] = {
 	{ "unlinked", wl_unlinked, 32ull << 20, 2, 256 * 1024, 150 },
 	{ "falloc", wl_falloc, 32ull << 20, 3, 256 * 1024, 120 },
 	{ "meta", wl_meta, 32ull << 20, 0, 0, 200 },
+	{ "remount", wl_remount, 32ull << 20, 4, 256 * 1024, 250 },
 };
 
 /* ---------------------------------------------------------------- */
@@ -2325,10 +2459,10 @@ static void mkfs_and_mount(struct wl *w, const struct wdef *d)
 	if (err)
 		wl_fail("copy the image to memory: %s", strerror(-err));
 	err = rlfs_crash_rec_new(mem, &w->rec);
-	if (!err)
-		err = rlfs_crash_dev_open(w->rec, mem, &cdev);
 	if (err)
 		wl_fail("crash device: %s", strerror(-err));
+	w->mem = mem;
+	cdev = wl_recdev(w);
 	/* every device access of the library goes through mp->dev and its
 	 * vtable (lib/dev.h), so the swap is invisible above it */
 	w->mp->dev = cdev;
@@ -2590,6 +2724,34 @@ static void run_fsck(const char *img, bool mounted_ok, struct msgs *m)
 		fclose(fp);
 }
 
+/* What check_image saw of each model file (w->f[i]) when digest_slot is
+ * 0 or 1: present, size, crc32c of the bytes; for the fsck-replay check
+ * (both recoveries of one crash image must give the same files). */
+struct fdigest {
+	bool present;
+	uint64_t size;
+	uint32_t crc;
+};
+static struct fdigest digests[2][MAX_FILES];
+static int digest_slot = -1;
+
+static void take_digests(struct wl *w, struct fdigest *d)
+{
+	for (int i = 0; i < w->nf; i++) {
+		const struct fmodel *f = &w->f[i];
+		struct stat st;
+		memset(&d[i], 0, sizeof(d[i]));
+		if (rlfs_lookup(w->mp, f->dir_ino, f->name, &st) != 0)
+			continue;
+		d[i].present = true;
+		d[i].size = (uint64_t)st.st_size;
+		uint64_t n = RLFS_MIN((uint64_t)st.st_size, f->max_bytes + CHUNK_BYTES);
+		ssize_t got = rlfs_read(w->mp, (uint64_t)st.st_ino, w->iobuf, (size_t)n, 0);
+		d[i].crc = got < 0 ? 0 : rlfs_crc32c(w->iobuf, (size_t)got);
+		rlfs_forget(w->mp, (uint64_t)st.st_ino, 1);
+	}
+}
+
 /* Mount, verify, unmount and fsck img; the findings go to msgfd as "M"
  * lines.  Returns how many. */
 static unsigned check_image(struct wl *w, const char *img, uint64_t pos, int msgfd)
@@ -2597,6 +2759,8 @@ static unsigned check_image(struct wl *w, const char *img, uint64_t pos, int msg
 	struct msgs m = { .fd = msgfd };
 	struct rlfs_mount *mp;
 	int err = rlfs_mount_open(img, RLFS_MOUNT_NOLOCK, &mp);
+	if (digest_slot >= 0)
+		memset(digests[digest_slot], 0, sizeof(digests[digest_slot]));
 	if (err) {
 		say(&m, "mount: %s", strerror(-err));
 	} else {
@@ -2605,11 +2769,232 @@ static unsigned check_image(struct wl *w, const char *img, uint64_t pos, int msg
 			check_file(w, &w->f[i], pos, &m);
 		check_dirs(w, pos, &m);
 		check_meta(w, pos, &m);
+		if (digest_slot >= 0)
+			take_digests(w, digests[digest_slot]);
 		err = rlfs_mount_close(mp);
 		if (err)
 			say(&m, "unmount: %s", strerror(-err));
 	}
 	run_fsck(img, err == 0, &m);
+	return m.n;
+}
+
+/*
+ * Replay through fsck rather than mount: `fsck` (repair) on img, the raw
+ * crash image (as built, nothing mounted it), must exit 0 or 1 (it
+ * replays the log, finishes intents through a mount, fixes the unclean
+ * flag); then the image is checked as check_image does (mount, the
+ * model, fsck -n clean), and every model file must be the same as after
+ * the mount's recovery of the same crash image (digests[0], taken by the
+ * check_image just before).  Returns the findings.
+ */
+static unsigned check_fsck_replay(struct wl *w, const char *img, uint64_t pos, int msgfd)
+{
+	struct msgs m = { .fd = msgfd };
+	char out[4300];
+	snprintf(out, sizeof(out), "%s.repair", img);
+	snprintf(say_suffix, sizeof(say_suffix), " [fsck replay]");
+	fflush(stdout);
+	int save = dup(1);
+	int fd = open(out, O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0600);
+	if (save < 0 || fd < 0) {
+		say(&m, "fsck: cannot redirect its output: %s", strerror(errno));
+		say_suffix[0] = 0;
+		return m.n;
+	}
+	dup2(fd, 1);
+	close(fd);
+	char a0[] = "fsck";
+	char *img_arg = strdup(img);
+	char *argv[] = { a0, img_arg, NULL };
+	int rc = rlfs_fsck_main(2, argv);
+	free(img_arg);
+	fflush(stdout);
+	dup2(save, 1);
+	close(save);
+	if (rc != 0 && rc != 1) {
+		FILE *fp = fopen(out, "r");
+		char line[512];
+		int shown = 0;
+		while (fp && shown < 3 && fgets(line, sizeof(line), fp)) {
+			line[strcspn(line, "\n")] = 0;
+			say(&m, "fsck: repair (replay) exit %d: %s", rc, line);
+			shown++;
+		}
+		if (!shown)
+			say(&m, "fsck: repair (replay) exit %d", rc);
+		if (fp)
+			fclose(fp);
+	}
+	unlink(out);
+	digest_slot = 1;
+	m.n += check_image(w, img, pos, msgfd);
+	digest_slot = -1;
+	for (int i = 0; i < w->nf; i++) {
+		const struct fdigest *a = &digests[0][i], *b = &digests[1][i];
+		if (a->present != b->present || a->size != b->size || a->crc != b->crc)
+			say(&m, "fsck: replay disagrees with mount: %s: %s, %" PRIu64 " bytes, crc "
+			    "0x%08x after mount; %s, %" PRIu64 " bytes, crc 0x%08x after fsck",
+			    w->f[i].name, a->present ? "present" : "absent", a->size, a->crc,
+			    b->present ? "present" : "absent", b->size, b->crc);
+	}
+	say_suffix[0] = 0;
+	return m.n;
+}
+
+/* ---------------------------------------------------------------- */
+/* --mode recovery: crashes during log recovery                       */
+
+/* Most recovery cuts checked per crash image (spread over its list). */
+#define RECOVERY_MAX_CUTS 48
+
+/*
+ * The recovery of crash image img (cut at pos of the workload) is itself
+ * crash-safe: copy img into memory under a recording device, mount it
+ * through that (rlfs_mount_open_dev: log replay, intents finished,
+ * unlinked inodes freed, the superblock marked dirty) and record every
+ * write and flush until the mount returns.  If it replayed nothing the
+ * image is skipped (*nimg = 0).  Else the mounted result is checked as
+ * check_image does, and then the recovery is cut at every flush, at its
+ * end and at count random points between flushes (the even ones at the
+ * flush, with a random subset of the writes since the previous one kept
+ * and some sectors torn; the odd ones anywhere between, writes kept in
+ * order or a random subset), each cut image
+ * mounted (the second recovery), verified against the workload's model
+ * at pos (what was fsync'd before the first crash is still there) and
+ * fsck'd (check_image).  *nimg: recovery cut images checked, *nbad: those
+ * with findings.  Returns the findings (written to msgfd).
+ */
+static unsigned check_recovery(struct wl *w, const char *img, uint64_t pos, uint64_t seed,
+			       unsigned count, int msgfd, uint64_t *nimg, uint64_t *nbad)
+{
+	struct msgs m = { .fd = msgfd };
+	struct rlfs_dev *fdev = NULL, *mem = NULL, *cdev = NULL;
+	struct rlfs_crash_rec *rec = NULL;
+	*nimg = *nbad = 0;
+	int err = rlfs_dev_open(img, 0, 0, &fdev);
+	if (!err)
+		err = rlfs_dev_open_mem(fdev->size_bytes, &mem);
+	uint8_t *buf = xrealloc(NULL, 1u << 20);
+	for (uint64_t off = 0; !err && off < fdev->size_bytes; off += 1u << 20) {
+		size_t n = (size_t)RLFS_MIN(1u << 20, fdev->size_bytes - off);
+		err = rlfs_dev_pread(fdev, buf, n, off);
+		if (!err)
+			err = rlfs_dev_pwrite(mem, buf, n, off);
+	}
+	free(buf);
+	if (fdev)
+		rlfs_dev_close(fdev);
+	if (!err)
+		err = rlfs_crash_rec_new(mem, &rec);
+	if (!err)
+		err = rlfs_crash_dev_open(rec, mem, &cdev);
+	if (err) {
+		say(&m, "build: recording the recovery of %s: %s", img, strerror(-err));
+		if (mem && !cdev)
+			rlfs_dev_close(mem);
+		rlfs_crash_rec_free(rec);
+		return m.n;
+	}
+	struct rlfs_mount *mp;
+	snprintf(say_suffix, sizeof(say_suffix), " [first recovery]");
+	err = rlfs_mount_open_dev(cdev, img, RLFS_MOUNT_NOLOCK, &mp);
+	if (err) {
+		/* as check_image would report it */
+		say(&m, "mount: %s", strerror(-err));
+		say_suffix[0] = 0;
+		rlfs_crash_rec_free(rec);
+		return m.n;
+	}
+	uint64_t end = rlfs_crash_rec_pos(rec);
+	struct rlfs_log_stats ls;
+	rlfs_log_get_stats(mp, &ls);
+	if (!ls.replayed_ckpts) {
+		say_suffix[0] = 0;
+		err = rlfs_mount_close(mp);
+		rlfs_crash_rec_free(rec);
+		if (err)
+			say(&m, "unmount: %s", strerror(-err));
+		return m.n;
+	}
+	w->mp = mp;
+	for (int i = 0; i < w->nf; i++)
+		check_file(w, &w->f[i], pos, &m);
+	check_dirs(w, pos, &m);
+	check_meta(w, pos, &m);
+	err = rlfs_mount_close(mp); /* its writes come after end: not cut */
+	if (err)
+		say(&m, "unmount: %s", strerror(-err));
+	if (getenv("RLFS_CRASH_DUMP") && w->o->verbose)
+		for (uint64_t i = 0; i < end; i++) {
+			struct rlfs_crash_event ev;
+			rlfs_crash_rec_event(rec, i, &ev);
+			printf("recovery event %" PRIu64 ": %s %" PRIu64 " +%" PRIu64 "\n", i,
+			       ev.kind == RLFS_CRASH_FLUSH ? "flush" : "write", ev.off_bytes,
+			       ev.len_bytes);
+		}
+	/* the cuts of the recovery: every flush, the end, random between */
+	struct rlfs_crash_cut *cuts = NULL;
+	size_t ncuts = 0;
+	uint64_t a = 0, rs = mix64(seed ^ 0x5EC0FE5ull);
+	for (uint64_t i = 0; i <= end; i++) {
+		struct rlfs_crash_event ev = { .kind = RLFS_CRASH_FLUSH };
+		if (i < end)
+			rlfs_crash_rec_event(rec, i, &ev);
+		if (ev.kind != RLFS_CRASH_FLUSH)
+			continue;
+		uint64_t b = i; /* (a, b]: writes after the flush at a */
+		for (unsigned j = 0; b > a && j < count; j++) {
+			cuts = xrealloc(cuts, (ncuts + 1) * sizeof(*cuts));
+			rs = mix64(rs);
+			/* even j: the whole window, a random subset of it
+			 * (what reordering exposes); odd j: a random prefix */
+			cuts[ncuts] = (struct rlfs_crash_cut){ .pos = j % 2 == 0 ? b :
+								      a + 1 + rs % (b - a),
+							       .seed = mix64(rs ^ ncuts),
+							       .keep_all = j % 2 && rs % 4 == 0,
+							       .torn_pct = 25 };
+			ncuts++;
+		}
+		cuts = xrealloc(cuts, (ncuts + 1) * sizeof(*cuts));
+		cuts[ncuts++] = (struct rlfs_crash_cut){ .pos = i < end ? i + 1 : end,
+							 .keep_all = true };
+		a = i + 1;
+	}
+	size_t stride = ncuts > RECOVERY_MAX_CUTS ?
+			(ncuts + RECOVERY_MAX_CUTS - 1) / RECOVERY_MAX_CUTS : 1;
+	char img2[4200];
+	snprintf(img2, sizeof(img2), "%s/recovery-crash.img", tmpdir);
+	for (size_t k = 0; k < ncuts; k += stride) {
+		const struct rlfs_crash_cut *c = &cuts[k];
+		int fd = open(img2, O_CREAT | O_TRUNC | O_RDWR | O_CLOEXEC, 0600);
+		struct rlfs_crash_stats cs = { 0 };
+		err = fd < 0 ? -errno : rlfs_crash_rec_build(rec, c, fd, &cs);
+		if (fd >= 0)
+			close(fd);
+		snprintf(say_suffix, sizeof(say_suffix),
+			 " [recovery cut %zu of %zu at %" PRIu64 "/%" PRIu64 "%s: window %" PRIu64
+			 " (kept %" PRIu64 ", lost %" PRIu64 ", torn %" PRIu64 ")]", k, ncuts, c->pos,
+			 end, c->keep_all ? " keep-all" : "", cs.window_writes, cs.kept, cs.lost,
+			 cs.torn);
+		if (err) {
+			say(&m, "build: %s", strerror(-err));
+			continue;
+		}
+		unsigned nm = check_image(w, img2, pos, msgfd);
+		if (w->o->verbose)
+			printf("%s image%s%s\n", nm ? "FAIL" : "ok  ", say_suffix,
+			       nm ? "" : "");
+		m.n += nm;
+		(*nimg)++;
+		*nbad += nm != 0;
+	}
+	say_suffix[0] = 0;
+	unlink(img2);
+	snprintf(img2, sizeof(img2), "%s/recovery-crash.img.fsck", tmpdir);
+	unlink(img2);
+	free(cuts);
+	rlfs_crash_rec_free(rec);
 	return m.n;
 }
 
@@ -2623,6 +3008,10 @@ static const char *const kind_names[] = { "mount", "unmount", "fsck", "orphan", 
 
 struct totals {
 	uint64_t images, failed;
+	/* --mode recovery: crash images whose log needed replay, and the
+	 * images of crashes during their recovery checked / failed */
+	uint64_t replayed, rec_images, rec_failed;
+	uint64_t fsck_replays;      /* images also replayed by fsck (check_fsck_replay) */
 	uint64_t by_kind[NKINDS];
 	uint64_t by_cut_checked[3], by_cut_failed[3];
 };
@@ -2630,10 +3019,12 @@ struct totals {
 static void usage(FILE *out)
 {
 	fprintf(out,
-		"usage: rlfs-crashtest [--workload fsx|clone|enospc|dir|falloc|meta|unlinked|all]\n"
+		"usage: rlfs-crashtest [--workload fsx|clone|enospc|dir|falloc|meta|unlinked|remount|all]\n"
 		"                      [--seed S] [--ops N]\n"
-		"                      [--count N] [--images M] [--mode all|synced|flush|random]\n"
+		"                      [--count N] [--images M]\n"
+		"                      [--mode all|synced|flush|random|recovery]\n"
 		"                      [--cut K] [--dir DIR] [--keep] [--lying-flush]\n"
+		"                      [--fsck-every N]\n"
 		"                      [-v]\n"
 		"Record a workload on a crash-recording device, then mount, verify and fsck the\n"
 		"image after a power cut at every flush point and at random cuts between them.\n"
@@ -2643,13 +3034,21 @@ static void usage(FILE *out)
 		"  --count N     random cuts per flush interval (default 2)\n"
 		"  --images M    check at most M images, spread over the list (default 0: all)\n"
 		"  --mode M      synced: only right after fsync/sync returned; flush: the\n"
-		"                other flush points; random: the random cuts; all (default)\n"
+		"                other flush points; random: the random cuts; all (default);\n"
+		"                recovery: for each image (of every kind) whose log needs\n"
+		"                replay, record the recovery mount's writes and check a\n"
+		"                second recovery after a cut at each of its flushes and\n"
+		"                at --count random points between (RLFS_LOG_FORCE_INTENTS=1:\n"
+		"                intents and dones in separate checkpoints)\n"
 		"  --cut K       only image K of the list (as printed for a failure)\n"
 		"  --dir DIR     where crash images are built (default /dev/shm or /tmp)\n"
 		"  --keep        keep failed images (DIR/crash-W-S-K.img)\n"
 		"  --lying-flush every cut as if the device had not done its last flush\n"
 		"                (the writes since the one before lost at random): a check\n"
 		"                that the checker sees lost fsync'd data\n"
+		"  --fsck-every N  every Nth image (default 4; 0: none) is also replayed by\n"
+		"                `fsck` (repair) from the raw crash image, then checked as\n"
+		"                after a mount, and its files compared with the mount's\n"
 		"  -v            one line per image; library and fsck messages shown\n"
 		"Exit: 0 no failure, 1 some crash image failed, 2 usage or workload error.\n");
 }
@@ -2743,16 +3142,22 @@ static int run_workload(const struct opts *o, const struct wdef *d, struct total
 	       " writes (%" PRIu64 " KiB), %" PRIu64 " flushes, %zu sync points; log feature %s\n",
 	       d->name, o->seed, w.nops, w.nenospc, npos - pos0 - nflush,
 	       rlfs_crash_rec_bytes(w.rec) >> 10, nflush, w.nsynced, w.log_feature ? "on" : "off");
+	if (w.remounts)
+		printf("workload remount: %" PRIu64 " clean unmounts and mounts; the log (%u blocks) "
+		       "is at cycle %u\n", w.nremounts, w.mp->log ? w.mp->log->size_blocks : 0,
+		       w.mp->log ? w.mp->log->head_cycle : 0);
 	if (w.mm) {
 		struct mmodel *mm = w.mm;
-		printf("workload meta ops: %" PRIu64 " xattr sets, %" PRIu64 " ACLs, %" PRIu64
+		printf("workload meta ops: %" PRIu64 " xattr sets (%" PRIu64 " on directories, %"
+		       PRIu64 " on a symlink), %" PRIu64 " ACLs, %" PRIu64
 		       " setuid/setgid killing writes, %" PRIu64 " symlinks, %" PRIu64 " device "
 		       "nodes/fifos, %" PRIu64 " hard links, %" PRIu64 " renames (%" PRIu64
 		       " NOREPLACE, %" PRIu64 " whiteouts), %" PRIu64 " exchanges, %" PRIu64
 		       " O_TMPFILEs (%" PRIu64 " linked), %" PRIu64 " open-unlinked files, %" PRIu64
 		       " big-directory links/unlinks (up to %" PRIu64 " entries in %" PRIu64
 		       " blocks), %" PRIu64
-		       " cancelled clones (%" PRIu64 " part-way)\n", mm->nxattr, mm->nacl, mm->nsuid,
+		       " cancelled clones (%" PRIu64 " part-way)\n", mm->nxattr, mm->nxattr_dir,
+		       mm->nxattr_sym, mm->nacl, mm->nsuid,
 		       mm->nsym, mm->nnode, mm->nlinks, mm->nren, mm->nnorep, mm->nwhite, mm->nexch,
 		       mm->ntmp, mm->ntmplinked, mm->nunl, mm->nbig, mm->big_max, mm->big_blocks, mm->ncancel,
 		       mm->ncancel_part);
@@ -2783,6 +3188,7 @@ static int run_workload(const struct opts *o, const struct wdef *d, struct total
 		want = CUT_FLUSH;
 	else if (strcmp(o->mode, "random") == 0)
 		want = CUT_RANDOM;
+	bool recovery = strcmp(o->mode, "recovery") == 0; /* every kind, then check_recovery */
 	size_t nsel = 0;
 	for (size_t k = 0; k < ncuts; k++)
 		nsel += want < 0 || (int)cuts[k].kind == want;
@@ -2853,8 +3259,36 @@ static int run_workload(const struct opts *o, const struct wdef *d, struct total
 				}
 				dprintf(pfd[1], "X %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 "\n",
 					cs.durable_writes, cs.window_writes, cs.kept, cs.lost, cs.torn);
-				alarm(120);
-				unsigned nm = check_image(&w, img, cd->cut.pos, pfd[1]);
+				unsigned nm;
+				if (recovery) {
+					uint64_t ni, nb;
+					alarm(600);
+					nm = check_recovery(&w, img, cd->cut.pos, cd->cut.seed, o->count,
+							    pfd[1], &ni, &nb);
+					dprintf(pfd[1], "R %" PRIu64 " %" PRIu64 "\n", ni, nb);
+				} else {
+					alarm(120);
+					bool fr = o->fsck_every && todo[i] % o->fsck_every == 0 &&
+						  !o->lying_flush;
+					digest_slot = fr ? 0 : -1;
+					nm = check_image(&w, img, cd->cut.pos, pfd[1]);
+					digest_slot = -1;
+					if (fr) {
+						/* the raw crash image again, for fsck */
+						fd = open(img, O_CREAT | O_TRUNC | O_RDWR | O_CLOEXEC,
+							  0600);
+						err = fd < 0 ? -errno :
+							  rlfs_crash_rec_build(w.rec, &cd->cut, fd, NULL);
+						if (fd >= 0)
+							close(fd);
+						if (err) {
+							dprintf(pfd[1], "M build: %s\n", strerror(-err));
+							_exit(3);
+						}
+						nm += check_fsck_replay(&w, img, cd->cut.pos, pfd[1]);
+						dprintf(pfd[1], "F\n");
+					}
+				}
 				if (nm && o->keep) {
 					char keep[4300];
 					snprintf(keep, sizeof(keep), "%s/crash-%s-%" PRIu64 "-%zu.img",
@@ -2889,6 +3323,14 @@ static int run_workload(const struct opts *o, const struct wdef *d, struct total
 				mlen = 0;
 				msgs[0] = 0;
 				memset(&cs, 0, sizeof(cs));
+			} else if (line[0] == 'F') {
+				t->fsck_replays++;
+			} else if (line[0] == 'R') {
+				uint64_t ni = 0, nb = 0;
+				sscanf(line + 2, "%" SCNu64 " %" SCNu64, &ni, &nb);
+				t->replayed += ni > 0;
+				t->rec_images += ni;
+				t->rec_failed += nb;
 			} else if (line[0] == 'X') {
 				sscanf(line + 2, "%" SCNu64 " %" SCNu64 " %" SCNu64 " %" SCNu64 " %" SCNu64,
 				       &cs.durable_writes, &cs.window_writes, &cs.kept, &cs.lost, &cs.torn);
@@ -2929,6 +3371,7 @@ static int run_workload(const struct opts *o, const struct wdef *d, struct total
 	int err = rlfs_mount_close(live);
 	if (err)
 		wl_fail("unmount of the recorded mount: %s", strerror(-err));
+	rlfs_dev_close(w.mem);
 	rlfs_crash_rec_free(w.rec);
 	for (int i = 0; i < w.nf; i++) {
 		for (size_t v = 0; v < w.f[i].nv; v++)
@@ -2964,10 +3407,12 @@ int main(int argc, char **argv)
 		{ "keep", no_argument, NULL, 'K' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "lying-flush", no_argument, NULL, 'L' },
+		{ "fsck-every", required_argument, NULL, 'f' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct opts o = { .workload = "fsx", .seed = 1, .count = 2, .mode = "all", .cut = -1 };
+	struct opts o = { .workload = "fsx", .seed = 1, .count = 2, .mode = "all", .cut = -1,
+			  .fsck_every = 4 };
 	o.dir = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
 	int c;
 	uint64_t v;
@@ -2980,17 +3425,18 @@ int main(int argc, char **argv)
 		case 'L': o.lying_flush = true; break;
 		case 'v': o.verbose = true; break;
 		case 'h': usage(stdout); return 0;
-		case 's': case 'o': case 'c': case 'i': case 'k':
+		case 's': case 'o': case 'c': case 'i': case 'k': case 'f':
 			if (parse_u64(optarg, &v) || v > (c == 's' ? UINT64_MAX : 100000000u)) {
 				fprintf(stderr, "rlfs-crashtest: bad number for --%s: %s\n",
 					c == 's' ? "seed" : c == 'o' ? "ops" : c == 'c' ? "count" :
-					c == 'i' ? "images" : "cut", optarg);
+					c == 'i' ? "images" : c == 'f' ? "fsck-every" : "cut", optarg);
 				return 2;
 			}
 			if (c == 's') o.seed = v;
 			else if (c == 'o') o.ops = (unsigned)v;
 			else if (c == 'c') o.count = (unsigned)v;
 			else if (c == 'i') o.images = (unsigned)v;
+			else if (c == 'f') o.fsck_every = (unsigned)v;
 			else o.cut = (long long)v;
 			break;
 		default:
@@ -3003,18 +3449,23 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	if (strcmp(o.mode, "all") && strcmp(o.mode, "synced") && strcmp(o.mode, "flush") &&
-	    strcmp(o.mode, "random")) {
-		fprintf(stderr, "rlfs-crashtest: unknown --mode %s (all, synced, flush, random)\n",
-			o.mode);
+	    strcmp(o.mode, "random") && strcmp(o.mode, "recovery")) {
+		fprintf(stderr, "rlfs-crashtest: unknown --mode %s (all, synced, flush, random, "
+			"recovery)\n", o.mode);
 		return 2;
 	}
-	const struct wdef *list[8];
+	if (!strcmp(o.mode, "recovery"))
+		/* every intent in its own checkpoint (log.h force_intents), in
+		 * the workload and in recovery: crash images with intents
+		 * and no done, and recoveries that finish them one by one */
+		setenv("RLFS_LOG_FORCE_INTENTS", "1", 1);
+	const struct wdef *list[16];
 	size_t nlist = 0;
 	for (size_t i = 0; i < sizeof(workloads) / sizeof(workloads[0]); i++)
 		if (!strcmp(o.workload, "all") || !strcmp(o.workload, workloads[i].name))
 			list[nlist++] = &workloads[i];
 	if (!nlist) {
-		fprintf(stderr, "rlfs-crashtest: unknown --workload %s (fsx, clone, enospc, dir, falloc, meta, unlinked, all)\n",
+		fprintf(stderr, "rlfs-crashtest: unknown --workload %s (fsx, clone, enospc, dir, falloc, meta, unlinked, remount, all)\n",
 			o.workload);
 		return 2;
 	}
@@ -3031,6 +3482,10 @@ int main(int argc, char **argv)
 	clean_tmpdir();
 	printf("checked %" PRIu64 " crash images, %" PRIu64 " failed (%lds)\n", t.images, t.failed,
 	       (long)(time(NULL) - t0));
+	if (t.fsck_replays)
+		printf("fsck replay: %" PRIu64 " of the images also replayed by `fsck` (repair) "
+		       "from the raw crash image and checked against the mount's result\n",
+		       t.fsck_replays);
 	printf("by cut: ");
 	for (int k = 0; k < 3; k++)
 		printf("%s %" PRIu64 "/%" PRIu64 " failed%s", cut_kind_name[k], t.by_cut_failed[k],
@@ -3046,8 +3501,16 @@ int main(int argc, char **argv)
 		}
 		printf("\n");
 	}
-	printf("RESULT workload=%s mode=%s images=%" PRIu64 " failed=%" PRIu64 " log=%d\n",
+	if (!strcmp(o.mode, "recovery"))
+		printf("recovery: %" PRIu64 " of the %" PRIu64 " crash images needed replay; "
+		       "checked %" PRIu64 " images of crashes during their recovery, %" PRIu64
+		       " failed\n", t.replayed, t.images, t.rec_images, t.rec_failed);
+	printf("RESULT workload=%s mode=%s images=%" PRIu64 " failed=%" PRIu64 " log=%d",
 	       o.workload, o.mode, t.images, t.failed, log);
+	if (!strcmp(o.mode, "recovery"))
+		printf(" replayed=%" PRIu64 " recovery_images=%" PRIu64 " recovery_failed=%" PRIu64,
+		       t.replayed, t.rec_images, t.rec_failed);
+	printf("\n");
 	fflush(stdout);
 	return t.failed ? 1 : 0;
 }

@@ -14,8 +14,17 @@
 #    lose or tear unflushed metadata writes), which proves the tester can
 #    fail;
 #  - with the log: no crash image may fail at all.
-# CRASH_SEED, CRASH_COUNT (random cuts per flush interval) and CRASH_IMAGES
-# (cap per run) change the run; `make crashtest` is the long version.
+# Then crashes during log recovery (--mode recovery): crash images whose
+# log needs replay (every intent in its own checkpoint) are recovered on a
+# recording device, the recovery is cut at each of its flushes and at
+# random points, and the second recovery must give a clean fsck and every
+# fsync'd byte (with the log: no failure; a few hundred images).
+# CRASH_SEED, CRASH_COUNT (random cuts per flush interval), CRASH_IMAGES
+# (cap per run), CRASH_FSCK_EVERY (every Nth image also replayed by fsck
+# repair and compared with the mount's result, default 8) and
+# CRASH_RECOVERY_IMAGES (crash images per workload whose recovery is cut,
+# default 3) change the run; `make crashtest` is the long
+# version.
 . "$(dirname "$0")/../lib.sh"
 
 CT=$(dirname "$RLFS")/rlfs-crashtest
@@ -78,10 +87,10 @@ log "lying flush, meta: $(field failed "$T/lying-meta.out") of $(field images "$
 # 2. every kind of cut
 set +e
 run_to 900 "$CT" --workload all --mode all --seed "$SEED" --count "$COUNT" \
-	--images "$IMAGES" >"$T/all.out" 2>&1
+	--images "$IMAGES" --fsck-every "${CRASH_FSCK_EVERY:-8}" >"$T/all.out" 2>&1
 rc=$?
 set -e
-grep -E "^(workload|checked|by cut|damage|RESULT)" "$T/all.out" || true
+grep -E "^(workload|checked|fsck replay|by cut|damage|RESULT)" "$T/all.out" || true
 [ "$rc" = 0 ] || [ "$rc" = 1 ] || { tail -20 "$T/all.out"; die "rlfs-crashtest: exit $rc"; }
 n=$(field images "$T/all.out")
 failed=$(field failed "$T/all.out")
@@ -94,6 +103,8 @@ if [ "$haslog" = 1 ]; then
 		grep -A6 "^FAIL" "$T/all.out" | head -60
 		die "log feature on: $failed of $n crash images failed (see above; reproduce with the FAIL line's options)"
 	fi
+	grep -q "^fsck replay: [1-9]" "$T/all.out" || [ "$IMAGES" != 0 ] ||
+		die "no image was also replayed by fsck"
 	log "log feature on: $n crash images, none failed"
 else
 	# without a log, unflushed metadata writes lost or torn must show
@@ -105,20 +116,45 @@ else
 	log "no log feature: $failed of $n crash images damaged as expected ($random at random cuts)"
 fi
 
-# 3. every intent in a checkpoint of its own (RLFS_LOG_FORCE_INTENTS): the
-# cuts then fall between an intent and its done, so recovery has to finish
-# EFIs, CUIs and the BUIs of clones and copy-on-write remaps
+# 3. crashes during recovery
+RIMAGES=${CRASH_RECOVERY_IMAGES:-3}
 set +e
-RLFS_LOG_FORCE_INTENTS=1 run_to 900 "$CT" --workload all --mode all --seed "$SEED" --count 2 \
-	--images "${INTENT_IMAGES:-250}" >"$T/intents.out" 2>&1
+run_to 900 "$CT" --workload all --mode recovery --seed "$SEED" --count 1 --images "$RIMAGES" \
+	>"$T/recovery.out" 2>&1
 rc=$?
 set -e
-grep -E "^(checked|by cut|damage|RESULT)" "$T/intents.out" || true
-n=$(field images "$T/intents.out")
-failed=$(field failed "$T/intents.out")
-[ "$rc" = 0 ] && [ "${failed:-1}" = 0 ] || {
-	grep -A6 "^FAIL" "$T/intents.out" | head -60
-	die "intents in their own checkpoints: exit $rc, ${failed:-?} of ${n:-?} crash images failed"
-}
-[ "${n:-0}" -ge 300 ] || die "intents: only ${n:-0} crash images checked"
-log "intents in their own checkpoints: $n crash images, none failed"
+grep -E "^(checked|recovery|damage|RESULT)" "$T/recovery.out" || true
+[ "$rc" = 0 ] || [ "$rc" = 1 ] || { tail -20 "$T/recovery.out"; die "rlfs-crashtest --mode recovery: exit $rc"; }
+rn=$(field recovery_images "$T/recovery.out")
+rfailed=$(field recovery_failed "$T/recovery.out")
+replayed=$(field replayed "$T/recovery.out")
+[ -n "$rn" ] && [ -n "$rfailed" ] && [ -n "$replayed" ] || die "recovery: no RESULT line"
+if [ "$(field log "$T/recovery.out")" = 1 ]; then
+	[ "$replayed" -ge 7 ] || die "recovery: only $replayed crash images needed replay"
+	[ "$rn" -ge 100 ] || die "recovery: only $rn images of crashes during recovery checked"
+	if [ "$rc" != 0 ] || [ "$rfailed" != 0 ]; then
+		grep -A6 "^FAIL" "$T/recovery.out" | head -60
+		die "crashes during recovery: $rfailed of $rn images failed (see above)"
+	fi
+	log "crashes during recovery: $rn images (recoveries of $replayed crash images cut), none failed"
+fi
+
+if [ "$haslog" = 1 ]; then
+	# 4. every intent in a checkpoint of its own (RLFS_LOG_FORCE_INTENTS): the
+	# cuts then fall between an intent and its done, so recovery has to finish
+	# EFIs, CUIs and the BUIs of clones and copy-on-write remaps
+	set +e
+	RLFS_LOG_FORCE_INTENTS=1 run_to 900 "$CT" --workload all --mode all --seed "$SEED" --count 2 \
+		--images "${INTENT_IMAGES:-250}" >"$T/intents.out" 2>&1
+	rc=$?
+	set -e
+	grep -E "^(checked|by cut|damage|RESULT)" "$T/intents.out" || true
+	n=$(field images "$T/intents.out")
+	failed=$(field failed "$T/intents.out")
+	[ "$rc" = 0 ] && [ "${failed:-1}" = 0 ] || {
+		grep -A6 "^FAIL" "$T/intents.out" | head -60
+		die "intents in their own checkpoints: exit $rc, ${failed:-?} of ${n:-?} crash images failed"
+	}
+	[ "${n:-0}" -ge 300 ] || die "intents: only ${n:-0} crash images checked"
+	log "intents in their own checkpoints: $n crash images, none failed"
+fi
