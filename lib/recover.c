@@ -358,7 +358,9 @@ int rlfs_log_recover(struct rlfs_mount *mp, uint64_t start_fsbno, uint32_t size_
 	}
 
 	/* 2. walk from the tail */
-	recs = malloc(sizeof(*recs) * (size_blocks / RLFS_LOG_MIN_REC_BLOCKS + 2));
+	/* a record can be one block (a small checkpoint: payload in the
+	 * header block), so up to one per block of the ring */
+	recs = malloc(sizeof(*recs) * ((size_t)size_blocks + 2));
 	if (!recs) {
 		err = -ENOMEM;
 		goto out;
