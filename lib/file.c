@@ -170,8 +170,14 @@ static int cow_write(struct rlfs_inode *ip, const uint8_t *buf, uint64_t pos, ui
 		rlfs_bmap_lookup(ip, b, &got, &found);
 		if (!found)
 			return -EIO; /* caller passed an unmapped range */
-		ne++;
 		b = irec_endoff(&got);
+		if (++ne == RLFS_TX_COW_EXTENTS && b < fb1) {
+			/* bounded work (and log) per transaction: the caller
+			 * comes back for the rest */
+			fb1 = b;
+			end = fb1 << mp->blocklog;
+			n = fb1 - fb0;
+		}
 	}
 	int error = rlfs_trans_alloc(mp, &mp->resv.tr_cow, (uint32_t)n + rlfs_cow_res(ip, ne), 0, &tp);
 	if (error == -ENOSPC) {
@@ -184,6 +190,13 @@ static int cow_write(struct rlfs_inode *ip, const uint8_t *buf, uint64_t pos, ui
 		return error;
 	rlfs_trans_ijoin(tp, ip);
 	error = rlfs_cow_prepare(tp, ip, fb0, n, &cow);
+	if (!error && cow.len < n) {
+		/* the allocator gave RLFS_TX_COW_EXTENTS pieces first: this
+		 * transaction does that much */
+		fb1 = fb0 + cow.len;
+		end = RLFS_MIN(end, fb1 << mp->blocklog);
+		n = cow.len;
+	}
 	if (!error && (pos & bmask(mp)))
 		error = rlfs_cow_copy_old(ip, &cow, fb0, 1);
 	if (!error && (end & bmask(mp)) && !(fb1 - 1 == fb0 && (pos & bmask(mp))))

@@ -301,6 +301,11 @@ int rlfs_cow_prepare(struct rlfs_trans *tp, struct rlfs_inode *ip, uint64_t off,
 		}
 		next_exact = args.fsbno + args.len;
 		pos += args.len;
+		if (cow->next == RLFS_TX_COW_EXTENTS && pos < end) {
+			/* bounded per transaction: a shorter range */
+			cow->len = pos - off;
+			break;
+		}
 	}
 	return 0;
 }
@@ -439,9 +444,11 @@ int rlfs_cow_remap(struct rlfs_trans *tp, struct rlfs_inode *ip, const struct rl
 	return error;
 }
 
-static uint32_t count_extents(struct rlfs_inode *ip, uint64_t fb, uint64_t len)
+/* Extents mapping [fb, fb+*len); stops at RLFS_TX_COW_EXTENTS of them,
+ * shortening *len to where the last one counted ends. */
+static uint32_t count_extents(struct rlfs_inode *ip, uint64_t fb, uint64_t *len)
 {
-	uint64_t pos = fb, end = fb + len;
+	uint64_t pos = fb, end = fb + *len;
 	uint32_t n = 0;
 	while (pos < end) {
 		struct rlfs_irec got;
@@ -455,6 +462,10 @@ static uint32_t count_extents(struct rlfs_inode *ip, uint64_t fb, uint64_t len)
 		}
 		n++;
 		pos = irec_end(&got);
+		if (n == RLFS_TX_COW_EXTENTS && pos < end) {
+			*len = pos - fb;
+			break;
+		}
 	}
 	return n;
 }
@@ -478,13 +489,15 @@ int rlfs_reflink_unshare(struct rlfs_inode *ip, uint64_t fb0, uint64_t fb1)
 		if (error || sl == 0)
 			return error;
 		uint64_t n = RLFS_MIN(sl, (uint64_t)UNSHARE_CHUNK);
-		uint32_t ne = count_extents(ip, s, n);
+		uint32_t ne = count_extents(ip, s, &n);
 		error = rlfs_trans_alloc(mp, &mp->resv.tr_cow, (uint32_t)n + rlfs_cow_res(ip, ne), 0, &tp);
 		if (error)
 			return error;
 		rlfs_trans_ijoin(tp, ip);
 		struct rlfs_cow cow;
 		error = rlfs_cow_prepare(tp, ip, s, n, &cow);
+		if (!error)
+			n = cow.len;  /* the allocation may have stopped short */
 		if (!error)
 			error = rlfs_cow_copy_old(ip, &cow, s, n);
 		if (!error)

@@ -52,7 +52,9 @@ struct rlfs_cow {
 
 /*
  * Allocate new blocks for [off, off+len) (every block mapped) within tp,
- * near the old blocks, as one extent where possible.  Counts against tp's
+ * near the old blocks, as one extent where possible; at most
+ * RLFS_TX_COW_EXTENTS extents (trans_resv.h): after that cow->len is
+ * shortened to what was allocated and the caller does that much.  Counts against tp's
  * reservation (the caller reserves len + rlfs_cow_res).  0, -ENOSPC,
  * -ENOMEM, -EUCLEAN.  On error the caller cancels tp and calls
  * rlfs_cow_release.

@@ -418,8 +418,16 @@ void rlfs_trans_resv_init(struct rlfs_mount *mp)
 	/* tr_cui: CUD, RLFS_CUI_MAX_ITEMS refcount adjustments, the EFIs
 	 * they queue */
 	set(mp, &rv->tr_cui, "tr_cui", &cui, 1);
+	/* a BUI step: BUD, RLFS_BUI_MAX_ITEMS maps or unmaps of one file
+	 * (each a bmbt range of two records: an unmap inside an extent
+	 * splits it), the inode core, the CUI/EFI intents the unmaps queue */
+	struct resv_cnt bui = c_bmap(&g, 2ull * RLFS_BUI_MAX_ITEMS);
+	add_descs(&bui, 1);
+	t = c_inode(); cnt_add(&bui, &t);
+	t = c_intents(RLFS_BUI_MAX_ITEMS); cnt_add(&bui, &t);
 	struct resv_cnt step = efi;
 	cnt_max(mp, &step, &cui);
+	cnt_max(mp, &step, &bui);
 
 	/* tr_remove: both inode cores, one dir entry, the unlinked list, the
 	 * superblock, rmdir's empty directory block freed (cancel, allocop)
@@ -482,29 +490,26 @@ void rlfs_trans_resv_init(struct rlfs_mount *mp)
 	add_images(&c, calls * allocop(&g));
 	set(mp, &rv->tr_falloc, "tr_falloc", &c, 1);
 
-	/* tr_cow: one chunk of RLFS_TX_COW_BLOCKS blocks remapped: the old
-	 * extents (one per block at worst) unmapped and the new ones mapped
-	 * (two records each), one allocator call per block at worst, CUIs
-	 * for the old extents' refcounts and EFIs; rolls into the steps */
-	c = c_bmap(&g, 2ull * RLFS_TX_COW_BLOCKS + 4);
-	add_images(&c, (uint64_t)RLFS_TX_COW_BLOCKS * allocop(&g));
-	t = c_intents(RLFS_TX_COW_BLOCKS); cnt_add(&c, &t);
+	/* tr_cow: one chunk of at most RLFS_TX_COW_BLOCKS blocks over at most
+	 * RLFS_TX_COW_EXTENTS old extents: the new blocks allocated (at most
+	 * RLFS_TX_COW_EXTENTS allocator calls: rlfs_cow_prepare stops
+	 * there), the remap queued as BUI unmaps of the old extents and maps
+	 * of the new ones (new runs are cut where old states change when an
+	 * unshare keeps unwritten blocks: at most one per old and new
+	 * extent), the inode core; the remap itself happens in the defer
+	 * steps it rolls into */
+	c = c_inode();
+	add_images(&c, (uint64_t)RLFS_TX_COW_EXTENTS * allocop(&g));
+	t = c_intents(3ull * RLFS_TX_COW_EXTENTS); cnt_add(&c, &t);
 	cnt_max(mp, &c, &step);
 	set(mp, &rv->tr_cow, "tr_cow", &c, 2);
 
-	/* tr_clone: RLFS_TX_CLONE_PIECES pieces: the destination's old
-	 * extents unmapped and freed directly (a refcount decrease or an
-	 * allocop each), the new mappings (bmbt range of two records per
-	 * piece), a refcount increase per piece, and the inode core */
-	c = c_bmap(&g, 2ull * RLFS_TX_CLONE_PIECES + 2);
-	for (int pass = 0; pass < 2; pass++) {
-		t = c_refc_adjust(&g, pass == 1);
-		for (unsigned i = 0; i < RLFS_TX_CLONE_PIECES; i++)
-			cnt_add(&c, &t);
-	}
-	t = c_free_extent(&g);
-	for (unsigned i = 0; i < RLFS_TX_CLONE_PIECES; i++)
-		cnt_add(&c, &t);
+	/* tr_clone: the plan of RLFS_TX_CLONE_PIECES pieces: the inode core
+	 * and the intents of three items per piece (BUI unmap of the old
+	 * block, CUI increase, BUI map); the remapping happens in the defer
+	 * steps it rolls into */
+	c = c_inode();
+	t = c_intents(3ull * RLFS_TX_CLONE_PIECES); cnt_add(&c, &t);
 	cnt_max(mp, &c, &step);
 	set(mp, &rv->tr_clone, "tr_clone", &c, 2);
 

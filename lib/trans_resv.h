@@ -41,6 +41,7 @@ struct rlfs_mount;
 #define RLFS_TX_UNMAP_EXTENTS 64u     /* extents unmapped per truncate/punch tx */
 #define RLFS_TX_INACT_EXTENTS 64u     /* extents unmapped per inactivation tx */
 #define RLFS_TX_COW_BLOCKS 8192u      /* blocks copied-on-write per transaction */
+#define RLFS_TX_COW_EXTENTS 64u       /* old extents, and new ones allocated, per CoW tx */
 #define RLFS_TX_UNSHARE_BLOCKS 4096u  /* blocks unshared per transaction */
 #define RLFS_TX_CLONE_PIECES 1024u    /* pieces remapped per clone transaction */
 

@@ -945,6 +945,48 @@ static int frag_file(struct ctx *c, const char *name, int n)
 	return a;
 }
 
+/*
+ * Copy-on-write over more old extents than one transaction may take
+ * (RLFS_TX_COW_EXTENTS): one write across a clone of a 300-extent file,
+ * and FALLOC_FL_UNSHARE_RANGE over another clone, each done in several
+ * bounded transactions.  The data, the refcounts and fsck must come out
+ * as if done at once; every tr_cow commit must fit its reservation.
+ */
+static void test_cow_bounded(void **state)
+{
+	(void)state;
+	struct ctx c;
+	ctx_init(&c, 64 * MB, 4096, 4);
+	struct rlfs_mount *mp = MP(&c);
+	/* 300 one-block extents with no holes: two files written block by
+	 * block in turn get interleaved blocks */
+	int a = mkfile(&c, "frag"), x = mkfile(&c, "other");
+	for (uint64_t i = 0; i < 300; i++) {
+		do_write(&c, a, i * c.bs, c.bs, 1000 + i);
+		do_write(&c, x, i * c.bs, c.bs, 5000 + i);
+	}
+	int b = mkfile(&c, "b"), u = mkfile(&c, "u");
+	do_clone(&c, a, 0, b, 0, 0);
+	do_clone(&c, a, 0, u, 0, 0);
+	uint64_t commits0 = mp->resv.tr_cow.commits;
+	do_write(&c, b, 100, c.f[b].size - 200, 77);
+	uint64_t commits = mp->resv.tr_cow.commits - commits0;
+	print_message("write over 300 shared extents: %llu tr_cow commits, the largest "
+		      "%u bytes\n", (unsigned long long)commits, mp->resv.tr_cow.max_used_bytes);
+	assert_true(commits > 300 / RLFS_TX_COW_EXTENTS);
+	/* a bounded plan logs at most 3 intents per 16 of its 64 extents,
+	 * the inode and the allocator's blocks; unbounded it logged 600
+	 * intents' worth at once */
+	assert_true(mp->resv.tr_cow.max_used_bytes < 16 * c.bs);
+	assert_int_equal(rlfs_fallocate(mp, c.f[u].ino, FALLOC_FL_UNSHARE_RANGE, 0,
+					(off_t)c.f[u].size), 0);
+	assert_int_equal(mp->resv.tr_cow.overruns, 0);
+	check_fs(&c);
+	tu_remount(&c.fs);
+	check_fs(&c);
+	ctx_fini(&c);
+}
+
 struct stop_after {
 	int calls, stop_at;
 };
@@ -1568,6 +1610,7 @@ int main(void)
 		cmocka_unit_test(test_threads),
 		cmocka_unit_test(test_enospc),
 		cmocka_unit_test(test_many_extents),
+		cmocka_unit_test(test_cow_bounded),
 		cmocka_unit_test(test_clone_cancel),
 		cmocka_unit_test(test_clone_source_readable),
 		cmocka_unit_test(test_unmount_clean_last),
