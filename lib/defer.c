@@ -11,6 +11,7 @@
 #include "inode.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -114,7 +115,7 @@ static int log_intents(struct rlfs_trans *tp)
  * roll reservation, held inodes joined again, queued work carried over.
  * On error *tpp is NULL and the work list is returned in *work for the
  * caller to cancel. */
-static int roll(struct rlfs_trans **tpp, struct rlfs_defer_pending **work)
+static int roll(struct rlfs_trans **tpp, struct rlfs_defer_pending **work, bool *committed)
 {
 	struct rlfs_trans *tp = *tpp;
 	struct rlfs_inode *held[RLFS_DEFER_MAX_HELD];
@@ -127,7 +128,7 @@ static int roll(struct rlfs_trans **tpp, struct rlfs_defer_pending **work)
 	/* the unused block reservation goes on to the next step (XFS's
 	 * permanent reservation); roll_res only tops it up */
 	int64_t carry = tp->blk_res - tp->blk_used;
-	int err = rlfs_trans_roll_carry(tpp);
+	int err = rlfs_trans_roll_carry(tpp, committed);
 	if (err)
 		return err;
 	tp = *tpp;
@@ -180,13 +181,15 @@ static int finish_one(struct rlfs_trans *tp, struct rlfs_defer_pending *p)
 
 /* A chain failed after an intent of it was committed: the work stays
  * undone in this mount and the intent stays in the log (holding its
- * tail) until the next mount's recovery finishes it, as XFS does after a
- * shutdown.  Say so once per failure. */
-static void said_stranded(struct rlfs_mount *mp, int err)
+ * tail) until the next mount's recovery finishes it.  The in-core state
+ * is half done (a clone's destination unmapped, not yet mapped again), so
+ * the mount shuts down, as XFS does. */
+static void stranded(struct rlfs_mount *mp, int err)
 {
-	rlfs_warn("deferred work failed after its intent was logged (%s): the log keeps "
-		  "the intent and the next mount finishes the work; unmount and mount again",
-		  strerror(-err));
+	char why[160];
+	snprintf(why, sizeof(why), "deferred work failed after its intent was logged: %s",
+		 strerror(-err));
+	rlfs_force_shutdown(mp, why);
 }
 
 int rlfs_defer_finish(struct rlfs_trans **tpp)
@@ -200,9 +203,13 @@ int rlfs_defer_finish(struct rlfs_trans **tpp)
 		err = log_intents(tp);
 		if (err)
 			goto fail;
-		err = roll(tpp, &work);
-		if (err)
+		bool committed = false;
+		err = roll(tpp, &work, &committed);
+		if (err) {
+			/* a failed first commit logged nothing */
+			rolled |= committed;
 			goto fail_rolled;
+		}
 		rolled = true;
 		tp = *tpp;
 		/* take the first batch; what finishing it queues lands on an
@@ -241,13 +248,13 @@ int rlfs_defer_finish(struct rlfs_trans **tpp)
 	return 0;
 fail:
 	if ((*tpp)->mp->defer_log && rolled)
-		said_stranded((*tpp)->mp, err);
+		stranded((*tpp)->mp, err);
 	rlfs_trans_cancel(*tpp);   /* also cancels (*tpp)->dfops */
 	*tpp = NULL;
 	return err;
 fail_rolled:
-	if (mp->defer_log)
-		said_stranded(mp, err);
+	if (mp->defer_log && rolled)
+		stranded(mp, err);
 	cancel_pending(work);
 	*tpp = NULL;
 	return err;

@@ -245,8 +245,9 @@ static int bui_finish(struct rlfs_trans *tp, struct rlfs_defer_item *item)
 	return err;
 }
 
-/* An UNMAP item of a recovered intent still finds the block it named at
- * its startoff (anything else means the log and the data fork disagree).
+/* An UNMAP item of a recovered intent still finds the blocks it named:
+ * one extent maps all of [startoff, +len) starting at startblock
+ * (anything else means the log and the data fork disagree).
  * A MAP item's range may still be mapped here: an UNMAP before it in the
  * same intent (a CoW remap) makes it a hole; the map itself refuses an
  * overlap (bui_finish). */
@@ -261,7 +262,10 @@ static int bui_check_fork(struct rlfs_trans *tp, const struct bui_work *w)
 	struct rlfs_irec got;
 	bool found;
 	rlfs_bmap_lookup(ip, w->startoff, &got, &found);
-	if (found && got.startblock + (w->startoff - got.startoff) == w->startblock)
+	/* the whole range inside the extent that maps its first block, as
+	 * logged: an unmap never releases blocks its intent did not name */
+	if (found && got.startblock + (w->startoff - got.startoff) == w->startblock &&
+	    got.startoff + got.blockcount >= w->startoff + w->len)
 		return 0;
 	return rlfs_corrupt(tp->mp, w->startblock, "log",
 			    "BUI unmap of inode %llu file block %llu (+%u, fsbno %llu) does not "
@@ -284,7 +288,8 @@ static int bui_recover(struct rlfs_trans *tp, const void *buf, size_t bytes)
 	if (bytes != sizeof(*b) || !range_ok(tp->mp, w.startblock, w.len) ||
 	    (op != RLFS_BUI_MAP && op != RLFS_BUI_UNMAP) ||
 	    (w.flags & ~(RLFS_BUI_OP_MASK | RLFS_BUI_UNWRITTEN)) ||
-	    w.startoff + w.len > (tp->mp->maxbytes >> tp->mp->blocklog))
+	    w.startoff > (tp->mp->maxbytes >> tp->mp->blocklog) ||
+	    w.len > (tp->mp->maxbytes >> tp->mp->blocklog) - w.startoff)
 		return rlfs_corrupt(tp->mp, w.startblock, "log",
 				    "BUI item (inode %llu, file block %llu, fsbno %llu, +%u, "
 				    "flags 0x%x) is not valid",

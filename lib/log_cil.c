@@ -285,6 +285,8 @@ void rlfs_log_commit_done(struct rlfs_mount *mp)
 
 int rlfs_log_force(struct rlfs_mount *mp)
 {
+	if (mp->shutdown)
+		return -EIO;   /* nothing more goes to the log (rlfs_force_shutdown) */
 	struct rlfs_log *log = mp->log;
 	if (!log)
 		return 0;
@@ -304,6 +306,10 @@ int rlfs_log_force(struct rlfs_mount *mp)
 
 int rlfs_log_force_seq(struct rlfs_mount *mp, uint64_t seq, bool *forced)
 {
+	if (mp->shutdown) {
+		*forced = false;
+		return -EIO;
+	}
 	struct rlfs_log *log = mp->log;
 	if (forced)
 		*forced = false;

@@ -494,6 +494,19 @@ int rlfs_mount_close(struct rlfs_mount *mp)
 	 * them now (as a read-write unmount would) rather than leak them. */
 	if ((mp->flags & RLFS_MOUNT_RDONLY) && mp->dev->writable && rlfs_icache_has_forgotten(mp))
 		err = rlfs_mount_set_rdonly(mp, false);
+	if (mp->shutdown) {
+		/* nothing more is written (rlfs_force_shutdown): the image
+		 * stays as the log left it, DIRTY, and the next mount's
+		 * recovery finishes the stranded work */
+		rlfs_warn("%s: unmounting a shut down filesystem: nothing written; the next "
+			  "mount replays the log", mp->image ? mp->image : "reflinkfs");
+		rlfs_dev_close(mp->dev);
+		mp->dev = NULL;
+		rlfs_progress(mp, RLFS_PROGRESS_RELEASED, 0, 0);
+		rlfs_icache_destroy(mp);
+		rlfs_mount_free_bare(mp);
+		return -EIO;
+	}
 	/* unlinked-but-open inodes still cached are freed now */
 	err2 = rlfs_icache_reclaim(mp);
 	if (!err)

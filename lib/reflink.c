@@ -40,7 +40,6 @@
 #define CLONE_POLL 64u           /* pieces between two cancel polls */
 #define UNSHARE_CHUNK RLFS_TX_UNSHARE_BLOCKS /* blocks unshared per transaction */
 #define COPY_BUF_BYTES (1u << 20)
-#define MIN_RES 8u               /* last-resort reservation near ENOSPC */
 
 static inline uint64_t irec_end(const struct rlfs_irec *r)
 {
@@ -622,12 +621,9 @@ static int clone_blocks(struct rlfs_inode *src, uint64_t sb, struct rlfs_inode *
 			batch /= 2;
 			continue;
 		}
-		if (error == -ENOSPC) {
-			/* nearly full: the worst-case estimate does not fit, but
-			 * one piece usually needs a block or two; a real shortage
-			 * inside the transaction cancels it whole */
-			error = rlfs_trans_alloc(mp, &mp->resv.tr_clone, MIN_RES, 0, &tp);
-		}
+		/* batch 1 and still -ENOSPC: the clone stops here, before
+		 * any of its intents is logged (the chain's steps live on
+		 * what this transaction reserves and cannot be cancelled) */
 		if (error)
 			break;
 		rlfs_trans_ijoin(tp, dst);

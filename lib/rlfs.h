@@ -94,6 +94,10 @@ struct rlfs_mount {
 	uint64_t features_incompat;
 	uint64_t maxbytes;          /* largest file size, bytes */
 	uint8_t uuid[RLFS_UUID_SIZE];
+	/* Shut down (rlfs_force_shutdown): a deferred chain failed after its
+	 * intent was logged.  No more metadata changes or log writes in this
+	 * mount; the next mount's recovery finishes the work. */
+	_Atomic bool shutdown;
 	_Atomic unsigned flags;     /* RLFS_MOUNT_*; RDONLY changes on remount
 				     * (rlfs_mount_set_rdonly) */
 

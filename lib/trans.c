@@ -61,6 +61,10 @@ int rlfs_trans_alloc(struct rlfs_mount *mp, struct rlfs_trans_res *res, uint32_t
 	tp->mp = mp;
 	tp->flags = flags;
 	tp->res = res;
+	if (mp->shutdown && !(flags & RLFS_TRANS_RDONLY) && res != &mp->resv.tr_rdonly) {
+		free(tp);
+		return -EIO;
+	}
 	rlfs_meta_lock(mp);
 	rlfs_trans_resv_init(mp); /* a no-op unless the geometry changed */
 	if (resblks) {
@@ -332,7 +336,17 @@ int rlfs_trans_commit(struct rlfs_trans *tp)
 	return 0;
 }
 
-int rlfs_trans_roll_carry(struct rlfs_trans **tpp)
+void rlfs_force_shutdown(struct rlfs_mount *mp, const char *why)
+{
+	bool was = mp->shutdown;
+	mp->shutdown = true;
+	if (!was)
+		rlfs_warn("%s: filesystem shut down (%s): metadata changes now fail with EIO; "
+			  "unmount, and the next mount's log recovery finishes the work",
+			  mp->image ? mp->image : "reflinkfs", why);
+}
+
+int rlfs_trans_roll_carry(struct rlfs_trans **tpp, bool *committed)
 {
 	struct rlfs_trans *tp = *tpp;
 	struct rlfs_mount *mp = tp->mp;
@@ -344,6 +358,7 @@ int rlfs_trans_roll_carry(struct rlfs_trans **tpp)
 	tp->blk_res -= carry;    /* stays taken from fdblocks across the roll */
 	*tpp = NULL;
 	int err = rlfs_trans_commit(tp);
+	*committed = !err;
 	if (!err) {
 		rlfs_trans_yield(mp);
 		err = rlfs_trans_alloc(mp, res, 0, flags, tpp);

@@ -101,11 +101,22 @@ struct rlfs_trans {
 };
 
 /*
+ * Stop all metadata changes of this mount (XFS's xfs_force_shutdown): from
+ * now on rlfs_trans_alloc refuses every transaction that may log (-EIO),
+ * the log writes nothing more (forces return -EIO) and unmount leaves the
+ * image for the next mount's log recovery.  Called when a deferred chain
+ * fails after its intent was committed: the in-core state is half done,
+ * the log holds what finishes it.  why: said once.  Idempotent.
+ */
+void rlfs_force_shutdown(struct rlfs_mount *mp, const char *why);
+/*
  * Start a transaction of type res (a member of mp->resv, trans_resv.h:
  * &mp->resv.tr_create etc.; its log_bytes bound what the commit may log)
  * with resblks free blocks reserved.  Computes mp->resv first if the
  * geometry changed.  0, -ENOMEM, -ENOSPC (not enough free blocks for
- * resblks).  Always sets *tpp on 0.  Source: xfs_trans_alloc.
+ * resblks), -EIO (shut down, rlfs_force_shutdown; not for
+ * RLFS_TRANS_RDONLY or tr_rdonly).  Always sets *tpp on 0.  Source:
+ * xfs_trans_alloc.
  */
 int rlfs_trans_alloc(struct rlfs_mount *mp, struct rlfs_trans_res *res, uint32_t resblks,
 		     unsigned flags, struct rlfs_trans **tpp);
@@ -167,6 +178,6 @@ int rlfs_trans_roll(struct rlfs_trans **tpp, uint32_t resblks);
  * no other thread can take those blocks between two steps.  Source:
  * xfs_trans_dup's t_blk_res transfer.  0, or -ENOMEM/-EIO from the commit
  * or the new transaction (*tpp NULL, the carried blocks back in free
- * space). */
-int rlfs_trans_roll_carry(struct rlfs_trans **tpp);
+ * space); *committed says whether the old transaction was committed. */
+int rlfs_trans_roll_carry(struct rlfs_trans **tpp, bool *committed);
 #endif
