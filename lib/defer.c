@@ -179,6 +179,26 @@ static int finish_one(struct rlfs_trans *tp, struct rlfs_defer_pending *p)
 	return 0;
 }
 
+int rlfs_defer_finish_recovered(struct rlfs_trans *tp, uint64_t intent_id)
+{
+	struct rlfs_defer_pending *p = tp->dfops;
+	if (!p || p->next || p->intent_id)
+		return -EINVAL; /* recover_item queues one batch on a fresh tp */
+	tp->dfops = NULL;
+	p->intent_id = intent_id;
+	int err = finish_one(tp, p);
+	/* what the items queued comes first, then what is left of p */
+	struct rlfs_defer_pending **tailp = &tp->dfops;
+	while (*tailp)
+		tailp = &(*tailp)->next;
+	if (err == -EAGAIN || (err && p->head)) {
+		*tailp = p; /* cancelled with tp on error */
+		return err == -EAGAIN ? 0 : err;
+	}
+	free(p);
+	return err;
+}
+
 /* A chain failed after an intent of it was committed: the work stays
  * undone in this mount and the intent stays in the log (holding its
  * tail) until the next mount's recovery finishes it.  The in-core state

@@ -21,9 +21,10 @@
  *
  * After a crash, log recovery finds intents without a done item and hands
  * their items back to the type (recover_item, the type found by its
- * intent code with rlfs_defer_type_find), which queues them again in a
- * recovery transaction that also logs the old intent's done: every step
- * is redone from the last durable point.  A step (finish_item) commits
+ * intent code with rlfs_defer_type_find), which queues them on a recovery
+ * transaction; rlfs_defer_finish_recovered does their work in that
+ * transaction, with the old intent's done: every step is redone from the
+ * last durable point, in the order the chain logged it.  A step (finish_item) commits
  * together with its done, so it is never half in the log.  The log side
  * is lib/log_intent.c (mp->defer_log = rlfs_log_defer_ops: intents and
  * dones join the transaction's checkpoint; an intent holds the log tail
@@ -151,6 +152,21 @@ int rlfs_defer_hold_inode(struct rlfs_trans *tp, struct rlfs_inode *ip);
  * is queued, so most callers just commit.
  */
 int rlfs_defer_finish(struct rlfs_trans **tpp);
+/*
+ * Log recovery: finish, in tp itself, the one batch that the type's
+ * recover_item queued on the fresh tp for the recovered intent intent_id:
+ * its done (naming the old intent) and the items' work commit together,
+ * so the work is never logged as a new intent.  A new intent would sort
+ * after the old intents that follow it in the chain (recovery takes
+ * intents in log order): a crash during recovery would then replay a
+ * clone's BUI map before the unmap of the same range.  Work the items
+ * queue (an unmap's CUI decrease) and the rest of a -EAGAIN item stay on
+ * tp for its commit to log and finish.  0, -EINVAL (tp does not hold
+ * exactly one new batch), or finish_item's error (tp keeps the work for
+ * the caller's cancel).  Source: xlog_recover_finish_intent,
+ * xfs_defer_finish_recovery.
+ */
+int rlfs_defer_finish_recovered(struct rlfs_trans *tp, uint64_t intent_id);
 /* Drop all queued work of tp without doing it (transaction cancel). */
 void rlfs_defer_cancel(struct rlfs_trans *tp);
 

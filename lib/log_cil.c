@@ -429,18 +429,29 @@ static int cil_push(struct rlfs_mount *mp, bool flush)
 	}
 	size_t ne = 0;
 	uint64_t pbytes = 0;
-	for (struct rlfs_log_img *img = log->cil_first; img; img = img->next, ne++) {
+	for (struct rlfs_log_img *img = log->cil_first; img; img = img->next) {
+		if (img->data) {
+			stamp_map(mp, img);
+			/* an inode cluster joined and logged with no byte
+			 * changed (nothing pending from earlier records
+			 * either: their chunks join the map) has nothing to
+			 * replay; recovery refuses an empty image item */
+			if (rlfs_log_map_count(img->map, bs) == 0)
+				continue;
+		}
 		rlfs_put64(ents[ne].d.fsbno, img->fsbno);
 		rlfs_put16(ents[ne].d.type, img->type);
-		if (!img->data)
+		if (!img->data) {
+			ne++;
 			continue;
-		stamp_map(mp, img);
+		}
 		uint32_t c = rlfs_log_map_count(img->map, bs);
 		rlfs_put32(ents[ne].d.count, c);
 		ents[ne].map = img->map;
 		ents[ne].data = img->data;
 		ents[ne].bytes = RLFS_LOG_MAP_BYTES(bs) + (size_t)c * RLFS_LOG_CHUNK;
 		pbytes += ents[ne].bytes;
+		ne++;
 	}
 	for (struct rlfs_log_ilog *il = log->cil_intents; il; il = il->next, ne++) {
 		rlfs_put64(ents[ne].d.fsbno, il->id);

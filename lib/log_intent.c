@@ -234,22 +234,24 @@ size_t rlfs_log_recovered_pending(const struct rlfs_mount *mp)
 static int recover_one(struct rlfs_mount *mp, struct rlfs_log_ilog *il)
 {
 	const struct rlfs_defer_type *type = rlfs_defer_type_find(il->code);
-	if (!type || type->item_bytes != il->item_bytes ||
+	if (!type || type->item_bytes != il->item_bytes || il->count == 0 ||
+	    il->count > (type->max_items ? type->max_items : 1) ||
 	    (size_t)il->count * il->item_bytes + sizeof(struct rlfs_log_intent) > mp->blocksize)
-		return rlfs_corrupt(mp, mp->log->start_fsbno, "log", "intent %llu: unknown intent code 0x%x or bad "
-				    "item size %u", (unsigned long long)il->id, il->code,
-				    il->item_bytes);
+		return rlfs_corrupt(mp, mp->log->start_fsbno, "log", "intent %llu: unknown intent code 0x%x, bad "
+				    "item size %u or item count %u", (unsigned long long)il->id, il->code,
+				    il->item_bytes, il->count);
 	struct rlfs_trans *tp;
 	int err = rlfs_trans_alloc(mp, &mp->resv.tr_recover, 0, RLFS_TRANS_RESERVE, &tp);
 	if (err)
 		return err;
-	/* the done of the old intent commits with the new intent of the
-	 * same work (rlfs_defer_finish logs it before the first roll) */
-	tp->log_ndones++;
-	err = mp->defer_log->done(tp, type, il->id);
+	/* the items are checked and queued, then done in this transaction
+	 * with the old intent's done; what they queue in turn is logged and
+	 * finished by the commit */
 	const uint8_t *p = il->data + sizeof(struct rlfs_log_intent);
 	for (uint32_t i = 0; i < il->count && !err; i++)
 		err = type->recover_item(tp, p + (size_t)i * il->item_bytes, il->item_bytes);
+	if (!err)
+		err = rlfs_defer_finish_recovered(tp, il->id);
 	if (err) {
 		rlfs_trans_cancel(tp);
 		return err;

@@ -533,12 +533,9 @@ void rlfs_trans_resv_init(struct rlfs_mount *mp)
 	cnt_max(mp, &c, &step);
 	set(mp, &rv->tr_inactive, "tr_inactive", &c, 2);
 
-	/* tr_recover: an old intent's done, its items queued again (one new
-	 * intent), then the defer steps */
-	c = (struct resv_cnt){ 0, 0 };
-	add_descs(&c, 1);
-	t = c_intents(RLFS_CUI_MAX_ITEMS); cnt_add(&c, &t);
-	cnt_max(mp, &c, &step);
+	/* tr_recover: an old intent's done and its items' work (a defer
+	 * step), then the defer steps of what they queue */
+	c = step;
 	set(mp, &rv->tr_recover, "tr_recover", &c, 2);
 
 	/* tr_mkfs: every AG's headers (AGF, AGI, AGFL) and btree roots

@@ -2982,6 +2982,16 @@ static unsigned check_recovery(struct wl *w, const char *img, uint64_t pos, uint
 			continue;
 		}
 		unsigned nm = check_image(w, img2, pos, msgfd);
+		if (nm && w->o->keep) {
+			/* the recovery-crash image as built, before the check */
+			char keep[4300];
+			snprintf(keep, sizeof(keep), "%s/recovery-crash-%zu.img", w->o->dir, k);
+			int kfd = open(keep, O_CREAT | O_TRUNC | O_RDWR | O_CLOEXEC, 0600);
+			if (kfd >= 0 && rlfs_crash_rec_build(rec, c, kfd, NULL) == 0)
+				say(&m, "recovery image kept: %s (as built, before the check)", keep);
+			if (kfd >= 0)
+				close(kfd);
+		}
 		if (w->o->verbose)
 			printf("%s image%s%s\n", nm ? "FAIL" : "ok  ", say_suffix,
 			       nm ? "" : "");

@@ -24,6 +24,7 @@
 #include "defer.h"
 #include "dev.h"
 #include "dev_crash.h"
+#include "inode.h"
 #include "log.h"
 #include "trans.h"
 #include "xattr.h"
@@ -334,6 +335,48 @@ static void test_ranges_two_trans_one_ckpt(void **state)
 	free(got);
 	unlink(crash);
 	tu_unmount(&t.fs);
+}
+
+/* An inode logged by a transaction that changed none of its bytes, with
+ * its cluster already in place: the checkpoint must still replay (an
+ * image item with no chunk used to be written, and recovery refused the
+ * whole log as corrupt: log recovery's BUI unmap of a clone hit it). */
+static void test_ranges_unchanged_inode(void **state)
+{
+	(void)state;
+	struct tu_fs fs;
+	char crash[64];
+	tu_mkfs_mount(&fs, 64 * MiB, 0, 0);
+	struct rlfs_mount *mp = fs.mp;
+	uint64_t ino = mkfile(mp, "f");
+	assert_int_equal(rlfs_fsync(mp, ino, 0), 0);
+	rlfs_meta_lock(mp);
+	assert_int_equal(rlfs_log_force(mp), 0);
+	assert_int_equal(rlfs_log_ail_push(mp->log, UINT64_MAX), 0);
+	pthread_mutex_unlock(&mp->meta_lock);
+	struct rlfs_inode *ip;
+	assert_int_equal(rlfs_iget(mp, ino, &ip), 0);
+	struct rlfs_trans *tp;
+	assert_int_equal(rlfs_trans_alloc(mp, &mp->resv.tr_setattr, 0, 0, &tp), 0);
+	rlfs_trans_ijoin(tp, ip);
+	rlfs_trans_log_inode(tp, ip);           /* nothing changed */
+	assert_int_equal(rlfs_trans_commit(tp), 0);
+	rlfs_irele(ip);
+	rlfs_meta_lock(mp);
+	assert_int_equal(rlfs_log_force(mp), 0); /* a checkpoint of its own */
+	pthread_mutex_unlock(&mp->meta_lock);
+	mkfile(mp, "g");                        /* a change to replay after it */
+	rlfs_meta_lock(mp);
+	assert_int_equal(rlfs_log_force(mp), 0);
+	pthread_mutex_unlock(&mp->meta_lock);
+	copy_image(fs.path, crash, sizeof(crash));
+	struct rlfs_mount *rmp;
+	assert_int_equal(rlfs_mount_open(crash, RLFS_MOUNT_NOLOCK, &rmp), 0);
+	assert_true(exists(rmp, "g"));
+	assert_int_equal(rlfs_mount_close(rmp), 0);
+	assert_int_equal(tu_fsck(crash, 0), 0);
+	unlink(crash);
+	tu_unmount(&fs);
 }
 
 /* A partial record is applied over a block on disk with an older LSN,
@@ -1295,6 +1338,7 @@ int main(void)
 		cmocka_unit_test(test_ranges_disk_lsn),
 		cmocka_unit_test(test_ranges_torn_record),
 		cmocka_unit_test(test_ranges_v1_record),
+		cmocka_unit_test(test_ranges_unchanged_inode),
 		cmocka_unit_test(test_recovery_idempotent),
 		cmocka_unit_test(test_write_ahead_and_wrap),
 		cmocka_unit_test(test_log_bytes_per_op),
