@@ -43,11 +43,6 @@ int rlfs_defer_add(struct rlfs_trans *tp, const struct rlfs_defer_type *type,
 	return 0;
 }
 
-void rlfs_defer_set_roll_res(struct rlfs_trans *tp, uint32_t resblks)
-{
-	tp->roll_res = resblks;
-}
-
 int rlfs_defer_hold_inode(struct rlfs_trans *tp, struct rlfs_inode *ip)
 {
 	for (unsigned i = 0; i < tp->ndheld; i++)
@@ -112,7 +107,8 @@ static int log_intents(struct rlfs_trans *tp)
 }
 
 /* Commit tp and open the next transaction of the chain: same flags, the
- * roll reservation, held inodes joined again, queued work carried over.
+ * unused block reservation, held inodes joined again, queued work carried
+ * over.
  * On error *tpp is NULL and the work list is returned in *work for the
  * caller to cancel. */
 static int roll(struct rlfs_trans **tpp, struct rlfs_defer_pending **work, bool *committed)
@@ -120,26 +116,16 @@ static int roll(struct rlfs_trans **tpp, struct rlfs_defer_pending **work, bool 
 	struct rlfs_trans *tp = *tpp;
 	struct rlfs_inode *held[RLFS_DEFER_MAX_HELD];
 	unsigned nheld = tp->ndheld;
-	uint32_t res = tp->roll_res;
 	for (unsigned i = 0; i < nheld; i++)
 		held[i] = tp->dheld[i];
 	*work = tp->dfops;
 	tp->dfops = NULL;
 	/* the unused block reservation goes on to the next step (XFS's
-	 * permanent reservation); roll_res only tops it up */
-	int64_t carry = tp->blk_res - tp->blk_used;
+	 * permanent reservation) */
 	int err = rlfs_trans_roll_carry(tpp, committed);
 	if (err)
 		return err;
 	tp = *tpp;
-	if (carry < (int64_t)res) {
-		/* topped up without an ENOSPC check, as an overrun is charged
-		 * (rlfs_trans_mod_used): a step cannot stop half way */
-		int64_t more = (int64_t)res - carry;
-		tp->mp->fdblocks -= more;
-		tp->blk_res += more;
-	}
-	tp->roll_res = res;
 	tp->ndheld = nheld;
 	for (unsigned i = 0; i < nheld; i++) {
 		tp->dheld[i] = held[i];

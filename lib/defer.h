@@ -9,8 +9,9 @@
  *
  *   1. logs an *intent* for every queued batch (what will be done: the
  *      type's encoded items) in the caller's transaction,
- *   2. rolls: commits that transaction and starts a new one with the same
- *      reservation (rlfs_defer_set_roll_res), re-joining held inodes,
+ *   2. rolls: commits that transaction and starts a new one that carries
+ *      the unused block reservation (rlfs_trans_roll_carry, XFS's
+ *      permanent reservation), re-joining held inodes,
  *   3. finishes the first batch in the new transaction: a *done* item
  *      naming the intent, then finish_item for each item.  Work that a
  *      step queues (freeing a refcount block queues an extent free) gets
@@ -132,11 +133,6 @@ struct rlfs_defer_pending {
  * -ENOMEM (item not queued: the caller still owns it). */
 int rlfs_defer_add(struct rlfs_trans *tp, const struct rlfs_defer_type *type,
 		   struct rlfs_defer_item *item);
-/* The least block reservation each rolled transaction starts with
- * (default 0).  A roll carries the blocks the previous step reserved and
- * did not use (rlfs_trans_roll_carry), so a chain normally lives on what
- * its first transaction reserved, as XFS's permanent reservation. */
-void rlfs_defer_set_roll_res(struct rlfs_trans *tp, uint32_t resblks);
 /* Keep ip joined across the rolls (at most RLFS_DEFER_MAX_HELD; the
  * operation's own inodes, as xfs_defer_ops_capture's held inodes).
  * -E2BIG when full. */

@@ -86,10 +86,9 @@ struct rlfs_trans {
 	int64_t blk_freed;          /* blocks freed, credited at commit */
 	struct rlfs_buf *bufs;      /* joined buffers (via bp->tnext) */
 	struct rlfs_log_item *items;/* joined log items, newest first */
-	/* deferred work (defer.h): batches to do, the reservation of each
-	 * rolled transaction, inodes kept joined across rolls */
+	/* deferred work (defer.h): batches to do, inodes kept joined
+	 * across rolls */
 	struct rlfs_defer_pending *dfops;
-	uint32_t roll_res;
 	unsigned ndheld;
 	/* the log reservation of the transaction's type (&mp->resv.tr_*;
 	 * kept across rolls), and the intents and dones logged in it (defer.c
