@@ -511,12 +511,13 @@ int rlfs_buf_flush_all(struct rlfs_mount *mp)
 
 	/* 1. file data first: metadata must never point at unwritten data */
 	rlfs_progress(mp, RLFS_PROGRESS_DATA, 0, 1);
+	uint64_t dsnap = mp->data_dirty;
 	int err = rlfs_dev_flush(mp->dev);
 	if (err) {
 		rlfs_progress(mp, RLFS_PROGRESS_IDLE, 0, 0);
 		return err;
 	}
-	mp->data_dirty = 0;
+	rlfs_data_flushed(mp, dsnap);
 	if (mp->log) {
 		/* log mode: the CIL goes to the log as one checkpoint (one
 		 * write, one flush); blocks go in place later from the AIL */

@@ -222,7 +222,7 @@ static int cow_write(struct rlfs_inode *ip, const uint8_t *buf, uint64_t pos, ui
 	if (is_write) {
 		write_update_inode(tp, ip, end, wflags);
 	} else {
-		mp->data_dirty++;
+		rlfs_data_written(mp);
 		rlfs_trans_log_inode(tp, ip);
 	}
 	error = rlfs_trans_commit(tp);
@@ -600,7 +600,7 @@ int rlfs_setattr(struct rlfs_mount *mp, uint64_t ino, const struct stat *st,
 	}
 	ip->ctime = (valid & RLFS_SET_CTIME) ? st->st_ctim : now;
 	if (zeroed)
-		mp->data_dirty++;
+		rlfs_data_written(mp);
 	rlfs_trans_log_inode(tp, ip);
 	error = rlfs_trans_commit(tp);
 	tp = NULL;
@@ -671,7 +671,7 @@ static void write_update_inode(struct rlfs_trans *tp, struct rlfs_inode *ip, uin
 		drop_privs(ip, kill);
 		changed |= ip->mode != before;
 	}
-	tp->mp->data_dirty++;
+	rlfs_data_written(tp->mp);
 	ip->data_dirty = true;
 	if (changed)
 		rlfs_trans_log_inode(tp, ip);
@@ -872,7 +872,11 @@ out:
  * timestamps alone); a directory's sequence covers its entries.  If that is
  * durable already, no log write: only a device flush when file data was
  * written since the last one.  File data always reaches the device before
- * the checkpoint (rlfs_log_force_seq).  Without a log (v1), for an inode
+ * the checkpoint.  The device flushes run without meta_lock: file data
+ * written so far is flushed before the lock is taken, the checkpoint is
+ * written under it and flushed after it is dropped
+ * (rlfs_log_force_seq_begin / _end), so other threads' transactions do
+ * not wait for this fsync's flushes.  Without a log (v1), for an inode
  * that cannot be loaded, or when the superblock's error record changed
  * (every metadata flush writes it), everything is flushed, as sync.
  */
@@ -880,16 +884,26 @@ int rlfs_fsync(struct rlfs_mount *mp, uint64_t ino, int datasync)
 {
 	struct rlfs_trans *tp;
 	struct rlfs_inode *ip = NULL;
+	struct rlfs_log_ticket ticket = { 0 };
 	int error;
 
 	if (mp->flags & RLFS_MOUNT_RDONLY)
 		return 0;
 	if (rlfs_iget(mp, ino, &ip) == 0 && ip)
 		ip->data_dirty = false;
+	/* the file data written so far, flushed before meta_lock is taken
+	 * (the count is taken first: what it counts is on the device) */
+	uint64_t dsnap = __atomic_load_n(&mp->data_dirty, __ATOMIC_ACQUIRE);
+	bool pre = false;
+	if (mp->log && ip && rlfs_data_unflushed(mp))
+		pre = rlfs_dev_flush(mp->dev) == 0;
 	/* meta_lock: concurrent fsyncs queue here, and those behind one that
-	 * pushed the CIL find their sequence durable (group commit) */
+	 * pushed the CIL find their sequence written, and share its flush
+	 * (group commit) */
 	error = rlfs_trans_alloc(mp, &mp->resv.tr_sb, 0, 0, &tp);
 	if (!error) {
+		if (pre)
+			rlfs_data_flushed(mp, dsnap);
 		/* a changed error record goes out with any metadata flush
 		 * (rlfs_errrec_stage): that one takes the full path */
 		pthread_mutex_lock(&mp->err_lock);
@@ -897,12 +911,14 @@ int rlfs_fsync(struct rlfs_mount *mp, uint64_t ino, int datasync)
 		pthread_mutex_unlock(&mp->err_lock);
 		if (mp->log && ip && !err_pending) {
 			bool dsync = datasync && !S_ISDIR(ip->mode);
-			error = rlfs_log_force_seq(mp, dsync ? ip->li.datasync_seq :
-							       ip->li.commit_seq, NULL);
+			error = rlfs_log_force_seq_begin(mp, dsync ? ip->li.datasync_seq :
+								     ip->li.commit_seq, &ticket);
 		} else {
 			error = rlfs_buf_flush_all(mp);
 		}
 		rlfs_trans_cancel(tp);
+		if (!error)
+			error = rlfs_log_force_seq_end(mp, &ticket);
 	}
 	if (ip)
 		rlfs_irele(ip);
@@ -1072,7 +1088,7 @@ int rlfs_fallocate(struct rlfs_mount *mp, uint64_t ino, int mode, off_t off, off
 			ip->size = end;
 		ip->mtime = ip->ctime = now;
 		if (wrote)
-			mp->data_dirty++;
+			rlfs_data_written(mp);
 		rlfs_trans_log_inode(tp, ip);
 		e2 = rlfs_trans_commit(tp);
 	}

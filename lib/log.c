@@ -168,6 +168,7 @@ int rlfs_log_mount(struct rlfs_mount *mp, uint64_t start_fsbno, uint32_t size_bl
 	log->tail_lsn = scan.tail_lsn;
 	log->seq = scan.next_seq;
 	log->cil_seq = log->durable_seq = 1;
+	pthread_cond_init(&log->flush_cv, NULL);
 	log->unflushed_tail = UINT64_MAX;
 	log->items_per_rec = rlfs_log_items_per_rec(mp->blocksize);
 	/* a checkpoint is pushed once it holds a quarter of the ring */
@@ -177,6 +178,7 @@ int rlfs_log_mount(struct rlfs_mount *mp, uint64_t start_fsbno, uint32_t size_bl
 	size_t wblocks = (size_t)log->items_per_rec + 1;
 	if (posix_memalign((void **)&log->wbuf, RLFS_DIO_ALIGN, wblocks << mp->blocklog)) {
 		rlfs_log_ilog_free_list(scan.intents);
+		pthread_cond_destroy(&log->flush_cv);
 		free(log);
 		return -ENOMEM;
 	}
@@ -239,6 +241,7 @@ void rlfs_log_free(struct rlfs_mount *mp)
 	rlfs_log_ilog_free_list(log->cil_dones);
 	rlfs_log_ilog_free_list(log->live_intents);
 	free(log->wbuf);
+	pthread_cond_destroy(&log->flush_cv);
 	free(log);
 	mp->log = NULL;
 	mp->defer_log = NULL;

@@ -161,6 +161,14 @@ struct rlfs_log {
 	 * of the block's change (XFS moves a relogged item in the AIL only
 	 * when the checkpoint's I/O completes, xlog_cil_committed). */
 	uint64_t relog_hold_lsn;
+	/* fsync's device flush runs without meta_lock
+	 * (rlfs_log_force_seq_end): one at a time; the others wait on
+	 * flush_cv (with meta_lock) */
+	bool flushing;
+	pthread_cond_t flush_cv;
+	/* mp->trans_seq when the last checkpoint was written: the
+	 * transactions a flush after it makes durable */
+	uint64_t pushed_trans_seq;
 	struct rlfs_log_stats stats;
 };
 
@@ -303,20 +311,40 @@ int rlfs_log_force(struct rlfs_mount *mp);
 /*
  * Make CIL context seq durable, with the file data written before it
  * (xfs_log_force_seq, as xfs_file_fsync calls it with an inode's
- * ili_commit_seq or ili_datasync_seq):
- *   seq >= cil_seq (still in the CIL): flush the data, push the CIL as one
- *       checkpoint and flush (rlfs_log_force); every commit so far is then
- *       durable, so busy extents are cleared (rlfs_busy_clear_durable);
- *   durable_seq <= seq < cil_seq (pushed, not yet flushed): one device
- *       flush;
- *   seq < durable_seq: no log write; a device flush only if file data was
- *       written since the last one (mp->data_dirty).
- * Concurrent callers are serialised by meta_lock, so the fsyncs waiting
- * behind one that pushed find their sequence durable: one log write and
- * one flush for all of them (group commit).  *forced (may be NULL) says
- * whether the log was written or flushed.  0 or -errno.  Under meta_lock.
+ * ili_commit_seq or ili_datasync_seq), in two halves so that the device
+ * flush, the slow part, runs without meta_lock: other transactions (the
+ * creates and writes of other threads) go on while it runs, as XFS's
+ * log I/O runs without the inode and AGI locks.
+ *
+ * rlfs_log_force_seq_begin, under meta_lock:
+ *   seq >= cil_seq (still in the CIL): flush the data (unless clean: the
+ *       caller may have flushed it before taking the lock), write the CIL
+ *       as one checkpoint, unflushed; a context with nothing in it is
+ *       closed as durable when nothing unflushed precedes it;
+ *   durable_seq <= seq < cil_seq (written, not yet flushed): nothing;
+ *   seq < durable_seq: nothing; a flush only if file data was written
+ *       since the last one (mp->data_dirty).
+ *   *t says whether a flush is needed and which contexts it must make
+ *   durable.  0 or -errno (-EIO after a shutdown or a failed log write).
+ * rlfs_log_force_seq_end, without meta_lock (it takes it): one device
+ *   flush, unless a flush that started after the checkpoint was written
+ *   covered it; a flush in flight is waited for (concurrent fsyncs share
+ *   it: group commit).  Then every context written before the flush
+ *   started is durable (durable_seq), and what those transactions freed
+ *   may be reused (rlfs_busy_clear_durable).  0 or -errno.
+ * Only one such flush is in flight at a time (log->flushing), which keeps
+ * the writer's rule that at most one checkpoint is unflushed
+ * (rlfs_log_write_rec).
  */
-int rlfs_log_force_seq(struct rlfs_mount *mp, uint64_t seq, bool *forced);
+struct rlfs_log_ticket {
+	bool flush;                 /* the end half must flush */
+	uint64_t log_seq;           /* contexts < log_seq must be durable; 0:
+				     * file data only */
+	bool counted;               /* the begin half counted the force
+				     * (stats.forces: one per force) */
+};
+int rlfs_log_force_seq_begin(struct rlfs_mount *mp, uint64_t seq, struct rlfs_log_ticket *t);
+int rlfs_log_force_seq_end(struct rlfs_mount *mp, const struct rlfs_log_ticket *t);
 /* After a commit: force if the CIL has grown past log->cil_max items (a
  * bounded checkpoint keeps the ring from having to hold it whole). */
 void rlfs_log_commit_done(struct rlfs_mount *mp);

@@ -244,12 +244,13 @@ static int cil_push(struct rlfs_mount *mp, bool flush);
  * nothing from the log). */
 static int flush_data(struct rlfs_mount *mp)
 {
-	if (!mp->data_dirty)
+	if (!rlfs_data_unflushed(mp))
 		return 0;
+	uint64_t dsnap = mp->data_dirty;
 	int err = rlfs_dev_flush(mp->dev);
 	if (err)
 		return err;
-	mp->data_dirty = 0;
+	rlfs_data_flushed(mp, dsnap);
 	if (mp->log)
 		rlfs_log_flushed(mp->log); /* the flush covered the log too */
 	return 0;
@@ -304,53 +305,106 @@ int rlfs_log_force(struct rlfs_mount *mp)
 	return 0;
 }
 
-int rlfs_log_force_seq(struct rlfs_mount *mp, uint64_t seq, bool *forced)
+int rlfs_log_force_seq_begin(struct rlfs_mount *mp, uint64_t seq, struct rlfs_log_ticket *t)
 {
-	if (mp->shutdown) {
-		*forced = false;
-		return -EIO;
-	}
 	struct rlfs_log *log = mp->log;
-	if (forced)
-		*forced = false;
+	*t = (struct rlfs_log_ticket){ 0 };
+	if (mp->shutdown)
+		return -EIO;
 	if (!log)
 		return -EINVAL;
 	if (log->failed)
 		return -EIO;
-	if (seq < log->durable_seq)
-		return flush_data(mp);
-	uint64_t forces = log->stats.forces;
-	int err;
-	if (seq < log->cil_seq) {
-		/* pushed by a background push, not flushed: the one flush
-		 * makes the data and the checkpoint durable */
-		log->stats.forces++;
-		err = rlfs_dev_flush(mp->dev);
-		if (!err) {
-			mp->data_dirty = 0;
-			rlfs_log_flushed(log);
-		}
-	} else {
-		/* in the current CIL context: data first, then the checkpoint */
-		err = flush_data(mp);
-		if (!err)
-			err = rlfs_log_force(mp);
-		if (!err) {
+	if (seq >= log->durable_seq && seq >= log->cil_seq) {
+		/* in the current CIL context: data first, then the
+		 * checkpoint, written now and flushed by the end half.  A
+		 * flush of an earlier checkpoint still in flight ends first
+		 * (the writer would otherwise flush under meta_lock to keep
+		 * one checkpoint in flight: rlfs_log_write_rec) */
+		while (log->flushing)
+			pthread_cond_wait(&log->flush_cv, &mp->meta_lock);
+		if (mp->shutdown)
+			return -EIO;
+		int err = flush_data(mp);
+		if (err)
+			return err;
+		if (!rlfs_log_cil_empty(log)) {
+			log->stats.forces++;
+			t->counted = true;
+			err = cil_push(mp, false);
+			if (err)
+				return err;
+		} else if (!log->unflushed) {
 			/* The context had no image (the item was joined, not
 			 * logged): nothing to write, and everything before it
-			 * is durable (force left durable_seq == cil_seq);
-			 * close the empty context so it counts as durable. */
-			if (log->durable_seq <= seq && rlfs_log_cil_empty(log)) {
+			 * is durable; close the empty context so it counts as
+			 * durable, and let freed extents be reused */
+			if (log->durable_seq <= seq) {
 				log->cil_seq++;
 				rlfs_log_flushed(log);
 			}
-			/* every commit so far is durable: freed extents may
-			 * be reused (as after rlfs_buf_flush_all) */
 			rlfs_busy_clear_durable(mp, mp->trans_seq);
+			return 0;
 		}
 	}
-	if (forced)
-		*forced = log->stats.forces != forces;
+	if (seq >= log->durable_seq) {
+		t->flush = true;
+		t->log_seq = log->cil_seq;   /* every pushed context */
+	} else {
+		/* durable: the file data written since the last flush only */
+		t->flush = rlfs_data_unflushed(mp);
+	}
+	return 0;
+}
+
+int rlfs_log_force_seq_end(struct rlfs_mount *mp, const struct rlfs_log_ticket *t)
+{
+	struct rlfs_log *log = mp->log;
+	if (!t->flush)
+		return 0;
+	int err = 0;
+	rlfs_meta_lock(mp);
+	for (;;) {
+		if (t->log_seq ? log->durable_seq >= t->log_seq : !rlfs_data_unflushed(mp))
+			break;  /* another flush covered it */
+		if (mp->shutdown || log->failed) {
+			err = -EIO;
+			break;
+		}
+		if (log->flushing) {
+			/* group commit: wait for the flush in flight, then see
+			 * whether it covered this one */
+			pthread_cond_wait(&log->flush_cv, &mp->meta_lock);
+			continue;
+		}
+		/* what this flush covers: every checkpoint written and every
+		 * data write counted so far, and the transactions in them */
+		uint64_t cover = log->cil_seq, tseq = log->pushed_trans_seq;
+		uint64_t dsnap = mp->data_dirty;
+		log->flushing = true;
+		pthread_mutex_unlock(&mp->meta_lock);
+		err = rlfs_dev_flush(mp->dev);
+		rlfs_meta_lock(mp);
+		log->flushing = false;
+		pthread_cond_broadcast(&log->flush_cv);
+		if (err)
+			break;
+		if (!t->counted)
+			log->stats.forces++;
+		rlfs_data_flushed(mp, dsnap);
+		if (log->durable_seq < cover) {
+			if (log->cil_seq == cover)
+				rlfs_log_flushed(log); /* nothing written since */
+			else
+				/* a checkpoint written meanwhile (after a flush
+				 * of its own that made ours durable, or after
+				 * another path flushed): it is not covered */
+				log->durable_seq = cover;
+			/* what the covered checkpoints freed may be reused */
+			rlfs_busy_clear_durable(mp, tseq);
+		}
+	}
+	pthread_mutex_unlock(&mp->meta_lock);
 	return err;
 }
 
@@ -549,6 +603,7 @@ static int cil_push(struct rlfs_mount *mp, bool flush)
 	}
 	log->seq++;
 	log->cil_seq++;
+	log->pushed_trans_seq = mp->trans_seq;
 	if (flush)
 		rlfs_log_flushed(log);
 	else {

@@ -506,7 +506,7 @@ int rlfs_reflink_unshare(struct rlfs_inode *ip, uint64_t fb0, uint64_t fb1)
 			rlfs_trans_cancel(tp);
 			return error;
 		}
-		mp->data_dirty++;
+		rlfs_data_written(mp);
 		ip->data_dirty = true;
 		rlfs_trans_log_inode(tp, ip);
 		error = rlfs_trans_commit(tp);

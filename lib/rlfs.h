@@ -131,7 +131,14 @@ struct rlfs_mount {
 				     * xfs_alloc_set_aside + xfs_ag_resv) */
 	uint64_t icount;            /* inodes in allocated chunks */
 	uint64_t ifree;             /* of those, free */
-	uint64_t data_dirty;        /* data written since the last device flush */
+	/* file data writes, counted after each reaches the device (under
+	 * meta_lock, in the transaction that makes metadata point at it;
+	 * rlfs_data_written), and the count as of the start of the last
+	 * device flush: data is unflushed while they differ.  Monotonic,
+	 * so a flush made without meta_lock (fsync's) can say what it
+	 * covered (rlfs_data_flushed). */
+	uint64_t data_dirty;
+	uint64_t data_flushed;
 	uint64_t trans_seq;         /* committed transactions (busy.h sequences) */
 	struct rlfs_busy *busy;     /* busy extents and inodes (busy.c), or NULL */
 
@@ -272,5 +279,27 @@ void rlfs_mount_free_bare(struct rlfs_mount *mp);
 
 #define RLFS_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define RLFS_MAX(a, b) ((a) > (b) ? (a) : (b))
+
+/* A file data write reached the device (see mp->data_dirty). */
+static inline void rlfs_data_written(struct rlfs_mount *mp)
+{
+	__atomic_add_fetch(&mp->data_dirty, 1, __ATOMIC_RELEASE);
+}
+
+/* Whether data was written since the start of the last device flush
+ * (may be read without meta_lock). */
+static inline bool rlfs_data_unflushed(struct rlfs_mount *mp)
+{
+	return __atomic_load_n(&mp->data_dirty, __ATOMIC_ACQUIRE) !=
+	       __atomic_load_n(&mp->data_flushed, __ATOMIC_ACQUIRE);
+}
+
+/* A device flush that started when mp->data_dirty was snap completed:
+ * every data write counted by then is durable.  Under meta_lock. */
+static inline void rlfs_data_flushed(struct rlfs_mount *mp, uint64_t snap)
+{
+	if (snap > mp->data_flushed)
+		__atomic_store_n(&mp->data_flushed, snap, __ATOMIC_RELEASE);
+}
 
 #endif

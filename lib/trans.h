@@ -72,7 +72,7 @@ struct rlfs_log_item {
 	 * datasync_dirty (for an inode: anything but timestamps changed).  A
 	 * freshly loaded inode gets a sequence that covers every change made
 	 * while it was out of the cache (inode.c).  fsync forces the log only
-	 * up to it (rlfs_log_force_seq). */
+	 * up to it (rlfs_log_force_seq_begin). */
 	uint64_t commit_seq;
 	uint64_t datasync_seq;
 	bool datasync_dirty;
