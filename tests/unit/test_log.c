@@ -1246,6 +1246,118 @@ static void test_fsync_group_commit(void **state)
 	tu_unmount(&fs);
 }
 
+/* A device whose flushes wait, while slow_block is set, until the test
+ * lets them go (slow_release); slow_entered counts flushes that waited. */
+static const struct rlfs_dev_ops *slow_inner;
+static struct rlfs_dev_ops slow_ops;
+static int slow_block, slow_release, slow_entered;
+
+static int slow_flush(struct rlfs_dev *dev)
+{
+	if (__atomic_load_n(&slow_block, __ATOMIC_ACQUIRE)) {
+		__atomic_add_fetch(&slow_entered, 1, __ATOMIC_ACQ_REL);
+		while (!__atomic_load_n(&slow_release, __ATOMIC_ACQUIRE))
+			usleep(1000);
+		__atomic_store_n(&slow_release, 0, __ATOMIC_RELEASE);
+	}
+	return slow_inner->flush(dev);
+}
+
+struct op_arg {
+	struct rlfs_mount *mp;
+	uint64_t ino;
+	const char *name;
+	int rc;
+	int done;
+};
+
+static void *fsync_op_thread(void *p)
+{
+	struct op_arg *a = p;
+	a->rc = rlfs_fsync(a->mp, a->ino, 0);
+	__atomic_store_n(&a->done, 1, __ATOMIC_RELEASE);
+	return NULL;
+}
+
+static void *create_thread(void *p)
+{
+	struct op_arg *a = p;
+	struct stat st;
+	a->rc = rlfs_mknod(a->mp, rlfs_root_ino(a->mp), a->name, S_IFREG | 0644, 0, 0, 0, &st);
+	if (a->rc == 0)
+		rlfs_forget(a->mp, st.st_ino, 1);
+	__atomic_store_n(&a->done, 1, __ATOMIC_RELEASE);
+	return NULL;
+}
+
+static bool wait_flag(int *flag, int want, int ms)
+{
+	for (int i = 0; i < ms; i++) {
+		if (__atomic_load_n(flag, __ATOMIC_ACQUIRE) >= want)
+			return true;
+		usleep(1000);
+	}
+	return false;
+}
+
+/* While an fsync's device flush is in progress (the data flush before
+ * the checkpoint, then the checkpoint's own flush) another thread's
+ * create commits: fsync does not hold meta_lock across its flushes.
+ * Fails on the code that flushed under meta_lock (the create waited for
+ * the flush). */
+static void test_fsync_flush_unlocked(void **state)
+{
+	(void)state;
+	struct tu_fs fs;
+	tu_mkfs_mount(&fs, 64 * MiB, 0, 0);
+	struct rlfs_mount *mp = fs.mp;
+	uint64_t a = mkfile(mp, "a");
+	static char blk[4096];
+	memset(blk, 'a', sizeof(blk));
+	assert_int_equal(rlfs_write(mp, a, blk, sizeof(blk), 0), (ssize_t)sizeof(blk));
+	slow_inner = mp->dev->ops;
+	slow_ops = *slow_inner;
+	slow_ops.flush = slow_flush;
+	mp->dev->ops = &slow_ops;
+	slow_entered = slow_release = 0;
+	__atomic_store_n(&slow_block, 1, __ATOMIC_RELEASE);
+
+	struct op_arg fa = { .mp = mp, .ino = a };
+	pthread_t ft;
+	assert_int_equal(pthread_create(&ft, NULL, fsync_op_thread, &fa), 0);
+	const char *names[2] = { "during-data-flush", "during-log-flush" };
+	bool ok[2] = { false, false };
+	bool entered = true;
+	for (int k = 0; k < 2 && entered; k++) {
+		/* the fsync's k-th flush is waiting */
+		entered = wait_flag(&slow_entered, k + 1, 5000);
+		if (!entered)
+			break;
+		struct op_arg ca = { .mp = mp, .name = names[k] };
+		pthread_t ct;
+		assert_int_equal(pthread_create(&ct, NULL, create_thread, &ca), 0);
+		ok[k] = wait_flag(&ca.done, 1, 3000);
+		if (!ok[k]) {
+			/* stuck behind the flush (meta_lock held across
+			 * it): let every flush through, then fail */
+			__atomic_store_n(&slow_block, 0, __ATOMIC_RELEASE);
+			entered = false;
+		}
+		__atomic_store_n(&slow_release, 1, __ATOMIC_RELEASE);
+		assert_int_equal(pthread_join(ct, NULL), 0);
+		assert_int_equal(ca.rc, 0);
+	}
+	__atomic_store_n(&slow_block, 0, __ATOMIC_RELEASE);
+	__atomic_store_n(&slow_release, 1, __ATOMIC_RELEASE);
+	assert_int_equal(pthread_join(ft, NULL), 0);
+	assert_int_equal(fa.rc, 0);
+	mp->dev->ops = slow_inner;
+	assert_true(ok[0]);  /* the create did not wait for the data flush */
+	assert_true(ok[1]);  /* ... nor for the checkpoint's */
+	assert_true(exists(mp, "during-data-flush"));
+	tu_unmount(&fs);
+}
+
 static uint32_t mode_of(struct rlfs_mount *mp, uint64_t ino)
 {
 	struct stat st;
@@ -1339,6 +1451,7 @@ int main(void)
 		cmocka_unit_test(test_ranges_torn_record),
 		cmocka_unit_test(test_ranges_v1_record),
 		cmocka_unit_test(test_ranges_unchanged_inode),
+		cmocka_unit_test(test_fsync_flush_unlocked),
 		cmocka_unit_test(test_recovery_idempotent),
 		cmocka_unit_test(test_write_ahead_and_wrap),
 		cmocka_unit_test(test_log_bytes_per_op),
