@@ -118,8 +118,20 @@ static int caller_dying(void *arg)
 	return dying;
 }
 
+/* The arguments of a FUSE_COPY_FILE_RANGE handed to the slow pool (in
+ * struct slow_job's in[]). */
+struct cfr_args {
+	fuse_ino_t ino_out;
+	off_t off_out;
+	size_t len;
+	int flags;
+};
+
 /*
- * FUSE_COPY_FILE_RANGE (copy_file_range(2)).  The kernel has already
+ * FUSE_COPY_FILE_RANGE (copy_file_range(2)), on a slow-pool thread: copy
+ * (clone where aligned) len bytes of ino_in at off_in to ino_out at
+ * off_out (bytes; flags must be 0) and reply with the bytes done or an
+ * errno (EINVAL, EISDIR, ENOSPC, EIO...).  The kernel has already
  * checked the open modes and file types, refused overlapping same-file
  * ranges, shortened len to the source EOF, written back and waited for the
  * dirty pages of both ranges (fuse_writeback_range), and after our reply
@@ -129,12 +141,9 @@ static int caller_dying(void *arg)
  * same alignment; the unaligned head and the tail (including a partial
  * EOF block) are copied.  A short count is fine: callers loop.
  */
-void rl_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
-			       struct fuse_file_info *fi_in, fuse_ino_t ino_out, off_t off_out,
-			       struct fuse_file_info *fi_out, size_t len, int flags)
+static void cfr_work(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, fuse_ino_t ino_out,
+		     off_t off_out, size_t len, int flags)
 {
-	(void)fi_in;
-	(void)fi_out;
 	GET_MP(req, mp);
 	uint64_t src = n2i(ino_in), dst = n2i(ino_out);
 	if (flags != 0 || off_in < 0 || off_out < 0) {
@@ -237,6 +246,45 @@ reply:
 		return;
 	}
 	fuse_reply_write(req, (size_t)done);
+}
+
+static void cfr_job(struct slow_job *job)
+{
+	struct cfr_args a;
+	memcpy(&a, job->in, sizeof(a));
+	cfr_work(job->req, job->ino, job->off, a.ino_out, a.off_out, a.len, a.flags);
+}
+
+/*
+ * FUSE_COPY_FILE_RANGE: handed to the slow pool (cfr_work does it), where
+ * the private ioctls clone too.  A clone of a big file takes a while; with
+ * FUSE over io_uring the thread that received the request is the ring
+ * thread of the caller's CPU, and run there the clone held up every
+ * request that the kernel queued on that ring meanwhile: any process on
+ * that CPU stalled until the clone was done, among them one watching the
+ * clone in order to kill its caller (29-clone-kill: its statfs returned
+ * only after the whole clone, and the kill came too late to stop it).
+ * fi_in and fi_out are not used.
+ */
+void rl_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
+			struct fuse_file_info *fi_in, fuse_ino_t ino_out, off_t off_out,
+			struct fuse_file_info *fi_out, size_t len, int flags)
+{
+	(void)fi_in;
+	(void)fi_out;
+	struct cfr_args a = { ino_out, off_out, len, flags };
+	struct slow_job *job = calloc(1, sizeof(*job) + sizeof(a));
+	if (!job) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	job->run = cfr_job;
+	job->req = req;
+	job->ino = ino_in;
+	job->off = off_in;
+	job->in_len = sizeof(a);
+	memcpy(job->in, &a, sizeof(a));
+	slow_submit(job);
 }
 
 int fh_flags(const struct fuse_file_info *fi, bool *known)
