@@ -118,6 +118,32 @@ static int caller_dying(void *arg)
 	return dying;
 }
 
+/* RLFS_CLONE_KILL_* for a clone by req's caller onto the file st: the
+ * kernel's rules (privs_to_drop: nothing for a caller with CAP_FSETID;
+ * else setuid, and setgid if group-executable or the caller is outside
+ * the file's group). */
+static unsigned clone_kill_flags(fuse_req_t req, const struct stat *st)
+{
+	unsigned priv = privs_to_drop(req, st, false);
+	return (priv ? RLFS_CLONE_KILL_SUID : 0) | ((priv & PRIV_SGID) ? RLFS_CLONE_KILL_SGID : 0);
+}
+
+/* If node's mode is no longer old->st_mode (the library cleared setuid or
+ * setgid), drop the kernel's cached attributes of node (attributes only,
+ * no pages: takes no inode or page lock, so it is safe while the kernel
+ * holds the inode for the request), else the kernel shows the old mode
+ * until its attribute timeout. */
+static void mode_changed(struct rlfs_mount *mp, fuse_ino_t node, const struct stat *old)
+{
+	struct stat st;
+	if (rlfs_getattr(mp, n2i(node), &st) != 0 || st.st_mode == old->st_mode || !g_se)
+		return;
+	int e = fuse_lowlevel_notify_inval_inode(g_se, node, -1, 0);
+	if (e && e != -ENOENT)
+		logmsg("reflinkfs: attribute invalidation of inode %llu failed: %s",
+		       (unsigned long long)n2i(node), strerror(-e));
+}
+
 /* The arguments of a FUSE_COPY_FILE_RANGE handed to the slow pool (in
  * struct slow_job's in[]). */
 struct cfr_args {
@@ -181,7 +207,10 @@ static void cfr_work(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, fuse_ino_t
 		fuse_reply_err(req, EINVAL);   /* copy_file_range(2): overlap */
 		return;
 	}
-	unsigned kill = req_ctx(req)->uid != 0 ? RLFS_CLONE_KILL_SUID : 0;
+	/* setuid/setgid by the caller's credentials, as for the clone
+	 * ioctls (the kernel's file_modified() has already sent its SETATTR
+	 * for them, by the same rules; this covers a mode it had stale) */
+	unsigned kill = clone_kill_flags(req, &dstt);
 	struct rlfs_cancel cancel = { caller_dying, req };  /* short count if killed */
 	uint64_t bs = fs_blocksize(mp);
 	uint64_t done = 0;
@@ -241,6 +270,8 @@ static void cfr_work(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, fuse_ino_t
 		r = 0;
 	}
 reply:
+	if (kill)
+		mode_changed(mp, ino_out, &dstt);
 	if (done == 0 && r < 0) {
 		reply_status(req, (int)r);
 		return;
@@ -425,9 +456,7 @@ static int clone_checked(fuse_req_t req, struct rlfs_mount *mp, fuse_ino_t ino,
 	 * run with the old file's capabilities), setuid/setgid by the
 	 * caller's credentials */
 	drop_capabilities(mp, ino);
-	unsigned priv = privs_to_drop(req, &dstt, false);
-	unsigned kill = (priv ? RLFS_CLONE_KILL_SUID : 0) |
-			((priv & PRIV_SGID) ? RLFS_CLONE_KILL_SGID : 0);
+	unsigned kill = clone_kill_flags(req, &dstt);
 	/* a dying caller stops the clone between pieces: the partial result
 	 * is then EINVAL for CLONE_RANGE, 0 for CLONE (ioctl_file_clone) */
 	struct rlfs_cancel cancel = { caller_dying, req };
