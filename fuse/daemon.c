@@ -42,7 +42,8 @@
  * needs to know which WRITEs have been read but not yet processed),
  * RLFS_SLOW_THREADS threads for the
  * requests that must flush and wait for WRITEs (the private ioctls and
- * SEEK_DATA/SEEK_HOLE with possibly dirty pages; slow_submit), a signal
+ * SEEK_DATA/SEEK_HOLE with possibly dirty pages) or can take long
+ * (copy_file_range, which clones; slow_submit), a signal
  * monitor, after daemonizing a thread that forwards stderr to syslog, and
  * with FUSE over io_uring the ring and bulk threads of fuse/uring.c (the
  * /dev/fuse workers keep serving FORGET and INTERRUPT).  Reads and writes

@@ -6,7 +6,7 @@
  *              xattrs) and the libfuse ops table
  *   flush.c    making the kernel write a file's dirty pages back and
  *              waiting for the WRITEs (flush_and_wait), and the slow pool
- *              that runs requests which must wait for that
+ *              that runs requests which must wait for that, or take long
  *   ioctl.c    copy_file_range and the private ioctls of reflinkfs/ioctl.h,
  *              with the resolution of a caller's file descriptor
  *   session.c  mounting, daemonizing, signals, the /dev/fuse request

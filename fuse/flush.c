@@ -302,8 +302,10 @@ void flush_and_wait(const fuse_ino_t *nodes, int n)
  * SEEK_DATAs) could occupy every thread while the WRITEs they wait for
  * sit unread: a deadlock.  So they are handed to a small pool of their
  * own (RLFS_SLOW_THREADS, started on first use) that replies itself;
- * the request threads stay free for the WRITEs.  A queued request keeps
- * copies of everything it needs from the request buffer.
+ * the request threads stay free for the WRITEs.  Long requests go there
+ * too (copy_file_range: a clone of a big file), so that with FUSE over
+ * io_uring they do not hold up the ring of the caller's CPU.  A queued
+ * request keeps copies of everything it needs from the request buffer.
  */
 #define RLFS_SLOW_THREADS 4
 static pthread_mutex_t g_slow_lock = PTHREAD_MUTEX_INITIALIZER;

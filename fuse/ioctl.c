@@ -118,8 +118,46 @@ static int caller_dying(void *arg)
 	return dying;
 }
 
+/* RLFS_CLONE_KILL_* for a clone by req's caller onto the file st: the
+ * kernel's rules (privs_to_drop: nothing for a caller with CAP_FSETID;
+ * else setuid, and setgid if group-executable or the caller is outside
+ * the file's group). */
+static unsigned clone_kill_flags(fuse_req_t req, const struct stat *st)
+{
+	unsigned priv = privs_to_drop(req, st, false);
+	return (priv ? RLFS_CLONE_KILL_SUID : 0) | ((priv & PRIV_SGID) ? RLFS_CLONE_KILL_SGID : 0);
+}
+
+/* If node's mode is no longer old->st_mode (the library cleared setuid or
+ * setgid), drop the kernel's cached attributes of node (attributes only,
+ * no pages: takes no inode or page lock, so it is safe while the kernel
+ * holds the inode for the request), else the kernel shows the old mode
+ * until its attribute timeout. */
+static void mode_changed(struct rlfs_mount *mp, fuse_ino_t node, const struct stat *old)
+{
+	struct stat st;
+	if (rlfs_getattr(mp, n2i(node), &st) != 0 || st.st_mode == old->st_mode || !g_se)
+		return;
+	int e = fuse_lowlevel_notify_inval_inode(g_se, node, -1, 0);
+	if (e && e != -ENOENT)
+		logmsg("reflinkfs: attribute invalidation of inode %llu failed: %s",
+		       (unsigned long long)n2i(node), strerror(-e));
+}
+
+/* The arguments of a FUSE_COPY_FILE_RANGE handed to the slow pool (in
+ * struct slow_job's in[]). */
+struct cfr_args {
+	fuse_ino_t ino_out;
+	off_t off_out;
+	size_t len;
+	int flags;
+};
+
 /*
- * FUSE_COPY_FILE_RANGE (copy_file_range(2)).  The kernel has already
+ * FUSE_COPY_FILE_RANGE (copy_file_range(2)), on a slow-pool thread: copy
+ * (clone where aligned) len bytes of ino_in at off_in to ino_out at
+ * off_out (bytes; flags must be 0) and reply with the bytes done or an
+ * errno (EINVAL, EISDIR, ENOSPC, EIO...).  The kernel has already
  * checked the open modes and file types, refused overlapping same-file
  * ranges, shortened len to the source EOF, written back and waited for the
  * dirty pages of both ranges (fuse_writeback_range), and after our reply
@@ -129,12 +167,9 @@ static int caller_dying(void *arg)
  * same alignment; the unaligned head and the tail (including a partial
  * EOF block) are copied.  A short count is fine: callers loop.
  */
-void rl_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
-			       struct fuse_file_info *fi_in, fuse_ino_t ino_out, off_t off_out,
-			       struct fuse_file_info *fi_out, size_t len, int flags)
+static void cfr_work(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, fuse_ino_t ino_out,
+		     off_t off_out, size_t len, int flags)
 {
-	(void)fi_in;
-	(void)fi_out;
 	GET_MP(req, mp);
 	uint64_t src = n2i(ino_in), dst = n2i(ino_out);
 	if (flags != 0 || off_in < 0 || off_out < 0) {
@@ -172,7 +207,10 @@ void rl_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
 		fuse_reply_err(req, EINVAL);   /* copy_file_range(2): overlap */
 		return;
 	}
-	unsigned kill = req_ctx(req)->uid != 0 ? RLFS_CLONE_KILL_SUID : 0;
+	/* setuid/setgid by the caller's credentials, as for the clone
+	 * ioctls (the kernel's file_modified() has already sent its SETATTR
+	 * for them, by the same rules; this covers a mode it had stale) */
+	unsigned kill = clone_kill_flags(req, &dstt);
 	struct rlfs_cancel cancel = { caller_dying, req };  /* short count if killed */
 	uint64_t bs = fs_blocksize(mp);
 	uint64_t done = 0;
@@ -232,11 +270,52 @@ void rl_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
 		r = 0;
 	}
 reply:
+	if (kill)
+		mode_changed(mp, ino_out, &dstt);
 	if (done == 0 && r < 0) {
 		reply_status(req, (int)r);
 		return;
 	}
 	fuse_reply_write(req, (size_t)done);
+}
+
+static void cfr_job(struct slow_job *job)
+{
+	struct cfr_args a;
+	memcpy(&a, job->in, sizeof(a));
+	cfr_work(job->req, job->ino, job->off, a.ino_out, a.off_out, a.len, a.flags);
+}
+
+/*
+ * FUSE_COPY_FILE_RANGE: handed to the slow pool (cfr_work does it), where
+ * the private ioctls clone too.  A clone of a big file takes a while; with
+ * FUSE over io_uring the thread that received the request is the ring
+ * thread of the caller's CPU, and run there the clone held up every
+ * request that the kernel queued on that ring meanwhile: any process on
+ * that CPU stalled until the clone was done, among them one watching the
+ * clone in order to kill its caller (29-clone-kill: its statfs returned
+ * only after the whole clone, and the kill came too late to stop it).
+ * fi_in and fi_out are not used.
+ */
+void rl_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
+			struct fuse_file_info *fi_in, fuse_ino_t ino_out, off_t off_out,
+			struct fuse_file_info *fi_out, size_t len, int flags)
+{
+	(void)fi_in;
+	(void)fi_out;
+	struct cfr_args a = { ino_out, off_out, len, flags };
+	struct slow_job *job = calloc(1, sizeof(*job) + sizeof(a));
+	if (!job) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	job->run = cfr_job;
+	job->req = req;
+	job->ino = ino_in;
+	job->off = off_in;
+	job->in_len = sizeof(a);
+	memcpy(job->in, &a, sizeof(a));
+	slow_submit(job);
 }
 
 int fh_flags(const struct fuse_file_info *fi, bool *known)
@@ -377,9 +456,7 @@ static int clone_checked(fuse_req_t req, struct rlfs_mount *mp, fuse_ino_t ino,
 	 * run with the old file's capabilities), setuid/setgid by the
 	 * caller's credentials */
 	drop_capabilities(mp, ino);
-	unsigned priv = privs_to_drop(req, &dstt, false);
-	unsigned kill = (priv ? RLFS_CLONE_KILL_SUID : 0) |
-			((priv & PRIV_SGID) ? RLFS_CLONE_KILL_SGID : 0);
+	unsigned kill = clone_kill_flags(req, &dstt);
 	/* a dying caller stops the clone between pieces: the partial result
 	 * is then EINVAL for CLONE_RANGE, 0 for CLONE (ioctl_file_clone) */
 	struct rlfs_cancel cancel = { caller_dying, req };

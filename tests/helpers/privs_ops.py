@@ -10,8 +10,9 @@ tests/integration/28-privs.sh (differential: reflinkfs vs kernel XFS).
 For each data-changing action (buffered and O_DIRECT write, fallocate
 allocate / punch / zero, truncate, FICLONE, copy_file_range) and each
 setuid/setgid combination, the action is done by the owner, by a user in
-the file's group, by a user outside it (none has CAP_FSETID) and by root,
-and the file's mode is read right after (a stale kernel attribute cache
+the file's group, by a user outside it (none has CAP_FSETID), by root
+and by an outsider with CAP_FSETID (and no other capability), and the
+file's mode is read right after (a stale kernel attribute cache
 shows here).  Files with security.capability lose it to any data change,
 root's too.  Kernel rules: fs/attr.c setattr_should_drop_suidgid.
 FICLONE reaches reflinkfs through the LD_PRELOAD shim.
@@ -40,6 +41,48 @@ def res(fn):
 
 def as_user(uid, gid, fn):
     return child_as(uid, gid, lambda: (fn(), None)[1])
+
+
+PR_SET_KEEPCAPS, CAP_FSETID = 8, 4
+
+
+def keep_fsetid(uid, gid):
+    """In a child: become uid/gid (no groups) keeping only CAP_FSETID,
+    effective and permitted (capset(2), version 3)."""
+    libc.prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0)
+    os.setgroups([])
+    os.setresgid(gid, gid, gid)
+    os.setresuid(uid, uid, uid)
+    hdr = (ctypes.c_uint32 * 2)(0x20080522, 0)
+    data = (ctypes.c_uint32 * 6)(1 << CAP_FSETID, 1 << CAP_FSETID, 0, 0, 0, 0)
+    if libc.capset(hdr, data):
+        e = ctypes.get_errno()
+        raise OSError(e, "capset: " + os.strerror(e))
+
+
+def as_fsetid(uid, gid, fn):
+    """res(fn) in a child running as uid/gid with CAP_FSETID only."""
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(rfd)
+        try:
+            keep_fsetid(uid, gid)
+            r = res(fn)
+        except Exception as e:  # noqa
+            r = "exception %r" % e
+        os.write(wfd, r.encode())
+        os._exit(0)
+    os.close(wfd)
+    data = b""
+    while True:
+        b = os.read(rfd, 4096)
+        if not b:
+            break
+        data += b
+    os.close(rfd)
+    os.waitpid(pid, 0)
+    return data.decode()
 
 
 def state(p):
@@ -117,8 +160,11 @@ def trunc(p):
 ACTIONS = [("dwrite", dwrite), ("bwrite", bwrite), ("falloc", falloc(0)),
            ("punch", falloc(3)), ("zero", falloc(0x10)), ("trunc", trunc),
            ("clone", clone), ("cfr", cfr)]
+# fsetid: an outsider (neither owner nor in the group) with CAP_FSETID,
+# which keeps setuid and setgid whatever it changes
 WHO = {"owner": (OWNER, GROUP_GID), "group": (OTHER_UID, GROUP_GID),
-       "other": (OTHER_UID, OTHER_UID), "root": None}
+       "other": (OTHER_UID, OTHER_UID), "root": None,
+       "fsetid": (OTHER_UID, OTHER_UID, "fsetid")}
 
 
 def ops(root):
@@ -140,7 +186,12 @@ def ops(root):
             if mode == "cap":
                 os.setxattr(p, "security.capability", CAP)
             cred = WHO[who]
-            r = res(lambda: act(p)) if cred is None else as_user(cred[0], cred[1], lambda: act(p))
+            if cred is None:
+                r = res(lambda: act(p))
+            elif len(cred) == 3:
+                r = as_fsetid(cred[0], cred[1], lambda: act(p))
+            else:
+                r = as_user(cred[0], cred[1], lambda: act(p))
             label = "cap" if mode == "cap" else "%o" % mode
             print("%s %s by %s -> %s %s" % (an, label, who, r, state(p)), flush=True)
 

@@ -5,7 +5,8 @@
 # 1. tests/helpers/privs_ops.py: buffered and O_DIRECT writes, fallocate
 #    (allocate, punch, zero), truncate, FICLONE (through the LD_PRELOAD
 #    shim on reflinkfs) and copy_file_range on setuid/setgid files, by
-#    the owner, a group member, an outsider (no CAP_FSETID) and root, and
+#    the owner, a group member, an outsider (no CAP_FSETID), root and an
+#    outsider with CAP_FSETID (keeps the bits, as root does), and
 #    on files with security.capability by root and the owner: every
 #    result and the mode and capability read right after (a stale kernel
 #    attribute cache shows as a wrong mode) must equal XFS's, and
@@ -47,6 +48,8 @@ n=$(wc -l <"$T/rlfs.out")
 grep -q 'by other -> ok mode=767 ' "$T/rlfs.out" || die "no case drops setgid for an outsider"
 grep -q 'by group -> ok mode=2767 ' "$T/rlfs.out" || die "no case keeps setgid for a group member"
 grep -q 'by root -> ok mode=6777 ' "$T/rlfs.out" || die "no case keeps setuid for root"
+grep -q '^cfr 6777 by fsetid -> ok mode=6777 ' "$T/rlfs.out" ||
+	die "copy_file_range by a user with CAP_FSETID did not keep setuid/setgid"
 grep -q '^clone cap by root -> ok mode=666 nocap' "$T/rlfs.out" || die "clone kept a capability"
 log "$n setid/capability cases identical to XFS"
 

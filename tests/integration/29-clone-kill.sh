@@ -35,7 +35,8 @@ daemon_pid() {   # the daemon serving $IMG
 	pgrep -f -- "reflinkfs mount .*$IMG" | head -1
 }
 
-# unmount_first_try: umount(8) once, no retry; then wait for the image.
+# unmount_first_try: umount(8) once, no retry; then wait for the image
+# (as long as the daemon makes progress: wait_release).
 unmount_first_try() {
 	local i
 	for ((i = ${#_MOUNTS[@]} - 1; i >= 0; i--)); do
@@ -47,7 +48,7 @@ unmount_first_try() {
 		_MOUNT_IMG+=("$IMG")
 		die "$1: unmount right after the kill failed (a killed caller's request still running?)"
 	}
-	run_to 120 flock -w 100 "$IMG" true || die "$1: the daemon did not release $IMG"
+	wait_release "$IMG" || die "$1: the daemon did not release $IMG"
 }
 
 # 512M: fsck bounds the blocks one file maps by the size of the filesystem

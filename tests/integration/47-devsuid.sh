@@ -111,5 +111,5 @@ setpriv --reuid=$NOBODY --regid=$NOBODY --clear-groups "$RLFS" mount "$T/u/img" 
 has_flag "$T/u/m" nodev && has_flag "$T/u/m" nosuid || die "user mount flags: $(mnt_opts "$T/u/m")"
 setpriv --reuid=$NOBODY --regid=$NOBODY --clear-groups fusermount3 -u "$T/u/m" ||
 	die "user unmount"
-flock -w 50 "$T/u/img" true
+wait_release "$T/u/img" || die "the user's daemon did not release $T/u/img after its unmount"
 log "a user's plain mount: nodev,nosuid"
