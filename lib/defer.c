@@ -178,7 +178,12 @@ int rlfs_defer_finish_recovered(struct rlfs_trans *tp, uint64_t intent_id)
 	while (*tailp)
 		tailp = &(*tailp)->next;
 	if (err == -EAGAIN || (err && p->head)) {
-		*tailp = p; /* cancelled with tp on error */
+		/* cancelled with tp on error.  -EAGAIN: the rest gets a new
+		 * intent, which sorts after the old intents behind this one:
+		 * a type whose items may be partly done must keep each item
+		 * independent of the later intents of its chain (no
+		 * finish_item returns -EAGAIN today) */
+		*tailp = p;
 		return err == -EAGAIN ? 0 : err;
 	}
 	free(p);

@@ -884,41 +884,48 @@ int rlfs_fsync(struct rlfs_mount *mp, uint64_t ino, int datasync)
 {
 	struct rlfs_trans *tp;
 	struct rlfs_inode *ip = NULL;
-	struct rlfs_log_ticket ticket = { 0 };
 	int error;
 
 	if (mp->flags & RLFS_MOUNT_RDONLY)
 		return 0;
 	if (rlfs_iget(mp, ino, &ip) == 0 && ip)
 		ip->data_dirty = false;
-	/* the file data written so far, flushed before meta_lock is taken
-	 * (the count is taken first: what it counts is on the device) */
-	uint64_t dsnap = __atomic_load_n(&mp->data_dirty, __ATOMIC_ACQUIRE);
-	bool pre = false;
-	if (mp->log && ip && rlfs_data_unflushed(mp))
-		pre = rlfs_dev_flush(mp->dev) == 0;
-	/* meta_lock: concurrent fsyncs queue here, and those behind one that
-	 * pushed the CIL find their sequence written, and share its flush
-	 * (group commit) */
-	error = rlfs_trans_alloc(mp, &mp->resv.tr_sb, 0, 0, &tp);
-	if (!error) {
-		if (pre)
-			rlfs_data_flushed(mp, dsnap);
-		/* a changed error record goes out with any metadata flush
-		 * (rlfs_errrec_stage): that one takes the full path */
-		pthread_mutex_lock(&mp->err_lock);
-		bool err_pending = mp->err_track && mp->err_seq != mp->err_staged_seq;
-		pthread_mutex_unlock(&mp->err_lock);
-		if (mp->log && ip && !err_pending) {
+	/* a changed error record goes out with any metadata flush
+	 * (rlfs_errrec_stage): that one takes the full path */
+	pthread_mutex_lock(&mp->err_lock);
+	bool err_pending = mp->err_track && mp->err_seq != mp->err_staged_seq;
+	pthread_mutex_unlock(&mp->err_lock);
+	if (mp->log && ip && !err_pending) {
+		/* every data write that returned before this fsync is counted
+		 * here; flushed before meta_lock is taken */
+		uint64_t dsnap = __atomic_load_n(&mp->data_dirty, __ATOMIC_ACQUIRE);
+		bool pre = false;
+		error = 0;
+		if (__atomic_load_n(&mp->data_flushed, __ATOMIC_ACQUIRE) < dsnap) {
+			error = rlfs_dev_flush(mp->dev);
+			pre = !error;
+		}
+		struct rlfs_log_ticket ticket = { 0 };
+		if (!error) {
+			/* concurrent fsyncs queue on meta_lock; those behind
+			 * one that wrote the CIL find their sequence written
+			 * and share its flush (group commit) */
+			rlfs_meta_lock(mp);
+			if (pre)
+				rlfs_data_flushed(mp, dsnap);
 			bool dsync = datasync && !S_ISDIR(ip->mode);
 			error = rlfs_log_force_seq_begin(mp, dsync ? ip->li.datasync_seq :
-								     ip->li.commit_seq, &ticket);
-		} else {
-			error = rlfs_buf_flush_all(mp);
+								     ip->li.commit_seq, dsnap, &ticket);
+			pthread_mutex_unlock(&mp->meta_lock);
 		}
-		rlfs_trans_cancel(tp);
 		if (!error)
 			error = rlfs_log_force_seq_end(mp, &ticket);
+	} else {
+		error = rlfs_trans_alloc(mp, &mp->resv.tr_sb, 0, 0, &tp);
+		if (!error) {
+			error = rlfs_buf_flush_all(mp);
+			rlfs_trans_cancel(tp);
+		}
 	}
 	if (ip)
 		rlfs_irele(ip);

@@ -169,6 +169,9 @@ struct rlfs_log {
 	/* mp->trans_seq when the last checkpoint was written: the
 	 * transactions a flush after it makes durable */
 	uint64_t pushed_trans_seq;
+	/* cil_seq after the last checkpoint an fsync wrote (and counted in
+	 * stats.forces): a flush that ends there is part of that force */
+	uint64_t forced_push_seq;
 	struct rlfs_log_stats stats;
 };
 
@@ -322,8 +325,9 @@ int rlfs_log_force(struct rlfs_mount *mp);
  *       as one checkpoint, unflushed; a context with nothing in it is
  *       closed as durable when nothing unflushed precedes it;
  *   durable_seq <= seq < cil_seq (written, not yet flushed): nothing;
- *   seq < durable_seq: nothing; a flush only if file data was written
- *       since the last one (mp->data_dirty).
+ *   seq < durable_seq: nothing; a flush only if the file data counted
+ *       by data_target (mp->data_dirty when the fsync started: every write
+ *       that returned before it) is not yet flushed.
  *   *t says whether a flush is needed and which contexts it must make
  *   durable.  0 or -errno (-EIO after a shutdown or a failed log write).
  * rlfs_log_force_seq_end, without meta_lock (it takes it): one device
@@ -342,8 +346,11 @@ struct rlfs_log_ticket {
 				     * file data only */
 	bool counted;               /* the begin half counted the force
 				     * (stats.forces: one per force) */
+	uint64_t data_target;       /* file data counted up to here must be
+				     * flushed (log_seq 0) */
 };
-int rlfs_log_force_seq_begin(struct rlfs_mount *mp, uint64_t seq, struct rlfs_log_ticket *t);
+int rlfs_log_force_seq_begin(struct rlfs_mount *mp, uint64_t seq, uint64_t data_target,
+			     struct rlfs_log_ticket *t);
 int rlfs_log_force_seq_end(struct rlfs_mount *mp, const struct rlfs_log_ticket *t);
 /* After a commit: force if the CIL has grown past log->cil_max items (a
  * bounded checkpoint keeps the ring from having to hold it whole). */

@@ -305,10 +305,11 @@ int rlfs_log_force(struct rlfs_mount *mp)
 	return 0;
 }
 
-int rlfs_log_force_seq_begin(struct rlfs_mount *mp, uint64_t seq, struct rlfs_log_ticket *t)
+int rlfs_log_force_seq_begin(struct rlfs_mount *mp, uint64_t seq, uint64_t data_target,
+			     struct rlfs_log_ticket *t)
 {
 	struct rlfs_log *log = mp->log;
-	*t = (struct rlfs_log_ticket){ 0 };
+	*t = (struct rlfs_log_ticket){ .data_target = data_target };
 	if (mp->shutdown)
 		return -EIO;
 	if (!log)
@@ -334,6 +335,8 @@ int rlfs_log_force_seq_begin(struct rlfs_mount *mp, uint64_t seq, struct rlfs_lo
 			err = cil_push(mp, false);
 			if (err)
 				return err;
+			/* its flush, whoever makes it, is part of this force */
+			log->forced_push_seq = log->cil_seq;
 		} else if (!log->unflushed) {
 			/* The context had no image (the item was joined, not
 			 * logged): nothing to write, and everything before it
@@ -351,8 +354,8 @@ int rlfs_log_force_seq_begin(struct rlfs_mount *mp, uint64_t seq, struct rlfs_lo
 		t->flush = true;
 		t->log_seq = log->cil_seq;   /* every pushed context */
 	} else {
-		/* durable: the file data written since the last flush only */
-		t->flush = rlfs_data_unflushed(mp);
+		/* durable: the file data written before the fsync only */
+		t->flush = mp->data_flushed < data_target;
 	}
 	return 0;
 }
@@ -365,8 +368,14 @@ int rlfs_log_force_seq_end(struct rlfs_mount *mp, const struct rlfs_log_ticket *
 	int err = 0;
 	rlfs_meta_lock(mp);
 	for (;;) {
-		if (t->log_seq ? log->durable_seq >= t->log_seq : !rlfs_data_unflushed(mp))
-			break;  /* another flush covered it */
+		if (t->log_seq ? log->durable_seq >= t->log_seq :
+				 mp->data_flushed >= t->data_target) {
+			/* covered (maybe by another flush, or by a path that
+			 * flushed under meta_lock and left busy extents) */
+			if (log->durable_seq >= log->cil_seq)
+				rlfs_busy_clear_durable(mp, log->pushed_trans_seq);
+			break;
+		}
 		if (mp->shutdown || log->failed) {
 			err = -EIO;
 			break;
@@ -389,7 +398,7 @@ int rlfs_log_force_seq_end(struct rlfs_mount *mp, const struct rlfs_log_ticket *
 		pthread_cond_broadcast(&log->flush_cv);
 		if (err)
 			break;
-		if (!t->counted)
+		if (!t->counted && log->forced_push_seq != cover)
 			log->stats.forces++;
 		rlfs_data_flushed(mp, dsnap);
 		if (log->durable_seq < cover) {

@@ -158,14 +158,21 @@ def run_cmd(args):
 
 def child_as(uid, gid, fn):
     """Run fn() in a child with the given credentials; return its result string."""
+    def become():
+        os.setgroups([])
+        os.setresgid(gid, gid, gid)
+        os.setresuid(uid, uid, uid)
+    return child_run(become, fn)
+
+
+def child_run(setup, fn):
+    """Run setup() then fn() in a child; return fn's result string (res)."""
     rfd, wfd = os.pipe()
     pid = os.fork()
     if pid == 0:
         os.close(rfd)
         try:
-            os.setgroups([])
-            os.setresgid(gid, gid, gid)
-            os.setresuid(uid, uid, uid)
+            setup()
             r = res(fn)
         except Exception as e:  # noqa
             r = "exception %r" % e

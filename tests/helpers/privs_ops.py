@@ -31,7 +31,7 @@ libc = ctypes.CDLL(None, use_errno=True)
 
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from posix_ops import child_as, res as _res  # noqa: E402
+from posix_ops import child_as, child_run, res as _res  # noqa: E402
 
 
 def res(fn):
@@ -62,27 +62,7 @@ def keep_fsetid(uid, gid):
 
 def as_fsetid(uid, gid, fn):
     """res(fn) in a child running as uid/gid with CAP_FSETID only."""
-    rfd, wfd = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(rfd)
-        try:
-            keep_fsetid(uid, gid)
-            r = res(fn)
-        except Exception as e:  # noqa
-            r = "exception %r" % e
-        os.write(wfd, r.encode())
-        os._exit(0)
-    os.close(wfd)
-    data = b""
-    while True:
-        b = os.read(rfd, 4096)
-        if not b:
-            break
-        data += b
-    os.close(rfd)
-    os.waitpid(pid, 0)
-    return data.decode()
+    return child_run(lambda: keep_fsetid(uid, gid), lambda: (fn(), None)[1])
 
 
 def state(p):
