@@ -38,6 +38,10 @@ struct rlfs_bcache {
 	size_t max_clean_bytes;
 	size_t nbufs;
 	size_t ndirty;
+	/* free block-sized memory (rlfs_blk_get/put): a stack linked through
+	 * the first bytes of each block */
+	void *blk_free;
+	size_t nblk_free;
 };
 
 /* Runs of HASH_GROUP consecutive blocks share a chain, so that the
@@ -161,8 +165,38 @@ void rlfs_bcache_destroy(struct rlfs_mount *mp)
 			bp = next;
 		}
 	}
+	while (bc->blk_free) {
+		void *next = *(void **)bc->blk_free;
+		free(bc->blk_free);
+		bc->blk_free = next;
+	}
 	free(bc);
 	mp->bcache = NULL;
+}
+
+void *rlfs_blk_get(struct rlfs_mount *mp)
+{
+	struct rlfs_bcache *bc = mp->bcache;
+	if (!bc || !bc->blk_free)
+		return malloc(mp->blocksize);
+	void *p = bc->blk_free;
+	bc->blk_free = *(void **)p;
+	bc->nblk_free--;
+	return p;
+}
+
+void rlfs_blk_put(struct rlfs_mount *mp, void *p)
+{
+	struct rlfs_bcache *bc = mp->bcache;
+	if (!p)
+		return;
+	if (!bc || bc->nblk_free >= RLFS_BLK_FREE_MAX) {
+		free(p);
+		return;
+	}
+	*(void **)p = bc->blk_free;
+	bc->blk_free = p;
+	bc->nblk_free++;
 }
 
 static struct rlfs_buf *buf_alloc(struct rlfs_mount *mp, uint64_t fsbno)
@@ -170,7 +204,11 @@ static struct rlfs_buf *buf_alloc(struct rlfs_mount *mp, uint64_t fsbno)
 	struct rlfs_buf *bp = calloc(1, sizeof(*bp));
 	if (!bp)
 		return NULL;
-	if (posix_memalign(&bp->data, 64, mp->blocksize)) {
+	/* malloc: posix_memalign's aligned path is slow on a fragmented
+	 * heap, and no block buffer is written with O_DIRECT (single
+	 * blocks are below RLFS_DIO_MIN_BYTES; runs are copied) */
+	bp->data = malloc(mp->blocksize);
+	if (!bp->data) {
 		free(bp);
 		return NULL;
 	}

@@ -58,6 +58,16 @@ struct rlfs_log_img {
 	uint8_t map[RLFS_LOG_MAP_MAX];
 };
 
+/* Images (with their data) kept for reuse once in place or dropped, so
+ * that the commits of the next checkpoint do not allocate: up to this
+ * many (4 MiB of 4 KiB blocks).  posix_memalign of a block per image
+ * was a quarter of an in-process create. */
+#define RLFS_LOG_SPARE_MAX 1024u
+struct rlfs_log;
+/* Give img back: onto the spare list (log->spare) if it has data and
+ * the list is not full, else freed. */
+void rlfs_log_img_put(struct rlfs_log *log, struct rlfs_log_img *img);
+
 /*
  * An intent or done item of deferred work (defer.h) on its way into the
  * log, or an intent whose done is not yet durable (log_intent.c).

@@ -50,8 +50,7 @@ void rlfs_log_ail_insert(struct rlfs_log *log, struct rlfs_log_img *first, uint6
 			if (log->unflushed && (!log->relog_hold_lsn || old->lsn < log->relog_hold_lsn))
 				log->relog_hold_lsn = old->lsn;
 			ail_unlink(log, old);
-			free(old->data);
-			free(old);
+			rlfs_log_img_put(log, old);
 		}
 		img->lsn = ckpt_lsn;
 		img->next = NULL;
@@ -161,8 +160,7 @@ int rlfs_log_ail_push(struct rlfs_log *log, uint64_t target_lsn)
 		struct rlfs_log_img *img = list[i];
 		struct rlfs_buf *bp = img->bp;
 		bp->log_ail = NULL;
-		free(img->data);
-		free(img);
+		rlfs_log_img_put(log, img);
 		rlfs_buf_settle(mp, bp);
 	}
 	free(list);

@@ -98,7 +98,7 @@ int rlfs_log_cil_reserve(struct rlfs_trans *tp)
 	}
 	while (log->nspare < images) {
 		struct rlfs_log_img *img = calloc(1, sizeof(*img));
-		if (!img || posix_memalign((void **)&img->data, 64, mp->blocksize)) {
+		if (!img || !(img->data = rlfs_blk_get(mp))) {
 			free(img);
 			return -ENOMEM;
 		}
@@ -107,6 +107,21 @@ int rlfs_log_cil_reserve(struct rlfs_trans *tp)
 		log->nspare++;
 	}
 	return 0;
+}
+
+void rlfs_log_img_put(struct rlfs_log *log, struct rlfs_log_img *img)
+{
+	if (img->data && log->nspare < RLFS_LOG_SPARE_MAX) {
+		uint8_t *data = img->data;
+		memset(img, 0, sizeof(*img));
+		img->data = data;
+		img->next = log->spare;
+		log->spare = img;
+		log->nspare++;
+		return;
+	}
+	rlfs_blk_put(log->mp, img->data);
+	free(img);
 }
 
 /* A spare image (with data) if one was reserved, else a new one without
@@ -152,8 +167,7 @@ static void cil_del(struct rlfs_log *log, struct rlfs_log_img *img)
 		log->cil_last = img->prev;
 	log->cil_count--;
 	img->bp->log_cil = NULL;
-	free(img->data);
-	free(img);
+	rlfs_log_img_put(log, img);
 }
 
 int rlfs_log_cil_insert(struct rlfs_mount *mp, struct rlfs_buf *bp)
@@ -190,7 +204,7 @@ int rlfs_log_cil_insert(struct rlfs_mount *mp, struct rlfs_buf *bp)
 		free(sp);
 	}
 	if (!img->data) {
-		if (posix_memalign((void **)&img->data, 64, mp->blocksize)) {
+		if (!(img->data = rlfs_blk_get(mp))) {
 			img->data = NULL;
 			if (img->type != RLFS_LOG_ITEM_CANCEL)
 				cil_del(log, img);
@@ -232,7 +246,7 @@ void rlfs_log_cil_cancel(struct rlfs_mount *mp, struct rlfs_buf *bp)
 			return;
 		}
 	}
-	free(img->data);
+	rlfs_blk_put(mp, img->data);
 	img->data = NULL;
 	img->type = RLFS_LOG_ITEM_CANCEL;
 }

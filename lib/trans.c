@@ -96,7 +96,7 @@ static int join(struct rlfs_trans *tp, struct rlfs_buf *bp, bool is_new)
 	if (is_new) {
 		bp->flags |= RLFS_BUF_NEW_IN_TP;
 	} else if (!(tp->flags & RLFS_TRANS_RDONLY)) {
-		bp->undo = malloc(tp->mp->blocksize);
+		bp->undo = rlfs_blk_get(tp->mp);
 		if (!bp->undo) {
 			bp->tp = NULL;
 			return -ENOMEM;
@@ -215,7 +215,7 @@ static void release_bufs(struct rlfs_trans *tp)
 	struct rlfs_buf *bp = tp->bufs;
 	while (bp) {
 		struct rlfs_buf *next = bp->tnext;
-		free(bp->undo);
+		rlfs_blk_put(mp, bp->undo);
 		bp->undo = NULL;
 		bp->tp = NULL;
 		bp->tnext = NULL;
