@@ -264,6 +264,19 @@ static const char *rec_stop_reason(struct rlfs_mount *mp, const uint8_t *blk)
 	return "record of another position or cycle (stale)";
 }
 
+/* The record header in ring block b, or NULL if that block holds no
+ * valid header (magic, version, uuid, own position, crc). */
+static const struct rlfs_log_rec *ring_rec(struct rlfs_mount *mp, const uint8_t *ring,
+					   uint32_t b, uint32_t size_blocks)
+{
+	const uint8_t *p = ring + ((size_t)b << mp->blocklog);
+	const struct rlfs_log_rec *rec = (const void *)p;
+	if (rlfs_get32(rec->magic) != RLFS_LOG_MAGIC ||
+	    !rlfs_log_rec_valid(mp, p, b, size_blocks))
+		return NULL;
+	return rec;
+}
+
 /*
  * The head check (xlog_verify_head): the walk from the tail stopped at
  * LSN cur, with the records up to it accepted (seen: the seq of the open
@@ -284,10 +297,8 @@ static uint64_t later_record(struct rlfs_mount *mp, const uint8_t *ring, uint32_
 			     uint64_t cur, uint64_t seen, uint64_t inflight_lsn)
 {
 	for (uint32_t b = 0; b < size_blocks; b++) {
-		const uint8_t *p = ring + ((size_t)b << mp->blocklog);
-		const struct rlfs_log_rec *rec = (const void *)p;
-		if (rlfs_get32(rec->magic) != RLFS_LOG_MAGIC ||
-		    !rlfs_log_rec_valid(mp, p, b, size_blocks))
+		const struct rlfs_log_rec *rec = ring_rec(mp, ring, b, size_blocks);
+		if (!rec)
 			continue;
 		if (rlfs_get64(rec->lsn) > cur && rlfs_get64(rec->seq) > seen &&
 		    rlfs_get64(rec->ckpt_lsn) != inflight_lsn)
@@ -338,10 +349,8 @@ int rlfs_log_recover(struct rlfs_mount *mp, uint64_t start_fsbno, uint32_t size_
 	uint64_t max_tail = 0, max_seq = 0;
 	bool found = false;
 	for (uint32_t b = 0; b < size_blocks; b++) {
-		const uint8_t *p = ring + ((size_t)b << mp->blocklog);
-		const struct rlfs_log_rec *rec = (const void *)p;
-		if (rlfs_get32(rec->magic) != RLFS_LOG_MAGIC ||
-		    !rlfs_log_rec_valid(mp, p, b, size_blocks))
+		const struct rlfs_log_rec *rec = ring_rec(mp, ring, b, size_blocks);
+		if (!rec)
 			continue;
 		uint64_t t = rlfs_get64(rec->tail_lsn);
 		if (RLFS_LSN_CYCLE(t) == 0 || RLFS_LSN_BLOCK(t) >= size_blocks ||
