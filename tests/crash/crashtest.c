@@ -629,6 +629,19 @@ static struct rlfs_dev *wl_recdev(struct wl *w)
 	return cdev;
 }
 
+/* Everything so far is durable (a sync, a clean unmount): every model
+ * marks its current versions synced. */
+static void mark_all_synced(struct wl *w)
+{
+	for (int i = 0; i < w->nf; i++)
+		push_sync(&w->f[i], wl_pos(w));
+	if (w->dm)
+		dm_mark_all(w);
+	if (w->mm)
+		mm_mark_all(w);
+	note_synced(w);
+}
+
 /* Unmount cleanly (everything durable: like a sync for the models) and
  * mount again on the same record: the cuts then include an unmount
  * record, a mount of a clean log and, over many remounts, a log that
@@ -639,13 +652,7 @@ static void do_remount(struct wl *w)
 	w->mp = NULL;
 	if (err)
 		wl_fail("unmount (remount): %s", strerror(-err));
-	for (int i = 0; i < w->nf; i++)
-		push_sync(&w->f[i], wl_pos(w));
-	if (w->dm)
-		dm_mark_all(w);
-	if (w->mm)
-		mm_mark_all(w);
-	note_synced(w);
+	mark_all_synced(w);
 	err = rlfs_mount_open_dev(wl_recdev(w), "remount", RLFS_MOUNT_NOLOCK, &w->mp);
 	if (err)
 		wl_fail("mount (remount): %s", strerror(-err));
@@ -658,13 +665,7 @@ static void do_sync(struct wl *w)
 	int err = rlfs_sync(w->mp);
 	if (err)
 		wl_fail("sync: %s", strerror(-err));
-	for (int i = 0; i < w->nf; i++)
-		push_sync(&w->f[i], wl_pos(w));
-	if (w->dm)
-		dm_mark_all(w);
-	if (w->mm)
-		mm_mark_all(w);
-	note_synced(w);
+	mark_all_synced(w);
 	w->nops++;
 }
 
