@@ -1072,15 +1072,14 @@ int rlfs_alloc_fix_freelist(struct rlfs_trans *tp, uint32_t agno)
 			err = cnt_longest_search(tp, agno, agbp, 1, 1, &c);
 		if (err)
 			break;
-		if (!c.found && !forced && rlfs_busy_blocked(mp) != blocked &&
-		    rlfs_busy_forceable(mp)) {
+		if (!c.found && !forced) {
 			/* only busy space left here: make the committed frees
 			 * durable and look again (busy.h) */
 			forced = true;
-			err = rlfs_busy_force(tp);
-			if (err == -EAGAIN)
-				err = -ENOSPC;
-			continue;
+			err = rlfs_busy_force_retry(tp, rlfs_busy_blocked(mp) != blocked);
+			if (!err)
+				continue;
+			break;
 		}
 		if (!c.found) {
 			err = -ENOSPC;
@@ -1301,12 +1300,11 @@ int rlfs_alloc_extent(struct rlfs_alloc_arg *a)
 	 * try again (xfs_extent_busy_flush), so ENOSPC is never reported
 	 * while busy space of committed transactions exists.  Not for EXACT:
 	 * its callers fall back to NEAR, which forces if it has to. */
-	if (err == -ENOSPC && a->type != RLFS_ALLOC_EXACT && rlfs_busy_blocked(mp) != blocked &&
-	    rlfs_busy_forceable(mp)) {
-		int ferr = rlfs_busy_force(a->tp);
+	if (err == -ENOSPC && a->type != RLFS_ALLOC_EXACT) {
+		int ferr = rlfs_busy_force_retry(a->tp, rlfs_busy_blocked(mp) != blocked);
 		if (!ferr)
 			err = alloc_extent_once(a);
-		else if (ferr != -EAGAIN)
+		else if (ferr != -ENOSPC)
 			err = ferr;
 	}
 	return err;

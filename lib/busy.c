@@ -451,6 +451,14 @@ bool rlfs_busy_forceable(const struct rlfs_mount *mp)
 	return b && (b->nblocks || b->ninodes) && b->min_seq <= mp->trans_seq;
 }
 
+int rlfs_busy_force_retry(struct rlfs_trans *tp, bool blocked)
+{
+	if (!blocked || !rlfs_busy_forceable(tp->mp))
+		return -ENOSPC;
+	int err = rlfs_busy_force(tp);
+	return err == -EAGAIN ? -ENOSPC : err;
+}
+
 int rlfs_busy_force(struct rlfs_trans *tp)
 {
 	struct rlfs_mount *mp = tp->mp;

@@ -130,6 +130,19 @@ int rlfs_busy_force(struct rlfs_trans *tp);
 bool rlfs_busy_forceable(const struct rlfs_mount *mp);
 
 /*
+ * A search came back empty (the caller's ENOSPC) and busy space may be
+ * why (blocked: the search met busy space that would have done): force
+ * the committed frees durable so the caller can search once more.  0:
+ * forced, search again; -ENOSPC: nothing a force can free (not blocked,
+ * nothing forceable, or the force wrote nothing: -EAGAIN), keep the
+ * ENOSPC; else rlfs_busy_force's error.  The allocator passes blocked =
+ * rlfs_busy_blocked() changed during its search, inode allocation
+ * whether it skipped busy inodes.  Source: the retry after
+ * xfs_extent_busy_flush in xfs_alloc_ag_vextent_near/size.
+ */
+int rlfs_busy_force_retry(struct rlfs_trans *tp, bool blocked);
+
+/*
  * Busy inodes: inode number ino was freed by the transaction that commits
  * as seq; it is not reused before seq is durable.  0 or -ENOMEM.
  */

@@ -368,11 +368,11 @@ int rlfs_ialloc(struct rlfs_trans *tp, uint64_t parent_ino, uint64_t *inop)
 	int err = ialloc_once(tp, parent_ino, inop, &saw_busy);
 	/* no room for a new chunk, and free inodes are only busy: make the
 	 * frees durable and try again (busy.h) */
-	if (err == -ENOSPC && saw_busy && rlfs_busy_forceable(tp->mp)) {
-		int ferr = rlfs_busy_force(tp);
+	if (err == -ENOSPC) {
+		int ferr = rlfs_busy_force_retry(tp, saw_busy);
 		if (!ferr)
 			err = ialloc_once(tp, parent_ino, inop, &saw_busy);
-		else if (ferr != -EAGAIN)
+		else if (ferr != -ENOSPC)
 			err = ferr;
 	}
 	return err;
