@@ -191,17 +191,24 @@ static int alloc_from_chunks(struct rlfs_trans *tp, uint32_t agno, struct rlfs_b
 	bool found = false, saw_busy = false;
 
 	ag_ino_range(mp, agno, &lo, &hi);
+	uint64_t newino = rlfs_get64(agh->newino);
 	if (hint < lo || hint >= hi)
-		hint = rlfs_get64(agh->newino);
+		hint = newino;
 	rlfs_btree_cur_init(&cur, tp, &rlfs_inobt_ops, agno, NULL, agbp);
-	/* from the hint's chunk to the end, then from the start */
-	for (int pass = 0; pass < 2 && !found; pass++) {
-		rlfs_le64 key = rlfs_le64_of(pass == 0 ? hint : 0);
-		err = rlfs_btree_lookup(&cur, pass == 0 ? RLFS_LOOKUP_LE : RLFS_LOOKUP_GE, &key, &stat);
-		if (!err && !stat && pass == 0) {
-			key = rlfs_le64_of(0);
-			err = rlfs_btree_lookup(&cur, RLFS_LOOKUP_GE, &key, &stat);
-		}
+	/* The hint's chunk (near the parent), then from the newest chunk to
+	 * the end, then from the start.  A walk from the parent's chunk
+	 * crossed every full chunk after it on each create: creating 20,000
+	 * files in one directory read ~150 inobt records per file, 100,000
+	 * files ~800 (XFS keeps a free-inode btree for this; the newest chunk
+	 * is where a growing directory's free inodes are). */
+	for (int pass = 0; pass < 3 && !found; pass++) {
+		if (pass == 1 && newino < lo)
+			continue;
+		rlfs_le64 key = rlfs_le64_of(pass == 0 ? hint : pass == 1 ? newino : 0);
+		err = rlfs_btree_lookup(&cur, pass == 2 ? RLFS_LOOKUP_GE : RLFS_LOOKUP_LE, &key,
+					&stat);
+		if (!err && !stat && pass < 2)
+			continue;
 		while (!err && stat) {
 			err = rlfs_btree_get_rec(&cur, &r, &stat);
 			if (err || !stat)
@@ -217,6 +224,8 @@ static int alloc_from_chunks(struct rlfs_trans *tp, uint32_t agno, struct rlfs_b
 				found = true;
 				break;
 			}
+			if (pass == 0)
+				break; /* the hint's chunk only */
 			err = rlfs_btree_increment(&cur, &stat);
 		}
 		if (err)
