@@ -17,6 +17,10 @@
  *   cow       N random 4 KiB overwrites alternating between a 64 MiB file
  *             and its clone (every CoW of a block shared by both frees
  *             nothing, a second overwrite frees the old block's last owner)
+ *   create    N empty files made in one directory (the commit path alone:
+ *             no data, no FUSE; docs/BENCHMARKS.md compares it with the
+ *             code before the log)
+ *   unlink    the same N files removed
  * Prints "<phase> <ops> <seconds> <ops per second> <seconds of the sync>".
  */
 #ifndef _GNU_SOURCE
@@ -112,6 +116,35 @@ int main(int argc, char **argv)
 	if ((rc = rlfs_sync(mp)))
 		bench_die("sync", rc);
 	report("cow", n, t0);
+
+	/* the commit path of a plain create and unlink (no data, no FUSE) */
+	if ((rc = rlfs_mkdir(mp, rlfs_root_ino(mp), "many", 0755, 0, 0, NULL)))
+		bench_die("mkdir", rc);
+	struct stat dst;
+	if ((rc = rlfs_lookup(mp, rlfs_root_ino(mp), "many", &dst)))
+		bench_die("lookup", rc);
+	t0 = bench_now();
+	for (long i = 0; i < n; i++) {
+		struct stat st;
+		snprintf(name, sizeof(name), "f-%ld", i);
+		if ((rc = rlfs_mknod(mp, dst.st_ino, name, S_IFREG | 0644, 0, 0, 0, &st)))
+			bench_die("create", rc);
+		rlfs_forget(mp, st.st_ino, 1);
+	}
+	t_sync = bench_now();
+	if ((rc = rlfs_sync(mp)))
+		bench_die("sync", rc);
+	report("create", n, t0);
+	t0 = bench_now();
+	for (long i = 0; i < n; i++) {
+		snprintf(name, sizeof(name), "f-%ld", i);
+		if ((rc = rlfs_unlink(mp, dst.st_ino, name)))
+			bench_die("unlink", rc);
+	}
+	t_sync = bench_now();
+	if ((rc = rlfs_sync(mp)))
+		bench_die("sync", rc);
+	report("unlink", n, t0);
 	if ((rc = rlfs_mount_close(mp)))
 		bench_die("umount", rc);
 	return 0;
