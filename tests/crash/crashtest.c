@@ -2,7 +2,7 @@
  * crashtest.c: rlfs-crashtest, the crash tester (issue 10 section 4;
  * docs/DESIGN.md "Crash testing").
  *
- *   rlfs-crashtest [--workload fsx|clone|enospc|dir|falloc|meta|unlinked|remount|all]
+ *   rlfs-crashtest [--workload fsx|clone|enospc|dir|falloc|meta|unlinked|remount|cowwide|all]
  *                  [--seed S]
  *                  [--ops N] [--count N] [--images M]
  *                  [--mode all|synced|flush|random|recovery] [--cut K] [--dir DIR] [--keep]
@@ -784,6 +784,54 @@ static void wl_clone(struct wl *w)
 		else if (r < 76)
 			do_falloc(w, f, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, rndn(size), rnd_len(size / 8), "punch");
 		else if (r < 94)
+			do_fsync(w, f, (int)rndn(2));
+		else
+			do_sync(w);
+	}
+}
+
+/* cowwide: copy-on-write across more old extents than one CoW transaction
+ * takes (RLFS_TX_COW_EXTENTS), so a write is remapped in several bounded
+ * transactions and a cut can fall between them.  Files 0 and 1 are
+ * written block by block in turn, so each block is an extent of its own
+ * with no hole between (a shared run of 256 extents); file 2 is a clone
+ * of file 0.  Then wide writes, unshares and zero ranges over the shared
+ * runs, with small writes, clones, punches and syncs between. */
+static void wl_cowwide(struct wl *w)
+{
+	for (int i = 0; i < w->nf; i++)
+		do_create(w, &w->f[i]);
+	struct fmodel *frag = &w->f[0];
+	uint64_t size = frag->max_bytes;
+	for (uint64_t off = 0; off < size; off += BLOCK_BYTES)
+		for (int i = 0; i < 2; i++)
+			do_write(w, &w->f[i], off, BLOCK_BYTES);
+	do_fsync(w, frag, 0);
+	do_fsync(w, &w->f[1], 0);
+	for (int i = 2; i < w->nf; i++) {
+		do_clone(w, frag, &w->f[i], 0, 0, size);
+		do_fsync(w, &w->f[i], 0);
+	}
+	for (unsigned n = 0; n < w->o->ops; n++) {
+		struct fmodel *f = pick(w);
+		uint64_t r = rndn(100);
+		uint64_t off = rndn(size / 2);
+		if (r < 30)
+			do_write(w, f, off, size / 4 + rndn(size / 2));
+		else if (r < 38)
+			do_falloc(w, f, FALLOC_FL_UNSHARE_RANGE | FALLOC_FL_KEEP_SIZE, off,
+				  size / 4 + rndn(size / 2), "unshare");
+		else if (r < 44)
+			do_falloc(w, f, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, off,
+				  size / 4 + rndn(size / 2), "zero");
+		else if (r < 60)
+			do_write(w, f, rndn(size), 1 + rndn(16384));
+		else if (r < 68)
+			do_clone(w, pick(w), f, rndn(size), rndn(size), rnd_len(size / 2));
+		else if (r < 74)
+			do_falloc(w, f, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, rndn(size),
+				  rnd_len(size / 8), "punch");
+		else if (r < 92)
 			do_fsync(w, f, (int)rndn(2));
 		else
 			do_sync(w);
@@ -2423,6 +2471,7 @@ static const struct wdef workloads[] = {
 	{ "falloc", wl_falloc, 32ull << 20, 3, 256 * 1024, 120 },
 	{ "meta", wl_meta, 32ull << 20, 0, 0, 200 },
 	{ "remount", wl_remount, 32ull << 20, 4, 256 * 1024, 250 },
+	{ "cowwide", wl_cowwide, 32ull << 20, 3, 1ull << 20, 40 },
 };
 
 /* ---------------------------------------------------------------- */
@@ -3030,7 +3079,7 @@ struct totals {
 static void usage(FILE *out)
 {
 	fprintf(out,
-		"usage: rlfs-crashtest [--workload fsx|clone|enospc|dir|falloc|meta|unlinked|remount|all]\n"
+		"usage: rlfs-crashtest [--workload fsx|clone|enospc|dir|falloc|meta|unlinked|remount|cowwide|all]\n"
 		"                      [--seed S] [--ops N]\n"
 		"                      [--count N] [--images M]\n"
 		"                      [--mode all|synced|flush|random|recovery]\n"
@@ -3476,7 +3525,7 @@ int main(int argc, char **argv)
 		if (!strcmp(o.workload, "all") || !strcmp(o.workload, workloads[i].name))
 			list[nlist++] = &workloads[i];
 	if (!nlist) {
-		fprintf(stderr, "rlfs-crashtest: unknown --workload %s (fsx, clone, enospc, dir, falloc, meta, unlinked, remount, all)\n",
+		fprintf(stderr, "rlfs-crashtest: unknown --workload %s (fsx, clone, enospc, dir, falloc, meta, unlinked, remount, cowwide, all)\n",
 			o.workload);
 		return 2;
 	}
