@@ -340,7 +340,26 @@ int rlfs_log_force_seq_begin(struct rlfs_mount *mp, uint64_t seq, uint64_t data_
 			pthread_cond_wait(&log->flush_cv, &mp->meta_lock);
 		if (mp->shutdown)
 			return -EIO;
-		int err = flush_data(mp);
+		int err = 0;
+		if (rlfs_data_unflushed(mp)) {
+			/* data other threads wrote since the caller's flush:
+			 * flushed once more without meta_lock (as the end
+			 * half's flush; the CIL may grow meanwhile, and what
+			 * that adds is flushed below, under the lock) */
+			uint64_t dsnap = mp->data_dirty;
+			log->flushing = true;
+			pthread_mutex_unlock(&mp->meta_lock);
+			err = rlfs_dev_flush(mp->dev);
+			rlfs_meta_lock(mp);
+			log->flushing = false;
+			pthread_cond_broadcast(&log->flush_cv);
+			if (err)
+				return err;
+			rlfs_data_flushed(mp, dsnap);
+			if (mp->shutdown || log->failed)
+				return -EIO;
+		}
+		err = flush_data(mp);
 		if (err)
 			return err;
 		if (!rlfs_log_cil_empty(log)) {
