@@ -319,6 +319,21 @@ int rlfs_log_force(struct rlfs_mount *mp)
 	return 0;
 }
 
+/* One device flush with meta_lock dropped (held on entry and on return),
+ * as the only such flush in flight (log->flushing; the others wait on
+ * flush_cv).  0 or the flush's error. */
+static int flush_unlocked(struct rlfs_mount *mp)
+{
+	struct rlfs_log *log = mp->log;
+	log->flushing = true;
+	pthread_mutex_unlock(&mp->meta_lock);
+	int err = rlfs_dev_flush(mp->dev);
+	rlfs_meta_lock(mp);
+	log->flushing = false;
+	pthread_cond_broadcast(&log->flush_cv);
+	return err;
+}
+
 int rlfs_log_force_seq_begin(struct rlfs_mount *mp, uint64_t seq, uint64_t data_target,
 			     struct rlfs_log_ticket *t)
 {
@@ -347,12 +362,7 @@ int rlfs_log_force_seq_begin(struct rlfs_mount *mp, uint64_t seq, uint64_t data_
 			 * half's flush; the CIL may grow meanwhile, and what
 			 * that adds is flushed below, under the lock) */
 			uint64_t dsnap = mp->data_dirty;
-			log->flushing = true;
-			pthread_mutex_unlock(&mp->meta_lock);
-			err = rlfs_dev_flush(mp->dev);
-			rlfs_meta_lock(mp);
-			log->flushing = false;
-			pthread_cond_broadcast(&log->flush_cv);
+			err = flush_unlocked(mp);
 			if (err)
 				return err;
 			rlfs_data_flushed(mp, dsnap);
@@ -423,12 +433,7 @@ int rlfs_log_force_seq_end(struct rlfs_mount *mp, const struct rlfs_log_ticket *
 		 * data write counted so far, and the transactions in them */
 		uint64_t cover = log->cil_seq, tseq = log->pushed_trans_seq;
 		uint64_t dsnap = mp->data_dirty;
-		log->flushing = true;
-		pthread_mutex_unlock(&mp->meta_lock);
-		err = rlfs_dev_flush(mp->dev);
-		rlfs_meta_lock(mp);
-		log->flushing = false;
-		pthread_cond_broadcast(&log->flush_cv);
+		err = flush_unlocked(mp);
 		if (err)
 			break;
 		if (!t->counted && log->forced_push_seq != cover)

@@ -1194,16 +1194,20 @@ static void test_fsync_lsn(void **state)
 	tu_unmount(&fs);
 }
 
-struct fsync_arg {
+/* A thread's operation: its arguments, result and whether it ended. */
+struct op_arg {
 	struct rlfs_mount *mp;
 	uint64_t ino;
+	const char *name;
 	int rc;
+	int done;
 };
 
-static void *fsync_thread(void *p)
+static void *fsync_op_thread(void *p)
 {
-	struct fsync_arg *a = p;
+	struct op_arg *a = p;
 	a->rc = rlfs_fsync(a->mp, a->ino, 0);
+	__atomic_store_n(&a->done, 1, __ATOMIC_RELEASE);
 	return NULL;
 }
 
@@ -1218,7 +1222,7 @@ static void test_fsync_group_commit(void **state)
 	struct rlfs_mount *mp = fs.mp;
 	enum { N = 4 };
 	struct stat st[N];
-	struct fsync_arg args[N];
+	struct op_arg args[N];
 	pthread_t th[N];
 	for (int i = 0; i < N; i++) {
 		char name[16];
@@ -1231,8 +1235,8 @@ static void test_fsync_group_commit(void **state)
 		assert_int_equal(rlfs_write(mp, st[i].st_ino, "group", 5, 0), 5);
 	struct rlfs_log_stats s0 = stats_of(mp);
 	for (int i = 0; i < N; i++) {
-		args[i] = (struct fsync_arg){ mp, st[i].st_ino, -1 };
-		assert_int_equal(pthread_create(&th[i], NULL, fsync_thread, &args[i]), 0);
+		args[i] = (struct op_arg){ .mp = mp, .ino = st[i].st_ino, .rc = -1 };
+		assert_int_equal(pthread_create(&th[i], NULL, fsync_op_thread, &args[i]), 0);
 	}
 	for (int i = 0; i < N; i++) {
 		assert_int_equal(pthread_join(th[i], NULL), 0);
@@ -1267,22 +1271,6 @@ static int slow_flush(struct rlfs_dev *dev)
 		__atomic_store_n(&slow_release, 0, __ATOMIC_RELEASE);
 	}
 	return slow_inner->flush(dev);
-}
-
-struct op_arg {
-	struct rlfs_mount *mp;
-	uint64_t ino;
-	const char *name;
-	int rc;
-	int done;
-};
-
-static void *fsync_op_thread(void *p)
-{
-	struct op_arg *a = p;
-	a->rc = rlfs_fsync(a->mp, a->ino, 0);
-	__atomic_store_n(&a->done, 1, __ATOMIC_RELEASE);
-	return NULL;
 }
 
 static void *create_thread(void *p)
