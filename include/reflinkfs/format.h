@@ -90,7 +90,7 @@ static inline rlfs_le64 rlfs_le64_of(uint64_t v) { rlfs_le64 r = { RLFS_LE64(v) 
 #define RLFS_ATTRV_MAGIC  0x56544152u /* "RATV" remote xattr value */
 #define RLFS_SYMLNK_MAGIC 0x4d595352u /* "RSYM" remote symlink target */
 #define RLFS_REFCBT_MAGIC 0x43464552u /* "REFC" refcount (later issue) */
-#define RLFS_RMAPBT_MAGIC 0x50414d52u /* "RMAP" reverse map (later issue) */
+#define RLFS_RMAPBT_MAGIC 0x50414d52u /* "RMAP" reverse map (issue 11, not enabled yet) */
 #define RLFS_DINODE_MAGIC 0x4e494452u /* "RDIN" inode */
 
 /* Feature bits.  An incompat bit we do not know refuses mount and fsck. */
@@ -281,6 +281,65 @@ struct rlfs_refcount_rec {
 };
 RLFS_SA(sizeof(struct rlfs_refcount_rec) == 12, "refcount rec");
 /* key: startblock (le32, flag included) */
+
+/*
+ * --- Reverse-mapping btree (RMAP feature, not yet enabled) ---
+ * One per AG, root agh.rmap_root / rmap_level, blocks magic
+ * RLFS_RMAPBT_MAGIC, hdr.owner = agno.  A record says "blocks [startblock,
+ * startblock+blockcount) of this AG belong to owner, at offset (file
+ * blocks) of its fork".  Shared blocks have one record per owner, so
+ * records of different owners may overlap: the tree is an
+ * overlapping-interval btree (node slots carry low and high keys).
+ * Model: xfs_rmap_rec / xfs_rmap_key (xfs_format.h).  docs/SPEC.md gets
+ * the layout when the feature is switched on.
+ *
+ * offset: bits 0..53 the file offset in blocks; bit 63 attr fork, bit 62
+ * bmbt (block-map btree) block, bit 61 unwritten extent; bits 54..60
+ * zero.  Records of special owners (RLFS_RMAP_OWN_*) and bmbt-block
+ * records have offset 0 apart from the flags.
+ */
+#define RLFS_RMAP_OFF_ATTR_FORK (1ull << 63)
+#define RLFS_RMAP_OFF_BMBT_BLOCK (1ull << 62)
+#define RLFS_RMAP_OFF_UNWRITTEN (1ull << 61)
+#define RLFS_RMAP_OFF_MASK ((1ull << 54) - 1)
+#define RLFS_RMAP_OFF_FLAGS \
+	(RLFS_RMAP_OFF_ATTR_FORK | RLFS_RMAP_OFF_BMBT_BLOCK | RLFS_RMAP_OFF_UNWRITTEN)
+#define RLFS_RMAP_OFF(off) ((off) & RLFS_RMAP_OFF_MASK)
+/* Special owners (values as XFS_RMAP_OWN_*: top of the 64-bit space, above
+ * every inode number). */
+#define RLFS_RMAP_OWN_NULL    (~0ull)      /* no owner: a free or invalid record */
+#define RLFS_RMAP_OWN_UNKNOWN (~0ull - 1)  /* owner not known (old images, repair) */
+#define RLFS_RMAP_OWN_FS      (~0ull - 2)  /* superblock, AG header (agbno 0, 1) */
+#define RLFS_RMAP_OWN_LOG     (~0ull - 3)  /* the log */
+#define RLFS_RMAP_OWN_AG      (~0ull - 4)  /* AGFL, its blocks, bnobt, cntbt, rmapbt */
+#define RLFS_RMAP_OWN_INOBT   (~0ull - 5)  /* inode btree blocks */
+#define RLFS_RMAP_OWN_INODES  (~0ull - 6)  /* inode chunks */
+#define RLFS_RMAP_OWN_REFC    (~0ull - 7)  /* refcount btree blocks */
+#define RLFS_RMAP_OWN_COW     (~0ull - 8)  /* CoW staging extents */
+#define RLFS_RMAP_OWN_MIN     (~0ull - 9)  /* below every special owner */
+/* Owners with bit 63 set are special (XFS_RMAP_NON_INODE_OWNER); valid
+ * ones are > RLFS_RMAP_OWN_MIN. */
+#define RLFS_RMAP_NON_INODE_OWNER(o) (((o) >> 63) != 0)
+struct rlfs_rmap_rec {
+	rlfs_le32 startblock;       /* agbno */
+	rlfs_le32 blockcount;       /* blocks, >= 1 */
+	rlfs_le64 owner;            /* ino, or RLFS_RMAP_OWN_* */
+	rlfs_le64 offset;           /* RLFS_RMAP_OFF_* flags | file offset */
+};
+RLFS_SA(sizeof(struct rlfs_rmap_rec) == 24, "rmap rec");
+/* Key: (startblock, owner, offset without RLFS_RMAP_OFF_UNWRITTEN),
+ * compared in that order as unsigned numbers (the attr-fork and bmbt flags
+ * take part, as in XFS's offset_keymask).  The high key of a record is
+ * (startblock + blockcount - 1, owner, offset + blockcount - 1), the offset
+ * part unchanged for special owners and bmbt blocks.  pad is zero. */
+struct rlfs_rmap_key {
+	rlfs_le32 startblock;
+	rlfs_le32 pad;
+	rlfs_le64 owner;
+	rlfs_le64 offset;
+};
+RLFS_SA(sizeof(struct rlfs_rmap_key) == 24, "rmap key");
+RLFS_SA(offsetof(struct rlfs_rmap_key, owner) == 8, "rmap key owner");
 
 /* --- Data fork extents (inline in the inode and in bmbt leaves) --- */
 #define RLFS_EXT_UNWRITTEN 1u       /* allocated, reads as zeros */
