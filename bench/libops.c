@@ -22,6 +22,8 @@
  *             code before the log)
  *   unlink    the same N files removed
  * Prints "<phase> <ops> <seconds> <ops per second> <seconds of the sync>".
+ * LIBOPS_PHASES="create,unlink" (environment) runs only the named phases
+ * (for profiling one of them); unlink needs create.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -46,6 +48,19 @@ static void put(struct rlfs_mount *mp, uint64_t ino, const void *buf, size_t len
 
 static double t_sync; /* when the phase's closing rlfs_sync started */
 
+/* Is phase named in $LIBOPS_PHASES (or is the variable unset)? */
+static int want(const char *phase)
+{
+	const char *list = getenv("LIBOPS_PHASES");
+	if (!list)
+		return 1;
+	size_t n = strlen(phase);
+	for (const char *p = list; (p = strstr(p, phase)); p += n)
+		if ((p == list || p[-1] == ',') && (p[n] == ',' || p[n] == 0))
+			return 1;
+	return 0;
+}
+
 static void report(const char *phase, long ops, double t0)
 {
 	double secs = bench_now() - t0;
@@ -67,56 +82,65 @@ int main(int argc, char **argv)
 	memset(buf, 0x5a, sizeof(buf));
 	char name[64];
 
-	double t0 = bench_now();
-	for (long i = 0; i < n; i++) {
-		snprintf(name, sizeof(name), "churn-%ld", i);
-		put(mp, bench_mkfile(mp, name), buf, 16 * 1024, 0);
-		if (i >= 100) {
-			snprintf(name, sizeof(name), "churn-%ld", i - 100);
-			if ((rc = rlfs_unlink(mp, rlfs_root_ino(mp), name)))
-				bench_die("unlink", rc);
+	double t0;
+	if (want("churn")) {
+		t0 = bench_now();
+		for (long i = 0; i < n; i++) {
+			snprintf(name, sizeof(name), "churn-%ld", i);
+			put(mp, bench_mkfile(mp, name), buf, 16 * 1024, 0);
+			if (i >= 100) {
+				snprintf(name, sizeof(name), "churn-%ld", i - 100);
+				if ((rc = rlfs_unlink(mp, rlfs_root_ino(mp), name)))
+					bench_die("unlink", rc);
+			}
 		}
-	}
-	t_sync = bench_now();
-	if ((rc = rlfs_sync(mp)))
-		bench_die("sync", rc);
-	report("churn", n, t0);
+		t_sync = bench_now();
+		if ((rc = rlfs_sync(mp)))
+			bench_die("sync", rc);
+		report("churn", n, t0);
 
-	uint64_t rw = bench_mkfile(mp, "rewrite");
-	t0 = bench_now();
-	for (long i = 0; i < n / 4; i++) {
-		struct stat st = { .st_size = 0 };
-		if ((rc = rlfs_setattr(mp, rw, &st, RLFS_SET_SIZE, NULL)))
-			bench_die("truncate", rc);
-		put(mp, rw, buf, sizeof(buf), 0);
 	}
-	t_sync = bench_now();
-	if ((rc = rlfs_sync(mp)))
-		bench_die("sync", rc);
-	report("rewrite", n / 4, t0);
+	if (want("rewrite")) {
+		uint64_t rw = bench_mkfile(mp, "rewrite");
+		t0 = bench_now();
+		for (long i = 0; i < n / 4; i++) {
+			struct stat st = { .st_size = 0 };
+			if ((rc = rlfs_setattr(mp, rw, &st, RLFS_SET_SIZE, NULL)))
+				bench_die("truncate", rc);
+			put(mp, rw, buf, sizeof(buf), 0);
+		}
+		t_sync = bench_now();
+		if ((rc = rlfs_sync(mp)))
+			bench_die("sync", rc);
+		report("rewrite", n / 4, t0);
 
-	uint64_t a = bench_mkfile(mp, "cow-a"), b = bench_mkfile(mp, "cow-b");
-	const long file_blocks = 64 * 1024 / 4;
-	for (long i = 0; i < file_blocks / 16; i++)
-		put(mp, a, buf, sizeof(buf), (off_t)i * (off_t)sizeof(buf));
-	int64_t cl = rlfs_clone_range(mp, a, 0, b, 0, (uint64_t)file_blocks * 4096, 0);
-	if (cl != file_blocks * 4096)
-		bench_die("clone", (long)cl);
-	if ((rc = rlfs_sync(mp)))
-		bench_die("sync", rc);
-	uint64_t x = 88172645463325252ull;
-	t0 = bench_now();
-	for (long i = 0; i < n; i++) {
-		x ^= x << 13;
-		x ^= x >> 7;
-		x ^= x << 17;
-		put(mp, i & 1 ? b : a, buf, 4096, (off_t)(x % (uint64_t)file_blocks) * 4096);
 	}
-	t_sync = bench_now();
-	if ((rc = rlfs_sync(mp)))
-		bench_die("sync", rc);
-	report("cow", n, t0);
+	if (want("cow")) {
+		uint64_t a = bench_mkfile(mp, "cow-a"), b = bench_mkfile(mp, "cow-b");
+		const long file_blocks = 64 * 1024 / 4;
+		for (long i = 0; i < file_blocks / 16; i++)
+			put(mp, a, buf, sizeof(buf), (off_t)i * (off_t)sizeof(buf));
+		int64_t cl = rlfs_clone_range(mp, a, 0, b, 0, (uint64_t)file_blocks * 4096, 0);
+		if (cl != file_blocks * 4096)
+			bench_die("clone", (long)cl);
+		if ((rc = rlfs_sync(mp)))
+			bench_die("sync", rc);
+		uint64_t x = 88172645463325252ull;
+		t0 = bench_now();
+		for (long i = 0; i < n; i++) {
+			x ^= x << 13;
+			x ^= x >> 7;
+			x ^= x << 17;
+			put(mp, i & 1 ? b : a, buf, 4096, (off_t)(x % (uint64_t)file_blocks) * 4096);
+		}
+		t_sync = bench_now();
+		if ((rc = rlfs_sync(mp)))
+			bench_die("sync", rc);
+		report("cow", n, t0);
 
+	}
+	if (!want("create"))
+		goto out;
 	/* the commit path of a plain create and unlink (no data, no FUSE) */
 	if ((rc = rlfs_mkdir(mp, rlfs_root_ino(mp), "many", 0755, 0, 0, NULL)))
 		bench_die("mkdir", rc);
@@ -135,16 +159,19 @@ int main(int argc, char **argv)
 	if ((rc = rlfs_sync(mp)))
 		bench_die("sync", rc);
 	report("create", n, t0);
-	t0 = bench_now();
-	for (long i = 0; i < n; i++) {
-		snprintf(name, sizeof(name), "f-%ld", i);
-		if ((rc = rlfs_unlink(mp, dst.st_ino, name)))
-			bench_die("unlink", rc);
+	if (want("unlink")) {
+		t0 = bench_now();
+		for (long i = 0; i < n; i++) {
+			snprintf(name, sizeof(name), "f-%ld", i);
+			if ((rc = rlfs_unlink(mp, dst.st_ino, name)))
+				bench_die("unlink", rc);
+		}
+		t_sync = bench_now();
+		if ((rc = rlfs_sync(mp)))
+			bench_die("sync", rc);
+		report("unlink", n, t0);
 	}
-	t_sync = bench_now();
-	if ((rc = rlfs_sync(mp)))
-		bench_die("sync", rc);
-	report("unlink", n, t0);
+out:
 	if ((rc = rlfs_mount_close(mp)))
 		bench_die("umount", rc);
 	return 0;

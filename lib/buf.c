@@ -31,7 +31,8 @@
 #define HASH_SIZE (1u << HASH_BITS)
 
 struct rlfs_bcache {
-	struct rlfs_buf *hash[HASH_SIZE];
+	struct rlfs_buf *hash[HASH_SIZE];  /* by block: chains of bp->hnext */
+	struct rlfs_buf *ghash[HASH_SIZE]; /* by group of blocks: bp->gnext */
 	struct rlfs_buf lru;        /* dummy head of the clean LRU list */
 	struct rlfs_buf dirty;      /* dummy head of the list of dirty buffers */
 	size_t clean_bytes;
@@ -44,18 +45,26 @@ struct rlfs_bcache {
 	size_t nblk_free;
 };
 
-/* Runs of HASH_GROUP consecutive blocks share a chain, so that the
- * buffers of a block range are found with one probe per group
- * (rlfs_buf_find_range, called for every extent freed). */
+/* Every buffer is on two chains: hash, by its block (lookups walk about
+ * one buffer), and ghash, by its run of 16 consecutive blocks, so that
+ * the buffers of a block range are found with one probe per group
+ * (rlfs_buf_find_range, called for every extent freed).  One table keyed
+ * by group made each lookup walk the other buffers of its group: the
+ * blocks of an inode chunk or a growing directory are neighbours. */
 #define HASH_GROUP_SHIFT 4
+static unsigned hash_mix(uint64_t key)
+{
+	return (unsigned)((key * 0x9E3779B97F4A7C15ull) >> (64 - HASH_BITS));
+}
+
 static unsigned hash_of_group(uint64_t group)
 {
-	return (unsigned)((group * 0x9E3779B97F4A7C15ull) >> (64 - HASH_BITS));
+	return hash_mix(group);
 }
 
 static unsigned hash_of(uint64_t fsbno)
 {
-	return hash_of_group(fsbno >> HASH_GROUP_SHIFT);
+	return hash_mix(fsbno);
 }
 
 int rlfs_bcache_init(struct rlfs_mount *mp, size_t max_clean_bytes)
@@ -124,6 +133,11 @@ static void hash_del(struct rlfs_bcache *bc, struct rlfs_buf *bp)
 		pp = &(*pp)->hnext;
 	if (*pp)
 		*pp = bp->hnext;
+	pp = &bc->ghash[hash_of_group(bp->fsbno >> HASH_GROUP_SHIFT)];
+	while (*pp && *pp != bp)
+		pp = &(*pp)->gnext;
+	if (*pp)
+		*pp = bp->gnext;
 }
 
 static void buf_free(struct rlfs_buf *bp)
@@ -222,6 +236,9 @@ static void hash_add(struct rlfs_mount *mp, struct rlfs_buf *bp)
 	unsigned h = hash_of(bp->fsbno);
 	bp->hnext = bc->hash[h];
 	bc->hash[h] = bp;
+	h = hash_of_group(bp->fsbno >> HASH_GROUP_SHIFT);
+	bp->gnext = bc->ghash[h];
+	bc->ghash[h] = bp;
 	bc->nbufs++;
 }
 
@@ -427,9 +444,9 @@ void rlfs_buf_find_range(struct rlfs_mount *mp, uint64_t fsbno, uint64_t len,
 	uint64_t nprobe = RLFS_MIN(g1 - g0 + 1, (uint64_t)HASH_SIZE);
 	for (uint64_t i = 0; i < nprobe; i++) {
 		unsigned h = nprobe == HASH_SIZE ? (unsigned)i : hash_of_group(g0 + i);
-		struct rlfs_buf *bp = bc->hash[h];
+		struct rlfs_buf *bp = bc->ghash[h];
 		while (bp) {
-			struct rlfs_buf *next = bp->hnext; /* fn may evict bp */
+			struct rlfs_buf *next = bp->gnext; /* fn may evict bp */
 			/* a chain holds other groups too: visit each buffer once */
 			bool mine = nprobe == HASH_SIZE || (bp->fsbno >> HASH_GROUP_SHIFT) == g0 + i;
 			if (mine && bp->fsbno >= fsbno && bp->fsbno < end) {

@@ -50,7 +50,8 @@ struct rlfs_buf {
 	unsigned trefs;             /* references taken through tp (dropped at
 				     * commit/cancel: callers need not release) */
 	/* cache bookkeeping (buf.c) */
-	struct rlfs_buf *hnext;
+	struct rlfs_buf *hnext;     /* hash chain by block */
+	struct rlfs_buf *gnext;     /* hash chain by group of 16 blocks */
 	struct rlfs_buf *lru_prev, *lru_next;
 	struct rlfs_buf *dirty_prev, *dirty_next; /* on the dirty list iff DIRTY */
 	struct rlfs_buf *tnext;     /* next buffer in tp's list */
