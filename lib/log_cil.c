@@ -76,6 +76,24 @@ static void map_set(uint8_t *map, uint32_t chunk)
 	map[chunk >> 3] |= (uint8_t)(1u << (chunk & 7));
 }
 
+/* For an image (img_data) equal to the before-image a except in the chunks
+ * set in map: mark in map the chunks where b differs from a, and copy
+ * into img_data every chunk of b marked in map.  Afterwards img_data
+ * equals b. */
+static void copy_changed(uint8_t *map, uint8_t *img_data, const uint8_t *a, const uint8_t *b,
+			 uint32_t bs)
+{
+	uint32_t n = bs / RLFS_LOG_CHUNK;
+	for (uint32_t i = 0; i < n; i++) {
+		size_t off = (size_t)i * RLFS_LOG_CHUNK;
+		bool set = map[i >> 3] & (1u << (i & 7));
+		if (!set && memcmp(a + off, b + off, RLFS_LOG_CHUNK) == 0)
+			continue;
+		map[i >> 3] |= (uint8_t)(1u << (i & 7));
+		memcpy(img_data + off, b + off, RLFS_LOG_CHUNK);
+	}
+}
+
 static void map_set_all(uint8_t *map, uint32_t bs)
 {
 	memset(map, 0, RLFS_LOG_MAP_MAX);
@@ -188,8 +206,13 @@ int rlfs_log_cil_insert(struct rlfs_mount *mp, struct rlfs_buf *bp)
 	 * whose durable image was */
 	bool whole = !bp->tp || !bp->undo || (bp->flags & RLFS_BUF_NEW_IN_TP) ||
 		     (!fresh && !img->data) || (bp->log_ail && !bp->log_ail->data);
+	/* relogged in the same checkpoint: the image already holds the
+	 * committed block, so only this commit's changed chunks are copied */
+	bool in_place = !whole && !fresh;
 	if (whole)
 		map_set_all(img->map, mp->blocksize);
+	else if (in_place)
+		copy_changed(img->map, img->data, bp->undo, bp->data, mp->blocksize);
 	else
 		rlfs_log_map_diff(img->map, bp->undo, bp->data, mp->blocksize);
 	/* relogged: the chunks of the durable image not yet in place too, so
@@ -197,6 +220,10 @@ int rlfs_log_cil_insert(struct rlfs_mount *mp, struct rlfs_buf *bp)
 	if (bp->log_ail && bp->log_ail->data)
 		for (size_t i = 0; i < sizeof(img->map); i++)
 			img->map[i] |= bp->log_ail->map[i];
+	if (in_place) {
+		img->type = img_type(bp);
+		return 0;
+	}
 	if (!img->data && log->spare) {
 		/* a cancel item turned back into an image: a spare's data */
 		struct rlfs_log_img *sp = img_get(log);
