@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 
 #include "busy.h"
 #include "dev.h"
@@ -529,13 +530,24 @@ int rlfs_buf_write_blocks(struct rlfs_mount *mp, size_t n, const uint64_t *fsbno
 		while (run && j < n && j - i < run_max && data[j] && fsbno[j] == fsbno[j - 1] + 1)
 			j++;
 		const void *src = data[i];
-		if (j - i > 1) {
+		size_t run_bytes = (j - i) << mp->blocklog;
+		int err;
+		if (j - i > 1 && run_bytes < RLFS_DIO_MIN_BYTES && mp->dev->ops->pwritev) {
+			/* too short for a direct write: gather without a copy */
+			struct iovec iov[RLFS_DIO_MIN_BYTES / 512];
 			for (size_t k = i; k < j; k++)
-				memcpy(run + ((k - i) << mp->blocklog), data[k], mp->blocksize);
-			src = run;
+				iov[k - i] = (struct iovec){ (void *)data[k], mp->blocksize };
+			err = mp->dev->ops->pwritev(mp->dev, iov, (int)(j - i),
+						    fsbno[i] << mp->blocklog);
+		} else {
+			if (j - i > 1) {
+				for (size_t k = i; k < j; k++)
+					memcpy(run + ((k - i) << mp->blocklog), data[k],
+					       mp->blocksize);
+				src = run;
+			}
+			err = rlfs_dev_pwrite(mp->dev, src, run_bytes, fsbno[i] << mp->blocklog);
 		}
-		int err = rlfs_dev_pwrite(mp->dev, src, (j - i) << mp->blocklog,
-					  fsbno[i] << mp->blocklog);
 		if (err) {
 			if (!first_err)
 				first_err = err;

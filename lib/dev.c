@@ -8,6 +8,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <linux/fs.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -71,6 +72,42 @@ static int file_pwrite(struct rlfs_dev *dev, const void *buf, size_t len, uint64
 	return 0;
 }
 
+static int file_pwritev(struct rlfs_dev *dev, const struct iovec *iov_in, int iovcnt, uint64_t off)
+{
+	struct iovec iov[IOV_MAX];
+	if (iovcnt < 1 || iovcnt > IOV_MAX)
+		return -EINVAL;
+	size_t len = 0;
+	for (int i = 0; i < iovcnt; i++) {
+		iov[i] = iov_in[i];
+		len += iov[i].iov_len;
+	}
+	if (off + len > dev->size_bytes)
+		return -EIO;
+	struct iovec *v = iov;
+	while (len) {
+		ssize_t n = pwritev(dev->fd, v, iovcnt, (off_t)off);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		len -= (size_t)n;
+		off += (uint64_t)n;
+		/* a short write: skip what went, go on from the rest */
+		while (n > 0 && (size_t)n >= v->iov_len) {
+			n -= (ssize_t)v->iov_len;
+			v++;
+			iovcnt--;
+		}
+		if (n > 0) {
+			v->iov_base = (char *)v->iov_base + n;
+			v->iov_len -= (size_t)n;
+		}
+	}
+	return 0;
+}
+
 static int file_flush(struct rlfs_dev *dev)
 {
 	return fdatasync(dev->fd) ? -errno : 0;
@@ -87,7 +124,8 @@ static void file_close(struct rlfs_dev *dev)
 }
 
 static const struct rlfs_dev_ops file_ops = {
-	.pread = file_pread, .pwrite = file_pwrite, .flush = file_flush, .close = file_close,
+	.pread = file_pread, .pwrite = file_pwrite, .pwritev = file_pwritev,
+	.flush = file_flush, .close = file_close,
 };
 
 int rlfs_dev_open(const char *path, int writable, int lock, struct rlfs_dev **devp)

@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 
 struct rlfs_dev;
 struct rlfs_dev_ops {
@@ -16,6 +17,9 @@ struct rlfs_dev_ops {
 	int (*pwrite)(struct rlfs_dev *dev, const void *buf, size_t len, uint64_t off);
 	int (*flush)(struct rlfs_dev *dev);   /* durable: fdatasync */
 	void (*close)(struct rlfs_dev *dev);
+	/* optional: one write gathered from iovcnt buffers (1..IOV_MAX),
+	 * always through the page cache; NULL: callers copy into one buffer */
+	int (*pwritev)(struct rlfs_dev *dev, const struct iovec *iov, int iovcnt, uint64_t off);
 };
 struct rlfs_dev {
 	const struct rlfs_dev_ops *ops;

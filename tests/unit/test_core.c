@@ -3,7 +3,8 @@
  * device: commit makes changes stick, cancel restores before-images,
  * flush writes stamped blocks that verify when read back, a flipped byte
  * on the device is caught as -EUCLEAN, reservations give -ENOSPC, the
- * flush writes runs of consecutive blocks at once and reports progress,
+ * flush writes runs of consecutive blocks at once (copied into one buffer,
+ * or gathered by a device with pwritev) and reports progress,
  * log reservations: the measure and the commit-time overrun report.
  */
 #include "testutil.h"
@@ -11,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "dev.h"
@@ -318,11 +320,24 @@ static void test_cache_eviction(void **state)
 
 /* A memory device that counts its writes and flushes. */
 static const struct rlfs_dev_ops *mem_ops;
-static int n_pwrite, n_flush;
+static int n_pwrite, n_pwritev, n_flush;
 static int counting_pwrite(struct rlfs_dev *dev, const void *buf, size_t len, uint64_t off)
 {
 	n_pwrite++;
 	return mem_ops->pwrite(dev, buf, len, off);
+}
+/* a gathered write: one device write as well */
+static int counting_pwritev(struct rlfs_dev *dev, const struct iovec *iov, int n, uint64_t off)
+{
+	n_pwrite++;
+	n_pwritev++;
+	for (int i = 0; i < n; i++) {
+		int err = mem_ops->pwrite(dev, iov[i].iov_base, iov[i].iov_len, off);
+		if (err)
+			return err;
+		off += iov[i].iov_len;
+	}
+	return 0;
 }
 static int counting_flush(struct rlfs_dev *dev)
 {
@@ -357,13 +372,14 @@ static void record_progress(void *arg, int phase, uint64_t done, uint64_t total)
  * each (15 blocks in 5 runs here), never a block that fails its pre-write
  * check (it splits the run around it and stays dirty), flushes the device
  * twice (data before metadata, then metadata), and reports its phases. */
-static void test_flush_runs(void **state)
+static void flush_runs(bool gather)
 {
-	(void)state;
 	struct rlfs_mount *mp = bare(1024, 256);
 	mem_ops = mp->dev->ops;
 	counting_ops = *mem_ops;
 	counting_ops.pwrite = counting_pwrite;
+	counting_ops.pwritev = gather ? counting_pwritev : NULL;
+	n_pwritev = 0;
 	counting_ops.flush = counting_flush;
 	mp->dev->ops = &counting_ops;
 	struct rlfs_buf_ops picky = test_ops;
@@ -385,6 +401,7 @@ static void test_flush_runs(void **state)
 	n_pwrite = n_flush = nphases = 0;
 	assert_int_equal(rlfs_buf_flush_all(mp), -EUCLEAN);
 	assert_int_equal(n_pwrite, 5);  /* 10..19, 30..31, 50, 59, 61 */
+	assert_int_equal(n_pwritev, gather ? 2 : 0); /* the two runs */
 	assert_int_equal(n_flush, 2);
 	assert_int_equal(rlfs_buf_ndirty(mp), 1);       /* the bad one */
 	assert_int_equal(nphases, 4);
@@ -418,6 +435,49 @@ static void test_flush_runs(void **state)
 	done(mp);
 }
 
+static void test_flush_runs(void **state)
+{
+	(void)state;
+	flush_runs(false);
+}
+
+/* The same with a device that gathers writes (pwritev): the runs shorter
+ * than a direct write go out as one gathered write each, no copy. */
+static void test_flush_runs_gather(void **state)
+{
+	(void)state;
+	flush_runs(true);
+}
+
+/* The image-file device's gathered write puts each piece in its place and
+ * refuses a write past the end. */
+static void test_file_pwritev(void **state)
+{
+	(void)state;
+	char path[] = "/tmp/rlfs-pwritev-XXXXXX";
+	int fd = mkstemp(path);
+	assert_true(fd >= 0);
+	assert_int_equal(ftruncate(fd, 1 << 16), 0);
+	close(fd);
+	struct rlfs_dev *dev;
+	assert_int_equal(rlfs_dev_open(path, 1, 0, &dev), 0);
+	unlink(path);
+	assert_non_null(dev->ops->pwritev);
+	static uint8_t a[3000], b[5], c[4096], back[8192];
+	memset(a, 'a', sizeof(a));
+	memset(b, 'b', sizeof(b));
+	memset(c, 'c', sizeof(c));
+	struct iovec iov[] = { { a, sizeof(a) }, { b, sizeof(b) }, { c, sizeof(c) } };
+	assert_int_equal(dev->ops->pwritev(dev, iov, 3, 100), 0);
+	assert_int_equal(rlfs_dev_pread(dev, back, sizeof(back), 0), 0);
+	for (size_t i = 0; i < sizeof(back); i++) {
+		uint8_t want = i < 100 ? 0 : i < 3100 ? 'a' : i < 3105 ? 'b' : i < 7201 ? 'c' : 0;
+		assert_int_equal(back[i], want);
+	}
+	assert_int_equal(dev->ops->pwritev(dev, iov, 3, (1 << 16) - 4000), -EIO);
+	rlfs_dev_close(dev);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -428,6 +488,8 @@ int main(void)
 		cmocka_unit_test(test_log_reservations),
 		cmocka_unit_test(test_cache_eviction),
 		cmocka_unit_test(test_flush_runs),
+		cmocka_unit_test(test_flush_runs_gather),
+		cmocka_unit_test(test_file_pwritev),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
