@@ -171,7 +171,13 @@ int main(int argc, char **argv)
 			bench_die("sync", rc);
 		report("unlink", n, t0);
 	}
-out:
+out:;
+	struct rlfs_log_stats ls;
+	rlfs_log_get_stats(mp, &ls);
+	printf("log ckpts %llu ail_pushes %llu inplace %llu borrowed %llu unborrowed %llu\n",
+	       (unsigned long long)ls.ckpts_written, (unsigned long long)ls.ail_pushes,
+	       (unsigned long long)ls.inplace_blocks, (unsigned long long)ls.ail_borrowed,
+	       (unsigned long long)ls.ail_unborrowed);
 	if ((rc = rlfs_mount_close(mp)))
 		bench_die("umount", rc);
 	return 0;

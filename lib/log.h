@@ -36,7 +36,17 @@ struct rlfs_buf;
  * One block's image in the CIL or the AIL.  bp is the live buffer, pinned
  * (bp->log_cil / bp->log_ail point back here) so the cache keeps it;
  * data is blocksize bytes (the whole block: the AIL writes it in place),
- * or NULL for a cancel item.
+ * or NULL for a cancel item and for a borrowed AIL image.
+ *
+ * Borrowed (AIL only): when a checkpoint moves an image to the AIL and the
+ * buffer holds exactly that content (no transaction has it, and after the
+ * same LSN stamp the bytes are equal), the image gives its copy back and
+ * the AIL writes bp->data in place; most blocks are not changed again
+ * before that, so their second copy costs neither memory nor a copy.
+ * Before anything changes bp->data again (a transaction joins it, or the
+ * superblock's error record is stored), rlfs_log_buf_unborrow gives the
+ * image its own copy of the checkpointed content.  XFS needs no copies at
+ * all: a transaction locks the buffer that the AIL would write.
  *
  * map is the block's dirty-chunk bitmap (bit i = byte i/8, bit i%8 =
  * bytes [i*RLFS_LOG_CHUNK, +RLFS_LOG_CHUNK) of the block; blocksize /
@@ -53,6 +63,7 @@ struct rlfs_log_img {
 	struct rlfs_buf *bp;
 	uint8_t *data;
 	uint16_t type;              /* RLFS_LOG_ITEM_* */
+	bool borrowed;              /* AIL: content is bp->data (see above) */
 	uint64_t lsn;               /* AIL: LSN of the checkpoint it came in */
 	struct rlfs_log_img *prev, *next;
 	uint8_t map[RLFS_LOG_MAP_MAX];
@@ -379,6 +390,16 @@ void rlfs_log_stamp_lsn(struct rlfs_mount *mp, uint16_t type, void *data, uint64
 int rlfs_log_write_unlogged(struct rlfs_mount *mp, uint64_t fsbno);
 
 /* ---- log_ail.c: the active item list ---- */
+
+/* The content an image stands for: its data, the buffer's for a borrowed
+ * AIL image, NULL for a cancel item. */
+const void *rlfs_log_img_content(const struct rlfs_log_img *img);
+/*
+ * bp->data is about to change (a transaction joins bp, or a change made
+ * outside one): if its AIL image is borrowed, give the image its own copy
+ * first.  0, or -ENOMEM (then bp must not be changed).  Under meta_lock.
+ */
+int rlfs_log_buf_unborrow(struct rlfs_mount *mp, struct rlfs_buf *bp);
 
 /* A checkpoint's images (the pushed CIL list, first..) join the AIL at
  * ckpt_lsn; an image of the same block already there is replaced.  If the

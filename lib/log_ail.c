@@ -38,6 +38,44 @@ static void ail_unlink(struct rlfs_log *log, struct rlfs_log_img *img)
 	log->ail_count--;
 }
 
+/* An image just checkpointed: if the buffer holds the same content (no
+ * transaction has it; compared after giving it the same LSN stamp), the
+ * image gives its copy back and borrows the buffer's (log.h). */
+static void try_borrow(struct rlfs_log *log, struct rlfs_log_img *img)
+{
+	struct rlfs_mount *mp = log->mp;
+	struct rlfs_buf *bp = img->bp;
+	if (!img->data || bp->tp)
+		return;
+	rlfs_log_stamp_lsn(mp, img->type, bp->data, img->lsn);
+	if (memcmp(bp->data, img->data, mp->blocksize))
+		return;
+	rlfs_blk_put(mp, img->data);
+	img->data = NULL;
+	img->borrowed = true;
+	log->stats.ail_borrowed++;
+}
+
+const void *rlfs_log_img_content(const struct rlfs_log_img *img)
+{
+	return img->borrowed ? img->bp->data : img->data;
+}
+
+int rlfs_log_buf_unborrow(struct rlfs_mount *mp, struct rlfs_buf *bp)
+{
+	struct rlfs_log_img *img = bp->log_ail;
+	if (!img || !img->borrowed)
+		return 0;
+	uint8_t *data = rlfs_blk_get(mp);
+	if (!data)
+		return -ENOMEM;
+	memcpy(data, bp->data, mp->blocksize);
+	img->data = data;
+	img->borrowed = false;
+	mp->log->stats.ail_unborrowed++;
+	return 0;
+}
+
 void rlfs_log_ail_insert(struct rlfs_log *log, struct rlfs_log_img *first, uint64_t ckpt_lsn)
 {
 	struct rlfs_log_img *img = first, *next;
@@ -62,6 +100,7 @@ void rlfs_log_ail_insert(struct rlfs_log *log, struct rlfs_log_img *first, uint6
 		log->ail_last = img;
 		log->ail_count++;
 		img->bp->log_ail = img;
+		try_borrow(log, img);
 	}
 }
 
@@ -136,7 +175,8 @@ int rlfs_log_ail_push(struct rlfs_log *log, uint64_t target_lsn)
 	uint64_t written = 0;
 	for (i = 0; i < n; i++) {
 		fsbnos[i] = list[i]->fsbno;
-		datas[i] = list[i]->data;   /* NULL: cancelled, the block was freed */
+		/* NULL: cancelled, the block was freed */
+		datas[i] = rlfs_log_img_content(list[i]);
 		written += datas[i] != NULL;
 	}
 	int err = rlfs_buf_write_blocks(mp, n, fsbnos, datas, NULL, NULL);

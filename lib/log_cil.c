@@ -205,7 +205,7 @@ int rlfs_log_cil_insert(struct rlfs_mount *mp, struct rlfs_buf *bp)
 	 * cancel (freed and reused: nothing on disk is its content), or
 	 * whose durable image was */
 	bool whole = !bp->tp || !bp->undo || (bp->flags & RLFS_BUF_NEW_IN_TP) ||
-		     (!fresh && !img->data) || (bp->log_ail && !bp->log_ail->data);
+		     (!fresh && !img->data) || (bp->log_ail && !rlfs_log_img_content(bp->log_ail));
 	/* relogged in the same checkpoint: the image already holds the
 	 * committed block, so only this commit's changed chunks are copied */
 	bool in_place = !whole && !fresh;
@@ -217,7 +217,7 @@ int rlfs_log_cil_insert(struct rlfs_mount *mp, struct rlfs_buf *bp)
 		rlfs_log_map_diff(img->map, bp->undo, bp->data, mp->blocksize);
 	/* relogged: the chunks of the durable image not yet in place too, so
 	 * that the newest record alone brings the block on disk up to date */
-	if (bp->log_ail && bp->log_ail->data)
+	if (bp->log_ail && rlfs_log_img_content(bp->log_ail))
 		for (size_t i = 0; i < sizeof(img->map); i++)
 			img->map[i] |= bp->log_ail->map[i];
 	if (in_place) {

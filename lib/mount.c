@@ -208,6 +208,10 @@ int rlfs_errrec_stage(struct rlfs_mount *mp)
 		rlfs_buf_relse(bp);
 		return 0;
 	}
+	if (mp->log && (err = rlfs_log_buf_unborrow(mp, bp))) {
+		rlfs_buf_relse(bp);
+		return err;
+	}
 	pthread_mutex_lock(&mp->err_lock);
 	rlfs_errrec_store(&mp->err, bp->data);
 	mp->err_staged_seq = mp->err_seq;

@@ -89,6 +89,12 @@ static int join(struct rlfs_trans *tp, struct rlfs_buf *bp, bool is_new)
 		bp->trefs++; /* already joined: one more reference through tp */
 		return 0;
 	}
+	if (!(tp->flags & RLFS_TRANS_RDONLY) && tp->mp->log) {
+		/* the AIL's image of bp may be the buffer itself */
+		int err = rlfs_log_buf_unborrow(tp->mp, bp);
+		if (err)
+			return err;
+	}
 	bp->tp = tp;
 	bp->trefs = 1;
 	bp->logged = false;

@@ -434,6 +434,10 @@ struct rlfs_log_stats {
 	uint64_t ckpts_written;     /* log forces that wrote a checkpoint */
 	uint64_t ail_pushes;        /* AIL pushes (in-place write rounds) */
 	uint64_t inplace_blocks;    /* blocks written in place from the AIL */
+	uint64_t ail_borrowed;      /* AIL images that gave up their copy at the
+				     * checkpoint (the buffer was the same) */
+	uint64_t ail_unborrowed;    /* of them, copied again because the buffer
+				     * changed before the block went in place */
 	uint64_t forces;            /* log forces (fsync, sync) that had to write
 				     * a checkpoint or flush an unflushed one */
 	uint64_t intents_logged;    /* intent items committed (defer.h) */

@@ -280,7 +280,7 @@ static void rl_durable(struct rl_blk *t, uint8_t *out)
 {
 	struct rlfs_buf *bp = rl_buf(t);
 	assert_non_null(bp->log_ail);
-	memcpy(out, bp->log_ail->data, t->bs);
+	memcpy(out, rlfs_log_img_content(bp->log_ail), t->bs);
 }
 
 static bool map_bit(const uint8_t *map, uint32_t c)
@@ -334,6 +334,43 @@ static void test_ranges_two_trans_one_ckpt(void **state)
 	free(want);
 	free(got);
 	unlink(crash);
+	tu_unmount(&t.fs);
+}
+
+/* A checkpointed block the buffer still matches borrows the buffer's
+ * bytes (no second copy); a later transaction that changes the block
+ * before it goes in place first gives the AIL image its own copy, so the
+ * push writes the checkpointed block, not the newer, unlogged one. */
+static void test_ail_borrow(void **state)
+{
+	(void)state;
+	struct rl_blk t;
+	rl_setup(&t);
+	struct rlfs_log *log = t.fs.mp->log;
+	rl_change(&t, true, 100, 0x11, 4);
+	rl_force(&t, false);
+	struct rlfs_buf *bp = rl_buf(&t);
+	assert_non_null(bp->log_ail);
+	assert_true(bp->log_ail->borrowed);
+	assert_null(bp->log_ail->data);
+	uint64_t unborrowed = log->stats.ail_unborrowed;
+	uint8_t *want = malloc(t.bs), *got = malloc(t.bs);
+	rl_durable(&t, want);
+	rl_change(&t, false, 500, 0xcc, 10);        /* not forced */
+	assert_int_equal(log->stats.ail_unborrowed, unborrowed + 1);
+	assert_false(bp->log_ail->borrowed);
+	assert_non_null(bp->log_ail->data);
+	assert_int_equal(((uint8_t *)bp->data)[500], 0xcc);
+	/* push only the first checkpoint: the block in place as it was */
+	rlfs_meta_lock(t.fs.mp);
+	assert_int_equal(rlfs_log_ail_push(log, UINT64_MAX), 0);
+	pthread_mutex_unlock(&t.fs.mp->meta_lock);
+	read_raw(t.fs.path, t.fsbno * t.bs, got, t.bs);
+	assert_memory_equal(got, want, t.bs);
+	assert_int_equal(got[500], (uint8_t)500);
+	assert_int_equal(got[100], 0x11);
+	free(want);
+	free(got);
 	tu_unmount(&t.fs);
 }
 
@@ -1468,6 +1505,7 @@ int main(void)
 		cmocka_unit_test(test_torn_last_record),
 		cmocka_unit_test(test_skip_newer_block),
 		cmocka_unit_test(test_ranges_two_trans_one_ckpt),
+		cmocka_unit_test(test_ail_borrow),
 		cmocka_unit_test(test_ranges_disk_lsn),
 		cmocka_unit_test(test_ranges_torn_record),
 		cmocka_unit_test(test_ranges_v1_record),
