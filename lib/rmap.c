@@ -205,18 +205,25 @@ int rlfs_rmap_insert(struct rlfs_btree_cur *cur, const struct rlfs_rmap_irec *re
 	return rlfs_btree_insert(cur, &r);
 }
 
+/* Position the cursor on the record with rec's key; *stat 0 if none. */
+static int lookup_eq(struct rlfs_btree_cur *cur, const struct rlfs_rmap_irec *rec, int *stat)
+{
+	struct rlfs_rmap_rec r;
+	struct rlfs_rmap_key k;
+	rlfs_rmap_rec_encode(rec, &r);
+	rmap_key_from_rec(&k, &r);
+	return rlfs_btree_lookup(cur, RLFS_LOOKUP_EQ, &k, stat);
+}
+
 int rlfs_rmap_delete(struct rlfs_btree_cur *cur, const struct rlfs_rmap_irec *rec)
 {
 	struct rlfs_rmap_rec r, got;
-	struct rlfs_rmap_key k;
-	int stat, err;
-	rlfs_rmap_rec_encode(rec, &r);
-	rmap_key_from_rec(&k, &r);
-	err = rlfs_btree_lookup(cur, RLFS_LOOKUP_EQ, &k, &stat);
+	int stat, err = lookup_eq(cur, rec, &stat);
 	if (err)
 		return err;
 	if (!stat)
 		return -ENOENT;
+	rlfs_rmap_rec_encode(rec, &r);
 	err = rlfs_btree_get_rec(cur, &got, &stat);
 	if (err)
 		return err;
@@ -397,12 +404,7 @@ static int neighbour_helper(struct rlfs_btree_cur *cur, const struct rlfs_rmap_i
 /* Position the cursor on the record whose key is r's; -EUCLEAN if none. */
 static int lookup_rec(struct rlfs_btree_cur *cur, const struct rlfs_rmap_irec *r)
 {
-	struct rlfs_rmap_rec raw;
-	struct rlfs_rmap_key k;
-	int stat, err;
-	rlfs_rmap_rec_encode(r, &raw);
-	rmap_key_from_rec(&k, &raw);
-	err = rlfs_btree_lookup(cur, RLFS_LOOKUP_EQ, &k, &stat);
+	int stat, err = lookup_eq(cur, r, &stat);
 	if (err)
 		return err;
 	if (!stat)
