@@ -30,7 +30,9 @@
  * against a per-block model: every block's set of (owner, flags, file
  * offset) equals the tree's records expanded per block, no record is
  * directly followed by one it should have merged with (canonical form),
- * and every record passes rlfs_rmap_check_irec.
+ * and every record passes rlfs_rmap_check_irec; after each batch one
+ * random operation that must fail gets -EUCLEAN and changes nothing.
+ * (The refused operations print "corruption" lines on stderr.)
  *
  * Seed: RLFS_TEST_SEED (decimal); printed with every failure.  Without
  * it the model test runs a fixed list of seeds.
@@ -696,7 +698,7 @@ struct model {
 	struct mt t[NB][MAXT];
 	uint8_t n[NB];
 	uint8_t seen[NB]; /* bit i: t[b][i] matched by a record */
-	unsigned ops[3], skipped, max_height;
+	unsigned ops[3], skipped, refused, max_height;
 	size_t max_recs;
 };
 
@@ -866,6 +868,48 @@ static bool random_op(const struct model *m, enum op *op, uint32_t *bno, uint32_
 	return true;
 }
 
+/* A random operation the tree must refuse with -EUCLEAN: map blocks of
+ * an extent again at the same offsets (either unwritten state), unmap an
+ * extent plus the block after it, unmap or convert with the wrong
+ * unwritten state.  false if none found. */
+static bool random_bad_op(const struct model *m, enum op *op, uint32_t *bno, uint32_t *len,
+			  uint64_t *owner, uint64_t *off)
+{
+	uint32_t b, s, e;
+	struct mt t;
+	if (!m_pick(m, &b, &t))
+		return false;
+	m_extent(m, b, t, &s, &e);
+	bool data = !no_off(t.owner, t.flags) && !(t.flags & ATTR);
+	*owner = t.owner;
+	switch (rnd(4)) {
+	case 0: /* map again, from inside the extent */
+		*op = OP_MAP;
+		*bno = b;
+		*len = 1 + (uint32_t)rnd(4);
+		*off = t.flags | t.fileoff;
+		if (data && rnd(2))
+			*off ^= UNW;
+		return *bno + *len <= NB;
+	case 1: /* one block too many */
+		if (e >= NB)
+			return false;
+		*op = OP_UNMAP;
+		*bno = s;
+		*len = e + 1 - s;
+		*off = mt_step(t, -(int)(b - s)).fileoff | t.flags;
+		return true;
+	default: /* wrong state */
+		if (!data)
+			return false;
+		*op = rnd(2) ? OP_UNMAP : OP_CONVERT;
+		*bno = b;
+		*len = 1;
+		*off = (t.flags ^ (*op == OP_UNMAP ? UNW : 0)) | t.fileoff;
+		return true;
+	}
+}
+
 static int rec_key_cmp(const void *x, const void *y)
 {
 	const struct rlfs_rmap_irec *a = x, *b = y;
@@ -964,11 +1008,23 @@ static void run_model(uint64_t seed, unsigned nops)
 		char when[48];
 		snprintf(when, sizeof(when), "after op %u", done);
 		m_check(&e, m, when);
+		/* one refused operation (op_tx checks the tree is unchanged) */
+		enum op op;
+		uint32_t bno, len;
+		uint64_t owner, off;
+		if (random_bad_op(m, &op, &bno, &len, &owner, &off)) {
+			int err = op_tx(&e, op, bno, len, owner, off);
+			if (err != -EUCLEAN)
+				R_FAIL("%s: %s [%u, +%u) owner %llu off 0x%llx: %d, expected "
+				       "-EUCLEAN", when, op_name[op], bno, len,
+				       (unsigned long long)owner, (unsigned long long)off, err);
+			m->refused++;
+		}
 	}
-	print_message("test_rmap: seed %llu: %u map, %u unmap, %u convert (%u skipped), up to "
-		      "%zu records, height up to %u\n", (unsigned long long)seed, m->ops[OP_MAP],
-		      m->ops[OP_UNMAP], m->ops[OP_CONVERT], m->skipped, m->max_recs,
-		      m->max_height);
+	print_message("test_rmap: seed %llu: %u map, %u unmap, %u convert (%u skipped), %u "
+		      "refused, up to %zu records, height up to %u\n", (unsigned long long)seed,
+		      m->ops[OP_MAP], m->ops[OP_UNMAP], m->ops[OP_CONVERT], m->skipped,
+		      m->refused, m->max_recs, m->max_height);
 	if (m->max_height < 3 || m->ops[OP_CONVERT] < nops / 10 || m->ops[OP_UNMAP] < nops / 10)
 		R_FAIL("seed %llu: too little exercised", (unsigned long long)seed);
 	env_teardown(&e);
