@@ -205,18 +205,25 @@ int rlfs_rmap_insert(struct rlfs_btree_cur *cur, const struct rlfs_rmap_irec *re
 	return rlfs_btree_insert(cur, &r);
 }
 
+/* Position the cursor on the record with rec's key; *stat 0 if none. */
+static int lookup_eq(struct rlfs_btree_cur *cur, const struct rlfs_rmap_irec *rec, int *stat)
+{
+	struct rlfs_rmap_rec r;
+	struct rlfs_rmap_key k;
+	rlfs_rmap_rec_encode(rec, &r);
+	rmap_key_from_rec(&k, &r);
+	return rlfs_btree_lookup(cur, RLFS_LOOKUP_EQ, &k, stat);
+}
+
 int rlfs_rmap_delete(struct rlfs_btree_cur *cur, const struct rlfs_rmap_irec *rec)
 {
 	struct rlfs_rmap_rec r, got;
-	struct rlfs_rmap_key k;
-	int stat, err;
-	rlfs_rmap_rec_encode(rec, &r);
-	rmap_key_from_rec(&k, &r);
-	err = rlfs_btree_lookup(cur, RLFS_LOOKUP_EQ, &k, &stat);
+	int stat, err = lookup_eq(cur, rec, &stat);
 	if (err)
 		return err;
 	if (!stat)
 		return -ENOENT;
+	rlfs_rmap_rec_encode(rec, &r);
 	err = rlfs_btree_get_rec(cur, &got, &stat);
 	if (err)
 		return err;
@@ -254,4 +261,293 @@ int rlfs_rmap_query_range(struct rlfs_btree_cur *cur, const struct rlfs_rmap_ire
 	rmap_key_from_rec(&lk, &lr);
 	rmap_key_from_rec(&hk, &hr);
 	return rlfs_btree_query_range(cur, &lk, &hk, query_helper, &q);
+}
+
+/* ------------------------------------------------------------------ */
+/* Map, unmap, convert: record splitting and merging                   */
+
+/* The offset of special owners and bmbt blocks is not a file position:
+ * merging and coverage ignore it (XFS's ignore_off / XFS_RMAP_BMBT_BLOCK
+ * cases). */
+static bool ignore_off(uint64_t owner, uint64_t offset)
+{
+	return RLFS_RMAP_NON_INODE_OWNER(owner) || (offset & RLFS_RMAP_OFF_BMBT_BLOCK);
+}
+
+/* Same owner and same kind of mapping (attr fork / bmbt block / data). */
+static bool same_kind(const struct rlfs_rmap_irec *r, uint64_t owner, uint64_t offset)
+{
+	const uint64_t kind = RLFS_RMAP_OFF_ATTR_FORK | RLFS_RMAP_OFF_BMBT_BLOCK;
+	return r->owner == owner && (r->offset & kind) == (offset & kind);
+}
+
+/* Does r map block agbno of owner at file offset RLFS_RMAP_OFF(offset)
+ * (any offset for special owners and bmbt blocks)?  Unwritten ignored. */
+static bool maps_block(const struct rlfs_rmap_irec *r, uint32_t agbno, uint64_t owner,
+		       uint64_t offset)
+{
+	if (!same_kind(r, owner, offset) || agbno < r->startblock ||
+	    agbno - r->startblock >= r->blockcount)
+		return false;
+	return ignore_off(owner, offset) ||
+	       RLFS_RMAP_OFF(r->offset) + (agbno - r->startblock) == RLFS_RMAP_OFF(offset);
+}
+
+bool rlfs_rmap_is_mergeable(const struct rlfs_rmap_irec *a, const struct rlfs_rmap_irec *b)
+{
+	if (a->owner == RLFS_RMAP_OWN_NULL || a->owner != b->owner ||
+	    (a->offset & RLFS_RMAP_OFF_FLAGS) != (b->offset & RLFS_RMAP_OFF_FLAGS))
+		return false;
+	if ((uint64_t)a->startblock + a->blockcount != b->startblock)
+		return false;
+	if ((uint64_t)a->blockcount + b->blockcount > RLFS_RMAP_LEN_MAX)
+		return false;
+	return ignore_off(a->owner, a->offset) ||
+	       RLFS_RMAP_OFF(a->offset) + a->blockcount == RLFS_RMAP_OFF(b->offset);
+}
+
+/* A key-range query given as (startblock, owner, offset) triples. */
+static int query_keys(struct rlfs_btree_cur *cur, uint32_t lo_bno, uint64_t owner,
+		      uint64_t lo_off, uint32_t hi_bno, uint64_t hi_off, rlfs_rmap_query_fn fn,
+		      void *priv)
+{
+	const struct rlfs_rmap_irec lo = { lo_bno, 1, owner, lo_off },
+				   hi = { hi_bno, 1, owner, hi_off };
+	return rlfs_rmap_query_range(cur, &lo, &hi, fn, priv);
+}
+
+struct lookup_ctx {
+	uint32_t agbno;
+	uint64_t owner, offset;
+	struct rlfs_rmap_irec *irec;
+	int *stat;
+};
+
+static int lookup_helper(struct rlfs_btree_cur *cur, const struct rlfs_rmap_irec *rec,
+			 void *priv)
+{
+	struct lookup_ctx *c = priv;
+	if (!maps_block(rec, c->agbno, c->owner, c->offset))
+		return 0;
+	if (*c->stat)
+		return rlfs_corrupt(cur->mp, 0, "rmapbt",
+				    "AG %u: two records map agbno %u to owner %llu offset 0x%llx",
+				    cur->agno, c->agbno, (unsigned long long)c->owner,
+				    (unsigned long long)c->offset);
+	*c->irec = *rec;
+	*c->stat = 1;
+	return 0;
+}
+
+int rlfs_rmap_lookup_le_range(struct rlfs_btree_cur *cur, uint32_t agbno, uint64_t owner,
+			      uint64_t offset, struct rlfs_rmap_irec *irec, int *stat)
+{
+	struct lookup_ctx c = { agbno, owner, offset & ~RLFS_RMAP_OFF_UNWRITTEN, irec, stat };
+	*stat = 0;
+	/* Every record that maps (agbno, owner, offset) has low key <= that
+	 * point and high key >= it, so a point query finds it (and records of
+	 * other owners or offsets spanning the point, skipped by the helper). */
+	return query_keys(cur, agbno, owner, c.offset, agbno, c.offset, lookup_helper, &c);
+}
+
+/* Neighbours of a new mapping new (see rlfs_rmap_map). */
+struct nb_ctx {
+	const struct rlfs_rmap_irec *new;
+	struct rlfs_rmap_irec left, right;
+	bool have_left, have_right;
+};
+
+static int neighbour_helper(struct rlfs_btree_cur *cur, const struct rlfs_rmap_irec *rec,
+			    void *priv)
+{
+	struct nb_ctx *c = priv;
+	const struct rlfs_rmap_irec *n = c->new;
+	uint64_t end = (uint64_t)rec->startblock + rec->blockcount;
+	if (!same_kind(rec, n->owner, n->offset))
+		return 0;
+	if (rec->startblock < (uint64_t)n->startblock + n->blockcount && end > n->startblock) {
+		/* blocks in common: corrupt if some block gets the same
+		 * mapping twice (same offset on the same diagonal) */
+		uint32_t b = rec->startblock > n->startblock ? rec->startblock : n->startblock;
+		if (maps_block(n, b, rec->owner,
+			       (rec->offset & ~RLFS_RMAP_OFF_MASK) |
+				       (RLFS_RMAP_OFF(rec->offset) + (b - rec->startblock))))
+			return rlfs_corrupt(cur->mp, 0, "rmapbt",
+					    "AG %u: map [%u, +%u) owner %llu offset 0x%llx: "
+					    "record [%u, +%u) offset 0x%llx already maps it",
+					    cur->agno, n->startblock, n->blockcount,
+					    (unsigned long long)n->owner,
+					    (unsigned long long)n->offset, rec->startblock,
+					    rec->blockcount, (unsigned long long)rec->offset);
+		return 0;
+	}
+	bool *have = NULL;
+	struct rlfs_rmap_irec *slot = NULL;
+	if (rlfs_rmap_is_mergeable(rec, n)) {
+		have = &c->have_left;
+		slot = &c->left;
+	} else if (rlfs_rmap_is_mergeable(n, rec)) {
+		have = &c->have_right;
+		slot = &c->right;
+	}
+	if (!have)
+		return 0;
+	if (*have) /* two records, each overlapping the other: corrupt */
+		return rlfs_corrupt(cur->mp, 0, "rmapbt",
+				    "AG %u: owner %llu has overlapping records at agbno %u",
+				    cur->agno, (unsigned long long)rec->owner, rec->startblock);
+	*have = true;
+	*slot = *rec;
+	return 0;
+}
+
+/* Position the cursor on the record whose key is r's; -EUCLEAN if none. */
+static int lookup_rec(struct rlfs_btree_cur *cur, const struct rlfs_rmap_irec *r)
+{
+	int stat, err = lookup_eq(cur, r, &stat);
+	if (err)
+		return err;
+	if (!stat)
+		return rlfs_corrupt(cur->mp, 0, "rmapbt", "AG %u: record at agbno %u vanished",
+				    cur->agno, r->startblock);
+	return 0;
+}
+
+/* Replace the record with old's key by new (same key, other blockcount). */
+static int update_rec(struct rlfs_btree_cur *cur, const struct rlfs_rmap_irec *old,
+		      const struct rlfs_rmap_irec *new)
+{
+	struct rlfs_rmap_rec raw;
+	int err = lookup_rec(cur, old);
+	if (err)
+		return err;
+	rlfs_rmap_rec_encode(new, &raw);
+	return rlfs_btree_update(cur, &raw);
+}
+
+/* Insert or delete as part of an operation: a key clash or a missing
+ * record there means the tree disagrees with what was looked up. */
+static int insert_rec(struct rlfs_btree_cur *cur, const struct rlfs_rmap_irec *r)
+{
+	int err = rlfs_rmap_insert(cur, r);
+	if (err == -EEXIST || err == -EINVAL)
+		return rlfs_corrupt(cur->mp, 0, "rmapbt",
+				    "AG %u: cannot insert [%u, +%u) owner %llu: %d", cur->agno,
+				    r->startblock, r->blockcount, (unsigned long long)r->owner, err);
+	return err;
+}
+
+static int delete_rec(struct rlfs_btree_cur *cur, const struct rlfs_rmap_irec *r)
+{
+	int err = rlfs_rmap_delete(cur, r);
+	if (err == -ENOENT)
+		return rlfs_corrupt(cur->mp, 0, "rmapbt",
+				    "AG %u: record [%u, +%u) owner %llu vanished", cur->agno,
+				    r->startblock, r->blockcount, (unsigned long long)r->owner);
+	return err;
+}
+
+/* The argument checks shared by map, unmap and convert. */
+static int check_args(struct rlfs_btree_cur *cur, const struct rlfs_rmap_irec *r)
+{
+	if (r->blockcount == 0 || rlfs_rmap_check_irec(r, rlfs_ag_blocks(cur->mp, cur->agno)))
+		return -EINVAL;
+	return 0;
+}
+
+int rlfs_rmap_map(struct rlfs_btree_cur *cur, uint32_t agbno, uint32_t len_blocks,
+		  uint64_t owner, uint64_t offset)
+{
+	const struct rlfs_rmap_irec new = { agbno, len_blocks, owner, offset };
+	struct nb_ctx c = { .new = &new };
+	int err = check_args(cur, &new);
+	if (err)
+		return err;
+	/* One query finds the left neighbour (high key (agbno - 1, owner,
+	 * offset - 1)), the right one (key (agbno + len, owner, offset +
+	 * len)) and every record of owner mapping any of the blocks at the
+	 * same offsets (key intervals inside those two). */
+	bool io = ignore_off(owner, offset);
+	uint64_t lo_off = io || RLFS_RMAP_OFF(offset) == 0 ? offset : offset - 1;
+	uint64_t hi_off = io ? offset : offset + len_blocks;
+	err = query_keys(cur, agbno ? agbno - 1 : 0, owner, lo_off & ~RLFS_RMAP_OFF_UNWRITTEN,
+			 agbno + len_blocks, hi_off & ~RLFS_RMAP_OFF_UNWRITTEN, neighbour_helper,
+			 &c);
+	if (err)
+		return err;
+	/* XFS_RMAP_LEN_MAX: each merge alone fits (is_mergeable); both
+	 * together may not, then only the left one is done. */
+	if (c.have_left && c.have_right &&
+	    (uint64_t)c.left.blockcount + len_blocks + c.right.blockcount > RLFS_RMAP_LEN_MAX)
+		c.have_right = false;
+
+	struct rlfs_rmap_irec rec = new;
+	if (c.have_right) {
+		err = delete_rec(cur, &c.right);
+		if (err)
+			return err;
+		rec.blockcount += c.right.blockcount;
+	}
+	if (!c.have_left)
+		return insert_rec(cur, &rec);
+	struct rlfs_rmap_irec merged = c.left;
+	merged.blockcount += rec.blockcount;
+	return update_rec(cur, &c.left, &merged);
+}
+
+int rlfs_rmap_unmap(struct rlfs_btree_cur *cur, uint32_t agbno, uint32_t len_blocks,
+		    uint64_t owner, uint64_t offset)
+{
+	const struct rlfs_rmap_irec arg = { agbno, len_blocks, owner, offset };
+	struct rlfs_rmap_irec r;
+	int stat, err = check_args(cur, &arg);
+	if (err)
+		return err;
+	err = rlfs_rmap_lookup_le_range(cur, agbno, owner, offset, &r, &stat);
+	if (err)
+		return err;
+	uint64_t end = (uint64_t)agbno + len_blocks, rend = 0;
+	if (stat)
+		rend = (uint64_t)r.startblock + r.blockcount;
+	if (!stat || rend < end)
+		return rlfs_corrupt(cur->mp, 0, "rmapbt",
+				    "AG %u: unmap [%u, +%u) owner %llu offset 0x%llx: %s",
+				    cur->agno, agbno, len_blocks, (unsigned long long)owner,
+				    (unsigned long long)offset,
+				    stat ? "the record mapping it ends inside the range"
+					 : "no record maps it");
+	if ((r.offset ^ offset) & RLFS_RMAP_OFF_UNWRITTEN)
+		return rlfs_corrupt(cur->mp, 0, "rmapbt",
+				    "AG %u: unmap [%u, +%u) owner %llu offset 0x%llx: the record "
+				    "[%u, +%u) has offset 0x%llx (unwritten state differs)",
+				    cur->agno, agbno, len_blocks, (unsigned long long)owner,
+				    (unsigned long long)offset, r.startblock, r.blockcount,
+				    (unsigned long long)r.offset);
+
+	/* What is left: r's blocks before agbno and after the range. */
+	struct rlfs_rmap_irec left = r, right = r;
+	left.blockcount = agbno - r.startblock;
+	right.startblock = (uint32_t)end;
+	right.blockcount = (uint32_t)(rend - end);
+	if (!ignore_off(owner, offset))
+		right.offset += end - r.startblock;
+	if (left.blockcount) /* trim the right end: key unchanged */
+		err = update_rec(cur, &r, &left);
+	else /* the record starts in the range: its key goes */
+		err = delete_rec(cur, &r);
+	if (err || !right.blockcount)
+		return err;
+	return insert_rec(cur, &right);
+}
+
+int rlfs_rmap_convert(struct rlfs_btree_cur *cur, uint32_t agbno, uint32_t len_blocks,
+		      uint64_t owner, uint64_t offset)
+{
+	if (RLFS_RMAP_NON_INODE_OWNER(owner) ||
+	    (offset & (RLFS_RMAP_OFF_ATTR_FORK | RLFS_RMAP_OFF_BMBT_BLOCK)))
+		return -EINVAL;
+	int err = rlfs_rmap_unmap(cur, agbno, len_blocks, owner, offset ^ RLFS_RMAP_OFF_UNWRITTEN);
+	if (err)
+		return err;
+	return rlfs_rmap_map(cur, agbno, len_blocks, owner, offset);
 }

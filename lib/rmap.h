@@ -12,15 +12,19 @@
  * bmbt blocks).  The root lives in agh.rmap_root / rmap_level; blocks come
  * from and go back to the AGFL like the inobt's and refcountbt's.
  *
- * Not done yet (see docs/DESIGN.md "Reverse mapping: in progress"): no
- * caller keeps the tree in step with allocation or block maps, no RUI/RUD
- * log items, no merging of adjacent records, no mkfs/fsck support, and the
- * feature bit is not known to mount.
+ * Record operations with splitting and merging exist (rlfs_rmap_map /
+ * unmap / convert, the "_shared" flavour of XFS's, correct whether or not
+ * other owners share the blocks).  Not done yet (see docs/DESIGN.md
+ * "Reverse mapping: in progress"): no caller keeps the tree in step with
+ * allocation or block maps (hooks), no RUI/RUD log items, no GETFSMAP, no
+ * fsck cross-check or repair, no AG reservation for the tree; mkfs/fsck
+ * support and the feature bit are being added separately.
  *
  * Model: xfsprogs libxfs/xfs_rmap_btree.c (ops) and xfs_rmap.c
  * (xfs_rmap_query_range; insert/delete here are the raw record
  * operations, like xfs_rmap_insert / the delete in xfs_rmap_free's simple
- * case, not XFS's map/unmap with record splitting and merging).
+ * case; map/unmap/convert are xfs_rmap_map_shared / unmap_shared /
+ * convert_shared).
  */
 #ifndef RLFS_RMAP_H
 #define RLFS_RMAP_H
@@ -90,4 +94,97 @@ typedef int (*rlfs_rmap_query_fn)(struct rlfs_btree_cur *cur, const struct rlfs_
 				  void *priv);
 int rlfs_rmap_query_range(struct rlfs_btree_cur *cur, const struct rlfs_rmap_irec *low,
 			  const struct rlfs_rmap_irec *high, rlfs_rmap_query_fn fn, void *priv);
+
+/*
+ * Record operations (xfs_rmap.c's "_shared" functions).  Arguments: agbno
+ * and len_blocks (blocks, >= 1) the physical range in the cursor's AG;
+ * owner an inode number or RLFS_RMAP_OWN_*; offset as the on-disk field:
+ * RLFS_RMAP_OFF_* flags | file offset (blocks) of agbno.  For special
+ * owners offset must be 0 and for bmbt blocks exactly
+ * RLFS_RMAP_OFF_BMBT_BLOCK (rlfs_rmap_check_irec); their offset plays no
+ * part in merging or coverage (XFS's ignore_off).  RLFS_RMAP_OWN_UNKNOWN
+ * is an ordinary special owner here: XFS's xfs_rmap_unmap treats it as
+ * "whoever owns these blocks", which with shared blocks is ambiguous, so
+ * it is not a wildcard.
+ *
+ * Errors: -EINVAL (nothing changed) for len_blocks 0 or a range/offset
+ * rlfs_rmap_check_irec rejects; -EUCLEAN (XFS's -EFSCORRUPTED, logged by
+ * rlfs_corrupt) when the tree does not agree with the request, as listed
+ * per function; and the btree's -ENOSPC, -EIO, -EUCLEAN.  After any error
+ * other than -EINVAL cancel the transaction: -EUCLEAN found while looking
+ * (before any change) leaves the tree as it was, but errors from the
+ * btree, and any error from convert's second half, may leave it half
+ * changed.  Records stay canonical: no two records are
+ * rlfs_rmap_is_mergeable, if they were not before.
+ */
+
+/* Largest blockcount a merge may produce (XFS_RMAP_LEN_MAX). */
+#define RLFS_RMAP_LEN_MAX UINT32_MAX
+
+/*
+ * True if b directly follows a and the two can be one record: same owner
+ * (not RLFS_RMAP_OWN_NULL), same RLFS_RMAP_OFF_* flags (fork, bmbt,
+ * unwritten), a ends where b starts, a's file offset + blockcount == b's
+ * (not compared for special owners and bmbt blocks), and the sum of the
+ * blockcounts <= RLFS_RMAP_LEN_MAX.  Mirrors xfs_rmap_is_mergeable plus
+ * the adjacency tests of xfs_rmap_map_shared.
+ */
+bool rlfs_rmap_is_mergeable(const struct rlfs_rmap_irec *a, const struct rlfs_rmap_irec *b);
+
+/*
+ * Find the record mapping block agbno to owner at file offset
+ * RLFS_RMAP_OFF(offset) of the fork given by offset's ATTR_FORK /
+ * BMBT_BLOCK flags (any file offset for special owners and bmbt blocks);
+ * the unwritten flag is not compared.  *stat 1 and *irec the record if
+ * found, *stat 0 if not.  -EUCLEAN if two records map it.  Shared blocks
+ * have one record per owner and mapping, so this is the lookup that names
+ * the owner.  Mirrors xfs_rmap_lookup_le_range (a point query over the
+ * overlapping tree).
+ */
+int rlfs_rmap_lookup_le_range(struct rlfs_btree_cur *cur, uint32_t agbno, uint64_t owner,
+			      uint64_t offset, struct rlfs_rmap_irec *irec, int *stat);
+
+/*
+ * Record that [agbno, agbno + len_blocks) is mapped by owner at offset,
+ * merging with the record of the same owner and flags that ends at agbno
+ * at file offset - 1 (left) and the one starting at agbno + len_blocks at
+ * file offset + len_blocks (right), when rlfs_rmap_is_mergeable (if both
+ * merges together would exceed RLFS_RMAP_LEN_MAX only the left is done).
+ * Records of other owners (and of this owner at other offsets: reflink
+ * within a file) on the same blocks are left alone.  -EUCLEAN if a record
+ * of this owner and fork already maps one of the blocks at the same file
+ * offset (any overlap for special owners and bmbt blocks), or if the
+ * neighbours overlap each other.  Mirrors xfs_rmap_map_shared.
+ */
+int rlfs_rmap_map(struct rlfs_btree_cur *cur, uint32_t agbno, uint32_t len_blocks,
+		  uint64_t owner, uint64_t offset);
+
+/*
+ * Remove [agbno, agbno + len_blocks) mapped by owner at offset from the
+ * one record that maps all of it (found with rlfs_rmap_lookup_le_range
+ * at agbno): delete the record, trim its left or right end, or split it
+ * in two.  -EUCLEAN if no record maps agbno at that offset, if the record
+ * ends inside the range (a range spanning two records is not accepted, as
+ * in XFS), or if its unwritten flag differs from offset's.  Mirrors
+ * xfs_rmap_unmap_shared.
+ */
+int rlfs_rmap_unmap(struct rlfs_btree_cur *cur, uint32_t agbno, uint32_t len_blocks,
+		    uint64_t owner, uint64_t offset);
+
+/*
+ * Flip the unwritten state of [agbno, agbno + len_blocks) of owner's data
+ * fork.  offset carries the NEW state (RLFS_RMAP_OFF_UNWRITTEN set:
+ * written -> unwritten; clear: unwritten -> written), as XFS's deferred
+ * rmap intent carries the new bmap state (xfs_rmap_finish_one passes
+ * !unwritten, the old state, to xfs_rmap_convert_shared).  The range must
+ * lie inside one record in the old state (else -EUCLEAN, as unmap);
+ * afterwards it is merged with neighbours in the new state (as map).
+ * -EINVAL for special owners, bmbt blocks and the attr fork.  Implemented
+ * as rlfs_rmap_unmap(old state) + rlfs_rmap_map(new state), which gives
+ * the same records as XFS's case analysis at the cost of more btree
+ * calls; an error in the map half leaves the tree half changed.  Mirrors
+ * xfs_rmap_convert_shared.
+ */
+int rlfs_rmap_convert(struct rlfs_btree_cur *cur, uint32_t agbno, uint32_t len_blocks,
+		      uint64_t owner, uint64_t offset);
 #endif

@@ -17,7 +17,25 @@
  * shares a block with [a, b]"; for random key ranges the lexicographic
  * overlap of [key, high key] with [low, high].
  *
- * Seed: RLFS_TEST_SEED (decimal); printed with every failure.
+ * The record operations (rlfs_rmap_map / unmap / convert, merging and
+ * splitting) are tested twice: test_rmap_ops_cases, hand-written cases
+ * with the exact records expected (merges left, right and both sides,
+ * shared blocks, unmap of a whole record, its ends and its middle, convert
+ * of a middle part and of a whole record between two neighbours, and the
+ * -EUCLEAN / -EINVAL cases, which must leave the tree unchanged both
+ * before and after the transaction is cancelled); and test_rmap_ops_model,
+ * thousands of random valid operations per seed (inodes' data and attr
+ * forks, unwritten extents, bmbt blocks, special owners, blocks shared by
+ * up to 8 mappings, a 3-level tree) checked after every batch of 25
+ * against a per-block model: every block's set of (owner, flags, file
+ * offset) equals the tree's records expanded per block, no record is
+ * directly followed by one it should have merged with (canonical form),
+ * and every record passes rlfs_rmap_check_irec; after each batch one
+ * random operation that must fail gets -EUCLEAN and changes nothing.
+ * (The refused operations print "corruption" lines on stderr.)
+ *
+ * Seed: RLFS_TEST_SEED (decimal); printed with every failure.  Without
+ * it the model test runs a fixed list of seeds.
  */
 #include "testutil.h"
 
@@ -441,10 +459,596 @@ static void test_rmap_query(void **state)
 	env_teardown(&e);
 }
 
+/* ------------------------------------------------------------------ */
+/* map / unmap / convert (rlfs_rmap_map etc.)                          */
+
+/* All records of the tree, in key order, read in e->tp. */
+static void tree_recs_in(struct env *e, struct got *g)
+{
+	struct rlfs_btree_cur cur;
+	const struct rlfs_rmap_irec lo = { 0, 1, 0, 0 }, hi = { ~0u, 1, ~0ull, ~0ull };
+	memset(g, 0, sizeof(*g));
+	cur_init(e, &cur);
+	R_EQ(rlfs_btree_check(&cur), 0);
+	R_EQ(rlfs_rmap_query_range(&cur, &lo, &hi, got_fn, g), 0);
+	rlfs_btree_cur_del(&cur);
+}
+
+/* The same in a transaction of its own (cancelled). */
+static void tree_recs(struct env *e, struct got *g)
+{
+	tx_begin(e);
+	tree_recs_in(e, g);
+	rlfs_trans_cancel(e->tp);
+	e->tp = NULL;
+}
+
+static bool same_recs(const struct got *a, const struct got *b)
+{
+	return a->n == b->n && (!a->n || !memcmp(a->r, b->r, a->n * sizeof(*a->r)));
+}
+
+enum op { OP_MAP, OP_UNMAP, OP_CONVERT };
+static const char *const op_name[] = { "map", "unmap", "convert" };
+
+static int op_call(struct rlfs_btree_cur *cur, enum op op, uint32_t bno, uint32_t len,
+		   uint64_t owner, uint64_t off)
+{
+	switch (op) {
+	case OP_MAP: return rlfs_rmap_map(cur, bno, len, owner, off);
+	case OP_UNMAP: return rlfs_rmap_unmap(cur, bno, len, owner, off);
+	default: return rlfs_rmap_convert(cur, bno, len, owner, off);
+	}
+}
+
+/* One operation in its own transaction: committed if it worked, else
+ * cancelled.  A failed operation must not have changed the tree, neither
+ * before the cancel (every error these tests provoke is found while
+ * looking) nor after it. */
+static int op_tx(struct env *e, enum op op, uint32_t bno, uint32_t len, uint64_t owner,
+		 uint64_t off)
+{
+	struct got before, in_tx, after;
+	struct rlfs_btree_cur cur;
+	tree_recs(e, &before);
+	tx_begin(e);
+	cur_init(e, &cur);
+	int err = op_call(&cur, op, bno, len, owner, off);
+	rlfs_btree_cur_del(&cur);
+	if (!err) {
+		tx_commit(e);
+		free(before.r);
+		return 0;
+	}
+	tree_recs_in(e, &in_tx);
+	rlfs_trans_cancel(e->tp);
+	e->tp = NULL;
+	tree_recs(e, &after);
+	if (!same_recs(&before, &in_tx) || !same_recs(&before, &after))
+		R_FAIL("%s [%u, +%u) owner %llu: error %d changed the tree (%s the cancel)",
+		       op_name[op], bno, len, (unsigned long long)owner, err,
+		       same_recs(&before, &in_tx) ? "after" : "before");
+	free(before.r);
+	free(in_tx.r);
+	free(after.r);
+	return err;
+}
+
+/* The tree holds exactly these records (in key order). */
+static void expect_tree(struct env *e, const struct rlfs_rmap_irec *want, size_t n, int line)
+{
+	struct got g;
+	tree_recs(e, &g);
+	bool same = g.n == n;
+	for (size_t i = 0; same && i < n; i++)
+		same = !memcmp(&g.r[i], &want[i], sizeof(want[i]));
+	if (!same) {
+		for (size_t i = 0; i < g.n; i++)
+			fprintf(stderr, "  got [%u, +%u) owner %llu off 0x%llx\n", g.r[i].startblock,
+				g.r[i].blockcount, (unsigned long long)g.r[i].owner,
+				(unsigned long long)g.r[i].offset);
+		R_FAIL("line %d: tree differs from the %zu expected records", line, n);
+	}
+	free(g.r);
+}
+#define EXPECT_TREE(e, ...)                                                            \
+	do {                                                                           \
+		const struct rlfs_rmap_irec want_[] = { __VA_ARGS__ };                 \
+		expect_tree(e, want_, sizeof(want_) / sizeof(want_[0]), __LINE__);    \
+	} while (0)
+
+#define UNW RLFS_RMAP_OFF_UNWRITTEN
+#define ATTR RLFS_RMAP_OFF_ATTR_FORK
+#define BMBT RLFS_RMAP_OFF_BMBT_BLOCK
+
+static void test_rmap_ops_cases(void **state)
+{
+	struct env e;
+	g_seed = 0;
+	env_setup(&e);
+	/* map: left, right, both sides; shared blocks; not mergeable */
+	R_EQ(op_tx(&e, OP_MAP, 10, 5, 130, 100), 0);
+	R_EQ(op_tx(&e, OP_MAP, 15, 2, 130, 105), 0);            /* left */
+	R_EQ(op_tx(&e, OP_MAP, 20, 5, 130, 110), 0);
+	R_EQ(op_tx(&e, OP_MAP, 17, 3, 130, 107), 0);            /* both */
+	R_EQ(op_tx(&e, OP_MAP, 8, 2, 130, 98), 0);              /* right */
+	EXPECT_TREE(&e, { 8, 17, 130, 98 });
+	R_EQ(op_tx(&e, OP_MAP, 10, 15, 131, 0), 0);             /* other owner */
+	R_EQ(op_tx(&e, OP_MAP, 12, 3, 130, 500), 0);            /* same file, other offset */
+	R_EQ(op_tx(&e, OP_MAP, 25, 1, 130, 115), 0);            /* merges with 130's only */
+	R_EQ(op_tx(&e, OP_MAP, 26, 1, 130, 200), 0);            /* offset not contiguous */
+	R_EQ(op_tx(&e, OP_MAP, 27, 1, 130, 201 | UNW), 0);      /* unwritten differs */
+	R_EQ(op_tx(&e, OP_MAP, 28, 1, 130, 202 | ATTR), 0);     /* other fork */
+	R_EQ(op_tx(&e, OP_MAP, 29, 1, 132, 203), 0);            /* other owner */
+	EXPECT_TREE(&e, { 8, 18, 130, 98 }, { 10, 15, 131, 0 }, { 12, 3, 130, 500 },
+		    { 26, 1, 130, 200 }, { 27, 1, 130, 201 | UNW }, { 28, 1, 130, 202 | ATTR },
+		    { 29, 1, 132, 203 });
+	/* special owners and bmbt blocks merge whatever the offset */
+	R_EQ(op_tx(&e, OP_MAP, 102, 3, RLFS_RMAP_OWN_AG, 0), 0);
+	R_EQ(op_tx(&e, OP_MAP, 100, 2, RLFS_RMAP_OWN_AG, 0), 0);
+	R_EQ(op_tx(&e, OP_MAP, 106, 1, 130, BMBT), 0);
+	R_EQ(op_tx(&e, OP_MAP, 105, 1, 130, BMBT), 0);
+	R_EQ(op_tx(&e, OP_MAP, 107, 1, RLFS_RMAP_OWN_INOBT, 0), 0);
+	R_EQ(op_tx(&e, OP_UNMAP, 101, 3, RLFS_RMAP_OWN_AG, 0), 0);
+	EXPECT_TREE(&e, { 8, 18, 130, 98 }, { 10, 15, 131, 0 }, { 12, 3, 130, 500 },
+		    { 26, 1, 130, 200 }, { 27, 1, 130, 201 | UNW }, { 28, 1, 130, 202 | ATTR },
+		    { 29, 1, 132, 203 }, { 100, 1, RLFS_RMAP_OWN_AG, 0 },
+		    { 104, 1, RLFS_RMAP_OWN_AG, 0 }, { 105, 2, 130, BMBT },
+		    { 107, 1, RLFS_RMAP_OWN_INOBT, 0 });
+
+	/* unmap: middle (split), left end, right end, whole */
+	env_teardown(&e);
+	env_setup(&e);
+	R_EQ(op_tx(&e, OP_MAP, 200, 10, 132, 50), 0);
+	R_EQ(op_tx(&e, OP_MAP, 200, 10, 133, 7), 0); /* shared, untouched below */
+	R_EQ(op_tx(&e, OP_UNMAP, 203, 3, 132, 53), 0);
+	EXPECT_TREE(&e, { 200, 3, 132, 50 }, { 200, 10, 133, 7 }, { 206, 4, 132, 56 });
+	R_EQ(op_tx(&e, OP_UNMAP, 200, 1, 132, 50), 0);
+	R_EQ(op_tx(&e, OP_UNMAP, 208, 2, 132, 58), 0);
+	EXPECT_TREE(&e, { 200, 10, 133, 7 }, { 201, 2, 132, 51 }, { 206, 2, 132, 56 });
+	R_EQ(op_tx(&e, OP_UNMAP, 201, 2, 132, 51), 0);
+	R_EQ(op_tx(&e, OP_UNMAP, 206, 2, 132, 56), 0);
+	EXPECT_TREE(&e, { 200, 10, 133, 7 });
+
+	/* convert: middle (three records), then back (one record); a whole
+	 * record merging with both neighbours */
+	R_EQ(op_tx(&e, OP_MAP, 300, 10, 130, 0 | UNW), 0);
+	R_EQ(op_tx(&e, OP_CONVERT, 303, 3, 130, 3), 0);
+	EXPECT_TREE(&e, { 200, 10, 133, 7 }, { 300, 3, 130, UNW }, { 303, 3, 130, 3 },
+		    { 306, 4, 130, 6 | UNW });
+	R_EQ(op_tx(&e, OP_CONVERT, 303, 3, 130, 3 | UNW), 0);
+	EXPECT_TREE(&e, { 200, 10, 133, 7 }, { 300, 10, 130, UNW });
+	R_EQ(op_tx(&e, OP_MAP, 400, 3, 130, 0), 0);
+	R_EQ(op_tx(&e, OP_MAP, 403, 2, 130, 3 | UNW), 0);
+	R_EQ(op_tx(&e, OP_MAP, 405, 3, 130, 5), 0);
+	R_EQ(op_tx(&e, OP_MAP, 403, 2, 131, 3 | UNW), 0); /* another owner, same blocks */
+	EXPECT_TREE(&e, { 200, 10, 133, 7 }, { 300, 10, 130, UNW }, { 400, 3, 130, 0 },
+		    { 403, 2, 130, 3 | UNW }, { 403, 2, 131, 3 | UNW }, { 405, 3, 130, 5 });
+	R_EQ(op_tx(&e, OP_CONVERT, 403, 2, 130, 3), 0);
+	EXPECT_TREE(&e, { 200, 10, 133, 7 }, { 300, 10, 130, UNW }, { 400, 8, 130, 0 },
+		    { 403, 2, 131, 3 | UNW });
+
+	/* errors: -EUCLEAN, tree unchanged (op_tx checks after cancelling) */
+	R_EQ(op_tx(&e, OP_UNMAP, 600, 2, 130, 0), -EUCLEAN);   /* not mapped */
+	R_EQ(op_tx(&e, OP_UNMAP, 400, 2, 131, 0), -EUCLEAN);   /* not by that owner */
+	R_EQ(op_tx(&e, OP_UNMAP, 400, 2, 130, 1), -EUCLEAN);   /* other offset */
+	R_EQ(op_tx(&e, OP_UNMAP, 400, 2, 130, ATTR), -EUCLEAN); /* other fork */
+	R_EQ(op_tx(&e, OP_UNMAP, 405, 5, 130, 5), -EUCLEAN);   /* past the record */
+	R_EQ(op_tx(&e, OP_UNMAP, 400, 2, 130, UNW), -EUCLEAN); /* unwritten differs */
+	R_EQ(op_tx(&e, OP_CONVERT, 400, 2, 130, UNW | 0), 0);  /* (fine: W -> U) */
+	R_EQ(op_tx(&e, OP_CONVERT, 400, 2, 130, UNW | 0), -EUCLEAN); /* already U */
+	R_EQ(op_tx(&e, OP_CONVERT, 300, 12, 130, 0), -EUCLEAN); /* spans two records */
+	R_EQ(op_tx(&e, OP_MAP, 401, 2, 130, 1), -EUCLEAN);     /* already mapped */
+	R_EQ(op_tx(&e, OP_MAP, 198, 3, 133, 5), -EUCLEAN);     /* overlaps the left end */
+	R_EQ(op_tx(&e, OP_MAP, 406, 4, 130, 6 | UNW), -EUCLEAN); /* same offsets, other state */
+	R_EQ(op_tx(&e, OP_MAP, 200, 20, 133, 7), -EUCLEAN);    /* covers the record */
+	R_EQ(op_tx(&e, OP_MAP, 205, 1, 133, 12), -EUCLEAN);    /* inside the record */
+	R_EQ(op_tx(&e, OP_MAP, 402, 1, 130, 700), 0);          /* other offset: fine */
+	/* -EINVAL */
+	R_EQ(op_tx(&e, OP_MAP, 700, 0, 130, 0), -EINVAL);
+	R_EQ(op_tx(&e, OP_UNMAP, 700, 0, 130, 0), -EINVAL);
+	R_EQ(op_tx(&e, OP_MAP, DBLOCKS - 1, 2, 130, 0), -EINVAL);
+	R_EQ(op_tx(&e, OP_MAP, 700, 1, RLFS_RMAP_OWN_AG, 3), -EINVAL);
+	R_EQ(op_tx(&e, OP_MAP, 700, 1, 130, BMBT | 3), -EINVAL);
+	R_EQ(op_tx(&e, OP_MAP, 700, 1, 130, ATTR | UNW), -EINVAL);
+	R_EQ(op_tx(&e, OP_CONVERT, 400, 1, 130, ATTR), -EINVAL);
+	R_EQ(op_tx(&e, OP_CONVERT, 400, 1, RLFS_RMAP_OWN_AG, 0), -EINVAL);
+	R_EQ(op_tx(&e, OP_MAP, 800, 2, RLFS_RMAP_OWN_COW, 0), 0);
+	R_EQ(op_tx(&e, OP_MAP, 801, 2, RLFS_RMAP_OWN_COW, 0), -EUCLEAN); /* special overlap */
+	EXPECT_TREE(&e, { 200, 10, 133, 7 }, { 300, 10, 130, UNW }, { 400, 2, 130, UNW },
+		    { 402, 6, 130, 2 }, { 402, 1, 130, 700 }, { 403, 2, 131, 3 | UNW },
+		    { 800, 2, RLFS_RMAP_OWN_COW, 0 });
+	/* lookup_le_range names the record mapping a block at an offset */
+	struct rlfs_btree_cur cur;
+	struct rlfs_rmap_irec r;
+	int stat;
+	tx_begin(&e);
+	cur_init(&e, &cur);
+	R_EQ(rlfs_rmap_lookup_le_range(&cur, 404, 130, 4, &r, &stat), 0);
+	R_EQ(stat, 1);
+	R_EQ(r.startblock, 402);
+	R_EQ(r.blockcount, 6);
+	R_EQ(rlfs_rmap_lookup_le_range(&cur, 402, 130, 700 | UNW, &r, &stat), 0);
+	R_EQ(stat, 1);
+	R_EQ(r.offset, 700);
+	R_EQ(rlfs_rmap_lookup_le_range(&cur, 404, 130, 5, &r, &stat), 0);
+	R_EQ(stat, 0);
+	R_EQ(rlfs_rmap_lookup_le_range(&cur, 801, RLFS_RMAP_OWN_COW, 0, &r, &stat), 0);
+	R_EQ(stat, 1);
+	R_EQ(r.startblock, 800);
+	rlfs_btree_cur_del(&cur);
+	rlfs_trans_cancel(e.tp);
+	e.tp = NULL;
+	env_teardown(&e);
+}
+
+/* ------------------------------------------------------------------ */
+/* randomized: map/unmap/convert against a per-block model             */
+
+#define NB 3000u /* model blocks: [0, NB) */
+#define MAXT 8   /* mappings per block */
+
+/* One block's mapping: owner, RLFS_RMAP_OFF_* flags, file offset of this
+ * block (0 for special owners and bmbt blocks). */
+struct mt {
+	uint64_t owner, flags, fileoff;
+};
+
+struct model {
+	struct mt t[NB][MAXT];
+	uint8_t n[NB];
+	uint8_t seen[NB]; /* bit i: t[b][i] matched by a record */
+	unsigned ops[3], skipped, refused, max_height;
+	size_t max_recs;
+};
+
+static bool no_off(uint64_t owner, uint64_t flags)
+{
+	return owner >= (1ull << 63) || (flags & BMBT);
+}
+
+/* The mapping (owner, offset) gives block start + i. */
+static struct mt mt_at(uint64_t owner, uint64_t offset, uint32_t i)
+{
+	uint64_t fl = offset & RLFS_RMAP_OFF_FLAGS;
+	return (struct mt){ owner, fl, no_off(owner, fl) ? 0 : (offset & RLFS_RMAP_OFF_MASK) + i };
+}
+
+/* Index of t in block b: exact (with unwritten) or not; -1 if absent. */
+static int m_find(const struct model *m, uint32_t b, struct mt t, bool exact)
+{
+	uint64_t mask = exact ? ~0ull : ~UNW;
+	for (int i = 0; i < m->n[b]; i++)
+		if (m->t[b][i].owner == t.owner && m->t[b][i].fileoff == t.fileoff &&
+		    !((m->t[b][i].flags ^ t.flags) & mask))
+			return i;
+	return -1;
+}
+
+/* The next / previous block of the same extent of t's mapping. */
+static struct mt mt_step(struct mt t, int d)
+{
+	if (!no_off(t.owner, t.flags))
+		t.fileoff += (uint64_t)(int64_t)d;
+	return t;
+}
+
+static void m_apply(struct model *m, enum op op, uint32_t bno, uint32_t len, uint64_t owner,
+		    uint64_t off)
+{
+	for (uint32_t i = 0; i < len; i++) {
+		uint32_t b = bno + i;
+		struct mt t = mt_at(owner, off, i);
+		if (op == OP_MAP) {
+			m->t[b][m->n[b]++] = t;
+			continue;
+		}
+		int k = m_find(m, b, op == OP_UNMAP ? t : mt_at(owner, off ^ UNW, i), true);
+		assert_true(k >= 0);
+		if (op == OP_CONVERT)
+			m->t[b][k].flags ^= UNW;
+		else
+			m->t[b][k] = m->t[b][--m->n[b]];
+	}
+}
+
+/* Can [bno, +len) be mapped to (owner, off) without a duplicate? */
+static bool m_can_map(const struct model *m, uint32_t bno, uint32_t len, uint64_t owner,
+		      uint64_t off)
+{
+	if (bno >= NB || len > NB - bno)
+		return false;
+	for (uint32_t i = 0; i < len; i++)
+		if (m->n[bno + i] >= MAXT || m_find(m, bno + i, mt_at(owner, off, i), false) >= 0)
+			return false;
+	return true;
+}
+
+/* A random block that has a mapping, and one of its mappings. */
+static bool m_pick(const struct model *m, uint32_t *b, struct mt *t)
+{
+	for (int tries = 0; tries < 50; tries++) {
+		*b = (uint32_t)rnd(NB);
+		if (m->n[*b]) {
+			*t = m->t[*b][rnd(m->n[*b])];
+			return true;
+		}
+	}
+	return false;
+}
+
+/* The extent of t's mapping around block b: [*s, *e), as one canonical
+ * record would hold it. */
+static void m_extent(const struct model *m, uint32_t b, struct mt t, uint32_t *s, uint32_t *e)
+{
+	struct mt u = t;
+	*s = b;
+	while (*s > 0 && (no_off(t.owner, t.flags) || u.fileoff > 0) &&
+	       m_find(m, *s - 1, mt_step(u, -1), true) >= 0) {
+		u = mt_step(u, -1);
+		(*s)--;
+	}
+	u = t;
+	*e = b + 1;
+	while (*e < NB && m_find(m, *e, mt_step(u, 1), true) >= 0) {
+		u = mt_step(u, 1);
+		(*e)++;
+	}
+}
+
+static const uint64_t special_owners[] = {
+	RLFS_RMAP_OWN_FS, RLFS_RMAP_OWN_LOG, RLFS_RMAP_OWN_AG, RLFS_RMAP_OWN_INOBT,
+	RLFS_RMAP_OWN_INODES, RLFS_RMAP_OWN_REFC, RLFS_RMAP_OWN_COW,
+};
+
+static void random_owner(uint64_t *owner, uint64_t *off)
+{
+	uint64_t r = rnd(12);
+	*owner = 128 + rnd(6);
+	if (r == 0) {
+		*owner = special_owners[rnd(sizeof(special_owners) / sizeof(special_owners[0]))];
+		*off = 0;
+	} else if (r == 1) {
+		*off = BMBT;
+	} else if (r == 2) {
+		*off = ATTR | rnd(3000);
+	} else {
+		*off = rnd(3000) | (rnd(3) ? 0 : UNW);
+	}
+}
+
+/* Choose a random operation valid for the model; false if none found. */
+static bool random_op(const struct model *m, enum op *op, uint32_t *bno, uint32_t *len,
+		      uint64_t *owner, uint64_t *off)
+{
+	uint32_t b, s, e;
+	struct mt t;
+	uint64_t r = rnd(100);
+	if (r < 52) {
+		*op = OP_MAP;
+		*len = 1 + (uint32_t)rnd(rnd(6) ? 8 : 60);
+		if (r < 22 && m_pick(m, &b, &t)) { /* next to an extent: merges */
+			m_extent(m, b, t, &s, &e);
+			*owner = t.owner;
+			bool right = rnd(2);
+			if (!right && !no_off(t.owner, t.flags) && t.fileoff - (b - s) < *len)
+				right = true;
+			if (!right && s < *len)
+				right = true;
+			*bno = right ? e : s - *len;
+			struct mt at = right ? mt_step(t, (int)(e - b)) : mt_step(t, -(int)(b - s + *len));
+			*off = at.flags | at.fileoff;
+			if (!no_off(t.owner, t.flags) && !(t.flags & ATTR) && rnd(5) == 0)
+				*off ^= UNW;
+		} else {
+			random_owner(owner, off);
+			*bno = (r < 40 && m_pick(m, &b, &t)) ? b : (uint32_t)rnd(NB); /* shared */
+		}
+		return m_can_map(m, *bno, *len, *owner, *off);
+	}
+	if (!m_pick(m, &b, &t))
+		return false;
+	*op = r < 76 ? OP_UNMAP : OP_CONVERT;
+	if (*op == OP_CONVERT && (no_off(t.owner, t.flags) || (t.flags & ATTR)))
+		return false;
+	m_extent(m, b, t, &s, &e);
+	switch (rnd(4)) { /* whole, left part, right part, middle */
+	case 0: break;
+	case 1: e = s + 1 + (uint32_t)rnd(e - s); break;
+	case 2: s = e - 1 - (uint32_t)rnd(e - s); break;
+	default:
+		s += (uint32_t)rnd(e - s);
+		e = s + 1 + (uint32_t)rnd(e - s);
+	}
+	struct mt at = mt_step(t, (int)s - (int)b);
+	*bno = s;
+	*len = e - s;
+	*owner = t.owner;
+	*off = (at.flags ^ (*op == OP_CONVERT ? UNW : 0)) | at.fileoff;
+	return true;
+}
+
+/* A random operation the tree must refuse with -EUCLEAN: map blocks of
+ * an extent again at the same offsets (either unwritten state), unmap an
+ * extent plus the block after it, unmap or convert with the wrong
+ * unwritten state.  false if none found. */
+static bool random_bad_op(const struct model *m, enum op *op, uint32_t *bno, uint32_t *len,
+			  uint64_t *owner, uint64_t *off)
+{
+	uint32_t b, s, e;
+	struct mt t;
+	if (!m_pick(m, &b, &t))
+		return false;
+	m_extent(m, b, t, &s, &e);
+	bool data = !no_off(t.owner, t.flags) && !(t.flags & ATTR);
+	*owner = t.owner;
+	switch (rnd(4)) {
+	case 0: /* map again, from inside the extent */
+		*op = OP_MAP;
+		*bno = b;
+		*len = 1 + (uint32_t)rnd(4);
+		*off = t.flags | t.fileoff;
+		if (data && rnd(2))
+			*off ^= UNW;
+		return *bno + *len <= NB;
+	case 1: /* one block too many */
+		if (e >= NB)
+			return false;
+		*op = OP_UNMAP;
+		*bno = s;
+		*len = e + 1 - s;
+		*off = mt_step(t, -(int)(b - s)).fileoff | t.flags;
+		return true;
+	default: /* wrong state */
+		if (!data)
+			return false;
+		*op = rnd(2) ? OP_UNMAP : OP_CONVERT;
+		*bno = b;
+		*len = 1;
+		*off = (t.flags ^ (*op == OP_UNMAP ? UNW : 0)) | t.fileoff;
+		return true;
+	}
+}
+
+static int rec_key_cmp(const void *x, const void *y)
+{
+	const struct rlfs_rmap_irec *a = x, *b = y;
+	if (a->owner != b->owner)
+		return a->owner < b->owner ? -1 : 1;
+	if (a->offset != b->offset) /* flags, then file offset */
+		return a->offset < b->offset ? -1 : 1;
+	if (a->startblock != b->startblock)
+		return a->startblock < b->startblock ? -1 : 1;
+	return 0;
+}
+
+/* The tree against the model: same per-block mappings, canonical
+ * (no record directly followed by a mergeable one), well formed. */
+static void m_check(struct env *e, struct model *m, const char *when)
+{
+	struct got g;
+	tree_recs(e, &g);
+	memset(m->seen, 0, sizeof(m->seen));
+	for (size_t i = 0; i < g.n; i++) {
+		const struct rlfs_rmap_irec *r = &g.r[i];
+		const char *why = rlfs_rmap_check_irec(r, DBLOCKS);
+		if (why)
+			R_FAIL("%s: record [%u, +%u) owner %llu: %s", when, r->startblock,
+			       r->blockcount, (unsigned long long)r->owner, why);
+		for (uint32_t j = 0; j < r->blockcount; j++) {
+			uint32_t b = r->startblock + j;
+			int k = b < NB ? m_find(m, b, mt_at(r->owner, r->offset, j), true) : -1;
+			if (k < 0 || (m->seen[b] & (1u << k)))
+				R_FAIL("%s: record [%u, +%u) owner %llu off 0x%llx: block %u %s", when,
+				       r->startblock, r->blockcount, (unsigned long long)r->owner,
+				       (unsigned long long)r->offset, b,
+				       k < 0 ? "not in the model" : "twice");
+			m->seen[b] |= (uint8_t)(1u << k);
+		}
+	}
+	for (uint32_t b = 0; b < NB; b++)
+		if (m->seen[b] != (uint8_t)((1u << m->n[b]) - 1))
+			R_FAIL("%s: block %u: %u mappings, the tree has another set", when, b,
+			       m->n[b]);
+	/* canonical: look each record's would-be successor up by
+	 * (owner, flags + file offset, startblock) */
+	qsort(g.r, g.n, sizeof(*g.r), rec_key_cmp);
+	for (size_t i = 0; i < g.n; i++) {
+		struct rlfs_rmap_irec next = g.r[i];
+		next.startblock += next.blockcount;
+		if (!no_off(next.owner, next.offset))
+			next.offset += next.blockcount;
+		if (bsearch(&next, g.r, g.n, sizeof(*g.r), rec_key_cmp))
+			R_FAIL("%s: record [%u, +%u) owner %llu off 0x%llx and the next one "
+			       "should be merged", when, g.r[i].startblock, g.r[i].blockcount,
+			       (unsigned long long)g.r[i].owner, (unsigned long long)g.r[i].offset);
+	}
+	if (g.n > m->max_recs)
+		m->max_recs = g.n;
+	free(g.r);
+}
+
+static void run_model(uint64_t seed, unsigned nops)
+{
+	struct env e;
+	struct model *m = calloc(1, sizeof(*m));
+	assert_non_null(m);
+	g_seed = seed;
+	tu_seed(seed);
+	env_setup(&e);
+	unsigned done = 0;
+	while (done < nops) {
+		tx_begin(&e);
+		struct rlfs_btree_cur cur;
+		cur_init(&e, &cur);
+		for (unsigned k = 0; k < 25 && done < nops; k++) {
+			enum op op;
+			uint32_t bno, len;
+			uint64_t owner, off;
+			if (!random_op(m, &op, &bno, &len, &owner, &off)) {
+				m->skipped++;
+				continue;
+			}
+			int err = op_call(&cur, op, bno, len, owner, off);
+			if (err)
+				R_FAIL("op %u: %s [%u, +%u) owner %llu off 0x%llx: %d", done,
+				       op_name[op], bno, len, (unsigned long long)owner,
+				       (unsigned long long)off, err);
+			m_apply(m, op, bno, len, owner, off);
+			m->ops[op]++;
+			done++;
+		}
+		uint64_t root;
+		unsigned height;
+		h_get_root(&cur, &root, &height);
+		if (height > m->max_height)
+			m->max_height = height;
+		rlfs_btree_cur_del(&cur);
+		tx_commit(&e);
+		char when[48];
+		snprintf(when, sizeof(when), "after op %u", done);
+		m_check(&e, m, when);
+		/* one refused operation (op_tx checks the tree is unchanged) */
+		enum op op;
+		uint32_t bno, len;
+		uint64_t owner, off;
+		if (random_bad_op(m, &op, &bno, &len, &owner, &off)) {
+			int err = op_tx(&e, op, bno, len, owner, off);
+			if (err != -EUCLEAN)
+				R_FAIL("%s: %s [%u, +%u) owner %llu off 0x%llx: %d, expected "
+				       "-EUCLEAN", when, op_name[op], bno, len,
+				       (unsigned long long)owner, (unsigned long long)off, err);
+			m->refused++;
+		}
+	}
+	print_message("test_rmap: seed %llu: %u map, %u unmap, %u convert (%u skipped), %u "
+		      "refused, up to %zu records, height up to %u\n", (unsigned long long)seed,
+		      m->ops[OP_MAP], m->ops[OP_UNMAP], m->ops[OP_CONVERT], m->skipped,
+		      m->refused, m->max_recs, m->max_height);
+	if (m->max_height < 3 || m->ops[OP_CONVERT] < nops / 10 || m->ops[OP_UNMAP] < nops / 10)
+		R_FAIL("seed %llu: too little exercised", (unsigned long long)seed);
+	env_teardown(&e);
+	free(m);
+}
+
+static void test_rmap_ops_model(void **state)
+{
+	const char *s = getenv("RLFS_TEST_SEED");
+	if (s && *s) {
+		run_model(strtoull(s, NULL, 0), 6000);
+		return;
+	}
+	static const uint64_t seeds[] = { 1, 2, 3, 20261206 };
+	for (size_t i = 0; i < sizeof(seeds) / sizeof(seeds[0]); i++)
+		run_model(seeds[i], 6000);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_rmap_query),
+		cmocka_unit_test(test_rmap_ops_cases),
+		cmocka_unit_test(test_rmap_ops_model),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
