@@ -32,6 +32,7 @@
 #include "ialloc.h"
 #include "iunlink.h"
 #include "refcount.h"
+#include "rmap.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -82,7 +83,10 @@ static unsigned agfl_worst(struct rlfs_mount *mp)
 {
 	unsigned lf = free_maxlevels(mp), li = rlfs_inobt_maxlevels(mp);
 	unsigned lr = rlfs_has_reflink(mp) ? rlfs_refcount_maxlevels(mp) : 0;
-	return lf * 3 + li + lr;
+	/* rmap: the refill's OWN_AG record, and an inobt/refcountbt block's
+	 * owner change (an unmap that may split a record, then a map) */
+	unsigned lm = rlfs_has_rmap(mp) ? 3 * rlfs_rmap_maxlevels(mp) : 0;
+	return lf * 3 + li + lr + lm;
 }
 
 unsigned rlfs_agfl_min(struct rlfs_mount *mp)
@@ -329,12 +333,20 @@ int rlfs_agbt_alloc_block(struct rlfs_btree_cur *cur, uint64_t hint_fsbno, uint6
 		return err;
 	rlfs_trans_mod_used(cur->tp, 1);
 	*fsbno = rlfs_agb_to_fsb(cur->mp, cur->agno, agbno);
-	return 0;
+	if (cur->ops->rmap_owner)
+		err = rlfs_rmap_change_owner(cur->tp, *fsbno, 1, RLFS_RMAP_OWN_AG,
+					     cur->ops->rmap_owner);
+	return err;
 }
 
 int rlfs_agbt_free_block(struct rlfs_btree_cur *cur, uint64_t fsbno)
 {
-	int err = rlfs_agfl_put_block(cur->tp, cur->agno, rlfs_fsb_to_agbno(cur->mp, fsbno));
+	int err = 0;
+	if (cur->ops->rmap_owner)
+		err = rlfs_rmap_change_owner(cur->tp, fsbno, 1, cur->ops->rmap_owner,
+					     RLFS_RMAP_OWN_AG);
+	if (!err)
+		err = rlfs_agfl_put_block(cur->tp, cur->agno, rlfs_fsb_to_agbno(cur->mp, fsbno));
 	if (!err)
 		rlfs_trans_mod_freed(cur->tp, 1);
 	return err;
@@ -1057,6 +1069,9 @@ int rlfs_alloc_fix_freelist(struct rlfs_trans *tp, uint32_t agno)
 		uint32_t b;
 		err = agfl_take(tp, agno, agbp, &b);
 		if (!err)
+			err = rlfs_rmap_update(tp, RLFS_RUI_UNMAP, rlfs_agb_to_fsb(mp, agno, b), 1,
+					       RLFS_RMAP_OWN_AG, 0);
+		if (!err)
 			err = free_into_trees(tp, agno, agbp, b, 1, true);
 	}
 	/* too few: refill from the trees (best fit, else the largest piece) */
@@ -1089,6 +1104,9 @@ int rlfs_alloc_fix_freelist(struct rlfs_trans *tp, uint32_t agno)
 		err = take_from_record(tp, agno, agbp, c.fs, c.fn, c.start, take);
 		for (uint32_t i = 0; !err && i < take; i++)
 			err = agfl_give(tp, agno, agbp, c.start + i);
+		if (!err)
+			err = rlfs_rmap_update(tp, RLFS_RUI_MAP, rlfs_agb_to_fsb(mp, agno, c.start),
+					       take, RLFS_RMAP_OWN_AG, 0);
 	}
 	rlfs_trans_brelse(tp, agbp);
 	return err;

@@ -26,6 +26,7 @@
 #include "alloc.h"
 #include "btree.h"
 #include "refcount.h"
+#include "rmap.h"
 
 #define REC_LEN ((uint16_t)sizeof(struct rlfs_bmbt_rec))
 
@@ -135,6 +136,9 @@ static int bmbt_alloc(struct rlfs_trans *tp, struct rlfs_inode *ip, uint64_t hin
 		return error;
 	if (!args.fsbno || args.len != 1)
 		return -ENOSPC;
+	error = rlfs_rmap_update(tp, RLFS_RUI_MAP, args.fsbno, 1, ip->ino, RLFS_RMAP_DATA_META);
+	if (error)
+		return error;
 	*fsbno = args.fsbno;
 	ip->nblocks++;
 	rlfs_trans_log_inode(tp, ip);
@@ -148,7 +152,10 @@ static int bmbt_alloc_block(struct rlfs_btree_cur *cur, uint64_t hint_fsbno, uin
 
 static int bmbt_free_block(struct rlfs_btree_cur *cur, uint64_t fsbno)
 {
-	int error = rlfs_free_extent(cur->tp, fsbno, 1);
+	int error = rlfs_rmap_update(cur->tp, RLFS_RUI_UNMAP, fsbno, 1, cur->ip->ino,
+				     RLFS_RMAP_DATA_META);
+	if (!error)
+		error = rlfs_free_extent(cur->tp, fsbno, 1);
 	if (error)
 		return error;
 	if (cur->ip->nblocks)
@@ -279,6 +286,61 @@ static int bt_lookup_eq(struct rlfs_btree_cur *cur, uint64_t startoff)
 	return 0;
 }
 
+/* ------------------------------------------------------------------ */
+/* The rmap side of data-fork changes                                  */
+
+/* Queue one RUI for file blocks [off, off+len) of r's mapping. */
+static int rui_part(struct rlfs_trans *tp, struct rlfs_inode *ip, unsigned op,
+		    const struct rlfs_irec *r, uint64_t off, uint64_t len)
+{
+	if (len == 0)
+		return 0;
+	uint64_t flags = (r->state & RLFS_EXT_UNWRITTEN) ? RLFS_RMAP_OFF_UNWRITTEN : 0;
+	return rlfs_rui_add(tp, op, r->startblock + (off - r->startoff), (uint32_t)len, ip->ino,
+			    off | flags);
+}
+
+/*
+ * Queue the rmap changes (RUIs) that take the rmap from mapping old to
+ * mapping new (either may be NULL): when both map the same blocks at the
+ * same file offsets, only the parts that differ (unmap what only old has,
+ * convert the common part if the unwritten state changed, map what only
+ * new has); else unmap old, map new.  Every data-fork change goes through
+ * fork_insert / fork_delete / fork_update, which call this, so the rmap
+ * follows each map, unmap and conversion in the same chain (XFS calls
+ * xfs_rmap_map_extent & co. from xfs_bmap_add_extent_* and
+ * xfs_bmap_del_extent_real).  Nothing without the RMAP feature.
+ */
+static int rmap_fork_change(struct rlfs_trans *tp, struct rlfs_inode *ip,
+			    const struct rlfs_irec *old, const struct rlfs_irec *new)
+{
+	if (!rlfs_has_rmap(tp->mp))
+		return 0;
+	int err = 0;
+	if (old && new && old->startblock + new->startoff == new->startblock + old->startoff) {
+		uint64_t lo = RLFS_MAX(old->startoff, new->startoff);
+		uint64_t hi = RLFS_MIN(irec_end(old), irec_end(new));
+		if (lo < hi) {
+			err = rui_part(tp, ip, RLFS_RUI_UNMAP, old, old->startoff, lo - old->startoff);
+			if (!err)
+				err = rui_part(tp, ip, RLFS_RUI_UNMAP, old, hi, irec_end(old) - hi);
+			if (!err && old->state != new->state)
+				err = rui_part(tp, ip, RLFS_RUI_CONVERT, new, lo, hi - lo);
+			if (!err)
+				err = rui_part(tp, ip, RLFS_RUI_MAP, new, new->startoff,
+					       lo - new->startoff);
+			if (!err)
+				err = rui_part(tp, ip, RLFS_RUI_MAP, new, hi, irec_end(new) - hi);
+			return err;
+		}
+	}
+	if (old)
+		err = rui_part(tp, ip, RLFS_RUI_UNMAP, old, old->startoff, old->blockcount);
+	if (!err && new)
+		err = rui_part(tp, ip, RLFS_RUI_MAP, new, new->startoff, new->blockcount);
+	return err;
+}
+
 static int fork_insert(struct rlfs_trans *tp, struct rlfs_inode *ip, uint32_t idx,
 		       const struct rlfs_irec *r)
 {
@@ -301,7 +363,7 @@ static int fork_insert(struct rlfs_trans *tp, struct rlfs_inode *ip, uint32_t id
 	ip->ext[idx] = *r;
 	ip->next++;
 	rlfs_inode_ext_logged(ip, RLFS_EXT_INSERT, idx, NULL);
-	return 0;
+	return rmap_fork_change(tp, ip, NULL, r);
 }
 
 static int fork_delete(struct rlfs_trans *tp, struct rlfs_inode *ip, uint32_t idx)
@@ -324,7 +386,7 @@ static int fork_delete(struct rlfs_trans *tp, struct rlfs_inode *ip, uint32_t id
 	memmove(&ip->ext[idx], &ip->ext[idx + 1], (size_t)(ip->next - idx - 1) * sizeof(*ip->ext));
 	ip->next--;
 	rlfs_inode_ext_logged(ip, RLFS_EXT_DELETE, idx, &old);
-	return 0;
+	return rmap_fork_change(tp, ip, &old, NULL);
 }
 
 static int fork_update(struct rlfs_trans *tp, struct rlfs_inode *ip, uint32_t idx,
@@ -348,7 +410,7 @@ static int fork_update(struct rlfs_trans *tp, struct rlfs_inode *ip, uint32_t id
 	struct rlfs_irec old = ip->ext[idx];
 	ip->ext[idx] = *r;
 	rlfs_inode_ext_logged(ip, RLFS_EXT_UPDATE, idx, &old);
-	return 0;
+	return rmap_fork_change(tp, ip, &old, r);
 }
 
 /* Mergeable: contiguous in the file and on disk, same state, and in the

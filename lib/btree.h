@@ -75,6 +75,11 @@ struct rlfs_btree_ops {
 	int (*free_block)(struct rlfs_btree_cur *cur, uint64_t fsbno);
 	/* hdr.owner for blocks of this tree (agno or ino) */
 	uint64_t (*owner)(struct rlfs_btree_cur *cur);
+	/* An AG tree fed by the AGFL whose blocks have their own rmap owner
+	 * (RLFS_RMAP_OWN_INOBT, _REFC): rlfs_agbt_alloc_block / free_block
+	 * move them from and back to RLFS_RMAP_OWN_AG.  0: they stay
+	 * OWN_AG (bnobt, cntbt, rmapbt, as XFS's). */
+	uint64_t rmap_owner;
 };
 
 struct rlfs_btree_level {

@@ -279,7 +279,7 @@ static unsigned nregistered;
 const struct rlfs_defer_type *rlfs_defer_type_find(uint16_t intent_code)
 {
 	static const struct rlfs_defer_type *const builtin[] = { &rlfs_efi_type, &rlfs_cui_type,
-								     &rlfs_bui_type };
+								     &rlfs_bui_type, &rlfs_rui_type };
 	for (size_t i = 0; i < sizeof(builtin) / sizeof(builtin[0]); i++)
 		if (builtin[i]->intent_code == intent_code)
 			return builtin[i];

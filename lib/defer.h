@@ -56,7 +56,8 @@
  * item_bytes must fit one block, encode, finish_item, cancel_item,
  * recover_item), add it to the table in rlfs_defer_type_find (defer.c) so
  * recovery knows its code, call rlfs_defer_add.  Nothing else changes.
- * Built-in types (defer_item.c): rlfs_efi_type, rlfs_cui_type, rlfs_bui_type.
+ * Built-in types (defer_item.c): rlfs_efi_type, rlfs_cui_type, rlfs_bui_type,
+ * rlfs_rui_type.
  *
  * Locking: everything runs in transactions, under meta_lock.
  */
@@ -218,4 +219,19 @@ int rlfs_defer_extent_release(struct rlfs_trans *tp, uint64_t fsbno, uint32_t le
 extern const struct rlfs_defer_type rlfs_bui_type;
 int rlfs_bui_add(struct rlfs_trans *tp, unsigned flags, uint64_t ino, uint64_t startoff,
 		 uint64_t startblock, uint32_t len);
+/*
+ * RUI/RUD: one change of the rmap btree for a data- or attr-fork mapping
+ * of an inode, in a later transaction (rlfs_rmap_update): op RLFS_RUI_MAP
+ * / _UNMAP / _CONVERT (format.h) of [fsbno, fsbno+len) owned by owner at
+ * offset (RLFS_RMAP_OFF_* flags | file block).  bmap.c queues them as the
+ * data fork changes, so the rmap follows every map, unmap and unwritten
+ * conversion (clone, CoW, truncate, punch included) in the same chain.
+ * Up to RLFS_RUI_MAX_ITEMS per intent.  Does nothing (0) without the
+ * RMAP feature.  0 or -ENOMEM.  Source: xfs_rmap_item.c,
+ * xfs_rmap_map_extent / xfs_rmap_unmap_extent / xfs_rmap_convert_extent.
+ */
+#define RLFS_RUI_MAX_ITEMS 16u
+extern const struct rlfs_defer_type rlfs_rui_type;
+int rlfs_rui_add(struct rlfs_trans *tp, unsigned op, uint64_t fsbno, uint32_t len,
+		 uint64_t owner, uint64_t offset);
 #endif

@@ -3,8 +3,9 @@
  *   EFI/EFD  free an extent                      (xfs_extfree_item.c)
  *   CUI/CUD  refcount increase/decrease of one   (xfs_refcount_item.c)
  *   BUI/BUD  map/unmap a data-fork range          (xfs_bmap_item.c)
+ *   RUI/RUD  one rmap btree change of a mapping   (xfs_rmap_item.c)
  * Items are 16 bytes in the log (struct rlfs_efi_item / rlfs_cui_item;
- * 32 for struct rlfs_bui_item), docs/SPEC.md section 16.  Each finish_item is one bounded step done in
+ * 32 for struct rlfs_bui_item and rlfs_rui_item), docs/SPEC.md section 16.  Each finish_item is one bounded step done in
  * the transaction that also logs the intent's done, so a step is either
  * wholly in the log with its done or not at all: recovery redoes exactly
  * the steps whose done is missing.
@@ -19,6 +20,7 @@
 #include "inode.h"
 #include "refcount.h"
 #include "reflinkfs/fs.h"
+#include "rmap.h"
 
 /* A range is plausible for a data extent: inside the device, not block 0,
  * 1 .. RLFS_MAX_EXTLEN blocks. */
@@ -325,6 +327,87 @@ int rlfs_bui_add(struct rlfs_trans *tp, unsigned flags, uint64_t ino, uint64_t s
 	w->len = len;
 	w->flags = flags;
 	int err = rlfs_defer_add(tp, &rlfs_bui_type, &w->di);
+	if (err)
+		free(w);
+	return err;
+}
+
+/* ---- RUI ---- */
+
+struct rui_work {
+	struct rlfs_defer_item di;
+	uint64_t owner;
+	uint64_t offset;            /* RLFS_RMAP_OFF_* flags | file block */
+	uint64_t fsbno;
+	uint32_t len;
+	uint32_t op;                /* RLFS_RUI_* */
+};
+
+static void rui_encode(const struct rlfs_defer_item *item, void *buf)
+{
+	const struct rui_work *w = (const struct rui_work *)item;
+	struct rlfs_rui_item *r = buf;
+	rlfs_put64(r->owner, w->owner);
+	rlfs_put64(r->offset, w->offset);
+	rlfs_put64(r->fsbno, w->fsbno);
+	rlfs_put32(r->len, w->len);
+	rlfs_put32(r->op, w->op);
+}
+
+static int rui_finish(struct rlfs_trans *tp, struct rlfs_defer_item *item)
+{
+	const struct rui_work *w = (const struct rui_work *)item;
+	return rlfs_rmap_update(tp, w->op, w->fsbno, w->len, w->owner, w->offset);
+}
+
+static int rui_recover(struct rlfs_trans *tp, const void *buf, size_t bytes)
+{
+	const struct rlfs_rui_item *r = buf;
+	struct rlfs_mount *mp = tp->mp;
+	uint64_t fsbno = rlfs_get64(r->fsbno), owner = rlfs_get64(r->owner);
+	uint64_t offset = rlfs_get64(r->offset);
+	uint32_t len = rlfs_get32(r->len), op = rlfs_get32(r->op);
+	uint32_t agno = rlfs_fsb_to_agno(mp, fsbno);
+	bool ok = bytes == sizeof(*r) && range_ok(mp, fsbno, len) && rlfs_has_rmap(mp) &&
+		  op >= RLFS_RUI_MAP && op <= RLFS_RUI_CONVERT && owner != 0 &&
+		  !RLFS_RMAP_NON_INODE_OWNER(owner) && (offset & ~(RLFS_RMAP_OFF_FLAGS |
+								 RLFS_RMAP_OFF_MASK)) == 0 &&
+		  agno < mp->agcount &&
+		  (uint64_t)rlfs_fsb_to_agbno(mp, fsbno) + len <= rlfs_ag_blocks(mp, agno);
+	if (!ok)
+		return rlfs_corrupt(mp, fsbno, "log",
+				    "RUI item [%llu, +%u) owner %llu offset 0x%llx op %u is not valid",
+				    (unsigned long long)fsbno, len, (unsigned long long)owner,
+				    (unsigned long long)offset, op);
+	return rlfs_rui_add(tp, op, fsbno, len, owner, offset);
+}
+
+const struct rlfs_defer_type rlfs_rui_type = {
+	.name = "rmap update",
+	.intent_code = RLFS_LOG_RUI,
+	.done_code = RLFS_LOG_RUD,
+	.max_items = RLFS_RUI_MAX_ITEMS,
+	.item_bytes = sizeof(struct rlfs_rui_item),
+	.encode = rui_encode,
+	.finish_item = rui_finish,
+	.cancel_item = work_free,
+	.recover_item = rui_recover,
+};
+
+int rlfs_rui_add(struct rlfs_trans *tp, unsigned op, uint64_t fsbno, uint32_t len,
+		 uint64_t owner, uint64_t offset)
+{
+	if (!rlfs_has_rmap(tp->mp))
+		return 0;
+	struct rui_work *w = calloc(1, sizeof(*w));
+	if (!w)
+		return -ENOMEM;
+	w->owner = owner;
+	w->offset = offset;
+	w->fsbno = fsbno;
+	w->len = len;
+	w->op = op;
+	int err = rlfs_defer_add(tp, &rlfs_rui_type, &w->di);
 	if (err)
 		free(w);
 	return err;

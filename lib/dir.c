@@ -30,6 +30,7 @@
 #include "dir.h"
 #include "alloc.h"
 #include "btree.h"
+#include "rmap.h"
 
 /* Test hook (dir.h): masks the name hash to force collisions. */
 uint32_t rlfs_namehash_mask = 0x7fffffffu;
@@ -128,6 +129,13 @@ static void dirbt_set_root(struct rlfs_btree_cur *cur, uint64_t fsbno, unsigned 
 	rlfs_trans_log_inode(cur->tp, cur->ip);
 }
 
+/* The rmap offset of cur's tree blocks (rmap.h): a directory's are
+ * data-fork btree blocks, an xattr tree's attr-fork ones. */
+static uint64_t tree_rmap_offset(const struct rlfs_btree_cur *cur)
+{
+	return cur->ops == &rlfs_dirbt_ops ? RLFS_RMAP_DATA_META : RLFS_RMAP_ATTR_META;
+}
+
 /* Shared by the dir and xattr trees: one block NEAR hint (or the inode). */
 static int inode_tree_alloc_block(struct rlfs_btree_cur *cur, uint64_t hint_fsbno,
 				  uint64_t *fsbno)
@@ -146,6 +154,10 @@ static int inode_tree_alloc_block(struct rlfs_btree_cur *cur, uint64_t hint_fsbn
 		return error;
 	if (!args.fsbno)
 		return -ENOSPC;
+	error = rlfs_rmap_update(cur->tp, RLFS_RUI_MAP, args.fsbno, 1, cur->ip->ino,
+				 tree_rmap_offset(cur));
+	if (error)
+		return error;
 	cur->ip->nblocks++;
 	rlfs_trans_log_inode(cur->tp, cur->ip);
 	*fsbno = args.fsbno;
@@ -154,7 +166,10 @@ static int inode_tree_alloc_block(struct rlfs_btree_cur *cur, uint64_t hint_fsbn
 
 static int inode_tree_free_block(struct rlfs_btree_cur *cur, uint64_t fsbno)
 {
-	int error = rlfs_free_extent(cur->tp, fsbno, 1);
+	int error = rlfs_rmap_update(cur->tp, RLFS_RUI_UNMAP, fsbno, 1, cur->ip->ino,
+				     tree_rmap_offset(cur));
+	if (!error)
+		error = rlfs_free_extent(cur->tp, fsbno, 1);
 	if (error)
 		return error;
 	if (cur->ip->nblocks)

@@ -21,6 +21,7 @@
 #include "busy.h"
 #include "defer.h"
 #include "inode.h"
+#include "rmap.h"
 
 #define FULL_MASK UINT64_MAX /* 64 inodes per chunk */
 
@@ -106,6 +107,7 @@ const struct rlfs_btree_ops rlfs_inobt_ops = {
 	.alloc_block = rlfs_agbt_alloc_block,
 	.free_block = rlfs_agbt_free_block,
 	.owner = rlfs_agbt_owner,
+	.rmap_owner = RLFS_RMAP_OWN_INOBT,
 };
 
 /* ------------------------------------------------------------------ */
@@ -268,6 +270,11 @@ static int alloc_chunk(struct rlfs_trans *tp, uint64_t hint_fsbno, uint64_t *ino
 		.alignment = mp->chunk_blocks,
 	};
 	int err = rlfs_alloc_extent(&a);
+	if (!err && !a.fsbno)
+		err = -ENOSPC;
+	if (!err)
+		err = rlfs_rmap_update(tp, RLFS_RUI_MAP, a.fsbno, mp->chunk_blocks,
+				       RLFS_RMAP_OWN_INODES, 0);
 	if (err)
 		return err;
 	uint32_t agno = rlfs_fsb_to_agno(mp, a.fsbno);
@@ -484,7 +491,10 @@ out:
 		 * cluster buffers.  Nothing can use the chunk in between: it
 		 * is in no inobt record. */
 		uint64_t cfsb = rlfs_ino_to_fsb(mp, start);
-		err = rlfs_efi_add(tp, cfsb, mp->chunk_blocks);
+		err = rlfs_rmap_update(tp, RLFS_RUI_UNMAP, cfsb, mp->chunk_blocks,
+				       RLFS_RMAP_OWN_INODES, 0);
+		if (!err)
+			err = rlfs_efi_add(tp, cfsb, mp->chunk_blocks);
 	}
 	rlfs_trans_brelse(tp, agbp);
 	return err;

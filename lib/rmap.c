@@ -551,3 +551,58 @@ int rlfs_rmap_convert(struct rlfs_btree_cur *cur, uint32_t agbno, uint32_t len_b
 		return err;
 	return rlfs_rmap_map(cur, agbno, len_blocks, owner, offset);
 }
+
+/* ------------------------------------------------------------------ */
+/* Transaction level                                                   */
+
+int rlfs_rmap_update(struct rlfs_trans *tp, unsigned op, uint64_t fsbno, uint32_t len_blocks,
+		     uint64_t owner, uint64_t offset)
+{
+	struct rlfs_mount *mp = tp->mp;
+	if (!rlfs_has_rmap(mp))
+		return 0;
+	uint32_t agno = rlfs_fsb_to_agno(mp, fsbno), agbno = rlfs_fsb_to_agbno(mp, fsbno);
+	if (len_blocks == 0 || agno >= mp->agcount ||
+	    (uint64_t)agbno + len_blocks > rlfs_ag_blocks(mp, agno))
+		return -EINVAL;
+	struct rlfs_btree_cur cur;
+	rlfs_rmap_cur_init(&cur, tp, agno, NULL);
+	int err;
+	switch (op) {
+	case RLFS_RUI_MAP:
+		err = rlfs_rmap_map(&cur, agbno, len_blocks, owner, offset);
+		break;
+	case RLFS_RUI_UNMAP:
+		err = rlfs_rmap_unmap(&cur, agbno, len_blocks, owner, offset);
+		break;
+	case RLFS_RUI_CONVERT:
+		err = rlfs_rmap_convert(&cur, agbno, len_blocks, owner, offset);
+		break;
+	default:
+		err = -EINVAL;
+	}
+	rlfs_btree_cur_del(&cur);
+	return err;
+}
+
+int rlfs_rmap_change_owner(struct rlfs_trans *tp, uint64_t fsbno, uint32_t len_blocks,
+			   uint64_t from, uint64_t to)
+{
+	int err = rlfs_rmap_update(tp, RLFS_RUI_UNMAP, fsbno, len_blocks, from, 0);
+	return err ? err : rlfs_rmap_update(tp, RLFS_RUI_MAP, fsbno, len_blocks, to, 0);
+}
+
+unsigned rlfs_rmap_maxlevels(struct rlfs_mount *mp)
+{
+	unsigned space = mp->blocksize - (unsigned)sizeof(struct rlfs_btree_block);
+	/* a node slot: low key, high key, pointer */
+	uint64_t minn = RLFS_MAX(space / (2 * sizeof(struct rlfs_rmap_key) + 8) / 2, 2u);
+	uint64_t node_blocks = minn, left = mp->agblocks ? mp->agblocks - 1 : 0;
+	unsigned h = 1;
+	while (node_blocks < left && h < RLFS_BTREE_MAXLEVELS) {
+		left -= node_blocks;
+		node_blocks *= minn;
+		h++;
+	}
+	return h;
+}

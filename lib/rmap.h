@@ -187,4 +187,41 @@ int rlfs_rmap_unmap(struct rlfs_btree_cur *cur, uint32_t agbno, uint32_t len_blo
  */
 int rlfs_rmap_convert(struct rlfs_btree_cur *cur, uint32_t agbno, uint32_t len_blocks,
 		      uint64_t owner, uint64_t offset);
+
+/* ---- transaction level: keeping the tree in step (issue 11 step 3) ---- */
+
+static inline bool rlfs_has_rmap(const struct rlfs_mount *mp)
+{ return mp->features_incompat & RLFS_FEAT_INCOMPAT_RMAP; }
+
+/* The most levels an AG's rmap btree can have: shared blocks have any
+ * number of records, so the bound is the tallest tree of half-full nodes
+ * that fits in the AG's blocks (xfs_btree_space_to_height, as XFS uses
+ * for the rmapbt with reflink). */
+unsigned rlfs_rmap_maxlevels(struct rlfs_mount *mp);
+
+/*
+ * One change of the rmap btree of fsbno's AG in tp: op RLFS_RUI_MAP /
+ * _UNMAP / _CONVERT (format.h) of [fsbno, fsbno+len_blocks) for owner at
+ * offset (RLFS_RMAP_OFF_* flags | file block; 0 for special owners), as
+ * rlfs_rmap_map / unmap / convert.  0 at once without the RMAP feature.
+ * Errors: -EINVAL (len 0, a range outside one AG, an unknown op), the
+ * record operations' -EUCLEAN (the tree disagrees), -ENOSPC, -EIO: cancel
+ * the transaction.  This direct form serves metadata owners in the
+ * transaction that allocates or frees their blocks (xfs_rmap_alloc /
+ * xfs_rmap_free with an owner info); file mappings change through RUIs
+ * (rlfs_rui_add, defer.h), whose finish step calls this.
+ */
+int rlfs_rmap_update(struct rlfs_trans *tp, unsigned op, uint64_t fsbno, uint32_t len_blocks,
+		     uint64_t owner, uint64_t offset);
+/* The rmap offset of an inode's metadata blocks (offset ignored, so
+ * adjacent ones merge): a bmbt or directory btree block is a data-fork
+ * btree block; an xattr btree block or xattr value run belongs to the
+ * attr fork. */
+#define RLFS_RMAP_DATA_META RLFS_RMAP_OFF_BMBT_BLOCK
+#define RLFS_RMAP_ATTR_META (RLFS_RMAP_OFF_ATTR_FORK | RLFS_RMAP_OFF_BMBT_BLOCK)
+/* Blocks [fsbno, +len_blocks) pass from special owner `from` to `to` (an
+ * AGFL block becoming an inobt or refcountbt block, and back): unmap then
+ * map in tp.  0 without the RMAP feature; errors as rlfs_rmap_update. */
+int rlfs_rmap_change_owner(struct rlfs_trans *tp, uint64_t fsbno, uint32_t len_blocks,
+			   uint64_t from, uint64_t to);
 #endif

@@ -33,6 +33,7 @@
 #include "alloc.h"
 #include "btree.h"
 #include "dir.h"
+#include "rmap.h"
 #include "xattr.h"
 
 #define ATTR_INLINE_VALUE 64u
@@ -343,6 +344,9 @@ static int value_write(struct rlfs_trans *tp, struct rlfs_inode *ip, const void 
 			rlfs_free_extent_unused(tp, args.fsbno, args.len);
 		return -ENOSPC;
 	}
+	error = rlfs_rmap_update(tp, RLFS_RUI_MAP, args.fsbno, nblks, ip->ino, RLFS_RMAP_ATTR_META);
+	if (error)
+		return error;
 	ip->nblocks += nblks;
 	rlfs_trans_log_inode(tp, ip);
 	for (uint32_t i = 0; i < nblks; i++) {
@@ -404,7 +408,9 @@ static int value_free(struct rlfs_trans *tp, struct rlfs_inode *ip, uint64_t fsb
 	if (fsbno == 0 || fsbno + nblks > mp->dblocks)
 		return rlfs_corrupt(mp, fsbno, "xattr value", "ino %llu: run of %u blocks",
 				    (unsigned long long)ip->ino, nblks);
-	int error = rlfs_free_extent(tp, fsbno, nblks);
+	int error = rlfs_rmap_update(tp, RLFS_RUI_UNMAP, fsbno, nblks, ip->ino, RLFS_RMAP_ATTR_META);
+	if (!error)
+		error = rlfs_free_extent(tp, fsbno, nblks);
 	if (error)
 		return error;
 	ip->nblocks -= RLFS_MIN((uint64_t)nblks, ip->nblocks);

@@ -581,6 +581,8 @@ RLFS_SA(sizeof(struct rlfs_log_desc) == 16, "log desc");
 #define RLFS_LOG_CUD 0x0202u        /* refcount update done */
 #define RLFS_LOG_BUI 0x0301u        /* data-fork map/unmap intent */
 #define RLFS_LOG_BUD 0x0302u        /* its done */
+#define RLFS_LOG_RUI 0x0401u        /* rmap update intent (RMAP feature) */
+#define RLFS_LOG_RUD 0x0402u        /* its done */
 
 /* Head of an INTENT item's payload; count items of item_bytes each
  * follow, then zeros to a multiple of 8 bytes (version 1: to the end of
@@ -632,5 +634,25 @@ struct rlfs_bui_item {
 	rlfs_le32 flags;            /* op (RLFS_BUI_MAP / _UNMAP) | RLFS_BUI_UNWRITTEN */
 };
 RLFS_SA(sizeof(struct rlfs_bui_item) == 32, "bui item");
+
+/* RUI item (item_bytes 32): one change of a data-fork or attr-fork
+ * mapping in the rmap btree (RMAP feature).  MAP: add [fsbno, fsbno+len)
+ * owned by owner at offset; UNMAP: remove it (it lies inside one record);
+ * CONVERT: flip the unwritten state of that range, offset carrying the new
+ * state.  offset is the rmap record's field: RLFS_RMAP_OFF_* flags | file
+ * block.  The range never crosses an AG end.  Model: struct
+ * xfs_map_extent in an xfs_rui_log_format (XFS_RMAP_EXTENT_MAP_SHARED /
+ * _UNMAP_SHARED / _CONVERT_SHARED). */
+#define RLFS_RUI_MAP 1u
+#define RLFS_RUI_UNMAP 2u
+#define RLFS_RUI_CONVERT 3u
+struct rlfs_rui_item {
+	rlfs_le64 owner;            /* inode number */
+	rlfs_le64 offset;           /* RLFS_RMAP_OFF_* flags | file block */
+	rlfs_le64 fsbno;
+	rlfs_le32 len;              /* blocks, 1 .. RLFS_MAX_EXTLEN */
+	rlfs_le32 op;               /* RLFS_RUI_MAP / _UNMAP / _CONVERT */
+};
+RLFS_SA(sizeof(struct rlfs_rui_item) == 32, "rui item");
 
 #endif /* REFLINKFS_FORMAT_H */
