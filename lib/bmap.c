@@ -597,13 +597,22 @@ int rlfs_bmap_load(struct rlfs_trans *tp, struct rlfs_inode *ip)
 
 uint32_t rlfs_bmap_ag_headroom(struct rlfs_mount *mp)
 {
-	if (!rlfs_has_reflink(mp))
-		return 0;
+	uint32_t room = 0;
 	/* a refcount btree of agblocks/2 records in half-full leaves (about
 	 * agblocks / (blocksize/12) blocks), its node levels and an AGFL
 	 * refill; ~0.3% of an AG at 4 KiB blocks, ~1.2% at 1 KiB */
-	uint32_t per_leaf = RLFS_MAX((mp->blocksize - 64) / 12, 2u);
-	return mp->agblocks / per_leaf + 4 * rlfs_refcount_maxlevels(mp) + 8;
+	if (rlfs_has_reflink(mp)) {
+		uint32_t per_leaf = RLFS_MAX((mp->blocksize - 64) / 12, 2u);
+		room += mp->agblocks / per_leaf + 4 * rlfs_refcount_maxlevels(mp) + 8;
+	}
+	/* the rmap btree the same way: agblocks/2 records of 24 bytes in
+	 * half-full leaves, ~0.6% at 4 KiB blocks (XFS reserves its rmapbt
+	 * per AG too: xfs_rmapbt_calc_reserves) */
+	if (rlfs_has_rmap(mp)) {
+		uint32_t per_leaf = RLFS_MAX((mp->blocksize - 64) / 24, 2u);
+		room += mp->agblocks / per_leaf + 4 * rlfs_rmap_maxlevels(mp) + 8;
+	}
+	return room;
 }
 
 /* Free blocks of AG agno beyond the headroom (0 if none). */

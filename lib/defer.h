@@ -230,7 +230,7 @@ int rlfs_bui_add(struct rlfs_trans *tp, unsigned flags, uint64_t ino, uint64_t s
  * RMAP feature.  0 or -ENOMEM.  Source: xfs_rmap_item.c,
  * xfs_rmap_map_extent / xfs_rmap_unmap_extent / xfs_rmap_convert_extent.
  */
-#define RLFS_RUI_MAX_ITEMS 16u
+#define RLFS_RUI_MAX_ITEMS 8u
 extern const struct rlfs_defer_type rlfs_rui_type;
 int rlfs_rui_add(struct rlfs_trans *tp, unsigned op, uint64_t fsbno, uint32_t len,
 		 uint64_t owner, uint64_t offset);

@@ -357,6 +357,11 @@ static void rui_encode(const struct rlfs_defer_item *item, void *buf)
 static int rui_finish(struct rlfs_trans *tp, struct rlfs_defer_item *item)
 {
 	const struct rui_work *w = (const struct rui_work *)item;
+	/* the rmapbt's splits take AGFL blocks: top it up first, as every
+	 * allocation does (the direct updates run inside one) */
+	int err = rlfs_alloc_fix_freelist(tp, rlfs_fsb_to_agno(tp->mp, w->fsbno));
+	if (err)
+		return err;
 	return rlfs_rmap_update(tp, w->op, w->fsbno, w->len, w->owner, w->offset);
 }
 

@@ -35,6 +35,16 @@
  *   agflop     a btree block taken from or given back to the AGFL
  *              (inobt, refcountbt): the AGFL fix before it, AGF, AGFL:
  *              2 + 2 * path(h_free)
+ *   rmapop     one rmap record map or unmap (RMAP feature, else 0):
+ *              path(h_rmap) (a split record's delete and insert touch
+ *              the same leaf).  An allocop adds one (the AGFL refill's or
+ *              trim's OWN_AG record, or the allocated metadata block's
+ *              own; as XFS's xfs_allocfree_block_count adds one rmapbt
+ *              path), an agflop two (the owner change).
+ *
+ * Every data-fork record changed queues up to two RUI items (unmap the
+ * old mapping, map the new one), counted as intents in c_bmap; the RUI
+ * steps themselves (tr_rui) join the deferred steps every type rolls into.
  */
 #include "trans_resv.h"
 #include "rlfs.h"
@@ -46,6 +56,7 @@
 #include "ialloc.h"
 #include "log.h"
 #include "refcount.h"
+#include "rmap.h"
 #include "xattr.h"
 
 #include <errno.h>
@@ -60,6 +71,7 @@
 /* the geometry facts the formulas use, in blocks */
 struct resv_geo {
 	uint32_t h_free, h_ino, h_refc, h_bmbt, h_dir, h_attr;
+	uint32_t h_rmap;               /* 0 without the RMAP feature */
 	uint32_t bmbt_minleaf, bmbt_minnode;
 	uint32_t refc_minleaf, refc_minnode;
 	uint32_t chunk_blocks;
@@ -113,16 +125,22 @@ static uint64_t range(uint32_t h, uint32_t minleaf, uint32_t minnode, uint64_t n
 	return blocks + 1;                           /* a new root */
 }
 
+/* rmapop: one rmap map or unmap (images); 0 without rmap. */
+static uint64_t rmapop(const struct resv_geo *g)
+{
+	return g->h_rmap ? path(g->h_rmap) : 0;
+}
+
 /* allocop: one extent allocated or freed (images). */
 static uint64_t allocop(const struct resv_geo *g)
 {
-	return 2 + 4 * path(g->h_free);
+	return 2 + 4 * path(g->h_free) + rmapop(g);
 }
 
 /* agflop: a btree block from/to the AGFL (images). */
 static uint64_t agflop(const struct resv_geo *g)
 {
-	return 2 + 2 * path(g->h_free);
+	return 2 + 2 * path(g->h_free) + 2 * rmapop(g);
 }
 
 /* A count of log items: images (whole blocks: buffers, intent payloads)
@@ -254,6 +272,8 @@ static struct resv_cnt c_bmap(const struct resv_geo *g, uint64_t n)
 	uint64_t r = range(g->h_bmbt, g->bmbt_minleaf, g->bmbt_minnode, n);
 	add_images(&c, r + (r / 2 + 1) * allocop(g) + 1);
 	add_descs(&c, r / 2 + 1);                /* freed bmbt blocks' cancels */
+	if (g->h_rmap)                           /* the RUIs the changes queue */
+		add_intents(&c, 2 * (2 * n / RLFS_RUI_MAX_ITEMS + 1));
 	return c;
 }
 
@@ -336,6 +356,7 @@ void rlfs_trans_resv_init(struct rlfs_mount *mp)
 	uint32_t lc = tree_height(mp, &rlfs_cntbt_ops, ((uint64_t)mp->agblocks + 1) / 2, NULL, NULL);
 	g.h_free = RLFS_MAX(lb, lc);
 	g.h_ino = rlfs_inobt_maxlevels(mp);
+	g.h_rmap = rlfs_has_rmap(mp) ? rlfs_rmap_maxlevels(mp) : 0;
 	g.reflink = rlfs_has_reflink(mp);
 	g.h_refc = tree_height(mp, &rlfs_refcountbt_ops, mp->agblocks, &g.refc_minleaf,
 			       &g.refc_minnode);
@@ -425,9 +446,17 @@ void rlfs_trans_resv_init(struct rlfs_mount *mp)
 	add_descs(&bui, 1);
 	t = c_inode(); cnt_add(&bui, &t);
 	t = c_intents(RLFS_BUI_MAX_ITEMS); cnt_add(&bui, &t);
+	/* an RUI step: RUD, RLFS_RUI_MAX_ITEMS rmap changes (a convert is an
+	 * unmap and a map), the AGFL fixes before them (two refills at most:
+	 * one fix tops the list up for several items) */
+	struct resv_cnt rui = { 0, 0 };
+	add_descs(&rui, 1);
+	if (g.h_rmap)
+		add_images(&rui, RLFS_RUI_MAX_ITEMS * 2 * rmapop(&g) + 2 * allocop(&g));
 	struct resv_cnt step = efi;
 	cnt_max(mp, &step, &cui);
 	cnt_max(mp, &step, &bui);
+	cnt_max(mp, &step, &rui);
 
 	/* tr_remove: both inode cores, one dir entry, the unlinked list, the
 	 * superblock, rmdir's empty directory block freed (cancel, allocop)
