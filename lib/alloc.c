@@ -10,7 +10,8 @@
  *     (adjacent free extents are merged);
  *   - agh.freeblks = sum of the records, agh.longest = largest record;
  *   - AGFL blocks count as free in mp->fdblocks (freeblks + flcount) but
- *     are used only for AG btree blocks (bnobt, cntbt, inobt, refcountbt);
+ *     are used only for AG btree blocks (bnobt, cntbt, inobt, refcountbt,
+ *     rmapbt);
  *   - agh.btreeblks = bnobt + cntbt blocks beyond their roots.
  *
  * AGFL policy.  One allocator call or free changes the trees by at most one
@@ -18,7 +19,8 @@
  * the root), and an inode chunk adds one inobt insert.  An insert into a
  * tree that can be at most L levels high takes at most L new blocks (it
  * splits h < L levels and adds a root), so the worst case is
- * W = 3*Lfree + Lino blocks, with L the largest height the tree can reach
+ * W = 3*Lfree + Lino (+ Lrefc with REFLINK, + Lrmap with RMAP) blocks,
+ * with L the largest height the tree can reach
  * in an AG of this size when every block is only half full.
  * rlfs_alloc_fix_freelist keeps at least max(2W, 8) blocks on the AGFL
  * before every allocation/free (so the refill itself, which is an
@@ -78,7 +80,8 @@ static unsigned free_maxlevels(struct rlfs_mount *mp)
 
 /* Worst-case AGFL consumption of one allocator operation (with REFLINK:
  * plus one refcount btree insert, which rlfs_refcount_* do between two
- * rlfs_alloc_fix_freelist calls). */
+ * rlfs_alloc_fix_freelist calls; with RMAP: plus the rmap btree changes
+ * below, as xfs_alloc_min_freelist adds the rmapbt's height). */
 static unsigned agfl_worst(struct rlfs_mount *mp)
 {
 	unsigned lf = free_maxlevels(mp), li = rlfs_inobt_maxlevels(mp);
@@ -189,8 +192,14 @@ static int agh_verify(struct rlfs_mount *mp, struct rlfs_buf *bp)
 		return rlfs_corrupt(mp, bp->fsbno, w, "tree root outside the AG (%u %u %u)",
 				    rlfs_get32(agh->bno_root), rlfs_get32(agh->cnt_root),
 				    rlfs_get32(agh->ino_root));
-	if (rlfs_get32(agh->rmap_root) && !tree_root_ok(rlfs_get32(agh->rmap_root), len))
-		return rlfs_corrupt(mp, bp->fsbno, w, "rmap root outside the AG");
+	/* rmap btree: present exactly when the RMAP feature is on */
+	uint32_t mr = rlfs_get32(agh->rmap_root);
+	unsigned ml = rlfs_get16(agh->rmap_level);
+	if (rlfs_has_rmap(mp) && (!tree_root_ok(mr, len) || ml < 1 || ml > RLFS_BTREE_MAXLEVELS))
+		return rlfs_corrupt(mp, bp->fsbno, w, "rmap btree root %u level %u invalid", mr, ml);
+	if (!rlfs_has_rmap(mp) && (mr || ml))
+		return rlfs_corrupt(mp, bp->fsbno, w,
+				    "rmap btree root %u level %u without the RMAP feature", mr, ml);
 	/* refcount btree: present exactly when the REFLINK feature is on */
 	uint32_t rr = rlfs_get32(agh->refc_root);
 	unsigned rl = rlfs_get16(agh->refc_level);
@@ -204,7 +213,7 @@ static int agh_verify(struct rlfs_mount *mp, struct rlfs_buf *bp)
 	unsigned lb = rlfs_get16(agh->bno_level), lc = rlfs_get16(agh->cnt_level),
 		 li = rlfs_get16(agh->ino_level);
 	if (lb < 1 || lb > RLFS_BTREE_MAXLEVELS || lc < 1 || lc > RLFS_BTREE_MAXLEVELS ||
-	    li < 1 || li > RLFS_BTREE_MAXLEVELS || rlfs_get16(agh->rmap_level) > RLFS_BTREE_MAXLEVELS)
+	    li < 1 || li > RLFS_BTREE_MAXLEVELS)
 		return rlfs_corrupt(mp, bp->fsbno, w, "bad tree levels %u %u %u", lb, lc, li);
 	unsigned size = rlfs_agfl_size(mp);
 	uint32_t ff = rlfs_get32(agh->flfirst), fl = rlfs_get32(agh->fllast),

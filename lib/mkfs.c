@@ -9,14 +9,27 @@
  *   4   cntbt root                                              MKFS_CNT_AGBNO
  *   5   inobt root (empty leaf)                                 MKFS_INO_AGBNO
  *   6   refcount btree root (empty leaf), REFLINK feature only  MKFS_REFC_AGBNO
+ *   r   rmap btree root (one leaf), RMAP feature only, r = 7 with REFLINK,
+ *       6 without                                               rmap_agbno()
  *   f .. f+m-1   AGFL pre-fill, m = rlfs_agfl_min(mp) blocks (ring slots 0..m-1),
- *                f = 7 with REFLINK, 6 without
- *   f+m .. end   one free extent: the single record of bnobt and cntbt
+ *                f = 6 + 1 with REFLINK + 1 with RMAP (first_agfl())
+ *   f+m .. f+m+l-1  the log (LOG feature, middle AG agcount/2 only)
+ *   then         one free extent: the single record of bnobt and cntbt
  * The root directory is the first inode of the first chunk, allocated in
  * AG 0 by rlfs_ialloc (chunk aligned to chunk_blocks, so it is the first
  * aligned run after the AGFL pre-fill).  The REFLINK feature
  * (RLFS_FEAT_INCOMPAT_REFLINK) is on unless opts->reflink < 0; without it
- * refc_root/refc_level are 0.  The rmap root is 0 (feature not there yet).
+ * refc_root/refc_level are 0.  The RMAP feature is off unless
+ * opts->rmapbt > 0 (off by default until the library keeps the tree up to
+ * date; an RMAP image mounts read-only); without it rmap_root/rmap_level
+ * are 0.  With it each AG's rmap leaf holds the records of everything
+ * above (merged where adjacent blocks have the same special owner):
+ *   [0, 2) OWN_FS; [2, 5) OWN_AG (AGFL block, bnobt, cntbt); 5 OWN_INOBT;
+ *   6 OWN_REFC (REFLINK); [r, f+m) OWN_AG (rmap root + AGFL pre-fill);
+ *   the log OWN_LOG.  The root directory's inode chunk (AG 0) gets its
+ *   OWN_INODES record from rlfs_ialloc's rmap hook in make_root; the
+ *   AGFL pre-fill stays as written (the AGFL is already at its minimum);
+ *   the empty root directory owns no block.
  *
  * AG sizing rule (dblocks = size / blocksize; image must be >= 16 MiB):
  *   - agcount given: agblocks = ceil(dblocks / agcount), then agcount =
@@ -52,13 +65,14 @@
 #include "log.h"
 #include "refcount.h"
 #include "rlfs.h"
+#include "rmap.h"
 #include "trans.h"
 
 #define MKFS_BNO_AGBNO 3u
 #define MKFS_CNT_AGBNO 4u
 #define MKFS_INO_AGBNO 5u
 #define MKFS_REFC_AGBNO 6u
-#define MKFS_FIRST_AGFL_AGBNO 6u /* without REFLINK; 7 with it (first_agfl()) */
+#define MKFS_FIRST_AGFL_AGBNO 6u /* without REFLINK and RMAP (first_agfl()) */
 #define MKFS_MIN_BYTES (16ull << 20)
 #define MKFS_MIN_AGBLOCKS 64u
 
@@ -79,11 +93,17 @@ uint64_t rlfs_mkfs_default_log_bytes(uint64_t size_bytes, uint32_t blocksize)
 	return bytes / blocksize * blocksize;
 }
 
+/* agbno of the rmap btree root (RMAP feature): after the refcount root. */
+static uint32_t rmap_agbno(const struct rlfs_mount *mp)
+{
+	return MKFS_REFC_AGBNO + (rlfs_has_reflink(mp) ? 1u : 0u);
+}
+
 /* First agbno of the AGFL pre-fill. */
 static uint32_t first_agfl(const struct rlfs_mount *mp)
 {
-	return MKFS_FIRST_AGFL_AGBNO +
-	       ((mp->features_incompat & RLFS_FEAT_INCOMPAT_REFLINK) ? 1u : 0u);
+	return MKFS_FIRST_AGFL_AGBNO + (rlfs_has_reflink(mp) ? 1u : 0u) +
+	       (rlfs_has_rmap(mp) ? 1u : 0u);
 }
 
 static void geom_mp(const struct geom *g, struct rlfs_mount *mp)
@@ -108,8 +128,10 @@ static bool pow2(uint64_t x)
 static int compute_geometry(const struct rlfs_mkfs_opts *o, uint64_t size_bytes, struct geom *g)
 {
 	g->features_incompat = o->reflink >= 0 ? RLFS_FEAT_INCOMPAT_REFLINK : 0;
-	if (o->reflink > 1)
+	if (o->reflink > 1 || o->rmapbt > 1)
 		return -EINVAL;
+	if (o->rmapbt > 0) /* default off: see the note at the top */
+		g->features_incompat |= RLFS_FEAT_INCOMPAT_RMAP;
 	g->blocksize = o->blocksize ? o->blocksize : RLFS_DEFAULT_BLOCKSIZE;
 	if (!pow2(g->blocksize) || g->blocksize < RLFS_MIN_BLOCKSIZE ||
 	    g->blocksize > RLFS_MAX_BLOCKSIZE)
@@ -181,6 +203,43 @@ static int compute_geometry(const struct rlfs_mkfs_opts *o, uint64_t size_bytes,
 	return 0;
 }
 
+/* Append [start, start+len) of owner to the sorted list r[0..*n), merged
+ * with the previous record when it is the same special owner and touches
+ * it. */
+static void rmap_add(struct rlfs_rmap_irec *r, unsigned *n, uint32_t start, uint32_t len,
+		     uint64_t owner)
+{
+	if (!len)
+		return;
+	if (*n && r[*n - 1].owner == owner && r[*n - 1].startblock + r[*n - 1].blockcount == start) {
+		r[*n - 1].blockcount += len;
+		return;
+	}
+	r[(*n)++] = (struct rlfs_rmap_irec){ .startblock = start, .blockcount = len,
+					     .owner = owner, .offset = 0 };
+}
+
+/* The rmap records of a fresh AG before any inode chunk (layout above);
+ * at most MKFS_RMAP_RECS of them, in key order. */
+#define MKFS_RMAP_RECS 8u
+static unsigned rmap_ag_recs(struct rlfs_mount *mp, uint32_t agno, const struct geom *g,
+			     struct rlfs_rmap_irec *r)
+{
+	unsigned n = 0;
+	uint32_t fa = first_agfl(mp), fl = rlfs_agfl_min(mp);
+	rmap_add(r, &n, RLFS_SB_AGBNO, 2, RLFS_RMAP_OWN_FS); /* sb + AG header */
+	rmap_add(r, &n, RLFS_AGFL_AGBNO, 1, RLFS_RMAP_OWN_AG);
+	rmap_add(r, &n, MKFS_BNO_AGBNO, 2, RLFS_RMAP_OWN_AG); /* bnobt, cntbt */
+	rmap_add(r, &n, MKFS_INO_AGBNO, 1, RLFS_RMAP_OWN_INOBT);
+	if (rlfs_has_reflink(mp))
+		rmap_add(r, &n, MKFS_REFC_AGBNO, 1, RLFS_RMAP_OWN_REFC);
+	rmap_add(r, &n, rmap_agbno(mp), 1, RLFS_RMAP_OWN_AG);
+	rmap_add(r, &n, fa, fl, RLFS_RMAP_OWN_AG); /* the blocks on the AGFL */
+	if (g->log_blocks && g->log_agno == agno)
+		rmap_add(r, &n, fa + fl, g->log_blocks, RLFS_RMAP_OWN_LOG);
+	return n;
+}
+
 /* Write the per-AG structures of AG agno (see the layout above). */
 static int init_ag(struct rlfs_trans *tp, uint32_t agno, const struct geom *g)
 {
@@ -219,6 +278,22 @@ static int init_ag(struct rlfs_trans *tp, uint32_t agno, const struct geom *g)
 		{ &rlfs_refcountbt_ops, MKFS_REFC_AGBNO },
 	};
 	unsigned nroots = rlfs_has_reflink(mp) ? 4 : 3;
+	if (rlfs_has_rmap(mp)) {
+		struct rlfs_rmap_irec r[MKFS_RMAP_RECS];
+		unsigned n = rmap_ag_recs(mp, agno, g, r);
+		err = rlfs_trans_get_buf(tp, rlfs_agb_to_fsb(mp, agno, rmap_agbno(mp)),
+					 &rlfs_rmapbt_buf_ops, agno, &bp);
+		if (err)
+			return err;
+		rlfs_btree_init_block(mp, bp, &rlfs_rmapbt_ops, 0, agno);
+		struct rlfs_btree_block *blk = bp->data;
+		struct rlfs_rmap_rec *out = (struct rlfs_rmap_rec *)(blk + 1);
+		for (unsigned i = 0; i < n; i++)
+			rlfs_rmap_rec_encode(&r[i], &out[i]);
+		rlfs_put16(blk->numrecs, (uint16_t)n);
+		rlfs_trans_log_buf(tp, bp);
+		rlfs_trans_brelse(tp, bp);
+	}
 	for (unsigned i = 0; i < nroots; i++) {
 		err = rlfs_trans_get_buf(tp, rlfs_agb_to_fsb(mp, agno, roots[i].agbno),
 					 roots[i].ops->buf_ops, agno, &bp);
@@ -254,6 +329,10 @@ static int init_ag(struct rlfs_trans *tp, uint32_t agno, const struct geom *g)
 	if (rlfs_has_reflink(mp)) {
 		rlfs_put32(agh->refc_root, MKFS_REFC_AGBNO);
 		rlfs_put16(agh->refc_level, 1);
+	}
+	if (rlfs_has_rmap(mp)) {
+		rlfs_put32(agh->rmap_root, rmap_agbno(mp));
+		rlfs_put16(agh->rmap_level, 1);
 	}
 	rlfs_put32(agh->freeblks, freeblks);
 	rlfs_put32(agh->longest, freeblks);

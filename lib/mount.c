@@ -28,7 +28,20 @@
 #include "iunlink.h"
 #include "log.h"
 #include "rlfs.h"
+#include "rmap.h"
 #include "trans.h"
+
+/*
+ * RMAP feature: nothing keeps the rmap btree in step with allocations and
+ * block maps yet (issue 11's hooks step), so a write would leave it wrong:
+ * read-only mounts only.  Says why on stderr; -EROFS.
+ */
+static int rmap_refuse_rw(const char *image)
+{
+	rlfs_warn("%s: has the rmap feature: rmap btree maintenance is not implemented yet; "
+		  "mount read-only or make the filesystem with -m rmapbt=0", image);
+	return -EROFS;
+}
 
 uint64_t rlfs_root_ino(struct rlfs_mount *mp)
 {
@@ -305,6 +318,8 @@ int rlfs_mount_open_dev(struct rlfs_dev *dev, const char *image, unsigned flags,
 	struct rlfs_sb sbcopy;
 	memcpy(&sbcopy, raw, sizeof(sbcopy));
 	err = check_sb(&sbcopy, dev->size_bytes, image);
+	if (!err && !rdonly && (rlfs_get64(sbcopy.features_incompat) & RLFS_FEAT_INCOMPAT_RMAP))
+		err = rmap_refuse_rw(image);
 	if (err) {
 		rlfs_dev_close(dev);
 		return err;
@@ -608,6 +623,8 @@ int rlfs_mount_set_rdonly(struct rlfs_mount *mp, bool rdonly)
 	}
 	if (!(mp->flags & RLFS_MOUNT_RDONLY))
 		return 0;
+	if (rlfs_has_rmap(mp))
+		return rmap_refuse_rw(mp->image ? mp->image : "filesystem");
 	err = rlfs_dev_make_writable(mp->dev);
 	if (err)
 		return err;

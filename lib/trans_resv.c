@@ -568,10 +568,10 @@ void rlfs_trans_resv_init(struct rlfs_mount *mp)
 	set(mp, &rv->tr_recover, "tr_recover", &c, 2);
 
 	/* tr_mkfs: every AG's headers (AGF, AGI, AGFL) and btree roots
-	 * (bnobt, cntbt, inobt, refcountbt), the AGFL's initial blocks, the
-	 * superblock */
+	 * (bnobt, cntbt, inobt, refcountbt, rmapbt), the AGFL's initial
+	 * blocks, the superblock */
 	c = (struct resv_cnt){ 0, 0 };
-	add_images(&c, (uint64_t)mp->agcount * (3 + 4 + rlfs_agfl_min(mp)) + 1);
+	add_images(&c, (uint64_t)mp->agcount * (3 + 5 + rlfs_agfl_min(mp)) + 1);
 	set(mp, &rv->tr_mkfs, "tr_mkfs", &c, 1);
 
 	/* tr_fsck: repairs log what they rebuild; bounded by the log's size

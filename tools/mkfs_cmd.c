@@ -3,7 +3,7 @@
  * of rlfs_mkfs() (reflinkfs/fs.h).  Options follow mkfs.xfs in spirit:
  *
  *   reflinkfs mkfs [-s SIZE] [-b BLOCKSIZE] [-a AGCOUNT] [-i INODESIZE]
- *                  [-L LABEL] [-m reflink=0|1] [-f] IMAGE
+ *                  [-L LABEL] [-m reflink=0|1,rmapbt=0|1] [-f] IMAGE
  *
  * After formatting it reads the new primary superblock back (the on-disk
  * format is public: reflinkfs/format.h) and prints a short summary.
@@ -83,11 +83,49 @@ static int parse_u32(const char *s, uint32_t *out, int allow_suffix)
 	return 0;
 }
 
+/* -m SUBOPT[,SUBOPT...] as mkfs.xfs: reflink[=0|1], rmapbt[=0|1].
+ * 0 or -1 (unknown suboption or value). */
+static int parse_meta(const char *arg, struct rlfs_mkfs_opts *o)
+{
+	static const struct {
+		const char *name;
+		size_t off;
+	} subs[] = {
+		{ "reflink", offsetof(struct rlfs_mkfs_opts, reflink) },
+		{ "rmapbt", offsetof(struct rlfs_mkfs_opts, rmapbt) },
+	};
+	const char *p = arg;
+	while (*p) {
+		size_t len = strcspn(p, ",");
+		size_t nl = strcspn(p, ",=");
+		bool found = false;
+		for (size_t i = 0; i < sizeof(subs) / sizeof(subs[0]); i++) {
+			if (strlen(subs[i].name) != nl || strncmp(p, subs[i].name, nl) != 0)
+				continue;
+			int v;
+			if (nl == len)
+				v = 1;
+			else if (len == nl + 2 && (p[nl + 1] == '0' || p[nl + 1] == '1'))
+				v = p[nl + 1] == '1' ? 1 : -1;
+			else
+				return -1;
+			*(int *)((char *)o + subs[i].off) = v;
+			found = true;
+		}
+		if (!found)
+			return -1;
+		p += len;
+		if (*p == ',' && *++p == '\0')
+			return -1;
+	}
+	return 0;
+}
+
 static void usage(FILE *f, const char *prog)
 {
 	fprintf(f,
 		"Usage: %s [-s SIZE] [-b BLOCKSIZE] [-a AGCOUNT] [-i INODESIZE] [-L LABEL]\n"
-		"          [-m reflink=0|1] [-l size=SIZE | -l log=0] [-f] IMAGE\n"
+		"          [-m reflink=0|1,rmapbt=0|1] [-l size=SIZE | -l log=0] [-f] IMAGE\n"
 		"\n"
 		"Create a reflinkfs filesystem in IMAGE (a file, created sparse if missing, or a\n"
 		"block device).\n"
@@ -101,6 +139,10 @@ static void usage(FILE *f, const char *prog)
 		"  -L LABEL      filesystem label (up to 31 bytes)\n"
 		"  -m reflink=1  block sharing (refcount btree, REFLINK feature; default on);\n"
 		"                reflink=0 makes a filesystem without it\n"
+		"  -m rmapbt=1   reverse-mapping btree (RMAP feature; default off for now):\n"
+		"                the library does not keep it up to date yet, so such a\n"
+		"                filesystem mounts read-only only and fsck only checks it.\n"
+		"                Suboptions combine: -m reflink=1,rmapbt=1\n"
 		"  -l size=SIZE  write-ahead log size (K, M, G suffixes); default 1/64 of the\n"
 		"                filesystem, at least %u blocks and 512 KiB, at most 64 MiB\n"
 		"  -l log=0      no log (an image as before the log: not crash-safe)\n"
@@ -159,8 +201,9 @@ static void print_summary(const char *prog, const char *image)
 			putchar('-');
 	}
 	printf(", root inode %llu\n", (unsigned long long)rlfs_get64(sb.rootino));
-	printf("  reflink=%d\n",
-	       (rlfs_get64(sb.features_incompat) & RLFS_FEAT_INCOMPAT_REFLINK) ? 1 : 0);
+	printf("  reflink=%d rmapbt=%d\n",
+	       (rlfs_get64(sb.features_incompat) & RLFS_FEAT_INCOMPAT_REFLINK) ? 1 : 0,
+	       (rlfs_get64(sb.features_incompat) & RLFS_FEAT_INCOMPAT_RMAP) ? 1 : 0);
 	if (rlfs_get64(sb.features_incompat) & RLFS_FEAT_INCOMPAT_LOG) {
 		char lsize[32];
 		human((unsigned long long)rlfs_get32(sb.log_blocks) * bs, lsize, sizeof(lsize));
@@ -219,13 +262,9 @@ int rlfs_mkfs_main(int argc, char **argv)
 			o.label = optarg;
 			break;
 		case 'm':
-			if (strcmp(optarg, "reflink=1") == 0 || strcmp(optarg, "reflink") == 0) {
-				o.reflink = 1;
-			} else if (strcmp(optarg, "reflink=0") == 0) {
-				o.reflink = -1;
-			} else {
-				fprintf(stderr, "%s: unknown metadata option '%s' (reflink=0|1)\n", prog,
-					optarg);
+			if (parse_meta(optarg, &o)) {
+				fprintf(stderr, "%s: unknown metadata option '%s' (reflink=0|1, "
+					"rmapbt=0|1, comma-separated)\n", prog, optarg);
 				return 1;
 			}
 			break;

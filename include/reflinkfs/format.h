@@ -90,14 +90,16 @@ static inline rlfs_le64 rlfs_le64_of(uint64_t v) { rlfs_le64 r = { RLFS_LE64(v) 
 #define RLFS_ATTRV_MAGIC  0x56544152u /* "RATV" remote xattr value */
 #define RLFS_SYMLNK_MAGIC 0x4d595352u /* "RSYM" remote symlink target */
 #define RLFS_REFCBT_MAGIC 0x43464552u /* "REFC" refcount (later issue) */
-#define RLFS_RMAPBT_MAGIC 0x50414d52u /* "RMAP" reverse map (issue 11, not enabled yet) */
+#define RLFS_RMAPBT_MAGIC 0x50414d52u /* "RMAP" reverse map (RMAP feature, issue 11) */
 #define RLFS_DINODE_MAGIC 0x4e494452u /* "RDIN" inode */
 
 /* Feature bits.  An incompat bit we do not know refuses mount and fsck. */
 #define RLFS_FEAT_INCOMPAT_REFLINK (1ull << 0) /* refcount btree (issue 3) */
-#define RLFS_FEAT_INCOMPAT_RMAP    (1ull << 1) /* rmap btree (later) */
+#define RLFS_FEAT_INCOMPAT_RMAP    (1ull << 1) /* rmap btree (issue 11; mounts read-only
+						* until the tree is maintained) */
 #define RLFS_FEAT_INCOMPAT_LOG     (1ull << 2) /* write-ahead log (issue 10) */
-#define RLFS_FEAT_INCOMPAT_KNOWN   (RLFS_FEAT_INCOMPAT_REFLINK | RLFS_FEAT_INCOMPAT_LOG)
+#define RLFS_FEAT_INCOMPAT_KNOWN \
+	(RLFS_FEAT_INCOMPAT_REFLINK | RLFS_FEAT_INCOMPAT_RMAP | RLFS_FEAT_INCOMPAT_LOG)
 #define RLFS_FEAT_RO_COMPAT_KNOWN  0ull
 /* sb_state values */
 #define RLFS_STATE_CLEAN 0u
@@ -283,20 +285,25 @@ RLFS_SA(sizeof(struct rlfs_refcount_rec) == 12, "refcount rec");
 /* key: startblock (le32, flag included) */
 
 /*
- * --- Reverse-mapping btree (RMAP feature, not yet enabled) ---
+ * --- Reverse-mapping btree (RMAP feature; docs/SPEC.md section 17) ---
  * One per AG, root agh.rmap_root / rmap_level, blocks magic
  * RLFS_RMAPBT_MAGIC, hdr.owner = agno.  A record says "blocks [startblock,
  * startblock+blockcount) of this AG belong to owner, at offset (file
  * blocks) of its fork".  Shared blocks have one record per owner, so
  * records of different owners may overlap: the tree is an
  * overlapping-interval btree (node slots carry low and high keys).
- * Model: xfs_rmap_rec / xfs_rmap_key (xfs_format.h).  docs/SPEC.md gets
- * the layout when the feature is switched on.
+ * Model: xfs_rmap_rec / xfs_rmap_key (xfs_format.h).
  *
  * offset: bits 0..53 the file offset in blocks; bit 63 attr fork, bit 62
  * bmbt (block-map btree) block, bit 61 unwritten extent; bits 54..60
  * zero.  Records of special owners (RLFS_RMAP_OWN_*) and bmbt-block
  * records have offset 0 apart from the flags.
+ * Inode-owned blocks (owner = ino): data-fork extents of files and
+ * symlink targets carry their file offset (and the unwritten flag);
+ * blocks at no file offset carry RLFS_RMAP_OFF_BMBT_BLOCK: bmbt and
+ * directory tree blocks, and with RLFS_RMAP_OFF_ATTR_FORK too, xattr tree
+ * blocks and remote xattr value blocks (XFS keeps directories and xattrs
+ * in fork extents at file offsets; reflinkfs points at them directly).
  */
 #define RLFS_RMAP_OFF_ATTR_FORK (1ull << 63)
 #define RLFS_RMAP_OFF_BMBT_BLOCK (1ull << 62)

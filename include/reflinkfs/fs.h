@@ -40,7 +40,9 @@ struct rlfs_mount;
  * -EUCLEAN) is added to the record, which the next metadata flush writes.
  * Errors: -ENOENT/-EACCES from open, -EBUSY, -EUCLEAN (not a reflinkfs
  * image, or corrupt; a line on stderr says why), -EOPNOTSUPP (unknown
- * incompat feature or version), -ENOMEM.
+ * incompat feature or version), -EROFS (read-write mount of an image with
+ * the RMAP feature, whose btree the library cannot maintain yet: mount it
+ * with RLFS_MOUNT_RDONLY), -ENOMEM.
  */
 int rlfs_mount_open(const char *image, unsigned flags, struct rlfs_mount **mpp);
 /* Flush everything, mark the superblock clean (after everything else is
@@ -58,7 +60,8 @@ int rlfs_mount_close(struct rlfs_mount *mp);
  * written its pages back and refuses writes once its superblock is
  * read-only).  Going read-write: the image is reopened for writing if the
  * mount began read-only, the superblock is marked dirty first.  0, or
- * -EACCES/-EROFS (image not writable: stays read-only), or an I/O error
+ * -EACCES/-EROFS (image not writable, or has the RMAP feature: stays
+ * read-only), or an I/O error
  * from the flush.  rlfs_mount_is_rdonly: the current state.
  */
 int rlfs_mount_set_rdonly(struct rlfs_mount *mp, bool rdonly);
@@ -409,6 +412,12 @@ struct rlfs_mkfs_opts {
 	int log;                    /* write-ahead log (LOG feature): 0 =
 				     * default (on), 1 = on, negative = off
 				     * (an image as before issue 10) */
+	int rmapbt;                 /* reverse-mapping btree (RMAP feature):
+				     * 0 = default (off for now: the library
+				     * does not maintain the tree yet, and an
+				     * RMAP image mounts read-only only), 1 =
+				     * on, negative = off, > 1 = -EINVAL
+				     * (mkfs.xfs -m rmapbt=0|1) */
 	uint64_t log_bytes;         /* log size, 0 = rlfs_mkfs_default_log_bytes;
 				     * rounded down to blocks; -EINVAL below
 				     * RLFS_LOG_MIN_BLOCKS blocks or if it does
