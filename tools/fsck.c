@@ -41,6 +41,9 @@
  *      count (1 without a record).  Metadata blocks must still have exactly
  *      one owner.  CoW staging records are reported as leaked staging
  *      extents (no CoW fork exists on an unmounted image);
+ *      with the RMAP feature (fsck_rmap.c), per AG the rmap btree's records
+ *      must equal the ones every claim above implies (both sides merged
+ *      where XFS merges, then compared in key order);
  *   6. summary counters; then repair, or marking the error record.
  *
  * Locking: the FUSE daemon holds an exclusive flock on the image until it
@@ -142,6 +145,7 @@ const char *fsck_claim_kind_name(uint8_t kind)
 	case CL_CNTBT: return "cntbt block";
 	case CL_INOBT: return "inobt block";
 	case CL_REFCBT: return "refcountbt block";
+	case CL_RMAPBT: return "rmapbt block";
 	case CL_STAGING: return "CoW staging extent";
 	case CL_AGFL: return "AGFL entry";
 	case CL_FREE: return "free space";
@@ -183,7 +187,14 @@ void fsck_claim_desc(const struct claim *c, char *buf, size_t len)
 void fsck_add_claim(struct fsck *f, uint8_t kind, uint64_t owner, uint64_t aux,
 		      uint64_t start, uint64_t len)
 {
-	struct claim c = { .start = start, .owner = owner, .aux = aux, .kind = kind };
+	fsck_add_claim_flags(f, kind, 0, owner, aux, start, len);
+}
+
+void fsck_add_claim_flags(struct fsck *f, uint8_t kind, uint8_t flags, uint64_t owner,
+			  uint64_t aux, uint64_t start, uint64_t len)
+{
+	struct claim c = { .start = start, .owner = owner, .aux = aux, .kind = kind,
+			   .flags = flags };
 	uint64_t dblocks = f->mp->dblocks;
 	char d[128];
 
@@ -217,6 +228,13 @@ void fsck_add_claim(struct fsck *f, uint8_t kind, uint64_t owner, uint64_t aux,
 		c.start += n;
 		len -= n;
 	}
+}
+
+const char *fsck_nowrite_reason(const struct fsck *f)
+{
+	if (f->dry_run)
+		return "-n";
+	return f->rmap_nowrite ? "rmap feature: fsck does not write yet" : "read-only image";
 }
 
 struct ientry *fsck_find_inode(struct fsck *f, uint64_t ino)
@@ -432,6 +450,8 @@ static int check_all(struct fsck *f, uint64_t *icount, uint64_t *ifree, uint64_t
 		fsck_check_refcounts(f);
 	if (!f->oom)
 		fsck_check_claims(f);
+	if (!f->oom)
+		fsck_check_rmaps(f);
 	if (f->oom) {
 		fprintf(stderr, "%s: out of memory\n", f->prog);
 		return FSCK_EXIT_OPERR;
@@ -498,10 +518,8 @@ static int left_uncorrected(struct fsck *f, uint64_t left, const char *why)
 
 	printf("%s: %" PRIu64 " error%s left uncorrected (%s); " FSCK_NO_REBUILD "\n", f->image,
 	       left, left == 1 ? "" : "s", why, f->image);
-	if (f->dry_run)
-		nomark = "-n";
-	else if (f->readonly)
-		nomark = "read-only image";
+	if (f->dry_run || f->readonly)
+		nomark = fsck_nowrite_reason(f);
 	else if (!f->sb_block_ok)
 		nomark = "the superblock itself is damaged";
 	if (nomark) {
@@ -609,7 +627,7 @@ static int run(struct fsck *f)
 	if (f->dry_run || f->readonly) {
 		printf("%s: %" PRIu64 " error%s found that repair corrects (%s); %s: nothing "
 		       "written\n", f->image, f->ncounter, f->ncounter == 1 ? "" : "s", what,
-		       f->dry_run ? "-n" : "read-only image");
+		       fsck_nowrite_reason(f));
 		return FSCK_EXIT_UNCORRECTED;
 	}
 

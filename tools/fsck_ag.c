@@ -256,6 +256,22 @@ int fsck_check_primary_sb(struct fsck *f)
 			f->image, (uint64_t)(incompat & ~RLFS_FEAT_INCOMPAT_KNOWN));
 		return FSCK_EXIT_OPERR;
 	}
+	if ((incompat & RLFS_FEAT_INCOMPAT_RMAP) && !f->dry_run && !f->readonly) {
+		/* a repair that does not update the rmap btree would make it
+		 * wrong: check only, as -n (the image is reopened read-only) */
+		printf("%s: has the rmap feature: rmap btree maintenance is not implemented yet; "
+		       "checking only, nothing is written (as -n)\n", f->image);
+		f->readonly = true;
+		f->rmap_nowrite = true;
+		rlfs_dev_close(f->dev);
+		f->dev = NULL;
+		err = rlfs_dev_open(f->image, 0, 0, &f->dev);
+		if (err) {
+			fprintf(stderr, "%s: cannot open %s: %s\n", f->prog, f->image,
+				strerror(-err));
+			return FSCK_EXIT_OPERR;
+		}
+	}
 	if (rlfs_get64(sb->features_ro_compat) & ~RLFS_FEAT_RO_COMPAT_KNOWN)
 		ERR(f, "AG 0 agbno 0 (fsbno 0) (superblock): unknown ro-compat features 0x%" PRIx64,
 		    (uint64_t)(rlfs_get64(sb->features_ro_compat) & ~RLFS_FEAT_RO_COMPAT_KNOWN));
@@ -463,6 +479,7 @@ struct agwalk {
 	bool have_prev;
 	uint32_t prev_start, prev_len;
 	uint64_t last_chunk_fsbno;  /* inobt: chunk block dedupe */
+	struct rlfs_rmap_irec prev_rmap; /* rmapbt: previous record (have_prev) */
 	struct ag_info *ai;
 };
 
@@ -640,14 +657,77 @@ static int refc_rec_cb(struct rlfs_btree_cur *cur, const void *rec, void *priv)
 	return 0;
 }
 
+/* (startblock, owner, offset without the unwritten flag): the rmapbt key
+ * order (lib/rmap.c). */
+static int cmp_rmap_key(const struct rlfs_rmap_irec *a, const struct rlfs_rmap_irec *b)
+{
+	int c = fsck_cmp_u64(a->startblock, b->startblock);
+
+	if (!c)
+		c = fsck_cmp_u64(a->owner, b->owner);
+	if (!c)
+		c = fsck_cmp_u64(a->offset & ~RLFS_RMAP_OFF_UNWRITTEN,
+				 b->offset & ~RLFS_RMAP_OFF_UNWRITTEN);
+	return c;
+}
+
+/* One rmap btree record: well formed (the library's rule) and in key
+ * order across leaves.  Records are not kept: fsck_check_rmaps reads
+ * them again one AG at a time. */
+static int rmap_rec_cb(struct rlfs_btree_cur *cur, const void *rec, void *priv)
+{
+	struct agwalk *w = priv;
+	struct fsck *f = w->f;
+	struct rlfs_rmap_rec r;
+	struct rlfs_rmap_irec ir;
+
+	(void)cur;
+	memcpy(&r, rec, sizeof(r));
+	rlfs_rmap_rec_decode(&r, &ir);
+	uint64_t fsbno = rlfs_agb_to_fsb(f->mp, w->agno, RLFS_MIN(ir.startblock, w->length - 1));
+	if (++w->nrecs > w->limit * 64) {
+		ERR(f, "AG %u (rmapbt): more records than the AG can hold; stopped walking", w->agno);
+		return 1;
+	}
+	const char *why = rlfs_rmap_check_irec(&ir, w->length);
+	if (why) {
+		ERR(f, "%s (rmapbt): record [%u, +%u) owner %" PRIu64 " offset 0x%" PRIx64 ": %s",
+		    fsck_loc(f, fsbno).s, ir.startblock, ir.blockcount, ir.owner, ir.offset, why);
+		w->ai->rmap_ok = false;
+	}
+	if (w->have_prev && cmp_rmap_key(&w->prev_rmap, &ir) >= 0) {
+		ERR(f, "%s (rmapbt): record [%u, +%u) owner %" PRIu64 " is not after the previous "
+		    "one [%u, +%u) owner %" PRIu64 " in key order", fsck_loc(f, fsbno).s,
+		    ir.startblock, ir.blockcount, ir.owner, w->prev_rmap.startblock,
+		    w->prev_rmap.blockcount, w->prev_rmap.owner);
+		w->ai->rmap_ok = false;
+	}
+	w->have_prev = true;
+	w->prev_rmap = ir;
+	return 0;
+}
+
 /*
- * The refcount btree is walked with a lenient copy of its ops: block
- * header and structure checks only, no record verifier, so that one bad
- * record gets its own finding (refc_rec_cb judges every record: the same
- * rules as the library's verifier, plus order across leaves) instead of
- * hiding its whole leaf.  The library's strict verifier then re-checks a
- * tree the walk found clean.
+ * The refcount and rmap btrees are walked with a lenient copy of their
+ * ops: block header and structure checks only, no record verifier, so
+ * that one bad record gets its own finding (refc_rec_cb / rmap_rec_cb
+ * judge every record: the same rules as the library's verifier, plus
+ * order across leaves) instead of hiding its whole leaf.  The library's
+ * strict verifier then re-checks a tree the walk found clean
+ * (library_check).
  */
+static const struct rlfs_btree_ops *lenient_ops(struct rlfs_btree_ops *ops,
+						const struct rlfs_btree_ops *base,
+						const struct rlfs_buf_ops *buf_ops)
+{
+	if (!ops->name) {
+		*ops = *base;
+		ops->buf_ops = buf_ops;
+		ops->verify_rec = NULL;
+	}
+	return ops;
+}
+
 static int fsck_refcbt_verify(struct rlfs_mount *mp, struct rlfs_buf *bp)
 {
 	return rlfs_btree_verify_block(mp, bp, sizeof(struct rlfs_refcount_rec), 4, false);
@@ -662,12 +742,27 @@ static const struct rlfs_btree_ops *fsck_refcbt_ops(void)
 {
 	static struct rlfs_btree_ops ops;
 
-	if (!ops.name) {
-		ops = rlfs_refcountbt_ops;
-		ops.buf_ops = &fsck_refcbt_buf_ops;
-		ops.verify_rec = NULL;
-	}
-	return &ops;
+	return lenient_ops(&ops, &rlfs_refcountbt_ops, &fsck_refcbt_buf_ops);
+}
+
+static int fsck_rmapbt_verify(struct rlfs_mount *mp, struct rlfs_buf *bp)
+{
+	return rlfs_btree_verify_block(mp, bp, sizeof(struct rlfs_rmap_rec),
+				       sizeof(struct rlfs_rmap_key), true);
+}
+
+static const struct rlfs_buf_ops fsck_rmapbt_buf_ops = {
+	.name = "rmapbt", .magic = RLFS_RMAPBT_MAGIC, .has_hdr = true,
+	.verify = fsck_rmapbt_verify,
+};
+
+/* The rmapbt ops without record verification (fsck_rmap.c reads the
+ * records with them too). */
+const struct rlfs_btree_ops *fsck_rmapbt_ops(void)
+{
+	static struct rlfs_btree_ops ops;
+
+	return lenient_ops(&ops, &rlfs_rmapbt_ops, &fsck_rmapbt_buf_ops);
 }
 
 /* Block walk that also hands every leaf record to a record callback
@@ -719,6 +814,21 @@ int fsck_check_and_walk(struct fsck *f, struct rlfs_trans *tp, const struct rlfs
 	else if (err < 0)
 		ERR(f, "%s (%s): cannot walk the whole tree: %s", where, ops->name, fsck_errstr(err));
 	return err;
+}
+
+/* After a clean lenient walk: the library's own verifiers must agree. */
+static void library_check(struct fsck *f, struct rlfs_trans *tp,
+			  const struct rlfs_btree_ops *ops, uint32_t agno, struct rlfs_buf *agbp,
+			  uint32_t root)
+{
+	struct rlfs_btree_cur cur;
+
+	rlfs_btree_cur_init(&cur, tp, ops, agno, NULL, agbp);
+	int err = rlfs_btree_check(&cur);
+	rlfs_btree_cur_del(&cur);
+	if (err)
+		ERR(f, "%s (%s): library verifier rejects the tree: %s",
+		    fsck_loc(f, rlfs_agb_to_fsb(f->mp, agno, root)).s, ops->name, fsck_errstr(err));
 }
 
 /* Structure check, block walk and record walk of one AG tree.  Returns true
@@ -888,7 +998,7 @@ void fsck_check_ag(struct fsck *f, uint32_t agno)
 	struct ag_info *ai = &f->ags[agno];
 	uint64_t hfsb = rlfs_agb_to_fsb(mp, agno, RLFS_AGH_AGBNO);
 	uint32_t length = rlfs_ag_blocks(mp, agno);
-	struct agwalk bno = { 0 }, cnt = { 0 }, ino = { 0 }, refc = { 0 };
+	struct agwalk bno = { 0 }, cnt = { 0 }, ino = { 0 }, refc = { 0 }, rmap = { 0 };
 	struct rlfs_buf fake = { 0 };
 	struct rlfs_trans *tp;
 	bool ok = true, roots_ok = true;
@@ -966,10 +1076,24 @@ void fsck_check_ag(struct fsck *f, uint32_t agno)
 		if (!refc_roots_ok)
 			roots_ok = false;
 	}
-	if (!(mp->features_incompat & RLFS_FEAT_INCOMPAT_RMAP) &&
-	    (rlfs_get32(ai->agh.rmap_root) || rlfs_get16(ai->agh.rmap_level)))
+	bool has_rmap = mp->features_incompat & RLFS_FEAT_INCOMPAT_RMAP;
+	bool rmap_roots_ok = has_rmap;
+	uint32_t mr = rlfs_get32(ai->agh.rmap_root);
+	uint16_t ml = rlfs_get16(ai->agh.rmap_level);
+	if (!has_rmap && (mr || ml))
 		ERR(f, "%s (AG header): rmap btree root set without the rmap feature",
 		    fsck_loc(f, hfsb).s);
+	if (has_rmap && (mr < 3 || mr >= length)) {
+		ERR(f, "%s (AG header): rmapbt root agbno %u outside the AG", fsck_loc(f, hfsb).s,
+		    mr);
+		rmap_roots_ok = false;
+	}
+	if (has_rmap && (ml < 1 || ml > RLFS_BTREE_MAXLEVELS)) {
+		ERR(f, "%s (AG header): rmapbt level %u out of range", fsck_loc(f, hfsb).s, ml);
+		rmap_roots_ok = false;
+	}
+	if (has_rmap && !rmap_roots_ok)
+		roots_ok = false;
 	check_agfl(f, tp, agno, ai);
 
 	if (roots_ok) {
@@ -995,20 +1119,24 @@ void fsck_check_ag(struct fsck *f, uint32_t agno)
 
 			ai->refc_ok = walk_ag_tree(f, tp, fsck_refcbt_ops(), &refc, refc_rec_cb,
 						   rlfs_get32(ai->agh.refc_root), &fake);
-			if (ai->refc_ok && f->nerrors == nerr0) {
-				/* the library's own verifiers must agree */
-				struct rlfs_btree_cur cur;
-
-				rlfs_refcount_cur_init(&cur, tp, agno, &fake);
-				err = rlfs_btree_check(&cur);
-				rlfs_btree_cur_del(&cur);
-				if (err)
-					ERR(f, "%s (refcountbt): library verifier rejects the tree: %s",
-					    fsck_loc(f, rlfs_agb_to_fsb(mp, agno,
-							     rlfs_get32(ai->agh.refc_root))).s,
-					    fsck_errstr(err));
-			}
+			if (ai->refc_ok && f->nerrors == nerr0)
+				library_check(f, tp, &rlfs_refcountbt_ops, agno, &fake,
+					      rlfs_get32(ai->agh.refc_root));
 			ok &= ai->refc_ok;
+		}
+		if (rmap_roots_ok) {
+			/* blocks claimed as CL_RMAPBT (rmap owner OWN_AG) */
+			rmap = (struct agwalk){ .f = f, .agno = agno, .length = length,
+						.kind = CL_RMAPBT, .limit = length, .ai = ai };
+			uint64_t nerr0 = f->nerrors;
+
+			ai->rmap_ok = true;
+			ai->rmap_ok &= walk_ag_tree(f, tp, fsck_rmapbt_ops(), &rmap, rmap_rec_cb, mr,
+						    &fake);
+			ai->rmap_ok &= f->nerrors == nerr0;
+			if (ai->rmap_ok)
+				library_check(f, tp, &rlfs_rmapbt_ops, agno, &fake, mr);
+			/* not in ok: the rmap btree does not feed the counters */
 		}
 		/* comparing with a tree that could not be read only makes noise */
 		if (bno_ok && cnt_ok)

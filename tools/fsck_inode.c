@@ -105,7 +105,8 @@ static void check_extent(struct iwalk *w, const struct rlfs_bmbt_rec *r, uint8_t
 		}
 	w->owned += len;
 	/* symlink target blocks are metadata: one owner, never shared */
-	fsck_add_claim(f, kind == CL_DATA && w->collect ? CL_SYMLINK : kind, ino, off, fsb, len);
+	fsck_add_claim_flags(f, kind == CL_DATA && w->collect ? CL_SYMLINK : kind,
+			     (state & RLFS_EXT_UNWRITTEN) ? CLF_UNWRITTEN : 0, ino, off, fsb, len);
 	if (w->collect && w->ncollected < 8)
 		w->collected[w->ncollected++] = (struct rlfs_irec){ .startoff = off,
 			.startblock = fsb, .blockcount = len, .state = state };

@@ -7,6 +7,7 @@
  *   fsck_ag.c      phases 1-2: superblocks, allocation groups
  *   fsck_inode.c   phase 3: inodes and everything they own
  *   fsck_xref.c    phases 4-5: directory graph, block ownership, refcounts
+ *   fsck_rmap.c    phase 5, RMAP feature: rmap btree against everything else
  *   fsck_repair.c  phase 6: summary counters and the repairs
  */
 #ifndef RLFS_FSCK_INT_H
@@ -37,6 +38,7 @@
 #include "dir.h"
 #include "xattr.h"
 #include "refcount.h"
+#include "rmap.h"
 #include "log.h"
 #include "iunlink.h"
 
@@ -61,7 +63,7 @@ int rlfs_fsck_main(int argc, char **argv);
 
 /* What claims a run of blocks. */
 enum claim_kind {
-	CL_SB, CL_AGH, CL_AGFLBLK, CL_BNOBT, CL_CNTBT, CL_INOBT, CL_REFCBT, CL_STAGING,
+	CL_SB, CL_AGH, CL_AGFLBLK, CL_BNOBT, CL_CNTBT, CL_INOBT, CL_REFCBT, CL_RMAPBT, CL_STAGING,
 	CL_AGFL, CL_FREE, CL_ICHUNK, CL_LOG, CL_DATA, CL_BMBT, CL_DIRBT, CL_ATTRBT, CL_ATTRV, CL_SYMLINK,
 };
 
@@ -71,7 +73,9 @@ struct claim {
 	uint64_t aux;               /* CL_DATA: file block; CL_ICHUNK: startino */
 	uint32_t len;               /* blocks */
 	uint8_t kind;
+	uint8_t flags;              /* CLF_* */
 };
+#define CLF_UNWRITTEN 1u            /* CL_DATA: an unwritten extent */
 
 /* A refcount btree record (REFLINK feature). */
 struct refc {
@@ -116,6 +120,7 @@ struct ag_info {
 	bool hdr_ok;                /* header verified: counters comparable */
 	bool trees_ok;              /* bnobt/cntbt/inobt(/refcountbt) walked without error */
 	bool refc_ok;               /* refcount btree fully walked (REFLINK) */
+	bool rmap_ok;               /* rmap btree walked, records sane (RMAP) */
 	struct rlfs_agh agh;        /* copy of the on-disk header */
 	uint64_t freeblks;          /* computed from bnobt */
 	uint32_t longest;           /* computed from cntbt */
@@ -144,7 +149,9 @@ struct fsck {
 	bool log_zeroed;            /* -L did (the fs changed: exit 1 if clean) */
 	bool log_pending;           /* -n met a log that needs replay: stopped */
 	bool quiet;                 /* the re-check after a repair: count only */
-	bool readonly;              /* image could only be opened read-only */
+	bool readonly;              /* image could only be opened read-only, or
+				     * has the RMAP feature (nothing written) */
+	bool rmap_nowrite;          /* readonly because of the RMAP feature */
 	int lock_fd;
 	bool own_lock_fd;           /* close lock_fd at the end (not in a re-check) */
 	struct rlfs_dev *dev;
@@ -230,6 +237,9 @@ struct visit_ctx {
  *                          n; NULL and f->oom set when out of memory
  *   fsck_add_claim         [start, start+len) blocks claimed by kind/owner;
  *                          runs leaving the filesystem are clipped and reported
+ *                          (_flags: with CLF_* flags)
+ *   fsck_nowrite_reason    why nothing is written: "-n", "read-only image" or
+ *                          the RMAP feature
  *   fsck_find_inode/chunk  binary search of the sorted tables; NULL if absent
  *   fsck_check_*           phases 1-6 (model: xfs_repair phases)
  *   fsck_fix_*, fsck_write_primary_sb, fsck_free_orphans
@@ -249,6 +259,9 @@ const char *fsck_claim_kind_name(uint8_t kind);
 void fsck_claim_desc(const struct claim *c, char *buf, size_t len);
 void fsck_add_claim(struct fsck *f, uint8_t kind, uint64_t owner, uint64_t aux,
 		      uint64_t start, uint64_t len);
+void fsck_add_claim_flags(struct fsck *f, uint8_t kind, uint8_t flags, uint64_t owner,
+			  uint64_t aux, uint64_t start, uint64_t len);
+const char *fsck_nowrite_reason(const struct fsck *f);
 struct ientry *fsck_find_inode(struct fsck *f, uint64_t ino);
 struct chunk *fsck_find_chunk(struct fsck *f, uint64_t ino);
 void fsck_xsort(void *base, size_t n, size_t sz, int (*cmp)(const void *, const void *));
@@ -264,6 +277,10 @@ int fsck_check_and_walk(struct fsck *f, struct rlfs_trans *tp, const struct rlfs
 			  uint32_t agno, struct rlfs_inode *ip, void *agbp, struct visit_ctx *v,
 			  const char *where);
 void fsck_check_ag(struct fsck *f, uint32_t agno);
+const struct rlfs_btree_ops *fsck_rmapbt_ops(void);
+
+/* fsck_rmap.c */
+void fsck_check_rmaps(struct fsck *f);
 
 /* fsck_inode.c */
 void fsck_check_inodes(struct fsck *f);
