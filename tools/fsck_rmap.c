@@ -205,9 +205,10 @@ static void report(struct fsck *f, uint32_t agno, const struct rlfs_rmap_irec *r
 	char d[160];
 
 	owner_desc(r, d, sizeof(d));
-	ERR(f, "%s (rmapbt): agbno %u-%u (%u blocks) %s: %s",
+	ERR(f, "%s (rmapbt): agbno %u-%u (%u block%s) %s: %s",
 	    fsck_loc(f, rlfs_agb_to_fsb(f->mp, agno, r->startblock)).s, r->startblock,
-	    r->startblock + r->blockcount - 1, r->blockcount, d, what);
+	    r->startblock + r->blockcount - 1, r->blockcount, r->blockcount == 1 ? "" : "s", d,
+	    what);
 }
 
 /* Expected records of AG agno from the claims in [*pos, n) that start in

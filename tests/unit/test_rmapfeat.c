@@ -228,7 +228,8 @@ static void test_damage(void **state)
 	rlfs_put16(b->numrecs, (uint16_t)(n - 1));
 	write_leaf(path, fsbno, blk, bs);
 	assert_int_equal(fsck_out(path, true, out, sizeof(out)), 4);
-	if (!has_line(out, "AG 1 agbno 5 ", "agbno 5-5", "OWN_INOBT", "missing from rmapbt", NULL))
+	if (!has_line(out, "AG 1 agbno 5 ", "agbno 5-5 (1 block)", "OWN_INOBT", "missing from rmapbt",
+		      NULL))
 		fail_msg("deleted record not reported:\n%s", out);
 	assert_false(has_line(out, "no owner", NULL));
 
