@@ -657,20 +657,6 @@ static int refc_rec_cb(struct rlfs_btree_cur *cur, const void *rec, void *priv)
 	return 0;
 }
 
-/* (startblock, owner, offset without the unwritten flag): the rmapbt key
- * order (lib/rmap.c). */
-static int cmp_rmap_key(const struct rlfs_rmap_irec *a, const struct rlfs_rmap_irec *b)
-{
-	int c = fsck_cmp_u64(a->startblock, b->startblock);
-
-	if (!c)
-		c = fsck_cmp_u64(a->owner, b->owner);
-	if (!c)
-		c = fsck_cmp_u64(a->offset & ~RLFS_RMAP_OFF_UNWRITTEN,
-				 b->offset & ~RLFS_RMAP_OFF_UNWRITTEN);
-	return c;
-}
-
 /* One rmap btree record: well formed (the library's rule) and in key
  * order across leaves.  Records are not kept: fsck_check_rmaps reads
  * them again one AG at a time. */
@@ -695,7 +681,7 @@ static int rmap_rec_cb(struct rlfs_btree_cur *cur, const void *rec, void *priv)
 		    fsck_loc(f, fsbno).s, ir.startblock, ir.blockcount, ir.owner, ir.offset, why);
 		w->ai->rmap_ok = false;
 	}
-	if (w->have_prev && cmp_rmap_key(&w->prev_rmap, &ir) >= 0) {
+	if (w->have_prev && fsck_cmp_rmap_key(&w->prev_rmap, &ir) >= 0) {
 		ERR(f, "%s (rmapbt): record [%u, +%u) owner %" PRIu64 " is not after the previous "
 		    "one [%u, +%u) owner %" PRIu64 " in key order", fsck_loc(f, fsbno).s,
 		    ir.startblock, ir.blockcount, ir.owner, w->prev_rmap.startblock,

@@ -44,27 +44,6 @@ static void flip_byte(const char *path, uint64_t off)
 	close(fd);
 }
 
-/* rlfs_mount_open with stderr captured into out (NUL-terminated). */
-static int mount_capture(const char *path, unsigned flags, struct rlfs_mount **mpp, char *out,
-			 size_t len)
-{
-	char tmpl[] = "/tmp/rlfs-unit-err-XXXXXX";
-	int fd = mkstemp(tmpl);
-	assert_true(fd >= 0);
-	unlink(tmpl);
-	fflush(stderr);
-	int saved = dup(STDERR_FILENO);
-	dup2(fd, STDERR_FILENO);
-	int err = rlfs_mount_open(path, flags, mpp);
-	fflush(stderr);
-	dup2(saved, STDERR_FILENO);
-	close(saved);
-	ssize_t n = pread(fd, out, len - 1, 0);
-	out[n > 0 ? n : 0] = '\0';
-	close(fd);
-	return err;
-}
-
 static uint64_t mkfile(struct tu_fs *fs, const char *name)
 {
 	struct stat st;
@@ -114,7 +93,7 @@ static void test_runtime_corruption_recorded(void **state)
 	assert_int_equal(rlfs_get32(sb.errors), 0);
 
 	flip_byte(fs.path, root * 4096 + 2000);
-	assert_int_equal(mount_capture(fs.path, RLFS_MOUNT_NOLOCK, &fs.mp, out, sizeof(out)), 0);
+	assert_int_equal(tu_mount_capture(fs.path, RLFS_MOUNT_NOLOCK, &fs.mp, out, sizeof(out)), 0);
 	assert_null(strstr(out, "has errors"));     /* nothing recorded yet */
 	assert_int_equal(fs.mp->err.flags, 0);
 	assert_int_equal(rlfs_read(fs.mp, frag, buf, sizeof(buf), 0), -EUCLEAN);
@@ -142,7 +121,7 @@ static void test_runtime_corruption_recorded(void **state)
 	assert_int_equal(rlfs_get32(sb.state), RLFS_STATE_CLEAN);
 
 	/* the next mount warns, one line, and works (read-write) */
-	assert_int_equal(mount_capture(fs.path, RLFS_MOUNT_NOLOCK, &fs.mp, out, sizeof(out)), 0);
+	assert_int_equal(tu_mount_capture(fs.path, RLFS_MOUNT_NOLOCK, &fs.mp, out, sizeof(out)), 0);
 	char want[128];
 	snprintf(want, sizeof(want), "bmbt at fsbno %llu", (unsigned long long)root);
 	assert_non_null(strstr(out, "has errors"));
@@ -231,7 +210,7 @@ static void test_failed_unmount_flush_recorded(void **state)
 			assert_int_equal(rlfs_get32(sb.error_count), 1);
 		}
 		/* the image still mounts (the superblock verifies) and says why */
-		assert_int_equal(mount_capture(fs.path, RLFS_MOUNT_NOLOCK | RLFS_MOUNT_RDONLY,
+		assert_int_equal(tu_mount_capture(fs.path, RLFS_MOUNT_NOLOCK | RLFS_MOUNT_RDONLY,
 					       &fs.mp, out, sizeof(out)), 0);
 		assert_non_null(strstr(out, "metadata could not be written at unmount"));
 		assert_int_equal(rlfs_mount_close(fs.mp), 0);
@@ -251,7 +230,7 @@ static void test_rdonly_not_recorded(void **state)
 	tu_mkfs_mount(&fs, 64 * MiB, 0, 0);
 	assert_int_equal(rlfs_mount_close(fs.mp), 0);
 	read_sb(fs.path, &before);
-	assert_int_equal(mount_capture(fs.path, RLFS_MOUNT_NOLOCK | RLFS_MOUNT_RDONLY, &fs.mp, out,
+	assert_int_equal(tu_mount_capture(fs.path, RLFS_MOUNT_NOLOCK | RLFS_MOUNT_RDONLY, &fs.mp, out,
 				       sizeof(out)), 0);
 	rlfs_corrupt(fs.mp, 5, "test", "injected report");
 	assert_true(fs.mp->err.flags & RLFS_SB_ERR_CORRUPT);
@@ -289,7 +268,7 @@ static void test_fsck_clears_stale_record(void **state)
 	assert_int_equal(rlfs_get32(sb.error_count), 0);
 	assert_int_equal(rlfs_get64(sb.first_error_time), 0);
 	assert_int_equal(tu_fsck(fs.path, 0), 0);
-	assert_int_equal(mount_capture(fs.path, RLFS_MOUNT_NOLOCK, &fs.mp, out, sizeof(out)), 0);
+	assert_int_equal(tu_mount_capture(fs.path, RLFS_MOUNT_NOLOCK, &fs.mp, out, sizeof(out)), 0);
 	assert_null(strstr(out, "has errors"));
 	tu_unmount(&fs);
 }

@@ -291,27 +291,6 @@ static void test_damage(void **state)
 	unlink(path);
 }
 
-/* rlfs_mount_open with stderr captured into out. */
-static int mount_capture(const char *path, unsigned flags, struct rlfs_mount **mpp, char *out,
-			 size_t len)
-{
-	char tmpl[] = "/tmp/rlfs-unit-err-XXXXXX";
-	int fd = mkstemp(tmpl);
-	assert_true(fd >= 0);
-	unlink(tmpl);
-	fflush(stderr);
-	int saved = dup(STDERR_FILENO);
-	dup2(fd, STDERR_FILENO);
-	int err = rlfs_mount_open(path, flags, mpp);
-	fflush(stderr);
-	dup2(saved, STDERR_FILENO);
-	close(saved);
-	ssize_t n = pread(fd, out, len - 1, 0);
-	out[n > 0 ? n : 0] = '\0';
-	close(fd);
-	return err;
-}
-
 /* (c) read-write mount and remount refused, read-only mount works */
 static void test_mount(void **state)
 {
@@ -320,7 +299,7 @@ static void test_mount(void **state)
 	struct rlfs_mount *mp = NULL;
 	image_path(path, sizeof(path), "mnt");
 	make(path, 32 * MiB, 0, 0, 0, 0);
-	assert_int_equal(mount_capture(path, 0, &mp, out, sizeof(out)), -EROFS);
+	assert_int_equal(tu_mount_capture(path, 0, &mp, out, sizeof(out)), -EROFS);
 	assert_non_null(strstr(out, "rmap btree maintenance is not implemented yet; mount "
 				    "read-only or make the filesystem with -m rmapbt=0"));
 	assert_int_equal(rlfs_mount_open(path, RLFS_MOUNT_RDONLY, &mp), 0);

@@ -78,6 +78,26 @@ const char *tu_fsck_bin(void)
 	return self;
 }
 
+int tu_mount_capture(const char *path, unsigned flags, struct rlfs_mount **mpp, char *out,
+		     size_t len)
+{
+	char tmpl[] = "/tmp/rlfs-unit-err-XXXXXX";
+	int fd = mkstemp(tmpl);
+	assert_true(fd >= 0);
+	unlink(tmpl);
+	fflush(stderr);
+	int saved = dup(STDERR_FILENO);
+	dup2(fd, STDERR_FILENO);
+	int err = rlfs_mount_open(path, flags, mpp);
+	fflush(stderr);
+	dup2(saved, STDERR_FILENO);
+	close(saved);
+	ssize_t n = pread(fd, out, len - 1, 0);
+	out[n > 0 ? n : 0] = '\0';
+	close(fd);
+	return err;
+}
+
 int tu_fsck(const char *image, int expect)
 {
 	char cmd[2 * PATH_MAX + 64];

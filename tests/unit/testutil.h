@@ -21,6 +21,10 @@ extern int tu_mkfs_log;
 /* Format size_bytes with blocksize/agcount (0 = defaults) and mount it. */
 void tu_mkfs_mount(struct tu_fs *fs, uint64_t size_bytes, uint32_t blocksize,
 		   uint32_t agcount);
+/* rlfs_mount_open with its stderr captured into out (len bytes,
+ * NUL-terminated); returns what rlfs_mount_open returned. */
+int tu_mount_capture(const char *path, unsigned flags, struct rlfs_mount **mpp, char *out,
+		     size_t len);
 /* Unmount and remount the same image (tests persistence). */
 void tu_remount(struct tu_fs *fs);
 void tu_unmount(struct tu_fs *fs);
