@@ -203,20 +203,19 @@ static int compute_geometry(const struct rlfs_mkfs_opts *o, uint64_t size_bytes,
 	return 0;
 }
 
-/* Append [start, start+len) of owner to the sorted list r[0..*n), merged
- * with the previous record when it is the same special owner and touches
- * it. */
+/* Append [start, start+len) of special owner to the sorted list
+ * r[0..*n), merged with the previous record when rlfs_rmap_is_mergeable
+ * (same owner, touching). */
 static void rmap_add(struct rlfs_rmap_irec *r, unsigned *n, uint32_t start, uint32_t len,
 		     uint64_t owner)
 {
+	struct rlfs_rmap_irec ir = { .startblock = start, .blockcount = len, .owner = owner };
 	if (!len)
 		return;
-	if (*n && r[*n - 1].owner == owner && r[*n - 1].startblock + r[*n - 1].blockcount == start) {
+	if (*n && rlfs_rmap_is_mergeable(&r[*n - 1], &ir))
 		r[*n - 1].blockcount += len;
-		return;
-	}
-	r[(*n)++] = (struct rlfs_rmap_irec){ .startblock = start, .blockcount = len,
-					     .owner = owner, .offset = 0 };
+	else
+		r[(*n)++] = ir;
 }
 
 /* The rmap records of a fresh AG before any inode chunk (layout above);

@@ -150,24 +150,15 @@ static int cmp_rmap_full(const void *pa, const void *pb)
 	return c;
 }
 
-static bool mergeable(const struct rlfs_rmap_irec *a, const struct rlfs_rmap_irec *b)
-{
-	if (a->owner != b->owner ||
-	    (a->offset & RLFS_RMAP_OFF_FLAGS) != (b->offset & RLFS_RMAP_OFF_FLAGS) ||
-	    (uint64_t)a->startblock + a->blockcount != b->startblock)
-		return false;
-	return no_file_offset(a) ||
-	       RLFS_RMAP_OFF(a->offset) + a->blockcount == RLFS_RMAP_OFF(b->offset);
-}
-
-/* Merge what XFS would have merged, then sort by key. */
+/* Merge what XFS would have merged (the library's rule, which keeps the
+ * tree canonical), then sort by key. */
 static void normalize(struct rmaps *a)
 {
 	size_t out = 0;
 
 	fsck_xsort(a->r, a->n, sizeof(*a->r), cmp_owner_run);
 	for (size_t i = 0; i < a->n; i++) {
-		if (out && mergeable(&a->r[out - 1], &a->r[i]))
+		if (out && rlfs_rmap_is_mergeable(&a->r[out - 1], &a->r[i]))
 			a->r[out - 1].blockcount += a->r[i].blockcount;
 		else
 			a->r[out++] = a->r[i];

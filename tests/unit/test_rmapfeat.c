@@ -3,7 +3,8 @@
  * step 1b): mkfs -m rmapbt=1 on several geometries writes an rmap btree
  * that fsck -n finds clean (its cross-check against everything else) and
  * that, read through the library, tiles every AG exactly with the free
- * space (an independent check of mkfs's records); records deleted,
+ * space and holds no two mergeable records (an independent check of
+ * mkfs's records); records deleted,
  * given another owner, added or shortened in the image are reported by
  * fsck naming the AG, the blocks and the owner; a read-write mount (and
  * remount) of an RMAP image is refused with -EROFS and a message, a
@@ -83,6 +84,8 @@ struct tile {
 	uint32_t next;      /* agbno after the last record so far */
 	uint64_t covered;
 	bool overlap;
+	unsigned n;
+	struct rlfs_rmap_irec recs[32];
 };
 
 static int tile_fn(struct rlfs_btree_cur *cur, const struct rlfs_rmap_irec *r, void *priv)
@@ -93,6 +96,8 @@ static int tile_fn(struct rlfs_btree_cur *cur, const struct rlfs_rmap_irec *r, v
 		t->overlap = true;
 	t->next = r->startblock + r->blockcount;
 	t->covered += r->blockcount;
+	assert_true(t->n < 32);
+	t->recs[t->n++] = *r;
 	return 0;
 }
 
@@ -123,6 +128,10 @@ static void check_tiling(const char *path)
 		rlfs_btree_cur_del(&cur);
 		assert_false(t.overlap);
 		assert_int_equal(t.covered + rlfs_get32(agh->freeblks), rlfs_get32(agh->length));
+		/* canonical: mkfs merged whatever could be merged */
+		for (unsigned i = 0; i < t.n; i++)
+			for (unsigned j = 0; j < t.n; j++)
+				assert_false(rlfs_rmap_is_mergeable(&t.recs[i], &t.recs[j]));
 		/* the headers' record and, in AG 0, the root directory's chunk */
 		struct rlfs_rmap_irec hl = { 0 }, hh = { .startblock = 0, .owner = UINT64_MAX };
 		struct tile h = { 0 };
