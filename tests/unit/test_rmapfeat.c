@@ -300,6 +300,125 @@ static void test_damage(void **state)
 	unlink(path);
 }
 
+/*
+ * Switch the RMAP feature off (on = false: the feature bit cleared in
+ * every superblock copy, every AG's rmap root and level saved in roots[]
+ * and zeroed) or back on (restored), raw, with fresh checksums.  With it
+ * off the library mounts the image read-write and leaves the rmap root
+ * blocks alone (they are neither free nor on an AGFL).
+ */
+static void set_rmap_raw(const char *path, bool on, uint32_t *roots)
+{
+	struct rlfs_sb sb;
+	int fd = open(path, O_RDWR);
+	assert_true(fd >= 0);
+	assert_int_equal(pread(fd, &sb, sizeof(sb), 0), (ssize_t)sizeof(sb));
+	uint32_t bs = rlfs_get32(sb.blocksize), agb = rlfs_get32(sb.agblocks);
+	uint8_t *blk = malloc(bs);
+	assert_non_null(blk);
+	for (uint32_t agno = 0; agno < rlfs_get32(sb.agcount); agno++) {
+		off_t sbo = (off_t)agno * agb * bs, aho = sbo + (off_t)RLFS_AGH_AGBNO * bs;
+		assert_int_equal(pread(fd, blk, bs, sbo), (ssize_t)bs);
+		struct rlfs_sb *s = (void *)blk;
+		uint64_t f = rlfs_get64(s->features_incompat);
+		rlfs_put64(s->features_incompat,
+			   on ? f | RLFS_FEAT_INCOMPAT_RMAP : f & ~RLFS_FEAT_INCOMPAT_RMAP);
+		rlfs_cksum_update(blk, bs, RLFS_CRC_OFF);
+		assert_int_equal(pwrite(fd, blk, bs, sbo), (ssize_t)bs);
+		assert_int_equal(pread(fd, blk, bs, aho), (ssize_t)bs);
+		struct rlfs_agh *agh = (void *)blk;
+		if (!on)
+			roots[agno] = rlfs_get32(agh->rmap_root);
+		rlfs_put32(agh->rmap_root, on ? roots[agno] : 0);
+		rlfs_put16(agh->rmap_level, on ? 1 : 0);
+		rlfs_cksum_update(blk, bs, RLFS_CRC_OFF);
+		assert_int_equal(pwrite(fd, blk, bs, aho), (ssize_t)bs);
+	}
+	free(blk);
+	close(fd);
+}
+
+/*
+ * (b) inode-owned records: files made while the feature was switched off
+ * (so the tree knows nothing of them) must each be reported missing with
+ * the owner, fork, flags and file offset fsck derives from their maps:
+ * an unwritten extent, a written one at file block 10, bmbt blocks,
+ * directory tree blocks, xattr tree and remote value blocks, a remote
+ * symlink target.
+ */
+static void test_inode_owned(void **state)
+{
+	(void)state;
+	char path[96], name[64];
+	uint32_t roots[4];
+	struct rlfs_mount *mp;
+	struct stat st;
+	image_path(path, sizeof(path), "ino");
+	make(path, 64 * MiB, 0, 4, 0, 0);
+	set_rmap_raw(path, false, roots);
+	assert_int_equal(rlfs_mount_open(path, RLFS_MOUNT_NOLOCK, &mp), 0);
+	uint64_t root = rlfs_root_ino(mp);
+	assert_int_equal(rlfs_mknod(mp, root, "u", S_IFREG | 0644, 0, 0, 0, &st), 0);
+	uint64_t u = st.st_ino;
+	assert_int_equal(rlfs_fallocate(mp, u, 0, 0, 4 * 4096), 0);
+	assert_int_equal(rlfs_mknod(mp, root, "w", S_IFREG | 0644, 0, 0, 0, &st), 0);
+	uint64_t w = st.st_ino;
+	char blk[4096];
+	memset(blk, 'w', sizeof(blk));
+	assert_int_equal(rlfs_write(mp, w, blk, sizeof(blk), 10 * 4096), (ssize_t)sizeof(blk));
+	for (int i = 0; i < 8; i++) {
+		snprintf(name, sizeof(name), "user.big%d", i);
+		assert_int_equal(rlfs_setxattr(mp, w, name, blk, 3000, 0), 0);
+	}
+	assert_int_equal(rlfs_mknod(mp, root, "frag", S_IFREG | 0644, 0, 0, 0, &st), 0);
+	uint64_t frag = st.st_ino;
+	for (int i = 0; i < 600; i += 2)
+		assert_int_equal(rlfs_write(mp, frag, blk, sizeof(blk), (off_t)i * 4096),
+				 (ssize_t)sizeof(blk));
+	assert_int_equal(rlfs_mkdir(mp, root, "d", 0755, 0, 0, &st), 0);
+	uint64_t d = st.st_ino;
+	for (int i = 0; i < 100; i++) {
+		snprintf(name, sizeof(name), "entry-with-a-long-name-%04d", i);
+		assert_int_equal(rlfs_mknod(mp, d, name, S_IFREG | 0644, 0, 0, 0, &st), 0);
+	}
+	char target[300];
+	memset(target, 'x', sizeof(target) - 1);
+	target[sizeof(target) - 1] = '\0';
+	assert_int_equal(rlfs_symlink(mp, root, "s", target, 0, 0, &st), 0);
+	uint64_t sl = st.st_ino;
+	assert_int_equal(rlfs_mount_close(mp), 0);
+	set_rmap_raw(path, true, roots);
+
+	size_t len = 1 << 20;
+	char *out = malloc(len);
+	assert_non_null(out);
+	assert_int_equal(fsck_out(path, true, out, len), 4);
+	char want[128];
+#define WANT(...)                                                                          \
+	do {                                                                               \
+		snprintf(want, sizeof(want), __VA_ARGS__);                                 \
+		if (!has_line(out, want, "missing from rmapbt", NULL))                     \
+			fail_msg("no \"%s ... missing from rmapbt\" in:\n%.4000s", want, out); \
+	} while (0)
+	WANT("(4 blocks) owner inode %llu data unwritten at file block 0", (unsigned long long)u);
+	WANT("(1 block) owner inode %llu data at file block 10:", (unsigned long long)w);
+	WANT("owner inode %llu attr fork tree block:", (unsigned long long)w);
+	WANT("owner inode %llu data at file block 0:", (unsigned long long)frag);
+	WANT("owner inode %llu data at file block 598:", (unsigned long long)frag);
+	WANT("owner inode %llu tree block:", (unsigned long long)frag);
+	WANT("owner inode %llu tree block:", (unsigned long long)d);
+	WANT("owner inode %llu data at file block 0:", (unsigned long long)sl);
+#undef WANT
+	/* the remote xattr values: several attr-fork blocks of w */
+	size_t nattr = 0;
+	snprintf(want, sizeof(want), "owner inode %llu attr fork tree block:", (unsigned long long)w);
+	for (const char *p = strstr(out, want); p; p = strstr(p + 1, want))
+		nattr++;
+	assert_true(nattr >= 2);
+	free(out);
+	unlink(path);
+}
+
 /* (c) read-write mount and remount refused, read-only mount works */
 static void test_mount(void **state)
 {
@@ -341,6 +460,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_geometries),
 		cmocka_unit_test(test_damage),
+		cmocka_unit_test(test_inode_owned),
 		cmocka_unit_test(test_mount),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
