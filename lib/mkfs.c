@@ -20,8 +20,8 @@
  * aligned run after the AGFL pre-fill).  The REFLINK feature
  * (RLFS_FEAT_INCOMPAT_REFLINK) is on unless opts->reflink < 0; without it
  * refc_root/refc_level are 0.  The RMAP feature is off unless
- * opts->rmapbt > 0 (off by default until the library keeps the tree up to
- * date; an RMAP image mounts read-only); without it rmap_root/rmap_level
+ * opts->rmapbt > 0 (off by default until the tree's upkeep is enabled; an
+ * RMAP image mounts read-only); without it rmap_root/rmap_level
  * are 0.  With it each AG's rmap leaf holds the records of everything
  * above (merged where adjacent blocks have the same special owner):
  *   [0, 2) OWN_FS; [2, 5) OWN_AG (AGFL block, bnobt, cntbt); 5 OWN_INOBT;

@@ -32,9 +32,9 @@
 #include "trans.h"
 
 /*
- * RMAP feature: nothing keeps the rmap btree in step with allocations and
- * block maps yet (issue 11's hooks step), so a write would leave it wrong:
- * read-only mounts only.  Says why on stderr; -EROFS.
+ * RMAP feature: read-only mounts only until the rmap btree's upkeep on
+ * every allocation and block map change (issue 11's hooks) is enabled; a
+ * write it misses would leave the tree wrong.  Says why on stderr; -EROFS.
  */
 static int rmap_refuse_rw(const char *image)
 {

@@ -388,7 +388,7 @@ static void usage(FILE *out)
 		"       changes the log held are lost.  Not with -n.\n"
 		"  -y, -p, -a, -f   accepted for fsck(8) compatibility (they change nothing)\n"
 		"An image with the rmap feature (mkfs -m rmapbt=1) is only checked, as with -n:\n"
-		"nothing maintains its rmap btree yet, so nothing may write to it.\n"
+		"rmap btree upkeep is not enabled yet, so nothing may write to it.\n"
 		"Repair (the default) fixes only: summary counters (superblock and AG headers),\n"
 		"link counts, directory parent pointers, orphan inodes (unlinked files still\n"
 		"open when the filesystem stopped: freed), the unclean-unmount flag and the\n"

@@ -140,7 +140,7 @@ static void usage(FILE *f, const char *prog)
 		"  -m reflink=1  block sharing (refcount btree, REFLINK feature; default on);\n"
 		"                reflink=0 makes a filesystem without it\n"
 		"  -m rmapbt=1   reverse-mapping btree (RMAP feature; default off for now):\n"
-		"                the library does not keep it up to date yet, so such a\n"
+		"                its upkeep is not enabled yet, so such a\n"
 		"                filesystem mounts read-only only and fsck only checks it.\n"
 		"                Suboptions combine: -m reflink=1,rmapbt=1\n"
 		"  -l size=SIZE  write-ahead log size (K, M, G suffixes); default 1/64 of the\n"

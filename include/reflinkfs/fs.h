@@ -41,7 +41,7 @@ struct rlfs_mount;
  * Errors: -ENOENT/-EACCES from open, -EBUSY, -EUCLEAN (not a reflinkfs
  * image, or corrupt; a line on stderr says why), -EOPNOTSUPP (unknown
  * incompat feature or version), -EROFS (read-write mount of an image with
- * the RMAP feature, whose btree the library cannot maintain yet: mount it
+ * the RMAP feature, whose btree upkeep is not enabled yet: mount it
  * with RLFS_MOUNT_RDONLY), -ENOMEM.
  */
 int rlfs_mount_open(const char *image, unsigned flags, struct rlfs_mount **mpp);
@@ -413,8 +413,8 @@ struct rlfs_mkfs_opts {
 				     * default (on), 1 = on, negative = off
 				     * (an image as before issue 10) */
 	int rmapbt;                 /* reverse-mapping btree (RMAP feature):
-				     * 0 = default (off for now: the library
-				     * does not maintain the tree yet, and an
+				     * 0 = default (off for now: the tree's
+				     * upkeep is not enabled yet, and an
 				     * RMAP image mounts read-only only), 1 =
 				     * on, negative = off, > 1 = -EINVAL
 				     * (mkfs.xfs -m rmapbt=0|1) */
