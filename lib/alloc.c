@@ -19,7 +19,7 @@
  * the root), and an inode chunk adds one inobt insert.  An insert into a
  * tree that can be at most L levels high takes at most L new blocks (it
  * splits h < L levels and adds a root), so the worst case is
- * W = 3*Lfree + Lino (+ Lrefc with REFLINK, + Lrmap with RMAP) blocks,
+ * W = 3*Lfree + Lino (+ Lrefc with REFLINK, + 3*Lrmap with RMAP) blocks,
  * with L the largest height the tree can reach
  * in an AG of this size when every block is only half full.
  * rlfs_alloc_fix_freelist keeps at least max(2W, 8) blocks on the AGFL
