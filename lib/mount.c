@@ -31,18 +31,6 @@
 #include "rmap.h"
 #include "trans.h"
 
-/*
- * RMAP feature: read-only mounts only until the rmap btree's upkeep on
- * every allocation and block map change (issue 11's hooks) is enabled; a
- * write it misses would leave the tree wrong.  Says why on stderr; -EROFS.
- */
-static int rmap_refuse_rw(const char *image)
-{
-	rlfs_warn("%s: has the rmap feature: rmap btree maintenance is not implemented yet; "
-		  "mount read-only or make the filesystem with -m rmapbt=0", image);
-	return -EROFS;
-}
-
 uint64_t rlfs_root_ino(struct rlfs_mount *mp)
 {
 	return mp->rootino;
@@ -318,8 +306,6 @@ int rlfs_mount_open_dev(struct rlfs_dev *dev, const char *image, unsigned flags,
 	struct rlfs_sb sbcopy;
 	memcpy(&sbcopy, raw, sizeof(sbcopy));
 	err = check_sb(&sbcopy, dev->size_bytes, image);
-	if (!err && !rdonly && (rlfs_get64(sbcopy.features_incompat) & RLFS_FEAT_INCOMPAT_RMAP))
-		err = rmap_refuse_rw(image);
 	if (err) {
 		rlfs_dev_close(dev);
 		return err;
@@ -623,8 +609,6 @@ int rlfs_mount_set_rdonly(struct rlfs_mount *mp, bool rdonly)
 	}
 	if (!(mp->flags & RLFS_MOUNT_RDONLY))
 		return 0;
-	if (rlfs_has_rmap(mp))
-		return rmap_refuse_rw(mp->image ? mp->image : "filesystem");
 	err = rlfs_dev_make_writable(mp->dev);
 	if (err)
 		return err;

@@ -234,7 +234,7 @@ const char *fsck_nowrite_reason(const struct fsck *f)
 {
 	if (f->dry_run)
 		return "-n";
-	return f->rmap_nowrite ? "rmap feature: fsck does not write yet" : "read-only image";
+	return "read-only image";
 }
 
 struct ientry *fsck_find_inode(struct fsck *f, uint64_t ino)
@@ -387,8 +387,8 @@ static void usage(FILE *out)
 		"       log can still be read), writes a fresh empty log and goes on; the\n"
 		"       changes the log held are lost.  Not with -n.\n"
 		"  -y, -p, -a, -f   accepted for fsck(8) compatibility (they change nothing)\n"
-		"An image with the rmap feature (mkfs -m rmapbt=1) is only checked, as with -n:\n"
-		"rmap btree upkeep is not enabled yet, so nothing may write to it.\n"
+		"With the rmap feature (mkfs -m rmapbt=1) the rmap btree is cross-checked against\n"
+		"every other owner of blocks; a mismatch is reported, not repaired (yet).\n"
 		"Repair (the default) fixes only: summary counters (superblock and AG headers),\n"
 		"link counts, directory parent pointers, orphan inodes (unlinked files still\n"
 		"open when the filesystem stopped: freed), the unclean-unmount flag and the\n"

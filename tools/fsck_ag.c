@@ -256,22 +256,6 @@ int fsck_check_primary_sb(struct fsck *f)
 			f->image, (uint64_t)(incompat & ~RLFS_FEAT_INCOMPAT_KNOWN));
 		return FSCK_EXIT_OPERR;
 	}
-	if ((incompat & RLFS_FEAT_INCOMPAT_RMAP) && !f->dry_run && !f->readonly) {
-		/* a repair that does not update the rmap btree would make it
-		 * wrong: check only, as -n (the image is reopened read-only) */
-		printf("%s: has the rmap feature: rmap btree maintenance is not implemented yet; "
-		       "checking only, nothing is written (as -n)\n", f->image);
-		f->readonly = true;
-		f->rmap_nowrite = true;
-		rlfs_dev_close(f->dev);
-		f->dev = NULL;
-		err = rlfs_dev_open(f->image, 0, 0, &f->dev);
-		if (err) {
-			fprintf(stderr, "%s: cannot open %s: %s\n", f->prog, f->image,
-				strerror(-err));
-			return FSCK_EXIT_OPERR;
-		}
-	}
 	if (rlfs_get64(sb->features_ro_compat) & ~RLFS_FEAT_RO_COMPAT_KNOWN)
 		ERR(f, "AG 0 agbno 0 (fsbno 0) (superblock): unknown ro-compat features 0x%" PRIx64,
 		    (uint64_t)(rlfs_get64(sb->features_ro_compat) & ~RLFS_FEAT_RO_COMPAT_KNOWN));

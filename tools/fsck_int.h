@@ -151,7 +151,6 @@ struct fsck {
 	bool quiet;                 /* the re-check after a repair: count only */
 	bool readonly;              /* image could only be opened read-only, or
 				     * has the RMAP feature (nothing written) */
-	bool rmap_nowrite;          /* readonly because of the RMAP feature */
 	int lock_fd;
 	bool own_lock_fd;           /* close lock_fd at the end (not in a re-check) */
 	struct rlfs_dev *dev;
