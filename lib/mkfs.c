@@ -19,10 +19,8 @@
  * AG 0 by rlfs_ialloc (chunk aligned to chunk_blocks, so it is the first
  * aligned run after the AGFL pre-fill).  The REFLINK feature
  * (RLFS_FEAT_INCOMPAT_REFLINK) is on unless opts->reflink < 0; without it
- * refc_root/refc_level are 0.  The RMAP feature is off unless
- * opts->rmapbt > 0 (off by default until the tree's upkeep is enabled; an
- * RMAP image mounts read-only); without it rmap_root/rmap_level
- * are 0.  With it each AG's rmap leaf holds the records of everything
+ * refc_root/refc_level are 0.  The RMAP feature is on unless
+ * opts->rmapbt < 0; without it rmap_root/rmap_level are 0.  With it each AG's rmap leaf holds the records of everything
  * above (merged where adjacent blocks have the same special owner):
  *   [0, 2) OWN_FS; [2, 5) OWN_AG (AGFL block, bnobt, cntbt); 5 OWN_INOBT;
  *   6 OWN_REFC (REFLINK); [r, f+m) OWN_AG (rmap root + AGFL pre-fill);
@@ -130,7 +128,7 @@ static int compute_geometry(const struct rlfs_mkfs_opts *o, uint64_t size_bytes,
 	g->features_incompat = o->reflink >= 0 ? RLFS_FEAT_INCOMPAT_REFLINK : 0;
 	if (o->reflink > 1 || o->rmapbt > 1)
 		return -EINVAL;
-	if (o->rmapbt > 0) /* default off: see the note at the top */
+	if (o->rmapbt >= 0)
 		g->features_incompat |= RLFS_FEAT_INCOMPAT_RMAP;
 	g->blocksize = o->blocksize ? o->blocksize : RLFS_DEFAULT_BLOCKSIZE;
 	if (!pow2(g->blocksize) || g->blocksize < RLFS_MIN_BLOCKSIZE ||

@@ -413,11 +413,9 @@ struct rlfs_mkfs_opts {
 				     * default (on), 1 = on, negative = off
 				     * (an image as before issue 10) */
 	int rmapbt;                 /* reverse-mapping btree (RMAP feature):
-				     * 0 = default (off for now: the tree's
-				     * upkeep is not enabled yet, and an
-				     * RMAP image mounts read-only only), 1 =
-				     * on, negative = off, > 1 = -EINVAL
-				     * (mkfs.xfs -m rmapbt=0|1) */
+				     * 0 = default (on), 1 = on, negative =
+				     * off, > 1 = -EINVAL (mkfs.xfs -m
+				     * rmapbt=0|1) */
 	uint64_t log_bytes;         /* log size, 0 = rlfs_mkfs_default_log_bytes;
 				     * rounded down to blocks; -EINVAL below
 				     * RLFS_LOG_MIN_BLOCKS blocks or if it does

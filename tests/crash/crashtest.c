@@ -6,7 +6,7 @@
  *                  [--seed S]
  *                  [--ops N] [--count N] [--images M]
  *                  [--mode all|synced|flush|random|recovery] [--cut K] [--dir DIR] [--keep]
- *                  [--lying-flush] [--rmap] [-v]
+ *                  [--lying-flush] [--no-rmap] [-v]
  *
  * Model: CrashMonkey (record the block writes of a workload, replay every
  * prefix and subsets of the unflushed writes, check what fsync promised)
@@ -2477,8 +2477,9 @@ static const struct wdef workloads[] = {
 /* ---------------------------------------------------------------- */
 /* setting up the recorded mount                                      */
 
-/* --rmap: images made with the rmap btree (mkfs -m rmapbt=1); fsck -n's
- * cross-check then judges it in every crash image */
+/* Images have the rmap btree (mkfs's default), and fsck -n's
+ * cross-check judges it in every crash image; --no-rmap: without it
+ * (-1) */
 static int mkfs_rmapbt;
 
 static void mkfs_and_mount(struct wl *w, const struct wdef *d)
@@ -3088,7 +3089,7 @@ static void usage(FILE *out)
 		"                      [--seed S] [--ops N]\n"
 		"                      [--count N] [--images M]\n"
 		"                      [--mode all|synced|flush|random|recovery]\n"
-		"                      [--cut K] [--dir DIR] [--keep] [--lying-flush] [--rmap]\n"
+		"                      [--cut K] [--dir DIR] [--keep] [--lying-flush] [--no-rmap]\n"
 		"                      [--fsck-every N]\n"
 		"                      [-v]\n"
 		"Record a workload on a crash-recording device, then mount, verify and fsck the\n"
@@ -3109,7 +3110,7 @@ static void usage(FILE *out)
 		"  --dir DIR     where crash images are built (default /dev/shm or /tmp)\n"
 		"  --keep        keep failed images (DIR/crash-W-S-K.img)\n"
 		"  --lying-flush every cut as if the device had not done its last flush\n"
-		"  --rmap        make the images with the rmap btree (mkfs -m rmapbt=1)\n"
+		"  --no-rmap     make the images without the rmap btree (mkfs -m rmapbt=0)\n"
 		"                (the writes since the one before lost at random): a check\n"
 		"                that the checker sees lost fsync'd data\n"
 		"  --fsck-every N  every Nth image (default 4; 0: none) is also replayed by\n"
@@ -3473,7 +3474,7 @@ int main(int argc, char **argv)
 		{ "keep", no_argument, NULL, 'K' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "lying-flush", no_argument, NULL, 'L' },
-		{ "rmap", no_argument, NULL, 'R' },
+		{ "no-rmap", no_argument, NULL, 'R' },
 		{ "fsck-every", required_argument, NULL, 'f' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
@@ -3490,7 +3491,7 @@ int main(int argc, char **argv)
 		case 'd': o.dir = optarg; break;
 		case 'K': o.keep = true; break;
 		case 'L': o.lying_flush = true; break;
-		case 'R': mkfs_rmapbt = 1; break;
+		case 'R': mkfs_rmapbt = -1; break;
 		case 'v': o.verbose = true; break;
 		case 'h': usage(stdout); return 0;
 		case 's': case 'o': case 'c': case 'i': case 'k': case 'f':

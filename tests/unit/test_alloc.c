@@ -20,6 +20,7 @@
 #include "ialloc.h"
 #include "inode.h"
 #include "refcount.h"
+#include "rmap.h"
 #include "reflinkfs/fs.h"
 
 /* ------------------------------------------------------------------ */
@@ -198,6 +199,13 @@ static uint64_t check_fs(struct rlfs_mount *mp, const uint8_t *owned)
 		/* refcount btree (REFLINK feature): its blocks are AG metadata */
 		if (rlfs_has_reflink(mp)) {
 			rlfs_refcount_cur_init(&cur, tp, agno, agbp);
+			assert_int_equal(rlfs_btree_check(&cur), 0);
+			assert_int_equal(rlfs_btree_visit_blocks(&cur, mark_block, &c), 0);
+			rlfs_btree_cur_del(&cur);
+		}
+		/* rmap btree (RMAP feature): AG metadata too */
+		if (rlfs_has_rmap(mp)) {
+			rlfs_rmap_cur_init(&cur, tp, agno, agbp);
 			assert_int_equal(rlfs_btree_check(&cur), 0);
 			assert_int_equal(rlfs_btree_visit_blocks(&cur, mark_block, &c), 0);
 			rlfs_btree_cur_del(&cur);
@@ -914,6 +922,9 @@ static void test_verifiers(void **state)
 int main(void)
 {
 	seed_from_env();
+	/* the allocator alone: raw extents with no owner, exact free-block
+	 * accounting; the rmap btree's upkeep is test_rmapfeat's */
+	tu_mkfs_rmapbt = -1;
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_mkfs_geometries),
 		cmocka_unit_test(test_mkfs_errors),

@@ -548,11 +548,19 @@ static void test_mount(void **state)
 	assert_int_equal(rlfs_mount_close(mp), 0);
 	assert_int_equal(tu_fsck(path, 0), 0);
 
-	/* the default leaves the feature off: no rmap root anywhere */
+	/* the default has the feature; rmapbt = -1 leaves it off: no rmap
+	 * root anywhere */
 	struct rlfs_mkfs_opts o = { .size_bytes = 32 * MiB, .force = 1 };
 	assert_int_equal(rlfs_mkfs(path, &o), 0);
 	struct rlfs_sb sb;
 	int fd = open(path, O_RDONLY);
+	assert_true(fd >= 0);
+	assert_int_equal(pread(fd, &sb, sizeof(sb), 0), (ssize_t)sizeof(sb));
+	assert_true(rlfs_get64(sb.features_incompat) & RLFS_FEAT_INCOMPAT_RMAP);
+	close(fd);
+	o.rmapbt = -1;
+	assert_int_equal(rlfs_mkfs(path, &o), 0);
+	fd = open(path, O_RDONLY);
 	assert_true(fd >= 0);
 	assert_int_equal(pread(fd, &sb, sizeof(sb), 0), (ssize_t)sizeof(sb));
 	assert_int_equal(rlfs_get64(sb.features_incompat) & RLFS_FEAT_INCOMPAT_RMAP, 0);
