@@ -14,11 +14,11 @@
  *
  * Record operations with splitting and merging exist (rlfs_rmap_map /
  * unmap / convert, the "_shared" flavour of XFS's, correct whether or not
- * other owners share the blocks).  Not done yet (see docs/DESIGN.md
- * "Reverse mapping: in progress"): no caller keeps the tree in step with
- * allocation or block maps (hooks), no RUI/RUD log items, no GETFSMAP, no
- * fsck cross-check or repair, no AG reservation for the tree; mkfs/fsck
- * support and the feature bit are being added separately.
+ * other owners share the blocks), and the transaction-level updates the
+ * hooks use (rlfs_rmap_update; bmap.c queues RUIs for data-fork changes,
+ * metadata allocations call it directly; docs/DESIGN.md "Reverse
+ * mapping").  Not done yet: GETFSMAP, repair from or of the tree, a
+ * counted per-AG reservation.
  *
  * Model: xfsprogs libxfs/xfs_rmap_btree.c (ops) and xfs_rmap.c
  * (xfs_rmap_query_range; insert/delete here are the raw record
