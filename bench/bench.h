@@ -44,6 +44,10 @@ static inline void bench_die(const char *what, long rc)
 static inline struct rlfs_mount *bench_mount(const char *img, uint64_t size_bytes, int keep)
 {
 	struct rlfs_mkfs_opts o = { .size_bytes = size_bytes, .force = 1 };
+	/* BENCH_RMAPBT=0: an image without the rmap btree (mkfs -m rmapbt=0) */
+	const char *rm = getenv("BENCH_RMAPBT");
+	if (rm && !strcmp(rm, "0"))
+		o.rmapbt = -1;
 	FILE *f = fopen(img, keep ? "a" : "w");
 	if (!f)
 		bench_die(img, -errno);
