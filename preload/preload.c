@@ -13,6 +13,7 @@
  *   FICLONERANGE   (ioctl_ficlonerange(2))  into RLFS_IOC_CLONE_RANGE
  *   FS_IOC_FIEMAP  (Documentation/filesystems/fiemap.rst) into batches of
  *                  RLFS_IOC_GET_EXTENTS
+ *   FS_IOC_GETFSMAP (ioctl_getfsmap(2)) into batches of RLFS_IOC_GETFSMAP
  *
  * and interposes fallocate(2)/fallocate64 for FALLOC_FL_UNSHARE_RANGE
  * (which the kernel does not pass to FUSE) -> RLFS_IOC_UNSHARE_RANGE.
@@ -47,6 +48,7 @@
 
 #include <linux/falloc.h>
 #include <linux/fiemap.h>
+#include <linux/fsmap.h>
 #include <linux/fs.h>
 
 #include <reflinkfs/ioctl.h>
@@ -350,6 +352,72 @@ int fallocate64(int fd, int mode, off64_t offset, off64_t len)
 	return shim_fallocate("fallocate64", fd, mode, (off_t)offset, (off_t)len);
 }
 
+/*
+ * FS_IOC_GETFSMAP: batches of RLFS_IOC_FSMAP_BATCH records, each batch's
+ * last record the next batch's low key (the protocol the caller uses
+ * between its own calls), until fmh_count records are there or the
+ * daemon marks one FMR_OF_LAST.  fmh_count 0 counts (one call).  The
+ * daemon checks the keys, the flags and the caller's CAP_SYS_ADMIN; the
+ * header's reserved fields are checked here.  Records carry the st_dev
+ * of fd's mount, as the kernel's would.
+ */
+static int do_getfsmap(int fd, struct fsmap_head *head)
+{
+	if (!head) {
+		errno = EFAULT;
+		return -1;
+	}
+	for (size_t i = 0; i < sizeof(head->fmh_reserved) / sizeof(head->fmh_reserved[0]); i++)
+		if (head->fmh_reserved[i]) {
+			errno = EINVAL;
+			return -1;
+		}
+	struct stat st;
+	if (fstat(fd, &st) != 0)
+		return -1;
+	struct rlfs_ioc_fsmap *io = malloc(sizeof(*io));
+	if (!io) {
+		errno = ENOMEM;
+		return -1;
+	}
+	uint32_t want = head->fmh_count, got = 0;
+	int ret = 0;
+	memset(io, 0, sizeof(*io));
+	io->keys[0] = head->fmh_keys[0];
+	io->keys[1] = head->fmh_keys[1];
+	for (;;) {
+		io->version = RLFS_IOC_ABI_VERSION;
+		io->iflags = head->fmh_iflags;
+		io->dev = (uint32_t)st.st_dev;
+		io->count = want == 0 ? 0 : (want - got < RLFS_IOC_FSMAP_BATCH ? want - got
+									  : RLFS_IOC_FSMAP_BATCH);
+		io->entries = 0;
+		if (real_ioctl(fd, RLFS_IOC_GETFSMAP, io) != 0) {
+			ret = -1;
+			break;
+		}
+		head->fmh_oflags = io->oflags;
+		if (want == 0) {
+			got = io->entries;
+			break;
+		}
+		if (io->entries > io->count) {
+			errno = EIO;
+			ret = -1;
+			break;
+		}
+		memcpy(&head->fmh_recs[got], io->recs, io->entries * sizeof(struct fsmap));
+		got += io->entries;
+		if (io->entries < io->count || got == want ||
+		    (io->recs[io->entries - 1].fmr_flags & FMR_OF_LAST))
+			break;
+		io->keys[0] = io->recs[io->entries - 1];
+	}
+	free(io);
+	head->fmh_entries = got;
+	return ret;
+}
+
 int ioctl(int fd, unsigned long request, ...)
 {
 	va_list ap;
@@ -361,6 +429,7 @@ int ioctl(int fd, unsigned long request, ...)
 	case FICLONE:
 	case FICLONERANGE:
 	case FS_IOC_FIEMAP:
+	case FS_IOC_GETFSMAP:
 		break;
 	default:
 		return real_ioctl(fd, request, arg);
@@ -372,6 +441,8 @@ int ioctl(int fd, unsigned long request, ...)
 		return do_ficlone(fd, (int)(intptr_t)arg);
 	case FICLONERANGE:
 		return do_ficlonerange(fd, arg);
+	case FS_IOC_GETFSMAP:
+		return do_getfsmap(fd, arg);
 	default:
 		return do_fiemap(fd, arg);
 	}
