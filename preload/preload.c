@@ -14,6 +14,9 @@
  *   FS_IOC_FIEMAP  (Documentation/filesystems/fiemap.rst) into batches of
  *                  RLFS_IOC_GET_EXTENTS
  *   FS_IOC_GETFSMAP (ioctl_getfsmap(2)) into batches of RLFS_IOC_GETFSMAP
+ *   XFS_IOC_FSGEOMETRY  answered from RLFS_IOC_FSMAP_GEOM (block size, AG
+ *                  size and count, blocks; the rest zero), for the AG
+ *                  columns of `xfs_io -c "fsmap -v"`
  *
  * and interposes fallocate(2)/fallocate64 for FALLOC_FL_UNSHARE_RANGE
  * (which the kernel does not pass to FUSE) -> RLFS_IOC_UNSHARE_RANGE.
@@ -418,6 +421,40 @@ static int do_getfsmap(int fd, struct fsmap_head *head)
 	return ret;
 }
 
+/*
+ * XFS_IOC_FSGEOMETRY: struct xfs_fsop_geom (xfs_fs.h, version 5: 256
+ * bytes), of which readers of GETFSMAP use the block size, AG size and
+ * count and the data blocks; everything else is zero (no realtime, no
+ * stripe, no external log).  Field offsets as in xfs_fs.h.
+ */
+#define SHIM_XFS_GEOM_SIZE 256
+#define SHIM_XFS_IOC_FSGEOMETRY _IOR('X', 126, char[SHIM_XFS_GEOM_SIZE])
+static int do_fsgeometry(int fd, void *arg)
+{
+	if (!arg) {
+		errno = EFAULT;
+		return -1;
+	}
+	struct rlfs_ioc_fsmap_geom g;
+	memset(&g, 0, sizeof(g));
+	g.version = RLFS_IOC_ABI_VERSION;
+	if (real_ioctl(fd, RLFS_IOC_FSMAP_GEOM, &g) != 0)
+		return -1;
+	unsigned char *b = arg;
+	memset(b, 0, SHIM_XFS_GEOM_SIZE);
+	uint32_t sect = 512, v = 5;
+	memcpy(b + 0, &g.blocksize, 4);     /* blocksize */
+	memcpy(b + 8, &g.agblocks, 4);      /* agblocks */
+	memcpy(b + 12, &g.agcount, 4);      /* agcount */
+	memcpy(b + 20, &sect, 4);           /* sectsize */
+	uint64_t db = g.dblocks;
+	memcpy(b + 32, &db, 8);             /* datablocks */
+	memcpy(b + 88, &v, 4);              /* version */
+	memcpy(b + 96, &sect, 4);           /* logsectsize */
+	memcpy(b + 104, &g.blocksize, 4);   /* dirblocksize */
+	return 0;
+}
+
 int ioctl(int fd, unsigned long request, ...)
 {
 	va_list ap;
@@ -430,6 +467,7 @@ int ioctl(int fd, unsigned long request, ...)
 	case FICLONERANGE:
 	case FS_IOC_FIEMAP:
 	case FS_IOC_GETFSMAP:
+	case SHIM_XFS_IOC_FSGEOMETRY:
 		break;
 	default:
 		return real_ioctl(fd, request, arg);
@@ -443,6 +481,8 @@ int ioctl(int fd, unsigned long request, ...)
 		return do_ficlonerange(fd, arg);
 	case FS_IOC_GETFSMAP:
 		return do_getfsmap(fd, arg);
+	case SHIM_XFS_IOC_FSGEOMETRY:
+		return do_fsgeometry(fd, arg);
 	default:
 		return do_fiemap(fd, arg);
 	}
