@@ -120,47 +120,44 @@ static void dev_str(const struct fsmap *p, char *buf, size_t len)
 	snprintf(buf, len, "%u:%u", major(p->fmr_device), minor(p->fmr_device));
 }
 
-static void dump_plain(struct out *o, const struct fsmap *r, unsigned n)
+/* A record in xfs_io's units: 512-byte sectors, last sector inclusive. */
+struct bb {
+	unsigned long long pstart, pend, ostart, oend, len;
+	const char *fork;
+};
+
+static struct bb to_bb(const struct fsmap *p)
 {
-	char own[64];
-	for (unsigned i = 0; i < n; i++) {
-		const struct fsmap *p = &r[i];
-		const char *fork = (p->fmr_flags & FMR_OF_ATTR_FORK) ? "attr" : "data";
-		printf("\t%llu: %u:%u [%llu..%llu]: ", o->nr + i, major(p->fmr_device),
-		       minor(p->fmr_device), (unsigned long long)(p->fmr_physical / BB),
-		       (unsigned long long)((p->fmr_physical + p->fmr_length - 1) / BB));
-		if (p->fmr_flags & FMR_OF_SPECIAL_OWNER)
-			printf("%s", special_owner(p->fmr_owner, own, sizeof(own)));
-		else if (p->fmr_flags & FMR_OF_EXTENT_MAP)
-			printf("inode %llu %s extent map", (unsigned long long)p->fmr_owner, fork);
-		else
-			printf("inode %llu %s %llu..%llu", (unsigned long long)p->fmr_owner, fork,
-			       (unsigned long long)(p->fmr_offset / BB),
-			       (unsigned long long)((p->fmr_offset + p->fmr_length - 1) / BB));
-		printf(" %llu\n", (unsigned long long)(p->fmr_length / BB));
-	}
+	return (struct bb){ p->fmr_physical / BB, (p->fmr_physical + p->fmr_length - 1) / BB,
+			    p->fmr_offset / BB, (p->fmr_offset + p->fmr_length - 1) / BB,
+			    p->fmr_length / BB,
+			    (p->fmr_flags & FMR_OF_ATTR_FORK) ? "attr" : "data" };
 }
 
-static void dump_machine(struct out *o, const struct fsmap *r, unsigned n)
+/* xfs_io's dump_map (plain) and dump_map_machine (-m): the same fields,
+ * two spellings. */
+static void dump_plain(struct out *o, const struct fsmap *r, unsigned n, bool csv)
 {
-	if (o->nr == 0)
+	char own[64];
+	if (csv && o->nr == 0)
 		printf("EXT,MAJOR,MINOR,PSTART,PEND,OWNER,OSTART,OEND,LENGTH\n");
 	for (unsigned i = 0; i < n; i++) {
 		const struct fsmap *p = &r[i];
-		const char *fork = (p->fmr_flags & FMR_OF_ATTR_FORK) ? "attr" : "data";
-		printf("%llu,%u,%u,%llu,%llu,", o->nr + i, major(p->fmr_device),
-		       minor(p->fmr_device), (unsigned long long)(p->fmr_physical / BB),
-		       (unsigned long long)((p->fmr_physical + p->fmr_length - 1) / BB));
-		if (p->fmr_flags & FMR_OF_SPECIAL_OWNER)
+		struct bb b = to_bb(p);
+		unsigned long long ino = p->fmr_owner;
+		printf(csv ? "%llu,%u,%u,%llu,%llu," : "\t%llu: %u:%u [%llu..%llu]: ", o->nr + i,
+		       major(p->fmr_device), minor(p->fmr_device), b.pstart, b.pend);
+		if ((p->fmr_flags & FMR_OF_SPECIAL_OWNER) && csv)
 			printf("special_%u:%u,,,", FMR_OWNER_TYPE(p->fmr_owner),
 			       FMR_OWNER_CODE(p->fmr_owner));
+		else if (p->fmr_flags & FMR_OF_SPECIAL_OWNER)
+			printf("%s", special_owner(p->fmr_owner, own, sizeof(own)));
 		else if (p->fmr_flags & FMR_OF_EXTENT_MAP)
-			printf("inode_%llu_%s_bmbt,,,", (unsigned long long)p->fmr_owner, fork);
+			printf(csv ? "inode_%llu_%s_bmbt,,," : "inode %llu %s extent map", ino, b.fork);
 		else
-			printf("inode_%llu_%s,%llu,%llu,", (unsigned long long)p->fmr_owner, fork,
-			       (unsigned long long)(p->fmr_offset / BB),
-			       (unsigned long long)((p->fmr_offset + p->fmr_length - 1) / BB));
-		printf("%llu\n", (unsigned long long)(p->fmr_length / BB));
+			printf(csv ? "inode_%llu_%s,%llu,%llu," : "inode %llu %s %llu..%llu", ino,
+			       b.fork, b.ostart, b.oend);
+		printf(csv ? "%llu\n" : " %llu\n", b.len);
 	}
 }
 
@@ -181,9 +178,8 @@ static void dump_verbose(struct out *o, const struct fsmap *r, unsigned n)
 		nr_w = MAX(nr_w, (int)strlen(nbuf));
 		dev_str(p, dbuf, sizeof(dbuf));
 		dev_w = MAX(dev_w, (int)strlen(dbuf));
-		snprintf(bbuf, sizeof(bbuf), "[%llu..%llu]:",
-			 (unsigned long long)(p->fmr_physical / BB),
-			 (unsigned long long)((p->fmr_physical + p->fmr_length - 1) / BB));
+		struct bb b = to_bb(p);
+		snprintf(bbuf, sizeof(bbuf), "[%llu..%llu]:", b.pstart, b.pend);
 		boff_w = MAX(boff_w, (int)strlen(bbuf));
 		if (p->fmr_flags & FMR_OF_SPECIAL_OWNER) {
 			own_w = MAX(own_w, (int)strlen(special_owner(p->fmr_owner, own, sizeof(own))));
@@ -194,15 +190,13 @@ static void dump_verbose(struct out *o, const struct fsmap *r, unsigned n)
 		if (p->fmr_flags & FMR_OF_EXTENT_MAP) {
 			foff_w = MAX(foff_w, (int)strlen("extent_map"));
 		} else if (!(p->fmr_flags & FMR_OF_SPECIAL_OWNER)) {
-			snprintf(rbuf, sizeof(rbuf), "%llu..%llu",
-				 (unsigned long long)(p->fmr_offset / BB),
-				 (unsigned long long)((p->fmr_offset + p->fmr_length - 1) / BB));
+			snprintf(rbuf, sizeof(rbuf), "%llu..%llu", b.ostart, b.oend);
 			foff_w = MAX(foff_w, (int)strlen(rbuf));
 		}
 		uint64_t agno = p->fmr_physical / o->g.agbytes, agoff = p->fmr_physical % o->g.agbytes;
 		(void)agno;
 		snprintf(abuf, sizeof(abuf), "(%llu..%llu)", (unsigned long long)(agoff / BB),
-			 (unsigned long long)((agoff + p->fmr_length - 1) / BB));
+			 (unsigned long long)(agoff / BB + b.len - 1));
 		aoff_w = MAX(aoff_w, (int)strlen(abuf));
 		tot_w = MAX(tot_w, numlen(p->fmr_length / BB));
 	}
@@ -221,21 +215,18 @@ static void dump_verbose(struct out *o, const struct fsmap *r, unsigned n)
 		if (p->fmr_flags & FMR_OF_SHARED)
 			flg |= FLG_SHARED;
 		dev_str(p, dbuf, sizeof(dbuf));
-		snprintf(bbuf, sizeof(bbuf), "[%llu..%llu]:",
-			 (unsigned long long)(p->fmr_physical / BB),
-			 (unsigned long long)((p->fmr_physical + p->fmr_length - 1) / BB));
+		struct bb b = to_bb(p);
+		snprintf(bbuf, sizeof(bbuf), "[%llu..%llu]:", b.pstart, b.pend);
 		if (p->fmr_flags & FMR_OF_SPECIAL_OWNER) {
 			snprintf(obuf, sizeof(obuf), "%s", special_owner(p->fmr_owner, own, sizeof(own)));
 			snprintf(rbuf, sizeof(rbuf), " ");
 		} else {
 			snprintf(obuf, sizeof(obuf), "%llu", (unsigned long long)p->fmr_owner);
-			snprintf(rbuf, sizeof(rbuf), "%llu..%llu",
-				 (unsigned long long)(p->fmr_offset / BB),
-				 (unsigned long long)((p->fmr_offset + p->fmr_length - 1) / BB));
+			snprintf(rbuf, sizeof(rbuf), "%llu..%llu", b.ostart, b.oend);
 		}
 		uint64_t agno = p->fmr_physical / o->g.agbytes, agoff = p->fmr_physical % o->g.agbytes;
 		snprintf(abuf, sizeof(abuf), "(%llu..%llu)", (unsigned long long)(agoff / BB),
-			 (unsigned long long)((agoff + p->fmr_length - 1) / BB));
+			 (unsigned long long)(agoff / BB + b.len - 1));
 		snprintf(gbuf, sizeof(gbuf), "%llu", (unsigned long long)agno);
 		if (p->fmr_flags & FMR_OF_EXTENT_MAP) {
 			printf("%*llu: %-*s %-*s %-*s %-*s %-*s %-*s %*llu\n", nr_w, o->nr + i, dev_w,
@@ -258,10 +249,8 @@ static void dump(struct out *o, const struct fsmap *r, unsigned n)
 {
 	if (o->mode == 1)
 		dump_verbose(o, r, n);
-	else if (o->mode == 2)
-		dump_machine(o, r, n);
 	else
-		dump_plain(o, r, n);
+		dump_plain(o, r, n, o->mode == 2);
 	for (unsigned i = 0; i < n; i++) {
 		o->records++;
 		if ((r[i].fmr_flags & FMR_OF_SPECIAL_OWNER) && r[i].fmr_owner == RLFS_FMR_OWN_FREE)

@@ -67,7 +67,7 @@ static void image(char *path, size_t len, const char *tag)
 
 static void populate(struct rlfs_mount *mp)
 {
-	char name[64], blk[4096];
+	char blk[4096];
 	struct stat st;
 	uint64_t root = rlfs_root_ino(mp);
 	memset(blk, 'a', sizeof(blk));
@@ -84,15 +84,8 @@ static void populate(struct rlfs_mount *mp)
 	assert_int_equal(rlfs_fallocate(mp, st.st_ino, 0, 0, 8 * 4096), 0);
 	assert_int_equal(rlfs_mknod(mp, root, "x", S_IFREG | 0644, 0, 0, 0, &st), 0);
 	uint64_t x = st.st_ino;
-	for (int i = 0; i < 6; i++) {
-		snprintf(name, sizeof(name), "user.big%d", i);
-		assert_int_equal(rlfs_setxattr(mp, x, name, blk, 3000, 0), 0);
-	}
-	assert_int_equal(rlfs_mknod(mp, root, "frag", S_IFREG | 0644, 0, 0, 0, &st), 0);
-	uint64_t frag = st.st_ino;
-	for (int i = 0; i < 600; i += 2)
-		assert_int_equal(rlfs_write(mp, frag, blk, sizeof(blk), (off_t)i * 4096),
-				 (ssize_t)sizeof(blk));
+	tu_big_xattrs(mp, x, 6, 3000);
+	uint64_t frag = tu_frag_file(mp, "frag", 300);
 	/* a clone of big, CoW into its middle: big's record spans the
 	 * clone's two pieces; and a clone of part of frag */
 	assert_int_equal(rlfs_mknod(mp, root, "clone", S_IFREG | 0644, 0, 0, 0, &st), 0);
