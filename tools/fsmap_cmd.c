@@ -6,10 +6,11 @@
  * offsets and totals in 512-byte units, START and END too (512-byte
  * units, as xfs_io's; only with -d, -l or -r, as there).
  *
- * IMAGE (a file or block device): opened read-only through the library
- * (it must not be mounted), records carry device 0:0.  MOUNT (a
- * directory: a reflinkfs mount point): the daemon answers through the
- * private RLFS_IOC_GETFSMAP, in batches (RLFS_IOC_FSMAP_BATCH).
+ * MOUNT (any file or directory of a reflinkfs mount, as xfs_io takes):
+ * the daemon answers through the private RLFS_IOC_GETFSMAP, in batches
+ * (RLFS_IOC_FSMAP_BATCH).  IMAGE (a file or block device that does not
+ * answer that ioctl): opened read-only through the library (it must not
+ * be mounted), records carry device 0:0.
  *
  * Devices: reflinkfs has one, the data device, with the log inside it
  * (reported in its place as "journalling log").  So -d and no option
@@ -365,20 +366,23 @@ int rlfs_fsmap_main(int argc, char **argv)
 		return 1;
 	}
 	int err;
-	if (S_ISDIR(st.st_mode)) {
-		s.fd = open(target, O_RDONLY | O_DIRECTORY);
-		if (s.fd < 0) {
-			fprintf(stderr, "%s: %s: %s\n", prog, target, strerror(errno));
-			return 1;
-		}
-		s.dev = (uint32_t)st.st_dev;
-		struct rlfs_ioc_fsmap_geom gq = { .version = RLFS_IOC_ABI_VERSION };
-		if (ioctl(s.fd, RLFS_IOC_FSMAP_GEOM, &gq) < 0) {
+	/* any file or directory of a mount answers RLFS_IOC_FSMAP_GEOM; an
+	 * image file or device does not (ENOTTY) */
+	struct rlfs_ioc_fsmap_geom gq = { .version = RLFS_IOC_ABI_VERSION };
+	if (S_ISDIR(st.st_mode) || S_ISREG(st.st_mode))
+		s.fd = open(target, O_RDONLY | O_NOCTTY);
+	if (s.fd >= 0 && ioctl(s.fd, RLFS_IOC_FSMAP_GEOM, &gq) < 0) {
+		if (S_ISDIR(st.st_mode)) {
 			fprintf(stderr, "%s: %s: not a reflinkfs mount (or too old a daemon): %s\n",
 				prog, target, strerror(errno));
 			close(s.fd);
 			return 1;
 		}
+		close(s.fd);
+		s.fd = -1;
+	}
+	if (s.fd >= 0) {
+		s.dev = (uint32_t)st.st_dev;
 		o.g.agbytes = (uint64_t)gq.agblocks * gq.blocksize;
 		o.g.agcount = gq.agcount;
 	} else {

@@ -3,7 +3,8 @@
 #
 # 1. `reflinkfs fsmap` on a populated mount (files, a clone through the
 #    shim, fallocate, xattrs) asks the daemon (RLFS_IOC_GETFSMAP); with
-#    -n 3 (a resume after every third record) it prints the same lines.
+#    -n 3 (a resume after every third record) on a file of the mount it
+#    prints the same lines.
 # 2. The records tile the device: sorted, and their union is exactly the
 #    filesystem's size from statfs; shared and unwritten extents show
 #    their flags; free space from fsmap is statfs's f_bfree within 256
@@ -43,7 +44,7 @@ sync
 
 # ---- 1: through the daemon, big and small batches
 "$RLFS" fsmap "$MNT" >"$T/m.txt" || die "reflinkfs fsmap MOUNT failed"
-"$RLFS" fsmap -n 3 "$MNT" >"$T/m3.txt" || die "reflinkfs fsmap -n 3 MOUNT failed"
+"$RLFS" fsmap -n 3 "$MNT/a" >"$T/m3.txt" || die "reflinkfs fsmap -n 3 MOUNT/FILE failed"
 cmp -s "$T/m.txt" "$T/m3.txt" || { diff "$T/m.txt" "$T/m3.txt" | head >&2; die "-n 3 differs"; }
 n=$(wc -l <"$T/m.txt")
 [ "$n" -gt 300 ] || die "only $n records (want more than one batch)"
