@@ -14,6 +14,11 @@
  * as far as the furthest end.  The trailing gap of the range is reported
  * after the last AG's query.
  *
+ * A fresh query (low's fmr_length 0) reads the low block from owner 0:
+ * records there that lie wholly below the low key (one block, lower
+ * owner) are not reported but move next, so their block is not taken for
+ * free space; records the key range overlaps are reported, as in XFS.
+ *
  * Continuing from the last record of a previous call (low's fmr_length
  * nonzero): a record that cannot be shared (special owner, extent-map
  * block) moves the start to its end, owner 0; a file data record keeps
@@ -123,7 +128,8 @@ struct fsmap_info {
 	uint32_t dev;
 	uint32_t agno;
 	uint64_t next;               /* bytes: end of the furthest record so far */
-	bool filter;                 /* drop records sorting before low (resuming) */
+	bool filter;                 /* drop records sorting before low */
+	bool resume;                 /* low is a previous call's last record */
 	struct rlfs_rmap_irec low;   /* in AG agno, when filter */
 	rlfs_fsmap_fn fn;
 	void *priv;
@@ -139,6 +145,16 @@ static int cmp_key(const struct rlfs_rmap_irec *a, const struct rlfs_rmap_irec *
 	if (oa != ob)
 		return oa < ob ? -1 : 1;
 	return 0;
+}
+
+/* The high key of r (its last block; rmap.c's high key) against k. */
+static int cmp_high_key(const struct rlfs_rmap_irec *r, const struct rlfs_rmap_irec *k)
+{
+	struct rlfs_rmap_irec h = *r;
+	h.startblock += r->blockcount - 1;
+	if (!RLFS_RMAP_NON_INODE_OWNER(r->owner) && !(r->offset & RLFS_RMAP_OFF_BMBT_BLOCK))
+		h.offset += r->blockcount - 1;
+	return cmp_key(&h, k);
 }
 
 /* Free space [info->next, end) if end is beyond it. */
@@ -205,7 +221,8 @@ static int rmap_helper(struct rlfs_btree_cur *cur, const struct rlfs_rmap_irec *
 	uint64_t start = rlfs_agb_to_fsb(mp, info->agno, r->startblock) << mp->blocklog;
 	uint64_t end = start + ((uint64_t)r->blockcount << mp->blocklog);
 	(void)cur;
-	if (info->filter && cmp_key(r, &info->low) < 0) {
+	if (info->filter && cmp_key(r, &info->low) < 0 &&
+	    (info->resume || cmp_high_key(r, &info->low) < 0)) {
 		if (end > info->next)
 			info->next = end;
 		return 0;
@@ -245,8 +262,12 @@ int rlfs_getfsmap(struct rlfs_mount *mp, uint32_t dev, const struct fsmap *low,
 	if (info.next < low->fmr_physical)
 		return 0;     /* overflow: nothing can follow */
 	lk.offset = key_offset(mp, low);
+	/* a fresh query still reads the low block from owner 0: records there
+	 * that end before the low key are not reported, but they are not free
+	 * space either (they move next) */
+	info.filter = true;
+	info.resume = low->fmr_length != 0;
 	if (low->fmr_length) {
-		info.filter = true;
 		if ((low->fmr_flags & (FMR_OF_SPECIAL_OWNER | FMR_OF_EXTENT_MAP)) ||
 		    RLFS_RMAP_NON_INODE_OWNER(lk.owner)) {
 			start = info.next;
@@ -271,12 +292,15 @@ int rlfs_getfsmap(struct rlfs_mount *mp, uint32_t dev, const struct fsmap *low,
 	for (uint32_t agno = start_ag; agno <= end_ag; agno++) {
 		struct rlfs_rmap_irec lo = { 0 }, hi = { .startblock = UINT32_MAX,
 						       .owner = UINT64_MAX, .offset = UINT64_MAX };
-		if (agno == start_ag)
+		if (agno == start_ag) {
 			lo = lk;
+			info.low = lk;
+			if (!info.resume)
+				lo.owner = lo.offset = 0;
+		}
 		if (agno == end_ag)
 			hi = hk;
 		info.agno = agno;
-		info.low = lo;
 		info.filter = info.filter && agno == start_ag;
 		struct rlfs_trans *tp;
 		err = rlfs_trans_alloc(mp, &mp->resv.tr_rdonly, 0, RLFS_TRANS_RDONLY, &tp);

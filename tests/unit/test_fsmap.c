@@ -15,7 +15,8 @@
  *      fmh_count 0 counts them;
  *  (d) low/high keys in the middle of the device (aligned and not)
  *      return exactly the records overlapping the range, free space
- *      clipped to it;
+ *      clipped to it; a fresh low key at a record's block with a higher
+ *      owner never reports a used block as free;
  *  (e) invalid arguments give -EINVAL; no rmap btree gives -EOPNOTSUPP.
  */
 #include "testutil.h"
@@ -264,6 +265,50 @@ static void check_range(struct rlfs_mount *mp, const struct recs *all, uint64_t 
 	free(got.r);
 }
 
+/* (d) fresh queries (fmr_length 0) starting at a record's block with a
+ * higher owner than the record's: whatever is left out, free space is
+ * never claimed on a used block */
+static void check_fresh_owner_keys(struct rlfs_mount *mp, const struct recs *all)
+{
+	uint64_t bs = mp->blocksize, nblocks = mp->dblocks;
+	bool *used = calloc(nblocks, sizeof(*used));
+	assert_non_null(used);
+	for (size_t i = 0; i < all->n; i++)
+		if (!(all->r[i].fmr_flags & FMR_OF_SPECIAL_OWNER) ||
+		    all->r[i].fmr_owner != RLFS_FMR_OWN_FREE)
+			for (uint64_t b = all->r[i].fmr_physical / bs;
+			     b < (all->r[i].fmr_physical + all->r[i].fmr_length) / bs; b++)
+				used[b] = true;
+	unsigned tried = 0;
+	for (size_t i = 0; i < all->n; i++) {
+		const struct fsmap *x = &all->r[i];
+		if (x->fmr_flags & FMR_OF_SPECIAL_OWNER)
+			continue;
+		struct fsmap k[2];
+		struct recs got = { 0 };
+		all_keys(&k[0], &k[1]);
+		k[0].fmr_physical = x->fmr_physical;
+		k[0].fmr_owner = x->fmr_owner + 1;
+		assert_int_equal(rlfs_getfsmap(mp, DEV, &k[0], &k[1], 0, collect, &got), 0);
+		for (size_t j = 0; j < got.n; j++) {
+			const struct fsmap *f = &got.r[j];
+			if (!(f->fmr_flags & FMR_OF_SPECIAL_OWNER) || f->fmr_owner != RLFS_FMR_OWN_FREE)
+				continue;
+			for (uint64_t b = f->fmr_physical / bs;
+			     b < (f->fmr_physical + f->fmr_length + bs - 1) / bs; b++)
+				if (used[b])
+					fail_msg("low key (%llu, owner %llu): block %llu reported free",
+						 (unsigned long long)k[0].fmr_physical,
+						 (unsigned long long)k[0].fmr_owner,
+						 (unsigned long long)b);
+		}
+		free(got.r);
+		tried++;
+	}
+	assert_true(tried > 100);
+	free(used);
+}
+
 static int stop_after(const struct fsmap *rec, void *priv)
 {
 	(void)rec;
@@ -361,6 +406,7 @@ static void test_fsmap(void **state)
 			check_range(mp, &all, all.r[i].fmr_physical + all.r[i].fmr_length / 2,
 				    dev + 12345);
 		}
+		check_fresh_owner_keys(mp, &all);
 		check_invalid(mp);
 		free(all.r);
 		assert_int_equal(rlfs_mount_close(mp), 0);
