@@ -47,8 +47,10 @@ struct rlfs_mount;
  * (fmr_length != 0) continues exactly after it: after a special-owner or
  * extent-map record at physical + length, after a file data record at
  * the next record in key order (offset + length), which may lie inside
- * blocks already reported (other owners of shared blocks).  Records that
- * merely overlap the range are returned whole; free-space records are
+ * blocks already reported (other owners of shared blocks).  A fresh low
+ * key with an owner leaves out the records of its block wholly below it
+ * (but never reports their blocks as free).  Records that merely overlap
+ * the range are returned whole; free-space records are
  * clipped to it: they start at low's physical + length at the earliest
  * and end with the block holding high's physical at the latest.  high's
  * fmr_length must be 0 or ~0 (the man page's "all ones" high key works).
