@@ -300,6 +300,7 @@ int caller_creds_get(fuse_req_t req, struct caller_creds *c)
 	snprintf(path, sizeof(path), "/proc/%d/ns/user", (int)ctx->pid);
 	bool init_ns = stat(path, &nst) == 0 && nst.st_ino == 0xEFFFFFFDu;
 	c->fsetid = init_ns && (eff & (1ull << 4));        /* CAP_FSETID */
+	c->sysadmin = init_ns && (eff & (1ull << 21));     /* CAP_SYS_ADMIN */
 	c->known = true;
 	return 0;
 }

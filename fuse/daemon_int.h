@@ -182,6 +182,7 @@ void callerfd_put(struct caller_file *cf);
 struct caller_creds {
 	bool known;
 	bool fsetid;            /* CAP_FSETID in the initial user namespace */
+	bool sysadmin;          /* CAP_SYS_ADMIN in the initial user namespace */
 	gid_t fsgid;
 	int ngroups;
 	gid_t groups[CALLER_MAX_GROUPS];

@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include <reflinkfs/fs.h>
+#include <reflinkfs/fsmap.h>
 #include <reflinkfs/ioctl.h>
 
 #include "daemon.h"
@@ -544,6 +545,54 @@ static int do_unshare(fuse_req_t req, struct rlfs_mount *mp, fuse_ino_t ino,
 }
 
 /*
+ * RLFS_IOC_GETFSMAP: one batch of GETFSMAP (reflinkfs/ioctl.h).  Only for
+ * CAP_SYS_ADMIN callers, as XFS's xfs_ioc_getfsmap (the map names every
+ * file's blocks).  The library takes the metadata lock per AG; a batch is
+ * at most RLFS_IOC_FSMAP_BATCH records, so this holds a slow-pool thread
+ * briefly.
+ */
+static void getfsmap_ioctl(fuse_req_t req, struct rlfs_mount *mp, const void *in_buf,
+			   size_t in_bufsz, size_t out_bufsz)
+{
+	if (in_bufsz != sizeof(struct rlfs_ioc_fsmap) || out_bufsz != sizeof(struct rlfs_ioc_fsmap)) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	struct caller_creds cc;
+	if (caller_creds_get(req, &cc) || !cc.sysadmin) {
+		fuse_reply_err(req, EPERM);
+		return;
+	}
+	struct rlfs_ioc_fsmap *io = malloc(sizeof(*io));
+	struct fsmap_head *h = malloc(sizeof(*h) + RLFS_IOC_FSMAP_BATCH * sizeof(struct fsmap));
+	int err = -ENOMEM;
+	if (io && h) {
+		memcpy(io, in_buf, sizeof(*io));
+		err = -EINVAL;
+		if (io->version == RLFS_IOC_ABI_VERSION && io->count <= RLFS_IOC_FSMAP_BATCH) {
+			memset(h, 0, sizeof(*h));
+			h->fmh_iflags = io->iflags;
+			h->fmh_count = io->count;
+			h->fmh_keys[0] = io->keys[0];
+			h->fmh_keys[1] = io->keys[1];
+			err = rlfs_getfsmap_head(mp, io->dev, h);
+		}
+	}
+	if (err) {
+		reply_status(req, err);
+	} else {
+		io->oflags = h->fmh_oflags;
+		io->entries = h->fmh_entries;
+		memset(io->recs, 0, sizeof(io->recs));
+		if (io->count)
+			memcpy(io->recs, h->fmh_recs, h->fmh_entries * sizeof(struct fsmap));
+		fuse_reply_ioctl(req, 0, io, sizeof(*io));
+	}
+	free(io);
+	free(h);
+}
+
+/*
  * ioctl: only the private, restricted ioctls of reflinkfs/ioctl.h (fixed
  * sizes encoded in the number, so the kernel copies the argument in and
  * out itself).  Their layouts are the same for 32-bit callers
@@ -626,6 +675,26 @@ static void ioctl_work(fuse_req_t req, fuse_ino_t ino, unsigned int c,
 	case RLFS_IOC_MOUNT_STATE:
 		mount_state_ioctl(req, in_buf, in_bufsz, out_bufsz);   /* remount.c */
 		return;
+	case RLFS_IOC_GETFSMAP:
+		getfsmap_ioctl(req, mp, in_buf, in_bufsz, out_bufsz);
+		return;
+	case RLFS_IOC_FSMAP_GEOM: {
+		struct rlfs_ioc_fsmap_geom g;
+		if (in_bufsz != sizeof(g) || out_bufsz != sizeof(g)) {
+			fuse_reply_err(req, EINVAL);
+			return;
+		}
+		memcpy(&g, in_buf, sizeof(g));
+		if (g.version != RLFS_IOC_ABI_VERSION || g.reserved[0] || g.reserved[1]) {
+			fuse_reply_err(req, EINVAL);
+			return;
+		}
+		uint64_t dblocks;
+		rlfs_fsmap_geometry(mp, &g.blocksize, &g.agblocks, &g.agcount, &dblocks);
+		g.dblocks = dblocks;
+		fuse_reply_ioctl(req, 0, &g, sizeof(g));
+		return;
+	}
 	default:
 		fuse_reply_err(req, ENOTTY);
 		return;
@@ -648,11 +717,12 @@ void rl_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
 	if ((flags & FUSE_IOCTL_UNRESTRICTED) ||
 	    (cmd != RLFS_IOC_CLONE && cmd != RLFS_IOC_CLONE_RANGE &&
 	     cmd != RLFS_IOC_GET_EXTENTS && cmd != RLFS_IOC_UNSHARE_RANGE &&
-	     cmd != RLFS_IOC_MOUNT_STATE)) {
+	     cmd != RLFS_IOC_MOUNT_STATE && cmd != RLFS_IOC_GETFSMAP &&
+	     cmd != RLFS_IOC_FSMAP_GEOM)) {
 		fuse_reply_err(req, ENOTTY);
 		return;
 	}
-	if (in_bufsz > sizeof(struct rlfs_ioc_extents)) {
+	if (in_bufsz > sizeof(struct rlfs_ioc_extents) && in_bufsz > sizeof(struct rlfs_ioc_fsmap)) {
 		fuse_reply_err(req, EINVAL);
 		return;
 	}

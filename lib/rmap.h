@@ -17,8 +17,8 @@
  * other owners share the blocks), and the transaction-level updates the
  * hooks use (rlfs_rmap_update; bmap.c queues RUIs for data-fork changes,
  * metadata allocations call it directly; docs/DESIGN.md "Reverse
- * mapping").  Not done yet: GETFSMAP, repair from or of the tree, a
- * counted per-AG reservation.
+ * mapping"); GETFSMAP is lib/fsmap.c.  Not done yet: repair from or of
+ * the tree, a counted per-AG reservation.
  *
  * Model: xfsprogs libxfs/xfs_rmap_btree.c (ops) and xfs_rmap.c
  * (xfs_rmap_query_range; insert/delete here are the raw record

@@ -13,6 +13,10 @@
  *   FICLONERANGE   (ioctl_ficlonerange(2))  into RLFS_IOC_CLONE_RANGE
  *   FS_IOC_FIEMAP  (Documentation/filesystems/fiemap.rst) into batches of
  *                  RLFS_IOC_GET_EXTENTS
+ *   FS_IOC_GETFSMAP (ioctl_getfsmap(2)) into batches of RLFS_IOC_GETFSMAP
+ *   XFS_IOC_FSGEOMETRY  answered from RLFS_IOC_FSMAP_GEOM (block size, AG
+ *                  size and count, blocks; the rest zero), for the AG
+ *                  columns of `xfs_io -c "fsmap -v"`
  *
  * and interposes fallocate(2)/fallocate64 for FALLOC_FL_UNSHARE_RANGE
  * (which the kernel does not pass to FUSE) -> RLFS_IOC_UNSHARE_RANGE.
@@ -47,6 +51,7 @@
 
 #include <linux/falloc.h>
 #include <linux/fiemap.h>
+#include <linux/fsmap.h>
 #include <linux/fs.h>
 
 #include <reflinkfs/ioctl.h>
@@ -350,6 +355,106 @@ int fallocate64(int fd, int mode, off64_t offset, off64_t len)
 	return shim_fallocate("fallocate64", fd, mode, (off_t)offset, (off_t)len);
 }
 
+/*
+ * FS_IOC_GETFSMAP: batches of RLFS_IOC_FSMAP_BATCH records, each batch's
+ * last record the next batch's low key (the protocol the caller uses
+ * between its own calls), until fmh_count records are there or the
+ * daemon marks one FMR_OF_LAST.  fmh_count 0 counts (one call).  The
+ * daemon checks the keys, the flags and the caller's CAP_SYS_ADMIN; the
+ * header's reserved fields are checked here.  Records carry the st_dev
+ * of fd's mount, as the kernel's would.
+ */
+static int do_getfsmap(int fd, struct fsmap_head *head)
+{
+	if (!head) {
+		errno = EFAULT;
+		return -1;
+	}
+	for (size_t i = 0; i < sizeof(head->fmh_reserved) / sizeof(head->fmh_reserved[0]); i++)
+		if (head->fmh_reserved[i]) {
+			errno = EINVAL;
+			return -1;
+		}
+	struct stat st;
+	if (fstat(fd, &st) != 0)
+		return -1;
+	struct rlfs_ioc_fsmap *io = malloc(sizeof(*io));
+	if (!io) {
+		errno = ENOMEM;
+		return -1;
+	}
+	uint32_t want = head->fmh_count, got = 0;
+	int ret = 0;
+	memset(io, 0, sizeof(*io));
+	io->keys[0] = head->fmh_keys[0];
+	io->keys[1] = head->fmh_keys[1];
+	for (;;) {
+		io->version = RLFS_IOC_ABI_VERSION;
+		io->iflags = head->fmh_iflags;
+		io->dev = (uint32_t)st.st_dev;
+		io->count = want == 0 ? 0 : (want - got < RLFS_IOC_FSMAP_BATCH ? want - got
+									  : RLFS_IOC_FSMAP_BATCH);
+		io->entries = 0;
+		if (real_ioctl(fd, RLFS_IOC_GETFSMAP, io) != 0) {
+			ret = -1;
+			break;
+		}
+		head->fmh_oflags = io->oflags;
+		if (want == 0) {
+			got = io->entries;
+			break;
+		}
+		if (io->entries > io->count) {
+			errno = EIO;
+			ret = -1;
+			break;
+		}
+		memcpy(&head->fmh_recs[got], io->recs, io->entries * sizeof(struct fsmap));
+		got += io->entries;
+		if (io->entries < io->count || got == want ||
+		    (io->recs[io->entries - 1].fmr_flags & FMR_OF_LAST))
+			break;
+		io->keys[0] = io->recs[io->entries - 1];
+	}
+	free(io);
+	head->fmh_entries = got;
+	return ret;
+}
+
+/*
+ * XFS_IOC_FSGEOMETRY: struct xfs_fsop_geom (xfs_fs.h, version 5: 256
+ * bytes), of which readers of GETFSMAP use the block size, AG size and
+ * count and the data blocks; everything else is zero (no realtime, no
+ * stripe, no external log).  Field offsets as in xfs_fs.h.
+ */
+#define SHIM_XFS_GEOM_SIZE 256
+#define SHIM_XFS_IOC_FSGEOMETRY _IOR('X', 126, char[SHIM_XFS_GEOM_SIZE])
+static int do_fsgeometry(int fd, void *arg)
+{
+	if (!arg) {
+		errno = EFAULT;
+		return -1;
+	}
+	struct rlfs_ioc_fsmap_geom g;
+	memset(&g, 0, sizeof(g));
+	g.version = RLFS_IOC_ABI_VERSION;
+	if (real_ioctl(fd, RLFS_IOC_FSMAP_GEOM, &g) != 0)
+		return -1;
+	unsigned char *b = arg;
+	memset(b, 0, SHIM_XFS_GEOM_SIZE);
+	uint32_t sect = 512, v = 5;
+	memcpy(b + 0, &g.blocksize, 4);     /* blocksize */
+	memcpy(b + 8, &g.agblocks, 4);      /* agblocks */
+	memcpy(b + 12, &g.agcount, 4);      /* agcount */
+	memcpy(b + 20, &sect, 4);           /* sectsize */
+	uint64_t db = g.dblocks;
+	memcpy(b + 32, &db, 8);             /* datablocks */
+	memcpy(b + 88, &v, 4);              /* version */
+	memcpy(b + 96, &sect, 4);           /* logsectsize */
+	memcpy(b + 104, &g.blocksize, 4);   /* dirblocksize */
+	return 0;
+}
+
 int ioctl(int fd, unsigned long request, ...)
 {
 	va_list ap;
@@ -361,6 +466,8 @@ int ioctl(int fd, unsigned long request, ...)
 	case FICLONE:
 	case FICLONERANGE:
 	case FS_IOC_FIEMAP:
+	case FS_IOC_GETFSMAP:
+	case SHIM_XFS_IOC_FSGEOMETRY:
 		break;
 	default:
 		return real_ioctl(fd, request, arg);
@@ -372,6 +479,10 @@ int ioctl(int fd, unsigned long request, ...)
 		return do_ficlone(fd, (int)(intptr_t)arg);
 	case FICLONERANGE:
 		return do_ficlonerange(fd, arg);
+	case FS_IOC_GETFSMAP:
+		return do_getfsmap(fd, arg);
+	case SHIM_XFS_IOC_FSGEOMETRY:
+		return do_fsgeometry(fd, arg);
 	default:
 		return do_fiemap(fd, arg);
 	}

@@ -25,6 +25,11 @@ int rlfs_logprint_main(int argc, char **argv);
  * success, 1 when a command failed (one line on stderr). */
 int rlfs_io_main(int argc, char **argv);
 
+/* reflinkfs fsmap [-d|-l|-r] [-m|-v] [-n NR] [START END] MOUNT|IMAGE: the
+ * physical space map as xfs_io's fsmap prints it (tools/fsmap_cmd.c).  0,
+ * or 1 on error. */
+int rlfs_fsmap_main(int argc, char **argv);
+
 /*
  * Parse a size: a decimal number with an optional K, M, G, T, P suffix
  * (powers of 1024; "KiB"/"KB"/"k" spellings accepted).  0 on success,

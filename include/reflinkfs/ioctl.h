@@ -27,6 +27,7 @@
  */
 #ifndef REFLINKFS_IOCTL_H
 #define REFLINKFS_IOCTL_H
+#include <linux/fsmap.h>
 #include <linux/ioctl.h>
 #include <linux/types.h>
 
@@ -142,4 +143,44 @@ struct rlfs_ioc_mount_state {
 	__u64 reserved2[2];         /* must be zero */
 };
 #define RLFS_IOC_MOUNT_STATE _IOWR(RLFS_IOC_TYPE, 9, struct rlfs_ioc_mount_state)
+/* RLFS_IOC_GETFSMAP (on any file or directory of the mount): one batch of
+ * FS_IOC_GETFSMAP (ioctl_getfsmap(2); reflinkfs/fsmap.h).  In: version
+ * (RLFS_IOC_ABI_VERSION), iflags (fmh_iflags, 0), keys (fmh_keys: low and
+ * high; the low key may be the last record of the previous batch), count
+ * (fmh_count: 0 counts the records, else at most RLFS_IOC_FSMAP_BATCH).
+ * Out: oflags (FMH_OF_DEV_T), entries, recs[0 .. entries), FMR_OF_LAST on
+ * the last record of the whole query; records carry dev (the caller's
+ * st_dev of the mount: the daemon cannot stat its own mount point).
+ * The shim loops batches to fill a caller's larger fmh_count.  Caller:
+ * CAP_SYS_ADMIN (as XFS demands), else EPERM.  Errors: EINVAL (version,
+ * reserved fields, the keys as ioctl_getfsmap(2)), EOPNOTSUPP (no rmap
+ * btree), EIO, EUCLEAN.  250 records of 64 bytes keep the argument below
+ * the 16,383 bytes an ioctl number can encode. */
+#define RLFS_IOC_FSMAP_BATCH 250
+struct rlfs_ioc_fsmap {
+	__u32 version;              /* in: RLFS_IOC_ABI_VERSION */
+	__u32 iflags;               /* in: fmh_iflags */
+	__u32 oflags;               /* out: fmh_oflags */
+	__u32 count;                /* in: records wanted (0: count only) */
+	__u32 entries;              /* out: records returned (or counted) */
+	__u32 dev;                  /* in: the mount's st_dev as the caller sees
+				     * it (glibc/new_encode_dev encoding): put in
+				     * fmr_device, valid in the keys */
+	struct fsmap keys[2];       /* in: low, high */
+	struct fsmap recs[RLFS_IOC_FSMAP_BATCH];
+};
+#define RLFS_IOC_GETFSMAP _IOWR(RLFS_IOC_TYPE, 10, struct rlfs_ioc_fsmap)
+
+/* RLFS_IOC_FSMAP_GEOM (any file of the mount, anyone): the geometry fsmap
+ * readers need to name AGs (xfs_io's XFS_IOC_FSGEOMETRY use).  In:
+ * version; out: the rest.  EINVAL for a bad version or nonzero reserved. */
+struct rlfs_ioc_fsmap_geom {
+	__u32 version;              /* in: RLFS_IOC_ABI_VERSION */
+	__u32 blocksize;            /* bytes */
+	__u32 agblocks;             /* blocks per AG (the last may be shorter) */
+	__u32 agcount;
+	__u64 dblocks;              /* blocks in the filesystem */
+	__u64 reserved[2];          /* must be zero */
+};
+#define RLFS_IOC_FSMAP_GEOM _IOWR(RLFS_IOC_TYPE, 11, struct rlfs_ioc_fsmap_geom)
 #endif

@@ -364,15 +364,8 @@ static void populate(struct rlfs_mount *mp, struct owned *o)
 	char blk[4096];
 	memset(blk, 'w', sizeof(blk));
 	assert_int_equal(rlfs_write(mp, w, blk, sizeof(blk), 10 * 4096), (ssize_t)sizeof(blk));
-	for (int i = 0; i < 8; i++) {
-		snprintf(name, sizeof(name), "user.big%d", i);
-		assert_int_equal(rlfs_setxattr(mp, w, name, blk, 3000, 0), 0);
-	}
-	assert_int_equal(rlfs_mknod(mp, root, "frag", S_IFREG | 0644, 0, 0, 0, &st), 0);
-	uint64_t frag = st.st_ino;
-	for (int i = 0; i < 600; i += 2)
-		assert_int_equal(rlfs_write(mp, frag, blk, sizeof(blk), (off_t)i * 4096),
-				 (ssize_t)sizeof(blk));
+	tu_big_xattrs(mp, w, 8, 3000);
+	uint64_t frag = tu_frag_file(mp, "frag", 300);
 	assert_int_equal(rlfs_mkdir(mp, root, "d", 0755, 0, 0, &st), 0);
 	uint64_t d = st.st_ino;
 	for (int i = 0; i < 100; i++) {

@@ -143,6 +143,30 @@ void tu_crash_copy(const struct tu_fs *fs, const char *suffix, char *copy, size_
 	assert_int_equal(system(cmd), 0);
 }
 
+void tu_big_xattrs(struct rlfs_mount *mp, uint64_t ino, int n, size_t len)
+{
+	char name[32], *val = malloc(len);
+	assert_non_null(val);
+	memset(val, 'x', len);
+	for (int i = 0; i < n; i++) {
+		snprintf(name, sizeof(name), "user.big%d", i);
+		assert_int_equal(rlfs_setxattr(mp, ino, name, val, len, 0), 0);
+	}
+	free(val);
+}
+
+uint64_t tu_frag_file(struct rlfs_mount *mp, const char *name, int extents)
+{
+	struct stat st;
+	char blk[4096];
+	memset(blk, 'f', sizeof(blk));
+	assert_int_equal(rlfs_mknod(mp, rlfs_root_ino(mp), name, S_IFREG | 0644, 0, 0, 0, &st), 0);
+	for (int i = 0; i < 2 * extents; i += 2)
+		assert_int_equal(rlfs_write(mp, st.st_ino, blk, sizeof(blk), (off_t)i * 4096),
+				 (ssize_t)sizeof(blk));
+	return st.st_ino;
+}
+
 void tu_fill(struct rlfs_mount *mp, uint64_t ino, uint8_t byte, size_t len)
 {
 	uint8_t *buf = malloc(len);

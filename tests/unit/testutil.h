@@ -46,6 +46,13 @@ int tu_fsck_repair(const char *image);
  * the device now (nothing flushed first), named fs->path + suffix into
  * copy (len bytes).  The copy is sparse; the caller unlinks it. */
 void tu_crash_copy(const struct tu_fs *fs, const char *suffix, char *copy, size_t len);
+/* Set n extended attributes user.big0, user.big1, ... of len bytes on ino
+ * (len 3000 with 4 KiB blocks: remote values, an attr-fork tree). */
+void tu_big_xattrs(struct rlfs_mount *mp, uint64_t ino, int n, size_t len);
+/* A regular file `name` in the root directory with `extents` one-block
+ * extents (every other 4 KiB block written: 300 give it a bmbt); returns
+ * its inode number. */
+uint64_t tu_frag_file(struct rlfs_mount *mp, const char *name, int extents);
 /* Write len bytes of byte at offset 0 of ino (asserts the whole write). */
 void tu_fill(struct rlfs_mount *mp, uint64_t ino, uint8_t byte, size_t len);
 /* Deterministic PRNG (xorshift64*), seeded from RLFS_TEST_SEED or a default. */
