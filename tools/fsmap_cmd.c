@@ -17,6 +17,8 @@
  * print the same map; -l and -r print nothing, as xfs_io does on an XFS
  * with an internal log and no realtime device (its log and rt device
  * numbers are 0, which match no records).
+ *
+ * --svg FILE draws the map instead of printing it (tools/fsmap_svg.c).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -37,6 +39,7 @@
 #include <reflinkfs/ioctl.h>
 
 #include "cli.h"
+#include "fsmap_svg.h"
 #include "rlfs.h"
 
 #define BB 512ull
@@ -45,6 +48,7 @@ static void usage(FILE *f, const char *prog)
 {
 	fprintf(f,
 		"Usage: %s [-d|-l|-r] [-m|-v] [-n NR] [START END] MOUNT|IMAGE\n"
+		"       %s --svg FILE [--svg-width PX] [-d] [-n NR] MOUNT|IMAGE\n"
 		"\n"
 		"Print the physical space map: every block range of the filesystem with its\n"
 		"owner (an inode and file offset, or metadata), free space included (GETFSMAP,\n"
@@ -63,8 +67,16 @@ static void usage(FILE *f, const char *prog)
 		"            always)\n"
 		"  -n NR     ask for NR records per call (default as xfs_io)\n"
 		"  START END only records overlapping [START, END] (512-byte units; needs\n"
-		"            -d, -l or -r, as in xfs_io)\n",
-		prog);
+		"            -d, -l or -r, as in xfs_io)\n"
+		"  --svg FILE  draw the map as an SVG picture into FILE (- for stdout)\n"
+		"            instead of printing it: one band per AG, its blocks left to\n"
+		"            right, coloured free / file data / unwritten / shared by the\n"
+		"            number of owners (2, 3-4, 5+) / each kind of metadata, with a\n"
+		"            legend of the blocks in each class.  Big AGs wrap into rows and\n"
+		"            a pixel column then shows the class with most blocks in it\n"
+		"            (exact counts in the legend and in data- attributes)\n"
+		"  --svg-width PX  pixels per row of the picture (default 1600)\n",
+		prog, prog);
 }
 
 struct geom {
@@ -304,13 +316,35 @@ static int getfsmap(struct source *s, struct fsmap_head *head)
 	return 0;
 }
 
+static int write_svg(const char *prog, struct fsmap_svg *svg, const char *path,
+		     unsigned width, const char *target)
+{
+	bool std = strcmp(path, "-") == 0;
+	FILE *f = std ? stdout : fopen(path, "w");
+	if (!f) {
+		fprintf(stderr, "%s: %s: %s\n", prog, path, strerror(errno));
+		return 1;
+	}
+	int err = fsmap_svg_write(svg, f, width, target);
+	if ((std ? fflush(f) : fclose(f)) != 0 && !err)
+		err = -EIO;
+	if (err) {
+		fprintf(stderr, "%s: %s: %s\n", prog, path, strerror(-err));
+		return 1;
+	}
+	return 0;
+}
+
 int rlfs_fsmap_main(int argc, char **argv)
 {
 	const char *prog = argv[0];
 	static const struct option longopts[] = { { "help", no_argument, NULL, 'h' },
+						  { "svg", required_argument, NULL, 'S' },
+						  { "svg-width", required_argument, NULL, 'W' },
 						  { NULL, 0, NULL, 0 } };
 	int c, dflag = 0, lflag = 0, rflag = 0, mflag = 0, vflag = 0;
-	unsigned long nflag = 0;
+	unsigned long nflag = 0, svg_width = 0;
+	const char *svg_path = NULL;
 	while ((c = getopt_long(argc, argv, "dlmn:rvh", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'd': dflag = 1; break;
@@ -328,6 +362,18 @@ int rlfs_fsmap_main(int argc, char **argv)
 			}
 			break;
 		}
+		case 'S': svg_path = optarg; break;
+		case 'W': {
+			char *end;
+			errno = 0;
+			svg_width = strtoul(optarg, &end, 10);
+			if (errno || *end || svg_width < 16 || svg_width > 100000) {
+				fprintf(stderr, "%s: bad --svg-width '%s' (16 to 100000)\n", prog,
+					optarg);
+				return 1;
+			}
+			break;
+		}
 		case 'h':
 			usage(stdout, prog);
 			return 0;
@@ -341,6 +387,11 @@ int rlfs_fsmap_main(int argc, char **argv)
 	    (nargs == 3 && dflag + lflag + rflag == 0)) {
 		fprintf(stderr, "%s: expected [-d|-l|-r] [-m|-v] [-n NR] [START END] MOUNT|IMAGE "
 			"(START END need -d, -l or -r; try '%s --help')\n", prog, prog);
+		return 1;
+	}
+	if (svg_path && (lflag || rflag || mflag || vflag || nargs != 1)) {
+		fprintf(stderr, "%s: --svg draws the whole map: no -l, -r, -m, -v or START END\n",
+			prog);
 		return 1;
 	}
 	unsigned long long start = 0, end = ULLONG_MAX;
@@ -366,6 +417,8 @@ int rlfs_fsmap_main(int argc, char **argv)
 		return 1;
 	}
 	int err;
+	uint32_t bsize, agblocks, agcount;
+	uint64_t dblocks;
 	/* any file or directory of a mount answers RLFS_IOC_FSMAP_GEOM; an
 	 * image file or device does not (ENOTTY) */
 	struct rlfs_ioc_fsmap_geom gq = { .version = RLFS_IOC_ABI_VERSION };
@@ -385,6 +438,10 @@ int rlfs_fsmap_main(int argc, char **argv)
 		s.dev = (uint32_t)st.st_dev;
 		o.g.agbytes = (uint64_t)gq.agblocks * gq.blocksize;
 		o.g.agcount = gq.agcount;
+		bsize = gq.blocksize;
+		agblocks = gq.agblocks;
+		agcount = gq.agcount;
+		dblocks = gq.dblocks;
 	} else {
 		err = rlfs_mount_open(target, RLFS_MOUNT_RDONLY, &s.mp);
 		if (err) {
@@ -395,16 +452,23 @@ int rlfs_fsmap_main(int argc, char **argv)
 		}
 		o.g.agbytes = (uint64_t)s.mp->agblocks * s.mp->blocksize;
 		o.g.agcount = s.mp->agcount;
+		rlfs_fsmap_geometry(s.mp, &bsize, &agblocks, &agcount, &dblocks);
 	}
 	int rc = 0;
 	if (lflag || rflag)
 		goto out;   /* no log or realtime device: nothing to print */
+	struct fsmap_svg *svg = NULL;
+	if (svg_path && !(svg = fsmap_svg_new(bsize, agblocks, agcount, dblocks))) {
+		fprintf(stderr, "%s: out of memory\n", prog);
+		rc = 1;
+		goto out;
+	}
 	unsigned per = nflag ? (unsigned)nflag : 131072 / sizeof(struct fsmap);
 	struct fsmap_head *head = calloc(1, sizeof(*head) + (size_t)per * sizeof(struct fsmap));
 	if (!head) {
 		fprintf(stderr, "%s: out of memory\n", prog);
 		rc = 1;
-		goto out;
+		goto out_svg;
 	}
 	struct fsmap *l = &head->fmh_keys[0], *h = &head->fmh_keys[1];
 	l->fmr_device = dflag ? s.dev : 0;
@@ -425,12 +489,23 @@ int rlfs_fsmap_main(int argc, char **argv)
 		}
 		if (head->fmh_entries == 0)
 			break;
-		dump(&o, head->fmh_recs, head->fmh_entries);
+		if (svg) {
+			err = fsmap_svg_add(svg, head->fmh_recs, head->fmh_entries);
+			if (err) {
+				fprintf(stderr, "%s: %s\n", prog, strerror(-err));
+				rc = 1;
+				break;
+			}
+		} else {
+			dump(&o, head->fmh_recs, head->fmh_entries);
+		}
 		struct fsmap *p = &head->fmh_recs[head->fmh_entries - 1];
 		if (p->fmr_flags & FMR_OF_LAST)
 			break;
 		head->fmh_keys[0] = *p;
 	}
+	if (svg && rc == 0)
+		rc = write_svg(prog, svg, svg_path, (unsigned)svg_width, target);
 	if (o.dumped_flags || (vflag > 1 && rc == 0))
 		dump_key();
 	if (vflag && rc == 0)
@@ -438,6 +513,8 @@ int rlfs_fsmap_main(int argc, char **argv)
 			"%llu bytes free\n", (unsigned long long)o.records,
 			(unsigned long long)o.bytes_used, (unsigned long long)o.bytes_free);
 	free(head);
+out_svg:
+	fsmap_svg_free(svg);
 out:
 	if (s.mp) {
 		err = rlfs_mount_close(s.mp);
