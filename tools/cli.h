@@ -26,8 +26,8 @@ int rlfs_logprint_main(int argc, char **argv);
 int rlfs_io_main(int argc, char **argv);
 
 /* reflinkfs fsmap [-d|-l|-r] [-m|-v] [-n NR] [START END] MOUNT|IMAGE: the
- * physical space map as xfs_io's fsmap prints it (tools/fsmap_cmd.c).  0,
- * or 1 on error. */
+ * physical space map as xfs_io's fsmap prints it (tools/fsmap_cmd.c), or
+ * with --svg FILE drawn (tools/fsmap_svg.c).  0, or 1 on error. */
 int rlfs_fsmap_main(int argc, char **argv);
 
 /*

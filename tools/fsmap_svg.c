@@ -309,7 +309,8 @@ int fsmap_svg_write(struct fsmap_svg *s, FILE *f, unsigned width, const char *ti
 	for (int c = 0; c < NCLS; c++)
 		npresent += total[c] != 0;
 	unsigned legend_y = TOP + s->agcount * (band_h + BAND_GAP) + 10;
-	unsigned W = LEFT + width + 20, H = legend_y + (npresent + 2) * LEG_H + 20;
+	/* at least room for the title and the legend's lines */
+	unsigned W = LEFT + width + 20 > 900 ? LEFT + width + 20 : 900, H = legend_y + (npresent + 2) * LEG_H + 20;
 
 	fprintf(f, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
 		"<svg xmlns=\"http://www.w3.org/2000/svg\" xmlns:rlfs=\"urn:reflinkfs:fsmap-svg\" "
