@@ -133,6 +133,19 @@ static int rec_cls(const struct fsmap *p)
 	return (p->fmr_flags & FMR_OF_PREALLOC) ? C_UNWRITTEN : C_DATA;
 }
 
+/* v with room for n elements of size bytes (capacity *cap, doubled when
+ * short); NULL when out of memory (v left as it was). */
+static void *grow(void *v, size_t *cap, size_t n, size_t size)
+{
+	if (n <= *cap)
+		return v;
+	size_t ncap = *cap ? *cap * 2 : 1024;
+	void *w = realloc(v, ncap * size);
+	if (w)
+		*cap = ncap;
+	return w;
+}
+
 int fsmap_svg_add(struct fsmap_svg *s, const struct fsmap *r, unsigned n)
 {
 	for (unsigned i = 0; i < n; i++) {
@@ -140,14 +153,10 @@ int fsmap_svg_add(struct fsmap_svg *s, const struct fsmap *r, unsigned n)
 		uint64_t b1 = (r[i].fmr_physical + r[i].fmr_length + s->bs - 1) / s->bs;
 		if (b1 <= b0)
 			continue;
-		if (s->nev + 2 > s->cap) {
-			size_t cap = s->cap ? s->cap * 2 : 1024;
-			struct ev *e = realloc(s->ev, cap * sizeof(*e));
-			if (!e)
-				return -ENOMEM;
-			s->ev = e;
-			s->cap = cap;
-		}
+		struct ev *e = grow(s->ev, &s->cap, s->nev + 2, sizeof(*e));
+		if (!e)
+			return -ENOMEM;
+		s->ev = e;
 		int c = rec_cls(&r[i]);
 		s->ev[s->nev++] = (struct ev){ b0, 1, c };
 		s->ev[s->nev++] = (struct ev){ b1, -1, c };
@@ -183,10 +192,8 @@ static int classify(const long *cnt)
 static int sweep(struct fsmap_svg *s, struct seg **out, size_t *nout)
 {
 	long cnt[NCLS] = { 0 };
-	size_t n = 0, cap = 64;
-	struct seg *v = malloc(cap * sizeof(*v));
-	if (!v)
-		return -ENOMEM;
+	size_t n = 0, cap = 0;
+	struct seg *v = NULL;
 	qsort(s->ev, s->nev, sizeof(*s->ev), ev_cmp);
 	uint64_t cur = 0;
 	size_t i = 0;
@@ -199,15 +206,12 @@ static int sweep(struct fsmap_svg *s, struct seg **out, size_t *nout)
 			if (n && v[n - 1].cls == c && v[n - 1].end == cur) {
 				v[n - 1].end = next;
 			} else {
-				if (n == cap) {
-					cap *= 2;
-					struct seg *w = realloc(v, cap * sizeof(*v));
-					if (!w) {
-						free(v);
-						return -ENOMEM;
-					}
-					v = w;
+				struct seg *w = grow(v, &cap, n + 1, sizeof(*w));
+				if (!w) {
+					free(v);
+					return -ENOMEM;
 				}
+				v = w;
 				v[n++] = (struct seg){ cur, next, c };
 			}
 			cur = next;
