@@ -17,7 +17,10 @@
 # tree and the clone against the sums byte for byte, unmounts and runs fsck
 # (clean); prints a summary, and cleans up (unmount, remove the image)
 # unless KEEP=1, also when a step fails.
-# Environment: IMG (image path, default /tmp/reflinkfs-demo.img), MNT.
+# After the clone it also prints the reverse map (reflinkfs fsmap: who owns
+# every block, how many blocks are shared) and draws it into an SVG picture
+# that is kept (SVG, default /tmp/reflinkfs-demo-map.svg).
+# Environment: IMG (image path, default /tmp/reflinkfs-demo.img), MNT, SVG.
 [ -n "${BASH_VERSION:-}" ] || exec bash "$0" "$@"
 set -eu -o pipefail
 
@@ -26,6 +29,7 @@ SRC=${2:-${DIR:-/usr/share/doc}}
 RLFS=$(cd "$BUILD" && pwd)/reflinkfs
 IMG=${IMG:-/tmp/reflinkfs-demo.img}
 MNT=${MNT:-/tmp/reflinkfs-demo.mnt}
+SVG=${SVG:-/tmp/reflinkfs-demo-map.svg}
 
 say() { printf '\n== %s\n' "$*"; }
 fail() { printf 'demo: FAILED: %s\n' "$*" >&2; exit 1; }
@@ -175,6 +179,22 @@ rc=0
 [ $rc = 0 ] || fail "fsck after the clone exited $rc (expected 0 = clean)"
 echo "fsck: clean"
 
+# --- the reverse map: who owns every block ----------------------------
+say "space map (reverse-mapping btree): reflinkfs fsmap; picture in $SVG"
+"$RLFS" fsmap -v "$IMG" >"$IMG.fsmap" || fail "fsmap failed"
+n_rec=$(grep -c '^ *[0-9]*:' "$IMG.fsmap") || true
+head -6 "$IMG.fsmap"
+echo "   ... ($n_rec records in all)"
+rm -f "$IMG.fsmap"
+"$RLFS" fsmap --svg "$SVG" "$IMG" || fail "fsmap --svg failed"
+# the picture's totals per class (blocks), as the legend shows them
+sed -n 's/.*<rlfs:total class="\([a-z0-9]*\)" blocks="\([0-9]*\)".*/\1 \2/p' "$SVG" |
+	awk '{ printf "  %-12s %10d blocks\n", $1, $2; if ($1 ~ /^shared/) sh += $2 } END { printf "  (%d blocks shared by two or more files)\n", sh }' |
+	tee "$IMG.classes"
+shared_blocks=$(awk '/^  \(/ { gsub(/[(]/, ""); print $1 }' "$IMG.classes")
+rm -f "$IMG.classes"
+[ "${shared_blocks:-0}" -gt 0 ] || fail "the space map shows no shared blocks after the clone"
+
 # --- crash: kill -9 of the daemon in the middle of a second copy --------
 # pid of the daemon holding the image's lock (its flock in /proc/locks)
 daemon_pid() {
@@ -259,5 +279,6 @@ printf '  clone          cp -a inside the mount in %.1f s: df +%d KiB (%d MiB tr
 printf '  copy-on-write  16 KiB rewritten in clone/%s: original unchanged, rest still shared\n' "$big"
 printf '  crash          kill -9 %s (%d files in copy2); %s\n' "$during" "$n_copied" "${recovery#log recovery: }"
 printf '  after crash    tree and clone intact (sha256 of %d files), copy2 has %d files\n' "$n_sums" "$n_copy2"
+printf '  space map      %s: %d blocks shared by two or more files\n' "$SVG" "$shared_blocks"
 printf '  fsck           clean (after the copy, after the clone, after the crash)\n'
 printf '  result         OK: byte-identical after unmount, fsck and remount, and after a kill -9 of the daemon\n'

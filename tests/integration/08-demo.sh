@@ -12,12 +12,18 @@ for awk in mawk gawk; do
 	mkdir -p "$T/awk-$awk"
 	ln -sf "$(command -v $awk)" "$T/awk-$awk/awk"
 	log "demo with awk = $awk"
-	PATH=$T/awk-$awk:$PATH IMG=$T/demo.img MNT=$T/demo.mnt KEEP=0 run_to 600 \
+	PATH=$T/awk-$awk:$PATH IMG=$T/demo.img MNT=$T/demo.mnt SVG=$T/demo.svg KEEP=0 run_to 600 \
 		bash "$SRCDIR/scripts/demo.sh" "$(dirname "$RLFS")" "$src" >"$T/demo.out" 2>&1 ||
 		{ tail -30 "$T/demo.out" >&2; die "demo.sh failed (awk = $awk)"; }
 	cat "$T/demo.out"
 	grep -q "result *OK" "$T/demo.out" || die "demo summary has no OK result (awk = $awk)"
 	[ ! -e "$T/demo.img" ] || die "demo left its image behind"
+	# the space map: a picture kept for the user, with shared blocks
+	python3 -c 'import sys, xml.etree.ElementTree as E; E.parse(sys.argv[1])' "$T/demo.svg" ||
+		die "demo's space map is not a well-formed SVG (awk = $awk)"
+	grep -Eq "space map .*: [1-9][0-9]* blocks shared" "$T/demo.out" ||
+		die "demo summary shows no shared blocks in the space map (awk = $awk)"
+	rm -f "$T/demo.svg"
 	mountpoint -q "$T/demo.mnt" 2>/dev/null && die "demo left a mount behind"
 done
 log OK
