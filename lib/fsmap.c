@@ -135,28 +135,6 @@ struct fsmap_info {
 	void *priv;
 };
 
-static int cmp_key(const struct rlfs_rmap_irec *a, const struct rlfs_rmap_irec *b)
-{
-	uint64_t oa = a->offset & ~RLFS_RMAP_OFF_UNWRITTEN, ob = b->offset & ~RLFS_RMAP_OFF_UNWRITTEN;
-	if (a->startblock != b->startblock)
-		return a->startblock < b->startblock ? -1 : 1;
-	if (a->owner != b->owner)
-		return a->owner < b->owner ? -1 : 1;
-	if (oa != ob)
-		return oa < ob ? -1 : 1;
-	return 0;
-}
-
-/* The high key of r (its last block; rmap.c's high key) against k. */
-static int cmp_high_key(const struct rlfs_rmap_irec *r, const struct rlfs_rmap_irec *k)
-{
-	struct rlfs_rmap_irec h = *r;
-	h.startblock += r->blockcount - 1;
-	if (!RLFS_RMAP_NON_INODE_OWNER(r->owner) && !(r->offset & RLFS_RMAP_OFF_BMBT_BLOCK))
-		h.offset += r->blockcount - 1;
-	return cmp_key(&h, k);
-}
-
 /* Free space [info->next, end) if end is beyond it. */
 static int emit_gap(struct fsmap_info *info, uint64_t end)
 {
@@ -221,8 +199,9 @@ static int rmap_helper(struct rlfs_btree_cur *cur, const struct rlfs_rmap_irec *
 	uint64_t start = rlfs_agb_to_fsb(mp, info->agno, r->startblock) << mp->blocklog;
 	uint64_t end = start + ((uint64_t)r->blockcount << mp->blocklog);
 	(void)cur;
-	if (info->filter && cmp_key(r, &info->low) < 0 &&
-	    (info->resume || cmp_high_key(r, &info->low) < 0)) {
+	struct rlfs_rmap_irec rh = rlfs_rmap_irec_high_key(r);
+	if (info->filter && rlfs_rmap_irec_cmp_key(r, &info->low) < 0 &&
+	    (info->resume || rlfs_rmap_irec_cmp_key(&rh, &info->low) < 0)) {
 		if (end > info->next)
 			info->next = end;
 		return 0;

@@ -28,7 +28,6 @@
 #include "iunlink.h"
 #include "log.h"
 #include "rlfs.h"
-#include "rmap.h"
 #include "trans.h"
 
 uint64_t rlfs_root_ino(struct rlfs_mount *mp)

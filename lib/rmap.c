@@ -96,6 +96,30 @@ static void rmap_high_key_from_rec(void *key, const void *rec)
 
 static int cmp_u64(uint64_t a, uint64_t b) { return a < b ? -1 : a > b; }
 
+int rlfs_rmap_irec_cmp_key(const struct rlfs_rmap_irec *a, const struct rlfs_rmap_irec *b)
+{
+	int d = cmp_u64(a->startblock, b->startblock);
+	if (!d)
+		d = cmp_u64(a->owner, b->owner);
+	if (!d)
+		d = cmp_u64(key_offset(a->offset), key_offset(b->offset));
+	return d;
+}
+
+struct rlfs_rmap_irec rlfs_rmap_irec_high_key(const struct rlfs_rmap_irec *r)
+{
+	struct rlfs_rmap_rec raw;
+	struct rlfs_rmap_key k;
+	struct rlfs_rmap_irec h;
+	rlfs_rmap_rec_encode(r, &raw);
+	rmap_high_key_from_rec(&k, &raw);
+	h.startblock = rlfs_get32(k.startblock);
+	h.blockcount = 1;
+	h.owner = rlfs_get64(k.owner);
+	h.offset = rlfs_get64(k.offset);
+	return h;
+}
+
 static int rmap_cmp_key(struct rlfs_btree_cur *cur, const void *k1, const void *k2)
 {
 	struct rlfs_rmap_key a, b;

@@ -56,6 +56,18 @@ void rlfs_rmap_rec_decode(const struct rlfs_rmap_rec *r, struct rlfs_rmap_irec *
  */
 const char *rlfs_rmap_check_irec(const struct rlfs_rmap_irec *ir, uint32_t aglen);
 
+/*
+ * Compare the keys of two decoded records as the tree orders them:
+ * (startblock, owner, offset without RLFS_RMAP_OFF_UNWRITTEN), unsigned,
+ * in that order.  <0, 0, >0.  rlfs_rmap_irec_high_key gives r's high key
+ * as a record (startblock and, for inode data and attr extents, the file
+ * offset advanced to r's last block; blockcount 1) to compare the same
+ * way.  Mirror the rmapbt ops' key functions (xfs_rmapbt_diff_two_keys,
+ * xfs_rmapbt_init_high_key_from_rec).
+ */
+int rlfs_rmap_irec_cmp_key(const struct rlfs_rmap_irec *a, const struct rlfs_rmap_irec *b);
+struct rlfs_rmap_irec rlfs_rmap_irec_high_key(const struct rlfs_rmap_irec *r);
+
 /* Set up a cursor on AG agno's rmap btree (agbp: the AG header buffer or
  * NULL).  Free with rlfs_btree_cur_del. */
 void rlfs_rmap_cur_init(struct rlfs_btree_cur *cur, struct rlfs_trans *tp, uint32_t agno,

@@ -665,7 +665,7 @@ static int rmap_rec_cb(struct rlfs_btree_cur *cur, const void *rec, void *priv)
 		    fsck_loc(f, fsbno).s, ir.startblock, ir.blockcount, ir.owner, ir.offset, why);
 		w->ai->rmap_ok = false;
 	}
-	if (w->have_prev && fsck_cmp_rmap_key(&w->prev_rmap, &ir) >= 0) {
+	if (w->have_prev && rlfs_rmap_irec_cmp_key(&w->prev_rmap, &ir) >= 0) {
 		ERR(f, "%s (rmapbt): record [%u, +%u) owner %" PRIu64 " is not after the previous "
 		    "one [%u, +%u) owner %" PRIu64 " in key order", fsck_loc(f, fsbno).s,
 		    ir.startblock, ir.blockcount, ir.owner, w->prev_rmap.startblock,

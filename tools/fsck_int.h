@@ -280,7 +280,6 @@ const struct rlfs_btree_ops *fsck_rmapbt_ops(void);
 
 /* fsck_rmap.c */
 void fsck_check_rmaps(struct fsck *f);
-int fsck_cmp_rmap_key(const struct rlfs_rmap_irec *a, const struct rlfs_rmap_irec *b);
 
 /* fsck_inode.c */
 void fsck_check_inodes(struct fsck *f);

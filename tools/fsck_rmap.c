@@ -122,26 +122,12 @@ static int cmp_owner_run(const void *pa, const void *pb)
 	return c;
 }
 
-/* (startblock, owner, offset without the unwritten flag): the rmapbt key
- * order (lib/rmap.c). */
-int fsck_cmp_rmap_key(const struct rlfs_rmap_irec *a, const struct rlfs_rmap_irec *b)
-{
-	int c = fsck_cmp_u64(a->startblock, b->startblock);
-
-	if (!c)
-		c = fsck_cmp_u64(a->owner, b->owner);
-	if (!c)
-		c = fsck_cmp_u64(a->offset & ~RLFS_RMAP_OFF_UNWRITTEN,
-				 b->offset & ~RLFS_RMAP_OFF_UNWRITTEN);
-	return c;
-}
-
-/* Key order, then length and the unwritten flag: equal records compare
+/* Key order (rlfs_rmap_irec_cmp_key), then length and the unwritten flag: equal records compare
  * equal. */
 static int cmp_rmap_full(const void *pa, const void *pb)
 {
 	const struct rlfs_rmap_irec *a = pa, *b = pb;
-	int c = fsck_cmp_rmap_key(a, b);
+	int c = rlfs_rmap_irec_cmp_key(a, b);
 
 	if (!c)
 		c = fsck_cmp_u64(a->blockcount, b->blockcount);
