@@ -25,6 +25,7 @@
 
 #include "alloc.h"
 #include "btree.h"
+#include "log.h"
 #include "refcount.h"
 #include "rmap.h"
 
@@ -966,6 +967,58 @@ static int check_rec_fn(struct rlfs_btree_cur *cur, const void *rec, void *priv)
 				    (unsigned long long)r.startoff);
 	c->idx++;
 	return 0;
+}
+
+int rlfs_bmap_repair_fork(struct rlfs_trans *tp, struct rlfs_inode *ip,
+			  const struct rlfs_irec *ext, uint32_t n,
+			  const struct rlfs_irec *old_bmbt, uint32_t nold)
+{
+	struct rlfs_mount *mp = tp->mp;
+	int error;
+
+	if (!ip->ext_loaded || ip->next || ip->format != RLFS_FMT_EXTENTS)
+		return -EINVAL;
+	for (uint32_t i = 0; i < n; i++) {
+		const struct rlfs_irec *r = &ext[i];
+
+		if (r->blockcount == 0 || r->blockcount > RLFS_MAX_EXTLEN ||
+		    (r->state & ~RLFS_EXT_UNWRITTEN) ||
+		    (i && irec_end(&ext[i - 1]) > r->startoff) ||
+		    r->startblock == 0 || r->startblock + r->blockcount > mp->dblocks ||
+		    rlfs_fsb_to_agno(mp, r->startblock) !=
+		    rlfs_fsb_to_agno(mp, r->startblock + r->blockcount - 1))
+			return -EINVAL;
+	}
+	/* one transaction: its bmbt blocks, logged whole, must fit a quarter
+	 * of the log (a checkpoint larger than that is refused) */
+	if (mp->log && (uint64_t)rlfs_bmap_res(ip, n) * 2 + 16 > mp->log->size_blocks / 4)
+		return -EFBIG;
+	/* the old bmbt: its blocks leave the inode's rmap and are freed */
+	for (uint32_t i = 0; i < nold; i++) {
+		const struct rlfs_irec *o = &old_bmbt[i];
+
+		error = rlfs_rmap_update(tp, RLFS_RUI_UNMAP, o->startblock, o->blockcount,
+					 ip->ino, RLFS_RMAP_DATA_META);
+		if (!error)
+			error = rlfs_free_extent(tp, o->startblock, o->blockcount);
+		if (error)
+			return error;
+	}
+	/* the recovered list, then a new bmbt if it does not fit inline;
+	 * the data blocks' refcounts and rmap records already say this */
+	error = ext_reserve(ip, n);
+	for (uint32_t i = 0; i < n && !error; i++) {
+		error = rlfs_inode_ext_reserve(ip);
+		if (error)
+			break;
+		ip->ext[i] = ext[i];
+		ip->next = i + 1;
+		rlfs_inode_ext_logged(ip, RLFS_EXT_INSERT, i, NULL);
+	}
+	if (!error && n > rlfs_bmap_inline_max(ip))
+		error = fork_to_btree(tp, ip);
+	rlfs_trans_log_inode(tp, ip);
+	return error;
 }
 
 int rlfs_bmap_check(struct rlfs_trans *tp, struct rlfs_inode *ip)

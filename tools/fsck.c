@@ -422,6 +422,7 @@ static void fsck_free(struct fsck *f)
 	free(f->ags);
 	free(f->ifixes);
 	free(f->orphans);
+	fsck_free_lost(f);
 }
 
 /* Phases 1-6 (the image is open and locked).  0 when they all ran (counts
@@ -443,6 +444,11 @@ static int check_all(struct fsck *f, uint64_t *icount, uint64_t *ifree, uint64_t
 	fsck_verbose(f, "Phase 3: inodes (%zu chunks)", f->nchunks);
 	if (!f->oom)
 		fsck_check_inodes(f);
+	if (!f->oom && f->nlost) {
+		fsck_verbose(f, "Phase 3b: %zu data fork%s from the rmap", f->nlost,
+			     f->nlost == 1 ? "" : "s");
+		fsck_recover_forks(f);
+	}
 	fsck_xsort(f->inodes, f->ninodes, sizeof(*f->inodes), cmp_ientry);
 	fsck_verbose(f, "Phase 4: directory tree (%zu inodes, %zu entries)", f->ninodes, f->nedges);
 	if (!f->oom)
@@ -508,6 +514,9 @@ static void fix_list(const struct fsck *f, char *buf, size_t len)
 	if (f->norphans)
 		list_add(buf, len, &n, "%zu orphan inode%s freed", f->norphans,
 			 f->norphans == 1 ? "" : "s");
+	if (f->nfix_forks)
+		list_add(buf, len, &n, "%" PRIu64 " data fork%s rebuilt from the rmap",
+			 f->nfix_forks, f->nfix_forks == 1 ? "" : "s");
 	if (f->fix_state)
 		list_add(buf, len, &n, "the unclean-unmount flag");
 }
@@ -641,6 +650,8 @@ static int run(struct fsck *f)
 		err = fsck_write_primary_sb(f, true, icount, ifree, fdblocks, 0);
 	if (!err && (f->norphans || f->nlisted))
 		err = fsck_free_orphans(f); /* its mount frees the listed ones too */
+	if (!err)
+		err = fsck_fix_forks(f);
 	if (err) {
 		printf("%s: repair failed: %s (%s may be partly written)\n", f->image,
 		       fsck_errstr(err), what);
