@@ -110,11 +110,14 @@ int rlfs_bmap_convert_written(struct rlfs_trans *tp, struct rlfs_inode *ip,
  * are left alone: they already describe ext.  ip->nblocks must not count
  * the old bmbt blocks (the caller sets it); new bmbt blocks are added.
  * Everything happens in tp: -EFBIG when the new bmbt would not fit one
- * checkpoint (a quarter of the log), -EINVAL (a bad list, or ip's fork not
+ * checkpoint (estimated against half the log), -EINVAL (a bad list, or ip's fork not
  * empty), -ENOSPC, -EUCLEAN, -ENOMEM (cancel tp).  Source: the role of
  * xfs_repair's phase 4 rebuilding a bmbt from reverse mappings
  * (xfs_repair/rmap.c, and the online repair's xrep_bmap).
  */
+/* Would rlfs_bmap_repair_fork of n extents fit one checkpoint of a log of
+ * log_blocks blocks (the estimate it refuses with -EFBIG)? */
+bool rlfs_bmap_repair_fits(const struct rlfs_mount *mp, uint64_t n, uint32_t log_blocks);
 int rlfs_bmap_repair_fork(struct rlfs_trans *tp, struct rlfs_inode *ip,
 			  const struct rlfs_irec *ext, uint32_t n,
 			  const struct rlfs_irec *old_bmbt, uint32_t nold);

@@ -369,7 +369,7 @@ static int open_and_lock(struct fsck *f)
 /* Driver                                                              */
 
 /* What repair mode fixes: --help, the README and the messages say the same. */
-#define FSCK_NO_REBUILD "no tool rebuilds damaged metadata yet: to save the files, mount " \
+#define FSCK_NO_REBUILD "repair cannot rebuild this damage yet: to save the files, mount " \
 	"the image read-only (reflinkfs mount -o ro %s DIR), copy them out and make a new " \
 	"filesystem"
 
@@ -392,11 +392,13 @@ static void usage(FILE *out)
 		"Repair (the default) fixes only: summary counters (superblock and AG headers),\n"
 		"link counts, directory parent pointers, orphan inodes (unlinked files still\n"
 		"open when the filesystem stopped: freed), the unclean-unmount flag and the\n"
-		"superblock's error record; and only when every finding is one of these.\n"
+		"superblock's error record, and (rmap feature) a regular file's data fork\n"
+		"whose block map is damaged, rebuilt from the file's rmap records; and only\n"
+		"when every finding is one of these.\n"
 		"Everything else (damaged btrees, inodes or directories, blocks used twice or\n"
 		"leaked, refcount mismatches) is reported and left as it is, and the\n"
 		"superblock is marked as having errors: every mount warns until fsck finds the\n"
-		"filesystem clean. No tool rebuilds damaged metadata yet: to save the files,\n"
+		"filesystem clean. Repair cannot rebuild more yet: to save the files,\n"
 		"mount the image read-only (reflinkfs mount -o ro IMAGE DIR), copy them out\n"
 		"and make a new filesystem.\n"
 		"Exit: 0 clean (also when only a stale error record was cleared, as e2fsck),\n"

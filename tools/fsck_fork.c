@@ -27,7 +27,8 @@
  * Not recovered this way: directories, symlinks and xattr trees (their
  * contents are not in the rmap), a file whose rmap records overlap in file
  * offset (the rmap is then as suspect as the fork), and a fork whose new
- * bmbt would not fit one log checkpoint (reported, left).
+ * bmbt would not fit one log checkpoint (rlfs_bmap_repair_fits: reported
+ * as an error, its claims still taken from the rmap).
  *
  * Model: xfs_repair's phase 4 rebuilding a data fork from reverse mappings
  * (xfsprogs repair/rmap.c, repair/bmap_repair.c) and online repair's
@@ -43,6 +44,7 @@ struct lost_fork {
 	uint32_t next, ext_cap;
 	struct rlfs_irec *bmbt;     /* old bmbt block runs (startblock, blockcount) */
 	uint32_t nbmbt, bmbt_cap;
+	bool too_big;               /* its new bmbt would not fit one checkpoint */
 };
 
 bool fsck_fork_recoverable(const struct fsck *f)
@@ -219,6 +221,16 @@ void fsck_recover_forks(struct fsck *f)
 			lf->ino = 0;
 			continue;
 		}
+		if (!overlap && rlfs_get32(f->sb.log_blocks) &&
+		    !rlfs_bmap_repair_fits(mp, lf->next, rlfs_get32(f->sb.log_blocks))) {
+			/* the claims still come from the rmap: the rest of the
+			 * check stays meaningful */
+			ERR(f, "inode %" PRIu64 ": data fork unreadable; the rmap holds its %u "
+			    "extents, but a bmbt that large does not fit one checkpoint of "
+			    "the %u-block log: not rebuilt", lf->ino, lf->next,
+			    rlfs_get32(f->sb.log_blocks));
+			lf->too_big = true;
+		}
 		for (uint32_t k = 0; k < lf->next; k++) {
 			const struct rlfs_irec *r = &lf->ext[k];
 
@@ -229,6 +241,8 @@ void fsck_recover_forks(struct fsck *f)
 			fsck_add_claim(f, CL_BMBT, lf->ino, 0, lf->bmbt[k].startblock,
 				       lf->bmbt[k].blockcount);
 		f->used_blocks += data + old;
+		if (lf->too_big)
+			continue;
 		f->nfix_forks++;
 		FIXABLE(f, "inode %" PRIu64 ": data fork unreadable; the rmap holds its %u "
 			"extent%s (%" PRIu64 " block%s): repair rebuilds the fork from them "
@@ -283,15 +297,13 @@ int fsck_fix_forks(struct fsck *f)
 	if (err)
 		return err;
 	for (size_t i = 0; i < f->nlost && !err; i++) {
-		if (!f->lost[i].ino)
+		if (!f->lost[i].ino || f->lost[i].too_big)
 			continue;
 		err = fix_fork(f, lm, &f->lost[i]);
 		if (err)
 			printf("%s: inode %" PRIu64 ": rebuilding the data fork failed: %s%s\n",
 			       f->image, f->lost[i].ino, fsck_errstr(err),
-			       err == -EFBIG ? " (its bmbt would not fit one log checkpoint: "
-			       "make the log larger or copy the file out from a read-only mount)" :
-			       "");
+			       err == -EFBIG ? " (its bmbt would not fit one log checkpoint)" : "");
 	}
 	err2 = rlfs_mount_close(lm);
 	return err ? err : err2;

@@ -157,7 +157,7 @@ left_ok() {  # LABEL [nomark]
 	fsck_rc "$T/case.img"
 	[ $FRC = 4 ] || { cat "$T/fsck.out" >&2; die "$1: fsck exited $FRC, expected 4"; }
 	no_corrected "$1"
-	grep -q "left uncorrected.*no tool rebuilds damaged metadata yet.*reflinkfs mount -o ro" \
+	grep -q "left uncorrected.*repair cannot rebuild this damage yet.*reflinkfs mount -o ro" \
 		"$T/fsck.out" || { cat "$T/fsck.out" >&2; die "$1: no 'left uncorrected' line saying what to do"; }
 	log "$1: $(grep 'left uncorrected' "$T/fsck.out" | cut -c1-110)..."
 	if [ "${2:-}" != nomark ]; then
