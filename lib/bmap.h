@@ -99,6 +99,28 @@ int rlfs_bmap_unmap(struct rlfs_trans *tp, struct rlfs_inode *ip, uint64_t off,
 /* Mark [off, off+len) written (unwritten -> normal), splitting as needed. */
 int rlfs_bmap_convert_written(struct rlfs_trans *tp, struct rlfs_inode *ip,
 			      uint64_t off, uint64_t len);
+/*
+ * Repair (fsck): give ip, loaded by rlfs_iget_fork_lost (empty inline
+ * fork) and joined to tp, the data fork ext[0..n) (sorted by startoff, no
+ * overlaps, each extent inside one AG: the file's mappings as its rmap
+ * records say), without reading the old fork.  The old bmbt's block runs
+ * old_bmbt[0..nold) (startblock/blockcount; the rmap's bmbt-block records
+ * of the inode) leave the rmap and are freed; a new bmbt is built when the
+ * extents do not fit inline.  The data blocks' refcounts and rmap records
+ * are left alone: they already describe ext.  ip->nblocks must not count
+ * the old bmbt blocks (the caller sets it); new bmbt blocks are added.
+ * Everything happens in tp: -EFBIG when the new bmbt would not fit one
+ * checkpoint (estimated against half the log), -EINVAL (a bad list, or ip's fork not
+ * empty), -ENOSPC, -EUCLEAN, -ENOMEM (cancel tp).  Source: the role of
+ * xfs_repair's phase 4 rebuilding a bmbt from reverse mappings
+ * (xfs_repair/rmap.c, and the online repair's xrep_bmap).
+ */
+/* Would rlfs_bmap_repair_fork of n extents fit one checkpoint of a log of
+ * log_blocks blocks (the estimate it refuses with -EFBIG)? */
+bool rlfs_bmap_repair_fits(const struct rlfs_mount *mp, uint64_t n, uint32_t log_blocks);
+int rlfs_bmap_repair_fork(struct rlfs_trans *tp, struct rlfs_inode *ip,
+			  const struct rlfs_irec *ext, uint32_t n,
+			  const struct rlfs_irec *old_bmbt, uint32_t nold);
 /* Check the in-core list against the on-disk fork (fsck/tests): 0/-EUCLEAN */
 int rlfs_bmap_check(struct rlfs_trans *tp, struct rlfs_inode *ip);
 #endif

@@ -778,8 +778,9 @@ static int icache_get(struct rlfs_mount *mp, uint64_t ino, struct rlfs_inode **i
 }
 
 /* orphan: 0 nlink 0 on disk is corruption, 1 accepted
- * (rlfs_inode_free_orphan), -1 -ENOENT (rlfs_iget_linked) */
-static int iget_tp(struct rlfs_trans *tp, uint64_t ino, int orphan,
+ * (rlfs_inode_free_orphan), -1 -ENOENT (rlfs_iget_linked).  fork_lost:
+ * rlfs_iget_fork_lost (a regular file whose data fork is not read). */
+static int iget_tp(struct rlfs_trans *tp, uint64_t ino, int orphan, bool fork_lost,
 		   struct rlfs_inode **ipp)
 {
 	struct rlfs_mount *mp = tp->mp;
@@ -826,6 +827,17 @@ static int iget_tp(struct rlfs_trans *tp, uint64_t ino, int orphan,
 	dinode_decode(ip, dip);
 	uint32_t nextents = rlfs_get32(dip->nextents);
 	rlfs_trans_brelse(tp, bp);
+	if (fork_lost) {
+		if ((ip->mode & S_IFMT) != S_IFREG) {
+			inode_free(ip);
+			return -EINVAL;
+		}
+		/* judge the rest of the core against an empty inline fork */
+		ip->format = RLFS_FMT_EXTENTS;
+		ip->root = 0;
+		ip->root_level = 0;
+		nextents = 0;
+	}
 
 	if (ip->nlink == 0 && orphan < 0) {
 		inode_free(ip);
@@ -836,7 +848,10 @@ static int iget_tp(struct rlfs_trans *tp, uint64_t ino, int orphan,
 		goto fail;
 	if ((ip->mode & S_IFMT) == S_IFREG && ip->format == RLFS_FMT_NONE)
 		ip->format = RLFS_FMT_EXTENTS;
-	if (fork_has_extents(ip)) {
+	if (fork_lost) {
+		ip->next = 0;
+		ip->ext_loaded = true;
+	} else if (fork_has_extents(ip)) {
 		error = rlfs_bmap_load(tp, ip);
 		if (error)
 			goto fail;
@@ -862,7 +877,22 @@ fail:
 
 int rlfs_iget_tp(struct rlfs_trans *tp, uint64_t ino, struct rlfs_inode **ipp)
 {
-	return iget_tp(tp, ino, 0, ipp);
+	return iget_tp(tp, ino, 0, false, ipp);
+}
+
+int rlfs_iget_fork_lost(struct rlfs_trans *tp, uint64_t ino, struct rlfs_inode **ipp)
+{
+	struct rlfs_inode *ip;
+	int error = icache_get(tp->mp, ino, &ip);
+
+	*ipp = NULL;
+	if (error > 0) {
+		rlfs_irele(ip);
+		return -EBUSY;
+	}
+	if (error < 0)
+		return error;
+	return iget_tp(tp, ino, 0, true, ipp);
 }
 
 static int iget(struct rlfs_mount *mp, uint64_t ino, int orphan, struct rlfs_inode **ipp)
@@ -879,7 +909,7 @@ static int iget(struct rlfs_mount *mp, uint64_t ino, int orphan, struct rlfs_ino
 	error = rlfs_trans_alloc(mp, &mp->resv.tr_rdonly, 0, RLFS_TRANS_RDONLY, &tp);
 	if (error)
 		return error;
-	error = iget_tp(tp, ino, orphan, ipp);
+	error = iget_tp(tp, ino, orphan, false, ipp);
 	rlfs_trans_cancel(tp);
 	return error;
 }
@@ -1150,7 +1180,7 @@ int rlfs_inode_free_orphan(struct rlfs_mount *mp, uint64_t ino)
 	int error = rlfs_trans_alloc(mp, &mp->resv.tr_rdonly, 0, RLFS_TRANS_RDONLY, &tp);
 	if (error)
 		return error;
-	error = iget_tp(tp, ino, 1, &ip);
+	error = iget_tp(tp, ino, 1, false, &ip);
 	rlfs_trans_cancel(tp);
 	if (error)
 		return error;

@@ -96,6 +96,16 @@ int rlfs_iget(struct rlfs_mount *mp, uint64_t ino, struct rlfs_inode **ipp);
  * is -ENOENT, not corruption (no report, no error record). */
 int rlfs_iget_linked(struct rlfs_mount *mp, uint64_t ino, struct rlfs_inode **ipp);
 int rlfs_iget_tp(struct rlfs_trans *tp, uint64_t ino, struct rlfs_inode **ipp);
+/*
+ * Repair (fsck rebuilding a data fork from the rmap): load regular file
+ * ino in tp without reading its data fork.  The in-core inode gets an
+ * empty inline fork (format extents, no root, no extents) and the rest of
+ * the core is checked as rlfs_iget does; rlfs_bmap_repair_fork then
+ * installs the recovered extents.  0, -EBUSY (already cached: the fork
+ * would be read by someone), -EINVAL (not a regular file), and
+ * rlfs_iget's errors.  Only for a mount nothing else uses (fsck's).
+ */
+int rlfs_iget_fork_lost(struct rlfs_trans *tp, uint64_t ino, struct rlfs_inode **ipp);
 /* Take another reference. */
 void rlfs_ihold(struct rlfs_inode *ip);
 /* Drop a reference; the last one of an unlinked inode (nlink 0, nlookup 0)

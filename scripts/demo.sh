@@ -19,7 +19,12 @@
 # unless KEEP=1, also when a step fails.
 # After the clone it also prints the reverse map (reflinkfs fsmap: who owns
 # every block, how many blocks are shared) and draws it into an SVG picture
-# that is kept (SVG, default /tmp/reflinkfs-demo-map.svg).
+# that is kept (SVG, default /tmp/reflinkfs-demo-map.svg).  Then the repair
+# step: a fragmented file (1,000 extents) and its clone; the clone's block
+# map (bmbt) is zeroed on the image with dd at the sectors fsmap lists as
+# its "data extent map", a read of it fails, fsck rebuilds the fork from
+# the rmap (exit 1, then clean) and both files read back byte for byte,
+# still sharing their blocks.
 # Environment: IMG (image path, default /tmp/reflinkfs-demo.img), MNT, SVG.
 [ -n "${BASH_VERSION:-}" ] || exec bash "$0" "$@"
 set -eu -o pipefail
@@ -57,7 +62,7 @@ cleanup() {
 		fusermount3 -uz "$MNT" 2>/dev/null || umount -l "$MNT" 2>/dev/null
 	fi
 	if [ "${KEEP:-0}" != 1 ]; then
-		rm -f "$IMG" "$IMG.fiemap" "$IMG.sha256" "$IMG.mount.log"
+		rm -f "$IMG" "$IMG.fiemap" "$IMG.sha256" "$IMG.mount.log" "$IMG.frag.sha256" "$IMG.bmbt" "$IMG.cat.err"
 		rmdir "$MNT" 2>/dev/null
 	else
 		echo "(KEEP=1: image kept at $IMG)"
@@ -195,6 +200,60 @@ shared_blocks=$(awk '/^  \(/ { gsub(/[(]/, ""); print $1 }' "$IMG.classes")
 rm -f "$IMG.classes"
 [ "${shared_blocks:-0}" -gt 0 ] || fail "the space map shows no shared blocks after the clone"
 
+# --- damage and repair: a destroyed bmbt comes back from the rmap -------
+say "repair from the reverse map: a fragmented file and its clone; zero the clone's block map (bmbt) on disk, fsck rebuilds it from the rmap"
+"$RLFS" mount "$IMG" "$MNT"
+mounted=1
+# 1,000 extents: every other 4 KiB block of an 8 MiB file, each its own byte
+for i in $(seq 0 2 1999); do echo "pwrite -S $((i % 251)) $((i * 4096)) 4096"; done |
+	"$RLFS" io -f "$MNT/frag" >/dev/null
+"$RLFS" io -f -c "reflink $MNT/frag" "$MNT/frag-clone" >/dev/null   # shares every block
+(cd "$MNT" && sha256sum frag frag-clone) >"$IMG.frag.sha256"
+frag_ino=$(stat -c %i "$MNT/frag-clone")
+frag_ext=$("$RLFS" io -r -c stat "$MNT/frag-clone" | sed -n 's/^extents.count = //p')
+frag_shared=$("$RLFS" io -r -c stat "$MNT/frag-clone" | sed -n 's/^extents.shared = //p')
+echo "frag-clone (inode $frag_ino): $frag_ext extents, $frag_shared shared with frag"
+[ "${frag_shared:-0}" -gt 0 ] || fail "the clone of frag shares no extents"
+"$RLFS" umount "$MNT"
+mounted=0
+# the documented way to find a file's block map: its "data extent map"
+# records in fsmap (512-byte units), then zero them with dd
+"$RLFS" fsmap "$IMG" | grep "inode $frag_ino data extent map" >"$IMG.bmbt" || true
+bmbt_blocks=0
+while read -r _ _ range _; do
+	range=${range#[}; range=${range%]:}
+	lo=${range%..*} hi=${range#*..}
+	echo "  dd if=/dev/zero of=$IMG bs=512 seek=$lo count=$((hi - lo + 1)) conv=notrunc"
+	dd if=/dev/zero of="$IMG" bs=512 seek="$lo" count=$((hi - lo + 1)) conv=notrunc status=none
+	bmbt_blocks=$((bmbt_blocks + (hi - lo + 1) / 8))
+done <"$IMG.bmbt"
+rm -f "$IMG.bmbt"
+[ "$bmbt_blocks" -gt 0 ] || fail "fsmap shows no block map (bmbt) blocks for frag-clone"
+echo "zeroed all $bmbt_blocks bmbt blocks of frag-clone"
+"$RLFS" mount -o ro "$IMG" "$MNT" 2>/dev/null
+mounted=1
+rc=0; cat "$MNT/frag-clone" >/dev/null 2>"$IMG.cat.err" || rc=$?
+[ $rc != 0 ] || fail "frag-clone still reads with its bmbt zeroed"
+echo "read of frag-clone now: $(sed 's/^cat: //' "$IMG.cat.err" | head -n 1)"
+rm -f "$IMG.cat.err"
+"$RLFS" umount "$MNT" 2>/dev/null
+mounted=0
+rc=0
+"$RLFS" fsck "$IMG" 2>/dev/null || rc=$?
+[ $rc = 1 ] || fail "fsck (repair) exited $rc (expected 1 = corrected)"
+rc=0
+"$RLFS" fsck -n "$IMG" >/dev/null 2>&1 || rc=$?
+[ $rc = 0 ] || fail "fsck -n after the repair exited $rc (expected 0 = clean)"
+"$RLFS" mount "$IMG" "$MNT"
+mounted=1
+(cd "$MNT" && sha256sum -c "$IMG.frag.sha256") || fail "frag or frag-clone differ after the repair"
+frag_shared2=$("$RLFS" io -r -c stat "$MNT/frag-clone" | sed -n 's/^extents.shared = //p')
+[ "$frag_shared2" = "$frag_shared" ] || fail "frag-clone shares $frag_shared2 extents after repair, $frag_shared before"
+echo "frag-clone restored byte for byte from the rmap, $frag_shared2 extents still shared with frag"
+rm -f "$MNT/frag" "$MNT/frag-clone" "$IMG.frag.sha256"
+"$RLFS" umount "$MNT"
+mounted=0
+
 # --- crash: kill -9 of the daemon in the middle of a second copy --------
 # pid of the daemon holding the image's lock (its flock in /proc/locks)
 daemon_pid() {
@@ -280,5 +339,6 @@ printf '  copy-on-write  16 KiB rewritten in clone/%s: original unchanged, rest 
 printf '  crash          kill -9 %s (%d files in copy2); %s\n' "$during" "$n_copied" "${recovery#log recovery: }"
 printf '  after crash    tree and clone intact (sha256 of %d files), copy2 has %d files\n' "$n_sums" "$n_copy2"
 printf '  space map      %s: %d blocks shared by two or more files\n' "$SVG" "$shared_blocks"
+printf '  repair         bmbt of a %d-extent clone zeroed (%d blocks): fsck rebuilt it from the rmap, byte for byte\n' "$frag_ext" "$bmbt_blocks"
 printf '  fsck           clean (after the copy, after the clone, after the crash)\n'
 printf '  result         OK: byte-identical after unmount, fsck and remount, and after a kill -9 of the daemon\n'

@@ -369,7 +369,7 @@ static int open_and_lock(struct fsck *f)
 /* Driver                                                              */
 
 /* What repair mode fixes: --help, the README and the messages say the same. */
-#define FSCK_NO_REBUILD "no tool rebuilds damaged metadata yet: to save the files, mount " \
+#define FSCK_NO_REBUILD "repair cannot rebuild this damage yet: to save the files, mount " \
 	"the image read-only (reflinkfs mount -o ro %s DIR), copy them out and make a new " \
 	"filesystem"
 
@@ -392,11 +392,13 @@ static void usage(FILE *out)
 		"Repair (the default) fixes only: summary counters (superblock and AG headers),\n"
 		"link counts, directory parent pointers, orphan inodes (unlinked files still\n"
 		"open when the filesystem stopped: freed), the unclean-unmount flag and the\n"
-		"superblock's error record; and only when every finding is one of these.\n"
+		"superblock's error record, and (rmap feature) a regular file's data fork\n"
+		"whose block map is damaged, rebuilt from the file's rmap records; and only\n"
+		"when every finding is one of these.\n"
 		"Everything else (damaged btrees, inodes or directories, blocks used twice or\n"
 		"leaked, refcount mismatches) is reported and left as it is, and the\n"
 		"superblock is marked as having errors: every mount warns until fsck finds the\n"
-		"filesystem clean. No tool rebuilds damaged metadata yet: to save the files,\n"
+		"filesystem clean. Repair cannot rebuild more yet: to save the files,\n"
 		"mount the image read-only (reflinkfs mount -o ro IMAGE DIR), copy them out\n"
 		"and make a new filesystem.\n"
 		"Exit: 0 clean (also when only a stale error record was cleared, as e2fsck),\n"
@@ -422,6 +424,7 @@ static void fsck_free(struct fsck *f)
 	free(f->ags);
 	free(f->ifixes);
 	free(f->orphans);
+	fsck_free_lost(f);
 }
 
 /* Phases 1-6 (the image is open and locked).  0 when they all ran (counts
@@ -443,6 +446,11 @@ static int check_all(struct fsck *f, uint64_t *icount, uint64_t *ifree, uint64_t
 	fsck_verbose(f, "Phase 3: inodes (%zu chunks)", f->nchunks);
 	if (!f->oom)
 		fsck_check_inodes(f);
+	if (!f->oom && f->nlost) {
+		fsck_verbose(f, "Phase 3b: %zu data fork%s from the rmap", f->nlost,
+			     f->nlost == 1 ? "" : "s");
+		fsck_recover_forks(f);
+	}
 	fsck_xsort(f->inodes, f->ninodes, sizeof(*f->inodes), cmp_ientry);
 	fsck_verbose(f, "Phase 4: directory tree (%zu inodes, %zu entries)", f->ninodes, f->nedges);
 	if (!f->oom)
@@ -508,6 +516,9 @@ static void fix_list(const struct fsck *f, char *buf, size_t len)
 	if (f->norphans)
 		list_add(buf, len, &n, "%zu orphan inode%s freed", f->norphans,
 			 f->norphans == 1 ? "" : "s");
+	if (f->nfix_forks)
+		list_add(buf, len, &n, "%" PRIu64 " data fork%s rebuilt from the rmap",
+			 f->nfix_forks, f->nfix_forks == 1 ? "" : "s");
 	if (f->fix_state)
 		list_add(buf, len, &n, "the unclean-unmount flag");
 }
@@ -641,6 +652,8 @@ static int run(struct fsck *f)
 		err = fsck_write_primary_sb(f, true, icount, ifree, fdblocks, 0);
 	if (!err && (f->norphans || f->nlisted))
 		err = fsck_free_orphans(f); /* its mount frees the listed ones too */
+	if (!err)
+		err = fsck_fix_forks(f);
 	if (err) {
 		printf("%s: repair failed: %s (%s may be partly written)\n", f->image,
 		       fsck_errstr(err), what);

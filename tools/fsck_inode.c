@@ -501,6 +501,7 @@ static void check_inode_forks(struct fsck *f, const struct rlfs_dinode *di, uint
 	struct rlfs_trans *tp;
 	struct iwalk w;
 	uint32_t type;
+	bool fork_lost = false;
 	int err;
 
 	if (!literal) {
@@ -537,18 +538,32 @@ static void check_inode_forks(struct fsck *f, const struct rlfs_dinode *di, uint
 	}
 
 	switch (type) {
-	case S_IFREG:
+	case S_IFREG: {
+		size_t claims0 = f->nclaims, dclaims0 = f->ndclaims;
+		uint64_t errors0 = f->nerrors;
+
 		f->n_files++;
-		if (!walk_data_fork(&w, tp, nextents)) {
+		if (walk_data_fork(&w, tp, nextents)) {
+			check_bmap_load(&w, tp, nextents);
+		} else if (fsck_fork_recoverable(f)) {
+			/* phase 3b takes the mappings from the rmap: forget what
+			 * the broken walk claimed (the findings stay printed) */
+			f->nclaims = claims0;
+			f->ndclaims = dclaims0;
+			f->nerrors = errors0;
+			w.owned = 0;
+			w.nrecs = 0;
+			w.bad = false;
+			fork_lost = true;
+		} else {
 			ie->flags |= IE_BAD;
 			w.bad = true;
 		}
-		else
-			check_bmap_load(&w, tp, nextents);
 		if (ip.size > mp->maxbytes)
 			ERR(f, "inode %" PRIu64 ": size %" PRIu64 " beyond the largest file size %"
 			    PRIu64, ino, ip.size, mp->maxbytes);
 		break;
+	}
 	case S_IFDIR:
 		f->n_dirs++;
 		if (ip.format == RLFS_FMT_BTREE) {
@@ -638,6 +653,14 @@ static void check_inode_forks(struct fsck *f, const struct rlfs_dinode *di, uint
 
 	if (w.bad)
 		f->incomplete = true;
+	if (fork_lost) {
+		/* nblocks is rewritten by the rebuild; the data fork's blocks
+		 * are counted in phase 3b */
+		if (fsck_fork_lost(f, ino, w.owned))
+			f->oom = true;
+		f->used_blocks += w.owned;
+		goto out_free;
+	}
 	if (w.owned != ip.nblocks && !w.bad)
 		ERR(f, "inode %" PRIu64 ": nblocks %" PRIu64 " but it owns %" PRIu64 " blocks",
 		    ino, ip.nblocks, w.owned);

@@ -9,6 +9,8 @@
  *   fsck_xref.c    phases 4-5: directory graph, block ownership, refcounts
  *   fsck_rmap.c    phase 5, RMAP feature: rmap btree against everything else
  *   fsck_repair.c  phase 6: summary counters and the repairs
+ *   fsck_fork.c    phase 3b, RMAP feature: data forks recovered from the
+ *                  rmap btree, and their repair
  */
 #ifndef RLFS_FSCK_INT_H
 #define RLFS_FSCK_INT_H
@@ -171,6 +173,9 @@ struct fsck {
 				     * read-write mount frees them (not findings) */
 	uint64_t *orphans;          /* inodes to free: nlink 0, named nowhere */
 	size_t norphans, orphans_cap;
+	struct lost_fork *lost;     /* data forks to rebuild from the rmap */
+	size_t nlost, lost_cap;
+	uint64_t nfix_forks;
 
 	bool incomplete;            /* some inode metadata unreadable: owners unknown */
 	bool dirs_incomplete;       /* some directory unreadable: links unknown */
@@ -280,9 +285,28 @@ const struct rlfs_btree_ops *fsck_rmapbt_ops(void);
 
 /* fsck_rmap.c */
 void fsck_check_rmaps(struct fsck *f);
+/* Call fn for every record of AG agno's rmap btree, decoded, in key order
+ * (the header as phase 2 copied it: only for an AG whose rmap_ok is set).
+ * fn returns 0 to go on, > 0 to stop, < 0 an errno.  0 or -errno. */
+int fsck_rmap_walk(struct fsck *f, uint32_t agno,
+		   int (*fn)(const struct rlfs_rmap_irec *ir, void *priv), void *priv);
 
 /* fsck_inode.c */
 void fsck_check_inodes(struct fsck *f);
+
+/* fsck_fork.c */
+/* May a regular file's unreadable data fork be recovered from the rmap
+ * (RMAP feature, every AG's header and rmap btree checked clean)? */
+bool fsck_fork_recoverable(const struct fsck *f);
+/* Queue ino (its data fork could not be walked; other_blocks: blocks it
+ * owns outside the data fork) for phase 3b.  0 or -ENOMEM. */
+int fsck_fork_lost(struct fsck *f, uint64_t ino, uint64_t other_blocks);
+/* Phase 3b: claims and one fixable finding per queued inode, from every
+ * AG's rmap btree. */
+void fsck_recover_forks(struct fsck *f);
+/* Repair: rebuild the queued forks through a library mount.  0 or -errno. */
+int fsck_fix_forks(struct fsck *f);
+void fsck_free_lost(struct fsck *f);
 
 /* fsck_xref.c */
 void fsck_check_graph(struct fsck *f);

@@ -218,26 +218,25 @@ static void expect_from(struct fsck *f, uint32_t agno, const struct claim *cl, s
 	}
 }
 
-struct collect {
-	struct fsck *f;
-	struct rmaps *out;
+struct rmap_walk {
+	int (*fn)(const struct rlfs_rmap_irec *ir, void *priv);
+	void *priv;
 };
 
-static int collect_rec(struct rlfs_btree_cur *cur, const void *rec, void *priv)
+static int rmap_walk_rec(struct rlfs_btree_cur *cur, const void *rec, void *priv)
 {
-	struct collect *c = priv;
+	struct rmap_walk *w = priv;
 	struct rlfs_rmap_rec r;
 	struct rlfs_rmap_irec ir;
 
 	(void)cur;
 	memcpy(&r, rec, sizeof(r));
 	rlfs_rmap_rec_decode(&r, &ir);
-	rmaps_push(c->f, c->out, &ir);
-	return c->f->oom ? -ENOMEM : 0;
+	return w->fn(&ir, w->priv);
 }
 
-/* AG agno's rmap btree records.  0 or -errno. */
-static int read_tree(struct fsck *f, uint32_t agno, struct rmaps *out)
+int fsck_rmap_walk(struct fsck *f, uint32_t agno,
+		   int (*fn)(const struct rlfs_rmap_irec *ir, void *priv), void *priv)
 {
 	struct rlfs_mount *mp = f->mp;
 	struct ag_info *ai = &f->ags[agno];
@@ -245,16 +244,37 @@ static int read_tree(struct fsck *f, uint32_t agno, struct rmaps *out)
 				 .data = &ai->agh };
 	struct rlfs_btree_cur cur;
 	struct rlfs_trans *tp;
-	struct collect c = { f, out };
+	struct rmap_walk w = { fn, priv };
 	int err = rlfs_trans_alloc(mp, &mp->resv.tr_fsck, 0, 0, &tp);
 
 	if (err)
 		return err;
 	rlfs_btree_cur_init(&cur, tp, fsck_rmapbt_ops(), agno, NULL, &fake);
-	err = rlfs_btree_query_all(&cur, collect_rec, &c);
+	err = rlfs_btree_query_all(&cur, rmap_walk_rec, &w);
 	rlfs_btree_cur_del(&cur);
 	rlfs_trans_cancel(tp);
 	return err;
+}
+
+struct collect {
+	struct fsck *f;
+	struct rmaps *out;
+};
+
+static int collect_rec(const struct rlfs_rmap_irec *ir, void *priv)
+{
+	struct collect *c = priv;
+
+	rmaps_push(c->f, c->out, ir);
+	return c->f->oom ? -ENOMEM : 0;
+}
+
+/* AG agno's rmap btree records.  0 or -errno. */
+static int read_tree(struct fsck *f, uint32_t agno, struct rmaps *out)
+{
+	struct collect c = { f, out };
+
+	return fsck_rmap_walk(f, agno, collect_rec, &c);
 }
 
 void fsck_check_rmaps(struct fsck *f)

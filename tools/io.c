@@ -114,7 +114,7 @@ static bool need_nums(const struct io_ctx *c, const char *cmd, int argc, char **
 	return true;
 }
 
-/* Parse the options of one command with getopt (optind reset). */
+/* Parse the options of one command with getopt (run_line resets it). */
 static int cmd_getopt(int argc, char **argv, const char *opts)
 {
 	return getopt(argc, argv, opts);
@@ -636,7 +636,10 @@ static int run_command(struct io_ctx *c, const char *line)
 		return 0;
 	}
 	argv[argc] = NULL;
-	optind = 1;
+	/* 0, not 1: glibc then resets all of getopt's state, including its
+	 * pointer into the previous command's (freed) words, which otherwise
+	 * made a command after "falloc -k" fail to parse now and then */
+	optind = 0;
 	opterr = 0;
 	const char *cmd = argv[0];
 	if (strcmp(cmd, "pwrite") == 0)

@@ -23,6 +23,11 @@ for awk in mawk gawk; do
 		die "demo's space map is not a well-formed SVG (awk = $awk)"
 	grep -Eq "space map .*: [1-9][0-9]* blocks shared" "$T/demo.out" ||
 		die "demo summary shows no shared blocks in the space map (awk = $awk)"
+	# the repair step: the zeroed bmbt came back from the rmap, shared
+	grep -Eq "repair  +bmbt of a 1000-extent clone zeroed \([1-9][0-9]* blocks\): fsck rebuilt it" "$T/demo.out" ||
+		die "demo summary has no repair line (awk = $awk)"
+	grep -q "frag-clone restored byte for byte from the rmap, 1000 extents still shared" "$T/demo.out" ||
+		die "demo's repaired clone is not shown restored and shared (awk = $awk)"
 	rm -f "$T/demo.svg"
 	mountpoint -q "$T/demo.mnt" 2>/dev/null && die "demo left a mount behind"
 done

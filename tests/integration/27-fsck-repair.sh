@@ -6,10 +6,14 @@
 #   unclean-unmount flag, an inode unlinked while open (sharing blocks,
 #   daemon killed: on its AG's unlinked list, not an orphan, freed by
 #   repair as by the next mount): fsck exits 1 ("corrected"), fsck -n then 0;
-# - damaged metadata (a bmbt block, a directory block, an inode, random
-#   bytes): fsck exits 4 with the one-line "left uncorrected ... mount the
-#   image read-only" message, never prints "corrected", marks the superblock;
-#   a second fsck still reports the damage and the record;
+# - a damaged bmbt block of a fragmented file (rmap btree on, the default):
+#   fsck rebuilds the data fork from the rmap (exit 1, then clean) and the
+#   file reads back byte for byte; the same after the daemon met and
+#   recorded the damage (the record is cleared);
+# - damaged metadata (a directory block, an inode, random bytes): fsck
+#   exits 4 with the one-line "left uncorrected ... mount the image
+#   read-only" message, never prints "corrected", marks the superblock; a
+#   second fsck still reports the damage and the record;
 # - a cross-linked block (two files map one block, no refcount record):
 #   fsck marks the superblock, the next mount warns on one line and works;
 # - a bmbt block corrupted while unmounted and met by a read through the
@@ -153,7 +157,7 @@ left_ok() {  # LABEL [nomark]
 	fsck_rc "$T/case.img"
 	[ $FRC = 4 ] || { cat "$T/fsck.out" >&2; die "$1: fsck exited $FRC, expected 4"; }
 	no_corrected "$1"
-	grep -q "left uncorrected.*no tool rebuilds damaged metadata yet.*reflinkfs mount -o ro" \
+	grep -q "left uncorrected.*repair cannot rebuild this damage yet.*reflinkfs mount -o ro" \
 		"$T/fsck.out" || { cat "$T/fsck.out" >&2; die "$1: no 'left uncorrected' line saying what to do"; }
 	log "$1: $(grep 'left uncorrected' "$T/fsck.out" | cut -c1-110)..."
 	if [ "${2:-}" != nomark ]; then
@@ -175,9 +179,39 @@ left_ok() {  # LABEL [nomark]
 	[ $FRC = 4 ] || die "$1: fsck -n after repair exited $FRC, expected 4"
 }
 
+# frag reads back as it was written (after a repair)
+frag_intact() {
+	rlfs_mount "$T/case.img" "$m"
+	[ "$(md5sum <"$m/frag")" = "$sum_frag" ] || die "$1: frag's contents changed"
+	rlfs_umount "$m"
+	fsck_rc -n "$T/case.img"
+	[ $FRC = 0 ] || { cat "$T/fsck.out" >&2; die "$1: fsck -n after mounting exited $FRC"; }
+}
 fresh
 $PY "$SCAN" flip "$T/case.img" "$bmbt" 2000 1
-left_ok "bmbt block of frag (bad crc)"
+repair_ok "bmbt block of frag (bad crc)"
+grep -q "inode $ino_frag: data fork unreadable; the rmap holds its 300 extents (300 blocks)" \
+	"$T/repair.out" || { cat "$T/repair.out" >&2; die "bmbt block: no rebuild line"; }
+frag_intact "bmbt block of frag"
+# without the rmap btree nothing tells where frag's blocks were: left as is
+img0=$T/normap.img
+rlfs_mkfs "$img0" -s 64M -m rmapbt=0
+rlfs_mount "$img0" "$m"
+$PY - "$m/frag" <<'PYEOF'
+import os, sys
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT)
+for i in range(0, 600, 2):
+    os.pwrite(fd, bytes([i % 251]) * 4096, i * 4096)
+os.close(fd)
+PYEOF
+ino0=$(stat -c %i "$m/frag")
+rlfs_umount "$m"
+bmbt0=$($ED inode-get "$img0" "$ino0" root)
+$PY "$SCAN" flip "$img0" "$bmbt0" 2000 1
+fsck_rc "$img0"
+[ $FRC = 4 ] || { cat "$T/fsck.out" >&2; die "bmbt block without rmap: fsck exited $FRC, expected 4"; }
+no_corrected "bmbt block without rmap"
+rm -f "$img0"
 fresh
 $PY "$SCAN" flip "$T/case.img" "$dirblk" 9 2
 left_ok "directory block (bad crc)"
@@ -196,7 +230,10 @@ for seed in 1 2 3; do
 	$PY "$SCAN" rand "$T/case.img" 20 $seed >/dev/null
 	fsck_rc -n "$T/case.img"
 	[ $FRC = 4 ] || { log "random bytes seed $seed: fsck -n exit $FRC (not detected), skipped"; continue; }
-	if grep -q "AG 0 agbno 0 (fsbno 0) (superblock)" "$T/fsck.out"; then
+	if grep -q "that repair corrects" "$T/fsck.out"; then
+		# only what repair fixes was hit (a bmbt block: rebuilt from the rmap)
+		repair_ok "20 random metadata bytes (seed $seed, all repairable)"
+	elif grep -q "AG 0 agbno 0 (fsbno 0) (superblock)" "$T/fsck.out"; then
 		left_ok "20 random metadata bytes (seed $seed, superblock hit)" nomark
 	else
 		left_ok "20 random metadata bytes (seed $seed)"
@@ -243,9 +280,13 @@ cat "$T/mount.err" >&2
 grep -q "has errors: corrupt metadata met while mounted (.*bmbt at fsbno $bmbt" "$T/mount.err" ||
 	die "the next mount does not warn about the recorded corruption"
 rlfs_umount "$m"
-left_ok "bmbt corruption met while mounted"
-grep -q "records errors: .*corrupt metadata met while mounted" "$T/fsck.out" ||
+repair_ok "bmbt corruption met while mounted"
+grep -q "records errors: .*corrupt metadata met while mounted" "$T/repair.out" ||
 	die "fsck does not show the daemon's record"
+grep -q "the superblock's error record was cleared" "$T/repair.out" ||
+	{ cat "$T/repair.out" >&2; die "bmbt met while mounted: the record was not cleared"; }
+[ "$(sb_errors "$T/case.img")" = 0 ] || die "bmbt met while mounted: record still set after repair"
+frag_intact "bmbt met while mounted"
 
 # --- a stale record (the filesystem checks clean): -n keeps it, repair clears it
 fresh
