@@ -6,7 +6,7 @@ ASAN_BUILD ?= build-asan
 PREFIX     ?= /usr/local
 DEPS_STAMP := .deps-ok
 
-.PHONY: all deps build asan check unit demo bench install clean crashtest
+.PHONY: all deps build asan check unit demo bench install clean crashtest fuzz
 
 all: build
 
@@ -50,6 +50,16 @@ crashtest: build asan
 			--ops $(OPS) || fail=1; \
 		s=$$((s + 1)); \
 	done; exit $$fail
+
+# The long fsck fuzz (tests/integration/54-fsck-fuzz.sh, which make check
+# runs with 200 iterations): FUZZ_ITERS damaged images from FUZZ_SEED, on
+# FUZZ_BUILD (the sanitizer build by default: a crash is what it hunts).
+FUZZ_ITERS ?= 5000
+FUZZ_SEED  ?= 1000
+FUZZ_BUILD ?= $(ASAN_BUILD)
+fuzz: build asan
+	FUZZ_ITERS=$(FUZZ_ITERS) FUZZ_SEED=$(FUZZ_SEED) TEST_TIMEOUT=86400 \
+		sh tests/run.sh $(FUZZ_BUILD) integration 54-fsck-fuzz
 
 demo: build
 	sh scripts/demo.sh $(BUILD) $(DIR)
