@@ -31,11 +31,14 @@
 #                 thread its own file / its own names): group commit
 # reflinkfs runs twice where the kernel has FUSE over io_uring: as mounted
 # by default (/dev/fuse) and with mount -o uring (a second table).
+# The cost of the reverse map (issue 11): XFS with rmapbt=0 (xfsnr) and
+# reflinkfs with -m rmapbt=0 (rlfsnr) run too, for a table of on/off
+# ratios and their ratio.
 # Environment: BENCH_DIR (where the images live, default /var/tmp),
 # SEQ_MB (default 1024), SMALL_MB (256), NFILES (default 20000), COPY_SRC (/usr/share/doc),
 # RUNS (repetitions; the table shows the median of the runs, default 3),
 # FSYNC_N (default 2000), BENCH_FS (the filesystems to run, default all:
-# "xfs xfsdio rlfs" plus rlfsu where FUSE over io_uring exists),
+# "xfs xfsdio rlfs xfsnr rlfsnr" plus rlfsu where FUSE over io_uring exists),
 # WARM_MB (memory touched before each timed data phase, default 3 x SEQ_MB;
 # 0 turns it off).
 #
@@ -83,16 +86,17 @@ RANDW=${RANDW:-5000}
 
 cleanup() {
 	set +e
-	for m in "$W/rlfs" "$W/rlfsu" "$W/xfs" "$W/xfsdio"; do
+	for m in "$W/rlfs" "$W/rlfsu" "$W/rlfsnr" "$W/xfs" "$W/xfsdio" "$W/xfsnr"; do
 		if mountpoint -q "$m"; then
 			fusermount3 -u "$m" 2>/dev/null || umount "$m" 2>/dev/null || umount -l "$m"
 		fi
 	done
 	flock -w 30 "$W/rlfs.img" true 2>/dev/null
 	flock -w 30 "$W/rlfsu.img" true 2>/dev/null
+	flock -w 30 "$W/rlfsnr.img" true 2>/dev/null
 	[ -z "${URING_WAS:-}" ] || echo "$URING_WAS" >"$URING_PARAM" 2>/dev/null
 	rm -f /dev/shm/rlfs-bench-warm
-	for img in "$W/xfs.img" "$W/xfsdio.img"; do
+	for img in "$W/xfs.img" "$W/xfsdio.img" "$W/xfsnr.img"; do
 		for dev in $(losetup -j "$img" -O NAME -n 2>/dev/null); do losetup -d "$dev"; done
 	done
 	rm -rf "$W"
@@ -104,8 +108,8 @@ now() { date +%s.%N; }
 used_kb() { df -P -k "$1" | awk 'NR==2 {print $3}'; }
 extents() { # fs file: number of data extents
 	case $1 in
-	rlfs|rlfsu) "$RLFS" io -r -c stat "$2" | awk -F' = ' '/^extents.count/ {print $2}' ;;
-	xfs|xfsdio) xfs_io -r -c "fiemap" "$2" | grep -vc 'hole\|:$' ;;
+	rlfs|rlfsu|rlfsnr) "$RLFS" io -r -c stat "$2" | awk -F' = ' '/^extents.count/ {print $2}' ;;
+	xfs|xfsdio|xfsnr) xfs_io -r -c "fiemap" "$2" | grep -vc 'hole\|:$' ;;
 	esac
 }
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3f", b - a}'; }
@@ -119,21 +123,25 @@ warm_memory() {
 
 fs_mount() { # fs
 	case $1 in
-	rlfs|rlfsu)
+	rlfs|rlfsu|rlfsnr)
 		rm -f "$W/$1.img"
-		"$RLFS" mkfs -s "$IMG_SIZE" "$W/$1.img" >/dev/null
+		if [ "$1" = rlfsnr ]; then
+			"$RLFS" mkfs -s "$IMG_SIZE" -m rmapbt=0 "$W/$1.img" >/dev/null
+		else
+			"$RLFS" mkfs -s "$IMG_SIZE" "$W/$1.img" >/dev/null
+		fi
 		mkdir -p "$W/$1"
 		if [ "$1" = rlfsu ]; then
 			"$RLFS" mount -o uring "$W/$1.img" "$W/$1"
 		else
 			"$RLFS" mount -o nouring "$W/$1.img" "$W/$1"
 		fi ;;
-	xfs)
-		rm -f "$W/xfs.img"
-		truncate -s "$IMG_SIZE" "$W/xfs.img"
-		mkfs.xfs -q -f -m reflink=1,rmapbt=1 "$W/xfs.img"
-		mkdir -p "$W/xfs"
-		mount -o loop "$W/xfs.img" "$W/xfs" ;;
+	xfs|xfsnr)
+		rm -f "$W/$1.img"
+		truncate -s "$IMG_SIZE" "$W/$1.img"
+		mkfs.xfs -q -f -m reflink=1,rmapbt=$([ "$1" = xfs ] && echo 1 || echo 0) "$W/$1.img"
+		mkdir -p "$W/$1"
+		mount -o loop "$W/$1.img" "$W/$1" ;;
 	xfsdio)
 		rm -f "$W/xfsdio.img"
 		truncate -s "$IMG_SIZE" "$W/xfsdio.img"
@@ -144,8 +152,8 @@ fs_mount() { # fs
 }
 fs_umount() { # fs
 	case $1 in
-	rlfs|rlfsu) fusermount3 -u "$W/$1"; flock -w 60 "$W/$1.img" true ;;
-	xfs) umount "$W/xfs" ;;
+	rlfs|rlfsu|rlfsnr) fusermount3 -u "$W/$1"; flock -w 60 "$W/$1.img" true ;;
+	xfs|xfsnr) umount "$W/$1" ;;
 	xfsdio)
 		umount "$W/xfsdio"
 		for dev in $(losetup -j "$W/xfsdio.img" -O NAME -n); do losetup -d "$dev"; done ;;
@@ -257,10 +265,10 @@ echo "bench: images in $BENCH_DIR ($(df -P "$BENCH_DIR" | awk 'NR==2 {print $1}'
 # over io_uring (mount -o uring, where the kernel has it; the daemon sets
 # the fuse module's enable_uring parameter, put back at the end)
 URING_PARAM=/sys/module/fuse/parameters/enable_uring
-FSLIST="xfs xfsdio rlfs"
+FSLIST="xfs xfsdio rlfs xfsnr rlfsnr"
 if [ -e "$URING_PARAM" ]; then
 	URING_WAS=$(cat "$URING_PARAM")
-	FSLIST="xfs xfsdio rlfs rlfsu"
+	FSLIST="xfs xfsdio rlfs rlfsu xfsnr rlfsnr"
 fi
 FSLIST=${BENCH_FS:-$FSLIST}
 r=0
@@ -291,7 +299,7 @@ spread() {
 	echo "All runs (per run, in run order; rates, except clone1g and clonefrag in ms and copymb, clonemb in MiB):"
 	echo
 	for k in seqw seqr smallw create statw statc unlink copy clone1g clonefrag randw treeclone copymb clonemb fsyncw1 fsyncc1 fsyncw4 fsyncc4; do
-		echo "- $k: XFS${V[xfs.$k]:-}; XFS dio loop${V[xfsdio.$k]:-}; reflinkfs${V[rlfs.$k]:-}${V[rlfsu.$k]:+; reflinkfs -o uring${V[rlfsu.$k]}}"
+		echo "- $k: XFS${V[xfs.$k]:-}; XFS dio loop${V[xfsdio.$k]:-}; reflinkfs${V[rlfs.$k]:-}${V[rlfsu.$k]:+; reflinkfs -o uring${V[rlfsu.$k]}}${V[xfsnr.$k]:+; XFS rmapbt=0${V[xfsnr.$k]}}${V[rlfsnr.$k]:+; reflinkfs rmapbt=0${V[rlfsnr.$k]}}"
 	done
 }
 
@@ -359,6 +367,31 @@ row fsyncw1 "$FSYNC_N x (append 4 KiB + fsync), 1 thread" "ops/s" 1.0
 row fsyncc1 "create + 4 KiB write + fsync of $FSYNC_N files, 1 thread" "ops/s" 1.0
 row fsyncw4 "$FSYNC_N x (append 4 KiB + fsync), 4 threads, own files" "ops/s" 1.0
 row fsyncc4 "create + 4 KiB write + fsync of $FSYNC_N files, 4 threads" "ops/s" 1.0
+# the cost of the reverse map (issue 11 section 5): on/off for both
+# filesystems, and the ratio of ratios (reflinkfs's on/off over XFS's):
+# >= 1 means the rmap costs reflinkfs no more than it costs XFS
+if [ -n "${R[xfsnr.create]:-}" ] && [ -n "${R[rlfsnr.create]:-}" ]; then
+	echo
+	echo "The cost of the reverse map (issue 11): each filesystem with its rmap btree on (the default, XFS rmapbt=1) and off (mkfs -m rmapbt=0, XFS rmapbt=0).  on/off: rate with the rmap / rate without (for times: time without / time with), so 1.00 = free; ratio of ratios = reflinkfs's on/off / XFS's on/off (target >= 1: the rmap costs reflinkfs no more than it costs XFS)."
+	echo
+	echo "| workload | XFS rmap on | XFS rmap off | XFS on/off | reflinkfs rmap on | reflinkfs rmap off | reflinkfs on/off | ratio of ratios | target |"
+	echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+	rmrow() { # metric label unit time(1 = a time: lower is better)
+		local xo=${R[xfs.$1]:-0} xn=${R[xfsnr.$1]:-0} ro=${R[rlfs.$1]:-0} rn=${R[rlfsnr.$1]:-0}
+		awk -v xo="$xo" -v xn="$xn" -v ro="$ro" -v rn="$rn" -v t="$4" -v l="$2" -v u="$3" 'BEGIN {
+			if (t) { xr = (xo > 0 ? xn / xo : 0); rr = (ro > 0 ? rn / ro : 0) }
+			else { xr = (xn > 0 ? xo / xn : 0); rr = (rn > 0 ? ro / rn : 0) }
+			q = (xr > 0 ? rr / xr : 0)
+			printf "| %s | %s %s | %s %s | %.2f | %s %s | %s %s | %.2f | %.2f | 1.0 (%s) |\n", l, xo, u, xn, u, xr, ro, u, rn, u, rr, q, (q >= 1 ? "met" : "missed")
+		}'
+	}
+	rmrow create "create $NFILES files (+syncfs)" "ops/s" 0
+	rmrow unlink "unlink $NFILES files (+syncfs)" "ops/s" 0
+	rmrow seqw "sequential write ${SEQ_MB} MiB" "MiB/s" 0
+	rmrow clonefrag "clone file with $FRAG_EXTENTS extents" "ms" 1
+	rmrow randw "$RANDW random 4 KiB CoW overwrites + fsync" "ops/s" 0
+	rmrow copy "cp -a $COPY_SRC + sync" "MiB/s" 0
+fi
 echo
 echo "Space (df used, MiB; median): first copy of $COPY_SRC vs cp -a clone of that copy"
 echo
