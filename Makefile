@@ -64,8 +64,12 @@ fuzz: build asan
 demo: build
 	sh scripts/demo.sh $(BUILD) $(DIR)
 
+# The benchmark against kernel XFS (bench/bench.sh), then the reverse map at
+# scale (bench/rmapscale.sh: GETFSMAP of 1,000,000 records, fsck of a
+# 100 GiB image); tables for docs/BENCHMARKS.md.
 bench: build
 	sh bench/bench.sh $(BUILD)
+	sh bench/rmapscale.sh $(BUILD)
 
 install: build
 	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/include/reflinkfs

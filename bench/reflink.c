@@ -13,6 +13,10 @@
  *                                (N blocks, holes between), fsync (not timed)
  *   reflink randw FILE N SEED    N random block-aligned 4 KiB pwrites inside
  *                                FILE's size, then fsync
+ *   reflink prealloc FILE N      FILE with N unwritten extents: fallocate of
+ *                                every other 4 KiB block (N blocks, holes
+ *                                between, size kept 0), fsync: N rmap records
+ *                                without writing data (bench/rmapscale.sh)
  *
  * clone and randw print "<what> <count> <seconds> <rate per second>" (count:
  * bytes for clone, writes for randw); the timed region includes the fsync.
@@ -99,6 +103,23 @@ static int do_frag(const char *file, uint64_t n)
 	return 0;
 }
 
+static int do_prealloc(const char *file, uint64_t n)
+{
+	int fd = open(file, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	if (fd < 0)
+		die(file);
+	double t0 = bench_now();
+	for (uint64_t i = 0; i < n; i++)
+		if (fallocate(fd, FALLOC_FL_KEEP_SIZE, (off_t)(i * 8192), 4096) < 0)
+			die("fallocate");
+	if (fsync(fd) < 0)
+		die("fsync");
+	double s = bench_now() - t0;
+	printf("prealloc %" PRIu64 " %.6f %.1f\n", n, s, (double)n / s);
+	close(fd);
+	return 0;
+}
+
 static uint64_t rng;
 static uint64_t rnd(void)
 {
@@ -143,8 +164,10 @@ int main(int argc, char **argv)
 		return do_clone(argv[2], argv[3]);
 	if (argc == 4 && !strcmp(argv[1], "frag"))
 		return do_frag(argv[2], strtoull(argv[3], NULL, 0));
+	if (argc == 4 && !strcmp(argv[1], "prealloc"))
+		return do_prealloc(argv[2], strtoull(argv[3], NULL, 0));
 	if (argc == 5 && !strcmp(argv[1], "randw"))
 		return do_randw(argv[2], strtoull(argv[3], NULL, 0), strtoull(argv[4], NULL, 0));
-	fprintf(stderr, "usage: reflink clone SRC DST | frag FILE N | randw FILE N SEED\n");
+	fprintf(stderr, "usage: reflink clone SRC DST | frag FILE N | randw FILE N SEED | prealloc FILE N\n");
 	return 2;
 }
