@@ -545,7 +545,9 @@ static void check_inode_forks(struct fsck *f, const struct rlfs_dinode *di, uint
 		f->n_files++;
 		if (walk_data_fork(&w, tp, nextents)) {
 			check_bmap_load(&w, tp, nextents);
-		} else if (fsck_fork_recoverable(f)) {
+		} else if (ip.nlink && fsck_fork_recoverable(f)) {
+			/* (an orphan, nlink 0, is freed by repair instead, which
+			 * needs its fork: it stays damaged) */
 			/* phase 3b takes the mappings from the rmap: forget what
 			 * the broken walk claimed (the findings stay printed) */
 			f->nclaims = claims0;
