@@ -1141,6 +1141,7 @@ static int alloc_ag(struct rlfs_alloc_arg *a, uint32_t agno, uint32_t hint_agbno
 		return err;
 	struct rlfs_agh *agh = rlfs_agh(agbp);
 	uint32_t align = a->alignment ? a->alignment : 1;
+	uint32_t maxlen_saved = 0;
 	struct cand c = { 0 };
 
 	if (rlfs_get32(agh->longest) < pass_min) {
@@ -1155,6 +1156,16 @@ static int alloc_ag(struct rlfs_alloc_arg *a, uint32_t agno, uint32_t hint_agbno
 		err = -ENOSPC;
 		goto out;
 	}
+	/* the AG's reserve for its AGFL-fed btrees stays free (ag_resv.h;
+	 * xfs_alloc_space_available): at most freeblks - reserve here */
+	uint32_t freeb = rlfs_get32(agh->freeblks), resv = mp->ag_resv_blocks;
+	uint32_t avail = freeb > resv ? freeb - resv : 0;
+	if (avail < pass_min || avail < a->minlen) {
+		err = -ENOSPC;
+		goto out;
+	}
+	maxlen_saved = a->maxlen;
+	a->maxlen = RLFS_MIN(a->maxlen, avail);
 
 	if (a->type == RLFS_ALLOC_EXACT) {
 		struct rlfs_btree_cur cur;
@@ -1223,6 +1234,8 @@ static int alloc_ag(struct rlfs_alloc_arg *a, uint32_t agno, uint32_t hint_agbno
 	a->fsbno = agstart + c.start;
 	a->len = c.len;
 out:
+	if (maxlen_saved)
+		a->maxlen = maxlen_saved;
 	rlfs_trans_brelse(tp, agbp);
 	return err;
 }

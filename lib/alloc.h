@@ -61,7 +61,11 @@ struct rlfs_alloc_arg {
  *          the AGs with the longest free extent are tried first and the
  *          longest aligned piece (>= minlen) is returned.
  * The AGFL is topped up first (rlfs_alloc_fix_freelist); an AG that cannot
- * keep its AGFL at the minimum is skipped.  alignment 0 counts as 1.
+ * keep its AGFL at the minimum is skipped, and so is one whose free blocks
+ * beyond its reserve (mp->ag_resv_blocks, ag_resv.h) are fewer than the
+ * pass needs: no allocation through here takes the reserve, which only the
+ * AGFL refill for the refcount and rmap btrees may use (XFS:
+ * xfs_alloc_space_available).  alignment 0 counts as 1.
  * 0 with args->fsbno/len set, -ENOSPC if no extent of minlen exists (EXACT:
  * if the hint block is not free for minlen), -EINVAL (minlen 0, maxlen <
  * minlen or > RLFS_MAX_EXTLEN), -EUCLEAN, -EIO.  Blocks are accounted with

@@ -129,10 +129,9 @@ static int bmbt_alloc(struct rlfs_trans *tp, struct rlfs_inode *ip, uint64_t hin
 		.alignment = 1,
 		.for_btree = true,
 	};
-	/* bmbt blocks may live in any AG: keep them out of the headroom the
-	 * per-AG refcount btree needs (a big bmbt near its inode would
-	 * otherwise fill the inode's AG) */
-	int error = rlfs_bmap_alloc_data(&args);
+	/* (like every allocation, it leaves each AG's reserve for the
+	 * AGFL-fed btrees alone: ag_resv.h) */
+	int error = rlfs_alloc_extent(&args);
 	if (error)
 		return error;
 	if (!args.fsbno || args.len != 1)
@@ -596,102 +595,6 @@ int rlfs_bmap_load(struct rlfs_trans *tp, struct rlfs_inode *ip)
 /* Allocation                                                           */
 /* ------------------------------------------------------------------ */
 
-uint32_t rlfs_bmap_ag_headroom(struct rlfs_mount *mp)
-{
-	uint32_t room = 0;
-	/* a refcount btree of agblocks/2 records in half-full leaves (about
-	 * agblocks / (blocksize/12) blocks), its node levels and an AGFL
-	 * refill; ~0.3% of an AG at 4 KiB blocks, ~1.2% at 1 KiB */
-	if (rlfs_has_reflink(mp)) {
-		uint32_t per_leaf = RLFS_MAX((mp->blocksize - 64) / 12, 2u);
-		room += mp->agblocks / per_leaf + 4 * rlfs_refcount_maxlevels(mp) + 8;
-	}
-	/* the rmap btree the same way: agblocks/2 records of 24 bytes in
-	 * half-full leaves, ~0.6% at 4 KiB blocks (XFS reserves its rmapbt
-	 * per AG too: xfs_rmapbt_calc_reserves) */
-	if (rlfs_has_rmap(mp)) {
-		uint32_t per_leaf = RLFS_MAX((mp->blocksize - 64) / 24, 2u);
-		room += mp->agblocks / per_leaf + 4 * rlfs_rmap_maxlevels(mp) + 8;
-	}
-	return room;
-}
-
-/* Free blocks of AG agno beyond the headroom (0 if none). */
-static int ag_room(struct rlfs_trans *tp, uint32_t agno, uint32_t headroom, uint32_t *room,
-		   uint32_t *longest)
-{
-	struct rlfs_buf *bp;
-	int error = rlfs_ag_read_header(tp, agno, &bp);
-	if (error)
-		return error;
-	uint32_t f = rlfs_get32(rlfs_agh(bp)->freeblks);
-	*longest = rlfs_get32(rlfs_agh(bp)->longest);
-	*room = f > headroom ? f - headroom : 0;
-	rlfs_trans_brelse(tp, bp);
-	return 0;
-}
-
-int rlfs_bmap_alloc_data(struct rlfs_alloc_arg *args)
-{
-	struct rlfs_trans *tp = args->tp;
-	struct rlfs_mount *mp = tp->mp;
-	uint32_t headroom = rlfs_bmap_ag_headroom(mp);
-	enum rlfs_alloc_type type = args->type;
-	uint32_t minlen = args->minlen, room, longest;
-
-	int error = rlfs_alloc_extent(args);
-	if (error || !headroom || !args->fsbno)
-		return error;
-	uint32_t agno = rlfs_fsb_to_agno(mp, args->fsbno);
-	error = ag_room(tp, agno, 0, &room, &longest);
-	if (error)
-		return error;
-	if (room >= headroom)
-		return 0;
-	/* the extent dipped into the headroom: give that part back */
-	uint32_t over = headroom - room;
-	if (args->len > over && args->len - over >= minlen) {
-		error = rlfs_free_extent_unused(tp, args->fsbno + args->len - over, over);
-		args->len -= over;
-		return error;
-	}
-	error = rlfs_free_extent_unused(tp, args->fsbno, args->len);
-	args->fsbno = 0;
-	args->len = 0;
-	if (error || type == RLFS_ALLOC_EXACT)
-		return error ? error : -ENOSPC;
-	/* retry in the AG with the most room beyond its headroom */
-	uint32_t best = UINT32_MAX, best_room = 0, best_longest = 0;
-	for (uint32_t g = 0; g < mp->agcount; g++) {
-		error = ag_room(tp, g, headroom, &room, &longest);
-		if (error)
-			return error;
-		if (room > best_room && longest >= minlen) {
-			best = g;
-			best_room = room;
-			best_longest = longest;
-		}
-	}
-	if (best == UINT32_MAX)
-		return -ENOSPC;
-	args->type = RLFS_ALLOC_NEAR;
-	args->hint_fsbno = rlfs_agb_to_fsb(mp, best, 0);
-	args->maxlen = RLFS_MAX(RLFS_MIN(RLFS_MIN(args->maxlen, best_room), best_longest), minlen);
-	error = rlfs_alloc_extent(args);
-	if (error || !args->fsbno)
-		return error ? error : -ENOSPC;
-	agno = rlfs_fsb_to_agno(mp, args->fsbno);
-	error = ag_room(tp, agno, 0, &room, &longest);
-	if (!error && room < headroom) {
-		/* still short (another AG answered): give it back */
-		error = rlfs_free_extent_unused(tp, args->fsbno, args->len);
-		args->fsbno = 0;
-		args->len = 0;
-		return error ? error : -ENOSPC;
-	}
-	return error;
-}
-
 int rlfs_bmap_alloc_range(struct rlfs_trans *tp, struct rlfs_inode *ip, uint64_t off,
 			  uint64_t len, bool unwritten, uint32_t *allocs_left,
 			  uint64_t *mapped_blocks)
@@ -732,7 +635,7 @@ int rlfs_bmap_alloc_range(struct rlfs_trans *tp, struct rlfs_inode *ip, uint64_t
 			if (irec_end(prev) == off && pend < mp->dblocks) {
 				args.type = RLFS_ALLOC_EXACT;
 				args.hint_fsbno = pend;
-				error = rlfs_bmap_alloc_data(&args);
+				error = rlfs_alloc_extent(&args);
 				if (error && error != -ENOSPC)
 					break;
 				got = !error && args.fsbno;
@@ -742,7 +645,7 @@ int rlfs_bmap_alloc_range(struct rlfs_trans *tp, struct rlfs_inode *ip, uint64_t
 			args.type = RLFS_ALLOC_NEAR;
 			args.hint_fsbno = hint;
 			args.minlen = (uint32_t)want;
-			error = rlfs_bmap_alloc_data(&args);
+			error = rlfs_alloc_extent(&args);
 			if (error && error != -ENOSPC)
 				break;
 			got = !error && args.fsbno;
@@ -751,7 +654,7 @@ int rlfs_bmap_alloc_range(struct rlfs_trans *tp, struct rlfs_inode *ip, uint64_t
 			args.type = RLFS_ALLOC_ANY;
 			args.hint_fsbno = hint;
 			args.minlen = 1;
-			error = rlfs_bmap_alloc_data(&args);
+			error = rlfs_alloc_extent(&args);
 			if (error)
 				break;
 			got = args.fsbno != 0;

@@ -53,22 +53,6 @@ int rlfs_bmap_alloc(struct rlfs_trans *tp, struct rlfs_inode *ip, uint64_t off,
 int rlfs_bmap_alloc_range(struct rlfs_trans *tp, struct rlfs_inode *ip, uint64_t off,
 			  uint64_t len, bool unwritten, uint32_t *allocs_left,
 			  uint64_t *mapped_blocks);
-/*
- * Data-block allocation (file data and CoW staging): rlfs_alloc_extent,
- * except that with the REFLINK feature it never leaves an AG with fewer
- * than rlfs_bmap_ag_headroom free blocks: the refcount btree of an AG must
- * be able to grow (its blocks come from that AG's AGFL) or a full AG could
- * no longer drop references (CoW, unlink of shared files).  An extent that
- * dips into the headroom is trimmed, or given back and tried again in the
- * AG with the most room.  Same errors as rlfs_alloc_extent; for EXACT,
- * -ENOSPC when the hint's AG has no room.  The headroom of every AG is in
- * mp->setaside, so statfs and transaction reservations leave it out (XFS:
- * xfs_ag_resv).  Moving the check into the allocator itself is the cleaner
- * place for it (a later step).
- */
-struct rlfs_alloc_arg;
-int rlfs_bmap_alloc_data(struct rlfs_alloc_arg *args);
-uint32_t rlfs_bmap_ag_headroom(struct rlfs_mount *mp);
 
 /* Insert an already-allocated mapping into a hole (reflink: the caller
  * took the reference with rlfs_refcount_increase).  Adds rec->blockcount

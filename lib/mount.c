@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "alloc.h"
+#include "ag_resv.h"
 #include "bmap.h"
 #include "buf.h"
 #include "dev.h"
@@ -109,10 +110,12 @@ static int init_counters(struct rlfs_mount *mp)
 	rlfs_trans_cancel(tp);
 	if (err)
 		return err;
-	/* Per AG: the AGFL minimum, and the headroom data allocations leave so
-	 * that the refcount btree can always grow (bmap.c); neither is space
-	 * a file can get, so statfs and reservations leave both out. */
-	mp->setaside = (uint64_t)mp->agcount * (rlfs_agfl_min(mp) + rlfs_bmap_ag_headroom(mp));
+	/* Per AG: the AGFL minimum, and the reserve every allocation but the
+	 * AGFL refill leaves so that the refcount and rmap btrees can always
+	 * grow (ag_resv.h); neither is space a file can get, so statfs and
+	 * reservations leave both out. */
+	mp->ag_resv_blocks = rlfs_ag_resv_blocks(mp);
+	mp->setaside = (uint64_t)mp->agcount * (rlfs_agfl_min(mp) + mp->ag_resv_blocks);
 	mp->fdblocks = (int64_t)free_blocks - (int64_t)mp->setaside;
 	mp->icount = icount;
 	mp->ifree = ifree;

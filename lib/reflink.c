@@ -269,7 +269,7 @@ int rlfs_cow_prepare(struct rlfs_trans *tp, struct rlfs_inode *ip, uint64_t off,
 			/* continue the previous new extent */
 			args.type = RLFS_ALLOC_EXACT;
 			args.hint_fsbno = next_exact;
-			error = rlfs_bmap_alloc_data(&args);
+			error = rlfs_alloc_extent(&args);
 			if (error && error != -ENOSPC)
 				return error;
 			ok = !error && args.fsbno;
@@ -278,7 +278,7 @@ int rlfs_cow_prepare(struct rlfs_trans *tp, struct rlfs_inode *ip, uint64_t off,
 			args.type = RLFS_ALLOC_NEAR;
 			args.hint_fsbno = old;
 			args.minlen = 1;
-			error = rlfs_bmap_alloc_data(&args);
+			error = rlfs_alloc_extent(&args);
 			if (error)
 				return error;
 			if (!args.fsbno)

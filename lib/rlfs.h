@@ -125,10 +125,13 @@ struct rlfs_mount {
 	 */
 	int64_t fdblocks;
 	uint64_t resblks;
-	uint64_t setaside;          /* per AG, the AGFL minimum plus the refcount
-				     * headroom: counted free on disk, never
+	uint64_t setaside;          /* per AG, the AGFL minimum plus the AG
+				     * reserve: counted free on disk, never
 				     * available to files (XFS's
 				     * xfs_alloc_set_aside + xfs_ag_resv) */
+	uint32_t ag_resv_blocks;    /* per AG, kept free by every allocation
+				     * but the AGFL refill (ag_resv.h); set at
+				     * mount, 0 before */
 	uint64_t icount;            /* inodes in allocated chunks */
 	uint64_t ifree;             /* of those, free */
 	/* file data writes, counted after each reaches the device (under

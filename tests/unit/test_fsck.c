@@ -73,17 +73,20 @@ static uint64_t mkfrag(struct tu_fs *fs, uint64_t *root)
 /*
  * A bmbt block with a bad crc, met by a read: in-core record, on disk after
  * the next fsync (before unmount), kept by unmount, and the next mount warns
- * naming the block; fsck -n still finds the damage (4) and repair leaves it
- * (4) and keeps the record.
+ * naming the block; fsck -n still finds the damage (4).  With the rmap
+ * btree (the default) repair rebuilds the file's fork from it (1) and
+ * clears the record, and the file reads back; without it repair leaves the
+ * damage (4) and keeps the record (test_runtime_corruption_normap).
  */
-static void test_runtime_corruption_recorded(void **state)
+static void runtime_corruption(bool rmap)
 {
-	(void)state;
 	struct tu_fs fs;
 	struct rlfs_sb sb;
 	char buf[4096], out[4096];
 	uint64_t root;
+	tu_mkfs_rmapbt = rmap ? 0 : -1;
 	tu_mkfs_mount(&fs, 64 * MiB, 0, 0);
+	tu_mkfs_rmapbt = 0;
 	uint64_t frag = mkfrag(&fs, &root);
 	uint64_t plain = mkfile(&fs, "plain");
 	assert_int_equal(rlfs_write(fs.mp, plain, "hello", 5, 0), 5);
@@ -134,15 +137,45 @@ static void test_runtime_corruption_recorded(void **state)
 	assert_int_equal(rlfs_mount_close(fs.mp), 0);
 	fs.mp = NULL;
 
-	/* the damage is still there: fsck -n and repair both leave it (4);
-	 * repair adds its own mark to the record */
+	/* the damage is still there: fsck -n finds it (4) */
 	assert_int_equal(tu_fsck(fs.path, 4), 4);
-	assert_int_equal(tu_fsck_repair(fs.path), 4);
-	read_sb(fs.path, &sb);
-	assert_int_equal(rlfs_get32(sb.errors), RLFS_SB_ERR_CORRUPT | RLFS_SB_ERR_FSCK);
-	assert_true(rlfs_get32(sb.fsck_errors) >= 1);
-	assert_int_equal(tu_fsck_repair(fs.path), 4);
+	if (rmap) {
+		/* repair rebuilds frag's fork from the rmap and clears the record */
+		assert_int_equal(tu_fsck_repair(fs.path), 1);
+		read_sb(fs.path, &sb);
+		assert_int_equal(rlfs_get32(sb.errors), 0);
+		assert_int_equal(tu_fsck_repair(fs.path), 0);
+		assert_int_equal(tu_mount_capture(fs.path, RLFS_MOUNT_NOLOCK, &fs.mp, out,
+						  sizeof(out)), 0);
+		assert_null(strstr(out, "has errors"));
+		for (int i = 0; i < 599; i++) {
+			assert_int_equal(rlfs_read(fs.mp, frag, buf, sizeof(buf), (off_t)i * 4096),
+					 (ssize_t)sizeof(buf));
+			for (size_t k = 0; k < sizeof(buf); k++)
+				assert_int_equal(buf[k], i % 2 ? 0 : 'f');
+		}
+	} else {
+		/* nothing to rebuild from: repair leaves it (4) and adds its
+		 * own mark to the record */
+		assert_int_equal(tu_fsck_repair(fs.path), 4);
+		read_sb(fs.path, &sb);
+		assert_int_equal(rlfs_get32(sb.errors), RLFS_SB_ERR_CORRUPT | RLFS_SB_ERR_FSCK);
+		assert_true(rlfs_get32(sb.fsck_errors) >= 1);
+		assert_int_equal(tu_fsck_repair(fs.path), 4);
+	}
 	tu_unmount(&fs);
+}
+
+static void test_runtime_corruption_recorded(void **state)
+{
+	(void)state;
+	runtime_corruption(true);
+}
+
+static void test_runtime_corruption_normap(void **state)
+{
+	(void)state;
+	runtime_corruption(false);
 }
 
 /* Device wrappers for the failing-flush test. */
@@ -277,6 +310,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_runtime_corruption_recorded),
+		cmocka_unit_test(test_runtime_corruption_normap),
 		cmocka_unit_test(test_failed_unmount_flush_recorded),
 		cmocka_unit_test(test_rdonly_not_recorded),
 		cmocka_unit_test(test_fsck_clears_stale_record),

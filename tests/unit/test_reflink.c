@@ -1288,6 +1288,57 @@ static void test_full_ag(void **state)
 	ctx_fini(&c);
 }
 
+/* AG 0 filled with data up to its reserve, then metadata allocated near
+ * inodes of AG 0 (directory blocks of a big directory, xattr blocks of the
+ * root, inode chunks): none of it may take the reserve the AG's refcount
+ * and rmap btrees need (it goes to AG 1 instead), and a clone plus CoW
+ * writes in AG 0 still work afterwards.  XFS: every allocation that is not
+ * a reserved tree's checks the per-AG reservation (xfs_alloc_space_available). */
+static void test_ag_resv_metadata(void **state)
+{
+	struct ctx c;
+	(void)state;
+	ctx_init(&c, 32 * MB, 1024, 2);
+	struct rlfs_mount *mp = MP(&c);
+	uint32_t bs = c.bs, resv = mp->ag_resv_blocks;
+	int a = mkfile(&c, "a");
+	uint64_t blocks = mp->agblocks;
+	for (uint64_t off = 0; off < blocks * bs; off += 256 * bs)
+		do_write(&c, a, off, 256 * bs, off);
+	/* a directory of the root's AG: its blocks want AG 0 */
+	uint64_t root = rlfs_root_ino(mp);
+	char name[200];
+	for (int i = 0; i < 3000; i++) {
+		struct stat st;
+		snprintf(name, sizeof(name), "entry-with-a-long-name-to-use-up-directory-blocks-%05d", i);
+		assert_int_equal(rlfs_mknod(mp, root, name, S_IFREG | 0644, 0, 0, 0, &st), 0);
+		rlfs_forget(mp, st.st_ino, 1);
+	}
+	for (int i = 0; i < 40; i++) {
+		char v[900];
+		memset(v, 'x' + i % 3, sizeof(v));
+		snprintf(name, sizeof(name), "user.big-%02d", i);
+		assert_int_equal(rlfs_setxattr(mp, root, name, v, sizeof(v), 0), 0);
+	}
+	struct rlfs_trans *tp;
+	struct rlfs_buf *bp;
+	assert_int_equal(rlfs_trans_alloc(mp, &mp->resv.tr_rdonly, 0, RLFS_TRANS_RDONLY, &tp), 0);
+	assert_int_equal(rlfs_ag_read_header(tp, 0, &bp), 0);
+	uint32_t freeblks = rlfs_get32(rlfs_agh(bp)->freeblks);
+	uint32_t flcount = rlfs_get32(rlfs_agh(bp)->flcount);
+	rlfs_trans_brelse(tp, bp);
+	rlfs_trans_cancel(tp);
+	print_message("AG 0: %u free + %u on the AGFL, reserve %u\n", freeblks, flcount, resv);
+	assert_true(freeblks + flcount >= resv);
+	/* the reserve is there for this: shared extents split by CoW */
+	int b = mkfile(&c, "b");
+	do_clone(&c, a, 0, b, 0, 0);
+	for (int i = 0; i < 300; i++)
+		do_write(&c, i % 2 ? a : b, rnd(blocks) * bs, bs, 7000 + (uint64_t)i);
+	check_fs(&c);
+	ctx_fini(&c);
+}
+
 /* Threads cloning between files in both directions (lock order), writing,
  * unsharing and reading at once; afterwards the refcounts must match the
  * mappings and fsck must be clean.  Contents are not modelled here. */
@@ -1619,6 +1670,7 @@ int main(void)
 		cmocka_unit_test(test_extents),
 		cmocka_unit_test(test_noreflink),
 		cmocka_unit_test(test_full_ag),
+		cmocka_unit_test(test_ag_resv_metadata),
 		cmocka_unit_test(test_times_suid),
 		cmocka_unit_test(test_threads),
 		cmocka_unit_test(test_enospc),
