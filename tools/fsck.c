@@ -68,6 +68,8 @@ void fsck_report(struct fsck *f, bool fixable, const char *fmt, ...)
 
 	if (fixable)
 		f->ncounter++;
+	else if (f->rb_depth > 0)
+		f->nrebuild++;
 	else
 		f->nerrors++;
 	if (f->quiet || f->nprinted >= FSCK_MAX_REPORTS)
@@ -369,9 +371,9 @@ static int open_and_lock(struct fsck *f)
 /* Driver                                                              */
 
 /* What repair mode fixes: --help, the README and the messages say the same. */
-#define FSCK_NO_REBUILD "no tool rebuilds damaged metadata yet: to save the files, mount " \
-	"the image read-only (reflinkfs mount -o ro %s DIR), copy them out and make a new " \
-	"filesystem"
+#define FSCK_NO_REBUILD "no tool rebuilds damaged metadata yet beyond the AG trees: to save " \
+	"the files, mount the image read-only (reflinkfs mount -o ro %s DIR), copy them out " \
+	"and make a new filesystem"
 
 static void usage(FILE *out)
 {
@@ -388,17 +390,21 @@ static void usage(FILE *out)
 		"       changes the log held are lost.  Not with -n.\n"
 		"  -y, -p, -a, -f   accepted for fsck(8) compatibility (they change nothing)\n"
 		"With the rmap feature (mkfs -m rmapbt=1) the rmap btree is cross-checked against\n"
-		"every other owner of blocks; a mismatch is reported, not repaired (yet).\n"
-		"Repair (the default) fixes only: summary counters (superblock and AG headers),\n"
+		"every other owner of blocks.\n"
+		"Repair (the default) fixes: summary counters (superblock and AG headers),\n"
 		"link counts, directory parent pointers, orphan inodes (unlinked files still\n"
 		"open when the filesystem stopped: freed), the unclean-unmount flag and the\n"
-		"superblock's error record; and only when every finding is one of these.\n"
-		"Everything else (damaged btrees, inodes or directories, blocks used twice or\n"
-		"leaked, refcount mismatches) is reported and left as it is, and the\n"
-		"superblock is marked as having errors: every mount warns until fsck finds the\n"
-		"filesystem clean. No tool rebuilds damaged metadata yet: to save the files,\n"
-		"mount the image read-only (reflinkfs mount -o ro IMAGE DIR), copy them out\n"
-		"and make a new filesystem.\n"
+		"superblock's error record; and it rebuilds every AG's free-space, inode,\n"
+		"refcount and rmap btrees and AGFL from the block maps when those are what is\n"
+		"damaged (damaged or wrong records, leaked blocks, free space overlapping used\n"
+		"blocks, refcount mismatches, a block two files map without a refcount: it\n"
+		"becomes shared); and only when every finding is one of these.\n"
+		"Everything else (damaged inodes, file block maps, directories, the inode\n"
+		"btree or AG headers, a block used by a file and by metadata) is reported and\n"
+		"left as it is, and the superblock is marked as having errors: every mount\n"
+		"warns until fsck finds the filesystem clean. To save the files, mount the\n"
+		"image read-only (reflinkfs mount -o ro IMAGE DIR), copy them out and make a\n"
+		"new filesystem.\n"
 		"Exit: 0 clean (also when only a stale error record was cleared, as e2fsck),\n"
 		"1 errors corrected (and now clean), 4 errors left uncorrected, 8 operational\n"
 		"error.\n");
@@ -510,6 +516,9 @@ static void fix_list(const struct fsck *f, char *buf, size_t len)
 			 f->norphans == 1 ? "" : "s");
 	if (f->fix_state)
 		list_add(buf, len, &n, "the unclean-unmount flag");
+	if (f->nrebuild)
+		list_add(buf, len, &n, "%" PRIu64 " finding%s in the AG trees (rebuilt from the "
+			 "block maps)", f->nrebuild, f->nrebuild == 1 ? "" : "s");
 }
 
 /* Errors are left: say so, what to do, and mark the superblock.  Returns 4. */
@@ -565,19 +574,28 @@ static int run(struct fsck *f)
 		       "the next read-write mount frees them" :
 		       "freed now, as the next read-write mount would");
 
+	const char *rbwhy = NULL;
+
+	if (f->nrebuild && !f->nerrors && !fsck_rebuild_possible(f, &rbwhy)) {
+		char why[256];
+
+		snprintf(why, sizeof(why), "listed above; nothing was changed: the AG trees are "
+			 "rebuilt only when the block maps are complete, and %s", rbwhy);
+		return left_uncorrected(f, f->nrebuild + f->ncounter, why);
+	}
 	if (f->nerrors) {
 		char why[256];
 
-		if (f->ncounter)
+		if (f->ncounter + f->nrebuild)
 			snprintf(why, sizeof(why), "listed above; nothing was changed: repair "
 				 "fixes only %" PRIu64 " of them, and only when nothing else is "
-				 "wrong", f->ncounter);
+				 "wrong", f->ncounter + f->nrebuild);
 		else
 			snprintf(why, sizeof(why), "listed above; nothing was changed: repair "
 				 "fixes none of them");
-		return left_uncorrected(f, f->nerrors + f->ncounter, why);
+		return left_uncorrected(f, f->nerrors + f->ncounter + f->nrebuild, why);
 	}
-	if (!f->ncounter) {
+	if (!f->ncounter && !f->nrebuild) {
 		/*
 		 * Clean.  A record that says otherwise is stale (its cause was
 		 * in memory only, or went away with a file): repair clears it.
@@ -628,14 +646,16 @@ static int run(struct fsck *f)
 	fix_list(f, what, sizeof(what));
 	if (f->dry_run || f->readonly) {
 		printf("%s: %" PRIu64 " error%s found that repair corrects (%s); %s: nothing "
-		       "written\n", f->image, f->ncounter, f->ncounter == 1 ? "" : "s", what,
-		       fsck_nowrite_reason(f));
+		       "written\n", f->image, f->ncounter + f->nrebuild,
+		       f->ncounter + f->nrebuild == 1 ? "" : "s", what, fsck_nowrite_reason(f));
 		return FSCK_EXIT_UNCORRECTED;
 	}
 
 	/* repair: inodes, AG headers, then the superblock (clean) last */
 	err = fsck_fix_inodes(f);
-	if (!err)
+	if (!err && f->nrebuild)   /* writes every AG header, counters included */
+		err = fsck_rebuild_ags(f, &icount, &ifree, &fdblocks);
+	else if (!err)
 		err = fsck_fix_ag_counters(f);
 	if (!err)
 		err = fsck_write_primary_sb(f, true, icount, ifree, fdblocks, 0);
@@ -644,7 +664,7 @@ static int run(struct fsck *f)
 	if (err) {
 		printf("%s: repair failed: %s (%s may be partly written)\n", f->image,
 		       fsck_errstr(err), what);
-		return left_uncorrected(f, f->ncounter, "the repair did not complete");
+		return left_uncorrected(f, f->ncounter + f->nrebuild, "the repair did not complete");
 	}
 
 	/* trust but verify: check again, quietly, before saying "corrected" */
@@ -656,12 +676,12 @@ static int run(struct fsck *f)
 
 		rc = check_all(&v, &ic, &ifr, &fdb, &cok);
 		/* a record now means the orphan frees met corruption */
-		left = v.nerrors + v.ncounter + (v.rec.flags != 0);
+		left = v.nerrors + v.ncounter + v.nrebuild + (v.rec.flags != 0);
 		fsck_free(&v);
 		if (rc == FSCK_EXIT_OPERR)
 			return rc;
 		if (rc || left) {
-			char why[256];
+			char why[640];
 
 			snprintf(why, sizeof(why), "repair wrote %s, but a second check still "
 				 "finds these; run fsck -n to list them", what);
@@ -669,7 +689,7 @@ static int run(struct fsck *f)
 		}
 	}
 	printf("%s: %" PRIu64 " error%s corrected (%s); the filesystem now checks clean%s\n",
-	       f->image, f->ncounter, f->ncounter == 1 ? "" : "s", what,
+	       f->image, f->ncounter + f->nrebuild, f->ncounter + f->nrebuild == 1 ? "" : "s", what,
 	       f->rec.flags ? "; the superblock's error record was cleared" : "");
 	return FSCK_EXIT_FIXED;
 }

@@ -1064,7 +1064,9 @@ void fsck_check_ag(struct fsck *f, uint32_t agno)
 	}
 	if (has_rmap && !rmap_roots_ok)
 		roots_ok = false;
+	RB_BEGIN(f);                /* the rebuild writes a fresh AGFL */
 	check_agfl(f, tp, agno, ai);
+	RB_END(f);
 
 	if (roots_ok) {
 		bno = (struct agwalk){ .f = f, .agno = agno, .length = length, .kind = CL_BNOBT,
@@ -1074,14 +1076,25 @@ void fsck_check_ag(struct fsck *f, uint32_t agno)
 		ino = bno;
 		ino.kind = CL_INOBT;
 		ino.last_chunk_fsbno = UINT64_MAX;
+		/* free-space, refcount and rmap btree findings: the rebuild
+		 * (fsck_rebuild.c) makes these trees anew; the inobt's are not
+		 * (its chunks are what the rebuild starts from) */
+		RB_BEGIN(f);
+		uint64_t nrb0 = f->nrebuild;
 		bool bno_ok = walk_ag_tree(f, tp, &rlfs_bnobt_ops, &bno, alloc_rec_cb,
 					   rlfs_get32(ai->agh.bno_root), &fake);
+		ai->bno_ok = bno_ok && f->nrebuild == nrb0;
 		bool cnt_ok = walk_ag_tree(f, tp, &rlfs_cntbt_ops, &cnt, alloc_rec_cb,
 					   rlfs_get32(ai->agh.cnt_root), &fake);
+		RB_END(f);
 
-		ok &= walk_ag_tree(f, tp, &rlfs_inobt_ops, &ino, inobt_rec_cb,
-				   rlfs_get32(ai->agh.ino_root), &fake);
+		uint64_t nerr_ino = f->nerrors;
+		ai->ino_ok = walk_ag_tree(f, tp, &rlfs_inobt_ops, &ino, inobt_rec_cb,
+					  rlfs_get32(ai->agh.ino_root), &fake);
+		ai->ino_ok &= f->nerrors == nerr_ino;
+		ok &= ai->ino_ok;
 		ok &= bno_ok && cnt_ok;
+		RB_BEGIN(f);
 		if (refc_roots_ok) {
 			refc = (struct agwalk){ .f = f, .agno = agno, .length = length,
 						.kind = CL_REFCBT, .limit = length, .ai = ai };
@@ -1111,6 +1124,7 @@ void fsck_check_ag(struct fsck *f, uint32_t agno)
 		/* comparing with a tree that could not be read only makes noise */
 		if (bno_ok && cnt_ok)
 			compare_free_trees(f, agno, &bno, &cnt);
+		RB_END(f);
 		ai->btreeblks = bno.nblocks + cnt.nblocks - RLFS_MIN(bno.nblocks + cnt.nblocks, 2);
 		ai->trees_ok = ok && !f->oom;
 	}
