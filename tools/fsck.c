@@ -9,9 +9,12 @@
  * (superblock icount/ifree/fdblocks, AG header freeblks/longest/btreeblks/
  * icount/ifree), link counts and directory parent pointers (from the
  * directory entries), orphan inodes (nlink 0, named nowhere: freed through
- * the library), the state flag and the superblock's error record; and only
- * when every finding is one of these (counters computed from damaged trees
- * would be wrong too).  After repairing it checks again, quietly, and says
+ * the library), the state flag and the superblock's error record; and the
+ * AG trees (free-space, inode, refcount and rmap btrees, AGFL, AG header
+ * counters), rebuilt from the block maps when the findings are theirs
+ * (fsck_rebuild.c; counted in nrebuild between RB_BEGIN and RB_END); and
+ * only when every finding is one of these (counters computed from damaged
+ * trees would be wrong too).  After repairing it checks again, quietly, and says
  * "corrected" (exit 1) only if that check is clean.  Anything else is
  * reported and left alone (exit 4, one line saying what the user can do),
  * and the superblock's error record is marked (RLFS_SB_ERR_FSCK) so that
@@ -44,7 +47,9 @@
  *      with the RMAP feature (fsck_rmap.c), per AG the rmap btree's records
  *      must equal the ones every claim above implies (both sides merged
  *      where XFS merges, then compared in key order);
- *   6. summary counters; then repair, or marking the error record.
+ *   6. summary counters; then repair (inodes, then the AG tree rebuild or
+ *      the AG header counters, then the superblock), or marking the error
+ *      record.
  *
  * Locking: the FUSE daemon holds an exclusive flock on the image until it
  * has flushed after umount.  We take the same lock on our own descriptor,
