@@ -3,19 +3,25 @@
 chosen way, fixing the block's crc so that only the damage meant is there
 (tests/integration/52-fsck-rebuild.sh).  Only used by tests.
 
-    agtree.py root IMAGE AGNO TREE          print "FSBNO LEVEL NUMRECS" of the root
+    agtree.py root IMAGE AGNO TREE          print "FSBNO LEVELS NUMRECS" of the root
     agtree.py zero IMAGE AGNO TREE          zero the root block (whole block)
-    agtree.py busiest IMAGE TREE            the AG whose root holds most records
+    agtree.py zero-leaf IMAGE AGNO TREE     zero the leftmost leaf; prints it
+    agtree.py busiest IMAGE TREE            the AG whose tree is tallest, then
+                                            whose root holds most entries
     agtree.py refc-bump IMAGE AGNO          refcount of the first record + 1
-    agtree.py bno-extend-left IMAGE AGNO    last bnobt record starts one block
-                                            earlier (over a used block)
-    agtree.py drop IMAGE AGNO TREE IDX      remove record IDX of the root leaf
+    agtree.py bno-extend-left IMAGE AGNO    the leftmost bnobt leaf's last record
+                                            starts one block earlier (over a
+                                            used block: free extents are maximal)
+    agtree.py drop IMAGE AGNO TREE IDX      remove record IDX of the leftmost leaf
 
-TREE: bnobt, cntbt, inobt, refcbt, rmapbt.  Edits need a leaf root (level 0;
-exit 2 otherwise).  Layouts: docs/SPEC.md (superblock: blocksize at 52,
-agblocks at 64, agcount at 68; AG header roots at 56.., levels at 76..;
-btree block header 72 bytes: level at 48, numrecs at 50), crc32c of the
-whole block with the crc field (offset 4) zeroed.
+TREE: bnobt, cntbt, inobt, refcbt, rmapbt.  Record edits work on the
+leftmost leaf (found through the first child pointers; a record dropped
+from a leaf of a taller tree leaves its parent's key stale, which is
+damage of that tree too).  Layouts: docs/SPEC.md (superblock: blocksize at
+52, agblocks at 64, agcount at 68; AG header roots at 56.., levels at 76..;
+btree block header 72 bytes: level at 48, numrecs at 50; node: key slots,
+then child fsbnos (le64) after maxrecs slots), crc32c of the whole block
+with the crc field (offset 4) zeroed.
 """
 import struct
 import sys
@@ -23,6 +29,7 @@ import sys
 ROOT_OFF = {"bnobt": (56, 76), "cntbt": (60, 78), "inobt": (64, 80),
             "refcbt": (68, 82), "rmapbt": (72, 84)}
 RECLEN = {"bnobt": 8, "cntbt": 8, "inobt": 24, "refcbt": 12, "rmapbt": 24}
+SLOT = {"bnobt": 4, "cntbt": 8, "inobt": 8, "refcbt": 4, "rmapbt": 48}
 
 _T = []
 for i in range(256):
@@ -70,10 +77,11 @@ class Img:
 
 def leaf(img, agno, tree):
     fsbno, _, level, nrecs, blk = img.root(agno, tree)
-    if level != 0:
-        print("%s root of AG %d is not a leaf (level %d)" % (tree, agno, level),
-              file=sys.stderr)
-        sys.exit(2)
+    maxr = (img.bs - 72) // (SLOT[tree] + 8)
+    while level > 0:
+        fsbno, = struct.unpack_from("<Q", blk, 72 + maxr * SLOT[tree])
+        blk = img.read(fsbno)
+        level, nrecs = struct.unpack_from("<HH", blk, 48)
     return fsbno, nrecs, blk
 
 
@@ -86,8 +94,13 @@ def main():
         fsbno, _, _, _, _ = img.root(int(sys.argv[3]), sys.argv[4])
         img.write(fsbno, bytearray(img.bs), crc=False)
         print(fsbno)
+    elif cmd == "zero-leaf":
+        fsbno, _, _ = leaf(img, int(sys.argv[3]), sys.argv[4])
+        img.write(fsbno, bytearray(img.bs), crc=False)
+        print(fsbno)
     elif cmd == "busiest":
-        best = max(range(img.agcount), key=lambda a: img.root(a, sys.argv[3])[3])
+        best = max(range(img.agcount),
+                   key=lambda a: (img.root(a, sys.argv[3])[1], img.root(a, sys.argv[3])[3]))
         print(best)
     elif cmd == "refc-bump":
         fsbno, nrecs, blk = leaf(img, int(sys.argv[3]), "refcbt")

@@ -9,8 +9,10 @@
 # AG; fsck -n then exits 0 and a second fsck exits 0 (idempotent); the
 # image mounts, every file's checksum is unchanged, a new file can be
 # written and fsck -n is clean again.  Kinds: a zeroed bnobt, cntbt,
-# refcountbt and rmapbt root leaf; a refcount record's count off by one;
-# a free-space record extended over a used block; a block two files map
+# refcountbt and rmapbt root; a zeroed leaf of a 2-level bnobt (free space
+# fragmented by deleting every other of 1300 small files) and of the
+# rmapbt; a zeroed cntbt root node; a refcount record's count off by one;
+# an rmap record dropped; a free-space record extended over a used block; a block two files map
 # without a refcount (it becomes shared: both keep what they showed, and
 # a write to one leaves the other alone); leaked blocks (a free-space
 # record dropped).  Damage the rebuild must leave alone: a dropped inobt
@@ -43,6 +45,16 @@ for i in range(0, 400, 2):
     os.pwrite(fd, bytes([i % 251]) * 4096, i * 4096)
 os.close(fd)
 PYEOF
+# free space in many pieces: a 2-level bnobt (503 records a 4 KiB leaf)
+$PY - "$m/many" <<'PYEOF'
+import os, sys
+os.mkdir(sys.argv[1])
+for i in range(1300):
+    with open(os.path.join(sys.argv[1], "f%d" % i), "wb") as f:
+        f.write(bytes([i % 251]) * 4096)
+for i in range(0, 1300, 2):
+    os.unlink(os.path.join(sys.argv[1], "f%d" % i))
+PYEOF
 (cd "$m" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 md5sum) >"$T/sums"
 ino_a=$(stat -c %i "$m/a") ino_b=$(stat -c %i "$m/b")
 rlfs_umount "$m"
@@ -52,7 +64,10 @@ fresh() { cp --sparse=always "$T/pristine.img" "$T/case.img"; chmod 600 "$T/case
 # the AG holding the clones' shared extents (most refcount records)
 ag_refc=$($AGT busiest "$img" refcbt)
 ag_data=$($AGT busiest "$img" rmapbt)
-log "refcount records in AG $ag_refc, most rmap records in AG $ag_data"
+ag_bno=$($AGT busiest "$img" bnobt)
+read -r _ bno_levels _ < <($AGT root "$img" "$ag_bno" bnobt)
+[ "$bno_levels" -ge 2 ] || die "no AG has a 2-level bnobt (AG $ag_bno: $bno_levels)"
+log "refcount records in AG $ag_refc, rmapbt tallest in AG $ag_data, bnobt ($bno_levels levels) in AG $ag_bno"
 
 # rebuilt LABEL: the repair cycle, then the mount checks
 rebuilt() {
@@ -91,6 +106,14 @@ $AGT zero "$T/case.img" "$ag_data" cntbt >/dev/null
 rebuilt "zeroed cntbt root"
 
 fresh
+$AGT zero-leaf "$T/case.img" "$ag_bno" bnobt >/dev/null
+rebuilt "zeroed bnobt leaf of a $bno_levels-level tree"
+
+fresh
+$AGT zero "$T/case.img" "$ag_bno" cntbt >/dev/null
+rebuilt "zeroed cntbt root node"
+
+fresh
 $AGT refc-bump "$T/case.img" "$ag_refc" >/dev/null
 rebuilt "refcount record off by one"
 
@@ -101,6 +124,14 @@ rebuilt "zeroed refcountbt root"
 fresh
 $AGT zero "$T/case.img" "$ag_data" rmapbt >/dev/null
 rebuilt "zeroed rmapbt root"
+
+fresh
+$AGT drop "$T/case.img" "$ag_data" rmapbt 3 >/dev/null
+rebuilt "rmap record dropped"
+
+fresh
+$AGT zero-leaf "$T/case.img" "$ag_data" rmapbt >/dev/null
+rebuilt "zeroed rmapbt leaf"
 
 fresh
 $AGT bno-extend-left "$T/case.img" "$ag_data" >/dev/null
