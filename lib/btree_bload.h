@@ -16,6 +16,11 @@
  * Sibling pointers link every level left to right.  Zero records give one
  * empty leaf root (mkfs's empty tree).
  *
+ * Trees: AG-rooted ones (bnobt, cntbt, inobt, refcountbt, rmapbt): the
+ * block owner comes from ops->owner on a cursor holding only agno (and
+ * cur_priv), no inode; an inode-rooted bmbt (root in the inode fork) is
+ * not handled yet.
+ *
  * Units: record counts and block counts; block numbers are fsbno (the
  * caller turns the root into an agbno for its AG header).
  *

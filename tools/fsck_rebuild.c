@@ -66,6 +66,14 @@ static bool replaced_kind(uint8_t kind)
 	return false;
 }
 
+/*
+ * May the AG trees be rebuilt?  Only when every finding other than the
+ * counter kind is one the rebuild corrects (f->nerrors == 0), no inode
+ * metadata was unreadable, and every AG header and inobt walked cleanly:
+ * otherwise the claims may be incomplete and a rebuild could hand a file's
+ * blocks out as free space.  false with *why a short reason (for the
+ * "left uncorrected" line); true with *why NULL.
+ */
 bool fsck_rebuild_possible(struct fsck *f, const char **why)
 {
 	*why = NULL;

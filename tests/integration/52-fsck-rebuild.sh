@@ -87,7 +87,10 @@ rebuilt() {
 	[ $FRC = 0 ] || { cat "$T/fsck.out" >&2; die "$1: fsck -n after repair exited $FRC"; }
 	fsck_rc "$T/case.img"
 	[ $FRC = 0 ] || { cat "$T/fsck.out" >&2; die "$1: a second fsck exited $FRC (not idempotent)"; }
-	rlfs_mount "$T/case.img" "$m"
+	rlfs_mount "$T/case.img" "$m" 2>"$T/mount.err"
+	# written in place with a clean log: nothing to replay, no warning
+	grep -q "log recovery\|has errors" "$T/mount.err" &&
+		{ cat "$T/mount.err" >&2; die "$1: the mount after repair replays or warns"; }
 	(cd "$m" && md5sum --quiet -c "$T/${2:-sums}") >&2 || die "$1: file contents changed"
 	head -c 2M /dev/urandom >"$m/newfile"          # the mount can allocate
 	cp "$m/src" "$m/d/copy"
