@@ -403,9 +403,10 @@ static void usage(FILE *out)
 		"refcount and rmap btrees and AGFL from the block maps when those are what is\n"
 		"damaged (damaged or wrong records, leaked blocks, free space overlapping used\n"
 		"blocks, refcount mismatches, a block two files map without a refcount: it\n"
-		"becomes shared); and only when every finding is one of these.\n"
-		"Everything else (damaged inodes, file block maps, directories, the inode\n"
-		"btree or AG headers, a block used by a file and by metadata) is reported and\n"
+		"becomes shared; an inode chunk the inode btree lost but the rmap btree has);\n"
+		"and only when every finding is one of these.\n"
+		"Everything else (damaged inodes, file block maps, directories, inode btree\n"
+		"blocks or AG headers, a block used by a file and by metadata) is reported and\n"
 		"left as it is, and the superblock is marked as having errors: every mount\n"
 		"warns until fsck finds the filesystem clean. To save the files, mount the\n"
 		"image read-only (reflinkfs mount -o ro IMAGE DIR), copy them out and make a\n"
@@ -427,6 +428,7 @@ static void fsck_free(struct fsck *f)
 	free(f->dclaims);
 	free(f->refcs);
 	free(f->chunks);
+	free(f->irmaps);
 	free(f->inodes);
 	free(f->edges);
 	free(f->names);
@@ -451,6 +453,8 @@ static int check_all(struct fsck *f, uint64_t *icount, uint64_t *ifree, uint64_t
 	fsck_verbose(f, "Phase 2: allocation groups (%u)", f->mp->agcount);
 	for (uint32_t agno = 0; agno < f->mp->agcount && !f->oom; agno++)
 		fsck_check_ag(f, agno);
+	if (!f->oom)
+		fsck_recover_chunks(f);
 	fsck_verbose(f, "Phase 3: inodes (%zu chunks)", f->nchunks);
 	if (!f->oom)
 		fsck_check_inodes(f);

@@ -582,8 +582,7 @@ static int inobt_rec_cb(struct rlfs_btree_cur *cur, const void *rec, void *priv)
 	if (!nc)
 		return -ENOMEM;
 	f->chunks = nc;
-	f->chunks[f->nchunks].startino = startino;
-	f->chunks[f->nchunks].free = freemask;
+	f->chunks[f->nchunks] = (struct chunk){ .startino = startino, .free = freemask };
 	f->nchunks++;
 	return 0;
 }
@@ -674,6 +673,17 @@ static int rmap_rec_cb(struct rlfs_btree_cur *cur, const void *rec, void *priv)
 	}
 	w->have_prev = true;
 	w->prev_rmap = ir;
+	if (!why && ir.owner == RLFS_RMAP_OWN_INODES) {
+		/* kept for fsck_recover_chunks (chunks the inobt lost) */
+		struct claim *nc = fsck_grow(f, f->irmaps, &f->irmaps_cap, f->nirmaps, sizeof(*nc));
+
+		if (!nc)
+			return -ENOMEM;
+		f->irmaps = nc;
+		f->irmaps[f->nirmaps++] = (struct claim){
+			.start = rlfs_agb_to_fsb(f->mp, w->agno, ir.startblock),
+			.owner = w->agno, .len = ir.blockcount, .kind = CL_ICHUNK };
+	}
 	return 0;
 }
 

@@ -91,6 +91,9 @@ struct refc {
 struct chunk {
 	uint64_t startino;
 	uint64_t free;
+	bool recovered;             /* not in the inobt, found from an
+				     * OWN_INODES rmap: phase 3 sets free
+				     * from the inodes' modes */
 };
 
 /* An in-use inode, as far as the directory pass needs it. */
@@ -198,6 +201,8 @@ struct fsck {
 	size_t nrefcs, refcs_cap;
 	struct chunk *chunks;
 	size_t nchunks, chunks_cap;
+	struct claim *irmaps;       /* RMAP: OWN_INODES records (owner = agno) */
+	size_t nirmaps, irmaps_cap;
 	struct ientry *inodes;
 	size_t ninodes, inodes_cap;
 	struct edge *edges;
@@ -309,6 +314,7 @@ int fsck_rmap_expected(struct fsck *f, uint32_t agno, const struct claim *cl, si
 		       struct rlfs_rmap_irec **out, size_t *nout);
 
 /* fsck_rebuild.c */
+void fsck_recover_chunks(struct fsck *f);
 bool fsck_rebuild_possible(struct fsck *f, const char **why);
 int fsck_rebuild_ags(struct fsck *f, uint64_t *icount, uint64_t *ifree, uint64_t *fdblocks);
 

@@ -67,6 +67,68 @@ static bool replaced_kind(uint8_t kind)
 }
 
 /*
+ * RMAP: inode chunks the rmapbt records (OWN_INODES) but the inobt does
+ * not (a lost inobt record): added to f->chunks as recovered (phase 3 reads
+ * their inodes and sets the free mask from the modes) and claimed, so the
+ * rebuild puts them back in the inobt.  Only from AGs whose header, inobt
+ * and rmapbt walked cleanly, and only with at most 64 inodes a block (a
+ * chunk is then whole blocks).  Each is a rebuild finding.  Issue 11 §4
+ * ("inode btree from chunk rmaps").
+ */
+void fsck_recover_chunks(struct fsck *f)
+{
+	struct rlfs_mount *mp = f->mp;
+	size_t n0 = f->nchunks;
+
+	if (!f->nirmaps || mp->inopblock > RLFS_INODES_PER_CHUNK)
+		return;
+	fsck_xsort(f->chunks, f->nchunks, sizeof(*f->chunks), fsck_cmp_chunk);
+	for (size_t i = 0; i < f->nirmaps && !f->oom; i++) {
+		const struct claim *r = &f->irmaps[i];
+		struct ag_info *ai = &f->ags[r->owner];
+		uint64_t end = r->start + r->len;
+
+		if (!ai->hdr_ok || !ai->ino_ok || !ai->rmap_ok)
+			continue;
+		for (uint64_t fsb = r->start; fsb + mp->chunk_blocks <= end; fsb++) {
+			uint64_t startino;
+			size_t lo = 0, hi = n0;
+			bool found = false;
+
+			if (fsb % mp->chunk_blocks)
+				continue;
+			startino = rlfs_fsb_to_ino(mp, fsb, 0);
+			while (lo < hi && !found) {   /* the inobt's chunks only */
+				size_t mid = lo + (hi - lo) / 2;
+
+				if (f->chunks[mid].startino == startino)
+					found = true;
+				else if (f->chunks[mid].startino < startino)
+					lo = mid + 1;
+				else
+					hi = mid;
+			}
+			if (found)
+				continue;
+			RB_BEGIN(f);
+			ERR(f, "%s (inobt): inode chunk %" PRIu64 " is in the rmapbt (OWN_INODES) but "
+			    "not in the inobt: its inodes are checked, the rebuild adds it back",
+			    fsck_loc(f, fsb).s, startino);
+			RB_END(f);
+			struct chunk *nc = fsck_grow(f, f->chunks, &f->chunks_cap, f->nchunks,
+						     sizeof(*nc));
+			if (!nc)
+				return;
+			f->chunks = nc;
+			f->chunks[f->nchunks++] = (struct chunk){ .startino = startino,
+								  .recovered = true };
+			fsck_add_claim(f, CL_ICHUNK, r->owner, startino, fsb, mp->chunk_blocks);
+		}
+	}
+	fsck_xsort(f->chunks, f->nchunks, sizeof(*f->chunks), fsck_cmp_chunk);
+}
+
+/*
  * May the AG trees be rebuilt?  Only when every finding other than the
  * counter kind is one the rebuild corrects (f->nerrors == 0), no inode
  * metadata was unreadable, and every AG header and inobt walked cleanly:

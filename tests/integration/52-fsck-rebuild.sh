@@ -15,8 +15,9 @@
 # an rmap record dropped; a free-space record extended over a used block; a block two files map
 # without a refcount (it becomes shared: both keep what they showed, and
 # a write to one leaves the other alone); leaked blocks (a free-space
-# record dropped).  Damage the rebuild must leave alone: a dropped inobt
-# record (its chunk's inodes are then unknown): exit 4, nothing rebuilt.
+# record dropped); a dropped inobt record (the chunk is found again from
+# its OWN_INODES rmap record).  Left alone: a zeroed bnobt next to a
+# corrupt bmbt block (exit 4, nothing rebuilt, twice).
 . "$(dirname "$0")/../lib.sh"
 common_setup
 ED="$PY $SRCDIR/tests/helpers/imgedit.py"
@@ -56,7 +57,7 @@ for i in range(0, 1300, 2):
     os.unlink(os.path.join(sys.argv[1], "f%d" % i))
 PYEOF
 (cd "$m" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 md5sum) >"$T/sums"
-ino_a=$(stat -c %i "$m/a") ino_b=$(stat -c %i "$m/b")
+ino_a=$(stat -c %i "$m/a") ino_b=$(stat -c %i "$m/b") ino_frag=$(stat -c %i "$m/frag")
 rlfs_umount "$m"
 rlfs_fsck "$img"
 cp --sparse=always "$img" "$T/pristine.img"
@@ -159,13 +160,27 @@ rm "$m/b"
 rlfs_umount "$m"
 rlfs_fsck "$T/case.img"
 
-# --- left alone: a dropped inobt record ------------------------------------
+# a dropped inobt record (the chunk holding the root directory): found
+# again from its OWN_INODES rmap record, free mask from the inodes' modes
 fresh
 $AGT drop "$T/case.img" 0 inobt 0 >/dev/null
+rebuilt "dropped inobt record"
+
+# --- left alone: AG tree damage next to damage the rebuild cannot fix -------
+# (a file's bmbt block: its blocks' owner would be unknown, and a rebuild
+# would hand them out as free space)
+fresh
+bmbt=$($ED inode-get "$T/case.img" "$ino_frag" root)
+[ "$($ED inode-get "$T/case.img" "$ino_frag" format)" = 3 ] || die "frag has no bmbt"
+$PY "$SRCDIR/tests/helpers/metascan.py" flip "$T/case.img" "$bmbt" 2000 1
+$AGT zero "$T/case.img" "$ag_data" bnobt >/dev/null
 fsck_rc "$T/case.img"
-[ $FRC = 4 ] || { cat "$T/fsck.out" >&2; die "dropped inobt record: fsck exited $FRC, expected 4"; }
-grep -q "^AG [0-9]*: rebuilt" "$T/fsck.out" && die "dropped inobt record: something was rebuilt"
-log "dropped inobt record: $(grep 'left uncorrected' "$T/fsck.out" | cut -c1-120)..."
+[ $FRC = 4 ] || { cat "$T/fsck.out" >&2; die "bmbt + bnobt: fsck exited $FRC, expected 4"; }
+grep -q "^AG [0-9]*: rebuilt" "$T/fsck.out" && die "bmbt + bnobt: something was rebuilt"
+grep -q "left uncorrected" "$T/fsck.out" || die "bmbt + bnobt: no 'left uncorrected' line"
+log "bmbt + bnobt damage: $(grep 'left uncorrected' "$T/fsck.out" | cut -c1-120)..."
+fsck_rc "$T/case.img"
+[ $FRC = 4 ] || die "bmbt + bnobt: second fsck exited $FRC, expected 4"
 
 cmp -s "$img" "$T/pristine.img" || die "the pristine image changed"
 log OK
