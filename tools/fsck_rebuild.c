@@ -223,7 +223,25 @@ static bool clip(const struct rb *r, const struct claim *c, uint32_t *s, uint32_
 	return true;
 }
 
-/* Kept claims, data mappings, the used and candidate maps. */
+/* First index of cl[0..n) (sorted by start) starting at or after start. */
+static size_t lower_bound(const struct claim *cl, size_t n, uint64_t start)
+{
+	size_t lo = 0, hi = n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (cl[mid].start < start)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+/* Kept claims, data mappings, the used and candidate maps.  The claims
+ * tables are sorted by start (phase 5); a claim reaching into this AG
+ * starts in it or in the one before (no run is longer than an AG). */
 static int gather(struct rb *r)
 {
 	struct fsck *f = r->f;
@@ -240,9 +258,13 @@ static int gather(struct rb *r)
 		err = -ENOMEM;
 		goto out;
 	}
-	for (size_t i = 0; i < f->nclaims && !err; i++) {
+	uint64_t from = r->ag0 >= f->mp->agblocks ? r->ag0 - f->mp->agblocks : 0;
+
+	for (size_t i = lower_bound(f->claims, f->nclaims, from); i < f->nclaims && !err; i++) {
 		const struct claim *c = &f->claims[i];
 
+		if (c->start >= r->ag0 + r->len)
+			break;
 		if (!clip(r, c, &s, &e))
 			continue;
 		if (c->kind == CL_FREE) {
@@ -258,9 +280,11 @@ static int gather(struct rb *r)
 			err = push_claim(r, &r->kept, &r->nkept, &r->kept_cap, &k);
 		}
 	}
-	for (size_t i = 0; i < f->ndclaims && !err; i++) {
+	for (size_t i = lower_bound(f->dclaims, f->ndclaims, from); i < f->ndclaims && !err; i++) {
 		struct claim k = f->dclaims[i];
 
+		if (k.start >= r->ag0 + r->len)
+			break;
 		if (!clip(r, &k, &s, &e))
 			continue;
 		k.start = r->ag0 + s;
