@@ -16,7 +16,8 @@
 # without a refcount (it becomes shared: both keep what they showed, and
 # a write to one leaves the other alone); leaked blocks (a free-space
 # record dropped); a dropped inobt record (the chunk is found again from
-# its OWN_INODES rmap record).  Left alone: a zeroed bnobt next to a
+# its OWN_INODES rmap record); all four trees of every AG zeroed at
+# once.  Left alone: a zeroed bnobt next to a
 # corrupt bmbt block (exit 4, nothing rebuilt, twice).
 . "$(dirname "$0")/../lib.sh"
 common_setup
@@ -144,6 +145,16 @@ rebuilt "free-space record over a used block"
 fresh
 $AGT drop "$T/case.img" "$ag_data" bnobt 0 >/dev/null
 rebuilt "leaked blocks (a free-space record dropped)"
+
+# everything at once: every free-space, refcount and rmap btree root of
+# every AG zeroed
+fresh
+for ag in 0 1 2 3; do
+	for tree in bnobt cntbt refcbt rmapbt; do
+		$AGT zero "$T/case.img" $ag $tree >/dev/null
+	done
+done
+rebuilt "every AG's bnobt, cntbt, refcountbt and rmapbt root zeroed"
 
 # two files map one block without a refcount: it becomes shared
 fresh
