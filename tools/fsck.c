@@ -575,17 +575,18 @@ static int run(struct fsck *f)
 		       "yet)\n", f->image, f->nerrors, f->nerrors == 1 ? "" : "s");
 	if (rc)
 		return rc;
+	const char *rbwhy = NULL;
+	bool rb_refused = f->nrebuild && !f->nerrors && !fsck_rebuild_possible(f, &rbwhy);
+
 	if (f->nlisted)
 		printf("%s: %" PRIu64 " unlinked inode%s left by a crash %s on the unlinked lists "
 		       "(not an error): %s\n", f->image, f->nlisted, f->nlisted == 1 ? "" : "s",
 		       f->nlisted == 1 ? "is" : "are",
-		       f->dry_run || f->readonly || f->nerrors ?
+		       f->dry_run || f->readonly || f->nerrors || rb_refused ?
 		       "the next read-write mount frees them" :
 		       "freed now, as the next read-write mount would");
 
-	const char *rbwhy = NULL;
-
-	if (f->nrebuild && !f->nerrors && !fsck_rebuild_possible(f, &rbwhy)) {
+	if (rb_refused) {
 		char why[256];
 
 		snprintf(why, sizeof(why), "listed above; nothing was changed: the AG trees are "

@@ -1108,11 +1108,11 @@ void fsck_check_ag(struct fsck *f, uint32_t agno)
 		if (refc_roots_ok) {
 			refc = (struct agwalk){ .f = f, .agno = agno, .length = length,
 						.kind = CL_REFCBT, .limit = length, .ai = ai };
-			uint64_t nerr0 = f->nerrors;
+			uint64_t nerr0 = f->nerrors + f->nrebuild; /* findings here are rebuild ones */
 
 			ai->refc_ok = walk_ag_tree(f, tp, fsck_refcbt_ops(), &refc, refc_rec_cb,
 						   rlfs_get32(ai->agh.refc_root), &fake);
-			if (ai->refc_ok && f->nerrors == nerr0)
+			if (ai->refc_ok && f->nerrors + f->nrebuild == nerr0)
 				library_check(f, tp, &rlfs_refcountbt_ops, agno, &fake,
 					      rlfs_get32(ai->agh.refc_root));
 			ok &= ai->refc_ok;
@@ -1121,12 +1121,12 @@ void fsck_check_ag(struct fsck *f, uint32_t agno)
 			/* blocks claimed as CL_RMAPBT (rmap owner OWN_AG) */
 			rmap = (struct agwalk){ .f = f, .agno = agno, .length = length,
 						.kind = CL_RMAPBT, .limit = length, .ai = ai };
-			uint64_t nerr0 = f->nerrors;
+			uint64_t nerr0 = f->nerrors + f->nrebuild;
 
 			ai->rmap_ok = true;
 			ai->rmap_ok &= walk_ag_tree(f, tp, fsck_rmapbt_ops(), &rmap, rmap_rec_cb, mr,
 						    &fake);
-			ai->rmap_ok &= f->nerrors == nerr0;
+			ai->rmap_ok &= f->nerrors + f->nrebuild == nerr0;
 			if (ai->rmap_ok)
 				library_check(f, tp, &rlfs_rmapbt_ops, agno, &fake, mr);
 			/* not in ok: the rmap btree does not feed the counters */
