@@ -9,9 +9,12 @@
  * (superblock icount/ifree/fdblocks, AG header freeblks/longest/btreeblks/
  * icount/ifree), link counts and directory parent pointers (from the
  * directory entries), orphan inodes (nlink 0, named nowhere: freed through
- * the library), the state flag and the superblock's error record; and only
- * when every finding is one of these (counters computed from damaged trees
- * would be wrong too).  After repairing it checks again, quietly, and says
+ * the library), the state flag and the superblock's error record; and the
+ * AG trees (free-space, inode, refcount and rmap btrees, AGFL, AG header
+ * counters), rebuilt from the block maps when the findings are theirs
+ * (fsck_rebuild.c; counted in nrebuild between RB_BEGIN and RB_END); and
+ * only when every finding is one of these (counters computed from damaged
+ * trees would be wrong too).  After repairing it checks again, quietly, and says
  * "corrected" (exit 1) only if that check is clean.  Anything else is
  * reported and left alone (exit 4, one line saying what the user can do),
  * and the superblock's error record is marked (RLFS_SB_ERR_FSCK) so that
@@ -44,7 +47,9 @@
  *      with the RMAP feature (fsck_rmap.c), per AG the rmap btree's records
  *      must equal the ones every claim above implies (both sides merged
  *      where XFS merges, then compared in key order);
- *   6. summary counters; then repair, or marking the error record.
+ *   6. summary counters; then repair (inodes, then the AG tree rebuild or
+ *      the AG header counters, then the superblock), or marking the error
+ *      record.
  *
  * Locking: the FUSE daemon holds an exclusive flock on the image until it
  * has flushed after umount.  We take the same lock on our own descriptor,
@@ -68,6 +73,8 @@ void fsck_report(struct fsck *f, bool fixable, const char *fmt, ...)
 
 	if (fixable)
 		f->ncounter++;
+	else if (f->rb_depth > 0)
+		f->nrebuild++;
 	else
 		f->nerrors++;
 	if (f->quiet || f->nprinted >= FSCK_MAX_REPORTS)
@@ -388,19 +395,23 @@ static void usage(FILE *out)
 		"       changes the log held are lost.  Not with -n.\n"
 		"  -y, -p, -a, -f   accepted for fsck(8) compatibility (they change nothing)\n"
 		"With the rmap feature (mkfs -m rmapbt=1) the rmap btree is cross-checked against\n"
-		"every other owner of blocks; a mismatch is reported, not repaired (yet).\n"
-		"Repair (the default) fixes only: summary counters (superblock and AG headers),\n"
+		"every other owner of blocks.\n"
+		"Repair (the default) fixes: summary counters (superblock and AG headers),\n"
 		"link counts, directory parent pointers, orphan inodes (unlinked files still\n"
 		"open when the filesystem stopped: freed), the unclean-unmount flag and the\n"
-		"superblock's error record, and (rmap feature) a regular file's data fork\n"
-		"whose block map is damaged, rebuilt from the file's rmap records; and only\n"
-		"when every finding is one of these.\n"
-		"Everything else (damaged btrees, inodes or directories, blocks used twice or\n"
-		"leaked, refcount mismatches) is reported and left as it is, and the\n"
-		"superblock is marked as having errors: every mount warns until fsck finds the\n"
-		"filesystem clean. Repair cannot rebuild more yet: to save the files,\n"
-		"mount the image read-only (reflinkfs mount -o ro IMAGE DIR), copy them out\n"
-		"and make a new filesystem.\n"
+		"superblock's error record; it rebuilds every AG's free-space, inode,\n"
+		"refcount and rmap btrees and AGFL from the block maps when those are what is\n"
+		"damaged (damaged or wrong records, leaked blocks, free space overlapping used\n"
+		"blocks, refcount mismatches, a block two files map without a refcount: it\n"
+		"becomes shared; an inode chunk the inode btree lost but the rmap btree has),\n"
+		"and (rmap feature) a regular file's data fork whose block map is damaged,\n"
+		"from the file's rmap records; and only when every finding is one of these.\n"
+		"Everything else (damaged inodes, directories, xattr trees, inode btree\n"
+		"blocks or AG headers, a block used by a file and by metadata) is reported and\n"
+		"left as it is, and the superblock is marked as having errors: every mount\n"
+		"warns until fsck finds the filesystem clean. To save the files, mount the\n"
+		"image read-only (reflinkfs mount -o ro IMAGE DIR), copy them out and make a\n"
+		"new filesystem.\n"
 		"Exit: 0 clean (also when only a stale error record was cleared, as e2fsck),\n"
 		"1 errors corrected (and now clean), 4 errors left uncorrected, 8 operational\n"
 		"error.\n");
@@ -418,6 +429,7 @@ static void fsck_free(struct fsck *f)
 	free(f->dclaims);
 	free(f->refcs);
 	free(f->chunks);
+	free(f->irmaps);
 	free(f->inodes);
 	free(f->edges);
 	free(f->names);
@@ -443,6 +455,8 @@ static int check_all(struct fsck *f, uint64_t *icount, uint64_t *ifree, uint64_t
 	fsck_verbose(f, "Phase 2: allocation groups (%u)", f->mp->agcount);
 	for (uint32_t agno = 0; agno < f->mp->agcount && !f->oom; agno++)
 		fsck_check_ag(f, agno);
+	if (!f->oom)
+		fsck_recover_chunks(f);
 	fsck_verbose(f, "Phase 3: inodes (%zu chunks)", f->nchunks);
 	if (!f->oom)
 		fsck_check_inodes(f);
@@ -521,6 +535,9 @@ static void fix_list(const struct fsck *f, char *buf, size_t len)
 			 f->nfix_forks, f->nfix_forks == 1 ? "" : "s");
 	if (f->fix_state)
 		list_add(buf, len, &n, "the unclean-unmount flag");
+	if (f->nrebuild)
+		list_add(buf, len, &n, "%" PRIu64 " finding%s in the AG trees (rebuilt from the "
+			 "block maps)", f->nrebuild, f->nrebuild == 1 ? "" : "s");
 }
 
 /* Errors are left: say so, what to do, and mark the superblock.  Returns 4. */
@@ -568,27 +585,37 @@ static int run(struct fsck *f)
 		       "yet)\n", f->image, f->nerrors, f->nerrors == 1 ? "" : "s");
 	if (rc)
 		return rc;
+	const char *rbwhy = NULL;
+	bool rb_refused = f->nrebuild && !f->nerrors && !fsck_rebuild_possible(f, &rbwhy);
+
 	if (f->nlisted)
 		printf("%s: %" PRIu64 " unlinked inode%s left by a crash %s on the unlinked lists "
 		       "(not an error): %s\n", f->image, f->nlisted, f->nlisted == 1 ? "" : "s",
 		       f->nlisted == 1 ? "is" : "are",
-		       f->dry_run || f->readonly || f->nerrors ?
+		       f->dry_run || f->readonly || f->nerrors || rb_refused ?
 		       "the next read-write mount frees them" :
 		       "freed now, as the next read-write mount would");
 
+	if (rb_refused) {
+		char why[256];
+
+		snprintf(why, sizeof(why), "listed above; nothing was changed: the AG trees are "
+			 "rebuilt only when the block maps are complete, and %s", rbwhy);
+		return left_uncorrected(f, f->nrebuild + f->ncounter, why);
+	}
 	if (f->nerrors) {
 		char why[256];
 
-		if (f->ncounter)
+		if (f->ncounter + f->nrebuild)
 			snprintf(why, sizeof(why), "listed above; nothing was changed: repair "
 				 "fixes only %" PRIu64 " of them, and only when nothing else is "
-				 "wrong", f->ncounter);
+				 "wrong", f->ncounter + f->nrebuild);
 		else
 			snprintf(why, sizeof(why), "listed above; nothing was changed: repair "
 				 "fixes none of them");
-		return left_uncorrected(f, f->nerrors + f->ncounter, why);
+		return left_uncorrected(f, f->nerrors + f->ncounter + f->nrebuild, why);
 	}
-	if (!f->ncounter) {
+	if (!f->ncounter && !f->nrebuild) {
 		/*
 		 * Clean.  A record that says otherwise is stale (its cause was
 		 * in memory only, or went away with a file): repair clears it.
@@ -639,14 +666,16 @@ static int run(struct fsck *f)
 	fix_list(f, what, sizeof(what));
 	if (f->dry_run || f->readonly) {
 		printf("%s: %" PRIu64 " error%s found that repair corrects (%s); %s: nothing "
-		       "written\n", f->image, f->ncounter, f->ncounter == 1 ? "" : "s", what,
-		       fsck_nowrite_reason(f));
+		       "written\n", f->image, f->ncounter + f->nrebuild,
+		       f->ncounter + f->nrebuild == 1 ? "" : "s", what, fsck_nowrite_reason(f));
 		return FSCK_EXIT_UNCORRECTED;
 	}
 
 	/* repair: inodes, AG headers, then the superblock (clean) last */
 	err = fsck_fix_inodes(f);
-	if (!err)
+	if (!err && f->nrebuild)   /* writes every AG header, counters included */
+		err = fsck_rebuild_ags(f, &icount, &ifree, &fdblocks);
+	else if (!err)
 		err = fsck_fix_ag_counters(f);
 	if (!err)
 		err = fsck_write_primary_sb(f, true, icount, ifree, fdblocks, 0);
@@ -657,7 +686,7 @@ static int run(struct fsck *f)
 	if (err) {
 		printf("%s: repair failed: %s (%s may be partly written)\n", f->image,
 		       fsck_errstr(err), what);
-		return left_uncorrected(f, f->ncounter, "the repair did not complete");
+		return left_uncorrected(f, f->ncounter + f->nrebuild, "the repair did not complete");
 	}
 
 	/* trust but verify: check again, quietly, before saying "corrected" */
@@ -669,12 +698,12 @@ static int run(struct fsck *f)
 
 		rc = check_all(&v, &ic, &ifr, &fdb, &cok);
 		/* a record now means the orphan frees met corruption */
-		left = v.nerrors + v.ncounter + (v.rec.flags != 0);
+		left = v.nerrors + v.ncounter + v.nrebuild + (v.rec.flags != 0);
 		fsck_free(&v);
 		if (rc == FSCK_EXIT_OPERR)
 			return rc;
 		if (rc || left) {
-			char why[256];
+			char why[640];
 
 			snprintf(why, sizeof(why), "repair wrote %s, but a second check still "
 				 "finds these; run fsck -n to list them", what);
@@ -682,7 +711,7 @@ static int run(struct fsck *f)
 		}
 	}
 	printf("%s: %" PRIu64 " error%s corrected (%s); the filesystem now checks clean%s\n",
-	       f->image, f->ncounter, f->ncounter == 1 ? "" : "s", what,
+	       f->image, f->ncounter + f->nrebuild, f->ncounter + f->nrebuild == 1 ? "" : "s", what,
 	       f->rec.flags ? "; the superblock's error record was cleared" : "");
 	return FSCK_EXIT_FIXED;
 }

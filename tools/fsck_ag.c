@@ -582,8 +582,7 @@ static int inobt_rec_cb(struct rlfs_btree_cur *cur, const void *rec, void *priv)
 	if (!nc)
 		return -ENOMEM;
 	f->chunks = nc;
-	f->chunks[f->nchunks].startino = startino;
-	f->chunks[f->nchunks].free = freemask;
+	f->chunks[f->nchunks] = (struct chunk){ .startino = startino, .free = freemask };
 	f->nchunks++;
 	return 0;
 }
@@ -674,6 +673,17 @@ static int rmap_rec_cb(struct rlfs_btree_cur *cur, const void *rec, void *priv)
 	}
 	w->have_prev = true;
 	w->prev_rmap = ir;
+	if (!why && ir.owner == RLFS_RMAP_OWN_INODES) {
+		/* kept for fsck_recover_chunks (chunks the inobt lost) */
+		struct claim *nc = fsck_grow(f, f->irmaps, &f->irmaps_cap, f->nirmaps, sizeof(*nc));
+
+		if (!nc)
+			return -ENOMEM;
+		f->irmaps = nc;
+		f->irmaps[f->nirmaps++] = (struct claim){
+			.start = rlfs_agb_to_fsb(f->mp, w->agno, ir.startblock),
+			.owner = w->agno, .len = ir.blockcount, .kind = CL_ICHUNK };
+	}
 	return 0;
 }
 
@@ -1064,7 +1074,9 @@ void fsck_check_ag(struct fsck *f, uint32_t agno)
 	}
 	if (has_rmap && !rmap_roots_ok)
 		roots_ok = false;
+	RB_BEGIN(f);                /* the rebuild writes a fresh AGFL */
 	check_agfl(f, tp, agno, ai);
+	RB_END(f);
 
 	if (roots_ok) {
 		bno = (struct agwalk){ .f = f, .agno = agno, .length = length, .kind = CL_BNOBT,
@@ -1074,22 +1086,33 @@ void fsck_check_ag(struct fsck *f, uint32_t agno)
 		ino = bno;
 		ino.kind = CL_INOBT;
 		ino.last_chunk_fsbno = UINT64_MAX;
+		/* free-space, refcount and rmap btree findings: the rebuild
+		 * (fsck_rebuild.c) makes these trees anew; the inobt's are not
+		 * (its chunks are what the rebuild starts from) */
+		RB_BEGIN(f);
+		uint64_t nrb0 = f->nrebuild;
 		bool bno_ok = walk_ag_tree(f, tp, &rlfs_bnobt_ops, &bno, alloc_rec_cb,
 					   rlfs_get32(ai->agh.bno_root), &fake);
+		ai->bno_ok = bno_ok && f->nrebuild == nrb0;
 		bool cnt_ok = walk_ag_tree(f, tp, &rlfs_cntbt_ops, &cnt, alloc_rec_cb,
 					   rlfs_get32(ai->agh.cnt_root), &fake);
+		RB_END(f);
 
-		ok &= walk_ag_tree(f, tp, &rlfs_inobt_ops, &ino, inobt_rec_cb,
-				   rlfs_get32(ai->agh.ino_root), &fake);
+		uint64_t nerr_ino = f->nerrors;
+		ai->ino_ok = walk_ag_tree(f, tp, &rlfs_inobt_ops, &ino, inobt_rec_cb,
+					  rlfs_get32(ai->agh.ino_root), &fake);
+		ai->ino_ok &= f->nerrors == nerr_ino;
+		ok &= ai->ino_ok;
 		ok &= bno_ok && cnt_ok;
+		RB_BEGIN(f);
 		if (refc_roots_ok) {
 			refc = (struct agwalk){ .f = f, .agno = agno, .length = length,
 						.kind = CL_REFCBT, .limit = length, .ai = ai };
-			uint64_t nerr0 = f->nerrors;
+			uint64_t nerr0 = f->nerrors + f->nrebuild; /* findings here are rebuild ones */
 
 			ai->refc_ok = walk_ag_tree(f, tp, fsck_refcbt_ops(), &refc, refc_rec_cb,
 						   rlfs_get32(ai->agh.refc_root), &fake);
-			if (ai->refc_ok && f->nerrors == nerr0)
+			if (ai->refc_ok && f->nerrors + f->nrebuild == nerr0)
 				library_check(f, tp, &rlfs_refcountbt_ops, agno, &fake,
 					      rlfs_get32(ai->agh.refc_root));
 			ok &= ai->refc_ok;
@@ -1098,12 +1121,12 @@ void fsck_check_ag(struct fsck *f, uint32_t agno)
 			/* blocks claimed as CL_RMAPBT (rmap owner OWN_AG) */
 			rmap = (struct agwalk){ .f = f, .agno = agno, .length = length,
 						.kind = CL_RMAPBT, .limit = length, .ai = ai };
-			uint64_t nerr0 = f->nerrors;
+			uint64_t nerr0 = f->nerrors + f->nrebuild;
 
 			ai->rmap_ok = true;
 			ai->rmap_ok &= walk_ag_tree(f, tp, fsck_rmapbt_ops(), &rmap, rmap_rec_cb, mr,
 						    &fake);
-			ai->rmap_ok &= f->nerrors == nerr0;
+			ai->rmap_ok &= f->nerrors + f->nrebuild == nerr0;
 			if (ai->rmap_ok)
 				library_check(f, tp, &rlfs_rmapbt_ops, agno, &fake, mr);
 			/* not in ok: the rmap btree does not feed the counters */
@@ -1111,6 +1134,7 @@ void fsck_check_ag(struct fsck *f, uint32_t agno)
 		/* comparing with a tree that could not be read only makes noise */
 		if (bno_ok && cnt_ok)
 			compare_free_trees(f, agno, &bno, &cnt);
+		RB_END(f);
 		ai->btreeblks = bno.nblocks + cnt.nblocks - RLFS_MIN(bno.nblocks + cnt.nblocks, 2);
 		ai->trees_ok = ok && !f->oom;
 	}

@@ -696,7 +696,7 @@ void fsck_check_inodes(struct fsck *f)
 	}
 	fsck_xsort(f->chunks, f->nchunks, sizeof(*f->chunks), fsck_cmp_chunk);
 	for (size_t c = 0; c < f->nchunks && !f->oom; c++) {
-		const struct chunk *ch = &f->chunks[c];
+		struct chunk *ch = &f->chunks[c];
 
 		if (c && ch->startino < f->chunks[c - 1].startino + RLFS_INODES_PER_CHUNK) {
 			ERR(f, "inode chunk %" PRIu64 " overlaps chunk %" PRIu64 " (inobt)",
@@ -743,6 +743,13 @@ void fsck_check_inodes(struct fsck *f)
 				bad = true;
 			}
 			mode = rlfs_get32(di->mode);
+			if (ch->recovered) {
+				/* no inobt record: the mode says (a bad inode
+				 * counts as in use, and stops any rebuild) */
+				isfree = !bad && mode == 0;
+				if (isfree)
+					ch->free |= 1ull << i;
+			}
 			if (isfree) {
 				if (!bad && mode != 0)
 					ERR(f, "inode %" PRIu64 ": marked free in the inobt but mode is "

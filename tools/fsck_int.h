@@ -11,6 +11,8 @@
  *   fsck_repair.c  phase 6: summary counters and the repairs
  *   fsck_fork.c    phase 3b, RMAP feature: data forks recovered from the
  *                  rmap btree, and their repair
+ *   fsck_rebuild.c phase 6: rebuild of the AG trees (free space, inode,
+ *                  refcount and rmap btrees, AGFL, AG header counters)
  */
 #ifndef RLFS_FSCK_INT_H
 #define RLFS_FSCK_INT_H
@@ -91,6 +93,9 @@ struct refc {
 struct chunk {
 	uint64_t startino;
 	uint64_t free;
+	bool recovered;             /* not in the inobt, found from an
+				     * OWN_INODES rmap: phase 3 sets free
+				     * from the inodes' modes */
 };
 
 /* An in-use inode, as far as the directory pass needs it. */
@@ -132,6 +137,9 @@ struct ag_info {
 	bool fix;                   /* counters differ */
 	bool fix_unlinked;          /* unlinked list broken: repair empties it */
 	bool leak_noted;            /* "leak check skipped" said once */
+	bool ino_ok;                /* inobt walked without error: chunks known */
+	bool bno_ok;                /* bnobt walked without error: its free
+				     * extents (CL_FREE) are the old free view */
 };
 
 /* An inode core repair: link count and/or directory parent (phase 4). */
@@ -182,6 +190,9 @@ struct fsck {
 	uint64_t nlink_suppressed;
 	uint64_t leaked_blocks, leaked_runs;
 	uint64_t nerrors;           /* findings left uncorrected */
+	uint64_t nrebuild;          /* findings a rebuild of the AG trees
+				     * corrects (fsck_rebuild.c) */
+	int rb_depth;               /* > 0: ERR counts into nrebuild (RB_BEGIN) */
 	uint64_t ncounter;          /* counter findings (fixable) */
 	uint64_t nprinted;
 	bool oom;
@@ -195,6 +206,8 @@ struct fsck {
 	size_t nrefcs, refcs_cap;
 	struct chunk *chunks;
 	size_t nchunks, chunks_cap;
+	struct claim *irmaps;       /* RMAP: OWN_INODES records (owner = agno) */
+	size_t nirmaps, irmaps_cap;
 	struct ientry *inodes;
 	size_t ninodes, inodes_cap;
 	struct edge *edges;
@@ -230,6 +243,12 @@ struct visit_ctx {
 #define ERR(f, ...) fsck_report((f), false, __VA_ARGS__)
 #define FIXABLE(f, ...) fsck_report((f), true, __VA_ARGS__)
 #define FIXCOUNTER(f, ...) ((f)->nfix_counters++, fsck_report((f), true, __VA_ARGS__))
+/* Between RB_BEGIN and RB_END, ERR findings are ones the AG tree rebuild
+ * corrects (damaged free-space, refcount or rmap btrees and their
+ * records, the AGFL, free space disagreeing with ownership, refcount
+ * mismatches): counted in f->nrebuild instead of f->nerrors. */
+#define RB_BEGIN(f) ((f)->rb_depth++)
+#define RB_END(f) ((f)->rb_depth--)
 
 /*
  * The functions below are described in full where they are defined; in
@@ -313,7 +332,19 @@ void fsck_check_graph(struct fsck *f);
 void fsck_check_refcounts(struct fsck *f);
 void fsck_check_claims(struct fsck *f);
 
+/* fsck_rmap.c (for the rebuild) */
+int fsck_rmap_expected(struct fsck *f, uint32_t agno, const struct claim *cl, size_t n,
+		       const struct claim *dcl, size_t nd, bool skip_data,
+		       struct rlfs_rmap_irec **out, size_t *nout);
+
+/* fsck_rebuild.c */
+void fsck_recover_chunks(struct fsck *f);
+bool fsck_rebuild_possible(struct fsck *f, const char **why);
+int fsck_rebuild_ags(struct fsck *f, uint64_t *icount, uint64_t *ifree, uint64_t *fdblocks);
+
 /* fsck_repair.c */
+int fsck_get_raw_buf(struct fsck *f, struct rlfs_trans *tp, uint64_t fsbno,
+		     const struct rlfs_buf_ops *ops, uint64_t owner, struct rlfs_buf **bpp);
 void fsck_check_counters(struct fsck *f, uint64_t *icount, uint64_t *ifree,
 			   uint64_t *fdblocks, bool *all_ok);
 int fsck_fix_ag_counters(struct fsck *f);

@@ -49,8 +49,8 @@ void fsck_check_counters(struct fsck *f, uint64_t *icount, uint64_t *ifree,
  * without the read verifier (which would refuse the very counters being
  * fixed); the pre-write verifier still checks the result at flush.
  */
-static int get_raw_buf(struct fsck *f, struct rlfs_trans *tp, uint64_t fsbno,
-		       const struct rlfs_buf_ops *ops, uint64_t owner, struct rlfs_buf **bpp)
+int fsck_get_raw_buf(struct fsck *f, struct rlfs_trans *tp, uint64_t fsbno,
+		     const struct rlfs_buf_ops *ops, uint64_t owner, struct rlfs_buf **bpp)
 {
 	struct rlfs_mount *mp = f->mp;
 	uint8_t *blk = aligned_alloc(64, mp->blocksize);
@@ -85,7 +85,7 @@ int fsck_fix_ag_counters(struct fsck *f)
 
 		if (!ai->fix && !ai->fix_unlinked)
 			continue;
-		err = get_raw_buf(f, tp, rlfs_agb_to_fsb(mp, agno, RLFS_AGH_AGBNO),
+		err = fsck_get_raw_buf(f, tp, rlfs_agb_to_fsb(mp, agno, RLFS_AGH_AGBNO),
 				  &rlfs_agh_buf_ops, agno, &bp);
 		if (err)
 			goto fail;

@@ -191,10 +191,12 @@ static void report(struct fsck *f, uint32_t agno, const struct rlfs_rmap_irec *r
 	char d[160];
 
 	owner_desc(r, d, sizeof(d));
+	RB_BEGIN(f);                /* the rebuild makes the rmapbt from the claims */
 	ERR(f, "%s (rmapbt): agbno %u-%u (%u block%s) %s: %s",
 	    fsck_loc(f, rlfs_agb_to_fsb(f->mp, agno, r->startblock)).s, r->startblock,
 	    r->startblock + r->blockcount - 1, r->blockcount, r->blockcount == 1 ? "" : "s", d,
 	    what);
+	RB_END(f);
 }
 
 /* Expected records of AG agno from the claims in [*pos, n) that start in
@@ -216,6 +218,33 @@ static void expect_from(struct fsck *f, uint32_t agno, const struct claim *cl, s
 		ir.blockcount = (uint32_t)RLFS_MIN((uint64_t)c->len, agend - c->start);
 		rmaps_push(f, out, &ir);
 	}
+}
+
+/*
+ * The rmap records of AG agno that the claims cl[0..n) (sorted by start)
+ * and the data-fork mappings dcl[0..nd) (sorted by start; skip_data: take
+ * data extents from dcl only, as with REFLINK) imply, merged as the
+ * library merges and sorted by key: what fsck_check_rmaps expects, and
+ * what the rebuild loads.  *out is malloc'd (free it); 0 or -ENOMEM.
+ */
+int fsck_rmap_expected(struct fsck *f, uint32_t agno, const struct claim *cl, size_t n,
+		       const struct claim *dcl, size_t nd, bool skip_data,
+		       struct rlfs_rmap_irec **out, size_t *nout)
+{
+	struct rmaps exp = { 0 };
+	size_t ci = 0, di = 0;
+	bool oom0 = f->oom;
+
+	expect_from(f, agno, cl, n, &ci, skip_data, &exp);
+	expect_from(f, agno, dcl, nd, &di, false, &exp);
+	if (f->oom && !oom0) {
+		free(exp.r);
+		return -ENOMEM;
+	}
+	normalize(&exp);
+	*out = exp.r;
+	*nout = exp.n;
+	return 0;
 }
 
 struct rmap_walk {
@@ -302,9 +331,12 @@ void fsck_check_rmaps(struct fsck *f)
 		if (err) {
 			if (err == -ENOMEM)
 				f->oom = true;
-			else
+			else {
+				RB_BEGIN(f);
 				ERR(f, "AG %u (rmapbt): cannot read the records: %s", agno,
 				    fsck_errstr(err));
+				RB_END(f);
+			}
 			free(exp.r);
 			free(act.r);
 			continue;

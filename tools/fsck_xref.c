@@ -292,10 +292,13 @@ static void report_run(struct fsck *f, uint64_t start, uint64_t end, const char 
 		    rlfs_fsb_to_agbno(mp, end - 1), start, end - 1, end - start, what);
 }
 
+/* Leaks (and "not reported" notes) are the rebuild's: blocks no one owns
+ * become free space. */
 static void report_leak(struct fsck *f, uint64_t start, uint64_t end)
 {
 	struct rlfs_mount *mp = f->mp;
 
+	RB_BEGIN(f);
 	while (start < end) {
 		uint64_t agend = ((uint64_t)rlfs_fsb_to_agno(mp, start) + 1) * mp->agblocks;
 		uint64_t e = RLFS_MIN(end, agend);
@@ -320,6 +323,20 @@ static void report_leak(struct fsck *f, uint64_t start, uint64_t end)
 		report_run(f, start, e, "leaked: neither free nor in use", "space map");
 		start = e;
 	}
+	RB_END(f);
+}
+
+/* Claims the AG tree rebuild replaces (fsck_rebuild.c): free space, the
+ * AGFL and the trees made anew; the rest (inode chunks, inobt blocks,
+ * headers, the log and everything inodes own) it keeps as found. */
+static bool rebuilt_kind(uint8_t kind)
+{
+	switch (kind) {
+	case CL_FREE: case CL_AGFL: case CL_BNOBT: case CL_CNTBT: case CL_REFCBT:
+	case CL_RMAPBT: case CL_STAGING:
+		return true;
+	}
+	return false;
 }
 
 /* Append a claim to the main list directly (no REFLINK diversion). */
@@ -376,7 +393,9 @@ static void mism_flush(struct fsck *f, struct mism *m)
 	else
 		snprintf(what, sizeof(what), "refcount btree says refcount %u but %" PRIu64
 			 " data-fork mappings exist", m->rc, m->dc);
+	RB_BEGIN(f);                /* the rebuilt refcountbt counts the mappings */
 	report_run(f, m->start, m->end, what, "refcount btree");
+	RB_END(f);
 }
 
 static void mism_add(struct fsck *f, struct mism *m, uint64_t a, uint64_t b, uint64_t dc,
@@ -533,7 +552,18 @@ void fsck_check_claims(struct fsck *f)
 				snprintf(what, sizeof(what), "free and used at once (also %s)", d2);
 			else
 				snprintf(what, sizeof(what), "claimed twice (also %s)", d2);
+			/* free space (or a leaked CoW staging extent) against
+			 * anything, or two trees the rebuild replaces: it keeps
+			 * the other owner.  A kept owner against a rebuilt tree
+			 * (a file's data in a bnobt block: which content is
+			 * there?) or two kept owners: left alone */
+			bool rb = free1 || free2 || c->kind == CL_STAGING || top->kind == CL_STAGING ||
+				  (rebuilt_kind(c->kind) && rebuilt_kind(top->kind));
+			if (rb)
+				RB_BEGIN(f);
 			report_run(f, c->start, RLFS_MIN(end, maxend), what, d1);
+			if (rb)
+				RB_END(f);
 		}
 		if (end > maxend) {
 			maxend = end;

@@ -1,0 +1,802 @@
+/*
+ * fsck_rebuild.c: fsck phase 6 repair of the per-AG trees, the way
+ * xfs_repair's phase 5 works (xfsprogs repair/phase5.c, agbtree.c): every
+ * AG's free-space btrees (bnobt, cntbt), inode btree, refcount btree
+ * (REFLINK) and rmap btree (RMAP) are made anew from what the check
+ * observed, bulk-loaded bottom-up (lib/btree_bload.c), with a fresh AGFL
+ * and recomputed AG header counters; then the superblock counters.
+ *
+ * Sources (struct fsck, filled by phases 1-5):
+ *   kept claims   every claim that is not free space, the AGFL, a leaked
+ *                 CoW staging extent or a block of one of the rebuilt
+ *                 trees: superblock, AG header, AGFL block, inode chunks,
+ *                 the log, everything inodes own (data, bmbt, directory
+ *                 and xattr blocks, symlink targets)
+ *   bnobt/cntbt   the complement of the kept claims and the new trees'
+ *                 own blocks (and the new AGFL's)
+ *   inobt         the chunks of the old inobt (f->chunks, free masks as
+ *                 read; phase 3 checked them against every inode's mode),
+ *                 which is why a damaged inobt is not ours to fix
+ *   refcountbt    per block, the number of data-fork mappings (f->dclaims);
+ *                 runs mapped 2 or more times, merged when the count is
+ *                 equal.  Leaked CoW staging extents are dropped (freed): no
+ *                 CoW fork exists on an unmounted image
+ *   rmapbt        every kept claim plus the new blocks, with the special
+ *                 owners of SPEC §17, merged as the library merges
+ *                 (fsck_rmap_expected, the same list the check compares)
+ *
+ * Which AGs: all of them, as xfs_repair (simpler, and the result does not
+ * depend on which AG a finding was reported in; a second run rebuilds the
+ * same trees, and the check before it finds nothing).  When: only if every
+ * finding is either a counter or a rebuild finding (RB_BEGIN in the
+ * checkers), and the claims are complete: no inode metadata unreadable,
+ * every AG header and inobt read cleanly (fsck_rebuild_possible).
+ * Otherwise nothing is rebuilt: a block no one was seen to own might
+ * belong to a file whose bmbt is damaged, and would be given away.
+ *
+ * Where the new blocks come from: blocks free in the new view (not kept)
+ * and in the old one: inside a free extent of the old bnobt when that was
+ * read cleanly, else merely claimed by nothing that is being replaced (no
+ * old tree block, AGFL entry or staging extent).  So until the AG header
+ * switches to the new roots, the old trees are intact.
+ *
+ * How it is written: fsck's bare mount has no log (the log was replayed or
+ * found clean before the check, so nothing in it is newer than the disk),
+ * so the blocks go in place.  Per AG: the new tree blocks in one
+ * transaction, committed and flushed; then the AGFL and the AG header in
+ * a second, flushed; the superblock last (by the caller).  New blocks get
+ * LSN 0 as mkfs's do: the next mount finds a clean log, and any later
+ * checkpoint has a larger LSN, so recovery never puts older contents over
+ * them.  A crash before a header is written leaves that AG's old trees
+ * (the next fsck rebuilds again); between the AGFL and header writes the
+ * AG's AGFL ring may disagree with its header, which the next fsck
+ * reports and rebuilds.
+ */
+#include "fsck_int.h"
+#include "btree_bload.h"
+
+/* Claims the rebuild replaces (not kept). */
+static bool replaced_kind(uint8_t kind)
+{
+	switch (kind) {
+	case CL_FREE: case CL_AGFL: case CL_BNOBT: case CL_CNTBT: case CL_INOBT:
+	case CL_REFCBT: case CL_RMAPBT: case CL_STAGING:
+		return true;
+	}
+	return false;
+}
+
+/*
+ * RMAP: inode chunks the rmapbt records (OWN_INODES) but the inobt does
+ * not (a lost inobt record): added to f->chunks as recovered (phase 3 reads
+ * their inodes and sets the free mask from the modes) and claimed, so the
+ * rebuild puts them back in the inobt.  Only from AGs whose header, inobt
+ * and rmapbt walked cleanly, and only with at most 64 inodes a block (a
+ * chunk is then whole blocks).  Each is a rebuild finding.  Issue 11 §4
+ * ("inode btree from chunk rmaps").
+ */
+void fsck_recover_chunks(struct fsck *f)
+{
+	struct rlfs_mount *mp = f->mp;
+	size_t n0 = f->nchunks;
+
+	if (!f->nirmaps || mp->inopblock > RLFS_INODES_PER_CHUNK)
+		return;
+	fsck_xsort(f->chunks, f->nchunks, sizeof(*f->chunks), fsck_cmp_chunk);
+	for (size_t i = 0; i < f->nirmaps && !f->oom; i++) {
+		const struct claim *r = &f->irmaps[i];
+		struct ag_info *ai = &f->ags[r->owner];
+		uint64_t end = r->start + r->len;
+
+		if (!ai->hdr_ok || !ai->ino_ok || !ai->rmap_ok)
+			continue;
+		for (uint64_t fsb = r->start; fsb + mp->chunk_blocks <= end; fsb++) {
+			uint64_t startino;
+			size_t lo = 0, hi = n0;
+			bool found = false;
+
+			if (fsb % mp->chunk_blocks)
+				continue;
+			startino = rlfs_fsb_to_ino(mp, fsb, 0);
+			while (lo < hi && !found) {   /* the inobt's chunks only */
+				size_t mid = lo + (hi - lo) / 2;
+
+				if (f->chunks[mid].startino == startino)
+					found = true;
+				else if (f->chunks[mid].startino < startino)
+					lo = mid + 1;
+				else
+					hi = mid;
+			}
+			if (found)
+				continue;
+			RB_BEGIN(f);
+			ERR(f, "%s (inobt): inode chunk %" PRIu64 " is in the rmapbt (OWN_INODES) but "
+			    "not in the inobt: its inodes are checked, the rebuild adds it back",
+			    fsck_loc(f, fsb).s, startino);
+			RB_END(f);
+			struct chunk *nc = fsck_grow(f, f->chunks, &f->chunks_cap, f->nchunks,
+						     sizeof(*nc));
+			if (!nc)
+				return;
+			f->chunks = nc;
+			f->chunks[f->nchunks++] = (struct chunk){ .startino = startino,
+								  .recovered = true };
+			fsck_add_claim(f, CL_ICHUNK, r->owner, startino, fsb, mp->chunk_blocks);
+		}
+	}
+	fsck_xsort(f->chunks, f->nchunks, sizeof(*f->chunks), fsck_cmp_chunk);
+}
+
+/*
+ * May the AG trees be rebuilt?  Only when every finding other than the
+ * counter kind is one the rebuild corrects (f->nerrors == 0), no inode
+ * metadata was unreadable, and every AG header and inobt walked cleanly:
+ * otherwise the claims may be incomplete and a rebuild could hand a file's
+ * blocks out as free space.  false with *why a short reason (for the
+ * "left uncorrected" line); true with *why NULL.
+ */
+bool fsck_rebuild_possible(struct fsck *f, const char **why)
+{
+	*why = NULL;
+	if (f->nerrors)
+		*why = "other damage (listed above) is not the AG trees'";
+	else if (f->incomplete || f->dirs_incomplete)
+		*why = "some inode metadata could not be read: owners of blocks unknown";
+	for (uint32_t a = 0; !*why && a < f->mp->agcount; a++)
+		if (!f->ags[a].hdr_ok || !f->ags[a].ino_ok)
+			*why = "an AG header or inode btree is damaged";
+	return *why == NULL;
+}
+
+struct ext {
+	uint32_t start, len;
+};
+
+struct refcrec {
+	uint32_t start, len, rc;
+};
+
+/* One AG's rebuild state. */
+struct rb {
+	struct fsck *f;
+	struct rlfs_mount *mp;
+	uint32_t agno, len;
+	uint64_t ag0;
+	uint8_t *used;              /* per agbno: kept claim */
+	uint8_t *cand;              /* per agbno: may take a new block (2 first) */
+	struct claim *kept;         /* kept claims in the AG (+ new blocks) */
+	size_t nkept, kept_cap;
+	struct claim *dcl;          /* data-fork mappings in the AG */
+	size_t ndcl, dcl_cap;
+	struct rlfs_inobt_rec *ino;
+	size_t nino;
+	struct refcrec *refc;
+	size_t nrefc, refc_cap;
+	struct ext *fr;             /* free extents, by start */
+	size_t nfr, fr_cap;
+	struct ext *frc;            /* the same by (len, start) */
+	struct rlfs_rmap_irec *rm;
+	size_t nrm;
+	uint32_t *newb;             /* reserved blocks, ascending */
+	size_t nnew;
+	/* geometry */
+	struct rlfs_bload bl[5];    /* ino, refc, bno, cnt, rmap */
+	bool have[5];
+	uint64_t ntree;             /* blocks of all trees */
+	uint32_t flcount;
+	/* loading */
+	size_t next_blk, next_rec;
+	int tree;
+	uint64_t icount, ifree, freeblks;
+	uint32_t longest;
+};
+
+enum { T_INO, T_REFC, T_BNO, T_CNT, T_RMAP, T_NR };
+
+static void *grow(struct rb *r, void *p, size_t *cap, size_t n, size_t sz)
+{
+	return fsck_grow(r->f, p, cap, n, sz);
+}
+
+static int push_claim(struct rb *r, struct claim **arr, size_t *n, size_t *cap,
+		      const struct claim *c)
+{
+	struct claim *nc = grow(r, *arr, cap, *n, sizeof(*nc));
+
+	if (!nc)
+		return -ENOMEM;
+	*arr = nc;
+	(*arr)[(*n)++] = *c;
+	return 0;
+}
+
+/* Clip claim c to the AG: false if it lies outside. */
+static bool clip(const struct rb *r, const struct claim *c, uint32_t *s, uint32_t *e)
+{
+	uint64_t cs = c->start, ce = c->start + c->len, agend = r->ag0 + r->len;
+
+	if (ce <= r->ag0 || cs >= agend)
+		return false;
+	*s = (uint32_t)(RLFS_MAX(cs, r->ag0) - r->ag0);
+	*e = (uint32_t)(RLFS_MIN(ce, agend) - r->ag0);
+	return true;
+}
+
+/* First index of cl[0..n) (sorted by start) starting at or after start. */
+static size_t lower_bound(const struct claim *cl, size_t n, uint64_t start)
+{
+	size_t lo = 0, hi = n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (cl[mid].start < start)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+/* Kept claims, data mappings, the used and candidate maps.  The claims
+ * tables are sorted by start (phase 5); a claim reaching into this AG
+ * starts in it or in the one before (no run is longer than an AG). */
+static int gather(struct rb *r)
+{
+	struct fsck *f = r->f;
+	struct ag_info *ai = &f->ags[r->agno];
+	uint8_t *oldfree, *oldrepl;
+	uint32_t s, e;
+	int err = 0;
+
+	r->used = calloc(r->len, 1);
+	r->cand = calloc(r->len, 1);
+	oldfree = calloc(r->len, 1);
+	oldrepl = calloc(r->len, 1);
+	if (!r->used || !r->cand || !oldfree || !oldrepl) {
+		err = -ENOMEM;
+		goto out;
+	}
+	uint64_t from = r->ag0 >= f->mp->agblocks ? r->ag0 - f->mp->agblocks : 0;
+
+	for (size_t i = lower_bound(f->claims, f->nclaims, from); i < f->nclaims && !err; i++) {
+		const struct claim *c = &f->claims[i];
+
+		if (c->start >= r->ag0 + r->len)
+			break;
+		if (!clip(r, c, &s, &e))
+			continue;
+		if (c->kind == CL_FREE) {
+			memset(oldfree + s, 1, e - s);
+		} else if (replaced_kind(c->kind)) {
+			memset(oldrepl + s, 1, e - s);
+		} else {
+			struct claim k = *c;
+
+			memset(r->used + s, 1, e - s);
+			k.start = r->ag0 + s;
+			k.len = e - s;
+			err = push_claim(r, &r->kept, &r->nkept, &r->kept_cap, &k);
+		}
+	}
+	for (size_t i = lower_bound(f->dclaims, f->ndclaims, from); i < f->ndclaims && !err; i++) {
+		struct claim k = f->dclaims[i];
+
+		if (k.start >= r->ag0 + r->len)
+			break;
+		if (!clip(r, &k, &s, &e))
+			continue;
+		k.start = r->ag0 + s;
+		k.len = e - s;
+		err = push_claim(r, &r->dcl, &r->ndcl, &r->dcl_cap, &k);
+	}
+	/* 2: free in both views; 1: free in the new one and no block of an
+	 * old tree, the old AGFL or staging (leaked blocks, or free space
+	 * the old bnobt lost): taken only when the 2s run out */
+	for (uint32_t b = 0; b < r->len; b++)
+		r->cand[b] = r->used[b] || oldrepl[b] ? 0 : (!ai->bno_ok || oldfree[b]) ? 2 : 1;
+out:
+	free(oldfree);
+	free(oldrepl);
+	return err;
+}
+
+/* inobt records of the AG's chunks, by startino. */
+static int gather_inodes(struct rb *r)
+{
+	struct fsck *f = r->f;
+	struct rlfs_mount *mp = r->mp;
+	size_t n = 0;
+
+	r->ino = calloc(f->nchunks ? f->nchunks : 1, sizeof(*r->ino));
+	if (!r->ino)
+		return -ENOMEM;
+	fsck_xsort(f->chunks, f->nchunks, sizeof(*f->chunks), fsck_cmp_chunk);
+	for (size_t i = 0; i < f->nchunks; i++) {
+		const struct chunk *c = &f->chunks[i];
+		uint64_t fsb = rlfs_ino_to_fsb(mp, c->startino);
+		unsigned nfree = (unsigned)__builtin_popcountll(c->free);
+
+		if (rlfs_fsb_to_agno(mp, fsb) != r->agno)
+			continue;
+		if (n && rlfs_get64(r->ino[n - 1].startino) == c->startino)
+			continue;
+		memset(&r->ino[n], 0, sizeof(r->ino[n]));
+		rlfs_put64(r->ino[n].startino, c->startino);
+		rlfs_put32(r->ino[n].freecount, nfree);
+		rlfs_put64(r->ino[n].free, c->free);
+		r->icount += RLFS_INODES_PER_CHUNK;
+		r->ifree += nfree;
+		n++;
+	}
+	r->nino = n;
+	return 0;
+}
+
+struct ev {
+	uint32_t pos;
+	int delta;
+};
+
+static int cmp_ev(const void *a, const void *b)
+{
+	const struct ev *x = a, *y = b;
+
+	return x->pos < y->pos ? -1 : x->pos > y->pos;
+}
+
+/* refcount records: blocks mapped by 2 or more data forks. */
+static int gather_refc(struct rb *r)
+{
+	struct ev *ev = malloc((2 * r->ndcl + 1) * sizeof(*ev));
+	size_t nev = 0;
+	int64_t depth = 0;
+
+	if (!ev)
+		return -ENOMEM;
+	for (size_t i = 0; i < r->ndcl; i++) {
+		uint32_t s = (uint32_t)(r->dcl[i].start - r->ag0);
+
+		ev[nev++] = (struct ev){ s, 1 };
+		ev[nev++] = (struct ev){ s + r->dcl[i].len, -1 };
+	}
+	fsck_xsort(ev, nev, sizeof(*ev), cmp_ev);
+	for (size_t i = 0; i < nev;) {
+		uint32_t pos = ev[i].pos;
+
+		while (i < nev && ev[i].pos == pos)
+			depth += ev[i++].delta;
+		if (depth >= 2 && i < nev) {
+			uint32_t rc = depth > (int64_t)RLFS_REFC_REFCOUNT_MAX ?
+				      RLFS_REFC_REFCOUNT_MAX : (uint32_t)depth;
+			uint32_t end = ev[i].pos;
+			struct refcrec *last = r->nrefc ? &r->refc[r->nrefc - 1] : NULL;
+
+			if (last && last->start + last->len == pos && last->rc == rc) {
+				last->len += end - pos;
+				continue;
+			}
+			struct refcrec *nr = grow(r, r->refc, &r->refc_cap, r->nrefc, sizeof(*nr));
+			if (!nr) {
+				free(ev);
+				return -ENOMEM;
+			}
+			r->refc = nr;
+			r->refc[r->nrefc++] = (struct refcrec){ pos, end - pos, rc };
+		}
+	}
+	free(ev);
+	return 0;
+}
+
+/* Free extents: the complement of the kept claims and the reserved blocks. */
+static int compute_free(struct rb *r)
+{
+	uint8_t *u = malloc(r->len);
+
+	if (!u)
+		return -ENOMEM;
+	memcpy(u, r->used, r->len);
+	for (size_t i = 0; i < r->nnew; i++)
+		u[r->newb[i]] = 1;
+	r->nfr = 0;
+	r->freeblks = 0;
+	r->longest = 0;
+	for (uint32_t b = 0; b < r->len;) {
+		uint32_t e = b;
+
+		if (u[b]) {
+			b++;
+			continue;
+		}
+		while (e < r->len && !u[e])
+			e++;
+		struct ext *ne = grow(r, r->fr, &r->fr_cap, r->nfr, sizeof(*ne));
+		if (!ne) {
+			free(u);
+			return -ENOMEM;
+		}
+		r->fr = ne;
+		r->fr[r->nfr++] = (struct ext){ b, e - b };
+		r->freeblks += e - b;
+		if (e - b > r->longest)
+			r->longest = e - b;
+		b = e;
+	}
+	free(u);
+	return 0;
+}
+
+/* Block counts of the trees for the current record counts. */
+static int geometry(struct rb *r)
+{
+	static const struct rlfs_btree_ops *const ops[T_NR] = {
+		&rlfs_inobt_ops, &rlfs_refcountbt_ops, &rlfs_bnobt_ops, &rlfs_cntbt_ops,
+		&rlfs_rmapbt_ops,
+	};
+	uint64_t n[T_NR] = { r->nino, r->nrefc, r->nfr, r->nfr, r->nrm };
+	int err;
+
+	r->ntree = 0;
+	for (int t = 0; t < T_NR; t++) {
+		if (!r->have[t])
+			continue;
+		memset(&r->bl[t], 0, sizeof(r->bl[t]));
+		r->bl[t].ops = ops[t];
+		r->bl[t].agno = r->agno;
+		/* full blocks, as xfs_repair's phase 5, less two slots
+		 * for the first inserts after mount */
+		r->bl[t].leaf_slack = r->bl[t].node_slack = -1;
+		err = rlfs_btree_bload_compute_geometry(r->mp, &r->bl[t], n[t]);
+		if (err)
+			return err;
+		r->ntree += r->bl[t].nblocks;
+	}
+	return 0;
+}
+
+/* rmap records for the kept claims plus the reserved blocks (inobt blocks
+ * first, then refcountbt, then OWN_AG: bnobt, cntbt, rmapbt and AGFL). */
+static int compute_rmaps(struct rb *r)
+{
+	uint64_t nino = r->have[T_INO] ? r->bl[T_INO].nblocks : 0;
+	uint64_t nrefc = r->have[T_REFC] ? r->bl[T_REFC].nblocks : 0;
+	struct claim *all;
+	size_t n = r->nkept;
+	int err;
+
+	if (!r->have[T_RMAP])
+		return 0;
+	all = malloc((r->nkept + r->nnew + 1) * sizeof(*all));
+	if (!all)
+		return -ENOMEM;
+	memcpy(all, r->kept, r->nkept * sizeof(*all));
+	for (size_t i = 0; i < r->nnew; i++) {
+		struct claim c = { .start = r->ag0 + r->newb[i], .owner = r->agno, .len = 1 };
+
+		c.kind = i < nino ? CL_INOBT : i < nino + nrefc ? CL_REFCBT : CL_BNOBT;
+		all[n++] = c;
+	}
+	fsck_xsort(all, n, sizeof(*all), fsck_cmp_claim);
+	fsck_xsort(r->dcl, r->ndcl, sizeof(*r->dcl), fsck_cmp_claim);
+	free(r->rm);
+	r->rm = NULL;
+	err = fsck_rmap_expected(r->f, r->agno, all, n, r->dcl, r->ndcl, r->f->reflink, &r->rm,
+				 &r->nrm);
+	free(all);
+	return err;
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* Take the first n candidate blocks, those free in both views first. */
+static int reserve(struct rb *r, size_t n)
+{
+	free(r->newb);
+	r->newb = malloc((n ? n : 1) * sizeof(*r->newb));
+	r->nnew = 0;
+	if (!r->newb)
+		return -ENOMEM;
+	for (uint8_t want = 2; want >= 1 && r->nnew < n; want--)
+		for (uint32_t b = 0; b < r->len && r->nnew < n; b++)
+			if (r->cand[b] == want)
+				r->newb[r->nnew++] = b;
+	fsck_xsort(r->newb, r->nnew, sizeof(*r->newb), cmp_u32);
+	return r->nnew == n ? 0 : -ENOSPC;
+}
+
+/*
+ * Find a block count that is stable: reserve R blocks, compute the free
+ * extents and rmap records that leaves, the trees' geometry, and again
+ * until the trees and the AGFL minimum fit in R.  Blocks reserved beyond
+ * the trees' need go on the AGFL (up to its size).
+ */
+static int plan(struct rb *r)
+{
+	unsigned flmin = rlfs_agfl_min(r->mp), flmax = rlfs_agfl_size(r->mp);
+	size_t R;
+	int err;
+
+	r->nnew = 0;
+	err = compute_free(r);
+	if (!err)
+		err = geometry(r);
+	if (!err)
+		err = compute_rmaps(r);
+	if (!err)
+		err = geometry(r);
+	if (err)
+		return err;
+	R = r->ntree + flmin;
+	for (int iter = 0; iter < 32; iter++) {
+		err = reserve(r, R);
+		if (!err)
+			err = compute_free(r);
+		if (!err)
+			err = compute_rmaps(r);
+		if (!err)
+			err = geometry(r);
+		if (err)
+			return err;
+		size_t need = r->ntree + flmin;
+		if (need <= R && R - r->ntree <= flmax) {
+			r->flcount = (uint32_t)(R - r->ntree);
+			return 0;
+		}
+		R = need > R ? need : R - 1;
+	}
+	return -EAGAIN;
+}
+
+/* ---- loading ---- */
+
+static int claim_fn(void *priv, uint64_t *fsbno)
+{
+	struct rb *r = priv;
+
+	if (r->next_blk >= r->nnew)
+		return -ENOSPC;
+	*fsbno = r->ag0 + r->newb[r->next_blk++];
+	return 0;
+}
+
+static int cmp_ext_cnt(const void *a, const void *b)
+{
+	const struct ext *x = a, *y = b;
+
+	if (x->len != y->len)
+		return x->len < y->len ? -1 : 1;
+	return x->start < y->start ? -1 : x->start > y->start;
+}
+
+static int rec_fn(void *priv, void *rec)
+{
+	struct rb *r = priv;
+	size_t i = r->next_rec++;
+
+	switch (r->tree) {
+	case T_INO:
+		if (i >= r->nino)
+			return -ERANGE;
+		memcpy(rec, &r->ino[i], sizeof(r->ino[i]));
+		return 0;
+	case T_REFC: {
+		struct rlfs_refcount_rec x;
+
+		if (i >= r->nrefc)
+			return -ERANGE;
+		rlfs_put32(x.startblock, r->refc[i].start);
+		rlfs_put32(x.blockcount, r->refc[i].len);
+		rlfs_put32(x.refcount, r->refc[i].rc);
+		memcpy(rec, &x, sizeof(x));
+		return 0;
+	}
+	case T_BNO: case T_CNT: {
+		struct rlfs_alloc_rec x;
+		const struct ext *e = r->tree == T_BNO ? r->fr : r->frc;
+
+		if (i >= r->nfr)
+			return -ERANGE;
+		rlfs_put32(x.startblock, e[i].start);
+		rlfs_put32(x.blockcount, e[i].len);
+		memcpy(rec, &x, sizeof(x));
+		return 0;
+	}
+	default: {
+		struct rlfs_rmap_rec x;
+
+		if (i >= r->nrm)
+			return -ERANGE;
+		rlfs_rmap_rec_encode(&r->rm[i], &x);
+		memcpy(rec, &x, sizeof(x));
+		return 0;
+	}
+	}
+}
+
+/* Write the new trees (one transaction), then the AGFL and AG header. */
+static int write_ag(struct rb *r)
+{
+	struct fsck *f = r->f;
+	struct rlfs_mount *mp = r->mp;
+	struct ag_info *ai = &f->ags[r->agno];
+	uint64_t root[T_NR] = { 0 };
+	struct rlfs_trans *tp;
+	struct rlfs_buf *bp;
+	int err;
+
+	r->frc = malloc((r->nfr ? r->nfr : 1) * sizeof(*r->frc));
+	if (!r->frc)
+		return -ENOMEM;
+	memcpy(r->frc, r->fr, r->nfr * sizeof(*r->fr));
+	fsck_xsort(r->frc, r->nfr, sizeof(*r->frc), cmp_ext_cnt);
+
+	err = rlfs_trans_alloc(mp, &mp->resv.tr_fsck, 0, 0, &tp);
+	if (err)
+		return err;
+	r->next_blk = 0;
+	for (int t = 0; t < T_NR && !err; t++) {
+		if (!r->have[t])
+			continue;
+		r->tree = t;
+		r->next_rec = 0;
+		r->bl[t].get_rec = rec_fn;
+		r->bl[t].claim_block = claim_fn;
+		r->bl[t].priv = r;
+		err = rlfs_btree_bload(tp, &r->bl[t]);
+		root[t] = r->bl[t].root_fsbno;
+	}
+	if (err) {
+		rlfs_trans_cancel(tp);
+		return err;
+	}
+	err = rlfs_trans_commit(tp);
+	if (!err)
+		err = rlfs_buf_flush_all(mp);
+	if (err)
+		return err;
+
+	/* the AGFL: the remaining reserved blocks, ring slots 0.. */
+	err = rlfs_trans_alloc(mp, &mp->resv.tr_fsck, 0, 0, &tp);
+	if (err)
+		return err;
+	err = rlfs_trans_get_buf(tp, rlfs_agb_to_fsb(mp, r->agno, RLFS_AGFL_AGBNO),
+				 &rlfs_agfl_buf_ops, r->agno, &bp);
+	if (err)
+		goto fail;
+	{
+		struct rlfs_agfl *agfl = bp->data;
+		rlfs_le32 *slots = (rlfs_le32 *)((char *)bp->data + sizeof(struct rlfs_agfl));
+		unsigned size = rlfs_agfl_size(mp);
+
+		rlfs_put32(agfl->agno, r->agno);
+		for (unsigned i = 0; i < size; i++)
+			rlfs_put32(slots[i], i < r->flcount ? r->newb[r->next_blk + i] : 0xffffffffu);
+		rlfs_trans_log_buf(tp, bp);
+		rlfs_trans_brelse(tp, bp);
+	}
+	err = fsck_get_raw_buf(f, tp, rlfs_agb_to_fsb(mp, r->agno, RLFS_AGH_AGBNO),
+			       &rlfs_agh_buf_ops, r->agno, &bp);
+	if (err)
+		goto fail;
+	{
+		struct rlfs_agh *agh = rlfs_agh(bp);
+		unsigned size = rlfs_agfl_size(mp);
+		uint64_t bt = r->bl[T_BNO].nblocks + r->bl[T_CNT].nblocks;
+
+		rlfs_put32(agh->bno_root, rlfs_fsb_to_agbno(mp, root[T_BNO]));
+		rlfs_put16(agh->bno_level, (uint16_t)r->bl[T_BNO].nlevels);
+		rlfs_put32(agh->cnt_root, rlfs_fsb_to_agbno(mp, root[T_CNT]));
+		rlfs_put16(agh->cnt_level, (uint16_t)r->bl[T_CNT].nlevels);
+		rlfs_put32(agh->ino_root, rlfs_fsb_to_agbno(mp, root[T_INO]));
+		rlfs_put16(agh->ino_level, (uint16_t)r->bl[T_INO].nlevels);
+		if (r->have[T_REFC]) {
+			rlfs_put32(agh->refc_root, rlfs_fsb_to_agbno(mp, root[T_REFC]));
+			rlfs_put16(agh->refc_level, (uint16_t)r->bl[T_REFC].nlevels);
+		}
+		if (r->have[T_RMAP]) {
+			rlfs_put32(agh->rmap_root, rlfs_fsb_to_agbno(mp, root[T_RMAP]));
+			rlfs_put16(agh->rmap_level, (uint16_t)r->bl[T_RMAP].nlevels);
+		}
+		rlfs_put32(agh->freeblks, (uint32_t)r->freeblks);
+		rlfs_put32(agh->longest, r->longest);
+		rlfs_put32(agh->flfirst, 0);
+		rlfs_put32(agh->fllast, r->flcount ? r->flcount - 1 : size - 1);
+		rlfs_put32(agh->flcount, r->flcount);
+		rlfs_put32(agh->btreeblks, (uint32_t)(bt - RLFS_MIN(bt, 2)));
+		rlfs_put64(agh->icount, r->icount);
+		rlfs_put64(agh->ifree, r->ifree);
+		if (ai->fix_unlinked)
+			rlfs_put64(agh->unlinked, 0);
+		rlfs_trans_log_buf(tp, bp);
+		rlfs_trans_brelse(tp, bp);
+	}
+	err = rlfs_trans_commit(tp);
+	if (!err)
+		err = rlfs_buf_flush_all(mp);
+	return err;
+fail:
+	rlfs_trans_cancel(tp);
+	return err;
+}
+
+static void rb_free(struct rb *r)
+{
+	free(r->used);
+	free(r->cand);
+	free(r->kept);
+	free(r->dcl);
+	free(r->ino);
+	free(r->refc);
+	free(r->fr);
+	free(r->frc);
+	free(r->rm);
+	free(r->newb);
+}
+
+/* Rebuild AG agno; adds its counters to the totals.  0 or -errno. */
+static int rebuild_ag(struct fsck *f, uint32_t agno, uint64_t *icount, uint64_t *ifree,
+		      uint64_t *fdblocks)
+{
+	struct rlfs_mount *mp = f->mp;
+	struct rb r = { .f = f, .mp = mp, .agno = agno, .len = rlfs_ag_blocks(mp, agno),
+			.ag0 = rlfs_agb_to_fsb(mp, agno, 0) };
+	char line[512];
+	size_t n = 0;
+	int err;
+
+	r.have[T_INO] = r.have[T_BNO] = r.have[T_CNT] = true;
+	r.have[T_REFC] = f->reflink;
+	r.have[T_RMAP] = mp->features_incompat & RLFS_FEAT_INCOMPAT_RMAP;
+	err = gather(&r);
+	if (!err)
+		err = gather_inodes(&r);
+	if (!err && r.have[T_REFC])
+		err = gather_refc(&r);
+	if (!err)
+		err = plan(&r);
+	if (!err)
+		err = write_ag(&r);
+	if (!err) {
+		*icount += r.icount;
+		*ifree += r.ifree;
+		*fdblocks += r.freeblks + r.flcount;
+		n = (size_t)snprintf(line, sizeof(line), "AG %u: rebuilt bnobt (%zu records), cntbt, "
+				     "inobt (%zu records)", agno, r.nfr, r.nino);
+		if (r.have[T_REFC])
+			n += (size_t)snprintf(line + n, sizeof(line) - n, ", refcountbt (%zu records)",
+					      r.nrefc);
+		if (r.have[T_RMAP])
+			n += (size_t)snprintf(line + n, sizeof(line) - n, ", rmapbt (%zu records)",
+					      r.nrm);
+		printf("%s, AGFL (%u blocks) from the block maps\n", line, r.flcount);
+	} else {
+		printf("AG %u: rebuilding the AG trees failed: %s\n", agno, fsck_errstr(err));
+	}
+	rb_free(&r);
+	return err;
+}
+
+/*
+ * Rebuild the trees of every AG (see the top of this file).  The new
+ * totals (inodes, free inodes, free blocks including the AGFLs) go to
+ * *icount, *ifree, *fdblocks for the superblock.  0 or negative errno
+ * (-ENOSPC: an AG has too few free blocks for its new trees; -EAGAIN: no
+ * stable block count; -ENOMEM, -EIO, -EUCLEAN); AGs before the failing
+ * one are rebuilt, the rest are as they were.
+ */
+int fsck_rebuild_ags(struct fsck *f, uint64_t *icount, uint64_t *ifree, uint64_t *fdblocks)
+{
+	int err = 0;
+
+	*icount = *ifree = *fdblocks = 0;
+	for (uint32_t agno = 0; agno < f->mp->agcount && !err; agno++)
+		err = rebuild_ag(f, agno, icount, ifree, fdblocks);
+	return err;
+}
