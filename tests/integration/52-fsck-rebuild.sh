@@ -59,6 +59,7 @@ for i in range(0, 1300, 2):
 PYEOF
 (cd "$m" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 md5sum) >"$T/sums"
 ino_a=$(stat -c %i "$m/a") ino_b=$(stat -c %i "$m/b") ino_frag=$(stat -c %i "$m/frag")
+ino_big=$(stat -c %i "$m/big")
 rlfs_umount "$m"
 rlfs_fsck "$img"
 cp --sparse=always "$img" "$T/pristine.img"
@@ -177,21 +178,33 @@ fresh
 $AGT drop "$T/case.img" 0 inobt 0 >/dev/null
 rebuilt "dropped inobt record"
 
-# --- left alone: AG tree damage next to damage the rebuild cannot fix -------
-# (a file's bmbt block: its blocks' owner would be unknown, and a rebuild
-# would hand them out as free space)
+# --- with a file's fork rebuilt from the rmap in the same run ----------------
+# (a bmbt block of frag: phase 3b takes frag's blocks from the rmap, so the
+# AG trees can be rebuilt around them and the fork is rebuilt after)
 fresh
 bmbt=$($ED inode-get "$T/case.img" "$ino_frag" root)
 [ "$($ED inode-get "$T/case.img" "$ino_frag" format)" = 3 ] || die "frag has no bmbt"
 $PY "$SRCDIR/tests/helpers/metascan.py" flip "$T/case.img" "$bmbt" 2000 1
 $AGT zero "$T/case.img" "$ag_data" bnobt >/dev/null
+fsck_rc -n "$T/case.img"
+grep -q "inode $ino_frag: data fork unreadable; the rmap holds its 200 extents" "$T/fsck.out" ||
+	{ cat "$T/fsck.out" >&2; die "bmbt + bnobt: frag's fork is not to be rebuilt from the rmap"; }
+rebuilt "bmbt of frag + bnobt"
+
+# --- left alone: AG tree damage next to damage the rebuild cannot fix -------
+# (a directory block: the names in it, and so the owners of blocks, are
+# unknown; a rebuild would hand those blocks out as free space)
+fresh
+dirblk=$($ED inode-get "$T/case.img" "$ino_big" root)
+$PY "$SRCDIR/tests/helpers/metascan.py" flip "$T/case.img" "$dirblk" 9 2
+$AGT zero "$T/case.img" "$ag_data" bnobt >/dev/null
 fsck_rc "$T/case.img"
-[ $FRC = 4 ] || { cat "$T/fsck.out" >&2; die "bmbt + bnobt: fsck exited $FRC, expected 4"; }
-grep -q "^AG [0-9]*: rebuilt" "$T/fsck.out" && die "bmbt + bnobt: something was rebuilt"
-grep -q "left uncorrected" "$T/fsck.out" || die "bmbt + bnobt: no 'left uncorrected' line"
-log "bmbt + bnobt damage: $(grep 'left uncorrected' "$T/fsck.out" | cut -c1-120)..."
+[ $FRC = 4 ] || { cat "$T/fsck.out" >&2; die "dirbt + bnobt: fsck exited $FRC, expected 4"; }
+grep -q "^AG [0-9]*: rebuilt" "$T/fsck.out" && die "dirbt + bnobt: something was rebuilt"
+grep -q "left uncorrected" "$T/fsck.out" || die "dirbt + bnobt: no 'left uncorrected' line"
+log "dirbt + bnobt damage: $(grep 'left uncorrected' "$T/fsck.out" | cut -c1-120)..."
 fsck_rc "$T/case.img"
-[ $FRC = 4 ] || die "bmbt + bnobt: second fsck exited $FRC, expected 4"
+[ $FRC = 4 ] || die "dirbt + bnobt: second fsck exited $FRC, expected 4"
 
 cmp -s "$img" "$T/pristine.img" || die "the pristine image changed"
 log OK
