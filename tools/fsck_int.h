@@ -159,8 +159,8 @@ struct fsck {
 	bool log_zeroed;            /* -L did (the fs changed: exit 1 if clean) */
 	bool log_pending;           /* -n met a log that needs replay: stopped */
 	bool quiet;                 /* the re-check after a repair: count only */
-	bool readonly;              /* image could only be opened read-only, or
-				     * has the RMAP feature (nothing written) */
+	bool readonly;              /* image could only be opened read-only
+				     * (nothing written) */
 	int lock_fd;
 	bool own_lock_fd;           /* close lock_fd at the end (not in a re-check) */
 	struct rlfs_dev *dev;
