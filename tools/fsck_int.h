@@ -261,8 +261,7 @@ struct visit_ctx {
  *   fsck_add_claim         [start, start+len) blocks claimed by kind/owner;
  *                          runs leaving the filesystem are clipped and reported
  *                          (_flags: with CLF_* flags)
- *   fsck_nowrite_reason    why nothing is written: "-n", "read-only image" or
- *                          the RMAP feature
+ *   fsck_nowrite_reason    why nothing is written: "-n" or "read-only image"
  *   fsck_find_inode/chunk  binary search of the sorted tables; NULL if absent
  *   fsck_check_*           phases 1-6 (model: xfs_repair phases)
  *   fsck_fix_*, fsck_write_primary_sb, fsck_free_orphans
