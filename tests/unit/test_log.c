@@ -659,6 +659,8 @@ static int wa_pwrite(struct rlfs_dev *dev, const void *buf, size_t len, uint64_t
 			continue;
 		}
 		const struct rlfs_blkhdr *h = (const void *)b;
+		if (len - o < sizeof(*h))
+			continue; /* a short write (no whole header to read) */
 		if (memcmp(h->uuid, wa.uuid, RLFS_UUID_SIZE) != 0 ||
 		    rlfs_get64(h->blkno) != at / wa.bs)
 			continue; /* file data, or not a block with a header */
