@@ -32,6 +32,7 @@
 struct ilog_item {
 	struct rlfs_log_item lip;
 	struct rlfs_log_ilog *il;   /* handed to the CIL at commit */
+	bool relog;                 /* an intent logged again (log_relog) */
 };
 
 void rlfs_log_ilog_free_list(struct rlfs_log_ilog *l)
@@ -88,6 +89,7 @@ static void ilog_committed(struct rlfs_trans *tp, struct rlfs_log_item *lip)
 		list_append(&log->cil_intents, il);
 		log->cil_nintents++;
 		log->stats.intents_logged++;
+		log->stats.intents_relogged += it->relog;
 		return;
 	}
 	/* a done: whiteout if its intent has not reached the log yet */
@@ -115,7 +117,7 @@ static const struct rlfs_log_item_ops ilog_item_ops = {
 	.committed = ilog_committed,
 };
 
-static int ilog_join(struct rlfs_trans *tp, struct rlfs_log_ilog *il)
+static int ilog_join(struct rlfs_trans *tp, struct rlfs_log_ilog *il, bool relog)
 {
 	struct ilog_item *it = calloc(1, sizeof(*it));
 	if (!it) {
@@ -124,14 +126,16 @@ static int ilog_join(struct rlfs_trans *tp, struct rlfs_log_ilog *il)
 	}
 	it->lip.ops = &ilog_item_ops;
 	it->il = il;
+	it->relog = relog;
 	rlfs_trans_add_item(tp, &it->lip);
 	return 0;
 }
 
 /* mp->defer_log->intent: an INTENT item in tp.  -E2BIG if the items do not
  * fit one payload block (a type's max_items is too large). */
-static int log_intent(struct rlfs_trans *tp, const struct rlfs_defer_type *type,
-		      uint64_t intent_id, const void *items, unsigned count, size_t bytes)
+static int intent_join(struct rlfs_trans *tp, const struct rlfs_defer_type *type,
+		       uint64_t intent_id, const void *items, unsigned count, size_t bytes,
+		       bool relog)
 {
 	struct rlfs_mount *mp = tp->mp;
 	if (!mp->log)
@@ -158,7 +162,13 @@ static int log_intent(struct rlfs_trans *tp, const struct rlfs_defer_type *type,
 	il->count = count;
 	il->item_bytes = (uint16_t)type->item_bytes;
 	il->id = intent_id;
-	return ilog_join(tp, il);
+	return ilog_join(tp, il, relog);
+}
+
+static int log_intent(struct rlfs_trans *tp, const struct rlfs_defer_type *type,
+		      uint64_t intent_id, const void *items, unsigned count, size_t bytes)
+{
+	return intent_join(tp, type, intent_id, items, count, bytes, false);
 }
 
 /* mp->defer_log->done: a DONE item in tp. */
@@ -173,10 +183,51 @@ static int log_done(struct rlfs_trans *tp, const struct rlfs_defer_type *type,
 	il->type = RLFS_LOG_ITEM_DONE;
 	il->code = type->done_code;
 	il->id = intent_id;
-	return ilog_join(tp, il);
+	return ilog_join(tp, il, false);
 }
 
-const struct rlfs_defer_log_ops rlfs_log_defer_ops = { log_intent, log_done };
+/* Blocks of log written from the start of the checkpoint at lsn to the
+ * head (lsn not after the head). */
+static uint64_t behind_head(const struct rlfs_log *log, uint64_t lsn)
+{
+	uint64_t c = log->head_cycle - (uint64_t)RLFS_LSN_CYCLE(lsn);
+	return c * log->size_blocks + log->head_block - RLFS_LSN_BLOCK(lsn);
+}
+
+/*
+ * mp->defer_log->relog_due: the intent is live (in a written checkpoint,
+ * its done not logged) and log->relog_blocks or more blocks behind the
+ * head.  XFS relogs an intent that is not in the current checkpoint and
+ * lies before the AIL's push target (tail + a quarter of the log when
+ * less than that is free, xfs_ail_push_target): the part of the log the
+ * AIL is about to need.  Here the AIL is pushed only when a checkpoint
+ * does not fit, so nearly all of the ring is in use between pushes and
+ * the free-space condition would hold nearly always; what matters is how
+ * much of the ring an intent pins, its distance from the head.
+ */
+static bool log_relog_due(struct rlfs_trans *tp, uint64_t intent_id)
+{
+	struct rlfs_log *log = tp->mp->log;
+	if (!log || log->no_relog)
+		return false;
+	const struct rlfs_log_ilog *il = list_find(log->live_intents, intent_id);
+	if (!il || il->done)
+		return false;   /* in the checkpoint being built: nothing gained */
+	return behind_head(log, il->lsn) >= log->relog_blocks;
+}
+
+/* mp->defer_log->relog: the old intent's done and the new intent in tp. */
+static int log_relog(struct rlfs_trans *tp, const struct rlfs_defer_type *type, uint64_t old_id,
+		     uint64_t new_id, const void *items, unsigned count, size_t bytes)
+{
+	int err = log_done(tp, type, old_id);
+	if (!err)
+		err = intent_join(tp, type, new_id, items, count, bytes, true);
+	return err;
+}
+
+const struct rlfs_defer_log_ops rlfs_log_defer_ops = { log_intent, log_done, log_relog_due,
+						       log_relog };
 
 void rlfs_log_intents_pushed(struct rlfs_log *log, uint64_t ckpt_lsn, bool flushed)
 {

@@ -454,6 +454,10 @@ struct rlfs_log_stats {
 				     * reaching the log (same checkpoint) */
 	uint64_t intents_recovered; /* intents without a done finished by
 				     * recovery at mount */
+	uint64_t intents_relogged;  /* of intents_logged, intents logged again
+				     * (a done for the old one, a new one with
+				     * the work left) so that a long deferred
+				     * chain does not hold the log's tail */
 };
 /* true if mp has a log (RLFS_FEAT_INCOMPAT_LOG). */
 bool rlfs_has_log(struct rlfs_mount *mp);
