@@ -1502,6 +1502,178 @@ static void test_background_push_tail(void **state)
 	rlfs_crash_rec_free(rec);
 }
 
+/* ---- relogging of long-lived intents (defer.h, log_intent.c) ----
+ * lc_type: a chain of dependent steps on a scratch block (a symlink-typed
+ * block at a free fsbno, as the byte-range tests use).  An item is
+ * {kind, n}: a step (kind 1) sets bit n of the block's bitmap (from byte
+ * 64), rewrites 1 KiB of it (log traffic) and queues step n - 1; the
+ * anchor (kind 2) sets bit 0.  lc_start queues step N and then the
+ * anchor: depth first, the anchor's intent stays in the log for the
+ * whole chain, holding the tail unless it is relogged. */
+struct lc_item {
+	struct rlfs_defer_item di;
+	uint16_t kind, n;
+};
+static uint64_t lc_fsbno;
+static unsigned lc_finished, lc_recovered;
+static const struct rlfs_defer_type lc_type;
+
+static struct lc_item *lc_new(uint16_t kind, uint16_t n)
+{
+	struct lc_item *it = calloc(1, sizeof(*it));
+	assert_non_null(it);
+	it->kind = kind;
+	it->n = n;
+	return it;
+}
+static void lc_encode(const struct rlfs_defer_item *item, void *buf)
+{
+	const struct lc_item *it = (const struct lc_item *)item;
+	uint8_t *b = buf;
+	b[0] = (uint8_t)it->kind;
+	b[1] = (uint8_t)(it->kind >> 8);
+	b[2] = (uint8_t)it->n;
+	b[3] = (uint8_t)(it->n >> 8);
+}
+static int lc_finish(struct rlfs_trans *tp, struct rlfs_defer_item *item)
+{
+	struct lc_item *it = (struct lc_item *)item;
+	struct rlfs_buf *bp;
+	int err = rlfs_trans_read_buf(tp, lc_fsbno, &rlfs_symlink_buf_ops, 7, &bp);
+	if (err)
+		return err;
+	uint8_t *d = bp->data;
+	unsigned bit = it->kind == 2 ? 0 : it->n;
+	d[64 + bit / 8] |= (uint8_t)(1u << (bit % 8));
+	memset(d + 2048, (int)(it->n & 0xff), 1024);
+	rlfs_trans_log_buf(tp, bp);
+	rlfs_trans_brelse(tp, bp);
+	lc_finished++;
+	if (it->kind == 1 && it->n > 1)
+		return rlfs_defer_add(tp, &lc_type, &lc_new(1, it->n - 1)->di);
+	return 0;
+}
+static void lc_cancel(struct rlfs_defer_item *item)
+{
+	free(item);
+}
+static int lc_recover(struct rlfs_trans *tp, const void *buf, size_t bytes)
+{
+	assert_int_equal(bytes, 4);
+	const uint8_t *b = buf;
+	lc_recovered++;
+	return rlfs_defer_add(tp, &lc_type,
+			      &lc_new((uint16_t)(b[0] | b[1] << 8), (uint16_t)(b[2] | b[3] << 8))->di);
+}
+static const struct rlfs_defer_type lc_type = {
+	.name = "longchain", .intent_code = 0x7e31, .done_code = 0x7e32, .max_items = 1,
+	.item_bytes = 4, .encode = lc_encode, .finish_item = lc_finish,
+	.cancel_item = lc_cancel, .recover_item = lc_recover,
+};
+
+/* A fresh filesystem with a 512 KiB (128-block) log and the rmap, the
+ * scratch block written and synced. */
+static void lc_setup(struct tu_fs *fs)
+{
+	assert_int_equal(rlfs_defer_type_register(&lc_type), 0);
+	tu_mkfs_log_bytes = 512 << 10;
+	tu_mkfs_mount(fs, 64 * MiB, 4096, 0);
+	tu_mkfs_log_bytes = 0;
+	struct rlfs_mount *mp = fs->mp;
+	assert_int_equal(mp->log->size_blocks, 128);
+	lc_fsbno = mp->dblocks - 8;
+	struct rlfs_trans *tp;
+	struct rlfs_buf *bp;
+	assert_int_equal(rlfs_trans_alloc(mp, &mp->resv.tr_fsck, 0, 0, &tp), 0);
+	assert_int_equal(rlfs_trans_get_buf(tp, lc_fsbno, &rlfs_symlink_buf_ops, 7, &bp), 0);
+	struct rlfs_remote_hdr *rh = bp->data;
+	rlfs_put32(rh->offset, 0);
+	rlfs_put32(rh->bytes, 100);
+	rlfs_trans_log_buf(tp, bp);
+	assert_int_equal(rlfs_trans_commit(tp), 0);
+	assert_int_equal(rlfs_sync(mp), 0);
+	lc_finished = lc_recovered = 0;
+}
+
+/* Queue step n and the anchor in one transaction and commit: the whole
+ * chain runs.  Every intent goes to the log in its own checkpoint
+ * (force_intents): each step moves the head. */
+static int lc_run(struct rlfs_mount *mp, uint16_t n)
+{
+	mp->log->force_intents = true;
+	struct rlfs_trans *tp;
+	assert_int_equal(rlfs_trans_alloc(mp, &mp->resv.tr_fsck, 0, 0, &tp), 0);
+	assert_int_equal(rlfs_defer_add(tp, &lc_type, &lc_new(1, n)->di), 0);
+	assert_int_equal(rlfs_defer_add(tp, &lc_type, &lc_new(2, 0)->di), 0);
+	return rlfs_trans_commit(tp);
+}
+
+/* Bits 0..n of the scratch block's bitmap in data: how many are set. */
+static unsigned lc_bits(const uint8_t *d, unsigned n)
+{
+	unsigned k = 0;
+	for (unsigned b = 0; b <= n; b++)
+		k += (d[64 + b / 8] >> (b % 8)) & 1;
+	return k;
+}
+
+#define LC_STEPS 200
+
+/*
+ * A chain of LC_STEPS dependent steps whose anchor intent is logged in
+ * its first transaction, on a 128-block log with every intent in its own
+ * checkpoint.  Without relogging (log->no_relog, RLFS_LOG_NO_RELOG=1) the
+ * anchor holds the tail while the head goes round: the log fills and the
+ * sync fails with -ENOSPC ("intents hold the tail").  With relogging the
+ * chain completes, its intents were relogged, nothing is left live, and
+ * the image checks clean.
+ */
+static void test_relog_long_chain(void **state)
+{
+	(void)state;
+	struct tu_fs fs;
+	struct rlfs_log_stats st;
+
+	lc_setup(&fs);
+	fs.mp->log->no_relog = true;
+	int err = lc_run(fs.mp, LC_STEPS);
+	if (!err)
+		err = rlfs_sync(fs.mp);
+	rlfs_log_get_stats(fs.mp, &st);
+	print_message("relog off: chain %d (%s), %u steps done, %llu relogged\n", err,
+		      strerror(-err), lc_finished, (unsigned long long)st.intents_relogged);
+	assert_int_equal(err, -ENOSPC);
+	assert_int_equal(st.intents_relogged, 0);
+	(void)rlfs_mount_close(fs.mp);   /* the log is stuck: fails */
+	fs.mp = NULL;
+	tu_unmount(&fs);
+
+	lc_setup(&fs);
+	uint64_t logged0 = 0;
+	rlfs_log_get_stats(fs.mp, &st);
+	logged0 = st.intents_logged;
+	assert_int_equal(lc_run(fs.mp, LC_STEPS), 0);
+	assert_int_equal(rlfs_sync(fs.mp), 0);
+	rlfs_log_get_stats(fs.mp, &st);
+	print_message("relog on: %u steps done, %llu intents logged, %llu relogged, log at "
+		      "cycle %u\n", lc_finished, (unsigned long long)(st.intents_logged - logged0),
+		      (unsigned long long)st.intents_relogged, fs.mp->log->head_cycle);
+	assert_int_equal(lc_finished, LC_STEPS + 1);
+	assert_true(st.intents_relogged > 0);
+	assert_true(fs.mp->log->head_cycle >= 3);   /* the head went round */
+	for (const struct rlfs_log_ilog *il = fs.mp->log->live_intents; il; il = il->next)
+		assert_int_equal(il->done, 2);   /* every done durable */
+	assert_int_equal(rlfs_mount_close(fs.mp), 0);
+	fs.mp = NULL;
+	uint8_t *blk = malloc(4096);
+	assert_non_null(blk);
+	read_raw(fs.path, lc_fsbno * 4096, blk, 4096);
+	assert_int_equal(lc_bits(blk, LC_STEPS), LC_STEPS + 1);
+	free(blk);
+	assert_int_equal(tu_fsck(fs.path, 0), 0);
+	tu_unmount(&fs);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1526,6 +1698,7 @@ int main(void)
 		cmocka_unit_test(test_fsync_lsn),
 		cmocka_unit_test(test_fsync_group_commit),
 		cmocka_unit_test(test_background_push_tail),
+		cmocka_unit_test(test_relog_long_chain),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
