@@ -1543,8 +1543,7 @@ static int lc_finish(struct rlfs_trans *tp, struct rlfs_defer_item *item)
 	if (err)
 		return err;
 	uint8_t *d = bp->data;
-	unsigned bit = it->kind == 2 ? 0 : it->n;
-	d[64 + bit / 8] |= (uint8_t)(1u << (bit % 8));
+	d[64 + it->n / 8] |= (uint8_t)(1u << (it->n % 8));   /* the anchor's n is 0 */
 	memset(d + 2048, (int)(it->n & 0xff), 1024);
 	rlfs_trans_log_buf(tp, bp);
 	rlfs_trans_brelse(tp, bp);
@@ -1674,6 +1673,96 @@ static void test_relog_long_chain(void **state)
 	tu_unmount(&fs);
 }
 
+/*
+ * Crashes in the middle of a relogged chain.  The chain of
+ * test_relog_long_chain runs on a crash-recording device; images cut at
+ * flushes spread over it are mounted read-only first (the log replayed,
+ * the intents left: the scratch block shows which steps are durable), then
+ * read-write, which finishes the intents.  At every cut recovery must do
+ * exactly the work that was left: at most two intents (the step in
+ * flight and the anchor; an intent that was relogged is cancelled by its
+ * done), each remaining step and the anchor finished once, every bit set
+ * afterwards, fsck clean.  Some cuts must find the anchor relogged (an id
+ * other than its first).
+ */
+static void test_relog_recovery(void **state)
+{
+	(void)state;
+	struct tu_fs fs;
+	lc_setup(&fs);
+	struct rlfs_mount *mp = fs.mp;
+	struct rlfs_dev *inner = mp->dev, *cdev;
+	struct rlfs_crash_rec *rec;
+	assert_int_equal(rlfs_crash_rec_new(inner, &rec), 0);
+	assert_int_equal(rlfs_crash_dev_open(rec, inner, &cdev), 0);
+	mp->dev = cdev;
+	uint64_t anchor_id = mp->defer_intent_seq + 2;   /* lc_run's second intent */
+	assert_int_equal(lc_run(mp, LC_STEPS), 0);
+	assert_int_equal(rlfs_sync(mp), 0);
+	struct rlfs_log_stats st;
+	rlfs_log_get_stats(mp, &st);
+	assert_true(st.intents_relogged > 0);
+
+	uint64_t npos = rlfs_crash_rec_pos(rec), nflush = 0;
+	uint64_t *flushes = calloc(npos, sizeof(*flushes));
+	assert_non_null(flushes);
+	for (uint64_t i = 0; i < npos; i++) {
+		struct rlfs_crash_event ev;
+		assert_int_equal(rlfs_crash_rec_event(rec, i, &ev), 0);
+		if (ev.kind == RLFS_CRASH_FLUSH)
+			flushes[nflush++] = i + 1;
+	}
+	unsigned cuts = 0, mid = 0, relogged = 0;
+	char img[64];
+	for (uint64_t f = 0; f < nflush; f += nflush / 24 + 1) {
+		build_cut(rec, flushes[f], img, sizeof(img));
+		struct rlfs_mount *cm;
+		assert_int_equal(rlfs_mount_open(img, RLFS_MOUNT_NOLOCK | RLFS_MOUNT_RDONLY, &cm), 0);
+		struct rlfs_buf *bp;
+		assert_int_equal(rlfs_buf_read(cm, lc_fsbno, &rlfs_symlink_buf_ops, 7, &bp), 0);
+		unsigned pre = lc_bits(bp->data, LC_STEPS);
+		rlfs_buf_relse(bp);
+		unsigned nrec = 0;
+		bool anchor_relogged = false;
+		for (const struct rlfs_log_ilog *il = cm->log ? cm->log->live_intents : NULL; il;
+		     il = il->next) {
+			if (!il->recovered)
+				continue;
+			assert_int_equal(il->code, lc_type.intent_code);
+			nrec++;
+			if (il->data[sizeof(struct rlfs_log_intent)] == 2 && il->id != anchor_id)
+				anchor_relogged = true;
+		}
+		lc_finished = lc_recovered = 0;
+		assert_int_equal(rlfs_mount_set_rdonly(cm, false), 0);
+		assert_int_equal(rlfs_mount_close(cm), 0);
+		uint8_t blk[4096];
+		read_raw(img, lc_fsbno * 4096, blk, sizeof(blk));
+		unsigned post = lc_bits(blk, LC_STEPS);
+		cuts++;
+		if (nrec)
+			mid++;
+		relogged += anchor_relogged;
+		if (nrec > 2 || lc_recovered != nrec ||
+		    lc_finished != (nrec ? LC_STEPS + 1 - pre : 0) ||
+		    (nrec && post != LC_STEPS + 1) || (!nrec && post != pre))
+			fail_msg("cut at event %llu: %u intents recovered (%u items), %u of %u steps "
+				 "durable before, %u finished by recovery, %u after",
+				 (unsigned long long)flushes[f], nrec, lc_recovered, pre,
+				 LC_STEPS + 1, lc_finished, post);
+		if (tu_fsck(img, 0) != 0)
+			fail_msg("cut at event %llu: fsck not clean", (unsigned long long)flushes[f]);
+		unlink(img);
+	}
+	print_message("relogged chain: %llu flushes, %u cuts, %u in the chain, %u with the "
+		      "anchor relogged\n", (unsigned long long)nflush, cuts, mid, relogged);
+	assert_true(mid >= 10);
+	assert_true(relogged >= 3);
+	free(flushes);
+	tu_unmount(&fs);
+	rlfs_crash_rec_free(rec);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1699,6 +1788,7 @@ int main(void)
 		cmocka_unit_test(test_fsync_group_commit),
 		cmocka_unit_test(test_background_push_tail),
 		cmocka_unit_test(test_relog_long_chain),
+		cmocka_unit_test(test_relog_recovery),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
