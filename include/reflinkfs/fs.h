@@ -423,9 +423,8 @@ struct rlfs_mkfs_opts {
 };
 /* The log size mkfs picks for a filesystem of size_bytes with blocks of
  * blocksize bytes: 1/64 of the filesystem, at least RLFS_LOG_MIN_BLOCKS
- * blocks, at most 64 MiB (mkfs.xfs scales its log the same way).  With
- * the RMAP feature mkfs raises a smaller result to 1 MiB where that fits
- * (more intents per deferred chain pin the tail). */
+ * blocks and RLFS_LOG_MIN_BYTES, at most 64 MiB (mkfs.xfs scales its log
+ * the same way); the same with or without the RMAP feature. */
 uint64_t rlfs_mkfs_default_log_bytes(uint64_t size_bytes, uint32_t blocksize);
 int rlfs_mkfs(const char *image, const struct rlfs_mkfs_opts *opts);
 
