@@ -294,8 +294,6 @@ int rlfs_defer_finish(struct rlfs_trans **tpp)
 		}
 		rolled = true;
 		tp = *tpp;
-		/* take the first batch; what finishing it queues lands on an
-		 * empty tp->dfops and goes ahead of the batches after it */
 		/* the intents still held after the next step (not the first
 		 * batch's: its done is in the next step) must not hold the
 		 * log's tail back: relogged in a transaction of their own, as
@@ -311,6 +309,8 @@ int rlfs_defer_finish(struct rlfs_trans **tpp)
 				goto fail_rolled;
 			tp = *tpp;
 		}
+		/* take the first batch; what finishing it queues lands on an
+		 * empty tp->dfops and goes ahead of the batches after it */
 		struct rlfs_defer_pending *p = tp->dfops;
 		struct rlfs_defer_pending *rest = p->next;
 		p->next = NULL;
