@@ -3215,10 +3215,11 @@ static int run_workload(const struct opts *o, const struct wdef *d, struct total
 	       d->name, o->seed, w.nops, w.nenospc, npos - pos0 - nflush,
 	       rlfs_crash_rec_bytes(w.rec) >> 10, nflush, w.nsynced, w.log_feature ? "on" : "off");
 	if (w.mp->log) {
-		const struct rlfs_log_stats *ls = &w.mp->log->stats;
+		struct rlfs_log_stats ls;
+		rlfs_log_get_stats(w.mp, &ls);
 		printf("workload log: %u blocks, %" PRIu64 " intents logged, %" PRIu64
-		       " relogged\n", w.mp->log->size_blocks, ls->intents_logged,
-		       ls->intents_relogged);
+		       " relogged (this mount)\n", w.mp->log->size_blocks, ls.intents_logged,
+		       ls.intents_relogged);
 	}
 	if (w.remounts)
 		printf("workload remount: %" PRIu64 " clean unmounts and mounts; the log (%u blocks) "
