@@ -27,6 +27,7 @@
 #include "defer.h"
 #include "dev.h"
 #include "trans.h"
+#include "trans_resv.h"
 
 /* An intent or done joined to a transaction. */
 struct ilog_item {
@@ -310,6 +311,136 @@ static int recover_one(struct rlfs_mount *mp, struct rlfs_log_ilog *il)
 	return rlfs_trans_commit(tp);
 }
 
+static int cmp_ilog_order(const void *a, const void *b)
+{
+	const struct rlfs_log_ilog *x = *(const struct rlfs_log_ilog *const *)a;
+	const struct rlfs_log_ilog *y = *(const struct rlfs_log_ilog *const *)b;
+	if (x->lsn != y->lsn)
+		return x->lsn < y->lsn ? -1 : 1;
+	return x->id < y->id ? -1 : x->id > y->id;
+}
+
+/* Relog v[0..n) (recovered intents, in recovery order) in as few
+ * transactions as tr_recover allows: each gets a done and a new intent with
+ * the same items (new_ids[i]).  0 or -errno. */
+static int relog_recovered_trans(struct rlfs_mount *mp, struct rlfs_log_ilog **v, size_t n,
+				 const uint64_t *new_ids)
+{
+	struct rlfs_trans_res *res = &mp->resv.tr_recover;
+	uint64_t per = rlfs_trans_resv_bytes(mp, 1, 2);
+	size_t batch = per && res->log_bytes >= per ? res->log_bytes / per : 1;
+	for (size_t i = 0; i < n;) {
+		struct rlfs_trans *tp;
+		int err = rlfs_trans_alloc(mp, res, 0, RLFS_TRANS_RESERVE, &tp);
+		if (err)
+			return err;
+		/* the whole batch must fit: the counts go up together */
+		while (i < n && (size_t)tp->log_nintents < batch && !err) {
+			struct rlfs_log_ilog *il = v[i];
+			const struct rlfs_defer_type *type = rlfs_defer_type_find(il->code);
+			err = log_done(tp, type, il->id);
+			if (!err)
+				err = intent_join(tp, type, new_ids[i],
+						  il->data + sizeof(struct rlfs_log_intent), il->count,
+						  (size_t)il->count * il->item_bytes, true);
+			tp->log_nintents++;
+			tp->log_ndones++;
+			i++;
+		}
+		if (err) {
+			rlfs_trans_cancel(tp);
+			return err;
+		}
+		err = rlfs_trans_commit(tp);
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
+/*
+ * Recovery finishes the recovered intents one at a time, each with its
+ * follow-up chain; those still waiting keep their old LSNs and hold the
+ * tail meanwhile.  When one of them (not next, finished now) is
+ * log->relog_blocks behind the head, all of them are relogged, in their
+ * recovery order, before next is finished: a done for each and a new
+ * intent with the same items, then a log force, after which the new
+ * intents are the recovered ones (they carry the payload).  A second
+ * crash then recovers them in the same order, before next's follow-up
+ * work, as it would have recovered the old ones.  Only the payload bytes
+ * are copied: nothing type-specific.  0 or -errno (then the recovery
+ * fails: the old intents are still in the log, or their dones and the
+ * new intents are).  Source: the relogging of xfs_defer_relog, applied to
+ * XFS's recovered intents (xlog_recover_process_intents).
+ */
+static int relog_recovered(struct rlfs_mount *mp, const struct rlfs_log_ilog *next)
+{
+	struct rlfs_log *log = mp->log;
+	if (log->no_relog)
+		return 0;
+	size_t n = 0;
+	bool due = false;
+	for (struct rlfs_log_ilog *l = log->live_intents; l; l = l->next) {
+		if (!l->recovered || l == next)
+			continue;
+		if (!l->data || !rlfs_defer_type_find(l->code))
+			return 0;   /* recover_one reports it */
+		n++;
+		due = due || behind_head(log, l->lsn) >= log->relog_blocks;
+	}
+	if (!due)
+		return 0;
+	struct rlfs_log_ilog **v = calloc(n, sizeof(*v));
+	uint64_t *ids = calloc(n, sizeof(*ids));
+	uint8_t **data = calloc(n, sizeof(*data));
+	if (!v || !ids || !data) {
+		free(v);
+		free(ids);
+		free(data);
+		return -ENOMEM;
+	}
+	n = 0;
+	for (struct rlfs_log_ilog *l = log->live_intents; l; l = l->next)
+		if (l->recovered && l != next)
+			v[n++] = l;
+	qsort(v, n, sizeof(*v), cmp_ilog_order);
+	for (size_t i = 0; i < n; i++)
+		ids[i] = ++mp->defer_intent_seq;
+	int err = relog_recovered_trans(mp, v, n, ids);
+	if (err) {
+		free(v);
+		free(ids);
+		free(data);
+		return err;
+	}
+	/* the old entries go once their dones are durable (the force below
+	 * may free them): take their payloads now */
+	for (size_t i = 0; i < n; i++) {
+		data[i] = v[i]->data;
+		v[i]->data = NULL;
+		v[i]->recovered = false;
+	}
+	rlfs_meta_lock(mp);
+	err = rlfs_log_force(mp);
+	pthread_mutex_unlock(&mp->meta_lock);
+	for (size_t i = 0; i < n; i++) {
+		struct rlfs_log_ilog *nw = err ? NULL : list_find(log->live_intents, ids[i]);
+		if (!nw) {
+			free(data[i]);
+			if (!err)
+				err = -EIO;   /* cannot happen: the force made it live */
+			continue;
+		}
+		free(nw->data);
+		nw->data = data[i];
+		nw->recovered = true;
+	}
+	free(v);
+	free(ids);
+	free(data);
+	return err;
+}
+
 int rlfs_log_recover_intents(struct rlfs_mount *mp)
 {
 	struct rlfs_log *log = mp->log;
@@ -325,6 +456,12 @@ int rlfs_log_recover_intents(struct rlfs_mount *mp)
 				il = l;
 		if (!il)
 			break;
+		err = relog_recovered(mp, il);
+		if (err) {
+			rlfs_warn("log recovery: relogging the intents still to finish failed: %s",
+				  strerror(-err));
+			break;
+		}
 		il->recovered = false;
 		uint64_t id = il->id;   /* il goes once its done is durable */
 		unsigned code = il->code, count = il->count;
