@@ -1507,9 +1507,13 @@ static void test_background_push_tail(void **state)
  * block at a free fsbno, as the byte-range tests use).  An item is
  * {kind, n}: a step (kind 1) sets bit n of the block's bitmap (from byte
  * 64), rewrites 1 KiB of it (log traffic) and queues step n - 1; the
- * anchor (kind 2) sets bit 0.  lc_start queues step N and then the
- * anchor: depth first, the anchor's intent stays in the log for the
- * whole chain, holding the tail unless it is relogged. */
+ * anchors (kind 2) set bits LC_STEPS + 1 on.  lc_run queues step N and then
+ * LC_ANCHORS anchors: depth first, their intents stay in the log for the
+ * whole chain, holding the tail unless they are relogged, and recovery
+ * finishes them after the chain, one by one. */
+#define LC_STEPS 200
+#define LC_ANCHORS 4
+#define LC_BITS (LC_STEPS + LC_ANCHORS)   /* bits 1 .. LC_BITS */
 struct lc_item {
 	struct rlfs_defer_item di;
 	uint16_t kind, n;
@@ -1543,7 +1547,7 @@ static int lc_finish(struct rlfs_trans *tp, struct rlfs_defer_item *item)
 	if (err)
 		return err;
 	uint8_t *d = bp->data;
-	d[64 + it->n / 8] |= (uint8_t)(1u << (it->n % 8));   /* the anchor's n is 0 */
+	d[64 + it->n / 8] |= (uint8_t)(1u << (it->n % 8));
 	memset(d + 2048, (int)(it->n & 0xff), 1024);
 	rlfs_trans_log_buf(tp, bp);
 	rlfs_trans_brelse(tp, bp);
@@ -1594,7 +1598,7 @@ static void lc_setup(struct tu_fs *fs)
 	lc_finished = lc_recovered = 0;
 }
 
-/* Queue step n and the anchor in one transaction and commit: the whole
+/* Queue step n and the anchors in one transaction and commit: the whole
  * chain runs.  Every intent goes to the log in its own checkpoint
  * (force_intents): each step moves the head. */
 static int lc_run(struct rlfs_mount *mp, uint16_t n)
@@ -1603,20 +1607,19 @@ static int lc_run(struct rlfs_mount *mp, uint16_t n)
 	struct rlfs_trans *tp;
 	assert_int_equal(rlfs_trans_alloc(mp, &mp->resv.tr_fsck, 0, 0, &tp), 0);
 	assert_int_equal(rlfs_defer_add(tp, &lc_type, &lc_new(1, n)->di), 0);
-	assert_int_equal(rlfs_defer_add(tp, &lc_type, &lc_new(2, 0)->di), 0);
+	for (uint16_t j = 1; j <= LC_ANCHORS; j++)
+		assert_int_equal(rlfs_defer_add(tp, &lc_type, &lc_new(2, LC_STEPS + j)->di), 0);
 	return rlfs_trans_commit(tp);
 }
 
-/* Bits 0..n of the scratch block's bitmap in data: how many are set. */
+/* Bits 1..n of the scratch block's bitmap in data: how many are set. */
 static unsigned lc_bits(const uint8_t *d, unsigned n)
 {
 	unsigned k = 0;
-	for (unsigned b = 0; b <= n; b++)
+	for (unsigned b = 1; b <= n; b++)
 		k += (d[64 + b / 8] >> (b % 8)) & 1;
 	return k;
 }
-
-#define LC_STEPS 200
 
 /*
  * A chain of LC_STEPS dependent steps whose anchor intent is logged in
@@ -1657,7 +1660,7 @@ static void test_relog_long_chain(void **state)
 	print_message("relog on: %u steps done, %llu intents logged, %llu relogged, log at "
 		      "cycle %u\n", lc_finished, (unsigned long long)(st.intents_logged - logged0),
 		      (unsigned long long)st.intents_relogged, fs.mp->log->head_cycle);
-	assert_int_equal(lc_finished, LC_STEPS + 1);
+	assert_int_equal(lc_finished, LC_BITS);
 	assert_true(st.intents_relogged > 0);
 	assert_true(fs.mp->log->head_cycle >= 3);   /* the head went round */
 	for (const struct rlfs_log_ilog *il = fs.mp->log->live_intents; il; il = il->next)
@@ -1667,7 +1670,7 @@ static void test_relog_long_chain(void **state)
 	uint8_t *blk = malloc(4096);
 	assert_non_null(blk);
 	read_raw(fs.path, lc_fsbno * 4096, blk, 4096);
-	assert_int_equal(lc_bits(blk, LC_STEPS), LC_STEPS + 1);
+	assert_int_equal(lc_bits(blk, LC_BITS), LC_BITS);
 	free(blk);
 	assert_int_equal(tu_fsck(fs.path, 0), 0);
 	tu_unmount(&fs);
@@ -1679,11 +1682,13 @@ static void test_relog_long_chain(void **state)
  * flushes spread over it are mounted read-only first (the log replayed,
  * the intents left: the scratch block shows which steps are durable), then
  * read-write, which finishes the intents.  At every cut recovery must do
- * exactly the work that was left: at most two intents (the step in
- * flight and the anchor; an intent that was relogged is cancelled by its
- * done), each remaining step and the anchor finished once, every bit set
- * afterwards, fsck clean.  Some cuts must find the anchor relogged (an id
- * other than its first).
+ * exactly the work that was left: at most 1 + LC_ANCHORS intents (the
+ * step in flight and the anchors; an intent that was relogged is
+ * cancelled by its done), each remaining step and anchor finished once,
+ * every bit set afterwards, fsck clean.  Some cuts must find an anchor
+ * relogged (an id other than its first), and some recoveries must relog
+ * the anchors still waiting, once the chain's remaining steps have moved
+ * the head on (log_intent.c relog_recovered).
  */
 static void test_relog_recovery(void **state)
 {
@@ -1696,7 +1701,8 @@ static void test_relog_recovery(void **state)
 	assert_int_equal(rlfs_crash_rec_new(inner, &rec), 0);
 	assert_int_equal(rlfs_crash_dev_open(rec, inner, &cdev), 0);
 	mp->dev = cdev;
-	uint64_t anchor_id = mp->defer_intent_seq + 2;   /* lc_run's second intent */
+	/* lc_run's anchors: the intents after the first */
+	uint64_t anchor_last = mp->defer_intent_seq + 1 + LC_ANCHORS;
 	assert_int_equal(lc_run(mp, LC_STEPS), 0);
 	assert_int_equal(rlfs_sync(mp), 0);
 	struct rlfs_log_stats st;
@@ -1712,7 +1718,7 @@ static void test_relog_recovery(void **state)
 		if (ev.kind == RLFS_CRASH_FLUSH)
 			flushes[nflush++] = i + 1;
 	}
-	unsigned cuts = 0, mid = 0, relogged = 0;
+	unsigned cuts = 0, mid = 0, relogged = 0, rec_relogged = 0;
 	char img[64];
 	for (uint64_t f = 0; f < nflush; f += nflush / 24 + 1) {
 		build_cut(rec, flushes[f], img, sizeof(img));
@@ -1720,7 +1726,7 @@ static void test_relog_recovery(void **state)
 		assert_int_equal(rlfs_mount_open(img, RLFS_MOUNT_NOLOCK | RLFS_MOUNT_RDONLY, &cm), 0);
 		struct rlfs_buf *bp;
 		assert_int_equal(rlfs_buf_read(cm, lc_fsbno, &rlfs_symlink_buf_ops, 7, &bp), 0);
-		unsigned pre = lc_bits(bp->data, LC_STEPS);
+		unsigned pre = lc_bits(bp->data, LC_BITS);
 		rlfs_buf_relse(bp);
 		unsigned nrec = 0;
 		bool anchor_relogged = false;
@@ -1730,34 +1736,39 @@ static void test_relog_recovery(void **state)
 				continue;
 			assert_int_equal(il->code, lc_type.intent_code);
 			nrec++;
-			if (il->data[sizeof(struct rlfs_log_intent)] == 2 && il->id != anchor_id)
+			if (il->data[sizeof(struct rlfs_log_intent)] == 2 && il->id > anchor_last)
 				anchor_relogged = true;
 		}
 		lc_finished = lc_recovered = 0;
 		assert_int_equal(rlfs_mount_set_rdonly(cm, false), 0);
+		struct rlfs_log_stats cst;
+		rlfs_log_get_stats(cm, &cst);
+		rec_relogged += cst.intents_relogged > 0;   /* the waiting anchors */
 		assert_int_equal(rlfs_mount_close(cm), 0);
 		uint8_t blk[4096];
 		read_raw(img, lc_fsbno * 4096, blk, sizeof(blk));
-		unsigned post = lc_bits(blk, LC_STEPS);
+		unsigned post = lc_bits(blk, LC_BITS);
 		cuts++;
 		if (nrec)
 			mid++;
 		relogged += anchor_relogged;
-		if (nrec > 2 || lc_recovered != nrec ||
-		    lc_finished != (nrec ? LC_STEPS + 1 - pre : 0) ||
-		    (nrec && post != LC_STEPS + 1) || (!nrec && post != pre))
+		if (nrec > 1 + LC_ANCHORS || lc_recovered != nrec ||
+		    lc_finished != (nrec ? LC_BITS - pre : 0) ||
+		    (nrec && post != LC_BITS) || (!nrec && post != pre))
 			fail_msg("cut at event %llu: %u intents recovered (%u items), %u of %u steps "
 				 "durable before, %u finished by recovery, %u after",
 				 (unsigned long long)flushes[f], nrec, lc_recovered, pre,
-				 LC_STEPS + 1, lc_finished, post);
+				 LC_BITS, lc_finished, post);
 		if (tu_fsck(img, 0) != 0)
 			fail_msg("cut at event %llu: fsck not clean", (unsigned long long)flushes[f]);
 		unlink(img);
 	}
-	print_message("relogged chain: %llu flushes, %u cuts, %u in the chain, %u with the "
-		      "anchor relogged\n", (unsigned long long)nflush, cuts, mid, relogged);
+	print_message("relogged chain: %llu flushes, %u cuts, %u in the chain, %u with an "
+		      "anchor relogged, %u recoveries relogging the waiting anchors\n",
+		      (unsigned long long)nflush, cuts, mid, relogged, rec_relogged);
 	assert_true(mid >= 10);
 	assert_true(relogged >= 3);
+	assert_true(rec_relogged >= 1);
 	free(flushes);
 	tu_unmount(&fs);
 	rlfs_crash_rec_free(rec);
