@@ -174,10 +174,12 @@ int main(int argc, char **argv)
 out:;
 	struct rlfs_log_stats ls;
 	rlfs_log_get_stats(mp, &ls);
-	printf("log ckpts %llu ail_pushes %llu inplace %llu borrowed %llu unborrowed %llu\n",
+	printf("log ckpts %llu ail_pushes %llu inplace %llu borrowed %llu unborrowed %llu "
+	       "intents %llu relogged %llu\n",
 	       (unsigned long long)ls.ckpts_written, (unsigned long long)ls.ail_pushes,
 	       (unsigned long long)ls.inplace_blocks, (unsigned long long)ls.ail_borrowed,
-	       (unsigned long long)ls.ail_unborrowed);
+	       (unsigned long long)ls.ail_unborrowed, (unsigned long long)ls.intents_logged,
+	       (unsigned long long)ls.intents_relogged);
 	if ((rc = rlfs_mount_close(mp)))
 		bench_die("umount", rc);
 	return 0;

@@ -76,6 +76,21 @@ void rlfs_defer_cancel(struct rlfs_trans *tp)
 	tp->dfops = NULL;
 }
 
+/* Encode p's items into a new buffer (*bytes bytes); NULL on -ENOMEM. */
+static unsigned char *encode_items(const struct rlfs_defer_pending *p, size_t *bytes)
+{
+	*bytes = p->type->item_bytes * p->count;
+	unsigned char *buf = calloc(1, *bytes ? *bytes : 1);
+	if (!buf)
+		return NULL;
+	size_t off = 0;
+	for (const struct rlfs_defer_item *it = p->head; it; it = it->next) {
+		p->type->encode(it, buf + off);
+		off += p->type->item_bytes;
+	}
+	return buf;
+}
+
 /* Log the intents of every batch of tp that has none yet (creating the
  * work is part of the same change as logging it).  Source:
  * xfs_defer_create_intents. */
@@ -89,21 +104,77 @@ static int log_intents(struct rlfs_trans *tp)
 		tp->log_nintents++; /* counted with or without a log */
 		if (!mp->defer_log)
 			continue;
-		size_t bytes = p->type->item_bytes * p->count;
-		unsigned char *buf = calloc(1, bytes ? bytes : 1);
+		size_t bytes;
+		unsigned char *buf = encode_items(p, &bytes);
 		if (!buf)
 			return -ENOMEM;
-		size_t off = 0;
-		for (struct rlfs_defer_item *it = p->head; it; it = it->next) {
-			p->type->encode(it, buf + off);
-			off += p->type->item_bytes;
-		}
 		int err = mp->defer_log->intent(tp, p->type, p->intent_id, buf, p->count, bytes);
 		free(buf);
 		if (err)
 			return err;
 	}
 	return 0;
+}
+
+static int cmp_pending_id(const void *a, const void *b)
+{
+	const struct rlfs_defer_pending *x = *(const struct rlfs_defer_pending *const *)a;
+	const struct rlfs_defer_pending *y = *(const struct rlfs_defer_pending *const *)b;
+	return x->intent_id < y->intent_id ? -1 : x->intent_id > y->intent_id;
+}
+
+/* Relog the intents of the batches at list (defer.h): if any of them is
+ * due (mp->defer_log->relog_due), each logged one gets a done and a new
+ * intent with what is left of its items, in tp, in the order they were
+ * logged (intent id order), so that recovery still takes them in the
+ * chain's order; *relogged is set then.  0 or -errno (tp holds part of
+ * the relog: the caller cancels it).  Source: xfs_defer_relog,
+ * xfs_defer_relog_intent. */
+static int relog_intents(struct rlfs_trans *tp, struct rlfs_defer_pending *list, bool *relogged)
+{
+	struct rlfs_mount *mp = tp->mp;
+	const struct rlfs_defer_log_ops *ops = mp->defer_log;
+	if (!ops || !ops->relog_due || !ops->relog)
+		return 0;
+	size_t n = 0;
+	bool due = false;
+	for (struct rlfs_defer_pending *p = list; p; p = p->next) {
+		if (!p->intent_id)
+			continue;
+		n++;
+		due = due || ops->relog_due(tp, p->intent_id);
+	}
+	if (!due)
+		return 0;
+	*relogged = true;
+	struct rlfs_defer_pending **v = calloc(n, sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	n = 0;
+	for (struct rlfs_defer_pending *p = list; p; p = p->next)
+		if (p->intent_id)
+			v[n++] = p;
+	qsort(v, n, sizeof(*v), cmp_pending_id);
+	int err = 0;
+	for (size_t i = 0; i < n && !err; i++) {
+		struct rlfs_defer_pending *p = v[i];
+		size_t bytes;
+		unsigned char *buf = encode_items(p, &bytes);
+		if (!buf) {
+			err = -ENOMEM;
+			break;
+		}
+		uint64_t new_id = ++mp->defer_intent_seq;
+		err = ops->relog(tp, p->type, p->intent_id, new_id, buf, p->count, bytes);
+		free(buf);
+		if (!err) {
+			p->intent_id = new_id;
+			tp->log_nintents++;
+			tp->log_ndones++;
+		}
+	}
+	free(v);
+	return err;
 }
 
 /* Commit tp and open the next transaction of the chain: same flags, the
@@ -223,6 +294,21 @@ int rlfs_defer_finish(struct rlfs_trans **tpp)
 		}
 		rolled = true;
 		tp = *tpp;
+		/* the intents still held after the next step (not the first
+		 * batch's: its done is in the next step) must not hold the
+		 * log's tail back: relogged in a transaction of their own, as
+		 * xfs_defer_relog, so that the step's log reservation is not
+		 * exceeded */
+		bool relogged = false;
+		err = relog_intents(tp, tp->dfops->next, &relogged);
+		if (err)
+			goto fail;
+		if (relogged) {
+			err = roll(tpp, &work, &committed);
+			if (err)
+				goto fail_rolled;
+			tp = *tpp;
+		}
 		/* take the first batch; what finishing it queues lands on an
 		 * empty tp->dfops and goes ahead of the batches after it */
 		struct rlfs_defer_pending *p = tp->dfops;

@@ -20,6 +20,21 @@
  *      before unrelated work starts),
  *   4. repeats until nothing is queued, then commits the last transaction.
  *
+ * An intent holds the log's tail until its done is durable, and a long
+ * chain rolls many times: its older intents would pin the tail while the
+ * head goes round the ring (-ENOSPC on a small log).  So after each roll
+ * the chain *relogs* (xfs_defer_relog): if an intent it still holds (not
+ * the batch about to be finished) is far enough behind the log's head
+ * (mp->defer_log->relog_due), every intent the chain holds gets, in the
+ * new transaction, a done for the old intent and a fresh intent (a new
+ * id) carrying exactly the items still to do, encoded by the type's own
+ * encode: nothing type-specific.  All of them, in the order they were
+ * logged, not only the old ones: recovery finishes intents in log order
+ * (LSN, then id), and a clone's map must not be replayed before the
+ * unmap of the same range that was logged ahead of it.  After a crash
+ * recovery sees either the old intent without its done or the new one:
+ * the same remaining work, exactly once.
+ *
  * After a crash, log recovery finds intents without a done item and hands
  * their items back to the type (recover_item, the type found by its
  * intent code with rlfs_defer_type_find), which queues them on a recovery
@@ -113,11 +128,24 @@ struct rlfs_defer_type {
  *       all).  0 or -errno (the framework cancels tp and the work).
  *   done(tp, type, intent_id)
  *       log the done record of intent_id in tp.  0 or -errno.
+ *   relog_due(tp, intent_id)
+ *       true if intent_id is in the log (not in the checkpoint being
+ *       built) and so far behind the log's head that it holds the tail
+ *       back (log_intent.c has the rule); false otherwise, and always
+ *       when relogging is off (a test hook).  May be NULL (never due).
+ *   relog(tp, type, old_id, new_id, items, count, bytes)
+ *       log the done of old_id and a new intent new_id carrying items
+ *       (as intent) in tp: the old intent stops holding the tail once
+ *       tp's checkpoint is durable.  0 or -errno.  Counted in the log's
+ *       stats (intents_relogged) when tp commits.
  */
 struct rlfs_defer_log_ops {
 	int (*intent)(struct rlfs_trans *tp, const struct rlfs_defer_type *type,
 		      uint64_t intent_id, const void *items, unsigned count, size_t bytes);
 	int (*done)(struct rlfs_trans *tp, const struct rlfs_defer_type *type, uint64_t intent_id);
+	bool (*relog_due)(struct rlfs_trans *tp, uint64_t intent_id);
+	int (*relog)(struct rlfs_trans *tp, const struct rlfs_defer_type *type, uint64_t old_id,
+		     uint64_t new_id, const void *items, unsigned count, size_t bytes);
 };
 
 /* A batch of queued items of one type: one intent, one done. */

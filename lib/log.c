@@ -184,6 +184,12 @@ int rlfs_log_mount(struct rlfs_mount *mp, uint64_t start_fsbno, uint32_t size_bl
 	}
 	const char *fi = getenv("RLFS_LOG_FORCE_INTENTS");
 	log->force_intents = fi && *fi && *fi != '0';
+	const char *nr = getenv("RLFS_LOG_NO_RELOG");
+	log->no_relog = nr && *nr && *nr != '0';
+	log->relog_blocks = RLFS_MAX(1u, size_blocks / 4);
+	const char *rb = getenv("RLFS_LOG_RELOG_BLOCKS");
+	if (rb && *rb)
+		log->relog_blocks = (uint32_t)RLFS_MAX(1, atoi(rb));
 	mp->log = log;
 	mp->defer_log = &rlfs_log_defer_ops;
 	/* intent ids of this mount are larger than any in the log (a crash

@@ -165,6 +165,12 @@ struct rlfs_log {
 				     * cuts fall between them; set from the
 				     * environment (RLFS_LOG_FORCE_INTENTS=1)
 				     * at mount, or by a test */
+	/* relogging of long-lived intents (defer.h): an intent a chain
+	 * still holds is logged again once it is relog_blocks or more
+	 * behind the head (log_intent.c, log_relog_due); no_relog turns it
+	 * off (testing: RLFS_LOG_NO_RELOG=1 at mount, or a test) */
+	uint32_t relog_blocks;
+	bool no_relog;
 	/* while unflushed: the oldest tail written into an unflushed
 	 * checkpoint record.  Such a checkpoint has already moved its
 	 * relogged blocks to its own LSN in the AIL, but until it is durable

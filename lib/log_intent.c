@@ -27,11 +27,13 @@
 #include "defer.h"
 #include "dev.h"
 #include "trans.h"
+#include "trans_resv.h"
 
 /* An intent or done joined to a transaction. */
 struct ilog_item {
 	struct rlfs_log_item lip;
 	struct rlfs_log_ilog *il;   /* handed to the CIL at commit */
+	bool relog;                 /* an intent logged again (log_relog) */
 };
 
 void rlfs_log_ilog_free_list(struct rlfs_log_ilog *l)
@@ -88,6 +90,7 @@ static void ilog_committed(struct rlfs_trans *tp, struct rlfs_log_item *lip)
 		list_append(&log->cil_intents, il);
 		log->cil_nintents++;
 		log->stats.intents_logged++;
+		log->stats.intents_relogged += it->relog;
 		return;
 	}
 	/* a done: whiteout if its intent has not reached the log yet */
@@ -115,7 +118,7 @@ static const struct rlfs_log_item_ops ilog_item_ops = {
 	.committed = ilog_committed,
 };
 
-static int ilog_join(struct rlfs_trans *tp, struct rlfs_log_ilog *il)
+static int ilog_join(struct rlfs_trans *tp, struct rlfs_log_ilog *il, bool relog)
 {
 	struct ilog_item *it = calloc(1, sizeof(*it));
 	if (!it) {
@@ -124,14 +127,16 @@ static int ilog_join(struct rlfs_trans *tp, struct rlfs_log_ilog *il)
 	}
 	it->lip.ops = &ilog_item_ops;
 	it->il = il;
+	it->relog = relog;
 	rlfs_trans_add_item(tp, &it->lip);
 	return 0;
 }
 
 /* mp->defer_log->intent: an INTENT item in tp.  -E2BIG if the items do not
  * fit one payload block (a type's max_items is too large). */
-static int log_intent(struct rlfs_trans *tp, const struct rlfs_defer_type *type,
-		      uint64_t intent_id, const void *items, unsigned count, size_t bytes)
+static int intent_join(struct rlfs_trans *tp, const struct rlfs_defer_type *type,
+		       uint64_t intent_id, const void *items, unsigned count, size_t bytes,
+		       bool relog)
 {
 	struct rlfs_mount *mp = tp->mp;
 	if (!mp->log)
@@ -158,7 +163,13 @@ static int log_intent(struct rlfs_trans *tp, const struct rlfs_defer_type *type,
 	il->count = count;
 	il->item_bytes = (uint16_t)type->item_bytes;
 	il->id = intent_id;
-	return ilog_join(tp, il);
+	return ilog_join(tp, il, relog);
+}
+
+static int log_intent(struct rlfs_trans *tp, const struct rlfs_defer_type *type,
+		      uint64_t intent_id, const void *items, unsigned count, size_t bytes)
+{
+	return intent_join(tp, type, intent_id, items, count, bytes, false);
 }
 
 /* mp->defer_log->done: a DONE item in tp. */
@@ -173,10 +184,51 @@ static int log_done(struct rlfs_trans *tp, const struct rlfs_defer_type *type,
 	il->type = RLFS_LOG_ITEM_DONE;
 	il->code = type->done_code;
 	il->id = intent_id;
-	return ilog_join(tp, il);
+	return ilog_join(tp, il, false);
 }
 
-const struct rlfs_defer_log_ops rlfs_log_defer_ops = { log_intent, log_done };
+/* Blocks of log written from the start of the checkpoint at lsn to the
+ * head (lsn not after the head). */
+static uint64_t behind_head(const struct rlfs_log *log, uint64_t lsn)
+{
+	uint64_t c = log->head_cycle - (uint64_t)RLFS_LSN_CYCLE(lsn);
+	return c * log->size_blocks + log->head_block - RLFS_LSN_BLOCK(lsn);
+}
+
+/*
+ * mp->defer_log->relog_due: the intent is live (in a written checkpoint,
+ * its done not logged) and log->relog_blocks or more blocks behind the
+ * head.  XFS relogs an intent that is not in the current checkpoint and
+ * lies before the AIL's push target (tail + a quarter of the log when
+ * less than that is free, xfs_ail_push_target): the part of the log the
+ * AIL is about to need.  Here the AIL is pushed only when a checkpoint
+ * does not fit, so nearly all of the ring is in use between pushes and
+ * the free-space condition would hold nearly always; what matters is how
+ * much of the ring an intent pins, its distance from the head.
+ */
+static bool log_relog_due(struct rlfs_trans *tp, uint64_t intent_id)
+{
+	struct rlfs_log *log = tp->mp->log;
+	if (!log || log->no_relog)
+		return false;
+	const struct rlfs_log_ilog *il = list_find(log->live_intents, intent_id);
+	if (!il || il->done)
+		return false;   /* in the checkpoint being built: nothing gained */
+	return behind_head(log, il->lsn) >= log->relog_blocks;
+}
+
+/* mp->defer_log->relog: the old intent's done and the new intent in tp. */
+static int log_relog(struct rlfs_trans *tp, const struct rlfs_defer_type *type, uint64_t old_id,
+		     uint64_t new_id, const void *items, unsigned count, size_t bytes)
+{
+	int err = log_done(tp, type, old_id);
+	if (!err)
+		err = intent_join(tp, type, new_id, items, count, bytes, true);
+	return err;
+}
+
+const struct rlfs_defer_log_ops rlfs_log_defer_ops = { log_intent, log_done, log_relog_due,
+						       log_relog };
 
 void rlfs_log_intents_pushed(struct rlfs_log *log, uint64_t ckpt_lsn, bool flushed)
 {
@@ -259,6 +311,136 @@ static int recover_one(struct rlfs_mount *mp, struct rlfs_log_ilog *il)
 	return rlfs_trans_commit(tp);
 }
 
+static int cmp_ilog_order(const void *a, const void *b)
+{
+	const struct rlfs_log_ilog *x = *(const struct rlfs_log_ilog *const *)a;
+	const struct rlfs_log_ilog *y = *(const struct rlfs_log_ilog *const *)b;
+	if (x->lsn != y->lsn)
+		return x->lsn < y->lsn ? -1 : 1;
+	return x->id < y->id ? -1 : x->id > y->id;
+}
+
+/* Relog v[0..n) (recovered intents, in recovery order) in as few
+ * transactions as tr_recover allows: each gets a done and a new intent with
+ * the same items (new_ids[i]).  0 or -errno. */
+static int relog_recovered_trans(struct rlfs_mount *mp, struct rlfs_log_ilog **v, size_t n,
+				 const uint64_t *new_ids)
+{
+	struct rlfs_trans_res *res = &mp->resv.tr_recover;
+	uint64_t per = rlfs_trans_resv_bytes(mp, 1, 2);
+	size_t batch = per && res->log_bytes >= per ? res->log_bytes / per : 1;
+	for (size_t i = 0; i < n;) {
+		struct rlfs_trans *tp;
+		int err = rlfs_trans_alloc(mp, res, 0, RLFS_TRANS_RESERVE, &tp);
+		if (err)
+			return err;
+		/* the whole batch must fit: the counts go up together */
+		while (i < n && (size_t)tp->log_nintents < batch && !err) {
+			struct rlfs_log_ilog *il = v[i];
+			const struct rlfs_defer_type *type = rlfs_defer_type_find(il->code);
+			err = log_done(tp, type, il->id);
+			if (!err)
+				err = intent_join(tp, type, new_ids[i],
+						  il->data + sizeof(struct rlfs_log_intent), il->count,
+						  (size_t)il->count * il->item_bytes, true);
+			tp->log_nintents++;
+			tp->log_ndones++;
+			i++;
+		}
+		if (err) {
+			rlfs_trans_cancel(tp);
+			return err;
+		}
+		err = rlfs_trans_commit(tp);
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
+/*
+ * Recovery finishes the recovered intents one at a time, each with its
+ * follow-up chain; those still waiting keep their old LSNs and hold the
+ * tail meanwhile.  When one of them (not next, finished now) is
+ * log->relog_blocks behind the head, all of them are relogged, in their
+ * recovery order, before next is finished: a done for each and a new
+ * intent with the same items, then a log force, after which the new
+ * intents are the recovered ones (they carry the payload).  A second
+ * crash then recovers them in the same order, before next's follow-up
+ * work, as it would have recovered the old ones.  Only the payload bytes
+ * are copied: nothing type-specific.  0 or -errno (then the recovery
+ * fails: the old intents are still in the log, or their dones and the
+ * new intents are).  Source: the relogging of xfs_defer_relog, applied to
+ * XFS's recovered intents (xlog_recover_process_intents).
+ */
+static int relog_recovered(struct rlfs_mount *mp, const struct rlfs_log_ilog *next)
+{
+	struct rlfs_log *log = mp->log;
+	if (log->no_relog)
+		return 0;
+	size_t n = 0;
+	bool due = false;
+	for (struct rlfs_log_ilog *l = log->live_intents; l; l = l->next) {
+		if (!l->recovered || l == next)
+			continue;
+		if (!l->data || !rlfs_defer_type_find(l->code))
+			return 0;   /* recover_one reports it */
+		n++;
+		due = due || behind_head(log, l->lsn) >= log->relog_blocks;
+	}
+	if (!due)
+		return 0;
+	struct rlfs_log_ilog **v = calloc(n, sizeof(*v));
+	uint64_t *ids = calloc(n, sizeof(*ids));
+	uint8_t **data = calloc(n, sizeof(*data));
+	if (!v || !ids || !data) {
+		free(v);
+		free(ids);
+		free(data);
+		return -ENOMEM;
+	}
+	n = 0;
+	for (struct rlfs_log_ilog *l = log->live_intents; l; l = l->next)
+		if (l->recovered && l != next)
+			v[n++] = l;
+	qsort(v, n, sizeof(*v), cmp_ilog_order);
+	for (size_t i = 0; i < n; i++)
+		ids[i] = ++mp->defer_intent_seq;
+	int err = relog_recovered_trans(mp, v, n, ids);
+	if (err) {
+		free(v);
+		free(ids);
+		free(data);
+		return err;
+	}
+	/* the old entries go once their dones are durable (the force below
+	 * may free them): take their payloads now */
+	for (size_t i = 0; i < n; i++) {
+		data[i] = v[i]->data;
+		v[i]->data = NULL;
+		v[i]->recovered = false;
+	}
+	rlfs_meta_lock(mp);
+	err = rlfs_log_force(mp);
+	pthread_mutex_unlock(&mp->meta_lock);
+	for (size_t i = 0; i < n; i++) {
+		struct rlfs_log_ilog *nw = err ? NULL : list_find(log->live_intents, ids[i]);
+		if (!nw) {
+			free(data[i]);
+			if (!err)
+				err = -EIO;   /* cannot happen: the force made it live */
+			continue;
+		}
+		free(nw->data);
+		nw->data = data[i];
+		nw->recovered = true;
+	}
+	free(v);
+	free(ids);
+	free(data);
+	return err;
+}
+
 int rlfs_log_recover_intents(struct rlfs_mount *mp)
 {
 	struct rlfs_log *log = mp->log;
@@ -274,6 +456,12 @@ int rlfs_log_recover_intents(struct rlfs_mount *mp)
 				il = l;
 		if (!il)
 			break;
+		err = relog_recovered(mp, il);
+		if (err) {
+			rlfs_warn("log recovery: relogging the intents still to finish failed: %s",
+				  strerror(-err));
+			break;
+		}
 		il->recovered = false;
 		uint64_t id = il->id;   /* il goes once its done is durable */
 		unsigned code = il->code, count = il->count;

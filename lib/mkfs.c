@@ -66,9 +66,6 @@
 #include "rmap.h"
 #include "trans.h"
 
-/* the smallest default log of an RMAP filesystem (compute_geometry) */
-#define RLFS_LOG_RMAP_DEFAULT_MIN_BYTES (1u << 20)
-
 #define MKFS_BNO_AGBNO 3u
 #define MKFS_CNT_AGBNO 4u
 #define MKFS_INO_AGBNO 5u
@@ -195,14 +192,10 @@ static int compute_geometry(const struct rlfs_mkfs_opts *o, uint64_t size_bytes,
 					g->dblocks - (uint64_t)g->log_agno * g->agblocks);
 		uint64_t room = first + (g->log_agno == 0 ? cb + (chunk_at - first) : 0) +
 				RLFS_MAX(8u, agb / 16);
-		/* With the rmap a deferred chain has about twice the intents
-		 * (RUIs), and those not yet done pin the log's tail: the
-		 * default is at least RLFS_LOG_RMAP_DEFAULT_MIN_BYTES when
-		 * that fits (as mkfs.xfs's minimum log grows with rmapbt) */
-		uint64_t rmap_lb = RLFS_LOG_RMAP_DEFAULT_MIN_BYTES / g->blocksize;
-		if (!o->log_bytes && (g->features_incompat & RLFS_FEAT_INCOMPAT_RMAP) &&
-		    lb < rmap_lb && rmap_lb + room <= agb)
-			lb = rmap_lb;
+		/* No larger default with the rmap (which about doubles the
+		 * intents of a deferred chain): long chains relog their
+		 * intents (defer.h), so they do not pin the tail of even the
+		 * smallest log (docs/DESIGN.md "Intents", the measurements) */
 		if (lb < RLFS_LOG_MIN_BLOCKS || lb * g->blocksize < RLFS_LOG_MIN_BYTES ||
 		    lb > UINT32_MAX || lb + room > agb)
 			return -EINVAL;

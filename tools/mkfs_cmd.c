@@ -143,8 +143,7 @@ static void usage(FILE *f, const char *prog)
 		"                default on); rmapbt=0 makes a filesystem without it\n"
 		"                Suboptions combine: -m reflink=1,rmapbt=1\n"
 		"  -l size=SIZE  write-ahead log size (K, M, G suffixes); default 1/64 of the\n"
-		"                filesystem, at least %u blocks and 512 KiB (1 MiB with the rmap btree\n"
-		"                when it fits), at most 64 MiB\n"
+		"                filesystem, at least %u blocks and 512 KiB, at most 64 MiB\n"
 		"  -l log=0      no log (an image as before the log: not crash-safe)\n"
 		"  -f            overwrite an existing reflinkfs filesystem\n"
 		"  -h, --help    this text\n",

@@ -423,9 +423,8 @@ struct rlfs_mkfs_opts {
 };
 /* The log size mkfs picks for a filesystem of size_bytes with blocks of
  * blocksize bytes: 1/64 of the filesystem, at least RLFS_LOG_MIN_BLOCKS
- * blocks, at most 64 MiB (mkfs.xfs scales its log the same way).  With
- * the RMAP feature mkfs raises a smaller result to 1 MiB where that fits
- * (more intents per deferred chain pin the tail). */
+ * blocks and RLFS_LOG_MIN_BYTES, at most 64 MiB (mkfs.xfs scales its log
+ * the same way); the same with or without the RMAP feature. */
 uint64_t rlfs_mkfs_default_log_bytes(uint64_t size_bytes, uint32_t blocksize);
 int rlfs_mkfs(const char *image, const struct rlfs_mkfs_opts *opts);
 
@@ -454,6 +453,10 @@ struct rlfs_log_stats {
 				     * reaching the log (same checkpoint) */
 	uint64_t intents_recovered; /* intents without a done finished by
 				     * recovery at mount */
+	uint64_t intents_relogged;  /* of intents_logged, intents logged again
+				     * (a done for the old one, a new one with
+				     * the work left) so that a long deferred
+				     * chain does not hold the log's tail */
 };
 /* true if mp has a log (RLFS_FEAT_INCOMPAT_LOG). */
 bool rlfs_has_log(struct rlfs_mount *mp);

@@ -6,7 +6,7 @@
  *                  [--seed S]
  *                  [--ops N] [--count N] [--images M]
  *                  [--mode all|synced|flush|random|recovery] [--cut K] [--dir DIR] [--keep]
- *                  [--lying-flush] [--no-rmap] [-v]
+ *                  [--lying-flush] [--no-rmap] [--log-bytes B] [-v]
  *
  * Model: CrashMonkey (record the block writes of a workload, replay every
  * prefix and subsets of the unflushed writes, check what fsync promised)
@@ -2481,6 +2481,8 @@ static const struct wdef workloads[] = {
  * cross-check judges it in every crash image; --no-rmap: without it
  * (-1) */
 static int mkfs_rmapbt;
+/* --log-bytes: the log's size (0: mkfs's default for the image) */
+static uint64_t mkfs_log_bytes;
 
 static void mkfs_and_mount(struct wl *w, const struct wdef *d)
 {
@@ -2491,7 +2493,7 @@ static void mkfs_and_mount(struct wl *w, const struct wdef *d)
 		wl_fail("create %s: %s", img, strerror(errno));
 	close(fd);
 	struct rlfs_mkfs_opts mo = { .size_bytes = d->image_bytes, .force = 1,
-				     .rmapbt = mkfs_rmapbt };
+				     .rmapbt = mkfs_rmapbt, .log_bytes = mkfs_log_bytes };
 	int err = rlfs_mkfs(img, &mo);
 	if (err)
 		wl_fail("mkfs %s: %s", img, strerror(-err));
@@ -3090,6 +3092,7 @@ static void usage(FILE *out)
 		"                      [--count N] [--images M]\n"
 		"                      [--mode all|synced|flush|random|recovery]\n"
 		"                      [--cut K] [--dir DIR] [--keep] [--lying-flush] [--no-rmap]\n"
+		"                      [--log-bytes B]\n"
 		"                      [--fsck-every N]\n"
 		"                      [-v]\n"
 		"Record a workload on a crash-recording device, then mount, verify and fsck the\n"
@@ -3110,9 +3113,11 @@ static void usage(FILE *out)
 		"  --dir DIR     where crash images are built (default /dev/shm or /tmp)\n"
 		"  --keep        keep failed images (DIR/crash-W-S-K.img)\n"
 		"  --lying-flush every cut as if the device had not done its last flush\n"
-		"  --no-rmap     make the images without the rmap btree (mkfs -m rmapbt=0)\n"
 		"                (the writes since the one before lost at random): a check\n"
 		"                that the checker sees lost fsync'd data\n"
+		"  --no-rmap     make the images without the rmap btree (mkfs -m rmapbt=0)\n"
+		"  --log-bytes B make the images with a log of B bytes (mkfs -l size=B;\n"
+		"                default: mkfs's size for the image)\n"
 		"  --fsck-every N  every Nth image (default 4; 0: none) is also replayed by\n"
 		"                `fsck` (repair) from the raw crash image, then checked as\n"
 		"                after a mount, and its files compared with the mount's\n"
@@ -3209,6 +3214,13 @@ static int run_workload(const struct opts *o, const struct wdef *d, struct total
 	       " writes (%" PRIu64 " KiB), %" PRIu64 " flushes, %zu sync points; log feature %s\n",
 	       d->name, o->seed, w.nops, w.nenospc, npos - pos0 - nflush,
 	       rlfs_crash_rec_bytes(w.rec) >> 10, nflush, w.nsynced, w.log_feature ? "on" : "off");
+	if (w.mp->log) {
+		struct rlfs_log_stats ls;
+		rlfs_log_get_stats(w.mp, &ls);
+		printf("workload log: %u blocks, %" PRIu64 " intents logged, %" PRIu64
+		       " relogged (this mount)\n", w.mp->log->size_blocks, ls.intents_logged,
+		       ls.intents_relogged);
+	}
 	if (w.remounts)
 		printf("workload remount: %" PRIu64 " clean unmounts and mounts; the log (%u blocks) "
 		       "is at cycle %u\n", w.nremounts, w.mp->log ? w.mp->log->size_blocks : 0,
@@ -3475,6 +3487,7 @@ int main(int argc, char **argv)
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "lying-flush", no_argument, NULL, 'L' },
 		{ "no-rmap", no_argument, NULL, 'R' },
+		{ "log-bytes", required_argument, NULL, 'l' },
 		{ "fsck-every", required_argument, NULL, 'f' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
@@ -3492,6 +3505,14 @@ int main(int argc, char **argv)
 		case 'K': o.keep = true; break;
 		case 'L': o.lying_flush = true; break;
 		case 'R': mkfs_rmapbt = -1; break;
+		case 'l':
+			if (parse_u64(optarg, &v) || v == 0) {
+				fprintf(stderr, "rlfs-crashtest: bad number for --log-bytes: %s\n",
+					optarg);
+				return 2;
+			}
+			mkfs_log_bytes = v;
+			break;
 		case 'v': o.verbose = true; break;
 		case 'h': usage(stdout); return 0;
 		case 's': case 'o': case 'c': case 'i': case 'k': case 'f':

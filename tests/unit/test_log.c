@@ -1504,6 +1504,278 @@ static void test_background_push_tail(void **state)
 	rlfs_crash_rec_free(rec);
 }
 
+/* ---- relogging of long-lived intents (defer.h, log_intent.c) ----
+ * lc_type: a chain of dependent steps on a scratch block (a symlink-typed
+ * block at a free fsbno, as the byte-range tests use).  An item is
+ * {kind, n}: a step (kind 1) sets bit n of the block's bitmap (from byte
+ * 64), rewrites 1 KiB of it (log traffic) and queues step n - 1; the
+ * anchors (kind 2) set bits LC_STEPS + 1 on.  lc_run queues step N and then
+ * LC_ANCHORS anchors: depth first, their intents stay in the log for the
+ * whole chain, holding the tail unless they are relogged, and recovery
+ * finishes them after the chain, one by one. */
+#define LC_STEPS 200
+#define LC_ANCHORS 4
+#define LC_BITS (LC_STEPS + LC_ANCHORS)   /* bits 1 .. LC_BITS */
+struct lc_item {
+	struct rlfs_defer_item di;
+	uint16_t kind, n;
+};
+static uint64_t lc_fsbno;
+static unsigned lc_finished, lc_recovered;
+static const struct rlfs_defer_type lc_type;
+
+static struct lc_item *lc_new(uint16_t kind, uint16_t n)
+{
+	struct lc_item *it = calloc(1, sizeof(*it));
+	assert_non_null(it);
+	it->kind = kind;
+	it->n = n;
+	return it;
+}
+static void lc_encode(const struct rlfs_defer_item *item, void *buf)
+{
+	const struct lc_item *it = (const struct lc_item *)item;
+	uint8_t *b = buf;
+	b[0] = (uint8_t)it->kind;
+	b[1] = (uint8_t)(it->kind >> 8);
+	b[2] = (uint8_t)it->n;
+	b[3] = (uint8_t)(it->n >> 8);
+}
+static int lc_finish(struct rlfs_trans *tp, struct rlfs_defer_item *item)
+{
+	struct lc_item *it = (struct lc_item *)item;
+	struct rlfs_buf *bp;
+	int err = rlfs_trans_read_buf(tp, lc_fsbno, &rlfs_symlink_buf_ops, 7, &bp);
+	if (err)
+		return err;
+	uint8_t *d = bp->data;
+	d[64 + it->n / 8] |= (uint8_t)(1u << (it->n % 8));
+	memset(d + 2048, (int)(it->n & 0xff), 1024);
+	rlfs_trans_log_buf(tp, bp);
+	rlfs_trans_brelse(tp, bp);
+	lc_finished++;
+	if (it->kind == 1 && it->n > 1)
+		return rlfs_defer_add(tp, &lc_type, &lc_new(1, it->n - 1)->di);
+	return 0;
+}
+static void lc_cancel(struct rlfs_defer_item *item)
+{
+	free(item);
+}
+static int lc_recover(struct rlfs_trans *tp, const void *buf, size_t bytes)
+{
+	assert_int_equal(bytes, 4);
+	const uint8_t *b = buf;
+	lc_recovered++;
+	return rlfs_defer_add(tp, &lc_type,
+			      &lc_new((uint16_t)(b[0] | b[1] << 8), (uint16_t)(b[2] | b[3] << 8))->di);
+}
+static const struct rlfs_defer_type lc_type = {
+	.name = "longchain", .intent_code = 0x7e31, .done_code = 0x7e32, .max_items = 1,
+	.item_bytes = 4, .encode = lc_encode, .finish_item = lc_finish,
+	.cancel_item = lc_cancel, .recover_item = lc_recover,
+};
+
+/* A fresh filesystem with a 512 KiB (128-block) log and the rmap, the
+ * scratch block written and synced. */
+static void lc_setup(struct tu_fs *fs)
+{
+	assert_int_equal(rlfs_defer_type_register(&lc_type), 0);
+	tu_mkfs_log_bytes = 512 << 10;
+	tu_mkfs_mount(fs, 64 * MiB, 4096, 0);
+	tu_mkfs_log_bytes = 0;
+	struct rlfs_mount *mp = fs->mp;
+	assert_int_equal(mp->log->size_blocks, 128);
+	lc_fsbno = mp->dblocks - 8;
+	struct rlfs_trans *tp;
+	struct rlfs_buf *bp;
+	assert_int_equal(rlfs_trans_alloc(mp, &mp->resv.tr_fsck, 0, 0, &tp), 0);
+	assert_int_equal(rlfs_trans_get_buf(tp, lc_fsbno, &rlfs_symlink_buf_ops, 7, &bp), 0);
+	struct rlfs_remote_hdr *rh = bp->data;
+	rlfs_put32(rh->offset, 0);
+	rlfs_put32(rh->bytes, 100);
+	rlfs_trans_log_buf(tp, bp);
+	assert_int_equal(rlfs_trans_commit(tp), 0);
+	assert_int_equal(rlfs_sync(mp), 0);
+	lc_finished = lc_recovered = 0;
+}
+
+/* Queue step n and the anchors in one transaction and commit: the whole
+ * chain runs.  Every intent goes to the log in its own checkpoint
+ * (force_intents): each step moves the head. */
+static int lc_run(struct rlfs_mount *mp, uint16_t n)
+{
+	mp->log->force_intents = true;
+	struct rlfs_trans *tp;
+	assert_int_equal(rlfs_trans_alloc(mp, &mp->resv.tr_fsck, 0, 0, &tp), 0);
+	assert_int_equal(rlfs_defer_add(tp, &lc_type, &lc_new(1, n)->di), 0);
+	for (uint16_t j = 1; j <= LC_ANCHORS; j++)
+		assert_int_equal(rlfs_defer_add(tp, &lc_type, &lc_new(2, LC_STEPS + j)->di), 0);
+	return rlfs_trans_commit(tp);
+}
+
+/* Bits 1..n of the scratch block's bitmap in data: how many are set. */
+static unsigned lc_bits(const uint8_t *d, unsigned n)
+{
+	unsigned k = 0;
+	for (unsigned b = 1; b <= n; b++)
+		k += (d[64 + b / 8] >> (b % 8)) & 1;
+	return k;
+}
+
+/*
+ * A chain of LC_STEPS dependent steps whose anchor intent is logged in
+ * its first transaction, on a 128-block log with every intent in its own
+ * checkpoint.  Without relogging (log->no_relog, RLFS_LOG_NO_RELOG=1) the
+ * anchor holds the tail while the head goes round: the log fills and the
+ * sync fails with -ENOSPC ("intents hold the tail").  With relogging the
+ * chain completes, its intents were relogged, nothing is left live, and
+ * the image checks clean.
+ */
+static void test_relog_long_chain(void **state)
+{
+	(void)state;
+	struct tu_fs fs;
+	struct rlfs_log_stats st;
+
+	lc_setup(&fs);
+	fs.mp->log->no_relog = true;
+	int err = lc_run(fs.mp, LC_STEPS);
+	if (!err)
+		err = rlfs_sync(fs.mp);
+	rlfs_log_get_stats(fs.mp, &st);
+	print_message("relog off: chain %d (%s), %u steps done, %llu relogged\n", err,
+		      strerror(-err), lc_finished, (unsigned long long)st.intents_relogged);
+	assert_int_equal(err, -ENOSPC);
+	assert_int_equal(st.intents_relogged, 0);
+	(void)rlfs_mount_close(fs.mp);   /* the log is stuck: fails */
+	fs.mp = NULL;
+	tu_unmount(&fs);
+
+	lc_setup(&fs);
+	uint64_t logged0 = 0;
+	rlfs_log_get_stats(fs.mp, &st);
+	logged0 = st.intents_logged;
+	assert_int_equal(lc_run(fs.mp, LC_STEPS), 0);
+	assert_int_equal(rlfs_sync(fs.mp), 0);
+	rlfs_log_get_stats(fs.mp, &st);
+	print_message("relog on: %u steps done, %llu intents logged, %llu relogged, log at "
+		      "cycle %u\n", lc_finished, (unsigned long long)(st.intents_logged - logged0),
+		      (unsigned long long)st.intents_relogged, fs.mp->log->head_cycle);
+	assert_int_equal(lc_finished, LC_BITS);
+	assert_true(st.intents_relogged > 0);
+	assert_true(fs.mp->log->head_cycle >= 3);   /* the head went round */
+	for (const struct rlfs_log_ilog *il = fs.mp->log->live_intents; il; il = il->next)
+		assert_int_equal(il->done, 2);   /* every done durable */
+	assert_int_equal(rlfs_mount_close(fs.mp), 0);
+	fs.mp = NULL;
+	uint8_t *blk = malloc(4096);
+	assert_non_null(blk);
+	read_raw(fs.path, lc_fsbno * 4096, blk, 4096);
+	assert_int_equal(lc_bits(blk, LC_BITS), LC_BITS);
+	free(blk);
+	assert_int_equal(tu_fsck(fs.path, 0), 0);
+	tu_unmount(&fs);
+}
+
+/*
+ * Crashes in the middle of a relogged chain.  The chain of
+ * test_relog_long_chain runs on a crash-recording device; images cut at
+ * flushes spread over it are mounted read-only first (the log replayed,
+ * the intents left: the scratch block shows which steps are durable), then
+ * read-write, which finishes the intents.  At every cut recovery must do
+ * exactly the work that was left: at most 1 + LC_ANCHORS intents (the
+ * step in flight and the anchors; an intent that was relogged is
+ * cancelled by its done), each remaining step and anchor finished once,
+ * every bit set afterwards, fsck clean.  Some cuts must find an anchor
+ * relogged (an id other than its first), and some recoveries must relog
+ * the anchors still waiting, once the chain's remaining steps have moved
+ * the head on (log_intent.c relog_recovered).
+ */
+static void test_relog_recovery(void **state)
+{
+	(void)state;
+	struct tu_fs fs;
+	lc_setup(&fs);
+	struct rlfs_mount *mp = fs.mp;
+	struct rlfs_dev *inner = mp->dev, *cdev;
+	struct rlfs_crash_rec *rec;
+	assert_int_equal(rlfs_crash_rec_new(inner, &rec), 0);
+	assert_int_equal(rlfs_crash_dev_open(rec, inner, &cdev), 0);
+	mp->dev = cdev;
+	/* lc_run's anchors: the intents after the first */
+	uint64_t anchor_last = mp->defer_intent_seq + 1 + LC_ANCHORS;
+	assert_int_equal(lc_run(mp, LC_STEPS), 0);
+	assert_int_equal(rlfs_sync(mp), 0);
+	struct rlfs_log_stats st;
+	rlfs_log_get_stats(mp, &st);
+	assert_true(st.intents_relogged > 0);
+
+	uint64_t npos = rlfs_crash_rec_pos(rec), nflush = 0;
+	uint64_t *flushes = calloc(npos, sizeof(*flushes));
+	assert_non_null(flushes);
+	for (uint64_t i = 0; i < npos; i++) {
+		struct rlfs_crash_event ev;
+		assert_int_equal(rlfs_crash_rec_event(rec, i, &ev), 0);
+		if (ev.kind == RLFS_CRASH_FLUSH)
+			flushes[nflush++] = i + 1;
+	}
+	unsigned cuts = 0, mid = 0, relogged = 0, rec_relogged = 0;
+	char img[64];
+	for (uint64_t f = 0; f < nflush; f += nflush / 24 + 1) {
+		build_cut(rec, flushes[f], img, sizeof(img));
+		struct rlfs_mount *cm;
+		assert_int_equal(rlfs_mount_open(img, RLFS_MOUNT_NOLOCK | RLFS_MOUNT_RDONLY, &cm), 0);
+		struct rlfs_buf *bp;
+		assert_int_equal(rlfs_buf_read(cm, lc_fsbno, &rlfs_symlink_buf_ops, 7, &bp), 0);
+		unsigned pre = lc_bits(bp->data, LC_BITS);
+		rlfs_buf_relse(bp);
+		unsigned nrec = 0;
+		bool anchor_relogged = false;
+		for (const struct rlfs_log_ilog *il = cm->log ? cm->log->live_intents : NULL; il;
+		     il = il->next) {
+			if (!il->recovered)
+				continue;
+			assert_int_equal(il->code, lc_type.intent_code);
+			nrec++;
+			if (il->data[sizeof(struct rlfs_log_intent)] == 2 && il->id > anchor_last)
+				anchor_relogged = true;
+		}
+		lc_finished = lc_recovered = 0;
+		assert_int_equal(rlfs_mount_set_rdonly(cm, false), 0);
+		struct rlfs_log_stats cst;
+		rlfs_log_get_stats(cm, &cst);
+		rec_relogged += cst.intents_relogged > 0;   /* the waiting anchors */
+		assert_int_equal(rlfs_mount_close(cm), 0);
+		uint8_t blk[4096];
+		read_raw(img, lc_fsbno * 4096, blk, sizeof(blk));
+		unsigned post = lc_bits(blk, LC_BITS);
+		cuts++;
+		if (nrec)
+			mid++;
+		relogged += anchor_relogged;
+		if (nrec > 1 + LC_ANCHORS || lc_recovered != nrec ||
+		    lc_finished != (nrec ? LC_BITS - pre : 0) ||
+		    (nrec && post != LC_BITS) || (!nrec && post != pre))
+			fail_msg("cut at event %llu: %u intents recovered (%u items), %u of %u steps "
+				 "durable before, %u finished by recovery, %u after",
+				 (unsigned long long)flushes[f], nrec, lc_recovered, pre,
+				 LC_BITS, lc_finished, post);
+		if (tu_fsck(img, 0) != 0)
+			fail_msg("cut at event %llu: fsck not clean", (unsigned long long)flushes[f]);
+		unlink(img);
+	}
+	print_message("relogged chain: %llu flushes, %u cuts, %u in the chain, %u with an "
+		      "anchor relogged, %u recoveries relogging the waiting anchors\n",
+		      (unsigned long long)nflush, cuts, mid, relogged, rec_relogged);
+	assert_true(mid >= 10);
+	assert_true(relogged >= 3);
+	assert_true(rec_relogged >= 1);
+	free(flushes);
+	tu_unmount(&fs);
+	rlfs_crash_rec_free(rec);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1528,6 +1800,8 @@ int main(void)
 		cmocka_unit_test(test_fsync_lsn),
 		cmocka_unit_test(test_fsync_group_commit),
 		cmocka_unit_test(test_background_push_tail),
+		cmocka_unit_test(test_relog_long_chain),
+		cmocka_unit_test(test_relog_recovery),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -28,13 +28,14 @@ uint64_t tu_rand(void)
 
 int tu_mkfs_log;
 int tu_mkfs_rmapbt;
+uint64_t tu_mkfs_log_bytes;
 
 void tu_mkfs_mount(struct tu_fs *fs, uint64_t size_bytes, uint32_t blocksize,
 		   uint32_t agcount)
 {
 	struct rlfs_mkfs_opts o = { .size_bytes = size_bytes, .blocksize = blocksize,
 				    .agcount = agcount, .force = 1, .log = tu_mkfs_log,
-				    .rmapbt = tu_mkfs_rmapbt };
+				    .rmapbt = tu_mkfs_rmapbt, .log_bytes = tu_mkfs_log_bytes };
 	snprintf(fs->path, sizeof(fs->path), "/tmp/rlfs-unit-XXXXXX");
 	int fd = mkstemp(fs->path);
 	assert_true(fd >= 0);

@@ -20,6 +20,8 @@ struct tu_fs {
 extern int tu_mkfs_log;
 /* mkfs option rmapbt for tu_mkfs_mount: 0 = default (on), -1 = off. */
 extern int tu_mkfs_rmapbt;
+/* mkfs option log_bytes for tu_mkfs_mount: 0 = mkfs's default size. */
+extern uint64_t tu_mkfs_log_bytes;
 /* Format size_bytes with blocksize/agcount (0 = defaults) and mount it. */
 void tu_mkfs_mount(struct tu_fs *fs, uint64_t size_bytes, uint32_t blocksize,
 		   uint32_t agcount);
