@@ -11,6 +11,8 @@
  *
  *   FICLONE        (ioctl_ficlone(2))       into RLFS_IOC_CLONE
  *   FICLONERANGE   (ioctl_ficlonerange(2))  into RLFS_IOC_CLONE_RANGE
+ *   FIDEDUPERANGE  (ioctl_fideduperange(2)) into batches of
+ *                  RLFS_IOC_DEDUPE_RANGE
  *   FS_IOC_FIEMAP  (Documentation/filesystems/fiemap.rst) into batches of
  *                  RLFS_IOC_GET_EXTENTS
  *   FS_IOC_GETFSMAP (ioctl_getfsmap(2)) into batches of RLFS_IOC_GETFSMAP
@@ -190,6 +192,66 @@ static int do_ficlonerange(int fd, const struct file_clone_range *u)
 	int r = real_ioctl(fd, RLFS_IOC_CLONE_RANGE, &a);
 	if (r == 0)
 		touch_mtime(fd);
+	return r;
+}
+
+/*
+ * FIDEDUPERANGE as fs/ioctl.c ioctl_file_dedupe_range: an argument of
+ * more than a page (24 bytes + 32 per destination: 127 destinations with
+ * 4 KiB pages) is ENOMEM; the destinations go to the daemon in batches of
+ * RLFS_IOC_DEDUPE_MAX (one batch wherever pages are 4 KiB or 16 KiB), and
+ * each one's status and bytes_deduped come back into the caller's array.
+ * A whole-call error (EINVAL, EISDIR: see reflinkfs/ioctl.h) fails the
+ * ioctl; a later batch cannot meet one the first did not (same source,
+ * same checks), except a source truncated in between.
+ */
+static int do_fideduperange(int fd, struct file_dedupe_range *u)
+{
+	if (!u) {
+		errno = EFAULT;
+		return -1;
+	}
+	long pg = sysconf(_SC_PAGESIZE);
+	uint16_t count = u->dest_count;
+	size_t size = sizeof(*u) + (size_t)count * sizeof(u->info[0]);
+	if (pg > 0 && size > (size_t)pg) {
+		errno = ENOMEM;
+		return -1;
+	}
+	struct rlfs_ioc_dedupe_range *a = malloc(sizeof(*a));
+	if (!a) {
+		errno = ENOMEM;
+		return -1;
+	}
+	uint16_t done = 0;
+	int r = 0;
+	do {
+		uint16_t n = (uint16_t)(count - done);
+		if (n > RLFS_IOC_DEDUPE_MAX)
+			n = RLFS_IOC_DEDUPE_MAX;
+		memset(a, 0, sizeof(*a));
+		a->src_offset = u->src_offset;
+		a->src_length = u->src_length;
+		a->dest_count = n;
+		a->reserved1 = u->reserved1;
+		a->reserved2 = u->reserved2;
+		for (uint16_t i = 0; i < n; i++) {
+			a->info[i].dest_fd = u->info[done + i].dest_fd;
+			a->info[i].dest_offset = u->info[done + i].dest_offset;
+			a->info[i].reserved = u->info[done + i].reserved;
+		}
+		r = real_ioctl(fd, RLFS_IOC_DEDUPE_RANGE, a);
+		if (r != 0)
+			break;
+		for (uint16_t i = 0; i < n; i++) {
+			u->info[done + i].bytes_deduped = a->info[i].bytes_deduped;
+			u->info[done + i].status = a->info[i].status;
+		}
+		done = (uint16_t)(done + n);
+	} while (done < count);
+	int saved = errno;
+	free(a);
+	errno = saved;
 	return r;
 }
 
@@ -465,6 +527,7 @@ int ioctl(int fd, unsigned long request, ...)
 	switch (request) {
 	case FICLONE:
 	case FICLONERANGE:
+	case FIDEDUPERANGE:
 	case FS_IOC_FIEMAP:
 	case FS_IOC_GETFSMAP:
 	case SHIM_XFS_IOC_FSGEOMETRY:
@@ -479,6 +542,8 @@ int ioctl(int fd, unsigned long request, ...)
 		return do_ficlone(fd, (int)(intptr_t)arg);
 	case FICLONERANGE:
 		return do_ficlonerange(fd, arg);
+	case FIDEDUPERANGE:
+		return do_fideduperange(fd, arg);
 	case FS_IOC_GETFSMAP:
 		return do_getfsmap(fd, arg);
 	case SHIM_XFS_IOC_FSGEOMETRY:
