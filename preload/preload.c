@@ -86,6 +86,24 @@ static int real_ioctl(int fd, unsigned long request, void *arg)
 	return f(fd, request, arg);
 }
 
+typedef int (*fstatfs_fn)(int, struct statfs *);
+
+/* glibc's fstatfs (the shim interposes fstatfs and fstatfs64 itself). */
+static int real_fstatfs(int fd, struct statfs *buf)
+{
+	static fstatfs_fn fn;
+	fstatfs_fn f = __atomic_load_n(&fn, __ATOMIC_ACQUIRE);
+	if (!f) {
+		f = (fstatfs_fn)dlsym(RTLD_NEXT, "fstatfs");
+		__atomic_store_n(&fn, f, __ATOMIC_RELEASE);
+	}
+	if (!f) {
+		errno = ENOSYS;
+		return -1;
+	}
+	return f(fd, buf);
+}
+
 /* ------------------------------------------------------------------ */
 /* Is fd on a reflinkfs mount?  Cached per device number. */
 
@@ -127,7 +145,7 @@ static bool fd_is_reflinkfs(int fd)
 	struct statfs sfs;
 	struct stat st;
 	bool r = false;
-	if (fstatfs(fd, &sfs) != 0 || (unsigned long)sfs.f_type != RLFS_FUSE_SUPER_MAGIC ||
+	if (real_fstatfs(fd, &sfs) != 0 || (unsigned long)sfs.f_type != RLFS_FUSE_SUPER_MAGIC ||
 	    fstat(fd, &st) != 0)
 		goto out;
 	pthread_mutex_lock(&g_cache_lock);
@@ -515,6 +533,42 @@ static int do_fsgeometry(int fd, void *arg)
 	memcpy(b + 96, &sect, 4);           /* logsectsize */
 	memcpy(b + 104, &g.blocksize, 4);   /* dirblocksize */
 	return 0;
+}
+
+/*
+ * RLFS_PRELOAD_FSTYPE=xfs (opt-in): fstatfs(2) of a file on reflinkfs
+ * reports XFS's f_type (XFS_SUPER_MAGIC) instead of FUSE's, for programs
+ * that refuse to dedupe anywhere but on btrfs or XFS by that test:
+ * duperemove 0.11 ("Can only dedupe files on btrfs or xfs"), which then
+ * uses only FIDEDUPERANGE and FIEMAP, both translated here.  Without the
+ * variable fstatfs is glibc's, untouched.  statfs(2) by path is not
+ * interposed.
+ */
+#define SHIM_XFS_SUPER_MAGIC 0x58465342
+static int shim_fstatfs(int fd, struct statfs *buf)
+{
+	int r = real_fstatfs(fd, buf);
+	if (r != 0 || (unsigned long)buf->f_type != RLFS_FUSE_SUPER_MAGIC)
+		return r;
+	const char *t = getenv("RLFS_PRELOAD_FSTYPE");
+	if (t && strcmp(t, "xfs") == 0 && fd_is_reflinkfs(fd))
+		buf->f_type = SHIM_XFS_SUPER_MAGIC;
+	return r;
+}
+
+int fstatfs(int fd, struct statfs *buf);
+int fstatfs64(int fd, struct statfs64 *buf);
+
+int fstatfs(int fd, struct statfs *buf)
+{
+	return shim_fstatfs(fd, buf);
+}
+
+/* the same structure as struct statfs on 64-bit targets (LFS) */
+int fstatfs64(int fd, struct statfs64 *buf)
+{
+	_Static_assert(sizeof(struct statfs64) == sizeof(struct statfs), "statfs64 layout");
+	return shim_fstatfs(fd, (struct statfs *)(void *)buf);
 }
 
 int ioctl(int fd, unsigned long request, ...)
