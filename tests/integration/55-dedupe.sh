@@ -41,7 +41,7 @@ if command -v duperemove >/dev/null; then
 	[ "$before" = 0 ] || die "y shared before duperemove ($before)"
 	# duperemove 0.11 dedupes only where f_type says btrfs or XFS: the
 	# shim says XFS when asked (RLFS_PRELOAD_FSTYPE=xfs)
-	RLFS_PRELOAD_FSTYPE=xfs LD_PRELOAD=$SHIM duperemove -d -r "$MNT/dup" >"$T/duperemove.out" 2>&1 ||
+	RLFS_PRELOAD_FSTYPE=xfs LD_PRELOAD=$SHIM duperemove -d -r --dedupe-options=partial "$MNT/dup" >"$T/duperemove.out" 2>&1 ||
 		{ tail -20 "$T/duperemove.out" >&2; die "duperemove failed"; }
 	after=$(LD_PRELOAD=$SHIM $PY -c 'import sys; sys.path.insert(0, sys.argv[1]); import dedupe_ops as d; print(d.shared_bytes(sys.argv[2], 0, 4 << 20))' "$SRCDIR/tests/helpers" "$MNT/dup/y")
 	[ "$after" = $((4 << 20)) ] || { tail -20 "$T/duperemove.out" >&2; die "duperemove shared $after of 4 MiB"; }
