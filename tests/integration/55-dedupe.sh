@@ -73,7 +73,7 @@ for d in "$T/xfs" "$MNT"; do
 	[ "$d" = "$MNT" ] && pre="env LD_PRELOAD=$SHIM"
 	$pre $PY "$OPS" race "$d" "${RACE_WRITES:-400}" >"$T/race.out" 2>"$T/race.err" ||
 		{ cat "$T/race.out" "$T/race.err" >&2; die "race failed on $d"; }
-	grep -q '^race: src-unchanged=True dst-is-last-write=True other=0 dedupes>0=True$' "$T/race.out" ||
+	grep -q '^race: src-unchanged=True dst-is-last-write=True writer-read-own-writes=True other=0 dedupes>0=True$' "$T/race.out" ||
 		{ cat "$T/race.out" >&2; die "dedupe vs writer broke an invariant on $d"; }
 	log "race on $(basename "$d"): $(cat "$T/race.err")"
 done
