@@ -44,8 +44,8 @@
  *    workload names, attributes, link counts, xattrs and the bytes of a
  *    few files as "properties" (see "the meta workload" below).
  *    Workloads: fsx (writes, truncates, punches, zero ranges, clones,
- *    unshares, copy ranges, fsync/fdatasync/sync on 4 files), clone (a 2 MiB file
- *    cloned twice, then small CoW overwrites), enospc (a 16 MiB image
+ *    unshares, copy ranges, dedupes, fsync/fdatasync/sync on 4 files), clone (a 2 MiB file
+ *    cloned twice, then small CoW overwrites and dedupes back), enospc (a 16 MiB image
  *    filled past full, then writes, clones, truncates, unshares), dir
  *    (create, write, link, unlink, rename, RENAME_EXCHANGE, mkdir, rmdir,
  *    a directory moved; file and directory fsyncs), falloc (fsx without
@@ -554,6 +554,38 @@ static void do_clone(struct wl *w, struct fmodel *s, struct fmodel *d, uint64_t 
 		d->v[d->nv - 1].grow_prefix = true;
 }
 
+/* dedupe whole blocks: [soff, soff+len) of s onto doff of d, both inside
+ * their files' EOF, if identical (rlfs_dedupe_range); the models predict
+ * same or differs, and contents never change, so a crash anywhere must
+ * leave each file with bytes of its versions only (a share that lost the
+ * destination's data would show another file's bytes) */
+static void do_dedupe(struct wl *w, struct fmodel *s, struct fmodel *d, uint64_t soff,
+		      uint64_t doff, uint64_t len)
+{
+	soff &= ~(uint64_t)(BLOCK_BYTES - 1);
+	doff &= ~(uint64_t)(BLOCK_BYTES - 1);
+	uint64_t s_end = s->cur_size & ~(uint64_t)(BLOCK_BYTES - 1);
+	uint64_t d_end = d->cur_size & ~(uint64_t)(BLOCK_BYTES - 1);
+	if (soff >= s_end || doff >= d_end)
+		return;
+	len = RLFS_MIN(len, RLFS_MIN(s_end - soff, d_end - doff)) & ~(uint64_t)(BLOCK_BYTES - 1);
+	if (!len || (s == d && soff < doff + len && doff < soff + len))
+		return;
+	int want = memcmp(s->cur + soff, d->cur + doff, len) ? RLFS_DEDUPE_DIFFERS : 0;
+	uint64_t done = 0;
+	int r = rlfs_dedupe_range(w->mp, s->ino, soff, d->ino, doff, len, &done);
+	if (getenv("RLFS_CRASH_TRACE"))
+		printf("trace: dedupe %s %" PRIu64 " -> %s %" PRIu64 " +%" PRIu64 ": %d\n", s->name,
+		       soff, d->name, doff, len, r);
+	if (r == -ENOSPC) {
+		w->nenospc++;
+	} else if (r != want || (r == 0 && done != len)) {
+		wl_fail("dedupe %s %" PRIu64 " -> %s %" PRIu64 " +%" PRIu64 ": %d (%" PRIu64
+			" bytes), expected %d", s->name, soff, d->name, doff, len, r, done, want);
+	}
+	op_done(w, d, "dedupe");
+}
+
 /* copy_file_range as the daemon does it (fuse/ioctl.c rl_copy_file_range):
  * source and destination at the same offset within a block, the head up
  * to a block boundary and the tail copied (read + write), the whole
@@ -714,6 +746,10 @@ static void wl_fsx(struct wl *w)
 				  "unshare");
 		} else if (r < 74) {
 			do_copy_range(w, f, pick(w), rndn(f->cur_size + 1), rnd_len(lim / 2));
+		} else if (r < 77) {
+			/* same offsets: copies and clones leave equal ranges there */
+			uint64_t o = rndn(f->cur_size + 1);
+			do_dedupe(w, f, pick(w), o, o, BLOCK_BYTES + rnd_len(lim / 2));
 		} else if (r < 89) {
 			do_fsync(w, f, 0);
 		} else if (r < 94) {
@@ -783,7 +819,13 @@ static void wl_clone(struct wl *w)
 			do_clone(w, pick(w), f, rndn(size), rndn(size), rnd_len(size / 4));
 		else if (r < 76)
 			do_falloc(w, f, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, rndn(size), rnd_len(size / 8), "punch");
-		else if (r < 94)
+		else if (r < 84) {
+			/* the big file back onto a copy: the parts not
+			 * overwritten since are identical (same), others
+			 * differ */
+			uint64_t o = rndn(size);
+			do_dedupe(w, pick(w), f, o, o, BLOCK_BYTES + rnd_len(size / 8));
+		} else if (r < 94)
 			do_fsync(w, f, (int)rndn(2));
 		else
 			do_sync(w);
