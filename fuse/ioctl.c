@@ -578,7 +578,10 @@ static int do_dedupe(fuse_req_t req, struct rlfs_mount *mp, fuse_ino_t ino,
 		return err;
 	if (d->src_offset + d->src_length > (uint64_t)st.st_size)
 		return -EINVAL;
-	uint64_t len = d->src_length < RLFS_IOC_DEDUPE_MAX_LEN ? d->src_length : RLFS_IOC_DEDUPE_MAX_LEN;
+	/* the kernel's "arbitrary 1G limit on a single dedupe request" */
+	uint64_t len = d->src_length;
+	if (len > RLFS_IOC_DEDUPE_MAX_LEN)
+		len = RLFS_IOC_DEDUPE_MAX_LEN;
 	struct caller_creds cc;
 	caller_creds_get(req, &cc);     /* unknown: no CAP_SYS_ADMIN */
 	for (unsigned i = 0; i < d->dest_count; i++) {

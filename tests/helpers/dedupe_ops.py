@@ -15,8 +15,8 @@ shim, on reflinkfs; the outputs must be equal).
                                 dedupes of the source onto it run; prints
                                 what must hold whatever the interleaving
     dedupe_ops.py one SRC SOFF DST DOFF LEN
-                                one dedupe; prints its result (for the
-                                test's broken-code checks)
+                                one dedupe; prints its result
+    dedupe_ops.py shared FILE   bytes of FILE that FIEMAP marks shared
 
 Semantics: ioctl_fideduperange(2), fs/remap_range.c
 vfs_dedupe_file_range (whole-call checks, 1 GiB cap, per-destination
@@ -343,5 +343,7 @@ if __name__ == "__main__":
         race(sys.argv[2], int(sys.argv[3]))
     elif sys.argv[1] == "one":
         one(*sys.argv[2:7])
+    elif sys.argv[1] == "shared":
+        print(shared_bytes(sys.argv[2], 0, os.stat(sys.argv[2]).st_size))
     else:
         sys.exit("usage: dedupe_ops.py ops|race|one ...")
