@@ -475,24 +475,90 @@ static int clone_checked(fuse_req_t req, struct rlfs_mount *mp, fuse_ino_t ino,
 }
 
 /*
- * allow_file_dedupe (fs/remap_range.c) for the destination st opened with
- * flags by req's caller: CAP_SYS_ADMIN, or open for writing, or owned by
- * the caller's fsuid, or writable by the caller (inode_permission
- * MAY_WRITE).  The last is judged by the mode bits (owner, group with the
- * caller's groups, others); an access ACL's named entries are not
- * consulted (its mask is the group bits, so a named user or group
- * allowed by it is refused here where the kernel would allow).
+ * posix_acl_permission (fs/posix_acl.c) for MAY_WRITE on the access ACL
+ * acl (the kernel's xattr form: le32 version 2, entries {le16 tag, le16
+ * perm, le32 id}) of a file owned by st: the owner entry for the owner,
+ * a named user entry (masked), else any group entry (owning or named,
+ * masked) of the caller's groups that grants it, else, if one matched,
+ * none; else the other entry.  1 granted, 0 refused, -1 a malformed ACL
+ * (the caller falls back to the mode bits).
  */
-static bool may_dedupe(fuse_req_t req, const struct caller_creds *cc, int flags,
-		       const struct stat *st)
+static int acl_may_write(const uint8_t *acl, size_t n, const struct stat *st, uid_t uid,
+			 const struct caller_creds *cc)
+{
+	enum { USER_OBJ = 1, USER = 2, GROUP_OBJ = 4, GROUP = 8, MASK = 16, OTHER = 32, W = 2 };
+	if (n < 4 || (n - 4) % 8 || acl[0] != 2 || acl[1] || acl[2] || acl[3])
+		return -1;
+	unsigned mask = 7, other = 0;
+	int user = -1;
+	bool group_match = false, group_ok = false;
+	for (size_t o = 4; o < n; o += 8) {
+		unsigned tag = acl[o] | (unsigned)acl[o + 1] << 8;
+		unsigned perm = acl[o + 2] | (unsigned)acl[o + 3] << 8;
+		uint32_t id = (uint32_t)acl[o + 4] | (uint32_t)acl[o + 5] << 8 |
+			      (uint32_t)acl[o + 6] << 16 | (uint32_t)acl[o + 7] << 24;
+		switch (tag) {
+		case USER_OBJ:
+			if (st->st_uid == uid)
+				return (perm & W) != 0;
+			break;
+		case USER:
+			if (id == uid)
+				user = (int)perm;
+			break;
+		case GROUP_OBJ:
+		case GROUP: {
+			gid_t g = tag == GROUP_OBJ ? st->st_gid : (gid_t)id;
+			if (cc->known && caller_in_group(cc, g)) {
+				group_match = true;
+				if (perm & W)
+					group_ok = true;  /* masked below */
+			}
+			break;
+		}
+		case MASK:
+			mask = perm;
+			break;
+		case OTHER:
+			other = perm;
+			break;
+		default:
+			return -1;
+		}
+	}
+	if (user >= 0)
+		return ((unsigned)user & mask & W) != 0;
+	if (group_match)
+		return group_ok && (mask & W);
+	return (other & W) != 0;
+}
+
+/*
+ * allow_file_dedupe (fs/remap_range.c) for the destination st (inode
+ * ino) opened with flags by req's caller: CAP_SYS_ADMIN, or open for
+ * writing, or owned by the caller's fsuid, or writable by the caller
+ * (inode_permission MAY_WRITE: the access ACL if the file has one, else
+ * the mode bits: owner, group with the caller's groups, others; or
+ * CAP_DAC_OVERRIDE, generic_permission's override for a regular file).
+ * Immutability is the library's check (EPERM there too).
+ */
+static bool may_dedupe(fuse_req_t req, struct rlfs_mount *mp, uint64_t ino,
+		       const struct caller_creds *cc, int flags, const struct stat *st)
 {
 	if (cc->known && cc->sysadmin)
 		return true;
 	if ((flags & O_ACCMODE) != O_RDONLY)
 		return true;
 	uid_t uid = req_ctx(req)->uid;
-	if (st->st_uid == uid)
+	if (st->st_uid == uid || (cc->known && cc->dac_override))
 		return true;
+	uint8_t acl[4096];
+	int n = rlfs_getxattr(mp, ino, "system.posix_acl_access", acl, sizeof(acl));
+	if (n > 0) {
+		int r = acl_may_write(acl, (size_t)n, st, uid, cc);
+		if (r >= 0)
+			return r == 1;
+	}
 	if (cc->known && caller_in_group(cc, st->st_gid))
 		return (st->st_mode & S_IWGRP) != 0;
 	return (st->st_mode & S_IWOTH) != 0;
@@ -524,7 +590,7 @@ static void dedupe_one(fuse_req_t req, struct rlfs_mount *mp, fuse_ino_t src_nod
 		if (err == -ENOENT)
 			err = -EXDEV;
 	}
-	if (!err && !may_dedupe(req, cc, cf.flags, &dst))
+	if (!err && !may_dedupe(req, mp, cf.ino, cc, cf.flags, &dst))
 		err = -EPERM;
 	if (!err && S_ISDIR(dst.st_mode))
 		err = -EISDIR;

@@ -33,7 +33,7 @@ import struct
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from posix_ops import child_as, res  # noqa: E402
+from posix_ops import child_as, child_run  # noqa: E402
 
 FIDEDUPERANGE = 0xC0189436
 FS_IOC_FIEMAP = 0xC020660B
@@ -238,7 +238,44 @@ def ops(root):
         print("user %s -> %s | shared=%d" % (name, r, shared_bytes(p(dst), 0, 256 * K)),
               flush=True)
 
+    # writable through the access ACL only: a named user entry, masked
+    # or not, a named user of someone else (others: read)
+    import subprocess
+    for n, acl in (("acl-user", "u:%d:rw" % NOBODY), ("acl-masked", "u:%d:rw,m::r" % NOBODY),
+                   ("acl-other-user", "u:1234:rw")):
+        mk(p(n), A[:256 * K], 0o644)
+        subprocess.run(["setfacl", "-m", acl, p(n)], check=True)
     user_case("ro-root644", "root644")
+    user_case("ro-acl-user", "acl-user")
+    user_case("ro-acl-masked", "acl-masked")
+    user_case("ro-acl-other-user", "acl-other-user")
+
+    def as_dac_override(fn):
+        # nobody with CAP_DAC_OVERRIDE only (generic_permission's
+        # override makes the file writable to it)
+        def setup():
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(8, 1, 0, 0, 0)       # PR_SET_KEEPCAPS
+            os.setgroups([])
+            os.setresgid(NOBODY, NOBODY, NOBODY)
+            os.setresuid(NOBODY, NOBODY, NOBODY)
+            hdr = (ctypes.c_uint32 * 2)(0x20080522, 0)
+            data = (ctypes.c_uint32 * 6)(1 << 1, 1 << 1, 0, 0, 0, 0)
+            if libc.capset(hdr, data):
+                raise OSError(ctypes.get_errno(), "capset")
+        return child_run(setup, fn)
+
+    def dac_fn():
+        sfd = os.open(p("src-ro"), os.O_RDONLY)
+        dfd = os.open(p("root644b"), os.O_RDONLY)
+        try:
+            return dedupe(sfd, 0, 256 * K, [(dfd, 0)])
+        finally:
+            os.close(dfd)
+            os.close(sfd)
+    mk(p("root644b"), A[:256 * K], 0o644)
+    print("dac_override ro-root644 -> %s | shared=%d" %
+          (as_dac_override(dac_fn), shared_bytes(p("root644b"), 0, 256 * K)), flush=True)
     user_case("ro-root666", "root666")
     user_case("ro-grp664", "grp664")
     user_case("ro-own444", "own444")
