@@ -2,7 +2,7 @@
  * crashtest.c: rlfs-crashtest, the crash tester (issue 10 section 4;
  * docs/DESIGN.md "Crash testing").
  *
- *   rlfs-crashtest [--workload fsx|clone|enospc|dir|falloc|meta|unlinked|remount|cowwide|all]
+ *   rlfs-crashtest [--workload fsx|clone|enospc|dir|falloc|meta|unlinked|remount|cowwide|dedupe|all]
  *                  [--seed S]
  *                  [--ops N] [--count N] [--images M]
  *                  [--mode all|synced|flush|random|recovery] [--cut K] [--dir DIR] [--keep]
@@ -45,7 +45,8 @@
  *    few files as "properties" (see "the meta workload" below).
  *    Workloads: fsx (writes, truncates, punches, zero ranges, clones,
  *    unshares, copy ranges, dedupes, fsync/fdatasync/sync on 4 files), clone (a 2 MiB file
- *    cloned twice, then small CoW overwrites and dedupes back), enospc (a 16 MiB image
+ *    cloned twice, then small CoW overwrites), dedupe (the same start, then
+ *    CoW overwrites and ranges deduped back, same or differing), enospc (a 16 MiB image
  *    filled past full, then writes, clones, truncates, unshares), dir
  *    (create, write, link, unlink, rename, RENAME_EXCHANGE, mkdir, rmdir,
  *    a directory moved; file and directory fsyncs), falloc (fsx without
@@ -819,16 +820,45 @@ static void wl_clone(struct wl *w)
 			do_clone(w, pick(w), f, rndn(size), rndn(size), rnd_len(size / 4));
 		else if (r < 76)
 			do_falloc(w, f, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, rndn(size), rnd_len(size / 8), "punch");
-		else if (r < 84) {
-			/* the big file back onto a copy: the parts not
-			 * overwritten since are identical (same), others
-			 * differ */
-			uint64_t o = rndn(size);
-			do_dedupe(w, pick(w), f, o, o, BLOCK_BYTES + rnd_len(size / 8));
-		} else if (r < 94)
+		else if (r < 94)
 			do_fsync(w, f, (int)rndn(2));
 		else
 			do_sync(w);
+	}
+}
+
+/* dedupe: the clone workload's start (one big file cloned whole into the
+ * others), then CoW overwrites, and ranges of one file deduped onto the
+ * same offsets of another: the parts not overwritten since are identical
+ * (shared again, the destination's private blocks freed), the others
+ * differ (nothing changes).  A separate workload so that the clone
+ * workload's sequence (and its fixed recovery cut in 35-crash) stays. */
+static void wl_dedupe(struct wl *w)
+{
+	for (int i = 0; i < w->nf; i++)
+		do_create(w, &w->f[i]);
+	struct fmodel *big = &w->f[0];
+	uint64_t size = big->max_bytes;
+	for (uint64_t off = 0; off < size; off += 256 * 1024)
+		do_write(w, big, off, RLFS_MIN(256 * 1024, size - off));
+	do_fsync(w, big, 0);
+	for (int i = 1; i < w->nf; i++) {
+		do_clone(w, big, &w->f[i], 0, 0, size);
+		do_fsync(w, &w->f[i], 0);
+	}
+	for (unsigned n = 0; n < w->o->ops; n++) {
+		struct fmodel *f = pick(w);
+		uint64_t r = rndn(100);
+		if (r < 50) {
+			do_write(w, f, rndn(size), 1 + rndn(16384));
+		} else if (r < 75) {
+			uint64_t o = rndn(size);
+			do_dedupe(w, pick(w), f, o, o, BLOCK_BYTES + rnd_len(size / 4));
+		} else if (r < 92) {
+			do_fsync(w, f, (int)rndn(2));
+		} else {
+			do_sync(w);
+		}
 	}
 }
 
@@ -2514,6 +2544,7 @@ static const struct wdef workloads[] = {
 	{ "meta", wl_meta, 32ull << 20, 0, 0, 200 },
 	{ "remount", wl_remount, 32ull << 20, 4, 256 * 1024, 250 },
 	{ "cowwide", wl_cowwide, 32ull << 20, 3, 1ull << 20, 40 },
+	{ "dedupe", wl_dedupe, 32ull << 20, 3, 1ull << 20, 60 },
 };
 
 /* ---------------------------------------------------------------- */
@@ -3127,7 +3158,7 @@ struct totals {
 static void usage(FILE *out)
 {
 	fprintf(out,
-		"usage: rlfs-crashtest [--workload fsx|clone|enospc|dir|falloc|meta|unlinked|remount|cowwide|all]\n"
+		"usage: rlfs-crashtest [--workload fsx|clone|enospc|dir|falloc|meta|unlinked|remount|cowwide|dedupe|all]\n"
 		"                      [--seed S] [--ops N]\n"
 		"                      [--count N] [--images M]\n"
 		"                      [--mode all|synced|flush|random|recovery]\n"
@@ -3576,7 +3607,7 @@ int main(int argc, char **argv)
 		if (!strcmp(o.workload, "all") || !strcmp(o.workload, workloads[i].name))
 			list[nlist++] = &workloads[i];
 	if (!nlist) {
-		fprintf(stderr, "rlfs-crashtest: unknown --workload %s (fsx, clone, enospc, dir, falloc, meta, unlinked, remount, cowwide, all)\n",
+		fprintf(stderr, "rlfs-crashtest: unknown --workload %s (fsx, clone, enospc, dir, falloc, meta, unlinked, remount, cowwide, dedupe, all)\n",
 			o.workload);
 		return 2;
 	}
