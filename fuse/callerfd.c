@@ -301,6 +301,7 @@ int caller_creds_get(fuse_req_t req, struct caller_creds *c)
 	bool init_ns = stat(path, &nst) == 0 && nst.st_ino == 0xEFFFFFFDu;
 	c->fsetid = init_ns && (eff & (1ull << 4));        /* CAP_FSETID */
 	c->sysadmin = init_ns && (eff & (1ull << 21));     /* CAP_SYS_ADMIN */
+	c->dac_override = init_ns && (eff & (1ull << 1));  /* CAP_DAC_OVERRIDE */
 	c->known = true;
 	return 0;
 }

@@ -183,6 +183,7 @@ struct caller_creds {
 	bool known;
 	bool fsetid;            /* CAP_FSETID in the initial user namespace */
 	bool sysadmin;          /* CAP_SYS_ADMIN in the initial user namespace */
+	bool dac_override;      /* CAP_DAC_OVERRIDE in the initial user namespace */
 	gid_t fsgid;
 	int ngroups;
 	gid_t groups[CALLER_MAX_GROUPS];

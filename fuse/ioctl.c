@@ -474,6 +474,194 @@ static int clone_checked(fuse_req_t req, struct rlfs_mount *mp, fuse_ino_t ino,
 	return 0;
 }
 
+/*
+ * posix_acl_permission (fs/posix_acl.c) for MAY_WRITE on the access ACL
+ * acl (the kernel's xattr form: le32 version 2, entries {le16 tag, le16
+ * perm, le32 id}) of a file owned by st: the owner entry for the owner,
+ * a named user entry (masked), else any group entry (owning or named,
+ * masked) of the caller's groups that grants it, else, if one matched,
+ * none; else the other entry.  1 granted, 0 refused, -1 a malformed ACL
+ * (the caller falls back to the mode bits).
+ */
+static int acl_may_write(const uint8_t *acl, size_t n, const struct stat *st, uid_t uid,
+			 const struct caller_creds *cc)
+{
+	enum { USER_OBJ = 1, USER = 2, GROUP_OBJ = 4, GROUP = 8, MASK = 16, OTHER = 32, W = 2 };
+	if (n < 4 || (n - 4) % 8 || acl[0] != 2 || acl[1] || acl[2] || acl[3])
+		return -1;
+	unsigned mask = 7, other = 0;
+	int user = -1;
+	bool group_match = false, group_ok = false;
+	for (size_t o = 4; o < n; o += 8) {
+		unsigned tag = acl[o] | (unsigned)acl[o + 1] << 8;
+		unsigned perm = acl[o + 2] | (unsigned)acl[o + 3] << 8;
+		uint32_t id = (uint32_t)acl[o + 4] | (uint32_t)acl[o + 5] << 8 |
+			      (uint32_t)acl[o + 6] << 16 | (uint32_t)acl[o + 7] << 24;
+		switch (tag) {
+		case USER_OBJ:
+			if (st->st_uid == uid)
+				return (perm & W) != 0;
+			break;
+		case USER:
+			if (id == uid)
+				user = (int)perm;
+			break;
+		case GROUP_OBJ:
+		case GROUP: {
+			gid_t g = tag == GROUP_OBJ ? st->st_gid : (gid_t)id;
+			if (cc->known && caller_in_group(cc, g)) {
+				group_match = true;
+				if (perm & W)
+					group_ok = true;  /* masked below */
+			}
+			break;
+		}
+		case MASK:
+			mask = perm;
+			break;
+		case OTHER:
+			other = perm;
+			break;
+		default:
+			return -1;
+		}
+	}
+	if (user >= 0)
+		return ((unsigned)user & mask & W) != 0;
+	if (group_match)
+		return group_ok && (mask & W);
+	return (other & W) != 0;
+}
+
+/*
+ * allow_file_dedupe (fs/remap_range.c) for the destination st (inode
+ * ino) opened with flags by req's caller: CAP_SYS_ADMIN, or open for
+ * writing, or owned by the caller's fsuid, or writable by the caller
+ * (inode_permission MAY_WRITE: the access ACL if the file has one, else
+ * the mode bits: owner, group with the caller's groups, others; or
+ * CAP_DAC_OVERRIDE, generic_permission's override for a regular file).
+ * Immutability is the library's check (EPERM there too).
+ */
+static bool may_dedupe(fuse_req_t req, struct rlfs_mount *mp, uint64_t ino,
+		       const struct caller_creds *cc, int flags, const struct stat *st)
+{
+	if (cc->known && cc->sysadmin)
+		return true;
+	if ((flags & O_ACCMODE) != O_RDONLY)
+		return true;
+	uid_t uid = req_ctx(req)->uid;
+	if (st->st_uid == uid || (cc->known && cc->dac_override))
+		return true;
+	uint8_t acl[4096];
+	int n = rlfs_getxattr(mp, ino, "system.posix_acl_access", acl, sizeof(acl));
+	if (n > 0) {
+		int r = acl_may_write(acl, (size_t)n, st, uid, cc);
+		if (r >= 0)
+			return r == 1;
+	}
+	if (cc->known && caller_in_group(cc, st->st_gid))
+		return (st->st_mode & S_IWGRP) != 0;
+	return (st->st_mode & S_IWOTH) != 0;
+}
+
+/* One destination of RLFS_IOC_DEDUPE_RANGE, in the order of the kernel's
+ * vfs_dedupe_file_range / vfs_dedupe_file_range_one: the descriptor
+ * (EBADF), reserved (EINVAL), the range (EINVAL), permission (EPERM),
+ * filesystem (EXDEV), type (EISDIR), len 0, then the library (which
+ * holds both iolocks from the compare through the share).  Sets status
+ * and bytes_deduped. */
+static void dedupe_one(fuse_req_t req, struct rlfs_mount *mp, fuse_ino_t src_node,
+		       const struct caller_creds *cc, uint64_t src_off, uint64_t len,
+		       struct rlfs_ioc_dedupe_info *info)
+{
+	struct caller_file cf;
+	info->bytes_deduped = 0;
+	info->status = 0;
+	int err = callerfd_get(req, info->dest_fd, &cf);
+	if (err) {
+		info->status = err;
+		return;
+	}
+	struct stat dst;
+	if (info->reserved || !remap_area_ok(info->dest_offset, len))
+		err = -EINVAL;
+	if (!err) {
+		err = rlfs_getattr(mp, cf.ino, &dst);
+		if (err == -ENOENT)
+			err = -EXDEV;
+	}
+	if (!err && !may_dedupe(req, mp, cf.ino, cc, cf.flags, &dst))
+		err = -EPERM;
+	if (!err && S_ISDIR(dst.st_mode))
+		err = -EISDIR;
+	if (!err && len) {
+		/* the kernel writes dirty pages back in the remap prep; it
+		 * does not for an ioctl to FUSE: do it, and wait */
+		fuse_ino_t nodes[2] = { src_node, i2n(cf.ino) };
+		flush_and_wait(nodes, src_node == nodes[1] ? 1 : 2);
+		uint64_t done = 0;
+		int r = rlfs_dedupe_range(mp, n2i(src_node), src_off, cf.ino, info->dest_offset,
+					  len, &done);
+		if (r == RLFS_DEDUPE_DIFFERS)
+			info->status = RLFS_DEDUPE_DIFFERS;
+		else if (r < 0)
+			err = r;
+		else
+			info->bytes_deduped = len;      /* as the kernel reports it */
+	}
+	callerfd_put(&cf);
+	if (err)
+		info->status = err;
+}
+
+/* RLFS_IOC_DEDUPE_RANGE on the source (ino, fi): the whole-call checks of
+ * vfs_dedupe_file_range, then each destination (reflinkfs/ioctl.h). */
+static int do_dedupe(fuse_req_t req, struct rlfs_mount *mp, fuse_ino_t ino,
+		     struct fuse_file_info *fi, unsigned ioflags, struct rlfs_ioc_dedupe_range *d)
+{
+	bool known;
+	int fl = fh_flags(fi, &known);
+	if ((ioflags & FUSE_IOCTL_DIR))
+		return -EISDIR;
+	if (!known || (fl & O_ACCMODE) == O_WRONLY)
+		return -EINVAL;         /* source not open for reading */
+	if (d->reserved1 || d->reserved2 || d->dest_count > RLFS_IOC_DEDUPE_MAX)
+		return -EINVAL;
+	struct stat st;
+	int err = rlfs_getattr(mp, n2i(ino), &st);
+	if (err)
+		return err;
+	if (S_ISDIR(st.st_mode))
+		return -EISDIR;
+	if (!S_ISREG(st.st_mode))
+		return -EINVAL;
+	if (!remap_area_ok(d->src_offset, d->src_length))
+		return -EINVAL;
+	/* against the size the caller sees: its dirty pages first */
+	flush_and_wait(&ino, 1);
+	err = rlfs_getattr(mp, n2i(ino), &st);
+	if (err)
+		return err;
+	if (d->src_offset + d->src_length > (uint64_t)st.st_size)
+		return -EINVAL;
+	/* the kernel's "arbitrary 1G limit on a single dedupe request" */
+	uint64_t len = d->src_length;
+	if (len > RLFS_IOC_DEDUPE_MAX_LEN)
+		len = RLFS_IOC_DEDUPE_MAX_LEN;
+	struct caller_creds cc;
+	caller_creds_get(req, &cc);     /* unknown: no CAP_SYS_ADMIN */
+	for (unsigned i = 0; i < d->dest_count; i++) {
+		d->info[i].bytes_deduped = 0;
+		d->info[i].status = 0;
+	}
+	for (unsigned i = 0; i < d->dest_count; i++) {
+		dedupe_one(req, mp, ino, &cc, d->src_offset, len, &d->info[i]);
+		if (caller_dying(req))
+			break;          /* fatal_signal_pending: the rest stay 0 */
+	}
+	return 0;
+}
+
 /* RLFS_IOC_GET_EXTENTS with FS_IOC_FIEMAP's checks in its order
  * (fiemap_prep: length, start, then flags; the library checks the range). */
 static int do_get_extents(struct rlfs_mount *mp, fuse_ino_t ino, struct rlfs_ioc_extents *x)
@@ -672,6 +860,26 @@ static void ioctl_work(fuse_req_t req, fuse_ino_t ino, unsigned int c,
 			fuse_reply_ioctl(req, 0, &a, sizeof(a));
 		return;
 	}
+	case RLFS_IOC_DEDUPE_RANGE: {
+		if (in_bufsz != sizeof(struct rlfs_ioc_dedupe_range) ||
+		    out_bufsz != sizeof(struct rlfs_ioc_dedupe_range)) {
+			fuse_reply_err(req, EINVAL);
+			return;
+		}
+		struct rlfs_ioc_dedupe_range *d = malloc(sizeof(*d));
+		if (!d) {
+			fuse_reply_err(req, ENOMEM);
+			return;
+		}
+		memcpy(d, in_buf, sizeof(*d));
+		err = do_dedupe(req, mp, ino, fi, flags, d);
+		if (err)
+			reply_status(req, err);
+		else
+			fuse_reply_ioctl(req, 0, d, sizeof(*d));
+		free(d);
+		return;
+	}
 	case RLFS_IOC_MOUNT_STATE:
 		mount_state_ioctl(req, in_buf, in_bufsz, out_bufsz);   /* remount.c */
 		return;
@@ -718,11 +926,12 @@ void rl_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
 	    (cmd != RLFS_IOC_CLONE && cmd != RLFS_IOC_CLONE_RANGE &&
 	     cmd != RLFS_IOC_GET_EXTENTS && cmd != RLFS_IOC_UNSHARE_RANGE &&
 	     cmd != RLFS_IOC_MOUNT_STATE && cmd != RLFS_IOC_GETFSMAP &&
-	     cmd != RLFS_IOC_FSMAP_GEOM)) {
+	     cmd != RLFS_IOC_FSMAP_GEOM && cmd != RLFS_IOC_DEDUPE_RANGE)) {
 		fuse_reply_err(req, ENOTTY);
 		return;
 	}
-	if (in_bufsz > sizeof(struct rlfs_ioc_extents) && in_bufsz > sizeof(struct rlfs_ioc_fsmap)) {
+	if (in_bufsz > sizeof(struct rlfs_ioc_extents) && in_bufsz > sizeof(struct rlfs_ioc_fsmap) &&
+	    in_bufsz > sizeof(struct rlfs_ioc_dedupe_range)) {
 		fuse_reply_err(req, EINVAL);
 		return;
 	}

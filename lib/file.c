@@ -361,7 +361,7 @@ static int write_mapped(struct rlfs_inode *ip, const uint8_t *buf, uint64_t pos,
 	return 0;
 }
 
-static int read_mapped(struct rlfs_inode *ip, uint8_t *buf, uint64_t pos, uint64_t end)
+int rlfs_read_mapped(struct rlfs_inode *ip, uint8_t *buf, uint64_t pos, uint64_t end)
 {
 	struct rlfs_mount *mp = ip->mp;
 	while (pos < end) {
@@ -633,7 +633,7 @@ ssize_t rlfs_read(struct rlfs_mount *mp, uint64_t ino, void *buf, size_t size, o
 		uint64_t n = RLFS_MIN((uint64_t)size, ip->size - (uint64_t)off);
 		if (n > SSIZE_MAX)
 			n = SSIZE_MAX;
-		error = read_mapped(ip, buf, (uint64_t)off, (uint64_t)off + n);
+		error = rlfs_read_mapped(ip, buf, (uint64_t)off, (uint64_t)off + n);
 		ret = error ? error : (ssize_t)n;
 	}
 	pthread_rwlock_unlock(&ip->iolock);

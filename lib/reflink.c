@@ -38,6 +38,8 @@
 
 #define CLONE_BATCH RLFS_TX_CLONE_PIECES /* most pieces planned per clone transaction (trans_resv.h) */
 #define CLONE_POLL 64u           /* pieces between two cancel polls */
+#define CLONE_DEDUPE (1u << 31)  /* clone_blocks flag: a dedupe (times stay) */
+#define DEDUPE_CHUNK (256u << 10) /* bytes compared per read of each file */
 #define UNSHARE_CHUNK RLFS_TX_UNSHARE_BLOCKS /* blocks unshared per transaction */
 #define COPY_BUF_BYTES (1u << 20)
 
@@ -627,8 +629,9 @@ static int clone_blocks(struct rlfs_inode *src, uint64_t sb, struct rlfs_inode *
 		if (error)
 			break;
 		rlfs_trans_ijoin(tp, dst);
-		if (first) {
-			/* file_modified(): times and privileges, once */
+		if (first && !(flags & CLONE_DEDUPE)) {
+			/* file_modified(): times and privileges, once (a
+			 * dedupe changes no contents: neither) */
 			struct timespec now;
 			rlfs_now(&now);
 			dst->mtime = dst->ctime = now;
@@ -862,6 +865,186 @@ int64_t rlfs_clone_range_cancel(struct rlfs_mount *mp, uint64_t src_ino, uint64_
 	} else {
 		ret = (int64_t)count;
 	}
+out:
+	unlock_clone(src, dst);
+	rlfs_irele(dst);
+	rlfs_irele(src);
+	return ret;
+}
+
+/* ------------------------------------------------------------------ */
+/* Dedupe range                                                        */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Compare [soff, soff+len) of src with [doff, doff+len) of dst (both
+ * iolocks held).  Where both files map the same device blocks in the same
+ * state the bytes are equal without reading them (already shared);
+ * elsewhere both sides are read through the data fork in chunks of at
+ * most DEDUPE_CHUNK bytes.  *same: equal; *all_shared: every byte was
+ * already shared (nothing to remap).  0, -ENOMEM, -EIO.
+ */
+static int dedupe_compare(struct rlfs_inode *src, uint64_t soff, struct rlfs_inode *dst,
+			  uint64_t doff, uint64_t len, bool *same, bool *all_shared)
+{
+	struct rlfs_mount *mp = src->mp;
+	const uint64_t mask = mp->blocksize - 1;
+	uint8_t *a = NULL, *b = NULL;
+	uint64_t pos = 0;
+	int error = 0;
+
+	*same = true;
+	*all_shared = true;
+	while (pos < len) {
+		uint64_t s = soff + pos, d = doff + pos, n = len - pos;
+		/* whole blocks mapped to the same device blocks: shared */
+		if (!(s & mask) && !(d & mask)) {
+			struct rlfs_irec sg, dg;
+			bool sf, df;
+			uint64_t sb = s >> mp->blocklog, db = d >> mp->blocklog;
+			rlfs_bmap_lookup(src, sb, &sg, &sf);
+			rlfs_bmap_lookup(dst, db, &dg, &df);
+			if (sf && df && sg.state == dg.state &&
+			    sg.startblock + (sb - sg.startoff) == dg.startblock + (db - dg.startoff)) {
+				uint64_t nb = RLFS_MIN(irec_end(&sg) - sb, irec_end(&dg) - db);
+				uint64_t run = RLFS_MIN(n, nb << mp->blocklog);
+				pos += run;
+				continue;
+			}
+			if (sf && df) /* read up to the end of the nearer extent */
+				n = RLFS_MIN(n, RLFS_MIN(irec_end(&sg) - sb, irec_end(&dg) - db)
+					     << mp->blocklog);
+		}
+		*all_shared = false;
+		n = RLFS_MIN(n, (uint64_t)DEDUPE_CHUNK);
+		if (!a) {
+			a = malloc(DEDUPE_CHUNK);
+			b = malloc(DEDUPE_CHUNK);
+			if (!a || !b) {
+				error = -ENOMEM;
+				break;
+			}
+		}
+		error = rlfs_read_mapped(src, a, s, s + n);
+		if (!error)
+			error = rlfs_read_mapped(dst, b, d, d + n);
+		if (error)
+			break;
+		if (memcmp(a, b, (size_t)n) != 0) {
+			*same = false;
+			break;
+		}
+		pos += n;
+	}
+	free(a);
+	free(b);
+	return error;
+}
+
+int rlfs_dedupe_range(struct rlfs_mount *mp, uint64_t src_ino, uint64_t src_off,
+		      uint64_t dst_ino, uint64_t dst_off, uint64_t len, uint64_t *deduped)
+{
+	struct rlfs_inode *src = NULL, *dst = NULL;
+	const uint64_t mask = mp->blocksize - 1;
+	int ret, error;
+
+	*deduped = 0;
+	/* remap_verify_area: loff_t offsets and lengths that do not wrap */
+	if (src_off > INT64_MAX || dst_off > INT64_MAX || len > INT64_MAX ||
+	    len > (uint64_t)INT64_MAX - src_off || len > (uint64_t)INT64_MAX - dst_off)
+		return -EINVAL;
+	if (len == 0)
+		return 0;       /* vfs_dedupe_file_range_one: nothing to do */
+	error = rlfs_iget(mp, src_ino, &src);
+	if (error)
+		return error;
+	error = rlfs_iget(mp, dst_ino, &dst);
+	if (error) {
+		rlfs_irele(src);
+		return error;
+	}
+	/* src shared, dst exclusive, in inode order (lock_clone): no write
+	 * to either file gets between the compare and the share */
+	lock_clone(src, dst);
+	if (mp->flags & RLFS_MOUNT_RDONLY) {
+		ret = -EROFS;
+		goto out;
+	}
+	if (!rlfs_has_reflink(mp)) {
+		ret = -EOPNOTSUPP;
+		goto out;
+	}
+	/* __generic_remap_file_range_prep */
+	if (dst->flags & RLFS_DIFLAG_IMMUTABLE) {
+		ret = -EPERM;
+		goto out;
+	}
+	ret = check_types(src, dst);
+	if (ret)
+		goto out;
+	if (!src->ext_loaded || !dst->ext_loaded) {
+		ret = -EUCLEAN;
+		goto out;
+	}
+	/* generic_remap_checks with REMAP_FILE_DEDUP | REMAP_FILE_CAN_SHORTEN */
+	uint64_t size_in = src->size, size_out = dst->size, count = len, bcount;
+	if ((src_off & mask) || (dst_off & mask)) {
+		ret = -EINVAL;
+		goto out;
+	}
+	if (src_off >= size_in || src_off + count > size_in ||
+	    dst_off >= size_out || dst_off + count > size_out) {
+		ret = -EINVAL;
+		goto out;
+	}
+	if (dst_off >= mp->maxbytes) {
+		ret = -EFBIG;
+		goto out;
+	}
+	count = RLFS_MIN(count, mp->maxbytes - dst_off);
+	if (src_off + count == size_in && dst_off + count == size_out) {
+		bcount = ((size_in + mask) & ~mask) - src_off;
+	} else {
+		count &= ~mask;  /* shortened to whole blocks (CAN_SHORTEN) */
+		bcount = count;
+	}
+	if (src == dst && dst_off + bcount > src_off && dst_off < src_off + bcount) {
+		ret = -EINVAL;
+		goto out;
+	}
+	if (count == 0) {
+		ret = 0;
+		goto out;
+	}
+	/* Dirty data: the library has no cache of its own; the caller wrote
+	 * back what it caches (the daemon: the kernel's pages) before. */
+	bool same, all_shared;
+	error = dedupe_compare(src, src_off, dst, dst_off, count, &same, &all_shared);
+	if (error) {
+		ret = error;
+		goto out;
+	}
+	if (!same) {
+		ret = RLFS_DEDUPE_DIFFERS;
+		goto out;
+	}
+	if (!all_shared) {
+		uint64_t done_blocks = 0;
+		error = clone_blocks(src, src_off >> mp->blocklog, dst, dst_off >> mp->blocklog,
+				     bcount >> mp->blocklog, dst_off + count, CLONE_DEDUPE, NULL,
+				     &done_blocks);
+		if (error) {
+			/* like the clone: report the part that was remapped */
+			uint64_t done_bytes = RLFS_MIN(count, done_blocks << mp->blocklog);
+			if (!done_bytes) {
+				ret = error;
+				goto out;
+			}
+			count = done_bytes;
+		}
+	}
+	*deduped = count;
+	ret = 0;
 out:
 	unlock_clone(src, dst);
 	rlfs_irele(dst);

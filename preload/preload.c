@@ -11,6 +11,8 @@
  *
  *   FICLONE        (ioctl_ficlone(2))       into RLFS_IOC_CLONE
  *   FICLONERANGE   (ioctl_ficlonerange(2))  into RLFS_IOC_CLONE_RANGE
+ *   FIDEDUPERANGE  (ioctl_fideduperange(2)) into batches of
+ *                  RLFS_IOC_DEDUPE_RANGE
  *   FS_IOC_FIEMAP  (Documentation/filesystems/fiemap.rst) into batches of
  *                  RLFS_IOC_GET_EXTENTS
  *   FS_IOC_GETFSMAP (ioctl_getfsmap(2)) into batches of RLFS_IOC_GETFSMAP
@@ -84,6 +86,24 @@ static int real_ioctl(int fd, unsigned long request, void *arg)
 	return f(fd, request, arg);
 }
 
+typedef int (*fstatfs_fn)(int, struct statfs *);
+
+/* glibc's fstatfs (the shim interposes fstatfs and fstatfs64 itself). */
+static int real_fstatfs(int fd, struct statfs *buf)
+{
+	static fstatfs_fn fn;
+	fstatfs_fn f = __atomic_load_n(&fn, __ATOMIC_ACQUIRE);
+	if (!f) {
+		f = (fstatfs_fn)dlsym(RTLD_NEXT, "fstatfs");
+		__atomic_store_n(&fn, f, __ATOMIC_RELEASE);
+	}
+	if (!f) {
+		errno = ENOSYS;
+		return -1;
+	}
+	return f(fd, buf);
+}
+
 /* ------------------------------------------------------------------ */
 /* Is fd on a reflinkfs mount?  Cached per device number. */
 
@@ -125,7 +145,7 @@ static bool fd_is_reflinkfs(int fd)
 	struct statfs sfs;
 	struct stat st;
 	bool r = false;
-	if (fstatfs(fd, &sfs) != 0 || (unsigned long)sfs.f_type != RLFS_FUSE_SUPER_MAGIC ||
+	if (real_fstatfs(fd, &sfs) != 0 || (unsigned long)sfs.f_type != RLFS_FUSE_SUPER_MAGIC ||
 	    fstat(fd, &st) != 0)
 		goto out;
 	pthread_mutex_lock(&g_cache_lock);
@@ -190,6 +210,66 @@ static int do_ficlonerange(int fd, const struct file_clone_range *u)
 	int r = real_ioctl(fd, RLFS_IOC_CLONE_RANGE, &a);
 	if (r == 0)
 		touch_mtime(fd);
+	return r;
+}
+
+/*
+ * FIDEDUPERANGE as fs/ioctl.c ioctl_file_dedupe_range: an argument of
+ * more than a page (24 bytes + 32 per destination: 127 destinations with
+ * 4 KiB pages) is ENOMEM; the destinations go to the daemon in batches of
+ * RLFS_IOC_DEDUPE_MAX (one batch wherever pages are 4 KiB or 16 KiB), and
+ * each one's status and bytes_deduped come back into the caller's array.
+ * A whole-call error (EINVAL, EISDIR: see reflinkfs/ioctl.h) fails the
+ * ioctl; a later batch cannot meet one the first did not (same source,
+ * same checks), except a source truncated in between.
+ */
+static int do_fideduperange(int fd, struct file_dedupe_range *u)
+{
+	if (!u) {
+		errno = EFAULT;
+		return -1;
+	}
+	long pg = sysconf(_SC_PAGESIZE);
+	uint16_t count = u->dest_count;
+	size_t size = sizeof(*u) + (size_t)count * sizeof(u->info[0]);
+	if (pg > 0 && size > (size_t)pg) {
+		errno = ENOMEM;
+		return -1;
+	}
+	struct rlfs_ioc_dedupe_range *a = malloc(sizeof(*a));
+	if (!a) {
+		errno = ENOMEM;
+		return -1;
+	}
+	uint16_t done = 0;
+	int r = 0;
+	do {
+		uint16_t n = (uint16_t)(count - done);
+		if (n > RLFS_IOC_DEDUPE_MAX)
+			n = RLFS_IOC_DEDUPE_MAX;
+		memset(a, 0, sizeof(*a));
+		a->src_offset = u->src_offset;
+		a->src_length = u->src_length;
+		a->dest_count = n;
+		a->reserved1 = u->reserved1;
+		a->reserved2 = u->reserved2;
+		for (uint16_t i = 0; i < n; i++) {
+			a->info[i].dest_fd = u->info[done + i].dest_fd;
+			a->info[i].dest_offset = u->info[done + i].dest_offset;
+			a->info[i].reserved = u->info[done + i].reserved;
+		}
+		r = real_ioctl(fd, RLFS_IOC_DEDUPE_RANGE, a);
+		if (r != 0)
+			break;
+		for (uint16_t i = 0; i < n; i++) {
+			u->info[done + i].bytes_deduped = a->info[i].bytes_deduped;
+			u->info[done + i].status = a->info[i].status;
+		}
+		done = (uint16_t)(done + n);
+	} while (done < count);
+	int saved = errno;
+	free(a);
+	errno = saved;
 	return r;
 }
 
@@ -455,6 +535,42 @@ static int do_fsgeometry(int fd, void *arg)
 	return 0;
 }
 
+/*
+ * RLFS_PRELOAD_FSTYPE=xfs (opt-in): fstatfs(2) of a file on reflinkfs
+ * reports XFS's f_type (XFS_SUPER_MAGIC) instead of FUSE's, for programs
+ * that refuse to dedupe anywhere but on btrfs or XFS by that test:
+ * duperemove 0.11 ("Can only dedupe files on btrfs or xfs"), which then
+ * uses only FIDEDUPERANGE and FIEMAP, both translated here.  Without the
+ * variable fstatfs is glibc's, untouched.  statfs(2) by path is not
+ * interposed.
+ */
+#define SHIM_XFS_SUPER_MAGIC 0x58465342
+static int shim_fstatfs(int fd, struct statfs *buf)
+{
+	int r = real_fstatfs(fd, buf);
+	if (r != 0 || (unsigned long)buf->f_type != RLFS_FUSE_SUPER_MAGIC)
+		return r;
+	const char *t = getenv("RLFS_PRELOAD_FSTYPE");
+	if (t && strcmp(t, "xfs") == 0 && fd_is_reflinkfs(fd))
+		buf->f_type = SHIM_XFS_SUPER_MAGIC;
+	return r;
+}
+
+int fstatfs(int fd, struct statfs *buf);
+int fstatfs64(int fd, struct statfs64 *buf);
+
+int fstatfs(int fd, struct statfs *buf)
+{
+	return shim_fstatfs(fd, buf);
+}
+
+/* the same structure as struct statfs on 64-bit targets (LFS) */
+int fstatfs64(int fd, struct statfs64 *buf)
+{
+	_Static_assert(sizeof(struct statfs64) == sizeof(struct statfs), "statfs64 layout");
+	return shim_fstatfs(fd, (struct statfs *)(void *)buf);
+}
+
 int ioctl(int fd, unsigned long request, ...)
 {
 	va_list ap;
@@ -465,6 +581,7 @@ int ioctl(int fd, unsigned long request, ...)
 	switch (request) {
 	case FICLONE:
 	case FICLONERANGE:
+	case FIDEDUPERANGE:
 	case FS_IOC_FIEMAP:
 	case FS_IOC_GETFSMAP:
 	case SHIM_XFS_IOC_FSGEOMETRY:
@@ -479,6 +596,8 @@ int ioctl(int fd, unsigned long request, ...)
 		return do_ficlone(fd, (int)(intptr_t)arg);
 	case FICLONERANGE:
 		return do_ficlonerange(fd, arg);
+	case FIDEDUPERANGE:
+		return do_fideduperange(fd, arg);
 	case FS_IOC_GETFSMAP:
 		return do_getfsmap(fd, arg);
 	case SHIM_XFS_IOC_FSGEOMETRY:

@@ -29,6 +29,10 @@
  *      file; overlapping same-file ranges must give EINVAL)
  *   u  unshare a range (FALLOC_FL_UNSHARE_RANGE, +-KEEP_SIZE): contents
  *      unchanged, the file grows without KEEP_SIZE
+ *   d  dedupe a range of a random file onto this one (FIDEDUPERANGE; half
+ *      the time the bytes are written there first so that they match):
+ *      the call's errno, the status (same, differs, EINVAL) and
+ *      bytes_deduped predicted from the models; contents never change
  *   Clone and unshare use the private reflinkfs ioctls (RLFS_IOC_CLONE_RANGE,
  *   RLFS_IOC_UNSHARE_RANGE) on a FUSE mount, else FICLONERANGE and
  *   fallocate(UNSHARE_RANGE) (kernel XFS/btrfs; with -t a filesystem without
@@ -621,6 +625,109 @@ static void op_clone(void)
 	memcpy(cf->good + doff, tmpbuf, eff);
 }
 
+static int sys_dedupe_range(struct fsxfile *src, uint64_t soff, uint64_t len, uint64_t doff,
+			    int *status, uint64_t *bytes)
+{
+	if (reflink_api == REFLINK_PRIVATE) {
+		static struct rlfs_ioc_dedupe_range a;
+		memset(&a, 0, sizeof(a));
+		a.src_offset = soff;
+		a.src_length = len;
+		a.dest_count = 1;
+		a.info[0].dest_fd = cf->fd;
+		a.info[0].dest_offset = doff;
+		int r = ioctl(src->fd, RLFS_IOC_DEDUPE_RANGE, &a);
+		*status = a.info[0].status;
+		*bytes = a.info[0].bytes_deduped;
+		return r;
+	}
+	struct {
+		struct file_dedupe_range h;
+		struct file_dedupe_range_info i;
+	} a;
+	memset(&a, 0, sizeof(a));
+	a.h.src_offset = soff;
+	a.h.src_length = len;
+	a.h.dest_count = 1;
+	a.i.dest_fd = cf->fd;
+	a.i.dest_offset = doff;
+	int r = ioctl(src->fd, FIDEDUPERANGE, &a);
+	*status = a.i.status;
+	*bytes = a.i.bytes_deduped;
+	return r;
+}
+
+/* d: FIDEDUPERANGE from a random file (possibly the same one) onto cf,
+ * half the time after writing the source's bytes there (so that they
+ * match).  The result is predicted from the models with the kernel's
+ * rules (fs/remap_range.c): a source range past its EOF fails the call
+ * (EINVAL); len 0 is "same", 0 bytes; per destination: a range past dst
+ * EOF or overlapping in one file EINVAL; the length is cut to whole
+ * blocks unless both ranges end at EOF; then the compare (DIFFERS or
+ * same, bytes_deduped = the length asked).  Contents never change. */
+static void op_dedupe(void)
+{
+	struct fsxfile *src = pick_file();
+	if (src->size == 0 || cf->size == 0)
+		return;
+	uint64_t soff = rnd_below(src->size) & ~(blksz - 1);
+	uint64_t len = rnd_below(4) == 0 ? src->size - soff :
+		       blksz * (1 + rnd_below(maxop / blksz ? maxop / blksz : 1));
+	if (rnd_below(4) == 0)
+		len += rnd_below(blksz);       /* an unaligned tail */
+	uint64_t doff = rnd_below(cf->size + blksz) & ~(blksz - 1);
+	if (rnd_below(2) && soff + len <= src->size && doff + len <= maxlen &&
+	    !(src == cf && doff + len > soff && doff < soff + len)) {
+		/* make the destination range equal to the source's */
+		memcpy(tmpbuf, src->good + soff, len);
+		uint64_t done = 0;
+		while (done < len) {
+			ssize_t n = pwrite(cf->fd, tmpbuf + done, len - done, (off_t)(doff + done));
+			if (n <= 0)
+				fail("pwrite: %s", n < 0 ? strerror(errno) : "wrote 0 bytes");
+			done += (uint64_t)n;
+		}
+		model_grow(cf, doff, len);
+		memcpy(cf->good + doff, tmpbuf, len);
+	}
+	int want_call = 0, want_status = 0;
+	if (soff + len > src->size) {
+		want_call = EINVAL;
+	} else if (len) {
+		uint64_t count = len, bcount;
+		if (soff >= src->size || doff >= cf->size || doff + len > cf->size) {
+			want_status = -EINVAL;
+		} else {
+			if (soff + count == src->size && doff + count == cf->size) {
+				bcount = ((src->size + blksz - 1) & ~(blksz - 1)) - soff;
+			} else {
+				count &= ~(blksz - 1);
+				bcount = count;
+			}
+			if (src == cf && doff + bcount > soff && doff < soff + bcount)
+				want_status = -EINVAL;
+			else if (count && memcmp(src->good + soff, cf->good + doff, count) != 0)
+				want_status = 1;
+		}
+	}
+	logop("dedupe %s 0x%" PRIx64 " +0x%" PRIx64 " -> 0x%" PRIx64 " (sizes 0x%" PRIx64
+	      " 0x%" PRIx64 ") expect %d/%d", src->name, soff, len, doff, src->size, cf->size,
+	      want_call, want_status);
+	int status = 0;
+	uint64_t bytes = 0;
+	int got = sys_dedupe_range(src, soff, len, doff, &status, &bytes) == 0 ? 0 : errno;
+	if ((got == EOPNOTSUPP || got == ENOTTY || (got == 0 && status == -EOPNOTSUPP)) &&
+	    tolerant) {
+		disable_op('d', strerror(got ? got : EOPNOTSUPP));
+		return;
+	}
+	if (got != want_call || (!got && status != want_status) ||
+	    (!got && status == 0 && bytes != len))
+		fail("dedupe %s 0x%" PRIx64 "+0x%" PRIx64 " -> 0x%" PRIx64
+		     ": call %d status %d bytes %" PRIu64 ", expected call %d status %d",
+		     src->name, soff, len, doff, got, status, bytes, want_call, want_status);
+}
+
 /* x: copy_file_range(2) from a random file (possibly the same one) into cf:
  * any offsets and lengths; the count is cut at source EOF; overlapping
  * same-file ranges are EINVAL (fs/read_write.c generic_copy_file_checks). */
@@ -751,7 +858,8 @@ static void usage(int code)
 		"  -c         continue: load -m model, verify FILE against it, then run\n"
 		"  -X letters disable ops: r read, w write, t truncate, p punch, z zero range,\n"
 		"             f fallocate, s seek data/hole, m mmap read, c reopen, y fsync,\n"
-		"             l clone, x copy_file_range, u unshare (the last three need -F)\n"
+		"             l clone, x copy_file_range, u unshare, d dedupe (these four\n"
+		"             need -F)\n"
 		"  -F n       n files FILE, FILE.1 .. (models MODEL, MODEL.1 ..) with clone,\n"
 		"             copy_file_range and unshare ops between them (n <= 16)\n"
 		"  -b bytes   clone alignment (default 4096, the filesystem block size)\n"
@@ -825,8 +933,8 @@ int main(int argc, char **argv)
 		usage(2);
 	/* the reflink ops run only when asked for with -F (05-fsx keeps its
 	 * sequences) */
-	if (!multi && strlen(disabled) + 3 < sizeof(disabled))
-		strcat(disabled, "lxu");
+	if (!multi && strlen(disabled) + 4 < sizeof(disabled))
+		strcat(disabled, "lxud");
 	if (seed == 0)
 		seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 16);
 	rng_state = seed;
@@ -887,7 +995,7 @@ int main(int argc, char **argv)
 		{'p', 8, op_punch}, {'z', 6, op_zero}, {'f', 6, op_falloc},
 		{'s', 5, op_seek}, {'m', 3, op_mapread}, {'c', 1, op_reopen},
 		{'y', 1, op_fsync}, {'l', 12, op_clone}, {'x', 8, op_copy_range},
-		{'u', 4, op_unshare},
+		{'u', 4, op_unshare}, {'d', 6, op_dedupe},
 	};
 	const size_t nkinds = sizeof(ops) / sizeof(ops[0]);
 	uint64_t counts[16] = {0};

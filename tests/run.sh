@@ -145,7 +145,7 @@ run_script() {
 
 # Tests that run a second time with the daemon serving requests through
 # FUSE over io_uring (mount -o uring; RLFS_URING=1), where the kernel has it.
-URING_TESTS=${URING_TESTS:-"02-copy-trees 03-enospc 05-fsx 06-parallel 20-ioctl-shim 22-clone-group 28-privs 29-clone-kill"}
+URING_TESTS=${URING_TESTS:-"02-copy-trees 03-enospc 05-fsx 06-parallel 20-ioctl-shim 22-clone-group 28-privs 29-clone-kill 55-dedupe"}
 URING_PARAM=/sys/module/fuse/parameters/enable_uring
 
 if [ "$WHAT" = integration ] || [ "$WHAT" = all ]; then

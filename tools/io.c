@@ -7,6 +7,8 @@
  *   pread [-v] [-b bsize] off len            read (and dump with -v)
  *   reflink SRC [src_off dst_off len]         share SRC's blocks (FICLONE /
  *                                            FICLONERANGE semantics)
+ *   dedupe SRC src_off dst_off len            share them only where identical
+ *                                            (FIDEDUPERANGE semantics)
  *   fiemap [-v] [off len], bmap [-v]          extent map, shared extents
  *                                            marked (xfs_io fiemap columns,
  *                                            512-byte units)
@@ -290,6 +292,74 @@ static int cmd_reflink(struct io_ctx *c, int argc, char **argv)
 	(void)futimens(c->fd, ts);
 	printf("linked %" PRIu64 "/%" PRIu64 " bytes at offset %" PRIu64 "\n", len, len, doff);
 	return 0;
+}
+
+/*
+ * dedupe SRC src_off dst_off len: FIDEDUPERANGE semantics through
+ * RLFS_IOC_DEDUPE_RANGE, one destination (this file), looped as xfs_io's
+ * dedupe_ioctl loops (io/reflink.c): each call does at most the kernel's
+ * 1 GiB, the next goes on from bytes_deduped.  Prints what xfs_io prints
+ * ("deduped N/N bytes at offset OFF", without its timing line); a
+ * destination that differs or fails is an error with xfs_io's message.
+ */
+static int cmd_dedupe(struct io_ctx *c, int argc, char **argv)
+{
+	uint64_t v[3];
+	if (argc != 5) {
+		io_err(c, "dedupe", "usage: dedupe SRC src_off dst_off len");
+		return 1;
+	}
+	if (!need_nums(c, "dedupe", argc, argv, 2, 3, v, "SRC src_off dst_off len"))
+		return 1;
+	int sfd = open(argv[1], O_RDONLY | O_CLOEXEC);
+	if (sfd < 0) {
+		io_err(c, "dedupe", "%s: %s", argv[1], strerror(errno));
+		return 1;
+	}
+	struct rlfs_ioc_dedupe_range *a = calloc(1, sizeof(*a));
+	if (!a) {
+		close(sfd);
+		io_err(c, "dedupe", "out of memory");
+		return 1;
+	}
+	uint64_t soff = v[0], doff = v[1], len = v[2], deduped = 0;
+	int ret = 0;
+	while (len > 0) {
+		memset(a, 0, sizeof(*a));
+		a->src_offset = soff;
+		a->src_length = len;
+		a->dest_count = 1;
+		a->info[0].dest_fd = c->fd;
+		a->info[0].dest_offset = doff;
+		if (ioctl(sfd, RLFS_IOC_DEDUPE_RANGE, a) != 0) {
+			io_err(c, "dedupe", "%s", io_strerror(errno));
+			ret = 1;
+			break;
+		}
+		if (a->info[0].status < 0) {
+			io_err(c, "dedupe", "%s", strerror(-a->info[0].status));
+			ret = 1;
+			break;
+		}
+		if (a->info[0].status == 1) {
+			io_err(c, "dedupe", "Extents did not match.");
+			ret = 1;
+			break;
+		}
+		uint64_t n = a->info[0].bytes_deduped;
+		if (n == 0 || n > len)
+			break;
+		soff += n;
+		doff += n;
+		len -= n;
+		deduped += n;
+	}
+	free(a);
+	close(sfd);
+	if (ret == 0)
+		printf("deduped %" PRIu64 "/%" PRIu64 " bytes at offset %" PRIu64 "\n", deduped,
+		       v[2], v[1]);
+	return ret;
 }
 
 /* Call fn for each extent of [start, start+len), in batches. */
@@ -590,6 +660,8 @@ static void io_help(FILE *f)
 		"  pread [-v] [-b bsize] off len           read (-v: hex dump)\n"
 		"  reflink SRC [src_off dst_off len]       share SRC's blocks into this file\n"
 		"                                          (whole file, or a range; len 0 = to SRC EOF)\n"
+		"  dedupe SRC src_off dst_off len          share SRC's blocks where the bytes are\n"
+		"                                          identical (FIDEDUPERANGE)\n"
 		"  fiemap [-v] [off len]                   extent map in 512-byte units, shared marked\n"
 		"  bmap [-v] [off len]                     same as fiemap\n"
 		"  falloc [-k] off len                     preallocate (-k: keep size)\n"
@@ -648,6 +720,8 @@ static int run_command(struct io_ctx *c, const char *line)
 		r = cmd_pread(c, argc, argv);
 	else if (strcmp(cmd, "reflink") == 0)
 		r = cmd_reflink(c, argc, argv);
+	else if (strcmp(cmd, "dedupe") == 0)
+		r = cmd_dedupe(c, argc, argv);
 	else if (strcmp(cmd, "fiemap") == 0 || strcmp(cmd, "bmap") == 0)
 		r = cmd_fiemap(c, argc, argv);
 	else if (strcmp(cmd, "falloc") == 0)

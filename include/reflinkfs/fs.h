@@ -368,6 +368,36 @@ int64_t rlfs_clone_range_cancel(struct rlfs_mount *mp, uint64_t src_ino, uint64_
 				const struct rlfs_cancel *cancel);
 
 /*
+ * Dedupe range (ioctl_fideduperange(2), one destination; fs/remap_range.c
+ * vfs_dedupe_file_range_one -> __generic_remap_file_range_prep with
+ * REMAP_FILE_DEDUP | REMAP_FILE_CAN_SHORTEN): if bytes [src_off, src_off +
+ * len) of src equal bytes [dst_off, dst_off + len) of dst, make dst's
+ * range share src's blocks exactly as rlfs_clone_range does (refcount +1,
+ * rmap, dst's old blocks released), else change nothing.  Offsets and len
+ * in bytes; both ranges must lie inside their files' EOF; offsets
+ * block-aligned; a len that is not a multiple of the block size is
+ * shortened to whole blocks unless BOTH ranges end at their file's EOF
+ * (then the partial EOF block is shared too); len 0 does nothing.  The
+ * compare and the share happen under both iolocks (src shared, dst
+ * exclusive, taken in inode-number order), so no write of this library
+ * comes between them; blocks both files already map are equal without
+ * reading, and a range all already shared succeeds without any change.
+ * Times and setuid bits stay (nothing's contents change).  The caller
+ * writes back data it caches first, and caps len as it wishes (the
+ * kernel: 1 GiB per call).
+ * Returns 0 (*deduped: bytes now shared, or 0 for len 0),
+ * RLFS_DEDUPE_DIFFERS (1; nothing changed), or -errno: -EINVAL (alignment,
+ * a range past EOF, overlapping ranges of one file, wrapping offsets,
+ * non-regular file), -EISDIR, -EPERM (immutable dst), -EFBIG, -EROFS,
+ * -EOPNOTSUPP (no reflink), -ENOSPC (nothing shared; a partial share
+ * returns 0 with *deduped the bytes shared), -EIO, -EUCLEAN, -ENOMEM.
+ * Permission (allow_file_dedupe) and descriptors are the caller's.
+ */
+#define RLFS_DEDUPE_DIFFERS 1   /* FILE_DEDUPE_RANGE_DIFFERS */
+int rlfs_dedupe_range(struct rlfs_mount *mp, uint64_t src_ino, uint64_t src_off,
+		      uint64_t dst_ino, uint64_t dst_off, uint64_t len, uint64_t *deduped);
+
+/*
  * FIEMAP-like extent listing (see reflinkfs/ioctl.h, struct
  * rlfs_ioc_extent, whose layout this fills): extents of ino overlapping
  * [start, start+len) bytes, in file order, at most max of them, *count set;

@@ -32,7 +32,10 @@
 #include <linux/types.h>
 
 /* 1: first version.  2: RLFS_IOC_GET_EXTENTS takes RLFS_IOC_EXT_XATTR and
- * checks its range and flags as FS_IOC_FIEMAP does (EINVAL, EFBIG, EBADR). */
+ * checks its range and flags as FS_IOC_FIEMAP does (EINVAL, EFBIG, EBADR).
+ * RLFS_IOC_DEDUPE_RANGE came later without a new version (no structure
+ * changed; GETFSMAP demands an equal version): an older daemon answers it
+ * ENOTTY. */
 #define RLFS_IOC_ABI_VERSION 2
 #define RLFS_IOC_TYPE 0xb7 /* unused in Documentation/userspace-api/ioctl/ioctl-number.rst */
 
@@ -112,7 +115,51 @@ struct rlfs_ioc_unshare {
 #define RLFS_IOC_CLONE       _IOWR(RLFS_IOC_TYPE, 1, struct rlfs_ioc_clone)
 #define RLFS_IOC_CLONE_RANGE _IOWR(RLFS_IOC_TYPE, 2, struct rlfs_ioc_clone_range)
 #define RLFS_IOC_GET_EXTENTS _IOWR(RLFS_IOC_TYPE, 3, struct rlfs_ioc_extents)
-/* 4..7: reserved for dedupe range, getfsmap, exchange range (later issues) */
+/* 5..7: reserved for getfsmap, exchange range (later issues) */
+
+/* RLFS_IOC_DEDUPE_RANGE (on the source file, which must be open
+ * for reading, else EINVAL): FIDEDUPERANGE (ioctl_fideduperange(2),
+ * struct file_dedupe_range) with its destinations in a fixed array:
+ * for each of info[0 .. dest_count), compare [src_offset, +src_length) of
+ * the source with [dest_offset, +src_length) of dest_fd and share the
+ * blocks if the bytes are identical.  Same fields, semantics and order of
+ * checks as the kernel's vfs_dedupe_file_range (fs/remap_range.c):
+ * whole-call errors (the ioctl fails; nothing is written back): reserved
+ * fields not zero, dest_count over RLFS_IOC_DEDUPE_MAX, a source that is
+ * a directory (EISDIR) or not regular, or not open for reading, offsets
+ * that wrap, or src_offset + src_length past the source's EOF: EINVAL.
+ * src_length is then capped at RLFS_IOC_DEDUPE_MAX_LEN (the kernel's
+ * "arbitrary 1G limit").  Per destination (the others go on): status 0
+ * (FILE_DEDUPE_RANGE_SAME) with bytes_deduped = the capped src_length as
+ * the kernel reports it (even where the share was shortened to whole
+ * blocks), 1 (FILE_DEDUPE_RANGE_DIFFERS: nothing changed), or -errno:
+ * EBADF (dest_fd not open), EINVAL (reserved, alignment, a range past an
+ * EOF, overlap in one file), EPERM (allow_file_dedupe: the destination
+ * is not open for writing, not owned by nor writable by the caller, who
+ * lacks CAP_SYS_ADMIN; or immutable), EXDEV (another filesystem), EISDIR,
+ * EROFS, ENOSPC, EIO.  dest_fds are the caller's (fuse/callerfd.c).
+ * Size: 24 + 32 * RLFS_IOC_DEDUPE_MAX = 16,376 bytes, the most
+ * destinations below the 16,383 bytes an ioctl number encodes (the
+ * kernel's own FIDEDUPERANGE takes at most a page: 127 destinations with
+ * 4 KiB pages; the shim sends a larger caller array in batches). */
+#define RLFS_IOC_DEDUPE_MAX 511
+#define RLFS_IOC_DEDUPE_MAX_LEN (1ULL << 30)
+struct rlfs_ioc_dedupe_info {
+	__s64 dest_fd;              /* in: the caller's descriptor */
+	__u64 dest_offset;          /* in: bytes */
+	__u64 bytes_deduped;        /* out */
+	__s32 status;               /* out: 0, 1 (differs) or -errno */
+	__u32 reserved;             /* must be zero (else status -EINVAL) */
+};
+struct rlfs_ioc_dedupe_range {
+	__u64 src_offset;           /* bytes */
+	__u64 src_length;           /* bytes */
+	__u16 dest_count;           /* 0 .. RLFS_IOC_DEDUPE_MAX */
+	__u16 reserved1;            /* must be zero */
+	__u32 reserved2;            /* must be zero */
+	struct rlfs_ioc_dedupe_info info[RLFS_IOC_DEDUPE_MAX];
+};
+#define RLFS_IOC_DEDUPE_RANGE _IOWR(RLFS_IOC_TYPE, 4, struct rlfs_ioc_dedupe_range)
 #define RLFS_IOC_UNSHARE_RANGE _IOWR(RLFS_IOC_TYPE, 8, struct rlfs_ioc_unshare)
 
 /* RLFS_IOC_MOUNT_STATE (on any file or directory of the mount): the

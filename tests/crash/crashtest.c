@@ -2,7 +2,7 @@
  * crashtest.c: rlfs-crashtest, the crash tester (issue 10 section 4;
  * docs/DESIGN.md "Crash testing").
  *
- *   rlfs-crashtest [--workload fsx|clone|enospc|dir|falloc|meta|unlinked|remount|cowwide|all]
+ *   rlfs-crashtest [--workload fsx|clone|enospc|dir|falloc|meta|unlinked|remount|cowwide|dedupe|all]
  *                  [--seed S]
  *                  [--ops N] [--count N] [--images M]
  *                  [--mode all|synced|flush|random|recovery] [--cut K] [--dir DIR] [--keep]
@@ -44,8 +44,9 @@
  *    workload names, attributes, link counts, xattrs and the bytes of a
  *    few files as "properties" (see "the meta workload" below).
  *    Workloads: fsx (writes, truncates, punches, zero ranges, clones,
- *    unshares, copy ranges, fsync/fdatasync/sync on 4 files), clone (a 2 MiB file
- *    cloned twice, then small CoW overwrites), enospc (a 16 MiB image
+ *    unshares, copy ranges, dedupes, fsync/fdatasync/sync on 4 files), clone (a 2 MiB file
+ *    cloned twice, then small CoW overwrites), dedupe (the same start, then
+ *    CoW overwrites and ranges deduped back, same or differing), enospc (a 16 MiB image
  *    filled past full, then writes, clones, truncates, unshares), dir
  *    (create, write, link, unlink, rename, RENAME_EXCHANGE, mkdir, rmdir,
  *    a directory moved; file and directory fsyncs), falloc (fsx without
@@ -554,6 +555,38 @@ static void do_clone(struct wl *w, struct fmodel *s, struct fmodel *d, uint64_t 
 		d->v[d->nv - 1].grow_prefix = true;
 }
 
+/* dedupe whole blocks: [soff, soff+len) of s onto doff of d, both inside
+ * their files' EOF, if identical (rlfs_dedupe_range); the models predict
+ * same or differs, and contents never change, so a crash anywhere must
+ * leave each file with bytes of its versions only (a share that lost the
+ * destination's data would show another file's bytes) */
+static void do_dedupe(struct wl *w, struct fmodel *s, struct fmodel *d, uint64_t soff,
+		      uint64_t doff, uint64_t len)
+{
+	soff &= ~(uint64_t)(BLOCK_BYTES - 1);
+	doff &= ~(uint64_t)(BLOCK_BYTES - 1);
+	uint64_t s_end = s->cur_size & ~(uint64_t)(BLOCK_BYTES - 1);
+	uint64_t d_end = d->cur_size & ~(uint64_t)(BLOCK_BYTES - 1);
+	if (soff >= s_end || doff >= d_end)
+		return;
+	len = RLFS_MIN(len, RLFS_MIN(s_end - soff, d_end - doff)) & ~(uint64_t)(BLOCK_BYTES - 1);
+	if (!len || (s == d && soff < doff + len && doff < soff + len))
+		return;
+	int want = memcmp(s->cur + soff, d->cur + doff, len) ? RLFS_DEDUPE_DIFFERS : 0;
+	uint64_t done = 0;
+	int r = rlfs_dedupe_range(w->mp, s->ino, soff, d->ino, doff, len, &done);
+	if (getenv("RLFS_CRASH_TRACE"))
+		printf("trace: dedupe %s %" PRIu64 " -> %s %" PRIu64 " +%" PRIu64 ": %d\n", s->name,
+		       soff, d->name, doff, len, r);
+	if (r == -ENOSPC) {
+		w->nenospc++;
+	} else if (r != want || (r == 0 && done != len)) {
+		wl_fail("dedupe %s %" PRIu64 " -> %s %" PRIu64 " +%" PRIu64 ": %d (%" PRIu64
+			" bytes), expected %d", s->name, soff, d->name, doff, len, r, done, want);
+	}
+	op_done(w, d, "dedupe");
+}
+
 /* copy_file_range as the daemon does it (fuse/ioctl.c rl_copy_file_range):
  * source and destination at the same offset within a block, the head up
  * to a block boundary and the tail copied (read + write), the whole
@@ -714,6 +747,10 @@ static void wl_fsx(struct wl *w)
 				  "unshare");
 		} else if (r < 74) {
 			do_copy_range(w, f, pick(w), rndn(f->cur_size + 1), rnd_len(lim / 2));
+		} else if (r < 77) {
+			/* same offsets: copies and clones leave equal ranges there */
+			uint64_t o = rndn(f->cur_size + 1);
+			do_dedupe(w, f, pick(w), o, o, BLOCK_BYTES + rnd_len(lim / 2));
 		} else if (r < 89) {
 			do_fsync(w, f, 0);
 		} else if (r < 94) {
@@ -787,6 +824,41 @@ static void wl_clone(struct wl *w)
 			do_fsync(w, f, (int)rndn(2));
 		else
 			do_sync(w);
+	}
+}
+
+/* dedupe: the clone workload's start (one big file cloned whole into the
+ * others), then CoW overwrites, and ranges of one file deduped onto the
+ * same offsets of another: the parts not overwritten since are identical
+ * (shared again, the destination's private blocks freed), the others
+ * differ (nothing changes).  A separate workload so that the clone
+ * workload's sequence (and its fixed recovery cut in 35-crash) stays. */
+static void wl_dedupe(struct wl *w)
+{
+	for (int i = 0; i < w->nf; i++)
+		do_create(w, &w->f[i]);
+	struct fmodel *big = &w->f[0];
+	uint64_t size = big->max_bytes;
+	for (uint64_t off = 0; off < size; off += 256 * 1024)
+		do_write(w, big, off, RLFS_MIN(256 * 1024, size - off));
+	do_fsync(w, big, 0);
+	for (int i = 1; i < w->nf; i++) {
+		do_clone(w, big, &w->f[i], 0, 0, size);
+		do_fsync(w, &w->f[i], 0);
+	}
+	for (unsigned n = 0; n < w->o->ops; n++) {
+		struct fmodel *f = pick(w);
+		uint64_t r = rndn(100);
+		if (r < 50) {
+			do_write(w, f, rndn(size), 1 + rndn(16384));
+		} else if (r < 75) {
+			uint64_t o = rndn(size);
+			do_dedupe(w, pick(w), f, o, o, BLOCK_BYTES + rnd_len(size / 4));
+		} else if (r < 92) {
+			do_fsync(w, f, (int)rndn(2));
+		} else {
+			do_sync(w);
+		}
 	}
 }
 
@@ -2472,6 +2544,7 @@ static const struct wdef workloads[] = {
 	{ "meta", wl_meta, 32ull << 20, 0, 0, 200 },
 	{ "remount", wl_remount, 32ull << 20, 4, 256 * 1024, 250 },
 	{ "cowwide", wl_cowwide, 32ull << 20, 3, 1ull << 20, 40 },
+	{ "dedupe", wl_dedupe, 32ull << 20, 3, 1ull << 20, 60 },
 };
 
 /* ---------------------------------------------------------------- */
@@ -3087,7 +3160,7 @@ struct totals {
 static void usage(FILE *out)
 {
 	fprintf(out,
-		"usage: rlfs-crashtest [--workload fsx|clone|enospc|dir|falloc|meta|unlinked|remount|cowwide|all]\n"
+		"usage: rlfs-crashtest [--workload fsx|clone|enospc|dir|falloc|meta|unlinked|remount|cowwide|dedupe|all]\n"
 		"                      [--seed S] [--ops N]\n"
 		"                      [--count N] [--images M]\n"
 		"                      [--mode all|synced|flush|random|recovery]\n"
@@ -3555,7 +3628,7 @@ int main(int argc, char **argv)
 		if (!strcmp(o.workload, "all") || !strcmp(o.workload, workloads[i].name))
 			list[nlist++] = &workloads[i];
 	if (!nlist) {
-		fprintf(stderr, "rlfs-crashtest: unknown --workload %s (fsx, clone, enospc, dir, falloc, meta, unlinked, remount, cowwide, all)\n",
+		fprintf(stderr, "rlfs-crashtest: unknown --workload %s (fsx, clone, enospc, dir, falloc, meta, unlinked, remount, cowwide, dedupe, all)\n",
 			o.workload);
 		return 2;
 	}

@@ -11,7 +11,9 @@
 # FICLONE/FICLONERANGE) must refuse with EXDEV and leave the destination
 # without a byte of the victim's data, for three victims: a 0600 root file,
 # a file inside a 0700 directory, and an unlinked file root still holds
-# open.  copy_file_range from the fake file must not leak either.  The
+# open.  copy_file_range from the fake file must not leak either, and a
+# dedupe (RLFS_IOC_DEDUPE_RANGE and the shim's FIDEDUPERANGE) with the fake
+# file as its destination is EXDEV for that destination.  The
 # same user's legitimate clones (their own file, a root file they may
 # read, O_RDONLY source) still work, and a source open O_WRONLY or O_PATH
 # is EBADF as with the kernel.  fsck is clean at the end.
@@ -76,7 +78,8 @@ for f in "$MNT/secret" "$MNT/private/inner"; do
 done
 
 # ------------------------------------------------------------ probe
-# probe.py MODE DST SRC: MODE clone|range|shim-clone|shim-range|cfr|wronly|path;
+# probe.py MODE DST SRC: MODE clone|range|shim-clone|shim-range|cfr|wronly|path|
+# dedupe|shim-dedupe (SRC is then the dedupe's destination);
 # prints OK or the errno name.
 cat >"$T/probe.py" <<'EOF'
 import errno, fcntl, os, struct, sys
@@ -102,6 +105,24 @@ try:
         fcntl.ioctl(d, FICLONERANGE, struct.pack("=qQQQ", s, 0, 65536, 0))
     elif mode == "cfr":
         n = os.copy_file_range(s, d, 65536, 0, 0)
+    elif mode in ("dedupe", "shim-dedupe"):
+        # the fake file as a dedupe destination (a compare oracle on the
+        # victim's data, and a remap of it, if it were believed); the
+        # user's own 4 KiB file is the source
+        os.pwrite(d, b"x" * 4096, 0)
+        if mode == "dedupe":
+            a = bytearray(struct.pack("=QQHHI", 0, 4096, 1, 0, 0) + b"\0" * (32 * 511))
+            struct.pack_into("=qQQiI", a, 24, s, 0, 0, 0, 0)
+            fcntl.ioctl(d, iowr(4, len(a)), a, True)
+        else:
+            a = bytearray(struct.pack("=QQHHI", 0, 4096, 1, 0, 0) + b"\0" * 32)
+            struct.pack_into("=qQQiI", a, 24, s, 0, 0, 0, 0)
+            fcntl.ioctl(d, 0xC0189436, a, True)
+        st = struct.unpack_from("=qQQiI", a, 24)[3]
+        if st < 0:
+            raise OSError(-st, "dedupe")
+        print("OK" if st == 0 else "DIFFERS")
+        sys.exit(0)
     print("OK")
 except OSError as e:
     print(errno.errorcode.get(e.errno, str(e.errno)))
@@ -156,6 +177,13 @@ for victim in secret:$INO_SECRET inner:$INO_INNER gone:$INO_GONE; do
 		r=$(as_user env LD_PRELOAD="$SHIM" "$PY" "$T/probe.py" "$mode" "$MNT/u/dst$n" "$FAKE/f")
 		[ "$r" = EXDEV ] || die "$mode through the shim, fake $name: $r, expected EXDEV"
 		if has_secret "$MNT/u/dst$n"; then die "$mode leaked $name"; fi
+	done
+	for mode in dedupe shim-dedupe; do
+		n=$((n + 1))
+		pre=""
+		[ $mode = shim-dedupe ] && pre="env LD_PRELOAD=$SHIM"
+		r=$(as_user $pre "$PY" "$T/probe.py" "$mode" "$MNT/u/dst$n" "$FAKE/f")
+		[ "$r" = EXDEV ] || die "$mode onto a fake $name: $r, expected EXDEV"
 	done
 	n=$((n + 1))
 	as_user env LD_PRELOAD="$SHIM" cp --reflink=always "$FAKE/f" "$MNT/u/cp$n" 2>/dev/null &&

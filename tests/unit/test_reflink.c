@@ -402,6 +402,68 @@ static void test_clone_modify(void **state)
 	ctx_fini(&c);
 }
 
+/* dedupe (rlfs_dedupe_range): identical ranges share and free the
+ * destination's blocks, differing ones change nothing, an already shared
+ * range succeeds again without change, the kernel's range rules, times
+ * unchanged, writes afterwards copy on write */
+static void test_dedupe(void **state)
+{
+	struct ctx c;
+	ctx_init(&c, 64 * MB, 4096, 0);
+	struct rlfs_mount *mp = MP(&c);
+	int a = mkfile(&c, "a"), b = mkfile(&c, "b"), d = mkfile(&c, "d"), e = mkfile(&c, "e");
+	do_write(&c, a, 0, 256 * 4096, 21);
+	do_write(&c, b, 0, 256 * 4096, 21);
+	do_write(&c, d, 0, 256 * 4096, 21);
+	do_write(&c, d, 200 * 4096 + 5, 1, 22);          /* one byte differs */
+	do_write(&c, e, 0, 10000, 21);                   /* a's first 10000 bytes */
+	uint64_t A = c.f[a].ino, B = c.f[b].ino, D = c.f[d].ino, E = c.f[e].ino, done = 9;
+	struct stat st0, st1;
+	assert_int_equal(rlfs_getattr(mp, B, &st0), 0);
+	uint64_t free0 = bfree(&c);
+	assert_int_equal(rlfs_dedupe_range(mp, A, 0, B, 0, 256 * 4096, &done), 0);
+	assert_int_equal(done, 256 * 4096);
+	assert_true(bfree(&c) - free0 >= 256);           /* b's old blocks freed */
+	assert_true(nshared_extents(&c, b, NULL) >= 1);
+	assert_int_equal(rlfs_getattr(mp, B, &st1), 0);
+	assert_true(st1.st_mtim.tv_sec == st0.st_mtim.tv_sec &&
+		    st1.st_mtim.tv_nsec == st0.st_mtim.tv_nsec);
+	check_fs(&c);
+	/* already shared: same answer, nothing changes */
+	uint64_t free1 = bfree(&c);
+	assert_int_equal(rlfs_dedupe_range(mp, A, 0, B, 0, 256 * 4096, &done), 0);
+	assert_int_equal(done, 256 * 4096);
+	assert_int_equal(bfree(&c), free1);
+	/* differs: nothing shared, nothing freed */
+	assert_int_equal(rlfs_dedupe_range(mp, A, 0, D, 0, 256 * 4096, &done),
+			 RLFS_DEDUPE_DIFFERS);
+	assert_int_equal(done, 0);
+	assert_int_equal(bfree(&c), free1);
+	assert_int_equal(nshared_extents(&c, d, NULL), 0);
+	/* the part before the difference is identical */
+	assert_int_equal(rlfs_dedupe_range(mp, A, 0, D, 0, 200 * 4096, &done), 0);
+	assert_int_equal(done, 200 * 4096);
+	/* rules: alignment, EOF, unaligned tail, overlap, len 0 */
+	assert_int_equal(rlfs_dedupe_range(mp, A, 1, B, 1, 4096, &done), -EINVAL);
+	assert_int_equal(rlfs_dedupe_range(mp, A, 0, E, 0, 4 * 4096, &done), -EINVAL);
+	assert_int_equal(rlfs_dedupe_range(mp, A, 255 * 4096, B, 255 * 4096, 2 * 4096, &done),
+			 -EINVAL);
+	assert_int_equal(rlfs_dedupe_range(mp, A, 0, A, 4096, 2 * 4096, &done), -EINVAL);
+	assert_int_equal(rlfs_dedupe_range(mp, A, 0, B, 0, 0, &done), 0);
+	assert_int_equal(done, 0);
+	/* a's range is longer than e: the tail is cut to whole blocks */
+	assert_int_equal(rlfs_dedupe_range(mp, A, 0, E, 0, 10000, &done), 0);
+	assert_int_equal(done, 8192);
+	check_fs(&c);
+	/* copy-on-write keeps the two apart */
+	do_write(&c, b, 4096 * 7 + 3, 5000, 23);
+	do_write(&c, a, 4096 * 100, 4096, 24);
+	check_fs(&c);
+	tu_remount(&c.fs);
+	check_fs(&c);
+	ctx_fini(&c);
+}
+
 /* generic/142: many clones of one file, each rewritten */
 static void test_many_clones(void **state)
 {
@@ -1676,6 +1738,7 @@ int main(void)
 		cmocka_unit_test(test_enospc),
 		cmocka_unit_test(test_many_extents),
 		cmocka_unit_test(test_cow_bounded),
+		cmocka_unit_test(test_dedupe),
 		cmocka_unit_test(test_clone_cancel),
 		cmocka_unit_test(test_clone_source_readable),
 		cmocka_unit_test(test_unmount_clean_last),
