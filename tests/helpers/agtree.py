@@ -23,28 +23,17 @@ btree block header 72 bytes: level at 48, numrecs at 50; node: key slots,
 then child fsbnos (le64) after maxrecs slots), crc32c of the whole block
 with the crc field (offset 4) zeroed.
 """
+import os
 import struct
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from imgedit import crc32c  # noqa: E402  (one crc32c for the test helpers)
 
 ROOT_OFF = {"bnobt": (56, 76), "cntbt": (60, 78), "inobt": (64, 80),
             "refcbt": (68, 82), "rmapbt": (72, 84)}
 RECLEN = {"bnobt": 8, "cntbt": 8, "inobt": 24, "refcbt": 12, "rmapbt": 24}
 SLOT = {"bnobt": 4, "cntbt": 8, "inobt": 8, "refcbt": 4, "rmapbt": 48}
-
-_T = []
-for i in range(256):
-    c = i
-    for _ in range(8):
-        c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
-    _T.append(c)
-
-
-def crc32c(data):
-    c = 0xFFFFFFFF
-    for b in data:
-        c = _T[(c ^ b) & 0xFF] ^ (c >> 8)
-    return c ^ 0xFFFFFFFF
-
 
 class Img:
     def __init__(self, path):
