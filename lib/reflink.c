@@ -752,6 +752,29 @@ static void unlock_clone(struct rlfs_inode *src, struct rlfs_inode *dst)
 		pthread_rwlock_unlock(&src->iolock);
 }
 
+/* The checks of remap_verify_area (offsets and lengths are loff_t that do
+ * not wrap: -EINVAL), then both inodes, referenced (rlfs_iget's errors;
+ * nothing held on error).  Clone and dedupe start here. */
+static int remap_get_pair(struct rlfs_mount *mp, uint64_t src_ino, uint64_t src_off,
+			  uint64_t dst_ino, uint64_t dst_off, uint64_t len,
+			  struct rlfs_inode **srcp, struct rlfs_inode **dstp)
+{
+	int error;
+
+	if (src_off > INT64_MAX || dst_off > INT64_MAX || len > INT64_MAX ||
+	    len > (uint64_t)INT64_MAX - src_off || len > (uint64_t)INT64_MAX - dst_off)
+		return -EINVAL;
+	error = rlfs_iget(mp, src_ino, srcp);
+	if (error)
+		return error;
+	error = rlfs_iget(mp, dst_ino, dstp);
+	if (error) {
+		rlfs_irele(*srcp);
+		*srcp = NULL;
+	}
+	return error;
+}
+
 int64_t rlfs_clone_range(struct rlfs_mount *mp, uint64_t src_ino, uint64_t src_off,
 			 uint64_t dst_ino, uint64_t dst_off, uint64_t len, unsigned flags)
 {
@@ -767,20 +790,11 @@ int64_t rlfs_clone_range_cancel(struct rlfs_mount *mp, uint64_t src_ino, uint64_
 	int64_t ret;
 	int error;
 
-	/* remap_verify_area: offsets and lengths are loff_t */
-	if (src_off > INT64_MAX || dst_off > INT64_MAX || len > INT64_MAX ||
-	    len > (uint64_t)INT64_MAX - src_off || len > (uint64_t)INT64_MAX - dst_off)
-		return -EINVAL;
 	if (flags & ~(RLFS_CLONE_KILL_SUID | RLFS_CLONE_KILL_SGID))
 		return -EINVAL;
-	error = rlfs_iget(mp, src_ino, &src);
+	error = remap_get_pair(mp, src_ino, src_off, dst_ino, dst_off, len, &src, &dst);
 	if (error)
 		return error;
-	error = rlfs_iget(mp, dst_ino, &dst);
-	if (error) {
-		rlfs_irele(src);
-		return error;
-	}
 	lock_clone(src, dst);
 	ret = check_types(src, dst);
 	if (ret)
@@ -949,20 +963,11 @@ int rlfs_dedupe_range(struct rlfs_mount *mp, uint64_t src_ino, uint64_t src_off,
 	int ret, error;
 
 	*deduped = 0;
-	/* remap_verify_area: loff_t offsets and lengths that do not wrap */
-	if (src_off > INT64_MAX || dst_off > INT64_MAX || len > INT64_MAX ||
-	    len > (uint64_t)INT64_MAX - src_off || len > (uint64_t)INT64_MAX - dst_off)
-		return -EINVAL;
-	if (len == 0)
+	if (len == 0 && src_off <= INT64_MAX && dst_off <= INT64_MAX)
 		return 0;       /* vfs_dedupe_file_range_one: nothing to do */
-	error = rlfs_iget(mp, src_ino, &src);
+	error = remap_get_pair(mp, src_ino, src_off, dst_ino, dst_off, len, &src, &dst);
 	if (error)
 		return error;
-	error = rlfs_iget(mp, dst_ino, &dst);
-	if (error) {
-		rlfs_irele(src);
-		return error;
-	}
 	/* src shared, dst exclusive, in inode order (lock_clone): no write
 	 * to either file gets between the compare and the share */
 	lock_clone(src, dst);
