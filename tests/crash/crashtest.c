@@ -795,10 +795,10 @@ static void wl_falloc(struct wl *w)
 	}
 }
 
-/* clone: one big file, cloned whole into the others, then small random
- * copy-on-write overwrites in all of them, fsyncs, now and then a range
- * cloned back */
-static void wl_clone(struct wl *w)
+/* The start of the clone and dedupe workloads: every file created, the
+ * first written whole and cloned whole into the others, each fsync'd.
+ * Returns the size (bytes). */
+static uint64_t clone_start(struct wl *w)
 {
 	for (int i = 0; i < w->nf; i++)
 		do_create(w, &w->f[i]);
@@ -811,6 +811,15 @@ static void wl_clone(struct wl *w)
 		do_clone(w, big, &w->f[i], 0, 0, size);
 		do_fsync(w, &w->f[i], 0);
 	}
+	return size;
+}
+
+/* clone: one big file, cloned whole into the others, then small random
+ * copy-on-write overwrites in all of them, fsyncs, now and then a range
+ * cloned back */
+static void wl_clone(struct wl *w)
+{
+	uint64_t size = clone_start(w);
 	for (unsigned n = 0; n < w->o->ops; n++) {
 		struct fmodel *f = pick(w);
 		uint64_t r = rndn(100);
@@ -835,17 +844,7 @@ static void wl_clone(struct wl *w)
  * workload's sequence (and its fixed recovery cut in 35-crash) stays. */
 static void wl_dedupe(struct wl *w)
 {
-	for (int i = 0; i < w->nf; i++)
-		do_create(w, &w->f[i]);
-	struct fmodel *big = &w->f[0];
-	uint64_t size = big->max_bytes;
-	for (uint64_t off = 0; off < size; off += 256 * 1024)
-		do_write(w, big, off, RLFS_MIN(256 * 1024, size - off));
-	do_fsync(w, big, 0);
-	for (int i = 1; i < w->nf; i++) {
-		do_clone(w, big, &w->f[i], 0, 0, size);
-		do_fsync(w, &w->f[i], 0);
-	}
+	uint64_t size = clone_start(w);
 	for (unsigned n = 0; n < w->o->ops; n++) {
 		struct fmodel *f = pick(w);
 		uint64_t r = rndn(100);
