@@ -307,7 +307,7 @@ echo
 echo "Machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo) RAM, kernel $(uname -r), images on $(df -P "$BENCH_DIR" | awk 'NR==2 {print $1}') ($BENCH_DIR)"
 echo "reflinkfs build: $BUILD, commit $(cd "$SRCDIR" && git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 echo
-echo "Median of $RUNS runs (each run: fresh images, XFS, XFS on a direct-I/O loop device, then reflinkfs$([ -z "${URING_WAS:-}" ] || echo ", then reflinkfs -o uring")); $WARM_MB MiB of memory warmed before each timed data phase."
+echo "Median of $RUNS runs (each run: fresh images, in this order: $FSLIST; xfsdio = XFS on a direct-I/O loop device, rlfsu = reflinkfs -o uring, xfsnr / rlfsnr = rmapbt=0); $WARM_MB MiB of memory warmed before each timed data phase."
 base_table() {
 	echo
 	echo "| workload | kernel XFS | reflinkfs$1 | ratio | target |"
@@ -335,7 +335,7 @@ for k in seqw seqr; do
 		"${R[rlfsu.$k]:+${R[rlfsu.$k]} MiB/s}" \
 		"${R[rlfsu.$k]:+$(awk -v a="${R[rlfsu.$k]:-0}" -v b="${R[xfsdio.$k]}" 'BEGIN {printf "%.2f", (b > 0 ? a / b : 0)}')}"
 done
-if [ -n "${URING_WAS:-}" ]; then
+if [ -n "${URING_WAS:-}" ] && [ -n "${R[rlfsu.seqw]:-}" ]; then
 	echo
 	echo "The same with the daemon on FUSE over io_uring (mount -o uring):"
 	RF=rlfsu base_table " -o uring"
