@@ -1119,6 +1119,18 @@ static int walk_from(struct rlfs_btree_cur *cur, int stat, const void *high_key,
 	return 0;
 }
 
+/* A query entering a leaf: skip the records that end below low_key when
+ * the ops can tell which (ops->leaf_overlap_start), else start at 1. */
+static void leaf_start(struct rlfs_btree_cur *cur, const void *low_key)
+{
+	struct rlfs_buf *bp = cur->lev[0].bp;
+	unsigned n = bb_numrecs(bp);
+	if (n && cur->ops->leaf_overlap_start) {
+		unsigned p = cur->ops->leaf_overlap_start(rec_at(cur, bp, 1), n, low_key);
+		cur->lev[0].ptr = p >= 1 && p <= n + 1 ? (int)p : 1;
+	}
+}
+
 /*
  * Overlapping trees: depth-first over the tree, skipping subtrees whose
  * high key is below low_key, and stopping at the first slot or record
@@ -1138,6 +1150,8 @@ static int overlapped_query(struct rlfs_btree_cur *cur, const void *low_key,
 	if (err)
 		return err;
 	set_lev(cur, top, bp, 1);
+	if (top == 0)
+		leaf_start(cur, low_key);
 	unsigned level = top;
 	for (;;) {
 		bp = cur->lev[level].bp;
@@ -1171,6 +1185,8 @@ static int overlapped_query(struct rlfs_btree_cur *cur, const void *low_key,
 		if (err)
 			return err;
 		level--;
+		if (level == 0)
+			leaf_start(cur, low_key);
 	}
 }
 
