@@ -97,7 +97,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-say() { echo "bench-dedupe: $*" >&2; }
+say() { echo "bench-dedupe [$(elapsed "$T_START" "$(now)") s]: $*" >&2; }
 mib() { awk -v b="$1" 'BEGIN {printf "%.1f", b / 1048576}'; }
 jget() { # JSON KEY: a top-level number from a JSON object
 	python3 -c 'import json, sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$1" "$2"
@@ -275,6 +275,14 @@ for row in $RAN; do
 	printf '| %s%s | %s | %s | %s | %s | %s | %s |\n' "${LABEL[$row]}" "${NOTE[$row]:+ (${NOTE[$row]})}" \
 		"$([ "${FSOF[$row]}" = xfs ] && echo XFS || echo reflinkfs)" "${WALL[$row]}" "${RSS[$row]}" \
 		"$(mib "${RECL[$row]}")" "$(pct "${RECL[$row]}" "$BOUND")" "${RERUN[$row]:--}"
+done
+
+# the tool's own summaries (its --json object: the last line of its output
+# that starts with "{"), to set beside the df figures
+for row in $RAN; do
+	case $row in rd | rdhash | rlfs-rd | rlfs-rdhash) ;; *) continue ;; esac
+	j=$(grep '^{' "$LOGS/$row.log" | tail -n 1 || true)
+	[ -z "$j" ] || { [ -n "${SUMMARY_SHOWN:-}" ] || { echo; echo "reflinkfs dedupe --json summaries (the rerun's where there was one):"; echo; SUMMARY_SHOWN=1; }; echo "- $row: \`$j\`"; }
 done
 
 # targets: mark CONDITION-AWK-EXPR -> met/missed
