@@ -431,6 +431,10 @@ static int write_superblocks(struct rlfs_mount *mp, const struct rlfs_mkfs_opts 
 		rlfs_put64(sb->maxbytes, maxbytes);
 		rlfs_put64(sb->log_start, log_start);
 		rlfs_put32(sb->log_blocks, log_blocks);
+		/* the primary: the log's clean head (rlfs_log_format's unmount
+		 * record at block 0, cycle 1) */
+		if (agno == 0 && log_blocks)
+			rlfs_put64(sb->log_clean_lsn, RLFS_LSN(1, 0));
 		rlfs_cksum_update(blk, mp->blocksize, RLFS_CRC_OFF);
 		err = rlfs_dev_pwrite(mp->dev, blk, mp->blocksize, fsbno << mp->blocklog);
 	}
