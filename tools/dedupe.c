@@ -102,6 +102,7 @@ struct dd_ctx {
 	char **excludes;
 	size_t nexcludes;
 	const char *prog;
+	char *cwd;                  /* for absolute paths in the store */
 	/* files */
 	struct dd_file *files;
 	size_t nfiles, files_cap;
@@ -119,9 +120,16 @@ struct dd_ctx {
 	size_t src_fd_file;
 	struct dd_fast *fast;
 	uint64_t fast_cap;
+	struct {
+		uint64_t dev;
+		uint32_t blksize;
+		enum dd_fs_kind kind;
+	} devs[64];
+	size_t ndevs;
 	uint64_t *phys_s, *phys_d;
 	bool hook_done;
 	/* statistics */
+	uint64_t blocks_bound;      /* blocks of all files (st_blksize units) */
 	uint64_t files_scanned, bytes_total, bytes_scanned, bytes_hashed;
 	uint64_t dup_bytes, shared_bytes, already_bytes, would_bytes;
 	uint64_t runs, whole_files;
@@ -235,6 +243,8 @@ static int add_file(struct dd_ctx *c, const char *path, const struct stat *st)
 	f->mtime_ns = (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
 	f->ctime_ns = (int64_t)st->st_ctim.tv_sec * 1000000000 + st->st_ctim.tv_nsec;
 	f->db_id = -1;
+	uint64_t bs = st->st_blksize >= 512 ? (uint64_t)st->st_blksize : 512;
+	c->blocks_bound += (f->size + bs - 1) / bs;
 	c->nfiles++;
 	return 0;
 }
@@ -642,6 +652,11 @@ static int src_open(struct dd_ctx *c, size_t g)
 	int fd = open(c->files[g].path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
+	/* checked once per open: later changes are the kernel compare's */
+	if (stat_changed(&c->files[g], fd)) {
+		close(fd);
+		return -ESTALE;
+	}
 	c->src_fd = fd;
 	c->src_fd_file = g;
 	return fd;
@@ -668,7 +683,7 @@ static bool share_run(struct dd_ctx *c, size_t g, const struct dd_run *run)
 	if (len == 0)
 		return true;
 	int sfd = src_open(c, g);
-	if (sfd < 0 || stat_changed(gf, sfd)) {
+	if (sfd < 0) {
 		mark_changed(c, g);
 		return true;
 	}
@@ -775,6 +790,35 @@ static int whole_equal(struct dd_ctx *c, size_t g)
 	return 1;
 }
 
+/* Block size (statfs f_bsize) and kind of f's filesystem, asked once per
+ * device. */
+static void fs_info(struct dd_ctx *c, struct dd_file *f, int fd)
+{
+	for (size_t i = 0; i < c->ndevs; i++)
+		if (c->devs[i].dev == f->dev) {
+			f->blksize = c->devs[i].blksize;
+			f->kind = c->devs[i].kind;
+			return;
+		}
+	struct statfs sfs;
+	struct stat st;
+	uint32_t bs = 0;
+	if (fstatfs(fd, &sfs) == 0 && sfs.f_bsize > 0)
+		bs = (uint32_t)sfs.f_bsize;
+	else if (fstat(fd, &st) == 0)
+		bs = (uint32_t)st.st_blksize;
+	if (bs < 512 || bs > (1u << 20) || (bs & (bs - 1)))
+		bs = 4096;
+	f->blksize = bs;
+	f->kind = dd_fs_kind_of(fd);
+	if (c->ndevs < sizeof(c->devs) / sizeof(c->devs[0])) {
+		c->devs[c->ndevs].dev = f->dev;
+		c->devs[c->ndevs].blksize = bs;
+		c->devs[c->ndevs].kind = f->kind;
+		c->ndevs++;
+	}
+}
+
 /* Scan file index fi; returns 0, or EXIT_OPERATIONAL for a store error. */
 static int scan_file(struct dd_ctx *c, size_t fi)
 {
@@ -794,17 +838,16 @@ static int scan_file(struct dd_ctx *c, size_t fi)
 		c->bytes_scanned = scanned0 + f->size;
 		return 0;
 	}
-	struct statfs sfs;
-	struct stat st;
-	fstat(fd, &st);
-	f->blksize = fstatfs(fd, &sfs) == 0 && sfs.f_bsize > 0 ? (uint32_t)sfs.f_bsize
-							       : (uint32_t)st.st_blksize;
-	if (f->blksize < 512 || f->blksize > (1u << 20) || (f->blksize & (f->blksize - 1)))
-		f->blksize = 4096;
+	fs_info(c, f, fd);
 	f->nblocks = (f->size + f->blksize - 1) / f->blksize;
-	f->kind = dd_fs_kind_of(fd);
 	struct dd_file_key key = { f->dev, f->ino, f->size, f->mtime_ns, f->ctime_ns, f->blksize };
-	int cached = dd_db_begin_file(c->db, f->path, &key, &f->db_id);
+	/* the store is keyed by absolute path: a rerun from another directory
+	 * finds the same records */
+	char *abs = NULL;
+	if (f->path[0] != '/' && c->cwd && asprintf(&abs, "%s/%s", c->cwd, f->path) < 0)
+		abs = NULL;
+	int cached = dd_db_begin_file(c->db, abs ? abs : f->path, &key, &f->db_id);
+	free(abs);
 	if (cached < 0) {
 		close(fd);
 		fprintf(stderr, "%s: hash store: cannot record %s\n", c->prog, f->path);
@@ -901,8 +944,9 @@ out:
 			note(c, "%s: %s", f->path, strerror(-err));
 		ok = false;
 	}
-	/* hashes are kept only for a file that did not change while read */
-	bool complete = err == 0 && !stat_changed(f, fd) && !f->changed;
+	/* hashes are kept only for a file that did not change while read (a
+	 * stored record was not read: a change now shows at the next run) */
+	bool complete = err == 0 && !f->changed && (cached == 1 || !stat_changed(f, fd));
 	if (!complete)
 		mark_changed(c, fi);
 	/* drop every window of this file when its hashes are not kept */
@@ -1028,6 +1072,7 @@ int rlfs_dedupe_main(int argc, char **argv)
 		rc = EXIT_OPERATIONAL;
 		goto done;
 	}
+	c->cwd = getcwd(NULL, 0);
 	char err[256];
 	if (dd_db_open(&c->db, c->hashfile, err, sizeof(err)) != 0) {
 		fprintf(stderr, "%s: %s: %s\n", c->prog, c->hashfile ? c->hashfile : "hash store",
@@ -1035,7 +1080,7 @@ int rlfs_dedupe_main(int argc, char **argv)
 		rc = EXIT_OPERATIONAL;
 		goto done;
 	}
-	if (dd_table_init(&c->table, c->memory) != 0) {
+	if (dd_table_init(&c->table, c->memory, c->blocks_bound) != 0) {
 		fprintf(stderr, "%s: cannot allocate the hash table (--memory)\n", c->prog);
 		rc = EXIT_OPERATIONAL;
 		goto done;
@@ -1088,6 +1133,7 @@ done:
 		free(c->files[i].path);
 	free(c->files);
 	free(c->excludes);
+	free(c->cwd);
 	free(c->changed);
 	free(c->fast);
 	free(c->rbuf);

@@ -82,8 +82,11 @@ struct dd_table {
 };
 
 /* Make a table using at most mem_bytes (rounded down to a power of two of
- * entries, at least 1024 entries).  0, or -ENOMEM. */
-int dd_table_init(struct dd_table *t, uint64_t mem_bytes);
+ * entries, at least 1024 entries), and no more than needed to hold
+ * need_entries at 3/4 full (0: no limit): the number of blocks to scan
+ * bounds the entries a run can make.  The array is calloc'd: pages never
+ * written cost no memory.  0, or -ENOMEM. */
+int dd_table_init(struct dd_table *t, uint64_t mem_bytes, uint64_t need_entries);
 void dd_table_free(struct dd_table *t);
 /* The key of a block hash on device dev. */
 struct dd_hash dd_table_key(const struct dd_hash *h, dev_t dev);

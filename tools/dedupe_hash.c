@@ -28,10 +28,11 @@ struct dd_hash dd_hash_block(const void *data, size_t len)
 	return h;
 }
 
-int dd_table_init(struct dd_table *t, uint64_t mem_bytes)
+int dd_table_init(struct dd_table *t, uint64_t mem_bytes, uint64_t need_entries)
 {
 	uint64_t cap = 1024;
-	while (cap * 2 * sizeof(struct dd_table_entry) <= mem_bytes && cap < (1ULL << 40))
+	while (cap * 2 * sizeof(struct dd_table_entry) <= mem_bytes && cap < (1ULL << 40) &&
+	       (need_entries == 0 || cap * 3 / 4 < need_entries))
 		cap *= 2;
 	memset(t, 0, sizeof(*t));
 	t->slot = calloc(cap, sizeof(struct dd_table_entry));

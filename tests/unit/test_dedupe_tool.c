@@ -51,8 +51,12 @@ static void test_table_basic(void **state)
 {
 	(void)state;
 	struct dd_table t;
-	assert_int_equal(dd_table_init(&t, 1 << 20), 0);
+	assert_int_equal(dd_table_init(&t, 1 << 20, 0), 0);
 	assert_int_equal(t.capacity, (1 << 20) / 32);   /* power of two that fits */
+	struct dd_table small;
+	assert_int_equal(dd_table_init(&small, 1 << 20, 3000), 0);
+	assert_int_equal(small.capacity, 4096);         /* 3000 fit in 3/4 of 4096 */
+	dd_table_free(&small);
 	for (uint64_t i = 0; i < 1000; i++) {
 		struct dd_hash k = hval(i);
 		assert_int_equal(dd_table_insert(&t, &k, (uint32_t)(i % 7), i), 0);
@@ -85,7 +89,7 @@ static void test_table_degrade(void **state)
 {
 	(void)state;
 	struct dd_table t;
-	assert_int_equal(dd_table_init(&t, 1024 * 32), 0);     /* 1024 entries */
+	assert_int_equal(dd_table_init(&t, 1024 * 32, 0), 0);     /* 1024 entries */
 	assert_int_equal(t.capacity, 1024);
 	struct dd_table_entry *slot = t.slot;
 	const uint64_t n = 20000;
