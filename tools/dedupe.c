@@ -107,6 +107,11 @@ struct dd_ctx {
 	struct dd_file *files;
 	size_t nfiles, files_cap;
 	size_t walk_errors;
+	struct {
+		dev_t dev;
+		ino_t ino;
+	} skip[4];                  /* the hash file's files */
+	size_t nskip;
 	/* state */
 	struct dd_table table;
 	struct dd_db *db;
@@ -221,6 +226,9 @@ static int add_file(struct dd_ctx *c, const char *path, const struct stat *st)
 {
 	if (!S_ISREG(st->st_mode) || st->st_size == 0)
 		return 0;
+	for (size_t i = 0; i < c->nskip; i++)
+		if (c->skip[i].dev == st->st_dev && c->skip[i].ino == st->st_ino)
+			return 0;
 	uint64_t min = c->min_size ? c->min_size : (uint64_t)(st->st_blksize > 0 ? st->st_blksize : 4096);
 	if ((uint64_t)st->st_size < min)
 		return 0;
@@ -365,20 +373,25 @@ static void progress(struct dd_ctx *c, bool final)
 	human(c->bytes_total, b, sizeof(b));
 	human((uint64_t)rate, r, sizeof(r));
 	unsigned e = (unsigned)eta;
+	char etas[32];
+	if (rate > 0)
+		snprintf(etas, sizeof(etas), "%u:%02u:%02u", e / 3600, e / 60 % 60, e % 60);
+	else
+		snprintf(etas, sizeof(etas), "--:--");
 	if (c->tty) {
 		char bar[31];
 		int w = (int)(frac * 30);
 		for (int i = 0; i < 30; i++)
 			bar[i] = i < w ? '=' : (i == w ? '>' : ' ');
 		bar[30] = '\0';
-		fprintf(stderr, "\r[%s] %3.0f%% %s / %s  %s/s  ETA %u:%02u:%02u ", bar, frac * 100, a,
-			b, r, e / 3600, e / 60 % 60, e % 60);
+		fprintf(stderr, "\r[%s] %3.0f%% %s / %s  %s/s  ETA %s \033[K", bar, frac * 100, a, b,
+			r, etas);
 		c->progress_drawn = true;
 		if (final)
 			fputc('\n', stderr);
 	} else {
-		fprintf(stderr, "%s: scanned %s of %s (%.0f%%), %s/s, ETA %u:%02u:%02u\n", c->prog,
-			a, b, frac * 100, r, e / 3600, e / 60 % 60, e % 60);
+		fprintf(stderr, "%s: scanned %s of %s (%.0f%%), %s/s, ETA %s\n", c->prog, a, b,
+			frac * 100, r, etas);
 	}
 }
 
@@ -1064,19 +1077,31 @@ int rlfs_dedupe_main(int argc, char **argv)
 	c->last_progress = c->t0;
 	c->last_progress.tv_sec -= 10;
 
-	rc = walk(c, argc - optind, argv + optind);
-	if (rc)
-		goto done;
-	if (c->nfiles >= UINT32_MAX) {
-		fprintf(stderr, "%s: too many files (%zu)\n", c->prog, c->nfiles);
-		rc = EXIT_OPERATIONAL;
-		goto done;
-	}
 	c->cwd = getcwd(NULL, 0);
 	char err[256];
 	if (dd_db_open(&c->db, c->hashfile, err, sizeof(err)) != 0) {
 		fprintf(stderr, "%s: %s: %s\n", c->prog, c->hashfile ? c->hashfile : "hash store",
 			err);
+		rc = EXIT_OPERATIONAL;
+		goto done;
+	}
+	/* the hash file and SQLite's files beside it are never scanned */
+	for (int i = 0; c->hashfile && i < 4; i++) {
+		static const char *const sfx[] = { "", "-wal", "-shm", "-journal" };
+		char *p = NULL;
+		struct stat st;
+		if (asprintf(&p, "%s%s", c->hashfile, sfx[i]) >= 0 && stat(p, &st) == 0) {
+			c->skip[c->nskip].dev = st.st_dev;
+			c->skip[c->nskip].ino = st.st_ino;
+			c->nskip++;
+		}
+		free(p);
+	}
+	rc = walk(c, argc - optind, argv + optind);
+	if (rc)
+		goto done;
+	if (c->nfiles >= UINT32_MAX) {
+		fprintf(stderr, "%s: too many files (%zu)\n", c->prog, c->nfiles);
 		rc = EXIT_OPERATIONAL;
 		goto done;
 	}
