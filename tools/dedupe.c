@@ -533,8 +533,8 @@ static void summary(struct dd_ctx *c)
 		fprintf(o, "  %s\n", c->files[c->changed[i]].path);
 	if (c->table.sample_k > 1)
 		fprintf(o, "hash table full (--memory %" PRIu64 "): kept blocks with hash %% %" PRIu64
-			   " == 0; duplicate runs of n blocks were found with probability "
-			   "1-(1-1/%" PRIu64 ")^n, whole files always\n",
+			   " == 0: a duplicate run of n blocks is found with probability "
+			   "1-(1-1/%" PRIu64 ")^n, whole duplicate files always\n",
 			c->memory, c->table.sample_k, c->table.sample_k);
 	fprintf(o, "time:             %.2f s\n", t);
 }
