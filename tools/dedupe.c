@@ -129,10 +129,12 @@ struct dd_ctx {
 		uint64_t dev;
 		uint32_t blksize;
 		enum dd_fs_kind kind;
+		bool kind_known;
 	} devs[64];
 	size_t ndevs;
 	uint64_t *phys_s, *phys_d;
 	bool hook_done;
+	bool store_failed;          /* a hash store call failed: stop (exit 4) */
 	/* statistics */
 	uint64_t blocks_bound;      /* blocks of all files (st_blksize units) */
 	uint64_t files_scanned, bytes_total, bytes_scanned, bytes_hashed;
@@ -591,10 +593,15 @@ static int hash_chunk(struct dd_ctx *c, struct dd_window *w, uint64_t ch)
 		pos = re > (uint64_t)hl ? re : (uint64_t)hl;
 	}
 	w->n = n;
-	if (dd_db_put_chunk(c->db, f->db_id, ch, w->h, n) != 0)
+	if (dd_db_put_chunk(c->db, f->db_id, ch, w->h, n) != 0) {
+		c->store_failed = true;
 		return -EIO;
+	}
 	return 0;
 }
+
+static int cur_open(struct dd_ctx *c);
+static void fs_kind(struct dd_ctx *c, struct dd_file *f, int fd);
 
 static struct dd_window *window(struct dd_ctx *c, size_t file, uint64_t ch, int *err)
 {
@@ -613,6 +620,7 @@ static struct dd_window *window(struct dd_ctx *c, size_t file, uint64_t ch, int 
 	struct dd_file *f = &c->files[file];
 	int n = dd_db_get_chunk(c->db, f->db_id, ch, w->h, DD_CHUNK_BLOCKS);
 	if (n < 0) {
+		c->store_failed = true;
 		*err = -EIO;
 		return NULL;
 	}
@@ -621,7 +629,9 @@ static struct dd_window *window(struct dd_ctx *c, size_t file, uint64_t ch, int 
 			*err = -ENODATA;
 			return NULL;
 		}
-		int r = hash_chunk(c, w, ch);
+		int r = cur_open(c);
+		if (r == 0)
+			r = hash_chunk(c, w, ch);
 		if (r) {
 			*err = r;
 			return NULL;
@@ -660,8 +670,10 @@ static int src_open(struct dd_ctx *c, size_t g)
 	if (c->src_fd >= 0)
 		close(c->src_fd);
 	c->src_fd = -1;
-	if (g == c->cur)
-		return c->cur_fd;
+	if (g == c->cur) {
+		int r = cur_open(c);
+		return r ? r : c->cur_fd;
+	}
 	int fd = open(c->files[g].path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
@@ -670,6 +682,7 @@ static int src_open(struct dd_ctx *c, size_t g)
 		close(fd);
 		return -ESTALE;
 	}
+	fs_kind(c, &c->files[g], fd);
 	c->src_fd = fd;
 	c->src_fd_file = g;
 	return fd;
@@ -695,11 +708,25 @@ static bool share_run(struct dd_ctx *c, size_t g, const struct dd_run *run)
 	}
 	if (len == 0)
 		return true;
+	/* settled at an earlier run, both files unchanged since: no calls */
+	struct dd_run as_shared = { run->dst_blk, run->src_blk, (len + bs - 1) / bs };
+	if (dd_db_get_run(c->db, f->db_id, gf->db_id, &as_shared) == 1) {
+		c->runs++;
+		c->dup_bytes += len;
+		c->already_bytes += len;
+		return true;
+	}
+	int r0 = cur_open(c);
+	if (r0) {
+		mark_changed(c, c->cur);
+		return false;
+	}
 	int sfd = src_open(c, g);
 	if (sfd < 0) {
 		mark_changed(c, g);
 		return true;
 	}
+	bool settled = true, settled_now = false, shared_all = true;
 	c->runs++;
 	c->dup_bytes += len;
 	if (c->verbose && !c->quiet)
@@ -728,6 +755,7 @@ static bool share_run(struct dd_ctx *c, size_t g, const struct dd_run *run)
 				c->already_bytes += seg;
 				continue;
 			}
+			settled = false;
 			if (c->dry_run) {
 				c->would_bytes += seg;
 				continue;
@@ -753,6 +781,10 @@ static bool share_run(struct dd_ctx *c, size_t g, const struct dd_run *run)
 				}
 				return true;
 			}
+			if (r.deduped_bytes == seg)
+				settled_now = true;
+			else
+				shared_all = false;
 			if (r.error) {
 				add_failure(c, -r.error, seg - r.deduped_bytes);
 				if (c->verbose && !c->quiet)
@@ -761,6 +793,8 @@ static bool share_run(struct dd_ctx *c, size_t g, const struct dd_run *run)
 			}
 		}
 	}
+	if ((settled || (settled_now && shared_all)) && !c->dry_run)
+		(void)dd_db_put_run(c->db, f->db_id, gf->db_id, &as_shared);
 	return true;
 }
 
@@ -803,33 +837,72 @@ static int whole_equal(struct dd_ctx *c, size_t g)
 	return 1;
 }
 
-/* Block size (statfs f_bsize) and kind of f's filesystem, asked once per
- * device. */
-static void fs_info(struct dd_ctx *c, struct dd_file *f, int fd)
+/* The device cache entry of dev (made on first use), or NULL when full. */
+static int dev_slot(struct dd_ctx *c, uint64_t dev)
 {
 	for (size_t i = 0; i < c->ndevs; i++)
-		if (c->devs[i].dev == f->dev) {
-			f->blksize = c->devs[i].blksize;
-			f->kind = c->devs[i].kind;
-			return;
-		}
+		if (c->devs[i].dev == dev)
+			return (int)i;
+	if (c->ndevs == sizeof(c->devs) / sizeof(c->devs[0]))
+		return -1;
+	memset(&c->devs[c->ndevs], 0, sizeof(c->devs[0]));
+	c->devs[c->ndevs].dev = dev;
+	return (int)c->ndevs++;
+}
+
+/* Block size of f's filesystem (statfs f_bsize of its path, once per
+ * device; a file that is unchanged in the store is never opened). */
+static void fs_blksize(struct dd_ctx *c, struct dd_file *f)
+{
+	int i = dev_slot(c, f->dev);
+	if (i >= 0 && c->devs[i].blksize) {
+		f->blksize = c->devs[i].blksize;
+		return;
+	}
 	struct statfs sfs;
-	struct stat st;
 	uint32_t bs = 0;
-	if (fstatfs(fd, &sfs) == 0 && sfs.f_bsize > 0)
+	if (statfs(f->path, &sfs) == 0 && sfs.f_bsize > 0)
 		bs = (uint32_t)sfs.f_bsize;
-	else if (fstat(fd, &st) == 0)
-		bs = (uint32_t)st.st_blksize;
 	if (bs < 512 || bs > (1u << 20) || (bs & (bs - 1)))
 		bs = 4096;
 	f->blksize = bs;
-	f->kind = dd_fs_kind_of(fd);
-	if (c->ndevs < sizeof(c->devs) / sizeof(c->devs[0])) {
-		c->devs[c->ndevs].dev = f->dev;
-		c->devs[c->ndevs].blksize = bs;
-		c->devs[c->ndevs].kind = f->kind;
-		c->ndevs++;
+	if (i >= 0)
+		c->devs[i].blksize = bs;
+}
+
+/* The kind of f's filesystem, from an open descriptor (once per device). */
+static void fs_kind(struct dd_ctx *c, struct dd_file *f, int fd)
+{
+	int i = dev_slot(c, f->dev);
+	if (i >= 0 && c->devs[i].kind_known) {
+		f->kind = c->devs[i].kind;
+		return;
 	}
+	f->kind = dd_fs_kind_of(fd);
+	if (i >= 0) {
+		c->devs[i].kind = f->kind;
+		c->devs[i].kind_known = true;
+	}
+}
+
+/* Open the file being scanned if it is not yet (a file whose hashes come
+ * from the store is opened only to share).  0, -errno, or -ESTALE when it
+ * is no longer what the walk saw. */
+static int cur_open(struct dd_ctx *c)
+{
+	if (c->cur_fd >= 0)
+		return 0;
+	struct dd_file *f = &c->files[c->cur];
+	int fd = open(f->path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (stat_changed(f, fd)) {
+		close(fd);
+		return -ESTALE;
+	}
+	fs_kind(c, f, fd);
+	c->cur_fd = fd;
+	return 0;
 }
 
 /* Scan file index fi; returns 0, or EXIT_OPERATIONAL for a store error. */
@@ -837,21 +910,7 @@ static int scan_file(struct dd_ctx *c, size_t fi)
 {
 	struct dd_file *f = &c->files[fi];
 	uint64_t scanned0 = c->bytes_scanned;
-	int fd = open(f->path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0) {
-		if (!c->quiet)
-			note(c, "%s: %s (skipped)", f->path, strerror(errno));
-		mark_changed(c, fi);
-		c->bytes_scanned = scanned0 + f->size;
-		return 0;
-	}
-	if (stat_changed(f, fd)) {
-		mark_changed(c, fi);
-		close(fd);
-		c->bytes_scanned = scanned0 + f->size;
-		return 0;
-	}
-	fs_info(c, f, fd);
+	fs_blksize(c, f);
 	f->nblocks = (f->size + f->blksize - 1) / f->blksize;
 	struct dd_file_key key = { f->dev, f->ino, f->size, f->mtime_ns, f->ctime_ns, f->blksize };
 	/* the store is keyed by absolute path: a rerun from another directory
@@ -862,15 +921,27 @@ static int scan_file(struct dd_ctx *c, size_t fi)
 	int cached = dd_db_begin_file(c->db, abs ? abs : f->path, &key, &f->db_id);
 	free(abs);
 	if (cached < 0) {
-		close(fd);
 		fprintf(stderr, "%s: hash store: cannot record %s\n", c->prog, f->path);
 		return EXIT_OPERATIONAL;
 	}
 	c->cur = fi;
-	c->cur_fd = fd;
-	c->files_scanned++;
+	c->cur_fd = -1;
 	int err = 0;
 	bool ok = true;
+	if (cached == 0) {
+		/* to be read: open it now (a file unchanged in the store is
+		 * opened only if a run of it is to be shared) */
+		err = cur_open(c);
+		if (err) {
+			if (!c->quiet && err != -ESTALE)
+				note(c, "%s: %s (skipped)", f->path, strerror(-err));
+			mark_changed(c, fi);
+			(void)dd_db_end_file(c->db, f->db_id, false);
+			c->bytes_scanned = scanned0 + f->size;
+			return 0;
+		}
+	}
+	c->files_scanned++;
 
 	/* whole-file fast path */
 	struct dd_hash h0;
@@ -947,37 +1018,39 @@ static int scan_file(struct dd_ctx *c, size_t fi)
 out:
 	c->bytes_scanned = scanned0 + f->size;
 	progress(c, false);
-	if (err == -EIO) {
-		close(fd);
+	if (c->store_failed) {
+		if (c->cur_fd >= 0)
+			close(c->cur_fd);
+		c->cur_fd = -1;
 		fprintf(stderr, "%s: hash store error while scanning %s\n", c->prog, f->path);
 		return EXIT_OPERATIONAL;
 	}
-	if (err) {
-		if (!c->quiet && err != -ESTALE)
-			note(c, "%s: %s", f->path, strerror(-err));
-		ok = false;
-	}
+	if (err && !c->quiet && err != -ESTALE)
+		note(c, "%s: %s", f->path, strerror(-err));
 	/* hashes are kept only for a file that did not change while read (a
 	 * stored record was not read: a change now shows at the next run) */
-	bool complete = err == 0 && !f->changed && (cached == 1 || !stat_changed(f, fd));
+	bool complete = err == 0 && !f->changed &&
+			(cached == 1 || (c->cur_fd >= 0 && !stat_changed(f, c->cur_fd)));
 	if (!complete)
 		mark_changed(c, fi);
 	/* drop every window of this file when its hashes are not kept */
 	for (int i = 0; i < DD_NWIN; i++)
 		if (!complete && c->win[i].file == fi)
 			c->win[i].valid = false;
-	if (dd_db_end_file(c->db, f->db_id, complete) != 0) {
-		close(fd);
-		return EXIT_OPERATIONAL;
-	}
+	int r = dd_db_end_file(c->db, f->db_id, complete);
 	f->scanned = complete;
-	close(fd);
+	if (c->cur_fd >= 0)
+		close(c->cur_fd);
 	c->cur_fd = -1;
 	if (c->src_fd >= 0 && c->src_fd_file == fi) {
 		close(c->src_fd);
 		c->src_fd = -1;
 	}
 	(void)ok;
+	if (r != 0) {
+		fprintf(stderr, "%s: hash store error after scanning %s\n", c->prog, f->path);
+		return EXIT_OPERATIONAL;
+	}
 	return 0;
 }
 

@@ -160,6 +160,12 @@ int dd_db_put_chunk(struct dd_db *db, int64_t db_id, uint64_t chunk, const struc
 		    unsigned n);
 int dd_db_get_chunk(struct dd_db *db, int64_t db_id, uint64_t chunk, struct dd_hash *h,
 		    unsigned max);
+/* Settled runs: record that every block of run r of file dst_id is
+ * shared with file src_id (0 or -EIO); ask whether it was recorded (1
+ * yes, 0 no, -EIO).  A record lives as long as both file records do, so a
+ * rerun trusts it only while both files are unchanged. */
+int dd_db_put_run(struct dd_db *db, int64_t dst_id, int64_t src_id, const struct dd_run *r);
+int dd_db_get_run(struct dd_db *db, int64_t dst_id, int64_t src_id, const struct dd_run *r);
 /* Commit the open transaction and start another (bounds lost work).
  * 0 or -EIO. */
 int dd_db_commit(struct dd_db *db);

@@ -13,6 +13,9 @@
  *   hashes(file_id, chunk, data BLOB, PRIMARY KEY(file_id, chunk))
  *         data: 16 bytes per block (lo then hi, little-endian host order),
  *         blocks chunk * 1024 .. ; all-zero = a block wholly in a hole
+ *   runs(dst_id, dst_blk, src_id, src_blk, nblocks)   settled runs: every
+ *         block of the run was found shared, or shared, at the end of a
+ *         run of the tool; dropped with either file's record
  * A record is reused only when complete and its (dev, ino, size, mtime,
  * ctime, blksize) equal the file's stat now.
  */
@@ -28,6 +31,7 @@
 struct dd_db {
 	sqlite3 *db;
 	sqlite3_stmt *find, *del_hashes, *del_file, *ins_file, *done, *put, *get;
+	sqlite3_stmt *del_runs_dst, *del_runs_src, *put_run, *get_run;
 };
 
 static int exec(struct dd_db *d, const char *sql)
@@ -61,6 +65,10 @@ int dd_db_open(struct dd_db **out, const char *path, char *err, size_t errlen)
 		    "INTEGER, blksize INTEGER, complete INTEGER)") ||
 	    exec(d, "CREATE TABLE IF NOT EXISTS hashes(file_id INTEGER, chunk INTEGER, data BLOB, "
 		    "PRIMARY KEY(file_id, chunk)) WITHOUT ROWID") ||
+	    exec(d, "CREATE TABLE IF NOT EXISTS runs(dst_id INTEGER, dst_blk INTEGER, src_id "
+		    "INTEGER, src_blk INTEGER, nblocks INTEGER, PRIMARY KEY(dst_id, dst_blk)) "
+		    "WITHOUT ROWID") ||
+	    exec(d, "CREATE INDEX IF NOT EXISTS runs_src ON runs(src_id)") ||
 	    exec(d, "INSERT OR IGNORE INTO meta VALUES('version', 1), ('hash', 'xxh3-128'), "
 		    "('chunk_blocks', 1024)")) {
 		snprintf(err, errlen, "%s", sqlite3_errmsg(d->db));
@@ -90,6 +98,11 @@ int dd_db_open(struct dd_db **out, const char *path, char *err, size_t errlen)
 	    prep(d, &d->done, "UPDATE files SET complete = 1 WHERE id = ?") ||
 	    prep(d, &d->put, "INSERT OR REPLACE INTO hashes(file_id, chunk, data) VALUES(?, ?, ?)") ||
 	    prep(d, &d->get, "SELECT data FROM hashes WHERE file_id = ? AND chunk = ?") ||
+	    prep(d, &d->del_runs_dst, "DELETE FROM runs WHERE dst_id = ?") ||
+	    prep(d, &d->del_runs_src, "DELETE FROM runs WHERE src_id = ?") ||
+	    prep(d, &d->put_run, "INSERT OR REPLACE INTO runs VALUES(?, ?, ?, ?, ?)") ||
+	    prep(d, &d->get_run, "SELECT 1 FROM runs WHERE dst_id = ? AND dst_blk = ? AND "
+		 "src_id = ? AND src_blk = ? AND nblocks = ?") ||
 	    exec(d, "BEGIN")) {
 		snprintf(err, errlen, "%s", sqlite3_errmsg(d->db));
 		goto fail;
@@ -104,6 +117,10 @@ fail:
 	sqlite3_finalize(d->done);
 	sqlite3_finalize(d->put);
 	sqlite3_finalize(d->get);
+	sqlite3_finalize(d->del_runs_dst);
+	sqlite3_finalize(d->del_runs_src);
+	sqlite3_finalize(d->put_run);
+	sqlite3_finalize(d->get_run);
 	sqlite3_close(d->db);
 	free(d);
 	return -EIO;
@@ -119,6 +136,10 @@ int dd_db_close(struct dd_db *d)
 	sqlite3_finalize(d->done);
 	sqlite3_finalize(d->put);
 	sqlite3_finalize(d->get);
+	sqlite3_finalize(d->del_runs_dst);
+	sqlite3_finalize(d->del_runs_src);
+	sqlite3_finalize(d->put_run);
+	sqlite3_finalize(d->get_run);
 	if (sqlite3_close(d->db) != SQLITE_OK)
 		r = -EIO;
 	free(d);
@@ -138,6 +159,16 @@ static int run1(sqlite3_stmt *st, int64_t v)
 	int rc = sqlite3_step(st);
 	sqlite3_reset(st);
 	return rc == SQLITE_DONE ? 0 : -EIO;
+}
+
+/* Forget a file record: its hashes, and the settled runs it is part of
+ * (a new record may get the same id). */
+static int drop(struct dd_db *d, int64_t id)
+{
+	return run1(d->del_hashes, id) || run1(d->del_runs_dst, id) ||
+			       run1(d->del_runs_src, id) || run1(d->del_file, id)
+		       ? -EIO
+		       : 0;
 }
 
 int dd_db_begin_file(struct dd_db *d, const char *path, const struct dd_file_key *k,
@@ -161,7 +192,7 @@ int dd_db_begin_file(struct dd_db *d, const char *path, const struct dd_file_key
 			*db_id = id;
 			return 1;
 		}
-		if (run1(d->del_hashes, id) || run1(d->del_file, id))
+		if (drop(d, id))
 			return -EIO;
 	} else {
 		sqlite3_reset(st);
@@ -189,7 +220,35 @@ int dd_db_end_file(struct dd_db *d, int64_t db_id, bool complete)
 {
 	if (complete)
 		return run1(d->done, db_id);
-	return run1(d->del_hashes, db_id) || run1(d->del_file, db_id) ? -EIO : 0;
+	return drop(d, db_id);
+}
+
+int dd_db_put_run(struct dd_db *d, int64_t dst_id, int64_t src_id, const struct dd_run *r)
+{
+	sqlite3_stmt *st = d->put_run;
+	sqlite3_reset(st);
+	sqlite3_bind_int64(st, 1, dst_id);
+	sqlite3_bind_int64(st, 2, (int64_t)r->dst_blk);
+	sqlite3_bind_int64(st, 3, src_id);
+	sqlite3_bind_int64(st, 4, (int64_t)r->src_blk);
+	sqlite3_bind_int64(st, 5, (int64_t)r->nblocks);
+	int rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	return rc == SQLITE_DONE ? 0 : -EIO;
+}
+
+int dd_db_get_run(struct dd_db *d, int64_t dst_id, int64_t src_id, const struct dd_run *r)
+{
+	sqlite3_stmt *st = d->get_run;
+	sqlite3_reset(st);
+	sqlite3_bind_int64(st, 1, dst_id);
+	sqlite3_bind_int64(st, 2, (int64_t)r->dst_blk);
+	sqlite3_bind_int64(st, 3, src_id);
+	sqlite3_bind_int64(st, 4, (int64_t)r->src_blk);
+	sqlite3_bind_int64(st, 5, (int64_t)r->nblocks);
+	int rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -EIO;
 }
 
 int dd_db_put_chunk(struct dd_db *d, int64_t db_id, uint64_t chunk, const struct dd_hash *h,
