@@ -70,7 +70,8 @@ struct dd_file {
 	int64_t db_id;
 	enum dd_fs_kind kind;
 	bool scanned;               /* hashes complete in the store */
-	bool changed;               /* changed during the run: never a source */
+	bool changed;               /* changed during the run (or cannot be
+				     * opened): never a source */
 };
 
 struct dd_window {
@@ -716,14 +717,24 @@ static bool share_run(struct dd_ctx *c, size_t g, const struct dd_run *run)
 		c->already_bytes += len;
 		return true;
 	}
+	/* a file that cannot be opened any more is a failure; one that is no
+	 * longer what the walk saw (or is gone) changed during the run */
 	int r0 = cur_open(c);
 	if (r0) {
-		mark_changed(c, c->cur);
+		if (r0 == -ESTALE || r0 == -ENOENT)
+			mark_changed(c, c->cur);
+		else
+			add_failure(c, -r0, len);
 		return false;
 	}
 	int sfd = src_open(c, g);
 	if (sfd < 0) {
-		mark_changed(c, g);
+		if (sfd == -ESTALE || sfd == -ENOENT) {
+			mark_changed(c, g);
+		} else {
+			add_failure(c, -sfd, len);
+			gf->changed = true;  /* never a source again (not listed) */
+		}
 		return true;
 	}
 	bool settled = true, settled_now = false, shared_all = true;
