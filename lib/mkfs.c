@@ -508,8 +508,8 @@ static int format(struct rlfs_dev *dev, const struct geom *g, const struct rlfs_
 		goto out;
 	uint64_t log_start = 0;
 	if (g->log_blocks) {
-		/* an unmount record at block 0, cycle 1: a clean, empty log
-		 * (records of an earlier filesystem here carry another uuid) */
+		/* a zeroed ring with an unmount record at block 0, cycle 1: a
+		 * clean, empty log */
 		log_start = rlfs_agb_to_fsb(mp, g->log_agno, first_agfl(mp) + rlfs_agfl_min(mp));
 		err = rlfs_log_format(mp, log_start, g->log_blocks);
 		if (err)

@@ -132,6 +132,11 @@ struct rlfs_mount {
 	uint32_t ag_resv_blocks;    /* per AG, kept free by every allocation
 				     * but the AGFL refill (ag_resv.h); set at
 				     * mount, 0 before */
+	unsigned agfl_worst_blocks; /* alloc.c: worst-case AGFL use of one
+				     * operation (a function of the geometry
+				     * and features), cached on first use
+				     * (a racing first use stores the same
+				     * value); 0 = not computed yet */
 	uint64_t icount;            /* inodes in allocated chunks */
 	uint64_t ifree;             /* of those, free */
 	/* file data writes, counted after each reaches the device (under
