@@ -777,8 +777,19 @@ static bool share_run(struct dd_ctx *c, size_t g, const struct dd_run *run)
 				if (hook && *hook && system(hook) != 0)
 					note(c, "test hook failed: %s", hook);
 			}
+			/* direction: the side whose blocks other files already
+			 * share keeps them (they stay in use whatever happens);
+			 * sharing the other way would free nothing */
+			uint64_t ns = 0, nd = 0;
+			for (uint64_t k = a / bs - p; k < (b + bs - 1) / bs - p && k < pblocks; k++) {
+				ns += (c->phys_s[k] & DD_PHYS_SHARED) != 0;
+				nd += (c->phys_d[k] & DD_PHYS_SHARED) != 0;
+			}
 			struct dd_share_result r;
-			dd_share(sfd, c->cur_fd, f->kind, soff + a, doff + a, seg, &r);
+			if (nd > ns)
+				dd_share(c->cur_fd, sfd, f->kind, doff + a, soff + a, seg, &r);
+			else
+				dd_share(sfd, c->cur_fd, f->kind, soff + a, doff + a, seg, &r);
 			c->shared_bytes += r.deduped_bytes;
 			if (r.differs) {
 				/* report whichever changed; the destination when neither

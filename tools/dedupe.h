@@ -181,9 +181,12 @@ enum dd_fs_kind dd_fs_kind_of(int fd);
 /*
  * Physical byte address of each block of [off, off + nblocks * blksize)
  * of fd into phys[] (0: hole, delayed allocation or unknown; such blocks
- * are never "already shared").  Through FS_IOC_FIEMAP on kernel
- * filesystems, RLFS_IOC_GET_EXTENTS on reflinkfs.  0 or negative errno.
+ * are never "already shared"), with bit 0 (DD_PHYS_SHARED; addresses are
+ * block-aligned) set when the extent is shared with any other file
+ * (FIEMAP_EXTENT_SHARED).  Through FS_IOC_FIEMAP on kernel filesystems,
+ * RLFS_IOC_GET_EXTENTS on reflinkfs.  0 or negative errno.
  */
+#define DD_PHYS_SHARED 1ull
 int dd_phys_map(int fd, enum dd_fs_kind kind, uint64_t off, uint64_t nblocks, uint32_t blksize,
 		uint64_t *phys);
 

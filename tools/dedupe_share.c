@@ -51,7 +51,7 @@ enum dd_fs_kind dd_fs_kind_of(int fd)
 
 /* Fill phys[] from one extent (bytes). */
 static void fill(uint64_t off, uint64_t nblocks, uint32_t bs, uint64_t *phys, uint64_t logical,
-		 uint64_t physical, uint64_t length)
+		 uint64_t physical, uint64_t length, bool shared)
 {
 	uint64_t end = off + nblocks * bs;
 	uint64_t a = logical > off ? logical : off;
@@ -61,7 +61,7 @@ static void fill(uint64_t off, uint64_t nblocks, uint32_t bs, uint64_t *phys, ui
 		/* a block that starts before the extent is not mapped whole */
 		if (p < logical || (p - off) % bs)
 			continue;
-		phys[i] = physical + (p - logical);
+		phys[i] = (physical + (p - logical)) | (shared ? DD_PHYS_SHARED : 0);
 	}
 }
 
@@ -91,7 +91,7 @@ static int phys_map_fiemap(int fd, uint64_t off, uint64_t nblocks, uint32_t bs, 
 					     FIEMAP_EXTENT_ENCODED | FIEMAP_EXTENT_NOT_ALIGNED |
 					     FIEMAP_EXTENT_DATA_INLINE)))
 				fill(off, nblocks, bs, phys, e->fe_logical, e->fe_physical,
-				     e->fe_length);
+				     e->fe_length, e->fe_flags & FIEMAP_EXTENT_SHARED);
 			if (e->fe_logical + e->fe_length > pos)
 				pos = e->fe_logical + e->fe_length;
 			if (e->fe_flags & FIEMAP_EXTENT_LAST)
@@ -124,7 +124,8 @@ static int phys_map_rlfs(int fd, uint64_t off, uint64_t nblocks, uint32_t bs, ui
 		bool last = false;
 		for (uint32_t i = 0; i < x->count && i < RLFS_IOC_EXTENTS_BATCH; i++) {
 			const struct rlfs_ioc_extent *e = &x->ext[i];
-			fill(off, nblocks, bs, phys, e->logical, e->physical, e->length);
+			fill(off, nblocks, bs, phys, e->logical, e->physical, e->length,
+			     e->flags & RLFS_IOC_EXT_SHARED);
 			if (e->logical + e->length > pos)
 				pos = e->logical + e->length;
 			if (e->flags & RLFS_IOC_EXT_LAST)

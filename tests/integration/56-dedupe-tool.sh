@@ -18,6 +18,8 @@
 #     a tiny --memory degrades (sampling) and still finds whole files;
 #   - a file changed between hashing and sharing (hidden hook
 #     RLFS_DEDUPE_TEST_BEFORE_SHARE) is reported, exit 1, nothing damaged;
+#   - a file shared with a clone and an unshared copy of it: the copy's
+#     blocks are the ones freed (df), whichever of them sorts first;
 #   - exit codes 2 (usage) and 4 (a PATH that does not exist);
 #   - on reflinkfs: fsck -n clean after unmount, without the LD_PRELOAD shim.
 . "$(dirname "$0")/../lib.sh"
@@ -222,6 +224,37 @@ assert sorted(p[-6:] for p in c) == ["chg/c1", "chg/c2"], c' "$o.chg" ||
 		die "$name: zero-filled blocks: $(json duplicate_bytes "$o.zero") duplicate bytes"
 	cmp "$d/zero/z1" "$d/zero/z2" || die "$name: zero files differ"
 	head -c $((256 * KiB)) /dev/zero | cmp - "$d/zero/z1" || die "$name: zero file changed"
+
+	# a file whose blocks a clone already shares, and a plain copy of it:
+	# the clone's blocks stay, the copy's are freed, whichever of the two
+	# the scan takes as the source (equal sizes: the first by path; sharing
+	# the other way would free nothing)
+	if [ "$usedf" = yes ]; then
+		local sh cp
+		for sh in a b; do
+			cp=$([ $sh = a ] && echo b || echo a)
+			mkdir "$d/keep"
+			piece $((6 * MiB)) $MiB | put "$d/keep/$sh"
+			cp --reflink=auto "$d/keep/$sh" "$d/keep/clone"
+			piece $((6 * MiB)) $MiB | put "$d/keep/$cp"
+			sync
+			[ "$(shared_sectors "$fm" "$d/keep/clone")" -ge 2048 ] ||
+				die "$name: the clone of keep/$sh shares nothing"
+			local u0 f1
+			u0=$(df_used_kb "$m")
+			run_tool 0 "$o.keep" --json "$d/keep/a" "$d/keep/b"
+			[ "$(json shared_bytes "$o.keep")" = $MiB ] ||
+				{ cat "$o.keep" >&2; die "$name: keep ($sh shared): shared $(json shared_bytes "$o.keep")"; }
+			sync
+			f1=$((u0 - $(df_used_kb "$m")))
+			[ "$f1" -ge $((1024 - 64)) ] ||
+				die "$name: keep ($sh shared with a clone): df freed $f1 KiB, want the copy's 1024"
+			cmp "$d/keep/a" "$d/keep/b" && cmp "$d/keep/a" "$d/keep/clone" ||
+				die "$name: keep ($sh shared): contents changed"
+			rm -rf "$d/keep"
+		done
+		log "$name: dedupe kept the blocks a clone shares and freed the copy's (either name first)"
+	fi
 	rm -rf "$d"
 }
 
