@@ -44,6 +44,22 @@ static int prep(struct dd_db *d, sqlite3_stmt **st, const char *sql)
 	return sqlite3_prepare_v2(d->db, sql, -1, st, NULL) == SQLITE_OK ? 0 : -EIO;
 }
 
+/* Finalize every prepared statement (NULL ones are no-ops). */
+static void finalize_all(struct dd_db *d)
+{
+	sqlite3_finalize(d->find);
+	sqlite3_finalize(d->del_hashes);
+	sqlite3_finalize(d->del_file);
+	sqlite3_finalize(d->ins_file);
+	sqlite3_finalize(d->done);
+	sqlite3_finalize(d->put);
+	sqlite3_finalize(d->get);
+	sqlite3_finalize(d->del_runs_dst);
+	sqlite3_finalize(d->del_runs_src);
+	sqlite3_finalize(d->put_run);
+	sqlite3_finalize(d->get_run);
+}
+
 int dd_db_open(struct dd_db **out, const char *path, char *err, size_t errlen)
 {
 	struct dd_db *d = calloc(1, sizeof(*d));
@@ -110,17 +126,7 @@ int dd_db_open(struct dd_db **out, const char *path, char *err, size_t errlen)
 	*out = d;
 	return 0;
 fail:
-	sqlite3_finalize(d->find);
-	sqlite3_finalize(d->del_hashes);
-	sqlite3_finalize(d->del_file);
-	sqlite3_finalize(d->ins_file);
-	sqlite3_finalize(d->done);
-	sqlite3_finalize(d->put);
-	sqlite3_finalize(d->get);
-	sqlite3_finalize(d->del_runs_dst);
-	sqlite3_finalize(d->del_runs_src);
-	sqlite3_finalize(d->put_run);
-	sqlite3_finalize(d->get_run);
+	finalize_all(d);
 	sqlite3_close(d->db);
 	free(d);
 	return -EIO;
@@ -129,17 +135,7 @@ fail:
 int dd_db_close(struct dd_db *d)
 {
 	int r = exec(d, "COMMIT");
-	sqlite3_finalize(d->find);
-	sqlite3_finalize(d->del_hashes);
-	sqlite3_finalize(d->del_file);
-	sqlite3_finalize(d->ins_file);
-	sqlite3_finalize(d->done);
-	sqlite3_finalize(d->put);
-	sqlite3_finalize(d->get);
-	sqlite3_finalize(d->del_runs_dst);
-	sqlite3_finalize(d->del_runs_src);
-	sqlite3_finalize(d->put_run);
-	sqlite3_finalize(d->get_run);
+	finalize_all(d);
 	if (sqlite3_close(d->db) != SQLITE_OK)
 		r = -EIO;
 	free(d);
