@@ -25,9 +25,9 @@
  *     -Wl,--wrap=rlfs_dev_open and __wrap_rlfs_dev_open below wraps the
  *     opens of the image being recorded (no hook in the library or in
  *     fsck).  It must exit 1 and leave a clean image;
- *  3. the repair is cut: after every prefix of its events (writes kept in
- *     order; --images caps them, spread over the record, the end always
- *     in), and at each of its flushes --count times with the writes since
+ *  3. the repair is cut: before its first event and after every write
+ *     (all writes so far kept, in order; --images caps them, spread over
+ *     the record, the whole repair always in), and at each of its flushes --count times with the writes since
  *     the previous flush each kept or lost at random and multi-sector
  *     writes torn (what a device reordering its cache exposes);
  *  4. each cut image must be repaired by a second `fsck` (exit 0 or 1),
@@ -101,6 +101,7 @@ int __wrap_rlfs_dev_open(const char *path, int writable, int lock, struct rlfs_d
 #define NEW_FILE_BYTES (512u * 1024)
 
 static const struct crash_repair_opts *opt;
+static void remove_files(void);
 
 static void setup_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 static void setup_fail(const char *fmt, ...)
@@ -112,7 +113,9 @@ static void setup_fail(const char *fmt, ...)
 	fprintf(stderr, "\n");
 	va_end(ap);
 	fflush(stdout);
-	_exit(2);
+	remove_files();
+	rmdir(opt->tmpdir);
+	_exit(2);   /* no leak report: the setup's memory is still in use */
 }
 
 static uint64_t mix(uint64_t z)
@@ -136,6 +139,16 @@ static struct {
 	char listed[4200], pristine[4200], damaged[4200], cut[4200];
 	char setup_out[4200], record_out[4200], cut_out[4200];
 } P;
+
+/* Remove the files (not the directory: crashtest.c's). */
+static void remove_files(void)
+{
+	const char *const names[] = { P.listed, P.pristine, P.damaged, P.cut, P.setup_out,
+				      P.record_out, P.cut_out };
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (names[i][0])
+			unlink(names[i]);
+}
 
 static void set_paths(const char *dir)
 {
@@ -829,9 +842,9 @@ struct rcut {
 };
 
 /*
- * The cuts of a repair of nev events: every prefix 0..nev (or, with
- * o->images, at most about two thirds of it spread evenly, the end always
- * in), then count random-subset cuts at each flush (the writes since the
+ * The cuts of a repair of nev events: no event, and every prefix that
+ * ends with a write (or, with o->images, at most about two thirds of
+ * them spread evenly, the whole repair always in), then count random-subset cuts at each flush (the writes since the
  * flush before, each kept or lost, multi-sector ones torn 25%), at most
  * a third of o->images.
  */
@@ -860,12 +873,24 @@ static struct rcut *make_cuts(struct rlfs_crash_rec *rec, uint64_t nev, uint64_t
 	size_t pre_max = opt->images ? RLFS_MAX(opt->images - RLFS_MIN(nsub, sub_max), 2u) : nev + 1;
 	cap += nsub;
 	struct rcut *c = xmalloc(cap * sizeof(*c));
-	/* prefixes, evenly spread, the end always in */
-	size_t npre = RLFS_MIN(pre_max, (size_t)nev + 1);
-	for (size_t k = 0; k < npre; k++) {
-		uint64_t pos = npre == 1 ? nev : (uint64_t)k * nev / (npre - 1);
-		c[n++] = (struct rcut){ .cut = { .pos = pos, .keep_all = true } };
+	/* prefixes: none, and each that ends with a write (one that ends
+	 * with a flush builds the same image as the one before it), evenly
+	 * spread when capped, the whole repair always in */
+	uint64_t *pre = xmalloc((nev + 1) * sizeof(*pre));
+	size_t nall = 0;
+	pre[nall++] = 0;
+	for (uint64_t i = 0; i < nev; i++) {
+		struct rlfs_crash_event ev;
+		rlfs_crash_rec_event(rec, i, &ev);
+		if (ev.kind == RLFS_CRASH_WRITE)
+			pre[nall++] = i + 1;
 	}
+	size_t npre = RLFS_MIN(pre_max, nall);
+	for (size_t k = 0; k < npre; k++) {
+		size_t j = npre == 1 ? nall - 1 : k * (nall - 1) / (npre - 1);
+		c[n++] = (struct rcut){ .cut = { .pos = pre[j], .keep_all = true } };
+	}
+	free(pre);
 	/* random subsets of each window, at most sub_max spread over them */
 	uint64_t rs = mix(seed ^ 0xF5C4ull);
 	size_t stride = nsub > sub_max ? (nsub + sub_max - 1) / sub_max : 1;
@@ -1119,10 +1144,7 @@ int crash_repair_run(const struct crash_repair_opts *o, struct crash_repair_tota
 		}
 		rc = run_kind(list[i], t);
 	}
-	const char *const names[] = { P.listed, P.pristine, P.damaged, P.cut, P.setup_out,
-				      P.record_out, P.cut_out };
-	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-		unlink(names[i]);
+	remove_files();
 	free(iobuf);
 	return rc;
 }
