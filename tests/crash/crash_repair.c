@@ -679,6 +679,15 @@ static void dmg_agtrees(void)
 	}
 }
 
+/* the last AG's bnobt root zeroed: every AG is rebuilt, the others
+ * while healthy */
+static void dmg_lastag(void)
+{
+	uint32_t agno = g.agcount - 1;
+	struct rlfs_agh h = agh_get(agno);
+	blk_zero((uint64_t)agno * g.agblocks + rlfs_get32(h.bno_root));
+}
+
 /* all the raw repairs at once: counters, link count, parent pointer,
  * the AG tree rebuild, then the orphan frees through a mount */
 static void dmg_mixed(void)
@@ -708,6 +717,11 @@ struct kind {
 	bool listed;                /* from listed.img (else pristine.img) */
 	bool needs_rmap;
 	void (*damage)(void);
+	/* the damage is in the last AG only: at every cut, before the next
+	 * repair, fsck -n must find nothing in the others (a repair that
+	 * rebuilds a healthy AG must never leave it inconsistent, even for
+	 * a moment: a user may mount instead of running fsck again) */
+	bool last_ag_only;
 };
 
 static const struct kind kinds[] = {
@@ -723,6 +737,8 @@ static const struct kind kinds[] = {
 	  true, dmg_bmbt },
 	{ "agtrees", "bnobt roots of every AG, AG 0's cntbt, refcountbt and rmapbt roots "
 	  "zeroed (AG trees rebuilt in place)", false, false, dmg_agtrees },
+	{ "lastag", "the last AG's bnobt root zeroed (every AG rebuilt in place; the "
+	  "healthy ones must check clean at every cut)", false, false, dmg_lastag, true },
 	{ "mixed", "counters, link count, parent pointer, bnobt roots and an orphan (rebuild, "
 	  "raw fixes, then a mount)", true, false, dmg_mixed },
 	{ "bmbt-agtrees", "a bmbt root and every cntbt root zeroed (rebuild, then the fork)",
@@ -732,7 +748,8 @@ static const struct kind kinds[] = {
 
 const char *crash_repair_kinds(void)
 {
-	return "counters, orphans, brokenlist, inobt, bmbt, agtrees, mixed, bmbt-agtrees, all";
+	return "counters, orphans, brokenlist, inobt, bmbt, agtrees, lastag, mixed, bmbt-agtrees, "
+	       "all";
 }
 
 /* ---------------------------------------------------------------- */
@@ -785,14 +802,54 @@ static void fsck_say(struct msgs *m, const char *what, int rc, const char *out)
 	say(m, "fsck: %s: exit %d: %s", what, rc, l);
 }
 
+/*
+ * fsck -n's findings about AGs before last (not the superblock's
+ * counters, which name AG 0): each is said as "spread:" (the repair made
+ * a healthy AG inconsistent).
+ */
+static void check_healthy_ags(const char *img, uint32_t last, struct msgs *m)
+{
+	const char *out = P.cut_out;
+	int rc = fsck_run(img, true, out);
+	FILE *fp = rc == 0 ? NULL : fopen(out, "r");
+	char line[600];
+	unsigned n = 0;
+	while (fp && fgets(line, sizeof(line), fp) && n < 3) {
+		const char *p = strstr(line, "AG ");
+		unsigned agno;
+		line[strcspn(line, "\n")] = 0;
+		if (!p || sscanf(p, "AG %u agbno", &agno) != 1 || agno >= last ||
+		    strstr(line, "(superblock)"))
+			continue;
+		say(m, "spread: fsck -n before the next repair (exit %d) finds a healthy AG "
+		    "changed: %s", rc, line);
+		n++;
+	}
+	if (fp)
+		fclose(fp);
+}
+
 /* repair, check, mount, verify, use, unmount, check; returns the findings */
-static unsigned check_cut(const char *img, int msgfd)
+static unsigned check_cut(const struct kind *k, const char *img, int msgfd)
 {
 	struct msgs m = { .fd = msgfd };
 	const char *out = P.cut_out;
+	if (k->last_ag_only)
+		check_healthy_ags(img, g.agcount - 1, &m);
 	int rc = fsck_run(img, false, out);
 	if (rc != 0 && rc != 1)
 		fsck_say(&m, "the repair after the cut", rc, out);
+	if (opt->verbose) {
+		/* what the second repair found and did: its last line */
+		FILE *fp = fopen(out, "r");
+		char line[600], lastl[600] = "";
+		while (fp && fgets(line, sizeof(line), fp))
+			if (line[0] != '\n')
+				memcpy(lastl, line, sizeof(line));
+		if (fp)
+			fclose(fp);
+		printf("     the repair after the cut: exit %d: %s", rc, lastl[0] ? lastl : "\n");
+	}
 	rc = fsck_run(img, true, out);
 	if (rc != 0)
 		fsck_say(&m, "fsck -n after that repair", rc, out);
@@ -853,21 +910,24 @@ static struct rcut *make_cuts(struct rlfs_crash_rec *rec, uint64_t nev, uint64_t
 	size_t cap = nev + 2, n = 0;
 	uint64_t *flushes = xmalloc((nev + 1) * sizeof(*flushes));
 	size_t nfl = 0;
-	uint64_t last = 0, writes = 0;
-	for (uint64_t i = 0; i < nev; i++) {
-		struct rlfs_crash_event ev;
-		rlfs_crash_rec_event(rec, i, &ev);
+	/* windows where a subset differs from every prefix: two writes or
+	 * more, or one of several sectors (it can tear) */
+	uint64_t writes = 0;
+	bool multi = false;
+	for (uint64_t i = 0; i <= nev; i++) {
+		struct rlfs_crash_event ev = { .kind = RLFS_CRASH_FLUSH };
+		if (i < nev)
+			rlfs_crash_rec_event(rec, i, &ev);
 		if (ev.kind == RLFS_CRASH_WRITE) {
 			writes++;
+			multi |= ev.len_bytes > RLFS_CRASH_SECTOR_BYTES;
 			continue;
 		}
-		if (i > last + 1 || (i > last && writes > 1))
-			flushes[nfl++] = i;     /* a window with writes before it */
-		last = i + 1;
+		if (writes > 1 || multi)
+			flushes[nfl++] = i;     /* the flush (or the end) after them */
 		writes = 0;
+		multi = false;
 	}
-	if (nev > last + 1)
-		flushes[nfl++] = nev;           /* the writes after the last flush */
 	size_t nsub = nfl * opt->count;
 	size_t sub_max = opt->images ? RLFS_MAX(opt->images / 3, 1u) : nsub;
 	size_t pre_max = opt->images ? RLFS_MAX(opt->images - RLFS_MIN(nsub, sub_max), 2u) : nev + 1;
@@ -1006,7 +1066,7 @@ static int run_kind(const struct kind *k, struct crash_repair_totals *t)
 				}
 				dprintf(pfd[1], "X %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 "\n",
 					cs.window_writes, cs.kept, cs.lost, cs.torn);
-				unsigned nm = check_cut(img, pfd[1]);
+				unsigned nm = check_cut(k, img, pfd[1]);
 				if (nm && opt->keep) {
 					char keep[4300];
 					snprintf(keep, sizeof(keep), "%s/repair-%s-%" PRIu64 "-%zu.img",
