@@ -5,7 +5,8 @@
  *   rlfs-crashtest [--workload fsx|clone|enospc|dir|falloc|meta|unlinked|remount|cowwide|dedupe|all]
  *                  [--seed S]
  *                  [--ops N] [--count N] [--images M]
- *                  [--mode all|synced|flush|random|recovery] [--cut K] [--dir DIR] [--keep]
+ *                  [--mode all|synced|flush|random|recovery|repair] [--damage KIND]
+ *                  [--cut K] [--dir DIR] [--keep]
  *                  [--lying-flush] [--no-rmap] [--log-bytes B] [-v]
  *
  * Model: CrashMonkey (record the block writes of a workload, replay every
@@ -78,6 +79,9 @@
  *    mode sets RLFS_LOG_FORCE_INTENTS=1 (every intent in its own
  *    checkpoint) so that crash images hold intents without their done.
  *    check_recovery; findings name the recovery cut in brackets.
+ *    --mode repair: crashes during fsck's own repair, damaged images
+ *    repaired on a recording device and the repair cut (crash_repair.c;
+ *    --workload is not used).
  * 5. Print one line per failed image (kinds and how to reproduce), then
  *    "checked N crash images, M failed", and a RESULT line for scripts.
  *    RLFS_CRASH_TRACE=1 prints the file operations as they run (with the
