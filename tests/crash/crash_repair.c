@@ -966,8 +966,13 @@ static struct rcut *make_cuts(struct rlfs_crash_rec *rec, uint64_t nev, uint64_t
 	return c;
 }
 
-/* Run kind k: damage, record the repair, check the cuts.  0 or 2. */
-static int run_kind(const struct kind *k, struct crash_repair_totals *t)
+/*
+ * Damage a copy of kind k's image (P.damaged), check that fsck -n calls it
+ * repairable, then run `fsck` on it with every device it opens recorded
+ * into a new *recp.  0, or 2 (after a line on stderr) when the damage is
+ * not what repair corrects or the repair did not exit 1.
+ */
+static int record_repair(const struct kind *k, struct rlfs_crash_rec **recp)
 {
 	const char *dmg = P.damaged, *out = P.record_out;
 	char l[1500];
@@ -985,7 +990,8 @@ static int run_kind(const struct kind *k, struct crash_repair_totals *t)
 			"expected exit 4 and \"that repair corrects\": %s\n", k->name, rc, l);
 		return 2;
 	}
-	/* record the repair: every device it opens on dmg goes through rec */
+	/* the base image: the damaged one; then every device the repair
+	 * opens on dmg goes through the record (__wrap_rlfs_dev_open) */
 	struct rlfs_dev *fdev;
 	struct rlfs_crash_rec *rec;
 	int err = __real_rlfs_dev_open(dmg, 0, 0, &fdev);
@@ -1011,6 +1017,94 @@ static int run_kind(const struct kind *k, struct crash_repair_totals *t)
 		first_lines(out, 12, l, sizeof(l));
 		printf("repair %s: %s\n", k->name, l);
 	}
+	*recp = rec;
+	return 0;
+}
+
+/*
+ * The checking child: images todo[from..n) of cuts, each built into
+ * P.cut and checked (check_cut), reported on fd as "S i" (started), "X
+ * window kept lost torn", "M finding" lines and "E i n" (done).  Exits.
+ */
+static void __attribute__((noreturn))
+child_check(const struct kind *k, struct rlfs_crash_rec *rec, const struct rcut *cuts,
+	    const size_t *todo, size_t from, size_t n, int fd)
+{
+	if (!opt->verbose) {
+		int nul = open("/dev/null", O_WRONLY);
+		if (nul >= 0) {
+			dup2(nul, 2);
+			close(nul);
+		}
+	}
+	for (size_t i = from; i < n; i++) {
+		const struct rcut *c = &cuts[todo[i]];
+		dprintf(fd, "S %zu\n", i);
+		alarm(120);
+		int ifd = open(P.cut, O_CREAT | O_TRUNC | O_RDWR | O_CLOEXEC, 0600);
+		struct rlfs_crash_stats cs = { 0 };
+		int e = ifd < 0 ? -errno : rlfs_crash_rec_build(rec, &c->cut, ifd, &cs);
+		if (ifd >= 0)
+			close(ifd);
+		if (e) {
+			dprintf(fd, "M build: %s\n", strerror(-e));
+			_exit(3);
+		}
+		dprintf(fd, "X %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 "\n", cs.window_writes,
+			cs.kept, cs.lost, cs.torn);
+		unsigned nm = check_cut(k, P.cut, fd);
+		if (nm && opt->keep) {
+			char keep[4300];
+			snprintf(keep, sizeof(keep), "%s/repair-%s-%" PRIu64 "-%zu.img", opt->dir,
+				 k->name, opt->seed, todo[i]);
+			int kfd = open(keep, O_CREAT | O_TRUNC | O_RDWR | O_CLOEXEC, 0600);
+			if (kfd >= 0 && rlfs_crash_rec_build(rec, &c->cut, kfd, NULL) == 0)
+				dprintf(fd, "M image kept: %s (as built, before the check)\n", keep);
+			if (kfd >= 0)
+				close(kfd);
+		}
+		dprintf(fd, "E %zu %u\n", i, nm);
+	}
+	_exit(0);
+}
+
+/* Count and print the outcome of cut number k (c) of kind kd; msgs holds
+ * its findings, one a line. */
+static void report_cut(const struct kind *kd, size_t k, const struct rcut *c, uint64_t nev,
+		       const uint64_t win[4], const char *msgs, struct crash_repair_totals *t)
+{
+	char desc[300];
+	snprintf(desc, sizeof(desc), "%s cut at %" PRIu64 "/%" PRIu64 ": window %" PRIu64
+		 " writes (kept %" PRIu64 ", lost %" PRIu64 ", torn %" PRIu64 ")",
+		 c->subset ? "subset" : "prefix", c->cut.pos, nev, win[0], win[1], win[2], win[3]);
+	t->images++;
+	if (!msgs[0]) {
+		if (opt->verbose)
+			printf("ok   repair %s cut %zu: %s\n", kd->name, k, desc);
+		fflush(stdout);
+		return;
+	}
+	t->failed++;
+	printf("FAIL --mode repair --damage %s --seed %" PRIu64 " --count %u --images %u "
+	       "--cut %zu: %s\n", kd->name, opt->seed, opt->count, opt->images, k, desc);
+	for (const char *p = msgs, *nl; *p; p = nl + 1) {
+		nl = strchr(p, '\n');
+		if (!nl)
+			nl = p + strlen(p);
+		printf("    %.*s\n", (int)(nl - p), p);
+		if (!*nl)
+			break;
+	}
+	fflush(stdout);
+}
+
+/* Run kind k: damage, record the repair, check the cuts.  0 or 2. */
+static int run_kind(const struct kind *k, struct crash_repair_totals *t)
+{
+	struct rlfs_crash_rec *rec;
+	int rc = record_repair(k, &rec);
+	if (rc)
+		return rc;
 	uint64_t nev = rlfs_crash_rec_pos(rec), nfl = 0;
 	for (uint64_t i = 0; i < nev; i++) {
 		struct rlfs_crash_event ev;
@@ -1031,7 +1125,11 @@ static int run_kind(const struct kind *k, struct crash_repair_totals *t)
 		if (opt->cut < 0 || (size_t)opt->cut == i)
 			todo[ntodo++] = i;
 	uint64_t images0 = t->images, failed0 = t->failed, nsub = 0;
-	const char *img = P.cut;
+	/*
+	 * One child checks the images in turn; one that dies (signal,
+	 * sanitizer, alarm) leaves an image started and not done: it is
+	 * reported as crashed and a new child goes on with the next image.
+	 */
 	size_t next = 0;
 	while (next < ntodo) {
 		int pfd[2];
@@ -1044,43 +1142,7 @@ static int run_kind(const struct kind *k, struct crash_repair_totals *t)
 			setup_fail("fork: %s", strerror(errno));
 		if (pid == 0) {
 			close(pfd[0]);
-			if (!opt->verbose) {
-				int nul = open("/dev/null", O_WRONLY);
-				if (nul >= 0) {
-					dup2(nul, 2);
-					close(nul);
-				}
-			}
-			for (size_t i = next; i < ntodo; i++) {
-				const struct rcut *c = &cuts[todo[i]];
-				dprintf(pfd[1], "S %zu\n", i);
-				alarm(120);
-				int fd = open(img, O_CREAT | O_TRUNC | O_RDWR | O_CLOEXEC, 0600);
-				struct rlfs_crash_stats cs = { 0 };
-				int e = fd < 0 ? -errno : rlfs_crash_rec_build(rec, &c->cut, fd, &cs);
-				if (fd >= 0)
-					close(fd);
-				if (e) {
-					dprintf(pfd[1], "M build: %s\n", strerror(-e));
-					_exit(3);
-				}
-				dprintf(pfd[1], "X %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 "\n",
-					cs.window_writes, cs.kept, cs.lost, cs.torn);
-				unsigned nm = check_cut(k, img, pfd[1]);
-				if (nm && opt->keep) {
-					char keep[4300];
-					snprintf(keep, sizeof(keep), "%s/repair-%s-%" PRIu64 "-%zu.img",
-						 opt->dir, k->name, opt->seed, todo[i]);
-					int kfd = open(keep, O_CREAT | O_TRUNC | O_RDWR | O_CLOEXEC, 0600);
-					if (kfd >= 0 && rlfs_crash_rec_build(rec, &c->cut, kfd, NULL) == 0)
-						dprintf(pfd[1], "M image kept: %s (as built, before the "
-							"check)\n", keep);
-					if (kfd >= 0)
-						close(kfd);
-				}
-				dprintf(pfd[1], "E %zu %u\n", i, nm);
-			}
-			_exit(0);
+			child_check(k, rec, cuts, todo, next, ntodo, pfd[1]);
 		}
 		close(pfd[1]);
 		FILE *in = fdopen(pfd[0], "r");
@@ -1089,7 +1151,7 @@ static int run_kind(const struct kind *k, struct crash_repair_totals *t)
 		char line[1500], msgs[8192];
 		size_t mlen = 0, cur = next;
 		bool open_img = false;
-		uint64_t win = 0, kept = 0, lost = 0, torn = 0;
+		uint64_t win[4] = { 0 };
 		for (;;) {
 			bool got = fgets(line, sizeof(line), in) != NULL;
 			if (got && line[0] == 'S') {
@@ -1097,74 +1159,38 @@ static int run_kind(const struct kind *k, struct crash_repair_totals *t)
 				open_img = true;
 				mlen = 0;
 				msgs[0] = 0;
-				win = kept = lost = torn = 0;
-				continue;
-			}
-			if (got && line[0] == 'X') {
-				sscanf(line + 2, "%" SCNu64 " %" SCNu64 " %" SCNu64 " %" SCNu64, &win,
-				       &kept, &lost, &torn);
-				continue;
-			}
-			if (got && line[0] == 'M') {
+				memset(win, 0, sizeof(win));
+			} else if (got && line[0] == 'X') {
+				sscanf(line + 2, "%" SCNu64 " %" SCNu64 " %" SCNu64 " %" SCNu64, &win[0],
+				       &win[1], &win[2], &win[3]);
+			} else if (got && line[0] == 'M') {
 				size_t len = strlen(line + 2);
 				if (mlen + len < sizeof(msgs)) {
 					memcpy(msgs + mlen, line + 2, len + 1);
 					mlen += len;
 				}
-				continue;
-			}
-			bool crashed = !got && open_img;
-			if (got && line[0] != 'E')
-				continue;
-			if (!got && !crashed)
+			} else if (got && line[0] == 'E') {
+				report_cut(k, todo[cur], &cuts[todo[cur]], nev, win, msgs, t);
+				nsub += cuts[todo[cur]].subset;
+				open_img = false;
+				next = cur + 1;
+			} else if (!got) {
 				break;
-			if (crashed) {
-				int status = 0;
-				while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-					;
-				pid = -1;
-				snprintf(msgs + mlen, sizeof(msgs) - mlen,
-					 "crashed: the check died (%s %d)\n",
-					 WIFSIGNALED(status) ? "signal" : "exit",
-					 WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
 			}
-			const struct rcut *c = &cuts[todo[cur]];
-			t->images++;
-			nsub += c->subset;
-			char desc[300];
-			snprintf(desc, sizeof(desc), "%s cut at %" PRIu64 "/%" PRIu64 ": window %" PRIu64
-				 " writes (kept %" PRIu64 ", lost %" PRIu64 ", torn %" PRIu64 ")",
-				 c->subset ? "subset" : "prefix", c->cut.pos, nev, win, kept, lost,
-				 torn);
-			if (msgs[0]) {
-				t->failed++;
-				printf("FAIL --mode repair --damage %s --seed %" PRIu64 " --count %u "
-				       "--images %u --cut %zu: %s\n", k->name, opt->seed, opt->count,
-				       opt->images, todo[cur], desc);
-				for (char *p = msgs, *nl; *p; p = nl + 1) {
-					nl = strchr(p, '\n');
-					if (!nl)
-						nl = p + strlen(p);
-					printf("    %.*s\n", (int)(nl - p), p);
-					if (!*nl)
-						break;
-				}
-			} else if (opt->verbose) {
-				printf("ok   repair %s cut %zu: %s\n", k->name, todo[cur], desc);
-			}
-			fflush(stdout);
-			open_img = false;
-			next = cur + 1;
-			if (crashed)
-				break;
 		}
 		fclose(in);
-		if (pid > 0) {
-			int status;
-			while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-				;
-			if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0) && next < ntodo)
-				setup_fail("checking child failed outside an image (status %d)", status);
+		int status = 0;
+		while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+			;
+		if (open_img) {
+			snprintf(msgs + mlen, sizeof(msgs) - mlen, "crashed: the check died (%s %d)\n",
+				 WIFSIGNALED(status) ? "signal" : "exit",
+				 WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
+			report_cut(k, todo[cur], &cuts[todo[cur]], nev, win, msgs, t);
+			nsub += cuts[todo[cur]].subset;
+			next = cur + 1;
+		} else if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
+			setup_fail("checking child failed outside an image (status %d)", status);
 		}
 	}
 	printf("repair %s: %s; the repair: %" PRIu64 " writes, %" PRIu64 " flushes; checked %"
