@@ -1224,7 +1224,7 @@ int crash_repair_run(const struct crash_repair_opts *o, struct crash_repair_tota
 	int rc = 0;
 	for (size_t i = 0; i < n && !rc; i++) {
 		if (list[i]->needs_rmap && !g.rmap) {
-			printf("repair %s: skipped (no rmap btree: nothing to rebuild a fork from)\n",
+			printf("repair %s: skipped (it needs the rmap btree, the source of what it rebuilds)\n",
 			       list[i]->name);
 			continue;
 		}
