@@ -27,9 +27,11 @@
  *     fsck).  It must exit 1 and leave a clean image;
  *  3. the repair is cut: before its first event and after every write
  *     (all writes so far kept, in order; --images caps them, spread over
- *     the record, the whole repair always in), and at each of its flushes --count times with the writes since
- *     the previous flush each kept or lost at random and multi-sector
- *     writes torn (what a device reordering its cache exposes);
+ *     the record, the whole repair always in), and --count times at each
+ *     of its flushes whose window holds two writes or one of several
+ *     sectors, with the writes since the previous flush each kept or
+ *     lost at random and multi-sector writes torn (what a device
+ *     reordering its cache exposes);
  *  4. each cut image must be repaired by a second `fsck` (exit 0 or 1:
  *     clean, or corrected and clean on its own re-check), then mount,
  *     hold every file with its bytes (size and crc32c as the undamaged
@@ -573,7 +575,11 @@ static void ed_nlink3(struct rlfs_dinode *di) { rlfs_put32(di->nlink, 3); }
 static void ed_parent_root(struct rlfs_dinode *di) { rlfs_put64(di->parent, g.root_ino); }
 static void ed_next0(struct rlfs_dinode *di) { rlfs_put64(di->next_unlinked, 0); }
 static void ed_next_free(struct rlfs_dinode *di) { rlfs_put64(di->next_unlinked, g.free_ino); }
-static void ed_unlinked0(struct rlfs_agh *h, uint32_t agno) { (void)agno; rlfs_put64(h->unlinked, 0); }
+static void ed_unlinked0(struct rlfs_agh *h, uint32_t agno)
+{
+	(void)agno;
+	rlfs_put64(h->unlinked, 0);
+}
 
 /* stale AG and superblock counters, a wrong link count and parent pointer */
 static void dmg_counters(void)
@@ -901,9 +907,10 @@ struct rcut {
 /*
  * The cuts of a repair of nev events: no event, and every prefix that
  * ends with a write (or, with o->images, at most about two thirds of
- * them spread evenly, the whole repair always in), then count random-subset cuts at each flush (the writes since the
- * flush before, each kept or lost, multi-sector ones torn 25%), at most
- * a third of o->images.
+ * them spread evenly, the whole repair always in), then count
+ * random-subset cuts at each flush (the writes since the flush before,
+ * each kept or lost, multi-sector ones torn 25%), at most a third of
+ * o->images.
  */
 static struct rcut *make_cuts(struct rlfs_crash_rec *rec, uint64_t nev, uint64_t seed, size_t *np)
 {
@@ -1224,8 +1231,8 @@ int crash_repair_run(const struct crash_repair_opts *o, struct crash_repair_tota
 	int rc = 0;
 	for (size_t i = 0; i < n && !rc; i++) {
 		if (list[i]->needs_rmap && !g.rmap) {
-			printf("repair %s: skipped (it needs the rmap btree, the source of what it rebuilds)\n",
-			       list[i]->name);
+			printf("repair %s: skipped (it needs the rmap btree, the source of what "
+			       "it rebuilds)\n", list[i]->name);
 			continue;
 		}
 		rc = run_kind(list[i], t);
