@@ -35,7 +35,8 @@ unit: asan
 
 # The long crash test (tests/crash/crashtest.c): SEEDS seeds from SEED, each
 # with every workload, COUNT random cuts per flush interval and OPS
-# operations (0: the workload's default).  Release build for speed;
+# operations (0: the workload's default); then crashes during fsck's own
+# repair (--mode repair, COUNT torn cuts per flush).  Release build for speed;
 # CRASH_BUILD=build-asan for the sanitizers.  Ends with one "checked N crash
 # images, M failed" line per seed; exit status non-zero if any failed.
 SEED       ?= 1
@@ -48,6 +49,7 @@ crashtest: build asan
 	while [ $$s -lt $$end ]; do \
 		$(CRASH_BUILD)/rlfs-crashtest --workload all --seed $$s --count $(COUNT) \
 			--ops $(OPS) || fail=1; \
+		$(CRASH_BUILD)/rlfs-crashtest --mode repair --seed $$s --count $(COUNT) || fail=1; \
 		s=$$((s + 1)); \
 	done; exit $$fail
 

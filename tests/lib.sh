@@ -279,6 +279,24 @@ kmount_xfs() {
 	mount -o loop "$img" "$dir" || die "mount -o loop $img failed"
 }
 
+# mounts_for_users SIZE: the two filesystems of a differential test whose
+# cases run as other users (nobody, through tests/helpers/posix_ops.py
+# child_as): reflinkfs on $T/rlfs.img at $T/mnt with allow_other and kernel
+# XFS on $T/xfs.img at $T/xfs, both SIZE; $T is searchable and both mount
+# points are open (0755) to everyone.  Sets IMG and MNT; cleanup unmounts
+# both.
+mounts_for_users() {
+	local size=$1
+	chmod 0711 "$T"
+	IMG=$T/rlfs.img
+	MNT=$T/mnt
+	rlfs_mkfs "$IMG" -s "$size"
+	rlfs_mount "$IMG" "$MNT" -o allow_other
+	chmod 0755 "$MNT"
+	kmount_xfs "$T/xfs.img" "$T/xfs" "$size"
+	chmod 0755 "$T/xfs"
+}
+
 # kumount DIR: unmount a kernel mount made by kmount_xfs.
 kumount() {
 	local dir=$1 i

@@ -43,14 +43,17 @@
  * How it is written: fsck's bare mount has no log (the log was replayed or
  * found clean before the check, so nothing in it is newer than the disk),
  * so the blocks go in place.  Per AG: the new tree blocks in one
- * transaction, committed and flushed; then the AGFL and the AG header in
- * a second, flushed; the superblock last (by the caller).  New blocks get
- * LSN 0 as mkfs's do: the next mount finds a clean log, and any later
- * checkpoint has a larger LSN, so recovery never puts older contents over
- * them.  A crash before a header is written leaves that AG's old trees
- * (the next fsck rebuilds again); between the AGFL and header writes the
- * AG's AGFL ring may disagree with its header, which the next fsck
- * reports and rebuilds.
+ * transaction, committed and flushed; then the AGFL, its new entries in
+ * ring slots the old header does not use (the old ring's slots kept),
+ * flushed; then the AG header, flushed: that one-block write is the
+ * switch, as XFS's repair writes the AGFL before the AGF.  The superblock
+ * last (by the caller).  New blocks get LSN 0 as mkfs's do: the next
+ * mount finds a clean log, and any later checkpoint has a larger LSN, so
+ * recovery never puts older contents over them.  A crash before a header
+ * is written leaves that AG as it was, old trees, old AGFL ring (the next
+ * fsck rebuilds again); after it the AG is whole and new.  rlfs-crashtest
+ * --mode repair cuts the rebuild at every write and tears each flush
+ * window (docs/DESIGN.md "Crashes during fsck repair").
  */
 #include "fsck_int.h"
 #include "btree_bload.h"
@@ -620,7 +623,46 @@ static int rec_fn(void *priv, void *rec)
 	}
 }
 
-/* Write the new trees (one transaction), then the AGFL and AG header. */
+/* Whether slot i of an AGFL of size slots is in the ring of header h. */
+static bool agfl_old_slot(const struct rlfs_agh *h, unsigned size, unsigned i)
+{
+	uint32_t first = rlfs_get32(h->flfirst), count = rlfs_get32(h->flcount);
+
+	return count && (i + size - first) % size < count;
+}
+
+/*
+ * Where the new AGFL ring starts: right after the old header's ring, so
+ * that the two rings share no slot, when the old AGFL block (old, its
+ * on-disk bytes) is whole (magic, crc, agno), the old ring sane and both
+ * rings fit; *keep then says to leave the old ring's slots as they are.
+ * Otherwise slot 0 and *keep false: the old view's AGFL is broken already.
+ */
+static uint32_t agfl_new_ring(const struct rb *r, const void *old, bool *keep)
+{
+	const struct rlfs_agh *h = &r->f->ags[r->agno].agh;
+	const struct rlfs_agfl *agfl = old;
+	unsigned size = rlfs_agfl_size(r->mp);
+	uint32_t first = rlfs_get32(h->flfirst), last = rlfs_get32(h->fllast);
+	uint32_t count = rlfs_get32(h->flcount);
+	const rlfs_le32 *slots = (const rlfs_le32 *)((const char *)old + sizeof(*agfl));
+
+	*keep = rlfs_get32(agfl->hdr.magic) == RLFS_AGFL_MAGIC &&
+		rlfs_cksum_verify(old, r->mp->blocksize, RLFS_CRC_OFF) &&
+		rlfs_get32(agfl->agno) == r->agno && first < size && last < size &&
+		count <= size && (last + size - first) % size + 1 == (count ? count : size) &&
+		count + r->flcount <= size;
+	/* entries kept must pass the AGFL verifier (lib/alloc.c) at the write */
+	for (uint32_t i = 0; *keep && i < count; i++) {
+		uint32_t b = rlfs_get32(slots[(first + i) % size]);
+
+		*keep = b > RLFS_AGFL_AGBNO && b < r->len;
+	}
+	return *keep ? (last + 1) % size : 0;
+}
+
+/* Write the new trees (one transaction), then the AGFL, then the AG
+ * header (the switch), each flushed before the next. */
 static int write_ag(struct rb *r)
 {
 	struct fsck *f = r->f;
@@ -629,6 +671,7 @@ static int write_ag(struct rb *r)
 	uint64_t root[T_NR] = { 0 };
 	struct rlfs_trans *tp;
 	struct rlfs_buf *bp;
+	uint32_t flfirst;
 	int err;
 
 	r->frc = malloc((r->nfr ? r->nfr : 1) * sizeof(*r->frc));
@@ -662,25 +705,55 @@ static int write_ag(struct rb *r)
 	if (err)
 		return err;
 
-	/* the AGFL: the remaining reserved blocks, ring slots 0.. */
+	/*
+	 * The AGFL: the remaining reserved blocks, in ring slots the old
+	 * header does not use (agfl_new_ring), written and flushed before
+	 * the header, so that until the header switches the old view is
+	 * whole (old ring, old entries) and after it the new one; the
+	 * header alone (one block, one sector) is the switch, as XFS's
+	 * repair writes the AGFL before the AGF.  A torn pair (a new header
+	 * over the old AGFL or the reverse) left a healthy AG with AGFL
+	 * entries the free-space trees also list (rlfs-crashtest --mode
+	 * repair --damage lastag).
+	 */
 	err = rlfs_trans_alloc(mp, &mp->resv.tr_fsck, 0, 0, &tp);
 	if (err)
 		return err;
-	err = rlfs_trans_get_buf(tp, rlfs_agb_to_fsb(mp, r->agno, RLFS_AGFL_AGBNO),
-				 &rlfs_agfl_buf_ops, r->agno, &bp);
+	err = fsck_get_raw_buf(f, tp, rlfs_agb_to_fsb(mp, r->agno, RLFS_AGFL_AGBNO),
+			       &rlfs_agfl_buf_ops, r->agno, &bp);
 	if (err)
 		goto fail;
 	{
 		struct rlfs_agfl *agfl = bp->data;
 		rlfs_le32 *slots = (rlfs_le32 *)((char *)bp->data + sizeof(struct rlfs_agfl));
 		unsigned size = rlfs_agfl_size(mp);
+		bool keep;
 
+		flfirst = agfl_new_ring(r, bp->data, &keep);
+		if (!keep) {    /* the old ring is unusable anyway: a fresh block */
+			memset(bp->data, 0, mp->blocksize);
+			rlfs_blkhdr_init(mp, bp->data, RLFS_AGFL_MAGIC, bp->fsbno, r->agno);
+		}
 		rlfs_put32(agfl->agno, r->agno);
-		for (unsigned i = 0; i < size; i++)
-			rlfs_put32(slots[i], i < r->flcount ? r->newb[r->next_blk + i] : 0xffffffffu);
+		for (unsigned i = 0; i < size; i++) {
+			unsigned k = (i + size - flfirst) % size;   /* new ring index */
+
+			if (k < r->flcount)
+				rlfs_put32(slots[i], r->newb[r->next_blk + k]);
+			else if (!keep || !agfl_old_slot(&ai->agh, size, i))
+				rlfs_put32(slots[i], 0xffffffffu);
+		}
 		rlfs_trans_log_buf(tp, bp);
 		rlfs_trans_brelse(tp, bp);
 	}
+	err = rlfs_trans_commit(tp);
+	if (!err)
+		err = rlfs_buf_flush_all(mp);
+	if (err)
+		return err;
+	err = rlfs_trans_alloc(mp, &mp->resv.tr_fsck, 0, 0, &tp);
+	if (err)
+		return err;
 	err = fsck_get_raw_buf(f, tp, rlfs_agb_to_fsb(mp, r->agno, RLFS_AGH_AGBNO),
 			       &rlfs_agh_buf_ops, r->agno, &bp);
 	if (err)
@@ -706,8 +779,8 @@ static int write_ag(struct rb *r)
 		}
 		rlfs_put32(agh->freeblks, (uint32_t)r->freeblks);
 		rlfs_put32(agh->longest, r->longest);
-		rlfs_put32(agh->flfirst, 0);
-		rlfs_put32(agh->fllast, r->flcount ? r->flcount - 1 : size - 1);
+		rlfs_put32(agh->flfirst, flfirst);
+		rlfs_put32(agh->fllast, (flfirst + (r->flcount ? r->flcount : size) - 1) % size);
 		rlfs_put32(agh->flcount, r->flcount);
 		rlfs_put32(agh->btreeblks, (uint32_t)(bt - RLFS_MIN(bt, 2)));
 		rlfs_put64(agh->icount, r->icount);

@@ -5,7 +5,8 @@
  *   rlfs-crashtest [--workload fsx|clone|enospc|dir|falloc|meta|unlinked|remount|cowwide|dedupe|all]
  *                  [--seed S]
  *                  [--ops N] [--count N] [--images M]
- *                  [--mode all|synced|flush|random|recovery] [--cut K] [--dir DIR] [--keep]
+ *                  [--mode all|synced|flush|random|recovery|repair] [--damage KIND]
+ *                  [--cut K] [--dir DIR] [--keep]
  *                  [--lying-flush] [--no-rmap] [--log-bytes B] [-v]
  *
  * Model: CrashMonkey (record the block writes of a workload, replay every
@@ -78,6 +79,9 @@
  *    mode sets RLFS_LOG_FORCE_INTENTS=1 (every intent in its own
  *    checkpoint) so that crash images hold intents without their done.
  *    check_recovery; findings name the recovery cut in brackets.
+ *    --mode repair: crashes during fsck's own repair, damaged images
+ *    repaired on a recording device and the repair cut (crash_repair.c;
+ *    --workload is not used).
  * 5. Print one line per failed image (kinds and how to reproduce), then
  *    "checked N crash images, M failed", and a RESULT line for scripts.
  *    RLFS_CRASH_TRACE=1 prints the file operations as they run (with the
@@ -109,6 +113,7 @@
 #include "dev.h"
 #include "dev_crash.h"
 #include "log.h"
+#include "crash_repair.h"
 
 int rlfs_fsck_main(int argc, char **argv); /* tools/fsck.c */
 
@@ -131,6 +136,7 @@ struct opts {
 	bool keep, verbose;
 	bool lying_flush;           /* every cut: the last flush was not done */
 	unsigned fsck_every;        /* fsck-replay check on every Nth image (0: none) */
+	const char *damage;         /* --mode repair: which damage kinds */
 };
 
 static uint64_t mix64(uint64_t z)
@@ -3162,7 +3168,8 @@ static void usage(FILE *out)
 		"usage: rlfs-crashtest [--workload fsx|clone|enospc|dir|falloc|meta|unlinked|remount|cowwide|dedupe|all]\n"
 		"                      [--seed S] [--ops N]\n"
 		"                      [--count N] [--images M]\n"
-		"                      [--mode all|synced|flush|random|recovery]\n"
+		"                      [--mode all|synced|flush|random|recovery|repair]\n"
+		"                      [--damage KIND]\n"
 		"                      [--cut K] [--dir DIR] [--keep] [--lying-flush] [--no-rmap]\n"
 		"                      [--log-bytes B]\n"
 		"                      [--fsck-every N]\n"
@@ -3181,6 +3188,13 @@ static void usage(FILE *out)
 		"                second recovery after a cut at each of its flushes and\n"
 		"                at --count random points between (RLFS_LOG_FORCE_INTENTS=1:\n"
 		"                intents and dones in separate checkpoints)\n"
+		"                repair: crashes during fsck's own repair: damaged images\n"
+		"                (--damage) repaired on a recording device, the repair cut\n"
+		"                after every prefix of its writes (--images caps them) and\n"
+		"                --count times per flush with a random subset kept; a second\n"
+		"                fsck must end clean with every file intact (--workload is\n"
+		"                not used)\n"
+		"  --damage K    --mode repair: the damage kind (default all: each in turn)\n"
 		"  --cut K       only image K of the list (as printed for a failure)\n"
 		"  --dir DIR     where crash images are built (default /dev/shm or /tmp)\n"
 		"  --keep        keep failed images (DIR/crash-W-S-K.img)\n"
@@ -3544,6 +3558,33 @@ static int run_workload(const struct opts *o, const struct wdef *d, struct total
 	return w.log_feature;
 }
 
+/* --mode repair (crash_repair.c): crashes during fsck's own repair */
+static int run_repair_mode(const struct opts *o)
+{
+	snprintf(tmpdir, sizeof(tmpdir), "%s/rlfs-crash.XXXXXX", o->dir);
+	if (!mkdtemp(tmpdir)) {
+		fprintf(stderr, "rlfs-crashtest: mkdtemp in %s: %s\n", o->dir, strerror(errno));
+		return 2;
+	}
+	struct crash_repair_opts ro = { .damage = o->damage, .seed = o->seed, .count = o->count,
+					.images = o->images, .cut = o->cut, .tmpdir = tmpdir,
+					.dir = o->dir, .keep = o->keep, .verbose = o->verbose,
+					.rmapbt = mkfs_rmapbt, .log_bytes = mkfs_log_bytes };
+	struct crash_repair_totals t;
+	time_t t0 = time(NULL);
+	int rc = crash_repair_run(&ro, &t);
+	clean_tmpdir();
+	if (rc)
+		return rc;
+	printf("checked %" PRIu64 " crash images, %" PRIu64 " failed (%lds)\n", t.images, t.failed,
+	       (long)(time(NULL) - t0));
+	printf("RESULT workload=repair mode=repair damage=%s images=%" PRIu64 " failed=%" PRIu64
+	       " log=1 kinds=%" PRIu64 " repair_writes=%" PRIu64 " repair_flushes=%" PRIu64 "\n",
+	       o->damage, t.images, t.failed, t.kinds, t.writes, t.flushes);
+	fflush(stdout);
+	return t.failed ? 1 : 0;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -3561,11 +3602,12 @@ int main(int argc, char **argv)
 		{ "no-rmap", no_argument, NULL, 'R' },
 		{ "log-bytes", required_argument, NULL, 'l' },
 		{ "fsck-every", required_argument, NULL, 'f' },
+		{ "damage", required_argument, NULL, 'D' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct opts o = { .workload = "fsx", .seed = 1, .count = 2, .mode = "all", .cut = -1,
-			  .fsck_every = 4 };
+			  .fsck_every = 4, .damage = "all" };
 	o.dir = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
 	int c;
 	uint64_t v;
@@ -3573,6 +3615,7 @@ int main(int argc, char **argv)
 		switch (c) {
 		case 'w': o.workload = optarg; break;
 		case 'm': o.mode = optarg; break;
+		case 'D': o.damage = optarg; break;
 		case 'd': o.dir = optarg; break;
 		case 'K': o.keep = true; break;
 		case 'L': o.lying_flush = true; break;
@@ -3611,11 +3654,13 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	if (strcmp(o.mode, "all") && strcmp(o.mode, "synced") && strcmp(o.mode, "flush") &&
-	    strcmp(o.mode, "random") && strcmp(o.mode, "recovery")) {
+	    strcmp(o.mode, "random") && strcmp(o.mode, "recovery") && strcmp(o.mode, "repair")) {
 		fprintf(stderr, "rlfs-crashtest: unknown --mode %s (all, synced, flush, random, "
-			"recovery)\n", o.mode);
+			"recovery, repair)\n", o.mode);
 		return 2;
 	}
+	if (!strcmp(o.mode, "repair"))
+		return run_repair_mode(&o);
 	if (!strcmp(o.mode, "recovery"))
 		/* every intent in its own checkpoint (log.h force_intents), in
 		 * the workload and in recovery: crash images with intents

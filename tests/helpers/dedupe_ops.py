@@ -23,7 +23,6 @@ vfs_dedupe_file_range (whole-call checks, 1 GiB cap, per-destination
 status), generic_remap_checks (REMAP_FILE_DEDUP: both ranges inside EOF;
 an unaligned tail only when both end at EOF), allow_file_dedupe.
 """
-import ctypes
 import errno
 import fcntl
 import hashlib
@@ -33,7 +32,7 @@ import struct
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from posix_ops import child_as, child_run  # noqa: E402
+from posix_ops import child_as  # noqa: E402
 
 FIDEDUPERANGE = 0xC0189436
 FS_IOC_FIEMAP = 0xC020660B
@@ -253,17 +252,7 @@ def ops(root):
     def as_dac_override(fn):
         # nobody with CAP_DAC_OVERRIDE only (generic_permission's
         # override makes the file writable to it)
-        def setup():
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(8, 1, 0, 0, 0)       # PR_SET_KEEPCAPS
-            os.setgroups([])
-            os.setresgid(NOBODY, NOBODY, NOBODY)
-            os.setresuid(NOBODY, NOBODY, NOBODY)
-            hdr = (ctypes.c_uint32 * 2)(0x20080522, 0)
-            data = (ctypes.c_uint32 * 6)(1 << 1, 1 << 1, 0, 0, 0, 0)
-            if libc.capset(hdr, data):
-                raise OSError(ctypes.get_errno(), "capset")
-        return child_run(setup, fn)
+        return child_as(NOBODY, NOBODY, fn, keep_cap=1)     # CAP_DAC_OVERRIDE
 
     def dac_fn():
         sfd = os.open(p("src-ro"), os.O_RDONLY)

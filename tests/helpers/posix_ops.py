@@ -156,13 +156,30 @@ def run_cmd(args):
     return "rc=%d" % r.returncode
 
 
-def child_as(uid, gid, fn):
-    """Run fn() in a child with the given credentials; return its result string."""
-    def become():
-        os.setgroups([])
-        os.setresgid(gid, gid, gid)
-        os.setresuid(uid, uid, uid)
-    return child_run(become, fn)
+def become(uid, gid, keep_cap=None):
+    """Become uid/gid (no supplementary groups), dropping every capability;
+    with keep_cap (a capability number, linux/capability.h: CAP_FSETID 4,
+    CAP_DAC_OVERRIDE 1) that one stays effective and permitted (prctl
+    PR_SET_KEEPCAPS across setresuid, then capset(2) version 3).  For a
+    child process: the change cannot be undone.  OSError when it fails."""
+    libc = ctypes.CDLL(None, use_errno=True) if keep_cap is not None else None
+    if libc:
+        libc.prctl(8, 1, 0, 0, 0)       # PR_SET_KEEPCAPS
+    os.setgroups([])
+    os.setresgid(gid, gid, gid)
+    os.setresuid(uid, uid, uid)
+    if libc:
+        hdr = (ctypes.c_uint32 * 2)(0x20080522, 0)      # _LINUX_CAPABILITY_VERSION_3
+        data = (ctypes.c_uint32 * 6)(1 << keep_cap, 1 << keep_cap, 0, 0, 0, 0)
+        if libc.capset(hdr, data):
+            e = ctypes.get_errno()
+            raise OSError(e, "capset: " + os.strerror(e))
+
+
+def child_as(uid, gid, fn, keep_cap=None):
+    """Run fn() in a child as uid/gid (become: no groups, no capabilities
+    but keep_cap); return its result string (res)."""
+    return child_run(lambda: become(uid, gid, keep_cap), fn)
 
 
 def child_run(setup, fn):

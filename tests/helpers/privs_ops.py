@@ -31,7 +31,7 @@ libc = ctypes.CDLL(None, use_errno=True)
 
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from posix_ops import child_as, child_run, res as _res  # noqa: E402
+from posix_ops import child_as, res as _res  # noqa: E402
 
 
 def res(fn):
@@ -43,26 +43,12 @@ def as_user(uid, gid, fn):
     return child_as(uid, gid, lambda: (fn(), None)[1])
 
 
-PR_SET_KEEPCAPS, CAP_FSETID = 8, 4
-
-
-def keep_fsetid(uid, gid):
-    """In a child: become uid/gid (no groups) keeping only CAP_FSETID,
-    effective and permitted (capset(2), version 3)."""
-    libc.prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0)
-    os.setgroups([])
-    os.setresgid(gid, gid, gid)
-    os.setresuid(uid, uid, uid)
-    hdr = (ctypes.c_uint32 * 2)(0x20080522, 0)
-    data = (ctypes.c_uint32 * 6)(1 << CAP_FSETID, 1 << CAP_FSETID, 0, 0, 0, 0)
-    if libc.capset(hdr, data):
-        e = ctypes.get_errno()
-        raise OSError(e, "capset: " + os.strerror(e))
+CAP_FSETID = 4
 
 
 def as_fsetid(uid, gid, fn):
     """res(fn) in a child running as uid/gid with CAP_FSETID only."""
-    return child_run(lambda: keep_fsetid(uid, gid), lambda: (fn(), None)[1])
+    return child_as(uid, gid, lambda: (fn(), None)[1], keep_cap=CAP_FSETID)
 
 
 def state(p):

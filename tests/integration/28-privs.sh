@@ -24,15 +24,8 @@ AIODIO=${AIODIO:-$(dirname "$RLFS")/rlfs-aiodio}
 [ -x "$AIODIO" ] || die "rlfs-aiodio not found: $AIODIO"
 OPS=$SRCDIR/tests/helpers/privs_ops.py
 
-chmod 0711 "$T"
-IMG=$T/rlfs.img
-MNT=$T/mnt
-rlfs_mkfs "$IMG" -s 512M
-# other users must reach the mount (the cases run as several users)
-rlfs_mount "$IMG" "$MNT" -o allow_other
-chmod 0755 "$MNT"
-kmount_xfs "$T/xfs.img" "$T/xfs" 512M
-chmod 0755 "$T/xfs"
+# other users must reach both mounts (the cases run as nobody and others)
+mounts_for_users 512M
 
 $PY "$OPS" ops "$T/xfs" >"$T/xfs.out" 2>&1 || { tail -5 "$T/xfs.out" >&2; die "ops failed on XFS"; }
 rc=0

@@ -19,11 +19,16 @@
 # recording device, the recovery is cut at each of its flushes and at
 # random points, and the second recovery must give a clean fsck and every
 # fsync'd byte (with the log: no failure; a few hundred images).
+# Then crashes during fsck's own repair (--mode repair): damaged images
+# repaired on a recording device, cut after each of its writes and at
+# random subsets of each flush window; a second fsck must end clean with
+# every file intact.
 # CRASH_SEED, CRASH_COUNT (random cuts per flush interval), CRASH_IMAGES
 # (cap per run), CRASH_FSCK_EVERY (every Nth image also replayed by fsck
-# repair and compared with the mount's result, default 8) and
+# repair and compared with the mount's result, default 8),
 # CRASH_RECOVERY_IMAGES (crash images per workload whose recovery is cut,
-# default 3) change the run; `make crashtest` is the long
+# default 3) and CRASH_REPAIR_COUNT (random-subset cuts per flush of the
+# repair, default 2) change the run; `make crashtest` is the long
 # version.
 . "$(dirname "$0")/../lib.sh"
 
@@ -34,7 +39,7 @@ COUNT=${CRASH_COUNT:-4}
 IMAGES=${CRASH_IMAGES:-0}
 
 # bad input: a clear error and exit 2, never a crash
-for bad in "--workload nosuch" "--mode nosuch" "--seed x" "--count -1" "extra"; do
+for bad in "--workload nosuch" "--mode nosuch" "--seed x" "--count -1" "extra" "--mode repair --damage nosuch"; do
 	set +e
 	# shellcheck disable=SC2086
 	"$CT" $bad >"$T/bad.out" 2>&1
@@ -143,6 +148,34 @@ if [ "$(field log "$T/recovery.out")" = 1 ]; then
 	grep -q "^workload log: .* [1-9][0-9]* relogged" "$T/recovery.out" ||
 		die "recovery: no workload relogged an intent (the workload log lines: $(grep -c '^workload log' "$T/recovery.out"))"
 fi
+
+# 3a. crashes during fsck's own repair (--mode repair, tests/crash/crash_repair.c):
+# each damage kind fsck repairs (stale counters, link count and parent,
+# orphans, a broken unlinked list, a lost inobt record, a zeroed bmbt, the
+# AG trees, and mixes) is repaired on a recording device; the repair is cut
+# after each of its writes and at random subsets of each flush
+# window (CRASH_REPAIR_COUNT per flush, default 2), and a second fsck must
+# end clean with every file intact and room for a new one; where only the
+# last AG is damaged, the other AGs (rebuilt too) must check clean at every
+# cut
+set +e
+run_to 600 "$CT" --mode repair --damage all --seed "$SEED" --count "${CRASH_REPAIR_COUNT:-2}" \
+	>"$T/repair.out" 2>&1
+rc=$?
+set -e
+grep -E "^(repair|checked|RESULT)" "$T/repair.out" || true
+[ "$rc" = 0 ] || [ "$rc" = 1 ] || { tail -20 "$T/repair.out"; die "rlfs-crashtest --mode repair: exit $rc"; }
+rn=$(field images "$T/repair.out")
+rfailed=$(field failed "$T/repair.out")
+kinds=$(field kinds "$T/repair.out")
+[ -n "$rn" ] && [ -n "$rfailed" ] && [ -n "$kinds" ] || die "repair: no RESULT line"
+[ "$kinds" -ge 9 ] || die "repair: only $kinds damage kinds recorded (9 with the rmap btree)"
+[ "$rn" -ge 150 ] || die "repair: only $rn images of crashes during fsck repair checked"
+if [ "$rc" != 0 ] || [ "$rfailed" != 0 ]; then
+	grep -A6 "^FAIL" "$T/repair.out" | head -60
+	die "crashes during fsck repair: $rfailed of $rn images failed (see above)"
+fi
+log "crashes during fsck repair: $rn images over $kinds damage kinds, none failed"
 
 if [ "$haslog" = 1 ]; then
 	# 3b. crashes during recovery that once failed, kept as fixed cases:

@@ -18,14 +18,8 @@ SHIM=${SHIM:-$(dirname "$RLFS")/libreflinkfs-preload.so}
 [ -f "$SHIM" ] || die "shim not found: $SHIM"
 OPS=$SRCDIR/tests/helpers/dedupe_ops.py
 
-chmod 0711 "$T"
-IMG=$T/rlfs.img
-MNT=$T/mnt
-rlfs_mkfs "$IMG" -s 512M
-rlfs_mount "$IMG" "$MNT" -o allow_other     # the user cases run as nobody
-chmod 0755 "$MNT"
-kmount_xfs "$T/xfs.img" "$T/xfs" 512M
-chmod 0755 "$T/xfs"
+# other users must reach both mounts (the cases run as nobody and others)
+mounts_for_users 512M
 
 # 0. duperemove through the shim finds and shares duplicates (first, on
 # the fresh filesystem: duperemove 0.11 matches whole FIEMAP extents, so

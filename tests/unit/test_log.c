@@ -916,11 +916,7 @@ static void test_intents_recovered(void **state)
 	tu_mkfs_mount(&fs, 64 * MiB, 0, 0);
 	struct rlfs_mount *mp = fs.mp;
 	make_intent_files(mp);
-	struct rlfs_dev *inner = mp->dev, *cdev;
-	struct rlfs_crash_rec *rec;
-	assert_int_equal(rlfs_crash_rec_new(inner, &rec), 0);
-	assert_int_equal(rlfs_crash_dev_open(rec, inner, &cdev), 0);
-	mp->dev = cdev;
+	struct rlfs_crash_rec *rec = tu_crash_record(mp);
 	mp->log->force_intents = true;
 	struct rlfs_log_stats st0, st;
 	rlfs_log_get_stats(mp, &st0);  /* the clone above used intents too */
@@ -1457,11 +1453,7 @@ static void test_background_push_tail(void **state)
 	uint64_t a = mkfile(fs.mp, "a");
 	tu_remount(&fs);        /* everything in place, the AIL empty */
 	struct rlfs_mount *mp = fs.mp;
-	struct rlfs_dev *inner = mp->dev, *cdev;
-	struct rlfs_crash_rec *rec;
-	assert_int_equal(rlfs_crash_rec_new(inner, &rec), 0);
-	assert_int_equal(rlfs_crash_dev_open(rec, inner, &cdev), 0);
-	mp->dev = cdev;
+	struct rlfs_crash_rec *rec = tu_crash_record(mp);
 
 	chmod_ino(mp, a, 0600);
 	assert_int_equal(rlfs_fsync(mp, a, 0), 0);                 /* C1 */
@@ -1698,11 +1690,7 @@ static void test_relog_recovery(void **state)
 	struct tu_fs fs;
 	lc_setup(&fs);
 	struct rlfs_mount *mp = fs.mp;
-	struct rlfs_dev *inner = mp->dev, *cdev;
-	struct rlfs_crash_rec *rec;
-	assert_int_equal(rlfs_crash_rec_new(inner, &rec), 0);
-	assert_int_equal(rlfs_crash_dev_open(rec, inner, &cdev), 0);
-	mp->dev = cdev;
+	struct rlfs_crash_rec *rec = tu_crash_record(mp);
 	/* lc_run's anchors: the intents after the first */
 	uint64_t anchor_last = mp->defer_intent_seq + 1 + LC_ANCHORS;
 	assert_int_equal(lc_run(mp, LC_STEPS), 0);

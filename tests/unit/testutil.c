@@ -8,6 +8,8 @@
 #include <unistd.h>
 
 #include "reflinkfs/fs.h"
+#include "dev.h"
+#include "dev_crash.h"
 
 static uint64_t tu_state = 0x9E3779B97F4A7C15ull;
 
@@ -142,6 +144,16 @@ void tu_crash_copy(const struct tu_fs *fs, const char *suffix, char *copy, size_
 	snprintf(copy, len, "%s%s", fs->path, suffix);
 	snprintf(cmd, sizeof(cmd), "cp --sparse=always '%s' '%s'", fs->path, copy);
 	assert_int_equal(system(cmd), 0);
+}
+
+struct rlfs_crash_rec *tu_crash_record(struct rlfs_mount *mp)
+{
+	struct rlfs_dev *inner = mp->dev, *cdev;
+	struct rlfs_crash_rec *rec;
+	assert_int_equal(rlfs_crash_rec_new(inner, &rec), 0);
+	assert_int_equal(rlfs_crash_dev_open(rec, inner, &cdev), 0);
+	mp->dev = cdev;
+	return rec;
 }
 
 void tu_big_xattrs(struct rlfs_mount *mp, uint64_t ino, int n, size_t len)

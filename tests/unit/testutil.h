@@ -57,6 +57,15 @@ void tu_big_xattrs(struct rlfs_mount *mp, uint64_t ino, int n, size_t len);
 uint64_t tu_frag_file(struct rlfs_mount *mp, const char *name, int extents);
 /* Write len bytes of byte at offset 0 of ino (asserts the whole write). */
 void tu_fill(struct rlfs_mount *mp, uint64_t ino, uint8_t byte, size_t len);
+/* Put a crash-recording device (lib/dev_crash.h) under mp: a record whose
+ * base image is the device's contents now, and from here on every write
+ * and flush of the mount appended to it (mp->dev swapped, as
+ * rlfs-crashtest does).  Returns the record: cut images come from
+ * rlfs_crash_rec_build; the caller frees it with rlfs_crash_rec_free
+ * after the unmount (which closes the recording device and the device
+ * under it).  Asserts on -ENOMEM or a read error of the snapshot. */
+struct rlfs_crash_rec;
+struct rlfs_crash_rec *tu_crash_record(struct rlfs_mount *mp);
 /* Deterministic PRNG (xorshift64*), seeded from RLFS_TEST_SEED or a default. */
 uint64_t tu_rand(void);
 void tu_seed(uint64_t seed);
