@@ -1,4 +1,5 @@
 #!/bin/bash
+# run.sh timeout: 1800
 # The crash tester (rlfs-crashtest; docs/DESIGN.md "Crash testing"): record
 # each workload on a crash-recording device, then mount, verify and fsck -n
 # the image after a power cut at every flush point and at random cuts
