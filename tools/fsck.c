@@ -12,7 +12,9 @@
  * the library), the state flag and the superblock's error record; and the
  * AG trees (free-space, inode, refcount and rmap btrees, AGFL, AG header
  * counters), rebuilt from the block maps when the findings are theirs
- * (fsck_rebuild.c; counted in nrebuild between RB_BEGIN and RB_END); and
+ * (fsck_rebuild.c; counted in nrebuild between RB_BEGIN and RB_END);
+ * directory entries naming no inode (removed) and lost inodes (linked
+ * into /lost+found, fsck_dir.c); and
  * only when every finding is one of these (counters computed from damaged
  * trees would be wrong too).  After repairing it checks again, quietly, and says
  * "corrected" (exit 1) only if that check is clean.  Anything else is
@@ -436,6 +438,8 @@ static void fsck_free(struct fsck *f)
 	free(f->ags);
 	free(f->ifixes);
 	free(f->orphans);
+	free(f->dfixes);
+	free(f->lostinos);
 	fsck_free_lost(f);
 }
 
@@ -533,6 +537,12 @@ static void fix_list(const struct fsck *f, char *buf, size_t len)
 	if (f->nfix_forks)
 		list_add(buf, len, &n, "%" PRIu64 " data fork%s rebuilt from the rmap",
 			 f->nfix_forks, f->nfix_forks == 1 ? "" : "s");
+	if (f->ndfixes)
+		list_add(buf, len, &n, "%zu directory entr%s naming no inode removed", f->ndfixes,
+			 f->ndfixes == 1 ? "y" : "ies");
+	if (f->nlostinos)
+		list_add(buf, len, &n, "%zu lost inode%s linked into /lost+found", f->nlostinos,
+			 f->nlostinos == 1 ? "" : "s");
 	if (f->fix_state)
 		list_add(buf, len, &n, "the unclean-unmount flag");
 	if (f->nrebuild)
@@ -683,6 +693,8 @@ static int run(struct fsck *f)
 		err = fsck_free_orphans(f); /* its mount frees the listed ones too */
 	if (!err)
 		err = fsck_fix_forks(f);
+	if (!err)
+		err = fsck_fix_dirs(f);
 	if (err) {
 		printf("%s: repair failed: %s (%s may be partly written)\n", f->image,
 		       fsck_errstr(err), what);

@@ -13,6 +13,8 @@
  *                  rmap btree, and their repair
  *   fsck_rebuild.c phase 6: rebuild of the AG trees (free space, inode,
  *                  refcount and rmap btrees, AGFL, AG header counters)
+ *   fsck_dir.c     phase 4 repairs: directory entries naming no inode
+ *                  removed, lost inodes linked into /lost+found
  */
 #ifndef RLFS_FSCK_INT_H
 #define RLFS_FSCK_INT_H
@@ -113,6 +115,25 @@ struct ientry {
 	uint32_t flags;
 	uint64_t next_unlinked;     /* dinode next_unlinked */
 };
+#define IE_LOST    (1u << 3)    /* named by no directory: repair links it
+				 * into /lost+found (struct fsck.lost_inos) */
+
+/* A directory entry repair removes: it names a free inode or one outside
+ * every inode chunk (phase 4, fsck_dir.c). */
+struct dfix {
+	uint64_t dir;               /* directory inode */
+	uint64_t child;             /* the inode number the entry holds */
+	uint64_t name_off;          /* into fsck.names */
+	uint8_t namelen;
+};
+
+/* A lost inode repair links into /lost+found (fsck_dir.c). */
+struct lostino {
+	uint64_t ino;
+	uint32_t mode;
+	uint32_t nlink;             /* the link count it gets (1, or 2 + its
+				     * subdirectories for a directory) */
+};
 
 /* A directory entry, kept for the graph pass. */
 struct edge {
@@ -184,6 +205,12 @@ struct fsck {
 	struct lost_fork *lost;     /* data forks to rebuild from the rmap */
 	size_t nlost, lost_cap;
 	uint64_t nfix_forks;
+	struct dfix *dfixes;        /* directory entries to remove */
+	size_t ndfixes, dfixes_cap;
+	struct lostino *lostinos;   /* lost inodes for /lost+found */
+	size_t nlostinos, lostinos_cap;
+	uint64_t lpf_ino;           /* /lost+found, if the root names a good
+				     * directory so; 0: repair creates it */
 
 	bool incomplete;            /* some inode metadata unreadable: owners unknown */
 	bool dirs_incomplete;       /* some directory unreadable: links unknown */
@@ -340,6 +367,12 @@ int fsck_rmap_expected(struct fsck *f, uint32_t agno, const struct claim *cl, si
 void fsck_recover_chunks(struct fsck *f);
 bool fsck_rebuild_possible(struct fsck *f, const char **why);
 int fsck_rebuild_ags(struct fsck *f, uint64_t *icount, uint64_t *ifree, uint64_t *fdblocks);
+
+/* fsck_dir.c */
+/* Repair: remove the directory entries in f->dfixes and link the inodes in
+ * f->lostinos into /lost+found (made if missing), through a library mount,
+ * one logged transaction each.  0 or -errno. */
+int fsck_fix_dirs(struct fsck *f);
 
 /* fsck_repair.c */
 int fsck_get_raw_buf(struct fsck *f, struct rlfs_trans *tp, uint64_t fsbno,
