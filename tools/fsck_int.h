@@ -158,7 +158,13 @@ struct ag_info {
 	bool fix;                   /* counters differ */
 	bool fix_unlinked;          /* unlinked list broken: repair empties it */
 	bool leak_noted;            /* "leak check skipped" said once */
-	bool ino_ok;                /* inobt walked without error: chunks known */
+	bool ino_ok;                /* inobt walked without error: chunks known
+				     * (or all taken from the rmapbt: ino_rmap) */
+	bool trees_ok_but_ino;      /* trees_ok, the inobt aside */
+	uint64_t ino_nerrors;       /* findings made walking the inobt */
+	bool ino_rmap;              /* inobt damaged: its chunks are the
+				     * rmapbt's OWN_INODES records, and
+				     * icount/ifree are counted after phase 3 */
 	bool bno_ok;                /* bnobt walked without error: its free
 				     * extents (CL_FREE) are the old free view */
 };

@@ -75,13 +75,57 @@ static bool replaced_kind(uint8_t kind)
  * chunk is then whole blocks).  Each is a rebuild finding.  Issue 11 §4
  * ("inode btree from chunk rmaps").
  */
+/*
+ * An AG whose inobt could not be walked (a damaged block, a bad record)
+ * but whose header and rmapbt checked clean: forget what the walk found
+ * (its chunks and their claims), turn its findings into rebuild findings,
+ * and let the loop below take every chunk from the OWN_INODES records.
+ * Model: xfs_repair, which finds inode chunks by the rmap when the inobt
+ * is damaged (and by a scan without one).  Issue 11 section 4.
+ */
+static void inobt_from_rmap(struct fsck *f, uint32_t agno)
+{
+	struct rlfs_mount *mp = f->mp;
+	struct ag_info *ai = &f->ags[agno];
+	size_t n = 0;
+
+	for (size_t i = 0; i < f->nchunks; i++)
+		if (rlfs_fsb_to_agno(mp, rlfs_ino_to_fsb(mp, f->chunks[i].startino)) != agno)
+			f->chunks[n++] = f->chunks[i];
+	f->nchunks = n;
+	n = 0;
+	for (size_t i = 0; i < f->nclaims; i++)
+		if (f->claims[i].kind != CL_ICHUNK || f->claims[i].owner != agno)
+			f->claims[n++] = f->claims[i];
+	f->nclaims = n;
+	f->nerrors -= ai->ino_nerrors;
+	f->nrebuild += ai->ino_nerrors;
+	ai->icount = ai->ifree = 0;
+	ai->ino_ok = true;
+	ai->ino_rmap = true;
+	ai->trees_ok = ai->trees_ok_but_ino;
+	RB_BEGIN(f);
+	ERR(f, "AG %u (inobt): damaged; its inode chunks are taken from the rmapbt's "
+	    "OWN_INODES records (the inodes say which are in use) and the rebuild makes "
+	    "it anew", agno);
+	RB_END(f);
+}
+
 void fsck_recover_chunks(struct fsck *f)
 {
 	struct rlfs_mount *mp = f->mp;
-	size_t n0 = f->nchunks;
+	size_t n0;
 
 	if (!f->nirmaps || mp->inopblock > RLFS_INODES_PER_CHUNK)
 		return;
+	for (uint32_t agno = 0; agno < mp->agcount; agno++) {
+		struct ag_info *ai = &f->ags[agno];
+
+		if (ai->hdr_ok && ai->rmap_ok && !ai->ino_ok && ai->ino_nerrors &&
+		    ai->ino_nerrors <= f->nerrors)
+			inobt_from_rmap(f, agno);
+	}
+	n0 = f->nchunks;
 	fsck_xsort(f->chunks, f->nchunks, sizeof(*f->chunks), fsck_cmp_chunk);
 	for (size_t i = 0; i < f->nirmaps && !f->oom; i++) {
 		const struct claim *r = &f->irmaps[i];
@@ -110,11 +154,16 @@ void fsck_recover_chunks(struct fsck *f)
 			}
 			if (found)
 				continue;
-			RB_BEGIN(f);
-			ERR(f, "%s (inobt): inode chunk %" PRIu64 " is in the rmapbt (OWN_INODES) but "
-			    "not in the inobt: its inodes are checked, the rebuild adds it back",
-			    fsck_loc(f, fsb).s, startino);
-			RB_END(f);
+			if (ai->ino_rmap) {
+				fsck_verbose(f, "%s (inobt): inode chunk %" PRIu64 " from the rmapbt",
+					     fsck_loc(f, fsb).s, startino);
+			} else {
+				RB_BEGIN(f);
+				ERR(f, "%s (inobt): inode chunk %" PRIu64 " is in the rmapbt "
+				    "(OWN_INODES) but not in the inobt: its inodes are checked, the "
+				    "rebuild adds it back", fsck_loc(f, fsb).s, startino);
+				RB_END(f);
+			}
 			struct chunk *nc = fsck_grow(f, f->chunks, &f->chunks_cap, f->nchunks,
 						     sizeof(*nc));
 			if (!nc)

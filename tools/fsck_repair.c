@@ -14,6 +14,17 @@ void fsck_check_counters(struct fsck *f, uint64_t *icount, uint64_t *ifree,
 {
 	*icount = *ifree = *fdblocks = 0;
 	*all_ok = true;
+	/* AGs whose chunks came from the rmapbt: counted now that phase 3
+	 * has set their free masks */
+	for (size_t i = 0; i < f->nchunks; i++) {
+		uint64_t fsbno = rlfs_ino_to_fsb(f->mp, f->chunks[i].startino);
+		struct ag_info *ai = &f->ags[rlfs_fsb_to_agno(f->mp, fsbno)];
+
+		if (!ai->ino_rmap)
+			continue;
+		ai->icount += RLFS_INODES_PER_CHUNK;
+		ai->ifree += (uint64_t)__builtin_popcountll(f->chunks[i].free);
+	}
 	for (uint32_t agno = 0; agno < f->mp->agcount; agno++) {
 		struct ag_info *ai = &f->ags[agno];
 
