@@ -13,6 +13,7 @@ counter with a valid crc, a cross-linked block, ...).  Only used by tests.
                                                 A's first block (no refcount
                                                 record); prints B's old fsbno
     imgedit.py flip IMAGE FSBNO OFF             xor one byte with 0x5a (no crc fix)
+    imgedit.py zero IMAGE FSBNO                 zero the whole block
     imgedit.py dirents IMAGE DIRINO             a one-leaf directory's entries:
                                                 NAME INO FTYPE, in key order
     imgedit.py dirent-set IMAGE DIRINO NAME INO the entry NAME now holds INO
@@ -181,6 +182,8 @@ def main():
         buf = img.block(fsbno)
         buf[boff] ^= 0x5A
         img.put_block(fsbno, buf, fix=False)
+    elif cmd == "zero":
+        img.put_block(val(a[2]), bytearray(img.bs), fix=False)
     elif cmd == "dirents":
         _, blk, nrecs = dir_leaf(img, val(a[2]))
         for i in range(nrecs):
