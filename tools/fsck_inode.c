@@ -539,8 +539,7 @@ static void check_inode_forks(struct fsck *f, const struct rlfs_dinode *di, uint
 
 	switch (type) {
 	case S_IFREG: {
-		size_t claims0 = f->nclaims, dclaims0 = f->ndclaims;
-		uint64_t errors0 = f->nerrors;
+		struct fsck_mark mark = FSCK_MARK(f);
 
 		f->n_files++;
 		if (walk_data_fork(&w, tp, nextents)) {
@@ -550,9 +549,7 @@ static void check_inode_forks(struct fsck *f, const struct rlfs_dinode *di, uint
 			 * needs its fork: it stays damaged) */
 			/* phase 3b takes the mappings from the rmap: forget what
 			 * the broken walk claimed (the findings stay printed) */
-			f->nclaims = claims0;
-			f->ndclaims = dclaims0;
-			f->nerrors = errors0;
+			fsck_rewind(f, &mark);
 			w.owned = 0;
 			w.nrecs = 0;
 			w.bad = false;

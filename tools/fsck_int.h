@@ -284,6 +284,27 @@ struct visit_ctx {
 #define RB_END(f) ((f)->rb_depth--)
 
 /*
+ * A tentative stretch of the check: its claims and findings are dropped
+ * when it turns out another source will supply them (phase 3 walking a
+ * data fork that phase 3b then takes from the rmap).  FSCK_MARK saves
+ * the counts, fsck_rewind restores them (the lines printed stay printed).
+ */
+struct fsck_mark {
+	size_t nclaims, ndclaims;
+	uint64_t nerrors, nrebuild, ncounter;
+};
+#define FSCK_MARK(f) ((struct fsck_mark){ .nclaims = (f)->nclaims, .ndclaims = (f)->ndclaims, \
+	.nerrors = (f)->nerrors, .nrebuild = (f)->nrebuild, .ncounter = (f)->ncounter })
+static inline void fsck_rewind(struct fsck *f, const struct fsck_mark *m)
+{
+	f->nclaims = m->nclaims;
+	f->ndclaims = m->ndclaims;
+	f->nerrors = m->nerrors;
+	f->nrebuild = m->nrebuild;
+	f->ncounter = m->ncounter;
+}
+
+/*
  * The functions below are described in full where they are defined; in
  * short (none of them fails hard: findings are reported and counted in
  * struct fsck, and only the repair functions return 0 or -errno):
@@ -365,6 +386,10 @@ void fsck_check_refcounts(struct fsck *f);
 void fsck_check_claims(struct fsck *f);
 
 /* fsck_rmap.c (for the rebuild) */
+/* qsort order of struct rlfs_rmap_irec: the rmapbt key
+ * (rlfs_rmap_irec_cmp_key), then length and flags (equal records compare
+ * equal): the order of fsck_rmap_expected's output. */
+int fsck_cmp_rmap(const void *a, const void *b);
 int fsck_rmap_expected(struct fsck *f, uint32_t agno, const struct claim *cl, size_t n,
 		       const struct claim *dcl, size_t nd, bool skip_data,
 		       struct rlfs_rmap_irec **out, size_t *nout);
@@ -385,6 +410,13 @@ int fsck_get_raw_buf(struct fsck *f, struct rlfs_trans *tp, uint64_t fsbno,
 		     const struct rlfs_buf_ops *ops, uint64_t owner, struct rlfs_buf **bpp);
 void fsck_check_counters(struct fsck *f, uint64_t *icount, uint64_t *ifree,
 			   uint64_t *fdblocks, bool *all_ok);
+/* Store an AG header's summary counters (freeblks and longest in blocks,
+ * btreeblks: bnobt + cntbt blocks beyond their roots, icount and ifree in
+ * inodes; SPEC section 5) into agh, and empty its unlinked list when
+ * clear_unlinked.  The caller logs the buffer. */
+void fsck_put_agh_counters(struct rlfs_agh *agh, uint64_t freeblks, uint32_t longest,
+			   uint64_t btreeblks, uint64_t icount, uint64_t ifree,
+			   bool clear_unlinked);
 int fsck_fix_ag_counters(struct fsck *f);
 int fsck_fix_inodes(struct fsck *f);
 int fsck_write_primary_sb(struct fsck *f, bool clean, uint64_t icount, uint64_t ifree,

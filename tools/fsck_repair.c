@@ -78,6 +78,18 @@ int fsck_get_raw_buf(struct fsck *f, struct rlfs_trans *tp, uint64_t fsbno,
 	return err;
 }
 
+void fsck_put_agh_counters(struct rlfs_agh *agh, uint64_t freeblks, uint32_t longest,
+			   uint64_t btreeblks, uint64_t icount, uint64_t ifree, bool clear_unlinked)
+{
+	rlfs_put32(agh->freeblks, (uint32_t)freeblks);
+	rlfs_put32(agh->longest, longest);
+	rlfs_put32(agh->btreeblks, (uint32_t)btreeblks);
+	rlfs_put64(agh->icount, icount);
+	rlfs_put64(agh->ifree, ifree);
+	if (clear_unlinked)
+		rlfs_put64(agh->unlinked, 0);
+}
+
 /* Rewrite the AG header counters found wrong (one transaction, then a
  * flush).  0 or negative errno. */
 int fsck_fix_ag_counters(struct fsck *f)
@@ -101,14 +113,11 @@ int fsck_fix_ag_counters(struct fsck *f)
 		if (err)
 			goto fail;
 		agh = rlfs_agh(bp);
-		if (ai->fix) {
-			rlfs_put32(agh->freeblks, (uint32_t)ai->freeblks);
-			rlfs_put32(agh->longest, ai->longest);
-			rlfs_put32(agh->btreeblks, (uint32_t)ai->btreeblks);
-			rlfs_put64(agh->icount, ai->icount);
-			rlfs_put64(agh->ifree, ai->ifree);
-		}
-		if (ai->fix_unlinked)   /* broken list: its members are orphans now */
+		/* a broken unlinked list: its members are orphans now */
+		if (ai->fix)
+			fsck_put_agh_counters(agh, ai->freeblks, ai->longest, ai->btreeblks,
+					      ai->icount, ai->ifree, ai->fix_unlinked);
+		else if (ai->fix_unlinked)
 			rlfs_put64(agh->unlinked, 0);
 		rlfs_trans_log_buf(tp, bp);
 		rlfs_trans_brelse(tp, bp);

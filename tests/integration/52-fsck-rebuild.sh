@@ -41,13 +41,7 @@ head -c 300k /dev/urandom >"$m/d/sub/data"
 setfattr -n user.small -v hello "$m/a" || die "setfattr failed"
 setfattr -n user.big -v "$(head -c 3000 /dev/zero | tr '\0' x)" "$m/d/sub/data" ||
 	die "setfattr failed"
-$PY - "$m/frag" <<'PYEOF'
-import os, sys
-fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT)
-for i in range(0, 400, 2):
-    os.pwrite(fd, bytes([i % 251]) * 4096, i * 4096)
-os.close(fd)
-PYEOF
+write_frag "$m/frag" 400 2                     # 200 extents: a bmbt
 # free space in many pieces: a 2-level bnobt (503 records a 4 KiB leaf)
 $PY - "$m/many" <<'PYEOF'
 import os, sys

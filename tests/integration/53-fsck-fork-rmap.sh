@@ -21,12 +21,7 @@ rlfs_mkfs "$img" -s 256M -a 2
 rlfs_mount "$img" "$m"
 # 600 blocks: block i written (pattern i % 251) if i % 3 == 0, preallocated
 # (unwritten) if i % 3 == 1, a hole otherwise: 400 extents that never merge
-for i in $(seq 0 599); do
-	case $((i % 3)) in
-	0) echo "pwrite -S $((i % 251)) $((i * 4096)) 4096" ;;
-	1) echo "falloc -k $((i * 4096)) 4096" ;;
-	esac
-done | "$RLFS" io -f "$m/frag" >/dev/null
+write_frag "$m/frag" 600 3 1
 truncate -s $((600 * 4096)) "$m/frag"
 $PY - "$m/frag" <<'PYEOF'
 import os, sys
