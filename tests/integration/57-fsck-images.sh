@@ -13,7 +13,8 @@
 #                the damage (CASE.damage may say what a case changes on
 #                purpose), and the files a case sends to /lost+found there.
 # RLFS_BLESS=1 writes the expect files instead of comparing (then read
-# them: they are the test).
+# them: they are the test).  Then a second lost file goes into the
+# /lost+found the lost-file case made.
 . "$(dirname "$0")/../lib.sh"
 common_setup
 ED="$PY $SRCDIR/tests/helpers/imgedit.py"
@@ -71,6 +72,8 @@ damage() {
 		$AGT zero-leaf "$i" "$ag_rmap" rmapbt >/dev/null ;;
 	dirent-free-inode)      # d/f2link (a second name of f2) names a free inode
 		$ED dirent-set "$i" "${INO[d]}" f2link $((INO[d] + 60)) ;;
+	dirent-no-chunk)        # d/f2link names an inode number in no chunk
+		$ED dirent-set "$i" "${INO[d]}" f2link 99999999 ;;
 	lost-file)              # d's entry for f1 gone: f1 is named nowhere
 		$ED dirent-drop "$i" "${INO[d]}" f1 ;;
 	lost-dir)               # d's entry for sub gone: sub (and x) named nowhere
@@ -97,7 +100,7 @@ expect() {   # CASE N: compare (or bless) the last output
 
 n=0
 for c in bmbt-zeroed refcount-off-by-one free-over-data crosslink inobt-record-lost \
-	 inobt-zeroed rmap-leaf-zeroed dirent-free-inode lost-file lost-dir; do
+	 inobt-zeroed rmap-leaf-zeroed dirent-free-inode dirent-no-chunk lost-file lost-dir; do
 	cp --sparse=always "$img" "$T/case.img"
 	damage "$c"
 	run_fsck -n "$T/case.img"
@@ -126,12 +129,33 @@ for c in bmbt-zeroed refcount-off-by-one free-over-data crosslink inobt-record-l
 		cmp -s "$m/lost+found/${INO[d/sub]}/x" <(printf 'three\n') ||
 			die "$c: sub is not /lost+found/${INO[d/sub]}"
 		[ "$(stat -c %h "$m/d")" = 2 ] || die "$c: d's link count not fixed" ;;
-	dirent-free-inode)
+	dirent-free-inode|dirent-no-chunk)
 		[ -e "$m/d/f2link" ] && die "$c: the entry is still there"
 		[ "$(stat -c %h "$m/d/f2")" = 1 ] || die "$c: f2's link count not fixed" ;;
 	esac
 	rlfs_umount "$m"
 	rlfs_fsck "$T/case.img"
 	n=$((n + 1))
+	[ $c = lost-file ] && cp --sparse=always "$T/case.img" "$T/lpf.img"
 done
+
+# a second lost inode, now that /lost+found exists (lost-file's repaired
+# image): both names of f2 dropped, so f2 (nlink 2) is named nowhere; it
+# goes into the existing /lost+found with nlink 1, next to f1
+$ED dirent-drop "$T/lpf.img" "${INO[d]}" f2
+$ED dirent-drop "$T/lpf.img" "${INO[d]}" f2link
+cp "$T/lpf.img" "$T/case.img"
+run_fsck "$T/case.img"
+[ $FRC = 1 ] || { out >&2; die "existing /lost+found: fsck exited $FRC, expected 1"; }
+grep -q "created /lost+found" "$T/fsck.stdout" && die "existing /lost+found: made again"
+grep -q "inode ${INO[d/f2]} linked into /lost+found as '${INO[d/f2]}'" "$T/fsck.stdout" ||
+	{ out >&2; die "existing /lost+found: f2 not linked"; }
+run_fsck -n "$T/case.img"
+[ $FRC = 0 ] || { out >&2; die "existing /lost+found: fsck -n after repair exited $FRC"; }
+rlfs_mount "$T/case.img" "$m"
+[ "$(cat "$m/lost+found/${INO[d/f2]}")" = two ] || die "existing /lost+found: f2's contents"
+[ "$(stat -c %h "$m/lost+found/${INO[d/f2]}")" = 1 ] || die "existing /lost+found: f2's nlink"
+[ "$(cat "$m/lost+found/${INO[d/f1]}")" = one ] || die "existing /lost+found: f1 gone"
+rlfs_umount "$m"
+rlfs_fsck "$T/case.img"
 log "OK: $n images, each fsck output as expected"
