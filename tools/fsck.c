@@ -13,8 +13,9 @@
  * AG trees (free-space, inode, refcount and rmap btrees, AGFL, AG header
  * counters), rebuilt from the block maps when the findings are theirs
  * (fsck_rebuild.c; counted in nrebuild between RB_BEGIN and RB_END);
- * directory entries naming no inode (removed) and lost inodes (linked
- * into /lost+found, fsck_dir.c); and
+ * directory entries naming no inode (removed), lost inodes (linked
+ * into /lost+found, fsck_dir.c) and inodes damaged beyond use (cleared,
+ * fsck_inode.c clear_bad_inode); and
  * only when every finding is one of these (counters computed from damaged
  * trees would be wrong too).  After repairing it checks again, quietly, and says
  * "corrected" (exit 1) only if that check is clean.  Anything else is
@@ -410,8 +411,10 @@ static void usage(FILE *out)
 		"fork whose block map is damaged, from the file's rmap records; it removes\n"
 		"directory entries naming a free inode or no inode, and links lost inodes (in\n"
 		"use, named by no directory) into /lost+found (made if missing) under their\n"
-		"inode number; and only when every finding is one of these.\n"
-		"Everything else (damaged inodes, directory blocks, xattr trees or AG\n"
+		"inode number, and clears inodes damaged beyond use (rmap feature: their\n"
+		"blocks are freed, their contents lost); and only when every finding is one\n"
+		"of these.\n"
+		"Everything else (other damaged inodes, directory blocks, xattr trees or AG\n"
 		"headers, a block used by a file and by metadata) is reported and\n"
 		"left as it is, and the superblock is marked as having errors: every mount\n"
 		"warns until fsck finds the filesystem clean. To save the files, mount the\n"
@@ -441,6 +444,7 @@ static void fsck_free(struct fsck *f)
 	free(f->ags);
 	free(f->ifixes);
 	free(f->orphans);
+	free(f->cleared);
 	free(f->dfixes);
 	free(f->lostinos);
 	fsck_free_lost(f);
@@ -540,6 +544,9 @@ static void fix_list(const struct fsck *f, char *buf, size_t len)
 	if (f->nfix_forks)
 		list_add(buf, len, &n, "%" PRIu64 " data fork%s rebuilt from the rmap",
 			 f->nfix_forks, f->nfix_forks == 1 ? "" : "s");
+	if (f->ncleared)
+		list_add(buf, len, &n, "%zu damaged inode%s cleared", f->ncleared,
+			 f->ncleared == 1 ? "" : "s");
 	if (f->ndfixes)
 		list_add(buf, len, &n, "%zu directory entr%s naming no inode removed", f->ndfixes,
 			 f->ndfixes == 1 ? "y" : "ies");
@@ -690,6 +697,8 @@ static int run(struct fsck *f)
 		err = fsck_rebuild_ags(f, &icount, &ifree, &fdblocks);
 	else if (!err)
 		err = fsck_fix_ag_counters(f);
+	if (!err)   /* after the inobt marks them free; before any mount */
+		err = fsck_clear_inodes(f);
 	if (!err)
 		err = fsck_write_primary_sb(f, true, icount, ifree, fdblocks, 0);
 	if (!err && (f->norphans || f->nlisted))

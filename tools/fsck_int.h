@@ -211,6 +211,9 @@ struct fsck {
 	struct lost_fork *lost;     /* data forks to rebuild from the rmap */
 	size_t nlost, lost_cap;
 	uint64_t nfix_forks;
+	uint64_t *cleared;          /* damaged inodes repair writes anew as
+				     * free inodes (fsck_clear_inodes) */
+	size_t ncleared, cleared_cap;
 	struct dfix *dfixes;        /* directory entries to remove */
 	size_t ndfixes, dfixes_cap;
 	struct lostino *lostinos;   /* lost inodes for /lost+found */
@@ -419,6 +422,10 @@ void fsck_put_agh_counters(struct rlfs_agh *agh, uint64_t freeblks, uint32_t lon
 			   bool clear_unlinked);
 int fsck_fix_ag_counters(struct fsck *f);
 int fsck_fix_inodes(struct fsck *f);
+/* Write each inode in f->cleared anew as a free inode (zeroed core: magic,
+ * number, uuid, a new generation, crc; as a new inode chunk's), raw.
+ * After the AG tree rebuild, whose inobt marks them free.  0 or -errno. */
+int fsck_clear_inodes(struct fsck *f);
 int fsck_write_primary_sb(struct fsck *f, bool clean, uint64_t icount, uint64_t ifree,
 			    uint64_t fdblocks, uint64_t left);
 int fsck_free_orphans(struct fsck *f);

@@ -174,6 +174,41 @@ int fsck_fix_inodes(struct fsck *f)
 	return err;
 }
 
+int fsck_clear_inodes(struct fsck *f)
+{
+	struct rlfs_mount *mp = f->mp;
+	uint8_t *blk = aligned_alloc(64, mp->blocksize);
+	int err = 0;
+
+	if (!blk)
+		return -ENOMEM;
+	for (size_t i = 0; i < f->ncleared && !err; i++) {
+		uint64_t ino = f->cleared[i];
+		uint64_t fsbno = rlfs_ino_to_fsb(mp, ino);
+		uint8_t *p = blk + (size_t)rlfs_ino_to_slot(mp, ino) * mp->inodesize;
+		struct rlfs_dinode *di = (struct rlfs_dinode *)p;
+		struct timespec now;
+
+		err = rlfs_dev_pread(f->dev, blk, mp->blocksize, fsbno << mp->blocklog);
+		if (err)
+			break;
+		clock_gettime(CLOCK_REALTIME, &now);
+		memset(p, 0, mp->inodesize);
+		rlfs_put32(di->magic, RLFS_DINODE_MAGIC);
+		rlfs_put64(di->ino, ino);
+		memcpy(di->uuid, mp->uuid, RLFS_UUID_SIZE);
+		rlfs_put64(di->generation, (uint32_t)now.tv_nsec ^ (uint32_t)now.tv_sec);
+		rlfs_cksum_update(p, mp->inodesize, offsetof(struct rlfs_dinode, crc));
+		err = rlfs_dev_pwrite(f->dev, blk, mp->blocksize, fsbno << mp->blocklog);
+		if (!err)
+			fsck_verbose(f, "inode %" PRIu64 ": written anew as a free inode", ino);
+	}
+	if (!err)
+		err = rlfs_dev_flush(f->dev);
+	free(blk);
+	return err;
+}
+
 /*
  * Read-modify-write the primary superblock in place, raw: the buffer cache
  * does not hand out fsbno 0 without its verifier, which refuses insane

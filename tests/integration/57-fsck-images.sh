@@ -1,20 +1,25 @@
 #!/bin/bash
 # 57-fsck-images: fsck's exact output on small damaged images, in the
 # style of e2fsprogs' f_* tests (tests/fsck-images/README).  One fixed
-# image (fixed mkfs geometry, files of fixed sizes and contents written in
-# a fixed order, so every block and inode number is the same on every
-# run); for each case a copy gets ONE kind of damage (tests/fsck-images/
-# CASE.damage names it), then:
+# image (fixed mkfs geometry, files of fixed sizes and contents written
+# and synced one at a time, so every block and inode number is the same on
+# every run); for each case a copy gets ONE kind of damage (function
+# damage: a zeroed bmbt block, a refcount record off by one, a free-space
+# record over a used block, a block two files map without a refcount, a
+# lost inobt record, a zeroed inobt, a zeroed rmapbt leaf, a directory
+# entry naming a free inode or an inode in no chunk, a damaged inode core
+# of a file and of a directory, a lost file, a lost directory), then:
 #   fsck -n      stdout must equal tests/fsck-images/CASE.expect.1
 #                (the image path replaced by IMAGE; exit 4);
 #   fsck         must exit 1 and say "corrected";
 #   fsck -n      stdout must equal CASE.expect.2 (clean, exit 0);
 #   mount        every regular file's contents, by inode number, as before
-#                the damage (CASE.damage may say what a case changes on
-#                purpose), and the files a case sends to /lost+found there.
-# RLFS_BLESS=1 writes the expect files instead of comparing (then read
-# them: they are the test).  Then a second lost file goes into the
-# /lost+found the lost-file case made.
+#                the damage (except what a case changes on purpose: a
+#                cleared file is gone, a cross-linked one shows the shared
+#                block), and the files a case sends to /lost+found there.
+# Then a second lost file goes into the /lost+found the lost-file case
+# made.  RLFS_BLESS=1 writes the expect files instead of comparing (then
+# read them: they are the test).
 . "$(dirname "$0")/../lib.sh"
 common_setup
 ED="$PY $SRCDIR/tests/helpers/imgedit.py"
@@ -74,6 +79,10 @@ damage() {
 		$ED dirent-set "$i" "${INO[d]}" f2link $((INO[d] + 60)) ;;
 	dirent-no-chunk)        # d/f2link names an inode number in no chunk
 		$ED dirent-set "$i" "${INO[d]}" f2link 99999999 ;;
+	inode-core-file)        # a byte of f1's inode core, crc left stale
+		$ED flip "$i" $((INO[d/f1] / 8)) $((INO[d/f1] % 8 * 512 + 60)) ;;
+	inode-core-dir)         # a byte of sub's inode core: x is then lost
+		$ED flip "$i" $((INO[d/sub] / 8)) $((INO[d/sub] % 8 * 512 + 60)) ;;
 	lost-file)              # d's entry for f1 gone: f1 is named nowhere
 		$ED dirent-drop "$i" "${INO[d]}" f1 ;;
 	lost-dir)               # d's entry for sub gone: sub (and x) named nowhere
@@ -100,7 +109,8 @@ expect() {   # CASE N: compare (or bless) the last output
 
 n=0
 for c in bmbt-zeroed refcount-off-by-one free-over-data crosslink inobt-record-lost \
-	 inobt-zeroed rmap-leaf-zeroed dirent-free-inode dirent-no-chunk lost-file lost-dir; do
+	 inobt-zeroed rmap-leaf-zeroed dirent-free-inode dirent-no-chunk \
+	 inode-core-file inode-core-dir lost-file lost-dir; do
 	cp --sparse=always "$img" "$T/case.img"
 	damage "$c"
 	run_fsck -n "$T/case.img"
@@ -118,6 +128,8 @@ for c in bmbt-zeroed refcount-off-by-one free-over-data crosslink inobt-record-l
 	crosslink)   # b now shows a's block (shared): seed 002, nothing lost
 		sed -i "s/^${INO[b]} .*/${INO[b]} $(printf 'aaaa\n' | md5sum | cut -d' ' -f1)/" \
 			"$T/want" ;;
+	inode-core-file)   # f1 was cleared (e2fsck's "clear inode"): gone
+		sed -i "/^${INO[d/f1]} /d" "$T/want" ;;
 	esac
 	rlfs_mount "$T/case.img" "$m"
 	sums "$m" | diff -u "$T/want" - >&2 || die "$c: file contents changed"
@@ -129,6 +141,12 @@ for c in bmbt-zeroed refcount-off-by-one free-over-data crosslink inobt-record-l
 		cmp -s "$m/lost+found/${INO[d/sub]}/x" <(printf 'three\n') ||
 			die "$c: sub is not /lost+found/${INO[d/sub]}"
 		[ "$(stat -c %h "$m/d")" = 2 ] || die "$c: d's link count not fixed" ;;
+	inode-core-file)
+		[ -e "$m/d/f1" ] && die "$c: the entry to the cleared inode is still there" ;;
+	inode-core-dir)
+		[ -e "$m/d/sub" ] && die "$c: the entry to the cleared inode is still there"
+		cmp -s "$m/lost+found/${INO[d/sub/x]}" <(printf 'three\n') ||
+			die "$c: x is not /lost+found/${INO[d/sub/x]}" ;;
 	dirent-free-inode|dirent-no-chunk)
 		[ -e "$m/d/f2link" ] && die "$c: the entry is still there"
 		[ "$(stat -c %h "$m/d/f2")" = 1 ] || die "$c: f2's link count not fixed" ;;
