@@ -6,7 +6,7 @@ ASAN_BUILD ?= build-asan
 PREFIX     ?= /usr/local
 DEPS_STAMP := .deps-ok
 
-.PHONY: all deps build asan check unit demo bench install clean crashtest fuzz
+.PHONY: all deps build asan check unit demo bench bench-dedupe install clean crashtest fuzz
 
 all: build
 
@@ -70,6 +70,14 @@ demo: build
 bench: build
 	sh bench/bench.sh $(BUILD)
 	sh bench/rmapscale.sh $(BUILD)
+
+# The offline dedupe benchmark (issue 12, bench/dedupe.sh): duperemove and
+# `reflinkfs dedupe` on a kernel XFS loop mount, `reflinkfs dedupe` on
+# reflinkfs, one seeded corpus of CORPUS_MIB (1024) MiB from /usr; a table
+# with the share of the block-aligned bound each reclaims.
+CORPUS_MIB ?= 1024
+bench-dedupe: build
+	CORPUS_MIB=$(CORPUS_MIB) sh bench/dedupe.sh $(BUILD)
 
 install: build
 	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/include/reflinkfs

@@ -62,6 +62,8 @@ set -eu -o pipefail
 BUILD=$(cd "${1:-build}" && pwd)
 RLFS=$BUILD/reflinkfs
 SRCDIR=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=bench/lib.sh
+. "$SRCDIR/bench/lib.sh"
 BENCH_DIR=${BENCH_DIR:-/var/tmp}
 SEQ_MB=${SEQ_MB:-1024}
 SMALL_MB=${SMALL_MB:-256}
@@ -104,59 +106,43 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-now() { date +%s.%N; }
-used_kb() { df -P -k "$1" | awk 'NR==2 {print $3}'; }
 extents() { # fs file: number of data extents
 	case $1 in
 	rlfs|rlfsu|rlfsnr) "$RLFS" io -r -c stat "$2" | awk -F' = ' '/^extents.count/ {print $2}' ;;
 	xfs|xfsdio|xfsnr) xfs_io -r -c "fiemap" "$2" | grep -vc 'hole\|:$' ;;
 	esac
 }
-elapsed() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3f", b - a}'; }
-drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
-# touch WARM_MB of memory and free it again (see the header)
-warm_memory() {
-	[ "$WARM_MB" -gt 0 ] || return 0
-	dd if=/dev/zero of=/dev/shm/rlfs-bench-warm bs=1M count="$WARM_MB" status=none
-	rm -f /dev/shm/rlfs-bench-warm
-}
+# now, elapsed, drop_caches, warm_memory (WARM_MB: see the header) and the
+# image helpers below come from bench/lib.sh
 
 fs_mount() { # fs
 	case $1 in
 	rlfs|rlfsu|rlfsnr)
-		rm -f "$W/$1.img"
 		if [ "$1" = rlfsnr ]; then
-			"$RLFS" mkfs -s "$IMG_SIZE" -m rmapbt=0 "$W/$1.img" >/dev/null
+			rlfs_mkfs_image "$RLFS" "$W/$1.img" "$IMG_SIZE" -m rmapbt=0
 		else
-			"$RLFS" mkfs -s "$IMG_SIZE" "$W/$1.img" >/dev/null
+			rlfs_mkfs_image "$RLFS" "$W/$1.img" "$IMG_SIZE"
 		fi
-		mkdir -p "$W/$1"
 		if [ "$1" = rlfsu ]; then
-			"$RLFS" mount -o uring "$W/$1.img" "$W/$1"
+			rlfs_mount_image "$RLFS" "$W/$1.img" "$W/$1" uring
 		else
-			"$RLFS" mount -o nouring "$W/$1.img" "$W/$1"
+			rlfs_mount_image "$RLFS" "$W/$1.img" "$W/$1" nouring
 		fi ;;
 	xfs|xfsnr)
-		rm -f "$W/$1.img"
-		truncate -s "$IMG_SIZE" "$W/$1.img"
-		mkfs.xfs -q -f -m reflink=1,rmapbt=$([ "$1" = xfs ] && echo 1 || echo 0) "$W/$1.img"
-		mkdir -p "$W/$1"
-		mount -o loop "$W/$1.img" "$W/$1" ;;
+		xfs_mkfs_image "$W/$1.img" "$IMG_SIZE" reflink=1,rmapbt=$([ "$1" = xfs ] && echo 1 || echo 0)
+		xfs_mount_image "$W/$1.img" "$W/$1" ;;
 	xfsdio)
-		rm -f "$W/xfsdio.img"
-		truncate -s "$IMG_SIZE" "$W/xfsdio.img"
-		mkfs.xfs -q -f -m reflink=1,rmapbt=1 "$W/xfsdio.img"
-		mkdir -p "$W/xfsdio"
-		mount "$(losetup -f --show --direct-io=on "$W/xfsdio.img")" "$W/xfsdio" ;;
+		xfs_mkfs_image "$W/xfsdio.img" "$IMG_SIZE" reflink=1,rmapbt=1
+		xfs_mount_image "$W/xfsdio.img" "$W/xfsdio" dio ;;
 	esac
 }
 fs_umount() { # fs
 	case $1 in
-	rlfs|rlfsu|rlfsnr) fusermount3 -u "$W/$1"; flock -w 60 "$W/$1.img" true ;;
+	rlfs|rlfsu|rlfsnr) rlfs_umount_image "$W/$1.img" "$W/$1" ;;
 	xfs|xfsnr) umount "$W/$1" ;;
 	xfsdio)
 		umount "$W/xfsdio"
-		for dev in $(losetup -j "$W/xfsdio.img" -O NAME -n); do losetup -d "$dev"; done ;;
+		loop_detach "$W/xfsdio.img" ;;
 	esac
 }
 

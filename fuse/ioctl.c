@@ -739,6 +739,15 @@ static int do_unshare(fuse_req_t req, struct rlfs_mount *mp, fuse_ino_t ino,
  * at most RLFS_IOC_FSMAP_BATCH records, so this holds a slow-pool thread
  * briefly.
  */
+
+/* The version a caller of RLFS_IOC_GETFSMAP / RLFS_IOC_FSMAP_GEOM says it
+ * was built with: any from 1 on.  A structure never changes under its
+ * ioctl number (reflinkfs/ioctl.h), so a caller built against an older or
+ * a newer header means the same bytes; 0 is an argument never filled in. */
+static bool abi_version_ok(uint32_t version)
+{
+	return version >= 1;
+}
 static void getfsmap_ioctl(fuse_req_t req, struct rlfs_mount *mp, const void *in_buf,
 			   size_t in_bufsz, size_t out_bufsz)
 {
@@ -757,7 +766,7 @@ static void getfsmap_ioctl(fuse_req_t req, struct rlfs_mount *mp, const void *in
 	if (io && h) {
 		memcpy(io, in_buf, sizeof(*io));
 		err = -EINVAL;
-		if (io->version == RLFS_IOC_ABI_VERSION && io->count <= RLFS_IOC_FSMAP_BATCH) {
+		if (abi_version_ok(io->version) && io->count <= RLFS_IOC_FSMAP_BATCH) {
 			memset(h, 0, sizeof(*h));
 			h->fmh_iflags = io->iflags;
 			h->fmh_count = io->count;
@@ -893,7 +902,7 @@ static void ioctl_work(fuse_req_t req, fuse_ino_t ino, unsigned int c,
 			return;
 		}
 		memcpy(&g, in_buf, sizeof(g));
-		if (g.version != RLFS_IOC_ABI_VERSION || g.reserved[0] || g.reserved[1]) {
+		if (!abi_version_ok(g.version) || g.reserved[0] || g.reserved[1]) {
 			fuse_reply_err(req, EINVAL);
 			return;
 		}

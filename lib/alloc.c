@@ -82,7 +82,7 @@ static unsigned free_maxlevels(struct rlfs_mount *mp)
  * plus one refcount btree insert, which rlfs_refcount_* do between two
  * rlfs_alloc_fix_freelist calls; with RMAP: plus the rmap btree changes
  * below, as xfs_alloc_min_freelist adds the rmapbt's height). */
-static unsigned agfl_worst(struct rlfs_mount *mp)
+static unsigned agfl_worst_compute(struct rlfs_mount *mp)
 {
 	unsigned lf = free_maxlevels(mp), li = rlfs_inobt_maxlevels(mp);
 	unsigned lr = rlfs_has_reflink(mp) ? rlfs_refcount_maxlevels(mp) : 0;
@@ -90,6 +90,17 @@ static unsigned agfl_worst(struct rlfs_mount *mp)
 	 * owner change (an unmap that may split a record, then a map) */
 	unsigned lm = rlfs_has_rmap(mp) ? 3 * rlfs_rmap_maxlevels(mp) : 0;
 	return lf * 3 + li + lr + lm;
+}
+
+static unsigned agfl_worst(struct rlfs_mount *mp)
+{
+	/* cached: a function of the geometry, asked on every allocation */
+	unsigned c = __atomic_load_n(&mp->agfl_worst_blocks, __ATOMIC_RELAXED);
+	if (c)
+		return c;
+	c = agfl_worst_compute(mp);
+	__atomic_store_n(&mp->agfl_worst_blocks, c, __ATOMIC_RELAXED);
+	return c;
 }
 
 unsigned rlfs_agfl_min(struct rlfs_mount *mp)

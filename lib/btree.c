@@ -163,6 +163,26 @@ static int cmpk(struct rlfs_btree_cur *cur, const void *a, const void *b)
 	return cur->ops->cmp_key(cur, a, b);
 }
 
+/* A record's low / high key against key: the ops' direct comparators
+ * when the tree has them, else build the key in tmp and compare. */
+static int rec_cmp_low(struct rlfs_btree_cur *cur, const void *rec, const void *key,
+		       uint8_t *tmp)
+{
+	if (cur->ops->cmp_rec_low)
+		return cur->ops->cmp_rec_low(rec, key);
+	cur->ops->init_key_from_rec(tmp, rec);
+	return cmpk(cur, tmp, key);
+}
+
+static int rec_cmp_high(struct rlfs_btree_cur *cur, const void *rec, const void *key,
+			uint8_t *tmp)
+{
+	if (cur->ops->cmp_rec_high)
+		return cur->ops->cmp_rec_high(rec, key);
+	cur->ops->init_high_key_from_rec(tmp, rec);
+	return cmpk(cur, tmp, key);
+}
+
 /* Key (low key) of entry i at level. */
 static void ent_key(struct rlfs_btree_cur *cur, unsigned level, struct rlfs_buf *bp,
 		    unsigned i, uint8_t *key)
@@ -188,15 +208,21 @@ static void block_keys(struct rlfs_btree_cur *cur, unsigned level, struct rlfs_b
 		return;
 	uint8_t *high = slot + ops->key_len;
 	uint8_t tmp[RLFS_BTREE_MAX_KEYLEN];
-	for (unsigned i = 1; i <= n; i++) {
+	/* last to first: entries are in low-key order, so the largest high
+	 * key is usually near the end and the direct comparator skips the
+	 * rest without building their keys */
+	for (unsigned i = n; i >= 1; i--) {
 		const uint8_t *k;
 		if (level == 0) {
-			ops->init_high_key_from_rec(tmp, rec_at(cur, bp, i));
+			const uint8_t *r = rec_at(cur, bp, i);
+			if (i < n && ops->cmp_rec_high && ops->cmp_rec_high(r, high) <= 0)
+				continue;
+			ops->init_high_key_from_rec(tmp, r);
 			k = tmp;
 		} else {
 			k = high_at(cur, bp, i);
 		}
-		if (i == 1 || cmpk(cur, k, high) > 0)
+		if (i == n || cmpk(cur, k, high) > 0)
 			memcpy(high, k, ops->key_len);
 	}
 }
@@ -586,8 +612,7 @@ int rlfs_btree_lookup(struct rlfs_btree_cur *cur, enum rlfs_btree_lookup dir,
 	int c = 1;
 	while (lo <= hi) {
 		unsigned mid = lo + (hi - lo) / 2;
-		cur->ops->init_key_from_rec(k, rec_at(cur, bp, mid));
-		int cm = cmpk(cur, k, key);
+		int cm = rec_cmp_low(cur, rec_at(cur, bp, mid), key, k);
 		if (cm >= 0) {
 			i = mid;
 			c = cm;
@@ -1094,6 +1119,18 @@ static int walk_from(struct rlfs_btree_cur *cur, int stat, const void *high_key,
 	return 0;
 }
 
+/* A query entering a leaf: skip the records that end below low_key when
+ * the ops can tell which (ops->leaf_overlap_start), else start at 1. */
+static void leaf_start(struct rlfs_btree_cur *cur, const void *low_key)
+{
+	struct rlfs_buf *bp = cur->lev[0].bp;
+	unsigned n = bb_numrecs(bp);
+	if (n && cur->ops->leaf_overlap_start) {
+		unsigned p = cur->ops->leaf_overlap_start(rec_at(cur, bp, 1), n, low_key);
+		cur->lev[0].ptr = p >= 1 && p <= n + 1 ? (int)p : 1;
+	}
+}
+
 /*
  * Overlapping trees: depth-first over the tree, skipping subtrees whose
  * high key is below low_key, and stopping at the first slot or record
@@ -1113,6 +1150,8 @@ static int overlapped_query(struct rlfs_btree_cur *cur, const void *low_key,
 	if (err)
 		return err;
 	set_lev(cur, top, bp, 1);
+	if (top == 0)
+		leaf_start(cur, low_key);
 	unsigned level = top;
 	for (;;) {
 		bp = cur->lev[level].bp;
@@ -1126,11 +1165,9 @@ static int overlapped_query(struct rlfs_btree_cur *cur, const void *low_key,
 		}
 		if (level == 0) {
 			const uint8_t *r = rec_at(cur, bp, (unsigned)p);
-			cur->ops->init_key_from_rec(lk, r);
-			if (cmpk(cur, lk, high_key) > 0)
+			if (rec_cmp_low(cur, r, high_key, lk) > 0)
 				return 0;
-			cur->ops->init_high_key_from_rec(hk, r);
-			if (cmpk(cur, hk, low_key) >= 0) {
+			if (rec_cmp_high(cur, r, low_key, hk) >= 0) {
 				err = call_fn(cur, r, fn, priv);
 				if (err)
 					return err;
@@ -1148,6 +1185,8 @@ static int overlapped_query(struct rlfs_btree_cur *cur, const void *low_key,
 		if (err)
 			return err;
 		level--;
+		if (level == 0)
+			leaf_start(cur, low_key);
 	}
 }
 

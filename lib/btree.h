@@ -62,6 +62,19 @@ struct rlfs_btree_ops {
 	void (*init_high_key_from_rec)(void *key, const void *rec);
 	/* <0, 0, >0 as k1 <, ==, > k2 */
 	int (*cmp_key)(struct rlfs_btree_cur *cur, const void *k1, const void *k2);
+	/* optional, overlapping trees (speed only): compare a record's low /
+	 * high key with key without building it; must equal
+	 * cmp_key(init_key_from_rec(rec) / init_high_key_from_rec(rec), key).
+	 * Range queries scan leaves from their first record, so these run
+	 * for most records of every leaf a query visits. */
+	int (*cmp_rec_low)(const void *rec, const void *key);
+	int (*cmp_rec_high)(const void *rec, const void *key);
+	/* optional, overlapping trees (speed only): given a leaf's nrecs >= 1
+	 * records (packed, rec_len bytes each, in key order), the 1-based
+	 * index of the first one whose high key can be >= low_key; every
+	 * record before it has a high key below low_key.  Returning 1 is
+	 * always correct. */
+	unsigned (*leaf_overlap_start)(const void *recs, unsigned nrecs, const void *low_key);
 	/* optional: check one record read from disk; 0 or -EUCLEAN */
 	int (*verify_rec)(struct rlfs_btree_cur *cur, const void *rec);
 

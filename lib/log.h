@@ -120,6 +120,8 @@ struct rlfs_log_scan {
 	 * the caller takes the list (rlfs_log_ilog_free_list) */
 	struct rlfs_log_ilog *intents;
 	uint64_t max_intent_id;     /* largest intent or done id seen */
+	bool from_hint;             /* found from mp->log_clean_lsn with two
+				     * block reads, the ring not read */
 };
 
 struct rlfs_log {
@@ -129,6 +131,10 @@ struct rlfs_log {
 	uint32_t head_cycle;        /* next record goes to (head_cycle, head_block) */
 	uint32_t head_block;
 	uint64_t tail_lsn;          /* tail in the last record written (durable) */
+	uint64_t clean_lsn;         /* LSN of the last record written if it is
+				     * an unmount record needing nothing before
+				     * it (tail = its own LSN), else 0: what a
+				     * clean unmount stores in the superblock */
 	uint64_t seq;               /* next record sequence number (on disk) */
 	/* CIL context sequence (xfs_cil's xc_current_sequence): what every
 	 * commit now tags its items with (rlfs_log_item.commit_seq); a push
@@ -229,8 +235,9 @@ void rlfs_log_free(struct rlfs_mount *mp);
  */
 int rlfs_log_quiesce(struct rlfs_mount *mp);
 
-/* mkfs: write a clean log of size_blocks at start_fsbno (an unmount
- * record at block 0, cycle 1, seq 1) and flush.  0 or -errno. */
+/* mkfs: write a clean log of size_blocks at start_fsbno (every block
+ * zeroed, then an unmount record at block 0, cycle 1, seq 1) and flush:
+ * rlfs_log_zero with cycle 1.  0 or -errno. */
 int rlfs_log_format(struct rlfs_mount *mp, uint64_t start_fsbno, uint32_t size_blocks);
 
 /*

@@ -147,11 +147,14 @@ static int intent_join(struct rlfs_trans *tp, const struct rlfs_defer_type *type
 	struct rlfs_log_ilog *il = calloc(1, sizeof(*il));
 	if (!il)
 		return -ENOMEM;
-	if (posix_memalign((void **)&il->data, 64, mp->blocksize)) {
+	/* the segment's bytes only (a multiple of 8, as the CIL writes it):
+	 * one small allocation per intent, not a block */
+	size_t seg = (sizeof(struct rlfs_log_intent) + bytes + 7) & ~(size_t)7;
+	il->data = calloc(1, seg);
+	if (!il->data) {
 		free(il);
 		return -ENOMEM;
 	}
-	memset(il->data, 0, mp->blocksize);
 	struct rlfs_log_intent *h = (struct rlfs_log_intent *)il->data;
 	rlfs_put64(h->intent_id, intent_id);
 	rlfs_put16(h->code, type->intent_code);

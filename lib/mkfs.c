@@ -431,6 +431,10 @@ static int write_superblocks(struct rlfs_mount *mp, const struct rlfs_mkfs_opts 
 		rlfs_put64(sb->maxbytes, maxbytes);
 		rlfs_put64(sb->log_start, log_start);
 		rlfs_put32(sb->log_blocks, log_blocks);
+		/* the primary: the log's clean head (rlfs_log_format's unmount
+		 * record at block 0, cycle 1) */
+		if (agno == 0 && log_blocks)
+			rlfs_put64(sb->log_clean_lsn, RLFS_LSN(1, 0));
 		rlfs_cksum_update(blk, mp->blocksize, RLFS_CRC_OFF);
 		err = rlfs_dev_pwrite(mp->dev, blk, mp->blocksize, fsbno << mp->blocklog);
 	}
@@ -508,8 +512,8 @@ static int format(struct rlfs_dev *dev, const struct geom *g, const struct rlfs_
 		goto out;
 	uint64_t log_start = 0;
 	if (g->log_blocks) {
-		/* an unmount record at block 0, cycle 1: a clean, empty log
-		 * (records of an earlier filesystem here carry another uuid) */
+		/* a zeroed ring with an unmount record at block 0, cycle 1: a
+		 * clean, empty log */
 		log_start = rlfs_agb_to_fsb(mp, g->log_agno, first_agfl(mp) + rlfs_agfl_min(mp));
 		err = rlfs_log_format(mp, log_start, g->log_blocks);
 		if (err)

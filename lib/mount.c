@@ -161,6 +161,10 @@ static int write_sb(struct rlfs_mount *mp, uint32_t state)
 	}
 	struct rlfs_sb *sb = bp->data;
 	rlfs_put32(sb->state, state);
+	/* where the clean log's head is (the unmount record just written),
+	 * so that the next mount need not read the whole log to find it */
+	rlfs_put64(sb->log_clean_lsn,
+		   state == RLFS_STATE_CLEAN && mp->log ? mp->log->clean_lsn : 0);
 	int64_t fdb = mp->fdblocks + (int64_t)mp->setaside;
 	rlfs_put64(sb->fdblocks, fdb > 0 ? (uint64_t)fdb : 0);
 	rlfs_put64(sb->icount, mp->icount);
@@ -327,6 +331,8 @@ int rlfs_mount_open_dev(struct rlfs_dev *dev, const char *image, unsigned flags,
 	mp->rootino = rlfs_get64(sbcopy.rootino);
 	mp->features_incompat = rlfs_get64(sbcopy.features_incompat);
 	mp->maxbytes = rlfs_get64(sbcopy.maxbytes);
+	mp->log_clean_lsn = rlfs_get32(sbcopy.state) == RLFS_STATE_CLEAN
+				    ? rlfs_get64(sbcopy.log_clean_lsn) : 0;
 	rlfs_errrec_load(&mp->err, &sbcopy);
 	mp->image = strdup(image);
 	if (!mp->image) {

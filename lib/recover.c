@@ -307,6 +307,60 @@ static uint64_t later_record(struct rlfs_mount *mp, const uint8_t *ring, uint32_
 	return 0;
 }
 
+/*
+ * The clean-log shortcut (XFS finds its head by a binary search over the
+ * cycle numbers it stamps in every sector; our payload blocks carry none,
+ * so the whole ring is read instead, 64 MiB for a large filesystem).  A
+ * clean unmount stores its unmount record's LSN in the superblock
+ * (sb.log_clean_lsn, mp->log_clean_lsn while the state is CLEAN).  That
+ * record must be valid where the hint says, of this version, needing
+ * nothing before it (tail = its own LSN, no items), and the block where
+ * the next record would go must not hold the next record (a later writer
+ * -- e.g. an older binary that kept the hint -- starts exactly there).
+ * Then the scan is what the full walk would find: tail and the start of
+ * replay at the record, the head after it, nothing to replay.  Two block
+ * reads; false (read the whole ring) if anything disagrees.
+ */
+static bool clean_head(struct rlfs_mount *mp, uint64_t start_fsbno, uint32_t size_blocks,
+		       uint64_t hint, struct rlfs_log_scan *scan)
+{
+	uint32_t b = RLFS_LSN_BLOCK(hint), c = RLFS_LSN_CYCLE(hint);
+	if (c == 0 || (uint64_t)b + RLFS_LOG_MIN_REC_BLOCKS > size_blocks)
+		return false;
+	uint8_t *blk = NULL;
+	if (posix_memalign((void **)&blk, 4096, mp->blocksize))
+		return false;
+	bool ok = false;
+	const struct rlfs_log_rec *rec = (const void *)blk;
+	if (rlfs_dev_pread(mp->dev, blk, mp->blocksize, (start_fsbno + b) << mp->blocklog) ||
+	    !rlfs_log_rec_valid(mp, blk, b, size_blocks) ||
+	    rlfs_get32(rec->version) != RLFS_LOG_VERSION || rlfs_get64(rec->lsn) != hint ||
+	    rlfs_get64(rec->tail_lsn) != hint || rlfs_get32(rec->nitems) != 0 ||
+	    (rlfs_get32(rec->flags) & (RLFS_LREC_UNMOUNT | RLFS_LREC_COMMIT)) !=
+		    (RLFS_LREC_UNMOUNT | RLFS_LREC_COMMIT))
+		goto out;
+	uint64_t seq = rlfs_get64(rec->seq);
+	uint32_t nb = b + 1 + rlfs_get32(rec->len_blocks);
+	uint64_t next = nb >= size_blocks ? RLFS_LSN(c + 1, 0) : RLFS_LSN(c, nb);
+	if ((uint64_t)RLFS_LSN_BLOCK(next) + RLFS_LOG_MIN_REC_BLOCKS > size_blocks)
+		next = RLFS_LSN(RLFS_LSN_CYCLE(next) + 1, 0);
+	uint32_t n = RLFS_LSN_BLOCK(next);
+	if (rlfs_dev_pread(mp->dev, blk, mp->blocksize, (start_fsbno + n) << mp->blocklog))
+		goto out;
+	/* (rec now points at block n) */
+	if (rlfs_log_rec_valid(mp, blk, n, size_blocks) && rlfs_get64(rec->lsn) == next)
+		goto out; /* written after the clean unmount: read everything */
+	memset(scan, 0, sizeof(*scan));
+	scan->tail_lsn = hint;
+	scan->head_lsn = next;
+	scan->next_seq = seq + 1;
+	scan->from_hint = true;
+	ok = true;
+out:
+	free(blk);
+	return ok;
+}
+
 /* One record of a complete checkpoint, for the replay. */
 struct walked {
 	uint32_t block;
@@ -334,6 +388,8 @@ int rlfs_log_recover(struct rlfs_mount *mp, uint64_t start_fsbno, uint32_t size_
 		return rlfs_corrupt(mp, start_fsbno, "log", "log of %u blocks at fsbno %llu "
 				    "does not fit the filesystem", size_blocks,
 				    (unsigned long long)start_fsbno);
+	if (mp->log_clean_lsn && clean_head(mp, start_fsbno, size_blocks, mp->log_clean_lsn, scan))
+		return 0;
 	if (posix_memalign((void **)&ring, 4096, log_bytes))
 		return -ENOMEM;
 	segs = calloc(rlfs_log_items_per_rec(bs) + 1, sizeof(*segs));

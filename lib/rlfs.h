@@ -132,6 +132,16 @@ struct rlfs_mount {
 	uint32_t ag_resv_blocks;    /* per AG, kept free by every allocation
 				     * but the AGFL refill (ag_resv.h); set at
 				     * mount, 0 before */
+	uint64_t log_clean_lsn;     /* the superblock's log_clean_lsn when its
+				     * state is CLEAN, else 0: lets
+				     * rlfs_log_recover skip reading the whole
+				     * log (recover.c clean_head); log.c
+				     * clears it once the log is mounted */
+	unsigned agfl_worst_blocks; /* alloc.c: worst-case AGFL use of one
+				     * operation (a function of the geometry
+				     * and features), cached on first use
+				     * (a racing first use stores the same
+				     * value); 0 = not computed yet */
 	uint64_t icount;            /* inodes in allocated chunks */
 	uint64_t ifree;             /* of those, free */
 	/* file data writes, counted after each reaches the device (under

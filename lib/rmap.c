@@ -133,6 +133,80 @@ static int rmap_cmp_key(struct rlfs_btree_cur *cur, const void *k1, const void *
 	return d;
 }
 
+/* The btree's direct comparators (ops->cmp_rec_low / cmp_rec_high):
+ * rmap_cmp_key of the record's low / high key and key, decoding only the
+ * fields the comparison reaches (most records differ in startblock). */
+static int rmap_cmp_rec_low(const void *rec, const void *key)
+{
+	struct rlfs_rmap_rec r;
+	struct rlfs_rmap_key k;
+	memcpy(&r, rec, sizeof(r));
+	memcpy(&k, key, sizeof(k));
+	int d = cmp_u64(rlfs_get32(r.startblock), rlfs_get32(k.startblock));
+	if (!d)
+		d = cmp_u64(rlfs_get64(r.owner), rlfs_get64(k.owner));
+	if (!d)
+		d = cmp_u64(key_offset(rlfs_get64(r.offset)), key_offset(rlfs_get64(k.offset)));
+	return d;
+}
+
+static int rmap_cmp_rec_high(const void *rec, const void *key)
+{
+	struct rlfs_rmap_rec r;
+	struct rlfs_rmap_key k;
+	memcpy(&r, rec, sizeof(r));
+	memcpy(&k, key, sizeof(k));
+	uint32_t bc = rlfs_get32(r.blockcount), adj = bc ? bc - 1 : 0;
+	int d = cmp_u64((uint64_t)(uint32_t)(rlfs_get32(r.startblock) + adj),
+			rlfs_get32(k.startblock));
+	if (d)
+		return d;
+	uint64_t owner = rlfs_get64(r.owner), off = key_offset(rlfs_get64(r.offset));
+	d = cmp_u64(owner, rlfs_get64(k.owner));
+	if (d)
+		return d;
+	if (!RLFS_RMAP_NON_INODE_OWNER(owner) && !(off & RLFS_RMAP_OFF_BMBT_BLOCK))
+		off = ((RLFS_RMAP_OFF(off) + adj) & RLFS_RMAP_OFF_MASK) | (off & ~RLFS_RMAP_OFF_MASK);
+	return cmp_u64(key_offset(off), key_offset(rlfs_get64(k.offset)));
+}
+
+/*
+ * ops->leaf_overlap_start: a record's high key starts at most
+ * blockcount - 1 blocks after its low key (less if startblock + blockcount
+ * - 1 wraps, which only a corrupt record does), so with L the leaf's
+ * largest blockcount, records starting before low_key's startblock - (L - 1)
+ * end below it.  Records are in startblock order: binary search for the
+ * first one at or after that block.  One pass over the leaf's blockcounts
+ * replaces building and comparing the keys of every record before the
+ * range (XFS scans them all).
+ */
+static unsigned rmap_leaf_overlap_start(const void *recs, unsigned nrecs, const void *low_key)
+{
+	const uint8_t *base = recs;
+	struct rlfs_rmap_rec r;
+	struct rlfs_rmap_key k;
+	uint32_t max_blocks = 1;
+	for (unsigned i = 0; i < nrecs; i++) {
+		memcpy(&r, base + (size_t)i * sizeof(r), sizeof(r));
+		uint32_t bc = rlfs_get32(r.blockcount);
+		if (bc > max_blocks)
+			max_blocks = bc;
+	}
+	memcpy(&k, low_key, sizeof(k));
+	uint32_t lo = rlfs_get32(k.startblock);
+	uint32_t from = lo >= max_blocks - 1 ? lo - (max_blocks - 1) : 0;
+	unsigned a = 0, b = nrecs; /* first index in [a, b) with startblock >= from */
+	while (a < b) {
+		unsigned mid = a + (b - a) / 2;
+		memcpy(&r, base + (size_t)mid * sizeof(r), sizeof(r));
+		if (rlfs_get32(r.startblock) < from)
+			a = mid + 1;
+		else
+			b = mid;
+	}
+	return a + 1;
+}
+
 static int rmap_verify_rec(struct rlfs_btree_cur *cur, const void *rec)
 {
 	struct rlfs_rmap_rec r;
@@ -202,6 +276,9 @@ const struct rlfs_btree_ops rlfs_rmapbt_ops = {
 	.buf_ops = &rlfs_rmapbt_buf_ops,
 	.init_key_from_rec = rmap_key_from_rec,
 	.init_high_key_from_rec = rmap_high_key_from_rec,
+	.cmp_rec_low = rmap_cmp_rec_low,
+	.cmp_rec_high = rmap_cmp_rec_high,
+	.leaf_overlap_start = rmap_leaf_overlap_start,
 	.cmp_key = rmap_cmp_key,
 	.verify_rec = rmap_verify_rec,
 	.get_root = rmap_get_root,

@@ -30,6 +30,11 @@ int rlfs_io_main(int argc, char **argv);
  * with --svg FILE drawn (tools/fsmap_svg.c).  0, or 1 on error. */
 int rlfs_fsmap_main(int argc, char **argv);
 
+/* reflinkfs dedupe [options] PATH...: find duplicate blocks and share
+ * them (tools/dedupe.c).  0 done, 1 some ranges failed or files changed
+ * during the run, 2 usage error, 4 operational error. */
+int rlfs_dedupe_main(int argc, char **argv);
+
 /*
  * Parse a size: a decimal number with an optional K, M, G, T, P suffix
  * (powers of 1024; "KiB"/"KB"/"k" spellings accepted).  0 on success,

@@ -156,6 +156,11 @@ static int check_log(struct fsck *f, uint32_t bs, uint64_t dblocks, uint32_t agb
 	mp->inodesize = isz;
 	mp->inopblock = bs / isz;
 	memcpy(mp->uuid, sb->hdr.uuid, RLFS_UUID_SIZE);
+	/* a clean log is found from the superblock's hint (two block reads,
+	 * recover.c clean_head); -L picks its cycle from every record, so it
+	 * reads them all */
+	if (!f->zero_log && rlfs_get32(sb->state) == RLFS_STATE_CLEAN)
+		mp->log_clean_lsn = rlfs_get64(sb->log_clean_lsn);
 	struct rlfs_log_scan scan;
 	struct rlfs_log_stats stats;
 	memset(&stats, 0, sizeof(stats));

@@ -1,7 +1,7 @@
 /*
  * main.c: the multi-call `reflinkfs` binary.
  *
- *   reflinkfs mkfs|mount|umount|fsck|io|fsmap ...   (subcommand in argv[1])
+ *   reflinkfs mkfs|mount|umount|fsck|io|fsmap|dedupe ...   (subcommand in argv[1])
  *   mkfs.reflinkfs, fsck.reflinkfs            (mkfs(8)/fsck(8) helpers)
  *   mount.reflinkfs SPEC DIR [-sfnv] [-o OPTS]  (mount(8) helper)
  *   umount.fuse.reflinkfs DIR [-nlfvr]        (umount(8) helper)
@@ -46,6 +46,10 @@ static void usage_main(FILE *f)
 		"  fsmap [-d|-l|-r] [-m|-v] [-n NR] [START END] MOUNT|IMAGE\n"
 		"                     the physical space map: who owns every block, free\n"
 		"                     space included (xfs_io -c \"fsmap -v\" format)\n"
+		"  dedupe [-r] [-n] [-x] [-q] [-v] [--json] [--hashfile FILE] [--min-size BYTES]\n"
+		"         [--memory BYTES] [--exclude GLOB] PATH...\n"
+		"                     find duplicate data and share it (FIDEDUPERANGE; XFS,\n"
+		"                     btrfs and reflinkfs)\n"
 		"  help               this text; `reflinkfs COMMAND --help` for a command\n"
 		"\n"
 		"Also installed as mkfs.reflinkfs, fsck.reflinkfs and mount.reflinkfs, so that\n"
@@ -485,6 +489,8 @@ int main(int argc, char **argv)
 		return run(rlfs_io_main, "reflinkfs io", argc - 1, argv + 1);
 	if (strcmp(cmd, "fsmap") == 0)
 		return run(rlfs_fsmap_main, "reflinkfs fsmap", argc - 1, argv + 1);
+	if (strcmp(cmd, "dedupe") == 0)
+		return run(rlfs_dedupe_main, "reflinkfs dedupe", argc - 1, argv + 1);
 	if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
 		usage_main(stdout);
 		return 0;

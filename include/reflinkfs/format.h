@@ -167,11 +167,19 @@ struct rlfs_sb {
 	rlfs_le64 fsck_time;        /* last fsck that left damage: seconds, 0 = none */
 	rlfs_le32 fsck_errors;      /* findings it left uncorrected (saturates) */
 	rlfs_le32 pad1;             /* zero */
-	uint8_t   pad[48];          /* zero; room for later features */
+	/* LSN of the unmount record a clean unmount (or mkfs) left at the
+	 * log's head, written with state CLEAN; 0 = unknown.  A hint only:
+	 * mount and fsck -n check that record and the block after it and
+	 * read the whole log when anything disagrees (SPEC.md section 4).
+	 * Bytes 272..279 were pad before: older binaries keep them as they
+	 * are, which that check catches. */
+	rlfs_le64 log_clean_lsn;
+	uint8_t   pad[40];          /* zero; room for later features */
 };
 RLFS_SA(sizeof(struct rlfs_sb) == 320, "sb");
 RLFS_SA(offsetof(struct rlfs_sb, errors) == 200, "sb errors");
 RLFS_SA(offsetof(struct rlfs_sb, fsck_time) == 256, "sb fsck_time");
+RLFS_SA(offsetof(struct rlfs_sb, log_clean_lsn) == 272, "sb log_clean_lsn");
 
 /* sb.errors flags.  Unknown bits are kept and shown, never refused. */
 #define RLFS_SB_ERR_FSCK    (1u << 0) /* fsck found damage it did not repair */

@@ -34,8 +34,10 @@
 /* 1: first version.  2: RLFS_IOC_GET_EXTENTS takes RLFS_IOC_EXT_XATTR and
  * checks its range and flags as FS_IOC_FIEMAP does (EINVAL, EFBIG, EBADR).
  * RLFS_IOC_DEDUPE_RANGE came later without a new version (no structure
- * changed; GETFSMAP demands an equal version): an older daemon answers it
- * ENOTTY. */
+ * changed): an older daemon answers it ENOTTY.  Where an argument carries
+ * a version (GETFSMAP, FSMAP_GEOM) the daemon takes any from 1 on: the
+ * structure under an ioctl number never changes, so a caller built with
+ * an older or newer header means the same bytes (0: EINVAL). */
 #define RLFS_IOC_ABI_VERSION 2
 #define RLFS_IOC_TYPE 0xb7 /* unused in Documentation/userspace-api/ioctl/ioctl-number.rst */
 
@@ -199,7 +201,7 @@ struct rlfs_ioc_mount_state {
  * the last record of the whole query; records carry dev (the caller's
  * st_dev of the mount: the daemon cannot stat its own mount point).
  * The shim loops batches to fill a caller's larger fmh_count.  Caller:
- * CAP_SYS_ADMIN (as XFS demands), else EPERM.  Errors: EINVAL (version,
+ * CAP_SYS_ADMIN (as XFS demands), else EPERM.  Errors: EINVAL (version 0,
  * reserved fields, the keys as ioctl_getfsmap(2)), EOPNOTSUPP (no rmap
  * btree), EIO, EUCLEAN.  250 records of 64 bytes keep the argument below
  * the 16,383 bytes an ioctl number can encode. */
@@ -220,7 +222,8 @@ struct rlfs_ioc_fsmap {
 
 /* RLFS_IOC_FSMAP_GEOM (any file of the mount, anyone): the geometry fsmap
  * readers need to name AGs (xfs_io's XFS_IOC_FSGEOMETRY use).  In:
- * version; out: the rest.  EINVAL for a bad version or nonzero reserved. */
+ * version (>= 1); out: the rest.  EINVAL for version 0 or nonzero
+ * reserved. */
 struct rlfs_ioc_fsmap_geom {
 	__u32 version;              /* in: RLFS_IOC_ABI_VERSION */
 	__u32 blocksize;            /* bytes */

@@ -6,7 +6,7 @@
 . "$(dirname "$0")/../lib.sh"
 common_setup
 
-for cmd in "" mkfs mount umount fsck fsmap; do
+for cmd in "" mkfs mount umount fsck fsmap dedupe; do
 	out=$(run_to 30 "$RLFS" $cmd --help 2>&1) || die "'reflinkfs $cmd --help' exited non-zero"
 	grep -qi usage <<<"$out" || die "'reflinkfs $cmd --help' prints no usage line"
 done

@@ -28,6 +28,11 @@ for awk in mawk gawk; do
 		die "demo summary has no repair line (awk = $awk)"
 	grep -q "frag-clone restored byte for byte from the rmap, 1000 extents still shared" "$T/demo.out" ||
 		die "demo's repaired clone is not shown restored and shared (awk = $awk)"
+	# the dedupe step: a second copy from outside shared after the fact
+	grep -Eq "dedupe  +a second copy from outside: reflinkfs dedupe shared [1-9][0-9]* bytes, df -[1-9][0-9]* KiB, both copies byte-identical" "$T/demo.out" ||
+		die "demo summary has no dedupe line with bytes shared and freed (awk = $awk)"
+	grep -q "tree and dup byte-identical to" "$T/demo.out" ||
+		die "demo's dedupe step did not verify both copies (awk = $awk)"
 	rm -f "$T/demo.svg"
 	mountpoint -q "$T/demo.mnt" 2>/dev/null && die "demo left a mount behind"
 done

@@ -113,6 +113,24 @@ fcntl.ioctl(fd, FS_IOC_GETFSMAP, buf, True)
 assert struct.unpack_from("=I", buf, 12)[0] == n
 EOF
 LD_PRELOAD=$SHIM python3 "$T/one.py" "$MNT" "$n" || die "one GETFSMAP call for all $n records failed"
+# the argument's version: any from 1 on is the same structure (a tool
+# built with an older or newer header works), 0 is EINVAL
+# (RLFS_IOC_FSMAP_GEOM: u32 version, blocksize, agblocks, agcount, u64
+# dblocks, reserved[2]; _IOWR(0xb7, 11, 40 bytes))
+python3 - "$MNT" <<'EOF' || die "RLFS_IOC_FSMAP_GEOM version rule"
+import errno, fcntl, os, struct, sys
+req = (3 << 30) | (40 << 16) | (0xb7 << 8) | 11
+fd = os.open(sys.argv[1], os.O_RDONLY)
+for v in (1, 2, 99):
+    buf = bytearray(struct.pack("=4IQ2Q", v, 0, 0, 0, 0, 0, 0))
+    fcntl.ioctl(fd, req, buf, True)
+    assert struct.unpack_from("=I", buf, 4)[0] == os.statvfs(sys.argv[1]).f_bsize, v
+try:
+    fcntl.ioctl(fd, req, bytearray(40), True)
+    sys.exit("version 0 accepted")
+except OSError as e:
+    assert e.errno == errno.EINVAL, e
+EOF
 # not root: EPERM, as XFS (CAP_SYS_ADMIN)
 if id nobody >/dev/null 2>&1; then
 	chmod 755 "$T" "$MNT"

@@ -1043,12 +1043,86 @@ static void test_rmap_ops_model(void **state)
 		run_model(seeds[i], 6000);
 }
 
+/*
+ * The rmapbt's direct comparators (ops->cmp_rec_low / cmp_rec_high, a
+ * speed path of range queries and lookups) against the definition: the
+ * sign of cmp_key(init_key_from_rec(rec) or init_high_key_from_rec(rec),
+ * key), over random records drawn from few values per field (so ties reach
+ * owner and offset) with every flag, special owners, long extents and
+ * startblocks near 2^32, and keys taken from other records' low and high
+ * keys.
+ */
+static uint64_t dc_rand(uint64_t *st)
+{
+	*st ^= *st << 13;
+	*st ^= *st >> 7;
+	*st ^= *st << 17;
+	return *st;
+}
+
+static void dc_rec(uint64_t *st, struct rlfs_rmap_rec *raw)
+{
+	static const uint64_t owners[] = { 128, 129, 4096, RLFS_RMAP_OWN_FS, RLFS_RMAP_OWN_AG,
+					   RLFS_RMAP_OWN_INODES, RLFS_RMAP_OWN_COW };
+	static const uint64_t flags[] = { 0,
+					  RLFS_RMAP_OFF_UNWRITTEN,
+					  RLFS_RMAP_OFF_ATTR_FORK,
+					  RLFS_RMAP_OFF_BMBT_BLOCK,
+					  RLFS_RMAP_OFF_ATTR_FORK | RLFS_RMAP_OFF_BMBT_BLOCK };
+	static const uint32_t starts[] = { 0, 1, 7, 8, 100, 0xfffffff0u, 0xffffffffu };
+	struct rlfs_rmap_irec r;
+	r.startblock = starts[dc_rand(st) % 7] + (uint32_t)(dc_rand(st) % 3);
+	r.blockcount = dc_rand(st) % 4 ? 1 + (uint32_t)(dc_rand(st) % 9)
+				       : (uint32_t)(dc_rand(st) % ((uint64_t)RLFS_RMAP_LEN_MAX + 1));
+	r.owner = owners[dc_rand(st) % 7];
+	r.offset = flags[dc_rand(st) % 5] | (dc_rand(st) % 4 ? dc_rand(st) % 12
+							    : RLFS_RMAP_OFF_MASK - dc_rand(st) % 4);
+	rlfs_rmap_rec_encode(&r, raw);
+}
+
+static int dc_sign(int d) { return (d > 0) - (d < 0); }
+
+static void test_rmap_direct_cmp(void **state)
+{
+	(void)state;
+	const struct rlfs_btree_ops *ops = &rlfs_rmapbt_ops;
+	assert_non_null(ops->cmp_rec_low);
+	assert_non_null(ops->cmp_rec_high);
+	uint64_t st = 20261206;
+	unsigned ties = 0;
+	for (int i = 0; i < 200000; i++) {
+		struct rlfs_rmap_rec rec, other;
+		uint8_t key[RLFS_BTREE_MAX_KEYLEN], k[RLFS_BTREE_MAX_KEYLEN];
+		dc_rec(&st, &rec);
+		dc_rec(&st, &other);
+		if (dc_rand(&st) % 3 == 0) { /* same startblock, maybe same owner */
+			other.startblock = rec.startblock;
+			if (dc_rand(&st) & 1)
+				other.owner = rec.owner;
+		}
+		if (dc_rand(&st) & 1)
+			ops->init_key_from_rec(key, &other);
+		else
+			ops->init_high_key_from_rec(key, &other);
+		ops->init_key_from_rec(k, &rec);
+		int want = dc_sign(ops->cmp_key(NULL, k, key));
+		assert_int_equal(dc_sign(ops->cmp_rec_low(&rec, key)), want);
+		ties += memcmp(k, key, 4) == 0; /* same startblock (the key's first field) */
+		ops->init_high_key_from_rec(k, &rec);
+		want = dc_sign(ops->cmp_key(NULL, k, key));
+		assert_int_equal(dc_sign(ops->cmp_rec_high(&rec, key)), want);
+		ties += memcmp(k, key, 4) == 0;
+	}
+	assert_true(ties > 20000); /* the draw reaches the owner and offset fields */
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_rmap_query),
 		cmocka_unit_test(test_rmap_ops_cases),
 		cmocka_unit_test(test_rmap_ops_model),
+		cmocka_unit_test(test_rmap_direct_cmp),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
