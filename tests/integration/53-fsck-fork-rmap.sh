@@ -100,7 +100,7 @@ log "whole bmbt zeroed: rebuilt, contents, unwritten ranges, sharing and xattrs 
 # --- the rmap damaged too: nothing to rebuild from ------------------------
 fresh
 zero_bmbt "$T/case.img" "$ino" >/dev/null
-rmblk=$($PY "$SCAN" list "$T/case.img" | awk '$1 == "rmapbt" {print $2; exit}')
+rmblk=$($PY "$SCAN" list "$T/case.img" | awk '$1 == "rmapbt" && !n {print $2; n = 1}')
 [ -n "$rmblk" ] || die "no rmapbt block found"
 $PY "$SCAN" flip "$T/case.img" "$rmblk" 100 1
 fsck_rc "$T/case.img"
