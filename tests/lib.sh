@@ -332,6 +332,27 @@ tree_fingerprint() {
 		-printf '%y %m %s %n %U:%G %p -> %l\n' | LC_ALL=C sort)
 }
 
+# write_frag FILE NBLOCKS STEP [UNWRITTEN [SYNC]]: a fragmented file of
+# NBLOCKS 4 KiB blocks, through `reflinkfs io` in one process: block i
+# with i % STEP == 0 written with the byte i % 251; with UNWRITTEN=1 block
+# i with i % STEP == 1 preallocated (falloc -k, unwritten); the rest
+# holes.  No two extents merge, so a few hundred of them need a bmbt.  The
+# size is that of the last written block's end (truncate for more).
+# SYNC=1: fdatasync after every write, so the blocks are allocated in file
+# order (the page cache's writeback order varies: a test comparing block
+# numbers needs this).
+write_frag() {
+	local file=$1 n=$2 step=$3 unw=${4:-0} sync=${5:-0} i
+	for ((i = 0; i < n; i++)); do
+		if ((i % step == 0)); then
+			echo "pwrite -S $((i % 251)) $((i * 4096)) 4096"
+			((sync)) && echo fdatasync
+		elif ((unw && i % step == 1)); then
+			echo "falloc -k $((i * 4096)) 4096"
+		fi
+	done | "$RLFS" io -f "$file" >/dev/null || die "write_frag $file failed"
+}
+
 common_setup() {
 	need_root
 	need_fuse

@@ -12,7 +12,10 @@
  * the library), the state flag and the superblock's error record; and the
  * AG trees (free-space, inode, refcount and rmap btrees, AGFL, AG header
  * counters), rebuilt from the block maps when the findings are theirs
- * (fsck_rebuild.c; counted in nrebuild between RB_BEGIN and RB_END); and
+ * (fsck_rebuild.c; counted in nrebuild between RB_BEGIN and RB_END);
+ * directory entries naming no inode (removed), lost inodes (linked
+ * into /lost+found, fsck_dir.c) and inodes damaged beyond use (cleared,
+ * fsck_inode.c clear_bad_inode); and
  * only when every finding is one of these (counters computed from damaged
  * trees would be wrong too).  After repairing it checks again, quietly, and says
  * "corrected" (exit 1) only if that check is clean.  Anything else is
@@ -403,11 +406,16 @@ static void usage(FILE *out)
 		"refcount and rmap btrees and AGFL from the block maps when those are what is\n"
 		"damaged (damaged or wrong records, leaked blocks, free space overlapping used\n"
 		"blocks, refcount mismatches, a block two files map without a refcount: it\n"
-		"becomes shared; an inode chunk the inode btree lost but the rmap btree has),\n"
-		"and (rmap feature) a regular file's data fork whose block map is damaged,\n"
-		"from the file's rmap records; and only when every finding is one of these.\n"
-		"Everything else (damaged inodes, directories, xattr trees, inode btree\n"
-		"blocks or AG headers, a block used by a file and by metadata) is reported and\n"
+		"becomes shared; an inode chunk the inode btree lost, or a damaged inode btree,\n"
+		"when the rmap btree has the chunks), and (rmap feature) a regular file's data\n"
+		"fork whose block map is damaged, from the file's rmap records; it removes\n"
+		"directory entries naming a free inode or no inode, and links lost inodes (in\n"
+		"use, named by no directory) into /lost+found (made if missing) under their\n"
+		"inode number, and clears inodes damaged beyond use (rmap feature: their\n"
+		"blocks are freed, their contents lost); and only when every finding is one\n"
+		"of these.\n"
+		"Everything else (other damaged inodes, directory blocks, xattr trees or AG\n"
+		"headers, a block used by a file and by metadata) is reported and\n"
 		"left as it is, and the superblock is marked as having errors: every mount\n"
 		"warns until fsck finds the filesystem clean. To save the files, mount the\n"
 		"image read-only (reflinkfs mount -o ro IMAGE DIR), copy them out and make a\n"
@@ -436,6 +444,9 @@ static void fsck_free(struct fsck *f)
 	free(f->ags);
 	free(f->ifixes);
 	free(f->orphans);
+	free(f->cleared);
+	free(f->dfixes);
+	free(f->lostinos);
 	fsck_free_lost(f);
 }
 
@@ -533,6 +544,15 @@ static void fix_list(const struct fsck *f, char *buf, size_t len)
 	if (f->nfix_forks)
 		list_add(buf, len, &n, "%" PRIu64 " data fork%s rebuilt from the rmap",
 			 f->nfix_forks, f->nfix_forks == 1 ? "" : "s");
+	if (f->ncleared)
+		list_add(buf, len, &n, "%zu damaged inode%s cleared", f->ncleared,
+			 f->ncleared == 1 ? "" : "s");
+	if (f->ndfixes)
+		list_add(buf, len, &n, "%zu directory entr%s naming no inode removed", f->ndfixes,
+			 f->ndfixes == 1 ? "y" : "ies");
+	if (f->nlostinos)
+		list_add(buf, len, &n, "%zu lost inode%s linked into /lost+found", f->nlostinos,
+			 f->nlostinos == 1 ? "" : "s");
 	if (f->fix_state)
 		list_add(buf, len, &n, "the unclean-unmount flag");
 	if (f->nrebuild)
@@ -677,12 +697,16 @@ static int run(struct fsck *f)
 		err = fsck_rebuild_ags(f, &icount, &ifree, &fdblocks);
 	else if (!err)
 		err = fsck_fix_ag_counters(f);
+	if (!err)   /* after the inobt marks them free; before any mount */
+		err = fsck_clear_inodes(f);
 	if (!err)
 		err = fsck_write_primary_sb(f, true, icount, ifree, fdblocks, 0);
 	if (!err && (f->norphans || f->nlisted))
 		err = fsck_free_orphans(f); /* its mount frees the listed ones too */
 	if (!err)
 		err = fsck_fix_forks(f);
+	if (!err)
+		err = fsck_fix_dirs(f);
 	if (err) {
 		printf("%s: repair failed: %s (%s may be partly written)\n", f->image,
 		       fsck_errstr(err), what);

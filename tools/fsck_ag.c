@@ -1107,7 +1107,9 @@ void fsck_check_ag(struct fsck *f, uint32_t agno)
 		ai->ino_ok = walk_ag_tree(f, tp, &rlfs_inobt_ops, &ino, inobt_rec_cb,
 					  rlfs_get32(ai->agh.ino_root), &fake);
 		ai->ino_ok &= f->nerrors == nerr_ino;
-		ok &= ai->ino_ok;
+		/* a damaged inobt may yet be rebuilt from the rmapbt's
+		 * OWN_INODES records (fsck_recover_chunks, after phase 2) */
+		ai->ino_nerrors = f->nerrors - nerr_ino;
 		ok &= bno_ok && cnt_ok;
 		RB_BEGIN(f);
 		if (refc_roots_ok) {
@@ -1141,7 +1143,8 @@ void fsck_check_ag(struct fsck *f, uint32_t agno)
 			compare_free_trees(f, agno, &bno, &cnt);
 		RB_END(f);
 		ai->btreeblks = bno.nblocks + cnt.nblocks - RLFS_MIN(bno.nblocks + cnt.nblocks, 2);
-		ai->trees_ok = ok && !f->oom;
+		ai->trees_ok_but_ino = ok && !f->oom;
+		ai->trees_ok = ai->trees_ok_but_ino && ai->ino_ok;
 	}
 	rlfs_trans_cancel(tp);
 	free(bno.recs);

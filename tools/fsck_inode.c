@@ -539,8 +539,7 @@ static void check_inode_forks(struct fsck *f, const struct rlfs_dinode *di, uint
 
 	switch (type) {
 	case S_IFREG: {
-		size_t claims0 = f->nclaims, dclaims0 = f->ndclaims;
-		uint64_t errors0 = f->nerrors;
+		struct fsck_mark mark = FSCK_MARK(f);
 
 		f->n_files++;
 		if (walk_data_fork(&w, tp, nextents)) {
@@ -550,9 +549,7 @@ static void check_inode_forks(struct fsck *f, const struct rlfs_dinode *di, uint
 			 * needs its fork: it stays damaged) */
 			/* phase 3b takes the mappings from the rmap: forget what
 			 * the broken walk claimed (the findings stay printed) */
-			f->nclaims = claims0;
-			f->ndclaims = dclaims0;
-			f->nerrors = errors0;
+			fsck_rewind(f, &mark);
 			w.owned = 0;
 			w.nrecs = 0;
 			w.bad = false;
@@ -682,6 +679,45 @@ static bool mode_type_ok(uint32_t mode)
 	return false;
 }
 
+/*
+ * An inode whose core failed verification (the one finding just made):
+ * may repair clear it (e2fsck's "clear inode", xfs_repair's clearing of
+ * a bad inode)?  A slot the inobt marks free: always (its core only has
+ * to be a valid free inode again; a fixable finding).  An inode in use:
+ * with the rmapbt, when every AG's header and rmapbt checked clean and it
+ * is not the root: the rmapbt still names its blocks, which the AG tree
+ * rebuild then frees (nothing claims them), the entries naming it are
+ * removed (it is free now) and, if it was a directory, what it named goes
+ * to /lost+found.  Its contents are lost, as with e2fsck.  A rebuild
+ * finding (the rebuilt inobt marks it free).  true: handled (marked free
+ * in ch, queued for fsck_clear_inodes), the caller skips the inode.
+ */
+static bool clear_bad_inode(struct fsck *f, struct chunk *ch, uint32_t i, bool isfree)
+{
+	uint64_t ino = ch->startino + i;
+	uint64_t *n;
+
+	if (!isfree && (ino == f->mp->rootino || !fsck_fork_recoverable(f)))
+		return false;
+	n = fsck_grow(f, f->cleared, &f->cleared_cap, f->ncleared, sizeof(*n));
+	if (!n)
+		return false;
+	f->cleared = n;
+	f->cleared[f->ncleared++] = ino;
+	f->nerrors--;               /* the finding just made: counted below */
+	ch->free |= 1ull << i;
+	if (isfree) {
+		FIXABLE(f, "inode %" PRIu64 ": a free inode whose core is damaged; repair writes "
+			"it anew as a free inode", ino);
+		return true;
+	}
+	RB_BEGIN(f);
+	ERR(f, "inode %" PRIu64 ": in use but damaged beyond use; repair clears it: the blocks "
+	    "the rmapbt gives it are freed and directory entries naming it removed", ino);
+	RB_END(f);
+	return true;
+}
+
 /* Every inode of every chunk, read raw so that each is judged alone. */
 void fsck_check_inodes(struct fsck *f)
 {
@@ -742,6 +778,8 @@ void fsck_check_inodes(struct fsck *f)
 				    ino, fsck_loc(f, fsbno).s, slot);
 				bad = true;
 			}
+			if (bad && clear_bad_inode(f, ch, i, isfree))
+				continue;
 			mode = rlfs_get32(di->mode);
 			if (ch->recovered) {
 				/* no inobt record: the mode says (a bad inode

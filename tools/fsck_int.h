@@ -13,6 +13,8 @@
  *                  rmap btree, and their repair
  *   fsck_rebuild.c phase 6: rebuild of the AG trees (free space, inode,
  *                  refcount and rmap btrees, AGFL, AG header counters)
+ *   fsck_dir.c     phase 4 repairs: directory entries naming no inode
+ *                  removed, lost inodes linked into /lost+found
  */
 #ifndef RLFS_FSCK_INT_H
 #define RLFS_FSCK_INT_H
@@ -113,6 +115,25 @@ struct ientry {
 	uint32_t flags;
 	uint64_t next_unlinked;     /* dinode next_unlinked */
 };
+#define IE_LOST    (1u << 3)    /* named by no directory: repair links it
+				 * into /lost+found (struct fsck.lost_inos) */
+
+/* A directory entry repair removes: it names a free inode or one outside
+ * every inode chunk (phase 4, fsck_dir.c). */
+struct dfix {
+	uint64_t dir;               /* directory inode */
+	uint64_t child;             /* the inode number the entry holds */
+	uint64_t name_off;          /* into fsck.names */
+	uint8_t namelen;
+};
+
+/* A lost inode repair links into /lost+found (fsck_dir.c). */
+struct lostino {
+	uint64_t ino;
+	uint32_t mode;
+	uint32_t nlink;             /* the link count it gets (1, or 2 + its
+				     * subdirectories for a directory) */
+};
 
 /* A directory entry, kept for the graph pass. */
 struct edge {
@@ -137,7 +158,13 @@ struct ag_info {
 	bool fix;                   /* counters differ */
 	bool fix_unlinked;          /* unlinked list broken: repair empties it */
 	bool leak_noted;            /* "leak check skipped" said once */
-	bool ino_ok;                /* inobt walked without error: chunks known */
+	bool ino_ok;                /* inobt walked without error: chunks known
+				     * (or all taken from the rmapbt: ino_rmap) */
+	bool trees_ok_but_ino;      /* trees_ok, the inobt aside */
+	uint64_t ino_nerrors;       /* findings made walking the inobt */
+	bool ino_rmap;              /* inobt damaged: its chunks are the
+				     * rmapbt's OWN_INODES records, and
+				     * icount/ifree are counted after phase 3 */
 	bool bno_ok;                /* bnobt walked without error: its free
 				     * extents (CL_FREE) are the old free view */
 };
@@ -184,6 +211,15 @@ struct fsck {
 	struct lost_fork *lost;     /* data forks to rebuild from the rmap */
 	size_t nlost, lost_cap;
 	uint64_t nfix_forks;
+	uint64_t *cleared;          /* damaged inodes repair writes anew as
+				     * free inodes (fsck_clear_inodes) */
+	size_t ncleared, cleared_cap;
+	struct dfix *dfixes;        /* directory entries to remove */
+	size_t ndfixes, dfixes_cap;
+	struct lostino *lostinos;   /* lost inodes for /lost+found */
+	size_t nlostinos, lostinos_cap;
+	uint64_t lpf_ino;           /* /lost+found, if the root names a good
+				     * directory so; 0: repair creates it */
 
 	bool incomplete;            /* some inode metadata unreadable: owners unknown */
 	bool dirs_incomplete;       /* some directory unreadable: links unknown */
@@ -249,6 +285,27 @@ struct visit_ctx {
  * mismatches): counted in f->nrebuild instead of f->nerrors. */
 #define RB_BEGIN(f) ((f)->rb_depth++)
 #define RB_END(f) ((f)->rb_depth--)
+
+/*
+ * A tentative stretch of the check: its claims and findings are dropped
+ * when it turns out another source will supply them (phase 3 walking a
+ * data fork that phase 3b then takes from the rmap).  FSCK_MARK saves
+ * the counts, fsck_rewind restores them (the lines printed stay printed).
+ */
+struct fsck_mark {
+	size_t nclaims, ndclaims;
+	uint64_t nerrors, nrebuild, ncounter;
+};
+#define FSCK_MARK(f) ((struct fsck_mark){ .nclaims = (f)->nclaims, .ndclaims = (f)->ndclaims, \
+	.nerrors = (f)->nerrors, .nrebuild = (f)->nrebuild, .ncounter = (f)->ncounter })
+static inline void fsck_rewind(struct fsck *f, const struct fsck_mark *m)
+{
+	f->nclaims = m->nclaims;
+	f->ndclaims = m->ndclaims;
+	f->nerrors = m->nerrors;
+	f->nrebuild = m->nrebuild;
+	f->ncounter = m->ncounter;
+}
 
 /*
  * The functions below are described in full where they are defined; in
@@ -332,6 +389,10 @@ void fsck_check_refcounts(struct fsck *f);
 void fsck_check_claims(struct fsck *f);
 
 /* fsck_rmap.c (for the rebuild) */
+/* qsort order of struct rlfs_rmap_irec: the rmapbt key
+ * (rlfs_rmap_irec_cmp_key), then length and flags (equal records compare
+ * equal): the order of fsck_rmap_expected's output. */
+int fsck_cmp_rmap(const void *a, const void *b);
 int fsck_rmap_expected(struct fsck *f, uint32_t agno, const struct claim *cl, size_t n,
 		       const struct claim *dcl, size_t nd, bool skip_data,
 		       struct rlfs_rmap_irec **out, size_t *nout);
@@ -341,13 +402,30 @@ void fsck_recover_chunks(struct fsck *f);
 bool fsck_rebuild_possible(struct fsck *f, const char **why);
 int fsck_rebuild_ags(struct fsck *f, uint64_t *icount, uint64_t *ifree, uint64_t *fdblocks);
 
+/* fsck_dir.c */
+/* Repair: remove the directory entries in f->dfixes and link the inodes in
+ * f->lostinos into /lost+found (made if missing), through a library mount,
+ * one logged transaction each.  0 or -errno. */
+int fsck_fix_dirs(struct fsck *f);
+
 /* fsck_repair.c */
 int fsck_get_raw_buf(struct fsck *f, struct rlfs_trans *tp, uint64_t fsbno,
 		     const struct rlfs_buf_ops *ops, uint64_t owner, struct rlfs_buf **bpp);
 void fsck_check_counters(struct fsck *f, uint64_t *icount, uint64_t *ifree,
 			   uint64_t *fdblocks, bool *all_ok);
+/* Store an AG header's summary counters (freeblks and longest in blocks,
+ * btreeblks: bnobt + cntbt blocks beyond their roots, icount and ifree in
+ * inodes; SPEC section 5) into agh, and empty its unlinked list when
+ * clear_unlinked.  The caller logs the buffer. */
+void fsck_put_agh_counters(struct rlfs_agh *agh, uint64_t freeblks, uint32_t longest,
+			   uint64_t btreeblks, uint64_t icount, uint64_t ifree,
+			   bool clear_unlinked);
 int fsck_fix_ag_counters(struct fsck *f);
 int fsck_fix_inodes(struct fsck *f);
+/* Write each inode in f->cleared anew as a free inode (zeroed core: magic,
+ * number, uuid, a new generation, crc; as a new inode chunk's), raw.
+ * After the AG tree rebuild, whose inobt marks them free.  0 or -errno. */
+int fsck_clear_inodes(struct fsck *f);
 int fsck_write_primary_sb(struct fsck *f, bool clean, uint64_t icount, uint64_t ifree,
 			    uint64_t fdblocks, uint64_t left);
 int fsck_free_orphans(struct fsck *f);

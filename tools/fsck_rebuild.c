@@ -78,13 +78,57 @@ static bool replaced_kind(uint8_t kind)
  * chunk is then whole blocks).  Each is a rebuild finding.  Issue 11 §4
  * ("inode btree from chunk rmaps").
  */
+/*
+ * An AG whose inobt could not be walked (a damaged block, a bad record)
+ * but whose header and rmapbt checked clean: forget what the walk found
+ * (its chunks and their claims), turn its findings into rebuild findings,
+ * and let the loop below take every chunk from the OWN_INODES records.
+ * Model: xfs_repair, which finds inode chunks by the rmap when the inobt
+ * is damaged (and by a scan without one).  Issue 11 section 4.
+ */
+static void inobt_from_rmap(struct fsck *f, uint32_t agno)
+{
+	struct rlfs_mount *mp = f->mp;
+	struct ag_info *ai = &f->ags[agno];
+	size_t n = 0;
+
+	for (size_t i = 0; i < f->nchunks; i++)
+		if (rlfs_fsb_to_agno(mp, rlfs_ino_to_fsb(mp, f->chunks[i].startino)) != agno)
+			f->chunks[n++] = f->chunks[i];
+	f->nchunks = n;
+	n = 0;
+	for (size_t i = 0; i < f->nclaims; i++)
+		if (f->claims[i].kind != CL_ICHUNK || f->claims[i].owner != agno)
+			f->claims[n++] = f->claims[i];
+	f->nclaims = n;
+	f->nerrors -= ai->ino_nerrors;
+	f->nrebuild += ai->ino_nerrors;
+	ai->icount = ai->ifree = 0;
+	ai->ino_ok = true;
+	ai->ino_rmap = true;
+	ai->trees_ok = ai->trees_ok_but_ino;
+	RB_BEGIN(f);
+	ERR(f, "AG %u (inobt): damaged; its inode chunks are taken from the rmapbt's "
+	    "OWN_INODES records (the inodes say which are in use) and the rebuild makes "
+	    "it anew", agno);
+	RB_END(f);
+}
+
 void fsck_recover_chunks(struct fsck *f)
 {
 	struct rlfs_mount *mp = f->mp;
-	size_t n0 = f->nchunks;
+	size_t n0;
 
 	if (!f->nirmaps || mp->inopblock > RLFS_INODES_PER_CHUNK)
 		return;
+	for (uint32_t agno = 0; agno < mp->agcount; agno++) {
+		struct ag_info *ai = &f->ags[agno];
+
+		if (ai->hdr_ok && ai->rmap_ok && !ai->ino_ok && ai->ino_nerrors &&
+		    ai->ino_nerrors <= f->nerrors)
+			inobt_from_rmap(f, agno);
+	}
+	n0 = f->nchunks;
 	fsck_xsort(f->chunks, f->nchunks, sizeof(*f->chunks), fsck_cmp_chunk);
 	for (size_t i = 0; i < f->nirmaps && !f->oom; i++) {
 		const struct claim *r = &f->irmaps[i];
@@ -113,11 +157,16 @@ void fsck_recover_chunks(struct fsck *f)
 			}
 			if (found)
 				continue;
-			RB_BEGIN(f);
-			ERR(f, "%s (inobt): inode chunk %" PRIu64 " is in the rmapbt (OWN_INODES) but "
-			    "not in the inobt: its inodes are checked, the rebuild adds it back",
-			    fsck_loc(f, fsb).s, startino);
-			RB_END(f);
+			if (ai->ino_rmap) {
+				fsck_verbose(f, "%s (inobt): inode chunk %" PRIu64 " from the rmapbt",
+					     fsck_loc(f, fsb).s, startino);
+			} else {
+				RB_BEGIN(f);
+				ERR(f, "%s (inobt): inode chunk %" PRIu64 " is in the rmapbt "
+				    "(OWN_INODES) but not in the inobt: its inodes are checked, the "
+				    "rebuild adds it back", fsck_loc(f, fsb).s, startino);
+				RB_END(f);
+			}
 			struct chunk *nc = fsck_grow(f, f->chunks, &f->chunks_cap, f->nchunks,
 						     sizeof(*nc));
 			if (!nc)
@@ -181,6 +230,9 @@ struct rb {
 	struct ext *frc;            /* the same by (len, start) */
 	struct rlfs_rmap_irec *rm;
 	size_t nrm;
+	struct rlfs_rmap_irec *rm_base; /* the kept claims' records (have_base) */
+	size_t nrm_base;
+	bool have_base;
 	uint32_t *newb;             /* reserved blocks, ascending */
 	size_t nnew;
 	/* geometry */
@@ -459,36 +511,66 @@ static int geometry(struct rb *r)
 	return 0;
 }
 
-/* rmap records for the kept claims plus the reserved blocks (inobt blocks
- * first, then refcountbt, then OWN_AG: bnobt, cntbt, rmapbt and AGFL). */
+/*
+ * rmap records for the kept claims plus the reserved blocks (inobt blocks
+ * first, then refcountbt, then OWN_AG: bnobt, cntbt, rmapbt and AGFL).
+ * The kept claims and data-fork mappings do not change while plan()
+ * iterates: their records (nearly all of them) are computed once, in
+ * r->rm_base; each call computes only the reserved blocks' records and
+ * merges the two sorted lists.  No record of one list can merge with one
+ * of the other: the reserved blocks' owners (OWN_INOBT, OWN_REFC, OWN_AG)
+ * own nothing among the kept claims (their trees and the AGFL are
+ * replaced), and a reserved block overlaps no kept claim.
+ */
 static int compute_rmaps(struct rb *r)
 {
 	uint64_t nino = r->have[T_INO] ? r->bl[T_INO].nblocks : 0;
 	uint64_t nrefc = r->have[T_REFC] ? r->bl[T_REFC].nblocks : 0;
+	struct rlfs_rmap_irec *nw = NULL;
 	struct claim *all;
-	size_t n = r->nkept;
+	size_t nnw = 0, i = 0, j = 0, k = 0;
 	int err;
 
 	if (!r->have[T_RMAP])
 		return 0;
-	all = malloc((r->nkept + r->nnew + 1) * sizeof(*all));
+	if (!r->have_base) {
+		fsck_xsort(r->kept, r->nkept, sizeof(*r->kept), fsck_cmp_claim);
+		fsck_xsort(r->dcl, r->ndcl, sizeof(*r->dcl), fsck_cmp_claim);
+		err = fsck_rmap_expected(r->f, r->agno, r->kept, r->nkept, r->dcl, r->ndcl,
+					 r->f->reflink, &r->rm_base, &r->nrm_base);
+		if (err)
+			return err;
+		r->have_base = true;
+	}
+	all = malloc((r->nnew + 1) * sizeof(*all));
 	if (!all)
 		return -ENOMEM;
-	memcpy(all, r->kept, r->nkept * sizeof(*all));
-	for (size_t i = 0; i < r->nnew; i++) {
-		struct claim c = { .start = r->ag0 + r->newb[i], .owner = r->agno, .len = 1 };
+	for (size_t b = 0; b < r->nnew; b++) {
+		struct claim c = { .start = r->ag0 + r->newb[b], .owner = r->agno, .len = 1 };
 
-		c.kind = i < nino ? CL_INOBT : i < nino + nrefc ? CL_REFCBT : CL_BNOBT;
-		all[n++] = c;
+		c.kind = b < nino ? CL_INOBT : b < nino + nrefc ? CL_REFCBT : CL_BNOBT;
+		all[b] = c;
 	}
-	fsck_xsort(all, n, sizeof(*all), fsck_cmp_claim);
-	fsck_xsort(r->dcl, r->ndcl, sizeof(*r->dcl), fsck_cmp_claim);
-	free(r->rm);
-	r->rm = NULL;
-	err = fsck_rmap_expected(r->f, r->agno, all, n, r->dcl, r->ndcl, r->f->reflink, &r->rm,
-				 &r->nrm);
+	fsck_xsort(all, r->nnew, sizeof(*all), fsck_cmp_claim);
+	err = fsck_rmap_expected(r->f, r->agno, all, r->nnew, NULL, 0, r->f->reflink, &nw, &nnw);
 	free(all);
-	return err;
+	if (err)
+		return err;
+	free(r->rm);
+	r->nrm = r->nrm_base + nnw;
+	r->rm = malloc((r->nrm + 1) * sizeof(*r->rm));
+	if (!r->rm) {
+		free(nw);
+		return -ENOMEM;
+	}
+	while (i < r->nrm_base || j < nnw) {
+		if (j >= nnw || (i < r->nrm_base && fsck_cmp_rmap(&r->rm_base[i], &nw[j]) <= 0))
+			r->rm[k++] = r->rm_base[i++];
+		else
+			r->rm[k++] = nw[j++];
+	}
+	free(nw);
+	return 0;
 }
 
 static int cmp_u32(const void *a, const void *b)
@@ -777,16 +859,11 @@ static int write_ag(struct rb *r)
 			rlfs_put32(agh->rmap_root, rlfs_fsb_to_agbno(mp, root[T_RMAP]));
 			rlfs_put16(agh->rmap_level, (uint16_t)r->bl[T_RMAP].nlevels);
 		}
-		rlfs_put32(agh->freeblks, (uint32_t)r->freeblks);
-		rlfs_put32(agh->longest, r->longest);
 		rlfs_put32(agh->flfirst, flfirst);
 		rlfs_put32(agh->fllast, (flfirst + (r->flcount ? r->flcount : size) - 1) % size);
 		rlfs_put32(agh->flcount, r->flcount);
-		rlfs_put32(agh->btreeblks, (uint32_t)(bt - RLFS_MIN(bt, 2)));
-		rlfs_put64(agh->icount, r->icount);
-		rlfs_put64(agh->ifree, r->ifree);
-		if (ai->fix_unlinked)
-			rlfs_put64(agh->unlinked, 0);
+		fsck_put_agh_counters(agh, r->freeblks, r->longest, bt - RLFS_MIN(bt, 2),
+				      r->icount, r->ifree, ai->fix_unlinked);
 		rlfs_trans_log_buf(tp, bp);
 		rlfs_trans_brelse(tp, bp);
 	}
@@ -810,6 +887,7 @@ static void rb_free(struct rb *r)
 	free(r->fr);
 	free(r->frc);
 	free(r->rm);
+	free(r->rm_base);
 	free(r->newb);
 }
 

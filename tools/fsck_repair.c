@@ -14,6 +14,17 @@ void fsck_check_counters(struct fsck *f, uint64_t *icount, uint64_t *ifree,
 {
 	*icount = *ifree = *fdblocks = 0;
 	*all_ok = true;
+	/* AGs whose chunks came from the rmapbt: counted now that phase 3
+	 * has set their free masks */
+	for (size_t i = 0; i < f->nchunks; i++) {
+		uint64_t fsbno = rlfs_ino_to_fsb(f->mp, f->chunks[i].startino);
+		struct ag_info *ai = &f->ags[rlfs_fsb_to_agno(f->mp, fsbno)];
+
+		if (!ai->ino_rmap)
+			continue;
+		ai->icount += RLFS_INODES_PER_CHUNK;
+		ai->ifree += (uint64_t)__builtin_popcountll(f->chunks[i].free);
+	}
 	for (uint32_t agno = 0; agno < f->mp->agcount; agno++) {
 		struct ag_info *ai = &f->ags[agno];
 
@@ -67,6 +78,18 @@ int fsck_get_raw_buf(struct fsck *f, struct rlfs_trans *tp, uint64_t fsbno,
 	return err;
 }
 
+void fsck_put_agh_counters(struct rlfs_agh *agh, uint64_t freeblks, uint32_t longest,
+			   uint64_t btreeblks, uint64_t icount, uint64_t ifree, bool clear_unlinked)
+{
+	rlfs_put32(agh->freeblks, (uint32_t)freeblks);
+	rlfs_put32(agh->longest, longest);
+	rlfs_put32(agh->btreeblks, (uint32_t)btreeblks);
+	rlfs_put64(agh->icount, icount);
+	rlfs_put64(agh->ifree, ifree);
+	if (clear_unlinked)
+		rlfs_put64(agh->unlinked, 0);
+}
+
 /* Rewrite the AG header counters found wrong (one transaction, then a
  * flush).  0 or negative errno. */
 int fsck_fix_ag_counters(struct fsck *f)
@@ -90,14 +113,11 @@ int fsck_fix_ag_counters(struct fsck *f)
 		if (err)
 			goto fail;
 		agh = rlfs_agh(bp);
-		if (ai->fix) {
-			rlfs_put32(agh->freeblks, (uint32_t)ai->freeblks);
-			rlfs_put32(agh->longest, ai->longest);
-			rlfs_put32(agh->btreeblks, (uint32_t)ai->btreeblks);
-			rlfs_put64(agh->icount, ai->icount);
-			rlfs_put64(agh->ifree, ai->ifree);
-		}
-		if (ai->fix_unlinked)   /* broken list: its members are orphans now */
+		/* a broken unlinked list: its members are orphans now */
+		if (ai->fix)
+			fsck_put_agh_counters(agh, ai->freeblks, ai->longest, ai->btreeblks,
+					      ai->icount, ai->ifree, ai->fix_unlinked);
+		else if (ai->fix_unlinked)
 			rlfs_put64(agh->unlinked, 0);
 		rlfs_trans_log_buf(tp, bp);
 		rlfs_trans_brelse(tp, bp);
@@ -147,6 +167,41 @@ int fsck_fix_inodes(struct fsck *f)
 			rlfs_put64(di->next_unlinked, 0);
 		rlfs_cksum_update(di, mp->inodesize, offsetof(struct rlfs_dinode, crc));
 		err = rlfs_dev_pwrite(f->dev, blk, mp->blocksize, fsbno << mp->blocklog);
+	}
+	if (!err)
+		err = rlfs_dev_flush(f->dev);
+	free(blk);
+	return err;
+}
+
+int fsck_clear_inodes(struct fsck *f)
+{
+	struct rlfs_mount *mp = f->mp;
+	uint8_t *blk = aligned_alloc(64, mp->blocksize);
+	int err = 0;
+
+	if (!blk)
+		return -ENOMEM;
+	for (size_t i = 0; i < f->ncleared && !err; i++) {
+		uint64_t ino = f->cleared[i];
+		uint64_t fsbno = rlfs_ino_to_fsb(mp, ino);
+		uint8_t *p = blk + (size_t)rlfs_ino_to_slot(mp, ino) * mp->inodesize;
+		struct rlfs_dinode *di = (struct rlfs_dinode *)p;
+		struct timespec now;
+
+		err = rlfs_dev_pread(f->dev, blk, mp->blocksize, fsbno << mp->blocklog);
+		if (err)
+			break;
+		clock_gettime(CLOCK_REALTIME, &now);
+		memset(p, 0, mp->inodesize);
+		rlfs_put32(di->magic, RLFS_DINODE_MAGIC);
+		rlfs_put64(di->ino, ino);
+		memcpy(di->uuid, mp->uuid, RLFS_UUID_SIZE);
+		rlfs_put64(di->generation, (uint32_t)now.tv_nsec ^ (uint32_t)now.tv_sec);
+		rlfs_cksum_update(p, mp->inodesize, offsetof(struct rlfs_dinode, crc));
+		err = rlfs_dev_pwrite(f->dev, blk, mp->blocksize, fsbno << mp->blocklog);
+		if (!err)
+			fsck_verbose(f, "inode %" PRIu64 ": written anew as a free inode", ino);
 	}
 	if (!err)
 		err = rlfs_dev_flush(f->dev);

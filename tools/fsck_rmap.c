@@ -124,7 +124,7 @@ static int cmp_owner_run(const void *pa, const void *pb)
 
 /* Key order (rlfs_rmap_irec_cmp_key), then length and the unwritten flag: equal records compare
  * equal. */
-static int cmp_rmap_full(const void *pa, const void *pb)
+int fsck_cmp_rmap(const void *pa, const void *pb)
 {
 	const struct rlfs_rmap_irec *a = pa, *b = pb;
 	int c = rlfs_rmap_irec_cmp_key(a, b);
@@ -150,7 +150,7 @@ static void normalize(struct rmaps *a)
 			a->r[out++] = a->r[i];
 	}
 	a->n = out;
-	fsck_xsort(a->r, a->n, sizeof(*a->r), cmp_rmap_full);
+	fsck_xsort(a->r, a->n, sizeof(*a->r), fsck_cmp_rmap);
 }
 
 /* "inode 131 data offset 4 unwritten", "OWN_AG (AGFL, free-space and rmap
@@ -351,7 +351,7 @@ void fsck_check_rmaps(struct fsck *f)
 		size_t i = 0, j = 0;
 		while (i < exp.n || j < act.n) {
 			int c = i == exp.n ? 1 : j == act.n ? -1 :
-				cmp_rmap_full(&exp.r[i], &act.r[j]);
+				fsck_cmp_rmap(&exp.r[i], &act.r[j]);
 
 			if (c == 0) {
 				i++;

@@ -109,12 +109,124 @@ static void check_unlinked(struct fsck *f)
 	free(members);
 }
 
+/* Note a directory entry for repair to remove (fsck_dir.c). */
+static void add_dfix(struct fsck *f, const struct edge *e)
+{
+	struct dfix *n = fsck_grow(f, f->dfixes, &f->dfixes_cap, f->ndfixes, sizeof(*n));
+
+	if (!n)
+		return;
+	f->dfixes = n;
+	f->dfixes[f->ndfixes++] = (struct dfix){ .dir = e->dir, .child = e->child,
+						 .name_off = e->name_off, .namelen = e->namelen };
+}
+
+/* Mark start and everything below it IE_REACHED, breadth first (f->edges
+ * sorted by directory; queue holds f->ninodes + 1 numbers). */
+static void reach_from(struct fsck *f, struct ientry *start, uint64_t *queue)
+{
+	size_t qh = 0, qt = 0;
+
+	start->flags |= IE_REACHED;
+	queue[qt++] = start->ino;
+	while (qh < qt) {
+		uint64_t dir = queue[qh++];
+		size_t lo = 0, hi = f->nedges;
+
+		while (lo < hi) {
+			size_t mid = lo + (hi - lo) / 2;
+
+			if (f->edges[mid].dir < dir)
+				lo = mid + 1;
+			else
+				hi = mid;
+		}
+		for (size_t i = lo; i < f->nedges && f->edges[i].dir == dir; i++) {
+			struct ientry *c = fsck_find_inode(f, f->edges[i].child);
+
+			if (!c || (c->flags & IE_REACHED))
+				continue;
+			c->flags |= IE_REACHED;
+			if (S_ISDIR(c->mode) && !(c->flags & IE_BAD) && qt <= f->ninodes)
+				queue[qt++] = c->ino;
+		}
+	}
+}
+
+/*
+ * Lost inodes (e2fsck pass 3/4, xfs_repair phase 6): in use (nlink > 0),
+ * not reached from the root and named by no directory at all.  Each such
+ * inode is the top of what was cut off (a file, or a directory with its
+ * subtree); repair links it into /lost+found under its inode number in
+ * decimal (xfs_repair's naming; e2fsck says "#ino"), a directory's ".."
+ * then names /lost+found.  Everything below a lost directory is reached
+ * through it and judged as usual.  Only when every directory was read
+ * (otherwise a name may sit in a block we could not read), and when
+ * /lost+found is a usable directory or absent (repair makes it: mode
+ * 0700, root's).  An unreached inode that only unreached directories
+ * name (a cycle of directories) is left as an error.
+ */
+static void find_lost(struct fsck *f, struct ientry *root, uint64_t *queue)
+{
+	const char *lpf_bad = NULL;
+	size_t lo = 0, hi = f->nedges;
+
+	if (f->dirs_incomplete)
+		return;
+	/* /lost+found: the root's entry of that name */
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (f->edges[mid].dir < root->ino)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	for (size_t i = lo; i < f->nedges && f->edges[i].dir == root->ino; i++) {
+		const struct edge *e = &f->edges[i];
+		struct ientry *c;
+
+		if (e->namelen != 10 || memcmp(f->names + e->name_off, "lost+found", 10) != 0)
+			continue;
+		c = fsck_find_inode(f, e->child);
+		if (!c || (c->flags & IE_BAD) || !S_ISDIR(c->mode))
+			lpf_bad = "/lost+found is not a usable directory";
+		else
+			f->lpf_ino = c->ino;
+	}
+	for (size_t i = 0; i < f->ninodes; i++) {
+		struct ientry *ie = &f->inodes[i];
+		struct lostino *n;
+
+		if ((ie->flags & (IE_BAD | IE_REACHED)) || ie->nlink == 0 || ie->nref)
+			continue;
+		if (lpf_bad) {
+			ERR(f, "inode %" PRIu64 ": in use (mode 0%o, nlink %u) but named by no "
+			    "directory; not linked into /lost+found: %s", ie->ino, ie->mode,
+			    ie->nlink, lpf_bad);
+			ie->flags |= IE_REACHED | IE_LOST;  /* said once */
+			continue;
+		}
+		n = fsck_grow(f, f->lostinos, &f->lostinos_cap, f->nlostinos, sizeof(*n));
+		if (!n)
+			return;
+		f->lostinos = n;
+		reach_from(f, ie, queue);
+		ie->flags |= IE_LOST;
+		f->lostinos[f->nlostinos++] = (struct lostino){ .ino = ie->ino, .mode = ie->mode,
+			.nlink = S_ISDIR(ie->mode) ? 2 + ie->nsubdirs : 1 };
+		FIXABLE(f, "inode %" PRIu64 ": in use (mode 0%o, nlink %u) but named by no "
+			"directory; repair links it into /lost+found as '%" PRIu64 "'%s", ie->ino,
+			ie->mode, ie->nlink, ie->ino,
+			S_ISDIR(ie->mode) ? " (its \"..\" then names /lost+found)" : "");
+	}
+}
+
 void fsck_check_graph(struct fsck *f)
 {
 	struct rlfs_mount *mp = f->mp;
 	struct ientry *root = fsck_find_inode(f, mp->rootino);
 	uint64_t *queue;
-	size_t qh = 0, qt = 0;
 
 	/* entries: target exists, type, counts */
 	for (size_t i = 0; i < f->nedges; i++) {
@@ -131,16 +243,26 @@ void fsck_check_graph(struct fsck *f)
 		name[e->namelen] = '\0';
 		if (!c) {
 			struct chunk *ch = fsck_find_chunk(f, e->child);
+			/* an entry naming no inode at all goes, when every
+			 * directory was read (e2fsck pass 2, xfs_repair
+			 * phase 6): the directory is whole, and nothing it
+			 * names loses a link */
+			bool fix = !f->dirs_incomplete && d && !(d->flags & IE_BAD);
+			const char *how = fix ? "; repair removes the entry" : "";
 
 			if (ch && ((ch->free >> (e->child - ch->startino)) & 1))
-				ERR(f, "inode %" PRIu64 " (directory): entry '%s' points at free "
-				    "inode %" PRIu64, e->dir, name, e->child);
+				fsck_report(f, fix, "inode %" PRIu64 " (directory): entry '%s' "
+					    "points at free inode %" PRIu64 "%s", e->dir, name,
+					    e->child, how);
 			else if (ch)
 				ERR(f, "inode %" PRIu64 " (directory): entry '%s' points at inode %"
 				    PRIu64 " which failed its checks", e->dir, name, e->child);
 			else
-				ERR(f, "inode %" PRIu64 " (directory): entry '%s' points at inode %"
-				    PRIu64 " which lies in no inode chunk", e->dir, name, e->child);
+				fsck_report(f, fix, "inode %" PRIu64 " (directory): entry '%s' "
+					    "points at inode %" PRIu64 " which lies in no inode "
+					    "chunk%s", e->dir, name, e->child, how);
+			if (fix && (!ch || ((ch->free >> (e->child - ch->startino)) & 1)))
+				add_dfix(f, e);
 			continue;
 		}
 		if (c->mode && rlfs_mode_to_ftype(c->mode) != e->ftype)
@@ -181,30 +303,8 @@ void fsck_check_graph(struct fsck *f)
 		f->oom = true;
 		return;
 	}
-	root->flags |= IE_REACHED;
-	queue[qt++] = root->ino;
-	while (qh < qt) {
-		uint64_t dir = queue[qh++];
-		size_t lo = 0, hi = f->nedges;
-
-		while (lo < hi) {
-			size_t mid = lo + (hi - lo) / 2;
-
-			if (f->edges[mid].dir < dir)
-				lo = mid + 1;
-			else
-				hi = mid;
-		}
-		for (size_t i = lo; i < f->nedges && f->edges[i].dir == dir; i++) {
-			struct ientry *c = fsck_find_inode(f, f->edges[i].child);
-
-			if (!c || (c->flags & IE_REACHED))
-				continue;
-			c->flags |= IE_REACHED;
-			if (S_ISDIR(c->mode) && !(c->flags & IE_BAD) && qt <= f->ninodes)
-				queue[qt++] = c->ino;
-		}
-	}
+	reach_from(f, root, queue);
+	find_lost(f, root, queue);
 	free(queue);
 	check_unlinked(f);
 
@@ -212,8 +312,8 @@ void fsck_check_graph(struct fsck *f)
 	for (size_t i = 0; i < f->ninodes; i++) {
 		struct ientry *ie = &f->inodes[i];
 
-		if (ie->flags & IE_BAD)
-			continue;
+		if (ie->flags & (IE_BAD | IE_LOST))
+			continue;   /* (a lost inode's counts: fsck_dir.c) */
 		if (f->dirs_incomplete && (!(ie->flags & IE_REACHED) ||
 		    (!S_ISDIR(ie->mode) && ie->nlink != ie->nref))) {
 			f->nlink_suppressed++;

@@ -13,9 +13,17 @@ counter with a valid crc, a cross-linked block, ...).  Only used by tests.
                                                 A's first block (no refcount
                                                 record); prints B's old fsbno
     imgedit.py flip IMAGE FSBNO OFF             xor one byte with 0x5a (no crc fix)
+    imgedit.py zero IMAGE FSBNO                 zero the whole block
+    imgedit.py dirents IMAGE DIRINO             a one-leaf directory's entries:
+                                                NAME INO FTYPE, in key order
+    imgedit.py dirent-set IMAGE DIRINO NAME INO the entry NAME now holds INO
+    imgedit.py dirent-drop IMAGE DIRINO NAME    remove the entry NAME (the inode
+                                                it named keeps its link count)
 
 Layouts: docs/SPEC.md sections 4 (superblock), 5 (AG header), 9 and 12
-(inode, extent records); crc32c as in section 1.
+(inode, extent records), the directory b+tree (a leaf: 72-byte block
+header, numrecs le16 at 50, then 280-byte records: hash le32, seq le32,
+ino le64, namelen u8, ftype u8, name); crc32c as in section 1.
 """
 import struct
 import sys
@@ -100,6 +108,32 @@ class Image:
         return [struct.unpack_from("<QQII", buf, off + 256 + 24 * i) for i in range(n)]
 
 
+DIRREC = 280
+
+
+def dir_leaf(img, dino):
+    """(fsbno, block, numrecs) of a directory whose b+tree is one leaf."""
+    _, buf, off = img.inode(dino)
+    fmt, = struct.unpack_from("<B", buf, off + 168)
+    root, = struct.unpack_from("<Q", buf, off + 176)
+    if fmt != 3:
+        raise SystemExit("inode %d: not a directory b+tree (format %d)" % (dino, fmt))
+    blk = img.block(root)
+    level, nrecs = struct.unpack_from("<HH", blk, 48)
+    if level != 0:
+        raise SystemExit("inode %d: directory b+tree of %d levels" % (dino, level + 1))
+    return root, blk, nrecs
+
+
+def dir_find(blk, nrecs, name):
+    for i in range(nrecs):
+        o = 72 + i * DIRREC
+        nl = blk[o + 16]
+        if bytes(blk[o + 18:o + 18 + nl]) == name.encode():
+            return o, i
+    raise SystemExit("no entry '%s'" % name)
+
+
 def val(s):
     return int(s, 0)
 
@@ -148,6 +182,27 @@ def main():
         buf = img.block(fsbno)
         buf[boff] ^= 0x5A
         img.put_block(fsbno, buf, fix=False)
+    elif cmd == "zero":
+        img.put_block(val(a[2]), bytearray(img.bs), fix=False)
+    elif cmd == "dirents":
+        _, blk, nrecs = dir_leaf(img, val(a[2]))
+        for i in range(nrecs):
+            o = 72 + i * DIRREC
+            ino, nl, ft = struct.unpack_from("<QBB", blk, o + 8)
+            print(bytes(blk[o + 18:o + 18 + nl]).decode(errors="replace"), ino, ft)
+    elif cmd == "dirent-set":
+        root, blk, nrecs = dir_leaf(img, val(a[2]))
+        o, _ = dir_find(blk, nrecs, a[3])
+        struct.pack_into("<Q", blk, o + 8, val(a[4]))
+        img.put_block(root, blk)
+    elif cmd == "dirent-drop":
+        root, blk, nrecs = dir_leaf(img, val(a[2]))
+        o, i = dir_find(blk, nrecs, a[3])
+        end = 72 + nrecs * DIRREC
+        blk[o:end - DIRREC] = blk[o + DIRREC:end]
+        blk[end - DIRREC:end] = bytes(DIRREC)
+        struct.pack_into("<H", blk, 50, nrecs - 1)
+        img.put_block(root, blk)
     else:
         raise SystemExit(__doc__)
 

@@ -36,16 +36,6 @@ no_corrected() {
 }
 sb_errors() { $ED sb-get "$1" errors; }
 
-# write_frag FILE: 300 one-block extents (every other block), a bmbt
-write_frag() {
-	$PY - "$1" <<'PYEOF'
-import os, sys
-fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT)
-for i in range(0, 600, 2):
-    os.pwrite(fd, bytes([i % 251]) * 4096, i * 4096)
-os.close(fd)
-PYEOF
-}
 
 # --- a populated image ---------------------------------------------------
 img=$T/pop.img m=$T/mnt
@@ -56,7 +46,7 @@ for i in $(seq 1 100); do echo "file $i" >"$m/big/entry-with-a-long-name-$i"; do
 echo aaaa >"$m/a"
 echo bbbb >"$m/b"
 echo "keep me" >"$m/d/keep"
-write_frag "$m/frag"
+write_frag "$m/frag" 600 2   # 300 one-block extents: a bmbt
 ino_a=$(stat -c %i "$m/a") ino_b=$(stat -c %i "$m/b") ino_d=$(stat -c %i "$m/d")
 ino_sub=$(stat -c %i "$m/d/sub") ino_keep=$(stat -c %i "$m/d/keep")
 ino_frag=$(stat -c %i "$m/frag") ino_big=$(stat -c %i "$m/big")
@@ -205,7 +195,7 @@ frag_intact "bmbt block of frag"
 img0=$T/normap.img
 rlfs_mkfs "$img0" -s 64M -m rmapbt=0
 rlfs_mount "$img0" "$m"
-write_frag "$m/frag"
+write_frag "$m/frag" 600 2   # 300 one-block extents: a bmbt
 ino0=$(stat -c %i "$m/frag")
 rlfs_umount "$m"
 bmbt0=$($ED inode-get "$img0" "$ino0" root)

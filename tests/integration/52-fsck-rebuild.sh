@@ -16,7 +16,8 @@
 # without a refcount (it becomes shared: both keep what they showed, and
 # a write to one leaves the other alone); leaked blocks (a free-space
 # record dropped); a dropped inobt record (the chunk is found again from
-# its OWN_INODES rmap record); all four trees of every AG zeroed at
+# its OWN_INODES rmap record); a zeroed inobt root (every chunk of the AG
+# from the OWN_INODES records); all four trees of every AG zeroed at
 # once.  Left alone: a zeroed bnobt next to a
 # corrupt bmbt block (exit 4, nothing rebuilt, twice).
 . "$(dirname "$0")/../lib.sh"
@@ -40,13 +41,7 @@ head -c 300k /dev/urandom >"$m/d/sub/data"
 setfattr -n user.small -v hello "$m/a" || die "setfattr failed"
 setfattr -n user.big -v "$(head -c 3000 /dev/zero | tr '\0' x)" "$m/d/sub/data" ||
 	die "setfattr failed"
-$PY - "$m/frag" <<'PYEOF'
-import os, sys
-fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT)
-for i in range(0, 400, 2):
-    os.pwrite(fd, bytes([i % 251]) * 4096, i * 4096)
-os.close(fd)
-PYEOF
+write_frag "$m/frag" 400 2                     # 200 extents: a bmbt
 # free space in many pieces: a 2-level bnobt (503 records a 4 KiB leaf)
 $PY - "$m/many" <<'PYEOF'
 import os, sys
@@ -177,6 +172,16 @@ rlfs_fsck "$T/case.img"
 fresh
 $AGT drop "$T/case.img" 0 inobt 0 >/dev/null
 rebuilt "dropped inobt record"
+
+# a zeroed inobt root (AG 0: the root directory's chunk): every chunk of
+# the AG from its OWN_INODES rmap records, the inodes' modes saying which
+# are in use
+fresh
+$AGT zero "$T/case.img" 0 inobt >/dev/null
+fsck_rc -n "$T/case.img"
+grep -q "^AG 0 (inobt): damaged; its inode chunks are taken from the rmapbt" "$T/fsck.out" ||
+	{ cat "$T/fsck.out" >&2; die "zeroed inobt: chunks not taken from the rmapbt"; }
+rebuilt "zeroed inobt root"
 
 # --- with a file's fork rebuilt from the rmap in the same run ----------------
 # (a bmbt block of frag: phase 3b takes frag's blocks from the rmap, so the

@@ -21,12 +21,7 @@ rlfs_mkfs "$img" -s 256M -a 2
 rlfs_mount "$img" "$m"
 # 600 blocks: block i written (pattern i % 251) if i % 3 == 0, preallocated
 # (unwritten) if i % 3 == 1, a hole otherwise: 400 extents that never merge
-for i in $(seq 0 599); do
-	case $((i % 3)) in
-	0) echo "pwrite -S $((i % 251)) $((i * 4096)) 4096" ;;
-	1) echo "falloc -k $((i * 4096)) 4096" ;;
-	esac
-done | "$RLFS" io -f "$m/frag" >/dev/null
+write_frag "$m/frag" 600 3 1
 truncate -s $((600 * 4096)) "$m/frag"
 $PY - "$m/frag" <<'PYEOF'
 import os, sys
@@ -105,7 +100,7 @@ log "whole bmbt zeroed: rebuilt, contents, unwritten ranges, sharing and xattrs 
 # --- the rmap damaged too: nothing to rebuild from ------------------------
 fresh
 zero_bmbt "$T/case.img" "$ino" >/dev/null
-rmblk=$($PY "$SCAN" list "$T/case.img" | awk '$1 == "rmapbt" {print $2; exit}')
+rmblk=$($PY "$SCAN" list "$T/case.img" | awk '$1 == "rmapbt" && !n {print $2; n = 1}')
 [ -n "$rmblk" ] || die "no rmapbt block found"
 $PY "$SCAN" flip "$T/case.img" "$rmblk" 100 1
 fsck_rc "$T/case.img"

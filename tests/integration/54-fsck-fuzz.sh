@@ -22,10 +22,7 @@ rlfs_mkfs "$img" -s 64M -a 2
 rlfs_mount "$img" "$m"
 mkdir -p "$m/d/sub" "$m/big"
 for i in $(seq 1 300); do echo "entry $i" >"$m/big/a-rather-long-file-name-to-fill-blocks-$i"; done
-for i in $(seq 0 2 299); do
-	echo "pwrite -S $((i % 251)) $((i * 4096)) 4096"
-	echo "falloc -k $(((i + 1) * 4096)) 2048"
-done | "$RLFS" io -f "$m/frag" >/dev/null
+write_frag "$m/frag" 300 2 1   # 150 written and 150 unwritten extents
 "$RLFS" io -f -c "reflink $m/frag" "$m/frag-clone" >/dev/null
 "$RLFS" io -f -c "pwrite 0 256k" "$m/d/plain" >/dev/null
 "$RLFS" io -f -c "reflink $m/d/plain 0 0 128k" "$m/d/half-clone" >/dev/null
