@@ -219,15 +219,23 @@ int dd_db_end_file(struct dd_db *d, int64_t db_id, bool complete)
 	return drop(d, db_id);
 }
 
-int dd_db_put_run(struct dd_db *d, int64_t dst_id, int64_t src_id, const struct dd_run *r)
+/* Reset st and bind a run's five columns (dst_id, dst_blk, src_id,
+ * src_blk, nblocks) in that order; returns st. */
+static sqlite3_stmt *bind_run(sqlite3_stmt *st, int64_t dst_id, int64_t src_id,
+			      const struct dd_run *r)
 {
-	sqlite3_stmt *st = d->put_run;
 	sqlite3_reset(st);
 	sqlite3_bind_int64(st, 1, dst_id);
 	sqlite3_bind_int64(st, 2, (int64_t)r->dst_blk);
 	sqlite3_bind_int64(st, 3, src_id);
 	sqlite3_bind_int64(st, 4, (int64_t)r->src_blk);
 	sqlite3_bind_int64(st, 5, (int64_t)r->nblocks);
+	return st;
+}
+
+int dd_db_put_run(struct dd_db *d, int64_t dst_id, int64_t src_id, const struct dd_run *r)
+{
+	sqlite3_stmt *st = bind_run(d->put_run, dst_id, src_id, r);
 	int rc = sqlite3_step(st);
 	sqlite3_reset(st);
 	return rc == SQLITE_DONE ? 0 : -EIO;
@@ -235,13 +243,7 @@ int dd_db_put_run(struct dd_db *d, int64_t dst_id, int64_t src_id, const struct 
 
 int dd_db_get_run(struct dd_db *d, int64_t dst_id, int64_t src_id, const struct dd_run *r)
 {
-	sqlite3_stmt *st = d->get_run;
-	sqlite3_reset(st);
-	sqlite3_bind_int64(st, 1, dst_id);
-	sqlite3_bind_int64(st, 2, (int64_t)r->dst_blk);
-	sqlite3_bind_int64(st, 3, src_id);
-	sqlite3_bind_int64(st, 4, (int64_t)r->src_blk);
-	sqlite3_bind_int64(st, 5, (int64_t)r->nblocks);
+	sqlite3_stmt *st = bind_run(d->get_run, dst_id, src_id, r);
 	int rc = sqlite3_step(st);
 	sqlite3_reset(st);
 	return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -EIO;

@@ -743,6 +743,14 @@ static uint32_t agfl_new_ring(const struct rb *r, const void *old, bool *keep)
 	return *keep ? (last + 1) % size : 0;
 }
 
+/* Commit tp and write every dirty buffer in place, flushed: one step of
+ * write_ag's ordered writes.  0 or the first -errno. */
+static int commit_flush(struct rlfs_mount *mp, struct rlfs_trans *tp)
+{
+	int err = rlfs_trans_commit(tp);
+	return err ? err : rlfs_buf_flush_all(mp);
+}
+
 /* Write the new trees (one transaction), then the AGFL, then the AG
  * header (the switch), each flushed before the next. */
 static int write_ag(struct rb *r)
@@ -781,9 +789,7 @@ static int write_ag(struct rb *r)
 		rlfs_trans_cancel(tp);
 		return err;
 	}
-	err = rlfs_trans_commit(tp);
-	if (!err)
-		err = rlfs_buf_flush_all(mp);
+	err = commit_flush(mp, tp);
 	if (err)
 		return err;
 
@@ -828,9 +834,7 @@ static int write_ag(struct rb *r)
 		rlfs_trans_log_buf(tp, bp);
 		rlfs_trans_brelse(tp, bp);
 	}
-	err = rlfs_trans_commit(tp);
-	if (!err)
-		err = rlfs_buf_flush_all(mp);
+	err = commit_flush(mp, tp);
 	if (err)
 		return err;
 	err = rlfs_trans_alloc(mp, &mp->resv.tr_fsck, 0, 0, &tp);
@@ -867,9 +871,7 @@ static int write_ag(struct rb *r)
 		rlfs_trans_log_buf(tp, bp);
 		rlfs_trans_brelse(tp, bp);
 	}
-	err = rlfs_trans_commit(tp);
-	if (!err)
-		err = rlfs_buf_flush_all(mp);
+	err = commit_flush(mp, tp);
 	return err;
 fail:
 	rlfs_trans_cancel(tp);
