@@ -4,8 +4,9 @@
  *
  * How it works (docs/DESIGN.md "Offline dedupe" has the why):
  *  1. walk the PATHs (nftw, FTW_PHYS: symlinks are never followed; -x
- *     FTW_MOUNT), keep regular files of at least --min-size bytes (default
- *     one block), one per (dev, ino), largest first;
+ *     FTW_MOUNT), keep non-empty regular files of at least --min-size
+ *     bytes (default 1: a file smaller than a block still frees a whole
+ *     block when shared), one per (dev, ino), largest first;
  *  2. for each file F in that order, take the hash of every block
  *     (XXH3-128 of the block's bytes; blocks in holes, found with
  *     SEEK_DATA/SEEK_HOLE, are holes and match nothing): from the hash
@@ -98,7 +99,7 @@ struct dd_ctx {
 	/* options */
 	bool recursive, dry_run, one_fs, quiet, verbose, json;
 	const char *hashfile;
-	uint64_t min_size;          /* 0: one block */
+	uint64_t min_size;          /* bytes; files below it are skipped (>= 1) */
 	uint64_t memory;
 	char **excludes;
 	size_t nexcludes;
@@ -199,7 +200,7 @@ static void usage(FILE *f, const char *prog)
 		"      --json          print the summary as one JSON object on stdout\n"
 		"      --hashfile FILE keep block hashes in FILE (SQLite); a rerun reads\n"
 		"                      only files whose dev, ino, size, mtime or ctime changed\n"
-		"      --min-size BYTES  skip smaller files (default: one filesystem block)\n"
+		"      --min-size BYTES  skip smaller files (default 1: every non-empty file)\n"
 		"      --memory BYTES  cap of the block-hash table (default 256M; 24 bytes per\n"
 		"                      distinct block; when full it keeps a content-sampled\n"
 		"                      subset and the summary says so)\n"
@@ -232,8 +233,7 @@ static int add_file(struct dd_ctx *c, const char *path, const struct stat *st)
 	for (size_t i = 0; i < c->nskip; i++)
 		if (c->skip[i].dev == st->st_dev && c->skip[i].ino == st->st_ino)
 			return 0;
-	uint64_t min = c->min_size ? c->min_size : (uint64_t)(st->st_blksize > 0 ? st->st_blksize : 4096);
-	if ((uint64_t)st->st_size < min)
+	if ((uint64_t)st->st_size < c->min_size)
 		return 0;
 	if (c->nfiles == c->files_cap) {
 		size_t ncap = c->files_cap ? c->files_cap * 2 : 256;
@@ -1110,6 +1110,7 @@ int rlfs_dedupe_main(int argc, char **argv)
 	}
 	c->prog = argv[0];
 	c->memory = DD_DEFAULT_MEMORY;
+	c->min_size = 1;
 	c->cur_fd = c->src_fd = -1;
 	int rc = EXIT_OK, o;
 	while ((o = getopt_long(argc, argv, "rnxqvh", lo, NULL)) != -1) {

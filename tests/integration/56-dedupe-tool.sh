@@ -14,7 +14,7 @@
 #   - a rerun counts it all as already shared and shares nothing;
 #   - --hashfile: the second run hashes 0 bytes, and after one file is
 #     changed only that file is hashed;
-#   - --min-size default (one block) skips the small files, --exclude,
+#   - --min-size default (1) takes the small files, 4096 skips them, --exclude,
 #     a tiny --memory degrades (sampling) and still finds whole files;
 #   - a file changed between hashing and sharing (hidden hook
 #     RLFS_DEDUPE_TEST_BEFORE_SHARE) is reported, exit 1, nothing damaged;
@@ -120,10 +120,14 @@ check_fs() {
 	[ "$(shared_sectors "$fm" "$d")" = 0 ] || die "$name: dry run shared extents"
 	[ "$(df_used_kb "$m")" -le $((used0 + 64)) ] || die "$name: dry run used space"
 
-	# default --min-size (one block) skips the small files; --exclude
+	# default --min-size (1) takes the small files, --min-size 4096 skips
+	# them; --exclude
 	run_tool 0 "$o.min" -r -n --json "$d"
-	[ "$(json duplicate_bytes "$o.min")" = $((EXP - EXP_SMALL)) ] ||
+	[ "$(json duplicate_bytes "$o.min")" = $EXP ] ||
 		die "$name: default min-size found $(json duplicate_bytes "$o.min")"
+	run_tool 0 "$o.min4k" -r -n --min-size 4096 --json "$d"
+	[ "$(json duplicate_bytes "$o.min4k")" = $((EXP - EXP_SMALL)) ] ||
+		die "$name: --min-size 4096 found $(json duplicate_bytes "$o.min4k")"
 	run_tool 0 "$o.excl" -r -n --min-size 1 --exclude whole --exclude '*/mid/*' --json "$d"
 	[ "$(json duplicate_bytes "$o.excl")" = $((EXP - EXP_WHOLE - EXP_MID)) ] ||
 		die "$name: --exclude found $(json duplicate_bytes "$o.excl")"
