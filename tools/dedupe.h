@@ -76,6 +76,8 @@ _Static_assert(sizeof(struct dd_table_entry) == DD_TABLE_ENTRY_BYTES, "entry siz
 struct dd_table {
 	struct dd_table_entry *slot;
 	uint64_t capacity;          /* entries, a power of two */
+	uint64_t max_capacity;      /* entries the memory cap allows: the
+				     * table doubles up to it, then samples */
 	uint64_t used;              /* entries in use */
 	uint64_t sample_k;          /* 1: every block; else the sampling modulus */
 	uint64_t degrades;          /* times k doubled */
@@ -84,8 +86,12 @@ struct dd_table {
 /* Make a table using at most mem_bytes (rounded down to a power of two of
  * entries, at least 1024 entries), and no more than needed to hold
  * need_entries at 3/4 full (0: no limit): the number of blocks to scan
- * bounds the entries a run can make.  The array is calloc'd: pages never
- * written cost no memory.  0, or -ENOMEM. */
+ * bounds the entries a run can make.  It starts at DD_TABLE_START entries
+ * (or that bound, if smaller) and doubles when 3/4 full, so its memory
+ * follows the distinct blocks actually seen (keys spread over every page:
+ * a table sized for all blocks up front is resident whole); at the cap
+ * it samples instead (dd_table_insert).  0, or -ENOMEM. */
+#define DD_TABLE_START 65536
 int dd_table_init(struct dd_table *t, uint64_t mem_bytes, uint64_t need_entries);
 void dd_table_free(struct dd_table *t);
 /* The key of a block hash on device dev. */
@@ -95,9 +101,10 @@ struct dd_hash dd_table_key(const struct dd_hash *h, dev_t dev);
 bool dd_table_sampled(const struct dd_table *t, const struct dd_hash *key);
 /* Find key: the entry, or NULL (also for keys outside the sample). */
 struct dd_table_entry *dd_table_lookup(struct dd_table *t, const struct dd_hash *key);
-/* Enter key -> (file, blk), replacing the value of an equal key; degrades
- * the table first when it is 3/4 full.  0 entered, 1 skipped (outside the
- * sample or blk too large). */
+/* Enter key -> (file, blk), replacing the value of an equal key; when the
+ * table is 3/4 full it first doubles (up to max_capacity; a failed
+ * allocation counts as the cap), else degrades.  0 entered, 1 skipped
+ * (outside the sample or blk too large). */
 int dd_table_insert(struct dd_table *t, const struct dd_hash *key, uint32_t file, uint64_t blk);
 
 /* ---- run growing (dedupe_hash.c) ---- */

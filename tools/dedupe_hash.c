@@ -4,8 +4,8 @@
  *
  * The table holds one entry per distinct block content seen so far (the
  * first place it was seen): 24 bytes per block (16-byte key, 4-byte file
- * index, 4-byte block index), in one array allocated at start, open
- * addressing with linear probing.  A matching block found in it is a
+ * index, 4-byte block index), in one array that doubles as it fills up
+ * to the memory cap, open addressing with linear probing.  A matching block found in it is a
  * seed; dd_grow_run grows the seed into the longest run of equal block
  * hashes backwards and forwards, as bees does (bees' "extend match"), so
  * the tool finds runs at any block offset in either file without the
@@ -35,6 +35,9 @@ int dd_table_init(struct dd_table *t, uint64_t mem_bytes, uint64_t need_entries)
 	       (need_entries == 0 || cap * 3 / 4 < need_entries))
 		cap *= 2;
 	memset(t, 0, sizeof(*t));
+	t->max_capacity = cap;
+	if (cap > DD_TABLE_START)
+		cap = DD_TABLE_START;
 	t->slot = calloc(cap, sizeof(struct dd_table_entry));
 	if (!t->slot)
 		return -ENOMEM;
@@ -115,6 +118,28 @@ static void degrade(struct dd_table *t)
 	}
 }
 
+/* Double the table (entries re-placed in the new array); false if it is
+ * at its cap or the allocation fails. */
+static bool grow(struct dd_table *t)
+{
+	if (t->capacity >= t->max_capacity)
+		return false;
+	struct dd_table_entry *old = t->slot;
+	uint64_t n = t->capacity;
+	struct dd_table_entry *slot = calloc(n * 2, sizeof(*slot));
+	if (!slot) {
+		t->max_capacity = n;
+		return false;
+	}
+	t->slot = slot;
+	t->capacity = n * 2;
+	for (uint64_t i = 0; i < n; i++)
+		if (old[i].blk1 != 0)
+			place(t, &old[i]);
+	free(old);
+	return true;
+}
+
 int dd_table_insert(struct dd_table *t, const struct dd_hash *key, uint32_t file, uint64_t blk)
 {
 	if (blk > DD_MAX_BLK || !dd_table_sampled(t, key))
@@ -126,6 +151,8 @@ int dd_table_insert(struct dd_table *t, const struct dd_hash *key, uint32_t file
 		return 0;
 	}
 	while ((t->used + 1) * 4 > t->capacity * 3) {
+		if (grow(t))
+			continue;
 		degrade(t);
 		if (!dd_table_sampled(t, key))
 			return 1;

@@ -147,6 +147,41 @@ static int get2(void *priv, int side, uint64_t blk, struct dd_hash *out)
 	return 0;
 }
 
+/* The table starts small and doubles as distinct blocks arrive, up to the
+ * memory cap, without sampling; at the cap it samples. */
+static void test_table_growth(void **state)
+{
+	(void)state;
+	struct dd_table t;
+	assert_int_equal(dd_table_init(&t, 64u << 20, 0), 0);
+	assert_int_equal(t.capacity, DD_TABLE_START);
+	assert_true(t.max_capacity > 4 * DD_TABLE_START);
+	const uint64_t n = 3 * DD_TABLE_START;
+	for (uint64_t i = 0; i < n; i++) {
+		struct dd_hash k = hval(i);
+		assert_int_equal(dd_table_insert(&t, &k, (uint32_t)(i % 5), i), 0);
+	}
+	assert_int_equal(t.used, n);
+	assert_int_equal(t.sample_k, 1);
+	assert_true(t.capacity >= n * 4 / 3 && t.capacity <= t.max_capacity);
+	for (uint64_t i = 0; i < n; i++) {
+		struct dd_hash k = hval(i);
+		struct dd_table_entry *e = dd_table_lookup(&t, &k);
+		assert_non_null(e);
+		assert_int_equal(e->blk1 - 1, i);
+	}
+	dd_table_free(&t);
+	/* capped at 2 * START entries: grows once, then samples */
+	assert_int_equal(dd_table_init(&t, 2 * DD_TABLE_START * DD_TABLE_ENTRY_BYTES, 0), 0);
+	for (uint64_t i = 0; i < n; i++) {
+		struct dd_hash k = hval(i);
+		(void)dd_table_insert(&t, &k, 0, i);
+	}
+	assert_int_equal(t.capacity, 2 * DD_TABLE_START);
+	assert_true(t.sample_k > 1);
+	dd_table_free(&t);
+}
+
 static void test_grow(void **state)
 {
 	(void)state;
@@ -211,6 +246,7 @@ int main(void)
 		cmocka_unit_test(test_hash_block),
 		cmocka_unit_test(test_table_basic),
 		cmocka_unit_test(test_table_degrade),
+		cmocka_unit_test(test_table_growth),
 		cmocka_unit_test(test_grow),
 		cmocka_unit_test(test_grow_same_file),
 	};
