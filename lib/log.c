@@ -201,17 +201,19 @@ int rlfs_log_mount(struct rlfs_mount *mp, uint64_t start_fsbno, uint32_t size_bl
 	 * during intent recovery leaves two mounts' intents in the range) */
 	uint64_t id0 = scan.next_seq << 32;
 	mp->defer_intent_seq = RLFS_MAX(RLFS_MAX(mp->defer_intent_seq, id0), scan.max_intent_id);
-	if (scan.intents) {
-		/* intents without a done: they hold the tail where it is until
-		 * rlfs_log_recover_intents has finished them and their dones
-		 * are durable; no clean tail now (a crash before then replays
-		 * the same log again) */
-		for (struct rlfs_log_ilog *il = scan.intents; il; il = il->next)
-			il->recovered = true;
-		log->live_intents = scan.intents;
-		scan.intents = NULL;
-		return 0;
+	/* intents without a done: they hold the tail where it is until
+	 * rlfs_log_recover_intents has finished them and their dones are
+	 * durable; no clean tail then (a crash before that replays the same
+	 * log again) */
+	bool recovered = scan.intents != NULL;
+	err = rlfs_log_intents_adopt(log, scan.intents);
+	scan.intents = NULL;
+	if (err) {
+		rlfs_log_free(mp);
+		return err;
 	}
+	if (recovered)
+		return 0;
 	if (scan.needs_replay && !rdonly) {
 		/* everything replayed is in place and flushed: a clean tail */
 		err = rlfs_log_write_tail(log, RLFS_LREC_UNMOUNT, head_after_wrap(log));
@@ -248,9 +250,7 @@ void rlfs_log_free(struct rlfs_mount *mp)
 		free(log->spare);
 		log->spare = next;
 	}
-	rlfs_log_ilog_free_list(log->cil_intents);
-	rlfs_log_ilog_free_list(log->cil_dones);
-	rlfs_log_ilog_free_list(log->live_intents);
+	rlfs_log_intents_free(log);
 	free(log->wbuf);
 	pthread_cond_destroy(&log->flush_cv);
 	free(log);

@@ -89,22 +89,33 @@ void rlfs_log_img_put(struct rlfs_log *log, struct rlfs_log_img *img);
  *   data      INTENT: the payload block (struct rlfs_log_intent + items),
  *             blocksize bytes; NULL for DONE
  *   lsn       live intent: the LSN of the checkpoint it is in
- *   done      live intent: 0 no done in the log yet, 1 done written but
- *             the device not flushed since, 2 done durable
+ *   done      live intent: its done is in a written checkpoint, that of
+ *             CIL context done_seq (durable once
+ *             rlfs_log_seq_durable(done_seq): the intent is then dropped)
  *   recovered live intent found by recovery without a done, still to be
  *             finished (rlfs_log_recover_intents)
+ *   in_cil    an intent in log->cil_intents (else live)
+ *   next, prev  the list it is on (struct rlfs_log_ilist); hnext: the
+ *             chain of its slot in log->ihash (intents only)
  */
 struct rlfs_log_ilog {
 	uint16_t type;
 	uint16_t code;
 	uint32_t count;
 	uint16_t item_bytes;
-	uint8_t done;
+	bool done;
 	bool recovered;
+	bool in_cil;
 	uint64_t id;
 	uint8_t *data;
 	uint64_t lsn;
-	struct rlfs_log_ilog *next;
+	uint64_t done_seq;
+	struct rlfs_log_ilog *next, *prev, *hnext;
+};
+
+/* A list of struct rlfs_log_ilog in order (appended at last). */
+struct rlfs_log_ilist {
+	struct rlfs_log_ilog *first, *last;
 };
 
 /* What a scan of the log found (recover.c). */
@@ -160,8 +171,14 @@ struct rlfs_log {
 	 * checkpoint; an intent whose done commits while both are here is
 	 * dropped with it, as XFS's intent whiteouts), and the intents already
 	 * in the log whose done is not durable: they hold the tail back */
-	struct rlfs_log_ilog *cil_intents, *cil_dones, *live_intents;
+	struct rlfs_log_ilist cil_intents, cil_dones, live_intents;
 	size_t cil_nintents, cil_ndones;
+	/* every intent of cil_intents and live_intents by id (log_intent.c:
+	 * a relog check or a done looks its intent up once per step, and a
+	 * long chain keeps thousands in flight); 1 << ihash_bits slots */
+	struct rlfs_log_ilog **ihash;
+	unsigned ihash_bits;
+	size_t ihash_count;
 	uint8_t *wbuf;              /* one record: header + payload */
 	bool failed;                /* a log write failed: no more writes */
 	bool force_intents;         /* testing: every commit that logs an
@@ -447,14 +464,21 @@ static inline bool rlfs_log_cil_empty(const struct rlfs_log *log)
 {
 	return !log->cil_count && !log->cil_nintents && !log->cil_ndones;
 }
-/* The CIL's intents and dones were written as the checkpoint at ckpt_lsn
- * (flushed if flushed): intents become live at ckpt_lsn, dones mark their
- * live intent done (written, or durable if flushed). */
-void rlfs_log_intents_pushed(struct rlfs_log *log, uint64_t ckpt_lsn, bool flushed);
+/* The CIL's intents and dones were written as the checkpoint of CIL
+ * context log->cil_seq - 1 at ckpt_lsn (the caller has advanced cil_seq,
+ * and called rlfs_log_flushed if the push flushed): intents become live
+ * at ckpt_lsn, dones mark their live intent done in that context. */
+void rlfs_log_intents_pushed(struct rlfs_log *log, uint64_t ckpt_lsn);
 /* The oldest LSN a live intent holds the tail at (UINT64_MAX: none);
  * frees the live intents whose done is durable first. */
 uint64_t rlfs_log_intent_tail(struct rlfs_log *log);
-/* Free a list of rlfs_log_ilog (and their data). */
+/* Mount: the intents recovery found without a done (a list on next)
+ * become live, marked recovered.  0 or -ENOMEM (the index of intents by
+ * id; the list is freed then). */
+int rlfs_log_intents_adopt(struct rlfs_log *log, struct rlfs_log_ilog *list);
+/* Free every intent and done the log holds, and the index. */
+void rlfs_log_intents_free(struct rlfs_log *log);
+/* Free a list of rlfs_log_ilog chained on next (and their data). */
 void rlfs_log_ilog_free_list(struct rlfs_log_ilog *l);
 /*
  * After a mount replayed the log (the mount is complete: AG headers,

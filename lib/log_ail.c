@@ -136,7 +136,7 @@ int rlfs_log_ail_push(struct rlfs_log *log, uint64_t target_lsn)
 		 * become durable may still let the tail move (a full log
 		 * waits for that, never for ever: the dones are written) */
 		uint64_t head = rlfs_log_head_lsn(log);
-		if (target_lsn != UINT64_MAX || !log->live_intents)
+		if (target_lsn != UINT64_MAX || !log->live_intents.first)
 			return 0;
 		if (log->unflushed) {
 			int ferr = rlfs_dev_flush(mp->dev);

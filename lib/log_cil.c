@@ -581,7 +581,7 @@ static int cil_push(struct rlfs_mount *mp, bool flush)
 		pbytes += ents[ne].bytes;
 		ne++;
 	}
-	for (struct rlfs_log_ilog *il = log->cil_intents; il; il = il->next, ne++) {
+	for (struct rlfs_log_ilog *il = log->cil_intents.first; il; il = il->next, ne++) {
 		rlfs_put64(ents[ne].d.fsbno, il->id);
 		rlfs_put16(ents[ne].d.type, RLFS_LOG_ITEM_INTENT);
 		rlfs_put16(ents[ne].d.code, il->code);
@@ -590,7 +590,7 @@ static int cil_push(struct rlfs_mount *mp, bool flush)
 		ents[ne].bytes = intent_seg_bytes(il);
 		pbytes += ents[ne].bytes;
 	}
-	for (struct rlfs_log_ilog *il = log->cil_dones; il; il = il->next, ne++) {
+	for (struct rlfs_log_ilog *il = log->cil_dones.first; il; il = il->next, ne++) {
 		rlfs_put64(ents[ne].d.fsbno, il->id);
 		rlfs_put16(ents[ne].d.type, RLFS_LOG_ITEM_DONE);
 		rlfs_put16(ents[ne].d.code, il->code);
@@ -612,7 +612,7 @@ static int cil_push(struct rlfs_mount *mp, bool flush)
 	if (need > rlfs_log_space_blocks(log)) {
 		rlfs_warn("a checkpoint of %llu blocks does not fit in the log (%u blocks%s)",
 			  (unsigned long long)need, log->size_blocks,
-			  log->live_intents ? "; intents hold the tail" : "");
+			  log->live_intents.first ? "; intents hold the tail" : "");
 		free(items);
 		free(ents);
 		return -ENOSPC;
@@ -698,7 +698,7 @@ static int cil_push(struct rlfs_mount *mp, bool flush)
 	log->cil_first = log->cil_last = NULL;
 	log->cil_count = 0;
 	rlfs_log_ail_insert(log, first, ckpt_lsn);
-	rlfs_log_intents_pushed(log, ckpt_lsn, flush);
+	rlfs_log_intents_pushed(log, ckpt_lsn);
 	return 0;
 }
 

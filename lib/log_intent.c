@@ -46,33 +46,117 @@ void rlfs_log_ilog_free_list(struct rlfs_log_ilog *l)
 	}
 }
 
-static struct rlfs_log_ilog *list_take(struct rlfs_log_ilog **head, uint64_t id)
+/* ---- the lists, and the index of intents by id ---- */
+
+static void ilist_append(struct rlfs_log_ilist *l, struct rlfs_log_ilog *il)
 {
-	for (struct rlfs_log_ilog **pp = head; *pp; pp = &(*pp)->next) {
-		if ((*pp)->id == id) {
-			struct rlfs_log_ilog *il = *pp;
-			*pp = il->next;
-			il->next = NULL;
-			return il;
+	il->next = NULL;
+	il->prev = l->last;
+	if (l->last)
+		l->last->next = il;
+	else
+		l->first = il;
+	l->last = il;
+}
+
+static void ilist_remove(struct rlfs_log_ilist *l, struct rlfs_log_ilog *il)
+{
+	if (il->prev)
+		il->prev->next = il->next;
+	else
+		l->first = il->next;
+	if (il->next)
+		il->next->prev = il->prev;
+	else
+		l->last = il->prev;
+	il->next = il->prev = NULL;
+}
+
+#define IHASH_MIN_BITS 10
+
+static size_t ihash_slot(uint64_t id, unsigned bits)
+{
+	return (size_t)((id * 0x9E3779B97F4A7C15ull) >> (64 - bits));
+}
+
+/* Twice the slots, or none more when memory is short (longer chains). */
+static void ihash_grow(struct rlfs_log *log)
+{
+	unsigned bits = log->ihash_bits + 1;
+	struct rlfs_log_ilog **t = calloc((size_t)1 << bits, sizeof(*t));
+	if (!t)
+		return;
+	for (size_t i = 0; i < ((size_t)1 << log->ihash_bits); i++) {
+		struct rlfs_log_ilog *il = log->ihash[i], *n;
+		for (; il; il = n) {
+			n = il->hnext;
+			size_t slot = ihash_slot(il->id, bits);
+			il->hnext = t[slot];
+			t[slot] = il;
 		}
 	}
-	return NULL;
+	free(log->ihash);
+	log->ihash = t;
+	log->ihash_bits = bits;
 }
 
-static struct rlfs_log_ilog *list_find(struct rlfs_log_ilog *l, uint64_t id)
+static void ihash_add(struct rlfs_log *log, struct rlfs_log_ilog *il)
 {
-	for (; l; l = l->next)
-		if (l->id == id)
-			return l;
-	return NULL;
+	if (log->ihash_count >= ((size_t)1 << log->ihash_bits))
+		ihash_grow(log);
+	size_t slot = ihash_slot(il->id, log->ihash_bits);
+	il->hnext = log->ihash[slot];
+	log->ihash[slot] = il;
+	log->ihash_count++;
 }
 
-static void list_append(struct rlfs_log_ilog **head, struct rlfs_log_ilog *il)
+static struct rlfs_log_ilog *ihash_find(const struct rlfs_log *log, uint64_t id)
 {
-	while (*head)
-		head = &(*head)->next;
-	il->next = NULL;
-	*head = il;
+	struct rlfs_log_ilog *il = log->ihash[ihash_slot(id, log->ihash_bits)];
+	while (il && il->id != id)
+		il = il->hnext;
+	return il;
+}
+
+static void ihash_del(struct rlfs_log *log, struct rlfs_log_ilog *il)
+{
+	struct rlfs_log_ilog **pp = &log->ihash[ihash_slot(il->id, log->ihash_bits)];
+	while (*pp && *pp != il)
+		pp = &(*pp)->hnext;
+	if (*pp) {
+		*pp = il->hnext;
+		log->ihash_count--;
+	}
+	il->hnext = NULL;
+}
+
+int rlfs_log_intents_adopt(struct rlfs_log *log, struct rlfs_log_ilog *list)
+{
+	log->ihash = calloc((size_t)1 << IHASH_MIN_BITS, sizeof(*log->ihash));
+	if (!log->ihash) {
+		rlfs_log_ilog_free_list(list);
+		return -ENOMEM;
+	}
+	log->ihash_bits = IHASH_MIN_BITS;
+	struct rlfs_log_ilog *n;
+	for (struct rlfs_log_ilog *il = list; il; il = n) {
+		n = il->next;
+		il->recovered = true;
+		ilist_append(&log->live_intents, il);
+		ihash_add(log, il);
+	}
+	return 0;
+}
+
+void rlfs_log_intents_free(struct rlfs_log *log)
+{
+	rlfs_log_ilog_free_list(log->cil_intents.first);
+	rlfs_log_ilog_free_list(log->cil_dones.first);
+	rlfs_log_ilog_free_list(log->live_intents.first);
+	log->cil_intents = log->cil_dones = log->live_intents = (struct rlfs_log_ilist){ 0 };
+	free(log->ihash);
+	log->ihash = NULL;
+	log->ihash_count = 0;
 }
 
 /* The transaction committed: the item joins the CIL. */
@@ -87,22 +171,26 @@ static void ilog_committed(struct rlfs_trans *tp, struct rlfs_log_item *lip)
 		return;
 	}
 	if (il->type == RLFS_LOG_ITEM_INTENT) {
-		list_append(&log->cil_intents, il);
+		il->in_cil = true;
+		ilist_append(&log->cil_intents, il);
+		ihash_add(log, il);
 		log->cil_nintents++;
 		log->stats.intents_logged++;
 		log->stats.intents_relogged += it->relog;
 		return;
 	}
 	/* a done: whiteout if its intent has not reached the log yet */
-	struct rlfs_log_ilog *intent = list_take(&log->cil_intents, il->id);
-	if (intent) {
+	struct rlfs_log_ilog *intent = ihash_find(log, il->id);
+	if (intent && intent->in_cil) {
+		ilist_remove(&log->cil_intents, intent);
+		ihash_del(log, intent);
 		log->cil_nintents--;
 		log->stats.intents_whiteout++;
 		rlfs_log_ilog_free_list(intent);
 		rlfs_log_ilog_free_list(il);
 		return;
 	}
-	list_append(&log->cil_dones, il);
+	ilist_append(&log->cil_dones, il);
 	log->cil_ndones++;
 }
 
@@ -214,8 +302,8 @@ static bool log_relog_due(struct rlfs_trans *tp, uint64_t intent_id)
 	struct rlfs_log *log = tp->mp->log;
 	if (!log || log->no_relog)
 		return false;
-	const struct rlfs_log_ilog *il = list_find(log->live_intents, intent_id);
-	if (!il || il->done)
+	const struct rlfs_log_ilog *il = ihash_find(log, intent_id);
+	if (!il || il->in_cil || il->done)
 		return false;   /* in the checkpoint being built: nothing gained */
 	return behind_head(log, il->lsn) >= log->relog_blocks;
 }
@@ -233,44 +321,47 @@ static int log_relog(struct rlfs_trans *tp, const struct rlfs_defer_type *type, 
 const struct rlfs_defer_log_ops rlfs_log_defer_ops = { log_intent, log_done, log_relog_due,
 						       log_relog };
 
-void rlfs_log_intents_pushed(struct rlfs_log *log, uint64_t ckpt_lsn, bool flushed)
+void rlfs_log_intents_pushed(struct rlfs_log *log, uint64_t ckpt_lsn)
 {
-	struct rlfs_log_ilog *il = log->cil_intents, *n;
+	uint64_t ctx = log->cil_seq - 1;
+	struct rlfs_log_ilog *il = log->cil_intents.first, *n;
 	for (; il; il = n) {
 		n = il->next;
 		il->lsn = ckpt_lsn;
+		il->in_cil = false;
 		/* the payload is in the log: only the id is needed now */
 		free(il->data);
 		il->data = NULL;
-		il->next = log->live_intents;
-		log->live_intents = il;
+		ilist_append(&log->live_intents, il);
 	}
-	for (il = log->cil_dones; il; il = n) {
+	for (il = log->cil_dones.first; il; il = n) {
 		n = il->next;
-		struct rlfs_log_ilog *intent = list_find(log->live_intents, il->id);
-		if (intent && intent->done < 2)
-			intent->done = flushed ? 2 : 1;
+		struct rlfs_log_ilog *intent = ihash_find(log, il->id);
+		if (intent && !intent->in_cil && !intent->done) {
+			intent->done = true;
+			intent->done_seq = ctx;
+		}
 		free(il);
 	}
-	log->cil_intents = log->cil_dones = NULL;
+	log->cil_intents = log->cil_dones = (struct rlfs_log_ilist){ 0 };
 	log->cil_nintents = log->cil_ndones = 0;
 }
 
 uint64_t rlfs_log_intent_tail(struct rlfs_log *log)
 {
 	uint64_t tail = UINT64_MAX;
-	struct rlfs_log_ilog **pp = &log->live_intents;
-	while (*pp) {
-		struct rlfs_log_ilog *il = *pp;
-		if (il->done == 2 || (il->done == 1 && !log->unflushed)) {
-			*pp = il->next;
+	struct rlfs_log_ilog *il = log->live_intents.first, *n;
+	for (; il; il = n) {
+		n = il->next;
+		if (il->done && rlfs_log_seq_durable(log->mp, il->done_seq)) {
+			ilist_remove(&log->live_intents, il);
+			ihash_del(log, il);
 			free(il->data);
 			free(il);
 			continue;
 		}
 		if (il->lsn < tail)
 			tail = il->lsn;
-		pp = &il->next;
 	}
 	return tail;
 }
@@ -280,7 +371,7 @@ size_t rlfs_log_recovered_pending(const struct rlfs_mount *mp)
 	size_t n = 0;
 	if (!mp->log)
 		return 0;
-	for (const struct rlfs_log_ilog *il = mp->log->live_intents; il; il = il->next)
+	for (const struct rlfs_log_ilog *il = mp->log->live_intents.first; il; il = il->next)
 		n += il->recovered;
 	return n;
 }
@@ -383,7 +474,7 @@ static int relog_recovered(struct rlfs_mount *mp, const struct rlfs_log_ilog *ne
 		return 0;
 	size_t n = 0;
 	bool due = false;
-	for (struct rlfs_log_ilog *l = log->live_intents; l; l = l->next) {
+	for (struct rlfs_log_ilog *l = log->live_intents.first; l; l = l->next) {
 		if (!l->recovered || l == next)
 			continue;
 		if (!l->data || !rlfs_defer_type_find(l->code))
@@ -403,7 +494,7 @@ static int relog_recovered(struct rlfs_mount *mp, const struct rlfs_log_ilog *ne
 		return -ENOMEM;
 	}
 	n = 0;
-	for (struct rlfs_log_ilog *l = log->live_intents; l; l = l->next)
+	for (struct rlfs_log_ilog *l = log->live_intents.first; l; l = l->next)
 		if (l->recovered && l != next)
 			v[n++] = l;
 	qsort(v, n, sizeof(*v), cmp_ilog_order);
@@ -427,8 +518,8 @@ static int relog_recovered(struct rlfs_mount *mp, const struct rlfs_log_ilog *ne
 	err = rlfs_log_force(mp);
 	pthread_mutex_unlock(&mp->meta_lock);
 	for (size_t i = 0; i < n; i++) {
-		struct rlfs_log_ilog *nw = err ? NULL : list_find(log->live_intents, ids[i]);
-		if (!nw) {
+		struct rlfs_log_ilog *nw = err ? NULL : ihash_find(log, ids[i]);
+		if (!nw || nw->in_cil) {
 			free(data[i]);
 			if (!err)
 				err = -EIO;   /* cannot happen: the force made it live */
@@ -453,7 +544,7 @@ int rlfs_log_recover_intents(struct rlfs_mount *mp)
 	for (;;) {
 		/* the oldest recovered intent not yet finished */
 		struct rlfs_log_ilog *il = NULL;
-		for (struct rlfs_log_ilog *l = log->live_intents; l; l = l->next)
+		for (struct rlfs_log_ilog *l = log->live_intents.first; l; l = l->next)
 			if (l->recovered && (!il || l->lsn < il->lsn ||
 					     (l->lsn == il->lsn && l->id < il->id)))
 				il = l;
