@@ -743,6 +743,23 @@ static uint32_t agfl_new_ring(const struct rb *r, const void *old, bool *keep)
 	return *keep ? (last + 1) % size : 0;
 }
 
+/* A new fsck transaction (*tpp) holding AG agno's header block agbno
+ * (AGFL, AG header) as it is on disk (fsck_get_raw_buf): the next step of
+ * write_ag's ordered writes, on mp (the rebuild's mount).  0 or -errno,
+ * nothing held on error. */
+static int raw_header(struct fsck *f, struct rlfs_mount *mp, uint32_t agno, uint32_t agbno,
+		      const struct rlfs_buf_ops *ops, struct rlfs_trans **tpp,
+		      struct rlfs_buf **bpp)
+{
+	int err = rlfs_trans_alloc(mp, &mp->resv.tr_fsck, 0, 0, tpp);
+	if (err)
+		return err;
+	err = fsck_get_raw_buf(f, *tpp, rlfs_agb_to_fsb(mp, agno, agbno), ops, agno, bpp);
+	if (err)
+		rlfs_trans_cancel(*tpp);
+	return err;
+}
+
 /* Commit tp and write every dirty buffer in place, flushed: one step of
  * write_ag's ordered writes.  0 or the first -errno. */
 static int commit_flush(struct rlfs_mount *mp, struct rlfs_trans *tp)
@@ -804,13 +821,9 @@ static int write_ag(struct rb *r)
 	 * entries the free-space trees also list (rlfs-crashtest --mode
 	 * repair --damage lastag).
 	 */
-	err = rlfs_trans_alloc(mp, &mp->resv.tr_fsck, 0, 0, &tp);
+	err = raw_header(f, mp, r->agno, RLFS_AGFL_AGBNO, &rlfs_agfl_buf_ops, &tp, &bp);
 	if (err)
 		return err;
-	err = fsck_get_raw_buf(f, tp, rlfs_agb_to_fsb(mp, r->agno, RLFS_AGFL_AGBNO),
-			       &rlfs_agfl_buf_ops, r->agno, &bp);
-	if (err)
-		goto fail;
 	{
 		struct rlfs_agfl *agfl = bp->data;
 		rlfs_le32 *slots = (rlfs_le32 *)((char *)bp->data + sizeof(struct rlfs_agfl));
@@ -837,13 +850,9 @@ static int write_ag(struct rb *r)
 	err = commit_flush(mp, tp);
 	if (err)
 		return err;
-	err = rlfs_trans_alloc(mp, &mp->resv.tr_fsck, 0, 0, &tp);
+	err = raw_header(f, mp, r->agno, RLFS_AGH_AGBNO, &rlfs_agh_buf_ops, &tp, &bp);
 	if (err)
 		return err;
-	err = fsck_get_raw_buf(f, tp, rlfs_agb_to_fsb(mp, r->agno, RLFS_AGH_AGBNO),
-			       &rlfs_agh_buf_ops, r->agno, &bp);
-	if (err)
-		goto fail;
 	{
 		struct rlfs_agh *agh = rlfs_agh(bp);
 		unsigned size = rlfs_agfl_size(mp);
@@ -871,11 +880,7 @@ static int write_ag(struct rb *r)
 		rlfs_trans_log_buf(tp, bp);
 		rlfs_trans_brelse(tp, bp);
 	}
-	err = commit_flush(mp, tp);
-	return err;
-fail:
-	rlfs_trans_cancel(tp);
-	return err;
+	return commit_flush(mp, tp);
 }
 
 static void rb_free(struct rb *r)

@@ -121,6 +121,17 @@ static void write_files(struct rlfs_mount *mp, const char *prefix, int n)
 	assert_int_equal(rlfs_sync(mp), 0);
 }
 
+/* Mount fs's image, write n files named prefix<i>, unmount cleanly;
+ * the hint the unmount left. */
+static uint64_t remount_write(struct tu_fs *fs, const char *prefix, int n)
+{
+	assert_int_equal(rlfs_mount_open(fs->path, RLFS_MOUNT_NOLOCK, &fs->mp), 0);
+	write_files(fs->mp, prefix, n);
+	assert_int_equal(rlfs_mount_close(fs->mp), 0);
+	fs->mp = NULL;
+	return rlfs_get64(sb_of(fs->path).log_clean_lsn);
+}
+
 static void test_hint_lifecycle(void **state)
 {
 	(void)state;
@@ -144,11 +155,7 @@ static void test_hint_lifecycle(void **state)
 	assert_int_equal(s1.tail_lsn, h1);
 
 	/* a second mount from the hint, more records, a new hint */
-	assert_int_equal(rlfs_mount_open(fs.path, RLFS_MOUNT_NOLOCK, &fs.mp), 0);
-	write_files(fs.mp, "b", 40);
-	assert_int_equal(rlfs_mount_close(fs.mp), 0);
-	fs.mp = NULL;
-	uint64_t h2 = rlfs_get64(sb_of(fs.path).log_clean_lsn);
+	uint64_t h2 = remount_write(&fs, "b", 40);
 	assert_true(h2 > h1);
 	check_hint(fs.path, h2, true);
 
@@ -164,11 +171,7 @@ static void test_hint_lifecycle(void **state)
 	/* a mount over the stale hint (as an older binary leaves it) finds
 	 * the real head: what it writes is found again, fsck clean */
 	set_hint(fs.path, RLFS_STATE_CLEAN, h1);
-	assert_int_equal(rlfs_mount_open(fs.path, RLFS_MOUNT_NOLOCK, &fs.mp), 0);
-	write_files(fs.mp, "c", 20);
-	assert_int_equal(rlfs_mount_close(fs.mp), 0);
-	fs.mp = NULL;
-	uint64_t h3 = rlfs_get64(sb_of(fs.path).log_clean_lsn);
+	uint64_t h3 = remount_write(&fs, "c", 20);
 	assert_true(h3 > h2);
 	check_hint(fs.path, h3, true);
 	assert_int_equal(tu_fsck(fs.path, 0), 0);
