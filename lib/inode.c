@@ -1131,6 +1131,22 @@ int rlfs_inode_inactivate(struct rlfs_inode *ip)
 			goto out_cancel;
 		rlfs_trans_log_inode(tp, ip);
 	}
+	/* Everything queued for the inode's blocks (the last unmap's
+	 * refcount, rmap and free steps; the directory's and the attr fork's
+	 * frees) finishes before its number is freed.  Once the ifree step
+	 * commits, the chain's next roll lets other transactions in, and a
+	 * create may take the number: an rmap step still queued for the old
+	 * owner would then meet the new file's records ("map ... already
+	 * maps it" in 29-clone-kill, a clone into a new snapshot that reused
+	 * the number).  XFS likewise frees the inode in a transaction of its
+	 * own after xfs_itruncate_extents has finished its chain
+	 * (xfs_inactive_ifree). */
+	if (tp->dfops) {
+		error = rlfs_trans_roll(&tp, res);
+		if (error)
+			goto out_unlock;
+		rlfs_trans_ijoin(tp, ip);
+	}
 	/* Write the inode out as free (mode 0) before ifree, which may give
 	 * the whole chunk back to free space. */
 	ip->mode = 0;

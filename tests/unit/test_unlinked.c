@@ -9,6 +9,7 @@
  */
 #include "testutil.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,10 @@
 #include <unistd.h>
 
 #include "reflinkfs/fs.h"
+
+#include "alloc.h"
+#include "ialloc.h"
+#include "rmap.h"
 
 #define KiB 1024ull
 #define MiB (1024ull * 1024)
@@ -308,6 +313,90 @@ static void test_broken_list(void **state)
 	unlink(copy2);
 }
 
+/*
+ * An inode's number is freed only after everything queued for its blocks
+ * is done.  A checker thread takes the metadata lock whenever the
+ * inactivation's chain rolls (rlfs_trans_yield lets a waiter in) and
+ * looks: is the number free in the inobt while the rmap still has a
+ * record of that owner?  A create in that window takes the number and its
+ * first clone meets the old owner's records (29-clone-kill: "map ...
+ * already maps it").  The inactivation must free the number last.
+ */
+struct owner_watch {
+	struct rlfs_mount *mp;
+	uint64_t ino;
+	volatile bool stop;
+	unsigned looks, bad;
+};
+
+static int owner_rec_fn(struct rlfs_btree_cur *cur, const struct rlfs_rmap_irec *r, void *priv)
+{
+	(void)cur;
+	struct owner_watch *w = priv;
+	if (r->owner == w->ino)
+		return 1;   /* found: stop the query */
+	return 0;
+}
+
+static void *owner_watch_fn(void *arg)
+{
+	struct owner_watch *w = arg;
+	struct rlfs_mount *mp = w->mp;
+	while (!w->stop) {
+		struct rlfs_trans *tp;
+		if (rlfs_trans_alloc(mp, &mp->resv.tr_rdonly, 0, RLFS_TRANS_RDONLY, &tp))
+			break;
+		bool inuse = true;
+		if (rlfs_ialloc_check(tp, w->ino, &inuse) == 0 && !inuse) {
+			for (uint32_t agno = 0; agno < mp->agcount; agno++) {
+				struct rlfs_buf *agbp;
+				if (rlfs_ag_read_header(tp, agno, &agbp))
+					continue;
+				struct rlfs_btree_cur cur;
+				struct rlfs_rmap_irec lo = { 0 }, hi = { .startblock = UINT32_MAX,
+								       .owner = UINT64_MAX };
+				rlfs_rmap_cur_init(&cur, tp, agno, agbp);
+				int found = rlfs_rmap_query_range(&cur, &lo, &hi, owner_rec_fn, w);
+				rlfs_btree_cur_del(&cur);
+				rlfs_trans_brelse(tp, agbp);
+				if (found == 1) {
+					w->bad++;
+					break;
+				}
+			}
+		}
+		w->looks++;
+		rlfs_trans_cancel(tp);
+		usleep(50);
+	}
+	return NULL;
+}
+
+static void test_number_freed_last(void **state)
+{
+	(void)state;
+	struct tu_fs fs;
+	setup(&fs, 2);
+	struct rlfs_mount *mp = fs.mp;
+	assert_true(rlfs_has_rmap(mp));
+	/* a fragmented file: rolled unmaps, then the last batch's steps */
+	uint64_t ino = tu_frag_file(mp, "frag", 300);
+	assert_int_equal(rlfs_unlink(mp, rlfs_root_ino(mp), "frag"), 0);
+	struct owner_watch w = { .mp = mp, .ino = ino };
+	pthread_t th;
+	assert_int_equal(pthread_create(&th, NULL, owner_watch_fn, &w), 0);
+	while (w.looks < 2)
+		usleep(100);
+	rlfs_forget(mp, ino, 1);   /* the last reference: inactivation */
+	w.stop = true;
+	pthread_join(th, NULL);
+	print_message("%u looks, %u with the number free and an rmap record of it\n", w.looks,
+		      w.bad);
+	assert_int_equal(w.bad, 0);
+	assert_int_equal(rlfs_sync(mp), 0);
+	tu_unmount(&fs);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -318,6 +407,7 @@ int main(void)
 		cmocka_unit_test(test_rdonly_then_rw),
 		cmocka_unit_test(test_fsck_repair_frees),
 		cmocka_unit_test(test_broken_list),
+		cmocka_unit_test(test_number_freed_last),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
