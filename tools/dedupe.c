@@ -143,6 +143,7 @@ struct dd_ctx {
 	uint64_t dup_bytes, shared_bytes, already_bytes, would_bytes;
 	uint64_t runs, whole_files;
 	uint64_t failed_ranges, failed_bytes;
+	uint64_t store_dropped;     /* hash store records of vanished files */
 	struct dd_failure fail[16];
 	size_t nfail;
 	size_t *changed;
@@ -483,10 +484,12 @@ static void summary(struct dd_ctx *c)
 			   ",\"shared_bytes\":%" PRIu64 ",\"already_shared_bytes\":%" PRIu64
 			   ",\"would_share_bytes\":%" PRIu64 ",\"runs\":%" PRIu64
 			   ",\"whole_files\":%" PRIu64 ",\"failed_ranges\":%" PRIu64
-			   ",\"failed_bytes\":%" PRIu64 ",\"failures\":[",
+			   ",\"failed_bytes\":%" PRIu64 ",\"store_records_dropped\":%" PRIu64
+			   ",\"failures\":[",
 			c->dry_run ? "true" : "false", c->files_scanned, c->bytes_scanned,
 			c->bytes_hashed, c->dup_bytes, c->shared_bytes, c->already_bytes,
-			c->would_bytes, c->runs, c->whole_files, c->failed_ranges, c->failed_bytes);
+			c->would_bytes, c->runs, c->whole_files, c->failed_ranges, c->failed_bytes,
+			c->store_dropped);
 		for (size_t i = 0; i < c->nfail; i++) {
 			fprintf(o, "%s{\"error\":", i ? "," : "");
 			json_str(o, strerror(c->fail[i].error));
@@ -1236,6 +1239,22 @@ int rlfs_dedupe_main(int argc, char **argv)
 	if (c->src_fd >= 0)
 		close(c->src_fd);
 	c->src_fd = -1;
+	/* a persistent store forgets the files under the roots this complete
+	 * run did not see (deleted, renamed, excluded now) */
+	for (int i = optind; rc == 0 && c->hashfile && i < argc; i++) {
+		char *abs = NULL;
+		if (argv[i][0] != '/' && c->cwd && asprintf(&abs, "%s/%s", c->cwd, argv[i]) < 0)
+			abs = NULL;
+		if (dd_db_prune(c->db, abs ? abs : argv[i], &c->store_dropped) != 0) {
+			fprintf(stderr, "%s: hash store: cannot drop the records of vanished files\n",
+				c->prog);
+			rc = EXIT_OPERATIONAL;
+		}
+		free(abs);
+	}
+	if (c->verbose && c->store_dropped)
+		fprintf(stderr, "%s: hash store: dropped %" PRIu64 " record(s) of files no longer "
+			"found\n", c->prog, c->store_dropped);
 	if (dd_db_close(c->db) != 0 && rc == 0) {
 		fprintf(stderr, "%s: hash store: cannot write %s\n", c->prog,
 			c->hashfile ? c->hashfile : "the temporary store");

@@ -161,6 +161,14 @@ int dd_db_begin_file(struct dd_db *db, const char *path, const struct dd_file_ke
 /* Mark a record complete (all its chunks stored) or drop it (the file
  * changed while it was read).  0 or -EIO. */
 int dd_db_end_file(struct dd_db *db, int64_t db_id, bool complete);
+/* Forget the records of files at or below root (an absolute path as the
+ * records hold them: the file root itself, or paths under the directory
+ * root) that this run did not look up with dd_db_begin_file (deleted,
+ * renamed, now excluded or unreadable): their hashes and the settled runs
+ * they are part of.  Without it the store keeps every file it ever saw.
+ * *dropped grows by the records dropped.  0, -ENOMEM, -EIO.  (duperemove
+ * likewise removes vanished files from its hash file on a rescan.) */
+int dd_db_prune(struct dd_db *db, const char *root, uint64_t *dropped);
 /* Store / load the hashes of chunk (blocks chunk * DD_CHUNK_BLOCKS ..),
  * n hashes.  Load: the number loaded (0: not stored), or -EIO. */
 int dd_db_put_chunk(struct dd_db *db, int64_t db_id, uint64_t chunk, const struct dd_hash *h,

@@ -32,6 +32,7 @@ struct dd_db {
 	sqlite3 *db;
 	sqlite3_stmt *find, *del_hashes, *del_file, *ins_file, *done, *put, *get;
 	sqlite3_stmt *del_runs_dst, *del_runs_src, *put_run, *get_run;
+	sqlite3_stmt *seen, *unseen;
 };
 
 static int exec(struct dd_db *d, const char *sql)
@@ -58,6 +59,8 @@ static void finalize_all(struct dd_db *d)
 	sqlite3_finalize(d->del_runs_src);
 	sqlite3_finalize(d->put_run);
 	sqlite3_finalize(d->get_run);
+	sqlite3_finalize(d->seen);
+	sqlite3_finalize(d->unseen);
 }
 
 int dd_db_open(struct dd_db **out, const char *path, char *err, size_t errlen)
@@ -122,6 +125,10 @@ int dd_db_open(struct dd_db **out, const char *path, char *err, size_t errlen)
 	    prep(d, &d->put_run, "INSERT OR REPLACE INTO runs VALUES(?, ?, ?, ?, ?)") ||
 	    prep(d, &d->get_run, "SELECT 1 FROM runs WHERE dst_id = ? AND dst_blk = ? AND "
 		 "src_id = ? AND src_blk = ? AND nblocks = ?") ||
+	    exec(d, "CREATE TEMP TABLE seen(id INTEGER PRIMARY KEY)") ||
+	    prep(d, &d->seen, "INSERT OR IGNORE INTO temp.seen VALUES(?)") ||
+	    prep(d, &d->unseen, "SELECT id FROM files WHERE (path = ?1 OR "
+		 "substr(path, 1, length(?2)) = ?2) AND id NOT IN (SELECT id FROM temp.seen)") ||
 	    exec(d, "BEGIN")) {
 		snprintf(err, errlen, "%s", sqlite3_errmsg(d->db));
 		goto fail;
@@ -189,7 +196,7 @@ int dd_db_begin_file(struct dd_db *d, const char *path, const struct dd_file_key
 		sqlite3_reset(st);
 		if (same) {
 			*db_id = id;
-			return 1;
+			return run1(d->seen, id) ? -EIO : 1;
 		}
 		if (drop(d, id))
 			return -EIO;
@@ -212,7 +219,52 @@ int dd_db_begin_file(struct dd_db *d, const char *path, const struct dd_file_key
 	if (rc != SQLITE_DONE)
 		return -EIO;
 	*db_id = sqlite3_last_insert_rowid(d->db);
-	return 0;
+	return run1(d->seen, *db_id);
+}
+
+int dd_db_prune(struct dd_db *d, const char *root, uint64_t *dropped)
+{
+	size_t rl = strlen(root);
+	while (rl > 1 && root[rl - 1] == '/')
+		rl--;
+	char *r = strndup(root, rl), *prefix = NULL;
+	if (!r || asprintf(&prefix, "%s/", rl == 1 && r[0] == '/' ? "" : r) < 0) {
+		free(r);
+		return -ENOMEM;
+	}
+	/* ids first: dropping while the SELECT steps would change its table */
+	int64_t *ids = NULL;
+	size_t n = 0, cap = 0;
+	int err = 0;
+	sqlite3_stmt *st = d->unseen;
+	sqlite3_reset(st);
+	sqlite3_bind_text(st, 1, r, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_text(st, 2, prefix, -1, SQLITE_TRANSIENT);
+	int rc;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (n == cap) {
+			size_t nc = cap ? 2 * cap : 64;
+			int64_t *v = realloc(ids, nc * sizeof(*v));
+			if (!v) {
+				err = -ENOMEM;
+				break;
+			}
+			ids = v;
+			cap = nc;
+		}
+		ids[n++] = sqlite3_column_int64(st, 0);
+	}
+	if (!err && rc != SQLITE_DONE)
+		err = -EIO;
+	sqlite3_reset(st);
+	for (size_t i = 0; !err && i < n; i++)
+		err = drop(d, ids[i]);
+	if (!err)
+		*dropped += n;
+	free(ids);
+	free(r);
+	free(prefix);
+	return err;
 }
 
 int dd_db_end_file(struct dd_db *d, int64_t db_id, bool complete)

@@ -13,7 +13,8 @@
 #     before is empty;
 #   - a rerun counts it all as already shared and shares nothing;
 #   - --hashfile: the second run hashes 0 bytes, and after one file is
-#     changed only that file is hashed;
+#     changed only that file is hashed; a deleted file's record is dropped
+#     by the next run over a directory above it, not by one elsewhere;
 #   - --min-size default (1) takes the small files, 4096 skips them, --exclude,
 #     a tiny --memory degrades (sampling) and still finds whole files;
 #   - a file changed between hashing and sharing (hidden hook
@@ -194,6 +195,27 @@ check_fs() {
 	[ "$(json bytes_hashed "$o.re4")" = $EXP_WHOLE ] || die "$name: rewritten file: hashed $(json bytes_hashed "$o.re4")"
 	[ "$(json shared_bytes "$o.re4")" = $EXP_WHOLE ] ||
 		{ cat "$o.re4" >&2; die "$name: rewritten file: shared $(json shared_bytes "$o.re4"), want $EXP_WHOLE"; }
+
+	# a deleted file's record leaves the store at the next run over a root
+	# above it; a run over another root keeps it
+	mkdir "$d/gone"
+	rnd $((64 * KiB)) | put "$d/gone/f"
+	sync
+	run_tool 0 "$o.re5" -r --min-size 1 --hashfile "$o.db" --json "$d"
+	rm "$d/gone/f"
+	run_tool 0 "$o.re6" -r --min-size 1 --hashfile "$o.db" --json "$d/whole"
+	[ "$(json store_records_dropped "$o.re6")" = 0 ] ||
+		die "$name: a run over whole/ dropped $(json store_records_dropped "$o.re6") records"
+	store_has() { $PY -c 'import sqlite3, sys
+n = sqlite3.connect(sys.argv[1]).execute("SELECT count(*) FROM files WHERE path LIKE ?",
+                                         ("%/" + sys.argv[2],)).fetchone()[0]
+sys.exit(0 if n else 1)' "$o.db" "$1"; }
+	store_has gone/f || die "$name: the deleted file's record went with a run over whole/"
+	run_tool 0 "$o.re7" -r --min-size 1 --hashfile "$o.db" --json "$d/"
+	[ "$(json store_records_dropped "$o.re7")" = 1 ] ||
+		die "$name: rerun dropped $(json store_records_dropped "$o.re7") records, want 1"
+	! store_has gone/f || die "$name: the deleted file's record is still in the store"
+	store_has whole/b || die "$name: a present file's record was dropped"
 
 	# a file changed between hashing and sharing
 	mkdir "$d/chg"
