@@ -135,6 +135,8 @@ struct dd_ctx {
 	} devs[64];
 	size_t ndevs;
 	uint64_t *phys_s, *phys_d;
+	uint64_t *phys_h;           /* device blocks of the chunk being hashed */
+	struct dd_pcache pcache;    /* hashes of shared device blocks read */
 	bool hook_done;
 	bool store_failed;          /* a hash store call failed: stop (exit 4) */
 	/* statistics */
@@ -144,6 +146,7 @@ struct dd_ctx {
 	uint64_t runs, whole_files;
 	uint64_t failed_ranges, failed_bytes;
 	uint64_t store_dropped;     /* hash store records of vanished files */
+	uint64_t bytes_reused;      /* shared blocks hashed from pcache, not read */
 	struct dd_failure fail[16];
 	size_t nfail;
 	size_t *changed;
@@ -485,11 +488,11 @@ static void summary(struct dd_ctx *c)
 			   ",\"would_share_bytes\":%" PRIu64 ",\"runs\":%" PRIu64
 			   ",\"whole_files\":%" PRIu64 ",\"failed_ranges\":%" PRIu64
 			   ",\"failed_bytes\":%" PRIu64 ",\"store_records_dropped\":%" PRIu64
-			   ",\"failures\":[",
+			   ",\"bytes_reused_shared\":%" PRIu64 ",\"failures\":[",
 			c->dry_run ? "true" : "false", c->files_scanned, c->bytes_scanned,
 			c->bytes_hashed, c->dup_bytes, c->shared_bytes, c->already_bytes,
 			c->would_bytes, c->runs, c->whole_files, c->failed_ranges, c->failed_bytes,
-			c->store_dropped);
+			c->store_dropped, c->bytes_reused);
 		for (size_t i = 0; i < c->nfail; i++) {
 			fprintf(o, "%s{\"error\":", i ? "," : "");
 			json_str(o, strerror(c->fail[i].error));
@@ -521,6 +524,12 @@ static void summary(struct dd_ctx *c)
 	fprintf(o, "files:            %" PRIu64 "\n", c->files_scanned);
 	fprintf(o, "scanned:          %s (%" PRIu64 " bytes), hashed %s (%" PRIu64 " bytes)\n", s,
 		c->bytes_scanned, h, c->bytes_hashed);
+	if (c->bytes_reused) {
+		char ru[32];
+		human(c->bytes_reused, ru, sizeof(ru));
+		fprintf(o, "shared, not read: %s (%" PRIu64 " bytes: blocks of other files "
+			   "already hashed)\n", ru, c->bytes_reused);
+	}
 	fprintf(o, "duplicate:        %s (%" PRIu64 " bytes) in %" PRIu64 " runs, %" PRIu64
 		   " whole files\n", d, c->dup_bytes, c->runs, c->whole_files);
 	if (c->dry_run)
@@ -547,6 +556,23 @@ static void summary(struct dd_ctx *c)
 
 /* ---- block hashes of the scanned file (side 0) and its match (side 1) ---- */
 
+/* Files below this many blocks are read without asking for their device
+ * blocks first (a map call costs about what reading them does). */
+#define DD_PCACHE_MIN_BLOCKS 16
+
+/* Block at byte pos of the chunk starting at block b0, if it is a whole
+ * block (ends by end) in an extent shared with other files whose device
+ * block was hashed before: its hash into *h, true. */
+static bool cached_block(const struct dd_ctx *c, const uint64_t *phys, uint64_t b0, uint64_t pos,
+			 uint64_t end, struct dd_hash *h)
+{
+	const struct dd_file *f = &c->files[c->cur];
+	if (!phys || pos + f->blksize > end)
+		return false;
+	uint64_t p = phys[pos / f->blksize - b0];
+	return (p & DD_PHYS_SHARED) && dd_pcache_get(&c->pcache, f->dev, p & ~DD_PHYS_SHARED, h);
+}
+
 /* Read and hash chunk ch of the current file into w; stores it. */
 static int hash_chunk(struct dd_ctx *c, struct dd_window *w, uint64_t ch)
 {
@@ -558,6 +584,13 @@ static int hash_chunk(struct dd_ctx *c, struct dd_window *w, uint64_t ch)
 	if (end > f->size)
 		end = f->size;
 	memset(w->h, 0, n * sizeof(w->h[0]));
+	/* where other files share blocks of the chunk, their hashes may be
+	 * known already: read each device block once (one map call per
+	 * chunk, so not for small files) */
+	uint64_t *phys = NULL;
+	if (n >= DD_PCACHE_MIN_BLOCKS &&
+	    dd_phys_map(c->cur_fd, f->kind, start, n, bs, c->phys_h) == 0)
+		phys = c->phys_h;
 	uint64_t pos = start;
 	while (pos < end) {
 		off_t d = lseek(c->cur_fd, (off_t)pos, SEEK_DATA), hl;
@@ -579,7 +612,18 @@ static int hash_chunk(struct dd_ctx *c, struct dd_window *w, uint64_t ch)
 		if (re > end)
 			re = end;
 		while (rb < re) {
+			if (cached_block(c, phys, b0, rb, end, &w->h[rb / bs - b0])) {
+				c->bytes_reused += bs;
+				rb += bs;
+				continue;
+			}
 			uint64_t want = re - rb < DD_READ_BYTES ? re - rb : DD_READ_BYTES;
+			struct dd_hash ign;
+			for (uint64_t q = rb + bs; phys && q < rb + want; q += bs)
+				if (cached_block(c, phys, b0, q, end, &ign)) {
+					want = q - rb;   /* read up to the next known block */
+					break;
+				}
 			ssize_t got = pread(c->cur_fd, c->rbuf, want, (off_t)rb);
 			if (got < 0)
 				return -errno;
@@ -590,7 +634,11 @@ static int hash_chunk(struct dd_ctx *c, struct dd_window *w, uint64_t ch)
 			c->bytes_hashed += (uint64_t)got;
 			for (uint64_t o = 0; o < (uint64_t)got; o += bs) {
 				size_t len = (uint64_t)got - o < bs ? (size_t)((uint64_t)got - o) : bs;
-				w->h[(rb + o) / bs - b0] = dd_hash_block(c->rbuf + o, len);
+				uint64_t bi = (rb + o) / bs - b0;
+				w->h[bi] = dd_hash_block(c->rbuf + o, len);
+				if (phys && len == bs && (phys[bi] & DD_PHYS_SHARED))
+					dd_pcache_put(&c->pcache, f->dev, phys[bi] & ~DD_PHYS_SHARED,
+						      &w->h[bi]);
 			}
 			rb += (uint64_t)got;
 		}
@@ -1217,7 +1265,9 @@ int rlfs_dedupe_main(int argc, char **argv)
 	/* per piece: 16 MiB of the smallest block size */
 	c->phys_s = malloc((DD_SHARE_MAX_CALL_BYTES / 512) * sizeof(uint64_t));
 	c->phys_d = malloc((DD_SHARE_MAX_CALL_BYTES / 512) * sizeof(uint64_t));
-	if (!c->fast || !c->rbuf || !c->phys_s || !c->phys_d) {
+	c->phys_h = malloc(DD_CHUNK_BLOCKS * sizeof(uint64_t));
+	dd_pcache_init(&c->pcache, c->memory / 4);
+	if (!c->fast || !c->rbuf || !c->phys_s || !c->phys_d || !c->phys_h) {
 		fprintf(stderr, "%s: out of memory\n", c->prog);
 		rc = EXIT_OPERATIONAL;
 		goto done;
@@ -1269,6 +1319,8 @@ done:
 	if (c->db)
 		dd_db_close(c->db);
 	dd_table_free(&c->table);
+	dd_pcache_free(&c->pcache);
+	free(c->phys_h);
 	for (size_t i = 0; i < c->nfiles; i++)
 		free(c->files[i].path);
 	free(c->files);

@@ -107,6 +107,36 @@ struct dd_table_entry *dd_table_lookup(struct dd_table *t, const struct dd_hash 
  * (outside the sample or blk too large). */
 int dd_table_insert(struct dd_table *t, const struct dd_hash *key, uint32_t file, uint64_t blk);
 
+/*
+ * Hashes of shared device blocks already read in this run, so that data
+ * shared by several files (clones, earlier dedupes) is read once: keyed by
+ * (device, physical byte address) of a whole block whose extent is flagged
+ * shared (dd_phys_map's DD_PHYS_SHARED).  The same device block holds the
+ * same bytes for every file that maps it, as long as nobody writes it
+ * during the run; a stale entry can only make the share step's own
+ * byte compare (FIDEDUPERANGE) answer "differs", never share unequal data.
+ * Open addressing, a fixed capacity chosen at the first put (a quarter of
+ * the table's memory cap, 32 bytes per entry); once 3/4 full, puts are
+ * dropped (the blocks are then read again).
+ */
+struct dd_pcache_entry {
+	uint64_t dev, phys;         /* phys 0: empty slot */
+	struct dd_hash h;
+};
+struct dd_pcache {
+	struct dd_pcache_entry *slots;
+	uint64_t capacity, used, max_bytes;
+	bool failed;                /* allocation failed: stays empty */
+};
+/* Set up an empty cache that may use up to max_bytes.  No allocation yet. */
+void dd_pcache_init(struct dd_pcache *pc, uint64_t max_bytes);
+void dd_pcache_free(struct dd_pcache *pc);
+/* The hash of device dev's block at phys (without DD_PHYS_SHARED) into
+ * *h: true if cached. */
+bool dd_pcache_get(const struct dd_pcache *pc, uint64_t dev, uint64_t phys, struct dd_hash *h);
+/* Remember it (dropped when full or out of memory). */
+void dd_pcache_put(struct dd_pcache *pc, uint64_t dev, uint64_t phys, const struct dd_hash *h);
+
 /* ---- run growing (dedupe_hash.c) ---- */
 
 /* Hash of block blk of file side (0: the destination being scanned, 1:

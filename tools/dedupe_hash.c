@@ -213,3 +213,72 @@ int dd_grow_run(dd_hash_get_fn get, void *priv, uint64_t dst_seed, uint64_t src_
 	run->nblocks = d1 - d0;
 	return 0;
 }
+
+/* ---- hashes of shared device blocks (struct dd_pcache) ---- */
+
+void dd_pcache_init(struct dd_pcache *pc, uint64_t max_bytes)
+{
+	memset(pc, 0, sizeof(*pc));
+	pc->max_bytes = max_bytes;
+}
+
+void dd_pcache_free(struct dd_pcache *pc)
+{
+	free(pc->slots);
+	pc->slots = NULL;
+	pc->capacity = pc->used = 0;
+}
+
+static uint64_t pcache_slot(const struct dd_pcache *pc, uint64_t dev, uint64_t phys)
+{
+	uint64_t x = (phys ^ (dev * 0x9E3779B97F4A7C15ull)) * 0xBF58476D1CE4E5B9ull;
+	return (x ^ (x >> 31)) & (pc->capacity - 1);
+}
+
+bool dd_pcache_get(const struct dd_pcache *pc, uint64_t dev, uint64_t phys, struct dd_hash *h)
+{
+	if (!pc->capacity || !phys)
+		return false;
+	for (uint64_t i = pcache_slot(pc, dev, phys);; i = (i + 1) & (pc->capacity - 1)) {
+		const struct dd_pcache_entry *e = &pc->slots[i];
+		if (!e->phys)
+			return false;
+		if (e->phys == phys && e->dev == dev) {
+			*h = e->h;
+			return true;
+		}
+	}
+}
+
+void dd_pcache_put(struct dd_pcache *pc, uint64_t dev, uint64_t phys, const struct dd_hash *h)
+{
+	if (!phys || pc->failed)
+		return;
+	if (!pc->capacity) {
+		uint64_t cap = 1024;
+		while (cap * 2 * sizeof(struct dd_pcache_entry) <= pc->max_bytes && cap < (1ull << 30))
+			cap *= 2;
+		pc->slots = calloc(cap, sizeof(*pc->slots));
+		if (!pc->slots) {
+			pc->failed = true;
+			return;
+		}
+		pc->capacity = cap;
+	}
+	if (pc->used >= pc->capacity / 4 * 3)
+		return;
+	for (uint64_t i = pcache_slot(pc, dev, phys);; i = (i + 1) & (pc->capacity - 1)) {
+		struct dd_pcache_entry *e = &pc->slots[i];
+		if (!e->phys) {
+			e->dev = dev;
+			e->phys = phys;
+			e->h = *h;
+			pc->used++;
+			return;
+		}
+		if (e->phys == phys && e->dev == dev) {
+			e->h = *h;
+			return;
+		}
+	}
+}

@@ -17,6 +17,8 @@
 #     by the next run over a directory above it, not by one elsewhere;
 #   - --min-size default (1) takes the small files, 4096 skips them, --exclude,
 #     a tiny --memory degrades (sampling) and still finds whole files;
+#   - a file and its clone: the shared blocks are read once (the clone's
+#     hashes come from the device blocks already hashed);
 #   - a file changed between hashing and sharing (hidden hook
 #     RLFS_DEDUPE_TEST_BEFORE_SHARE) is reported, exit 1, nothing damaged;
 #   - a file shared with a clone and an unshared copy of it: the copy's
@@ -216,6 +218,26 @@ sys.exit(0 if n else 1)' "$o.db" "$1"; }
 		die "$name: rerun dropped $(json store_records_dropped "$o.re7") records, want 1"
 	! store_has gone/f || die "$name: the deleted file's record is still in the store"
 	store_has whole/b || die "$name: a present file's record was dropped"
+
+	# a file and its clone (copy_file_range clones on all three): their
+	# shared blocks are read once, the second file's hashes come from the
+	# first's device blocks
+	mkdir "$d/cl"
+	rnd $MiB | put "$d/cl/a"
+	$PY -c 'import os, sys
+s = os.open(sys.argv[1], os.O_RDONLY)
+d = os.open(sys.argv[2], os.O_WRONLY | os.O_CREAT, 0o644)
+n, o = os.fstat(s).st_size, 0
+while o < n:
+    o += os.copy_file_range(s, d, n - o)' "$d/cl/a" "$d/cl/b"
+	sync
+	run_tool 0 "$o.cl" --json "$d/cl/a" "$d/cl/b"
+	[ "$(json already_shared_bytes "$o.cl")" = $MiB ] ||
+		{ cat "$o.cl" >&2; die "$name: the clone is not shared (copy_file_range did not clone)"; }
+	[ "$(json bytes_reused_shared "$o.cl")" = $MiB ] ||
+		{ cat "$o.cl" >&2; die "$name: clone: $(json bytes_reused_shared "$o.cl") bytes from known device blocks, want $MiB"; }
+	[ "$(json bytes_hashed "$o.cl")" = $MiB ] ||
+		die "$name: file and clone: read $(json bytes_hashed "$o.cl") bytes, want $MiB"
 
 	# a file changed between hashing and sharing
 	mkdir "$d/chg"

@@ -182,6 +182,32 @@ static void test_table_growth(void **state)
 	dd_table_free(&t);
 }
 
+/* The cache of shared device blocks: keyed by device and address, a
+ * replaced value wins, nothing before the first put, full at 3/4. */
+static void test_pcache(void **state)
+{
+	(void)state;
+	struct dd_pcache pc;
+	struct dd_hash h, a = { 1, 2 }, b = { 3, 4 };
+	dd_pcache_init(&pc, 64 * 1024);
+	assert_false(dd_pcache_get(&pc, 7, 4096, &h));
+	dd_pcache_put(&pc, 7, 4096, &a);
+	assert_true(dd_pcache_get(&pc, 7, 4096, &h));
+	assert_true(dd_hash_eq(&h, &a));
+	assert_false(dd_pcache_get(&pc, 8, 4096, &h));   /* another device */
+	assert_false(dd_pcache_get(&pc, 7, 8192, &h));
+	dd_pcache_put(&pc, 7, 4096, &b);
+	assert_true(dd_pcache_get(&pc, 7, 4096, &h));
+	assert_true(dd_hash_eq(&h, &b));
+	assert_int_equal(pc.capacity, 2048);   /* 64 KiB of 32-byte entries */
+	for (uint64_t i = 1; i <= 2 * pc.capacity; i++)
+		dd_pcache_put(&pc, 9, i * 4096, &a);
+	assert_int_equal(pc.used, pc.capacity / 4 * 3);
+	assert_true(dd_pcache_get(&pc, 9, 4096, &h));
+	assert_false(dd_pcache_get(&pc, 9, 2 * pc.capacity * 4096, &h));
+	dd_pcache_free(&pc);
+}
+
 static void test_grow(void **state)
 {
 	(void)state;
@@ -247,6 +273,7 @@ int main(void)
 		cmocka_unit_test(test_table_basic),
 		cmocka_unit_test(test_table_degrade),
 		cmocka_unit_test(test_table_growth),
+		cmocka_unit_test(test_pcache),
 		cmocka_unit_test(test_grow),
 		cmocka_unit_test(test_grow_same_file),
 	};
