@@ -71,6 +71,7 @@
 #include <sys/file.h>
 #include <linux/falloc.h>
 #include <sys/mount.h>
+#include <linux/fs.h>
 #include <sys/stat.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
@@ -678,9 +679,31 @@ static void open_flags(struct fuse_file_info *fi)
 	}
 }
 
+/* may_open (fs/namei.c) for the inode flags, which the kernel of a FUSE
+ * mount does not know: an immutable file opens for reading only, an
+ * append-only one for writing only with O_APPEND; neither with O_TRUNC.
+ * 0 or -EPERM. */
+static int may_open_flags(struct rlfs_mount *mp, fuse_ino_t ino, int flags)
+{
+	struct rlfs_fileattr fa;
+	if (rlfs_fileattr_get(mp, n2i(ino), &fa) != 0)
+		return 0;       /* not a regular file; other errors come later */
+	bool wr = (flags & O_ACCMODE) != O_RDONLY;
+	if ((fa.xflags & FS_XFLAG_IMMUTABLE) && (wr || (flags & O_TRUNC)))
+		return -EPERM;
+	if ((fa.xflags & FS_XFLAG_APPEND) && ((wr && !(flags & O_APPEND)) || (flags & O_TRUNC)))
+		return -EPERM;
+	return 0;
+}
+
 static void rl_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	GET_MP(req, mp);
+	int err = may_open_flags(mp, ino, fi->flags);
+	if (err) {
+		reply_status(req, err);
+		return;
+	}
 	open_flags(fi);
 	/* The kernel serves cached pages without a READ, so a file read
 	 * after it was written (its pages still cached) would keep its old

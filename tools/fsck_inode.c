@@ -475,6 +475,7 @@ static void decode_inode(struct fsck *f, const struct rlfs_dinode *di, uint64_t 
 	ip->parent = rlfs_get64(di->parent);
 	ip->flags = rlfs_get32(di->flags);
 	ip->cowextsize_blocks = rlfs_get32(di->cowextsize_blocks);
+	ip->extsize_blocks = rlfs_get32(di->extsize_blocks);
 	ip->format = di->format;
 	ip->aformat = di->aformat;
 	ip->forkoff = rlfs_get16(di->forkoff);
@@ -522,9 +523,17 @@ static void check_inode_forks(struct fsck *f, const struct rlfs_dinode *di, uint
 				ERR(f, "inode %" PRIu64 ": %s nanoseconds %u out of range", ino,
 				    tsn[i], rlfs_get32(ts[i]->nsec));
 	}
-	if (ip.flags & ~(uint32_t)(RLFS_DIFLAG_IMMUTABLE | RLFS_DIFLAG_APPEND |
-				   RLFS_DIFLAG_NODUMP | RLFS_DIFLAG_NOATIME))
+	if (ip.flags & ~(uint32_t)RLFS_DIFLAG_ALL)
 		ERR(f, "inode %" PRIu64 ": unknown flags 0x%x", ino, ip.flags);
+	/* the extent size hints as XFS's verifier (xfs_inode_validate_extsize
+	 * and _cowextsize): the right file type, non-zero with its flag and
+	 * zero without, at most half an AG */
+	if (rlfs_extsize_valid(mp, ip.mode, ip.flags, ip.extsize_blocks))
+		ERR(f, "inode %" PRIu64 ": extent size hint %u blocks invalid for mode 0%o "
+		    "flags 0x%x", ino, ip.extsize_blocks, ip.mode, ip.flags);
+	if (rlfs_cowextsize_valid(mp, ip.mode, ip.flags, ip.cowextsize_blocks))
+		ERR(f, "inode %" PRIu64 ": CoW extent size hint %u blocks invalid for mode 0%o "
+		    "flags 0x%x", ino, ip.cowextsize_blocks, ip.mode, ip.flags);
 	if (ip.forkoff > litsz) {
 		ERR(f, "inode %" PRIu64 ": forkoff %u beyond the literal area (%u bytes)", ino,
 		    ip.forkoff, litsz);
