@@ -524,9 +524,11 @@ int rlfs_setattr(struct rlfs_mount *mp, uint64_t ino, const struct stat *st,
 		newsize = (uint64_t)st->st_size;
 	}
 	/* notify_change: immutable or append-only inodes refuse attribute
-	 * changes; append-only still allows setting times to "now". */
+	 * changes; append-only still allows setting times to "now" (which a
+	 * FUSE kernel sends with an explicit ctime: it alone is no change
+	 * the kernel would refuse). */
 	unsigned strict = RLFS_SET_MODE | RLFS_SET_UID | RLFS_SET_GID | RLFS_SET_SIZE |
-			  RLFS_SET_ATIME | RLFS_SET_MTIME | RLFS_SET_CTIME;
+			  RLFS_SET_ATIME | RLFS_SET_MTIME;
 	if ((ip->flags & RLFS_DIFLAG_IMMUTABLE) && valid) {
 		error = -EPERM;
 		goto out;
