@@ -12,7 +12,8 @@
 # the flag, which the kernel checks at open only), whose reflinkfs side
 # is checked here.  Then `reflinkfs io` stat/lsattr/chattr/extsize/
 # cowextsize against xfs_io's output, persistence across a remount, and
-# fsck -n clean.
+# fsck -n clean; fsck finds a bad hint and an unknown flag and repair
+# resets them.
 . "$(dirname "$0")/../lib.sh"
 common_setup
 command -v xfs_io >/dev/null || die "xfs_io missing (apt-get install xfsprogs)"
@@ -138,6 +139,34 @@ assert b"S" not in app and app[8292:] == bytes(len(app) - 8292), app[8292:8300]
 EOF
 clear_flags "$MNT"
 clear_flags "$T/xfs"
+pino=$(stat -c %i "$MNT/p")
+cino=$(stat -c %i "$MNT/p/child")
 rlfs_umount "$MNT"
 rlfs_fsck "$IMG"
+
+# 5. fsck checks the hints as XFS's verifier and repair resets bad ones
+EDIT=$SRCDIR/tests/helpers/imgedit.py
+$PY "$EDIT" inode-set "$IMG" "$pino" extsize_blocks 0          # flag without hint
+cflags=$($PY "$EDIT" inode-get "$IMG" "$cino" flags)
+$PY "$EDIT" inode-set "$IMG" "$cino" flags $((cflags | 0x100))   # unknown bit 8
+rc=0
+"$RLFS" fsck -n "$IMG" >"$T/fsck.out" 2>&1 || rc=$?
+[ $rc != 0 ] || die "fsck -n passed a directory with EXTSZINHERIT and no hint"
+grep -q "inode $pino: extent size hint 0 blocks invalid" "$T/fsck.out" ||
+	{ cat "$T/fsck.out" >&2; die "fsck did not name the bad hint"; }
+grep -q "inode $cino: unknown flags 0x100" "$T/fsck.out" ||
+	{ cat "$T/fsck.out" >&2; die "fsck did not name the unknown flag"; }
+rc=0
+"$RLFS" fsck "$IMG" >"$T/fsck.out" 2>&1 || rc=$?
+[ $rc -le 1 ] || { cat "$T/fsck.out" >&2; die "fsck repair exited $rc"; }
+rlfs_fsck "$IMG"
+rlfs_mount "$IMG" "$MNT" -o allow_other
+got=$($PY "$OPS" get "$MNT/p")
+[ "$got" = "xflags=0x10080 extsize=0 cowextsize=262144 flags=0x40" ] ||
+	die "repair left p as '$got'"
+got=$($PY "$OPS" get "$MNT/p/child")
+[ "$got" = "xflags=0x10880 extsize=65536 cowextsize=262144 flags=0x40" ] ||
+	die "repair left p/child as '$got'"
+rlfs_umount "$MNT"
+log "fsck: bad hint and unknown flag found and reset"
 log "ok"
