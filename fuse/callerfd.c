@@ -302,6 +302,8 @@ int caller_creds_get(fuse_req_t req, struct caller_creds *c)
 	c->fsetid = init_ns && (eff & (1ull << 4));        /* CAP_FSETID */
 	c->sysadmin = init_ns && (eff & (1ull << 21));     /* CAP_SYS_ADMIN */
 	c->dac_override = init_ns && (eff & (1ull << 1));  /* CAP_DAC_OVERRIDE */
+	c->fowner = init_ns && (eff & (1ull << 3));        /* CAP_FOWNER */
+	c->linux_immutable = init_ns && (eff & (1ull << 9)); /* CAP_LINUX_IMMUTABLE */
 	c->known = true;
 	return 0;
 }

@@ -71,6 +71,7 @@
 #include <sys/file.h>
 #include <linux/falloc.h>
 #include <sys/mount.h>
+#include <linux/fs.h>
 #include <sys/stat.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
@@ -495,11 +496,69 @@ static void setattr_trim_job(struct slow_job *job)
 	setattr_finish(job->req, mp, job->ino, &attr, valid);
 }
 
+/*
+ * The writeback cache's time flush (fs/fuse/file.c fuse_flush_times:
+ * explicit mtime and ctime, with a writer's handle) comes after the
+ * kernel updated its cached times itself (file_modified at a write or a
+ * fallocate), also for a write or fallocate that this daemon then refuses
+ * because the file is immutable or append-only (a FUSE kernel does not
+ * know the flags; XFS refuses before it touches the times).  Refusing the
+ * flush too would make the kernel report EIO on the file's next
+ * writeback.  So for an immutable file it is answered with the times
+ * unchanged, for an append-only one (whose appends do change it) mtime
+ * and ctime become "now": 1 when replied here, 0 to go on.  (A futimens(2) of mtime alone through
+ * a descriptor opened before the flag was set looks the same and is
+ * ignored the same way, where the kernel would say EPERM.)
+ */
+static int times_flush_refused(fuse_req_t req, struct rlfs_mount *mp, fuse_ino_t ino)
+{
+	struct rlfs_fileattr fa;
+	struct stat st;
+	if (rlfs_fileattr_get(mp, n2i(ino), &fa) != 0 ||
+	    !(fa.xflags & (FS_XFLAG_IMMUTABLE | FS_XFLAG_APPEND)))
+		return 0;
+	if (fa.xflags & FS_XFLAG_APPEND) {
+		/* appends change the data: mtime and ctime become "now",
+		 * which append-only allows */
+		memset(&st, 0, sizeof(st));
+		setattr_finish(req, mp, ino, &st, RLFS_SET_MTIME_NOW);
+		return 1;
+	}
+	if (rlfs_getattr(mp, n2i(ino), &st) != 0)
+		return 0;
+	fuse_reply_attr(req, &st, RLFS_FUSE_TIMEOUT);
+	return 1;
+}
+
+/*
+ * utimes(path, NULL) ("now", which an append-only file allows) reaches a
+ * writeback-cache daemon as atime NOW but mtime explicit: the kernel trusts
+ * its own clock for mtime (fs/fuse/dir.c iattr_to_fattr,
+ * trust_local_cmtime).  On an append-only file such an mtime within two
+ * seconds of now is taken as "now", so that touch(1) works as on XFS;
+ * true when it is.
+ */
+static bool touch_mtime_now(struct rlfs_mount *mp, fuse_ino_t ino, int to_set,
+			    const struct stat *attr)
+{
+	if (!(to_set & FUSE_SET_ATTR_ATIME_NOW))
+		return false;
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	if (attr->st_mtim.tv_sec < now.tv_sec - 2 || attr->st_mtim.tv_sec > now.tv_sec + 2)
+		return false;
+	struct rlfs_fileattr fa;
+	return rlfs_fileattr_get(mp, n2i(ino), &fa) == 0 && (fa.xflags & FS_XFLAG_APPEND);
+}
+
 static void rl_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
 		       struct fuse_file_info *fi)
 {
-	(void)fi;
 	GET_MP(req, mp);
+	if (fi && (to_set & FUSE_SET_ATTR_MTIME) &&
+	    !(to_set & ~(FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_CTIME)) &&
+	    times_flush_refused(req, mp, ino))
+		return;
 	unsigned valid = 0;
 	if (to_set & FUSE_SET_ATTR_MODE)
 		valid |= RLFS_SET_MODE;
@@ -516,7 +575,8 @@ static void rl_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 	if (to_set & FUSE_SET_ATTR_MTIME_NOW)
 		valid |= RLFS_SET_MTIME_NOW;
 	else if (to_set & FUSE_SET_ATTR_MTIME)
-		valid |= RLFS_SET_MTIME;
+		valid |= touch_mtime_now(mp, ino, to_set, attr) ? RLFS_SET_MTIME_NOW
+							       : RLFS_SET_MTIME;
 	if (to_set & FUSE_SET_ATTR_CTIME)
 		valid |= RLFS_SET_CTIME;
 	/* the kernel's FATTR_KILL_SUIDGID (same bit), sent under
@@ -678,9 +738,31 @@ static void open_flags(struct fuse_file_info *fi)
 	}
 }
 
+/* may_open (fs/namei.c) for the inode flags, which the kernel of a FUSE
+ * mount does not know: an immutable file opens for reading only, an
+ * append-only one for writing only with O_APPEND; neither with O_TRUNC.
+ * 0 or -EPERM. */
+static int may_open_flags(struct rlfs_mount *mp, fuse_ino_t ino, int flags)
+{
+	struct rlfs_fileattr fa;
+	if (rlfs_fileattr_get(mp, n2i(ino), &fa) != 0)
+		return 0;       /* not a regular file; other errors come later */
+	bool wr = (flags & O_ACCMODE) != O_RDONLY;
+	if ((fa.xflags & FS_XFLAG_IMMUTABLE) && (wr || (flags & O_TRUNC)))
+		return -EPERM;
+	if ((fa.xflags & FS_XFLAG_APPEND) && ((wr && !(flags & O_APPEND)) || (flags & O_TRUNC)))
+		return -EPERM;
+	return 0;
+}
+
 static void rl_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	GET_MP(req, mp);
+	int err = may_open_flags(mp, ino, fi->flags);
+	if (err) {
+		reply_status(req, err);
+		return;
+	}
 	open_flags(fi);
 	/* The kernel serves cached pages without a READ, so a file read
 	 * after it was written (its pages still cached) would keep its old
@@ -838,6 +920,18 @@ static void direct_write_job(struct slow_job *job)
 	fuse_reply_write(job->req, job->in_len);
 }
 
+/* After a refused writeback WRITE: the kernel keeps the refused bytes in
+ * its page cache (clean, AS_EIO noted), where reads would find them;
+ * dropping the range makes the next read come here for the file's real
+ * bytes.  On the slow pool, after the WRITE's reply (the invalidation
+ * waits for that page writeback to end). */
+static void refused_write_job(struct slow_job *job)
+{
+	struct fuse_session *se = g_se;
+	if (se)
+		fuse_lowlevel_notify_inval_inode(se, job->ino, job->off, (off_t)job->in_len);
+}
+
 static void rl_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size,
 		     off_t off, struct fuse_file_info *fi)
 {
@@ -895,6 +989,17 @@ static void rl_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 	}
 	if (n < 0) {
 		reply_status(req, (int)n);
+		if (n == -EPERM && fi && fi->writepage) {
+			/* immutable or append-only since the write was cached */
+			struct slow_job *job = calloc(1, sizeof(*job));
+			if (job) {
+				job->run = refused_write_job;
+				job->ino = ino;
+				job->off = off;
+				job->in_len = size;
+				slow_submit(job);
+			}
+		}
 	} else {
 		fuse_reply_write(req, (size_t)n);
 	}

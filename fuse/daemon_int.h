@@ -12,6 +12,8 @@
  *   session.c  mounting, daemonizing, signals, the /dev/fuse request
  *              loop, unmounting (rlfs_daemon_run, rlfs_daemon_umount)
  *   uring.c    FUSE over io_uring and the custom io (uring.h)
+ *   fileattr.c inode flags and extent size hints (FS_IOC_GETFLAGS...,
+ *              FS_IOC_FSGETXATTR...), which the kernel forwards
  *   remount.c  the mount as the kernel sees it (read-only?, atime flags):
  *              remount, the mount-state ioctl, the atime policy
  *
@@ -184,6 +186,8 @@ struct caller_creds {
 	bool fsetid;            /* CAP_FSETID in the initial user namespace */
 	bool sysadmin;          /* CAP_SYS_ADMIN in the initial user namespace */
 	bool dac_override;      /* CAP_DAC_OVERRIDE in the initial user namespace */
+	bool fowner;            /* CAP_FOWNER in the initial user namespace */
+	bool linux_immutable;   /* CAP_LINUX_IMMUTABLE in the initial user namespace */
 	gid_t fsgid;
 	int ngroups;
 	gid_t groups[CALLER_MAX_GROUPS];
@@ -192,6 +196,18 @@ struct caller_creds {
 int caller_creds_get(fuse_req_t req, struct caller_creds *c);
 /* in_group_p(): gid is the caller's fsgid or one of its groups. */
 bool caller_in_group(const struct caller_creds *c, gid_t gid);
+
+/* fileattr.c: FS_IOC_GETFLAGS/SETFLAGS (and their 32-bit numbers) and
+ * FS_IOC_FSGETXATTR/FSSETXATTR, as the kernel forwards them (fs/fuse/
+ * ioctl.c fuse_priv_ioctl: in and out sizes exactly the argument's).
+ * Replies to req: the argument, or EINVAL (other sizes), EPERM (not the
+ * owner without CAP_FOWNER; IMMUTABLE/APPEND changed without
+ * CAP_LINUX_IMMUTABLE), EOPNOTSUPP, ENOTTY and the library's errors
+ * (rlfs_fileattr_set).  On a slow-pool thread (a set flushes the file's
+ * dirty pages first). */
+bool fileattr_ioctl_cmd(unsigned int cmd);
+void fileattr_ioctl(fuse_req_t req, struct rlfs_mount *mp, fuse_ino_t ino, unsigned int cmd,
+		    const void *in_buf, size_t in_bufsz, size_t out_bufsz);
 
 /* session.c */
 void unescape_mountinfo(char *s);

@@ -790,11 +790,12 @@ static void getfsmap_ioctl(fuse_req_t req, struct rlfs_mount *mp, const void *in
 }
 
 /*
- * ioctl: only the private, restricted ioctls of reflinkfs/ioctl.h (fixed
+ * ioctl: the private, restricted ioctls of reflinkfs/ioctl.h (fixed
  * sizes encoded in the number, so the kernel copies the argument in and
  * out itself).  Their layouts are the same for 32-bit callers
  * (FUSE_IOCTL_COMPAT: only 64-bit fields, naturally aligned), so compat
- * requests are served the same way.  Other ioctls: ENOTTY.
+ * requests are served the same way.  And the fileattr ioctls the kernel
+ * forwards itself (fileattr.c).  Other ioctls: ENOTTY.
  */
 static void ioctl_work(fuse_req_t req, fuse_ino_t ino, unsigned int c,
 		       struct fuse_file_info *fi, unsigned flags, const void *in_buf,
@@ -913,6 +914,10 @@ static void ioctl_work(fuse_req_t req, fuse_ino_t ino, unsigned int c,
 		return;
 	}
 	default:
+		if (fileattr_ioctl_cmd(c)) {
+			fileattr_ioctl(req, mp, ino, c, in_buf, in_bufsz, out_bufsz);
+			return;
+		}
 		fuse_reply_err(req, ENOTTY);
 		return;
 	}
@@ -935,7 +940,8 @@ void rl_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
 	    (cmd != RLFS_IOC_CLONE && cmd != RLFS_IOC_CLONE_RANGE &&
 	     cmd != RLFS_IOC_GET_EXTENTS && cmd != RLFS_IOC_UNSHARE_RANGE &&
 	     cmd != RLFS_IOC_MOUNT_STATE && cmd != RLFS_IOC_GETFSMAP &&
-	     cmd != RLFS_IOC_FSMAP_GEOM && cmd != RLFS_IOC_DEDUPE_RANGE)) {
+	     cmd != RLFS_IOC_FSMAP_GEOM && cmd != RLFS_IOC_DEDUPE_RANGE &&
+	     !fileattr_ioctl_cmd(cmd))) {
 		fuse_reply_err(req, ENOTTY);
 		return;
 	}

@@ -61,6 +61,7 @@
 #define UNMAP_PER_TX RLFS_TX_UNMAP_EXTENTS /* extents removed per rolled transaction */
 #define FALLOC_CHUNK_BLOCKS ((uint64_t)RLFS_MAX_EXTLEN)
 #define COW_CHUNK_BLOCKS RLFS_TX_COW_BLOCKS /* blocks copied-on-write per transaction */
+#define APPEND_CHECK_MAX (8u << 20)     /* bytes an append-only rewrite may compare */
 
 static const uint8_t zero_block[RLFS_MAX_BLOCKSIZE];
 
@@ -523,9 +524,11 @@ int rlfs_setattr(struct rlfs_mount *mp, uint64_t ino, const struct stat *st,
 		newsize = (uint64_t)st->st_size;
 	}
 	/* notify_change: immutable or append-only inodes refuse attribute
-	 * changes; append-only still allows setting times to "now". */
+	 * changes; append-only still allows setting times to "now" (which a
+	 * FUSE kernel sends with an explicit ctime: it alone is no change
+	 * the kernel would refuse). */
 	unsigned strict = RLFS_SET_MODE | RLFS_SET_UID | RLFS_SET_GID | RLFS_SET_SIZE |
-			  RLFS_SET_ATIME | RLFS_SET_MTIME | RLFS_SET_CTIME;
+			  RLFS_SET_ATIME | RLFS_SET_MTIME;
 	if ((ip->flags & RLFS_DIFLAG_IMMUTABLE) && valid) {
 		error = -EPERM;
 		goto out;
@@ -615,6 +618,31 @@ out:
 /* ------------------------------------------------------------------ */
 /* read / write                                                         */
 /* ------------------------------------------------------------------ */
+
+/*
+ * An append-only file takes writes at its end only.  The FUSE writeback
+ * cache writes whole pages, so data appended to a partial last page comes
+ * back with the bytes before the old end again: such a write is an append
+ * when every byte it has below the end equals what the file holds
+ * (read and compared here).  0, or -EPERM (a real overwrite, or a write
+ * starting past the end), -ENOMEM, -EIO.  Under ip's iolock.
+ */
+static int append_rewrite_ok(struct rlfs_inode *ip, const void *buf, uint64_t off, size_t size)
+{
+	if (off > ip->size || size == 0)
+		return -EPERM;
+	uint64_t n = RLFS_MIN((uint64_t)size, ip->size - off);
+	if (n > APPEND_CHECK_MAX)
+		return -EPERM;
+	uint8_t *old = malloc(n);
+	if (!old)
+		return -ENOMEM;
+	int error = rlfs_read_mapped(ip, old, off, off + n);
+	if (!error && memcmp(old, buf, n) != 0)
+		error = -EPERM;
+	free(old);
+	return error;
+}
 
 ssize_t rlfs_read(struct rlfs_mount *mp, uint64_t ino, void *buf, size_t size, off_t off)
 {
@@ -706,8 +734,9 @@ ssize_t rlfs_write_flags(struct rlfs_mount *mp, uint64_t ino, const void *buf, s
 		goto out;
 	}
 	if ((ip->flags & RLFS_DIFLAG_APPEND) && (uint64_t)off != ip->size) {
-		error = -EPERM;
-		goto out;
+		error = append_rewrite_ok(ip, buf, (uint64_t)off, size);
+		if (error)
+			goto out;
 	}
 	if (size == 0)
 		goto out;

@@ -388,6 +388,7 @@ static void dinode_decode(struct rlfs_inode *ip, const struct rlfs_dinode *dip)
 	ip->parent = rlfs_get64(dip->parent);
 	ip->flags = rlfs_get32(dip->flags);
 	ip->cowextsize_blocks = rlfs_get32(dip->cowextsize_blocks);
+	ip->extsize_blocks = rlfs_get32(dip->extsize_blocks);
 	ip->format = dip->format;
 	ip->aformat = dip->aformat;
 	ip->forkoff = rlfs_get16(dip->forkoff);
@@ -505,7 +506,7 @@ int rlfs_inode_flush_to_buf(struct rlfs_trans *tp, struct rlfs_inode *ip)
 	rlfs_put64(dip->root, ip->root);
 	rlfs_put16(dip->root_level, ip->root_level);
 	rlfs_put16(dip->aroot_level, ip->aroot_level);
-	rlfs_put32(dip->pad0, 0);
+	rlfs_put32(dip->extsize_blocks, ip->extsize_blocks);
 	rlfs_put64(dip->aroot, ip->aroot);
 	rlfs_put32(dip->acount, ip->acount);
 
@@ -558,7 +559,7 @@ struct inode_snap {
 	uint64_t size, nblocks;
 	struct timespec atime, mtime, ctime, crtime;
 	uint64_t rdev, generation, parent;
-	uint32_t flags, cowextsize_blocks;
+	uint32_t flags, cowextsize_blocks, extsize_blocks;
 	uint8_t format, aformat;
 	uint16_t forkoff;
 	uint64_t root;
@@ -582,6 +583,7 @@ struct inode_snap {
 	(d)->crtime = (s)->crtime; (d)->rdev = (s)->rdev; \
 	(d)->generation = (s)->generation; (d)->parent = (s)->parent; \
 	(d)->flags = (s)->flags; (d)->cowextsize_blocks = (s)->cowextsize_blocks; \
+	(d)->extsize_blocks = (s)->extsize_blocks; \
 	(d)->format = (s)->format; (d)->aformat = (s)->aformat; \
 	(d)->forkoff = (s)->forkoff; (d)->root = (s)->root; \
 	(d)->root_level = (s)->root_level; (d)->aroot = (s)->aroot; \
@@ -606,7 +608,8 @@ static bool datasync_changed(const struct rlfs_inode *ip, const struct inode_sna
 	    ip->nlink != s->nlink || ip->size != s->size || ip->nblocks != s->nblocks ||
 	    ip->rdev != s->rdev || ip->generation != s->generation ||
 	    ip->parent != s->parent || ip->flags != s->flags ||
-	    ip->cowextsize_blocks != s->cowextsize_blocks || ip->format != s->format ||
+	    ip->cowextsize_blocks != s->cowextsize_blocks ||
+	    ip->extsize_blocks != s->extsize_blocks || ip->format != s->format ||
 	    ip->aformat != s->aformat || ip->forkoff != s->forkoff || ip->root != s->root ||
 	    ip->root_level != s->root_level || ip->aroot != s->aroot ||
 	    ip->aroot_level != s->aroot_level || ip->acount != s->acount)

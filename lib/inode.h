@@ -39,7 +39,8 @@ struct rlfs_inode {
 	struct timespec atime, mtime, ctime, crtime;
 	uint64_t rdev, generation, parent;
 	uint32_t flags;             /* RLFS_DIFLAG_* */
-	uint32_t cowextsize_blocks;
+	uint32_t cowextsize_blocks;   /* RLFS_DIFLAG_COWEXTSIZE: CoW hint */
+	uint32_t extsize_blocks;      /* RLFS_DIFLAG_EXTSIZE/EXTSZINHERIT hint */
 	uint8_t format, aformat;
 	uint16_t forkoff;
 	uint64_t root;              /* BTREE: data fork / dir tree root fsbno */
@@ -114,6 +115,32 @@ void rlfs_irele(struct rlfs_inode *ip);
 /* FUSE lookup count: +1 for each reply entry, -n on forget. */
 void rlfs_inode_lookup_add(struct rlfs_inode *ip, uint64_t n);
 void rlfs_inode_forget(struct rlfs_mount *mp, uint64_t ino, uint64_t n);
+
+/*
+ * Extent size hints and inode flags (lib/fileattr.c).
+ *
+ * rlfs_extsize_valid / rlfs_cowextsize_valid: XFS's inode verifiers
+ * (libxfs/xfs_inode_buf.c xfs_inode_validate_extsize/_cowextsize) for a
+ * hint in blocks with diflags (RLFS_DIFLAG_*) on an inode of mode: the
+ * flag only on the file types it fits (EXTSIZE regular files,
+ * EXTSZINHERIT directories, COWEXTSIZE both), non-zero with the flag and
+ * zero without, at most 2^21 - 1 blocks and half an AG.  0 or -EINVAL.
+ */
+int rlfs_extsize_valid(const struct rlfs_mount *mp, uint32_t mode, uint32_t diflags,
+		       uint32_t extsize_blocks);
+int rlfs_cowextsize_valid(const struct rlfs_mount *mp, uint32_t mode, uint32_t diflags,
+			  uint32_t cowextsize_blocks);
+/* A new inode ip created in directory dp takes dp's inheritable flags and
+ * hints (xfs_inode_inherit_flags/_flags2): EXTSZINHERIT becomes EXTSIZE on
+ * a regular file and stays EXTSZINHERIT on a directory, COWEXTSIZE,
+ * NOATIME and NODUMP pass on; hints the verifier refuses are dropped.
+ * Regular files and directories only; the caller logs ip. */
+void rlfs_inherit_flags(struct rlfs_inode *ip, const struct rlfs_inode *dp);
+/* The CoW extent size hint in force for ip, in blocks: its own with
+ * RLFS_DIFLAG_COWEXTSIZE, else the filesystem default (XFS: 32 blocks,
+ * XFS_DEFAULT_COWEXTSZ_HINT).  For the CoW fork (issue 13 part 1). */
+#define RLFS_DEFAULT_COWEXTSIZE_BLOCKS 32u
+uint32_t rlfs_cowextsize_hint_blocks(const struct rlfs_inode *ip);
 
 /* Initialise a newly allocated inode (after rlfs_ialloc) as an empty file
  * of the given mode; logs it. Returns it referenced.  nlink starts at 1

@@ -454,6 +454,7 @@ static int do_create(struct rlfs_mount *mp, uint64_t dir, const char *name, uint
 	ip->nlink = S_ISDIR(mode) ? 2 : 1;
 	if (S_ISDIR(mode))
 		ip->parent = dp->ino;
+	rlfs_inherit_flags(ip, dp);
 	if (target) {
 		error = symlink_write(tp, ip, target, tlen);
 		if (error)

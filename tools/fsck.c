@@ -529,6 +529,10 @@ static void fix_list(const struct fsck *f, char *buf, size_t len)
 	if (f->nfix_links)
 		list_add(buf, len, &n, "%" PRIu64 " link count%s", f->nfix_links,
 			 f->nfix_links == 1 ? "" : "s");
+	if (f->nfix_hints)
+		list_add(buf, len, &n, "%" PRIu64 " inode flag%s or extent size hint%s reset",
+			 f->nfix_hints, f->nfix_hints == 1 ? "" : "s",
+			 f->nfix_hints == 1 ? "" : "s");
 	if (f->nfix_parents)
 		list_add(buf, len, &n, "%" PRIu64 " directory parent pointer%s", f->nfix_parents,
 			 f->nfix_parents == 1 ? "" : "s");

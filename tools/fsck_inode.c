@@ -475,6 +475,7 @@ static void decode_inode(struct fsck *f, const struct rlfs_dinode *di, uint64_t 
 	ip->parent = rlfs_get64(di->parent);
 	ip->flags = rlfs_get32(di->flags);
 	ip->cowextsize_blocks = rlfs_get32(di->cowextsize_blocks);
+	ip->extsize_blocks = rlfs_get32(di->extsize_blocks);
 	ip->format = di->format;
 	ip->aformat = di->aformat;
 	ip->forkoff = rlfs_get16(di->forkoff);
@@ -488,6 +489,50 @@ static void decode_inode(struct fsck *f, const struct rlfs_dinode *di, uint64_t 
 	ip->refcount = 1;
 	pthread_rwlock_init(&ip->iolock, NULL);
 }
+
+/*
+ * The flags and extent size hints as XFS's verifier
+ * (xfs_inode_validate_extsize and _cowextsize): known bits only, each hint
+ * flag on the file types it fits, a hint non-zero with its flag and zero
+ * without, at most 2^21 - 1 blocks and half an AG.  Repair clears unknown
+ * bits and resets a bad hint (its flags and field to 0), as xfs_repair
+ * resets a bad extent size hint: fixable findings.
+ */
+static void check_flags(struct fsck *f, const struct rlfs_inode *ip, uint64_t ino)
+{
+	struct rlfs_mount *mp = f->mp;
+	struct ifix x = { .ino = ino };
+	const uint32_t ext = RLFS_DIFLAG_EXTSIZE | RLFS_DIFLAG_EXTSZINHERIT;
+
+	if (ip->flags & ~(uint32_t)RLFS_DIFLAG_ALL) {
+		FIXABLE(f, "inode %" PRIu64 ": unknown flags 0x%x; repair clears them", ino,
+			ip->flags & ~(uint32_t)RLFS_DIFLAG_ALL);
+		x.clear_diflags |= ~(uint32_t)RLFS_DIFLAG_ALL;
+	}
+	if (rlfs_extsize_valid(mp, ip->mode, ip->flags, ip->extsize_blocks)) {
+		FIXABLE(f, "inode %" PRIu64 ": extent size hint %u blocks invalid for mode 0%o "
+			"flags 0x%x; repair resets it", ino, ip->extsize_blocks, ip->mode,
+			ip->flags);
+		x.clear_diflags |= ext;
+		x.zero_extsize = true;
+	}
+	if (rlfs_cowextsize_valid(mp, ip->mode, ip->flags, ip->cowextsize_blocks)) {
+		FIXABLE(f, "inode %" PRIu64 ": CoW extent size hint %u blocks invalid for mode "
+			"0%o flags 0x%x; repair resets it", ino, ip->cowextsize_blocks, ip->mode,
+			ip->flags);
+		x.clear_diflags |= RLFS_DIFLAG_COWEXTSIZE;
+		x.zero_cowextsize = true;
+	}
+	if (!x.clear_diflags)
+		return;
+	struct ifix *n = fsck_grow(f, f->ifixes, &f->ifixes_cap, f->nifixes, sizeof(*n));
+	if (!n)
+		return;
+	f->ifixes = n;
+	f->ifixes[f->nifixes++] = x;
+	f->nfix_hints++;
+}
+
 
 /* Check one in-use inode (already verified magic/ino) and walk its forks. */
 static void check_inode_forks(struct fsck *f, const struct rlfs_dinode *di, uint64_t ino,
@@ -522,9 +567,7 @@ static void check_inode_forks(struct fsck *f, const struct rlfs_dinode *di, uint
 				ERR(f, "inode %" PRIu64 ": %s nanoseconds %u out of range", ino,
 				    tsn[i], rlfs_get32(ts[i]->nsec));
 	}
-	if (ip.flags & ~(uint32_t)(RLFS_DIFLAG_IMMUTABLE | RLFS_DIFLAG_APPEND |
-				   RLFS_DIFLAG_NODUMP | RLFS_DIFLAG_NOATIME))
-		ERR(f, "inode %" PRIu64 ": unknown flags 0x%x", ino, ip.flags);
+	check_flags(f, &ip, ino);
 	if (ip.forkoff > litsz) {
 		ERR(f, "inode %" PRIu64 ": forkoff %u beyond the literal area (%u bytes)", ino,
 		    ip.forkoff, litsz);

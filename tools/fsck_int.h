@@ -176,6 +176,9 @@ struct ifix {
 	uint32_t nlink;             /* new link count, if set_nlink */
 	bool set_nlink;
 	bool clear_next;            /* set next_unlinked to 0 (broken list) */
+	uint32_t clear_diflags;     /* RLFS_DIFLAG_* bits to clear (bad hints,
+				     * unknown bits) */
+	bool zero_extsize, zero_cowextsize; /* hint fields to set to 0 */
 };
 
 struct fsck {
@@ -200,6 +203,7 @@ struct fsck {
 
 	/* what repair would do, by kind (each also counted in ncounter) */
 	uint64_t nfix_counters, nfix_links, nfix_parents;
+	uint64_t nfix_hints;        /* inodes whose flags/hints repair resets */
 	bool fix_state;             /* the unclean-unmount flag */
 	struct ifix *ifixes;
 	size_t nifixes, ifixes_cap;

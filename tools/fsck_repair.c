@@ -165,6 +165,12 @@ int fsck_fix_inodes(struct fsck *f)
 			rlfs_put64(di->parent, x->parent);
 		if (x->clear_next)
 			rlfs_put64(di->next_unlinked, 0);
+		if (x->clear_diflags)
+			rlfs_put32(di->flags, rlfs_get32(di->flags) & ~x->clear_diflags);
+		if (x->zero_extsize)
+			rlfs_put32(di->extsize_blocks, 0);
+		if (x->zero_cowextsize)
+			rlfs_put32(di->cowextsize_blocks, 0);
 		rlfs_cksum_update(di, mp->inodesize, offsetof(struct rlfs_dinode, crc));
 		err = rlfs_dev_pwrite(f->dev, blk, mp->blocksize, fsbno << mp->blocklog);
 	}

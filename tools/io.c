@@ -17,7 +17,11 @@
  *   fzero [-k] off len                        ZERO_RANGE
  *   funshare [-k] off len                     FALLOC_FL_UNSHARE_RANGE
  *   truncate off                              ftruncate(2)
- *   stat                                      fstat(2) plus extent counts
+ *   stat                                      fstat(2) plus extent counts and
+ *                                            xfs_io's fsxattr lines
+ *   lsattr [-v], chattr +/-FLAGS               inode flags (xfs_io's letters)
+ *   extsize [N], cowextsize [N]               extent size hints (FS_IOC_FSGETXATTR
+ *                                            / FSSETXATTR, xfs_io's output)
  *   fsync, fdatasync                          fsync(2), fdatasync(2)
  *   help, quit
  *
@@ -42,6 +46,7 @@
 #include <unistd.h>
 
 #include <linux/falloc.h>
+#include <linux/fs.h>
 
 #include <reflinkfs/ioctl.h>
 
@@ -550,6 +555,198 @@ static const char *ftype(mode_t m)
 	return "unknown";
 }
 
+/* ------------------------------------------------------------------ */
+/* inode flags and extent size hints: xfs_io's chattr, lsattr, extsize,
+ * cowextsize and the fsxattr lines of stat (xfsprogs io/attr.c,
+ * io/open.c, io/cowextsize.c, io/stat.c), through FS_IOC_FSGETXATTR /
+ * FS_IOC_FSSETXATTR, which the kernel forwards to the daemon */
+
+/* xfs_io's flag letters and names, in its order (io/attr.c xflags[]) */
+static const struct {
+	uint32_t flag;
+	char letter;
+	const char *name;
+} io_xflags[] = {
+	{ FS_XFLAG_REALTIME, 'r', "realtime" },
+	{ FS_XFLAG_PREALLOC, 'p', "prealloc" },
+	{ FS_XFLAG_IMMUTABLE, 'i', "immutable" },
+	{ FS_XFLAG_APPEND, 'a', "append-only" },
+	{ FS_XFLAG_SYNC, 's', "sync" },
+	{ FS_XFLAG_NOATIME, 'A', "no-atime" },
+	{ FS_XFLAG_NODUMP, 'd', "no-dump" },
+	{ FS_XFLAG_RTINHERIT, 't', "rt-inherit" },
+	{ FS_XFLAG_PROJINHERIT, 'P', "proj-inherit" },
+	{ FS_XFLAG_NOSYMLINKS, 'n', "nosymlinks" },
+	{ FS_XFLAG_EXTSIZE, 'e', "extsize" },
+	{ FS_XFLAG_EXTSZINHERIT, 'E', "extsz-inherit" },
+	{ FS_XFLAG_NODEFRAG, 'f', "no-defrag" },
+	{ FS_XFLAG_FILESTREAM, 'S', "filestream" },
+	{ FS_XFLAG_DAX, 'x', "dax" },
+	{ FS_XFLAG_COWEXTSIZE, 'C', "cowextsize" },
+	{ FS_XFLAG_HASATTR, 'X', "has-xattr" },
+};
+#define N_IO_XFLAGS (sizeof(io_xflags) / sizeof(io_xflags[0]))
+
+/* printxattr: letters or "-" (verbose: the names, comma separated), in
+ * brackets when asked */
+static void print_xflags(uint32_t x, bool verbose, bool braces)
+{
+	bool first = true;
+	if (braces)
+		fputs("[", stdout);
+	for (size_t i = 0; i < N_IO_XFLAGS; i++) {
+		if (x & io_xflags[i].flag) {
+			if (verbose) {
+				fputs(first ? "" : ", ", stdout);
+				fputs(io_xflags[i].name, stdout);
+				first = false;
+			} else {
+				fputc(io_xflags[i].letter, stdout);
+			}
+		} else if (!verbose) {
+			fputc('-', stdout);
+		}
+	}
+	if (braces)
+		fputs("]", stdout);
+}
+
+static int fsx_get(struct io_ctx *c, const char *cmd, struct fsxattr *fsx, const char *what)
+{
+	if (ioctl(c->fd, FS_IOC_FSGETXATTR, fsx) == 0)
+		return 0;
+	if (what)
+		printf("%s: %s %s: %s\n", c->prog, what, c->path, strerror(errno));
+	else
+		io_err(c, cmd, "cannot get flags on %s: %s", c->path, io_strerror(errno));
+	return 1;
+}
+
+/* lsattr [-v]: "LETTERS PATH " (-v: "[names] PATH ") */
+static int cmd_lsattr(struct io_ctx *c, int argc, char **argv)
+{
+	bool verbose = false;
+	int o;
+	while ((o = cmd_getopt(argc, argv, "v")) != -1) {
+		if (o != 'v') {
+			io_err(c, "lsattr", "usage: lsattr [-v]");
+			return 1;
+		}
+		verbose = true;
+	}
+	if (optind != argc) {
+		io_err(c, "lsattr", "usage: lsattr [-v]");
+		return 1;
+	}
+	struct fsxattr fsx;
+	if (fsx_get(c, "lsattr", &fsx, NULL))
+		return 1;
+	print_xflags(fsx.fsx_xflags, verbose, verbose);
+	printf(" %s \n", c->path);
+	return 0;
+}
+
+/* chattr [+/-LETTERS]...: the letters of lsattr; read, change, write */
+static int cmd_chattr(struct io_ctx *c, int argc, char **argv)
+{
+	uint32_t set = 0, clear = 0;
+	if (argc < 2) {
+		io_err(c, "chattr", "usage: chattr [+/-]flags...");
+		return 1;
+	}
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		if (a[0] != '+' && a[0] != '-') {
+			io_err(c, "chattr", "bad argument '%s' (+flags or -flags)", a);
+			return 1;
+		}
+		for (const char *p = a + 1; *p; p++) {
+			size_t k;
+			for (k = 0; k < N_IO_XFLAGS && io_xflags[k].letter != *p; k++)
+				;
+			if (k == N_IO_XFLAGS) {
+				fprintf(stderr, "%s: unknown flag\n", c->prog);
+				return 1;
+			}
+			if (a[0] == '+')
+				set |= io_xflags[k].flag;
+			else
+				clear |= io_xflags[k].flag;
+		}
+	}
+	struct fsxattr fsx;
+	if (fsx_get(c, "chattr", &fsx, NULL))
+		return 1;
+	fsx.fsx_xflags = (fsx.fsx_xflags | set) & ~clear;
+	if (ioctl(c->fd, FS_IOC_FSSETXATTR, &fsx) != 0) {
+		io_err(c, "chattr", "cannot set flags on %s: %s", c->path, io_strerror(errno));
+		return 1;
+	}
+	return 0;
+}
+
+/* extsize [N] / cowextsize [N]: "[BYTES] PATH", or set the hint (and its
+ * flag: EXTSIZE on a file, EXTSZINHERIT on a directory; COWEXTSIZE) */
+static int cmd_hint(struct io_ctx *c, int argc, char **argv, bool cow)
+{
+	const char *cmd = argv[0];
+	/* xfs_io's messages (the cowextsize ones name the old ioctls) */
+	const char *get_name = cow ? "XFS_IOC_FSGETXATTR" : "FS_IOC_FSGETXATTR";
+	const char *set_name = cow ? "XFS_IOC_FSSETXATTR" : "FS_IOC_FSSETXATTR";
+	if (argc > 2) {
+		io_err(c, cmd, "usage: %s [size]", cmd);
+		return 1;
+	}
+	struct fsxattr fsx;
+	if (fsx_get(c, cmd, &fsx, get_name))
+		return 1;
+	if (argc == 1) {
+		printf("[%u] %s\n", cow ? fsx.fsx_cowextsize : fsx.fsx_extsize, c->path);
+		return 0;
+	}
+	uint64_t v;
+	if (parse_num(argv[1], &v) != 0 || v > UINT32_MAX) {
+		printf("non-numeric %s argument -- %s\n", cow ? "cowextsize" : "extsize", argv[1]);
+		return 1;
+	}
+	struct stat st;
+	if (fstat(c->fd, &st) != 0) {
+		io_err(c, cmd, "%s", strerror(errno));
+		return 1;
+	}
+	if (!S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode)) {
+		printf("invalid target file type - file %s\n", c->path);
+		return 1;
+	}
+	if (cow) {
+		fsx.fsx_xflags |= FS_XFLAG_COWEXTSIZE;
+		fsx.fsx_cowextsize = (uint32_t)v;
+	} else {
+		fsx.fsx_xflags |= S_ISREG(st.st_mode) ? FS_XFLAG_EXTSIZE : FS_XFLAG_EXTSZINHERIT;
+		fsx.fsx_extsize = (uint32_t)v;
+	}
+	if (ioctl(c->fd, FS_IOC_FSSETXATTR, &fsx) != 0) {
+		printf("%s: %s %s: %s\n", c->prog, set_name, c->path, strerror(errno));
+		return 1;
+	}
+	return 0;
+}
+
+/* the fsxattr lines of xfs_io's stat */
+static int stat_fsxattr(struct io_ctx *c)
+{
+	struct fsxattr fsx;
+	if (fsx_get(c, "stat", &fsx, NULL))
+		return 1;
+	printf("fsxattr.xflags = 0x%x ", fsx.fsx_xflags);
+	print_xflags(fsx.fsx_xflags, false, true);
+	printf("\nfsxattr.projid = %u\n", fsx.fsx_projid);
+	printf("fsxattr.extsize = %u\n", fsx.fsx_extsize);
+	printf("fsxattr.cowextsize = %u\n", fsx.fsx_cowextsize);
+	printf("fsxattr.nextents = %u\n", fsx.fsx_nextents);
+	return 0;
+}
+
 static int cmd_stat(struct io_ctx *c, int argc, char **argv)
 {
 	(void)argv;
@@ -588,6 +785,8 @@ static int cmd_stat(struct io_ctx *c, int argc, char **argv)
 		printf("extents.shared_bytes = %" PRIu64 "\n", s.shared_bytes);
 		printf("extents.unwritten_bytes = %" PRIu64 "\n", s.unwritten_bytes);
 	}
+	if (S_ISREG(st.st_mode) || S_ISDIR(st.st_mode))
+		return stat_fsxattr(c);
 	return 0;
 }
 
@@ -669,7 +868,12 @@ static void io_help(FILE *f)
 		"  fzero [-k] off len                      zero a range\n"
 		"  funshare [-k] off len                   give the range private copies of shared blocks\n"
 		"  truncate off                            set the file size\n"
-		"  stat                                    file status and extent counts\n"
+		"  stat                                    file status, extent counts, fsxattr\n"
+		"  lsattr [-v]                             inode flags (xfs_io letters; -v names)\n"
+		"  chattr +/-FLAGS...                      set/clear flags (i a A d e E C...)\n"
+		"  extsize [size]                          extent size hint (show / set)\n"
+		"  cowextsize [size]                       CoW extent size hint (show / set; 0\n"
+		"                                          clears it: default 32 blocks)\n"
 		"  fsync | fdatasync                       flush to stable storage\n"
 		"  help | quit\n");
 }
@@ -736,6 +940,14 @@ static int run_command(struct io_ctx *c, const char *line)
 		r = cmd_truncate(c, argc, argv);
 	else if (strcmp(cmd, "stat") == 0)
 		r = cmd_stat(c, argc, argv);
+	else if (strcmp(cmd, "lsattr") == 0)
+		r = cmd_lsattr(c, argc, argv);
+	else if (strcmp(cmd, "chattr") == 0)
+		r = cmd_chattr(c, argc, argv);
+	else if (strcmp(cmd, "extsize") == 0)
+		r = cmd_hint(c, argc, argv, false);
+	else if (strcmp(cmd, "cowextsize") == 0)
+		r = cmd_hint(c, argc, argv, true);
 	else if (strcmp(cmd, "fsync") == 0 || strcmp(cmd, "fdatasync") == 0)
 		r = cmd_sync(c, argc, argv);
 	else if (strcmp(cmd, "help") == 0)

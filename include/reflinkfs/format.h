@@ -429,6 +429,17 @@ enum rlfs_fork_format {
 #define RLFS_DIFLAG_APPEND    (1u << 1)
 #define RLFS_DIFLAG_NODUMP    (1u << 2)
 #define RLFS_DIFLAG_NOATIME   (1u << 3)
+/* Extent size hints (XFS's XFS_DIFLAG_EXTSIZE / _EXTSZINHERIT and
+ * XFS_DIFLAG2_COWEXTSIZE; FS_XFLAG_* of linux/fs.h through
+ * FS_IOC_FSSETXATTR).  EXTSIZE: regular files only, extsize_blocks is the
+ * hint; EXTSZINHERIT: directories only, extsize_blocks is what new files
+ * (EXTSIZE) and subdirectories (EXTSZINHERIT) get; COWEXTSIZE: regular
+ * files and directories, cowextsize_blocks is the CoW hint, inherited by
+ * both.  Without its flag a hint field is 0. */
+#define RLFS_DIFLAG_EXTSIZE      (1u << 4)
+#define RLFS_DIFLAG_EXTSZINHERIT (1u << 5)
+#define RLFS_DIFLAG_COWEXTSIZE   (1u << 6)
+#define RLFS_DIFLAG_ALL       0x7fu
 
 struct rlfs_timestamp {
 	rlfs_le64 sec;
@@ -453,7 +464,7 @@ struct rlfs_dinode {
 	rlfs_le64 generation;
 	rlfs_le64 parent;           /* directories: ino of ".." */
 	rlfs_le32 flags;            /* RLFS_DIFLAG_* */
-	rlfs_le32 cowextsize_blocks;/* CoW extent size hint (later) */
+	rlfs_le32 cowextsize_blocks;/* COWEXTSIZE: CoW extent size hint, blocks */
 	uint8_t   format;           /* enum rlfs_fork_format, data fork */
 	uint8_t   aformat;          /* xattrs: NONE, LOCAL (inline), BTREE */
 	rlfs_le16 forkoff;          /* bytes of literal area for the data fork */
@@ -461,7 +472,9 @@ struct rlfs_dinode {
 	rlfs_le64 root;             /* BTREE format: data fork tree root fsbno */
 	rlfs_le16 root_level;       /* BTREE format: height of that tree */
 	rlfs_le16 aroot_level;
-	rlfs_le32 pad0;
+	/* EXTSIZE / EXTSZINHERIT: extent size hint in blocks, else 0.
+	 * Bytes 188..191, pad (zero) before: an old image has no hint. */
+	rlfs_le32 extsize_blocks;
 	rlfs_le64 aroot;            /* xattr btree root fsbno (aformat BTREE) */
 	rlfs_le32 acount;           /* number of xattrs */
 	rlfs_le32 pad1;
@@ -474,6 +487,7 @@ struct rlfs_dinode {
 };
 #define RLFS_DINODE_CORE 256
 RLFS_SA(offsetof(struct rlfs_dinode, next_unlinked) == 208, "dinode next_unlinked");
+RLFS_SA(offsetof(struct rlfs_dinode, extsize_blocks) == 188, "dinode extsize_blocks");
 RLFS_SA(sizeof(struct rlfs_dinode) == RLFS_DINODE_CORE, "dinode");
 
 /*

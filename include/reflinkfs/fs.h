@@ -294,6 +294,49 @@ bool rlfs_atime_rule(unsigned how, const struct timespec *atime, const struct ti
 int rlfs_get_generation(struct rlfs_mount *mp, uint64_t ino, uint64_t *gen);
 int rlfs_lookup_ino(struct rlfs_mount *mp, uint64_t ino, struct stat *out, uint64_t *gen);
 
+/*
+ * Inode flags and extent size hints: struct fsxattr of linux/fs.h in
+ * native form, for FS_IOC_FSGETXATTR / FS_IOC_FSSETXATTR (and
+ * FS_IOC_GETFLAGS / FS_IOC_SETFLAGS, whose FS_*_FL bits the caller maps to
+ * the FS_XFLAG_* ones).  Rules of XFS (fs/xfs/xfs_ioctl.c).
+ *   xflags            FS_XFLAG_*: IMMUTABLE, APPEND, NODUMP, NOATIME,
+ *                     EXTSIZE (regular files), EXTSZINHERIT (directories),
+ *                     COWEXTSIZE (both); HASATTR reported when the inode
+ *                     has xattrs, ignored on set
+ *   extsize_bytes     with EXTSIZE/EXTSZINHERIT, else 0
+ *   cowextsize_bytes  with COWEXTSIZE, else 0 (as XFS reports it; the
+ *                     hint in force is then the filesystem default, 32
+ *                     blocks)
+ *   nextents          data fork extents (get only)
+ *   projid            always 0 (no project quotas)
+ */
+struct rlfs_fileattr {
+	uint32_t xflags;
+	uint32_t extsize_bytes;
+	uint32_t cowextsize_bytes;
+	uint32_t nextents;
+	uint32_t projid;
+};
+/* The FS_XFLAG_* bits that are stored. */
+uint32_t rlfs_fileattr_xflags_supported(void);
+/* 0, or -ENOTTY (not a regular file or directory), -ENOENT etc. */
+int rlfs_fileattr_get(struct rlfs_mount *mp, uint64_t ino, struct rlfs_fileattr *fa);
+/* how: RLFS_FA_FLAGS_ONLY (the FS_IOC_SETFLAGS form, vfs_fileattr_set:
+ * only IMMUTABLE, APPEND, NODUMP and NOATIME of fa->xflags count, hints
+ * unchanged, no hint checks); RLFS_FA_CAP_LINUX_IMMUTABLE (the caller has
+ * it).  Ownership (inode_owner_or_capable) is the caller's check.  Sets
+ * ctime.  Errors: -EROFS; -ENOTTY (special file); -EOPNOTSUPP (an xflag
+ * not stored, e.g. FS_XFLAG_SYNC, or projid != 0); -EPERM (IMMUTABLE or
+ * APPEND would change without CAP_LINUX_IMMUTABLE); -EINVAL (FSSETXATTR
+ * form, xfs_ioctl_setattr_check_extsize/_cowextsize: a flag on the wrong
+ * file type, a hint not a multiple of the block size, above 2^21 - 1
+ * blocks or half an AG, a non-zero hint without its flag, or a new
+ * extsize on a regular file that has extents). */
+#define RLFS_FA_FLAGS_ONLY          (1u << 0)
+#define RLFS_FA_CAP_LINUX_IMMUTABLE (1u << 1)
+int rlfs_fileattr_set(struct rlfs_mount *mp, uint64_t ino, const struct rlfs_fileattr *fa,
+		      unsigned how);
+
 /* xattrs: getxattr(2) etc.  get/list with size 0 return the needed size.
  * POSIX ACLs are the xattrs system.posix_acl_access/_default in the
  * kernel's xattr form (acl(5)), which the kernel enforces: setting one

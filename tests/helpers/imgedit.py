@@ -40,7 +40,9 @@ AGH = {"freeblks": (88, "<I"), "longest": (92, "<I"), "btreeblks": (108, "<I"),
        "icount": (112, "<Q"), "ifree": (120, "<Q"), "unlinked": (136, "<Q")}
 INODE = {"mode": (40, "<I"), "nlink": (52, "<I"), "size": (56, "<Q"),
          "nblocks": (64, "<Q"), "parent": (152, "<Q"), "format": (168, "<B"),
-         "nextents": (172, "<I"), "root": (176, "<Q"), "next_unlinked": (208, "<Q")}
+         "nextents": (172, "<I"), "root": (176, "<Q"), "next_unlinked": (208, "<Q"),
+         "flags": (160, "<I"), "cowextsize_blocks": (164, "<I"),
+         "extsize_blocks": (188, "<I")}
 
 _T = []
 for i in range(256):

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/fs.h>
 #include <time.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
@@ -1412,6 +1413,113 @@ static void test_immutable_append(void **state)
 	finish(&fs);
 }
 
+/* Inode flags and hints (lib/fileattr.c): the rules the library applies
+ * itself, which on a mount the kernel checks first as well (so only here
+ * can they be seen to fail). */
+static void test_fileattr(void **state)
+{
+	struct tu_fs fs;
+	struct rlfs_fileattr fa, got;
+	char buf[16];
+	(void)state;
+	tu_mkfs_mount(&fs, 64 * MiB, 0, 0);
+	uint64_t r = root(&fs);
+	uint64_t d = mkdir_(&fs, r, "d");
+	uint64_t f = mkfile(&fs, r, "f");
+	const unsigned cap = RLFS_FA_CAP_LINUX_IMMUTABLE;
+
+	/* IMMUTABLE and APPEND change only with CAP_LINUX_IMMUTABLE */
+	fa = (struct rlfs_fileattr){ .xflags = FS_XFLAG_IMMUTABLE };
+	assert_int_equal(rlfs_fileattr_set(fs.mp, f, &fa, RLFS_FA_FLAGS_ONLY), -EPERM);
+	fa.xflags = FS_XFLAG_APPEND;
+	assert_int_equal(rlfs_fileattr_set(fs.mp, f, &fa, RLFS_FA_FLAGS_ONLY), -EPERM);
+	fa.xflags = FS_XFLAG_NODUMP;
+	assert_int_equal(rlfs_fileattr_set(fs.mp, f, &fa, RLFS_FA_FLAGS_ONLY), 0);
+	fa.xflags = FS_XFLAG_IMMUTABLE | FS_XFLAG_NODUMP;
+	assert_int_equal(rlfs_fileattr_set(fs.mp, f, &fa, RLFS_FA_FLAGS_ONLY | cap), 0);
+	assert_int_equal(rlfs_fileattr_get(fs.mp, f, &got), 0);
+	assert_int_equal(got.xflags, FS_XFLAG_IMMUTABLE | FS_XFLAG_NODUMP);
+	/* immutable: no writes; others flags still change without the cap */
+	assert_int_equal(rlfs_write(fs.mp, f, "x", 1, 0), -EPERM);
+	fa.xflags = FS_XFLAG_IMMUTABLE;
+	assert_int_equal(rlfs_fileattr_set(fs.mp, f, &fa, RLFS_FA_FLAGS_ONLY), 0);
+	fa.xflags = 0;
+	assert_int_equal(rlfs_fileattr_set(fs.mp, f, &fa, RLFS_FA_FLAGS_ONLY), -EPERM);
+	assert_int_equal(rlfs_fileattr_set(fs.mp, f, &fa, RLFS_FA_FLAGS_ONLY | cap), 0);
+	/* flags not stored */
+	fa.xflags = FS_XFLAG_SYNC;
+	assert_int_equal(rlfs_fileattr_set(fs.mp, f, &fa, 0), -EOPNOTSUPP);
+	fa = (struct rlfs_fileattr){ .projid = 1 };
+	assert_int_equal(rlfs_fileattr_set(fs.mp, f, &fa, 0), -EOPNOTSUPP);
+
+	/* append-only: writes at the end, and a rewrite of unchanged bytes
+	 * below it (the writeback cache's whole pages); nothing else */
+	assert_int_equal(rlfs_write(fs.mp, f, "0123456789", 10, 0), 10);
+	fa = (struct rlfs_fileattr){ .xflags = FS_XFLAG_APPEND };
+	assert_int_equal(rlfs_fileattr_set(fs.mp, f, &fa, cap), 0);
+	assert_int_equal(rlfs_write(fs.mp, f, "X", 1, 0), -EPERM);
+	assert_int_equal(rlfs_write(fs.mp, f, "ab", 2, 11), -EPERM);
+	assert_int_equal(rlfs_write(fs.mp, f, "ab", 2, 10), 2);
+	assert_int_equal(rlfs_write(fs.mp, f, "89abcd", 6, 8), 6);
+	assert_int_equal(rlfs_write(fs.mp, f, "89abXY", 6, 8), -EPERM);
+	assert_int_equal(rlfs_read(fs.mp, f, buf, sizeof(buf), 0), 14);
+	assert_memory_equal(buf, "0123456789abcd", 14);
+	fa.xflags = 0;
+	assert_int_equal(rlfs_fileattr_set(fs.mp, f, &fa, cap), 0);
+
+	/* hints: XFS's validation */
+	const uint32_t bs = fs.mp->blocksize;
+	fa = (struct rlfs_fileattr){ .xflags = FS_XFLAG_EXTSIZE, .extsize_bytes = 4 * bs };
+	assert_int_equal(rlfs_fileattr_set(fs.mp, f, &fa, 0), -EINVAL);    /* has extents */
+	uint64_t g = mkfile(&fs, r, "g");
+	fa.extsize_bytes = 4 * bs + 1;
+	assert_int_equal(rlfs_fileattr_set(fs.mp, g, &fa, 0), -EINVAL);
+	fa.extsize_bytes = (fs.mp->agblocks / 2 + 1) * bs;
+	assert_int_equal(rlfs_fileattr_set(fs.mp, g, &fa, 0), -EINVAL);
+	fa = (struct rlfs_fileattr){ .extsize_bytes = 4 * bs };            /* no flag */
+	assert_int_equal(rlfs_fileattr_set(fs.mp, g, &fa, 0), -EINVAL);
+	fa.xflags = FS_XFLAG_EXTSZINHERIT;
+	assert_int_equal(rlfs_fileattr_set(fs.mp, g, &fa, 0), -EINVAL);
+	assert_int_equal(rlfs_fileattr_set(fs.mp, d, &fa, 0), 0);
+	fa.xflags = FS_XFLAG_EXTSIZE;
+	assert_int_equal(rlfs_fileattr_set(fs.mp, d, &fa, 0), -EINVAL);
+	assert_int_equal(rlfs_fileattr_set(fs.mp, g, &fa, 0), 0);
+	fa = (struct rlfs_fileattr){ .xflags = FS_XFLAG_COWEXTSIZE, .cowextsize_bytes = bs / 2 };
+	assert_int_equal(rlfs_fileattr_set(fs.mp, d, &fa, 0), -EINVAL);
+	fa = (struct rlfs_fileattr){ .xflags = FS_XFLAG_COWEXTSIZE | FS_XFLAG_EXTSZINHERIT |
+					       FS_XFLAG_NOATIME,
+				     .extsize_bytes = 4 * bs, .cowextsize_bytes = 64 * bs };
+	assert_int_equal(rlfs_fileattr_set(fs.mp, d, &fa, 0), 0);
+	/* a zero hint clears its flag */
+	fa = (struct rlfs_fileattr){ .xflags = FS_XFLAG_COWEXTSIZE };
+	assert_int_equal(rlfs_fileattr_set(fs.mp, g, &fa, 0), 0);
+	assert_int_equal(rlfs_fileattr_get(fs.mp, g, &got), 0);
+	assert_int_equal(got.xflags, 0);
+	assert_int_equal(got.cowextsize_bytes, 0);
+
+	/* inheritance: EXTSIZE to files, EXTSZINHERIT to directories, the
+	 * CoW hint and NOATIME to both; then it all persists */
+	uint64_t c = mkfile(&fs, d, "c");
+	uint64_t sd = mkdir_(&fs, d, "sd");
+	tu_remount(&fs);
+	assert_int_equal(rlfs_fileattr_get(fs.mp, c, &got), 0);
+	assert_int_equal(got.xflags, FS_XFLAG_EXTSIZE | FS_XFLAG_COWEXTSIZE | FS_XFLAG_NOATIME);
+	assert_int_equal(got.extsize_bytes, 4 * bs);
+	assert_int_equal(got.cowextsize_bytes, 64 * bs);
+	assert_int_equal(rlfs_fileattr_get(fs.mp, sd, &got), 0);
+	assert_int_equal(got.xflags, FS_XFLAG_EXTSZINHERIT | FS_XFLAG_COWEXTSIZE |
+					     FS_XFLAG_NOATIME);
+	assert_int_equal(got.extsize_bytes, 4 * bs);
+	struct rlfs_inode *ip;
+	assert_int_equal(rlfs_iget(fs.mp, c, &ip), 0);
+	assert_int_equal(rlfs_cowextsize_hint_blocks(ip), 64);
+	rlfs_irele(ip);
+	assert_int_equal(rlfs_iget(fs.mp, g, &ip), 0);
+	assert_int_equal(rlfs_cowextsize_hint_blocks(ip), RLFS_DEFAULT_COWEXTSIZE_BLOCKS);
+	rlfs_irele(ip);
+	finish(&fs);
+}
+
 static bool ts_after(struct timespec a, struct timespec b)
 {
 	return a.tv_sec > b.tv_sec || (a.tv_sec == b.tv_sec && a.tv_nsec > b.tv_nsec);
@@ -1996,6 +2104,7 @@ int main(void)
 		cmocka_unit_test(test_readdirplus),
 		cmocka_unit_test(test_flags),
 		cmocka_unit_test(test_immutable_append),
+		cmocka_unit_test(test_fileattr),
 		cmocka_unit_test(test_timestamps),
 		cmocka_unit_test(test_bad_entry),
 		cmocka_unit_test(test_corrupt_records),
