@@ -277,12 +277,16 @@ struct efile {
 	int fid;
 	uint64_t size;
 	uint32_t crc;               /* crc32c of the bytes, as the undamaged image has them */
+	uint64_t ino;               /* as the undamaged image has them */
+	uint32_t nlink;
 };
 
+/* d/c1x and c2x: second names (hard links) of d/c1 and d/c2 */
 static struct efile files[] = {
-	{ "a", 1, 0, 0 }, { "b", 2, 0, 0 }, { "frag", 3, 0, 0 },
-	{ "d/c1", 4, 0, 0 }, { "d/c2", 5, 0, 0 }, { "d/c3", 6, 0, 0 },
-	{ "d/c4", 7, 0, 0 }, { "d/sub/part", 8, 0, 0 },
+	{ "a", 1, 0, 0, 0, 0 }, { "b", 2, 0, 0, 0, 0 }, { "frag", 3, 0, 0, 0, 0 },
+	{ "d/c1", 4, 0, 0, 0, 0 }, { "d/c2", 5, 0, 0, 0, 0 }, { "d/c3", 6, 0, 0, 0, 0 },
+	{ "d/c4", 7, 0, 0, 0, 0 }, { "d/sub/part", 8, 0, 0, 0, 0 },
+	{ "d/c1x", 4, 0, 0, 0, 0 }, { "c2x", 5, 0, 0, 0, 0 },
 };
 #define NFILES (sizeof(files) / sizeof(files[0]))
 
@@ -299,6 +303,9 @@ static struct {
 	uint64_t frag_root;             /* frag's bmbt root fsbno */
 	uint16_t frag_level;
 	uint64_t free_ino;              /* brokenlist: where the list points */
+	uint32_t inopb;                 /* inodes per block */
+	uint64_t dblocks;
+	uint64_t d_ino;                 /* the directory d */
 } g;
 
 static uint8_t *iobuf;
@@ -369,13 +376,15 @@ static int64_t lookup_path(struct rlfs_mount *mp, const char *path, struct stat 
 	return (int64_t)dir;
 }
 
-/* size and crc32c of path's bytes: 0 or negative errno */
-static int digest(struct rlfs_mount *mp, const char *path, uint64_t *size, uint32_t *crc)
+/* size and crc32c of path's bytes, its stat in *st: 0 or negative errno */
+static int digest(struct rlfs_mount *mp, const char *path, uint64_t *size, uint32_t *crc,
+		  struct stat *stp)
 {
 	struct stat st;
 	int64_t ino = lookup_path(mp, path, &st);
 	if (ino < 0)
 		return (int)ino;
+	*stp = st;
 	*size = (uint64_t)st.st_size;
 	int err = 0;
 	if (*size > FILE_MAX_BYTES) {
@@ -418,6 +427,8 @@ static void populate(void)
 	g.agblocks = mp->agblocks;
 	g.rmap = (mp->features_incompat & RLFS_FEAT_INCOMPAT_RMAP) != 0;
 	g.root_ino = rlfs_root_ino(mp);
+	g.inopb = mp->inopblock;
+	g.dblocks = mp->dblocks;
 	uint64_t root = g.root_ino;
 	uint64_t a = mkfile(mp, root, "a", false);
 	put(mp, a, 1, 0, 256 * 1024);
@@ -430,11 +441,22 @@ static void populate(void)
 		put(mp, frag, 3, 2 * i * 4096, 4096);
 	uint64_t d = mkdir_in(mp, root, "d");
 	uint64_t sub = mkdir_in(mp, d, "sub");
+	uint64_t cino[5];
 	for (int i = 1; i <= 4; i++) {
 		char name[8];
 		snprintf(name, sizeof(name), "c%d", i);
-		put(mp, mkfile(mp, d, name, false), 3 + i, 0, (uint64_t)i * 3000 + 17);
+		cino[i] = mkfile(mp, d, name, false);
+		put(mp, cino[i], 3 + i, 0, (uint64_t)i * 3000 + 17);
 	}
+	g.d_ino = d;
+	/* second names: one in the same directory, one in the root */
+	struct stat lst;
+	if ((err = rlfs_link(mp, cino[1], d, "c1x", &lst)) != 0)
+		setup_fail("link d/c1x: %s", strerror(-err));
+	rlfs_forget(mp, cino[1], 1);
+	if ((err = rlfs_link(mp, cino[2], root, "c2x", &lst)) != 0)
+		setup_fail("link c2x: %s", strerror(-err));
+	rlfs_forget(mp, cino[2], 1);
 	uint64_t part = mkfile(mp, sub, "part", false);
 	clone_blocks(mp, a, 0, part, 0, 64 * 1024);
 	put(mp, part, 8, 70000, 100);
@@ -466,9 +488,12 @@ static void populate(void)
 	if (err)
 		setup_fail("mount %s: %s", pristine, strerror(-err));
 	for (size_t i = 0; i < NFILES; i++) {
-		err = digest(mp, files[i].path, &files[i].size, &files[i].crc);
+		struct stat fst;
+		err = digest(mp, files[i].path, &files[i].size, &files[i].crc, &fst);
 		if (err)
 			setup_fail("read %s: %s", files[i].path, strerror(-err));
+		files[i].ino = (uint64_t)fst.st_ino;
+		files[i].nlink = (uint32_t)fst.st_nlink;
 	}
 	struct rlfs_inode *ip;
 	err = rlfs_iget(mp, frag, &ip);
@@ -718,6 +743,188 @@ static void dmg_bmbt_agtrees(void)
 	}
 }
 
+/* ---- the directory and inode edits of the fsck_dir.c / fsck_clear_inodes
+ * kinds (what tests/helpers/imgedit.py's dirent-set, dirent-drop and flip
+ * do for 57-fsck-images) ---- */
+
+static int efile_index(const char *path)
+{
+	for (size_t i = 0; i < NFILES; i++)
+		if (!strcmp(files[i].path, path))
+			return (int)i;
+	setup_fail("no file %s in files[]", path);
+}
+
+static uint64_t ino_fsbno(uint64_t ino) { return ino / g.inopb; }
+static size_t ino_off(uint64_t ino) { return (size_t)(ino % g.inopb) * g.isz; }
+
+/*
+ * Directory dino's b+tree leaf (it must be one leaf: the populated
+ * image's directories are small) into blk; returns its fsbno.
+ */
+static uint64_t dir_leaf(uint64_t dino, uint8_t *blk)
+{
+	blk_read(ino_fsbno(dino), blk);
+	const struct rlfs_dinode *di = (const void *)(blk + ino_off(dino));
+	if (rlfs_get64(di->ino) != dino || di->format != RLFS_FMT_BTREE)
+		setup_fail("damage: inode %" PRIu64 " is not a directory b+tree (format %u)", dino,
+			   di->format);
+	uint64_t root = rlfs_get64(di->root);
+	blk_read(root, blk);
+	const struct rlfs_btree_block *bb = (const void *)blk;
+	if (rlfs_get16(bb->level) != 0)
+		setup_fail("damage: directory %" PRIu64 " has a b+tree of %u levels", dino,
+			   rlfs_get16(bb->level) + 1);
+	return root;
+}
+
+/* The record of name in a directory leaf blk (index into its records). */
+static struct rlfs_dir_rec *dir_find(uint8_t *blk, uint64_t dino, const char *name)
+{
+	const struct rlfs_btree_block *bb = (const void *)blk;
+	struct rlfs_dir_rec *r = (struct rlfs_dir_rec *)(blk + sizeof(*bb));
+	for (uint16_t i = 0; i < rlfs_get16(bb->numrecs); i++)
+		if (r[i].namelen == strlen(name) && !memcmp(r[i].name, name, r[i].namelen))
+			return &r[i];
+	setup_fail("damage: directory %" PRIu64 " has no entry '%s'", dino, name);
+}
+
+/* Entry name of directory dino now names inode ino (leaf crc made good). */
+static void dirent_set(uint64_t dino, const char *name, uint64_t ino)
+{
+	uint8_t *blk = xmalloc(g.bs);
+	uint64_t leaf = dir_leaf(dino, blk);
+	rlfs_put64(dir_find(blk, dino, name)->ino, ino);
+	rlfs_cksum_update(blk, g.bs, RLFS_CRC_OFF);
+	blk_write(leaf, blk);
+	free(blk);
+}
+
+/* Entry name of directory dino removed (the inode it named keeps its
+ * link count; leaf crc made good). */
+static void dirent_drop(uint64_t dino, const char *name)
+{
+	uint8_t *blk = xmalloc(g.bs);
+	uint64_t leaf = dir_leaf(dino, blk);
+	struct rlfs_btree_block *bb = (void *)blk;
+	struct rlfs_dir_rec *r = dir_find(blk, dino, name);
+	struct rlfs_dir_rec *first = (struct rlfs_dir_rec *)(blk + sizeof(*bb));
+	uint16_t n = rlfs_get16(bb->numrecs);
+	size_t i = (size_t)(r - first);
+	memmove(r, r + 1, (n - 1 - i) * sizeof(*r));
+	memset(&first[n - 1], 0, sizeof(*r));
+	rlfs_put16(bb->numrecs, (uint16_t)(n - 1));
+	rlfs_cksum_update(blk, g.bs, RLFS_CRC_OFF);
+	blk_write(leaf, blk);
+	free(blk);
+}
+
+/* A free inode in an inode chunk: the first with mode 0 after ino in its
+ * chunk (64 inodes, aligned). */
+static uint64_t free_inode_near(uint64_t ino)
+{
+	uint64_t start = ino - ino % RLFS_INODES_PER_CHUNK;
+	uint8_t *blk = xmalloc(g.bs);
+	uint64_t got = 0;
+	for (uint64_t i = start; i < start + RLFS_INODES_PER_CHUNK && !got; i++) {
+		if (i == start || i % g.inopb == 0)
+			blk_read(ino_fsbno(i), blk);
+		const struct rlfs_dinode *di = (const void *)(blk + ino_off(i));
+		if (rlfs_get32(di->magic) == RLFS_DINODE_MAGIC && rlfs_get64(di->ino) == i &&
+		    rlfs_get32(di->mode) == 0)
+			got = i;
+	}
+	free(blk);
+	if (!got)
+		setup_fail("no free inode in the chunk of inode %" PRIu64, ino);
+	return got;
+}
+
+/* one byte of an inode's core changed, its crc left stale (57's
+ * inode-core-file: byte 60, in the size field) */
+static void ino_flip(uint64_t ino)
+{
+	uint8_t *blk = xmalloc(g.bs);
+	blk_read(ino_fsbno(ino), blk);
+	blk[ino_off(ino) + 60] ^= 0x5A;
+	blk_write(ino_fsbno(ino), blk);
+	free(blk);
+}
+
+/* d/c1x names a free inode of c1's chunk; c2x an inode number in no chunk
+ * (the filesystem's last block, free space) */
+static void dmg_dirent(void)
+{
+	dirent_set(g.d_ino, "c1x", free_inode_near(files[efile_index("d/c1")].ino));
+	dirent_set(g.root_ino, "c2x", (g.dblocks - 1) * g.inopb);
+}
+
+/* d/c3 and b lose their only names: both lost, /lost+found is made */
+static void dmg_lostfile(void)
+{
+	dirent_drop(g.d_ino, "c3");
+	dirent_drop(g.root_ino, "b");
+}
+
+/* b (most of its blocks shared with a) and d/c4: cores damaged beyond use */
+static void dmg_badinode(void)
+{
+	ino_flip(files[efile_index("b")].ino);
+	ino_flip(files[efile_index("d/c4")].ino);
+}
+
+/* the inobt root of every AG that has inodes zeroed: the chunks come back
+ * from the rmap's OWN_INODES records */
+static void dmg_inobt_zero(void)
+{
+	unsigned n = 0;
+	for (uint32_t agno = 0; agno < g.agcount; agno++) {
+		struct rlfs_agh h = agh_get(agno);
+		if (rlfs_get64(h.icount) == 0)
+			continue;
+		blk_zero((uint64_t)agno * g.agblocks + rlfs_get32(h.ino_root));
+		n++;
+	}
+	if (!n)
+		setup_fail("inobt-zero: no AG has inodes");
+}
+
+/* What check_cut expects of files[i] after the repair. */
+struct want {
+	const char *path;           /* where it is (NULL: gone) */
+	char buf[64];
+	uint32_t nlink;
+};
+
+/* dirent: the two names the repair removes are gone, their files keep one */
+static void want_dirent(size_t i, struct want *w)
+{
+	const char *p = files[i].path;
+	if (!strcmp(p, "d/c1x") || !strcmp(p, "c2x"))
+		w->path = NULL;
+	else if (!strcmp(p, "d/c1") || !strcmp(p, "d/c2"))
+		w->nlink = 1;
+}
+
+/* lostfile: d/c3 and b are /lost+found/INO */
+static void want_lostfile(size_t i, struct want *w)
+{
+	const char *p = files[i].path;
+	if (!strcmp(p, "d/c3") || !strcmp(p, "b")) {
+		snprintf(w->buf, sizeof(w->buf), "lost+found/%" PRIu64, files[i].ino);
+		w->path = w->buf;
+		w->nlink = 1;
+	}
+}
+
+/* badinode: b and d/c4 are cleared: gone, with their names */
+static void want_badinode(size_t i, struct want *w)
+{
+	const char *p = files[i].path;
+	if (!strcmp(p, "b") || !strcmp(p, "d/c4"))
+		w->path = NULL;
+}
+
 struct kind {
 	const char *name;
 	const char *what;
@@ -729,6 +936,10 @@ struct kind {
 	 * rebuilds a healthy AG must never leave it inconsistent, even for
 	 * a moment: a user may mount instead of running fsck again) */
 	bool last_ag_only;
+	/* what fsck -n must say of the damage (each, when set) */
+	const char *finding[2];
+	/* what becomes of files[i] (NULL: each as it was) */
+	void (*expect)(size_t i, struct want *w);
 };
 
 static const struct kind kinds[] = {
@@ -750,13 +961,25 @@ static const struct kind kinds[] = {
 	  "raw fixes, then a mount)", true, false, dmg_mixed },
 	{ "bmbt-agtrees", "a bmbt root and every cntbt root zeroed (rebuild, then the fork)",
 	  false, true, dmg_bmbt_agtrees },
+	{ "dirent", "entries naming a free inode and an inode in no chunk (removed, link "
+	  "counts fixed, through a mount)", false, false, dmg_dirent, false,
+	  { "points at free inode", "lies in no inode chunk" }, want_dirent },
+	{ "lostfile", "two files named nowhere (linked into a new /lost+found through a mount)",
+	  false, false, dmg_lostfile, false, { "but named by no directory", NULL },
+	  want_lostfile },
+	{ "badinode", "two in-use inode cores damaged beyond use (cleared in place after the "
+	  "AG rebuild, blocks freed, entries removed)", false, true, dmg_badinode, false,
+	  { "damaged beyond use", NULL }, want_badinode },
+	{ "inobt-zero", "every inobt root zeroed (inobt rebuilt from the rmap's OWN_INODES "
+	  "records)", false, true, dmg_inobt_zero, false,
+	  { "taken from the rmapbt's OWN_INODES", NULL }, NULL },
 };
 #define NKINDS (sizeof(kinds) / sizeof(kinds[0]))
 
 const char *crash_repair_kinds(void)
 {
 	return "counters, orphans, brokenlist, inobt, bmbt, agtrees, lastag, mixed, bmbt-agtrees, "
-	       "all";
+	       "dirent, lostfile, badinode, inobt-zero, all";
 }
 
 /* ---------------------------------------------------------------- */
@@ -782,23 +1005,49 @@ static void say(struct msgs *m, const char *fmt, ...)
 	dprintf(m->fd, "M %s\n", line);
 }
 
-/* Every file as the undamaged image had it (tag: when). */
-static void verify_files(struct rlfs_mount *mp, struct msgs *m, const char *tag)
+/*
+ * Every file as kind k expects it after the repair (tag: when): where k
+ * says (its own path unless k->expect moves it or says it is gone), with
+ * the bytes and link count the undamaged image had (or k's link count);
+ * a file gone or moved must not be found at its old path.
+ */
+static void verify_files(const struct kind *k, struct rlfs_mount *mp, struct msgs *m,
+			 const char *tag)
 {
 	for (size_t i = 0; i < NFILES; i++) {
+		struct want w = { .path = files[i].path, .nlink = files[i].nlink };
 		uint64_t size = 0;
 		uint32_t crc = 0;
-		int err = digest(mp, files[i].path, &size, &crc);
+		struct stat st;
+		int err;
+		if (k->expect)
+			k->expect(i, &w);
+		if (w.path != files[i].path) {
+			err = digest(mp, files[i].path, &size, &crc, &st);
+			if (err != -ENOENT)
+				say(m, "present: %s %s: %s, expected gone%s%s", files[i].path, tag,
+				    err ? strerror(-err) : "found", w.path ? ", now " : "",
+				    w.path ? w.path : "");
+			if (!w.path)
+				continue;
+		}
+		err = digest(mp, w.path, &size, &crc, &st);
 		if (err == -ENOENT)
-			say(m, "missing: %s %s", files[i].path, tag);
+			say(m, "missing: %s %s", w.path, tag);
 		else if (err)
-			say(m, "readerr: %s %s: %s", files[i].path, tag, strerror(-err));
+			say(m, "readerr: %s %s: %s", w.path, tag, strerror(-err));
 		else if (size != files[i].size)
-			say(m, "size: %s %s: %" PRIu64 " bytes, was %" PRIu64, files[i].path, tag,
+			say(m, "size: %s %s: %" PRIu64 " bytes, was %" PRIu64, w.path, tag,
 			    size, files[i].size);
 		else if (crc != files[i].crc)
-			say(m, "data: %s %s: crc 0x%08x, was 0x%08x", files[i].path, tag, crc,
+			say(m, "data: %s %s: crc 0x%08x, was 0x%08x", w.path, tag, crc,
 			    files[i].crc);
+		else if ((uint64_t)st.st_ino != files[i].ino)
+			say(m, "inode: %s %s: inode %" PRIu64 ", expected %" PRIu64, w.path, tag,
+			    (uint64_t)st.st_ino, files[i].ino);
+		else if (st.st_nlink != w.nlink)
+			say(m, "nlink: %s %s: %u, expected %u", w.path, tag,
+			    (unsigned)st.st_nlink, w.nlink);
 	}
 }
 
@@ -865,7 +1114,7 @@ static unsigned check_cut(const struct kind *k, const char *img, int msgfd)
 		say(&m, "mount: %s", strerror(-err));
 		return m.n;
 	}
-	verify_files(mp, &m, "after the repair");
+	verify_files(k, mp, &m, "after the repair");
 	/* a new file takes free space: it must be really free */
 	struct stat st;
 	err = rlfs_mknod(mp, rlfs_root_ino(mp), "new", S_IFREG | 0644, 0, 0, 0, &st);
@@ -885,7 +1134,7 @@ static unsigned check_cut(const struct kind *k, const char *img, int msgfd)
 		if (n != (ssize_t)NEW_FILE_BYTES || rlfs_crc32c(iobuf, NEW_FILE_BYTES) != want)
 			say(&m, "data: the new file does not read back (%zd bytes)", n);
 		rlfs_forget(mp, (uint64_t)st.st_ino, 1);
-		verify_files(mp, &m, "after a new file was written");
+		verify_files(k, mp, &m, "after a new file was written");
 	}
 	err = rlfs_mount_close(mp);
 	if (err)
@@ -996,6 +1245,14 @@ static int record_repair(const struct kind *k, struct rlfs_crash_rec **recp)
 		fprintf(stderr, "rlfs-crashtest: damage %s: fsck -n exit %d and not repairable, "
 			"expected exit 4 and \"that repair corrects\": %s\n", k->name, rc, l);
 		return 2;
+	}
+	for (int i = 0; i < 2; i++) {
+		if (k->finding[i] && !file_has(out, k->finding[i])) {
+			first_lines(out, 6, l, sizeof(l));
+			fprintf(stderr, "rlfs-crashtest: damage %s: fsck -n does not say \"%s\": "
+				"%s\n", k->name, k->finding[i], l);
+			return 2;
+		}
 	}
 	/* the base image: the damaged one; then every device the repair
 	 * opens on dmg goes through the record (__wrap_rlfs_dev_open) */
