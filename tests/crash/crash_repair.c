@@ -62,6 +62,7 @@
 #include "dev_crash.h"
 #include "inode.h"
 #include "rlfs.h"
+#include "trans.h"
 
 int rlfs_fsck_main(int argc, char **argv); /* tools/fsck.c */
 
@@ -95,6 +96,52 @@ int __wrap_rlfs_dev_open(const char *path, int writable, int lock, struct rlfs_d
 	cdev->writable = inner->writable;
 	*devp = cdev;
 	return 0;
+}
+
+int __real_rlfs_trans_commit(struct rlfs_trans *tp);
+int __wrap_rlfs_trans_commit(struct rlfs_trans *tp);
+
+int __real_rlfs_mount_close(struct rlfs_mount *mp);
+int __wrap_rlfs_mount_close(struct rlfs_mount *mp);
+
+/* While set (and a repair is being recorded): every commit of a mount
+ * with a log is made durable at once, one checkpoint each, except inside
+ * an unmount (hook_closing). */
+static bool hook_each_commit;
+static int hook_closing;
+
+/*
+ * rlfs_mount_close, with hook_closing set while it runs: the unmount's
+ * own commits are left as it makes them (its clean superblock must stay
+ * out of the log: write_sb in lib/mount.c).  Same returns.
+ */
+int __wrap_rlfs_mount_close(struct rlfs_mount *mp)
+{
+	hook_closing++;
+	int err = __real_rlfs_mount_close(mp);
+	hook_closing--;
+	return err;
+}
+
+/*
+ * rlfs_trans_commit as this binary's callers outside lib/trans.c make it
+ * (-Wl,--wrap=rlfs_trans_commit): the real commit, and while a repair of
+ * a kind with each_commit is recorded, on a mount with a log, rlfs_sync
+ * after it (not inside an unmount): the CIL becomes one checkpoint per
+ * transaction, so that the
+ * cuts see the repair's states between two of its transactions (a real
+ * run reaches them when the log is pushed between two: log space, a
+ * background push); without it the CIL of a short repair through a mount
+ * goes to the log as one checkpoint at the unmount, all or nothing.
+ * Returns the commit's error, else rlfs_sync's.
+ */
+int __wrap_rlfs_trans_commit(struct rlfs_trans *tp)
+{
+	struct rlfs_mount *mp = tp->mp;
+	int err = __real_rlfs_trans_commit(tp);
+	if (!err && hook_rec && hook_each_commit && !hook_closing && mp->log && !mp->shutdown)
+		err = rlfs_sync(mp);
+	return err;
 }
 
 /* ---------------------------------------------------------------- */
@@ -936,6 +983,9 @@ struct kind {
 	 * rebuilds a healthy AG must never leave it inconsistent, even for
 	 * a moment: a user may mount instead of running fsck again) */
 	bool last_ag_only;
+	/* the repair is recorded with each mount's commits made durable one
+	 * by one (__wrap_rlfs_trans_commit) */
+	bool each_commit;
 	/* what fsck -n must say of the damage (each, when set) */
 	const char *finding[2];
 	/* what becomes of files[i] (NULL: each as it was) */
@@ -962,16 +1012,16 @@ static const struct kind kinds[] = {
 	{ "bmbt-agtrees", "a bmbt root and every cntbt root zeroed (rebuild, then the fork)",
 	  false, true, dmg_bmbt_agtrees },
 	{ "dirent", "entries naming a free inode and an inode in no chunk (removed, link "
-	  "counts fixed, through a mount)", false, false, dmg_dirent, false,
+	  "counts fixed, through a mount)", false, false, dmg_dirent, false, true,
 	  { "points at free inode", "lies in no inode chunk" }, want_dirent },
 	{ "lostfile", "two files named nowhere (linked into a new /lost+found through a mount)",
-	  false, false, dmg_lostfile, false, { "but named by no directory", NULL },
+	  false, false, dmg_lostfile, false, true, { "but named by no directory", NULL },
 	  want_lostfile },
 	{ "badinode", "two in-use inode cores damaged beyond use (cleared in place after the "
-	  "AG rebuild, blocks freed, entries removed)", false, true, dmg_badinode, false,
+	  "AG rebuild, blocks freed, entries removed)", false, true, dmg_badinode, false, true,
 	  { "damaged beyond use", NULL }, want_badinode },
 	{ "inobt-zero", "every inobt root zeroed (inobt rebuilt from the rmap's OWN_INODES "
-	  "records)", false, true, dmg_inobt_zero, false,
+	  "records)", false, true, dmg_inobt_zero, false, false,
 	  { "taken from the rmapbt's OWN_INODES", NULL }, NULL },
 };
 #define NKINDS (sizeof(kinds) / sizeof(kinds[0]))
@@ -1267,7 +1317,9 @@ static int record_repair(const struct kind *k, struct rlfs_crash_rec **recp)
 		setup_fail("crash record: %s", strerror(-err));
 	hook_path = dmg;
 	hook_rec = rec;
+	hook_each_commit = k->each_commit;
 	rc = fsck_run(dmg, false, out);
+	hook_each_commit = false;
 	hook_rec = NULL;
 	hook_path = NULL;
 	if (rc != 1) {
