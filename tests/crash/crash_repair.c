@@ -906,11 +906,13 @@ static void dmg_dirent(void)
 	dirent_set(g.root_ino, "c2x", (g.dblocks - 1) * g.inopb);
 }
 
-/* d/c3 and b lose their only names: both lost, /lost+found is made */
+/* d/c3 and b lose their only names, and so does the directory d/sub
+ * (with part in it): all three lost, /lost+found is made */
 static void dmg_lostfile(void)
 {
 	dirent_drop(g.d_ino, "c3");
 	dirent_drop(g.root_ino, "b");
+	dirent_drop(g.d_ino, "sub");
 }
 
 /* b (most of its blocks shared with a) and d/c4: cores damaged beyond use */
@@ -953,7 +955,8 @@ static void want_dirent(size_t i, struct want *w)
 		w->nlink = 1;
 }
 
-/* lostfile: d/c3 and b are /lost+found/INO */
+/* lostfile: d/c3 and b are /lost+found/INO, part is
+ * /lost+found/SUBINO/part */
 static void want_lostfile(size_t i, struct want *w)
 {
 	const char *p = files[i].path;
@@ -961,6 +964,9 @@ static void want_lostfile(size_t i, struct want *w)
 		snprintf(w->buf, sizeof(w->buf), "lost+found/%" PRIu64, files[i].ino);
 		w->path = w->buf;
 		w->nlink = 1;
+	} else if (!strcmp(p, "d/sub/part")) {
+		snprintf(w->buf, sizeof(w->buf), "lost+found/%" PRIu64 "/part", g.sub.ino);
+		w->path = w->buf;
 	}
 }
 
@@ -970,6 +976,21 @@ static void want_badinode(size_t i, struct want *w)
 	const char *p = files[i].path;
 	if (!strcmp(p, "b") || !strcmp(p, "d/c4"))
 		w->path = NULL;
+}
+
+/* d/sub's core damaged beyond use: cleared, and part in it lost */
+static void dmg_baddir(void)
+{
+	ino_flip(g.sub.ino);
+}
+
+/* baddir: part (named only by the cleared d/sub) is /lost+found/INO */
+static void want_baddir(size_t i, struct want *w)
+{
+	if (!strcmp(files[i].path, "d/sub/part")) {
+		snprintf(w->buf, sizeof(w->buf), "lost+found/%" PRIu64, files[i].ino);
+		w->path = w->buf;
+	}
 }
 
 struct kind {
@@ -1014,12 +1035,17 @@ static const struct kind kinds[] = {
 	{ "dirent", "entries naming a free inode and an inode in no chunk (removed, link "
 	  "counts fixed, through a mount)", false, false, dmg_dirent, false, true,
 	  { "points at free inode", "lies in no inode chunk" }, want_dirent },
-	{ "lostfile", "two files named nowhere (linked into a new /lost+found through a mount)",
+	{ "lostfile", "two files and a directory named nowhere (linked into a new /lost+found "
+	  "through a mount)",
 	  false, false, dmg_lostfile, false, true, { "but named by no directory", NULL },
 	  want_lostfile },
 	{ "badinode", "two in-use inode cores damaged beyond use (cleared in place after the "
 	  "AG rebuild, blocks freed, entries removed)", false, true, dmg_badinode, false, true,
 	  { "damaged beyond use", NULL }, want_badinode },
+	{ "baddir", "a directory's inode core damaged beyond use (cleared in place after the AG "
+	  "rebuild, its entry removed, the file in it linked into a new /lost+found)", false,
+	  true, dmg_baddir, false, true, { "damaged beyond use", "named by no directory" },
+	  want_baddir },
 	{ "inobt-zero", "every inobt root zeroed (inobt rebuilt from the rmap's OWN_INODES "
 	  "records)", false, true, dmg_inobt_zero, false, false,
 	  { "taken from the rmapbt's OWN_INODES", NULL }, NULL },
@@ -1029,7 +1055,7 @@ static const struct kind kinds[] = {
 const char *crash_repair_kinds(void)
 {
 	return "counters, orphans, brokenlist, inobt, bmbt, agtrees, lastag, mixed, bmbt-agtrees, "
-	       "dirent, lostfile, badinode, inobt-zero, all";
+	       "dirent, lostfile, badinode, baddir, inobt-zero, all";
 }
 
 /* ---------------------------------------------------------------- */
