@@ -4,18 +4,22 @@
  *
  * fsck repairs in two ways: through a library mount in logged
  * transactions (orphan frees, unlinked lists emptied, data forks rebuilt
- * from the rmap: tools/fsck_fork.c, fsck_free_orphans), and by writing
+ * from the rmap: tools/fsck_fork.c, fsck_free_orphans; directory entries
+ * naming no inode removed and lost inodes linked into /lost+found:
+ * tools/fsck_dir.c), and by writing
  * blocks in place without the log (the AG tree rebuild, tools/fsck_rebuild.c;
  * AG header and superblock counters, link counts and parent pointers,
- * tools/fsck_repair.c).  Either must survive a power cut at any point: the
+ * tools/fsck_repair.c; inodes damaged beyond use written anew as free,
+ * fsck_clear_inodes).  Either must survive a power cut at any point: the
  * next `fsck` must finish the job, ending clean, with every file's data
  * intact (xfs_repair gives no such promise; e2fsck's undo file is its
  * answer; we prove it by cutting).
  *
  * For each damage kind (kinds[] below):
  *  1. a populated image (files with known bytes, clones sharing extents, a
- *     file of 400 extents with a bmbt, a directory tree, two files
- *     unlinked while open and left on their AG's unlinked list) is damaged
+ *     file of 400 extents with a bmbt, a directory tree, two files with a
+ *     second name, two files unlinked while open and left on their AG's
+ *     unlinked list) is damaged
  *     in a way fsck repairs; `fsck -n` must say so (exit 4, "that repair
  *     corrects");
  *  2. `fsck` (repair) runs in-process (rlfs_fsck_main) with every device
@@ -24,7 +28,9 @@
  *     device (lib/dev_crash.h) over one record: the binary is linked with
  *     -Wl,--wrap=rlfs_dev_open and __wrap_rlfs_dev_open below wraps the
  *     opens of the image being recorded (no hook in the library or in
- *     fsck).  It must exit 1 and leave a clean image;
+ *     fsck); for the kinds whose repair goes through a mount, each commit
+ *     is made durable on its own (__wrap_rlfs_trans_commit).  It must
+ *     exit 1 and leave a clean image;
  *  3. the repair is cut: before its first event and after every write
  *     (all writes so far kept, in order; --images caps them, spread over
  *     the record, the whole repair always in), and --count times at each
@@ -34,8 +40,10 @@
  *     reordering its cache exposes);
  *  4. each cut image must be repaired by a second `fsck` (exit 0 or 1:
  *     clean, or corrected and clean on its own re-check), then mount,
- *     hold every file with its bytes (size and crc32c as the undamaged
- *     image had them), take a new 512 KiB file and a sync without
+ *     hold every file where the kind leaves it (kind.expect: a cleared
+ *     file and a removed name gone, a lost file under /lost+found) with
+ *     its inode number, bytes (size and crc32c as the undamaged image had
+ *     them) and link count, take a new 512 KiB file and a sync without
  *     disturbing any other file (free space that is really free),
  *     unmount, and check clean (`fsck -n`).
  * One child process checks the cuts of a kind in turn; one that dies is

@@ -33,7 +33,8 @@ struct crash_repair_totals {
  * Run the damage kinds o->damage names: make the damaged image, record
  * `fsck` (repair) on it through the crash-recording device, then check
  * the image after a power cut at each cut of the repair (a following
- * fsck repairs to clean, fsck -n is clean, every file is intact and a new
+ * fsck repairs to clean, fsck -n is clean, every file is intact where the
+ * kind leaves it (gone if cleared, under /lost+found if lost) and a new
  * file can be written).  Prints one FAIL block per failed image and one
  * summary line per kind.  Returns 0 (totals in *t; t->failed may be
  * non-zero), or 2 for a usage or setup error (unknown damage kind; the
