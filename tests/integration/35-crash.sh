@@ -176,7 +176,7 @@ rn=$(field images "$T/repair.out")
 rfailed=$(field failed "$T/repair.out")
 kinds=$(field kinds "$T/repair.out")
 [ -n "$rn" ] && [ -n "$rfailed" ] && [ -n "$kinds" ] || die "repair: no RESULT line"
-[ "$kinds" -ge 13 ] || die "repair: only $kinds damage kinds recorded (13 with the rmap btree)"
+[ "$kinds" -ge 14 ] || die "repair: only $kinds damage kinds recorded (14 with the rmap btree)"
 [ "$rn" -ge 300 ] || die "repair: only $rn images of crashes during fsck repair checked"
 if [ "$rc" != 0 ] || [ "$rfailed" != 0 ]; then
 	grep -A6 "^FAIL" "$T/repair.out" | head -60
