@@ -1554,6 +1554,42 @@ static int run_kind(const struct kind *k, struct crash_repair_totals *t)
 	return 0;
 }
 
+/* Whether list ("all", or kind names separated by commas) names kind. */
+static bool kind_listed(const char *list, const char *kind)
+{
+	if (!strcmp(list, "all"))
+		return true;
+	size_t n = strlen(kind);
+	for (const char *p = list; *p;) {
+		size_t len = strcspn(p, ",");
+		if (len == n && !strncmp(p, kind, n))
+			return true;
+		p += len;
+		if (*p == ',')
+			p++;
+	}
+	return false;
+}
+
+/* Whether every name in list is a kind ("all" is). */
+static bool kinds_known(const char *list)
+{
+	if (!strcmp(list, "all"))
+		return true;
+	for (const char *p = list; *p;) {
+		size_t len = strcspn(p, ","), i;
+		for (i = 0; i < NKINDS; i++)
+			if (strlen(kinds[i].name) == len && !strncmp(p, kinds[i].name, len))
+				break;
+		if (i == NKINDS)
+			return false;
+		p += len;
+		if (*p == ',')
+			p++;
+	}
+	return true;
+}
+
 int crash_repair_run(const struct crash_repair_opts *o, struct crash_repair_totals *t)
 {
 	const struct kind *list[NKINDS];
@@ -1561,9 +1597,9 @@ int crash_repair_run(const struct crash_repair_opts *o, struct crash_repair_tota
 	opt = o;
 	memset(t, 0, sizeof(*t));
 	for (size_t i = 0; i < NKINDS; i++)
-		if (!strcmp(o->damage, "all") || !strcmp(o->damage, kinds[i].name))
+		if (kind_listed(o->damage, kinds[i].name))
 			list[n++] = &kinds[i];
-	if (!n) {
+	if (!n || !kinds_known(o->damage)) {
 		fprintf(stderr, "rlfs-crashtest: unknown --damage %s (%s)\n", o->damage,
 			crash_repair_kinds());
 		return 2;

@@ -10,7 +10,7 @@
 
 /* What --mode repair was asked for (crashtest.c's options). */
 struct crash_repair_opts {
-	const char *damage;         /* a damage kind (crash_repair.c kinds[]) or "all" */
+	const char *damage;         /* damage kinds (crash_repair.c kinds[]), comma-separated, or "all" */
 	uint64_t seed;              /* the cuts' random choices */
 	unsigned count;             /* random-subset cuts per flush interval of the repair */
 	unsigned images;            /* most cut images per damage kind, 0: every prefix */
