@@ -923,11 +923,13 @@ static void dmg_lostfile(void)
 	dirent_drop(g.d_ino, "sub");
 }
 
-/* b (most of its blocks shared with a) and d/c4: cores damaged beyond use */
+/* b (most of its blocks shared with a), d/c4 and frag (400 extents in a
+ * bmbt): cores damaged beyond use */
 static void dmg_badinode(void)
 {
 	ino_flip(files[efile_index("b")].ino);
 	ino_flip(files[efile_index("d/c4")].ino);
+	ino_flip(files[efile_index("frag")].ino);
 }
 
 /* the inobt root of every AG that has inodes zeroed: the chunks come back
@@ -978,11 +980,11 @@ static void want_lostfile(size_t i, struct want *w)
 	}
 }
 
-/* badinode: b and d/c4 are cleared: gone, with their names */
+/* badinode: b, d/c4 and frag are cleared: gone, with their names */
 static void want_badinode(size_t i, struct want *w)
 {
 	const char *p = files[i].path;
-	if (!strcmp(p, "b") || !strcmp(p, "d/c4"))
+	if (!strcmp(p, "b") || !strcmp(p, "d/c4") || !strcmp(p, "frag"))
 		w->path = NULL;
 }
 
@@ -1047,8 +1049,8 @@ static const struct kind kinds[] = {
 	  "through a mount)",
 	  false, false, dmg_lostfile, false, true, { "but named by no directory", NULL },
 	  want_lostfile },
-	{ "badinode", "two in-use inode cores damaged beyond use (cleared in place after the "
-	  "AG rebuild, blocks freed, entries removed)", false, true, dmg_badinode, false, true,
+	{ "badinode", "three in-use file inode cores damaged beyond use, one with a bmbt "
+	  "(cleared in place after the AG rebuild, blocks freed, entries removed)", false, true, dmg_badinode, false, true,
 	  { "damaged beyond use", NULL }, want_badinode },
 	{ "baddir", "a directory's inode core damaged beyond use (cleared in place after the AG "
 	  "rebuild, its entry removed, the file in it linked into a new /lost+found)", false,
