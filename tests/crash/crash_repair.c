@@ -136,11 +136,11 @@ int __wrap_rlfs_mount_close(struct rlfs_mount *mp)
  * (-Wl,--wrap=rlfs_trans_commit): the real commit, and while a repair of
  * a kind with each_commit is recorded, on a mount with a log, rlfs_sync
  * after it (not inside an unmount): the CIL becomes one checkpoint per
- * transaction, so that the
- * cuts see the repair's states between two of its transactions (a real
- * run reaches them when the log is pushed between two: log space, a
- * background push); without it the CIL of a short repair through a mount
- * goes to the log as one checkpoint at the unmount, all or nothing.
+ * transaction, so that the cuts see the repair's states between two of
+ * its transactions (a real run reaches them when the log is pushed
+ * between two: log space, a background push); without it the CIL of a
+ * short repair through a mount goes to the log as one checkpoint at the
+ * unmount, all or nothing.
  * Returns the commit's error, else rlfs_sync's.
  */
 int __wrap_rlfs_trans_commit(struct rlfs_trans *tp)
@@ -833,7 +833,7 @@ static uint64_t dir_leaf(uint64_t dino, uint8_t *blk)
 	return root;
 }
 
-/* The record of name in a directory leaf blk (index into its records). */
+/* The record of name in directory dino's leaf blk (setup_fail if none). */
 static struct rlfs_dir_rec *dir_find(uint8_t *blk, uint64_t dino, const char *name)
 {
 	const struct rlfs_btree_block *bb = (const void *)blk;
