@@ -4,18 +4,22 @@
  *
  * fsck repairs in two ways: through a library mount in logged
  * transactions (orphan frees, unlinked lists emptied, data forks rebuilt
- * from the rmap: tools/fsck_fork.c, fsck_free_orphans), and by writing
+ * from the rmap: tools/fsck_fork.c, fsck_free_orphans; directory entries
+ * naming no inode removed and lost inodes linked into /lost+found:
+ * tools/fsck_dir.c), and by writing
  * blocks in place without the log (the AG tree rebuild, tools/fsck_rebuild.c;
  * AG header and superblock counters, link counts and parent pointers,
- * tools/fsck_repair.c).  Either must survive a power cut at any point: the
+ * tools/fsck_repair.c; inodes damaged beyond use written anew as free,
+ * fsck_clear_inodes).  Either must survive a power cut at any point: the
  * next `fsck` must finish the job, ending clean, with every file's data
  * intact (xfs_repair gives no such promise; e2fsck's undo file is its
  * answer; we prove it by cutting).
  *
  * For each damage kind (kinds[] below):
  *  1. a populated image (files with known bytes, clones sharing extents, a
- *     file of 400 extents with a bmbt, a directory tree, two files
- *     unlinked while open and left on their AG's unlinked list) is damaged
+ *     file of 400 extents with a bmbt, a directory tree, two files with a
+ *     second name, two files unlinked while open and left on their AG's
+ *     unlinked list) is damaged
  *     in a way fsck repairs; `fsck -n` must say so (exit 4, "that repair
  *     corrects");
  *  2. `fsck` (repair) runs in-process (rlfs_fsck_main) with every device
@@ -24,7 +28,9 @@
  *     device (lib/dev_crash.h) over one record: the binary is linked with
  *     -Wl,--wrap=rlfs_dev_open and __wrap_rlfs_dev_open below wraps the
  *     opens of the image being recorded (no hook in the library or in
- *     fsck).  It must exit 1 and leave a clean image;
+ *     fsck); for the kinds whose repair goes through a mount, each commit
+ *     is made durable on its own (__wrap_rlfs_trans_commit).  It must
+ *     exit 1 and leave a clean image;
  *  3. the repair is cut: before its first event and after every write
  *     (all writes so far kept, in order; --images caps them, spread over
  *     the record, the whole repair always in), and --count times at each
@@ -34,8 +40,10 @@
  *     reordering its cache exposes);
  *  4. each cut image must be repaired by a second `fsck` (exit 0 or 1:
  *     clean, or corrected and clean on its own re-check), then mount,
- *     hold every file with its bytes (size and crc32c as the undamaged
- *     image had them), take a new 512 KiB file and a sync without
+ *     hold every file where the kind leaves it (kind.expect: a cleared
+ *     file and a removed name gone, a lost file under /lost+found) with
+ *     its inode number, bytes (size and crc32c as the undamaged image had
+ *     them) and link count, take a new 512 KiB file and a sync without
  *     disturbing any other file (free space that is really free),
  *     unmount, and check clean (`fsck -n`).
  * One child process checks the cuts of a kind in turn; one that dies is
@@ -62,6 +70,7 @@
 #include "dev_crash.h"
 #include "inode.h"
 #include "rlfs.h"
+#include "trans.h"
 
 int rlfs_fsck_main(int argc, char **argv); /* tools/fsck.c */
 
@@ -95,6 +104,52 @@ int __wrap_rlfs_dev_open(const char *path, int writable, int lock, struct rlfs_d
 	cdev->writable = inner->writable;
 	*devp = cdev;
 	return 0;
+}
+
+int __real_rlfs_trans_commit(struct rlfs_trans *tp);
+int __wrap_rlfs_trans_commit(struct rlfs_trans *tp);
+
+int __real_rlfs_mount_close(struct rlfs_mount *mp);
+int __wrap_rlfs_mount_close(struct rlfs_mount *mp);
+
+/* While set (and a repair is being recorded): every commit of a mount
+ * with a log is made durable at once, one checkpoint each, except inside
+ * an unmount (hook_closing). */
+static bool hook_each_commit;
+static int hook_closing;
+
+/*
+ * rlfs_mount_close, with hook_closing set while it runs: the unmount's
+ * own commits are left as it makes them (its clean superblock must stay
+ * out of the log: write_sb in lib/mount.c).  Same returns.
+ */
+int __wrap_rlfs_mount_close(struct rlfs_mount *mp)
+{
+	hook_closing++;
+	int err = __real_rlfs_mount_close(mp);
+	hook_closing--;
+	return err;
+}
+
+/*
+ * rlfs_trans_commit as this binary's callers outside lib/trans.c make it
+ * (-Wl,--wrap=rlfs_trans_commit): the real commit, and while a repair of
+ * a kind with each_commit is recorded, on a mount with a log, rlfs_sync
+ * after it (not inside an unmount): the CIL becomes one checkpoint per
+ * transaction, so that the cuts see the repair's states between two of
+ * its transactions (a real run reaches them when the log is pushed
+ * between two: log space, a background push); without it the CIL of a
+ * short repair through a mount goes to the log as one checkpoint at the
+ * unmount, all or nothing.
+ * Returns the commit's error, else rlfs_sync's.
+ */
+int __wrap_rlfs_trans_commit(struct rlfs_trans *tp)
+{
+	struct rlfs_mount *mp = tp->mp;
+	int err = __real_rlfs_trans_commit(tp);
+	if (!err && hook_rec && hook_each_commit && !hook_closing && mp->log && !mp->shutdown)
+		err = rlfs_sync(mp);
+	return err;
 }
 
 /* ---------------------------------------------------------------- */
@@ -277,12 +332,16 @@ struct efile {
 	int fid;
 	uint64_t size;
 	uint32_t crc;               /* crc32c of the bytes, as the undamaged image has them */
+	uint64_t ino;               /* as the undamaged image has them */
+	uint32_t nlink;
 };
 
+/* d/c1x and c2x: second names (hard links) of d/c1 and d/c2 */
 static struct efile files[] = {
-	{ "a", 1, 0, 0 }, { "b", 2, 0, 0 }, { "frag", 3, 0, 0 },
-	{ "d/c1", 4, 0, 0 }, { "d/c2", 5, 0, 0 }, { "d/c3", 6, 0, 0 },
-	{ "d/c4", 7, 0, 0 }, { "d/sub/part", 8, 0, 0 },
+	{ "a", 1, 0, 0, 0, 0 }, { "b", 2, 0, 0, 0, 0 }, { "frag", 3, 0, 0, 0, 0 },
+	{ "d/c1", 4, 0, 0, 0, 0 }, { "d/c2", 5, 0, 0, 0, 0 }, { "d/c3", 6, 0, 0, 0, 0 },
+	{ "d/c4", 7, 0, 0, 0, 0 }, { "d/sub/part", 8, 0, 0, 0, 0 },
+	{ "d/c1x", 4, 0, 0, 0, 0 }, { "c2x", 5, 0, 0, 0, 0 },
 };
 #define NFILES (sizeof(files) / sizeof(files[0]))
 
@@ -299,6 +358,9 @@ static struct {
 	uint64_t frag_root;             /* frag's bmbt root fsbno */
 	uint16_t frag_level;
 	uint64_t free_ino;              /* brokenlist: where the list points */
+	uint32_t inopb;                 /* inodes per block */
+	uint64_t dblocks;
+	uint64_t d_ino;                 /* the directory d */
 } g;
 
 static uint8_t *iobuf;
@@ -369,13 +431,15 @@ static int64_t lookup_path(struct rlfs_mount *mp, const char *path, struct stat 
 	return (int64_t)dir;
 }
 
-/* size and crc32c of path's bytes: 0 or negative errno */
-static int digest(struct rlfs_mount *mp, const char *path, uint64_t *size, uint32_t *crc)
+/* size and crc32c of path's bytes, its stat in *st: 0 or negative errno */
+static int digest(struct rlfs_mount *mp, const char *path, uint64_t *size, uint32_t *crc,
+		  struct stat *stp)
 {
 	struct stat st;
 	int64_t ino = lookup_path(mp, path, &st);
 	if (ino < 0)
 		return (int)ino;
+	*stp = st;
 	*size = (uint64_t)st.st_size;
 	int err = 0;
 	if (*size > FILE_MAX_BYTES) {
@@ -418,6 +482,8 @@ static void populate(void)
 	g.agblocks = mp->agblocks;
 	g.rmap = (mp->features_incompat & RLFS_FEAT_INCOMPAT_RMAP) != 0;
 	g.root_ino = rlfs_root_ino(mp);
+	g.inopb = mp->inopblock;
+	g.dblocks = mp->dblocks;
 	uint64_t root = g.root_ino;
 	uint64_t a = mkfile(mp, root, "a", false);
 	put(mp, a, 1, 0, 256 * 1024);
@@ -430,11 +496,22 @@ static void populate(void)
 		put(mp, frag, 3, 2 * i * 4096, 4096);
 	uint64_t d = mkdir_in(mp, root, "d");
 	uint64_t sub = mkdir_in(mp, d, "sub");
+	uint64_t cino[5];
 	for (int i = 1; i <= 4; i++) {
 		char name[8];
 		snprintf(name, sizeof(name), "c%d", i);
-		put(mp, mkfile(mp, d, name, false), 3 + i, 0, (uint64_t)i * 3000 + 17);
+		cino[i] = mkfile(mp, d, name, false);
+		put(mp, cino[i], 3 + i, 0, (uint64_t)i * 3000 + 17);
 	}
+	g.d_ino = d;
+	/* second names: one in the same directory, one in the root */
+	struct stat lst;
+	if ((err = rlfs_link(mp, cino[1], d, "c1x", &lst)) != 0)
+		setup_fail("link d/c1x: %s", strerror(-err));
+	rlfs_forget(mp, cino[1], 1);
+	if ((err = rlfs_link(mp, cino[2], root, "c2x", &lst)) != 0)
+		setup_fail("link c2x: %s", strerror(-err));
+	rlfs_forget(mp, cino[2], 1);
 	uint64_t part = mkfile(mp, sub, "part", false);
 	clone_blocks(mp, a, 0, part, 0, 64 * 1024);
 	put(mp, part, 8, 70000, 100);
@@ -466,9 +543,12 @@ static void populate(void)
 	if (err)
 		setup_fail("mount %s: %s", pristine, strerror(-err));
 	for (size_t i = 0; i < NFILES; i++) {
-		err = digest(mp, files[i].path, &files[i].size, &files[i].crc);
+		struct stat fst;
+		err = digest(mp, files[i].path, &files[i].size, &files[i].crc, &fst);
 		if (err)
 			setup_fail("read %s: %s", files[i].path, strerror(-err));
+		files[i].ino = (uint64_t)fst.st_ino;
+		files[i].nlink = (uint32_t)fst.st_nlink;
 	}
 	struct rlfs_inode *ip;
 	err = rlfs_iget(mp, frag, &ip);
@@ -718,6 +798,211 @@ static void dmg_bmbt_agtrees(void)
 	}
 }
 
+/* ---- the directory and inode edits of the fsck_dir.c / fsck_clear_inodes
+ * kinds (what tests/helpers/imgedit.py's dirent-set, dirent-drop and flip
+ * do for 57-fsck-images) ---- */
+
+static int efile_index(const char *path)
+{
+	for (size_t i = 0; i < NFILES; i++)
+		if (!strcmp(files[i].path, path))
+			return (int)i;
+	setup_fail("no file %s in files[]", path);
+}
+
+static uint64_t ino_fsbno(uint64_t ino) { return ino / g.inopb; }
+static size_t ino_off(uint64_t ino) { return (size_t)(ino % g.inopb) * g.isz; }
+
+/*
+ * Directory dino's b+tree leaf (it must be one leaf: the populated
+ * image's directories are small) into blk; returns its fsbno.
+ */
+static uint64_t dir_leaf(uint64_t dino, uint8_t *blk)
+{
+	blk_read(ino_fsbno(dino), blk);
+	const struct rlfs_dinode *di = (const void *)(blk + ino_off(dino));
+	if (rlfs_get64(di->ino) != dino || di->format != RLFS_FMT_BTREE)
+		setup_fail("damage: inode %" PRIu64 " is not a directory b+tree (format %u)", dino,
+			   di->format);
+	uint64_t root = rlfs_get64(di->root);
+	blk_read(root, blk);
+	const struct rlfs_btree_block *bb = (const void *)blk;
+	if (rlfs_get16(bb->level) != 0)
+		setup_fail("damage: directory %" PRIu64 " has a b+tree of %u levels", dino,
+			   rlfs_get16(bb->level) + 1);
+	return root;
+}
+
+/* The record of name in directory dino's leaf blk (setup_fail if none). */
+static struct rlfs_dir_rec *dir_find(uint8_t *blk, uint64_t dino, const char *name)
+{
+	const struct rlfs_btree_block *bb = (const void *)blk;
+	struct rlfs_dir_rec *r = (struct rlfs_dir_rec *)(blk + sizeof(*bb));
+	for (uint16_t i = 0; i < rlfs_get16(bb->numrecs); i++)
+		if (r[i].namelen == strlen(name) && !memcmp(r[i].name, name, r[i].namelen))
+			return &r[i];
+	setup_fail("damage: directory %" PRIu64 " has no entry '%s'", dino, name);
+}
+
+/* Entry name of directory dino now names inode ino (leaf crc made good). */
+static void dirent_set(uint64_t dino, const char *name, uint64_t ino)
+{
+	uint8_t *blk = xmalloc(g.bs);
+	uint64_t leaf = dir_leaf(dino, blk);
+	rlfs_put64(dir_find(blk, dino, name)->ino, ino);
+	rlfs_cksum_update(blk, g.bs, RLFS_CRC_OFF);
+	blk_write(leaf, blk);
+	free(blk);
+}
+
+/* Entry name of directory dino removed (the inode it named keeps its
+ * link count; leaf crc made good). */
+static void dirent_drop(uint64_t dino, const char *name)
+{
+	uint8_t *blk = xmalloc(g.bs);
+	uint64_t leaf = dir_leaf(dino, blk);
+	struct rlfs_btree_block *bb = (void *)blk;
+	struct rlfs_dir_rec *r = dir_find(blk, dino, name);
+	struct rlfs_dir_rec *first = (struct rlfs_dir_rec *)(blk + sizeof(*bb));
+	uint16_t n = rlfs_get16(bb->numrecs);
+	size_t i = (size_t)(r - first);
+	memmove(r, r + 1, (n - 1 - i) * sizeof(*r));
+	memset(&first[n - 1], 0, sizeof(*r));
+	rlfs_put16(bb->numrecs, (uint16_t)(n - 1));
+	rlfs_cksum_update(blk, g.bs, RLFS_CRC_OFF);
+	blk_write(leaf, blk);
+	free(blk);
+}
+
+/* A free inode in an inode chunk: the first with mode 0 after ino in its
+ * chunk (64 inodes, aligned). */
+static uint64_t free_inode_near(uint64_t ino)
+{
+	uint64_t start = ino - ino % RLFS_INODES_PER_CHUNK;
+	uint8_t *blk = xmalloc(g.bs);
+	uint64_t got = 0;
+	for (uint64_t i = start; i < start + RLFS_INODES_PER_CHUNK && !got; i++) {
+		if (i == start || i % g.inopb == 0)
+			blk_read(ino_fsbno(i), blk);
+		const struct rlfs_dinode *di = (const void *)(blk + ino_off(i));
+		if (rlfs_get32(di->magic) == RLFS_DINODE_MAGIC && rlfs_get64(di->ino) == i &&
+		    rlfs_get32(di->mode) == 0)
+			got = i;
+	}
+	free(blk);
+	if (!got)
+		setup_fail("no free inode in the chunk of inode %" PRIu64, ino);
+	return got;
+}
+
+/* one byte of an inode's core changed, its crc left stale (57's
+ * inode-core-file: byte 60, in the size field) */
+static void ino_flip(uint64_t ino)
+{
+	uint8_t *blk = xmalloc(g.bs);
+	blk_read(ino_fsbno(ino), blk);
+	blk[ino_off(ino) + 60] ^= 0x5A;
+	blk_write(ino_fsbno(ino), blk);
+	free(blk);
+}
+
+/* d/c1x names a free inode of c1's chunk; c2x an inode number in no chunk
+ * (the filesystem's last block, free space) */
+static void dmg_dirent(void)
+{
+	dirent_set(g.d_ino, "c1x", free_inode_near(files[efile_index("d/c1")].ino));
+	dirent_set(g.root_ino, "c2x", (g.dblocks - 1) * g.inopb);
+}
+
+/* d/c3 and b lose their only names, and so does the directory d/sub
+ * (with part in it): all three lost, /lost+found is made */
+static void dmg_lostfile(void)
+{
+	dirent_drop(g.d_ino, "c3");
+	dirent_drop(g.root_ino, "b");
+	dirent_drop(g.d_ino, "sub");
+}
+
+/* b (most of its blocks shared with a), d/c4 and frag (400 extents in a
+ * bmbt): cores damaged beyond use */
+static void dmg_badinode(void)
+{
+	ino_flip(files[efile_index("b")].ino);
+	ino_flip(files[efile_index("d/c4")].ino);
+	ino_flip(files[efile_index("frag")].ino);
+}
+
+/* the inobt root of every AG that has inodes zeroed: the chunks come back
+ * from the rmap's OWN_INODES records */
+static void dmg_inobt_zero(void)
+{
+	unsigned n = 0;
+	for (uint32_t agno = 0; agno < g.agcount; agno++) {
+		struct rlfs_agh h = agh_get(agno);
+		if (rlfs_get64(h.icount) == 0)
+			continue;
+		blk_zero((uint64_t)agno * g.agblocks + rlfs_get32(h.ino_root));
+		n++;
+	}
+	if (!n)
+		setup_fail("inobt-zero: no AG has inodes");
+}
+
+/* What check_cut expects of files[i] after the repair. */
+struct want {
+	const char *path;           /* where it is (NULL: gone) */
+	char buf[64];
+	uint32_t nlink;
+};
+
+/* dirent: the two names the repair removes are gone, their files keep one */
+static void want_dirent(size_t i, struct want *w)
+{
+	const char *p = files[i].path;
+	if (!strcmp(p, "d/c1x") || !strcmp(p, "c2x"))
+		w->path = NULL;
+	else if (!strcmp(p, "d/c1") || !strcmp(p, "d/c2"))
+		w->nlink = 1;
+}
+
+/* lostfile: d/c3 and b are /lost+found/INO, part is
+ * /lost+found/SUBINO/part */
+static void want_lostfile(size_t i, struct want *w)
+{
+	const char *p = files[i].path;
+	if (!strcmp(p, "d/c3") || !strcmp(p, "b")) {
+		snprintf(w->buf, sizeof(w->buf), "lost+found/%" PRIu64, files[i].ino);
+		w->path = w->buf;
+		w->nlink = 1;
+	} else if (!strcmp(p, "d/sub/part")) {
+		snprintf(w->buf, sizeof(w->buf), "lost+found/%" PRIu64 "/part", g.sub.ino);
+		w->path = w->buf;
+	}
+}
+
+/* badinode: b, d/c4 and frag are cleared: gone, with their names */
+static void want_badinode(size_t i, struct want *w)
+{
+	const char *p = files[i].path;
+	if (!strcmp(p, "b") || !strcmp(p, "d/c4") || !strcmp(p, "frag"))
+		w->path = NULL;
+}
+
+/* d/sub's core damaged beyond use: cleared, and part in it lost */
+static void dmg_baddir(void)
+{
+	ino_flip(g.sub.ino);
+}
+
+/* baddir: part (named only by the cleared d/sub) is /lost+found/INO */
+static void want_baddir(size_t i, struct want *w)
+{
+	if (!strcmp(files[i].path, "d/sub/part")) {
+		snprintf(w->buf, sizeof(w->buf), "lost+found/%" PRIu64, files[i].ino);
+		w->path = w->buf;
+	}
+}
+
 struct kind {
 	const char *name;
 	const char *what;
@@ -729,6 +1014,13 @@ struct kind {
 	 * rebuilds a healthy AG must never leave it inconsistent, even for
 	 * a moment: a user may mount instead of running fsck again) */
 	bool last_ag_only;
+	/* the repair is recorded with each mount's commits made durable one
+	 * by one (__wrap_rlfs_trans_commit) */
+	bool each_commit;
+	/* what fsck -n must say of the damage (each, when set) */
+	const char *finding[2];
+	/* what becomes of files[i] (NULL: each as it was) */
+	void (*expect)(size_t i, struct want *w);
 };
 
 static const struct kind kinds[] = {
@@ -750,13 +1042,30 @@ static const struct kind kinds[] = {
 	  "raw fixes, then a mount)", true, false, dmg_mixed },
 	{ "bmbt-agtrees", "a bmbt root and every cntbt root zeroed (rebuild, then the fork)",
 	  false, true, dmg_bmbt_agtrees },
+	{ "dirent", "entries naming a free inode and an inode in no chunk (removed, link "
+	  "counts fixed, through a mount)", false, false, dmg_dirent, false, true,
+	  { "points at free inode", "lies in no inode chunk" }, want_dirent },
+	{ "lostfile", "two files and a directory named nowhere (linked into a new /lost+found "
+	  "through a mount)",
+	  false, false, dmg_lostfile, false, true, { "but named by no directory", NULL },
+	  want_lostfile },
+	{ "badinode", "three in-use file inode cores damaged beyond use, one with a bmbt "
+	  "(cleared in place after the AG rebuild, blocks freed, entries removed)", false, true, dmg_badinode, false, true,
+	  { "damaged beyond use", NULL }, want_badinode },
+	{ "baddir", "a directory's inode core damaged beyond use (cleared in place after the AG "
+	  "rebuild, its entry removed, the file in it linked into a new /lost+found)", false,
+	  true, dmg_baddir, false, true, { "damaged beyond use", "named by no directory" },
+	  want_baddir },
+	{ "inobt-zero", "every inobt root zeroed (inobt rebuilt from the rmap's OWN_INODES "
+	  "records)", false, true, dmg_inobt_zero, false, false,
+	  { "taken from the rmapbt's OWN_INODES", NULL }, NULL },
 };
 #define NKINDS (sizeof(kinds) / sizeof(kinds[0]))
 
 const char *crash_repair_kinds(void)
 {
 	return "counters, orphans, brokenlist, inobt, bmbt, agtrees, lastag, mixed, bmbt-agtrees, "
-	       "all";
+	       "dirent, lostfile, badinode, baddir, inobt-zero, all";
 }
 
 /* ---------------------------------------------------------------- */
@@ -782,23 +1091,49 @@ static void say(struct msgs *m, const char *fmt, ...)
 	dprintf(m->fd, "M %s\n", line);
 }
 
-/* Every file as the undamaged image had it (tag: when). */
-static void verify_files(struct rlfs_mount *mp, struct msgs *m, const char *tag)
+/*
+ * Every file as kind k expects it after the repair (tag: when): where k
+ * says (its own path unless k->expect moves it or says it is gone), with
+ * the bytes and link count the undamaged image had (or k's link count);
+ * a file gone or moved must not be found at its old path.
+ */
+static void verify_files(const struct kind *k, struct rlfs_mount *mp, struct msgs *m,
+			 const char *tag)
 {
 	for (size_t i = 0; i < NFILES; i++) {
+		struct want w = { .path = files[i].path, .nlink = files[i].nlink };
 		uint64_t size = 0;
 		uint32_t crc = 0;
-		int err = digest(mp, files[i].path, &size, &crc);
+		struct stat st;
+		int err;
+		if (k->expect)
+			k->expect(i, &w);
+		if (w.path != files[i].path) {
+			err = digest(mp, files[i].path, &size, &crc, &st);
+			if (err != -ENOENT)
+				say(m, "present: %s %s: %s, expected gone%s%s", files[i].path, tag,
+				    err ? strerror(-err) : "found", w.path ? ", now " : "",
+				    w.path ? w.path : "");
+			if (!w.path)
+				continue;
+		}
+		err = digest(mp, w.path, &size, &crc, &st);
 		if (err == -ENOENT)
-			say(m, "missing: %s %s", files[i].path, tag);
+			say(m, "missing: %s %s", w.path, tag);
 		else if (err)
-			say(m, "readerr: %s %s: %s", files[i].path, tag, strerror(-err));
+			say(m, "readerr: %s %s: %s", w.path, tag, strerror(-err));
 		else if (size != files[i].size)
-			say(m, "size: %s %s: %" PRIu64 " bytes, was %" PRIu64, files[i].path, tag,
+			say(m, "size: %s %s: %" PRIu64 " bytes, was %" PRIu64, w.path, tag,
 			    size, files[i].size);
 		else if (crc != files[i].crc)
-			say(m, "data: %s %s: crc 0x%08x, was 0x%08x", files[i].path, tag, crc,
+			say(m, "data: %s %s: crc 0x%08x, was 0x%08x", w.path, tag, crc,
 			    files[i].crc);
+		else if ((uint64_t)st.st_ino != files[i].ino)
+			say(m, "inode: %s %s: inode %" PRIu64 ", expected %" PRIu64, w.path, tag,
+			    (uint64_t)st.st_ino, files[i].ino);
+		else if (st.st_nlink != w.nlink)
+			say(m, "nlink: %s %s: %u, expected %u", w.path, tag,
+			    (unsigned)st.st_nlink, w.nlink);
 	}
 }
 
@@ -865,7 +1200,7 @@ static unsigned check_cut(const struct kind *k, const char *img, int msgfd)
 		say(&m, "mount: %s", strerror(-err));
 		return m.n;
 	}
-	verify_files(mp, &m, "after the repair");
+	verify_files(k, mp, &m, "after the repair");
 	/* a new file takes free space: it must be really free */
 	struct stat st;
 	err = rlfs_mknod(mp, rlfs_root_ino(mp), "new", S_IFREG | 0644, 0, 0, 0, &st);
@@ -885,7 +1220,7 @@ static unsigned check_cut(const struct kind *k, const char *img, int msgfd)
 		if (n != (ssize_t)NEW_FILE_BYTES || rlfs_crc32c(iobuf, NEW_FILE_BYTES) != want)
 			say(&m, "data: the new file does not read back (%zd bytes)", n);
 		rlfs_forget(mp, (uint64_t)st.st_ino, 1);
-		verify_files(mp, &m, "after a new file was written");
+		verify_files(k, mp, &m, "after a new file was written");
 	}
 	err = rlfs_mount_close(mp);
 	if (err)
@@ -997,6 +1332,14 @@ static int record_repair(const struct kind *k, struct rlfs_crash_rec **recp)
 			"expected exit 4 and \"that repair corrects\": %s\n", k->name, rc, l);
 		return 2;
 	}
+	for (int i = 0; i < 2; i++) {
+		if (k->finding[i] && !file_has(out, k->finding[i])) {
+			first_lines(out, 6, l, sizeof(l));
+			fprintf(stderr, "rlfs-crashtest: damage %s: fsck -n does not say \"%s\": "
+				"%s\n", k->name, k->finding[i], l);
+			return 2;
+		}
+	}
 	/* the base image: the damaged one; then every device the repair
 	 * opens on dmg goes through the record (__wrap_rlfs_dev_open) */
 	struct rlfs_dev *fdev;
@@ -1010,7 +1353,9 @@ static int record_repair(const struct kind *k, struct rlfs_crash_rec **recp)
 		setup_fail("crash record: %s", strerror(-err));
 	hook_path = dmg;
 	hook_rec = rec;
+	hook_each_commit = k->each_commit;
 	rc = fsck_run(dmg, false, out);
+	hook_each_commit = false;
 	hook_rec = NULL;
 	hook_path = NULL;
 	if (rc != 1) {
@@ -1211,6 +1556,42 @@ static int run_kind(const struct kind *k, struct crash_repair_totals *t)
 	return 0;
 }
 
+/* Whether list ("all", or kind names separated by commas) names kind. */
+static bool kind_listed(const char *list, const char *kind)
+{
+	if (!strcmp(list, "all"))
+		return true;
+	size_t n = strlen(kind);
+	for (const char *p = list; *p;) {
+		size_t len = strcspn(p, ",");
+		if (len == n && !strncmp(p, kind, n))
+			return true;
+		p += len;
+		if (*p == ',')
+			p++;
+	}
+	return false;
+}
+
+/* Whether every name in list is a kind ("all" is). */
+static bool kinds_known(const char *list)
+{
+	if (!strcmp(list, "all"))
+		return true;
+	for (const char *p = list; *p;) {
+		size_t len = strcspn(p, ","), i;
+		for (i = 0; i < NKINDS; i++)
+			if (strlen(kinds[i].name) == len && !strncmp(p, kinds[i].name, len))
+				break;
+		if (i == NKINDS)
+			return false;
+		p += len;
+		if (*p == ',')
+			p++;
+	}
+	return true;
+}
+
 int crash_repair_run(const struct crash_repair_opts *o, struct crash_repair_totals *t)
 {
 	const struct kind *list[NKINDS];
@@ -1218,9 +1599,9 @@ int crash_repair_run(const struct crash_repair_opts *o, struct crash_repair_tota
 	opt = o;
 	memset(t, 0, sizeof(*t));
 	for (size_t i = 0; i < NKINDS; i++)
-		if (!strcmp(o->damage, "all") || !strcmp(o->damage, kinds[i].name))
+		if (kind_listed(o->damage, kinds[i].name))
 			list[n++] = &kinds[i];
-	if (!n) {
+	if (!n || !kinds_known(o->damage)) {
 		fprintf(stderr, "rlfs-crashtest: unknown --damage %s (%s)\n", o->damage,
 			crash_repair_kinds());
 		return 2;

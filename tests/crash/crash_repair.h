@@ -10,7 +10,7 @@
 
 /* What --mode repair was asked for (crashtest.c's options). */
 struct crash_repair_opts {
-	const char *damage;         /* a damage kind (crash_repair.c kinds[]) or "all" */
+	const char *damage;         /* damage kinds (crash_repair.c kinds[]), comma-separated, or "all" */
 	uint64_t seed;              /* the cuts' random choices */
 	unsigned count;             /* random-subset cuts per flush interval of the repair */
 	unsigned images;            /* most cut images per damage kind, 0: every prefix */
@@ -33,7 +33,8 @@ struct crash_repair_totals {
  * Run the damage kinds o->damage names: make the damaged image, record
  * `fsck` (repair) on it through the crash-recording device, then check
  * the image after a power cut at each cut of the repair (a following
- * fsck repairs to clean, fsck -n is clean, every file is intact and a new
+ * fsck repairs to clean, fsck -n is clean, every file is intact where the
+ * kind leaves it (gone if cleared, under /lost+found if lost) and a new
  * file can be written).  Prints one FAIL block per failed image and one
  * summary line per kind.  Returns 0 (totals in *t; t->failed may be
  * non-zero), or 2 for a usage or setup error (unknown damage kind; the
