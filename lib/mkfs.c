@@ -346,8 +346,15 @@ static int init_ag(struct rlfs_trans *tp, uint32_t agno, const struct geom *g)
 }
 
 /* Root directory: an empty directory that is its own parent. */
-static int make_root(struct rlfs_mount *mp)
+static int make_root(struct rlfs_mount *mp, const struct rlfs_mkfs_opts *o)
 {
+	/* the hints the root directory passes on (mkfs.xfs -d cowextsize=,
+	 * extszinherit=): checked as FS_IOC_FSSETXATTR checks them */
+	uint32_t diflags = (o->cowextsize_blocks ? RLFS_DIFLAG_COWEXTSIZE : 0) |
+			   (o->extszinherit_blocks ? RLFS_DIFLAG_EXTSZINHERIT : 0);
+	if (rlfs_cowextsize_valid(mp, S_IFDIR, diflags, o->cowextsize_blocks) ||
+	    rlfs_extsize_valid(mp, S_IFDIR, diflags, o->extszinherit_blocks))
+		return -EINVAL;
 	struct rlfs_trans *tp;
 	int err = rlfs_trans_alloc(mp, &mp->resv.tr_mkdir, rlfs_ialloc_res(mp), 0, &tp);
 	if (err)
@@ -381,6 +388,9 @@ static int make_root(struct rlfs_mount *mp)
 	dip->atime = dip->mtime = dip->ctime = dip->crtime = ts;
 	rlfs_put64(dip->generation, gen);
 	rlfs_put64(dip->parent, ino);
+	rlfs_put32(dip->flags, diflags);
+	rlfs_put32(dip->cowextsize_blocks, o->cowextsize_blocks);
+	rlfs_put32(dip->extsize_blocks, o->extszinherit_blocks);
 	dip->format = RLFS_FMT_NONE;
 	dip->aformat = RLFS_FMT_NONE;
 	rlfs_put16(dip->forkoff, rlfs_inode_default_forkoff(mp));
@@ -500,7 +510,7 @@ static int format(struct rlfs_dev *dev, const struct geom *g, const struct rlfs_
 	mp->fdblocks = (int64_t)free_blocks;
 	mp->icount = mp->ifree = 0;
 
-	err = make_root(mp);
+	err = make_root(mp, o);
 	if (err)
 		goto out;
 	err = rlfs_trans_alloc(mp, &mp->resv.tr_rdonly, 0, 0, &tp);

@@ -266,12 +266,14 @@ rlfs_fsck() {
 	log "fsck clean: $img"
 }
 
-# kmount_xfs IMAGE DIR [SIZE]: sparse image + mkfs.xfs (reflink, rmapbt) + loop mount.
+# kmount_xfs IMAGE DIR [SIZE [MKFS_ARGS...]]: sparse image + mkfs.xfs (reflink, rmapbt,
+# then MKFS_ARGS) + loop mount.
 kmount_xfs() {
 	local img=$1 dir=$2 size=${3:-1G}
+	shift 3 2>/dev/null || shift $#
 	rm -f "$img"
 	truncate -s "$size" "$img"
-	mkfs.xfs -q -f -m reflink=1,rmapbt=1 "$img" || die "mkfs.xfs failed"
+	mkfs.xfs -q -f -m reflink=1,rmapbt=1 "$@" "$img" || die "mkfs.xfs failed"
 	mkdir -p "$dir"
 	_LOOPS+=("$img")
 	_MOUNTS+=("$dir")

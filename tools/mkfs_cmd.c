@@ -121,11 +121,43 @@ static int parse_meta(const char *arg, struct rlfs_mkfs_opts *o)
 	return 0;
 }
 
+/* -d SUBOPT[,SUBOPT...] as mkfs.xfs: cowextsize=BLOCKS, extszinherit=BLOCKS
+ * (hints set on the root directory, passed on to what is created in it).
+ * 0 or -1 (unknown suboption or a value that is not a number). */
+static int parse_data(const char *arg, struct rlfs_mkfs_opts *o)
+{
+	const char *p = arg;
+	while (*p) {
+		size_t len = strcspn(p, ",");
+		uint32_t *dst = NULL;
+		size_t nl = strcspn(p, "=,");
+		if (nl == 10 && strncmp(p, "cowextsize", nl) == 0)
+			dst = &o->cowextsize_blocks;
+		else if (nl == 12 && strncmp(p, "extszinherit", nl) == 0)
+			dst = &o->extszinherit_blocks;
+		if (!dst || nl >= len || p[nl] != '=')
+			return -1;
+		char num[16];
+		size_t vl = len - nl - 1;
+		if (vl == 0 || vl >= sizeof(num))
+			return -1;
+		memcpy(num, p + nl + 1, vl);
+		num[vl] = '\0';
+		if (parse_u32(num, dst, 0))
+			return -1;
+		p += len;
+		if (*p == ',' && *++p == '\0')
+			return -1;
+	}
+	return 0;
+}
+
 static void usage(FILE *f, const char *prog)
 {
 	fprintf(f,
 		"Usage: %s [-s SIZE] [-b BLOCKSIZE] [-a AGCOUNT] [-i INODESIZE] [-L LABEL]\n"
-		"          [-m reflink=0|1,rmapbt=0|1] [-l size=SIZE | -l log=0] [-f] IMAGE\n"
+		"          [-m reflink=0|1,rmapbt=0|1] [-l size=SIZE | -l log=0]\n"
+		"          [-d cowextsize=BLOCKS,extszinherit=BLOCKS] [-f] IMAGE\n"
 		"\n"
 		"Create a reflinkfs filesystem in IMAGE (a file, created sparse if missing, or a\n"
 		"block device).\n"
@@ -145,6 +177,10 @@ static void usage(FILE *f, const char *prog)
 		"  -l size=SIZE  write-ahead log size (K, M, G suffixes); default 1/64 of the\n"
 		"                filesystem, at least %u blocks and 512 KiB, at most 64 MiB\n"
 		"  -l log=0      no log (an image as before the log: not crash-safe)\n"
+		"  -d cowextsize=BLOCKS  CoW extent size hint of the root directory, passed\n"
+		"                on to files and directories created in it (default: none,\n"
+		"                files use 32 blocks); as mkfs.xfs -d cowextsize=\n"
+		"  -d extszinherit=BLOCKS  extent size hint the root directory passes on\n"
 		"  -f            overwrite an existing reflinkfs filesystem\n"
 		"  -h, --help    this text\n",
 		prog, RLFS_LOG_MIN_BLOCKS);
@@ -223,7 +259,7 @@ int rlfs_mkfs_main(int argc, char **argv)
 	struct rlfs_mkfs_opts o = { 0 };
 	int c, err;
 	unsigned long long v;
-	while ((c = getopt_long(argc, argv, "s:b:a:i:L:m:l:fh", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "s:b:a:i:L:m:l:d:fh", longopts, NULL)) != -1) {
 		switch (c) {
 		case 's':
 			err = rlfs_parse_size(optarg, &v);
@@ -278,6 +314,13 @@ int rlfs_mkfs_main(int argc, char **argv)
 			} else {
 				fprintf(stderr, "%s: unknown log option '%s' (size=SIZE, log=0)\n",
 					prog, optarg);
+				return 1;
+			}
+			break;
+		case 'd':
+			if (parse_data(optarg, &o)) {
+				fprintf(stderr, "%s: unknown data option '%s' (cowextsize=BLOCKS, "
+					"extszinherit=BLOCKS, comma-separated)\n", prog, optarg);
 				return 1;
 			}
 			break;
@@ -352,6 +395,10 @@ int rlfs_mkfs_main(int argc, char **argv)
 				prog, image);
 			break;
 		case EINVAL:
+			if (o.cowextsize_blocks || o.extszinherit_blocks)
+				fprintf(stderr,
+					"%s: invalid geometry or hint for %s (an extent size hint is "
+					"at most half an AG and 2097151 blocks)\n", prog, image);
 			fprintf(stderr,
 				"%s: invalid geometry for %s (block size a power of two in 1024..65536, "
 				"at least 16 MiB and 64 blocks per AG, a log that fits in one AG with "

@@ -493,6 +493,15 @@ struct rlfs_mkfs_opts {
 				     * rounded down to blocks; -EINVAL below
 				     * RLFS_LOG_MIN_BLOCKS blocks or if it does
 				     * not fit in one AG with room to spare */
+	uint32_t cowextsize_blocks; /* CoW extent size hint set on the root
+				     * directory (COWEXTSIZE: inherited by what
+				     * is created in it), 0 = none (the 32-block
+				     * default); mkfs.xfs -d cowextsize=N.
+				     * -EINVAL past half an AG or 2^21 */
+	uint32_t extszinherit_blocks; /* extent size hint the root directory
+				     * passes on (EXTSZINHERIT), 0 = none;
+				     * mkfs.xfs -d extszinherit=N; limits as
+				     * cowextsize_blocks */
 };
 /* The log size mkfs picks for a filesystem of size_bytes with blocks of
  * blocksize bytes: 1/64 of the filesystem, at least RLFS_LOG_MIN_BLOCKS

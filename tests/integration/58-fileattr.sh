@@ -13,7 +13,8 @@
 # is checked here.  Then `reflinkfs io` stat/lsattr/chattr/extsize/
 # cowextsize against xfs_io's output, persistence across a remount, and
 # fsck -n clean; fsck finds a bad hint and an unknown flag and repair
-# resets them.
+# resets them; mkfs -d cowextsize=,extszinherit= sets the root directory's
+# hints as mkfs.xfs does.
 . "$(dirname "$0")/../lib.sh"
 common_setup
 command -v xfs_io >/dev/null || die "xfs_io missing (apt-get install xfsprogs)"
@@ -169,4 +170,38 @@ got=$($PY "$OPS" get "$MNT/p/child")
 	die "repair left p/child as '$got'"
 rlfs_umount "$MNT"
 log "fsck: bad hint and unknown flag found and reset"
+
+# 6. mkfs -d cowextsize=,extszinherit= as mkfs.xfs: hints on the root
+#    directory, passed on to what is created in it
+kumount "$T/xfs"
+kmount_xfs "$T/xfs2.img" "$T/xfs2" 512M -d cowextsize=64,extszinherit=16
+rlfs_mkfs "$T/d.img" -s 512M -d cowextsize=64,extszinherit=16
+rlfs_mount "$T/d.img" "$T/dm"
+hints() {   # TOOL ROOT: the hint lines of the root, a directory, two files
+	local tool=$1 r=$2 p
+	mkdir "$r/sub"
+	: >"$r/f"
+	: >"$r/sub/g"
+	# an xattr on each (XFS reports has-xattr on new inodes here)
+	for p in . sub f sub/g; do
+		$PY -c 'import os, sys; os.setxattr(sys.argv[1], "user.a", b"1")' "$r/$p"
+	done
+	for p in . sub f sub/g; do
+		echo "$p: $($tool -c stat "$r/$p" | grep -E '^fsxattr\.(xflags|extsize|cowextsize) ' |
+			tr '\n' ' ')"
+	done
+}
+hints xfs_io "$T/xfs2" >"$T/hints.xfs"
+hints "$RLFS io" "$T/dm" >"$T/hints.rlfs"
+if ! diff -u "$T/hints.xfs" "$T/hints.rlfs" >"$T/diff"; then
+	cat "$T/diff" >&2
+	die "mkfs -d cowextsize=,extszinherit=: hints differ from mkfs.xfs's"
+fi
+grep -q '^sub/g: .*fsxattr.extsize = 65536 fsxattr.cowextsize = 262144' "$T/hints.rlfs" ||
+	{ cat "$T/hints.rlfs" >&2; die "mkfs hints not passed on"; }
+rlfs_umount "$T/dm"
+rlfs_fsck "$T/d.img"
+expect_rc 1 "$RLFS" mkfs -f -s 512M -d cowextsize=4000000 "$T/d.img"
+expect_rc 1 "$RLFS" mkfs -f -s 512M -d cowextsize=x "$T/d.img"
+log "mkfs -d cowextsize=64,extszinherit=16: same hints as mkfs.xfs"
 log "ok"
