@@ -88,6 +88,36 @@ static int set_attr(fuse_req_t req, struct rlfs_mount *mp, fuse_ino_t ino,
 	return err;
 }
 
+/* The argument sizes of a get (out) or a set (in) of a want-byte value;
+ * replies EINVAL and returns false when they do not match. */
+static bool arg_size_ok(fuse_req_t req, bool set, size_t in_bufsz, size_t out_bufsz, size_t want)
+{
+	if ((set && in_bufsz != want) || (!set && out_bufsz != want)) {
+		fuse_reply_err(req, EINVAL);
+		return false;
+	}
+	return true;
+}
+
+/* A get: the inode's attributes into *fa, or the error replied (false). */
+static bool get_attr(fuse_req_t req, struct rlfs_mount *mp, fuse_ino_t ino,
+		     struct rlfs_fileattr *fa)
+{
+	int err = rlfs_fileattr_get(mp, n2i(ino), fa);
+	if (err)
+		reply_status(req, err);
+	return !err;
+}
+
+/* A set's reply: its error, or the argument back if the caller has room. */
+static void reply_set(fuse_req_t req, int err, const void *arg, size_t len, size_t out_bufsz)
+{
+	if (err)
+		reply_status(req, err);
+	else
+		fuse_reply_ioctl(req, 0, out_bufsz >= len ? arg : NULL, out_bufsz >= len ? len : 0);
+}
+
 void fileattr_ioctl(fuse_req_t req, struct rlfs_mount *mp, fuse_ino_t ino, unsigned int cmd,
 		    const void *in_buf, size_t in_bufsz, size_t out_bufsz)
 {
@@ -101,16 +131,11 @@ void fileattr_ioctl(fuse_req_t req, struct rlfs_mount *mp, fuse_ino_t ino, unsig
 		/* the kernel sends an int whatever the number says */
 		uint32_t fl;
 		bool set = cmd == FS_IOC_SETFLAGS || cmd == FS_IOC32_SETFLAGS;
-		if ((set && in_bufsz != sizeof(fl)) || (!set && out_bufsz != sizeof(fl))) {
-			fuse_reply_err(req, EINVAL);
+		if (!arg_size_ok(req, set, in_bufsz, out_bufsz, sizeof(fl)))
 			return;
-		}
 		if (!set) {
-			err = rlfs_fileattr_get(mp, n2i(ino), &fa);
-			if (err) {
-				reply_status(req, err);
+			if (!get_attr(req, mp, ino, &fa))
 				return;
-			}
 			fl = xflags_to_fl(fa.xflags);
 			fuse_reply_ioctl(req, 0, &fl, sizeof(fl));
 			return;
@@ -120,27 +145,18 @@ void fileattr_ioctl(fuse_req_t req, struct rlfs_mount *mp, fuse_ino_t ino, unsig
 		err = fl_to_xflags(fl, &fa.xflags);
 		if (!err)
 			err = set_attr(req, mp, ino, &fa, RLFS_FA_FLAGS_ONLY);
-		if (err)
-			reply_status(req, err);
-		else
-			fuse_reply_ioctl(req, 0, out_bufsz >= sizeof(fl) ? &fl : NULL,
-					 out_bufsz >= sizeof(fl) ? sizeof(fl) : 0);
+		reply_set(req, err, &fl, sizeof(fl), out_bufsz);
 		return;
 	}
 	case FS_IOC_FSGETXATTR:
 	case FS_IOC_FSSETXATTR: {
 		struct fsxattr x;
 		bool set = cmd == FS_IOC_FSSETXATTR;
-		if ((set && in_bufsz != sizeof(x)) || (!set && out_bufsz != sizeof(x))) {
-			fuse_reply_err(req, EINVAL);
+		if (!arg_size_ok(req, set, in_bufsz, out_bufsz, sizeof(x)))
 			return;
-		}
 		if (!set) {
-			err = rlfs_fileattr_get(mp, n2i(ino), &fa);
-			if (err) {
-				reply_status(req, err);
+			if (!get_attr(req, mp, ino, &fa))
 				return;
-			}
 			memset(&x, 0, sizeof(x));
 			x.fsx_xflags = fa.xflags;
 			x.fsx_extsize = fa.extsize_bytes;
@@ -157,12 +173,7 @@ void fileattr_ioctl(fuse_req_t req, struct rlfs_mount *mp, fuse_ino_t ino, unsig
 			.cowextsize_bytes = x.fsx_cowextsize,
 			.projid = x.fsx_projid,
 		};
-		err = set_attr(req, mp, ino, &fa, 0);
-		if (err)
-			reply_status(req, err);
-		else
-			fuse_reply_ioctl(req, 0, out_bufsz >= sizeof(x) ? &x : NULL,
-					 out_bufsz >= sizeof(x) ? sizeof(x) : 0);
+		reply_set(req, set_attr(req, mp, ino, &fa, 0), &x, sizeof(x), out_bufsz);
 		return;
 	}
 	default:
