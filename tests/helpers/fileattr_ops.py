@@ -25,7 +25,7 @@ import struct
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from posix_ops import child_as  # noqa: E402
+from posix_ops import child_as, res  # noqa: E402
 
 FS_IOC_GETFLAGS = 0x80086601
 FS_IOC_SETFLAGS = 0x40086602
@@ -68,14 +68,6 @@ libc = ctypes.CDLL(None, use_errno=True)
 
 def P(*parts):
     return os.path.join(ROOT, *parts)
-
-
-def res(fn, *args, **kw):
-    try:
-        v = fn(*args, **kw)
-    except OSError as e:
-        return errno.errorcode.get(e.errno, str(e.errno))
-    return "ok" if v is None else "ok %s" % (v,)
 
 
 def strict(label, result):
