@@ -49,6 +49,7 @@
 #include "dev.h"
 #include "log.h"
 #include "bmap.h"
+#include "cowfork.h"
 #include "inode.h"
 #include "refcount.h"
 #include "reflink.h"
@@ -141,81 +142,102 @@ static void write_update_inode(struct rlfs_trans *tp, struct rlfs_inode *ip, uin
 			       unsigned wflags);
 
 /*
- * Copy-on-write of file bytes [pos, end), whose blocks are all mapped and
- * shared: new blocks (rlfs_cow_prepare), the old contents of partially
- * covered edge blocks copied, then buf (NULL: zeros) written to the new
- * blocks, then ONE switch of the mapping (old blocks lose a reference).
- * All inside one transaction; the data reaches the device before the
- * commit.  is_write: a write (size, times and privileges as
+ * Copy-on-write of file bytes [pos, end) through the CoW fork (cowfork.h):
+ * the blocks are staged (allocated as a region rounded to the CoW extent
+ * size hint, in transactions of their own, unless the fork covers them
+ * already), the old contents of partially covered edge blocks copied
+ * into the staged ones, buf (NULL: zeros) written there, then ONE remap
+ * transaction switches the data fork to the staged blocks (old blocks
+ * lose a reference).  The data reaches the device before the remap
+ * commits.  is_write: a write (size, times and privileges as
  * rlfs_write_flags with wflags), otherwise a zeroing of a partial block
- * (truncate, punch, zero range).
- * At most COW_CHUNK_BLOCKS blocks per call: *done_end gets the end of what
- * was done.
+ * (truncate, punch, zero range).  At most COW_CHUNK_BLOCKS blocks and
+ * RLFS_TX_COW_EXTENTS remap pieces per call: *done_end gets the end of
+ * what was done.  Caller holds ip->iolock exclusively.
  */
+/*
+ * Before a write reports ENOSPC: give back staged CoW blocks, other
+ * files' that are not busy (rlfs_cowfork_gc) and ip's own (the caller
+ * holds its iolock; the fork is only a reservation between steps).  True
+ * if any were freed: try again.  XFS: xfs_blockgc_free_space on ENOSPC.
+ */
+static bool enospc_reclaim(struct rlfs_inode *ip)
+{
+	int64_t n = rlfs_cowfork_gc(ip->mp, 0, ip, false);
+	uint64_t own = rlfs_cowfork_inode_blocks(ip);
+	if (own && rlfs_cowfork_cancel(ip, 0, UINT64_MAX) == 0)
+		n = RLFS_MAX(n, 0) + (int64_t)own;
+	return n > 0;
+}
+
+/* Copy file block fb's contents as the data fork has them (zeros for a
+ * hole or an unwritten block) into its staged block in the CoW fork. */
+static int copy_old_block(struct rlfs_inode *ip, uint64_t fb)
+{
+	struct rlfs_mount *mp = ip->mp;
+	uint8_t *b = malloc(mp->blocksize);
+	uint64_t contig;
+	if (!b)
+		return -ENOMEM;
+	uint64_t dst = rlfs_cowfork_dev_offset(ip, fb << mp->blocklog, &contig);
+	int error = rlfs_read_mapped(ip, b, fb << mp->blocklog, (fb + 1) << mp->blocklog);
+	if (!error)
+		error = rlfs_dev_pwrite(mp->dev, b, mp->blocksize, dst);
+	free(b);
+	return error;
+}
+
 static int cow_write(struct rlfs_inode *ip, const uint8_t *buf, uint64_t pos, uint64_t end,
 		     bool is_write, unsigned wflags, uint64_t *done_end)
 {
 	struct rlfs_mount *mp = ip->mp;
 	struct rlfs_trans *tp;
-	struct rlfs_cow cow;
 	uint64_t fb0 = pos >> mp->blocklog;
 	if (rlfs_b_to_fsb(mp, end) - fb0 > COW_CHUNK_BLOCKS)
 		end = (fb0 + COW_CHUNK_BLOCKS) << mp->blocklog;
-	uint64_t fb1 = rlfs_b_to_fsb(mp, end);
-	uint64_t n = fb1 - fb0;
-	uint32_t ne = 0;
+	uint64_t fb1 = rlfs_b_to_fsb(mp, end), covered;
 
-	for (uint64_t b = fb0; b < fb1;) {
-		struct rlfs_irec got;
-		bool found;
-		rlfs_bmap_lookup(ip, b, &got, &found);
-		if (!found)
-			return -EIO; /* caller passed an unmapped range */
-		b = irec_endoff(&got);
-		if (++ne == RLFS_TX_COW_EXTENTS && b < fb1) {
-			/* bounded work (and log) per transaction: the caller
-			 * comes back for the rest */
-			fb1 = b;
-			end = fb1 << mp->blocklog;
-			n = fb1 - fb0;
-		}
-	}
-	int error = rlfs_trans_alloc(mp, &mp->resv.tr_cow, (uint32_t)n + rlfs_cow_res(ip, ne), 0, &tp);
-	if (error == -ENOSPC) {
-		/* nearly full: the estimate does not fit; try with the data
-		 * blocks and a little more (a real shortage inside the
-		 * transaction cancels it whole, nothing half done) */
-		error = rlfs_trans_alloc(mp, &mp->resv.tr_cow, (uint32_t)n + 8, 0, &tp);
-	}
+	int error = rlfs_cowfork_stage(ip, fb0, fb1, &covered);
 	if (error)
 		return error;
-	rlfs_trans_ijoin(tp, ip);
-	error = rlfs_cow_prepare(tp, ip, fb0, n, &cow);
-	if (!error && cow.len < n) {
-		/* the allocator gave RLFS_TX_COW_EXTENTS pieces first: this
-		 * transaction does that much */
-		fb1 = fb0 + cow.len;
-		end = RLFS_MIN(end, fb1 << mp->blocklog);
-		n = cow.len;
+	if (covered < fb1) {
+		fb1 = covered;
+		end = fb1 << mp->blocklog;
 	}
-	if (!error && (pos & bmask(mp)))
-		error = rlfs_cow_copy_old(ip, &cow, fb0, 1);
+	/* bounded work (and log) per remap transaction: the caller comes
+	 * back for the rest */
+	uint32_t nstaged, nmapped;
+	for (;;) {
+		rlfs_cowfork_remap_pieces(ip, fb0, fb1, &nstaged, &nmapped);
+		if (fb1 - fb0 == 1 ||
+		    (nstaged <= RLFS_TX_COWFORK_EXTENTS && nmapped <= RLFS_TX_COW_EXTENTS))
+			break;
+		fb1 = fb0 + (fb1 - fb0) / 2;
+		end = fb1 << mp->blocklog;
+	}
+	if (pos & bmask(mp))
+		error = copy_old_block(ip, fb0);
 	if (!error && (end & bmask(mp)) && !(fb1 - 1 == fb0 && (pos & bmask(mp))))
-		error = rlfs_cow_copy_old(ip, &cow, fb1 - 1, 1);
+		error = copy_old_block(ip, fb1 - 1);
 	for (uint64_t p = pos; !error && p < end;) {
 		uint64_t contig;
-		uint64_t dev_off = rlfs_cow_dev_offset(&cow, mp, p, &contig);
+		uint64_t dev_off = rlfs_cowfork_dev_offset(ip, p, &contig);
 		uint64_t chunk = RLFS_MIN(end - p, contig);
-		if (buf) {
+		if (buf)
 			error = rlfs_dev_pwrite(mp->dev, buf + (p - pos), (size_t)chunk, dev_off);
-		} else {
+		else
 			error = dev_zero(mp, dev_off, chunk);
-		}
 		p += chunk;
 	}
-	if (!error)
-		error = rlfs_cow_remap(tp, ip, &cow, true);
-	rlfs_cow_release(&cow);
+	if (error)
+		return error;  /* the staged blocks stay staged: nothing changed */
+	error = rlfs_trans_alloc(mp, &mp->resv.tr_cowfork, rlfs_cow_res(ip, nmapped + nstaged), 0,
+				 &tp);
+	if (error == -ENOSPC)
+		error = rlfs_trans_alloc(mp, &mp->resv.tr_cowfork, 8, RLFS_TRANS_RESERVE, &tp);
+	if (error)
+		return error;
+	error = rlfs_cowfork_remap(tp, ip, fb0, fb1);
 	if (error) {
 		rlfs_trans_cancel(tp);
 		return error;
@@ -227,9 +249,11 @@ static int cow_write(struct rlfs_inode *ip, const uint8_t *buf, uint64_t pos, ui
 		rlfs_trans_log_inode(tp, ip);
 	}
 	error = rlfs_trans_commit(tp);
-	if (!error)
-		*done_end = end;
-	return error;
+	if (error)
+		return error;
+	rlfs_cowfork_remapped(ip, fb0, fb1);
+	*done_end = end;
+	return 0;
 }
 
 /*
@@ -607,6 +631,14 @@ int rlfs_setattr(struct rlfs_mount *mp, uint64_t ino, const struct stat *st,
 	rlfs_trans_log_inode(tp, ip);
 	error = rlfs_trans_commit(tp);
 	tp = NULL;
+	if (!error && (valid & RLFS_SET_SIZE) && rlfs_cowfork_inode_blocks(ip)) {
+		/* staged CoW blocks past the new EOF are not needed
+		 * (xfs_itruncate_extents: xfs_reflink_cancel_cow_blocks) */
+		int cerr = rlfs_cowfork_cancel(ip, rlfs_b_to_fsb(mp, ip->size), UINT64_MAX);
+		if (cerr)
+			rlfs_warn("ino %llu: giving back staged CoW blocks past EOF failed (%s)",
+				  (unsigned long long)ip->ino, strerror(-cerr));
+	}
 	if (!error && out)
 		rlfs_inode_stat(ip, out);
 out:
@@ -751,6 +783,7 @@ ssize_t rlfs_write_flags(struct rlfs_mount *mp, uint64_t ino, const void *buf, s
 
 	pos = (uint64_t)off;
 	end = pos + size;
+	unsigned reclaims = 0;  /* CoW GC passes before ENOSPC is final */
 	while (pos < end) {
 		uint64_t fb0 = pos >> mp->blocklog;
 		uint64_t fb1 = rlfs_b_to_fsb(mp, end);
@@ -759,11 +792,29 @@ ssize_t rlfs_write_flags(struct rlfs_mount *mp, uint64_t ino, const void *buf, s
 		uint32_t nholes, nunwritten;
 
 		if (rlfs_has_reflink(mp)) {
-			/* shared blocks are copied on write, the rest in place */
+			/* shared blocks, and every block the CoW fork covers
+			 * (promotion: the staged region stays contiguous), are
+			 * copied on write; the rest in place */
 			uint64_t sfb, slen;
-			error = find_shared(ip, fb0, fb1 - fb0, &sfb, &slen);
-			if (error)
-				break;
+			struct rlfs_irec cgot;
+			bool cfound;
+			rlfs_cowfork_lookup(ip, fb0, &cgot, &cfound);
+			if (cfound) {
+				sfb = fb0;
+				slen = cgot.startoff + cgot.blockcount - fb0;
+			} else {
+				error = find_shared(ip, fb0, fb1 - fb0, &sfb, &slen);
+				if (error)
+					break;
+				if (cgot.blockcount && cgot.startoff < fb1 &&
+				    (!slen || cgot.startoff < sfb)) {
+					/* in place up to the fork's next extent */
+					sfb = cgot.startoff;
+					slen = 0;
+					iend = RLFS_MIN(iend, sfb << mp->blocklog);
+					fb1 = sfb;
+				}
+			}
 			if (slen && sfb == fb0) {
 				uint64_t cend = RLFS_MIN(end, (sfb + slen) << mp->blocklog), done;
 				error = cow_write(ip, src + (pos - (uint64_t)off), pos, cend, true,
@@ -824,6 +875,11 @@ ssize_t rlfs_write_flags(struct rlfs_mount *mp, uint64_t ino, const void *buf, s
 				break;
 			}
 			error = rlfs_trans_alloc(mp, &mp->resv.tr_write, (uint32_t)res, 0, &tp);
+			if (error == -ENOSPC && reclaims < 3 && enospc_reclaim(ip)) {
+				reclaims++;
+				error = 0;
+				continue;
+			}
 			if (error)
 				break;
 			rlfs_trans_ijoin(tp, ip);
@@ -832,6 +888,11 @@ ssize_t rlfs_write_flags(struct rlfs_mount *mp, uint64_t ino, const void *buf, s
 				error = -ENOSPC;
 			if (error) {
 				rlfs_trans_cancel(tp);
+				if (error == -ENOSPC && reclaims < 3 && enospc_reclaim(ip)) {
+					reclaims++;
+					error = 0;
+					continue;
+				}
 				break;
 			}
 			error = rlfs_trans_commit(tp);

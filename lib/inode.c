@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include "bmap.h"
+#include "cowfork.h"
 #include "btree.h"
 #include "dir.h"
 #include "ialloc.h"
@@ -157,6 +158,7 @@ static void inode_free(struct rlfs_inode *ip)
 {
 	if (!ip)
 		return;
+	rlfs_cowfork_destroy(ip);
 	pthread_rwlock_destroy(&ip->iolock);
 	free(ip->literal);
 	free(ip->ext);
@@ -969,6 +971,25 @@ static void inode_last_ref(struct rlfs_inode *ip)
 		inode_free(ip);
 		return;
 	}
+	if (ip->cow && ip->cow->next && !(mp->flags & RLFS_MOUNT_RDONLY) && !mp->shutdown) {
+		/* staged CoW blocks go back to free space before the inode
+		 * leaves memory (XFS cancels them at inactivation): keep it
+		 * alive meanwhile, then drop that reference again */
+		ip->refcount++;
+		pthread_mutex_unlock(&mp->icache_lock);
+		pthread_rwlock_wrlock(&ip->iolock);
+		int error = rlfs_cowfork_cancel(ip, 0, UINT64_MAX);
+		pthread_rwlock_unlock(&ip->iolock);
+		if (error) {
+			rlfs_warn("inode %llu: giving back staged CoW blocks failed (%s); the next "
+				  "mount frees them", (unsigned long long)ip->ino, strerror(-error));
+			pthread_rwlock_wrlock(&ip->iolock);
+			rlfs_cowfork_destroy(ip);
+			pthread_rwlock_unlock(&ip->iolock);
+		}
+		rlfs_irele(ip);
+		return;
+	}
 	/* Nobody (library or kernel) refers to it: evict.  Its state is all in
 	 * the cluster buffer (committed), so iget can load it again. */
 	icache_remove(mp->icache, ip);
@@ -1099,6 +1120,10 @@ int rlfs_inode_inactivate(struct rlfs_inode *ip)
 	int error;
 
 	pthread_rwlock_wrlock(&ip->iolock);
+	/* staged CoW blocks first (xfs_inactive: xfs_reflink_cancel_cow_range) */
+	error = rlfs_cowfork_cancel(ip, 0, UINT64_MAX);
+	if (error)
+		goto out_unlock;
 	error = rlfs_trans_alloc(mp, &mp->resv.tr_inactive, res, RLFS_TRANS_RESERVE, &tp);
 	if (error)
 		goto out_unlock;

@@ -53,6 +53,8 @@ struct rlfs_inode {
 	struct rlfs_irec *ext;
 	uint32_t next, ext_cap;
 	bool ext_loaded;
+	/* the CoW fork (cowfork.h): staged blocks; NULL until first used */
+	struct rlfs_cowfork *cow;
 	/* cache state, under mp->icache_lock */
 	unsigned refcount;
 	uint64_t nlookup;           /* FUSE lookup count */

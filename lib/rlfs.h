@@ -113,6 +113,11 @@ struct rlfs_mount {
 	struct rlfs_log *log;
 	struct rlfs_icache *icache;
 	pthread_mutex_t icache_lock;
+	/* inodes whose CoW fork holds staged blocks (cowfork.h), a list
+	 * under cow_lock, and the blocks staged in all of them */
+	pthread_mutex_t cow_lock;
+	struct rlfs_cowfork *cow_forks;
+	uint64_t cow_staged_blocks;
 	/* in-core index of the AGs' unlinked lists (iunlink.h), under
 	 * meta_lock; allocated on first use */
 	struct rlfs_iunlink *iunlink;
