@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """cow_frag.py: the workload of the CoW fragmentation test (issue 13 section
-5, tests/integration/59-cow-frag.sh), the same bytes and the same offsets on
+5, tests/integration/60-cow-frag.sh), the same bytes and the same offsets on
 every filesystem, so kernel XFS and reflinkfs can be compared write for write.
 
   cow_frag.py fill FILE SIZE FILLSEED
