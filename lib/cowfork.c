@@ -310,6 +310,18 @@ static void stage_hint(struct rlfs_inode *ip, uint64_t fb, uint64_t *hint, bool 
 	}
 	struct rlfs_irec got;
 	bool found;
+	if (fb) {
+		/* right after what the data fork maps at fb - 1: when that
+		 * is a block remapped from the region before, the two
+		 * regions' blocks join into one extent as they are written */
+		rlfs_bmap_lookup(ip, fb - 1, &got, &found);
+		if (found && !(got.state & RLFS_EXT_UNWRITTEN)) {
+			*hint = got.startblock + (fb - got.startoff);
+			*exact = *hint < mp->dblocks;
+			if (*exact)
+				return;
+		}
+	}
 	rlfs_bmap_lookup(ip, fb, &got, &found);
 	if (found)
 		*hint = got.startblock + (fb - got.startoff);
@@ -377,8 +389,11 @@ static int stage_region(struct rlfs_inode *ip, uint64_t a0, uint64_t a1, uint64_
 		};
 		bool ok = false;
 		if (exact) {
+			/* only the whole gap: a short piece there would cut
+			 * the region in two */
 			args.type = RLFS_ALLOC_EXACT;
 			args.hint_fsbno = hint;
+			args.minlen = maxlen;
 			err = rlfs_alloc_extent(&args);
 			if (err == -ENOSPC)
 				err = 0;
