@@ -20,6 +20,7 @@
 #include <time.h>
 
 #include "rlfs.h"
+#include "reflinkfs/fs.h"
 #include "alloc.h"
 #include "bmap.h"
 #include "defer.h"
@@ -742,4 +743,46 @@ int rlfs_cowfork_recover(struct rlfs_mount *mp, uint64_t *nfreed_blocks)
 	if (nfreed_blocks)
 		*nfreed_blocks = total;
 	return err;
+}
+
+/* ------------------------------------------------------------------ */
+/* Public entry points (reflinkfs/fs.h)                                */
+/* ------------------------------------------------------------------ */
+
+int rlfs_file_opened(struct rlfs_mount *mp, uint64_t ino)
+{
+	struct rlfs_inode *ip;
+	int err = rlfs_iget(mp, ino, &ip);
+	if (err)
+		return err;
+	__atomic_add_fetch(&ip->nopen, 1, __ATOMIC_RELAXED);
+	rlfs_irele(ip);
+	return 0;
+}
+
+void rlfs_file_released(struct rlfs_mount *mp, uint64_t ino)
+{
+	struct rlfs_inode *ip;
+	if (rlfs_iget(mp, ino, &ip))
+		return;
+	uint32_t n = __atomic_load_n(&ip->nopen, __ATOMIC_RELAXED);
+	while (n && !__atomic_compare_exchange_n(&ip->nopen, &n, n - 1, false, __ATOMIC_RELAXED,
+						 __ATOMIC_RELAXED))
+		;
+	if (n == 1 && ip->cow && !rlfs_mount_is_rdonly(mp)) {
+		/* the last close: what no write used goes back (as the
+		 * XFS's release trims post-EOF preallocation) */
+		pthread_rwlock_wrlock(&ip->iolock);
+		if (!__atomic_load_n(&ip->nopen, __ATOMIC_RELAXED))
+			(void)rlfs_cowfork_cancel(ip, 0, UINT64_MAX);
+		pthread_rwlock_unlock(&ip->iolock);
+	}
+	rlfs_irele(ip);
+}
+
+int64_t rlfs_cow_gc(struct rlfs_mount *mp, uint32_t min_age_s)
+{
+	if (rlfs_mount_is_rdonly(mp))
+		return 0;
+	return rlfs_cowfork_gc(mp, min_age_s, NULL, false);
 }

@@ -55,6 +55,7 @@ struct rlfs_inode {
 	bool ext_loaded;
 	/* the CoW fork (cowfork.h): staged blocks; NULL until first used */
 	struct rlfs_cowfork *cow;
+	uint32_t nopen;             /* rlfs_file_opened - released (atomic) */
 	/* cache state, under mp->icache_lock */
 	unsigned refcount;
 	uint64_t nlookup;           /* FUSE lookup count */
