@@ -36,6 +36,7 @@ struct rlfs_daemon_opts {
 	long cowgc_s;               /* staged CoW blocks idle this long are given
 	                               back (-1: default RLFS_COWGC_DEFAULT_S;
 	                               0: no timer) */
+	long cowfill;               /* rlfs_set_cow_fill blocks (-1: default) */
 	const char *prog;           /* for error messages, e.g. "reflinkfs mount" */
 };
 

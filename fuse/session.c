@@ -480,6 +480,8 @@ static int setup(const struct rlfs_daemon_opts *o, const char *image, struct fus
 		return 1;
 	}
 	g_root = rlfs_root_ino(g_mp);
+	if (o->cowfill >= 0)
+		rlfs_set_cow_fill(g_mp, (uint32_t)o->cowfill);
 	warn_image_mode(o->prog, image);
 	rlfs_set_progress(g_mp, on_progress, NULL);
 	if (pipe2(g_sigpipe, O_CLOEXEC) < 0) {

@@ -218,6 +218,7 @@ int rlfs_mount_alloc_bare(struct rlfs_dev *dev, uint32_t blocksize, uint64_t dbl
 	pthread_mutex_init(&mp->meta_lock, NULL);
 	pthread_mutex_init(&mp->icache_lock, NULL);
 	pthread_mutex_init(&mp->cow_lock, NULL);
+	mp->cow_fill_blocks = RLFS_COW_FILL_DEFAULT;
 	pthread_mutex_init(&mp->err_lock, NULL);
 	int err = rlfs_bcache_init(mp, (size_t)256 << 20);
 	if (err) {

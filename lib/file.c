@@ -151,7 +151,9 @@ static void write_update_inode(struct rlfs_trans *tp, struct rlfs_inode *ip, uin
  * lose a reference).  The data reaches the device before the remap
  * commits.  is_write: a write (size, times and privileges as
  * rlfs_write_flags with wflags), otherwise a zeroing of a partial block
- * (truncate, punch, zero range).  At most COW_CHUNK_BLOCKS blocks and
+ * (truncate, punch, zero range).  With gap fill (fill_range) a few
+ * not-rewritten blocks next to the range are copied and remapped too.
+ * At most COW_CHUNK_BLOCKS blocks and
  * RLFS_TX_COW_EXTENTS remap pieces per call: *done_end gets the end of
  * what was done.  Caller holds ip->iolock exclusively.
  */
@@ -187,6 +189,63 @@ static int copy_old_block(struct rlfs_inode *ip, uint64_t fb)
 	return error;
 }
 
+/* The data fork's written block at fb, or 0 (hole, unwritten). */
+static uint64_t written_block(struct rlfs_inode *ip, uint64_t fb)
+{
+	struct rlfs_irec got;
+	bool found;
+	rlfs_bmap_lookup(ip, fb, &got, &found);
+	if (!found || (got.state & RLFS_EXT_UNWRITTEN))
+		return 0;
+	return got.startblock + (fb - got.startoff);
+}
+
+/* The CoW fork's staged block at fb, or 0. */
+static uint64_t staged_block(struct rlfs_inode *ip, uint64_t fb)
+{
+	struct rlfs_irec got;
+	bool found;
+	rlfs_cowfork_lookup(ip, fb, &got, &found);
+	return found ? got.startblock + (fb - got.startoff) : 0;
+}
+
+/*
+ * Gap fill (rlfs_set_cow_fill): the remap range [fb0, fb1) grows over at
+ * most mp->cow_fill_blocks not-rewritten blocks on each side when the
+ * block beyond them was rewritten out of the same staged run: the staged
+ * blocks of the gap continue the run, the data fork maps old written
+ * blocks there, and the block just past the gap is the run's next (or
+ * previous) physical block.  Returns the grown range in *rb0, *rb1;
+ * nothing is changed.  Only inside EOF (ip->size).
+ */
+static void fill_range(struct rlfs_inode *ip, uint64_t fb0, uint64_t fb1, uint64_t *rb0,
+		       uint64_t *rb1)
+{
+	struct rlfs_mount *mp = ip->mp;
+	uint64_t k = mp->cow_fill_blocks, eofb = ip->size >> mp->blocklog;
+	*rb0 = fb0;
+	*rb1 = fb1;
+	uint64_t p0 = staged_block(ip, fb0), p1 = staged_block(ip, fb1 - 1);
+	for (uint64_t g = 1; p0 && g <= k && g < fb0 && g <= p0; g++) {
+		uint64_t b = fb0 - g;
+		if (staged_block(ip, b) != p0 - g || !written_block(ip, b))
+			break;
+		if (written_block(ip, b - 1) == p0 - g - 1) {
+			*rb0 = b;
+			break;
+		}
+	}
+	for (uint64_t g = 1; p1 && g <= k && fb1 - 1 + g + 1 <= eofb; g++) {
+		uint64_t b = fb1 - 1 + g;
+		if (staged_block(ip, b) != p1 + g || !written_block(ip, b))
+			break;
+		if (b + 1 < eofb && written_block(ip, b + 1) == p1 + g + 1) {
+			*rb1 = b + 1;
+			break;
+		}
+	}
+}
+
 static int cow_write(struct rlfs_inode *ip, const uint8_t *buf, uint64_t pos, uint64_t end,
 		     bool is_write, unsigned wflags, uint64_t *done_end)
 {
@@ -207,8 +266,10 @@ static int cow_write(struct rlfs_inode *ip, const uint8_t *buf, uint64_t pos, ui
 	/* bounded work (and log) per remap transaction: the caller comes
 	 * back for the rest */
 	uint32_t nstaged, nmapped;
+	uint64_t rb0, rb1;  /* the remap range: [fb0, fb1) and the gap fill */
 	for (;;) {
-		rlfs_cowfork_remap_pieces(ip, fb0, fb1, &nstaged, &nmapped);
+		fill_range(ip, fb0, fb1, &rb0, &rb1);
+		rlfs_cowfork_remap_pieces(ip, rb0, rb1, &nstaged, &nmapped);
 		if (fb1 - fb0 == 1 ||
 		    (nstaged <= RLFS_TX_COWFORK_EXTENTS && nmapped <= RLFS_TX_COW_EXTENTS))
 			break;
@@ -219,6 +280,10 @@ static int cow_write(struct rlfs_inode *ip, const uint8_t *buf, uint64_t pos, ui
 		error = copy_old_block(ip, fb0);
 	if (!error && (end & bmask(mp)) && !(fb1 - 1 == fb0 && (pos & bmask(mp))))
 		error = copy_old_block(ip, fb1 - 1);
+	for (uint64_t b = rb0; !error && b < fb0; b++)
+		error = copy_old_block(ip, b);
+	for (uint64_t b = fb1; !error && b < rb1; b++)
+		error = copy_old_block(ip, b);
 	for (uint64_t p = pos; !error && p < end;) {
 		uint64_t contig;
 		uint64_t dev_off = rlfs_cowfork_dev_offset(ip, p, &contig);
@@ -237,7 +302,7 @@ static int cow_write(struct rlfs_inode *ip, const uint8_t *buf, uint64_t pos, ui
 		error = rlfs_trans_alloc(mp, &mp->resv.tr_cowfork, 8, RLFS_TRANS_RESERVE, &tp);
 	if (error)
 		return error;
-	error = rlfs_cowfork_remap(tp, ip, fb0, fb1);
+	error = rlfs_cowfork_remap(tp, ip, rb0, rb1);
 	if (error) {
 		rlfs_trans_cancel(tp);
 		return error;
@@ -251,7 +316,7 @@ static int cow_write(struct rlfs_inode *ip, const uint8_t *buf, uint64_t pos, ui
 	error = rlfs_trans_commit(tp);
 	if (error)
 		return error;
-	rlfs_cowfork_remapped(ip, fb0, fb1);
+	rlfs_cowfork_remapped(ip, rb0, rb1);
 	*done_end = end;
 	return 0;
 }
@@ -1245,4 +1310,9 @@ out:
 	pthread_rwlock_unlock(&ip->iolock);
 	rlfs_irele(ip);
 	return ret;
+}
+
+void rlfs_set_cow_fill(struct rlfs_mount *mp, uint32_t max_blocks)
+{
+	mp->cow_fill_blocks = RLFS_MIN(max_blocks, RLFS_COW_FILL_MAX);
 }

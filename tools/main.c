@@ -84,6 +84,10 @@ static void usage_mount(FILE *f, const char *prog)
 		"                                (its CoW fork) that no write used after SECONDS\n"
 		"                                (default 300; 0: only at close, truncate, ENOSPC\n"
 		"                                and unmount)\n"
+		"                cowfill=BLOCKS  a copy-on-write also copies up to BLOCKS blocks\n"
+		"                                between it and an earlier rewrite of the same\n"
+		"                                staged region, keeping one extent (default 1;\n"
+		"                                0: as XFS)\n"
 		"                dev, suid       honour device files and setuid/setgid bits (root\n"
 		"                                only).  Default nodev,nosuid: the image may come\n"
 		"                                from anyone.  (mount -t reflinkfs follows mount(8):\n"
@@ -155,6 +159,7 @@ struct mount_args {
 	int uring;
 	struct rlfs_atime_opts atime;
 	long cowgc_s;           /* -o cowgc=SECONDS; -1 not given */
+	long cowfill;           /* -o cowfill=BLOCKS; -1 not given */
 	int dev, suid;          /* 1: dev/suid asked for, -1: nodev/nosuid, 0: neither */
 	int remount;
 	char *fuse_opts;        /* malloc'd, comma-separated, for libfuse */
@@ -187,6 +192,21 @@ static int add_fuse_opt(struct mount_args *ma, const char *o)
 	return add_opt(&ma->fuse_opts, &ma->len, &ma->cap, o);
 }
 
+/* A numeric option o (its value from o + skip) in [0, max] into *v; 0,
+ * or -EINVAL with a message naming form. */
+static int num_opt(const char *o, size_t skip, long max, const char *form, long *v)
+{
+	char *end;
+	errno = 0;
+	long n = strtol(o + skip, &end, 10);
+	if (errno || end == o + skip || *end || n < 0 || n > max) {
+		fprintf(stderr, "reflinkfs: bad mount option '%s' (%s, 0 to %ld)\n", o, form, max);
+		return -EINVAL;
+	}
+	*v = n;
+	return 0;
+}
+
 /* Split one -o list into library flags and libfuse options. */
 static int parse_mount_opts(struct mount_args *ma, const char *list)
 {
@@ -211,16 +231,9 @@ static int parse_mount_opts(struct mount_args *ma, const char *list)
 		} else if (strcmp(o, "nouring") == 0) {
 			ma->uring = -1;
 		} else if (strncmp(o, "cowgc=", 6) == 0) {
-			char *end;
-			errno = 0;
-			long v = strtol(o + 6, &end, 10);
-			if (errno || end == o + 6 || *end || v < 0 || v > 86400 * 365) {
-				fprintf(stderr, "reflinkfs: bad mount option '%s' (cowgc=SECONDS, "
-					"0 to 31536000)\n", o);
-				err = -EINVAL;
-			} else {
-				ma->cowgc_s = v;
-			}
+			err = num_opt(o, 6, 86400L * 365, "cowgc=SECONDS", &ma->cowgc_s);
+		} else if (strncmp(o, "cowfill=", 8) == 0) {
+			err = num_opt(o, 8, RLFS_COW_FILL_MAX, "cowfill=BLOCKS", &ma->cowfill);
 		} else if (rlfs_parse_atime_opt(o, &ma->atime)) {
 			/* the daemon applies them (remount.c) */
 		} else if (strcmp(o, "dev") == 0 || strcmp(o, "nodev") == 0) {
@@ -300,6 +313,7 @@ static int do_mount(const char *prog, struct mount_args *ma, int foreground,
 		.atime = how,
 		.nodiratime = ma->atime.nodiratime,
 		.cowgc_s = ma->cowgc_s,
+		.cowfill = ma->cowfill,
 		.fuse_opts = ma->fuse_opts,
 		.prog = prog,
 	};
@@ -328,6 +342,7 @@ static int mount_main(int argc, char **argv)
 	const char *prog = argv[0];
 	struct mount_args ma = { 0 };
 	ma.cowgc_s = -1;
+	ma.cowfill = -1;
 	int foreground = 0, c, err;
 	while ((c = getopt_long(argc, argv, "fdo:h", help_longopts, NULL)) != -1) {
 		switch (c) {
@@ -369,6 +384,7 @@ static int mount_helper_main(int argc, char **argv)
 	const char *prog = argv[0];
 	struct mount_args ma = { 0 };
 	ma.cowgc_s = -1;
+	ma.cowfill = -1;
 	int fake = 0, c, err;
 	while ((c = getopt_long(argc, argv, "sfnvo:t:N:h", help_longopts, NULL)) != -1) {
 		switch (c) {

@@ -258,6 +258,17 @@ void rlfs_file_released(struct rlfs_mount *mp, uint64_t ino);
  * Nothing on a read-only mount (0).
  */
 int64_t rlfs_cow_gc(struct rlfs_mount *mp, uint32_t min_age_s);
+/*
+ * Gap fill of copy-on-write (-o cowfill=BLOCKS): a CoW write whose
+ * staged blocks are separated from a block rewritten earlier out of the
+ * same staged extent by at most max_blocks not-rewritten blocks copies
+ * those too (old contents) and remaps them with it, so the file keeps one
+ * extent there instead of three; they stop being shared.  0 turns it
+ * off (XFS's behaviour).  Default RLFS_COW_FILL_DEFAULT.
+ */
+#define RLFS_COW_FILL_DEFAULT 1u
+#define RLFS_COW_FILL_MAX 16u
+void rlfs_set_cow_fill(struct rlfs_mount *mp, uint32_t max_blocks);
 /* fallocate(2): mode 0, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE|KEEP_SIZE,
  * FALLOC_FL_ZERO_RANGE (±KEEP_SIZE), FALLOC_FL_UNSHARE_RANGE (±KEEP_SIZE:
  * give the range private copies of shared blocks); others -EOPNOTSUPP.

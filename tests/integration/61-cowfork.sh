@@ -86,7 +86,8 @@ cmp -s "$MNT/a" "$T/a.orig" || die "the source changed"
 rlfs_umount "$MNT"
 rlfs_fsck "$IMG"
 expect_rc 1 "$RLFS" mount -o cowgc=soon "$IMG" "$MNT"
-rlfs_mount "$IMG" "$MNT" -o cowgc=2
+expect_rc 1 "$RLFS" mount -o cowfill=17 "$IMG" "$MNT"
+rlfs_mount "$IMG" "$MNT" -o cowgc=2,cowfill=0
 f0=$(free_blocks)
 hold "$MNT/b" $((3000 * 4096))
 used=$((f0 - $(free_blocks)))

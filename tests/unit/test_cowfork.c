@@ -5,6 +5,9 @@
  *   test_region        a one-block write into a clone stages the whole
  *                      region of the CoW extent size hint; the next write
  *                      in the region lands next to the first (one extent)
+ *   test_fill          the gap fill (-o cowfill): one not-rewritten block
+ *                      between two rewrites of one staged run is copied
+ *                      too (one extent), not at 0, not a gap of two
  *   test_hint          a file's own cowextsize (FS_XFLAG_COWEXTSIZE) sets
  *                      the region
  *   test_promotion     an unshared block inside a staged region is written
@@ -298,6 +301,44 @@ static void test_region(void **state)
 	ctx_fini(&c);
 }
 
+/* Gap fill: blocks 37 and 39 rewritten; block 38 (not rewritten) is
+ * copied with 39 (fill 1) so the data fork has one new extent [37, 40);
+ * with fill 0 it stays shared between two new extents. */
+static void test_fill(void **state)
+{
+	(void)state;
+	for (uint32_t fill = 0; fill <= 1; fill++) {
+		struct ctx c;
+		ctx_init(&c, 64 * MB, 256 * BS);
+		rlfs_set_cow_fill(MP(&c), fill);
+		base_pair(&c);
+		struct rlfs_inode *ip = c.f[1].ip;
+		uint32_t ext0 = data_extents(ip);
+		uint64_t old38 = data_block(ip, 38);
+		do_write(&c, 1, 37 * BS, BS);
+		do_write(&c, 1, 39 * BS, BS);
+		uint64_t s32 = data_block(ip, 37) - 5;
+		assert_int_equal(data_block(ip, 39), s32 + 7);
+		if (fill) {
+			assert_int_equal(data_block(ip, 38), s32 + 6);
+			assert_int_equal(data_extents(ip), ext0 + 2);
+			assert_int_equal(rlfs_cowfork_inode_blocks(ip), 29);
+		} else {
+			assert_int_equal(data_block(ip, 38), old38);
+			assert_int_equal(data_extents(ip), ext0 + 4);
+			assert_int_equal(rlfs_cowfork_inode_blocks(ip), 30);
+		}
+		/* a gap of two is not filled at fill 1 */
+		do_write(&c, 1, 41 * BS, BS);
+		do_write(&c, 1, 44 * BS, BS);
+		assert_int_equal(fork_block(ip, 42), s32 + 10);
+		assert_int_equal(fork_block(ip, 43), s32 + 11);
+		verify(&c);
+		check_invariants(&c);
+		ctx_fini(&c);
+	}
+}
+
 static void test_hint(void **state)
 {
 	(void)state;
@@ -505,6 +546,7 @@ int main(void)
 	tu_seed(s ? strtoull(s, NULL, 0) : 4242);
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_region),
+		cmocka_unit_test(test_fill),
 		cmocka_unit_test(test_hint),
 		cmocka_unit_test(test_promotion),
 		cmocka_unit_test(test_model),
