@@ -509,38 +509,55 @@ int rlfs_cowfork_stage(struct rlfs_inode *ip, uint64_t fb0, uint64_t fb1,
 /* Remap                                                               */
 /* ------------------------------------------------------------------ */
 
+typedef void (*lookup_fn)(struct rlfs_inode *ip, uint64_t fb, struct rlfs_irec *got,
+			  bool *found);
+
+/* The next mapped piece of [*pos, end) in the fork lookup reads (the data
+ * fork's or the CoW fork's): *piece clipped to the range, *pos moved past
+ * it; false when none is left. */
+static bool next_piece(lookup_fn lookup, struct rlfs_inode *ip, uint64_t *pos, uint64_t end,
+		       struct rlfs_irec *piece)
+{
+	while (*pos < end) {
+		struct rlfs_irec got;
+		bool found;
+		lookup(ip, *pos, &got, &found);
+		if (!found) {
+			if (!got.blockcount || got.startoff >= end)
+				return false;
+			*pos = got.startoff;
+			continue;
+		}
+		uint64_t pe = RLFS_MIN(irec_end(&got), end);
+		*piece = (struct rlfs_irec){
+			.startoff = *pos, .startblock = got.startblock + (*pos - got.startoff),
+			.blockcount = (uint32_t)(pe - *pos), .state = got.state,
+		};
+		*pos = pe;
+		return true;
+	}
+	return false;
+}
+
 void rlfs_cowfork_remap_pieces(struct rlfs_inode *ip, uint64_t fb0, uint64_t fb1,
 			       uint32_t *staged, uint32_t *mapped)
 {
-	struct rlfs_irec got;
-	bool found;
+	struct rlfs_irec r;
+	uint64_t pos = fb0;
 	*staged = *mapped = 0;
-	for (uint64_t pos = fb0; pos < fb1;) {
-		rlfs_cowfork_lookup(ip, pos, &got, &found);
-		if (!found)
-			break;
+	while (next_piece(rlfs_cowfork_lookup, ip, &pos, fb1, &r))
 		(*staged)++;
-		pos = irec_end(&got);
-	}
-	for (uint64_t pos = fb0; pos < fb1;) {
-		rlfs_bmap_lookup(ip, pos, &got, &found);
-		if (found) {
-			(*mapped)++;
-			pos = irec_end(&got);
-		} else if (got.blockcount) {
-			pos = got.startoff;
-		} else {
-			break;
-		}
-	}
+	pos = fb0;
+	while (next_piece(rlfs_bmap_lookup, ip, &pos, fb1, &r))
+		(*mapped)++;
 }
 
 int rlfs_cowfork_remap(struct rlfs_trans *tp, struct rlfs_inode *ip, uint64_t fb0,
 		       uint64_t fb1)
 {
 	struct rlfs_mount *mp = ip->mp;
-	struct rlfs_irec got;
-	bool found;
+	struct rlfs_irec r;
+	uint64_t pos;
 	int err = 0;
 
 	if (covered_run(ip, fb0, fb1) < fb1)
@@ -550,35 +567,16 @@ int rlfs_cowfork_remap(struct rlfs_trans *tp, struct rlfs_inode *ip, uint64_t fb
 				    (unsigned long long)fb1);
 	rlfs_trans_ijoin(tp, ip);
 	/* the staged blocks stop being staging now */
-	for (uint64_t pos = fb0; !err && pos < fb1;) {
-		rlfs_cowfork_lookup(ip, pos, &got, &found);
-		uint64_t pe = RLFS_MIN(irec_end(&got), fb1);
-		err = staging_record(tp, got.startblock + (pos - got.startoff), (uint32_t)(pe - pos),
-				     false);
-		pos = pe;
-	}
+	for (pos = fb0; !err && next_piece(rlfs_cowfork_lookup, ip, &pos, fb1, &r);)
+		err = staging_record(tp, r.startblock, r.blockcount, false);
 	/* the old mappings go (their blocks lose a reference) ... */
-	for (uint64_t pos = fb0; !err && pos < fb1;) {
-		rlfs_bmap_lookup(ip, pos, &got, &found);
-		if (!found) {
-			if (!got.blockcount || got.startoff >= fb1)
-				break;
-			pos = got.startoff;
-			continue;
-		}
-		uint64_t pe = RLFS_MIN(irec_end(&got), fb1);
-		err = rlfs_bui_add(tp, RLFS_BUI_UNMAP, ip->ino, pos,
-				   got.startblock + (pos - got.startoff), (uint32_t)(pe - pos));
-		pos = pe;
-	}
+	for (pos = fb0; !err && next_piece(rlfs_bmap_lookup, ip, &pos, fb1, &r);)
+		err = rlfs_bui_add(tp, RLFS_BUI_UNMAP, ip->ino, r.startoff, r.startblock,
+				   r.blockcount);
 	/* ... and the staged blocks take their place, written */
-	for (uint64_t pos = fb0; !err && pos < fb1;) {
-		rlfs_cowfork_lookup(ip, pos, &got, &found);
-		uint64_t pe = RLFS_MIN(irec_end(&got), fb1);
-		err = rlfs_bui_add(tp, RLFS_BUI_MAP, ip->ino, pos,
-				   got.startblock + (pos - got.startoff), (uint32_t)(pe - pos));
-		pos = pe;
-	}
+	for (pos = fb0; !err && next_piece(rlfs_cowfork_lookup, ip, &pos, fb1, &r);)
+		err = rlfs_bui_add(tp, RLFS_BUI_MAP, ip->ino, r.startoff, r.startblock,
+				   r.blockcount);
 	if (!err)
 		rlfs_trans_log_inode(tp, ip);
 	return err;
@@ -603,25 +601,11 @@ int rlfs_cowfork_cancel(struct rlfs_inode *ip, uint64_t fb0, uint64_t fb1)
 {
 	struct rlfs_mount *mp = ip->mp;
 	for (;;) {
-		struct rlfs_irec got, piece[PIECES];
-		bool found;
+		struct rlfs_irec piece[PIECES];
 		uint32_t n = 0;
 		uint64_t pos = fb0;
-		while (n < PIECES && pos < fb1) {
-			rlfs_cowfork_lookup(ip, pos, &got, &found);
-			if (!found) {
-				if (!got.blockcount || got.startoff >= fb1)
-					break;
-				pos = got.startoff;
-				continue;
-			}
-			uint64_t pe = RLFS_MIN(irec_end(&got), fb1);
-			piece[n++] = (struct rlfs_irec){
-				.startoff = pos, .startblock = got.startblock + (pos - got.startoff),
-				.blockcount = (uint32_t)(pe - pos),
-			};
-			pos = pe;
-		}
+		while (n < PIECES && next_piece(rlfs_cowfork_lookup, ip, &pos, fb1, &piece[n]))
+			n++;
 		if (n == 0)
 			return 0;
 		struct rlfs_trans *tp;
