@@ -172,6 +172,20 @@ static bool enospc_reclaim(struct rlfs_inode *ip)
 	return n > 0;
 }
 
+/* Every block of [fb0, fb1) is mapped in the data fork. */
+static bool all_mapped(struct rlfs_inode *ip, uint64_t fb0, uint64_t fb1)
+{
+	for (uint64_t b = fb0; b < fb1;) {
+		struct rlfs_irec got;
+		bool found;
+		rlfs_bmap_lookup(ip, b, &got, &found);
+		if (!found)
+			return false;
+		b = irec_endoff(&got);
+	}
+	return true;
+}
+
 /* Copy file block fb's contents as the data fork has them (zeros for a
  * hole or an unwritten block) into its staged block in the CoW fork. */
 static int copy_old_block(struct rlfs_inode *ip, uint64_t fb)
@@ -246,6 +260,96 @@ static void fill_range(struct rlfs_inode *ip, uint64_t fb0, uint64_t fb1, uint64
 	}
 }
 
+/*
+ * Copy-on-write of [pos, end) without the CoW fork, for a range that is
+ * whole CoW regions (aligned to the hint at both ends, or ending at EOF)
+ * the fork does not touch: nothing would be left staged, so the staging
+ * records are skipped and the new blocks are allocated, written and
+ * remapped in ONE transaction (rlfs_cow_prepare, rlfs_cow_remap; the new
+ * blocks belong to the map intents until mapped, so a crash leaves old or
+ * new).  Every block of the range is mapped.  Same contract as
+ * cow_write.  A sequential overwrite of a cloned file takes this path.
+ */
+static int cow_write_direct(struct rlfs_inode *ip, const uint8_t *buf, uint64_t pos,
+			    uint64_t end, bool is_write, unsigned wflags, uint64_t *done_end)
+{
+	struct rlfs_mount *mp = ip->mp;
+	struct rlfs_trans *tp;
+	struct rlfs_cow cow;
+	uint64_t fb0 = pos >> mp->blocklog;
+	if (rlfs_b_to_fsb(mp, end) - fb0 > COW_CHUNK_BLOCKS)
+		end = (fb0 + COW_CHUNK_BLOCKS) << mp->blocklog;
+	uint64_t fb1 = rlfs_b_to_fsb(mp, end);
+	uint64_t n = fb1 - fb0;
+	uint32_t ne = 0;
+
+	for (uint64_t b = fb0; b < fb1;) {
+		struct rlfs_irec got;
+		bool found;
+		rlfs_bmap_lookup(ip, b, &got, &found);
+		if (!found)
+			return -EIO; /* caller passed an unmapped range */
+		b = irec_endoff(&got);
+		if (++ne == RLFS_TX_COW_EXTENTS && b < fb1) {
+			/* bounded work (and log) per transaction: the caller
+			 * comes back for the rest */
+			fb1 = b;
+			end = fb1 << mp->blocklog;
+			n = fb1 - fb0;
+		}
+	}
+	int error = rlfs_trans_alloc(mp, &mp->resv.tr_cow, (uint32_t)n + rlfs_cow_res(ip, ne), 0, &tp);
+	if (error == -ENOSPC) {
+		/* nearly full: the estimate does not fit; try with the data
+		 * blocks and a little more (a real shortage inside the
+		 * transaction cancels it whole, nothing half done) */
+		error = rlfs_trans_alloc(mp, &mp->resv.tr_cow, (uint32_t)n + 8, 0, &tp);
+	}
+	if (error)
+		return error;
+	rlfs_trans_ijoin(tp, ip);
+	error = rlfs_cow_prepare(tp, ip, fb0, n, &cow);
+	if (!error && cow.len < n) {
+		/* the allocator gave RLFS_TX_COW_EXTENTS pieces first: this
+		 * transaction does that much */
+		fb1 = fb0 + cow.len;
+		end = RLFS_MIN(end, fb1 << mp->blocklog);
+		n = cow.len;
+	}
+	if (!error && (pos & bmask(mp)))
+		error = rlfs_cow_copy_old(ip, &cow, fb0, 1);
+	if (!error && (end & bmask(mp)) && !(fb1 - 1 == fb0 && (pos & bmask(mp))))
+		error = rlfs_cow_copy_old(ip, &cow, fb1 - 1, 1);
+	for (uint64_t p = pos; !error && p < end;) {
+		uint64_t contig;
+		uint64_t dev_off = rlfs_cow_dev_offset(&cow, mp, p, &contig);
+		uint64_t chunk = RLFS_MIN(end - p, contig);
+		if (buf) {
+			error = rlfs_dev_pwrite(mp->dev, buf + (p - pos), (size_t)chunk, dev_off);
+		} else {
+			error = dev_zero(mp, dev_off, chunk);
+		}
+		p += chunk;
+	}
+	if (!error)
+		error = rlfs_cow_remap(tp, ip, &cow, true);
+	rlfs_cow_release(&cow);
+	if (error) {
+		rlfs_trans_cancel(tp);
+		return error;
+	}
+	if (is_write) {
+		write_update_inode(tp, ip, end, wflags);
+	} else {
+		rlfs_data_written(mp);
+		rlfs_trans_log_inode(tp, ip);
+	}
+	error = rlfs_trans_commit(tp);
+	if (!error)
+		*done_end = end;
+	return error;
+}
+
 static int cow_write(struct rlfs_inode *ip, const uint8_t *buf, uint64_t pos, uint64_t end,
 		     bool is_write, unsigned wflags, uint64_t *done_end)
 {
@@ -255,6 +359,13 @@ static int cow_write(struct rlfs_inode *ip, const uint8_t *buf, uint64_t pos, ui
 	if (rlfs_b_to_fsb(mp, end) - fb0 > COW_CHUNK_BLOCKS)
 		end = (fb0 + COW_CHUNK_BLOCKS) << mp->blocklog;
 	uint64_t fb1 = rlfs_b_to_fsb(mp, end), covered;
+	uint64_t hint = RLFS_MAX(rlfs_cowextsize_hint_blocks(ip), 1u);
+	struct rlfs_irec cgot;
+	bool cfound;
+	rlfs_cowfork_lookup(ip, fb0, &cgot, &cfound);
+	if (!cfound && (!cgot.blockcount || cgot.startoff >= fb1) && fb0 % hint == 0 &&
+	    (fb1 % hint == 0 || fb1 >= rlfs_b_to_fsb(mp, ip->size)) && all_mapped(ip, fb0, fb1))
+		return cow_write_direct(ip, buf, pos, end, is_write, wflags, done_end);
 
 	int error = rlfs_cowfork_stage(ip, fb0, fb1, &covered);
 	if (error)

@@ -296,6 +296,15 @@ static void test_region(void **state)
 	assert_int_equal(data_block(ip, 38), s32 + 6);
 	assert_int_equal(data_extents(ip), ext0 + 2);
 	assert_int_equal(rlfs_cowfork_inode_blocks(ip), 30);
+	/* a write of whole regions stages nothing: one transaction */
+	uint64_t old96 = data_block(ip, 96);
+	uint64_t forktx = MP(&c)->resv.tr_cowfork.commits, cowtx = MP(&c)->resv.tr_cow.commits;
+	do_write(&c, 1, 96 * BS, 64 * BS);
+	assert_int_equal(MP(&c)->resv.tr_cowfork.commits, forktx);
+	assert_true(MP(&c)->resv.tr_cow.commits > cowtx);
+	assert_int_equal(rlfs_cowfork_inode_blocks(ip), 30);
+	assert_true(data_block(ip, 96) != old96);
+	assert_int_equal(data_block(ip, 159), data_block(ip, 96) + 63);
 	verify(&c);
 	check_invariants(&c);
 	ctx_fini(&c);
@@ -399,7 +408,12 @@ static void test_model(void **state)
 	for (int op = 0; op < nops; op++) {
 		int i = (int)rnd((uint64_t)c.nf);
 		uint64_t r = rnd(100);
-		if (r < 70) {
+		if (r < 7) {
+			/* whole regions: the path without staging records */
+			uint64_t rb = rnd(maxb / 32), n = 1 + rnd(RLFS_MIN(maxb / 32 - rb, 3));
+			do_write(&c, i, rb * 32 * BS, n * 32 * BS);
+			counts[0]++;
+		} else if (r < 70) {
 			uint64_t off = rnd(maxb * BS - 1), len = 1 + rnd(r < 50 ? BS : 24 * BS);
 			len = RLFS_MIN(len, maxb * BS - off);
 			do_write(&c, i, off, len);
