@@ -108,21 +108,29 @@ static int fork_make_room(struct rlfs_cowfork *f, uint32_t more)
 	return 0;
 }
 
-/* Add a staged extent (not overlapping any), merging with neighbours
- * contiguous in the file and on the device. */
-static int fork_insert(struct rlfs_inode *ip, const struct rlfs_irec *r)
+/* Room in ip's fork (made if missing) for `more` new records, taken
+ * before a commit so that the in-core update after it cannot fail: an
+ * insert takes one, a remove inside one extent splits it (one). */
+static int fork_prepare(struct rlfs_inode *ip, uint32_t more)
 {
-	struct rlfs_cowfork *f = ip->cow;
-	if (!f) {
-		f = calloc(1, sizeof(*f));
+	if (!ip->cow) {
+		struct rlfs_cowfork *f = calloc(1, sizeof(*f));
 		if (!f)
 			return -ENOMEM;
 		f->ip = ip;
 		ip->cow = f;
 	}
-	int err = fork_make_room(f, 1);
+	return fork_make_room(ip->cow, more);
+}
+
+/* Add a staged extent (not overlapping any), merging with neighbours
+ * contiguous in the file and on the device. */
+static int fork_insert(struct rlfs_inode *ip, const struct rlfs_irec *r)
+{
+	int err = fork_prepare(ip, 1);
 	if (err)
 		return err;
+	struct rlfs_cowfork *f = ip->cow;
 	uint32_t i = ext_search(f, r->startoff);
 	struct rlfs_irec *prev = i ? &f->ext[i - 1] : NULL;
 	struct rlfs_irec *nx = i < f->next ? &f->ext[i] : NULL;
@@ -428,6 +436,8 @@ static int stage_region(struct rlfs_inode *ip, uint64_t a0, uint64_t a1, uint64_
 	}
 	if (err == -ENOSPC && nadded)
 		err = 0;  /* keep what fitted */
+	if (!err)
+		err = fork_prepare(ip, nadded);
 	if (err) {
 		rlfs_trans_cancel(tp);
 		return err;
@@ -565,6 +575,10 @@ int rlfs_cowfork_remap(struct rlfs_trans *tp, struct rlfs_inode *ip, uint64_t fb
 				    "ino %llu: remap of file blocks [%llu, %llu) not staged",
 				    (unsigned long long)ip->ino, (unsigned long long)fb0,
 				    (unsigned long long)fb1);
+	/* rlfs_cowfork_remapped may split an extent: room first */
+	err = fork_prepare(ip, 1);
+	if (err)
+		return err;
 	rlfs_trans_ijoin(tp, ip);
 	/* the staged blocks stop being staging now */
 	for (pos = fb0; !err && next_piece(rlfs_cowfork_lookup, ip, &pos, fb1, &r);)
@@ -609,8 +623,11 @@ int rlfs_cowfork_cancel(struct rlfs_inode *ip, uint64_t fb0, uint64_t fb1)
 		if (n == 0)
 			return 0;
 		struct rlfs_trans *tp;
-		int err = rlfs_trans_alloc(mp, &mp->resv.tr_cowfork, fork_tx_res(mp),
-					   RLFS_TRANS_RESERVE, &tp);
+		int err = fork_prepare(ip, 1);
+		if (err)
+			return err;
+		err = rlfs_trans_alloc(mp, &mp->resv.tr_cowfork, fork_tx_res(mp),
+				       RLFS_TRANS_RESERVE, &tp);
 		if (err)
 			return err;
 		for (uint32_t i = 0; !err && i < n; i++) {
@@ -654,8 +671,10 @@ int64_t rlfs_cowfork_gc(struct rlfs_mount *mp, uint32_t min_age_s,
 			v = n;
 			cap = nc;
 		}
-		rlfs_ihold(f->ip);  /* cow_lock before icache_lock */
-		v[nv++] = f->ip;
+		/* cow_lock before icache_lock; an inode on its way out is
+		 * its own freeing's to cancel */
+		if (rlfs_igrab(f->ip))
+			v[nv++] = f->ip;
 	}
 	pthread_mutex_unlock(&mp->cow_lock);
 	for (size_t i = 0; i < nv; i++) {

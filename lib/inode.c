@@ -936,6 +936,17 @@ void rlfs_ihold(struct rlfs_inode *ip)
 	pthread_mutex_unlock(&ip->mp->icache_lock);
 }
 
+bool rlfs_igrab(struct rlfs_inode *ip)
+{
+	pthread_mutex_lock(&ip->mp->icache_lock);
+	/* refcount and nlookup both 0: inode_last_ref is evicting it */
+	bool ok = !ip->freeing && ip->mode != 0 && (ip->refcount > 0 || ip->nlookup > 0);
+	if (ok)
+		ip->refcount++;
+	pthread_mutex_unlock(&ip->mp->icache_lock);
+	return ok;
+}
+
 /* Called with icache_lock held and ip->refcount just dropped to 0.
  * Returns with the lock dropped. */
 static void inode_last_ref(struct rlfs_inode *ip)

@@ -294,10 +294,10 @@ static void cow_recover(struct rlfs_mount *mp)
 	int err = rlfs_cowfork_recover(mp, &freed);
 	const char *img = mp->image ? mp->image : "the image";
 	if (freed)
-		rlfs_warn("%s: freed %llu CoW staging block(s) left by a crash", img,
-			  (unsigned long long)freed);
-	if (err)
-		rlfs_warn("%s: freeing CoW staging extents left by a crash failed (%s); run "
+		rlfs_warn("%s: freed %llu CoW staging block(s) no CoW fork owned (left by a "
+			  "crash or a failed cancel)", img, (unsigned long long)freed);
+	if (err && err != -EBUSY)  /* EBUSY: in-core forks own them */
+		rlfs_warn("%s: freeing leftover CoW staging extents failed (%s); run "
 			  "`reflinkfs fsck %s`", img, strerror(-err), img);
 }
 
@@ -543,6 +543,10 @@ int rlfs_mount_close(struct rlfs_mount *mp)
 		int64_t g = rlfs_cowfork_gc(mp, 0, NULL, true);
 		if (g < 0 && !err)
 			err = (int)g;
+		/* and staging records whose in-core fork was dropped (a
+		 * cancel failed, an inode freed from memory with them): a
+		 * clean image has none, as fsck checks */
+		cow_recover(mp);
 	}
 	/* unlinked-but-open inodes still cached are freed now */
 	err2 = rlfs_icache_reclaim(mp);

@@ -111,7 +111,7 @@ _MOUNTS+=("$MNT")
 _MOUNT_IMG+=("$IMG")
 for ((i = 0; i < 200; i++)); do mountpoint -q "$MNT" && break; sleep 0.05; done
 mountpoint -q "$MNT" || die "remount after the kill failed: $(cat "$T/mount.out")"
-grep -q "freed [0-9]* CoW staging block(s) left by a crash" "$T/mount.out" ||
+grep -q "freed [0-9]* CoW staging block(s) no CoW fork owned" "$T/mount.out" ||
 	die "the mount did not free the staging extents: $(cat "$T/mount.out")"
 log "$(grep -o 'freed [0-9]* CoW staging block(s)' "$T/mount.out")"
 $PY - "$MNT/b" "$T/a.orig" <<'PYEOF' || die "block 3500 holds neither its old nor its new data"

@@ -28,10 +28,13 @@
  *                      reporting ENOSPC)
  *   test_close_gc      unmount, inode eviction and truncate give staged
  *                      blocks back
+ *   test_gc_dying      the GC running while a file with staged blocks is
+ *                      freed does not touch the dying inode
  *
  * Seed: RLFS_TEST_SEED.
  */
 #include <fcntl.h>
+#include <pthread.h>
 #include <linux/falloc.h>
 #include <linux/fs.h>
 #include <stdio.h>
@@ -554,6 +557,64 @@ static void test_close_gc(void **state)
 	ctx_fini(&c);
 }
 
+static void *irele_thread(void *arg)
+{
+	rlfs_irele((struct rlfs_inode *)arg);
+	return NULL;
+}
+
+/* The GC walks the mount's forks while an unlinked file with staged
+ * blocks is being freed (its last reference dropped in another thread):
+ * it must not take a reference to the dying inode (under ASan a
+ * use-after-free before rlfs_igrab; found by review). */
+static void test_gc_dying(void **state)
+{
+	(void)state;
+	struct ctx c;
+	ctx_init(&c, 128 * MB, 64 * BS);
+	struct rlfs_mount *mp = MP(&c);
+	enum { N = 40 };
+	int a = mkfile(&c, "a");
+	do_write(&c, a, 0, 64 * BS);
+	uint64_t ino[N + 1];
+	struct rlfs_inode *ip[N + 1];
+	char name[32];
+	uint8_t buf[BS];
+	memset(buf, 0x11, BS);
+	for (int i = 0; i <= N; i++) {
+		struct stat st;
+		snprintf(name, sizeof(name), "f%d", i);
+		assert_int_equal(rlfs_mknod(mp, rlfs_root_ino(mp), name, S_IFREG | 0644, 0, 0, 0,
+					    &st), 0);
+		rlfs_forget(mp, st.st_ino, 1);
+		ino[i] = st.st_ino;
+		assert_int_equal(rlfs_clone_range(mp, c.f[a].ino, 0, ino[i], 0, 64 * BS, 0),
+				 (int64_t)(64 * BS));
+		assert_int_equal(rlfs_iget(mp, ino[i], &ip[i]), 0);
+		/* f0 stages first: listed first, so last in the GC's walk */
+		assert_int_equal(rlfs_write(mp, ino[i], buf, BS, 5 * BS), BS);
+		assert_true(rlfs_cowfork_inode_blocks(ip[i]) > 0);
+	}
+	assert_int_equal(rlfs_unlink(mp, rlfs_root_ino(mp), "f0"), 0);
+	for (int round = 0; round < 3; round++) {
+		pthread_t t;
+		struct rlfs_inode *z = ip[round];
+		if (round) {
+			snprintf(name, sizeof(name), "f%d", round);
+			assert_int_equal(rlfs_unlink(mp, rlfs_root_ino(mp), name), 0);
+		}
+		assert_int_equal(pthread_create(&t, NULL, irele_thread, z), 0);
+		while (!__atomic_load_n(&z->freeing, __ATOMIC_SEQ_CST))
+			;
+		assert_true(rlfs_cow_gc(mp, 0) >= 0);
+		pthread_join(t, NULL);
+	}
+	for (int i = 3; i <= N; i++)
+		rlfs_irele(ip[i]);
+	assert_int_equal(rlfs_cowfork_staged_blocks(mp), 0);
+	ctx_fini(&c);
+}
+
 int main(void)
 {
 	const char *s = getenv("RLFS_TEST_SEED");
@@ -567,6 +628,7 @@ int main(void)
 		cmocka_unit_test(test_recover),
 		cmocka_unit_test(test_enospc_gc),
 		cmocka_unit_test(test_close_gc),
+		cmocka_unit_test(test_gc_dying),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
