@@ -363,9 +363,22 @@ static int cow_write(struct rlfs_inode *ip, const uint8_t *buf, uint64_t pos, ui
 	struct rlfs_irec cgot;
 	bool cfound;
 	rlfs_cowfork_lookup(ip, fb0, &cgot, &cfound);
-	if (!cfound && (!cgot.blockcount || cgot.startoff >= fb1) && fb0 % hint == 0 &&
-	    (fb1 % hint == 0 || fb1 >= rlfs_b_to_fsb(mp, ip->size)) && all_mapped(ip, fb0, fb1))
+	uint64_t eofb = rlfs_b_to_fsb(mp, ip->size);
+	bool touched = cfound || (cgot.blockcount && cgot.startoff < fb1);
+	bool whole = fb0 % hint == 0 && (fb1 % hint == 0 || fb1 >= eofb);
+	if (!touched && (whole || fb1 - fb0 >= hint) && all_mapped(ip, fb0, fb1))
+		/* whole regions, or a write as large as a region: staging
+		 * would leave little or nothing for later writes */
 		return cow_write_direct(ip, buf, pos, end, is_write, wflags, done_end);
+	/* through the fork: the blocks it covers from fb0 on, or up to the
+	 * next region boundary; the caller comes back for the rest, which
+	 * may be whole regions again */
+	uint64_t run = cfound ? cgot.startoff + cgot.blockcount : fb0;
+	uint64_t lim = RLFS_MAX(run, (fb0 / hint + 1) * hint);
+	if (fb1 > lim) {
+		fb1 = lim;
+		end = fb1 << mp->blocklog;
+	}
 
 	int error = rlfs_cowfork_stage(ip, fb0, fb1, &covered);
 	if (error)
