@@ -356,6 +356,8 @@ static int mount_main(int argc, char **argv)
 			if ((err = parse_mount_opts(&ma, optarg)) != 0) {
 				if (err == -ENOMEM)
 					fprintf(stderr, "%s: out of memory\n", prog);
+				free(ma.fuse_opts);
+				free(ma.all_opts);
 				return 1;
 			}
 			break;
@@ -403,6 +405,8 @@ static int mount_helper_main(int argc, char **argv)
 			if ((err = parse_mount_opts(&ma, optarg)) != 0) {
 				if (err == -ENOMEM)
 					fprintf(stderr, "%s: out of memory\n", prog);
+				free(ma.fuse_opts);
+				free(ma.all_opts);
 				return 1;
 			}
 			break;
