@@ -447,6 +447,7 @@ static void fsck_free(struct fsck *f)
 	free(f->cleared);
 	free(f->dfixes);
 	free(f->lostinos);
+	free(f->dirrebuilds);
 	fsck_free_lost(f);
 }
 
@@ -475,6 +476,11 @@ static int check_all(struct fsck *f, uint64_t *icount, uint64_t *ifree, uint64_t
 		fsck_verbose(f, "Phase 3b: %zu data fork%s from the rmap", f->nlost,
 			     f->nlost == 1 ? "" : "s");
 		fsck_recover_forks(f);
+	}
+	if (!f->oom && f->ndirrebuilds) {
+		fsck_verbose(f, "Phase 3c: %zu damaged director%s salvaged", f->ndirrebuilds,
+			     f->ndirrebuilds == 1 ? "y" : "ies");
+		fsck_salvage_dirs(f);
 	}
 	fsck_xsort(f->inodes, f->ninodes, sizeof(*f->inodes), cmp_ientry);
 	fsck_verbose(f, "Phase 4: directory tree (%zu inodes, %zu entries)", f->ninodes, f->nedges);
@@ -551,6 +557,11 @@ static void fix_list(const struct fsck *f, char *buf, size_t len)
 	if (f->ncleared)
 		list_add(buf, len, &n, "%zu damaged inode%s cleared", f->ncleared,
 			 f->ncleared == 1 ? "" : "s");
+	if (f->ndirrebuilds)
+		list_add(buf, len, &n, "%zu director%s rebuilt from their readable entries",
+			 f->ndirrebuilds, f->ndirrebuilds == 1 ? "y" : "ies");
+	if (f->lpf_aside)
+		list_add(buf, len, &n, "/lost+found (not a directory) moved aside");
 	if (f->ndfixes)
 		list_add(buf, len, &n, "%zu directory entr%s naming no inode removed", f->ndfixes,
 			 f->ndfixes == 1 ? "y" : "ies");
