@@ -558,8 +558,9 @@ static void fix_list(const struct fsck *f, char *buf, size_t len)
 		list_add(buf, len, &n, "%zu damaged inode%s cleared", f->ncleared,
 			 f->ncleared == 1 ? "" : "s");
 	if (f->ndirrebuilds)
-		list_add(buf, len, &n, "%zu director%s rebuilt from their readable entries",
-			 f->ndirrebuilds, f->ndirrebuilds == 1 ? "y" : "ies");
+		list_add(buf, len, &n, "%zu director%s rebuilt from %s readable entries",
+			 f->ndirrebuilds, f->ndirrebuilds == 1 ? "y" : "ies",
+			 f->ndirrebuilds == 1 ? "its" : "their");
 	if (f->lpf_aside)
 		list_add(buf, len, &n, "/lost+found (not a directory) moved aside");
 	if (f->ndfixes)

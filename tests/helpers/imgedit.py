@@ -46,7 +46,8 @@ INODE = {"mode": (40, "<I"), "nlink": (52, "<I"), "size": (56, "<Q"),
          "nblocks": (64, "<Q"), "parent": (152, "<Q"), "format": (168, "<B"),
          "nextents": (172, "<I"), "root": (176, "<Q"), "next_unlinked": (208, "<Q"),
          "flags": (160, "<I"), "cowextsize_blocks": (164, "<I"),
-         "extsize_blocks": (188, "<I")}
+         "extsize_blocks": (188, "<I"), "aformat": (169, "<B"),
+         "aroot": (192, "<Q")}
 
 _T = []
 for i in range(256):
