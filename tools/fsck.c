@@ -13,7 +13,9 @@
  * AG trees (free-space, inode, refcount and rmap btrees, AGFL, AG header
  * counters), rebuilt from the block maps when the findings are theirs
  * (fsck_rebuild.c; counted in nrebuild between RB_BEGIN and RB_END);
- * directory entries naming no inode (removed), lost inodes (linked
+ * directories whose b+tree is damaged (rebuilt from the entries still
+ * readable, phase 3c), directory entries naming no inode (removed), a
+ * /lost+found that is not a directory (moved aside), lost inodes (linked
  * into /lost+found, fsck_dir.c) and inodes damaged beyond use (cleared,
  * fsck_inode.c clear_bad_inode); and
  * only when every finding is one of these (counters computed from damaged
@@ -35,7 +37,8 @@
  *      free extents (order, merge, bnobt == cntbt), counters;
  *   3. inodes: every slot of every inobt chunk: crc/magic/ino, free mask
  *      against mode, format, forks (data extents or bmbt, directory tree,
- *      xattrs, symlink target), nblocks;
+ *      xattrs, symlink target), nblocks; 3b: data forks from the rmap;
+ *      3c: entries of damaged directories salvaged (fsck_dir.c);
  *   4. directory graph from the root: entries, ftype, "..", link counts,
  *      reachability;
  *   5. block ownership: every claim (AG headers, btree blocks, AGFL, free
@@ -408,13 +411,15 @@ static void usage(FILE *out)
 		"blocks, refcount mismatches, a block two files map without a refcount: it\n"
 		"becomes shared; an inode chunk the inode btree lost, or a damaged inode btree,\n"
 		"when the rmap btree has the chunks), and (rmap feature) a regular file's data\n"
-		"fork whose block map is damaged, from the file's rmap records; it removes\n"
-		"directory entries naming a free inode or no inode, and links lost inodes (in\n"
-		"use, named by no directory) into /lost+found (made if missing) under their\n"
+		"fork whose block map is damaged, from the file's rmap records; it rebuilds\n"
+		"a directory whose b+tree is damaged from the entries it can still read,\n"
+		"removes directory entries naming a free inode or no inode, moves a\n"
+		"/lost+found that is not a directory aside, and links lost inodes (in use,\n"
+		"named by no directory) into /lost+found (made if missing) under their\n"
 		"inode number, and clears inodes damaged beyond use (rmap feature: their\n"
 		"blocks are freed, their contents lost); and only when every finding is one\n"
 		"of these.\n"
-		"Everything else (other damaged inodes, directory blocks, xattr trees or AG\n"
+		"Everything else (other damaged inodes, xattr trees or AG\n"
 		"headers, a block used by a file and by metadata) is reported and\n"
 		"left as it is, and the superblock is marked as having errors: every mount\n"
 		"warns until fsck finds the filesystem clean. To save the files, mount the\n"
