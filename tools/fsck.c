@@ -452,6 +452,8 @@ static void fsck_free(struct fsck *f)
 	free(f->cleared);
 	free(f->dfixes);
 	free(f->lostinos);
+	for (size_t i = 0; i < f->ndirrebuilds; i++)
+		free(f->dirrebuilds[i].old_blocks);
 	free(f->dirrebuilds);
 	fsck_free_lost(f);
 }

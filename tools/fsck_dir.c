@@ -67,17 +67,10 @@ int fsck_dir_rebuild_queue(struct fsck *f, uint64_t ino, uint64_t root, uint64_t
 {
 	struct dirrebuild *n = fsck_grow(f, f->dirrebuilds, &f->dirrebuilds_cap,
 					 f->ndirrebuilds, sizeof(*n));
-	struct ifix *x;
 
 	if (!n)
 		return -ENOMEM;
 	f->dirrebuilds = n;
-	x = fsck_grow(f, f->ifixes, &f->ifixes_cap, f->nifixes, sizeof(*x));
-	if (!x)
-		return -ENOMEM;
-	f->ifixes = x;
-	f->ifixes[f->nifixes++] = (struct ifix){ .ino = ino, .reset_dir = true,
-						 .nblocks = other_blocks };
 	f->dirrebuilds[f->ndirrebuilds++] = (struct dirrebuild){ .ino = ino, .root = root,
 		.other_blocks = other_blocks };
 	return 0;
@@ -282,6 +275,39 @@ static int salvage_rec(struct fsck *f, uint64_t dino, const struct rlfs_dir_rec 
 	return add_edge(f, dino, r);
 }
 
+/* Is fsbno among the rmapbt's blocks of the directory (sorted)? */
+static bool from_rmap(const struct ownblk *v, size_t n, uint64_t fsbno)
+{
+	size_t lo = 0, hi = n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (v[mid].fsbno == fsbno)
+			return true;
+		if (v[mid].fsbno < fsbno)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return false;
+}
+
+/* Note fsbno as a block of dr's old tree: claimed now, freed by repair.
+ * 0 or -ENOMEM. */
+static int old_add(struct fsck *f, struct dirrebuild *dr, uint64_t fsbno)
+{
+	uint64_t *n = fsck_grow(f, dr->old_blocks, &dr->old_cap, dr->nold, sizeof(*n));
+
+	if (!n)
+		return -ENOMEM;
+	dr->old_blocks = n;
+	dr->old_blocks[dr->nold++] = fsbno;
+	fsck_add_claim(f, CL_DIRBT, dr->ino, 0, fsbno, 1);
+	f->used_blocks++;
+	return 0;
+}
+
 /*
  * Salvage one directory: find its leaves, read their entries in key
  * order (edges from f->nedges on), drop second copies of a name, report.
@@ -330,6 +356,10 @@ static int salvage_dir(struct fsck *f, struct rlfs_trans *tp, struct dirrebuild 
 			continue;
 		if (rlfs_trans_read_buf(tp, fsbno, &rlfs_dirbt_buf_ops, dr->ino, &bp)) {
 			nbad++;
+			if (from_rmap(rmapblks, nrmapblks, fsbno) && old_add(f, dr, fsbno)) {
+				err = -ENOMEM;
+				goto out;
+			}
 			continue;
 		}
 		bb = bp->data;
@@ -340,7 +370,16 @@ static int salvage_dir(struct fsck *f, struct rlfs_trans *tp, struct dirrebuild 
 		    n > (level ? node_max : leaf_max)) {
 			rlfs_trans_brelse(tp, bp);
 			nbad++;
+			if (from_rmap(rmapblks, nrmapblks, fsbno) && old_add(f, dr, fsbno)) {
+				err = -ENOMEM;
+				goto out;
+			}
 			continue;
+		}
+		if (old_add(f, dr, fsbno)) {
+			rlfs_trans_brelse(tp, bp);
+			err = -ENOMEM;
+			goto out;
 		}
 		if (rlfs_get64(bb->leftsib))
 			PUSH(rlfs_get64(bb->leftsib));
@@ -525,31 +564,6 @@ out:
 	return err;
 }
 
-/* Put one salvaged entry back into dp (one transaction; dp's iolock
- * held).  0, -EUCLEAN if the inode it names changed type since the
- * check, or the library's errors (-EEXIST: the name is there already). */
-static int readd_entry(struct fsck *f, struct rlfs_mount *lm, struct rlfs_inode *dp,
-		       const struct edge *e, uint32_t mode)
-{
-	const char *name = f->names + e->name_off;
-	struct rlfs_trans *tp;
-	int err;
-
-	err = rlfs_trans_alloc(lm, &lm->resv.tr_link, rlfs_dir_res(dp), 0, &tp);
-	if (err)
-		return err;
-	rlfs_trans_ijoin(tp, dp);
-	err = rlfs_dir_add(tp, dp, name, e->namelen, e->child, rlfs_mode_to_ftype(mode));
-	if (err) {
-		rlfs_trans_cancel(tp);
-		return err;
-	}
-	rlfs_now(&dp->mtime);
-	dp->ctime = dp->mtime;
-	rlfs_trans_log_inode(tp, dp);
-	return rlfs_trans_commit(tp);
-}
-
 /* The edges of directory dir: [*lo, *hi) (f->edges sorted by directory,
  * phase 4). */
 static void dir_edges(const struct fsck *f, uint64_t dir, size_t *lo, size_t *hi)
@@ -570,45 +584,118 @@ static void dir_edges(const struct fsck *f, uint64_t dir, size_t *lo, size_t *hi
 	*hi = h;
 }
 
-/* Rebuild one directory (its fork emptied by fsck_fix_inodes): every
- * salvaged entry naming a good inode goes back in.  0 or -errno. */
+/*
+ * Entries one transaction of a directory rebuild may put in: as many as
+ * one log checkpoint holds (the estimate of rlfs_bmap_repair_fits, for
+ * directory records: half-full leaves as inserts leave them, their
+ * nodes, 48 blocks of free-space, rmap and header changes, the inode,
+ * against three quarters of the log).  At least one; no limit without a
+ * log.
+ */
+static size_t rebuild_batch(const struct rlfs_mount *lm)
+{
+	uint64_t half = RLFS_MAX(rlfs_btree_maxrecs((struct rlfs_mount *)lm, &rlfs_dirbt_ops,
+						    true) / 2, 1u);
+	uint64_t nhalf = RLFS_MAX(rlfs_btree_maxrecs((struct rlfs_mount *)lm, &rlfs_dirbt_ops,
+						     false) / 2, 1u);
+	uint64_t budget, leaves;
+
+	if (!lm->log)
+		return SIZE_MAX;
+	budget = (uint64_t)lm->log->size_blocks * 3 / 4;
+	if (budget <= 49 + 2)
+		return 1;
+	leaves = (budget - 49) * nhalf / (nhalf + 1);
+	return leaves > 1 ? (size_t)((leaves - 1) * half) : 1;
+}
+
+/*
+ * Rebuild one directory: in one transaction, the old tree's blocks
+ * (dr->old_blocks: claimed by phase 3c, so in use in the AG trees) leave
+ * its rmap and are freed, its data fork becomes empty (format none,
+ * nblocks = its other blocks) and every salvaged entry naming a good
+ * inode goes back in (rlfs_dir_add: under the name's own hash, the
+ * inode's file type).  A cut before the commit leaves the damaged
+ * directory as it was (the next fsck does it all again); after it, the
+ * directory is whole.  A directory whose entries do not fit one log
+ * checkpoint (rebuild_batch) goes in batches, one transaction each: a cut
+ * between two leaves the entries not yet put back named nowhere, and the
+ * next fsck links their inodes into /lost+found (names lost, no data).
+ * 0, -EUCLEAN if the directory changed since the check, or the library's
+ * errors.
+ */
 static int rebuild_dir(struct fsck *f, struct rlfs_mount *lm, const struct dirrebuild *dr)
 {
+	size_t batch = rebuild_batch(lm), lo, hi, i, n = 0, ntrans = 0;
 	struct rlfs_inode *dp;
-	size_t lo, hi, n = 0;
 	int err;
 
 	err = rlfs_iget(lm, dr->ino, &dp);
 	if (err)
 		return err;
-	if (!S_ISDIR(dp->mode) || dp->format != RLFS_FMT_NONE) {
+	if (!S_ISDIR(dp->mode) || dp->format != RLFS_FMT_BTREE || dp->root != dr->root) {
 		rlfs_irele(dp);
 		return -EUCLEAN;    /* changed since the check */
 	}
 	pthread_rwlock_wrlock(&dp->iolock);
 	dir_edges(f, dr->ino, &lo, &hi);
-	for (size_t i = lo; i < hi && !err; i++) {
-		const struct edge *e = &f->edges[i];
-		const struct ientry *c = e->child ? fsck_find_inode(f, e->child) : NULL;
+	i = lo;
+	do {
+		struct rlfs_trans *tp;
+		size_t k = 0;
 
-		/* entries naming no inode are not put back (counted as
-		 * removed: struct dfix); the moved-aside lost+found has
-		 * child 0 */
-		if (!c || (c->flags & IE_BAD))
-			continue;
-		err = readd_entry(f, lm, dp, e, c->mode);
+		err = rlfs_trans_alloc(lm, &lm->resv.tr_fsck,
+				       (uint32_t)RLFS_MIN(hi - lo, batch) / 4 + 16, 0, &tp);
 		if (err)
-			printf("%s: inode %" PRIu64 " (directory): putting entry '%.*s' back "
-			       "failed: %s\n", f->image, dr->ino, (int)e->namelen,
-			       f->names + e->name_off, fsck_errstr(err));
-		else
-			n++;
-	}
+			break;
+		rlfs_trans_ijoin(tp, dp);
+		if (ntrans == 0) {
+			/* the old tree goes */
+			for (size_t b = 0; b < dr->nold && !err; b++) {
+				err = rlfs_rmap_update(tp, RLFS_RUI_UNMAP, dr->old_blocks[b], 1,
+						       dr->ino, RLFS_RMAP_DATA_META);
+				if (!err)
+					err = rlfs_free_extent(tp, dr->old_blocks[b], 1);
+			}
+			dp->format = RLFS_FMT_NONE;
+			dp->root = 0;
+			dp->root_level = 0;
+			dp->nblocks = dr->other_blocks;
+		}
+		for (; i < hi && k < batch && !err; i++) {
+			const struct edge *e = &f->edges[i];
+			const struct ientry *c = e->child ? fsck_find_inode(f, e->child) : NULL;
+
+			/* entries naming no inode are not put back (counted
+			 * as removed: struct dfix); the moved-aside
+			 * lost+found has child 0 */
+			if (!c || (c->flags & IE_BAD))
+				continue;
+			err = rlfs_dir_add(tp, dp, f->names + e->name_off, e->namelen, e->child,
+					   rlfs_mode_to_ftype(c->mode));
+			if (err)
+				printf("%s: inode %" PRIu64 " (directory): putting entry '%.*s' "
+				       "back failed: %s\n", f->image, dr->ino, (int)e->namelen,
+				       f->names + e->name_off, fsck_errstr(err));
+			k++;
+		}
+		if (err) {
+			rlfs_trans_cancel(tp);
+			break;
+		}
+		rlfs_now(&dp->mtime);
+		dp->ctime = dp->mtime;
+		rlfs_trans_log_inode(tp, dp);
+		err = rlfs_trans_commit(tp);
+		n += k;
+		ntrans++;
+	} while (!err && i < hi);
 	pthread_rwlock_unlock(&dp->iolock);
 	rlfs_irele(dp);
 	if (!err)
-		printf("%s: inode %" PRIu64 " (directory): rebuilt with %zu entr%s\n", f->image,
-		       dr->ino, n, n == 1 ? "y" : "ies");
+		printf("%s: inode %" PRIu64 " (directory): rebuilt with %zu entr%s (%zu old tree "
+		       "block%s freed%s)\n", f->image, dr->ino, n, n == 1 ? "y" : "ies", dr->nold,
+		       dr->nold == 1 ? "" : "s", ntrans > 1 ? ", in more than one transaction" : "");
 	return err;
 }
 

@@ -140,6 +140,10 @@ struct dirrebuild {
 	uint64_t other_blocks;      /* blocks it owns outside the tree (xattrs):
 				     * its nblocks once the old tree is gone */
 	uint64_t nentries;          /* entries salvaged (phase 3c) */
+	uint64_t *old_blocks;       /* blocks of the old tree known to be its
+				     * own (read and verified, or named by the
+				     * rmapbt): claimed, and freed by repair */
+	size_t nold, old_cap;
 };
 
 /* A lost inode repair links into /lost+found (fsck_dir.c). */
@@ -194,10 +198,6 @@ struct ifix {
 	uint32_t clear_diflags;     /* RLFS_DIFLAG_* bits to clear (bad hints,
 				     * unknown bits) */
 	bool zero_extsize, zero_cowextsize; /* hint fields to set to 0 */
-	bool reset_dir;             /* a directory to rebuild: empty its data
-				     * fork (format none, no root, nextents
-				     * 0) and set nblocks to `nblocks` */
-	uint64_t nblocks;           /* with reset_dir, in blocks */
 };
 
 struct fsck {
@@ -436,14 +436,14 @@ int fsck_rebuild_ags(struct fsck *f, uint64_t *icount, uint64_t *ifree, uint64_t
 /* fsck_dir.c */
 /* Phase 3 found the b+tree of directory ino (root fsbno root) damaged:
  * queue it for phase 3c and repair (other_blocks: blocks it owns outside
- * the tree).  Adds the inode core repair (struct ifix reset_dir) too.
- * 0 or -ENOMEM. */
+ * the tree).  0 or -ENOMEM. */
 int fsck_dir_rebuild_queue(struct fsck *f, uint64_t ino, uint64_t root,
 			   uint64_t other_blocks);
 /* Phase 3c: the entries of every queued directory, from each of its tree
  * leaves that still verifies (found from the root down, through sibling
  * pointers, and with the RMAP feature from the rmap btree's records of
- * the directory's tree blocks), added as edges; one fixable finding per
+ * the directory's tree blocks), added as edges; the old tree's blocks
+ * known to be its own claimed (CL_DIRBT); one fixable finding per
  * directory. */
 void fsck_salvage_dirs(struct fsck *f);
 /* Is ino a directory repair rebuilds? */

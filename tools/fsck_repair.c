@@ -133,7 +133,7 @@ fail:
 
 /*
  * Rewrite inode link counts and directory parent pointers (f->ifixes),
- * flags and hints, and empty the data fork of directories to rebuild,
+ * flags and hints,
  * read-modify-write of each inode cluster block, raw like the reads of
  * phase 3.  An inode that no longer verifies (changed under us) stops the
  * repair with -EUCLEAN.  0 or negative errno.
@@ -172,15 +172,6 @@ int fsck_fix_inodes(struct fsck *f)
 			rlfs_put32(di->extsize_blocks, 0);
 		if (x->zero_cowextsize)
 			rlfs_put32(di->cowextsize_blocks, 0);
-		if (x->reset_dir) {
-			/* a directory fsck_fix_dirs rebuilds: no tree (the AG
-			 * tree rebuild frees the old one's blocks) */
-			di->format = RLFS_FMT_NONE;
-			rlfs_put64(di->root, 0);
-			rlfs_put16(di->root_level, 0);
-			rlfs_put32(di->nextents, 0);
-			rlfs_put64(di->nblocks, x->nblocks);
-		}
 		rlfs_cksum_update(di, mp->inodesize, offsetof(struct rlfs_dinode, crc));
 		err = rlfs_dev_pwrite(f->dev, blk, mp->blocksize, fsbno << mp->blocklog);
 	}
