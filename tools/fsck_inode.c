@@ -613,12 +613,14 @@ static void check_inode_forks(struct fsck *f, const struct rlfs_dinode *di, uint
 			struct fsck_mark mark = FSCK_MARK(f);
 			size_t nedges = f->nedges, names_len = f->names_len;
 
-			if (!root_ok(f, ino, ip.root, ip.root_level, "directory"))
-				w.bad = true;
+			bool rootok = root_ok(f, ino, ip.root, ip.root_level, "directory");
+
+			if (!rootok)
+				w.bad = true;   /* (the library would not load it) */
 			else
 				walk_inode_tree(&w, tp, &rlfs_dirbt_ops, CL_DIRBT, dir_rec_cb,
 						NULL);
-			if ((w.bad || f->nerrors != mark.nerrors) && !f->oom) {
+			if (rootok && (w.bad || f->nerrors != mark.nerrors) && !f->oom) {
 				/* damaged tree or entries: phase 3c takes what
 				 * can be read, repair rebuilds the tree from it
 				 * (the findings stay printed; the old blocks are
