@@ -12,10 +12,12 @@
  * directory's (xfs_repair longform_dir2_rebuild's "rebuild from the
  * entries that can be read").  Entries that cannot be kept (empty name,
  * '/', ".", "..", a second copy of a name) are dropped; a wrong hash or
- * file type is corrected by the rebuild.  None of the old tree's blocks is
- * claimed: phase 5 finds them owned by nobody, and the AG tree rebuild
- * frees them.  Phase 4 then judges the salvaged entries as any others:
- * what only the unreadable blocks named is lost and goes to /lost+found.
+ * file type is corrected by the rebuild.  The old tree's blocks known to
+ * be its own (verified, or named by the rmap btree) are claimed as its
+ * tree blocks (repair frees them); a damaged block nothing vouches for is
+ * owned by nobody, and the AG tree rebuild frees it.  Phase 4 then judges
+ * the salvaged entries as any others: what only the unreadable blocks
+ * named is lost and goes to /lost+found.
  *
  * Phase 4 repairs: directory entries that name a free inode or an inode
  * number in no inode chunk are removed; lost inodes (in use, named by no
@@ -27,22 +29,19 @@
  * fsck_check_graph (fsck_xref.c), which also leaves out of its link-count
  * fixes the inodes handled here.
  *
- * The rebuild of a directory: fsck_fix_inodes (raw, before the AG tree
- * rebuild frees the old blocks) empties its data fork (format none,
- * nblocks = its other blocks), so no pointer to a freed block is ever on
- * disk; then, here, every salvaged entry naming a good inode goes back in
- * with rlfs_dir_add (under the name's own hash, the inode's file type).
+ * The rebuild of a directory (rebuild_dir) is one logged transaction:
+ * the old tree's claimed blocks freed, the data fork emptied, every
+ * salvaged entry naming a good inode put back with rlfs_dir_add (under
+ * the name's own hash, the inode's file type); batches of one log
+ * checkpoint each only for a directory too large for one.
  *
  * Everything here is written through a library mount and its own
  * directory operations (rlfs_dir_add, rlfs_dir_remove, rlfs_mkdir), one
- * logged transaction per entry or inode, as fsck_free_orphans and
+ * logged transaction per entry, inode or rebuilt directory, as fsck_free_orphans and
  * fsck_fix_forks do: a crash between two of them leaves a consistent
  * filesystem with the rest still to do, which the next fsck finds and
- * does (a crash in the middle of a directory rebuild leaves the entries
- * not yet put back named nowhere: the next fsck links them into
- * /lost+found, under their inode numbers; no data is lost, the names
- * are).  Runs last, after the raw repairs (link counts of the other
- * inodes, AG trees, superblock) made the image one the library mounts.
+ * does.  Runs last, after the raw repairs (link counts, AG trees,
+ * superblock) made the image one the library mounts.
  *
  * Counts kept by the transaction itself: a lost file gets nlink 1 (its one
  * name, in /lost+found); a lost directory 2 + its subdirectories, its
