@@ -37,10 +37,10 @@
  *
  * Everything here is written through a library mount and its own
  * directory operations (rlfs_dir_add, rlfs_dir_remove, rlfs_mkdir), one
- * logged transaction per entry, inode or rebuilt directory, as fsck_free_orphans and
- * fsck_fix_forks do: a crash between two of them leaves a consistent
- * filesystem with the rest still to do, which the next fsck finds and
- * does.  Runs last, after the raw repairs (link counts, AG trees,
+ * logged transaction per entry, inode or rebuilt directory, as
+ * fsck_free_orphans and fsck_fix_forks do: a crash between two of them
+ * leaves a consistent filesystem with the rest still to do, which the
+ * next fsck finds and does.  Runs last, after the raw repairs (link counts, AG trees,
  * superblock) made the image one the library mounts.
  *
  * Counts kept by the transaction itself: a lost file gets nlink 1 (its one
