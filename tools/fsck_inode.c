@@ -622,9 +622,9 @@ static void check_inode_forks(struct fsck *f, const struct rlfs_dinode *di, uint
 						NULL);
 			if (rootok && (w.bad || f->nerrors != mark.nerrors) && !f->oom) {
 				/* damaged tree or entries: phase 3c takes what
-				 * can be read, repair rebuilds the tree from it
-				 * (the findings stay printed; the old blocks are
-				 * claimed by nobody: the rebuild frees them) */
+				 * can be read (and claims the old blocks known to
+				 * be the directory's), repair rebuilds the tree
+				 * from it (the findings stay printed) */
 				fsck_rewind(f, &mark);
 				f->nedges = nedges;
 				f->names_len = names_len;
@@ -715,8 +715,9 @@ static void check_inode_forks(struct fsck *f, const struct rlfs_dinode *di, uint
 	if (w.bad)
 		f->incomplete = true;
 	if (dir_rebuild && !w.bad) {
-		/* nblocks is rewritten by the rebuild (reset, then counted by
-		 * the library as entries go back in) */
+		/* nblocks is rewritten by the rebuild (w.owned: the blocks
+		 * outside the tree, then counted by the library as entries go
+		 * back in) */
 		if (fsck_dir_rebuild_queue(f, ino, ip.root, w.owned))
 			f->oom = true;
 		f->used_blocks += w.owned;

@@ -191,6 +191,10 @@ static const char *find_lpf(struct fsck *f, struct ientry *root)
 			lpf_bad = "/lost+found is an inode that failed its checks";
 		} else if (S_ISDIR(c->mode)) {
 			f->lpf_ino = c->ino;
+		} else if (c->nlink == 0) {
+			/* (its link count is fixed first; moved aside, it
+			 * would be freed as an orphan) */
+			lpf_bad = "/lost+found is not a directory (and has link count 0)";
 		} else if (!f->dirs_incomplete && !f->lpf_aside) {
 			FIXABLE(f, "inode %" PRIu64 " (root directory): 'lost+found' names inode %"
 				PRIu64 " (mode 0%o), not a directory; repair moves it aside and "
