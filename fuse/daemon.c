@@ -776,8 +776,12 @@ static void rl_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	if ((fi->flags & O_ACCMODE) != O_WRONLY && !(fi->flags & O_NOATIME) &&
 	    how != RLFS_ATIME_NOATIME && rlfs_atime_needs_update(mp, n2i(ino), how) > 0)
 		fi->keep_cache = 0;
-	if (fuse_reply_open(req, fi) != 0 && writable_open(fi->flags))
-		atomic_fetch_sub(&g_nwopen, 1);
+	(void)rlfs_file_opened(mp, n2i(ino));
+	if (fuse_reply_open(req, fi) != 0) {
+		if (writable_open(fi->flags))
+			atomic_fetch_sub(&g_nwopen, 1);
+		rlfs_file_released(mp, n2i(ino));
+	}
 }
 
 static void rl_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
@@ -819,9 +823,11 @@ static void rl_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	struct fuse_entry_param e;
 	fill_entry(&e, &st);
 	open_flags(fi);
+	(void)rlfs_file_opened(mp, st.st_ino);
 	if (fuse_reply_create(req, &e, fi) != 0) {
 		if (writable_open(fi->flags))
 			atomic_fetch_sub(&g_nwopen, 1);
+		rlfs_file_released(mp, st.st_ino);
 		undo_lookup(mp, st.st_ino);
 	}
 }
@@ -1009,9 +1015,11 @@ static void rl_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 
 static void rl_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	(void)ino;
+	GET_MP(req, mp);
 	if (writable_open(fi->flags))
 		atomic_fetch_sub(&g_nwopen, 1);
+	/* the last close gives back staged CoW blocks no write used */
+	rlfs_file_released(mp, n2i(ino));
 	fuse_reply_err(req, 0);
 }
 

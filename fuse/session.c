@@ -480,6 +480,8 @@ static int setup(const struct rlfs_daemon_opts *o, const char *image, struct fus
 		return 1;
 	}
 	g_root = rlfs_root_ino(g_mp);
+	if (o->cowfill >= 0)
+		rlfs_set_cow_fill(g_mp, (uint32_t)o->cowfill);
 	warn_image_mode(o->prog, image);
 	rlfs_set_progress(g_mp, on_progress, NULL);
 	if (pipe2(g_sigpipe, O_CLOEXEC) < 0) {
@@ -666,13 +668,76 @@ static int run_loop(void)
 	return g_loop_err;
 }
 
+/*
+ * CoW garbage collection on a timer (XFS's background cowblocks scan):
+ * every quarter of the idle time (at most a minute) give back the staged
+ * CoW blocks of files whose fork has been non-empty for g_cowgc_s seconds
+ * and that nobody is writing now (rlfs_cowfork_gc, trylock).  Stopped
+ * (joined) before the mount closes.
+ */
+static long g_cowgc_s = RLFS_COWGC_DEFAULT_S;
+static pthread_mutex_t g_cowgc_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t g_cowgc_cond = PTHREAD_COND_INITIALIZER;
+static bool g_cowgc_stop, g_cowgc_started;
+static pthread_t g_cowgc_tid;
+
+static void *cowgc_thread(void *arg)
+{
+	(void)arg;
+	long every = g_cowgc_s / 4 < 1 ? 1 : g_cowgc_s / 4 > 60 ? 60 : g_cowgc_s / 4;
+	pthread_mutex_lock(&g_cowgc_lock);
+	while (!g_cowgc_stop) {
+		struct timespec dl;
+		clock_gettime(CLOCK_REALTIME, &dl);
+		dl.tv_sec += every;
+		pthread_cond_timedwait(&g_cowgc_cond, &g_cowgc_lock, &dl);
+		if (g_cowgc_stop)
+			break;
+		pthread_mutex_unlock(&g_cowgc_lock);
+		{
+			int64_t n = rlfs_cow_gc(g_mp, (uint32_t)g_cowgc_s);
+			if (n < 0)
+				logmsg("reflinkfs: giving back idle staged CoW blocks failed: %s",
+				       strerror((int)-n));
+		}
+		pthread_mutex_lock(&g_cowgc_lock);
+	}
+	pthread_mutex_unlock(&g_cowgc_lock);
+	return NULL;
+}
+
+static void cowgc_start(void)
+{
+	if (g_cowgc_s <= 0)
+		return;
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	g_cowgc_started = pthread_create(&g_cowgc_tid, NULL, cowgc_thread, NULL) == 0;
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
+
+static void cowgc_stop(void)
+{
+	if (!g_cowgc_started)
+		return;
+	pthread_mutex_lock(&g_cowgc_lock);
+	g_cowgc_stop = true;
+	pthread_cond_broadcast(&g_cowgc_cond);
+	pthread_mutex_unlock(&g_cowgc_lock);
+	pthread_join(g_cowgc_tid, NULL);
+	g_cowgc_started = false;
+}
+
 static int serve(void)
 {
 	start_thread(monitor_thread, NULL);
+	cowgc_start();
 	if (geteuid() == 0)
 		start_thread(tune_thread, NULL);
 	mount_state_start();
 	int ret = run_loop();
+	cowgc_stop();
 	status_start();         /* if run_loop did not */
 	/* ring threads can still hand jobs to the slow pool: stop them first */
 	rlfs_uring_quiesce();
@@ -722,6 +787,8 @@ int rlfs_daemon_run(const struct rlfs_daemon_opts *o)
 	free(g_image);
 	g_image = strdup(image);
 	mount_state_init(o);
+	if (o->cowgc_s >= 0)
+		g_cowgc_s = o->cowgc_s;
 	/* -o default_permissions,fsname=reflinkfs#IMAGE,subtype=reflinkfs[,ro][,extra] */
 	char *eimg = escape_opt(image);
 	size_t olen = strlen(eimg) + (o->fuse_opts ? strlen(o->fuse_opts) : 0) + 128;

@@ -49,6 +49,7 @@
 #include "dev.h"
 #include "log.h"
 #include "bmap.h"
+#include "cowfork.h"
 #include "inode.h"
 #include "refcount.h"
 #include "reflink.h"
@@ -141,19 +142,136 @@ static void write_update_inode(struct rlfs_trans *tp, struct rlfs_inode *ip, uin
 			       unsigned wflags);
 
 /*
- * Copy-on-write of file bytes [pos, end), whose blocks are all mapped and
- * shared: new blocks (rlfs_cow_prepare), the old contents of partially
- * covered edge blocks copied, then buf (NULL: zeros) written to the new
- * blocks, then ONE switch of the mapping (old blocks lose a reference).
- * All inside one transaction; the data reaches the device before the
- * commit.  is_write: a write (size, times and privileges as
+ * Copy-on-write of file bytes [pos, end) through the CoW fork (cowfork.h):
+ * the blocks are staged (allocated as a region rounded to the CoW extent
+ * size hint, in transactions of their own, unless the fork covers them
+ * already), the old contents of partially covered edge blocks copied
+ * into the staged ones, buf (NULL: zeros) written there, then ONE remap
+ * transaction switches the data fork to the staged blocks (old blocks
+ * lose a reference).  The data reaches the device before the remap
+ * commits.  is_write: a write (size, times and privileges as
  * rlfs_write_flags with wflags), otherwise a zeroing of a partial block
- * (truncate, punch, zero range).
- * At most COW_CHUNK_BLOCKS blocks per call: *done_end gets the end of what
- * was done.
+ * (truncate, punch, zero range).  With gap fill (fill_range) a few
+ * not-rewritten blocks next to the range are copied and remapped too.
+ * At most COW_CHUNK_BLOCKS blocks and
+ * RLFS_TX_COW_EXTENTS remap pieces per call: *done_end gets the end of
+ * what was done.  Caller holds ip->iolock exclusively.
  */
-static int cow_write(struct rlfs_inode *ip, const uint8_t *buf, uint64_t pos, uint64_t end,
-		     bool is_write, unsigned wflags, uint64_t *done_end)
+/*
+ * Before a write reports ENOSPC: give back staged CoW blocks, other
+ * files' that are not busy (rlfs_cowfork_gc) and ip's own (the caller
+ * holds its iolock; the fork is only a reservation between steps).  True
+ * if any were freed: try again.  XFS: xfs_blockgc_free_space on ENOSPC.
+ */
+static bool enospc_reclaim(struct rlfs_inode *ip)
+{
+	int64_t n = rlfs_cowfork_gc(ip->mp, 0, ip, false);
+	uint64_t own = rlfs_cowfork_inode_blocks(ip);
+	if (own && rlfs_cowfork_cancel(ip, 0, UINT64_MAX) == 0)
+		n = RLFS_MAX(n, 0) + (int64_t)own;
+	return n > 0;
+}
+
+/* Every block of [fb0, fb1) is mapped in the data fork. */
+static bool all_mapped(struct rlfs_inode *ip, uint64_t fb0, uint64_t fb1)
+{
+	for (uint64_t b = fb0; b < fb1;) {
+		struct rlfs_irec got;
+		bool found;
+		rlfs_bmap_lookup(ip, b, &got, &found);
+		if (!found)
+			return false;
+		b = irec_endoff(&got);
+	}
+	return true;
+}
+
+/* Copy file block fb's contents as the data fork has them (zeros for a
+ * hole or an unwritten block) into its staged block in the CoW fork. */
+static int copy_old_block(struct rlfs_inode *ip, uint64_t fb)
+{
+	struct rlfs_mount *mp = ip->mp;
+	uint8_t *b = malloc(mp->blocksize);
+	uint64_t contig;
+	if (!b)
+		return -ENOMEM;
+	uint64_t dst = rlfs_cowfork_dev_offset(ip, fb << mp->blocklog, &contig);
+	int error = rlfs_read_mapped(ip, b, fb << mp->blocklog, (fb + 1) << mp->blocklog);
+	if (!error)
+		error = rlfs_dev_pwrite(mp->dev, b, mp->blocksize, dst);
+	free(b);
+	return error;
+}
+
+/* The data fork's written block at fb, or 0 (hole, unwritten). */
+static uint64_t written_block(struct rlfs_inode *ip, uint64_t fb)
+{
+	struct rlfs_irec got;
+	bool found;
+	rlfs_bmap_lookup(ip, fb, &got, &found);
+	if (!found || (got.state & RLFS_EXT_UNWRITTEN))
+		return 0;
+	return got.startblock + (fb - got.startoff);
+}
+
+/* The CoW fork's staged block at fb, or 0. */
+static uint64_t staged_block(struct rlfs_inode *ip, uint64_t fb)
+{
+	struct rlfs_irec got;
+	bool found;
+	rlfs_cowfork_lookup(ip, fb, &got, &found);
+	return found ? got.startblock + (fb - got.startoff) : 0;
+}
+
+/*
+ * Gap fill (rlfs_set_cow_fill): the remap range [fb0, fb1) grows over at
+ * most mp->cow_fill_blocks not-rewritten blocks on each side when the
+ * block beyond them was rewritten out of the same staged run: the staged
+ * blocks of the gap continue the run, the data fork maps old written
+ * blocks there, and the block just past the gap is the run's next (or
+ * previous) physical block.  Returns the grown range in *rb0, *rb1;
+ * nothing is changed.  Only inside EOF (ip->size).
+ */
+static void fill_range(struct rlfs_inode *ip, uint64_t fb0, uint64_t fb1, uint64_t *rb0,
+		       uint64_t *rb1)
+{
+	struct rlfs_mount *mp = ip->mp;
+	uint64_t k = mp->cow_fill_blocks, eofb = ip->size >> mp->blocklog;
+	*rb0 = fb0;
+	*rb1 = fb1;
+	uint64_t p0 = staged_block(ip, fb0), p1 = staged_block(ip, fb1 - 1);
+	for (uint64_t g = 1; p0 && g <= k && g < fb0 && g <= p0; g++) {
+		uint64_t b = fb0 - g;
+		if (staged_block(ip, b) != p0 - g || !written_block(ip, b))
+			break;
+		if (written_block(ip, b - 1) == p0 - g - 1) {
+			*rb0 = b;
+			break;
+		}
+	}
+	for (uint64_t g = 1; p1 && g <= k && fb1 - 1 + g + 1 <= eofb; g++) {
+		uint64_t b = fb1 - 1 + g;
+		if (staged_block(ip, b) != p1 + g || !written_block(ip, b))
+			break;
+		if (b + 1 < eofb && written_block(ip, b + 1) == p1 + g + 1) {
+			*rb1 = b + 1;
+			break;
+		}
+	}
+}
+
+/*
+ * Copy-on-write of [pos, end) without the CoW fork, for a range that is
+ * whole CoW regions (aligned to the hint at both ends, or ending at EOF)
+ * the fork does not touch: nothing would be left staged, so the staging
+ * records are skipped and the new blocks are allocated, written and
+ * remapped in ONE transaction (rlfs_cow_prepare, rlfs_cow_remap; the new
+ * blocks belong to the map intents until mapped, so a crash leaves old or
+ * new).  Every block of the range is mapped.  Same contract as
+ * cow_write.  A sequential overwrite of a cloned file takes this path.
+ */
+static int cow_write_direct(struct rlfs_inode *ip, const uint8_t *buf, uint64_t pos,
+			    uint64_t end, bool is_write, unsigned wflags, uint64_t *done_end)
 {
 	struct rlfs_mount *mp = ip->mp;
 	struct rlfs_trans *tp;
@@ -230,6 +348,88 @@ static int cow_write(struct rlfs_inode *ip, const uint8_t *buf, uint64_t pos, ui
 	if (!error)
 		*done_end = end;
 	return error;
+}
+
+static int cow_write(struct rlfs_inode *ip, const uint8_t *buf, uint64_t pos, uint64_t end,
+		     bool is_write, unsigned wflags, uint64_t *done_end)
+{
+	struct rlfs_mount *mp = ip->mp;
+	struct rlfs_trans *tp;
+	uint64_t fb0 = pos >> mp->blocklog;
+	if (rlfs_b_to_fsb(mp, end) - fb0 > COW_CHUNK_BLOCKS)
+		end = (fb0 + COW_CHUNK_BLOCKS) << mp->blocklog;
+	uint64_t fb1 = rlfs_b_to_fsb(mp, end), covered;
+	uint64_t hint = RLFS_MAX(rlfs_cowextsize_hint_blocks(ip), 1u);
+	struct rlfs_irec cgot;
+	bool cfound;
+	rlfs_cowfork_lookup(ip, fb0, &cgot, &cfound);
+	if (!cfound && (!cgot.blockcount || cgot.startoff >= fb1) && fb0 % hint == 0 &&
+	    (fb1 % hint == 0 || fb1 >= rlfs_b_to_fsb(mp, ip->size)) && all_mapped(ip, fb0, fb1))
+		return cow_write_direct(ip, buf, pos, end, is_write, wflags, done_end);
+
+	int error = rlfs_cowfork_stage(ip, fb0, fb1, &covered);
+	if (error)
+		return error;
+	if (covered < fb1) {
+		fb1 = covered;
+		end = fb1 << mp->blocklog;
+	}
+	/* bounded work (and log) per remap transaction: the caller comes
+	 * back for the rest */
+	uint32_t nstaged, nmapped;
+	uint64_t rb0, rb1;  /* the remap range: [fb0, fb1) and the gap fill */
+	for (;;) {
+		fill_range(ip, fb0, fb1, &rb0, &rb1);
+		rlfs_cowfork_remap_pieces(ip, rb0, rb1, &nstaged, &nmapped);
+		if (fb1 - fb0 == 1 ||
+		    (nstaged <= RLFS_TX_COWFORK_EXTENTS && nmapped <= RLFS_TX_COW_EXTENTS))
+			break;
+		fb1 = fb0 + (fb1 - fb0) / 2;
+		end = fb1 << mp->blocklog;
+	}
+	if (pos & bmask(mp))
+		error = copy_old_block(ip, fb0);
+	if (!error && (end & bmask(mp)) && !(fb1 - 1 == fb0 && (pos & bmask(mp))))
+		error = copy_old_block(ip, fb1 - 1);
+	for (uint64_t b = rb0; !error && b < fb0; b++)
+		error = copy_old_block(ip, b);
+	for (uint64_t b = fb1; !error && b < rb1; b++)
+		error = copy_old_block(ip, b);
+	for (uint64_t p = pos; !error && p < end;) {
+		uint64_t contig;
+		uint64_t dev_off = rlfs_cowfork_dev_offset(ip, p, &contig);
+		uint64_t chunk = RLFS_MIN(end - p, contig);
+		if (buf)
+			error = rlfs_dev_pwrite(mp->dev, buf + (p - pos), (size_t)chunk, dev_off);
+		else
+			error = dev_zero(mp, dev_off, chunk);
+		p += chunk;
+	}
+	if (error)
+		return error;  /* the staged blocks stay staged: nothing changed */
+	error = rlfs_trans_alloc(mp, &mp->resv.tr_cowfork, rlfs_cow_res(ip, nmapped + nstaged), 0,
+				 &tp);
+	if (error == -ENOSPC)
+		error = rlfs_trans_alloc(mp, &mp->resv.tr_cowfork, 8, RLFS_TRANS_RESERVE, &tp);
+	if (error)
+		return error;
+	error = rlfs_cowfork_remap(tp, ip, rb0, rb1);
+	if (error) {
+		rlfs_trans_cancel(tp);
+		return error;
+	}
+	if (is_write) {
+		write_update_inode(tp, ip, end, wflags);
+	} else {
+		rlfs_data_written(mp);
+		rlfs_trans_log_inode(tp, ip);
+	}
+	error = rlfs_trans_commit(tp);
+	if (error)
+		return error;
+	rlfs_cowfork_remapped(ip, rb0, rb1);
+	*done_end = end;
+	return 0;
 }
 
 /*
@@ -607,6 +807,14 @@ int rlfs_setattr(struct rlfs_mount *mp, uint64_t ino, const struct stat *st,
 	rlfs_trans_log_inode(tp, ip);
 	error = rlfs_trans_commit(tp);
 	tp = NULL;
+	if (!error && (valid & RLFS_SET_SIZE) && rlfs_cowfork_inode_blocks(ip)) {
+		/* staged CoW blocks past the new EOF are not needed
+		 * (xfs_itruncate_extents: xfs_reflink_cancel_cow_blocks) */
+		int cerr = rlfs_cowfork_cancel(ip, rlfs_b_to_fsb(mp, ip->size), UINT64_MAX);
+		if (cerr)
+			rlfs_warn("ino %llu: giving back staged CoW blocks past EOF failed (%s)",
+				  (unsigned long long)ip->ino, strerror(-cerr));
+	}
 	if (!error && out)
 		rlfs_inode_stat(ip, out);
 out:
@@ -751,6 +959,7 @@ ssize_t rlfs_write_flags(struct rlfs_mount *mp, uint64_t ino, const void *buf, s
 
 	pos = (uint64_t)off;
 	end = pos + size;
+	unsigned reclaims = 0;  /* CoW GC passes before ENOSPC is final */
 	while (pos < end) {
 		uint64_t fb0 = pos >> mp->blocklog;
 		uint64_t fb1 = rlfs_b_to_fsb(mp, end);
@@ -759,11 +968,29 @@ ssize_t rlfs_write_flags(struct rlfs_mount *mp, uint64_t ino, const void *buf, s
 		uint32_t nholes, nunwritten;
 
 		if (rlfs_has_reflink(mp)) {
-			/* shared blocks are copied on write, the rest in place */
+			/* shared blocks, and every block the CoW fork covers
+			 * (promotion: the staged region stays contiguous), are
+			 * copied on write; the rest in place */
 			uint64_t sfb, slen;
-			error = find_shared(ip, fb0, fb1 - fb0, &sfb, &slen);
-			if (error)
-				break;
+			struct rlfs_irec cgot;
+			bool cfound;
+			rlfs_cowfork_lookup(ip, fb0, &cgot, &cfound);
+			if (cfound) {
+				sfb = fb0;
+				slen = cgot.startoff + cgot.blockcount - fb0;
+			} else {
+				error = find_shared(ip, fb0, fb1 - fb0, &sfb, &slen);
+				if (error)
+					break;
+				if (cgot.blockcount && cgot.startoff < fb1 &&
+				    (!slen || cgot.startoff < sfb)) {
+					/* in place up to the fork's next extent */
+					sfb = cgot.startoff;
+					slen = 0;
+					iend = RLFS_MIN(iend, sfb << mp->blocklog);
+					fb1 = sfb;
+				}
+			}
 			if (slen && sfb == fb0) {
 				uint64_t cend = RLFS_MIN(end, (sfb + slen) << mp->blocklog), done;
 				error = cow_write(ip, src + (pos - (uint64_t)off), pos, cend, true,
@@ -824,6 +1051,11 @@ ssize_t rlfs_write_flags(struct rlfs_mount *mp, uint64_t ino, const void *buf, s
 				break;
 			}
 			error = rlfs_trans_alloc(mp, &mp->resv.tr_write, (uint32_t)res, 0, &tp);
+			if (error == -ENOSPC && reclaims < 3 && enospc_reclaim(ip)) {
+				reclaims++;
+				error = 0;
+				continue;
+			}
 			if (error)
 				break;
 			rlfs_trans_ijoin(tp, ip);
@@ -832,6 +1064,11 @@ ssize_t rlfs_write_flags(struct rlfs_mount *mp, uint64_t ino, const void *buf, s
 				error = -ENOSPC;
 			if (error) {
 				rlfs_trans_cancel(tp);
+				if (error == -ENOSPC && reclaims < 3 && enospc_reclaim(ip)) {
+					reclaims++;
+					error = 0;
+					continue;
+				}
 				break;
 			}
 			error = rlfs_trans_commit(tp);
@@ -1184,4 +1421,9 @@ out:
 	pthread_rwlock_unlock(&ip->iolock);
 	rlfs_irele(ip);
 	return ret;
+}
+
+void rlfs_set_cow_fill(struct rlfs_mount *mp, uint32_t max_blocks)
+{
+	mp->cow_fill_blocks = RLFS_MIN(max_blocks, RLFS_COW_FILL_MAX);
 }

@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include "bmap.h"
+#include "cowfork.h"
 #include "btree.h"
 #include "dir.h"
 #include "ialloc.h"
@@ -157,6 +158,7 @@ static void inode_free(struct rlfs_inode *ip)
 {
 	if (!ip)
 		return;
+	rlfs_cowfork_destroy(ip);
 	pthread_rwlock_destroy(&ip->iolock);
 	free(ip->literal);
 	free(ip->ext);
@@ -934,6 +936,17 @@ void rlfs_ihold(struct rlfs_inode *ip)
 	pthread_mutex_unlock(&ip->mp->icache_lock);
 }
 
+bool rlfs_igrab(struct rlfs_inode *ip)
+{
+	pthread_mutex_lock(&ip->mp->icache_lock);
+	/* refcount and nlookup both 0: inode_last_ref is evicting it */
+	bool ok = !ip->freeing && ip->mode != 0 && (ip->refcount > 0 || ip->nlookup > 0);
+	if (ok)
+		ip->refcount++;
+	pthread_mutex_unlock(&ip->mp->icache_lock);
+	return ok;
+}
+
 /* Called with icache_lock held and ip->refcount just dropped to 0.
  * Returns with the lock dropped. */
 static void inode_last_ref(struct rlfs_inode *ip)
@@ -967,6 +980,25 @@ static void inode_last_ref(struct rlfs_inode *ip)
 				  (unsigned long long)ip->ino, error);
 		icache_unhash(ip);
 		inode_free(ip);
+		return;
+	}
+	if (ip->cow && ip->cow->next && !(mp->flags & RLFS_MOUNT_RDONLY) && !mp->shutdown) {
+		/* staged CoW blocks go back to free space before the inode
+		 * leaves memory (XFS cancels them at inactivation): keep it
+		 * alive meanwhile, then drop that reference again */
+		ip->refcount++;
+		pthread_mutex_unlock(&mp->icache_lock);
+		pthread_rwlock_wrlock(&ip->iolock);
+		int error = rlfs_cowfork_cancel(ip, 0, UINT64_MAX);
+		pthread_rwlock_unlock(&ip->iolock);
+		if (error) {
+			rlfs_warn("inode %llu: giving back staged CoW blocks failed (%s); the next "
+				  "mount frees them", (unsigned long long)ip->ino, strerror(-error));
+			pthread_rwlock_wrlock(&ip->iolock);
+			rlfs_cowfork_destroy(ip);
+			pthread_rwlock_unlock(&ip->iolock);
+		}
+		rlfs_irele(ip);
 		return;
 	}
 	/* Nobody (library or kernel) refers to it: evict.  Its state is all in
@@ -1099,6 +1131,10 @@ int rlfs_inode_inactivate(struct rlfs_inode *ip)
 	int error;
 
 	pthread_rwlock_wrlock(&ip->iolock);
+	/* staged CoW blocks first (xfs_inactive: xfs_reflink_cancel_cow_range) */
+	error = rlfs_cowfork_cancel(ip, 0, UINT64_MAX);
+	if (error)
+		goto out_unlock;
 	error = rlfs_trans_alloc(mp, &mp->resv.tr_inactive, res, RLFS_TRANS_RESERVE, &tp);
 	if (error)
 		goto out_unlock;

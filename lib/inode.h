@@ -53,6 +53,9 @@ struct rlfs_inode {
 	struct rlfs_irec *ext;
 	uint32_t next, ext_cap;
 	bool ext_loaded;
+	/* the CoW fork (cowfork.h): staged blocks; NULL until first used */
+	struct rlfs_cowfork *cow;
+	uint32_t nopen;             /* rlfs_file_opened - released (atomic) */
 	/* cache state, under mp->icache_lock */
 	unsigned refcount;
 	uint64_t nlookup;           /* FUSE lookup count */
@@ -109,6 +112,11 @@ int rlfs_iget_tp(struct rlfs_trans *tp, uint64_t ino, struct rlfs_inode **ipp);
 int rlfs_iget_fork_lost(struct rlfs_trans *tp, uint64_t ino, struct rlfs_inode **ipp);
 /* Take another reference. */
 void rlfs_ihold(struct rlfs_inode *ip);
+/* Take a reference to an inode found outside the cache's hash (the CoW
+ * GC's list) unless it is on its way out: being freed (unlinked, last
+ * reference gone) or evicted (no reference, the kernel forgot it).
+ * true with the reference taken.  Source: xfs_iget's igrab checks. */
+bool rlfs_igrab(struct rlfs_inode *ip);
 /* Drop a reference; the last one of an unlinked inode (nlink 0, nlookup 0)
  * frees it on disk (own transactions).  Never inside a transaction. */
 void rlfs_irele(struct rlfs_inode *ip);

@@ -491,10 +491,6 @@ void rlfs_log_ilog_free_list(struct rlfs_log_ilog *l);
  * Mirrors xlog_recover_process_intents / xlog_recover_finish_intents.
  */
 int rlfs_log_recover_intents(struct rlfs_mount *mp);
-/* Recovery's pass for CoW staging extents left over by a crash (refcount
- * CoW domain records): an empty pass until the CoW fork exists (its issue
- * fills it in; XFS: xfs_reflink_recover_cow).  0. */
-int rlfs_log_recover_cow_staging(struct rlfs_mount *mp);
 /* Intents recovery found that are still to be finished (0 once done). */
 size_t rlfs_log_recovered_pending(const struct rlfs_mount *mp);
 

@@ -573,9 +573,3 @@ int rlfs_log_recover_intents(struct rlfs_mount *mp)
 	pthread_mutex_unlock(&mp->meta_lock);
 	return err ? err : ferr;
 }
-
-int rlfs_log_recover_cow_staging(struct rlfs_mount *mp)
-{
-	(void)mp;
-	return 0;
-}

@@ -24,6 +24,7 @@
 #include "ag_resv.h"
 #include "bmap.h"
 #include "buf.h"
+#include "cowfork.h"
 #include "dev.h"
 #include "inode.h"
 #include "iunlink.h"
@@ -284,6 +285,22 @@ static void unlinked_recover(struct rlfs_mount *mp)
 			  "`reflinkfs fsck %s`", img, strerror(-err), img);
 }
 
+/* Free the CoW staging extents a crash left (rlfs_cowfork_recover) and
+ * say so; a failure is reported and the mount goes on (the blocks stay
+ * used, fsck frees them). */
+static void cow_recover(struct rlfs_mount *mp)
+{
+	uint64_t freed = 0;
+	int err = rlfs_cowfork_recover(mp, &freed);
+	const char *img = mp->image ? mp->image : "the image";
+	if (freed)
+		rlfs_warn("%s: freed %llu CoW staging block(s) no CoW fork owned (left by a "
+			  "crash or a failed cancel)", img, (unsigned long long)freed);
+	if (err && err != -EBUSY)  /* EBUSY: in-core forks own them */
+		rlfs_warn("%s: freeing leftover CoW staging extents failed (%s); run "
+			  "`reflinkfs fsck %s`", img, strerror(-err), img);
+}
+
 int rlfs_mount_open(const char *image, unsigned flags, struct rlfs_mount **mpp)
 {
 	struct rlfs_dev *dev;
@@ -469,10 +486,10 @@ int rlfs_mount_open_dev(struct rlfs_dev *dev, const char *image, unsigned flags,
 			rlfs_warn("%s: log recovery: finished %zu intent(s)", image, n);
 		}
 	}
-	/* a hook for the CoW-fork issue: free CoW staging extents left over
-	 * (refcount CoW domain); an empty pass for now */
+	/* CoW staging extents a crash left between stage and remap: no
+	 * file maps them (cowfork.h) */
 	if (!rdonly)
-		rlfs_log_recover_cow_staging(mp);
+		cow_recover(mp);
 	/* last, as XFS's xlog_recover_process_iunlinks: free the inodes a
 	 * crash left on the unlinked lists (the intents may have been
 	 * freeing their blocks) */
@@ -519,6 +536,17 @@ int rlfs_mount_close(struct rlfs_mount *mp)
 		rlfs_icache_destroy(mp);
 		rlfs_mount_free_bare(mp);
 		return -EIO;
+	}
+	/* staged CoW blocks no write used go back to free space (they
+	 * would be the next mount's recovery's otherwise) */
+	if (!(mp->flags & RLFS_MOUNT_RDONLY)) {
+		int64_t g = rlfs_cowfork_gc(mp, 0, NULL, true);
+		if (g < 0 && !err)
+			err = (int)g;
+		/* and staging records whose in-core fork was dropped (a
+		 * cancel failed, an inode freed from memory with them): a
+		 * clean image has none, as fsck checks */
+		cow_recover(mp);
 	}
 	/* unlinked-but-open inodes still cached are freed now */
 	err2 = rlfs_icache_reclaim(mp);
@@ -612,6 +640,11 @@ int rlfs_mount_set_rdonly(struct rlfs_mount *mp, bool rdonly)
 	if (rdonly) {
 		if (mp->flags & RLFS_MOUNT_RDONLY)
 			return 0;
+		/* staged CoW blocks are given back while writes still can */
+		int64_t g = rlfs_cowfork_gc(mp, 0, NULL, true);
+		if (g < 0)
+			rlfs_warn("remount read-only: giving back staged CoW blocks failed (%s); "
+				  "the next read-write mount frees them", strerror((int)-g));
 		mp->flags |= RLFS_MOUNT_RDONLY;
 		return write_sb(mp, RLFS_STATE_CLEAN);
 	}
@@ -632,7 +665,9 @@ int rlfs_mount_set_rdonly(struct rlfs_mount *mp, bool rdonly)
 				  "(%s); run `reflinkfs fsck`", strerror(-err));
 	}
 	/* mounted read-only from the start: what a crash left on the unlinked
-	 * lists is freed now (once per mount) */
+	 * lists and as CoW staging is freed now (once per mount; a read-only
+	 * mount stages nothing, so every staging record is a leftover) */
+	cow_recover(mp);
 	unlinked_recover(mp);
 	err = rlfs_icache_reclaim_forgotten(mp);
 	if (err)

@@ -621,3 +621,32 @@ int rlfs_refcount_cow_free(struct rlfs_trans *tp, uint64_t fsbno, uint32_t len_b
 {
 	return for_each_ag(tp, fsbno, len_blocks, cow_free_ag, 0);
 }
+
+int rlfs_refcount_cow_next(struct rlfs_trans *tp, uint32_t agno, uint32_t from_agbno,
+			   uint32_t *agbno, uint32_t *len_blocks, bool *found)
+{
+	struct rlfs_mount *mp = tp->mp;
+	*found = false;
+	if (!rlfs_has_reflink(mp))
+		return 0;
+	if (agno >= mp->agcount || from_agbno >= RLFS_REFC_COWFLAG)
+		return -EINVAL;
+	struct ag_ctx a = { tp, agno, NULL };
+	struct rrec r;
+	int f;
+	int err = rlfs_ag_read_header(tp, agno, &a.agbp);
+	if (err)
+		return err;
+	if (!rlfs_get32(rlfs_agh(a.agbp)->refc_root)) {
+		rlfs_trans_brelse(tp, a.agbp);
+		return 0;
+	}
+	err = find(&a, RLFS_LOOKUP_GE, from_agbno | RLFS_REFC_COWFLAG, &r, &f);
+	rlfs_trans_brelse(tp, a.agbp);
+	if (!err && f && is_cow(r.start)) {
+		*agbno = r.start & ~RLFS_REFC_COWFLAG;
+		*len_blocks = r.len;
+		*found = true;
+	}
+	return err;
+}

@@ -77,6 +77,12 @@ int rlfs_refcount_get(struct rlfs_trans *tp, uint64_t fsbno, uint32_t *refcount)
 /* CoW staging domain: record / forget [fsbno, fsbno+len) as staging. */
 int rlfs_refcount_cow_alloc(struct rlfs_trans *tp, uint64_t fsbno, uint32_t len_blocks);
 int rlfs_refcount_cow_free(struct rlfs_trans *tp, uint64_t fsbno, uint32_t len_blocks);
+/* The first CoW-domain (staging) record of AG agno starting at or after
+ * from_agbno: *agbno, *len_blocks, *found (false: none, or no REFLINK).
+ * 0, -EINVAL (agno or from_agbno out of range), -EUCLEAN, -EIO.  For the
+ * mount's staging recovery (xfs_refcount_recover_cow_leftovers' query). */
+int rlfs_refcount_cow_next(struct rlfs_trans *tp, uint32_t agno, uint32_t from_agbno,
+			   uint32_t *agbno, uint32_t *len_blocks, bool *found);
 /* Worst-case blocks one adjust of nextents extents can take (splits of the
  * refcount tree plus the free-space trees for frees). */
 uint32_t rlfs_refcount_res(struct rlfs_mount *mp, uint32_t nextents);

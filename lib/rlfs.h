@@ -113,6 +113,15 @@ struct rlfs_mount {
 	struct rlfs_log *log;
 	struct rlfs_icache *icache;
 	pthread_mutex_t icache_lock;
+	/* inodes whose CoW fork holds staged blocks (cowfork.h), a list
+	 * under cow_lock, and the blocks staged in all of them */
+	pthread_mutex_t cow_lock;
+	struct rlfs_cowfork *cow_forks;
+	uint64_t cow_staged_blocks;
+	/* a CoW write also remaps up to this many unwritten blocks between
+	 * it and a neighbour rewritten from the same staged extent
+	 * (rlfs_set_cow_fill; RLFS_COW_FILL_DEFAULT) */
+	uint32_t cow_fill_blocks;
 	/* in-core index of the AGs' unlinked lists (iunlink.h), under
 	 * meta_lock; allocated on first use */
 	struct rlfs_iunlink *iunlink;

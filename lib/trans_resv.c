@@ -533,6 +533,23 @@ void rlfs_trans_resv_init(struct rlfs_mount *mp)
 	cnt_max(mp, &c, &step);
 	set(mp, &rv->tr_cow, "tr_cow", &c, 2);
 
+	/* tr_cowfork: one transaction of the CoW fork (cowfork.c) over at
+	 * most RLFS_TX_COWFORK_EXTENTS staged extents: stage (an allocation,
+	 * a CoW-domain refcount record and an rmap OWN_COW record each),
+	 * remap (both records dropped per staged piece, BUI unmaps of up to
+	 * RLFS_TX_COW_EXTENTS old extents and maps of the pieces, the inode
+	 * core; the switch itself happens in the defer steps it rolls into)
+	 * or cancel (both records dropped and a direct free per piece) */
+	c = c_inode();
+	for (unsigned i = 0; i < RLFS_TX_COWFORK_EXTENTS; i++) {
+		t = c_refc_adjust(&g, false); cnt_add(&c, &t);
+		t = c_free_extent(&g); cnt_add(&c, &t);
+		add_images(&c, rmapop(&g));
+	}
+	t = c_intents(RLFS_TX_COW_EXTENTS + RLFS_TX_COWFORK_EXTENTS); cnt_add(&c, &t);
+	cnt_max(mp, &c, &step);
+	set(mp, &rv->tr_cowfork, "tr_cowfork", &c, 2);
+
 	/* tr_clone: the plan of RLFS_TX_CLONE_PIECES pieces: the inode core
 	 * and the intents of three items per piece (BUI unmap of the old
 	 * block, CUI increase, BUI map); the remapping happens in the defer

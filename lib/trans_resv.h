@@ -42,6 +42,8 @@ struct rlfs_mount;
 #define RLFS_TX_INACT_EXTENTS 64u     /* extents unmapped per inactivation tx */
 #define RLFS_TX_COW_BLOCKS 8192u      /* blocks copied-on-write per transaction */
 #define RLFS_TX_COW_EXTENTS 64u       /* old extents, and new ones allocated, per CoW tx */
+#define RLFS_TX_COWFORK_EXTENTS 16u   /* staged extents staged, remapped or cancelled per
+				       * CoW-fork transaction (cowfork.c) */
 #define RLFS_TX_UNSHARE_BLOCKS 4096u  /* blocks unshared per transaction */
 #define RLFS_TX_CLONE_PIECES 1024u    /* pieces remapped per clone transaction */
 
@@ -84,6 +86,7 @@ struct rlfs_trans_res {
 	X(tr_write,     "write: allocate holes unwritten, or convert")        \
 	X(tr_falloc,    "fallocate: allocate holes unwritten")                \
 	X(tr_cow,       "copy-on-write / unshare remap of one chunk")       \
+	X(tr_cowfork,   "CoW fork: stage, remap or cancel a batch of extents") \
 	X(tr_clone,     "one clone (reflink) batch")                          \
 	X(tr_xattr_set, "set an xattr / ACL")                                 \
 	X(tr_xattr_rm,  "remove an xattr / ACL")                              \

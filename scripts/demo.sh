@@ -10,7 +10,9 @@
 # the tree inside the mount with cp -a (shares blocks: df barely grows),
 # rewrites part of the largest cloned file, shows the original unchanged
 # (cmp) and the rest of the clone still shared (reflinkfs io -c fiemap),
-# runs fsck again; then the crash step: remounts, takes sha256 sums of the
+# sets a cowextsize on a directory, rewrites every other block of a file
+# cloned into it and shows its extent count against the 512 writes (the
+# CoW fork's regions and gap fill), runs fsck again; then the crash step: remounts, takes sha256 sums of the
 # tree and its clone, starts a second copy (cp -a DIR copy2) and kills the
 # daemon with kill -9 in the middle of it, remounts (log recovery runs and
 # the demo prints how many checkpoints and blocks it replayed), verifies the
@@ -176,6 +178,35 @@ awk -v lo=$((rw_blk * 8)) -v hi=$(((rw_blk + 4) * 8 - 1)) '/^ *[0-9]+:/ {
 } END { exit (bad || !n) }' "$IMG.fiemap" || fail "fiemap: sharing is not as expected"
 rm -f "$IMG.fiemap"
 echo "fiemap: everything outside the rewritten range is still shared"
+
+# --- the CoW fork: copy-on-write regions and the gap fill -------------
+say "copy-on-write regions: cowextsize 128 KiB on a directory; a 4 MiB file cloned into it; every other 4 KiB block of the clone rewritten (512 writes)"
+mkdir "$MNT/cowdir"
+"$RLFS" io -c "cowextsize 128k" "$MNT/cowdir" >/dev/null || fail "cowextsize failed"
+"$RLFS" io -c cowextsize "$MNT/cowdir"
+dd if=/dev/urandom of="$MNT/cowsrc" bs=1M count=4 conv=fsync status=none
+"$RLFS" io -f -c "reflink $MNT/cowsrc" "$MNT/cowdir/clone" >/dev/null || fail "reflink failed"
+"$RLFS" io -c cowextsize "$MNT/cowdir/clone"
+for b in $(seq 0 2 1023); do echo "pwrite -S 9 $((b * 4096)) 4096"; done |
+	"$RLFS" io -f "$MNT/cowdir/clone" >/dev/null
+sync "$MNT/cowdir/clone"
+cow_ext=$("$RLFS" io -r -c stat "$MNT/cowdir/clone" | sed -n 's/^extents.count = //p')
+cow_sh=$("$RLFS" io -r -c stat "$MNT/cowdir/clone" | sed -n 's/^extents.shared = //p')
+echo "clone: $cow_ext extent(s) ($cow_sh shared) after 512 scattered writes; block by block (and on XFS) every rewritten block would sit between two shared ones: 1,024 extents"
+echo "(each write stages its 32-block region contiguously, later writes in the region land next to it, and the one old block between two rewrites is copied with them: -o cowfill)"
+[ "${cow_ext:-9999}" -le 64 ] || fail "the clone has $cow_ext extents after the scattered rewrite"
+head -c 4096 /dev/zero | tr '\0' '\011' >"$IMG.nines"
+for b in 0 1 510 511 1022 1023; do
+	if [ $((b % 2)) = 0 ]; then
+		cmp -s -i "0:$((b * 4096))" -n 4096 "$IMG.nines" "$MNT/cowdir/clone" ||
+			fail "block $b of the clone does not hold the rewrite"
+	else
+		cmp -s -i $((b * 4096)) -n 4096 "$MNT/cowsrc" "$MNT/cowdir/clone" ||
+			fail "block $b of the clone (not rewritten) differs from the source"
+	fi
+done
+rm -f "$IMG.nines"
+echo "contents: even blocks rewritten, odd blocks as in the source (sampled)"
 
 # returns once the daemon has written everything back and closed the image
 "$RLFS" umount "$MNT"
@@ -372,6 +403,7 @@ printf '  verify time    %.1f s (diff -r after unmount, fsck, remount)\n' "$veri
 printf '  image          %d MiB apparent, %d MiB allocated (sparse), %d MiB used per df\n' "$size_mb" $((img_kb / 1024)) $((used_kb / 1024))
 printf '  clone          cp -a inside the mount in %.1f s: df +%d KiB (%d MiB tree), blocks shared\n' "$clone_s" "$grow_kb" $((src_kb / 1024))
 printf '  copy-on-write  16 KiB rewritten in clone/%s: original unchanged, rest still shared\n' "$big"
+printf '  CoW regions    512 scattered 4 KiB rewrites of a cloned 4 MiB file: %d extent(s), not 1,024 (cowextsize 128 KiB, gap fill)\n' "$cow_ext"
 printf '  crash          kill -9 %s (%d files in copy2); %s\n' "$during" "$n_copied" "${recovery#log recovery: }"
 printf '  after crash    tree and clone intact (sha256 of %d files), copy2 has %d files\n' "$n_sums" "$n_copy2"
 printf '  space map      %s: %d blocks shared by two or more files\n' "$SVG" "$shared_blocks"

@@ -181,16 +181,20 @@ static int check_log(struct fsck *f, uint32_t bs, uint64_t dblocks, uint32_t agb
 		}
 		rlfs_log_free(mp);
 	}
+	bool staging = rlfs_has_reflink(mp) && scan.needs_replay && replay;
 	rlfs_mount_free_bare(mp);
-	if (!err && intents) {
+	if (!err && (intents || staging)) {
 		/* intents without a done: the work they describe needs the
 		 * whole filesystem; a mount finishes them (recovery's second
-		 * half, as xfs_repair asks for a mount) before the check */
+		 * half, as xfs_repair asks for a mount) before the check.
+		 * The mount also frees the CoW staging extents a crash left
+		 * (rlfs_cowfork_recover): leftovers of a replayed log, not
+		 * damage */
 		struct rlfs_mount *fm;
 		err = rlfs_mount_open(f->image, RLFS_MOUNT_NOLOCK, &fm);
 		if (!err)
 			err = rlfs_mount_close(fm);
-		if (!err)
+		if (!err && intents)
 			printf("%s: log recovery finished %zu intent(s)\n", f->image, intents);
 	}
 	if (err) {

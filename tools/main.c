@@ -80,6 +80,14 @@ static void usage_mount(FILE *f, const char *prog)
 		"                strictatime     update atime on every read that reaches the daemon\n"
 		"                noatime         never update atime;  nodiratime: not on directories\n"
 		"                                (atime, norelatime, nostrictatime, diratime too)\n"
+		"                cowgc=SECONDS   give back copy-on-write blocks staged for a file\n"
+		"                                (its CoW fork) that no write used after SECONDS\n"
+		"                                (default 300; 0: only at close, truncate, ENOSPC\n"
+		"                                and unmount)\n"
+		"                cowfill=BLOCKS  a copy-on-write also copies up to BLOCKS blocks\n"
+		"                                between it and an earlier rewrite of the same\n"
+		"                                staged region, keeping one extent (default 1;\n"
+		"                                0: as XFS)\n"
 		"                dev, suid       honour device files and setuid/setgid bits (root\n"
 		"                                only).  Default nodev,nosuid: the image may come\n"
 		"                                from anyone.  (mount -t reflinkfs follows mount(8):\n"
@@ -150,6 +158,8 @@ struct mount_args {
 	int debug;
 	int uring;
 	struct rlfs_atime_opts atime;
+	long cowgc_s;           /* -o cowgc=SECONDS; -1 not given */
+	long cowfill;           /* -o cowfill=BLOCKS; -1 not given */
 	int dev, suid;          /* 1: dev/suid asked for, -1: nodev/nosuid, 0: neither */
 	int remount;
 	char *fuse_opts;        /* malloc'd, comma-separated, for libfuse */
@@ -182,6 +192,21 @@ static int add_fuse_opt(struct mount_args *ma, const char *o)
 	return add_opt(&ma->fuse_opts, &ma->len, &ma->cap, o);
 }
 
+/* A numeric option o (its value from o + skip) in [0, max] into *v; 0,
+ * or -EINVAL with a message naming form. */
+static int num_opt(const char *o, size_t skip, long max, const char *form, long *v)
+{
+	char *end;
+	errno = 0;
+	long n = strtol(o + skip, &end, 10);
+	if (errno || end == o + skip || *end || n < 0 || n > max) {
+		fprintf(stderr, "reflinkfs: bad mount option '%s' (%s, 0 to %ld)\n", o, form, max);
+		return -EINVAL;
+	}
+	*v = n;
+	return 0;
+}
+
 /* Split one -o list into library flags and libfuse options. */
 static int parse_mount_opts(struct mount_args *ma, const char *list)
 {
@@ -205,6 +230,10 @@ static int parse_mount_opts(struct mount_args *ma, const char *list)
 			ma->uring = 1;
 		} else if (strcmp(o, "nouring") == 0) {
 			ma->uring = -1;
+		} else if (strncmp(o, "cowgc=", 6) == 0) {
+			err = num_opt(o, 6, 86400L * 365, "cowgc=SECONDS", &ma->cowgc_s);
+		} else if (strncmp(o, "cowfill=", 8) == 0) {
+			err = num_opt(o, 8, RLFS_COW_FILL_MAX, "cowfill=BLOCKS", &ma->cowfill);
 		} else if (rlfs_parse_atime_opt(o, &ma->atime)) {
 			/* the daemon applies them (remount.c) */
 		} else if (strcmp(o, "dev") == 0 || strcmp(o, "nodev") == 0) {
@@ -283,6 +312,8 @@ static int do_mount(const char *prog, struct mount_args *ma, int foreground,
 		.uring = ma->uring,
 		.atime = how,
 		.nodiratime = ma->atime.nodiratime,
+		.cowgc_s = ma->cowgc_s,
+		.cowfill = ma->cowfill,
 		.fuse_opts = ma->fuse_opts,
 		.prog = prog,
 	};
@@ -310,7 +341,9 @@ static int mount_main(int argc, char **argv)
 {
 	const char *prog = argv[0];
 	struct mount_args ma = { 0 };
-	int foreground = 0, c;
+	ma.cowgc_s = -1;
+	ma.cowfill = -1;
+	int foreground = 0, c, err;
 	while ((c = getopt_long(argc, argv, "fdo:h", help_longopts, NULL)) != -1) {
 		switch (c) {
 		case 'f':
@@ -320,8 +353,9 @@ static int mount_main(int argc, char **argv)
 			ma.debug = 1;
 			break;
 		case 'o':
-			if (parse_mount_opts(&ma, optarg)) {
-				fprintf(stderr, "%s: out of memory\n", prog);
+			if ((err = parse_mount_opts(&ma, optarg)) != 0) {
+				if (err == -ENOMEM)
+					fprintf(stderr, "%s: out of memory\n", prog);
 				return 1;
 			}
 			break;
@@ -349,7 +383,9 @@ static int mount_helper_main(int argc, char **argv)
 {
 	const char *prog = argv[0];
 	struct mount_args ma = { 0 };
-	int fake = 0, c;
+	ma.cowgc_s = -1;
+	ma.cowfill = -1;
+	int fake = 0, c, err;
 	while ((c = getopt_long(argc, argv, "sfnvo:t:N:h", help_longopts, NULL)) != -1) {
 		switch (c) {
 		case 's':
@@ -364,8 +400,9 @@ static int mount_helper_main(int argc, char **argv)
 			fprintf(stderr, "%s: -N (mount namespace) is not supported\n", prog);
 			return 1;
 		case 'o':
-			if (parse_mount_opts(&ma, optarg)) {
-				fprintf(stderr, "%s: out of memory\n", prog);
+			if ((err = parse_mount_opts(&ma, optarg)) != 0) {
+				if (err == -ENOMEM)
+					fprintf(stderr, "%s: out of memory\n", prog);
 				return 1;
 			}
 			break;

@@ -240,6 +240,35 @@ ssize_t rlfs_write_flags(struct rlfs_mount *mp, uint64_t ino, const void *buf, s
  * (-EIO etc. from the device).
  */
 int rlfs_fsync(struct rlfs_mount *mp, uint64_t ino, int datasync);
+/*
+ * Open files and the CoW fork (issue 13 section 3).  rlfs_file_opened
+ * counts one open of regular file ino (the daemon's OPEN and CREATE);
+ * rlfs_file_released drops it (RELEASE), and the last one gives back the
+ * blocks staged for copy-on-write that no write used.  0, or -ENOENT etc.
+ * from the inode lookup (opened); released reports nothing (a failed
+ * cancel leaves the blocks to the GC, unmount or the next mount).
+ */
+int rlfs_file_opened(struct rlfs_mount *mp, uint64_t ino);
+void rlfs_file_released(struct rlfs_mount *mp, uint64_t ino);
+/*
+ * CoW garbage collection (XFS's cowblocks): give back the staged
+ * copy-on-write blocks of every file whose CoW fork has held blocks for
+ * at least min_age_s seconds and that is not being written right now.
+ * The blocks given back (>= 0) or -errno of the first cancel that failed.
+ * Nothing on a read-only mount (0).
+ */
+int64_t rlfs_cow_gc(struct rlfs_mount *mp, uint32_t min_age_s);
+/*
+ * Gap fill of copy-on-write (-o cowfill=BLOCKS): a CoW write whose
+ * staged blocks are separated from a block rewritten earlier out of the
+ * same staged extent by at most max_blocks not-rewritten blocks copies
+ * those too (old contents) and remaps them with it, so the file keeps one
+ * extent there instead of three; they stop being shared.  0 turns it
+ * off (XFS's behaviour).  Default RLFS_COW_FILL_DEFAULT.
+ */
+#define RLFS_COW_FILL_DEFAULT 1u
+#define RLFS_COW_FILL_MAX 16u
+void rlfs_set_cow_fill(struct rlfs_mount *mp, uint32_t max_blocks);
 /* fallocate(2): mode 0, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE|KEEP_SIZE,
  * FALLOC_FL_ZERO_RANGE (±KEEP_SIZE), FALLOC_FL_UNSHARE_RANGE (±KEEP_SIZE:
  * give the range private copies of shared blocks); others -EOPNOTSUPP.

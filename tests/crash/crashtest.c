@@ -166,10 +166,11 @@ struct fver {
 	uint64_t end_pos;           /* record position when the op returned */
 	uint64_t size_bytes;
 	uint8_t **chunks;           /* ceil(max_bytes / CHUNK_BYTES); NULL = zeros */
-	/* made by a clone that grew the file: a crash may leave any
-	 * block-aligned size between the previous version's and this one's
-	 * (a clone of many extents commits in batches, each growing the size
-	 * over what it mapped; see DESIGN.md "Clone") */
+	/* made by a clone or a write that grew the file: a crash may leave
+	 * any block-aligned size between the previous version's and this
+	 * one's (a clone of many extents commits in batches, each growing the
+	 * size over what it mapped, see DESIGN.md "Clone"; a write commits
+	 * its copy-on-write part and its new blocks separately) */
 	bool grow_prefix;
 };
 
@@ -466,6 +467,12 @@ static void do_write_buf(struct wl *w, struct fmodel *f, uint64_t off, uint64_t 
 			f->cur_size = off + len;
 	}
 	op_done(w, f, "write");
+	/* a write that grows the file through copy-on-write blocks and new
+	 * ones commits in pieces, each growing the size over what it wrote
+	 * (as XFS's size update per ioend): a crash may leave a block-aligned
+	 * size in between */
+	if (f->nv >= 2 && f->v[f->nv - 1].size_bytes > f->v[f->nv - 2].size_bytes)
+		f->v[f->nv - 1].grow_prefix = true;
 }
 
 static void do_write(struct wl *w, struct fmodel *f, uint64_t off, uint64_t len)
