@@ -13,7 +13,9 @@
  * AG trees (free-space, inode, refcount and rmap btrees, AGFL, AG header
  * counters), rebuilt from the block maps when the findings are theirs
  * (fsck_rebuild.c; counted in nrebuild between RB_BEGIN and RB_END);
- * directory entries naming no inode (removed), lost inodes (linked
+ * directories whose b+tree is damaged (rebuilt from the entries still
+ * readable, phase 3c), directory entries naming no inode (removed), a
+ * /lost+found that is not a directory (moved aside), lost inodes (linked
  * into /lost+found, fsck_dir.c) and inodes damaged beyond use (cleared,
  * fsck_inode.c clear_bad_inode); and
  * only when every finding is one of these (counters computed from damaged
@@ -35,7 +37,8 @@
  *      free extents (order, merge, bnobt == cntbt), counters;
  *   3. inodes: every slot of every inobt chunk: crc/magic/ino, free mask
  *      against mode, format, forks (data extents or bmbt, directory tree,
- *      xattrs, symlink target), nblocks;
+ *      xattrs, symlink target), nblocks; 3b: data forks from the rmap;
+ *      3c: entries of damaged directories salvaged (fsck_dir.c);
  *   4. directory graph from the root: entries, ftype, "..", link counts,
  *      reachability;
  *   5. block ownership: every claim (AG headers, btree blocks, AGFL, free
@@ -408,13 +411,15 @@ static void usage(FILE *out)
 		"blocks, refcount mismatches, a block two files map without a refcount: it\n"
 		"becomes shared; an inode chunk the inode btree lost, or a damaged inode btree,\n"
 		"when the rmap btree has the chunks), and (rmap feature) a regular file's data\n"
-		"fork whose block map is damaged, from the file's rmap records; it removes\n"
-		"directory entries naming a free inode or no inode, and links lost inodes (in\n"
-		"use, named by no directory) into /lost+found (made if missing) under their\n"
+		"fork whose block map is damaged, from the file's rmap records; it rebuilds\n"
+		"a directory whose b+tree is damaged from the entries it can still read,\n"
+		"removes directory entries naming a free inode or no inode, moves a\n"
+		"/lost+found that is not a directory aside, and links lost inodes (in use,\n"
+		"named by no directory) into /lost+found (made if missing) under their\n"
 		"inode number, and clears inodes damaged beyond use (rmap feature: their\n"
 		"blocks are freed, their contents lost); and only when every finding is one\n"
 		"of these.\n"
-		"Everything else (other damaged inodes, directory blocks, xattr trees or AG\n"
+		"Everything else (other damaged inodes, xattr trees or AG\n"
 		"headers, a block used by a file and by metadata) is reported and\n"
 		"left as it is, and the superblock is marked as having errors: every mount\n"
 		"warns until fsck finds the filesystem clean. To save the files, mount the\n"
@@ -447,6 +452,9 @@ static void fsck_free(struct fsck *f)
 	free(f->cleared);
 	free(f->dfixes);
 	free(f->lostinos);
+	for (size_t i = 0; i < f->ndirrebuilds; i++)
+		free(f->dirrebuilds[i].old_blocks);
+	free(f->dirrebuilds);
 	fsck_free_lost(f);
 }
 
@@ -475,6 +483,11 @@ static int check_all(struct fsck *f, uint64_t *icount, uint64_t *ifree, uint64_t
 		fsck_verbose(f, "Phase 3b: %zu data fork%s from the rmap", f->nlost,
 			     f->nlost == 1 ? "" : "s");
 		fsck_recover_forks(f);
+	}
+	if (!f->oom && f->ndirrebuilds) {
+		fsck_verbose(f, "Phase 3c: %zu damaged director%s salvaged", f->ndirrebuilds,
+			     f->ndirrebuilds == 1 ? "y" : "ies");
+		fsck_salvage_dirs(f);
 	}
 	fsck_xsort(f->inodes, f->ninodes, sizeof(*f->inodes), cmp_ientry);
 	fsck_verbose(f, "Phase 4: directory tree (%zu inodes, %zu entries)", f->ninodes, f->nedges);
@@ -551,6 +564,12 @@ static void fix_list(const struct fsck *f, char *buf, size_t len)
 	if (f->ncleared)
 		list_add(buf, len, &n, "%zu damaged inode%s cleared", f->ncleared,
 			 f->ncleared == 1 ? "" : "s");
+	if (f->ndirrebuilds)
+		list_add(buf, len, &n, "%zu director%s rebuilt from %s readable entries",
+			 f->ndirrebuilds, f->ndirrebuilds == 1 ? "y" : "ies",
+			 f->ndirrebuilds == 1 ? "its" : "their");
+	if (f->lpf_aside)
+		list_add(buf, len, &n, "/lost+found (not a directory) moved aside");
 	if (f->ndfixes)
 		list_add(buf, len, &n, "%zu directory entr%s naming no inode removed", f->ndfixes,
 			 f->ndfixes == 1 ? "y" : "ies");

@@ -547,6 +547,7 @@ static void check_inode_forks(struct fsck *f, const struct rlfs_dinode *di, uint
 	struct iwalk w;
 	uint32_t type;
 	bool fork_lost = false;
+	bool dir_rebuild = false;   /* directory tree damaged: phase 3c, rebuilt */
 	int err;
 
 	if (!literal) {
@@ -609,11 +610,29 @@ static void check_inode_forks(struct fsck *f, const struct rlfs_dinode *di, uint
 	case S_IFDIR:
 		f->n_dirs++;
 		if (ip.format == RLFS_FMT_BTREE) {
-			if (!root_ok(f, ino, ip.root, ip.root_level, "directory"))
-				w.bad = true;
+			struct fsck_mark mark = FSCK_MARK(f);
+			size_t nedges = f->nedges, names_len = f->names_len;
+
+			bool rootok = root_ok(f, ino, ip.root, ip.root_level, "directory");
+
+			if (!rootok)
+				w.bad = true;   /* (the library would not load it) */
 			else
 				walk_inode_tree(&w, tp, &rlfs_dirbt_ops, CL_DIRBT, dir_rec_cb,
 						NULL);
+			if (rootok && (w.bad || f->nerrors != mark.nerrors) && !f->oom) {
+				/* damaged tree or entries: phase 3c takes what
+				 * can be read (and claims the old blocks known to
+				 * be the directory's), repair rebuilds the tree
+				 * from it (the findings stay printed) */
+				fsck_rewind(f, &mark);
+				f->nedges = nedges;
+				f->names_len = names_len;
+				w.owned = 0;
+				w.nrecs = 0;
+				w.bad = false;
+				dir_rebuild = true;
+			}
 		} else if (ip.format != RLFS_FMT_NONE) {
 			ERR(f, "inode %" PRIu64 ": directory with data fork format %s (%u)", ino,
 			    fmt_name(ip.format), ip.format);
@@ -695,6 +714,17 @@ static void check_inode_forks(struct fsck *f, const struct rlfs_dinode *di, uint
 
 	if (w.bad)
 		f->incomplete = true;
+	if (dir_rebuild && !w.bad) {
+		/* nblocks is rewritten by the rebuild (w.owned: the blocks
+		 * outside the tree, then counted by the library as entries go
+		 * back in) */
+		if (fsck_dir_rebuild_queue(f, ino, ip.root, w.owned))
+			f->oom = true;
+		f->used_blocks += w.owned;
+		goto out_free;
+	}
+	if (dir_rebuild)
+		f->dirs_incomplete = true;  /* its xattrs unread: not rebuilt */
 	if (fork_lost) {
 		/* nblocks is rewritten by the rebuild; the data fork's blocks
 		 * are counted in phase 3b */

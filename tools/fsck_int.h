@@ -13,8 +13,12 @@
  *                  rmap btree, and their repair
  *   fsck_rebuild.c phase 6: rebuild of the AG trees (free space, inode,
  *                  refcount and rmap btrees, AGFL, AG header counters)
- *   fsck_dir.c     phase 4 repairs: directory entries naming no inode
- *                  removed, lost inodes linked into /lost+found
+ *   fsck_dir.c     phase 3c: entries of directories whose b+tree is
+ *                  damaged, salvaged from the blocks that can be read;
+ *                  phase 4 repairs: such directories rebuilt, directory
+ *                  entries naming no inode removed, a /lost+found that is
+ *                  not a directory moved aside, lost inodes linked into
+ *                  /lost+found
  */
 #ifndef RLFS_FSCK_INT_H
 #define RLFS_FSCK_INT_H
@@ -127,6 +131,21 @@ struct dfix {
 	uint8_t namelen;
 };
 
+/* A directory whose b+tree could not be read whole (or held entries that
+ * failed their checks): phase 3c takes the entries of every leaf it can
+ * still read, and repair rebuilds the tree from them (fsck_dir.c). */
+struct dirrebuild {
+	uint64_t ino;
+	uint64_t root;              /* old tree root fsbno (may be damaged) */
+	uint64_t other_blocks;      /* blocks it owns outside the tree (xattrs):
+				     * its nblocks once the old tree is gone */
+	uint64_t nentries;          /* entries salvaged (phase 3c) */
+	uint64_t *old_blocks;       /* blocks of the old tree known to be its
+				     * own (read and verified, or named by the
+				     * rmapbt): claimed, and freed by repair */
+	size_t nold, old_cap;
+};
+
 /* A lost inode repair links into /lost+found (fsck_dir.c). */
 struct lostino {
 	uint64_t ino;
@@ -224,6 +243,14 @@ struct fsck {
 	size_t nlostinos, lostinos_cap;
 	uint64_t lpf_ino;           /* /lost+found, if the root names a good
 				     * directory so; 0: repair creates it */
+	struct dirrebuild *dirrebuilds; /* directories repair rebuilds */
+	size_t ndirrebuilds, dirrebuilds_cap;
+	bool lpf_aside;             /* the root's "lost+found" names a
+				     * non-directory: repair removes that
+				     * entry (lpf_aside_entry) and makes a new
+				     * /lost+found; the inode, if named
+				     * nowhere else, goes into it */
+	struct dfix lpf_aside_entry;
 
 	bool incomplete;            /* some inode metadata unreadable: owners unknown */
 	bool dirs_incomplete;       /* some directory unreadable: links unknown */
@@ -407,9 +434,26 @@ bool fsck_rebuild_possible(struct fsck *f, const char **why);
 int fsck_rebuild_ags(struct fsck *f, uint64_t *icount, uint64_t *ifree, uint64_t *fdblocks);
 
 /* fsck_dir.c */
-/* Repair: remove the directory entries in f->dfixes and link the inodes in
- * f->lostinos into /lost+found (made if missing), through a library mount,
- * one logged transaction each.  0 or -errno. */
+/* Phase 3 found the b+tree of directory ino (root fsbno root) damaged:
+ * queue it for phase 3c and repair (other_blocks: blocks it owns outside
+ * the tree).  0 or -ENOMEM. */
+int fsck_dir_rebuild_queue(struct fsck *f, uint64_t ino, uint64_t root,
+			   uint64_t other_blocks);
+/* Phase 3c: the entries of every queued directory, from each of its tree
+ * leaves that still verifies (found from the root down, through sibling
+ * pointers, and with the RMAP feature from the rmap btree's records of
+ * the directory's tree blocks), added as edges; the old tree's blocks
+ * known to be its own claimed (CL_DIRBT); one fixable finding per
+ * directory. */
+void fsck_salvage_dirs(struct fsck *f);
+/* Is ino a directory repair rebuilds? */
+bool fsck_dir_rebuilt(const struct fsck *f, uint64_t ino);
+/* Repair: rebuild the queued directories from their salvaged entries,
+ * remove the directory entries in f->dfixes, move a /lost+found that is
+ * not a directory aside, and link the inodes in f->lostinos into
+ * /lost+found (made if missing), through a library mount, one logged
+ * transaction each.  0 or -errno (-EUCLEAN: something changed since the
+ * check). */
 int fsck_fix_dirs(struct fsck *f);
 
 /* fsck_repair.c */

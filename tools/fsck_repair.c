@@ -133,6 +133,7 @@ fail:
 
 /*
  * Rewrite inode link counts and directory parent pointers (f->ifixes),
+ * flags and hints,
  * read-modify-write of each inode cluster block, raw like the reads of
  * phase 3.  An inode that no longer verifies (changed under us) stops the
  * repair with -EUCLEAN.  0 or negative errno.

@@ -154,26 +154,22 @@ static void reach_from(struct fsck *f, struct ientry *start, uint64_t *queue)
 }
 
 /*
- * Lost inodes (e2fsck pass 3/4, xfs_repair phase 6): in use (nlink > 0),
- * not reached from the root and named by no directory at all.  Each such
- * inode is the top of what was cut off (a file, or a directory with its
- * subtree); repair links it into /lost+found under its inode number in
- * decimal (xfs_repair's naming; e2fsck says "#ino"), a directory's ".."
- * then names /lost+found.  Everything below a lost directory is reached
- * through it and judged as usual.  Only when every directory was read
- * (otherwise a name may sit in a block we could not read), and when
- * /lost+found is a usable directory or absent (repair makes it: mode
- * 0700, root's).  An unreached inode that only unreached directories
- * name (a cycle of directories) is left as an error.
+ * /lost+found: the root's entry of that name.  A good directory: the one
+ * lost inodes go into.  Absent, or an entry naming a free inode or none
+ * (which phase 4 removes): repair makes it.  Something that is not a
+ * directory (a file, a symlink, ...): moved aside as xfs_repair does
+ * (phase 6 junks the root's entry "lost+found" that is not a directory
+ * and makes a new one): the entry is removed and its inode loses that
+ * name; named nowhere else, it is lost like any other inode and goes into
+ * the new /lost+found under its number.  Runs before reachability, so
+ * that the removed entry reaches nothing.  Returns why lost inodes cannot
+ * be linked (an inode that failed its checks), or NULL.
  */
-static void find_lost(struct fsck *f, struct ientry *root, uint64_t *queue)
+static const char *find_lpf(struct fsck *f, struct ientry *root)
 {
 	const char *lpf_bad = NULL;
 	size_t lo = 0, hi = f->nedges;
 
-	if (f->dirs_incomplete)
-		return;
-	/* /lost+found: the root's entry of that name */
 	while (lo < hi) {
 		size_t mid = lo + (hi - lo) / 2;
 
@@ -183,17 +179,56 @@ static void find_lost(struct fsck *f, struct ientry *root, uint64_t *queue)
 			hi = mid;
 	}
 	for (size_t i = lo; i < f->nedges && f->edges[i].dir == root->ino; i++) {
-		const struct edge *e = &f->edges[i];
+		struct edge *e = &f->edges[i];
 		struct ientry *c;
 
 		if (e->namelen != 10 || memcmp(f->names + e->name_off, "lost+found", 10) != 0)
 			continue;
 		c = fsck_find_inode(f, e->child);
-		if (!c || (c->flags & IE_BAD) || !S_ISDIR(c->mode))
-			lpf_bad = "/lost+found is not a usable directory";
-		else
+		if (!c)
+			continue;   /* the entry goes (a dfix), repair makes a new one */
+		if (c->flags & IE_BAD) {
+			lpf_bad = "/lost+found is an inode that failed its checks";
+		} else if (S_ISDIR(c->mode)) {
 			f->lpf_ino = c->ino;
+		} else if (c->nlink == 0) {
+			/* (its link count is fixed first; moved aside, it
+			 * would be freed as an orphan) */
+			lpf_bad = "/lost+found is not a directory (and has link count 0)";
+		} else if (!f->dirs_incomplete && !f->lpf_aside) {
+			FIXABLE(f, "inode %" PRIu64 " (root directory): 'lost+found' names inode %"
+				PRIu64 " (mode 0%o), not a directory; repair moves it aside and "
+				"makes a new /lost+found%s", root->ino, c->ino, c->mode,
+				c->nref > 1 ? "" : " (the old one goes into it, as a lost inode)");
+			f->lpf_aside = true;
+			f->lpf_aside_entry = (struct dfix){ .dir = e->dir, .child = e->child,
+				.name_off = e->name_off, .namelen = e->namelen };
+			c->nref--;
+			e->child = 0;   /* reaches nothing now */
+		}
 	}
+	return lpf_bad;
+}
+
+/*
+ * Lost inodes (e2fsck pass 3/4, xfs_repair phase 6): in use (nlink > 0),
+ * not reached from the root and named by no directory at all.  Each such
+ * inode is the top of what was cut off (a file, or a directory with its
+ * subtree); repair links it into /lost+found under its inode number in
+ * decimal (xfs_repair's naming; e2fsck says "#ino"), a directory's ".."
+ * then names /lost+found.  Everything below a lost directory is reached
+ * through it and judged as usual.  Only when every directory was read
+ * (otherwise a name may sit in a block we could not read; a directory
+ * whose tree is damaged has its readable entries salvaged, phase 3c, and
+ * counts as read: what was only in the rest is lost), and when
+ * /lost+found is a usable directory or can be made (find_lpf).  An
+ * unreached inode that only unreached directories name (a cycle of
+ * directories) is left as an error.
+ */
+static void find_lost(struct fsck *f, const char *lpf_bad, uint64_t *queue)
+{
+	if (f->dirs_incomplete)
+		return;
 	for (size_t i = 0; i < f->ninodes; i++) {
 		struct ientry *ie = &f->inodes[i];
 		struct lostino *n;
@@ -266,9 +301,11 @@ void fsck_check_graph(struct fsck *f)
 			continue;
 		}
 		if (c->mode && rlfs_mode_to_ftype(c->mode) != e->ftype)
-			ERR(f, "inode %" PRIu64 " (directory): entry '%s' has file type %u but "
-			    "inode %" PRIu64 " has mode 0%o", e->dir, name, e->ftype, e->child,
-			    c->mode);
+			/* a rebuilt directory takes the type from the inode */
+			fsck_report(f, fsck_dir_rebuilt(f, e->dir), "inode %" PRIu64 " (directory): "
+				    "entry '%s' has file type %u but inode %" PRIu64 " has mode 0%o%s",
+				    e->dir, name, e->ftype, e->child, c->mode,
+				    fsck_dir_rebuilt(f, e->dir) ? "; the rebuild stores the inode's" : "");
 		if (c->flags & IE_BAD)
 			continue;
 		c->nref++;
@@ -303,8 +340,12 @@ void fsck_check_graph(struct fsck *f)
 		f->oom = true;
 		return;
 	}
-	reach_from(f, root, queue);
-	find_lost(f, root, queue);
+	{
+		const char *lpf_bad = find_lpf(f, root);
+
+		reach_from(f, root, queue);
+		find_lost(f, lpf_bad, queue);
+	}
 	free(queue);
 	check_unlinked(f);
 

@@ -5,7 +5,8 @@
  * fsck repairs in two ways: through a library mount in logged
  * transactions (orphan frees, unlinked lists emptied, data forks rebuilt
  * from the rmap: tools/fsck_fork.c, fsck_free_orphans; directory entries
- * naming no inode removed and lost inodes linked into /lost+found:
+ * naming no inode removed, directories with a damaged b+tree rebuilt from
+ * their readable entries and lost inodes linked into /lost+found:
  * tools/fsck_dir.c), and by writing
  * blocks in place without the log (the AG tree rebuild, tools/fsck_rebuild.c;
  * AG header and superblock counters, link counts and parent pointers,
@@ -948,6 +949,30 @@ static void dmg_inobt_zero(void)
 		setup_fail("inobt-zero: no AG has inodes");
 }
 
+/* d's b+tree (one leaf) zeroed: d is rebuilt empty (the old leaf freed
+ * in the same transaction), and everything it named is lost or keeps its
+ * other name */
+static void dmg_dirtree(void)
+{
+	uint8_t *blk = xmalloc(g.bs);
+	uint64_t leaf = dir_leaf(g.d_ino, blk);
+	free(blk);
+	blk_zero(leaf);
+}
+
+/* d's entry c3 under a wrong hash (leaf crc made good): d is rebuilt,
+ * every entry put back through a mount, c3 under its own hash */
+static void dmg_dirhash(void)
+{
+	uint8_t *blk = xmalloc(g.bs);
+	uint64_t leaf = dir_leaf(g.d_ino, blk);
+	struct rlfs_dir_rec *r = dir_find(blk, g.d_ino, "c3");
+	rlfs_put32(r->hash, rlfs_get32(r->hash) ^ 0x100);
+	rlfs_cksum_update(blk, g.bs, RLFS_CRC_OFF);
+	blk_write(leaf, blk);
+	free(blk);
+}
+
 /* What check_cut expects of files[i] after the repair. */
 struct want {
 	const char *path;           /* where it is (NULL: gone) */
@@ -986,6 +1011,25 @@ static void want_badinode(size_t i, struct want *w)
 	const char *p = files[i].path;
 	if (!strcmp(p, "b") || !strcmp(p, "d/c4") || !strcmp(p, "frag"))
 		w->path = NULL;
+}
+
+/* dirtree: d named c1 twice (c1, c1x: lost, nlink 1), c2 (keeps c2x,
+ * nlink 1), c3, c4 (lost) and sub (lost, part in it) */
+static void want_dirtree(size_t i, struct want *w)
+{
+	const char *p = files[i].path;
+	if (!strcmp(p, "d/c1x") || !strcmp(p, "d/c2")) {
+		w->path = NULL;
+	} else if (!strcmp(p, "c2x")) {
+		w->nlink = 1;
+	} else if (!strcmp(p, "d/c1") || !strcmp(p, "d/c3") || !strcmp(p, "d/c4")) {
+		snprintf(w->buf, sizeof(w->buf), "lost+found/%" PRIu64, files[i].ino);
+		w->path = w->buf;
+		w->nlink = 1;
+	} else if (!strcmp(p, "d/sub/part")) {
+		snprintf(w->buf, sizeof(w->buf), "lost+found/%" PRIu64 "/part", g.sub.ino);
+		w->path = w->buf;
+	}
 }
 
 /* d/sub's core damaged beyond use: cleared, and part in it lost */
@@ -1059,13 +1103,20 @@ static const struct kind kinds[] = {
 	{ "inobt-zero", "every inobt root zeroed (inobt rebuilt from the rmap's OWN_INODES "
 	  "records)", false, true, dmg_inobt_zero, false, false,
 	  { "taken from the rmapbt's OWN_INODES", NULL }, NULL },
+	{ "dirtree", "a directory's b+tree leaf zeroed (the directory rebuilt empty in one "
+	  "transaction, what it named linked into a new /lost+found, through a mount)", false,
+	  false, dmg_dirtree, false, true, { "repair rebuilds it", "named by no directory" },
+	  want_dirtree },
+	{ "dirhash", "a directory entry under a wrong hash (the directory rebuilt: old tree "
+	  "freed and every entry put back in one transaction through a mount)", false, false,
+	  dmg_dirhash, false, true, { "repair rebuilds it", "under its own hash" }, NULL },
 };
 #define NKINDS (sizeof(kinds) / sizeof(kinds[0]))
 
 const char *crash_repair_kinds(void)
 {
 	return "counters, orphans, brokenlist, inobt, bmbt, agtrees, lastag, mixed, bmbt-agtrees, "
-	       "dirent, lostfile, badinode, baddir, inobt-zero, all";
+	       "dirent, lostfile, badinode, baddir, inobt-zero, dirtree, dirhash, all";
 }
 
 /* ---------------------------------------------------------------- */

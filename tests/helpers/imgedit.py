@@ -19,6 +19,10 @@ counter with a valid crc, a cross-linked block, ...).  Only used by tests.
     imgedit.py dirent-set IMAGE DIRINO NAME INO the entry NAME now holds INO
     imgedit.py dirent-drop IMAGE DIRINO NAME    remove the entry NAME (the inode
                                                 it named keeps its link count)
+    imgedit.py dir-blocks IMAGE DIRINO          every block of a directory's
+                                                b+tree, root first, one line
+                                                each: LEVEL FSBNO, then for a
+                                                leaf the INO of each entry
 
 Layouts: docs/SPEC.md sections 4 (superblock), 5 (AG header), 9 and 12
 (inode, extent records), the directory b+tree (a leaf: 72-byte block
@@ -42,7 +46,8 @@ INODE = {"mode": (40, "<I"), "nlink": (52, "<I"), "size": (56, "<Q"),
          "nblocks": (64, "<Q"), "parent": (152, "<Q"), "format": (168, "<B"),
          "nextents": (172, "<I"), "root": (176, "<Q"), "next_unlinked": (208, "<Q"),
          "flags": (160, "<I"), "cowextsize_blocks": (164, "<I"),
-         "extsize_blocks": (188, "<I")}
+         "extsize_blocks": (188, "<I"), "aformat": (169, "<B"),
+         "aroot": (192, "<Q")}
 
 _T = []
 for i in range(256):
@@ -127,6 +132,32 @@ def dir_leaf(img, dino):
     return root, blk, nrecs
 
 
+def dir_blocks(img, dino):
+    """[(level, fsbno, [entry inode numbers])] of a directory's b+tree,
+    depth first from the root (node pointers follow the keys: 72-byte
+    header, maxrecs 8-byte keys, then the 8-byte pointers)."""
+    _, buf, off = img.inode(dino)
+    fmt, = struct.unpack_from("<B", buf, off + 168)
+    root, = struct.unpack_from("<Q", buf, off + 176)
+    if fmt != 3:
+        raise SystemExit("inode %d: not a directory b+tree (format %d)" % (dino, fmt))
+    node_max = (img.bs - 72) // 16
+    out, todo = [], [root]
+    while todo:
+        fsbno = todo.pop()
+        blk = img.block(fsbno)
+        level, nrecs = struct.unpack_from("<HH", blk, 48)
+        if level == 0:
+            out.append((0, fsbno, [struct.unpack_from("<Q", blk, 72 + i * DIRREC + 8)[0]
+                                   for i in range(nrecs)]))
+            continue
+        out.append((level, fsbno, []))
+        ptrs = [struct.unpack_from("<Q", blk, 72 + node_max * 8 + 8 * i)[0]
+                for i in range(nrecs)]
+        todo.extend(reversed(ptrs))
+    return out
+
+
 def dir_find(blk, nrecs, name):
     for i in range(nrecs):
         o = 72 + i * DIRREC
@@ -205,6 +236,9 @@ def main():
         blk[end - DIRREC:end] = bytes(DIRREC)
         struct.pack_into("<H", blk, 50, nrecs - 1)
         img.put_block(root, blk)
+    elif cmd == "dir-blocks":
+        for level, fsbno, inos in dir_blocks(img, val(a[2])):
+            print(level, fsbno, *inos)
     else:
         raise SystemExit(__doc__)
 

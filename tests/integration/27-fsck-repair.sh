@@ -10,8 +10,10 @@
 #   fsck rebuilds the data fork from the rmap (exit 1, then clean) and the
 #   file reads back byte for byte; the same after the daemon met and
 #   recorded the damage (the record is cleared);
-# - damaged metadata (a directory block, an inode, random bytes): fsck
-#   exits 4 with the one-line "left uncorrected ... mount the image
+# - a damaged directory block (the root node of a directory of 100
+#   entries): the directory is rebuilt from its leaves (the rmap names
+#   them), every entry kept (exit 1, then clean);
+# - damaged metadata (an inode, random bytes): fsck exits 4 with the one-line "left uncorrected ... mount the image
 #   read-only" message, never prints "corrected", marks the superblock; a
 #   second fsck still reports the damage and the record;
 # - damage left: fsck marks the superblock, the next mount warns on one
@@ -204,9 +206,21 @@ fsck_rc "$img0"
 [ $FRC = 4 ] || { cat "$T/fsck.out" >&2; die "bmbt block without rmap: fsck exited $FRC, expected 4"; }
 no_corrected "bmbt block without rmap"
 rm -f "$img0"
+# a directory's b+tree root node (big: 100 entries in several leaves):
+# rebuilt from its leaves, which the rmap still names; no entry is lost
 fresh
 $PY "$SCAN" flip "$T/case.img" "$dirblk" 9 2
-left_ok "directory block (bad crc)"
+repair_ok "directory block (bad crc)"
+grep -q "inode $ino_big (directory): rebuilt with 100 entries" "$T/repair.out" ||
+	{ cat "$T/repair.out" >&2; die "directory block: not rebuilt with its 100 entries"; }
+rlfs_mount "$T/case.img" "$m"
+for i in $(seq 1 100); do
+	[ "$(cat "$m/big/entry-with-a-long-name-$i")" = "file $i" ] ||
+		die "directory block: big/entry-with-a-long-name-$i lost or changed"
+done
+[ ! -e "$m/lost+found" ] || die "directory block: something went to /lost+found"
+rlfs_umount "$m"
+rlfs_fsck "$T/case.img"
 fresh
 $ED inode-set "$T/case.img" "$ino_keep" nblocks 77
 left_ok "inode block count (valid crc)"

@@ -18,8 +18,10 @@
 # record dropped); a dropped inobt record (the chunk is found again from
 # its OWN_INODES rmap record); a zeroed inobt root (every chunk of the AG
 # from the OWN_INODES records); all four trees of every AG zeroed at
-# once.  Left alone: a zeroed bnobt next to a
-# corrupt bmbt block (exit 4, nothing rebuilt, twice).
+# once; a zeroed bnobt next to a corrupt bmbt block (the fork is rebuilt
+# from the rmap) and next to a corrupt directory root node (the directory
+# is rebuilt from its leaves).  Left alone: a zeroed bnobt next to a
+# corrupt xattr tree block (exit 4, nothing rebuilt, twice).
 . "$(dirname "$0")/../lib.sh"
 common_setup
 ED="$PY $SRCDIR/tests/helpers/imgedit.py"
@@ -54,7 +56,7 @@ for i in range(0, 1300, 2):
 PYEOF
 (cd "$m" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 md5sum) >"$T/sums"
 ino_a=$(stat -c %i "$m/a") ino_b=$(stat -c %i "$m/b") ino_frag=$(stat -c %i "$m/frag")
-ino_big=$(stat -c %i "$m/big")
+ino_big=$(stat -c %i "$m/big") ino_xattr=$(stat -c %i "$m/d/sub/data")
 rlfs_umount "$m"
 rlfs_fsck "$img"
 cp --sparse=always "$img" "$T/pristine.img"
@@ -196,20 +198,34 @@ grep -q "inode $ino_frag: data fork unreadable; the rmap holds its 200 extents" 
 	{ cat "$T/fsck.out" >&2; die "bmbt + bnobt: frag's fork is not to be rebuilt from the rmap"; }
 rebuilt "bmbt of frag + bnobt"
 
-# --- left alone: AG tree damage next to damage the rebuild cannot fix -------
-# (a directory block: the names in it, and so the owners of blocks, are
-# unknown; a rebuild would hand those blocks out as free space)
+# --- with a directory rebuilt in the same run --------------------------------
+# (big's b+tree root node: its old blocks are owned by nobody, the AG trees
+# are rebuilt around them, then big from its leaves, which the rmap names:
+# every name stays)
 fresh
 dirblk=$($ED inode-get "$T/case.img" "$ino_big" root)
 $PY "$SRCDIR/tests/helpers/metascan.py" flip "$T/case.img" "$dirblk" 9 2
 $AGT zero "$T/case.img" "$ag_data" bnobt >/dev/null
+fsck_rc -n "$T/case.img"
+grep -q "inode $ino_big (directory): b+tree damaged.*repair rebuilds it from the 60 entries" \
+	"$T/fsck.out" || { cat "$T/fsck.out" >&2; die "dirbt + bnobt: big is not to be rebuilt"; }
+rebuilt "dirbt + bnobt"
+
+# --- left alone: AG tree damage next to damage the rebuild cannot fix -------
+# (an xattr tree block: the blocks it points at, and so the owners of
+# blocks, are unknown; a rebuild would hand those blocks out as free space)
+fresh
+xroot=$($ED inode-get "$T/case.img" "$ino_xattr" aroot)
+[ "$($ED inode-get "$T/case.img" "$ino_xattr" aformat)" = 3 ] || die "d/sub/data has no xattr tree"
+$PY "$SRCDIR/tests/helpers/metascan.py" flip "$T/case.img" "$xroot" 9 2
+$AGT zero "$T/case.img" "$ag_data" bnobt >/dev/null
 fsck_rc "$T/case.img"
-[ $FRC = 4 ] || { cat "$T/fsck.out" >&2; die "dirbt + bnobt: fsck exited $FRC, expected 4"; }
-grep -q "^AG [0-9]*: rebuilt" "$T/fsck.out" && die "dirbt + bnobt: something was rebuilt"
-grep -q "left uncorrected" "$T/fsck.out" || die "dirbt + bnobt: no 'left uncorrected' line"
-log "dirbt + bnobt damage: $(grep 'left uncorrected' "$T/fsck.out" | cut -c1-120)..."
+[ $FRC = 4 ] || { cat "$T/fsck.out" >&2; die "attrbt + bnobt: fsck exited $FRC, expected 4"; }
+grep -q "^AG [0-9]*: rebuilt" "$T/fsck.out" && die "attrbt + bnobt: something was rebuilt"
+grep -q "left uncorrected" "$T/fsck.out" || die "attrbt + bnobt: no 'left uncorrected' line"
+log "attrbt + bnobt damage: $(grep 'left uncorrected' "$T/fsck.out" | cut -c1-120)..."
 fsck_rc "$T/case.img"
-[ $FRC = 4 ] || die "dirbt + bnobt: second fsck exited $FRC, expected 4"
+[ $FRC = 4 ] || die "attrbt + bnobt: second fsck exited $FRC, expected 4"
 
 cmp -s "$img" "$T/pristine.img" || die "the pristine image changed"
 log OK

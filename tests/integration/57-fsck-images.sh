@@ -8,7 +8,8 @@
 # record over a used block, a block two files map without a refcount, a
 # lost inobt record, a zeroed inobt, a zeroed rmapbt leaf, a directory
 # entry naming a free inode or an inode in no chunk, a damaged inode core
-# of a file and of a directory, a lost file, a lost directory), then:
+# of a file and of a directory, a lost file, a lost directory, the one
+# b+tree leaf of a directory zeroed), then:
 #   fsck -n      stdout must equal tests/fsck-images/CASE.expect.1
 #                (the image path replaced by IMAGE; exit 4);
 #   fsck         must exit 1 and say "corrected";
@@ -87,6 +88,8 @@ damage() {
 		$ED dirent-drop "$i" "${INO[d]}" f1 ;;
 	lost-dir)               # d's entry for sub gone: sub (and x) named nowhere
 		$ED dirent-drop "$i" "${INO[d]}" sub ;;
+	dir-leaf-zeroed)        # d's one b+tree leaf: d rebuilt empty, all it named lost
+		$ED zero "$i" "$($ED inode-get "$i" "${INO[d]}" root)" ;;
 	*) die "unknown case $c" ;;
 	esac
 }
@@ -110,7 +113,7 @@ expect() {   # CASE N: compare (or bless) the last output
 n=0
 for c in bmbt-zeroed refcount-off-by-one free-over-data crosslink inobt-record-lost \
 	 inobt-zeroed rmap-leaf-zeroed dirent-free-inode dirent-no-chunk \
-	 inode-core-file inode-core-dir lost-file lost-dir; do
+	 inode-core-file inode-core-dir lost-file lost-dir dir-leaf-zeroed; do
 	cp --sparse=always "$img" "$T/case.img"
 	damage "$c"
 	run_fsck -n "$T/case.img"
@@ -147,6 +150,16 @@ for c in bmbt-zeroed refcount-off-by-one free-over-data crosslink inobt-record-l
 		[ -e "$m/d/sub" ] && die "$c: the entry to the cleared inode is still there"
 		cmp -s "$m/lost+found/${INO[d/sub/x]}" <(printf 'three\n') ||
 			die "$c: x is not /lost+found/${INO[d/sub/x]}" ;;
+	dir-leaf-zeroed)   # d empty; f1, f2 (its two names were in d) and sub lost
+		[ -z "$(ls -A "$m/d")" ] || die "$c: d is not empty: $(ls -A "$m/d")"
+		[ "$(stat -c %h "$m/d")" = 2 ] || die "$c: d's link count not fixed"
+		cmp -s "$m/lost+found/${INO[d/f1]}" <(printf 'one\n') ||
+			die "$c: f1 is not /lost+found/${INO[d/f1]}"
+		cmp -s "$m/lost+found/${INO[d/f2]}" <(printf 'two\n') ||
+			die "$c: f2 is not /lost+found/${INO[d/f2]}"
+		[ "$(stat -c %h "$m/lost+found/${INO[d/f2]}")" = 1 ] || die "$c: f2's nlink not 1"
+		cmp -s "$m/lost+found/${INO[d/sub]}/x" <(printf 'three\n') ||
+			die "$c: sub is not /lost+found/${INO[d/sub]}" ;;
 	dirent-free-inode|dirent-no-chunk)
 		[ -e "$m/d/f2link" ] && die "$c: the entry is still there"
 		[ "$(stat -c %h "$m/d/f2")" = 1 ] || die "$c: f2's link count not fixed" ;;
