@@ -260,6 +260,26 @@ static void fill_range(struct rlfs_inode *ip, uint64_t fb0, uint64_t fb1, uint64
 	}
 }
 
+/* The end of a copy-on-write's remap transaction tp: cancelled if error
+ * (the remap could not be queued), else the inode updated (a write: size,
+ * times, privileges up to end; a zeroing: the data-written mark) and
+ * committed.  0 or -errno. */
+static int cow_commit(struct rlfs_trans *tp, struct rlfs_inode *ip, int error, uint64_t end,
+		      bool is_write, unsigned wflags)
+{
+	if (error) {
+		rlfs_trans_cancel(tp);
+		return error;
+	}
+	if (is_write) {
+		write_update_inode(tp, ip, end, wflags);
+	} else {
+		rlfs_data_written(ip->mp);
+		rlfs_trans_log_inode(tp, ip);
+	}
+	return rlfs_trans_commit(tp);
+}
+
 /*
  * Copy-on-write of [pos, end) without the CoW fork, for a range that is
  * whole CoW regions (aligned to the hint at both ends, or ending at EOF)
@@ -334,17 +354,7 @@ static int cow_write_direct(struct rlfs_inode *ip, const uint8_t *buf, uint64_t 
 	if (!error)
 		error = rlfs_cow_remap(tp, ip, &cow, true);
 	rlfs_cow_release(&cow);
-	if (error) {
-		rlfs_trans_cancel(tp);
-		return error;
-	}
-	if (is_write) {
-		write_update_inode(tp, ip, end, wflags);
-	} else {
-		rlfs_data_written(mp);
-		rlfs_trans_log_inode(tp, ip);
-	}
-	error = rlfs_trans_commit(tp);
+	error = cow_commit(tp, ip, error, end, is_write, wflags);
 	if (!error)
 		*done_end = end;
 	return error;
@@ -426,18 +436,7 @@ static int cow_write(struct rlfs_inode *ip, const uint8_t *buf, uint64_t pos, ui
 		error = rlfs_trans_alloc(mp, &mp->resv.tr_cowfork, 8, RLFS_TRANS_RESERVE, &tp);
 	if (error)
 		return error;
-	error = rlfs_cowfork_remap(tp, ip, rb0, rb1);
-	if (error) {
-		rlfs_trans_cancel(tp);
-		return error;
-	}
-	if (is_write) {
-		write_update_inode(tp, ip, end, wflags);
-	} else {
-		rlfs_data_written(mp);
-		rlfs_trans_log_inode(tp, ip);
-	}
-	error = rlfs_trans_commit(tp);
+	error = cow_commit(tp, ip, rlfs_cowfork_remap(tp, ip, rb0, rb1), end, is_write, wflags);
 	if (error)
 		return error;
 	rlfs_cowfork_remapped(ip, rb0, rb1);
