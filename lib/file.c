@@ -19,10 +19,13 @@
  * Copy-on-write (REFLINK feature).  A block whose refcount is >= 2 is
  * never changed in place: rlfs_write finds the first shared run in its
  * range (rlfs_reflink_find_shared); blocks before it take the paths above,
- * the shared run goes through cow_write (one transaction: new blocks near
- * the old ones, old contents of partially covered edge blocks copied, the
- * new data written, then the old range unmapped with one reference dropped
- * and the new extent mapped; helpers in reflink.c).  Partial-block zeroing
+ * the shared run, and every block the CoW fork covers, goes through
+ * cow_write: staged blocks of the CoW fork (cowfork.h: a region rounded
+ * to the CoW extent size hint, staged in a transaction of its own), old
+ * contents of partially covered edge blocks copied, the new data written,
+ * then one remap transaction; whole regions (or region-sized writes) the
+ * fork does not touch keep the one-transaction form (cow_write_direct,
+ * helpers in reflink.c).  Partial-block zeroing
  * (truncate, punch and zero-range edges) of a shared written block uses the
  * same path with zeros; whole shared blocks are simply unmapped (the
  * release drops a reference).  FALLOC_FL_UNSHARE_RANGE copies every

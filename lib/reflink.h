@@ -22,9 +22,10 @@
  * points at blocks without their data.  A cancel returns the new blocks
  * to free space (the allocation is undone with the rest); after the
  * commit the map intents own them until they are mapped.
- * The later CoW-fork issue (in-core CoW fork, delayed allocation,
- * remap-after-IO) splits prepare and remap into separate transactions and
- * records the staged blocks in the refcount tree's CoW domain in between.
+ * Writes use this one-transaction form only for whole CoW regions the
+ * CoW fork does not touch; other copy-on-write writes stage through the
+ * fork (cowfork.h), which keeps the staged blocks in the refcount tree's
+ * CoW domain between its stage and remap transactions.  Unshare uses it.
  * Model: xfs_reflink.c (xfs_reflink_allocate_cow, xfs_reflink_end_cow).
  */
 #ifndef RLFS_REFLINK_H

@@ -309,6 +309,9 @@ struct wl {
 	uint64_t *synced;           /* positions right after a successful sync */
 	size_t nsynced, syncedcap;
 	uint64_t nops, nenospc;
+	uint64_t ncowgc;            /* staged CoW blocks given back by cow_gc */
+	bool hold_lookups;          /* created files keep the kernel's lookup, as on a
+				     * mount: their CoW forks live between ops */
 	uint8_t *iobuf;             /* max_bytes of the largest file */
 	uint64_t image_bytes;
 	bool log_feature;
@@ -429,7 +432,8 @@ static void do_create(struct wl *w, struct fmodel *f)
 	int err = rlfs_mknod(w->mp, f->dir_ino, f->name, S_IFREG | 0644, 0, 0, 0, &st);
 	if (err)
 		wl_fail("create %s: %s", f->name, strerror(-err));
-	rlfs_forget(w->mp, (uint64_t)st.st_ino, 1);
+	if (!w->hold_lookups)
+		rlfs_forget(w->mp, (uint64_t)st.st_ino, 1);
 	f->ino = (uint64_t)st.st_ino;
 	f->created = true;
 	f->cur_size = 0;
@@ -473,6 +477,19 @@ static void do_write_buf(struct wl *w, struct fmodel *f, uint64_t off, uint64_t 
 	 * size in between */
 	if (f->nv >= 2 && f->v[f->nv - 1].size_bytes > f->v[f->nv - 2].size_bytes)
 		f->v[f->nv - 1].grow_prefix = true;
+}
+
+/* Give back the staged copy-on-write blocks no write used (the daemon's
+ * last close and idle timer: rlfs_cow_gc), as a step of its own: the
+ * cancel transactions (staging records dropped, blocks freed) get cut
+ * too.  Nothing changes in the files, so the models stay as they are.
+ * Consumes no random numbers: the workloads' op sequences are unchanged. */
+static void cow_gc(struct wl *w)
+{
+	int64_t n = rlfs_cow_gc(w->mp, 0);
+	if (n < 0)
+		wl_fail("CoW GC: %s", strerror((int)-n));
+	w->ncowgc += (uint64_t)n;
 }
 
 static void do_write(struct wl *w, struct fmodel *f, uint64_t off, uint64_t len)
@@ -832,6 +849,7 @@ static uint64_t clone_start(struct wl *w)
  * cloned back */
 static void wl_clone(struct wl *w)
 {
+	w->hold_lookups = true;  /* staged regions outlive a write, as on a mount */
 	uint64_t size = clone_start(w);
 	for (unsigned n = 0; n < w->o->ops; n++) {
 		struct fmodel *f = pick(w);
@@ -842,9 +860,10 @@ static void wl_clone(struct wl *w)
 			do_clone(w, pick(w), f, rndn(size), rndn(size), rnd_len(size / 4));
 		else if (r < 76)
 			do_falloc(w, f, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, rndn(size), rnd_len(size / 8), "punch");
-		else if (r < 94)
+		else if (r < 94) {
 			do_fsync(w, f, (int)rndn(2));
-		else
+			cow_gc(w);
+		} else
 			do_sync(w);
 	}
 }
@@ -883,6 +902,7 @@ static void wl_dedupe(struct wl *w)
  * runs, with small writes, clones, punches and syncs between. */
 static void wl_cowwide(struct wl *w)
 {
+	w->hold_lookups = true;  /* staged regions outlive a write, as on a mount */
 	for (int i = 0; i < w->nf; i++)
 		do_create(w, &w->f[i]);
 	struct fmodel *frag = &w->f[0];
@@ -915,9 +935,10 @@ static void wl_cowwide(struct wl *w)
 		else if (r < 74)
 			do_falloc(w, f, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, rndn(size),
 				  rnd_len(size / 8), "punch");
-		else if (r < 92)
+		else if (r < 92) {
 			do_fsync(w, f, (int)rndn(2));
-		else
+			cow_gc(w);
+		} else
 			do_sync(w);
 	}
 }
@@ -3308,6 +3329,9 @@ static int run_workload(const struct opts *o, const struct wdef *d, struct total
 	       " writes (%" PRIu64 " KiB), %" PRIu64 " flushes, %zu sync points; log feature %s\n",
 	       d->name, o->seed, w.nops, w.nenospc, npos - pos0 - nflush,
 	       rlfs_crash_rec_bytes(w.rec) >> 10, nflush, w.nsynced, w.log_feature ? "on" : "off");
+	if (w.ncowgc)
+		printf("workload %s: %" PRIu64 " staged CoW block(s) given back by the GC\n", d->name,
+		       w.ncowgc);
 	if (w.mp->log) {
 		struct rlfs_log_stats ls;
 		rlfs_log_get_stats(w.mp, &ls);
