@@ -289,7 +289,20 @@ static int bt_lookup_eq(struct rlfs_btree_cur *cur, uint64_t startoff)
 /* ------------------------------------------------------------------ */
 /* The rmap side of data-fork changes                                  */
 
-/* Queue one RUI for file blocks [off, off+len) of r's mapping. */
+/*
+ * The rmap side of data-fork changes: one RUI for file blocks [off,
+ * off+len) of r's mapping, op RLFS_RUI_MAP / _UNMAP / _CONVERT (to r's
+ * state).  Callers queue exactly the blocks whose mapping changes —
+ * fork_add the range it maps, rlfs_bmap_unmap the range it unmaps,
+ * rlfs_bmap_convert_written the range it converts — never the neighbours
+ * a fork record merge or split touches (XFS calls xfs_rmap_map_extent &
+ * co. the same way from xfs_bmap_add_extent_* and xfs_bmap_del_extent_real).
+ * That keeps every intent in the log independent of the others: log
+ * recovery finishes the pending intents in log order, not in the order the
+ * chain ran them, so an RUI naming blocks outside its change (an "unmap
+ * the whole old record, map what is left" pair) would meet a record
+ * another recovered intent had split first.  Nothing without RMAP.
+ */
 static int rui_part(struct rlfs_trans *tp, struct rlfs_inode *ip, unsigned op,
 		    const struct rlfs_irec *r, uint64_t off, uint64_t len)
 {
@@ -298,47 +311,6 @@ static int rui_part(struct rlfs_trans *tp, struct rlfs_inode *ip, unsigned op,
 	uint64_t flags = (r->state & RLFS_EXT_UNWRITTEN) ? RLFS_RMAP_OFF_UNWRITTEN : 0;
 	return rlfs_rui_add(tp, op, r->startblock + (off - r->startoff), (uint32_t)len, ip->ino,
 			    off | flags);
-}
-
-/*
- * Queue the rmap changes (RUIs) that take the rmap from mapping old to
- * mapping new (either may be NULL): when both map the same blocks at the
- * same file offsets, only the parts that differ (unmap what only old has,
- * convert the common part if the unwritten state changed, map what only
- * new has); else unmap old, map new.  Every data-fork change goes through
- * fork_insert / fork_delete / fork_update, which call this, so the rmap
- * follows each map, unmap and conversion in the same chain (XFS calls
- * xfs_rmap_map_extent & co. from xfs_bmap_add_extent_* and
- * xfs_bmap_del_extent_real).  Nothing without the RMAP feature.
- */
-static int rmap_fork_change(struct rlfs_trans *tp, struct rlfs_inode *ip,
-			    const struct rlfs_irec *old, const struct rlfs_irec *new)
-{
-	if (!rlfs_has_rmap(tp->mp))
-		return 0;
-	int err = 0;
-	if (old && new && old->startblock + new->startoff == new->startblock + old->startoff) {
-		uint64_t lo = RLFS_MAX(old->startoff, new->startoff);
-		uint64_t hi = RLFS_MIN(irec_end(old), irec_end(new));
-		if (lo < hi) {
-			err = rui_part(tp, ip, RLFS_RUI_UNMAP, old, old->startoff, lo - old->startoff);
-			if (!err)
-				err = rui_part(tp, ip, RLFS_RUI_UNMAP, old, hi, irec_end(old) - hi);
-			if (!err && old->state != new->state)
-				err = rui_part(tp, ip, RLFS_RUI_CONVERT, new, lo, hi - lo);
-			if (!err)
-				err = rui_part(tp, ip, RLFS_RUI_MAP, new, new->startoff,
-					       lo - new->startoff);
-			if (!err)
-				err = rui_part(tp, ip, RLFS_RUI_MAP, new, hi, irec_end(new) - hi);
-			return err;
-		}
-	}
-	if (old)
-		err = rui_part(tp, ip, RLFS_RUI_UNMAP, old, old->startoff, old->blockcount);
-	if (!err && new)
-		err = rui_part(tp, ip, RLFS_RUI_MAP, new, new->startoff, new->blockcount);
-	return err;
 }
 
 static int fork_insert(struct rlfs_trans *tp, struct rlfs_inode *ip, uint32_t idx,
@@ -363,7 +335,7 @@ static int fork_insert(struct rlfs_trans *tp, struct rlfs_inode *ip, uint32_t id
 	ip->ext[idx] = *r;
 	ip->next++;
 	rlfs_inode_ext_logged(ip, RLFS_EXT_INSERT, idx, NULL);
-	return rmap_fork_change(tp, ip, NULL, r);
+	return 0;
 }
 
 static int fork_delete(struct rlfs_trans *tp, struct rlfs_inode *ip, uint32_t idx)
@@ -386,7 +358,7 @@ static int fork_delete(struct rlfs_trans *tp, struct rlfs_inode *ip, uint32_t id
 	memmove(&ip->ext[idx], &ip->ext[idx + 1], (size_t)(ip->next - idx - 1) * sizeof(*ip->ext));
 	ip->next--;
 	rlfs_inode_ext_logged(ip, RLFS_EXT_DELETE, idx, &old);
-	return rmap_fork_change(tp, ip, &old, NULL);
+	return 0;
 }
 
 static int fork_update(struct rlfs_trans *tp, struct rlfs_inode *ip, uint32_t idx,
@@ -410,7 +382,7 @@ static int fork_update(struct rlfs_trans *tp, struct rlfs_inode *ip, uint32_t id
 	struct rlfs_irec old = ip->ext[idx];
 	ip->ext[idx] = *r;
 	rlfs_inode_ext_logged(ip, RLFS_EXT_UPDATE, idx, &old);
-	return rmap_fork_change(tp, ip, &old, r);
+	return 0;
 }
 
 /* Mergeable: contiguous in the file and on disk, same state, and in the
@@ -427,8 +399,9 @@ static bool irec_contig(struct rlfs_mount *mp, const struct rlfs_irec *a,
 	       (uint64_t)a->blockcount + b->blockcount <= RLFS_MAX_EXTLEN;
 }
 
-/* Map r into a hole, merging with contiguous neighbours. */
-static int fork_add(struct rlfs_trans *tp, struct rlfs_inode *ip, const struct rlfs_irec *r)
+/* Put r into a hole of the fork, merging with contiguous neighbours
+ * (the fork records only: the caller queues the rmap change). */
+static int fork_add_rec(struct rlfs_trans *tp, struct rlfs_inode *ip, const struct rlfs_irec *r)
 {
 	int64_t i = ext_search(ip, r->startoff);
 	uint32_t j = (uint32_t)(i + 1);
@@ -463,6 +436,13 @@ static int fork_add(struct rlfs_trans *tp, struct rlfs_inode *ip, const struct r
 		return fork_update(tp, ip, j, &n);
 	}
 	return fork_insert(tp, ip, j, r);
+}
+
+/* Map r into a hole: fork records and the rmap. */
+static int fork_add(struct rlfs_trans *tp, struct rlfs_inode *ip, const struct rlfs_irec *r)
+{
+	int error = fork_add_rec(tp, ip, r);
+	return error ? error : rui_part(tp, ip, RLFS_RUI_MAP, r, r->startoff, r->blockcount);
 }
 
 /* Move inline extents into a new bmbt root leaf. */
@@ -765,6 +745,8 @@ int rlfs_bmap_unmap(struct rlfs_trans *tp, struct rlfs_inode *ip, uint64_t off,
 			if (!error)
 				error = fork_insert(tp, ip, (uint32_t)i + 1, &r);
 		}
+		if (!error)
+			error = rui_part(tp, ip, RLFS_RUI_UNMAP, &e, s, cnt);
 		if (error)
 			break;
 		if (free_mode == RLFS_BUNMAP_DEFER) {
@@ -841,7 +823,9 @@ int rlfs_bmap_convert_written(struct rlfs_trans *tp, struct rlfs_inode *ip,
 				error = fork_insert(tp, ip, (uint32_t)i, &r);
 		}
 		if (!error)
-			error = fork_add(tp, ip, &mid);
+			error = fork_add_rec(tp, ip, &mid);
+		if (!error)
+			error = rui_part(tp, ip, RLFS_RUI_CONVERT, &mid, pos, t - pos);
 		pos = t;
 	}
 	if (error)

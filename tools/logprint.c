@@ -39,6 +39,8 @@ static const char *code_name(uint16_t c)
 	case RLFS_LOG_CUD: return "CUD";
 	case RLFS_LOG_BUI: return "BUI";
 	case RLFS_LOG_BUD: return "BUD";
+	case RLFS_LOG_RUI: return "RUI";
+	case RLFS_LOG_RUD: return "RUD";
 	}
 	return "?";
 }
@@ -100,6 +102,19 @@ static void print_intent_items(const uint8_t *p, uint32_t bs)
 			       (uint64_t)rlfs_get64(b->ino), (uint64_t)rlfs_get64(b->startoff),
 			       (uint64_t)rlfs_get64(b->startblock), rlfs_get32(b->len),
 			       (fl & RLFS_BUI_UNWRITTEN) ? " unwritten" : "");
+		} else if (code == RLFS_LOG_RUI && ib == sizeof(struct rlfs_rui_item)) {
+			const struct rlfs_rui_item *r = (const void *)it;
+			uint32_t op = rlfs_get32(r->op);
+			uint64_t off = rlfs_get64(r->offset);
+			printf("        %s owner %" PRIu64 " offset %" PRIu64 "%s%s%s fsbno %" PRIu64
+			       " len %u\n",
+			       op == RLFS_RUI_MAP ? "map" : op == RLFS_RUI_UNMAP ? "unmap" :
+			       op == RLFS_RUI_CONVERT ? "convert" : "op?",
+			       (uint64_t)rlfs_get64(r->owner), (uint64_t)RLFS_RMAP_OFF(off),
+			       (off & RLFS_RMAP_OFF_ATTR_FORK) ? " attr" : "",
+			       (off & RLFS_RMAP_OFF_BMBT_BLOCK) ? " bmbt" : "",
+			       (off & RLFS_RMAP_OFF_UNWRITTEN) ? " unwritten" : "",
+			       (uint64_t)rlfs_get64(r->fsbno), rlfs_get32(r->len));
 		} else {
 			printf("        item %u:", i);
 			for (uint16_t k = 0; k < ib && k < 32; k++)

@@ -207,6 +207,21 @@ if [ "$haslog" = 1 ]; then
 		}
 		log "recovery cuts of $args: $rn images, none failed"
 	done
+	# ... and a crash image that once could not be recovered: a CoW remap
+	# split a data-fork extent and queued "unmap the whole old record, map
+	# the rest" as its RUI, and recovery (pending intents in log order)
+	# had already split that record by finishing an older pending BUI
+	set +e
+	run_to 300 "$CT" --workload cowwide --seed 2 --count 3 --mode all >"$T/fixed.out" 2>&1
+	rc=$?
+	set -e
+	n=$(field images "$T/fixed.out")
+	failed=$(field failed "$T/fixed.out")
+	[ "$rc" = 0 ] && [ "${failed:-1}" = 0 ] && [ "${n:-0}" -ge 200 ] || {
+		grep -A6 "^FAIL" "$T/fixed.out" | head -30
+		die "cowwide seed 2 cuts: exit $rc, ${failed:-?} of ${n:-?} failed"
+	}
+	log "cowwide seed 2 cuts: $n images, none failed"
 
 	# 4. every intent in a checkpoint of its own (RLFS_LOG_FORCE_INTENTS): the
 	# cuts then fall between an intent and its done, so recovery has to finish
