@@ -738,6 +738,38 @@ static void open_flags(struct fuse_file_info *fi)
 	}
 }
 
+/*
+ * A writable open when space is short gets no page cache (FOPEN_DIRECT_IO):
+ * its write(2)s reach this daemon at once and fail with ENOSPC there, and
+ * a shared writable mmap of it is refused (ENODEV: the kernel allows
+ * MAP_SHARED of such a file only with FUSE_DIRECT_IO_ALLOW_MMAP, which we
+ * do not ask for), where through the page cache it would dirty pages that
+ * can fail at writeback with no one to tell: FUSE sends no page_mkwrite,
+ * so the SIGBUS XFS gives a write fault it cannot reserve for is not ours
+ * to give (fstests generic/173).  "Short": the space available to
+ * ordinary writes (beyond the writeback reserve) is no more than the
+ * file's allocated blocks, all of which a rewrite of shared blocks could
+ * need.  Reads through such a handle bypass the page cache too; opens
+ * made while space is plentiful keep it (session.c's writeback reserve
+ * covers what they accept).
+ */
+static void open_direct(struct rlfs_mount *mp, uint64_t ino, struct fuse_file_info *fi)
+{
+	if (!writable_open(fi->flags))
+		return;
+	int64_t avail = rlfs_avail_blocks_hint(mp);
+	if (avail > (1ll << 30))
+		return;
+	struct stat st;
+	if (rlfs_getattr(mp, ino, &st) != 0 || !S_ISREG(st.st_mode))
+		return;
+	int64_t file_blocks = (int64_t)st.st_blocks * 512 / (st.st_blksize ? st.st_blksize : 4096);
+	if (avail > file_blocks)
+		return;
+	fi->direct_io = 1;
+	fi->fh |= RLFS_FH_DIRECT;
+}
+
 /* may_open (fs/namei.c) for the inode flags, which the kernel of a FUSE
  * mount does not know: an immutable file opens for reading only, an
  * append-only one for writing only with O_APPEND; neither with O_TRUNC.
@@ -776,6 +808,7 @@ static void rl_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	if ((fi->flags & O_ACCMODE) != O_WRONLY && !(fi->flags & O_NOATIME) &&
 	    how != RLFS_ATIME_NOATIME && rlfs_atime_needs_update(mp, n2i(ino), how) > 0)
 		fi->keep_cache = 0;
+	open_direct(mp, n2i(ino), fi);
 	(void)rlfs_file_opened(mp, n2i(ino));
 	if (fuse_reply_open(req, fi) != 0) {
 		if (writable_open(fi->flags))
@@ -823,6 +856,7 @@ static void rl_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	struct fuse_entry_param e;
 	fill_entry(&e, &st);
 	open_flags(fi);
+	open_direct(mp, st.st_ino, fi);
 	(void)rlfs_file_opened(mp, st.st_ino);
 	if (fuse_reply_create(req, &e, fi) != 0) {
 		if (writable_open(fi->flags))
@@ -965,7 +999,7 @@ static void rl_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 		}
 	}
 	ssize_t n = rlfs_write_flags(mp, n2i(ino), buf, size, off, wflags);
-	if (n > 0 && fi && !fi->writepage && (fi->flags & O_DIRECT)) {
+	if (n > 0 && fi && !fi->writepage && ((fi->flags & O_DIRECT) || (fi->fh & RLFS_FH_DIRECT))) {
 		/*
 		 * A direct write: the kernel dropped the range's cached pages
 		 * before sending it, but a buffered read racing it can have
@@ -1011,6 +1045,11 @@ static void rl_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 	}
 	if (n == -ENOSPC || (n >= 0 && (size_t)n < size))
 		full_add(mp, ino);  /* after the reply: writeback may wait for it */
+	else if (fi && fi->writepage && rlfs_avail_blocks_hint(mp) <= 0)
+		/* only the writeback reserve is left (session.c,
+		 * writeback_limit_set): this file's next write(2) fails, before
+		 * data past the reserve can be accepted */
+		full_add(mp, ino);
 }
 
 static void rl_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)

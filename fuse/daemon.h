@@ -21,6 +21,10 @@
 /* XFS's cowblocks GC after 5 minutes (issue 13 asks for that default;
  * XFS's own sysctl, speculative_cow_prealloc_lifetime, says 1800 s). */
 #define RLFS_COWGC_DEFAULT_S 300
+/* The writeback reserve's default (rlfs_set_writeback_reserve): a
+ * sixteenth of the filesystem, at least 4 MiB, at most 64 MiB. */
+#define RLFS_WBRESV_MIN_BYTES (4ll << 20)
+#define RLFS_WBRESV_MAX_BYTES (64ll << 20)
 struct rlfs_daemon_opts {
 	const char *image;          /* image file or block device */
 	const char *mountpoint;     /* existing directory */
@@ -37,6 +41,8 @@ struct rlfs_daemon_opts {
 	                               back (-1: default RLFS_COWGC_DEFAULT_S;
 	                               0: no timer) */
 	long cowfill;               /* rlfs_set_cow_fill blocks (-1: default) */
+	long long wbresv_bytes;     /* the writeback reserve (-1: default,
+	                               RLFS_WBRESV_* below; 0: none) */
 	const char *prog;           /* for error messages, e.g. "reflinkfs mount" */
 };
 

@@ -52,6 +52,8 @@
 /* fi->fh of an open regular file: RLFS_FH_FILE | its open flags (an ioctl
  * request carries fh but not the flags; see open_flags, rl_ioctl). */
 #define RLFS_FH_FILE (1ull << 62)
+/* ... opened without the page cache (FOPEN_DIRECT_IO; see open_direct) */
+#define RLFS_FH_DIRECT (1ull << 60)
 
 extern struct rlfs_mount *g_mp;         /* NULL after destroy */
 extern uint64_t g_root;                 /* rlfs_root_ino() */

@@ -21,6 +21,7 @@
 #include <linux/falloc.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
 #include <syslog.h>
@@ -457,6 +458,103 @@ static void warn_image_mode(const char *prog, const char *image)
 		(unsigned)(st.st_mode & 07777), r && w ? "read and change" : r ? "read" : "change");
 }
 
+/*
+ * The writeback reserve (docs/DESIGN.md "ENOSPC under the writeback
+ * cache"): with the kernel's writeback cache a write(2) is done once its
+ * data is in the page cache; this daemon sees it seconds later, when the
+ * kernel writes the pages back, and a WRITE that fails then loses data
+ * the writer was told was written.  XFS reserves the blocks at write(2)
+ * (delalloc); FUSE asks nothing at write(2).  So the library holds back
+ * g_wbresv_bytes that only such writebacks may use
+ * (rlfs_set_writeback_reserve), the kernel is told to hold at most about
+ * that much dirty data for this mount (its per-device dirty limit,
+ * /sys/class/bdi/MAJ:MIN/max_bytes, which the kernel enforces strictly for
+ * FUSE), and once only the reserve is left a write(2) fails with ENOSPC
+ * (daemon.c, full_add after a writeback WRITE: the next write(2) of that
+ * file asks for attributes and gets ENOSPC).  What the kernel accepted
+ * before then fits in the reserve.
+ */
+static long long g_wbresv_bytes;
+
+/* The reserve's size, before the mount: -o wbresv=BYTES or the default
+ * (RLFS_WBRESV_*); nothing on a read-only mount. */
+static void writeback_reserve_size(const struct rlfs_daemon_opts *o)
+{
+	g_wbresv_bytes = 0;
+	if (o->wbresv_bytes == 0 || (o->mount_flags & RLFS_MOUNT_RDONLY))
+		return;
+	struct statvfs sv;
+	if (rlfs_statfs(g_mp, &sv) != 0)
+		return;
+	long long fs_bytes = (long long)sv.f_blocks * (long long)sv.f_frsize;
+	long long want = o->wbresv_bytes;
+	if (want < 0) {
+		want = fs_bytes / 16;
+		want = want < RLFS_WBRESV_MIN_BYTES ? RLFS_WBRESV_MIN_BYTES :
+		       want > RLFS_WBRESV_MAX_BYTES ? RLFS_WBRESV_MAX_BYTES : want;
+	}
+	g_wbresv_bytes = want;
+	rlfs_set_writeback_reserve(g_mp, (uint64_t)want);
+}
+
+/* Read (and if wr, first write) a /sys/class/bdi value; -1 if unknown. */
+static long long bdi_value(const char *path, long long wr)
+{
+	if (wr >= 0) {
+		int fd = open(path, O_WRONLY | O_CLOEXEC);
+		if (fd >= 0) {
+			char b[32];
+			int l = snprintf(b, sizeof(b), "%lld\n", wr);
+			if (write(fd, b, (size_t)l) != l) {
+				/* kept as it was: read back below */
+			}
+			close(fd);
+		}
+	}
+	FILE *f = fopen(path, "re");
+	long long v = -1;
+	if (f) {
+		if (fscanf(f, "%lld", &v) != 1)
+			v = -1;
+		fclose(f);
+	}
+	return v;
+}
+
+/*
+ * After the mount: the kernel's dirty limit for it at most three quarters
+ * of the reserve (the rest covers pages under writeback and the
+ * limit's slack).  If it cannot be lowered (not root, an old kernel), the
+ * reserve grows to cover the limit (at most half the filesystem: beyond
+ * that a writeback can still fail, and the log says so).
+ */
+static void writeback_limit_set(const char *prog)
+{
+	if (g_wbresv_bytes <= 0)
+		return;
+	struct statx stx;
+	if (statx(AT_FDCWD, g_mnt, AT_STATX_DONT_SYNC | AT_NO_AUTOMOUNT, STATX_TYPE, &stx) < 0)
+		return;
+	char path[96];
+	snprintf(path, sizeof(path), "/sys/class/bdi/%u:%u/max_bytes", stx.stx_dev_major,
+		 stx.stx_dev_minor);
+	long long target = g_wbresv_bytes / 4 * 3;
+	long long cur = bdi_value(path, -1);
+	if (cur > target)
+		cur = bdi_value(path, target);
+	if (cur < 0) {
+		logmsg("%s: the kernel's dirty limit for %s is unknown (%s): writes accepted by the "
+		       "page cache may still fail at writeback on a full filesystem", prog, g_mnt, path);
+		return;
+	}
+	if (cur > target) {
+		long long need = cur / 3 * 4;
+		rlfs_set_writeback_reserve(g_mp, (uint64_t)need);
+		logmsg("%s: could not lower the kernel's dirty limit for %s to %lld bytes (it is "
+		       "%lld): writeback reserve raised to %lld bytes", prog, g_mnt, target, cur, need);
+	}
+}
+
 /* Open the filesystem, create and mount the FUSE session.  Returns 0 or 1
  * (error printed). */
 static int setup(const struct rlfs_daemon_opts *o, const char *image, struct fuse_args *args)
@@ -482,6 +580,7 @@ static int setup(const struct rlfs_daemon_opts *o, const char *image, struct fus
 	g_root = rlfs_root_ino(g_mp);
 	if (o->cowfill >= 0)
 		rlfs_set_cow_fill(g_mp, (uint32_t)o->cowfill);
+	writeback_reserve_size(o);
 	warn_image_mode(o->prog, image);
 	rlfs_set_progress(g_mp, on_progress, NULL);
 	if (pipe2(g_sigpipe, O_CLOEXEC) < 0) {
@@ -501,6 +600,7 @@ static int setup(const struct rlfs_daemon_opts *o, const char *image, struct fus
 		fprintf(stderr, "%s: cannot mount %s on %s\n", o->prog, image, g_mnt);
 		goto fail_session;
 	}
+	writeback_limit_set(o->prog);
 	err = callerfd_init(g_mnt, o->fuse_opts && strstr(o->fuse_opts, "allow_other"));
 	if (err)
 		/* the clone ioctls then refuse every source (EXDEV) */

@@ -934,8 +934,8 @@ ssize_t rlfs_write(struct rlfs_mount *mp, uint64_t ino, const void *buf, size_t 
 	return rlfs_write_flags(mp, ino, buf, size, off, RLFS_WRITE_KILL_SUIDGID);
 }
 
-ssize_t rlfs_write_flags(struct rlfs_mount *mp, uint64_t ino, const void *buf, size_t size,
-			 off_t off, unsigned wflags)
+static ssize_t write_flags(struct rlfs_mount *mp, uint64_t ino, const void *buf, size_t size,
+			   off_t off, unsigned wflags)
 {
 	struct rlfs_inode *ip;
 	struct rlfs_trans *tp;
@@ -1140,6 +1140,33 @@ out:
 	if (written_end > (uint64_t)off)
 		return (ssize_t)(written_end - (uint64_t)off);
 	return error;
+}
+
+ssize_t rlfs_write_flags(struct rlfs_mount *mp, uint64_t ino, const void *buf, size_t size,
+			 off_t off, unsigned wflags)
+{
+	/* writeback of accepted pages may use the writeback reserve */
+	if (wflags & RLFS_WRITE_CACHED)
+		rlfs_trans_writeback_begin();
+	ssize_t n = write_flags(mp, ino, buf, size, off, wflags);
+	if (wflags & RLFS_WRITE_CACHED)
+		rlfs_trans_writeback_end();
+	return n;
+}
+
+void rlfs_set_writeback_reserve(struct rlfs_mount *mp, uint64_t bytes)
+{
+	uint64_t blocks = (bytes + mp->blocksize - 1) / mp->blocksize;
+	/* never more than half the filesystem: a reserve that size would
+	 * leave nothing for anything but writeback */
+	blocks = RLFS_MIN(blocks, mp->dblocks / 2);
+	__atomic_store_n(&mp->wb_resv_blocks, blocks, __ATOMIC_RELAXED);
+}
+
+int64_t rlfs_avail_blocks_hint(struct rlfs_mount *mp)
+{
+	return __atomic_load_n(&mp->fdblocks, __ATOMIC_RELAXED) - (int64_t)mp->resblks -
+	       (int64_t)__atomic_load_n(&mp->wb_resv_blocks, __ATOMIC_RELAXED);
 }
 
 /* ------------------------------------------------------------------ */

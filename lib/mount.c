@@ -595,7 +595,8 @@ int rlfs_statfs(struct rlfs_mount *mp, struct statvfs *st)
 	memset(st, 0, sizeof(*st));
 	rlfs_meta_lock(mp);
 	int64_t fdb = mp->fdblocks;
-	int64_t avail = fdb - (int64_t)mp->resblks;
+	int64_t avail = fdb - (int64_t)mp->resblks -
+			(int64_t)__atomic_load_n(&mp->wb_resv_blocks, __ATOMIC_RELAXED);
 	uint64_t icount = mp->icount, ifree = mp->ifree;
 	pthread_mutex_unlock(&mp->meta_lock);
 	if (fdb < 0)

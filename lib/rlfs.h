@@ -134,6 +134,11 @@ struct rlfs_mount {
 	 */
 	int64_t fdblocks;
 	uint64_t resblks;
+	/* the writeback reserve (rlfs_set_writeback_reserve): blocks only
+	 * writeback transactions (RLFS_TRANS_WRITEBACK) and RESERVE ones may
+	 * take; statfs leaves them out of f_bavail.  Set any time, read
+	 * without meta_lock (atomic loads). */
+	uint64_t wb_resv_blocks;
 	uint64_t setaside;          /* per AG, the AGFL minimum plus the AG
 				     * reserve: counted free on disk, never
 				     * available to files (XFS's

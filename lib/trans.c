@@ -52,9 +52,24 @@ void rlfs_trans_yield(struct rlfs_mount *mp)
 	}
 }
 
+static _Thread_local unsigned tl_writeback;
+
+void rlfs_trans_writeback_begin(void)
+{
+	tl_writeback++;
+}
+
+void rlfs_trans_writeback_end(void)
+{
+	if (tl_writeback)
+		tl_writeback--;
+}
+
 int rlfs_trans_alloc(struct rlfs_mount *mp, struct rlfs_trans_res *res, uint32_t resblks,
 		     unsigned flags, struct rlfs_trans **tpp)
 {
+	if (tl_writeback)
+		flags |= RLFS_TRANS_WRITEBACK;
 	struct rlfs_trans *tp = calloc(1, sizeof(*tp));
 	if (!tp)
 		return -ENOMEM;
@@ -71,6 +86,10 @@ int rlfs_trans_alloc(struct rlfs_mount *mp, struct rlfs_trans_res *res, uint32_t
 		int64_t avail = mp->fdblocks;
 		if (!(flags & RLFS_TRANS_RESERVE))
 			avail -= (int64_t)mp->resblks;
+		/* the writeback reserve: only for data the kernel has accepted
+		 * already, and for what frees space */
+		if (!(flags & (RLFS_TRANS_RESERVE | RLFS_TRANS_WRITEBACK)))
+			avail -= (int64_t)__atomic_load_n(&mp->wb_resv_blocks, __ATOMIC_RELAXED);
 		if (avail < (int64_t)resblks) {
 			pthread_mutex_unlock(&mp->meta_lock);
 			free(tp);

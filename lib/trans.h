@@ -42,6 +42,10 @@ struct rlfs_defer_pending;
  * walks of big trees).  Logging a buffer in such a transaction is a bug:
  * it is reported and the change is not undone on cancel. */
 #define RLFS_TRANS_RDONLY  (1u << 1)
+/* Writeback: may use mp->wb_resv_blocks, the space held back for data the
+ * FUSE writeback cache has accepted and not yet sent (rlfs_trans_alloc
+ * adds it by itself while rlfs_trans_writeback_begin is in force). */
+#define RLFS_TRANS_WRITEBACK (1u << 2)
 
 /*
  * A log item: something other than a buffer that takes part in a
@@ -171,6 +175,15 @@ void rlfs_trans_yield(struct rlfs_mount *mp);
  * (rlfs_trans_yield).  Joined inodes must be joined again by the caller.
  * On error *tpp is NULL and the first part stays committed. */
 int rlfs_trans_roll(struct rlfs_trans **tpp, uint32_t resblks);
+/*
+ * Every transaction this thread allocates until rlfs_trans_writeback_end
+ * is a writeback one (RLFS_TRANS_WRITEBACK): rlfs_write_flags brackets the
+ * writeback of cached pages with them, so that the copy-on-write, CoW fork
+ * and hole-filling transactions under it may use the writeback reserve
+ * without each call site knowing.  They nest; per thread.
+ */
+void rlfs_trans_writeback_begin(void);
+void rlfs_trans_writeback_end(void);
 /* Roll keeping the blocks reserved and not yet used: they move to the new
  * transaction instead of going back to free space, so a chain of deferred
  * steps (defer.c) spends the reservation its first transaction took and

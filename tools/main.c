@@ -88,6 +88,11 @@ static void usage_mount(FILE *f, const char *prog)
 		"                                between it and an earlier rewrite of the same\n"
 		"                                staged region, keeping one extent (default 1;\n"
 		"                                0: as XFS)\n"
+		"                wbresv=BYTES    free space held back for data the kernel's page\n"
+		"                                cache accepted and has not written back yet, so\n"
+		"                                that write(2) fails with ENOSPC before that data\n"
+		"                                could be lost (default: a sixteenth of the\n"
+		"                                filesystem, 4 to 64 MiB; 0: none)\n"
 		"                dev, suid       honour device files and setuid/setgid bits (root\n"
 		"                                only).  Default nodev,nosuid: the image may come\n"
 		"                                from anyone.  (mount -t reflinkfs follows mount(8):\n"
@@ -160,6 +165,7 @@ struct mount_args {
 	struct rlfs_atime_opts atime;
 	long cowgc_s;           /* -o cowgc=SECONDS; -1 not given */
 	long cowfill;           /* -o cowfill=BLOCKS; -1 not given */
+	long wbresv;            /* -o wbresv=BYTES; -1 not given */
 	int dev, suid;          /* 1: dev/suid asked for, -1: nodev/nosuid, 0: neither */
 	int remount;
 	char *fuse_opts;        /* malloc'd, comma-separated, for libfuse */
@@ -234,6 +240,8 @@ static int parse_mount_opts(struct mount_args *ma, const char *list)
 			err = num_opt(o, 6, 86400L * 365, "cowgc=SECONDS", &ma->cowgc_s);
 		} else if (strncmp(o, "cowfill=", 8) == 0) {
 			err = num_opt(o, 8, RLFS_COW_FILL_MAX, "cowfill=BLOCKS", &ma->cowfill);
+		} else if (strncmp(o, "wbresv=", 7) == 0) {
+			err = num_opt(o, 7, 1L << 40, "wbresv=BYTES", &ma->wbresv);
 		} else if (rlfs_parse_atime_opt(o, &ma->atime)) {
 			/* the daemon applies them (remount.c) */
 		} else if (strcmp(o, "dev") == 0 || strcmp(o, "nodev") == 0) {
@@ -314,6 +322,7 @@ static int do_mount(const char *prog, struct mount_args *ma, int foreground,
 		.nodiratime = ma->atime.nodiratime,
 		.cowgc_s = ma->cowgc_s,
 		.cowfill = ma->cowfill,
+		.wbresv_bytes = ma->wbresv,
 		.fuse_opts = ma->fuse_opts,
 		.prog = prog,
 	};
@@ -343,6 +352,7 @@ static int mount_main(int argc, char **argv)
 	struct mount_args ma = { 0 };
 	ma.cowgc_s = -1;
 	ma.cowfill = -1;
+	ma.wbresv = -1;
 	int foreground = 0, c, err;
 	while ((c = getopt_long(argc, argv, "fdo:h", help_longopts, NULL)) != -1) {
 		switch (c) {
@@ -387,6 +397,7 @@ static int mount_helper_main(int argc, char **argv)
 	struct mount_args ma = { 0 };
 	ma.cowgc_s = -1;
 	ma.cowfill = -1;
+	ma.wbresv = -1;
 	int fake = 0, c, err;
 	while ((c = getopt_long(argc, argv, "sfnvo:t:N:h", help_longopts, NULL)) != -1) {
 		switch (c) {

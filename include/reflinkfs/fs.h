@@ -269,6 +269,28 @@ int64_t rlfs_cow_gc(struct rlfs_mount *mp, uint32_t min_age_s);
 #define RLFS_COW_FILL_DEFAULT 1u
 #define RLFS_COW_FILL_MAX 16u
 void rlfs_set_cow_fill(struct rlfs_mount *mp, uint32_t max_blocks);
+/*
+ * The writeback reserve: bytes of free space held back for data a cache
+ * above the library (the FUSE writeback cache) has accepted from write(2)
+ * and not yet written here.  Only writes with RLFS_WRITE_CACHED (and
+ * operations that free space: unlink, truncate) may use it; every other
+ * allocation fails with -ENOSPC once only the reserve is left, and statfs
+ * leaves it out of f_bavail.  The caller bounds what its cache can hold
+ * to this much (the daemon lowers the kernel's dirty limit for the mount,
+ * /sys/class/bdi/.../max_bytes) and stops accepting writes once f_bavail
+ * is 0, so what was accepted always finds room: ENOSPC at write(2), never
+ * data lost at writeback (XFS reserves delalloc blocks at write(2) for
+ * the same promise).  Rounded up to blocks, at most half the filesystem;
+ * 0 (the default) turns it off.  Any time.
+ */
+void rlfs_set_writeback_reserve(struct rlfs_mount *mp, uint64_t bytes);
+/*
+ * Blocks available to ordinary allocations (f_bavail as a signed count:
+ * may be negative while the reserves are in use), read without locks: a
+ * hint for hot paths (the daemon's check after each writeback WRITE), not
+ * a promise.
+ */
+int64_t rlfs_avail_blocks_hint(struct rlfs_mount *mp);
 /* fallocate(2): mode 0, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE|KEEP_SIZE,
  * FALLOC_FL_ZERO_RANGE (±KEEP_SIZE), FALLOC_FL_UNSHARE_RANGE (±KEEP_SIZE:
  * give the range private copies of shared blocks); others -EOPNOTSUPP.
