@@ -174,6 +174,40 @@ static void test_reservations(void **state)
 	done(mp);
 }
 
+/* The writeback reserve (rlfs_set_writeback_reserve): ordinary
+ * transactions leave it alone, writeback ones (flag, or inside
+ * rlfs_trans_writeback_begin/_end) and RESERVE ones may take it. */
+static void test_writeback_reserve(void **state)
+{
+	(void)state;
+	struct rlfs_mount *mp = bare(4096, 32);
+	struct rlfs_trans *tp;
+	mp->fdblocks = 20;
+	mp->resblks = 4;
+	rlfs_set_writeback_reserve(mp, 10 * 4096 - 100);  /* rounds up: 10 blocks */
+	assert_int_equal(rlfs_avail_blocks_hint(mp), 6);
+	assert_int_equal(rlfs_trans_alloc(mp, &mp->resv.tr_fsck, 7, 0, &tp), -ENOSPC);
+	assert_int_equal(rlfs_trans_alloc(mp, &mp->resv.tr_fsck, 6, 0, &tp), 0);
+	rlfs_trans_cancel(tp);
+	assert_int_equal(rlfs_trans_alloc(mp, &mp->resv.tr_fsck, 16, RLFS_TRANS_WRITEBACK, &tp), 0);
+	rlfs_trans_cancel(tp);
+	assert_int_equal(rlfs_trans_alloc(mp, &mp->resv.tr_fsck, 17, RLFS_TRANS_WRITEBACK, &tp),
+			 -ENOSPC);
+	assert_int_equal(rlfs_trans_alloc(mp, &mp->resv.tr_fsck, 20, RLFS_TRANS_RESERVE, &tp), 0);
+	rlfs_trans_cancel(tp);
+	rlfs_trans_writeback_begin();
+	assert_int_equal(rlfs_trans_alloc(mp, &mp->resv.tr_fsck, 16, 0, &tp), 0);
+	rlfs_trans_cancel(tp);
+	rlfs_trans_writeback_end();
+	assert_int_equal(rlfs_trans_alloc(mp, &mp->resv.tr_fsck, 16, 0, &tp), -ENOSPC);
+	/* never more than half the filesystem */
+	rlfs_set_writeback_reserve(mp, UINT64_C(1) << 40);
+	assert_int_equal(mp->wb_resv_blocks, mp->dblocks / 2);
+	rlfs_set_writeback_reserve(mp, 0);
+	assert_int_equal(rlfs_avail_blocks_hint(mp), 16);
+	done(mp);
+}
+
 /* Log reservations (trans_resv.h): the measure, the table's shape, and a
  * commit that logs more than its type's reservation is counted and
  * reported to $RLFS_RESV_REPORT (restored after: tests/run.sh's own
@@ -485,6 +519,7 @@ int main(void)
 		cmocka_unit_test(test_commit_cancel_flush),
 		cmocka_unit_test(test_binval_range),
 		cmocka_unit_test(test_reservations),
+		cmocka_unit_test(test_writeback_reserve),
 		cmocka_unit_test(test_log_reservations),
 		cmocka_unit_test(test_cache_eviction),
 		cmocka_unit_test(test_flush_runs),
