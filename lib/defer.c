@@ -236,6 +236,17 @@ static int finish_one(struct rlfs_trans *tp, struct rlfs_defer_pending *p)
 	return 0;
 }
 
+int rlfs_defer_capture(struct rlfs_trans *tp)
+{
+	int err = log_intents(tp);
+	if (err)
+		return err;
+	/* in the log now: recovery decodes them from there */
+	cancel_pending(tp->dfops);
+	tp->dfops = NULL;
+	return 0;
+}
+
 int rlfs_defer_finish_recovered(struct rlfs_trans *tp, uint64_t intent_id)
 {
 	struct rlfs_defer_pending *p = tp->dfops;

@@ -192,6 +192,17 @@ int rlfs_defer_finish(struct rlfs_trans **tpp);
  * xfs_defer_finish_recovery.
  */
 int rlfs_defer_finish_recovered(struct rlfs_trans *tp, uint64_t intent_id);
+/*
+ * Log recovery: log an intent for every batch queued on tp and drop the
+ * in-core work without doing it; tp's commit then writes the intents, and
+ * recovery finishes them later from their logged payload, after every
+ * intent that was in the log before (XFS captures a recovered intent's
+ * follow-up work the same way and finishes it only once all recovered
+ * intents had their step, xfs_defer_ops_capture / xlog_finish_defer_ops).
+ * 0 or -ENOMEM / the log's error (tp keeps what was not logged for the
+ * caller's cancel).
+ */
+int rlfs_defer_capture(struct rlfs_trans *tp);
 /* Drop all queued work of tp without doing it (transaction cancel). */
 void rlfs_defer_cancel(struct rlfs_trans *tp);
 

@@ -106,6 +106,9 @@ struct rlfs_log_ilog {
 	bool done;
 	bool recovered;
 	bool in_cil;
+	bool capture;               /* logged by recovery for follow-up work:
+	                               keeps data and becomes recovered once
+	                               its checkpoint is written */
 	uint64_t id;
 	uint8_t *data;
 	uint64_t lsn;
@@ -194,6 +197,10 @@ struct rlfs_log {
 	 * off (testing: RLFS_LOG_NO_RELOG=1 at mount, or a test) */
 	uint32_t relog_blocks;
 	bool no_relog;
+	/* while log recovery captures an intent's follow-up work
+	 * (log_intent.c recover_one): intents logged are marked capture */
+	bool capturing;
+	uint32_t capture_pending;   /* such intents still in the CIL */
 	/* while unflushed: the oldest tail written into an unflushed
 	 * checkpoint record.  Such a checkpoint has already moved its
 	 * relogged blocks to its own LSN in the AIL, but until it is durable

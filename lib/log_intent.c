@@ -175,6 +175,7 @@ static void ilog_committed(struct rlfs_trans *tp, struct rlfs_log_item *lip)
 		ilist_append(&log->cil_intents, il);
 		ihash_add(log, il);
 		log->cil_nintents++;
+		log->capture_pending += il->capture;
 		log->stats.intents_logged++;
 		log->stats.intents_relogged += it->relog;
 		return;
@@ -185,6 +186,7 @@ static void ilog_committed(struct rlfs_trans *tp, struct rlfs_log_item *lip)
 		ilist_remove(&log->cil_intents, intent);
 		ihash_del(log, intent);
 		log->cil_nintents--;
+		log->capture_pending -= intent->capture;
 		log->stats.intents_whiteout++;
 		rlfs_log_ilog_free_list(intent);
 		rlfs_log_ilog_free_list(il);
@@ -254,6 +256,7 @@ static int intent_join(struct rlfs_trans *tp, const struct rlfs_defer_type *type
 	il->count = count;
 	il->item_bytes = (uint16_t)type->item_bytes;
 	il->id = intent_id;
+	il->capture = mp->log->capturing;
 	return ilog_join(tp, il, relog);
 }
 
@@ -329,9 +332,17 @@ void rlfs_log_intents_pushed(struct rlfs_log *log, uint64_t ckpt_lsn)
 		n = il->next;
 		il->lsn = ckpt_lsn;
 		il->in_cil = false;
-		/* the payload is in the log: only the id is needed now */
-		free(il->data);
-		il->data = NULL;
+		if (il->capture) {
+			/* recovery's captured follow-up work: recovered from
+			 * this payload like the intents found in the log */
+			il->capture = false;
+			log->capture_pending--;
+			il->recovered = true;
+		} else {
+			/* the payload is in the log: only the id is needed now */
+			free(il->data);
+			il->data = NULL;
+		}
 		ilist_append(&log->live_intents, il);
 	}
 	for (il = log->cil_dones.first; il; il = n) {
@@ -398,6 +409,13 @@ static int recover_one(struct rlfs_mount *mp, struct rlfs_log_ilog *il)
 		err = type->recover_item(tp, p + (size_t)i * il->item_bytes, il->item_bytes);
 	if (!err)
 		err = rlfs_defer_finish_recovered(tp, il->id);
+	/* the follow-up work is logged as new intents, not finished: see
+	 * rlfs_log_recover_intents */
+	if (!err) {
+		mp->log->capturing = true;
+		err = rlfs_defer_capture(tp);
+		mp->log->capturing = false;
+	}
 	if (err) {
 		rlfs_trans_cancel(tp);
 		return err;
@@ -453,8 +471,18 @@ static int relog_recovered_trans(struct rlfs_mount *mp, struct rlfs_log_ilog **v
 }
 
 /*
- * Recovery finishes the recovered intents one at a time, each with its
- * follow-up chain; those still waiting keep their old LSNs and hold the
+ * Recovery finishes the recovered intents one at a time, oldest first
+ * (LSN, then id); the follow-up work of each (the RUIs and CUIs of a BUI's
+ * unmap) is not finished with it but logged as new intents
+ * (rlfs_defer_capture), which come after every intent that was in the log
+ * before, as XFS captures recovered intents' chains and finishes them only
+ * after all recovered intents had their step.  A running chain goes depth
+ * first: the children of an unmap run before the map logged ahead of
+ * them.  Recovery cannot run them in that order (it does not know which
+ * intent was whose child), so each intent's step must hold whichever of
+ * the pending intents ran first: the types keep their items to exactly the
+ * blocks they change (bmap.c's RUIs), and a child done later still finds
+ * what it changes.  Those still waiting keep their old LSNs and hold the
  * tail meanwhile.  When one of them (not next, finished now) is
  * log->relog_blocks behind the head, all of them are relogged, in their
  * recovery order, before next is finished: a done for each and a new
@@ -548,6 +576,20 @@ int rlfs_log_recover_intents(struct rlfs_mount *mp)
 			if (l->recovered && (!il || l->lsn < il->lsn ||
 					     (l->lsn == il->lsn && l->id < il->id)))
 				il = l;
+		if (!il && log->capture_pending) {
+			/* captured work still in the CIL: written now, it is
+			 * live and recovered, after everything before it */
+			rlfs_meta_lock(mp);
+			err = rlfs_log_force(mp);
+			pthread_mutex_unlock(&mp->meta_lock);
+			if (err)
+				break;
+			if (log->capture_pending) {
+				err = -EIO;   /* cannot happen: the force pushed the CIL */
+				break;
+			}
+			continue;
+		}
 		if (!il)
 			break;
 		err = relog_recovered(mp, il);
