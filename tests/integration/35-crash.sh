@@ -222,6 +222,22 @@ if [ "$haslog" = 1 ]; then
 		die "cowwide seed 2 cuts: exit $rc, ${failed:-?} of ${n:-?} failed"
 	}
 	log "cowwide seed 2 cuts: $n images, none failed"
+	# ... and one where a dedupe's pending BUI map was recovered before the
+	# RUI unmaps that its unmap (done, logged later) had queued: recovery
+	# now logs each recovered intent's follow-up work as new intents and
+	# finishes them after all the others (lib/log_intent.c)
+	set +e
+	RLFS_LOG_FORCE_INTENTS=1 run_to 300 "$CT" --workload dedupe --seed 5 --count 1 --mode all \
+		>"$T/fixed.out" 2>&1
+	rc=$?
+	set -e
+	n=$(field images "$T/fixed.out")
+	failed=$(field failed "$T/fixed.out")
+	[ "$rc" = 0 ] && [ "${failed:-1}" = 0 ] && [ "${n:-0}" -ge 150 ] || {
+		grep -A6 "^FAIL" "$T/fixed.out" | head -30
+		die "dedupe seed 5 forced-intent cuts: exit $rc, ${failed:-?} of ${n:-?} failed"
+	}
+	log "dedupe seed 5 forced-intent cuts: $n images, none failed"
 
 	# 4. every intent in a checkpoint of its own (RLFS_LOG_FORCE_INTENTS): the
 	# cuts then fall between an intent and its done, so recovery has to finish
