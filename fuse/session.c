@@ -769,12 +769,17 @@ static int run_loop(void)
 }
 
 /*
- * CoW garbage collection on a timer (XFS's background cowblocks scan):
- * every quarter of the idle time (at most a minute) give back the staged
- * CoW blocks of files whose fork has been non-empty for g_cowgc_s seconds
- * and that nobody is writing now (rlfs_cowfork_gc, trylock).  Stopped
- * (joined) before the mount closes.
+ * Background work on timers, in one thread, stopped (joined) before the
+ * mount closes:
+ *  - CoW garbage collection (XFS's background cowblocks scan): every
+ *    quarter of the idle time (at most a minute) give back the staged CoW
+ *    blocks of files whose fork has been non-empty for g_cowgc_s seconds
+ *    and that nobody is writing now (rlfs_cowfork_gc, trylock);
+ *  - the idle AIL push (xfsaild's role): every RLFS_AILD_MS,
+ *    rlfs_log_push_idle writes dirty metadata in place while no
+ *    transaction commits, so that the next busy phase finds log space.
  */
+#define RLFS_AILD_MS 200
 static long g_cowgc_s = RLFS_COWGC_DEFAULT_S;
 static pthread_mutex_t g_cowgc_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t g_cowgc_cond = PTHREAD_COND_INITIALIZER;
@@ -785,16 +790,26 @@ static void *cowgc_thread(void *arg)
 {
 	(void)arg;
 	long every = g_cowgc_s / 4 < 1 ? 1 : g_cowgc_s / 4 > 60 ? 60 : g_cowgc_s / 4;
+	long ticks = every * 1000 / RLFS_AILD_MS, tick = 0;
 	pthread_mutex_lock(&g_cowgc_lock);
 	while (!g_cowgc_stop) {
 		struct timespec dl;
 		clock_gettime(CLOCK_REALTIME, &dl);
-		dl.tv_sec += every;
+		dl.tv_nsec += RLFS_AILD_MS * 1000000L;
+		if (dl.tv_nsec >= 1000000000L) {
+			dl.tv_sec++;
+			dl.tv_nsec -= 1000000000L;
+		}
 		pthread_cond_timedwait(&g_cowgc_cond, &g_cowgc_lock, &dl);
 		if (g_cowgc_stop)
 			break;
 		pthread_mutex_unlock(&g_cowgc_lock);
-		{
+		int perr = rlfs_log_push_idle(g_mp);
+		if (perr < 0)
+			logmsg("reflinkfs: writing metadata back in the background failed: %s",
+			       strerror(-perr));
+		if (g_cowgc_s > 0 && ++tick >= ticks) {
+			tick = 0;
 			int64_t n = rlfs_cow_gc(g_mp, (uint32_t)g_cowgc_s);
 			if (n < 0)
 				logmsg("reflinkfs: giving back idle staged CoW blocks failed: %s",
@@ -808,8 +823,6 @@ static void *cowgc_thread(void *arg)
 
 static void cowgc_start(void)
 {
-	if (g_cowgc_s <= 0)
-		return;
 	sigset_t all, old;
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, &old);

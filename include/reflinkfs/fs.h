@@ -591,6 +591,18 @@ struct rlfs_log_stats {
 				     * the work left) so that a long deferred
 				     * chain does not hold the log's tail */
 };
+/*
+ * Background AIL push, xfsaild's role, for a caller's timer (the daemon
+ * calls it every 200 ms): if no transaction committed since the previous
+ * call and more than half of the log is in use, write the oldest dirty
+ * metadata in place until another eighth of the log is free (up to three
+ * quarters), so that a busy phase's metadata goes out while the
+ * filesystem is quiet instead of stalling the next checkpoint that does
+ * not fit.  Does nothing while meta_lock is held (not idle), read-only, or
+ * without a log.  1 if it pushed, 0 if not, or negative errno of the
+ * writes (the images stay dirty).
+ */
+int rlfs_log_push_idle(struct rlfs_mount *mp);
 /* true if mp has a log (RLFS_FEAT_INCOMPAT_LOG). */
 bool rlfs_has_log(struct rlfs_mount *mp);
 /* Copy mp's log statistics to *st (zeros without a log).  Takes meta_lock. */
