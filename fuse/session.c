@@ -477,11 +477,12 @@ static void warn_image_mode(const char *prog, const char *image)
 static long long g_wbresv_bytes;
 
 /* The reserve's size, before the mount: -o wbresv=BYTES or the default
- * (RLFS_WBRESV_*); nothing on a read-only mount. */
+ * (RLFS_WBRESV_*); set on a read-only mount too, for a remount
+ * read-write. */
 static void writeback_reserve_size(const struct rlfs_daemon_opts *o)
 {
 	g_wbresv_bytes = 0;
-	if (o->wbresv_bytes == 0 || (o->mount_flags & RLFS_MOUNT_RDONLY))
+	if (o->wbresv_bytes == 0)
 		return;
 	struct statvfs sv;
 	if (rlfs_statfs(g_mp, &sv) != 0)
