@@ -56,6 +56,8 @@ seq_run() {
 	# shared blocks: a clone, each side shifted differently
 	xio -f -c "pwrite -S 0x51 0 512k" -c "pwrite -S 0x52 512k 512k" -c fsync "$d/s1"
 	xio -f -c "reflink $d/s1" "$d/s2"
+	xio -c "fcollapse 512k 512k" "$d/s1"      # ends exactly at EOF: EINVAL
+	xio -c "finsert 1m 4k" "$d/s1"            # exactly at EOF: EINVAL
 	xio -c "fcollapse 64k 128k" "$d/s1"
 	xio -c "finsert 256k 64k" -c "pwrite -S 0x53 260k 4k" "$d/s2"
 	xio -c "fcollapse 0 4k" -c "finsert 8k 4k" "$d/s2"
