@@ -48,6 +48,12 @@ seq_run() {
 	xio -c "falloc -c -p 0 4k" "$d/frag"
 	xio -c "fcollapse 0 0" "$d/frag"
 	xio -c "finsert 0 $((0x7ffffffffffff000))" "$d/frag"
+	# cached pages: read in the same open before and after the shift
+	# (the daemon must drop the kernel's pages of the file)
+	xio -f -c "pwrite -S 0x71 0 4k" -c "pwrite -S 0x72 4k 4k" -c "pwrite -S 0x73 8k 4k" \
+		-c "pwrite -S 0x74 12k 4k" -c "pread 0 16k" -c "fcollapse 4k 4k" \
+		-c "pread -v 0 16" -c "pread -v 4k 16" -c "pread -v 8k 16" -c "finsert 0 4k" \
+		-c "pread -v 0 16" -c "pread -v 4k 16" -c "pread -v 12k 16" "$d/cache"
 	# holes, unwritten extents, a partial last block
 	xio -f -c "pwrite -S 0x41 0 64k" -c "falloc 64k 192k" -c "pwrite -S 0x42 300k 50k" \
 		-c "falloc -k 400k 100k" -c "truncate 360000" "$d/u"
@@ -70,7 +76,7 @@ seq_run() {
 	mkdir -p "$d/dir"
 	xio -c "fcollapse 0 4k" "$d/dir"
 	xio -r -c "fcollapse 0 4k" "$d/u"
-	for f in frag u s1 s2 imm app; do
+	for f in frag u s1 s2 imm app cache; do
 		echo "$f $(stat -c %s "$d/$f") $(md5sum <"$d/$f" | cut -c1-16)"
 	done
 }
@@ -94,11 +100,11 @@ expect_rc 1 "$RLFS" io -c "fcollapse 0 1000" "$T/rlfs/io"
 cmp "$T/xfs/io" "$T/rlfs/io" || die "reflinkfs io fcollapse/finsert: contents differ from XFS"
 [ "$(stat -c %s "$T/xfs/io")" = "$(stat -c %s "$T/rlfs/io")" ] || die "io: sizes differ"
 
-grep -E '^(frag|u|s1|s2|imm|app) ' "$T/rlfs.out" >"$T/sums"
+grep -E '^(frag|u|s1|s2|imm|app|cache) ' "$T/rlfs.out" >"$T/sums"
 rlfs_umount "$T/rlfs"
 rlfs_fsck "$T/rlfs.img"
 rlfs_mount "$T/rlfs.img" "$T/rlfs"
-for f in frag u s1 s2 imm app; do
+for f in frag u s1 s2 imm app cache; do
 	echo "$f $(stat -c %s "$T/rlfs/$f") $(md5sum <"$T/rlfs/$f" | cut -c1-16)"
 done >"$T/sums2"
 diff -u "$T/sums" "$T/sums2" >&2 || die "contents changed across unmount/remount"
