@@ -21,6 +21,9 @@
  *   test_random        random writes, clones, punches, collapses and
  *                      inserts over five files against a model, remounts
  *                      between
+ *   test_bad_item      log recovery refuses malformed SXI items (bad op,
+ *                      flags, pad, zero shift, cursor out of range, an inode
+ *                      not in use or not a regular file) with -EUCLEAN
  *   test_crash         every cut of the device writes of a many-step
  *                      collapse and of an insert (intents forced to the
  *                      log one by one): after recovery the file is wholly
@@ -43,6 +46,7 @@
 #include "inode.h"
 #include "refcount.h"
 #include "reflinkfs/fs.h"
+#include "shift.h"
 
 #define MB (1024ull * 1024)
 #define BS 4096u
@@ -478,6 +482,72 @@ static void test_random(void **state)
 	tu_unmount(&fs);
 }
 
+static void put_sxi(struct rlfs_sxi_item *x, uint64_t ino, uint64_t startoff, uint64_t shift,
+		    uint64_t cursor, uint64_t size, uint32_t flags, uint32_t pad)
+{
+	rlfs_put64(x->ino, ino);
+	rlfs_put64(x->startoff, startoff);
+	rlfs_put64(x->shift, shift);
+	rlfs_put64(x->cursor, cursor);
+	rlfs_put64(x->new_size, size);
+	rlfs_put32(x->flags, flags);
+	rlfs_put32(x->pad, pad);
+}
+
+static void test_bad_item(void **state)
+{
+	(void)state;
+	struct tu_fs fs;
+	tu_mkfs_mount(&fs, 64 * MB, BS, 2);
+	struct rlfs_mount *mp = fs.mp;
+	struct mfile m = { 0 };
+	m.ino = mkfile(mp, "b");
+	mf_write(mp, &m, 0, 8 * BS, 1);
+	struct stat st;
+	assert_int_equal(rlfs_mkdir(mp, rlfs_root_ino(mp), "d", 0755, 0, 0, &st), 0);
+	rlfs_forget(mp, st.st_ino, 1);
+	uint64_t C = RLFS_SXI_COLLAPSE, I = RLFS_SXI_INSERT, P = RLFS_SXI_PUNCHING;
+	struct { uint64_t ino, so, sh, cur, size; uint32_t flags, pad; int want; } c[] = {
+		{ m.ino, 1, 2, 3, 100, C, 0, 0 },               /* good: collapse, shifting */
+		{ m.ino, 1, 2, 1, 100, C | P, 0, 0 },           /* good: punching */
+		{ m.ino, 1, 2, 8, 100, I, 0, 0 },               /* good: insert */
+		{ m.ino, 1, 2, 3, 100, 3, 0, -EUCLEAN },        /* no such op */
+		{ m.ino, 1, 2, 3, 100, I | P, 0, -EUCLEAN },    /* insert never punches */
+		{ m.ino, 1, 2, 3, 100, C | (1u << 9), 0, -EUCLEAN },
+		{ m.ino, 1, 2, 3, 100, C, 7, -EUCLEAN },        /* pad */
+		{ m.ino, 1, 0, 3, 100, C, 0, -EUCLEAN },        /* shift 0 */
+		{ m.ino, 1, 2, 2, 100, C, 0, -EUCLEAN },        /* cursor inside the range */
+		{ m.ino, 5, 2, 4, 100, I, 0, -EUCLEAN },        /* cursor below startoff */
+		{ m.ino, UINT64_MAX - 1, 2, 3, 100, C, 0, -EUCLEAN },
+		{ m.ino, 1, 2, 3, UINT64_MAX, C, 0, -EUCLEAN }, /* size past the largest */
+		{ 0, 1, 2, 3, 100, C, 0, -EUCLEAN },
+		{ st.st_ino, 1, 2, 3, 100, C, 0, -EUCLEAN },    /* a directory */
+		{ m.ino + 1000, 1, 2, 3, 100, C, 0, -EUCLEAN }, /* not in use */
+	};
+	for (size_t i = 0; i < sizeof(c) / sizeof(c[0]); i++) {
+		struct rlfs_sxi_item x;
+		put_sxi(&x, c[i].ino, c[i].so, c[i].sh, c[i].cur, c[i].size, c[i].flags, c[i].pad);
+		struct rlfs_trans *tp;
+		assert_int_equal(rlfs_trans_alloc(mp, &mp->resv.tr_recover, 0, 0, &tp), 0);
+		int r = rlfs_sxi_type.recover_item(tp, &x, sizeof(x));
+		if (r != c[i].want)
+			fail_msg("item %zu: %d, expected %d", i, r, c[i].want);
+		if (r == 0)
+			assert_non_null(tp->dfops);
+		rlfs_trans_cancel(tp);   /* drops the queued work */
+	}
+	/* a short item */
+	struct rlfs_sxi_item x;
+	put_sxi(&x, m.ino, 1, 2, 3, 100, RLFS_SXI_COLLAPSE, 0);
+	struct rlfs_trans *tp;
+	assert_int_equal(rlfs_trans_alloc(mp, &mp->resv.tr_recover, 0, 0, &tp), 0);
+	assert_int_equal(rlfs_sxi_type.recover_item(tp, &x, sizeof(x) - 8), -EUCLEAN);
+	rlfs_trans_cancel(tp);
+	mf_verify(mp, &m, "untouched");
+	free(m.data);
+	tu_unmount(&fs);
+}
+
 /* Cut the device record of one shift at every event; each crash image,
  * mounted (log recovery), shows the file before or after, and fsck -n is
  * clean. */
@@ -565,6 +635,7 @@ int main(void)
 		cmocka_unit_test(test_unwritten),
 		cmocka_unit_test(test_errors),
 		cmocka_unit_test(test_random),
+		cmocka_unit_test(test_bad_item),
 		cmocka_unit_test(test_crash),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
