@@ -1336,10 +1336,12 @@ int rlfs_fallocate(struct rlfs_mount *mp, uint64_t ino, int mode, off_t off, off
 	if (mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE |
 		     FALLOC_FL_UNSHARE_RANGE | FALLOC_FL_COLLAPSE_RANGE | FALLOC_FL_INSERT_RANGE))
 		return -EOPNOTSUPP;
-	/* vfs_fallocate: collapse and insert combine with nothing */
+	/* vfs_fallocate (Linux 6.15 on, where the modes are exclusive):
+	 * collapse and insert combine with nothing, KEEP_SIZE included
+	 * (-EOPNOTSUPP; earlier kernels said -EINVAL) */
 	if (((mode & FALLOC_FL_COLLAPSE_RANGE) && (mode & ~FALLOC_FL_COLLAPSE_RANGE)) ||
 	    ((mode & FALLOC_FL_INSERT_RANGE) && (mode & ~FALLOC_FL_INSERT_RANGE)))
-		return -EINVAL;
+		return -EOPNOTSUPP;
 	/* vfs_fallocate: unshare combines only with KEEP_SIZE */
 	if ((mode & FALLOC_FL_UNSHARE_RANGE) &&
 	    (mode & ~(FALLOC_FL_UNSHARE_RANGE | FALLOC_FL_KEEP_SIZE)))

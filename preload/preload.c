@@ -420,10 +420,12 @@ static int shim_fallocate(const char *sym, int fd, int mode, off_t offset, off_t
 		u.flags = (mode & FALLOC_FL_KEEP_SIZE) ? RLFS_IOC_UNSHARE_KEEP_SIZE : 0;
 		return real_ioctl(fd, RLFS_IOC_UNSHARE_RANGE, &u);
 	}
-	if ((mode & (FALLOC_FL_COLLAPSE_RANGE | FALLOC_FL_INSERT_RANGE)) && fd_is_reflinkfs(fd)) {
-		/* vfs_fallocate's checks first: alone, offset >= 0, len > 0 */
-		if ((mode != FALLOC_FL_COLLAPSE_RANGE && mode != FALLOC_FL_INSERT_RANGE) ||
-		    offset < 0 || len <= 0) {
+	/* collapse or insert alone (combined with other bits, the kernel's
+	 * own answer: EOPNOTSUPP, or EINVAL before Linux 6.15) */
+	if ((mode == FALLOC_FL_COLLAPSE_RANGE || mode == FALLOC_FL_INSERT_RANGE) &&
+	    fd_is_reflinkfs(fd)) {
+		/* vfs_fallocate's checks first: offset >= 0, len > 0 */
+		if (offset < 0 || len <= 0) {
 			errno = EINVAL;
 			return -1;
 		}

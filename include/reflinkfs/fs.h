@@ -272,7 +272,8 @@ void rlfs_set_cow_fill(struct rlfs_mount *mp, uint32_t max_blocks);
 /* fallocate(2): mode 0, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE|KEEP_SIZE,
  * FALLOC_FL_ZERO_RANGE (±KEEP_SIZE), FALLOC_FL_UNSHARE_RANGE (±KEEP_SIZE:
  * give the range private copies of shared blocks), FALLOC_FL_COLLAPSE_RANGE
- * and FALLOC_FL_INSERT_RANGE (alone, else -EINVAL; off and len multiples of
+ * and FALLOC_FL_INSERT_RANGE (alone, else -EOPNOTSUPP as vfs_fallocate of
+ * Linux 6.15 on; off and len multiples of
  * the block size, else -EINVAL; a collapse must end before EOF and an
  * insert start before it, else -EINVAL; an insert growing the file past the
  * largest size -EFBIG; crash-atomic: after a crash the file is wholly

@@ -46,6 +46,22 @@ seq_run() {
 	xio -c "falloc -c -k 0 4k" "$d/frag"
 	xio -c "falloc -i -k 0 4k" "$d/frag"
 	xio -c "falloc -c -p 0 4k" "$d/frag"
+	# modes combined (EOPNOTSUPP from Linux 6.15 on, EINVAL before) and
+	# bad offsets, through fallocate(2) itself (the shim on reflinkfs)
+	$pre $PY -c '
+import ctypes, errno, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+fd = os.open(sys.argv[1], os.O_RDWR)
+C, I, K, P, Z = 0x08, 0x20, 0x01, 0x02, 0x10
+for name, mode, off, ln in [("C|K", C | K, 0, 4096), ("I|K", I | K, 0, 4096),
+                            ("C|I", C | I, 0, 4096), ("C|P|K", C | P | K, 0, 4096),
+                            ("I|Z", I | Z, 0, 4096), ("C off -4k", C, -4096, 4096),
+                            ("I len 0", I, 0, 0), ("C len -4k", C, 0, -4096),
+                            ("I wrap", I, 4096, (1 << 63) - 4096)]:
+    r = libc.fallocate(fd, mode, off, ln)
+    print(name, r, errno.errorcode.get(ctypes.get_errno(), "?") if r else "")
+' "$d/frag"
 	xio -c "fcollapse 0 0" "$d/frag"
 	xio -c "finsert 0 $((0x7ffffffffffff000))" "$d/frag"
 	# cached pages: read in the same open before and after the shift

@@ -15,7 +15,8 @@
  *                      splits an unwritten extent
  *   test_errors        the errnos of fallocate(2) / xfs_file_fallocate:
  *                      EINVAL (unaligned, collapse reaching EOF, insert at
- *                      EOF, combined with another flag, len 0), EISDIR,
+ *                      EOF, len 0), EOPNOTSUPP (combined with another flag,
+ *                      as vfs_fallocate of Linux 6.15 on), EISDIR,
  *                      ENODEV, EPERM (immutable, append-only), EFBIG;
  *                      nothing changes
  *   test_random        random writes, clones, punches, collapses and
@@ -362,12 +363,12 @@ static void test_errors(void **state)
 		{ COLLAPSE, 10 * BS, BS, -EINVAL },         /* past EOF */
 		{ COLLAPSE, 0, 0, -EINVAL },
 		{ COLLAPSE, -BS, BS, -EINVAL },
-		{ COLLAPSE | FALLOC_FL_KEEP_SIZE, 0, BS, -EINVAL },
+		{ COLLAPSE | FALLOC_FL_KEEP_SIZE, 0, BS, -EOPNOTSUPP },
 		{ INSERT, 512, BS, -EINVAL },
 		{ INSERT, 11 * BS, BS, -EINVAL },           /* at or past EOF */
-		{ INSERT | FALLOC_FL_KEEP_SIZE, 0, BS, -EINVAL },
-		{ INSERT | COLLAPSE, 0, BS, -EINVAL },
-		{ INSERT | FALLOC_FL_PUNCH_HOLE, 0, BS, -EINVAL },
+		{ INSERT | FALLOC_FL_KEEP_SIZE, 0, BS, -EOPNOTSUPP },
+		{ INSERT | COLLAPSE, 0, BS, -EOPNOTSUPP },
+		{ INSERT | FALLOC_FL_PUNCH_HOLE, 0, BS, -EOPNOTSUPP },
 		{ INSERT, 0, (off_t)(mp->maxbytes & ~(uint64_t)(BS - 1)), -EFBIG },
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
