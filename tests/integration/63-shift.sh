@@ -1,5 +1,5 @@
 #!/bin/bash
-# 62-shift: fallocate FALLOC_FL_COLLAPSE_RANGE and FALLOC_FL_INSERT_RANGE
+# 63-shift: fallocate FALLOC_FL_COLLAPSE_RANGE and FALLOC_FL_INSERT_RANGE
 # (issue 14 part 2), differential against kernel XFS.  The same xfs_io
 # sequences (fcollapse, finsert, falloc -c / -i with other flags) run on a
 # kernel XFS loop mount and on reflinkfs through the LD_PRELOAD shim (the
