@@ -253,8 +253,10 @@ int rlfs_defer_finish_recovered(struct rlfs_trans *tp, uint64_t intent_id)
 		/* cancelled with tp on error.  -EAGAIN: the rest gets a new
 		 * intent, which sorts after the old intents behind this one:
 		 * a type whose items may be partly done must keep each item
-		 * independent of the later intents of its chain (no
-		 * finish_item returns -EAGAIN today) */
+		 * independent of the later intents of its chain.  The one
+		 * that does, the SXI (shift.c), is: its chain logs nothing
+		 * after it but what its own steps queue, and those are
+		 * finished in this transaction's chain before its next step */
 		*tailp = p;
 		return err == -EAGAIN ? 0 : err;
 	}

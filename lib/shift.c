@@ -294,7 +294,7 @@ int rlfs_shift_range(struct rlfs_inode *ip, bool collapse, uint64_t startoff, ui
 		/* the end of the last mapping: nothing may move past the
 		 * largest file offset */
 		uint64_t last = ip->next ? irec_end(&ip->ext[ip->next - 1]) : startoff;
-		if (last > max_fileoff(mp) - shift)
+		if (shift > max_fileoff(mp) || last > max_fileoff(mp) - shift)
 			return -EFBIG;
 		w.cursor = RLFS_MAX(last, startoff);
 	}
