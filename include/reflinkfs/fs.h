@@ -293,7 +293,13 @@ void rlfs_set_writeback_reserve(struct rlfs_mount *mp, uint64_t bytes);
 int64_t rlfs_avail_blocks_hint(struct rlfs_mount *mp);
 /* fallocate(2): mode 0, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE|KEEP_SIZE,
  * FALLOC_FL_ZERO_RANGE (±KEEP_SIZE), FALLOC_FL_UNSHARE_RANGE (±KEEP_SIZE:
- * give the range private copies of shared blocks); others -EOPNOTSUPP.
+ * give the range private copies of shared blocks), FALLOC_FL_COLLAPSE_RANGE
+ * and FALLOC_FL_INSERT_RANGE (alone, else -EOPNOTSUPP as vfs_fallocate of
+ * Linux 6.15 on; off and len multiples of
+ * the block size, else -EINVAL; a collapse must end before EOF and an
+ * insert start before it, else -EINVAL; an insert growing the file past the
+ * largest size -EFBIG; crash-atomic: after a crash the file is wholly
+ * shifted or untouched); others -EOPNOTSUPP.
  * Updates mtime/ctime; setuid/setgid are the caller's business (the
  * kernel's file_modified() depends on its caller's credentials: a FUSE
  * daemon gets a SETATTR for it, see rlfs_setattr's KILL bits). */

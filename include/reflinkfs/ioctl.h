@@ -233,4 +233,28 @@ struct rlfs_ioc_fsmap_geom {
 	__u64 reserved[2];          /* must be zero */
 };
 #define RLFS_IOC_FSMAP_GEOM _IOWR(RLFS_IOC_TYPE, 11, struct rlfs_ioc_fsmap_geom)
+
+/* RLFS_IOC_SHIFT_RANGE: fallocate(fd, FALLOC_FL_COLLAPSE_RANGE or
+ * FALLOC_FL_INSERT_RANGE, offset, length) (fallocate(2)), which the
+ * kernel's FUSE fallocate fails with EOPNOTSUPP before the daemon sees it.
+ * flags: exactly one of RLFS_IOC_SHIFT_COLLAPSE / _INSERT (else EINVAL).
+ * Errors as fallocate(2) on XFS: EBADF (not open for writing), EINVAL
+ * (offset or length not a multiple of the block size, a collapse reaching
+ * EOF, an insert at or past EOF, length 0), EFBIG, EPERM (immutable,
+ * append-only), EISDIR / ENODEV.  Out: new_size, the file's size after the
+ * shift.  The daemon drops the kernel's cached pages of the file; under
+ * the writeback cache the kernel keeps its own idea of the size, so the
+ * caller then calls ftruncate(fd, new_size) (a no-op for the file, which
+ * already has that size; the LD_PRELOAD shim and `reflinkfs io` do). */
+#define RLFS_IOC_SHIFT_COLLAPSE (1u << 0)
+#define RLFS_IOC_SHIFT_INSERT   (1u << 1)
+struct rlfs_ioc_shift {
+	__u64 offset;               /* in: bytes */
+	__u64 length;               /* in: bytes, > 0 */
+	__u32 flags;                /* in: RLFS_IOC_SHIFT_* */
+	__u32 reserved;             /* must be zero */
+	__u64 new_size;             /* out: bytes */
+	__u64 reserved2[2];         /* must be zero */
+};
+#define RLFS_IOC_SHIFT_RANGE _IOWR(RLFS_IOC_TYPE, 12, struct rlfs_ioc_shift)
 #endif
