@@ -526,8 +526,9 @@ static long long bdi_value(const char *path, long long wr)
  * After the mount: the kernel's dirty limit for it at most three quarters
  * of the reserve (the rest covers pages under writeback and the
  * limit's slack).  If it cannot be lowered (not root, an old kernel), the
- * reserve grows to cover the limit (at most half the filesystem: beyond
- * that a writeback can still fail, and the log says so).
+ * reserve grows toward covering the limit, but to at most an eighth of
+ * the filesystem (a small image must stay usable): beyond that a
+ * writeback can still fail at the very end, and the log says so.
  */
 static void writeback_limit_set(const char *prog)
 {
@@ -549,10 +550,18 @@ static void writeback_limit_set(const char *prog)
 		return;
 	}
 	if (cur > target) {
-		long long need = cur / 3 * 4;
+		long long need = cur / 3 * 4, cap = g_wbresv_bytes;
+		struct statvfs sv;
+		if (rlfs_statfs(g_mp, &sv) == 0 &&
+		    (long long)(sv.f_blocks / 8 * sv.f_frsize) > cap)
+			cap = (long long)(sv.f_blocks / 8 * sv.f_frsize);
+		if (need > cap)
+			need = cap;
 		rlfs_set_writeback_reserve(g_mp, (uint64_t)need);
 		logmsg("%s: could not lower the kernel's dirty limit for %s to %lld bytes (it is "
-		       "%lld): writeback reserve raised to %lld bytes", prog, g_mnt, target, cur, need);
+		       "%lld): writeback reserve %lld bytes%s", prog, g_mnt, target, cur, need,
+		       need < cur / 3 * 4 ? " (less than the limit: a writer may still lose data "
+		       "at writeback when the filesystem fills)" : "");
 	}
 }
 

@@ -187,7 +187,8 @@ int rlfs_defer_finish(struct rlfs_trans **tpp);
  * intents in log order): a crash during recovery would then replay a
  * clone's BUI map before the unmap of the same range.  Work the items
  * queue (an unmap's CUI decrease) and the rest of a -EAGAIN item stay on
- * tp for its commit to log and finish.  0, -EINVAL (tp does not hold
+ * tp, for rlfs_defer_capture to log as new intents that recovery finishes
+ * after every intent logged before them.  0, -EINVAL (tp does not hold
  * exactly one new batch), or finish_item's error (tp keeps the work for
  * the caller's cancel).  Source: xlog_recover_finish_intent,
  * xfs_defer_finish_recovery.

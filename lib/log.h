@@ -203,6 +203,10 @@ struct rlfs_log {
 	 * (log_intent.c recover_one): intents logged are marked capture */
 	bool capturing;
 	uint32_t capture_pending;   /* such intents still in the CIL */
+	bool recovering;            /* rlfs_log_recover_intents runs (it walks
+				     * the intent lists without meta_lock):
+				     * no idle push meanwhile */
+	bool idle_push_failed;      /* an idle push failed: no more of them */
 	/* while unflushed: the oldest tail written into an unflushed
 	 * checkpoint record.  Such a checkpoint has already moved its
 	 * relogged blocks to its own LSN in the AIL, but until it is durable

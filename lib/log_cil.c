@@ -329,10 +329,15 @@ void rlfs_log_commit_done(struct rlfs_mount *mp)
 int rlfs_log_push_idle(struct rlfs_mount *mp)
 {
 	struct rlfs_log *log = mp->log;
-	if (!log || mp->shutdown || (mp->flags & RLFS_MOUNT_RDONLY))
+	if (!log || __atomic_load_n(&log->recovering, __ATOMIC_ACQUIRE))
 		return 0;
 	if (pthread_mutex_trylock(&mp->meta_lock) != 0)
 		return 0;   /* busy: not idle */
+	if (mp->shutdown || (mp->flags & RLFS_MOUNT_RDONLY) || log->idle_push_failed ||
+	    __atomic_load_n(&log->recovering, __ATOMIC_ACQUIRE)) {
+		pthread_mutex_unlock(&mp->meta_lock);
+		return 0;
+	}
 	int err = 0;
 	bool idle = log->commits == log->idle_commits;
 	log->idle_commits = log->commits;
@@ -344,6 +349,8 @@ int rlfs_log_push_idle(struct rlfs_mount *mp)
 		err = rlfs_log_ail_push_free(log, want);
 		if (!err)
 			err = 1;
+		else
+			log->idle_push_failed = true;  /* once: the foreground sees it too */
 	}
 	pthread_mutex_unlock(&mp->meta_lock);
 	return err;
