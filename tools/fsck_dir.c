@@ -274,6 +274,42 @@ static int salvage_rec(struct fsck *f, uint64_t dino, const struct rlfs_dir_rec 
 	return add_edge(f, dino, r);
 }
 
+/*
+ * A leaf that failed verification (a bad crc: some byte of it is wrong)
+ * but still reads as this directory's leaf (magic, owner, level 0, a
+ * sane record count): its records are taken one by one, only those that
+ * prove themselves (the stored hash is the name's, the inode number names
+ * an inode in use, a known file type), so one damaged entry costs that
+ * entry, not its neighbours (xfs_repair's longform_dir2_rebuild salvages
+ * entries the same way).  After the verified leaves: a name both have
+ * keeps the verified one.  0 or -ENOMEM.
+ */
+static int salvage_raw_leaf(struct fsck *f, uint64_t dino, const uint8_t *blk,
+			    unsigned leaf_max, uint64_t *nkept, uint64_t *ndropped)
+{
+	const struct rlfs_btree_block *bb = (const void *)blk;
+	unsigned n = rlfs_get16(bb->numrecs);
+	if (rlfs_get32(bb->hdr.magic) != RLFS_DIRBT_MAGIC || rlfs_get64(bb->hdr.owner) != dino ||
+	    rlfs_get16(bb->level) != 0 || n > leaf_max)
+		return 0;
+	for (unsigned i = 0; i < n; i++) {
+		const struct rlfs_dir_rec *r = (const struct rlfs_dir_rec *)(bb + 1) + i;
+		uint8_t nl = r->namelen;
+		const struct ientry *c = fsck_find_inode(f, rlfs_get64(r->ino));
+		if (nl == 0 || !c || (c->flags & IE_BAD) ||
+		    r->ftype != rlfs_mode_to_ftype(c->mode) ||
+		    rlfs_dirhash((const char *)r->name, nl) != rlfs_get32(r->hash)) {
+			(*ndropped)++;
+			continue;
+		}
+		int err = salvage_rec(f, dino, r);
+		if (err)
+			return err;
+		(*nkept)++;
+	}
+	return 0;
+}
+
 /* Is fsbno among the rmapbt's blocks of the directory (sorted)? */
 static bool from_rmap(const struct ownblk *v, size_t n, uint64_t fsbno)
 {
@@ -323,7 +359,9 @@ static int salvage_dir(struct fsck *f, struct rlfs_trans *tp, struct dirrebuild 
 	size_t ntodo = 0, todo_cap = 0, nleaves = 0, leaves_cap = 0, first = f->nedges;
 	struct leaf *leaves = NULL;
 	struct sent *sents = NULL;
-	uint64_t nbad = 0;
+	uint64_t nbad = 0, nraw_kept = 0, nraw_dropped = 0;
+	uint8_t *raw = NULL;            /* leaves that failed verification, raw */
+	size_t nraw = 0, raw_cap = 0;
 	int err = 0;
 
 #define PUSH(b) do {                                                            \
@@ -359,6 +397,16 @@ static int salvage_dir(struct fsck *f, struct rlfs_trans *tp, struct dirrebuild 
 				err = -ENOMEM;
 				goto out;
 			}
+			/* kept raw for salvage_raw_leaf, after the good leaves */
+			uint8_t *nr = fsck_grow(f, raw, &raw_cap, nraw, mp->blocksize);
+			if (!nr) {
+				err = -ENOMEM;
+				goto out;
+			}
+			raw = nr;
+			if (rlfs_dev_pread(f->dev, raw + nraw * mp->blocksize, mp->blocksize,
+					   fsbno << mp->blocklog) == 0)
+				nraw++;
 			continue;
 		}
 		bb = bp->data;
@@ -422,8 +470,16 @@ static int salvage_dir(struct fsck *f, struct rlfs_trans *tp, struct dirrebuild 
 			err = salvage_rec(f, dr->ino, (const struct rlfs_dir_rec *)(bb + 1) + i);
 		rlfs_trans_brelse(tp, bp);
 	}
+	for (size_t r = 0; r < nraw && !err; r++)
+		err = salvage_raw_leaf(f, dr->ino, raw + r * mp->blocksize, leaf_max, &nraw_kept,
+				       &nraw_dropped);
 	if (err)
 		goto out;
+	if (nraw_kept || nraw_dropped)
+		FIXABLE(f, "inode %" PRIu64 " (directory): %" PRIu64 " entr%s read from leaves that "
+			"failed verification, %" PRIu64 " dropped (the name's hash, the inode or "
+			"its type did not match)", dr->ino, nraw_kept, nraw_kept == 1 ? "y" : "ies",
+			nraw_dropped);
 
 	/* a name twice (in two leaves, say): the first read stays */
 	sents = malloc((f->nedges - first + 1) * sizeof(*sents));
@@ -471,6 +527,7 @@ out:
 	free(todo);
 	free(leaves);
 	free(sents);
+	free(raw);
 	return err;
 }
 

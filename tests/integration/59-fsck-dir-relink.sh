@@ -148,6 +148,17 @@ for rm in 1 0; do
 	fi
 	check_case "root node zeroed (rmapbt=$rm)" "$img"
 
+	# one byte of one entry's name in a leaf flipped (the leaf fails its
+	# crc): the leaf's other entries are read from it raw and kept, only
+	# the damaged one is lost (its hash no longer matches its name)
+	img=$T/flip$rm.img
+	cp --sparse=always "$base" "$img"
+	for s in sums names dino; do cp "$base.$s" "$img.$s"; done
+	read -r _ leaf LOST _ < <(awk '$1 == 0 && NF > 3' "$T/blocks" | tail -1)
+	[ -n "$leaf" ] || die "no leaf of d"
+	$ED flip "$img" "$leaf" $((72 + 18))
+	check_case "an entry's name flipped in a leaf (rmapbt=$rm)" "$img"
+
 	# the inode's root pointer itself wrong (a block past the end of the
 	# filesystem): with the rmap every leaf is still found, without it
 	# every entry is lost
