@@ -9,7 +9,10 @@
  * sibling pointers of the good blocks, and with the RMAP feature from the
  * rmap btree's records of the directory's tree blocks (which also finds
  * the leaves under a damaged node or root), and their entries become the
- * directory's (xfs_repair longform_dir2_rebuild's "rebuild from the
+ * directory's (a leaf that fails its crc gives, after the good ones, the
+ * entries that prove themselves one by one: salvage_raw_leaf; a root
+ * pointer out of the filesystem is queued with root 0: nothing walked
+ * from it, the inode loaded without its tree at the rebuild) (xfs_repair longform_dir2_rebuild's "rebuild from the
  * entries that can be read").  Entries that cannot be kept (empty name,
  * '/', ".", "..", a second copy of a name) are dropped; a wrong hash or
  * file type is corrected by the rebuild.  The old tree's blocks known to
