@@ -207,37 +207,34 @@ if [ "$haslog" = 1 ]; then
 		}
 		log "recovery cuts of $args: $rn images, none failed"
 	done
-	# ... and a crash image that once could not be recovered: a CoW remap
-	# split a data-fork extent and queued "unmap the whole old record, map
-	# the rest" as its RUI, and recovery (pending intents in log order)
-	# had already split that record by finishing an older pending BUI
-	set +e
-	run_to 300 "$CT" --workload cowwide --seed 2 --count 3 --mode all >"$T/fixed.out" 2>&1
-	rc=$?
-	set -e
-	n=$(field images "$T/fixed.out")
-	failed=$(field failed "$T/fixed.out")
-	[ "$rc" = 0 ] && [ "${failed:-1}" = 0 ] && [ "${n:-0}" -ge 200 ] || {
-		grep -A6 "^FAIL" "$T/fixed.out" | head -30
-		die "cowwide seed 2 cuts: exit $rc, ${failed:-?} of ${n:-?} failed"
+	# fixed_cuts NAME MIN_IMAGES FORCE CT_ARGS...: every cut of a run that
+	# once failed must pass now (FORCE=1: RLFS_LOG_FORCE_INTENTS)
+	fixed_cuts() {
+		local name=$1 min=$2 force=$3 n failed
+		shift 3
+		set +e
+		RLFS_LOG_FORCE_INTENTS=$force run_to 300 "$CT" "$@" >"$T/fixed.out" 2>&1
+		rc=$?
+		set -e
+		n=$(field images "$T/fixed.out")
+		failed=$(field failed "$T/fixed.out")
+		[ "$rc" = 0 ] && [ "${failed:-1}" = 0 ] && [ "${n:-0}" -ge "$min" ] || {
+			grep -A6 "^FAIL" "$T/fixed.out" | head -30
+			die "$name: exit $rc, ${failed:-?} of ${n:-?} failed"
+		}
+		log "$name: $n images, none failed"
 	}
-	log "cowwide seed 2 cuts: $n images, none failed"
+	# ... a crash image that once could not be recovered: a CoW remap split
+	# a data-fork extent and queued "unmap the whole old record, map the
+	# rest" as its RUI, and recovery (pending intents in log order) had
+	# already split that record by finishing an older pending BUI
+	fixed_cuts "cowwide seed 2 cuts" 200 0 --workload cowwide --seed 2 --count 3 --mode all
 	# ... and one where a dedupe's pending BUI map was recovered before the
 	# RUI unmaps that its unmap (done, logged later) had queued: recovery
 	# now logs each recovered intent's follow-up work as new intents and
 	# finishes them after all the others (lib/log_intent.c)
-	set +e
-	RLFS_LOG_FORCE_INTENTS=1 run_to 300 "$CT" --workload dedupe --seed 5 --count 1 --mode all \
-		>"$T/fixed.out" 2>&1
-	rc=$?
-	set -e
-	n=$(field images "$T/fixed.out")
-	failed=$(field failed "$T/fixed.out")
-	[ "$rc" = 0 ] && [ "${failed:-1}" = 0 ] && [ "${n:-0}" -ge 150 ] || {
-		grep -A6 "^FAIL" "$T/fixed.out" | head -30
-		die "dedupe seed 5 forced-intent cuts: exit $rc, ${failed:-?} of ${n:-?} failed"
-	}
-	log "dedupe seed 5 forced-intent cuts: $n images, none failed"
+	fixed_cuts "dedupe seed 5 forced-intent cuts" 150 1 --workload dedupe --seed 5 --count 1 \
+		--mode all
 
 	# 4. every intent in a checkpoint of its own (RLFS_LOG_FORCE_INTENTS): the
 	# cuts then fall between an intent and its done, so recovery has to finish
