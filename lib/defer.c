@@ -8,6 +8,7 @@
  * the change that created the work.
  */
 #include "defer.h"
+#include "exchange.h"
 #include "inode.h"
 
 #include <errno.h>
@@ -376,7 +377,8 @@ static unsigned nregistered;
 const struct rlfs_defer_type *rlfs_defer_type_find(uint16_t intent_code)
 {
 	static const struct rlfs_defer_type *const builtin[] = { &rlfs_efi_type, &rlfs_cui_type,
-								     &rlfs_bui_type, &rlfs_rui_type };
+								     &rlfs_bui_type, &rlfs_rui_type,
+								     &rlfs_xmi_type };
 	for (size_t i = 0; i < sizeof(builtin) / sizeof(builtin[0]); i++)
 		if (builtin[i]->intent_code == intent_code)
 			return builtin[i];
