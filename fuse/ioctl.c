@@ -475,6 +475,84 @@ static int clone_checked(fuse_req_t req, struct rlfs_mount *mp, fuse_ino_t ino,
 }
 
 /*
+ * RLFS_IOC_EXCHANGE_RANGE on file2 (ino, fi), in the order of the
+ * kernel's checks (fs/xfs/xfs_exchrange.c xfs_ioc_exchange_range ->
+ * xfs_exchange_range_checks): EINVAL (reserved words, unknown flags),
+ * EBADF (file1_fd not open), EXDEV (another filesystem), EINVAL (offsets
+ * or length wrap), EISDIR / EINVAL (file types), EBADF (either file not
+ * open for reading and writing, or O_APPEND), then the library's
+ * checks (rlfs_exchange_range).  Both files' dirty pages are written back
+ * first; afterwards the kernel's caches of both ranges are dropped.
+ */
+static int do_exchange(fuse_req_t req, struct rlfs_mount *mp, fuse_ino_t ino,
+		       struct fuse_file_info *fi, unsigned ioflags,
+		       const struct rlfs_ioc_exchange_range *a)
+{
+	if (a->reserved[0] || a->reserved[1] || a->reserved[2] ||
+	    (a->flags & ~(uint64_t)RLFS_EXCHANGE_ALL_FLAGS))
+		return -EINVAL;
+	struct caller_file cf;
+	int err = callerfd_get(req, a->file1_fd, &cf);
+	if (err)
+		return err;
+	uint64_t ino1 = cf.ino, ino2 = n2i(ino);
+	struct stat st1, st2;
+	err = rlfs_getattr(mp, ino1, &st1);
+	if (err == -ENOENT)
+		err = -EXDEV;
+	if (!err)
+		err = rlfs_getattr(mp, ino2, &st2);
+	if (!err && (!remap_area_ok(a->file1_offset, a->length) ||
+		     !remap_area_ok(a->file2_offset, a->length)))
+		err = -EINVAL;
+	if (!err && (S_ISDIR(st1.st_mode) || S_ISDIR(st2.st_mode) || (ioflags & FUSE_IOCTL_DIR)))
+		err = -EISDIR;
+	if (!err && (!S_ISREG(st1.st_mode) || !S_ISREG(st2.st_mode)))
+		err = -EINVAL;
+	bool known;
+	int fl2 = fh_flags(fi, &known);
+	if (!err && ((cf.flags & O_ACCMODE) != O_RDWR || (cf.flags & O_APPEND) || !known ||
+		     (fl2 & O_ACCMODE) != O_RDWR || (fl2 & O_APPEND)))
+		err = -EBADF;
+	int fl1 = cf.flags;
+	callerfd_put(&cf);
+	if (err)
+		return err;
+	fuse_ino_t nodes[2] = { i2n(ino1), ino };
+	flush_and_wait(nodes, ino1 == ino2 ? 1 : 2);
+	uint64_t flags = a->flags;
+	if ((fl1 | fl2) & (O_SYNC | O_DSYNC))
+		flags |= RLFS_EXCHANGE_DSYNC;   /* the man page: same effect */
+	if (!(flags & RLFS_EXCHANGE_DRY_RUN)) {
+		/* file_remove_privs of both files (xfs_exchange_range_finish) */
+		if (rlfs_getattr(mp, ino1, &st1) == 0 && rlfs_getattr(mp, ino2, &st2) == 0) {
+			unsigned k1 = clone_kill_flags(req, &st1), k2 = clone_kill_flags(req, &st2);
+			if (k1 & RLFS_CLONE_KILL_SUID)
+				flags |= RLFS_EXCHANGE_KILL_SUID1;
+			if (k1 & RLFS_CLONE_KILL_SGID)
+				flags |= RLFS_EXCHANGE_KILL_SGID1;
+			if (k2 & RLFS_CLONE_KILL_SUID)
+				flags |= RLFS_EXCHANGE_KILL_SUID2;
+			if (k2 & RLFS_CLONE_KILL_SGID)
+				flags |= RLFS_EXCHANGE_KILL_SGID2;
+		}
+	}
+	uint64_t size1 = (uint64_t)st1.st_size, size2 = (uint64_t)st2.st_size;
+	err = rlfs_exchange_range(mp, ino1, a->file1_offset, ino2, a->file2_offset, a->length,
+				  flags);
+	if (!err && !(flags & RLFS_EXCHANGE_DRY_RUN)) {
+		drop_capabilities(mp, i2n(ino1));
+		if (ino2 != ino1)
+			drop_capabilities(mp, ino);
+		/* contents (and with TO_EOF sizes) changed from the offsets on */
+		after_change(mp, i2n(ino1), a->file1_offset & ~(uint64_t)4095, UINT64_MAX, size1);
+		if (ino2 != ino1)
+			after_change(mp, ino, a->file2_offset & ~(uint64_t)4095, UINT64_MAX, size2);
+	}
+	return err;
+}
+
+/*
  * posix_acl_permission (fs/posix_acl.c) for MAY_WRITE on the access ACL
  * acl (the kernel's xattr form: le32 version 2, entries {le16 tag, le16
  * perm, le32 id}) of a file owned by st: the owner entry for the owner,
@@ -890,6 +968,20 @@ static void ioctl_work(fuse_req_t req, fuse_ino_t ino, unsigned int c,
 		free(d);
 		return;
 	}
+	case RLFS_IOC_EXCHANGE_RANGE: {
+		struct rlfs_ioc_exchange_range a;
+		if (in_bufsz != sizeof(a) || out_bufsz != sizeof(a)) {
+			fuse_reply_err(req, EINVAL);
+			return;
+		}
+		memcpy(&a, in_buf, sizeof(a));
+		err = do_exchange(req, mp, ino, fi, flags, &a);
+		if (err)
+			reply_status(req, err);
+		else
+			fuse_reply_ioctl(req, 0, &a, sizeof(a));
+		return;
+	}
 	case RLFS_IOC_MOUNT_STATE:
 		mount_state_ioctl(req, in_buf, in_bufsz, out_bufsz);   /* remount.c */
 		return;
@@ -941,6 +1033,7 @@ void rl_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
 	     cmd != RLFS_IOC_GET_EXTENTS && cmd != RLFS_IOC_UNSHARE_RANGE &&
 	     cmd != RLFS_IOC_MOUNT_STATE && cmd != RLFS_IOC_GETFSMAP &&
 	     cmd != RLFS_IOC_FSMAP_GEOM && cmd != RLFS_IOC_DEDUPE_RANGE &&
+	     cmd != RLFS_IOC_EXCHANGE_RANGE &&
 	     !fileattr_ioctl_cmd(cmd))) {
 		fuse_reply_err(req, ENOTTY);
 		return;

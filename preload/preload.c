@@ -16,6 +16,8 @@
  *   FS_IOC_FIEMAP  (Documentation/filesystems/fiemap.rst) into batches of
  *                  RLFS_IOC_GET_EXTENTS
  *   FS_IOC_GETFSMAP (ioctl_getfsmap(2)) into batches of RLFS_IOC_GETFSMAP
+ *   XFS_IOC_EXCHANGE_RANGE (ioctl_xfs_exchange_range(2)) into
+ *                  RLFS_IOC_EXCHANGE_RANGE
  *   XFS_IOC_FSGEOMETRY  answered from RLFS_IOC_FSMAP_GEOM (block size, AG
  *                  size and count, blocks; the rest zero), for the AG
  *                  columns of `xfs_io -c "fsmap -v"`
@@ -571,6 +573,45 @@ int fstatfs64(int fd, struct statfs64 *buf)
 	return shim_fstatfs(fd, (struct statfs *)(void *)buf);
 }
 
+/* struct xfs_exchange_range and XFS_IOC_EXCHANGE_RANGE as the kernel's
+ * xfs_fs.h has them (Linux 6.10; not in Debian 12's xfslibs-dev):
+ * _IOW('X', 129, 40 bytes). */
+struct shim_xfs_exchange_range {
+	int32_t file1_fd;
+	uint32_t pad;               /* must be zero */
+	uint64_t file1_offset;
+	uint64_t file2_offset;
+	uint64_t length;
+	uint64_t flags;             /* XFS_EXCHANGE_RANGE_* */
+};
+_Static_assert(sizeof(struct shim_xfs_exchange_range) == 40, "xfs_exchange_range layout");
+#define SHIM_XFS_IOC_EXCHANGE_RANGE _IOW('X', 129, struct shim_xfs_exchange_range)
+
+static int do_exchange_range(int fd, const struct shim_xfs_exchange_range *u)
+{
+	if (!u) {
+		errno = EFAULT;
+		return -1;
+	}
+	if (u->pad) {
+		errno = EINVAL;
+		return -1;
+	}
+	struct rlfs_ioc_exchange_range a = {
+		.file1_fd = u->file1_fd,
+		.file1_offset = u->file1_offset,
+		.file2_offset = u->file2_offset,
+		.length = u->length,
+		.flags = u->flags,
+	};
+	int r = real_ioctl(fd, RLFS_IOC_EXCHANGE_RANGE, &a);
+	if (r == 0 && !(u->flags & 4 /* DRY_RUN */)) {
+		touch_mtime(fd);
+		touch_mtime(u->file1_fd);
+	}
+	return r;
+}
+
 int ioctl(int fd, unsigned long request, ...)
 {
 	va_list ap;
@@ -585,6 +626,7 @@ int ioctl(int fd, unsigned long request, ...)
 	case FS_IOC_FIEMAP:
 	case FS_IOC_GETFSMAP:
 	case SHIM_XFS_IOC_FSGEOMETRY:
+	case SHIM_XFS_IOC_EXCHANGE_RANGE:
 		break;
 	default:
 		return real_ioctl(fd, request, arg);
@@ -602,6 +644,8 @@ int ioctl(int fd, unsigned long request, ...)
 		return do_getfsmap(fd, arg);
 	case SHIM_XFS_IOC_FSGEOMETRY:
 		return do_fsgeometry(fd, arg);
+	case SHIM_XFS_IOC_EXCHANGE_RANGE:
+		return do_exchange_range(fd, arg);
 	default:
 		return do_fiemap(fd, arg);
 	}

@@ -233,4 +233,25 @@ struct rlfs_ioc_fsmap_geom {
 	__u64 reserved[2];          /* must be zero */
 };
 #define RLFS_IOC_FSMAP_GEOM _IOWR(RLFS_IOC_TYPE, 11, struct rlfs_ioc_fsmap_geom)
+
+/* RLFS_IOC_EXCHANGE_RANGE: XFS_IOC_EXCHANGE_RANGE (ioctl_xfs_exchange_range(2),
+ * Linux 6.10) issued on file2: exchange bytes [file1_offset, +length) of
+ * file1_fd with [file2_offset, +length) of the target, atomically, also
+ * across a crash.  flags: XFS_EXCHANGE_RANGE_TO_EOF (1), _DSYNC (2),
+ * _DRY_RUN (4), _FILE1_WRITTEN (8); the same values as RLFS_EXCHANGE_* of
+ * reflinkfs/fs.h.  struct xfs_exchange_range's fields (its __s32 fd and
+ * pad widened to one __s64), plus reserved words that must be zero.
+ * Errors as the man page: EBADF (file1_fd not open; either file not open
+ * read-write, or O_APPEND), EXDEV (file1 on another filesystem), EINVAL
+ * (flags, alignment, ranges, overlap in one file, non-regular files),
+ * EISDIR, EPERM (immutable, append-only), EFBIG, ENOSPC, EROFS, EIO. */
+struct rlfs_ioc_exchange_range {
+	__s64 file1_fd;
+	__u64 file1_offset;
+	__u64 file2_offset;
+	__u64 length;
+	__u64 flags;
+	__u64 reserved[3];          /* must be zero */
+};
+#define RLFS_IOC_EXCHANGE_RANGE _IOWR(RLFS_IOC_TYPE, 12, struct rlfs_ioc_exchange_range)
 #endif
