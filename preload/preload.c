@@ -604,8 +604,29 @@ static int do_exchange_range(int fd, const struct shim_xfs_exchange_range *u)
 		.length = u->length,
 		.flags = u->flags,
 	};
+	/* TO_EOF exchanges the sizes.  Under the writeback cache the kernel
+	 * keeps its own size of a FUSE file and takes none from the daemon:
+	 * a grown file is told by the daemon (it stores the new last page),
+	 * a shrunk one is set here through the kernel (ftruncate to the size
+	 * the daemon already has: nothing changes there) */
+	struct stat st1, st2;
+	bool sizes = (u->flags & 1 /* TO_EOF */) && !(u->flags & 4 /* DRY_RUN */) &&
+		     fstat(u->file1_fd, &st1) == 0 && fstat(fd, &st2) == 0 &&
+		     u->file1_offset <= (uint64_t)st1.st_size &&
+		     u->file2_offset <= (uint64_t)st2.st_size;
 	int r = real_ioctl(fd, RLFS_IOC_EXCHANGE_RANGE, &a);
 	if (r == 0 && !(u->flags & 4 /* DRY_RUN */)) {
+		int saved = errno;
+		if (sizes) {
+			uint64_t n1 = u->file1_offset + ((uint64_t)st2.st_size - u->file2_offset);
+			uint64_t n2 = u->file2_offset + ((uint64_t)st1.st_size - u->file1_offset);
+			struct stat now;
+			if (fstat(u->file1_fd, &now) == 0 && (uint64_t)now.st_size > n1)
+				(void)ftruncate(u->file1_fd, (off_t)n1);
+			if (fstat(fd, &now) == 0 && (uint64_t)now.st_size > n2)
+				(void)ftruncate(fd, (off_t)n2);
+		}
+		errno = saved;
 		touch_mtime(fd);
 		touch_mtime(u->file1_fd);
 	}

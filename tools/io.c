@@ -9,6 +9,11 @@
  *                                            FICLONERANGE semantics)
  *   dedupe SRC src_off dst_off len            share them only where identical
  *                                            (FIDEDUPERANGE semantics)
+ *   exchangerange [-Cfntw] [-d dst_off] [-s src_off] [-l len] DONOR
+ *                                            exchange contents with DONOR
+ *                                            (XFS_IOC_EXCHANGE_RANGE; xfs_io
+ *                                            6.10's options; to EOF
+ *                                            without -l)
  *   fiemap [-v] [off len], bmap [-v]          extent map, shared extents
  *                                            marked (xfs_io fiemap columns,
  *                                            512-byte units)
@@ -48,6 +53,7 @@
 #include <linux/falloc.h>
 #include <linux/fs.h>
 
+#include <reflinkfs/fs.h>
 #include <reflinkfs/ioctl.h>
 
 #include "cli.h"
@@ -296,6 +302,113 @@ static int cmd_reflink(struct io_ctx *c, int argc, char **argv)
 	struct timespec ts[2] = { { 0, UTIME_OMIT }, { 0, UTIME_NOW } };
 	(void)futimens(c->fd, ts);
 	printf("linked %" PRIu64 "/%" PRIu64 " bytes at offset %" PRIu64 "\n", len, len, doff);
+	return 0;
+}
+
+/*
+ * exchangerange [-Cfntw] [-d dst_off] [-s src_off] [-l len] DONOR, as
+ * xfs_io 6.10's (io/exchrange.c): exchange DONOR's bytes from src_off
+ * (the ioctl's file1) with this file's from dst_off (file2) through
+ * RLFS_IOC_EXCHANGE_RANGE.  Without -l: XFS_EXCHANGE_RANGE_TO_EOF (sizes
+ * exchanged too); -l len: that many bytes.  -f DSYNC, -n DRY_RUN, -w
+ * FILE1_WRITTEN (only DONOR's written ranges); -t prints xfs_io's
+ * "exchangerange N/N bytes at offset OFF" line (without its timing line),
+ * -C is accepted (condensed timing: nothing to condense).  xfs_io's -c
+ * (commit range) is not supported.  DONOR is opened read-write.
+ */
+static int cmd_exchangerange(struct io_ctx *c, int argc, char **argv)
+{
+	uint64_t flags = RLFS_EXCHANGE_TO_EOF, soff = 0, doff = 0, len = 0;
+	bool have_len = false, print = false;
+	int o;
+	while ((o = cmd_getopt(argc, argv, "Cd:fl:ns:tw")) != -1) {
+		uint64_t *dst = o == 'd' ? &doff : o == 's' ? &soff : o == 'l' ? &len : NULL;
+		if (dst) {
+			if (parse_num(optarg, dst) != 0 || *dst > INT64_MAX) {
+				io_err(c, "exchangerange", "bad number '%s'", optarg);
+				return 1;
+			}
+			if (o == 'l') {
+				have_len = true;
+				flags &= ~RLFS_EXCHANGE_TO_EOF;
+			}
+			continue;
+		}
+		switch (o) {
+		case 'C':
+			break;
+		case 'f':
+			flags |= RLFS_EXCHANGE_DSYNC;
+			break;
+		case 'n':
+			flags |= RLFS_EXCHANGE_DRY_RUN;
+			break;
+		case 't':
+			print = true;
+			break;
+		case 'w':
+			flags |= RLFS_EXCHANGE_FILE1_WRITTEN;
+			break;
+		default:
+			io_err(c, "exchangerange", "usage: exchangerange [-Cfntw] [-d dst_off] "
+			       "[-s src_off] [-l len] DONOR");
+			return 1;
+		}
+	}
+	if (optind != argc - 1) {
+		io_err(c, "exchangerange", "usage: exchangerange [-Cfntw] [-d dst_off] "
+		       "[-s src_off] [-l len] DONOR");
+		return 1;
+	}
+	const char *donor = argv[optind];
+	int dfd = open(donor, O_RDWR | O_CLOEXEC);
+	if (dfd < 0) {
+		io_err(c, "exchangerange", "%s: %s", donor, strerror(errno));
+		return 1;
+	}
+	if (!have_len) {
+		struct stat st;
+		if (fstat(c->fd, &st) == 0)
+			len = (uint64_t)st.st_size;   /* as xfs_io (ignored with TO_EOF) */
+	}
+	struct rlfs_ioc_exchange_range a = {
+		.file1_fd = dfd, .file1_offset = soff, .file2_offset = doff, .length = len,
+		.flags = flags,
+	};
+	struct stat st1, st2;
+	bool sizes = (flags & RLFS_EXCHANGE_TO_EOF) && !(flags & RLFS_EXCHANGE_DRY_RUN) &&
+		     fstat(dfd, &st1) == 0 && fstat(c->fd, &st2) == 0 &&
+		     soff <= (uint64_t)st1.st_size && doff <= (uint64_t)st2.st_size;
+	int r = ioctl(c->fd, RLFS_IOC_EXCHANGE_RANGE, &a);
+	int e = errno;
+	if (r == 0 && sizes) {
+		/* sizes exchanged: the kernel keeps its own size of a FUSE file
+		 * under the writeback cache; a shrunk file is set through it
+		 * (the daemon stores a grown one's last page itself), as the
+		 * shim does */
+		uint64_t n1 = soff + ((uint64_t)st2.st_size - doff);
+		uint64_t n2 = doff + ((uint64_t)st1.st_size - soff);
+		struct stat now;
+		if (fstat(dfd, &now) == 0 && (uint64_t)now.st_size > n1)
+			(void)ftruncate(dfd, (off_t)n1);
+		if (fstat(c->fd, &now) == 0 && (uint64_t)now.st_size > n2)
+			(void)ftruncate(c->fd, (off_t)n2);
+	}
+	if (r == 0 && !(flags & RLFS_EXCHANGE_DRY_RUN)) {
+		/* the kernel keeps its own mtime of a FUSE file: set both
+		 * through the kernel, as the exchange did in the filesystem */
+		struct timespec ts[2] = { { 0, UTIME_OMIT }, { 0, UTIME_NOW } };
+		(void)futimens(c->fd, ts);
+		(void)futimens(dfd, ts);
+	}
+	close(dfd);
+	if (r != 0) {
+		io_err(c, "exchangerange", "%s", io_strerror(e));
+		return 1;
+	}
+	if (print)
+		printf("exchangerange %" PRIu64 "/%" PRIu64 " bytes at offset %" PRIu64 "\n", len,
+		       len, doff);
 	return 0;
 }
 
@@ -861,6 +974,9 @@ static void io_help(FILE *f)
 		"                                          (whole file, or a range; len 0 = to SRC EOF)\n"
 		"  dedupe SRC src_off dst_off len          share SRC's blocks where the bytes are\n"
 		"                                          identical (FIDEDUPERANGE)\n"
+		"  exchangerange [-Cfntw] [-d dst_off] [-s src_off] [-l len] DONOR\n"
+		"                                          exchange contents with DONOR atomically\n"
+		"                                          (to EOF, sizes too, unless -l)\n"
 		"  fiemap [-v] [off len]                   extent map in 512-byte units, shared marked\n"
 		"  bmap [-v] [off len]                     same as fiemap\n"
 		"  falloc [-k] off len                     preallocate (-k: keep size)\n"
@@ -926,6 +1042,8 @@ static int run_command(struct io_ctx *c, const char *line)
 		r = cmd_reflink(c, argc, argv);
 	else if (strcmp(cmd, "dedupe") == 0)
 		r = cmd_dedupe(c, argc, argv);
+	else if (strcmp(cmd, "exchangerange") == 0)
+		r = cmd_exchangerange(c, argc, argv);
 	else if (strcmp(cmd, "fiemap") == 0 || strcmp(cmd, "bmap") == 0)
 		r = cmd_fiemap(c, argc, argv);
 	else if (strcmp(cmd, "falloc") == 0)
