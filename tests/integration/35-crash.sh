@@ -238,6 +238,22 @@ if [ "$haslog" = 1 ]; then
 		die "dedupe seed 5 forced-intent cuts: exit $rc, ${failed:-?} of ${n:-?} failed"
 	}
 	log "dedupe seed 5 forced-intent cuts: $n images, none failed"
+	# ... and exchanges cut between their XMI steps (each step's done, fork
+	# changes and the next XMI in one checkpoint): every file whole at its
+	# old or its new version (check_exchanges); with the steps done without
+	# an intent, hundreds of these images fail
+	set +e
+	RLFS_LOG_FORCE_INTENTS=1 run_to 300 "$CT" --workload exchange --seed 1 --count 1 --mode all \
+		>"$T/fixed.out" 2>&1
+	rc=$?
+	set -e
+	n=$(field images "$T/fixed.out")
+	failed=$(field failed "$T/fixed.out")
+	[ "$rc" = 0 ] && [ "${failed:-1}" = 0 ] && [ "${n:-0}" -ge 500 ] || {
+		grep -A6 "^FAIL" "$T/fixed.out" | head -30
+		die "exchange seed 1 forced-intent cuts: exit $rc, ${failed:-?} of ${n:-?} failed"
+	}
+	log "exchange seed 1 forced-intent cuts: $n images, none failed"
 
 	# 4. every intent in a checkpoint of its own (RLFS_LOG_FORCE_INTENTS): the
 	# cuts then fall between an intent and its done, so recovery has to finish
