@@ -573,7 +573,9 @@ static void test_many_extents(void **state)
 
 /* DSYNC: the exchange is durable when the call returns: the image a
  * kill -9 right after leaves (nothing written back) mounts, log recovery
- * replays the chain, and shows the new contents; fsck clean */
+ * replays the chain, and shows the new contents; fsck clean.  With every
+ * intent in its own checkpoint the log holds the chain's XMIs and XMDs,
+ * which `reflinkfs logprint -v` names and decodes. */
 static void test_recovery(void **state)
 {
 	(void)state;
@@ -586,9 +588,29 @@ static void test_recovery(void **state)
 	}
 	assert_int_equal(rlfs_fsync(MP(&c), c.f[a].ino, 0), 0);
 	assert_int_equal(rlfs_fsync(MP(&c), c.f[b].ino, 0), 0);
+	/* every intent in a checkpoint of its own (else an XMI and its XMD
+	 * in one checkpoint never reach the log: intent whiteouts) */
+	setenv("RLFS_LOG_FORCE_INTENTS", "1", 1);
+	tu_remount(&c.fs);
+	unsetenv("RLFS_LOG_FORCE_INTENTS");
 	do_xchg(&c, a, 0, b, 0, 79 * 4096, RLFS_EXCHANGE_DSYNC);
 	char copy[128];
 	tu_crash_copy(&c.fs, ".crash", copy, sizeof(copy));
+	/* the log holds the exchange's intents and dones, which logprint
+	 * decodes */
+	char cmd[512], line[512];
+	snprintf(cmd, sizeof(cmd), "%s logprint -v %s 2>&1", tu_fsck_bin(), copy);
+	FILE *p = popen(cmd, "r");
+	assert_non_null(p);
+	int nxmi = 0, nxmd = 0, ndecoded = 0;
+	while (fgets(line, sizeof(line), p)) {
+		nxmi += strstr(line, "intent XMI") != NULL;
+		nxmd += strstr(line, "done   XMD") != NULL;
+		ndecoded += strstr(line, " exchange ino ") != NULL;
+	}
+	pclose(p);
+	if (nxmi < 2 || nxmd < 2 || ndecoded != nxmi)
+		fail_msg("logprint: %d XMI, %d XMD, %d decoded", nxmi, nxmd, ndecoded);
 	struct rlfs_mount *mp2;
 	assert_int_equal(rlfs_mount_open(copy, RLFS_MOUNT_NOLOCK, &mp2), 0);
 	uint8_t *buf = malloc(c.f[a].size);
