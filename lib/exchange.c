@@ -354,8 +354,40 @@ static int exchange_checks(struct rlfs_inode *ip1, uint64_t off1, struct rlfs_in
 	return 0;
 }
 
+int rlfs_exchange_fresh_sample(struct rlfs_mount *mp, uint64_t ino2,
+			       struct rlfs_exchange_fresh *fresh)
+{
+	struct rlfs_inode *ip;
+	int err = rlfs_iget(mp, ino2, &ip);
+	if (err)
+		return err;
+	pthread_rwlock_rdlock(&ip->iolock);
+	*fresh = (struct rlfs_exchange_fresh){
+		.ino = ip->ino, .generation = ip->generation, .mtime = ip->mtime,
+		.ctime = ip->ctime,
+	};
+	pthread_rwlock_unlock(&ip->iolock);
+	rlfs_irele(ip);
+	return 0;
+}
+
+/* file2 (ip, locked) is as fresh was sampled: same inode, mtime, ctime. */
+static bool still_fresh(const struct rlfs_inode *ip, const struct rlfs_exchange_fresh *f)
+{
+	return f->ino == ip->ino && f->generation == ip->generation &&
+	       f->mtime.tv_sec == ip->mtime.tv_sec && f->mtime.tv_nsec == ip->mtime.tv_nsec &&
+	       f->ctime.tv_sec == ip->ctime.tv_sec && f->ctime.tv_nsec == ip->ctime.tv_nsec;
+}
+
 int rlfs_exchange_range(struct rlfs_mount *mp, uint64_t ino1, uint64_t off1, uint64_t ino2,
 			uint64_t off2, uint64_t len, uint64_t flags)
+{
+	return rlfs_commit_range(mp, ino1, off1, ino2, off2, len, flags, NULL);
+}
+
+int rlfs_commit_range(struct rlfs_mount *mp, uint64_t ino1, uint64_t off1, uint64_t ino2,
+		      uint64_t off2, uint64_t len, uint64_t flags,
+		      const struct rlfs_exchange_fresh *fresh)
 {
 	const uint64_t kill = RLFS_EXCHANGE_KILL_SUID1 | RLFS_EXCHANGE_KILL_SGID1 |
 			      RLFS_EXCHANGE_KILL_SUID2 | RLFS_EXCHANGE_KILL_SGID2;
@@ -379,6 +411,11 @@ int rlfs_exchange_range(struct rlfs_mount *mp, uint64_t ino1, uint64_t off1, uin
 	lock_pair(ip1, ip2);
 	uint64_t blen = 0, size1 = ip1->size, size2 = ip2->size;
 	err = exchange_checks(ip1, off1, ip2, off2, &len, flags, &blen);
+	/* the freshness check after the others (xfs_exchange_range_checks),
+	 * under the iolocks, so nothing changes file2 between it and the
+	 * exchange */
+	if (!err && fresh && !still_fresh(ip2, fresh))
+		err = -EBUSY;
 	if (err || blen == 0 || (flags & RLFS_EXCHANGE_DRY_RUN))
 		goto out;
 	uint64_t fb1 = off1 >> mp->blocklog, fb2 = off2 >> mp->blocklog;

@@ -477,6 +477,26 @@ int64_t rlfs_clone_range(struct rlfs_mount *mp, uint64_t src_ino, uint64_t src_o
 #define RLFS_EXCHANGE_KILL_SGID2    (1ULL << 35)
 int rlfs_exchange_range(struct rlfs_mount *mp, uint64_t ino1, uint64_t off1, uint64_t ino2,
 			uint64_t off2, uint64_t len, uint64_t flags);
+/*
+ * Atomic file update (ioctl_xfs_commit_range(2), XFS_IOC_START_COMMIT /
+ * XFS_IOC_COMMIT_RANGE, Linux 6.12): rlfs_exchange_fresh_sample records
+ * file2's freshness (inode number, generation, mtime, ctime) now; 0 or
+ * rlfs_iget's errors.  rlfs_commit_range is rlfs_exchange_range that, with
+ * fresh non-NULL, first checks under the iolocks (after the other checks)
+ * that file2 is still exactly as sampled, else changes nothing and
+ * returns -EBUSY (file2 was written, truncated, chmod'ed... or replaced
+ * by another inode).  fresh NULL: rlfs_exchange_range.
+ */
+struct rlfs_exchange_fresh {
+	uint64_t ino;
+	uint64_t generation;
+	struct timespec mtime, ctime;
+};
+int rlfs_exchange_fresh_sample(struct rlfs_mount *mp, uint64_t ino2,
+			       struct rlfs_exchange_fresh *fresh);
+int rlfs_commit_range(struct rlfs_mount *mp, uint64_t ino1, uint64_t off1, uint64_t ino2,
+		      uint64_t off2, uint64_t len, uint64_t flags,
+		      const struct rlfs_exchange_fresh *fresh);
 
 /*
  * A way to stop a long operation part-way, as the kernel stops a remap

@@ -689,6 +689,65 @@ static void test_errors(void **state)
 	ctx_fini(&c);
 }
 
+/* atomic file update (rlfs_commit_range): the exchange happens only while
+ * file2 is as sampled; a write, a chmod or a utimes in between is EBUSY
+ * and nothing changes */
+static void test_commit_range(void **state)
+{
+	(void)state;
+	struct ctx c;
+	ctx_init(&c, 64 * MB, 4096, 0);
+	int a = mkfile(&c, "orig"), t = mkfile(&c, "tmp");
+	struct rlfs_mount *mp = MP(&c);
+	do_write(&c, a, 0, 8 * 4096, 1);
+	/* the update: a clone of the file, changed, committed */
+	do_clone(&c, a, 0, t, 0, 0);
+	do_write(&c, t, 4096, 100, 2);
+	struct rlfs_exchange_fresh fr;
+	assert_int_equal(rlfs_exchange_fresh_sample(mp, c.f[a].ino, &fr), 0);
+	assert_int_equal(rlfs_commit_range(mp, c.f[t].ino, 0, c.f[a].ino, 0, 0,
+					   RLFS_EXCHANGE_TO_EOF | RLFS_EXCHANGE_DRY_RUN, &fr), 0);
+	check_fs(&c);
+	struct rlist refc0;
+	refc_snapshot(&c, &refc0);
+	assert_int_equal(rlfs_commit_range(mp, c.f[t].ino, 0, c.f[a].ino, 0, 0,
+					   RLFS_EXCHANGE_TO_EOF, &fr), 0);
+	refc_same(&c, &refc0);
+	struct mfile tmp = c.f[a];
+	c.f[a].data = c.f[t].data;
+	c.f[a].size = c.f[t].size;
+	c.f[a].cap = c.f[t].cap;
+	c.f[t].data = tmp.data;
+	c.f[t].size = tmp.size;
+	c.f[t].cap = tmp.cap;
+	check_fs(&c);
+	/* stale samples: a write, a chmod, utimes of file2 since */
+	for (int k = 0; k < 3; k++) {
+		assert_int_equal(rlfs_exchange_fresh_sample(mp, c.f[a].ino, &fr), 0);
+		usleep(2000);
+		if (k == 0) {
+			do_write(&c, a, 0, 10, 3 + k);
+		} else {
+			struct stat st;
+			assert_int_equal(rlfs_getattr(mp, c.f[a].ino, &st), 0);
+			st.st_mode = S_IFREG | 0600;
+			clock_gettime(CLOCK_REALTIME, &st.st_mtim);
+			assert_int_equal(rlfs_setattr(mp, c.f[a].ino, &st,
+						      k == 1 ? RLFS_SET_MODE : RLFS_SET_MTIME,
+						      NULL), 0);
+		}
+		assert_int_equal(rlfs_commit_range(mp, c.f[t].ino, 0, c.f[a].ino, 0, 0,
+						   RLFS_EXCHANGE_TO_EOF, &fr), -EBUSY);
+		check_fs(&c);
+	}
+	/* another inode than the one sampled */
+	assert_int_equal(rlfs_exchange_fresh_sample(mp, c.f[t].ino, &fr), 0);
+	assert_int_equal(rlfs_commit_range(mp, c.f[t].ino, 0, c.f[a].ino, 0, 0,
+					   RLFS_EXCHANGE_TO_EOF, &fr), -EBUSY);
+	check_fs(&c);
+	ctx_fini(&c);
+}
+
 int main(void)
 {
 	seed_from_env();
@@ -699,6 +758,7 @@ int main(void)
 		cmocka_unit_test(test_many_extents),
 		cmocka_unit_test(test_recovery),
 		cmocka_unit_test(test_errors),
+		cmocka_unit_test(test_commit_range),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
