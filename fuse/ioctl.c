@@ -486,7 +486,8 @@ static int clone_checked(fuse_req_t req, struct rlfs_mount *mp, fuse_ino_t ino,
  */
 static int do_exchange(fuse_req_t req, struct rlfs_mount *mp, fuse_ino_t ino,
 		       struct fuse_file_info *fi, unsigned ioflags,
-		       const struct rlfs_ioc_exchange_range *a)
+		       const struct rlfs_ioc_exchange_range *a,
+		       const struct rlfs_exchange_fresh *fresh)
 {
 	if (a->reserved[0] || a->reserved[1] || a->reserved[2] ||
 	    (a->flags & ~(uint64_t)RLFS_EXCHANGE_ALL_FLAGS))
@@ -538,8 +539,8 @@ static int do_exchange(fuse_req_t req, struct rlfs_mount *mp, fuse_ino_t ino,
 		}
 	}
 	uint64_t size1 = (uint64_t)st1.st_size, size2 = (uint64_t)st2.st_size;
-	err = rlfs_exchange_range(mp, ino1, a->file1_offset, ino2, a->file2_offset, a->length,
-				  flags);
+	err = rlfs_commit_range(mp, ino1, a->file1_offset, ino2, a->file2_offset, a->length,
+				flags, fresh);
 	if (!err && !(flags & RLFS_EXCHANGE_DRY_RUN)) {
 		drop_capabilities(mp, i2n(ino1));
 		if (ino2 != ino1)
@@ -550,6 +551,47 @@ static int do_exchange(fuse_req_t req, struct rlfs_mount *mp, fuse_ino_t ino,
 			after_change(mp, ino, a->file2_offset & ~(uint64_t)4095, UINT64_MAX, size2);
 	}
 	return err;
+}
+
+/* RLFS_IOC_START_COMMIT on file2 (ino): its pending writes go to the
+ * library first, then its freshness into a (rest zeroed). */
+static int do_start_commit(struct rlfs_mount *mp, fuse_ino_t ino,
+			   struct rlfs_ioc_commit_range *a)
+{
+	fuse_ino_t nodes[1] = { ino };
+	flush_and_wait(nodes, 1);
+	struct rlfs_exchange_fresh f;
+	int err = rlfs_exchange_fresh_sample(mp, n2i(ino), &f);
+	if (err)
+		return err;
+	memset(a, 0, sizeof(*a));
+	a->file2_freshness[0] = f.ino;
+	a->file2_freshness[1] = f.generation;
+	a->file2_freshness[2] = (uint64_t)f.mtime.tv_sec;
+	a->file2_freshness[3] = (uint64_t)f.mtime.tv_nsec;
+	a->file2_freshness[4] = (uint64_t)f.ctime.tv_sec;
+	a->file2_freshness[5] = (uint64_t)f.ctime.tv_nsec;
+	return 0;
+}
+
+/* RLFS_IOC_COMMIT_RANGE: the exchange, if file2 is as a's freshness says. */
+static int do_commit_range(fuse_req_t req, struct rlfs_mount *mp, fuse_ino_t ino,
+			   struct fuse_file_info *fi, unsigned ioflags,
+			   const struct rlfs_ioc_commit_range *a)
+{
+	if (a->reserved[0] || a->reserved[1])
+		return -EINVAL;
+	struct rlfs_ioc_exchange_range x = {
+		.file1_fd = a->file1_fd, .file1_offset = a->file1_offset,
+		.file2_offset = a->file2_offset, .length = a->length, .flags = a->flags,
+	};
+	struct rlfs_exchange_fresh f = {
+		.ino = a->file2_freshness[0],
+		.generation = a->file2_freshness[1],
+		.mtime = { (time_t)a->file2_freshness[2], (long)a->file2_freshness[3] },
+		.ctime = { (time_t)a->file2_freshness[4], (long)a->file2_freshness[5] },
+	};
+	return do_exchange(req, mp, ino, fi, ioflags, &x, &f);
 }
 
 /*
@@ -975,7 +1017,25 @@ static void ioctl_work(fuse_req_t req, fuse_ino_t ino, unsigned int c,
 			return;
 		}
 		memcpy(&a, in_buf, sizeof(a));
-		err = do_exchange(req, mp, ino, fi, flags, &a);
+		err = do_exchange(req, mp, ino, fi, flags, &a, NULL);
+		if (err)
+			reply_status(req, err);
+		else
+			fuse_reply_ioctl(req, 0, &a, sizeof(a));
+		return;
+	}
+	case RLFS_IOC_START_COMMIT:
+	case RLFS_IOC_COMMIT_RANGE: {
+		struct rlfs_ioc_commit_range a;
+		if (in_bufsz != sizeof(a) || out_bufsz != sizeof(a)) {
+			fuse_reply_err(req, EINVAL);
+			return;
+		}
+		memcpy(&a, in_buf, sizeof(a));
+		if (c == RLFS_IOC_START_COMMIT)
+			err = do_start_commit(mp, ino, &a);
+		else
+			err = do_commit_range(req, mp, ino, fi, flags, &a);
 		if (err)
 			reply_status(req, err);
 		else
@@ -1033,7 +1093,8 @@ void rl_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
 	     cmd != RLFS_IOC_GET_EXTENTS && cmd != RLFS_IOC_UNSHARE_RANGE &&
 	     cmd != RLFS_IOC_MOUNT_STATE && cmd != RLFS_IOC_GETFSMAP &&
 	     cmd != RLFS_IOC_FSMAP_GEOM && cmd != RLFS_IOC_DEDUPE_RANGE &&
-	     cmd != RLFS_IOC_EXCHANGE_RANGE &&
+	     cmd != RLFS_IOC_EXCHANGE_RANGE && cmd != RLFS_IOC_START_COMMIT &&
+	     cmd != RLFS_IOC_COMMIT_RANGE &&
 	     !fileattr_ioctl_cmd(cmd))) {
 		fuse_reply_err(req, ENOTTY);
 		return;
