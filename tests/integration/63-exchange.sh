@@ -15,7 +15,11 @@
 # EPERM (immutable), both files' times.  (ETXTBSY, a swap file, cannot
 # happen: a FUSE file cannot be a swap file.)  Then `reflinkfs io
 # exchangerange` with xfs_io 6.10's options (-l/-s/-d, -n, -w, -t), and
-# fsck -n clean after the unmount.
+# XFS_IOC_START_COMMIT / XFS_IOC_COMMIT_RANGE through the shim (an
+# O_TMPFILE clone committed; EBUSY after a write or a chmod of the file,
+# nothing changed), `reflinkfs io` startupdate/commitupdate/cancelupdate
+# (EBUSY when the file changes between them), and fsck -n clean after the
+# unmount.
 . "$(dirname "$0")/../lib.sh"
 common_setup
 SHIM=${SHIM:-$(dirname "$RLFS")/libreflinkfs-preload.so}
@@ -62,6 +66,43 @@ if "$RLFS" io -c "exchangerange -s 1 -l 4K $MNT/ia" "$MNT/ib" 2>"$T/err"; then
 fi
 grep -q "exchangerange: Invalid argument" "$T/err" || { cat "$T/err" >&2; die "message"; }
 log "reflinkfs io exchangerange: -n, -s/-d/-l, to EOF, errors"
+
+# 3. atomic file update with reflinkfs io: startupdate, writes to the
+# staging clone, commitupdate (whole new contents and size); cancelupdate
+# leaves the file alone; a change of the file meanwhile: EBUSY, unchanged
+head -c 30000 /dev/urandom >"$T/u.src"
+cp "$T/u.src" "$MNT/u"
+"$RLFS" io -c "startupdate" -c "pwrite -S 0x41 4096 100" -c "truncate 20000" -c "cancelupdate" \
+	"$MNT/u" >"$T/u.out" || die "startupdate/cancelupdate failed"
+cmp "$T/u.src" "$MNT/u" || die "cancelupdate changed the file"
+grep -q "^Cancelled updates to '$MNT/u'.$" "$T/u.out" || die "cancelupdate said: $(cat "$T/u.out")"
+"$RLFS" io -c "startupdate" -c "pwrite -S 0x41 4096 100" -c "truncate 20000" -c "commitupdate" \
+	"$MNT/u" >"$T/u.out" || die "startupdate/commitupdate failed"
+{ head -c 4096 "$T/u.src"; printf 'A%.0s' $(seq 100); tail -c +4197 "$T/u.src" | head -c 15804; } >"$T/u.want"
+cmp "$T/u.want" "$MNT/u" || die "commitupdate contents"
+[ "$(stat -c %s "$MNT/u")" = 20000 ] || die "commitupdate size $(stat -c %s "$MNT/u")"
+grep -q "^Committed updates to '$MNT/u'.$" "$T/u.out" || die "commitupdate said: $(cat "$T/u.out")"
+# EBUSY: the commands come from a pipe; the file changes between them
+cp "$MNT/u" "$T/u.before"
+mkfifo "$T/cmds"
+"$RLFS" io "$MNT/u" <"$T/cmds" >"$T/busy.out" 2>&1 &
+iopid=$!
+_BGPIDS+=("$iopid")
+exec 7>"$T/cmds"
+echo "startupdate" >&7
+echo "pwrite -S 0x42 0 4096" >&7
+sleep 0.5
+printf 'changed' | dd of="$MNT/u" bs=1 seek=100 conv=notrunc status=none
+cp "$MNT/u" "$T/u.changed"
+echo "commitupdate" >&7
+exec 7>&-
+rc=0
+wait "$iopid" || rc=$?
+[ $rc = 1 ] || { cat "$T/busy.out" >&2; die "commitupdate after a change: exit $rc"; }
+grep -q "committing update: Device or resource busy" "$T/busy.out" ||
+	{ cat "$T/busy.out" >&2; die "commitupdate after a change: no EBUSY"; }
+cmp "$T/u.changed" "$MNT/u" || die "the failed commit changed the file"
+log "io startupdate/commitupdate/cancelupdate, EBUSY after a concurrent change"
 
 rlfs_umount "$MNT"
 rlfs_fsck "$IMG"
