@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""XFS_IOC_EXCHANGE_RANGE cases for tests/integration/63-exchange.sh, run
+"""XFS_IOC_EXCHANGE_RANGE cases for tests/integration/64-exchange.sh, run
 through the LD_PRELOAD shim on a reflinkfs mount.
 
     exchange_ops.py ops ROOT OTHERDIR

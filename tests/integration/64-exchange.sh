@@ -1,5 +1,5 @@
 #!/bin/bash
-# 63-exchange: exchange range (issue 14 §1), XFS_IOC_EXCHANGE_RANGE
+# 64-exchange: exchange range (issue 14 §1), XFS_IOC_EXCHANGE_RANGE
 # through the LD_PRELOAD shim and `reflinkfs io exchangerange`.
 #
 # There is no kernel oracle: kernel XFS answers XFS_IOC_EXCHANGE_RANGE
