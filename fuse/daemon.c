@@ -363,6 +363,8 @@ static pthread_mutex_t g_full_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct full_slot g_full[RLFS_FULL_SLOTS];
 static unsigned g_full_next;            /* slot to reuse next */
 static atomic_int g_nfull;              /* used slots: 0 on the fast path */
+static atomic_bool g_reserve_only;      /* only the writeback reserve is left
+					 * (reserve_only_enter) */
 
 /* Bytes available to unprivileged writers now; UINT64_MAX if unknown. */
 static uint64_t full_avail_bytes(struct rlfs_mount *mp)
@@ -401,6 +403,14 @@ static void full_add(struct rlfs_mount *mp, fuse_ino_t node)
 /* Whether a write through a handle of node must fail with ENOSPC now. */
 static bool full_refuses(struct rlfs_mount *mp, fuse_ino_t node)
 {
+	if (atomic_load(&g_reserve_only)) {
+		/* every writer, while only the writeback reserve is left
+		 * (reserve_only_enter); over when RLFS_FULL_BYTES are back */
+		uint64_t avail = full_avail_bytes(mp);
+		if (avail < RLFS_FULL_BYTES)
+			return true;
+		atomic_store(&g_reserve_only, false);
+	}
 	if (atomic_load(&g_nfull) == 0)
 		return false;
 	/* is node refused at all (no statfs, which takes meta_lock, for the
@@ -739,35 +749,89 @@ static void open_flags(struct fuse_file_info *fi)
 }
 
 /*
- * A writable open when space is short gets no page cache (FOPEN_DIRECT_IO):
- * its write(2)s reach this daemon at once and fail with ENOSPC there, and
- * a shared writable mmap of it is refused (ENODEV: the kernel allows
- * MAP_SHARED of such a file only with FUSE_DIRECT_IO_ALLOW_MMAP, which we
- * do not ask for), where through the page cache it would dirty pages that
- * can fail at writeback with no one to tell: FUSE sends no page_mkwrite,
- * so the SIGBUS XFS gives a write fault it cannot reserve for is not ours
- * to give (fstests generic/173).  "Short": the space available to
- * ordinary writes (beyond the writeback reserve) is no more than the
- * file's allocated blocks, all of which a rewrite of shared blocks could
- * need.  Reads through such a handle bypass the page cache too; opens
- * made while space is plentiful keep it (session.c's writeback reserve
- * covers what they accept).
+ * A writable open of a regular file while only the writeback reserve is
+ * left gets no page cache (FOPEN_DIRECT_IO): its write(2)s reach this
+ * daemon at once and fail with ENOSPC there where they need space, and a
+ * shared mmap of it (MAP_SHARED of a handle open for writing, even
+ * PROT_READ) is refused with ENODEV (the kernel allows MAP_SHARED of such
+ * a file only with FUSE_DIRECT_IO_ALLOW_MMAP, which we do not ask for),
+ * where through the page cache it would dirty pages that can fail at
+ * writeback with no one to tell: FUSE sends no page_mkwrite, so the
+ * SIGBUS XFS gives a write fault it cannot reserve for is not ours to
+ * give (fstests generic/173).  Reads through such a handle bypass the
+ * page cache too.  Only at "full" (f_bavail 0): a rewrite of unshared
+ * blocks needs no space, and a database mapping its file on a merely
+ * busy filesystem must keep working.  Opens made while there is space
+ * keep the page cache (session.c's writeback reserve covers what they
+ * accept, full_refuses stops them at full).
  */
 static void open_direct(struct rlfs_mount *mp, uint64_t ino, struct fuse_file_info *fi)
 {
-	if (!writable_open(fi->flags))
-		return;
-	int64_t avail = rlfs_avail_blocks_hint(mp);
-	if (avail > (1ll << 30))
-		return;
-	struct stat st;
-	if (rlfs_getattr(mp, ino, &st) != 0 || !S_ISREG(st.st_mode))
-		return;
-	int64_t file_blocks = (int64_t)st.st_blocks * 512 / (st.st_blksize ? st.st_blksize : 4096);
-	if (avail > file_blocks)
+	(void)ino;
+	if (!writable_open(fi->flags) || rlfs_avail_blocks_hint(mp) > 0)
 		return;
 	fi->direct_io = 1;
 	fi->fh |= RLFS_FH_DIRECT;
+}
+
+/*
+ * Nodes with a handle open for writing through the page cache (not
+ * direct), with counts: when only the writeback reserve is left, each gets
+ * its attributes invalidated, so that its next write(2) asks (GETATTR with
+ * the handle) and full_refuses answers ENOSPC.  Without this only the
+ * file whose writeback crossed the line would stop, and another writer
+ * opened earlier could go on filling the page cache past the reserve.
+ */
+struct wopen {
+	fuse_ino_t node;
+	uint32_t n;
+};
+static pthread_mutex_t g_wopen_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct wopen *g_wopen;
+static size_t g_nwopen_nodes, g_wopen_cap;
+
+static void wopen_change(fuse_ino_t node, int delta)
+{
+	pthread_mutex_lock(&g_wopen_lock);
+	size_t i = 0;
+	while (i < g_nwopen_nodes && g_wopen[i].node != node)
+		i++;
+	if (i == g_nwopen_nodes && delta > 0) {
+		if (g_nwopen_nodes == g_wopen_cap) {
+			size_t cap = g_wopen_cap ? g_wopen_cap * 2 : 64;
+			struct wopen *n = realloc(g_wopen, cap * sizeof(*n));
+			if (!n) {
+				pthread_mutex_unlock(&g_wopen_lock);
+				return;   /* not tracked: only its own writeback stops it */
+			}
+			g_wopen = n;
+			g_wopen_cap = cap;
+		}
+		g_wopen[g_nwopen_nodes++] = (struct wopen){ node, 0 };
+	}
+	if (i < g_nwopen_nodes) {
+		if (delta > 0)
+			g_wopen[i].n++;
+		else if (g_wopen[i].n && --g_wopen[i].n == 0)
+			g_wopen[i] = g_wopen[--g_nwopen_nodes];
+	}
+	pthread_mutex_unlock(&g_wopen_lock);
+}
+
+/* Only the reserve is left: every cached writer's next write(2) asks. */
+static void reserve_only_enter(void)
+{
+	if (atomic_exchange(&g_reserve_only, true))
+		return;
+	pthread_mutex_lock(&g_wopen_lock);
+	size_t n = g_nwopen_nodes;
+	fuse_ino_t *nodes = n ? malloc(n * sizeof(*nodes)) : NULL;
+	for (size_t i = 0; nodes && i < n; i++)
+		nodes[i] = g_wopen[i].node;
+	pthread_mutex_unlock(&g_wopen_lock);
+	for (size_t i = 0; nodes && i < n; i++)
+		fuse_lowlevel_notify_inval_inode(g_se, nodes[i], -1, 0);
+	free(nodes);
 }
 
 /* may_open (fs/namei.c) for the inode flags, which the kernel of a FUSE
@@ -810,9 +874,14 @@ static void rl_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fi->keep_cache = 0;
 	open_direct(mp, n2i(ino), fi);
 	(void)rlfs_file_opened(mp, n2i(ino));
+	bool cached_w = writable_open(fi->flags) && !fi->direct_io;
+	if (cached_w)
+		wopen_change(ino, 1);
 	if (fuse_reply_open(req, fi) != 0) {
 		if (writable_open(fi->flags))
 			atomic_fetch_sub(&g_nwopen, 1);
+		if (cached_w)
+			wopen_change(ino, -1);
 		rlfs_file_released(mp, n2i(ino));
 	}
 }
@@ -858,7 +927,12 @@ static void rl_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	open_flags(fi);
 	open_direct(mp, st.st_ino, fi);
 	(void)rlfs_file_opened(mp, st.st_ino);
+	bool cached_w = writable_open(fi->flags) && !fi->direct_io;
+	if (cached_w)
+		wopen_change(e.ino, 1);
 	if (fuse_reply_create(req, &e, fi) != 0) {
+		if (cached_w)
+			wopen_change(e.ino, -1);
 		if (writable_open(fi->flags))
 			atomic_fetch_sub(&g_nwopen, 1);
 		rlfs_file_released(mp, st.st_ino);
@@ -1045,11 +1119,18 @@ static void rl_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 	}
 	if (n == -ENOSPC || (n >= 0 && (size_t)n < size))
 		full_add(mp, ino);  /* after the reply: writeback may wait for it */
-	else if (fi && fi->writepage && rlfs_avail_blocks_hint(mp) <= 0)
+	else if (fi && fi->writepage && rlfs_avail_blocks_hint(mp) <= 0) {
 		/* only the writeback reserve is left (session.c,
-		 * writeback_limit_set): this file's next write(2) fails, before
-		 * data past the reserve can be accepted */
-		full_add(mp, ino);
+		 * writeback_limit_set): first give back idle staged CoW
+		 * blocks (what an ENOSPC would have made the write path do);
+		 * if that does not help, every cached writer's next write(2)
+		 * fails, before data past the reserve can be accepted */
+		(void)rlfs_cow_gc(mp, 0);
+		if (rlfs_avail_blocks_hint(mp) <= 0) {
+			full_add(mp, ino);
+			reserve_only_enter();
+		}
+	}
 }
 
 static void rl_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -1057,6 +1138,8 @@ static void rl_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	GET_MP(req, mp);
 	if (writable_open(fi->flags))
 		atomic_fetch_sub(&g_nwopen, 1);
+	if (writable_open(fi->flags) && !(fi->fh & RLFS_FH_DIRECT))
+		wopen_change(ino, -1);
 	/* the last close gives back staged CoW blocks no write used */
 	rlfs_file_released(mp, n2i(ino));
 	fuse_reply_err(req, 0);

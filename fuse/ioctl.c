@@ -852,6 +852,56 @@ static int do_unshare(fuse_req_t req, struct rlfs_mount *mp, fuse_ino_t ino,
 	return err;
 }
 
+/* RLFS_IOC_SHIFT_RANGE: collapse or insert range (reflinkfs/ioctl.h), with
+ * do_unshare's checks and privilege drops; afterwards every cached page of
+ * the file is dropped (all offsets past the point moved) and its
+ * attributes with them. */
+static int do_shift(fuse_req_t req, struct rlfs_mount *mp, fuse_ino_t ino,
+		    struct fuse_file_info *fi, unsigned ioflags, struct rlfs_ioc_shift *a)
+{
+	if (a->reserved || a->reserved2[0] || a->reserved2[1] ||
+	    (a->flags != RLFS_IOC_SHIFT_COLLAPSE && a->flags != RLFS_IOC_SHIFT_INSERT))
+		return -EINVAL;
+	if (a->offset > INT64_MAX || a->length == 0 || a->length > INT64_MAX)
+		return -EINVAL;
+	bool known;
+	int fl = fh_flags(fi, &known);
+	if (ioflags & FUSE_IOCTL_DIR)
+		return -EBADF;
+	if (!known || (fl & O_ACCMODE) == O_RDONLY)
+		return -EBADF;
+	if (a->length > (uint64_t)INT64_MAX - a->offset)
+		return -EFBIG;
+	flush_and_wait(&ino, 1);
+	struct stat st;
+	int err = rlfs_getattr(mp, n2i(ino), &st);
+	if (err)
+		return err;
+	drop_capabilities(mp, ino);
+	unsigned priv = privs_to_drop(req, &st, false);
+	if (priv) {
+		struct stat out;
+		err = rlfs_setattr(mp, n2i(ino), &st,
+				   ((priv & PRIV_SUID) ? RLFS_SET_KILL_SUID : 0) |
+				   ((priv & PRIV_SGID) ? RLFS_SET_KILL_SGID : 0), &out);
+		if (err)
+			return err;
+	}
+	int mode = a->flags == RLFS_IOC_SHIFT_COLLAPSE ? FALLOC_FL_COLLAPSE_RANGE
+						       : FALLOC_FL_INSERT_RANGE;
+	err = rlfs_fallocate(mp, n2i(ino), mode, (off_t)a->offset, (off_t)a->length);
+	if (err)
+		return err;
+	err = rlfs_getattr(mp, n2i(ino), &st);
+	if (err)
+		return err;
+	a->new_size = (uint64_t)st.st_size;
+	/* an insert raises the kernel's size by storing the last page */
+	after_change(mp, ino, 0, 0, a->flags == RLFS_IOC_SHIFT_INSERT ? a->new_size - a->length
+								   : a->new_size);
+	return 0;
+}
+
 /*
  * RLFS_IOC_GETFSMAP: one batch of GETFSMAP (reflinkfs/ioctl.h).  Only for
  * CAP_SYS_ADMIN callers, as XFS's xfs_ioc_getfsmap (the map names every
@@ -990,6 +1040,20 @@ static void ioctl_work(fuse_req_t req, fuse_ino_t ino, unsigned int c,
 			fuse_reply_ioctl(req, 0, &a, sizeof(a));
 		return;
 	}
+	case RLFS_IOC_SHIFT_RANGE: {
+		struct rlfs_ioc_shift a;
+		if (in_bufsz != sizeof(a) || out_bufsz != sizeof(a)) {
+			fuse_reply_err(req, EINVAL);
+			return;
+		}
+		memcpy(&a, in_buf, sizeof(a));
+		err = do_shift(req, mp, ino, fi, flags, &a);
+		if (err)
+			reply_status(req, err);
+		else
+			fuse_reply_ioctl(req, 0, &a, sizeof(a));
+		return;
+	}
 	case RLFS_IOC_DEDUPE_RANGE: {
 		if (in_bufsz != sizeof(struct rlfs_ioc_dedupe_range) ||
 		    out_bufsz != sizeof(struct rlfs_ioc_dedupe_range)) {
@@ -1091,6 +1155,7 @@ void rl_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
 	if ((flags & FUSE_IOCTL_UNRESTRICTED) ||
 	    (cmd != RLFS_IOC_CLONE && cmd != RLFS_IOC_CLONE_RANGE &&
 	     cmd != RLFS_IOC_GET_EXTENTS && cmd != RLFS_IOC_UNSHARE_RANGE &&
+	     cmd != RLFS_IOC_SHIFT_RANGE &&
 	     cmd != RLFS_IOC_MOUNT_STATE && cmd != RLFS_IOC_GETFSMAP &&
 	     cmd != RLFS_IOC_FSMAP_GEOM && cmd != RLFS_IOC_DEDUPE_RANGE &&
 	     cmd != RLFS_IOC_EXCHANGE_RANGE && cmd != RLFS_IOC_START_COMMIT &&

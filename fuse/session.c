@@ -477,11 +477,12 @@ static void warn_image_mode(const char *prog, const char *image)
 static long long g_wbresv_bytes;
 
 /* The reserve's size, before the mount: -o wbresv=BYTES or the default
- * (RLFS_WBRESV_*); nothing on a read-only mount. */
+ * (RLFS_WBRESV_*); set on a read-only mount too, for a remount
+ * read-write. */
 static void writeback_reserve_size(const struct rlfs_daemon_opts *o)
 {
 	g_wbresv_bytes = 0;
-	if (o->wbresv_bytes == 0 || (o->mount_flags & RLFS_MOUNT_RDONLY))
+	if (o->wbresv_bytes == 0)
 		return;
 	struct statvfs sv;
 	if (rlfs_statfs(g_mp, &sv) != 0)
@@ -525,8 +526,9 @@ static long long bdi_value(const char *path, long long wr)
  * After the mount: the kernel's dirty limit for it at most three quarters
  * of the reserve (the rest covers pages under writeback and the
  * limit's slack).  If it cannot be lowered (not root, an old kernel), the
- * reserve grows to cover the limit (at most half the filesystem: beyond
- * that a writeback can still fail, and the log says so).
+ * reserve grows toward covering the limit, but to at most an eighth of
+ * the filesystem (a small image must stay usable): beyond that a
+ * writeback can still fail at the very end, and the log says so.
  */
 static void writeback_limit_set(const char *prog)
 {
@@ -548,10 +550,18 @@ static void writeback_limit_set(const char *prog)
 		return;
 	}
 	if (cur > target) {
-		long long need = cur / 3 * 4;
+		long long need = cur / 3 * 4, cap = g_wbresv_bytes;
+		struct statvfs sv;
+		if (rlfs_statfs(g_mp, &sv) == 0 &&
+		    (long long)(sv.f_blocks / 8 * sv.f_frsize) > cap)
+			cap = (long long)(sv.f_blocks / 8 * sv.f_frsize);
+		if (need > cap)
+			need = cap;
 		rlfs_set_writeback_reserve(g_mp, (uint64_t)need);
 		logmsg("%s: could not lower the kernel's dirty limit for %s to %lld bytes (it is "
-		       "%lld): writeback reserve raised to %lld bytes", prog, g_mnt, target, cur, need);
+		       "%lld): writeback reserve %lld bytes%s", prog, g_mnt, target, cur, need,
+		       need < cur / 3 * 4 ? " (less than the limit: a writer may still lose data "
+		       "at writeback when the filesystem fills)" : "");
 	}
 }
 
@@ -769,12 +779,17 @@ static int run_loop(void)
 }
 
 /*
- * CoW garbage collection on a timer (XFS's background cowblocks scan):
- * every quarter of the idle time (at most a minute) give back the staged
- * CoW blocks of files whose fork has been non-empty for g_cowgc_s seconds
- * and that nobody is writing now (rlfs_cowfork_gc, trylock).  Stopped
- * (joined) before the mount closes.
+ * Background work on timers, in one thread, stopped (joined) before the
+ * mount closes:
+ *  - CoW garbage collection (XFS's background cowblocks scan): every
+ *    quarter of the idle time (at most a minute) give back the staged CoW
+ *    blocks of files whose fork has been non-empty for g_cowgc_s seconds
+ *    and that nobody is writing now (rlfs_cowfork_gc, trylock);
+ *  - the idle AIL push (xfsaild's role): every RLFS_AILD_MS,
+ *    rlfs_log_push_idle writes dirty metadata in place while no
+ *    transaction commits, so that the next busy phase finds log space.
  */
+#define RLFS_AILD_MS 200
 static long g_cowgc_s = RLFS_COWGC_DEFAULT_S;
 static pthread_mutex_t g_cowgc_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t g_cowgc_cond = PTHREAD_COND_INITIALIZER;
@@ -785,16 +800,26 @@ static void *cowgc_thread(void *arg)
 {
 	(void)arg;
 	long every = g_cowgc_s / 4 < 1 ? 1 : g_cowgc_s / 4 > 60 ? 60 : g_cowgc_s / 4;
+	long ticks = every * 1000 / RLFS_AILD_MS, tick = 0;
 	pthread_mutex_lock(&g_cowgc_lock);
 	while (!g_cowgc_stop) {
 		struct timespec dl;
 		clock_gettime(CLOCK_REALTIME, &dl);
-		dl.tv_sec += every;
+		dl.tv_nsec += RLFS_AILD_MS * 1000000L;
+		if (dl.tv_nsec >= 1000000000L) {
+			dl.tv_sec++;
+			dl.tv_nsec -= 1000000000L;
+		}
 		pthread_cond_timedwait(&g_cowgc_cond, &g_cowgc_lock, &dl);
 		if (g_cowgc_stop)
 			break;
 		pthread_mutex_unlock(&g_cowgc_lock);
-		{
+		int perr = rlfs_log_push_idle(g_mp);
+		if (perr < 0)
+			logmsg("reflinkfs: writing metadata back in the background failed: %s",
+			       strerror(-perr));
+		if (g_cowgc_s > 0 && ++tick >= ticks) {
+			tick = 0;
 			int64_t n = rlfs_cow_gc(g_mp, (uint32_t)g_cowgc_s);
 			if (n < 0)
 				logmsg("reflinkfs: giving back idle staged CoW blocks failed: %s",
@@ -808,8 +833,6 @@ static void *cowgc_thread(void *arg)
 
 static void cowgc_start(void)
 {
-	if (g_cowgc_s <= 0)
-		return;
 	sigset_t all, old;
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, &old);

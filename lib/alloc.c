@@ -864,6 +864,14 @@ static bool place_near(uint64_t agstart, uint32_t fs, uint32_t fn, uint32_t hint
 }
 
 /*
+ * Pieces of one free record looked at per search: a record that frees of
+ * a fragmented file cut into thousands of busy pieces is not walked whole
+ * for every allocation; the search notes it (rlfs_busy_note_heavy) and the
+ * next allocation makes the frees durable first (rlfs_alloc_extent).
+ */
+#define RLFS_ALLOC_PIECES_MAX 64
+
+/*
  * The non-busy piece of free record [fs, fs+fn) that starts at or after
  * from: true with [*ps, *ps + *pn), false if the rest is busy (busy.h).
  * Candidates are placed in pieces, never across a busy block; the record
@@ -887,8 +895,18 @@ static bool place_near_rec(struct rlfs_mount *mp, uint32_t agno, uint64_t agstar
 			   uint32_t align, struct cand *c)
 {
 	bool found = false;
-	uint32_t ps, pn;
+	uint32_t ps, pn, npieces = 0;
 	for (uint32_t from = fs; piece(mp, agno, fs, fn, from, &ps, &pn); from = ps + pn) {
+		if (++npieces > RLFS_ALLOC_PIECES_MAX) {
+			rlfs_busy_note_heavy(mp);
+			break;
+		}
+		/* pieces come in block order: once one starts past the hint
+		 * by the best distance, none after it is closer (a record
+		 * cut into thousands of busy pieces costs only those near
+		 * the hint) */
+		if (found && ps >= hint && ps - hint >= c->dist)
+			break;
 		struct cand t;
 		if (place_near(agstart, ps, pn, hint, target, maxlen, align, &t) &&
 		    (!found || t.dist < c->dist)) {
@@ -990,15 +1008,25 @@ static int near_bno_search(struct rlfs_trans *tp, uint32_t agno, struct rlfs_buf
  * blocks, the allocator is told it was blocked (busy.h).
  */
 static uint32_t best_piece(struct rlfs_mount *mp, uint32_t agno, uint64_t agstart, uint32_t s,
-			   uint32_t n, uint32_t align, uint32_t want, uint32_t *start)
+			   uint32_t n, uint32_t align, uint32_t want, uint32_t enough,
+			   uint32_t *start)
 {
-	uint32_t ps, pn, bestu = 0;
+	uint32_t ps, pn, bestu = 0, npieces = 0;
 	for (uint32_t from = s; piece(mp, agno, s, n, from, &ps, &pn); from = ps + pn) {
+		if (++npieces > RLFS_ALLOC_PIECES_MAX) {
+			rlfs_busy_note_heavy(mp);
+			break;
+		}
 		uint32_t u = usable_len(agstart, ps, pn, align);
 		if (u > bestu) {
 			bestu = u;
 			*start = align_up_ag(agstart, ps, align);
 		}
+		/* enough, or nothing longer can follow: stop (a record cut
+		 * into thousands of busy pieces is otherwise walked whole for
+		 * every allocation) */
+		if (bestu >= enough || (uint64_t)s + n - (ps + pn) <= bestu)
+			break;
 	}
 	if (bestu < want && usable_len(agstart, s, n, align) >= want)
 		rlfs_busy_note_blocked(mp); /* it would fit but for busy blocks */
@@ -1022,7 +1050,7 @@ static int cnt_fit_search(struct rlfs_trans *tp, uint32_t agno, struct rlfs_buf 
 		if (err || !stat)
 			break;
 		uint32_t start;
-		if (best_piece(mp, agno, agstart, s, n, align, target, &start) >= target) {
+		if (best_piece(mp, agno, agstart, s, n, align, target, target, &start) >= target) {
 			best->found = true;
 			best->fs = s;
 			best->fn = n;
@@ -1053,7 +1081,7 @@ static int cnt_longest_search(struct rlfs_trans *tp, uint32_t agno, struct rlfs_
 		if (err || !stat || n <= bestu || n < minlen)
 			break;
 		uint32_t start;
-		uint32_t u = best_piece(mp, agno, agstart, s, n, align, minlen, &start);
+		uint32_t u = best_piece(mp, agno, agstart, s, n, align, minlen, UINT32_MAX, &start);
 		if (u > bestu && u >= minlen) {
 			bestu = u;
 			best->found = true;
@@ -1344,6 +1372,14 @@ static int alloc_extent_once(struct rlfs_alloc_arg *a)
 int rlfs_alloc_extent(struct rlfs_alloc_arg *a)
 {
 	struct rlfs_mount *mp = a->tp->mp;
+	/* an earlier search met free space cut into too many busy pieces:
+	 * make the committed frees durable once (a log force), so that this
+	 * and later searches see whole records again */
+	if (rlfs_busy_take_heavy(mp) && rlfs_busy_forceable(mp)) {
+		int ferr = rlfs_busy_force(a->tp);
+		if (ferr && ferr != -EAGAIN)
+			return ferr;
+	}
 	uint64_t blocked = rlfs_busy_blocked(mp);
 	int err = alloc_extent_once(a);
 	/* Only busy space fits (a search met a free extent that would have

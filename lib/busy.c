@@ -43,6 +43,7 @@ struct rlfs_busy {
 	uint64_t durable_seq;
 	uint64_t forces;
 	uint64_t blocked;           /* rlfs_busy_note_blocked calls */
+	bool heavy;                 /* rlfs_busy_note_heavy since the last take */
 	uint64_t min_seq;           /* smallest seq of any entry (UINT64_MAX: none) */
 	struct ichunk *ino;         /* hash of chunks, ino_cap slots */
 	size_t ino_cap, ino_used;
@@ -449,6 +450,20 @@ bool rlfs_busy_forceable(const struct rlfs_mount *mp)
 {
 	const struct rlfs_busy *b = mp->busy;
 	return b && (b->nblocks || b->ninodes) && b->min_seq <= mp->trans_seq;
+}
+
+void rlfs_busy_note_heavy(struct rlfs_mount *mp)
+{
+	if (mp->busy)
+		mp->busy->heavy = true;
+}
+
+bool rlfs_busy_take_heavy(struct rlfs_mount *mp)
+{
+	if (!mp->busy || !mp->busy->heavy)
+		return false;
+	mp->busy->heavy = false;
+	return true;
 }
 
 int rlfs_busy_force_retry(struct rlfs_trans *tp, bool blocked)

@@ -157,6 +157,12 @@ uint64_t rlfs_busy_ino_mask(const struct rlfs_mount *mp, uint64_t startino);
  * blocks (it then forces, if rlfs_busy_blocked changed during the failed
  * search).  A counter; never fails. */
 void rlfs_busy_note_blocked(struct rlfs_mount *mp);
+/* A search met a free record cut into more busy pieces than it looks at
+ * (alloc.c, RLFS_ALLOC_PIECES_MAX): rlfs_busy_take_heavy then says so
+ * once (and clears it), for the allocator to force the frees durable
+ * before its next search.  Never fail. */
+void rlfs_busy_note_heavy(struct rlfs_mount *mp);
+bool rlfs_busy_take_heavy(struct rlfs_mount *mp);
 uint64_t rlfs_busy_blocked(const struct rlfs_mount *mp);
 
 /* Counters for tests and measurements: busy blocks (all AGs), busy

@@ -72,7 +72,9 @@
  * recover_item), add it to the table in rlfs_defer_type_find (defer.c) so
  * recovery knows its code, call rlfs_defer_add.  Nothing else changes.
  * Built-in types (defer_item.c): rlfs_efi_type, rlfs_cui_type, rlfs_bui_type,
- * rlfs_rui_type.
+ * rlfs_rui_type; shift.c: rlfs_sxi_type (collapse/insert range) and
+ * exchange.c: rlfs_xmi_type (exchange range), the two types whose
+ * finish_item returns -EAGAIN.
  *
  * Locking: everything runs in transactions, under meta_lock.
  */
@@ -186,7 +188,8 @@ int rlfs_defer_finish(struct rlfs_trans **tpp);
  * intents in log order): a crash during recovery would then replay a
  * clone's BUI map before the unmap of the same range.  Work the items
  * queue (an unmap's CUI decrease) and the rest of a -EAGAIN item stay on
- * tp for its commit to log and finish.  0, -EINVAL (tp does not hold
+ * tp, for rlfs_defer_capture to log as new intents that recovery finishes
+ * after every intent logged before them.  0, -EINVAL (tp does not hold
  * exactly one new batch), or finish_item's error (tp keeps the work for
  * the caller's cancel).  Source: xlog_recover_finish_intent,
  * xfs_defer_finish_recovery.

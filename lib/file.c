@@ -56,6 +56,7 @@
 #include "inode.h"
 #include "refcount.h"
 #include "reflink.h"
+#include "shift.h"
 #include "xattr.h"
 
 /* per-transaction work bounds: the log reservations count on them
@@ -1325,6 +1326,33 @@ static int zero_edges(struct rlfs_inode *ip, uint64_t off, uint64_t end, bool *w
 	return 0;
 }
 
+/*
+ * FALLOC_FL_COLLAPSE_RANGE / FALLOC_FL_INSERT_RANGE on [off, off+len)
+ * (bytes), iolock held exclusively: xfs_file_fallocate's checks, in its
+ * order, then the crash-atomic shift (shift.h).  -EINVAL: off or len not
+ * a multiple of the block size; a collapse reaching EOF (off + len >=
+ * size: that is a truncate); an insert at or past EOF.  -EFBIG: the
+ * inserted size past the largest file size.
+ */
+static int falloc_shift(struct rlfs_inode *ip, int mode, uint64_t off, uint64_t len)
+{
+	struct rlfs_mount *mp = ip->mp;
+	uint64_t size = ip->size;
+	if ((off | len) & bmask(mp))
+		return -EINVAL;
+	if (mode & FALLOC_FL_COLLAPSE_RANGE) {
+		if (off + len >= size)
+			return -EINVAL;
+		return rlfs_shift_range(ip, true, off >> mp->blocklog, len >> mp->blocklog,
+					size - len);
+	}
+	if (mp->maxbytes - size < len)
+		return -EFBIG;
+	if (off >= size)
+		return -EINVAL;
+	return rlfs_shift_range(ip, false, off >> mp->blocklog, len >> mp->blocklog, size + len);
+}
+
 int rlfs_fallocate(struct rlfs_mount *mp, uint64_t ino, int mode, off_t off, off_t len)
 {
 	struct rlfs_inode *ip;
@@ -1333,7 +1361,13 @@ int rlfs_fallocate(struct rlfs_mount *mp, uint64_t ino, int mode, off_t off, off
 	int error;
 
 	if (mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE |
-		     FALLOC_FL_UNSHARE_RANGE))
+		     FALLOC_FL_UNSHARE_RANGE | FALLOC_FL_COLLAPSE_RANGE | FALLOC_FL_INSERT_RANGE))
+		return -EOPNOTSUPP;
+	/* vfs_fallocate (Linux 6.15 on, where the modes are exclusive):
+	 * collapse and insert combine with nothing, KEEP_SIZE included
+	 * (-EOPNOTSUPP; earlier kernels said -EINVAL) */
+	if (((mode & FALLOC_FL_COLLAPSE_RANGE) && (mode & ~FALLOC_FL_COLLAPSE_RANGE)) ||
+	    ((mode & FALLOC_FL_INSERT_RANGE) && (mode & ~FALLOC_FL_INSERT_RANGE)))
 		return -EOPNOTSUPP;
 	/* vfs_fallocate: unshare combines only with KEEP_SIZE */
 	if ((mode & FALLOC_FL_UNSHARE_RANGE) &&
@@ -1369,6 +1403,10 @@ int rlfs_fallocate(struct rlfs_mount *mp, uint64_t ino, int mode, off_t off, off
 		goto out;
 	}
 	uint64_t start = (uint64_t)off, end = start + (uint64_t)len;
+	if (mode & (FALLOC_FL_COLLAPSE_RANGE | FALLOC_FL_INSERT_RANGE)) {
+		error = falloc_shift(ip, mode, start, (uint64_t)len);
+		goto out;
+	}
 	uint64_t fb_in0 = rlfs_b_to_fsb(mp, start);          /* first whole block */
 	uint64_t fb_in1 = end >> mp->blocklog;               /* end of whole blocks */
 

@@ -833,12 +833,13 @@ static int iget_tp(struct rlfs_trans *tp, uint64_t ino, int orphan, bool fork_lo
 	uint32_t nextents = rlfs_get32(dip->nextents);
 	rlfs_trans_brelse(tp, bp);
 	if (fork_lost) {
-		if ((ip->mode & S_IFMT) != S_IFREG) {
+		if ((ip->mode & S_IFMT) != S_IFREG && (ip->mode & S_IFMT) != S_IFDIR) {
 			inode_free(ip);
 			return -EINVAL;
 		}
-		/* judge the rest of the core against an empty inline fork */
-		ip->format = RLFS_FMT_EXTENTS;
+		/* judge the rest of the core against an empty fork (a
+		 * directory's: none, an empty tree) */
+		ip->format = S_ISDIR(ip->mode) ? RLFS_FMT_NONE : RLFS_FMT_EXTENTS;
 		ip->root = 0;
 		ip->root_level = 0;
 		nextents = 0;

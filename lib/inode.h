@@ -101,12 +101,14 @@ int rlfs_iget(struct rlfs_mount *mp, uint64_t ino, struct rlfs_inode **ipp);
 int rlfs_iget_linked(struct rlfs_mount *mp, uint64_t ino, struct rlfs_inode **ipp);
 int rlfs_iget_tp(struct rlfs_trans *tp, uint64_t ino, struct rlfs_inode **ipp);
 /*
- * Repair (fsck rebuilding a data fork from the rmap): load regular file
- * ino in tp without reading its data fork.  The in-core inode gets an
- * empty inline fork (format extents, no root, no extents) and the rest of
- * the core is checked as rlfs_iget does; rlfs_bmap_repair_fork then
- * installs the recovered extents.  0, -EBUSY (already cached: the fork
- * would be read by someone), -EINVAL (not a regular file), and
+ * Repair (fsck rebuilding a data fork from the rmap, or a directory whose
+ * tree root is lost): load regular file or directory ino in tp without
+ * reading its data fork.  The in-core inode gets an empty fork (a file:
+ * format extents, no extents; a directory: no tree) and the rest of the
+ * core is checked as rlfs_iget does; rlfs_bmap_repair_fork then installs
+ * a file's recovered extents, fsck's directory rebuild adds the salvaged
+ * entries.  0, -EBUSY (already cached: the fork would be read by
+ * someone), -EINVAL (neither a regular file nor a directory), and
  * rlfs_iget's errors.  Only for a mount nothing else uses (fsck's).
  */
 int rlfs_iget_fork_lost(struct rlfs_trans *tp, uint64_t ino, struct rlfs_inode **ipp);

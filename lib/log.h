@@ -156,6 +156,8 @@ struct rlfs_log {
 	 * of AIL pushes also use up.  Every context < durable_seq is durable
 	 * (written to the log and flushed).  Both start at 1. */
 	uint64_t cil_seq;
+	uint64_t commits;           /* transactions committed (rlfs_log_commit_done) */
+	uint64_t idle_commits;      /* commits at the last rlfs_log_push_idle */
 	uint64_t durable_seq;
 	uint32_t items_per_rec;     /* descriptors that fit in a header block */
 	/* CIL: images committed since the last force, in commit order */
@@ -201,6 +203,10 @@ struct rlfs_log {
 	 * (log_intent.c recover_one): intents logged are marked capture */
 	bool capturing;
 	uint32_t capture_pending;   /* such intents still in the CIL */
+	bool recovering;            /* rlfs_log_recover_intents runs (it walks
+				     * the intent lists without meta_lock):
+				     * no idle push meanwhile */
+	bool idle_push_failed;      /* an idle push failed: no more of them */
 	/* while unflushed: the oldest tail written into an unflushed
 	 * checkpoint record.  Such a checkpoint has already moved its
 	 * relogged blocks to its own LSN in the AIL, but until it is durable
@@ -451,6 +457,16 @@ void rlfs_log_ail_insert(struct rlfs_log *log, struct rlfs_log_img *first, uint6
  * (the images stay in the AIL).
  */
 int rlfs_log_ail_push(struct rlfs_log *log, uint64_t target_lsn);
+/*
+ * Push the AIL far enough that want_blocks of the ring are free (images
+ * older than the LSN want_blocks behind the ring's end), as XFS pushes to
+ * a target (xfs_ail_push_target) rather than everything: a checkpoint
+ * that does not fit waits for only part of the dirty metadata.  Nothing if
+ * that much is free already.  The tail may still be held by live intents:
+ * the caller checks the space after.  0 or -errno as rlfs_log_ail_push.
+ * Under meta_lock.
+ */
+int rlfs_log_ail_push_free(struct rlfs_log *log, uint32_t want_blocks);
 /* The tail to write into the next record: the oldest of the AIL's LSNs,
  * the live intents' LSNs (an intent stays in the log until its done is
  * durable: the write-ahead rule of deferred work) and log->relog_hold_lsn

@@ -124,6 +124,27 @@ static int cmp_img_fsbno(const void *a, const void *b)
 	return x->fsbno < y->fsbno ? -1 : x->fsbno > y->fsbno;
 }
 
+/* The LSN d blocks behind the head (d < the ring's size). */
+static uint64_t lsn_behind_head(const struct rlfs_log *log, uint32_t d)
+{
+	if (d <= log->head_block)
+		return RLFS_LSN(log->head_cycle, log->head_block - d);
+	if (log->head_cycle <= 1)
+		return RLFS_LSN(log->head_cycle, 0);  /* before the first record */
+	return RLFS_LSN(log->head_cycle - 1, log->size_blocks - (d - log->head_block));
+}
+
+int rlfs_log_ail_push_free(struct rlfs_log *log, uint32_t want_blocks)
+{
+	if (rlfs_log_space_blocks(log) >= want_blocks)
+		return 0;
+	if ((uint64_t)want_blocks + 2 >= log->size_blocks)
+		return rlfs_log_ail_push(log, UINT64_MAX);
+	/* the tail may stay up to keep blocks behind the head */
+	uint32_t keep = log->size_blocks - 1 - want_blocks;
+	return rlfs_log_ail_push(log, lsn_behind_head(log, keep));
+}
+
 int rlfs_log_ail_push(struct rlfs_log *log, uint64_t target_lsn)
 {
 	struct rlfs_mount *mp = log->mp;

@@ -302,6 +302,7 @@ void rlfs_log_commit_done(struct rlfs_mount *mp)
 	struct rlfs_log *log = mp->log;
 	if (!log)
 		return;
+	log->commits++;
 	if (log->force_intents && log->cil_nintents) {
 		/* testing: the intent durable now, its done later */
 		int ferr = flush_data(mp);
@@ -323,6 +324,36 @@ void rlfs_log_commit_done(struct rlfs_mount *mp)
 	if (err)
 		rlfs_warn("log push after commit failed (%s); will retry at the next sync",
 			  strerror(-err));
+}
+
+int rlfs_log_push_idle(struct rlfs_mount *mp)
+{
+	struct rlfs_log *log = mp->log;
+	if (!log || __atomic_load_n(&log->recovering, __ATOMIC_ACQUIRE))
+		return 0;
+	if (pthread_mutex_trylock(&mp->meta_lock) != 0)
+		return 0;   /* busy: not idle */
+	if (mp->shutdown || (mp->flags & RLFS_MOUNT_RDONLY) || log->idle_push_failed ||
+	    __atomic_load_n(&log->recovering, __ATOMIC_ACQUIRE)) {
+		pthread_mutex_unlock(&mp->meta_lock);
+		return 0;
+	}
+	int err = 0;
+	bool idle = log->commits == log->idle_commits;
+	log->idle_commits = log->commits;
+	uint32_t space = rlfs_log_space_blocks(log);
+	if (idle && log->ail_first && space < log->size_blocks / 2) {
+		uint32_t want = space + log->size_blocks / 8;
+		if (want > log->size_blocks / 4 * 3)
+			want = log->size_blocks / 4 * 3;
+		err = rlfs_log_ail_push_free(log, want);
+		if (!err)
+			err = 1;
+		else
+			log->idle_push_failed = true;  /* once: the foreground sees it too */
+	}
+	pthread_mutex_unlock(&mp->meta_lock);
+	return err;
 }
 
 int rlfs_log_force(struct rlfs_mount *mp)
@@ -602,7 +633,13 @@ static int cil_push(struct rlfs_mount *mp, bool flush)
 	uint64_t nrec = (n + ipr - 1) / ipr + pblocks / (ipr > 2 ? ipr - 2 : 1) + 2;
 	uint64_t need = pblocks + 2 * nrec + 4;
 	if (need > rlfs_log_space_blocks(log)) {
-		int err = rlfs_log_ail_push(log, UINT64_MAX);
+		/* a quarter of the ring free beyond this checkpoint, then
+		 * everything if intents or relogs keep the tail back */
+		uint64_t want = need + log->size_blocks / 4;
+		int err = want < log->size_blocks ?
+			  rlfs_log_ail_push_free(log, (uint32_t)want) : 0;
+		if (!err && need > rlfs_log_space_blocks(log))
+			err = rlfs_log_ail_push(log, UINT64_MAX);
 		if (err) {
 			free(items);
 			free(ents);

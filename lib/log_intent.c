@@ -512,6 +512,19 @@ static int relog_recovered(struct rlfs_mount *mp, const struct rlfs_log_ilog *ne
 	}
 	if (!due)
 		return 0;
+	if (log->capture_pending) {
+		/* captured follow-up work still in the CIL: written first,
+		 * so it keeps its place after the intents relogged now (the
+		 * relog gives them new, larger ids in a later checkpoint) */
+		rlfs_meta_lock(mp);
+		int ferr = rlfs_log_force(mp);
+		pthread_mutex_unlock(&mp->meta_lock);
+		if (ferr)
+			return ferr;
+		n = 0;
+		for (struct rlfs_log_ilog *l = log->live_intents.first; l; l = l->next)
+			n += l->recovered && l != next;
+	}
 	struct rlfs_log_ilog **v = calloc(n, sizeof(*v));
 	uint64_t *ids = calloc(n, sizeof(*ids));
 	uint8_t **data = calloc(n, sizeof(*data));
@@ -569,6 +582,7 @@ int rlfs_log_recover_intents(struct rlfs_mount *mp)
 	if (!log)
 		return 0;
 	int err = 0;
+	__atomic_store_n(&log->recovering, true, __ATOMIC_RELEASE);
 	for (;;) {
 		/* the oldest recovered intent not yet finished */
 		struct rlfs_log_ilog *il = NULL;
@@ -613,5 +627,6 @@ int rlfs_log_recover_intents(struct rlfs_mount *mp)
 	rlfs_meta_lock(mp);
 	int ferr = rlfs_log_force(mp);
 	pthread_mutex_unlock(&mp->meta_lock);
+	__atomic_store_n(&log->recovering, false, __ATOMIC_RELEASE);
 	return err ? err : ferr;
 }

@@ -397,7 +397,9 @@ typedef int (*fallocate_fn)(int, int, off_t, off_t);
  * fallocate(2) with FALLOC_FL_UNSHARE_RANGE (xfs_io funshare): the kernel's
  * FUSE fallocate passes only KEEP_SIZE, PUNCH_HOLE and ZERO_RANGE to the
  * daemon and fails the rest with EOPNOTSUPP, so on reflinkfs it becomes
- * RLFS_IOC_UNSHARE_RANGE.  Other modes and filesystems: the real call.
+ * RLFS_IOC_UNSHARE_RANGE; FALLOC_FL_COLLAPSE_RANGE / INSERT_RANGE
+ * (fcollapse, finsert) become RLFS_IOC_SHIFT_RANGE and an ftruncate to the
+ * new size.  Other modes and filesystems: the real call.
  */
 static int shim_fallocate(const char *sym, int fd, int mode, off_t offset, off_t len)
 {
@@ -421,6 +423,27 @@ static int shim_fallocate(const char *sym, int fd, int mode, off_t offset, off_t
 		u.length = (uint64_t)len;
 		u.flags = (mode & FALLOC_FL_KEEP_SIZE) ? RLFS_IOC_UNSHARE_KEEP_SIZE : 0;
 		return real_ioctl(fd, RLFS_IOC_UNSHARE_RANGE, &u);
+	}
+	/* collapse or insert alone (combined with other bits, the kernel's
+	 * own answer: EOPNOTSUPP, or EINVAL before Linux 6.15) */
+	if ((mode == FALLOC_FL_COLLAPSE_RANGE || mode == FALLOC_FL_INSERT_RANGE) &&
+	    fd_is_reflinkfs(fd)) {
+		/* vfs_fallocate's checks first: offset >= 0, len > 0 */
+		if (offset < 0 || len <= 0) {
+			errno = EINVAL;
+			return -1;
+		}
+		struct rlfs_ioc_shift a;
+		memset(&a, 0, sizeof(a));
+		a.offset = (uint64_t)offset;
+		a.length = (uint64_t)len;
+		a.flags = mode == FALLOC_FL_COLLAPSE_RANGE ? RLFS_IOC_SHIFT_COLLAPSE
+							   : RLFS_IOC_SHIFT_INSERT;
+		if (real_ioctl(fd, RLFS_IOC_SHIFT_RANGE, &a) != 0)
+			return -1;
+		/* the kernel's size (writeback cache) follows: the file already
+		 * has new_size, so this only updates the kernel's idea of it */
+		return ftruncate(fd, (off_t)a.new_size);
 	}
 	if (!f) {
 		errno = ENOSYS;

@@ -39,6 +39,16 @@
  *   them just loses the op); -P / -K force one or the other.
  *   Every file is checked against its own model; a clone's source is
  *   verified whenever it is read later, and all files at the end.
+ * With -A (off by default, so that earlier seeds keep their sequences):
+ *   C  collapse a range (FALLOC_FL_COLLAPSE_RANGE): the bytes after it move
+ *      down, the file shrinks; now and then an unaligned range or one
+ *      reaching EOF, which must fail with EINVAL (changing nothing)
+ *   I  insert a range (FALLOC_FL_INSERT_RANGE): a hole of zeros, the bytes
+ *      after it move up, the file grows; EINVAL cases as for C (an insert
+ *      at or past EOF)
+ *   On a FUSE mount (the -P choice) they go through RLFS_IOC_SHIFT_RANGE and
+ *   an ftruncate to the new size, as the LD_PRELOAD shim does (the kernel's
+ *   FUSE fallocate refuses both modes).
  *
  * Model file (-m PATH): after a successful run the expected contents are
  * saved to PATH (a plain byte copy).  With -c the file is NOT created fresh:
@@ -84,6 +94,12 @@
 #endif
 #ifndef FALLOC_FL_ZERO_RANGE
 #define FALLOC_FL_ZERO_RANGE 0x10
+#endif
+#ifndef FALLOC_FL_COLLAPSE_RANGE
+#define FALLOC_FL_COLLAPSE_RANGE 0x08
+#endif
+#ifndef FALLOC_FL_INSERT_RANGE
+#define FALLOC_FL_INSERT_RANGE 0x20
 #endif
 
 #define LOGSZ 64
@@ -805,6 +821,93 @@ static void op_unshare(void)
 		set_size(off + len);
 }
 
+/* ---- collapse / insert range ---------------------------------------- */
+
+static int sys_shift(int collapse, uint64_t off, uint64_t len)
+{
+	if (reflink_api == REFLINK_PRIVATE) {
+		struct rlfs_ioc_shift a = {
+			.offset = off, .length = len,
+			.flags = collapse ? RLFS_IOC_SHIFT_COLLAPSE : RLFS_IOC_SHIFT_INSERT,
+		};
+		if (ioctl(cf->fd, RLFS_IOC_SHIFT_RANGE, &a) != 0)
+			return -1;
+		return ftruncate(cf->fd, (off_t)a.new_size);
+	}
+	return fallocate(cf->fd, collapse ? FALLOC_FL_COLLAPSE_RANGE : FALLOC_FL_INSERT_RANGE,
+			 (off_t)off, (off_t)len);
+}
+
+/* C / I: one collapse or insert of cf; one time in eight a random
+ * (usually invalid) range whose EINVAL is predicted: offset or length not
+ * a multiple of blksz, a collapse reaching EOF, an insert at or past EOF. */
+static void op_shift(int collapse)
+{
+	char letter = collapse ? 'C' : 'I';
+	const char *name = collapse ? "COLLAPSE_RANGE" : "INSERT_RANGE";
+	uint64_t nb = cf->size / blksz, off, len;
+	uint64_t maxb = maxop / blksz ? maxop / blksz : 1;
+	if (rnd_below(8) == 0) {
+		off = rnd_below(cf->size + 2 * blksz);
+		len = 1 + rnd_below(4 * blksz);
+		if (rnd_below(2)) {
+			off &= ~(blksz - 1);
+			len = (len + blksz - 1) & ~(blksz - 1);
+		}
+	} else if (collapse) {
+		if (nb < 2)
+			return;
+		off = rnd_below(nb - 1);
+		uint64_t room = nb - 1 - off;
+		len = (1 + rnd_below(room < maxb ? room : maxb)) * blksz;
+		off *= blksz;
+	} else {
+		if (cf->size == 0)
+			return;
+		off = rnd_below((cf->size + blksz - 1) / blksz) * blksz;
+		len = (1 + rnd_below(maxb)) * blksz;
+	}
+	int aligned = ((off | len) & (blksz - 1)) == 0;
+	int valid = aligned && (collapse ? off + len < cf->size : off < cf->size);
+	if (!collapse && cf->size + len > maxlen) {
+		if (valid)
+			return;         /* the model has no room */
+	}
+	logop("%s 0x%" PRIx64 " +0x%" PRIx64 " (size 0x%" PRIx64 ")%s",
+	      collapse ? "collps" : "insert", off, len, cf->size, valid ? "" : " (EINVAL)");
+	if (sys_shift(collapse, off, len) != 0) {
+		if ((errno == EOPNOTSUPP || errno == ENOTTY) && tolerant) {
+			disable_op(letter, strerror(errno));
+			return;
+		}
+		if (!valid && errno == EINVAL)
+			return;
+		fail("fallocate(%s, 0x%" PRIx64 ", 0x%" PRIx64 "): %s%s", name, off, len,
+		     strerror(errno), valid ? "" : " (expected EINVAL)");
+	}
+	if (!valid)
+		fail("fallocate(%s, 0x%" PRIx64 ", 0x%" PRIx64 ") succeeded, expected EINVAL "
+		     "(size 0x%" PRIx64 ")", name, off, len, cf->size);
+	if (collapse) {
+		memmove(cf->good + off, cf->good + off + len, cf->size - off - len);
+		cf->size -= len;
+	} else {
+		memmove(cf->good + off + len, cf->good + off, cf->size - off);
+		memset(cf->good + off, 0, len);
+		cf->size += len;
+	}
+}
+
+static void op_collapse(void)
+{
+	op_shift(1);
+}
+
+static void op_insert(void)
+{
+	op_shift(0);
+}
+
 static void load_model(void)
 {
 	int mfd = open(cf->model, O_RDONLY);
@@ -849,7 +952,7 @@ static void usage(int code)
 {
 	fprintf(code ? stderr : stdout,
 		"usage: rlfs-fsx [-N ops] [-S seed] [-l maxlen] [-o maxoplen] [-m model [-c]]\n"
-		"                [-X letters] [-t] [-d] [-Y] [-F nfiles [-b blksz] [-P|-K]] [-q|-v] FILE\n"
+		"                [-X letters] [-t] [-d] [-Y] [-A] [-F nfiles [-b blksz] [-P|-K]] [-q|-v] FILE\n"
 		"  -N ops     number of operations (default 10000)\n"
 		"  -S seed    random seed (default 1; 0 = time based)\n"
 		"  -l bytes   largest file size (default 8M; K/M/G suffixes)\n"
@@ -860,6 +963,7 @@ static void usage(int code)
 		"             f fallocate, s seek data/hole, m mmap read, c reopen, y fsync,\n"
 		"             l clone, x copy_file_range, u unshare, d dedupe (these four\n"
 		"             need -F)\n"
+		"  -A         also C collapse range and I insert range (off by default)\n"
 		"  -F n       n files FILE, FILE.1 .. (models MODEL, MODEL.1 ..) with clone,\n"
 		"             copy_file_range and unshare ops between them (n <= 16)\n"
 		"  -b bytes   clone alignment (default 4096, the filesystem block size)\n"
@@ -904,8 +1008,8 @@ static void open_all(int create)
 
 int main(int argc, char **argv)
 {
-	int opt, cont = 0, multi = 0;
-	while ((opt = getopt(argc, argv, "N:S:l:o:m:cX:tdYqvhF:b:KP")) != -1) {
+	int opt, cont = 0, multi = 0, shift_ops = 0;
+	while ((opt = getopt(argc, argv, "N:S:l:o:m:cX:tdYqvhF:b:KPA")) != -1) {
 		switch (opt) {
 		case 'N': nops = parse_size(optarg); break;
 		case 'S': seed = parse_size(optarg); break;
@@ -924,6 +1028,7 @@ int main(int argc, char **argv)
 		case 'b': blksz = parse_size(optarg); break;
 		case 'K': reflink_api = REFLINK_KERNEL; break;
 		case 'P': reflink_api = REFLINK_PRIVATE; break;
+		case 'A': shift_ops = 1; break;
 		case 'h': usage(0); break;
 		default: usage(2);
 		}
@@ -935,6 +1040,8 @@ int main(int argc, char **argv)
 	 * sequences) */
 	if (!multi && strlen(disabled) + 4 < sizeof(disabled))
 		strcat(disabled, "lxud");
+	if (!shift_ops && strlen(disabled) + 2 < sizeof(disabled))
+		strcat(disabled, "CI");
 	if (seed == 0)
 		seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 16);
 	rng_state = seed;
@@ -996,9 +1103,10 @@ int main(int argc, char **argv)
 		{'s', 5, op_seek}, {'m', 3, op_mapread}, {'c', 1, op_reopen},
 		{'y', 1, op_fsync}, {'l', 12, op_clone}, {'x', 8, op_copy_range},
 		{'u', 4, op_unshare}, {'d', 6, op_dedupe},
+		{'C', 4, op_collapse}, {'I', 4, op_insert},
 	};
 	const size_t nkinds = sizeof(ops) / sizeof(ops[0]);
-	uint64_t counts[16] = {0};
+	uint64_t counts[24] = {0};
 
 	for (opno = 1; opno <= nops; opno++) {
 		unsigned total = 0;

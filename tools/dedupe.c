@@ -49,6 +49,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <xxhash.h>
+#include <sys/stat.h>
 #include <sys/vfs.h>
 #include <time.h>
 #include <unistd.h>
@@ -138,6 +140,8 @@ struct dd_ctx {
 	uint64_t *phys_h;           /* device blocks of the chunk being hashed */
 	struct dd_pcache pcache;    /* hashes of shared device blocks read */
 	bool hook_done;
+	bool unchanged;             /* --hashfile: the tree is as a complete
+				     * run left it (tree_digest): not scanned */
 	bool store_failed;          /* a hash store call failed: stop (exit 4) */
 	/* statistics */
 	uint64_t blocks_bound;      /* blocks of all files (st_blksize units) */
@@ -158,6 +162,69 @@ struct dd_ctx {
 };
 
 static struct dd_ctx *g_walk;       /* nftw has no user pointer */
+
+/*
+ * The tree as this run sees it, for --hashfile: the options that choose
+ * files, the roots, and every file's (path, dev, ino, size, mtime, ctime),
+ * combined in an order-independent way (a sum of per-file XXH3-128
+ * hashes), as 32 hex digits.  A complete run with no failures stores it
+ * (meta key "clean_tree"); a later run that finds the same value has
+ * nothing to do: no file changed, so every duplicate there is was shared
+ * (or found already shared) by that run, and the scan is skipped.  The
+ * same trust in (mtime, ctime) as the store's own rehash rule.
+ */
+static void tree_digest(const struct dd_ctx *c, int nroots, char **roots, char out[33])
+{
+	XXH3_state_t *s = XXH3_createState();
+	if (!s) {
+		out[0] = '\0';
+		return;
+	}
+	XXH3_128bits_reset(s);
+	uint64_t opts[4] = { c->recursive, c->one_fs, c->min_size, c->nfiles };
+	XXH3_128bits_update(s, opts, sizeof(opts));
+	for (size_t i = 0; i < c->nexcludes; i++)
+		XXH3_128bits_update(s, c->excludes[i], strlen(c->excludes[i]) + 1);
+	for (int i = 0; i < nroots; i++) {
+		XXH3_128bits_update(s, c->cwd && roots[i][0] != '/' ? c->cwd : "", 
+				    c->cwd && roots[i][0] != '/' ? strlen(c->cwd) + 1 : 1);
+		XXH3_128bits_update(s, roots[i], strlen(roots[i]) + 1);
+	}
+	uint64_t lo = 0, hi = 0;
+	for (size_t i = 0; i < c->nfiles; i++) {
+		const struct dd_file *f = &c->files[i];
+		struct {
+			uint64_t dev, ino, size;
+			int64_t mtime_ns, ctime_ns;
+		} k = { f->dev, f->ino, f->size, f->mtime_ns, f->ctime_ns };
+		XXH128_hash_t fh = XXH3_128bits_withSeed(f->path, strlen(f->path),
+							 XXH3_64bits(&k, sizeof(k)));
+		lo += fh.low64;
+		hi += fh.high64 + (lo < fh.low64);
+	}
+	uint64_t sum[2] = { lo, hi };
+	XXH3_128bits_update(s, sum, sizeof(sum));
+	XXH128_hash_t d = XXH3_128bits_digest(s);
+	XXH3_freeState(s);
+	snprintf(out, 33, "%016llx%016llx", (unsigned long long)d.high64,
+		 (unsigned long long)d.low64);
+}
+
+/* After a run: the files' stat again (a dedupe may change ctime on some
+ * filesystems); false if one is gone or not what it was in size. */
+static bool restat_all(struct dd_ctx *c)
+{
+	for (size_t i = 0; i < c->nfiles; i++) {
+		struct dd_file *f = &c->files[i];
+		struct stat st;
+		if (lstat(f->path, &st) != 0 || (uint64_t)st.st_size != f->size ||
+		    (uint64_t)st.st_ino != f->ino)
+			return false;
+		f->mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+		f->ctime_ns = (int64_t)st.st_ctim.tv_sec * 1000000000 + st.st_ctim.tv_nsec;
+	}
+	return true;
+}
 
 static double now_s(const struct timespec *since)
 {
@@ -488,11 +555,11 @@ static void summary(struct dd_ctx *c)
 			   ",\"would_share_bytes\":%" PRIu64 ",\"runs\":%" PRIu64
 			   ",\"whole_files\":%" PRIu64 ",\"failed_ranges\":%" PRIu64
 			   ",\"failed_bytes\":%" PRIu64 ",\"store_records_dropped\":%" PRIu64
-			   ",\"bytes_reused_shared\":%" PRIu64 ",\"failures\":[",
+			   ",\"bytes_reused_shared\":%" PRIu64 ",\"unchanged\":%s,\"failures\":[",
 			c->dry_run ? "true" : "false", c->files_scanned, c->bytes_scanned,
 			c->bytes_hashed, c->dup_bytes, c->shared_bytes, c->already_bytes,
 			c->would_bytes, c->runs, c->whole_files, c->failed_ranges, c->failed_bytes,
-			c->store_dropped, c->bytes_reused);
+			c->store_dropped, c->bytes_reused, c->unchanged ? "true" : "false");
 		for (size_t i = 0; i < c->nfail; i++) {
 			fprintf(o, "%s{\"error\":", i ? "," : "");
 			json_str(o, strerror(c->fail[i].error));
@@ -521,6 +588,9 @@ static void summary(struct dd_ctx *c)
 	human(c->would_bytes, w, sizeof(w));
 	human(c->failed_bytes, fb, sizeof(fb));
 	FILE *o = stdout;
+	if (c->unchanged)
+		fprintf(o, "unchanged:        %zu files as the last complete run left them "
+			   "(--hashfile): nothing to scan\n", c->nfiles);
 	fprintf(o, "files:            %" PRIu64 "\n", c->files_scanned);
 	fprintf(o, "scanned:          %s (%" PRIu64 " bytes), hashed %s (%" PRIu64 " bytes)\n", s,
 		c->bytes_scanned, h, c->bytes_hashed);
@@ -1272,8 +1342,19 @@ int rlfs_dedupe_main(int argc, char **argv)
 		rc = EXIT_OPERATIONAL;
 		goto done;
 	}
+	/* --hashfile and nothing changed since a complete run: done */
+	char digest[33] = "", stored[40] = "";
+	if (c->hashfile && !c->dry_run && !c->walk_errors) {
+		tree_digest(c, argc - optind, argv + optind, digest);
+		if (digest[0] && dd_db_meta_get(c->db, "clean_tree", stored, sizeof(stored)) == 0 &&
+		    strcmp(stored, digest) == 0)
+			c->unchanged = true;
+		/* whatever this run does, the stored tree holds only after it */
+		if (dd_db_meta_set(c->db, "clean_tree", NULL) != 0)
+			c->store_failed = true;
+	}
 	struct timespec tc = c->t0;
-	for (size_t i = 0; i < c->nfiles; i++) {
+	for (size_t i = 0; i < c->nfiles && !c->unchanged; i++) {
 		rc = scan_file(c, i);
 		if (rc)
 			break;
@@ -1291,7 +1372,7 @@ int rlfs_dedupe_main(int argc, char **argv)
 	c->src_fd = -1;
 	/* a persistent store forgets the files under the roots this complete
 	 * run did not see (deleted, renamed, excluded now) */
-	for (int i = optind; rc == 0 && c->hashfile && i < argc; i++) {
+	for (int i = optind; rc == 0 && c->hashfile && !c->unchanged && i < argc; i++) {
 		char *abs = NULL;
 		if (argv[i][0] != '/' && c->cwd && asprintf(&abs, "%s/%s", c->cwd, argv[i]) < 0)
 			abs = NULL;
@@ -1301,6 +1382,15 @@ int rlfs_dedupe_main(int argc, char **argv)
 			rc = EXIT_OPERATIONAL;
 		}
 		free(abs);
+	}
+	/* a clean, complete run: the tree it leaves (stat again: a dedupe may
+	 * move ctime) is the one the next run can skip */
+	if (rc == 0 && digest[0] && !c->store_failed &&
+	    (c->unchanged || (!c->failed_ranges && !c->nchanged && restat_all(c)))) {
+		if (!c->unchanged)
+			tree_digest(c, argc - optind, argv + optind, digest);
+		if (dd_db_meta_set(c->db, "clean_tree", digest) != 0)
+			c->store_failed = true;
 	}
 	if (c->verbose && c->store_dropped)
 		fprintf(stderr, "%s: hash store: dropped %" PRIu64 " record(s) of files no longer "

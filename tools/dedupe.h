@@ -214,6 +214,11 @@ int dd_db_get_run(struct dd_db *db, int64_t dst_id, int64_t src_id, const struct
 /* Commit the open transaction and start another (bounds lost work).
  * 0 or -EIO. */
 int dd_db_commit(struct dd_db *db);
+/* The store's meta table: key's text value into buf (len bytes, NUL
+ * terminated): 0, -ENOENT (no such key), -EIO.  Set (value NULL: delete):
+ * 0 or -EIO. */
+int dd_db_meta_get(struct dd_db *db, const char *key, char *buf, size_t len);
+int dd_db_meta_set(struct dd_db *db, const char *key, const char *value);
 
 /* ---- sharing (dedupe_share.c) ---- */
 

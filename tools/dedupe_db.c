@@ -340,3 +340,35 @@ int dd_db_get_chunk(struct dd_db *d, int64_t db_id, uint64_t chunk, struct dd_ha
 	sqlite3_reset(st);
 	return n;
 }
+
+int dd_db_meta_get(struct dd_db *d, const char *key, char *buf, size_t len)
+{
+	sqlite3_stmt *st;
+	if (prep(d, &st, "SELECT value FROM meta WHERE key = ?"))
+		return -EIO;
+	sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+	int rc = sqlite3_step(st), err = -ENOENT;
+	if (rc == SQLITE_ROW) {
+		const unsigned char *v = sqlite3_column_text(st, 0);
+		snprintf(buf, len, "%s", v ? (const char *)v : "");
+		err = 0;
+	} else if (rc != SQLITE_DONE) {
+		err = -EIO;
+	}
+	sqlite3_finalize(st);
+	return err;
+}
+
+int dd_db_meta_set(struct dd_db *d, const char *key, const char *value)
+{
+	sqlite3_stmt *st;
+	if (prep(d, &st, value ? "INSERT OR REPLACE INTO meta VALUES(?, ?)" :
+				 "DELETE FROM meta WHERE key = ?"))
+		return -EIO;
+	sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+	if (value)
+		sqlite3_bind_text(st, 2, value, -1, SQLITE_STATIC);
+	int rc = sqlite3_step(st);
+	sqlite3_finalize(st);
+	return rc == SQLITE_DONE ? 0 : -EIO;
+}

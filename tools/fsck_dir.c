@@ -629,10 +629,22 @@ static int rebuild_dir(struct fsck *f, struct rlfs_mount *lm, const struct dirre
 	struct rlfs_inode *dp;
 	int err;
 
-	err = rlfs_iget(lm, dr->ino, &dp);
+	if (dr->root) {
+		err = rlfs_iget(lm, dr->ino, &dp);
+	} else {
+		/* its root pointer was out of the filesystem: the library
+		 * would refuse the inode; load it with an empty fork */
+		struct rlfs_trans *tp;
+		err = rlfs_trans_alloc(lm, &lm->resv.tr_rdonly, 0, RLFS_TRANS_RDONLY, &tp);
+		if (!err) {
+			err = rlfs_iget_fork_lost(tp, dr->ino, &dp);
+			rlfs_trans_cancel(tp);
+		}
+	}
 	if (err)
 		return err;
-	if (!S_ISDIR(dp->mode) || dp->format != RLFS_FMT_BTREE || dp->root != dr->root) {
+	if (!S_ISDIR(dp->mode) ||
+	    (dr->root && (dp->format != RLFS_FMT_BTREE || dp->root != dr->root))) {
 		rlfs_irele(dp);
 		return -EUCLEAN;    /* changed since the check */
 	}

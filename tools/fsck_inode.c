@@ -615,12 +615,23 @@ static void check_inode_forks(struct fsck *f, const struct rlfs_dinode *di, uint
 
 			bool rootok = root_ok(f, ino, ip.root, ip.root_level, "directory");
 
-			if (!rootok)
-				w.bad = true;   /* (the library would not load it) */
-			else
+			if (rootok)
 				walk_inode_tree(&w, tp, &rlfs_dirbt_ops, CL_DIRBT, dir_rec_cb,
 						NULL);
-			if (rootok && (w.bad || f->nerrors != mark.nerrors) && !f->oom) {
+			if (!rootok && !f->oom) {
+				/* a root pointer out of the filesystem: nothing to
+				 * walk from it; phase 3c finds the leaves through
+				 * the rmap (none without it: every entry is lost)
+				 * and repair rebuilds the tree (root 0: the
+				 * library loads it without its fork); the
+				 * finding printed stays, the salvage's line
+				 * counts it */
+				fsck_rewind(f, &mark);
+				ip.root = 0;
+				dir_rebuild = true;
+			} else if (!rootok) {
+				w.bad = true;
+			} else if ((w.bad || f->nerrors != mark.nerrors) && !f->oom) {
 				/* damaged tree or entries: phase 3c takes what
 				 * can be read (and claims the old blocks known to
 				 * be the directory's), repair rebuilds the tree

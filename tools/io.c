@@ -26,6 +26,9 @@
  *   fpunch off len                            PUNCH_HOLE|KEEP_SIZE
  *   fzero [-k] off len                        ZERO_RANGE
  *   funshare [-k] off len                     FALLOC_FL_UNSHARE_RANGE
+ *   fcollapse off len, finsert off len        FALLOC_FL_COLLAPSE_RANGE /
+ *                                            INSERT_RANGE (RLFS_IOC_SHIFT_RANGE;
+ *                                            fallocate(2) off reflinkfs)
  *   truncate off                              ftruncate(2)
  *   stat                                      fstat(2) plus extent counts and
  *                                            xfs_io's fsxattr lines
@@ -1090,6 +1093,28 @@ static int cmd_fallocate(struct io_ctx *c, int argc, char **argv, int base_mode,
 		}
 		return 0;
 	}
+	if (base_mode == FALLOC_FL_COLLAPSE_RANGE || base_mode == FALLOC_FL_INSERT_RANGE) {
+		struct rlfs_ioc_shift a;
+		memset(&a, 0, sizeof(a));
+		a.offset = v[0];
+		a.length = v[1];
+		a.flags = base_mode == FALLOC_FL_COLLAPSE_RANGE ? RLFS_IOC_SHIFT_COLLAPSE
+								: RLFS_IOC_SHIFT_INSERT;
+		if (ioctl(c->fd, RLFS_IOC_SHIFT_RANGE, &a) == 0) {
+			/* the kernel's size follows (writeback cache): the file
+			 * has new_size already */
+			if (ftruncate(c->fd, (off_t)a.new_size) != 0) {
+				io_err(c, cmd, "%s", strerror(errno));
+				return 1;
+			}
+			return 0;
+		}
+		if (errno != ENOTTY) {
+			io_err(c, cmd, "%s", strerror(errno));
+			return 1;
+		}
+		/* not reflinkfs: the kernel filesystem's own fallocate */
+	}
 	if (fallocate(c->fd, mode, (off_t)v[0], (off_t)v[1]) != 0) {
 		io_err(c, cmd, "%s", strerror(errno));
 		return 1;
@@ -1145,6 +1170,8 @@ static void io_help(FILE *f)
 		"  fpunch off len                          punch a hole\n"
 		"  fzero [-k] off len                      zero a range\n"
 		"  funshare [-k] off len                   give the range private copies of shared blocks\n"
+		"  fcollapse off len                       remove the range, shifting the rest down\n"
+		"  finsert off len                         insert a hole, shifting the rest up\n"
 		"  truncate off                            set the file size\n"
 		"  stat                                    file status, extent counts, fsxattr\n"
 		"  lsattr [-v]                             inode flags (xfs_io letters; -v names)\n"
@@ -1223,6 +1250,10 @@ static int run_command(struct io_ctx *c, const char *line)
 		r = cmd_fallocate(c, argc, argv, FALLOC_FL_ZERO_RANGE, true);
 	else if (strcmp(cmd, "funshare") == 0)
 		r = cmd_fallocate(c, argc, argv, FALLOC_FL_UNSHARE_RANGE, true);
+	else if (strcmp(cmd, "fcollapse") == 0)
+		r = cmd_fallocate(c, argc, argv, FALLOC_FL_COLLAPSE_RANGE, false);
+	else if (strcmp(cmd, "finsert") == 0)
+		r = cmd_fallocate(c, argc, argv, FALLOC_FL_INSERT_RANGE, false);
 	else if (strcmp(cmd, "truncate") == 0)
 		r = cmd_truncate(c, argc, argv);
 	else if (strcmp(cmd, "stat") == 0)

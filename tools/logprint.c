@@ -41,6 +41,8 @@ static const char *code_name(uint16_t c)
 	case RLFS_LOG_BUD: return "BUD";
 	case RLFS_LOG_RUI: return "RUI";
 	case RLFS_LOG_RUD: return "RUD";
+	case RLFS_LOG_SXI: return "SXI";
+	case RLFS_LOG_SXD: return "SXD";
 	case RLFS_LOG_XMI: return "XMI";
 	case RLFS_LOG_XMD: return "XMD";
 	}
@@ -117,6 +119,18 @@ static void print_intent_items(const uint8_t *p, uint32_t bs)
 			       (off & RLFS_RMAP_OFF_BMBT_BLOCK) ? " bmbt" : "",
 			       (off & RLFS_RMAP_OFF_UNWRITTEN) ? " unwritten" : "",
 			       (uint64_t)rlfs_get64(r->fsbno), rlfs_get32(r->len));
+		} else if (code == RLFS_LOG_SXI && ib == sizeof(struct rlfs_sxi_item)) {
+			const struct rlfs_sxi_item *x = (const void *)it;
+			uint32_t fl = rlfs_get32(x->flags);
+			unsigned op = fl & RLFS_SXI_OP_MASK;
+			printf("        %s ino %" PRIu64 " fileoff %" PRIu64 " shift %" PRIu64
+			       " cursor %" PRIu64 " new_size %" PRIu64 "%s\n",
+			       op == RLFS_SXI_COLLAPSE ? "collapse" :
+			       op == RLFS_SXI_INSERT ? "insert" : "op?",
+			       (uint64_t)rlfs_get64(x->ino), (uint64_t)rlfs_get64(x->startoff),
+			       (uint64_t)rlfs_get64(x->shift), (uint64_t)rlfs_get64(x->cursor),
+			       (uint64_t)rlfs_get64(x->new_size),
+			       (fl & RLFS_SXI_PUNCHING) ? " punching" : "");
 		} else if (code == RLFS_LOG_XMI && ib == sizeof(struct rlfs_xmi_item)) {
 			const struct rlfs_xmi_item *x = (const void *)it;
 			uint64_t fl = rlfs_get64(x->flags);

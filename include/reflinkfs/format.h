@@ -612,6 +612,8 @@ RLFS_SA(sizeof(struct rlfs_log_desc) == 16, "log desc");
 #define RLFS_LOG_BUD 0x0302u        /* its done */
 #define RLFS_LOG_RUI 0x0401u        /* rmap update intent (RMAP feature) */
 #define RLFS_LOG_RUD 0x0402u        /* its done */
+#define RLFS_LOG_SXI 0x0501u        /* shift extents intent (collapse/insert range) */
+#define RLFS_LOG_SXD 0x0502u        /* its done */
 #define RLFS_LOG_XMI 0x0601u        /* exchange-mapping intent (exchange range) */
 #define RLFS_LOG_XMD 0x0602u        /* its done */
 
@@ -685,6 +687,40 @@ struct rlfs_rui_item {
 	rlfs_le32 op;               /* RLFS_RUI_MAP / _UNMAP / _CONVERT */
 };
 RLFS_SA(sizeof(struct rlfs_rui_item) == 32, "rui item");
+
+/* SXI item (item_bytes 48): the rest of one fallocate COLLAPSE_RANGE or
+ * INSERT_RANGE of an inode's data fork (docs/SPEC.md section 16).  Every
+ * step of the chain logs the done of the intent it finishes and a new
+ * intent with the advanced cursor in the same transaction as its fork
+ * changes, so recovery finds exactly one pending SXI whose cursor matches
+ * the fork.
+ *   COLLAPSE  with RLFS_SXI_PUNCHING: unmap [startoff, startoff+shift)
+ *             (the blocks released through CUIs/EFIs), then without it:
+ *             move every mapping at or after cursor (old file blocks;
+ *             first startoff+shift) to its startoff - shift, in ascending
+ *             order, cursor following.
+ *   INSERT    move every mapping part in [startoff, cursor) (cursor first
+ *             the end of the last mapping) to its startoff + shift, from
+ *             the end down, splitting the mapping that spans startoff;
+ *             cursor falls to startoff.
+ * The last step sets di_size to new_size (and mtime/ctime).  Refcounts
+ * never change; the rmap follows through RUIs (unmap at the old offset,
+ * map at the new).  No counterpart in XFS, which shifts one extent per
+ * transaction and is not atomic under crash. */
+#define RLFS_SXI_COLLAPSE 1u
+#define RLFS_SXI_INSERT 2u
+#define RLFS_SXI_OP_MASK 0xffu
+#define RLFS_SXI_PUNCHING (1u << 8)
+struct rlfs_sxi_item {
+	rlfs_le64 ino;              /* the file */
+	rlfs_le64 startoff;         /* file block: collapse/insert offset */
+	rlfs_le64 shift;            /* blocks, > 0 */
+	rlfs_le64 cursor;           /* file block: progress (see above) */
+	rlfs_le64 new_size;         /* bytes: di_size after the last step */
+	rlfs_le32 flags;            /* op (RLFS_SXI_COLLAPSE / _INSERT) | RLFS_SXI_PUNCHING */
+	rlfs_le32 pad;              /* zero */
+};
+RLFS_SA(sizeof(struct rlfs_sxi_item) == 48, "sxi item");
 
 /* XMI item (item_bytes 64): exchange the data-fork mappings of file
  * blocks [startoff1, startoff1+blockcount) of ino1 with those of

@@ -293,7 +293,13 @@ void rlfs_set_writeback_reserve(struct rlfs_mount *mp, uint64_t bytes);
 int64_t rlfs_avail_blocks_hint(struct rlfs_mount *mp);
 /* fallocate(2): mode 0, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE|KEEP_SIZE,
  * FALLOC_FL_ZERO_RANGE (±KEEP_SIZE), FALLOC_FL_UNSHARE_RANGE (±KEEP_SIZE:
- * give the range private copies of shared blocks); others -EOPNOTSUPP.
+ * give the range private copies of shared blocks), FALLOC_FL_COLLAPSE_RANGE
+ * and FALLOC_FL_INSERT_RANGE (alone, else -EOPNOTSUPP as vfs_fallocate of
+ * Linux 6.15 on; off and len multiples of
+ * the block size, else -EINVAL; a collapse must end before EOF and an
+ * insert start before it, else -EINVAL; an insert growing the file past the
+ * largest size -EFBIG; crash-atomic: after a crash the file is wholly
+ * shifted or untouched); others -EOPNOTSUPP.
  * Updates mtime/ctime; setuid/setgid are the caller's business (the
  * kernel's file_modified() depends on its caller's credentials: a FUSE
  * daemon gets a SETATTR for it, see rlfs_setattr's KILL bits). */
@@ -659,6 +665,18 @@ struct rlfs_log_stats {
 				     * the work left) so that a long deferred
 				     * chain does not hold the log's tail */
 };
+/*
+ * Background AIL push, xfsaild's role, for a caller's timer (the daemon
+ * calls it every 200 ms): if no transaction committed since the previous
+ * call and more than half of the log is in use, write the oldest dirty
+ * metadata in place until another eighth of the log is free (up to three
+ * quarters), so that a busy phase's metadata goes out while the
+ * filesystem is quiet instead of stalling the next checkpoint that does
+ * not fit.  Does nothing while meta_lock is held (not idle), read-only, or
+ * without a log.  1 if it pushed, 0 if not, or negative errno of the
+ * writes (the images stay dirty).
+ */
+int rlfs_log_push_idle(struct rlfs_mount *mp);
 /* true if mp has a log (RLFS_FEAT_INCOMPAT_LOG). */
 bool rlfs_has_log(struct rlfs_mount *mp);
 /* Copy mp's log statistics to *st (zeros without a log).  Takes meta_lock. */

@@ -234,6 +234,30 @@ struct rlfs_ioc_fsmap_geom {
 };
 #define RLFS_IOC_FSMAP_GEOM _IOWR(RLFS_IOC_TYPE, 11, struct rlfs_ioc_fsmap_geom)
 
+/* RLFS_IOC_SHIFT_RANGE: fallocate(fd, FALLOC_FL_COLLAPSE_RANGE or
+ * FALLOC_FL_INSERT_RANGE, offset, length) (fallocate(2)), which the
+ * kernel's FUSE fallocate fails with EOPNOTSUPP before the daemon sees it.
+ * flags: exactly one of RLFS_IOC_SHIFT_COLLAPSE / _INSERT (else EINVAL).
+ * Errors as fallocate(2) on XFS: EBADF (not open for writing), EINVAL
+ * (offset or length not a multiple of the block size, a collapse reaching
+ * EOF, an insert at or past EOF, length 0), EFBIG, EPERM (immutable,
+ * append-only), EISDIR / ENODEV.  Out: new_size, the file's size after the
+ * shift.  The daemon drops the kernel's cached pages of the file; under
+ * the writeback cache the kernel keeps its own idea of the size, so the
+ * caller then calls ftruncate(fd, new_size) (a no-op for the file, which
+ * already has that size; the LD_PRELOAD shim and `reflinkfs io` do). */
+#define RLFS_IOC_SHIFT_COLLAPSE (1u << 0)
+#define RLFS_IOC_SHIFT_INSERT   (1u << 1)
+struct rlfs_ioc_shift {
+	__u64 offset;               /* in: bytes */
+	__u64 length;               /* in: bytes, > 0 */
+	__u32 flags;                /* in: RLFS_IOC_SHIFT_* */
+	__u32 reserved;             /* must be zero */
+	__u64 new_size;             /* out: bytes */
+	__u64 reserved2[2];         /* must be zero */
+};
+#define RLFS_IOC_SHIFT_RANGE _IOWR(RLFS_IOC_TYPE, 12, struct rlfs_ioc_shift)
+
 /* RLFS_IOC_EXCHANGE_RANGE: XFS_IOC_EXCHANGE_RANGE (ioctl_xfs_exchange_range(2),
  * Linux 6.10) issued on file2: exchange bytes [file1_offset, +length) of
  * file1_fd with [file2_offset, +length) of the target, atomically, also
@@ -253,7 +277,7 @@ struct rlfs_ioc_exchange_range {
 	__u64 flags;
 	__u64 reserved[3];          /* must be zero */
 };
-#define RLFS_IOC_EXCHANGE_RANGE _IOWR(RLFS_IOC_TYPE, 12, struct rlfs_ioc_exchange_range)
+#define RLFS_IOC_EXCHANGE_RANGE _IOWR(RLFS_IOC_TYPE, 13, struct rlfs_ioc_exchange_range)
 
 /* RLFS_IOC_START_COMMIT / RLFS_IOC_COMMIT_RANGE: XFS_IOC_START_COMMIT /
  * XFS_IOC_COMMIT_RANGE (ioctl_xfs_commit_range(2), Linux 6.12), issued on
@@ -273,6 +297,6 @@ struct rlfs_ioc_commit_range {
 	__u64 file2_freshness[6];
 	__u64 reserved[2];          /* must be zero */
 };
-#define RLFS_IOC_START_COMMIT _IOWR(RLFS_IOC_TYPE, 13, struct rlfs_ioc_commit_range)
-#define RLFS_IOC_COMMIT_RANGE _IOWR(RLFS_IOC_TYPE, 14, struct rlfs_ioc_commit_range)
+#define RLFS_IOC_START_COMMIT _IOWR(RLFS_IOC_TYPE, 14, struct rlfs_ioc_commit_range)
+#define RLFS_IOC_COMMIT_RANGE _IOWR(RLFS_IOC_TYPE, 15, struct rlfs_ioc_commit_range)
 #endif

@@ -2,7 +2,7 @@
  * crashtest.c: rlfs-crashtest, the crash tester (issue 10 section 4;
  * docs/DESIGN.md "Crash testing").
  *
- *   rlfs-crashtest [--workload fsx|clone|enospc|dir|falloc|meta|unlinked|remount|cowwide|dedupe|exchange|all]
+ *   rlfs-crashtest [--workload fsx|clone|enospc|dir|falloc|meta|unlinked|remount|cowwide|dedupe|shift|exchange|all]
  *                  [--seed S]
  *                  [--ops N] [--count N] [--images M]
  *                  [--mode all|synced|flush|random|recovery|repair] [--damage KIND]
@@ -47,7 +47,10 @@
  *    Workloads: fsx (writes, truncates, punches, zero ranges, clones,
  *    unshares, copy ranges, dedupes, fsync/fdatasync/sync on 4 files), clone (a 2 MiB file
  *    cloned twice, then small CoW overwrites), dedupe (the same start, then
- *    CoW overwrites and ranges deduped back, same or differing), exchange
+ *    CoW overwrites and ranges deduped back, same or differing), shift (files
+ *    of many extents, some shared and some unwritten, then only collapses and
+ *    inserts, fsyncs and syncs: each file must equal one allowed version as
+ *    a whole, never be half shifted: "torn"), exchange
  *    (fragmented files with holes, unwritten and shared extents whose
  *    ranges are exchanged, rlfs_exchange_range, each exchange between
  *    fsyncs of both files: a cut between them must find each file whole
@@ -198,6 +201,11 @@ struct fmodel {
 	size_t nv, vcap;
 	struct fsync_mark *sy;
 	size_t nsy, sycap;
+	/* versions from whole_from on change the file only by crash-atomic
+	 * metadata operations over durable data (the shift workload's
+	 * collapses and inserts): a crash image whose allowed versions all
+	 * lie there must equal one of them as a whole (SIZE_MAX: never) */
+	size_t whole_from;
 };
 
 /* chunk memory: shared between versions, all freed at the end of a
@@ -824,6 +832,85 @@ static void wl_falloc(struct wl *w)
 			do_falloc(w, f, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, rndn(lim),
 				  rnd_len(lim / 4), "punch");
 		else if (r < 90)
+			do_fsync(w, f, (int)rndn(2));
+		else
+			do_sync(w);
+	}
+}
+
+/* collapse (FALLOC_FL_COLLAPSE_RANGE) or insert (FALLOC_FL_INSERT_RANGE)
+ * [off, off+len) of f, whole blocks; off and len rounded down to blocks,
+ * the range kept inside EOF (collapse: before it) and the model's
+ * capacity (insert) */
+static void do_shift(struct wl *w, struct fmodel *f, bool collapse, uint64_t off, uint64_t len)
+{
+	uint64_t nb = f->cur_size / BLOCK_BYTES;
+	off = off / BLOCK_BYTES * BLOCK_BYTES;
+	len = RLFS_MAX(len / BLOCK_BYTES, 1) * BLOCK_BYTES;
+	if (collapse) {
+		if (nb < 2 || off / BLOCK_BYTES >= nb - 1)
+			return;
+		len = RLFS_MIN(len, (nb - 1) * BLOCK_BYTES - off);
+		if (off + len >= f->cur_size)
+			return;
+	} else {
+		if (off >= f->cur_size || f->cur_size + len > f->max_bytes)
+			return;
+	}
+	int mode = collapse ? FALLOC_FL_COLLAPSE_RANGE : FALLOC_FL_INSERT_RANGE;
+	const char *what = collapse ? "collapse" : "insert";
+	int err = rlfs_fallocate(w->mp, f->ino, mode, (off_t)off, (off_t)len);
+	if (getenv("RLFS_CRASH_TRACE"))
+		printf("trace: %s %s %" PRIu64 "+%" PRIu64 ": %d\n", what, f->name, off, len, err);
+	if (err && err != -ENOSPC)
+		wl_fail("%s %s %" PRIu64 "+%" PRIu64 ": %s", what, f->name, off, len,
+			strerror(-err));
+	if (err) {
+		w->nenospc++;
+		resync(w, f);
+	} else if (collapse) {
+		memmove(f->cur + off, f->cur + off + len, f->cur_size - off - len);
+		memset(f->cur + f->cur_size - len, 0, len);
+		f->cur_size -= len;
+	} else {
+		memmove(f->cur + off + len, f->cur + off, f->cur_size - off);
+		memset(f->cur + off, 0, len);
+		f->cur_size += len;
+	}
+	op_done(w, f, what);
+}
+
+/* shift: files of many extents (every other block written), some shared
+ * (clones between them) and some unwritten (preallocated), made durable
+ * by a sync; then only collapses and inserts (each a chain of many
+ * steps: more than RLFS_SXI_STEP_EXTENTS mappings move), fsyncs and
+ * syncs.  No data changes after the sync, so every crash image must show
+ * each file exactly as one of its allowed versions (whole_from): all
+ * before a shift or all after it, never a file half shifted. */
+static void wl_shift(struct wl *w)
+{
+	for (int i = 0; i < w->nf; i++) {
+		struct fmodel *f = &w->f[i];
+		do_create(w, f);
+		for (uint64_t b = 0; b < 96; b += 2)
+			do_write(w, f, b * BLOCK_BYTES, BLOCK_BYTES);
+		do_write(w, f, 100 * BLOCK_BYTES, 5 * BLOCK_BYTES + 100);
+	}
+	do_clone(w, &w->f[0], &w->f[1], 0, 120 * BLOCK_BYTES, 40 * BLOCK_BYTES);
+	do_falloc(w, &w->f[2], 0, 110 * BLOCK_BYTES, 16 * BLOCK_BYTES, "alloc+size");
+	do_falloc(w, &w->f[0], FALLOC_FL_KEEP_SIZE, 200 * BLOCK_BYTES, 8 * BLOCK_BYTES, "alloc");
+	do_sync(w);
+	for (int i = 0; i < w->nf; i++)
+		w->f[i].whole_from = w->f[i].nv - 1;
+	for (unsigned n = 0; n < w->o->ops; n++) {
+		struct fmodel *f = pick(w);
+		uint64_t r = rndn(100);
+		uint64_t nb = f->cur_size / BLOCK_BYTES + 1;
+		if (r < 40)
+			do_shift(w, f, true, rndn(nb) * BLOCK_BYTES, (1 + rndn(24)) * BLOCK_BYTES);
+		else if (r < 80)
+			do_shift(w, f, false, rndn(nb) * BLOCK_BYTES, (1 + rndn(24)) * BLOCK_BYTES);
+		else if (r < 92)
 			do_fsync(w, f, (int)rndn(2));
 		else
 			do_sync(w);
@@ -2714,6 +2801,7 @@ static const struct wdef workloads[] = {
 	{ "remount", wl_remount, 32ull << 20, 4, 256 * 1024, 250 },
 	{ "cowwide", wl_cowwide, 32ull << 20, 3, 1ull << 20, 40 },
 	{ "dedupe", wl_dedupe, 32ull << 20, 3, 1ull << 20, 60 },
+	{ "shift", wl_shift, 32ull << 20, 3, 1ull << 20, 60 },
 	{ "exchange", wl_exchange, 32ull << 20, 3, 1ull << 20, 40 },
 };
 
@@ -2969,6 +3057,25 @@ static void check_file(struct wl *w, const struct fmodel *f, uint64_t pos, struc
 			say(m, "%s: %s%s: %" PRIu64 " bytes not in versions %zu..%zu, first at %" PRIu64
 			    " (0x%02x)", kinds[i], f->name, synced ? " (fsync'd)" : "", bad[i], lo, hi,
 			    first[i], w->iobuf[first[i]]);
+	}	/* crash-atomic versions: the file is one of them as a whole */
+	if (lo >= f->whole_from) {
+		bool one = false;
+		for (size_t v = lo; v <= hi && !one; v++) {
+			const struct fver *fv = &f->v[v];
+			if (fv->size_bytes != size)
+				continue;
+			one = true;
+			for (uint64_t c0 = 0; c0 < size && one; c0 += CHUNK_BYTES) {
+				uint64_t c1 = RLFS_MIN(c0 + CHUNK_BYTES, size);
+				const uint8_t *ch = fv->chunks[c0 / CHUNK_BYTES];
+				one = ch ? memcmp(ch, w->iobuf + c0, c1 - c0) == 0
+					 : zero_chunk(w->iobuf + c0, c1 - c0);
+			}
+		}
+		if (!one)
+			say(m, "torn: %s%s (%" PRIu64 " bytes) equals none of versions %zu..%zu as a "
+			    "whole (a crash-atomic operation half done)", f->name,
+			    synced ? " (fsync'd)" : "", size, lo, hi);
 	}
 }
 
@@ -3379,7 +3486,8 @@ static unsigned check_recovery(struct wl *w, const char *img, uint64_t pos, uint
 
 static const char *const kind_names[] = { "mount", "unmount", "fsck", "orphan", "missing",
 					  "size", "readerr", "zeros", "stale", "foreign",
-					  "garbage", "name", "xattr", "attr", "nlink", "crashed" };
+					  "garbage", "name", "xattr", "attr", "nlink", "crashed",
+					  "torn" };
 #define NKINDS (sizeof(kind_names) / sizeof(kind_names[0]))
 
 struct totals {
@@ -3395,7 +3503,7 @@ struct totals {
 static void usage(FILE *out)
 {
 	fprintf(out,
-		"usage: rlfs-crashtest [--workload fsx|clone|enospc|dir|falloc|meta|unlinked|remount|cowwide|dedupe|exchange|all]\n"
+		"usage: rlfs-crashtest [--workload fsx|clone|enospc|dir|falloc|meta|unlinked|remount|cowwide|dedupe|shift|exchange|all]\n"
 		"                      [--seed S] [--ops N]\n"
 		"                      [--count N] [--images M]\n"
 		"                      [--mode all|synced|flush|random|recovery|repair]\n"
@@ -3509,6 +3617,7 @@ static int run_workload(const struct opts *o, const struct wdef *d, struct total
 		f->fid = i + 1;
 		snprintf(f->name, sizeof(f->name), "f%d", i + 1);
 		f->max_bytes = d->file_bytes;
+		f->whole_from = SIZE_MAX;
 		f->cur = calloc(1, f->max_bytes);
 		if (!f->cur)
 			wl_fail("out of memory");
@@ -3906,7 +4015,7 @@ int main(int argc, char **argv)
 		if (!strcmp(o.workload, "all") || !strcmp(o.workload, workloads[i].name))
 			list[nlist++] = &workloads[i];
 	if (!nlist) {
-		fprintf(stderr, "rlfs-crashtest: unknown --workload %s (fsx, clone, enospc, dir, falloc, meta, unlinked, remount, cowwide, dedupe, exchange, all)\n",
+		fprintf(stderr, "rlfs-crashtest: unknown --workload %s (fsx, clone, enospc, dir, falloc, meta, unlinked, remount, cowwide, dedupe, shift, exchange, all)\n",
 			o.workload);
 		return 2;
 	}

@@ -2,7 +2,8 @@
 # Randomized exerciser with reflink ops: rlfs-fsx -F N (several files with
 # clone through RLFS_IOC_CLONE_RANGE, copy_file_range and unshare through
 # RLFS_IOC_UNSHARE_RANGE between them, besides write/truncate/punch/zero/
-# fallocate/seek/mmap; every file checked against its own model) for many
+# fallocate/seek/mmap, and collapse/insert range through RLFS_IOC_SHIFT_RANGE
+# in a fourth run; every file checked against its own model) for many
 # thousands of operations, with unmount + fsck (refcounts against mappings)
 # + remount cycles; each cycle first verifies all files left by the previous
 # one against the saved models.  The same seeds run first on kernel XFS
@@ -31,6 +32,9 @@ runs() {
 	# tiny ops on two files: fragmented extents shared in pieces
 	run_to 600 "$FSX" -q -F 2 -N "$OPS" -S $((c + 2001)) -l 1M -o 16K -X t -m "$md/frag" "$@" "$d/frag" ||
 		die "fsx frag (cycle $c, $d) failed"
+	# collapse and insert range (-A) among the clones: shared extents move
+	run_to 600 "$FSX" -q -F 2 -A -N "$OPS" -S $((c + 3001)) -l 2M -o 64K -m "$md/shift" "$@" "$d/shift" ||
+		die "fsx shift (cycle $c, $d) failed"
 }
 
 log "model check on kernel XFS (same seeds, FICLONERANGE)"
@@ -58,7 +62,7 @@ for ((c = 0; c < CYCLES; c++)); do
 	df -P -k "$mnt" | tail -1
 	rlfs_umount "$mnt"
 	rlfs_fsck "$img"
-	log "cycle $c: $((OPS * 9 / 4)) ops verified, umount + fsck clean"
+	log "cycle $c: $((OPS * 13 / 4)) ops verified, umount + fsck clean"
 done
 
 # after the last remount: every file equals its model and its XFS twin
@@ -66,12 +70,12 @@ rlfs_mount "$img" "$mnt"
 n=0
 for f in "$mnt"/*; do
 	b=$(basename "$f")
-	case $b in small*) m=$T/rm/small${b#small} ;; big*) m=$T/rm/big${b#big} ;; frag*) m=$T/rm/frag${b#frag} ;; *) die "stray file $b" ;; esac
+	case $b in small*) m=$T/rm/small${b#small} ;; big*) m=$T/rm/big${b#big} ;; frag*) m=$T/rm/frag${b#frag} ;; shift*) m=$T/rm/shift${b#shift} ;; *) die "stray file $b" ;; esac
 	cmp "$f" "$m" || die "$b differs from its model after the final remount"
 	cmp "$f" "$T/xfs/$b" || die "$b differs from the same run on kernel XFS"
 	n=$((n + 1))
 done
-[ $n = 9 ] || die "expected 9 files, found $n"
+[ $n = 11 ] || die "expected 11 files, found $n"
 log "all $n files match their models and kernel XFS"
 
 # parallel: two exercisers on separate file sets at once (clones between

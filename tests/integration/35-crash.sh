@@ -272,4 +272,24 @@ if [ "$haslog" = 1 ]; then
 	}
 	[ "${n:-0}" -ge 300 ] || die "intents: only ${n:-0} crash images checked"
 	log "intents in their own checkpoints: $n crash images, none failed"
+
+	# 5. collapse and insert range (the shift workload): with every intent
+	# in its own checkpoint the cuts fall between the steps of a shift's
+	# SXI chain, and every file must be wholly before or after each shift
+	# (the checker's "torn" finding; a shift done one step per transaction
+	# without the intent fails it, as the development notes record)
+	set +e
+	RLFS_LOG_FORCE_INTENTS=1 run_to 900 "$CT" --workload shift --mode all --seed "$SEED" \
+		--count 2 >"$T/shift.out" 2>&1
+	rc=$?
+	set -e
+	grep -E "^(checked|by cut|damage|RESULT)" "$T/shift.out" || true
+	n=$(field images "$T/shift.out")
+	failed=$(field failed "$T/shift.out")
+	[ "$rc" = 0 ] && [ "${failed:-1}" = 0 ] || {
+		grep -A6 "^FAIL" "$T/shift.out" | head -60
+		die "shift workload, intents forced: exit $rc, ${failed:-?} of ${n:-?} crash images failed"
+	}
+	[ "${n:-0}" -ge 300 ] || die "shift: only ${n:-0} crash images checked"
+	log "shift workload, intents in their own checkpoints: $n crash images, none torn"
 fi

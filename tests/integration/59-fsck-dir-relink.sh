@@ -147,6 +147,20 @@ for rm in 1 0; do
 		LOST=$(awk '$1 == 0 { for (i = 3; i <= NF; i++) print $i }' "$T/blocks" | xargs)
 	fi
 	check_case "root node zeroed (rmapbt=$rm)" "$img"
+
+	# the inode's root pointer itself wrong (a block past the end of the
+	# filesystem): with the rmap every leaf is still found, without it
+	# every entry is lost
+	img=$T/rootptr$rm.img
+	cp --sparse=always "$base" "$img"
+	for s in sums names dino; do cp "$base.$s" "$img.$s"; done
+	$ED inode-set "$img" "$dino" root 99999999
+	if [ $rm = 1 ]; then
+		LOST=""
+	else
+		LOST=$(awk '$1 == 0 { for (i = 3; i <= NF; i++) print $i }' "$T/blocks" | xargs)
+	fi
+	check_case "root pointer out of the filesystem (rmapbt=$rm)" "$img"
 done
 
 # /lost+found a regular file (one name), and a lost file: the file is moved

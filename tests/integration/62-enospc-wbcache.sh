@@ -62,6 +62,50 @@ cmp "$mnt/f" "$T/expect1" || die "case 1: after a remount the file is not the by
 log "case 1: write(2) got ENOSPC, fsync ok, $(stat -c %s "$mnt/f") bytes intact after remount"
 rlfs_umount "$mnt"
 
+# case 1b: two writers, both opened while space is plentiful: the one
+# that did not cross the line must be stopped too (every cached writer's
+# attributes are invalidated when only the reserve is left), so neither
+# loses what write(2) accepted
+rm -f "$img"
+rlfs_mkfs "$img" -s 64M
+rlfs_mount "$img" "$mnt" "${opts[@]}"
+$PY - "$mnt" "$T/expect1b" <<'PYEOF' >"$T/case1b.out" 2>&1 || { cat "$T/case1b.out"; die "case 1b script failed"; }
+import os, sys, errno
+mnt, expect = sys.argv[1], sys.argv[2]
+fds = {n: os.open(mnt + "/" + n, os.O_CREAT | os.O_WRONLY, 0o644) for n in ("a", "b")}
+got = {}
+for n in ("a", "b"):
+    parts = []
+    try:
+        while True:
+            buf = os.urandom(1 << 20)
+            w = os.write(fds[n], buf)
+            parts.append(buf[:w])
+            if w < len(buf):
+                break
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            sys.exit("%s: write(2) failed with %s, not ENOSPC" % (n, e))
+    got[n] = b"".join(parts)
+    print("%s: accepted %d bytes" % (n, len(got[n])))
+for n in ("a", "b"):
+    try:
+        os.fsync(fds[n])
+    except OSError as e:
+        sys.exit("%s: fsync after the accepted writes: %s (data accepted by write(2) was lost)" % (n, e))
+    os.close(fds[n])
+    open(expect + "." + n, "wb").write(got[n])
+PYEOF
+cat "$T/case1b.out"
+rlfs_umount "$mnt"
+rlfs_fsck "$img"
+rlfs_mount "$img" "$mnt" "${opts[@]}"
+for n in a b; do
+	cmp "$mnt/$n" "$T/expect1b.$n" || die "case 1b: after a remount $n is not the bytes write(2) accepted"
+done
+rlfs_umount "$mnt"
+log "case 1b: both writers stopped with ENOSPC, nothing accepted was lost"
+
 # cases 2 and 3: a 16 MiB file and its clone, the rest filled
 for mode in write mmap; do
 	rm -f "$img"

@@ -255,6 +255,54 @@ static void test_alloc_skips_busy(void **state)
 	tu_unmount(&fs);
 }
 
+/* A free record cut into many busy pieces (a run whose odd blocks were
+ * freed long ago and even ones just now): the allocator looks at
+ * RLFS_ALLOC_PIECES_MAX pieces of it, no more, and the next allocation
+ * makes the frees durable first (one force), after which the space is
+ * whole again. */
+static void test_busy_heavy_forces(void **state)
+{
+	(void)state;
+	struct tu_fs fs;
+	tu_mkfs_mount(&fs, 64 * MiB, 4096, 1);
+	struct rlfs_mount *mp = fs.mp;
+	struct rlfs_trans *tp;
+	assert_int_equal(rlfs_sync(mp), 0);
+	assert_int_equal(rlfs_trans_alloc(mp, &mp->resv.tr_fsck, 700, 0, &tp), 0);
+	struct rlfs_alloc_arg a = { .tp = tp, .type = RLFS_ALLOC_NEAR, .hint_fsbno = 2000,
+				    .minlen = 600, .maxlen = 600, .alignment = 1 };
+	assert_int_equal(rlfs_alloc_extent(&a), 0);
+	uint64_t run = a.fsbno;
+	assert_int_equal(rlfs_trans_commit(tp), 0);
+	assert_int_equal(rlfs_sync(mp), 0);
+	for (uint64_t first = 1; first != 2; first = first ? 0 : 2) {
+		/* odd blocks, made durable (not busy); then even ones, busy */
+		assert_int_equal(rlfs_trans_alloc(mp, &mp->resv.tr_fsck, 64, RLFS_TRANS_RESERVE, &tp),
+				 0);
+		for (uint64_t b = run + first; b < run + 600; b += 2)
+			assert_int_equal(rlfs_free_extent(tp, b, 1), 0);
+		assert_int_equal(rlfs_trans_commit(tp), 0);
+		if (first)
+			assert_int_equal(rlfs_sync(mp), 0);
+	}
+	assert_int_equal(rlfs_busy_blocks(mp), 300);
+	uint64_t forces = rlfs_busy_forces(mp);
+	/* near the run's end: its record, 600 blocks in 300 busy and 300
+	 * free pieces, is walked from the left towards the hint */
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(rlfs_trans_alloc(mp, &mp->resv.tr_fsck, 64, 0, &tp), 0);
+		a = (struct rlfs_alloc_arg){ .tp = tp, .type = RLFS_ALLOC_NEAR,
+					     .hint_fsbno = run + 599, .minlen = 1, .maxlen = 1,
+					     .alignment = 1 };
+		assert_int_equal(rlfs_alloc_extent(&a), 0);
+		assert_int_equal(rlfs_trans_commit(tp), 0);
+	}
+	/* the second allocation forced the frees durable: nothing busy */
+	assert_int_equal(rlfs_busy_forces(mp), forces + 1);
+	assert_int_equal(rlfs_busy_blocks(mp), 0);
+	tu_unmount(&fs);
+}
+
 /* rlfs_busy_force from inside an open transaction that has changed
  * buffers holding committed but unwritten changes (the AG header): the
  * committed state goes to disk, not the open transaction's; the busy
@@ -382,6 +430,7 @@ int main(void)
 		cmocka_unit_test(test_crash_unshare_truncate),
 		cmocka_unit_test(test_inode_not_reused),
 		cmocka_unit_test(test_alloc_skips_busy),
+		cmocka_unit_test(test_busy_heavy_forces),
 		cmocka_unit_test(test_force_inside_trans),
 		cmocka_unit_test(test_force_inside_trans_log),
 		cmocka_unit_test(test_no_enospc_while_busy),
