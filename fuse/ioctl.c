@@ -475,6 +475,126 @@ static int clone_checked(fuse_req_t req, struct rlfs_mount *mp, fuse_ino_t ino,
 }
 
 /*
+ * RLFS_IOC_EXCHANGE_RANGE on file2 (ino, fi), in the order of the
+ * kernel's checks (fs/xfs/xfs_exchrange.c xfs_ioc_exchange_range ->
+ * xfs_exchange_range_checks): EINVAL (reserved words, unknown flags),
+ * EBADF (file1_fd not open), EXDEV (another filesystem), EINVAL (offsets
+ * or length wrap), EISDIR / EINVAL (file types), EBADF (either file not
+ * open for reading and writing, or O_APPEND), then the library's
+ * checks (rlfs_exchange_range).  Both files' dirty pages are written back
+ * first; afterwards the kernel's caches of both ranges are dropped.
+ */
+static int do_exchange(fuse_req_t req, struct rlfs_mount *mp, fuse_ino_t ino,
+		       struct fuse_file_info *fi, unsigned ioflags,
+		       const struct rlfs_ioc_exchange_range *a,
+		       const struct rlfs_exchange_fresh *fresh)
+{
+	if (a->reserved[0] || a->reserved[1] || a->reserved[2] ||
+	    (a->flags & ~(uint64_t)RLFS_EXCHANGE_ALL_FLAGS))
+		return -EINVAL;
+	struct caller_file cf;
+	int err = callerfd_get(req, a->file1_fd, &cf);
+	if (err)
+		return err;
+	uint64_t ino1 = cf.ino, ino2 = n2i(ino);
+	struct stat st1, st2;
+	err = rlfs_getattr(mp, ino1, &st1);
+	if (err == -ENOENT)
+		err = -EXDEV;
+	if (!err)
+		err = rlfs_getattr(mp, ino2, &st2);
+	if (!err && (!remap_area_ok(a->file1_offset, a->length) ||
+		     !remap_area_ok(a->file2_offset, a->length)))
+		err = -EINVAL;
+	if (!err && (S_ISDIR(st1.st_mode) || S_ISDIR(st2.st_mode) || (ioflags & FUSE_IOCTL_DIR)))
+		err = -EISDIR;
+	if (!err && (!S_ISREG(st1.st_mode) || !S_ISREG(st2.st_mode)))
+		err = -EINVAL;
+	bool known;
+	int fl2 = fh_flags(fi, &known);
+	if (!err && ((cf.flags & O_ACCMODE) != O_RDWR || (cf.flags & O_APPEND) || !known ||
+		     (fl2 & O_ACCMODE) != O_RDWR || (fl2 & O_APPEND)))
+		err = -EBADF;
+	int fl1 = cf.flags;
+	callerfd_put(&cf);
+	if (err)
+		return err;
+	fuse_ino_t nodes[2] = { i2n(ino1), ino };
+	flush_and_wait(nodes, ino1 == ino2 ? 1 : 2);
+	uint64_t flags = a->flags;
+	if ((fl1 | fl2) & (O_SYNC | O_DSYNC))
+		flags |= RLFS_EXCHANGE_DSYNC;   /* the man page: same effect */
+	if (!(flags & RLFS_EXCHANGE_DRY_RUN)) {
+		/* file_remove_privs of both files (xfs_exchange_range_finish) */
+		if (rlfs_getattr(mp, ino1, &st1) == 0 && rlfs_getattr(mp, ino2, &st2) == 0) {
+			unsigned k1 = clone_kill_flags(req, &st1), k2 = clone_kill_flags(req, &st2);
+			if (k1 & RLFS_CLONE_KILL_SUID)
+				flags |= RLFS_EXCHANGE_KILL_SUID1;
+			if (k1 & RLFS_CLONE_KILL_SGID)
+				flags |= RLFS_EXCHANGE_KILL_SGID1;
+			if (k2 & RLFS_CLONE_KILL_SUID)
+				flags |= RLFS_EXCHANGE_KILL_SUID2;
+			if (k2 & RLFS_CLONE_KILL_SGID)
+				flags |= RLFS_EXCHANGE_KILL_SGID2;
+		}
+	}
+	uint64_t size1 = (uint64_t)st1.st_size, size2 = (uint64_t)st2.st_size;
+	err = rlfs_commit_range(mp, ino1, a->file1_offset, ino2, a->file2_offset, a->length,
+				flags, fresh);
+	if (!err && !(flags & RLFS_EXCHANGE_DRY_RUN)) {
+		drop_capabilities(mp, i2n(ino1));
+		if (ino2 != ino1)
+			drop_capabilities(mp, ino);
+		/* contents (and with TO_EOF sizes) changed from the offsets on */
+		after_change(mp, i2n(ino1), a->file1_offset & ~(uint64_t)4095, UINT64_MAX, size1);
+		if (ino2 != ino1)
+			after_change(mp, ino, a->file2_offset & ~(uint64_t)4095, UINT64_MAX, size2);
+	}
+	return err;
+}
+
+/* RLFS_IOC_START_COMMIT on file2 (ino): its pending writes go to the
+ * library first, then its freshness into a (rest zeroed). */
+static int do_start_commit(struct rlfs_mount *mp, fuse_ino_t ino,
+			   struct rlfs_ioc_commit_range *a)
+{
+	fuse_ino_t nodes[1] = { ino };
+	flush_and_wait(nodes, 1);
+	struct rlfs_exchange_fresh f;
+	int err = rlfs_exchange_fresh_sample(mp, n2i(ino), &f);
+	if (err)
+		return err;
+	memset(a, 0, sizeof(*a));
+	a->file2_freshness[0] = f.ino;
+	a->file2_freshness[1] = f.generation;
+	a->file2_freshness[2] = (uint64_t)f.mtime.tv_sec;
+	a->file2_freshness[3] = (uint64_t)f.mtime.tv_nsec;
+	a->file2_freshness[4] = (uint64_t)f.ctime.tv_sec;
+	a->file2_freshness[5] = (uint64_t)f.ctime.tv_nsec;
+	return 0;
+}
+
+/* RLFS_IOC_COMMIT_RANGE: the exchange, if file2 is as a's freshness says. */
+static int do_commit_range(fuse_req_t req, struct rlfs_mount *mp, fuse_ino_t ino,
+			   struct fuse_file_info *fi, unsigned ioflags,
+			   const struct rlfs_ioc_commit_range *a)
+{
+	if (a->reserved[0] || a->reserved[1])
+		return -EINVAL;
+	struct rlfs_ioc_exchange_range x = {
+		.file1_fd = a->file1_fd, .file1_offset = a->file1_offset,
+		.file2_offset = a->file2_offset, .length = a->length, .flags = a->flags,
+	};
+	struct rlfs_exchange_fresh f = {
+		.ino = a->file2_freshness[0],
+		.generation = a->file2_freshness[1],
+		.mtime = { (time_t)a->file2_freshness[2], (long)a->file2_freshness[3] },
+		.ctime = { (time_t)a->file2_freshness[4], (long)a->file2_freshness[5] },
+	};
+	return do_exchange(req, mp, ino, fi, ioflags, &x, &f);
+}
+
+/*
  * posix_acl_permission (fs/posix_acl.c) for MAY_WRITE on the access ACL
  * acl (the kernel's xattr form: le32 version 2, entries {le16 tag, le16
  * perm, le32 id}) of a file owned by st: the owner entry for the owner,
@@ -954,6 +1074,38 @@ static void ioctl_work(fuse_req_t req, fuse_ino_t ino, unsigned int c,
 		free(d);
 		return;
 	}
+	case RLFS_IOC_EXCHANGE_RANGE: {
+		struct rlfs_ioc_exchange_range a;
+		if (in_bufsz != sizeof(a) || out_bufsz != sizeof(a)) {
+			fuse_reply_err(req, EINVAL);
+			return;
+		}
+		memcpy(&a, in_buf, sizeof(a));
+		err = do_exchange(req, mp, ino, fi, flags, &a, NULL);
+		if (err)
+			reply_status(req, err);
+		else
+			fuse_reply_ioctl(req, 0, &a, sizeof(a));
+		return;
+	}
+	case RLFS_IOC_START_COMMIT:
+	case RLFS_IOC_COMMIT_RANGE: {
+		struct rlfs_ioc_commit_range a;
+		if (in_bufsz != sizeof(a) || out_bufsz != sizeof(a)) {
+			fuse_reply_err(req, EINVAL);
+			return;
+		}
+		memcpy(&a, in_buf, sizeof(a));
+		if (c == RLFS_IOC_START_COMMIT)
+			err = do_start_commit(mp, ino, &a);
+		else
+			err = do_commit_range(req, mp, ino, fi, flags, &a);
+		if (err)
+			reply_status(req, err);
+		else
+			fuse_reply_ioctl(req, 0, &a, sizeof(a));
+		return;
+	}
 	case RLFS_IOC_MOUNT_STATE:
 		mount_state_ioctl(req, in_buf, in_bufsz, out_bufsz);   /* remount.c */
 		return;
@@ -1006,6 +1158,8 @@ void rl_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
 	     cmd != RLFS_IOC_SHIFT_RANGE &&
 	     cmd != RLFS_IOC_MOUNT_STATE && cmd != RLFS_IOC_GETFSMAP &&
 	     cmd != RLFS_IOC_FSMAP_GEOM && cmd != RLFS_IOC_DEDUPE_RANGE &&
+	     cmd != RLFS_IOC_EXCHANGE_RANGE && cmd != RLFS_IOC_START_COMMIT &&
+	     cmd != RLFS_IOC_COMMIT_RANGE &&
 	     !fileattr_ioctl_cmd(cmd))) {
 		fuse_reply_err(req, ENOTTY);
 		return;

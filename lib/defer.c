@@ -9,6 +9,7 @@
  */
 #include "defer.h"
 #include "shift.h"
+#include "exchange.h"
 #include "inode.h"
 
 #include <errno.h>
@@ -264,10 +265,12 @@ int rlfs_defer_finish_recovered(struct rlfs_trans *tp, uint64_t intent_id)
 		/* cancelled with tp on error.  -EAGAIN: the rest gets a new
 		 * intent, which sorts after the old intents behind this one:
 		 * a type whose items may be partly done must keep each item
-		 * independent of the later intents of its chain.  The one
-		 * that does, the SXI (shift.c), is: its chain logs nothing
-		 * after it but what its own steps queue, and those are
-		 * finished in this transaction's chain before its next step */
+		 * independent of the later intents of its chain.  The two
+		 * that do, the SXI (shift.c) and the XMI (exchange.c), are:
+		 * their chains log nothing after them but what their own
+		 * steps queue (RUIs naming exactly the piece a step changed),
+		 * and those are finished in this transaction's chain before
+		 * the next step */
 		*tailp = p;
 		return err == -EAGAIN ? 0 : err;
 	}
@@ -380,7 +383,8 @@ const struct rlfs_defer_type *rlfs_defer_type_find(uint16_t intent_code)
 {
 	static const struct rlfs_defer_type *const builtin[] = { &rlfs_efi_type, &rlfs_cui_type,
 								     &rlfs_bui_type, &rlfs_rui_type,
-								     &rlfs_sxi_type };
+								     &rlfs_sxi_type,
+								     &rlfs_xmi_type };
 	for (size_t i = 0; i < sizeof(builtin) / sizeof(builtin[0]); i++)
 		if (builtin[i]->intent_code == intent_code)
 			return builtin[i];

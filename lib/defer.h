@@ -72,8 +72,9 @@
  * recover_item), add it to the table in rlfs_defer_type_find (defer.c) so
  * recovery knows its code, call rlfs_defer_add.  Nothing else changes.
  * Built-in types (defer_item.c): rlfs_efi_type, rlfs_cui_type, rlfs_bui_type,
- * rlfs_rui_type; shift.c: rlfs_sxi_type (collapse/insert range, the one type
- * whose finish_item returns -EAGAIN).
+ * rlfs_rui_type; shift.c: rlfs_sxi_type (collapse/insert range) and
+ * exchange.c: rlfs_xmi_type (exchange range), the two types whose
+ * finish_item returns -EAGAIN.
  *
  * Locking: everything runs in transactions, under meta_lock.
  */

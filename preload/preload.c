@@ -16,6 +16,10 @@
  *   FS_IOC_FIEMAP  (Documentation/filesystems/fiemap.rst) into batches of
  *                  RLFS_IOC_GET_EXTENTS
  *   FS_IOC_GETFSMAP (ioctl_getfsmap(2)) into batches of RLFS_IOC_GETFSMAP
+ *   XFS_IOC_EXCHANGE_RANGE (ioctl_xfs_exchange_range(2)) into
+ *                  RLFS_IOC_EXCHANGE_RANGE
+ *   XFS_IOC_START_COMMIT, XFS_IOC_COMMIT_RANGE (ioctl_xfs_commit_range(2))
+ *                  into RLFS_IOC_START_COMMIT / RLFS_IOC_COMMIT_RANGE
  *   XFS_IOC_FSGEOMETRY  answered from RLFS_IOC_FSMAP_GEOM (block size, AG
  *                  size and count, blocks; the rest zero), for the AG
  *                  columns of `xfs_io -c "fsmap -v"`
@@ -594,6 +598,125 @@ int fstatfs64(int fd, struct statfs64 *buf)
 	return shim_fstatfs(fd, (struct statfs *)(void *)buf);
 }
 
+/* struct xfs_exchange_range and XFS_IOC_EXCHANGE_RANGE as the kernel's
+ * xfs_fs.h has them (Linux 6.10; not in Debian 12's xfslibs-dev):
+ * _IOW('X', 129, 40 bytes). */
+struct shim_xfs_exchange_range {
+	int32_t file1_fd;
+	uint32_t pad;               /* must be zero */
+	uint64_t file1_offset;
+	uint64_t file2_offset;
+	uint64_t length;
+	uint64_t flags;             /* XFS_EXCHANGE_RANGE_* */
+};
+_Static_assert(sizeof(struct shim_xfs_exchange_range) == 40, "xfs_exchange_range layout");
+#define SHIM_XFS_IOC_EXCHANGE_RANGE _IOW('X', 129, struct shim_xfs_exchange_range)
+
+/* struct xfs_commit_range, XFS_IOC_START_COMMIT (_IOR('X', 130)) and
+ * XFS_IOC_COMMIT_RANGE (_IOW('X', 131)) as in the kernel's xfs_fs.h
+ * (Linux 6.12): xfs_exchange_range's fields and 48 opaque bytes of file2
+ * freshness, which the shim passes through to the daemon untouched. */
+struct shim_xfs_commit_range {
+	int32_t file1_fd;
+	uint32_t pad;               /* must be zero */
+	uint64_t file1_offset;
+	uint64_t file2_offset;
+	uint64_t length;
+	uint64_t flags;
+	uint64_t file2_freshness[6];
+};
+_Static_assert(sizeof(struct shim_xfs_commit_range) == 88, "xfs_commit_range layout");
+#define SHIM_XFS_IOC_START_COMMIT _IOR('X', 130, struct shim_xfs_commit_range)
+#define SHIM_XFS_IOC_COMMIT_RANGE _IOW('X', 131, struct shim_xfs_commit_range)
+
+/* The exchange (commit: RLFS_IOC_COMMIT_RANGE with fresh) on fd, then the
+ * sizes and times the kernel caches set through it. */
+static int exchange_common(int fd, int32_t file1_fd, uint32_t pad, uint64_t off1, uint64_t off2,
+			   uint64_t len, uint64_t flags, const uint64_t *fresh)
+{
+	if (pad) {
+		errno = EINVAL;
+		return -1;
+	}
+	/* TO_EOF exchanges the sizes.  Under the writeback cache the kernel
+	 * keeps its own size of a FUSE file and takes none from the daemon:
+	 * a grown file is told by the daemon (it stores the new last page),
+	 * a shrunk one is set here through the kernel (ftruncate to the size
+	 * the daemon already has: nothing changes there) */
+	struct stat st1, st2;
+	bool sizes = (flags & 1 /* TO_EOF */) && !(flags & 4 /* DRY_RUN */) &&
+		     fstat(file1_fd, &st1) == 0 && fstat(fd, &st2) == 0 &&
+		     off1 <= (uint64_t)st1.st_size && off2 <= (uint64_t)st2.st_size;
+	int r;
+	if (fresh) {
+		struct rlfs_ioc_commit_range a = {
+			.file1_fd = file1_fd, .file1_offset = off1, .file2_offset = off2,
+			.length = len, .flags = flags,
+		};
+		memcpy(a.file2_freshness, fresh, sizeof(a.file2_freshness));
+		r = real_ioctl(fd, RLFS_IOC_COMMIT_RANGE, &a);
+	} else {
+		struct rlfs_ioc_exchange_range a = {
+			.file1_fd = file1_fd, .file1_offset = off1, .file2_offset = off2,
+			.length = len, .flags = flags,
+		};
+		r = real_ioctl(fd, RLFS_IOC_EXCHANGE_RANGE, &a);
+	}
+	if (r == 0 && !(flags & 4 /* DRY_RUN */)) {
+		int saved = errno;
+		if (sizes) {
+			uint64_t n1 = off1 + ((uint64_t)st2.st_size - off2);
+			uint64_t n2 = off2 + ((uint64_t)st1.st_size - off1);
+			struct stat now;
+			if (fstat(file1_fd, &now) == 0 && (uint64_t)now.st_size > n1)
+				(void)ftruncate(file1_fd, (off_t)n1);
+			if (fstat(fd, &now) == 0 && (uint64_t)now.st_size > n2)
+				(void)ftruncate(fd, (off_t)n2);
+		}
+		errno = saved;
+		touch_mtime(fd);
+		touch_mtime(file1_fd);
+	}
+	return r;
+}
+
+static int do_exchange_range(int fd, const struct shim_xfs_exchange_range *u)
+{
+	if (!u) {
+		errno = EFAULT;
+		return -1;
+	}
+	return exchange_common(fd, u->file1_fd, u->pad, u->file1_offset, u->file2_offset,
+			       u->length, u->flags, NULL);
+}
+
+static int do_start_commit(int fd, struct shim_xfs_commit_range *u)
+{
+	if (!u) {
+		errno = EFAULT;
+		return -1;
+	}
+	struct rlfs_ioc_commit_range a;
+	memset(&a, 0, sizeof(a));
+	int r = real_ioctl(fd, RLFS_IOC_START_COMMIT, &a);
+	if (r == 0) {
+		/* _IOR: the kernel writes the whole structure */
+		memset(u, 0, sizeof(*u));
+		memcpy(u->file2_freshness, a.file2_freshness, sizeof(u->file2_freshness));
+	}
+	return r;
+}
+
+static int do_commit_range(int fd, const struct shim_xfs_commit_range *u)
+{
+	if (!u) {
+		errno = EFAULT;
+		return -1;
+	}
+	return exchange_common(fd, u->file1_fd, u->pad, u->file1_offset, u->file2_offset,
+			       u->length, u->flags, u->file2_freshness);
+}
+
 int ioctl(int fd, unsigned long request, ...)
 {
 	va_list ap;
@@ -608,6 +731,9 @@ int ioctl(int fd, unsigned long request, ...)
 	case FS_IOC_FIEMAP:
 	case FS_IOC_GETFSMAP:
 	case SHIM_XFS_IOC_FSGEOMETRY:
+	case SHIM_XFS_IOC_EXCHANGE_RANGE:
+	case SHIM_XFS_IOC_START_COMMIT:
+	case SHIM_XFS_IOC_COMMIT_RANGE:
 		break;
 	default:
 		return real_ioctl(fd, request, arg);
@@ -625,6 +751,12 @@ int ioctl(int fd, unsigned long request, ...)
 		return do_getfsmap(fd, arg);
 	case SHIM_XFS_IOC_FSGEOMETRY:
 		return do_fsgeometry(fd, arg);
+	case SHIM_XFS_IOC_EXCHANGE_RANGE:
+		return do_exchange_range(fd, arg);
+	case SHIM_XFS_IOC_START_COMMIT:
+		return do_start_commit(fd, arg);
+	case SHIM_XFS_IOC_COMMIT_RANGE:
+		return do_commit_range(fd, arg);
 	default:
 		return do_fiemap(fd, arg);
 	}

@@ -9,6 +9,16 @@
  *                                            FICLONERANGE semantics)
  *   dedupe SRC src_off dst_off len            share them only where identical
  *                                            (FIDEDUPERANGE semantics)
+ *   exchangerange [-Cfntw] [-d dst_off] [-s src_off] [-l len] DONOR
+ *                                            exchange contents with DONOR
+ *                                            (XFS_IOC_EXCHANGE_RANGE; xfs_io
+ *                                            6.10's options; to EOF
+ *                                            without -l)
+ *   startupdate [-e], commitupdate [-Chknq], cancelupdate
+ *                                            atomic file update (xfs_io
+ *                                            6.12: XFS_IOC_START_COMMIT /
+ *                                            COMMIT_RANGE, EBUSY if the
+ *                                            file changed meanwhile)
  *   fiemap [-v] [off len], bmap [-v]          extent map, shared extents
  *                                            marked (xfs_io fiemap columns,
  *                                            512-byte units)
@@ -51,6 +61,7 @@
 #include <linux/falloc.h>
 #include <linux/fs.h>
 
+#include <reflinkfs/fs.h>
 #include <reflinkfs/ioctl.h>
 
 #include "cli.h"
@@ -60,6 +71,10 @@ struct io_ctx {
 	const char *path;
 	int fd;
 	bool rdonly;
+	/* startupdate: the original file's descriptor while fd is the
+	 * temporary file (-1: no update), its sampled freshness */
+	int update_fd;
+	struct rlfs_ioc_commit_range update;
 };
 
 #define IO_MAX_ARGS 32
@@ -300,6 +315,263 @@ static int cmd_reflink(struct io_ctx *c, int argc, char **argv)
 	(void)futimens(c->fd, ts);
 	printf("linked %" PRIu64 "/%" PRIu64 " bytes at offset %" PRIu64 "\n", len, len, doff);
 	return 0;
+}
+
+/*
+ * exchangerange [-Cfntw] [-d dst_off] [-s src_off] [-l len] DONOR, as
+ * xfs_io 6.10's (io/exchrange.c): exchange DONOR's bytes from src_off
+ * (the ioctl's file1) with this file's from dst_off (file2) through
+ * RLFS_IOC_EXCHANGE_RANGE.  Without -l: XFS_EXCHANGE_RANGE_TO_EOF (sizes
+ * exchanged too); -l len: that many bytes.  -f DSYNC, -n DRY_RUN, -w
+ * FILE1_WRITTEN (only DONOR's written ranges); -t prints xfs_io's
+ * "exchangerange N/N bytes at offset OFF" line (without its timing line),
+ * -C is accepted (condensed timing: nothing to condense).  xfs_io's -c
+ * (commit range) is not supported.  DONOR is opened read-write.
+ */
+static int cmd_exchangerange(struct io_ctx *c, int argc, char **argv)
+{
+	uint64_t flags = RLFS_EXCHANGE_TO_EOF, soff = 0, doff = 0, len = 0;
+	bool have_len = false, print = false;
+	int o;
+	while ((o = cmd_getopt(argc, argv, "Cd:fl:ns:tw")) != -1) {
+		uint64_t *dst = o == 'd' ? &doff : o == 's' ? &soff : o == 'l' ? &len : NULL;
+		if (dst) {
+			if (parse_num(optarg, dst) != 0 || *dst > INT64_MAX) {
+				io_err(c, "exchangerange", "bad number '%s'", optarg);
+				return 1;
+			}
+			if (o == 'l') {
+				have_len = true;
+				flags &= ~RLFS_EXCHANGE_TO_EOF;
+			}
+			continue;
+		}
+		switch (o) {
+		case 'C':
+			break;
+		case 'f':
+			flags |= RLFS_EXCHANGE_DSYNC;
+			break;
+		case 'n':
+			flags |= RLFS_EXCHANGE_DRY_RUN;
+			break;
+		case 't':
+			print = true;
+			break;
+		case 'w':
+			flags |= RLFS_EXCHANGE_FILE1_WRITTEN;
+			break;
+		default:
+			io_err(c, "exchangerange", "usage: exchangerange [-Cfntw] [-d dst_off] "
+			       "[-s src_off] [-l len] DONOR");
+			return 1;
+		}
+	}
+	if (optind != argc - 1) {
+		io_err(c, "exchangerange", "usage: exchangerange [-Cfntw] [-d dst_off] "
+		       "[-s src_off] [-l len] DONOR");
+		return 1;
+	}
+	const char *donor = argv[optind];
+	int dfd = open(donor, O_RDWR | O_CLOEXEC);
+	if (dfd < 0) {
+		io_err(c, "exchangerange", "%s: %s", donor, strerror(errno));
+		return 1;
+	}
+	if (!have_len) {
+		struct stat st;
+		if (fstat(c->fd, &st) == 0)
+			len = (uint64_t)st.st_size;   /* as xfs_io (ignored with TO_EOF) */
+	}
+	struct rlfs_ioc_exchange_range a = {
+		.file1_fd = dfd, .file1_offset = soff, .file2_offset = doff, .length = len,
+		.flags = flags,
+	};
+	struct stat st1, st2;
+	bool sizes = (flags & RLFS_EXCHANGE_TO_EOF) && !(flags & RLFS_EXCHANGE_DRY_RUN) &&
+		     fstat(dfd, &st1) == 0 && fstat(c->fd, &st2) == 0 &&
+		     soff <= (uint64_t)st1.st_size && doff <= (uint64_t)st2.st_size;
+	int r = ioctl(c->fd, RLFS_IOC_EXCHANGE_RANGE, &a);
+	int e = errno;
+	if (r == 0 && sizes) {
+		/* sizes exchanged: the kernel keeps its own size of a FUSE file
+		 * under the writeback cache; a shrunk file is set through it
+		 * (the daemon stores a grown one's last page itself), as the
+		 * shim does */
+		uint64_t n1 = soff + ((uint64_t)st2.st_size - doff);
+		uint64_t n2 = doff + ((uint64_t)st1.st_size - soff);
+		struct stat now;
+		if (fstat(dfd, &now) == 0 && (uint64_t)now.st_size > n1)
+			(void)ftruncate(dfd, (off_t)n1);
+		if (fstat(c->fd, &now) == 0 && (uint64_t)now.st_size > n2)
+			(void)ftruncate(c->fd, (off_t)n2);
+	}
+	if (r == 0 && !(flags & RLFS_EXCHANGE_DRY_RUN)) {
+		/* the kernel keeps its own mtime of a FUSE file: set both
+		 * through the kernel, as the exchange did in the filesystem */
+		struct timespec ts[2] = { { 0, UTIME_OMIT }, { 0, UTIME_NOW } };
+		(void)futimens(c->fd, ts);
+		(void)futimens(dfd, ts);
+	}
+	close(dfd);
+	if (r != 0) {
+		io_err(c, "exchangerange", "%s", io_strerror(e));
+		return 1;
+	}
+	if (print)
+		printf("exchangerange %" PRIu64 "/%" PRIu64 " bytes at offset %" PRIu64 "\n", len,
+		       len, doff);
+	return 0;
+}
+
+/*
+ * startupdate [-e], commitupdate [-C] [-h] [-k] [-n] [-q], cancelupdate: an
+ * atomic file update as xfs_io 6.12's (io/exchrange.c).  startupdate
+ * samples the file's freshness (RLFS_IOC_START_COMMIT), opens an
+ * O_TMPFILE in its directory, clones the file into it (not with -e) and
+ * makes it the file the next commands work on.  commitupdate exchanges
+ * the temporary file's contents with the original's from offset 0, to EOF
+ * (sizes too) unless -k (the length sampled at startupdate), only the
+ * written parts with -h, checks only with -n, through
+ * RLFS_IOC_COMMIT_RANGE: EBUSY if the original changed since startupdate
+ * (the update then stays open); on success "Committed updates to 'PATH'."
+ * and, unless -q, xfs_io's "commitupdate N/N bytes at offset 0" line
+ * (without its timing line).  cancelupdate drops the temporary file.
+ * Both go back to the original file.
+ */
+static int cmd_startupdate(struct io_ctx *c, int argc, char **argv)
+{
+	bool clone = true;
+	int o;
+	while ((o = cmd_getopt(argc, argv, "e")) != -1) {
+		if (o != 'e') {
+			io_err(c, "startupdate", "usage: startupdate [-e]");
+			return 1;
+		}
+		clone = false;
+	}
+	if (optind != argc) {
+		io_err(c, "startupdate", "usage: startupdate [-e]");
+		return 1;
+	}
+	if (c->update_fd >= 0) {
+		io_err(c, "startupdate", "an update is already in progress");
+		return 1;
+	}
+	struct stat st;
+	if (fstat(c->fd, &st) != 0) {
+		io_err(c, "startupdate", "%s", strerror(errno));
+		return 1;
+	}
+	struct rlfs_ioc_commit_range u;
+	memset(&u, 0, sizeof(u));
+	if (ioctl(c->fd, RLFS_IOC_START_COMMIT, &u) != 0) {
+		io_err(c, "startupdate", "%s", io_strerror(errno));
+		return 1;
+	}
+	u.length = (uint64_t)st.st_size;
+	char *dir = strdup(c->path);
+	if (!dir) {
+		io_err(c, "startupdate", "out of memory");
+		return 1;
+	}
+	char *slash = strrchr(dir, '/');
+	const char *d = slash ? (slash == dir ? "/" : (*slash = 0, dir)) : ".";
+	int tfd = open(d, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	int e = errno;
+	free(dir);
+	if (tfd < 0) {
+		io_err(c, "startupdate", "temporary file: %s", strerror(e));
+		return 1;
+	}
+	if (clone) {
+		struct rlfs_ioc_clone a;
+		memset(&a, 0, sizeof(a));
+		a.src_fd = c->fd;
+		if (ioctl(tfd, RLFS_IOC_CLONE, &a) != 0) {
+			io_err(c, "startupdate", "clone: %s", io_strerror(errno));
+			close(tfd);
+			return 1;
+		}
+	}
+	c->update = u;
+	c->update_fd = c->fd;
+	c->fd = tfd;
+	return 0;
+}
+
+static int finish_update(struct io_ctx *c, const char *cmd, bool commit, uint64_t flags,
+			 bool quiet)
+{
+	if (c->update_fd < 0) {
+		io_err(c, cmd, "Current file is not the staging file for an atomic update.");
+		return 1;
+	}
+	if (commit) {
+		struct rlfs_ioc_commit_range a = c->update;
+		a.file1_fd = c->fd;
+		a.flags = flags;
+		struct stat st1, st2;
+		bool sizes = (flags & RLFS_EXCHANGE_TO_EOF) && !(flags & RLFS_EXCHANGE_DRY_RUN) &&
+			     fstat(c->fd, &st1) == 0 && fstat(c->update_fd, &st2) == 0;
+		if (ioctl(c->update_fd, RLFS_IOC_COMMIT_RANGE, &a) != 0) {
+			io_err(c, cmd, "committing update: %s", io_strerror(errno));
+			return 1;
+		}
+		if (!(flags & RLFS_EXCHANGE_DRY_RUN)) {
+			/* the original's size and mtime through the kernel (see
+			 * exchangerange) */
+			struct stat now;
+			if (sizes && fstat(c->update_fd, &now) == 0 && now.st_size > st1.st_size)
+				(void)ftruncate(c->update_fd, st1.st_size);
+			struct timespec ts[2] = { { 0, UTIME_OMIT }, { 0, UTIME_NOW } };
+			(void)futimens(c->update_fd, ts);
+			(void)st2;
+		}
+		printf("Committed updates to '%s'.\n", c->path);
+		if (!quiet)
+			printf("commitupdate %" PRIu64 "/%" PRIu64 " bytes at offset 0\n",
+			       (uint64_t)c->update.length, (uint64_t)c->update.length);
+	} else {
+		printf("Cancelled updates to '%s'.\n", c->path);
+	}
+	close(c->fd);
+	c->fd = c->update_fd;
+	c->update_fd = -1;
+	return 0;
+}
+
+static int cmd_commitupdate(struct io_ctx *c, int argc, char **argv)
+{
+	uint64_t flags = RLFS_EXCHANGE_TO_EOF;
+	bool quiet = false;
+	int o;
+	while ((o = cmd_getopt(argc, argv, "Chknq")) != -1) {
+		switch (o) {
+		case 'C':
+			break;
+		case 'h':
+			flags |= RLFS_EXCHANGE_FILE1_WRITTEN;
+			break;
+		case 'k':
+			flags &= ~RLFS_EXCHANGE_TO_EOF;
+			break;
+		case 'n':
+			flags |= RLFS_EXCHANGE_DRY_RUN;
+			break;
+		case 'q':
+			quiet = true;
+			break;
+		default:
+			io_err(c, "commitupdate", "usage: commitupdate [-C] [-h] [-k] [-n] [-q]");
+			return 1;
+		}
+	}
+	if (optind != argc) {
+		io_err(c, "commitupdate", "usage: commitupdate [-C] [-h] [-k] [-n] [-q]");
+		return 1;
+	}
+	return finish_update(c, "commitupdate", true, flags, quiet);
 }
 
 /*
@@ -886,6 +1158,12 @@ static void io_help(FILE *f)
 		"                                          (whole file, or a range; len 0 = to SRC EOF)\n"
 		"  dedupe SRC src_off dst_off len          share SRC's blocks where the bytes are\n"
 		"                                          identical (FIDEDUPERANGE)\n"
+		"  exchangerange [-Cfntw] [-d dst_off] [-s src_off] [-l len] DONOR\n"
+		"                                          exchange contents with DONOR atomically\n"
+		"                                          (to EOF, sizes too, unless -l)\n"
+		"  startupdate [-e]                        stage an update in a clone (-e: empty)\n"
+		"  commitupdate [-C] [-h] [-k] [-n] [-q]   commit it atomically (EBUSY if changed)\n"
+		"  cancelupdate                            drop the staged update\n"
 		"  fiemap [-v] [off len]                   extent map in 512-byte units, shared marked\n"
 		"  bmap [-v] [off len]                     same as fiemap\n"
 		"  falloc [-k] off len                     preallocate (-k: keep size)\n"
@@ -953,6 +1231,15 @@ static int run_command(struct io_ctx *c, const char *line)
 		r = cmd_reflink(c, argc, argv);
 	else if (strcmp(cmd, "dedupe") == 0)
 		r = cmd_dedupe(c, argc, argv);
+	else if (strcmp(cmd, "exchangerange") == 0)
+		r = cmd_exchangerange(c, argc, argv);
+	else if (strcmp(cmd, "startupdate") == 0)
+		r = cmd_startupdate(c, argc, argv);
+	else if (strcmp(cmd, "commitupdate") == 0)
+		r = cmd_commitupdate(c, argc, argv);
+	else if (strcmp(cmd, "cancelupdate") == 0)
+		r = argc == 1 ? finish_update(c, "cancelupdate", false, 0, false)
+			      : (io_err(c, "cancelupdate", "usage: cancelupdate"), 1);
 	else if (strcmp(cmd, "fiemap") == 0 || strcmp(cmd, "bmap") == 0)
 		r = cmd_fiemap(c, argc, argv);
 	else if (strcmp(cmd, "falloc") == 0)
@@ -1016,7 +1303,7 @@ int rlfs_io_main(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct io_ctx c = { .prog = argv[0], .fd = -1 };
+	struct io_ctx c = { .prog = argv[0], .fd = -1, .update_fd = -1 };
 	char **cmds = calloc((size_t)argc + 1, sizeof(*cmds));
 	int ncmds = 0, create = 0, o;
 	if (!cmds) {
@@ -1091,6 +1378,11 @@ int rlfs_io_main(int argc, char **argv)
 			}
 		}
 		free(line);
+	}
+	if (c.update_fd >= 0) {
+		/* an update never committed: the temporary file goes */
+		close(c.fd);
+		c.fd = c.update_fd;
 	}
 	if (close(c.fd) != 0 && !ret) {
 		fprintf(stderr, "%s: %s: close: %s\n", c.prog, c.path, strerror(errno));

@@ -43,6 +43,8 @@ static const char *code_name(uint16_t c)
 	case RLFS_LOG_RUD: return "RUD";
 	case RLFS_LOG_SXI: return "SXI";
 	case RLFS_LOG_SXD: return "SXD";
+	case RLFS_LOG_XMI: return "XMI";
+	case RLFS_LOG_XMD: return "XMD";
 	}
 	return "?";
 }
@@ -129,6 +131,19 @@ static void print_intent_items(const uint8_t *p, uint32_t bs)
 			       (uint64_t)rlfs_get64(x->shift), (uint64_t)rlfs_get64(x->cursor),
 			       (uint64_t)rlfs_get64(x->new_size),
 			       (fl & RLFS_SXI_PUNCHING) ? " punching" : "");
+		} else if (code == RLFS_LOG_XMI && ib == sizeof(struct rlfs_xmi_item)) {
+			const struct rlfs_xmi_item *x = (const void *)it;
+			uint64_t fl = rlfs_get64(x->flags);
+			printf("        exchange ino %" PRIu64 " fileoff %" PRIu64 " <-> ino %" PRIu64
+			       " fileoff %" PRIu64 " len %" PRIu64 "%s",
+			       (uint64_t)rlfs_get64(x->ino1), (uint64_t)rlfs_get64(x->startoff1),
+			       (uint64_t)rlfs_get64(x->ino2), (uint64_t)rlfs_get64(x->startoff2),
+			       (uint64_t)rlfs_get64(x->blockcount),
+			       (fl & RLFS_XMI_FILE1_WRITTEN) ? " file1-written" : "");
+			if (fl & RLFS_XMI_SET_SIZES)
+				printf(" sizes %" PRIu64 "/%" PRIu64, (uint64_t)rlfs_get64(x->new_size1),
+				       (uint64_t)rlfs_get64(x->new_size2));
+			printf("\n");
 		} else {
 			printf("        item %u:", i);
 			for (uint16_t k = 0; k < ib && k < 32; k++)

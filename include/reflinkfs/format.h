@@ -614,6 +614,8 @@ RLFS_SA(sizeof(struct rlfs_log_desc) == 16, "log desc");
 #define RLFS_LOG_RUD 0x0402u        /* its done */
 #define RLFS_LOG_SXI 0x0501u        /* shift extents intent (collapse/insert range) */
 #define RLFS_LOG_SXD 0x0502u        /* its done */
+#define RLFS_LOG_XMI 0x0601u        /* exchange-mapping intent (exchange range) */
+#define RLFS_LOG_XMD 0x0602u        /* its done */
 
 /* Head of an INTENT item's payload; count items of item_bytes each
  * follow, then zeros to a multiple of 8 bytes (version 1: to the end of
@@ -719,5 +721,31 @@ struct rlfs_sxi_item {
 	rlfs_le32 pad;              /* zero */
 };
 RLFS_SA(sizeof(struct rlfs_sxi_item) == 48, "sxi item");
+
+/* XMI item (item_bytes 64): exchange the data-fork mappings of file
+ * blocks [startoff1, startoff1+blockcount) of ino1 with those of
+ * [startoff2, startoff2+blockcount) of ino2, one piece (the longest run
+ * in which neither file changes extent) per step; each step's done
+ * commits with the piece's fork changes and a new XMI for what is left
+ * (startoffs advanced, blockcount lowered).  Refcounts do not change; the
+ * rmap follows by RUIs.  RLFS_XMI_SET_SIZES: the step that finishes the
+ * range sets ino1's size to new_size1 and ino2's to new_size2 (bytes;
+ * both 0 otherwise).  RLFS_XMI_FILE1_WRITTEN: pieces where ino1 has a
+ * hole or an unwritten extent are left alone.  Model: struct
+ * xfs_xmi_log_format (xfs_exchmaps_item.c). */
+#define RLFS_XMI_SET_SIZES     (1u << 0)
+#define RLFS_XMI_FILE1_WRITTEN (1u << 1)
+#define RLFS_XMI_FLAGS         (RLFS_XMI_SET_SIZES | RLFS_XMI_FILE1_WRITTEN)
+struct rlfs_xmi_item {
+	rlfs_le64 ino1;
+	rlfs_le64 ino2;
+	rlfs_le64 startoff1;        /* file block of ino1 */
+	rlfs_le64 startoff2;        /* file block of ino2 */
+	rlfs_le64 blockcount;       /* blocks left to exchange, >= 1 */
+	rlfs_le64 flags;            /* RLFS_XMI_* */
+	rlfs_le64 new_size1;        /* bytes; with RLFS_XMI_SET_SIZES */
+	rlfs_le64 new_size2;
+};
+RLFS_SA(sizeof(struct rlfs_xmi_item) == 64, "xmi item");
 
 #endif /* REFLINKFS_FORMAT_H */

@@ -437,6 +437,74 @@ int64_t rlfs_clone_range(struct rlfs_mount *mp, uint64_t src_ino, uint64_t src_o
 			 uint64_t dst_ino, uint64_t dst_off, uint64_t len, unsigned flags);
 
 /*
+ * Exchange range (ioctl_xfs_exchange_range(2), XFS_IOC_EXCHANGE_RANGE,
+ * Linux 6.10; fs/xfs/xfs_exchrange.c): swap the contents of bytes
+ * [off1, off1 + len) of ino1 ("file1") with bytes [off2, off2 + len) of
+ * ino2 ("file2", the file the ioctl is issued on) by exchanging their
+ * data-fork mappings, extent by extent, through exchange-mapping intents
+ * (XMI/XMD, lib/exchange.h): atomic against concurrent file operations
+ * (both iolocks held exclusively, taken in inode-number order) and across
+ * a crash (log recovery finishes an interrupted exchange, so each file
+ * shows all old or all new contents of the range).  Block refcounts do not
+ * change; the rmap follows.  Staged CoW fork blocks of both ranges are
+ * cancelled first.  Offsets and len in bytes.  flags:
+ *   RLFS_EXCHANGE_TO_EOF  ignore len: exchange from off1 to file1's EOF
+ *       with off2 to file2's EOF; file1's size becomes off1 + (size2 -
+ *       off2) and file2's off2 + (size1 - off1).
+ *   RLFS_EXCHANGE_DSYNC   the exchange is durable when the call returns.
+ *   RLFS_EXCHANGE_DRY_RUN all checks, no change.
+ *   RLFS_EXCHANGE_FILE1_WRITTEN  only pieces where file1 maps written
+ *       blocks are exchanged (holes and unwritten extents of file1 left).
+ *   RLFS_EXCHANGE_KILL_SUID1/_SGID1/_SUID2/_SGID2  (not XFS flags) clear
+ *       setuid / setgid of file1 / file2 as RLFS_CLONE_KILL_* does (the
+ *       caller's credentials decide: the daemon).
+ * Both files get new mtime/ctime (unless DRY_RUN or nothing to do).
+ * Checks, in the order of xfs_exchange_range_checks: unknown flags
+ * -EINVAL; a directory -EISDIR, other non-regular files -EINVAL; read-only
+ * mount -EROFS; no REFLINK feature (mappings and their rmap) -EOPNOTSUPP;
+ * immutable or append-only file -EPERM; an offset past its file's EOF
+ * -EINVAL; offsets not block-aligned -EINVAL; a range past its file's EOF
+ * (not TO_EOF) -EINVAL; past the maximum file size -EFBIG; len not
+ * block-aligned unless the range ends at file1's or file2's EOF -EINVAL
+ * (and a partial EOF block may not go into the middle of the other file:
+ * -EINVAL); overlapping ranges of one file -EINVAL; len 0 does nothing.
+ * Then -ENOSPC (nothing changed), -EIO, -EUCLEAN, -ENOMEM.  fd checks
+ * (EBADF: not open read-write, O_APPEND; EXDEV: another filesystem) are
+ * the caller's.  Returns 0 or -errno.
+ */
+#define RLFS_EXCHANGE_TO_EOF        (1ULL << 0)  /* XFS_EXCHANGE_RANGE_TO_EOF */
+#define RLFS_EXCHANGE_DSYNC         (1ULL << 1)  /* XFS_EXCHANGE_RANGE_DSYNC */
+#define RLFS_EXCHANGE_DRY_RUN       (1ULL << 2)  /* XFS_EXCHANGE_RANGE_DRY_RUN */
+#define RLFS_EXCHANGE_FILE1_WRITTEN (1ULL << 3)  /* XFS_EXCHANGE_RANGE_FILE1_WRITTEN */
+#define RLFS_EXCHANGE_ALL_FLAGS     0xfULL
+#define RLFS_EXCHANGE_KILL_SUID1    (1ULL << 32)
+#define RLFS_EXCHANGE_KILL_SGID1    (1ULL << 33)
+#define RLFS_EXCHANGE_KILL_SUID2    (1ULL << 34)
+#define RLFS_EXCHANGE_KILL_SGID2    (1ULL << 35)
+int rlfs_exchange_range(struct rlfs_mount *mp, uint64_t ino1, uint64_t off1, uint64_t ino2,
+			uint64_t off2, uint64_t len, uint64_t flags);
+/*
+ * Atomic file update (ioctl_xfs_commit_range(2), XFS_IOC_START_COMMIT /
+ * XFS_IOC_COMMIT_RANGE, Linux 6.12): rlfs_exchange_fresh_sample records
+ * file2's freshness (inode number, generation, mtime, ctime) now; 0 or
+ * rlfs_iget's errors.  rlfs_commit_range is rlfs_exchange_range that, with
+ * fresh non-NULL, first checks under the iolocks (after the other checks)
+ * that file2 is still exactly as sampled, else changes nothing and
+ * returns -EBUSY (file2 was written, truncated, chmod'ed... or replaced
+ * by another inode).  fresh NULL: rlfs_exchange_range.
+ */
+struct rlfs_exchange_fresh {
+	uint64_t ino;
+	uint64_t generation;
+	struct timespec mtime, ctime;
+};
+int rlfs_exchange_fresh_sample(struct rlfs_mount *mp, uint64_t ino2,
+			       struct rlfs_exchange_fresh *fresh);
+int rlfs_commit_range(struct rlfs_mount *mp, uint64_t ino1, uint64_t off1, uint64_t ino2,
+		      uint64_t off2, uint64_t len, uint64_t flags,
+		      const struct rlfs_exchange_fresh *fresh);
+
+/*
  * A way to stop a long operation part-way, as the kernel stops a remap
  * when its caller has a fatal signal pending (xfs_reflink_remap_blocks:
  * fatal_signal_pending -> -EINTR after the extent in hand).  stop(arg) is

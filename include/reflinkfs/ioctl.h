@@ -257,4 +257,46 @@ struct rlfs_ioc_shift {
 	__u64 reserved2[2];         /* must be zero */
 };
 #define RLFS_IOC_SHIFT_RANGE _IOWR(RLFS_IOC_TYPE, 12, struct rlfs_ioc_shift)
+
+/* RLFS_IOC_EXCHANGE_RANGE: XFS_IOC_EXCHANGE_RANGE (ioctl_xfs_exchange_range(2),
+ * Linux 6.10) issued on file2: exchange bytes [file1_offset, +length) of
+ * file1_fd with [file2_offset, +length) of the target, atomically, also
+ * across a crash.  flags: XFS_EXCHANGE_RANGE_TO_EOF (1), _DSYNC (2),
+ * _DRY_RUN (4), _FILE1_WRITTEN (8); the same values as RLFS_EXCHANGE_* of
+ * reflinkfs/fs.h.  struct xfs_exchange_range's fields (its __s32 fd and
+ * pad widened to one __s64), plus reserved words that must be zero.
+ * Errors as the man page: EBADF (file1_fd not open; either file not open
+ * read-write, or O_APPEND), EXDEV (file1 on another filesystem), EINVAL
+ * (flags, alignment, ranges, overlap in one file, non-regular files),
+ * EISDIR, EPERM (immutable, append-only), EFBIG, ENOSPC, EROFS, EIO. */
+struct rlfs_ioc_exchange_range {
+	__s64 file1_fd;
+	__u64 file1_offset;
+	__u64 file2_offset;
+	__u64 length;
+	__u64 flags;
+	__u64 reserved[3];          /* must be zero */
+};
+#define RLFS_IOC_EXCHANGE_RANGE _IOWR(RLFS_IOC_TYPE, 13, struct rlfs_ioc_exchange_range)
+
+/* RLFS_IOC_START_COMMIT / RLFS_IOC_COMMIT_RANGE: XFS_IOC_START_COMMIT /
+ * XFS_IOC_COMMIT_RANGE (ioctl_xfs_commit_range(2), Linux 6.12), issued on
+ * file2.  START_COMMIT fills file2_freshness with file2's freshness now
+ * (its dirty pages written back first; the other fields are zeroed) and
+ * reads nothing else.  COMMIT_RANGE is RLFS_IOC_EXCHANGE_RANGE that first
+ * checks, under both files' locks, that file2 is still the inode sampled
+ * with the same generation, mtime and ctime: EBUSY (nothing changed)
+ * otherwise.  file2_freshness is opaque to callers: [0] inode number,
+ * [1] generation, [2]/[3] mtime seconds/nanoseconds, [4]/[5] ctime. */
+struct rlfs_ioc_commit_range {
+	__s64 file1_fd;
+	__u64 file1_offset;
+	__u64 file2_offset;
+	__u64 length;
+	__u64 flags;
+	__u64 file2_freshness[6];
+	__u64 reserved[2];          /* must be zero */
+};
+#define RLFS_IOC_START_COMMIT _IOWR(RLFS_IOC_TYPE, 14, struct rlfs_ioc_commit_range)
+#define RLFS_IOC_COMMIT_RANGE _IOWR(RLFS_IOC_TYPE, 15, struct rlfs_ioc_commit_range)
 #endif

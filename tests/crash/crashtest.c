@@ -2,7 +2,7 @@
  * crashtest.c: rlfs-crashtest, the crash tester (issue 10 section 4;
  * docs/DESIGN.md "Crash testing").
  *
- *   rlfs-crashtest [--workload fsx|clone|enospc|dir|falloc|meta|unlinked|remount|cowwide|dedupe|shift|all]
+ *   rlfs-crashtest [--workload fsx|clone|enospc|dir|falloc|meta|unlinked|remount|cowwide|dedupe|shift|exchange|all]
  *                  [--seed S]
  *                  [--ops N] [--count N] [--images M]
  *                  [--mode all|synced|flush|random|recovery|repair] [--damage KIND]
@@ -50,7 +50,12 @@
  *    CoW overwrites and ranges deduped back, same or differing), shift (files
  *    of many extents, some shared and some unwritten, then only collapses and
  *    inserts, fsyncs and syncs: each file must equal one allowed version as
- *    a whole, never be half shifted: "torn"), enospc (a 16 MiB image
+ *    a whole, never be half shifted: "torn"), exchange
+ *    (fragmented files with holes, unwritten and shared extents whose
+ *    ranges are exchanged, rlfs_exchange_range, each exchange between
+ *    fsyncs of both files: a cut between them must find each file whole
+ *    at its version before or after the exchange, both the same side,
+ *    check_exchanges), enospc (a 16 MiB image
  *    filled past full, then writes, clones, truncates, unshares), dir
  *    (create, write, link, unlink, rename, RENAME_EXCHANGE, mkdir, rmdir,
  *    a directory moved; file and directory fsyncs), falloc (fsx without
@@ -977,6 +982,137 @@ static void wl_dedupe(struct wl *w)
 		} else {
 			do_sync(w);
 		}
+	}
+}
+
+/* One exchange of the exchange workload: file a's and b's versions just
+ * before (both fsync'd at start_pos) and after it (both fsync'd again at
+ * end_pos); nothing else changes either file in between. */
+struct xevent {
+	int a, b;                   /* w->f indexes (a == b: one file) */
+	size_t va_old, vb_old, va_new, vb_new;
+	uint64_t start_pos, end_pos;
+};
+static struct xevent *xevents;
+static size_t nxevents, xeventcap;
+
+/* exchange [off1, +len) of a with [off2, +len) of b (rlfs_exchange_range;
+ * to_eof: XFS_EXCHANGE_RANGE_TO_EOF, sizes exchanged), between fsyncs of
+ * both files, recorded for check_exchanges */
+static void do_exchange(struct wl *w, struct fmodel *a, struct fmodel *b, uint64_t off1,
+			uint64_t off2, uint64_t len, bool to_eof)
+{
+	const uint64_t mask = BLOCK_BYTES - 1;
+	off1 &= ~mask;
+	off2 &= ~mask;
+	if (off1 > a->cur_size || off2 > b->cur_size)
+		return;
+	uint64_t s1 = a->cur_size, s2 = b->cur_size;
+	if (to_eof) {
+		if (a == b)
+			return;
+		len = RLFS_MAX(s1 - off1, s2 - off2);
+		if (off1 + (s2 - off2) > a->max_bytes || off2 + (s1 - off1) > b->max_bytes)
+			return;
+	} else {
+		len = RLFS_MIN(len, RLFS_MIN(s1 - off1, s2 - off2)) & ~mask;
+	}
+	if (!len || (a == b && off1 < off2 + len && off2 < off1 + len))
+		return;
+	do_fsync(w, a, 0);
+	if (b != a)
+		do_fsync(w, b, 0);
+	struct xevent e = { .a = (int)(a - w->f), .b = (int)(b - w->f), .va_old = a->nv - 1,
+			    .vb_old = b->nv - 1, .start_pos = wl_pos(w) };
+	int r = rlfs_exchange_range(w->mp, a->ino, off1, b->ino, off2, to_eof ? 0 : len,
+				    to_eof ? RLFS_EXCHANGE_TO_EOF : 0);
+	if (getenv("RLFS_CRASH_TRACE"))
+		printf("trace: exchange %s %" PRIu64 " <-> %s %" PRIu64 " +%" PRIu64 "%s: %d\n",
+		       a->name, off1, b->name, off2, len, to_eof ? " to EOF" : "", r);
+	if (r == -ENOSPC) {
+		w->nenospc++;   /* nothing changed */
+		return;
+	}
+	if (r)
+		wl_fail("exchange %s %" PRIu64 " <-> %s %" PRIu64 " +%" PRIu64 ": %s", a->name,
+			off1, b->name, off2, len, strerror(-r));
+	uint8_t *t = malloc(len);
+	if (!t)
+		wl_fail("out of memory");
+	memcpy(t, a->cur + off1, len);
+	memmove(a->cur + off1, b->cur + off2, len);
+	memcpy(b->cur + off2, t, len);
+	free(t);
+	if (to_eof) {
+		a->cur_size = off1 + (s2 - off2);
+		b->cur_size = off2 + (s1 - off1);
+		memset(a->cur + a->cur_size, 0, a->max_bytes - a->cur_size);
+		memset(b->cur + b->cur_size, 0, b->max_bytes - b->cur_size);
+	}
+	op_done(w, a, "exchange");
+	if (b != a)
+		op_done(w, b, "exchange");
+	e.va_new = a->nv - 1;
+	e.vb_new = b->nv - 1;
+	do_fsync(w, a, 0);
+	if (b != a)
+		do_fsync(w, b, 0);
+	e.end_pos = wl_pos(w);
+	if (nxevents == xeventcap) {
+		xeventcap = xeventcap ? 2 * xeventcap : 64;
+		xevents = xrealloc(xevents, xeventcap * sizeof(*xevents));
+	}
+	xevents[nxevents++] = e;
+}
+
+/* exchange: three files written in pieces (fragmented), with holes,
+ * unwritten extents and blocks shared between them, whose ranges are
+ * exchanged (partial ranges, to EOF with the sizes, within one file),
+ * with writes, clones, punches and preallocation between */
+static void wl_exchange(struct wl *w)
+{
+	for (int i = 0; i < w->nf; i++)
+		do_create(w, &w->f[i]);
+	uint64_t size = w->f[0].max_bytes / 2;
+	/* written in turns, 16 KiB each: every file gets many extents, so an
+	 * exchange takes many steps and cuts fall between them */
+	for (uint64_t off = 0; off < size; off += 16 * 1024)
+		for (int i = 0; i < w->nf; i++)
+			do_write(w, &w->f[i], off, 16 * 1024);
+	for (int i = 0; i < w->nf; i++) {
+		struct fmodel *f = &w->f[i];
+		for (int k = 0; k < 8; k++)
+			do_write(w, f, rndn(size), 1 + rndn(16384));
+		do_falloc(w, f, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, rndn(size),
+			  rnd_len(size / 8), "punch");
+		do_falloc(w, f, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, rndn(size),
+			  rnd_len(size / 8), "zero");
+		do_fsync(w, f, 0);
+	}
+	do_clone(w, &w->f[0], &w->f[1], rndn(size), rndn(size), rnd_len(size / 4));
+	for (unsigned n = 0; n < w->o->ops; n++) {
+		struct fmodel *f = pick(w), *g = pick(w);
+		uint64_t r = rndn(100);
+		uint64_t fs = RLFS_MAX(f->cur_size, BLOCK_BYTES);
+		if (r < 20)
+			do_write(w, f, rndn(fs), 1 + rndn(32768));
+		else if (r < 28)
+			do_clone(w, g, f, rndn(fs), rndn(fs), rnd_len(fs / 4));
+		else if (r < 33)
+			do_falloc(w, f, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, rndn(fs),
+				  rnd_len(fs / 8), "punch");
+		else if (r < 38)
+			do_falloc(w, f, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, rndn(fs),
+				  rnd_len(fs / 8), "zero");
+		else if (r < 50)
+			do_exchange(w, f, g, rndn(f->cur_size + 1), rndn(g->cur_size + 1), 0, true);
+		else if (r < 58)
+			do_exchange(w, f, f, rndn(fs), rndn(fs), rnd_len(fs / 4), false);
+		else if (r < 95)
+			do_exchange(w, f, g, rndn(fs), rndn(fs), BLOCK_BYTES + rnd_len(fs / 2),
+				    false);
+		else
+			do_sync(w);
 	}
 }
 
@@ -2666,6 +2802,7 @@ static const struct wdef workloads[] = {
 	{ "cowwide", wl_cowwide, 32ull << 20, 3, 1ull << 20, 40 },
 	{ "dedupe", wl_dedupe, 32ull << 20, 3, 1ull << 20, 60 },
 	{ "shift", wl_shift, 32ull << 20, 3, 1ull << 20, 60 },
+	{ "exchange", wl_exchange, 32ull << 20, 3, 1ull << 20, 40 },
 };
 
 /* ---------------------------------------------------------------- */
@@ -2942,6 +3079,69 @@ static void check_file(struct wl *w, const struct fmodel *f, uint64_t pos, struc
 	}
 }
 
+/* Does file f (inode ino, size bytes, contents in buf) equal version v
+ * of its model exactly? */
+static bool file_is_version(const struct fmodel *f, size_t v, uint64_t size, const uint8_t *buf)
+{
+	const struct fver *fv = &f->v[v];
+	if (fv->size_bytes != size)
+		return false;
+	for (uint64_t c0 = 0; c0 < size; c0 += CHUNK_BYTES) {
+		uint64_t c1 = RLFS_MIN(c0 + CHUNK_BYTES, size);
+		const uint8_t *ch = fv->chunks[c0 / CHUNK_BYTES];
+		if (ch ? memcmp(ch, buf + c0, c1 - c0) != 0 : !zero_chunk(buf + c0, c1 - c0))
+			return false;
+	}
+	return true;
+}
+
+/* Which side of exchange e file i shows: 0 old, 1 new, -1 neither (or
+ * unreadable: said). */
+static int xevent_side(struct wl *w, int i, size_t vold, size_t vnew, struct msgs *m)
+{
+	const struct fmodel *f = &w->f[i];
+	struct stat st;
+	int err = rlfs_lookup(w->mp, f->dir_ino, f->name, &st);
+	if (err) {
+		say(m, "readerr: lookup %s: %s", f->name, strerror(-err));
+		return -1;
+	}
+	rlfs_forget(w->mp, (uint64_t)st.st_ino, 1);
+	uint64_t size = (uint64_t)st.st_size;
+	if (size > f->max_bytes)
+		return -1;
+	ssize_t n = size ? rlfs_read(w->mp, (uint64_t)st.st_ino, w->iobuf, size, 0) : 0;
+	if (n != (ssize_t)size) {
+		say(m, "readerr: read %s: %s", f->name, n < 0 ? strerror((int)-n) : "short");
+		return -1;
+	}
+	if (file_is_version(f, vold, size, w->iobuf))
+		return 0;
+	if (file_is_version(f, vnew, size, w->iobuf))
+		return 1;
+	return -1;
+}
+
+/* The exchange workload: a cut between the fsyncs before and after an
+ * exchange finds each file whole at its version before the exchange or
+ * whole at the one after it (never a range partly exchanged), and both
+ * files on the same side. */
+static void check_exchanges(struct wl *w, uint64_t pos, struct msgs *m)
+{
+	for (size_t k = 0; k < nxevents; k++) {
+		const struct xevent *e = &xevents[k];
+		if (pos < e->start_pos || pos >= e->end_pos)
+			continue;
+		int sa = xevent_side(w, e->a, e->va_old, e->va_new, m);
+		int sb = e->b == e->a ? sa : xevent_side(w, e->b, e->vb_old, e->vb_new, m);
+		if (sa < 0 || sb < 0 || sa != sb)
+			say(m, "exchange: %s %s, %s %s: not all old or all new (exchange %zu, cut "
+			    "between %" PRIu64 " and %" PRIu64 ")", w->f[e->a].name,
+			    sa < 0 ? "mixed" : sa ? "new" : "old", w->f[e->b].name,
+			    sb < 0 ? "mixed" : sb ? "new" : "old", k, e->start_pos, e->end_pos);
+	}
+}
+
 /* fsck -n on img: 0 clean, else say the first findings */
 static void run_fsck(const char *img, bool mounted_ok, struct msgs *m)
 {
@@ -3040,6 +3240,7 @@ static unsigned check_image(struct wl *w, const char *img, uint64_t pos, int msg
 			check_file(w, &w->f[i], pos, &m);
 		check_dirs(w, pos, &m);
 		check_meta(w, pos, &m);
+		check_exchanges(w, pos, &m);
 		if (digest_slot >= 0)
 			take_digests(w, digests[digest_slot]);
 		err = rlfs_mount_close(mp);
@@ -3193,6 +3394,7 @@ static unsigned check_recovery(struct wl *w, const char *img, uint64_t pos, uint
 		check_file(w, &w->f[i], pos, &m);
 	check_dirs(w, pos, &m);
 	check_meta(w, pos, &m);
+	check_exchanges(w, pos, &m);
 	err = rlfs_mount_close(mp); /* its writes come after end: not cut */
 	if (err)
 		say(&m, "unmount: %s", strerror(-err));
@@ -3301,7 +3503,7 @@ struct totals {
 static void usage(FILE *out)
 {
 	fprintf(out,
-		"usage: rlfs-crashtest [--workload fsx|clone|enospc|dir|falloc|meta|unlinked|remount|cowwide|dedupe|shift|all]\n"
+		"usage: rlfs-crashtest [--workload fsx|clone|enospc|dir|falloc|meta|unlinked|remount|cowwide|dedupe|shift|exchange|all]\n"
 		"                      [--seed S] [--ops N]\n"
 		"                      [--count N] [--images M]\n"
 		"                      [--mode all|synced|flush|random|recovery|repair]\n"
@@ -3813,7 +4015,7 @@ int main(int argc, char **argv)
 		if (!strcmp(o.workload, "all") || !strcmp(o.workload, workloads[i].name))
 			list[nlist++] = &workloads[i];
 	if (!nlist) {
-		fprintf(stderr, "rlfs-crashtest: unknown --workload %s (fsx, clone, enospc, dir, falloc, meta, unlinked, remount, cowwide, dedupe, shift, all)\n",
+		fprintf(stderr, "rlfs-crashtest: unknown --workload %s (fsx, clone, enospc, dir, falloc, meta, unlinked, remount, cowwide, dedupe, shift, exchange, all)\n",
 			o.workload);
 		return 2;
 	}

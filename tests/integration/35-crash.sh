@@ -235,6 +235,12 @@ if [ "$haslog" = 1 ]; then
 	# finishes them after all the others (lib/log_intent.c)
 	fixed_cuts "dedupe seed 5 forced-intent cuts" 150 1 --workload dedupe --seed 5 --count 1 \
 		--mode all
+	# ... and exchanges cut between their XMI steps (each step's done, fork
+	# changes and the next XMI in one checkpoint): every file whole at its
+	# old or its new version (check_exchanges); with the steps done without
+	# an intent, hundreds of these images fail
+	fixed_cuts "exchange seed 1 forced-intent cuts" 500 1 --workload exchange --seed 1 \
+		--count 1 --mode all
 
 	# 4. every intent in a checkpoint of its own (RLFS_LOG_FORCE_INTENTS): the
 	# cuts then fall between an intent and its done, so recovery has to finish
