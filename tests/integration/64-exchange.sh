@@ -50,9 +50,9 @@ out=$("$RLFS" io -c "exchangerange -t -s 8K -d 4K -l 16K $MNT/ia" "$MNT/ib") ||
 	die "io exchangerange -l failed"
 [ "$out" = "exchangerange 16384/16384 bytes at offset 4096" ] || die "io printed '$out'"
 # expected: ia[8K,24K) <-> ib[4K,20K)
-{ head -c 8192 "$T/a.src"; tail -c +4097 "$T/b.src" | head -c 16384
+{ head -c 8192 "$T/a.src"; head -c 20480 "$T/b.src" | tail -c 16384
   tail -c +24577 "$T/a.src"; } >"$T/a.want"
-{ head -c 4096 "$T/b.src"; tail -c +8193 "$T/a.src" | head -c 16384
+{ head -c 4096 "$T/b.src"; head -c 24576 "$T/a.src" | tail -c 16384
   tail -c +20481 "$T/b.src"; } >"$T/b.want"
 cmp "$T/a.want" "$MNT/ia" || die "ia after exchangerange -l"
 cmp "$T/b.want" "$MNT/ib" || die "ib after exchangerange -l"
@@ -78,7 +78,7 @@ cmp "$T/u.src" "$MNT/u" || die "cancelupdate changed the file"
 grep -q "^Cancelled updates to '$MNT/u'.$" "$T/u.out" || die "cancelupdate said: $(cat "$T/u.out")"
 "$RLFS" io -c "startupdate" -c "pwrite -S 0x41 4096 100" -c "truncate 20000" -c "commitupdate" \
 	"$MNT/u" >"$T/u.out" || die "startupdate/commitupdate failed"
-{ head -c 4096 "$T/u.src"; printf 'A%.0s' $(seq 100); tail -c +4197 "$T/u.src" | head -c 15804; } >"$T/u.want"
+{ head -c 4096 "$T/u.src"; printf 'A%.0s' $(seq 100); head -c 20000 "$T/u.src" | tail -c 15804; } >"$T/u.want"
 cmp "$T/u.want" "$MNT/u" || die "commitupdate contents"
 [ "$(stat -c %s "$MNT/u")" = 20000 ] || die "commitupdate size $(stat -c %s "$MNT/u")"
 grep -q "^Committed updates to '$MNT/u'.$" "$T/u.out" || die "commitupdate said: $(cat "$T/u.out")"
