@@ -194,6 +194,11 @@ struct rlfs_log {
 	 * off (testing: RLFS_LOG_NO_RELOG=1 at mount, or a test) */
 	uint32_t relog_blocks;
 	bool no_relog;
+	/* checking: every commit of a buffer with logged ranges
+	 * (rlfs_trans_log_buf_range) compares the whole block too and aborts
+	 * on a change outside the ranges.  On in builds with AddressSanitizer;
+	 * RLFS_LOG_CHECK_RANGES=0/1 at mount overrides. */
+	bool check_ranges;
 	/* while unflushed: the oldest tail written into an unflushed
 	 * checkpoint record.  Such a checkpoint has already moved its
 	 * relogged blocks to its own LSN in the AIL, but until it is durable
