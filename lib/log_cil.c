@@ -75,8 +75,11 @@ void rlfs_log_map_diff(uint8_t *map, const uint8_t *a, const uint8_t *b, uint32_
 
 uint32_t rlfs_log_map_count(const uint8_t *map, uint32_t bs)
 {
-	uint32_t n = bs / RLFS_LOG_CHUNK, c = 0;
-	for (uint32_t i = 0; i < n; i++)
+	/* whole bytes, then the bits of a last partial byte */
+	uint32_t n = bs / RLFS_LOG_CHUNK, c = 0, i;
+	for (i = 0; i + 8 <= n; i += 8)
+		c += (uint32_t)__builtin_popcount(map[i >> 3]);
+	for (; i < n; i++)
 		c += (map[i >> 3] >> (i & 7)) & 1u;
 	return c;
 }
@@ -292,7 +295,7 @@ int rlfs_log_cil_insert(struct rlfs_mount *mp, struct rlfs_buf *bp)
 	/* relogged: the chunks of the durable image not yet in place too, so
 	 * that the newest record alone brings the block on disk up to date */
 	if (bp->log_ail && rlfs_log_img_content(bp->log_ail))
-		for (size_t i = 0; i < sizeof(img->map); i++)
+		for (size_t i = 0; i < RLFS_LOG_MAP_BYTES(mp->blocksize); i++)
 			img->map[i] |= bp->log_ail->map[i];
 	if (in_place) {
 		img->type = img_type(bp);
