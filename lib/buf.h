@@ -53,9 +53,6 @@ struct rlfs_buf {
 	 * no byte outside those chunks did.  Reset when tp joins it. */
 	bool log_whole;
 	uint64_t log_hint;
-	uint64_t log_moved;         /* chunks of log_hint that surely changed
-				     * (rlfs_trans_log_buf_moved): logged
-				     * without comparing */
 	unsigned trefs;             /* references taken through tp (dropped at
 				     * commit/cancel: callers need not release) */
 	/* cache bookkeeping (buf.c) */

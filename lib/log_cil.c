@@ -123,8 +123,7 @@ static void range_bug(const struct rlfs_buf *bp, uint32_t chunk)
 }
 
 /* copy_changed for a buffer whose transaction logged ranges: only the
- * chunks in bp->log_hint can differ from the image (those in
- * bp->log_moved are copied and marked without comparing).  With
+ * chunks in bp->log_hint can differ from the image.  With
  * log->check_ranges, the rest of the block is compared too. */
 static void copy_ranges(const struct rlfs_log *log, const struct rlfs_buf *bp, uint8_t *map,
 			uint8_t *img_data)
@@ -133,7 +132,7 @@ static void copy_ranges(const struct rlfs_log *log, const struct rlfs_buf *bp, u
 	for (uint64_t h = bp->log_hint; h; h &= h - 1) {
 		uint32_t i = (uint32_t)__builtin_ctzll(h);
 		size_t off = (size_t)i * RLFS_LOG_CHUNK;
-		if (!(bp->log_moved >> i & 1) && !memcmp(img_data + off, b + off, RLFS_LOG_CHUNK))
+		if (!memcmp(img_data + off, b + off, RLFS_LOG_CHUNK))
 			continue;
 		map_set(map, i);
 		memcpy(img_data + off, b + off, RLFS_LOG_CHUNK);
@@ -154,7 +153,7 @@ static void diff_ranges(const struct rlfs_log *log, const struct rlfs_buf *bp, u
 	for (uint64_t h = bp->log_hint; h; h &= h - 1) {
 		uint32_t i = (uint32_t)__builtin_ctzll(h);
 		size_t off = (size_t)i * RLFS_LOG_CHUNK;
-		if ((bp->log_moved >> i & 1) || memcmp(a + off, b + off, RLFS_LOG_CHUNK))
+		if (memcmp(a + off, b + off, RLFS_LOG_CHUNK))
 			map_set(map, i);
 	}
 	if (log->check_ranges)

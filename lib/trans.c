@@ -100,7 +100,6 @@ static int join(struct rlfs_trans *tp, struct rlfs_buf *bp, bool is_new)
 	bp->logged = false;
 	bp->log_whole = false;
 	bp->log_hint = 0;
-	bp->log_moved = 0;
 	bp->flags &= ~(RLFS_BUF_NEW_IN_TP | RLFS_BUF_INVAL_IN_TP);
 	if (is_new) {
 		bp->flags |= RLFS_BUF_NEW_IN_TP;
@@ -178,17 +177,6 @@ void rlfs_trans_log_buf_range(struct rlfs_trans *tp, struct rlfs_buf *bp, uint32
 	bp->logged = true;
 	uint64_t upto = c1 == 63 ? ~0ull : (1ull << (c1 + 1)) - 1;
 	bp->log_hint |= upto & ~((1ull << c0) - 1);
-}
-
-void rlfs_trans_log_buf_moved(struct rlfs_trans *tp, struct rlfs_buf *bp, uint32_t first,
-			      uint32_t last)
-{
-	rlfs_trans_log_buf_range(tp, bp, first, last);
-	if (bp->log_whole)
-		return;
-	uint32_t c0 = first / RLFS_LOG_CHUNK, c1 = last / RLFS_LOG_CHUNK;
-	uint64_t upto = c1 == 63 ? ~0ull : (1ull << (c1 + 1)) - 1;
-	bp->log_moved |= upto & ~((1ull << c0) - 1);
 }
 
 void rlfs_trans_brelse(struct rlfs_trans *tp, struct rlfs_buf *bp)

@@ -143,13 +143,6 @@ void rlfs_trans_log_buf(struct rlfs_trans *tp, struct rlfs_buf *bp);
  * them.  Mirrors xfs_trans_log_buf(tp, bp, first, last). */
 void rlfs_trans_log_buf_range(struct rlfs_trans *tp, struct rlfs_buf *bp, uint32_t first,
 			      uint32_t last);
-/* rlfs_trans_log_buf_range for bytes that were moved or rewritten with
- * other content (a btree block's entries shifted by an insert or a
- * delete): their chunks go to the log without being compared first (a
- * chunk that happens to hold the same bytes is logged all the same,
- * harmlessly).  XFS logs every range this way. */
-void rlfs_trans_log_buf_moved(struct rlfs_trans *tp, struct rlfs_buf *bp, uint32_t first,
-			      uint32_t last);
 /* Drop this holder's reference; the buffer stays joined until commit. */
 void rlfs_trans_brelse(struct rlfs_trans *tp, struct rlfs_buf *bp);
 /* Block freed in this transaction: stale at commit. */
