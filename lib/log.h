@@ -52,7 +52,10 @@ struct rlfs_buf;
  * bytes [i*RLFS_LOG_CHUNK, +RLFS_LOG_CHUNK) of the block; blocksize /
  * RLFS_LOG_CHUNK bits used): every chunk changed since the block was last
  * written in place.  rlfs_log_cil_insert ORs in what each commit changed
- * (the buffer against its before-image, rlfs_log_map_diff), and the AIL
+ * (the buffer against its before-image, rlfs_log_map_diff, or against the
+ * CIL image when the block is relogged in the same checkpoint; only the
+ * chunks of the logged ranges when the transaction logged ranges,
+ * rlfs_trans_log_buf_range), and the AIL
  * image's map of the same block (a relogged block keeps the chunks of its
  * earlier, not yet written checkpoints); the push ORs in the chunks its
  * LSN/crc stamp changes.  Only the mapped chunks go to the log.

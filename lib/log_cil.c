@@ -8,7 +8,10 @@
  * (group commit: many transactions, one log write and one device flush).
  * With the image goes a dirty-chunk bitmap (struct rlfs_log_img.map): the
  * 128-byte chunks the commits changed, found by comparing the buffer with
- * its before-image, accumulated until the block is written in place.
+ * its before-image (or, relogged in the same checkpoint, with the CIL
+ * image), only inside the ranges the transaction logged when it logged
+ * ranges (rlfs_trans_log_buf_range, xfs_trans_log_buf's first/last),
+ * accumulated until the block is written in place.
  * rlfs_log_force writes the CIL as one checkpoint -- per block only the
  * bitmap and the dirty chunks -- and moves its images to the AIL.
  * Model: xfs_log_cil.c, xfs_buf_item.c (xfs_buf_item_format's dirty
