@@ -55,6 +55,13 @@ static rlfs_le32 *agfl_bno(struct rlfs_buf *bp)
 	return (rlfs_le32 *)((char *)bp->data + sizeof(struct rlfs_agfl));
 }
 
+/* AGFL slot i changed: log its four bytes of the AGFL block. */
+static void log_agfl_slot(struct rlfs_trans *tp, struct rlfs_buf *flbp, uint32_t i)
+{
+	uint32_t off = (uint32_t)((char *)&agfl_bno(flbp)[i] - (char *)flbp->data);
+	rlfs_trans_log_buf_range(tp, flbp, off, off + 3);
+}
+
 /* Largest height a btree with nrecs records can reach when every block is
  * only half full (xfs_btree_compute_maxlevels). */
 static unsigned compute_maxlevels(unsigned leafmax, unsigned nodemax, uint64_t nrecs)
@@ -341,7 +348,7 @@ void rlfs_agbt_set_root(struct rlfs_btree_cur *cur, size_t root_off, size_t leve
 	rlfs_le16 level = rlfs_le16_of((uint16_t)nlevels);
 	memcpy((char *)bp->data + root_off, &root, sizeof(root));
 	memcpy((char *)bp->data + level_off, &level, sizeof(level));
-	rlfs_trans_log_buf(cur->tp, bp);
+	rlfs_ag_log_header(cur->tp, bp);
 }
 
 int rlfs_agbt_alloc_block(struct rlfs_btree_cur *cur, uint64_t hint_fsbno, uint64_t *fsbno)
@@ -423,7 +430,7 @@ static void freesp_count(struct rlfs_btree_cur *cur, int delta)
 	struct rlfs_agh *agh = rlfs_agh(bp);
 	uint32_t n = rlfs_get32(agh->btreeblks);
 	rlfs_put32(agh->btreeblks, delta < 0 ? (n ? n - 1 : 0) : n + 1);
-	rlfs_trans_log_buf(cur->tp, bp);
+	rlfs_ag_log_header(cur->tp, bp);
 }
 
 static int freesp_alloc_block(struct rlfs_btree_cur *cur, uint64_t hint, uint64_t *fsbno)
@@ -526,8 +533,8 @@ static int agfl_take(struct rlfs_trans *tp, uint32_t agno, struct rlfs_buf *agbp
 	rlfs_put32(bno[first], AGFL_NULL);
 	rlfs_put32(agh->flfirst, (first + 1) % size);
 	rlfs_put32(agh->flcount, count - 1);
-	rlfs_trans_log_buf(tp, flbp);
-	rlfs_trans_log_buf(tp, agbp);
+	log_agfl_slot(tp, flbp, first);
+	rlfs_ag_log_header(tp, agbp);
 	rlfs_trans_brelse(tp, flbp);
 	*agbno = b;
 	return 0;
@@ -554,8 +561,8 @@ static int agfl_give(struct rlfs_trans *tp, uint32_t agno, struct rlfs_buf *agbp
 	rlfs_put32(agfl_bno(flbp)[last], agbno);
 	rlfs_put32(agh->fllast, last);
 	rlfs_put32(agh->flcount, count + 1);
-	rlfs_trans_log_buf(tp, flbp);
-	rlfs_trans_log_buf(tp, agbp);
+	log_agfl_slot(tp, flbp, last);
+	rlfs_ag_log_header(tp, agbp);
 	rlfs_trans_brelse(tp, flbp);
 	return 0;
 }
@@ -622,7 +629,7 @@ static int update_longest(struct rlfs_trans *tp, uint32_t agno, struct rlfs_buf 
 	if (!stat)
 		n = 0;
 	rlfs_put32(rlfs_agh(agbp)->longest, n);
-	rlfs_trans_log_buf(tp, agbp);
+	rlfs_ag_log_header(tp, agbp);
 	return 0;
 }
 
@@ -712,7 +719,7 @@ static int take_from_record(struct rlfs_trans *tp, uint32_t agno, struct rlfs_bu
 		return err;
 	struct rlfs_agh *agh = rlfs_agh(agbp);
 	rlfs_put32(agh->freeblks, rlfs_get32(agh->freeblks) - len);
-	rlfs_trans_log_buf(tp, agbp);
+	rlfs_ag_log_header(tp, agbp);
 	return update_longest(tp, agno, agbp);
 }
 
@@ -792,7 +799,7 @@ static int free_into_trees(struct rlfs_trans *tp, uint32_t agno, struct rlfs_buf
 	rlfs_put32(agh->freeblks, rlfs_get32(agh->freeblks) + n);
 	if (nn > rlfs_get32(agh->longest))
 		rlfs_put32(agh->longest, nn);
-	rlfs_trans_log_buf(tp, agbp);
+	rlfs_ag_log_header(tp, agbp);
 	return 0;
 }
 

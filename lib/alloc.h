@@ -22,6 +22,12 @@ extern const struct rlfs_btree_ops rlfs_cntbt_ops;
 /* Read AG agno's header (joined to tp).  0, -EUCLEAN, -EIO. */
 int rlfs_ag_read_header(struct rlfs_trans *tp, uint32_t agno, struct rlfs_buf **bpp);
 static inline struct rlfs_agh *rlfs_agh(struct rlfs_buf *bp) { return bp->data; }
+/* A field of the AG header changed: log struct rlfs_agh's bytes of the
+ * block, not the whole block (xfs_alloc_log_agf / xfs_ialloc_log_agi). */
+static inline void rlfs_ag_log_header(struct rlfs_trans *tp, struct rlfs_buf *agbp)
+{
+	rlfs_trans_log_buf_range(tp, agbp, 0, (uint32_t)sizeof(struct rlfs_agh) - 1);
+}
 
 enum rlfs_alloc_type {
 	RLFS_ALLOC_EXACT,   /* start exactly at hint (grow a file in place) */

@@ -140,6 +140,27 @@ static void ent_put(const struct rlfs_btree_cur *cur, unsigned level,
 		ptr_set(cur, bp, i, e->ptr);
 }
 
+/* Log entries first..last (1-based; none when first > last) of bp at
+ * level: their records or keys, and at node levels their pointers; with
+ * hdr the block header too (numrecs, siblings).  The ranges of
+ * xfs_btree_log_recs / _keys / _ptrs / _block (the chunks are still
+ * compared: a shifted chunk that holds the same bytes is not logged). */
+static void log_ents(const struct rlfs_btree_cur *cur, unsigned level, struct rlfs_buf *bp,
+		     unsigned first, unsigned last, bool hdr)
+{
+	const uint8_t *base = bp->data;
+	if (hdr)
+		rlfs_trans_log_buf_range(cur->tp, bp, 0, (uint32_t)HDR_LEN - 1);
+	if (first > last)
+		return;
+	uint32_t lo = (uint32_t)(ent_at(cur, level, bp, first) - base);
+	uint32_t hi = (uint32_t)(ent_at(cur, level, bp, last) - base) + ent_len(cur, level) - 1;
+	rlfs_trans_log_buf_range(cur->tp, bp, lo, hi);
+	if (level > 0)
+		rlfs_trans_log_buf_range(cur->tp, bp, (uint32_t)(ptr_addr(cur, bp, first) - base),
+					 (uint32_t)(ptr_addr(cur, bp, last) - base) + 7);
+}
+
 /* Insert e at position p (1..n+1) of a block that has room. */
 static void ent_insert(const struct rlfs_btree_cur *cur, unsigned level,
 		       struct rlfs_buf *bp, unsigned p, const struct ent *e)
@@ -695,7 +716,8 @@ static bool fix_slot(struct rlfs_btree_cur *cur, unsigned child_level,
 	if (!memcmp(dst, slot, slot_len(cur)))
 		return false;
 	memcpy(dst, slot, slot_len(cur));
-	rlfs_trans_log_buf(cur->tp, pbp);
+	uint32_t lo = (uint32_t)(dst - (uint8_t *)pbp->data);
+	rlfs_trans_log_buf_range(cur->tp, pbp, lo, lo + slot_len(cur) - 1);
 	return true;
 }
 
@@ -731,7 +753,7 @@ static int insrec(struct rlfs_btree_cur *cur, unsigned level, const struct ent *
 		return rlfs_corrupt(cur->mp, bp->fsbno, cur->ops->name, "bad insert index %u", p);
 	if (n < max) {
 		ent_insert(cur, level, bp, p, e);
-		rlfs_trans_log_buf(cur->tp, bp);
+		log_ents(cur, level, bp, p, n + 1, true);
 		update_keys(cur, level);
 		return 0;
 	}
@@ -881,7 +903,7 @@ static int delrec(struct rlfs_btree_cur *cur, unsigned level)
 		if (p < 1 || (unsigned)p > n)
 			return rlfs_corrupt(mp, bp->fsbno, name, "bad delete index %d", p);
 		ent_remove(cur, level, bp, (unsigned)p);
-		rlfs_trans_log_buf(cur->tp, bp);
+		log_ents(cur, level, bp, (unsigned)p, n - 1, true);
 		n--;
 
 		if (level == cur->nlevels - 1) {
@@ -934,8 +956,8 @@ static int delrec(struct rlfs_btree_cur *cur, unsigned level)
 			ent_get(cur, level, rbp, 1, &e);
 			ent_insert(cur, level, bp, n + 1, &e);
 			ent_remove(cur, level, rbp, 1);
-			rlfs_trans_log_buf(cur->tp, bp);
-			rlfs_trans_log_buf(cur->tp, rbp);
+			log_ents(cur, level, bp, n + 1, n + 1, true);
+			log_ents(cur, level, rbp, 1, rn - 1, true);
 			fix_slot(cur, level, bp, pbp, pi);
 			fix_slot(cur, level, rbp, pbp, pi + 1);
 			update_keys(cur, level + 1);
@@ -946,8 +968,8 @@ static int delrec(struct rlfs_btree_cur *cur, unsigned level)
 			ent_get(cur, level, lbp, ln, &e);
 			ent_insert(cur, level, bp, 1, &e);
 			ent_remove(cur, level, lbp, ln);
-			rlfs_trans_log_buf(cur->tp, bp);
-			rlfs_trans_log_buf(cur->tp, lbp);
+			log_ents(cur, level, bp, 1, n + 1, true);
+			log_ents(cur, level, lbp, 1, 0, true);
 			fix_slot(cur, level, lbp, pbp, pi - 1);
 			fix_slot(cur, level, bp, pbp, pi);
 			update_keys(cur, level + 1);
@@ -969,7 +991,7 @@ static int delrec(struct rlfs_btree_cur *cur, unsigned level)
 		bb_set_numrecs(dst, dn + sn);
 		uint64_t xfsbno = bb_right(src);
 		bb_set_right(dst, xfsbno);
-		rlfs_trans_log_buf(cur->tp, dst);
+		log_ents(cur, level, dst, dn + 1, dn + sn, true);
 		if (xfsbno) {
 			struct rlfs_buf *xbp;
 			err = read_blk(cur, xfsbno, level, false, src->fsbno, &xbp);
@@ -983,7 +1005,7 @@ static int delrec(struct rlfs_btree_cur *cur, unsigned level)
 				goto out;
 			}
 			bb_set_left(xbp, dst->fsbno);
-			rlfs_trans_log_buf(cur->tp, xbp);
+			log_ents(cur, level, xbp, 1, 0, true);
 			rlfs_trans_brelse(cur->tp, xbp);
 		}
 		fix_slot(cur, level, dst, pbp, dst_pi);
@@ -1080,7 +1102,7 @@ int rlfs_btree_update(struct rlfs_btree_cur *cur, const void *rec)
 		}
 	}
 	memcpy(rec_at(cur, bp, p), rec, cur->ops->rec_len);
-	rlfs_trans_log_buf(cur->tp, bp);
+	log_ents(cur, 0, bp, p, p, false);
 	update_keys(cur, 0);
 	return 0;
 }

@@ -47,6 +47,12 @@ struct rlfs_buf {
 	struct rlfs_trans *tp;      /* transaction that holds it, or NULL */
 	void *undo;                 /* before-image for cancel, or NULL */
 	bool logged;                /* logged in tp */
+	/* what tp logged of it (rlfs_trans_log_buf_range): log_whole = the
+	 * whole block may have changed; else bit i of log_hint = chunk i
+	 * (RLFS_LOG_CHUNK bytes at i * RLFS_LOG_CHUNK) may have changed, and
+	 * no byte outside those chunks did.  Reset when tp joins it. */
+	bool log_whole;
+	uint64_t log_hint;
 	unsigned trefs;             /* references taken through tp (dropped at
 				     * commit/cancel: callers need not release) */
 	/* cache bookkeeping (buf.c) */

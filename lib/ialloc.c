@@ -252,7 +252,7 @@ static int alloc_from_chunks(struct rlfs_trans *tp, uint32_t agno, struct rlfs_b
 	if (err)
 		goto out;
 	rlfs_put64(agh->ifree, rlfs_get64(agh->ifree) - 1);
-	rlfs_trans_log_buf(tp, agbp);
+	rlfs_ag_log_header(tp, agbp);
 	*inop = start + bit;
 out:
 	rlfs_btree_cur_del(&cur);
@@ -334,7 +334,7 @@ static int alloc_chunk(struct rlfs_trans *tp, uint64_t hint_fsbno, uint64_t *ino
 		rlfs_put64(agh->icount, rlfs_get64(agh->icount) + RLFS_INODES_PER_CHUNK);
 		rlfs_put64(agh->ifree, rlfs_get64(agh->ifree) + RLFS_INODES_PER_CHUNK - 1);
 		rlfs_put64(agh->newino, startino);
-		rlfs_trans_log_buf(tp, agbp);
+		rlfs_ag_log_header(tp, agbp);
 		*inop = startino;
 	}
 	rlfs_trans_brelse(tp, agbp);
@@ -480,7 +480,7 @@ int rlfs_ifree(struct rlfs_trans *tp, uint64_t ino)
 			goto out;
 		rlfs_put64(agh->ifree, rlfs_get64(agh->ifree) + 1);
 	}
-	rlfs_trans_log_buf(tp, agbp);
+	rlfs_ag_log_header(tp, agbp);
 out:
 	rlfs_btree_cur_del(&cur);
 	if (!err && chunk_free) {

@@ -540,7 +540,9 @@ int rlfs_inode_flush_to_buf(struct rlfs_trans *tp, struct rlfs_inode *ip)
 		memset(ip->literal, 0, ip->forkoff);
 	}
 	rlfs_cksum_update(dip, mp->inodesize, offsetof(struct rlfs_dinode, crc));
-	rlfs_trans_log_buf(tp, bp);
+	/* only this inode's slot changed (xfs_trans_log_inode's range) */
+	uint32_t first = (uint32_t)((uint8_t *)dip - (uint8_t *)bp->data);
+	rlfs_trans_log_buf_range(tp, bp, first, first + mp->inodesize - 1);
 	rlfs_trans_brelse(tp, bp);
 	return 0;
 }

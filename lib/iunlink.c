@@ -182,6 +182,14 @@ void rlfs_iunlink_destroy(struct rlfs_mount *mp)
 /* On-disk pointers                                                     */
 /* ------------------------------------------------------------------ */
 
+/* The AG header's unlinked list head changed (xfs_iunlink_update_bucket
+ * logs the bucket's bytes of the AGI). */
+static void log_unlinked(struct rlfs_trans *tp, struct rlfs_buf *agbp)
+{
+	uint32_t off = (uint32_t)offsetof(struct rlfs_agh, unlinked);
+	rlfs_trans_log_buf_range(tp, agbp, off, off + (uint32_t)sizeof(rlfs_le64) - 1);
+}
+
 /* The cluster buffer of ino (joined) and its dinode; the slot's crc must
  * be good (the change recomputes it). */
 static int dinode_get(struct rlfs_trans *tp, uint64_t ino, struct rlfs_buf **bpp,
@@ -224,7 +232,9 @@ static int next_set(struct rlfs_trans *tp, uint64_t ino, uint64_t next)
 		return error;
 	rlfs_put64(dip->next_unlinked, next);
 	rlfs_cksum_update(dip, mp->inodesize, offsetof(struct rlfs_dinode, crc));
-	rlfs_trans_log_buf(tp, bp);
+	/* the slot only (xfs_iunlink_log_dinode logs next_unlinked) */
+	uint32_t first = (uint32_t)((uint8_t *)dip - (uint8_t *)bp->data);
+	rlfs_trans_log_buf_range(tp, bp, first, first + mp->inodesize - 1);
 	rlfs_trans_brelse(tp, bp);
 	return 0;
 }
@@ -324,7 +334,7 @@ int rlfs_iunlink(struct rlfs_trans *tp, struct rlfs_inode *ip)
 		return error;
 	}
 	rlfs_put64(agh->unlinked, ip->ino);
-	rlfs_trans_log_buf(tp, agbp);
+	log_unlinked(tp, agbp);
 	rlfs_trans_brelse(tp, agbp);
 	map_set(ag, ip->ino, 0);
 	if (head)
@@ -369,7 +379,7 @@ int rlfs_iunlink_remove(struct rlfs_trans *tp, uint64_t ino, bool *listed)
 					    (unsigned long long)ino);
 		}
 		rlfs_put64(agh->unlinked, next);
-		rlfs_trans_log_buf(tp, agbp);
+		log_unlinked(tp, agbp);
 		rlfs_trans_brelse(tp, agbp);
 	} else {
 		uint64_t pnext;

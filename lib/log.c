@@ -188,6 +188,12 @@ int rlfs_log_mount(struct rlfs_mount *mp, uint64_t start_fsbno, uint32_t size_bl
 	}
 	const char *fi = getenv("RLFS_LOG_FORCE_INTENTS");
 	log->force_intents = fi && *fi && *fi != '0';
+#ifdef __SANITIZE_ADDRESS__
+	log->check_ranges = true;
+#endif
+	const char *cr = getenv("RLFS_LOG_CHECK_RANGES");
+	if (cr && *cr)
+		log->check_ranges = *cr != '0';
 	const char *nr = getenv("RLFS_LOG_NO_RELOG");
 	log->no_relog = nr && *nr && *nr != '0';
 	log->relog_blocks = RLFS_MAX(1u, size_blocks / 4);

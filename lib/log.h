@@ -52,7 +52,10 @@ struct rlfs_buf;
  * bytes [i*RLFS_LOG_CHUNK, +RLFS_LOG_CHUNK) of the block; blocksize /
  * RLFS_LOG_CHUNK bits used): every chunk changed since the block was last
  * written in place.  rlfs_log_cil_insert ORs in what each commit changed
- * (the buffer against its before-image, rlfs_log_map_diff), and the AIL
+ * (the buffer against its before-image, rlfs_log_map_diff, or against the
+ * CIL image when the block is relogged in the same checkpoint; only the
+ * chunks of the logged ranges when the transaction logged ranges,
+ * rlfs_trans_log_buf_range), and the AIL
  * image's map of the same block (a relogged block keeps the chunks of its
  * earlier, not yet written checkpoints); the push ORs in the chunks its
  * LSN/crc stamp changes.  Only the mapped chunks go to the log.
@@ -199,6 +202,7 @@ struct rlfs_log {
 	 * off (testing: RLFS_LOG_NO_RELOG=1 at mount, or a test) */
 	uint32_t relog_blocks;
 	bool no_relog;
+<<<<<<< HEAD
 	/* while log recovery captures an intent's follow-up work
 	 * (log_intent.c recover_one): intents logged are marked capture */
 	bool capturing;
@@ -207,6 +211,13 @@ struct rlfs_log {
 				     * the intent lists without meta_lock):
 				     * no idle push meanwhile */
 	bool idle_push_failed;      /* an idle push failed: no more of them */
+=======
+	/* checking: every commit of a buffer with logged ranges
+	 * (rlfs_trans_log_buf_range) compares the whole block too and aborts
+	 * on a change outside the ranges.  On in builds with AddressSanitizer;
+	 * RLFS_LOG_CHECK_RANGES=0/1 at mount overrides. */
+	bool check_ranges;
+>>>>>>> createperf
 	/* while unflushed: the oldest tail written into an unflushed
 	 * checkpoint record.  Such a checkpoint has already moved its
 	 * relogged blocks to its own LSN in the AIL, but until it is durable

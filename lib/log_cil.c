@@ -8,7 +8,10 @@
  * (group commit: many transactions, one log write and one device flush).
  * With the image goes a dirty-chunk bitmap (struct rlfs_log_img.map): the
  * 128-byte chunks the commits changed, found by comparing the buffer with
- * its before-image, accumulated until the block is written in place.
+ * its before-image (or, relogged in the same checkpoint, with the CIL
+ * image), only inside the ranges the transaction logged when it logged
+ * ranges (rlfs_trans_log_buf_range, xfs_trans_log_buf's first/last),
+ * accumulated until the block is written in place.
  * rlfs_log_force writes the CIL as one checkpoint -- per block only the
  * bitmap and the dirty chunks -- and moves its images to the AIL.
  * Model: xfs_log_cil.c, xfs_buf_item.c (xfs_buf_item_format's dirty
@@ -53,20 +56,33 @@ void rlfs_log_stamp_lsn(struct rlfs_mount *mp, uint16_t type, void *data, uint64
 	}
 }
 
+/* Bytes compared at once before looking at single chunks: most commits
+ * change one or two places in a block (a record, an inode slot, a
+ * header), so one memcmp per span finds the unchanged ones with an eighth
+ * of the calls and loop steps of a chunk-by-chunk compare.  A power of
+ * two, a multiple of RLFS_LOG_CHUNK, at most RLFS_MIN_BLOCKSIZE. */
+#define DIFF_SPAN (4u * RLFS_LOG_CHUNK)
+
 void rlfs_log_map_diff(uint8_t *map, const uint8_t *a, const uint8_t *b, uint32_t bs)
 {
-	uint32_t n = bs / RLFS_LOG_CHUNK;
-	for (uint32_t i = 0; i < n; i++) {
-		size_t off = (size_t)i * RLFS_LOG_CHUNK;
-		if (!(map[i >> 3] & (1u << (i & 7))) && memcmp(a + off, b + off, RLFS_LOG_CHUNK))
-			map[i >> 3] |= (uint8_t)(1u << (i & 7));
+	for (uint32_t s = 0; s < bs; s += DIFF_SPAN) {
+		if (!memcmp(a + s, b + s, DIFF_SPAN))
+			continue;
+		for (uint32_t off = s; off < s + DIFF_SPAN; off += RLFS_LOG_CHUNK) {
+			uint32_t i = off / RLFS_LOG_CHUNK;
+			if (!(map[i >> 3] & (1u << (i & 7))) && memcmp(a + off, b + off, RLFS_LOG_CHUNK))
+				map[i >> 3] |= (uint8_t)(1u << (i & 7));
+		}
 	}
 }
 
 uint32_t rlfs_log_map_count(const uint8_t *map, uint32_t bs)
 {
-	uint32_t n = bs / RLFS_LOG_CHUNK, c = 0;
-	for (uint32_t i = 0; i < n; i++)
+	/* whole bytes, then the bits of a last partial byte */
+	uint32_t n = bs / RLFS_LOG_CHUNK, c = 0, i;
+	for (i = 0; i + 8 <= n; i += 8)
+		c += (uint32_t)__builtin_popcount(map[i >> 3]);
+	for (; i < n; i++)
 		c += (map[i >> 3] >> (i & 7)) & 1u;
 	return c;
 }
@@ -76,22 +92,80 @@ static void map_set(uint8_t *map, uint32_t chunk)
 	map[chunk >> 3] |= (uint8_t)(1u << (chunk & 7));
 }
 
-/* For an image (img_data) equal to the before-image a except in the chunks
- * set in map: mark in map the chunks where b differs from a, and copy
- * into img_data every chunk of b marked in map.  Afterwards img_data
- * equals b. */
-static void copy_changed(uint8_t *map, uint8_t *img_data, const uint8_t *a, const uint8_t *b,
-			 uint32_t bs)
+/* For an image (img_data) of the block's last commit that differs from
+ * the block's durable content only in the chunks set in map (so that it
+ * equals the before-image of this commit wherever map is clear): copy into
+ * img_data every chunk where the buffer b now differs from it, and mark
+ * those chunks in map.  Afterwards img_data equals b, and map holds every
+ * chunk where b differs from the before-image.  Comparing with the image
+ * rather than with the before-image also skips the copy of chunks that
+ * earlier commits changed and this one did not. */
+static void copy_changed(uint8_t *map, uint8_t *img_data, const uint8_t *b, uint32_t bs)
 {
-	uint32_t n = bs / RLFS_LOG_CHUNK;
-	for (uint32_t i = 0; i < n; i++) {
-		size_t off = (size_t)i * RLFS_LOG_CHUNK;
-		bool set = map[i >> 3] & (1u << (i & 7));
-		if (!set && memcmp(a + off, b + off, RLFS_LOG_CHUNK) == 0)
+	for (uint32_t s = 0; s < bs; s += DIFF_SPAN) {
+		if (!memcmp(img_data + s, b + s, DIFF_SPAN))
 			continue;
-		map[i >> 3] |= (uint8_t)(1u << (i & 7));
+		for (uint32_t off = s; off < s + DIFF_SPAN; off += RLFS_LOG_CHUNK) {
+			if (!memcmp(img_data + off, b + off, RLFS_LOG_CHUNK))
+				continue;
+			map_set(map, off / RLFS_LOG_CHUNK);
+			memcpy(img_data + off, b + off, RLFS_LOG_CHUNK);
+		}
+	}
+}
+
+/* A commit changed bp outside the ranges it logged: a bug in the caller
+ * that would leave the change out of the log. */
+static void range_bug(const struct rlfs_buf *bp, uint32_t chunk)
+{
+	rlfs_warn("bug: fsbno %llu (%s) changed in chunk %u, outside the ranges its "
+		  "transaction logged (rlfs_trans_log_buf_range)",
+		  (unsigned long long)bp->fsbno, bp->ops && bp->ops->name ? bp->ops->name : "?",
+		  chunk);
+	abort();
+}
+
+/* copy_changed for a buffer whose transaction logged ranges: only the
+ * chunks in bp->log_hint can differ from the image.  With
+ * log->check_ranges, the rest of the block is compared too. */
+static void copy_ranges(const struct rlfs_log *log, const struct rlfs_buf *bp, uint8_t *map,
+			uint8_t *img_data)
+{
+	const uint8_t *b = bp->data;
+	for (uint64_t h = bp->log_hint; h; h &= h - 1) {
+		uint32_t i = (uint32_t)__builtin_ctzll(h);
+		size_t off = (size_t)i * RLFS_LOG_CHUNK;
+		if (!memcmp(img_data + off, b + off, RLFS_LOG_CHUNK))
+			continue;
+		map_set(map, i);
 		memcpy(img_data + off, b + off, RLFS_LOG_CHUNK);
 	}
+	if (log->check_ranges)
+		for (uint32_t i = 0; i < log->mp->blocksize / RLFS_LOG_CHUNK; i++) {
+			size_t off = (size_t)i * RLFS_LOG_CHUNK;
+			if (memcmp(img_data + off, b + off, RLFS_LOG_CHUNK))
+				range_bug(bp, i);
+		}
+}
+
+/* rlfs_log_map_diff (bp->undo against bp->data) for a buffer whose
+ * transaction logged ranges: only the chunks in bp->log_hint. */
+static void diff_ranges(const struct rlfs_log *log, const struct rlfs_buf *bp, uint8_t *map)
+{
+	const uint8_t *a = bp->undo, *b = bp->data;
+	for (uint64_t h = bp->log_hint; h; h &= h - 1) {
+		uint32_t i = (uint32_t)__builtin_ctzll(h);
+		size_t off = (size_t)i * RLFS_LOG_CHUNK;
+		if (memcmp(a + off, b + off, RLFS_LOG_CHUNK))
+			map_set(map, i);
+	}
+	if (log->check_ranges)
+		for (uint32_t i = 0; i < log->mp->blocksize / RLFS_LOG_CHUNK; i++) {
+			size_t off = (size_t)i * RLFS_LOG_CHUNK;
+			bool hinted = i < 64 && (bp->log_hint >> i & 1);
+			if (!hinted && memcmp(a + off, b + off, RLFS_LOG_CHUNK))
+				range_bug(bp, i);
+		}
 }
 
 static void map_set_all(uint8_t *map, uint32_t bs)
@@ -209,16 +283,22 @@ int rlfs_log_cil_insert(struct rlfs_mount *mp, struct rlfs_buf *bp)
 	/* relogged in the same checkpoint: the image already holds the
 	 * committed block, so only this commit's changed chunks are copied */
 	bool in_place = !whole && !fresh;
+	/* the transaction said which chunks it may have changed */
+	bool ranged = !whole && !bp->log_whole;
 	if (whole)
 		map_set_all(img->map, mp->blocksize);
+	else if (in_place && ranged)
+		copy_ranges(log, bp, img->map, img->data);
 	else if (in_place)
-		copy_changed(img->map, img->data, bp->undo, bp->data, mp->blocksize);
+		copy_changed(img->map, img->data, bp->data, mp->blocksize);
+	else if (ranged)
+		diff_ranges(log, bp, img->map);
 	else
 		rlfs_log_map_diff(img->map, bp->undo, bp->data, mp->blocksize);
 	/* relogged: the chunks of the durable image not yet in place too, so
 	 * that the newest record alone brings the block on disk up to date */
 	if (bp->log_ail && rlfs_log_img_content(bp->log_ail))
-		for (size_t i = 0; i < sizeof(img->map); i++)
+		for (size_t i = 0; i < RLFS_LOG_MAP_BYTES(mp->blocksize); i++)
 			img->map[i] |= bp->log_ail->map[i];
 	if (in_place) {
 		img->type = img_type(bp);

@@ -117,6 +117,8 @@ static int join(struct rlfs_trans *tp, struct rlfs_buf *bp, bool is_new)
 	bp->tp = tp;
 	bp->trefs = 1;
 	bp->logged = false;
+	bp->log_whole = false;
+	bp->log_hint = 0;
 	bp->flags &= ~(RLFS_BUF_NEW_IN_TP | RLFS_BUF_INVAL_IN_TP);
 	if (is_new) {
 		bp->flags |= RLFS_BUF_NEW_IN_TP;
@@ -177,6 +179,23 @@ void rlfs_trans_log_buf(struct rlfs_trans *tp, struct rlfs_buf *bp)
 		rlfs_warn("bug: fsbno %llu logged in a read-only transaction",
 			  (unsigned long long)bp->fsbno);
 	bp->logged = true;
+	bp->log_whole = true;
+}
+
+void rlfs_trans_log_buf_range(struct rlfs_trans *tp, struct rlfs_buf *bp, uint32_t first,
+			      uint32_t last)
+{
+	uint32_t c0 = first / RLFS_LOG_CHUNK, c1 = last / RLFS_LOG_CHUNK;
+	if (last < first || last >= tp->mp->blocksize || c1 >= 64) {
+		rlfs_trans_log_buf(tp, bp);
+		return;
+	}
+	if ((tp->flags & RLFS_TRANS_RDONLY) && !bp->logged)
+		rlfs_warn("bug: fsbno %llu logged in a read-only transaction",
+			  (unsigned long long)bp->fsbno);
+	bp->logged = true;
+	uint64_t upto = c1 == 63 ? ~0ull : (1ull << (c1 + 1)) - 1;
+	bp->log_hint |= upto & ~((1ull << c0) - 1);
 }
 
 void rlfs_trans_brelse(struct rlfs_trans *tp, struct rlfs_buf *bp)

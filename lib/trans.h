@@ -132,8 +132,21 @@ int rlfs_trans_get_buf(struct rlfs_trans *tp, uint64_t fsbno,
 		       const struct rlfs_buf_ops *ops, uint64_t owner,
 		       struct rlfs_buf **bpp);
 /* Record that bp's contents changed (call before or after changing it; the
- * before-image is taken when the buffer is joined). */
+ * before-image is taken when the buffer is joined).  The commit finds the
+ * changed bytes by comparing the whole block with its before-image. */
 void rlfs_trans_log_buf(struct rlfs_trans *tp, struct rlfs_buf *bp);
+/* Record that bytes [first, last] of bp (offsets in the block, inclusive,
+ * as xfs_trans_log_buf's) changed.  The ranges a transaction logs add up;
+ * the commit then compares only their RLFS_LOG_CHUNK-byte chunks with the
+ * before-image (or the CIL image), so every byte the transaction changes
+ * in bp must be in a logged range, unless rlfs_trans_log_buf logs the
+ * whole block too.  A range past chunk 63 (blocks over 8 KiB) counts as
+ * the whole block.  Builds with AddressSanitizer, and any build with
+ * RLFS_LOG_CHECK_RANGES=1 in the environment at mount, check every
+ * commit's ranges against the whole block and abort on a change outside
+ * them.  Mirrors xfs_trans_log_buf(tp, bp, first, last). */
+void rlfs_trans_log_buf_range(struct rlfs_trans *tp, struct rlfs_buf *bp, uint32_t first,
+			      uint32_t last);
 /* Drop this holder's reference; the buffer stays joined until commit. */
 void rlfs_trans_brelse(struct rlfs_trans *tp, struct rlfs_buf *bp);
 /* Block freed in this transaction: stale at commit. */
