@@ -202,7 +202,6 @@ struct rlfs_log {
 	 * off (testing: RLFS_LOG_NO_RELOG=1 at mount, or a test) */
 	uint32_t relog_blocks;
 	bool no_relog;
-<<<<<<< HEAD
 	/* while log recovery captures an intent's follow-up work
 	 * (log_intent.c recover_one): intents logged are marked capture */
 	bool capturing;
@@ -211,13 +210,11 @@ struct rlfs_log {
 				     * the intent lists without meta_lock):
 				     * no idle push meanwhile */
 	bool idle_push_failed;      /* an idle push failed: no more of them */
-=======
 	/* checking: every commit of a buffer with logged ranges
 	 * (rlfs_trans_log_buf_range) compares the whole block too and aborts
 	 * on a change outside the ranges.  On in builds with AddressSanitizer;
 	 * RLFS_LOG_CHECK_RANGES=0/1 at mount overrides. */
 	bool check_ranges;
->>>>>>> createperf
 	/* while unflushed: the oldest tail written into an unflushed
 	 * checkpoint record.  Such a checkpoint has already moved its
 	 * relogged blocks to its own LSN in the AIL, but until it is durable
