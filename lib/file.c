@@ -2,8 +2,9 @@
  * file.c: attribute and data operations of the public API (fs.h):
  * getattr/setattr, read/write, fsync, fallocate, lseek SEEK_DATA/SEEK_HOLE.
  *
- * Data path.  File data goes straight to the device (rlfs_dev_pread /
- * rlfs_dev_pwrite), never through the metadata buffer cache.  Reads need
+ * Data path.  File data goes straight to the device (rlfs_dev_data_pread /
+ * rlfs_dev_data_pwrite: pread/pwrite, or memcpy to the mapping of -o dax,
+ * lib/dax.c), never through the metadata buffer cache.  Reads need
  * only the shared iolock: the in-core extent list says where the blocks
  * are.  A write that only overwrites written blocks writes the data
  * without the metadata lock, then updates size/times in one short
