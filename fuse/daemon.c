@@ -768,6 +768,15 @@ static void open_flags(struct fuse_file_info *fi)
 static void open_direct(struct rlfs_mount *mp, uint64_t ino, struct fuse_file_info *fi)
 {
 	(void)ino;
+	if (rlfs_dax_enabled(mp)) {
+		/* -o dax: every open of a regular file (only those reach
+		 * OPEN/CREATE) bypasses the page cache; the data lives in
+		 * the daemon's mapping of the image only, as with fsdax */
+		fi->direct_io = 1;
+		fi->keep_cache = 0;
+		fi->fh |= RLFS_FH_DIRECT;
+		return;
+	}
 	if (!writable_open(fi->flags) || rlfs_avail_blocks_hint(mp) > 0)
 		return;
 	fi->direct_io = 1;

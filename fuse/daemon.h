@@ -34,6 +34,9 @@ struct rlfs_daemon_opts {
 	const char *fuse_opts;      /* extra comma-separated libfuse/mount
 	                               options (allow_other, ...), or NULL */
 	int uring;                  /* -o uring 1, -o nouring -1, else 0 (fuse/uring.h) */
+	int dax;                    /* -o dax 1, -o nodax -1, else 0 (env RLFS_DAX=1
+	                               means 1): rlfs_set_dax, and regular files
+	                               open FOPEN_DIRECT_IO (daemon.c open_direct) */
 	unsigned atime;             /* RLFS_ATIME_* (reflinkfs/fs.h): relatime (0,
 	                               the default), strictatime, noatime */
 	int nodiratime;             /* no atime updates on directories */

@@ -590,6 +590,17 @@ static int setup(const struct rlfs_daemon_opts *o, const char *image, struct fus
 	g_root = rlfs_root_ino(g_mp);
 	if (o->cowfill >= 0)
 		rlfs_set_cow_fill(g_mp, (uint32_t)o->cowfill);
+	const char *dax_env = getenv("RLFS_DAX");
+	if (o->dax > 0 || (o->dax == 0 && dax_env && strcmp(dax_env, "1") == 0)) {
+		/* refused rather than quietly served another way: whoever asked
+		 * for direct access measures or relies on it */
+		err = rlfs_set_dax(g_mp);
+		if (err) {
+			fprintf(stderr, "%s: -o dax: cannot map %s (%s); mount without dax "
+				"for the pread/pwrite data path\n", o->prog, image, strerror(-err));
+			goto fail_session;
+		}
+	}
 	writeback_reserve_size(o);
 	warn_image_mode(o->prog, image);
 	rlfs_set_progress(g_mp, on_progress, NULL);

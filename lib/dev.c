@@ -15,8 +15,11 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+static const struct rlfs_dev_ops mem_ops;
 
 static int file_pread(struct rlfs_dev *dev, void *buf, size_t len, uint64_t off)
 {
@@ -110,11 +113,15 @@ static int file_pwritev(struct rlfs_dev *dev, const struct iovec *iov_in, int io
 
 static int file_flush(struct rlfs_dev *dev)
 {
+	if (dev->map)   /* the data sync of the mapped (whole) file */
+		return msync(dev->map, (size_t)dev->size_bytes, MS_SYNC) ? -errno : 0;
 	return fdatasync(dev->fd) ? -errno : 0;
 }
 
 static void file_close(struct rlfs_dev *dev)
 {
+	if (dev->map)
+		munmap(dev->map, (size_t)dev->size_bytes);
 	if (dev->dio_fd >= 0)
 		close(dev->dio_fd);
 	close(dev->fd);
@@ -190,8 +197,115 @@ int rlfs_dev_make_writable(struct rlfs_dev *dev)
 	}
 	close(fd);
 	dev->lock_fd = keep;
-	dev->dio_fd = open(path, O_RDWR | O_DIRECT | O_CLOEXEC);
+	if (dev->map) {
+		/* the read-only mapping becomes writable: map the same bytes
+		 * again over it (MAP_FIXED replaces it in one step, so readers
+		 * of the mapping never see a gap) */
+		void *m = mmap(dev->map, (size_t)dev->size_bytes, PROT_READ | PROT_WRITE,
+			       MAP_SHARED | MAP_FIXED, dev->fd, 0);
+		if (m == MAP_FAILED)
+			return -errno;
+	} else {
+		dev->dio_fd = open(path, O_RDWR | O_DIRECT | O_CLOEXEC);
+	}
 	dev->writable = true;
+	return 0;
+}
+
+int rlfs_dev_map(struct rlfs_dev *dev)
+{
+	if (dev->map)
+		return 0;
+	if (dev->size_bytes == 0)
+		return -EINVAL;
+	if (dev->size_bytes > (uint64_t)SIZE_MAX / 2)
+		return -EFBIG;
+	if (dev->ops == &mem_ops) {     /* the memory is the mapping */
+		dev->map = dev->priv;
+		return 0;
+	}
+	if (dev->ops != &file_ops)      /* crash-recording and other devices */
+		return -ENODEV;
+	void *m = mmap(NULL, (size_t)dev->size_bytes,
+		       PROT_READ | (dev->writable ? PROT_WRITE : 0), MAP_SHARED, dev->fd, 0);
+	if (m == MAP_FAILED)
+		return -errno;
+	dev->map = m;
+	/* metadata writes stay buffered from now on: an O_DIRECT write
+	 * would bypass (and invalidate) the pages the mapping shares */
+	atomic_store(&dev->dio_refused, true);
+	return 0;
+}
+
+int rlfs_dev_data_pread(struct rlfs_dev *dev, void *buf, size_t len, uint64_t off)
+{
+	if (!dev->map)
+		return rlfs_dev_pread(dev, buf, len, off);
+	if (off + len > dev->size_bytes || off + len < off)
+		return -EIO;
+	memcpy(buf, dev->map + off, len);
+	return 0;
+}
+
+int rlfs_dev_data_pwrite(struct rlfs_dev *dev, const void *buf, size_t len, uint64_t off)
+{
+	if (!dev->map)
+		return rlfs_dev_pwrite(dev, buf, len, off);
+	if (off + len > dev->size_bytes || off + len < off)
+		return -EIO;
+	if (!dev->writable)
+		return -EROFS;
+	memcpy(dev->map + off, buf, len);
+	return 0;
+}
+
+int rlfs_dev_data_copy(struct rlfs_dev *dev, uint64_t dst_off, uint64_t src_off, uint64_t len,
+		       uint8_t *bounce, size_t bounce_bytes)
+{
+	if (dev->map) {
+		if (dst_off + len > dev->size_bytes || src_off + len > dev->size_bytes ||
+		    dst_off + len < dst_off || src_off + len < src_off)
+			return -EIO;
+		if (!dev->writable)
+			return -EROFS;
+		memcpy(dev->map + dst_off, dev->map + src_off, (size_t)len);
+		return 0;
+	}
+	if (!bounce || bounce_bytes == 0)
+		return -EINVAL;
+	while (len > 0) {
+		size_t n = (size_t)(len < bounce_bytes ? len : bounce_bytes);
+		int err = rlfs_dev_pread(dev, bounce, n, src_off);
+		if (!err)
+			err = rlfs_dev_pwrite(dev, bounce, n, dst_off);
+		if (err)
+			return err;
+		src_off += n;
+		dst_off += n;
+		len -= n;
+	}
+	return 0;
+}
+
+int rlfs_dev_data_zero(struct rlfs_dev *dev, uint64_t off, uint64_t len)
+{
+	static const uint8_t zeros[64 * 1024];
+	if (dev->map) {
+		if (off + len > dev->size_bytes || off + len < off)
+			return -EIO;
+		if (!dev->writable)
+			return -EROFS;
+		memset(dev->map + off, 0, (size_t)len);
+		return 0;
+	}
+	while (len > 0) {
+		size_t n = (size_t)(len < sizeof(zeros) ? len : sizeof(zeros));
+		int err = rlfs_dev_pwrite(dev, zeros, n, off);
+		if (err)
+			return err;
+		off += n;
+		len -= n;
+	}
 	return 0;
 }
 

@@ -34,6 +34,11 @@ struct rlfs_dev {
 	int dio_fd;
 	_Atomic bool dio_refused;   /* a direct write failed with EINVAL: stop trying */
 	void *priv;
+	/* Direct access (rlfs_dev_map): the whole device mapped MAP_SHARED
+	 * (size_bytes long; writable iff the device is), or NULL.  File data
+	 * is copied to and from it (rlfs_dev_data_pread/pwrite); the flush
+	 * of a mapped file device is msync(MS_SYNC) of the whole mapping. */
+	uint8_t *map;
 };
 
 /* Writes of at least this many bytes whose buffer address, offset and
@@ -62,6 +67,42 @@ int rlfs_dev_open(const char *path, int writable, int lock, struct rlfs_dev **de
 int rlfs_dev_make_writable(struct rlfs_dev *dev);
 /* A zero-filled memory device of size_bytes; -ENOMEM. */
 int rlfs_dev_open_mem(uint64_t size_bytes, struct rlfs_dev **devp);
+/*
+ * Direct access, after fsdax (Documentation/filesystems/dax.rst): map the
+ * whole device into memory with mmap(2) MAP_SHARED, PROT_READ plus
+ * PROT_WRITE if the device is writable, and stop using the O_DIRECT
+ * descriptor (metadata writes stay buffered, so the page cache the mapping
+ * shares is never bypassed).  From then on rlfs_dev_data_pread/pwrite copy
+ * file data with memcpy, and the file device's flush is
+ * msync(MS_SYNC) of the mapping (msync(2): on Linux a data sync of the
+ * mapped file range, which is the whole image; it replaces fdatasync).
+ * A memory device is its own mapping.  0 (also if already mapped),
+ * -EFBIG (the device does not fit the address space: 32-bit hosts),
+ * -EINVAL (empty device), or -errno from mmap (-ENODEV: the file or block
+ * device does not support mmap; -ENOMEM).  The mapping lives until close.
+ * Caveat of the mapping: an I/O error (or ENOSPC of a sparse image on
+ * the host) under a mapped page is SIGBUS, not -EIO.
+ */
+int rlfs_dev_map(struct rlfs_dev *dev);
+/* Copy file data between buf and the device bytes [off, off+len): with
+ * rlfs_dev_map's mapping a memcpy, else the device's pread/pwrite.  0 or
+ * -EIO (past the end), or the device's error. */
+int rlfs_dev_data_pread(struct rlfs_dev *dev, void *buf, size_t len, uint64_t off);
+int rlfs_dev_data_pwrite(struct rlfs_dev *dev, const void *buf, size_t len, uint64_t off);
+/* Copy len bytes of device data from src_off to dst_off (ranges must not
+ * overlap), through the mapping (one memcpy, no bounce buffer) or, unmapped,
+ * through a bounce buffer of the caller (bounce_bytes, > 0).  0 or -errno. */
+int rlfs_dev_data_copy(struct rlfs_dev *dev, uint64_t dst_off, uint64_t src_off, uint64_t len,
+		       uint8_t *bounce, size_t bounce_bytes);
+/* Set len bytes of device data at off to zero: memset in the mapping, else
+ * pwrite of zeros.  0 or -errno. */
+int rlfs_dev_data_zero(struct rlfs_dev *dev, uint64_t off, uint64_t len);
+/* The mapped bytes [off, off+len) for in-place use (dedupe's compare), or
+ * NULL without a mapping or past the end. */
+static inline const uint8_t *rlfs_dev_data_at(const struct rlfs_dev *d, uint64_t off, size_t len)
+{
+	return d->map && off + len <= d->size_bytes && off + len >= off ? d->map + off : NULL;
+}
 static inline int rlfs_dev_pread(struct rlfs_dev *d, void *b, size_t l, uint64_t o)
 { return d->ops->pread(d, b, l, o); }
 static inline int rlfs_dev_pwrite(struct rlfs_dev *d, const void *b, size_t l, uint64_t o)

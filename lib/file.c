@@ -2,8 +2,9 @@
  * file.c: attribute and data operations of the public API (fs.h):
  * getattr/setattr, read/write, fsync, fallocate, lseek SEEK_DATA/SEEK_HOLE.
  *
- * Data path.  File data goes straight to the device (rlfs_dev_pread /
- * rlfs_dev_pwrite), never through the metadata buffer cache.  Reads need
+ * Data path.  File data goes straight to the device (rlfs_dev_data_pread /
+ * rlfs_dev_data_pwrite: pread/pwrite, or memcpy to the mapping of -o dax,
+ * lib/dax.c), never through the metadata buffer cache.  Reads need
  * only the shared iolock: the in-core extent list says where the blocks
  * are.  A write that only overwrites written blocks writes the data
  * without the metadata lock, then updates size/times in one short
@@ -83,6 +84,8 @@ static inline uint64_t irec_endoff(const struct rlfs_irec *r)
 /* Write zeros to [from, to) of the device. */
 static int dev_zero(struct rlfs_mount *mp, uint64_t dev_off, uint64_t len)
 {
+	if (mp->dev->map)       /* direct access: memset in the mapping */
+		return rlfs_dev_data_zero(mp->dev, dev_off, len);
 	while (len > 0) {
 		size_t n = (size_t)RLFS_MIN(len, (uint64_t)sizeof(zero_block));
 		int error = rlfs_dev_pwrite(mp->dev, zero_block, n, dev_off);
@@ -202,8 +205,65 @@ static int copy_old_block(struct rlfs_inode *ip, uint64_t fb)
 	uint64_t dst = rlfs_cowfork_dev_offset(ip, fb << mp->blocklog, &contig);
 	int error = rlfs_read_mapped(ip, b, fb << mp->blocklog, (fb + 1) << mp->blocklog);
 	if (!error)
-		error = rlfs_dev_pwrite(mp->dev, b, mp->blocksize, dst);
+		error = rlfs_dev_data_pwrite(mp->dev, b, mp->blocksize, dst);
+	if (!error)
+		__atomic_fetch_add(&mp->cow_copied_bytes, mp->blocksize, __ATOMIC_RELAXED);
 	free(b);
+	return error;
+}
+
+static uint64_t written_block(struct rlfs_inode *ip, uint64_t fb);
+
+/* Copy the old contents of file bytes [from, to) (inside one block) into
+ * the CoW fork's staged block, in the mapping (rlfs_dev_map).  0, -EIO. */
+static int copy_old_bytes(struct rlfs_inode *ip, uint64_t from, uint64_t to)
+{
+	struct rlfs_mount *mp = ip->mp;
+	uint64_t contig;
+	if (from >= to)
+		return 0;
+	uint64_t dst = rlfs_cowfork_dev_offset(ip, from, &contig);
+	if (dst == UINT64_MAX || contig < to - from)
+		return -EIO;
+	uint64_t src = written_block(ip, from >> mp->blocklog);
+	int error = src ? rlfs_dev_data_copy(mp->dev, dst, (src << mp->blocklog) + (from & bmask(mp)),
+					     to - from, NULL, 0)
+			: rlfs_dev_data_zero(mp->dev, dst, to - from);
+	if (!error)
+		__atomic_fetch_add(&mp->cow_copied_bytes, to - from, __ATOMIC_RELAXED);
+	return error;
+}
+
+/*
+ * The old contents of edge block fb of a CoW write of file bytes
+ * [pos, end) into its staged block: with direct access copy-around (fsdax
+ * "copy range in which data won't be changed"): only the parts of the
+ * block outside [pos, end); else the whole block (one aligned write).
+ * 0, -ENOMEM, -EIO.
+ */
+static int copy_old_around(struct rlfs_inode *ip, uint64_t fb, uint64_t pos, uint64_t end)
+{
+	struct rlfs_mount *mp = ip->mp;
+	if (!mp->dev->map)
+		return copy_old_block(ip, fb);
+	uint64_t b0 = fb << mp->blocklog, b1 = b0 + mp->blocksize;
+	int error = copy_old_bytes(ip, b0, RLFS_MIN(RLFS_MAX(pos, b0), b1));
+	if (!error)
+		error = copy_old_bytes(ip, RLFS_MAX(RLFS_MIN(end, b1), b0), b1);
+	return error;
+}
+
+/* The same for the new blocks of cow_write_direct's cow. */
+static int cow_copy_around(struct rlfs_inode *ip, const struct rlfs_cow *cow, uint64_t fb,
+			   uint64_t pos, uint64_t end)
+{
+	struct rlfs_mount *mp = ip->mp;
+	if (!mp->dev->map)
+		return rlfs_cow_copy_old(ip, cow, fb, 1);
+	uint64_t b0 = fb << mp->blocklog, b1 = b0 + mp->blocksize;
+	int error = rlfs_cow_copy_old_bytes(ip, cow, b0, RLFS_MIN(RLFS_MAX(pos, b0), b1));
+	if (!error)
+		error = rlfs_cow_copy_old_bytes(ip, cow, RLFS_MAX(RLFS_MIN(end, b1), b0), b1);
 	return error;
 }
 
@@ -341,15 +401,15 @@ static int cow_write_direct(struct rlfs_inode *ip, const uint8_t *buf, uint64_t 
 		n = cow.len;
 	}
 	if (!error && (pos & bmask(mp)))
-		error = rlfs_cow_copy_old(ip, &cow, fb0, 1);
+		error = cow_copy_around(ip, &cow, fb0, pos, end);
 	if (!error && (end & bmask(mp)) && !(fb1 - 1 == fb0 && (pos & bmask(mp))))
-		error = rlfs_cow_copy_old(ip, &cow, fb1 - 1, 1);
+		error = cow_copy_around(ip, &cow, fb1 - 1, pos, end);
 	for (uint64_t p = pos; !error && p < end;) {
 		uint64_t contig;
 		uint64_t dev_off = rlfs_cow_dev_offset(&cow, mp, p, &contig);
 		uint64_t chunk = RLFS_MIN(end - p, contig);
 		if (buf) {
-			error = rlfs_dev_pwrite(mp->dev, buf + (p - pos), (size_t)chunk, dev_off);
+			error = rlfs_dev_data_pwrite(mp->dev, buf + (p - pos), (size_t)chunk, dev_off);
 		} else {
 			error = dev_zero(mp, dev_off, chunk);
 		}
@@ -415,9 +475,9 @@ static int cow_write(struct rlfs_inode *ip, const uint8_t *buf, uint64_t pos, ui
 		end = fb1 << mp->blocklog;
 	}
 	if (pos & bmask(mp))
-		error = copy_old_block(ip, fb0);
+		error = copy_old_around(ip, fb0, pos, end);
 	if (!error && (end & bmask(mp)) && !(fb1 - 1 == fb0 && (pos & bmask(mp))))
-		error = copy_old_block(ip, fb1 - 1);
+		error = copy_old_around(ip, fb1 - 1, pos, end);
 	for (uint64_t b = rb0; !error && b < fb0; b++)
 		error = copy_old_block(ip, b);
 	for (uint64_t b = fb1; !error && b < rb1; b++)
@@ -427,7 +487,7 @@ static int cow_write(struct rlfs_inode *ip, const uint8_t *buf, uint64_t pos, ui
 		uint64_t dev_off = rlfs_cowfork_dev_offset(ip, p, &contig);
 		uint64_t chunk = RLFS_MIN(end - p, contig);
 		if (buf)
-			error = rlfs_dev_pwrite(mp->dev, buf + (p - pos), (size_t)chunk, dev_off);
+			error = rlfs_dev_data_pwrite(mp->dev, buf + (p - pos), (size_t)chunk, dev_off);
 		else
 			error = dev_zero(mp, dev_off, chunk);
 		p += chunk;
@@ -569,7 +629,7 @@ static int write_mapped(struct rlfs_inode *ip, const uint8_t *buf, uint64_t pos,
 		uint64_t pend = RLFS_MIN(end, irec_endoff(&got) << mp->blocklog);
 		uint64_t dev_off = ((got.startblock + (fb - got.startoff)) << mp->blocklog) +
 				   (pos & bmask(mp));
-		int error = rlfs_dev_pwrite(mp->dev, buf, (size_t)(pend - pos), dev_off);
+		int error = rlfs_dev_data_pwrite(mp->dev, buf, (size_t)(pend - pos), dev_off);
 		if (error)
 			return error;
 		buf += pend - pos;
@@ -597,8 +657,8 @@ int rlfs_read_mapped(struct rlfs_inode *ip, uint8_t *buf, uint64_t pos, uint64_t
 			} else {
 				uint64_t dev_off = ((got.startblock + (fb - got.startoff))
 						    << mp->blocklog) + (pos & bmask(mp));
-				int error = rlfs_dev_pread(mp->dev, buf, (size_t)(pend - pos),
-							   dev_off);
+				int error = rlfs_dev_data_pread(mp->dev, buf, (size_t)(pend - pos),
+								dev_off);
 				if (error)
 					return error;
 			}

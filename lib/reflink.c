@@ -329,20 +329,22 @@ uint64_t rlfs_cow_dev_offset(const struct rlfs_cow *cow, const struct rlfs_mount
 	return ((r->startblock + (fb - r->startoff)) << mp->blocklog) + (pos & mask);
 }
 
-int rlfs_cow_copy_old(struct rlfs_inode *ip, const struct rlfs_cow *cow, uint64_t fb,
-		      uint64_t n)
+int rlfs_cow_copy_old_bytes(struct rlfs_inode *ip, const struct rlfs_cow *cow, uint64_t pos,
+			    uint64_t end)
 {
 	struct rlfs_mount *mp = ip->mp;
-	uint64_t pos = fb << mp->blocklog, end = (fb + n) << mp->blocklog;
-	size_t bufsz = (size_t)RLFS_MIN((uint64_t)COPY_BUF_BYTES, end - pos);
-	uint8_t *buf;
+	uint8_t *buf = NULL;
+	size_t bufsz = 0;
 	int error = 0;
 
-	if (n == 0)
+	if (pos >= end)
 		return 0;
-	buf = malloc(bufsz);
-	if (!buf)
-		return -ENOMEM;
+	if (!mp->dev->map) {    /* copies go through a bounce buffer */
+		bufsz = (size_t)RLFS_MIN((uint64_t)COPY_BUF_BYTES, end - pos);
+		buf = malloc(bufsz);
+		if (!buf)
+			return -ENOMEM;
+	}
 	while (pos < end && !error) {
 		struct rlfs_irec got;
 		bool found;
@@ -350,23 +352,33 @@ int rlfs_cow_copy_old(struct rlfs_inode *ip, const struct rlfs_cow *cow, uint64_
 		rlfs_bmap_lookup(ip, b, &got, &found);
 		uint64_t contig;
 		uint64_t dst = rlfs_cow_dev_offset(cow, mp, pos, &contig);
-		uint64_t chunk = RLFS_MIN(RLFS_MIN(end - pos, contig), (uint64_t)bufsz);
+		uint64_t chunk = RLFS_MIN(end - pos, contig);
+		if (buf)
+			chunk = RLFS_MIN(chunk, (uint64_t)bufsz);
 		if (found)
 			chunk = RLFS_MIN(chunk, (irec_end(&got) << mp->blocklog) - pos);
 		else if (got.blockcount)
 			chunk = RLFS_MIN(chunk, (got.startoff << mp->blocklog) - pos);
 		if (found && !(got.state & RLFS_EXT_UNWRITTEN)) {
-			uint64_t src = (got.startblock + (b - got.startoff)) << mp->blocklog;
-			error = rlfs_dev_pread(mp->dev, buf, (size_t)chunk, src);
+			uint64_t src = ((got.startblock + (b - got.startoff)) << mp->blocklog) +
+				       (pos & ((uint64_t)mp->blocksize - 1));
+			error = rlfs_dev_data_copy(mp->dev, dst, src, chunk, buf, bufsz);
 		} else {
-			memset(buf, 0, (size_t)chunk);
+			error = rlfs_dev_data_zero(mp->dev, dst, chunk);
 		}
 		if (!error)
-			error = rlfs_dev_pwrite(mp->dev, buf, (size_t)chunk, dst);
+			__atomic_fetch_add(&mp->cow_copied_bytes, chunk, __ATOMIC_RELAXED);
 		pos += chunk;
 	}
 	free(buf);
 	return error;
+}
+
+int rlfs_cow_copy_old(struct rlfs_inode *ip, const struct rlfs_cow *cow, uint64_t fb,
+		      uint64_t n)
+{
+	struct rlfs_mount *mp = ip->mp;
+	return rlfs_cow_copy_old_bytes(ip, cow, fb << mp->blocklog, (fb + n) << mp->blocklog);
 }
 
 /*
@@ -898,6 +910,60 @@ out:
  * most DEDUPE_CHUNK bytes.  *same: equal; *all_shared: every byte was
  * already shared (nothing to remap).  0, -ENOMEM, -EIO.
  */
+/* The device bytes of file bytes [pos, pos + *n) of ip in the mapping
+ * (rlfs_dev_map), *n cut to where they stay contiguous; NULL for a hole or
+ * unwritten range (zeros), *n cut to its end.  0, -EIO. */
+static int mapped_at(struct rlfs_inode *ip, uint64_t pos, uint64_t *n, const uint8_t **p)
+{
+	struct rlfs_mount *mp = ip->mp;
+	struct rlfs_irec got;
+	bool found;
+	uint64_t fb = pos >> mp->blocklog;
+	rlfs_bmap_lookup(ip, fb, &got, &found);
+	*p = NULL;
+	if (!found) {
+		if (got.blockcount)
+			*n = RLFS_MIN(*n, (got.startoff << mp->blocklog) - pos);
+		return 0;
+	}
+	*n = RLFS_MIN(*n, (irec_end(&got) << mp->blocklog) - pos);
+	if (got.state & RLFS_EXT_UNWRITTEN)
+		return 0;
+	uint64_t dev_off = ((got.startblock + (fb - got.startoff)) << mp->blocklog) +
+			   (pos & ((uint64_t)mp->blocksize - 1));
+	*p = rlfs_dev_data_at(mp->dev, dev_off, (size_t)*n);
+	return *p ? 0 : -EIO;
+}
+
+/* Compare file bytes [s, s + *n) of src with [d, d + *n) of dst in place
+ * in the mapping (the fsdax dedupe compare, dax_dedupe_file_range_compare),
+ * *n cut to the first piece where either file's mapping changes.  0 equal,
+ * 1 different, -EIO. */
+static int compare_in_place(struct rlfs_inode *src, uint64_t s, struct rlfs_inode *dst,
+			    uint64_t d, uint64_t *n)
+{
+	static const uint8_t zeros[4096];
+	const uint8_t *a, *b;
+	*n = RLFS_MIN(*n, (uint64_t)DEDUPE_CHUNK);
+	int error = mapped_at(src, s, n, &a);
+	if (!error)
+		error = mapped_at(dst, d, n, &b);
+	if (error)
+		return error;
+	if (a && b)
+		return memcmp(a, b, (size_t)*n) != 0;
+	if (!a && !b)
+		return 0;
+	/* one side reads as zeros */
+	const uint8_t *x = a ? a : b;
+	for (uint64_t i = 0; i < *n; i += sizeof(zeros)) {
+		size_t k = (size_t)RLFS_MIN(*n - i, (uint64_t)sizeof(zeros));
+		if (memcmp(x + i, zeros, k) != 0)
+			return 1;
+	}
+	return 0;
+}
+
 static int dedupe_compare(struct rlfs_inode *src, uint64_t soff, struct rlfs_inode *dst,
 			  uint64_t doff, uint64_t len, bool *same, bool *all_shared)
 {
@@ -930,6 +996,20 @@ static int dedupe_compare(struct rlfs_inode *src, uint64_t soff, struct rlfs_ino
 					     << mp->blocklog);
 		}
 		*all_shared = false;
+		if (mp->dev->map) {
+			/* direct access: compare in the mapping, no copies */
+			int c = compare_in_place(src, s, dst, d, &n);
+			if (c < 0) {
+				error = c;
+				break;
+			}
+			if (c > 0) {
+				*same = false;
+				break;
+			}
+			pos += n;
+			continue;
+		}
 		n = RLFS_MIN(n, (uint64_t)DEDUPE_CHUNK);
 		if (!a) {
 			a = malloc(DEDUPE_CHUNK);

@@ -74,6 +74,15 @@ uint64_t rlfs_cow_dev_offset(const struct rlfs_cow *cow, const struct rlfs_mount
  * the current (old) mapping to the new blocks: written blocks are copied,
  * unwritten blocks become zeros on the device.  0, -EIO.
  */
+/*
+ * The same for file bytes [pos, end) (inside cow's range, any alignment):
+ * copy-around of direct access (fsdax's dax_iomap_copy_around) copies
+ * only the parts of the new edge blocks a write does not cover.  Through
+ * the mapping (rlfs_dev_map) when there is one.  Both count the bytes in
+ * mp->cow_copied_bytes.  0, -ENOMEM, -EIO.
+ */
+int rlfs_cow_copy_old_bytes(struct rlfs_inode *ip, const struct rlfs_cow *cow, uint64_t pos,
+			    uint64_t end);
 int rlfs_cow_copy_old(struct rlfs_inode *ip, const struct rlfs_cow *cow, uint64_t fb,
 		      uint64_t n);
 /*

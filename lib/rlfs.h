@@ -122,6 +122,11 @@ struct rlfs_mount {
 	 * it and a neighbour rewritten from the same staged extent
 	 * (rlfs_set_cow_fill; RLFS_COW_FILL_DEFAULT) */
 	uint32_t cow_fill_blocks;
+	/* bytes of old contents copied into new blocks by copy-on-write
+	 * (edge blocks, gap fill, unshare), an atomic counter read by
+	 * rlfs_cow_copied_bytes: with direct access (rlfs_set_dax) only the
+	 * parts of edge blocks a write does not cover are copied */
+	uint64_t cow_copied_bytes;
 	/* in-core index of the AGs' unlinked lists (iunlink.h), under
 	 * meta_lock; allocated on first use */
 	struct rlfs_iunlink *iunlink;

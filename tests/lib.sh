@@ -115,6 +115,25 @@ rlfs_mount() {
 		die "mount $img $dir failed (exit $?)"
 	mountpoint -q "$dir" || die "mount of $img returned but $dir is not a mount point"
 	[ "${RLFS_URING:-0}" != 1 ] || uring_check "$img"
+	[ "${RLFS_DAX:-0}" != 1 ] || dax_check "$img"
+}
+
+# dax_check IMG: the daemon serving IMG (RLFS_DAX=1, -o dax) has the image
+# mapped shared (a "s" mapping of it in /proc/PID/maps).
+dax_check() {
+	local pid i found=0 real
+	real=$(realpath "$1")
+	for ((i = 0; i < 50; i++)); do
+		for pid in $(pgrep -f -- "reflinkfs mount .*$1"); do
+			found=1
+			if grep -F -- "$real" /proc/"$pid"/maps 2>/dev/null | grep -q ' ..[w-]s '; then
+				return 0
+			fi
+		done
+		sleep 0.1
+	done
+	[ $found = 1 ] || die "dax_check: no daemon for $1"
+	die "dax_check: the daemon of $1 has no shared mapping of the image"
 }
 
 # uring_check IMG: the daemon serving IMG has io_uring instances (one per

@@ -11,7 +11,9 @@
 # loop devices); a missing /dev/fuse makes the mount tests fail, not skip.
 #
 # Integration tests named in URING_TESTS run a second time ("NAME+uring")
-# with the daemon on FUSE over io_uring, on kernels that have it.
+# with the daemon on FUSE over io_uring, on kernels that have it, and those
+# in DAX_TESTS a second time ("NAME+dax") with every mount -o dax
+# (RLFS_DAX=1: the daemon serves file data from its mapping of the image).
 #
 # Log reservations: every test (unit binaries, integration scripts and the
 # FUSE daemons they start, which inherit the environment) runs with
@@ -154,6 +156,8 @@ run_script() {
 # FUSE over io_uring (mount -o uring; RLFS_URING=1), where the kernel has it.
 URING_TESTS=${URING_TESTS:-"02-copy-trees 03-enospc 05-fsx 06-parallel 20-ioctl-shim 22-clone-group 28-privs 29-clone-kill 55-dedupe"}
 URING_PARAM=/sys/module/fuse/parameters/enable_uring
+# Tests that run a second time with every mount -o dax (RLFS_DAX=1).
+DAX_TESTS=${DAX_TESTS:-"21-fsx-reflink 55-dedupe 61-cowfork"}
 
 if [ "$WHAT" = integration ] || [ "$WHAT" = all ]; then
 	for script in "$SRCDIR"/tests/integration/*.sh; do
@@ -175,6 +179,14 @@ if [ "$WHAT" = integration ] || [ "$WHAT" = all ]; then
 	else
 		echo "SKIP the +uring runs of $URING_TESTS: this kernel has no FUSE over io_uring ($URING_PARAM) or io_uring is disabled"
 	fi
+	for base in $DAX_TESTS; do
+		script=$SRCDIR/tests/integration/$base.sh
+		name=integration/$base+dax
+		[ -f "$script" ] || continue
+		[ -z "$PATTERN" ] || [[ "$name" == *$PATTERN* ]] || continue
+		# two fsx cycles (21-fsx-reflink) keep the added time near two minutes
+		run_script "$script" "$name" RLFS_DAX=1 FSX_CYCLES=${FSX_CYCLES:-2}
+	done
 fi
 
 # The log reservation check over everything above: no transaction may

@@ -103,6 +103,12 @@ static void usage_mount(FILE *f, const char *prog)
 		"                                (kernel 6.16+; root enables the fuse module's\n"
 		"                                enable_uring parameter; also env RLFS_URING=1)\n"
 		"                nouring         /dev/fuse only (the default)\n"
+		"                dax             direct access: the daemon maps the image (mmap)\n"
+		"                                and copies file data to and from the mapping;\n"
+		"                                files open with direct I/O (no kernel page\n"
+		"                                cache), so data lives in one place (also env\n"
+		"                                RLFS_DAX=1); refused if the image cannot be mapped\n"
+		"                nodax           pread/pwrite of file data (the default)\n"
 		"                other FUSE and generic mount options (nosuid, nodev, exec,\n"
 		"                noexec, sync, dirsync, max_read=N, ...) are passed to libfuse\n"
 		"              default_permissions is always on (the kernel checks access)\n"
@@ -162,6 +168,7 @@ struct mount_args {
 	unsigned flags;
 	int debug;
 	int uring;
+	int dax;                /* -o dax 1, -o nodax -1, else 0 */
 	struct rlfs_atime_opts atime;
 	long cowgc_s;           /* -o cowgc=SECONDS; -1 not given */
 	long cowfill;           /* -o cowfill=BLOCKS; -1 not given */
@@ -236,6 +243,8 @@ static int parse_mount_opts(struct mount_args *ma, const char *list)
 			ma->uring = 1;
 		} else if (strcmp(o, "nouring") == 0) {
 			ma->uring = -1;
+		} else if (strcmp(o, "dax") == 0 || strcmp(o, "nodax") == 0) {
+			ma->dax = o[0] == 'n' ? -1 : 1;
 		} else if (strncmp(o, "cowgc=", 6) == 0) {
 			err = num_opt(o, 6, 86400L * 365, "cowgc=SECONDS", &ma->cowgc_s);
 		} else if (strncmp(o, "cowfill=", 8) == 0) {
@@ -318,6 +327,7 @@ static int do_mount(const char *prog, struct mount_args *ma, int foreground,
 		.foreground = foreground,
 		.debug = ma->debug,
 		.uring = ma->uring,
+		.dax = ma->dax,
 		.atime = how,
 		.nodiratime = ma->atime.nodiratime,
 		.cowgc_s = ma->cowgc_s,

@@ -270,6 +270,27 @@ int64_t rlfs_cow_gc(struct rlfs_mount *mp, uint32_t min_age_s);
 #define RLFS_COW_FILL_MAX 16u
 void rlfs_set_cow_fill(struct rlfs_mount *mp, uint32_t max_blocks);
 /*
+ * Direct access (-o dax; lib/dax.c), after fsdax (Linux
+ * Documentation/filesystems/dax.rst): map the image (rlfs_dev_map: mmap
+ * MAP_SHARED of the whole image file or block device) and move file data
+ * by memcpy to and from the mapping instead of pread/pwrite: reads,
+ * writes, zeroing, copy-on-write copies (only the parts of new blocks a
+ * write does not cover: copy-around) and dedupe's compare (in place).
+ * Metadata keeps going through the buffer cache and the log.  Every
+ * device flush (fsync, the data-before-checkpoint flush of the log) is
+ * then msync(MS_SYNC) of the mapping.  Call right after mount, before
+ * any file I/O.  0 (also if already on), or -errno of rlfs_dev_map:
+ * -ENODEV (the device cannot be mapped), -EFBIG (does not fit the
+ * address space), -ENOMEM; the mount then stays on the pread/pwrite path.
+ */
+int rlfs_set_dax(struct rlfs_mount *mp);
+/* Direct access is on (rlfs_set_dax succeeded). */
+bool rlfs_dax_enabled(const struct rlfs_mount *mp);
+/* Bytes of old file contents copy-on-write has copied into new blocks
+ * since mount (edge blocks of partial writes, gap fill, unshare); a
+ * statistic for tests and benchmarks. */
+uint64_t rlfs_cow_copied_bytes(const struct rlfs_mount *mp);
+/*
  * The writeback reserve: bytes of free space held back for data a cache
  * above the library (the FUSE writeback cache) has accepted from write(2)
  * and not yet written here.  Only writes with RLFS_WRITE_CACHED (and
