@@ -38,7 +38,7 @@ runs() {
 	run_to 600 "$FSX" -q -F 2 -N "$OPS" -S $((c + 2001)) -l 1M -o 16K -X t -m "$md/frag" "${XM[@]}" "$@" "$d/frag" ||
 		die "fsx frag (cycle $c, $d) failed"
 	# collapse and insert range (-A) among the clones: shared extents move
-	run_to 600 "$FSX" -q -F 2 -A -N "$OPS" -S $((c + 3001)) -l 2M -o 64K -m "$md/shift" "$@" "$d/shift" ||
+	run_to 600 "$FSX" -q -F 2 -A -N "$OPS" -S $((c + 3001)) -l 2M -o 64K -m "$md/shift" "${XM[@]}" "$@" "$d/shift" ||
 		die "fsx shift (cycle $c, $d) failed"
 }
 
