@@ -272,6 +272,17 @@ int rlfs_bui_add(struct rlfs_trans *tp, unsigned flags, uint64_t ino, uint64_t s
  * RMAP feature.  0 or -ENOMEM.  Source: xfs_rmap_item.c,
  * xfs_rmap_map_extent / xfs_rmap_unmap_extent / xfs_rmap_convert_extent.
  */
+/*
+ * The regular file ino an intent item names, joined to tp, for a type's
+ * finish_item or recovery: in normal operation the caller holds it (found
+ * in the cache), in log recovery it is read in.  The reference taken here
+ * is dropped at once: a joined inode is not freed by its last irele.
+ * what names the intent in the corruption report ("BUI", "SXI", "XMI").
+ * 0, -EUCLEAN (not in use, not a regular file, or its fork not loaded:
+ * reported as log corruption), or rlfs_iget_tp's errors.
+ */
+int rlfs_defer_item_inode(struct rlfs_trans *tp, const char *what, uint64_t ino,
+			  struct rlfs_inode **ipp);
 #define RLFS_RUI_MAX_ITEMS 8u
 extern const struct rlfs_defer_type rlfs_rui_type;
 int rlfs_rui_add(struct rlfs_trans *tp, unsigned op, uint64_t fsbno, uint32_t len,

@@ -196,26 +196,32 @@ static void bui_encode(const struct rlfs_defer_item *item, void *buf)
  * transaction is never freed by its last irele (inode.c), and the
  * caller's own reference (or recovery's unlinked-list pass) keeps it.
  */
-static int bui_inode(struct rlfs_trans *tp, const struct bui_work *w, struct rlfs_inode **ipp)
+int rlfs_defer_item_inode(struct rlfs_trans *tp, const char *what, uint64_t ino,
+			  struct rlfs_inode **ipp)
 {
 	struct rlfs_inode *ip;
-	int err = rlfs_iget_tp(tp, w->ino, &ip);
+	int err = rlfs_iget_tp(tp, ino, &ip);
 	if (err == -ENOENT)
-		err = rlfs_corrupt(tp->mp, rlfs_ino_to_fsb(tp->mp, w->ino), "log",
-				   "BUI for inode %llu, which is not in use",
-				   (unsigned long long)w->ino);
+		err = rlfs_corrupt(tp->mp, rlfs_ino_to_fsb(tp->mp, ino), "log",
+				   "%s for inode %llu, which is not in use", what,
+				   (unsigned long long)ino);
 	if (err)
 		return err;
 	if (!S_ISREG(ip->mode) || !ip->ext_loaded) {
 		rlfs_irele(ip);
-		return rlfs_corrupt(tp->mp, rlfs_ino_to_fsb(tp->mp, w->ino), "log",
-				    "BUI for inode %llu, which is not a regular file",
-				    (unsigned long long)w->ino);
+		return rlfs_corrupt(tp->mp, rlfs_ino_to_fsb(tp->mp, ino), "log",
+				    "%s for inode %llu, which is not a regular file", what,
+				    (unsigned long long)ino);
 	}
 	rlfs_trans_ijoin(tp, ip);
 	rlfs_irele(ip);
 	*ipp = ip;
 	return 0;
+}
+
+static int bui_inode(struct rlfs_trans *tp, const struct bui_work *w, struct rlfs_inode **ipp)
+{
+	return rlfs_defer_item_inode(tp, "BUI", w->ino, ipp);
 }
 
 static int bui_finish(struct rlfs_trans *tp, struct rlfs_defer_item *item)

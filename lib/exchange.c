@@ -57,23 +57,7 @@ static void xmi_free(struct rlfs_defer_item *item)
  * is not freed by its last irele). */
 static int xmi_inode(struct rlfs_trans *tp, uint64_t ino, struct rlfs_inode **ipp)
 {
-	struct rlfs_inode *ip;
-	int err = rlfs_iget_tp(tp, ino, &ip);
-	if (err == -ENOENT)
-		err = rlfs_corrupt(tp->mp, rlfs_ino_to_fsb(tp->mp, ino), "log",
-				   "XMI for inode %llu, which is not in use", (unsigned long long)ino);
-	if (err)
-		return err;
-	if (!S_ISREG(ip->mode) || !ip->ext_loaded) {
-		rlfs_irele(ip);
-		return rlfs_corrupt(tp->mp, rlfs_ino_to_fsb(tp->mp, ino), "log",
-				    "XMI for inode %llu, which is not a regular file",
-				    (unsigned long long)ino);
-	}
-	rlfs_trans_ijoin(tp, ip);
-	rlfs_irele(ip);
-	*ipp = ip;
-	return 0;
+	return rlfs_defer_item_inode(tp, "XMI", ino, ipp);
 }
 
 /* The mapping of file block off of ip for at most *n blocks: *n is

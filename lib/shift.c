@@ -79,24 +79,7 @@ static int sxi_add(struct rlfs_trans *tp, const struct sxi_work *from)
  * reference keeps it in normal operation; recovery reads it in). */
 static int sxi_inode(struct rlfs_trans *tp, const struct sxi_work *w, struct rlfs_inode **ipp)
 {
-	struct rlfs_inode *ip;
-	int err = rlfs_iget_tp(tp, w->ino, &ip);
-	if (err == -ENOENT)
-		err = rlfs_corrupt(tp->mp, rlfs_ino_to_fsb(tp->mp, w->ino), "log",
-				   "SXI for inode %llu, which is not in use",
-				   (unsigned long long)w->ino);
-	if (err)
-		return err;
-	if (!S_ISREG(ip->mode) || !ip->ext_loaded) {
-		rlfs_irele(ip);
-		return rlfs_corrupt(tp->mp, rlfs_ino_to_fsb(tp->mp, w->ino), "log",
-				    "SXI for inode %llu, which is not a regular file",
-				    (unsigned long long)w->ino);
-	}
-	rlfs_trans_ijoin(tp, ip);
-	rlfs_irele(ip);
-	*ipp = ip;
-	return 0;
+	return rlfs_defer_item_inode(tp, "SXI", w->ino, ipp);
 }
 
 /* Move mapping m of ip to file block newoff (a hole there). */
