@@ -808,6 +808,46 @@ static int do_get_extents(struct rlfs_mount *mp, fuse_ino_t ino, struct rlfs_ioc
 	return 0;
 }
 
+/* vfs_fallocate's fd check for the fallocate-like ioctls: a regular file
+ * open for writing (the kernel's FMODE_WRITE), else -EBADF. */
+static int fd_writable(struct fuse_file_info *fi, unsigned ioflags)
+{
+	bool known;
+	int fl = fh_flags(fi, &known);
+	if (ioflags & FUSE_IOCTL_DIR)
+		return -EBADF;          /* a directory cannot be open for writing */
+	if (!known || (fl & O_ACCMODE) == O_RDONLY)
+		return -EBADF;
+	return 0;
+}
+
+/* Before a fallocate-like ioctl changes ino: the kernel's dirty pages
+ * written back (an ioctl does not do it), the file's attributes into *st,
+ * and file_modified()'s privilege drops (xfs_file_fallocate does them
+ * first, for every mode): security.capability, and setuid/setgid by the
+ * caller's credentials, with the kernel's cached attributes dropped.
+ * 0 or the library's error. */
+static int fallocate_prep(fuse_req_t req, struct rlfs_mount *mp, fuse_ino_t ino, struct stat *st)
+{
+	flush_and_wait(&ino, 1);
+	int err = rlfs_getattr(mp, n2i(ino), st);
+	if (err)
+		return err;
+	drop_capabilities(mp, ino);
+	unsigned priv = privs_to_drop(req, st, false);
+	if (priv) {
+		struct stat out;
+		err = rlfs_setattr(mp, n2i(ino), st,
+				   ((priv & PRIV_SUID) ? RLFS_SET_KILL_SUID : 0) |
+				   ((priv & PRIV_SGID) ? RLFS_SET_KILL_SGID : 0), &out);
+		if (err)
+			return err;
+		if (g_se)
+			fuse_lowlevel_notify_inval_inode(g_se, ino, -1, 0);
+	}
+	return 0;
+}
+
 static int do_unshare(fuse_req_t req, struct rlfs_mount *mp, fuse_ino_t ino,
 		      struct fuse_file_info *fi,
 		      unsigned ioflags, const struct rlfs_ioc_unshare *u)
@@ -819,30 +859,12 @@ static int do_unshare(fuse_req_t req, struct rlfs_mount *mp, fuse_ino_t ino,
 	if (u->offset > INT64_MAX || u->length == 0 || u->length > INT64_MAX ||
 	    u->length > (uint64_t)INT64_MAX - u->offset)
 		return -EINVAL;
-	bool known;
-	int fl = fh_flags(fi, &known);
-	if (ioflags & FUSE_IOCTL_DIR)
-		return -EBADF;          /* a directory cannot be open for writing */
-	if (!known || (fl & O_ACCMODE) == O_RDONLY)
-		return -EBADF;
-	flush_and_wait(&ino, 1);
+	int err = fd_writable(fi, ioflags);
 	struct stat st;
-	int err = rlfs_getattr(mp, n2i(ino), &st);
+	if (!err)
+		err = fallocate_prep(req, mp, ino, &st);
 	if (err)
 		return err;
-	/* xfs_file_fallocate: file_modified() first, as for every mode */
-	drop_capabilities(mp, ino);
-	unsigned priv = privs_to_drop(req, &st, false);
-	if (priv) {
-		struct stat out;
-		err = rlfs_setattr(mp, n2i(ino), &st,
-				   ((priv & PRIV_SUID) ? RLFS_SET_KILL_SUID : 0) |
-				   ((priv & PRIV_SGID) ? RLFS_SET_KILL_SGID : 0), &out);
-		if (err)
-			return err;
-		if (g_se)
-			fuse_lowlevel_notify_inval_inode(g_se, ino, -1, 0);
-	}
 	int mode = FALLOC_FL_UNSHARE_RANGE;
 	if (u->flags & RLFS_IOC_UNSHARE_KEEP_SIZE)
 		mode |= FALLOC_FL_KEEP_SIZE;
@@ -864,29 +886,15 @@ static int do_shift(fuse_req_t req, struct rlfs_mount *mp, fuse_ino_t ino,
 		return -EINVAL;
 	if (a->offset > INT64_MAX || a->length == 0 || a->length > INT64_MAX)
 		return -EINVAL;
-	bool known;
-	int fl = fh_flags(fi, &known);
-	if (ioflags & FUSE_IOCTL_DIR)
-		return -EBADF;
-	if (!known || (fl & O_ACCMODE) == O_RDONLY)
-		return -EBADF;
-	if (a->length > (uint64_t)INT64_MAX - a->offset)
-		return -EFBIG;
-	flush_and_wait(&ino, 1);
-	struct stat st;
-	int err = rlfs_getattr(mp, n2i(ino), &st);
+	int err = fd_writable(fi, ioflags);
 	if (err)
 		return err;
-	drop_capabilities(mp, ino);
-	unsigned priv = privs_to_drop(req, &st, false);
-	if (priv) {
-		struct stat out;
-		err = rlfs_setattr(mp, n2i(ino), &st,
-				   ((priv & PRIV_SUID) ? RLFS_SET_KILL_SUID : 0) |
-				   ((priv & PRIV_SGID) ? RLFS_SET_KILL_SGID : 0), &out);
-		if (err)
-			return err;
-	}
+	if (a->length > (uint64_t)INT64_MAX - a->offset)
+		return -EFBIG;
+	struct stat st;
+	err = fallocate_prep(req, mp, ino, &st);
+	if (err)
+		return err;
 	int mode = a->flags == RLFS_IOC_SHIFT_COLLAPSE ? FALLOC_FL_COLLAPSE_RANGE
 						       : FALLOC_FL_INSERT_RANGE;
 	err = rlfs_fallocate(mp, n2i(ino), mode, (off_t)a->offset, (off_t)a->length);
