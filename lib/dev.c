@@ -3,6 +3,7 @@
  * file or a block device; the memory device backs unit tests.
  */
 #include "dev.h"
+#include "mapguard.h"
 
 #include <errno.h>
 #include <stdatomic.h>
@@ -226,6 +227,9 @@ int rlfs_dev_map(struct rlfs_dev *dev)
 	}
 	if (dev->ops != &file_ops)      /* crash-recording and other devices */
 		return -ENODEV;
+	int err = rlfs_map_guard_install();
+	if (err)
+		return err;
 	void *m = mmap(NULL, (size_t)dev->size_bytes,
 		       PROT_READ | (dev->writable ? PROT_WRITE : 0), MAP_SHARED, dev->fd, 0);
 	if (m == MAP_FAILED)
@@ -237,42 +241,18 @@ int rlfs_dev_map(struct rlfs_dev *dev)
 	return 0;
 }
 
-int rlfs_dev_data_pread(struct rlfs_dev *dev, void *buf, size_t len, uint64_t off)
+/*
+ * Accesses to the mapping go through mapguard.h: a page the kernel cannot
+ * back (an I/O error under it, the host out of space for a sparse image's
+ * page, the image truncated under us) faults there as -EFAULT instead of
+ * killing the daemon with SIGBUS.  The access is then done once more
+ * through the descriptor (pread/pwrite share the page cache with the
+ * mapping), which gives the real error (-EIO, -ENOSPC) or, if the fault
+ * was passing, the data.
+ */
+static int copy_unmapped(struct rlfs_dev *dev, uint64_t dst_off, uint64_t src_off, uint64_t len,
+			 uint8_t *bounce, size_t bounce_bytes)
 {
-	if (!dev->map)
-		return rlfs_dev_pread(dev, buf, len, off);
-	if (off + len > dev->size_bytes || off + len < off)
-		return -EIO;
-	memcpy(buf, dev->map + off, len);
-	return 0;
-}
-
-int rlfs_dev_data_pwrite(struct rlfs_dev *dev, const void *buf, size_t len, uint64_t off)
-{
-	if (!dev->map)
-		return rlfs_dev_pwrite(dev, buf, len, off);
-	if (off + len > dev->size_bytes || off + len < off)
-		return -EIO;
-	if (!dev->writable)
-		return -EROFS;
-	memcpy(dev->map + off, buf, len);
-	return 0;
-}
-
-int rlfs_dev_data_copy(struct rlfs_dev *dev, uint64_t dst_off, uint64_t src_off, uint64_t len,
-		       uint8_t *bounce, size_t bounce_bytes)
-{
-	if (dev->map) {
-		if (dst_off + len > dev->size_bytes || src_off + len > dev->size_bytes ||
-		    dst_off + len < dst_off || src_off + len < src_off)
-			return -EIO;
-		if (!dev->writable)
-			return -EROFS;
-		memcpy(dev->map + dst_off, dev->map + src_off, (size_t)len);
-		return 0;
-	}
-	if (!bounce || bounce_bytes == 0)
-		return -EINVAL;
 	while (len > 0) {
 		size_t n = (size_t)(len < bounce_bytes ? len : bounce_bytes);
 		int err = rlfs_dev_pread(dev, bounce, n, src_off);
@@ -287,17 +267,9 @@ int rlfs_dev_data_copy(struct rlfs_dev *dev, uint64_t dst_off, uint64_t src_off,
 	return 0;
 }
 
-int rlfs_dev_data_zero(struct rlfs_dev *dev, uint64_t off, uint64_t len)
+static int zero_unmapped(struct rlfs_dev *dev, uint64_t off, uint64_t len)
 {
 	static const uint8_t zeros[64 * 1024];
-	if (dev->map) {
-		if (off + len > dev->size_bytes || off + len < off)
-			return -EIO;
-		if (!dev->writable)
-			return -EROFS;
-		memset(dev->map + off, 0, (size_t)len);
-		return 0;
-	}
 	while (len > 0) {
 		size_t n = (size_t)(len < sizeof(zeros) ? len : sizeof(zeros));
 		int err = rlfs_dev_pwrite(dev, zeros, n, off);
@@ -307,6 +279,83 @@ int rlfs_dev_data_zero(struct rlfs_dev *dev, uint64_t off, uint64_t len)
 		len -= n;
 	}
 	return 0;
+}
+
+static bool mapped_range(const struct rlfs_dev *dev, uint64_t off, uint64_t len)
+{
+	return off + len <= dev->size_bytes && off + len >= off;
+}
+
+int rlfs_dev_data_pread(struct rlfs_dev *dev, void *buf, size_t len, uint64_t off)
+{
+	if (!dev->map)
+		return rlfs_dev_pread(dev, buf, len, off);
+	if (!mapped_range(dev, off, len))
+		return -EIO;
+	if (rlfs_map_copy(buf, dev->map + off, len) == 0)
+		return 0;
+	atomic_fetch_add(&dev->map_faults, 1);
+	return rlfs_dev_pread(dev, buf, len, off);
+}
+
+int rlfs_dev_data_pwrite(struct rlfs_dev *dev, const void *buf, size_t len, uint64_t off)
+{
+	if (!dev->map)
+		return rlfs_dev_pwrite(dev, buf, len, off);
+	if (!mapped_range(dev, off, len))
+		return -EIO;
+	if (!dev->writable)
+		return -EROFS;
+	if (rlfs_map_copy(dev->map + off, buf, len) == 0)
+		return 0;
+	atomic_fetch_add(&dev->map_faults, 1);
+	return rlfs_dev_pwrite(dev, buf, len, off);
+}
+
+int rlfs_dev_data_copy(struct rlfs_dev *dev, uint64_t dst_off, uint64_t src_off, uint64_t len,
+		       uint8_t *bounce, size_t bounce_bytes)
+{
+	if (dev->map) {
+		if (!mapped_range(dev, dst_off, len) || !mapped_range(dev, src_off, len))
+			return -EIO;
+		if (!dev->writable)
+			return -EROFS;
+		if (rlfs_map_copy(dev->map + dst_off, dev->map + src_off, (size_t)len) == 0)
+			return 0;
+		atomic_fetch_add(&dev->map_faults, 1);
+		uint8_t *b = malloc(64 * 1024);
+		if (!b)
+			return -ENOMEM;
+		int err = copy_unmapped(dev, dst_off, src_off, len, b, 64 * 1024);
+		free(b);
+		return err;
+	}
+	if (!bounce || bounce_bytes == 0)
+		return -EINVAL;
+	return copy_unmapped(dev, dst_off, src_off, len, bounce, bounce_bytes);
+}
+
+int rlfs_dev_data_zero(struct rlfs_dev *dev, uint64_t off, uint64_t len)
+{
+	if (dev->map) {
+		if (!mapped_range(dev, off, len))
+			return -EIO;
+		if (!dev->writable)
+			return -EROFS;
+		if (rlfs_map_zero(dev->map + off, (size_t)len) == 0)
+			return 0;
+		atomic_fetch_add(&dev->map_faults, 1);
+	}
+	return zero_unmapped(dev, off, len);
+}
+
+int rlfs_dev_data_cmp(struct rlfs_dev *dev, const uint8_t *a, const uint8_t *b, size_t len)
+{
+	int c = rlfs_map_cmp(a, b, len);
+	if (c != -EFAULT)
+		return c;
+	atomic_fetch_add(&dev->map_faults, 1);
+	return -EIO;
 }
 
 static int mem_pread(struct rlfs_dev *dev, void *buf, size_t len, uint64_t off)

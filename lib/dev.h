@@ -33,6 +33,7 @@ struct rlfs_dev {
 	 * aligned data writes (rlfs_dev_pwrite picks it), or -1. */
 	int dio_fd;
 	_Atomic bool dio_refused;   /* a direct write failed with EINVAL: stop trying */
+	_Atomic uint64_t map_faults; /* mapped accesses that faulted (mapguard.h) */
 	void *priv;
 	/* Direct access (rlfs_dev_map): the whole device mapped MAP_SHARED
 	 * (size_bytes long; writable iff the device is), or NULL.  File data
@@ -80,13 +81,17 @@ int rlfs_dev_open_mem(uint64_t size_bytes, struct rlfs_dev **devp);
  * -EFBIG (the device does not fit the address space: 32-bit hosts),
  * -EINVAL (empty device), or -errno from mmap (-ENODEV: the file or block
  * device does not support mmap; -ENOMEM).  The mapping lives until close.
- * Caveat of the mapping: an I/O error (or ENOSPC of a sparse image on
- * the host) under a mapped page is SIGBUS, not -EIO.
+ * The first call installs mapguard.h's SIGBUS handler (process-wide): an
+ * I/O error under a mapped page, the host out of space for a page of a
+ * sparse image, or the image truncated under the mapping, is then an error
+ * return of the access (counted in map_faults), not the death of the
+ * process.
  */
 int rlfs_dev_map(struct rlfs_dev *dev);
 /* Copy file data between buf and the device bytes [off, off+len): with
  * rlfs_dev_map's mapping a memcpy, else the device's pread/pwrite.  0 or
- * -EIO (past the end), or the device's error. */
+ * -EIO (past the end), or the device's error; a fault of the mapping is
+ * retried through pread/pwrite, whose error (-EIO, -ENOSPC) is returned. */
 int rlfs_dev_data_pread(struct rlfs_dev *dev, void *buf, size_t len, uint64_t off);
 int rlfs_dev_data_pwrite(struct rlfs_dev *dev, const void *buf, size_t len, uint64_t off);
 /* Copy len bytes of device data from src_off to dst_off (ranges must not
@@ -97,8 +102,12 @@ int rlfs_dev_data_copy(struct rlfs_dev *dev, uint64_t dst_off, uint64_t src_off,
 /* Set len bytes of device data at off to zero: memset in the mapping, else
  * pwrite of zeros.  0 or -errno. */
 int rlfs_dev_data_zero(struct rlfs_dev *dev, uint64_t off, uint64_t len);
-/* The mapped bytes [off, off+len) for in-place use (dedupe's compare), or
- * NULL without a mapping or past the end. */
+/* Compare len bytes at a and b, pointers into the mapping from
+ * rlfs_dev_data_at (NULL: zeros): the fault-guarded memcmp.  0 equal,
+ * 1 different, -EIO (a page faulted). */
+int rlfs_dev_data_cmp(struct rlfs_dev *dev, const uint8_t *a, const uint8_t *b, size_t len);
+/* The mapped bytes [off, off+len) for in-place use (dedupe's compare, only
+ * through rlfs_dev_data_cmp), or NULL without a mapping or past the end. */
 static inline const uint8_t *rlfs_dev_data_at(const struct rlfs_dev *d, uint64_t off, size_t len)
 {
 	return d->map && off + len <= d->size_bytes && off + len >= off ? d->map + off : NULL;

@@ -942,7 +942,6 @@ static int mapped_at(struct rlfs_inode *ip, uint64_t pos, uint64_t *n, const uin
 static int compare_in_place(struct rlfs_inode *src, uint64_t s, struct rlfs_inode *dst,
 			    uint64_t d, uint64_t *n)
 {
-	static const uint8_t zeros[4096];
 	const uint8_t *a, *b;
 	*n = RLFS_MIN(*n, (uint64_t)DEDUPE_CHUNK);
 	int error = mapped_at(src, s, n, &a);
@@ -950,18 +949,8 @@ static int compare_in_place(struct rlfs_inode *src, uint64_t s, struct rlfs_inod
 		error = mapped_at(dst, d, n, &b);
 	if (error)
 		return error;
-	if (a && b)
-		return memcmp(a, b, (size_t)*n) != 0;
-	if (!a && !b)
-		return 0;
-	/* one side reads as zeros */
-	const uint8_t *x = a ? a : b;
-	for (uint64_t i = 0; i < *n; i += sizeof(zeros)) {
-		size_t k = (size_t)RLFS_MIN(*n - i, (uint64_t)sizeof(zeros));
-		if (memcmp(x + i, zeros, k) != 0)
-			return 1;
-	}
-	return 0;
+	/* a NULL side (hole, unwritten) reads as zeros */
+	return rlfs_dev_data_cmp(src->mp->dev, a, b, (size_t)*n);
 }
 
 static int dedupe_compare(struct rlfs_inode *src, uint64_t soff, struct rlfs_inode *dst,

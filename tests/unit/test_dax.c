@@ -18,6 +18,11 @@
  *   test_bad_input     mapping a device that cannot be mapped (the
  *                      crash-recording device) is -ENODEV and leaves the
  *                      pread/pwrite path working; rlfs_set_dax twice is 0
+ *   test_map_faults    an image file truncated under its mapping: a read,
+ *                      copy or compare of a page past its end is -EIO
+ *                      (counted in map_faults), a write or zeroing there
+ *                      goes through pwrite and lands; a SIGBUS outside the
+ *                      guarded accesses still kills (a child process)
  *
  * Seed: RLFS_TEST_SEED.
  */
@@ -25,13 +30,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "testutil.h"
 
 #include "dev.h"
 #include "dev_crash.h"
+#include "mapguard.h"
 #include "reflinkfs/fs.h"
 
 #define MB (1024ull * 1024)
@@ -321,6 +330,70 @@ static void test_bad_input(void **state)
 	tu_unmount(&fs);
 }
 
+static void test_map_faults(void **state)
+{
+	(void)state;
+	char path[] = "/tmp/rlfs-mapfault-XXXXXX";
+	int fd = mkstemp(path);
+	assert_true(fd >= 0);
+	assert_int_equal(ftruncate(fd, 1 * MB), 0);
+	struct rlfs_dev *dev;
+	assert_int_equal(rlfs_dev_open(path, 1, 0, &dev), 0);
+	assert_int_equal(rlfs_dev_map(dev), 0);
+	uint8_t b[2 * BS], r[2 * BS];
+	randfill(b, sizeof(b));
+	assert_int_equal(rlfs_dev_data_pwrite(dev, b, sizeof(b), 512 * 1024), 0);
+	assert_int_equal(rlfs_dev_data_pread(dev, r, sizeof(r), 512 * 1024), 0);
+	assert_memory_equal(r, b, sizeof(b));
+	assert_int_equal(dev->map_faults, 0);
+
+	/* the image shrinks under the mapping: its pages past 256 KiB fault */
+	assert_int_equal(ftruncate(fd, 256 * 1024), 0);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) { /* an unguarded access is not swallowed: the process
+			 * dies by SIGBUS (cmocka's own handler taken away) */
+		signal(SIGBUS, SIG_DFL);
+		if (rlfs_map_guard_install())
+			_exit(2);
+		volatile uint8_t x = dev->map[800 * 1024];
+		(void)x;
+		_exit(0);
+	}
+	int status;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFSIGNALED(status));
+	assert_int_equal(WTERMSIG(status), SIGBUS);
+
+	assert_int_equal(rlfs_dev_data_pread(dev, r, sizeof(r), 512 * 1024), -EIO);
+	assert_int_equal(dev->map_faults, 1);
+	assert_int_equal(rlfs_dev_data_cmp(dev, rlfs_dev_data_at(dev, 600 * 1024, BS), NULL, BS),
+			 -EIO);
+	assert_int_equal(rlfs_dev_data_cmp(dev, rlfs_dev_data_at(dev, 600 * 1024, BS),
+					   rlfs_dev_data_at(dev, 0, BS), BS), -EIO);
+	assert_int_equal(rlfs_dev_data_copy(dev, 0, 700 * 1024, BS, NULL, 0), -EIO);
+	assert_int_equal(dev->map_faults, 4);
+	/* below the end nothing faults */
+	assert_int_equal(rlfs_dev_data_cmp(dev, rlfs_dev_data_at(dev, 0, BS), NULL, BS), 0);
+	assert_int_equal(rlfs_dev_data_pread(dev, r, BS, 0), 0);
+	assert_int_equal(dev->map_faults, 4);
+	/* a write there is done by pwrite (which extends the file) */
+	assert_int_equal(rlfs_dev_data_pwrite(dev, b, sizeof(b), 512 * 1024), 0);
+	assert_int_equal(dev->map_faults, 5);
+	assert_int_equal(rlfs_dev_data_pread(dev, r, sizeof(r), 512 * 1024), 0);
+	assert_memory_equal(r, b, sizeof(b));
+	assert_int_equal(pread(fd, r, sizeof(r), 512 * 1024), (ssize_t)sizeof(r));
+	assert_memory_equal(r, b, sizeof(b));
+	assert_int_equal(rlfs_dev_data_zero(dev, 512 * 1024 + sizeof(b), BS), 0);
+	assert_int_equal(dev->map_faults, 6);
+	struct stat st;
+	assert_int_equal(fstat(fd, &st), 0);
+	assert_int_equal(st.st_size, 512 * 1024 + sizeof(b) + BS);
+	rlfs_dev_close(dev);
+	close(fd);
+	unlink(path);
+}
+
 int main(void)
 {
 	const char *s = getenv("RLFS_TEST_SEED");
@@ -330,6 +403,7 @@ int main(void)
 		cmocka_unit_test(test_dedupe),
 		cmocka_unit_test(test_model),
 		cmocka_unit_test(test_bad_input),
+		cmocka_unit_test(test_map_faults),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
