@@ -28,6 +28,9 @@
 # "# run.sh timeout: SECONDS" (the crash tests, whose work grows with
 # every new operation); TEST_TIMEOUT, when larger, wins.
 #
+# BG_TESTS (default "35-crash 54-fsck-fuzz") run in a second lane beside
+# the rest (see "The background lane" below); BG_TESTS= runs one lane.
+#
 # Environment: TEST_TIMEOUT (seconds per test, default 900), KEEP=1 keeps
 # the temp dirs of failed tests, TAIL (lines shown on failure, default 25).
 [ -n "${BASH_VERSION:-}" ] || exec bash "$0" "$@"
@@ -93,28 +96,6 @@ sweep_mounts() {
 	done
 }
 
-if [ "$WHAT" = unit ] || [ "$WHAT" = all ]; then
-	found=0
-	for bin in "$BUILD"/test_*; do
-		[ -f "$bin" ] && [ -x "$bin" ] || continue
-		name=unit/$(basename "$bin")
-		[ -z "$PATTERN" ] || [[ "$name" == *$PATTERN* ]] || continue
-		found=1
-		logf=$LOGDIR/$(basename "$bin").log
-		start=$(date +%s)
-		tdir=$(mktemp -d "${TMPDIR:-/tmp}/rlfs-unit.XXXXXX")
-		(cd "$tdir" && TMPDIR=$tdir timeout -k 10 "$TEST_TIMEOUT" "$bin") >"$logf" 2>&1 </dev/null
-		rc=$?
-		[ "$rc" != 124 ] || echo "(timeout after ${TEST_TIMEOUT}s)" >>"$logf"
-		report "$name" "$rc" $(($(date +%s) - start)) "$logf"
-		rm -rf --one-file-system "$tdir"
-	done
-	if [ $found = 0 ] && [ -z "$PATTERN" ]; then
-		echo "FAIL unit: no test_* binaries in $BUILD"
-		failed=$((failed + 1))
-	fi
-fi
-
 # run_script SCRIPT NAME [VAR=VALUE...]: one integration test script
 run_script() {
 	local script=$1 name=$2 base rc start logf tdir limit own
@@ -152,6 +133,53 @@ run_script() {
 	fi
 }
 
+# The background lane: integration tests that need no FUSE mount and keep
+# one CPU busy for minutes (the crash tester, the fsck fuzzer) run in a
+# second lane beside everything else, started before the unit tests; their
+# PASS/FAIL lines are printed, and counted, after the main lane.  BG_TESTS
+# names them (empty: everything in one lane, in name order).
+BG_TESTS=${BG_TESTS-"35-crash 54-fsck-fuzz"}
+in_bg() { [[ " $BG_TESTS " == *" $1 "* ]]; }
+bg_pid=""
+if [ -n "$BG_TESTS" ] && { [ "$WHAT" = integration ] || [ "$WHAT" = all ]; }; then
+	(
+		passed=0
+		failed=0
+		failed_names=()
+		for base in $BG_TESTS; do
+			script=$SRCDIR/tests/integration/$base.sh
+			name=integration/$base
+			[ -f "$script" ] || continue
+			[ -z "$PATTERN" ] || [[ "$name" == *$PATTERN* ]] || continue
+			run_script "$script" "$name"
+		done
+		echo "$passed $failed ${failed_names[*]}" >"$LOGDIR/bg.counts"
+	) >"$LOGDIR/bg.out" 2>&1 &
+	bg_pid=$!
+fi
+
+if [ "$WHAT" = unit ] || [ "$WHAT" = all ]; then
+	found=0
+	for bin in "$BUILD"/test_*; do
+		[ -f "$bin" ] && [ -x "$bin" ] || continue
+		name=unit/$(basename "$bin")
+		[ -z "$PATTERN" ] || [[ "$name" == *$PATTERN* ]] || continue
+		found=1
+		logf=$LOGDIR/$(basename "$bin").log
+		start=$(date +%s)
+		tdir=$(mktemp -d "${TMPDIR:-/tmp}/rlfs-unit.XXXXXX")
+		(cd "$tdir" && TMPDIR=$tdir timeout -k 10 "$TEST_TIMEOUT" "$bin") >"$logf" 2>&1 </dev/null
+		rc=$?
+		[ "$rc" != 124 ] || echo "(timeout after ${TEST_TIMEOUT}s)" >>"$logf"
+		report "$name" "$rc" $(($(date +%s) - start)) "$logf"
+		rm -rf --one-file-system "$tdir"
+	done
+	if [ $found = 0 ] && [ -z "$PATTERN" ]; then
+		echo "FAIL unit: no test_* binaries in $BUILD"
+		failed=$((failed + 1))
+	fi
+fi
+
 # Tests that run a second time with the daemon serving requests through
 # FUSE over io_uring (mount -o uring; RLFS_URING=1), where the kernel has it.
 URING_TESTS=${URING_TESTS:-"02-copy-trees 03-enospc 05-fsx 06-parallel 20-ioctl-shim 22-clone-group 28-privs 29-clone-kill 55-dedupe"}
@@ -164,6 +192,7 @@ if [ "$WHAT" = integration ] || [ "$WHAT" = all ]; then
 		[ -f "$script" ] || continue
 		name=integration/$(basename "$script" .sh)
 		[ -z "$PATTERN" ] || [[ "$name" == *$PATTERN* ]] || continue
+		[ -z "$bg_pid" ] || ! in_bg "$(basename "$script" .sh)" || continue
 		run_script "$script" "$name"
 	done
 	if [ -e "$URING_PARAM" ] && [ "$(cat /proc/sys/kernel/io_uring_disabled 2>/dev/null || echo 0)" = 0 ]; then
@@ -187,6 +216,19 @@ if [ "$WHAT" = integration ] || [ "$WHAT" = all ]; then
 		# two fsx cycles (21-fsx-reflink) keep the added time near two minutes
 		run_script "$script" "$name" RLFS_DAX=1 FSX_CYCLES=${FSX_CYCLES:-2}
 	done
+fi
+
+if [ -n "$bg_pid" ]; then
+	wait "$bg_pid"
+	cat "$LOGDIR/bg.out"
+	if read -r bp bf bn <"$LOGDIR/bg.counts" 2>/dev/null; then
+		passed=$((passed + bp))
+		failed=$((failed + bf))
+		[ -z "$bn" ] || failed_names+=($bn)
+	else
+		echo "FAIL background lane ($BG_TESTS): no result"
+		failed=$((failed + 1))
+	fi
 fi
 
 # The log reservation check over everything above: no transaction may
