@@ -1130,15 +1130,12 @@ static void rl_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 		full_add(mp, ino);  /* after the reply: writeback may wait for it */
 	else if (fi && fi->writepage && rlfs_avail_blocks_hint(mp) <= 0) {
 		/* only the writeback reserve is left (session.c,
-		 * writeback_limit_set): first give back idle staged CoW
-		 * blocks (what an ENOSPC would have made the write path do);
-		 * if that does not help, every cached writer's next write(2)
-		 * fails, before data past the reserve can be accepted */
-		(void)rlfs_cow_gc(mp, 0);
-		if (rlfs_avail_blocks_hint(mp) <= 0) {
-			full_add(mp, ino);
-			reserve_only_enter();
-		}
+		 * writeback_limit_set), though the write path gave idle
+		 * staged CoW blocks back first (rlfs_write_flags): every
+		 * cached writer's next write(2) fails, before data past the
+		 * reserve can be accepted */
+		full_add(mp, ino);
+		reserve_only_enter();
 	}
 }
 

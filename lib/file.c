@@ -1203,15 +1203,36 @@ out:
 	return error;
 }
 
+/* Fewer than need_blocks left outside the writeback reserve: give other
+ * files' idle staged CoW blocks back (rlfs_cowfork_gc, busy ones
+ * skipped). */
+static void writeback_reclaim(struct rlfs_mount *mp, uint64_t need_blocks)
+{
+	if (rlfs_avail_blocks_hint(mp) < (int64_t)need_blocks && rlfs_cowfork_staged_blocks(mp) > 0 &&
+	    !rlfs_mount_is_rdonly(mp))
+		(void)rlfs_cowfork_gc(mp, 0, NULL, false);
+}
+
 ssize_t rlfs_write_flags(struct rlfs_mount *mp, uint64_t ino, const void *buf, size_t size,
 			 off_t off, unsigned wflags)
 {
-	/* writeback of accepted pages may use the writeback reserve */
-	if (wflags & RLFS_WRITE_CACHED)
+	/* writeback of accepted pages may use the writeback reserve; before
+	 * it dips into it, other files' idle staged CoW blocks go back (what
+	 * ENOSPC makes an uncached write do: enospc_reclaim, gc_for; XFS's
+	 * xfs_blockgc_free_space), so the reserve is not spent while staged
+	 * space nobody writes into could be had */
+	if (wflags & RLFS_WRITE_CACHED) {
+		writeback_reclaim(mp, ((uint64_t)size >> mp->blocklog) + 2);
 		rlfs_trans_writeback_begin();
+	}
 	ssize_t n = write_flags(mp, ino, buf, size, off, wflags);
-	if (wflags & RLFS_WRITE_CACHED)
+	if (wflags & RLFS_WRITE_CACHED) {
 		rlfs_trans_writeback_end();
+		/* and after it, for what its CoW staging (rounded out to the
+		 * cowextsize hint) took beyond its size: the caller (the
+		 * daemon) stops cached writers when only the reserve is left */
+		writeback_reclaim(mp, 1);
+	}
 	return n;
 }
 

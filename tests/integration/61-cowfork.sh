@@ -11,7 +11,9 @@
 #      ("freed N CoW staging block(s)"), the file has its old or new data,
 #      fsck clean;
 #   5. a write that needs the space another open file holds staged
-#      succeeds (the write path gives staged blocks back before ENOSPC).
+#      succeeds (the write path gives staged blocks back before ENOSPC),
+#      and the writeback of cached writes gives them back before it uses
+#      the writeback reserve (a later write still finds space).
 . "$(dirname "$0")/../lib.sh"
 common_setup
 SHIM=${SHIM:-$(dirname "$RLFS")/libreflinkfs-preload.so}
@@ -39,6 +41,7 @@ while not os.path.exists(t + "/release"):
 os.close(fd)
 PYEOF
 	HOLD_PID=$!
+	_BGPIDS+=("$HOLD_PID")   # killed by the cleanup if the test dies
 	local i
 	for ((i = 0; i < 400; i++)); do [ -e "$T/held" ] && return 0; sleep 0.05; done
 	die "the writer did not write"
@@ -134,8 +137,14 @@ want_kb=$((avail_kb + 2048))
 log "filling: $avail_kb KiB available, writing $want_kb KiB (1,024 blocks staged for b)"
 dd if=/dev/zero of="$MNT/fill" bs=1K count="$want_kb" conv=fsync status=none ||
 	die "the write did not get the space b held staged"
+# the cached writes went back through writeback: the space they needed
+# past the free space came from b's idle staged blocks, not from the
+# writeback reserve (which would have stopped every cached writer: the
+# filesystem full while 2 MiB of staged space were still idle)
+dd if=/dev/zero of="$MNT/small" bs=4K count=64 conv=fsync status=none ||
+	die "writeback took the writeback reserve before b's idle staged blocks"
 unhold
-rm -f "$MNT/fill"
+rm -f "$MNT/fill" "$MNT/small"
 cmp -s "$MNT/a" "$T/a.orig" || die "the source changed"
 rlfs_umount "$MNT"
 rlfs_fsck "$IMG"
