@@ -545,8 +545,12 @@ static int do_exchange(fuse_req_t req, struct rlfs_mount *mp, fuse_ino_t ino,
 		drop_capabilities(mp, i2n(ino1));
 		if (ino2 != ino1)
 			drop_capabilities(mp, ino);
-		/* contents (and with TO_EOF sizes) changed from the offsets on */
-		after_change(mp, i2n(ino1), a->file1_offset & ~(uint64_t)4095, UINT64_MAX, size1);
+		/* contents (and with TO_EOF sizes) changed from the offsets on;
+		 * in one file from the lower of the two (both ranges changed) */
+		uint64_t from1 = a->file1_offset;
+		if (ino2 == ino1 && a->file2_offset < from1)
+			from1 = a->file2_offset;
+		after_change(mp, i2n(ino1), from1 & ~(uint64_t)4095, UINT64_MAX, size1);
 		if (ino2 != ino1)
 			after_change(mp, ino, a->file2_offset & ~(uint64_t)4095, UINT64_MAX, size2);
 	}

@@ -46,6 +46,7 @@
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -615,7 +616,14 @@ _Static_assert(sizeof(struct shim_xfs_exchange_range) == 40, "xfs_exchange_range
 /* struct xfs_commit_range, XFS_IOC_START_COMMIT (_IOR('X', 130)) and
  * XFS_IOC_COMMIT_RANGE (_IOW('X', 131)) as in the kernel's xfs_fs.h
  * (Linux 6.12): xfs_exchange_range's fields and 48 opaque bytes of file2
- * freshness, which the shim passes through to the daemon untouched. */
+ * freshness, which the shim passes through to the daemon untouched.
+ * Checked against the merged header (fs/xfs/libxfs/xfs_fs.h, XFS's UAPI
+ * header, shipped by xfsprogs as <xfs/xfs_fs.h>; there is no
+ * include/uapi/linux/xfs_fs.h): __u64 file2_freshness[6], 88 bytes.
+ * Review versions of the series had [5] (80 bytes) and _IOWR numbers;
+ * the literal values below are those of the merged header, so that a
+ * mistaken struct or direction cannot compile.  START_COMMIT writes only
+ * file2_freshness back (the kernel's copy_to_user of that member). */
 struct shim_xfs_commit_range {
 	int32_t file1_fd;
 	uint32_t pad;               /* must be zero */
@@ -628,6 +636,11 @@ struct shim_xfs_commit_range {
 _Static_assert(sizeof(struct shim_xfs_commit_range) == 88, "xfs_commit_range layout");
 #define SHIM_XFS_IOC_START_COMMIT _IOR('X', 130, struct shim_xfs_commit_range)
 #define SHIM_XFS_IOC_COMMIT_RANGE _IOW('X', 131, struct shim_xfs_commit_range)
+_Static_assert(offsetof(struct shim_xfs_commit_range, file2_freshness) == 40,
+	       "xfs_commit_range: freshness after xfs_exchange_range's fields");
+_Static_assert(SHIM_XFS_IOC_EXCHANGE_RANGE == 0x40285881, "XFS_IOC_EXCHANGE_RANGE");
+_Static_assert(SHIM_XFS_IOC_START_COMMIT == 0x80585882, "XFS_IOC_START_COMMIT");
+_Static_assert(SHIM_XFS_IOC_COMMIT_RANGE == 0x40585883, "XFS_IOC_COMMIT_RANGE");
 
 /* The exchange (commit: RLFS_IOC_COMMIT_RANGE with fresh) on fd, then the
  * sizes and times the kernel caches set through it. */

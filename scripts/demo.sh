@@ -13,7 +13,11 @@
 # sets a cowextsize on a directory, rewrites every other block of a file
 # cloned into it and shows its extent count against the 512 writes (the
 # CoW fork's regions and gap fill), rewrites 10000 unaligned bytes of the
-# clone once more under -o dax (copy-around), runs fsck again; then the crash step: remounts, takes sha256 sums of the
+# clone once more under -o dax (copy-around); updates a small file atomically
+# with reflinkfs io (startupdate, pwrite into the temporary clone,
+# commitupdate) and shows a second update whose file is appended to before
+# commitupdate fail with EBUSY, the append kept; runs fsck again; then the
+# crash step: remounts, takes sha256 sums of the
 # tree and its clone, starts a second copy (cp -a DIR copy2) and kills the
 # daemon with kill -9 in the middle of it, remounts (log recovery runs and
 # the demo prints how many checkpoints and blocks it replayed), verifies the
@@ -53,12 +57,17 @@ SRC=$(cd "$SRC" && pwd)
 
 mounted=0
 cp_pid=""
+upd_pid=""
 cleanup() {
 	local rc=$?
 	set +e
 	if [ -n "$cp_pid" ]; then
 		kill "$cp_pid" 2>/dev/null
 		wait "$cp_pid" 2>/dev/null
+	fi
+	if [ -n "$upd_pid" ]; then
+		kill "$upd_pid" 2>/dev/null
+		wait "$upd_pid" 2>/dev/null
 	fi
 	if [ $mounted = 1 ] && mountpoint -q "$MNT"; then
 		# waits while the daemon writes the image back, however long
@@ -68,7 +77,7 @@ cleanup() {
 		fusermount3 -uz "$MNT" 2>/dev/null || umount -l "$MNT" 2>/dev/null
 	fi
 	if [ "${KEEP:-0}" != 1 ]; then
-		rm -f "$IMG" "$IMG.fiemap" "$IMG.sha256" "$IMG.mount.log" "$IMG.frag.sha256" "$IMG.bmbt" "$IMG.cat.err"
+		rm -f "$IMG" "$IMG.fiemap" "$IMG.sha256" "$IMG.mount.log" "$IMG.frag.sha256" "$IMG.bmbt" "$IMG.cat.err" "$IMG.cmds" "$IMG.io.out"
 		rmdir "$MNT" 2>/dev/null
 	else
 		echo "(KEEP=1: image kept at $IMG)"
@@ -226,6 +235,53 @@ cmp -n 1000 "$MNT/tree/$big" "$MNT/clone/$big" && cmp -i 11000 -n $((3 * 4096 - 
 	fail "under -o dax the edge blocks lost their old bytes"
 echo "under -o dax: original unchanged, the clone holds the write, the rest of its edge blocks as before"
 rm -f "$IMG.dax"
+"$RLFS" umount "$MNT"
+mounted=0
+
+# --- atomic file update: startupdate / commitupdate, and EBUSY ----------
+say "atomic file update (XFS_IOC_START_COMMIT / XFS_IOC_COMMIT_RANGE): the new version is written into a clone of the file and swapped in at once; a change of the file meanwhile makes the commit fail"
+"$RLFS" mount "$IMG" "$MNT"
+mounted=1
+printf 'version 1\ncolor = blue\n' >"$MNT/config.txt"
+echo "config.txt: $(tr '\n' ' ' <"$MNT/config.txt")"
+# 1. nobody else touches the file: startupdate clones it into a temporary
+# file, pwrite writes "2" (0x32) over the "1" of "version 1" there, and
+# commitupdate exchanges the two files' contents in one step
+echo "\$ reflinkfs io -c startupdate -c \"pwrite -S 0x32 8 1\" -c commitupdate config.txt"
+"$RLFS" io -c startupdate -c "pwrite -S 0x32 8 1" -c "commitupdate -q" "$MNT/config.txt" ||
+	fail "startupdate/commitupdate failed"
+[ "$(head -n 1 "$MNT/config.txt")" = "version 2" ] || fail "the committed update is not in config.txt"
+echo "config.txt: $(tr '\n' ' ' <"$MNT/config.txt")  <- the new version, committed"
+# 2. the same update, but the file is appended to after startupdate: the
+# commands go to reflinkfs io through a pipe, and the append happens once
+# io has written into its temporary file (its "wrote" line)
+echo "second update: startupdate and pwrite \"3\" into the temporary file; meanwhile another program appends to config.txt; then commitupdate:"
+rm -f "$IMG.cmds"
+mkfifo "$IMG.cmds"
+"$RLFS" io "$MNT/config.txt" <"$IMG.cmds" >"$IMG.io.out" 2>&1 &
+upd_pid=$!
+exec {upd_in}>"$IMG.cmds"
+echo startupdate >&$upd_in
+echo "pwrite -S 0x33 8 1" >&$upd_in
+for _ in $(seq 1 600); do grep -q '^wrote' "$IMG.io.out" && break; sleep 0.1; done
+grep -q '^wrote' "$IMG.io.out" || fail "reflinkfs io did not answer the pwrite"
+echo "  io: $(grep '^wrote' "$IMG.io.out")"
+printf 'edited meanwhile\n' >>"$MNT/config.txt"
+echo "  (another program appends \"edited meanwhile\" to config.txt)"
+echo commitupdate >&$upd_in
+exec {upd_in}>&-
+rc=0
+wait "$upd_pid" || rc=$?
+upd_pid=""
+grep -v '^wrote' "$IMG.io.out" | sed 's/^/  io: /'
+grep -q "committing update: Device or resource busy" "$IMG.io.out" ||
+	fail "commitupdate after a concurrent change did not fail with EBUSY"
+[ $rc = 1 ] || fail "commitupdate after a concurrent change exited $rc (expected 1, EBUSY)"
+echo "commitupdate refused: Device or resource busy (EBUSY), nothing exchanged"
+[ "$(head -n 1 "$MNT/config.txt")" = "version 2" ] && grep -qx "edited meanwhile" "$MNT/config.txt" ||
+	fail "after the refused commit config.txt is not version 2 with the concurrent change"
+echo "config.txt: $(tr '\n' ' ' <"$MNT/config.txt")  <- the concurrent change kept, the staged version 3 dropped"
+rm -f "$IMG.cmds" "$IMG.io.out"
 "$RLFS" umount "$MNT"
 mounted=0
 
@@ -421,6 +477,7 @@ printf '  image          %d MiB apparent, %d MiB allocated (sparse), %d MiB used
 printf '  clone          cp -a inside the mount in %.1f s: df +%d KiB (%d MiB tree), blocks shared\n' "$clone_s" "$grow_kb" $((src_kb / 1024))
 printf '  copy-on-write  16 KiB rewritten in clone/%s: original unchanged, rest still shared\n' "$big"
 printf '  CoW regions    512 scattered 4 KiB rewrites of a cloned 4 MiB file: %d extent(s), not 1,024 (cowextsize 128 KiB, gap fill)\n' "$cow_ext"
+printf '  atomic update  startupdate + pwrite + commitupdate: config.txt replaced in one step; with a change meanwhile the commit failed with EBUSY and the change was kept\n'
 printf '  crash          kill -9 %s (%d files in copy2); %s\n' "$during" "$n_copied" "${recovery#log recovery: }"
 printf '  after crash    tree and clone intact (sha256 of %d files), copy2 has %d files\n' "$n_sums" "$n_copy2"
 printf '  space map      %s: %d blocks shared by two or more files\n' "$SVG" "$shared_blocks"

@@ -4,7 +4,7 @@
 set -e
 PKGS="build-essential meson ninja-build pkg-config fuse3 libfuse3-dev libisal-dev \
 liburing-dev libcmocka-dev xfsprogs btrfs-progs attr acl util-linux diffutils e2fsprogs python3 \
-mawk gawk duperemove time libxxhash-dev libsqlite3-dev"
+mawk gawk duperemove time libxxhash-dev libsqlite3-dev strace"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -49,6 +49,18 @@
  *   On a FUSE mount (the -P choice) they go through RLFS_IOC_SHIFT_RANGE and
  *   an ftruncate to the new size, as the LD_PRELOAD shim does (the kernel's
  *   FUSE fallocate refuses both modes).
+ With -e (off by default, so that earlier seeds keep their sequences; -X e
+ * or fstests fsx's -0 turn it off again):
+ *   e  exchange range (XFS_IOC_EXCHANGE_RANGE, ioctl_xfs_exchange_range(2);
+ *      fstests fsx's OP_EXCHANGE_RANGE): two block-aligned ranges of whole
+ *      blocks inside EOF, of this file (not overlapping) or, with -F, of a
+ *      random file and this one, swap their bytes; sizes never change.  One
+ *      time in sixteen a DRY_RUN (nothing changes); one time in eight an
+ *      invalid request whose EINVAL is predicted: overlapping ranges of one
+ *      file, an unaligned offset, a range past EOF.  On a FUSE mount (-P)
+ *      through RLFS_IOC_EXCHANGE_RANGE, else XFS_IOC_EXCHANGE_RANGE (kernel
+ *      XFS made with -i exchange=1; -t turns an EOPNOTSUPP into a disabled
+ *      op).
  *
  * Model file (-m PATH): after a successful run the expected contents are
  * saved to PATH (a plain byte copy).  With -c the file is NOT created fresh:
@@ -898,6 +910,120 @@ static void op_shift(int collapse)
 	}
 }
 
+/* ---- exchange range -------------------------------------------------- */
+
+/* struct xfs_exchange_range and XFS_IOC_EXCHANGE_RANGE as in the kernel's
+ * fs/xfs/libxfs/xfs_fs.h (Linux 6.10): 40 bytes, issued on file2. */
+struct fsx_xfs_exchange_range {
+	int32_t file1_fd;
+	uint32_t pad;
+	uint64_t file1_offset;
+	uint64_t file2_offset;
+	uint64_t length;
+	uint64_t flags;
+};
+#define FSX_XFS_IOC_EXCHANGE_RANGE _IOW('X', 129, struct fsx_xfs_exchange_range)
+#define FSX_EXCHANGE_DRY_RUN (1ULL << 2)        /* XFS_EXCHANGE_RANGE_DRY_RUN */
+
+/* Exchanges [off1, +len) of f1 with [off2, +len) of cf (file2): 0 or -1
+ * with errno. */
+static int sys_exchange_range(struct fsxfile *f1, uint64_t off1, uint64_t off2, uint64_t len,
+			      uint64_t flags)
+{
+	if (reflink_api == REFLINK_PRIVATE) {
+		struct rlfs_ioc_exchange_range a = {
+			.file1_fd = f1->fd, .file1_offset = off1, .file2_offset = off2,
+			.length = len, .flags = flags,
+		};
+		return ioctl(cf->fd, RLFS_IOC_EXCHANGE_RANGE, &a);
+	}
+	struct fsx_xfs_exchange_range a = {
+		.file1_fd = f1->fd, .file1_offset = off1, .file2_offset = off2, .length = len,
+		.flags = flags,
+	};
+	return ioctl(cf->fd, FSX_XFS_IOC_EXCHANGE_RANGE, &a);
+}
+
+/* e: exchange a block-aligned range of a random file f1 (possibly cf) with
+ * one of cf, as fstests fsx's OP_EXCHANGE_RANGE (whole blocks inside both
+ * EOFs, not overlapping in one file), predicted from the models: the
+ * bytes swap.  Sometimes DRY_RUN (no change) or an invalid range whose
+ * EINVAL is predicted (the man page's rules: overlap in one file,
+ * unaligned offset, a range past EOF). */
+static void op_exchange(void)
+{
+	struct fsxfile *f1 = pick_file();
+	uint64_t nb1 = f1->size / blksz, nb2 = cf->size / blksz;
+	uint64_t maxb = maxop / blksz ? maxop / blksz : 1;
+	uint64_t room = f1 == cf ? nb2 / 2 : (nb1 < nb2 ? nb1 : nb2);
+	if (room > maxb)
+		room = maxb;
+	uint64_t len, off1, off2, flags = 0;
+	int invalid = rnd_below(8) == 0;
+	if (room == 0) {
+		if (!invalid || f1->size == 0 || cf->size == 0)
+			return;
+		room = 1;
+	}
+	len = 1 + rnd_below(room);
+	if (f1 == cf) {
+		/* off2 anywhere [off2, +len) misses [off1, +len) */
+		off1 = rnd_below(nb2 >= len ? nb2 - len + 1 : 1);
+		uint64_t before = off1 >= len ? off1 - len + 1 : 0;
+		uint64_t after = nb2 >= off1 + 2 * len ? nb2 - off1 - 2 * len + 1 : 0;
+		if (before + after == 0) {
+			if (!invalid)
+				return;
+			off2 = off1;
+		} else {
+			uint64_t r = rnd_below(before + after);
+			off2 = r < before ? r : off1 + len + (r - before);
+		}
+	} else {
+		off1 = rnd_below(nb1 >= len ? nb1 - len + 1 : 1);
+		off2 = rnd_below(nb2 >= len ? nb2 - len + 1 : 1);
+	}
+	off1 *= blksz;
+	off2 *= blksz;
+	len *= blksz;
+	const char *why = "";
+	if (invalid) {
+		/* 0 overlap (one file only), 1 unaligned, 2 past file2's EOF */
+		uint64_t kind = rnd_below(3);
+		if (kind == 0 && f1 == cf) {
+			off2 = off1 + rnd_below(len / blksz) * blksz;
+			why = " (EINVAL: overlap)";
+		} else if (kind <= 1 && blksz > 1) {
+			off2 += 1 + rnd_below(blksz - 1);
+			why = " (EINVAL: unaligned)";
+		} else {
+			len = (cf->size - off2) / blksz * blksz + blksz;
+			why = " (EINVAL: past EOF)";
+		}
+	} else if (rnd_below(16) == 0) {
+		flags = FSX_EXCHANGE_DRY_RUN;
+		why = " (dry run)";
+	}
+	logop("xchg   %s 0x%" PRIx64 " <-> 0x%" PRIx64 " +0x%" PRIx64 " (sizes 0x%" PRIx64
+	      " 0x%" PRIx64 ")%s", f1->name, off1, off2, len, f1->size, cf->size, why);
+	int got = sys_exchange_range(f1, off1, off2, len, flags) == 0 ? 0 : errno;
+	if ((got == EOPNOTSUPP || got == ENOTTY || got == EXDEV) && tolerant) {
+		disable_op('e', strerror(got));
+		return;
+	}
+	int want = invalid ? EINVAL : 0;
+	if (got != want)
+		fail("exchange range %s 0x%" PRIx64 " <-> 0x%" PRIx64 " +0x%" PRIx64 "%s: %s, "
+		     "expected %s", f1->name, off1, off2, len, why,
+		     got ? strerror(got) : "success", want ? strerror(want) : "success");
+	if (got || flags)
+		return;
+	/* the model: the two ranges swap their bytes */
+	memcpy(tmpbuf, f1->good + off1, len);
+	memmove(f1->good + off1, cf->good + off2, len);
+	memcpy(cf->good + off2, tmpbuf, len);
+}
+
 static void op_collapse(void)
 {
 	op_shift(1);
@@ -952,7 +1078,8 @@ static void usage(int code)
 {
 	fprintf(code ? stderr : stdout,
 		"usage: rlfs-fsx [-N ops] [-S seed] [-l maxlen] [-o maxoplen] [-m model [-c]]\n"
-		"                [-X letters] [-t] [-d] [-Y] [-A] [-F nfiles [-b blksz] [-P|-K]] [-q|-v] FILE\n"
+		"                [-X letters] [-t] [-d] [-Y] [-A] [-e] [-0] [-F nfiles [-b blksz] [-P|-K]]\n"
+		"                [-q|-v] FILE\n"
 		"  -N ops     number of operations (default 10000)\n"
 		"  -S seed    random seed (default 1; 0 = time based)\n"
 		"  -l bytes   largest file size (default 8M; K/M/G suffixes)\n"
@@ -964,12 +1091,16 @@ static void usage(int code)
 		"             l clone, x copy_file_range, u unshare, d dedupe (these four\n"
 		"             need -F)\n"
 		"  -A         also C collapse range and I insert range (off by default)\n"
+		"  -e         also e exchange range (off by default; block-aligned ranges\n"
+		"             of one file, or of two with -F); -X e or -0 turns it off\n"
 		"  -F n       n files FILE, FILE.1 .. (models MODEL, MODEL.1 ..) with clone,\n"
 		"             copy_file_range and unshare ops between them (n <= 16)\n"
-		"  -b bytes   clone alignment (default 4096, the filesystem block size)\n"
-		"  -P / -K    clone/unshare through the private reflinkfs ioctls / the\n"
-		"             kernel's FICLONERANGE + FALLOC_FL_UNSHARE_RANGE (default: by\n"
-		"             statfs type, FUSE -> private)\n"
+		"  -b bytes   clone/exchange alignment (default 4096, the filesystem block\n"
+		"             size)\n"
+		"  -P / -K    clone/unshare/exchange through the private reflinkfs ioctls /\n"
+		"             the kernel's FICLONERANGE + FALLOC_FL_UNSHARE_RANGE +\n"
+		"             XFS_IOC_EXCHANGE_RANGE (default: by statfs type, FUSE ->\n"
+		"             private)\n"
 		"  -t         tolerate EOPNOTSUPP (disable that op) instead of failing\n"
 		"  -d         open with O_DIRECT\n"
 		"  -Y         fsync before every SEEK_DATA/SEEK_HOLE check (tells cache\n"
@@ -1008,8 +1139,8 @@ static void open_all(int create)
 
 int main(int argc, char **argv)
 {
-	int opt, cont = 0, multi = 0, shift_ops = 0;
-	while ((opt = getopt(argc, argv, "N:S:l:o:m:cX:tdYqvhF:b:KPA")) != -1) {
+	int opt, cont = 0, multi = 0, shift_ops = 0, exchange_ops = 0;
+	while ((opt = getopt(argc, argv, "N:S:l:o:m:cX:tdYqvhF:b:KPAe0")) != -1) {
 		switch (opt) {
 		case 'N': nops = parse_size(optarg); break;
 		case 'S': seed = parse_size(optarg); break;
@@ -1029,6 +1160,8 @@ int main(int argc, char **argv)
 		case 'K': reflink_api = REFLINK_KERNEL; break;
 		case 'P': reflink_api = REFLINK_PRIVATE; break;
 		case 'A': shift_ops = 1; break;
+		case 'e': exchange_ops = 1; break;
+		case '0': exchange_ops = -1; break;   /* fstests fsx: no exchange */
 		case 'h': usage(0); break;
 		default: usage(2);
 		}
@@ -1042,6 +1175,8 @@ int main(int argc, char **argv)
 		strcat(disabled, "lxud");
 	if (!shift_ops && strlen(disabled) + 2 < sizeof(disabled))
 		strcat(disabled, "CI");
+	if (exchange_ops <= 0 && strlen(disabled) + 1 < sizeof(disabled))
+		strcat(disabled, "e");
 	if (seed == 0)
 		seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 16);
 	rng_state = seed;
@@ -1103,7 +1238,7 @@ int main(int argc, char **argv)
 		{'s', 5, op_seek}, {'m', 3, op_mapread}, {'c', 1, op_reopen},
 		{'y', 1, op_fsync}, {'l', 12, op_clone}, {'x', 8, op_copy_range},
 		{'u', 4, op_unshare}, {'d', 6, op_dedupe},
-		{'C', 4, op_collapse}, {'I', 4, op_insert},
+		{'C', 4, op_collapse}, {'I', 4, op_insert}, {'e', 6, op_exchange},
 	};
 	const size_t nkinds = sizeof(ops) / sizeof(ops[0]);
 	uint64_t counts[24] = {0};

@@ -9,10 +9,11 @@
  *                                            FICLONERANGE semantics)
  *   dedupe SRC src_off dst_off len            share them only where identical
  *                                            (FIDEDUPERANGE semantics)
- *   exchangerange [-Cfntw] [-d dst_off] [-s src_off] [-l len] DONOR
+ *   exchangerange [-Ccfntw] [-d dst_off] [-s src_off] [-l len] DONOR
  *                                            exchange contents with DONOR
- *                                            (XFS_IOC_EXCHANGE_RANGE; xfs_io
- *                                            6.10's options; to EOF
+ *                                            (XFS_IOC_EXCHANGE_RANGE; -c:
+ *                                            XFS_IOC_COMMIT_RANGE; xfs_io
+ *                                            6.12's options; to EOF
  *                                            without -l)
  *   startupdate [-e], commitupdate [-Chknq], cancelupdate
  *                                            atomic file update (xfs_io
@@ -318,26 +319,41 @@ static int cmd_reflink(struct io_ctx *c, int argc, char **argv)
 }
 
 /*
- * exchangerange [-Cfntw] [-d dst_off] [-s src_off] [-l len] DONOR, as
- * xfs_io 6.10's (io/exchrange.c): exchange DONOR's bytes from src_off
- * (the ioctl's file1) with this file's from dst_off (file2) through
- * RLFS_IOC_EXCHANGE_RANGE.  Without -l: XFS_EXCHANGE_RANGE_TO_EOF (sizes
- * exchanged too); -l len: that many bytes.  -f DSYNC, -n DRY_RUN, -w
- * FILE1_WRITTEN (only DONOR's written ranges); -t prints xfs_io's
- * "exchangerange N/N bytes at offset OFF" line (without its timing line),
- * -C is accepted (condensed timing: nothing to condense).  xfs_io's -c
- * (commit range) is not supported.  DONOR is opened read-write.
+ * exchangerange [-Ccfntw] [-d dst_off] [-s src_off] [-l len] DONOR, as
+ * xfs_io 6.12's (xfsprogs io/exchrange.c, getopt "Ccd:fl:ns:tw"): exchange
+ * DONOR's bytes from src_off (the ioctl's file1) with this file's from
+ * dst_off (file2) through RLFS_IOC_EXCHANGE_RANGE.  Without -l:
+ * XFS_EXCHANGE_RANGE_TO_EOF (sizes exchanged too, length = this file's
+ * size as xfs_io passes it); -l len: that many bytes.  -c commits instead
+ * (XFS_IOC_START_COMMIT on this file, then XFS_IOC_COMMIT_RANGE: EBUSY if
+ * it changed in between, xfs_io 6.12's "commit range" test option); -f
+ * DSYNC, -n DRY_RUN, -w FILE1_WRITTEN (only DONOR's written ranges); -t
+ * prints xfs_io's "exchangerange N/N bytes at offset OFF" line (without
+ * its timing line), -C is accepted (condensed timing: nothing to
+ * condense).  DONOR is opened read-write.  Errors in xfs_io's words: a
+ * bad number "non-numeric open file offset argument -- X" (-d), "non-
+ * numeric supplied file offset argument -- X" (-s), "non-numeric length
+ * argument -- X" (-l); DONOR not opened "DONOR: strerror" (its
+ * perror), each after the "reflinkfs io: exchangerange: " this tool puts
+ * before every error; the call failing "reflinkfs io: exchangerange:
+ * strerror", xfs_io's "exchangerange: strerror" (xfrog_perror) with the
+ * tool's name before it.  The run ends there with exit status 1 (xfs_io
+ * goes on to its next command, exit status 1).
  */
 static int cmd_exchangerange(struct io_ctx *c, int argc, char **argv)
 {
+	static const char usage[] = "usage: exchangerange [-Ccfntw] [-d dest_offset] "
+				    "[-s src_offset] [-l length] <donorfile>";
 	uint64_t flags = RLFS_EXCHANGE_TO_EOF, soff = 0, doff = 0, len = 0;
-	bool have_len = false, print = false;
+	bool have_len = false, print = false, commit = false;
 	int o;
-	while ((o = cmd_getopt(argc, argv, "Cd:fl:ns:tw")) != -1) {
+	while ((o = cmd_getopt(argc, argv, "Ccd:fl:ns:tw")) != -1) {
 		uint64_t *dst = o == 'd' ? &doff : o == 's' ? &soff : o == 'l' ? &len : NULL;
 		if (dst) {
 			if (parse_num(optarg, dst) != 0 || *dst > INT64_MAX) {
-				io_err(c, "exchangerange", "bad number '%s'", optarg);
+				io_err(c, "exchangerange", "non-numeric %s argument -- %s",
+				       o == 'd' ? "open file offset" :
+				       o == 's' ? "supplied file offset" : "length", optarg);
 				return 1;
 			}
 			if (o == 'l') {
@@ -348,6 +364,9 @@ static int cmd_exchangerange(struct io_ctx *c, int argc, char **argv)
 		}
 		switch (o) {
 		case 'C':
+			break;
+		case 'c':
+			commit = true;
 			break;
 		case 'f':
 			flags |= RLFS_EXCHANGE_DSYNC;
@@ -362,14 +381,12 @@ static int cmd_exchangerange(struct io_ctx *c, int argc, char **argv)
 			flags |= RLFS_EXCHANGE_FILE1_WRITTEN;
 			break;
 		default:
-			io_err(c, "exchangerange", "usage: exchangerange [-Cfntw] [-d dst_off] "
-			       "[-s src_off] [-l len] DONOR");
+			io_err(c, "exchangerange", "%s", usage);
 			return 1;
 		}
 	}
 	if (optind != argc - 1) {
-		io_err(c, "exchangerange", "usage: exchangerange [-Cfntw] [-d dst_off] "
-		       "[-s src_off] [-l len] DONOR");
+		io_err(c, "exchangerange", "%s", usage);
 		return 1;
 	}
 	const char *donor = argv[optind];
@@ -383,15 +400,32 @@ static int cmd_exchangerange(struct io_ctx *c, int argc, char **argv)
 		if (fstat(c->fd, &st) == 0)
 			len = (uint64_t)st.st_size;   /* as xfs_io (ignored with TO_EOF) */
 	}
-	struct rlfs_ioc_exchange_range a = {
-		.file1_fd = dfd, .file1_offset = soff, .file2_offset = doff, .length = len,
-		.flags = flags,
-	};
 	struct stat st1, st2;
 	bool sizes = (flags & RLFS_EXCHANGE_TO_EOF) && !(flags & RLFS_EXCHANGE_DRY_RUN) &&
 		     fstat(dfd, &st1) == 0 && fstat(c->fd, &st2) == 0 &&
 		     soff <= (uint64_t)st1.st_size && doff <= (uint64_t)st2.st_size;
-	int r = ioctl(c->fd, RLFS_IOC_EXCHANGE_RANGE, &a);
+	int r;
+	if (commit) {
+		/* xfrog_commitrange_prep: this file's freshness now, then the
+		 * commit with it */
+		struct rlfs_ioc_commit_range u;
+		memset(&u, 0, sizeof(u));
+		r = ioctl(c->fd, RLFS_IOC_START_COMMIT, &u);
+		if (r == 0) {
+			u.file1_fd = dfd;
+			u.file1_offset = soff;
+			u.file2_offset = doff;
+			u.length = len;
+			u.flags = flags;
+			r = ioctl(c->fd, RLFS_IOC_COMMIT_RANGE, &u);
+		}
+	} else {
+		struct rlfs_ioc_exchange_range a = {
+			.file1_fd = dfd, .file1_offset = soff, .file2_offset = doff, .length = len,
+			.flags = flags,
+		};
+		r = ioctl(c->fd, RLFS_IOC_EXCHANGE_RANGE, &a);
+	}
 	int e = errno;
 	if (r == 0 && sizes) {
 		/* sizes exchanged: the kernel keeps its own size of a FUSE file
@@ -1158,9 +1192,12 @@ static void io_help(FILE *f)
 		"                                          (whole file, or a range; len 0 = to SRC EOF)\n"
 		"  dedupe SRC src_off dst_off len          share SRC's blocks where the bytes are\n"
 		"                                          identical (FIDEDUPERANGE)\n"
-		"  exchangerange [-Cfntw] [-d dst_off] [-s src_off] [-l len] DONOR\n"
+		"  exchangerange [-Ccfntw] [-d dst_off] [-s src_off] [-l len] DONOR\n"
 		"                                          exchange contents with DONOR atomically\n"
-		"                                          (to EOF, sizes too, unless -l)\n"
+		"                                          (to EOF, sizes too, unless -l; -c commit:\n"
+		"                                          EBUSY if this file changed; -f dsync,\n"
+		"                                          -n dry run, -w DONOR's written parts,\n"
+		"                                          -t print bytes, -C accepted)\n"
 		"  startupdate [-e]                        stage an update in a clone (-e: empty)\n"
 		"  commitupdate [-C] [-h] [-k] [-n] [-q]   commit it atomically (EBUSY if changed)\n"
 		"  cancelupdate                            drop the staged update\n"

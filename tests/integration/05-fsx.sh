@@ -4,6 +4,9 @@
 # thousands of operations, with umount/fsck/remount cycles in between; each
 # cycle first verifies the file left by the previous cycle against the saved
 # model.  A second, large-file run with big operations builds a bmbt.
+# Every run also exchanges ranges of its file (-e: XFS_IOC_EXCHANGE_RANGE
+# through RLFS_IOC_EXCHANGE_RANGE, two block-aligned ranges of the file
+# swap their bytes, the EINVAL cases predicted).
 # FSX_FLAGS adds rlfs-fsx options (e.g. FSX_FLAGS="-Y" fsyncs before seeks).
 . "$(dirname "$0")/../lib.sh"
 common_setup
@@ -17,12 +20,12 @@ for ((c = 0; c < CYCLES; c++)); do
 	rlfs_mount "$img" "$mnt"
 	cont=""
 	[ $c = 0 ] || cont=-c
-	run_to 600 "$FSX" ${FSX_FLAGS:-} -q -N "$OPS" -S $((c + 11)) -l 4M -m "$T/model.small" $cont "$mnt/small" ||
+	run_to 600 "$FSX" ${FSX_FLAGS:-} -e -q -N "$OPS" -S $((c + 11)) -l 4M -m "$T/model.small" $cont "$mnt/small" ||
 		die "fsx small-file cycle $c failed"
-	run_to 600 "$FSX" ${FSX_FLAGS:-} -q -N $((OPS / 2)) -S $((c + 101)) -l 64M -o 2M -m "$T/model.big" $cont "$mnt/big" ||
+	run_to 600 "$FSX" ${FSX_FLAGS:-} -e -q -N $((OPS / 2)) -S $((c + 101)) -l 64M -o 2M -m "$T/model.big" $cont "$mnt/big" ||
 		die "fsx big-file cycle $c failed"
 	# a third file with tiny ops: many small extents (inline -> bmbt conversion)
-	run_to 600 "$FSX" ${FSX_FLAGS:-} -q -N "$OPS" -S $((c + 1001)) -l 2M -o 8K -X t -m "$T/model.frag" $cont "$mnt/frag" ||
+	run_to 600 "$FSX" ${FSX_FLAGS:-} -e -q -N "$OPS" -S $((c + 1001)) -l 2M -o 8K -X t -m "$T/model.frag" $cont "$mnt/frag" ||
 		die "fsx fragmenting cycle $c failed"
 	ls -la "$mnt"
 	rlfs_umount "$mnt"
@@ -46,7 +49,7 @@ pids=()
 for i in 1 2 3; do
 	direct=""
 	[ $i = 3 ] && direct=-d
-	run_to 600 "$FSX" ${FSX_FLAGS:-} $direct -q -N "$OPS" -S $((i * 7)) -l 8M -o 512K "$mnt/par$i" >"$T/par$i.log" 2>&1 &
+	run_to 600 "$FSX" ${FSX_FLAGS:-} -e $direct -q -N "$OPS" -S $((i * 7)) -l 8M -o 512K "$mnt/par$i" >"$T/par$i.log" 2>&1 &
 	pids+=($!)
 done
 for i in 0 1 2; do

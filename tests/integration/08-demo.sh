@@ -28,6 +28,15 @@ for awk in mawk gawk; do
 		die "demo summary has no repair line (awk = $awk)"
 	grep -q "frag-clone restored byte for byte from the rmap, 1000 extents still shared" "$T/demo.out" ||
 		die "demo's repaired clone is not shown restored and shared (awk = $awk)"
+	# the atomic update step: committed, then EBUSY with the change kept
+	grep -q "^config.txt: version 2 color = blue   <- the new version, committed" "$T/demo.out" ||
+		die "demo's atomic update was not committed (awk = $awk)"
+	grep -q "io: reflinkfs io: commitupdate: committing update: Device or resource busy" "$T/demo.out" ||
+		die "demo's second atomic update did not fail with EBUSY (awk = $awk)"
+	grep -q "^config.txt: version 2 color = blue edited meanwhile   <- the concurrent change kept" "$T/demo.out" ||
+		die "demo's file after the refused commit is not shown with the concurrent change (awk = $awk)"
+	grep -Eq "atomic update +startupdate \+ pwrite \+ commitupdate: .* failed with EBUSY" "$T/demo.out" ||
+		die "demo summary has no atomic update line (awk = $awk)"
 	# the dedupe step: a second copy from outside shared after the fact
 	grep -Eq "dedupe  +a second copy from outside: reflinkfs dedupe shared [1-9][0-9]* bytes, df -[1-9][0-9]* KiB, both copies byte-identical" "$T/demo.out" ||
 		die "demo summary has no dedupe line with bytes shared and freed (awk = $awk)"

@@ -14,7 +14,8 @@
 # (open modes, O_APPEND, a closed fd), EXDEV (another filesystem), EISDIR,
 # EPERM (immutable), both files' times.  (ETXTBSY, a swap file, cannot
 # happen: a FUSE file cannot be a swap file.)  Then `reflinkfs io
-# exchangerange` with xfs_io 6.10's options (-l/-s/-d, -n, -w, -t), and
+# exchangerange` with xfs_io 6.12's options (-l/-s/-d, -n, -w, -t, -c; its
+# messages for bad numbers), and
 # XFS_IOC_START_COMMIT / XFS_IOC_COMMIT_RANGE through the shim (an
 # O_TMPFILE clone committed; EBUSY after a write or a chmod of the file,
 # nothing changed), `reflinkfs io` startupdate/commitupdate/cancelupdate
@@ -25,6 +26,7 @@ common_setup
 SHIM=${SHIM:-$(dirname "$RLFS")/libreflinkfs-preload.so}
 [ -f "$SHIM" ] || die "shim not found: $SHIM"
 command -v chattr >/dev/null || die "chattr missing (apt-get install e2fsprogs)"
+command -v strace >/dev/null || die "strace missing (apt-get install strace; scripts/deps.sh)"
 
 IMG=$T/img
 MNT=$T/mnt
@@ -65,7 +67,30 @@ if "$RLFS" io -c "exchangerange -s 1 -l 4K $MNT/ia" "$MNT/ib" 2>"$T/err"; then
 	die "unaligned exchangerange succeeded"
 fi
 grep -q "exchangerange: Invalid argument" "$T/err" || { cat "$T/err" >&2; die "message"; }
-log "reflinkfs io exchangerange: -n, -s/-d/-l, to EOF, errors"
+# -c (xfs_io 6.12): the same exchange as a commit, START_COMMIT then
+# COMMIT_RANGE on the io file (RLFS_IOC_START_COMMIT / _COMMIT_RANGE, nr
+# 14 and 15 of type 0xb7, seen with strace; LeakSanitizer cannot run
+# under ptrace)
+cp "$MNT/ia" "$T/ia.before"
+cp "$MNT/ib" "$T/ib.before"
+ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0 strace -o "$T/c.strace" -e trace=ioctl "$RLFS" io -c "exchangerange -c -t -l 8K $MNT/ia" "$MNT/ib" \
+	>"$T/c.out" || die "io exchangerange -c failed"
+[ "$(cat "$T/c.out")" = "exchangerange 8192/8192 bytes at offset 0" ] || die "io -c printed '$(cat "$T/c.out")'"
+grep -q "0xb7, 0xe, " "$T/c.strace" && grep -q "0xb7, 0xf, " "$T/c.strace" ||
+	{ cat "$T/c.strace" >&2; die "exchangerange -c did not commit (no START_COMMIT + COMMIT_RANGE)"; }
+cmp -n 8192 "$T/ia.before" "$MNT/ib" && cmp -n 8192 "$T/ib.before" "$MNT/ia" ||
+	die "exchangerange -c did not exchange the first 8 KiB"
+cmp -i 8192 "$T/ia.before" "$MNT/ia" && cmp -i 8192 "$T/ib.before" "$MNT/ib" ||
+	die "exchangerange -c changed bytes past 8 KiB"
+# xfs_io's messages for bad numbers (io/exchrange.c)
+for o in "-d x1:open file offset" "-s x1:supplied file offset" "-l x1:length"; do
+	if "$RLFS" io -c "exchangerange ${o%%:*} $MNT/ia" "$MNT/ib" 2>"$T/err"; then
+		die "exchangerange ${o%%:*} succeeded"
+	fi
+	grep -q "exchangerange: non-numeric ${o#*:} argument -- x1" "$T/err" ||
+		{ cat "$T/err" >&2; die "message for ${o%%:*}"; }
+done
+log "reflinkfs io exchangerange: -n, -s/-d/-l, to EOF, -c, errors"
 
 # 3. atomic file update with reflinkfs io: startupdate, writes to the
 # staging clone, commitupdate (whole new contents and size); cancelupdate
