@@ -18,6 +18,8 @@
  *      SEEK_HOLE never beyond EOF nor inside data (the model's bytes from
  *      the hole to the end of its 512-byte sector must be zero)
  *   m  mmap read of a range, compared with the model
+ *   W  (only with -M) store random bytes into a range inside EOF through a
+ *      MAP_SHARED writable mapping, msync(MS_SYNC) half the time, munmap
  *   c  close and reopen the file
  *   y  fsync
  * With -F N (N files: FILE, FILE.1 .. FILE.N-1, each op on a random one):
@@ -329,6 +331,43 @@ static void op_mapread(void)
 	}
 	check_range((unsigned char *)p + (off - pgoff), off, len, "mapread");
 	munmap(p, len + (off - pgoff));
+}
+
+static void fill_random(unsigned char *buf, uint64_t len);
+
+static void op_mapwrite(void)
+{
+	uint64_t off, len;
+	long pg = sysconf(_SC_PAGESIZE);
+	if (cf->size == 0)
+		return;
+	/* inside EOF only: a store past it is not part of the file */
+	pick_range(&off, &len, cf->size);
+	if (off + len > cf->size)
+		len = cf->size - off;
+	if (len == 0)
+		return;
+	int sync = (int)rnd_below(2);
+	uint64_t pgoff = off & ~((uint64_t)pg - 1);
+	size_t maplen = (size_t)(len + (off - pgoff));
+	logop("mapwrite 0x%" PRIx64 " +0x%" PRIx64 "%s", off, len, sync ? " msync" : "");
+	void *p = mmap(NULL, maplen, PROT_READ | PROT_WRITE, MAP_SHARED, cf->fd, (off_t)pgoff);
+	if (p == MAP_FAILED) {
+		if (errno == ENODEV || errno == EOPNOTSUPP || errno == EINVAL) {
+			if (!tolerant)
+				fail("mmap(PROT_WRITE): %s", strerror(errno));
+			disable_op('W', strerror(errno));
+			return;
+		}
+		fail("mmap(PROT_WRITE): %s", strerror(errno));
+	}
+	fill_random(tmpbuf, len);
+	memcpy((unsigned char *)p + (off - pgoff), tmpbuf, len);
+	if (sync && msync(p, maplen, MS_SYNC) < 0)
+		fail("msync: %s", strerror(errno));
+	if (munmap(p, maplen) < 0)
+		fail("munmap: %s", strerror(errno));
+	memcpy(cf->good + off, tmpbuf, len);
 }
 
 static void fill_random(unsigned char *buf, uint64_t len)
@@ -964,6 +1003,7 @@ static void usage(int code)
 		"             l clone, x copy_file_range, u unshare, d dedupe (these four\n"
 		"             need -F)\n"
 		"  -A         also C collapse range and I insert range (off by default)\n"
+		"  -M         also W: stores through a shared writable mmap (off by default)\n"
 		"  -F n       n files FILE, FILE.1 .. (models MODEL, MODEL.1 ..) with clone,\n"
 		"             copy_file_range and unshare ops between them (n <= 16)\n"
 		"  -b bytes   clone alignment (default 4096, the filesystem block size)\n"
@@ -1008,8 +1048,8 @@ static void open_all(int create)
 
 int main(int argc, char **argv)
 {
-	int opt, cont = 0, multi = 0, shift_ops = 0;
-	while ((opt = getopt(argc, argv, "N:S:l:o:m:cX:tdYqvhF:b:KPA")) != -1) {
+	int opt, cont = 0, multi = 0, shift_ops = 0, map_writes = 0;
+	while ((opt = getopt(argc, argv, "N:S:l:o:m:cX:tdYqvhF:b:KPAM")) != -1) {
 		switch (opt) {
 		case 'N': nops = parse_size(optarg); break;
 		case 'S': seed = parse_size(optarg); break;
@@ -1029,6 +1069,7 @@ int main(int argc, char **argv)
 		case 'K': reflink_api = REFLINK_KERNEL; break;
 		case 'P': reflink_api = REFLINK_PRIVATE; break;
 		case 'A': shift_ops = 1; break;
+		case 'M': map_writes = 1; break;
 		case 'h': usage(0); break;
 		default: usage(2);
 		}
@@ -1042,6 +1083,10 @@ int main(int argc, char **argv)
 		strcat(disabled, "lxud");
 	if (!shift_ops && strlen(disabled) + 2 < sizeof(disabled))
 		strcat(disabled, "CI");
+	/* opt-in, and last in the table: without -M the sequences of a seed
+	 * stay what they were */
+	if (!map_writes && strlen(disabled) + 1 < sizeof(disabled))
+		strcat(disabled, "W");
 	if (seed == 0)
 		seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 16);
 	rng_state = seed;
@@ -1104,6 +1149,7 @@ int main(int argc, char **argv)
 		{'y', 1, op_fsync}, {'l', 12, op_clone}, {'x', 8, op_copy_range},
 		{'u', 4, op_unshare}, {'d', 6, op_dedupe},
 		{'C', 4, op_collapse}, {'I', 4, op_insert},
+		{'W', 4, op_mapwrite},
 	};
 	const size_t nkinds = sizeof(ops) / sizeof(ops[0]);
 	uint64_t counts[24] = {0};
