@@ -22,11 +22,11 @@ OPS=${FSX_OPS:-5000}
 # Under -o dax (the +dax run, RLFS_DAX=1) files open with direct I/O; their
 # shared mmap works because the daemon's INIT reply asks for
 # FUSE_DIRECT_IO_ALLOW_MMAP, so the mmap reads run there too (on kernels
-# before 6.6, which cannot grant it, fsx fails at the first mapread), with
-# stores through shared writable mappings besides (-M, on XFS too, so that
-# both runs draw the same operations).
-MW=()
-[ "${RLFS_DAX:-0}" != 1 ] || MW=(-M)
+# before 6.6, which cannot grant it, fsx fails at the first mapread).
+# Every run also stores through shared writable mappings (-M; on XFS too,
+# so that both runs draw the same operations): with dax through the kernel's
+# page cache of a direct-I/O file, without it through the writeback cache.
+MW=(-M)
 
 # runs CYCLE DIR MODELDIR [-c]: the three runs of one cycle
 runs() {
