@@ -13,7 +13,11 @@
 #     private ioctl, behind the kernel's back) is seen through the mapping;
 #  4. after msync, unmount, fsck and a -o dax remount the files hold
 #     exactly what was stored; MAP_PRIVATE stores stay private;
-#  5. with RLFS_NO_DIRECT_IO_MMAP=1 (the INIT reply without the flag, as
+#  5. msync is durable: a store through the mapping into shared blocks of
+#     the clone (a copy-on-write), msync, then kill -9 of the daemon; after
+#     log recovery the clone has the stored bytes, its source the old ones
+#     (msync wrote the pages back and sent FSYNC, which forced the log);
+#  6. with RLFS_NO_DIRECT_IO_MMAP=1 (the INIT reply without the flag, as
 #     before this test existed) MAP_SHARED is ENODEV again.
 # Running the whole test with RLFS_NO_DIRECT_IO_MMAP=1 makes 1-4 fail.
 . "$(dirname "$0")/../lib.sh"
@@ -114,9 +118,31 @@ rlfs_mount "$img" "$mnt" -o dax
 cmp "$mnt/a" "$T/expect.a" || die "after a remount a is not what was stored through its mapping"
 cmp "$mnt/c" "$T/expect.c" || die "after a remount the clone c is not what was stored and cloned"
 log "after msync, unmount, fsck and a -o dax remount both files hold the mapped stores"
-rlfs_umount "$mnt"
 
-# 5. the INIT reply without FUSE_DIRECT_IO_ALLOW_MMAP: ENODEV, as before
+# 5. msync, then kill -9: c's first 16 pages share a's blocks (case 3)
+$PY - "$mnt/c" "$T/expect.c" <<'PYEOF' || die "case 5: store and msync failed"
+import os, sys, mmap
+path, expect = sys.argv[1:3]
+data = bytearray(open(expect, "rb").read())
+fd = os.open(path, os.O_RDWR)
+m = mmap.mmap(fd, len(data), mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+b = os.urandom(5 * mmap.PAGESIZE)
+m[2 * mmap.PAGESIZE:7 * mmap.PAGESIZE] = b
+data[2 * mmap.PAGESIZE:7 * mmap.PAGESIZE] = b
+m.flush()
+m.close()
+os.close(fd)
+open(expect, "wb").write(data)
+PYEOF
+kill_daemon "$img" "$mnt"
+rlfs_mount "$img" "$mnt" -o dax
+cmp "$mnt/c" "$T/expect.c" || die "case 5: after msync and kill -9 the clone lost the mapped store"
+cmp "$mnt/a" "$T/expect.a" || die "case 5: the store through the clone's mapping changed its source"
+rlfs_umount "$mnt"
+rlfs_fsck "$img"
+log "a mapped copy-on-write store survives kill -9 of the daemon after msync"
+
+# 6. the INIT reply without FUSE_DIRECT_IO_ALLOW_MMAP: ENODEV, as before
 RLFS_NO_DIRECT_IO_MMAP=1 rlfs_mount "$img" "$mnt" -o dax
 $PY - "$mnt/a" <<'PYEOF' || die "without FUSE_DIRECT_IO_ALLOW_MMAP a shared mapping was not ENODEV"
 import os, sys, mmap, errno
