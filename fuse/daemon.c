@@ -754,7 +754,8 @@ static void open_flags(struct fuse_file_info *fi)
  * daemon at once and fail with ENOSPC there where they need space, and a
  * shared mmap of it (MAP_SHARED of a handle open for writing, even
  * PROT_READ) is refused with ENODEV (the kernel allows MAP_SHARED of such
- * a file only with FUSE_DIRECT_IO_ALLOW_MMAP, which we do not ask for),
+ * a file only with FUSE_DIRECT_IO_ALLOW_MMAP, which we ask for only under
+ * -o dax: there the refusal is gone, see below),
  * where through the page cache it would dirty pages that can fail at
  * writeback with no one to tell: FUSE sends no page_mkwrite, so the
  * SIGBUS XFS gives a write fault it cannot reserve for is not ours to
@@ -771,7 +772,12 @@ static void open_direct(struct rlfs_mount *mp, uint64_t ino, struct fuse_file_in
 	if (rlfs_dax_enabled(mp)) {
 		/* -o dax: every open of a regular file (only those reach
 		 * OPEN/CREATE) bypasses the page cache; the data lives in
-		 * the daemon's mapping of the image only, as with fsdax */
+		 * the daemon's mapping of the image only, as with fsdax.
+		 * The INIT reply asked for FUSE_DIRECT_IO_ALLOW_MMAP
+		 * (rlfs_fuse_io_install), so a shared mmap is granted, full
+		 * or not: the kernel has no per-open way to refuse it then,
+		 * and a mapping made at full is exposed as one made while
+		 * there was space (docs/DESIGN.md, "Direct access") */
 		fi->direct_io = 1;
 		fi->keep_cache = 0;
 		fi->fh |= RLFS_FH_DIRECT;

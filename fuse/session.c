@@ -635,7 +635,10 @@ static int setup(const struct rlfs_daemon_opts *o, const char *image, struct fus
 		       "and later; serving requests through /dev/fuse");
 		uring = false;
 	}
-	rlfs_fuse_io_install(g_se, uring, loop_finished); /* falls back to /dev/fuse */
+	/* -o dax opens every file with FOPEN_DIRECT_IO: ask the kernel to
+	 * allow shared mappings of them (docs/DESIGN.md, "Direct access") */
+	rlfs_fuse_io_install(g_se, uring, rlfs_dax_enabled(g_mp),
+			     loop_finished); /* falls back to /dev/fuse */
 	return 0;
 fail_session:
 	fuse_session_destroy(g_se);

@@ -8,7 +8,8 @@
  * request parsing and reply building (fuse_session_process_buf, and a
  * custom io, fuse_session_custom_io, through which every reply passes).
  * The custom io is installed on every mount, rings or not: it also adds
- * FUSE_HANDLE_KILLPRIV_V2 to the INIT reply (see uring.h).
+ * FUSE_HANDLE_KILLPRIV_V2 and, under -o dax, FUSE_DIRECT_IO_ALLOW_MMAP to
+ * the INIT reply (see uring.h).
  *
  * Why: with /dev/fuse a request wakes whichever daemon thread sleeps in
  * read(), usually on another CPU than the application; on small VMs that
@@ -98,6 +99,7 @@
 #define FUSE_HANDLE_KILLPRIV_V2 (1u << 28)
 #define FUSE_INIT_EXT (1u << 30)
 #define FUSE_OVER_IO_URING_FLAGS2 (1u << 9)     /* bit 41 of the 64-bit flags */
+#define FUSE_DIRECT_IO_ALLOW_MMAP_FLAGS2 (1u << 4) /* bit 36, protocol 7.39, Linux 6.6 */
 
 enum fuse_uring_cmd {
 	FUSE_IO_URING_CMD_INVALID = 0,
@@ -123,8 +125,10 @@ struct fuse_out_header_k {
 	uint64_t unique;
 };
 
-/* fuse_init_in: flags after major, minor, max_readahead */
+/* fuse_init_in: flags after major, minor, max_readahead; flags2 (the
+ * upper 32 bits, meaningful when flags has FUSE_INIT_EXT) after flags */
 #define INIT_IN_FLAGS 12
+#define INIT_IN_FLAGS2 16
 /* fuse_init_out offsets used here */
 #define INIT_OUT_FLAGS 12
 #define INIT_OUT_MAX_WRITE 20
@@ -212,6 +216,9 @@ static struct fuse_session *g_se;
 static int g_fd = -1;
 static _Atomic uint64_t g_init_unique;  /* unique of INIT, 0 if not seen */
 static _Atomic uint32_t g_init_in_flags; /* what the kernel offered in INIT */
+static _Atomic uint32_t g_init_in_flags2; /* its upper half (0 without FUSE_INIT_EXT) */
+static bool g_direct_mmap;              /* ask for FUSE_DIRECT_IO_ALLOW_MMAP */
+static atomic_bool g_direct_mmap_on;    /* the INIT reply asked for it */
 static atomic_bool g_setxattr_ext;      /* the INIT reply asked for FUSE_SETXATTR_EXT */
 static bool g_uring;                    /* rings wanted and possible */
 static bool g_killpriv_v2 = true;       /* RLFS_NO_KILLPRIV_V2=1: false */
@@ -1101,8 +1108,10 @@ void rlfs_uring_stop(void)
 
 /* Add to libfuse's INIT reply (iov[1] is struct fuse_init_out) what
  * libfuse 3.14 cannot ask for: FUSE_HANDLE_KILLPRIV_V2 if the kernel
- * offered it, and with uring FUSE_OVER_IO_URING (then the payload size
- * is taken from the reply too). */
+ * offered it, FUSE_DIRECT_IO_ALLOW_MMAP if wanted (-o dax) and offered,
+ * and with uring FUSE_OVER_IO_URING (then the payload size is taken from
+ * the reply too).  The flags2 bits count only with FUSE_INIT_EXT in flags
+ * (fs/fuse/inode.c process_init_reply). */
 static void init_patch(struct iovec *iov, int count, char *copy, size_t cap, bool uring)
 {
 	if (count < 2 || iov[1].iov_len < INIT_OUT_FLAGS2 + 4 || iov[1].iov_len > cap)
@@ -1121,6 +1130,14 @@ static void init_patch(struct iovec *iov, int count, char *copy, size_t cap, boo
 	if (atomic_load(&g_init_in_flags) & FUSE_SETXATTR_EXT) {
 		flags |= FUSE_SETXATTR_EXT;
 		atomic_store(&g_setxattr_ext, true);
+	}
+	if (g_direct_mmap && (atomic_load(&g_init_in_flags2) & FUSE_DIRECT_IO_ALLOW_MMAP_FLAGS2)) {
+		flags |= FUSE_INIT_EXT;
+		flags2 |= FUSE_DIRECT_IO_ALLOW_MMAP_FLAGS2;
+		atomic_store(&g_direct_mmap_on, true);
+	} else if (g_direct_mmap && !uring) {    /* once: the plain reply comes first */
+		fprintf(stderr, "reflinkfs: the kernel does not offer FUSE_DIRECT_IO_ALLOW_MMAP "
+			"(Linux 6.6+): a shared mmap of a file is ENODEV under -o dax\n");
 	}
 	if (uring) {
 		flags |= FUSE_INIT_EXT;
@@ -1199,10 +1216,13 @@ static ssize_t uring_read(int fd, void *buf, size_t len, void *userdata)
 		struct fuse_in_header_k in;
 		memcpy(&in, buf, sizeof(in));
 		if (in.opcode == FUSE_OPCODE_INIT) {
-			uint32_t flags = 0;
+			uint32_t flags = 0, flags2 = 0;
 			if ((size_t)n >= sizeof(in) + INIT_IN_FLAGS + 4)
 				memcpy(&flags, (char *)buf + sizeof(in) + INIT_IN_FLAGS, 4);
+			if ((flags & FUSE_INIT_EXT) && (size_t)n >= sizeof(in) + INIT_IN_FLAGS2 + 4)
+				memcpy(&flags2, (char *)buf + sizeof(in) + INIT_IN_FLAGS2, 4);
 			atomic_store(&g_init_in_flags, flags);
+			atomic_store(&g_init_in_flags2, flags2);
 			atomic_store(&g_init_unique, in.unique);
 		}
 	}
@@ -1265,9 +1285,14 @@ static int probe_ring(void)
 	return 0;
 }
 
-int rlfs_fuse_io_install(struct fuse_session *se, bool uring, void (*on_fatal)(int err))
+int rlfs_fuse_io_install(struct fuse_session *se, bool uring, bool direct_mmap,
+			 void (*on_fatal)(int err))
 {
 	g_on_fatal = on_fatal;
+	/* RLFS_NO_DIRECT_IO_MMAP=1: as on kernels without it (to compare) */
+	const char *no_dm = getenv("RLFS_NO_DIRECT_IO_MMAP");
+	g_direct_mmap = direct_mmap && !(no_dm && strcmp(no_dm, "1") == 0);
+	atomic_store(&g_direct_mmap_on, false);
 	const char *fail = getenv("RLFS_URING_FAIL_COMMIT");
 	if (fail && *fail)
 		g_fail_commit_after = strtol(fail, NULL, 10);
@@ -1299,4 +1324,9 @@ int rlfs_fuse_io_install(struct fuse_session *se, bool uring, void (*on_fatal)(i
 		return e2;
 	}
 	return err;
+}
+
+bool rlfs_fuse_io_direct_mmap(void)
+{
+	return atomic_load(&g_direct_mmap_on);
 }

@@ -33,6 +33,13 @@ bool rlfs_uring_wanted(int opt);
  *  - with uring, FUSE_OVER_IO_URING, starting one ring thread per ring
  *    after it.  Enables /sys/module/fuse/parameters/enable_uring if needed
  *    (root only).
+ *  - with direct_mmap (-o dax), FUSE_DIRECT_IO_ALLOW_MMAP (flags2 bit 4 =
+ *    bit 36, protocol 7.39, Linux 6.6+, if the kernel's INIT offers it):
+ *    the kernel then allows MAP_SHARED of files opened with
+ *    FOPEN_DIRECT_IO (fs/fuse/file.c fuse_file_mmap; without it ENODEV),
+ *    served through its page cache, which it writes back and drops
+ *    around every direct read and write of the range.  Connection-wide:
+ *    it applies to every direct-I/O open, not only to dax's.
  * Returns 0; -errno if io_uring was wanted but cannot be used (a message
  * was logged; requests then come through /dev/fuse, KILLPRIV_V2 still
  * applies) or if the custom io could not be installed (nothing changes).
@@ -43,7 +50,15 @@ bool rlfs_uring_wanted(int opt);
  * answered, so the caller should end the session (unmount, close the
  * image) instead of leaving applications hanging.  It must not block.
  */
-int rlfs_fuse_io_install(struct fuse_session *se, bool uring, void (*on_fatal)(int err));
+int rlfs_fuse_io_install(struct fuse_session *se, bool uring, bool direct_mmap,
+			 void (*on_fatal)(int err));
+
+/*
+ * Whether the INIT reply asked for FUSE_DIRECT_IO_ALLOW_MMAP (direct_mmap
+ * was passed and the kernel offered it): shared mappings of direct-I/O
+ * files are then granted.  False before INIT and on kernels before 6.6.
+ */
+bool rlfs_fuse_io_direct_mmap(void);
 
 /*
  * Requests the custom io rewrites for libfuse 3.14 (both on /dev/fuse and

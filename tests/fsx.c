@@ -18,6 +18,8 @@
  *      SEEK_HOLE never beyond EOF nor inside data (the model's bytes from
  *      the hole to the end of its 512-byte sector must be zero)
  *   m  mmap read of a range, compared with the model
+ *   W  (only with -M) store random bytes into a range inside EOF through a
+ *      MAP_SHARED writable mapping, msync(MS_SYNC) half the time, munmap
  *   c  close and reopen the file
  *   y  fsync
  * With -F N (N files: FILE, FILE.1 .. FILE.N-1, each op on a random one):
@@ -341,6 +343,43 @@ static void op_mapread(void)
 	}
 	check_range((unsigned char *)p + (off - pgoff), off, len, "mapread");
 	munmap(p, len + (off - pgoff));
+}
+
+static void fill_random(unsigned char *buf, uint64_t len);
+
+static void op_mapwrite(void)
+{
+	uint64_t off, len;
+	long pg = sysconf(_SC_PAGESIZE);
+	if (cf->size == 0)
+		return;
+	/* inside EOF only: a store past it is not part of the file */
+	pick_range(&off, &len, cf->size);
+	if (off + len > cf->size)
+		len = cf->size - off;
+	if (len == 0)
+		return;
+	int sync = (int)rnd_below(2);
+	uint64_t pgoff = off & ~((uint64_t)pg - 1);
+	size_t maplen = (size_t)(len + (off - pgoff));
+	logop("mapwrite 0x%" PRIx64 " +0x%" PRIx64 "%s", off, len, sync ? " msync" : "");
+	void *p = mmap(NULL, maplen, PROT_READ | PROT_WRITE, MAP_SHARED, cf->fd, (off_t)pgoff);
+	if (p == MAP_FAILED) {
+		if (errno == ENODEV || errno == EOPNOTSUPP || errno == EINVAL) {
+			if (!tolerant)
+				fail("mmap(PROT_WRITE): %s", strerror(errno));
+			disable_op('W', strerror(errno));
+			return;
+		}
+		fail("mmap(PROT_WRITE): %s", strerror(errno));
+	}
+	fill_random(tmpbuf, len);
+	memcpy((unsigned char *)p + (off - pgoff), tmpbuf, len);
+	if (sync && msync(p, maplen, MS_SYNC) < 0)
+		fail("msync: %s", strerror(errno));
+	if (munmap(p, maplen) < 0)
+		fail("munmap: %s", strerror(errno));
+	memcpy(cf->good + off, tmpbuf, len);
 }
 
 static void fill_random(unsigned char *buf, uint64_t len)
@@ -1093,6 +1132,7 @@ static void usage(int code)
 		"  -A         also C collapse range and I insert range (off by default)\n"
 		"  -e         also e exchange range (off by default; block-aligned ranges\n"
 		"             of one file, or of two with -F); -X e or -0 turns it off\n"
+		"  -M         also W: stores through a shared writable mmap (off by default)\n"
 		"  -F n       n files FILE, FILE.1 .. (models MODEL, MODEL.1 ..) with clone,\n"
 		"             copy_file_range and unshare ops between them (n <= 16)\n"
 		"  -b bytes   clone/exchange alignment (default 4096, the filesystem block\n"
@@ -1139,8 +1179,8 @@ static void open_all(int create)
 
 int main(int argc, char **argv)
 {
-	int opt, cont = 0, multi = 0, shift_ops = 0, exchange_ops = 0;
-	while ((opt = getopt(argc, argv, "N:S:l:o:m:cX:tdYqvhF:b:KPAe0")) != -1) {
+	int opt, cont = 0, multi = 0, shift_ops = 0, exchange_ops = 0, map_writes = 0;
+	while ((opt = getopt(argc, argv, "N:S:l:o:m:cX:tdYqvhF:b:KPAe0M")) != -1) {
 		switch (opt) {
 		case 'N': nops = parse_size(optarg); break;
 		case 'S': seed = parse_size(optarg); break;
@@ -1162,6 +1202,7 @@ int main(int argc, char **argv)
 		case 'A': shift_ops = 1; break;
 		case 'e': exchange_ops = 1; break;
 		case '0': exchange_ops = -1; break;   /* fstests fsx: no exchange */
+		case 'M': map_writes = 1; break;
 		case 'h': usage(0); break;
 		default: usage(2);
 		}
@@ -1177,6 +1218,10 @@ int main(int argc, char **argv)
 		strcat(disabled, "CI");
 	if (exchange_ops <= 0 && strlen(disabled) + 1 < sizeof(disabled))
 		strcat(disabled, "e");
+	/* opt-in, and last in the table: without -M the sequences of a seed
+	 * stay what they were */
+	if (!map_writes && strlen(disabled) + 1 < sizeof(disabled))
+		strcat(disabled, "W");
 	if (seed == 0)
 		seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 16);
 	rng_state = seed;
@@ -1239,6 +1284,7 @@ int main(int argc, char **argv)
 		{'y', 1, op_fsync}, {'l', 12, op_clone}, {'x', 8, op_copy_range},
 		{'u', 4, op_unshare}, {'d', 6, op_dedupe},
 		{'C', 4, op_collapse}, {'I', 4, op_insert}, {'e', 6, op_exchange},
+		{'W', 4, op_mapwrite},
 	};
 	const size_t nkinds = sizeof(ops) / sizeof(ops[0]);
 	uint64_t counts[24] = {0};

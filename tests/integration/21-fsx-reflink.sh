@@ -23,31 +23,34 @@ img=$T/fsx.img
 mnt=$T/mnt
 CYCLES=${FSX_CYCLES:-4}
 OPS=${FSX_OPS:-5000}
-# Under -o dax (the +dax run, RLFS_DAX=1) files open with direct I/O, and a
-# shared mmap of those is ENODEV (FUSE without FUSE_DIRECT_IO_ALLOW_MMAP):
-# no mmap reads, on XFS too, so that both runs draw the same operations.
-XM=()
-[ "${RLFS_DAX:-0}" != 1 ] || XM=(-X m)
+# Under -o dax (the +dax run, RLFS_DAX=1) files open with direct I/O; their
+# shared mmap works because the daemon's INIT reply asks for
+# FUSE_DIRECT_IO_ALLOW_MMAP, so the mmap reads run there too (on kernels
+# before 6.6, which cannot grant it, fsx fails at the first mapread).
+# Every run also stores through shared writable mappings (-M; on XFS too,
+# so that both runs draw the same operations): with dax through the kernel's
+# page cache of a direct-I/O file, without it through the writeback cache.
+MW=(-M)
 
 # runs CYCLE DIR MODELDIR [-c]: the three runs of one cycle
 runs() {
 	local c=$1 d=$2 md=$3; shift 3
 	# four small files, small ops: many clones of partial, overlapping ranges
-	run_to 600 "$FSX" -q -F 4 -N "$OPS" -S $((c + 21)) -l 2M -o 128K -m "$md/small" "${XM[@]}" "$@" "$d/small" ||
+	run_to 600 "$FSX" -q -F 4 -N "$OPS" -S $((c + 21)) -l 2M -o 128K -m "$md/small" "${MW[@]}" "$@" "$d/small" ||
 		die "fsx small (cycle $c, $d) failed"
 	# three larger files with big ops (bmbt-format forks, long refcount records)
-	run_to 600 "$FSX" -q -F 3 -N $((OPS / 4)) -S $((c + 201)) -l 24M -o 2M -m "$md/big" "${XM[@]}" "$@" "$d/big" ||
+	run_to 600 "$FSX" -q -F 3 -N $((OPS / 4)) -S $((c + 201)) -l 24M -o 2M -m "$md/big" "${MW[@]}" "$@" "$d/big" ||
 		die "fsx big (cycle $c, $d) failed"
 	# tiny ops on two files: fragmented extents shared in pieces
-	run_to 600 "$FSX" -q -F 2 -N "$OPS" -S $((c + 2001)) -l 1M -o 16K -X t -m "$md/frag" "${XM[@]}" "$@" "$d/frag" ||
+	run_to 600 "$FSX" -q -F 2 -N "$OPS" -S $((c + 2001)) -l 1M -o 16K -X t -m "$md/frag" "${MW[@]}" "$@" "$d/frag" ||
 		die "fsx frag (cycle $c, $d) failed"
 	# collapse and insert range (-A) among the clones: shared extents move
-	run_to 600 "$FSX" -q -F 2 -A -N "$OPS" -S $((c + 3001)) -l 2M -o 64K -m "$md/shift" "${XM[@]}" "$@" "$d/shift" ||
+	run_to 600 "$FSX" -q -F 2 -A -N "$OPS" -S $((c + 3001)) -l 2M -o 64K -m "$md/shift" "${MW[@]}" "$@" "$d/shift" ||
 		die "fsx shift (cycle $c, $d) failed"
 	# exchange range (-e) among three files and within each, besides the
 	# clones: shared extents swap places (reflinkfs only, see above)
 	[ "$d" = "$T/xfs" ] ||
-		run_to 600 "$FSX" -q -F 3 -e -N "$OPS" -S $((c + 4001)) -l 2M -o 128K -m "$md/xchg" "${XM[@]}" "$@" "$d/xchg" ||
+		run_to 600 "$FSX" -q -F 3 -e -N "$OPS" -S $((c + 4001)) -l 2M -o 128K -m "$md/xchg" "${MW[@]}" "$@" "$d/xchg" ||
 		die "fsx exchange (cycle $c, $d) failed"
 }
 
@@ -100,7 +103,7 @@ log "all $n files match their models, the 11 not exchanged also kernel XFS"
 # AGs' refcounts)
 pids=()
 for i in 1 2; do
-	run_to 600 "$FSX" -q -F 3 -e -N "$OPS" -S $((i * 77)) -l 4M -o 256K "${XM[@]}" "$mnt/par$i" >"$T/par$i.log" 2>&1 &
+	run_to 600 "$FSX" -q -F 3 -e -N "$OPS" -S $((i * 77)) -l 4M -o 256K "${MW[@]}" "$mnt/par$i" >"$T/par$i.log" 2>&1 &
 	pids+=($!)
 done
 for i in 0 1; do
