@@ -16,7 +16,9 @@
 # clone once more under -o dax (copy-around); updates a small file atomically
 # with reflinkfs io (startupdate, pwrite into the temporary clone,
 # commitupdate) and shows a second update whose file is appended to before
-# commitupdate fail with EBUSY, the append kept; runs fsck again; then the
+# commitupdate fail with EBUSY, the append kept, then both again with the
+# XFS-ioctl example program docs/examples/atomic-update.c through the
+# LD_PRELOAD shim; runs fsck again; then the
 # crash step: remounts, takes sha256 sums of the
 # tree and its clone, starts a second copy (cp -a DIR copy2) and kills the
 # daemon with kill -9 in the middle of it, remounts (log recovery runs and
@@ -282,6 +284,28 @@ echo "commitupdate refused: Device or resource busy (EBUSY), nothing exchanged"
 	fail "after the refused commit config.txt is not version 2 with the concurrent change"
 echo "config.txt: $(tr '\n' ' ' <"$MNT/config.txt")  <- the concurrent change kept, the staged version 3 dropped"
 rm -f "$IMG.cmds" "$IMG.io.out"
+# 3. the same two updates by a program written for XFS's ioctls
+# (docs/examples/atomic-update.c: START_COMMIT, FICLONE into a temporary
+# file, pwrite, COMMIT_RANGE), unmodified, through the LD_PRELOAD shim
+SHIM=$(cd "$BUILD" && pwd)/libreflinkfs-preload.so
+AU=$(cd "$BUILD" && pwd)/atomic-update
+[ -f "$SHIM" ] && [ -x "$AU" ] || fail "no shim or atomic-update example in $BUILD (run make build)"
+echo "the same with a program written for XFS (docs/examples/atomic-update.c), through the shim:"
+echo "\$ LD_PRELOAD=libreflinkfs-preload.so atomic-update config.txt 8 4"
+LD_PRELOAD=$SHIM "$AU" "$MNT/config.txt" 8 4 | sed 's/^/  /' || fail "atomic-update through the shim failed"
+[ "$(head -n 1 "$MNT/config.txt")" = "version 4" ] || fail "atomic-update's commit is not in config.txt"
+echo "\$ LD_PRELOAD=libreflinkfs-preload.so atomic-update --wait config.txt 8 5   (config.txt appended to while it waits)"
+rc=0
+rm -f "$IMG.au.out"
+{ for _ in $(seq 1 600); do grep -q '^staged' "$IMG.au.out" 2>/dev/null && break; sleep 0.1; done
+  printf 'edited again\n' >>"$MNT/config.txt"; echo go; } |
+	LD_PRELOAD=$SHIM "$AU" --wait "$MNT/config.txt" 8 5 >"$IMG.au.out" 2>&1 || rc=$?
+sed 's/^/  /' "$IMG.au.out"
+[ $rc = 3 ] || fail "atomic-update after a concurrent change exited $rc (expected 3, EBUSY)"
+[ "$(head -n 1 "$MNT/config.txt")" = "version 4" ] && grep -qx "edited again" "$MNT/config.txt" ||
+	fail "after the refused commit config.txt is not version 4 with the concurrent change"
+echo "config.txt: $(tr '\n' ' ' <"$MNT/config.txt")"
+rm -f "$IMG.au.out"
 "$RLFS" umount "$MNT"
 mounted=0
 

@@ -185,7 +185,7 @@ fi
 URING_TESTS=${URING_TESTS:-"02-copy-trees 03-enospc 05-fsx 06-parallel 20-ioctl-shim 22-clone-group 28-privs 29-clone-kill 55-dedupe 66-dax-mmap"}
 URING_PARAM=/sys/module/fuse/parameters/enable_uring
 # Tests that run a second time with every mount -o dax (RLFS_DAX=1).
-DAX_TESTS=${DAX_TESTS:-"21-fsx-reflink 55-dedupe 61-cowfork 62-enospc-wbcache"}
+DAX_TESTS=${DAX_TESTS:-"05-fsx 20-ioctl-shim 22-clone-group 23-cp-tree 21-fsx-reflink 55-dedupe 61-cowfork 62-enospc-wbcache"}
 
 if [ "$WHAT" = integration ] || [ "$WHAT" = all ]; then
 	for script in "$SRCDIR"/tests/integration/*.sh; do
