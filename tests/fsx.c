@@ -318,31 +318,54 @@ static void op_read(void)
 	check_range(tmpbuf, off, len, "read");
 }
 
+/* A range inside EOF for the map ops (a store past EOF is not part of
+ * the file; pick_range, cut to the size);
+ * false if there is none. */
+static int pick_inside(uint64_t *off, uint64_t *len)
+{
+	if (cf->size == 0)
+		return 0;
+	pick_range(off, len, cf->size);
+	if (*off + *len > cf->size)
+		*len = cf->size - *off;
+	return *len != 0;
+}
+
+/* mmap MAP_SHARED of the pages holding [off, off+len): the address of
+ * off in it, *maplen and *base for munmap; NULL if the filesystem
+ * refuses such mappings and -t lets op be disabled (else fail). */
+static unsigned char *map_range(int prot, uint64_t off, uint64_t len, char op, void **base,
+				size_t *maplen)
+{
+	uint64_t pgoff = off & ~((uint64_t)sysconf(_SC_PAGESIZE) - 1);
+	const char *what = prot & PROT_WRITE ? "mmap(PROT_WRITE)" : "mmap";
+	*maplen = (size_t)(len + (off - pgoff));
+	*base = mmap(NULL, *maplen, prot, MAP_SHARED, cf->fd, (off_t)pgoff);
+	if (*base == MAP_FAILED) {
+		if (errno == ENODEV || errno == EOPNOTSUPP || errno == EINVAL) {
+			if (!tolerant)
+				fail("%s: %s", what, strerror(errno));
+			disable_op(op, strerror(errno));
+			return NULL;
+		}
+		fail("%s: %s", what, strerror(errno));
+	}
+	return (unsigned char *)*base + (off - pgoff);
+}
+
 static void op_mapread(void)
 {
 	uint64_t off, len;
-	long pg = sysconf(_SC_PAGESIZE);
-	if (cf->size == 0)
+	void *base;
+	size_t maplen;
+	if (!pick_inside(&off, &len))
 		return;
-	pick_range(&off, &len, cf->size);
-	if (off + len > cf->size)
-		len = cf->size - off;
-	if (len == 0)
-		return;
-	uint64_t pgoff = off & ~((uint64_t)pg - 1);
 	logop("mapread 0x%" PRIx64 " +0x%" PRIx64, off, len);
-	void *p = mmap(NULL, len + (off - pgoff), PROT_READ, MAP_SHARED, cf->fd, (off_t)pgoff);
-	if (p == MAP_FAILED) {
-		if (errno == ENODEV || errno == EOPNOTSUPP || errno == EINVAL) {
-			if (!tolerant)
-				fail("mmap: %s", strerror(errno));
-			disable_op('m', strerror(errno));
-			return;
-		}
-		fail("mmap: %s", strerror(errno));
-	}
-	check_range((unsigned char *)p + (off - pgoff), off, len, "mapread");
-	munmap(p, len + (off - pgoff));
+	unsigned char *p = map_range(PROT_READ, off, len, 'm', &base, &maplen);
+	if (!p)
+		return;
+	check_range(p, off, len, "mapread");
+	munmap(base, maplen);
 }
 
 static void fill_random(unsigned char *buf, uint64_t len);
@@ -350,34 +373,20 @@ static void fill_random(unsigned char *buf, uint64_t len);
 static void op_mapwrite(void)
 {
 	uint64_t off, len;
-	long pg = sysconf(_SC_PAGESIZE);
-	if (cf->size == 0)
-		return;
-	/* inside EOF only: a store past it is not part of the file */
-	pick_range(&off, &len, cf->size);
-	if (off + len > cf->size)
-		len = cf->size - off;
-	if (len == 0)
+	void *base;
+	size_t maplen;
+	if (!pick_inside(&off, &len))
 		return;
 	int sync = (int)rnd_below(2);
-	uint64_t pgoff = off & ~((uint64_t)pg - 1);
-	size_t maplen = (size_t)(len + (off - pgoff));
 	logop("mapwrite 0x%" PRIx64 " +0x%" PRIx64 "%s", off, len, sync ? " msync" : "");
-	void *p = mmap(NULL, maplen, PROT_READ | PROT_WRITE, MAP_SHARED, cf->fd, (off_t)pgoff);
-	if (p == MAP_FAILED) {
-		if (errno == ENODEV || errno == EOPNOTSUPP || errno == EINVAL) {
-			if (!tolerant)
-				fail("mmap(PROT_WRITE): %s", strerror(errno));
-			disable_op('W', strerror(errno));
-			return;
-		}
-		fail("mmap(PROT_WRITE): %s", strerror(errno));
-	}
+	unsigned char *p = map_range(PROT_READ | PROT_WRITE, off, len, 'W', &base, &maplen);
+	if (!p)
+		return;
 	fill_random(tmpbuf, len);
-	memcpy((unsigned char *)p + (off - pgoff), tmpbuf, len);
-	if (sync && msync(p, maplen, MS_SYNC) < 0)
+	memcpy(p, tmpbuf, len);
+	if (sync && msync(base, maplen, MS_SYNC) < 0)
 		fail("msync: %s", strerror(errno));
-	if (munmap(p, maplen) < 0)
+	if (munmap(base, maplen) < 0)
 		fail("munmap: %s", strerror(errno));
 	memcpy(cf->good + off, tmpbuf, len);
 }
