@@ -75,6 +75,7 @@ struct dd_file {
 	bool scanned;               /* hashes complete in the store */
 	bool changed;               /* changed during the run (or cannot be
 				     * opened): never a source */
+	bool shared_into;           /* named in a dedupe call of this run */
 };
 
 struct dd_window {
@@ -210,17 +211,24 @@ static void tree_digest(const struct dd_ctx *c, int nroots, char **roots, char o
 		 (unsigned long long)d.low64);
 }
 
-/* After a run: the files' stat again (a dedupe may change ctime on some
- * filesystems); false if one is gone or not what it was in size. */
-static bool restat_all(struct dd_ctx *c)
+/* After a run: the stat again of the files a dedupe call named (it may
+ * move ctime on some filesystems, never mtime or size); the others keep
+ * the stat their scan saw, so a file someone changed after its scan
+ * makes the next run's digest differ.  False if a named file is gone or
+ * its size or mtime changed (not the tree this run deduped). */
+static bool restat_shared(struct dd_ctx *c)
 {
 	for (size_t i = 0; i < c->nfiles; i++) {
 		struct dd_file *f = &c->files[i];
 		struct stat st;
+		if (!f->shared_into)
+			continue;
 		if (lstat(f->path, &st) != 0 || (uint64_t)st.st_size != f->size ||
 		    (uint64_t)st.st_ino != f->ino)
 			return false;
-		f->mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+		int64_t mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+		if (mtime_ns != f->mtime_ns)
+			return false;
 		f->ctime_ns = (int64_t)st.st_ctim.tv_sec * 1000000000 + st.st_ctim.tv_nsec;
 	}
 	return true;
@@ -907,6 +915,7 @@ static bool share_run(struct dd_ctx *c, size_t g, const struct dd_run *run)
 				nd += (c->phys_d[k] & DD_PHYS_SHARED) != 0;
 			}
 			struct dd_share_result r;
+			f->shared_into = gf->shared_into = true;
 			if (nd > ns)
 				dd_share(c->cur_fd, sfd, f->kind, doff + a, soff + a, seg, &r);
 			else
@@ -1383,10 +1392,11 @@ int rlfs_dedupe_main(int argc, char **argv)
 		}
 		free(abs);
 	}
-	/* a clean, complete run: the tree it leaves (stat again: a dedupe may
-	 * move ctime) is the one the next run can skip */
+	/* a clean, complete run: the tree it leaves (the files it deduped
+	 * stat'ed again: a dedupe may move ctime) is the one the next run can
+	 * skip */
 	if (rc == 0 && digest[0] && !c->store_failed &&
-	    (c->unchanged || (!c->failed_ranges && !c->nchanged && restat_all(c)))) {
+	    (c->unchanged || (!c->failed_ranges && !c->nchanged && restat_shared(c)))) {
 		if (!c->unchanged)
 			tree_digest(c, argc - optind, argv + optind, digest);
 		if (dd_db_meta_set(c->db, "clean_tree", digest) != 0)

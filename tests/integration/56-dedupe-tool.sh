@@ -14,7 +14,9 @@
 #   - a rerun counts it all as already shared and shares nothing;
 #   - --hashfile: the second run hashes 0 bytes, and after one file is
 #     changed only that file is hashed; a deleted file's record is dropped
-#     by the next run over a directory above it, not by one elsewhere;
+#     by the next run over a directory above it, not by one elsewhere; a
+#     file rewritten in place after its scan (same size) is hashed again
+#     by the next run (the stored tree is the one the run read);
 #   - --min-size default (1) takes the small files, 4096 skips them, --exclude,
 #     a tiny --memory degrades (sampling) and still finds whole files;
 #   - a file and its clone: the shared blocks are read once (the clone's
@@ -264,6 +266,28 @@ assert sorted(p[-6:] for p in c) == ["chg/c1", "chg/c2"], c' "$o.chg" ||
 	[ "$(json failed_ranges "$o.chg")" = 0 ] || { cat "$o.chg" >&2; die "$name: a changed range counted as failed"; }
 	cmp "$d/chg/c1" "$T/c1.mod" && cmp "$d/chg/c2" "$T/c2.mod" || die "$name: changed file damaged"
 	rm -rf "$d/chg"
+
+	# a file with no duplicate, rewritten in place after its scan while
+	# the run shares two others (same size, new mtime): the clean tree the
+	# run stores must be the one it read, so the next --hashfile run
+	# hashes that file again (largest first: solo is scanned before p2
+	# finds p1 and the hook runs)
+	mkdir "$d/late"
+	piece $((5 * MiB)) $((2 * MiB)) | put "$d/late/solo"
+	piece $((8 * MiB)) $((256 * KiB)) | put "$d/late/p1"
+	piece $((8 * MiB)) $((256 * KiB)) | put "$d/late/p2"
+	sync
+	rm -f "$o.late.db"
+	RLFS_DEDUPE_TEST_BEFORE_SHARE="dd if=/dev/urandom of=$d/late/solo bs=4096 count=1 conv=notrunc status=none" \
+		run_tool 0 "$o.late" --json --hashfile "$o.late.db" "$d/late"/*
+	[ "$(json shared_bytes "$o.late")" = $((256 * KiB)) ] ||
+		{ cat "$o.late" >&2; die "$name: late change: shared $(json shared_bytes "$o.late")"; }
+	run_tool 0 "$o.late2" --json --hashfile "$o.late.db" "$d/late"/*
+	[ "$(json unchanged "$o.late2")" = False ] ||
+		die "$name: a file rewritten after its scan was taken as unchanged by the next run"
+	[ "$(json bytes_hashed "$o.late2")" = $((2 * MiB)) ] ||
+		die "$name: late change: the next run hashed $(json bytes_hashed "$o.late2") bytes, want solo's $((2 * MiB))"
+	rm -rf "$d/late"
 
 	# zero-filled data blocks are data: two files of zeros share
 	mkdir "$d/zero"
