@@ -629,7 +629,8 @@ int rlfs_statfs(struct rlfs_mount *mp, struct statvfs *st)
  * in flight.  Read-write: the device is reopened for writing if it was
  * opened read-only (rlfs_dev_make_writable), the superblock is marked
  * dirty before anything can change, intents that log recovery left for a
- * read-write mount are finished, and unlinked inodes forgotten while
+ * read-write mount are finished (before the mount stops saying read-only:
+ * no user write interleaves with them), and unlinked inodes forgotten while
  * read-only are freed.  0, or -errno: -EACCES/-EROFS (the image cannot be
  * written; the mount stays read-only), I/O errors from the flush (going
  * read-only: the mount is read-only anyway, the error says the image may
@@ -657,14 +658,18 @@ int rlfs_mount_set_rdonly(struct rlfs_mount *mp, bool rdonly)
 	err = write_sb(mp, RLFS_STATE_DIRTY);
 	if (err)
 		return err;
-	mp->flags &= ~RLFS_MOUNT_RDONLY;
 	if (rlfs_log_recovered_pending(mp)) {
-		/* a read-only mount left the log's unfinished intents */
+		/* a read-only mount left the log's unfinished intents: they
+		 * are finished while the mount still says read-only, so no
+		 * user write (the daemon keeps serving) can change a file
+		 * between an intent's steps (recovery's own transactions do
+		 * not look at the flag) */
 		err = rlfs_log_recover_intents(mp);
 		if (err)
 			rlfs_warn("finishing the log's intents after remount read-write failed "
 				  "(%s); run `reflinkfs fsck`", strerror(-err));
 	}
+	mp->flags &= ~RLFS_MOUNT_RDONLY;
 	/* mounted read-only from the start: what a crash left on the unlinked
 	 * lists and as CoW staging is freed now (once per mount; a read-only
 	 * mount stages nothing, so every staging record is a leftover) */

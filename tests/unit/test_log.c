@@ -1061,6 +1061,7 @@ struct tt_item {
 };
 static unsigned tt_finished, tt_recovered;
 static uint8_t tt_last[4];
+static bool tt_recover_rdonly;  /* the mount read-only while recovering */
 static const struct rlfs_defer_type tt_type;
 
 static void tt_encode(const struct rlfs_defer_item *item, void *buf)
@@ -1081,6 +1082,7 @@ static int tt_recover(struct rlfs_trans *tp, const void *buf, size_t bytes)
 	assert_int_equal(bytes, 4);
 	memcpy(tt_last, buf, 4);
 	tt_recovered++;
+	tt_recover_rdonly = rlfs_mount_is_rdonly(tp->mp);
 	struct tt_item *t = calloc(1, sizeof(*t));
 	assert_non_null(t);
 	memcpy(t->v, buf, 4);
@@ -1152,8 +1154,13 @@ static void test_intent_type_recovery(void **state)
 	tt_crash(&fs, &tt_type, crash, sizeof(crash));
 	assert_int_equal(rlfs_mount_open(crash, RLFS_MOUNT_NOLOCK | RLFS_MOUNT_RDONLY, &mp), 0);
 	assert_int_equal(tt_recovered, 1);
+	tt_recover_rdonly = false;
 	assert_int_equal(rlfs_mount_set_rdonly(mp, false), 0);
 	assert_int_equal(tt_recovered, 2);
+	/* no user write could start while the intent was finished (the
+	 * daemon serves requests meanwhile): the mount said read-only */
+	assert_true(tt_recover_rdonly);
+	assert_false(rlfs_mount_is_rdonly(mp));
 	assert_int_equal(rlfs_mount_close(mp), 0);
 	assert_int_equal(tu_fsck(crash, 0), 0);
 	unlink(crash);
