@@ -27,8 +27,13 @@ static struct sigaction prev_sigbus;
 
 static void sigbus_handler(int sig, siginfo_t *si, void *uc)
 {
+	/* a fault of this thread's own access (si_code > 0: BUS_ADRERR,
+	 * BUS_OBJERR, ...), not a SIGBUS sent by kill(2), tgkill(2) or
+	 * sigqueue(3) (si_code <= 0: SI_USER, SI_TKILL, SI_QUEUE), which
+	 * re-runs nothing when the handler returns (sigaction(2), siginfo_t) */
+	bool fault = si && si->si_code > 0;
 	sigjmp_buf *jb = guard_jmp;
-	if (jb) {
+	if (jb && fault) {
 		guard_jmp = NULL;
 		siglongjmp(*jb, 1);
 	}
@@ -41,8 +46,19 @@ static void sigbus_handler(int sig, siginfo_t *si, void *uc)
 		prev_sigbus.sa_handler(sig);
 		return;
 	}
+	if (!fault) {
+		/* a sent signal: ignored, or delivered once more with the
+		 * default action (the process dies, as without us); our
+		 * handler stays for the mapping's faults if it lives */
+		if (prev_sigbus.sa_handler == SIG_IGN)
+			return;
+		signal(SIGBUS, SIG_DFL);
+		raise(SIGBUS);
+		return;
+	}
 	/* default action: returning re-runs the faulting access, which
-	 * faults again with the default disposition and kills the process */
+	 * faults again with the default disposition and kills the process
+	 * (the kernel does that also when the old disposition was SIG_IGN) */
 	signal(SIGBUS, SIG_DFL);
 }
 
