@@ -37,13 +37,15 @@ static void sigbus_handler(int sig, siginfo_t *si, void *uc)
 		guard_jmp = NULL;
 		siglongjmp(*jb, 1);
 	}
-	/* not a guarded access: what would have happened without us */
-	if ((prev_sigbus.sa_flags & SA_SIGINFO) && prev_sigbus.sa_sigaction) {
-		prev_sigbus.sa_sigaction(sig, si, uc);
-		return;
-	}
+	/* not a guarded access: what would have happened without us.  A
+	 * function if the old disposition was neither SIG_DFL nor SIG_IGN,
+	 * whatever its flags say (sa_handler and sa_sigaction share their
+	 * storage: SIG_IGN with SA_SIGINFO reads as sa_sigaction 1) */
 	if (prev_sigbus.sa_handler != SIG_DFL && prev_sigbus.sa_handler != SIG_IGN) {
-		prev_sigbus.sa_handler(sig);
+		if (prev_sigbus.sa_flags & SA_SIGINFO)
+			prev_sigbus.sa_sigaction(sig, si, uc);
+		else
+			prev_sigbus.sa_handler(sig);
 		return;
 	}
 	if (!fault) {

@@ -430,6 +430,26 @@ static void test_map_guard_sent_sigbus(void **state)
 	assert_int_equal(waitpid(pid, &status, 0), pid);
 	assert_true(WIFEXITED(status));
 	assert_int_equal(WEXITSTATUS(status), 0);
+
+	/* SIG_IGN set with SA_SIGINFO in its flags is still SIG_IGN, not a
+	 * function at address 1 to chain to */
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct sigaction ign;
+		signal(SIGSEGV, SIG_DFL);       /* a call to 1 kills this child */
+		memset(&ign, 0, sizeof(ign));
+		ign.sa_handler = SIG_IGN;
+		ign.sa_flags = SA_SIGINFO;
+		sigemptyset(&ign.sa_mask);
+		if (sigaction(SIGBUS, &ign, NULL) || rlfs_map_guard_install())
+			_exit(2);
+		kill(getpid(), SIGBUS);
+		_exit(0);
+	}
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
 }
 
 int main(void)
