@@ -27,22 +27,40 @@ static struct sigaction prev_sigbus;
 
 static void sigbus_handler(int sig, siginfo_t *si, void *uc)
 {
+	/* a fault of this thread's own access (si_code > 0: BUS_ADRERR,
+	 * BUS_OBJERR, ...), not a SIGBUS sent by kill(2), tgkill(2) or
+	 * sigqueue(3) (si_code <= 0: SI_USER, SI_TKILL, SI_QUEUE), which
+	 * re-runs nothing when the handler returns (sigaction(2), siginfo_t) */
+	bool fault = si && si->si_code > 0;
 	sigjmp_buf *jb = guard_jmp;
-	if (jb) {
+	if (jb && fault) {
 		guard_jmp = NULL;
 		siglongjmp(*jb, 1);
 	}
-	/* not a guarded access: what would have happened without us */
-	if ((prev_sigbus.sa_flags & SA_SIGINFO) && prev_sigbus.sa_sigaction) {
-		prev_sigbus.sa_sigaction(sig, si, uc);
+	/* not a guarded access: what would have happened without us.  A
+	 * function if the old disposition was neither SIG_DFL nor SIG_IGN,
+	 * whatever its flags say (sa_handler and sa_sigaction share their
+	 * storage: SIG_IGN with SA_SIGINFO reads as sa_sigaction 1) */
+	if (prev_sigbus.sa_handler != SIG_DFL && prev_sigbus.sa_handler != SIG_IGN) {
+		if (prev_sigbus.sa_flags & SA_SIGINFO)
+			prev_sigbus.sa_sigaction(sig, si, uc);
+		else
+			prev_sigbus.sa_handler(sig);
 		return;
 	}
-	if (prev_sigbus.sa_handler != SIG_DFL && prev_sigbus.sa_handler != SIG_IGN) {
-		prev_sigbus.sa_handler(sig);
+	if (!fault) {
+		/* a sent signal: ignored, or delivered once more with the
+		 * default action (the process dies, as without us); our
+		 * handler stays for the mapping's faults if it lives */
+		if (prev_sigbus.sa_handler == SIG_IGN)
+			return;
+		signal(SIGBUS, SIG_DFL);
+		raise(SIGBUS);
 		return;
 	}
 	/* default action: returning re-runs the faulting access, which
-	 * faults again with the default disposition and kills the process */
+	 * faults again with the default disposition and kills the process
+	 * (the kernel does that also when the old disposition was SIG_IGN) */
 	signal(SIGBUS, SIG_DFL);
 }
 

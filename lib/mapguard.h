@@ -15,9 +15,10 @@
  * Mechanism: a process-wide SIGBUS handler (rlfs_map_guard_install, at
  * each rlfs_dev_map) jumps back to the guarded call of the faulting
  * thread (siglongjmp to a thread-local sigjmp_buf set only for the length
- * of the memcpy/memset/memcmp).  A SIGBUS outside a guarded call goes to
- * the handler that was there before, or gets the default action (the
- * process dies as it would have without us).
+ * of the memcpy/memset/memcmp).  A SIGBUS outside a guarded call, or
+ * one sent by kill(2)/tgkill(2)/sigqueue(3) (siginfo_t si_code <= 0)
+ * anywhere, goes to the handler that was there before, or gets the
+ * default action (the process dies as it would have without us).
  */
 #ifndef RLFS_MAPGUARD_H
 #define RLFS_MAPGUARD_H

@@ -394,6 +394,64 @@ static void test_map_faults(void **state)
 	unlink(path);
 }
 
+/* A SIGBUS sent with kill(2) is no fault of a mapping: the guard neither
+ * swallows it (the default action kills, as without the guard) nor, when
+ * the old disposition ignored it, gives up its handler. */
+static void test_map_guard_sent_sigbus(void **state)
+{
+	(void)state;
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		signal(SIGBUS, SIG_DFL);
+		if (rlfs_map_guard_install())
+			_exit(2);
+		kill(getpid(), SIGBUS);
+		_exit(0);
+	}
+	int status;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFSIGNALED(status));
+	assert_int_equal(WTERMSIG(status), SIGBUS);
+
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		signal(SIGBUS, SIG_IGN);
+		if (rlfs_map_guard_install())
+			_exit(2);
+		kill(getpid(), SIGBUS);
+		struct sigaction cur;
+		if (sigaction(SIGBUS, NULL, &cur) || !(cur.sa_flags & SA_SIGINFO) ||
+		    cur.sa_handler == SIG_DFL)
+			_exit(3);       /* the guard's handler is gone */
+		_exit(0);
+	}
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+
+	/* SIG_IGN set with SA_SIGINFO in its flags is still SIG_IGN, not a
+	 * function at address 1 to chain to */
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct sigaction ign;
+		signal(SIGSEGV, SIG_DFL);       /* a call to 1 kills this child */
+		memset(&ign, 0, sizeof(ign));
+		ign.sa_handler = SIG_IGN;
+		ign.sa_flags = SA_SIGINFO;
+		sigemptyset(&ign.sa_mask);
+		if (sigaction(SIGBUS, &ign, NULL) || rlfs_map_guard_install())
+			_exit(2);
+		kill(getpid(), SIGBUS);
+		_exit(0);
+	}
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+}
+
 int main(void)
 {
 	const char *s = getenv("RLFS_TEST_SEED");
@@ -404,6 +462,7 @@ int main(void)
 		cmocka_unit_test(test_model),
 		cmocka_unit_test(test_bad_input),
 		cmocka_unit_test(test_map_faults),
+		cmocka_unit_test(test_map_guard_sent_sigbus),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
