@@ -1325,8 +1325,3 @@ int rlfs_fuse_io_install(struct fuse_session *se, bool uring, bool direct_mmap,
 	}
 	return err;
 }
-
-bool rlfs_fuse_io_direct_mmap(void)
-{
-	return atomic_load(&g_direct_mmap_on);
-}

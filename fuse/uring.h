@@ -54,13 +54,6 @@ int rlfs_fuse_io_install(struct fuse_session *se, bool uring, bool direct_mmap,
 			 void (*on_fatal)(int err));
 
 /*
- * Whether the INIT reply asked for FUSE_DIRECT_IO_ALLOW_MMAP (direct_mmap
- * was passed and the kernel offered it): shared mappings of direct-I/O
- * files are then granted.  False before INIT and on kernels before 6.6.
- */
-bool rlfs_fuse_io_direct_mmap(void);
-
-/*
  * Requests the custom io rewrites for libfuse 3.14 (both on /dev/fuse and
  * on the rings), and what the handlers then see:
  *  - FUSE_TMPFILE (O_TMPFILE) arrives as a create of the name

@@ -83,9 +83,10 @@ int rlfs_dev_open_mem(uint64_t size_bytes, struct rlfs_dev **devp);
  * device does not support mmap; -ENOMEM).  The mapping lives until close.
  * The first call installs mapguard.h's SIGBUS handler (process-wide): an
  * I/O error under a mapped page, the host out of space for a page of a
- * sparse image, or the image truncated under the mapping, is then an error
- * return of the access (counted in map_faults), not the death of the
- * process.
+ * sparse image, or the image truncated under the mapping, is then not the
+ * death of the process: the access faults (counted in map_faults) and is
+ * done once more through pread/pwrite, whose error it returns (a write
+ * past a truncated image's end extends it again, as pwrite does).
  */
 int rlfs_dev_map(struct rlfs_dev *dev);
 /* Copy file data between buf and the device bytes [off, off+len): with
@@ -103,8 +104,9 @@ int rlfs_dev_data_copy(struct rlfs_dev *dev, uint64_t dst_off, uint64_t src_off,
  * pwrite of zeros.  0 or -errno. */
 int rlfs_dev_data_zero(struct rlfs_dev *dev, uint64_t off, uint64_t len);
 /* Compare len bytes at a and b, pointers into the mapping from
- * rlfs_dev_data_at (NULL: zeros): the fault-guarded memcmp.  0 equal,
- * 1 different, -EIO (a page faulted). */
+ * rlfs_dev_data_at (NULL: zeros): the fault-guarded memcmp; after a fault
+ * both sides are read through pread instead.  0 equal, 1 different,
+ * -ENOMEM, or pread's error (-EIO). */
 int rlfs_dev_data_cmp(struct rlfs_dev *dev, const uint8_t *a, const uint8_t *b, size_t len);
 /* The mapped bytes [off, off+len) for in-place use (dedupe's compare, only
  * through rlfs_dev_data_cmp), or NULL without a mapping or past the end. */

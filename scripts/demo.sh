@@ -79,7 +79,7 @@ cleanup() {
 		fusermount3 -uz "$MNT" 2>/dev/null || umount -l "$MNT" 2>/dev/null
 	fi
 	if [ "${KEEP:-0}" != 1 ]; then
-		rm -f "$IMG" "$IMG.fiemap" "$IMG.sha256" "$IMG.mount.log" "$IMG.frag.sha256" "$IMG.bmbt" "$IMG.cat.err" "$IMG.cmds" "$IMG.io.out"
+		rm -f "$IMG" "$IMG.fiemap" "$IMG.sha256" "$IMG.mount.log" "$IMG.frag.sha256" "$IMG.bmbt" "$IMG.cat.err" "$IMG.cmds" "$IMG.io.out" "$IMG.au.out"
 		rmdir "$MNT" 2>/dev/null
 	else
 		echo "(KEEP=1: image kept at $IMG)"

@@ -97,6 +97,24 @@ sweep_mounts() {
 	done
 }
 
+# Each test runs in the background under timeout(1) (which puts it in a
+# process group of its own) and is waited for with wait_test, so that a
+# TERM or INT to run.sh (or to the background lane) is handled at once,
+# not after the test: the test's timeout gets TERM, passes it on to the
+# test, whose EXIT trap unmounts what it mounted.
+cur_test=""
+wait_test() { # PID: its exit status
+	local rc
+	cur_test=$1
+	wait "$1"
+	rc=$?
+	cur_test=""
+	return $rc
+}
+kill_test() {
+	[ -z "$cur_test" ] || kill -TERM "$cur_test" 2>/dev/null
+}
+
 # run_script SCRIPT NAME [VAR=VALUE...]: one integration test script
 run_script() {
 	local script=$1 name=$2 base rc start logf tdir limit own
@@ -116,7 +134,8 @@ run_script() {
 		T="$tdir" TEST_NAME="$base" \
 		ASAN_OPTIONS="$ASAN_OPTIONS:log_path=$tdir/sanitizer" \
 		UBSAN_OPTIONS="$UBSAN_OPTIONS:log_path=$tdir/sanitizer" \
-		timeout -k 15 "$limit" bash "$script" >"$logf" 2>&1 </dev/null
+		timeout -k 15 "$limit" bash "$script" >"$logf" 2>&1 </dev/null &
+	wait_test $!
 	rc=$?
 	sweep_mounts "$tdir"
 	if ls "$tdir"/sanitizer.* >/dev/null 2>&1; then
@@ -145,7 +164,8 @@ run_units() {
 		logf=$LOGDIR/$(basename "$bin").log
 		start=$(date +%s)
 		tdir=$(mktemp -d "${TMPDIR:-/tmp}/rlfs-unit.XXXXXX")
-		(cd "$tdir" && TMPDIR=$tdir timeout -k 10 "$TEST_TIMEOUT" "$bin") >"$logf" 2>&1 </dev/null
+		(cd "$tdir" && TMPDIR=$tdir exec timeout -k 10 "$TEST_TIMEOUT" "$bin") >"$logf" 2>&1 </dev/null &
+		wait_test $!
 		rc=$?
 		[ "$rc" != 124 ] || echo "(timeout after ${TEST_TIMEOUT}s)" >>"$logf"
 		report "$name" "$rc" $(($(date +%s) - start)) "$logf"
@@ -158,18 +178,33 @@ run_units() {
 }
 
 # The background lane.  The unit tests (in-process, no mount) and the
-# integration tests that need no FUSE mount and keep one CPU busy for
-# minutes (BG_TESTS: the crash tester, the fsck fuzzer) run in a second
-# lane beside the FUSE integration tests, which spend much of their time
-# waiting on the kernel: on two CPUs that takes `make check` from about
-# 33 to about 20 minutes.  The lane's PASS/FAIL lines are printed, and
-# counted, after the main lane's.  BG_TESTS= runs everything in one lane,
-# in the old order (units, then integration by name).
+# integration tests that keep one CPU busy for minutes with little FUSE
+# traffic (BG_TESTS: the crash tester, in-process; the fsck fuzzer, which
+# mounts once) run in a second lane beside the FUSE integration tests,
+# which spend much of their time waiting on the kernel, so two CPUs are
+# both kept busy.  The lane's PASS/FAIL lines are printed, and counted,
+# after the main lane's.  If run.sh is interrupted or killed the lane's
+# processes are killed too (bg_kill).  BG_TESTS= runs everything in one
+# lane, in the old order (units, then integration by name).
 BG_TESTS=${BG_TESTS-"35-crash 54-fsck-fuzz"}
 in_bg() { [[ " $BG_TESTS " == *" $1 "* ]]; }
 bg_pid=""
+# on the way out (also on INT/TERM): the running test and the lane, which
+# kills its own running test (see wait_test)
+bg_kill() {
+	kill_test
+	[ -n "$bg_pid" ] || return 0
+	kill -TERM "$bg_pid" 2>/dev/null
+	wait "$bg_pid" 2>/dev/null
+	bg_pid=""
+}
+trap bg_kill EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 if [ -n "$BG_TESTS" ] && { [ "$WHAT" = integration ] || [ "$WHAT" = all ]; }; then
 	(
+		trap - EXIT
+		trap 'kill_test; exit 143' TERM INT
 		passed=0
 		failed=0
 		failed_names=()
@@ -228,6 +263,7 @@ fi
 
 if [ -n "$bg_pid" ]; then
 	wait "$bg_pid"
+	bg_pid=""
 	cat "$LOGDIR/bg.out"
 	if read -r bp bf bn <"$LOGDIR/bg.counts" 2>/dev/null; then
 		passed=$((passed + bp))
