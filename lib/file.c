@@ -1203,9 +1203,10 @@ out:
 	return error;
 }
 
-/* Fewer than need_blocks left outside the writeback reserve: give other
- * files' idle staged CoW blocks back (rlfs_cowfork_gc, busy ones
- * skipped). */
+/* Fewer than need_blocks left outside the writeback reserve: give idle
+ * staged CoW blocks back (rlfs_cowfork_gc: every file whose iolock is
+ * free; a file being written is skipped, so no staged block a write is
+ * using goes). */
 static void writeback_reclaim(struct rlfs_mount *mp, uint64_t need_blocks)
 {
 	if (rlfs_avail_blocks_hint(mp) < (int64_t)need_blocks && rlfs_cowfork_staged_blocks(mp) > 0 &&
@@ -1217,10 +1218,11 @@ ssize_t rlfs_write_flags(struct rlfs_mount *mp, uint64_t ino, const void *buf, s
 			 off_t off, unsigned wflags)
 {
 	/* writeback of accepted pages may use the writeback reserve; before
-	 * it dips into it, other files' idle staged CoW blocks go back (what
-	 * ENOSPC makes an uncached write do: enospc_reclaim, gc_for; XFS's
-	 * xfs_blockgc_free_space), so the reserve is not spent while staged
-	 * space nobody writes into could be had */
+	 * it dips into it, idle staged CoW blocks (of any file not being
+	 * written at that moment) go back (what ENOSPC makes an uncached
+	 * write do: enospc_reclaim, gc_for; XFS's xfs_blockgc_free_space),
+	 * so the reserve is not spent while staged space nobody writes into
+	 * could be had */
 	if (wflags & RLFS_WRITE_CACHED) {
 		writeback_reclaim(mp, ((uint64_t)size >> mp->blocklog) + 2);
 		rlfs_trans_writeback_begin();

@@ -219,8 +219,8 @@ ssize_t rlfs_write(struct rlfs_mount *mp, uint64_t ino, const void *buf, size_t 
  * writer with CAP_FSETID keeps them, as on XFS).  Its transactions may
  * use the writeback reserve (rlfs_set_writeback_reserve), but before and
  * after such a write, when free space outside the reserve is short,
- * other files' idle staged CoW blocks are given back first.  Returns and
- * errors as rlfs_write. */
+ * idle staged CoW blocks (of every file nobody is writing at that moment)
+ * are given back first.  Returns and errors as rlfs_write. */
 #define RLFS_WRITE_CACHED (1u << 0)
 /* Privileges, for any write: clear setuid, and setgid if group-executable
  * (KILL_SUIDGID: what a writer without CAP_FSETID loses unless the caller
