@@ -692,11 +692,36 @@ static void unlock_read(void *arg)
  */
 #define RLFS_REQBUF_BYTES (2u << 20)
 #define RLFS_WRITE_HDR_BYTES 80u
+/*
+ * A worker that has served a request of RLFS_REQBUF_HUGE_MIN_BYTES or
+ * more (writeback's WRITEs are 1 MiB) turns the first
+ * RLFS_REQBUF_HUGE_BYTES of its buffer (base is aligned to that) into one
+ * transparent huge page: the header page and a whole WRITE's data then
+ * sit in it.  Every WRITE pins the buffer page by page twice (the kernel's
+ * FUSE copy into it, fuse_copy_fill, and the O_DIRECT write out of it),
+ * and on a huge page each pin walks to one PMD instead of through the
+ * page tables.  Only such workers: a huge page costs its 2 MiB on first
+ * touch, and a worker that only ever sees small requests touches one or
+ * two 4 KiB pages.  THP in "madvise" or "always" mode; elsewhere the
+ * advice fails and nothing changes.
+ */
 #define RLFS_REQBUF_HUGE_BYTES (2u << 20)   /* x86-64's PMD size */
+#define RLFS_REQBUF_HUGE_MIN_BYTES (256u << 10)
 struct reqbuf {
 	struct fuse_buf fb;
 	void *base;
+	bool huge;      /* the advice was given (or tried) */
 };
+
+/* After the first large request: drop the buffer's 4 KiB pages (their
+ * bytes are no longer needed: the request was processed) and advise a
+ * huge page for the next fault. */
+static void reqbuf_go_huge(struct reqbuf *rb)
+{
+	rb->huge = true;
+	if (madvise(rb->base, RLFS_REQBUF_HUGE_BYTES, MADV_DONTNEED) == 0)
+		(void)madvise(rb->base, RLFS_REQBUF_HUGE_BYTES, MADV_HUGEPAGE);
+}
 
 static void free_fbuf(void *arg)
 {
@@ -706,8 +731,9 @@ static void free_fbuf(void *arg)
 }
 
 /* Serve requests until the session ends; returns 0 or -errno. */
-static int worker_loop(struct fuse_buf *buf)
+static int worker_loop(struct reqbuf *rb)
 {
+	struct fuse_buf *buf = &rb->fb;
 	int err = 0;
 	while (!fuse_session_exited(g_se)) {
 		bool serial = !g_wb_on_reply;
@@ -738,6 +764,8 @@ static int worker_loop(struct fuse_buf *buf)
 		rlfs_process_buf(g_se, buf);
 		if (cnt)
 			atomic_fetch_sub(cnt, 1);
+		if (!rb->huge && buf->size >= RLFS_REQBUF_HUGE_MIN_BYTES)
+			reqbuf_go_huge(rb);
 		err = 0;
 	}
 	return err < 0 ? err : 0;
@@ -752,16 +780,10 @@ static void *worker_thread(void *arg)
 		loop_finished(-ENOMEM);
 		return NULL;
 	}
-	/* the header page and a whole WRITE's data in one transparent huge
-	 * page, where the host kernel allows it (madvise mode): the copy of
-	 * each WRITE into the buffer (fuse_copy_fill pins the buffer page by
-	 * page) and the O_DIRECT write out of it (pinned again) walk one
-	 * PMD instead of 257 PTEs.  Failure only costs that speed. */
-	(void)madvise(rb->base, RLFS_REQBUF_HUGE_BYTES, MADV_HUGEPAGE);
 	rb->fb.mem = (char *)rb->base + 4096 - RLFS_WRITE_HDR_BYTES;
 	/* cancelled while blocked in read: free the request buffer */
 	pthread_cleanup_push(free_fbuf, rb);
-	loop_finished(worker_loop(&rb->fb));
+	loop_finished(worker_loop(rb));
 	pthread_cleanup_pop(1);
 	return NULL;
 }
