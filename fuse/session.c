@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/sysmacros.h>
 #include <linux/falloc.h>
 #include <sys/mount.h>
@@ -694,10 +695,36 @@ static void unlock_read(void *arg)
  */
 #define RLFS_REQBUF_BYTES (2u << 20)
 #define RLFS_WRITE_HDR_BYTES 80u
+/*
+ * A worker that has served a request of RLFS_REQBUF_HUGE_MIN_BYTES or
+ * more (writeback's WRITEs are 1 MiB) turns the first
+ * RLFS_REQBUF_HUGE_BYTES of its buffer (base is aligned to that) into one
+ * transparent huge page: the header page and a whole WRITE's data then
+ * sit in it.  Every WRITE pins the buffer page by page twice (the kernel's
+ * FUSE copy into it, fuse_copy_fill, and the O_DIRECT write out of it),
+ * and on a huge page each pin walks to one PMD instead of through the
+ * page tables.  Only such workers: a huge page costs its 2 MiB on first
+ * touch, and a worker that only ever sees small requests touches one or
+ * two 4 KiB pages.  THP in "madvise" or "always" mode; elsewhere the
+ * advice fails and nothing changes.
+ */
+#define RLFS_REQBUF_HUGE_BYTES (2u << 20)   /* x86-64's PMD size */
+#define RLFS_REQBUF_HUGE_MIN_BYTES (256u << 10)
 struct reqbuf {
 	struct fuse_buf fb;
 	void *base;
+	bool huge;      /* the advice was given (or tried) */
 };
+
+/* After the first large request: drop the buffer's 4 KiB pages (their
+ * bytes are no longer needed: the request was processed) and advise a
+ * huge page for the next fault. */
+static void reqbuf_go_huge(struct reqbuf *rb)
+{
+	rb->huge = true;
+	if (madvise(rb->base, RLFS_REQBUF_HUGE_BYTES, MADV_DONTNEED) == 0)
+		(void)madvise(rb->base, RLFS_REQBUF_HUGE_BYTES, MADV_HUGEPAGE);
+}
 
 static void free_fbuf(void *arg)
 {
@@ -707,8 +734,9 @@ static void free_fbuf(void *arg)
 }
 
 /* Serve requests until the session ends; returns 0 or -errno. */
-static int worker_loop(struct fuse_buf *buf)
+static int worker_loop(struct reqbuf *rb)
 {
+	struct fuse_buf *buf = &rb->fb;
 	int err = 0;
 	while (!fuse_session_exited(g_se)) {
 		bool serial = !g_wb_on_reply;
@@ -739,6 +767,8 @@ static int worker_loop(struct fuse_buf *buf)
 		rlfs_process_buf(g_se, buf);
 		if (cnt)
 			atomic_fetch_sub(cnt, 1);
+		if (!rb->huge && buf->size >= RLFS_REQBUF_HUGE_MIN_BYTES)
+			reqbuf_go_huge(rb);
 		err = 0;
 	}
 	return err < 0 ? err : 0;
@@ -748,7 +778,7 @@ static void *worker_thread(void *arg)
 {
 	(void)arg;
 	struct reqbuf *rb = calloc(1, sizeof(*rb));
-	if (!rb || posix_memalign(&rb->base, 4096, RLFS_REQBUF_BYTES + 4096) != 0) {
+	if (!rb || posix_memalign(&rb->base, RLFS_REQBUF_HUGE_BYTES, RLFS_REQBUF_BYTES + 4096) != 0) {
 		free(rb);
 		loop_finished(-ENOMEM);
 		return NULL;
@@ -756,7 +786,7 @@ static void *worker_thread(void *arg)
 	rb->fb.mem = (char *)rb->base + 4096 - RLFS_WRITE_HDR_BYTES;
 	/* cancelled while blocked in read: free the request buffer */
 	pthread_cleanup_push(free_fbuf, rb);
-	loop_finished(worker_loop(&rb->fb));
+	loop_finished(worker_loop(rb));
 	pthread_cleanup_pop(1);
 	return NULL;
 }
