@@ -1,5 +1,5 @@
 #!/bin/bash
-# 65-reqbuf-huge: the daemon's request buffers become transparent huge
+# 67-reqbuf-huge: the daemon's request buffers become transparent huge
 # pages only in workers that served a large request (fuse/session.c,
 # reqbuf_go_huge; docs/DESIGN.md, the O_DIRECT paragraph).
 #
