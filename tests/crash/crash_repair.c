@@ -973,6 +973,41 @@ static void dmg_dirhash(void)
 	free(blk);
 }
 
+/* d's inode core, edited by fn (crc made good) */
+static void dino_edit(void (*fn)(struct rlfs_dinode *di))
+{
+	struct inoloc l = { .ino = g.d_ino, .fsbno = ino_fsbno(g.d_ino),
+			    .slot = (uint32_t)(g.d_ino % g.inopb) };
+	ino_edit(&l, fn);
+}
+
+/* a data-fork root fsbno far past the filesystem's last block */
+static void ed_root_out(struct rlfs_dinode *di) { rlfs_put64(di->root, g.dblocks + 99999); }
+
+/* d's root pointer (its one leaf) out of the filesystem: with the rmap
+ * the leaf is found again through its record and every entry put back;
+ * without it nothing names the leaf (the AG rebuild frees it) and what d
+ * named is lost, as in dirtree */
+static void dmg_dirroot(void)
+{
+	dino_edit(ed_root_out);
+}
+
+/* d's leaf fails its crc (left stale): c3's name has one byte changed
+ * (its stored hash no longer the name's) and c1x names a free inode of
+ * c1's chunk; the leaf's other entries prove themselves one by one
+ * (salvage_raw_leaf) and are kept */
+static void dmg_dircrc(void)
+{
+	uint8_t *blk = xmalloc(g.bs);
+	uint64_t leaf = dir_leaf(g.d_ino, blk);
+	dir_find(blk, g.d_ino, "c3")->name[1] ^= 0x5A;
+	rlfs_put64(dir_find(blk, g.d_ino, "c1x")->ino,
+		   free_inode_near(files[efile_index("d/c1")].ino));
+	blk_write(leaf, blk);
+	free(blk);
+}
+
 /* What check_cut expects of files[i] after the repair. */
 struct want {
 	const char *path;           /* where it is (NULL: gone) */
@@ -1029,6 +1064,31 @@ static void want_dirtree(size_t i, struct want *w)
 	} else if (!strcmp(p, "d/sub/part")) {
 		snprintf(w->buf, sizeof(w->buf), "lost+found/%" PRIu64 "/part", g.sub.ino);
 		w->path = w->buf;
+	}
+}
+
+/* dirroot: with the rmap every entry comes back (each file as it was);
+ * without it, d's entries are lost as in dirtree */
+static void want_dirroot(size_t i, struct want *w)
+{
+	if (!g.rmap)
+		want_dirtree(i, w);
+}
+
+/* dircrc: d/c3 (its name damaged) is /lost+found/INO; d/c1x (naming a
+ * free inode) gone, d/c1 keeps one name; every other entry of the leaf
+ * (c1, c2, c4, sub with part in it) where it was */
+static void want_dircrc(size_t i, struct want *w)
+{
+	const char *p = files[i].path;
+	if (!strcmp(p, "d/c1x")) {
+		w->path = NULL;
+	} else if (!strcmp(p, "d/c1")) {
+		w->nlink = 1;
+	} else if (!strcmp(p, "d/c3")) {
+		snprintf(w->buf, sizeof(w->buf), "lost+found/%" PRIu64, files[i].ino);
+		w->path = w->buf;
+		w->nlink = 1;
 	}
 }
 
@@ -1110,13 +1170,22 @@ static const struct kind kinds[] = {
 	{ "dirhash", "a directory entry under a wrong hash (the directory rebuilt: old tree "
 	  "freed and every entry put back in one transaction through a mount)", false, false,
 	  dmg_dirhash, false, true, { "repair rebuilds it", "under its own hash" }, NULL },
+	{ "dirroot", "a directory's data-fork root pointer out of the filesystem (its leaf "
+	  "found through the rmap, the directory rebuilt with every entry; without the rmap "
+	  "what it named linked into a new /lost+found; through a mount)", false, false,
+	  dmg_dirroot, false, true, { "bad root fsbno", "repair rebuilds it" }, want_dirroot },
+	{ "dircrc", "a directory leaf failing its crc, two of its entries damaged (the "
+	  "directory rebuilt from the entries that prove themselves one by one, the lost "
+	  "file linked into a new /lost+found, through a mount)", false, false, dmg_dircrc,
+	  false, true, { "failed verification", "repair rebuilds it" }, want_dircrc },
 };
 #define NKINDS (sizeof(kinds) / sizeof(kinds[0]))
 
 const char *crash_repair_kinds(void)
 {
 	return "counters, orphans, brokenlist, inobt, bmbt, agtrees, lastag, mixed, bmbt-agtrees, "
-	       "dirent, lostfile, badinode, baddir, inobt-zero, dirtree, dirhash, all";
+	       "dirent, lostfile, badinode, baddir, inobt-zero, dirtree, dirhash, dirroot, dircrc, "
+	       "all";
 }
 
 /* ---------------------------------------------------------------- */

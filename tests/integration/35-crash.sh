@@ -155,8 +155,11 @@ fi
 # orphans, a broken unlinked list, a lost inobt record, a zeroed bmbt, the
 # AG trees, mixes; directory entries naming a free inode or no inode, files
 # named nowhere (linked into a new /lost+found), inode cores damaged beyond
-# use (cleared), every inobt root zeroed, a directory leaf zeroed and an
-# entry under a wrong hash (the directory rebuilt from what can be read))
+# use (cleared), every inobt root zeroed, a directory leaf zeroed, an
+# entry under a wrong hash, a directory's root pointer out of the
+# filesystem (its leaf found through the rmap) and a directory leaf failing
+# its crc (the entries that prove themselves kept): the directory rebuilt
+# from what can be read)
 # is repaired on a recording
 # device (the repairs through a mount with each commit durable on its
 # own, so that cuts fall between two transactions); the repair is cut
@@ -178,7 +181,7 @@ rn=$(field images "$T/repair.out")
 rfailed=$(field failed "$T/repair.out")
 kinds=$(field kinds "$T/repair.out")
 [ -n "$rn" ] && [ -n "$rfailed" ] && [ -n "$kinds" ] || die "repair: no RESULT line"
-[ "$kinds" -ge 16 ] || die "repair: only $kinds damage kinds recorded (16 with the rmap btree)"
+[ "$kinds" -ge 18 ] || die "repair: only $kinds damage kinds recorded (18 with the rmap btree)"
 [ "$rn" -ge 300 ] || die "repair: only $rn images of crashes during fsck repair checked"
 if [ "$rc" != 0 ] || [ "$rfailed" != 0 ]; then
 	grep -A6 "^FAIL" "$T/repair.out" | head -60
