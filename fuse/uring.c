@@ -218,7 +218,6 @@ static _Atomic uint64_t g_init_unique;  /* unique of INIT, 0 if not seen */
 static _Atomic uint32_t g_init_in_flags; /* what the kernel offered in INIT */
 static _Atomic uint32_t g_init_in_flags2; /* its upper half (0 without FUSE_INIT_EXT) */
 static bool g_direct_mmap;              /* ask for FUSE_DIRECT_IO_ALLOW_MMAP */
-static atomic_bool g_direct_mmap_on;    /* the INIT reply asked for it */
 static atomic_bool g_setxattr_ext;      /* the INIT reply asked for FUSE_SETXATTR_EXT */
 static bool g_uring;                    /* rings wanted and possible */
 static bool g_killpriv_v2 = true;       /* RLFS_NO_KILLPRIV_V2=1: false */
@@ -1134,7 +1133,6 @@ static void init_patch(struct iovec *iov, int count, char *copy, size_t cap, boo
 	if (g_direct_mmap && (atomic_load(&g_init_in_flags2) & FUSE_DIRECT_IO_ALLOW_MMAP_FLAGS2)) {
 		flags |= FUSE_INIT_EXT;
 		flags2 |= FUSE_DIRECT_IO_ALLOW_MMAP_FLAGS2;
-		atomic_store(&g_direct_mmap_on, true);
 	} else if (g_direct_mmap && !uring) {    /* once: the plain reply comes first */
 		fprintf(stderr, "reflinkfs: the kernel does not offer FUSE_DIRECT_IO_ALLOW_MMAP "
 			"(Linux 6.6+): a shared mmap of a file is ENODEV under -o dax\n");
@@ -1292,7 +1290,6 @@ int rlfs_fuse_io_install(struct fuse_session *se, bool uring, bool direct_mmap,
 	/* RLFS_NO_DIRECT_IO_MMAP=1: as on kernels without it (to compare) */
 	const char *no_dm = getenv("RLFS_NO_DIRECT_IO_MMAP");
 	g_direct_mmap = direct_mmap && !(no_dm && strcmp(no_dm, "1") == 0);
-	atomic_store(&g_direct_mmap_on, false);
 	const char *fail = getenv("RLFS_URING_FAIL_COMMIT");
 	if (fail && *fail)
 		g_fail_commit_after = strtol(fail, NULL, 10);

@@ -69,7 +69,6 @@
 #define COW_CHUNK_BLOCKS RLFS_TX_COW_BLOCKS /* blocks copied-on-write per transaction */
 #define APPEND_CHECK_MAX (8u << 20)     /* bytes an append-only rewrite may compare */
 
-static const uint8_t zero_block[RLFS_MAX_BLOCKSIZE];
 
 static inline uint64_t bmask(const struct rlfs_mount *mp)
 {
@@ -81,20 +80,11 @@ static inline uint64_t irec_endoff(const struct rlfs_irec *r)
 	return r->startoff + r->blockcount;
 }
 
-/* Write zeros to [from, to) of the device. */
+/* Write zeros to [dev_off, dev_off+len) of the device (memset in the
+ * mapping under -o dax, else pwrite of zeros: rlfs_dev_data_zero). */
 static int dev_zero(struct rlfs_mount *mp, uint64_t dev_off, uint64_t len)
 {
-	if (mp->dev->map)       /* direct access: memset in the mapping */
-		return rlfs_dev_data_zero(mp->dev, dev_off, len);
-	while (len > 0) {
-		size_t n = (size_t)RLFS_MIN(len, (uint64_t)sizeof(zero_block));
-		int error = rlfs_dev_pwrite(mp->dev, zero_block, n, dev_off);
-		if (error)
-			return error;
-		dev_off += n;
-		len -= n;
-	}
-	return 0;
+	return rlfs_dev_data_zero(mp->dev, dev_off, len);
 }
 
 /*
