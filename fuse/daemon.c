@@ -275,6 +275,14 @@ void rl_destroy(void *userdata)
 	if (!mp)
 		return;
 	g_mp = NULL;
+	/* -o dax: mapped accesses that faulted (host out of space, I/O
+	 * error, image shrunk) and were retried through pread/pwrite
+	 * (lib/mapguard.c); said at unmount so an admin (and 65-dax-fault)
+	 * can tell the guard was needed. */
+	uint64_t map_faults = rlfs_dax_map_faults(mp);
+	if (map_faults)
+		logmsg("reflinkfs: %llu access(es) to the image mapping faulted and were "
+		       "retried through pread/pwrite", (unsigned long long)map_faults);
 	int err = rlfs_mount_close(mp);
 	if (err) {
 		g_close_err = err;

@@ -7,6 +7,7 @@
  * mount-level switch and its statistic (reflinkfs/fs.h).
  */
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <string.h>
 
@@ -26,6 +27,11 @@ int rlfs_set_dax(struct rlfs_mount *mp)
 bool rlfs_dax_enabled(const struct rlfs_mount *mp)
 {
 	return mp->dev->map != NULL;
+}
+
+uint64_t rlfs_dax_map_faults(const struct rlfs_mount *mp)
+{
+	return atomic_load(&mp->dev->map_faults);
 }
 
 uint64_t rlfs_cow_copied_bytes(const struct rlfs_mount *mp)

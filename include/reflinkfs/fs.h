@@ -289,6 +289,11 @@ void rlfs_set_cow_fill(struct rlfs_mount *mp, uint32_t max_blocks);
 int rlfs_set_dax(struct rlfs_mount *mp);
 /* Direct access is on (rlfs_set_dax succeeded). */
 bool rlfs_dax_enabled(const struct rlfs_mount *mp);
+/* Accesses to the image mapping (direct access) that faulted since mount
+ * and were done again through pread/pwrite (lib/mapguard.h: the host out
+ * of space under a sparse image, an I/O error, the image shrunk); 0
+ * without direct access.  A statistic the daemon reports at unmount. */
+uint64_t rlfs_dax_map_faults(const struct rlfs_mount *mp);
 /* Bytes of old file contents copy-on-write has copied into new blocks
  * since mount (edge blocks of partial writes, gap fill, unshare); a
  * statistic for tests and benchmarks. */

@@ -10,6 +10,8 @@
 #    after the host has room again the same mount takes writes;
 #  - every byte write(2)+fsync(2) accepted is there after a remount, and
 #    fsck is clean.
+#  - the daemon's unmount report counts faulted mapped accesses (so the
+#    guard fired, not only metadata writes failed).
 # Without the guard (lib/mapguard.c's handler not installed) the daemon
 # dies with SIGBUS and the test fails at its first check.
 . "$(dirname "$0")/../lib.sh"
@@ -25,10 +27,10 @@ mnt=$T/mnt
 rlfs_mkfs "$img" -s 128M
 # 8 MiB of the host held back, given back after the host filled up
 dd if=/dev/zero of="$host/filler" bs=1M count=8 status=none
-rlfs_mount "$img" "$mnt" -o dax
+# in the foreground, so the daemon's unmount report can be read
+rlfs_mount_fg "$img" "$mnt" -o dax || die "the dax daemon exited ($FG_RC): $(cat "$FG_LOG")"
 dax_check "$img"
-pid=$(daemon_of "$img")
-[ -n "$pid" ] || die "no daemon holds $img"
+pid=$FG_PID
 log "host tmpfs: $(df -P -k "$host" | awk 'NR==2 {print $4}') KiB free after mkfs"
 
 # write 1 MiB chunks with fsync after each until the host is full
@@ -75,7 +77,11 @@ PYEOF
 $PY -c 'import os, sys; open(sys.argv[1], "wb").write(os.urandom(1 << 20))' "$mnt/g" ||
 	die "a new 1 MiB file could not be written once the host had room"
 alive "$pid" || die "the daemon died"
-rlfs_umount "$mnt"
+rlfs_umount_fg "$mnt" || die "the daemon exited with $? at unmount: $(cat "$FG_LOG")"
+# the guard fired: data stores into the mapping faulted and were retried
+# (not only metadata pwrites failing with ENOSPC)
+grep -E 'reflinkfs: [1-9][0-9]* access\(es\) to the image mapping faulted' "$FG_LOG" ||
+	die "the daemon reports no faulted mapped access: $(cat "$FG_LOG")"
 rlfs_mount "$img" "$mnt" -o dax
 cmp "$T/expect" "$mnt/f" || die "the accepted, synced bytes differ after a remount"
 rlfs_umount "$mnt"
