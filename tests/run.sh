@@ -28,7 +28,7 @@
 # "# run.sh timeout: SECONDS" (the crash tests, whose work grows with
 # every new operation); TEST_TIMEOUT, when larger, wins.
 #
-# The unit tests and BG_TESTS (default "35-crash 54-fsck-fuzz") run in a
+# The unit tests and BG_TESTS (default: the crash tester, the fsck fuzzer and three slow fsck image tests) run in a
 # second lane beside the FUSE integration tests, reported after them (see
 # "The background lane" below); BG_TESTS= runs one lane.
 #
@@ -180,13 +180,14 @@ run_units() {
 # The background lane.  The unit tests (in-process, no mount) and the
 # integration tests that keep one CPU busy for minutes with little FUSE
 # traffic (BG_TESTS: the crash tester, in-process; the fsck fuzzer, which
-# mounts once) run in a second lane beside the FUSE integration tests,
+# mounts once; the slowest fsck image tests, offline but for a mount to
+# read the repaired files back) run in a second lane beside the FUSE integration tests,
 # which spend much of their time waiting on the kernel, so two CPUs are
 # both kept busy.  The lane's PASS/FAIL lines are printed, and counted,
 # after the main lane's.  If run.sh is interrupted or killed the lane's
 # processes are killed too (bg_kill).  BG_TESTS= runs everything in one
 # lane, in the old order (units, then integration by name).
-BG_TESTS=${BG_TESTS-"35-crash 54-fsck-fuzz"}
+BG_TESTS=${BG_TESTS-"35-crash 54-fsck-fuzz 59-fsck-dir-relink 52-fsck-rebuild 57-fsck-images"}
 in_bg() { [[ " $BG_TESTS " == *" $1 "* ]]; }
 bg_pid=""
 # on the way out (also on INT/TERM): the running test and the lane, which
