@@ -28,9 +28,10 @@
 # "# run.sh timeout: SECONDS" (the crash tests, whose work grows with
 # every new operation); TEST_TIMEOUT, when larger, wins.
 #
-# The unit tests and BG_TESTS (default: the crash tester, the fsck fuzzer and three slow fsck image tests) run in a
-# second lane beside the FUSE integration tests, reported after them (see
-# "The background lane" below); BG_TESTS= runs one lane.
+# The unit tests and BG_TESTS (default: the crash tester, the fsck fuzzer
+# and three slow fsck image tests) run in a second lane beside the FUSE
+# integration tests, reported after them (see "The background lane"
+# below); BG_TESTS= runs one lane.
 #
 # Environment: TEST_TIMEOUT (seconds per test, default 900), KEEP=1 keeps
 # the temp dirs of failed tests, TAIL (lines shown on failure, default 25).
