@@ -330,25 +330,33 @@ int rlfs_dir_lookup(struct rlfs_trans *tp, struct rlfs_inode *dp, const char *na
 	return 0;
 }
 
-/* Create the root leaf of an empty directory. */
-static int dir_create_root(struct rlfs_trans *tp, struct rlfs_inode *dp)
+int rlfs_inode_tree_new_root(struct rlfs_trans *tp, struct rlfs_inode *ip,
+			     const struct rlfs_btree_ops *ops, uint64_t *fsbno)
 {
 	struct rlfs_btree_cur cur;
 	struct rlfs_buf *bp;
-	uint64_t fsbno;
-	int error;
 
-	rlfs_btree_cur_init(&cur, tp, &rlfs_dirbt_ops, 0, dp, NULL);
-	error = inode_tree_alloc_block(&cur, 0, &fsbno);
+	rlfs_btree_cur_init(&cur, tp, ops, 0, ip, NULL);
+	int error = inode_tree_alloc_block(&cur, 0, fsbno);
 	rlfs_btree_cur_del(&cur);
 	if (error)
 		return error;
-	error = rlfs_trans_get_buf(tp, fsbno, &rlfs_dirbt_buf_ops, dp->ino, &bp);
+	error = rlfs_trans_get_buf(tp, *fsbno, ops->buf_ops, ip->ino, &bp);
 	if (error)
 		return error;
-	rlfs_btree_init_block(tp->mp, bp, &rlfs_dirbt_ops, 0, dp->ino);
+	rlfs_btree_init_block(tp->mp, bp, ops, 0, ip->ino);
 	rlfs_trans_log_buf(tp, bp);
 	rlfs_trans_brelse(tp, bp);
+	return 0;
+}
+
+/* Create the root leaf of an empty directory. */
+static int dir_create_root(struct rlfs_trans *tp, struct rlfs_inode *dp)
+{
+	uint64_t fsbno;
+	int error = rlfs_inode_tree_new_root(tp, dp, &rlfs_dirbt_ops, &fsbno);
+	if (error)
+		return error;
 	dp->root = fsbno;
 	dp->root_level = 1;
 	dp->format = RLFS_FMT_BTREE;

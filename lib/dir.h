@@ -87,4 +87,14 @@ int rlfs_inode_tree_alloc_block(struct rlfs_btree_cur *cur, uint64_t hint_fsbno,
 				uint64_t *fsbno);
 int rlfs_inode_tree_free_block(struct rlfs_btree_cur *cur, uint64_t fsbno);
 uint64_t rlfs_inode_tree_owner(struct rlfs_btree_cur *cur);
+/*
+ * The first block of an inode-rooted tree (ops: rlfs_dirbt_ops,
+ * rlfs_attrbt_ops): allocated as rlfs_inode_tree_alloc_block does, set up
+ * as an empty leaf owned by ip and logged in tp.  *fsbno is the block; the
+ * caller makes it the root in the inode core.  0, or -ENOSPC, -EIO,
+ * -ENOMEM from the allocation or the buffer.
+ */
+struct rlfs_btree_ops;
+int rlfs_inode_tree_new_root(struct rlfs_trans *tp, struct rlfs_inode *ip,
+			     const struct rlfs_btree_ops *ops, uint64_t *fsbno);
 #endif

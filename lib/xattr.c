@@ -441,22 +441,10 @@ static int rec_set_value(struct rlfs_trans *tp, struct rlfs_inode *ip,
 /* Create the empty root leaf of the xattr tree. */
 static int bt_create(struct rlfs_trans *tp, struct rlfs_inode *ip)
 {
-	struct rlfs_btree_cur cur;
-	struct rlfs_buf *bp;
 	uint64_t fsbno;
-	int error;
-
-	rlfs_btree_cur_init(&cur, tp, &rlfs_attrbt_ops, 0, ip, NULL);
-	error = rlfs_inode_tree_alloc_block(&cur, 0, &fsbno);
-	rlfs_btree_cur_del(&cur);
+	int error = rlfs_inode_tree_new_root(tp, ip, &rlfs_attrbt_ops, &fsbno);
 	if (error)
 		return error;
-	error = rlfs_trans_get_buf(tp, fsbno, &rlfs_attrbt_buf_ops, ip->ino, &bp);
-	if (error)
-		return error;
-	rlfs_btree_init_block(tp->mp, bp, &rlfs_attrbt_ops, 0, ip->ino);
-	rlfs_trans_log_buf(tp, bp);
-	rlfs_trans_brelse(tp, bp);
 	ip->aroot = fsbno;
 	ip->aroot_level = 1;
 	ip->aformat = RLFS_FMT_BTREE;
