@@ -224,23 +224,85 @@ void fsck_add_claim_flags(struct fsck *f, uint8_t kind, uint8_t flags, uint64_t 
 	}
 	/* with REFLINK, data-fork mappings are collected apart: they may
 	 * overlap each other (check_refcounts judges them) */
-	bool data = kind == CL_DATA && f->reflink;
-	struct claim **arr = data ? &f->dclaims : &f->claims;
-	size_t *n_arr = data ? &f->ndclaims : &f->nclaims;
-	size_t *cap = data ? &f->dclaims_cap : &f->claims_cap;
+	struct fsck_claims *st = kind == CL_DATA && f->reflink ? &f->dclaims : &f->claims;
 
+	/* one record per AG the run lies in (phases 5-6 judge an AG at a
+	 * time); a data extent's file block advances with it */
 	while (len) {
-		uint32_t n = (uint32_t)RLFS_MIN(len, (uint64_t)UINT32_MAX);
-		struct claim *nc = fsck_grow(f, *arr, cap, *n_arr, sizeof(*nc));
+		uint32_t agno = rlfs_fsb_to_agno(f->mp, c.start);
+		uint64_t agend = (uint64_t)rlfs_agb_to_fsb(f->mp, agno, 0) +
+				 rlfs_ag_blocks(f->mp, agno);
+		uint64_t n = RLFS_MIN(len, agend - c.start);
 
-		if (!nc)
+		c.len = (uint32_t)n;
+		if (fsck_store_add(f, st, agno, &c))
 			return;
-		*arr = nc;
-		c.len = n;
-		(*arr)[(*n_arr)++] = c;
 		c.start += n;
+		if (kind == CL_DATA)
+			c.aux += n;
 		len -= n;
 	}
+}
+
+int fsck_store_add(struct fsck *f, struct fsck_claims *s, uint32_t agno, const struct claim *c)
+{
+	int err = fsck_claims_add(s, agno, c);
+
+	if (err) {
+		f->oom = true;
+		if (err != -ENOMEM && !f->store_failed)
+			f->store_failed = s;
+	}
+	return err;
+}
+
+int fsck_store_load(struct fsck *f, struct fsck_claims *s, uint32_t agno, bool sort,
+		    struct claim **out, size_t *n)
+{
+	void *recs;
+	int err = fsck_claims_load(s, agno, &recs, n);
+
+	*out = recs;
+	if (err) {
+		f->oom = true;
+		if (err != -ENOMEM && !f->store_failed)
+			f->store_failed = s;
+		return err;
+	}
+	if (sort)
+		fsck_xsort(*out, *n, sizeof(**out), fsck_cmp_claim);
+	return 0;
+}
+
+int fsck_claims_setup(struct fsck *f)
+{
+	const char *env = getenv("RLFS_FSCK_MEM_CAP_BYTES");
+	uint32_t agcount = f->mp->agcount;
+	size_t cap = FSCK_CLAIMS_DEFAULT_CAP_BYTES;
+
+	if (env && *env) {
+		char *end;
+		unsigned long long v;
+
+		errno = 0;
+		v = strtoull(env, &end, 10);
+		if (errno || *end || end == env || env[0] == '-' || v > SIZE_MAX) {
+			fprintf(stderr, "%s: RLFS_FSCK_MEM_CAP_BYTES=%s: not a number of bytes\n",
+				f->prog, env);
+			return FSCK_EXIT_OPERR;
+		}
+		cap = (size_t)v;
+	}
+	f->mem_cap_bytes = cap;
+	if (fsck_claims_init(&f->claims, "claims", sizeof(struct claim), agcount, cap) ||
+	    fsck_claims_init(&f->dclaims, "data-fork mappings", sizeof(struct claim), agcount,
+			     cap) ||
+	    fsck_claims_init(&f->irmaps, "inode chunk rmaps", sizeof(struct claim), agcount,
+			     cap)) {
+		f->oom = true;
+		return FSCK_EXIT_OPERR;
+	}
+	return 0;
 }
 
 const char *fsck_nowrite_reason(const struct fsck *f)
@@ -438,11 +500,11 @@ static void fsck_free(struct fsck *f)
 		rlfs_dev_close(f->dev);
 	if (f->lock_fd >= 0 && f->own_lock_fd)
 		close(f->lock_fd);
-	free(f->claims);
-	free(f->dclaims);
+	fsck_claims_destroy(&f->claims);
+	fsck_claims_destroy(&f->dclaims);
 	free(f->refcs);
 	free(f->chunks);
-	free(f->irmaps);
+	fsck_claims_destroy(&f->irmaps);
 	free(f->inodes);
 	free(f->edges);
 	free(f->names);
@@ -493,7 +555,7 @@ static int check_all(struct fsck *f, uint64_t *icount, uint64_t *ifree, uint64_t
 	fsck_verbose(f, "Phase 4: directory tree (%zu inodes, %zu entries)", f->ninodes, f->nedges);
 	if (!f->oom)
 		fsck_check_graph(f);
-	fsck_verbose(f, "Phase 5: block ownership (%zu claims)", f->nclaims + f->ndclaims);
+	fsck_verbose(f, "Phase 5: block ownership (%zu claims)", f->claims.total + f->dclaims.total);
 	if (!f->oom)
 		fsck_check_refcounts(f);
 	if (!f->oom)
@@ -501,9 +563,19 @@ static int check_all(struct fsck *f, uint64_t *icount, uint64_t *ifree, uint64_t
 	if (!f->oom)
 		fsck_check_rmaps(f);
 	if (f->oom) {
-		fprintf(stderr, "%s: out of memory\n", f->prog);
+		char msg[512];
+
+		if (f->store_failed)
+			fprintf(stderr, "%s: %s\n", f->prog,
+				fsck_claims_strerror(f->store_failed, msg, sizeof(msg)));
+		else
+			fprintf(stderr, "%s: out of memory\n", f->prog);
 		return FSCK_EXIT_OPERR;
 	}
+	if (f->claims.spilled_bytes + f->dclaims.spilled_bytes + f->irmaps.spilled_bytes)
+		fsck_verbose(f, "claims spilled to a temporary file: %" PRIu64 " bytes (cap %zu "
+			     "bytes a store)", f->claims.spilled_bytes + f->dclaims.spilled_bytes +
+			     f->irmaps.spilled_bytes, f->mem_cap_bytes);
 	fsck_verbose(f, "Phase 6: summary counters");
 	fsck_check_counters(f, icount, ifree, fdblocks, counters_ok);
 	fsck_verbose(f, "%" PRIu64 " files, %" PRIu64 " directories, %" PRIu64 " symlinks, %"

@@ -390,6 +390,8 @@ int fsck_check_primary_sb(struct fsck *f)
 		f->oom = true;
 		return FSCK_EXIT_OPERR;
 	}
+	if (fsck_claims_setup(f))
+		return FSCK_EXIT_OPERR;
 	return 0;
 }
 
@@ -684,14 +686,12 @@ static int rmap_rec_cb(struct rlfs_btree_cur *cur, const void *rec, void *priv)
 	w->prev_rmap = ir;
 	if (!why && ir.owner == RLFS_RMAP_OWN_INODES) {
 		/* kept for fsck_recover_chunks (chunks the inobt lost) */
-		struct claim *nc = fsck_grow(f, f->irmaps, &f->irmaps_cap, f->nirmaps, sizeof(*nc));
+		struct claim c = { .start = rlfs_agb_to_fsb(f->mp, w->agno, ir.startblock),
+				   .owner = w->agno, .len = ir.blockcount, .kind = CL_ICHUNK };
+		int err = fsck_store_add(f, &f->irmaps, w->agno, &c);
 
-		if (!nc)
-			return -ENOMEM;
-		f->irmaps = nc;
-		f->irmaps[f->nirmaps++] = (struct claim){
-			.start = rlfs_agb_to_fsb(f->mp, w->agno, ir.startblock),
-			.owner = w->agno, .len = ir.blockcount, .kind = CL_ICHUNK };
+		if (err)
+			return err;
 	}
 	return 0;
 }
