@@ -221,7 +221,7 @@ int fsck_claims_add(struct fsck_claims *s, uint32_t bucket, const void *rec)
 		return s->err;
 	if (bucket >= s->nbuckets)
 		return -EINVAL;
-	if (s->mem_bytes + s->rec_bytes > s->cap_bytes) {
+	if (s->mem_bytes && s->mem_bytes + s->rec_bytes > s->cap_bytes) {
 		int err = spill_all(s);
 
 		if (err)
@@ -289,7 +289,8 @@ int fsck_claims_load(struct fsck_claims *s, uint32_t bucket, void **recs, size_t
 		}
 		at += b->runs[i].n;
 	}
-	memcpy(out + at * s->rec_bytes, b->mem, b->nmem * s->rec_bytes);
+	if (b->nmem)
+		memcpy(out + at * s->rec_bytes, b->mem, b->nmem * s->rec_bytes);
 	*recs = out;
 	*n = cnt;
 	return 0;
