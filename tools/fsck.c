@@ -489,7 +489,10 @@ static void usage(FILE *out)
 		"new filesystem.\n"
 		"Exit: 0 clean (also when only a stale error record was cleared, as e2fsck),\n"
 		"1 errors corrected (and now clean), 4 errors left uncorrected, 8 operational\n"
-		"error.\n");
+		"error.\n"
+		"Memory: block claims are kept by AG; past RLFS_FSCK_MEM_CAP_BYTES of them in\n"
+		"memory (default 8 MiB a table) they go to an unlinked temporary file in\n"
+		"$TMPDIR (default /tmp), and each AG is checked from its own claims.\n");
 }
 
 static void fsck_free(struct fsck *f)

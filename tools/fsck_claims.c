@@ -21,7 +21,7 @@
  * buckets) past cap_bytes, every bucket's in-memory records are written
  * to the end of the spill file as one run each (a run that continues the
  * bucket's last run in the file extends it) and freed.  So a store holds
- * at most cap_bytes of records plus 24 bytes a run; loading a bucket adds
+ * at most cap_bytes of records plus 16 bytes a run; loading a bucket adds
  * that bucket's records (one AG's).  The spill file is an unlinked
  * temporary file in $TMPDIR (default /tmp): O_TMPFILE, or mkstemp and
  * unlink where the filesystem lacks O_TMPFILE; it goes away when closed
