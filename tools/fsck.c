@@ -41,7 +41,9 @@
  *      3c: entries of damaged directories salvaged (fsck_dir.c);
  *   4. directory graph from the root: entries, ftype, "..", link counts,
  *      reachability;
- *   5. block ownership: every claim (AG headers, btree blocks, AGFL, free
+ *   5. block ownership, one AG at a time (the claims of phases 1-3 are kept
+ *      by AG in the claim stores, fsck_claims.c, spilled to a temporary
+ *      file past a cap): every claim (AG headers, btree blocks, AGFL, free
  *      extents, inode chunks, inode-owned blocks) sorted and swept: blocks
  *      claimed twice, free and used at once, or not claimed at all (leaked);
  *      with the REFLINK feature, data-fork blocks may be mapped many times:

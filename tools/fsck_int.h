@@ -13,6 +13,8 @@
  *                  rmap btree, and their repair
  *   fsck_rebuild.c phase 6: rebuild of the AG trees (free space, inode,
  *                  refcount and rmap btrees, AGFL, AG header counters)
+ *   fsck_claims.c  the claim stores: claims by AG, spilled to a temporary
+ *                  file past a memory cap, loaded one AG at a time
  *   fsck_dir.c     phase 3c: entries of directories whose b+tree is
  *                  damaged, salvaged from the blocks that can be read;
  *                  phase 4 repairs: such directories rebuilt, directory
