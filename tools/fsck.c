@@ -301,6 +301,7 @@ int fsck_claims_setup(struct fsck *f)
 			     cap) ||
 	    fsck_claims_init(&f->irmaps, "inode chunk rmaps", sizeof(struct claim), agcount,
 			     cap)) {
+		fprintf(stderr, "%s: out of memory\n", f->prog);
 		f->oom = true;
 		return FSCK_EXIT_OPERR;
 	}
