@@ -246,9 +246,22 @@ void fsck_add_claim_flags(struct fsck *f, uint8_t kind, uint8_t flags, uint64_t 
 	}
 }
 
-int fsck_store_add(struct fsck *f, struct fsck_claims *s, uint32_t agno, const struct claim *c)
+int fsck_store_add(struct fsck *f, struct fsck_claims *s, uint32_t agno, const void *rec)
 {
-	int err = fsck_claims_add(s, agno, c);
+	int err = fsck_claims_add(s, agno, rec);
+
+	if (err) {
+		f->oom = true;
+		if (err != -ENOMEM && !f->store_failed)
+			f->store_failed = s;
+	}
+	return err;
+}
+
+int fsck_store_load_raw(struct fsck *f, struct fsck_claims *s, uint32_t agno, void **out,
+			size_t *n)
+{
+	int err = fsck_claims_load(s, agno, out, n);
 
 	if (err) {
 		f->oom = true;
@@ -262,18 +275,12 @@ int fsck_store_load(struct fsck *f, struct fsck_claims *s, uint32_t agno, bool s
 		    struct claim **out, size_t *n)
 {
 	void *recs;
-	int err = fsck_claims_load(s, agno, &recs, n);
+	int err = fsck_store_load_raw(f, s, agno, &recs, n);
 
 	*out = recs;
-	if (err) {
-		f->oom = true;
-		if (err != -ENOMEM && !f->store_failed)
-			f->store_failed = s;
-		return err;
-	}
-	if (sort)
+	if (!err && sort)
 		fsck_xsort(*out, *n, sizeof(**out), fsck_cmp_claim);
-	return 0;
+	return err;
 }
 
 int fsck_claims_setup(struct fsck *f)
@@ -300,7 +307,8 @@ int fsck_claims_setup(struct fsck *f)
 	    fsck_claims_init(&f->dclaims, "data-fork mappings", sizeof(struct claim), agcount,
 			     cap) ||
 	    fsck_claims_init(&f->irmaps, "inode chunk rmaps", sizeof(struct claim), agcount,
-			     cap)) {
+			     cap) ||
+	    fsck_claims_init(&f->refcs, "refcount records", sizeof(struct refc), agcount, cap)) {
 		fprintf(stderr, "%s: out of memory\n", f->prog);
 		f->oom = true;
 		return FSCK_EXIT_OPERR;
@@ -508,7 +516,7 @@ static void fsck_free(struct fsck *f)
 		close(f->lock_fd);
 	fsck_claims_destroy(&f->claims);
 	fsck_claims_destroy(&f->dclaims);
-	free(f->refcs);
+	fsck_claims_destroy(&f->refcs);
 	free(f->chunks);
 	fsck_claims_destroy(&f->irmaps);
 	free(f->inodes);
@@ -578,10 +586,11 @@ static int check_all(struct fsck *f, uint64_t *icount, uint64_t *ifree, uint64_t
 			fprintf(stderr, "%s: out of memory\n", f->prog);
 		return FSCK_EXIT_OPERR;
 	}
-	if (f->claims.spilled_bytes + f->dclaims.spilled_bytes + f->irmaps.spilled_bytes)
+	uint64_t spilled = f->claims.spilled_bytes + f->dclaims.spilled_bytes +
+			   f->irmaps.spilled_bytes + f->refcs.spilled_bytes;
+	if (spilled)
 		fsck_verbose(f, "claims spilled to a temporary file: %" PRIu64 " bytes (cap %zu "
-			     "bytes a store)", f->claims.spilled_bytes + f->dclaims.spilled_bytes +
-			     f->irmaps.spilled_bytes, f->mem_cap_bytes);
+			     "bytes a store)", spilled, f->mem_cap_bytes);
 	fsck_verbose(f, "Phase 6: summary counters");
 	fsck_check_counters(f, icount, ifree, fdblocks, counters_ok);
 	fsck_verbose(f, "%" PRIu64 " files, %" PRIu64 " directories, %" PRIu64 " symlinks, %"

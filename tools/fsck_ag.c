@@ -643,12 +643,8 @@ static int refc_rec_cb(struct rlfs_btree_cur *cur, const void *rec, void *priv)
 		    "it on an unmounted filesystem)", fsck_loc(f, fsbno).s, start, len);
 		fsck_add_claim(f, CL_STAGING, w->agno, 0, fsbno, len);
 	}
-	nr = fsck_grow(f, f->refcs, &f->refcs_cap, f->nrefcs, sizeof(*nr));
-	if (!nr)
-		return -ENOMEM;
-	f->refcs = nr;
-	f->refcs[f->nrefcs++] = (struct refc){ .start = fsbno, .len = len, .rc = rc, .cow = cow };
-	return 0;
+	nr = &(struct refc){ .start = fsbno, .len = len, .rc = rc, .cow = cow };
+	return fsck_store_add(f, &f->refcs, w->agno, nr);
 }
 
 /* One rmap btree record: well formed (the library's rule) and in key

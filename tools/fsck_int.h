@@ -278,8 +278,8 @@ struct fsck {
 	size_t mem_cap_bytes;       /* each store's in-memory cap (0: not set up) */
 	const struct fsck_claims *store_failed; /* the store whose spill file
 				     * failed (f->oom is set too): exit 8 */
-	struct refc *refcs;         /* REFLINK: refcount btree records, all AGs */
-	size_t nrefcs, refcs_cap;
+	struct fsck_claims refcs;   /* REFLINK: refcount btree records (struct
+				     * refc), a bucket per AG */
 	struct chunk *chunks;
 	size_t nchunks, chunks_cap;
 	struct fsck_claims irmaps;  /* RMAP: OWN_INODES records (owner = agno),
@@ -396,12 +396,16 @@ void fsck_add_claim_flags(struct fsck *f, uint8_t kind, uint8_t flags, uint64_t 
  * FSCK_CLAIMS_DEFAULT_CAP_BYTES).  0, or FSCK_EXIT_OPERR with a message
  * on stderr (a bad value, out of memory). */
 int fsck_claims_setup(struct fsck *f);
-/* Append claim c to store s's bucket agno; on a store error set f->oom
- * and f->store_failed (fsck stops with exit 8).  0 or -errno. */
-int fsck_store_add(struct fsck *f, struct fsck_claims *s, uint32_t agno, const struct claim *c);
-/* Load store s's bucket agno (*n claims, malloc'd, the caller frees),
- * sorted by fsck_cmp_claim when sort.  0, or -errno with f->oom and, for
- * a spill file error, f->store_failed set. */
+/* Append record rec (a struct claim; a struct refc for f->refcs) to store
+ * s's bucket agno; on a store error set f->oom and f->store_failed (fsck
+ * stops with exit 8).  0 or -errno. */
+int fsck_store_add(struct fsck *f, struct fsck_claims *s, uint32_t agno, const void *rec);
+/* Load store s's bucket agno (*n records in append order, malloc'd, the
+ * caller frees).  0, or -errno with f->oom and, for a spill file error,
+ * f->store_failed set. */
+int fsck_store_load_raw(struct fsck *f, struct fsck_claims *s, uint32_t agno, void **out,
+			size_t *n);
+/* The same for a store of claims, sorted by fsck_cmp_claim when sort. */
 int fsck_store_load(struct fsck *f, struct fsck_claims *s, uint32_t agno, bool sort,
 		    struct claim **out, size_t *n);
 const char *fsck_nowrite_reason(const struct fsck *f);

@@ -653,35 +653,28 @@ static void check_refcounts_ag(struct fsck *f, uint32_t agno, const struct refc 
 void fsck_check_refcounts(struct fsck *f)
 {
 	struct rlfs_mount *mp = f->mp;
-	size_t nshared = 0;
+	struct mism m = { 0 };
 
 	if (!f->reflink)
 		return;
-	/* shared records only, in fsbno order */
-	fsck_xsort(f->refcs, f->nrefcs, sizeof(*f->refcs), cmp_refc);
-	struct refc *sh = malloc((f->nrefcs + 1) * sizeof(*sh));
-	if (!sh) {
-		f->oom = true;
-		return;
-	}
-	for (size_t i = 0; i < f->nrefcs; i++)
-		if (!f->refcs[i].cow)
-			sh[nshared++] = f->refcs[i];
-	/* each AG's records: those starting in it (a record reaching past
-	 * the AG's end is swept with the AG it starts in, as before) */
-	struct mism m = { 0 };
-	size_t r0 = 0;
+	/* each AG's data-fork mappings against its shared refcount records
+	 * (a record lies inside its AG: phase 2 checked it) */
 	for (uint32_t agno = 0; agno < mp->agcount && !f->oom; agno++) {
-		uint64_t agend = rlfs_agb_to_fsb(mp, agno, 0) + rlfs_ag_blocks(mp, agno);
-		size_t r1 = r0;
+		void *recs;
+		struct refc *sh;
+		size_t n, nshared = 0;
 
-		while (r1 < nshared && sh[r1].start < agend)
-			r1++;
-		check_refcounts_ag(f, agno, sh + r0, r1 - r0, &m);
-		r0 = r1;
+		if (fsck_store_load_raw(f, &f->refcs, agno, &recs, &n))
+			break;
+		sh = recs;
+		fsck_xsort(sh, n, sizeof(*sh), cmp_refc);
+		for (size_t i = 0; i < n; i++)     /* shared records only */
+			if (!sh[i].cow)
+				sh[nshared++] = sh[i];
+		check_refcounts_ag(f, agno, sh, nshared, &m);
+		free(recs);
 	}
 	mism_flush(f, &m);
-	free(sh);
 }
 
 /* The ownership sweep of one AG: its claims (never crossing its end)
