@@ -359,6 +359,17 @@ int fsck_check_primary_sb(struct fsck *f)
 	}
 
 	err = rlfs_mount_alloc_bare(f->dev, bs, dblocks, agblocks, &f->mp);
+	if (!err) {
+		/* a smaller clean-buffer cache than a mount's: the walks read
+		 * each metadata block about twice (phases 2-3, then the rmapbt
+		 * in phase 5), and the kernel's page cache holds the image */
+		rlfs_bcache_destroy(f->mp);
+		err = rlfs_bcache_init(f->mp, FSCK_BCACHE_CLEAN_BYTES);
+		if (err) {
+			rlfs_mount_free_bare(f->mp);
+			f->mp = NULL;
+		}
+	}
 	if (err) {
 		fprintf(stderr, "%s: cannot set up: %s\n", f->prog, strerror(-err));
 		return FSCK_EXIT_OPERR;

@@ -73,6 +73,9 @@ int rlfs_fsck_main(int argc, char **argv);
 #define FSCK_MAX_REPORTS 1000
 #define FSCK_LOCK_WAIT_SEC 30
 #define FSCK_SYMLINK_MAX 4095
+/* Clean buffers fsck's bare mount keeps cached, in bytes (a mount keeps
+ * 256 MiB, lib/core.c): part of fsck's fixed memory. */
+#define FSCK_BCACHE_CLEAN_BYTES ((size_t)16 << 20)
 
 /* What claims a run of blocks. */
 enum claim_kind {
