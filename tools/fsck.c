@@ -41,7 +41,9 @@
  *      3c: entries of damaged directories salvaged (fsck_dir.c);
  *   4. directory graph from the root: entries, ftype, "..", link counts,
  *      reachability;
- *   5. block ownership: every claim (AG headers, btree blocks, AGFL, free
+ *   5. block ownership, one AG at a time (the claims of phases 1-3 are kept
+ *      by AG in the claim stores, fsck_claims.c, spilled to a temporary
+ *      file past a cap): every claim (AG headers, btree blocks, AGFL, free
  *      extents, inode chunks, inode-owned blocks) sorted and swept: blocks
  *      claimed twice, free and used at once, or not claimed at all (leaked);
  *      with the REFLINK feature, data-fork blocks may be mapped many times:
@@ -224,23 +226,94 @@ void fsck_add_claim_flags(struct fsck *f, uint8_t kind, uint8_t flags, uint64_t 
 	}
 	/* with REFLINK, data-fork mappings are collected apart: they may
 	 * overlap each other (check_refcounts judges them) */
-	bool data = kind == CL_DATA && f->reflink;
-	struct claim **arr = data ? &f->dclaims : &f->claims;
-	size_t *n_arr = data ? &f->ndclaims : &f->nclaims;
-	size_t *cap = data ? &f->dclaims_cap : &f->claims_cap;
+	struct fsck_claims *st = kind == CL_DATA && f->reflink ? &f->dclaims : &f->claims;
 
+	/* one record per AG the run lies in (phases 5-6 judge an AG at a
+	 * time); a data extent's file block advances with it */
 	while (len) {
-		uint32_t n = (uint32_t)RLFS_MIN(len, (uint64_t)UINT32_MAX);
-		struct claim *nc = fsck_grow(f, *arr, cap, *n_arr, sizeof(*nc));
+		uint32_t agno = rlfs_fsb_to_agno(f->mp, c.start);
+		uint64_t agend = (uint64_t)rlfs_agb_to_fsb(f->mp, agno, 0) +
+				 rlfs_ag_blocks(f->mp, agno);
+		uint64_t n = RLFS_MIN(len, agend - c.start);
 
-		if (!nc)
+		c.len = (uint32_t)n;
+		if (fsck_store_add(f, st, agno, &c))
 			return;
-		*arr = nc;
-		c.len = n;
-		(*arr)[(*n_arr)++] = c;
 		c.start += n;
+		if (kind == CL_DATA)
+			c.aux += n;
 		len -= n;
 	}
+}
+
+int fsck_store_add(struct fsck *f, struct fsck_claims *s, uint32_t agno, const void *rec)
+{
+	int err = fsck_claims_add(s, agno, rec);
+
+	if (err) {
+		f->oom = true;
+		if (err != -ENOMEM && !f->store_failed)
+			f->store_failed = s;
+	}
+	return err;
+}
+
+int fsck_store_load_raw(struct fsck *f, struct fsck_claims *s, uint32_t agno, void **out,
+			size_t *n)
+{
+	int err = fsck_claims_load(s, agno, out, n);
+
+	if (err) {
+		f->oom = true;
+		if (err != -ENOMEM && !f->store_failed)
+			f->store_failed = s;
+	}
+	return err;
+}
+
+int fsck_store_load(struct fsck *f, struct fsck_claims *s, uint32_t agno, bool sort,
+		    struct claim **out, size_t *n)
+{
+	void *recs;
+	int err = fsck_store_load_raw(f, s, agno, &recs, n);
+
+	*out = recs;
+	if (!err && sort)
+		fsck_xsort(*out, *n, sizeof(**out), fsck_cmp_claim);
+	return err;
+}
+
+int fsck_claims_setup(struct fsck *f)
+{
+	const char *env = getenv("RLFS_FSCK_MEM_CAP_BYTES");
+	uint32_t agcount = f->mp->agcount;
+	size_t cap = FSCK_CLAIMS_DEFAULT_CAP_BYTES;
+
+	if (env && *env) {
+		char *end;
+		unsigned long long v;
+
+		errno = 0;
+		v = strtoull(env, &end, 10);
+		if (errno || *end || end == env || env[0] == '-' || v > SIZE_MAX) {
+			fprintf(stderr, "%s: RLFS_FSCK_MEM_CAP_BYTES=%s: not a number of bytes\n",
+				f->prog, env);
+			return FSCK_EXIT_OPERR;
+		}
+		cap = (size_t)v;
+	}
+	f->mem_cap_bytes = cap;
+	if (fsck_claims_init(&f->claims, "claims", sizeof(struct claim), agcount, cap) ||
+	    fsck_claims_init(&f->dclaims, "data-fork mappings", sizeof(struct claim), agcount,
+			     cap) ||
+	    fsck_claims_init(&f->irmaps, "inode chunk rmaps", sizeof(struct claim), agcount,
+			     cap) ||
+	    fsck_claims_init(&f->refcs, "refcount records", sizeof(struct refc), agcount, cap)) {
+		fprintf(stderr, "%s: out of memory\n", f->prog);
+		f->oom = true;
+		return FSCK_EXIT_OPERR;
+	}
+	return 0;
 }
 
 const char *fsck_nowrite_reason(const struct fsck *f)
@@ -427,7 +500,10 @@ static void usage(FILE *out)
 		"new filesystem.\n"
 		"Exit: 0 clean (also when only a stale error record was cleared, as e2fsck),\n"
 		"1 errors corrected (and now clean), 4 errors left uncorrected, 8 operational\n"
-		"error.\n");
+		"error.\n"
+		"Memory: block claims are kept by AG; past RLFS_FSCK_MEM_CAP_BYTES of them in\n"
+		"memory (default 8 MiB a table) they go to an unlinked temporary file in\n"
+		"$TMPDIR (default /tmp), and each AG is checked from its own claims.\n");
 }
 
 static void fsck_free(struct fsck *f)
@@ -438,11 +514,11 @@ static void fsck_free(struct fsck *f)
 		rlfs_dev_close(f->dev);
 	if (f->lock_fd >= 0 && f->own_lock_fd)
 		close(f->lock_fd);
-	free(f->claims);
-	free(f->dclaims);
-	free(f->refcs);
+	fsck_claims_destroy(&f->claims);
+	fsck_claims_destroy(&f->dclaims);
+	fsck_claims_destroy(&f->refcs);
 	free(f->chunks);
-	free(f->irmaps);
+	fsck_claims_destroy(&f->irmaps);
 	free(f->inodes);
 	free(f->edges);
 	free(f->names);
@@ -493,7 +569,7 @@ static int check_all(struct fsck *f, uint64_t *icount, uint64_t *ifree, uint64_t
 	fsck_verbose(f, "Phase 4: directory tree (%zu inodes, %zu entries)", f->ninodes, f->nedges);
 	if (!f->oom)
 		fsck_check_graph(f);
-	fsck_verbose(f, "Phase 5: block ownership (%zu claims)", f->nclaims + f->ndclaims);
+	fsck_verbose(f, "Phase 5: block ownership (%zu claims)", f->claims.total + f->dclaims.total);
 	if (!f->oom)
 		fsck_check_refcounts(f);
 	if (!f->oom)
@@ -501,9 +577,20 @@ static int check_all(struct fsck *f, uint64_t *icount, uint64_t *ifree, uint64_t
 	if (!f->oom)
 		fsck_check_rmaps(f);
 	if (f->oom) {
-		fprintf(stderr, "%s: out of memory\n", f->prog);
+		char msg[512];
+
+		if (f->store_failed)
+			fprintf(stderr, "%s: %s\n", f->prog,
+				fsck_claims_strerror(f->store_failed, msg, sizeof(msg)));
+		else
+			fprintf(stderr, "%s: out of memory\n", f->prog);
 		return FSCK_EXIT_OPERR;
 	}
+	uint64_t spilled = f->claims.spilled_bytes + f->dclaims.spilled_bytes +
+			   f->irmaps.spilled_bytes + f->refcs.spilled_bytes;
+	if (spilled)
+		fsck_verbose(f, "claims spilled to a temporary file: %" PRIu64 " bytes (cap %zu "
+			     "bytes a store)", spilled, f->mem_cap_bytes);
 	fsck_verbose(f, "Phase 6: summary counters");
 	fsck_check_counters(f, icount, ifree, fdblocks, counters_ok);
 	fsck_verbose(f, "%" PRIu64 " files, %" PRIu64 " directories, %" PRIu64 " symlinks, %"

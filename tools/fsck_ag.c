@@ -359,6 +359,17 @@ int fsck_check_primary_sb(struct fsck *f)
 	}
 
 	err = rlfs_mount_alloc_bare(f->dev, bs, dblocks, agblocks, &f->mp);
+	if (!err) {
+		/* a smaller clean-buffer cache than a mount's: the walks read
+		 * each metadata block about twice (phases 2-3, then the rmapbt
+		 * in phase 5), and the kernel's page cache holds the image */
+		rlfs_bcache_destroy(f->mp);
+		err = rlfs_bcache_init(f->mp, FSCK_BCACHE_CLEAN_BYTES);
+		if (err) {
+			rlfs_mount_free_bare(f->mp);
+			f->mp = NULL;
+		}
+	}
 	if (err) {
 		fprintf(stderr, "%s: cannot set up: %s\n", f->prog, strerror(-err));
 		return FSCK_EXIT_OPERR;
@@ -390,6 +401,8 @@ int fsck_check_primary_sb(struct fsck *f)
 		f->oom = true;
 		return FSCK_EXIT_OPERR;
 	}
+	if (fsck_claims_setup(f))
+		return FSCK_EXIT_OPERR;
 	return 0;
 }
 
@@ -641,12 +654,8 @@ static int refc_rec_cb(struct rlfs_btree_cur *cur, const void *rec, void *priv)
 		    "it on an unmounted filesystem)", fsck_loc(f, fsbno).s, start, len);
 		fsck_add_claim(f, CL_STAGING, w->agno, 0, fsbno, len);
 	}
-	nr = fsck_grow(f, f->refcs, &f->refcs_cap, f->nrefcs, sizeof(*nr));
-	if (!nr)
-		return -ENOMEM;
-	f->refcs = nr;
-	f->refcs[f->nrefcs++] = (struct refc){ .start = fsbno, .len = len, .rc = rc, .cow = cow };
-	return 0;
+	nr = &(struct refc){ .start = fsbno, .len = len, .rc = rc, .cow = cow };
+	return fsck_store_add(f, &f->refcs, w->agno, nr);
 }
 
 /* One rmap btree record: well formed (the library's rule) and in key
@@ -684,14 +693,12 @@ static int rmap_rec_cb(struct rlfs_btree_cur *cur, const void *rec, void *priv)
 	w->prev_rmap = ir;
 	if (!why && ir.owner == RLFS_RMAP_OWN_INODES) {
 		/* kept for fsck_recover_chunks (chunks the inobt lost) */
-		struct claim *nc = fsck_grow(f, f->irmaps, &f->irmaps_cap, f->nirmaps, sizeof(*nc));
+		struct claim c = { .start = rlfs_agb_to_fsb(f->mp, w->agno, ir.startblock),
+				   .owner = w->agno, .len = ir.blockcount, .kind = CL_ICHUNK };
+		int err = fsck_store_add(f, &f->irmaps, w->agno, &c);
 
-		if (!nc)
-			return -ENOMEM;
-		f->irmaps = nc;
-		f->irmaps[f->nirmaps++] = (struct claim){
-			.start = rlfs_agb_to_fsb(f->mp, w->agno, ir.startblock),
-			.owner = w->agno, .len = ir.blockcount, .kind = CL_ICHUNK };
+		if (err)
+			return err;
 	}
 	return 0;
 }

@@ -13,6 +13,8 @@
  *                  rmap btree, and their repair
  *   fsck_rebuild.c phase 6: rebuild of the AG trees (free space, inode,
  *                  refcount and rmap btrees, AGFL, AG header counters)
+ *   fsck_claims.c  the claim stores: claims by AG, spilled to a temporary
+ *                  file past a memory cap, loaded one AG at a time
  *   fsck_dir.c     phase 3c: entries of directories whose b+tree is
  *                  damaged, salvaged from the blocks that can be read;
  *                  phase 4 repairs: such directories rebuilt, directory
@@ -51,6 +53,7 @@
 #include "rmap.h"
 #include "log.h"
 #include "iunlink.h"
+#include "fsck_claims.h"
 
 #if defined(__has_include)
 #if __has_include("cli.h")
@@ -70,6 +73,9 @@ int rlfs_fsck_main(int argc, char **argv);
 #define FSCK_MAX_REPORTS 1000
 #define FSCK_LOCK_WAIT_SEC 30
 #define FSCK_SYMLINK_MAX 4095
+/* Clean buffers fsck's bare mount keeps cached, in bytes (a mount keeps
+ * 256 MiB, lib/core.c): part of fsck's fixed memory. */
+#define FSCK_BCACHE_CLEAN_BYTES ((size_t)16 << 20)
 
 /* What claims a run of blocks. */
 enum claim_kind {
@@ -264,17 +270,23 @@ struct fsck {
 	uint64_t nprinted;
 	bool oom;
 
-	struct claim *claims;
-	size_t nclaims, claims_cap;
+	/* claim stores (fsck_claims.c): struct claim records in one bucket
+	 * per AG, a claim never crossing an AG's end (fsck_add_claim splits
+	 * it); phases 5-6 load one AG's bucket at a time */
+	struct fsck_claims claims;  /* every claim (with REFLINK, data-fork
+				     * mappings only as their union, added by
+				     * fsck_check_refcounts) */
 	bool reflink;               /* REFLINK feature: data blocks may be shared */
-	struct claim *dclaims;      /* REFLINK: data-fork mappings (may overlap) */
-	size_t ndclaims, dclaims_cap;
-	struct refc *refcs;         /* REFLINK: refcount btree records, all AGs */
-	size_t nrefcs, refcs_cap;
+	struct fsck_claims dclaims; /* REFLINK: data-fork mappings (may overlap) */
+	size_t mem_cap_bytes;       /* each store's in-memory cap (0: not set up) */
+	const struct fsck_claims *store_failed; /* the store whose spill file
+				     * failed (f->oom is set too): exit 8 */
+	struct fsck_claims refcs;   /* REFLINK: refcount btree records (struct
+				     * refc), a bucket per AG */
 	struct chunk *chunks;
 	size_t nchunks, chunks_cap;
-	struct claim *irmaps;       /* RMAP: OWN_INODES records (owner = agno) */
-	size_t nirmaps, irmaps_cap;
+	struct fsck_claims irmaps;  /* RMAP: OWN_INODES records (owner = agno),
+				     * a bucket per AG */
 	struct ientry *inodes;
 	size_t ninodes, inodes_cap;
 	struct edge *edges;
@@ -321,18 +333,29 @@ struct visit_ctx {
  * A tentative stretch of the check: its claims and findings are dropped
  * when it turns out another source will supply them (phase 3 walking a
  * data fork that phase 3b then takes from the rmap).  FSCK_MARK saves
- * the counts, fsck_rewind restores them (the lines printed stay printed).
+ * the counts and marks both claim stores, fsck_rewind restores them (the
+ * lines printed stay printed).  One stretch at a time: only the newest
+ * mark can be rewound to (fsck_claims_mark).
  */
 struct fsck_mark {
-	size_t nclaims, ndclaims;
+	struct fsck_claims_mark claims, dclaims;
 	uint64_t nerrors, nrebuild, ncounter;
 };
-#define FSCK_MARK(f) ((struct fsck_mark){ .nclaims = (f)->nclaims, .ndclaims = (f)->ndclaims, \
-	.nerrors = (f)->nerrors, .nrebuild = (f)->nrebuild, .ncounter = (f)->ncounter })
+static inline struct fsck_mark fsck_mark_now(struct fsck *f)
+{
+	struct fsck_mark m = { .nerrors = f->nerrors, .nrebuild = f->nrebuild,
+			       .ncounter = f->ncounter };
+
+	fsck_claims_mark(&f->claims, &m.claims);
+	fsck_claims_mark(&f->dclaims, &m.dclaims);
+	return m;
+}
+#define FSCK_MARK(f) fsck_mark_now(f)
 static inline void fsck_rewind(struct fsck *f, const struct fsck_mark *m)
 {
-	f->nclaims = m->nclaims;
-	f->ndclaims = m->ndclaims;
+	/* (cannot fail: m is the newest mark, phase 3 marks once an inode) */
+	(void)fsck_claims_rewind(&f->claims, &m->claims);
+	(void)fsck_claims_rewind(&f->dclaims, &m->dclaims);
 	f->nerrors = m->nerrors;
 	f->nrebuild = m->nrebuild;
 	f->ncounter = m->ncounter;
@@ -371,6 +394,23 @@ void fsck_add_claim(struct fsck *f, uint8_t kind, uint64_t owner, uint64_t aux,
 		      uint64_t start, uint64_t len);
 void fsck_add_claim_flags(struct fsck *f, uint8_t kind, uint8_t flags, uint64_t owner,
 			  uint64_t aux, uint64_t start, uint64_t len);
+/* Set up the claim stores for f->mp->agcount AGs, the cap from the
+ * environment (RLFS_FSCK_MEM_CAP_BYTES, bytes; default
+ * FSCK_CLAIMS_DEFAULT_CAP_BYTES).  0, or FSCK_EXIT_OPERR with a message
+ * on stderr (a bad value, out of memory). */
+int fsck_claims_setup(struct fsck *f);
+/* Append record rec (a struct claim; a struct refc for f->refcs) to store
+ * s's bucket agno; on a store error set f->oom and f->store_failed (fsck
+ * stops with exit 8).  0 or -errno. */
+int fsck_store_add(struct fsck *f, struct fsck_claims *s, uint32_t agno, const void *rec);
+/* Load store s's bucket agno (*n records in append order, malloc'd, the
+ * caller frees).  0, or -errno with f->oom and, for a spill file error,
+ * f->store_failed set. */
+int fsck_store_load_raw(struct fsck *f, struct fsck_claims *s, uint32_t agno, void **out,
+			size_t *n);
+/* The same for a store of claims, sorted by fsck_cmp_claim when sort. */
+int fsck_store_load(struct fsck *f, struct fsck_claims *s, uint32_t agno, bool sort,
+		    struct claim **out, size_t *n);
 const char *fsck_nowrite_reason(const struct fsck *f);
 struct ientry *fsck_find_inode(struct fsck *f, uint64_t ino);
 struct chunk *fsck_find_chunk(struct fsck *f, uint64_t ino);

@@ -96,11 +96,21 @@ static void inobt_from_rmap(struct fsck *f, uint32_t agno)
 		if (rlfs_fsb_to_agno(mp, rlfs_ino_to_fsb(mp, f->chunks[i].startino)) != agno)
 			f->chunks[n++] = f->chunks[i];
 	f->nchunks = n;
-	n = 0;
-	for (size_t i = 0; i < f->nclaims; i++)
-		if (f->claims[i].kind != CL_ICHUNK || f->claims[i].owner != agno)
-			f->claims[n++] = f->claims[i];
-	f->nclaims = n;
+	/* the AG's claims without its inode chunks (phase 2: only this AG's
+	 * bucket is touched, and no mark is held) */
+	struct claim *cl;
+	size_t ncl;
+
+	if (fsck_store_load(f, &f->claims, agno, false, &cl, &ncl))
+		return;
+	fsck_claims_clear(&f->claims, agno);
+	for (size_t i = 0; i < ncl; i++)
+		if ((cl[i].kind != CL_ICHUNK || cl[i].owner != agno) &&
+		    fsck_store_add(f, &f->claims, agno, &cl[i]))
+			break;
+	free(cl);
+	if (f->oom)
+		return;
 	f->nerrors -= ai->ino_nerrors;
 	f->nrebuild += ai->ino_nerrors;
 	ai->icount = ai->ifree = 0;
@@ -114,14 +124,17 @@ static void inobt_from_rmap(struct fsck *f, uint32_t agno)
 	RB_END(f);
 }
 
+static void recover_ag_chunks(struct fsck *f, const struct claim *irm, size_t nirm,
+			      size_t n0);
+
 void fsck_recover_chunks(struct fsck *f)
 {
 	struct rlfs_mount *mp = f->mp;
 	size_t n0;
 
-	if (!f->nirmaps || mp->inopblock > RLFS_INODES_PER_CHUNK)
+	if (!f->irmaps.total || mp->inopblock > RLFS_INODES_PER_CHUNK)
 		return;
-	for (uint32_t agno = 0; agno < mp->agcount; agno++) {
+	for (uint32_t agno = 0; agno < mp->agcount && !f->oom; agno++) {
 		struct ag_info *ai = &f->ags[agno];
 
 		if (ai->hdr_ok && ai->rmap_ok && !ai->ino_ok && ai->ino_nerrors &&
@@ -130,13 +143,34 @@ void fsck_recover_chunks(struct fsck *f)
 	}
 	n0 = f->nchunks;
 	fsck_xsort(f->chunks, f->nchunks, sizeof(*f->chunks), fsck_cmp_chunk);
-	for (size_t i = 0; i < f->nirmaps && !f->oom; i++) {
-		const struct claim *r = &f->irmaps[i];
-		struct ag_info *ai = &f->ags[r->owner];
-		uint64_t end = r->start + r->len;
+	/* one AG's OWN_INODES records at a time, in the rmapbt's order */
+	for (uint32_t agno = 0; agno < mp->agcount && !f->oom; agno++) {
+		struct ag_info *ai = &f->ags[agno];
+		struct claim *irm;
+		size_t nirm;
 
 		if (!ai->hdr_ok || !ai->ino_ok || !ai->rmap_ok)
 			continue;
+		if (fsck_store_load(f, &f->irmaps, agno, false, &irm, &nirm))
+			return;
+		recover_ag_chunks(f, irm, nirm, n0);
+		free(irm);
+	}
+	fsck_xsort(f->chunks, f->nchunks, sizeof(*f->chunks), fsck_cmp_chunk);
+}
+
+/* Chunks of the OWN_INODES records irm[0..nirm) of one AG that the
+ * inobt's chunks f->chunks[0..n0) (sorted) lack: added as recovered and
+ * claimed. */
+static void recover_ag_chunks(struct fsck *f, const struct claim *irm, size_t nirm, size_t n0)
+{
+	struct rlfs_mount *mp = f->mp;
+
+	for (size_t i = 0; i < nirm && !f->oom; i++) {
+		const struct claim *r = &irm[i];
+		const struct ag_info *ai = &f->ags[r->owner];
+		uint64_t end = r->start + r->len;
+
 		for (uint64_t fsb = r->start; fsb + mp->chunk_blocks <= end; fsb++) {
 			uint64_t startino;
 			size_t lo = 0, hi = n0;
@@ -177,7 +211,6 @@ void fsck_recover_chunks(struct fsck *f)
 			fsck_add_claim(f, CL_ICHUNK, r->owner, startino, fsb, mp->chunk_blocks);
 		}
 	}
-	fsck_xsort(f->chunks, f->nchunks, sizeof(*f->chunks), fsck_cmp_chunk);
 }
 
 /*
@@ -278,30 +311,16 @@ static bool clip(const struct rb *r, const struct claim *c, uint32_t *s, uint32_
 	return true;
 }
 
-/* First index of cl[0..n) (sorted by start) starting at or after start. */
-static size_t lower_bound(const struct claim *cl, size_t n, uint64_t start)
-{
-	size_t lo = 0, hi = n;
-
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-
-		if (cl[mid].start < start)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return lo;
-}
-
-/* Kept claims, data mappings, the used and candidate maps.  The claims
- * tables are sorted by start (phase 5); a claim reaching into this AG
- * starts in it or in the one before (no run is longer than an AG). */
+/* Kept claims, data mappings, the used and candidate maps, from the AG's
+ * buckets of the claim stores (claims never cross an AG's end), sorted by
+ * start as the check sorted them. */
 static int gather(struct rb *r)
 {
 	struct fsck *f = r->f;
 	struct ag_info *ai = &f->ags[r->agno];
 	uint8_t *oldfree, *oldrepl;
+	struct claim *cl = NULL;
+	size_t ncl = 0;
 	uint32_t s, e;
 	int err = 0;
 
@@ -313,13 +332,10 @@ static int gather(struct rb *r)
 		err = -ENOMEM;
 		goto out;
 	}
-	uint64_t from = r->ag0 >= f->mp->agblocks ? r->ag0 - f->mp->agblocks : 0;
+	err = fsck_store_load(f, &f->claims, r->agno, true, &cl, &ncl);
+	for (size_t i = 0; i < ncl && !err; i++) {
+		const struct claim *c = &cl[i];
 
-	for (size_t i = lower_bound(f->claims, f->nclaims, from); i < f->nclaims && !err; i++) {
-		const struct claim *c = &f->claims[i];
-
-		if (c->start >= r->ag0 + r->len)
-			break;
 		if (!clip(r, c, &s, &e))
 			continue;
 		if (c->kind == CL_FREE) {
@@ -335,17 +351,14 @@ static int gather(struct rb *r)
 			err = push_claim(r, &r->kept, &r->nkept, &r->kept_cap, &k);
 		}
 	}
-	for (size_t i = lower_bound(f->dclaims, f->ndclaims, from); i < f->ndclaims && !err; i++) {
-		struct claim k = f->dclaims[i];
-
-		if (k.start >= r->ag0 + r->len)
-			break;
-		if (!clip(r, &k, &s, &e))
-			continue;
-		k.start = r->ag0 + s;
-		k.len = e - s;
-		err = push_claim(r, &r->dcl, &r->ndcl, &r->dcl_cap, &k);
+	free(cl);
+	if (!err) {
+		/* the AG's data-fork mappings, as they are */
+		err = fsck_store_load(f, &f->dclaims, r->agno, true, &r->dcl, &r->ndcl);
+		r->dcl_cap = r->ndcl;
 	}
+	if (err)
+		goto out;
 	/* 2: free in both views; 1: free in the new one and no block of an
 	 * old tree, the old AGFL or staging (leaked blocks, or free space
 	 * the old bnobt lost): taken only when the 2s run out */

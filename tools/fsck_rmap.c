@@ -31,8 +31,8 @@
  * be read (f->incomplete) owners are missing from the expected side, so
  * only the first kind is reported.
  *
- * Memory: the claims table is the whole filesystem's (as for the sweep);
- * what this file adds is bounded by one AG: the AG's expected records and
+ * Memory: bounded by one AG: the AG's claims and data-fork mappings
+ * loaded from the claim stores (fsck_claims.c), its expected records and
  * its tree's records, freed before the next AG.
  */
 #include "fsck_int.h"
@@ -309,18 +309,26 @@ static int read_tree(struct fsck *f, uint32_t agno, struct rmaps *out)
 void fsck_check_rmaps(struct fsck *f)
 {
 	struct rlfs_mount *mp = f->mp;
-	size_t ci = 0, di = 0;
 	bool said_incomplete = false;
 
 	if (!(mp->features_incompat & RLFS_FEAT_INCOMPAT_RMAP))
 		return;
-	/* claims: sorted by fsck_check_claims; dclaims: by fsck_check_refcounts */
 	for (uint32_t agno = 0; agno < mp->agcount && !f->oom; agno++) {
 		struct ag_info *ai = &f->ags[agno];
 		struct rmaps exp = { 0 }, act = { 0 };
+		struct claim *cl = NULL, *dcl = NULL;
+		size_t ncl = 0, ndcl = 0, ci = 0, di = 0;
 
-		expect_from(f, agno, f->claims, f->nclaims, &ci, f->reflink, &exp);
-		expect_from(f, agno, f->dclaims, f->ndclaims, &di, false, &exp);
+		/* this AG's claims and data-fork mappings, sorted by start */
+		if (fsck_store_load(f, &f->claims, agno, true, &cl, &ncl) ||
+		    fsck_store_load(f, &f->dclaims, agno, true, &dcl, &ndcl)) {
+			free(cl);
+			break;
+		}
+		expect_from(f, agno, cl, ncl, &ci, f->reflink, &exp);
+		expect_from(f, agno, dcl, ndcl, &di, false, &exp);
+		free(cl);
+		free(dcl);
 		if (!ai->hdr_ok || !ai->trees_ok || !ai->rmap_ok) {
 			fsck_verbose(f, "AG %u: rmap cross-check skipped (AG trees or rmap btree "
 				     "damaged, reported above)", agno);

@@ -480,17 +480,6 @@ static bool rebuilt_kind(uint8_t kind)
 	return false;
 }
 
-/* Append a claim to the main list directly (no REFLINK diversion). */
-static void push_claim(struct fsck *f, struct claim c)
-{
-	struct claim *nc = fsck_grow(f, f->claims, &f->claims_cap, f->nclaims, sizeof(*nc));
-
-	if (!nc)
-		return;
-	f->claims = nc;
-	f->claims[f->nclaims++] = c;
-}
-
 struct event {
 	uint64_t pos;
 	int delta;
@@ -556,36 +545,39 @@ static void mism_add(struct fsck *f, struct mism *m, uint64_t a, uint64_t b, uin
  * so a data block that is also metadata, free or staging is still caught
  * there), and for every block the number of mappings must equal the
  * refcount btree's count: no record means 1; a record at
- * RLFS_REFC_REFCOUNT_MAX may have fewer (it sticks there).
+ * RLFS_REFC_REFCOUNT_MAX may have fewer (it sticks there).  One AG at a
+ * time: its data-fork mappings loaded from the store (never crossing the
+ * AG's end), sorted, swept against its refcount records, freed.
  */
-void fsck_check_refcounts(struct fsck *f)
+static void check_refcounts_ag(struct fsck *f, uint32_t agno, const struct refc *sh,
+			       size_t nshared, struct mism *m)
 {
 	struct rlfs_mount *mp = f->mp;
-	size_t nd = f->ndclaims, nev = 0, nshared = 0;
+	uint64_t ag0 = rlfs_agb_to_fsb(mp, agno, 0);
+	struct claim *dcl;
+	size_t nd, nev = 0;
 	struct event *ev;
 	uint64_t *segs; /* triples: start, end, count */
 	size_t nsegs = 0;
 
-	if (!f->reflink)
+	if (fsck_store_load(f, &f->dclaims, agno, true, &dcl, &nd))
 		return;
-	fsck_xsort(f->dclaims, nd, sizeof(*f->dclaims), fsck_cmp_claim);
 	/* union into the main sweep */
 	for (size_t i = 0; i < nd;) {
-		struct claim u = f->dclaims[i];
+		struct claim u = dcl[i];
 		uint64_t end = u.start + u.len;
 		size_t j = i + 1;
 
-		while (j < nd && f->dclaims[j].start <= end) {
-			uint64_t e = f->dclaims[j].start + f->dclaims[j].len;
+		while (j < nd && dcl[j].start <= end) {
+			uint64_t e = dcl[j].start + dcl[j].len;
 			if (e > end)
 				end = e;
 			j++;
 		}
-		while (end > u.start) {
-			uint64_t n = RLFS_MIN(end - u.start, (uint64_t)UINT32_MAX);
-			u.len = (uint32_t)n;
-			push_claim(f, u);
-			u.start += n;
+		u.len = (uint32_t)(end - u.start);   /* within the AG */
+		if (fsck_store_add(f, &f->claims, agno, &u)) {
+			free(dcl);
+			return;
 		}
 		i = j;
 	}
@@ -595,13 +587,15 @@ void fsck_check_refcounts(struct fsck *f)
 	if (!ev || !segs) {
 		free(ev);
 		free(segs);
+		free(dcl);
 		f->oom = true;
 		return;
 	}
 	for (size_t i = 0; i < nd; i++) {
-		ev[nev++] = (struct event){ f->dclaims[i].start, 1 };
-		ev[nev++] = (struct event){ f->dclaims[i].start + f->dclaims[i].len, -1 };
+		ev[nev++] = (struct event){ dcl[i].start, 1 };
+		ev[nev++] = (struct event){ dcl[i].start + dcl[i].len, -1 };
 	}
+	free(dcl);
 	fsck_xsort(ev, nev, sizeof(*ev), cmp_event);
 	int64_t depth = 0;
 	for (size_t i = 0; i < nev;) {
@@ -616,21 +610,9 @@ void fsck_check_refcounts(struct fsck *f)
 		}
 	}
 	free(ev);
-	/* shared records only, in fsbno order */
-	fsck_xsort(f->refcs, f->nrefcs, sizeof(*f->refcs), cmp_refc);
-	struct refc *sh = malloc((f->nrefcs + 1) * sizeof(*sh));
-	if (!sh) {
-		free(segs);
-		f->oom = true;
-		return;
-	}
-	for (size_t i = 0; i < f->nrefcs; i++)
-		if (!f->refcs[i].cow)
-			sh[nshared++] = f->refcs[i];
 	/* sweep both sorted, non-overlapping lists */
-	struct mism m = { 0 };
 	size_t si = 0, ri = 0;
-	uint64_t pos = 0;
+	uint64_t pos = ag0;
 	while (si < nsegs || ri < nshared) {
 		uint64_t ss = si < nsegs ? RLFS_MAX(segs[3 * si], pos) : UINT64_MAX;
 		uint64_t rs = ri < nshared ? RLFS_MAX(sh[ri].start, pos) : UINT64_MAX;
@@ -658,26 +640,57 @@ void fsck_check_refcounts(struct fsck *f)
 		struct ag_info *ai = &f->ags[rlfs_fsb_to_agno(mp, a)];
 		bool bad = rc ? (dc != rc && !(rc == RLFS_REFC_REFCOUNT_MAX && dc >= 1)) : dc >= 2;
 		if (bad && ai->refc_ok)
-			mism_add(f, &m, a, b, dc, rc);
+			mism_add(f, m, a, b, dc, rc);
 		pos = b;
 		if (si < nsegs && segs[3 * si + 1] <= pos)
 			si++;
 		if (ri < nshared && sh[ri].start + sh[ri].len <= pos)
 			ri++;
 	}
-	mism_flush(f, &m);
-	free(sh);
 	free(segs);
 }
 
-void fsck_check_claims(struct fsck *f)
+void fsck_check_refcounts(struct fsck *f)
 {
-	struct claim *top = NULL;
-	uint64_t maxend = 0;
+	struct rlfs_mount *mp = f->mp;
+	struct mism m = { 0 };
 
-	fsck_xsort(f->claims, f->nclaims, sizeof(*f->claims), fsck_cmp_claim);
-	for (size_t i = 0; i < f->nclaims; i++) {
-		struct claim *c = &f->claims[i];
+	if (!f->reflink)
+		return;
+	/* each AG's data-fork mappings against its shared refcount records
+	 * (a record lies inside its AG: phase 2 checked it) */
+	for (uint32_t agno = 0; agno < mp->agcount && !f->oom; agno++) {
+		void *recs;
+		struct refc *sh;
+		size_t n, nshared = 0;
+
+		if (fsck_store_load_raw(f, &f->refcs, agno, &recs, &n))
+			break;
+		sh = recs;
+		fsck_xsort(sh, n, sizeof(*sh), cmp_refc);
+		for (size_t i = 0; i < n; i++)     /* shared records only */
+			if (!sh[i].cow)
+				sh[nshared++] = sh[i];
+		check_refcounts_ag(f, agno, sh, nshared, &m);
+		free(recs);
+	}
+	mism_flush(f, &m);
+}
+
+/* The ownership sweep of one AG: its claims (never crossing its end)
+ * sorted by start; overlaps and unclaimed runs reported. */
+static void check_claims_ag(struct fsck *f, uint32_t agno)
+{
+	struct rlfs_mount *mp = f->mp;
+	uint64_t ag0 = rlfs_agb_to_fsb(mp, agno, 0), agend = ag0 + rlfs_ag_blocks(mp, agno);
+	struct claim *cl, *top = NULL;
+	uint64_t maxend = ag0;
+	size_t n;
+
+	if (fsck_store_load(f, &f->claims, agno, true, &cl, &n))
+		return;
+	for (size_t i = 0; i < n; i++) {
+		struct claim *c = &cl[i];
 		uint64_t end = c->start + c->len;
 
 		if (c->start > maxend)
@@ -711,8 +724,15 @@ void fsck_check_claims(struct fsck *f)
 			top = c;
 		}
 	}
-	if (maxend < f->mp->dblocks)
-		report_leak(f, maxend, f->mp->dblocks);
+	if (maxend < agend)
+		report_leak(f, maxend, agend);
+	free(cl);
+}
+
+void fsck_check_claims(struct fsck *f)
+{
+	for (uint32_t agno = 0; agno < f->mp->agcount && !f->oom; agno++)
+		check_claims_ag(f, agno);
 	if (f->leaked_runs)
 		ERR(f, "space map: %" PRIu64 " blocks in %" PRIu64 " runs are neither free nor "
 		    "in use; not listed, as some inode metadata could not be read",
