@@ -4,12 +4,14 @@
  * trees already hold (agh.refc_blocks + agh.rmap_blocks, the AGBTCOUNT
  * feature, SPEC section 5).
  *
- *  - grow_in_full_ag: AG 0 filled with data up to its reserve, then its
- *    refcount and rmap btrees grown by thousands of records (a clone, then
- *    single-block copy-on-writes every other block): no ENOSPC, the
- *    reserve shrank by exactly the trees' growth (mp->setaside follows),
- *    data then fills AG 0 down to the smaller reserve, and statfs counts
- *    the trees' blocks as free compared with the old fixed reserve;
+ *  - grow_in_full_ag: AG 0's refcount and rmap btrees grown by thousands
+ *    of records (a clone, then every other block punched): the reserve shrank by exactly the trees' growth (mp->setaside
+ *    follows); data then fills AG 0 down to the smaller reserve (not to
+ *    the fixed ask); the trees grow again in the full AG (a second clone
+ *    doubles the refcount btree; then CoW of every fourth block) with no
+ *    ENOSPC, out of the reserve; statfs
+ *    counts the trees' blocks as free compared with the old fixed
+ *    reserve; unlinking the clones shrinks the trees and gives back;
  *  - old_image: an image without the feature bit (counts zero, as made
  *    before it) keeps the fixed reserve, leaves the counts at zero, and
  *    fsck stays clean;
@@ -17,6 +19,7 @@
  *    read-write mount and allows a read-only one.
  */
 #include <errno.h>
+#include <linux/falloc.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -87,52 +90,84 @@ static void test_grow_in_full_ag(void **state)
 	assert_int_equal(a0.left, ask - 2);
 	check_setaside(mp);
 
-	/* AG 0 full of data up to its reserve (the rest spills into AG 1) */
-	int a = mkfile(&c, "a");
-	uint64_t blocks = mp->agblocks;
-	for (uint64_t off = 0; off < blocks * bs; off += 256 * bs)
-		do_write(&c, a, off, 256 * bs, off);
-	struct agcounts full;
-	ag_counts(mp, 0, &full);
-	assert_true(full.freeblks >= full.left);
-	assert_true(full.freeblks < full.left + 64);
-	uint64_t trees0 = check_setaside(mp);
-
-	/* the trees of AG 0 grow by thousands of records: every other block
-	 * of the clone rewritten (CoW to AG 1), so a's blocks alternate
+	/* 1. AG 0's trees grow by thousands of records: a clone of 8000
+	 * blocks, every other block of it punched, so a's blocks alternate
 	 * between shared (a refcount record each) and not, and b's rmap
-	 * records are split at each one */
+	 * records are split at each one (punching, not CoW: AG 0's free
+	 * space stays in one piece for step 2) */
+	enum { NBLK = 8000 };
+	int a = mkfile(&c, "a");
+	for (uint64_t off = 0; off < NBLK * bs; off += 250 * bs)
+		do_write(&c, a, off, 250 * bs, off);
 	int b = mkfile(&c, "b");
 	do_clone(&c, a, 0, b, 0, 0);
-	uint64_t in_ag0 = RLFS_MIN(blocks - 2 * ask, 8000); /* offsets mapped in AG 0 */
-	for (uint64_t blk = 1; blk < in_ag0; blk += 2)
-		do_write(&c, b, blk * bs, bs, 9000 + blk);
-	assert_int_equal(rlfs_fsync(mp, c.f[b].ino, 0), 0);
+	for (uint64_t blk = 1; blk < NBLK; blk += 2) {
+		assert_int_equal(rlfs_fallocate(mp, c.f[b].ino,
+						FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+						(off_t)(blk * bs), bs), 0);
+		memset(c.f[b].data + blk * bs, 0, bs);
+	}
 	struct agcounts grown;
 	ag_counts(mp, 0, &grown);
-	uint32_t g = grown.refc_blocks + grown.rmap_blocks - (full.refc_blocks + full.rmap_blocks);
+	uint32_t g = grown.refc_blocks + grown.rmap_blocks - (a0.refc_blocks + a0.rmap_blocks);
 	print_message("AG 0: ask %u; trees %u+%u -> %u+%u blocks (+%u); reserve %u -> %u\n", ask,
-		      full.refc_blocks, full.rmap_blocks, grown.refc_blocks, grown.rmap_blocks, g,
-		      full.left, grown.left);
+		      a0.refc_blocks, a0.rmap_blocks, grown.refc_blocks, grown.rmap_blocks, g,
+		      a0.left, grown.left);
 	assert_true(g >= 40);
 	assert_true(grown.refc_blocks + grown.rmap_blocks < ask);
 	/* the reserve shrank by exactly the trees' growth */
-	assert_int_equal(grown.left, full.left - g);
-	uint64_t trees = check_setaside(mp);
-	assert_true(trees >= trees0 + g);
+	assert_int_equal(grown.left, a0.left - g);
+	check_setaside(mp);
 
-	/* the allocator honours the smaller reserve: data fills AG 0 down
-	 * to it (with the fixed reserve it stopped at ask) */
+	/* 2. AG 0 filled with data: the allocator leaves the smaller reserve
+	 * free (the fixed one left ask) */
 	int d = mkfile(&c, "d");
-	for (int i = 0; i < 64; i++)
-		do_write(&c, d, (uint64_t)i * 16 * bs, 16 * bs, 500 + (uint64_t)i);
-	struct agcounts refill;
-	ag_counts(mp, 0, &refill);
-	print_message("AG 0 after more data: %u free (reserve %u, ask %u)\n", refill.freeblks,
-		      refill.left, ask);
-	assert_true(refill.freeblks >= refill.left);
-	assert_true(refill.freeblks < ask);
-	trees = check_setaside(mp);
+	struct agcounts full;
+	uint64_t i = 0;
+	do {    /* until data goes elsewhere: 256 more blocks left AG 0 alone */
+		ag_counts(mp, 0, &full);
+		uint32_t before = full.freeblks;
+		for (int j = 0; j < 16; j++, i++)
+			do_write(&c, d, i * 16 * bs, 16 * bs, 500 + i);
+		ag_counts(mp, 0, &full);
+		if (full.freeblks == before)
+			break;
+	} while (i < 16000 / 16);
+	print_message("AG 0 filled: %u free + %u on the AGFL (reserve %u, ask %u)\n",
+		      full.freeblks, full.flcount, full.left, ask);
+	assert_true(full.freeblks >= full.left);
+	assert_true(full.freeblks < ask);
+	assert_true(full.freeblks < full.left + 64);
+	check_setaside(mp);
+
+	/* 3. the trees still grow in the full AG, out of the reserve: a
+	 * second clone of a (a refcount record for every block of a now:
+	 * the refcount btree doubles), then every fourth block of the clone
+	 * rewritten (its new blocks go to AG 1; AG 0's trees change again) */
+	int e = mkfile(&c, "c");
+	do_clone(&c, a, 0, e, 0, 0);
+	struct agcounts more;
+	ag_counts(mp, 0, &more);
+	int64_t g2 = (int64_t)more.refc_blocks + more.rmap_blocks -
+		     ((int64_t)full.refc_blocks + full.rmap_blocks);
+	print_message("full AG 0, clone: trees %u+%u -> %u+%u blocks (%+lld); reserve %u -> %u, "
+		      "%u free + %u on the AGFL\n", full.refc_blocks, full.rmap_blocks,
+		      more.refc_blocks, more.rmap_blocks, (long long)g2, full.left, more.left,
+		      more.freeblks, more.flcount);
+	assert_true(g2 >= 20);
+	assert_int_equal(more.left, full.left - g2);
+	assert_true(more.freeblks + more.flcount >= more.left);
+	check_setaside(mp);
+	rlfs_set_cow_fill(mp, 0); /* each write remaps its own block only */
+	for (uint64_t blk = 1; blk < NBLK; blk += 4)
+		do_write(&c, e, blk * bs, bs, 33000 + blk);
+	assert_int_equal(rlfs_fsync(mp, c.f[e].ino, 0), 0);
+	ag_counts(mp, 0, &more);
+	print_message("full AG 0, CoW: trees %u+%u blocks; reserve %u, %u free + %u on the AGFL\n",
+		      more.refc_blocks, more.rmap_blocks, more.left, more.freeblks, more.flcount);
+	assert_int_equal(more.left, ask - more.refc_blocks - more.rmap_blocks);
+	assert_true(more.freeblks + more.flcount >= more.left);
+	uint64_t trees = check_setaside(mp);
 
 	/* statfs: the trees' blocks are no longer held back twice */
 	struct statvfs sv;
@@ -158,13 +193,17 @@ static void test_grow_in_full_ag(void **state)
 	mp = MP(&c);
 	assert_int_equal(mp->setaside, setaside);
 	/* and the trees shrink back: the reserve grows again */
+	assert_int_equal(rlfs_unlink(mp, rlfs_root_ino(mp), "c"), 0);
 	assert_int_equal(rlfs_unlink(mp, rlfs_root_ino(mp), "b"), 0);
-	free(c.f[b].data); /* b leaves the models; d takes its slot */
+	free(c.f[b].data); /* b and c leave the models; d takes b's slot */
+	free(c.f[e].data);
 	c.f[b] = c.f[d];
-	c.nf--;
+	c.nf = 2;
 	struct agcounts back;
 	ag_counts(mp, 0, &back);
-	assert_true(back.refc_blocks + back.rmap_blocks < grown.refc_blocks + grown.rmap_blocks);
+	print_message("after unlinking the clones: trees %u+%u blocks, reserve %u\n",
+		      back.refc_blocks, back.rmap_blocks, back.left);
+	assert_true(back.refc_blocks + back.rmap_blocks < full.refc_blocks + full.rmap_blocks);
 	assert_int_equal(back.left, ask - back.refc_blocks - back.rmap_blocks);
 	check_setaside(mp);
 	ctx_fini(&c);
