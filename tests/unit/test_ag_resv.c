@@ -11,7 +11,8 @@
  *    doubles the refcount btree; then CoW of every fourth block) with no
  *    ENOSPC, out of the reserve; statfs
  *    counts the trees' blocks as free compared with the old fixed
- *    reserve; unlinking the clones shrinks the trees and gives back;
+ *    reserve; a crash copy recovers the same counts; unlinking the clones
+ *    shrinks the trees and gives back;
  *  - old_image: an image without the feature bit (counts zero, as made
  *    before it) keeps the fixed reserve, leaves the counts at zero, and
  *    fsck stays clean;
@@ -167,6 +168,24 @@ static void test_grow_in_full_ag(void **state)
 		      more.refc_blocks, more.rmap_blocks, more.left, more.freeblks, more.flcount);
 	assert_int_equal(more.left, ask - more.refc_blocks - more.rmap_blocks);
 	assert_true(more.freeblks + more.flcount >= more.left);
+
+	/* a crash now (the fsync forced the log): recovery replays the
+	 * counts with the trees (the AG header is logged with them); the
+	 * recovering mount's own transactions (CoW staging given back, in
+	 * AG 1) keep the set-aside consistent; fsck -n agrees */
+	char copy[96];
+	tu_crash_copy(&c.fs, ".crash", copy, sizeof(copy));
+	struct rlfs_mount *cmp;
+	assert_int_equal(rlfs_mount_open(copy, RLFS_MOUNT_NOLOCK, &cmp), 0);
+	struct agcounts rec;
+	ag_counts(cmp, 0, &rec);
+	assert_int_equal(rec.refc_blocks, more.refc_blocks);
+	assert_int_equal(rec.rmap_blocks, more.rmap_blocks);
+	assert_int_equal(rec.left, more.left);
+	check_setaside(cmp);
+	assert_int_equal(rlfs_mount_close(cmp), 0);
+	assert_int_equal(tu_fsck(copy, 0), 0);
+	unlink(copy);
 	uint64_t trees = check_setaside(mp);
 
 	/* statfs: the trees' blocks are no longer held back twice */
