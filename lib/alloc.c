@@ -30,6 +30,7 @@
  * free space).  The trees therefore never call the allocator: no recursion.
  */
 #include "alloc.h"
+#include "ag_resv.h"
 #include "busy.h"
 #include "ialloc.h"
 #include "iunlink.h"
@@ -358,7 +359,10 @@ int rlfs_agbt_alloc_block(struct rlfs_btree_cur *cur, uint64_t hint_fsbno, uint6
 	int err = rlfs_agfl_get_block(cur->tp, cur->agno, &agbno);
 	if (err)
 		return err;
-	rlfs_trans_mod_used(cur->tp, 1);
+	if (cur->ops->agh_blocks_off)
+		rlfs_ag_resv_tree_block(cur->tp, rlfs_agbt_agbp(cur), cur->ops->agh_blocks_off, 1);
+	else
+		rlfs_trans_mod_used(cur->tp, 1);
 	*fsbno = rlfs_agb_to_fsb(cur->mp, cur->agno, agbno);
 	if (cur->ops->rmap_owner)
 		err = rlfs_rmap_change_owner(cur->tp, *fsbno, 1, RLFS_RMAP_OWN_AG,
@@ -374,7 +378,9 @@ int rlfs_agbt_free_block(struct rlfs_btree_cur *cur, uint64_t fsbno)
 					     RLFS_RMAP_OWN_AG);
 	if (!err)
 		err = rlfs_agfl_put_block(cur->tp, cur->agno, rlfs_fsb_to_agbno(cur->mp, fsbno));
-	if (!err)
+	if (!err && cur->ops->agh_blocks_off)
+		rlfs_ag_resv_tree_block(cur->tp, rlfs_agbt_agbp(cur), cur->ops->agh_blocks_off, -1);
+	else if (!err)
 		rlfs_trans_mod_freed(cur->tp, 1);
 	return err;
 }
@@ -1202,9 +1208,10 @@ static int alloc_ag(struct rlfs_alloc_arg *a, uint32_t agno, uint32_t hint_agbno
 		err = -ENOSPC;
 		goto out;
 	}
-	/* the AG's reserve for its AGFL-fed btrees stays free (ag_resv.h;
-	 * xfs_alloc_space_available): at most freeblks - reserve here */
-	uint32_t freeb = rlfs_get32(agh->freeblks), resv = mp->ag_resv_blocks;
+	/* the AG's reserve for its AGFL-fed btrees (what they may still
+	 * need: ag_resv.h) stays free (xfs_alloc_space_available): at most
+	 * freeblks - reserve here */
+	uint32_t freeb = rlfs_get32(agh->freeblks), resv = rlfs_ag_resv_left_blocks(mp, agh);
 	uint32_t avail = freeb > resv ? freeb - resv : 0;
 	if (avail < pass_min || avail < a->minlen) {
 		err = -ENOSPC;

@@ -68,7 +68,7 @@ struct rlfs_alloc_arg {
  *          longest aligned piece (>= minlen) is returned.
  * The AGFL is topped up first (rlfs_alloc_fix_freelist); an AG that cannot
  * keep its AGFL at the minimum is skipped, and so is one whose free blocks
- * beyond its reserve (mp->ag_resv_blocks, ag_resv.h) are fewer than the
+ * beyond its reserve (rlfs_ag_resv_left_blocks, ag_resv.h) are fewer than the
  * pass needs: no allocation through here takes the reserve, which only the
  * AGFL refill for the refcount and rmap btrees may use (XFS:
  * xfs_alloc_space_available).  alignment 0 counts as 1.

@@ -93,6 +93,11 @@ struct rlfs_btree_ops {
 	 * move them from and back to RLFS_RMAP_OWN_AG.  0: they stay
 	 * OWN_AG (bnobt, cntbt, rmapbt, as XFS's). */
 	uint64_t rmap_owner;
+	/* An AG tree under the AG reservation (refcountbt, rmapbt;
+	 * ag_resv.h): the offset in struct rlfs_agh of its block count
+	 * (refc_blocks, rmap_blocks), which rlfs_agbt_alloc_block /
+	 * free_block keep and account against the reserve.  0: none. */
+	uint16_t agh_blocks_off;
 };
 
 struct rlfs_btree_level {

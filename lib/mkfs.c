@@ -56,6 +56,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ag_resv.h"
 #include "alloc.h"
 #include "dev.h"
 #include "ialloc.h"
@@ -78,6 +79,7 @@ struct geom {
 	uint32_t blocksize, inodesize, agblocks, agcount;
 	uint64_t dblocks;
 	uint64_t features_incompat;
+	uint64_t features_ro_compat;
 	uint32_t log_agno;          /* LOG feature: AG holding the log */
 	uint32_t log_blocks;        /* 0 = no log */
 };
@@ -116,6 +118,7 @@ static void geom_mp(const struct geom *g, struct rlfs_mount *mp)
 	mp->inopblock = g->blocksize / g->inodesize;
 	mp->chunk_blocks = RLFS_MAX(1u, RLFS_INODES_PER_CHUNK / mp->inopblock);
 	mp->features_incompat = g->features_incompat;
+	mp->features_ro_compat = g->features_ro_compat;
 }
 
 static bool pow2(uint64_t x)
@@ -130,6 +133,9 @@ static int compute_geometry(const struct rlfs_mkfs_opts *o, uint64_t size_bytes,
 		return -EINVAL;
 	if (o->rmapbt >= 0)
 		g->features_incompat |= RLFS_FEAT_INCOMPAT_RMAP;
+	/* AG header counts of the refcount/rmap btree blocks (SPEC section 5):
+	 * always kept by this version */
+	g->features_ro_compat = RLFS_FEAT_RO_COMPAT_AGBTCOUNT;
 	g->blocksize = o->blocksize ? o->blocksize : RLFS_DEFAULT_BLOCKSIZE;
 	if (!pow2(g->blocksize) || g->blocksize < RLFS_MIN_BLOCKSIZE ||
 	    g->blocksize > RLFS_MAX_BLOCKSIZE)
@@ -330,10 +336,14 @@ static int init_ag(struct rlfs_trans *tp, uint32_t agno, const struct geom *g)
 	if (rlfs_has_reflink(mp)) {
 		rlfs_put32(agh->refc_root, MKFS_REFC_AGBNO);
 		rlfs_put16(agh->refc_level, 1);
+		if (rlfs_has_agbtcount(mp))
+			rlfs_put32(agh->refc_blocks, 1);
 	}
 	if (rlfs_has_rmap(mp)) {
 		rlfs_put32(agh->rmap_root, rmap_agbno(mp));
 		rlfs_put16(agh->rmap_level, 1);
+		if (rlfs_has_agbtcount(mp))
+			rlfs_put32(agh->rmap_blocks, 1);
 	}
 	rlfs_put32(agh->freeblks, freeblks);
 	rlfs_put32(agh->longest, freeblks);
@@ -431,6 +441,7 @@ static int write_superblocks(struct rlfs_mount *mp, const struct rlfs_mkfs_opts 
 		rlfs_put16(sb->inopblock, (uint16_t)mp->inopblock);
 		rlfs_put32(sb->state, RLFS_STATE_CLEAN);
 		rlfs_put64(sb->features_incompat, mp->features_incompat);
+		rlfs_put64(sb->features_ro_compat, mp->features_ro_compat);
 		rlfs_put64(sb->rootino, mp->rootino);
 		rlfs_put64(sb->icount, mp->icount);
 		rlfs_put64(sb->ifree, mp->ifree);
@@ -467,6 +478,7 @@ static int format(struct rlfs_dev *dev, const struct geom *g, const struct rlfs_
 	mp->inopblock = m.inopblock;
 	mp->chunk_blocks = m.chunk_blocks;
 	mp->features_incompat = m.features_incompat;
+	mp->features_ro_compat = m.features_ro_compat;
 	if (getrandom(mp->uuid, RLFS_UUID_SIZE, 0) != RLFS_UUID_SIZE) {
 		err = -EIO;
 		goto out;

@@ -96,7 +96,15 @@ static int init_counters(struct rlfs_mount *mp)
 	int err = rlfs_trans_alloc(mp, &mp->resv.tr_rdonly, 0, RLFS_TRANS_RDONLY, &tp);
 	if (err)
 		return err;
-	uint64_t free_blocks = 0, icount = 0, ifree = 0;
+	/* Per AG: the AGFL minimum, and the reserve every allocation but the
+	 * AGFL refill leaves so that the refcount and rmap btrees can always
+	 * grow: what they may need less what they already use (ag_resv.h);
+	 * neither is space a file can get, so statfs and reservations leave
+	 * both out.  The transactions that grow or shrink those trees move
+	 * blocks between the reserve and the trees (mp->setaside follows at
+	 * their commit). */
+	mp->ag_resv_ask_blocks = rlfs_ag_resv_ask_blocks(mp);
+	uint64_t free_blocks = 0, icount = 0, ifree = 0, resv = 0;
 	for (uint32_t agno = 0; agno < mp->agcount && !err; agno++) {
 		struct rlfs_buf *bp;
 		err = rlfs_ag_read_header(tp, agno, &bp);
@@ -106,17 +114,13 @@ static int init_counters(struct rlfs_mount *mp)
 		free_blocks += rlfs_get32(agh->freeblks) + rlfs_get32(agh->flcount);
 		icount += rlfs_get64(agh->icount);
 		ifree += rlfs_get64(agh->ifree);
+		resv += rlfs_ag_resv_left_blocks(mp, agh);
 		rlfs_trans_brelse(tp, bp);
 	}
 	rlfs_trans_cancel(tp);
 	if (err)
 		return err;
-	/* Per AG: the AGFL minimum, and the reserve every allocation but the
-	 * AGFL refill leaves so that the refcount and rmap btrees can always
-	 * grow (ag_resv.h); neither is space a file can get, so statfs and
-	 * reservations leave both out. */
-	mp->ag_resv_blocks = rlfs_ag_resv_blocks(mp);
-	mp->setaside = (uint64_t)mp->agcount * (rlfs_agfl_min(mp) + mp->ag_resv_blocks);
+	mp->setaside = (uint64_t)mp->agcount * rlfs_agfl_min(mp) + resv;
 	mp->fdblocks = (int64_t)free_blocks - (int64_t)mp->setaside;
 	mp->icount = icount;
 	mp->ifree = ifree;
@@ -333,6 +337,16 @@ int rlfs_mount_open_dev(struct rlfs_dev *dev, const char *image, unsigned flags,
 		rlfs_dev_close(dev);
 		return err;
 	}
+	if ((rlfs_get64(sbcopy.features_ro_compat) & ~RLFS_FEAT_RO_COMPAT_KNOWN) && !rdonly) {
+		/* a binary that does not know a read-only compatible feature
+		 * could write what that feature keeps wrong (SPEC section 4) */
+		rlfs_warn("%s: unknown read-only compatible features 0x%llx: mount it "
+			  "read-only (-o ro)", image,
+			  (unsigned long long)(rlfs_get64(sbcopy.features_ro_compat) &
+					       ~RLFS_FEAT_RO_COMPAT_KNOWN));
+		rlfs_dev_close(dev);
+		return -EROFS;
+	}
 	struct rlfs_mount *mp;
 	err = rlfs_mount_alloc_bare(dev, rlfs_get32(sbcopy.blocksize),
 				    rlfs_get64(sbcopy.dblocks), rlfs_get32(sbcopy.agblocks), &mp);
@@ -347,6 +361,7 @@ int rlfs_mount_open_dev(struct rlfs_dev *dev, const char *image, unsigned flags,
 	mp->chunk_blocks = RLFS_MAX(1u, RLFS_INODES_PER_CHUNK / mp->inopblock);
 	mp->rootino = rlfs_get64(sbcopy.rootino);
 	mp->features_incompat = rlfs_get64(sbcopy.features_incompat);
+	mp->features_ro_compat = rlfs_get64(sbcopy.features_ro_compat);
 	mp->maxbytes = rlfs_get64(sbcopy.maxbytes);
 	mp->log_clean_lsn = rlfs_get32(sbcopy.state) == RLFS_STATE_CLEAN
 				    ? rlfs_get64(sbcopy.log_clean_lsn) : 0;
@@ -652,6 +667,12 @@ int rlfs_mount_set_rdonly(struct rlfs_mount *mp, bool rdonly)
 	}
 	if (!(mp->flags & RLFS_MOUNT_RDONLY))
 		return 0;
+	if (mp->features_ro_compat & ~RLFS_FEAT_RO_COMPAT_KNOWN) {
+		rlfs_warn("remount read-write refused: unknown read-only compatible features "
+			  "0x%llx", (unsigned long long)(mp->features_ro_compat &
+							 ~RLFS_FEAT_RO_COMPAT_KNOWN));
+		return -EROFS;
+	}
 	err = rlfs_dev_make_writable(mp->dev);
 	if (err)
 		return err;

@@ -137,6 +137,7 @@ const struct rlfs_btree_ops rlfs_refcountbt_ops = {
 	.alloc_block = rlfs_agbt_alloc_block,
 	.free_block = rlfs_agbt_free_block,
 	.owner = rlfs_agbt_owner,
+	.agh_blocks_off = offsetof(struct rlfs_agh, refc_blocks),
 	.rmap_owner = RLFS_RMAP_OWN_REFC,
 };
 

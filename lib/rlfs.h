@@ -92,6 +92,7 @@ struct rlfs_mount {
 	uint32_t chunk_blocks;      /* blocks per inode chunk (64 inodes) */
 	uint64_t rootino;
 	uint64_t features_incompat;
+	uint64_t features_ro_compat; /* RLFS_FEAT_RO_COMPAT_* (SPEC section 4) */
 	uint64_t maxbytes;          /* largest file size, bytes */
 	uint8_t uuid[RLFS_UUID_SIZE];
 	/* Shut down (rlfs_force_shutdown): a deferred chain failed after its
@@ -148,9 +149,12 @@ struct rlfs_mount {
 				     * reserve: counted free on disk, never
 				     * available to files (XFS's
 				     * xfs_alloc_set_aside + xfs_ag_resv) */
-	uint32_t ag_resv_blocks;    /* per AG, kept free by every allocation
-				     * but the AGFL refill (ag_resv.h); set at
-				     * mount, 0 before */
+	uint32_t ag_resv_ask_blocks; /* per AG, what the refcount and rmap
+				     * btrees may need in all (ag_resv.h);
+				     * the AG's reserve is this less the
+				     * blocks they use (AGBTCOUNT feature).
+				     * Set at mount, 0 before (bare mounts:
+				     * no reserve) */
 	uint64_t log_clean_lsn;     /* the superblock's log_clean_lsn when its
 				     * state is CLEAN, else 0: lets
 				     * rlfs_log_recover skip reading the whole

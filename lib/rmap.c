@@ -286,6 +286,7 @@ const struct rlfs_btree_ops rlfs_rmapbt_ops = {
 	.alloc_block = rlfs_agbt_alloc_block,
 	.free_block = rlfs_agbt_free_block,
 	.owner = rlfs_agbt_owner,
+	.agh_blocks_off = offsetof(struct rlfs_agh, rmap_blocks),
 };
 
 void rlfs_rmap_cur_init(struct rlfs_btree_cur *cur, struct rlfs_trans *tp, uint32_t agno,

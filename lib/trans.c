@@ -363,6 +363,7 @@ int rlfs_trans_commit(struct rlfs_trans *tp)
 			bp->flags |= RLFS_BUF_STALE; /* got but never filled in */
 	}
 	mp->fdblocks += (tp->blk_res - tp->blk_used) + tp->blk_freed;
+	mp->setaside -= (uint64_t)tp->ag_resv_used; /* (ag_resv.h) */
 	mp->trans_seq++; /* this commit's sequence (busy.h) */
 	uint64_t cil_seq = rlfs_log_cil_seq(mp);
 	for (struct rlfs_log_item *lip = tp->items; lip; lip = lip->next) {

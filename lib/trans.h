@@ -88,6 +88,10 @@ struct rlfs_trans {
 	int64_t blk_res;            /* blocks reserved */
 	int64_t blk_used;           /* blocks allocated so far (<= blk_res) */
 	int64_t blk_freed;          /* blocks freed, credited at commit */
+	int64_t ag_resv_used;       /* blocks the AG reservations gave to the
+				     * refcount/rmap btrees (< 0: got back),
+				     * taken off mp->setaside at commit
+				     * (ag_resv.h) */
 	struct rlfs_buf *bufs;      /* joined buffers (via bp->tnext) */
 	struct rlfs_log_item *items;/* joined log items, newest first */
 	/* deferred work (defer.h): batches to do, inodes kept joined

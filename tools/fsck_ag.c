@@ -383,6 +383,7 @@ int fsck_check_primary_sb(struct fsck *f)
 	f->mp->chunk_blocks = RLFS_MAX(1u, RLFS_INODES_PER_CHUNK / f->mp->inopblock);
 	f->mp->rootino = rlfs_get64(sb->rootino);
 	f->mp->features_incompat = incompat;
+	f->mp->features_ro_compat = rlfs_get64(sb->features_ro_compat);
 	f->reflink = incompat & RLFS_FEAT_INCOMPAT_REFLINK;
 	f->mp->maxbytes = rlfs_get64(sb->maxbytes);
 	memcpy(f->mp->uuid, sb->hdr.uuid, RLFS_UUID_SIZE);
@@ -1130,6 +1131,8 @@ void fsck_check_ag(struct fsck *f, uint32_t agno)
 
 			ai->refc_ok = walk_ag_tree(f, tp, fsck_refcbt_ops(), &refc, refc_rec_cb,
 						   rlfs_get32(ai->agh.refc_root), &fake);
+			ai->refc_blocks = refc.nblocks;
+			ai->refc_counted = ai->refc_ok;
 			if (ai->refc_ok && f->nerrors + f->nrebuild == nerr0)
 				library_check(f, tp, &rlfs_refcountbt_ops, agno, &fake,
 					      rlfs_get32(ai->agh.refc_root));
@@ -1145,6 +1148,8 @@ void fsck_check_ag(struct fsck *f, uint32_t agno)
 			ai->rmap_ok &= walk_ag_tree(f, tp, fsck_rmapbt_ops(), &rmap, rmap_rec_cb, mr,
 						    &fake);
 			ai->rmap_ok &= f->nerrors + f->nrebuild == nerr0;
+			ai->rmap_blocks = rmap.nblocks;
+			ai->rmap_counted = ai->rmap_ok;
 			if (ai->rmap_ok)
 				library_check(f, tp, &rlfs_rmapbt_ops, agno, &fake, mr);
 			/* not in ok: the rmap btree does not feed the counters */
@@ -1177,6 +1182,29 @@ void fsck_check_ag(struct fsck *f, uint32_t agno)
 		FIXCOUNTER(f, "%s (AG header): btreeblks %u, bnobt+cntbt have %" PRIu64
 			" blocks beyond their roots", fsck_loc(f, hfsb).s,
 			rlfs_get32(ai->agh.btreeblks), ai->btreeblks);
+		ai->fix = true;
+	}
+	if (f->mp->features_ro_compat & RLFS_FEAT_RO_COMPAT_AGBTCOUNT) {
+		/* the counts the AG reservation is taken from (ag_resv.h) */
+		if (ai->refc_counted && rlfs_get32(ai->agh.refc_blocks) != ai->refc_blocks) {
+			FIXCOUNTER(f, "%s (AG header): refc_blocks %u, refcount btree has %" PRIu64
+				   " blocks", fsck_loc(f, hfsb).s, rlfs_get32(ai->agh.refc_blocks),
+				   ai->refc_blocks);
+			ai->fix = true;
+		}
+		if (ai->rmap_counted && rlfs_get32(ai->agh.rmap_blocks) != ai->rmap_blocks) {
+			FIXCOUNTER(f, "%s (AG header): rmap_blocks %u, rmap btree has %" PRIu64
+				   " blocks", fsck_loc(f, hfsb).s, rlfs_get32(ai->agh.rmap_blocks),
+				   ai->rmap_blocks);
+			ai->fix = true;
+		}
+	} else if (rlfs_get32(ai->agh.refc_blocks) || rlfs_get32(ai->agh.rmap_blocks)) {
+		/* without the feature those bytes are pad (zero) */
+		FIXCOUNTER(f, "%s (AG header): refc_blocks %u, rmap_blocks %u without the "
+			   "AGBTCOUNT feature (must be 0)", fsck_loc(f, hfsb).s,
+			   rlfs_get32(ai->agh.refc_blocks), rlfs_get32(ai->agh.rmap_blocks));
+		ai->refc_blocks = ai->rmap_blocks = 0;
+		ai->refc_counted = ai->rmap_counted = true;
 		ai->fix = true;
 	}
 	if (rlfs_get64(ai->agh.icount) != ai->icount) {

@@ -178,6 +178,12 @@ struct ag_info {
 	uint64_t freeblks;          /* computed from bnobt */
 	uint32_t longest;           /* computed from cntbt */
 	uint64_t btreeblks;         /* bnobt + cntbt blocks beyond the roots */
+	/* refcount / rmap btree blocks, roots included, counted by the walk
+	 * (AGBTCOUNT feature: agh.refc_blocks / rmap_blocks; SPEC section 5);
+	 * refc_counted / rmap_counted: the walk finished, so they can be
+	 * compared and written */
+	uint64_t refc_blocks, rmap_blocks;
+	bool refc_counted, rmap_counted;
 	uint64_t icount, ifree;     /* computed from inobt */
 	uint32_t flcount;           /* valid AGFL entries */
 	bool fix;                   /* counters differ */

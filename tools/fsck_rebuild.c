@@ -885,6 +885,13 @@ static int write_ag(struct rb *r)
 			rlfs_put32(agh->rmap_root, rlfs_fsb_to_agbno(mp, root[T_RMAP]));
 			rlfs_put16(agh->rmap_level, (uint16_t)r->bl[T_RMAP].nlevels);
 		}
+		/* the bulk-loaded trees' sizes, roots included (AGBTCOUNT;
+		 * the AG reservation is taken from them: ag_resv.h) */
+		bool counts = mp->features_ro_compat & RLFS_FEAT_RO_COMPAT_AGBTCOUNT;
+		rlfs_put32(agh->refc_blocks,
+			   counts && r->have[T_REFC] ? (uint32_t)r->bl[T_REFC].nblocks : 0);
+		rlfs_put32(agh->rmap_blocks,
+			   counts && r->have[T_RMAP] ? (uint32_t)r->bl[T_RMAP].nblocks : 0);
 		rlfs_put32(agh->flfirst, flfirst);
 		rlfs_put32(agh->fllast, (flfirst + (r->flcount ? r->flcount : size) - 1) % size);
 		rlfs_put32(agh->flcount, r->flcount);

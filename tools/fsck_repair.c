@@ -114,9 +114,14 @@ int fsck_fix_ag_counters(struct fsck *f)
 			goto fail;
 		agh = rlfs_agh(bp);
 		/* a broken unlinked list: its members are orphans now */
-		if (ai->fix)
+		if (ai->fix) {
 			fsck_put_agh_counters(agh, ai->freeblks, ai->longest, ai->btreeblks,
 					      ai->icount, ai->ifree, ai->fix_unlinked);
+			if (ai->refc_counted)
+				rlfs_put32(agh->refc_blocks, (uint32_t)ai->refc_blocks);
+			if (ai->rmap_counted)
+				rlfs_put32(agh->rmap_blocks, (uint32_t)ai->rmap_blocks);
+		}
 		else if (ai->fix_unlinked)
 			rlfs_put64(agh->unlinked, 0);
 		rlfs_trans_log_buf(tp, bp);

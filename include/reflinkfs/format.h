@@ -100,7 +100,11 @@ static inline rlfs_le64 rlfs_le64_of(uint64_t v) { rlfs_le64 r = { RLFS_LE64(v) 
 #define RLFS_FEAT_INCOMPAT_LOG     (1ull << 2) /* write-ahead log (issue 10) */
 #define RLFS_FEAT_INCOMPAT_KNOWN \
 	(RLFS_FEAT_INCOMPAT_REFLINK | RLFS_FEAT_INCOMPAT_RMAP | RLFS_FEAT_INCOMPAT_LOG)
-#define RLFS_FEAT_RO_COMPAT_KNOWN  0ull
+/* Read-only compatible: a binary that does not know the bit may read the
+ * image but must not write it (mount read-only; fsck -n only). */
+#define RLFS_FEAT_RO_COMPAT_AGBTCOUNT (1ull << 0) /* agh.refc_blocks / rmap_blocks
+						   * are kept (SPEC section 5) */
+#define RLFS_FEAT_RO_COMPAT_KNOWN  RLFS_FEAT_RO_COMPAT_AGBTCOUNT
 /* sb_state values */
 #define RLFS_STATE_CLEAN 0u
 #define RLFS_STATE_DIRTY 1u /* mounted read-write, or not unmounted cleanly */
@@ -223,10 +227,20 @@ struct rlfs_agh {
 	 * Bytes 136..143, pad (zero) before: an old image reads as empty.
 	 */
 	rlfs_le64 unlinked;
-	uint8_t   pad[64];
+	/*
+	 * Blocks in this AG's refcount btree and rmap btree, roots included
+	 * (XFS: agf_refcount_blocks, agf_rmap_blocks), kept with the
+	 * RLFS_FEAT_RO_COMPAT_AGBTCOUNT feature (else 0, not read): the AG
+	 * reservation for those trees is what they may still need beyond
+	 * these (ag_resv.h).  Bytes 144..151, pad (zero) before.
+	 */
+	rlfs_le32 refc_blocks;
+	rlfs_le32 rmap_blocks;
+	uint8_t   pad[56];
 };
 RLFS_SA(sizeof(struct rlfs_agh) == 208, "agh");
 RLFS_SA(offsetof(struct rlfs_agh, unlinked) == 136, "agh unlinked");
+RLFS_SA(offsetof(struct rlfs_agh, refc_blocks) == 144, "agh refc_blocks");
 
 /* AGFL block: header, then an array of agbno (le32) filling the block. */
 struct rlfs_agfl {

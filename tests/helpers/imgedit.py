@@ -5,6 +5,7 @@ counter with a valid crc, a cross-linked block, ...).  Only used by tests.
 
     imgedit.py sb-get IMAGE FIELD               print a superblock field
     imgedit.py sb-set IMAGE FIELD VALUE         set it, fix the crc
+    imgedit.py agh-get IMAGE AGNO FIELD         print an AG header field
     imgedit.py agh-set IMAGE AGNO FIELD VALUE   AG header field, fix the crc
     imgedit.py inode-get IMAGE INO FIELD        print an inode field
     imgedit.py inode-set IMAGE INO FIELD VALUE  set it, fix the inode crc
@@ -39,9 +40,11 @@ SB = {  # name: (offset, struct format)
     "last_error_time": (224, "<Q"), "last_error_fsbno": (232, "<Q"),
     "fsck_time": (256, "<Q"), "fsck_errors": (264, "<I"),
     "blocksize": (52, "<I"), "log_start": (144, "<Q"), "log_blocks": (152, "<I"),
+    "features_ro_compat": (88, "<Q"),
 }
 AGH = {"freeblks": (88, "<I"), "longest": (92, "<I"), "btreeblks": (108, "<I"),
-       "icount": (112, "<Q"), "ifree": (120, "<Q"), "unlinked": (136, "<Q")}
+       "icount": (112, "<Q"), "ifree": (120, "<Q"), "unlinked": (136, "<Q"),
+       "refc_blocks": (144, "<I"), "rmap_blocks": (148, "<I")}
 INODE = {"mode": (40, "<I"), "nlink": (52, "<I"), "size": (56, "<Q"),
          "nblocks": (64, "<Q"), "parent": (152, "<Q"), "format": (168, "<B"),
          "nextents": (172, "<I"), "root": (176, "<Q"), "next_unlinked": (208, "<Q"),
@@ -184,10 +187,13 @@ def main():
             return
         struct.pack_into(fmt, buf, off, val(a[3]))
         img.put_block(0, buf)
-    elif cmd == "agh-set":
+    elif cmd in ("agh-get", "agh-set"):
         agno, (off, fmt) = val(a[2]), AGH[a[3]]
         fsbno = agno * img.agblocks + 1
         buf = img.block(fsbno)
+        if cmd == "agh-get":
+            print(struct.unpack_from(fmt, buf, off)[0])
+            return
         struct.pack_into(fmt, buf, off, val(a[4]))
         img.put_block(fsbno, buf)
     elif cmd in ("inode-get", "inode-set"):

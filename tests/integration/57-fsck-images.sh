@@ -9,7 +9,8 @@
 # lost inobt record, a zeroed inobt, a zeroed rmapbt leaf, a directory
 # entry naming a free inode or an inode in no chunk, a damaged inode core
 # of a file and of a directory, a lost file, a lost directory, the one
-# b+tree leaf of a directory zeroed), then:
+# b+tree leaf of a directory zeroed, wrong refcount/rmap btree block counts
+# in an AG header), then:
 #   fsck -n      stdout must equal tests/fsck-images/CASE.expect.1
 #                (the image path replaced by IMAGE; exit 4);
 #   fsck         must exit 1 and say "corrected";
@@ -90,6 +91,11 @@ damage() {
 		$ED dirent-drop "$i" "${INO[d]}" sub ;;
 	dir-leaf-zeroed)        # d's one b+tree leaf: d rebuilt empty, all it named lost
 		$ED zero "$i" "$($ED inode-get "$i" "${INO[d]}" root)" ;;
+	agh-tree-counts)        # the busiest AG's rmap_blocks + 1, refc_blocks - 1
+		local r; r=$($ED agh-get "$i" "$ag_rmap" rmap_blocks)
+		$ED agh-set "$i" "$ag_rmap" rmap_blocks $((r + 1))
+		r=$($ED agh-get "$i" "$ag_refc" refc_blocks)
+		$ED agh-set "$i" "$ag_refc" refc_blocks $((r - 1)) ;;
 	*) die "unknown case $c" ;;
 	esac
 }
@@ -113,7 +119,7 @@ expect() {   # CASE N: compare (or bless) the last output
 n=0
 for c in bmbt-zeroed refcount-off-by-one free-over-data crosslink inobt-record-lost \
 	 inobt-zeroed rmap-leaf-zeroed dirent-free-inode dirent-no-chunk \
-	 inode-core-file inode-core-dir lost-file lost-dir dir-leaf-zeroed; do
+	 inode-core-file inode-core-dir lost-file lost-dir dir-leaf-zeroed agh-tree-counts; do
 	cp --sparse=always "$img" "$T/case.img"
 	damage "$c"
 	run_fsck -n "$T/case.img"

@@ -1094,7 +1094,7 @@ static void test_ag_resv_metadata(void **state)
 	(void)state;
 	ctx_init(&c, 32 * MB, 1024, 2);
 	struct rlfs_mount *mp = MP(&c);
-	uint32_t bs = c.bs, resv = mp->ag_resv_blocks;
+	uint32_t bs = c.bs, resv = mp->ag_resv_ask_blocks;
 	int a = mkfile(&c, "a");
 	uint64_t blocks = mp->agblocks;
 	for (uint64_t off = 0; off < blocks * bs; off += 256 * bs)
