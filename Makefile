@@ -6,7 +6,7 @@ ASAN_BUILD ?= build-asan
 PREFIX     ?= /usr/local
 DEPS_STAMP := .deps-ok
 
-.PHONY: all deps build asan check unit demo bench bench-dedupe bench-cow install clean crashtest fuzz
+.PHONY: all deps build asan check unit demo bench bench-rmap bench-dedupe bench-cow install clean crashtest fuzz
 
 all: build
 
@@ -72,6 +72,12 @@ demo: build
 bench: build
 	sh bench/bench.sh $(BUILD)
 	sh bench/rmapscale.sh $(BUILD)
+
+# The reverse map's cost for create and unlink alone (bench/rmapcreate.sh):
+# XFS and reflinkfs with the rmap on and off, rotated within each of RUNS
+# (7) runs, so the on/off ratios are not the machine's drift.
+bench-rmap: build
+	sh bench/rmapcreate.sh $(BUILD)
 
 # The offline dedupe benchmark (issue 12, bench/dedupe.sh): duperemove and
 # `reflinkfs dedupe` on a kernel XFS loop mount, `reflinkfs dedupe` on
