@@ -13,6 +13,7 @@
 #include <spawn.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1158,7 +1159,8 @@ static void ioctl_job(struct slow_job *job)
 }
 
 /* The private ioctls flush (and clone or map) on the slow pool: see
- * slow_submit.  Unknown requests: ENOTTY at once. */
+ * slow_submit; a map that does not flush is answered at once.  Unknown
+ * requests: ENOTTY at once. */
 void rl_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
 		     struct fuse_file_info *fi, unsigned flags, const void *in_buf,
 		     size_t in_bufsz, size_t out_bufsz)
@@ -1180,6 +1182,20 @@ void rl_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
 	    in_bufsz > sizeof(struct rlfs_ioc_dedupe_range)) {
 		fuse_reply_err(req, EINVAL);
 		return;
+	}
+	/* A map without RLFS_IOC_EXT_SYNC never waits for WRITEs and is short
+	 * (at most RLFS_IOC_EXTENTS_BATCH extents, the inode lock shared, as
+	 * an lseek that needs no flush): answered on this request thread.
+	 * The hand-off to the slow pool costs a thread wake-up per call, and
+	 * `reflinkfs dedupe` maps every file it reads (docs/DESIGN.md "Round
+	 * trips on reflinkfs"). */
+	if (cmd == RLFS_IOC_GET_EXTENTS && in_bufsz == sizeof(struct rlfs_ioc_extents)) {
+		struct rlfs_ioc_extents hdr;
+		memcpy(&hdr, in_buf, offsetof(struct rlfs_ioc_extents, ext));
+		if (!(hdr.flags & RLFS_IOC_EXT_SYNC)) {
+			ioctl_work(req, ino, cmd, fi, flags, in_buf, in_bufsz, out_bufsz);
+			return;
+		}
 	}
 	struct slow_job *job = calloc(1, sizeof(*job) + in_bufsz);
 	if (!job) {

@@ -32,7 +32,14 @@
  * Memory: the table (--memory, default 256 MiB, 24 bytes per distinct
  * block), the file list (one record and path per file), four windows of
  * 1024 block hashes and one read buffer; block hashes of files already
- * scanned live in the SQLite store, not the heap.
+ * scanned live in the SQLite store, not the heap.  Descriptors: up to
+ * DD_FD_CACHE scanned files stay open as sources of later runs.
+ *
+ * On reflinkfs every open, stat, lseek, read and ioctl is a FUSE round
+ * trip, and their number sets the time (docs/DESIGN.md "Round trips on
+ * reflinkfs"): stats ask statx for no atime, sources come from the open
+ * descriptors, and a chunk whose extent map has no hole is read without
+ * SEEK_DATA/SEEK_HOLE.
  *
  * Test hook (not in --help): RLFS_DEDUPE_TEST_BEFORE_SHARE=CMD runs CMD
  * with system(3) once, just before the first dedupe call, so tests can
@@ -49,8 +56,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <xxhash.h>
-#include <sys/stat.h>
 #include <sys/vfs.h>
 #include <time.h>
 #include <unistd.h>
@@ -61,6 +68,11 @@
 #define DD_DEFAULT_MEMORY (256ULL << 20)
 #define DD_NWIN 4
 #define DD_READ_BYTES (1u << 20)
+/* Descriptors of scanned files kept open for later use as the source of a
+ * run (least recently used closed first): a FUSE open, getattr and
+ * release each cost a round trip to the daemon, and the source of a run
+ * is mostly a file scanned shortly before (the same size sorts together) */
+#define DD_FD_CACHE 256
 
 enum { EXIT_OK = 0, EXIT_SOME_FAILED = 1, EXIT_USAGE = 2, EXIT_OPERATIONAL = 4 };
 
@@ -126,8 +138,12 @@ struct dd_ctx {
 	size_t cur;                 /* file being scanned (side 0) */
 	int cur_fd;
 	size_t src;                 /* matched earlier file (side 1) */
-	int src_fd;
-	size_t src_fd_file;
+	struct {
+		int fd;             /* -1: empty */
+		size_t file;
+		uint64_t stamp;
+	} fdc[DD_FD_CACHE];         /* open scanned files (DD_FD_CACHE) */
+	uint64_t fdc_stamp;
 	struct dd_fast *fast;
 	uint64_t fast_cap;
 	struct {
@@ -139,6 +155,11 @@ struct dd_ctx {
 	size_t ndevs;
 	uint64_t *phys_s, *phys_d;
 	uint64_t *phys_h;           /* device blocks of the chunk being hashed */
+	bool phys_h_valid;          /* phys_h maps blocks [phys_h_blk, +phys_h_n)
+				     * of the current file, and no dedupe call
+				     * changed it since (share_run reuses it) */
+	uint64_t phys_h_blk;
+	unsigned phys_h_n;
 	struct dd_pcache pcache;    /* hashes of shared device blocks read */
 	bool hook_done;
 	bool unchanged;             /* --hashfile: the tree is as a complete
@@ -525,16 +546,66 @@ static void mark_changed(struct dd_ctx *c, size_t f)
 		note(c, "%s: changed during the run", c->files[f].path);
 }
 
-/* True when f's stat no longer equals what the walk saw. */
+/* True when f's stat no longer equals what the walk saw.  statx(2) asks
+ * only for what is compared: not the access time, which a FUSE read marks
+ * stale in the kernel, so an fstat after reading would cost a GETATTR
+ * round trip to the daemon (fs/fuse/dir.c fuse_update_get_attr); size,
+ * mtime and ctime are the kernel's own under the writeback cache. */
 static bool stat_changed(const struct dd_file *f, int fd)
 {
-	struct stat st;
-	if (fstat(fd, &st) != 0)
+	struct statx sx;
+	if (statx(fd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW,
+		  STATX_INO | STATX_SIZE | STATX_MTIME | STATX_CTIME, &sx) != 0)
 		return true;
-	int64_t m = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
-	int64_t ct = (int64_t)st.st_ctim.tv_sec * 1000000000 + st.st_ctim.tv_nsec;
-	return st.st_dev != f->dev || st.st_ino != f->ino || (uint64_t)st.st_size != f->size ||
-	       m != f->mtime_ns || ct != f->ctime_ns;
+	const unsigned need = STATX_INO | STATX_SIZE | STATX_MTIME | STATX_CTIME;
+	if ((sx.stx_mask & need) != need)
+		return true;
+	int64_t m = (int64_t)sx.stx_mtime.tv_sec * 1000000000 + sx.stx_mtime.tv_nsec;
+	int64_t ct = (int64_t)sx.stx_ctime.tv_sec * 1000000000 + sx.stx_ctime.tv_nsec;
+	return makedev(sx.stx_dev_major, sx.stx_dev_minor) != f->dev || sx.stx_ino != f->ino ||
+	       sx.stx_size != f->size || m != f->mtime_ns || ct != f->ctime_ns;
+}
+
+/* ---- open descriptors of scanned files (DD_FD_CACHE) ---- */
+
+/* The cached descriptor of file, or -1. */
+static int fdc_get(struct dd_ctx *c, size_t file)
+{
+	for (int i = 0; i < DD_FD_CACHE; i++)
+		if (c->fdc[i].fd >= 0 && c->fdc[i].file == file) {
+			c->fdc[i].stamp = ++c->fdc_stamp;
+			return c->fdc[i].fd;
+		}
+	return -1;
+}
+
+/* Keep fd open as file's (closing the least recently used one). */
+static void fdc_put(struct dd_ctx *c, size_t file, int fd)
+{
+	int v = 0;
+	for (int i = 0; i < DD_FD_CACHE; i++) {
+		if (c->fdc[i].fd < 0) {
+			v = i;
+			break;
+		}
+		if (c->fdc[i].stamp < c->fdc[v].stamp)
+			v = i;
+	}
+	if (c->fdc[v].fd >= 0)
+		close(c->fdc[v].fd);
+	c->fdc[v].fd = fd;
+	c->fdc[v].file = file;
+	c->fdc[v].stamp = ++c->fdc_stamp;
+}
+
+/* Close file's cached descriptor, if any. */
+static void fdc_drop(struct dd_ctx *c, size_t file)
+{
+	for (int i = 0; i < DD_FD_CACHE; i++)
+		if (c->fdc[i].fd >= 0 && c->fdc[i].file == file) {
+			close(c->fdc[i].fd);
+			c->fdc[i].fd = -1;
+		}
 }
 
 static void json_str(FILE *o, const char *s)
@@ -664,15 +735,32 @@ static int hash_chunk(struct dd_ctx *c, struct dd_window *w, uint64_t ch)
 	memset(w->h, 0, n * sizeof(w->h[0]));
 	/* where other files share blocks of the chunk, their hashes may be
 	 * known already: read each device block once (one map call per
-	 * chunk, so not for small files) */
+	 * chunk, so not for small files).  On reflinkfs the map is taken for
+	 * every chunk: when it maps every block, the chunk has no hole and
+	 * the two lseeks (round trips to the daemon) are skipped; share_run
+	 * reuses it for the first dedupe of the file. */
 	uint64_t *phys = NULL;
-	if (n >= DD_PCACHE_MIN_BLOCKS &&
-	    dd_phys_map(c->cur_fd, f->kind, start, n, bs, c->phys_h) == 0)
-		phys = c->phys_h;
+	bool all_data = false;
+	c->phys_h_valid = false;
+	if ((n >= DD_PCACHE_MIN_BLOCKS || f->kind == DD_FS_REFLINKFS) &&
+	    dd_phys_map(c->cur_fd, f->kind, start, n, bs, c->phys_h) == 0) {
+		if (n >= DD_PCACHE_MIN_BLOCKS)
+			phys = c->phys_h;
+		c->phys_h_valid = true;
+		c->phys_h_blk = b0;
+		c->phys_h_n = n;
+		/* mapped blocks are data to SEEK_DATA too (lib/file.c
+		 * rlfs_lseek: any mapping); dirty pages only add data */
+		all_data = f->kind == DD_FS_REFLINKFS;
+		for (unsigned i = 0; all_data && i < n; i++)
+			all_data = (c->phys_h[i] & ~DD_PHYS_SHARED) != 0;
+	}
 	uint64_t pos = start;
 	while (pos < end) {
-		off_t d = lseek(c->cur_fd, (off_t)pos, SEEK_DATA), hl;
-		if (d < 0) {
+		off_t d = all_data ? (off_t)pos : lseek(c->cur_fd, (off_t)pos, SEEK_DATA), hl;
+		if (all_data) {
+			hl = (off_t)end;
+		} else if (d < 0) {
 			if (errno == ENXIO)
 				break;
 			d = (off_t)pos, hl = (off_t)end;   /* no SEEK_DATA: all data */
@@ -795,26 +883,29 @@ static int get_hash(void *priv, int side, uint64_t blk, struct dd_hash *out)
 
 static int src_open(struct dd_ctx *c, size_t g)
 {
-	if (c->src_fd >= 0 && c->src_fd_file == g)
-		return c->src_fd;
-	if (c->src_fd >= 0)
-		close(c->src_fd);
-	c->src_fd = -1;
 	if (g == c->cur) {
 		int r = cur_open(c);
 		return r ? r : c->cur_fd;
 	}
-	int fd = open(c->files[g].path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	int fd = fdc_get(c, g);
+	if (fd >= 0) {
+		/* checked at each use (a statx the kernel answers): later
+		 * changes are the kernel compare's */
+		if (stat_changed(&c->files[g], fd)) {
+			fdc_drop(c, g);
+			return -ESTALE;
+		}
+		return fd;
+	}
+	fd = open(c->files[g].path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
-	/* checked once per open: later changes are the kernel compare's */
 	if (stat_changed(&c->files[g], fd)) {
 		close(fd);
 		return -ESTALE;
 	}
 	fs_kind(c, &c->files[g], fd);
-	c->src_fd = fd;
-	c->src_fd_file = g;
+	fdc_put(c, g, fd);
 	return fd;
 }
 
@@ -879,7 +970,13 @@ static bool share_run(struct dd_ctx *c, size_t g, const struct dd_run *run)
 		uint64_t pend = (p + pblocks) * bs < len ? (p + pblocks) * bs : len;
 		if (dd_phys_map(sfd, gf->kind, soff + p * bs, pblocks, bs, c->phys_s) != 0)
 			memset(c->phys_s, 0, pblocks * sizeof(uint64_t));
-		if (dd_phys_map(c->cur_fd, f->kind, doff + p * bs, pblocks, bs, c->phys_d) != 0)
+		uint64_t dblk = run->dst_blk + p;
+		if (c->phys_h_valid && dblk >= c->phys_h_blk &&
+		    dblk + pblocks <= c->phys_h_blk + c->phys_h_n)
+			/* the map hash_chunk took, no dedupe since */
+			memcpy(c->phys_d, c->phys_h + (dblk - c->phys_h_blk),
+			       pblocks * sizeof(uint64_t));
+		else if (dd_phys_map(c->cur_fd, f->kind, doff + p * bs, pblocks, bs, c->phys_d) != 0)
 			memset(c->phys_d, 0, pblocks * sizeof(uint64_t));
 		uint64_t i = 0;
 		while (i < pblocks) {
@@ -916,6 +1013,7 @@ static bool share_run(struct dd_ctx *c, size_t g, const struct dd_run *run)
 			}
 			struct dd_share_result r;
 			f->shared_into = gf->shared_into = true;
+			c->phys_h_valid = false;    /* the current file's map changes */
 			if (nd > ns)
 				dd_share(c->cur_fd, sfd, f->kind, doff + a, soff + a, seg, &r);
 			else
@@ -1078,6 +1176,7 @@ static int scan_file(struct dd_ctx *c, size_t fi)
 	}
 	c->cur = fi;
 	c->cur_fd = -1;
+	c->phys_h_valid = false;
 	int err = 0;
 	bool ok = true;
 	if (cached == 0) {
@@ -1191,13 +1290,13 @@ out:
 			c->win[i].valid = false;
 	int r = dd_db_end_file(c->db, f->db_id, complete);
 	f->scanned = complete;
-	if (c->cur_fd >= 0)
+	/* kept open for the runs of later files that match it */
+	if (c->cur_fd >= 0 && complete)
+		fdc_put(c, fi, c->cur_fd);
+	else if (c->cur_fd >= 0)
 		close(c->cur_fd);
 	c->cur_fd = -1;
-	if (c->src_fd >= 0 && c->src_fd_file == fi) {
-		close(c->src_fd);
-		c->src_fd = -1;
-	}
+	c->phys_h_valid = false;
 	(void)ok;
 	if (r != 0) {
 		fprintf(stderr, "%s: hash store error after scanning %s\n", c->prog, f->path);
@@ -1241,7 +1340,9 @@ int rlfs_dedupe_main(int argc, char **argv)
 	c->prog = argv[0];
 	c->memory = DD_DEFAULT_MEMORY;
 	c->min_size = 1;
-	c->cur_fd = c->src_fd = -1;
+	c->cur_fd = -1;
+	for (int i = 0; i < DD_FD_CACHE; i++)
+		c->fdc[i].fd = -1;
 	int rc = EXIT_OK, o;
 	while ((o = getopt_long(argc, argv, "rnxqvh", lo, NULL)) != -1) {
 		switch (o) {
@@ -1376,9 +1477,11 @@ int rlfs_dedupe_main(int argc, char **argv)
 			clock_gettime(CLOCK_MONOTONIC, &tc);
 		}
 	}
-	if (c->src_fd >= 0)
-		close(c->src_fd);
-	c->src_fd = -1;
+	for (int i = 0; i < DD_FD_CACHE; i++)
+		if (c->fdc[i].fd >= 0) {
+			close(c->fdc[i].fd);
+			c->fdc[i].fd = -1;
+		}
 	/* a persistent store forgets the files under the roots this complete
 	 * run did not see (deleted, renamed, excluded now) */
 	for (int i = optind; rc == 0 && c->hashfile && !c->unchanged && i < argc; i++) {

@@ -23,6 +23,8 @@
 #     hashes come from the device blocks already hashed);
 #   - a file changed between hashing and sharing (hidden hook
 #     RLFS_DEDUPE_TEST_BEFORE_SHARE) is reported, exit 1, nothing damaged;
+#     a source changed after its scan (outside the run taken from it) is
+#     reported and not used, though the tool kept it open;
 #   - a file shared with a clone and an unshared copy of it: the copy's
 #     blocks are the ones freed (df), whichever of them sorts first;
 #   - exit codes 2 (usage) and 4 (a PATH that does not exist);
@@ -288,6 +290,28 @@ assert sorted(p[-6:] for p in c) == ["chg/c1", "chg/c2"], c' "$o.chg" ||
 	[ "$(json bytes_hashed "$o.late2")" = $((2 * MiB)) ] ||
 		die "$name: late change: the next run hashed $(json bytes_hashed "$o.late2") bytes, want solo's $((2 * MiB))"
 	rm -rf "$d/late"
+
+	# a source changed after its scan, outside the run shared from it:
+	# the tool keeps scanned files open (fewer FUSE opens), and the stat
+	# check it did at each open must still happen at each reuse, so src
+	# (scanned first, largest) is reported and not used when tail finds
+	# its last block after the hook (run at p2's share) rewrote its first
+	mkdir "$d/reuse"
+	piece $((6 * MiB)) $((3 * 4096)) | put "$d/reuse/src"
+	piece $((7 * MiB)) 8192 | put "$d/reuse/p1"
+	piece $((7 * MiB)) 8192 | put "$d/reuse/p2"
+	piece $((6 * MiB + 2 * 4096)) 4096 | put "$d/reuse/tail"
+	sync
+	rc=0
+	RLFS_DEDUPE_TEST_BEFORE_SHARE="dd if=/dev/urandom of=$d/reuse/src bs=4096 count=1 conv=notrunc status=none" \
+		"$RLFS" dedupe --json "$d/reuse"/* >"$o.reuse" 2>"$o.reuse.err" || rc=$?
+	[ $rc = 1 ] || { cat "$o.reuse" "$o.reuse.err" >&2; die "$name: source changed after its scan: exit $rc, want 1"; }
+	$PY -c 'import json,sys; c = json.load(open(sys.argv[1]))["changed_files"]
+assert [p[-9:] for p in c] == ["reuse/src"], c' "$o.reuse" ||
+		{ cat "$o.reuse" >&2; die "$name: the source changed after its scan is not reported"; }
+	[ "$(json shared_bytes "$o.reuse")" = 8192 ] ||
+		{ cat "$o.reuse" >&2; die "$name: source changed after its scan: shared $(json shared_bytes "$o.reuse"), want p1/p2's 8192 only"; }
+	rm -rf "$d/reuse"
 
 	# zero-filled data blocks are data: two files of zeros share
 	mkdir "$d/zero"
