@@ -51,6 +51,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -145,6 +146,34 @@ static int mount_dev(pid_t pid, unsigned long mnt_id, dev_t *dev)
 	return err;
 }
 
+/*
+ * Mount ids already seen to be this mount's (a bind mount of it has an id
+ * of its own), so that the cheap pre-check of callerfd_get does not read
+ * mountinfo on every request.  Only a hint: a listed id whose mount went
+ * away and was reused for another filesystem only lets a foreign
+ * descriptor through to pidfd_getfd, whose statx check turns it away (and
+ * closes it on a thread of its own) as for a caller that raced.  The
+ * fallback without pidfd_getfd, where mountinfo is the check itself,
+ * never uses it.
+ */
+#define OURS_SLOTS 16
+static _Atomic unsigned long g_ours[OURS_SLOTS];
+static _Atomic unsigned g_ours_next;
+
+static bool mnt_known_ours(unsigned long mnt_id)
+{
+	for (unsigned i = 0; i < OURS_SLOTS; i++)
+		if (atomic_load_explicit(&g_ours[i], memory_order_relaxed) == mnt_id + 1)
+			return true;
+	return false;
+}
+
+static void mnt_note_ours(unsigned long mnt_id)
+{
+	unsigned i = atomic_fetch_add(&g_ours_next, 1) % OURS_SLOTS;
+	atomic_store_explicit(&g_ours[i], mnt_id + 1, memory_order_relaxed);
+}
+
 static void *close_thread(void *arg)
 {
 	close((int)(intptr_t)arg);
@@ -199,8 +228,10 @@ int callerfd_get(fuse_req_t req, int64_t fd, struct caller_file *cf)
 	if (a.flags & O_PATH)
 		return -EBADF;  /* ioctls do not take O_PATH descriptors */
 	dev_t dev;
-	if (mount_dev(ctx->pid, a.mnt_id, &dev) == 0 && dev != g_dev)
-		return -EXDEV;  /* honest foreign file: never taken */
+	if (!mnt_known_ours(a.mnt_id)) {
+		if (mount_dev(ctx->pid, a.mnt_id, &dev) == 0 && dev != g_dev)
+			return -EXDEV;  /* honest foreign file: never taken */
+	}
 
 	int tfd = take_fd(ctx->pid, (int)fd);
 	if (tfd >= 0) {
@@ -218,6 +249,8 @@ int callerfd_get(fuse_req_t req, int64_t fd, struct caller_file *cf)
 			close(tfd);
 			return -EBADF;
 		}
+		if (!mnt_known_ours(a.mnt_id))
+			mnt_note_ours(a.mnt_id);
 		cf->fd = tfd;
 		cf->ino = stx.stx_ino;
 		cf->flags = fl;
