@@ -3,10 +3,11 @@
  * command line, the tree walk, the scan loop, progress and the summary.
  *
  * How it works (docs/DESIGN.md "Offline dedupe" has the why):
- *  1. walk the PATHs (nftw, FTW_PHYS: symlinks are never followed; -x
- *     FTW_MOUNT), keep non-empty regular files of at least --min-size
- *     bytes (default 1: a file smaller than a block still frees a whole
- *     block when shared), one per (dev, ino), largest first;
+ *  1. walk the PATHs (dedupe_walk.c: several directories at once; as
+ *     nftw FTW_PHYS, symlinks are never followed; -x as FTW_MOUNT), keep
+ *     non-empty regular files of at least --min-size bytes (default 1: a
+ *     file smaller than a block still frees a whole block when shared),
+ *     one per (dev, ino), largest first;
  *  2. for each file F in that order, take the hash of every block
  *     (XXH3-128 of the block's bytes; blocks in holes, found with
  *     SEEK_DATA/SEEK_HOLE, are holes and match nothing): from the hash
@@ -48,7 +49,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <fnmatch.h>
-#include <ftw.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <stdarg.h>
@@ -183,7 +183,6 @@ struct dd_ctx {
 	bool progress_drawn;
 };
 
-static struct dd_ctx *g_walk;       /* nftw has no user pointer */
 
 /*
  * The tree as this run sees it, for --hashfile: the options that choose
@@ -360,29 +359,29 @@ static int add_file(struct dd_ctx *c, const char *path, const struct stat *st)
 	return 0;
 }
 
-static int walk_cb(const char *path, const struct stat *st, int type, struct FTW *ftw)
+static bool walk_excluded(void *arg, const char *path)
 {
-	struct dd_ctx *c = g_walk;
-	if (ftw->level > 0 && excluded(c, path))
-		return type == FTW_D ? FTW_SKIP_SUBTREE : FTW_CONTINUE;
-	switch (type) {
-	case FTW_F:
-		if (add_file(c, path, st) != 0) {
-			fprintf(stderr, "%s: out of memory\n", c->prog);
-			return FTW_STOP;
-		}
-		break;
-	case FTW_DNR:
-	case FTW_NS:
-		fprintf(stderr, "%s: %s: cannot %s (skipped)\n", c->prog, path,
-			type == FTW_DNR ? "read directory" : "stat");
-		c->walk_errors++;
-		break;
-	default:
-		break;
-	}
-	return FTW_CONTINUE;
+	return excluded(arg, path);
 }
+
+static int walk_file(void *arg, const char *path, const struct stat *st)
+{
+	return add_file(arg, path, st);
+}
+
+static void walk_error(void *arg, const char *path, const char *what, int err)
+{
+	struct dd_ctx *c = arg;
+	(void)err;
+	fprintf(stderr, "%s: %s: cannot %s (skipped)\n", c->prog, path, what);
+	c->walk_errors++;
+}
+
+static const struct dd_walk_ops walk_ops = {
+	.excluded = walk_excluded,
+	.file = walk_file,
+	.error = walk_error,
+};
 
 static int cmp_devino(const void *a, const void *b)
 {
@@ -405,7 +404,6 @@ static int cmp_size_desc(const void *a, const void *b)
 /* Walk every root; 0, or EXIT_OPERATIONAL after a message. */
 static int walk(struct dd_ctx *c, int npaths, char **paths)
 {
-	g_walk = c;
 	for (int i = 0; i < npaths; i++) {
 		struct stat st;
 		if (lstat(paths[i], &st) != 0) {
@@ -427,9 +425,10 @@ static int walk(struct dd_ctx *c, int npaths, char **paths)
 				fprintf(stderr, "%s: %s: %s\n", c->prog, paths[i], strerror(errno));
 				return EXIT_OPERATIONAL;
 			}
-			int flags = FTW_PHYS | FTW_ACTIONRETVAL | (c->one_fs ? FTW_MOUNT : 0);
-			if (nftw(paths[i], walk_cb, 64, flags) == -1) {
-				fprintf(stderr, "%s: %s: %s\n", c->prog, paths[i], strerror(errno));
+			int err = dd_walk_tree(paths[i], &st, c->one_fs, &walk_ops, c);
+			if (err) {
+				fprintf(stderr, "%s: %s: %s\n", c->prog, paths[i],
+					err == -ENOMEM ? "out of memory" : strerror(-err));
 				return EXIT_OPERATIONAL;
 			}
 			continue;

@@ -2,11 +2,12 @@
  * dedupe.h: the parts of `reflinkfs dedupe` (issue 12 part 2), an offline
  * block-level dedupe driver for reflinkfs, XFS and btrfs:
  *
- *   tools/dedupe.c        CLI, tree walk, the scan loop, progress, summary
+ *   tools/dedupe.c        CLI, the scan loop, progress, summary
  *   tools/dedupe_hash.c   block hashes (XXH3-128), the bounded in-memory
  *                         block-hash table and run growing (bees' approach)
  *   tools/dedupe_db.c     the SQLite hash store (--hashfile, or a private
  *                         temporary database when none is given)
+ *   tools/dedupe_walk.c   the tree walk, several directories at once
  *   tools/dedupe_share.c  FIDEDUPERANGE / RLFS_IOC_DEDUPE_RANGE calls and
  *                         the already-shared checks (FIEMAP /
  *                         RLFS_IOC_GET_EXTENTS physical offsets)
@@ -255,4 +256,31 @@ void dd_share(int src_fd, int dst_fd, enum dd_fs_kind kind, uint64_t src_off, ui
 
 /* reflinkfs dedupe ... (tools/dedupe.c) */
 int rlfs_dedupe_main(int argc, char **argv);
+/* ---- the tree walk (dedupe_walk.c) ---- */
+
+struct stat;
+/* What dd_walk_tree calls, one call at a time (under its lock), in no
+ * defined order.  path: root + "/" + ... (malloc'd by the walk, valid
+ * during the call only). */
+struct dd_walk_ops {
+	/* true: leave path (and, for a directory, all below it) out */
+	bool (*excluded)(void *arg, const char *path);
+	/* every entry that is not a directory (lstat: symlinks, devices and
+	 * so on too); 0, or a negative errno that stops the walk */
+	int (*file)(void *arg, const char *path, const struct stat *st);
+	/* path could not be read ("read directory") or lstat'ed ("stat"),
+	 * err the errno; the walk goes on without it */
+	void (*error)(void *arg, const char *path, const char *what, int err);
+};
+
+/*
+ * Walk the tree below the directory root (root_st: its lstat) with
+ * several threads, as nftw(FTW_PHYS [| FTW_MOUNT with one_fs]) would
+ * visit it: symlinks never followed, with one_fs nothing on another
+ * device than root's.  root itself is not passed to the callbacks.
+ * 0, or the first negative errno a callback returned, or -ENOMEM.
+ */
+int dd_walk_tree(const char *root, const struct stat *root_st, bool one_fs,
+		 const struct dd_walk_ops *ops, void *arg);
+
 #endif

@@ -1,0 +1,81 @@
+#!/bin/bash
+# The tree walk of `reflinkfs dedupe -r` (tools/dedupe_walk.c: several
+# directories read at once) finds what nftw(FTW_PHYS [| FTW_MOUNT])
+# finds, on a tree made to trip a walk up (dry runs on a tmpfs):
+#  - every regular file of a wide and deep tree, each once: the tool's
+#    file count equals find(1)'s (find -P -type f -size +0), on 40 runs
+#    (threads race differently each time);
+#  - symbolic links are never followed (a link to a directory full of
+#    files, a link back up the tree);
+#  - -x leaves out a filesystem mounted inside the tree, without -x its
+#    files count;
+#  - --exclude leaves out a directory and all below it;
+#  - a directory the user cannot read is reported ("cannot read
+#    directory") and the rest is walked;
+#  - "dir/" walks as "dir".
+. "$(dirname "$0")/../lib.sh"
+common_setup
+
+t=$T/tree
+mkdir -p "$t"
+# a wide, deep tree: 64 directories of 4 levels with small files
+for i in $(seq 1 8); do
+	for j in $(seq 1 8); do
+		d=$t/d$i/e$j/f/g
+		mkdir -p "$d"
+		printf 'file %s %s\n' "$i" "$j" >"$t/d$i/e$j/a"
+		head -c $((4096 * (j % 3 + 1))) /etc/services >"$d/b"
+	done
+done
+: >"$t/empty"                      # empty files are never taken
+mkdir -p "$T/outside"
+for k in 1 2 3; do cp /etc/services "$T/outside/o$k"; done
+ln -s "$T/outside" "$t/link-out"   # not followed
+ln -s .. "$t/d1/up"                # a loop if followed
+ln -s /etc/services "$t/file-link" # a link to a file: not a file
+mkfifo "$t/fifo"
+mkdir -p "$t/inner"
+mount -t tmpfs -o size=4m tmpfs "$t/inner" || die "cannot mount a tmpfs"
+_MOUNTS+=("$t/inner")
+_MOUNT_IMG+=("")
+for k in 1 2; do cp /etc/services "$t/inner/i$k"; done
+mkdir -p "$t/skipme/deeper"
+cp /etc/services "$t/skipme/deeper/s"
+
+count() { # tool's file count: count ARGS...
+	"$RLFS" dedupe -n -r --json "$@" 2>"$T/count.err" |
+		$PY -c 'import json,sys; print(json.load(sys.stdin)["files"])'
+}
+want_all=$(find -P "$t" -type f -size +0 | wc -l)
+want_x=$(find -P "$t" -xdev -type f -size +0 | wc -l)
+[ "$want_all" -gt "$want_x" ] || die "setup: the inner mount holds no files"
+for r in $(seq 1 40); do
+	got=$(count "$t")
+	[ "$got" = "$want_all" ] || die "run $r: the walk found $got files, find $want_all"
+done
+log "40 walks: $want_all files each, as find"
+got=$(count -x "$t")
+[ "$got" = "$want_x" ] || die "-x: $got files, find -xdev $want_x"
+got=$(count "$t/")
+[ "$got" = "$want_all" ] || die "a root with a trailing slash: $got files, want $want_all"
+want_ex=$(find -P "$t" -path "$t/skipme" -prune -o -type f -size +0 -print | wc -l)
+got=$(count --exclude skipme "$t")
+[ "$got" = "$want_ex" ] || die "--exclude skipme: $got files, want $want_ex"
+[ ! -s "$T/count.err" ] || { cat "$T/count.err"; die "messages on a clean walk"; }
+
+# an unreadable directory, walked by an unprivileged user
+chmod 755 "$T"
+chmod -R a+rX "$t"
+mkdir -p "$t/locked/in"
+cp /etc/services "$t/locked/in/x"
+chmod 700 "$t/locked"
+rc=0
+setpriv --reuid=65534 --regid=65534 --clear-groups -- \
+	"$RLFS" dedupe -n -r --json "$t" >"$T/u.json" 2>"$T/u.err" || rc=$?
+grep -q "locked: cannot read directory" "$T/u.err" ||
+	{ cat "$T/u.err"; die "no message for the unreadable directory (exit $rc)"; }
+got=$($PY -c 'import json,sys; print(json.load(open(sys.argv[1]))["files"])' "$T/u.json")
+[ "$got" = "$want_all" ] || die "with a locked directory: $got files, want $want_all (the rest)"
+log "unreadable directory reported, $got other files walked"
+umount "$t/inner"
+log "ok"
