@@ -190,8 +190,51 @@ bool kernel_ends_writeback_on_reply(void)
 	return major > 6 || (major == 6 && minor >= 16);
 }
 
+/* Seconds a flush waits for the barrier or for WRITEs in flight before
+ * it says so in the log, and before it gives up (then the caller goes on
+ * as after a failed flush: its compare or map may miss data the kernel
+ * still had, which the log line records). */
+#define FLUSH_WARN_SECS 10
+#define FLUSH_GIVEUP_SECS 120
+
+static double now_secs(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* Wait until no WRITE to nodeid is in flight; false if FLUSH_GIVEUP_SECS
+ * passed first (logged). */
+static bool wait_writes_done(fuse_ino_t nodeid)
+{
+	atomic_int *cnt = &g_writes_inflight[whash(nodeid)];
+	double start = now_secs();
+	bool warned = false;
+	while (atomic_load(cnt) > 0) {
+		double waited = now_secs() - start;
+		if (waited > FLUSH_GIVEUP_SECS) {
+			logmsg("reflinkfs: flush: WRITEs to inode %llu still in flight after %d s; "
+			       "going on without them",
+			       (unsigned long long)n2i(nodeid), FLUSH_GIVEUP_SECS);
+			return false;
+		}
+		if (!warned && waited > FLUSH_WARN_SECS) {
+			logmsg("reflinkfs: flush: waiting %d s for WRITEs to inode %llu",
+			       FLUSH_WARN_SECS, (unsigned long long)n2i(nodeid));
+			warned = true;
+		}
+		struct timespec ts = { 0, 50 * 1000 };
+		nanosleep(&ts, NULL);
+	}
+	return true;
+}
+
 /* Older kernels: flush the whole mount and wait for the RELEASEDIR barrier
- * and the per-node WRITE counts (see the comment above g_writes_inflight). */
+ * and the per-node WRITE counts (see the comment above g_writes_inflight).
+ * A barrier not seen within FLUSH_WARN_SECS is logged and waited for up to
+ * FLUSH_GIVEUP_SECS (a loaded machine, a daemon thread stuck behind a log
+ * force): going on early would let a compare or a map miss data. */
 static bool flush_by_barrier(const fuse_ino_t *nodes, int n)
 {
 	struct barrier b = { .tid = gettid() };
@@ -204,14 +247,25 @@ static bool flush_by_barrier(const fuse_ino_t *nodes, int n)
 	int fd = open(g_mnt, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd >= 0) {
 		ok = syncfs(fd) == 0;
+		if (!ok)
+			logmsg("reflinkfs: flush: syncfs: %s", strerror(errno));
 		close(fd);      /* queues the RELEASEDIR barrier */
+	} else {
+		logmsg("reflinkfs: flush: cannot open the mount point: %s", strerror(errno));
 	}
 	struct timespec dl;
-	deadline_in(&dl, 10000);
+	deadline_in(&dl, FLUSH_WARN_SECS * 1000);
+	bool warned = false;
 	pthread_mutex_lock(&g_barrier_lock);
 	while (ok && !b.done) {
-		if (pthread_cond_timedwait(&g_barrier_cond, &g_barrier_lock, &dl) == ETIMEDOUT)
+		if (pthread_cond_timedwait(&g_barrier_cond, &g_barrier_lock, &dl) != ETIMEDOUT)
+			continue;
+		if (warned) {
 			ok = false;
+			break;
+		}
+		warned = true;
+		deadline_in(&dl, (FLUSH_GIVEUP_SECS - FLUSH_WARN_SECS) * 1000);
 	}
 	for (struct barrier **pp = &g_barriers; *pp; pp = &(*pp)->next) {
 		if (*pp == &b) {
@@ -220,16 +274,15 @@ static bool flush_by_barrier(const fuse_ino_t *nodes, int n)
 		}
 	}
 	pthread_mutex_unlock(&g_barrier_lock);
+	if (warned)
+		logmsg("reflinkfs: flush: the RELEASEDIR barrier took over %d s%s", FLUSH_WARN_SECS,
+		       ok ? "" : "; gave up waiting");
 	if (!b.opened)
 		ok = false;
 	/* WRITEs read before the barrier are counted: wait for them. */
-	for (int k = 0; k < n; k++) {
-		atomic_int *cnt = &g_writes_inflight[whash(nodes[k])];
-		for (int i = 0; i < 100000 && atomic_load(cnt) > 0; i++) {
-			struct timespec ts = { 0, 50 * 1000 };
-			nanosleep(&ts, NULL);
-		}
-	}
+	for (int k = 0; k < n; k++)
+		if (!wait_writes_done(nodes[k]))
+			ok = false;
 	return ok;
 }
 

@@ -120,8 +120,9 @@ static void *monitor_thread(void *arg)
 	return NULL;
 }
 
-/* After daemonizing: lines written to stderr (library warnings) go to
- * syslog. */
+/* After daemonizing: lines written to stderr (library warnings, logmsg)
+ * go to syslog, or appended to the file RLFS_LOG_FILE names (the tests
+ * set it: their machines may have no syslog socket). */
 static void *log_thread(void *arg)
 {
 	FILE *f = arg;
@@ -155,6 +156,16 @@ static void redirect_stdio(void)
 		dup2(null, STDOUT_FILENO);
 		if (null > STDERR_FILENO)
 			close(null);
+	}
+	const char *logfile = getenv("RLFS_LOG_FILE");
+	if (logfile && *logfile) {
+		int fd = open(logfile, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+		if (fd >= 0) {
+			dup2(fd, STDERR_FILENO);
+			close(fd);
+			setvbuf(stderr, NULL, _IOLBF, 0);
+			return;
+		}
 	}
 	int p[2];
 	if (pipe2(p, O_CLOEXEC) == 0) {

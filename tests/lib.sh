@@ -41,7 +41,18 @@ _LOOPS=()       # image files whose loop devices we must detach
 _BGPIDS=()
 
 log() { printf '[%s] %s\n' "$TEST_NAME" "$*"; }
-die() { printf '[%s] FAIL: %s\n' "$TEST_NAME" "$*" >&2; exit 1; }
+# Daemons started by this test write their log (logmsg: flush stalls,
+# cache invalidation failures, faults) here instead of syslog; a failing
+# test prints its end.
+export RLFS_LOG_FILE=${RLFS_LOG_FILE:-$T/daemon.log}
+die() {
+	if [ -s "$RLFS_LOG_FILE" ]; then
+		echo "--- end of the daemons' log ($RLFS_LOG_FILE):" >&2
+		tail -n 15 "$RLFS_LOG_FILE" >&2
+	fi
+	printf '[%s] FAIL: %s\n' "$TEST_NAME" "$*" >&2
+	exit 1
+}
 
 _lib_cleanup() {
 	local rc=$? i mp

@@ -74,6 +74,10 @@ report() { # name rc secs logfile
 		local why="exit $rc"
 		[ "$rc" = 124 ] && why="timeout after ${secs}s"
 		echo "FAIL $name (${secs}s, $why)"
+		# the first failure lines, then the tail: a reader of a cut
+		# log (CI keeps its start and end) still sees what failed
+		grep -m 4 -E 'FAIL|FAILURE|ERROR: AddressSanitizer|runtime error' "$logf" |
+			sed 's/^/    ! /' || true
 		tail -n "$TAIL" "$logf" | sed 's/^/    | /'
 		failed=$((failed + 1))
 		failed_names+=("$name")
