@@ -55,6 +55,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <xxhash.h>
@@ -143,6 +144,7 @@ struct dd_ctx {
 		size_t file;
 		uint64_t stamp;
 	} fdc[DD_FD_CACHE];         /* open scanned files (DD_FD_CACHE) */
+	struct dd_prefetch *pf;     /* files opened and read ahead (or NULL) */
 	uint64_t fdc_stamp;
 	struct dd_fast *fast;
 	uint64_t fast_cap;
@@ -1142,7 +1144,9 @@ static int cur_open(struct dd_ctx *c)
 	if (c->cur_fd >= 0)
 		return 0;
 	struct dd_file *f = &c->files[c->cur];
-	int fd = open(f->path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	int fd = dd_prefetch_take(c->pf, c->cur);
+	if (fd < 0)
+		fd = open(f->path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
 	if (stat_changed(f, fd)) {
@@ -1154,11 +1158,35 @@ static int cur_open(struct dd_ctx *c)
 	return 0;
 }
 
+/* Files the scan may have opened ahead (dedupe_prefetch.c): 128, less
+ * where the open-file limit leaves no room beside the DD_FD_CACHE kept
+ * open and a margin for the store and the dedupe calls (0: none). */
+static size_t prefetch_files(void)
+{
+	struct rlimit rl;
+	uint64_t lim = 1024;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+		lim = rl.rlim_cur;
+	uint64_t spare = lim > DD_FD_CACHE + 64 + 8 ? lim - DD_FD_CACHE - 64 - 8 : 0;
+	return spare / 2 < 128 ? (size_t)(spare / 2) : 128;
+}
+
+/* dd_prefetch_get_fn: the walk's path and size of file i (neither
+ * changes during the scan). */
+static bool prefetch_get(void *arg, size_t i, const char **path, uint64_t *size_bytes)
+{
+	const struct dd_ctx *c = arg;
+	*path = c->files[i].path;
+	*size_bytes = c->files[i].size;
+	return true;
+}
+
 /* Scan file index fi; returns 0, or EXIT_OPERATIONAL for a store error. */
 static int scan_file(struct dd_ctx *c, size_t fi)
 {
 	struct dd_file *f = &c->files[fi];
 	uint64_t scanned0 = c->bytes_scanned;
+	dd_prefetch_at(c->pf, fi);
 	fs_blksize(c, f);
 	f->nblocks = (f->size + f->blksize - 1) / f->blksize;
 	struct dd_file_key key = { f->dev, f->ino, f->size, f->mtime_ns, f->ctime_ns, f->blksize };
@@ -1462,6 +1490,14 @@ int rlfs_dedupe_main(int argc, char **argv)
 		if (dd_db_meta_set(c->db, "clean_tree", NULL) != 0)
 			c->store_failed = true;
 	}
+	/* open and read ahead of the scan, when the scan reads every file:
+	 * no store, or an empty one (a store with records skips the files
+	 * it holds, and reading them ahead would be wasted) */
+	int64_t stored_files = 0;
+	if (!c->unchanged && (!c->hashfile || (dd_db_nfiles(c->db, &stored_files) == 0 &&
+					       stored_files == 0)) &&
+	    dd_prefetch_start(&c->pf, c->nfiles, prefetch_files(), prefetch_get, c) != 0)
+		c->pf = NULL;   /* out of memory: the scan opens every file */
 	struct timespec tc = c->t0;
 	for (size_t i = 0; i < c->nfiles && !c->unchanged; i++) {
 		rc = scan_file(c, i);
@@ -1476,6 +1512,8 @@ int rlfs_dedupe_main(int argc, char **argv)
 			clock_gettime(CLOCK_MONOTONIC, &tc);
 		}
 	}
+	dd_prefetch_stop(c->pf);
+	c->pf = NULL;
 	for (int i = 0; i < DD_FD_CACHE; i++)
 		if (c->fdc[i].fd >= 0) {
 			close(c->fdc[i].fd);
@@ -1518,6 +1556,7 @@ int rlfs_dedupe_main(int argc, char **argv)
 	if (rc == 0 && (c->failed_ranges || c->nchanged))
 		rc = EXIT_SOME_FAILED;
 done:
+	dd_prefetch_stop(c->pf);
 	if (c->db)
 		dd_db_close(c->db);
 	dd_table_free(&c->table);

@@ -219,6 +219,8 @@ int dd_db_commit(struct dd_db *db);
  * terminated): 0, -ENOENT (no such key), -EIO.  Set (value NULL: delete):
  * 0 or -EIO. */
 int dd_db_meta_get(struct dd_db *db, const char *key, char *buf, size_t len);
+/* Number of file records in the store into *n: 0 or -EIO. */
+int dd_db_nfiles(struct dd_db *db, int64_t *n);
 int dd_db_meta_set(struct dd_db *db, const char *key, const char *value);
 
 /* ---- sharing (dedupe_share.c) ---- */
@@ -282,5 +284,33 @@ struct dd_walk_ops {
  */
 int dd_walk_tree(const char *root, const struct stat *root_st, bool one_fs,
 		 const struct dd_walk_ops *ops, void *arg);
+
+/* ---- opening and reading ahead of the scan (dedupe_prefetch.c) ---- */
+
+struct dd_prefetch;
+/* File i of the scan's order: its path and size in bytes; false to leave
+ * it alone.  Called from the prefetch threads: must only read what does
+ * not change during the scan. */
+typedef bool (*dd_prefetch_get_fn)(void *arg, size_t i, const char **path, uint64_t *size_bytes);
+/*
+ * Start the threads that open files 0 .. nfiles-1 (in that order, at most
+ * max_files files and 64 MiB ahead of the scan, and one more per thread
+ * in passing) with O_RDONLY | O_NOFOLLOW and start reading them into the
+ * page cache (posix_fadvise WILLNEED).  0 (*out NULL when max_files is 0:
+ * nothing to do), or -ENOMEM.  Threads that cannot be created are done
+ * without.
+ */
+int dd_prefetch_start(struct dd_prefetch **out, size_t nfiles, size_t max_files,
+		      dd_prefetch_get_fn get, void *arg);
+/* The scan is at file i (never goes back): moves the window, closes the
+ * descriptors of files before i it did not take.  p may be NULL. */
+void dd_prefetch_at(struct dd_prefetch *p, size_t i);
+/* The descriptor opened for file i, now the caller's (it must check that
+ * it is the file it expects, as after its own open), or -1 (not opened:
+ * open it yourself).  p may be NULL. */
+int dd_prefetch_take(struct dd_prefetch *p, size_t i);
+/* Stop and join the threads, close every descriptor not taken, free p
+ * (NULL: no-op). */
+void dd_prefetch_stop(struct dd_prefetch *p);
 
 #endif

@@ -377,3 +377,14 @@ int dd_db_meta_set(struct dd_db *d, const char *key, const char *value)
 	sqlite3_finalize(st);
 	return rc == SQLITE_DONE ? 0 : -EIO;
 }
+
+int dd_db_nfiles(struct dd_db *d, int64_t *n)
+{
+	sqlite3_stmt *st;
+	if (prep(d, &st, "SELECT count(*) FROM files"))
+		return -EIO;
+	int rc = sqlite3_step(st);
+	*n = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+	sqlite3_finalize(st);
+	return rc == SQLITE_ROW ? 0 : -EIO;
+}

@@ -5,7 +5,10 @@
  * outside the sample are gone, those inside still found, memory never
  * grows); a seed grows backwards and forwards to the longest run of equal
  * block hashes, stops at holes, at the floor and at either file's end, and
- * keeps a same-file source wholly before its destination.
+ * keeps a same-file source wholly before its destination.  The scan's
+ * read-ahead (tools/dedupe_prefetch.c) hands out a descriptor of the right
+ * file or none, never opens more than its window ahead of the scan, and
+ * leaves no descriptor open after stopping.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -16,6 +19,11 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "../../tools/dedupe.h"
 
@@ -28,6 +36,110 @@ static struct dd_hash hval(uint64_t v)
 	x ^= x >> 29;
 	struct dd_hash h = { x | 1, x * 0x94d049bb133111ebULL };
 	return h;
+}
+
+/* ---- the scan's read-ahead ---- */
+
+#define PF_FILES 600
+struct pf_corpus {
+	char *paths[PF_FILES];
+	uint64_t sizes[PF_FILES];
+	ino_t inos[PF_FILES];
+	bool skip[PF_FILES];
+};
+
+static bool pf_get(void *arg, size_t i, const char **path, uint64_t *size_bytes)
+{
+	struct pf_corpus *k = arg;
+	*path = k->paths[i];
+	*size_bytes = k->sizes[i];
+	return !k->skip[i];
+}
+
+/* Descriptors of this process open on files of dir. */
+static int open_below(const char *dir)
+{
+	int n = 0;
+	DIR *d = opendir("/proc/self/fd");
+	assert_non_null(d);
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		char lp[300], target[4096];
+		snprintf(lp, sizeof(lp), "/proc/self/fd/%s", e->d_name);
+		ssize_t l = readlink(lp, target, sizeof(target) - 1);
+		if (l <= 0)
+			continue;
+		target[l] = 0;
+		if (strncmp(target, dir, strlen(dir)) == 0)
+			n++;
+	}
+	closedir(d);
+	return n;
+}
+
+static void test_prefetch(void **state)
+{
+	(void)state;
+	char dir[] = "/tmp/rlfs-pf.XXXXXX";
+	assert_non_null(mkdtemp(dir));
+	static struct pf_corpus k;
+	char buf[3 * 4096];
+	memset(buf, 0x5a, sizeof(buf));
+	for (int i = 0; i < PF_FILES; i++) {
+		assert_true(asprintf(&k.paths[i], "%s/f%d", dir, i) > 0);
+		/* every 7th file is missing (the prefetcher cannot open it), every
+		 * 11th is not to be prefetched */
+		k.sizes[i] = (uint64_t)(i % 3) * 4096 + 100;
+		k.skip[i] = i % 11 == 5;
+		if (i % 7 == 3)
+			continue;
+		int fd = open(k.paths[i], O_WRONLY | O_CREAT | O_TRUNC, 0600);
+		assert_true(fd >= 0);
+		assert_int_equal(write(fd, buf, k.sizes[i]), (ssize_t)k.sizes[i]);
+		struct stat st;
+		assert_int_equal(fstat(fd, &st), 0);
+		k.inos[i] = st.st_ino;
+		close(fd);
+	}
+	struct dd_prefetch *p;
+	assert_int_equal(dd_prefetch_start(&p, PF_FILES, 0, pf_get, &k), 0);
+	assert_null(p);         /* no room for descriptors: nothing started */
+	assert_int_equal(dd_prefetch_start(&p, PF_FILES, 128, pf_get, &k), 0);
+	assert_non_null(p);
+	int taken = 0;
+	for (int i = 0; i < PF_FILES; i++) {
+		/* the scan skips every 5th file without taking it */
+		dd_prefetch_at(p, (size_t)i);
+		if (i % 50 == 0)
+			usleep(20000);  /* let the window fill */
+		/* never more than the window (128 files) open ahead, plus one
+		 * per thread (4) between its open and its check, plus the
+		 * last one taken (closed) */
+		assert_true(open_below(dir) <= 128 + 4 + 1);
+		if (i % 5 == 4)
+			continue;
+		int fd = dd_prefetch_take(p, (size_t)i);
+		if (fd < 0)
+			continue;
+		assert_false(k.skip[i]);
+		assert_true(i % 7 != 3);
+		struct stat st;
+		assert_int_equal(fstat(fd, &st), 0);
+		assert_int_equal(st.st_ino, k.inos[i]);
+		/* taken once only */
+		assert_int_equal(dd_prefetch_take(p, (size_t)i), -1);
+		close(fd);
+		taken++;
+	}
+	/* most files were opened ahead (the threads are not starved here) */
+	assert_true(taken > PF_FILES / 4);
+	dd_prefetch_stop(p);
+	assert_int_equal(open_below(dir), 0);
+	for (int i = 0; i < PF_FILES; i++) {
+		unlink(k.paths[i]);
+		free(k.paths[i]);
+	}
+	rmdir(dir);
 }
 
 static void test_hash_block(void **state)
@@ -269,6 +381,7 @@ static void test_grow_same_file(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_prefetch),
 		cmocka_unit_test(test_hash_block),
 		cmocka_unit_test(test_table_basic),
 		cmocka_unit_test(test_table_degrade),
