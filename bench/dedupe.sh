@@ -49,7 +49,8 @@
 # SEED (1), CORPUS_ROOTS ("/usr/share /usr/lib"), IMG_SIZE (2 x CORPUS_MIB
 # + 1 GiB), ROWS (the rows above to run, default all), WARM_MB
 # (2 x CORPUS_MIB; 0: off), VERIFY (1; 0 skips the content check), LOG_DIR
-# (if set, every tool's output is kept there).
+# (if set, every tool's output is kept there), KEEP_IMG (if set, the
+# pristine XFS image is copied there, sparse, to rerun tools by hand).
 [ -n "${BASH_VERSION:-}" ] || exec bash "$0" "$@"
 set -eu -o pipefail
 
@@ -68,6 +69,7 @@ ROWS=${ROWS:-dr dr4k drhash drpart ref rd rdhash rlfs-rd rlfs-rdhash}
 WARM_MB=${WARM_MB:-$((2 * CORPUS_MIB))}
 VERIFY=${VERIFY:-1}
 LOG_DIR=${LOG_DIR:-}
+KEEP_IMG=${KEEP_IMG:-}
 
 [ "$(id -u)" = 0 ] || { echo "bench-dedupe: run as root" >&2; exit 1; }
 ALL_ROWS="dr dr4k drhash drpart ref rd rdhash rlfs-rd rlfs-rdhash"
@@ -135,6 +137,7 @@ BOUND_JSON=$(python3 "$SRCDIR/bench/dedupe_bound.py" --manifest "$W/manifest" "$
 BOUND=$(jget "$BOUND_JSON" bound_bytes)
 umount "$W/xfs"
 loop_detach "$W/xfs-pristine.img"
+[ -z "$KEEP_IMG" ] || cp --sparse=always "$W/xfs-pristine.img" "$KEEP_IMG"
 
 # The pristine reflinkfs image
 RLFS_ROWS=0

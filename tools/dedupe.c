@@ -452,7 +452,8 @@ static int walk(struct dd_ctx *c, int npaths, char **paths)
 		c->files[n++] = c->files[i];
 	}
 	c->nfiles = n;
-	qsort(c->files, c->nfiles, sizeof(*c->files), cmp_size_desc);
+	/* largest first: sorted by the caller before the scan (an unchanged
+	 * --hashfile rerun does not scan) */
 	for (size_t i = 0; i < c->nfiles; i++)
 		c->bytes_total += c->files[i].size;
 	return 0;
@@ -1486,10 +1487,14 @@ int rlfs_dedupe_main(int argc, char **argv)
 		if (digest[0] && dd_db_meta_get(c->db, "clean_tree", stored, sizeof(stored)) == 0 &&
 		    strcmp(stored, digest) == 0)
 			c->unchanged = true;
-		/* whatever this run does, the stored tree holds only after it */
-		if (dd_db_meta_set(c->db, "clean_tree", NULL) != 0)
+		/* whatever this run does, the stored tree holds only after it;
+		 * an unchanged run changes nothing and writes nothing (no WAL
+		 * frames, no checkpoint and its fsyncs at close) */
+		else if (dd_db_meta_set(c->db, "clean_tree", NULL) != 0)
 			c->store_failed = true;
 	}
+	if (!c->unchanged)
+		qsort(c->files, c->nfiles, sizeof(*c->files), cmp_size_desc);
 	/* open and read ahead of the scan, when the scan reads every file:
 	 * no store, or an empty one (a store with records skips the files
 	 * it holds, and reading them ahead would be wasted) */
@@ -1534,11 +1539,10 @@ int rlfs_dedupe_main(int argc, char **argv)
 	}
 	/* a clean, complete run: the tree it leaves (the files it deduped
 	 * stat'ed again: a dedupe may move ctime) is the one the next run can
-	 * skip */
-	if (rc == 0 && digest[0] && !c->store_failed &&
-	    (c->unchanged || (!c->failed_ranges && !c->nchanged && restat_shared(c)))) {
-		if (!c->unchanged)
-			tree_digest(c, argc - optind, argv + optind, digest);
+	 * skip (an unchanged run found that one stored: it stays) */
+	if (rc == 0 && digest[0] && !c->store_failed && !c->unchanged &&
+	    !c->failed_ranges && !c->nchanged && restat_shared(c)) {
+		tree_digest(c, argc - optind, argv + optind, digest);
 		if (dd_db_meta_set(c->db, "clean_tree", digest) != 0)
 			c->store_failed = true;
 	}

@@ -21,6 +21,19 @@
  * DD_WALK_THREADS threads.  The callbacks run one at a time under the
  * walk's lock, so the caller's state needs no locking of its own; the
  * order of the calls is not defined.
+ *
+ * Kernel work per entry is what a cold walk costs (an unchanged
+ * --hashfile rerun is this walk and nothing else): an entry the
+ * directory says is a directory (d_type) is opened right there,
+ * openat(2) on its parent's descriptor, and statx'ed, in place of an
+ * fstatat now and an open of its whole path later (a second lookup of
+ * every component); its descriptor waits on the stack, up to
+ * DD_WALK_MAX_FDS (or a quarter of RLIMIT_NOFILE) at once, past that
+ * the path as before.  An entry that cannot be opened so (a symlink, no
+ * read permission, not a directory after all) is fstatat'ed as before,
+ * so what is reported and how is unchanged.  Directories are read with
+ * getdents64(2) into a buffer of the walker's own, not opendir(3)
+ * (which adds an fstat and an fcntl per directory).
  */
 #include <dirent.h>
 #include <errno.h>
@@ -29,12 +42,33 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include "dedupe.h"
 
 #define DD_WALK_THREADS 4
+#define DD_WALK_MAX_FDS 256             /* directories held open on the stack */
+#define DD_WALK_BUF_BYTES 32768         /* getdents64 buffer, as glibc's */
+
+/* a directory not read yet: its path, and its descriptor (-1: open the
+ * path when its turn comes) */
+struct walk_dir {
+	char *path;
+	int fd;
+};
+
+/* the kernel's struct linux_dirent64 */
+struct walk_dirent {
+	uint64_t d_ino;
+	int64_t d_off;
+	unsigned short d_reclen;
+	unsigned char d_type;
+	char d_name[];
+};
 
 struct walk {
 	const struct dd_walk_ops *ops;
@@ -43,24 +77,25 @@ struct walk {
 	bool one_fs;
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
-	char **stack;               /* directories not read yet */
+	struct walk_dir *stack;     /* directories not read yet */
 	size_t nstack, cap;
+	unsigned nfds, max_fds;     /* descriptors on the stack */
 	unsigned busy;              /* walkers reading a directory */
 	int err;                    /* first callback error: stop */
 };
 
 /* Under w->lock. */
-static int push_dir(struct walk *w, char *path)
+static int push_dir(struct walk *w, char *path, int fd)
 {
 	if (w->nstack == w->cap) {
 		size_t ncap = w->cap ? w->cap * 2 : 64;
-		char **n = realloc(w->stack, ncap * sizeof(*n));
+		struct walk_dir *n = realloc(w->stack, ncap * sizeof(*n));
 		if (!n)
 			return -ENOMEM;
 		w->stack = n;
 		w->cap = ncap;
 	}
-	w->stack[w->nstack++] = path;
+	w->stack[w->nstack++] = (struct walk_dir){ path, fd };
 	pthread_cond_signal(&w->cond);
 	return 0;
 }
@@ -79,90 +114,146 @@ static char *join(const char *dir, const char *name)
 	return p;
 }
 
-/* Read one directory: its entries to the callbacks, its subdirectories
- * onto the stack.  Called without the lock. */
-static void read_dir(struct walk *w, char *path)
+/* Open a directory entry the parent says is a directory: its descriptor,
+ * with st's type (a directory) and st_dev, all the walk looks at for a
+ * directory, from statx(2) of the descriptor (asking for the type only,
+ * so that a FUSE mount answers from the attributes of the lookup); or -1
+ * (fstatat it, as any other entry).  Takes one of w->max_fds. */
+static int open_subdir(struct walk *w, int dfd, const char *name, struct stat *st)
 {
-	int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
-	if (!d) {
+	if (__atomic_add_fetch(&w->nfds, 1, __ATOMIC_RELAXED) > w->max_fds) {
+		__atomic_sub_fetch(&w->nfds, 1, __ATOMIC_RELAXED);
+		return -1;
+	}
+	int fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	struct statx sx;
+	if (fd >= 0 && (statx(fd, "", AT_EMPTY_PATH, STATX_TYPE, &sx) != 0 ||
+			!S_ISDIR(sx.stx_mode))) {
+		close(fd);
+		fd = -1;
+	}
+	if (fd >= 0) {
+		memset(st, 0, sizeof(*st));
+		st->st_mode = sx.stx_mode;
+		st->st_dev = makedev(sx.stx_dev_major, sx.stx_dev_minor);
+		st->st_ino = sx.stx_ino;
+	}
+	if (fd < 0)
+		__atomic_sub_fetch(&w->nfds, 1, __ATOMIC_RELAXED);
+	return fd;
+}
+
+static void close_subdir(struct walk *w, int fd)
+{
+	close(fd);
+	__atomic_sub_fetch(&w->nfds, 1, __ATOMIC_RELAXED);
+}
+
+/* Read one directory (fd: its descriptor from open_subdir, or -1): its
+ * entries to the callbacks, its subdirectories onto the stack.  Called
+ * without the lock. */
+static void read_dir(struct walk *w, char *path, int fd, char *buf)
+{
+	bool own_fd = fd >= 0;
+	if (fd < 0)
+		fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0) {
 		int e = errno;
-		if (fd >= 0)
-			close(fd);
 		pthread_mutex_lock(&w->lock);
 		if (!w->err)
 			w->ops->error(w->arg, path, "read directory", e);
 		pthread_mutex_unlock(&w->lock);
 		return;
 	}
-	struct dirent *de;
-	while ((errno = 0, de = readdir(d)) != NULL) {
-		const char *name = de->d_name;
-		if (name[0] == '.' && (name[1] == '\0' || (name[1] == '.' && name[2] == '\0')))
-			continue;
-		char *child = join(path, name);
-		struct stat st;
-		int serr = 0;
-		if (!child) {
+	bool stop = false;
+	long nread;
+	while (!stop && (nread = syscall(SYS_getdents64, fd, buf, DD_WALK_BUF_BYTES)) > 0) {
+		for (long off = 0; !stop && off < nread;) {
+			const struct walk_dirent *de = (const struct walk_dirent *)(buf + off);
+			off += de->d_reclen;
+			const char *name = de->d_name;
+			if (name[0] == '.' &&
+			    (name[1] == '\0' || (name[1] == '.' && name[2] == '\0')))
+				continue;
+			char *child = join(path, name);
+			struct stat st;
+			int serr = 0, cfd = -1;
+			if (!child) {
+				pthread_mutex_lock(&w->lock);
+				w->err = w->err ? w->err : -ENOMEM;
+				pthread_mutex_unlock(&w->lock);
+				stop = true;
+				break;
+			}
+			if (de->d_type == DT_DIR)
+				cfd = open_subdir(w, fd, name, &st);
+			if (cfd < 0 && fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) != 0)
+				serr = errno;
 			pthread_mutex_lock(&w->lock);
-			w->err = w->err ? w->err : -ENOMEM;
+			bool keep = false;
+			if (w->err != 0) {
+				/* another walker failed: drain */
+			} else if (w->ops->excluded(w->arg, child)) {
+				/* skipped, with its subtree */
+			} else if (serr) {
+				w->ops->error(w->arg, child, "stat", serr);
+			} else if (w->one_fs && st.st_dev != w->root_dev) {
+				/* FTW_MOUNT: another filesystem */
+			} else if (S_ISDIR(st.st_mode)) {
+				int e = push_dir(w, child, cfd);
+				if (e)
+					w->err = e;
+				else
+					keep = true;
+			} else {
+				int e = w->ops->file(w->arg, child, &st);
+				if (e)
+					w->err = e;
+			}
+			stop = w->err != 0;
 			pthread_mutex_unlock(&w->lock);
-			break;
+			if (!keep) {
+				free(child);
+				if (cfd >= 0)
+					close_subdir(w, cfd);
+			}
 		}
-		if (fstatat(dirfd(d), name, &st, AT_SYMLINK_NOFOLLOW) != 0)
-			serr = errno;
-		pthread_mutex_lock(&w->lock);
-		bool stop = w->err != 0, keep = false;
-		if (stop) {
-			/* another walker failed: drain */
-		} else if (w->ops->excluded(w->arg, child)) {
-			/* skipped, with its subtree */
-		} else if (serr) {
-			w->ops->error(w->arg, child, "stat", serr);
-		} else if (w->one_fs && st.st_dev != w->root_dev) {
-			/* FTW_MOUNT: another filesystem */
-		} else if (S_ISDIR(st.st_mode)) {
-			int e = push_dir(w, child);
-			if (e)
-				w->err = e;
-			else
-				keep = true;
-		} else {
-			int e = w->ops->file(w->arg, child, &st);
-			if (e)
-				w->err = e;
-		}
-		stop = w->err != 0;
-		pthread_mutex_unlock(&w->lock);
-		if (!keep)
-			free(child);
-		if (stop)
-			break;
 	}
-	if (!de && errno) {
+	if (!stop && nread < 0) {
 		int e = errno;
 		pthread_mutex_lock(&w->lock);
 		if (!w->err)
 			w->ops->error(w->arg, path, "read directory", e);
 		pthread_mutex_unlock(&w->lock);
 	}
-	closedir(d);
+	if (own_fd)
+		close_subdir(w, fd);
+	else
+		close(fd);
 }
 
 static void *walker(void *arg)
 {
 	struct walk *w = arg;
+	char *buf = malloc(DD_WALK_BUF_BYTES);
+	if (!buf) {
+		pthread_mutex_lock(&w->lock);
+		w->err = w->err ? w->err : -ENOMEM;
+		pthread_cond_broadcast(&w->cond);
+		pthread_mutex_unlock(&w->lock);
+		return NULL;
+	}
 	pthread_mutex_lock(&w->lock);
 	for (;;) {
 		while (w->nstack == 0 && w->busy > 0 && !w->err)
 			pthread_cond_wait(&w->cond, &w->lock);
 		if (w->nstack == 0 || w->err)
 			break;      /* nothing queued and nobody can queue more */
-		char *path = w->stack[--w->nstack];
+		struct walk_dir dir = w->stack[--w->nstack];
 		w->busy++;
 		pthread_mutex_unlock(&w->lock);
-		read_dir(w, path);
-		free(path);
+		read_dir(w, dir.path, dir.fd, buf);
+		free(dir.path);
 		pthread_mutex_lock(&w->lock);
 		w->busy--;
 		if (w->busy == 0 && w->nstack == 0)
@@ -171,6 +262,7 @@ static void *walker(void *arg)
 			pthread_cond_broadcast(&w->cond);
 	}
 	pthread_mutex_unlock(&w->lock);
+	free(buf);
 	return NULL;
 }
 
@@ -186,13 +278,18 @@ int dd_walk_tree(const char *root, const struct stat *root_st, bool one_fs,
 		return -ENOMEM;
 	pthread_mutex_init(&w.lock, NULL);
 	pthread_cond_init(&w.cond, NULL);
+	struct rlimit rl_nofile;
+	w.max_fds = DD_WALK_MAX_FDS;
+	if (getrlimit(RLIMIT_NOFILE, &rl_nofile) == 0 && rl_nofile.rlim_cur != RLIM_INFINITY &&
+	    rl_nofile.rlim_cur / 4 < w.max_fds)
+		w.max_fds = (unsigned)(rl_nofile.rlim_cur / 4);
 	w.stack = malloc(64 * sizeof(*w.stack));
 	if (!w.stack) {
 		free(r);
 		return -ENOMEM;
 	}
 	w.cap = 64;
-	w.stack[w.nstack++] = r;
+	w.stack[w.nstack++] = (struct walk_dir){ r, -1 };
 	pthread_t t[DD_WALK_THREADS];
 	unsigned nt = 0;
 	for (; nt < DD_WALK_THREADS; nt++)
@@ -202,8 +299,11 @@ int dd_walk_tree(const char *root, const struct stat *root_st, bool one_fs,
 		walker(&w);             /* no thread to be had: walk here */
 	for (unsigned i = 0; i < nt; i++)
 		pthread_join(t[i], NULL);
-	for (size_t i = 0; i < w.nstack; i++)
-		free(w.stack[i]);       /* left by a stop */
+	for (size_t i = 0; i < w.nstack; i++) {   /* left by a stop */
+		if (w.stack[i].fd >= 0)
+			close(w.stack[i].fd);
+		free(w.stack[i].path);
+	}
 	free(w.stack);
 	pthread_cond_destroy(&w.cond);
 	pthread_mutex_destroy(&w.lock);

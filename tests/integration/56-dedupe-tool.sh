@@ -12,7 +12,8 @@
 #     the extents are shared (fiemap flags), diff -r against a copy made
 #     before is empty;
 #   - a rerun counts it all as already shared and shares nothing;
-#   - --hashfile: the second run hashes 0 bytes, and after one file is
+#   - --hashfile: the second run hashes 0 bytes and writes nothing to the
+#     hash file (nor does the third), and after one file is
 #     changed only that file is hashed; a deleted file's record is dropped
 #     by the next run over a directory above it, not by one elsewhere; a
 #     file rewritten in place after its scan (same size) is hashed again
@@ -173,11 +174,19 @@ check_fs() {
 	fi
 
 	# rerun with the hash file: the tree is as the complete run left it,
-	# so nothing is scanned (the store's clean_tree), hashed or shared
+	# so nothing is scanned (the store's clean_tree), hashed or shared,
+	# and nothing is written to the hash file (its mtime stays); the
+	# stored tree stays for the run after it
+	local db_mtime
+	db_mtime=$(stat -c %y "$o.db")
 	run_tool 0 "$o.re" -r --min-size 1 --hashfile "$o.db" --json "$d"
 	[ "$(json unchanged "$o.re")" = True ] || die "$name: rerun of an unchanged tree scanned it"
 	[ "$(json bytes_hashed "$o.re")" = 0 ] || die "$name: rerun hashed $(json bytes_hashed "$o.re") bytes"
 	[ "$(json shared_bytes "$o.re")" = 0 ] || die "$name: rerun shared again"
+	[ "$(stat -c %y "$o.db")" = "$db_mtime" ] ||
+		die "$name: an unchanged rerun wrote the hash file (mtime $db_mtime -> $(stat -c %y "$o.db"))"
+	run_tool 0 "$o.re1" -r --min-size 1 --hashfile "$o.db" --json "$d"
+	[ "$(json unchanged "$o.re1")" = True ] || die "$name: a second unchanged rerun scanned the tree"
 	# rerun without it: reads everything, still shares nothing
 	run_tool 0 "$o.re2" -r --min-size 1 --json "$d"
 	[ "$(json bytes_hashed "$o.re2")" -gt 0 ] || die "$name: no hash file but nothing hashed"

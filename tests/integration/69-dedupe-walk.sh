@@ -4,7 +4,9 @@
 # finds, on a tree made to trip a walk up (dry runs on a tmpfs):
 #  - every regular file of a wide and deep tree, each once: the tool's
 #    file count equals find(1)'s (find -P -type f -size +0), on 40 runs
-#    (threads race differently each time);
+#    (threads race differently each time), and on 3 with RLIMIT_NOFILE
+#    300 (the walk holds at most 75 directories open, the rest of a
+#    directory of 300 subdirectories waits as paths);
 #  - symbolic links are never followed (a link to a directory full of
 #    files, a link back up the tree);
 #  - -x leaves out a filesystem mounted inside the tree, without -x its
@@ -43,6 +45,12 @@ _MOUNT_IMG+=("")
 for k in 1 2; do cp /etc/services "$t/inner/i$k"; done
 mkdir -p "$t/skipme/deeper"
 cp /etc/services "$t/skipme/deeper/s"
+# a directory of 300 subdirectories, more than the 256 descriptors the
+# walk keeps on its stack (the rest are pushed as paths)
+for i in $(seq 1 300); do
+	mkdir "$t/d1/w$i"
+	printf 'w %s\n' "$i" >"$t/d1/w$i/f"
+done
 
 count() { # tool's file count: count ARGS...
 	"$RLFS" dedupe -n -r --json "$@" 2>"$T/count.err" |
@@ -56,6 +64,11 @@ for r in $(seq 1 40); do
 	[ "$got" = "$want_all" ] || die "run $r: the walk found $got files, find $want_all"
 done
 log "40 walks: $want_all files each, as find"
+# with RLIMIT_NOFILE 300 the walk keeps at most 75 directories open
+for r in 1 2 3; do
+	got=$(ulimit -n 300 && count "$t")
+	[ "$got" = "$want_all" ] || die "ulimit -n 300, run $r: the walk found $got files, find $want_all"
+done
 got=$(count -x "$t")
 [ "$got" = "$want_x" ] || die "-x: $got files, find -xdev $want_x"
 got=$(count "$t/")
