@@ -96,6 +96,11 @@ struct rlfs_mount *g_mp;
 uint64_t g_root;
 /* FUSE_CAP_POSIX_ACL (and DONT_MASK) granted in INIT */
 static bool g_posix_acl;
+/* OPENDIR is answered ENOSYS (rl_init, rl_opendir) */
+static bool g_no_opendir;
+/* the f_flags of the READDIR or READDIRPLUS this thread is processing
+ * (rlfs_process_buf): libfuse 3.14 does not pass them on */
+static _Thread_local uint32_t tl_read_flags;
 struct fuse_session *g_se;
 char *g_mnt;
 char *g_image;
@@ -211,7 +216,6 @@ bool writable_open(int flags)
  * made before the reply, so a stat after the read sees it.  Reads served
  * from the kernel's page cache never reach us: see rl_open.
  */
-#define RLFS_FH_DIR_NOATIME (1ull << 61)   /* fi->fh of an O_NOATIME opendir */
 static void accessed(struct rlfs_mount *mp, fuse_ino_t ino, bool dir, bool noatime_open)
 {
 	unsigned how = atomic_load(&g_atime_how);
@@ -237,6 +241,15 @@ static void rl_init(void *userdata, struct fuse_conn_info *conn)
 	 * answers like the kernel's FICLONE does (EISDIR) */
 	if (conn->capable & FUSE_CAP_IOCTL_DIR)
 		conn->want |= FUSE_CAP_IOCTL_DIR;
+	/* No OPENDIR and RELEASEDIR (see rl_opendir): only where the flush
+	 * does not use the barrier, which needs the daemon's own OPENDIR and
+	 * RELEASEDIR of the root (flush.c, kernels before 6.16 or
+	 * RLFS_FLUSH_BARRIER).  RLFS_OPENDIR=1 keeps them (benchmarks). */
+	if (g_wb_on_reply && (conn->capable & FUSE_CAP_NO_OPENDIR_SUPPORT) &&
+	    !getenv("RLFS_OPENDIR")) {
+		conn->want |= FUSE_CAP_NO_OPENDIR_SUPPORT;
+		g_no_opendir = true;
+	}
 	/* POSIX ACLs: the kernel enforces and caches them; we store them as
 	 * xattrs, keep the mode in step and inherit default ACLs on create,
 	 * which needs the umask unapplied (DONT_MASK; the library applies it
@@ -1010,6 +1023,12 @@ static void rl_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 #define RLFS_FUSE_WRITE_OPCODE 16
 #define RLFS_FUSE_WRITE_FLAGS_OFFSET (RLFS_FUSE_IN_HEADER_BYTES + 20)
 #define RLFS_FUSE_WRITE_KILL_SUIDGID (1u << 2)  /* FUSE_WRITE_KILL_SUIDGID */
+/* READDIR and READDIRPLUS carry struct fuse_read_in: fh, offset (u64),
+ * size, read_flags (u32), lock_owner (u64), flags (u32): flags is the
+ * open file's f_flags (fs/fuse/file.c fuse_read_args_fill). */
+#define RLFS_FUSE_READDIR_OPCODE 28
+#define RLFS_FUSE_READDIRPLUS_OPCODE 44
+#define RLFS_FUSE_READ_FLAGS_OFFSET (RLFS_FUSE_IN_HEADER_BYTES + 32)
 
 /* write_flags of the WRITE this thread is processing (rlfs_process_buf):
  * libfuse 3.14 keeps only FUSE_WRITE_CACHE (fi->writepage) of them. */
@@ -1018,12 +1037,20 @@ static _Thread_local uint32_t tl_write_flags;
 void rlfs_process_buf(struct fuse_session *se, const struct fuse_buf *fb)
 {
 	tl_write_flags = 0;
-	if (!(fb->flags & FUSE_BUF_IS_FD) && fb->size >= RLFS_FUSE_WRITE_FLAGS_OFFSET + 4) {
+	tl_read_flags = 0;
+	if (!(fb->flags & FUSE_BUF_IS_FD) && fb->size >= RLFS_FUSE_IN_HEADER_BYTES) {
 		uint32_t opcode;
-		memcpy(&opcode, (const char *)fb->mem + 4, sizeof(opcode));
-		if (opcode == RLFS_FUSE_WRITE_OPCODE)
-			memcpy(&tl_write_flags, (const char *)fb->mem + RLFS_FUSE_WRITE_FLAGS_OFFSET,
+		const char *arg = (const char *)fb->mem;
+		memcpy(&opcode, arg + 4, sizeof(opcode));
+		if (opcode == RLFS_FUSE_WRITE_OPCODE &&
+		    fb->size >= RLFS_FUSE_WRITE_FLAGS_OFFSET + 4)
+			memcpy(&tl_write_flags, arg + RLFS_FUSE_WRITE_FLAGS_OFFSET,
 			       sizeof(tl_write_flags));
+		else if ((opcode == RLFS_FUSE_READDIR_OPCODE ||
+			  opcode == RLFS_FUSE_READDIRPLUS_OPCODE) &&
+			 fb->size >= RLFS_FUSE_READ_FLAGS_OFFSET + 4)
+			memcpy(&tl_read_flags, arg + RLFS_FUSE_READ_FLAGS_OFFSET,
+			       sizeof(tl_read_flags));
 	}
 	fuse_session_process_buf(se, fb);
 }
@@ -1233,15 +1260,29 @@ static void rl_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
 /* ------------------------------------------------------------------ */
 /* directories */
 
+/*
+ * Opening a directory needs nothing of the daemon: a directory's handle
+ * carries no state (readdir takes the O_NOATIME of the open from the
+ * READDIR request itself, see rlfs_process_buf; fsyncdir and the ioctls
+ * on directories do not look at fi->fh).  So where the kernel allows it
+ * (FUSE_NO_OPENDIR_SUPPORT, Linux 5.1) and the flush barrier is not in
+ * use (rl_init: g_no_opendir), OPENDIR is answered ENOSYS: the kernel
+ * then opens directories without asking, for the connection's lifetime,
+ * and sends no RELEASEDIR either.  That saves two of the four requests a
+ * walk makes per directory (docs/DESIGN.md, "Round trips").  The kernel
+ * then also caches directory listings (FOPEN_CACHE_DIR): see do_readdir.
+ */
 static void rl_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+	if (g_no_opendir) {
+		fuse_reply_err(req, ENOSYS);
+		return;
+	}
 	pid_t pid = req_ctx(req)->pid;
 	fi->fh = 0;
 	/* the daemon's own open of the root in flush_by_barrier() */
 	if (ino == FUSE_ROOT_ID && barrier_opened(pid))
 		fi->fh = RLFS_BARRIER_FH | (uint64_t)(uint32_t)pid;
-	else if (fi->flags & O_NOATIME)
-		fi->fh = RLFS_FH_DIR_NOATIME;
 	fuse_reply_open(req, fi);
 }
 
@@ -1343,9 +1384,21 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, i
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
+	(void)fi;
 	int err = rlfs_readdir(mp, n2i(ino), (uint64_t)off, plus, dir_fill, &db);
 	if (err >= 0 || db.pos > 0)
-		accessed(mp, ino, true, fi && (fi->fh & RLFS_FH_DIR_NOATIME));
+		accessed(mp, ino, true, tl_read_flags & O_NOATIME);
+	/* Without OPENDIR the kernel keeps a directory's listing once a
+	 * reader has seen all of it (an empty reply: this one) and serves
+	 * later readdirs from it without asking us, so their atime updates
+	 * would be lost (strictatime; relatime after a chmod, a touch -a,
+	 * a day; a remount).  Dropping the listing before the reply that
+	 * completes it keeps every readdir coming here, as with OPENDIR;
+	 * the kernel finds its first page gone and starts over
+	 * (fs/fuse/readdir.c fuse_readdir_cached).  A notification is a
+	 * write to /dev/fuse, no round trip. */
+	if (g_no_opendir && err >= 0 && db.pos == 0)
+		(void)fuse_lowlevel_notify_inval_inode(g_se, ino, 0, 0);
 	if (err < 0 && db.pos == 0) {
 		reply_status(req, err);
 	} else if (db.pos == 0 && db.oom) {

@@ -231,7 +231,7 @@ fi
 
 # Tests that run a second time with the daemon serving requests through
 # FUSE over io_uring (mount -o uring; RLFS_URING=1), where the kernel has it.
-URING_TESTS=${URING_TESTS:-"02-copy-trees 03-enospc 05-fsx 06-parallel 20-ioctl-shim 22-clone-group 28-privs 29-clone-kill 55-dedupe 66-dax-mmap"}
+URING_TESTS=${URING_TESTS:-"02-copy-trees 03-enospc 05-fsx 06-parallel 20-ioctl-shim 22-clone-group 28-privs 29-clone-kill 44-atime 55-dedupe 66-dax-mmap"}
 URING_PARAM=/sys/module/fuse/parameters/enable_uring
 # Tests that run a second time with every mount -o dax (RLFS_DAX=1).
 DAX_TESTS=${DAX_TESTS:-"05-fsx 20-ioctl-shim 22-clone-group 23-cp-tree 21-fsx-reflink 55-dedupe 61-cowfork 62-enospc-wbcache"}

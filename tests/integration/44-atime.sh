@@ -11,6 +11,11 @@
 #   D  ls of a directory whose atime is older than its mtime
 #   E  ls of a directory with atime in the future
 #   F  read through an O_NOATIME descriptor: never
+#   G  readdir through an O_NOATIME directory descriptor, atime older
+#      than mtime: never (the daemon takes O_NOATIME from the READDIR
+#      request: there is no OPENDIR on 6.16+, see fuse/daemon.c rl_opendir)
+#   H  a second ls, 0.1 s after a first: only strictatime updates (the
+#      kernel's cached listing must not answer it: do_readdir)
 # Not covered: a read at or past EOF (an empty file) never reaches a FUSE
 # daemon, so it leaves atime alone where XFS updates it; the noatime
 # attribute (chattr +A) is honoured by the library, but the daemon does not
@@ -68,7 +73,21 @@ scenario() { # DIR: one word per case
 	echo data >"$d/f"
 	touch -a -d "@$past" "$d/f"; b=$(stat -c %x "$d/f")
 	"$PY" -c 'import os,sys; fd=os.open(sys.argv[1], os.O_RDONLY|os.O_NOATIME); os.read(fd,100)' "$d/f"
-	r+="F:$(judge "$d/f" "$b" "$t0")"
+	r+="F:$(judge "$d/f" "$b" "$t0") "
+
+	mkdir "$d/dg"
+	touch "$d/dg/x"
+	touch -a -d "@$past" "$d/dg"; b=$(stat -c %x "$d/dg")
+	"$PY" -c 'import os,sys
+fd=os.open(sys.argv[1], os.O_RDONLY|os.O_DIRECTORY|os.O_NOATIME)
+assert os.listdir(fd) == ["x"]' "$d/dg" || die "O_NOATIME readdir of $d/dg failed"
+	r+="G:$(judge "$d/dg" "$b" "$t0") "
+
+	ls "$d/dg" >/dev/null
+	b=$(stat -c %x "$d/dg")
+	sleep 0.1
+	ls "$d/dg" >/dev/null
+	r+="H:$(judge "$d/dg" "$b" "$t0")"
 	echo "$r"
 }
 
@@ -80,10 +99,10 @@ atime_flags() {
 }
 
 declare -A expect=(
-	[default]="A:new B:kept C:kept D:new E:kept F:kept"
-	[strictatime]="A:new B:new C:new D:new E:new F:kept"
-	[noatime]="A:kept B:kept C:kept D:kept E:kept F:kept"
-	[nodiratime]="A:new B:kept C:kept D:kept E:kept F:kept"
+	[default]="A:new B:kept C:kept D:new E:kept F:kept G:kept H:kept"
+	[strictatime]="A:new B:new C:new D:new E:new F:kept G:kept H:new"
+	[noatime]="A:kept B:kept C:kept D:kept E:kept F:kept G:kept H:kept"
+	[nodiratime]="A:new B:kept C:kept D:kept E:kept F:kept G:kept H:kept"
 )
 img=$T/img
 for mode in default strictatime noatime nodiratime; do
@@ -126,4 +145,33 @@ got=$(scenario "$T/m")
 log "remount changes the policy: strictatime, noatime ok"
 rlfs_umount "$T/m"
 rlfs_fsck "$img"
+
+# Directories open without OPENDIR where the flush has no use for it
+# (Linux 6.16 and later, no RLFS_FLUSH_BARRIER: rl_init): a walk of 30
+# directories sends one OPENDIR (the first, answered ENOSYS) and no
+# RELEASEDIR.  The daemon runs in the foreground (-d) to log its requests.
+IFS=. read -r kmaj kmin _ <<<"$(uname -r)"
+if [ "$kmaj" -gt 6 ] || { [ "$kmaj" = 6 ] && [ "${kmin%%[!0-9]*}" -ge 16 ]; }; then
+	rm -f "$img"
+	rlfs_mkfs "$img" -s 256M
+	rlfs_mount "$img" "$T/m"
+	for i in $(seq 30); do mkdir -p "$T/m/w$i/x"; done
+	rlfs_umount "$T/m"
+	_MOUNTS+=("$T/m")
+	_MOUNT_IMG+=("$img")
+	"$RLFS" mount -d "$img" "$T/m" >"$T/d.log" 2>&1 &
+	for i in $(seq 100); do mountpoint -q "$T/m" && break; sleep 0.1; done
+	mountpoint -q "$T/m" || die "mount -d of $img failed: $(tail -5 "$T/d.log")"
+	find "$T/m" -printf '%s\n' >/dev/null
+	find "$T/m" -printf '%s\n' >/dev/null
+	rlfs_umount "$T/m"
+	nopen=$(grep -c 'opcode: OPENDIR' "$T/d.log" || true)
+	nrel=$(grep -c 'opcode: RELEASEDIR' "$T/d.log" || true)
+	nrd=$(grep -c 'opcode: READDIR' "$T/d.log" || true)
+	[ "$nrd" -ge 61 ] || die "two walks of 61 directories sent $nrd READDIRs: is -d logging?"
+	[ "$nopen" -le 1 ] && [ "$nrel" = 0 ] ||
+		die "two walks of 61 directories sent $nopen OPENDIR, $nrel RELEASEDIR (want <= 1, 0)"
+	log "no OPENDIR: two walks sent $nopen OPENDIR, $nrel RELEASEDIR, $nrd READDIR"
+	rlfs_fsck "$img"
+fi
 log "atime: relatime, strictatime, noatime, nodiratime match XFS"
