@@ -1374,8 +1374,10 @@ static int dir_fill(void *priv, const char *name, const struct stat *st, uint64_
 	return 0;
 }
 
-static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, int plus,
-		       const struct fuse_file_info *fi)
+/* READDIR (plus 0) and READDIRPLUS (plus 1).  The directory's handle
+ * carries nothing (no OPENDIR on 6.16+): the open's O_NOATIME comes from
+ * the request (tl_read_flags). */
+static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, int plus)
 {
 	GET_MP(req, mp);
 	struct dirbuf db = { .req = req, .size = size, .plus = plus };
@@ -1384,7 +1386,6 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, i
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	(void)fi;
 	int err = rlfs_readdir(mp, n2i(ino), (uint64_t)off, plus, dir_fill, &db);
 	if (err >= 0 || db.pos > 0)
 		accessed(mp, ino, true, tl_read_flags & O_NOATIME);
@@ -1416,13 +1417,13 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, i
 static void rl_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		       struct fuse_file_info *fi)
 {
-	do_readdir(req, ino, size, off, 0, fi);
+	do_readdir(req, ino, size, off, 0);
 }
 
 static void rl_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 			   struct fuse_file_info *fi)
 {
-	do_readdir(req, ino, size, off, 1, fi);
+	do_readdir(req, ino, size, off, 1);
 }
 
 /* ------------------------------------------------------------------ */
