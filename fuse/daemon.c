@@ -1026,6 +1026,9 @@ static void rl_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 /* READDIR and READDIRPLUS carry struct fuse_read_in: fh, offset (u64),
  * size, read_flags (u32), lock_owner (u64), flags (u32): flags is the
  * open file's f_flags (fs/fuse/file.c fuse_read_args_fill). */
+/* FUSE_FORGET and FUSE_BATCH_FORGET (include/uapi/linux/fuse.h) */
+#define RLFS_FUSE_FORGET_OPCODE 2
+#define RLFS_FUSE_BATCH_FORGET_OPCODE 42
 #define RLFS_FUSE_READDIR_OPCODE 28
 #define RLFS_FUSE_READDIRPLUS_OPCODE 44
 #define RLFS_FUSE_READ_FLAGS_OFFSET (RLFS_FUSE_IN_HEADER_BYTES + 32)
@@ -1036,12 +1039,18 @@ static _Thread_local uint32_t tl_write_flags;
 
 void rlfs_process_buf(struct fuse_session *se, const struct fuse_buf *fb)
 {
+	struct rlfs_mount *forget_mp = NULL;
 	tl_write_flags = 0;
 	tl_read_flags = 0;
 	if (!(fb->flags & FUSE_BUF_IS_FD) && fb->size >= RLFS_FUSE_IN_HEADER_BYTES) {
 		uint32_t opcode;
 		const char *arg = (const char *)fb->mem;
 		memcpy(&opcode, arg + 4, sizeof(opcode));
+		/* a FORGET may free an unlinked inode: statfs waits for it
+		 * from now on (rlfs_inactive_wait in rl_statfs) */
+		if ((opcode == RLFS_FUSE_FORGET_OPCODE || opcode == RLFS_FUSE_BATCH_FORGET_OPCODE) &&
+		    (forget_mp = g_mp) != NULL)
+			rlfs_inactive_begin(forget_mp);
 		if (opcode == RLFS_FUSE_WRITE_OPCODE &&
 		    fb->size >= RLFS_FUSE_WRITE_FLAGS_OFFSET + 4)
 			memcpy(&tl_write_flags, arg + RLFS_FUSE_WRITE_FLAGS_OFFSET,
@@ -1053,6 +1062,8 @@ void rlfs_process_buf(struct fuse_session *se, const struct fuse_buf *fb)
 			       sizeof(tl_read_flags));
 	}
 	fuse_session_process_buf(se, fb);
+	if (forget_mp)
+		rlfs_inactive_end(forget_mp);
 }
 
 unsigned privs_to_drop(fuse_req_t req, const struct stat *st, bool lacks_fsetid)
@@ -1434,6 +1445,10 @@ static void rl_statfs(fuse_req_t req, fuse_ino_t ino)
 	(void)ino;
 	GET_MP(req, mp);
 	struct statvfs st;
+	/* count the blocks of files just removed: their FORGETs may still be
+	 * freeing them on other threads (bounded: a statfs never hangs) */
+	if (!rlfs_inactive_wait(mp, 10000))
+		logmsg("reflinkfs: statfs: unlinked inodes still being freed after 10 s");
 	int err = rlfs_statfs(mp, &st);
 	if (err) {
 		reply_status(req, err);

@@ -217,6 +217,7 @@ int rlfs_mount_alloc_bare(struct rlfs_dev *dev, uint32_t blocksize, uint64_t dbl
 	mp->chunk_blocks = RLFS_MAX(1u, RLFS_INODES_PER_CHUNK / mp->inopblock);
 	pthread_mutex_init(&mp->meta_lock, NULL);
 	pthread_mutex_init(&mp->icache_lock, NULL);
+	pthread_cond_init(&mp->inactive_cv, NULL);
 	pthread_mutex_init(&mp->cow_lock, NULL);
 	mp->cow_fill_blocks = RLFS_COW_FILL_DEFAULT;
 	pthread_mutex_init(&mp->err_lock, NULL);
@@ -240,6 +241,7 @@ void rlfs_mount_free_bare(struct rlfs_mount *mp)
 	rlfs_iunlink_destroy(mp);
 	pthread_mutex_destroy(&mp->meta_lock);
 	pthread_mutex_destroy(&mp->icache_lock);
+	pthread_cond_destroy(&mp->inactive_cv);
 	pthread_mutex_destroy(&mp->cow_lock);
 	pthread_mutex_destroy(&mp->err_lock);
 	free(mp->image);

@@ -9,6 +9,8 @@
  */
 #include "inode.h"
 
+#include <errno.h>
+
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -976,6 +978,7 @@ static void inode_last_ref(struct rlfs_inode *ip)
 	}
 	if (ip->nlink == 0) {
 		ip->freeing = true;
+		mp->inactive_pending++;
 		pthread_mutex_unlock(&mp->icache_lock);
 		int error = rlfs_inode_inactivate(ip);
 		if (error)
@@ -983,6 +986,7 @@ static void inode_last_ref(struct rlfs_inode *ip)
 				  (unsigned long long)ip->ino, error);
 		icache_unhash(ip);
 		inode_free(ip);
+		rlfs_inactive_end(mp);
 		return;
 	}
 	if (ip->cow && ip->cow->next && !(mp->flags & RLFS_MOUNT_RDONLY) && !mp->shutdown) {
@@ -1034,6 +1038,40 @@ void rlfs_inode_lookup_add(struct rlfs_inode *ip, uint64_t n)
 	pthread_mutex_lock(&ip->mp->icache_lock);
 	ip->nlookup += n;
 	pthread_mutex_unlock(&ip->mp->icache_lock);
+}
+
+void rlfs_inactive_begin(struct rlfs_mount *mp)
+{
+	pthread_mutex_lock(&mp->icache_lock);
+	mp->inactive_pending++;
+	pthread_mutex_unlock(&mp->icache_lock);
+}
+
+void rlfs_inactive_end(struct rlfs_mount *mp)
+{
+	pthread_mutex_lock(&mp->icache_lock);
+	if (mp->inactive_pending && --mp->inactive_pending == 0)
+		pthread_cond_broadcast(&mp->inactive_cv);
+	pthread_mutex_unlock(&mp->icache_lock);
+}
+
+bool rlfs_inactive_wait(struct rlfs_mount *mp, unsigned max_ms)
+{
+	struct timespec until;
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += max_ms / 1000;
+	until.tv_nsec += (long)(max_ms % 1000) * 1000000L;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&mp->icache_lock);
+	while (mp->inactive_pending &&
+	       pthread_cond_timedwait(&mp->inactive_cv, &mp->icache_lock, &until) != ETIMEDOUT)
+		;
+	bool settled = mp->inactive_pending == 0;
+	pthread_mutex_unlock(&mp->icache_lock);
+	return settled;
 }
 
 void rlfs_inode_forget(struct rlfs_mount *mp, uint64_t ino, uint64_t n)

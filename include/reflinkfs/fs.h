@@ -189,6 +189,20 @@ int rlfs_rename(struct rlfs_mount *mp, uint64_t dir, const char *name,
 int rlfs_rename2(struct rlfs_mount *mp, uint64_t dir, const char *name,
 		 uint64_t newdir, const char *newname, unsigned flags, uid_t uid, gid_t gid);
 void rlfs_forget(struct rlfs_mount *mp, uint64_t ino, uint64_t nlookup);
+/*
+ * Frees of unlinked inodes still to happen.  A daemon brackets each FORGET
+ * it has read with rlfs_inactive_begin/end (from the moment it has the
+ * request, before rlfs_forget runs); the last reference of an unlinked
+ * inode counts itself while the inode's blocks go back to free space.
+ * rlfs_inactive_wait blocks until none is pending or max_ms have passed
+ * (true: none pending); the FUSE statfs handler calls it so that df right
+ * after rm counts the freed blocks, as XFS's statfs flushes its inodegc
+ * queue (xfs_fs_statfs -> xfs_inodegc_flush).  Call it holding no inode,
+ * meta or log lock: the frees it waits for take them.
+ */
+void rlfs_inactive_begin(struct rlfs_mount *mp);
+void rlfs_inactive_end(struct rlfs_mount *mp);
+bool rlfs_inactive_wait(struct rlfs_mount *mp, unsigned max_ms);
 
 /*
  * readdir: entries in cookie order starting at cookie (0 = start, which
