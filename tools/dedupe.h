@@ -262,10 +262,13 @@ int rlfs_dedupe_main(int argc, char **argv);
 
 struct stat;
 /* What dd_walk_tree calls, one call at a time (under its lock), in no
- * defined order.  path: root + "/" + ... (malloc'd by the walk, valid
+ * defined order; excluded is the exception: called by several walker
+ * threads at once, before the entry is stat'ed or opened, so it must only
+ * read shared state.  path: root + "/" + ... (malloc'd by the walk, valid
  * during the call only). */
 struct dd_walk_ops {
-	/* true: leave path (and, for a directory, all below it) out */
+	/* true: leave path (and, for a directory, all below it) out, not
+	 * even stat'ed */
 	bool (*excluded)(void *arg, const char *path);
 	/* every entry that is not a directory (lstat: symlinks, devices and
 	 * so on too); 0, or a negative errno that stops the walk */

@@ -19,7 +19,8 @@
  * written by either walk matches.  Directories are queued (last in,
  * first out: depth first, a bounded queue in practice) and taken by
  * DD_WALK_THREADS threads.  The callbacks run one at a time under the
- * walk's lock, so the caller's state needs no locking of its own; the
+ * walk's lock (all but excluded, which must be safe to call from several
+ * threads at once), so the caller's state needs no locking of its own; the
  * order of the calls is not defined.
  *
  * Kernel work per entry is what a cold walk costs (an unchanged
@@ -31,7 +32,11 @@
  * DD_WALK_MAX_FDS (or a quarter of RLIMIT_NOFILE) at once, past that
  * the path as before.  An entry that cannot be opened so (a symlink, no
  * read permission, not a directory after all) is fstatat'ed as before,
- * so what is reported and how is unchanged.  Directories are read with
+ * so what is reported and how is unchanged.  An excluded entry is left
+ * alone before any of this (ops->excluded runs first, on the walker's
+ * thread); with one_fs a directory is fstatat'ed (AT_NO_AUTOMOUNT) and
+ * opened only on root's device, so that -x never opens, and so never
+ * triggers, an automount point below.  Directories are read with
  * getdents64(2) into a buffer of the walker's own, not opendir(3)
  * (which adds an fstat and an fcntl per directory).
  */
@@ -185,16 +190,29 @@ static void read_dir(struct walk *w, char *path, int fd, char *buf)
 				stop = true;
 				break;
 			}
-			if (de->d_type == DT_DIR)
+			/* an excluded entry is neither stat'ed nor opened (with
+			 * its subtree): no lookup, no automount */
+			if (w->ops->excluded(w->arg, child)) {
+				free(child);
+				continue;
+			}
+			bool stated = false;
+			if (de->d_type == DT_DIR && w->one_fs) {
+				/* -x: a mount point below is left closed (opening an
+				 * autofs one would mount it): stat first */
+				if (fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT) != 0)
+					serr = errno;
+				stated = true;
+			}
+			if (de->d_type == DT_DIR && !serr &&
+			    (!stated || (S_ISDIR(st.st_mode) && st.st_dev == w->root_dev)))
 				cfd = open_subdir(w, fd, name, &st);
-			if (cfd < 0 && fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) != 0)
+			if (cfd < 0 && !stated && fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) != 0)
 				serr = errno;
 			pthread_mutex_lock(&w->lock);
 			bool keep = false;
 			if (w->err != 0) {
 				/* another walker failed: drain */
-			} else if (w->ops->excluded(w->arg, child)) {
-				/* skipped, with its subtree */
 			} else if (serr) {
 				w->ops->error(w->arg, child, "stat", serr);
 			} else if (w->one_fs && st.st_dev != w->root_dev) {

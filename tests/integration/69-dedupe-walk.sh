@@ -12,6 +12,8 @@
 #  - -x leaves out a filesystem mounted inside the tree, without -x its
 #    files count;
 #  - --exclude leaves out a directory and all below it;
+#  - neither is even opened (inotify IN_OPEN): an automount point below
+#    the tree stays unmounted with -x or when excluded;
 #  - a directory the user cannot read is reported ("cannot read
 #    directory") and the rest is walked;
 #  - "dir/" walks as "dir" (the same file count; that the path strings
@@ -77,6 +79,39 @@ want_ex=$(find -P "$t" -path "$t/skipme" -prune -o -type f -size +0 -print | wc 
 got=$(count --exclude skipme "$t")
 [ "$got" = "$want_ex" ] || die "--exclude skipme: $got files, want $want_ex"
 [ ! -s "$T/count.err" ] || { cat "$T/count.err"; die "messages on a clean walk"; }
+# neither -x's mount point below nor an --exclude'd directory is opened
+# (opening an autofs mount point would mount it): inotify IN_OPEN watches
+# on both while the tool walks
+opens_during() { # opens_during DIR... -- CMD...: "DIR N" per watched DIR
+	$PY - "$@" <<'PY'
+import ctypes, os, struct, subprocess, sys
+args = sys.argv[1:]
+dirs, cmd = args[:args.index("--")], args[args.index("--") + 1:]
+libc = ctypes.CDLL(None, use_errno=True)
+fd = libc.inotify_init1(os.O_NONBLOCK)
+assert fd >= 0
+wd = {libc.inotify_add_watch(fd, d.encode(), 0x20): d for d in dirs}  # IN_OPEN
+assert all(w >= 0 for w in wd)
+subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+n = dict.fromkeys(dirs, 0)
+try:
+    buf = os.read(fd, 65536)
+except BlockingIOError:
+    buf = b""
+off = 0
+while off < len(buf):
+    w, mask, cookie, ln = struct.unpack_from("iIII", buf, off)
+    n[wd[w]] += 1
+    off += 16 + ln
+for d in dirs:
+    print(d, n[d])
+PY
+}
+opens_during "$t/inner" "$t/skipme" "$t/d2" -- "$RLFS" dedupe -n -r -x --exclude skipme "$t" >"$T/opens"
+cat "$T/opens"
+grep -q "^$t/d2 [1-9]" "$T/opens" || die "the watch saw no open of a walked directory"
+grep -q "^$t/inner 0$" "$T/opens" || die "-x opened the mount point below the tree"
+grep -q "^$t/skipme 0$" "$T/opens" || die "--exclude skipme opened skipme"
 
 # an unreadable directory, walked by an unprivileged user
 chmod 755 "$T"
