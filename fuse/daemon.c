@@ -1023,12 +1023,12 @@ static void rl_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 #define RLFS_FUSE_WRITE_OPCODE 16
 #define RLFS_FUSE_WRITE_FLAGS_OFFSET (RLFS_FUSE_IN_HEADER_BYTES + 20)
 #define RLFS_FUSE_WRITE_KILL_SUIDGID (1u << 2)  /* FUSE_WRITE_KILL_SUIDGID */
-/* READDIR and READDIRPLUS carry struct fuse_read_in: fh, offset (u64),
- * size, read_flags (u32), lock_owner (u64), flags (u32): flags is the
- * open file's f_flags (fs/fuse/file.c fuse_read_args_fill). */
 /* FUSE_FORGET and FUSE_BATCH_FORGET (include/uapi/linux/fuse.h) */
 #define RLFS_FUSE_FORGET_OPCODE 2
 #define RLFS_FUSE_BATCH_FORGET_OPCODE 42
+/* READDIR and READDIRPLUS carry struct fuse_read_in: fh, offset (u64),
+ * size, read_flags (u32), lock_owner (u64), flags (u32): flags is the
+ * open file's f_flags (fs/fuse/file.c fuse_read_args_fill). */
 #define RLFS_FUSE_READDIR_OPCODE 28
 #define RLFS_FUSE_READDIRPLUS_OPCODE 44
 #define RLFS_FUSE_READ_FLAGS_OFFSET (RLFS_FUSE_IN_HEADER_BYTES + 32)
