@@ -34,7 +34,10 @@
  * block), the file list (one record and path per file), four windows of
  * 1024 block hashes and one read buffer; block hashes of files already
  * scanned live in the SQLite store, not the heap.  Descriptors: up to
- * DD_FD_CACHE scanned files stay open as sources of later runs.
+ * up to DD_FD_CACHE scanned files stay open as sources of later runs,
+ * fewer under a low RLIMIT_NOFILE (fdc_cap: half of what the limit leaves
+ * after a margin for the store and the calls), and an open that finds the
+ * limit reached (EMFILE, ENFILE) closes half of them and tries again.
  *
  * On reflinkfs every open, stat, lseek, read and ioctl is a FUSE round
  * trip, and their number sets the time (docs/DESIGN.md "Round trips on
@@ -144,6 +147,7 @@ struct dd_ctx {
 		size_t file;
 		uint64_t stamp;
 	} fdc[DD_FD_CACHE];         /* open scanned files (DD_FD_CACHE) */
+	int fdc_cap;                /* slots of fdc[] used: 1..DD_FD_CACHE */
 	struct dd_prefetch *pf;     /* files opened and read ahead (or NULL) */
 	uint64_t fdc_stamp;
 	struct dd_fast *fast;
@@ -573,7 +577,7 @@ static bool stat_changed(const struct dd_file *f, int fd)
 /* The cached descriptor of file, or -1. */
 static int fdc_get(struct dd_ctx *c, size_t file)
 {
-	for (int i = 0; i < DD_FD_CACHE; i++)
+	for (int i = 0; i < c->fdc_cap; i++)
 		if (c->fdc[i].fd >= 0 && c->fdc[i].file == file) {
 			c->fdc[i].stamp = ++c->fdc_stamp;
 			return c->fdc[i].fd;
@@ -585,7 +589,7 @@ static int fdc_get(struct dd_ctx *c, size_t file)
 static void fdc_put(struct dd_ctx *c, size_t file, int fd)
 {
 	int v = 0;
-	for (int i = 0; i < DD_FD_CACHE; i++) {
+	for (int i = 0; i < c->fdc_cap; i++) {
 		if (c->fdc[i].fd < 0) {
 			v = i;
 			break;
@@ -603,11 +607,41 @@ static void fdc_put(struct dd_ctx *c, size_t file, int fd)
 /* Close file's cached descriptor, if any. */
 static void fdc_drop(struct dd_ctx *c, size_t file)
 {
-	for (int i = 0; i < DD_FD_CACHE; i++)
+	for (int i = 0; i < c->fdc_cap; i++)
 		if (c->fdc[i].fd >= 0 && c->fdc[i].file == file) {
 			close(c->fdc[i].fd);
 			c->fdc[i].fd = -1;
 		}
+}
+
+/* The open-file limit was reached: close the least recently used half of
+ * the cached descriptors (all but the newest, with fewer than 2).  true
+ * if any was closed. */
+static bool fdc_shrink(struct dd_ctx *c)
+{
+	int open_n = 0;
+	for (int i = 0; i < c->fdc_cap; i++)
+		open_n += c->fdc[i].fd >= 0;
+	int drop = open_n > 1 ? open_n / 2 : open_n;
+	for (int k = 0; k < drop; k++) {
+		int v = -1;
+		for (int i = 0; i < c->fdc_cap; i++)
+			if (c->fdc[i].fd >= 0 && (v < 0 || c->fdc[i].stamp < c->fdc[v].stamp))
+				v = i;
+		close(c->fdc[v].fd);
+		c->fdc[v].fd = -1;
+	}
+	return drop > 0;
+}
+
+/* open(path) read-only for the scan or as a source; at the open-file
+ * limit, once more after fdc_shrink.  The descriptor, or -1 with errno. */
+static int open_data(struct dd_ctx *c, const char *path)
+{
+	int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0 && (errno == EMFILE || errno == ENFILE) && fdc_shrink(c))
+		fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	return fd;
 }
 
 static void json_str(FILE *o, const char *s)
@@ -899,7 +933,7 @@ static int src_open(struct dd_ctx *c, size_t g)
 		}
 		return fd;
 	}
-	fd = open(c->files[g].path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	fd = open_data(c, c->files[g].path);
 	if (fd < 0)
 		return -errno;
 	if (stat_changed(&c->files[g], fd)) {
@@ -1147,7 +1181,7 @@ static int cur_open(struct dd_ctx *c)
 	struct dd_file *f = &c->files[c->cur];
 	int fd = dd_prefetch_take(c->pf, c->cur);
 	if (fd < 0)
-		fd = open(f->path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+		fd = open_data(c, f->path);
 	if (fd < 0)
 		return -errno;
 	if (stat_changed(f, fd)) {
@@ -1162,14 +1196,31 @@ static int cur_open(struct dd_ctx *c)
 /* Files the scan may have opened ahead (dedupe_prefetch.c): 128, less
  * where the open-file limit leaves no room beside the DD_FD_CACHE kept
  * open and a margin for the store and the dedupe calls (0: none). */
-static size_t prefetch_files(void)
+static uint64_t nofile_limit(void)
 {
 	struct rlimit rl;
-	uint64_t lim = 1024;
 	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
-		lim = rl.rlim_cur;
-	uint64_t spare = lim > DD_FD_CACHE + 64 + 8 ? lim - DD_FD_CACHE - 64 - 8 : 0;
+		return rl.rlim_cur;
+	return 1024;
+}
+
+static size_t prefetch_files(const struct dd_ctx *c)
+{
+	uint64_t lim = nofile_limit(), keep = (uint64_t)c->fdc_cap + 64 + 8;
+	uint64_t spare = lim > keep ? lim - keep : 0;
 	return spare / 2 < 128 ? (size_t)(spare / 2) : 128;
+}
+
+/* Descriptors the source cache may keep: half of what RLIMIT_NOFILE leaves
+ * after those open now (stdio, inherited ones, the store) and 32 for
+ * SQLite's journal and temporaries and the file being scanned; at least
+ * 1, at most
+ * DD_FD_CACHE (256 at the usual limit of 1024). */
+static int fdc_capacity(void)
+{
+	uint64_t lim = nofile_limit(), used = dd_fds_in_use() + 32;
+	uint64_t n = lim > used ? (lim - used) / 2 : 0;
+	return n < 1 ? 1 : n > DD_FD_CACHE ? DD_FD_CACHE : (int)n;
 }
 
 /* dd_prefetch_get_fn: the walk's path and size of file i (neither
@@ -1212,9 +1263,17 @@ static int scan_file(struct dd_ctx *c, size_t fi)
 		 * opened only if a run of it is to be shared) */
 		err = cur_open(c);
 		if (err) {
-			if (!c->quiet && err != -ESTALE)
-				note(c, "%s: %s (skipped)", f->path, strerror(-err));
-			mark_changed(c, fi);
+			/* gone or replaced since the walk: changed; cannot be
+			 * opened (no permission, no descriptor left...): a
+			 * failure with its reason, not a change */
+			if (err == -ESTALE || err == -ENOENT) {
+				mark_changed(c, fi);
+			} else {
+				if (!c->quiet)
+					note(c, "%s: cannot open: %s (skipped)", f->path,
+					     strerror(-err));
+				add_failure(c, -err, f->size);
+			}
 			(void)dd_db_end_file(c->db, f->db_id, false);
 			c->bytes_scanned = scanned0 + f->size;
 			return 0;
@@ -1371,6 +1430,7 @@ int rlfs_dedupe_main(int argc, char **argv)
 	c->cur_fd = -1;
 	for (int i = 0; i < DD_FD_CACHE; i++)
 		c->fdc[i].fd = -1;
+	c->fdc_cap = fdc_capacity();
 	int rc = EXIT_OK, o;
 	while ((o = getopt_long(argc, argv, "rnxqvh", lo, NULL)) != -1) {
 		switch (o) {
@@ -1501,7 +1561,7 @@ int rlfs_dedupe_main(int argc, char **argv)
 	int64_t stored_files = 0;
 	if (!c->unchanged && (!c->hashfile || (dd_db_nfiles(c->db, &stored_files) == 0 &&
 					       stored_files == 0)) &&
-	    dd_prefetch_start(&c->pf, c->nfiles, prefetch_files(), prefetch_get, c) != 0)
+	    dd_prefetch_start(&c->pf, c->nfiles, prefetch_files(c), prefetch_get, c) != 0)
 		c->pf = NULL;   /* out of memory: the scan opens every file */
 	struct timespec tc = c->t0;
 	for (size_t i = 0; i < c->nfiles && !c->unchanged; i++) {

@@ -285,6 +285,9 @@ struct dd_walk_ops {
  * device than root's.  root itself is not passed to the callbacks.
  * 0, or the first negative errno a callback returned, or -ENOMEM.
  */
+/* Descriptors the process has open now (entries of /proc/self/fd; 16
+ * without /proc), to size descriptor budgets under RLIMIT_NOFILE. */
+size_t dd_fds_in_use(void);
 int dd_walk_tree(const char *root, const struct stat *root_st, bool one_fs,
 		 const struct dd_walk_ops *ops, void *arg);
 

@@ -154,6 +154,32 @@ static void close_subdir(struct walk *w, int fd)
 	__atomic_sub_fetch(&w->nfds, 1, __ATOMIC_RELAXED);
 }
 
+/* open(path) of a directory to read; at the open-file limit (EMFILE,
+ * ENFILE: the process holds more than the walk counted on) the stack's
+ * descriptors are closed (their paths stay), no more are kept, and the
+ * open is tried again, waiting for other walkers to close theirs (up to
+ * about 2 s).  The descriptor, or -1 with errno. */
+static int open_dir_path(struct walk *w, const char *path)
+{
+	int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	for (int tries = 0; fd < 0 && (errno == EMFILE || errno == ENFILE) && tries < 2000;
+	     tries++) {
+		pthread_mutex_lock(&w->lock);
+		w->max_fds = 0;
+		for (size_t i = 0; i < w->nstack; i++)
+			if (w->stack[i].fd >= 0) {
+				close(w->stack[i].fd);
+				w->stack[i].fd = -1;
+				__atomic_sub_fetch(&w->nfds, 1, __ATOMIC_RELAXED);
+			}
+		pthread_mutex_unlock(&w->lock);
+		if (tries)
+			usleep(1000);
+		fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	}
+	return fd;
+}
+
 /* Read one directory (fd: its descriptor from open_subdir, or -1): its
  * entries to the callbacks, its subdirectories onto the stack.  Called
  * without the lock. */
@@ -161,7 +187,7 @@ static void read_dir(struct walk *w, char *path, int fd, char *buf)
 {
 	bool own_fd = fd >= 0;
 	if (fd < 0)
-		fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		fd = open_dir_path(w, path);
 	if (fd < 0) {
 		int e = errno;
 		pthread_mutex_lock(&w->lock);
@@ -284,6 +310,24 @@ static void *walker(void *arg)
 	return NULL;
 }
 
+size_t dd_fds_in_use(void)
+{
+	size_t n = 0;
+	int fd = open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return 16;      /* no /proc: a guess */
+	char buf[4096];
+	long nread;
+	while ((nread = syscall(SYS_getdents64, fd, buf, sizeof(buf))) > 0)
+		for (long off = 0; off < nread;) {
+			const struct walk_dirent *de = (const struct walk_dirent *)(buf + off);
+			off += de->d_reclen;
+			n += de->d_name[0] != '.';
+		}
+	close(fd);
+	return n ? n - 1 : 0;   /* not the one reading /proc/self/fd */
+}
+
 int dd_walk_tree(const char *root, const struct stat *root_st, bool one_fs,
 		 const struct dd_walk_ops *ops, void *arg)
 {
@@ -298,9 +342,14 @@ int dd_walk_tree(const char *root, const struct stat *root_st, bool one_fs,
 	pthread_cond_init(&w.cond, NULL);
 	struct rlimit rl_nofile;
 	w.max_fds = DD_WALK_MAX_FDS;
-	if (getrlimit(RLIMIT_NOFILE, &rl_nofile) == 0 && rl_nofile.rlim_cur != RLIM_INFINITY &&
-	    rl_nofile.rlim_cur / 4 < w.max_fds)
-		w.max_fds = (unsigned)(rl_nofile.rlim_cur / 4);
+	if (getrlimit(RLIMIT_NOFILE, &rl_nofile) == 0 && rl_nofile.rlim_cur != RLIM_INFINITY) {
+		/* a quarter of what the process has not used yet, beside the
+		 * walkers' own and a margin */
+		uint64_t used = dd_fds_in_use() + DD_WALK_THREADS + 8;
+		uint64_t left = rl_nofile.rlim_cur > used ? rl_nofile.rlim_cur - used : 0;
+		if (left / 4 < w.max_fds)
+			w.max_fds = (unsigned)(left / 4);
+	}
 	w.stack = malloc(64 * sizeof(*w.stack));
 	if (!w.stack) {
 		free(r);
