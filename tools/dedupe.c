@@ -192,15 +192,18 @@ struct dd_ctx {
 
 /*
  * The tree as this run sees it, for --hashfile: the options that choose
- * files, the roots, and every file's (path, dev, ino, size, mtime, ctime),
- * combined in an order-independent way (a sum of per-file XXH3-128
- * hashes), as 32 hex digits.  A complete run with no failures stores it
- * (meta key "clean_tree"); a later run that finds the same value has
- * nothing to do: no file changed, so every duplicate there is was shared
- * (or found already shared) by that run, and the scan is skipped.  The
- * same trust in (mtime, ctime) as the store's own rehash rule.
+ * files and every file's (dev, ino, size, mtime, ctime), combined in an
+ * order-independent way (a sum of per-file XXH3-128 hashes), as 32 hex
+ * digits.  A complete run with no failures stores it (meta key
+ * "clean_tree"); a later run that finds the same value has nothing to
+ * do: no file changed, so every duplicate there is was shared (or found
+ * already shared) by that run, and the scan is skipped.  The same trust
+ * in (mtime, ctime) as the store's own rehash rule.  Paths and roots are
+ * left out: the same files reached as "dir", "dir/", "./dir" or
+ * "/abs/dir", from any working directory, are the same tree (a rename
+ * moves the file's ctime, a new or removed file changes the set).
  */
-static void tree_digest(const struct dd_ctx *c, int nroots, char **roots, char out[33])
+static void tree_digest(const struct dd_ctx *c, char out[33])
 {
 	XXH3_state_t *s = XXH3_createState();
 	if (!s) {
@@ -212,11 +215,6 @@ static void tree_digest(const struct dd_ctx *c, int nroots, char **roots, char o
 	XXH3_128bits_update(s, opts, sizeof(opts));
 	for (size_t i = 0; i < c->nexcludes; i++)
 		XXH3_128bits_update(s, c->excludes[i], strlen(c->excludes[i]) + 1);
-	for (int i = 0; i < nroots; i++) {
-		XXH3_128bits_update(s, c->cwd && roots[i][0] != '/' ? c->cwd : "", 
-				    c->cwd && roots[i][0] != '/' ? strlen(c->cwd) + 1 : 1);
-		XXH3_128bits_update(s, roots[i], strlen(roots[i]) + 1);
-	}
 	uint64_t lo = 0, hi = 0;
 	for (size_t i = 0; i < c->nfiles; i++) {
 		const struct dd_file *f = &c->files[i];
@@ -224,8 +222,7 @@ static void tree_digest(const struct dd_ctx *c, int nroots, char **roots, char o
 			uint64_t dev, ino, size;
 			int64_t mtime_ns, ctime_ns;
 		} k = { f->dev, f->ino, f->size, f->mtime_ns, f->ctime_ns };
-		XXH128_hash_t fh = XXH3_128bits_withSeed(f->path, strlen(f->path),
-							 XXH3_64bits(&k, sizeof(k)));
+		XXH128_hash_t fh = XXH3_128bits(&k, sizeof(k));
 		lo += fh.low64;
 		hi += fh.high64 + (lo < fh.low64);
 	}
@@ -1543,7 +1540,7 @@ int rlfs_dedupe_main(int argc, char **argv)
 	/* --hashfile and nothing changed since a complete run: done */
 	char digest[33] = "", stored[40] = "";
 	if (c->hashfile && !c->dry_run && !c->walk_errors) {
-		tree_digest(c, argc - optind, argv + optind, digest);
+		tree_digest(c, digest);
 		if (digest[0] && dd_db_meta_get(c->db, "clean_tree", stored, sizeof(stored)) == 0 &&
 		    strcmp(stored, digest) == 0)
 			c->unchanged = true;
@@ -1602,7 +1599,7 @@ int rlfs_dedupe_main(int argc, char **argv)
 	 * skip (an unchanged run found that one stored: it stays) */
 	if (rc == 0 && digest[0] && !c->store_failed && !c->unchanged &&
 	    !c->failed_ranges && !c->nchanged && restat_shared(c)) {
-		tree_digest(c, argc - optind, argv + optind, digest);
+		tree_digest(c, digest);
 		if (dd_db_meta_set(c->db, "clean_tree", digest) != 0)
 			c->store_failed = true;
 	}

@@ -187,6 +187,9 @@ check_fs() {
 		die "$name: an unchanged rerun wrote the hash file (mtime $db_mtime -> $(stat -c %y "$o.db"))"
 	run_tool 0 "$o.re1" -r --min-size 1 --hashfile "$o.db" --json "$d"
 	[ "$(json unchanged "$o.re1")" = True ] || die "$name: a second unchanged rerun scanned the tree"
+	# the same tree named relative to another directory, with a slash
+	(cd "$(dirname "$d")" && run_tool 0 "$o.re1r" -r --min-size 1 --hashfile "$o.db" --json "$(basename "$d")/")
+	[ "$(json unchanged "$o.re1r")" = True ] || die "$name: the unchanged tree named as a relative path was scanned"
 	# rerun without it: reads everything, still shares nothing
 	run_tool 0 "$o.re2" -r --min-size 1 --json "$d"
 	[ "$(json bytes_hashed "$o.re2")" -gt 0 ] || die "$name: no hash file but nothing hashed"
