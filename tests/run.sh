@@ -28,10 +28,10 @@
 # "# run.sh timeout: SECONDS" (the crash tests, whose work grows with
 # every new operation); TEST_TIMEOUT, when larger, wins.
 #
-# The unit tests and BG_TESTS (default: the crash tester, the fsck fuzzer
-# and three slow fsck image tests) run in a second lane beside the FUSE
-# integration tests, reported after them (see "The background lane"
-# below); BG_TESTS= runs one lane.
+# The unit tests and BG_TESTS (default: the crash tester, the fsck fuzzer,
+# three slow fsck image tests, 09-bigdir and 36-crash-kill) run in a
+# second lane beside the FUSE integration tests, reported after them (see
+# "The background lane" below); BG_TESTS= runs one lane.
 #
 # Environment: TEST_TIMEOUT (seconds per test, default 900), KEEP=1 keeps
 # the temp dirs of failed tests, TAIL (lines shown on failure, default 25).
@@ -186,13 +186,15 @@ run_units() {
 # integration tests that keep one CPU busy for minutes with little FUSE
 # traffic (BG_TESTS: the crash tester, in-process; the fsck fuzzer, which
 # mounts once; the slowest fsck image tests, offline but for a mount to
-# read the repaired files back) run in a second lane beside the FUSE integration tests,
-# which spend much of their time waiting on the kernel, so two CPUs are
-# both kept busy.  The lane's PASS/FAIL lines are printed, and counted,
+# read the repaired files back; and two FUSE tests that share nothing with
+# the others, 09-bigdir and 36-crash-kill, which keep the two lanes near
+# the same length: 1,144 s against 677 s in one lane before them) run in a
+# second lane beside the FUSE integration tests, which spend much of their
+# time waiting on the kernel, so two CPUs are both kept busy.  The lane's PASS/FAIL lines are printed, and counted,
 # after the main lane's.  If run.sh is interrupted or killed the lane's
 # processes are killed too (bg_kill).  BG_TESTS= runs everything in one
 # lane, in the old order (units, then integration by name).
-BG_TESTS=${BG_TESTS-"35-crash 54-fsck-fuzz 59-fsck-dir-relink 52-fsck-rebuild 57-fsck-images"}
+BG_TESTS=${BG_TESTS-"35-crash 54-fsck-fuzz 59-fsck-dir-relink 52-fsck-rebuild 57-fsck-images 09-bigdir 36-crash-kill"}
 in_bg() { [[ " $BG_TESTS " == *" $1 "* ]]; }
 bg_pid=""
 # on the way out (also on INT/TERM): the running test and the lane, which
