@@ -126,7 +126,8 @@ static char *join(const char *dir, const char *name)
  * (fstatat it, as any other entry).  Takes one of w->max_fds. */
 static int open_subdir(struct walk *w, int dfd, const char *name, struct stat *st)
 {
-	if (__atomic_add_fetch(&w->nfds, 1, __ATOMIC_RELAXED) > w->max_fds) {
+	if (__atomic_add_fetch(&w->nfds, 1, __ATOMIC_RELAXED) >
+	    __atomic_load_n(&w->max_fds, __ATOMIC_RELAXED)) {
 		__atomic_sub_fetch(&w->nfds, 1, __ATOMIC_RELAXED);
 		return -1;
 	}
@@ -165,7 +166,7 @@ static int open_dir_path(struct walk *w, const char *path)
 	for (int tries = 0; fd < 0 && (errno == EMFILE || errno == ENFILE) && tries < 2000;
 	     tries++) {
 		pthread_mutex_lock(&w->lock);
-		w->max_fds = 0;
+		__atomic_store_n(&w->max_fds, 0, __ATOMIC_RELAXED);
 		for (size_t i = 0; i < w->nstack; i++)
 			if (w->stack[i].fd >= 0) {
 				close(w->stack[i].fd);
