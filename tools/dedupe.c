@@ -612,8 +612,9 @@ static void fdc_drop(struct dd_ctx *c, size_t file)
 }
 
 /* The open-file limit was reached: close the least recently used half of
- * the cached descriptors (all but the newest, with fewer than 2).  true
- * if any was closed. */
+ * the cached descriptors (the only one, when one is cached).  true if any
+ * was closed.  None of them is in use: a source descriptor is taken from
+ * the cache only after the last open of the call that uses it. */
 static bool fdc_shrink(struct dd_ctx *c)
 {
 	int open_n = 0;
@@ -1191,8 +1192,9 @@ static int cur_open(struct dd_ctx *c)
 }
 
 /* Files the scan may have opened ahead (dedupe_prefetch.c): 128, less
- * where the open-file limit leaves no room beside the DD_FD_CACHE kept
- * open and a margin for the store and the dedupe calls (0: none). */
+ * where the open-file limit leaves no room beside the descriptors open
+ * now (inherited ones too), the source cache and a margin for the store
+ * and the dedupe calls (0: none). */
 static uint64_t nofile_limit(void)
 {
 	struct rlimit rl;
@@ -1203,7 +1205,7 @@ static uint64_t nofile_limit(void)
 
 static size_t prefetch_files(const struct dd_ctx *c)
 {
-	uint64_t lim = nofile_limit(), keep = (uint64_t)c->fdc_cap + 64 + 8;
+	uint64_t lim = nofile_limit(), keep = dd_fds_in_use() + (uint64_t)c->fdc_cap + 64 + 8;
 	uint64_t spare = lim > keep ? lim - keep : 0;
 	return spare / 2 < 128 ? (size_t)(spare / 2) : 128;
 }

@@ -234,7 +234,8 @@ static void read_dir(struct walk *w, char *path, int fd, char *buf)
 			if (de->d_type == DT_DIR && !serr &&
 			    (!stated || (S_ISDIR(st.st_mode) && st.st_dev == w->root_dev)))
 				cfd = open_subdir(w, fd, name, &st);
-			if (cfd < 0 && !stated && fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) != 0)
+			if (cfd < 0 && !stated &&
+			    fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT) != 0)
 				serr = errno;
 			pthread_mutex_lock(&w->lock);
 			bool keep = false;
@@ -317,7 +318,7 @@ size_t dd_fds_in_use(void)
 	int fd = open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0)
 		return 16;      /* no /proc: a guess */
-	char buf[4096];
+	char buf[4096] __attribute__((aligned(8)));
 	long nread;
 	while ((nread = syscall(SYS_getdents64, fd, buf, sizeof(buf))) > 0)
 		for (long off = 0; off < nread;) {
