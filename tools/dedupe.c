@@ -34,9 +34,8 @@
  * block), the file list (one record and path per file), four windows of
  * 1024 block hashes and one read buffer; block hashes of files already
  * scanned live in the SQLite store, not the heap.  Descriptors: up to
- * up to DD_FD_CACHE scanned files stay open as sources of later runs,
- * fewer under a low RLIMIT_NOFILE (fdc_cap: half of what the limit leaves
- * after a margin for the store and the calls), and an open that finds the
+ * DD_FD_CACHE scanned files stay open as sources of later runs, fewer
+ * under a low RLIMIT_NOFILE (fdc_capacity), and an open that finds the
  * limit reached (EMFILE, ENFILE) closes half of them and tries again.
  *
  * On reflinkfs every open, stat, lseek, read and ioctl is a FUSE round
@@ -1193,32 +1192,23 @@ static int cur_open(struct dd_ctx *c)
 
 /* Files the scan may have opened ahead (dedupe_prefetch.c): 128, less
  * where the open-file limit leaves no room beside the descriptors open
- * now (inherited ones too), the source cache and a margin for the store
- * and the dedupe calls (0: none). */
-static uint64_t nofile_limit(void)
-{
-	struct rlimit rl;
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
-		return rl.rlim_cur;
-	return 1024;
-}
-
+ * now (inherited ones too), the source cache and a margin of 72 for the
+ * store and the dedupe calls (0: none). */
 static size_t prefetch_files(const struct dd_ctx *c)
 {
-	uint64_t lim = nofile_limit(), keep = dd_fds_in_use() + (uint64_t)c->fdc_cap + 64 + 8;
-	uint64_t spare = lim > keep ? lim - keep : 0;
+	uint64_t left = dd_fds_left(), keep = (uint64_t)c->fdc_cap + 64 + 8;
+	uint64_t spare = left > keep ? left - keep : 0;
 	return spare / 2 < 128 ? (size_t)(spare / 2) : 128;
 }
 
 /* Descriptors the source cache may keep: half of what RLIMIT_NOFILE leaves
- * after those open now (stdio, inherited ones, the store) and 32 for
+ * beside those open now (stdio, inherited ones, the store) and 32 for
  * SQLite's journal and temporaries and the file being scanned; at least
- * 1, at most
- * DD_FD_CACHE (256 at the usual limit of 1024). */
+ * 1, at most DD_FD_CACHE (256 at the usual limit of 1024). */
 static int fdc_capacity(void)
 {
-	uint64_t lim = nofile_limit(), used = dd_fds_in_use() + 32;
-	uint64_t n = lim > used ? (lim - used) / 2 : 0;
+	uint64_t left = dd_fds_left();
+	uint64_t n = left > 32 ? (left - 32) / 2 : 0;
 	return n < 1 ? 1 : n > DD_FD_CACHE ? DD_FD_CACHE : (int)n;
 }
 

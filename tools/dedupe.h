@@ -285,11 +285,16 @@ struct dd_walk_ops {
  * device than root's.  root itself is not passed to the callbacks.
  * 0, or the first negative errno a callback returned, or -ENOMEM.
  */
-/* Descriptors the process has open now (entries of /proc/self/fd; 16
- * without /proc), to size descriptor budgets under RLIMIT_NOFILE. */
-size_t dd_fds_in_use(void);
 int dd_walk_tree(const char *root, const struct stat *root_st, bool one_fs,
 		 const struct dd_walk_ops *ops, void *arg);
+
+/* Descriptors the process may still open: RLIMIT_NOFILE's soft limit
+ * (UINT64_MAX when unlimited, 1024 if it cannot be read) minus those open
+ * now (entries of /proc/self/fd, inherited ones too; 16 assumed without
+ * /proc), 0 at or past the limit.  Sizes the walk's stack of directory
+ * descriptors, the source cache and the read-ahead window (getrlimit(2),
+ * proc(5)). */
+uint64_t dd_fds_left(void);
 
 /* ---- opening and reading ahead of the scan (dedupe_prefetch.c) ---- */
 

@@ -29,7 +29,8 @@
  * openat(2) on its parent's descriptor, and statx'ed, in place of an
  * fstatat now and an open of its whole path later (a second lookup of
  * every component); its descriptor waits on the stack, up to
- * DD_WALK_MAX_FDS (or a quarter of RLIMIT_NOFILE) at once, past that
+ * DD_WALK_MAX_FDS (or a quarter of what RLIMIT_NOFILE leaves beside the
+ * descriptors open at the start, dd_fds_left) at once, past that
  * the path as before.  An entry that cannot be opened so (a symlink, no
  * read permission, not a directory after all) is fstatat'ed as before,
  * so what is reported and how is unchanged.  An excluded entry is left
@@ -312,22 +313,22 @@ static void *walker(void *arg)
 	return NULL;
 }
 
-size_t dd_fds_in_use(void)
+uint64_t dd_fds_left(void)
 {
-	size_t n = 0;
-	int fd = open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return 16;      /* no /proc: a guess */
-	char buf[4096] __attribute__((aligned(8)));
-	long nread;
-	while ((nread = syscall(SYS_getdents64, fd, buf, sizeof(buf))) > 0)
-		for (long off = 0; off < nread;) {
-			const struct walk_dirent *de = (const struct walk_dirent *)(buf + off);
-			off += de->d_reclen;
-			n += de->d_name[0] != '.';
-		}
-	close(fd);
-	return n ? n - 1 : 0;   /* not the one reading /proc/self/fd */
+	struct rlimit rl;
+	uint64_t lim = 1024;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0)
+		lim = rl.rlim_cur == RLIM_INFINITY ? UINT64_MAX : rl.rlim_cur;
+	uint64_t used = 16;     /* no /proc: a guess */
+	DIR *d = opendir("/proc/self/fd");
+	if (d) {
+		used = 0;
+		for (struct dirent *de; (de = readdir(d)) != NULL;)
+			used += de->d_name[0] != '.';
+		used -= used > 0;   /* not the one reading /proc/self/fd */
+		closedir(d);
+	}
+	return lim > used ? lim - used : 0;
 }
 
 int dd_walk_tree(const char *root, const struct stat *root_st, bool one_fs,
@@ -342,16 +343,11 @@ int dd_walk_tree(const char *root, const struct stat *root_st, bool one_fs,
 		return -ENOMEM;
 	pthread_mutex_init(&w.lock, NULL);
 	pthread_cond_init(&w.cond, NULL);
-	struct rlimit rl_nofile;
-	w.max_fds = DD_WALK_MAX_FDS;
-	if (getrlimit(RLIMIT_NOFILE, &rl_nofile) == 0 && rl_nofile.rlim_cur != RLIM_INFINITY) {
-		/* a quarter of what the process has not used yet, beside the
-		 * walkers' own and a margin */
-		uint64_t used = dd_fds_in_use() + DD_WALK_THREADS + 8;
-		uint64_t left = rl_nofile.rlim_cur > used ? rl_nofile.rlim_cur - used : 0;
-		if (left / 4 < w.max_fds)
-			w.max_fds = (unsigned)(left / 4);
-	}
+	/* a quarter of what the limit leaves, beside the walkers' own
+	 * descriptors and a margin */
+	uint64_t left = dd_fds_left(), own = DD_WALK_THREADS + 8;
+	left = left > own ? left - own : 0;
+	w.max_fds = left / 4 < DD_WALK_MAX_FDS ? (unsigned)(left / 4) : DD_WALK_MAX_FDS;
 	w.stack = malloc(64 * sizeof(*w.stack));
 	if (!w.stack) {
 		free(r);

@@ -22,6 +22,7 @@
 #include "alloc.h"
 #include "ialloc.h"
 #include "rmap.h"
+#include "trans.h"
 
 #define KiB 1024ull
 #define MiB (1024ull * 1024)
@@ -402,7 +403,8 @@ static void test_number_freed_last(void **state)
  * count it then reads includes the unlinked file's blocks (23-cp-tree's
  * "leak" when the FORGET thread was still freeing).  The freeing thread
  * starts 100 ms late: a wait that returned at once would see fewer free
- * blocks. */
+ * blocks.  Then the free of an unlinked inode's last reference, with no
+ * FORGET counted, must count itself. */
 struct late_forget {
 	struct rlfs_mount *mp;
 	uint64_t ino;
@@ -414,6 +416,13 @@ static void *late_forget_fn(void *arg)
 	usleep(100 * 1000);
 	rlfs_forget(lf->mp, lf->ino, 1);
 	rlfs_inactive_end(lf->mp);
+	return NULL;
+}
+
+static void *forget_fn(void *arg)
+{
+	struct late_forget *lf = arg;
+	rlfs_forget(lf->mp, lf->ino, 1);
 	return NULL;
 }
 
@@ -434,11 +443,29 @@ static void test_inactive_wait(void **state)
 
 	struct late_forget lf = { .mp = mp };
 	lf.ino = open_unlinked(mp, "big", 4 * DATA_BYTES);
-	print_message("free blocks: %llu before, %llu with the unlinked file\n", (unsigned long long)before, (unsigned long long)bfree(mp));
 	assert_true(bfree(mp) + 4 * DATA_BYTES / 4096 <= before);
 	rlfs_inactive_begin(mp);    /* as rlfs_process_buf on reading FORGET */
 	pthread_t th;
 	assert_int_equal(pthread_create(&th, NULL, late_forget_fn, &lf), 0);
+	assert_true(rlfs_inactive_wait(mp, 10000));
+	assert_int_equal(bfree(mp), before);
+	pthread_join(th, NULL);
+
+	/* no FORGET counted: the free counts itself.  meta_lock held here
+	 * stops it in its first transaction, after it has counted itself. */
+	lf.ino = open_unlinked(mp, "big2", 4 * DATA_BYTES);
+	rlfs_meta_lock(mp);
+	assert_int_equal(pthread_create(&th, NULL, forget_fn, &lf), 0);
+	bool seen = false;
+	for (int i = 0; i < 5000 && !seen; i++) {
+		pthread_mutex_lock(&mp->icache_lock);
+		seen = mp->inactive_pending > 0;
+		pthread_mutex_unlock(&mp->icache_lock);
+		if (!seen)
+			usleep(1000);
+	}
+	pthread_mutex_unlock(&mp->meta_lock);
+	assert_true(seen);
 	assert_true(rlfs_inactive_wait(mp, 10000));
 	assert_int_equal(bfree(mp), before);
 	pthread_join(th, NULL);
