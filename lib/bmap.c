@@ -1,10 +1,10 @@
 /*
  * bmap.c: the data fork block map.
  *
- * The in-core extent list (ip->ext, a sorted array searched by binary
- * search) is the authority for reads and block mapping; every change to it
+ * The in-core extent list (ip->iext, sorted records in leaves: iext.h) is
+ * the authority for reads and block mapping; every change to it
  * is mirrored in the same call into the on-disk fork: nothing to do for
- * inline extents (format EXTENTS: the inode log item encodes ip->ext into
+ * inline extents (format EXTENTS: the inode log item encodes ip->iext into
  * the literal area at commit), or the matching bmbt insert/delete/update
  * (format BTREE).  After each public operation the fork format is fixed up:
  * inline extents that no longer fit move into a new bmbt root leaf, and a
@@ -15,7 +15,7 @@
  * (through the inode log item) the in-core list.
  *
  * Model: xfs_bmap.c (xfs_bmapi_write, xfs_bunmapi, xfs_bmap_add_extent_*),
- * xfs_bmap_btree.c, xfs_iext_tree.c (here a plain sorted array).
+ * xfs_bmap_btree.c, xfs_iext_tree.c (here iext.c: two levels of leaves).
  */
 #include "bmap.h"
 #include "defer.h"
@@ -193,46 +193,23 @@ const struct rlfs_btree_ops rlfs_bmbt_ops = {
 /* Index of the last extent with startoff <= off, or -1. */
 static int64_t ext_search(const struct rlfs_inode *ip, uint64_t off)
 {
-	uint32_t lo = 0, hi = ip->next;
-	while (lo < hi) {
-		uint32_t mid = lo + (hi - lo) / 2;
-		if (ip->ext[mid].startoff <= off)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return (int64_t)lo - 1;
-}
-
-static int ext_reserve(struct rlfs_inode *ip, uint32_t need)
-{
-	if (need <= ip->ext_cap)
-		return 0;
-	uint32_t cap = ip->ext_cap ? ip->ext_cap : 4;
-	while (cap < need)
-		cap *= 2;
-	struct rlfs_irec *n = realloc(ip->ext, (size_t)cap * sizeof(*n));
-	if (!n)
-		return -ENOMEM;
-	ip->ext = n;
-	ip->ext_cap = cap;
-	return 0;
+	return rlfs_iext_search(&ip->iext, off);
 }
 
 void rlfs_bmap_lookup(struct rlfs_inode *ip, uint64_t off, struct rlfs_irec *got, bool *found)
 {
 	*found = false;
 	memset(got, 0, sizeof(*got));
-	if (!ip->ext_loaded || ip->next == 0)
+	if (!ip->ext_loaded || rlfs_iext_count(&ip->iext) == 0)
 		return;
 	int64_t i = ext_search(ip, off);
-	if (i >= 0 && off < irec_end(&ip->ext[i])) {
-		*got = ip->ext[i];
+	if (i >= 0 && off < irec_end(rlfs_iext_at(&ip->iext, i))) {
+		*got = *rlfs_iext_at(&ip->iext, i);
 		*found = true;
 		return;
 	}
-	if ((uint64_t)(i + 1) < ip->next)
-		*got = ip->ext[i + 1];
+	if ((uint64_t)(i + 1) < rlfs_iext_count(&ip->iext))
+		*got = *rlfs_iext_at(&ip->iext, i + 1);
 }
 
 uint32_t rlfs_bmap_inline_max(struct rlfs_inode *ip)
@@ -318,7 +295,7 @@ static int fork_insert(struct rlfs_trans *tp, struct rlfs_inode *ip, uint32_t id
 {
 	int error = rlfs_inode_ext_reserve(ip);
 	if (!error)
-		error = ext_reserve(ip, ip->next + 1);
+		error = rlfs_iext_insert(&ip->iext, idx, r);
 	if (error)
 		return error;
 	if (ip->format == RLFS_FMT_BTREE) {
@@ -328,12 +305,11 @@ static int fork_insert(struct rlfs_trans *tp, struct rlfs_inode *ip, uint32_t id
 		rlfs_btree_cur_init(&cur, tp, &rlfs_bmbt_ops, 0, ip, NULL);
 		error = rlfs_btree_insert(&cur, &d);
 		rlfs_btree_cur_del(&cur);
-		if (error)
+		if (error) {
+			rlfs_iext_remove(&ip->iext, idx);
 			return error;
+		}
 	}
-	memmove(&ip->ext[idx + 1], &ip->ext[idx], (size_t)(ip->next - idx) * sizeof(*ip->ext));
-	ip->ext[idx] = *r;
-	ip->next++;
 	rlfs_inode_ext_logged(ip, RLFS_EXT_INSERT, idx, NULL);
 	return 0;
 }
@@ -347,16 +323,15 @@ static int fork_delete(struct rlfs_trans *tp, struct rlfs_inode *ip, uint32_t id
 		struct rlfs_btree_cur cur;
 		int stat = 0;
 		rlfs_btree_cur_init(&cur, tp, &rlfs_bmbt_ops, 0, ip, NULL);
-		error = bt_lookup_eq(&cur, ip->ext[idx].startoff);
+		error = bt_lookup_eq(&cur, rlfs_iext_at(&ip->iext, idx)->startoff);
 		if (!error)
 			error = rlfs_btree_delete(&cur, &stat);
 		rlfs_btree_cur_del(&cur);
 		if (error)
 			return error;
 	}
-	struct rlfs_irec old = ip->ext[idx];
-	memmove(&ip->ext[idx], &ip->ext[idx + 1], (size_t)(ip->next - idx - 1) * sizeof(*ip->ext));
-	ip->next--;
+	struct rlfs_irec old = *rlfs_iext_at(&ip->iext, idx);
+	rlfs_iext_remove(&ip->iext, idx);
 	rlfs_inode_ext_logged(ip, RLFS_EXT_DELETE, idx, &old);
 	return 0;
 }
@@ -372,15 +347,15 @@ static int fork_update(struct rlfs_trans *tp, struct rlfs_inode *ip, uint32_t id
 		struct rlfs_bmbt_rec d;
 		irec_to_disk(&d, r);
 		rlfs_btree_cur_init(&cur, tp, &rlfs_bmbt_ops, 0, ip, NULL);
-		error = bt_lookup_eq(&cur, ip->ext[idx].startoff);
+		error = bt_lookup_eq(&cur, rlfs_iext_at(&ip->iext, idx)->startoff);
 		if (!error)
 			error = rlfs_btree_update(&cur, &d);
 		rlfs_btree_cur_del(&cur);
 		if (error)
 			return error;
 	}
-	struct rlfs_irec old = ip->ext[idx];
-	ip->ext[idx] = *r;
+	struct rlfs_irec old = *rlfs_iext_at(&ip->iext, idx);
+	*rlfs_iext_at(&ip->iext, idx) = *r;
 	rlfs_inode_ext_logged(ip, RLFS_EXT_UPDATE, idx, &old);
 	return 0;
 }
@@ -408,31 +383,31 @@ static int fork_add_rec(struct rlfs_trans *tp, struct rlfs_inode *ip, const stru
 
 	if (r->blockcount == 0 || r->blockcount > RLFS_MAX_EXTLEN)
 		return -EINVAL;
-	if (i >= 0 && irec_end(&ip->ext[i]) > r->startoff)
+	if (i >= 0 && irec_end(rlfs_iext_at(&ip->iext, i)) > r->startoff)
 		return -EEXIST;
-	if (j < ip->next && ip->ext[j].startoff < irec_end(r))
+	if (j < rlfs_iext_count(&ip->iext) && rlfs_iext_at(&ip->iext, j)->startoff < irec_end(r))
 		return -EEXIST;
 
-	bool left = i >= 0 && irec_contig(ip->mp, &ip->ext[i], r);
-	bool right = j < ip->next && irec_contig(ip->mp, r, &ip->ext[j]);
+	bool left = i >= 0 && irec_contig(ip->mp, rlfs_iext_at(&ip->iext, i), r);
+	bool right = j < rlfs_iext_count(&ip->iext) && irec_contig(ip->mp, r, rlfs_iext_at(&ip->iext, j));
 	if (left && right &&
-	    (uint64_t)ip->ext[i].blockcount + r->blockcount + ip->ext[j].blockcount <=
+	    (uint64_t)rlfs_iext_at(&ip->iext, i)->blockcount + r->blockcount + rlfs_iext_at(&ip->iext, j)->blockcount <=
 		    RLFS_MAX_EXTLEN) {
-		struct rlfs_irec n = ip->ext[i];
-		n.blockcount += r->blockcount + ip->ext[j].blockcount;
+		struct rlfs_irec n = *rlfs_iext_at(&ip->iext, i);
+		n.blockcount += r->blockcount + rlfs_iext_at(&ip->iext, j)->blockcount;
 		int error = fork_delete(tp, ip, j);
 		if (error)
 			return error;
 		return fork_update(tp, ip, (uint32_t)i, &n);
 	}
 	if (left) {
-		struct rlfs_irec n = ip->ext[i];
+		struct rlfs_irec n = *rlfs_iext_at(&ip->iext, i);
 		n.blockcount += r->blockcount;
 		return fork_update(tp, ip, (uint32_t)i, &n);
 	}
 	if (right) {
 		struct rlfs_irec n = *r;
-		n.blockcount += ip->ext[j].blockcount;
+		n.blockcount += rlfs_iext_at(&ip->iext, j)->blockcount;
 		return fork_update(tp, ip, j, &n);
 	}
 	return fork_insert(tp, ip, j, r);
@@ -469,9 +444,9 @@ static int fork_to_btree(struct rlfs_trans *tp, struct rlfs_inode *ip)
 	rlfs_trans_log_inode(tp, ip);
 
 	rlfs_btree_cur_init(&cur, tp, &rlfs_bmbt_ops, 0, ip, NULL);
-	for (uint32_t k = 0; k < ip->next && !error; k++) {
+	for (uint32_t k = 0; k < rlfs_iext_count(&ip->iext) && !error; k++) {
 		struct rlfs_bmbt_rec d;
-		irec_to_disk(&d, &ip->ext[k]);
+		irec_to_disk(&d, rlfs_iext_at(&ip->iext, k));
 		error = rlfs_btree_insert(&cur, &d);
 	}
 	rlfs_btree_cur_del(&cur);
@@ -498,9 +473,9 @@ static int fork_fixup(struct rlfs_trans *tp, struct rlfs_inode *ip)
 {
 	uint32_t max = rlfs_bmap_inline_max(ip);
 	int error = 0;
-	if (ip->format != RLFS_FMT_BTREE && ip->next > max)
+	if (ip->format != RLFS_FMT_BTREE && rlfs_iext_count(&ip->iext) > max)
 		error = fork_to_btree(tp, ip);
-	else if (ip->format == RLFS_FMT_BTREE && ip->next <= max)
+	else if (ip->format == RLFS_FMT_BTREE && rlfs_iext_count(&ip->iext) <= max)
 		error = fork_to_extents(tp, ip);
 	rlfs_trans_log_inode(tp, ip);
 	return error;
@@ -516,15 +491,11 @@ static int load_append(struct rlfs_inode *ip, const struct rlfs_irec *r, uint64_
 	int error = irec_check(mp, ip, where, r);
 	if (error)
 		return error;
-	if (ip->next && irec_end(&ip->ext[ip->next - 1]) > r->startoff)
+	if (rlfs_iext_count(&ip->iext) && irec_end(rlfs_iext_at(&ip->iext, rlfs_iext_count(&ip->iext) - 1)) > r->startoff)
 		return rlfs_corrupt(mp, where, "bmbt",
 				    "ino %llu: extents out of order or overlapping at file block %llu",
 				    (unsigned long long)ip->ino, (unsigned long long)r->startoff);
-	error = ext_reserve(ip, ip->next + 1);
-	if (error)
-		return error;
-	ip->ext[ip->next++] = *r;
-	return 0;
+	return rlfs_iext_insert(&ip->iext, rlfs_iext_count(&ip->iext), r);
 }
 
 static int load_rec_fn(struct rlfs_btree_cur *cur, const void *rec, void *priv)
@@ -539,7 +510,7 @@ int rlfs_bmap_load(struct rlfs_trans *tp, struct rlfs_inode *ip)
 	struct rlfs_mount *mp = ip->mp;
 	int error = 0;
 
-	ip->next = 0;
+	rlfs_iext_destroy(&ip->iext);
 	ip->ext_loaded = false;
 	if (ip->format == RLFS_FMT_EXTENTS || ip->format == RLFS_FMT_NONE) {
 		uint32_t max = rlfs_bmap_inline_max(ip);
@@ -559,7 +530,7 @@ int rlfs_bmap_load(struct rlfs_trans *tp, struct rlfs_inode *ip)
 		error = rlfs_btree_query_all(&cur, load_rec_fn, NULL);
 		rlfs_btree_cur_del(&cur);
 		if (error) {
-			ip->next = 0;
+			rlfs_iext_destroy(&ip->iext);
 			return error < 0 ? error : -EUCLEAN;
 		}
 	} else {
@@ -593,13 +564,13 @@ int rlfs_bmap_alloc_range(struct rlfs_trans *tp, struct rlfs_inode *ip, uint64_t
 			break;
 		uint64_t want = RLFS_MIN(len, (uint64_t)RLFS_MAX_EXTLEN);
 		int64_t i = ext_search(ip, off);
-		const struct rlfs_irec *prev = i >= 0 ? &ip->ext[i] : NULL;
+		const struct rlfs_irec *prev = i >= 0 ? rlfs_iext_at(&ip->iext, i) : NULL;
 		if (prev && irec_end(prev) > off) {
 			error = -EEXIST;
 			break;
 		}
-		if ((uint64_t)(i + 1) < ip->next) {
-			uint64_t room = ip->ext[i + 1].startoff - off;
+		if ((uint64_t)(i + 1) < rlfs_iext_count(&ip->iext)) {
+			uint64_t room = rlfs_iext_at(&ip->iext, i + 1)->startoff - off;
 			want = RLFS_MIN(want, room);
 		}
 		struct rlfs_alloc_arg args = {
@@ -711,13 +682,13 @@ int rlfs_bmap_unmap(struct rlfs_trans *tp, struct rlfs_inode *ip, uint64_t off,
 	rlfs_trans_ijoin(tp, ip);
 	while (end > off) {
 		int64_t i = ext_search(ip, end - 1);
-		if (i < 0 || irec_end(&ip->ext[i]) <= off) {
+		if (i < 0 || irec_end(rlfs_iext_at(&ip->iext, i)) <= off) {
 			*done = true;
 			break;
 		}
 		if (max_extents && n >= max_extents)
 			break;
-		struct rlfs_irec e = ip->ext[i];
+		struct rlfs_irec e = *rlfs_iext_at(&ip->iext, i);
 		uint64_t s = RLFS_MAX(e.startoff, off);
 		uint64_t t = RLFS_MIN(irec_end(&e), end);
 		uint64_t fsb = e.startblock + (s - e.startoff);
@@ -789,14 +760,14 @@ int rlfs_bmap_convert_written(struct rlfs_trans *tp, struct rlfs_inode *ip,
 	rlfs_trans_ijoin(tp, ip);
 	while (pos < end && !error) {
 		int64_t i = ext_search(ip, pos);
-		if (i < 0 || irec_end(&ip->ext[i]) <= pos) {
+		if (i < 0 || irec_end(rlfs_iext_at(&ip->iext, i)) <= pos) {
 			uint64_t j = (uint64_t)(i + 1);
-			if (j >= ip->next || ip->ext[j].startoff >= end)
+			if (j >= rlfs_iext_count(&ip->iext) || rlfs_iext_at(&ip->iext, j)->startoff >= end)
 				break;
-			pos = ip->ext[j].startoff;
+			pos = rlfs_iext_at(&ip->iext, j)->startoff;
 			continue;
 		}
-		struct rlfs_irec e = ip->ext[i];
+		struct rlfs_irec e = *rlfs_iext_at(&ip->iext, i);
 		uint64_t t = RLFS_MIN(irec_end(&e), end);
 		if (!(e.state & RLFS_EXT_UNWRITTEN)) {
 			pos = t;
@@ -847,7 +818,7 @@ static int check_rec_fn(struct rlfs_btree_cur *cur, const void *rec, void *priv)
 	struct check_ctx *c = priv;
 	struct rlfs_irec r;
 	irec_from_disk(&r, rec);
-	if (c->idx >= c->ip->next || memcmp(&r, &c->ip->ext[c->idx], sizeof(r)) != 0)
+	if (c->idx >= rlfs_iext_count(&c->ip->iext) || memcmp(&r, rlfs_iext_at(&c->ip->iext, c->idx), sizeof(r)) != 0)
 		return rlfs_corrupt(cur->mp, cur->ip->root, "bmbt",
 				    "ino %llu: bmbt record %u (off %llu) differs from in-core list",
 				    (unsigned long long)c->ip->ino, c->idx,
@@ -880,7 +851,7 @@ int rlfs_bmap_repair_fork(struct rlfs_trans *tp, struct rlfs_inode *ip,
 	struct rlfs_mount *mp = tp->mp;
 	int error;
 
-	if (!ip->ext_loaded || ip->next || ip->format != RLFS_FMT_EXTENTS)
+	if (!ip->ext_loaded || rlfs_iext_count(&ip->iext) || ip->format != RLFS_FMT_EXTENTS)
 		return -EINVAL;
 	for (uint32_t i = 0; i < n; i++) {
 		const struct rlfs_irec *r = &ext[i];
@@ -908,13 +879,13 @@ int rlfs_bmap_repair_fork(struct rlfs_trans *tp, struct rlfs_inode *ip,
 	}
 	/* the recovered list, then a new bmbt if it does not fit inline;
 	 * the data blocks' refcounts and rmap records already say this */
-	error = ext_reserve(ip, n);
+	error = 0;
 	for (uint32_t i = 0; i < n && !error; i++) {
 		error = rlfs_inode_ext_reserve(ip);
+		if (!error)
+			error = rlfs_iext_insert(&ip->iext, i, &ext[i]);
 		if (error)
 			break;
-		ip->ext[i] = ext[i];
-		ip->next = i + 1;
 		rlfs_inode_ext_logged(ip, RLFS_EXT_INSERT, i, NULL);
 	}
 	if (!error && n > rlfs_bmap_inline_max(ip))
@@ -931,20 +902,20 @@ int rlfs_bmap_check(struct rlfs_trans *tp, struct rlfs_inode *ip)
 
 	if (!ip->ext_loaded)
 		return 0;
-	for (uint32_t k = 0; k < ip->next; k++) {
-		const struct rlfs_irec *r = &ip->ext[k];
+	for (uint32_t k = 0; k < rlfs_iext_count(&ip->iext); k++) {
+		const struct rlfs_irec *r = rlfs_iext_at(&ip->iext, k);
 		error = irec_check(mp, ip, fsb, r);
 		if (error)
 			return error;
-		if (k && irec_end(&ip->ext[k - 1]) > r->startoff)
+		if (k && irec_end(rlfs_iext_at(&ip->iext, k - 1)) > r->startoff)
 			return rlfs_corrupt(mp, fsb, "bmap", "ino %llu: in-core extents overlap at %u",
 					    (unsigned long long)ip->ino, k);
 	}
 	if (ip->format == RLFS_FMT_BTREE) {
-		if (ip->next <= rlfs_bmap_inline_max(ip))
+		if (rlfs_iext_count(&ip->iext) <= rlfs_bmap_inline_max(ip))
 			return rlfs_corrupt(mp, fsb, "bmap",
 					    "ino %llu: btree format with only %u extents",
-					    (unsigned long long)ip->ino, ip->next);
+					    (unsigned long long)ip->ino, rlfs_iext_count(&ip->iext));
 		struct rlfs_btree_cur cur;
 		struct check_ctx c = { .ip = ip };
 		rlfs_btree_cur_init(&cur, tp, &rlfs_bmbt_ops, 0, ip, NULL);
@@ -954,10 +925,10 @@ int rlfs_bmap_check(struct rlfs_trans *tp, struct rlfs_inode *ip)
 		rlfs_btree_cur_del(&cur);
 		if (error)
 			return error < 0 ? error : -EUCLEAN;
-		if (c.idx != ip->next)
+		if (c.idx != rlfs_iext_count(&ip->iext))
 			return rlfs_corrupt(mp, ip->root, "bmbt",
 					    "ino %llu: bmbt has %u records, in-core list %u",
-					    (unsigned long long)ip->ino, c.idx, ip->next);
+					    (unsigned long long)ip->ino, c.idx, rlfs_iext_count(&ip->iext));
 		return 0;
 	}
 	/* inline: compare with the inode in its cluster buffer */
@@ -970,15 +941,15 @@ int rlfs_bmap_check(struct rlfs_trans *tp, struct rlfs_inode *ip)
 	const struct rlfs_bmbt_rec *d =
 		(const struct rlfs_bmbt_rec *)((const uint8_t *)dip + RLFS_DINODE_CORE);
 	error = 0;
-	if (rlfs_get32(dip->nextents) != ip->next || dip->format != ip->format)
+	if (rlfs_get32(dip->nextents) != rlfs_iext_count(&ip->iext) || dip->format != ip->format)
 		error = rlfs_corrupt(mp, fsb, "inode",
 				     "ino %llu: disk has %u extents (format %u), in-core %u (format %u)",
 				     (unsigned long long)ip->ino, rlfs_get32(dip->nextents),
-				     dip->format, ip->next, ip->format);
-	for (uint32_t k = 0; !error && k < ip->next; k++) {
+				     dip->format, rlfs_iext_count(&ip->iext), ip->format);
+	for (uint32_t k = 0; !error && k < rlfs_iext_count(&ip->iext); k++) {
 		struct rlfs_irec r;
 		irec_from_disk(&r, &d[k]);
-		if (memcmp(&r, &ip->ext[k], sizeof(r)) != 0)
+		if (memcmp(&r, rlfs_iext_at(&ip->iext, k), sizeof(r)) != 0)
 			error = rlfs_corrupt(mp, fsb, "inode",
 					     "ino %llu: inline extent %u differs from in-core list",
 					     (unsigned long long)ip->ino, k);

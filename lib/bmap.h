@@ -1,6 +1,6 @@
 /*
  * bmap.h: the data fork block map.  Every change goes to both the in-core
- * extent list (ip->ext) and the on-disk fork: inline extents in the inode
+ * extent list (ip->iext) and the on-disk fork: inline extents in the inode
  * literal area while they fit (format EXTENTS), else a bmbt (format BTREE,
  * root block at ip->root, keyed by startoff, records struct rlfs_bmbt_rec).
  * Conversion both ways happens automatically.  Adjacent extents that are
@@ -15,7 +15,7 @@
 
 extern const struct rlfs_btree_ops rlfs_bmbt_ops;
 
-/* Load ip->ext from disk (inline or by walking the bmbt).  0, -EUCLEAN. */
+/* Load ip->iext from disk (inline or by walking the bmbt).  0, -EUCLEAN. */
 int rlfs_bmap_load(struct rlfs_trans *tp, struct rlfs_inode *ip);
 
 /*

@@ -38,18 +38,13 @@ static inline uint64_t irec_end(const struct rlfs_irec *r)
 /* In-core fork                                                        */
 /* ------------------------------------------------------------------ */
 
-/* Index of the first extent ending after fb (== next if none). */
+/* Index of the first extent ending after fb (== the count if none). */
 static uint32_t ext_search(const struct rlfs_cowfork *f, uint64_t fb)
 {
-	uint32_t lo = 0, hi = f->next;
-	while (lo < hi) {
-		uint32_t mid = lo + (hi - lo) / 2;
-		if (irec_end(&f->ext[mid]) <= fb)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return lo;
+	int64_t i = rlfs_iext_search(&f->iext, fb);
+	if (i >= 0 && irec_end(rlfs_iext_at(&f->iext, (uint32_t)i)) > fb)
+		return (uint32_t)i;
+	return (uint32_t)(i + 1);
 }
 
 void rlfs_cowfork_lookup(struct rlfs_inode *ip, uint64_t fb, struct rlfs_irec *got,
@@ -61,9 +56,9 @@ void rlfs_cowfork_lookup(struct rlfs_inode *ip, uint64_t fb, struct rlfs_irec *g
 	if (!f)
 		return;
 	uint32_t i = ext_search(f, fb);
-	if (i == f->next)
+	if (i == rlfs_iext_count(&f->iext))
 		return;
-	*got = f->ext[i];
+	*got = *rlfs_iext_at(&f->iext, i);
 	*found = got->startoff <= fb;
 }
 
@@ -72,7 +67,7 @@ static void fork_account(struct rlfs_mount *mp, struct rlfs_cowfork *f, int64_t 
 {
 	pthread_mutex_lock(&mp->cow_lock);
 	mp->cow_staged_blocks += (uint64_t)delta;
-	if (f->next && !f->listed) {
+	if (rlfs_iext_count(&f->iext) && !f->listed) {
 		f->lprev = NULL;
 		f->lnext = mp->cow_forks;
 		if (mp->cow_forks)
@@ -80,7 +75,7 @@ static void fork_account(struct rlfs_mount *mp, struct rlfs_cowfork *f, int64_t 
 		mp->cow_forks = f;
 		f->listed = true;
 		clock_gettime(CLOCK_MONOTONIC, &f->since);
-	} else if (!f->next && f->listed) {
+	} else if (!rlfs_iext_count(&f->iext) && f->listed) {
 		if (f->lprev)
 			f->lprev->lnext = f->lnext;
 		else
@@ -93,24 +88,10 @@ static void fork_account(struct rlfs_mount *mp, struct rlfs_cowfork *f, int64_t 
 	pthread_mutex_unlock(&mp->cow_lock);
 }
 
-static int fork_make_room(struct rlfs_cowfork *f, uint32_t more)
-{
-	if (f->next + more <= f->cap)
-		return 0;
-	uint32_t cap = f->cap ? f->cap : 8;
-	while (cap < f->next + more)
-		cap *= 2;
-	struct rlfs_irec *n = realloc(f->ext, (size_t)cap * sizeof(*n));
-	if (!n)
-		return -ENOMEM;
-	f->ext = n;
-	f->cap = cap;
-	return 0;
-}
-
 /* Room in ip's fork (made if missing) for `more` new records, taken
  * before a commit so that the in-core update after it cannot fail: an
- * insert takes one, a remove inside one extent splits it (one). */
+ * insert takes one, a remove inside one extent splits it (one).  Kept
+ * until fork_trim. */
 static int fork_prepare(struct rlfs_inode *ip, uint32_t more)
 {
 	if (!ip->cow) {
@@ -120,7 +101,15 @@ static int fork_prepare(struct rlfs_inode *ip, uint32_t more)
 		f->ip = ip;
 		ip->cow = f;
 	}
-	return fork_make_room(ip->cow, more);
+	return rlfs_iext_reserve(&ip->cow->iext, more);
+}
+
+/* After the in-core updates of an operation: give back the room
+ * fork_prepare kept and removals left. */
+static void fork_trim(struct rlfs_inode *ip)
+{
+	if (ip->cow)
+		rlfs_iext_trim(&ip->cow->iext);
 }
 
 /* Add a staged extent (not overlapping any), merging with neighbours
@@ -132,8 +121,8 @@ static int fork_insert(struct rlfs_inode *ip, const struct rlfs_irec *r)
 		return err;
 	struct rlfs_cowfork *f = ip->cow;
 	uint32_t i = ext_search(f, r->startoff);
-	struct rlfs_irec *prev = i ? &f->ext[i - 1] : NULL;
-	struct rlfs_irec *nx = i < f->next ? &f->ext[i] : NULL;
+	struct rlfs_irec *prev = i ? rlfs_iext_at(&f->iext, i - 1) : NULL;
+	struct rlfs_irec *nx = i < rlfs_iext_count(&f->iext) ? rlfs_iext_at(&f->iext, i) : NULL;
 	bool mprev = prev && irec_end(prev) == r->startoff &&
 		     prev->startblock + prev->blockcount == r->startblock &&
 		     (uint64_t)prev->blockcount + r->blockcount <= RLFS_MAX_EXTLEN;
@@ -143,8 +132,7 @@ static int fork_insert(struct rlfs_inode *ip, const struct rlfs_irec *r)
 			     (mprev ? prev->blockcount : 0) <= RLFS_MAX_EXTLEN;
 	if (mprev && mnext) {
 		prev->blockcount += r->blockcount + nx->blockcount;
-		memmove(&f->ext[i], &f->ext[i + 1], (size_t)(f->next - i - 1) * sizeof(*f->ext));
-		f->next--;
+		rlfs_iext_remove(&f->iext, i);
 	} else if (mprev) {
 		prev->blockcount += r->blockcount;
 	} else if (mnext) {
@@ -152,10 +140,11 @@ static int fork_insert(struct rlfs_inode *ip, const struct rlfs_irec *r)
 		nx->startblock = r->startblock;
 		nx->blockcount += r->blockcount;
 	} else {
-		memmove(&f->ext[i + 1], &f->ext[i], (size_t)(f->next - i) * sizeof(*f->ext));
-		f->ext[i] = *r;
-		f->ext[i].state = 0;
-		f->next++;
+		struct rlfs_irec n = *r;
+		n.state = 0;
+		err = rlfs_iext_insert(&f->iext, i, &n);
+		if (err)
+			return err;
 	}
 	f->staged_blocks += r->blockcount;
 	fork_account(ip->mp, f, (int64_t)r->blockcount);
@@ -171,46 +160,47 @@ static int fork_remove(struct rlfs_inode *ip, uint64_t fb0, uint64_t fb1)
 		return 0;
 	uint64_t removed = 0;
 	uint32_t i = ext_search(f, fb0);
-	if (i < f->next && f->ext[i].startoff < fb0 && irec_end(&f->ext[i]) > fb1) {
+	uint32_t cnt = rlfs_iext_count(&f->iext);
+	if (i < cnt && rlfs_iext_at(&f->iext, i)->startoff < fb0 &&
+	    irec_end(rlfs_iext_at(&f->iext, i)) > fb1) {
 		/* inside one extent: split in two */
-		int err = fork_make_room(f, 1);
+		int err = rlfs_iext_reserve(&f->iext, 1);
 		if (err)
 			return err;
-		struct rlfs_irec *r = &f->ext[i];
+		struct rlfs_irec *r = rlfs_iext_at(&f->iext, i);
 		struct rlfs_irec tail = {
 			.startoff = fb1, .startblock = r->startblock + (fb1 - r->startoff),
 			.blockcount = (uint32_t)(irec_end(r) - fb1),
 		};
 		removed = fb1 - fb0;
 		r->blockcount = (uint32_t)(fb0 - r->startoff);
-		memmove(&f->ext[i + 2], &f->ext[i + 1], (size_t)(f->next - i - 1) * sizeof(*f->ext));
-		f->ext[i + 1] = tail;
-		f->next++;
+		err = rlfs_iext_insert(&f->iext, i + 1, &tail);  /* reserved: cannot fail */
+		if (err)
+			return err;
 	} else {
 		uint32_t keep_from = i, del_to = i;
-		if (i < f->next && f->ext[i].startoff < fb0) {
+		if (i < cnt && rlfs_iext_at(&f->iext, i)->startoff < fb0) {
 			/* trim the tail of the first */
-			struct rlfs_irec *r = &f->ext[i];
+			struct rlfs_irec *r = rlfs_iext_at(&f->iext, i);
 			removed += irec_end(r) - fb0;
 			r->blockcount = (uint32_t)(fb0 - r->startoff);
 			keep_from = del_to = i + 1;
 		}
-		while (del_to < f->next && irec_end(&f->ext[del_to]) <= fb1) {
-			removed += f->ext[del_to].blockcount;
+		while (del_to < cnt && irec_end(rlfs_iext_at(&f->iext, del_to)) <= fb1) {
+			removed += rlfs_iext_at(&f->iext, del_to)->blockcount;
 			del_to++;
 		}
-		if (del_to < f->next && f->ext[del_to].startoff < fb1) {
+		if (del_to < cnt && rlfs_iext_at(&f->iext, del_to)->startoff < fb1) {
 			/* trim the head of the last */
-			struct rlfs_irec *r = &f->ext[del_to];
+			struct rlfs_irec *r = rlfs_iext_at(&f->iext, del_to);
 			uint64_t cut = fb1 - r->startoff;
 			removed += cut;
 			r->startoff = fb1;
 			r->startblock += cut;
 			r->blockcount -= (uint32_t)cut;
 		}
-		memmove(&f->ext[keep_from], &f->ext[del_to],
-			(size_t)(f->next - del_to) * sizeof(*f->ext));
-		f->next -= del_to - keep_from;
+		for (uint32_t k = del_to; k-- > keep_from;)
+			rlfs_iext_remove(&f->iext, k);
 	}
 	f->staged_blocks -= removed;
 	fork_account(ip->mp, f, -(int64_t)removed);
@@ -223,10 +213,9 @@ void rlfs_cowfork_destroy(struct rlfs_inode *ip)
 	if (!f)
 		return;
 	uint64_t n = f->staged_blocks;
-	f->next = 0;
+	rlfs_iext_destroy(&f->iext);
 	f->staged_blocks = 0;
 	fork_account(ip->mp, f, -(int64_t)n);
-	free(f->ext);
 	free(f);
 	ip->cow = NULL;
 }
@@ -453,10 +442,12 @@ static int stage_region(struct rlfs_inode *ip, uint64_t a0, uint64_t a1, uint64_
 			 * back at once (the on-disk records are recovered) */
 			rlfs_warn("ino %llu: CoW fork: %s; staged blocks left for the next mount "
 				  "to free", (unsigned long long)ip->ino, strerror(-e));
+			fork_trim(ip);
 			return e;
 		}
 		*progress += added[i].blockcount;
 	}
+	fork_trim(ip);
 	return 0;
 }
 
@@ -605,6 +596,7 @@ void rlfs_cowfork_remapped(struct rlfs_inode *ip, uint64_t fb0, uint64_t fb1)
 		 * more than one extent, so this is one realloc failing */
 		rlfs_warn("ino %llu: CoW fork: out of memory after a remap",
 			  (unsigned long long)ip->ino);
+	fork_trim(ip);
 }
 
 /* ------------------------------------------------------------------ */
@@ -642,9 +634,13 @@ int rlfs_cowfork_cancel(struct rlfs_inode *ip, uint64_t fb0, uint64_t fb1)
 		err = rlfs_trans_commit(tp);
 		if (err)
 			return err;
-		for (uint32_t i = 0; i < n; i++)
-			if (fork_remove(ip, piece[i].startoff, irec_end(&piece[i])))
+		for (uint32_t i = 0; i < n; i++) {
+			if (fork_remove(ip, piece[i].startoff, irec_end(&piece[i]))) {
+				fork_trim(ip);
 				return -ENOMEM;
+			}
+		}
+		fork_trim(ip);
 		rlfs_trans_yield(mp);
 	}
 }

@@ -59,12 +59,11 @@
 
 /* The fork of one inode (ip->cow; NULL while never used). */
 struct rlfs_cowfork {
-	struct rlfs_irec *ext;      /* staged extents: sorted by startoff, no
+	struct rlfs_iext iext;      /* staged extents: sorted by startoff, no
 				     * overlaps, state 0 */
-	uint32_t next, cap;
 	uint64_t staged_blocks;     /* sum of blockcounts */
 	struct rlfs_inode *ip;
-	/* mp->cow_forks list while next > 0, under mp->cow_lock */
+	/* mp->cow_forks list while it holds extents, under mp->cow_lock */
 	struct rlfs_cowfork *lprev, *lnext;
 	bool listed;
 	struct timespec since;      /* CLOCK_MONOTONIC: when it became non-empty */

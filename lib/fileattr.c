@@ -73,7 +73,7 @@ static void fill(const struct rlfs_inode *ip, struct rlfs_fileattr *fa)
 				    ? ip->extsize_blocks * mp->blocksize : 0;
 	fa->cowextsize_bytes = (ip->flags & RLFS_DIFLAG_COWEXTSIZE)
 				       ? ip->cowextsize_blocks * mp->blocksize : 0;
-	fa->nextents = ip->ext_loaded ? ip->next : 0;
+	fa->nextents = ip->ext_loaded ? rlfs_iext_count(&ip->iext) : 0;
 	fa->projid = 0;
 }
 
@@ -151,7 +151,7 @@ static int check_fsx(const struct rlfs_inode *ip, struct rlfs_fileattr *new)
 	uint32_t di = xflags_to_diflags(x);
 	uint64_t bmask = mp->blocksize - 1;
 	/* a file with blocks keeps its extent size hint */
-	if (S_ISREG(mode) && ip->ext_loaded && ip->next &&
+	if (S_ISREG(mode) && ip->ext_loaded && rlfs_iext_count(&ip->iext) &&
 	    (uint64_t)ip->extsize_blocks * mp->blocksize != new->extsize_bytes)
 		return -EINVAL;
 	if (new->extsize_bytes & bmask)

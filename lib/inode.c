@@ -163,7 +163,7 @@ static void inode_free(struct rlfs_inode *ip)
 	rlfs_cowfork_destroy(ip);
 	pthread_rwlock_destroy(&ip->iolock);
 	free(ip->literal);
-	free(ip->ext);
+	rlfs_iext_destroy(&ip->iext);
 	free(ip->li_snap);
 	free(ip);
 }
@@ -486,7 +486,7 @@ int rlfs_inode_flush_to_buf(struct rlfs_trans *tp, struct rlfs_inode *ip)
 	if (error)
 		return error;
 	struct rlfs_dinode *dip = buf_dinode(mp, bp, ip->ino);
-	uint32_t nextents = ip->ext_loaded ? ip->next : 0;
+	uint32_t nextents = ip->ext_loaded ? rlfs_iext_count(&ip->iext) : 0;
 
 	rlfs_put32(dip->mode, ip->mode);
 	rlfs_put32(dip->uid, ip->uid);
@@ -521,19 +521,19 @@ int rlfs_inode_flush_to_buf(struct rlfs_trans *tp, struct rlfs_inode *ip)
 	if (ip->format == RLFS_FMT_EXTENTS && ip->ext_loaded) {
 		/* The inline data fork is the in-core extent list. */
 		uint32_t cap = ip->forkoff / sizeof(struct rlfs_bmbt_rec);
-		if (ip->next > cap) {
+		if (rlfs_iext_count(&ip->iext) > cap) {
 			rlfs_trans_brelse(tp, bp);
 			return rlfs_corrupt(mp, bp->fsbno, "inode",
 					    "ino %llu: %u extents do not fit inline (%u)",
-					    (unsigned long long)ip->ino, ip->next, cap);
+					    (unsigned long long)ip->ino, rlfs_iext_count(&ip->iext), cap);
 		}
 		memset(lit, 0, ip->forkoff);
 		struct rlfs_bmbt_rec *r = (struct rlfs_bmbt_rec *)lit;
-		for (uint32_t i = 0; i < ip->next; i++) {
-			rlfs_put64(r[i].startoff, ip->ext[i].startoff);
-			rlfs_put64(r[i].startblock, ip->ext[i].startblock);
-			rlfs_put32(r[i].blockcount, ip->ext[i].blockcount);
-			rlfs_put32(r[i].state, ip->ext[i].state);
+		for (uint32_t i = 0; i < rlfs_iext_count(&ip->iext); i++) {
+			rlfs_put64(r[i].startoff, rlfs_iext_at(&ip->iext, i)->startoff);
+			rlfs_put64(r[i].startblock, rlfs_iext_at(&ip->iext, i)->startblock);
+			rlfs_put32(r[i].blockcount, rlfs_iext_at(&ip->iext, i)->blockcount);
+			rlfs_put32(r[i].state, rlfs_iext_at(&ip->iext, i)->state);
 		}
 		/* keep the in-core literal copy identical to the disk */
 		memcpy(ip->literal, lit, ip->forkoff);
@@ -553,7 +553,7 @@ int rlfs_inode_flush_to_buf(struct rlfs_trans *tp, struct rlfs_inode *ip)
 /* The inode log item                                                   */
 /* ------------------------------------------------------------------ */
 
-/* One change of ip->ext: what undoes it. */
+/* One change of ip->iext: what undoes it. */
 struct ext_undo {
 	uint32_t op;                /* RLFS_EXT_INSERT / _DELETE / _UPDATE */
 	uint32_t idx;
@@ -647,24 +647,20 @@ static void inode_item_abort(struct rlfs_trans *tp, struct rlfs_log_item *lip)
 	}
 	if (lit_size(ip->mp))
 		memcpy(ip->literal, s->literal, lit_size(ip->mp));
-	/* undo the extent list changes, newest first; a DELETE's slot is
-	 * still allocated (the list never shrinks) */
+	/* undo the extent list changes, newest first; putting a deleted
+	 * record back allocates nothing: the list keeps the room its
+	 * removals left until the transaction ends (iext.h) */
 	for (uint32_t k = s->nundo; k-- > 0;) {
 		const struct ext_undo *u = &s->undo[k];
 		switch (u->op) {
 		case RLFS_EXT_INSERT:
-			memmove(&ip->ext[u->idx], &ip->ext[u->idx + 1],
-				(size_t)(ip->next - u->idx - 1) * sizeof(*ip->ext));
-			ip->next--;
+			rlfs_iext_remove(&ip->iext, u->idx);
 			break;
 		case RLFS_EXT_DELETE:
-			memmove(&ip->ext[u->idx + 1], &ip->ext[u->idx],
-				(size_t)(ip->next - u->idx) * sizeof(*ip->ext));
-			ip->ext[u->idx] = u->old;
-			ip->next++;
+			rlfs_iext_reinsert(&ip->iext, u->idx, &u->old);
 			break;
 		default:
-			ip->ext[u->idx] = u->old;
+			*rlfs_iext_at(&ip->iext, u->idx) = u->old;
 			break;
 		}
 	}
@@ -677,6 +673,9 @@ static void inode_item_release(struct rlfs_trans *tp, struct rlfs_log_item *lip)
 	struct rlfs_inode *ip = li_to_inode(lip);
 	struct inode_snap *s = ip->li_snap;
 	if (s) {
+		/* committed or undone: no cancel needs the room that
+		 * removals left any more */
+		rlfs_iext_trim(&ip->iext);
 		free(s->undo);
 		free(s);
 	}
@@ -859,16 +858,16 @@ static int iget_tp(struct rlfs_trans *tp, uint64_t ino, int orphan, bool fork_lo
 	if ((ip->mode & S_IFMT) == S_IFREG && ip->format == RLFS_FMT_NONE)
 		ip->format = RLFS_FMT_EXTENTS;
 	if (fork_lost) {
-		ip->next = 0;
+		rlfs_iext_destroy(&ip->iext);
 		ip->ext_loaded = true;
 	} else if (fork_has_extents(ip)) {
 		error = rlfs_bmap_load(tp, ip);
 		if (error)
 			goto fail;
-		if (ip->next != nextents) {
+		if (rlfs_iext_count(&ip->iext) != nextents) {
 			error = rlfs_corrupt(mp, rlfs_ino_to_fsb(mp, ino), "inode",
 					     "ino %llu: nextents %u but fork has %u",
-					     (unsigned long long)ino, nextents, ip->next);
+					     (unsigned long long)ino, nextents, rlfs_iext_count(&ip->iext));
 			goto fail;
 		}
 	}
@@ -989,7 +988,7 @@ static void inode_last_ref(struct rlfs_inode *ip)
 		rlfs_inactive_end(mp);
 		return;
 	}
-	if (ip->cow && ip->cow->next && !(mp->flags & RLFS_MOUNT_RDONLY) && !mp->shutdown) {
+	if (ip->cow && rlfs_iext_count(&ip->cow->iext) && !(mp->flags & RLFS_MOUNT_RDONLY) && !mp->shutdown) {
 		/* staged CoW blocks go back to free space before the inode
 		 * leaves memory (XFS cancels them at inactivation): keep it
 		 * alive meanwhile, then drop that reference again */
@@ -1240,7 +1239,7 @@ int rlfs_inode_inactivate(struct rlfs_inode *ip)
 	ip->aroot_level = 0;
 	ip->acount = 0;
 	ip->ext_loaded = false;
-	ip->next = 0;
+	rlfs_iext_destroy(&ip->iext);
 	if (ip->nblocks)
 		rlfs_warn("inode %llu: %llu blocks still counted when freed",
 			  (unsigned long long)ip->ino, (unsigned long long)ip->nblocks);

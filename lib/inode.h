@@ -19,15 +19,8 @@
 #define RLFS_INODE_H
 #include <sys/stat.h>
 #include <time.h>
+#include "iext.h"
 #include "trans.h"
-
-/* One mapping in a fork, native units: blocks and fsbno. */
-struct rlfs_irec {
-	uint64_t startoff;          /* file block */
-	uint64_t startblock;        /* fsbno */
-	uint32_t blockcount;        /* blocks */
-	uint32_t state;             /* RLFS_EXT_UNWRITTEN or 0 */
-};
 
 struct rlfs_inode {
 	struct rlfs_mount *mp;
@@ -50,8 +43,7 @@ struct rlfs_inode {
 	uint32_t acount;
 	uint8_t *literal;           /* inodesize - RLFS_DINODE_CORE bytes */
 	/* in-core data fork extent list, sorted by startoff, no overlaps */
-	struct rlfs_irec *ext;
-	uint32_t next, ext_cap;
+	struct rlfs_iext iext;
 	bool ext_loaded;
 	/* the CoW fork (cowfork.h): staged blocks; NULL until first used */
 	struct rlfs_cowfork *cow;
@@ -205,11 +197,11 @@ bool rlfs_icache_has_forgotten(struct rlfs_mount *mp);
  */
 uint16_t rlfs_inode_default_forkoff(const struct rlfs_mount *mp);
 /*
- * Undo log of the in-core extent list (ip->ext), so that a cancel restores
+ * Undo log of the in-core extent list (ip->iext), so that a cancel restores
  * it without copying the whole list in every transaction (a file with
  * 40,000 extents took a megabyte of copying per copy-on-write).  The
  * caller (bmap.c), with ip joined: rlfs_inode_ext_reserve before a change
- * (0 or -ENOMEM: nothing changed yet), then, once ip->ext holds the
+ * (0 or -ENOMEM: nothing changed yet), then, once ip->iext holds the
  * change, rlfs_inode_ext_logged(ip, op, idx, old): RLFS_EXT_INSERT (a
  * record now at idx), RLFS_EXT_DELETE (old was at idx) or RLFS_EXT_UPDATE
  * (old was the record at idx).  The cancel undoes them newest first.

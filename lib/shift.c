@@ -105,10 +105,10 @@ static int move_mapping(struct rlfs_trans *tp, struct rlfs_inode *ip, const stru
 /* Index of the last mapping of ip that starts before off, or -1. */
 static int64_t last_before(const struct rlfs_inode *ip, uint64_t off)
 {
-	int64_t lo = 0, hi = (int64_t)ip->next - 1, ans = -1;
+	int64_t lo = 0, hi = (int64_t)rlfs_iext_count(&ip->iext) - 1, ans = -1;
 	while (lo <= hi) {
 		int64_t mid = lo + (hi - lo) / 2;
-		if (ip->ext[mid].startoff < off) {
+		if (rlfs_iext_at(&ip->iext, mid)->startoff < off) {
 			ans = mid;
 			lo = mid + 1;
 		} else {
@@ -161,9 +161,9 @@ static int insert_step(struct rlfs_trans *tp, struct rlfs_inode *ip, struct sxi_
 {
 	for (unsigned n = 0; n < RLFS_SXI_STEP_EXTENTS; n++) {
 		int64_t i = last_before(ip, w->cursor);
-		if (i < 0 || irec_end(&ip->ext[i]) <= w->startoff)
+		if (i < 0 || irec_end(rlfs_iext_at(&ip->iext, i)) <= w->startoff)
 			return 0;
-		struct rlfs_irec e = ip->ext[i];
+		struct rlfs_irec e = *rlfs_iext_at(&ip->iext, i);
 		if (irec_end(&e) > w->cursor)
 			return rlfs_corrupt(tp->mp, e.startblock, "bmap",
 					    "insert of inode %llu: a mapping spans its cursor %llu",
@@ -182,7 +182,7 @@ static int insert_step(struct rlfs_trans *tp, struct rlfs_inode *ip, struct sxi_
 			return 0;
 	}
 	int64_t i = last_before(ip, w->cursor);
-	return (i >= 0 && irec_end(&ip->ext[i]) > w->startoff) ? -EAGAIN : 0;
+	return (i >= 0 && irec_end(rlfs_iext_at(&ip->iext, i)) > w->startoff) ? -EAGAIN : 0;
 }
 
 static int sxi_finish(struct rlfs_trans *tp, struct rlfs_defer_item *item)
@@ -276,7 +276,7 @@ int rlfs_shift_range(struct rlfs_inode *ip, bool collapse, uint64_t startoff, ui
 	} else {
 		/* the end of the last mapping: nothing may move past the
 		 * largest file offset */
-		uint64_t last = ip->next ? irec_end(&ip->ext[ip->next - 1]) : startoff;
+		uint64_t last = rlfs_iext_count(&ip->iext) ? irec_end(rlfs_iext_at(&ip->iext, rlfs_iext_count(&ip->iext) - 1)) : startoff;
 		if (shift > max_fileoff(mp) || last > max_fileoff(mp) - shift)
 			return -EFBIG;
 		w.cursor = RLFS_MAX(last, startoff);

@@ -399,19 +399,17 @@ static void check_bmap_load(struct iwalk *w, struct rlfs_trans *tp, uint32_t nex
 	if (err) {
 		ERR(f, "inode %" PRIu64 " (data fork): the library cannot load it: %s", ip->ino,
 		    fsck_errstr(err));
-	} else if (ip->next != w->nrecs) {
+	} else if (rlfs_iext_count(&ip->iext) != w->nrecs) {
 		ERR(f, "inode %" PRIu64 " (data fork): nextents %u but the library loads %u "
 		    "extents (the inline list must end with a zero record)", ip->ino, nextents,
-		    ip->next);
+		    rlfs_iext_count(&ip->iext));
 	} else if (ip->format == RLFS_FMT_BTREE) {
 		err = rlfs_bmap_check(tp, ip);
 		if (err)
 			ERR(f, "inode %" PRIu64 " (bmbt): rlfs_bmap_check failed: %s", ip->ino,
 			    fsck_errstr(err));
 	}
-	free(ip->ext);
-	ip->ext = NULL;
-	ip->next = ip->ext_cap = 0;
+	rlfs_iext_destroy(&ip->iext);
 	ip->ext_loaded = false;
 }
 

@@ -163,8 +163,8 @@ void check_refcounts(struct ctx *c)
 		struct rlfs_inode *ip;
 		assert_int_equal(rlfs_iget(mp, c->f[i].ino, &ip), 0);
 		pthread_rwlock_rdlock(&ip->iolock);
-		for (uint32_t k = 0; k < ip->next; k++) {
-			const struct rlfs_irec *r = &ip->ext[k];
+		for (uint32_t k = 0; k < rlfs_iext_count(&ip->iext); k++) {
+			const struct rlfs_irec *r = rlfs_iext_at(&ip->iext, k);
 			assert_true(r->startblock + r->blockcount <= mp->dblocks);
 			/* extents stay inside one AG */
 			assert_int_equal(rlfs_fsb_to_agno(mp, r->startblock),

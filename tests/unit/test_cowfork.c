@@ -161,7 +161,7 @@ static uint64_t fork_block(struct rlfs_inode *ip, uint64_t fb)
 
 static uint32_t data_extents(struct rlfs_inode *ip)
 {
-	return ip->next;
+	return rlfs_iext_count(&ip->iext);
 }
 
 static int collect_cow(struct rlfs_btree_cur *cur, const void *rec, void *priv)
@@ -193,15 +193,15 @@ static void check_invariants(struct ctx *c)
 	uint64_t nstaged = 0;
 	for (int i = 0; i < c->nf; i++) {
 		struct rlfs_inode *ip = c->f[i].ip;
-		for (uint32_t k = 0; k < ip->next; k++)
-			for (uint32_t b = 0; b < ip->ext[k].blockcount; b++)
-				cnt[ip->ext[k].startblock + b]++;
+		for (uint32_t k = 0; k < rlfs_iext_count(&ip->iext); k++)
+			for (uint32_t b = 0; b < rlfs_iext_at(&ip->iext, k)->blockcount; b++)
+				cnt[rlfs_iext_at(&ip->iext, k)->startblock + b]++;
 		if (!ip->cow)
 			continue;
-		for (uint32_t k = 0; k < ip->cow->next; k++) {
-			const struct rlfs_irec *r = &ip->cow->ext[k];
+		for (uint32_t k = 0; k < rlfs_iext_count(&ip->cow->iext); k++) {
+			const struct rlfs_irec *r = rlfs_iext_at(&ip->cow->iext, k);
 			if (k)
-				assert_true(ip->cow->ext[k - 1].startoff + ip->cow->ext[k - 1].blockcount <=
+				assert_true(rlfs_iext_at(&ip->cow->iext, k - 1)->startoff + rlfs_iext_at(&ip->cow->iext, k - 1)->blockcount <=
 					    r->startoff);
 			for (uint32_t b = 0; b < r->blockcount; b++) {
 				if (staged[r->startblock + b]++)

@@ -702,7 +702,7 @@ static void test_many_extents(void **state)
 	m->size = (uint64_t)(N - 1) * 2 * bs + bs;
 	struct rlfs_inode *ip;
 	assert_int_equal(rlfs_iget(mp, m->ino, &ip), 0);
-	uint32_t next = ip->next;
+	uint32_t next = rlfs_iext_count(&ip->iext);
 	rlfs_irele(ip);
 	assert_true(next >= (uint32_t)N);
 	uint64_t fr = bfree(&c);
@@ -714,7 +714,7 @@ static void test_many_extents(void **state)
 	print_message("clone of %u extents: %.3f s (%.0f extents/s), %llu blocks used\n", next,
 		      secs, next / secs, (unsigned long long)(fr - bfree(&c)));
 	assert_int_equal(rlfs_iget(mp, c.f[b].ino, &ip), 0);
-	assert_int_equal(ip->next, next);
+	assert_int_equal(rlfs_iext_count(&ip->iext), next);
 	rlfs_irele(ip);
 	check_fs(&c);
 	/* delete the source: the clone keeps everything */

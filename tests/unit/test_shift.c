@@ -150,8 +150,8 @@ static void snap_take(struct rlfs_mount *mp, uint64_t ino, uint64_t n, struct bm
 	assert_non_null(s->unw);
 	assert_int_equal(rlfs_iget(mp, ino, &ip), 0);
 	pthread_rwlock_rdlock(&ip->iolock);
-	for (uint32_t k = 0; k < ip->next; k++) {
-		const struct rlfs_irec *r = &ip->ext[k];
+	for (uint32_t k = 0; k < rlfs_iext_count(&ip->iext); k++) {
+		const struct rlfs_irec *r = rlfs_iext_at(&ip->iext, k);
 		for (uint32_t b = 0; b < r->blockcount; b++) {
 			uint64_t fb = r->startoff + b;
 			if (fb >= n)
