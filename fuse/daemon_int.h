@@ -34,6 +34,7 @@
 #include <stdint.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <time.h>
 
 #include <reflinkfs/fs.h>
 
@@ -82,6 +83,20 @@ static inline uint64_t n2i(fuse_ino_t n)
 static inline fuse_ino_t i2n(uint64_t ino)
 {
 	return ino == g_root ? FUSE_ROOT_ID : (fuse_ino_t)ino;
+}
+
+/* *ts = now + ms milliseconds on CLOCK_REALTIME: the deadline form
+ * pthread_cond_timedwait(3) takes (its condition variables here use the
+ * default clock). */
+static inline void deadline_in_ms(struct timespec *ts, long ms)
+{
+	clock_gettime(CLOCK_REALTIME, ts);
+	ts->tv_sec += ms / 1000;
+	ts->tv_nsec += (ms % 1000) * 1000000L;
+	if (ts->tv_nsec >= 1000000000L) {
+		ts->tv_sec++;
+		ts->tv_nsec -= 1000000000L;
+	}
 }
 
 #define GET_MP(req, mp)                                   \

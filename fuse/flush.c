@@ -94,17 +94,6 @@ void barrier_released(pid_t tid)
 	pthread_mutex_unlock(&g_barrier_lock);
 }
 
-static void deadline_in(struct timespec *ts, int ms)
-{
-	clock_gettime(CLOCK_REALTIME, ts);
-	ts->tv_sec += ms / 1000;
-	ts->tv_nsec += (long)(ms % 1000) * 1000000L;
-	if (ts->tv_nsec >= 1000000000L) {
-		ts->tv_sec++;
-		ts->tv_nsec -= 1000000000L;
-	}
-}
-
 /*
  * Per-inode flush (g_wb_on_reply: Linux 6.16 and later).  The kernel no
  * longer copies a page under writeback into a temporary page and ends
@@ -254,7 +243,7 @@ static bool flush_by_barrier(const fuse_ino_t *nodes, int n)
 		logmsg("reflinkfs: flush: cannot open the mount point: %s", strerror(errno));
 	}
 	struct timespec dl;
-	deadline_in(&dl, FLUSH_WARN_SECS * 1000);
+	deadline_in_ms(&dl, FLUSH_WARN_SECS * 1000);
 	bool warned = false;
 	pthread_mutex_lock(&g_barrier_lock);
 	while (ok && !b.done) {
@@ -265,7 +254,7 @@ static bool flush_by_barrier(const fuse_ino_t *nodes, int n)
 			break;
 		}
 		warned = true;
-		deadline_in(&dl, (FLUSH_GIVEUP_SECS - FLUSH_WARN_SECS) * 1000);
+		deadline_in_ms(&dl, (FLUSH_GIVEUP_SECS - FLUSH_WARN_SECS) * 1000);
 	}
 	for (struct barrier **pp = &g_barriers; *pp; pp = &(*pp)->next) {
 		if (*pp == &b) {

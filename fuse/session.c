@@ -331,12 +331,7 @@ static void *status_thread(void *arg)
 		status_report(name);
 		pthread_setname_np(pthread_self(), name);
 		struct timespec dl;
-		clock_gettime(CLOCK_REALTIME, &dl);
-		dl.tv_nsec += 250 * 1000 * 1000;
-		if (dl.tv_nsec >= 1000000000L) {
-			dl.tv_sec++;
-			dl.tv_nsec -= 1000000000L;
-		}
+		deadline_in_ms(&dl, 250);
 		pthread_cond_timedwait(&g_status_cond, &g_status_lock, &dl);
 	}
 	pthread_mutex_unlock(&g_status_lock);
@@ -859,12 +854,7 @@ static void *cowgc_thread(void *arg)
 	pthread_mutex_lock(&g_cowgc_lock);
 	while (!g_cowgc_stop) {
 		struct timespec dl;
-		clock_gettime(CLOCK_REALTIME, &dl);
-		dl.tv_nsec += RLFS_AILD_MS * 1000000L;
-		if (dl.tv_nsec >= 1000000000L) {
-			dl.tv_sec++;
-			dl.tv_nsec -= 1000000000L;
-		}
+		deadline_in_ms(&dl, RLFS_AILD_MS);
 		pthread_cond_timedwait(&g_cowgc_cond, &g_cowgc_lock, &dl);
 		if (g_cowgc_stop)
 			break;
