@@ -1040,6 +1040,7 @@ static _Thread_local uint32_t tl_write_flags;
 void rlfs_process_buf(struct fuse_session *se, const struct fuse_buf *fb)
 {
 	struct rlfs_mount *forget_mp = NULL;
+	struct rlfs_inactive_ticket forget_ticket;
 	tl_write_flags = 0;
 	tl_read_flags = 0;
 	if (!(fb->flags & FUSE_BUF_IS_FD) && fb->size >= RLFS_FUSE_IN_HEADER_BYTES) {
@@ -1050,7 +1051,7 @@ void rlfs_process_buf(struct fuse_session *se, const struct fuse_buf *fb)
 		 * from now on (rlfs_inactive_wait in rl_statfs) */
 		if ((opcode == RLFS_FUSE_FORGET_OPCODE || opcode == RLFS_FUSE_BATCH_FORGET_OPCODE) &&
 		    (forget_mp = g_mp) != NULL)
-			rlfs_inactive_begin(forget_mp);
+			rlfs_inactive_begin(forget_mp, &forget_ticket);
 		if (opcode == RLFS_FUSE_WRITE_OPCODE &&
 		    fb->size >= RLFS_FUSE_WRITE_FLAGS_OFFSET + 4)
 			memcpy(&tl_write_flags, arg + RLFS_FUSE_WRITE_FLAGS_OFFSET,
@@ -1063,7 +1064,7 @@ void rlfs_process_buf(struct fuse_session *se, const struct fuse_buf *fb)
 	}
 	fuse_session_process_buf(se, fb);
 	if (forget_mp)
-		rlfs_inactive_end(forget_mp);
+		rlfs_inactive_end(forget_mp, &forget_ticket);
 }
 
 unsigned privs_to_drop(fuse_req_t req, const struct stat *st, bool lacks_fsetid)

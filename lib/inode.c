@@ -953,6 +953,8 @@ bool rlfs_igrab(struct rlfs_inode *ip)
 
 /* Called with icache_lock held and ip->refcount just dropped to 0.
  * Returns with the lock dropped. */
+static void inactive_add(struct rlfs_mount *mp, struct rlfs_inactive_ticket *t);
+
 static void inode_last_ref(struct rlfs_inode *ip)
 {
 	struct rlfs_mount *mp = ip->mp;
@@ -976,8 +978,9 @@ static void inode_last_ref(struct rlfs_inode *ip)
 		return;
 	}
 	if (ip->nlink == 0) {
+		struct rlfs_inactive_ticket t;
 		ip->freeing = true;
-		mp->inactive_pending++;
+		inactive_add(mp, &t);
 		pthread_mutex_unlock(&mp->icache_lock);
 		int error = rlfs_inode_inactivate(ip);
 		if (error)
@@ -985,7 +988,7 @@ static void inode_last_ref(struct rlfs_inode *ip)
 				  (unsigned long long)ip->ino, error);
 		icache_unhash(ip);
 		inode_free(ip);
-		rlfs_inactive_end(mp);
+		rlfs_inactive_end(mp, &t);
 		return;
 	}
 	if (ip->cow && rlfs_iext_count(&ip->cow->iext) && !(mp->flags & RLFS_MOUNT_RDONLY) && !mp->shutdown) {
@@ -1039,17 +1042,41 @@ void rlfs_inode_lookup_add(struct rlfs_inode *ip, uint64_t n)
 	pthread_mutex_unlock(&ip->mp->icache_lock);
 }
 
-void rlfs_inactive_begin(struct rlfs_mount *mp)
+/* Append t to the pending tickets (icache_lock held). */
+static void inactive_add(struct rlfs_mount *mp, struct rlfs_inactive_ticket *t)
+{
+	t->seq = mp->inactive_seq++;
+	t->next = NULL;
+	t->prev = mp->inactive_tail;
+	if (t->prev)
+		t->prev->next = t;
+	else
+		mp->inactive_head = t;
+	mp->inactive_tail = t;
+	mp->inactive_pending++;
+}
+
+void rlfs_inactive_begin(struct rlfs_mount *mp, struct rlfs_inactive_ticket *t)
 {
 	pthread_mutex_lock(&mp->icache_lock);
-	mp->inactive_pending++;
+	inactive_add(mp, t);
 	pthread_mutex_unlock(&mp->icache_lock);
 }
 
-void rlfs_inactive_end(struct rlfs_mount *mp)
+void rlfs_inactive_end(struct rlfs_mount *mp, struct rlfs_inactive_ticket *t)
 {
 	pthread_mutex_lock(&mp->icache_lock);
-	if (mp->inactive_pending && --mp->inactive_pending == 0)
+	bool oldest = t == mp->inactive_head;
+	if (t->prev)
+		t->prev->next = t->next;
+	else
+		mp->inactive_head = t->next;
+	if (t->next)
+		t->next->prev = t->prev;
+	else
+		mp->inactive_tail = t->prev;
+	mp->inactive_pending--;
+	if (oldest)     /* waiters wait for the oldest ticket to move past theirs */
 		pthread_cond_broadcast(&mp->inactive_cv);
 	pthread_mutex_unlock(&mp->icache_lock);
 }
@@ -1065,10 +1092,11 @@ bool rlfs_inactive_wait(struct rlfs_mount *mp, unsigned max_ms)
 		until.tv_nsec -= 1000000000L;
 	}
 	pthread_mutex_lock(&mp->icache_lock);
-	while (mp->inactive_pending &&
+	uint64_t mine = mp->inactive_seq;       /* tickets below it were taken before */
+	while (mp->inactive_head && mp->inactive_head->seq < mine &&
 	       pthread_cond_timedwait(&mp->inactive_cv, &mp->icache_lock, &until) != ETIMEDOUT)
 		;
-	bool settled = mp->inactive_pending == 0;
+	bool settled = !mp->inactive_head || mp->inactive_head->seq >= mine;
 	pthread_mutex_unlock(&mp->icache_lock);
 	return settled;
 }

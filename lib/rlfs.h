@@ -115,10 +115,13 @@ struct rlfs_mount {
 	struct rlfs_icache *icache;
 	pthread_mutex_t icache_lock;
 	/* unlinked inodes being freed, plus FORGETs the daemon has read and
-	 * not yet processed (rlfs_inactive_begin/end), under icache_lock;
-	 * statfs waits on inactive_cv until none is left (XFS's statfs
-	 * flushes inodegc the same way), so df after rm is exact */
-	unsigned inactive_pending;
+	 * not yet processed (rlfs_inactive_begin/end): their tickets, oldest
+	 * first, under icache_lock; statfs waits on inactive_cv until those
+	 * taken before it have ended (XFS's statfs flushes inodegc the same
+	 * way), so df after rm is exact */
+	struct rlfs_inactive_ticket *inactive_head, *inactive_tail;
+	uint64_t inactive_seq;          /* the next ticket's seq */
+	unsigned inactive_pending;      /* tickets in the list */
 	pthread_cond_t inactive_cv;
 	/* inodes whose CoW fork holds staged blocks (cowfork.h), a list
 	 * under cow_lock, and the blocks staged in all of them */

@@ -192,16 +192,23 @@ void rlfs_forget(struct rlfs_mount *mp, uint64_t ino, uint64_t nlookup);
 /*
  * Frees of unlinked inodes still to happen.  A daemon brackets each FORGET
  * it has read with rlfs_inactive_begin/end (from the moment it has the
- * request, before rlfs_forget runs); the last reference of an unlinked
- * inode counts itself while the inode's blocks go back to free space.
- * rlfs_inactive_wait blocks until none is pending or max_ms have passed
- * (true: none pending); the FUSE statfs handler calls it so that df right
- * after rm counts the freed blocks, as XFS's statfs flushes its inodegc
- * queue (xfs_fs_statfs -> xfs_inodegc_flush).  Call it holding no inode,
- * meta or log lock: the frees it waits for take them.
+ * request, before rlfs_forget runs), with a ticket of its own (on its
+ * stack, untouched between the two calls); the last reference of an
+ * unlinked inode takes one itself while the inode's blocks go back to
+ * free space.  rlfs_inactive_wait blocks until every ticket taken before
+ * it was called has ended, or max_ms have passed (true: all ended);
+ * tickets taken meanwhile do not hold it up.  The FUSE statfs handler
+ * calls it so that df right after rm counts the freed blocks, as XFS's
+ * statfs flushes its inodegc queue (xfs_fs_statfs -> xfs_inodegc_flush).
+ * Call it holding no inode, meta or log lock: the frees it waits for take
+ * them.
  */
-void rlfs_inactive_begin(struct rlfs_mount *mp);
-void rlfs_inactive_end(struct rlfs_mount *mp);
+struct rlfs_inactive_ticket {
+	uint64_t seq;                           /* order of rlfs_inactive_begin */
+	struct rlfs_inactive_ticket *prev, *next;
+};
+void rlfs_inactive_begin(struct rlfs_mount *mp, struct rlfs_inactive_ticket *t);
+void rlfs_inactive_end(struct rlfs_mount *mp, struct rlfs_inactive_ticket *t);
 bool rlfs_inactive_wait(struct rlfs_mount *mp, unsigned max_ms);
 
 /*

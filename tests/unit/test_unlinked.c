@@ -408,6 +408,7 @@ static void test_number_freed_last(void **state)
 struct late_forget {
 	struct rlfs_mount *mp;
 	uint64_t ino;
+	struct rlfs_inactive_ticket t;
 };
 
 static void *late_forget_fn(void *arg)
@@ -415,7 +416,27 @@ static void *late_forget_fn(void *arg)
 	struct late_forget *lf = arg;
 	usleep(100 * 1000);
 	rlfs_forget(lf->mp, lf->ino, 1);
-	rlfs_inactive_end(lf->mp);
+	rlfs_inactive_end(lf->mp, &lf->t);
+	return NULL;
+}
+
+/* A FORGET read after statfs began (its ticket taken 50 ms in) that takes
+ * 3 s, while the one statfs waits for ends at 100 ms. */
+struct two_forgets {
+	struct rlfs_mount *mp;
+	struct rlfs_inactive_ticket *old;
+	struct rlfs_inactive_ticket newer;
+};
+
+static void *two_forgets_fn(void *arg)
+{
+	struct two_forgets *tf = arg;
+	usleep(50 * 1000);
+	rlfs_inactive_begin(tf->mp, &tf->newer);
+	usleep(50 * 1000);
+	rlfs_inactive_end(tf->mp, tf->old);
+	usleep(3000 * 1000);
+	rlfs_inactive_end(tf->mp, &tf->newer);
 	return NULL;
 }
 
@@ -436,16 +457,31 @@ static void test_inactive_wait(void **state)
 	assert_true(rlfs_inactive_wait(mp, 0));     /* nothing pending */
 
 	/* a pending FORGET that never ends: the wait gives up */
-	rlfs_inactive_begin(mp);
+	struct rlfs_inactive_ticket t0;
+	rlfs_inactive_begin(mp, &t0);
 	assert_false(rlfs_inactive_wait(mp, 50));
-	rlfs_inactive_end(mp);
+	rlfs_inactive_end(mp, &t0);
+	assert_true(rlfs_inactive_wait(mp, 0));
+
+	/* only tickets taken before the wait hold it up: it returns when
+	 * the old one ends (100 ms), not when the newer one does (3.1 s) */
+	struct two_forgets tf = { .mp = mp, .old = &t0 };
+	rlfs_inactive_begin(mp, &t0);
+	pthread_t th;
+	struct timespec a, b;
+	clock_gettime(CLOCK_MONOTONIC, &a);
+	assert_int_equal(pthread_create(&th, NULL, two_forgets_fn, &tf), 0);
+	assert_true(rlfs_inactive_wait(mp, 2000));
+	clock_gettime(CLOCK_MONOTONIC, &b);
+	assert_true(b.tv_sec - a.tv_sec < 2);
+	assert_false(rlfs_inactive_wait(mp, 0));    /* the newer one is still pending */
+	pthread_join(th, NULL);
 	assert_true(rlfs_inactive_wait(mp, 0));
 
 	struct late_forget lf = { .mp = mp };
 	lf.ino = open_unlinked(mp, "big", 4 * DATA_BYTES);
 	assert_true(bfree(mp) + 4 * DATA_BYTES / 4096 <= before);
-	rlfs_inactive_begin(mp);    /* as rlfs_process_buf on reading FORGET */
-	pthread_t th;
+	rlfs_inactive_begin(mp, &lf.t);    /* as rlfs_process_buf on reading FORGET */
 	assert_int_equal(pthread_create(&th, NULL, late_forget_fn, &lf), 0);
 	assert_true(rlfs_inactive_wait(mp, 10000));
 	assert_int_equal(bfree(mp), before);
