@@ -11,6 +11,8 @@
  *   test_cascade    reinsert with every leaf full and no spare leaf: the
  *                   record finds room by moving one record per leaf to the
  *                   right, to the left, and at a leaf's first position
+ *   test_cascade_all every reinsert index against a removal at each
+ *                   position kind of each leaf (all others full)
  *   test_reserve    after rlfs_iext_reserve(n), n inserts allocate, grow
  *                   and free nothing (reserved spares become leaves)
  *   test_trim       removing most records then trimming merges thin leaves
@@ -269,6 +271,51 @@ static void test_cascade(void **state)
 	cascade_case(1, 1);
 }
 
+/* Every reinsert position against every kind of removal: all leaves full
+ * but the one a removal left room in (its first, second, middle or last
+ * record), then a record put back at each index 0..count.  Covers the
+ * cascades to the right and to the left from every position of a leaf,
+ * including the first and last position of a full leaf and the end. */
+static void test_cascade_all(void **state)
+{
+	(void)state;
+	unsigned cases = 0;
+	for (uint32_t rk = 0; rk < 4; rk++) {
+		for (int rp = 0; rp < 4; rp++) {
+			struct rlfs_iext x = { 0 };
+			struct model m = { calloc(MAXREC, sizeof(struct rlfs_irec)), 0 };
+			assert_non_null(m.a);
+			g_x = &x;
+			build_full(&x, &m, 400);
+			uint32_t nrec = m.n;
+			rlfs_iext_destroy(&x);
+			free(m.a);
+			for (uint32_t idx = 0; idx < nrec; idx++) {
+				struct rlfs_iext y = { 0 };
+				struct model n = { calloc(MAXREC, sizeof(struct rlfs_irec)), 0 };
+				assert_non_null(n.a);
+				g_x = &y;
+				build_full(&y, &n, 400);
+				uint32_t k = rk < y.nleaves ? rk : y.nleaves - 1;
+				uint32_t ln = y.leaf[k]->n;
+				uint32_t pos = rp == 0 ? 0 : rp == 1 ? 1 : rp == 2 ? ln / 2 : ln - 1;
+				uint32_t ridx = y.first[k] + pos;
+				rlfs_iext_remove(&y, ridx);
+				model_remove(&n, ridx);
+				assert_int_equal(y.nspare, 0);
+				struct rlfs_irec r = rec_at(&n, idx);
+				rlfs_iext_reinsert(&y, idx, &r);
+				model_insert(&n, idx, &r);
+				check(&y, &n);
+				rlfs_iext_destroy(&y);
+				free(n.a);
+				cases++;
+			}
+		}
+	}
+	printf("# %u reinsert cases\n", cases);
+}
+
 /* Leaves and their room, active and spare: what a malloc would change. */
 static uint64_t footprint(const struct rlfs_iext *x)
 {
@@ -359,6 +406,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_random),
 		cmocka_unit_test(test_cascade),
+		cmocka_unit_test(test_cascade_all),
 		cmocka_unit_test(test_reserve),
 		cmocka_unit_test(test_trim),
 	};
