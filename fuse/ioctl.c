@@ -697,7 +697,7 @@ static bool may_dedupe(fuse_req_t req, struct rlfs_mount *mp, uint64_t ino,
  * and bytes_deduped. */
 static void dedupe_one(fuse_req_t req, struct rlfs_mount *mp, fuse_ino_t src_node,
 		       const struct caller_creds *cc, uint64_t src_off, uint64_t len,
-		       struct rlfs_ioc_dedupe_info *info, bool may_flush)
+		       struct rlfs_ioc_dedupe_info *info)
 {
 	struct caller_file cf;
 	info->bytes_deduped = 0;
@@ -723,8 +723,7 @@ static void dedupe_one(fuse_req_t req, struct rlfs_mount *mp, fuse_ino_t src_nod
 		/* the kernel writes dirty pages back in the remap prep; it
 		 * does not for an ioctl to FUSE: do it, and wait */
 		fuse_ino_t nodes[2] = { src_node, i2n(cf.ino) };
-		if (may_flush)
-			flush_and_wait(nodes, src_node == nodes[1] ? 1 : 2);
+		flush_and_wait(nodes, src_node == nodes[1] ? 1 : 2);
 		uint64_t done = 0;
 		int r = rlfs_dedupe_range(mp, n2i(src_node), src_off, cf.ino, info->dest_offset,
 					  len, &done);
@@ -741,12 +740,9 @@ static void dedupe_one(fuse_req_t req, struct rlfs_mount *mp, fuse_ino_t src_nod
 }
 
 /* RLFS_IOC_DEDUPE_RANGE on the source (ino, fi): the whole-call checks of
- * vfs_dedupe_file_range, then each destination (reflinkfs/ioctl.h).
- * may_flush false: the caller saw nothing to flush (need_flush) and runs
- * this on a request thread, which must not wait for WRITEs. */
+ * vfs_dedupe_file_range, then each destination (reflinkfs/ioctl.h). */
 static int do_dedupe(fuse_req_t req, struct rlfs_mount *mp, fuse_ino_t ino,
-		     struct fuse_file_info *fi, unsigned ioflags, struct rlfs_ioc_dedupe_range *d,
-		     bool may_flush)
+		     struct fuse_file_info *fi, unsigned ioflags, struct rlfs_ioc_dedupe_range *d)
 {
 	bool known;
 	int fl = fh_flags(fi, &known);
@@ -767,10 +763,8 @@ static int do_dedupe(fuse_req_t req, struct rlfs_mount *mp, fuse_ino_t ino,
 	if (!remap_area_ok(d->src_offset, d->src_length))
 		return -EINVAL;
 	/* against the size the caller sees: its dirty pages first */
-	if (may_flush) {
-		flush_and_wait(&ino, 1);
-		err = rlfs_getattr(mp, n2i(ino), &st);
-	}
+	flush_and_wait(&ino, 1);
+	err = rlfs_getattr(mp, n2i(ino), &st);
 	if (err)
 		return err;
 	if (d->src_offset + d->src_length > (uint64_t)st.st_size)
@@ -786,7 +780,7 @@ static int do_dedupe(fuse_req_t req, struct rlfs_mount *mp, fuse_ino_t ino,
 		d->info[i].status = 0;
 	}
 	for (unsigned i = 0; i < d->dest_count; i++) {
-		dedupe_one(req, mp, ino, &cc, d->src_offset, len, &d->info[i], may_flush);
+		dedupe_one(req, mp, ino, &cc, d->src_offset, len, &d->info[i]);
 		if (caller_dying(req))
 			break;          /* fatal_signal_pending: the rest stay 0 */
 	}
@@ -986,31 +980,6 @@ static void getfsmap_ioctl(fuse_req_t req, struct rlfs_mount *mp, const void *in
  * requests are served the same way.  And the fileattr ioctls the kernel
  * forwards itself (fileattr.c).  Other ioctls: ENOTTY.
  */
-/* RLFS_IOC_DEDUPE_RANGE's request: sizes, then do_dedupe, then the
- * reply (may_flush as do_dedupe's). */
-static void dedupe_ioctl(fuse_req_t req, struct rlfs_mount *mp, fuse_ino_t ino,
-			 struct fuse_file_info *fi, unsigned flags, const void *in_buf,
-			 size_t in_bufsz, size_t out_bufsz, bool may_flush)
-{
-	if (in_bufsz != sizeof(struct rlfs_ioc_dedupe_range) ||
-	    out_bufsz != sizeof(struct rlfs_ioc_dedupe_range)) {
-		fuse_reply_err(req, EINVAL);
-		return;
-	}
-	struct rlfs_ioc_dedupe_range *d = malloc(sizeof(*d));
-	if (!d) {
-		fuse_reply_err(req, ENOMEM);
-		return;
-	}
-	memcpy(d, in_buf, sizeof(*d));
-	int err = do_dedupe(req, mp, ino, fi, flags, d, may_flush);
-	if (err)
-		reply_status(req, err);
-	else
-		fuse_reply_ioctl(req, 0, d, sizeof(*d));
-	free(d);
-}
-
 static void ioctl_work(fuse_req_t req, fuse_ino_t ino, unsigned int c,
 		       struct fuse_file_info *fi, unsigned flags, const void *in_buf,
 		       size_t in_bufsz, size_t out_bufsz)
@@ -1098,9 +1067,26 @@ static void ioctl_work(fuse_req_t req, fuse_ino_t ino, unsigned int c,
 			fuse_reply_ioctl(req, 0, &a, sizeof(a));
 		return;
 	}
-	case RLFS_IOC_DEDUPE_RANGE:
-		dedupe_ioctl(req, mp, ino, fi, flags, in_buf, in_bufsz, out_bufsz, true);
+	case RLFS_IOC_DEDUPE_RANGE: {
+		if (in_bufsz != sizeof(struct rlfs_ioc_dedupe_range) ||
+		    out_bufsz != sizeof(struct rlfs_ioc_dedupe_range)) {
+			fuse_reply_err(req, EINVAL);
+			return;
+		}
+		struct rlfs_ioc_dedupe_range *d = malloc(sizeof(*d));
+		if (!d) {
+			fuse_reply_err(req, ENOMEM);
+			return;
+		}
+		memcpy(d, in_buf, sizeof(*d));
+		err = do_dedupe(req, mp, ino, fi, flags, d);
+		if (err)
+			reply_status(req, err);
+		else
+			fuse_reply_ioctl(req, 0, d, sizeof(*d));
+		free(d);
 		return;
+	}
 	case RLFS_IOC_EXCHANGE_RANGE: {
 		struct rlfs_ioc_exchange_range a;
 		if (in_bufsz != sizeof(a) || out_bufsz != sizeof(a)) {
@@ -1173,9 +1159,8 @@ static void ioctl_job(struct slow_job *job)
 }
 
 /* The private ioctls flush (and clone or map) on the slow pool: see
- * slow_submit; a map that does not flush, and a small dedupe with nothing
- * to flush, are answered at once.  Unknown requests: ENOTTY at once. */
-#define RLFS_DEDUPE_INLINE_BYTES (1u << 20)
+ * slow_submit; a map that does not flush is answered at once.  Unknown
+ * requests: ENOTTY at once. */
 void rl_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
 		     struct fuse_file_info *fi, unsigned flags, const void *in_buf,
 		     size_t in_bufsz, size_t out_bufsz)
@@ -1209,22 +1194,6 @@ void rl_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
 		memcpy(&hdr, in_buf, offsetof(struct rlfs_ioc_extents, ext));
 		if (!(hdr.flags & RLFS_IOC_EXT_SYNC)) {
 			ioctl_work(req, ino, cmd, fi, flags, in_buf, in_bufsz, out_bufsz);
-			return;
-		}
-	}
-	/* A small dedupe when no file is open for writing (nothing to flush,
-	 * so nothing to wait for) is answered here too: `reflinkfs dedupe`
-	 * sends one per duplicate run, most of them a few blocks, and the
-	 * hand-off to the slow pool and back cost a thread wake-up each.
-	 * Larger ones (a compare of up to 1 GiB per destination) go to the
-	 * pool, which keeps the io_uring ring of this CPU free meanwhile. */
-	if (cmd == RLFS_IOC_DEDUPE_RANGE && in_bufsz == sizeof(struct rlfs_ioc_dedupe_range) &&
-	    !need_flush()) {
-		struct rlfs_ioc_dedupe_range hdr;
-		memcpy(&hdr, in_buf, offsetof(struct rlfs_ioc_dedupe_range, info));
-		if (hdr.dest_count <= 1 && hdr.src_length <= RLFS_DEDUPE_INLINE_BYTES) {
-			GET_MP(req, mp);
-			dedupe_ioctl(req, mp, ino, fi, flags, in_buf, in_bufsz, out_bufsz, false);
 			return;
 		}
 	}
