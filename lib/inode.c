@@ -672,10 +672,11 @@ static void inode_item_release(struct rlfs_trans *tp, struct rlfs_log_item *lip)
 {
 	struct rlfs_inode *ip = li_to_inode(lip);
 	struct inode_snap *s = ip->li_snap;
+	/* committed or undone: no cancel needs the room that removals left
+	 * any more (with or without a snapshot: a join whose snapshot could
+	 * not be allocated still changes the list) */
+	rlfs_iext_trim(&ip->iext);
 	if (s) {
-		/* committed or undone: no cancel needs the room that
-		 * removals left any more */
-		rlfs_iext_trim(&ip->iext);
 		free(s->undo);
 		free(s);
 	}
