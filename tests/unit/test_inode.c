@@ -402,18 +402,23 @@ static void test_seq_append(void **state)
 
 /* ---- inline <-> bmbt ---- */
 
-/*
- * A cancelled transaction gives the in-core extent list back exactly:
- * inserts, deletes and updates at many places of a 300-extent list (a
- * bmbt), undone newest first from the undo log (no copy of the list).
- * Fails if the undo applies an entry wrongly or in the wrong order.
- */
 /* The first n records of ip's in-core extent list, copied out. */
 static void ext_copy(struct rlfs_inode *ip, struct rlfs_irec *out, uint32_t n)
 {
 	for (uint32_t k = 0; k < n; k++)
 		out[k] = *rlfs_iext_at(&ip->iext, k);
 }
+
+/*
+ * A cancelled transaction gives the in-core extent list back exactly:
+ * inserts, deletes and updates at many places of a 300-extent list (a
+ * bmbt), undone newest first from the undo log (no copy of the list).
+ * Fails if the undo applies an entry wrongly or in the wrong order.
+ * Then the same over a 1,500-extent list (a dozen leaves, iext.h): whole
+ * leaves emptied (spares), hundreds of records added elsewhere (splits
+ * that take those spares), undone: every removed record must find room
+ * again without allocating.
+ */
 
 static void test_cancel_restores_extents(void **state)
 {
@@ -463,6 +468,52 @@ static void test_cancel_restores_extents(void **state)
 	pthread_rwlock_unlock(&ip->iolock);
 	rlfs_irele(ip);
 	free(saved);
+
+	/* many leaves */
+	uint64_t ino2 = mkfile(&fs, "g");
+	for (uint32_t b = 0; b < 3000; b += 2)
+		pwrite_all(&fs, ino2, blk, sizeof(blk), (uint64_t)b * 4096);
+	assert_int_equal(rlfs_iget(fs.mp, ino2, &ip), 0);
+	pthread_rwlock_wrlock(&ip->iolock);
+	n0 = rlfs_iext_count(&ip->iext);
+	assert_true(n0 >= 1500);
+	assert_true(ip->iext.nleaves >= 10);
+	saved = malloc(n0 * sizeof(*saved));
+	assert_non_null(saved);
+	ext_copy(ip, saved, n0);
+	assert_int_equal(rlfs_trans_alloc(fs.mp, &fs.mp->resv.tr_write, 256, 0, &tp), 0);
+	rlfs_trans_ijoin(tp, ip);
+	uint32_t leaves = ip->iext.nleaves;
+	for (uint64_t off = 400; off < 1400;) {
+		assert_int_equal(rlfs_bmap_unmap(tp, ip, off, 1400 - off, RLFS_BUNMAP_KEEP, 0, &done), 0);
+		uint64_t left = 0;
+		for (uint32_t k = 0; k < rlfs_iext_count(&ip->iext); k++) {
+			const struct rlfs_irec *r = rlfs_iext_at(&ip->iext, k);
+			if (r->startoff >= 400 && r->startoff < 1400)
+				left++;
+		}
+		if (!left)
+			break;
+		off = 400;
+	}
+	assert_true(ip->iext.nleaves < leaves);     /* whole leaves emptied */
+	assert_true(ip->iext.nspare > 0);
+	uint64_t pb = rlfs_iext_at(&ip->iext, rlfs_iext_count(&ip->iext) - 1)->startblock + 5000;
+	for (uint32_t k = 0; k < 400; k++) {
+		struct rlfs_irec m = { .startoff = 1801 + 2 * k, .startblock = pb + 2 * k,
+				       .blockcount = 1 };
+		assert_int_equal(rlfs_bmap_map_extent(tp, ip, &m), 0);
+	}
+	rlfs_trans_cancel(tp);
+	assert_int_equal(rlfs_iext_count(&ip->iext), n0);
+	now = malloc(n0 * sizeof(*now));
+	assert_non_null(now);
+	ext_copy(ip, now, n0);
+	assert_memory_equal(saved, now, n0 * sizeof(*saved));
+	free(now);
+	free(saved);
+	pthread_rwlock_unlock(&ip->iolock);
+	rlfs_irele(ip);
 	tu_unmount(&fs);
 }
 
