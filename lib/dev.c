@@ -131,9 +131,15 @@ static void file_close(struct rlfs_dev *dev)
 	free(dev);
 }
 
+static void file_prefetch(struct rlfs_dev *dev, uint64_t off, uint64_t len)
+{
+	if (off < dev->size_bytes)
+		(void)posix_fadvise(dev->fd, (off_t)off, (off_t)len, POSIX_FADV_WILLNEED);
+}
+
 static const struct rlfs_dev_ops file_ops = {
 	.pread = file_pread, .pwrite = file_pwrite, .pwritev = file_pwritev,
-	.flush = file_flush, .close = file_close,
+	.flush = file_flush, .close = file_close, .prefetch = file_prefetch,
 };
 
 int rlfs_dev_open(const char *path, int writable, int lock, struct rlfs_dev **devp)
@@ -296,6 +302,12 @@ int rlfs_dev_data_pread(struct rlfs_dev *dev, void *buf, size_t len, uint64_t of
 		return 0;
 	atomic_fetch_add(&dev->map_faults, 1);
 	return rlfs_dev_pread(dev, buf, len, off);
+}
+
+void rlfs_dev_data_prefetch(struct rlfs_dev *dev, uint64_t off, uint64_t len)
+{
+	if (!dev->map && dev->ops->prefetch)
+		dev->ops->prefetch(dev, off, len);
 }
 
 int rlfs_dev_data_pwrite(struct rlfs_dev *dev, const void *buf, size_t len, uint64_t off)

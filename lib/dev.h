@@ -20,6 +20,9 @@ struct rlfs_dev_ops {
 	/* optional: one write gathered from iovcnt buffers (1..IOV_MAX),
 	 * always through the page cache; NULL: callers copy into one buffer */
 	int (*pwritev)(struct rlfs_dev *dev, const struct iovec *iov, int iovcnt, uint64_t off);
+	/* optional: start reading [off, off+len) into the cache without
+	 * waiting (a hint: nothing to report); NULL: no such cache */
+	void (*prefetch)(struct rlfs_dev *dev, uint64_t off, uint64_t len);
 };
 struct rlfs_dev {
 	const struct rlfs_dev_ops *ops;
@@ -94,6 +97,13 @@ int rlfs_dev_map(struct rlfs_dev *dev);
  * -EIO (past the end), or the device's error; a fault of the mapping is
  * retried through pread/pwrite, whose error (-EIO, -ENOSPC) is returned. */
 int rlfs_dev_data_pread(struct rlfs_dev *dev, void *buf, size_t len, uint64_t off);
+/* A hint that device bytes [off, off+len) will be read soon: an image file
+ * starts reading them into the host page cache at once
+ * (posix_fadvise(2) POSIX_FADV_WILLNEED), so that the reads of a
+ * fragmented file's pieces, each a pread of its own, reach the disk
+ * together instead of one after the other.  No-op for the mapping and
+ * for devices without a cache.  Never fails. */
+void rlfs_dev_data_prefetch(struct rlfs_dev *dev, uint64_t off, uint64_t len);
 int rlfs_dev_data_pwrite(struct rlfs_dev *dev, const void *buf, size_t len, uint64_t off);
 /* Copy len bytes of device data from src_off to dst_off (ranges must not
  * overlap), through the mapping (one memcpy, no bounce buffer) or, unmapped,

@@ -628,9 +628,51 @@ static int write_mapped(struct rlfs_inode *ip, const uint8_t *buf, uint64_t pos,
 	return 0;
 }
 
+/* Pieces of a read announced to the device at once (rlfs_read_mapped). */
+#define READ_PREFETCH_PIECES 256
+
+/* Before reading file bytes [pos, end) piece by piece: when they lie in
+ * more than one written extent, tell the device about the first
+ * READ_PREFETCH_PIECES of them (rlfs_dev_data_prefetch), so that their
+ * reads are in flight together rather than one pread waiting for the
+ * disk after another.  A randomly rewritten clone reads a 1 MiB request
+ * as about 75 pieces of 4-8 KiB alternating between two distant areas,
+ * a pattern the page cache's own readahead does not follow. */
+static void read_prefetch(struct rlfs_inode *ip, uint64_t pos, uint64_t end)
+{
+	struct rlfs_mount *mp = ip->mp;
+	uint64_t off[READ_PREFETCH_PIECES], len[READ_PREFETCH_PIECES];
+	unsigned n = 0;
+	while (pos < end && n < READ_PREFETCH_PIECES) {
+		struct rlfs_irec got;
+		bool found;
+		uint64_t fb = pos >> mp->blocklog;
+		rlfs_bmap_lookup(ip, fb, &got, &found);
+		if (!found) {
+			if (!got.blockcount)
+				break;
+			pos = got.startoff << mp->blocklog;
+			continue;
+		}
+		uint64_t pend = RLFS_MIN(end, irec_endoff(&got) << mp->blocklog);
+		if (!(got.state & RLFS_EXT_UNWRITTEN)) {
+			off[n] = ((got.startblock + (fb - got.startoff)) << mp->blocklog) +
+				 (pos & bmask(mp));
+			len[n] = pend - pos;
+			n++;
+		}
+		pos = pend;
+	}
+	if (n < 2)
+		return;     /* one piece: the pread itself is the whole request */
+	for (unsigned i = 0; i < n; i++)
+		rlfs_dev_data_prefetch(mp->dev, off[i], len[i]);
+}
+
 int rlfs_read_mapped(struct rlfs_inode *ip, uint8_t *buf, uint64_t pos, uint64_t end)
 {
 	struct rlfs_mount *mp = ip->mp;
+	read_prefetch(ip, pos, end);
 	while (pos < end) {
 		struct rlfs_irec got;
 		bool found;
