@@ -203,13 +203,16 @@ void rlfs_bmap_lookup(struct rlfs_inode *ip, uint64_t off, struct rlfs_irec *got
 	if (!ip->ext_loaded || rlfs_iext_count(&ip->iext) == 0)
 		return;
 	int64_t i = ext_search(ip, off);
-	if (i >= 0 && off < irec_end(rlfs_iext_at(&ip->iext, i))) {
-		*got = *rlfs_iext_at(&ip->iext, i);
-		*found = true;
-		return;
+	if (i >= 0) {
+		const struct rlfs_irec *e = rlfs_iext_at(&ip->iext, (uint32_t)i);
+		if (off < irec_end(e)) {
+			*got = *e;
+			*found = true;
+			return;
+		}
 	}
 	if ((uint64_t)(i + 1) < rlfs_iext_count(&ip->iext))
-		*got = *rlfs_iext_at(&ip->iext, i + 1);
+		*got = *rlfs_iext_at(&ip->iext, (uint32_t)(i + 1));
 }
 
 uint32_t rlfs_bmap_inline_max(struct rlfs_inode *ip)
@@ -383,31 +386,36 @@ static int fork_add_rec(struct rlfs_trans *tp, struct rlfs_inode *ip, const stru
 
 	if (r->blockcount == 0 || r->blockcount > RLFS_MAX_EXTLEN)
 		return -EINVAL;
-	if (i >= 0 && irec_end(rlfs_iext_at(&ip->iext, i)) > r->startoff)
+	/* neighbours, copied: the changes below move records */
+	struct rlfs_irec pi = { 0 }, pj = { 0 };
+	if (i >= 0)
+		pi = *rlfs_iext_at(&ip->iext, (uint32_t)i);
+	if (j < rlfs_iext_count(&ip->iext))
+		pj = *rlfs_iext_at(&ip->iext, j);
+	if (i >= 0 && irec_end(&pi) > r->startoff)
 		return -EEXIST;
-	if (j < rlfs_iext_count(&ip->iext) && rlfs_iext_at(&ip->iext, j)->startoff < irec_end(r))
+	if (pj.blockcount && pj.startoff < irec_end(r))
 		return -EEXIST;
 
-	bool left = i >= 0 && irec_contig(ip->mp, rlfs_iext_at(&ip->iext, i), r);
-	bool right = j < rlfs_iext_count(&ip->iext) && irec_contig(ip->mp, r, rlfs_iext_at(&ip->iext, j));
+	bool left = i >= 0 && irec_contig(ip->mp, &pi, r);
+	bool right = pj.blockcount && irec_contig(ip->mp, r, &pj);
 	if (left && right &&
-	    (uint64_t)rlfs_iext_at(&ip->iext, i)->blockcount + r->blockcount + rlfs_iext_at(&ip->iext, j)->blockcount <=
-		    RLFS_MAX_EXTLEN) {
-		struct rlfs_irec n = *rlfs_iext_at(&ip->iext, i);
-		n.blockcount += r->blockcount + rlfs_iext_at(&ip->iext, j)->blockcount;
+	    (uint64_t)pi.blockcount + r->blockcount + pj.blockcount <= RLFS_MAX_EXTLEN) {
+		struct rlfs_irec n = pi;
+		n.blockcount += r->blockcount + pj.blockcount;
 		int error = fork_delete(tp, ip, j);
 		if (error)
 			return error;
 		return fork_update(tp, ip, (uint32_t)i, &n);
 	}
 	if (left) {
-		struct rlfs_irec n = *rlfs_iext_at(&ip->iext, i);
+		struct rlfs_irec n = pi;
 		n.blockcount += r->blockcount;
 		return fork_update(tp, ip, (uint32_t)i, &n);
 	}
 	if (right) {
 		struct rlfs_irec n = *r;
-		n.blockcount += rlfs_iext_at(&ip->iext, j)->blockcount;
+		n.blockcount += pj.blockcount;
 		return fork_update(tp, ip, j, &n);
 	}
 	return fork_insert(tp, ip, j, r);
@@ -491,11 +499,12 @@ static int load_append(struct rlfs_inode *ip, const struct rlfs_irec *r, uint64_
 	int error = irec_check(mp, ip, where, r);
 	if (error)
 		return error;
-	if (rlfs_iext_count(&ip->iext) && irec_end(rlfs_iext_at(&ip->iext, rlfs_iext_count(&ip->iext) - 1)) > r->startoff)
+	uint32_t n = rlfs_iext_count(&ip->iext);
+	if (n && irec_end(rlfs_iext_at(&ip->iext, n - 1)) > r->startoff)
 		return rlfs_corrupt(mp, where, "bmbt",
 				    "ino %llu: extents out of order or overlapping at file block %llu",
 				    (unsigned long long)ip->ino, (unsigned long long)r->startoff);
-	return rlfs_iext_insert(&ip->iext, rlfs_iext_count(&ip->iext), r);
+	return rlfs_iext_insert(&ip->iext, n, r);
 }
 
 static int load_rec_fn(struct rlfs_btree_cur *cur, const void *rec, void *priv)

@@ -161,13 +161,13 @@ static int fork_remove(struct rlfs_inode *ip, uint64_t fb0, uint64_t fb1)
 	uint64_t removed = 0;
 	uint32_t i = ext_search(f, fb0);
 	uint32_t cnt = rlfs_iext_count(&f->iext);
-	if (i < cnt && rlfs_iext_at(&f->iext, i)->startoff < fb0 &&
-	    irec_end(rlfs_iext_at(&f->iext, i)) > fb1) {
+	const struct rlfs_irec *first = i < cnt ? rlfs_iext_at(&f->iext, i) : NULL;
+	if (first && first->startoff < fb0 && irec_end(first) > fb1) {
 		/* inside one extent: split in two */
 		int err = rlfs_iext_reserve(&f->iext, 1);
 		if (err)
 			return err;
-		struct rlfs_irec *r = rlfs_iext_at(&f->iext, i);
+		struct rlfs_irec *r = rlfs_iext_at(&f->iext, i);  /* first, writable */
 		struct rlfs_irec tail = {
 			.startoff = fb1, .startblock = r->startblock + (fb1 - r->startoff),
 			.blockcount = (uint32_t)(irec_end(r) - fb1),
@@ -179,7 +179,7 @@ static int fork_remove(struct rlfs_inode *ip, uint64_t fb0, uint64_t fb1)
 			return err;
 	} else {
 		uint32_t keep_from = i, del_to = i;
-		if (i < cnt && rlfs_iext_at(&f->iext, i)->startoff < fb0) {
+		if (first && first->startoff < fb0) {
 			/* trim the tail of the first */
 			struct rlfs_irec *r = rlfs_iext_at(&f->iext, i);
 			removed += irec_end(r) - fb0;

@@ -628,75 +628,66 @@ static int write_mapped(struct rlfs_inode *ip, const uint8_t *buf, uint64_t pos,
 	return 0;
 }
 
-/* Pieces of a read announced to the device at once (rlfs_read_mapped). */
-#define READ_PREFETCH_PIECES 256
+/* Pieces of a read mapped (and announced to the device) at once. */
+#define READ_PIECES 256
 
-/* Before reading file bytes [pos, end) piece by piece: when they lie in
- * more than one written extent, tell the device about the first
- * READ_PREFETCH_PIECES of them (rlfs_dev_data_prefetch), so that their
- * reads are in flight together rather than one pread waiting for the
- * disk after another.  A randomly rewritten clone reads a 1 MiB request
- * as about 75 pieces of 4-8 KiB alternating between two distant areas,
- * a pattern the page cache's own readahead does not follow. */
-static void read_prefetch(struct rlfs_inode *ip, uint64_t pos, uint64_t end)
-{
-	struct rlfs_mount *mp = ip->mp;
-	uint64_t off[READ_PREFETCH_PIECES], len[READ_PREFETCH_PIECES];
-	unsigned n = 0;
-	while (pos < end && n < READ_PREFETCH_PIECES) {
-		struct rlfs_irec got;
-		bool found;
-		uint64_t fb = pos >> mp->blocklog;
-		rlfs_bmap_lookup(ip, fb, &got, &found);
-		if (!found) {
-			if (!got.blockcount)
-				break;
-			pos = got.startoff << mp->blocklog;
-			continue;
-		}
-		uint64_t pend = RLFS_MIN(end, irec_endoff(&got) << mp->blocklog);
-		if (!(got.state & RLFS_EXT_UNWRITTEN)) {
-			off[n] = ((got.startblock + (fb - got.startoff)) << mp->blocklog) +
-				 (pos & bmask(mp));
-			len[n] = pend - pos;
-			n++;
-		}
-		pos = pend;
-	}
-	if (n < 2)
-		return;     /* one piece: the pread itself is the whole request */
-	for (unsigned i = 0; i < n; i++)
-		rlfs_dev_data_prefetch(mp->dev, off[i], len[i]);
-}
+/* One piece of rlfs_read_mapped: file bytes [pos, pend), on the device
+ * at dev_off when data (a written extent), else zeros. */
+struct read_piece {
+	uint64_t pos, pend, dev_off;
+	bool data;
+};
 
+/*
+ * rlfs_read_mapped (reflink.h): map up to READ_PIECES pieces (one extent
+ * lookup each), then, when more than one is data, announce them all to
+ * the device (rlfs_dev_data_prefetch) so that their reads are in flight
+ * together rather than one pread waiting for the disk after another, then
+ * read them.  A randomly rewritten clone reads a 1 MiB request as about
+ * 75 pieces of 4-8 KiB alternating between two distant areas, a pattern
+ * the page cache's own readahead does not follow.
+ */
 int rlfs_read_mapped(struct rlfs_inode *ip, uint8_t *buf, uint64_t pos, uint64_t end)
 {
 	struct rlfs_mount *mp = ip->mp;
-	read_prefetch(ip, pos, end);
+	struct read_piece p[READ_PIECES];
+	const uint64_t start = pos;
 	while (pos < end) {
-		struct rlfs_irec got;
-		bool found;
-		uint64_t fb = pos >> mp->blocklog;
-		rlfs_bmap_lookup(ip, fb, &got, &found);
-		uint64_t pend;
-		if (!found) {
-			pend = got.blockcount ? RLFS_MIN(end, got.startoff << mp->blocklog) : end;
-			memset(buf, 0, (size_t)(pend - pos));
-		} else {
-			pend = RLFS_MIN(end, irec_endoff(&got) << mp->blocklog);
-			if (got.state & RLFS_EXT_UNWRITTEN) {
-				memset(buf, 0, (size_t)(pend - pos));
-			} else {
-				uint64_t dev_off = ((got.startblock + (fb - got.startoff))
-						    << mp->blocklog) + (pos & bmask(mp));
-				int error = rlfs_dev_data_pread(mp->dev, buf, (size_t)(pend - pos),
-								dev_off);
-				if (error)
-					return error;
+		unsigned n = 0, ndata = 0;
+		while (pos < end && n < READ_PIECES) {
+			struct rlfs_irec got;
+			bool found;
+			uint64_t fb = pos >> mp->blocklog;
+			struct read_piece *q = &p[n++];
+			rlfs_bmap_lookup(ip, fb, &got, &found);
+			q->pos = pos;
+			q->data = found && !(got.state & RLFS_EXT_UNWRITTEN);
+			if (!found)
+				q->pend = got.blockcount ? RLFS_MIN(end, got.startoff << mp->blocklog)
+							 : end;
+			else
+				q->pend = RLFS_MIN(end, irec_endoff(&got) << mp->blocklog);
+			if (q->data) {
+				q->dev_off = ((got.startblock + (fb - got.startoff)) << mp->blocklog) +
+					     (pos & bmask(mp));
+				ndata++;
 			}
+			pos = q->pend;
 		}
-		buf += pend - pos;
-		pos = pend;
+		for (unsigned i = 0; ndata > 1 && i < n; i++)
+			if (p[i].data)
+				rlfs_dev_data_prefetch(mp->dev, p[i].dev_off, p[i].pend - p[i].pos);
+		for (unsigned i = 0; i < n; i++) {
+			uint8_t *dst = buf + (p[i].pos - start);
+			size_t len = (size_t)(p[i].pend - p[i].pos);
+			if (!p[i].data) {
+				memset(dst, 0, len);
+				continue;
+			}
+			int error = rlfs_dev_data_pread(mp->dev, dst, len, p[i].dev_off);
+			if (error)
+				return error;
+		}
 	}
 	return 0;
 }

@@ -530,10 +530,11 @@ int rlfs_inode_flush_to_buf(struct rlfs_trans *tp, struct rlfs_inode *ip)
 		memset(lit, 0, ip->forkoff);
 		struct rlfs_bmbt_rec *r = (struct rlfs_bmbt_rec *)lit;
 		for (uint32_t i = 0; i < rlfs_iext_count(&ip->iext); i++) {
-			rlfs_put64(r[i].startoff, rlfs_iext_at(&ip->iext, i)->startoff);
-			rlfs_put64(r[i].startblock, rlfs_iext_at(&ip->iext, i)->startblock);
-			rlfs_put32(r[i].blockcount, rlfs_iext_at(&ip->iext, i)->blockcount);
-			rlfs_put32(r[i].state, rlfs_iext_at(&ip->iext, i)->state);
+			const struct rlfs_irec *e = rlfs_iext_at(&ip->iext, i);
+			rlfs_put64(r[i].startoff, e->startoff);
+			rlfs_put64(r[i].startblock, e->startblock);
+			rlfs_put32(r[i].blockcount, e->blockcount);
+			rlfs_put32(r[i].state, e->state);
 		}
 		/* keep the in-core literal copy identical to the disk */
 		memcpy(ip->literal, lit, ip->forkoff);
@@ -1054,7 +1055,6 @@ static void inactive_add(struct rlfs_mount *mp, struct rlfs_inactive_ticket *t)
 	else
 		mp->inactive_head = t;
 	mp->inactive_tail = t;
-	mp->inactive_pending++;
 }
 
 void rlfs_inactive_begin(struct rlfs_mount *mp, struct rlfs_inactive_ticket *t)
@@ -1076,7 +1076,6 @@ void rlfs_inactive_end(struct rlfs_mount *mp, struct rlfs_inactive_ticket *t)
 		t->next->prev = t->prev;
 	else
 		mp->inactive_tail = t->prev;
-	mp->inactive_pending--;
 	if (oldest)     /* waiters wait for the oldest ticket to move past theirs */
 		pthread_cond_broadcast(&mp->inactive_cv);
 	pthread_mutex_unlock(&mp->icache_lock);

@@ -111,9 +111,10 @@ int rlfs_reflink_unshare(struct rlfs_inode *ip, uint64_t fb0, uint64_t fb1);
 /*
  * Read file bytes [pos, end) of ip into buf (end - pos bytes) through the
  * data fork as it is: holes and unwritten extents read as zeros, written
- * extents from the device; no EOF clamp.  The caller holds ip->iolock
- * (shared or exclusive).  0 or -EIO.  Used by rlfs_read and by dedupe's
- * compare (file.c).
+ * extents from the device (the pieces of a fragmented range announced
+ * to it first: rlfs_dev_data_prefetch); no EOF clamp.  The caller holds
+ * ip->iolock (shared or exclusive).  0 or -EIO.  Used by rlfs_read and by
+ * dedupe's compare (file.c).
  */
 int rlfs_read_mapped(struct rlfs_inode *ip, uint8_t *buf, uint64_t pos, uint64_t end);
 #endif

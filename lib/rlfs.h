@@ -121,7 +121,6 @@ struct rlfs_mount {
 	 * way), so df after rm is exact */
 	struct rlfs_inactive_ticket *inactive_head, *inactive_tail;
 	uint64_t inactive_seq;          /* the next ticket's seq */
-	unsigned inactive_pending;      /* tickets in the list */
 	pthread_cond_t inactive_cv;
 	/* inodes whose CoW fork holds staged blocks (cowfork.h), a list
 	 * under cow_lock, and the blocks staged in all of them */

@@ -105,17 +105,7 @@ static int move_mapping(struct rlfs_trans *tp, struct rlfs_inode *ip, const stru
 /* Index of the last mapping of ip that starts before off, or -1. */
 static int64_t last_before(const struct rlfs_inode *ip, uint64_t off)
 {
-	int64_t lo = 0, hi = (int64_t)rlfs_iext_count(&ip->iext) - 1, ans = -1;
-	while (lo <= hi) {
-		int64_t mid = lo + (hi - lo) / 2;
-		if (rlfs_iext_at(&ip->iext, mid)->startoff < off) {
-			ans = mid;
-			lo = mid + 1;
-		} else {
-			hi = mid - 1;
-		}
-	}
-	return ans;
+	return off ? rlfs_iext_search(&ip->iext, off - 1) : -1;
 }
 
 /* One collapse step: 0 (nothing left to move), -EAGAIN (w advanced) or
@@ -276,7 +266,8 @@ int rlfs_shift_range(struct rlfs_inode *ip, bool collapse, uint64_t startoff, ui
 	} else {
 		/* the end of the last mapping: nothing may move past the
 		 * largest file offset */
-		uint64_t last = rlfs_iext_count(&ip->iext) ? irec_end(rlfs_iext_at(&ip->iext, rlfs_iext_count(&ip->iext) - 1)) : startoff;
+		uint32_t n = rlfs_iext_count(&ip->iext);
+		uint64_t last = n ? irec_end(rlfs_iext_at(&ip->iext, n - 1)) : startoff;
 		if (shift > max_fileoff(mp) || last > max_fileoff(mp) - shift)
 			return -EFBIG;
 		w.cursor = RLFS_MAX(last, startoff);

@@ -87,6 +87,16 @@ static void model_remove(struct model *m, uint32_t idx)
 	m->n--;
 }
 
+/* A new record ordered at idx, put into the list x and the model m alike
+ * (the insert must succeed); returns it. */
+static struct rlfs_irec insert_both(struct rlfs_iext *x, struct model *m, uint32_t idx)
+{
+	struct rlfs_irec r = rec_at(m, idx);
+	assert_int_equal(rlfs_iext_insert(x, idx, &r), 0);
+	model_insert(m, idx, &r);
+	return r;
+}
+
 /* Everything the list says agrees with the model and its own shape. */
 static void check(const struct rlfs_iext *x, const struct model *m)
 {
@@ -153,10 +163,7 @@ static void test_random(void **state)
 				uint32_t idx = (uint32_t)rnd(m.n + 1);
 				if (rnd(4) == 0)
 					idx = rnd(2) ? m.n : 0;   /* ends: appends, fronts */
-				struct rlfs_irec r = rec_at(&m, idx);
-				assert_int_equal(rlfs_iext_insert(&x, idx, &r), 0);
-				model_insert(&m, idx, &r);
-				u[nu++] = (struct undo){ 1, idx, r };
+				u[nu++] = (struct undo){ 1, idx, insert_both(&x, &m, idx) };
 			} else {
 				uint32_t idx = (uint32_t)rnd(m.n);
 				u[nu++] = (struct undo){ 2, idx, m.a[idx] };
@@ -204,19 +211,13 @@ static void test_random(void **state)
 /* Build n records, then fill every leaf to its capacity. */
 static void build_full(struct rlfs_iext *x, struct model *m, uint32_t n)
 {
-	for (uint32_t i = 0; i < n; i++) {
-		struct rlfs_irec r = rec_at(m, m->n);
-		assert_int_equal(rlfs_iext_insert(x, m->n, &r), 0);
-		model_insert(m, m->n, &r);
-	}
+	for (uint32_t i = 0; i < n; i++)
+		insert_both(x, m, m->n);
 	for (uint32_t k = 0; k < x->nleaves; k++) {
 		while (x->leaf[k]->n < x->leaf[k]->cap) {
 			/* position 1 of leaf k goes into leaf k */
-			uint32_t idx = x->first[k] + 1;
-			struct rlfs_irec r = rec_at(m, idx);
 			uint32_t before = x->nleaves;
-			assert_int_equal(rlfs_iext_insert(x, idx, &r), 0);
-			model_insert(m, idx, &r);
+			insert_both(x, m, x->first[k] + 1);
 			assert_int_equal(x->nleaves, before);
 		}
 	}
@@ -342,10 +343,7 @@ static void test_reserve(void **state)
 		uint64_t before = footprint(&x);
 		uint32_t leaves = x.nleaves;
 		for (uint32_t i = 0; i < more; i++) {
-			uint32_t idx = (uint32_t)rnd(m.n + 1);
-			struct rlfs_irec r = rec_at(&m, idx);
-			assert_int_equal(rlfs_iext_insert(&x, idx, &r), 0);
-			model_insert(&m, idx, &r);
+			insert_both(&x, &m, (uint32_t)rnd(m.n + 1));
 		}
 		/* nothing allocated, grown or freed: spares became leaves */
 		assert_true(footprint(&x) == before);
@@ -366,12 +364,8 @@ static void test_trim(void **state)
 	struct model m = { calloc(MAXREC, sizeof(struct rlfs_irec)), 0 };
 	g_x = &x;
 	assert_non_null(m.a);
-	for (uint32_t i = 0; i < 5000; i++) {
-		uint32_t idx = (uint32_t)rnd(m.n + 1);
-		struct rlfs_irec r = rec_at(&m, idx);
-		assert_int_equal(rlfs_iext_insert(&x, idx, &r), 0);
-		model_insert(&m, idx, &r);
-	}
+	for (uint32_t i = 0; i < 5000; i++)
+		insert_both(&x, &m, (uint32_t)rnd(m.n + 1));
 	uint32_t leaves = x.nleaves;
 	assert_true(leaves >= 5000 / RLFS_IEXT_LEAF_RECS);
 	/* keep every 20th record */

@@ -495,7 +495,7 @@ static void test_inactive_wait(void **state)
 	bool seen = false;
 	for (int i = 0; i < 5000 && !seen; i++) {
 		pthread_mutex_lock(&mp->icache_lock);
-		seen = mp->inactive_pending > 0;
+		seen = mp->inactive_head != NULL;
 		pthread_mutex_unlock(&mp->icache_lock);
 		if (!seen)
 			usleep(1000);
