@@ -38,7 +38,12 @@
  * and in the old one: inside a free extent of the old bnobt when that was
  * read cleanly, else merely claimed by nothing that is being replaced (no
  * old tree block, AGFL entry or staging extent).  So until the AG header
- * switches to the new roots, the old trees are intact.
+ * switches to the new roots, the old trees are intact.  An AG too full for
+ * that (its old trees take about as many blocks as the new ones, and the
+ * free space left may be less) takes blocks of its old bnobt, cntbt,
+ * refcountbt, rmapbt, AGFL and staging extents last (CAND_OLD_TREE, never
+ * the old inobt), and says so: a crash in its window leaves damage the
+ * next fsck rebuilds rather than an AG that cannot be repaired.
  *
  * How it is written: fsck's bare mount has no log (the log was replayed or
  * found clean before the check, so nothing in it is newer than the disk),
@@ -249,7 +254,8 @@ struct rb {
 	uint32_t agno, len;
 	uint64_t ag0;
 	uint8_t *used;              /* per agbno: kept claim */
-	uint8_t *cand;              /* per agbno: may take a new block (2 first) */
+	uint8_t *cand;              /* per agbno: may take a new block (CAND_*) */
+	bool reused_old;            /* some new blocks are old tree blocks */
 	struct claim *kept;         /* kept claims in the AG (+ new blocks) */
 	size_t nkept, kept_cap;
 	struct claim *dcl;          /* data-fork mappings in the AG */
@@ -281,6 +287,23 @@ struct rb {
 };
 
 enum { T_INO, T_REFC, T_BNO, T_CNT, T_RMAP, T_NR };
+
+/*
+ * Where a new tree block may come from, best first (reserve):
+ *   CAND_FREE      free in the new view and in the old bnobt (or the old
+ *                  bnobt was not read cleanly): the old trees stay intact
+ *   CAND_LOST      free in the new view, claimed by nothing the rebuild
+ *                  replaces (leaked blocks, free space the old bnobt lost)
+ *   CAND_OLD_TREE  a block of an old bnobt, cntbt, refcountbt or rmapbt,
+ *                  the old AGFL or a leaked staging extent: taken only when
+ *                  an AG is too full for its new trees otherwise (the old
+ *                  trees take about as many blocks as the new ones).  A
+ *                  crash before the AG header switches then leaves an old
+ *                  tree with foreign blocks; the next check reports it as
+ *                  damage the rebuild corrects, and rebuilds again.  The
+ *                  old inobt is never taken: the next check needs it.
+ */
+enum { CAND_NO, CAND_OLD_TREE, CAND_LOST, CAND_FREE };
 
 static void *grow(struct rb *r, void *p, size_t *cap, size_t n, size_t sz)
 {
@@ -341,7 +364,10 @@ static int gather(struct rb *r)
 		if (c->kind == CL_FREE) {
 			memset(oldfree + s, 1, e - s);
 		} else if (replaced_kind(c->kind)) {
-			memset(oldrepl + s, 1, e - s);
+			/* 2: the old inobt (kept intact: the next check needs it
+			 * if this rebuild is cut short), 1: another old tree */
+			for (uint32_t b = s; b < e; b++)
+				oldrepl[b] = RLFS_MAX(oldrepl[b], c->kind == CL_INOBT ? 2 : 1);
 		} else {
 			struct claim k = *c;
 
@@ -359,11 +385,14 @@ static int gather(struct rb *r)
 	}
 	if (err)
 		goto out;
-	/* 2: free in both views; 1: free in the new one and no block of an
-	 * old tree, the old AGFL or staging (leaked blocks, or free space
-	 * the old bnobt lost): taken only when the 2s run out */
-	for (uint32_t b = 0; b < r->len; b++)
-		r->cand[b] = r->used[b] || oldrepl[b] ? 0 : (!ai->bno_ok || oldfree[b]) ? 2 : 1;
+	for (uint32_t b = 0; b < r->len; b++) {
+		if (r->used[b] || oldrepl[b] == 2)
+			r->cand[b] = CAND_NO;
+		else if (oldrepl[b])
+			r->cand[b] = CAND_OLD_TREE;
+		else
+			r->cand[b] = !ai->bno_ok || oldfree[b] ? CAND_FREE : CAND_LOST;
+	}
 out:
 	free(oldfree);
 	free(oldrepl);
@@ -593,18 +622,22 @@ static int cmp_u32(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-/* Take the first n candidate blocks, those free in both views first. */
+/* Take the first n candidate blocks, best kind (CAND_*) first; notes in
+ * r->reused_old whether old tree blocks had to be taken. */
 static int reserve(struct rb *r, size_t n)
 {
 	free(r->newb);
 	r->newb = malloc((n ? n : 1) * sizeof(*r->newb));
 	r->nnew = 0;
+	r->reused_old = false;
 	if (!r->newb)
 		return -ENOMEM;
-	for (uint8_t want = 2; want >= 1 && r->nnew < n; want--)
+	for (uint8_t want = CAND_FREE; want >= CAND_OLD_TREE && r->nnew < n; want--)
 		for (uint32_t b = 0; b < r->len && r->nnew < n; b++)
-			if (r->cand[b] == want)
+			if (r->cand[b] == want) {
 				r->newb[r->nnew++] = b;
+				r->reused_old |= want == CAND_OLD_TREE;
+			}
 	fsck_xsort(r->newb, r->nnew, sizeof(*r->newb), cmp_u32);
 	return r->nnew == n ? 0 : -ENOSPC;
 }
@@ -954,6 +987,10 @@ static int rebuild_ag(struct fsck *f, uint32_t agno, uint64_t *icount, uint64_t 
 			n += (size_t)snprintf(line + n, sizeof(line) - n, ", rmapbt (%zu records)",
 					      r.nrm);
 		printf("%s, AGFL (%u blocks) from the block maps\n", line, r.flcount);
+		if (r.reused_old)
+			printf("AG %u: too full to keep the old trees until the switch: some of "
+			       "their blocks were reused (a crash before this AG's header was "
+			       "written would have left damage the next fsck rebuilds)\n", agno);
 	} else {
 		printf("AG %u: rebuilding the AG trees failed: %s\n", agno, fsck_errstr(err));
 	}

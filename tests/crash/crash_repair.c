@@ -195,14 +195,14 @@ static void *xmalloc(size_t n)
 
 /* The files in o->tmpdir (set by crash_repair_run). */
 static struct {
-	char listed[4200], pristine[4200], damaged[4200], cut[4200];
+	char listed[4200], pristine[4200], full[4200], damaged[4200], cut[4200];
 	char setup_out[4200], record_out[4200], cut_out[4200];
 } P;
 
 /* Remove the files (not the directory: crashtest.c's). */
 static void remove_files(void)
 {
-	const char *const names[] = { P.listed, P.pristine, P.damaged, P.cut, P.setup_out,
+	const char *const names[] = { P.listed, P.pristine, P.full, P.damaged, P.cut, P.setup_out,
 				      P.record_out, P.cut_out };
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
 		if (names[i][0])
@@ -213,6 +213,7 @@ static void set_paths(const char *dir)
 {
 	snprintf(P.listed, sizeof(P.listed), "%s/listed.img", dir);
 	snprintf(P.pristine, sizeof(P.pristine), "%s/pristine.img", dir);
+	snprintf(P.full, sizeof(P.full), "%s/full.img", dir);
 	snprintf(P.damaged, sizeof(P.damaged), "%s/damaged.img", dir);
 	snprintf(P.cut, sizeof(P.cut), "%s/cut.img", dir);
 	snprintf(P.setup_out, sizeof(P.setup_out), "%s/setup.fsck", dir);
@@ -462,6 +463,8 @@ static int digest(struct rlfs_mount *mp, const char *path, uint64_t *size, uint3
  * mkfs and populate listed.img, then pristine.img: the same after a
  * read-write mount freed the two listed inodes.  Fills files[] and g.
  */
+static void populate_full(void);
+
 static void populate(void)
 {
 	const char *src = P.listed, *pristine = P.pristine;
@@ -575,6 +578,48 @@ static void populate(void)
 		char l[1000];
 		first_lines(out, 4, l, sizeof(l));
 		setup_fail("the pristine image does not check clean (fsck -n exit %d): %s", rc, l);
+	}
+	populate_full();
+}
+
+/*
+ * full.img: the pristine image with a file "fill" written a block at a
+ * time with a hole after each (one rmap record per block: big rmap
+ * btrees) until ENOSPC, then its last FULL_SLACK_BYTES of blocks cut off:
+ * every AG but the one the fill ended in keeps only what its reserve
+ * holds back, less than its new trees take (the AG rebuild must reuse old
+ * tree blocks there), and the cut checks' new file still fits.
+ */
+#define FULL_SLACK_BYTES (2 * NEW_FILE_BYTES)
+static void populate_full(void)
+{
+	struct rlfs_mount *mp;
+	copy_file(P.pristine, P.full);
+	int err = rlfs_mount_open(P.full, RLFS_MOUNT_NOLOCK, &mp);
+	if (err)
+		setup_fail("mount %s: %s", P.full, strerror(-err));
+	uint64_t fill = mkfile(mp, rlfs_root_ino(mp), "fill", false), nblk = 0;
+	for (;; nblk++) {
+		uint64_t off = 2 * nblk * g.bs;
+		for (uint64_t i = 0; i < g.bs; i++)
+			iobuf[i] = pattern(12, off + i);
+		if (rlfs_write(mp, fill, iobuf, g.bs, (off_t)off) != (ssize_t)g.bs)
+			break;
+	}
+	if (nblk * g.bs < 4 * FULL_SLACK_BYTES)
+		setup_fail("fill %s: only %" PRIu64 " blocks written", P.full, nblk);
+	nblk -= FULL_SLACK_BYTES / g.bs;
+	struct stat st = { .st_size = (off_t)(2 * nblk * g.bs) }, out;
+	err = rlfs_setattr(mp, fill, &st, RLFS_SET_SIZE, &out);
+	if (!err)
+		err = rlfs_mount_close(mp);
+	if (err)
+		setup_fail("trim the fill of %s: %s", P.full, strerror(-err));
+	int rc = fsck_run(P.full, true, P.setup_out);
+	if (rc != 0) {
+		char l[1000];
+		first_lines(P.setup_out, 4, l, sizeof(l));
+		setup_fail("the full image does not check clean (fsck -n exit %d): %s", rc, l);
 	}
 }
 
@@ -765,6 +810,25 @@ static void dmg_agtrees(void)
 				blk_zero(ag0 + rlfs_get32(h.rmap_root));
 		}
 	}
+}
+
+/* the first refcount record of a's AG one too high (the trees stay
+ * walkable: their blocks are claimed as old tree blocks) */
+static void dmg_refc_bump(void)
+{
+	uint32_t agno = (uint32_t)(g.a.fsbno / g.agblocks);
+	struct rlfs_agh h = agh_get(agno);
+	uint64_t root = (uint64_t)agno * g.agblocks + rlfs_get32(h.refc_root);
+	uint8_t *blk = xmalloc(g.bs);
+	blk_read(root, blk);
+	struct rlfs_btree_block *bb = (struct rlfs_btree_block *)blk;
+	if (rlfs_get16(h.refc_level) != 1 || rlfs_get16(bb->numrecs) == 0)
+		setup_fail("refc: AG %u's refcount btree is not one leaf with records", agno);
+	struct rlfs_refcount_rec *rec = (struct rlfs_refcount_rec *)(blk + sizeof(*bb));
+	rlfs_put32(rec->refcount, rlfs_get32(rec->refcount) + 1);
+	rlfs_cksum_update(blk, g.bs, RLFS_CRC_OFF);
+	blk_write(root, blk);
+	free(blk);
 }
 
 /* the last AG's bnobt root zeroed: every AG is rebuilt, the others
@@ -1125,6 +1189,9 @@ struct kind {
 	const char *finding[2];
 	/* what becomes of files[i] (NULL: each as it was) */
 	void (*expect)(size_t i, struct want *w);
+	/* from full.img (populate_full), and what the repair must say */
+	bool full;
+	const char *repair_says;
 };
 
 static const struct kind kinds[] = {
@@ -1178,6 +1245,10 @@ static const struct kind kinds[] = {
 	  "directory rebuilt from the entries that prove themselves one by one, the lost "
 	  "file linked into a new /lost+found, through a mount)", false, false, dmg_dircrc,
 	  false, true, { "failed verification", "repair rebuilds it" }, want_dircrc },
+	{ "agfull", "a refcount one too high in a full filesystem with big rmap btrees (the "
+	  "AG rebuild reuses old tree blocks: a cut leaves damage the next repair rebuilds)",
+	  false, false, dmg_refc_bump, false, false, { "refcount", NULL }, NULL, true,
+	  "too full to keep the old trees" },
 };
 #define NKINDS (sizeof(kinds) / sizeof(kinds[0]))
 
@@ -1185,7 +1256,7 @@ const char *crash_repair_kinds(void)
 {
 	return "counters, orphans, brokenlist, inobt, bmbt, agtrees, lastag, mixed, bmbt-agtrees, "
 	       "dirent, lostfile, badinode, baddir, inobt-zero, dirtree, dirhash, dirroot, dircrc, "
-	       "all";
+	       "agfull, all";
 }
 
 /* ---------------------------------------------------------------- */
@@ -1438,7 +1509,7 @@ static int record_repair(const struct kind *k, struct rlfs_crash_rec **recp)
 {
 	const char *dmg = P.damaged, *out = P.record_out;
 	char l[1500];
-	copy_file(k->listed ? P.listed : P.pristine, dmg);
+	copy_file(k->full ? P.full : k->listed ? P.listed : P.pristine, dmg);
 	dmg_fd = open(dmg, O_RDWR | O_CLOEXEC);
 	if (dmg_fd < 0)
 		setup_fail("open %s: %s", dmg, strerror(errno));
@@ -1482,6 +1553,13 @@ static int record_repair(const struct kind *k, struct rlfs_crash_rec **recp)
 		first_lines(out, 6, l, sizeof(l));
 		fprintf(stderr, "rlfs-crashtest: damage %s: the recorded repair exited %d, expected 1 "
 			"(corrected): %s\n", k->name, rc, l);
+		rlfs_crash_rec_free(rec);
+		return 2;
+	}
+	if (k->repair_says && !file_has(out, k->repair_says)) {
+		first_lines(out, 6, l, sizeof(l));
+		fprintf(stderr, "rlfs-crashtest: damage %s: the repair does not say \"%s\": %s\n",
+			k->name, k->repair_says, l);
 		rlfs_crash_rec_free(rec);
 		return 2;
 	}
