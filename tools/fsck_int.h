@@ -231,6 +231,8 @@ struct fsck {
 	bool sb_block_ok;           /* primary superblock block verified (crc,
 				     * blkno, owner): safe to rewrite in place */
 	struct rlfs_errrec rec;     /* the superblock's error record, as found */
+	bool sb_marked_rebuild;     /* record marked before an AG rebuild that
+				     * reuses old tree blocks (fsck_rebuild.c) */
 
 	/* what repair would do, by kind (each also counted in ncounter) */
 	uint64_t nfix_counters, nfix_links, nfix_parents;

@@ -41,9 +41,11 @@
  * switches to the new roots, the old trees are intact.  An AG too full for
  * that (its old trees take about as many blocks as the new ones, and the
  * free space left may be less) takes blocks of its old bnobt, cntbt,
- * refcountbt, rmapbt, AGFL and staging extents last (CAND_OLD_TREE, never
- * the old inobt), and says so: a crash in its window leaves damage the
- * next fsck rebuilds rather than an AG that cannot be repaired.
+ * refcountbt, AGFL and staging extents last (CAND_OLD_TREE), then of its
+ * old rmapbt if no other repair reads it (CAND_OLD_RMAP; never the old
+ * inobt), marks the superblock's error record first and says so: a crash
+ * in its window leaves damage the next fsck rebuilds rather than an AG
+ * that cannot be repaired.
  *
  * How it is written: fsck's bare mount has no log (the log was replayed or
  * found clean before the check, so nothing in it is newer than the disk),
@@ -294,16 +296,40 @@ enum { T_INO, T_REFC, T_BNO, T_CNT, T_RMAP, T_NR };
  *                  bnobt was not read cleanly): the old trees stay intact
  *   CAND_LOST      free in the new view, claimed by nothing the rebuild
  *                  replaces (leaked blocks, free space the old bnobt lost)
- *   CAND_OLD_TREE  a block of an old bnobt, cntbt, refcountbt or rmapbt,
- *                  the old AGFL or a leaked staging extent: taken only when
- *                  an AG is too full for its new trees otherwise (the old
- *                  trees take about as many blocks as the new ones).  A
- *                  crash before the AG header switches then leaves an old
- *                  tree with foreign blocks; the next check reports it as
- *                  damage the rebuild corrects, and rebuilds again.  The
- *                  old inobt is never taken: the next check needs it.
+ *   CAND_OLD_TREE  a block of an old bnobt, cntbt or refcountbt, the old
+ *                  AGFL or a leaked staging extent: taken only when an AG
+ *                  is too full for its new trees otherwise (the old trees
+ *                  take about as many blocks as the new ones).  A crash
+ *                  before the AG header switches then leaves an old tree
+ *                  with foreign blocks; the next check reports it as
+ *                  damage the rebuild corrects, and rebuilds again (the
+ *                  superblock's error record is marked first, so that a
+ *                  mount in between warns).
+ *   CAND_OLD_RMAP  a block of the old rmapbt, last, and only when no other
+ *                  repair of this run reads the rmapbt (rmap_reusable):
+ *                  after a cut the next check would need it to rebuild
+ *                  forks, inode chunks or directories.
+ * The old inobt is never taken: the next check needs its chunks.
  */
-enum { CAND_NO, CAND_OLD_TREE, CAND_LOST, CAND_FREE };
+enum { CAND_NO, CAND_OLD_RMAP, CAND_OLD_TREE, CAND_LOST, CAND_FREE };
+
+/*
+ * May the old rmapbt's blocks be reused (CAND_OLD_RMAP)?  Only when no
+ * repair of this run takes anything from the rmapbt: no data fork rebuilt
+ * from it, no directory rebuilt (its blocks are found through it), no
+ * inode cleared or lost file linked (their blocks and names are checked
+ * against it), no AG's chunks taken from it.  A cut would leave the next
+ * run the same work without its source.
+ */
+static bool rmap_reusable(const struct fsck *f)
+{
+	if (f->nlost || f->ndirrebuilds || f->ncleared || f->nlostinos || f->ndfixes)
+		return false;
+	for (uint32_t a = 0; a < f->mp->agcount; a++)
+		if (f->ags[a].ino_rmap)
+			return false;
+	return true;
+}
 
 static void *grow(struct rb *r, void *p, size_t *cap, size_t n, size_t sz)
 {
@@ -364,10 +390,12 @@ static int gather(struct rb *r)
 		if (c->kind == CL_FREE) {
 			memset(oldfree + s, 1, e - s);
 		} else if (replaced_kind(c->kind)) {
-			/* 2: the old inobt (kept intact: the next check needs it
-			 * if this rebuild is cut short), 1: another old tree */
+			/* 3: the old inobt, kept (after a cut the next check
+			 * needs its chunks); 2: the old rmapbt, a source for
+			 * some repairs (rmap_reusable); 1: another old tree */
+			uint8_t v = c->kind == CL_INOBT ? 3 : c->kind == CL_RMAPBT ? 2 : 1;
 			for (uint32_t b = s; b < e; b++)
-				oldrepl[b] = RLFS_MAX(oldrepl[b], c->kind == CL_INOBT ? 2 : 1);
+				oldrepl[b] = RLFS_MAX(oldrepl[b], v);
 		} else {
 			struct claim k = *c;
 
@@ -385,9 +413,12 @@ static int gather(struct rb *r)
 	}
 	if (err)
 		goto out;
+	bool rmap_ok = rmap_reusable(f);
 	for (uint32_t b = 0; b < r->len; b++) {
-		if (r->used[b] || oldrepl[b] == 2)
+		if (r->used[b] || oldrepl[b] == 3 || (oldrepl[b] == 2 && !rmap_ok))
 			r->cand[b] = CAND_NO;
+		else if (oldrepl[b] == 2)
+			r->cand[b] = CAND_OLD_RMAP;
 		else if (oldrepl[b])
 			r->cand[b] = CAND_OLD_TREE;
 		else
@@ -632,11 +663,11 @@ static int reserve(struct rb *r, size_t n)
 	r->reused_old = false;
 	if (!r->newb)
 		return -ENOMEM;
-	for (uint8_t want = CAND_FREE; want >= CAND_OLD_TREE && r->nnew < n; want--)
+	for (uint8_t want = CAND_FREE; want >= CAND_OLD_RMAP && r->nnew < n; want--)
 		for (uint32_t b = 0; b < r->len && r->nnew < n; b++)
 			if (r->cand[b] == want) {
 				r->newb[r->nnew++] = b;
-				r->reused_old |= want == CAND_OLD_TREE;
+				r->reused_old |= want <= CAND_OLD_TREE;
 			}
 	fsck_xsort(r->newb, r->nnew, sizeof(*r->newb), cmp_u32);
 	return r->nnew == n ? 0 : -ENOSPC;
@@ -972,6 +1003,11 @@ static int rebuild_ag(struct fsck *f, uint32_t agno, uint64_t *icount, uint64_t 
 		err = gather_refc(&r);
 	if (!err)
 		err = plan(&r);
+	if (!err && r.reused_old && !f->sb_marked_rebuild && f->sb_block_ok) {
+		/* a cut in this AG's window leaves damage: mounts warn */
+		err = fsck_write_primary_sb(f, false, 0, 0, 0, f->nrebuild + f->ncounter);
+		f->sb_marked_rebuild = !err;
+	}
 	if (!err)
 		err = write_ag(&r);
 	if (!err) {
@@ -992,7 +1028,10 @@ static int rebuild_ag(struct fsck *f, uint32_t agno, uint64_t *icount, uint64_t 
 			       "their blocks were reused (a crash before this AG's header was "
 			       "written would have left damage the next fsck rebuilds)\n", agno);
 	} else {
-		printf("AG %u: rebuilding the AG trees failed: %s\n", agno, fsck_errstr(err));
+		printf("AG %u: rebuilding the AG trees failed: %s%s\n", agno, fsck_errstr(err),
+		       err == -ENOSPC && r.have[T_RMAP] && !rmap_reusable(f) ?
+		       " (too full: the old rmap btree's blocks are kept for the repairs "
+		       "that read it)" : "");
 	}
 	rb_free(&r);
 	return err;
