@@ -527,6 +527,7 @@ static void test_ranges_disk_lsn(void **state)
 	assert_memory_equal(got, s3, bs);
 
 	/* newer on disk: left alone */
+	unlink(crash);
 	copy_image(t.fs.path, crash, sizeof(crash));
 	memcpy(got, s1, bs);
 	got[300] = 0x77;
@@ -539,6 +540,7 @@ static void test_ranges_disk_lsn(void **state)
 	assert_int_equal(rlfs_get64(((struct rlfs_blkhdr *)got)->lsn), RLFS_LSN(1000, 0));
 
 	/* between (state 2 on disk, LSN of record 2): record 3 still applied */
+	unlink(crash);
 	copy_image(t.fs.path, crash, sizeof(crash));
 	write_raw(crash, t.fsbno * bs, s2, bs);
 	rl_recover(&t, crash, got);
