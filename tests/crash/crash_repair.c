@@ -768,26 +768,47 @@ static void dmg_brokenlist(void)
 	ino_edit(last, ed_next_free);
 }
 
-/* The last record of the inobt leaf of a's AG dropped (the chunk is found
- * again from its OWN_INODES rmap record and put back by the rebuild). */
-static void dmg_inobt(void)
+/* Edit the root of a tree of a's AG that must be one leaf with records
+ * (what: its name; root_off, level_off: the AG header's fields for it),
+ * crc made good again. */
+static void root_leaf_edit(const char *what, size_t root_off, size_t level_off,
+			   void (*fn)(uint8_t *blk, struct rlfs_btree_block *bb, uint16_t n))
 {
 	uint32_t agno = (uint32_t)(g.a.fsbno / g.agblocks);
 	struct rlfs_agh h = agh_get(agno);
-	uint64_t root = (uint64_t)agno * g.agblocks + rlfs_get32(h.ino_root);
+	const uint8_t *hb = (const uint8_t *)&h;
+	rlfs_le32 rootv;
+	rlfs_le16 levelv;
+	memcpy(&rootv, hb + root_off, sizeof(rootv));
+	memcpy(&levelv, hb + level_off, sizeof(levelv));
+	uint64_t root = (uint64_t)agno * g.agblocks + rlfs_get32(rootv);
+	uint16_t level = rlfs_get16(levelv);
 	uint8_t *blk = xmalloc(g.bs);
 	blk_read(root, blk);
 	struct rlfs_btree_block *bb = (struct rlfs_btree_block *)blk;
 	uint16_t n = rlfs_get16(bb->numrecs);
-	if (rlfs_get16(h.ino_level) != 1 || n == 0)
-		setup_fail("inobt: AG %u's inobt is not one leaf with records (%u levels, %u)",
-			   agno, rlfs_get16(h.ino_level), n);
-	memset(blk + sizeof(*bb) + (size_t)(n - 1) * sizeof(struct rlfs_inobt_rec), 0,
-	       sizeof(struct rlfs_inobt_rec));
-	rlfs_put16(bb->numrecs, (uint16_t)(n - 1));
+	if (level != 1 || n == 0)
+		setup_fail("%s: AG %u's %s is not one leaf with records (%u levels, %u)", what,
+			   agno, what, level, n);
+	fn(blk, bb, n);
 	rlfs_cksum_update(blk, g.bs, RLFS_CRC_OFF);
 	blk_write(root, blk);
 	free(blk);
+}
+
+static void ed_inobt_drop_last(uint8_t *blk, struct rlfs_btree_block *bb, uint16_t n)
+{
+	memset(blk + sizeof(*bb) + (size_t)(n - 1) * sizeof(struct rlfs_inobt_rec), 0,
+	       sizeof(struct rlfs_inobt_rec));
+	rlfs_put16(bb->numrecs, (uint16_t)(n - 1));
+}
+
+/* The last record of the inobt leaf of a's AG dropped (the chunk is found
+ * again from its OWN_INODES rmap record and put back by the rebuild). */
+static void dmg_inobt(void)
+{
+	root_leaf_edit("inobt", offsetof(struct rlfs_agh, ino_root),
+		       offsetof(struct rlfs_agh, ino_level), ed_inobt_drop_last);
 }
 
 /* frag's bmbt root zeroed: the fork is rebuilt from the rmap */
@@ -812,23 +833,19 @@ static void dmg_agtrees(void)
 	}
 }
 
+static void ed_refc_bump_first(uint8_t *blk, struct rlfs_btree_block *bb, uint16_t n)
+{
+	(void)n;
+	struct rlfs_refcount_rec *rec = (struct rlfs_refcount_rec *)(blk + sizeof(*bb));
+	rlfs_put32(rec->refcount, rlfs_get32(rec->refcount) + 1);
+}
+
 /* the first refcount record of a's AG one too high (the trees stay
  * walkable: their blocks are claimed as old tree blocks) */
 static void dmg_refc_bump(void)
 {
-	uint32_t agno = (uint32_t)(g.a.fsbno / g.agblocks);
-	struct rlfs_agh h = agh_get(agno);
-	uint64_t root = (uint64_t)agno * g.agblocks + rlfs_get32(h.refc_root);
-	uint8_t *blk = xmalloc(g.bs);
-	blk_read(root, blk);
-	struct rlfs_btree_block *bb = (struct rlfs_btree_block *)blk;
-	if (rlfs_get16(h.refc_level) != 1 || rlfs_get16(bb->numrecs) == 0)
-		setup_fail("refc: AG %u's refcount btree is not one leaf with records", agno);
-	struct rlfs_refcount_rec *rec = (struct rlfs_refcount_rec *)(blk + sizeof(*bb));
-	rlfs_put32(rec->refcount, rlfs_get32(rec->refcount) + 1);
-	rlfs_cksum_update(blk, g.bs, RLFS_CRC_OFF);
-	blk_write(root, blk);
-	free(blk);
+	root_leaf_edit("refcountbt", offsetof(struct rlfs_agh, refc_root),
+		       offsetof(struct rlfs_agh, refc_level), ed_refc_bump_first);
 }
 
 /* the last AG's bnobt root zeroed: every AG is rebuilt, the others
