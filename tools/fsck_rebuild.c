@@ -40,12 +40,14 @@
  * old tree block, AGFL entry or staging extent).  So until the AG header
  * switches to the new roots, the old trees are intact.  An AG too full for
  * that (its old trees take about as many blocks as the new ones, and the
- * free space left may be less) takes blocks of its old bnobt, cntbt,
- * refcountbt, AGFL and staging extents last (CAND_OLD_TREE), then of its
- * old rmapbt if no other repair reads it (CAND_OLD_RMAP; never the old
- * inobt), marks the superblock's error record first and says so: a crash
- * in its window leaves damage the next fsck rebuilds rather than an AG
- * that cannot be repaired.
+ * free space left may be less) puts its new AGFL on old tree blocks (the
+ * AGFL's entries are not written) and, if the trees still need more,
+ * writes them over blocks of its old bnobt, cntbt, refcountbt, AGFL and
+ * staging extents (CAND_OLD_TREE), then of its old rmapbt if no other
+ * repair reads it (CAND_OLD_RMAP; never the old inobt), marks the
+ * superblock's error record first and says so: a crash in its window
+ * leaves damage the next fsck rebuilds rather than an AG that cannot be
+ * repaired.
  *
  * How it is written: fsck's bare mount has no log (the log was replayed or
  * found clean before the check, so nothing in it is newer than the disk),
@@ -257,7 +259,8 @@ struct rb {
 	uint64_t ag0;
 	uint8_t *used;              /* per agbno: kept claim */
 	uint8_t *cand;              /* per agbno: may take a new block (CAND_*) */
-	bool reused_old;            /* some new blocks are old tree blocks */
+	bool reused_old;            /* some new tree blocks are old tree blocks */
+	size_t nreused;             /* how many (tree_blocks_ok) */
 	struct claim *kept;         /* kept claims in the AG (+ new blocks) */
 	size_t nkept, kept_cap;
 	struct claim *dcl;          /* data-fork mappings in the AG */
@@ -274,7 +277,9 @@ struct rb {
 	struct rlfs_rmap_irec *rm_base; /* the kept claims' records (have_base) */
 	size_t nrm_base;
 	bool have_base;
-	uint32_t *newb;             /* reserved blocks, ascending */
+	uint32_t *newb;             /* reserved blocks, best kind first (reserve):
+				     * the trees take newb[0..ntree), the AGFL
+				     * the rest */
 	size_t nnew;
 	/* geometry */
 	struct rlfs_bload bl[5];    /* ino, refc, bno, cnt, rmap */
@@ -291,34 +296,41 @@ struct rb {
 enum { T_INO, T_REFC, T_BNO, T_CNT, T_RMAP, T_NR };
 
 /*
- * Where a new tree block may come from, best first (reserve):
+ * Where a new block may come from, best first (reserve); the trees take the
+ * best ones, the new AGFL the rest.  The AGFL is written before the header
+ * switches, but only in ring slots the old header does not use, and its
+ * entries' blocks are not written at all: any block no kept claim uses can
+ * be an AGFL entry.  Tree blocks are written before the switch, so:
  *   CAND_FREE      free in the new view and in the old bnobt (or the old
  *                  bnobt was not read cleanly): the old trees stay intact
  *   CAND_LOST      free in the new view, claimed by nothing the rebuild
  *                  replaces (leaked blocks, free space the old bnobt lost)
  *   CAND_OLD_TREE  a block of an old bnobt, cntbt or refcountbt, the old
- *                  AGFL or a leaked staging extent: taken only when an AG
- *                  is too full for its new trees otherwise (the old trees
- *                  take about as many blocks as the new ones).  A crash
- *                  before the AG header switches then leaves an old tree
- *                  with foreign blocks; the next check reports it as
+ *                  AGFL or a leaked staging extent: a tree block only when
+ *                  an AG is too full for its new trees otherwise (the old
+ *                  trees take about as many blocks as the new ones).  A
+ *                  crash before the AG header switches then leaves an old
+ *                  tree with foreign blocks; the next check reports it as
  *                  damage the rebuild corrects, and rebuilds again (the
  *                  superblock's error record is marked first, so that a
  *                  mount in between warns).
- *   CAND_OLD_RMAP  a block of the old rmapbt, last, and only when no other
- *                  repair of this run reads the rmapbt (rmap_reusable):
- *                  after a cut the next check would need it to rebuild
- *                  forks, inode chunks or directories.
- * The old inobt is never taken: the next check needs its chunks.
+ *   CAND_OLD_RMAP  a block of the old rmapbt: a tree block only when no
+ *                  other repair of this run reads the rmapbt
+ *                  (rmap_reusable): after a cut the next check would need
+ *                  it to rebuild forks, inode chunks or directories.
+ *   CAND_OLD_INOBT a block of the old inobt: never a tree block (the next
+ *                  check needs its chunks).
+ * plan() checks which kinds the trees got (tree_blocks_ok).
  */
-enum { CAND_NO, CAND_OLD_RMAP, CAND_OLD_TREE, CAND_LOST, CAND_FREE };
+enum { CAND_NO, CAND_OLD_INOBT, CAND_OLD_RMAP, CAND_OLD_TREE, CAND_LOST, CAND_FREE };
 
 /*
  * May the old rmapbt's blocks be reused (CAND_OLD_RMAP)?  Only when no
  * repair of this run takes anything from the rmapbt: no data fork rebuilt
  * from it, no directory rebuilt (its blocks are found through it), no
  * inode cleared or lost file linked (their blocks and names are checked
- * against it), no AG's chunks taken from it.  A cut would leave the next
+ * against it), no AG's chunks taken from it (ino_rmap) and no chunk the
+ * inobt lost found again in it (recovered).  A cut would leave the next
  * run the same work without its source.
  */
 static bool rmap_reusable(const struct fsck *f)
@@ -327,6 +339,9 @@ static bool rmap_reusable(const struct fsck *f)
 		return false;
 	for (uint32_t a = 0; a < f->mp->agcount; a++)
 		if (f->ags[a].ino_rmap)
+			return false;
+	for (size_t i = 0; i < f->nchunks; i++)
+		if (f->chunks[i].recovered)   /* from an OWN_INODES record */
 			return false;
 	return true;
 }
@@ -390,9 +405,8 @@ static int gather(struct rb *r)
 		if (c->kind == CL_FREE) {
 			memset(oldfree + s, 1, e - s);
 		} else if (replaced_kind(c->kind)) {
-			/* 3: the old inobt, kept (after a cut the next check
-			 * needs its chunks); 2: the old rmapbt, a source for
-			 * some repairs (rmap_reusable); 1: another old tree */
+			/* 3: the old inobt, 2: the old rmapbt, 1: another
+			 * old tree (CAND_*) */
 			uint8_t v = c->kind == CL_INOBT ? 3 : c->kind == CL_RMAPBT ? 2 : 1;
 			for (uint32_t b = s; b < e; b++)
 				oldrepl[b] = RLFS_MAX(oldrepl[b], v);
@@ -413,10 +427,11 @@ static int gather(struct rb *r)
 	}
 	if (err)
 		goto out;
-	bool rmap_ok = rmap_reusable(f);
 	for (uint32_t b = 0; b < r->len; b++) {
-		if (r->used[b] || oldrepl[b] == 3 || (oldrepl[b] == 2 && !rmap_ok))
+		if (r->used[b])
 			r->cand[b] = CAND_NO;
+		else if (oldrepl[b] == 3)
+			r->cand[b] = CAND_OLD_INOBT;
 		else if (oldrepl[b] == 2)
 			r->cand[b] = CAND_OLD_RMAP;
 		else if (oldrepl[b])
@@ -646,31 +661,50 @@ static int compute_rmaps(struct rb *r)
 	return 0;
 }
 
-static int cmp_u32(const void *a, const void *b)
-{
-	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-
-	return x < y ? -1 : x > y;
-}
-
-/* Take the first n candidate blocks, best kind (CAND_*) first; notes in
- * r->reused_old whether old tree blocks had to be taken. */
+/* Take the first n candidate blocks, best kind (CAND_*) first and in
+ * that order (not sorted by agbno): the trees are loaded into the first
+ * ones, and the AGFL, which is not written before the header switches,
+ * gets the worst. */
 static int reserve(struct rb *r, size_t n)
 {
 	free(r->newb);
 	r->newb = malloc((n ? n : 1) * sizeof(*r->newb));
 	r->nnew = 0;
-	r->reused_old = false;
 	if (!r->newb)
 		return -ENOMEM;
-	for (uint8_t want = CAND_FREE; want >= CAND_OLD_RMAP && r->nnew < n; want--)
+	/* testing (rlfs-crashtest --damage agrmap): the old rmapbt's blocks
+	 * first where they may be written over, to cut that case too */
+	const char *e = getenv("RLFS_FSCK_REBUILD_OLD_RMAP_FIRST");
+	bool rmap_first = e && *e == '1' && rmap_reusable(r->f);
+	for (uint32_t b = 0; rmap_first && b < r->len && r->nnew < n; b++)
+		if (r->cand[b] == CAND_OLD_RMAP)
+			r->newb[r->nnew++] = b;
+	for (uint8_t want = CAND_FREE; want >= CAND_OLD_INOBT && r->nnew < n; want--)
 		for (uint32_t b = 0; b < r->len && r->nnew < n; b++)
-			if (r->cand[b] == want) {
+			if (r->cand[b] == want && !(rmap_first && want == CAND_OLD_RMAP))
 				r->newb[r->nnew++] = b;
-				r->reused_old |= want <= CAND_OLD_TREE;
-			}
-	fsck_xsort(r->newb, r->nnew, sizeof(*r->newb), cmp_u32);
 	return r->nnew == n ? 0 : -ENOSPC;
+}
+
+/*
+ * May the trees be written into newb[0..ntree)?  Not over the old inobt,
+ * nor over the old rmapbt while another repair reads it (CAND_*); notes in
+ * r->reused_old whether old tree blocks are written over.  0 or -ENOSPC.
+ */
+static int tree_blocks_ok(struct rb *r)
+{
+	bool rmap_ok = rmap_reusable(r->f);
+
+	r->nreused = 0;
+	for (size_t i = 0; i < r->ntree; i++) {
+		uint8_t c = r->cand[r->newb[i]];
+
+		if (c == CAND_OLD_INOBT || (c == CAND_OLD_RMAP && !rmap_ok))
+			return -ENOSPC;
+		r->nreused += c <= CAND_OLD_TREE;
+	}
+	r->reused_old = r->nreused > 0;
+	return 0;
 }
 
 /*
@@ -709,7 +743,7 @@ static int plan(struct rb *r)
 		size_t need = r->ntree + flmin;
 		if (need <= R && R - r->ntree <= flmax) {
 			r->flcount = (uint32_t)(R - r->ntree);
-			return 0;
+			return tree_blocks_ok(r);
 		}
 		R = need > R ? need : R - 1;
 	}
@@ -1003,7 +1037,13 @@ static int rebuild_ag(struct fsck *f, uint32_t agno, uint64_t *icount, uint64_t 
 		err = gather_refc(&r);
 	if (!err)
 		err = plan(&r);
-	if (!err && r.reused_old && !f->sb_marked_rebuild && f->sb_block_ok) {
+	if (!err && r.reused_old && !f->sb_block_ok) {
+		/* no mark possible: a cut would leave damage no mount warns of */
+		printf("AG %u: too full for its new trees beside the old ones, and the "
+		       "superblock cannot be marked first\n", agno);
+		err = -ENOSPC;
+	}
+	if (!err && r.reused_old && !f->sb_marked_rebuild) {
 		/* a cut in this AG's window leaves damage: mounts warn */
 		err = fsck_write_primary_sb(f, false, 0, 0, 0, f->nrebuild + f->ncounter);
 		f->sb_marked_rebuild = !err;
@@ -1024,9 +1064,10 @@ static int rebuild_ag(struct fsck *f, uint32_t agno, uint64_t *icount, uint64_t 
 					      r.nrm);
 		printf("%s, AGFL (%u blocks) from the block maps\n", line, r.flcount);
 		if (r.reused_old)
-			printf("AG %u: too full to keep the old trees until the switch: some of "
-			       "their blocks were reused (a crash before this AG's header was "
-			       "written would have left damage the next fsck rebuilds)\n", agno);
+			printf("AG %u: too full to keep the old trees until the switch: %zu of "
+			       "the %" PRIu64 " new tree blocks went over old ones (a crash "
+			       "before this AG's header was written would have left damage the "
+			       "next fsck rebuilds)\n", agno, r.nreused, r.ntree);
 	} else {
 		printf("AG %u: rebuilding the AG trees failed: %s%s\n", agno, fsck_errstr(err),
 		       err == -ENOSPC && r.have[T_RMAP] && !rmap_reusable(f) ?

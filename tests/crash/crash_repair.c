@@ -584,11 +584,12 @@ static void populate(void)
 
 /*
  * full.img: the pristine image with a file "fill" written a block at a
- * time with a hole after each (one rmap record per block: big rmap
- * btrees) until ENOSPC, then its last FULL_SLACK_BYTES of blocks cut off:
- * every AG but the one the fill ended in keeps only what its reserve
- * holds back, less than its new trees take (the AG rebuild must reuse old
- * tree blocks there), and the cut checks' new file still fits.
+ * time with a hole after each (one rmap record per block) until ENOSPC,
+ * then its last FULL_SLACK_BYTES of blocks cut off, then cloned whole into
+ * "fill2" (two rmap records per block): every AG but the one the fill
+ * ended in keeps only what its reserve holds back, less than its new trees
+ * take (the AG rebuild must write them over old tree blocks there), and
+ * the cut checks' new file still fits.
  */
 #define FULL_SLACK_BYTES (2 * NEW_FILE_BYTES)
 static void populate_full(void)
@@ -603,18 +604,26 @@ static void populate_full(void)
 		uint64_t off = 2 * nblk * g.bs;
 		for (uint64_t i = 0; i < g.bs; i++)
 			iobuf[i] = pattern(12, off + i);
-		if (rlfs_write(mp, fill, iobuf, g.bs, (off_t)off) != (ssize_t)g.bs)
+		ssize_t w = rlfs_write(mp, fill, iobuf, g.bs, (off_t)off);
+		if (w == -ENOSPC)
 			break;
+		if (w != (ssize_t)g.bs)
+			setup_fail("fill %s: write at %" PRIu64 ": %zd", P.full, off, w);
 	}
 	if (nblk * g.bs < 4 * FULL_SLACK_BYTES)
 		setup_fail("fill %s: only %" PRIu64 " blocks written", P.full, nblk);
 	nblk -= FULL_SLACK_BYTES / g.bs;
 	struct stat st = { .st_size = (off_t)(2 * nblk * g.bs) }, out;
 	err = rlfs_setattr(mp, fill, &st, RLFS_SET_SIZE, &out);
-	if (!err)
-		err = rlfs_mount_close(mp);
 	if (err)
 		setup_fail("trim the fill of %s: %s", P.full, strerror(-err));
+	/* a clone of it: two rmap records a block, no more data blocks (the
+	 * rmap btrees outgrow what the AG reservation holds back for them) */
+	uint64_t fill2 = mkfile(mp, rlfs_root_ino(mp), "fill2", false);
+	clone_blocks(mp, fill, 0, fill2, 0, 2 * nblk * g.bs);
+	err = rlfs_mount_close(mp);
+	if (err)
+		setup_fail("unmount %s: %s", P.full, strerror(-err));
 	int rc = fsck_run(P.full, true, P.setup_out);
 	if (rc != 0) {
 		char l[1000];
@@ -768,11 +777,14 @@ static void dmg_brokenlist(void)
 	ino_edit(last, ed_next_free);
 }
 
-/* Edit the root of a tree of a's AG that must be one leaf with records
- * (what: its name; root_off, level_off: the AG header's fields for it),
- * crc made good again. */
-static void root_leaf_edit(const char *what, size_t root_off, size_t level_off,
-			   void (*fn)(uint8_t *blk, struct rlfs_btree_block *bb, uint16_t n))
+/* Edit the leftmost leaf of a tree of a's AG, crc made good again.  what:
+ * its name; root_off, level_off: the AG header's fields for it; key_slot:
+ * bytes of a node's key slot (nodes hold maxrecs key slots, then the child
+ * fsbnos, le64: docs/SPEC.md); one_leaf: the tree must be a single leaf.
+ * The leaf must hold records. */
+static void leaf_edit(const char *what, size_t root_off, size_t level_off, size_t key_slot,
+		      bool one_leaf, void (*fn)(uint8_t *blk, struct rlfs_btree_block *bb,
+						 uint16_t n))
 {
 	uint32_t agno = (uint32_t)(g.a.fsbno / g.agblocks);
 	struct rlfs_agh h = agh_get(agno);
@@ -786,10 +798,17 @@ static void root_leaf_edit(const char *what, size_t root_off, size_t level_off,
 	uint8_t *blk = xmalloc(g.bs);
 	blk_read(root, blk);
 	struct rlfs_btree_block *bb = (struct rlfs_btree_block *)blk;
+	size_t maxrecs = (g.bs - sizeof(*bb)) / (key_slot + 8);
+	for (int depth = 0; rlfs_get16(bb->level) > 0 && depth < 8; depth++) {
+		rlfs_le64 child;
+		memcpy(&child, blk + sizeof(*bb) + maxrecs * key_slot, sizeof(child));
+		root = rlfs_get64(child);
+		blk_read(root, blk);
+	}
 	uint16_t n = rlfs_get16(bb->numrecs);
-	if (level != 1 || n == 0)
-		setup_fail("%s: AG %u's %s is not one leaf with records (%u levels, %u)", what,
-			   agno, what, level, n);
+	if ((one_leaf && level != 1) || rlfs_get16(bb->level) != 0 || n == 0)
+		setup_fail("%s: AG %u's %s: no leaf with records where expected (%u levels, "
+			   "%u records)", what, agno, what, level, n);
 	fn(blk, bb, n);
 	rlfs_cksum_update(blk, g.bs, RLFS_CRC_OFF);
 	blk_write(root, blk);
@@ -807,8 +826,8 @@ static void ed_inobt_drop_last(uint8_t *blk, struct rlfs_btree_block *bb, uint16
  * again from its OWN_INODES rmap record and put back by the rebuild). */
 static void dmg_inobt(void)
 {
-	root_leaf_edit("inobt", offsetof(struct rlfs_agh, ino_root),
-		       offsetof(struct rlfs_agh, ino_level), ed_inobt_drop_last);
+	leaf_edit("inobt", offsetof(struct rlfs_agh, ino_root), offsetof(struct rlfs_agh, ino_level),
+		  sizeof(uint64_t), true, ed_inobt_drop_last);
 }
 
 /* frag's bmbt root zeroed: the fork is rebuilt from the rmap */
@@ -844,8 +863,8 @@ static void ed_refc_bump_first(uint8_t *blk, struct rlfs_btree_block *bb, uint16
  * walkable: their blocks are claimed as old tree blocks) */
 static void dmg_refc_bump(void)
 {
-	root_leaf_edit("refcountbt", offsetof(struct rlfs_agh, refc_root),
-		       offsetof(struct rlfs_agh, refc_level), ed_refc_bump_first);
+	leaf_edit("refcountbt", offsetof(struct rlfs_agh, refc_root),
+		  offsetof(struct rlfs_agh, refc_level), sizeof(uint32_t), false, ed_refc_bump_first);
 }
 
 /* the last AG's bnobt root zeroed: every AG is rebuilt, the others
@@ -1209,6 +1228,9 @@ struct kind {
 	/* from full.img (populate_full), and what the repair must say */
 	bool full;
 	const char *repair_says;
+	/* RLFS_FSCK_REBUILD_OLD_RMAP_FIRST=1 for the repairs (fsck_rebuild.c:
+	 * the old rmapbt's blocks taken first where allowed) */
+	bool old_rmap_first;
 };
 
 static const struct kind kinds[] = {
@@ -1263,9 +1285,16 @@ static const struct kind kinds[] = {
 	  "file linked into a new /lost+found, through a mount)", false, false, dmg_dircrc,
 	  false, true, { "failed verification", "repair rebuilds it" }, want_dircrc },
 	{ "agfull", "a refcount one too high in a full filesystem with big rmap btrees (the "
-	  "AG rebuild reuses old tree blocks: a cut leaves damage the next repair rebuilds)",
-	  false, false, dmg_refc_bump, false, false, { "refcount", NULL }, NULL, true,
-	  "too full to keep the old trees" },
+	  "AG rebuild writes new trees over old tree blocks: a cut leaves damage the next "
+	  "repair rebuilds)", false, false, dmg_refc_bump, false, false, { "refcount", NULL },
+	  NULL, true, "too full to keep the old trees" },
+	{ "agrmap", "a refcount one too high, the rebuild made to write its new trees over "
+	  "the old rmapbt (RLFS_FSCK_REBUILD_OLD_RMAP_FIRST: no other repair reads it)",
+	  false, true, dmg_refc_bump, false, false, { "refcount", NULL }, NULL, false,
+	  "went over old ones", true },
+	{ "inobt-rmapfirst", "an inobt record dropped, the rebuild asked to take the old "
+	  "rmapbt first: it must not, the chunk is found again in it", false, true, dmg_inobt,
+	  false, false, { NULL, NULL }, NULL, false, NULL, true },
 };
 #define NKINDS (sizeof(kinds) / sizeof(kinds[0]))
 
@@ -1273,7 +1302,7 @@ const char *crash_repair_kinds(void)
 {
 	return "counters, orphans, brokenlist, inobt, bmbt, agtrees, lastag, mixed, bmbt-agtrees, "
 	       "dirent, lostfile, badinode, baddir, inobt-zero, dirtree, dirhash, dirroot, dircrc, "
-	       "agfull, all";
+	       "agfull, agrmap, inobt-rmapfirst, all";
 }
 
 /* ---------------------------------------------------------------- */
@@ -1669,6 +1698,10 @@ static void report_cut(const struct kind *kd, size_t k, const struct rcut *c, ui
 static int run_kind(const struct kind *k, struct crash_repair_totals *t)
 {
 	struct rlfs_crash_rec *rec;
+	if (k->old_rmap_first)
+		setenv("RLFS_FSCK_REBUILD_OLD_RMAP_FIRST", "1", 1);
+	else
+		unsetenv("RLFS_FSCK_REBUILD_OLD_RMAP_FIRST");
 	int rc = record_repair(k, &rec);
 	if (rc)
 		return rc;

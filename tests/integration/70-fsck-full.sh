@@ -3,9 +3,10 @@
 # AG the free blocks are only what the AG reservation holds back for the
 # refcount and rmap btrees, less than those trees already hold, so the
 # new trees cannot all go into blocks free in both the old and the new
-# view (tools/fsck_rebuild.c "A full AG"): the rebuild must take blocks of
-# the old bnobt, cntbt, refcountbt, AGFL and, when no other repair reads
-# it, rmapbt, say so, and end clean.  Before, the repair failed with
+# view (docs/DESIGN.md "A full AG"): the rebuild must put its new AGFL on
+# old tree blocks and write the trees over some of the old bnobt, cntbt,
+# refcountbt, AGFL and (when no other repair reads it) rmapbt blocks, say
+# so, and end clean.  Before, the repair failed with
 # ENOSPC and left the damage (68-fsck-spill met it when its busiest AG
 # happened to be nearly full).
 #   An image of 8 AGs: six files of 3,000 one-block extents (a hole after
